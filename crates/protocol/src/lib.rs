@@ -1,0 +1,23 @@
+//! loket's shared protocol: the generated protobuf types of the gRPC API and of
+//! every bus message (`proto/` is the one schema source), the NATS subject
+//! names, exact money, the unified outcome taxonomy, provider identities and
+//! the transaction state machine.
+//!
+//! This crate does no I/O and holds no policy that needs a clock or a network:
+//! everything here is a pure value or a pure function, so every service and
+//! every test agrees on what a state, an outcome or a subject is.
+
+pub mod conversions;
+pub mod money;
+pub mod operation;
+pub mod outcome;
+pub mod pb;
+pub mod provider;
+pub mod state;
+pub mod subjects;
+
+pub use money::{Currency, Money, MoneyError};
+pub use operation::{Operation, TransactionKind};
+pub use outcome::Outcome;
+pub use provider::Provider;
+pub use state::{Decision, TransactionStatus};

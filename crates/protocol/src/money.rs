@@ -1,0 +1,153 @@
+//! Exact money. Amounts are integers in the currency's smallest unit as loket
+//! counts it; for IDR that is the whole rupiah (no sen circulate, and every
+//! provider settles whole rupiah). Provider formats (`11000.00`, `"10000.00"`,
+//! `150000`) are converted at the connector's edge with [`Money::parse_decimal`]
+//! and [`Money::to_decimal`]; floating point is never involved.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Currency {
+    #[serde(rename = "IDR")]
+    Idr,
+}
+
+impl Currency {
+    pub fn code(self) -> &'static str {
+        match self {
+            Currency::Idr => "IDR",
+        }
+    }
+
+    pub fn parse(code: &str) -> Result<Self, MoneyError> {
+        match code {
+            "IDR" => Ok(Currency::Idr),
+            other => Err(MoneyError::UnsupportedCurrency(other.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("unsupported currency {0:?}")]
+    UnsupportedCurrency(String),
+    #[error("amount {0:?} is not a decimal number")]
+    NotANumber(String),
+    #[error("amount {0:?} has a fractional part; IDR amounts must be whole rupiah")]
+    Fractional(String),
+    #[error("amount {0:?} is out of range")]
+    OutOfRange(String),
+    #[error("amount must not be negative")]
+    Negative,
+}
+
+impl Money {
+    pub const fn idr(minor: i64) -> Self {
+        Money {
+            minor,
+            currency: Currency::Idr,
+        }
+    }
+
+    /// Parses a provider's decimal text exactly: `"11000"`, `"11000.00"`,
+    /// `"11000.0"`, with optional surrounding whitespace. A non-zero fraction
+    /// is an error rather than silently rounded.
+    pub fn parse_decimal(text: &str, currency: Currency) -> Result<Self, MoneyError> {
+        let trimmed = text.trim();
+        let err = || MoneyError::NotANumber(text.to_string());
+        let (negative, digits) = match trimmed.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, trimmed),
+        };
+        let (whole, fraction) = match digits.split_once('.') {
+            Some((w, f)) => (w, Some(f)),
+            None => (digits, None),
+        };
+        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        if let Some(f) = fraction {
+            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            if f.bytes().any(|b| b != b'0') {
+                return Err(MoneyError::Fractional(text.to_string()));
+            }
+        }
+        let value: i64 = whole
+            .parse()
+            .map_err(|_| MoneyError::OutOfRange(text.to_string()))?;
+        if negative && value != 0 {
+            return Err(MoneyError::Negative);
+        }
+        Ok(Money {
+            minor: value,
+            currency,
+        })
+    }
+
+    /// `10000` → `"10000.00"` (SNAP's and OkeBayar's two-decimal form).
+    pub fn to_decimal_2(self) -> String {
+        format!("{}.00", self.minor)
+    }
+
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        if self.currency != other.currency {
+            return None;
+        }
+        Some(Money {
+            minor: self.minor.checked_add(other.minor)?,
+            currency: self.currency,
+        })
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.currency.code(), self.minor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_provider_formats_exactly() {
+        for (text, want) in [("11000.00", 11000), ("110000", 110000), (" 150000 ", 150000), ("0.0", 0)] {
+            assert_eq!(Money::parse_decimal(text, Currency::Idr).unwrap().minor, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_fractions_and_garbage() {
+        assert_eq!(
+            Money::parse_decimal("11000.50", Currency::Idr),
+            Err(MoneyError::Fractional("11000.50".into()))
+        );
+        for bad in ["", "abc", "1e5", "12.", ".5", "1,000", "-5", "99999999999999999999"] {
+            assert!(Money::parse_decimal(bad, Currency::Idr).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decimal_round_trip(value in 0i64..=i64::MAX / 2) {
+            let money = Money::idr(value);
+            prop_assert_eq!(Money::parse_decimal(&money.to_decimal_2(), Currency::Idr), Ok(money));
+            prop_assert_eq!(Money::parse_decimal(&value.to_string(), Currency::Idr), Ok(money));
+        }
+
+        #[test]
+        fn parse_never_panics(text in ".{0,40}") {
+            let _ = Money::parse_decimal(&text, Currency::Idr);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The transaction state machine. The reconciler is its only user after a
+//! transaction is created; it applies every report through [`decide`] and
+//! writes the result with a conditional update, so the rules below are the
+//! whole of what can happen to a transaction's status.
+//!
+//! - `success` and `failed` are final: nothing moves a transaction out of them.
+//! - A final report contradicting a final state sends it to `needs_review`.
+//! - `needs_review` is left only by an operator.
+//! - States only move forward: a pending or unknown report never downgrades.
+
+use crate::Outcome;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionStatus {
+    Received,
+    Pending,
+    Unknown,
+    Success,
+    Failed,
+    NeedsReview,
+}
+
+impl TransactionStatus {
+    pub const ALL: [TransactionStatus; 6] = [
+        TransactionStatus::Received,
+        TransactionStatus::Pending,
+        TransactionStatus::Unknown,
+        TransactionStatus::Success,
+        TransactionStatus::Failed,
+        TransactionStatus::NeedsReview,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionStatus::Received => "received",
+            TransactionStatus::Pending => "pending",
+            TransactionStatus::Unknown => "unknown",
+            TransactionStatus::Success => "success",
+            TransactionStatus::Failed => "failed",
+            TransactionStatus::NeedsReview => "needs_review",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// `success` and `failed`: immutable.
+    pub fn is_final(self) -> bool {
+        matches!(self, TransactionStatus::Success | TransactionStatus::Failed)
+    }
+
+    /// Final, or parked for a human: nothing automatic will change it.
+    pub fn is_settled(self) -> bool {
+        self.is_final() || self == TransactionStatus::NeedsReview
+    }
+}
+
+impl fmt::Display for TransactionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What applying one authenticated report to a transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Move to this status.
+    Move(TransactionStatus),
+    /// Nothing changes (duplicate, stale, or not forward).
+    Keep,
+    /// A final report contradicts a final state: park for review and alert.
+    Conflict,
+}
+
+/// Applies an authenticated report (a connector result or a verified
+/// callback) to the current status.
+pub fn decide(current: TransactionStatus, report: Outcome) -> Decision {
+    use TransactionStatus as S;
+    match (current, report) {
+        (S::NeedsReview, _) => Decision::Keep,
+        (S::Success, Outcome::Success) | (S::Failed, Outcome::Failed) => Decision::Keep,
+        (S::Success, Outcome::Failed) | (S::Failed, Outcome::Success) => Decision::Conflict,
+        (S::Success | S::Failed, Outcome::Pending | Outcome::Unknown) => Decision::Keep,
+        (_, Outcome::Success) => Decision::Move(S::Success),
+        (_, Outcome::Failed) => Decision::Move(S::Failed),
+        (S::Received | S::Unknown, Outcome::Pending) => Decision::Move(S::Pending),
+        (S::Pending, Outcome::Pending) => Decision::Keep,
+        (S::Received, Outcome::Unknown) => Decision::Move(S::Unknown),
+        // Pending stays pending when a later check cannot tell: we already
+        // know the provider accepted it.
+        (S::Pending | S::Unknown, Outcome::Unknown) => Decision::Keep,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_status() -> impl Strategy<Value = TransactionStatus> {
+        proptest::sample::select(TransactionStatus::ALL.to_vec())
+    }
+
+    fn any_outcome() -> impl Strategy<Value = Outcome> {
+        proptest::sample::select(vec![Outcome::Success, Outcome::Pending, Outcome::Failed, Outcome::Unknown])
+    }
+
+    fn apply(current: TransactionStatus, report: Outcome) -> TransactionStatus {
+        match decide(current, report) {
+            Decision::Move(next) => next,
+            Decision::Keep => current,
+            Decision::Conflict => TransactionStatus::NeedsReview,
+        }
+    }
+
+    #[test]
+    fn ordinary_lifecycle() {
+        use TransactionStatus as S;
+        assert_eq!(decide(S::Received, Outcome::Pending), Decision::Move(S::Pending));
+        assert_eq!(decide(S::Pending, Outcome::Success), Decision::Move(S::Success));
+        assert_eq!(decide(S::Received, Outcome::Unknown), Decision::Move(S::Unknown));
+        assert_eq!(decide(S::Unknown, Outcome::Failed), Decision::Move(S::Failed));
+        assert_eq!(decide(S::Success, Outcome::Failed), Decision::Conflict);
+        assert_eq!(decide(S::Failed, Outcome::Success), Decision::Conflict);
+        assert_eq!(decide(S::Success, Outcome::Pending), Decision::Keep);
+    }
+
+    proptest! {
+        /// Whatever sequence of reports arrives, a final state never turns
+        /// into another final state.
+        #[test]
+        fn final_states_are_immutable(start in any_status(), reports in proptest::collection::vec(any_outcome(), 0..12)) {
+            let mut current = start;
+            let mut first_final = current.is_final().then_some(current);
+            for report in reports {
+                current = apply(current, report);
+                if let Some(final_state) = first_final {
+                    prop_assert!(current == final_state || current == TransactionStatus::NeedsReview);
+                } else if current.is_final() {
+                    first_final = Some(current);
+                }
+            }
+        }
+
+        /// Re-applying the same report is a no-op (idempotence).
+        #[test]
+        fn applying_twice_equals_once(start in any_status(), report in any_outcome()) {
+            let once = apply(start, report);
+            prop_assert_eq!(apply(once, report), once);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! NATS subject and stream names: the bus layout in one place.
+//!
+//! - `LOKET_CMD` (work queue): `loket.cmd.<provider>.<operation>`, one durable
+//!   pull consumer per provider shared by that provider's connector replicas.
+//! - `LOKET_EVT` (work queue): `loket.evt.<provider>.result` and
+//!   `loket.evt.<provider>.callback`, consumed by the reconciler.
+//! - `LOKET_UPD` (limits, kept for a while): `loket.upd.<client>.<transaction>`,
+//!   every state change, for the ingress's waiters and watchers and for any
+//!   internal service that wants a durable feed.
+//! - `loket.rpc.<provider>.balance`: core NATS request/reply, no stream.
+
+use crate::{Operation, Provider};
+
+pub const COMMAND_STREAM: &str = "LOKET_CMD";
+pub const EVENT_STREAM: &str = "LOKET_EVT";
+pub const UPDATE_STREAM: &str = "LOKET_UPD";
+
+pub const COMMAND_SUBJECTS: &str = "loket.cmd.>";
+pub const EVENT_SUBJECTS: &str = "loket.evt.>";
+pub const UPDATE_SUBJECTS: &str = "loket.upd.>";
+
+/// The reconciler's durable consumer on [`EVENT_STREAM`].
+pub const RECONCILER_CONSUMER: &str = "reconciler";
+
+/// Header carrying the W3C trace context across the bus.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header carrying the transaction id, for operators reading the stream.
+pub const TRANSACTION_HEADER: &str = "Loket-Transaction";
+
+pub fn command(provider: Provider, operation: Operation) -> String {
+    format!("loket.cmd.{}.{}", provider.as_str(), operation.as_str())
+}
+
+pub fn commands_of(provider: Provider) -> String {
+    format!("loket.cmd.{}.>", provider.as_str())
+}
+
+/// The durable consumer shared by every replica of one provider's connector.
+pub fn connector_consumer(provider: Provider) -> String {
+    format!("connector-{}", provider.as_str())
+}
+
+pub fn result(provider: Provider) -> String {
+    format!("loket.evt.{}.result", provider.as_str())
+}
+
+pub fn callback(provider: Provider) -> String {
+    format!("loket.evt.{}.callback", provider.as_str())
+}
+
+pub fn update(client_id: &str, transaction_id: &str) -> String {
+    format!("loket.upd.{client_id}.{transaction_id}")
+}
+
+pub fn balance_rpc(provider: Provider) -> String {
+    format!("loket.rpc.{}.balance", provider.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_layout() {
+        assert_eq!(
+            command(Provider::OkeBayar, Operation::PrepaidPurchase),
+            "loket.cmd.okebayar.purchase"
+        );
+        assert_eq!(result(Provider::OkeBayar), "loket.evt.okebayar.result");
+        assert_eq!(callback(Provider::OkeBayar), "loket.evt.okebayar.callback");
+        assert!(commands_of(Provider::SnapQr).starts_with("loket.cmd.snapqr."));
+    }
+}
