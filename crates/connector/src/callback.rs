@@ -1,0 +1,67 @@
+//! The provider side of the callback receiver: each provider crate implements
+//! [`CallbackParser`]; the receiver (crate `loket-callback`) does the HTTP,
+//! size limits, de-duplication and durability the same way for all.
+
+use bytes::Bytes;
+use loket_protocol::{Outcome, Provider};
+
+/// One callback as it arrived.
+#[derive(Debug, Clone)]
+pub struct CallbackRequest {
+    pub method: http::Method,
+    /// The request-line path as received (signatures may cover it).
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+/// A parsed callback, before it becomes a bus event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedCallback {
+    pub provider_reference: String,
+    pub provider_trace: String,
+    pub provider_code: String,
+    pub serial_number: String,
+    pub claimed_outcome: Outcome,
+    /// Whether the callback's authenticity was verified. OkeBayar callbacks
+    /// are unsigned: always false, so they only trigger a status check.
+    pub verified: bool,
+    /// The callback body, secrets masked, for the event log.
+    pub raw_masked: String,
+    /// A key that is equal for retries of the same callback (used as the
+    /// bus de-duplication id).
+    pub dedupe_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("malformed callback: {0}")]
+    Malformed(String),
+    #[error("callback signature rejected: {0}")]
+    BadSignature(String),
+    #[error("callback outside the accepted time window")]
+    Stale,
+}
+
+/// The HTTP answer a provider expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+pub trait CallbackParser: Send + Sync + 'static {
+    fn provider(&self) -> Provider;
+
+    /// Verifies (where the provider signs) and parses one callback.
+    fn parse(&self, request: &CallbackRequest) -> Result<ParsedCallback, CallbackError>;
+
+    /// The answer once the callback is durable.
+    fn acknowledge(&self, request: &CallbackRequest, parsed: &ParsedCallback) -> CallbackReply;
+
+    /// The answer to a callback we refuse.
+    fn reject(&self, request: &CallbackRequest, error: &CallbackError) -> CallbackReply;
+}

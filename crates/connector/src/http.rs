@@ -1,0 +1,124 @@
+//! The HTTP client every connector uses. Its one job beyond sending is to say
+//! whether a failed request may have reached the provider: a refused
+//! connection never left ([`SendError::NotSent`]); a timeout, a reset or a
+//! broken reply may have been processed ([`SendError::MaybeSent`]), which the
+//! connector must classify as unknown (money-safety rule 1).
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The request never left: connection refused, DNS failure, TLS handshake.
+    #[error("request not sent: {0}")]
+    NotSent(String),
+    /// The request may have been processed: timeout, reset, truncated reply.
+    #[error("request may have been processed: {0}")]
+    MaybeSent(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+    pub elapsed: Duration,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    max_reply_bytes: usize,
+}
+
+/// Replies bigger than this are not read: the outcome becomes unknown.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+impl HttpClient {
+    /// One pooled client per connector: keep-alive connections, a total
+    /// deadline per request and a shorter connect deadline.
+    pub fn new(timeout: Duration, connect_timeout: Duration) -> Self {
+        let inner = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(connect_timeout)
+            .pool_max_idle_per_host(256)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("static HTTP client configuration is valid");
+        HttpClient {
+            inner,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+        }
+    }
+
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<HttpReply, SendError> {
+        let mut request = self
+            .inner
+            .post(url)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<HttpReply, SendError> {
+        let started = Instant::now();
+        let response = request.send().await.map_err(classify)?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(length) = response.content_length() {
+            if length as usize > self.max_reply_bytes {
+                return Err(SendError::MaybeSent(format!("reply of {length} bytes exceeds the limit")));
+            }
+        }
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| SendError::MaybeSent(format!("reading reply: {error}")))?
+        {
+            if body.len() + chunk.len() > self.max_reply_bytes {
+                return Err(SendError::MaybeSent("reply exceeds the size limit".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpReply {
+            status,
+            content_type,
+            body: body.into(),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn classify(error: reqwest::Error) -> SendError {
+    // reqwest's messages name the URL, never headers or bodies, so no secret
+    // reaches the error text.
+    if error.is_connect() && !error.is_timeout() {
+        SendError::NotSent(error.to_string())
+    } else if error.is_builder() {
+        SendError::NotSent(error.to_string())
+    } else {
+        SendError::MaybeSent(error.to_string())
+    }
+}

@@ -1,0 +1,58 @@
+//! The shared connector runtime. A provider crate implements [`Connector`]
+//! (send an operation, check a status, read the balance) and
+//! [`CallbackParser`] (verify and parse a callback, answer it the provider's
+//! way); this crate does everything else the same way for every provider:
+//!
+//! - [`worker`]: pulls the provider's commands from its durable JetStream
+//!   consumer with bounded concurrency, enforces money-safety rule 2 (a
+//!   redelivered or re-dispatched money-moving command starts with a status
+//!   check, never a resend), publishes the result event, then acks;
+//! - [`http`]: one HTTP client whose errors say whether the request may have
+//!   reached the provider (rule 1: "maybe sent" is unknown, never failed);
+//! - [`mask`]: secret masking for the stored provider exchanges (rule 7).
+//!
+//! It must not know any provider's wire format or code table.
+
+pub mod callback;
+pub mod command;
+pub mod http;
+pub mod mask;
+pub mod report;
+pub mod worker;
+
+pub use callback::{CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback};
+pub use command::{Command, CommandError};
+pub use report::Report;
+
+use loket_protocol::Money;
+use std::future::Future;
+
+/// Errors of a non-transactional call (balance, echo).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("provider unreachable: {0}")]
+    Unavailable(String),
+    #[error("provider answered with code {code}: {message}")]
+    Provider { code: String, message: String },
+    #[error("provider reply could not be parsed: {0}")]
+    BadReply(String),
+}
+
+/// One provider's protocol, as the worker sees it.
+pub trait Connector: Send + Sync + 'static {
+    fn provider(&self) -> loket_protocol::Provider;
+
+    /// Sends `command.operation` to the provider once and classifies the
+    /// answer. Transport failures after the request may have left, 5xx and
+    /// unparseable replies must come back as [`loket_protocol::Outcome::Unknown`].
+    fn execute(&self, command: &Command) -> impl Future<Output = Report> + Send;
+
+    /// Asks the provider what happened to `command.provider_reference`
+    /// (the original operation is `command.original_operation`). When the
+    /// provider definitely has no record of it, the report has
+    /// `not_found = true` and outcome `Unknown`.
+    fn check_status(&self, command: &Command) -> impl Future<Output = Report> + Send;
+
+    /// The deposit balance at the provider.
+    fn balance(&self) -> impl Future<Output = Result<Money, ConnectorError>> + Send;
+}

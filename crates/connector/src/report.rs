@@ -1,0 +1,78 @@
+//! What a connector learned from one operation, before it becomes a bus
+//! [`ResultEvent`](loket_protocol::pb::bus::ResultEvent).
+
+use loket_protocol::pb::{self, bus};
+use loket_protocol::{Money, Operation, Outcome};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub provider_code: Option<String>,
+    pub provider_message: Option<String>,
+    pub provider_trace: Option<String>,
+    pub serial_number: Option<String>,
+    pub provider_amount: Option<Money>,
+    pub bill: Option<pb::BillDetails>,
+    /// Values a later payment must echo verbatim (inquirycode, ref1..3).
+    pub inquiry_data: BTreeMap<String, String>,
+    /// A status check found no record of our reference at the provider.
+    pub not_found: bool,
+    /// Every HTTP exchange made for this report, secrets masked.
+    pub exchanges: Vec<bus::Exchange>,
+    /// Free-text detail for operators (e.g. why a reply was unparseable).
+    pub detail: String,
+}
+
+impl Report {
+    pub fn new(outcome: Outcome) -> Self {
+        Report {
+            outcome,
+            provider_code: None,
+            provider_message: None,
+            provider_trace: None,
+            serial_number: None,
+            provider_amount: None,
+            bill: None,
+            inquiry_data: BTreeMap::new(),
+            not_found: false,
+            exchanges: Vec::new(),
+            detail: String::new(),
+        }
+    }
+
+    /// An outcome we cannot know (timeout, garbled reply...), with the reason.
+    pub fn unknown(detail: impl Into<String>) -> Self {
+        Report {
+            detail: detail.into(),
+            ..Report::new(Outcome::Unknown)
+        }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>, message: impl Into<String>) -> Self {
+        self.provider_code = Some(code.into());
+        self.provider_message = Some(message.into());
+        self
+    }
+
+    pub fn into_event(self, event_id: String, transaction_id: String, provider: &str, operation: Operation) -> bus::ResultEvent {
+        bus::ResultEvent {
+            event_id,
+            transaction_id,
+            provider: provider.to_string(),
+            operation: bus::Operation::from(operation) as i32,
+            outcome: pb::Outcome::from(self.outcome) as i32,
+            provider_code: self.provider_code.unwrap_or_default(),
+            provider_message: self.provider_message.unwrap_or_default(),
+            provider_trace: self.provider_trace.unwrap_or_default(),
+            serial_number: self.serial_number.unwrap_or_default(),
+            provider_amount: self.provider_amount.map(Into::into),
+            bill: self.bill,
+            inquiry_data: self.inquiry_data.into_iter().collect(),
+            exchanges: self.exchanges,
+            not_found: self.not_found,
+            occurred_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
+            detail: self.detail,
+        }
+    }
+}

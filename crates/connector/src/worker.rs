@@ -1,0 +1,348 @@
+//! The connector worker loop, the same for every provider.
+//!
+//! Replicas of one provider's connector share one durable pull consumer
+//! (`connector-<provider>`), so each command goes to one replica at a time.
+//! For each command the worker:
+//!
+//! 1. decodes and validates it (a poison message is terminated, not retried);
+//! 2. for a money-moving operation that is redelivered (`delivered > 1`) or
+//!    re-dispatched (`first_dispatch == false`), asks the provider for the
+//!    status first and sends the operation only if the provider has no record
+//!    of our reference (money-safety rule 2);
+//! 3. refuses to send a money-moving request once the message's ack deadline
+//!    has passed (another replica may own it by now);
+//! 4. publishes the result event durably, then acks the command.
+//!
+//! A crash anywhere before the ack means redelivery, and redelivery means a
+//! status check: never a second money-moving request.
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::StreamExt;
+use loket_protocol::pb::bus;
+use loket_protocol::{subjects, Operation, Outcome};
+use loket_runtime::admin::Readiness;
+use loket_runtime::bus as lbus;
+use loket_runtime::Shutdown;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::{Command, Connector, Report};
+
+pub mod metric {
+    pub const COMMANDS: &str = "loket_connector_commands_total";
+    pub const POISON: &str = "loket_connector_poison_commands_total";
+    pub const CHECK_FIRST: &str = "loket_connector_check_first_total";
+    pub const HANDLE_SECONDS: &str = "loket_connector_handle_seconds";
+}
+
+/// Test-only fault injection, named in configuration (`failpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failpoint {
+    /// After a money-moving request got its reply and before the result is
+    /// published: abort the process (what `kill -9` does).
+    AbortAfterSend,
+    /// Same place, but hang forever without acking (for in-process tests
+    /// that then abort the task).
+    HangAfterSend,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Commands processed at once by this replica.
+    pub concurrency: usize,
+    /// JetStream ack wait. Must exceed the provider HTTP timeout with margin:
+    /// a command not acked by then is redelivered (and then starts with a
+    /// status check).
+    pub ack_wait_ms: u64,
+    pub failpoint: Option<Failpoint>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 64,
+            ack_wait_ms: 120_000,
+            failpoint: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Bus(#[from] lbus::BusError),
+    #[error("consumer setup failed: {0}")]
+    Consumer(String),
+}
+
+/// Runs the worker until `shutdown`, then drains in-flight commands.
+pub async fn run<C: Connector>(
+    connector: Arc<C>,
+    settings: WorkerSettings,
+    nats: async_nats::Client,
+    shutdown: Shutdown,
+    readiness: Readiness,
+) -> Result<(), WorkerError> {
+    let provider = connector.provider();
+    let js = jetstream::new(nats.clone());
+    lbus::ensure_streams(&js).await?;
+    let stream = js
+        .get_stream(subjects::COMMAND_STREAM)
+        .await
+        .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+    let consumer_name = subjects::connector_consumer(provider);
+    let ack_wait = Duration::from_millis(settings.ack_wait_ms);
+    let consumer = stream
+        .get_or_create_consumer(
+            &consumer_name,
+            pull::Config {
+                durable_name: Some(consumer_name.clone()),
+                filter_subject: subjects::commands_of(provider),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: (settings.concurrency * 4).max(64) as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+
+    let balance_task = tokio::spawn(serve_balance(connector.clone(), nats.clone(), shutdown.clone()));
+
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(settings.concurrency.max(1))
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let settings = Arc::new(settings);
+    readiness.set(true);
+    tracing::info!(%provider, consumer = %consumer_name, "connector worker started");
+
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let message = tokio::select! {
+            _ = shutdown.wait() => break,
+            next = messages.next() => next,
+        };
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "pull error; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            None => break,
+        };
+        let connector = connector.clone();
+        let js = js.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            handle(&*connector, &js, &settings, message).await;
+            drop(permit);
+        });
+    }
+
+    readiness.set(false);
+    // Drain: wait for in-flight commands to finish (each acks or is left for
+    // redelivery); buffered but unstarted messages return after ack_wait.
+    let total = permits.available_permits();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        permits.acquire_many(settings.concurrency.max(1) as u32),
+    )
+    .await;
+    let _ = total;
+    balance_task.abort();
+    tracing::info!(%provider, "connector worker stopped");
+    Ok(())
+}
+
+async fn handle<C: Connector>(connector: &C, js: &jetstream::Context, settings: &WorkerSettings, message: jetstream::Message) {
+    let received = Instant::now();
+    let trace = lbus::trace_of(&message);
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let event_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_string())
+        .or_else(|| message.info().ok().map(|info| format!("seq:{}", info.stream_sequence)))
+        .unwrap_or_default();
+
+    let command = match bus::Command::decode(message.payload.clone())
+        .map_err(|e| crate::CommandError::Decode(e.to_string()))
+        .and_then(Command::try_from)
+    {
+        Ok(command) => command,
+        Err(error) => {
+            metrics::counter!(metric::POISON).increment(1);
+            tracing::error!(%error, subject = %message.subject, "poison command terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "command",
+        transaction_id = %command.transaction_id,
+        trace_id = %trace.trace_id(),
+        operation = %command.operation,
+        delivered,
+    );
+    async move {
+        // Keep the message ours while the provider call runs.
+        let progress = {
+            let message_ack = message.clone();
+            let every = Duration::from_millis(settings.ack_wait_ms / 3).max(Duration::from_millis(200));
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    if message_ack.ack_with(AckKind::Progress).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let report = decide_and_call(connector, settings, &command, delivered, received).await;
+        progress.abort();
+        let Some(report) = report else {
+            // We lost ownership of the message before sending; leave it to
+            // the replica that has it now.
+            return;
+        };
+        metrics::counter!(metric::COMMANDS, "provider" => command.provider.as_str(), "operation" => command.operation.as_str(), "outcome" => report.outcome.as_str()).increment(1);
+        tracing::info!(outcome = %report.outcome, code = report.provider_code.as_deref().unwrap_or(""), "provider answered");
+
+        let operation = if command.operation == Operation::StatusCheck {
+            command.original_operation
+        } else {
+            command.operation
+        };
+        let event = report.into_event(event_id.clone(), command.transaction_id.clone(), command.provider.as_str(), operation);
+        let headers = lbus::headers(&format!("res:{event_id}"), &trace.child(), &command.transaction_id);
+        let subject = subjects::result(command.provider);
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=5 {
+            match lbus::publish_durable(js, subject.clone(), headers.clone(), event.encode_to_vec()).await {
+                Ok(()) => {
+                    if let Err(error) = message.double_ack().await {
+                        // The result is durable; a redelivery will only cause
+                        // a status check and a de-duplicated result.
+                        tracing::warn!(%error, "ack failed after publishing the result");
+                    }
+                    metrics::histogram!(metric::HANDLE_SECONDS).record(received.elapsed().as_secs_f64());
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "publishing the result failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        // Leave the command for redelivery; it will start with a status check.
+        tracing::error!("result could not be published; command left for redelivery");
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Returns `None` when the command must be abandoned unsent.
+async fn decide_and_call<C: Connector>(
+    connector: &C,
+    settings: &WorkerSettings,
+    command: &Command,
+    delivered: i64,
+    received: Instant,
+) -> Option<Report> {
+    if command.operation == Operation::StatusCheck {
+        return Some(connector.check_status(command).await);
+    }
+    if !command.operation.moves_money() {
+        return Some(connector.execute(command).await);
+    }
+    let mut exchanges = Vec::new();
+    if delivered > 1 || !command.first_dispatch {
+        metrics::counter!(metric::CHECK_FIRST, "provider" => command.provider.as_str()).increment(1);
+        tracing::info!("redelivered or re-dispatched money-moving command: status check first");
+        let check = connector.check_status(&command.as_status_check()).await;
+        if !check.not_found {
+            return Some(check);
+        }
+        tracing::info!("provider has no record of our reference; sending the original request");
+        exchanges = check.exchanges;
+    }
+    // Rule: never send once the ack deadline may have passed.
+    let safe_window = Duration::from_millis(settings.ack_wait_ms).mul_f64(0.8);
+    if received.elapsed() > safe_window {
+        tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
+        return None;
+    }
+    let mut report = connector.execute(command).await;
+    report.exchanges.splice(0..0, exchanges);
+    match settings.failpoint {
+        Some(Failpoint::AbortAfterSend) => {
+            tracing::warn!("failpoint abort_after_send: aborting the process");
+            std::process::abort();
+        }
+        Some(Failpoint::HangAfterSend) => {
+            tracing::warn!("failpoint hang_after_send: hanging without publishing");
+            std::future::pending::<()>().await;
+        }
+        None => {}
+    }
+    if report.outcome == Outcome::Unknown && report.detail.is_empty() {
+        report.detail = "outcome unknown; a status check will resolve it".into();
+    }
+    Some(report)
+}
+
+/// Answers `loket.rpc.<provider>.balance` requests (core NATS, queue group).
+async fn serve_balance<C: Connector>(connector: Arc<C>, nats: async_nats::Client, shutdown: Shutdown) {
+    let provider = connector.provider();
+    let subject = subjects::balance_rpc(provider);
+    let mut requests = match nats.queue_subscribe(subject.clone(), subjects::connector_consumer(provider)).await {
+        Ok(subscriber) => subscriber,
+        Err(error) => {
+            tracing::error!(%error, %subject, "cannot subscribe to balance requests");
+            return;
+        }
+    };
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.wait() => return,
+            request = requests.next() => match request { Some(r) => r, None => return },
+        };
+        let Some(reply_to) = request.reply.clone() else { continue };
+        let reply = match connector.balance().await {
+            Ok(balance) => bus::BalanceReply {
+                balance: Some(balance.into()),
+                error: String::new(),
+                as_of: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
+            },
+            Err(error) => bus::BalanceReply {
+                balance: None,
+                error: error.to_string(),
+                as_of: None,
+            },
+        };
+        if let Err(error) = nats.publish(reply_to, reply.encode_to_vec().into()).await {
+            tracing::warn!(%error, "balance reply not sent");
+        }
+    }
+}
+

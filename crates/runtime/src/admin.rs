@@ -1,0 +1,84 @@
+//! The admin port every service opens beside its main one: `/livez`,
+//! `/readyz` (false until started and again as soon as a drain begins) and
+//! `/metrics` in Prometheus text format.
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+
+use crate::Shutdown;
+
+/// Whether the service should receive traffic.
+#[derive(Clone, Default, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests); keep ours
+            // as a renderer either way.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// Serves the admin endpoints until `shutdown` has fired and `done` resolves
+/// (so readiness can be observed false during the drain).
+pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) {
+    let state = AdminState {
+        readiness: readiness.clone(),
+        metrics: metrics_handle(),
+    };
+    let app = Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(state);
+    // Readiness goes false the moment a drain starts.
+    let drain = shutdown.clone();
+    tokio::spawn(async move {
+        drain.wait().await;
+        readiness.set(false);
+    });
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "admin server stopped");
+    }
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> String {
+    state.metrics.render()
+}

@@ -1,0 +1,114 @@
+//! The JetStream layout (see [`loket_protocol::subjects`]) and the one way
+//! loket publishes: with a `Nats-Msg-Id` so a re-publish is de-duplicated,
+//! the trace context and the transaction id in headers, and waiting for the
+//! stream's acknowledgement so "published" means "durable".
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use loket_protocol::subjects;
+use std::time::Duration;
+
+use crate::telemetry::TraceContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("JetStream setup failed: {0}")]
+    Setup(String),
+    #[error("publish to {subject} failed: {reason}")]
+    Publish { subject: String, reason: String },
+}
+
+/// How long JetStream remembers a `Nats-Msg-Id` for de-duplication.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Connects with unlimited reconnects, so a restarted nats-server is picked
+/// up without restarting the service.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            tracing::info!(%event, "nats connection event");
+        })
+        .connect(url)
+        .await
+        .map_err(|error| BusError::Connect {
+            url: url.to_string(),
+            reason: error.to_string(),
+        })
+}
+
+/// Creates (or finds) the three streams. Safe to call from every service at
+/// start. Only features of nats-server 2.9 are used.
+pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), BusError> {
+    let specs = [
+        (subjects::COMMAND_STREAM, subjects::COMMAND_SUBJECTS, stream::RetentionPolicy::WorkQueue, Duration::ZERO),
+        (subjects::EVENT_STREAM, subjects::EVENT_SUBJECTS, stream::RetentionPolicy::WorkQueue, Duration::ZERO),
+        (
+            subjects::UPDATE_STREAM,
+            subjects::UPDATE_SUBJECTS,
+            stream::RetentionPolicy::Limits,
+            Duration::from_secs(7 * 24 * 3600),
+        ),
+    ];
+    for (name, subject, retention, max_age) in specs {
+        js.get_or_create_stream(stream::Config {
+            name: name.to_string(),
+            subjects: vec![subject.to_string()],
+            retention,
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| BusError::Setup(format!("stream {name}: {error}")))?;
+    }
+    Ok(())
+}
+
+/// Headers for one published message.
+pub fn headers(msg_id: &str, trace: &TraceContext, transaction_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    headers.insert(subjects::TRACEPARENT_HEADER, trace.to_header().as_str());
+    if !transaction_id.is_empty() {
+        headers.insert(subjects::TRANSACTION_HEADER, transaction_id);
+    }
+    headers
+}
+
+/// The trace context carried by a received message, continued (or a new one).
+pub fn trace_of(message: &async_nats::Message) -> TraceContext {
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(subjects::TRACEPARENT_HEADER))
+        .map(|value| value.as_str());
+    TraceContext::continue_or_new(header)
+}
+
+/// Publishes and waits for the stream's acknowledgement.
+pub async fn publish_durable(
+    js: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) -> Result<(), BusError> {
+    let ack = js
+        .publish_with_headers(subject.clone(), headers, payload.into())
+        .await
+        .map_err(|error| BusError::Publish {
+            subject: subject.clone(),
+            reason: error.to_string(),
+        })?;
+    ack.await.map_err(|error| BusError::Publish {
+        subject,
+        reason: error.to_string(),
+    })?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! The Postgres pool and the migrations in `migrations/`, embedded at build
+//! time so every service (and `loketctl migrate`) applies the same schema.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database_url is not a valid PostgreSQL URL")]
+    BadUrl,
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error("migration failed: {0}")]
+    Migrate(String),
+}
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Connects a pool. The URL is a secret (it may hold a password): errors
+/// never repeat it.
+pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool, DbError> {
+    let options = PgConnectOptions::from_str(url.expose())
+        .map_err(|_| DbError::BadUrl)?
+        .application_name("loket");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|error| DbError::Connect(error.to_string()))
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|error| DbError::Migrate(error.to_string()))
+}
