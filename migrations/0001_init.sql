@@ -113,3 +113,8 @@ CREATE TABLE provider_exchanges (
     at              TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX provider_exchanges_txn ON provider_exchanges (transaction_id, id);
+
+-- At most one payment per inquiry that is not known to have failed (never
+-- pay a bill twice).
+CREATE UNIQUE INDEX one_live_payment_per_inquiry ON transactions (inquiry_id)
+    WHERE kind = 'bill_payment' AND status <> 'failed';

@@ -1,0 +1,420 @@
+//! OkeBayar's wire format: a flat list of lower-case fields, as XML children
+//! of one root element (`<transaction>` for requests, `<transaction-status>`
+//! for replies) or as one flat JSON object (spec §1).
+//!
+//! Decoding is defensive because replies and callbacks are untrusted:
+//! - a `DOCTYPE` is refused outright, so no external entity, no entity
+//!   expansion, no file or network access can happen;
+//! - only the five predefined XML entities and character references decode;
+//! - nesting deeper than [`MAX_DEPTH`] and more than [`MAX_FIELDS`] fields are
+//!   refused;
+//! - names are matched case-insensitively (replies mix `PLN_*`, `RPTAG1`,
+//!   `Inquiryexpired`), while [`Fields::first_non_lowercase_name`] lets the
+//!   simulator enforce lower-case request names (code `206`);
+//! - nested elements (`additionaldata`) are flattened to their leaf names;
+//! - JSON numbers keep their exact text (`11000.00` stays `11000.00`).
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use quick_xml::events::Event;
+
+pub const MAX_DEPTH: usize = 8;
+pub const MAX_FIELDS: usize = 512;
+
+pub const REQUEST_ROOT: &str = "transaction";
+pub const REPLY_ROOT: &str = "transaction-status";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Xml,
+    Json,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Xml => "application/xml",
+            Format::Json => "application/json",
+        }
+    }
+
+    /// Guesses the format of a body: JSON objects start with `{` followed by
+    /// a quote or `}`; the doc-literal `{ <transaction>… }` is XML.
+    pub fn sniff(body: &[u8]) -> Format {
+        let text = String::from_utf8_lossy(&body[..body.len().min(64)]);
+        let trimmed = text.trim_start();
+        match trimmed.strip_prefix('{') {
+            Some(rest) if !rest.trim_start().starts_with('<') => Format::Json,
+            _ => Format::Xml,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("malformed XML: {0}")]
+    Xml(String),
+    #[error("DOCTYPE declarations are not accepted")]
+    DocType,
+    #[error("XML nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("more than {MAX_FIELDS} fields")]
+    TooManyFields,
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("JSON body is not an object")]
+    NotAnObject,
+    #[error("empty body")]
+    Empty,
+}
+
+/// Decoded fields in document order, looked up case-insensitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    entries: Vec<(String, String)>,
+}
+
+impl Fields {
+    pub fn new() -> Self {
+        Fields::default()
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// The first field with this name, ignoring ASCII case.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The field's value trimmed, `None` when absent or blank.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A name that is not all lower-case, if any (OkeBayar answers `206`).
+    pub fn first_non_lowercase_name(&self) -> Option<&str> {
+        self.entries
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| k.chars().any(|c| c.is_ascii_uppercase()))
+    }
+}
+
+/// Encodes fields under `root` (XML) or as a flat object (JSON).
+pub fn encode<'a>(format: Format, root: &str, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    match format {
+        Format::Xml => {
+            let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+            out.push('<');
+            out.push_str(root);
+            out.push('>');
+            for (name, value) in fields {
+                out.push('<');
+                out.push_str(name);
+                out.push('>');
+                out.push_str(&quick_xml::escape::escape(value));
+                out.push_str("</");
+                out.push_str(name);
+                out.push('>');
+            }
+            out.push_str("</");
+            out.push_str(root);
+            out.push('>');
+            out.into_bytes()
+        }
+        Format::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                .collect();
+            serde_json::to_vec(&object).expect("a map of strings always serializes")
+        }
+    }
+}
+
+pub fn decode(format: Format, body: &[u8]) -> Result<Fields, WireError> {
+    match format {
+        Format::Xml => decode_xml(body),
+        Format::Json => decode_json(body),
+    }
+}
+
+fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
+    let text = std::str::from_utf8(body).map_err(|_| WireError::NotUtf8)?;
+    let mut text = text.trim();
+    // Doc-literal quirk: XML wrapped in `{ … }`.
+    if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+        if inner.trim_start().starts_with('<') {
+            text = inner.trim();
+        }
+    }
+    if text.is_empty() {
+        return Err(WireError::Empty);
+    }
+    let mut reader = quick_xml::Reader::from_str(text);
+    reader.config_mut().trim_text(true);
+    let mut fields = Fields::new();
+    // Open elements: name and whether a child element was seen.
+    let mut stack: Vec<(String, bool)> = Vec::new();
+    let mut current_text = String::new();
+    let mut saw_root = false;
+    loop {
+        let event = reader.read_event().map_err(|e| WireError::Xml(e.to_string()))?;
+        match event {
+            Event::DocType(_) => return Err(WireError::DocType),
+            Event::Decl(_) | Event::Comment(_) => {}
+            Event::PI(_) => return Err(WireError::Xml("processing instructions are not accepted".into())),
+            Event::Start(start) => {
+                if stack.is_empty() && saw_root {
+                    return Err(WireError::Xml("more than one root element".into()));
+                }
+                saw_root = true;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(WireError::TooDeep);
+                }
+                let name = std::str::from_utf8(start.name().as_ref())
+                    .map_err(|_| WireError::NotUtf8)?
+                    .to_string();
+                if let Some(parent) = stack.last_mut() {
+                    parent.1 = true;
+                }
+                stack.push((name, false));
+                current_text.clear();
+            }
+            Event::Empty(start) => {
+                if stack.is_empty() {
+                    if saw_root {
+                        return Err(WireError::Xml("more than one root element".into()));
+                    }
+                    saw_root = true;
+                    continue;
+                }
+                let name = start.name();
+                let name = std::str::from_utf8(name.as_ref()).map_err(|_| WireError::NotUtf8)?;
+                if let Some(parent) = stack.last_mut() {
+                    parent.1 = true;
+                }
+                push_field(&mut fields, name, "")?;
+            }
+            Event::Text(text) => {
+                let value = text.unescape().map_err(|e| WireError::Xml(e.to_string()))?;
+                if stack.is_empty() {
+                    return Err(WireError::Xml("text outside the root element".into()));
+                }
+                current_text.push_str(&value);
+            }
+            Event::CData(data) => {
+                let value = std::str::from_utf8(&data).map_err(|_| WireError::NotUtf8)?;
+                current_text.push_str(value);
+            }
+            Event::End(_) => {
+                let (name, had_child) = stack.pop().ok_or_else(|| WireError::Xml("unbalanced end tag".into()))?;
+                // A leaf below the root becomes a field; containers (the
+                // root, `additionaldata`) contribute only their leaves.
+                if !stack.is_empty() && !had_child {
+                    push_field(&mut fields, &name, current_text.trim())?;
+                }
+                current_text.clear();
+            }
+            Event::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(WireError::Xml("unexpected end of document".into()));
+    }
+    if !saw_root {
+        return Err(WireError::Empty);
+    }
+    Ok(fields)
+}
+
+fn push_field(fields: &mut Fields, name: &str, value: &str) -> Result<(), WireError> {
+    if fields.len() >= MAX_FIELDS {
+        return Err(WireError::TooManyFields);
+    }
+    fields.push(name, value);
+    Ok(())
+}
+
+fn decode_json(body: &[u8]) -> Result<Fields, WireError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(WireError::Empty);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| WireError::Json(e.to_string()))?;
+    let object = value.as_object().ok_or(WireError::NotAnObject)?;
+    let mut fields = Fields::new();
+    flatten_json(object, &mut fields, 1)?;
+    Ok(fields)
+}
+
+fn flatten_json(object: &serde_json::Map<String, serde_json::Value>, fields: &mut Fields, depth: usize) -> Result<(), WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::TooDeep);
+    }
+    for (name, value) in object {
+        match value {
+            serde_json::Value::String(s) => push_field(fields, name, s)?,
+            serde_json::Value::Number(n) => push_field(fields, name, &n.to_string())?,
+            serde_json::Value::Bool(b) => push_field(fields, name, if *b { "true" } else { "false" })?,
+            serde_json::Value::Null => push_field(fields, name, "")?,
+            serde_json::Value::Object(inner) => flatten_json(inner, fields, depth + 1)?,
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    if let serde_json::Value::Object(inner) = item {
+                        flatten_json(inner, fields, depth + 1)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// OkeBayar's time zone: WIB, UTC+7 (ASSUMED, spec §1).
+pub fn wib() -> FixedOffset {
+    FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
+}
+
+/// Formats `YYMMDDHHmmssSSS` in WIB.
+pub fn format_time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&wib()).format("%y%m%d%H%M%S%3f").to_string()
+}
+
+/// Parses the three time formats the spec shows (§9): `YYMMDDHHmmssSSS`
+/// (15 digits), `yyMMddhhmmss` (12 digits) and `2020-03-25 20:09:12.374`,
+/// all in WIB.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    let naive = if text.len() == 15 && text.bytes().all(|b| b.is_ascii_digit()) {
+        NaiveDateTime::parse_from_str(&format!("20{}.{}", &text[..12], &text[12..]), "%Y%m%d%H%M%S%.3f").ok()?
+    } else if text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit()) {
+        NaiveDateTime::parse_from_str(&format!("20{text}"), "%Y%m%d%H%M%S").ok()?
+    } else {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+            .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S"))
+            .ok()?
+    };
+    wib().from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn xml_round_trip_keeps_order_and_escapes() {
+        let body = encode(Format::Xml, REQUEST_ROOT, [("a", "1 < 2 & 3"), ("b", "")]);
+        let fields = decode(Format::Xml, &body).unwrap();
+        assert_eq!(fields.get("a"), Some("1 < 2 & 3"));
+        assert_eq!(fields.get("b"), Some(""));
+        assert_eq!(fields.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn names_match_case_insensitively_and_uppercase_is_detectable() {
+        let xml = b"<transaction-status><PLN_NOMETER>123</PLN_NOMETER><Inquiryexpired>x</Inquiryexpired></transaction-status>";
+        let fields = decode(Format::Xml, xml).unwrap();
+        assert_eq!(fields.get("pln_nometer"), Some("123"));
+        assert_eq!(fields.get("inquiryexpired"), Some("x"));
+        assert_eq!(fields.first_non_lowercase_name(), Some("PLN_NOMETER"));
+    }
+
+    #[test]
+    fn nested_additionaldata_is_flattened() {
+        let xml = b"<transaction-status><responsecode>000</responsecode><additionaldata><caid>9</caid><blth1>202401</blth1></additionaldata></transaction-status>";
+        let fields = decode(Format::Xml, xml).unwrap();
+        assert_eq!(fields.get("caid"), Some("9"));
+        assert_eq!(fields.get("blth1"), Some("202401"));
+        assert_eq!(fields.get("responsecode"), Some("000"));
+    }
+
+    #[test]
+    fn doc_literal_braces_are_tolerated() {
+        let fields = decode(Format::Xml, b"{ <transaction><a>1</a></transaction> }").unwrap();
+        assert_eq!(fields.get("a"), Some("1"));
+        assert_eq!(Format::sniff(b"{ <transaction>"), Format::Xml);
+        assert_eq!(Format::sniff(b" {\"a\":1}"), Format::Json);
+    }
+
+    #[test]
+    fn hostile_xml_is_refused() {
+        let xxe = br#"<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]><transaction><a>&x;</a></transaction>"#;
+        assert_eq!(decode(Format::Xml, xxe), Err(WireError::DocType));
+        let bomb = br#"<!DOCTYPE t [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><t><a>&b;</a></t>"#;
+        assert_eq!(decode(Format::Xml, bomb), Err(WireError::DocType));
+        let undeclared = b"<transaction><a>&x;</a></transaction>";
+        assert!(matches!(decode(Format::Xml, undeclared), Err(WireError::Xml(_))));
+        let deep = format!("{}{}", "<a>".repeat(50), "</a>".repeat(50));
+        assert_eq!(decode(Format::Xml, deep.as_bytes()), Err(WireError::TooDeep));
+        for garbled in [&b"<transaction><a>1</transaction>"[..], b"<html><body>502 Bad Gateway", b"", b"\xff\xfe"] {
+            assert!(decode(Format::Xml, garbled).is_err());
+        }
+    }
+
+    #[test]
+    fn json_keeps_exact_numbers_and_flattens() {
+        let fields = decode(Format::Json, br#"{"harga":11000.00,"balance":50590000,"x":{"caid":"7"},"ok":true}"#).unwrap();
+        assert_eq!(fields.get("harga"), Some("11000.00"));
+        assert_eq!(fields.get("balance"), Some("50590000"));
+        assert_eq!(fields.get("caid"), Some("7"));
+        assert!(matches!(decode(Format::Json, b"[1,2]"), Err(WireError::NotAnObject)));
+        assert!(matches!(decode(Format::Json, b"{\"a\":"), Err(WireError::Json(_))));
+        let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
+        assert!(decode(Format::Json, deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn three_time_formats_parse_as_wib() {
+        let expected = Utc.with_ymd_and_hms(2020, 3, 24, 13, 9, 11).unwrap() + chrono::Duration::milliseconds(377);
+        assert_eq!(parse_time("200324200911377"), Some(expected));
+        assert_eq!(format_time(expected), "200324200911377");
+        assert_eq!(parse_time("200325200912"), Some(Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap()));
+        assert_eq!(
+            parse_time("2020-03-25 20:09:12.374"),
+            Some(Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap() + chrono::Duration::milliseconds(374))
+        );
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(Format::Xml, &body);
+            let _ = decode(Format::Json, &body);
+        }
+
+        #[test]
+        fn round_trip_any_values(values in proptest::collection::vec("[ -~]{0,20}", 1..6)) {
+            let names: Vec<String> = (0..values.len()).map(|i| format!("f{i}")).collect();
+            for format in [Format::Xml, Format::Json] {
+                let body = encode(format, REQUEST_ROOT, names.iter().map(String::as_str).zip(values.iter().map(String::as_str)));
+                let fields = decode(format, &body).unwrap();
+                for (name, value) in names.iter().zip(&values) {
+                    // XML trims surrounding whitespace of text nodes.
+                    let want = if format == Format::Xml { value.trim() } else { value.as_str() };
+                    prop_assert_eq!(fields.get(name), Some(want));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The transactions table as Rust. [`TransactionRow`] is one row;
+//! [`TransactionRow::to_pb`] is what clients see and [`TransactionRow::command`]
+//! is what a connector is sent, so the ingress (first dispatch), the
+//! reconciler (status checks, sweep re-dispatch) and `loketctl` all build
+//! them the same way.
+//!
+//! State transitions are not written here: the ingress inserts, the reconciler
+//! alone updates status.
+
+use chrono::{DateTime, Utc};
+use loket_protocol::conversions::timestamp;
+use loket_protocol::pb::{self, bus};
+use loket_protocol::{Operation, Provider, TransactionKind, TransactionStatus};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// Every column of `transactions`, in one place.
+pub const COLUMNS: &str = "id, client_id, client_ref, kind, status, provider, product_code, \
+    provider_product_code, account, account2, account3, contact, amount_minor, currency, request_hash, \
+    provider_reference, provider_trace, provider_code, provider_message, serial_number, \
+    provider_amount_minor, amount_mismatch, inquiry_id, bill, inquiry_data, expires_at, dispatched_at, \
+    dispatch_count, next_check_at, check_count, not_found_since, review_reason, created_at, updated_at, \
+    finalized_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TransactionRow {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub client_ref: String,
+    pub kind: String,
+    pub status: String,
+    pub provider: String,
+    pub product_code: String,
+    pub provider_product_code: String,
+    pub account: String,
+    pub account2: String,
+    pub account3: String,
+    pub contact: String,
+    pub amount_minor: Option<i64>,
+    pub currency: String,
+    pub request_hash: Vec<u8>,
+    pub provider_reference: String,
+    pub provider_trace: Option<String>,
+    pub provider_code: Option<String>,
+    pub provider_message: Option<String>,
+    pub serial_number: Option<String>,
+    pub provider_amount_minor: Option<i64>,
+    pub amount_mismatch: bool,
+    pub inquiry_id: Option<Uuid>,
+    /// A serialized [`pb::BillDetails`] as JSON (see [`bill_to_json`]).
+    pub bill: Option<serde_json::Value>,
+    /// Values a payment must echo verbatim: `{"inquirycode": "...", ...}`.
+    pub inquiry_data: Option<serde_json::Value>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub dispatch_count: i32,
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub check_count: i32,
+    pub not_found_since: Option<DateTime<Utc>>,
+    pub review_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+}
+
+impl TransactionRow {
+    pub fn status(&self) -> Option<TransactionStatus> {
+        TransactionStatus::parse(&self.status)
+    }
+
+    pub fn kind(&self) -> Option<TransactionKind> {
+        TransactionKind::parse(&self.kind)
+    }
+
+    pub fn provider(&self) -> Option<Provider> {
+        Provider::parse(&self.provider).ok()
+    }
+
+    /// What the client sees.
+    pub fn to_pb(&self) -> pb::Transaction {
+        let money = |minor: Option<i64>| {
+            minor.map(|minor| pb::Money {
+                minor,
+                currency: self.currency.clone(),
+            })
+        };
+        pb::Transaction {
+            id: self.id.to_string(),
+            client_ref: self.client_ref.clone(),
+            kind: self.kind().map(pb::TransactionKind::from).unwrap_or_default() as i32,
+            status: self.status().map(pb::TransactionStatus::from).unwrap_or_default() as i32,
+            product_code: self.product_code.clone(),
+            provider: self.provider.clone(),
+            account: self.account.clone(),
+            amount: money(self.amount_minor),
+            provider_reference: self.provider_reference.clone(),
+            provider_trace: self.provider_trace.clone().unwrap_or_default(),
+            provider_code: self.provider_code.clone().unwrap_or_default(),
+            provider_message: self.provider_message.clone().unwrap_or_default(),
+            serial_number: self.serial_number.clone().unwrap_or_default(),
+            bill: self.bill.as_ref().and_then(bill_from_json),
+            inquiry_id: self.inquiry_id.map(|id| id.to_string()).unwrap_or_default(),
+            created_at: Some(timestamp(self.created_at)),
+            updated_at: Some(timestamp(self.updated_at)),
+            explanation: None,
+            amount_mismatch: self.amount_mismatch,
+            provider_amount: money(self.provider_amount_minor),
+        }
+    }
+
+    fn inquiry_data_map(&self) -> std::collections::HashMap<String, String> {
+        self.inquiry_data
+            .as_ref()
+            .and_then(|value| value.as_object())
+            .map(|object| {
+                object
+                    .iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The command that performs this transaction's own operation.
+    /// `first_dispatch` is true only for the ingress's first publish.
+    pub fn command(&self, first_dispatch: bool) -> bus::Command {
+        let operation = self.kind().map(TransactionKind::operation).unwrap_or(Operation::StatusCheck);
+        bus::Command {
+            transaction_id: self.id.to_string(),
+            provider: self.provider.clone(),
+            operation: bus::Operation::from(operation) as i32,
+            provider_reference: self.provider_reference.clone(),
+            provider_product_code: self.provider_product_code.clone(),
+            account: self.account.clone(),
+            account2: self.account2.clone(),
+            account3: self.account3.clone(),
+            contact: self.contact.clone(),
+            amount: self.amount_minor.map(|minor| pb::Money {
+                minor,
+                currency: self.currency.clone(),
+            }),
+            inquiry_data: self.inquiry_data_map(),
+            original_operation: bus::Operation::Unspecified as i32,
+            provider_trace: self.provider_trace.clone().unwrap_or_default(),
+            first_dispatch,
+            issued_at: Some(timestamp(Utc::now())),
+            kind: self.kind().map(pb::TransactionKind::from).unwrap_or_default() as i32,
+        }
+    }
+
+    /// A status check about this transaction's own operation.
+    pub fn status_check(&self) -> bus::Command {
+        let mut command = self.command(false);
+        command.original_operation = command.operation;
+        command.operation = bus::Operation::StatusCheck as i32;
+        command
+    }
+
+    /// The `Nats-Msg-Id` of this transaction's command; the same id for the
+    /// ingress's publish and a re-publish within the duplicate window.
+    pub fn command_msg_id(&self, dispatch_count: i32) -> String {
+        format!("cmd:{}:{}", self.id, dispatch_count)
+    }
+}
+
+pub fn bill_to_json(bill: &pb::BillDetails) -> serde_json::Value {
+    let money = |m: &Option<pb::Money>| m.as_ref().map(|m| m.minor);
+    serde_json::json!({
+        "customer_name": bill.customer_name,
+        "bill_amount": money(&bill.bill_amount),
+        "admin_fee": money(&bill.admin_fee),
+        "total_amount": money(&bill.total_amount),
+        "expires_at": bill.expires_at.as_ref().and_then(loket_protocol::conversions::from_timestamp).map(|t| t.to_rfc3339()),
+        "extra": bill.extra,
+    })
+}
+
+pub fn bill_from_json(value: &serde_json::Value) -> Option<pb::BillDetails> {
+    let money = |key: &str| {
+        value.get(key).and_then(|v| v.as_i64()).map(|minor| pb::Money {
+            minor,
+            currency: "IDR".into(),
+        })
+    };
+    Some(pb::BillDetails {
+        customer_name: value.get("customer_name")?.as_str().unwrap_or_default().to_string(),
+        bill_amount: money("bill_amount"),
+        admin_fee: money("admin_fee"),
+        total_amount: money("total_amount"),
+        expires_at: value
+            .get("expires_at")
+            .and_then(|v| v.as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| timestamp(t.with_timezone(&Utc))),
+        extra: value
+            .get("extra")
+            .and_then(|v| v.as_object())
+            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+            .unwrap_or_default(),
+    })
+}
+
+pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&format!("SELECT {COLUMNS} FROM transactions WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+pub async fn get_by_reference(
+    executor: impl PgExecutor<'_>,
+    provider: Provider,
+    provider_reference: &str,
+) -> Result<Option<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&format!(
+        "SELECT {COLUMNS} FROM transactions WHERE provider_reference = $1 AND provider = $2"
+    ))
+    .bind(provider_reference)
+    .bind(provider.as_str())
+    .fetch_optional(executor)
+    .await
+}
