@@ -7,6 +7,7 @@
 //! everything here is a pure value or a pure function, so every service and
 //! every test agrees on what a state, an outcome or a subject is.
 
+pub mod catalogue;
 pub mod conversions;
 pub mod money;
 pub mod operation;

@@ -1,0 +1,20 @@
+//! The OkeBayar connector worker: loads configuration, starts telemetry,
+//! binds the admin port and runs [`loket_okebayar::run`] until SIGTERM.
+
+use anyhow::Context as _;
+use loket_okebayar::{run, ConnectorSettings};
+use loket_runtime::{config, telemetry, Shutdown};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: ConnectorSettings = config::load().context("loading the OkeBayar connector configuration")?;
+    telemetry::init(loket_okebayar::service::SERVICE_NAME, settings.common.log_json);
+    let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
+        .await
+        .with_context(|| format!("binding admin_addr {}", settings.common.admin_addr))?;
+    tracing::info!(admin = %admin.local_addr()?, "admin port bound");
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    run(settings, admin, shutdown).await?;
+    Ok(())
+}

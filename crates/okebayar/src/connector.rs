@@ -1,0 +1,759 @@
+//! The OkeBayar connector: builds and signs one request per operation
+//! (spec §3–§4), sends it once over the pooled HTTP client, and classifies the
+//! reply through [`crate::codes`] into a [`Report`].
+//!
+//! Rules this module enforces:
+//! - our reference (`command.provider_reference`) is the `referencecode` of
+//!   every call, the status check included (money-safety rule 3);
+//! - anything we cannot read with certainty — a timeout, a reset, a 5xx, an
+//!   HTML error page, a garbled or empty body, a missing status field, a reply
+//!   about another reference — is [`Outcome::Unknown`] (rule 1);
+//! - the stored exchange is built from the fields with `userpin` and
+//!   `signature` replaced by `***`, then passed through a [`Masker`] holding
+//!   the PIN and the signature as a second line of defence (rule 7). Neither
+//!   value is ever logged nor put in a `Debug` output.
+//! - money is parsed exactly ([`Money::parse_decimal`]); an unparseable amount
+//!   never fails the operation: it is left out and named in `detail`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use loket_connector::http::{HttpClient, HttpReply, SendError};
+use loket_connector::mask::{Masker, MASK};
+use loket_connector::{Command, Connector, ConnectorError, Report};
+use loket_protocol::catalogue::CodeOperation;
+use loket_protocol::conversions::timestamp;
+use loket_protocol::pb::{self, bus};
+use loket_protocol::{Currency, Money, Operation, Outcome, Provider};
+
+use crate::codes::{self, truncate, Classification};
+use crate::settings::{self, OkeBayarSettings, INQUIRY_EXPIRY_FALLBACK_MINUTES};
+use crate::sign;
+use crate::wire::{self, Fields, Format};
+
+/// Keys of [`Report::inquiry_data`] (and so of a later payment command's
+/// `inquiry_data`): the inquiry reply's values as received text, echoed
+/// verbatim by the purchase / payment that follows.
+pub mod inquiry_keys {
+    pub const INQUIRYCODE: &str = "inquirycode";
+    pub const REF1: &str = "ref1";
+    pub const REF2: &str = "ref2";
+    pub const REF3: &str = "ref3";
+    pub const NOMINAL: &str = "nominal";
+    pub const ADMINFEE: &str = "adminfee";
+    pub const TRACECODE: &str = "tracecode";
+    /// Every key, in the order they are looked up in a reply.
+    pub const ALL: [&str; 7] = [INQUIRYCODE, REF1, REF2, REF3, NOMINAL, ADMINFEE, TRACECODE];
+}
+
+/// Request field names that carry secrets; their values are masked in every
+/// stored copy.
+pub const SECRET_FIELDS: [&str; 2] = ["userpin", "signature"];
+
+/// Stored exchange bodies are cut to this many bytes.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+
+/// One request, ready to send. `Debug` masks the secret fields.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The operation name recorded on the exchange (`purchase`, `status`…).
+    pub operation: &'static str,
+    pub referencecode: String,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Request {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as sent (contains the PIN and the signature).
+    pub fn body(&self, format: Format) -> Vec<u8> {
+        wire::encode(
+            format,
+            wire::REQUEST_ROOT,
+            self.fields.iter().map(|(k, v)| (*k, v.as_str())),
+        )
+    }
+
+    /// The body with `userpin` and `signature` replaced by `***`.
+    pub fn masked_body(&self, format: Format) -> Vec<u8> {
+        wire::encode(
+            format,
+            wire::REQUEST_ROOT,
+            self.fields.iter().map(|(k, v)| {
+                if SECRET_FIELDS.contains(k) {
+                    (*k, MASK)
+                } else {
+                    (*k, v.as_str())
+                }
+            }),
+        )
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_map();
+        for (k, v) in &self.fields {
+            if SECRET_FIELDS.contains(k) {
+                list.entry(k, &MASK);
+            } else {
+                list.entry(k, v);
+            }
+        }
+        list.finish()
+    }
+}
+
+/// Why a command could not be turned into a request (nothing was sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}: required for this operation but empty")]
+    Missing(&'static str),
+    #[error("inquiry_data.{0}: required for a bill payment (echoed verbatim from the inquiry) but missing")]
+    MissingInquiryData(&'static str),
+    #[error("amount {asked} differs from the inquiry (nominal {nominal}, adminfee {adminfee})")]
+    AmountMismatch {
+        asked: i64,
+        nominal: String,
+        adminfee: String,
+    },
+    #[error("{0} cannot be sent as a command (use check_status)")]
+    WrongOperation(Operation),
+}
+
+/// What the transport produced for one request.
+enum Transport {
+    Reply(HttpReply),
+    NotSent(String),
+    MaybeSent(String),
+}
+
+pub struct OkeBayarConnector {
+    settings: OkeBayarSettings,
+    http: HttpClient,
+    masker: Masker,
+}
+
+impl fmt::Debug for OkeBayarConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OkeBayarConnector")
+            .field("url", &self.settings.url)
+            .field("userid", &self.settings.userid)
+            .field("format", &self.settings.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OkeBayarConnector {
+    /// One connector (and so one pooled HTTP client) per process.
+    pub fn new(settings: OkeBayarSettings) -> Self {
+        let http = HttpClient::new(settings.timeout(), settings.connect_timeout());
+        let masker = Masker::new([settings.userpin.expose().to_string()]);
+        OkeBayarConnector { settings, http, masker }
+    }
+
+    pub fn settings(&self) -> &OkeBayarSettings {
+        &self.settings
+    }
+
+    /// The request for `command` (its own operation; for a status check the
+    /// status request about `command.provider_reference`).
+    pub fn build_request(&self, command: &Command) -> Result<Request, BuildError> {
+        let required = |name: &'static str, value: &str| {
+            if value.trim().is_empty() {
+                Err(BuildError::Missing(name))
+            } else {
+                Ok(value.to_string())
+            }
+        };
+        let mut fields: Vec<(&'static str, String)> = Vec::with_capacity(16);
+        let operation = match command.operation {
+            Operation::PrepaidPurchase => {
+                fields.push(("transactioncode", settings::PREPAID_TRANSACTION_CODE.into()));
+                fields.push((
+                    "productcode",
+                    required("provider_product_code", &command.provider_product_code)?,
+                ));
+                fields.push(("accnumber", required("account", &command.account)?));
+                // PLN after an inquiry: ref1..ref3 verbatim, no inquirycode (spec §4).
+                for key in [inquiry_keys::REF1, inquiry_keys::REF2, inquiry_keys::REF3] {
+                    if let Some(value) = command.inquiry_data.get(key) {
+                        fields.push((key, value.clone()));
+                    }
+                }
+                "purchase"
+            }
+            Operation::PrepaidInquiry => {
+                fields.push(("transactioncode", settings::PREPAID_TRANSACTION_CODE.into()));
+                fields.push(("querycode", settings::PREPAID_INQUIRY_QUERY_CODE.into()));
+                fields.push((
+                    "productcode",
+                    required("provider_product_code", &command.provider_product_code)?,
+                ));
+                fields.push(("accnumber", required("account", &command.account)?));
+                "prepaid_inquiry"
+            }
+            Operation::BillInquiry => {
+                fields.push(("transactioncode", settings::BILL_INQUIRY_TRANSACTION_CODE.into()));
+                fields.push((
+                    "productcode",
+                    required("provider_product_code", &command.provider_product_code)?,
+                ));
+                push_bill_accounts(&mut fields, command, required("account", &command.account)?);
+                "bill_inquiry"
+            }
+            Operation::BillPayment => {
+                let data = |key: &'static str| {
+                    command
+                        .inquiry_data
+                        .get(key)
+                        .cloned()
+                        .ok_or(BuildError::MissingInquiryData(key))
+                };
+                let inquirycode = data(inquiry_keys::INQUIRYCODE)?;
+                if inquirycode.trim().is_empty() {
+                    return Err(BuildError::MissingInquiryData(inquiry_keys::INQUIRYCODE));
+                }
+                let nominal = data(inquiry_keys::NOMINAL)?;
+                let adminfee = data(inquiry_keys::ADMINFEE)?;
+                check_payment_amount(command.amount, &nominal, &adminfee)?;
+                fields.push(("transactioncode", self.settings.payment_transaction_code.clone()));
+                fields.push((
+                    "productcode",
+                    required("provider_product_code", &command.provider_product_code)?,
+                ));
+                push_bill_accounts(&mut fields, command, required("account", &command.account)?);
+                fields.push(("inquirycode", inquirycode));
+                fields.push(("nominal", nominal));
+                fields.push(("adminfee", adminfee));
+                for key in [inquiry_keys::REF2, inquiry_keys::REF3] {
+                    fields.push((key, command.inquiry_data.get(key).cloned().unwrap_or_default()));
+                }
+                "bill_payment"
+            }
+            Operation::StatusCheck => {
+                fields.push(("transactioncode", settings::STATUS_TRANSACTION_CODE.into()));
+                if !command.provider_trace.trim().is_empty() {
+                    fields.push(("tracecode", command.provider_trace.trim().to_string()));
+                }
+                "status"
+            }
+        };
+        Ok(self.finish(operation, fields, &command.provider_reference))
+    }
+
+    /// Appends the credentials, the signature and our reference.
+    fn finish(&self, operation: &'static str, mut fields: Vec<(&'static str, String)>, referencecode: &str) -> Request {
+        let userpin = self.settings.userpin.expose();
+        fields.push(("userid", self.settings.userid.clone()));
+        fields.push(("userpin", userpin.to_string()));
+        fields.push((
+            "signature",
+            sign::signature(&self.settings.userid, userpin, referencecode),
+        ));
+        fields.push(("referencecode", referencecode.to_string()));
+        Request {
+            operation,
+            referencecode: referencecode.to_string(),
+            fields,
+        }
+    }
+
+    pub fn balance_request(&self, referencecode: &str) -> Request {
+        let fields = vec![("transactioncode", settings::BALANCE_TRANSACTION_CODE.to_string())];
+        self.finish("balance", fields, referencecode)
+    }
+
+    pub fn echo_request(&self, referencecode: &str, message: &str) -> Request {
+        let fields = vec![
+            ("transactioncode", self.settings.echo_transaction_code.clone()),
+            ("message", message.to_string()),
+        ];
+        self.finish("echo", fields, referencecode)
+    }
+
+    /// Sends one request and records the exchange (masked).
+    async fn send(&self, request: &Request) -> (Transport, bus::Exchange) {
+        let format = self.settings.format;
+        let at = Utc::now();
+        let started = Instant::now();
+        let result = self
+            .http
+            .post(
+                &self.settings.url,
+                format.content_type(),
+                &[("accept", format.content_type().to_string())],
+                request.body(format),
+            )
+            .await;
+        let elapsed = started.elapsed();
+        let signature = request.get("signature").unwrap_or_default();
+        let masker = Masker::new([self.settings.userpin.expose(), signature]);
+        let mask = |text: &str| masker.mask(&self.masker.mask(text));
+        let mut exchange = bus::Exchange {
+            operation: request.operation.to_string(),
+            url: mask(&self.settings.url),
+            request: mask(&String::from_utf8_lossy(&request.masked_body(format))),
+            response: String::new(),
+            http_status: 0,
+            duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+            error: String::new(),
+            at: Some(timestamp(at)),
+        };
+        let outcome = match result {
+            Ok(reply) => {
+                exchange.http_status = i32::from(reply.status);
+                let body = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
+                exchange.response = mask(&String::from_utf8_lossy(body));
+                Transport::Reply(reply)
+            }
+            Err(SendError::NotSent(error)) => {
+                exchange.error = mask(&format!("not sent: {error}"));
+                Transport::NotSent(exchange.error.clone())
+            }
+            Err(SendError::MaybeSent(error)) => {
+                exchange.error = mask(&format!("may have been processed: {error}"));
+                Transport::MaybeSent(exchange.error.clone())
+            }
+        };
+        metrics::counter!(
+            crate::metrics::REQUESTS,
+            "operation" => request.operation,
+            "transport" => match &outcome {
+                Transport::Reply(_) => "reply",
+                Transport::NotSent(_) => "not_sent",
+                Transport::MaybeSent(_) => "maybe_sent",
+            }
+        )
+        .increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, "operation" => request.operation)
+            .record(elapsed.as_secs_f64());
+        (outcome, exchange)
+    }
+
+    /// Sends `command` (its own operation, or a status check) and classifies.
+    async fn run_command(&self, command: &Command) -> Report {
+        let request = match self.build_request(command) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(%error, operation = %command.operation, "request not built; nothing sent");
+                return not_buildable(command.operation, error);
+            }
+        };
+        let (transport, exchange) = self.send(&request).await;
+        let mut report = self.classify(command, &request, transport);
+        report.exchanges.push(exchange);
+        metrics::counter!(crate::metrics::OUTCOMES, "operation" => request.operation, "outcome" => report.outcome.as_str())
+            .increment(1);
+        tracing::info!(
+            operation = request.operation,
+            referencecode = %command.provider_reference,
+            outcome = %report.outcome,
+            code = report.provider_code.as_deref().unwrap_or(""),
+            not_found = report.not_found,
+            "okebayar exchange classified"
+        );
+        report
+    }
+
+    /// Classifies what the transport produced for `request` (pure: no I/O).
+    fn classify(&self, command: &Command, request: &Request, transport: Transport) -> Report {
+        let reply = match transport {
+            Transport::Reply(reply) => reply,
+            Transport::NotSent(error) => return not_sent(command.operation, error),
+            Transport::MaybeSent(error) => return Report::unknown(error),
+        };
+        let fields = match decode_reply(&reply) {
+            Ok(fields) => fields,
+            Err(why) => return Report::unknown(why),
+        };
+        if let Some(why) = foreign_reference(&fields, &request.referencecode) {
+            return Report::unknown(why);
+        }
+        let is_status = command.operation == Operation::StatusCheck;
+        let about = if is_status {
+            command.original_operation
+        } else {
+            command.operation
+        };
+        let Some(code) = status_code(&fields, about, is_status) else {
+            return Report::unknown(format!(
+                "HTTP {}: reply has no status field ({})",
+                reply.status,
+                status_field_names(about, is_status).join(" / ")
+            ));
+        };
+        if is_status && code == self.settings.status_not_found_code.trim() {
+            let mut report = Report::new(Outcome::Unknown);
+            report.not_found = true;
+            report.provider_code = Some(code.to_string());
+            report.provider_message = Some("status check: OkeBayar has no record of this referencecode".into());
+            report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
+            report.detail = "not found at the provider".into();
+            return report;
+        }
+        let classification = if is_status {
+            codes::classify_status_check(code, about)
+        } else {
+            codes::classify(code, CodeOperation::from(about))
+        };
+        let mut report = fill_report(&fields, code, &classification, about);
+        if !(200..300).contains(&reply.status) && report.outcome == Outcome::Success {
+            // A success code on an HTTP error is a contradiction: check.
+            report.outcome = Outcome::Unknown;
+            push_detail(
+                &mut report.detail,
+                &format!("success code {code} on HTTP {}", reply.status),
+            );
+        } else if !(200..300).contains(&reply.status) {
+            push_detail(&mut report.detail, &format!("HTTP {}", reply.status));
+        }
+        report
+    }
+
+    /// Connectivity check (`OkeBayar-echo`, ASSUMED): sends `message` under a
+    /// fresh reference and returns the message OkeBayar echoed.
+    pub async fn echo(&self, message: &str) -> Result<String, ConnectorError> {
+        let referencecode = fresh_reference("ECHO");
+        let request = self.echo_request(&referencecode, message);
+        let (transport, _exchange) = self.send(&request).await;
+        let fields = reply_fields(transport, &referencecode)?;
+        Ok(fields.get("message").unwrap_or_default().to_string())
+    }
+}
+
+impl Connector for OkeBayarConnector {
+    fn provider(&self) -> Provider {
+        Provider::OkeBayar
+    }
+
+    async fn execute(&self, command: &Command) -> Report {
+        if command.operation == Operation::StatusCheck {
+            return self.check_status(command).await;
+        }
+        self.run_command(command).await
+    }
+
+    async fn check_status(&self, command: &Command) -> Report {
+        let command = if command.operation == Operation::StatusCheck {
+            std::borrow::Cow::Borrowed(command)
+        } else {
+            std::borrow::Cow::Owned(command.as_status_check())
+        };
+        self.run_command(&command).await
+    }
+
+    async fn balance(&self) -> Result<Money, ConnectorError> {
+        let referencecode = fresh_reference("BAL");
+        let request = self.balance_request(&referencecode);
+        let (transport, _exchange) = self.send(&request).await;
+        let fields = reply_fields(transport, &referencecode)?;
+        let code = fields
+            .non_empty("responsecode")
+            .or_else(|| fields.non_empty("transactionstatus"))
+            .ok_or_else(|| ConnectorError::BadReply("balance reply has no responsecode".into()))?;
+        let classification = codes::classify(code, CodeOperation::Balance);
+        if classification.outcome != Outcome::Success {
+            let message = fields
+                .non_empty("responsestatus")
+                .map(str::to_string)
+                .or(classification.meaning)
+                .or(classification.problem)
+                .unwrap_or_default();
+            return Err(ConnectorError::Provider {
+                code: truncate(code, 16).to_string(),
+                message,
+            });
+        }
+        let text = fields
+            .non_empty("balance")
+            .ok_or_else(|| ConnectorError::BadReply("balance reply has no balance".into()))?;
+        Money::parse_decimal(text, Currency::Idr).map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
+    }
+}
+
+/// A fresh alphanumeric reference for calls that are not transactions
+/// (balance, echo): the signature needs one.
+fn fresh_reference(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Fields of a non-transactional reply, or the [`ConnectorError`] for it.
+fn reply_fields(transport: Transport, referencecode: &str) -> Result<Fields, ConnectorError> {
+    let reply = match transport {
+        Transport::Reply(reply) => reply,
+        Transport::NotSent(error) | Transport::MaybeSent(error) => return Err(ConnectorError::Unavailable(error)),
+    };
+    if reply.status >= 500 {
+        return Err(ConnectorError::Unavailable(format!("HTTP {}", reply.status)));
+    }
+    let fields = decode_reply(&reply).map_err(ConnectorError::BadReply)?;
+    if let Some(why) = foreign_reference(&fields, referencecode) {
+        return Err(ConnectorError::BadReply(why));
+    }
+    Ok(fields)
+}
+
+/// Decodes a reply body, or says why the outcome is unknown.
+fn decode_reply(reply: &HttpReply) -> Result<Fields, String> {
+    if reply.status >= 500 {
+        return Err(format!("HTTP {} from OkeBayar", reply.status));
+    }
+    let format = Format::sniff(&reply.body);
+    wire::decode(format, &reply.body).map_err(|error| {
+        if (200..300).contains(&reply.status) {
+            format!("unparseable reply (HTTP {}): {error}", reply.status)
+        } else {
+            format!("HTTP {} without a parseable status: {error}", reply.status)
+        }
+    })
+}
+
+/// A reply naming another `referencecode` is not about our request.
+fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
+    match fields.non_empty("referencecode") {
+        Some(theirs) if theirs != ours => Some(format!(
+            "reply is about referencecode {:?}, not ours",
+            truncate(theirs, 64)
+        )),
+        _ => None,
+    }
+}
+
+/// The status field of a reply: `transactionstatus` for prepaid and status
+/// replies, `responsecode` for postpaid and balance (spec §3); the other name
+/// is accepted when the expected one is absent.
+fn status_field_names(operation: Operation, is_status: bool) -> [&'static str; 2] {
+    match (operation, is_status) {
+        (_, true) | (Operation::PrepaidPurchase | Operation::PrepaidInquiry | Operation::StatusCheck, _) => {
+            ["transactionstatus", "responsecode"]
+        }
+        (Operation::BillInquiry | Operation::BillPayment, false) => ["responsecode", "transactionstatus"],
+    }
+}
+
+fn status_code(fields: &Fields, operation: Operation, is_status: bool) -> Option<&str> {
+    status_field_names(operation, is_status)
+        .into_iter()
+        .find_map(|name| fields.non_empty(name))
+}
+
+fn push_detail(detail: &mut String, note: &str) {
+    if !detail.is_empty() {
+        detail.push_str("; ");
+    }
+    detail.push_str(note);
+}
+
+/// A command that could not be built was not sent: nothing happened at the
+/// provider, so the operation definitely failed.
+fn not_buildable(operation: Operation, error: BuildError) -> Report {
+    let mut report = if operation == Operation::StatusCheck {
+        Report::new(Outcome::Unknown)
+    } else {
+        Report::new(Outcome::Failed)
+    };
+    report.detail = format!("request not sent: {error}");
+    report
+}
+
+/// The request never left. For a money-moving operation we still answer
+/// unknown (a status check will find "not found"); an inquiry that was not
+/// sent simply failed; a status check that was not sent found nothing out.
+fn not_sent(operation: Operation, error: String) -> Report {
+    if operation.moves_money() || operation == Operation::StatusCheck {
+        Report::unknown(error)
+    } else {
+        Report {
+            detail: error,
+            ..Report::new(Outcome::Failed)
+        }
+    }
+}
+
+/// A payment's amount, when given, must be the inquiry's nominal or its
+/// nominal + adminfee: we never pay what the inquiry did not say.
+fn check_payment_amount(amount: Option<Money>, nominal: &str, adminfee: &str) -> Result<(), BuildError> {
+    let Some(amount) = amount else { return Ok(()) };
+    let mismatch = || BuildError::AmountMismatch {
+        asked: amount.minor,
+        nominal: truncate(nominal, 32).to_string(),
+        adminfee: truncate(adminfee, 32).to_string(),
+    };
+    let nominal_money = Money::parse_decimal(nominal, Currency::Idr).map_err(|_| mismatch())?;
+    let fee = Money::parse_decimal(adminfee, Currency::Idr).map_err(|_| mismatch())?;
+    let total = nominal_money.checked_add(fee).ok_or_else(mismatch)?;
+    if amount == nominal_money || amount == total {
+        Ok(())
+    } else {
+        Err(mismatch())
+    }
+}
+
+fn push_bill_accounts(fields: &mut Vec<(&'static str, String)>, command: &Command, account: String) {
+    fields.push(("accnumber1", account));
+    // Present even when empty (spec §4, PSTN).
+    fields.push(("accnumber2", command.account2.clone()));
+    if !command.account3.trim().is_empty() {
+        fields.push(("accnumber3", command.account3.clone()));
+    }
+    fields.push(("contactnumber", command.contact.clone()));
+}
+
+/// Parses an amount field; an unparseable one is noted, never fatal.
+fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
+    let text = fields.non_empty(name)?;
+    match Money::parse_decimal(text, Currency::Idr) {
+        Ok(money) => Some(money),
+        Err(error) => {
+            push_detail(detail, &format!("{name} not used: {error}"));
+            None
+        }
+    }
+}
+
+/// Builds the report of a reply whose status code was read.
+fn fill_report(fields: &Fields, code: &str, classification: &Classification, operation: Operation) -> Report {
+    let mut report = Report::new(classification.outcome);
+    report.provider_code = Some(truncate(code, 16).to_string());
+    report.provider_message = fields
+        .non_empty("responsestatus")
+        .map(str::to_string)
+        .or_else(|| classification.meaning.clone())
+        .or_else(|| fields.non_empty("info").map(str::to_string));
+    if let Some(problem) = &classification.problem {
+        push_detail(&mut report.detail, problem);
+    }
+    if let Some(info) = fields.non_empty("info") {
+        if report.provider_message.as_deref() != Some(info) {
+            push_detail(&mut report.detail, &format!("info: {}", truncate(info, 256)));
+        }
+    }
+    report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
+    report.serial_number = fields.non_empty("serialnumber").map(str::to_string);
+    report.provider_amount = amount(fields, "harga", &mut report.detail);
+    if operation == Operation::BillPayment && report.provider_amount.is_none() && fields.non_empty("harga").is_none() {
+        // No `harga` on a payment reply (spec §4): what it charged is
+        // nominal + adminfee.
+        let mut ignored = String::new();
+        if let (Some(nominal), Some(fee)) = (
+            amount(fields, "nominal", &mut ignored),
+            amount(fields, "adminfee", &mut ignored),
+        ) {
+            report.provider_amount = nominal.checked_add(fee);
+        }
+    }
+    if matches!(operation, Operation::PrepaidInquiry | Operation::BillInquiry) {
+        report.inquiry_data = inquiry_data(fields);
+        if report.outcome == Outcome::Success {
+            report.bill = Some(bill_details(fields, &mut report.detail));
+        }
+    }
+    report
+}
+
+/// The values a later purchase / payment must echo, as received text.
+fn inquiry_data(fields: &Fields) -> BTreeMap<String, String> {
+    inquiry_keys::ALL
+        .into_iter()
+        .filter_map(|key| fields.get(key).map(|value| (key.to_string(), value.to_string())))
+        .collect()
+}
+
+/// Fields that are protocol plumbing, not bill details.
+const NOT_EXTRA: [&str; 24] = [
+    "transactioncode",
+    "userid",
+    "userpin",
+    "signature",
+    "referencecode",
+    "tracecode",
+    "transactionstatus",
+    "transactiontime",
+    "responsecode",
+    "responsestatus",
+    "responsetime",
+    "inquirycode",
+    "inquiryexpired",
+    "ref1",
+    "ref2",
+    "ref3",
+    "nominal",
+    "adminfee",
+    "serialnumber",
+    "harga",
+    "balance",
+    "querycode",
+    "info",
+    "productcode",
+];
+
+const CUSTOMER_NAME_FIELDS: [&str; 5] = [
+    "pln_namapelanggan",
+    "subscribername",
+    "customername",
+    "namapelanggan",
+    "nama",
+];
+
+fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
+    let customer_name = CUSTOMER_NAME_FIELDS
+        .into_iter()
+        .find_map(|name| fields.non_empty(name))
+        .unwrap_or_default()
+        .to_string();
+    let bill_amount = amount(fields, "nominal", detail);
+    let admin_fee = amount(fields, "adminfee", detail);
+    let total = match (bill_amount, admin_fee) {
+        (Some(bill), Some(fee)) => bill.checked_add(fee),
+        (Some(bill), None) => Some(bill),
+        _ => None,
+    };
+    let answered_at = ["transactiontime", "responsetime"]
+        .into_iter()
+        .find_map(|name| fields.non_empty(name).and_then(wire::parse_time))
+        .unwrap_or_else(Utc::now);
+    let expires_at = expiry(fields, answered_at, detail);
+    let extra = fields
+        .iter()
+        .filter(|(name, value)| !value.trim().is_empty() && !NOT_EXTRA.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    pb::BillDetails {
+        customer_name,
+        bill_amount: bill_amount.map(Into::into),
+        admin_fee: admin_fee.map(Into::into),
+        total_amount: total.map(Into::into),
+        expires_at: Some(timestamp(expires_at)),
+        extra,
+    }
+}
+
+/// `inquiryexpired` in any of the three formats (spec §9); otherwise the
+/// answer time + 30 minutes (ASSUMED).
+fn expiry(fields: &Fields, answered_at: DateTime<Utc>, detail: &mut String) -> DateTime<Utc> {
+    match fields.non_empty("inquiryexpired") {
+        Some(text) => match wire::parse_time(text) {
+            Some(at) => at,
+            None => {
+                push_detail(
+                    detail,
+                    &format!(
+                        "inquiryexpired {:?} unparseable; assumed {INQUIRY_EXPIRY_FALLBACK_MINUTES} min",
+                        truncate(text, 32)
+                    ),
+                );
+                answered_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES)
+            }
+        },
+        None => answered_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES),
+    }
+}
+
+#[cfg(test)]
+#[path = "connector_tests.rs"]
+mod tests;
