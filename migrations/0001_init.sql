@@ -118,3 +118,7 @@ CREATE INDEX provider_exchanges_txn ON provider_exchanges (transaction_id, id);
 -- pay a bill twice).
 CREATE UNIQUE INDEX one_live_payment_per_inquiry ON transactions (inquiry_id)
     WHERE kind = 'bill_payment' AND status <> 'failed';
+
+-- The reconciler's limit queries (unresolved for too long).
+CREATE INDEX transactions_unresolved_created ON transactions (created_at)
+    WHERE status IN ('received', 'pending', 'unknown');

@@ -102,10 +102,22 @@ impl TransactionRow {
             inquiry_id: self.inquiry_id.map(|id| id.to_string()).unwrap_or_default(),
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
-            explanation: None,
+            explanation: self.explanation(),
             amount_mismatch: self.amount_mismatch,
             provider_amount: money(self.provider_amount_minor),
         }
+    }
+
+    /// What the provider code means, from the code catalogue, for this
+    /// transaction's operation. Codes loket assigns itself (`NOT_FOUND`,
+    /// `EXPIRED`) are not provider codes and get no explanation.
+    pub fn explanation(&self) -> Option<pb::CodeExplanation> {
+        let code = self.provider_code.as_deref()?;
+        let provider = self.provider()?;
+        let operation = self.kind()?.operation();
+        loket_protocol::catalogue::explain(provider, code, Some(operation.into()))
+            .ok()
+            .map(|explanation| pb::CodeExplanation::from(&explanation))
     }
 
     fn inquiry_data_map(&self) -> std::collections::HashMap<String, String> {

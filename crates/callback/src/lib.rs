@@ -1,0 +1,466 @@
+//! The callback receiver: the HTTP endpoint providers call back
+//! (`GET|POST /callback/{provider}`). It owns the HTTP edge for callbacks:
+//! the per-provider source-IP allow-list, the body-size limit (413 before
+//! the body is buffered, chunked or not), header and request timeouts and a
+//! connection cap so slow clients are reaped ([`server`]), and durability:
+//! a parsed callback is published on `loket.evt.<provider>.callback` with
+//! `Nats-Msg-Id = cb:<provider>:<dedupe key>` (so a provider's retries
+//! collapse) and the provider gets its acknowledgement only after JetStream
+//! acknowledged the publish; if that fails the provider gets 503 and retries.
+//!
+//! Provider formats, signatures and replies belong to the provider crates
+//! (each implements [`loket_connector::CallbackParser`]). This crate must not
+//! decide any transaction state, must not read the database, and must never
+//! log a callback body beyond a short sanitized prefix.
+
+pub mod allow;
+pub mod metric;
+pub mod server;
+
+use allow::AllowList;
+use async_nats::jetstream;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use loket_connector::{CallbackParser, CallbackReply, CallbackRequest};
+use loket_protocol::pb::bus;
+use loket_protocol::{subjects, Provider};
+use loket_runtime::admin::{self, Readiness};
+use loket_runtime::config::Common;
+use loket_runtime::telemetry::TraceContext;
+use loket_runtime::{bus as lbus, Shutdown};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub common: Common,
+    /// The callback port (`GET|POST /callback/{provider}`).
+    pub listen_addr: String,
+    /// Source addresses or CIDR blocks allowed per provider name; a provider
+    /// not listed, or listed with an empty list, accepts every source.
+    pub allowed_ips: BTreeMap<String, Vec<String>>,
+    /// Largest accepted callback body; larger ones get 413 before they are
+    /// buffered.
+    pub body_limit_bytes: usize,
+    /// A client must send the request line and headers within this time
+    /// (also the idle time allowed on a kept-alive connection).
+    pub header_read_timeout_ms: u64,
+    /// The whole request (body read, parse, durable publish) must finish
+    /// within this time, or the client gets 408.
+    pub request_timeout_ms: u64,
+    /// How long to wait for JetStream to acknowledge a callback before
+    /// answering 503 (the provider then retries).
+    pub publish_timeout_ms: u64,
+    /// Open connections beyond this are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            common: Common::default(),
+            listen_addr: "127.0.0.1:8090".into(),
+            allowed_ips: BTreeMap::new(),
+            body_limit_bytes: 64 * 1024,
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            publish_timeout_ms: 5_000,
+            max_connections: 1_024,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.allow_lists().map(|_| ())?;
+        for (key, value) in [
+            ("body_limit_bytes", self.body_limit_bytes as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("publish_timeout_ms", self.publish_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{key} must be greater than zero")));
+            }
+        }
+        Ok(())
+    }
+
+    fn allow_lists(&self) -> Result<HashMap<Provider, AllowList>, Error> {
+        self.allowed_ips
+            .iter()
+            .map(|(name, entries)| {
+                let provider = Provider::parse(name)
+                    .map_err(|e| Error::Config(format!("allowed_ips.{name}: {e}")))?;
+                let list = AllowList::parse(entries)
+                    .map_err(|e| Error::Config(format!("allowed_ips.{name}: {e}")))?;
+                Ok((provider, list))
+            })
+            .collect()
+    }
+}
+
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Bus(#[from] lbus::BusError),
+}
+
+/// The callback parsers of every provider loket speaks to. Adding a
+/// provider is one line here.
+pub fn parsers() -> Vec<Arc<dyn CallbackParser>> {
+    vec![Arc::new(loket_okebayar::OkeBayarCallbacks::new())]
+}
+
+/// Where accepted callbacks go. [`JetStreamSink`] in production; tests may
+/// use their own.
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes durably; `Ok` only once the stream acknowledged it.
+    fn publish(
+        &self,
+        subject: String,
+        msg_id: String,
+        trace: TraceContext,
+        event: bus::CallbackEvent,
+    ) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Publishes on JetStream and waits for the stream's acknowledgement.
+#[derive(Clone)]
+pub struct JetStreamSink {
+    js: jetstream::Context,
+    timeout: Duration,
+}
+
+impl JetStreamSink {
+    pub fn new(js: jetstream::Context, timeout: Duration) -> Self {
+        JetStreamSink { js, timeout }
+    }
+}
+
+impl EventSink for JetStreamSink {
+    fn publish(
+        &self,
+        subject: String,
+        msg_id: String,
+        trace: TraceContext,
+        event: bus::CallbackEvent,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let headers = lbus::headers(&msg_id, &trace, "");
+            let publish = lbus::publish_durable(&self.js, subject, headers, event.encode_to_vec());
+            match tokio::time::timeout(self.timeout, publish).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no JetStream acknowledgement within {} ms",
+                    self.timeout.as_millis()
+                )),
+            }
+        })
+    }
+}
+
+/// What the handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parsers: HashMap<Provider, Arc<dyn CallbackParser>>,
+    allow: HashMap<Provider, AllowList>,
+    sink: Arc<dyn EventSink>,
+    body_limit: usize,
+    request_timeout: Duration,
+}
+
+impl AppState {
+    pub fn new(
+        settings: &Settings,
+        parsers: Vec<Arc<dyn CallbackParser>>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, Error> {
+        settings.validate()?;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                parsers: parsers.into_iter().map(|p| (p.provider(), p)).collect(),
+                allow: settings.allow_lists()?,
+                sink,
+                body_limit: settings.body_limit_bytes,
+                request_timeout: Duration::from_millis(settings.request_timeout_ms),
+            }),
+        })
+    }
+}
+
+/// The callback routes with their limits. The source address is read from
+/// the [`ConnectInfo<SocketAddr>`] request extension ([`server::serve`] sets
+/// it; a request without one is refused by a non-empty allow-list).
+pub fn router(state: AppState) -> Router {
+    let limit = state.inner.body_limit;
+    let timeout = state.inner.request_timeout;
+    Router::new()
+        .route("/callback/{provider}", get(callback).post(callback))
+        // The handler reads the body itself, bounded by `limit`; this layer
+        // refuses a declared Content-Length over the limit before the
+        // handler runs at all.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn count(provider: &str, result: &'static str) {
+    metrics::counter!(metric::CALLBACKS, "provider" => provider.to_string(), "result" => result)
+        .increment(1);
+}
+
+fn reply(reply: CallbackReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let content_type = HeaderValue::from_static(reply.content_type);
+    (status, [(header::CONTENT_TYPE, content_type)], reply.body).into_response()
+}
+
+/// A short, printable, bounded prefix of a body for a log line: never the
+/// whole thing, never control characters.
+pub fn log_prefix(body: &[u8]) -> String {
+    const MAX: usize = 48;
+    let cut = &body[..body.len().min(MAX)];
+    let mut text: String = String::from_utf8_lossy(cut)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    if body.len() > MAX {
+        text.push('…');
+    }
+    text
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Reads at most `limit` bytes; stops reading (and refuses) as soon as the
+/// body goes past it, so an endless chunked body costs at most `limit`.
+async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if is_length_limit(&error) {
+                BodyError::TooLarge
+            } else {
+                BodyError::Broken
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    Path(provider_name): Path<String>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let inner = &state.inner;
+    let Some(parser) = Provider::parse(&provider_name)
+        .ok()
+        .and_then(|p| inner.parsers.get(&p))
+        .cloned()
+    else {
+        count("unknown", "unknown_provider");
+        return plain(StatusCode::NOT_FOUND, "unknown provider\n");
+    };
+    let provider = parser.provider();
+    let source_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Some(list) = inner.allow.get(&provider) {
+        if !list.allows(source_ip) {
+            count(provider.as_str(), "forbidden");
+            tracing::warn!(%provider, source_ip = ?source_ip, "callback from a source not on the allow-list refused");
+            return plain(StatusCode::FORBIDDEN, "forbidden\n");
+        }
+    }
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > inner.body_limit as u64) {
+        count(provider.as_str(), "too_large");
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n");
+    }
+    let body = match read_limited(body, inner.body_limit).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            count(provider.as_str(), "too_large");
+            tracing::warn!(%provider, source_ip = ?source_ip, "callback body over the limit refused");
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n");
+        }
+        Err(BodyError::Broken) => {
+            count(provider.as_str(), "broken_body");
+            return plain(StatusCode::BAD_REQUEST, "unreadable body\n");
+        }
+    };
+    let callback_request = CallbackRequest {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers.clone(),
+        body,
+        source_ip,
+    };
+
+    let parsed = match parser.parse(&callback_request) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            count(provider.as_str(), "rejected");
+            tracing::warn!(
+                %provider,
+                %error,
+                source_ip = ?source_ip,
+                method = %parts.method,
+                body_len = callback_request.body.len(),
+                body_prefix = %log_prefix(&callback_request.body),
+                "callback rejected"
+            );
+            return reply(parser.reject(&callback_request, &error));
+        }
+    };
+
+    let event_id = format!("cb:{}:{}", provider.as_str(), parsed.dedupe_key);
+    let event = bus::CallbackEvent {
+        event_id: event_id.clone(),
+        provider: provider.as_str().to_string(),
+        provider_reference: parsed.provider_reference.clone(),
+        provider_trace: parsed.provider_trace.clone(),
+        provider_code: parsed.provider_code.clone(),
+        serial_number: parsed.serial_number.clone(),
+        verified: parsed.verified,
+        claimed_outcome: loket_protocol::pb::Outcome::from(parsed.claimed_outcome) as i32,
+        raw: parsed.raw_masked.clone(),
+        source_ip: source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        received_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
+    };
+    let trace = TraceContext::new_root();
+    if let Err(error) = inner
+        .sink
+        .publish(subjects::callback(provider), event_id.clone(), trace, event)
+        .await
+    {
+        count(provider.as_str(), "unavailable");
+        tracing::error!(%provider, %error, reference = %parsed.provider_reference, "callback could not be made durable; answering 503 so the provider retries");
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily unavailable, retry later\n",
+        );
+    }
+    count(provider.as_str(), "accepted");
+    metrics::histogram!(metric::HANDLE_SECONDS).record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        %provider,
+        reference = %parsed.provider_reference,
+        code = %parsed.provider_code,
+        verified = parsed.verified,
+        trace_id = %trace.trace_id(),
+        %event_id,
+        "callback accepted"
+    );
+    reply(parser.acknowledge(&callback_request, &parsed))
+}
+
+/// Runs the receiver until `shutdown`, then stops accepting, lets open
+/// requests finish (bounded by `shutdown_grace_ms`) and returns.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    settings.validate()?;
+    let readiness = Readiness::default();
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let nats = lbus::connect(&settings.common.nats_url, "loket-callback").await?;
+    let js = jetstream::new(nats);
+    lbus::ensure_streams(&js).await?;
+    let sink = Arc::new(JetStreamSink::new(
+        js,
+        Duration::from_millis(settings.publish_timeout_ms),
+    ));
+    let state = AppState::new(&settings, parsers(), sink)?;
+    let limits = server::Limits::from_settings(&settings);
+    readiness.set(true);
+    tracing::info!(addr = ?listeners.main.local_addr().ok(), "callback receiver started");
+    server::serve(listeners.main, router(state), limits, shutdown.clone()).await;
+    readiness.set(false);
+    let _ = admin_task.await;
+    tracing::info!("callback receiver stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

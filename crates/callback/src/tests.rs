@@ -1,0 +1,431 @@
+use super::*;
+use axum::body::Body;
+use loket_connector::{CallbackError, ParsedCallback};
+use loket_protocol::Outcome;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A provider whose callbacks are `ref=<r>;code=<c>` in the query or body;
+/// `ref=` missing is malformed.
+struct TestParser;
+
+impl CallbackParser for TestParser {
+    fn provider(&self) -> Provider {
+        Provider::OkeBayar
+    }
+
+    fn parse(&self, request: &CallbackRequest) -> Result<ParsedCallback, CallbackError> {
+        let text = match &request.query {
+            Some(query) => query.clone(),
+            None => String::from_utf8_lossy(&request.body).to_string(),
+        };
+        let field = |name: &str| {
+            text.split([';', '&'])
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(str::to_string)
+        };
+        let reference =
+            field("ref").ok_or_else(|| CallbackError::Malformed("ref is missing".into()))?;
+        let code = field("code").unwrap_or_default();
+        Ok(ParsedCallback {
+            provider_reference: reference.clone(),
+            provider_trace: "T1".into(),
+            provider_code: code.clone(),
+            serial_number: String::new(),
+            claimed_outcome: if code == "000" {
+                Outcome::Success
+            } else {
+                Outcome::Pending
+            },
+            verified: false,
+            raw_masked: text.replace("pin=1234", "pin=***"),
+            dedupe_key: format!("{reference}:{code}"),
+        })
+    }
+
+    fn acknowledge(&self, _request: &CallbackRequest, parsed: &ParsedCallback) -> CallbackReply {
+        CallbackReply {
+            status: 200,
+            content_type: "text/plain",
+            body: format!("OK {}", parsed.provider_reference),
+        }
+    }
+
+    fn reject(&self, _request: &CallbackRequest, _error: &CallbackError) -> CallbackReply {
+        CallbackReply {
+            status: 400,
+            content_type: "text/plain",
+            body: "NO".into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct MemorySink {
+    fail: bool,
+    published: Mutex<Vec<(String, String, bus::CallbackEvent)>>,
+}
+
+impl EventSink for MemorySink {
+    fn publish(
+        &self,
+        subject: String,
+        msg_id: String,
+        _trace: TraceContext,
+        event: bus::CallbackEvent,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.fail {
+                return Err("stream unavailable".into());
+            }
+            self.published
+                .lock()
+                .unwrap()
+                .push((subject, msg_id, event));
+            Ok(())
+        })
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        body_limit_bytes: 1024,
+        ..Settings::default()
+    }
+}
+
+fn app_with(settings: &Settings, sink: Arc<MemorySink>) -> Router {
+    router(AppState::new(settings, vec![Arc::new(TestParser)], sink).unwrap())
+}
+
+fn from(ip: &str) -> ConnectInfo<SocketAddr> {
+    ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40_000))
+}
+
+async fn send(app: Router, request: http::Request<Body>) -> (StatusCode, String) {
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+use tower::ServiceExt as _;
+
+#[tokio::test]
+async fn an_accepted_callback_is_published_durably_before_the_acknowledgement() {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    let mut request = http::Request::post("/callback/okebayar")
+        .body(Body::from("ref=LKT1;code=000;pin=1234"))
+        .unwrap();
+    request.extensions_mut().insert(from("10.1.2.3"));
+    let (status, body) = send(app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "OK LKT1");
+    let published = sink.published.lock().unwrap();
+    assert_eq!(published.len(), 1);
+    let (subject, msg_id, event) = &published[0];
+    assert_eq!(subject, "loket.evt.okebayar.callback");
+    assert_eq!(msg_id, "cb:okebayar:LKT1:000");
+    assert_eq!(
+        &event.event_id, msg_id,
+        "the event id is the de-duplication id"
+    );
+    assert_eq!(event.provider, "okebayar");
+    assert_eq!(event.provider_reference, "LKT1");
+    assert_eq!(event.provider_code, "000");
+    assert!(!event.verified);
+    assert_eq!(
+        event.claimed_outcome,
+        loket_protocol::pb::Outcome::Success as i32
+    );
+    assert_eq!(event.source_ip, "10.1.2.3");
+    assert_eq!(event.raw, "ref=LKT1;code=000;pin=***");
+    assert!(event.received_at.is_some());
+}
+
+#[tokio::test]
+async fn get_callbacks_use_the_query_string() {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    let request = http::Request::get("/callback/okebayar?ref=LKT2&code=002")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = send(app, request).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "OK LKT2"));
+    assert_eq!(sink.published.lock().unwrap()[0].2.provider_code, "002");
+}
+
+#[tokio::test]
+async fn a_publish_failure_answers_503_so_the_provider_retries() {
+    let sink = Arc::new(MemorySink {
+        fail: true,
+        ..MemorySink::default()
+    });
+    let app = app_with(&settings(), sink.clone());
+    let request = http::Request::post("/callback/okebayar")
+        .body(Body::from("ref=LKT1;code=000"))
+        .unwrap();
+    let (status, body) = send(app, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !body.contains("OK"),
+        "never acknowledged before it is durable"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_callback_gets_the_providers_reject_answer_and_is_not_published() {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    let request = http::Request::post("/callback/okebayar")
+        .body(Body::from("<!DOCTYPE x [<!ENTITY a 'b'>]>"))
+        .unwrap();
+    let (status, body) = send(app, request).await;
+    assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, "NO"));
+    assert!(sink.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_providers_are_not_found() {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    for path in ["/callback/nobody", "/callback/doku"] {
+        let request = http::Request::post(path).body(Body::from("ref=1")).unwrap();
+        assert_eq!(
+            send(app.clone(), request).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_allow_list_refuses_other_sources_before_parsing() {
+    let mut settings = settings();
+    settings.allowed_ips.insert(
+        "okebayar".into(),
+        vec!["127.0.0.1".into(), "10.0.0.0/8".into()],
+    );
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings, sink.clone());
+    for (ip, expected) in [
+        (Some("10.9.8.7"), StatusCode::OK),
+        (Some("127.0.0.1"), StatusCode::OK),
+        (Some("192.168.1.1"), StatusCode::FORBIDDEN),
+        (None, StatusCode::FORBIDDEN),
+    ] {
+        let mut request = http::Request::post("/callback/okebayar")
+            .body(Body::from("ref=A;code=000"))
+            .unwrap();
+        if let Some(ip) = ip {
+            request.extensions_mut().insert(from(ip));
+        }
+        assert_eq!(send(app.clone(), request).await.0, expected, "{ip:?}");
+    }
+    assert_eq!(sink.published.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_allow_list_entries_are_configuration_errors_naming_the_key() {
+    let mut settings = settings();
+    settings
+        .allowed_ips
+        .insert("okebayar".into(), vec!["10.0.0.0/40".into()]);
+    let error = settings.validate().unwrap_err().to_string();
+    assert!(error.contains("allowed_ips.okebayar"), "{error}");
+    let mut settings = Settings::default();
+    settings.allowed_ips.insert("nobody".into(), vec![]);
+    assert!(settings
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("allowed_ips.nobody"));
+}
+
+#[tokio::test]
+async fn a_10_mb_body_is_refused_with_413_before_it_is_read() {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    let big = vec![b'a'; 10 * 1024 * 1024];
+    let request = http::Request::post("/callback/okebayar")
+        .header(header::CONTENT_LENGTH, big.len())
+        .body(Body::from(big))
+        .unwrap();
+    assert_eq!(send(app, request).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(sink.published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_endless_chunked_body_is_refused_after_at_most_the_limit() {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    let polled = Arc::new(AtomicUsize::new(0));
+    let counter = polled.clone();
+    // No Content-Length, never ends.
+    let endless = futures::stream::repeat_with(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; 100]))
+    });
+    let request = http::Request::post("/callback/okebayar")
+        .body(Body::from_stream(endless))
+        .unwrap();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), send(app, request))
+        .await
+        .expect("refused promptly, not read forever");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // 1024-byte limit, 100-byte chunks: 11 chunks read, a little slack.
+    assert!(
+        polled.load(Ordering::SeqCst) <= 12,
+        "read {} chunks",
+        polled.load(Ordering::SeqCst)
+    );
+    assert!(sink.published.lock().unwrap().is_empty());
+}
+
+#[test]
+fn log_prefix_is_short_and_printable() {
+    let body =
+        b"<xml>\x00\x1b[31m secret-ish tail that is long enough to be cut off here and there</xml>";
+    let prefix = log_prefix(body);
+    assert!(prefix.chars().count() <= 49, "{prefix}");
+    assert!(prefix.ends_with('…'));
+    assert!(!prefix.contains('\x1b') && !prefix.contains('\0'));
+    assert_eq!(log_prefix(b"short"), "short");
+}
+
+/// Starts the real accept loop on a random port.
+async fn start_server(
+    limits: server::Limits,
+) -> (
+    SocketAddr,
+    Arc<MemorySink>,
+    Shutdown,
+    tokio::task::JoinHandle<()>,
+) {
+    let sink = Arc::new(MemorySink::default());
+    let app = app_with(&settings(), sink.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(server::serve(listener, app, limits, shutdown.clone()));
+    (addr, sink, shutdown, task)
+}
+
+fn limits() -> server::Limits {
+    server::Limits {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections: 8,
+        max_header_bytes: 16 * 1024,
+        drain_grace: Duration::from_secs(2),
+    }
+}
+
+async fn read_all(stream: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn over_the_wire_callbacks_carry_the_peer_address_and_half_open_clients_are_reaped() {
+    let (addr, sink, shutdown, task) = start_server(limits()).await;
+
+    // A normal request over TCP.
+    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ok.write_all(
+        b"GET /callback/okebayar?ref=W1&code=000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_all(&mut ok).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(sink.published.lock().unwrap()[0].2.source_ip, "127.0.0.1");
+
+    // A slow client: half a request line, then silence. The header read
+    // timeout closes it.
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /callback/okeb").await.unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
+    assert!(read.is_ok(), "the slow connection was not reaped");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // An endless chunked body over the wire: 413, memory bounded.
+    let mut chunked = tokio::net::TcpStream::connect(addr).await.unwrap();
+    chunked
+        .write_all(
+            b"POST /callback/okebayar HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let chunk = format!("{:x}\r\n{}\r\n", 512, "y".repeat(512));
+        for _ in 0..100_000 {
+            if chunked.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            let mut peek = [0u8; 64];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), chunked.read(&mut peek)).await
+            {
+                if n > 0 {
+                    return String::from_utf8_lossy(&peek[..n]).to_string();
+                }
+            }
+        }
+        String::new()
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The production registry, with OkeBayar's real parser: an unsigned GET
+/// callback becomes an unverified event; hostile XML is refused unpublished.
+#[tokio::test]
+async fn the_okebayar_parser_is_wired_in() {
+    let sink = Arc::new(MemorySink::default());
+    let app = router(AppState::new(&Settings::default(), parsers(), sink.clone()).unwrap());
+    let request = http::Request::get(
+        "/callback/okebayar?referencecode=LKT77&status=000&tracecode=1234567890123456&serialnumber=SN77",
+    )
+    .body(Body::empty())
+    .unwrap();
+    let (status, body) = send(app.clone(), request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("LKT77"), "{body}");
+    {
+        let published = sink.published.lock().unwrap();
+        assert_eq!(published.len(), 1);
+        let (_, msg_id, event) = &published[0];
+        assert!(msg_id.starts_with("cb:okebayar:"), "{msg_id}");
+        assert!(!event.verified, "OkeBayar callbacks are unsigned");
+        assert_eq!(event.provider_reference, "LKT77");
+        assert_eq!(event.serial_number, "SN77");
+    }
+    let hostile = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\
+                   <r><referencecode>&x;</referencecode><status>000</status></r>";
+    let request = http::Request::post("/callback/okebayar")
+        .header(header::CONTENT_TYPE, "application/xml")
+        .body(Body::from(hostile))
+        .unwrap();
+    let (status, body) = send(app, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.contains("passwd"));
+    assert_eq!(
+        sink.published.lock().unwrap().len(),
+        1,
+        "the hostile callback was not published"
+    );
+}

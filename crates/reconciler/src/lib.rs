@@ -1,0 +1,284 @@
+//! The reconciler: the only writer of transaction state after the ingress
+//! created a row. It owns
+//!
+//! - applying connector results and provider callbacks from `LOKET_EVT`
+//!   exactly once (the `applied_events` table, in the same database
+//!   transaction as the change), through the state machine
+//!   ([`loket_protocol::state::decide`]) and the pure planner ([`plan`]);
+//! - the append-only event log (`transaction_events`) and the stored provider
+//!   exchanges;
+//! - publishing every state change on `loket.upd.<client>.<transaction>`;
+//! - status checks on each provider's schedule, the sweep that re-dispatches
+//!   what never reached a connector, inquiry expiry and the `needs_review`
+//!   limit ([`scheduler`]) — with `FOR UPDATE SKIP LOCKED`, so replicas never
+//!   do the same work twice.
+//!
+//! It must not talk to providers, never move a transaction out of a final
+//! state, and never let an unverified callback decide a state (money-safety
+//! rules 4 and 5): those only trigger a status check.
+
+pub mod apply;
+pub mod metric;
+pub mod plan;
+pub mod schedule;
+pub mod scheduler;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::StreamExt;
+use loket_protocol::subjects;
+use loket_runtime::admin::{self, Readiness};
+use loket_runtime::config::Common;
+use loket_runtime::{bus, db, Shutdown};
+use schedule::{Schedule, ScheduleSettings};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+pub use apply::{Applied, ApplyError, Reconciler};
+pub use scheduler::TickReport;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub common: Common,
+    /// Postgres pool size.
+    pub db_max_connections: u32,
+    /// Apply the migrations at start.
+    pub migrate: bool,
+    /// Events applied at once by this replica.
+    pub concurrency: usize,
+    /// JetStream ack wait for events: an event not acked by then is
+    /// redelivered (and then found in `applied_events`).
+    pub ack_wait_ms: u64,
+    /// Scheduler period (status checks, sweep, limits).
+    pub tick_ms: u64,
+    /// Rows handled per scheduler step and tick.
+    pub batch_size: i64,
+    /// Status-check schedules per provider name; a provider not listed uses
+    /// the OkeBayar default (spec §5.D).
+    pub schedules: BTreeMap<String, ScheduleSettings>,
+    /// How long a status check may find "no record of the reference" before
+    /// the provider is taken never to have received it (`failed`,
+    /// `NOT_FOUND`).
+    pub not_found_grace_ms: u64,
+    /// A `received` transaction never dispatched this long after creation
+    /// (the ingress crashed between insert and publish) is dispatched.
+    pub dispatch_grace_ms: u64,
+    /// A `received` transaction dispatched this long ago without any result
+    /// (command lost) is re-dispatched (the connector then checks first).
+    pub redispatch_after_ms: u64,
+    /// `received`/`pending`/`unknown` this long after creation:
+    /// `needs_review` with an alert.
+    pub review_after_ms: u64,
+    /// Inquiries unresolved this long after creation: `failed` / `EXPIRED`.
+    pub inquiry_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            common: Common::default(),
+            db_max_connections: 16,
+            migrate: true,
+            concurrency: 64,
+            ack_wait_ms: 30_000,
+            tick_ms: 1_000,
+            batch_size: 256,
+            schedules: BTreeMap::from([("okebayar".to_string(), ScheduleSettings::default())]),
+            not_found_grace_ms: 5 * 60_000,
+            dispatch_grace_ms: 30_000,
+            redispatch_after_ms: 10 * 60_000,
+            review_after_ms: 24 * 3_600_000,
+            inquiry_timeout_ms: 10 * 60_000,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (provider, schedule) in &self.schedules {
+            loket_protocol::Provider::parse(provider)
+                .map_err(|e| Error::Config(format!("schedules.{provider}: {e}")))?;
+            Schedule::new(provider, schedule).map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let positive = [
+            ("concurrency", self.concurrency as u64),
+            ("ack_wait_ms", self.ack_wait_ms),
+            ("tick_ms", self.tick_ms),
+            ("batch_size", u64::try_from(self.batch_size).unwrap_or(0)),
+            ("db_max_connections", u64::from(self.db_max_connections)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("{key} must be greater than zero")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reconciler has no main port: only the admin one.
+pub struct Listeners {
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("event consumer setup failed: {0}")]
+    Consumer(String),
+}
+
+/// Runs the reconciler until `shutdown`, then drains: stops pulling, lets
+/// in-flight events finish (bounded by `shutdown_grace_ms`), stops the
+/// scheduler after its current step.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    settings.validate()?;
+    let readiness = Readiness::default();
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+
+    let nats = bus::connect(&settings.common.nats_url, "loket-reconciler").await?;
+    let js = jetstream::new(nats);
+    bus::ensure_streams(&js).await?;
+    let pool = db::connect(&settings.common.database_url, settings.db_max_connections).await?;
+    if settings.migrate {
+        db::migrate(&pool).await?;
+    }
+    let reconciler = Arc::new(Reconciler::new(pool, js.clone(), &settings));
+
+    let stream = js
+        .get_stream(subjects::EVENT_STREAM)
+        .await
+        .map_err(|e| Error::Consumer(e.to_string()))?;
+    let concurrency = settings.concurrency.max(1);
+    let consumer = stream
+        .get_or_create_consumer(
+            subjects::RECONCILER_CONSUMER,
+            pull::Config {
+                durable_name: Some(subjects::RECONCILER_CONSUMER.to_string()),
+                filter_subject: subjects::EVENT_SUBJECTS.to_string(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_millis(settings.ack_wait_ms),
+                max_ack_pending: (concurrency * 4).max(64) as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::Consumer(e.to_string()))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| Error::Consumer(e.to_string()))?;
+
+    let scheduler_task = tokio::spawn(scheduler::run(
+        reconciler.clone(),
+        Duration::from_millis(settings.tick_ms),
+        shutdown.clone(),
+    ));
+
+    let permits = Arc::new(Semaphore::new(concurrency));
+    readiness.set(true);
+    tracing::info!(
+        consumer = subjects::RECONCILER_CONSUMER,
+        concurrency,
+        "reconciler started"
+    );
+
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let message = tokio::select! {
+            _ = shutdown.wait() => break,
+            next = messages.next() => next,
+        };
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "pull error; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            None => break,
+        };
+        let reconciler = reconciler.clone();
+        tokio::spawn(async move {
+            handle(&reconciler, message).await;
+            drop(permit);
+        });
+    }
+
+    readiness.set(false);
+    tracing::info!("reconciler draining");
+    let grace = Duration::from_millis(settings.common.shutdown_grace_ms);
+    // In-flight events finish (each commits and acks, or is left for
+    // redelivery); buffered, unstarted ones return after ack_wait.
+    if tokio::time::timeout(grace, permits.acquire_many(concurrency as u32))
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain grace period passed with events in flight; they will be redelivered");
+    }
+    let _ = tokio::time::timeout(grace, scheduler_task).await;
+    let _ = admin_task.await;
+    tracing::info!("reconciler stopped");
+    Ok(())
+}
+
+/// Applies one message and acks, terminates or naks it.
+async fn handle(reconciler: &Reconciler, message: jetstream::Message) {
+    let trace = bus::trace_of(&message);
+    let span =
+        tracing::info_span!("event", subject = %message.subject, trace_id = %trace.trace_id());
+    async move {
+        match reconciler
+            .apply_event(message.subject.as_str(), &message.payload, &trace)
+            .await
+        {
+            Ok(applied) => {
+                tracing::debug!(?applied, "event applied");
+                if let Err(error) = message.ack().await {
+                    // Applied and committed; a redelivery is a duplicate.
+                    tracing::warn!(%error, "ack failed after applying");
+                }
+            }
+            Err(ApplyError::Poison(reason)) => {
+                metrics::counter!(metric::POISON).increment(1);
+                tracing::error!(%reason, "undecodable event terminated");
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            Err(error) => {
+                metrics::counter!(metric::APPLY_ERRORS).increment(1);
+                tracing::warn!(%error, "event not applied; left for redelivery");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,20 @@
+//! `loket-reconciler`: loads the settings, starts telemetry, binds the admin
+//! port and runs [`loket_reconciler::run`] until SIGTERM/Ctrl-C.
+
+use anyhow::Context as _;
+use loket_reconciler::{run, Listeners, Settings};
+use loket_runtime::{config, telemetry, Shutdown};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = config::load()?;
+    telemetry::init("loket-reconciler", settings.common.log_json);
+    let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
+        .await
+        .with_context(|| format!("binding admin_addr {}", settings.common.admin_addr))?;
+    tracing::info!(admin = %admin.local_addr()?, "loket-reconciler listening");
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    run(settings, Listeners { admin }, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Every metric the reconciler records, in one place.
+
+/// Events taken from `LOKET_EVT`, by `kind` (result/callback) and `verdict`.
+pub const EVENTS: &str = "loket_reconciler_events_total";
+/// Events that could not be decoded and were terminated.
+pub const POISON: &str = "loket_reconciler_poison_events_total";
+/// Events already applied (redeliveries, re-published results).
+pub const DUPLICATES: &str = "loket_reconciler_duplicate_events_total";
+/// Events whose application failed for a transient reason (left for redelivery).
+pub const APPLY_ERRORS: &str = "loket_reconciler_apply_errors_total";
+/// Time to apply one event, commit included.
+pub const APPLY_SECONDS: &str = "loket_reconciler_apply_seconds";
+/// Status transitions written, by `from` and `to`.
+pub const TRANSITIONS: &str = "loket_reconciler_transitions_total";
+/// A final report contradicted a final state (ALERT).
+pub const CONFLICTS: &str = "loket_reconciler_conflicts_total";
+/// A provider reported an amount different from ours (money-safety rule 8).
+pub const AMOUNT_MISMATCHES: &str = "loket_reconciler_amount_mismatches_total";
+/// Results or callbacks naming a transaction or reference we do not have.
+pub const UNKNOWN_TRANSACTIONS: &str = "loket_reconciler_unknown_transactions_total";
+/// Status-check commands published, by `reason` (schedule/callback).
+pub const STATUS_CHECKS: &str = "loket_reconciler_status_checks_total";
+/// Commands re-published by the sweep.
+pub const REDISPATCHED: &str = "loket_reconciler_redispatched_total";
+/// Inquiries failed with `EXPIRED`.
+pub const INQUIRIES_EXPIRED: &str = "loket_reconciler_inquiries_expired_total";
+/// Transactions moved to `needs_review`, by `reason`.
+pub const NEEDS_REVIEW: &str = "loket_reconciler_needs_review_total";
+/// Scheduler ticks that failed (database or bus unavailable).
+pub const TICK_ERRORS: &str = "loket_reconciler_tick_errors_total";
+/// Update messages that could not be published after a commit.
+pub const UPDATE_PUBLISH_ERRORS: &str = "loket_reconciler_update_publish_errors_total";

@@ -1,0 +1,581 @@
+//! What applying one report to one transaction writes: a pure function of the
+//! locked row, the report, the clock and the policy. The I/O around it
+//! ([`crate::apply`]) only loads the row, writes [`Plan::next`] and the event,
+//! and publishes the update, so every rule below is tested without a
+//! database.
+//!
+//! Rules (BRIEF.md, money-safety rules 1, 4, 5, 8):
+//! - the status moves only as [`loket_protocol::state::decide`] says;
+//! - a final report contradicting a final state parks the transaction in
+//!   `needs_review` with a reason naming both, and raises an alert;
+//! - provider fields are overwritten when the status moves, and only filled
+//!   in (never overwritten) when it does not: a serial number arriving after
+//!   `success` is kept, a late `pending` never erases a final code;
+//! - a reported amount different from ours sets `amount_mismatch` and never
+//!   changes the status;
+//! - "the provider has no record of our reference" fails a transaction only
+//!   after `not_found_grace` (the provider may not have recorded it yet), and
+//!   never one the provider already acknowledged as `pending` (that goes to
+//!   review instead);
+//! - `pending`/`unknown` get a first status check per the provider's
+//!   schedule if none is due yet; settled transactions have none.
+
+use crate::schedule::Schedule;
+use chrono::{DateTime, Utc};
+use loket_protocol::conversions::{from_timestamp, outcome_from_i32, ConversionError};
+use loket_protocol::pb::{self, bus};
+use loket_protocol::state::{decide, Decision};
+use loket_protocol::{Outcome, TransactionStatus};
+use loket_store::TransactionRow;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// `provider_code` written when a status check proved the provider never
+/// received the request.
+pub const NOT_FOUND_CODE: &str = "NOT_FOUND";
+/// `provider_code` written when an inquiry stayed unresolved too long.
+pub const EXPIRED_CODE: &str = "EXPIRED";
+
+/// Where a report came from; the `source` column of `transaction_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A connector's answer to the transaction's own operation.
+    Result,
+    /// A connector's answer to a status check.
+    StatusCheck,
+    /// A provider callback.
+    Callback,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Result => "result",
+            Source::StatusCheck => "status_check",
+            Source::Callback => "callback",
+        }
+    }
+}
+
+/// One authenticated report about a transaction, normalized (empty strings
+/// are `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub event_id: String,
+    pub source: Source,
+    pub outcome: Outcome,
+    pub provider_code: Option<String>,
+    pub provider_message: Option<String>,
+    pub provider_trace: Option<String>,
+    pub serial_number: Option<String>,
+    pub provider_amount_minor: Option<i64>,
+    pub bill: Option<pb::BillDetails>,
+    pub inquiry_data: BTreeMap<String, String>,
+    pub not_found: bool,
+    pub detail: String,
+    /// The callback as received, masked (callbacks only).
+    pub raw: Option<String>,
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// Status-check commands are published with `chk:` message ids, and the
+/// connector uses the command's message id as the result's `event_id`.
+pub fn is_status_check_event(event_id: &str) -> bool {
+    event_id.starts_with("chk:")
+}
+
+impl Report {
+    pub fn new(event_id: impl Into<String>, source: Source, outcome: Outcome) -> Self {
+        Report {
+            event_id: event_id.into(),
+            source,
+            outcome,
+            provider_code: None,
+            provider_message: None,
+            provider_trace: None,
+            serial_number: None,
+            provider_amount_minor: None,
+            bill: None,
+            inquiry_data: BTreeMap::new(),
+            not_found: false,
+            detail: String::new(),
+            raw: None,
+        }
+    }
+
+    pub fn from_result(event: &bus::ResultEvent) -> Result<Self, ConversionError> {
+        let outcome = outcome_from_i32(event.outcome)?;
+        let source = if event.not_found || is_status_check_event(&event.event_id) {
+            Source::StatusCheck
+        } else {
+            Source::Result
+        };
+        Ok(Report {
+            event_id: event.event_id.clone(),
+            source,
+            outcome,
+            provider_code: non_empty(&event.provider_code),
+            provider_message: non_empty(&event.provider_message),
+            provider_trace: non_empty(&event.provider_trace),
+            serial_number: non_empty(&event.serial_number),
+            provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
+            bill: event.bill.clone(),
+            inquiry_data: event
+                .inquiry_data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            not_found: event.not_found,
+            detail: event.detail.clone(),
+            raw: None,
+        })
+    }
+
+    /// A callback whose authenticity the receiver verified. Unverified ones
+    /// never become a report (they only trigger a status check).
+    pub fn from_verified_callback(event: &bus::CallbackEvent) -> Result<Self, ConversionError> {
+        let outcome = outcome_from_i32(event.claimed_outcome)?;
+        Ok(Report {
+            provider_code: non_empty(&event.provider_code),
+            provider_trace: non_empty(&event.provider_trace),
+            serial_number: non_empty(&event.serial_number),
+            raw: non_empty(&event.raw),
+            ..Report::new(event.event_id.clone(), Source::Callback, outcome)
+        })
+    }
+}
+
+/// What the reconciler needs to know about a provider to plan.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub schedule: Schedule,
+    pub not_found_grace: chrono::Duration,
+}
+
+/// How a report was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The status moved forward.
+    Moved,
+    /// The status stayed (duplicate, stale, not forward); fields may have
+    /// been filled in.
+    Kept,
+    /// A final report contradicted a final state: `needs_review`, alert.
+    Conflict,
+    /// The provider has no record yet; within the grace period.
+    NotFoundWaiting,
+    /// The provider never received it: `failed` with [`NOT_FOUND_CODE`].
+    NotFoundFailed,
+    /// The provider acknowledged it once and now has no record: review.
+    NotFoundReview,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Moved => "moved",
+            Verdict::Kept => "kept",
+            Verdict::Conflict => "conflict",
+            Verdict::NotFoundWaiting => "not_found_waiting",
+            Verdict::NotFoundFailed => "not_found_failed",
+            Verdict::NotFoundReview => "not_found_review",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmountMismatch {
+    pub expected: i64,
+    pub reported: i64,
+}
+
+/// One row for `transaction_events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub source: &'static str,
+    pub from_status: Option<TransactionStatus>,
+    pub to_status: Option<TransactionStatus>,
+    pub provider_code: Option<String>,
+    pub detail: Value,
+}
+
+/// Everything one report writes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The row as it must be after the report (every mutable column).
+    pub next: TransactionRow,
+    pub from: TransactionStatus,
+    pub to: TransactionStatus,
+    pub verdict: Verdict,
+    /// Whether any column of the row changed (if not, no UPDATE and no
+    /// update message are needed).
+    pub changed: bool,
+    pub amount_mismatch: Option<AmountMismatch>,
+    pub event: EventRecord,
+    /// Set when an operator must look (conflict, review); logged as ALERT.
+    pub alert: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("transaction {id} has an unreadable status {status:?}")]
+    BadStatus { id: String, status: String },
+}
+
+/// Tracks whether a row was changed while planning.
+struct Writer {
+    row: TransactionRow,
+    changed: bool,
+}
+
+impl Writer {
+    fn set<T: PartialEq>(changed: &mut bool, field: &mut T, value: T) {
+        if *field != value {
+            *field = value;
+            *changed = true;
+        }
+    }
+
+    /// Overwrites when `overwrite`, otherwise fills only an empty field.
+    fn merge<T: PartialEq>(
+        changed: &mut bool,
+        field: &mut Option<T>,
+        value: Option<T>,
+        overwrite: bool,
+    ) {
+        if let Some(value) = value {
+            if overwrite || field.is_none() {
+                Self::set(changed, field, Some(value));
+            }
+        }
+    }
+
+    fn status(&mut self, status: TransactionStatus) {
+        Self::set(
+            &mut self.changed,
+            &mut self.row.status,
+            status.as_str().to_string(),
+        );
+    }
+
+    fn provider_fields(&mut self, report: &Report, overwrite: bool) {
+        let row = &mut self.row;
+        let changed = &mut self.changed;
+        Self::merge(
+            changed,
+            &mut row.provider_code,
+            report.provider_code.clone(),
+            overwrite,
+        );
+        Self::merge(
+            changed,
+            &mut row.provider_message,
+            report.provider_message.clone(),
+            overwrite,
+        );
+        Self::merge(
+            changed,
+            &mut row.provider_trace,
+            report.provider_trace.clone(),
+            overwrite,
+        );
+        Self::merge(
+            changed,
+            &mut row.serial_number,
+            report.serial_number.clone(),
+            overwrite,
+        );
+        Self::merge(
+            changed,
+            &mut row.provider_amount_minor,
+            report.provider_amount_minor,
+            overwrite,
+        );
+        if let Some(bill) = &report.bill {
+            Self::merge(
+                changed,
+                &mut row.bill,
+                Some(loket_store::bill_to_json(bill)),
+                overwrite,
+            );
+            let expires = bill.expires_at.as_ref().and_then(from_timestamp);
+            Self::merge(changed, &mut row.expires_at, expires, overwrite);
+        }
+        if !report.inquiry_data.is_empty() {
+            let object: Map<String, Value> = report
+                .inquiry_data
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            Self::merge(
+                changed,
+                &mut row.inquiry_data,
+                Some(Value::Object(object)),
+                overwrite,
+            );
+        }
+    }
+}
+
+/// Plans the application of `report` to the locked `row`.
+pub fn plan(
+    row: &TransactionRow,
+    report: &Report,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Result<Plan, PlanError> {
+    let from = row.status().ok_or_else(|| PlanError::BadStatus {
+        id: row.id.to_string(),
+        status: row.status.clone(),
+    })?;
+    let mut w = Writer {
+        row: row.clone(),
+        changed: false,
+    };
+    let mut alert = None;
+    let mut detail = Map::new();
+    detail.insert("event_id".into(), json!(report.event_id));
+    detail.insert("outcome".into(), json!(report.outcome.as_str()));
+
+    let verdict = if report.not_found {
+        plan_not_found(&mut w, from, now, policy, &mut detail, &mut alert)
+    } else {
+        // The provider knows our reference: the not-found clock restarts.
+        Writer::set(&mut w.changed, &mut w.row.not_found_since, None);
+        match decide(from, report.outcome) {
+            Decision::Move(to) => {
+                w.status(to);
+                w.provider_fields(report, true);
+                if to.is_final() {
+                    Writer::set(&mut w.changed, &mut w.row.finalized_at, Some(now));
+                }
+                Verdict::Moved
+            }
+            Decision::Keep => {
+                w.provider_fields(report, false);
+                Verdict::Kept
+            }
+            Decision::Conflict => {
+                let reason = format!(
+                    "conflicting final reports: transaction is {from} (provider code {}) but a {} reports {} (provider code {}, event {})",
+                    row.provider_code.as_deref().unwrap_or("none"),
+                    report.source.as_str().replace('_', " "),
+                    report.outcome,
+                    report.provider_code.as_deref().unwrap_or("none"),
+                    report.event_id,
+                );
+                w.status(TransactionStatus::NeedsReview);
+                Writer::set(
+                    &mut w.changed,
+                    &mut w.row.review_reason,
+                    Some(reason.clone()),
+                );
+                alert = Some(reason);
+                Verdict::Conflict
+            }
+        }
+    };
+
+    // Money-safety rule 8: flag, never decide.
+    let mut amount_mismatch = None;
+    if let (Some(reported), Some(expected)) = (report.provider_amount_minor, row.amount_minor) {
+        if reported != expected {
+            amount_mismatch = Some(AmountMismatch { expected, reported });
+            Writer::set(&mut w.changed, &mut w.row.amount_mismatch, true);
+            detail.insert(
+                "amount_mismatch".into(),
+                json!({ "expected_minor": expected, "reported_minor": reported, "currency": row.currency }),
+            );
+        }
+    }
+
+    let to = w.row.status().unwrap_or(from);
+    // Status checks: a first one for a transaction that needs one, none for
+    // a settled one.
+    match to {
+        TransactionStatus::Pending | TransactionStatus::Unknown => {
+            if w.row.next_check_at.is_none() {
+                let due = now + policy.schedule.first(to);
+                Writer::set(&mut w.changed, &mut w.row.next_check_at, Some(due));
+            }
+        }
+        TransactionStatus::Success | TransactionStatus::Failed | TransactionStatus::NeedsReview => {
+            Writer::set(&mut w.changed, &mut w.row.next_check_at, None);
+        }
+        TransactionStatus::Received => {}
+    }
+    if w.changed {
+        w.row.updated_at = now;
+    }
+
+    detail.insert("verdict".into(), json!(verdict.as_str()));
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            detail.insert(key.into(), json!(value));
+        }
+    };
+    put("provider_message", &report.provider_message);
+    put("provider_trace", &report.provider_trace);
+    put("serial_number", &report.serial_number);
+    put("raw", &report.raw);
+    if let Some(amount) = report.provider_amount_minor {
+        detail.insert("provider_amount_minor".into(), json!(amount));
+    }
+    if report.not_found {
+        detail.insert("not_found".into(), json!(true));
+    }
+    if !report.detail.is_empty() {
+        detail.insert("detail".into(), json!(report.detail));
+    }
+    if let Some(reason) = &alert {
+        detail.insert("alert".into(), json!(reason));
+    }
+
+    Ok(Plan {
+        event: EventRecord {
+            source: report.source.as_str(),
+            from_status: Some(from),
+            to_status: Some(to),
+            provider_code: report.provider_code.clone(),
+            detail: Value::Object(detail),
+        },
+        from,
+        to,
+        verdict,
+        changed: w.changed,
+        amount_mismatch,
+        next: w.row,
+        alert,
+    })
+}
+
+fn plan_not_found(
+    w: &mut Writer,
+    from: TransactionStatus,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    detail: &mut Map<String, Value>,
+    alert: &mut Option<String>,
+) -> Verdict {
+    use TransactionStatus as S;
+    if from.is_settled() {
+        // Nothing automatic changes a settled transaction. A provider that
+        // forgot a successful one is worth a note for operators.
+        if from == S::Success {
+            detail.insert(
+                "warning".into(),
+                json!("status check found no record of a transaction we hold as success"),
+            );
+        }
+        return Verdict::Kept;
+    }
+    let since = w.row.not_found_since.unwrap_or(now);
+    Writer::set(&mut w.changed, &mut w.row.not_found_since, Some(since));
+    detail.insert("not_found_since".into(), json!(since.to_rfc3339()));
+    if now - since <= policy.not_found_grace {
+        // Within grace: the provider may not have recorded it yet. A
+        // `received` transaction becomes `unknown` so it gets checked.
+        if let Decision::Move(to) = decide(from, Outcome::Unknown) {
+            w.status(to);
+        }
+        return Verdict::NotFoundWaiting;
+    }
+    if from == S::Pending {
+        let reason = format!(
+            "the provider acknowledged reference {} as pending, but status checks have found no record of it since {}",
+            w.row.provider_reference,
+            since.to_rfc3339()
+        );
+        w.status(S::NeedsReview);
+        Writer::set(
+            &mut w.changed,
+            &mut w.row.review_reason,
+            Some(reason.clone()),
+        );
+        *alert = Some(reason);
+        return Verdict::NotFoundReview;
+    }
+    // Received or unknown, and the provider still has no record after the
+    // grace period: it never received the request, so no money moved.
+    let message = format!(
+        "the provider has no record of reference {} (status checks since {}, grace {} s)",
+        w.row.provider_reference,
+        since.to_rfc3339(),
+        policy.not_found_grace.num_seconds()
+    );
+    w.status(S::Failed);
+    Writer::set(
+        &mut w.changed,
+        &mut w.row.provider_code,
+        Some(NOT_FOUND_CODE.to_string()),
+    );
+    Writer::set(&mut w.changed, &mut w.row.provider_message, Some(message));
+    Writer::set(&mut w.changed, &mut w.row.finalized_at, Some(now));
+    Verdict::NotFoundFailed
+}
+
+/// An inquiry left unresolved past `inquiry_timeout`: `failed` / `EXPIRED`.
+/// Inquiries move no money, so failing them is safe.
+pub fn plan_expiry(
+    row: &TransactionRow,
+    now: DateTime<Utc>,
+    timeout: chrono::Duration,
+) -> (TransactionRow, EventRecord) {
+    let mut next = row.clone();
+    next.status = TransactionStatus::Failed.as_str().into();
+    next.provider_code = Some(EXPIRED_CODE.into());
+    next.provider_message = Some(format!(
+        "inquiry unresolved {} s after it was received (last status {})",
+        timeout.num_seconds(),
+        row.status
+    ));
+    next.next_check_at = None;
+    next.finalized_at = Some(now);
+    next.updated_at = now;
+    let event = EventRecord {
+        source: "sweep",
+        from_status: row.status(),
+        to_status: Some(TransactionStatus::Failed),
+        provider_code: Some(EXPIRED_CODE.into()),
+        detail: json!({ "action": "inquiry_expired", "inquiry_timeout_s": timeout.num_seconds(), "check_count": row.check_count }),
+    };
+    (next, event)
+}
+
+/// A transaction unresolved past `review_after`: `needs_review` with a reason.
+pub fn plan_review(
+    row: &TransactionRow,
+    now: DateTime<Utc>,
+    review_after: chrono::Duration,
+) -> (TransactionRow, EventRecord, String) {
+    let reason = format!(
+        "unresolved for more than {} s: still {} after {} status checks and {} dispatches",
+        review_after.num_seconds(),
+        row.status,
+        row.check_count,
+        row.dispatch_count
+    );
+    let mut next = row.clone();
+    next.status = TransactionStatus::NeedsReview.as_str().into();
+    next.review_reason = Some(reason.clone());
+    next.next_check_at = None;
+    next.updated_at = now;
+    let event = EventRecord {
+        source: "review",
+        from_status: row.status(),
+        to_status: Some(TransactionStatus::NeedsReview),
+        provider_code: None,
+        detail: json!({ "action": "unresolved_too_long", "reason": reason }),
+    };
+    (next, event, reason)
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,525 @@
+use super::tests_support::{row, t0};
+use super::*;
+use crate::schedule::{Schedule, ScheduleSettings};
+use chrono::Duration;
+use loket_protocol::TransactionStatus as S;
+use uuid::Uuid;
+
+fn policy() -> Policy {
+    Policy {
+        schedule: Schedule::new(
+            "okebayar",
+            &ScheduleSettings {
+                delays_ms: vec![300_000, 600_000],
+                unknown_first_ms: 30_000,
+            },
+        )
+        .unwrap(),
+        not_found_grace: Duration::minutes(5),
+    }
+}
+
+fn report(outcome: Outcome, code: &str) -> Report {
+    Report {
+        provider_code: Some(code.into()),
+        ..Report::new("cmd:x:0", Source::Result, outcome)
+    }
+}
+
+fn success(code: &str, sn: Option<&str>) -> Report {
+    Report {
+        serial_number: sn.map(Into::into),
+        provider_trace: Some("TRACE-1".into()),
+        provider_message: Some("Sukses".into()),
+        ..report(Outcome::Success, code)
+    }
+}
+
+/// Applies a sequence of reports, as the reconciler would (each plan's
+/// `next` is the next locked row).
+fn apply_all(
+    start: TransactionRow,
+    reports: &[Report],
+    at: DateTime<Utc>,
+) -> (TransactionRow, Vec<Plan>) {
+    let mut current = start;
+    let mut plans = Vec::new();
+    for (i, report) in reports.iter().enumerate() {
+        let plan = plan(
+            &current,
+            report,
+            at + Duration::seconds(i as i64),
+            &policy(),
+        )
+        .unwrap();
+        current = plan.next.clone();
+        plans.push(plan);
+    }
+    (current, plans)
+}
+
+#[test]
+fn success_moves_and_writes_every_provider_field() {
+    let now = t0() + Duration::seconds(3);
+    let report = Report {
+        provider_amount_minor: Some(10_500),
+        ..success("000", Some("SN-123"))
+    };
+    let plan = plan(&row(S::Received), &report, now, &policy()).unwrap();
+    assert_eq!(plan.verdict, Verdict::Moved);
+    assert_eq!((plan.from, plan.to), (S::Received, S::Success));
+    assert!(plan.changed);
+    let next = &plan.next;
+    assert_eq!(next.status, "success");
+    assert_eq!(next.provider_code.as_deref(), Some("000"));
+    assert_eq!(next.provider_message.as_deref(), Some("Sukses"));
+    assert_eq!(next.provider_trace.as_deref(), Some("TRACE-1"));
+    assert_eq!(next.serial_number.as_deref(), Some("SN-123"));
+    assert_eq!(next.provider_amount_minor, Some(10_500));
+    assert!(!next.amount_mismatch);
+    assert_eq!(next.finalized_at, Some(now));
+    assert_eq!(next.updated_at, now);
+    assert_eq!(next.next_check_at, None);
+    assert!(plan.alert.is_none());
+    assert_eq!(plan.event.source, "result");
+    assert_eq!(plan.event.from_status, Some(S::Received));
+    assert_eq!(plan.event.to_status, Some(S::Success));
+    assert_eq!(plan.event.provider_code.as_deref(), Some("000"));
+    assert_eq!(plan.event.detail["outcome"], "success");
+    assert_eq!(plan.event.detail["event_id"], "cmd:x:0");
+    assert_eq!(plan.event.detail["serial_number"], "SN-123");
+}
+
+#[test]
+fn applying_the_same_report_twice_changes_nothing_the_second_time() {
+    let first = plan(
+        &row(S::Received),
+        &success("000", Some("SN-1")),
+        t0(),
+        &policy(),
+    )
+    .unwrap();
+    let again = plan(
+        &first.next,
+        &success("000", Some("SN-1")),
+        t0() + Duration::minutes(1),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(again.verdict, Verdict::Kept);
+    assert!(!again.changed, "a duplicate must not write");
+    assert_eq!(again.next.updated_at, first.next.updated_at);
+    assert_eq!(again.next.finalized_at, first.next.finalized_at);
+}
+
+#[test]
+fn out_of_order_pending_after_final_keeps_the_final_state_and_code() {
+    let (last, plans) = apply_all(
+        row(S::Received),
+        &[
+            success("000", Some("SN-9")),
+            report(Outcome::Pending, "002"),
+            report(Outcome::Unknown, ""),
+        ],
+        t0(),
+    );
+    assert_eq!(last.status, "success");
+    assert_eq!(
+        last.provider_code.as_deref(),
+        Some("000"),
+        "a late pending never erases the final code"
+    );
+    assert_eq!(last.serial_number.as_deref(), Some("SN-9"));
+    assert_eq!(
+        last.next_check_at, None,
+        "no status check for a final transaction"
+    );
+    assert!(plans[1..]
+        .iter()
+        .all(|p| p.verdict == Verdict::Kept && !p.changed));
+    // The late report is still logged.
+    assert_eq!(plans[1].event.from_status, Some(S::Success));
+    assert_eq!(plans[1].event.to_status, Some(S::Success));
+}
+
+#[test]
+fn pending_then_final_overwrites_the_pending_code() {
+    let (last, plans) = apply_all(
+        row(S::Received),
+        &[
+            report(Outcome::Pending, "002"),
+            success("000", Some("SN-2")),
+        ],
+        t0(),
+    );
+    assert_eq!(plans[0].to, S::Pending);
+    assert_eq!(plans[0].next.provider_code.as_deref(), Some("002"));
+    assert_eq!(last.status, "success");
+    assert_eq!(last.provider_code.as_deref(), Some("000"));
+}
+
+#[test]
+fn conflicting_finals_go_to_review_with_both_outcomes_named() {
+    let failed = Report {
+        provider_message: Some("Nomor salah".into()),
+        ..report(Outcome::Failed, "204")
+    };
+    let (after_fail, _) = apply_all(row(S::Received), &[failed], t0());
+    let finalized = after_fail.finalized_at;
+    let now = t0() + Duration::minutes(2);
+    let spoof = Report {
+        event_id: "chk:x:3".into(),
+        source: Source::StatusCheck,
+        ..success("000", Some("SN-X"))
+    };
+    let plan = plan(&after_fail, &spoof, now, &policy()).unwrap();
+    assert_eq!(plan.verdict, Verdict::Conflict);
+    assert_eq!(plan.next.status, "needs_review");
+    let reason = plan.next.review_reason.clone().unwrap();
+    assert!(
+        reason.contains("failed") && reason.contains("204"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("success") && reason.contains("000"),
+        "{reason}"
+    );
+    assert_eq!(plan.alert.as_deref(), Some(reason.as_str()));
+    // The recorded provider fields stay those of the first final report.
+    assert_eq!(plan.next.provider_code.as_deref(), Some("204"));
+    assert_eq!(plan.next.provider_message.as_deref(), Some("Nomor salah"));
+    assert_eq!(plan.next.serial_number, None);
+    assert_eq!(plan.next.finalized_at, finalized);
+    assert_eq!(plan.event.to_status, Some(S::NeedsReview));
+    assert_eq!(plan.event.source, "status_check");
+    // Once parked, further reports change nothing.
+    let later = super::plan(&plan.next, &report(Outcome::Failed, "204"), now, &policy()).unwrap();
+    assert_eq!(later.next.status, "needs_review");
+    assert!(!later.changed);
+}
+
+#[test]
+fn serial_number_arriving_later_is_filled_in_without_touching_the_status() {
+    // OkeBayar 001: success without SN first, the SN arrives with a later report.
+    let (after_first, _) = apply_all(row(S::Received), &[success("000", None)], t0());
+    let finalized = after_first.finalized_at;
+    let now = t0() + Duration::minutes(6);
+    let later = Report {
+        provider_message: Some("another message".into()),
+        ..success("000", Some("SN-LATE"))
+    };
+    let plan = plan(&after_first, &later, now, &policy()).unwrap();
+    assert_eq!(plan.verdict, Verdict::Kept);
+    assert!(plan.changed);
+    assert_eq!(plan.next.serial_number.as_deref(), Some("SN-LATE"));
+    assert_eq!(plan.next.status, "success");
+    assert_eq!(
+        plan.next.finalized_at, finalized,
+        "finalized_at is the first final report's"
+    );
+    assert_eq!(
+        plan.next.provider_message.as_deref(),
+        Some("Sukses"),
+        "filled fields are never overwritten on keep"
+    );
+    assert_eq!(plan.next.updated_at, now);
+}
+
+#[test]
+fn amount_mismatch_is_flagged_and_never_changes_the_status() {
+    let charged_more = Report {
+        provider_amount_minor: Some(11_000),
+        ..success("000", Some("SN"))
+    };
+    let plan = plan(&row(S::Pending), &charged_more, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.status, "success");
+    assert!(plan.next.amount_mismatch);
+    assert_eq!(plan.next.provider_amount_minor, Some(11_000));
+    assert_eq!(
+        plan.amount_mismatch,
+        Some(AmountMismatch {
+            expected: 10_500,
+            reported: 11_000
+        })
+    );
+    assert_eq!(
+        plan.event.detail["amount_mismatch"]["expected_minor"],
+        10_500
+    );
+    assert_eq!(
+        plan.event.detail["amount_mismatch"]["reported_minor"],
+        11_000
+    );
+
+    // A pending report with a different amount flags but stays pending.
+    let pending = Report {
+        provider_amount_minor: Some(9_000),
+        ..report(Outcome::Pending, "002")
+    };
+    let plan = super::plan(&row(S::Received), &pending, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.status, "pending");
+    assert!(plan.next.amount_mismatch);
+
+    // No expected amount (a bill inquiry): nothing to compare.
+    let mut inquiry = row(S::Received);
+    inquiry.amount_minor = None;
+    let plan = super::plan(&inquiry, &report_with_amount(150_000), t0(), &policy()).unwrap();
+    assert!(!plan.next.amount_mismatch);
+    assert!(plan.amount_mismatch.is_none());
+}
+
+fn report_with_amount(minor: i64) -> Report {
+    Report {
+        provider_amount_minor: Some(minor),
+        ..success("000", None)
+    }
+}
+
+#[test]
+fn pending_and_unknown_get_a_first_check_once() {
+    let now = t0();
+    let pending = plan(
+        &row(S::Received),
+        &report(Outcome::Pending, "002"),
+        now,
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(pending.next.next_check_at, Some(now + Duration::minutes(5)));
+    let unknown = plan(
+        &row(S::Received),
+        &report(Outcome::Unknown, ""),
+        now,
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(unknown.next.status, "unknown");
+    assert_eq!(
+        unknown.next.next_check_at,
+        Some(now + Duration::seconds(30))
+    );
+    // Already scheduled (the scheduler set it when it published a check):
+    // left alone.
+    let mut scheduled = row(S::Unknown);
+    let due = now + Duration::minutes(10);
+    scheduled.next_check_at = Some(due);
+    let plan = plan(&scheduled, &report(Outcome::Pending, "002"), now, &policy()).unwrap();
+    assert_eq!(plan.next.status, "pending");
+    assert_eq!(plan.next.next_check_at, Some(due));
+}
+
+#[test]
+fn final_and_review_clear_the_check() {
+    let mut pending = row(S::Pending);
+    pending.next_check_at = Some(t0());
+    let plan = plan(&pending, &report(Outcome::Failed, "201"), t0(), &policy()).unwrap();
+    assert_eq!(plan.next.status, "failed");
+    assert_eq!(plan.next.next_check_at, None);
+}
+
+fn not_found(event: &str) -> Report {
+    Report {
+        not_found: true,
+        event_id: event.into(),
+        source: Source::StatusCheck,
+        ..Report::new(event, Source::StatusCheck, Outcome::Unknown)
+    }
+}
+
+#[test]
+fn not_found_within_grace_keeps_waiting_then_fails_after_it() {
+    let start = t0();
+    let first = plan(&row(S::Unknown), &not_found("chk:x:0"), start, &policy()).unwrap();
+    assert_eq!(first.verdict, Verdict::NotFoundWaiting);
+    assert_eq!(first.next.status, "unknown");
+    assert_eq!(first.next.not_found_since, Some(start));
+    assert!(first.next.next_check_at.is_some(), "still scheduled");
+
+    let within = plan(
+        &first.next,
+        &not_found("chk:x:1"),
+        start + Duration::minutes(5),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(within.verdict, Verdict::NotFoundWaiting);
+    assert_eq!(within.next.status, "unknown");
+    assert_eq!(
+        within.next.not_found_since,
+        Some(start),
+        "the clock starts at the first not-found"
+    );
+
+    let after = start + Duration::minutes(5) + Duration::seconds(1);
+    let expired = plan(&within.next, &not_found("chk:x:2"), after, &policy()).unwrap();
+    assert_eq!(expired.verdict, Verdict::NotFoundFailed);
+    assert_eq!(expired.next.status, "failed");
+    assert_eq!(expired.next.provider_code.as_deref(), Some(NOT_FOUND_CODE));
+    assert!(expired
+        .next
+        .provider_message
+        .as_deref()
+        .unwrap()
+        .contains("LKT0001"));
+    assert_eq!(expired.next.finalized_at, Some(after));
+    assert_eq!(expired.next.next_check_at, None);
+    assert_eq!(expired.event.detail["not_found"], true);
+}
+
+#[test]
+fn not_found_moves_received_to_unknown_and_a_later_sighting_resets_the_clock() {
+    let first = plan(&row(S::Received), &not_found("chk:x:cb:1"), t0(), &policy()).unwrap();
+    assert_eq!(first.next.status, "unknown");
+    let found = plan(
+        &first.next,
+        &report(Outcome::Pending, "002"),
+        t0() + Duration::minutes(1),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(found.next.status, "pending");
+    assert_eq!(found.next.not_found_since, None);
+}
+
+#[test]
+fn not_found_never_fails_a_transaction_the_provider_acknowledged_as_pending() {
+    let mut pending = row(S::Pending);
+    pending.not_found_since = Some(t0());
+    let plan = plan(
+        &pending,
+        &not_found("chk:x:4"),
+        t0() + Duration::hours(1),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(plan.verdict, Verdict::NotFoundReview);
+    assert_eq!(plan.next.status, "needs_review");
+    assert!(plan.alert.is_some());
+    assert!(plan
+        .next
+        .review_reason
+        .as_deref()
+        .unwrap()
+        .contains("pending"));
+}
+
+#[test]
+fn not_found_never_touches_a_settled_transaction() {
+    for status in [S::Success, S::Failed, S::NeedsReview] {
+        let mut settled = row(status);
+        settled.not_found_since = None;
+        let plan = plan(
+            &settled,
+            &not_found("chk:x:9"),
+            t0() + Duration::days(3),
+            &policy(),
+        )
+        .unwrap();
+        assert_eq!(plan.next.status, status.as_str());
+        assert!(!plan.changed, "{status}");
+    }
+}
+
+#[test]
+fn bill_and_inquiry_data_are_stored_with_the_bill_expiry() {
+    let mut inquiry = row(S::Received);
+    inquiry.kind = "bill_inquiry".into();
+    inquiry.amount_minor = None;
+    let expires = t0() + Duration::hours(2);
+    let bill = pb::BillDetails {
+        customer_name: "BUDI".into(),
+        bill_amount: Some(pb::Money {
+            minor: 150_000,
+            currency: "IDR".into(),
+        }),
+        admin_fee: Some(pb::Money {
+            minor: 2_500,
+            currency: "IDR".into(),
+        }),
+        total_amount: Some(pb::Money {
+            minor: 152_500,
+            currency: "IDR".into(),
+        }),
+        expires_at: Some(loket_protocol::conversions::timestamp(expires)),
+        extra: Default::default(),
+    };
+    let report = Report {
+        bill: Some(bill.clone()),
+        inquiry_data: [("inquirycode".to_string(), "INQ-77".to_string())].into(),
+        ..success("000", None)
+    };
+    let plan = plan(&inquiry, &report, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.expires_at, Some(expires));
+    assert_eq!(
+        plan.next.inquiry_data,
+        Some(json!({"inquirycode": "INQ-77"}))
+    );
+    let stored = loket_store::bill_from_json(plan.next.bill.as_ref().unwrap()).unwrap();
+    assert_eq!(stored.customer_name, "BUDI");
+    assert_eq!(stored.total_amount.unwrap().minor, 152_500);
+}
+
+#[test]
+fn a_row_with_an_unreadable_status_is_an_error_not_a_guess() {
+    let mut bad = row(S::Pending);
+    bad.status = "weird".into();
+    assert!(matches!(
+        plan(&bad, &success("000", None), t0(), &policy()),
+        Err(PlanError::BadStatus { .. })
+    ));
+}
+
+#[test]
+fn result_events_decode_into_reports() {
+    let event = bus::ResultEvent {
+        event_id: "chk:abc:2".into(),
+        transaction_id: Uuid::nil().to_string(),
+        provider: "okebayar".into(),
+        outcome: pb::Outcome::Pending as i32,
+        provider_code: " 002 ".into(),
+        serial_number: String::new(),
+        ..Default::default()
+    };
+    let report = Report::from_result(&event).unwrap();
+    assert_eq!(report.source, Source::StatusCheck);
+    assert_eq!(report.provider_code.as_deref(), Some("002"));
+    assert_eq!(report.serial_number, None);
+    let unspecified = bus::ResultEvent {
+        outcome: 0,
+        ..event.clone()
+    };
+    assert!(Report::from_result(&unspecified).is_err());
+    let command = bus::ResultEvent {
+        event_id: "cmd:abc:0".into(),
+        ..event
+    };
+    assert_eq!(
+        Report::from_result(&command).unwrap().source,
+        Source::Result
+    );
+}
+
+#[test]
+fn expiry_and_review_plans() {
+    let mut inquiry = row(S::Unknown);
+    inquiry.kind = "prepaid_inquiry".into();
+    inquiry.next_check_at = Some(t0());
+    let now = t0() + Duration::minutes(20);
+    let (next, event) = plan_expiry(&inquiry, now, Duration::minutes(10));
+    assert_eq!(next.status, "failed");
+    assert_eq!(next.provider_code.as_deref(), Some(EXPIRED_CODE));
+    assert_eq!(next.finalized_at, Some(now));
+    assert_eq!(next.next_check_at, None);
+    assert_eq!(event.from_status, Some(S::Unknown));
+    assert_eq!(event.to_status, Some(S::Failed));
+
+    let mut stuck = row(S::Pending);
+    stuck.check_count = 7;
+    let (next, event, reason) = plan_review(&stuck, now, Duration::hours(24));
+    assert_eq!(next.status, "needs_review");
+    assert_eq!(next.review_reason.as_deref(), Some(reason.as_str()));
+    assert!(reason.contains("7 status checks"), "{reason}");
+    assert_eq!(next.next_check_at, None);
+    assert_eq!(next.finalized_at, None);
+    assert_eq!(event.source, "review");
+}

@@ -1,0 +1,386 @@
+//! The periodic work of the reconciler, one step after another on every
+//! tick. Each step locks a batch of rows with `FOR UPDATE SKIP LOCKED`, so
+//! several replicas share the work without doing any of it twice, and
+//! publishes its commands *before* committing: a crash in between only
+//! repeats a publish whose message id the stream de-duplicates.
+//!
+//! 1. expire inquiries left unresolved (`failed` / `EXPIRED`; inquiries move
+//!    no money);
+//! 2. park transactions unresolved past `review_after` in `needs_review`;
+//! 3. sweep: dispatch what the ingress inserted but never published, and
+//!    re-dispatch what was published but never answered (`first_dispatch =
+//!    false`, so the connector checks status before any resend);
+//! 4. publish the status checks that are due and schedule the next one.
+
+use crate::apply::{insert_event, write_row, ApplyError, Reconciler};
+use crate::metric;
+use crate::plan::{plan_expiry, plan_review, EventRecord};
+use crate::schedule::millis;
+use chrono::{DateTime, Utc};
+use loket_protocol::{subjects, Provider};
+use loket_runtime::bus as lbus;
+use loket_runtime::telemetry::TraceContext;
+use loket_runtime::Shutdown;
+use loket_store::{TransactionRow, COLUMNS};
+use prost::Message as _;
+use serde_json::json;
+use sqlx::PgConnection;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub expired: usize,
+    pub reviewed: usize,
+    pub redispatched: usize,
+    pub checks: usize,
+}
+
+/// Ticks until `shutdown`; a failing step is logged and retried next tick.
+pub async fn run(reconciler: Arc<Reconciler>, every: Duration, shutdown: Shutdown) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = ticker.tick() => {}
+        }
+        match reconciler.tick().await {
+            Ok(report) if report != TickReport::default() => {
+                tracing::debug!(?report, "scheduler tick")
+            }
+            Ok(_) => {}
+            Err(error) => {
+                metrics::counter!(metric::TICK_ERRORS).increment(1);
+                tracing::warn!(%error, "scheduler tick failed; retrying next tick");
+            }
+        }
+    }
+}
+
+const INQUIRY_KINDS: &str = "kind IN ('prepaid_inquiry', 'bill_inquiry')";
+
+impl Reconciler {
+    /// Runs every scheduler step once. Each step runs even if an earlier
+    /// one failed; the first error is returned.
+    pub async fn tick(&self) -> Result<TickReport, ApplyError> {
+        let now = Utc::now();
+        let mut report = TickReport::default();
+        let mut first_error = None;
+        let mut keep = |result: Result<usize, ApplyError>, slot: &mut usize| match result {
+            Ok(n) => *slot = n,
+            Err(error) => {
+                if first_error.is_none() {
+                    first_error = Some(error);
+                }
+            }
+        };
+        keep(self.expire_inquiries(now).await, &mut report.expired);
+        keep(self.review_unresolved(now).await, &mut report.reviewed);
+        keep(self.sweep(now).await, &mut report.redispatched);
+        keep(self.publish_due_checks(now).await, &mut report.checks);
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
+    }
+
+    fn batch(&self) -> i64 {
+        self.settings.batch_size.max(1)
+    }
+
+    /// Inquiries still `received`/`pending`/`unknown` after `inquiry_timeout`.
+    pub async fn expire_inquiries(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+        let timeout = millis(self.settings.inquiry_timeout_ms);
+        let cutoff = now - timeout;
+        let mut tx = self.pool.begin().await?;
+        let mut rows = lock_batch(
+            &mut tx,
+            &format!("{INQUIRY_KINDS} AND status = 'received'"),
+            cutoff,
+            self.batch(),
+        )
+        .await?;
+        rows.extend(
+            lock_batch(
+                &mut tx,
+                &format!("{INQUIRY_KINDS} AND status IN ('pending', 'unknown')"),
+                cutoff,
+                self.batch(),
+            )
+            .await?,
+        );
+        let mut changed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (next, event) = plan_expiry(row, now, timeout);
+            write_row(&mut tx, &row.status, &next).await?;
+            insert_event(&mut tx, row.id, &event).await?;
+            changed.push(next);
+        }
+        tx.commit().await?;
+        for next in &changed {
+            metrics::counter!(metric::INQUIRIES_EXPIRED, "provider" => next.provider.clone())
+                .increment(1);
+            tracing::info!(transaction_id = %next.id, "inquiry expired");
+            self.publish_update_logged(next, "expired").await;
+        }
+        Ok(changed.len())
+    }
+
+    /// Anything unresolved past `review_after` goes to `needs_review`.
+    pub async fn review_unresolved(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+        let after = millis(self.settings.review_after_ms);
+        let cutoff = now - after;
+        let mut tx = self.pool.begin().await?;
+        let mut rows = lock_batch(&mut tx, "status = 'received'", cutoff, self.batch()).await?;
+        rows.extend(
+            lock_batch(
+                &mut tx,
+                "status IN ('pending', 'unknown')",
+                cutoff,
+                self.batch(),
+            )
+            .await?,
+        );
+        let mut changed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (next, event, reason) = plan_review(row, now, after);
+            write_row(&mut tx, &row.status, &next).await?;
+            insert_event(&mut tx, row.id, &event).await?;
+            changed.push((next, reason));
+        }
+        tx.commit().await?;
+        for (next, reason) in &changed {
+            metrics::counter!(metric::NEEDS_REVIEW, "reason" => "unresolved").increment(1);
+            tracing::error!(transaction_id = %next.id, %reason, "ALERT transaction unresolved too long; parked in needs_review");
+            self.publish_update_logged(next, "review").await;
+        }
+        Ok(changed.len())
+    }
+
+    /// Dispatches `received` transactions the ingress never published, and
+    /// re-dispatches those whose command got no result.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+        let never = now - millis(self.settings.dispatch_grace_ms);
+        let lost = now - millis(self.settings.redispatch_after_ms);
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as::<_, TransactionRow>(&format!(
+            "SELECT {COLUMNS} FROM transactions WHERE status = 'received' \
+             AND ((dispatched_at IS NULL AND created_at < $1) OR dispatched_at < $2) \
+             ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(never)
+        .bind(lost)
+        .bind(self.batch())
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let publishes = rows.iter().map(|row| async move {
+            let kind = row
+                .kind()
+                .ok_or_else(|| format!("unreadable kind {:?}", row.kind))?;
+            let provider = Provider::parse(&row.provider).map_err(|e| e.to_string())?;
+            let msg_id = row.command_msg_id(row.dispatch_count);
+            let subject = subjects::command(provider, kind.operation());
+            let headers = lbus::headers(&msg_id, &TraceContext::new_root(), &row.id.to_string());
+            lbus::publish_durable(
+                &self.js,
+                subject,
+                headers,
+                row.command(false).encode_to_vec(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok::<String, String>(msg_id)
+        });
+        let results = futures::future::join_all(publishes).await;
+        let mut done = 0;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(msg_id) => {
+                    sqlx::query("UPDATE transactions SET dispatch_count = dispatch_count + 1, dispatched_at = $2 WHERE id = $1")
+                        .bind(row.id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    let reason = if row.dispatched_at.is_none() {
+                        "never_dispatched"
+                    } else {
+                        "no_result"
+                    };
+                    let event = EventRecord {
+                        source: "sweep",
+                        from_status: row.status(),
+                        to_status: row.status(),
+                        provider_code: None,
+                        detail: json!({ "action": "redispatch", "reason": reason, "msg_id": msg_id, "dispatch_count": row.dispatch_count + 1, "first_dispatch": false }),
+                    };
+                    insert_event(&mut tx, row.id, &event).await?;
+                    metrics::counter!(metric::REDISPATCHED, "reason" => reason).increment(1);
+                    tracing::warn!(transaction_id = %row.id, reason, %msg_id, "re-dispatched a stuck transaction");
+                    done += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(transaction_id = %row.id, %error, "re-dispatch not published; next tick retries")
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Publishes every status check that is due and schedules the next one
+    /// (`next_check_at = now + schedule[min(check_count, len - 1)]`).
+    pub async fn publish_due_checks(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as::<_, TransactionRow>(&format!(
+            "SELECT {COLUMNS} FROM transactions WHERE status IN ('pending', 'unknown') AND next_check_at <= $1 \
+             ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(self.batch())
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let results = futures::future::join_all(rows.iter().map(|row| {
+            let msg_id = check_msg_id(row);
+            async move {
+                self.publish_check(row, &msg_id, &TraceContext::new_root())
+                    .await
+                    .map(|()| msg_id)
+            }
+        }))
+        .await;
+        let mut ids: Vec<Uuid> = Vec::new();
+        let mut counts: Vec<i32> = Vec::new();
+        let mut nexts: Vec<DateTime<Utc>> = Vec::new();
+        let mut events = Vec::new();
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(msg_id) => {
+                    let (count, next) = next_check(row, now, &self.policy(&row.provider).schedule);
+                    ids.push(row.id);
+                    counts.push(count);
+                    nexts.push(next);
+                    events.push((
+                        row.id,
+                        EventRecord {
+                            source: "status_check",
+                            from_status: row.status(),
+                            to_status: row.status(),
+                            provider_code: None,
+                            detail: json!({ "action": "status_check_requested", "msg_id": msg_id, "check_count": count, "next_check_at": next.to_rfc3339() }),
+                        },
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(transaction_id = %row.id, %error, "status check not published; next tick retries")
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE transactions t SET check_count = v.count, next_check_at = v.next \
+             FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[]) AS v(id, count, next) WHERE t.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&counts)
+        .bind(&nexts)
+        .execute(&mut *tx)
+        .await?;
+        for (id, event) in &events {
+            insert_event(&mut tx, *id, event).await?;
+        }
+        tx.commit().await?;
+        metrics::counter!(metric::STATUS_CHECKS, "reason" => "schedule")
+            .increment(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    async fn publish_update_logged(&self, row: &TransactionRow, tag: &str) {
+        let msg_id = format!("upd:{}:{tag}", row.id);
+        if let Err(error) = self
+            .publish_update(row, &msg_id, &TraceContext::new_root())
+            .await
+        {
+            // Committed already: Postgres has the truth; waiters read it
+            // when their deadline passes.
+            tracing::warn!(transaction_id = %row.id, %error, "update not published");
+        }
+    }
+}
+
+/// The status check's message id: one per transaction and check number, so
+/// a re-publish after a crash before commit is de-duplicated.
+pub fn check_msg_id(row: &TransactionRow) -> String {
+    format!("chk:{}:{}", row.id, row.check_count)
+}
+
+/// The check count and next due time after publishing a check for `row`.
+pub fn next_check(
+    row: &TransactionRow,
+    now: DateTime<Utc>,
+    schedule: &crate::schedule::Schedule,
+) -> (i32, DateTime<Utc>) {
+    let count = row.check_count.saturating_add(1);
+    (count, now + schedule.after_check(count))
+}
+
+/// Locks up to `limit` rows matching `condition` created before `cutoff`.
+async fn lock_batch(
+    conn: &mut PgConnection,
+    condition: &str,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&format!(
+        "SELECT {COLUMNS} FROM transactions WHERE {condition} AND created_at < $1 \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{Schedule, ScheduleSettings};
+    use chrono::TimeZone;
+    use loket_protocol::TransactionStatus;
+
+    #[test]
+    fn check_ids_and_next_due_follow_the_schedule() {
+        let schedule = Schedule::new(
+            "okebayar",
+            &ScheduleSettings {
+                delays_ms: vec![1_000, 2_000, 4_000],
+                unknown_first_ms: 500,
+            },
+        )
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let mut row = crate::plan::tests_support::row(TransactionStatus::Pending);
+        let mut ids = Vec::new();
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            ids.push(check_msg_id(&row));
+            let (count, next) = next_check(&row, now, &schedule);
+            delays.push((next - now).num_milliseconds());
+            row.check_count = count;
+        }
+        assert_eq!(delays, vec![2_000, 4_000, 4_000, 4_000, 4_000]);
+        assert_eq!(ids[0], format!("chk:{}:0", row.id));
+        assert_eq!(ids[4], format!("chk:{}:4", row.id));
+        let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "each check has its own message id");
+    }
+}

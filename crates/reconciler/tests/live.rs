@@ -1,0 +1,657 @@
+//! The reconciler against a private nats-server and PostgreSQL: an event
+//! applied twice changes state once, conflicts park for review, unsigned
+//! callbacks only trigger a status check, the scheduler and the sweep
+//! publish what is due exactly once across replicas, and `run` consumes the
+//! stream end to end. Skipped (with a message) when the servers are not
+//! installed.
+
+use anyhow::{bail, Context, Result};
+use async_nats::jetstream;
+use futures::StreamExt;
+use loket_protocol::pb::{self, bus};
+use loket_protocol::subjects;
+use loket_reconciler::{Applied, Reconciler, Settings};
+use loket_runtime::telemetry::TraceContext;
+use loket_runtime::{Secret, Shutdown};
+use prost::Message as _;
+use sqlx::PgPool;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+const NATS: &str = "/usr/sbin/nats-server";
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+struct Servers {
+    nats: Child,
+    postgres: Child,
+    nats_url: String,
+    database_url: String,
+    pg_data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        // `runuser` does not pass a kill on to postgres: stop it properly.
+        let _ = as_postgres(&Path::new(PG_BIN).join("pg_ctl"))
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(&self.pg_data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.nats.kill();
+        let _ = self.postgres.kill();
+        let _ = self.nats.wait();
+        let _ = self.postgres.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+async fn start() -> Result<Option<Servers>> {
+    if !Path::new(NATS).exists() || !Path::new(PG_BIN).join("postgres").exists() {
+        eprintln!("skipping: nats-server or PostgreSQL 15 not installed");
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("loket-reconciler-test")
+        .tempdir()?;
+    let nats_port = free_port();
+    let nats = Command::new(NATS)
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &nats_port.to_string(),
+            "-sd",
+        ])
+        .arg(dir.path().join("nats"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+
+    let data: PathBuf = dir.path().join("pg");
+    std::fs::create_dir_all(&data)?;
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()?;
+        if !status.success() {
+            bail!("chown failed");
+        }
+    }
+    let status = as_postgres(&Path::new(PG_BIN).join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("initdb failed");
+    }
+    let pg_port = free_port();
+    let postgres = as_postgres(&Path::new(PG_BIN).join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-p",
+            &pg_port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-k",
+        ])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let servers = Servers {
+        nats,
+        postgres,
+        nats_url: format!("nats://127.0.0.1:{nats_port}"),
+        database_url: format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
+        pg_data: data,
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", pg_port))
+            .await
+            .is_ok()
+            && tokio::net::TcpStream::connect(("127.0.0.1", nats_port))
+                .await
+                .is_ok()
+        {
+            // Accepting TCP is not accepting queries yet.
+            if sqlx::PgPool::connect(&servers.database_url).await.is_ok() {
+                return Ok(Some(servers));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("servers did not start")
+}
+
+fn settings(servers: &Servers) -> Settings {
+    let mut settings = Settings::default();
+    settings.common.nats_url = servers.nats_url.clone();
+    settings.common.database_url = Secret::new(servers.database_url.clone());
+    settings.schedules.insert(
+        "okebayar".into(),
+        loket_reconciler::schedule::ScheduleSettings {
+            delays_ms: vec![1_000, 2_000],
+            unknown_first_ms: 500,
+        },
+    );
+    settings.tick_ms = 100;
+    settings
+}
+
+struct Env {
+    servers: Servers,
+    pool: PgPool,
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    client_id: Uuid,
+}
+
+async fn env() -> Result<Option<Env>> {
+    let Some(servers) = start().await? else {
+        return Ok(None);
+    };
+    let pool = loket_runtime::db::connect(&Secret::new(servers.database_url.clone()), 8).await?;
+    loket_runtime::db::migrate(&pool).await?;
+    let nats = loket_runtime::bus::connect(&servers.nats_url, "reconciler-test").await?;
+    let js = jetstream::new(nats.clone());
+    loket_runtime::bus::ensure_streams(&js).await?;
+    let client_id = Uuid::new_v4();
+    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'test', $2)")
+        .bind(client_id)
+        .bind(client_id.as_bytes().to_vec())
+        .execute(&pool)
+        .await?;
+    Ok(Some(Env {
+        servers,
+        pool,
+        nats,
+        js,
+        client_id,
+    }))
+}
+
+/// Inserts a transaction as the ingress would; returns its id.
+async fn insert(env: &Env, status: &str, kind: &str, extra: &str) -> Result<Uuid> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, provider_product_code, \
+         account, amount_minor, request_hash, provider_reference, dispatched_at, dispatch_count) \
+         VALUES ($1, $2, $3, $4, $5, 'okebayar', 'TSEL10', 'S10', '0812', 10500, '\\x00', $6, now(), 1)",
+    )
+    .bind(id)
+    .bind(env.client_id)
+    .bind(id.to_string())
+    .bind(kind)
+    .bind(status)
+    .bind(format!("LKT{}", id.simple()))
+    .execute(&env.pool)
+    .await?;
+    if !extra.is_empty() {
+        sqlx::query(&format!("UPDATE transactions SET {extra} WHERE id = $1"))
+            .bind(id)
+            .execute(&env.pool)
+            .await?;
+    }
+    Ok(id)
+}
+
+async fn status_of(pool: &PgPool, id: Uuid) -> Result<String> {
+    Ok(
+        sqlx::query_scalar("SELECT status FROM transactions WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+async fn count(pool: &PgPool, sql: &str, id: Uuid) -> Result<i64> {
+    Ok(sqlx::query_scalar(sql).bind(id).fetch_one(pool).await?)
+}
+
+fn result_event(id: Uuid, event_id: &str, outcome: pb::Outcome, code: &str) -> bus::ResultEvent {
+    bus::ResultEvent {
+        event_id: event_id.into(),
+        transaction_id: id.to_string(),
+        provider: "okebayar".into(),
+        operation: bus::Operation::PrepaidPurchase as i32,
+        outcome: outcome as i32,
+        provider_code: code.into(),
+        serial_number: if outcome == pb::Outcome::Success {
+            "SN-1".into()
+        } else {
+            String::new()
+        },
+        provider_amount: Some(pb::Money {
+            minor: 10_500,
+            currency: "IDR".into(),
+        }),
+        exchanges: vec![bus::Exchange {
+            operation: "purchase".into(),
+            url: "http://sim/".into(),
+            request: "<userpin>***</userpin>".into(),
+            response: "<status>000</status>".into(),
+            http_status: 200,
+            duration_ms: 12,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn reconciler(env: &Env) -> Reconciler {
+    Reconciler::new(env.pool.clone(), env.js.clone(), &settings(&env.servers))
+}
+
+#[tokio::test]
+async fn an_event_applied_twice_changes_state_once() -> Result<()> {
+    let Some(env) = env().await? else {
+        return Ok(());
+    };
+    let reconciler = reconciler(&env);
+    let id = insert(&env, "received", "prepaid_purchase", "").await?;
+    let mut updates = env
+        .nats
+        .subscribe(format!("loket.upd.{}.{id}", env.client_id))
+        .await?;
+    let event = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let trace = TraceContext::new_root();
+
+    let first = reconciler
+        .apply_event(&subject, &event.encode_to_vec(), &trace)
+        .await?;
+    assert!(
+        matches!(
+            first,
+            Applied::Applied {
+                changed: true,
+                to: loket_protocol::TransactionStatus::Success,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    let second = reconciler
+        .apply_event(&subject, &event.encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(
+        second,
+        Applied::Duplicate {
+            transaction_id: Some(id)
+        }
+    );
+
+    assert_eq!(status_of(&env.pool, id).await?, "success");
+    let sql_events = "SELECT count(*) FROM transaction_events WHERE transaction_id = $1";
+    assert_eq!(count(&env.pool, sql_events, id).await?, 1, "one event row");
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT count(*) FROM provider_exchanges WHERE transaction_id = $1",
+            id
+        )
+        .await?,
+        1
+    );
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT count(*) FROM applied_events WHERE transaction_id = $1",
+            id
+        )
+        .await?,
+        1
+    );
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(row.serial_number.as_deref(), Some("SN-1"));
+    assert!(row.finalized_at.is_some());
+    assert!(!row.amount_mismatch);
+
+    // The update was published (the duplicate's re-publish carries the same
+    // message id; a core subscriber may see it again, with the same state).
+    let update = tokio::time::timeout(Duration::from_secs(5), updates.next())
+        .await?
+        .context("update")?;
+    let txn = pb::Transaction::decode(update.payload)?;
+    assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
+    assert_eq!(txn.serial_number, "SN-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<()> {
+    let Some(env) = env().await? else {
+        return Ok(());
+    };
+    let reconciler = reconciler(&env);
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let trace = TraceContext::new_root();
+
+    // A failed transaction and a spoofed success callback: a status check
+    // is requested, the state does not move.
+    let id = insert(&env, "received", "prepaid_purchase", "").await?;
+    let failed = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Failed, "204");
+    reconciler
+        .apply_event(&subject, &failed.encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(status_of(&env.pool, id).await?, "failed");
+
+    let mut checks = env.nats.subscribe("loket.cmd.okebayar.status").await?;
+    let reference: String =
+        sqlx::query_scalar("SELECT provider_reference FROM transactions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await?;
+    let callback = bus::CallbackEvent {
+        event_id: format!("cb:okebayar:{reference}:000"),
+        provider: "okebayar".into(),
+        provider_reference: reference.clone(),
+        provider_code: "000".into(),
+        serial_number: "SPOOF".into(),
+        verified: false,
+        claimed_outcome: pb::Outcome::Success as i32,
+        raw: "<status>000</status>".into(),
+        source_ip: "10.0.0.9".into(),
+        ..Default::default()
+    };
+    let callback_subject = subjects::callback(loket_protocol::Provider::OkeBayar);
+    let applied = reconciler
+        .apply_event(&callback_subject, &callback.encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(applied, Applied::CheckRequested { transaction_id: id });
+    assert_eq!(status_of(&env.pool, id).await?, "failed");
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(
+        row.serial_number, None,
+        "nothing from an unsigned callback is written"
+    );
+    let check = tokio::time::timeout(Duration::from_secs(5), checks.next())
+        .await?
+        .context("check")?;
+    let command = bus::Command::decode(check.payload.clone())?;
+    assert_eq!(command.operation, bus::Operation::StatusCheck as i32);
+    assert_eq!(command.provider_reference, reference);
+    let msg_id = check
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.to_string());
+    assert_eq!(msg_id, Some(format!("chk:{id}:cb:{}", callback.event_id)));
+    // The same callback again (provider retry outside the bus window):
+    // nothing new is logged.
+    let again = reconciler
+        .apply_event(&callback_subject, &callback.encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(
+        again,
+        Applied::Duplicate {
+            transaction_id: Some(id)
+        }
+    );
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND source = 'callback'", id).await?,
+        1
+    );
+
+    // The status check answers success: a real contradiction → review.
+    let contradiction = result_event(id, &format!("chk:{id}:cb:x"), pb::Outcome::Success, "000");
+    reconciler
+        .apply_event(&subject, &contradiction.encode_to_vec(), &trace)
+        .await?;
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(row.status, "needs_review");
+    assert!(row.review_reason.unwrap().contains("204"));
+    assert_eq!(row.provider_code.as_deref(), Some("204"));
+
+    // Unknown references and undecodable payloads.
+    let stray = bus::CallbackEvent {
+        provider_reference: "NOPE".into(),
+        event_id: "cb:okebayar:nope".into(),
+        ..callback.clone()
+    };
+    assert_eq!(
+        reconciler
+            .apply_event(&callback_subject, &stray.encode_to_vec(), &trace)
+            .await?,
+        Applied::UnknownTransaction
+    );
+    let poison = reconciler
+        .apply_event(&subject, b"\xff\xff\xff garbage", &trace)
+        .await;
+    assert!(
+        matches!(poison, Err(loket_reconciler::ApplyError::Poison(_))),
+        "{poison:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result<()> {
+    let Some(env) = env().await? else {
+        return Ok(());
+    };
+    let mut due = Vec::new();
+    for _ in 0..40 {
+        due.push(
+            insert(
+                &env,
+                "pending",
+                "prepaid_purchase",
+                "next_check_at = now() - interval '1 second'",
+            )
+            .await?,
+        );
+    }
+    let not_due = insert(
+        &env,
+        "pending",
+        "prepaid_purchase",
+        "next_check_at = now() + interval '1 hour'",
+    )
+    .await?;
+    let lost = insert(
+        &env,
+        "received",
+        "prepaid_purchase",
+        "dispatched_at = NULL, dispatch_count = 0, created_at = now() - interval '1 hour'",
+    )
+    .await?;
+    let mut commands = env.nats.subscribe("loket.cmd.>").await?;
+
+    let one = reconciler(&env);
+    let two = reconciler(&env);
+    let (a, b) = tokio::join!(one.tick(), two.tick());
+    let (a, b) = (a?, b?);
+    assert_eq!(a.checks + b.checks, 40, "{a:?} {b:?}");
+    assert_eq!(a.redispatched + b.redispatched, 1);
+
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), commands.next()).await
+    {
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .unwrap();
+        *seen.entry(id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 41, "40 checks and one dispatch: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "nothing published twice: {seen:?}"
+    );
+    assert!(seen.contains_key(&format!("cmd:{lost}:0")));
+    for id in &due {
+        assert!(seen.contains_key(&format!("chk:{id}:0")));
+        let row = loket_store::get(&env.pool, *id).await?.context("row")?;
+        assert_eq!(row.check_count, 1);
+        assert!(row.next_check_at.unwrap() > chrono::Utc::now());
+    }
+    let row = loket_store::get(&env.pool, not_due).await?.context("row")?;
+    assert_eq!(row.check_count, 0);
+    let row = loket_store::get(&env.pool, lost).await?.context("row")?;
+    assert_eq!((row.status.as_str(), row.dispatch_count), ("received", 1));
+    assert!(row.dispatched_at.is_some());
+
+    // Nothing is due any more.
+    let again = one.tick().await?;
+    assert_eq!((again.checks, again.redispatched), (0, 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_expire_inquiries_and_park_stale_transactions() -> Result<()> {
+    let Some(env) = env().await? else {
+        return Ok(());
+    };
+    let inquiry = insert(
+        &env,
+        "unknown",
+        "bill_inquiry",
+        "created_at = now() - interval '2 hours'",
+    )
+    .await?;
+    let stale = insert(
+        &env,
+        "pending",
+        "prepaid_purchase",
+        "created_at = now() - interval '3 days'",
+    )
+    .await?;
+    let fresh = insert(
+        &env,
+        "pending",
+        "prepaid_purchase",
+        "next_check_at = now() + interval '1 hour'",
+    )
+    .await?;
+    let report = reconciler(&env).tick().await?;
+    assert_eq!((report.expired, report.reviewed), (1, 1));
+    let row = loket_store::get(&env.pool, inquiry).await?.context("row")?;
+    assert_eq!(
+        (row.status.as_str(), row.provider_code.as_deref()),
+        ("failed", Some("EXPIRED"))
+    );
+    let row = loket_store::get(&env.pool, stale).await?.context("row")?;
+    assert_eq!(row.status, "needs_review");
+    assert!(row.review_reason.is_some());
+    assert_eq!(status_of(&env.pool, fresh).await?, "pending");
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
+    let Some(env) = env().await? else {
+        return Ok(());
+    };
+    let id = insert(&env, "received", "prepaid_purchase", "").await?;
+    let shutdown = Shutdown::new();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin_addr = admin.local_addr()?;
+    let task = tokio::spawn(loket_reconciler::run(
+        settings(&env.servers),
+        loket_reconciler::Listeners { admin },
+        shutdown.clone(),
+    ));
+    // A pending result, published as a connector would (twice).
+    let event = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Pending, "002");
+    for n in 0..2 {
+        let headers = loket_runtime::bus::headers(
+            &format!("res:cmd:{id}:0:{n}"),
+            &TraceContext::new_root(),
+            "",
+        );
+        loket_runtime::bus::publish_durable(
+            &env.js,
+            subjects::result(loket_protocol::Provider::OkeBayar),
+            headers,
+            event.encode_to_vec(),
+        )
+        .await?;
+    }
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = status_of(&env.pool, id).await?;
+        if status == "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "pending");
+    // The scheduler (1 s first check for pending) publishes a check.
+    let mut checks = 0;
+    for _ in 0..50 {
+        checks = loket_store::get(&env.pool, id)
+            .await?
+            .context("row")?
+            .check_count;
+        if checks > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(checks >= 1, "a status check was scheduled and published");
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND source = 'result'", id).await?,
+        1,
+        "the second copy was a duplicate"
+    );
+    let ready = reqwest_like_get(admin_addr, "/readyz").await?;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), task).await???;
+    Ok(())
+}
+
+/// A minimal HTTP GET (no client dependency needed).
+async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).to_string())
+}
