@@ -1,0 +1,136 @@
+//! Client authentication: the API key in the `x-api-key` metadata entry,
+//! hashed with SHA-256 and looked up in `clients.api_key_hash` (disabled
+//! clients are refused). Hits are cached in memory for a short TTL so the hot
+//! path does not touch the database; misses are never cached, so a key just
+//! created with `loketctl` works at once. Every refusal looks the same.
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
+use uuid::Uuid;
+
+use crate::errors::ApiError;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The most cached keys before the cache is emptied (bounds memory against
+/// a flood of distinct valid keys; there are few clients).
+const MAX_CACHED: usize = 10_000;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientId(pub Uuid);
+
+pub struct Authenticator {
+    pool: PgPool,
+    ttl: Duration,
+    cache: Mutex<HashMap<[u8; 32], (ClientId, Instant)>>,
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Authenticator {
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Authenticator {
+            pool,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<ClientId, ApiError> {
+        let key = metadata
+            .get(API_KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|key| !key.is_empty() && key.len() <= 256)
+            .ok_or(ApiError::Unauthenticated)?;
+        let hash = hash_key(key);
+        if let Some(client) = self.cached(&hash) {
+            return Ok(client);
+        }
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM clients WHERE api_key_hash = $1 AND NOT disabled")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        let client = ClientId(found.ok_or(ApiError::Unauthenticated)?);
+        self.remember(hash, client);
+        Ok(client)
+    }
+
+    fn cached(&self, hash: &[u8; 32]) -> Option<ClientId> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(client, _)| *client)
+    }
+
+    fn remember(&self, hash: [u8; 32], client: ClientId) {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(hash, (client, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_is_sha256() {
+        // sha256("abc")
+        assert_eq!(
+            hex::encode(hash_key("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_or_empty_key_is_unauthenticated_without_touching_the_database() {
+        // A lazy pool that would fail if used: proves no query is made.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(50))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let auth = Authenticator::new(pool, Duration::from_secs(10));
+        let mut metadata = MetadataMap::new();
+        assert!(matches!(
+            auth.authenticate(&metadata).await,
+            Err(ApiError::Unauthenticated)
+        ));
+        metadata.insert(API_KEY_HEADER, "   ".parse().unwrap());
+        assert!(matches!(
+            auth.authenticate(&metadata).await,
+            Err(ApiError::Unauthenticated)
+        ));
+    }
+
+    #[tokio::test]
+    async fn cached_hits_expire_after_the_ttl() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let auth = Authenticator::new(pool, Duration::from_millis(30));
+        let client = ClientId(Uuid::now_v7());
+        auth.remember(hash_key("k"), client);
+        assert_eq!(auth.cached(&hash_key("k")), Some(client));
+        assert_eq!(auth.cached(&hash_key("other")), None);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(auth.cached(&hash_key("k")), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! The first dispatch of a new transaction: its command, published durably
+//! on `loket.cmd.<provider>.<operation>` with `Nats-Msg-Id` =
+//! `cmd:<id>:0` (so a re-publish within JetStream's duplicate window is
+//! dropped), then `dispatched_at` recorded.
+//!
+//! A failed publish does not fail the call: the transaction is in Postgres
+//! (the record of truth) and the reconciler's sweep re-dispatches anything
+//! left undispatched, as a status check first. Recording `dispatched_at` is
+//! batched (one `UPDATE … WHERE id = ANY($1)` per few milliseconds of
+//! traffic) since losing a mark only costs a harmless sweep re-dispatch.
+
+use async_nats::jetstream;
+use loket_protocol::subjects;
+use loket_runtime::bus;
+use loket_runtime::telemetry::TraceContext;
+use loket_store::TransactionRow;
+use prost::Message as _;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::metrics::DISPATCH_FAILURES;
+
+/// Most ids recorded by one `UPDATE`.
+const MARK_BATCH: usize = 512;
+/// Queue of ids waiting to be recorded; beyond it the mark is written inline.
+const MARK_QUEUE: usize = 65_536;
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    js: jetstream::Context,
+    pool: PgPool,
+    publish_timeout: Duration,
+    marks: mpsc::Sender<Uuid>,
+}
+
+impl Dispatcher {
+    /// The dispatcher and the task recording `dispatched_at`; the task ends
+    /// (after writing what is queued) once `finished` fires.
+    pub fn new(
+        js: jetstream::Context,
+        pool: PgPool,
+        publish_timeout: Duration,
+        finished: loket_runtime::Shutdown,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (marks, queue) = mpsc::channel(MARK_QUEUE);
+        let task = tokio::spawn(record_marks(pool.clone(), queue, finished));
+        (
+            Dispatcher {
+                js,
+                pool,
+                publish_timeout,
+                marks,
+            },
+            task,
+        )
+    }
+
+    /// Publishes the first command of `row`. Returns whether it was published;
+    /// a failure is logged and counted, never returned to the client.
+    pub async fn dispatch(&self, row: &TransactionRow, trace: &TraceContext) -> bool {
+        let (Some(provider), Some(kind)) = (row.provider(), row.kind()) else {
+            tracing::error!(provider = %row.provider, kind = %row.kind, "row with unknown provider or kind; not dispatched");
+            return false;
+        };
+        let subject = subjects::command(provider, kind.operation());
+        let id = row.id.to_string();
+        let headers = bus::headers(&row.command_msg_id(0), &trace.child(), &id);
+        let payload = row.command(true).encode_to_vec();
+        let publish = bus::publish_durable(&self.js, subject, headers, payload);
+        let failure = match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!(
+                "no acknowledgement within {:?}",
+                self.publish_timeout
+            )),
+        };
+        if let Some(reason) = failure {
+            metrics::counter!(DISPATCH_FAILURES).increment(1);
+            tracing::warn!(%reason, "command publish failed; the transaction is accepted and the sweep will re-dispatch it");
+            return false;
+        }
+        if let Err(mpsc::error::TrySendError::Full(id) | mpsc::error::TrySendError::Closed(id)) =
+            self.marks.try_send(row.id)
+        {
+            if let Err(error) = crate::queries::mark_dispatched(&self.pool, &[id]).await {
+                tracing::warn!(%error, "recording dispatched_at failed; the sweep may re-dispatch (status check first)");
+            }
+        }
+        true
+    }
+}
+
+async fn record_marks(
+    pool: PgPool,
+    mut queue: mpsc::Receiver<Uuid>,
+    finished: loket_runtime::Shutdown,
+) {
+    let mut batch = Vec::with_capacity(MARK_BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            received = queue.recv_many(&mut batch, MARK_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = finished.wait() => {
+                while let Ok(id) = queue.try_recv() {
+                    batch.push(id);
+                }
+                flush(&pool, &mut batch).await;
+                return;
+            }
+        }
+        flush(&pool, &mut batch).await;
+    }
+}
+
+async fn flush(pool: &PgPool, batch: &mut Vec<Uuid>) {
+    for chunk in batch.chunks(MARK_BATCH) {
+        if let Err(error) = crate::queries::mark_dispatched(pool, chunk).await {
+            tracing::warn!(%error, count = chunk.len(), "recording dispatched_at failed; the sweep may re-dispatch (status check first)");
+        }
+    }
+    batch.clear();
+}

@@ -1,0 +1,246 @@
+//! loket-ingress: the gRPC API internal services call.
+//!
+//! It owns the front door of a transaction: authenticating the client
+//! ([`auth`]), validating every request into a typed value naming the bad
+//! field ([`validate`]), routing a product to its provider ([`products`]),
+//! inserting the transaction idempotently by `client_ref` ([`idempotency`],
+//! [`queries`]), publishing its first command on JetStream ([`dispatch`]),
+//! and answering with the transaction — at once, or once it settles
+//! ([`waiters`]) — plus reads, listing, a watch stream, balances and code
+//! explanations ([`service`]). Errors map to gRPC codes in one place
+//! ([`errors`]).
+//!
+//! It must not change a transaction's status after creating it (that is the
+//! reconciler's job), talk to a provider, or let one client see another's
+//! transactions. A failed publish never fails a call: Postgres is the record
+//! of truth and the reconciler's sweep re-dispatches.
+
+pub mod auth;
+pub mod dispatch;
+pub mod errors;
+pub mod explain;
+pub mod idempotency;
+pub mod metrics;
+pub mod products;
+pub mod queries;
+pub mod service;
+pub mod validate;
+pub mod waiters;
+
+use loket_protocol::{pb, subjects};
+use loket_runtime::config::Common;
+use loket_runtime::{admin, bus, db, Shutdown};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic_health::ServingStatus;
+
+pub use service::LoketService;
+
+type Server = pb::loket_server::LoketServer<LoketService>;
+
+/// The ingress's settings (`LOKET_` environment, `__` nests).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub common: Common,
+    /// The gRPC port (the binary binds it; `run` takes a bound listener).
+    pub grpc_addr: String,
+    pub db_max_connections: u32,
+    /// Apply `migrations/` at start (safe with several replicas: sqlx locks).
+    pub migrate: bool,
+    /// How long an authenticated API key stays cached.
+    pub auth_cache_ttl_ms: u64,
+    /// How often the product catalogue is reloaded.
+    pub products_refresh_ms: u64,
+    /// How long a command publish may wait for JetStream's acknowledgement
+    /// before the call answers anyway (the sweep re-dispatches).
+    pub publish_timeout_ms: u64,
+    /// How long a `GetBalance` waits for the provider's connector.
+    pub balance_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            common: Common::default(),
+            grpc_addr: "127.0.0.1:50051".into(),
+            db_max_connections: 16,
+            migrate: true,
+            auth_cache_ttl_ms: 10_000,
+            products_refresh_ms: 3_000,
+            publish_timeout_ms: 3_000,
+            balance_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The bound sockets `run` serves on.
+pub struct Listeners {
+    /// gRPC: the `Loket` service, health and reflection.
+    pub main: tokio::net::TcpListener,
+    /// Admin: `/livez`, `/readyz`, `/metrics`.
+    pub admin: tokio::net::TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot load the product catalogue: {0}")]
+    Products(String),
+    #[error("cannot subscribe to transaction updates: {0}")]
+    Subscribe(String),
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves until `shutdown` fires, then drains: health turns `NOT_SERVING`
+/// and readiness false at once, no new connections are taken, in-flight
+/// calls finish (waits and watch streams end early), bounded by
+/// `shutdown_grace_ms`.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let readiness = admin::Readiness::default();
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let result = serve(
+        settings,
+        listeners.main,
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    readiness.set(false);
+    if result.is_err() {
+        admin_task.abort();
+    } else {
+        let _ = admin_task.await;
+    }
+    result
+}
+
+async fn serve(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    readiness: admin::Readiness,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let nats = bus::connect(&settings.common.nats_url, "loket-ingress").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    bus::ensure_streams(&js).await?;
+    let pool = db::connect(&settings.common.database_url, settings.db_max_connections).await?;
+    if settings.migrate {
+        db::migrate(&pool).await?;
+    }
+
+    let products = Arc::new(
+        products::Products::load(pool.clone())
+            .await
+            .map_err(|error| Error::Products(error.to_string()))?,
+    );
+    {
+        let products = Arc::clone(&products);
+        let every = Duration::from_millis(settings.products_refresh_ms.max(100));
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { products.refresh_every(every, shutdown).await });
+    }
+
+    // One subscription feeds every waiting call; it must be active at the
+    // server before the first call registers.
+    let waiters = waiters::Waiters::new();
+    let updates = nats
+        .subscribe(subjects::UPDATE_SUBJECTS)
+        .await
+        .map_err(|error| Error::Subscribe(error.to_string()))?;
+    nats.flush()
+        .await
+        .map_err(|error| Error::Subscribe(error.to_string()))?;
+    tokio::spawn(Arc::clone(&waiters).run(updates, shutdown.clone()));
+
+    // Fires once the server has drained: the dispatch marker writes what is
+    // queued and stops.
+    let finished = Shutdown::new();
+    let (dispatcher, marks_task) = dispatch::Dispatcher::new(
+        js,
+        pool.clone(),
+        Duration::from_millis(settings.publish_timeout_ms),
+        finished.clone(),
+    );
+
+    let service = LoketService::new(service::Inner {
+        pool: pool.clone(),
+        nats: nats.clone(),
+        auth: auth::Authenticator::new(
+            pool.clone(),
+            Duration::from_millis(settings.auth_cache_ttl_ms),
+        ),
+        products,
+        waiters,
+        dispatcher,
+        shutdown: shutdown.clone(),
+        balance_timeout: Duration::from_millis(settings.balance_timeout_ms),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<Server>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|error| Error::Reflection(error.to_string()))?;
+
+    let drain = {
+        let shutdown = shutdown.clone();
+        let health = health.clone();
+        let readiness = readiness.clone();
+        async move {
+            shutdown.wait().await;
+            readiness.set(false);
+            health.set_not_serving::<Server>().await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            tracing::info!("draining: no new connections, finishing in-flight calls");
+        }
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(Server::new(service))
+        .serve_with_incoming_shutdown(incoming, drain);
+
+    readiness.set(true);
+    tracing::info!("ingress serving");
+    let grace = Duration::from_millis(settings.common.shutdown_grace_ms);
+    let served = tokio::select! {
+        served = server => served,
+        _ = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "drain exceeded the grace period; stopping with calls in flight");
+            Ok(())
+        }
+    };
+    readiness.set(false);
+    finished.trigger();
+    if tokio::time::timeout(Duration::from_secs(5), marks_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("recording dispatch marks did not finish; the sweep will cover them");
+    }
+    let _ = nats.flush().await;
+    pool.close().await;
+    tracing::info!("ingress stopped");
+    served.map_err(Error::from)
+}

@@ -1,0 +1,287 @@
+//! The product catalogue (`products` table: our code → provider, provider
+//! product code, kind, price), held in memory and reloaded every few seconds
+//! so operators' edits take effect without a restart. A code not in the
+//! snapshot triggers at most one early reload per second, so a product just
+//! added works almost at once without letting unknown codes hammer the
+//! database.
+
+use loket_protocol::{Money, Provider, TransactionKind};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::errors::ApiError;
+use crate::validate::{truncate, ProductCode};
+
+/// Least time between two reloads triggered by unknown codes.
+const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductKind {
+    Prepaid,
+    PlnPrepaid,
+    Postpaid,
+}
+
+impl ProductKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "prepaid" => Some(ProductKind::Prepaid),
+            "pln_prepaid" => Some(ProductKind::PlnPrepaid),
+            "postpaid" => Some(ProductKind::Postpaid),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductKind::Prepaid => "prepaid",
+            ProductKind::PlnPrepaid => "pln_prepaid",
+            ProductKind::Postpaid => "postpaid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    pub code: String,
+    pub provider: Provider,
+    pub provider_product_code: String,
+    pub kind: ProductKind,
+    /// The price of a prepaid product; `None` for postpaid.
+    pub price: Option<Money>,
+    pub active: bool,
+}
+
+impl Product {
+    /// The kind of transaction a `Purchase` of this product creates.
+    pub fn purchase_kind(&self) -> Result<TransactionKind, ApiError> {
+        match self.kind {
+            ProductKind::Prepaid | ProductKind::PlnPrepaid => Ok(TransactionKind::PrepaidPurchase),
+            ProductKind::Postpaid => Err(ApiError::FailedPrecondition(format!(
+                "product {} is a postpaid bill: use Inquire, then PayBill",
+                self.code
+            ))),
+        }
+    }
+
+    /// The kind of transaction an `Inquire` of this product creates.
+    pub fn inquiry_kind(&self) -> Result<TransactionKind, ApiError> {
+        match self.kind {
+            ProductKind::PlnPrepaid => Ok(TransactionKind::PrepaidInquiry),
+            ProductKind::Postpaid => Ok(TransactionKind::BillInquiry),
+            ProductKind::Prepaid => Err(ApiError::FailedPrecondition(format!(
+                "product {} is prepaid and has no inquiry: use Purchase",
+                self.code
+            ))),
+        }
+    }
+
+    /// The amount a purchase of this product charges.
+    pub fn purchase_price(&self) -> Result<Money, ApiError> {
+        self.price.ok_or_else(|| {
+            ApiError::FailedPrecondition(format!("product {} has no price configured", self.code))
+        })
+    }
+}
+
+struct Snapshot {
+    products: HashMap<String, Product>,
+    loaded_at: Instant,
+}
+
+pub struct Products {
+    pool: PgPool,
+    snapshot: RwLock<Arc<Snapshot>>,
+    reload: tokio::sync::Mutex<()>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    code: String,
+    provider: String,
+    provider_product_code: String,
+    kind: String,
+    price_minor: Option<i64>,
+    currency: String,
+    active: bool,
+}
+
+fn parse_row(row: ProductRow) -> Option<Product> {
+    let provider = Provider::parse(&row.provider)
+        .map_err(|_| tracing::warn!(product = %row.code, provider = %row.provider, "product names an unknown provider; ignored"))
+        .ok()?;
+    let kind = ProductKind::parse(&row.kind)?;
+    let currency = loket_protocol::Currency::parse(&row.currency)
+        .map_err(|_| tracing::warn!(product = %row.code, currency = %row.currency, "product has an unsupported currency; ignored"))
+        .ok()?;
+    Some(Product {
+        code: row.code,
+        provider,
+        provider_product_code: row.provider_product_code,
+        kind,
+        price: row.price_minor.map(|minor| Money { minor, currency }),
+        active: row.active,
+    })
+}
+
+impl Products {
+    /// Loads the catalogue once; fails when the database does not answer.
+    pub async fn load(pool: PgPool) -> Result<Self, sqlx::Error> {
+        let products = Self::fetch(&pool).await?;
+        Ok(Products {
+            pool,
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                products,
+                loaded_at: Instant::now(),
+            })),
+            reload: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn fetch(pool: &PgPool) -> Result<HashMap<String, Product>, sqlx::Error> {
+        let rows: Vec<ProductRow> = sqlx::query_as(
+            "SELECT code, provider, provider_product_code, kind, price_minor, currency, active FROM products",
+        )
+        .fetch_all(pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(parse_row)
+            .map(|product| (product.code.clone(), product))
+            .collect())
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reloads the snapshot now.
+    pub async fn refresh(&self) -> Result<(), sqlx::Error> {
+        self.refresh_if_older(Duration::ZERO).await
+    }
+
+    /// Reloads unless the snapshot is younger than `age` (checked again
+    /// under the reload lock, so a burst of misses reloads once).
+    async fn refresh_if_older(&self, age: Duration) -> Result<(), sqlx::Error> {
+        let _one_at_a_time = self.reload.lock().await;
+        if !age.is_zero() && self.current().loaded_at.elapsed() < age {
+            return Ok(());
+        }
+        let products = Self::fetch(&self.pool).await?;
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Snapshot {
+            products,
+            loaded_at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Keeps the snapshot fresh until `shutdown`.
+    pub async fn refresh_every(&self, every: Duration, shutdown: loket_runtime::Shutdown) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.refresh().await {
+                        tracing::warn!(%error, "product catalogue reload failed; keeping the last one");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The active product `code`, or `NOT_FOUND` naming it.
+    pub async fn get(&self, code: &ProductCode) -> Result<Product, ApiError> {
+        let mut snapshot = self.current();
+        if !snapshot.products.contains_key(code.as_str())
+            && snapshot.loaded_at.elapsed() >= MISS_RELOAD_INTERVAL
+        {
+            if let Err(error) = self.refresh_if_older(MISS_RELOAD_INTERVAL).await {
+                tracing::warn!(%error, "product catalogue reload failed");
+            }
+            snapshot = self.current();
+        }
+        match snapshot.products.get(code.as_str()) {
+            Some(product) if product.active => Ok(product.clone()),
+            Some(_) => Err(ApiError::NotFound(format!("product {code} is not active"))),
+            None => Err(ApiError::NotFound(format!(
+                "product {} not found",
+                truncate(code.as_str(), 64)
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(kind: ProductKind, price: Option<i64>) -> Product {
+        Product {
+            code: "P1".into(),
+            provider: Provider::OkeBayar,
+            provider_product_code: "S10".into(),
+            kind,
+            price: price.map(Money::idr),
+            active: true,
+        }
+    }
+
+    #[test]
+    fn kinds_decide_which_calls_apply() {
+        let prepaid = product(ProductKind::Prepaid, Some(10_500));
+        let pln = product(ProductKind::PlnPrepaid, Some(20_000));
+        let postpaid = product(ProductKind::Postpaid, None);
+        assert_eq!(
+            prepaid.purchase_kind().unwrap(),
+            TransactionKind::PrepaidPurchase
+        );
+        assert_eq!(
+            pln.purchase_kind().unwrap(),
+            TransactionKind::PrepaidPurchase
+        );
+        assert_eq!(pln.inquiry_kind().unwrap(), TransactionKind::PrepaidInquiry);
+        assert_eq!(
+            postpaid.inquiry_kind().unwrap(),
+            TransactionKind::BillInquiry
+        );
+        let error = postpaid.purchase_kind().unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m.contains("postpaid")),
+            "{error:?}"
+        );
+        let error = prepaid.inquiry_kind().unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m.contains("Purchase")),
+            "{error:?}"
+        );
+        assert_eq!(prepaid.purchase_price().unwrap(), Money::idr(10_500));
+        assert!(postpaid.purchase_price().is_err());
+    }
+
+    #[test]
+    fn rows_with_unknown_provider_or_kind_are_skipped() {
+        let row = |provider: &str, kind: &str| ProductRow {
+            code: "P".into(),
+            provider: provider.into(),
+            provider_product_code: "X".into(),
+            kind: kind.into(),
+            price_minor: Some(1),
+            currency: "IDR".into(),
+            active: true,
+        };
+        assert!(parse_row(row("okebayar", "prepaid")).is_some());
+        assert!(parse_row(row("acme", "prepaid")).is_none());
+        assert!(parse_row(row("okebayar", "voucher")).is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! The ingress's SQL. Every read is scoped to the calling client; the insert
+//! path is one statement (transaction row and its `ingress` event together,
+//! atomically) and so one database round trip.
+
+use loket_protocol::Money;
+use loket_store::{TransactionRow, COLUMNS};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+use crate::validate::ListQuery;
+
+/// The name of the partial unique index allowing one live payment per inquiry.
+pub const ONE_LIVE_PAYMENT: &str = "one_live_payment_per_inquiry";
+
+/// A transaction about to be inserted (status `received`).
+#[derive(Debug, Clone)]
+pub struct NewTransaction {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub client_ref: String,
+    pub kind: loket_protocol::TransactionKind,
+    pub provider: loket_protocol::Provider,
+    pub product_code: String,
+    pub provider_product_code: String,
+    pub account: String,
+    pub account2: String,
+    pub account3: String,
+    pub contact: String,
+    pub amount: Option<Money>,
+    pub request_hash: Vec<u8>,
+    pub provider_reference: String,
+    pub inquiry_id: Option<Uuid>,
+    pub inquiry_data: Option<serde_json::Value>,
+}
+
+/// Our reference on every provider call: the id's 32 lowercase hex digits
+/// (alphanumeric and at most 32 characters, so every provider accepts it).
+pub fn provider_reference(id: Uuid) -> String {
+    id.simple().to_string()
+}
+
+#[derive(Debug)]
+pub enum Inserted {
+    /// This call created the row (and must dispatch it).
+    Created(Box<TransactionRow>),
+    /// The client already has a transaction with this `client_ref`.
+    Existing(Box<TransactionRow>),
+    /// The inquiry already has a live payment (this id) under another `client_ref`.
+    InquiryAlreadyPaid(Uuid),
+}
+
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH inserted AS ( \
+           INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+             provider_product_code, account, account2, account3, contact, amount_minor, currency, request_hash, \
+             provider_reference, inquiry_id, inquiry_data) \
+           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+           ON CONFLICT (client_id, client_ref) DO NOTHING \
+           RETURNING {COLUMNS} \
+         ), event AS ( \
+           INSERT INTO transaction_events (transaction_id, source, to_status, detail) \
+           SELECT id, 'ingress', 'received', $18 FROM inserted \
+         ) \
+         SELECT * FROM inserted"
+    )
+});
+
+static BY_CLIENT_REF_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM transactions WHERE client_id = $1 AND client_ref = $2")
+});
+
+static BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM transactions WHERE client_id = $1 AND id = $2")
+});
+
+/// Inserts `new` unless the client already used its `client_ref`, with its
+/// `ingress` event, in one statement.
+pub async fn insert(
+    pool: &PgPool,
+    new: &NewTransaction,
+    event: serde_json::Value,
+) -> Result<Inserted, sqlx::Error> {
+    let result = sqlx::query_as::<_, TransactionRow>(&INSERT_SQL)
+        .bind(new.id)
+        .bind(new.client_id)
+        .bind(&new.client_ref)
+        .bind(new.kind.as_str())
+        .bind(new.provider.as_str())
+        .bind(&new.product_code)
+        .bind(&new.provider_product_code)
+        .bind(&new.account)
+        .bind(&new.account2)
+        .bind(&new.account3)
+        .bind(&new.contact)
+        .bind(new.amount.map(|m| m.minor))
+        .bind(new.amount.map(|m| m.currency.code()).unwrap_or("IDR"))
+        .bind(&new.request_hash)
+        .bind(&new.provider_reference)
+        .bind(new.inquiry_id)
+        .bind(&new.inquiry_data)
+        .bind(event)
+        .fetch_optional(pool)
+        .await;
+    match result {
+        Ok(Some(row)) => Ok(Inserted::Created(Box::new(row))),
+        Ok(None) => match by_client_ref(pool, new.client_id, &new.client_ref).await? {
+            Some(row) => Ok(Inserted::Existing(Box::new(row))),
+            // The conflicting row vanished (rows are never deleted): treat
+            // as a transient database problem.
+            None => Err(sqlx::Error::RowNotFound),
+        },
+        Err(sqlx::Error::Database(error)) if error.constraint() == Some(ONE_LIVE_PAYMENT) => {
+            // A concurrent identical call may have won both unique indexes.
+            if let Some(row) = by_client_ref(pool, new.client_id, &new.client_ref).await? {
+                return Ok(Inserted::Existing(Box::new(row)));
+            }
+            let inquiry = new.inquiry_id.unwrap_or_default();
+            let payment: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM transactions WHERE inquiry_id = $1 AND kind = 'bill_payment' AND status <> 'failed' \
+                 ORDER BY created_at LIMIT 1",
+            )
+            .bind(inquiry)
+            .fetch_optional(pool)
+            .await?;
+            Ok(Inserted::InquiryAlreadyPaid(payment.unwrap_or_default()))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+pub async fn by_client_ref(
+    pool: &PgPool,
+    client_id: Uuid,
+    client_ref: &str,
+) -> Result<Option<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&BY_CLIENT_REF_SQL)
+        .bind(client_id)
+        .bind(client_ref)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn by_id(
+    pool: &PgPool,
+    client_id: Uuid,
+    id: Uuid,
+) -> Result<Option<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&BY_ID_SQL)
+        .bind(client_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+static INQUIRY_AND_REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM transactions WHERE client_id = $1 AND (id = $2 OR client_ref = $3)"
+    )
+});
+
+/// In one round trip: the caller's inquiry `inquiry_id` and the caller's
+/// existing transaction with `client_ref`, if any.
+pub async fn inquiry_and_replay(
+    pool: &PgPool,
+    client_id: Uuid,
+    inquiry_id: Uuid,
+    client_ref: &str,
+) -> Result<(Option<TransactionRow>, Option<TransactionRow>), sqlx::Error> {
+    let rows = sqlx::query_as::<_, TransactionRow>(&INQUIRY_AND_REPLAY_SQL)
+        .bind(client_id)
+        .bind(inquiry_id)
+        .bind(client_ref)
+        .fetch_all(pool)
+        .await?;
+    let mut inquiry = None;
+    let mut existing = None;
+    for row in rows {
+        if row.client_ref == client_ref {
+            existing = Some(row.clone());
+        }
+        if row.id == inquiry_id {
+            inquiry = Some(row);
+        }
+    }
+    Ok((inquiry, existing))
+}
+
+/// One page of the caller's transactions, newest first, plus whether more
+/// follow (fetches `page_size + 1`).
+pub async fn list(
+    pool: &PgPool,
+    client_id: Uuid,
+    query: &ListQuery,
+) -> Result<(Vec<TransactionRow>, bool), sqlx::Error> {
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM transactions WHERE client_id = "
+    ));
+    sql.push_bind(client_id);
+    if let Some(status) = query.status {
+        sql.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(provider) = query.provider {
+        sql.push(" AND provider = ").push_bind(provider.as_str());
+    }
+    if let Some(product) = &query.product_code {
+        sql.push(" AND product_code = ")
+            .push_bind(product.as_str().to_string());
+    }
+    if let Some(from) = query.created_from {
+        sql.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = query.created_to {
+        sql.push(" AND created_at < ").push_bind(to);
+    }
+    if let Some(after) = query.after {
+        sql.push(" AND (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(query.page_size) + 1);
+    let mut rows = sql
+        .build_query_as::<TransactionRow>()
+        .fetch_all(pool)
+        .await?;
+    let more = rows.len() > query.page_size as usize;
+    rows.truncate(query.page_size as usize);
+    Ok((rows, more))
+}
+
+/// Records first dispatches, many at once.
+pub async fn mark_dispatched(pool: &PgPool, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE transactions SET dispatched_at = now(), dispatch_count = 1 \
+         WHERE id = ANY($1) AND dispatched_at IS NULL",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_reference_is_32_lowercase_hex() {
+        let id = Uuid::now_v7();
+        let reference = provider_reference(id);
+        assert_eq!(reference.len(), 32);
+        assert!(reference
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(reference, id.to_string().replace('-', ""));
+    }
+}

@@ -1,0 +1,870 @@
+//! The tonic `Loket` service. Each method authenticates, validates into a
+//! [`crate::validate`] type, and runs one flow of [`Inner`]; errors go through
+//! [`crate::errors::to_status`] and every call is counted and timed.
+
+use futures::StreamExt as _;
+use loket_protocol::pb::{self, loket_server::Loket};
+use loket_protocol::{subjects, Provider, TransactionKind, TransactionStatus};
+use loket_runtime::telemetry::TraceContext;
+use loket_runtime::Shutdown;
+use loket_store::{bill_from_json, TransactionRow};
+use prost::Message as _;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::auth::{Authenticator, ClientId};
+use crate::dispatch::Dispatcher;
+use crate::errors::{to_status, ApiError};
+use crate::explain;
+use crate::idempotency::{self, Replay, RequestParams};
+use crate::metrics;
+use crate::products::{ProductKind, Products};
+use crate::queries::{self, Inserted, NewTransaction};
+use crate::validate::{
+    self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PurchaseInput, TransactionKey,
+};
+use crate::waiters::{is_settled, WaitGuard, Waiters};
+
+/// What every flow needs; shared by all calls.
+pub struct Inner {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub auth: Authenticator,
+    pub products: Arc<Products>,
+    pub waiters: Arc<Waiters>,
+    pub dispatcher: Dispatcher,
+    pub shutdown: Shutdown,
+    pub balance_timeout: Duration,
+}
+
+/// The tonic service (cheap to clone).
+#[derive(Clone)]
+pub struct LoketService {
+    inner: Arc<Inner>,
+}
+
+impl LoketService {
+    pub fn new(inner: Inner) -> Self {
+        LoketService {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+/// Per-call facts taken from the request metadata before the body is used.
+struct CallContext {
+    started: Instant,
+    trace: TraceContext,
+    /// The client's deadline (`grpc-timeout`), from `started`.
+    deadline: Option<Duration>,
+    span: tracing::Span,
+}
+
+impl CallContext {
+    fn new(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Self {
+        let traceparent = metadata
+            .get(subjects::TRACEPARENT_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let trace = TraceContext::continue_or_new(traceparent);
+        let deadline = metadata
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let span = tracing::info_span!(
+            "rpc",
+            method,
+            trace_id = %trace.trace_id(),
+            transaction_id = tracing::field::Empty,
+        );
+        CallContext {
+            started: Instant::now(),
+            trace,
+            deadline,
+            span,
+        }
+    }
+
+    fn record_transaction(&self, id: Uuid) {
+        self.span
+            .record("transaction_id", tracing::field::display(id));
+    }
+
+    /// When a wait of `wait` must end: the asked wait, or a little before
+    /// the client's own deadline so the answer still reaches it.
+    fn wait_deadline(&self, wait: Duration) -> Instant {
+        let budget = match self.deadline {
+            Some(deadline) => {
+                let margin = (deadline / 10).min(Duration::from_millis(200));
+                wait.min(deadline.saturating_sub(margin))
+            }
+            None => wait,
+        };
+        self.started + budget
+    }
+}
+
+/// Parses a `grpc-timeout` value (`<up to 8 digits><H|M|S|m|u|n>`).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+fn finish<T>(
+    method: &'static str,
+    started: Instant,
+    result: Result<T, ApiError>,
+) -> Result<Response<T>, Status> {
+    match result {
+        Ok(value) => {
+            metrics::record(method, tonic::Code::Ok, started.into_std());
+            Ok(Response::new(value))
+        }
+        Err(error) => {
+            let status = to_status(&error);
+            metrics::record(method, status.code(), started.into_std());
+            Err(status)
+        }
+    }
+}
+
+fn respond(row: &TransactionRow) -> pb::Transaction {
+    let mut transaction = row.to_pb();
+    explain::enrich(&mut transaction);
+    transaction
+}
+
+fn not_found_inquiry(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("inquiry {id} not found"))
+}
+
+/// When an inquiry stops being payable: the column, else the bill's own expiry.
+fn inquiry_expiry(inquiry: &TransactionRow) -> Option<chrono::DateTime<chrono::Utc>> {
+    inquiry.expires_at.or_else(|| {
+        inquiry
+            .bill
+            .as_ref()
+            .and_then(bill_from_json)
+            .and_then(|bill| bill.expires_at)
+            .and_then(|at| loket_protocol::conversions::from_timestamp(&at))
+    })
+}
+
+/// The checks every inquiry a purchase or payment builds on must pass.
+fn check_inquiry(inquiry: &TransactionRow, kind: TransactionKind) -> Result<(), ApiError> {
+    let id = inquiry.id;
+    if inquiry.kind() != Some(kind) {
+        let what = match kind {
+            TransactionKind::BillInquiry => "a bill inquiry",
+            _ => "a PLN prepaid inquiry",
+        };
+        return Err(ApiError::FailedPrecondition(format!(
+            "transaction {id} is not {what}"
+        )));
+    }
+    if inquiry.status() != Some(TransactionStatus::Success) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "inquiry {id} is not successful (status {})",
+            inquiry.status
+        )));
+    }
+    // ASSUMED: an inquiry whose expiry is not known is accepted; the
+    // provider refuses an expired one itself (OkeBayar 403).
+    if let Some(expires_at) = inquiry_expiry(inquiry) {
+        if expires_at <= chrono::Utc::now() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "inquiry {id} expired at {}",
+                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn new_transaction(
+        &self,
+        client: ClientId,
+        client_ref: &ClientRef,
+        params: &RequestParams,
+    ) -> NewTransaction {
+        let id = Uuid::now_v7();
+        NewTransaction {
+            id,
+            client_id: client.0,
+            client_ref: client_ref.as_str().to_string(),
+            kind: TransactionKind::PrepaidPurchase,
+            provider: Provider::OkeBayar,
+            product_code: String::new(),
+            provider_product_code: String::new(),
+            account: String::new(),
+            account2: String::new(),
+            account3: String::new(),
+            contact: String::new(),
+            amount: None,
+            request_hash: params.hash(),
+            provider_reference: queries::provider_reference(id),
+            inquiry_id: None,
+            inquiry_data: None,
+        }
+    }
+
+    /// A refused call may still be a replay of one that succeeded earlier
+    /// (product since deactivated, inquiry since expired): same `client_ref`
+    /// and parameters return the transaction, different ones conflict.
+    async fn replay_or(
+        &self,
+        ctx: &CallContext,
+        client: ClientId,
+        client_ref: &ClientRef,
+        params: &RequestParams,
+        wait: Duration,
+        error: ApiError,
+    ) -> Result<pb::Transaction, ApiError> {
+        if !matches!(
+            error,
+            ApiError::NotFound(_) | ApiError::FailedPrecondition(_)
+        ) {
+            return Err(error);
+        }
+        match queries::by_client_ref(&self.pool, client.0, client_ref.as_str()).await? {
+            Some(existing) => {
+                self.replay(ctx, client, client_ref, params, existing, wait)
+                    .await
+            }
+            None => Err(error),
+        }
+    }
+
+    async fn replay(
+        &self,
+        ctx: &CallContext,
+        client: ClientId,
+        client_ref: &ClientRef,
+        params: &RequestParams,
+        existing: TransactionRow,
+        wait: Duration,
+    ) -> Result<pb::Transaction, ApiError> {
+        match idempotency::compare(client_ref.as_str(), params, &existing) {
+            Replay::Same => {
+                ::metrics::counter!(metrics::IDEMPOTENT_REPLAYS).increment(1);
+                ctx.record_transaction(existing.id);
+                self.existing_with_wait(ctx, client, existing, wait).await
+            }
+            Replay::Conflict(message) => Err(ApiError::AlreadyExists(message)),
+        }
+    }
+
+    /// Returns an existing transaction, waiting for it to settle if asked:
+    /// registers first, then re-reads, so no update can slip between.
+    async fn existing_with_wait(
+        &self,
+        ctx: &CallContext,
+        client: ClientId,
+        row: TransactionRow,
+        wait: Duration,
+    ) -> Result<pb::Transaction, ApiError> {
+        let current = row.to_pb();
+        if wait.is_zero() || is_settled(&current) {
+            return Ok(respond(&row));
+        }
+        let guard = self.waiters.register(client.0, row.id);
+        let row = queries::by_id(&self.pool, client.0, row.id)
+            .await?
+            .unwrap_or(row);
+        Ok(self.wait_for(ctx, guard, row.to_pb(), wait).await)
+    }
+
+    async fn wait_for(
+        &self,
+        ctx: &CallContext,
+        mut guard: WaitGuard,
+        current: pb::Transaction,
+        wait: Duration,
+    ) -> pb::Transaction {
+        let mut transaction = if is_settled(&current) {
+            current
+        } else {
+            guard
+                .until_settled(current, ctx.wait_deadline(wait), &self.shutdown)
+                .await
+                .0
+        };
+        explain::enrich(&mut transaction);
+        transaction
+    }
+
+    /// Inserts `new` (or finds the client's transaction with its
+    /// `client_ref`), dispatches it if this call created it, and waits.
+    async fn create(
+        &self,
+        ctx: &CallContext,
+        client: ClientId,
+        client_ref: &ClientRef,
+        params: &RequestParams,
+        new: NewTransaction,
+        wait: Duration,
+    ) -> Result<pb::Transaction, ApiError> {
+        // Registered before the insert: no update for this id can be missed.
+        let guard = (!wait.is_zero()).then(|| self.waiters.register(client.0, new.id));
+        let event = serde_json::json!({
+            "trace_id": ctx.trace.trace_id(),
+            "client_ref": new.client_ref,
+        });
+        match queries::insert(&self.pool, &new, event).await? {
+            Inserted::Created(row) => {
+                ctx.record_transaction(row.id);
+                ::metrics::counter!(metrics::TRANSACTIONS_CREATED, "kind" => new.kind.as_str())
+                    .increment(1);
+                tracing::info!(
+                    kind = new.kind.as_str(),
+                    provider = new.provider.as_str(),
+                    product = %new.product_code,
+                    "transaction accepted"
+                );
+                self.dispatcher.dispatch(&row, &ctx.trace).await;
+                match guard {
+                    Some(guard) => Ok(self.wait_for(ctx, guard, row.to_pb(), wait).await),
+                    None => Ok(respond(&row)),
+                }
+            }
+            Inserted::Existing(row) => {
+                drop(guard);
+                self.replay(ctx, client, client_ref, params, *row, wait)
+                    .await
+            }
+            Inserted::InquiryAlreadyPaid(payment) => Err(ApiError::AlreadyExists(format!(
+                "inquiry {} already has a payment {payment}",
+                new.inquiry_id.unwrap_or_default()
+            ))),
+        }
+    }
+
+    async fn purchase(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::PurchaseRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = PurchaseInput::try_from(request.get_ref())?;
+        let params = RequestParams::purchase(&input);
+        let product = match self
+            .products
+            .get(&input.product_code)
+            .await
+            .and_then(|product| {
+                product.purchase_kind()?;
+                product.purchase_price()?;
+                if input.inquiry_id.is_some() && product.kind != ProductKind::PlnPrepaid {
+                    return Err(ApiError::FailedPrecondition(format!(
+                    "product {} has no inquiry: inquiry_id applies to PLN prepaid products only",
+                    product.code
+                )));
+                }
+                Ok(product)
+            }) {
+            Ok(product) => product,
+            Err(error) => {
+                return self
+                    .replay_or(ctx, client, &input.client_ref, &params, input.wait, error)
+                    .await
+            }
+        };
+        let mut new = self.new_transaction(client, &input.client_ref, &params);
+        new.kind = TransactionKind::PrepaidPurchase;
+        new.provider = product.provider;
+        new.product_code = product.code.clone();
+        new.provider_product_code = product.provider_product_code.clone();
+        new.account = input.account.clone();
+        new.amount = Some(product.purchase_price()?);
+        if let Some(inquiry_id) = input.inquiry_id {
+            let (inquiry, existing) = queries::inquiry_and_replay(
+                &self.pool,
+                client.0,
+                inquiry_id,
+                input.client_ref.as_str(),
+            )
+            .await?;
+            if let Some(existing) = existing {
+                return self
+                    .replay(
+                        ctx,
+                        client,
+                        &input.client_ref,
+                        &params,
+                        existing,
+                        input.wait,
+                    )
+                    .await;
+            }
+            let inquiry = inquiry.ok_or_else(|| not_found_inquiry(inquiry_id))?;
+            check_inquiry(&inquiry, TransactionKind::PrepaidInquiry)?;
+            if inquiry.product_code != product.code || inquiry.account != input.account {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "inquiry {inquiry_id} was for product {} and account {}, not product {} and account {}",
+                    inquiry.product_code, inquiry.account, product.code, input.account
+                )));
+            }
+            new.inquiry_id = Some(inquiry_id);
+            new.inquiry_data = inquiry.inquiry_data.clone();
+        }
+        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
+            .await
+    }
+
+    async fn inquire(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::InquireRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = InquireInput::try_from(request.get_ref())?;
+        let params = RequestParams::inquire(&input);
+        let (product, kind) = match self
+            .products
+            .get(&input.product_code)
+            .await
+            .and_then(|product| product.inquiry_kind().map(|kind| (product, kind)))
+        {
+            Ok(found) => found,
+            Err(error) => {
+                return self
+                    .replay_or(ctx, client, &input.client_ref, &params, input.wait, error)
+                    .await
+            }
+        };
+        let mut new = self.new_transaction(client, &input.client_ref, &params);
+        new.kind = kind;
+        new.provider = product.provider;
+        new.product_code = product.code;
+        new.provider_product_code = product.provider_product_code;
+        new.account = input.account.clone();
+        new.account2 = input.account2.clone();
+        new.account3 = input.account3.clone();
+        new.contact = input.contact.clone();
+        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
+            .await
+    }
+
+    async fn pay_bill(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::PayBillRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = PayBillInput::try_from(request.get_ref())?;
+        let params = RequestParams::pay_bill(&input);
+        let (inquiry, existing) = queries::inquiry_and_replay(
+            &self.pool,
+            client.0,
+            input.inquiry_id,
+            input.client_ref.as_str(),
+        )
+        .await?;
+        if let Some(existing) = existing {
+            return self
+                .replay(
+                    ctx,
+                    client,
+                    &input.client_ref,
+                    &params,
+                    existing,
+                    input.wait,
+                )
+                .await;
+        }
+        let inquiry = inquiry.ok_or_else(|| not_found_inquiry(input.inquiry_id))?;
+        check_inquiry(&inquiry, TransactionKind::BillInquiry)?;
+        let total = inquiry
+            .bill
+            .as_ref()
+            .and_then(bill_from_json)
+            .and_then(|bill| bill.total_amount)
+            .ok_or_else(|| {
+                ApiError::FailedPrecondition(format!(
+                    "inquiry {} has no bill total to pay",
+                    inquiry.id
+                ))
+            })?;
+        if total.minor != input.amount.minor
+            || (!total.currency.is_empty() && total.currency != input.amount.currency.code())
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "amount {} does not match the bill total {} {} of inquiry {}",
+                input.amount, total.currency, total.minor, inquiry.id
+            )));
+        }
+        let provider = inquiry.provider().ok_or_else(|| {
+            ApiError::Internal(format!(
+                "inquiry {} has unknown provider {}",
+                inquiry.id, inquiry.provider
+            ))
+        })?;
+        let mut new = self.new_transaction(client, &input.client_ref, &params);
+        new.kind = TransactionKind::BillPayment;
+        new.provider = provider;
+        new.product_code = inquiry.product_code;
+        new.provider_product_code = inquiry.provider_product_code;
+        new.account = inquiry.account;
+        new.account2 = inquiry.account2;
+        new.account3 = inquiry.account3;
+        new.contact = inquiry.contact;
+        new.amount = Some(input.amount);
+        new.inquiry_id = Some(input.inquiry_id);
+        new.inquiry_data = inquiry.inquiry_data;
+        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
+            .await
+    }
+
+    async fn get_transaction(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let key = TransactionKey::try_from(request.get_ref())?;
+        let (row, name) = match &key {
+            TransactionKey::Id(id) => (
+                queries::by_id(&self.pool, client.0, *id).await?,
+                id.to_string(),
+            ),
+            TransactionKey::ClientRef(client_ref) => (
+                queries::by_client_ref(&self.pool, client.0, client_ref.as_str()).await?,
+                format!("with client_ref {client_ref}"),
+            ),
+        };
+        let row = row.ok_or_else(|| ApiError::NotFound(format!("transaction {name} not found")))?;
+        ctx.record_transaction(row.id);
+        Ok(respond(&row))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<pb::ListTransactionsResponse, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let query = ListQuery::try_from(request.get_ref())?;
+        let (rows, more) = queries::list(&self.pool, client.0, &query).await?;
+        let next_page_token = match rows.last() {
+            Some(last) if more => Cursor {
+                created_at: last.created_at,
+                id: last.id,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(pb::ListTransactionsResponse {
+            transactions: rows.iter().map(respond).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn get_balance(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<pb::Balance, ApiError> {
+        self.auth.authenticate(request.metadata()).await?;
+        let provider = validate::provider(&request.get_ref().provider)?;
+        let mut timeout = self.balance_timeout;
+        if let Some(deadline) = ctx.deadline {
+            timeout = timeout
+                .min(deadline.saturating_sub((deadline / 10).min(Duration::from_millis(200))));
+        }
+        let query = pb::bus::BalanceQuery {
+            provider: provider.as_str().to_string(),
+        };
+        let request = async_nats::client::Request::new()
+            .payload(query.encode_to_vec().into())
+            .timeout(Some(timeout));
+        let reply = self
+            .nats
+            .send_request(subjects::balance_rpc(provider), request)
+            .await
+            .map_err(|error| {
+                use async_nats::RequestErrorKind;
+                match error.kind() {
+                    RequestErrorKind::NoResponders => ApiError::Unavailable(format!(
+                        "no {provider} connector is answering balance queries"
+                    )),
+                    RequestErrorKind::TimedOut => {
+                        ApiError::Unavailable(format!("the {provider} balance query timed out"))
+                    }
+                    _ => {
+                        tracing::warn!(%error, "balance request failed");
+                        ApiError::Unavailable("bus unavailable, try again".into())
+                    }
+                }
+            })?;
+        let reply = pb::bus::BalanceReply::decode(reply.payload.as_ref())
+            .map_err(|error| ApiError::Internal(format!("undecodable balance reply: {error}")))?;
+        if !reply.error.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "{provider} balance unavailable: {}",
+                validate::truncate(&reply.error, 200)
+            )));
+        }
+        let balance = reply
+            .balance
+            .ok_or_else(|| ApiError::Unavailable(format!("{provider} returned no balance")))?;
+        Ok(pb::Balance {
+            provider: provider.as_str().to_string(),
+            balance: Some(balance),
+            as_of: reply.as_of,
+        })
+    }
+
+    async fn watch(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::WatchTransactionsRequest>,
+    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<pb::Transaction, Status>>, ApiError>
+    {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let only = validate::watch(request.get_ref())?;
+        let subject = match only {
+            Some(id) => subjects::update(&client.0.to_string(), &id.to_string()),
+            None => format!("loket.upd.{}.>", client.0),
+        };
+        // Subscribe first, then read the current state: nothing slips between.
+        let mut updates = self.nats.subscribe(subject).await.map_err(|error| {
+            tracing::warn!(%error, "watch subscription failed");
+            ApiError::Unavailable("bus unavailable, try again".into())
+        })?;
+        let first = match only {
+            Some(id) => {
+                ctx.record_transaction(id);
+                let row = queries::by_id(&self.pool, client.0, id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("transaction {id} not found")))?;
+                Some(respond(&row))
+            }
+            None => None,
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let shutdown = self.shutdown.clone();
+        let span = ctx.span.clone();
+        tokio::spawn(
+            async move {
+                ::metrics::gauge!(metrics::WATCH_STREAMS).increment(1.0);
+                if let Some(first) = first {
+                    if sender.send(Ok(first)).await.is_err() {
+                        ::metrics::gauge!(metrics::WATCH_STREAMS).decrement(1.0);
+                        return;
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = sender.closed() => break,
+                        message = updates.next() => {
+                            let Some(message) = message else { break };
+                            let mut update = match pb::Transaction::decode(message.payload.as_ref()) {
+                                Ok(update) => update,
+                                Err(error) => {
+                                    tracing::warn!(%error, "undecodable transaction update");
+                                    continue;
+                                }
+                            };
+                            explain::enrich(&mut update);
+                            if sender.send(Ok(update)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = updates.unsubscribe().await;
+                ::metrics::gauge!(metrics::WATCH_STREAMS).decrement(1.0);
+            }
+            .instrument(span),
+        );
+        Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    }
+}
+
+#[tonic::async_trait]
+impl Loket for LoketService {
+    async fn purchase(
+        &self,
+        request: Request<pb::PurchaseRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let ctx = CallContext::new("Purchase", request.metadata());
+        let result = self
+            .inner
+            .purchase(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("Purchase", ctx.started, result)
+    }
+
+    async fn inquire(
+        &self,
+        request: Request<pb::InquireRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let ctx = CallContext::new("Inquire", request.metadata());
+        let result = self
+            .inner
+            .inquire(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("Inquire", ctx.started, result)
+    }
+
+    async fn pay_bill(
+        &self,
+        request: Request<pb::PayBillRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let ctx = CallContext::new("PayBill", request.metadata());
+        let result = self
+            .inner
+            .pay_bill(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("PayBill", ctx.started, result)
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Balance>, Status> {
+        let ctx = CallContext::new("GetBalance", request.metadata());
+        let result = self
+            .inner
+            .get_balance(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("GetBalance", ctx.started, result)
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let ctx = CallContext::new("GetTransaction", request.metadata());
+        let result = self
+            .inner
+            .get_transaction(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("GetTransaction", ctx.started, result)
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let ctx = CallContext::new("ListTransactions", request.metadata());
+        let result = self
+            .inner
+            .list_transactions(request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("ListTransactions", ctx.started, result)
+    }
+
+    type WatchTransactionsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::Transaction, Status>>;
+
+    async fn watch_transactions(
+        &self,
+        request: Request<pb::WatchTransactionsRequest>,
+    ) -> Result<Response<Self::WatchTransactionsStream>, Status> {
+        let ctx = CallContext::new("WatchTransactions", request.metadata());
+        let result = self
+            .inner
+            .watch(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("WatchTransactions", ctx.started, result)
+    }
+
+    async fn explain_code(
+        &self,
+        request: Request<pb::ExplainCodeRequest>,
+    ) -> Result<Response<pb::CodeExplanation>, Status> {
+        let ctx = CallContext::new("ExplainCode", request.metadata());
+        let result = async {
+            self.inner.auth.authenticate(request.metadata()).await?;
+            explain::explain_code(request.get_ref())
+        }
+        .instrument(ctx.span.clone())
+        .await;
+        finish("ExplainCode", ctx.started, result)
+    }
+
+    async fn list_codes(
+        &self,
+        request: Request<pb::ListCodesRequest>,
+    ) -> Result<Response<pb::ListCodesResponse>, Status> {
+        let ctx = CallContext::new("ListCodes", request.metadata());
+        let result = async {
+            self.inner.auth.authenticate(request.metadata()).await?;
+            explain::list_codes(request.get_ref())
+        }
+        .instrument(ctx.span.clone())
+        .await;
+        finish("ListCodes", ctx.started, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        for bad in ["", "S", "5", "5s", "123456789S", "-5S", "5 S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn inquiry_checks_name_the_problem() {
+        let mut inquiry =
+            crate::idempotency::tests_support::row_of_kind(TransactionKind::BillInquiry);
+        inquiry.status = "pending".into();
+        let error = check_inquiry(&inquiry, TransactionKind::BillInquiry).unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m.contains("not successful")),
+            "{error:?}"
+        );
+        inquiry.status = "success".into();
+        inquiry.expires_at = Some(chrono::Utc::now() - chrono::Duration::minutes(1));
+        let error = check_inquiry(&inquiry, TransactionKind::BillInquiry).unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m.contains("expired")),
+            "{error:?}"
+        );
+        inquiry.expires_at = Some(chrono::Utc::now() + chrono::Duration::minutes(10));
+        assert!(check_inquiry(&inquiry, TransactionKind::BillInquiry).is_ok());
+        let error = check_inquiry(&inquiry, TransactionKind::PrepaidInquiry).unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m.contains("not a PLN prepaid inquiry")),
+            "{error:?}"
+        );
+    }
+}

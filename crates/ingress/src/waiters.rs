@@ -1,0 +1,337 @@
+//! Callers waiting for a transaction to settle (`wait_ms`).
+//!
+//! One core-NATS subscription on `loket.upd.>` per process feeds an
+//! in-memory table of waiters keyed by transaction id, instead of one NATS
+//! subscription per waiting call: at ~1,500 waited purchases/s that saves a
+//! SUB/UNSUB pair per call and keeps the ingress's NATS interest constant.
+//! Messages for transactions nobody waits for are dropped without decoding.
+//!
+//! The ordering rule that makes this race-free is the same as with a
+//! per-call subscription: a caller [`Waiters::register`]s *before* it reads
+//! (or inserts) the row, so an update published after that read is always
+//! delivered to it.
+
+use loket_protocol::pb;
+use prost::Message as _;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+struct Slot {
+    client: Uuid,
+    sender: watch::Sender<Option<pb::Transaction>>,
+    waiters: usize,
+}
+
+#[derive(Default)]
+pub struct Waiters {
+    slots: Mutex<HashMap<Uuid, Slot>>,
+}
+
+/// Final, or parked for a human: a waiting caller returns.
+pub fn is_settled(transaction: &pb::Transaction) -> bool {
+    matches!(
+        pb::TransactionStatus::try_from(transaction.status),
+        Ok(pb::TransactionStatus::Success
+            | pb::TransactionStatus::Failed
+            | pb::TransactionStatus::NeedsReview)
+    )
+}
+
+fn updated_at(transaction: &pb::Transaction) -> (i64, i32) {
+    transaction
+        .updated_at
+        .as_ref()
+        .map(|t| (t.seconds, t.nanos))
+        .unwrap_or_default()
+}
+
+/// Whether `candidate` should replace `current`: never a settled state by an
+/// unsettled one (updates can arrive out of order), otherwise the later one.
+pub fn supersedes(current: &pb::Transaction, candidate: &pb::Transaction) -> bool {
+    if is_settled(current) && !is_settled(candidate) {
+        return false;
+    }
+    if is_settled(candidate) && !is_settled(current) {
+        return true;
+    }
+    updated_at(candidate) >= updated_at(current)
+}
+
+/// `loket.upd.<client>.<transaction>` → (client, transaction).
+pub fn parse_update_subject(subject: &str) -> Option<(Uuid, Uuid)> {
+    let rest = subject.strip_prefix("loket.upd.")?;
+    let (client, transaction) = rest.split_once('.')?;
+    Some((
+        Uuid::parse_str(client).ok()?,
+        Uuid::parse_str(transaction).ok()?,
+    ))
+}
+
+impl Waiters {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Waiters::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts listening for updates of `transaction` (of `client`). Call this
+    /// before reading or inserting the row.
+    pub fn register(self: &Arc<Self>, client: Uuid, transaction: Uuid) -> WaitGuard {
+        let mut slots = self.lock();
+        let slot = slots.entry(transaction).or_insert_with(|| Slot {
+            client,
+            sender: watch::channel(None).0,
+            waiters: 0,
+        });
+        slot.waiters += 1;
+        WaitGuard {
+            waiters: Arc::clone(self),
+            transaction,
+            receiver: slot.sender.subscribe(),
+        }
+    }
+
+    /// Number of transactions currently waited for (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hands one update message to whoever waits for its transaction.
+    pub fn deliver(&self, subject: &str, payload: &[u8]) {
+        let Some((client, transaction)) = parse_update_subject(subject) else {
+            return;
+        };
+        let slots = self.lock();
+        let Some(slot) = slots.get(&transaction) else {
+            return;
+        };
+        if slot.client != client {
+            return;
+        }
+        let update = match pb::Transaction::decode(payload) {
+            Ok(update) if update.id == transaction.to_string() => update,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, subject, "undecodable transaction update");
+                return;
+            }
+        };
+        slot.sender.send_if_modified(|current| match current {
+            Some(existing) if !supersedes(existing, &update) => false,
+            _ => {
+                *current = Some(update);
+                true
+            }
+        });
+    }
+
+    /// Feeds [`Self::deliver`] from the process's update subscription until
+    /// it ends or `shutdown` fires.
+    pub async fn run(
+        self: Arc<Self>,
+        mut updates: async_nats::Subscriber,
+        shutdown: loket_runtime::Shutdown,
+    ) {
+        use futures::StreamExt as _;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                message = updates.next() => match message {
+                    Some(message) => self.deliver(message.subject.as_str(), &message.payload),
+                    None => {
+                        tracing::warn!("update subscription ended");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+
+    fn release(&self, transaction: Uuid) {
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get_mut(&transaction) {
+            slot.waiters -= 1;
+            if slot.waiters == 0 {
+                slots.remove(&transaction);
+            }
+        }
+    }
+}
+
+/// One caller's registration; unregisters on drop.
+pub struct WaitGuard {
+    waiters: Arc<Waiters>,
+    transaction: Uuid,
+    receiver: watch::Receiver<Option<pb::Transaction>>,
+}
+
+/// Why a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    Settled,
+    Deadline,
+    Shutdown,
+}
+
+impl WaitGuard {
+    /// Waits from `current` until the transaction settles, `deadline` passes
+    /// or the service drains; returns the latest state seen.
+    pub async fn until_settled(
+        &mut self,
+        mut current: pb::Transaction,
+        deadline: Instant,
+        shutdown: &loket_runtime::Shutdown,
+    ) -> (pb::Transaction, WaitEnd) {
+        loop {
+            if let Some(update) = self.receiver.borrow_and_update().as_ref() {
+                if supersedes(&current, update) {
+                    current = update.clone();
+                }
+            }
+            if is_settled(&current) {
+                return (current, WaitEnd::Settled);
+            }
+            tokio::select! {
+                changed = self.receiver.changed() => {
+                    if changed.is_err() {
+                        // Cannot happen while we hold a registration; wait out the deadline.
+                        tokio::time::sleep_until(deadline).await;
+                        return (current, WaitEnd::Deadline);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return (current, WaitEnd::Deadline),
+                _ = shutdown.wait() => return (current, WaitEnd::Shutdown),
+            }
+        }
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.waiters.release(self.transaction);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn txn(id: Uuid, status: pb::TransactionStatus, seconds: i64) -> pb::Transaction {
+        pb::Transaction {
+            id: id.to_string(),
+            status: status as i32,
+            updated_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subjects_parse() {
+        let (c, t) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            parse_update_subject(&format!("loket.upd.{c}.{t}")),
+            Some((c, t))
+        );
+        assert_eq!(parse_update_subject("loket.upd.x.y"), None);
+        assert_eq!(parse_update_subject("loket.cmd.a.b"), None);
+    }
+
+    #[test]
+    fn settled_states_are_never_replaced_by_older_progress() {
+        let id = Uuid::now_v7();
+        let success = txn(id, pb::TransactionStatus::Success, 10);
+        let pending_late = txn(id, pb::TransactionStatus::Pending, 20);
+        assert!(!supersedes(&success, &pending_late));
+        assert!(supersedes(
+            &txn(id, pb::TransactionStatus::Received, 30),
+            &success
+        ));
+        assert!(supersedes(
+            &success,
+            &txn(id, pb::TransactionStatus::NeedsReview, 11)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_returns_on_the_settling_update_and_unregisters() {
+        let waiters = Waiters::new();
+        let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut guard = waiters.register(client, id);
+        let subject = format!("loket.upd.{client}.{id}");
+        let shutdown = loket_runtime::Shutdown::new();
+        let deliverer = Arc::clone(&waiters);
+        let feed = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            deliverer.deliver(
+                &subject,
+                &txn(id, pb::TransactionStatus::Pending, 2).encode_to_vec(),
+            );
+            // Another client's subject for the same id is ignored.
+            let spoof = format!("loket.upd.{}.{id}", Uuid::now_v7());
+            deliverer.deliver(
+                &spoof,
+                &txn(id, pb::TransactionStatus::Failed, 3).encode_to_vec(),
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            deliverer.deliver(
+                &subject,
+                &txn(id, pb::TransactionStatus::Success, 4).encode_to_vec(),
+            );
+        });
+        let start = txn(id, pb::TransactionStatus::Received, 1);
+        let (last, end) = guard
+            .until_settled(start, Instant::now() + Duration::from_secs(5), &shutdown)
+            .await;
+        feed.await.unwrap();
+        assert_eq!(end, WaitEnd::Settled);
+        assert_eq!(last.status, pb::TransactionStatus::Success as i32);
+        drop(guard);
+        assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_returns_the_latest_state_at_the_deadline_or_on_shutdown() {
+        let waiters = Waiters::new();
+        let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut first = waiters.register(client, id);
+        let mut second = waiters.register(client, id);
+        waiters.deliver(
+            &format!("loket.upd.{client}.{id}"),
+            &txn(id, pb::TransactionStatus::Pending, 2).encode_to_vec(),
+        );
+        let shutdown = loket_runtime::Shutdown::new();
+        let start = txn(id, pb::TransactionStatus::Received, 1);
+        let (last, end) = first
+            .until_settled(
+                start.clone(),
+                Instant::now() + Duration::from_millis(30),
+                &shutdown,
+            )
+            .await;
+        assert_eq!(
+            (end, last.status),
+            (WaitEnd::Deadline, pb::TransactionStatus::Pending as i32)
+        );
+        shutdown.trigger();
+        let (_, end) = second
+            .until_settled(start, Instant::now() + Duration::from_secs(30), &shutdown)
+            .await;
+        assert_eq!(end, WaitEnd::Shutdown);
+        drop(first);
+        assert_eq!(waiters.len(), 1);
+        drop(second);
+        assert!(waiters.is_empty());
+    }
+}
