@@ -1,0 +1,30 @@
+//! `loket-sim`: the provider simulators as one process (demos, `make run`,
+//! load tests). Config: defaults → `LOKET_CONFIG` TOML → `LOKET_…` env.
+
+use anyhow::Context;
+use loket_runtime::Shutdown;
+use loket_simulators::service::{self, Listeners, Settings};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = loket_runtime::config::load()?;
+    loket_runtime::telemetry::init("loket-sim", settings.log_json);
+    let okebayar = TcpListener::bind(&settings.okebayar_addr)
+        .await
+        .with_context(|| format!("okebayar_addr: cannot bind {}", settings.okebayar_addr))?;
+    let admin = TcpListener::bind(&settings.admin_addr)
+        .await
+        .with_context(|| format!("admin_addr: cannot bind {}", settings.admin_addr))?;
+    tracing::info!(
+        okebayar = %okebayar.local_addr()?,
+        admin = %admin.local_addr()?,
+        scenario_prefix = %settings.okebayar.scenario_prefix,
+        callback_url = ?settings.okebayar.callback_url,
+        "loket-sim listening"
+    );
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    service::run(settings, Listeners { okebayar, admin }, shutdown).await;
+    Ok(())
+}

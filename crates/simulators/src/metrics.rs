@@ -1,0 +1,7 @@
+//! Metric names of the simulators (one place, so dashboards and code agree).
+
+/// Requests received, labelled `provider`, `operation` and `code` (the
+/// status code answered, or `fault` for a reply the scenario broke).
+pub const REQUESTS_TOTAL: &str = "loket_sim_requests_total";
+/// Callback HTTP attempts, labelled `provider` and `result` (`ok`/`error`).
+pub const CALLBACK_ATTEMPTS_TOTAL: &str = "loket_sim_callback_attempts_total";

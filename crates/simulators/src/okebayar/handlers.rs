@@ -1,0 +1,884 @@
+//! `POST /`: read a bounded body, decode it, check names, source IP and
+//! credentials, dispatch on `transactioncode`, and answer in the request's
+//! format, possibly broken the way the account's scenario says.
+//!
+//! Check order (each answered with the code in brackets): undecodable body
+//! [206] → upper-case tag [206] → source IP [212] → `userid` [213] →
+//! missing `referencecode` [206] → `userpin` [207] → `signature` [211] →
+//! unknown `transactioncode` [241]. The spec lists both 207 (userid/pin/
+//! signature) and 211 (invalid signature): a wrong PIN answers 207, a
+//! signature that does not verify answers 211.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use loket_okebayar::sign;
+use loket_okebayar::wire::{decode, format_time, wib, Fields, Format};
+
+use super::callbacks::{self, CallbackContext};
+use super::ledger::{
+    parse_idr, CommitOutcome, Committed, Inquiry, LedgerEntry, LedgerOperation, MoneyAttempt,
+    PaymentData,
+};
+use super::reply::Reply;
+use super::scenarios::{AmountStyle, ExpiryStyle, Fault, Plan, Scenario, Step};
+use super::OkeBayarSim;
+use crate::common::{read_body, ConnInfo, RequestKind};
+use crate::metrics as names;
+
+/// What the request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Purchase,
+    PrepaidInquiry,
+    BillInquiry,
+    Payment,
+    StatusCheck,
+    Balance,
+    Echo,
+    Unknown,
+}
+
+impl Operation {
+    fn of(fields: &Fields, payment_codes: &[String]) -> Operation {
+        let code = fields.non_empty("transactioncode").unwrap_or("");
+        let is = |name: &str| code.eq_ignore_ascii_case(name);
+        if is("OkeBayar-prabayar") {
+            match fields.non_empty("querycode") {
+                Some(q) if q.eq_ignore_ascii_case("inquiry") => Operation::PrepaidInquiry,
+                _ => Operation::Purchase,
+            }
+        } else if is("OkeBayar-inquiry") {
+            if fields.non_empty("inquirycode").is_some() {
+                Operation::Payment
+            } else {
+                Operation::BillInquiry
+            }
+        } else if payment_codes.iter().any(|c| is(c)) {
+            Operation::Payment
+        } else if is("OkeBayar-cek-status") {
+            Operation::StatusCheck
+        } else if is("OkeBayar-cek-balance") {
+            Operation::Balance
+        } else if is("OkeBayar-echo") {
+            Operation::Echo
+        } else {
+            Operation::Unknown
+        }
+    }
+
+    fn kind(self) -> RequestKind {
+        match self {
+            Operation::Purchase => RequestKind::Purchase,
+            Operation::Payment => RequestKind::Payment,
+            Operation::PrepaidInquiry | Operation::BillInquiry => RequestKind::Inquiry,
+            Operation::StatusCheck => RequestKind::StatusCheck,
+            Operation::Balance | Operation::Echo | Operation::Unknown => RequestKind::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Operation::Purchase => "purchase",
+            Operation::PrepaidInquiry => "prepaid_inquiry",
+            Operation::BillInquiry => "bill_inquiry",
+            Operation::Payment => "payment",
+            Operation::StatusCheck => "status_check",
+            Operation::Balance => "balance",
+            Operation::Echo => "echo",
+            Operation::Unknown => "unknown",
+        }
+    }
+
+    /// The status field of this operation's reply.
+    fn status_style(self) -> StatusStyle {
+        match self {
+            Operation::Purchase | Operation::PrepaidInquiry | Operation::StatusCheck => {
+                StatusStyle::Transaction
+            }
+            Operation::BillInquiry | Operation::Payment | Operation::Balance => {
+                StatusStyle::Response
+            }
+            Operation::Echo | Operation::Unknown => StatusStyle::Both,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusStyle {
+    /// `transactionstatus` + `transactiontime` + `info`.
+    Transaction,
+    /// `responsecode` + `responsestatus` + `responsetime`.
+    Response,
+    /// Both, when the operation is not known.
+    Both,
+}
+
+/// The short text OkeBayar-like replies carry with a code.
+fn message(code: &str) -> &'static str {
+    match code {
+        "000" => "SUKSES",
+        "001" => "SUKSES, SN BELUM TERSEDIA",
+        "002" => "TRANSAKSI SEDANG DIPROSES",
+        "003" => "TRANSAKSI DIANTRIKAN ULANG",
+        "200" => "PRODUK SEDANG GANGGUAN",
+        "201" => "GANGGUAN BILLER",
+        "202" => "GANGGUAN SERVER",
+        "203" => "SALDO DEPOSIT TIDAK CUKUP",
+        "204" => "NOMOR TUJUAN SALAH",
+        "205" => "KODE PRODUK SALAH",
+        "206" => "FORMAT REQUEST SALAH",
+        "207" => "USERID ATAU PIN SALAH",
+        "208" => "TRANSAKSI DUPLIKAT",
+        "211" => "SIGNATURE TIDAK VALID",
+        "212" => "IP TIDAK TERDAFTAR",
+        "213" => "USERID TIDAK VALID",
+        "241" => "TRANSACTIONCODE TIDAK DIKENAL",
+        "400" => "TAGIHAN TIDAK DITEMUKAN",
+        "401" => "TAGIHAN SUDAH TERBAYAR",
+        "402" => "DATA PEMBAYARAN TIDAK SESUAI INQUIRY",
+        "403" => "INQUIRY KADALUARSA",
+        "404" => "ID PELANGGAN SALAH",
+        "405" => "BELUM INQUIRY",
+        "500" => "NOMOR DIBLOKIR",
+        _ => "GAGAL",
+    }
+}
+
+/// One request, decoded and identified.
+struct Ctx {
+    sim: OkeBayarSim,
+    format: Format,
+    fields: Fields,
+    op: Operation,
+    reference: String,
+    tracecode: String,
+    now: DateTime<Utc>,
+}
+
+impl Ctx {
+    fn field(&self, name: &str) -> String {
+        self.fields.get(name).unwrap_or("").trim().to_string()
+    }
+}
+
+/// What to answer and how.
+struct Answer {
+    code: String,
+    reply: Reply,
+    fault: Fault,
+    steps: Vec<Step>,
+    callback_before_reply: bool,
+    callback: Option<CallbackContext>,
+}
+
+impl Answer {
+    fn plain(code: &str, reply: Reply) -> Answer {
+        Answer {
+            code: code.to_string(),
+            reply,
+            fault: Fault::None,
+            steps: Vec::new(),
+            callback_before_reply: false,
+            callback: None,
+        }
+    }
+}
+
+pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request) -> Response {
+    let conn = ConnInfo::of(&request);
+    let settings = &sim.inner.settings;
+    let body = match read_body(
+        request.into_body(),
+        settings.body_limit_bytes,
+        Duration::from_millis(settings.body_read_timeout_ms),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(error) => {
+            sim.inner.requests.record(None, RequestKind::Other);
+            count("unreadable", &error.status().as_u16().to_string());
+            return (error.status(), error.to_string()).into_response();
+        }
+    };
+    let format = Format::sniff(&body);
+    let fields = match decode(format, &body) {
+        Ok(fields) => fields,
+        Err(error) => {
+            tracing::debug!(%error, "undecodable OkeBayar request");
+            sim.inner.requests.record(None, RequestKind::Other);
+            let ctx = Ctx {
+                tracecode: sim.inner.ledger.next_tracecode(),
+                sim: sim.clone(),
+                format,
+                fields: Fields::new(),
+                op: Operation::Unknown,
+                reference: String::new(),
+                now: Utc::now(),
+            };
+            return respond(&ctx, refusal(&ctx, "206"), conn).await;
+        }
+    };
+    let op = Operation::of(&fields, &settings.payment_transactioncodes);
+    let reference = fields.non_empty("referencecode").map(str::to_string);
+    sim.inner.requests.record(reference.as_deref(), op.kind());
+    let ctx = Ctx {
+        tracecode: sim.inner.ledger.next_tracecode(),
+        sim: sim.clone(),
+        format,
+        op,
+        reference: reference.unwrap_or_default(),
+        now: Utc::now(),
+        fields,
+    };
+    let answer = match check(&ctx, conn.as_ref()) {
+        Err(code) => refusal(&ctx, code),
+        Ok(()) => match op {
+            Operation::Purchase => purchase(&ctx),
+            Operation::PrepaidInquiry => prepaid_inquiry(&ctx),
+            Operation::BillInquiry => bill_inquiry(&ctx),
+            Operation::Payment => payment(&ctx),
+            Operation::StatusCheck => status_check(&ctx),
+            Operation::Balance => balance(&ctx),
+            Operation::Echo => echo(&ctx),
+            Operation::Unknown => refusal(&ctx, "241"),
+        },
+    };
+    respond(&ctx, answer, conn).await
+}
+
+/// Names, source, credentials and signature.
+fn check(ctx: &Ctx, conn: Option<&ConnInfo>) -> Result<(), &'static str> {
+    let settings = &ctx.sim.inner.settings;
+    if let Some(name) = ctx.fields.first_non_lowercase_name() {
+        tracing::debug!(name, "request tag not in lower case");
+        return Err("206");
+    }
+    if !settings.allowed_ips.is_empty() {
+        // Without connection info (router served by someone else) the
+        // source cannot be known; the allow-list then does not apply.
+        if let Some(conn) = conn {
+            let ip = conn.peer.ip();
+            let allowed = settings
+                .allowed_ips
+                .iter()
+                .any(|a| a.trim().parse::<std::net::IpAddr>().is_ok_and(|a| a == ip));
+            if !allowed {
+                return Err("212");
+            }
+        }
+    }
+    if ctx.fields.get("userid").map(str::trim) != Some(settings.userid.as_str()) {
+        return Err("213");
+    }
+    if ctx.reference.is_empty() {
+        return Err("206");
+    }
+    if ctx.fields.get("userpin") != Some(settings.userpin.expose()) {
+        return Err("207");
+    }
+    let signature = ctx.fields.get("signature").unwrap_or("");
+    if !sign::verify(
+        &settings.userid,
+        settings.userpin.expose(),
+        &ctx.reference,
+        signature,
+    ) {
+        return Err("211");
+    }
+    Ok(())
+}
+
+/// A reply refusing the request with `code` in the operation's style.
+fn refusal(ctx: &Ctx, code: &str) -> Answer {
+    let time = format_time(ctx.now);
+    let mut reply = Reply::new().text("tracecode", &ctx.tracecode);
+    let style = ctx.op.status_style();
+    if matches!(style, StatusStyle::Transaction | StatusStyle::Both) {
+        reply = reply
+            .text("transactionstatus", code)
+            .text("transactiontime", &time);
+    }
+    if matches!(style, StatusStyle::Response | StatusStyle::Both) {
+        reply = reply
+            .text("responsecode", code)
+            .text("responsestatus", message(code))
+            .text("responsetime", &time);
+    }
+    for name in ["productcode", "accnumber", "accnumber1", "userid"] {
+        if let Some(value) = ctx.fields.get(name) {
+            reply = reply.text(name, value.trim());
+        }
+    }
+    if style != StatusStyle::Response {
+        reply = reply.text("info", message(code));
+    }
+    Answer::plain(code, reply.text("referencecode", &ctx.reference))
+}
+
+fn scenario_of(ctx: &Ctx, account: &str) -> Scenario {
+    Scenario::for_account(&ctx.sim.inner.settings.scenario_prefix, account)
+}
+
+/// The `<transaction-status>` reply of a purchase or a status check.
+fn transaction_reply(
+    ctx: &Ctx,
+    entry: &LedgerEntry,
+    code: &str,
+    tracecode: &str,
+    style: AmountStyle,
+) -> Reply {
+    let charged = if entry.debited || entry.code == "000" {
+        entry.amount
+    } else {
+        0
+    };
+    let serial = if code == "000" {
+        entry.serial_number.as_str()
+    } else {
+        ""
+    };
+    Reply::new()
+        .text("tracecode", tracecode)
+        .text("transactionstatus", code)
+        .text("transactiontime", format_time(entry.transaction_time))
+        .text("serialnumber", serial)
+        .amount("harga", charged, style)
+        .amount("balance", ctx.sim.balance(), style)
+        .text("productcode", &entry.productcode)
+        .text("accnumber", &entry.accnumber)
+        .text("userid", &ctx.sim.inner.settings.userid)
+        .text("info", message(code))
+        .text("referencecode", &entry.reference)
+}
+
+fn duplicate(ctx: &Ctx, original: &LedgerEntry) -> Answer {
+    tracing::info!(reference = %ctx.reference, original_code = %original.code, "reused referencecode: 208");
+    refusal(ctx, "208")
+}
+
+/// The plan's steps and callback context for an executed money request.
+fn executed(ctx: &Ctx, code: &str, reply: Reply, plan: Plan, style: AmountStyle) -> Answer {
+    Answer {
+        code: code.to_string(),
+        reply,
+        fault: plan.fault,
+        steps: plan.steps,
+        callback_before_reply: plan.callback_before_reply,
+        callback: Some(CallbackContext {
+            reference: ctx.reference.clone(),
+            format: ctx.format,
+            style,
+        }),
+    }
+}
+
+fn purchase(ctx: &Ctx) -> Answer {
+    let settings = &ctx.sim.inner.settings;
+    let productcode = ctx.field("productcode");
+    let accnumber = ctx.field("accnumber");
+    if productcode.is_empty() || accnumber.is_empty() {
+        return refusal(ctx, "206");
+    }
+    let scenario = scenario_of(ctx, &accnumber);
+    let plan = scenario.plan();
+    let style = scenario.amount_style();
+    let committed = ctx.sim.inner.ledger.commit(MoneyAttempt {
+        reference: ctx.reference.clone(),
+        operation: LedgerOperation::Purchase,
+        amount: settings.price_of(&productcode),
+        productcode,
+        accnumber,
+        tracecode: ctx.tracecode.clone(),
+        at: ctx.now,
+        forced_failure: scenario.immediate_failure(false),
+        payment: None,
+        initial_code: plan.initial,
+        serial_number: ctx.sim.inner.ledger.next_serial(),
+        allow_reuse_after_failure: settings.allow_reuse_after_failure,
+    });
+    let with_refs = |mut reply: Reply| {
+        // PLN token purchase after an inquiry: the refs come back verbatim.
+        for name in ["ref1", "ref2", "ref3"] {
+            if let Some(value) = ctx.fields.get(name) {
+                reply = reply.text(name, value.trim());
+            }
+        }
+        reply
+    };
+    match committed.outcome {
+        CommitOutcome::Duplicate => duplicate(ctx, &committed.entry),
+        CommitOutcome::Refused(code) => Answer::plain(
+            code,
+            with_refs(transaction_reply(
+                ctx,
+                &committed.entry,
+                code,
+                &ctx.tracecode,
+                style,
+            )),
+        ),
+        CommitOutcome::Executed => {
+            let code = plan.reply_code;
+            let reply = with_refs(transaction_reply(
+                ctx,
+                &committed.entry,
+                code,
+                &ctx.tracecode,
+                style,
+            ));
+            executed(ctx, code, reply, plan, style)
+        }
+    }
+}
+
+/// `at` plus `ms`, saturating (a huge configured TTL never panics).
+fn later(at: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::Duration::try_milliseconds)
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn format_expiry(at: DateTime<Utc>, style: ExpiryStyle) -> String {
+    let local = at.with_timezone(&wib());
+    match style {
+        ExpiryStyle::Full => format_time(at),
+        ExpiryStyle::TwelveDigits => local.format("%y%m%d%H%M%S").to_string(),
+        ExpiryStyle::Dashed => local.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+    }
+}
+
+fn inquiry_entry(
+    ctx: &Ctx,
+    operation: LedgerOperation,
+    code: &str,
+    productcode: &str,
+    account: &str,
+    inquirycode: Option<String>,
+) -> LedgerEntry {
+    LedgerEntry {
+        reference: ctx.reference.clone(),
+        operation,
+        code: code.to_string(),
+        serial_number: String::new(),
+        amount: 0,
+        debited: false,
+        tracecode: ctx.tracecode.clone(),
+        productcode: productcode.to_string(),
+        accnumber: account.to_string(),
+        transaction_time: ctx.now,
+        inquirycode,
+        history: vec![code.to_string()],
+        executions: 1,
+    }
+}
+
+/// PLN prepaid inquiry (`OkeBayar-prabayar` + `querycode=inquiry`): the
+/// reply carries the upper-case `PLN_*` fields and `ref1..3`.
+fn prepaid_inquiry(ctx: &Ctx) -> Answer {
+    let settings = &ctx.sim.inner.settings;
+    let productcode = ctx.field("productcode");
+    let accnumber = ctx.field("accnumber");
+    if productcode.is_empty() || accnumber.is_empty() {
+        return refusal(ctx, "206");
+    }
+    let scenario = scenario_of(ctx, &accnumber);
+    if let Some(code) = scenario.immediate_failure(true) {
+        let entry = inquiry_entry(
+            ctx,
+            LedgerOperation::PrepaidInquiry,
+            code,
+            &productcode,
+            &accnumber,
+            None,
+        );
+        if let Err(original) = ctx.sim.inner.ledger.record_inquiry(entry, None) {
+            return duplicate(ctx, &original);
+        }
+        return refusal(ctx, code);
+    }
+    let inquirycode = format!("INQ{}", ctx.tracecode);
+    let expires = later(ctx.now, settings.inquiry_ttl_secs.saturating_mul(1000));
+    let ref1 = format!("{}01", ctx.tracecode);
+    let ref2 = format!("PLN{}", ctx.tracecode);
+    let ref3 = String::new();
+    let entry = inquiry_entry(
+        ctx,
+        LedgerOperation::PrepaidInquiry,
+        "000",
+        &productcode,
+        &accnumber,
+        Some(inquirycode.clone()),
+    );
+    let inquiry = Inquiry {
+        inquirycode: inquirycode.clone(),
+        reference: ctx.reference.clone(),
+        productcode: productcode.clone(),
+        account: accnumber.clone(),
+        nominal: 0,
+        adminfee: 0,
+        shown_expiry: expires,
+        expires_at: expires,
+        ref1: ref1.clone(),
+        ref2: ref2.clone(),
+        ref3: ref3.clone(),
+        paid_by: None,
+    };
+    if let Err(original) = ctx.sim.inner.ledger.record_inquiry(entry, Some(inquiry)) {
+        return duplicate(ctx, &original);
+    }
+    let digits: String = accnumber.chars().filter(char::is_ascii_digit).collect();
+    let id_pelanggan = format!("5{:0>11}", &digits[digits.len().saturating_sub(11)..]);
+    let reply = Reply::new()
+        .text("tracecode", &ctx.tracecode)
+        .text("transactionstatus", "000")
+        .text("transactiontime", format_time(ctx.now))
+        .text("productcode", &productcode)
+        .text("accnumber", &accnumber)
+        .text("accnumber1", &accnumber)
+        .text("accnumber2", "")
+        .text("accnumber3", "")
+        .text("inquirycode", &inquirycode)
+        .text(
+            "inquiryexpired",
+            format_expiry(expires, scenario.expiry_style()),
+        )
+        .text("PLN_IDPELANGGAN", &id_pelanggan)
+        .text("PLN_NOMETER", &accnumber)
+        .text("PLN_NAMAPELANGGAN", "PELANGGAN SIMULASI")
+        .text("PLN_TARIFDAYA", "R1/1300")
+        .text("PLN_TARIF", "R1")
+        .text("PLN_KATEGORIDAYA", "1300")
+        .text("PLN_NOREFPLN", format!("0SIM{}", ctx.tracecode))
+        .text("PLN_NOREFVENDOR", format!("V{}", ctx.tracecode))
+        .text("PLN_KODEDISTRIBUSI", "51")
+        .text("PLN_UPJ", "51101")
+        .text("PLN_UPJPHONE", "123")
+        .text("PLN_KWHLIMIT", "0")
+        .text("PLN_TOKENUNSOLD1", "")
+        .text("PLN_TOKENUNSOLD2", "")
+        .text("ref1", ref1)
+        .text("ref2", ref2)
+        .text("ref3", ref3)
+        .text("serialnumber", "")
+        .text("userid", &settings.userid)
+        .text("referencecode", &ctx.reference);
+    Answer::plain("000", reply)
+}
+
+/// The fields a bill inquiry and a bill payment reply share.
+fn bill_reply(
+    ctx: &Ctx,
+    code: &str,
+    inquiry: Option<&Inquiry>,
+    style: AmountStyle,
+    expiry: ExpiryStyle,
+) -> Reply {
+    let time = format_time(ctx.now);
+    let mut reply = Reply::new()
+        .text("tracecode", &ctx.tracecode)
+        .text(
+            "inquirycode",
+            inquiry.map_or("", |i| i.inquirycode.as_str()),
+        )
+        .text(
+            "Inquiryexpired",
+            inquiry.map_or(String::new(), |i| format_expiry(i.shown_expiry, expiry)),
+        )
+        .text("responsecode", code)
+        .text("responsestatus", message(code))
+        .text("responsetime", time)
+        .text("referencecode", &ctx.reference)
+        .text("accnumber1", ctx.field("accnumber1"))
+        .text("accnumber2", ctx.field("accnumber2"))
+        .text("accnumber3", ctx.field("accnumber3"))
+        .text("contactnumber", ctx.field("contactnumber"));
+    if let Some(inquiry) = inquiry {
+        let month = ctx.now.with_timezone(&wib()).format("%Y%m").to_string();
+        reply = reply
+            .amount("nominal", inquiry.nominal, style)
+            .amount("adminfee", inquiry.adminfee, style)
+            .text("ref1", &inquiry.ref1)
+            .text("ref2", &inquiry.ref2)
+            .text("ref3", &inquiry.ref3)
+            .group(
+                "additionaldata",
+                vec![
+                    ("caid".into(), "SIM".into()),
+                    ("subscriberid".into(), inquiry.account.clone()),
+                    ("billingstatus".into(), "1".into()),
+                    (
+                        "paymentstatus".into(),
+                        if inquiry.paid_by.is_some() { "1" } else { "0" }.into(),
+                    ),
+                    ("totalmonthoutstanding".into(), "1".into()),
+                    ("swreferenceid".into(), inquiry.ref2.clone()),
+                    ("subscribername".into(), "PELANGGAN SIMULASI".into()),
+                    ("blth1".into(), month),
+                    ("RPTAG1".into(), inquiry.nominal.to_string()),
+                    ("totalrptag".into(), inquiry.nominal.to_string()),
+                ],
+            );
+    }
+    reply
+}
+
+fn bill_inquiry(ctx: &Ctx) -> Answer {
+    let settings = &ctx.sim.inner.settings;
+    let productcode = ctx.field("productcode");
+    let account = ctx.field("accnumber1");
+    if productcode.is_empty() || account.is_empty() {
+        return refusal(ctx, "206");
+    }
+    let scenario = scenario_of(ctx, &account);
+    let style = scenario.amount_style();
+    let expiry = scenario.expiry_style();
+    if let Some(code) = scenario.immediate_failure(true) {
+        let entry = inquiry_entry(
+            ctx,
+            LedgerOperation::BillInquiry,
+            code,
+            &productcode,
+            &account,
+            None,
+        );
+        if let Err(original) = ctx.sim.inner.ledger.record_inquiry(entry, None) {
+            return duplicate(ctx, &original);
+        }
+        return Answer::plain(code, bill_reply(ctx, code, None, style, expiry));
+    }
+    let inquirycode = format!("INQ{}", ctx.tracecode);
+    let shown = later(ctx.now, settings.inquiry_ttl_secs.saturating_mul(1000));
+    let enforced = if scenario == Scenario::BillExpiresEarly {
+        later(ctx.now, settings.short_inquiry_ttl_ms)
+    } else {
+        shown
+    };
+    let inquiry = Inquiry {
+        inquirycode: inquirycode.clone(),
+        reference: ctx.reference.clone(),
+        productcode: productcode.clone(),
+        account: account.clone(),
+        nominal: settings.bill_nominal,
+        adminfee: settings.bill_adminfee,
+        shown_expiry: shown,
+        expires_at: enforced,
+        ref1: ctx.field("ref1"),
+        ref2: format!("SW{}", ctx.tracecode),
+        ref3: format!("B{}", ctx.tracecode),
+        paid_by: None,
+    };
+    let entry = inquiry_entry(
+        ctx,
+        LedgerOperation::BillInquiry,
+        "000",
+        &productcode,
+        &account,
+        Some(inquirycode),
+    );
+    if let Err(original) = ctx
+        .sim
+        .inner
+        .ledger
+        .record_inquiry(entry, Some(inquiry.clone()))
+    {
+        return duplicate(ctx, &original);
+    }
+    Answer::plain("000", bill_reply(ctx, "000", Some(&inquiry), style, expiry))
+}
+
+fn payment(ctx: &Ctx) -> Answer {
+    let settings = &ctx.sim.inner.settings;
+    let productcode = ctx.field("productcode");
+    let account = ctx.field("accnumber1");
+    if productcode.is_empty() || account.is_empty() {
+        return refusal(ctx, "206");
+    }
+    let scenario = scenario_of(ctx, &account);
+    let plan = scenario.plan();
+    let style = scenario.amount_style();
+    let inquirycode = ctx.fields.non_empty("inquirycode").map(str::to_string);
+    let mut forced = scenario.forced_payment_failure();
+    if forced.is_none() && settings.check_payment_refs {
+        // ref2/ref3 must come back verbatim (spec §4); a mismatch is
+        // "payment data ≠ inquiry".
+        if let Some(inquiry) = inquirycode
+            .as_deref()
+            .and_then(|c| ctx.sim.inner.ledger.inquiry(c))
+        {
+            if ctx.field("ref2") != inquiry.ref2 || ctx.field("ref3") != inquiry.ref3 {
+                forced = Some("402");
+            }
+        }
+    }
+    let committed: Committed = ctx.sim.inner.ledger.commit(MoneyAttempt {
+        reference: ctx.reference.clone(),
+        operation: LedgerOperation::Payment,
+        productcode,
+        accnumber: account,
+        amount: 0,
+        tracecode: ctx.tracecode.clone(),
+        at: ctx.now,
+        forced_failure: forced,
+        payment: Some(PaymentData {
+            inquirycode,
+            nominal: ctx.fields.get("nominal").and_then(parse_idr),
+            adminfee: ctx.fields.get("adminfee").and_then(parse_idr),
+        }),
+        initial_code: plan.initial,
+        serial_number: ctx.sim.inner.ledger.next_serial(),
+        allow_reuse_after_failure: settings.allow_reuse_after_failure,
+    });
+    let expiry = scenario.expiry_style();
+    let finish = |code: &str, inquiry: Option<&Inquiry>| {
+        let month = ctx.now.with_timezone(&wib()).format("%Y%m").to_string();
+        bill_reply(ctx, code, inquiry, style, expiry)
+            .text(
+                "billingperiod",
+                if code == "000" { month } else { String::new() },
+            )
+            .text("Info", message(code))
+    };
+    match committed.outcome {
+        CommitOutcome::Duplicate => duplicate(ctx, &committed.entry),
+        CommitOutcome::Refused(code) => {
+            Answer::plain(code, finish(code, committed.inquiry.as_ref()))
+        }
+        CommitOutcome::Executed => {
+            let code = plan.reply_code;
+            let reply = finish(code, committed.inquiry.as_ref());
+            executed(ctx, code, reply, plan, style)
+        }
+    }
+}
+
+fn status_check(ctx: &Ctx) -> Answer {
+    let settings = &ctx.sim.inner.settings;
+    match ctx.sim.ledger_state(&ctx.reference) {
+        Some(entry) => {
+            let style = scenario_of(ctx, &entry.accnumber).amount_style();
+            let code = entry.code.clone();
+            Answer::plain(
+                &code,
+                transaction_reply(ctx, &entry, &code, &entry.tracecode, style),
+            )
+        }
+        None => {
+            let code = settings.not_found_code.as_str();
+            let reply = Reply::new()
+                .text("tracecode", &ctx.tracecode)
+                .text("transactionstatus", code)
+                .text("transactiontime", format_time(ctx.now))
+                .text("serialnumber", "")
+                .text("userid", &settings.userid)
+                .text("info", "TRANSAKSI TIDAK DITEMUKAN")
+                .text("referencecode", &ctx.reference);
+            Answer::plain(code, reply)
+        }
+    }
+}
+
+fn balance(ctx: &Ctx) -> Answer {
+    let reply = Reply::new()
+        .text("tracecode", &ctx.tracecode)
+        .text("responsecode", "000")
+        .text("responsestatus", message("000"))
+        .text("responsetime", format_time(ctx.now))
+        .text("referencecode", &ctx.reference)
+        .amount("balance", ctx.sim.balance(), AmountStyle::Plain);
+    Answer::plain("000", reply)
+}
+
+fn echo(ctx: &Ctx) -> Answer {
+    let reply = Reply::new()
+        .text("userid", &ctx.sim.inner.settings.userid)
+        .text("referencecode", &ctx.reference)
+        .text("message", ctx.field("message"));
+    Answer::plain("000", reply)
+}
+
+fn count(operation: &'static str, code: &str) {
+    metrics::counter!(
+        names::REQUESTS_TOTAL,
+        "provider" => "okebayar",
+        "operation" => operation,
+        "code" => code.to_string()
+    )
+    .increment(1);
+}
+
+/// Runs the answer's asynchronous steps and writes the reply, broken the
+/// way the scenario says.
+async fn respond(ctx: &Ctx, answer: Answer, conn: Option<ConnInfo>) -> Response {
+    let sim = &ctx.sim;
+    if let Some(callback) = answer.callback.clone() {
+        if !answer.steps.is_empty() {
+            if answer.callback_before_reply {
+                callbacks::run_steps(sim.clone(), callback, answer.steps.clone()).await;
+            } else {
+                tokio::spawn(callbacks::run_steps(
+                    sim.clone(),
+                    callback,
+                    answer.steps.clone(),
+                ));
+            }
+        }
+    }
+    let label = if answer.fault == Fault::None {
+        answer.code.as_str()
+    } else {
+        "fault"
+    };
+    count(ctx.op.label(), label);
+    let body = answer.reply.encode(ctx.format);
+    let content_type = ctx.format.content_type();
+    match answer.fault {
+        Fault::None => ok(content_type, body),
+        Fault::Slow => {
+            let wait = Duration::from_millis(sim.inner.settings.slow_reply_ms);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = sim.inner.stop.wait() => {}
+            }
+            ok(content_type, body)
+        }
+        Fault::Reset => {
+            tracing::info!(reference = %ctx.reference, "scenario: resetting the connection after commit");
+            match conn {
+                Some(conn) => conn.abort(),
+                None => {
+                    // Not served through `serve`: fail the body instead.
+                    let stream = futures::stream::once(async {
+                        Err::<bytes::Bytes, std::io::Error>(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "simulated reset",
+                        ))
+                    });
+                    return Response::new(Body::from_stream(stream));
+                }
+            }
+            ok(content_type, body)
+        }
+        Fault::Truncated => {
+            let cut = body.len() / 2;
+            ok(content_type, body[..cut].to_vec())
+        }
+        Fault::Html => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
+        )
+            .into_response(),
+    }
+}
+
+fn ok(content_type: &'static str, body: Vec<u8>) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}

@@ -1,0 +1,473 @@
+//! The simulator's record of truth: every referencecode it has seen, the
+//! inquiries it issued, and the deposit balance. Every decision that must
+//! be atomic (duplicate detection, payment checks, debit, insert) happens
+//! under one lock, so concurrent duplicates cannot both execute.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::common::lock;
+
+/// What a ledger entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerOperation {
+    Purchase,
+    Payment,
+    PrepaidInquiry,
+    BillInquiry,
+}
+
+impl LedgerOperation {
+    pub fn moves_money(self) -> bool {
+        matches!(self, LedgerOperation::Purchase | LedgerOperation::Payment)
+    }
+}
+
+/// Final by the spec's rule (§6): `000`, or a code not starting with `0`/`1`.
+pub fn is_final_code(code: &str) -> bool {
+    code == "000" || !(code.starts_with('0') || code.starts_with('1'))
+}
+
+/// The state the simulator decided for one referencecode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub reference: String,
+    pub operation: LedgerOperation,
+    /// The current status code (`transactionstatus`/`responsecode`).
+    pub code: String,
+    /// Empty until the transaction succeeded with an SN.
+    pub serial_number: String,
+    /// Whole rupiah: `harga` of a purchase, `nominal + adminfee` of a
+    /// payment, 0 for inquiries.
+    pub amount: i64,
+    /// Whether `amount` is currently taken from the deposit.
+    pub debited: bool,
+    /// The tracecode of the hit that created this entry.
+    pub tracecode: String,
+    pub productcode: String,
+    pub accnumber: String,
+    pub transaction_time: DateTime<Utc>,
+    pub inquirycode: Option<String>,
+    /// Every code this entry has had, oldest first.
+    pub history: Vec<String>,
+    /// How many requests executed under this reference (more than one only
+    /// when a failed reference was reused).
+    pub executions: u32,
+}
+
+impl LedgerEntry {
+    pub fn is_final(&self) -> bool {
+        is_final_code(&self.code)
+    }
+
+    /// A money-moving entry that is pending or succeeded: a resend is a
+    /// duplicate (`208`).
+    fn blocks_reuse(&self, allow_reuse_after_failure: bool) -> bool {
+        self.operation.moves_money()
+            && (!self.is_final() || self.code == "000" || !allow_reuse_after_failure)
+    }
+}
+
+/// An inquiry handle the simulator issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inquiry {
+    pub inquirycode: String,
+    pub reference: String,
+    pub productcode: String,
+    pub account: String,
+    pub nominal: i64,
+    pub adminfee: i64,
+    /// The expiry written in the reply.
+    pub shown_expiry: DateTime<Utc>,
+    /// The expiry the simulator enforces (earlier for scenario `403`).
+    pub expires_at: DateTime<Utc>,
+    pub ref1: String,
+    pub ref2: String,
+    pub ref3: String,
+    /// The payment reference that paid it.
+    pub paid_by: Option<String>,
+}
+
+/// A bill payment's data, checked against its inquiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentData {
+    pub inquirycode: Option<String>,
+    pub nominal: Option<i64>,
+    pub adminfee: Option<i64>,
+}
+
+/// A money-moving request that passed authentication.
+#[derive(Debug, Clone)]
+pub struct MoneyAttempt {
+    pub reference: String,
+    pub operation: LedgerOperation,
+    pub productcode: String,
+    pub accnumber: String,
+    /// `harga` for purchases; ignored for payments (taken from the inquiry).
+    pub amount: i64,
+    pub tracecode: String,
+    pub at: DateTime<Utc>,
+    /// A failure the scenario imposes before any debit.
+    pub forced_failure: Option<&'static str>,
+    /// `Some` for bill payments.
+    pub payment: Option<PaymentData>,
+    /// The ledger's code when executed (`000`, `001`, `002`, `003`).
+    pub initial_code: &'static str,
+    /// Used when `initial_code` is `000`.
+    pub serial_number: String,
+    pub allow_reuse_after_failure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Debited and recorded with the attempt's initial code.
+    Executed,
+    /// Recorded as failed with this code; nothing debited.
+    Refused(&'static str),
+    /// The reference is already live: nothing changed (`208`).
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub outcome: CommitOutcome,
+    /// The entry after the commit (the original one for a duplicate).
+    pub entry: LedgerEntry,
+    /// The payment's inquiry, when it was found.
+    pub inquiry: Option<Inquiry>,
+    /// The deposit after the commit.
+    pub balance: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<String, LedgerEntry>,
+    inquiries: HashMap<String, Inquiry>,
+    balance: i64,
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    inner: Mutex<Inner>,
+    sequence: AtomicU64,
+}
+
+impl Ledger {
+    pub fn new(balance: i64) -> Self {
+        // Tracecodes are 16 digits (spec §9), unique within one run and
+        // unlikely to repeat across runs.
+        let seed = (Utc::now().timestamp().rem_euclid(1_000_000_000) as u64) * 1_000_000;
+        Ledger {
+            inner: Mutex::new(Inner {
+                balance,
+                ..Inner::default()
+            }),
+            sequence: AtomicU64::new(seed),
+        }
+    }
+
+    /// A new 16-digit tracecode (every hit gets one).
+    pub fn next_tracecode(&self) -> String {
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed) % 10_000_000_000_000_000;
+        format!("{n:016}")
+    }
+
+    /// A 20-digit serial number (a PLN token has 20 digits; pulsa SNs are
+    /// shorter in real life, any unique string does).
+    pub fn next_serial(&self) -> String {
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        format!("{:020}", n.wrapping_mul(7_919) % 100_000_000_000_000_000)
+    }
+
+    pub fn balance(&self) -> i64 {
+        lock(&self.inner).balance
+    }
+
+    pub fn set_balance(&self, idr: i64) {
+        lock(&self.inner).balance = idr;
+    }
+
+    pub fn get(&self, reference: &str) -> Option<LedgerEntry> {
+        lock(&self.inner).entries.get(reference).cloned()
+    }
+
+    pub fn inquiry(&self, inquirycode: &str) -> Option<Inquiry> {
+        lock(&self.inner).inquiries.get(inquirycode).cloned()
+    }
+
+    /// The entry that blocks a new request under `reference`, if any.
+    pub fn live_money_entry(
+        &self,
+        reference: &str,
+        allow_reuse_after_failure: bool,
+    ) -> Option<LedgerEntry> {
+        lock(&self.inner)
+            .entries
+            .get(reference)
+            .filter(|e| e.blocks_reuse(allow_reuse_after_failure))
+            .cloned()
+    }
+
+    /// Records an inquiry's outcome (and its handle when it succeeded).
+    /// Returns `Err(original)` when the reference belongs to a live
+    /// money-moving entry (`208`).
+    pub fn record_inquiry(
+        &self,
+        entry: LedgerEntry,
+        inquiry: Option<Inquiry>,
+    ) -> Result<(), Box<LedgerEntry>> {
+        let mut inner = lock(&self.inner);
+        if let Some(existing) = inner.entries.get(&entry.reference) {
+            if existing.operation.moves_money() {
+                return Err(Box::new(existing.clone()));
+            }
+        }
+        if let Some(inquiry) = inquiry {
+            inner.inquiries.insert(inquiry.inquirycode.clone(), inquiry);
+        }
+        inner.entries.insert(entry.reference.clone(), entry);
+        Ok(())
+    }
+
+    /// Checks, debits and records a purchase or payment atomically.
+    pub fn commit(&self, attempt: MoneyAttempt) -> Committed {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if let Some(existing) = inner.entries.get(&attempt.reference) {
+            if existing.blocks_reuse(attempt.allow_reuse_after_failure) {
+                return Committed {
+                    outcome: CommitOutcome::Duplicate,
+                    entry: existing.clone(),
+                    inquiry: None,
+                    balance: inner.balance,
+                };
+            }
+        }
+        let executions = inner
+            .entries
+            .get(&attempt.reference)
+            .filter(|e| e.operation.moves_money())
+            .map_or(0, |e| e.executions);
+
+        let mut amount = attempt.amount;
+        let mut inquiry = None;
+        let refusal = 'checks: {
+            if let Some(payment) = &attempt.payment {
+                let found = payment
+                    .inquirycode
+                    .as_deref()
+                    .and_then(|code| inner.inquiries.get(code));
+                let Some(found) = found else {
+                    break 'checks Some("405");
+                };
+                inquiry = Some(found.clone());
+                amount = found.nominal + found.adminfee;
+                if found.paid_by.is_some() {
+                    break 'checks Some("401");
+                }
+                if let Some(code) = attempt.forced_failure {
+                    break 'checks Some(code);
+                }
+                if attempt.at > found.expires_at {
+                    break 'checks Some("403");
+                }
+                let same_amounts = payment.nominal == Some(found.nominal)
+                    && payment.adminfee == Some(found.adminfee);
+                let same_bill = attempt.productcode.eq_ignore_ascii_case(&found.productcode)
+                    && attempt.accnumber.trim() == found.account.trim();
+                if !same_amounts || !same_bill {
+                    break 'checks Some("402");
+                }
+            } else if let Some(code) = attempt.forced_failure {
+                break 'checks Some(code);
+            }
+            if inner.balance < amount {
+                break 'checks Some("203");
+            }
+            None
+        };
+
+        let (code, debited, serial_number) = match refusal {
+            Some(code) => (code, false, String::new()),
+            None => {
+                inner.balance -= amount;
+                let sn = if attempt.initial_code == "000" {
+                    attempt.serial_number.clone()
+                } else {
+                    String::new()
+                };
+                (attempt.initial_code, true, sn)
+            }
+        };
+        if refusal.is_none() {
+            if let Some(found) = attempt
+                .payment
+                .as_ref()
+                .and_then(|p| p.inquirycode.as_deref())
+                .and_then(|c| inner.inquiries.get_mut(c))
+            {
+                found.paid_by = Some(attempt.reference.clone());
+                inquiry = Some(found.clone());
+            }
+        }
+        let entry = LedgerEntry {
+            reference: attempt.reference.clone(),
+            operation: attempt.operation,
+            code: code.to_string(),
+            serial_number,
+            amount,
+            debited,
+            tracecode: attempt.tracecode,
+            productcode: attempt.productcode,
+            accnumber: attempt.accnumber,
+            transaction_time: attempt.at,
+            inquirycode: attempt.payment.and_then(|p| p.inquirycode),
+            history: vec![code.to_string()],
+            executions: executions + 1,
+        };
+        inner.entries.insert(attempt.reference, entry.clone());
+        Committed {
+            outcome: match refusal {
+                Some(code) => CommitOutcome::Refused(code),
+                None => CommitOutcome::Executed,
+            },
+            entry,
+            inquiry,
+            balance: inner.balance,
+        }
+    }
+
+    /// Moves a pending entry to `code`. A final entry never changes (returns
+    /// `None`). A final failure refunds the deposit and frees the inquiry.
+    pub fn settle(
+        &self,
+        reference: &str,
+        code: &str,
+        serial_number: impl FnOnce() -> String,
+    ) -> Option<LedgerEntry> {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let entry = inner.entries.get_mut(reference)?;
+        if entry.is_final() {
+            return None;
+        }
+        entry.code = code.to_string();
+        entry.history.push(code.to_string());
+        if code == "000" && entry.serial_number.is_empty() {
+            entry.serial_number = serial_number();
+        }
+        if is_final_code(code) && code != "000" && entry.debited {
+            inner.balance += entry.amount;
+            entry.debited = false;
+            if let Some(inquiry) = entry
+                .inquirycode
+                .as_deref()
+                .and_then(|c| inner.inquiries.get_mut(c))
+            {
+                inquiry.paid_by = None;
+            }
+        }
+        Some(entry.clone())
+    }
+}
+
+/// Parses an amount the way OkeBayar writes it (`150000`, `150000.00`,
+/// `150000.0`) into whole rupiah; fractions of a rupiah are refused.
+pub fn parse_idr(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if whole.is_empty() || whole.len() > 15 || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    whole.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purchase(reference: &str, amount: i64) -> MoneyAttempt {
+        MoneyAttempt {
+            reference: reference.into(),
+            operation: LedgerOperation::Purchase,
+            productcode: "S10".into(),
+            accnumber: "081234567890".into(),
+            amount,
+            tracecode: "1".into(),
+            at: Utc::now(),
+            forced_failure: None,
+            payment: None,
+            initial_code: "000",
+            serial_number: "SN1".into(),
+            allow_reuse_after_failure: true,
+        }
+    }
+
+    #[test]
+    fn duplicate_never_debits_twice() {
+        let ledger = Ledger::new(25_000);
+        assert_eq!(
+            ledger.commit(purchase("A", 10_000)).outcome,
+            CommitOutcome::Executed
+        );
+        let again = ledger.commit(purchase("A", 10_000));
+        assert_eq!(again.outcome, CommitOutcome::Duplicate);
+        assert_eq!(ledger.balance(), 15_000);
+        assert_eq!(ledger.get("A").unwrap().executions, 1);
+    }
+
+    #[test]
+    fn insufficient_deposit_is_203_and_a_failed_reference_may_be_reused() {
+        let ledger = Ledger::new(5_000);
+        let first = ledger.commit(purchase("B", 10_000));
+        assert_eq!(first.outcome, CommitOutcome::Refused("203"));
+        assert_eq!(ledger.balance(), 5_000);
+        ledger.set_balance(20_000);
+        let second = ledger.commit(purchase("B", 10_000));
+        assert_eq!(second.outcome, CommitOutcome::Executed);
+        assert_eq!(second.entry.executions, 2);
+        let mut strict = purchase("C", 1);
+        strict.allow_reuse_after_failure = false;
+        strict.forced_failure = Some("204");
+        assert_eq!(
+            ledger.commit(strict.clone()).outcome,
+            CommitOutcome::Refused("204")
+        );
+        assert_eq!(ledger.commit(strict).outcome, CommitOutcome::Duplicate);
+    }
+
+    #[test]
+    fn settle_refunds_a_final_failure_and_never_changes_a_final_entry() {
+        let ledger = Ledger::new(10_000);
+        let mut pending = purchase("P", 4_000);
+        pending.initial_code = "002";
+        ledger.commit(pending);
+        assert_eq!(ledger.balance(), 6_000);
+        let failed = ledger.settle("P", "201", || "x".into()).unwrap();
+        assert!(!failed.debited);
+        assert_eq!(ledger.balance(), 10_000);
+        assert!(ledger.settle("P", "000", || "x".into()).is_none());
+        assert_eq!(ledger.get("P").unwrap().history, ["002", "201"]);
+    }
+
+    #[test]
+    fn amounts_parse_exactly() {
+        assert_eq!(parse_idr("150000"), Some(150_000));
+        assert_eq!(parse_idr("150000.00"), Some(150_000));
+        assert_eq!(parse_idr(" 2500.0 "), Some(2_500));
+        for bad in ["", "-1", "1.5", "1e3", "abc", ".0", "9999999999999999"] {
+            assert_eq!(parse_idr(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,902 @@
+//! The OkeBayar simulator driven over real HTTP, as the connector drives it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loket_okebayar::sign::signature;
+use loket_okebayar::wire::{decode, encode, Fields, Format, REQUEST_ROOT};
+use loket_runtime::{Secret, Shutdown};
+use loket_simulators::{CallbackMethod, OkeBayarSim, OkeBayarSimSettings};
+use tokio::net::TcpListener;
+
+const USER: &str = "sim-user";
+const PIN: &str = "pin-4921";
+const PREFIX: &str = "089900000";
+
+fn settings() -> OkeBayarSimSettings {
+    OkeBayarSimSettings {
+        userid: USER.into(),
+        userpin: Secret::new(PIN),
+        initial_balance: 1_000_000,
+        callback_delay_ms: 50,
+        callback_retry_ms: 50,
+        slow_reply_ms: 1_500,
+        ..OkeBayarSimSettings::default()
+    }
+}
+
+struct Harness {
+    sim: OkeBayarSim,
+    url: String,
+    http: reqwest::Client,
+    shutdown: Shutdown,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+async fn start(settings: OkeBayarSimSettings) -> Harness {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sim = OkeBayarSim::new(settings);
+    let shutdown = Shutdown::new();
+    let served = sim.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { served.serve(listener, stop).await });
+    Harness {
+        sim,
+        url,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        shutdown,
+    }
+}
+
+/// A signed request with the common fields and `extra`.
+fn request(
+    transactioncode: &str,
+    reference: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("transactioncode".to_string(), transactioncode.to_string()),
+        ("userid".to_string(), USER.to_string()),
+        ("userpin".to_string(), PIN.to_string()),
+        ("signature".to_string(), signature(USER, PIN, reference)),
+        ("referencecode".to_string(), reference.to_string()),
+    ];
+    fields.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    fields
+}
+
+fn purchase(reference: &str, account: &str) -> Vec<(String, String)> {
+    request(
+        "OkeBayar-prabayar",
+        reference,
+        &[("productcode", "S10"), ("accnumber", account)],
+    )
+}
+
+fn body(format: Format, fields: &[(String, String)]) -> Vec<u8> {
+    encode(
+        format,
+        REQUEST_ROOT,
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+impl Harness {
+    async fn send_raw(&self, raw: Vec<u8>) -> reqwest::Response {
+        self.http.post(&self.url).body(raw).send().await.unwrap()
+    }
+
+    async fn send_as(&self, format: Format, fields: &[(String, String)]) -> Fields {
+        let response = self.send_raw(body(format, fields)).await;
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(
+            Format::sniff(&bytes),
+            format,
+            "reply in the request's format"
+        );
+        decode(format, &bytes).unwrap()
+    }
+
+    async fn send(&self, fields: &[(String, String)]) -> Fields {
+        self.send_as(Format::Xml, fields).await
+    }
+
+    async fn status_check(&self, reference: &str) -> Fields {
+        self.send(&request("OkeBayar-cek-status", reference, &[]))
+            .await
+    }
+}
+
+fn status(fields: &Fields) -> &str {
+    fields
+        .get("transactionstatus")
+        .or_else(|| fields.get("responsecode"))
+        .unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn purchase_succeeds_with_serial_in_xml_and_json_and_debits_the_deposit() {
+    let h = start(settings()).await;
+    let xml = h
+        .send_as(Format::Xml, &purchase("ref-xml", "081234567890"))
+        .await;
+    assert_eq!(status(&xml), "000");
+    assert!(!xml.get("serialnumber").unwrap().is_empty());
+    assert_eq!(xml.get("harga"), Some("11000"));
+    assert_eq!(xml.get("balance"), Some("989000"));
+    assert_eq!(xml.get("tracecode").unwrap().len(), 16);
+    assert_eq!(xml.get("transactiontime").unwrap().len(), 15);
+    assert_eq!(xml.get("referencecode"), Some("ref-xml"));
+
+    let json = h
+        .send_as(Format::Json, &purchase("ref-json", "081234567890"))
+        .await;
+    assert_eq!(status(&json), "000");
+    assert_eq!(json.get("balance"), Some("978000"));
+    assert_eq!(h.sim.balance(), 978_000);
+
+    let entry = h.sim.ledger_state("ref-json").unwrap();
+    assert_eq!((entry.code.as_str(), entry.amount), ("000", 11_000));
+    assert_eq!(json.get("serialnumber"), Some(entry.serial_number.as_str()));
+}
+
+#[tokio::test]
+async fn credentials_are_checked_207_211_213() {
+    let h = start(settings()).await;
+    let mut wrong_pin = purchase("auth-1", "081234567890");
+    wrong_pin[2].1 = "000000".into();
+    assert_eq!(status(&h.send(&wrong_pin).await), "207");
+
+    let mut wrong_signature = purchase("auth-2", "081234567890");
+    wrong_signature[3].1 = signature(USER, PIN, "another-reference");
+    assert_eq!(status(&h.send(&wrong_signature).await), "211");
+
+    let mut wrong_user = purchase("auth-3", "081234567890");
+    wrong_user[1].1 = "intruder".into();
+    assert_eq!(status(&h.send(&wrong_user).await), "213");
+
+    // Nothing executed, nothing debited, but every request was counted.
+    for reference in ["auth-1", "auth-2", "auth-3"] {
+        assert!(h.sim.ledger_state(reference).is_none());
+        assert_eq!(h.sim.money_requests_for(reference), 1);
+    }
+    assert_eq!(h.sim.balance(), 1_000_000);
+}
+
+#[tokio::test]
+async fn uppercase_tags_and_malformed_bodies_are_206_unknown_operation_241() {
+    let h = start(settings()).await;
+    let mut upper = purchase("fmt-1", "081234567890");
+    upper[5].0 = "ProductCode".into();
+    assert_eq!(status(&h.send(&upper).await), "206");
+    assert!(h.sim.ledger_state("fmt-1").is_none());
+
+    for garbage in [
+        &b"<transaction><referencecode>x</transaction>"[..],
+        b"{\"transactioncode\":",
+        b"<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><transaction><a>&e;</a></transaction>",
+        b"",
+    ] {
+        let response = h.send_raw(garbage.to_vec()).await;
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.unwrap();
+        let fields = decode(Format::sniff(&bytes), &bytes).unwrap();
+        assert_eq!(fields.get("transactionstatus"), Some("206"));
+        assert_eq!(fields.get("responsecode"), Some("206"));
+    }
+
+    let unknown = request("OkeBayar-refund", "fmt-2", &[]);
+    assert_eq!(status(&h.send(&unknown).await), "241");
+
+    // Bodies above the limit are refused before decoding.
+    let huge = vec![b'a'; 65 * 1024];
+    assert_eq!(h.send_raw(huge).await.status(), 413);
+}
+
+#[tokio::test]
+async fn reused_reference_is_208_with_new_tracecodes_and_no_second_debit() {
+    let h = start(settings()).await;
+    let first = h.send(&purchase("dup-1", "081234567890")).await;
+    assert_eq!(status(&first), "000");
+    let second = h.send(&purchase("dup-1", "081234567890")).await;
+    assert_eq!(status(&second), "208");
+    assert_ne!(first.get("tracecode"), second.get("tracecode"));
+    assert_eq!(h.sim.balance(), 989_000);
+    assert_eq!(h.sim.money_requests_for("dup-1"), 2);
+    assert_eq!(h.sim.ledger_state("dup-1").unwrap().executions, 1);
+
+    // Pending originals block reuse too.
+    let pending = h.send(&purchase("dup-2", &format!("{PREFIX}002"))).await;
+    assert_eq!(status(&pending), "002");
+    assert_eq!(
+        status(&h.send(&purchase("dup-2", &format!("{PREFIX}002"))).await),
+        "208"
+    );
+
+    // Concurrent identical requests: exactly one executes.
+    let same = purchase("dup-3", "081234567890");
+    let calls = (0..20).map(|_| h.send(&same));
+    let replies = futures::future::join_all(calls).await;
+    let executed = replies.iter().filter(|r| status(r) == "000").count();
+    let duplicates = replies.iter().filter(|r| status(r) == "208").count();
+    assert_eq!((executed, duplicates), (1, 19));
+    assert_eq!(h.sim.requests_for("dup-3").purchases, 20);
+    assert_eq!(h.sim.balance(), 1_000_000 - 3 * 11_000);
+}
+
+#[tokio::test]
+async fn empty_deposit_is_203_and_balance_operation_reports_it() {
+    let h = start(settings()).await;
+    h.sim.set_balance(5_000);
+    let reply = h.send(&purchase("poor-1", "081234567890")).await;
+    assert_eq!(status(&reply), "203");
+    assert_eq!(h.sim.balance(), 5_000);
+    assert_eq!(h.sim.ledger_state("poor-1").unwrap().code, "203");
+
+    let balance = h.send(&request("OkeBayar-cek-balance", "bal-1", &[])).await;
+    assert_eq!(balance.get("responsecode"), Some("000"));
+    assert_eq!(balance.get("balance"), Some("5000"));
+
+    // A failed reference may be used again once the deposit is topped up.
+    h.sim.set_balance(50_000);
+    assert_eq!(
+        status(&h.send(&purchase("poor-1", "081234567890")).await),
+        "000"
+    );
+    assert_eq!(h.sim.balance(), 39_000);
+
+    let echo = h
+        .send(&request("OkeBayar-echo", "echo-1", &[("message", "ping")]))
+        .await;
+    assert_eq!(echo.get("message"), Some("ping"));
+}
+
+#[tokio::test]
+async fn failure_selectors_answer_their_code_without_debit() {
+    let h = start(settings()).await;
+    for code in [
+        "200", "201", "204", "205", "215", "232", "400", "404", "500", "401", "402",
+    ] {
+        let reference = format!("fail-{code}");
+        let reply = h
+            .send(&purchase(&reference, &format!("{PREFIX}{code}")))
+            .await;
+        assert_eq!(status(&reply), code);
+        assert_eq!(h.sim.ledger_state(&reference).unwrap().code, code);
+    }
+    assert_eq!(h.sim.balance(), 1_000_000);
+}
+
+#[tokio::test]
+async fn status_check_answers_from_the_ledger_and_not_found_code() {
+    let h = start(settings()).await;
+    let bought = h.send(&purchase("st-1", "081234567890")).await;
+    let check = h.status_check("st-1").await;
+    assert_eq!(status(&check), "000");
+    assert_eq!(
+        check.get("tracecode"),
+        bought.get("tracecode"),
+        "the original's tracecode"
+    );
+    assert_eq!(check.get("serialnumber"), bought.get("serialnumber"));
+    assert_eq!(check.get("harga"), Some("11000"));
+
+    let missing = h.status_check("never-sent").await;
+    assert_eq!(
+        status(&missing),
+        loket_okebayar::settings::STATUS_NOT_FOUND_CODE_DEFAULT
+    );
+    assert_eq!(h.sim.requests_for("never-sent").status_checks, 1);
+    assert_eq!(h.sim.money_requests_for("never-sent"), 0);
+
+    // 001 → status check later finds 000 with an SN.
+    let first = h.send(&purchase("st-2", &format!("{PREFIX}001"))).await;
+    assert_eq!(status(&first), "001");
+    assert_eq!(first.get("serialnumber"), Some(""));
+    assert_eq!(status(&h.status_check("st-2").await), "001");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = h.status_check("st-2").await;
+    assert_eq!(status(&later), "000");
+    assert!(!later.get("serialnumber").unwrap().is_empty());
+    assert_eq!(h.sim.requests_for("st-2").status_checks, 2);
+    assert_eq!(h.sim.money_requests_for("st-2"), 1);
+}
+
+/// One received callback: HTTP method and fields (query and body merged).
+type Seen = (String, HashMap<String, String>);
+
+/// A tiny callback receiver recording every callback's fields.
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        use axum::extract::{Query, State};
+        use axum::routing::any;
+        async fn record(
+            State(receiver): State<Receiver>,
+            method: axum::http::Method,
+            Query(query): Query<HashMap<String, String>>,
+            body: axum::body::Bytes,
+        ) -> &'static str {
+            let mut fields = query;
+            if !body.is_empty() {
+                let decoded = decode(Format::sniff(&body), &body).expect("callback body decodes");
+                for (k, v) in decoded.iter() {
+                    fields.insert(k.to_string(), v.to_string());
+                }
+            }
+            receiver
+                .seen
+                .lock()
+                .unwrap()
+                .push((method.to_string(), fields));
+            "OK"
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/callback/okebayar",
+            listener.local_addr().unwrap()
+        );
+        let app = axum::Router::new()
+            .route("/callback/okebayar", any(record))
+            .with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn statuses(&self, reference: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, f)| f.get("referencecode").map(String::as_str) == Some(reference))
+            .map(|(_, f)| f["status"].clone())
+            .collect()
+    }
+
+    async fn wait_for(&self, reference: &str, count: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let statuses = self.statuses(reference);
+            if statuses.len() >= count {
+                return statuses;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.statuses(reference)
+    }
+}
+
+#[tokio::test]
+async fn pending_then_callbacks_then_final_by_post_and_get() {
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let h = start(OkeBayarSimSettings {
+        callback_url: Some(url.clone()),
+        ..settings()
+    })
+    .await;
+
+    let reply = h
+        .send_as(Format::Json, &purchase("cb-1", &format!("{PREFIX}002")))
+        .await;
+    assert_eq!(status(&reply), "002");
+    assert_eq!(h.sim.ledger_state("cb-1").unwrap().code, "002");
+    assert_eq!(receiver.wait_for("cb-1", 2).await, ["002", "000"]);
+    let entry = h.sim.ledger_state("cb-1").unwrap();
+    assert_eq!(entry.code, "000");
+    assert_eq!(entry.history, ["002", "000"]);
+    let final_callback = receiver.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(final_callback.0, "POST");
+    assert_eq!(final_callback.1["serialnumber"], entry.serial_number);
+    assert_eq!(
+        final_callback.1["tracecode"],
+        reply.get("tracecode").unwrap()
+    );
+    let log = h.sim.callbacks_for("cb-1");
+    assert_eq!(
+        (log.deliveries, log.acknowledged, log.last_http_status),
+        (2, 2, Some(200))
+    );
+
+    // Same by GET, ending 201: the deposit comes back.
+    let get_receiver = Receiver::default();
+    let get_url = get_receiver.start().await;
+    let g = start(OkeBayarSimSettings {
+        callback_url: Some(get_url),
+        callback_method: CallbackMethod::Get,
+        ..settings()
+    })
+    .await;
+    assert_eq!(
+        status(&g.send(&purchase("cb-2", &format!("{PREFIX}012"))).await),
+        "002"
+    );
+    assert_eq!(g.sim.balance(), 989_000);
+    assert_eq!(get_receiver.wait_for("cb-2", 2).await, ["002", "201"]);
+    assert_eq!(get_receiver.seen.lock().unwrap()[0].0, "GET");
+    assert_eq!(g.sim.ledger_state("cb-2").unwrap().code, "201");
+    assert_eq!(g.sim.balance(), 1_000_000);
+    assert_eq!(status(&g.status_check("cb-2").await), "201");
+}
+
+#[tokio::test]
+async fn callback_quirks_duplicate_out_of_order_late_early_and_ghost() {
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let h = start(OkeBayarSimSettings {
+        callback_url: Some(url),
+        ..settings()
+    })
+    .await;
+
+    h.send(&purchase("q-905", &format!("{PREFIX}905"))).await;
+    assert_eq!(receiver.wait_for("q-905", 3).await, ["000", "000", "000"]);
+
+    h.send(&purchase("q-906", &format!("{PREFIX}906"))).await;
+    assert_eq!(receiver.wait_for("q-906", 2).await, ["000", "002"]);
+    assert_eq!(
+        h.sim.ledger_state("q-906").unwrap().code,
+        "000",
+        "a stale 002 never moves the ledger"
+    );
+
+    assert_eq!(
+        status(&h.send(&purchase("q-907", &format!("{PREFIX}907"))).await),
+        "000"
+    );
+    assert_eq!(receiver.wait_for("q-907", 1).await, ["000"]);
+
+    // 908: the callback is already delivered when the sync reply arrives.
+    let early = h.send(&purchase("q-908", &format!("{PREFIX}908"))).await;
+    assert_eq!(status(&early), "002");
+    assert_eq!(receiver.statuses("q-908"), ["000"]);
+    assert_eq!(h.sim.ledger_state("q-908").unwrap().code, "000");
+
+    h.send(&purchase("q-909", &format!("{PREFIX}909"))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ghosts: Vec<_> = receiver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, f)| f["referencecode"].starts_with("GHOST"))
+        .map(|(_, f)| f["referencecode"].clone())
+        .collect();
+    assert_eq!(ghosts.len(), 1);
+    assert!(h.sim.ledger_state(&ghosts[0]).is_none());
+}
+
+#[tokio::test]
+async fn faults_after_commit_leave_a_successful_ledger() {
+    let h = start(settings()).await;
+
+    // 902: connection reset without a reply.
+    let reset = h
+        .http
+        .post(&h.url)
+        .body(body(
+            Format::Xml,
+            &purchase("f-902", &format!("{PREFIX}902")),
+        ))
+        .send()
+        .await;
+    assert!(reset.is_err(), "no reply expected, got {reset:?}");
+    assert_eq!(h.sim.ledger_state("f-902").unwrap().code, "000");
+
+    // 901: the reply comes after the client gave up.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let slow = impatient
+        .post(&h.url)
+        .body(body(
+            Format::Xml,
+            &purchase("f-901", &format!("{PREFIX}901")),
+        ))
+        .send()
+        .await;
+    assert!(slow.unwrap_err().is_timeout());
+    assert_eq!(h.sim.ledger_state("f-901").unwrap().code, "000");
+
+    // 903: truncated reply.
+    let truncated = h
+        .send_raw(body(
+            Format::Xml,
+            &purchase("f-903", &format!("{PREFIX}903")),
+        ))
+        .await;
+    assert_eq!(truncated.status(), 200);
+    assert!(decode(Format::Xml, &truncated.bytes().await.unwrap()).is_err());
+
+    // 904: HTML error page.
+    let html = h
+        .send_raw(body(
+            Format::Json,
+            &purchase("f-904", &format!("{PREFIX}904")),
+        ))
+        .await;
+    assert_eq!(html.status(), 502);
+    assert!(html.text().await.unwrap().contains("<html>"));
+
+    for reference in ["f-901", "f-902", "f-903", "f-904"] {
+        assert_eq!(
+            h.sim.ledger_state(reference).unwrap().code,
+            "000",
+            "{reference}"
+        );
+        assert_eq!(h.sim.money_requests_for(reference), 1, "{reference}");
+    }
+    assert_eq!(h.sim.balance(), 1_000_000 - 4 * 11_000);
+}
+
+fn bill_inquiry(reference: &str, account: &str) -> Vec<(String, String)> {
+    request(
+        "OkeBayar-inquiry",
+        reference,
+        &[
+            ("productcode", "PLNPOST"),
+            ("accnumber1", account),
+            ("accnumber2", ""),
+            ("accnumber3", ""),
+        ],
+    )
+}
+
+fn bill_payment(reference: &str, inquiry: &Fields, nominal: &str) -> Vec<(String, String)> {
+    request(
+        "OkeBayar-inquiry",
+        reference,
+        &[
+            ("productcode", "PLNPOST"),
+            ("accnumber1", inquiry.get("accnumber1").unwrap()),
+            ("accnumber2", ""),
+            ("accnumber3", ""),
+            ("inquirycode", inquiry.get("inquirycode").unwrap()),
+            ("nominal", nominal),
+            ("adminfee", inquiry.get("adminfee").unwrap()),
+            ("ref2", inquiry.get("ref2").unwrap()),
+            ("ref3", inquiry.get("ref3").unwrap()),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn postpaid_inquiry_payment_and_401_402_403_405() {
+    let h = start(settings()).await;
+    let inquiry = h.send(&bill_inquiry("inq-1", "123456789012")).await;
+    assert_eq!(inquiry.get("responsecode"), Some("000"));
+    assert_eq!(inquiry.get("nominal"), Some("150000"));
+    assert_eq!(inquiry.get("adminfee"), Some("2500"));
+    assert_eq!(inquiry.get("rptag1"), Some("150000"));
+    assert!(inquiry.iter().any(|(k, _)| k == "Inquiryexpired"));
+    assert!(loket_okebayar::wire::parse_time(inquiry.get("inquiryexpired").unwrap()).is_some());
+
+    // Changed amount → 402, nothing paid.
+    let wrong = h.send(&bill_payment("pay-1", &inquiry, "140000")).await;
+    assert_eq!(wrong.get("responsecode"), Some("402"));
+    // Exact amounts (written as a Double) → 000, debited nominal + adminfee.
+    let paid = h.send(&bill_payment("pay-2", &inquiry, "150000.00")).await;
+    assert_eq!(paid.get("responsecode"), Some("000"));
+    assert_eq!(h.sim.balance(), 1_000_000 - 152_500);
+    assert_eq!(h.sim.ledger_state("pay-2").unwrap().amount, 152_500);
+    // Paid twice → 401.
+    let twice = h.send(&bill_payment("pay-3", &inquiry, "150000")).await;
+    assert_eq!(twice.get("responsecode"), Some("401"));
+    assert_eq!(h.sim.balance(), 1_000_000 - 152_500);
+
+    // No inquiry → 405.
+    let mut orphan = bill_payment("pay-4", &inquiry, "150000");
+    orphan
+        .iter_mut()
+        .find(|(k, _)| k == "inquirycode")
+        .unwrap()
+        .1 = "INQ-unknown".into();
+    assert_eq!(h.send(&orphan).await.get("responsecode"), Some("405"));
+
+    // Selectors: 402 and 401 at payment, 403 expired at payment.
+    for (code, reference) in [("402", "sel-402"), ("401", "sel-401"), ("403", "sel-403")] {
+        let inquiry = h
+            .send(&bill_inquiry(
+                &format!("inq-{code}"),
+                &format!("{PREFIX}{code}"),
+            ))
+            .await;
+        assert_eq!(inquiry.get("responsecode"), Some("000"), "{code}");
+        let pay = h.send(&bill_payment(reference, &inquiry, "150000")).await;
+        assert_eq!(pay.get("responsecode"), Some(code));
+        assert_eq!(h.sim.ledger_state(reference).unwrap().code, code);
+    }
+    assert_eq!(h.sim.balance(), 1_000_000 - 152_500);
+    assert_eq!(h.sim.requests_for("inq-1").inquiries, 1);
+    assert_eq!(h.sim.requests_for("pay-2").payments, 1);
+
+    // A failing bill inquiry.
+    let missing = h
+        .send(&bill_inquiry("inq-400", &format!("{PREFIX}400")))
+        .await;
+    assert_eq!(missing.get("responsecode"), Some("400"));
+}
+
+#[tokio::test]
+async fn expiry_formats_and_amount_quirks() {
+    let h = start(settings()).await;
+    let twelve = h
+        .send(&bill_inquiry("exp-1", &format!("{PREFIX}931")))
+        .await;
+    assert_eq!(twelve.get("inquiryexpired").unwrap().len(), 12);
+    let dashed = h
+        .send(&bill_inquiry("exp-2", &format!("{PREFIX}932")))
+        .await;
+    assert!(dashed.get("inquiryexpired").unwrap().contains('-'));
+    for expiry in [&twelve, &dashed] {
+        assert!(loket_okebayar::wire::parse_time(expiry.get("inquiryexpired").unwrap()).is_some());
+    }
+
+    let response = h
+        .send_raw(body(
+            Format::Json,
+            &purchase("amt-1", &format!("{PREFIX}921")),
+        ))
+        .await;
+    let text = response.text().await.unwrap();
+    assert!(text.contains("\"harga\":11000.00"), "{text}");
+}
+
+#[tokio::test]
+async fn pln_prepaid_inquiry_then_purchase_copies_refs() {
+    let h = start(settings()).await;
+    let inquiry = h
+        .send(&request(
+            "OkeBayar-prabayar",
+            "pln-inq",
+            &[
+                ("productcode", "PLN20"),
+                ("accnumber", "14234567890"),
+                ("querycode", "inquiry"),
+            ],
+        ))
+        .await;
+    assert_eq!(status(&inquiry), "000");
+    assert!(inquiry
+        .first_non_lowercase_name()
+        .unwrap()
+        .starts_with("PLN_"));
+    assert_eq!(inquiry.get("pln_nometer"), Some("14234567890"));
+    let ref1 = inquiry.get("ref1").unwrap().to_string();
+    let ref2 = inquiry.get("ref2").unwrap().to_string();
+    assert_eq!(h.sim.balance(), 1_000_000, "an inquiry costs nothing");
+
+    let bought = h
+        .send(&request(
+            "OkeBayar-prabayar",
+            "pln-buy",
+            &[
+                ("productcode", "PLN20"),
+                ("accnumber", "14234567890"),
+                ("ref1", &ref1),
+                ("ref2", &ref2),
+                ("ref3", ""),
+            ],
+        ))
+        .await;
+    assert_eq!(status(&bought), "000");
+    assert_eq!(bought.get("ref1"), Some(ref1.as_str()));
+    assert_eq!(bought.get("serialnumber").unwrap().len(), 20);
+    assert_eq!(h.sim.requests_for("pln-inq").inquiries, 1);
+}
+
+#[tokio::test]
+async fn ip_allow_list_answers_212() {
+    let h = start(OkeBayarSimSettings {
+        allowed_ips: vec!["10.9.9.9".into()],
+        ..settings()
+    })
+    .await;
+    assert_eq!(
+        status(&h.send(&purchase("ip-1", "081234567890")).await),
+        "212"
+    );
+    let open = start(OkeBayarSimSettings {
+        allowed_ips: vec!["127.0.0.1".into()],
+        ..settings()
+    })
+    .await;
+    assert_eq!(
+        status(&open.send(&purchase("ip-1", "081234567890")).await),
+        "000"
+    );
+}
+
+#[tokio::test]
+async fn introspection_routes_report_counts_ledger_and_balance() {
+    let h = start(settings()).await;
+    h.send(&purchase("adm-1", "081234567890")).await;
+    h.send(&purchase("adm-1", "081234567890")).await;
+    h.status_check("adm-1").await;
+
+    let counts: serde_json::Value = h
+        .http
+        .get(format!("{}/_sim/requests/adm-1", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["purchases"], 2);
+    assert_eq!(counts["status_checks"], 1);
+    assert_eq!(counts["total"], 3);
+
+    let ledger: serde_json::Value = h
+        .http
+        .get(format!("{}/_sim/ledger/adm-1", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["code"], "000");
+    assert_eq!(ledger["amount"], 11_000);
+    let missing = h
+        .http
+        .get(format!("{}/_sim/ledger/none", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let set = h
+        .http
+        .put(format!("{}/_sim/balance", h.url))
+        .json(&serde_json::json!({ "balance": 42 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert_eq!(h.sim.balance(), 42);
+    let scenarios: serde_json::Value = h
+        .http
+        .get(format!("{}/_sim/scenarios", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scenarios["prefix"], PREFIX);
+}
+
+#[tokio::test]
+async fn the_pin_never_appears_in_debug_output() {
+    let sim = OkeBayarSim::new(settings());
+    assert!(!format!("{sim:?} {:?}", sim.settings()).contains(PIN));
+}
+
+/// A small deterministic generator (no extra dependency needed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().checked_rem(n) == Some(0)
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() as usize) % items.len()]
+    }
+}
+
+#[tokio::test]
+async fn hostile_and_random_requests_never_break_it_and_money_is_conserved() {
+    let h = start(OkeBayarSimSettings {
+        // No asynchronous settlement during the run: the ledger is what the
+        // replies said.
+        callback_delay_ms: 3_600_000,
+        ..settings()
+    })
+    .await;
+    let mut rng = Lcg(42);
+    let codes = [
+        "OkeBayar-prabayar",
+        "OkeBayar-inquiry",
+        "OkeBayar-cek-status",
+        "OkeBayar-cek-balance",
+        "OkeBayar-echo",
+        "okebayar-PRABAYAR",
+        "",
+        "x",
+    ];
+    let accounts = [
+        "081234567890",
+        "089900000002",
+        "089900000204",
+        "089900000903",
+        "089900000904",
+        "089900000401",
+        "089900000921",
+        "",
+        "<>&\"'",
+        "\u{1F600}",
+    ];
+    let mut references = Vec::new();
+    for i in 0..300 {
+        let reference = format!("rnd-{}", rng.next() % 40);
+        references.push(reference.clone());
+        let raw = match i % 5 {
+            0 => (0..(rng.next() % 200))
+                .map(|_| rng.next() as u8)
+                .collect::<Vec<u8>>(),
+            _ => {
+                let mut fields = request(
+                    rng.pick(&codes),
+                    &reference,
+                    &[
+                        ("productcode", rng.pick(&["S10", "PLN20", ""])),
+                        ("accnumber", rng.pick(&accounts)),
+                    ],
+                );
+                fields.push(("accnumber1".into(), rng.pick(&accounts).into()));
+                if rng.one_in(3) {
+                    fields.push(("querycode".into(), "inquiry".into()));
+                }
+                if rng.one_in(3) {
+                    fields.push(("inquirycode".into(), format!("INQ{}", rng.next())));
+                    fields.push((
+                        "nominal".into(),
+                        rng.pick(&["150000", "1e9", "-1", "150000.50"]).into(),
+                    ));
+                }
+                let format = if rng.one_in(2) {
+                    Format::Xml
+                } else {
+                    Format::Json
+                };
+                body(format, &fields)
+            }
+        };
+        let response = h.send_raw(raw).await;
+        assert!(
+            [200, 502].contains(&response.status().as_u16()),
+            "{}",
+            response.status()
+        );
+    }
+    // Still serving, and every rupiah taken is held by a debited entry.
+    assert_eq!(
+        status(&h.send(&purchase("after-fuzz", "081234567890")).await),
+        "000"
+    );
+    references.push("after-fuzz".into());
+    references.sort();
+    references.dedup();
+    let held: i64 = references
+        .iter()
+        .filter_map(|r| h.sim.ledger_state(r))
+        .filter(|e| e.debited)
+        .map(|e| e.amount)
+        .sum();
+    assert_eq!(h.sim.balance() + held, 1_000_000);
+}
