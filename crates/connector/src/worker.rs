@@ -223,6 +223,9 @@ async fn handle<C: Connector>(connector: &C, js: &jetstream::Context, settings: 
             // the replica that has it now.
             return;
         };
+        if command.operation.moves_money() {
+            failpoint_after_send(settings.failpoint).await;
+        }
         metrics::counter!(metric::COMMANDS, "provider" => command.provider.as_str(), "operation" => command.operation.as_str(), "outcome" => report.outcome.as_str()).increment(1);
         tracing::info!(outcome = %report.outcome, code = report.provider_code.as_deref().unwrap_or(""), "provider answered");
 
@@ -294,21 +297,27 @@ async fn decide_and_call<C: Connector>(
     }
     let mut report = connector.execute(command).await;
     report.exchanges.splice(0..0, exchanges);
-    match settings.failpoint {
+    if report.outcome == Outcome::Unknown && report.detail.is_empty() {
+        report.detail = "outcome unknown; a status check will resolve it".into();
+    }
+    Some(report)
+}
+
+/// Test-only fault injection between "the provider answered" and "the
+/// result is published": the window in which a crash must not lead to a
+/// second money-moving request.
+async fn failpoint_after_send(failpoint: Option<Failpoint>) {
+    match failpoint {
         Some(Failpoint::AbortAfterSend) => {
             tracing::warn!("failpoint abort_after_send: aborting the process");
             std::process::abort();
         }
         Some(Failpoint::HangAfterSend) => {
-            tracing::warn!("failpoint hang_after_send: hanging without publishing");
+            tracing::warn!("failpoint hang_after_send: hanging without publishing or acking");
             std::future::pending::<()>().await;
         }
         None => {}
     }
-    if report.outcome == Outcome::Unknown && report.detail.is_empty() {
-        report.detail = "outcome unknown; a status check will resolve it".into();
-    }
-    Some(report)
 }
 
 /// Answers `loket.rpc.<provider>.balance` requests (core NATS, queue group).

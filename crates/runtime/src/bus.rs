@@ -56,7 +56,7 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), BusError> {
         ),
     ];
     for (name, subject, retention, max_age) in specs {
-        js.get_or_create_stream(stream::Config {
+        let config = stream::Config {
             name: name.to_string(),
             subjects: vec![subject.to_string()],
             retention,
@@ -64,9 +64,21 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), BusError> {
             duplicate_window: DUPLICATE_WINDOW,
             max_age,
             ..Default::default()
-        })
-        .await
-        .map_err(|error| BusError::Setup(format!("stream {name}: {error}")))?;
+        };
+        // Several services start at once and race to create the same
+        // stream; the loser's create fails, and its next lookup finds it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(error) if attempt < 10 => {
+                    tracing::debug!(%error, stream = name, attempt, "stream setup raced; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(error) => return Err(BusError::Setup(format!("stream {name}: {error}"))),
+            }
+        }
     }
     Ok(())
 }

@@ -112,7 +112,7 @@ impl Default for OkeBayarSimSettings {
             inquiry_ttl_secs: 1_800,
             short_inquiry_ttl_ms: 0,
             scenario_prefix: "089900000".into(),
-            prices: BTreeMap::new(),
+            prices: default_prices(),
             default_price: 11_000,
             bill_nominal: 150_000,
             bill_adminfee: 2_500,
@@ -123,6 +123,22 @@ impl Default for OkeBayarSimSettings {
             body_read_timeout_ms: 10_000,
         }
     }
+}
+
+/// The simulator's price list (what `harga` debits), matching the product
+/// catalogue seed in `deploy/products.toml`.
+pub fn default_prices() -> BTreeMap<String, i64> {
+    [
+        ("S10", 10_500),
+        ("S25", 25_500),
+        ("S50", 50_500),
+        ("D1GB", 15_000),
+        ("PLN20", 20_500),
+        ("PLN50", 50_500),
+    ]
+    .into_iter()
+    .map(|(code, price)| (code.to_string(), price))
+    .collect()
 }
 
 impl OkeBayarSimSettings {

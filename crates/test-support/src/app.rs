@@ -1,0 +1,421 @@
+//! [`TestApp`]: the whole of loket for one test — a private nats-server, a
+//! fresh database, the OkeBayar simulator, and every service started
+//! in-process through the same `run` functions their binaries call. Two API
+//! clients (A and B) are created and the product catalogue is loaded from
+//! `deploy/products.toml`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use loket_connector::worker::{Failpoint, WorkerSettings};
+use loket_okebayar::wire::Format;
+use loket_protocol::pb;
+use loket_protocol::pb::loket_client::LoketClient;
+use loket_runtime::{Secret, Shutdown};
+use loket_simulators::okebayar::{OkeBayarSim, OkeBayarSimSettings};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::nats::NatsServer;
+use crate::postgres;
+
+/// The OkeBayar credential shared by the connector and the simulator in
+/// tests. A canary: it must never appear in a log line or a row.
+pub const CANARY_PIN: &str = "CANARY-PIN-7731";
+pub const USERID: &str = "loket-test";
+
+/// Knobs a test may turn; the defaults make every schedule run in seconds.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub format: Format,
+    /// The connector's HTTP timeout towards the simulator.
+    pub provider_timeout_ms: u64,
+    /// How long the simulator's "answer after the timeout" scenarios wait.
+    pub slow_reply_ms: u64,
+    pub failpoint: Option<Failpoint>,
+    /// Delay before the first status check of a pending / unknown transaction.
+    pub first_check_ms: u64,
+    pub not_found_grace_ms: u64,
+    pub callback_delay_ms: u64,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            format: Format::Xml,
+            provider_timeout_ms: 1_500,
+            slow_reply_ms: 3_000,
+            failpoint: None,
+            first_check_ms: 700,
+            not_found_grace_ms: 3_000,
+            callback_delay_ms: 150,
+        }
+    }
+}
+
+struct Service {
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl Service {
+    fn spawn<F>(name: &'static str, shutdown: Shutdown, future: F) -> Service
+    where
+        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let task = tokio::spawn(async move {
+            if let Err(error) = future.await {
+                eprintln!("service {name} stopped with an error: {error}");
+            }
+        });
+        Service { shutdown, task }
+    }
+
+    /// Like `kill -9`: the task is dropped mid-flight, nothing is drained.
+    fn kill(self) {
+        self.task.abort();
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub type Client = LoketClient<InterceptedService<Channel, ApiKey>>;
+
+/// Adds the `x-api-key` metadata entry.
+#[derive(Clone)]
+pub struct ApiKey(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("x-api-key", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub struct TestApp {
+    pub nats: NatsServer,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub sim: OkeBayarSim,
+    pub sim_url: String,
+    pub ingress_addr: SocketAddr,
+    pub callback_addr: SocketAddr,
+    pub key_a: String,
+    pub key_b: String,
+    pub options: TestOptions,
+    connector: Option<Service>,
+    services: Vec<Service>,
+    sim_shutdown: Shutdown,
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port")
+}
+
+fn common(nats_url: &str, database_url: &str) -> loket_runtime::config::Common {
+    loket_runtime::config::Common {
+        nats_url: nats_url.to_string(),
+        database_url: Secret::new(database_url),
+        admin_addr: "127.0.0.1:0".into(),
+        log_json: false,
+        shutdown_grace_ms: 5_000,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> TestApp {
+        crate::logs::capture();
+        let nats = NatsServer::start().expect("nats-server");
+        let database_url = postgres::fresh_database().await.expect("database");
+        let pool = PgPool::connect(&database_url).await.expect("pool");
+
+        loket_cli::admin::load_products(&pool, &workspace_root().join("deploy/products.toml"))
+            .await
+            .expect("products load");
+        let key_a = loket_cli::admin::create_client(&pool, "client-a").await.expect("client a").api_key;
+        let key_b = loket_cli::admin::create_client(&pool, "client-b").await.expect("client b").api_key;
+
+        let mut services = Vec::new();
+
+        // Callback receiver first: the simulator needs its URL.
+        let callback_main = bind().await;
+        let callback_addr = callback_main.local_addr().unwrap();
+        {
+            let settings = loket_callback::Settings {
+                common: common(&nats.url(), &database_url),
+                ..Default::default()
+            };
+            let listeners = loket_callback::Listeners {
+                main: callback_main,
+                admin: bind().await,
+            };
+            let shutdown = Shutdown::new();
+            let s = shutdown.clone();
+            services.push(Service::spawn("callback", shutdown, async move {
+                loket_callback::run(settings, listeners, s).await.map_err(|e| e.to_string())
+            }));
+        }
+
+        let sim = OkeBayarSim::new(OkeBayarSimSettings {
+            userid: USERID.into(),
+            userpin: Secret::new(CANARY_PIN),
+            callback_url: Some(format!("http://{callback_addr}/callback/okebayar")),
+            callback_delay_ms: options.callback_delay_ms,
+            slow_reply_ms: options.slow_reply_ms,
+            short_inquiry_ttl_ms: 100,
+            ..Default::default()
+        });
+        let sim_listener = bind().await;
+        let sim_url = format!("http://{}/", sim_listener.local_addr().unwrap());
+        let sim_shutdown = Shutdown::new();
+        {
+            let sim = sim.clone();
+            let shutdown = sim_shutdown.clone();
+            tokio::spawn(async move { sim.serve(sim_listener, shutdown).await });
+        }
+
+        {
+            let mut settings = loket_reconciler::Settings {
+                common: common(&nats.url(), &database_url),
+                tick_ms: 200,
+                not_found_grace_ms: options.not_found_grace_ms,
+                dispatch_grace_ms: 1_000,
+                redispatch_after_ms: 10_000,
+                ..Default::default()
+            };
+            for schedule in settings.schedules.values_mut() {
+                schedule.delays_ms = vec![options.first_check_ms, 1_000];
+                schedule.unknown_first_ms = options.first_check_ms;
+            }
+            let listeners = loket_reconciler::Listeners { admin: bind().await };
+            let shutdown = Shutdown::new();
+            let s = shutdown.clone();
+            services.push(Service::spawn("reconciler", shutdown, async move {
+                loket_reconciler::run(settings, listeners, s).await.map_err(|e| e.to_string())
+            }));
+        }
+
+        let ingress_main = bind().await;
+        let ingress_addr = ingress_main.local_addr().unwrap();
+        {
+            let settings = loket_ingress::Settings {
+                common: common(&nats.url(), &database_url),
+                ..Default::default()
+            };
+            let listeners = loket_ingress::Listeners {
+                main: ingress_main,
+                admin: bind().await,
+            };
+            let shutdown = Shutdown::new();
+            let s = shutdown.clone();
+            services.push(Service::spawn("ingress", shutdown, async move {
+                loket_ingress::run(settings, listeners, s).await.map_err(|e| e.to_string())
+            }));
+        }
+
+        let mut app = TestApp {
+            nats,
+            database_url,
+            pool,
+            sim,
+            sim_url,
+            ingress_addr,
+            callback_addr,
+            key_a,
+            key_b,
+            options,
+            connector: None,
+            services,
+            sim_shutdown,
+        };
+        app.start_connector(app.options.failpoint).await;
+        app.wait_for_grpc().await;
+        app
+    }
+
+    /// The OkeBayar connector's settings for this app.
+    pub fn connector_settings(&self, failpoint: Option<Failpoint>) -> loket_okebayar::service::ConnectorSettings {
+        let mut okebayar = loket_okebayar::settings::OkeBayarSettings {
+            url: self.sim_url.clone(),
+            userid: USERID.into(),
+            userpin: Secret::new(CANARY_PIN),
+            format: self.options.format,
+            timeout_ms: self.options.provider_timeout_ms,
+            connect_timeout_ms: 500,
+            ..Default::default()
+        };
+        okebayar.payment_transaction_code = self.sim.settings().payment_transactioncodes[0].clone();
+        loket_okebayar::service::ConnectorSettings {
+            common: common(&self.nats.url(), &self.database_url),
+            worker: WorkerSettings {
+                concurrency: 16,
+                ack_wait_ms: self.options.provider_timeout_ms * 2 + 1_000,
+                failpoint,
+            },
+            okebayar,
+        }
+    }
+
+    /// Starts (or restarts) the OkeBayar connector.
+    pub async fn start_connector(&mut self, failpoint: Option<Failpoint>) {
+        let settings = self.connector_settings(failpoint);
+        let admin = bind().await;
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        self.connector = Some(Service::spawn("okebayar-connector", shutdown, async move {
+            loket_okebayar::service::run(settings, admin, s).await.map_err(|e| e.to_string())
+        }));
+    }
+
+    /// Kills the connector like `kill -9`: no drain, no ack.
+    pub fn kill_connector(&mut self) {
+        if let Some(connector) = self.connector.take() {
+            connector.kill();
+        }
+    }
+
+    async fn wait_for_grpc(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut client) = self.try_client(&self.key_a).await {
+                let request = pb::GetTransactionRequest {
+                    key: Some(pb::get_transaction_request::Key::Id(uuid::Uuid::nil().to_string())),
+                };
+                match client.get_transaction(request).await {
+                    Err(status) if status.code() == tonic::Code::NotFound => return,
+                    _ => {}
+                }
+            }
+            assert!(Instant::now() < deadline, "the ingress did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_client(&self, key: &str) -> Result<Client, tonic::transport::Error> {
+        let channel = Channel::from_shared(format!("http://{}", self.ingress_addr))
+            .expect("valid URI")
+            .connect()
+            .await?;
+        let key = ApiKey(key.parse().expect("an ASCII API key"));
+        Ok(LoketClient::with_interceptor(channel, key))
+    }
+
+    /// A gRPC client authenticated as client A.
+    pub async fn client_a(&self) -> Client {
+        self.try_client(&self.key_a).await.expect("connect to the ingress")
+    }
+
+    pub async fn client_b(&self) -> Client {
+        self.try_client(&self.key_b).await.expect("connect to the ingress")
+    }
+
+    pub async fn client_with_key(&self, key: &str) -> Client {
+        self.try_client(key).await.expect("connect to the ingress")
+    }
+
+    /// The callback receiver's OkeBayar endpoint.
+    pub fn callback_url(&self) -> String {
+        format!("http://{}/callback/okebayar", self.callback_addr)
+    }
+
+    /// The transaction's row as stored.
+    pub async fn row(&self, id: &str) -> loket_store::TransactionRow {
+        let id = uuid::Uuid::parse_str(id).expect("a transaction id");
+        loket_store::get(&self.pool, id).await.expect("query").expect("row exists")
+    }
+
+    /// Waits until the transaction's stored status is `status`.
+    pub async fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> loket_store::TransactionRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let row = self.row(id).await;
+            if row.status == status {
+                return row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "transaction {id} is {} (code {:?}), not {status}, after {timeout:?}",
+                row.status,
+                row.provider_code
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The transaction's event log as (source, from, to) rows.
+    pub async fn events(&self, id: &str) -> Vec<(String, Option<String>, Option<String>)> {
+        let id = uuid::Uuid::parse_str(id).expect("a transaction id");
+        sqlx::query_as("SELECT source, from_status, to_status FROM transaction_events WHERE transaction_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .expect("events")
+    }
+
+    /// Every row of every table, as JSON text (for leak checks).
+    pub async fn dump_database(&self) -> String {
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'")
+                .fetch_all(&self.pool)
+                .await
+                .expect("tables");
+        let mut dump = String::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
+                .fetch_all(&self.pool)
+                .await
+                .expect("rows");
+            for row in rows {
+                dump.push_str(&table);
+                dump.push_str(": ");
+                dump.push_str(&row);
+                dump.push('\n');
+            }
+        }
+        dump
+    }
+
+    /// Stops every service gracefully.
+    pub async fn shutdown(mut self) {
+        if let Some(connector) = self.connector.take() {
+            connector.stop().await;
+        }
+        for service in self.services.drain(..) {
+            service.stop().await;
+        }
+        self.sim_shutdown.trigger();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(connector) = self.connector.take() {
+            connector.kill();
+        }
+        for service in self.services.drain(..) {
+            service.kill();
+        }
+        self.sim_shutdown.trigger();
+    }
+}
+
+/// The workspace root (where `deploy/` lives).
+pub fn workspace_root() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("deploy").exists() {
+        if !dir.pop() {
+            panic!("workspace root with deploy/ not found");
+        }
+    }
+    dir
+}

@@ -1,0 +1,134 @@
+//! PostgreSQL for tests: one private server per test run, a fresh migrated
+//! database per test.
+//!
+//! `make test` starts one server for the whole run and exports its admin URL
+//! as `LOKET_TEST_DATABASE_URL`. Without it (a plain `cargo test`), the
+//! first test of each process starts a private server in a temporary folder,
+//! which a watchdog stops when the process exits. PostgreSQL refuses to run
+//! as root, so as root the server runs as the `postgres` user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::ports::{free_port, wait_for_port};
+
+/// The environment variable naming a running server's admin URL.
+pub const ADMIN_URL_ENV: &str = "LOKET_TEST_DATABASE_URL";
+
+/// Finds the newest installed PostgreSQL's bin folder.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| anyhow::anyhow!("PostgreSQL is not installed; run scripts/ensure-deps.sh"))?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no PostgreSQL initdb found under /usr/lib/postgresql"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL program, as `postgres` when we are root.
+fn pg_command(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Initialises a data folder and starts a server on `port`; the server stops
+/// when the process with `watch_pid` exits (if given).
+pub fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::Result<String> {
+    let bin = bin_dir()?;
+    let data = root.join("data");
+    std::fs::create_dir_all(root)?;
+    if is_root() {
+        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status()?;
+        anyhow::ensure!(status.success(), "chown of {} to postgres failed", root.display());
+    }
+    if !data.join("PG_VERSION").exists() {
+        let out = pg_command(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let server = format!(
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=400 -c shared_buffers=128MB",
+        bin.join("postgres").display(),
+        data.display(),
+        root.display()
+    );
+    let script = match watch_pid {
+        // Stop the server when the test process is gone.
+        Some(pid) => format!(
+            "{server} >{log} 2>&1 & pg=$!; while [ -d /proc/{pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; kill -INT $pg 2>/dev/null",
+            log = root.join("postgres.log").display()
+        ),
+        None => format!("exec {server} >{log} 2>&1", log = root.join("postgres.log").display()),
+    };
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", &script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    wait_for_port(port, Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!("{e}; see {}", root.join("postgres.log").display()))?;
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+}
+
+struct SharedServer {
+    admin_url: String,
+    // Keeps the folder alive for the process's lifetime.
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn shared_server() -> anyhow::Result<&'static SharedServer> {
+    static SERVER: OnceLock<Result<SharedServer, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var(ADMIN_URL_ENV) {
+                return Ok(SharedServer { admin_url: url, _dir: None });
+            }
+            let dir = tempfile::Builder::new().prefix("loket-pg-").tempdir().map_err(|e| e.to_string())?;
+            let url = start_server(dir.path(), free_port(), Some(std::process::id())).map_err(|e| e.to_string())?;
+            Ok(SharedServer { admin_url: url, _dir: Some(dir) })
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A fresh database on the shared server, migrated. Returns its URL.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    let server = shared_server()?;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&server.admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    let url = server.admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap_or_default();
+    let secret = loket_runtime::Secret::new(url.clone());
+    let pool = loket_runtime::db::connect(&secret, 2).await?;
+    loket_runtime::db::migrate(&pool).await?;
+    pool.close().await;
+    Ok(url)
+}

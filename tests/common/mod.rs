@@ -1,0 +1,51 @@
+//! Request builders shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use loket_protocol::pb;
+
+/// An account the OkeBayar simulator treats as scenario `suffix`
+/// (see crates/simulators/SCENARIOS.md).
+pub fn scenario(suffix: &str) -> String {
+    format!("089900000{suffix}")
+}
+
+/// Any other account: immediate success.
+pub const OK_ACCOUNT: &str = "081234567890";
+
+pub fn purchase(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::PurchaseRequest {
+    pb::PurchaseRequest {
+        client_ref: client_ref.into(),
+        product_code: product.into(),
+        account: account.into(),
+        inquiry_id: String::new(),
+        wait_ms,
+    }
+}
+
+pub fn inquire(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::InquireRequest {
+    pb::InquireRequest {
+        client_ref: client_ref.into(),
+        product_code: product.into(),
+        account: account.into(),
+        wait_ms,
+        ..Default::default()
+    }
+}
+
+pub fn pay(client_ref: &str, inquiry_id: &str, amount: i64, wait_ms: u32) -> pb::PayBillRequest {
+    pb::PayBillRequest {
+        client_ref: client_ref.into(),
+        inquiry_id: inquiry_id.into(),
+        amount: Some(pb::Money {
+            minor: amount,
+            currency: "IDR".into(),
+        }),
+        wait_ms,
+    }
+}
+
+pub fn by_id(id: &str) -> pb::GetTransactionRequest {
+    pb::GetTransactionRequest {
+        key: Some(pb::get_transaction_request::Key::Id(id.into())),
+    }
+}

@@ -1,0 +1,133 @@
+//! End-to-end: prepaid purchases and PLN tokens through every real service
+//! (gRPC ingress → JetStream → OkeBayar connector → simulator over HTTP →
+//! reconciler → Postgres → the waiting client).
+
+mod common;
+
+use common::*;
+use loket_protocol::pb;
+use loket_test_support::TestApp;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prepaid_purchase_succeeds_with_a_serial_number() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("order-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .expect("purchase accepted")
+        .into_inner();
+    assert_eq!(txn.status(), pb::TransactionStatus::Success, "{txn:?}");
+    assert!(!txn.serial_number.is_empty(), "a serial number: {txn:?}");
+    assert_eq!(txn.provider_code, "000");
+    assert_eq!(txn.amount.as_ref().map(|m| m.minor), Some(10_500));
+    let explanation = txn.explanation.expect("the code is explained");
+    assert!(explanation.in_catalogue);
+    assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
+    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(5)).await;
+    assert!(!row.amount_mismatch, "simulator price equals the catalogue price");
+    assert_eq!(row.provider_amount_minor, Some(10_500));
+    let ledger = app.sim.ledger_state(&txn.provider_reference).expect("the simulator saw it");
+    assert_eq!(ledger.serial_number.as_str(), txn.serial_number);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pln_inquiry_then_purchase_copies_the_inquiry_references() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let inquiry = client
+        .inquire(inquire("pln-inq-1", "PLN20", "512345678901", 10_000))
+        .await
+        .expect("inquiry accepted")
+        .into_inner();
+    assert_eq!(inquiry.status(), pb::TransactionStatus::Success, "{inquiry:?}");
+    let bill = inquiry.bill.as_ref().expect("inquiry details");
+    assert!(!bill.customer_name.is_empty(), "customer name from PLN_NAMAPELANGGAN: {bill:?}");
+    assert!(bill.expires_at.is_some());
+
+    let mut request = purchase("pln-buy-1", "PLN20", "512345678901", 10_000);
+    request.inquiry_id = inquiry.id.clone();
+    let token = client.purchase(request).await.expect("purchase accepted").into_inner();
+    assert_eq!(token.status(), pb::TransactionStatus::Success, "{token:?}");
+    assert!(!token.serial_number.is_empty(), "the PLN token");
+    assert_ne!(token.provider_reference, inquiry.provider_reference, "a new referencecode for the purchase");
+    assert_eq!(app.sim.money_requests_for(&token.provider_reference), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_balance_is_served_by_the_connector() {
+    let app = TestApp::spawn().await;
+    app.sim.set_balance(123_456_789);
+    let mut client = app.client_a().await;
+    let balance = client
+        .get_balance(pb::GetBalanceRequest { provider: "okebayar".into() })
+        .await
+        .expect("balance")
+        .into_inner();
+    assert_eq!(balance.balance.map(|m| m.minor), Some(123_456_789));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn definite_failures_end_failed_with_code_and_meaning() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+
+    // 204: wrong destination number.
+    let wrong = client
+        .purchase(purchase("fail-204", "PULSA10", &scenario("204"), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wrong.status(), pb::TransactionStatus::Failed, "{wrong:?}");
+    assert_eq!(wrong.provider_code, "204");
+    let meaning = wrong.explanation.expect("explained");
+    assert_eq!(meaning.category, "user_input");
+    assert!(!meaning.merchant_message_id.is_empty());
+
+    // 203: the deposit is empty.
+    app.sim.set_balance(0);
+    let broke = client
+        .purchase(purchase("fail-203", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(broke.status(), pb::TransactionStatus::Failed, "{broke:?}");
+    assert_eq!(broke.provider_code, "203");
+    assert_eq!(broke.explanation.expect("explained").category, "balance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_then_callbacks_then_success() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("pending-002", "PULSA10", &scenario("002"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(15)).await;
+    assert_eq!(row.provider_code.as_deref(), Some("000"));
+    assert!(row.serial_number.is_some());
+    let events = app.events(&txn.id).await;
+    assert!(events.iter().any(|(_, _, to)| to.as_deref() == Some("pending")), "went through pending: {events:?}");
+    assert!(events.iter().any(|(source, _, _)| source == "callback"), "callbacks were received: {events:?}");
+    // Unsigned callbacks are confirmed by a status check before the state moves.
+    assert!(app.sim.requests_for(&txn.provider_reference).status_checks >= 1);
+    assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn success_without_serial_number_is_completed_by_a_status_check() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("sn-001", "PULSA10", &scenario("001"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(15)).await;
+    assert!(row.serial_number.as_deref().is_some_and(|sn| !sn.is_empty()), "SN arrived: {row:?}");
+    assert!(app.sim.requests_for(&txn.provider_reference).status_checks >= 1);
+    assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
+}
