@@ -1,0 +1,572 @@
+//! The command line, as clap types. Parsing only: nothing here connects or
+//! prints. Values are validated on the way in (durations, statuses,
+//! providers, times, amounts) so a typo is a usage error naming the flag, not
+//! a server round trip.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use loket_protocol::{Provider, TransactionStatus};
+use loket_runtime::Secret;
+
+use crate::duration::parse_duration;
+
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loketctl",
+    version,
+    about = "Operate loket: clients, products, transactions, provider codes, and the load benchmark.",
+    after_help = "Prefer LOKET_API_KEY and LOKET_DATABASE_URL over the flags: \
+                  command-line arguments are visible to other users in the process list."
+)]
+pub struct Cli {
+    /// gRPC address of the loket ingress.
+    #[arg(long, global = true, env = "LOKET_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+
+    /// API key of the calling client (sent as `x-api-key`).
+    #[arg(long, global = true, env = "LOKET_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub api_key: Option<Secret>,
+
+    /// Print JSON for scripts instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// PostgreSQL URL, for `migrate`, `client` and `products` only.
+    #[arg(long, global = true, env = "LOKET_DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<Secret>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations.
+    Migrate,
+    /// Manage internal clients and their API keys (database).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage the product catalogue (database).
+    #[command(subcommand)]
+    Products(ProductsCommand),
+    /// Buy a prepaid product (pulsa, data, PLN token).
+    Purchase(PurchaseArgs),
+    /// PLN-prepaid inquiry or postpaid bill inquiry.
+    Inquire(InquireArgs),
+    /// Pay a bill against a successful inquiry.
+    Pay(PayArgs),
+    /// Show one transaction, by id or by your client reference.
+    Get(GetArgs),
+    /// List your transactions, newest first.
+    List(ListArgs),
+    /// Print transaction updates as they happen, until Ctrl-C.
+    Watch(WatchArgs),
+    /// A provider's deposit balance.
+    Balance(BalanceArgs),
+    /// What a provider code means and what to do about it.
+    Explain(ExplainArgs),
+    /// A provider's whole code table.
+    Codes(CodesArgs),
+    /// Load benchmark: prepaid purchases through the real ingress.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its API key (shown once only).
+    Create { name: String },
+    /// List clients (never their keys).
+    List,
+    /// Disable a client: its key stops working.
+    Disable { name: String },
+    /// Enable a disabled client again.
+    Enable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductsCommand {
+    /// Upsert the catalogue from a TOML file (see deploy/products.toml).
+    Load { file: PathBuf },
+    /// List the catalogue.
+    List,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PurchaseArgs {
+    /// Your unique reference for this purchase (idempotency key).
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    #[arg(long)]
+    pub product: String,
+    /// Customer number: MSISDN, meter number or customer id.
+    #[arg(long)]
+    pub account: String,
+    /// PLN prepaid: the id of the successful inquiry to buy against.
+    #[arg(long)]
+    pub inquiry: Option<String>,
+    /// Wait up to this long for a final state (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InquireArgs {
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    #[arg(long)]
+    pub product: String,
+    /// Customer id, meter number (PSTN: the area code).
+    #[arg(long)]
+    pub account: String,
+    /// PSTN: the number without area code.
+    #[arg(long)]
+    pub account2: Option<String>,
+    /// BPJS: number of months to pay (1-12).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=12))]
+    pub months: Option<u8>,
+    /// Payer phone or e-mail.
+    #[arg(long)]
+    pub contact: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PayArgs {
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    /// The id of the successful inquiry.
+    #[arg(long)]
+    pub inquiry: String,
+    /// The inquiry's total in whole rupiah (e.g. 52500); must match it.
+    #[arg(long, value_parser = parse_amount)]
+    pub amount: i64,
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(id = "key", required = true, multiple = false, args = ["id", "client_ref"])]
+pub struct GetArgs {
+    /// Transaction id.
+    pub id: Option<String>,
+    /// Your client reference instead of the id.
+    #[arg(long = "ref")]
+    pub client_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// received, pending, unknown, success, failed or needs_review.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<TransactionStatus>,
+    #[arg(long, value_parser = parse_provider)]
+    pub provider: Option<Provider>,
+    /// Our product code.
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Created at or after (RFC 3339, e.g. 2025-01-31T00:00:00+07:00).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// Page size.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Continue from the token a previous page printed.
+    #[arg(long, conflicts_with = "all")]
+    pub page_token: Option<String>,
+    /// Follow every page to the end.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Only this transaction (default: every transaction of yours).
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BalanceArgs {
+    #[arg(value_parser = parse_provider)]
+    pub provider: Provider,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Examples:\n  loketctl explain okebayar 208 --operation purchase\n  \
+                        loketctl explain 4046018\n  loketctl explain doku 5586 --offline"
+)]
+pub struct ExplainArgs {
+    /// `<provider> <code>`, or a bare code whose provider can be told from it
+    /// (7-digit SNAP/Smilepayz codes by their service code, 3 digits OkeBayar,
+    /// XXYY DOKU).
+    #[arg(value_name = "PROVIDER_OR_CODE")]
+    pub first: String,
+    #[arg(value_name = "CODE")]
+    pub second: Option<String>,
+    /// The operation the code answered (purchase, bill_payment, status_check, qr_refund, ...).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Answer from the built-in catalogue, without a server.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CodesArgs {
+    #[arg(value_parser = parse_provider)]
+    pub provider: Provider,
+    /// Answer from the built-in catalogue, without a server.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Purchases in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Measured duration, after the warm-up.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Prepaid product to buy.
+    #[arg(long, default_value = "PULSA10")]
+    pub product: String,
+    /// Un-measured warm-up before the measured duration.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Account number the simulator answers with immediate success.
+    #[arg(long, default_value = crate::bench::DEFAULT_ACCOUNT)]
+    pub account: String,
+    /// `wait_ms` of each purchase: how long the ingress may hold a call for its final state.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub wait: Duration,
+    /// HTTP/2 connections to spread the calls over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: u32,
+}
+
+fn secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
+}
+
+pub fn parse_status(text: &str) -> Result<TransactionStatus, String> {
+    TransactionStatus::parse(&text.trim().to_ascii_lowercase()).ok_or_else(|| {
+        format!(
+            "{text:?} is not a status (expected one of {})",
+            TransactionStatus::ALL.map(|s| s.as_str()).join(", ")
+        )
+    })
+}
+
+pub fn parse_provider(text: &str) -> Result<Provider, String> {
+    Provider::parse(text).map_err(|error| error.to_string())
+}
+
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time (e.g. 2025-01-31T00:00:00+07:00)"))
+}
+
+/// Whole rupiah as plain digits. `10.000` and `10,000` are refused: in
+/// Indonesian the dot groups thousands, elsewhere it is a decimal point, and a
+/// payment must not depend on which one the operator meant.
+pub fn parse_amount(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?}: write whole rupiah as plain digits, without separators (e.g. 52500)"
+        ));
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?}: amount too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loketctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn purchase_with_wait_and_global_flags_anywhere() {
+        let cli = parse(&[
+            "purchase",
+            "--ref",
+            "R1",
+            "--product",
+            "PULSA10",
+            "--account",
+            "081234567890",
+            "--wait",
+            "30s",
+            "--json",
+            "--addr",
+            "http://10.0.0.1:1",
+        ])
+        .expect("valid");
+        assert!(cli.json);
+        assert_eq!(cli.addr, "http://10.0.0.1:1");
+        let Command::Purchase(args) = cli.command else {
+            panic!("not purchase")
+        };
+        assert_eq!(args.client_ref, "R1");
+        assert_eq!(args.product, "PULSA10");
+        assert_eq!(args.wait, Some(Duration::from_secs(30)));
+        assert_eq!(args.inquiry, None);
+    }
+
+    #[test]
+    fn purchase_requires_ref_product_account() {
+        let error = parse(&["purchase", "--product", "P", "--account", "1"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(error.to_string().contains("--ref"));
+        let error = parse(&[
+            "purchase",
+            "--ref",
+            "R",
+            "--product",
+            "P",
+            "--account",
+            "1",
+            "--wait",
+            "30",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("missing unit"), "{error}");
+    }
+
+    #[test]
+    fn inquire_months_range() {
+        let cli = parse(&[
+            "inquire",
+            "--ref",
+            "R",
+            "--product",
+            "BPJS",
+            "--account",
+            "0001",
+            "--months",
+            "3",
+        ])
+        .expect("valid");
+        let Command::Inquire(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.months, Some(3));
+        assert!(parse(&[
+            "inquire",
+            "--ref",
+            "R",
+            "--product",
+            "BPJS",
+            "--account",
+            "1",
+            "--months",
+            "13"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "inquire",
+            "--ref",
+            "R",
+            "--product",
+            "BPJS",
+            "--account",
+            "1",
+            "--months",
+            "0"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn pay_amount_must_be_plain_digits() {
+        let cli =
+            parse(&["pay", "--ref", "R", "--inquiry", "I", "--amount", "52500"]).expect("valid");
+        let Command::Pay(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.amount, 52_500);
+        for bad in ["10.000", "10,000", "-5", "1e3", ""] {
+            assert!(
+                parse(&["pay", "--ref", "R", "--inquiry", "I", "--amount", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn get_by_id_or_ref_but_not_both_nor_neither() {
+        let cli = parse(&["get", "abc"]).expect("id");
+        let Command::Get(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.id.as_deref(), Some("abc"));
+        let cli = parse(&["get", "--ref", "R9"]).expect("ref");
+        let Command::Get(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.client_ref.as_deref(), Some("R9"));
+        assert_eq!(
+            parse(&["get"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["get", "abc", "--ref", "R"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn list_filters_are_validated() {
+        let cli = parse(&[
+            "list",
+            "--status",
+            "needs_review",
+            "--provider",
+            "OkeBayar",
+            "--since",
+            "2025-01-31T00:00:00+07:00",
+            "--limit",
+            "10",
+            "--all",
+        ])
+        .expect("valid");
+        let Command::List(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.status, Some(TransactionStatus::NeedsReview));
+        assert_eq!(args.provider, Some(Provider::OkeBayar));
+        assert_eq!(
+            args.since.unwrap().to_rfc3339(),
+            "2025-01-30T17:00:00+00:00"
+        );
+        assert_eq!(args.limit, 10);
+        assert!(args.all);
+        assert!(parse(&["list", "--status", "done"])
+            .unwrap_err()
+            .to_string()
+            .contains("not a status"));
+        assert!(parse(&["list", "--since", "yesterday"])
+            .unwrap_err()
+            .to_string()
+            .contains("RFC 3339"));
+        assert!(parse(&["list", "--provider", "acme"]).is_err());
+        assert!(parse(&["list", "--all", "--page-token", "x"]).is_err());
+        let cli = parse(&["list"]).expect("defaults");
+        let Command::List(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.limit, 50);
+        assert!(!args.all);
+    }
+
+    #[test]
+    fn explain_forms() {
+        let cli = parse(&["explain", "okebayar", "208", "--operation", "purchase"]).expect("two");
+        let Command::Explain(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (args.first.as_str(), args.second.as_deref()),
+            ("okebayar", Some("208"))
+        );
+        assert_eq!(args.operation.as_deref(), Some("purchase"));
+        let cli = parse(&["explain", "4046018", "--offline"]).expect("bare");
+        let Command::Explain(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!((args.first.as_str(), args.second), ("4046018", None));
+        assert!(args.offline);
+        assert!(parse(&["codes", "doku", "--offline"]).is_ok());
+        assert!(parse(&["codes"]).is_err());
+    }
+
+    #[test]
+    fn bench_defaults_and_overrides() {
+        let cli = parse(&["bench"]).expect("defaults");
+        let Command::Bench(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.concurrency, 32);
+        assert_eq!(args.duration, Duration::from_secs(30));
+        assert_eq!(args.warmup, Duration::from_secs(3));
+        assert_eq!(args.product, "PULSA10");
+        let cli = parse(&[
+            "bench",
+            "--concurrency",
+            "64",
+            "--duration",
+            "2m",
+            "--warmup",
+            "500ms",
+        ])
+        .expect("set");
+        let Command::Bench(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.concurrency, 64);
+        assert_eq!(args.duration, Duration::from_secs(120));
+        assert_eq!(args.warmup, Duration::from_millis(500));
+        assert!(parse(&["bench", "--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn admin_commands() {
+        let cli = parse(&["client", "create", "pos-backend"]).expect("create");
+        assert!(
+            matches!(cli.command, Command::Client(ClientCommand::Create { ref name }) if name == "pos-backend")
+        );
+        let cli = parse(&[
+            "products",
+            "load",
+            "deploy/products.toml",
+            "--database-url",
+            "postgres://x",
+        ])
+        .expect("load");
+        assert!(matches!(
+            cli.command,
+            Command::Products(ProductsCommand::Load { .. })
+        ));
+        assert_eq!(cli.database_url.expect("set").expose(), "postgres://x");
+        assert!(parse(&["migrate"]).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_and_help() {
+        let cli = parse(&[
+            "--api-key",
+            "lk_canary",
+            "--database-url",
+            "postgres://u:pw@h/db",
+            "migrate",
+        ])
+        .expect("ok");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("lk_canary"), "{shown}");
+        assert!(!shown.contains("pw@"), "{shown}");
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("LOKET_API_KEY"));
+    }
+}

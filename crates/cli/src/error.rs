@@ -1,0 +1,103 @@
+//! The one error type of loketctl, and how a gRPC status is shown:
+//! `INVALID_ARGUMENT: account: must be digits`.
+
+use crate::products::CatalogueErrors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server answered with an error status.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Grpc(tonic::Status),
+    /// No connection to the server could be made.
+    #[error("UNAVAILABLE: cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{0}")]
+    Db(#[from] loket_runtime::db::DbError),
+    /// A query failed. The text is sqlx's, which never holds the URL.
+    #[error("database: {0}")]
+    Query(String),
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueErrors),
+    #[error("{0}")]
+    Explain(String),
+    /// Bad input the argument parser could not catch.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        CliError::Grpc(status)
+    }
+}
+
+impl From<sqlx::Error> for CliError {
+    fn from(error: sqlx::Error) -> Self {
+        CliError::Query(error.to_string())
+    }
+}
+
+impl CliError {
+    /// The process exit code: 1 for a server or database answer, 2 for bad
+    /// usage (as clap does), 3 when the server or database is unreachable.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) | CliError::Catalogue(_) | CliError::Explain(_) => 2,
+            CliError::Connect { .. } => 3,
+            CliError::Grpc(status) if status.code() == tonic::Code::Unavailable => 3,
+            CliError::Db(loket_runtime::db::DbError::Connect(_)) => 3,
+            CliError::Db(loket_runtime::db::DbError::BadUrl) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC status code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_errors_show_code_name_and_message() {
+        let error = CliError::from(tonic::Status::invalid_argument("account: must be digits"));
+        assert_eq!(
+            error.to_string(),
+            "INVALID_ARGUMENT: account: must be digits"
+        );
+        assert_eq!(error.exit_code(), 1);
+        let error = CliError::from(tonic::Status::unavailable("draining"));
+        assert_eq!(error.to_string(), "UNAVAILABLE: draining");
+        assert_eq!(error.exit_code(), 3);
+        assert_eq!(code_name(tonic::Code::AlreadyExists), "ALREADY_EXISTS");
+    }
+}

@@ -1,0 +1,159 @@
+//! loketctl, the command line of loket, as a library so its parsing,
+//! validation and printing are unit-tested. It owns: the clap command tree
+//! ([`cli`]), the gRPC client with the `x-api-key` interceptor ([`client`]),
+//! the gRPC commands ([`commands`]), the database-side commands — migrations,
+//! client API keys, the product catalogue ([`admin`], [`products`],
+//! [`keys`]) — every printed result ([`output`]) and the load benchmark
+//! ([`bench`]).
+//!
+//! It must not decide anything about a transaction: it never writes
+//! transactions or their states (the ingress creates them, the reconciler
+//! moves them), and it never prints a secret — an API key is shown exactly
+//! once, when created; the database URL never.
+
+pub mod admin;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod duration;
+pub mod error;
+pub mod keys;
+pub mod output;
+pub mod products;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use cli::Cli;
+pub use error::CliError;
+
+use cli::{ClientCommand, Command, ProductsCommand};
+use output::{render, render_line, Format, TransactionView};
+
+/// Runs one command and prints its result on stdout. Errors are returned for
+/// the binary to print on stderr with a non-zero exit code.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let addr = cli.addr.as_str();
+    let key = cli.api_key.as_ref();
+    let print = |text: String| println!("{text}");
+
+    match &cli.command {
+        Command::Migrate => {
+            let pool = admin::connect(cli.database_url.as_ref()).await?;
+            print(render(format, &admin::migrate(&pool).await?));
+        }
+        Command::Client(command) => {
+            let pool = admin::connect(cli.database_url.as_ref()).await?;
+            match command {
+                ClientCommand::Create { name } => {
+                    print(render(format, &admin::create_client(&pool, name).await?))
+                }
+                ClientCommand::List => print(render(format, &admin::list_clients(&pool).await?)),
+                ClientCommand::Disable { name } => print(render(
+                    format,
+                    &admin::set_client_disabled(&pool, name, true).await?,
+                )),
+                ClientCommand::Enable { name } => print(render(
+                    format,
+                    &admin::set_client_disabled(&pool, name, false).await?,
+                )),
+            }
+        }
+        Command::Products(command) => match command {
+            ProductsCommand::Load { file } => {
+                // Validate before connecting: a bad file needs no database.
+                let text = std::fs::read_to_string(file).map_err(|source| CliError::Io {
+                    path: file.display().to_string(),
+                    source,
+                })?;
+                let products = products::parse_catalogue(&text)?;
+                let pool = admin::connect(cli.database_url.as_ref()).await?;
+                print(render(
+                    format,
+                    &admin::upsert_products(&pool, &products).await?,
+                ));
+            }
+            ProductsCommand::List => {
+                let pool = admin::connect(cli.database_url.as_ref()).await?;
+                print(render(format, &admin::list_products(&pool).await?));
+            }
+        },
+        Command::Purchase(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(
+                format,
+                &commands::purchase(&mut client, args).await?,
+            ));
+        }
+        Command::Inquire(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::inquire(&mut client, args).await?));
+        }
+        Command::Pay(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::pay(&mut client, args).await?));
+        }
+        Command::Get(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::get(&mut client, args).await?));
+        }
+        Command::List(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::list(&mut client, args).await?));
+        }
+        Command::Watch(args) => {
+            let mut client = client::connect(addr, key).await?;
+            let mut stream = commands::watch(&mut client, args.id.clone()).await?;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    item = stream.message() => match item? {
+                        Some(t) => print(render_line(format, &TransactionView::from_pb(&t))),
+                        None => {
+                            eprintln!("the server closed the stream");
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+        Command::Balance(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::balance(&mut client, args).await?));
+        }
+        Command::Explain(args) => {
+            let query = commands::explain_query(args)?;
+            let view = if args.offline {
+                commands::explain_offline(&query)?
+            } else {
+                let mut client = client::connect(addr, key).await?;
+                commands::explain_online(&mut client, &query).await?
+            };
+            print(render(format, &view));
+        }
+        Command::Codes(args) => {
+            let view = if args.offline {
+                commands::codes_offline(args)
+            } else {
+                let mut client = client::connect(addr, key).await?;
+                commands::codes_online(&mut client, args).await?
+            };
+            print(render(format, &view));
+        }
+        Command::Bench(args) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let on_signal = stop.clone();
+            let signal = tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_signal.store(true, Ordering::Relaxed);
+                }
+            });
+            let report = bench::run(addr, key, args, stop).await;
+            signal.abort();
+            print(render(format, &report?));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! loketctl against an in-process fake of the `Loket` gRPC service: the API
+//! key travels as `x-api-key`, `list --all` follows page tokens, `watch`
+//! prints every update, online and offline `explain` agree, errors reach the
+//! terminal as `error: CODE: message` with a non-zero exit, and the
+//! benchmark counts what it drives. The real ingress is exercised by the
+//! workspace's end-to-end tests.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser as _;
+use loket_cli::cli::{Cli, Command};
+use loket_cli::{bench, client, commands};
+use loket_protocol::catalogue;
+use loket_protocol::pb::loket_server::{Loket, LoketServer};
+use loket_protocol::pb::{self};
+use loket_protocol::Provider;
+use loket_runtime::Secret;
+use tonic::{Request, Response, Status};
+
+const KEY: &str = "lk_test_key";
+
+#[derive(Default)]
+struct Fake {
+    keys_seen: Mutex<Vec<Option<String>>>,
+    purchases: AtomicU64,
+}
+
+impl Fake {
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let key = request
+            .metadata()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.keys_seen.lock().unwrap().push(key.clone());
+        if key.as_deref() == Some(KEY) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("missing or unknown API key"))
+        }
+    }
+}
+
+fn transaction(id: &str, status: pb::TransactionStatus) -> pb::Transaction {
+    pb::Transaction {
+        id: id.into(),
+        client_ref: format!("ref-{id}"),
+        kind: pb::TransactionKind::PrepaidPurchase as i32,
+        status: status as i32,
+        product_code: "PULSA10".into(),
+        provider: "okebayar".into(),
+        account: "081200000001".into(),
+        amount: Some(pb::Money {
+            minor: 11_000,
+            currency: "IDR".into(),
+        }),
+        provider_code: "000".into(),
+        serial_number: "SN123".into(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Loket for Fake {
+    async fn purchase(
+        &self,
+        request: Request<pb::PurchaseRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        self.check(&request)?;
+        let r = request.into_inner();
+        if r.account.chars().any(|c| !c.is_ascii_digit()) {
+            return Err(Status::invalid_argument("account: must be digits"));
+        }
+        self.purchases.fetch_add(1, Ordering::Relaxed);
+        let mut t = transaction("t-1", pb::TransactionStatus::Success);
+        t.client_ref = r.client_ref;
+        Ok(Response::new(t))
+    }
+
+    async fn inquire(
+        &self,
+        _: Request<pb::InquireRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("inquire"))
+    }
+
+    async fn pay_bill(
+        &self,
+        _: Request<pb::PayBillRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("pay"))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Balance>, Status> {
+        self.check(&request)?;
+        Ok(Response::new(pb::Balance {
+            provider: request.into_inner().provider,
+            balance: Some(pb::Money {
+                minor: 1_234_567,
+                currency: "IDR".into(),
+            }),
+            as_of: None,
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        self.check(&request)?;
+        match request.into_inner().key {
+            Some(pb::get_transaction_request::Key::ClientRef(r)) if r == "ref-t-9" => Ok(
+                Response::new(transaction("t-9", pb::TransactionStatus::Pending)),
+            ),
+            _ => Err(Status::not_found("transaction")),
+        }
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        self.check(&request)?;
+        let (ids, next) = match request.into_inner().page_token.as_str() {
+            "" => (vec!["a", "b"], "p2"),
+            "p2" => (vec!["c", "d"], "p3"),
+            "p3" => (vec!["e"], ""),
+            other => return Err(Status::invalid_argument(format!("page_token: bad {other}"))),
+        };
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: ids
+                .into_iter()
+                .map(|id| transaction(id, pb::TransactionStatus::Success))
+                .collect(),
+            next_page_token: next.into(),
+        }))
+    }
+
+    type WatchTransactionsStream =
+        tonic::codegen::tokio_stream::Iter<std::vec::IntoIter<Result<pb::Transaction, Status>>>;
+
+    async fn watch_transactions(
+        &self,
+        request: Request<pb::WatchTransactionsRequest>,
+    ) -> Result<Response<Self::WatchTransactionsStream>, Status> {
+        self.check(&request)?;
+        let updates = vec![
+            Ok(transaction("w-1", pb::TransactionStatus::Pending)),
+            Ok(transaction("w-1", pb::TransactionStatus::Success)),
+        ];
+        Ok(Response::new(tonic::codegen::tokio_stream::iter(updates)))
+    }
+
+    async fn explain_code(
+        &self,
+        request: Request<pb::ExplainCodeRequest>,
+    ) -> Result<Response<pb::CodeExplanation>, Status> {
+        self.check(&request)?;
+        let r = request.into_inner();
+        let provider =
+            Provider::parse(&r.provider).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let operation = if r.operation.is_empty() {
+            None
+        } else {
+            Some(
+                r.operation
+                    .parse()
+                    .map_err(|e: catalogue::UnknownOperation| {
+                        Status::invalid_argument(e.to_string())
+                    })?,
+            )
+        };
+        let e = catalogue::explain(provider, &r.code, operation)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::CodeExplanation::from(&e)))
+    }
+
+    async fn list_codes(
+        &self,
+        request: Request<pb::ListCodesRequest>,
+    ) -> Result<Response<pb::ListCodesResponse>, Status> {
+        self.check(&request)?;
+        let provider = Provider::parse(&request.into_inner().provider)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::ListCodesResponse {
+            codes: catalogue::codes(provider)
+                .iter()
+                .map(pb::CodeExplanation::from)
+                .collect(),
+        }))
+    }
+}
+
+async fn serve() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let addr = incoming.local_addr().expect("addr");
+    let service = LoketServer::from_arc(fake.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+            .expect("serve");
+    });
+    (format!("http://{addr}"), fake)
+}
+
+fn parse(args: &[&str]) -> Command {
+    Cli::try_parse_from(std::iter::once("loketctl").chain(args.iter().copied()))
+        .expect("valid")
+        .command
+}
+
+#[tokio::test]
+async fn api_key_is_sent_and_errors_keep_their_code() {
+    let (addr, fake) = serve().await;
+    let key = Secret::new(KEY);
+    let mut client = client::connect(&addr, Some(&key)).await.expect("connect");
+    let Command::Purchase(args) = parse(&[
+        "purchase",
+        "--ref",
+        "R1",
+        "--product",
+        "PULSA10",
+        "--account",
+        "0812",
+    ]) else {
+        panic!()
+    };
+    let view = commands::purchase(&mut client, &args)
+        .await
+        .expect("purchase");
+    assert_eq!(view.client_ref, "R1");
+    assert_eq!(view.status, "success");
+    assert_eq!(
+        fake.keys_seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some(KEY)
+    );
+
+    let Command::Purchase(args) = parse(&[
+        "purchase",
+        "--ref",
+        "R2",
+        "--product",
+        "PULSA10",
+        "--account",
+        "08x",
+    ]) else {
+        panic!()
+    };
+    let error = commands::purchase(&mut client, &args)
+        .await
+        .expect_err("invalid");
+    assert_eq!(
+        error.to_string(),
+        "INVALID_ARGUMENT: account: must be digits"
+    );
+
+    let mut anonymous = client::connect(&addr, None).await.expect("connect");
+    let Command::Balance(args) = parse(&["balance", "okebayar"]) else {
+        panic!()
+    };
+    let error = commands::balance(&mut anonymous, &args)
+        .await
+        .expect_err("no key");
+    assert!(
+        error.to_string().starts_with("UNAUTHENTICATED: "),
+        "{error}"
+    );
+    let view = commands::balance(&mut client, &args)
+        .await
+        .expect("balance");
+    assert_eq!(view.balance.expect("money").to_string(), "IDR 1,234,567");
+}
+
+#[tokio::test]
+async fn list_all_follows_every_page_and_get_by_ref() {
+    let (addr, _fake) = serve().await;
+    let mut client = client::connect(&addr, Some(&Secret::new(KEY)))
+        .await
+        .expect("connect");
+    let Command::List(args) = parse(&["list", "--all", "--limit", "2"]) else {
+        panic!()
+    };
+    let all = commands::list(&mut client, &args).await.expect("list");
+    let ids: Vec<&str> = all.transactions.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    assert_eq!(all.next_page_token, None);
+
+    let Command::List(args) = parse(&["list"]) else {
+        panic!()
+    };
+    let page = commands::list(&mut client, &args).await.expect("one page");
+    assert_eq!(page.transactions.len(), 2);
+    assert_eq!(page.next_page_token.as_deref(), Some("p2"));
+
+    let Command::Get(args) = parse(&["get", "--ref", "ref-t-9"]) else {
+        panic!()
+    };
+    assert_eq!(
+        commands::get(&mut client, &args).await.expect("get").id,
+        "t-9"
+    );
+    let Command::Get(args) = parse(&["get", "nope"]) else {
+        panic!()
+    };
+    assert!(commands::get(&mut client, &args)
+        .await
+        .unwrap_err()
+        .to_string()
+        .starts_with("NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn online_explain_and_codes_match_offline() {
+    let (addr, _fake) = serve().await;
+    let mut client = client::connect(&addr, Some(&Secret::new(KEY)))
+        .await
+        .expect("connect");
+    for args in [
+        vec!["explain", "okebayar", "208", "--operation", "purchase"],
+        vec!["explain", "4046018"],
+        vec!["explain", "doku", "5586"],
+        vec!["explain", "okebayar", "999"],
+    ] {
+        let Command::Explain(args) = parse(&args) else {
+            panic!()
+        };
+        let query = commands::explain_query(&args).expect("query");
+        let online = commands::explain_online(&mut client, &query)
+            .await
+            .expect("online");
+        let mut offline = commands::explain_offline(&query).expect("offline");
+        // Only the library reports the operations an answer applies to.
+        offline.operations.clear();
+        assert_eq!(online, offline, "{query:?}");
+    }
+    let Command::Codes(args) = parse(&["codes", "smilepayz"]) else {
+        panic!()
+    };
+    let online = commands::codes_online(&mut client, &args)
+        .await
+        .expect("online");
+    let mut offline = commands::codes_offline(&args);
+    offline.codes.iter_mut().for_each(|c| c.operations.clear());
+    assert_eq!(online, offline);
+    assert!(!online.codes.is_empty());
+}
+
+#[tokio::test]
+async fn watch_streams_every_update() {
+    let (addr, _fake) = serve().await;
+    let mut client = client::connect(&addr, Some(&Secret::new(KEY)))
+        .await
+        .expect("connect");
+    let mut stream = commands::watch(&mut client, Some("w-1".into()))
+        .await
+        .expect("watch");
+    let mut statuses = Vec::new();
+    while let Some(t) = stream.message().await.expect("item") {
+        statuses.push(loket_cli::output::status_name(t.status));
+    }
+    assert_eq!(statuses, ["pending", "success"]);
+}
+
+#[tokio::test]
+async fn bench_drives_unique_purchases_and_reports() {
+    let (addr, fake) = serve().await;
+    let Command::Bench(args) = parse(&[
+        "bench",
+        "--concurrency",
+        "4",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--connections",
+        "2",
+    ]) else {
+        panic!()
+    };
+    let report = bench::run(
+        &addr,
+        Some(&Secret::new(KEY)),
+        &args,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect("bench");
+    assert!(report.success > 0, "{report:?}");
+    assert_eq!(report.completed, report.success);
+    assert_eq!(report.calls, report.success);
+    assert!(report.errors.is_empty());
+    assert!(report.latency_us.p50.is_some() && report.latency_us.p999 >= report.latency_us.p50);
+    assert!(report.elapsed_ms >= 300);
+    assert!(report.completed_per_second > 0.0);
+    // Warm-up and probe calls are driven but not counted.
+    assert!(fake.purchases.load(Ordering::Relaxed) > report.calls);
+    // Our own test process is not named loket*, so the CPU table may be
+    // empty here; the parsing is unit-tested.
+}
+
+#[tokio::test]
+async fn bench_refuses_to_start_when_the_first_purchase_fails() {
+    let (addr, _fake) = serve().await;
+    let Command::Bench(args) = parse(&["bench", "--duration", "1s", "--account", "bad"]) else {
+        panic!()
+    };
+    let error = bench::run(
+        &addr,
+        Some(&Secret::new(KEY)),
+        &args,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect_err("setup error");
+    assert_eq!(
+        error.to_string(),
+        "INVALID_ARGUMENT: account: must be digits"
+    );
+}
+
+#[tokio::test]
+async fn binary_prints_code_and_exits_non_zero() {
+    let (addr, _fake) = serve().await;
+    let run = |args: Vec<&str>| {
+        let addr = addr.clone();
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
+                .args(&args)
+                .env("LOKET_ADDR", addr)
+                .env("LOKET_API_KEY", KEY)
+                .env_remove("LOKET_DATABASE_URL")
+                .output()
+                .expect("run loketctl")
+        })
+    };
+    let out = run(vec![
+        "purchase",
+        "--ref",
+        "R",
+        "--product",
+        "PULSA10",
+        "--account",
+        "08x",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: INVALID_ARGUMENT: account: must be digits"
+    );
+
+    let out = run(vec![
+        "--json",
+        "purchase",
+        "--ref",
+        "R",
+        "--product",
+        "PULSA10",
+        "--account",
+        "0812",
+        "--wait",
+        "2s",
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["status"], "success");
+    assert_eq!(json["serial_number"], "SN123");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(KEY) && !String::from_utf8_lossy(&out.stderr).contains(KEY));
+
+    let out = run(vec!["--addr", "http://127.0.0.1:1", "balance", "okebayar"])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("error: UNAVAILABLE: cannot connect to http://127.0.0.1:1"));
+
+    let out = run(vec!["explain", "12", "--offline"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell the provider"));
+}
