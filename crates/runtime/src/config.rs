@@ -18,7 +18,7 @@ pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigErro
 }
 
 pub fn load_from<T: DeserializeOwned + Serialize + Default>(file: Option<&str>) -> Result<T, ConfigError> {
-    use figment::providers::{Env, Format, Serialized, Toml};
+    use figment::providers::{Format, Serialized, Toml};
     let mut figment = figment::Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !std::path::Path::new(path).exists() {
@@ -26,20 +26,68 @@ pub fn load_from<T: DeserializeOwned + Serialize + Default>(file: Option<&str>) 
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(Env::prefixed("LOKET_").ignore(&["CONFIG"]).split("__"));
-    figment.extract().map_err(|error| {
+    for layer in environment_layers(std::env::vars()) {
+        figment = figment.merge(Serialized::defaults(layer));
+    }
+    // Lossy: text from the environment becomes a number or a boolean where
+    // the field wants one; a `Secret` keeps the exact text.
+    figment.extract_lossy().map_err(|error| {
         // figment's message names the key path; it never echoes a secret's
-        // value because secrets deserialize as plain strings and type errors
-        // report the type, not the content.
+        // value because type errors report the type, not the content.
         ConfigError(error.to_string())
     })
 }
 
+/// One nested dictionary per `LOKET_…` variable (`__` nests). Scalars stay
+/// text, so a PIN like `012345` keeps its leading zero; arrays and tables
+/// (`["10.0.0.0/8"]`) are parsed.
+fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<figment::value::Dict> {
+    use figment::value::Value;
+    vars.filter_map(|(key, raw)| {
+        let rest = key.strip_prefix("LOKET_")?;
+        if rest.is_empty() || rest == "CONFIG" {
+            return None;
+        }
+        let path = rest.to_ascii_lowercase().replace("__", ".");
+        let parsed: Value = raw.parse().unwrap_or_else(|never| match never {});
+        let value = match parsed {
+            Value::Dict(..) | Value::Array(..) => parsed,
+            _ => Value::from(raw),
+        };
+        figment::util::nest(&path, value).into_dict()
+    })
+    .collect()
+}
+
 /// A secret value: PIN, client secret, private key, token. `Debug` and
 /// `Display` print a mask, so a secret cannot reach a log line by accident.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Accepts a string, or a number written without quotes (an environment
+    /// variable `LOKET_…_USERPIN=123456` arrives as an integer).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret(value.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Secret, E> {
+                Ok(Secret(value.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Secret, E> {
+                Ok(Secret(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -105,6 +153,24 @@ mod tests {
     }
 
     #[derive(Debug, Default, Deserialize, Serialize)]
+    struct WithPin {
+        pin: Secret,
+    }
+
+    #[test]
+    fn a_numeric_secret_is_read_as_text() {
+        let dir = std::env::temp_dir().join(format!("loket-config-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pin.toml");
+        std::fs::write(&file, "pin = 123456\n").unwrap();
+        let loaded = load_from::<WithPin>(Some(file.to_str().unwrap())).unwrap();
+        assert_eq!(loaded.pin.expose(), "123456");
+        // A leading zero survives when quoted, as PINs must be.
+        std::fs::write(&file, "pin = \"012345\"\n").unwrap();
+        assert_eq!(load_from::<WithPin>(Some(file.to_str().unwrap())).unwrap().pin.expose(), "012345");
+    }
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
     struct Sample {
         port: u16,
     }
@@ -119,5 +185,32 @@ mod tests {
         assert!(error.to_string().contains("port"), "{error}");
         let missing = load_from::<Sample>(Some("/nonexistent/loket.toml")).unwrap_err();
         assert!(missing.to_string().contains("LOKET_CONFIG"), "{missing}");
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    struct EnvPin {
+        envtestpin: Secret,
+    }
+
+    #[test]
+    fn a_pin_with_a_leading_zero_from_the_environment_keeps_it() {
+        use figment::providers::Serialized;
+        let vars = [
+            ("LOKET_ENVTESTPIN".to_string(), "012345".to_string()),
+            ("OTHER_VAR".to_string(), "ignored".to_string()),
+        ];
+        let layers = environment_layers(vars.into_iter());
+        assert_eq!(layers.len(), 1);
+        let mut figment = figment::Figment::from(Serialized::defaults(EnvPin::default()));
+        for layer in layers {
+            figment = figment.merge(Serialized::defaults(layer));
+        }
+        let loaded: EnvPin = figment.extract_lossy().unwrap();
+        assert_eq!(loaded.envtestpin.expose(), "012345");
     }
 }
