@@ -131,3 +131,33 @@ async fn success_without_serial_number_is_completed_by_a_status_check() {
     assert!(app.sim.requests_for(&txn.provider_reference).status_checks >= 1);
     assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_mode_purchase_and_callbacks_work_end_to_end() {
+    let app = TestApp::spawn_with(loket_test_support::TestOptions {
+        format: loket_okebayar::wire::Format::Json,
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.client_a().await;
+    let quick = client
+        .purchase(purchase("json-1", "PULSA10", &scenario("921"), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(quick.status(), pb::TransactionStatus::Success, "{quick:?}");
+    assert_eq!(quick.provider_amount.as_ref().map(|m| m.minor), Some(10_500), "`10500.00` as a JSON number, exactly");
+    let pending = client
+        .purchase(purchase("json-2", "PULSA10", &scenario("002"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(15)).await;
+    let exchange: String = sqlx::query_scalar("SELECT request FROM provider_exchanges WHERE transaction_id = $1 LIMIT 1")
+        .bind(uuid::Uuid::parse_str(&quick.id).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(exchange.trim_start().starts_with('{'), "sent as JSON: {exchange}");
+    assert!(exchange.contains("***"), "PIN and signature masked: {exchange}");
+}

@@ -1,0 +1,93 @@
+//! End-to-end: postpaid bill inquiry and payment, and the provider's
+//! refusals mapped to clear outcomes.
+
+mod common;
+
+use common::*;
+use loket_protocol::pb;
+use loket_test_support::TestApp;
+use std::time::Duration;
+
+async fn successful_inquiry(client: &mut loket_test_support::app::Client, client_ref: &str, account: &str) -> pb::Transaction {
+    let inquiry = client
+        .inquire(inquire(client_ref, "PLNPOST", account, 10_000))
+        .await
+        .expect("inquiry accepted")
+        .into_inner();
+    assert_eq!(inquiry.status(), pb::TransactionStatus::Success, "{inquiry:?}");
+    inquiry
+}
+
+fn total(inquiry: &pb::Transaction) -> i64 {
+    inquiry.bill.as_ref().and_then(|b| b.total_amount.as_ref()).map(|m| m.minor).expect("a total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postpaid_inquiry_then_payment_succeeds() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let inquiry = successful_inquiry(&mut client, "bill-inq-1", "531234567890").await;
+    let bill = inquiry.bill.clone().unwrap();
+    assert!(!bill.customer_name.is_empty());
+    let nominal = bill.bill_amount.as_ref().unwrap().minor;
+    let fee = bill.admin_fee.as_ref().unwrap().minor;
+    assert_eq!(total(&inquiry), nominal + fee, "due = nominal + admin fee");
+
+    let payment = client
+        .pay_bill(pay("bill-pay-1", &inquiry.id, total(&inquiry), 10_000))
+        .await
+        .expect("payment accepted")
+        .into_inner();
+    assert_eq!(payment.status(), pb::TransactionStatus::Success, "{payment:?}");
+    assert_eq!(payment.inquiry_id, inquiry.id);
+    assert_eq!(app.sim.money_requests_for(&payment.provider_reference), 1);
+
+    // A second payment of the same bill under another client_ref is refused.
+    let again = client
+        .pay_bill(pay("bill-pay-2", &inquiry.id, total(&inquiry), 0))
+        .await
+        .expect_err("the bill is already being paid");
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_inquiry_and_changed_amount_are_mapped_provider_errors() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+
+    // 403: the provider's inquiry expired before the payment.
+    let expiring = successful_inquiry(&mut client, "inq-403", &scenario("403")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = client
+        .pay_bill(pay("pay-403", &expiring.id, total(&expiring), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(late.status(), pb::TransactionStatus::Failed, "{late:?}");
+    assert_eq!(late.provider_code, "403");
+    let meaning = late.explanation.expect("explained");
+    assert!(meaning.operator_action.to_lowercase().contains("inquir"), "{meaning:?}");
+
+    // 402: the provider says the payment differs from its inquiry.
+    let changed = successful_inquiry(&mut client, "inq-402", &scenario("402")).await;
+    let refused = client
+        .pay_bill(pay("pay-402", &changed.id, total(&changed), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.status(), pb::TransactionStatus::Failed, "{refused:?}");
+    assert_eq!(refused.provider_code, "402");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payment_amount_must_equal_the_inquiry_total() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let inquiry = successful_inquiry(&mut client, "inq-amount", "531234567891").await;
+    let error = client
+        .pay_bill(pay("pay-wrong-amount", &inquiry.id, total(&inquiry) - 1, 0))
+        .await
+        .expect_err("a different amount is refused before reaching the provider");
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    assert!(error.message().contains(&total(&inquiry).to_string()), "names the bill total: {}", error.message());
+}

@@ -1,0 +1,90 @@
+//! End-to-end: duplicate, out-of-order, late and spoofed OkeBayar callbacks.
+//! OkeBayar callbacks are unsigned: they only ever trigger a status check.
+
+mod common;
+
+use common::*;
+use loket_protocol::pb;
+use loket_test_support::TestApp;
+use std::time::{Duration, Instant};
+
+async fn transitions_to(app: &TestApp, id: &str, status: &str) -> usize {
+    app.events(id)
+        .await
+        .iter()
+        .filter(|(_, from, to)| to.as_deref() == Some(status) && from.as_deref() != Some(status))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let mut txns = Vec::new();
+    for (name, suffix) in [("duplicate", "905"), ("out-of-order", "906"), ("late", "907"), ("before-reply", "908")] {
+        let txn = client
+            .purchase(purchase(name, "PULSA10", &scenario(suffix), 0))
+            .await
+            .unwrap()
+            .into_inner();
+        txns.push((name, txn));
+    }
+    for (_name, txn) in &txns {
+        app.wait_for_status(&txn.id, "success", Duration::from_secs(20)).await;
+    }
+    // Let the late and repeated callbacks arrive and be processed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, txn) in &txns {
+        while app.sim.callbacks_for(&txn.provider_reference).acknowledged < 1 {
+            assert!(Instant::now() < deadline, "{name}: callbacks never acknowledged");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, txn) in &txns {
+        let row = app.row(&txn.id).await;
+        assert_eq!(row.status, "success", "{name}: final unchanged");
+        assert_eq!(transitions_to(&app, &txn.id, "success").await, 1, "{name}: one transition to success");
+        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("spoof-1", "PULSA10", &scenario("204"), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(txn.status(), pb::TransactionStatus::Failed);
+    let checks_before = app.sim.requests_for(&txn.provider_reference).status_checks;
+
+    let forged = format!(
+        "<transaction-status><tracecode>FORGED1</tracecode><referencecode>{}</referencecode><status>000</status><serialnumber>9999-FREE-TOKEN</serialnumber></transaction-status>",
+        txn.provider_reference
+    );
+    let response = reqwest::Client::new()
+        .post(app.callback_url())
+        .header("content-type", "application/xml")
+        .body(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "answered as OkeBayar expects");
+
+    // The callback triggers a status check, which the provider answers with
+    // the truth: the transaction failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sim.requests_for(&txn.provider_reference).status_checks <= checks_before {
+        assert!(Instant::now() < deadline, "the spoofed callback did not trigger a status check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = app.row(&txn.id).await;
+    assert_eq!(row.status, "failed");
+    assert_ne!(row.serial_number.as_deref(), Some("9999-FREE-TOKEN"));
+    let events = app.events(&txn.id).await;
+    assert!(events.iter().any(|(source, _, _)| source == "callback"), "the callback is in the log: {events:?}");
+}

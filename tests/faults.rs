@@ -1,0 +1,138 @@
+//! End-to-end: the provider misbehaves or our connector dies mid-flight.
+//! Unknown is never failed, and nothing is ever sent twice.
+
+mod common;
+
+use common::*;
+use loket_connector::worker::Failpoint;
+use loket_protocol::pb;
+use loket_test_support::{TestApp, TestOptions};
+use std::time::{Duration, Instant};
+
+fn went_through_unknown(events: &[(String, Option<String>, Option<String>)]) -> bool {
+    events.iter().any(|(_, _, to)| to.as_deref() == Some("unknown"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answer_after_our_timeout_is_unknown_then_a_status_check_finds_success() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("slow-1", "PULSA10", &scenario("901"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(20)).await;
+    assert_eq!(row.provider_code.as_deref(), Some("000"));
+    let events = app.events(&txn.id).await;
+    assert!(went_through_unknown(&events), "the timeout was recorded as unknown: {events:?}");
+    assert!(!events.iter().any(|(_, _, to)| to.as_deref() == Some("failed")), "never failed: {events:?}");
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.purchases, 1, "exactly one purchase reached the provider: {counts:?}");
+    assert!(counts.status_checks >= 1, "resolved by a status check: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_truncated_and_html_replies_are_unknown_then_resolved() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let mut ids = Vec::new();
+    for suffix in ["902", "903", "904"] {
+        let txn = client
+            .purchase(purchase(&format!("garbled-{suffix}"), "PULSA10", &scenario(suffix), 0))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push((suffix, txn));
+    }
+    for (suffix, txn) in ids {
+        app.wait_for_status(&txn.id, "success", Duration::from_secs(20)).await;
+        let events = app.events(&txn.id).await;
+        assert!(went_through_unknown(&events), "scenario {suffix}: {events:?}");
+        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1, "scenario {suffix}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connector_killed_after_sending_restarts_with_a_status_check_not_a_second_purchase() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        failpoint: Some(Failpoint::HangAfterSend),
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("crash-1", "PULSA10", OK_ACCOUNT, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The purchase reached the provider; the connector then "dies" before
+    // publishing the result or acking the command.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sim.money_requests_for(&txn.provider_reference) < 1 {
+        assert!(Instant::now() < deadline, "the purchase never reached the simulator");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.row(&txn.id).await.status, "received", "no result was published");
+    app.kill_connector();
+    app.start_connector(None).await;
+
+    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(30)).await;
+    assert!(row.serial_number.is_some());
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.purchases, 1, "no second purchase: {counts:?}");
+    assert!(counts.status_checks >= 1, "the redelivered command began with a status check: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_xml_callback_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("xxe-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(txn.status(), pb::TransactionStatus::Success);
+    let events_before = app.events(&txn.id).await.len();
+
+    let http = reqwest::Client::new();
+    let hostile = [
+        format!(
+            r#"<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]><transaction-status><referencecode>{}</referencecode><status>&x;</status></transaction-status>"#,
+            txn.provider_reference
+        ),
+        format!(
+            r#"<!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;">]><transaction-status><referencecode>{}</referencecode><status>&c;</status></transaction-status>"#,
+            txn.provider_reference
+        ),
+        format!("{}<referencecode>{}</referencecode>{}", "<a>".repeat(200), txn.provider_reference, "</a>".repeat(200)),
+        "<transaction-status><referencecode>".to_string(),
+    ];
+    for body in hostile {
+        let response = http
+            .post(app.callback_url())
+            .header("content-type", "application/xml")
+            .body(body)
+            .send()
+            .await
+            .expect("the receiver answers");
+        assert_eq!(response.status().as_u16(), 400);
+    }
+    // A 10 MB body is refused before it is read.
+    let huge = http
+        .post(app.callback_url())
+        .header("content-type", "application/xml")
+        .body(vec![b'a'; 10 * 1024 * 1024])
+        .send()
+        .await;
+    if let Ok(response) = huge {
+        assert_eq!(response.status().as_u16(), 413);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = app.row(&txn.id).await;
+    assert_eq!(row.status, "success");
+    assert_eq!(app.events(&txn.id).await.len(), events_before, "nothing was recorded");
+}
