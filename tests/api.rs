@@ -15,8 +15,16 @@ use std::time::Duration;
 async fn same_client_ref_returns_the_same_transaction_and_conflicts_are_named() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let first = client.purchase(purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000)).await.unwrap().into_inner();
-    let again = client.purchase(purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000)).await.unwrap().into_inner();
+    let first = client
+        .purchase(purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .purchase(purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.id, again.id);
     assert_eq!(again.status(), pb::TransactionStatus::Success);
 
@@ -25,16 +33,41 @@ async fn same_client_ref_returns_the_same_transaction_and_conflicts_are_named() 
         .await
         .expect_err("different parameters under the same client_ref");
     assert_eq!(conflict.code(), tonic::Code::AlreadyExists);
-    assert!(conflict.message().contains("product"), "names the conflict: {}", conflict.message());
+    assert!(
+        conflict.message().contains("product"),
+        "names the conflict: {}",
+        conflict.message()
+    );
     assert_eq!(app.sim.money_requests_for(&first.provider_reference), 1);
 
     // A payment reusing its client_ref with a different amount.
-    let inquiry = client.inquire(inquire("idem-inq", "PLNPOST", "531234567892", 10_000)).await.unwrap().into_inner();
-    let due = inquiry.bill.as_ref().unwrap().total_amount.as_ref().unwrap().minor;
-    client.pay_bill(pay("idem-pay", &inquiry.id, due, 10_000)).await.unwrap();
-    let changed = client.pay_bill(pay("idem-pay", &inquiry.id, due + 1000, 0)).await.expect_err("conflict");
+    let inquiry = client
+        .inquire(inquire("idem-inq", "PLNPOST", "531234567892", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let due = inquiry
+        .bill
+        .as_ref()
+        .unwrap()
+        .total_amount
+        .as_ref()
+        .unwrap()
+        .minor;
+    client
+        .pay_bill(pay("idem-pay", &inquiry.id, due, 10_000))
+        .await
+        .unwrap();
+    let changed = client
+        .pay_bill(pay("idem-pay", &inquiry.id, due + 1000, 0))
+        .await
+        .expect_err("conflict");
     assert_eq!(changed.code(), tonic::Code::AlreadyExists);
-    assert!(changed.message().contains("amount"), "{}", changed.message());
+    assert!(
+        changed.message().contains("amount"),
+        "{}",
+        changed.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -44,7 +77,10 @@ async fn twenty_concurrent_identical_purchases_make_one_transaction_and_one_prov
     for _ in 0..20 {
         let mut client = app.client_a().await;
         calls.push(tokio::spawn(async move {
-            client.purchase(purchase("burst-1", "PULSA10", OK_ACCOUNT, 10_000)).await.map(|r| r.into_inner())
+            client
+                .purchase(purchase("burst-1", "PULSA10", OK_ACCOUNT, 10_000))
+                .await
+                .map(|r| r.into_inner())
         }));
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -52,15 +88,22 @@ async fn twenty_concurrent_identical_purchases_make_one_transaction_and_one_prov
         ids.insert(call.await.unwrap().expect("every call answers").id);
     }
     assert_eq!(ids.len(), 1, "one transaction: {ids:?}");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = 'burst-1'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = 'burst-1'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(rows, 1);
     let id = ids.into_iter().next().unwrap();
-    let row = app.wait_for_status(&id, "success", Duration::from_secs(10)).await;
+    let row = app
+        .wait_for_status(&id, "success", Duration::from_secs(10))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.sim.requests_for(&row.provider_reference).total, 1, "one provider request");
+    assert_eq!(
+        app.sim.requests_for(&row.provider_reference).total,
+        1,
+        "one provider request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -69,24 +112,42 @@ async fn malformed_requests_are_invalid_argument_naming_the_field() {
     let mut client = app.client_a().await;
     let cases = [
         (purchase("", "PULSA10", OK_ACCOUNT, 0), "client_ref"),
-        (purchase("bad account", "PULSA10", OK_ACCOUNT, 0), "client_ref"),
+        (
+            purchase("bad account", "PULSA10", OK_ACCOUNT, 0),
+            "client_ref",
+        ),
         (purchase("r1", "", OK_ACCOUNT, 0), "product_code"),
         (purchase("r2", "PULSA10", "08123abc", 0), "account"),
         (purchase("r3", "PULSA10", OK_ACCOUNT, 10_000_000), "wait_ms"),
     ];
     for (request, field) in cases {
         let error = client.purchase(request).await.expect_err("refused");
-        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{field}: {error:?}");
-        assert!(error.message().starts_with(field), "names {field}: {}", error.message());
+        assert_eq!(
+            error.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {error:?}"
+        );
+        assert!(
+            error.message().starts_with(field),
+            "names {field}: {}",
+            error.message()
+        );
     }
-    let unknown = client.purchase(purchase("r4", "NOPE", OK_ACCOUNT, 0)).await.expect_err("refused");
+    let unknown = client
+        .purchase(purchase("r4", "NOPE", OK_ACCOUNT, 0))
+        .await
+        .expect_err("refused");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     let bad_id = client
         .pay_bill(pay("r5", "not-a-uuid", 1000, 0))
         .await
         .expect_err("refused");
     assert_eq!(bad_id.code(), tonic::Code::InvalidArgument);
-    assert!(bad_id.message().contains("inquiry_id"), "{}", bad_id.message());
+    assert!(
+        bad_id.message().contains("inquiry_id"),
+        "{}",
+        bad_id.message()
+    );
     let missing_amount = client
         .pay_bill(pb::PayBillRequest {
             client_ref: "r6".into(),
@@ -96,10 +157,24 @@ async fn malformed_requests_are_invalid_argument_naming_the_field() {
         })
         .await
         .expect_err("refused");
-    assert!(missing_amount.message().contains("amount"), "{}", missing_amount.message());
-    let unauthenticated = app.client_with_key("lk_not-a-real-key").await.purchase(purchase("r7", "PULSA10", OK_ACCOUNT, 0)).await;
-    assert_eq!(unauthenticated.expect_err("refused").code(), tonic::Code::Unauthenticated);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions").fetch_one(&app.pool).await.unwrap();
+    assert!(
+        missing_amount.message().contains("amount"),
+        "{}",
+        missing_amount.message()
+    );
+    let unauthenticated = app
+        .client_with_key("lk_not-a-real-key")
+        .await
+        .purchase(purchase("r7", "PULSA10", OK_ACCOUNT, 0))
+        .await;
+    assert_eq!(
+        unauthenticated.expect_err("refused").code(),
+        tonic::Code::Unauthenticated
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 0, "bad input changes nothing");
 }
 
@@ -108,14 +183,29 @@ async fn a_client_never_sees_another_clients_transactions() {
     let app = TestApp::spawn().await;
     let mut a = app.client_a().await;
     let mut b = app.client_b().await;
-    let mut a_watch = a.watch_transactions(pb::WatchTransactionsRequest::default()).await.unwrap().into_inner();
-    let mut b_watch = b.watch_transactions(pb::WatchTransactionsRequest::default()).await.unwrap().into_inner();
+    let mut a_watch = a
+        .watch_transactions(pb::WatchTransactionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut b_watch = b
+        .watch_transactions(pb::WatchTransactionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
-    let txn = a.purchase(purchase("private-1", "PULSA10", OK_ACCOUNT, 10_000)).await.unwrap().into_inner();
+    let txn = a
+        .purchase(purchase("private-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(txn.status(), pb::TransactionStatus::Success);
 
     let seen = tokio::time::timeout(Duration::from_secs(5), a_watch.next()).await;
-    assert!(matches!(seen, Ok(Some(Ok(ref update))) if update.id == txn.id), "A sees its update: {seen:?}");
+    assert!(
+        matches!(seen, Ok(Some(Ok(ref update))) if update.id == txn.id),
+        "A sees its update: {seen:?}"
+    );
     let leaked = tokio::time::timeout(Duration::from_millis(1500), b_watch.next()).await;
     assert!(leaked.is_err(), "B's watch stays silent: {leaked:?}");
 
@@ -123,21 +213,36 @@ async fn a_client_never_sees_another_clients_transactions() {
     assert_eq!(by_id.code(), tonic::Code::NotFound);
     let by_ref = b
         .get_transaction(pb::GetTransactionRequest {
-            key: Some(pb::get_transaction_request::Key::ClientRef("private-1".into())),
+            key: Some(pb::get_transaction_request::Key::ClientRef(
+                "private-1".into(),
+            )),
         })
         .await
         .expect_err("hidden");
     assert_eq!(by_ref.code(), tonic::Code::NotFound);
-    let listed = b.list_transactions(pb::ListTransactionsRequest::default()).await.unwrap().into_inner();
+    let listed = b
+        .list_transactions(pb::ListTransactionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.transactions.is_empty());
     let mut single = b
-        .watch_transactions(pb::WatchTransactionsRequest { transaction_id: txn.id.clone() })
+        .watch_transactions(pb::WatchTransactionsRequest {
+            transaction_id: txn.id.clone(),
+        })
         .await;
     if let Ok(stream) = single.as_mut() {
         let next = tokio::time::timeout(Duration::from_millis(500), stream.get_mut().next()).await;
-        assert!(!matches!(next, Ok(Some(Ok(_)))), "B cannot watch A's transaction: {next:?}");
+        assert!(
+            !matches!(next, Ok(Some(Ok(_)))),
+            "B cannot watch A's transaction: {next:?}"
+        );
     }
-    let mine = a.list_transactions(pb::ListTransactionsRequest::default()).await.unwrap().into_inner();
+    let mine = a
+        .list_transactions(pb::ListTransactionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mine.transactions.len(), 1);
 }
 
@@ -145,22 +250,64 @@ async fn a_client_never_sees_another_clients_transactions() {
 async fn the_canary_pin_appears_in_no_log_line_and_no_row() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let ok = client.purchase(purchase("canary-1", "PULSA10", OK_ACCOUNT, 10_000)).await.unwrap().into_inner();
-    let pending = client.purchase(purchase("canary-2", "PULSA10", &scenario("002"), 0)).await.unwrap().into_inner();
-    let slow = client.purchase(purchase("canary-3", "PULSA10", &scenario("901"), 0)).await.unwrap().into_inner();
-    let inquiry = client.inquire(inquire("canary-4", "PLNPOST", "531234567893", 10_000)).await.unwrap().into_inner();
-    let due = inquiry.bill.as_ref().unwrap().total_amount.as_ref().unwrap().minor;
-    client.pay_bill(pay("canary-5", &inquiry.id, due, 10_000)).await.unwrap();
-    client.get_balance(pb::GetBalanceRequest { provider: "okebayar".into() }).await.unwrap();
-    app.wait_for_status(&pending.id, "success", Duration::from_secs(20)).await;
-    app.wait_for_status(&slow.id, "success", Duration::from_secs(20)).await;
+    let ok = client
+        .purchase(purchase("canary-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let pending = client
+        .purchase(purchase("canary-2", "PULSA10", &scenario("002"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let slow = client
+        .purchase(purchase("canary-3", "PULSA10", &scenario("901"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let inquiry = client
+        .inquire(inquire("canary-4", "PLNPOST", "531234567893", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let due = inquiry
+        .bill
+        .as_ref()
+        .unwrap()
+        .total_amount
+        .as_ref()
+        .unwrap()
+        .minor;
+    client
+        .pay_bill(pay("canary-5", &inquiry.id, due, 10_000))
+        .await
+        .unwrap();
+    client
+        .get_balance(pb::GetBalanceRequest {
+            provider: "okebayar".into(),
+        })
+        .await
+        .unwrap();
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(20))
+        .await;
+    app.wait_for_status(&slow.id, "success", Duration::from_secs(20))
+        .await;
 
     let logs = logs::captured();
-    assert!(logs.contains(&ok.id), "the capture really holds the services' logs");
+    assert!(
+        logs.contains(&ok.id),
+        "the capture really holds the services' logs"
+    );
     assert!(!logs.contains(CANARY_PIN), "the PIN leaked into the logs");
     let dump = app.dump_database().await;
-    assert!(dump.contains("provider_exchanges"), "exchanges are stored (masked)");
-    assert!(!dump.contains(CANARY_PIN), "the PIN leaked into the database");
+    assert!(
+        dump.contains("provider_exchanges"),
+        "exchanges are stored (masked)"
+    );
+    assert!(
+        !dump.contains(CANARY_PIN),
+        "the PIN leaked into the database"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -192,36 +339,78 @@ async fn explain_code_over_grpc_and_loketctl_match_the_library() {
             CodeOperation::parse(operation),
         )
         .unwrap();
-        assert_eq!(over_grpc, pb::CodeExplanation::from(&library), "{provider} {code} {operation}");
+        assert_eq!(
+            over_grpc,
+            pb::CodeExplanation::from(&library),
+            "{provider} {code} {operation}"
+        );
     }
 
-    for (provider, code) in [("", "12"), ("okebayar", ""), ("okebayar", "2a8"), ("nobody", "208"), ("snapqr", "40460")] {
+    for (provider, code) in [
+        ("", "12"),
+        ("okebayar", ""),
+        ("okebayar", "2a8"),
+        ("nobody", "208"),
+        ("snapqr", "40460"),
+    ] {
         let error = client
-            .explain_code(pb::ExplainCodeRequest { provider: provider.into(), code: code.into(), operation: String::new() })
+            .explain_code(pb::ExplainCodeRequest {
+                provider: provider.into(),
+                code: code.into(),
+                operation: String::new(),
+            })
             .await
             .expect_err("bad input");
-        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{provider:?} {code:?}: {error:?}");
+        assert_eq!(
+            error.code(),
+            tonic::Code::InvalidArgument,
+            "{provider:?} {code:?}: {error:?}"
+        );
         assert!(!error.message().is_empty());
     }
 
     // The loketctl binary, against the real ingress, says the same.
     let loketctl = loketctl_binary();
     let output = std::process::Command::new(&loketctl)
-        .args(["--addr", &format!("http://{}", app.ingress_addr), "--json", "explain", "okebayar", "208", "--operation", "purchase"])
+        .args([
+            "--addr",
+            &format!("http://{}", app.ingress_addr),
+            "--json",
+            "explain",
+            "okebayar",
+            "208",
+            "--operation",
+            "purchase",
+        ])
         .env("LOKET_API_KEY", &app.key_a)
         .output()
         .expect("loketctl runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
-    let library = catalogue::explain(Provider::OkeBayar, "208", Some(CodeOperation::Purchase)).unwrap();
+    let library =
+        catalogue::explain(Provider::OkeBayar, "208", Some(CodeOperation::Purchase)).unwrap();
     assert_eq!(printed["outcome"], library.outcome.as_str());
     assert_eq!(printed["operator_action"], library.operator_action.as_str());
     let guessed = std::process::Command::new(&loketctl)
-        .args(["--addr", &format!("http://{}", app.ingress_addr), "--json", "explain", "4046018"])
+        .args([
+            "--addr",
+            &format!("http://{}", app.ingress_addr),
+            "--json",
+            "explain",
+            "4046018",
+        ])
         .env("LOKET_API_KEY", &app.key_a)
         .output()
         .unwrap();
-    assert!(guessed.status.success(), "{}", String::from_utf8_lossy(&guessed.stderr));
+    assert!(
+        guessed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&guessed.stderr)
+    );
     let guessed: serde_json::Value = serde_json::from_slice(&guessed.stdout).unwrap();
     assert_eq!(guessed["provider"], "snapqr");
 }

@@ -8,18 +8,31 @@ use loket_protocol::pb;
 use loket_test_support::TestApp;
 use std::time::Duration;
 
-async fn successful_inquiry(client: &mut loket_test_support::app::Client, client_ref: &str, account: &str) -> pb::Transaction {
+async fn successful_inquiry(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+    account: &str,
+) -> pb::Transaction {
     let inquiry = client
         .inquire(inquire(client_ref, "PLNPOST", account, 10_000))
         .await
         .expect("inquiry accepted")
         .into_inner();
-    assert_eq!(inquiry.status(), pb::TransactionStatus::Success, "{inquiry:?}");
+    assert_eq!(
+        inquiry.status(),
+        pb::TransactionStatus::Success,
+        "{inquiry:?}"
+    );
     inquiry
 }
 
 fn total(inquiry: &pb::Transaction) -> i64 {
-    inquiry.bill.as_ref().and_then(|b| b.total_amount.as_ref()).map(|m| m.minor).expect("a total")
+    inquiry
+        .bill
+        .as_ref()
+        .and_then(|b| b.total_amount.as_ref())
+        .map(|m| m.minor)
+        .expect("a total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -38,7 +51,11 @@ async fn postpaid_inquiry_then_payment_succeeds() {
         .await
         .expect("payment accepted")
         .into_inner();
-    assert_eq!(payment.status(), pb::TransactionStatus::Success, "{payment:?}");
+    assert_eq!(
+        payment.status(),
+        pb::TransactionStatus::Success,
+        "{payment:?}"
+    );
     assert_eq!(payment.inquiry_id, inquiry.id);
     assert_eq!(app.sim.money_requests_for(&payment.provider_reference), 1);
 
@@ -66,7 +83,10 @@ async fn expired_inquiry_and_changed_amount_are_mapped_provider_errors() {
     assert_eq!(late.status(), pb::TransactionStatus::Failed, "{late:?}");
     assert_eq!(late.provider_code, "403");
     let meaning = late.explanation.expect("explained");
-    assert!(meaning.operator_action.to_lowercase().contains("inquir"), "{meaning:?}");
+    assert!(
+        meaning.operator_action.to_lowercase().contains("inquir"),
+        "{meaning:?}"
+    );
 
     // 402: the provider says the payment differs from its inquiry.
     let changed = successful_inquiry(&mut client, "inq-402", &scenario("402")).await;
@@ -75,7 +95,11 @@ async fn expired_inquiry_and_changed_amount_are_mapped_provider_errors() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(refused.status(), pb::TransactionStatus::Failed, "{refused:?}");
+    assert_eq!(
+        refused.status(),
+        pb::TransactionStatus::Failed,
+        "{refused:?}"
+    );
     assert_eq!(refused.provider_code, "402");
 }
 
@@ -89,5 +113,9 @@ async fn payment_amount_must_equal_the_inquiry_total() {
         .await
         .expect_err("a different amount is refused before reaching the provider");
     assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
-    assert!(error.message().contains(&total(&inquiry).to_string()), "names the bill total: {}", error.message());
+    assert!(
+        error.message().contains(&total(&inquiry).to_string()),
+        "names the bill total: {}",
+        error.message()
+    );
 }

@@ -21,7 +21,12 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
     let mut txns = Vec::new();
-    for (name, suffix) in [("duplicate", "905"), ("out-of-order", "906"), ("late", "907"), ("before-reply", "908")] {
+    for (name, suffix) in [
+        ("duplicate", "905"),
+        ("out-of-order", "906"),
+        ("late", "907"),
+        ("before-reply", "908"),
+    ] {
         let txn = client
             .purchase(purchase(name, "PULSA10", &scenario(suffix), 0))
             .await
@@ -30,13 +35,17 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
         txns.push((name, txn));
     }
     for (_name, txn) in &txns {
-        app.wait_for_status(&txn.id, "success", Duration::from_secs(20)).await;
+        app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
+            .await;
     }
     // Let the late and repeated callbacks arrive and be processed.
     let deadline = Instant::now() + Duration::from_secs(10);
     for (name, txn) in &txns {
         while app.sim.callbacks_for(&txn.provider_reference).acknowledged < 1 {
-            assert!(Instant::now() < deadline, "{name}: callbacks never acknowledged");
+            assert!(
+                Instant::now() < deadline,
+                "{name}: callbacks never acknowledged"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -44,8 +53,16 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     for (name, txn) in &txns {
         let row = app.row(&txn.id).await;
         assert_eq!(row.status, "success", "{name}: final unchanged");
-        assert_eq!(transitions_to(&app, &txn.id, "success").await, 1, "{name}: one transition to success");
-        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1, "{name}");
+        assert_eq!(
+            transitions_to(&app, &txn.id, "success").await,
+            1,
+            "{name}: one transition to success"
+        );
+        assert_eq!(
+            app.sim.money_requests_for(&txn.provider_reference),
+            1,
+            "{name}"
+        );
     }
 }
 
@@ -72,13 +89,20 @@ async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "answered as OkeBayar expects");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "answered as OkeBayar expects"
+    );
 
     // The callback triggers a status check, which the provider answers with
     // the truth: the transaction failed.
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.sim.requests_for(&txn.provider_reference).status_checks <= checks_before {
-        assert!(Instant::now() < deadline, "the spoofed callback did not trigger a status check");
+        assert!(
+            Instant::now() < deadline,
+            "the spoofed callback did not trigger a status check"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -86,5 +110,8 @@ async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
     assert_eq!(row.status, "failed");
     assert_ne!(row.serial_number.as_deref(), Some("9999-FREE-TOKEN"));
     let events = app.events(&txn.id).await;
-    assert!(events.iter().any(|(source, _, _)| source == "callback"), "the callback is in the log: {events:?}");
+    assert!(
+        events.iter().any(|(source, _, _)| source == "callback"),
+        "the callback is in the log: {events:?}"
+    );
 }

@@ -10,7 +10,9 @@ use loket_test_support::{TestApp, TestOptions};
 use std::time::{Duration, Instant};
 
 fn went_through_unknown(events: &[(String, Option<String>, Option<String>)]) -> bool {
-    events.iter().any(|(_, _, to)| to.as_deref() == Some("unknown"))
+    events
+        .iter()
+        .any(|(_, _, to)| to.as_deref() == Some("unknown"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -22,14 +24,30 @@ async fn answer_after_our_timeout_is_unknown_then_a_status_check_finds_success()
         .await
         .unwrap()
         .into_inner();
-    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(20)).await;
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(20))
+        .await;
     assert_eq!(row.provider_code.as_deref(), Some("000"));
     let events = app.events(&txn.id).await;
-    assert!(went_through_unknown(&events), "the timeout was recorded as unknown: {events:?}");
-    assert!(!events.iter().any(|(_, _, to)| to.as_deref() == Some("failed")), "never failed: {events:?}");
+    assert!(
+        went_through_unknown(&events),
+        "the timeout was recorded as unknown: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(_, _, to)| to.as_deref() == Some("failed")),
+        "never failed: {events:?}"
+    );
     let counts = app.sim.requests_for(&txn.provider_reference);
-    assert_eq!(counts.purchases, 1, "exactly one purchase reached the provider: {counts:?}");
-    assert!(counts.status_checks >= 1, "resolved by a status check: {counts:?}");
+    assert_eq!(
+        counts.purchases, 1,
+        "exactly one purchase reached the provider: {counts:?}"
+    );
+    assert!(
+        counts.status_checks >= 1,
+        "resolved by a status check: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -39,17 +57,30 @@ async fn reset_truncated_and_html_replies_are_unknown_then_resolved() {
     let mut ids = Vec::new();
     for suffix in ["902", "903", "904"] {
         let txn = client
-            .purchase(purchase(&format!("garbled-{suffix}"), "PULSA10", &scenario(suffix), 0))
+            .purchase(purchase(
+                &format!("garbled-{suffix}"),
+                "PULSA10",
+                &scenario(suffix),
+                0,
+            ))
             .await
             .unwrap()
             .into_inner();
         ids.push((suffix, txn));
     }
     for (suffix, txn) in ids {
-        app.wait_for_status(&txn.id, "success", Duration::from_secs(20)).await;
+        app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
+            .await;
         let events = app.events(&txn.id).await;
-        assert!(went_through_unknown(&events), "scenario {suffix}: {events:?}");
-        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1, "scenario {suffix}");
+        assert!(
+            went_through_unknown(&events),
+            "scenario {suffix}: {events:?}"
+        );
+        assert_eq!(
+            app.sim.money_requests_for(&txn.provider_reference),
+            1,
+            "scenario {suffix}"
+        );
     }
 }
 
@@ -71,19 +102,31 @@ async fn connector_killed_after_sending_restarts_with_a_status_check_not_a_secon
     // publishing the result or acking the command.
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.sim.money_requests_for(&txn.provider_reference) < 1 {
-        assert!(Instant::now() < deadline, "the purchase never reached the simulator");
+        assert!(
+            Instant::now() < deadline,
+            "the purchase never reached the simulator"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(app.row(&txn.id).await.status, "received", "no result was published");
+    assert_eq!(
+        app.row(&txn.id).await.status,
+        "received",
+        "no result was published"
+    );
     app.kill_connector();
     app.start_connector(None).await;
 
-    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(30)).await;
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(30))
+        .await;
     assert!(row.serial_number.is_some());
     let counts = app.sim.requests_for(&txn.provider_reference);
     assert_eq!(counts.purchases, 1, "no second purchase: {counts:?}");
-    assert!(counts.status_checks >= 1, "the redelivered command began with a status check: {counts:?}");
+    assert!(
+        counts.status_checks >= 1,
+        "the redelivered command began with a status check: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,7 +151,12 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
             r#"<!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;">]><transaction-status><referencecode>{}</referencecode><status>&c;</status></transaction-status>"#,
             txn.provider_reference
         ),
-        format!("{}<referencecode>{}</referencecode>{}", "<a>".repeat(200), txn.provider_reference, "</a>".repeat(200)),
+        format!(
+            "{}<referencecode>{}</referencecode>{}",
+            "<a>".repeat(200),
+            txn.provider_reference,
+            "</a>".repeat(200)
+        ),
         "<transaction-status><referencecode>".to_string(),
     ];
     for body in hostile {
@@ -134,5 +182,9 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let row = app.row(&txn.id).await;
     assert_eq!(row.status, "success");
-    assert_eq!(app.events(&txn.id).await.len(), events_before, "nothing was recorded");
+    assert_eq!(
+        app.events(&txn.id).await.len(),
+        events_before,
+        "nothing was recorded"
+    );
 }

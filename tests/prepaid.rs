@@ -25,10 +25,18 @@ async fn prepaid_purchase_succeeds_with_a_serial_number() {
     let explanation = txn.explanation.expect("the code is explained");
     assert!(explanation.in_catalogue);
     assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
-    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(5)).await;
-    assert!(!row.amount_mismatch, "simulator price equals the catalogue price");
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(5))
+        .await;
+    assert!(
+        !row.amount_mismatch,
+        "simulator price equals the catalogue price"
+    );
     assert_eq!(row.provider_amount_minor, Some(10_500));
-    let ledger = app.sim.ledger_state(&txn.provider_reference).expect("the simulator saw it");
+    let ledger = app
+        .sim
+        .ledger_state(&txn.provider_reference)
+        .expect("the simulator saw it");
     assert_eq!(ledger.serial_number.as_str(), txn.serial_number);
 }
 
@@ -41,17 +49,31 @@ async fn pln_inquiry_then_purchase_copies_the_inquiry_references() {
         .await
         .expect("inquiry accepted")
         .into_inner();
-    assert_eq!(inquiry.status(), pb::TransactionStatus::Success, "{inquiry:?}");
+    assert_eq!(
+        inquiry.status(),
+        pb::TransactionStatus::Success,
+        "{inquiry:?}"
+    );
     let bill = inquiry.bill.as_ref().expect("inquiry details");
-    assert!(!bill.customer_name.is_empty(), "customer name from PLN_NAMAPELANGGAN: {bill:?}");
+    assert!(
+        !bill.customer_name.is_empty(),
+        "customer name from PLN_NAMAPELANGGAN: {bill:?}"
+    );
     assert!(bill.expires_at.is_some());
 
     let mut request = purchase("pln-buy-1", "PLN20", "512345678901", 10_000);
     request.inquiry_id = inquiry.id.clone();
-    let token = client.purchase(request).await.expect("purchase accepted").into_inner();
+    let token = client
+        .purchase(request)
+        .await
+        .expect("purchase accepted")
+        .into_inner();
     assert_eq!(token.status(), pb::TransactionStatus::Success, "{token:?}");
     assert!(!token.serial_number.is_empty(), "the PLN token");
-    assert_ne!(token.provider_reference, inquiry.provider_reference, "a new referencecode for the purchase");
+    assert_ne!(
+        token.provider_reference, inquiry.provider_reference,
+        "a new referencecode for the purchase"
+    );
     assert_eq!(app.sim.money_requests_for(&token.provider_reference), 1);
 }
 
@@ -61,7 +83,9 @@ async fn provider_balance_is_served_by_the_connector() {
     app.sim.set_balance(123_456_789);
     let mut client = app.client_a().await;
     let balance = client
-        .get_balance(pb::GetBalanceRequest { provider: "okebayar".into() })
+        .get_balance(pb::GetBalanceRequest {
+            provider: "okebayar".into(),
+        })
         .await
         .expect("balance")
         .into_inner();
@@ -106,12 +130,22 @@ async fn pending_then_callbacks_then_success() {
         .await
         .unwrap()
         .into_inner();
-    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(15)).await;
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(15))
+        .await;
     assert_eq!(row.provider_code.as_deref(), Some("000"));
     assert!(row.serial_number.is_some());
     let events = app.events(&txn.id).await;
-    assert!(events.iter().any(|(_, _, to)| to.as_deref() == Some("pending")), "went through pending: {events:?}");
-    assert!(events.iter().any(|(source, _, _)| source == "callback"), "callbacks were received: {events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, to)| to.as_deref() == Some("pending")),
+        "went through pending: {events:?}"
+    );
+    assert!(
+        events.iter().any(|(source, _, _)| source == "callback"),
+        "callbacks were received: {events:?}"
+    );
     // Unsigned callbacks are confirmed by a status check before the state moves.
     assert!(app.sim.requests_for(&txn.provider_reference).status_checks >= 1);
     assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
@@ -126,8 +160,15 @@ async fn success_without_serial_number_is_completed_by_a_status_check() {
         .await
         .unwrap()
         .into_inner();
-    let row = app.wait_for_status(&txn.id, "success", Duration::from_secs(15)).await;
-    assert!(row.serial_number.as_deref().is_some_and(|sn| !sn.is_empty()), "SN arrived: {row:?}");
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(15))
+        .await;
+    assert!(
+        row.serial_number
+            .as_deref()
+            .is_some_and(|sn| !sn.is_empty()),
+        "SN arrived: {row:?}"
+    );
     assert!(app.sim.requests_for(&txn.provider_reference).status_checks >= 1);
     assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
 }
@@ -146,18 +187,31 @@ async fn json_mode_purchase_and_callbacks_work_end_to_end() {
         .unwrap()
         .into_inner();
     assert_eq!(quick.status(), pb::TransactionStatus::Success, "{quick:?}");
-    assert_eq!(quick.provider_amount.as_ref().map(|m| m.minor), Some(10_500), "`10500.00` as a JSON number, exactly");
+    assert_eq!(
+        quick.provider_amount.as_ref().map(|m| m.minor),
+        Some(10_500),
+        "`10500.00` as a JSON number, exactly"
+    );
     let pending = client
         .purchase(purchase("json-2", "PULSA10", &scenario("002"), 0))
         .await
         .unwrap()
         .into_inner();
-    app.wait_for_status(&pending.id, "success", Duration::from_secs(15)).await;
-    let exchange: String = sqlx::query_scalar("SELECT request FROM provider_exchanges WHERE transaction_id = $1 LIMIT 1")
-        .bind(uuid::Uuid::parse_str(&quick.id).unwrap())
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert!(exchange.trim_start().starts_with('{'), "sent as JSON: {exchange}");
-    assert!(exchange.contains("***"), "PIN and signature masked: {exchange}");
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
+        .await;
+    let exchange: String = sqlx::query_scalar(
+        "SELECT request FROM provider_exchanges WHERE transaction_id = $1 LIMIT 1",
+    )
+    .bind(uuid::Uuid::parse_str(&quick.id).unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        exchange.trim_start().starts_with('{'),
+        "sent as JSON: {exchange}"
+    );
+    assert!(
+        exchange.contains("***"),
+        "PIN and signature masked: {exchange}"
+    );
 }

@@ -12,7 +12,12 @@ pub fn scenario(suffix: &str) -> String {
 /// Any other account: immediate success.
 pub const OK_ACCOUNT: &str = "081234567890";
 
-pub fn purchase(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::PurchaseRequest {
+pub fn purchase(
+    client_ref: &str,
+    product: &str,
+    account: &str,
+    wait_ms: u32,
+) -> pb::PurchaseRequest {
     pb::PurchaseRequest {
         client_ref: client_ref.into(),
         product_code: product.into(),

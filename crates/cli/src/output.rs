@@ -507,23 +507,14 @@ pub struct ExplanationView {
     pub merchant_message_en: Option<String>,
     pub merchant_message_id: Option<String>,
     pub in_catalogue: bool,
-    /// The operations this same answer applies to. Only the built-in
-    /// catalogue (`--offline`) reports them; the gRPC `CodeExplanation` has no
-    /// such field, so it is empty for answers from the server.
+    /// The operations this same answer applies to.
     pub operations: Vec<String>,
 }
 
 impl ExplanationView {
-    /// From the library's answer (`--offline`): the server's shape plus the
-    /// operations the answer applies to.
+    /// From the library's answer (`--offline`): the same shape as the server's.
     pub fn from_library(e: &loket_protocol::catalogue::Explanation) -> Self {
-        let mut view = ExplanationView::from_pb(&pb::CodeExplanation::from(e));
-        view.operations = e
-            .operations
-            .iter()
-            .map(|op| op.as_str().to_string())
-            .collect();
-        view
+        ExplanationView::from_pb(&pb::CodeExplanation::from(e))
     }
 
     pub fn from_pb(e: &pb::CodeExplanation) -> Self {
@@ -541,7 +532,7 @@ impl ExplanationView {
             merchant_message_en: non_empty(&e.merchant_message_en),
             merchant_message_id: non_empty(&e.merchant_message_id),
             in_catalogue: e.in_catalogue,
-            operations: Vec::new(),
+            operations: e.operations.clone(),
         }
     }
 
@@ -1011,6 +1002,7 @@ mod tests {
             merchant_message_id: "Sedang dicek.".into(),
             in_catalogue: false,
             retry: "query_first".into(),
+            operations: vec!["purchase".into()],
         };
         let view = ExplanationView::from_pb(&pb_view);
         let json: serde_json::Value = serde_json::to_value(&view).expect("json");

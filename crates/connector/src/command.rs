@@ -45,7 +45,9 @@ impl TryFrom<bus::Command> for Command {
     fn try_from(command: bus::Command) -> Result<Self, Self::Error> {
         let require = |field: &'static str, value: &str| {
             if value.trim().is_empty() {
-                Err(CommandError::Invalid(format!("{field}: required field is missing")))
+                Err(CommandError::Invalid(format!(
+                    "{field}: required field is missing"
+                )))
             } else {
                 Ok(())
             }

@@ -87,7 +87,9 @@ impl HttpClient {
             .to_string();
         if let Some(length) = response.content_length() {
             if length as usize > self.max_reply_bytes {
-                return Err(SendError::MaybeSent(format!("reply of {length} bytes exceeds the limit")));
+                return Err(SendError::MaybeSent(format!(
+                    "reply of {length} bytes exceeds the limit"
+                )));
             }
         }
         let mut response = response;
@@ -114,9 +116,8 @@ impl HttpClient {
 fn classify(error: reqwest::Error) -> SendError {
     // reqwest's messages name the URL, never headers or bodies, so no secret
     // reaches the error text.
-    if error.is_connect() && !error.is_timeout() {
-        SendError::NotSent(error.to_string())
-    } else if error.is_builder() {
+    let never_left = (error.is_connect() && !error.is_timeout()) || error.is_builder();
+    if never_left {
         SendError::NotSent(error.to_string())
     } else {
         SendError::MaybeSent(error.to_string())

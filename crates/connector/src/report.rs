@@ -55,7 +55,13 @@ impl Report {
         self
     }
 
-    pub fn into_event(self, event_id: String, transaction_id: String, provider: &str, operation: Operation) -> bus::ResultEvent {
+    pub fn into_event(
+        self,
+        event_id: String,
+        transaction_id: String,
+        provider: &str,
+        operation: Operation,
+    ) -> bus::ResultEvent {
         bus::ResultEvent {
             event_id,
             transaction_id,

@@ -113,7 +113,11 @@ pub async fn run<C: Connector>(
         .await
         .map_err(|e| WorkerError::Consumer(e.to_string()))?;
 
-    let balance_task = tokio::spawn(serve_balance(connector.clone(), nats.clone(), shutdown.clone()));
+    let balance_task = tokio::spawn(serve_balance(
+        connector.clone(),
+        nats.clone(),
+        shutdown.clone(),
+    ));
 
     let mut messages = consumer
         .stream()
@@ -169,7 +173,12 @@ pub async fn run<C: Connector>(
     Ok(())
 }
 
-async fn handle<C: Connector>(connector: &C, js: &jetstream::Context, settings: &WorkerSettings, message: jetstream::Message) {
+async fn handle<C: Connector>(
+    connector: &C,
+    js: &jetstream::Context,
+    settings: &WorkerSettings,
+    message: jetstream::Message,
+) {
     let received = Instant::now();
     let trace = lbus::trace_of(&message);
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
@@ -178,7 +187,12 @@ async fn handle<C: Connector>(connector: &C, js: &jetstream::Context, settings: 
         .as_ref()
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_string())
-        .or_else(|| message.info().ok().map(|info| format!("seq:{}", info.stream_sequence)))
+        .or_else(|| {
+            message
+                .info()
+                .ok()
+                .map(|info| format!("seq:{}", info.stream_sequence))
+        })
         .unwrap_or_default();
 
     let command = match bus::Command::decode(message.payload.clone())
@@ -280,7 +294,8 @@ async fn decide_and_call<C: Connector>(
     }
     let mut exchanges = Vec::new();
     if delivered > 1 || !command.first_dispatch {
-        metrics::counter!(metric::CHECK_FIRST, "provider" => command.provider.as_str()).increment(1);
+        metrics::counter!(metric::CHECK_FIRST, "provider" => command.provider.as_str())
+            .increment(1);
         tracing::info!("redelivered or re-dispatched money-moving command: status check first");
         let check = connector.check_status(&command.as_status_check()).await;
         if !check.not_found {
@@ -321,10 +336,17 @@ async fn failpoint_after_send(failpoint: Option<Failpoint>) {
 }
 
 /// Answers `loket.rpc.<provider>.balance` requests (core NATS, queue group).
-async fn serve_balance<C: Connector>(connector: Arc<C>, nats: async_nats::Client, shutdown: Shutdown) {
+async fn serve_balance<C: Connector>(
+    connector: Arc<C>,
+    nats: async_nats::Client,
+    shutdown: Shutdown,
+) {
     let provider = connector.provider();
     let subject = subjects::balance_rpc(provider);
-    let mut requests = match nats.queue_subscribe(subject.clone(), subjects::connector_consumer(provider)).await {
+    let mut requests = match nats
+        .queue_subscribe(subject.clone(), subjects::connector_consumer(provider))
+        .await
+    {
         Ok(subscriber) => subscriber,
         Err(error) => {
             tracing::error!(%error, %subject, "cannot subscribe to balance requests");
@@ -336,7 +358,9 @@ async fn serve_balance<C: Connector>(connector: Arc<C>, nats: async_nats::Client
             _ = shutdown.wait() => return,
             request = requests.next() => match request { Some(r) => r, None => return },
         };
-        let Some(reply_to) = request.reply.clone() else { continue };
+        let Some(reply_to) = request.reply.clone() else {
+            continue;
+        };
         let reply = match connector.balance().await {
             Ok(balance) => bus::BalanceReply {
                 balance: Some(balance.into()),
@@ -354,4 +378,3 @@ async fn serve_balance<C: Connector>(connector: Arc<C>, nats: async_nats::Client
         }
     }
 }
-

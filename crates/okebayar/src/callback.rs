@@ -18,7 +18,9 @@
 use std::fmt;
 
 use loket_connector::mask::Masker;
-use loket_connector::{CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback};
+use loket_connector::{
+    CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback,
+};
 use loket_protocol::Provider;
 use sha2::{Digest, Sha256};
 
@@ -83,7 +85,10 @@ impl OkeBayarCallbacks {
         let tracecode = bounded(&fields, "tracecode", 128)?;
         let serial = bounded(&fields, "serialnumber", 256)?;
         let claimed = codes::classify_callback(status);
-        let secrets: Vec<&str> = SECRET_FIELDS.iter().filter_map(|name| fields.non_empty(name)).collect();
+        let secrets: Vec<&str> = SECRET_FIELDS
+            .iter()
+            .filter_map(|name| fields.non_empty(name))
+            .collect();
         let raw_masked = self.masker.mask(&Masker::new(secrets).mask(&raw));
         Ok(ParsedCallback {
             provider_reference: reference.to_string(),
@@ -118,7 +123,10 @@ impl CallbackParser for OkeBayarCallbacks {
         let body = wire::encode(
             format,
             wire::REPLY_ROOT,
-            [("status", "OK"), ("referencecode", parsed.provider_reference.as_str())],
+            [
+                ("status", "OK"),
+                ("referencecode", parsed.provider_reference.as_str()),
+            ],
         );
         CallbackReply {
             status: 200,
@@ -134,7 +142,11 @@ impl CallbackParser for OkeBayarCallbacks {
             CallbackError::BadSignature(_) => "signature rejected",
             CallbackError::Stale => "stale callback",
         };
-        let body = wire::encode(format, wire::REPLY_ROOT, [("status", "REJECTED"), ("reason", reason)]);
+        let body = wire::encode(
+            format,
+            wire::REPLY_ROOT,
+            [("status", "REJECTED"), ("reason", reason)],
+        );
         CallbackReply {
             status: 400,
             content_type: format.content_type(),
@@ -152,10 +164,16 @@ fn is_reference_byte(b: u8) -> bool {
 }
 
 /// An optional field, at most `max` bytes of printable text.
-fn bounded<'a>(fields: &'a Fields, name: &'static str, max: usize) -> Result<&'a str, CallbackError> {
+fn bounded<'a>(
+    fields: &'a Fields,
+    name: &'static str,
+    max: usize,
+) -> Result<&'a str, CallbackError> {
     let value = fields.non_empty(name).unwrap_or_default();
     if value.len() > max || value.chars().any(char::is_control) {
-        return Err(CallbackError::Malformed(format!("{name} is not acceptable")));
+        return Err(CallbackError::Malformed(format!(
+            "{name} is not acceptable"
+        )));
     }
     Ok(value)
 }
@@ -182,7 +200,10 @@ fn is_form(request: &CallbackRequest) -> bool {
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
 }
 
 /// The callback's fields and its raw text.
@@ -201,11 +222,13 @@ fn read_fields(request: &CallbackRequest) -> Result<(Fields, String), CallbackEr
         return Ok((fields, raw_text(query.as_bytes())));
     }
     if is_form(request) {
-        let text = std::str::from_utf8(&request.body).map_err(|_| malformed("form body is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(&request.body).map_err(|_| malformed("form body is not UTF-8"))?;
         return Ok((parse_query(text)?, raw_text(&request.body)));
     }
     let format = Format::sniff(&request.body);
-    let fields = wire::decode(format, &request.body).map_err(|error| CallbackError::Malformed(error.to_string()))?;
+    let fields = wire::decode(format, &request.body)
+        .map_err(|error| CallbackError::Malformed(error.to_string()))?;
     Ok((fields, raw_text(&request.body)))
 }
 
@@ -246,8 +269,11 @@ fn percent_decode(text: &str) -> Result<String, CallbackError> {
                 let hex = bytes
                     .get(i + 1..i + 3)
                     .ok_or_else(|| malformed("bad percent-encoding"))?;
-                let hex = std::str::from_utf8(hex).map_err(|_| malformed("bad percent-encoding"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| malformed("bad percent-encoding"))?);
+                let hex =
+                    std::str::from_utf8(hex).map_err(|_| malformed("bad percent-encoding"))?;
+                out.push(
+                    u8::from_str_radix(hex, 16).map_err(|_| malformed("bad percent-encoding"))?,
+                );
                 i += 2;
             }
             b => out.push(b),
@@ -263,7 +289,12 @@ mod tests {
     use bytes::Bytes;
     use loket_protocol::Outcome;
 
-    fn request(method: http::Method, query: Option<&str>, content_type: Option<&str>, body: &[u8]) -> CallbackRequest {
+    fn request(
+        method: http::Method,
+        query: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> CallbackRequest {
         let mut headers = http::HeaderMap::new();
         if let Some(ct) = content_type {
             headers.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
@@ -300,7 +331,9 @@ mod tests {
         let ack = parser().acknowledge(&req, &parsed);
         assert_eq!(ack.status, 200);
         assert_eq!(ack.content_type, "application/xml");
-        assert!(ack.body.contains("<referencecode>LKT-01J9ABC</referencecode>"));
+        assert!(ack
+            .body
+            .contains("<referencecode>LKT-01J9ABC</referencecode>"));
     }
 
     #[test]
@@ -314,7 +347,10 @@ mod tests {
         );
         assert_eq!(parsed.serial_number, "");
         assert!(!parsed.verified);
-        assert_eq!(parser().acknowledge(&req, &parsed).content_type, "application/xml");
+        assert_eq!(
+            parser().acknowledge(&req, &parsed).content_type,
+            "application/xml"
+        );
 
         let json = br#"{"tracecode":"T2","referencecode":"REF1","status":"204","serialnumber":""}"#;
         let req = request(http::Method::POST, None, Some("application/xml"), json);
@@ -336,17 +372,29 @@ mod tests {
             b"referencecode=R9&status=000",
         );
         assert_eq!(parser().parse(&req).unwrap().provider_reference, "R9");
-        let req = request(http::Method::POST, Some("referencecode=R8&status=001"), None, b"");
-        assert_eq!(parser().parse(&req).unwrap().claimed_outcome, Outcome::Pending);
+        let req = request(
+            http::Method::POST,
+            Some("referencecode=R8&status=001"),
+            None,
+            b"",
+        );
+        assert_eq!(
+            parser().parse(&req).unwrap().claimed_outcome,
+            Outcome::Pending
+        );
     }
 
     #[test]
     fn verified_is_always_false_even_with_a_signature_field_and_secrets_are_masked() {
         let q = "referencecode=R1&status=000&signature=c684d40b4e003ffaf56407fb73624383&userpin=CANARY-PIN-7731";
-        let parsed = parser().parse(&request(http::Method::GET, Some(q), None, b"")).unwrap();
+        let parsed = parser()
+            .parse(&request(http::Method::GET, Some(q), None, b""))
+            .unwrap();
         assert!(!parsed.verified);
         assert!(!parsed.raw_masked.contains("CANARY-PIN-7731"));
-        assert!(!parsed.raw_masked.contains("c684d40b4e003ffaf56407fb73624383"));
+        assert!(!parsed
+            .raw_masked
+            .contains("c684d40b4e003ffaf56407fb73624383"));
         assert!(!format!("{:?}", parser()).contains("CANARY"));
     }
 
@@ -361,8 +409,13 @@ mod tests {
             ))
             .unwrap();
         let json = br#"{"serialnumber":"S","status":"000","tracecode":"T","referencecode":"R1"}"#;
-        let b = parser().parse(&request(http::Method::POST, None, None, json)).unwrap();
-        assert_eq!(a.dedupe_key, b.dedupe_key, "same callback by GET and POST collapses");
+        let b = parser()
+            .parse(&request(http::Method::POST, None, None, json))
+            .unwrap();
+        assert_eq!(
+            a.dedupe_key, b.dedupe_key,
+            "same callback by GET and POST collapses"
+        );
         let c = parser()
             .parse(&request(
                 http::Method::GET,
@@ -384,7 +437,11 @@ mod tests {
             "<a>".repeat(100),
             "</a>".repeat(100)
         );
-        let deep_json = format!("{}{}", "{\"a\":".repeat(100), "1".to_string() + &"}".repeat(100));
+        let deep_json = format!(
+            "{}{}",
+            "{\"a\":".repeat(100),
+            "1".to_string() + &"}".repeat(100)
+        );
         let big = vec![b' '; MAX_CALLBACK_BYTES + 1];
         let mut big_body = b"<t><referencecode>R</referencecode><status>000</status>".to_vec();
         big_body.extend_from_slice(&big);
@@ -420,9 +477,17 @@ mod tests {
             "",
         ] {
             let req = request(http::Method::GET, Some(query), None, b"");
-            assert!(matches!(p.parse(&req), Err(CallbackError::Malformed(_))), "{query}");
+            assert!(
+                matches!(p.parse(&req), Err(CallbackError::Malformed(_))),
+                "{query}"
+            );
         }
-        let put = request(http::Method::PUT, Some("referencecode=R1&status=000"), None, b"");
+        let put = request(
+            http::Method::PUT,
+            Some("referencecode=R1&status=000"),
+            None,
+            b"",
+        );
         assert!(matches!(p.parse(&put), Err(CallbackError::Malformed(_))));
     }
 

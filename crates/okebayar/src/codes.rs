@@ -37,7 +37,10 @@ impl Classification {
         Classification {
             outcome: Outcome::Unknown,
             meaning: None,
-            problem: Some(format!("status code {:?} not understood: {error}", truncate(code, 32))),
+            problem: Some(format!(
+                "status code {:?} not understood: {error}",
+                truncate(code, 32)
+            )),
         }
     }
 }
@@ -89,10 +92,18 @@ mod tests {
         let purchase = CodeOperation::Purchase;
         assert_eq!(classify("000", purchase).outcome, Outcome::Success);
         for pending in ["001", "002", "003"] {
-            assert_eq!(classify(pending, purchase).outcome, Outcome::Pending, "{pending}");
+            assert_eq!(
+                classify(pending, purchase).outcome,
+                Outcome::Pending,
+                "{pending}"
+            );
         }
         for failed in ["203", "204", "205", "207", "211"] {
-            assert_eq!(classify(failed, purchase).outcome, Outcome::Failed, "{failed}");
+            assert_eq!(
+                classify(failed, purchase).outcome,
+                Outcome::Failed,
+                "{failed}"
+            );
         }
         assert_eq!(classify("208", purchase).outcome, Outcome::Unknown);
         let meaning = classify("203", purchase).meaning.unwrap();

@@ -66,7 +66,10 @@ pub struct Request {
 
 impl Request {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as sent (contains the PIN and the signature).
@@ -153,7 +156,11 @@ impl OkeBayarConnector {
     pub fn new(settings: OkeBayarSettings) -> Self {
         let http = HttpClient::new(settings.timeout(), settings.connect_timeout());
         let masker = Masker::new([settings.userpin.expose().to_string()]);
-        OkeBayarConnector { settings, http, masker }
+        OkeBayarConnector {
+            settings,
+            http,
+            masker,
+        }
     }
 
     pub fn settings(&self) -> &OkeBayarSettings {
@@ -198,7 +205,10 @@ impl OkeBayarConnector {
                 "prepaid_inquiry"
             }
             Operation::BillInquiry => {
-                fields.push(("transactioncode", settings::BILL_INQUIRY_TRANSACTION_CODE.into()));
+                fields.push((
+                    "transactioncode",
+                    settings::BILL_INQUIRY_TRANSACTION_CODE.into(),
+                ));
                 fields.push((
                     "productcode",
                     required("provider_product_code", &command.provider_product_code)?,
@@ -221,7 +231,10 @@ impl OkeBayarConnector {
                 let nominal = data(inquiry_keys::NOMINAL)?;
                 let adminfee = data(inquiry_keys::ADMINFEE)?;
                 check_payment_amount(command.amount, &nominal, &adminfee)?;
-                fields.push(("transactioncode", self.settings.payment_transaction_code.clone()));
+                fields.push((
+                    "transactioncode",
+                    self.settings.payment_transaction_code.clone(),
+                ));
                 fields.push((
                     "productcode",
                     required("provider_product_code", &command.provider_product_code)?,
@@ -231,7 +244,10 @@ impl OkeBayarConnector {
                 fields.push(("nominal", nominal));
                 fields.push(("adminfee", adminfee));
                 for key in [inquiry_keys::REF2, inquiry_keys::REF3] {
-                    fields.push((key, command.inquiry_data.get(key).cloned().unwrap_or_default()));
+                    fields.push((
+                        key,
+                        command.inquiry_data.get(key).cloned().unwrap_or_default(),
+                    ));
                 }
                 "bill_payment"
             }
@@ -247,7 +263,12 @@ impl OkeBayarConnector {
     }
 
     /// Appends the credentials, the signature and our reference.
-    fn finish(&self, operation: &'static str, mut fields: Vec<(&'static str, String)>, referencecode: &str) -> Request {
+    fn finish(
+        &self,
+        operation: &'static str,
+        mut fields: Vec<(&'static str, String)>,
+        referencecode: &str,
+    ) -> Request {
         let userpin = self.settings.userpin.expose();
         fields.push(("userid", self.settings.userid.clone()));
         fields.push(("userpin", userpin.to_string()));
@@ -264,13 +285,19 @@ impl OkeBayarConnector {
     }
 
     pub fn balance_request(&self, referencecode: &str) -> Request {
-        let fields = vec![("transactioncode", settings::BALANCE_TRANSACTION_CODE.to_string())];
+        let fields = vec![(
+            "transactioncode",
+            settings::BALANCE_TRANSACTION_CODE.to_string(),
+        )];
         self.finish("balance", fields, referencecode)
     }
 
     pub fn echo_request(&self, referencecode: &str, message: &str) -> Request {
         let fields = vec![
-            ("transactioncode", self.settings.echo_transaction_code.clone()),
+            (
+                "transactioncode",
+                self.settings.echo_transaction_code.clone(),
+            ),
             ("message", message.to_string()),
         ];
         self.finish("echo", fields, referencecode)
@@ -391,7 +418,8 @@ impl OkeBayarConnector {
             let mut report = Report::new(Outcome::Unknown);
             report.not_found = true;
             report.provider_code = Some(code.to_string());
-            report.provider_message = Some("status check: OkeBayar has no record of this referencecode".into());
+            report.provider_message =
+                Some("status check: OkeBayar has no record of this referencecode".into());
             report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
             report.detail = "not found at the provider".into();
             return report;
@@ -472,7 +500,8 @@ impl Connector for OkeBayarConnector {
         let text = fields
             .non_empty("balance")
             .ok_or_else(|| ConnectorError::BadReply("balance reply has no balance".into()))?;
-        Money::parse_decimal(text, Currency::Idr).map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
+        Money::parse_decimal(text, Currency::Idr)
+            .map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
     }
 }
 
@@ -486,10 +515,15 @@ fn fresh_reference(prefix: &str) -> String {
 fn reply_fields(transport: Transport, referencecode: &str) -> Result<Fields, ConnectorError> {
     let reply = match transport {
         Transport::Reply(reply) => reply,
-        Transport::NotSent(error) | Transport::MaybeSent(error) => return Err(ConnectorError::Unavailable(error)),
+        Transport::NotSent(error) | Transport::MaybeSent(error) => {
+            return Err(ConnectorError::Unavailable(error))
+        }
     };
     if reply.status >= 500 {
-        return Err(ConnectorError::Unavailable(format!("HTTP {}", reply.status)));
+        return Err(ConnectorError::Unavailable(format!(
+            "HTTP {}",
+            reply.status
+        )));
     }
     let fields = decode_reply(&reply).map_err(ConnectorError::BadReply)?;
     if let Some(why) = foreign_reference(&fields, referencecode) {
@@ -529,10 +563,13 @@ fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
 /// is accepted when the expected one is absent.
 fn status_field_names(operation: Operation, is_status: bool) -> [&'static str; 2] {
     match (operation, is_status) {
-        (_, true) | (Operation::PrepaidPurchase | Operation::PrepaidInquiry | Operation::StatusCheck, _) => {
+        (_, true)
+        | (Operation::PrepaidPurchase | Operation::PrepaidInquiry | Operation::StatusCheck, _) => {
             ["transactionstatus", "responsecode"]
         }
-        (Operation::BillInquiry | Operation::BillPayment, false) => ["responsecode", "transactionstatus"],
+        (Operation::BillInquiry | Operation::BillPayment, false) => {
+            ["responsecode", "transactionstatus"]
+        }
     }
 }
 
@@ -577,7 +614,11 @@ fn not_sent(operation: Operation, error: String) -> Report {
 
 /// A payment's amount, when given, must be the inquiry's nominal or its
 /// nominal + adminfee: we never pay what the inquiry did not say.
-fn check_payment_amount(amount: Option<Money>, nominal: &str, adminfee: &str) -> Result<(), BuildError> {
+fn check_payment_amount(
+    amount: Option<Money>,
+    nominal: &str,
+    adminfee: &str,
+) -> Result<(), BuildError> {
     let Some(amount) = amount else { return Ok(()) };
     let mismatch = || BuildError::AmountMismatch {
         asked: amount.minor,
@@ -594,7 +635,11 @@ fn check_payment_amount(amount: Option<Money>, nominal: &str, adminfee: &str) ->
     }
 }
 
-fn push_bill_accounts(fields: &mut Vec<(&'static str, String)>, command: &Command, account: String) {
+fn push_bill_accounts(
+    fields: &mut Vec<(&'static str, String)>,
+    command: &Command,
+    account: String,
+) {
     fields.push(("accnumber1", account));
     // Present even when empty (spec §4, PSTN).
     fields.push(("accnumber2", command.account2.clone()));
@@ -617,7 +662,12 @@ fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
 }
 
 /// Builds the report of a reply whose status code was read.
-fn fill_report(fields: &Fields, code: &str, classification: &Classification, operation: Operation) -> Report {
+fn fill_report(
+    fields: &Fields,
+    code: &str,
+    classification: &Classification,
+    operation: Operation,
+) -> Report {
     let mut report = Report::new(classification.outcome);
     report.provider_code = Some(truncate(code, 16).to_string());
     report.provider_message = fields
@@ -630,13 +680,19 @@ fn fill_report(fields: &Fields, code: &str, classification: &Classification, ope
     }
     if let Some(info) = fields.non_empty("info") {
         if report.provider_message.as_deref() != Some(info) {
-            push_detail(&mut report.detail, &format!("info: {}", truncate(info, 256)));
+            push_detail(
+                &mut report.detail,
+                &format!("info: {}", truncate(info, 256)),
+            );
         }
     }
     report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
     report.serial_number = fields.non_empty("serialnumber").map(str::to_string);
     report.provider_amount = amount(fields, "harga", &mut report.detail);
-    if operation == Operation::BillPayment && report.provider_amount.is_none() && fields.non_empty("harga").is_none() {
+    if operation == Operation::BillPayment
+        && report.provider_amount.is_none()
+        && fields.non_empty("harga").is_none()
+    {
         // No `harga` on a payment reply (spec §4): what it charged is
         // nominal + adminfee.
         let mut ignored = String::new();
@@ -647,7 +703,10 @@ fn fill_report(fields: &Fields, code: &str, classification: &Classification, ope
             report.provider_amount = nominal.checked_add(fee);
         }
     }
-    if matches!(operation, Operation::PrepaidInquiry | Operation::BillInquiry) {
+    if matches!(
+        operation,
+        Operation::PrepaidInquiry | Operation::BillInquiry
+    ) {
         report.inquiry_data = inquiry_data(fields);
         if report.outcome == Outcome::Success {
             report.bill = Some(bill_details(fields, &mut report.detail));
@@ -660,7 +719,11 @@ fn fill_report(fields: &Fields, code: &str, classification: &Classification, ope
 fn inquiry_data(fields: &Fields) -> BTreeMap<String, String> {
     inquiry_keys::ALL
         .into_iter()
-        .filter_map(|key| fields.get(key).map(|value| (key.to_string(), value.to_string())))
+        .filter_map(|key| {
+            fields
+                .get(key)
+                .map(|value| (key.to_string(), value.to_string()))
+        })
         .collect()
 }
 
@@ -720,7 +783,9 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
     let expires_at = expiry(fields, answered_at, detail);
     let extra = fields
         .iter()
-        .filter(|(name, value)| !value.trim().is_empty() && !NOT_EXTRA.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .filter(|(name, value)| {
+            !value.trim().is_empty() && !NOT_EXTRA.iter().any(|n| n.eq_ignore_ascii_case(name))
+        })
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
         .collect();
     pb::BillDetails {

@@ -83,7 +83,12 @@ fn classify(cmd: &Command, status: u16, body: &str) -> Report {
 }
 
 fn xml(fields: &[(&str, &str)]) -> String {
-    String::from_utf8(wire::encode(Format::Xml, wire::REPLY_ROOT, fields.iter().copied())).unwrap()
+    String::from_utf8(wire::encode(
+        Format::Xml,
+        wire::REPLY_ROOT,
+        fields.iter().copied(),
+    ))
+    .unwrap()
 }
 
 fn assert_no_secrets(text: &str) {
@@ -97,10 +102,15 @@ fn assert_no_secrets(text: &str) {
 #[test]
 fn every_operation_builds_a_signed_lowercase_request_in_xml_and_json() {
     let mut purchase_after_inquiry = command(Operation::PrepaidPurchase);
-    purchase_after_inquiry.inquiry_data = [("ref1", "A1"), ("ref2", "B2"), ("ref3", "C3"), ("inquirycode", "INQ")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    purchase_after_inquiry.inquiry_data = [
+        ("ref1", "A1"),
+        ("ref2", "B2"),
+        ("ref3", "C3"),
+        ("inquirycode", "INQ"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let cases: Vec<(Command, &str)> = vec![
         (command(Operation::PrepaidPurchase), "OkeBayar-prabayar"),
         (purchase_after_inquiry, "OkeBayar-prabayar"),
@@ -120,7 +130,11 @@ fn every_operation_builds_a_signed_lowercase_request_in_xml_and_json() {
             assert_eq!(sent.get("userid"), Some(USERID));
             assert_eq!(sent.get("userpin"), Some(PIN));
             assert_eq!(sent.get("signature"), Some(signature.as_str()));
-            assert_eq!(sent.get("referencecode"), Some(REF), "our reference on every call");
+            assert_eq!(
+                sent.get("referencecode"),
+                Some(REF),
+                "our reference on every call"
+            );
             let stored = String::from_utf8(request.masked_body(format)).unwrap();
             assert_no_secrets(&stored);
             assert_no_secrets(&format!("{request:?}"));
@@ -143,30 +157,49 @@ fn every_operation_builds_a_signed_lowercase_request_in_xml_and_json() {
 #[test]
 fn operation_specific_fields() {
     let conn = connector(Format::Xml);
-    let purchase = conn.build_request(&command(Operation::PrepaidPurchase)).unwrap();
+    let purchase = conn
+        .build_request(&command(Operation::PrepaidPurchase))
+        .unwrap();
     assert_eq!(purchase.get("productcode"), Some("PLNPRA20"));
     assert_eq!(purchase.get("accnumber"), Some("081234567890"));
     assert_eq!(purchase.get("ref1"), None);
     assert_eq!(purchase.get("querycode"), None);
 
     let mut after = command(Operation::PrepaidPurchase);
-    after.inquiry_data = [("ref1", " A1 "), ("ref2", "B2"), ("ref3", ""), ("inquirycode", "INQ")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    after.inquiry_data = [
+        ("ref1", " A1 "),
+        ("ref2", "B2"),
+        ("ref3", ""),
+        ("inquirycode", "INQ"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let after = conn.build_request(&after).unwrap();
     assert_eq!(
         (after.get("ref1"), after.get("ref2"), after.get("ref3")),
         (Some(" A1 "), Some("B2"), Some(""))
     );
-    assert_eq!(after.get("inquirycode"), None, "PLN purchase omits inquirycode");
+    assert_eq!(
+        after.get("inquirycode"),
+        None,
+        "PLN purchase omits inquirycode"
+    );
 
-    let inquiry = conn.build_request(&command(Operation::PrepaidInquiry)).unwrap();
+    let inquiry = conn
+        .build_request(&command(Operation::PrepaidInquiry))
+        .unwrap();
     assert_eq!(inquiry.get("querycode"), Some("inquiry"));
 
-    let bill = conn.build_request(&command(Operation::BillInquiry)).unwrap();
+    let bill = conn
+        .build_request(&command(Operation::BillInquiry))
+        .unwrap();
     assert_eq!(bill.get("accnumber1"), Some("081234567890"));
-    assert_eq!(bill.get("accnumber2"), Some(""), "accnumber2 present even if empty");
+    assert_eq!(
+        bill.get("accnumber2"),
+        Some(""),
+        "accnumber2 present even if empty"
+    );
     assert_eq!(bill.get("contactnumber"), Some("081299990000"));
     let body = String::from_utf8(bill.body(Format::Xml)).unwrap();
     assert!(body.contains("<accnumber2></accnumber2>"), "{body}");
@@ -179,7 +212,10 @@ fn operation_specific_fields() {
         "amounts echo the inquiry's exact text"
     );
     assert_eq!(pay.get("adminfee"), Some("2500"));
-    assert_eq!((pay.get("ref2"), pay.get("ref3")), (Some("R2 verbatim"), Some("")));
+    assert_eq!(
+        (pay.get("ref2"), pay.get("ref3")),
+        (Some("R2 verbatim"), Some(""))
+    );
     let json = String::from_utf8(pay.body(Format::Json)).unwrap();
     assert!(json.contains("\"nominal\":\"11000.00\""), "{json}");
 
@@ -188,16 +224,24 @@ fn operation_specific_fields() {
         ..settings(Format::Xml, "http://127.0.0.1:9/")
     });
     assert_eq!(
-        custom.build_request(&payment()).unwrap().get("transactioncode"),
+        custom
+            .build_request(&payment())
+            .unwrap()
+            .get("transactioncode"),
         Some("OkeBayar-payment")
     );
 
-    let status = conn.build_request(&status_of(Operation::PrepaidPurchase)).unwrap();
+    let status = conn
+        .build_request(&status_of(Operation::PrepaidPurchase))
+        .unwrap();
     assert_eq!(status.get("tracecode"), Some("9999000011112222"));
     assert_eq!(status.get("referencecode"), Some(REF));
     let mut no_trace = status_of(Operation::PrepaidPurchase);
     no_trace.provider_trace.clear();
-    assert_eq!(conn.build_request(&no_trace).unwrap().get("tracecode"), None);
+    assert_eq!(
+        conn.build_request(&no_trace).unwrap().get("tracecode"),
+        None
+    );
 }
 
 #[test]
@@ -218,7 +262,10 @@ fn a_payment_that_cannot_be_built_is_never_sent() {
     let mut nominal_only = payment();
     nominal_only.amount = Some(Money::idr(11_000));
     assert!(conn.build_request(&nominal_only).is_ok());
-    let report = not_buildable(Operation::BillPayment, BuildError::MissingInquiryData("inquirycode"));
+    let report = not_buildable(
+        Operation::BillPayment,
+        BuildError::MissingInquiryData("inquirycode"),
+    );
     assert_eq!(report.outcome, Outcome::Failed);
     assert!(report.exchanges.is_empty());
 }
@@ -267,7 +314,11 @@ fn success_with_serial_number_and_both_amount_formats() {
 fn pending_failed_and_duplicate_codes() {
     let purchase = command(Operation::PrepaidPurchase);
     for code in ["001", "002", "003"] {
-        let report = classify(&purchase, 200, &xml(&[("transactionstatus", code), ("tracecode", "T")]));
+        let report = classify(
+            &purchase,
+            200,
+            &xml(&[("transactionstatus", code), ("tracecode", "T")]),
+        );
         assert_eq!(report.outcome, Outcome::Pending, "{code}");
         assert_eq!(report.provider_code.as_deref(), Some(code));
     }
@@ -276,7 +327,11 @@ fn pending_failed_and_duplicate_codes() {
         assert_eq!(report.outcome, Outcome::Failed, "{code}");
         assert_eq!(report.provider_code.as_deref(), Some(code));
         assert!(
-            !report.provider_message.clone().unwrap_or_default().is_empty(),
+            !report
+                .provider_message
+                .clone()
+                .unwrap_or_default()
+                .is_empty(),
             "{code} has a meaning"
         );
     }
@@ -291,9 +346,13 @@ fn pending_failed_and_duplicate_codes() {
 #[test]
 fn anything_unreadable_is_unknown() {
     let purchase = command(Operation::PrepaidPurchase);
-    let html = "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>";
+    let html =
+        "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>";
     for (status, body) in [
-        (200, "<transaction-status><transactionstatus>000</transactionstatus>"),
+        (
+            200,
+            "<transaction-status><transactionstatus>000</transactionstatus>",
+        ),
         (200, html),
         (502, html),
         (503, &xml(&[("transactionstatus", "204")])),
@@ -332,7 +391,10 @@ fn transport_failures() {
         Outcome::Unknown
     );
     let status = not_sent(Operation::StatusCheck, "refused".into());
-    assert_eq!((status.outcome, status.not_found), (Outcome::Unknown, false));
+    assert_eq!(
+        (status.outcome, status.not_found),
+        (Outcome::Unknown, false)
+    );
     assert_eq!(
         not_sent(Operation::BillInquiry, "refused".into()).outcome,
         Outcome::Failed
@@ -359,17 +421,30 @@ fn pln_prepaid_inquiry_with_uppercase_names() {
     assert_eq!(report.outcome, Outcome::Success);
     let bill = report.bill.expect("inquiry gives bill details");
     assert_eq!(bill.customer_name, "BUDI SANTOSO");
-    assert_eq!(bill.extra.get("pln_tarifdaya").map(String::as_str), Some("R1/1300"));
-    assert_eq!(bill.extra.get("pln_nometer").map(String::as_str), Some("14234567890"));
+    assert_eq!(
+        bill.extra.get("pln_tarifdaya").map(String::as_str),
+        Some("R1/1300")
+    );
+    assert_eq!(
+        bill.extra.get("pln_nometer").map(String::as_str),
+        Some("14234567890")
+    );
     assert!(!bill.extra.contains_key("userid") && !bill.extra.contains_key("ref1"));
-    let expected = Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap() + chrono::Duration::milliseconds(377);
+    let expected =
+        Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap() + chrono::Duration::milliseconds(377);
     assert_eq!(bill.expires_at, Some(timestamp(expected)));
     assert_eq!(
         report.inquiry_data.get("inquirycode").map(String::as_str),
         Some("INQ-1")
     );
-    assert_eq!(report.inquiry_data.get("ref1").map(String::as_str), Some("AAA"));
-    assert_eq!(report.inquiry_data.get("ref3").map(String::as_str), Some(""));
+    assert_eq!(
+        report.inquiry_data.get("ref1").map(String::as_str),
+        Some("AAA")
+    );
+    assert_eq!(
+        report.inquiry_data.get("ref3").map(String::as_str),
+        Some("")
+    );
     assert_eq!(
         report.inquiry_data.get("tracecode").map(String::as_str),
         Some("5550001")
@@ -396,7 +471,9 @@ fn bill_inquiry_details_and_three_expiry_formats() {
             ("blth1", "202003"),
         ])
     };
-    let wib = |h, m, s, ms| Utc.with_ymd_and_hms(2020, 3, 25, h, m, s).unwrap() + chrono::Duration::milliseconds(ms);
+    let wib = |h, m, s, ms| {
+        Utc.with_ymd_and_hms(2020, 3, 25, h, m, s).unwrap() + chrono::Duration::milliseconds(ms)
+    };
     for (text, want) in [
         ("200325200912374", wib(13, 9, 12, 374)),
         ("200325200912", wib(13, 9, 12, 0)),
@@ -417,11 +494,15 @@ fn bill_inquiry_details_and_three_expiry_formats() {
             Some("11000.00"),
             "text as received"
         );
-        assert_eq!(report.inquiry_data.get("adminfee").map(String::as_str), Some("2500"));
+        assert_eq!(
+            report.inquiry_data.get("adminfee").map(String::as_str),
+            Some("2500")
+        );
     }
     // Unparseable expiry: answer time + 30 minutes (ASSUMED).
     let report = classify(&command(Operation::BillInquiry), 200, &base("tomorrow"));
-    let answered = Utc.with_ymd_and_hms(2020, 3, 24, 13, 9, 11).unwrap() + chrono::Duration::milliseconds(377);
+    let answered =
+        Utc.with_ymd_and_hms(2020, 3, 24, 13, 9, 11).unwrap() + chrono::Duration::milliseconds(377);
     assert_eq!(
         report.bill.unwrap().expires_at,
         Some(timestamp(answered + chrono::Duration::minutes(30)))
@@ -465,7 +546,10 @@ fn status_check_classifies_for_the_original_operation() {
     let report = classify(
         &check,
         200,
-        &xml(&[("transactionstatus", STATUS_NOT_FOUND), ("referencecode", REF)]),
+        &xml(&[
+            ("transactionstatus", STATUS_NOT_FOUND),
+            ("referencecode", REF),
+        ]),
     );
     assert!(report.not_found);
     assert_eq!(report.outcome, Outcome::Unknown);
@@ -508,7 +592,11 @@ fn status_check_classifies_for_the_original_operation() {
         ..settings(Format::Xml, "http://127.0.0.1:9/")
     });
     let request = conn.build_request(&check).unwrap();
-    let report = conn.classify(&check, &request, reply(200, &xml(&[("transactionstatus", "299")])));
+    let report = conn.classify(
+        &check,
+        &request,
+        reply(200, &xml(&[("transactionstatus", "299")])),
+    );
     assert!(report.not_found);
 }
 
@@ -596,7 +684,9 @@ async fn a_real_exchange_is_recorded_masked() {
     assert!(sent[0].contains(PIN), "the provider does get the PIN");
 
     // The status check uses the same referencecode.
-    let report = conn.check_status(&command(Operation::PrepaidPurchase)).await;
+    let report = conn
+        .check_status(&command(Operation::PrepaidPurchase))
+        .await;
     assert_eq!(report.outcome, Outcome::Success);
     let sent = seen.bodies.lock().unwrap().clone();
     assert!(sent[1].contains("OkeBayar-cek-status") && sent[1].contains(REF));
@@ -618,7 +708,9 @@ async fn a_reply_slower_than_the_timeout_is_unknown() {
     assert_eq!(report.outcome, Outcome::Unknown);
     assert!(!report.not_found);
     assert!(
-        report.exchanges[0].error.contains("may have been processed"),
+        report.exchanges[0]
+            .error
+            .contains("may have been processed"),
         "{:?}",
         report.exchanges
     );
@@ -651,7 +743,12 @@ async fn a_connection_reset_or_close_without_reply_is_unknown() {
         let url = hang_up(reset).await;
         for cmd in [command(Operation::PrepaidPurchase), payment()] {
             let report = fast(Format::Xml, &url).execute(&cmd).await;
-            assert_eq!(report.outcome, Outcome::Unknown, "reset={reset} {:?}", cmd.operation);
+            assert_eq!(
+                report.outcome,
+                Outcome::Unknown,
+                "reset={reset} {:?}",
+                cmd.operation
+            );
             assert_report_clean(&report);
         }
     }
@@ -697,9 +794,17 @@ async fn a_refused_connection_was_never_sent() {
         Outcome::Failed,
         "an inquiry that never left simply failed"
     );
-    let status = conn.check_status(&command(Operation::PrepaidPurchase)).await;
-    assert_eq!((status.outcome, status.not_found), (Outcome::Unknown, false));
-    assert!(matches!(conn.balance().await, Err(ConnectorError::Unavailable(_))));
+    let status = conn
+        .check_status(&command(Operation::PrepaidPurchase))
+        .await;
+    assert_eq!(
+        (status.outcome, status.not_found),
+        (Outcome::Unknown, false)
+    );
+    assert!(matches!(
+        conn.balance().await,
+        Err(ConnectorError::Unavailable(_))
+    ));
     assert_report_clean(&purchase);
 }
 
@@ -730,7 +835,9 @@ async fn balance_and_echo() {
 
     let failing = axum::Router::new().route(
         "/okebayar",
-        axum::routing::post(|| async { xml(&[("responsecode", "207"), ("responsestatus", "PIN SALAH")]) }),
+        axum::routing::post(|| async {
+            xml(&[("responsecode", "207"), ("responsestatus", "PIN SALAH")])
+        }),
     );
     let url = serve(failing).await;
     match fast(Format::Xml, &url).balance().await {

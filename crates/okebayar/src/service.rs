@@ -33,7 +33,10 @@ impl ConnectorSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.okebayar.validate()?;
         if self.worker.concurrency == 0 {
-            return Err(InvalidSetting::new("worker.concurrency", "must be at least 1"));
+            return Err(InvalidSetting::new(
+                "worker.concurrency",
+                "must be at least 1",
+            ));
         }
         // A command not acked within ack_wait is redelivered to another
         // replica; the provider call must finish well before that.
@@ -66,7 +69,11 @@ pub enum Error {
 
 /// Validates the settings, connects NATS, serves the admin port and runs the
 /// worker until `shutdown`, then drains.
-pub async fn run(settings: ConnectorSettings, admin: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+pub async fn run(
+    settings: ConnectorSettings,
+    admin: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     settings.validate()?;
     let readiness = Readiness::default();
     let admin_task = tokio::spawn(admin::serve(admin, readiness.clone(), shutdown.clone()));
@@ -146,12 +153,16 @@ mod tests {
             "nats_url = \"nats://127.0.0.1:1\"\n[worker]\nconcurrency = 3\n[okebayar]\nuserid = \"u1\"\nuserpin = \"p\"\nformat = \"json\"\n",
         )
         .unwrap();
-        let settings: ConnectorSettings = loket_runtime::config::load_from(Some(file.to_str().unwrap())).unwrap();
+        let settings: ConnectorSettings =
+            loket_runtime::config::load_from(Some(file.to_str().unwrap())).unwrap();
         assert_eq!(settings.common.nats_url, "nats://127.0.0.1:1");
         assert_eq!(settings.worker.concurrency, 3);
         assert_eq!(settings.okebayar.format, crate::wire::Format::Json);
         assert_eq!(settings.okebayar.userpin.expose(), "p");
-        assert_eq!(settings.okebayar.timeout_ms, crate::settings::TIMEOUT_MS_DEFAULT);
+        assert_eq!(
+            settings.okebayar.timeout_ms,
+            crate::settings::TIMEOUT_MS_DEFAULT
+        );
     }
 
     #[tokio::test]

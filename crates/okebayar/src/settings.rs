@@ -134,12 +134,18 @@ impl OkeBayarSettings {
             ));
         }
         if self.timeout_ms == 0 {
-            return Err(InvalidSetting::new(key("timeout_ms"), "must be greater than 0"));
+            return Err(InvalidSetting::new(
+                key("timeout_ms"),
+                "must be greater than 0",
+            ));
         }
         if self.connect_timeout_ms == 0 || self.connect_timeout_ms > self.timeout_ms {
             return Err(InvalidSetting::new(
                 key("connect_timeout_ms"),
-                format!("must be between 1 and okebayar.timeout_ms ({})", self.timeout_ms),
+                format!(
+                    "must be between 1 and okebayar.timeout_ms ({})",
+                    self.timeout_ms
+                ),
             ));
         }
         for (name, value) in [
@@ -182,7 +188,10 @@ mod tests {
         assert_eq!(settings.timeout_ms, 45_000);
         assert_eq!(settings.payment_transaction_code, "OkeBayar-inquiry");
         assert_eq!(settings.echo_transaction_code, "OkeBayar-echo");
-        assert_eq!(settings.status_not_found_code, STATUS_NOT_FOUND_CODE_DEFAULT);
+        assert_eq!(
+            settings.status_not_found_code,
+            STATUS_NOT_FOUND_CODE_DEFAULT
+        );
         assert!(valid().validate().is_ok());
     }
 
@@ -235,7 +244,8 @@ mod tests {
 
     #[test]
     fn format_deserializes_lowercase() {
-        let settings: OkeBayarSettings = serde_json::from_str(r#"{"format":"json","userid":"u"}"#).unwrap();
+        let settings: OkeBayarSettings =
+            serde_json::from_str(r#"{"format":"json","userid":"u"}"#).unwrap();
         assert_eq!(settings.format, Format::Json);
         assert_eq!(settings.timeout_ms, TIMEOUT_MS_DEFAULT);
     }

@@ -40,8 +40,18 @@ mod tests {
 
     #[test]
     fn verify_accepts_upper_case_and_rejects_a_flipped_char() {
-        assert!(verify("pcu00001", "123456", "ORD20250115000001", "C684D40B4E003FFAF56407FB73624383"));
-        assert!(!verify("pcu00001", "123456", "ORD20250115000001", "c684d40b4e003ffaf56407fb73624384"));
+        assert!(verify(
+            "pcu00001",
+            "123456",
+            "ORD20250115000001",
+            "C684D40B4E003FFAF56407FB73624383"
+        ));
+        assert!(!verify(
+            "pcu00001",
+            "123456",
+            "ORD20250115000001",
+            "c684d40b4e003ffaf56407fb73624384"
+        ));
         assert!(!verify("pcu00001", "123456", "ORD20250115000001", ""));
     }
 }

@@ -120,7 +120,11 @@ impl Fields {
 }
 
 /// Encodes fields under `root` (XML) or as a flat object (JSON).
-pub fn encode<'a>(format: Format, root: &str, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+pub fn encode<'a>(
+    format: Format,
+    root: &str,
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<u8> {
     match format {
         Format::Xml => {
             let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
@@ -178,11 +182,17 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
     let mut current_text = String::new();
     let mut saw_root = false;
     loop {
-        let event = reader.read_event().map_err(|e| WireError::Xml(e.to_string()))?;
+        let event = reader
+            .read_event()
+            .map_err(|e| WireError::Xml(e.to_string()))?;
         match event {
             Event::DocType(_) => return Err(WireError::DocType),
             Event::Decl(_) | Event::Comment(_) => {}
-            Event::PI(_) => return Err(WireError::Xml("processing instructions are not accepted".into())),
+            Event::PI(_) => {
+                return Err(WireError::Xml(
+                    "processing instructions are not accepted".into(),
+                ))
+            }
             Event::Start(start) => {
                 if stack.is_empty() && saw_root {
                     return Err(WireError::Xml("more than one root element".into()));
@@ -227,7 +237,9 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                 current_text.push_str(value);
             }
             Event::End(_) => {
-                let (name, had_child) = stack.pop().ok_or_else(|| WireError::Xml("unbalanced end tag".into()))?;
+                let (name, had_child) = stack
+                    .pop()
+                    .ok_or_else(|| WireError::Xml("unbalanced end tag".into()))?;
                 // A leaf below the root becomes a field; containers (the
                 // root, `additionaldata`) contribute only their leaves.
                 if !stack.is_empty() && !had_child {
@@ -259,14 +271,19 @@ fn decode_json(body: &[u8]) -> Result<Fields, WireError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(WireError::Empty);
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| WireError::Json(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| WireError::Json(e.to_string()))?;
     let object = value.as_object().ok_or(WireError::NotAnObject)?;
     let mut fields = Fields::new();
     flatten_json(object, &mut fields, 1)?;
     Ok(fields)
 }
 
-fn flatten_json(object: &serde_json::Map<String, serde_json::Value>, fields: &mut Fields, depth: usize) -> Result<(), WireError> {
+fn flatten_json(
+    object: &serde_json::Map<String, serde_json::Value>,
+    fields: &mut Fields,
+    depth: usize,
+) -> Result<(), WireError> {
     if depth > MAX_DEPTH {
         return Err(WireError::TooDeep);
     }
@@ -274,7 +291,9 @@ fn flatten_json(object: &serde_json::Map<String, serde_json::Value>, fields: &mu
         match value {
             serde_json::Value::String(s) => push_field(fields, name, s)?,
             serde_json::Value::Number(n) => push_field(fields, name, &n.to_string())?,
-            serde_json::Value::Bool(b) => push_field(fields, name, if *b { "true" } else { "false" })?,
+            serde_json::Value::Bool(b) => {
+                push_field(fields, name, if *b { "true" } else { "false" })?
+            }
             serde_json::Value::Null => push_field(fields, name, "")?,
             serde_json::Value::Object(inner) => flatten_json(inner, fields, depth + 1)?,
             serde_json::Value::Array(items) => {
@@ -296,7 +315,9 @@ pub fn wib() -> FixedOffset {
 
 /// Formats `YYMMDDHHmmssSSS` in WIB.
 pub fn format_time(at: DateTime<Utc>) -> String {
-    at.with_timezone(&wib()).format("%y%m%d%H%M%S%3f").to_string()
+    at.with_timezone(&wib())
+        .format("%y%m%d%H%M%S%3f")
+        .to_string()
 }
 
 /// Parses the three time formats the spec shows (§9): `YYMMDDHHmmssSSS`
@@ -305,7 +326,11 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     let naive = if text.len() == 15 && text.bytes().all(|b| b.is_ascii_digit()) {
-        NaiveDateTime::parse_from_str(&format!("20{}.{}", &text[..12], &text[12..]), "%Y%m%d%H%M%S%.3f").ok()?
+        NaiveDateTime::parse_from_str(
+            &format!("20{}.{}", &text[..12], &text[12..]),
+            "%Y%m%d%H%M%S%.3f",
+        )
+        .ok()?
     } else if text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit()) {
         NaiveDateTime::parse_from_str(&format!("20{text}"), "%Y%m%d%H%M%S").ok()?
     } else {
@@ -313,7 +338,10 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
             .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S"))
             .ok()?
     };
-    wib().from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc))
+    wib()
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -327,7 +355,10 @@ mod tests {
         let fields = decode(Format::Xml, &body).unwrap();
         assert_eq!(fields.get("a"), Some("1 < 2 & 3"));
         assert_eq!(fields.get("b"), Some(""));
-        assert_eq!(fields.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            fields.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
@@ -363,35 +394,63 @@ mod tests {
         let bomb = br#"<!DOCTYPE t [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><t><a>&b;</a></t>"#;
         assert_eq!(decode(Format::Xml, bomb), Err(WireError::DocType));
         let undeclared = b"<transaction><a>&x;</a></transaction>";
-        assert!(matches!(decode(Format::Xml, undeclared), Err(WireError::Xml(_))));
+        assert!(matches!(
+            decode(Format::Xml, undeclared),
+            Err(WireError::Xml(_))
+        ));
         let deep = format!("{}{}", "<a>".repeat(50), "</a>".repeat(50));
-        assert_eq!(decode(Format::Xml, deep.as_bytes()), Err(WireError::TooDeep));
-        for garbled in [&b"<transaction><a>1</transaction>"[..], b"<html><body>502 Bad Gateway", b"", b"\xff\xfe"] {
+        assert_eq!(
+            decode(Format::Xml, deep.as_bytes()),
+            Err(WireError::TooDeep)
+        );
+        for garbled in [
+            &b"<transaction><a>1</transaction>"[..],
+            b"<html><body>502 Bad Gateway",
+            b"",
+            b"\xff\xfe",
+        ] {
             assert!(decode(Format::Xml, garbled).is_err());
         }
     }
 
     #[test]
     fn json_keeps_exact_numbers_and_flattens() {
-        let fields = decode(Format::Json, br#"{"harga":11000.00,"balance":50590000,"x":{"caid":"7"},"ok":true}"#).unwrap();
+        let fields = decode(
+            Format::Json,
+            br#"{"harga":11000.00,"balance":50590000,"x":{"caid":"7"},"ok":true}"#,
+        )
+        .unwrap();
         assert_eq!(fields.get("harga"), Some("11000.00"));
         assert_eq!(fields.get("balance"), Some("50590000"));
         assert_eq!(fields.get("caid"), Some("7"));
-        assert!(matches!(decode(Format::Json, b"[1,2]"), Err(WireError::NotAnObject)));
-        assert!(matches!(decode(Format::Json, b"{\"a\":"), Err(WireError::Json(_))));
+        assert!(matches!(
+            decode(Format::Json, b"[1,2]"),
+            Err(WireError::NotAnObject)
+        ));
+        assert!(matches!(
+            decode(Format::Json, b"{\"a\":"),
+            Err(WireError::Json(_))
+        ));
         let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
         assert!(decode(Format::Json, deep.as_bytes()).is_err());
     }
 
     #[test]
     fn three_time_formats_parse_as_wib() {
-        let expected = Utc.with_ymd_and_hms(2020, 3, 24, 13, 9, 11).unwrap() + chrono::Duration::milliseconds(377);
+        let expected = Utc.with_ymd_and_hms(2020, 3, 24, 13, 9, 11).unwrap()
+            + chrono::Duration::milliseconds(377);
         assert_eq!(parse_time("200324200911377"), Some(expected));
         assert_eq!(format_time(expected), "200324200911377");
-        assert_eq!(parse_time("200325200912"), Some(Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap()));
+        assert_eq!(
+            parse_time("200325200912"),
+            Some(Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap())
+        );
         assert_eq!(
             parse_time("2020-03-25 20:09:12.374"),
-            Some(Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap() + chrono::Duration::milliseconds(374))
+            Some(
+                Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap()
+                    + chrono::Duration::milliseconds(374)
+            )
         );
         assert_eq!(parse_time("yesterday"), None);
     }

@@ -56,7 +56,10 @@ async fn start_nats() -> Option<(Nats, String)> {
         .ok()?;
     let nats = Nats(child, store);
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Some((nats, format!("nats://127.0.0.1:{port}")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -72,9 +75,16 @@ async fn fake_okebayar(hits: Arc<Mutex<HashMap<(String, String), u32>>>) -> Stri
             let hits = hits.clone();
             async move {
                 let fields = wire::decode(Format::sniff(&body), &body).unwrap();
-                let code = fields.get("transactioncode").unwrap_or_default().to_string();
+                let code = fields
+                    .get("transactioncode")
+                    .unwrap_or_default()
+                    .to_string();
                 let reference = fields.get("referencecode").unwrap_or_default().to_string();
-                *hits.lock().unwrap().entry((code, reference.clone())).or_default() += 1;
+                *hits
+                    .lock()
+                    .unwrap()
+                    .entry((code, reference.clone()))
+                    .or_default() += 1;
                 let reply = [
                     ("tracecode", "1234567890123456"),
                     ("transactionstatus", "000"),
@@ -135,7 +145,10 @@ async fn commands_flow_through_the_real_worker() {
     let client = async_nats::connect(&nats_url).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     loket_runtime::bus::ensure_streams(&js).await.unwrap();
-    let mut results = client.subscribe(subjects::result(Provider::OkeBayar)).await.unwrap();
+    let mut results = client
+        .subscribe(subjects::result(Provider::OkeBayar))
+        .await
+        .unwrap();
 
     let shutdown = Shutdown::new();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -149,14 +162,22 @@ async fn commands_flow_through_the_real_worker() {
         &loket_runtime::telemetry::TraceContext::new_root(),
         "tx-REFA",
     );
-    loket_runtime::bus::publish_durable(&js, subject.clone(), headers, purchase("REFA", true).encode_to_vec())
-        .await
-        .unwrap();
+    loket_runtime::bus::publish_durable(
+        &js,
+        subject.clone(),
+        headers,
+        purchase("REFA", true).encode_to_vec(),
+    )
+    .await
+    .unwrap();
     let event = next_result(&mut results).await;
     assert_eq!(event.transaction_id, "tx-REFA");
     assert_eq!(event.outcome, loket_protocol::pb::Outcome::Success as i32);
     assert_eq!(event.serial_number, "SN-ROUNDTRIP");
-    assert_eq!(event.provider_amount.as_ref().map(|m| m.minor), Some(11_000));
+    assert_eq!(
+        event.provider_amount.as_ref().map(|m| m.minor),
+        Some(11_000)
+    );
     assert_eq!(event.exchanges.len(), 1);
     let raw = format!("{event:?}");
     assert!(!raw.contains(PIN), "PIN leaked into the result event");
@@ -168,9 +189,14 @@ async fn commands_flow_through_the_real_worker() {
         &loket_runtime::telemetry::TraceContext::new_root(),
         "tx-REFA",
     );
-    loket_runtime::bus::publish_durable(&js, subject, headers, purchase("REFA", false).encode_to_vec())
-        .await
-        .unwrap();
+    loket_runtime::bus::publish_durable(
+        &js,
+        subject,
+        headers,
+        purchase("REFA", false).encode_to_vec(),
+    )
+    .await
+    .unwrap();
     let event = next_result(&mut results).await;
     assert_eq!(event.outcome, loket_protocol::pb::Outcome::Success as i32);
     {

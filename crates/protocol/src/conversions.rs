@@ -19,12 +19,16 @@ pub enum ConversionError {
     BadEnum(&'static str),
 }
 
-pub fn money_from_pb(field: &'static str, money: Option<&pb::Money>) -> Result<Money, ConversionError> {
+pub fn money_from_pb(
+    field: &'static str,
+    money: Option<&pb::Money>,
+) -> Result<Money, ConversionError> {
     let money = money.ok_or(ConversionError::Missing(field))?;
     let currency = if money.currency.is_empty() {
         Currency::Idr
     } else {
-        Currency::parse(&money.currency).map_err(|source| ConversionError::Money { field, source })?
+        Currency::parse(&money.currency)
+            .map_err(|source| ConversionError::Money { field, source })?
     };
     if money.minor < 0 {
         return Err(ConversionError::Money {
@@ -174,8 +178,14 @@ mod tests {
             money_from_pb("amount", None),
             Err(ConversionError::Missing("amount"))
         );
-        let negative = pb::Money { minor: -1, currency: "IDR".into() };
-        assert!(money_from_pb("amount", Some(&negative)).unwrap_err().to_string().starts_with("amount"));
+        let negative = pb::Money {
+            minor: -1,
+            currency: "IDR".into(),
+        };
+        assert!(money_from_pb("amount", Some(&negative))
+            .unwrap_err()
+            .to_string()
+            .starts_with("amount"));
     }
 
     #[test]

@@ -121,8 +121,17 @@ mod tests {
 
     #[test]
     fn parses_provider_formats_exactly() {
-        for (text, want) in [("11000.00", 11000), ("110000", 110000), (" 150000 ", 150000), ("0.0", 0)] {
-            assert_eq!(Money::parse_decimal(text, Currency::Idr).unwrap().minor, want, "{text}");
+        for (text, want) in [
+            ("11000.00", 11000),
+            ("110000", 110000),
+            (" 150000 ", 150000),
+            ("0.0", 0),
+        ] {
+            assert_eq!(
+                Money::parse_decimal(text, Currency::Idr).unwrap().minor,
+                want,
+                "{text}"
+            );
         }
     }
 
@@ -132,7 +141,16 @@ mod tests {
             Money::parse_decimal("11000.50", Currency::Idr),
             Err(MoneyError::Fractional("11000.50".into()))
         );
-        for bad in ["", "abc", "1e5", "12.", ".5", "1,000", "-5", "99999999999999999999"] {
+        for bad in [
+            "",
+            "abc",
+            "1e5",
+            "12.",
+            ".5",
+            "1,000",
+            "-5",
+            "99999999999999999999",
+        ] {
             assert!(Money::parse_decimal(bad, Currency::Idr).is_err(), "{bad}");
         }
     }

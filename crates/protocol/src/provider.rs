@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     OkeBayar,
@@ -35,7 +37,12 @@ impl Provider {
 
     /// Accepts the canonical name and a few common spellings, case-insensitively.
     pub fn parse(text: &str) -> Result<Self, UnknownProvider> {
-        match text.trim().to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
+        match text
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_', ' '], "")
+            .as_str()
+        {
             "okebayar" => Ok(Provider::OkeBayar),
             "doku" | "dokubiller" => Ok(Provider::Doku),
             "snapqr" | "snap" | "snapqrcpm" | "qrcpm" => Ok(Provider::SnapQr),

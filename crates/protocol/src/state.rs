@@ -105,7 +105,12 @@ mod tests {
     }
 
     fn any_outcome() -> impl Strategy<Value = Outcome> {
-        proptest::sample::select(vec![Outcome::Success, Outcome::Pending, Outcome::Failed, Outcome::Unknown])
+        proptest::sample::select(vec![
+            Outcome::Success,
+            Outcome::Pending,
+            Outcome::Failed,
+            Outcome::Unknown,
+        ])
     }
 
     fn apply(current: TransactionStatus, report: Outcome) -> TransactionStatus {
@@ -119,10 +124,22 @@ mod tests {
     #[test]
     fn ordinary_lifecycle() {
         use TransactionStatus as S;
-        assert_eq!(decide(S::Received, Outcome::Pending), Decision::Move(S::Pending));
-        assert_eq!(decide(S::Pending, Outcome::Success), Decision::Move(S::Success));
-        assert_eq!(decide(S::Received, Outcome::Unknown), Decision::Move(S::Unknown));
-        assert_eq!(decide(S::Unknown, Outcome::Failed), Decision::Move(S::Failed));
+        assert_eq!(
+            decide(S::Received, Outcome::Pending),
+            Decision::Move(S::Pending)
+        );
+        assert_eq!(
+            decide(S::Pending, Outcome::Success),
+            Decision::Move(S::Success)
+        );
+        assert_eq!(
+            decide(S::Received, Outcome::Unknown),
+            Decision::Move(S::Unknown)
+        );
+        assert_eq!(
+            decide(S::Unknown, Outcome::Failed),
+            Decision::Move(S::Failed)
+        );
         assert_eq!(decide(S::Success, Outcome::Failed), Decision::Conflict);
         assert_eq!(decide(S::Failed, Outcome::Success), Decision::Conflict);
         assert_eq!(decide(S::Success, Outcome::Pending), Decision::Keep);

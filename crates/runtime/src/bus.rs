@@ -46,8 +46,18 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
 /// start. Only features of nats-server 2.9 are used.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), BusError> {
     let specs = [
-        (subjects::COMMAND_STREAM, subjects::COMMAND_SUBJECTS, stream::RetentionPolicy::WorkQueue, Duration::ZERO),
-        (subjects::EVENT_STREAM, subjects::EVENT_SUBJECTS, stream::RetentionPolicy::WorkQueue, Duration::ZERO),
+        (
+            subjects::COMMAND_STREAM,
+            subjects::COMMAND_SUBJECTS,
+            stream::RetentionPolicy::WorkQueue,
+            Duration::ZERO,
+        ),
+        (
+            subjects::EVENT_STREAM,
+            subjects::EVENT_SUBJECTS,
+            stream::RetentionPolicy::WorkQueue,
+            Duration::ZERO,
+        ),
         (
             subjects::UPDATE_STREAM,
             subjects::UPDATE_SUBJECTS,

@@ -17,12 +17,16 @@ pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigErro
     load_from(std::env::var("LOKET_CONFIG").ok().as_deref())
 }
 
-pub fn load_from<T: DeserializeOwned + Serialize + Default>(file: Option<&str>) -> Result<T, ConfigError> {
+pub fn load_from<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&str>,
+) -> Result<T, ConfigError> {
     use figment::providers::{Format, Serialized, Toml};
     let mut figment = figment::Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !std::path::Path::new(path).exists() {
-            return Err(ConfigError(format!("LOKET_CONFIG: file {path} does not exist")));
+            return Err(ConfigError(format!(
+                "LOKET_CONFIG: file {path} does not exist"
+            )));
         }
         figment = figment.merge(Toml::file(path));
     }
@@ -167,7 +171,13 @@ mod tests {
         assert_eq!(loaded.pin.expose(), "123456");
         // A leading zero survives when quoted, as PINs must be.
         std::fs::write(&file, "pin = \"012345\"\n").unwrap();
-        assert_eq!(load_from::<WithPin>(Some(file.to_str().unwrap())).unwrap().pin.expose(), "012345");
+        assert_eq!(
+            load_from::<WithPin>(Some(file.to_str().unwrap()))
+                .unwrap()
+                .pin
+                .expose(),
+            "012345"
+        );
     }
 
     #[derive(Debug, Default, Deserialize, Serialize)]

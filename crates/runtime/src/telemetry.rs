@@ -15,7 +15,11 @@ pub fn init(service: &'static str, json: bool) {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = if json {
-        fmt().json().with_env_filter(filter).with_current_span(true).try_init()
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(true)
+            .try_init()
     } else {
         fmt().with_env_filter(filter).with_target(false).try_init()
     };
@@ -85,7 +89,11 @@ impl TraceContext {
     }
 
     pub fn to_header(&self) -> String {
-        format!("00-{}-{}-01", hex::encode(self.trace_id), hex::encode(self.span_id))
+        format!(
+            "00-{}-{}-01",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id)
+        )
     }
 }
 
@@ -111,7 +119,12 @@ mod tests {
 
     #[test]
     fn malformed_headers_start_a_new_trace() {
-        for bad in ["", "garbage", "01-00000000000000000000000000000000-0000000000000000-01", "00-xyz-abc-01"] {
+        for bad in [
+            "",
+            "garbage",
+            "01-00000000000000000000000000000000-0000000000000000-01",
+            "00-xyz-abc-01",
+        ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
         let fresh = TraceContext::continue_or_new(Some("nope"));

@@ -22,6 +22,8 @@ fn settings() -> OkeBayarSimSettings {
         callback_delay_ms: 50,
         callback_retry_ms: 50,
         slow_reply_ms: 1_500,
+        // One price for every product, so the arithmetic below stays simple.
+        prices: std::collections::BTreeMap::new(),
         ..OkeBayarSimSettings::default()
     }
 }

@@ -87,8 +87,14 @@ impl TransactionRow {
         pb::Transaction {
             id: self.id.to_string(),
             client_ref: self.client_ref.clone(),
-            kind: self.kind().map(pb::TransactionKind::from).unwrap_or_default() as i32,
-            status: self.status().map(pb::TransactionStatus::from).unwrap_or_default() as i32,
+            kind: self
+                .kind()
+                .map(pb::TransactionKind::from)
+                .unwrap_or_default() as i32,
+            status: self
+                .status()
+                .map(pb::TransactionStatus::from)
+                .unwrap_or_default() as i32,
             product_code: self.product_code.clone(),
             provider: self.provider.clone(),
             account: self.account.clone(),
@@ -136,7 +142,10 @@ impl TransactionRow {
     /// The command that performs this transaction's own operation.
     /// `first_dispatch` is true only for the ingress's first publish.
     pub fn command(&self, first_dispatch: bool) -> bus::Command {
-        let operation = self.kind().map(TransactionKind::operation).unwrap_or(Operation::StatusCheck);
+        let operation = self
+            .kind()
+            .map(TransactionKind::operation)
+            .unwrap_or(Operation::StatusCheck);
         bus::Command {
             transaction_id: self.id.to_string(),
             provider: self.provider.clone(),
@@ -156,7 +165,10 @@ impl TransactionRow {
             provider_trace: self.provider_trace.clone().unwrap_or_default(),
             first_dispatch,
             issued_at: Some(timestamp(Utc::now())),
-            kind: self.kind().map(pb::TransactionKind::from).unwrap_or_default() as i32,
+            kind: self
+                .kind()
+                .map(pb::TransactionKind::from)
+                .unwrap_or_default() as i32,
         }
     }
 
@@ -189,13 +201,20 @@ pub fn bill_to_json(bill: &pb::BillDetails) -> serde_json::Value {
 
 pub fn bill_from_json(value: &serde_json::Value) -> Option<pb::BillDetails> {
     let money = |key: &str| {
-        value.get(key).and_then(|v| v.as_i64()).map(|minor| pb::Money {
-            minor,
-            currency: "IDR".into(),
-        })
+        value
+            .get(key)
+            .and_then(|v| v.as_i64())
+            .map(|minor| pb::Money {
+                minor,
+                currency: "IDR".into(),
+            })
     };
     Some(pb::BillDetails {
-        customer_name: value.get("customer_name")?.as_str().unwrap_or_default().to_string(),
+        customer_name: value
+            .get("customer_name")?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         bill_amount: money("bill_amount"),
         admin_fee: money("admin_fee"),
         total_amount: money("total_amount"),
@@ -207,16 +226,25 @@ pub fn bill_from_json(value: &serde_json::Value) -> Option<pb::BillDetails> {
         extra: value
             .get("extra")
             .and_then(|v| v.as_object())
-            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }
 
-pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TransactionRow>, sqlx::Error> {
-    sqlx::query_as::<_, TransactionRow>(&format!("SELECT {COLUMNS} FROM transactions WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(executor)
-        .await
+pub async fn get(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&format!(
+        "SELECT {COLUMNS} FROM transactions WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(executor)
+    .await
 }
 
 pub async fn get_by_reference(

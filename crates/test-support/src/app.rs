@@ -92,7 +92,10 @@ pub type Client = LoketClient<InterceptedService<Channel, ApiKey>>;
 pub struct ApiKey(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for ApiKey {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert("x-api-key", self.0.clone());
         Ok(request)
     }
@@ -115,7 +118,9 @@ pub struct TestApp {
 }
 
 async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port")
 }
 
 fn common(nats_url: &str, database_url: &str) -> loket_runtime::config::Common {
@@ -142,8 +147,14 @@ impl TestApp {
         loket_cli::admin::load_products(&pool, &workspace_root().join("deploy/products.toml"))
             .await
             .expect("products load");
-        let key_a = loket_cli::admin::create_client(&pool, "client-a").await.expect("client a").api_key;
-        let key_b = loket_cli::admin::create_client(&pool, "client-b").await.expect("client b").api_key;
+        let key_a = loket_cli::admin::create_client(&pool, "client-a")
+            .await
+            .expect("client a")
+            .api_key;
+        let key_b = loket_cli::admin::create_client(&pool, "client-b")
+            .await
+            .expect("client b")
+            .api_key;
 
         let mut services = Vec::new();
 
@@ -162,7 +173,9 @@ impl TestApp {
             let shutdown = Shutdown::new();
             let s = shutdown.clone();
             services.push(Service::spawn("callback", shutdown, async move {
-                loket_callback::run(settings, listeners, s).await.map_err(|e| e.to_string())
+                loket_callback::run(settings, listeners, s)
+                    .await
+                    .map_err(|e| e.to_string())
             }));
         }
 
@@ -197,11 +210,15 @@ impl TestApp {
                 schedule.delays_ms = vec![options.first_check_ms, 1_000];
                 schedule.unknown_first_ms = options.first_check_ms;
             }
-            let listeners = loket_reconciler::Listeners { admin: bind().await };
+            let listeners = loket_reconciler::Listeners {
+                admin: bind().await,
+            };
             let shutdown = Shutdown::new();
             let s = shutdown.clone();
             services.push(Service::spawn("reconciler", shutdown, async move {
-                loket_reconciler::run(settings, listeners, s).await.map_err(|e| e.to_string())
+                loket_reconciler::run(settings, listeners, s)
+                    .await
+                    .map_err(|e| e.to_string())
             }));
         }
 
@@ -219,7 +236,9 @@ impl TestApp {
             let shutdown = Shutdown::new();
             let s = shutdown.clone();
             services.push(Service::spawn("ingress", shutdown, async move {
-                loket_ingress::run(settings, listeners, s).await.map_err(|e| e.to_string())
+                loket_ingress::run(settings, listeners, s)
+                    .await
+                    .map_err(|e| e.to_string())
             }));
         }
 
@@ -244,7 +263,10 @@ impl TestApp {
     }
 
     /// The OkeBayar connector's settings for this app.
-    pub fn connector_settings(&self, failpoint: Option<Failpoint>) -> loket_okebayar::service::ConnectorSettings {
+    pub fn connector_settings(
+        &self,
+        failpoint: Option<Failpoint>,
+    ) -> loket_okebayar::service::ConnectorSettings {
         let mut okebayar = loket_okebayar::settings::OkeBayarSettings {
             url: self.sim_url.clone(),
             userid: USERID.into(),
@@ -273,7 +295,9 @@ impl TestApp {
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         self.connector = Some(Service::spawn("okebayar-connector", shutdown, async move {
-            loket_okebayar::service::run(settings, admin, s).await.map_err(|e| e.to_string())
+            loket_okebayar::service::run(settings, admin, s)
+                .await
+                .map_err(|e| e.to_string())
         }));
     }
 
@@ -289,14 +313,19 @@ impl TestApp {
         loop {
             if let Ok(mut client) = self.try_client(&self.key_a).await {
                 let request = pb::GetTransactionRequest {
-                    key: Some(pb::get_transaction_request::Key::Id(uuid::Uuid::nil().to_string())),
+                    key: Some(pb::get_transaction_request::Key::Id(
+                        uuid::Uuid::nil().to_string(),
+                    )),
                 };
                 match client.get_transaction(request).await {
                     Err(status) if status.code() == tonic::Code::NotFound => return,
                     _ => {}
                 }
             }
-            assert!(Instant::now() < deadline, "the ingress did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "the ingress did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -312,11 +341,15 @@ impl TestApp {
 
     /// A gRPC client authenticated as client A.
     pub async fn client_a(&self) -> Client {
-        self.try_client(&self.key_a).await.expect("connect to the ingress")
+        self.try_client(&self.key_a)
+            .await
+            .expect("connect to the ingress")
     }
 
     pub async fn client_b(&self) -> Client {
-        self.try_client(&self.key_b).await.expect("connect to the ingress")
+        self.try_client(&self.key_b)
+            .await
+            .expect("connect to the ingress")
     }
 
     pub async fn client_with_key(&self, key: &str) -> Client {
@@ -331,11 +364,19 @@ impl TestApp {
     /// The transaction's row as stored.
     pub async fn row(&self, id: &str) -> loket_store::TransactionRow {
         let id = uuid::Uuid::parse_str(id).expect("a transaction id");
-        loket_store::get(&self.pool, id).await.expect("query").expect("row exists")
+        loket_store::get(&self.pool, id)
+            .await
+            .expect("query")
+            .expect("row exists")
     }
 
     /// Waits until the transaction's stored status is `status`.
-    pub async fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> loket_store::TransactionRow {
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> loket_store::TransactionRow {
         let deadline = Instant::now() + timeout;
         loop {
             let row = self.row(id).await;
@@ -364,17 +405,19 @@ impl TestApp {
 
     /// Every row of every table, as JSON text (for leak checks).
     pub async fn dump_database(&self) -> String {
-        let tables: Vec<String> =
-            sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'")
-                .fetch_all(&self.pool)
-                .await
-                .expect("tables");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("tables");
         let mut dump = String::new();
         for table in tables {
-            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
-                .fetch_all(&self.pool)
-                .await
-                .expect("rows");
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .expect("rows");
             for row in rows {
                 dump.push_str(&table);
                 dump.push_str(": ");

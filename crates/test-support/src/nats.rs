@@ -13,7 +13,11 @@ pub struct NatsServer {
 
 /// Finds the nats-server binary (Debian installs it in /usr/sbin).
 pub fn binary() -> String {
-    for candidate in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
+    for candidate in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
         if std::path::Path::new(candidate).exists() {
             return candidate.to_string();
         }
@@ -34,7 +38,12 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start nats-server ({}): {e}; run scripts/ensure-deps.sh", binary()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start nats-server ({}): {e}; run scripts/ensure-deps.sh",
+                    binary()
+                )
+            })?;
         wait_for_port(port, Duration::from_secs(10))?;
         Ok(NatsServer { child, port, store })
     }

@@ -56,16 +56,36 @@ pub fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::R
     let data = root.join("data");
     std::fs::create_dir_all(root)?;
     if is_root() {
-        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(root).status()?;
-        anyhow::ensure!(status.success(), "chown of {} to postgres failed", root.display());
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(root)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "chown of {} to postgres failed",
+            root.display()
+        );
     }
     if !data.join("PG_VERSION").exists() {
         let out = pg_command(&bin.join("initdb"))
             .args(["-D"])
             .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
             .output()?;
-        anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let server = format!(
         "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
@@ -91,7 +111,11 @@ pub fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::R
         c.args(["-c", &script]);
         c
     };
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     wait_for_port(port, Duration::from_secs(30))
         .map_err(|e| anyhow::anyhow!("{e}; see {}", root.join("postgres.log").display()))?;
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
@@ -108,11 +132,21 @@ fn shared_server() -> anyhow::Result<&'static SharedServer> {
     SERVER
         .get_or_init(|| {
             if let Ok(url) = std::env::var(ADMIN_URL_ENV) {
-                return Ok(SharedServer { admin_url: url, _dir: None });
+                return Ok(SharedServer {
+                    admin_url: url,
+                    _dir: None,
+                });
             }
-            let dir = tempfile::Builder::new().prefix("loket-pg-").tempdir().map_err(|e| e.to_string())?;
-            let url = start_server(dir.path(), free_port(), Some(std::process::id())).map_err(|e| e.to_string())?;
-            Ok(SharedServer { admin_url: url, _dir: Some(dir) })
+            let dir = tempfile::Builder::new()
+                .prefix("loket-pg-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let url = start_server(dir.path(), free_port(), Some(std::process::id()))
+                .map_err(|e| e.to_string())?;
+            Ok(SharedServer {
+                admin_url: url,
+                _dir: Some(dir),
+            })
         })
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -123,9 +157,15 @@ pub async fn fresh_database() -> anyhow::Result<String> {
     let server = shared_server()?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(&server.admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await?;
     admin.close().await;
-    let url = server.admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap_or_default();
+    let url = server
+        .admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{name}"))
+        .unwrap_or_default();
     let secret = loket_runtime::Secret::new(url.clone());
     let pool = loket_runtime::db::connect(&secret, 2).await?;
     loket_runtime::db::migrate(&pool).await?;

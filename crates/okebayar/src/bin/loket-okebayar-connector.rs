@@ -7,8 +7,12 @@ use loket_runtime::{config, telemetry, Shutdown};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings: ConnectorSettings = config::load().context("loading the OkeBayar connector configuration")?;
-    telemetry::init(loket_okebayar::service::SERVICE_NAME, settings.common.log_json);
+    let settings: ConnectorSettings =
+        config::load().context("loading the OkeBayar connector configuration")?;
+    telemetry::init(
+        loket_okebayar::service::SERVICE_NAME,
+        settings.common.log_json,
+    );
     let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
         .await
         .with_context(|| format!("binding admin_addr {}", settings.common.admin_addr))?;

@@ -385,7 +385,11 @@ impl From<&Explanation> for pb::CodeExplanation {
             merchant_message_id: e.merchant_message_id.clone(),
             in_catalogue: e.in_catalogue,
             retry: e.retry.as_str().to_string(),
-            operations: e.operations.iter().map(|op| op.as_str().to_string()).collect(),
+            operations: e
+                .operations
+                .iter()
+                .map(|op| op.as_str().to_string())
+                .collect(),
         }
     }
 }
