@@ -140,6 +140,11 @@ pub fn kind_name(value: i32) -> &'static str {
         Ok(pb::TransactionKind::PrepaidInquiry) => "prepaid_inquiry",
         Ok(pb::TransactionKind::BillInquiry) => "bill_inquiry",
         Ok(pb::TransactionKind::BillPayment) => "bill_payment",
+        Ok(pb::TransactionKind::QrPayment) => "qr_payment",
+        Ok(pb::TransactionKind::QrCancel) => "qr_cancel",
+        Ok(pb::TransactionKind::QrRefund) => "qr_refund",
+        Ok(pb::TransactionKind::PayIn) => "pay_in",
+        Ok(pb::TransactionKind::PayOut) => "pay_out",
         Ok(pb::TransactionKind::Unspecified) | Err(_) => "unspecified",
     }
 }
@@ -858,6 +863,7 @@ mod tests {
             explanation: None,
             amount_mismatch: false,
             provider_amount: None,
+            ..Default::default()
         }
     }
 

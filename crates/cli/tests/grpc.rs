@@ -63,6 +63,48 @@ fn transaction(id: &str, status: pb::TransactionStatus) -> pb::Transaction {
 
 #[tonic::async_trait]
 impl Loket for Fake {
+    async fn qr_pay(
+        &self,
+        _: Request<pb::QrPayRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn qr_query(
+        &self,
+        _: Request<pb::QrQueryRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn qr_cancel(
+        &self,
+        _: Request<pb::QrCancelRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn qr_refund(
+        &self,
+        _: Request<pb::QrRefundRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn pay_in(
+        &self,
+        _: Request<pb::PayInRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn pay_out(
+        &self,
+        _: Request<pb::PayOutRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn purchase(
         &self,
         request: Request<pb::PurchaseRequest>,

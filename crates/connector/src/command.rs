@@ -23,6 +23,14 @@ pub struct Command {
     pub original_operation: Operation,
     pub provider_trace: String,
     pub first_dispatch: bool,
+    /// Cancels and refunds: our reference of the original payment.
+    pub original_reference: String,
+    /// Cancels and refunds: the provider's reference of the original payment.
+    pub original_provider_trace: String,
+    /// Provider-specific, non-secret parameters (`qr_content`, `method`,
+    /// `payer_name`, `payer_phone`, `payer_email`, `receiver_name`,
+    /// `purpose`, `expiry_seconds`, `reason`).
+    pub details: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +89,22 @@ impl TryFrom<bus::Command> for Command {
             original_operation,
             provider_trace: command.provider_trace,
             first_dispatch: command.first_dispatch,
+            original_reference: command.original_reference,
+            original_provider_trace: command.original_provider_trace,
+            details: command.details.into_iter().collect(),
         })
     }
 }
 
 impl Command {
+    /// A provider-specific parameter, empty when absent.
+    pub fn detail(&self, key: &str) -> &str {
+        self.details
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
     /// The same command turned into a status check about its operation.
     pub fn as_status_check(&self) -> Command {
         Command {

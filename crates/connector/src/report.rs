@@ -22,6 +22,8 @@ pub struct Report {
     pub exchanges: Vec<bus::Exchange>,
     /// Free-text detail for operators (e.g. why a reply was unparseable).
     pub detail: String,
+    /// Pay-ins: what the payer needs (QR string, VA number, payment URL).
+    pub payment: Option<pb::PaymentInstructions>,
 }
 
 impl Report {
@@ -38,6 +40,7 @@ impl Report {
             not_found: false,
             exchanges: Vec::new(),
             detail: String::new(),
+            payment: None,
         }
     }
 
@@ -79,6 +82,7 @@ impl Report {
             not_found: self.not_found,
             occurred_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
             detail: self.detail,
+            payment: self.payment,
         }
     }
 }

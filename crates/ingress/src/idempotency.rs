@@ -41,6 +41,11 @@ impl Call {
             TransactionKind::PrepaidPurchase => Call::Purchase,
             TransactionKind::PrepaidInquiry | TransactionKind::BillInquiry => Call::Inquire,
             TransactionKind::BillPayment => Call::PayBill,
+            TransactionKind::QrPayment
+            | TransactionKind::QrCancel
+            | TransactionKind::QrRefund
+            | TransactionKind::PayIn
+            | TransactionKind::PayOut => unimplemented!("being built"),
         }
     }
 }
@@ -274,6 +279,10 @@ pub(crate) mod tests_support {
             created_at: now,
             updated_at: now,
             finalized_at: None,
+            original_id: None,
+            method: String::new(),
+            details: None,
+            payment: None,
         }
     }
 

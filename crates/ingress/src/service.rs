@@ -739,6 +739,48 @@ impl Loket for LoketService {
         finish("PayBill", ctx.started, result)
     }
 
+    async fn qr_pay(
+        &self,
+        _request: Request<pb::QrPayRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("QrPay is being built"))
+    }
+
+    async fn qr_query(
+        &self,
+        _request: Request<pb::QrQueryRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("QrQuery is being built"))
+    }
+
+    async fn qr_cancel(
+        &self,
+        _request: Request<pb::QrCancelRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("QrCancel is being built"))
+    }
+
+    async fn qr_refund(
+        &self,
+        _request: Request<pb::QrRefundRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("QrRefund is being built"))
+    }
+
+    async fn pay_in(
+        &self,
+        _request: Request<pb::PayInRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("PayIn is being built"))
+    }
+
+    async fn pay_out(
+        &self,
+        _request: Request<pb::PayOutRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        Err(Status::unimplemented("PayOut is being built"))
+    }
+
     async fn get_balance(
         &self,
         request: Request<pb::GetBalanceRequest>,

@@ -126,6 +126,8 @@ pub enum BuildError {
     },
     #[error("{0} cannot be sent as a command (use check_status)")]
     WrongOperation(Operation),
+    #[error("{0} is not an OkeBayar operation")]
+    Unsupported(Operation),
 }
 
 /// What the transport produced for one request.
@@ -258,6 +260,11 @@ impl OkeBayarConnector {
                 }
                 "status"
             }
+            other @ (Operation::QrPayment
+            | Operation::QrCancel
+            | Operation::QrRefund
+            | Operation::PayIn
+            | Operation::PayOut) => return Err(BuildError::Unsupported(other)),
         };
         Ok(self.finish(operation, fields, &command.provider_reference))
     }
@@ -570,6 +577,15 @@ fn status_field_names(operation: Operation, is_status: bool) -> [&'static str; 2
         (Operation::BillInquiry | Operation::BillPayment, false) => {
             ["responsecode", "transactionstatus"]
         }
+        // Not OkeBayar operations; never built (BuildError::Unsupported).
+        (
+            Operation::QrPayment
+            | Operation::QrCancel
+            | Operation::QrRefund
+            | Operation::PayIn
+            | Operation::PayOut,
+            false,
+        ) => ["transactionstatus", "responsecode"],
     }
 }
 

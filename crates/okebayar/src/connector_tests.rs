@@ -41,6 +41,9 @@ fn command(operation: Operation) -> Command {
         original_operation: operation,
         provider_trace: String::new(),
         first_dispatch: true,
+        original_reference: String::new(),
+        original_provider_trace: String::new(),
+        details: BTreeMap::new(),
     }
 }
 

@@ -118,6 +118,11 @@ impl From<Operation> for bus::Operation {
             Operation::BillInquiry => bus::Operation::BillInquiry,
             Operation::BillPayment => bus::Operation::BillPayment,
             Operation::StatusCheck => bus::Operation::StatusCheck,
+            Operation::QrPayment => bus::Operation::QrPayment,
+            Operation::QrCancel => bus::Operation::QrCancel,
+            Operation::QrRefund => bus::Operation::QrRefund,
+            Operation::PayIn => bus::Operation::PayIn,
+            Operation::PayOut => bus::Operation::PayOut,
         }
     }
 }
@@ -131,6 +136,11 @@ impl TryFrom<bus::Operation> for Operation {
             bus::Operation::BillInquiry => Operation::BillInquiry,
             bus::Operation::BillPayment => Operation::BillPayment,
             bus::Operation::StatusCheck => Operation::StatusCheck,
+            bus::Operation::QrPayment => Operation::QrPayment,
+            bus::Operation::QrCancel => Operation::QrCancel,
+            bus::Operation::QrRefund => Operation::QrRefund,
+            bus::Operation::PayIn => Operation::PayIn,
+            bus::Operation::PayOut => Operation::PayOut,
             bus::Operation::Unspecified => return Err(ConversionError::BadEnum("operation")),
         })
     }
@@ -151,6 +161,11 @@ impl From<TransactionKind> for pb::TransactionKind {
             TransactionKind::PrepaidInquiry => pb::TransactionKind::PrepaidInquiry,
             TransactionKind::BillInquiry => pb::TransactionKind::BillInquiry,
             TransactionKind::BillPayment => pb::TransactionKind::BillPayment,
+            TransactionKind::QrPayment => pb::TransactionKind::QrPayment,
+            TransactionKind::QrCancel => pb::TransactionKind::QrCancel,
+            TransactionKind::QrRefund => pb::TransactionKind::QrRefund,
+            TransactionKind::PayIn => pb::TransactionKind::PayIn,
+            TransactionKind::PayOut => pb::TransactionKind::PayOut,
         }
     }
 }

@@ -20,7 +20,7 @@ pub const COLUMNS: &str = "id, client_id, client_ref, kind, status, provider, pr
     provider_reference, provider_trace, provider_code, provider_message, serial_number, \
     provider_amount_minor, amount_mismatch, inquiry_id, bill, inquiry_data, expires_at, dispatched_at, \
     dispatch_count, next_check_at, check_count, not_found_since, review_reason, created_at, updated_at, \
-    finalized_at";
+    finalized_at, original_id, method, details, payment";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransactionRow {
@@ -61,6 +61,15 @@ pub struct TransactionRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finalized_at: Option<DateTime<Utc>>,
+    /// Cancels and refunds: the payment they act on.
+    pub original_id: Option<Uuid>,
+    pub method: String,
+    /// Non-secret provider parameters (the Command's `details`), plus
+    /// `original_reference` / `original_provider_trace` for cancels and
+    /// refunds.
+    pub details: Option<serde_json::Value>,
+    /// Pay-ins: a serialized [`pb::PaymentInstructions`] (see [`payment_to_json`]).
+    pub payment: Option<serde_json::Value>,
 }
 
 impl TransactionRow {
@@ -111,6 +120,12 @@ impl TransactionRow {
             explanation: self.explanation(),
             amount_mismatch: self.amount_mismatch,
             provider_amount: money(self.provider_amount_minor),
+            original_id: self
+                .original_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            payment: self.payment.as_ref().and_then(payment_from_json),
+            method: self.method.clone(),
         }
     }
 
@@ -127,16 +142,11 @@ impl TransactionRow {
     }
 
     fn inquiry_data_map(&self) -> std::collections::HashMap<String, String> {
-        self.inquiry_data
-            .as_ref()
-            .and_then(|value| value.as_object())
-            .map(|object| {
-                object
-                    .iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
+        string_map(self.inquiry_data.as_ref())
+    }
+
+    fn details_map(&self) -> std::collections::HashMap<String, String> {
+        string_map(self.details.as_ref())
     }
 
     /// The command that performs this transaction's own operation.
@@ -146,6 +156,10 @@ impl TransactionRow {
             .kind()
             .map(TransactionKind::operation)
             .unwrap_or(Operation::StatusCheck);
+        let mut details = self.details_map();
+        if !self.method.is_empty() {
+            details.insert("method".into(), self.method.clone());
+        }
         bus::Command {
             transaction_id: self.id.to_string(),
             provider: self.provider.clone(),
@@ -169,6 +183,9 @@ impl TransactionRow {
                 .kind()
                 .map(pb::TransactionKind::from)
                 .unwrap_or_default() as i32,
+            original_reference: details.remove(ORIGINAL_REFERENCE).unwrap_or_default(),
+            original_provider_trace: details.remove(ORIGINAL_PROVIDER_TRACE).unwrap_or_default(),
+            details,
         }
     }
 
@@ -185,6 +202,54 @@ impl TransactionRow {
     pub fn command_msg_id(&self, dispatch_count: i32) -> String {
         format!("cmd:{}:{}", self.id, dispatch_count)
     }
+}
+
+/// `details` keys under which the ingress records a cancel's or refund's
+/// original payment references.
+pub const ORIGINAL_REFERENCE: &str = "original_reference";
+pub const ORIGINAL_PROVIDER_TRACE: &str = "original_provider_trace";
+
+fn string_map(value: Option<&serde_json::Value>) -> std::collections::HashMap<String, String> {
+    value
+        .and_then(|value| value.as_object())
+        .map(|object| {
+            object
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn payment_to_json(payment: &pb::PaymentInstructions) -> serde_json::Value {
+    serde_json::json!({
+        "method": payment.method,
+        "qr_string": payment.qr_string,
+        "va_number": payment.va_number,
+        "payment_url": payment.payment_url,
+        "expires_at": payment.expires_at.as_ref().and_then(loket_protocol::conversions::from_timestamp).map(|t| t.to_rfc3339()),
+    })
+}
+
+pub fn payment_from_json(value: &serde_json::Value) -> Option<pb::PaymentInstructions> {
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(pb::PaymentInstructions {
+        method: text("method"),
+        qr_string: text("qr_string"),
+        va_number: text("va_number"),
+        payment_url: text("payment_url"),
+        expires_at: value
+            .get("expires_at")
+            .and_then(|v| v.as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| timestamp(t.with_timezone(&Utc))),
+    })
 }
 
 pub fn bill_to_json(bill: &pb::BillDetails) -> serde_json::Value {

@@ -175,6 +175,11 @@ impl From<Operation> for CodeOperation {
             Operation::BillInquiry => CodeOperation::BillInquiry,
             Operation::BillPayment => CodeOperation::BillPayment,
             Operation::StatusCheck => CodeOperation::StatusCheck,
+            Operation::QrPayment => CodeOperation::QrPayment,
+            Operation::QrCancel => CodeOperation::QrCancel,
+            Operation::QrRefund => CodeOperation::QrRefund,
+            Operation::PayIn => CodeOperation::PayIn,
+            Operation::PayOut => CodeOperation::PayOut,
         }
     }
 }

@@ -46,5 +46,9 @@ pub fn row(status: S) -> TransactionRow {
         created_at: t0(),
         updated_at: t0(),
         finalized_at: None,
+        original_id: None,
+        method: String::new(),
+        details: None,
+        payment: None,
     }
 }
