@@ -1,0 +1,28 @@
+# loket — two commands do everything on a fresh Debian machine:
+#   make run    install nats-server/PostgreSQL if missing, start everything, print how to buy
+#   make test   every test, against real nats-server, PostgreSQL and simulators
+.PHONY: run test build lint fmt bench clean
+
+run:
+	scripts/run.sh
+
+test:
+	scripts/test.sh
+
+build:
+	cargo build --workspace --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# Load benchmark against a running `make run` (prints figures; never fails on timing).
+# Extra loketctl bench flags: make bench BENCH_ARGS="--concurrency 64 --duration 60s"
+bench:
+	scripts/bench.sh $(BENCH_ARGS)
+
+clean:
+	rm -rf .run target

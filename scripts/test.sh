@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make test`: every test of the workspace against real services. Starts one
+# private PostgreSQL for the run (each test creates its own database on it);
+# each test starts its own nats-server. Prints the test runner's summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-deps.sh
+
+run_dir="$(pwd)/.run/test-pg-$$"
+mkdir -p "$run_dir"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$run_dir"
+as_pg "$pg_bin/initdb" -D "$run_dir/data" -U postgres -A trust -E UTF8 --no-sync --locale=C >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$run_dir/data" -l "$run_dir/postgres.log" -w -t 60 \
+  -o "-p $port -k $run_dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
+  start >/dev/null
+cleanup() {
+  as_pg "$pg_bin/pg_ctl" -D "$run_dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+export LOKET_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
