@@ -60,6 +60,14 @@ pub enum Command {
     Inquire(InquireArgs),
     /// Pay a bill against a successful inquiry.
     Pay(PayArgs),
+    /// SNAP QR CPM: pay, query, cancel and refund QR payments.
+    #[command(subcommand)]
+    Qr(QrCommand),
+    /// Collect money (Smilepayz pay-in): prints the QR string, VA number or
+    /// payment page for the payer.
+    Payin(PayInArgs),
+    /// Disburse money to a bank account or wallet (Smilepayz pay-out).
+    Payout(PayOutArgs),
     /// Show one transaction, by id or by your client reference.
     Get(GetArgs),
     /// List your transactions, newest first.
@@ -146,6 +154,134 @@ pub struct PayArgs {
     /// The inquiry's total in whole rupiah (e.g. 52500); must match it.
     #[arg(long, value_parser = parse_amount)]
     pub amount: i64,
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QrCommand {
+    /// Debit a customer-presented QR (without --qr the issuer generates one
+    /// first: demo and test flows).
+    Pay(QrPayArgs),
+    /// Ask the issuer about a QR payment now.
+    Query(QrQueryArgs),
+    /// Void a QR payment (same day); its own transaction, linked to it.
+    Cancel(QrCancelArgs),
+    /// Refund part or all of a successful QR payment; never more than was
+    /// paid minus earlier refunds.
+    Refund(QrRefundArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QrPayArgs {
+    /// Your unique reference for this payment (idempotency key).
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    /// Whole rupiah, plain digits (e.g. 10000).
+    #[arg(long, value_parser = parse_amount)]
+    pub amount: i64,
+    /// The QR content scanned from the customer's app.
+    #[arg(long = "qr")]
+    pub qr_content: Option<String>,
+    /// Our product code (default: the server's QRCPM).
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Wait up to this long for a final state (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QrQueryArgs {
+    /// The QR payment's transaction id.
+    pub id: String,
+    /// Wait up to this long for the answer of the query.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QrCancelArgs {
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    /// The QR payment to void.
+    #[arg(long = "txn")]
+    pub transaction_id: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QrRefundArgs {
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    /// The QR payment to refund.
+    #[arg(long = "txn")]
+    pub transaction_id: String,
+    /// Whole rupiah to refund, plain digits.
+    #[arg(long, value_parser = parse_amount)]
+    pub amount: i64,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PayInArgs {
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    /// Whole rupiah, plain digits (e.g. 150000).
+    #[arg(long, value_parser = parse_amount)]
+    pub amount: i64,
+    /// QRIS, a VA bank code (BCA, BRI...) or a wallet (W_DANA, W_OVO...);
+    /// default: a hosted payment page.
+    #[arg(long)]
+    pub method: Option<String>,
+    #[arg(long)]
+    pub payer_name: Option<String>,
+    /// Required for W_OVO.
+    #[arg(long)]
+    pub payer_phone: Option<String>,
+    #[arg(long)]
+    pub payer_email: Option<String>,
+    /// How long the payer has (e.g. 30m, 1h; default 1h, at most 24h).
+    #[arg(long, value_parser = parse_expiry)]
+    pub expiry: Option<u32>,
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Our product code (default: the server's PAYIN).
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Wait up to this long for the payment instructions (or a final state).
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PayOutArgs {
+    #[arg(long = "ref")]
+    pub client_ref: String,
+    /// Whole rupiah, plain digits (10000 to 999999999).
+    #[arg(long, value_parser = parse_amount)]
+    pub amount: i64,
+    /// Bank or wallet code (BCA, BRI, DANA, OVO...).
+    #[arg(long)]
+    pub method: String,
+    /// The receiver's bank account, VA or wallet id.
+    #[arg(long)]
+    pub account: String,
+    /// The receiver's name.
+    #[arg(long = "receiver")]
+    pub receiver_name: Option<String>,
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Our product code (default: the server's PAYOUT).
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Wait up to this long for a final state.
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
 }
@@ -291,10 +427,92 @@ pub fn parse_amount(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?}: amount too large"))
 }
 
+/// A pay-in expiry as whole seconds (`30m`, `1h`, `90s`).
+pub fn parse_expiry(text: &str) -> Result<u32, String> {
+    let duration = parse_duration(text)?;
+    if duration.subsec_millis() != 0 {
+        return Err(format!("{text:?}: whole seconds only"));
+    }
+    u32::try_from(duration.as_secs())
+        .ok()
+        .filter(|seconds| *seconds > 0)
+        .ok_or_else(|| format!("{text:?}: out of range (e.g. 30m or 1h, at most 24h)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::error::ErrorKind;
+
+    #[test]
+    fn qr_payin_and_payout_commands_parse() {
+        let cli = parse(&[
+            "qr", "pay", "--ref", "Q1", "--amount", "10000", "--qr", "hQVD", "--wait", "5s",
+        ])
+        .expect("qr pay");
+        let Command::Qr(QrCommand::Pay(args)) = cli.command else {
+            panic!("not qr pay")
+        };
+        assert_eq!(
+            (args.amount, args.qr_content.as_deref(), args.product),
+            (10_000, Some("hQVD"), None)
+        );
+        assert!(parse(&["qr", "pay", "--ref", "Q1", "--amount", "10.000"]).is_err());
+        assert!(parse(&["qr", "pay", "--ref", "Q1"]).is_err());
+        let cli = parse(&[
+            "qr", "refund", "--ref", "R", "--txn", "T", "--amount", "500",
+        ])
+        .expect("refund");
+        let Command::Qr(QrCommand::Refund(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!((args.transaction_id.as_str(), args.amount), ("T", 500));
+        assert!(parse(&["qr", "refund", "--ref", "R", "--txn", "T"]).is_err());
+        assert!(parse(&["qr", "cancel", "--ref", "R", "--txn", "T", "--reason", "dup"]).is_ok());
+        assert!(parse(&["qr", "query", "T", "--wait", "2s"]).is_ok());
+
+        let cli = parse(&[
+            "payin",
+            "--ref",
+            "P",
+            "--amount",
+            "150000",
+            "--method",
+            "W_OVO",
+            "--payer-phone",
+            "0812",
+            "--expiry",
+            "30m",
+        ])
+        .expect("payin");
+        let Command::Payin(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.expiry, Some(1_800));
+        assert_eq!(args.payer_phone.as_deref(), Some("0812"));
+        assert!(parse(&["payin", "--ref", "P", "--amount", "1", "--expiry", "1500ms"]).is_err());
+        assert!(parse(&["payin", "--ref", "P", "--amount", "1", "--expiry", "60"]).is_err());
+
+        let cli = parse(&[
+            "payout",
+            "--ref",
+            "O",
+            "--amount",
+            "50000",
+            "--method",
+            "BCA",
+            "--account",
+            "1234567890",
+            "--receiver",
+            "Siti",
+        ])
+        .expect("payout");
+        let Command::Payout(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.receiver_name.as_deref(), Some("Siti"));
+        assert!(parse(&["payout", "--ref", "O", "--amount", "50000", "--method", "BCA"]).is_err());
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("loketctl").chain(args.iter().copied()))

@@ -10,7 +10,8 @@ use loket_protocol::conversions::timestamp;
 use loket_protocol::{pb, Provider};
 
 use crate::cli::{
-    BalanceArgs, CodesArgs, ExplainArgs, GetArgs, InquireArgs, ListArgs, PayArgs, PurchaseArgs,
+    BalanceArgs, CodesArgs, ExplainArgs, GetArgs, InquireArgs, ListArgs, PayArgs, PayInArgs,
+    PayOutArgs, PurchaseArgs, QrCancelArgs, QrPayArgs, QrQueryArgs, QrRefundArgs,
 };
 use crate::client::Client;
 use crate::duration::wait_ms;
@@ -94,6 +95,139 @@ pub async fn pay(client: &mut Client, args: &PayArgs) -> Result<TransactionView,
     let message = pay_request(args)?;
     let t = client
         .pay_bill(request(message, args.wait))
+        .await?
+        .into_inner();
+    Ok(TransactionView::from_pb(&t))
+}
+
+fn idr(minor: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        minor,
+        currency: "IDR".into(),
+    })
+}
+
+pub fn qr_pay_request(args: &QrPayArgs) -> Result<pb::QrPayRequest, CliError> {
+    Ok(pb::QrPayRequest {
+        client_ref: args.client_ref.clone(),
+        product_code: args.product.clone().unwrap_or_default(),
+        amount: idr(args.amount),
+        qr_content: args.qr_content.clone().unwrap_or_default(),
+        wait_ms: wait_of(args.wait)?,
+    })
+}
+
+pub async fn qr_pay(client: &mut Client, args: &QrPayArgs) -> Result<TransactionView, CliError> {
+    let message = qr_pay_request(args)?;
+    let t = client
+        .qr_pay(request(message, args.wait))
+        .await?
+        .into_inner();
+    Ok(TransactionView::from_pb(&t))
+}
+
+pub async fn qr_query(
+    client: &mut Client,
+    args: &QrQueryArgs,
+) -> Result<TransactionView, CliError> {
+    let message = pb::QrQueryRequest {
+        transaction_id: args.id.clone(),
+        wait_ms: wait_of(args.wait)?,
+    };
+    let t = client
+        .qr_query(request(message, args.wait))
+        .await?
+        .into_inner();
+    Ok(TransactionView::from_pb(&t))
+}
+
+pub fn qr_cancel_request(args: &QrCancelArgs) -> Result<pb::QrCancelRequest, CliError> {
+    Ok(pb::QrCancelRequest {
+        client_ref: args.client_ref.clone(),
+        transaction_id: args.transaction_id.clone(),
+        reason: args.reason.clone().unwrap_or_default(),
+        wait_ms: wait_of(args.wait)?,
+    })
+}
+
+pub async fn qr_cancel(
+    client: &mut Client,
+    args: &QrCancelArgs,
+) -> Result<TransactionView, CliError> {
+    let message = qr_cancel_request(args)?;
+    let t = client
+        .qr_cancel(request(message, args.wait))
+        .await?
+        .into_inner();
+    Ok(TransactionView::from_pb(&t))
+}
+
+pub fn qr_refund_request(args: &QrRefundArgs) -> Result<pb::QrRefundRequest, CliError> {
+    Ok(pb::QrRefundRequest {
+        client_ref: args.client_ref.clone(),
+        transaction_id: args.transaction_id.clone(),
+        amount: idr(args.amount),
+        reason: args.reason.clone().unwrap_or_default(),
+        wait_ms: wait_of(args.wait)?,
+    })
+}
+
+pub async fn qr_refund(
+    client: &mut Client,
+    args: &QrRefundArgs,
+) -> Result<TransactionView, CliError> {
+    let message = qr_refund_request(args)?;
+    let t = client
+        .qr_refund(request(message, args.wait))
+        .await?
+        .into_inner();
+    Ok(TransactionView::from_pb(&t))
+}
+
+pub fn pay_in_request(args: &PayInArgs) -> Result<pb::PayInRequest, CliError> {
+    let payer = pb::Payer {
+        name: args.payer_name.clone().unwrap_or_default(),
+        phone: args.payer_phone.clone().unwrap_or_default(),
+        email: args.payer_email.clone().unwrap_or_default(),
+    };
+    Ok(pb::PayInRequest {
+        client_ref: args.client_ref.clone(),
+        product_code: args.product.clone().unwrap_or_default(),
+        amount: idr(args.amount),
+        method: args.method.clone().unwrap_or_default(),
+        payer: (payer != pb::Payer::default()).then_some(payer),
+        expiry_seconds: args.expiry.unwrap_or_default(),
+        purpose: args.purpose.clone().unwrap_or_default(),
+        wait_ms: wait_of(args.wait)?,
+    })
+}
+
+pub async fn pay_in(client: &mut Client, args: &PayInArgs) -> Result<TransactionView, CliError> {
+    let message = pay_in_request(args)?;
+    let t = client
+        .pay_in(request(message, args.wait))
+        .await?
+        .into_inner();
+    Ok(TransactionView::from_pb(&t))
+}
+
+pub fn pay_out_request(args: &PayOutArgs) -> Result<pb::PayOutRequest, CliError> {
+    Ok(pb::PayOutRequest {
+        client_ref: args.client_ref.clone(),
+        product_code: args.product.clone().unwrap_or_default(),
+        amount: idr(args.amount),
+        method: args.method.clone(),
+        account: args.account.clone(),
+        receiver_name: args.receiver_name.clone().unwrap_or_default(),
+        purpose: args.purpose.clone().unwrap_or_default(),
+        wait_ms: wait_of(args.wait)?,
+    })
+}
+
+pub async fn pay_out(client: &mut Client, args: &PayOutArgs) -> Result<TransactionView, CliError> {
+    let message = pay_out_request(args)?;
+    let t = client
+        .pay_out(request(message, args.wait))
         .await?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
@@ -356,6 +490,93 @@ mod tests {
                 minor: 52_500,
                 currency: "IDR".into()
             })
+        );
+    }
+
+    #[test]
+    fn wave_two_requests_carry_every_field() {
+        use crate::cli::QrCommand;
+        let Command::Qr(QrCommand::Pay(args)) = command(&[
+            "qr", "pay", "--ref", "Q1", "--amount", "10000", "--wait", "3s",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            qr_pay_request(&args).expect("ok"),
+            pb::QrPayRequest {
+                client_ref: "Q1".into(),
+                product_code: String::new(),
+                amount: idr(10_000),
+                qr_content: String::new(),
+                wait_ms: 3_000,
+            }
+        );
+        let Command::Qr(QrCommand::Refund(args)) = command(&[
+            "qr", "refund", "--ref", "R1", "--txn", "T1", "--amount", "2500", "--reason", "dup",
+        ]) else {
+            panic!()
+        };
+        let r = qr_refund_request(&args).expect("ok");
+        assert_eq!(
+            (r.transaction_id.as_str(), r.amount, r.reason.as_str()),
+            ("T1", idr(2_500), "dup")
+        );
+        let Command::Qr(QrCommand::Cancel(args)) =
+            command(&["qr", "cancel", "--ref", "C1", "--txn", "T1"])
+        else {
+            panic!()
+        };
+        assert_eq!(qr_cancel_request(&args).expect("ok").reason, "");
+        let Command::Payin(args) = command(&[
+            "payin",
+            "--ref",
+            "P1",
+            "--amount",
+            "150000",
+            "--method",
+            "QRIS",
+            "--expiry",
+            "1h",
+            "--payer-email",
+            "a@b.id",
+        ]) else {
+            panic!()
+        };
+        let r = pay_in_request(&args).expect("ok");
+        assert_eq!(r.expiry_seconds, 3_600);
+        assert_eq!(r.method, "QRIS");
+        assert_eq!(r.payer.expect("payer").email, "a@b.id");
+        let Command::Payin(args) = command(&["payin", "--ref", "P2", "--amount", "1"]) else {
+            panic!()
+        };
+        let r = pay_in_request(&args).expect("ok");
+        assert_eq!((r.payer, r.expiry_seconds), (None, 0), "server defaults");
+        let Command::Payout(args) = command(&[
+            "payout",
+            "--ref",
+            "O1",
+            "--amount",
+            "50000",
+            "--method",
+            "BCA",
+            "--account",
+            "1234567890",
+            "--receiver",
+            "Siti",
+            "--purpose",
+            "salary",
+        ]) else {
+            panic!()
+        };
+        let r = pay_out_request(&args).expect("ok");
+        assert_eq!(
+            (
+                r.method.as_str(),
+                r.account.as_str(),
+                r.receiver_name.as_str(),
+                r.purpose.as_str()
+            ),
+            ("BCA", "1234567890", "Siti", "salary")
         );
     }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub use cli::Cli;
 pub use error::CliError;
 
-use cli::{ClientCommand, Command, ProductsCommand};
+use cli::{ClientCommand, Command, ProductsCommand, QrCommand};
 use output::{render, render_line, Format, TransactionView};
 
 /// Runs one command and prints its result on stdout. Errors are returned for
@@ -94,6 +94,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pay(args) => {
             let mut client = client::connect(addr, key).await?;
             print(render(format, &commands::pay(&mut client, args).await?));
+        }
+        Command::Qr(command) => {
+            let mut client = client::connect(addr, key).await?;
+            let view = match command {
+                QrCommand::Pay(args) => commands::qr_pay(&mut client, args).await?,
+                QrCommand::Query(args) => commands::qr_query(&mut client, args).await?,
+                QrCommand::Cancel(args) => commands::qr_cancel(&mut client, args).await?,
+                QrCommand::Refund(args) => commands::qr_refund(&mut client, args).await?,
+            };
+            print(render(format, &view));
+        }
+        Command::Payin(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::pay_in(&mut client, args).await?));
+        }
+        Command::Payout(args) => {
+            let mut client = client::connect(addr, key).await?;
+            print(render(format, &commands::pay_out(&mut client, args).await?));
         }
         Command::Get(args) => {
             let mut client = client::connect(addr, key).await?;

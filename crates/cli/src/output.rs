@@ -234,6 +234,38 @@ pub struct TransactionView {
     pub provider_amount: Option<MoneyView>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    /// Cancels and refunds: the payment they act on.
+    pub original_id: Option<String>,
+    /// Pay-in / pay-out method (QRIS, BCA, W_DANA...).
+    pub method: Option<String>,
+    /// Pay-ins: what the payer needs, once the provider reported it.
+    pub payment: Option<PaymentView>,
+}
+
+/// How a payer pays a pay-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentView {
+    pub method: Option<String>,
+    pub qr_string: Option<String>,
+    pub va_number: Option<String>,
+    pub payment_url: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+impl PaymentView {
+    pub fn from_pb(p: &pb::PaymentInstructions) -> Self {
+        PaymentView {
+            method: non_empty(&p.method),
+            qr_string: non_empty(&p.qr_string),
+            va_number: non_empty(&p.va_number),
+            payment_url: non_empty(&p.payment_url),
+            expires_at: time(p.expires_at.as_ref()),
+        }
+    }
+
+    fn has_instructions(&self) -> bool {
+        self.qr_string.is_some() || self.va_number.is_some() || self.payment_url.is_some()
+    }
 }
 
 impl TransactionView {
@@ -272,6 +304,9 @@ impl TransactionView {
             provider_amount: MoneyView::from_pb(t.provider_amount.as_ref()),
             created_at: time(t.created_at.as_ref()),
             updated_at: time(t.updated_at.as_ref()),
+            original_id: non_empty(&t.original_id),
+            method: non_empty(&t.method),
+            payment: t.payment.as_ref().map(PaymentView::from_pb),
         }
     }
 
@@ -295,8 +330,35 @@ impl Render for TransactionView {
             "product",
             format!("{} ({})", self.product_code, self.provider),
         );
-        out.add("account", &self.account);
+        if !self.account.is_empty() {
+            out.add("account", &self.account);
+        }
         out.opt("amount", self.amount.as_ref());
+        if let Some(original) = &self.original_id {
+            let label = match self.kind {
+                "qr_refund" => "refund of",
+                "qr_cancel" => "cancel of",
+                _ => "original",
+            };
+            out.add(label, original);
+        }
+        out.opt("method", self.method.as_ref());
+        match &self.payment {
+            Some(payment) if payment.has_instructions() => {
+                out.opt("pay with QR", payment.qr_string.as_ref());
+                out.opt("VA number", payment.va_number.as_ref());
+                out.opt("payment page", payment.payment_url.as_ref());
+                out.opt("pay before", payment.expires_at.as_ref());
+            }
+            _ if self.kind == "pay_in" && !self.is_final => out.add(
+                "instructions",
+                format!(
+                    "not reported yet: run `loketctl get {}` (or pass --wait)",
+                    self.id
+                ),
+            ),
+            _ => {}
+        }
         if self.amount_mismatch {
             out.add(
                 "AMOUNT MISMATCH",
@@ -917,6 +979,9 @@ mod tests {
                 "provider_amount",
                 "created_at",
                 "updated_at",
+                "original_id",
+                "method",
+                "payment",
             ]
         );
         assert_eq!(json["status"], "success");
@@ -961,6 +1026,72 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn pay_in_instructions_and_reversal_links_are_shown() {
+        let pay_in = pb::Transaction {
+            id: "0191d3a0-0000-7000-8000-00000000000a".into(),
+            client_ref: "IN-1".into(),
+            kind: pb::TransactionKind::PayIn as i32,
+            status: pb::TransactionStatus::Pending as i32,
+            product_code: "PAYIN".into(),
+            provider: "smilepayz".into(),
+            amount: idr(150_000),
+            method: "BCA".into(),
+            payment: Some(pb::PaymentInstructions {
+                method: "BCA".into(),
+                va_number: "8808123456789".into(),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 1_738_300_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view = TransactionView::from_pb(&pay_in);
+        let text = view.text();
+        for needle in [
+            "kind            pay_in",
+            "method          BCA",
+            "VA number       8808123456789",
+            "pay before      2025-01-31T05:06:40.000Z",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("account"), "no empty account line:\n{text}");
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["payment"]["va_number"], "8808123456789");
+        assert!(json["payment"]["qr_string"].is_null());
+        assert!(json["original_id"].is_null());
+
+        let mut waiting = pay_in.clone();
+        waiting.payment = None;
+        let text = TransactionView::from_pb(&waiting).text();
+        assert!(text.contains("instructions    not reported yet"), "{text}");
+
+        let refund = pb::Transaction {
+            id: "r-1".into(),
+            kind: pb::TransactionKind::QrRefund as i32,
+            status: pb::TransactionStatus::Success as i32,
+            product_code: "QRCPM".into(),
+            provider: "snapqr".into(),
+            amount: idr(2_500),
+            original_id: "0191d3a0-0000-7000-8000-00000000000b".into(),
+            ..Default::default()
+        };
+        let view = TransactionView::from_pb(&refund);
+        assert!(
+            view.text()
+                .contains("refund of       0191d3a0-0000-7000-8000-00000000000b"),
+            "{}",
+            view.text()
+        );
+        assert_eq!(
+            serde_json::to_value(&view).expect("json")["original_id"],
+            "0191d3a0-0000-7000-8000-00000000000b"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! code = "PULSA10"                # our product code
 //! provider = "okebayar"
 //! provider_product_code = "S10"
-//! kind = "prepaid"                # prepaid | pln_prepaid | postpaid
-//! price = 10500                   # IDR, whole rupiah; required unless postpaid
+//! kind = "prepaid"                # prepaid | pln_prepaid | postpaid | qr_cpm | pay_in | pay_out
+//! price = 10500                   # IDR, whole rupiah; prepaid and pln_prepaid only
 //! description = "Pulsa 10.000"
 //! active = true                   # optional, default true
 //! ```
@@ -26,25 +26,57 @@ pub enum ProductKind {
     Prepaid,
     PlnPrepaid,
     Postpaid,
+    /// SNAP QR CPM payments (the request carries the amount).
+    QrCpm,
+    /// Smilepayz collection (the request carries the amount).
+    PayIn,
+    /// Smilepayz disbursement (the request carries the amount).
+    PayOut,
 }
 
 impl ProductKind {
+    pub const ALL: [ProductKind; 6] = [
+        ProductKind::Prepaid,
+        ProductKind::PlnPrepaid,
+        ProductKind::Postpaid,
+        ProductKind::QrCpm,
+        ProductKind::PayIn,
+        ProductKind::PayOut,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProductKind::Prepaid => "prepaid",
             ProductKind::PlnPrepaid => "pln_prepaid",
             ProductKind::Postpaid => "postpaid",
+            ProductKind::QrCpm => "qr_cpm",
+            ProductKind::PayIn => "pay_in",
+            ProductKind::PayOut => "pay_out",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "prepaid" => Some(ProductKind::Prepaid),
-            "pln_prepaid" => Some(ProductKind::PlnPrepaid),
-            "postpaid" => Some(ProductKind::Postpaid),
-            _ => None,
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether a product of this kind has a fixed price in the catalogue
+    /// (required), or must not have one (the bill or the request decides).
+    pub fn is_priced(self) -> bool {
+        matches!(self, ProductKind::Prepaid | ProductKind::PlnPrepaid)
+    }
+
+    /// The one provider that offers this kind, if only one does.
+    pub fn only_provider(self) -> Option<Provider> {
+        match self {
+            ProductKind::QrCpm => Some(Provider::SnapQr),
+            ProductKind::PayIn | ProductKind::PayOut => Some(Provider::Smilepayz),
+            ProductKind::Prepaid | ProductKind::PlnPrepaid | ProductKind::Postpaid => None,
         }
     }
+}
+
+fn kind_names() -> String {
+    ProductKind::ALL.map(ProductKind::as_str).join(", ")
 }
 
 /// One validated catalogue entry.
@@ -289,15 +321,12 @@ fn validate_entry(index: usize, table: &toml::Table) -> Result<Product, Vec<Entr
         Ok(Some(value)) => match ProductKind::parse(&value) {
             Some(kind) => Some(kind),
             None => {
-                fail(
-                    "kind",
-                    format!("{value:?} is not one of prepaid, pln_prepaid, postpaid"),
-                );
+                fail("kind", format!("{value:?} is not one of {}", kind_names()));
                 None
             }
         },
         Ok(None) => {
-            fail("kind", "required (prepaid, pln_prepaid or postpaid)".into());
+            fail("kind", format!("required (one of {})", kind_names()));
             None
         }
         Err(problem) => {
@@ -336,10 +365,46 @@ fn validate_entry(index: usize, table: &toml::Table) -> Result<Product, Vec<Entr
             "price",
             "must not be set for a postpaid product (the bill decides the amount)".into(),
         ),
-        (Some(kind @ (ProductKind::Prepaid | ProductKind::PlnPrepaid)), false) => {
+        (Some(kind), true) if !kind.is_priced() => fail(
+            "price",
+            format!(
+                "must not be set for a {} product (each request carries its amount)",
+                kind.as_str()
+            ),
+        ),
+        (Some(kind), false) if kind.is_priced() => {
             fail("price", format!("required for a {} product", kind.as_str()))
         }
         _ => {}
+    }
+    // The QR and pay-in/pay-out flows exist only at their provider, and
+    // those providers offer nothing else.
+    if let (Some(kind), Some(provider)) = (kind, provider) {
+        let offered = ProductKind::ALL
+            .into_iter()
+            .filter(|k| k.only_provider() == Some(provider))
+            .collect::<Vec<_>>();
+        match kind.only_provider() {
+            Some(only) if only != provider => fail(
+                "provider",
+                format!(
+                    "a {} product is served by {only}, not {provider}",
+                    kind.as_str()
+                ),
+            ),
+            None if !offered.is_empty() => fail(
+                "kind",
+                format!(
+                    "{provider} offers only {} products",
+                    offered
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            _ => {}
+        }
     }
 
     let description = match text("description") {
@@ -563,7 +628,7 @@ kind = "postpaid"
     fn the_seed_prices_are_what_the_simulator_charges() {
         let seed = parse_catalogue(include_str!("../../../deploy/products.toml")).expect("valid");
         let prices = loket_simulators::okebayar::default_prices();
-        for product in seed.iter().filter(|p| p.kind != ProductKind::Postpaid) {
+        for product in seed.iter().filter(|p| p.kind.is_priced()) {
             assert_eq!(
                 prices.get(&product.provider_product_code).copied(),
                 product.price,
@@ -581,5 +646,58 @@ kind = "postpaid"
         assert!(products
             .iter()
             .any(|p| p.code == "PULSA10" && p.price == Some(10_500)));
+        // The ingress's default products for QrPay, PayIn and PayOut.
+        for (code, provider, kind) in [
+            ("QRCPM", Provider::SnapQr, ProductKind::QrCpm),
+            ("PAYIN", Provider::Smilepayz, ProductKind::PayIn),
+            ("PAYOUT", Provider::Smilepayz, ProductKind::PayOut),
+        ] {
+            let product = products
+                .iter()
+                .find(|p| p.code == code)
+                .unwrap_or_else(|| panic!("{code} missing from the seed"));
+            assert_eq!(
+                (product.provider, product.kind, product.price),
+                (provider, kind, None)
+            );
+        }
+    }
+
+    #[test]
+    fn qr_and_payment_products_need_no_price_and_their_provider() {
+        let entry = |code: &str, provider: &str, kind: &str, price: &str| {
+            format!(
+                "[[product]]\ncode = \"{code}\"\nprovider = \"{provider}\"\n\
+                 provider_product_code = \"{code}\"\nkind = \"{kind}\"\n{price}\n"
+            )
+        };
+        let good = [
+            entry("QRCPM", "snapqr", "qr_cpm", ""),
+            entry("PAYIN", "smilepayz", "pay_in", ""),
+            entry("PAYOUT", "smilepayz", "pay_out", ""),
+        ]
+        .join("\n");
+        let products = parse_catalogue(&good).expect("valid");
+        assert_eq!(
+            products.iter().map(|p| p.kind).collect::<Vec<_>>(),
+            [ProductKind::QrCpm, ProductKind::PayIn, ProductKind::PayOut]
+        );
+        assert!(products.iter().all(|p| p.price.is_none()));
+        assert_eq!(
+            errors_of(&entry("QRCPM", "snapqr", "qr_cpm", "price = 1000")),
+            vec!["product #1 (QRCPM): price: must not be set for a qr_cpm product (each request carries its amount)"]
+        );
+        assert_eq!(
+            errors_of(&entry("PAYIN", "okebayar", "pay_in", "")),
+            vec!["product #1 (PAYIN): provider: a pay_in product is served by smilepayz, not okebayar"]
+        );
+        assert_eq!(
+            errors_of(&entry("PULSA", "snapqr", "prepaid", "price = 1000")),
+            vec!["product #1 (PULSA): kind: snapqr offers only qr_cpm products"]
+        );
+        assert_eq!(
+            errors_of(&entry("OUT", "smilepayz", "postpaid", "")),
+            vec!["product #1 (OUT): kind: smilepayz offers only pay_in, pay_out products"]
+        );
     }
 }

@@ -65,9 +65,25 @@ fn transaction(id: &str, status: pb::TransactionStatus) -> pb::Transaction {
 impl Loket for Fake {
     async fn qr_pay(
         &self,
-        _: Request<pb::QrPayRequest>,
+        request: Request<pb::QrPayRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("not faked"))
+        self.check(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(pb::Transaction {
+            id: "qr-1".into(),
+            client_ref: r.client_ref,
+            kind: pb::TransactionKind::QrPayment as i32,
+            status: pb::TransactionStatus::Success as i32,
+            product_code: if r.product_code.is_empty() {
+                "QRCPM".into()
+            } else {
+                r.product_code
+            },
+            provider: "snapqr".into(),
+            amount: r.amount,
+            provider_code: "2006000".into(),
+            ..Default::default()
+        }))
     }
 
     async fn qr_query(
@@ -86,16 +102,61 @@ impl Loket for Fake {
 
     async fn qr_refund(
         &self,
-        _: Request<pb::QrRefundRequest>,
+        request: Request<pb::QrRefundRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("not faked"))
+        self.check(&request)?;
+        let r = request.into_inner();
+        let amount = r.amount.as_ref().map_or(0, |m| m.minor);
+        if amount > 10_000 {
+            return Err(Status::failed_precondition(format!(
+                "refund of IDR {amount} exceeds the refundable IDR 10000 of QR payment {}",
+                r.transaction_id
+            )));
+        }
+        Ok(Response::new(pb::Transaction {
+            id: "rf-1".into(),
+            client_ref: r.client_ref,
+            kind: pb::TransactionKind::QrRefund as i32,
+            status: pb::TransactionStatus::Pending as i32,
+            product_code: "QRCPM".into(),
+            provider: "snapqr".into(),
+            amount: r.amount,
+            original_id: r.transaction_id,
+            ..Default::default()
+        }))
     }
 
     async fn pay_in(
         &self,
-        _: Request<pb::PayInRequest>,
+        request: Request<pb::PayInRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("not faked"))
+        self.check(&request)?;
+        let r = request.into_inner();
+        if r.method == "W_OVO" && r.payer.as_ref().is_none_or(|p| p.phone.is_empty()) {
+            return Err(Status::invalid_argument(
+                "payer.phone: required for method W_OVO",
+            ));
+        }
+        Ok(Response::new(pb::Transaction {
+            id: "in-1".into(),
+            client_ref: r.client_ref,
+            kind: pb::TransactionKind::PayIn as i32,
+            status: pb::TransactionStatus::Pending as i32,
+            product_code: "PAYIN".into(),
+            provider: "smilepayz".into(),
+            amount: r.amount,
+            method: r.method.clone(),
+            payment: Some(pb::PaymentInstructions {
+                method: r.method,
+                qr_string: "00020101021226670016ID.CO.QRIS.WWW".into(),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 1_738_300_000 + i64::from(r.expiry_seconds),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn pay_out(
@@ -535,4 +596,108 @@ async fn binary_prints_code_and_exits_non_zero() {
     let out = run(vec!["explain", "12", "--offline"]).await.unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell the provider"));
+}
+
+#[tokio::test]
+async fn qr_payments_refunds_and_pay_ins_round_trip() {
+    let (addr, _fake) = serve().await;
+    let mut client = client::connect(&addr, Some(&Secret::new(KEY)))
+        .await
+        .expect("connect");
+    let Command::Qr(loket_cli::cli::QrCommand::Pay(args)) =
+        parse(&["qr", "pay", "--ref", "Q1", "--amount", "10000"])
+    else {
+        panic!()
+    };
+    let paid = commands::qr_pay(&mut client, &args).await.expect("qr pay");
+    assert_eq!((paid.kind, paid.status), ("qr_payment", "success"));
+    assert_eq!(paid.product_code, "QRCPM");
+
+    let Command::Qr(loket_cli::cli::QrCommand::Refund(args)) = parse(&[
+        "qr", "refund", "--ref", "R1", "--txn", "qr-1", "--amount", "2500",
+    ]) else {
+        panic!()
+    };
+    let refund = commands::qr_refund(&mut client, &args)
+        .await
+        .expect("refund");
+    assert_eq!(refund.original_id.as_deref(), Some("qr-1"));
+    let text = loket_cli::output::render(loket_cli::output::Format::Text, &refund);
+    assert!(text.contains("refund of       qr-1"), "{text}");
+    let Command::Qr(loket_cli::cli::QrCommand::Refund(args)) = parse(&[
+        "qr", "refund", "--ref", "R2", "--txn", "qr-1", "--amount", "20000",
+    ]) else {
+        panic!()
+    };
+    let error = commands::qr_refund(&mut client, &args)
+        .await
+        .expect_err("over-refund");
+    assert!(
+        error
+            .to_string()
+            .starts_with("FAILED_PRECONDITION: refund of IDR 20000 exceeds the refundable"),
+        "{error}"
+    );
+
+    let Command::Payin(args) = parse(&[
+        "payin", "--ref", "P1", "--amount", "150000", "--method", "W_OVO",
+    ]) else {
+        panic!()
+    };
+    let error = commands::pay_in(&mut client, &args)
+        .await
+        .expect_err("phone");
+    assert_eq!(
+        error.to_string(),
+        "INVALID_ARGUMENT: payer.phone: required for method W_OVO"
+    );
+}
+
+#[tokio::test]
+async fn payin_prints_the_instructions_as_text_and_json() {
+    let (addr, _fake) = serve().await;
+    let run = |args: Vec<&str>| {
+        let addr = addr.clone();
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
+                .args(&args)
+                .env("LOKET_ADDR", addr)
+                .env("LOKET_API_KEY", KEY)
+                .env_remove("LOKET_DATABASE_URL")
+                .output()
+                .expect("run loketctl")
+        })
+    };
+    let args = vec![
+        "payin", "--ref", "P1", "--amount", "150000", "--method", "QRIS", "--expiry", "1h",
+    ];
+    let out = run(args.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "kind            pay_in",
+        "status          PENDING",
+        "method          QRIS",
+        "pay with QR     00020101021226670016ID.CO.QRIS.WWW",
+        "pay before      2025-01-31T06:06:40.000Z",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let mut json_args = vec!["--json"];
+    json_args.extend(args);
+    let out = run(json_args).await.unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["kind"], "pay_in");
+    assert_eq!(
+        json["payment"]["qr_string"],
+        "00020101021226670016ID.CO.QRIS.WWW"
+    );
+    assert_eq!(json["payment"]["expires_at"], "2025-01-31T06:06:40.000Z");
+    assert!(json["payment"]["va_number"].is_null());
 }

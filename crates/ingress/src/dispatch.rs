@@ -93,6 +93,36 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Publishes a status check about `row`'s own operation (a client's
+    /// `QrQuery`) with `msg_id`. Returns whether it was published; a failure
+    /// is logged and counted (the reconciler's scheduler keeps checking
+    /// unresolved transactions anyway).
+    pub async fn publish_check(
+        &self,
+        row: &TransactionRow,
+        msg_id: &str,
+        trace: &TraceContext,
+    ) -> bool {
+        let Some(provider) = row.provider() else {
+            tracing::error!(provider = %row.provider, "row with unknown provider; no status check");
+            return false;
+        };
+        let subject = subjects::command(provider, loket_protocol::Operation::StatusCheck);
+        let headers = bus::headers(msg_id, &trace.child(), &row.id.to_string());
+        let payload = row.status_check().encode_to_vec();
+        let publish = bus::publish_durable(&self.js, subject, headers, payload);
+        let failure = match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no acknowledgement within {:?}", self.publish_timeout),
+        };
+        metrics::counter!(DISPATCH_FAILURES).increment(1);
+        tracing::warn!(reason = %failure, "status-check publish failed");
+        false
+    }
+}
+
 async fn record_marks(
     pool: PgPool,
     mut queue: mpsc::Receiver<Uuid>,

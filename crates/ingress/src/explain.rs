@@ -71,14 +71,10 @@ pub fn enrich(transaction: &mut pb::Transaction) {
     let Ok(provider) = Provider::parse(&transaction.provider) else {
         return;
     };
-    let operation = match pb::TransactionKind::try_from(transaction.kind) {
-        Ok(pb::TransactionKind::PrepaidPurchase) => Some(TransactionKind::PrepaidPurchase),
-        Ok(pb::TransactionKind::PrepaidInquiry) => Some(TransactionKind::PrepaidInquiry),
-        Ok(pb::TransactionKind::BillInquiry) => Some(TransactionKind::BillInquiry),
-        Ok(pb::TransactionKind::BillPayment) => Some(TransactionKind::BillPayment),
-        _ => None,
-    }
-    .map(|kind| CodeOperation::from(kind.operation()));
+    let operation = TransactionKind::ALL
+        .into_iter()
+        .find(|kind| pb::TransactionKind::from(*kind) as i32 == transaction.kind)
+        .map(|kind| CodeOperation::from(kind.operation()));
     match catalogue::explain_with_message(
         provider,
         &transaction.provider_code,

@@ -10,14 +10,38 @@
 //! Only what the *client* sent is hashed: a purchase's amount is the
 //! product's price, not a request parameter, and a payment's product and
 //! account come from its inquiry. So an operator changing a price does not
-//! turn a client's retry into a conflict.
+//! turn a client's retry into a conflict. Likewise a cancel's amount is the
+//! original payment's, not a parameter. Defaults the ingress fills in (the
+//! product code, a pay-in's expiry and purpose) are hashed as filled in, so
+//! leaving them empty and sending the default are the same request.
+//!
+//! The wave-2 parameters (`original_id`, `method`, the request `details`)
+//! are encoded only when present, after the original fields: the encoding of
+//! every purchase, inquiry and bill payment is unchanged, so hashes already
+//! stored keep matching.
 
 use loket_protocol::{Money, TransactionKind};
 use loket_store::TransactionRow;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use crate::validate::{InquireInput, PayBillInput, PurchaseInput};
+use crate::validate::{
+    InquireInput, PayBillInput, PayInInput, PayOutInput, PurchaseInput, QrCancelInput, QrPayInput,
+    QrRefundInput,
+};
+
+/// `details` keys: what the connector needs besides the columns.
+pub mod detail {
+    pub const QR_CONTENT: &str = "qr_content";
+    pub const PAYER_NAME: &str = "payer_name";
+    pub const PAYER_PHONE: &str = "payer_phone";
+    pub const PAYER_EMAIL: &str = "payer_email";
+    pub const EXPIRY_SECONDS: &str = "expiry_seconds";
+    pub const PURPOSE: &str = "purpose";
+    pub const RECEIVER_NAME: &str = "receiver_name";
+    pub const REASON: &str = "reason";
+}
 
 /// Which API call created a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +49,11 @@ pub enum Call {
     Purchase,
     Inquire,
     PayBill,
+    QrPay,
+    QrCancel,
+    QrRefund,
+    PayIn,
+    PayOut,
 }
 
 impl Call {
@@ -33,6 +62,29 @@ impl Call {
             Call::Purchase => "purchase",
             Call::Inquire => "inquire",
             Call::PayBill => "pay_bill",
+            Call::QrPay => "qr_pay",
+            Call::QrCancel => "qr_cancel",
+            Call::QrRefund => "qr_refund",
+            Call::PayIn => "pay_in",
+            Call::PayOut => "pay_out",
+        }
+    }
+
+    /// The `details` keys that are this call's client parameters (others,
+    /// such as a refund's `original_reference`, are derived by loket).
+    fn detail_keys(self) -> &'static [&'static str] {
+        match self {
+            Call::Purchase | Call::Inquire | Call::PayBill => &[],
+            Call::QrPay => &[detail::QR_CONTENT],
+            Call::QrCancel | Call::QrRefund => &[detail::REASON],
+            Call::PayIn => &[
+                detail::PAYER_NAME,
+                detail::PAYER_PHONE,
+                detail::PAYER_EMAIL,
+                detail::EXPIRY_SECONDS,
+                detail::PURPOSE,
+            ],
+            Call::PayOut => &[detail::RECEIVER_NAME, detail::PURPOSE],
         }
     }
 
@@ -41,11 +93,11 @@ impl Call {
             TransactionKind::PrepaidPurchase => Call::Purchase,
             TransactionKind::PrepaidInquiry | TransactionKind::BillInquiry => Call::Inquire,
             TransactionKind::BillPayment => Call::PayBill,
-            TransactionKind::QrPayment
-            | TransactionKind::QrCancel
-            | TransactionKind::QrRefund
-            | TransactionKind::PayIn
-            | TransactionKind::PayOut => unimplemented!("being built"),
+            TransactionKind::QrPayment => Call::QrPay,
+            TransactionKind::QrCancel => Call::QrCancel,
+            TransactionKind::QrRefund => Call::QrRefund,
+            TransactionKind::PayIn => Call::PayIn,
+            TransactionKind::PayOut => Call::PayOut,
         }
     }
 }
@@ -61,6 +113,20 @@ pub struct RequestParams {
     pub contact: String,
     pub inquiry_id: Option<Uuid>,
     pub amount: Option<Money>,
+    /// Cancels and refunds: the payment they act on.
+    pub original_id: Option<Uuid>,
+    pub method: String,
+    /// The call's own `details` parameters; empty values are never stored.
+    pub details: BTreeMap<String, String>,
+}
+
+/// `details` from `(key, value)` pairs, leaving out empty values.
+fn details_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
 }
 
 impl RequestParams {
@@ -74,6 +140,77 @@ impl RequestParams {
             contact: String::new(),
             inquiry_id: None,
             amount: None,
+            original_id: None,
+            method: String::new(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// The `details` column of a transaction created with these parameters.
+    pub fn details_json(&self) -> Option<serde_json::Value> {
+        (!self.details.is_empty()).then(|| {
+            serde_json::Value::Object(
+                self.details
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect(),
+            )
+        })
+    }
+
+    pub fn qr_pay(input: &QrPayInput) -> Self {
+        RequestParams {
+            product_code: input.product_code.as_str().to_string(),
+            amount: Some(input.amount),
+            details: details_of(&[(detail::QR_CONTENT, &input.qr_content)]),
+            ..Self::empty(Call::QrPay)
+        }
+    }
+
+    pub fn qr_cancel(input: &QrCancelInput) -> Self {
+        RequestParams {
+            original_id: Some(input.transaction_id),
+            details: details_of(&[(detail::REASON, &input.reason)]),
+            ..Self::empty(Call::QrCancel)
+        }
+    }
+
+    pub fn qr_refund(input: &QrRefundInput) -> Self {
+        RequestParams {
+            original_id: Some(input.transaction_id),
+            amount: Some(input.amount),
+            details: details_of(&[(detail::REASON, &input.reason)]),
+            ..Self::empty(Call::QrRefund)
+        }
+    }
+
+    pub fn pay_in(input: &PayInInput) -> Self {
+        RequestParams {
+            product_code: input.product_code.as_str().to_string(),
+            amount: Some(input.amount),
+            method: input.method.clone(),
+            details: details_of(&[
+                (detail::PAYER_NAME, &input.payer_name),
+                (detail::PAYER_PHONE, &input.payer_phone),
+                (detail::PAYER_EMAIL, &input.payer_email),
+                (detail::EXPIRY_SECONDS, &input.expiry_seconds.to_string()),
+                (detail::PURPOSE, &input.purpose),
+            ]),
+            ..Self::empty(Call::PayIn)
+        }
+    }
+
+    pub fn pay_out(input: &PayOutInput) -> Self {
+        RequestParams {
+            product_code: input.product_code.as_str().to_string(),
+            amount: Some(input.amount),
+            method: input.method.clone(),
+            account: input.account.clone(),
+            details: details_of(&[
+                (detail::RECEIVER_NAME, &input.receiver_name),
+                (detail::PURPOSE, &input.purpose),
+            ]),
+            ..Self::empty(Call::PayOut)
         }
     }
 
@@ -109,6 +246,15 @@ impl RequestParams {
     /// whose kind this version does not know).
     pub fn from_row(row: &TransactionRow) -> Option<Self> {
         let call = Call::of_kind(row.kind()?);
+        let stored = row.details.as_ref().and_then(|value| value.as_object());
+        let details: BTreeMap<String, String> = call
+            .detail_keys()
+            .iter()
+            .filter_map(|key| {
+                let value = stored?.get(*key)?.as_str()?;
+                (!value.is_empty()).then(|| (key.to_string(), value.to_string()))
+            })
+            .collect();
         Some(match call {
             Call::Purchase => RequestParams {
                 product_code: row.product_code.clone(),
@@ -127,6 +273,38 @@ impl RequestParams {
             Call::PayBill => RequestParams {
                 inquiry_id: row.inquiry_id,
                 amount: row.amount_minor.map(Money::idr),
+                ..Self::empty(call)
+            },
+            Call::QrPay => RequestParams {
+                product_code: row.product_code.clone(),
+                amount: row.amount_minor.map(Money::idr),
+                details,
+                ..Self::empty(call)
+            },
+            Call::QrCancel => RequestParams {
+                original_id: row.original_id,
+                details,
+                ..Self::empty(call)
+            },
+            Call::QrRefund => RequestParams {
+                original_id: row.original_id,
+                amount: row.amount_minor.map(Money::idr),
+                details,
+                ..Self::empty(call)
+            },
+            Call::PayIn => RequestParams {
+                product_code: row.product_code.clone(),
+                amount: row.amount_minor.map(Money::idr),
+                method: row.method.clone(),
+                details,
+                ..Self::empty(call)
+            },
+            Call::PayOut => RequestParams {
+                product_code: row.product_code.clone(),
+                amount: row.amount_minor.map(Money::idr),
+                method: row.method.clone(),
+                account: row.account.clone(),
+                details,
                 ..Self::empty(call)
             },
         })
@@ -162,6 +340,18 @@ impl RequestParams {
                 .map(|m| format!("{}:{}", m.currency.code(), m.minor))
                 .unwrap_or_default(),
         );
+        // Wave-2 parameters: only when present (see the module comment).
+        if let Some(original) = self.original_id {
+            field("original_id", &original.to_string());
+        }
+        if !self.method.is_empty() {
+            field("method", &self.method);
+        }
+        for (key, value) in &self.details {
+            if !value.is_empty() {
+                field(&format!("detail.{key}"), value);
+            }
+        }
         out
     }
 
@@ -207,6 +397,25 @@ impl RequestParams {
         compare("inquiry_id", id(existing.inquiry_id), id(self.inquiry_id));
         let amount = |m: Option<Money>| m.map(|m| m.minor.to_string()).unwrap_or_default();
         compare("amount", amount(existing.amount), amount(self.amount));
+        compare(
+            "transaction_id",
+            id(existing.original_id),
+            id(self.original_id),
+        );
+        compare("method", existing.method.clone(), self.method.clone());
+        let keys: std::collections::BTreeSet<&String> =
+            existing.details.keys().chain(self.details.keys()).collect();
+        for key in keys {
+            let value =
+                |details: &BTreeMap<String, String>| details.get(key).cloned().unwrap_or_default();
+            let name = match key.as_str() {
+                detail::PAYER_NAME => "payer.name",
+                detail::PAYER_PHONE => "payer.phone",
+                detail::PAYER_EMAIL => "payer.email",
+                other => other,
+            };
+            compare(name, value(&existing.details), value(&self.details));
+        }
         out
     }
 }
@@ -279,9 +488,9 @@ pub(crate) mod tests_support {
             created_at: now,
             updated_at: now,
             finalized_at: None,
-            original_id: None,
-            method: String::new(),
-            details: None,
+            original_id: params.original_id,
+            method: params.method.clone(),
+            details: params.details_json(),
             payment: None,
         }
     }
@@ -303,6 +512,7 @@ mod tests {
     use super::*;
     use crate::validate::{ClientRef, ProductCode};
     use std::time::Duration;
+    use uuid::Uuid;
 
     fn pay(amount: i64) -> PayBillInput {
         PayBillInput {
@@ -434,5 +644,192 @@ mod tests {
             let stored = row(&params, kind);
             assert_eq!(RequestParams::from_row(&stored).as_ref(), Some(&params));
         }
+    }
+
+    fn qr(amount: i64, qr_content: &str) -> QrPayInput {
+        QrPayInput {
+            client_ref: ClientRef::parse("r1").unwrap(),
+            product_code: ProductCode::parse("product_code", "QRCPM").unwrap(),
+            amount: Money::idr(amount),
+            qr_content: qr_content.into(),
+            wait: Duration::ZERO,
+        }
+    }
+
+    fn refund(original: Uuid, amount: i64, reason: &str) -> QrRefundInput {
+        QrRefundInput {
+            client_ref: ClientRef::parse("r1").unwrap(),
+            transaction_id: original,
+            amount: Money::idr(amount),
+            reason: reason.into(),
+            wait: Duration::ZERO,
+        }
+    }
+
+    fn payin(phone: &str, expiry_seconds: u32) -> PayInInput {
+        PayInInput {
+            client_ref: ClientRef::parse("r1").unwrap(),
+            product_code: ProductCode::parse("product_code", "PAYIN").unwrap(),
+            amount: Money::idr(150_000),
+            method: "QRIS".into(),
+            payer_name: "Budi".into(),
+            payer_phone: phone.into(),
+            payer_email: String::new(),
+            expiry_seconds,
+            purpose: "loket pay-in".into(),
+            wait: Duration::ZERO,
+        }
+    }
+
+    fn payout(account: &str) -> PayOutInput {
+        PayOutInput {
+            client_ref: ClientRef::parse("r1").unwrap(),
+            product_code: ProductCode::parse("product_code", "PAYOUT").unwrap(),
+            amount: Money::idr(50_000),
+            method: "BCA".into(),
+            account: account.into(),
+            receiver_name: String::new(),
+            purpose: "loket pay-out".into(),
+            wait: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_encoding_of_earlier_calls_is_unchanged() {
+        // Hashes stored before wave 2 must keep matching their replays.
+        let canonical = RequestParams::purchase(&buy("0812345678")).canonical();
+        assert_eq!(
+            String::from_utf8(canonical).unwrap(),
+            "loket.request.v1\ncall=8:purchase\nproduct_code=7:PULSA10\naccount=10:0812345678\n\
+             account2=0:\naccount3=0:\ncontact=0:\ninquiry_id=0:\namount=0:\n"
+        );
+    }
+
+    #[test]
+    fn wave_two_parameters_round_trip_through_the_stored_row() {
+        let original = Uuid::from_u128(42);
+        let cancel = QrCancelInput {
+            client_ref: ClientRef::parse("r1").unwrap(),
+            transaction_id: original,
+            reason: "customer changed mind".into(),
+            wait: Duration::ZERO,
+        };
+        for (params, kind) in [
+            (
+                RequestParams::qr_pay(&qr(10_000, "")),
+                TransactionKind::QrPayment,
+            ),
+            (
+                RequestParams::qr_pay(&qr(10_000, "hQVDUFYwMQ")),
+                TransactionKind::QrPayment,
+            ),
+            (RequestParams::qr_cancel(&cancel), TransactionKind::QrCancel),
+            (
+                RequestParams::qr_refund(&refund(original, 2_500, "")),
+                TransactionKind::QrRefund,
+            ),
+            (
+                RequestParams::pay_in(&payin("081234567890", 3_600)),
+                TransactionKind::PayIn,
+            ),
+            (
+                RequestParams::pay_out(&payout("1234567890")),
+                TransactionKind::PayOut,
+            ),
+        ] {
+            let mut stored = row(&params, kind);
+            // loket's own additions to `details` are not client parameters.
+            if let Some(serde_json::Value::Object(details)) = stored.details.as_mut() {
+                details.insert(
+                    loket_store::ORIGINAL_REFERENCE.into(),
+                    serde_json::json!("abc"),
+                );
+            }
+            assert_eq!(
+                RequestParams::from_row(&stored).as_ref(),
+                Some(&params),
+                "{kind:?}"
+            );
+            assert_eq!(compare("r1", &params, &stored), Replay::Same);
+        }
+    }
+
+    #[test]
+    fn wave_two_conflicts_name_the_differing_parameters() {
+        let original = Uuid::from_u128(42);
+        let stored = row(
+            &RequestParams::qr_refund(&refund(original, 2_500, "damaged")),
+            TransactionKind::QrRefund,
+        );
+        let Replay::Conflict(message) = compare(
+            "r1",
+            &RequestParams::qr_refund(&refund(Uuid::from_u128(43), 3_000, "damaged")),
+            &stored,
+        ) else {
+            panic!("expected a conflict");
+        };
+        assert!(
+            message.contains("amount (existing 2500 vs requested 3000)"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!(
+                "transaction_id (existing {original} vs requested {})",
+                Uuid::from_u128(43)
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("reason"), "{message}");
+
+        let stored = row(
+            &RequestParams::pay_in(&payin("081234567890", 3_600)),
+            TransactionKind::PayIn,
+        );
+        let Replay::Conflict(message) =
+            compare("r1", &RequestParams::pay_in(&payin("", 600)), &stored)
+        else {
+            panic!("expected a conflict");
+        };
+        assert!(
+            message.contains("payer.phone (existing 081234567890 vs requested empty)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("expiry_seconds (existing 3600 vs requested 600)"),
+            "{message}"
+        );
+
+        let stored = row(
+            &RequestParams::pay_out(&payout("1234567890")),
+            TransactionKind::PayOut,
+        );
+        let Replay::Conflict(message) =
+            compare("r1", &RequestParams::qr_pay(&qr(50_000, "")), &stored)
+        else {
+            panic!("expected a conflict");
+        };
+        assert!(
+            message.contains("operation (existing pay_out vs requested qr_pay)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("method (existing BCA vs requested empty)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn present_and_absent_optional_parameters_hash_differently() {
+        assert_ne!(
+            RequestParams::qr_pay(&qr(10_000, "")).hash(),
+            RequestParams::qr_pay(&qr(10_000, "x")).hash()
+        );
+        // A value cannot move between a detail and the next field.
+        let mut a = RequestParams::pay_out(&payout("12"));
+        a.details.insert("purpose".into(), "ab".into());
+        let mut b = RequestParams::pay_out(&payout("12"));
+        b.details.insert("purpose".into(), "a".into());
+        b.details.insert("receiver_name".into(), "b".into());
+        assert_ne!(a.hash(), b.hash());
     }
 }

@@ -6,9 +6,13 @@
 //! inserting the transaction idempotently by `client_ref` ([`idempotency`],
 //! [`queries`]), publishing its first command on JetStream ([`dispatch`]),
 //! and answering with the transaction — at once, or once it settles
-//! ([`waiters`]) — plus reads, listing, a watch stream, balances and code
-//! explanations ([`service`]). Errors map to gRPC codes in one place
-//! ([`errors`]).
+//! ([`waiters`]; a pay-in once its payment instructions are known) — plus
+//! reads, listing, a watch stream, balances and code explanations
+//! ([`service`]). QR payments, pay-ins and pay-outs follow the same path;
+//! QR cancels and refunds are their own transactions linked to the payment,
+//! inserted under a lock of the payment row so refunds never exceed what
+//! was paid ([`queries::insert_linked`]). Errors map to gRPC codes in one
+//! place ([`errors`]).
 //!
 //! It must not change a transaction's status after creating it (that is the
 //! reconciler's job), talk to a provider, or let one client see another's

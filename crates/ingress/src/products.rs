@@ -22,16 +22,26 @@ pub enum ProductKind {
     Prepaid,
     PlnPrepaid,
     Postpaid,
+    /// SNAP QR CPM payments (`QrPay`); cancels and refunds follow the payment.
+    QrCpm,
+    /// Smilepayz collection (`PayIn`).
+    PayIn,
+    /// Smilepayz disbursement (`PayOut`).
+    PayOut,
 }
 
 impl ProductKind {
+    pub const ALL: [ProductKind; 6] = [
+        ProductKind::Prepaid,
+        ProductKind::PlnPrepaid,
+        ProductKind::Postpaid,
+        ProductKind::QrCpm,
+        ProductKind::PayIn,
+        ProductKind::PayOut,
+    ];
+
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "prepaid" => Some(ProductKind::Prepaid),
-            "pln_prepaid" => Some(ProductKind::PlnPrepaid),
-            "postpaid" => Some(ProductKind::Postpaid),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +49,21 @@ impl ProductKind {
             ProductKind::Prepaid => "prepaid",
             ProductKind::PlnPrepaid => "pln_prepaid",
             ProductKind::Postpaid => "postpaid",
+            ProductKind::QrCpm => "qr_cpm",
+            ProductKind::PayIn => "pay_in",
+            ProductKind::PayOut => "pay_out",
+        }
+    }
+
+    /// The call a client uses for products of this kind (for messages).
+    pub fn call(self) -> &'static str {
+        match self {
+            ProductKind::Prepaid => "Purchase",
+            ProductKind::PlnPrepaid => "Inquire, then Purchase",
+            ProductKind::Postpaid => "Inquire, then PayBill",
+            ProductKind::QrCpm => "QrPay",
+            ProductKind::PayIn => "PayIn",
+            ProductKind::PayOut => "PayOut",
         }
     }
 }
@@ -63,6 +88,25 @@ impl Product {
                 "product {} is a postpaid bill: use Inquire, then PayBill",
                 self.code
             ))),
+            other => Err(self.wrong_call(other)),
+        }
+    }
+
+    fn wrong_call(&self, kind: ProductKind) -> ApiError {
+        ApiError::FailedPrecondition(format!(
+            "product {} is a {} product: use {}",
+            self.code,
+            kind.as_str(),
+            kind.call()
+        ))
+    }
+
+    /// Refuses a product of another kind than the call needs.
+    pub fn require(&self, kind: ProductKind) -> Result<(), ApiError> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(self.wrong_call(self.kind))
         }
     }
 
@@ -75,6 +119,7 @@ impl Product {
                 "product {} is prepaid and has no inquiry: use Purchase",
                 self.code
             ))),
+            other => Err(self.wrong_call(other)),
         }
     }
 
@@ -267,6 +312,37 @@ mod tests {
         );
         assert_eq!(prepaid.purchase_price().unwrap(), Money::idr(10_500));
         assert!(postpaid.purchase_price().is_err());
+    }
+
+    #[test]
+    fn wave_two_kinds_parse_and_name_their_call() {
+        for kind in ProductKind::ALL {
+            assert_eq!(ProductKind::parse(kind.as_str()), Some(kind));
+        }
+        let qr = Product {
+            code: "QRCPM".into(),
+            provider: Provider::SnapQr,
+            ..product(ProductKind::QrCpm, None)
+        };
+        assert!(qr.require(ProductKind::QrCpm).is_ok());
+        let error = qr.purchase_kind().unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m == "product QRCPM is a qr_cpm product: use QrPay"),
+            "{error:?}"
+        );
+        assert!(qr.inquiry_kind().is_err());
+        let error = product(ProductKind::Prepaid, Some(1))
+            .require(ProductKind::PayOut)
+            .unwrap_err();
+        assert!(
+            matches!(&error, ApiError::FailedPrecondition(m) if m == "product P1 is a prepaid product: use Purchase"),
+            "{error:?}"
+        );
+        let pay_in = product(ProductKind::PayIn, None);
+        assert!(matches!(
+            pay_in.require(ProductKind::QrCpm),
+            Err(ApiError::FailedPrecondition(m)) if m.ends_with("use PayIn")
+        ));
     }
 
     #[test]

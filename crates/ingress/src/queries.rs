@@ -8,6 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use std::sync::LazyLock;
 use uuid::Uuid;
 
+use crate::errors::ApiError;
 use crate::validate::ListQuery;
 
 /// The name of the partial unique index allowing one live payment per inquiry.
@@ -32,6 +33,11 @@ pub struct NewTransaction {
     pub provider_reference: String,
     pub inquiry_id: Option<Uuid>,
     pub inquiry_data: Option<serde_json::Value>,
+    /// Cancels and refunds: the payment they act on.
+    pub original_id: Option<Uuid>,
+    pub method: String,
+    /// The Command's `details` (non-secret provider parameters).
+    pub details: Option<serde_json::Value>,
 }
 
 /// Our reference on every provider call: the id's 32 lowercase hex digits
@@ -55,13 +61,14 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH inserted AS ( \
            INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
              provider_product_code, account, account2, account3, contact, amount_minor, currency, request_hash, \
-             provider_reference, inquiry_id, inquiry_data) \
-           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             provider_reference, inquiry_id, inquiry_data, original_id, method, details) \
+           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20) \
            ON CONFLICT (client_id, client_ref) DO NOTHING \
            RETURNING {COLUMNS} \
          ), event AS ( \
            INSERT INTO transaction_events (transaction_id, source, to_status, detail) \
-           SELECT id, 'ingress', 'received', $18 FROM inserted \
+           SELECT id, 'ingress', 'received', $21 FROM inserted \
          ) \
          SELECT * FROM inserted"
     )
@@ -77,12 +84,14 @@ static BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Inserts `new` unless the client already used its `client_ref`, with its
 /// `ingress` event, in one statement.
-pub async fn insert(
-    pool: &PgPool,
+/// The insert statement alone: the row, or `None` when the client already
+/// used the `client_ref`.
+async fn insert_row(
+    executor: impl sqlx::PgExecutor<'_>,
     new: &NewTransaction,
     event: serde_json::Value,
-) -> Result<Inserted, sqlx::Error> {
-    let result = sqlx::query_as::<_, TransactionRow>(&INSERT_SQL)
+) -> Result<Option<TransactionRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransactionRow>(&INSERT_SQL)
         .bind(new.id)
         .bind(new.client_id)
         .bind(&new.client_ref)
@@ -100,9 +109,20 @@ pub async fn insert(
         .bind(&new.provider_reference)
         .bind(new.inquiry_id)
         .bind(&new.inquiry_data)
+        .bind(new.original_id)
+        .bind(&new.method)
+        .bind(&new.details)
         .bind(event)
-        .fetch_optional(pool)
-        .await;
+        .fetch_optional(executor)
+        .await
+}
+
+pub async fn insert(
+    pool: &PgPool,
+    new: &NewTransaction,
+    event: serde_json::Value,
+) -> Result<Inserted, sqlx::Error> {
+    let result = insert_row(pool, new, event).await;
     match result {
         Ok(Some(row)) => Ok(Inserted::Created(Box::new(row))),
         Ok(None) => match by_client_ref(pool, new.client_id, &new.client_ref).await? {
@@ -185,6 +205,102 @@ pub async fn inquiry_and_replay(
         }
     }
     Ok((inquiry, existing))
+}
+
+/// A cancel or refund already recorded against a payment, and not failed.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Linked {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub amount_minor: Option<i64>,
+}
+
+/// What [`insert_linked`] did.
+#[derive(Debug)]
+pub enum LinkedInsert {
+    /// This call created the cancel/refund (and must dispatch it).
+    Created(Box<TransactionRow>),
+    /// The client already has a transaction with this `client_ref`.
+    Existing(Box<TransactionRow>),
+    /// The caller has no transaction with the original's id.
+    OriginalNotFound,
+    /// The checks refused it; nothing was inserted.
+    Refused(ApiError),
+}
+
+static LOCK_ORIGINAL_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM transactions WHERE client_id = $1 AND id = $2 FOR UPDATE")
+});
+
+/// Inserts a transaction acting on the caller's transaction `original_id`
+/// (a cancel or refund) in ONE database transaction: the original row is
+/// locked (`SELECT … FOR UPDATE`), so concurrent cancels and refunds of one
+/// payment are decided one after the other, each seeing the ones committed
+/// before it; `build` gets the original and its live (not failed) linked
+/// transactions, and returns the row to insert or the refusal.
+///
+/// A `client_ref` the caller already used is returned as
+/// [`LinkedInsert::Existing`] before any check, so a replay still answers
+/// after the original has changed.
+pub async fn insert_linked<F>(
+    pool: &PgPool,
+    client_id: Uuid,
+    original_id: Uuid,
+    client_ref: &str,
+    event: serde_json::Value,
+    build: F,
+) -> Result<LinkedInsert, sqlx::Error>
+where
+    F: FnOnce(&TransactionRow, &[Linked]) -> Result<NewTransaction, ApiError>,
+{
+    let mut tx = pool.begin().await?;
+    let original = sqlx::query_as::<_, TransactionRow>(&LOCK_ORIGINAL_SQL)
+        .bind(client_id)
+        .bind(original_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let existing = sqlx::query_as::<_, TransactionRow>(&BY_CLIENT_REF_SQL)
+        .bind(client_id)
+        .bind(client_ref)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(existing) = existing {
+        tx.rollback().await?;
+        return Ok(LinkedInsert::Existing(Box::new(existing)));
+    }
+    let Some(original) = original else {
+        tx.rollback().await?;
+        return Ok(LinkedInsert::OriginalNotFound);
+    };
+    let linked: Vec<Linked> = sqlx::query_as(
+        "SELECT id, kind, status, amount_minor FROM transactions \
+         WHERE original_id = $1 AND status <> 'failed' ORDER BY created_at, id",
+    )
+    .bind(original_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let new = match build(&original, &linked) {
+        Ok(new) => new,
+        Err(refusal) => {
+            tx.rollback().await?;
+            return Ok(LinkedInsert::Refused(refusal));
+        }
+    };
+    match insert_row(&mut *tx, &new, event).await? {
+        Some(row) => {
+            tx.commit().await?;
+            Ok(LinkedInsert::Created(Box::new(row)))
+        }
+        None => {
+            // A concurrent call with the same client_ref won the insert.
+            tx.rollback().await?;
+            match by_client_ref(pool, client_id, client_ref).await? {
+                Some(row) => Ok(LinkedInsert::Existing(Box::new(row))),
+                None => Err(sqlx::Error::RowNotFound),
+            }
+        }
+    }
 }
 
 /// One page of the caller's transactions, newest first, plus whether more

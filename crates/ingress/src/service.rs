@@ -23,12 +23,13 @@ use crate::errors::{to_status, ApiError};
 use crate::explain;
 use crate::idempotency::{self, Replay, RequestParams};
 use crate::metrics;
-use crate::products::{ProductKind, Products};
-use crate::queries::{self, Inserted, NewTransaction};
+use crate::products::{Product, ProductKind, Products};
+use crate::queries::{self, Inserted, Linked, LinkedInsert, NewTransaction};
 use crate::validate::{
-    self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PurchaseInput, TransactionKey,
+    self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PayInInput, PayOutInput,
+    PurchaseInput, QrCancelInput, QrPayInput, QrQueryInput, QrRefundInput, TransactionKey,
 };
-use crate::waiters::{is_settled, WaitGuard, Waiters};
+use crate::waiters::{is_ready, is_settled, updated_at, WaitGuard, Waiters};
 
 /// What every flow needs; shared by all calls.
 pub struct Inner {
@@ -40,6 +41,16 @@ pub struct Inner {
     pub dispatcher: Dispatcher,
     pub shutdown: Shutdown,
     pub balance_timeout: Duration,
+}
+
+/// One mutating call: the caller, its reference and parameters, and how
+/// long it may wait.
+#[derive(Clone, Copy)]
+struct Mutation<'a> {
+    client: ClientId,
+    client_ref: &'a ClientRef,
+    params: &'a RequestParams,
+    wait: Duration,
 }
 
 /// The tonic service (cheap to clone).
@@ -197,6 +208,153 @@ fn check_inquiry(inquiry: &TransactionRow, kind: TransactionKind) -> Result<(), 
     Ok(())
 }
 
+fn not_a_qr_payment(original: &TransactionRow) -> Option<ApiError> {
+    (original.kind() != Some(TransactionKind::QrPayment)).then(|| {
+        ApiError::FailedPrecondition(format!(
+            "transaction {} is not a QR payment (kind {})",
+            original.id, original.kind
+        ))
+    })
+}
+
+fn live_of(linked: &[Linked], kind: TransactionKind) -> Option<&Linked> {
+    linked.iter().find(|l| l.kind == kind.as_str())
+}
+
+/// A QR payment may be voided unless it failed, or already has a live
+/// cancel or refund (a void after a refund would return more than was paid).
+pub fn check_cancel(original: &TransactionRow, linked: &[Linked]) -> Result<(), ApiError> {
+    if let Some(error) = not_a_qr_payment(original) {
+        return Err(error);
+    }
+    let id = original.id;
+    if original.status() == Some(TransactionStatus::Failed) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "QR payment {id} failed: there is nothing to cancel"
+        )));
+    }
+    if let Some(cancel) = live_of(linked, TransactionKind::QrCancel) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "QR payment {id} already has cancel {} (status {})",
+            cancel.id, cancel.status
+        )));
+    }
+    if let Some(refund) = live_of(linked, TransactionKind::QrRefund) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "QR payment {id} has refund {} (status {}): a cancel would return more than was paid; refund the rest instead",
+            refund.id, refund.status
+        )));
+    }
+    Ok(())
+}
+
+/// Refunds never exceed what was paid: the payment must be successful and
+/// not voided, and `amount` plus every refund of it that has not failed
+/// (pending and unknown ones count: they may still succeed) must not exceed
+/// its amount.
+pub fn check_refund(
+    original: &TransactionRow,
+    linked: &[Linked],
+    amount: loket_protocol::Money,
+) -> Result<(), ApiError> {
+    if let Some(error) = not_a_qr_payment(original) {
+        return Err(error);
+    }
+    let id = original.id;
+    if original.status() != Some(TransactionStatus::Success) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "QR payment {id} is not successful (status {}): only a successful payment can be refunded",
+            original.status
+        )));
+    }
+    if let Some(cancel) = live_of(linked, TransactionKind::QrCancel) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "QR payment {id} has cancel {} (status {}): nothing is left to refund",
+            cancel.id, cancel.status
+        )));
+    }
+    let paid = original_amount(original)?;
+    if paid.currency != amount.currency {
+        return Err(ApiError::FailedPrecondition(format!(
+            "refund currency {} differs from the payment's {}",
+            amount.currency.code(),
+            paid.currency.code()
+        )));
+    }
+    let refunded: i64 = linked
+        .iter()
+        .filter(|l| l.kind == TransactionKind::QrRefund.as_str())
+        .map(|l| l.amount_minor.unwrap_or(0))
+        .sum();
+    let refundable = loket_protocol::Money {
+        minor: (paid.minor - refunded).max(0),
+        currency: paid.currency,
+    };
+    if amount.minor > refundable.minor {
+        return Err(ApiError::FailedPrecondition(format!(
+            "refund of {amount} exceeds the refundable {refundable} of QR payment {id} (paid {paid}, refunds not failed {})",
+            loket_protocol::Money {
+                minor: refunded,
+                currency: paid.currency
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn original_amount(original: &TransactionRow) -> Result<loket_protocol::Money, ApiError> {
+    let minor = original
+        .amount_minor
+        .ok_or_else(|| ApiError::Internal(format!("QR payment {} has no amount", original.id)))?;
+    let currency = loket_protocol::Currency::parse(&original.currency).map_err(|_| {
+        ApiError::Internal(format!(
+            "QR payment {} has currency {:?}",
+            original.id, original.currency
+        ))
+    })?;
+    Ok(loket_protocol::Money { minor, currency })
+}
+
+/// A cancel or refund of `original`: its provider and product, linked by
+/// `original_id`, with the original's references in `details` for the
+/// connector (SNAP `originalPartnerReferenceNo` / `originalReferenceNo`).
+pub fn linked_transaction(
+    mut new: NewTransaction,
+    original: &TransactionRow,
+    kind: TransactionKind,
+    amount: loket_protocol::Money,
+) -> Result<NewTransaction, ApiError> {
+    new.kind = kind;
+    new.provider = original.provider().ok_or_else(|| {
+        ApiError::Internal(format!(
+            "QR payment {} has unknown provider {}",
+            original.id, original.provider
+        ))
+    })?;
+    new.product_code = original.product_code.clone();
+    new.provider_product_code = original.provider_product_code.clone();
+    new.account = original.account.clone();
+    new.method = original.method.clone();
+    new.amount = Some(amount);
+    new.original_id = Some(original.id);
+    let mut details = match new.details.take() {
+        Some(serde_json::Value::Object(details)) => details,
+        _ => serde_json::Map::new(),
+    };
+    details.insert(
+        loket_store::ORIGINAL_REFERENCE.into(),
+        serde_json::Value::String(original.provider_reference.clone()),
+    );
+    if let Some(trace) = original.provider_trace.as_ref().filter(|t| !t.is_empty()) {
+        details.insert(
+            loket_store::ORIGINAL_PROVIDER_TRACE.into(),
+            serde_json::Value::String(trace.clone()),
+        );
+    }
+    new.details = Some(serde_json::Value::Object(details));
+    Ok(new)
+}
+
 impl Inner {
     fn new_transaction(
         &self,
@@ -222,6 +380,9 @@ impl Inner {
             provider_reference: queries::provider_reference(id),
             inquiry_id: None,
             inquiry_data: None,
+            original_id: None,
+            method: String::new(),
+            details: params.details_json(),
         }
     }
 
@@ -281,7 +442,7 @@ impl Inner {
         wait: Duration,
     ) -> Result<pb::Transaction, ApiError> {
         let current = row.to_pb();
-        if wait.is_zero() || is_settled(&current) {
+        if wait.is_zero() || is_ready(&current) {
             return Ok(respond(&row));
         }
         let guard = self.waiters.register(client.0, row.id);
@@ -298,11 +459,11 @@ impl Inner {
         current: pb::Transaction,
         wait: Duration,
     ) -> pb::Transaction {
-        let mut transaction = if is_settled(&current) {
+        let mut transaction = if is_ready(&current) {
             current
         } else {
             guard
-                .until_settled(current, ctx.wait_deadline(wait), &self.shutdown)
+                .until(current, ctx.wait_deadline(wait), &self.shutdown, is_ready)
                 .await
                 .0
         };
@@ -328,22 +489,7 @@ impl Inner {
             "client_ref": new.client_ref,
         });
         match queries::insert(&self.pool, &new, event).await? {
-            Inserted::Created(row) => {
-                ctx.record_transaction(row.id);
-                ::metrics::counter!(metrics::TRANSACTIONS_CREATED, "kind" => new.kind.as_str())
-                    .increment(1);
-                tracing::info!(
-                    kind = new.kind.as_str(),
-                    provider = new.provider.as_str(),
-                    product = %new.product_code,
-                    "transaction accepted"
-                );
-                self.dispatcher.dispatch(&row, &ctx.trace).await;
-                match guard {
-                    Some(guard) => Ok(self.wait_for(ctx, guard, row.to_pb(), wait).await),
-                    None => Ok(respond(&row)),
-                }
-            }
+            Inserted::Created(row) => Ok(self.created(ctx, &row, guard, wait).await),
             Inserted::Existing(row) => {
                 drop(guard);
                 self.replay(ctx, client, client_ref, params, *row, wait)
@@ -354,6 +500,331 @@ impl Inner {
                 new.inquiry_id.unwrap_or_default()
             ))),
         }
+    }
+
+    /// What follows an insert this call won: dispatch the first command,
+    /// then answer (waiting if asked).
+    async fn created(
+        &self,
+        ctx: &CallContext,
+        row: &TransactionRow,
+        guard: Option<WaitGuard>,
+        wait: Duration,
+    ) -> pb::Transaction {
+        ctx.record_transaction(row.id);
+        let kind = row.kind().map(TransactionKind::as_str).unwrap_or("unknown");
+        ::metrics::counter!(metrics::TRANSACTIONS_CREATED, "kind" => kind).increment(1);
+        tracing::info!(
+            kind,
+            provider = %row.provider,
+            product = %row.product_code,
+            original_id = ?row.original_id,
+            "transaction accepted"
+        );
+        self.dispatcher.dispatch(row, &ctx.trace).await;
+        match guard {
+            Some(guard) => self.wait_for(ctx, guard, row.to_pb(), wait).await,
+            None => respond(row),
+        }
+    }
+
+    /// The active product `code` of `kind`; a refusal may still be a replay
+    /// (then the replayed transaction is the `Err`).
+    async fn product_of(
+        &self,
+        ctx: &CallContext,
+        call: Mutation<'_>,
+        code: &validate::ProductCode,
+        kind: ProductKind,
+    ) -> Result<Result<Product, pb::Transaction>, ApiError> {
+        let found = self.products.get(code).await.and_then(|product| {
+            product.require(kind)?;
+            Ok(product)
+        });
+        match found {
+            Ok(product) => Ok(Ok(product)),
+            Err(error) => self
+                .replay_or(
+                    ctx,
+                    call.client,
+                    call.client_ref,
+                    call.params,
+                    call.wait,
+                    error,
+                )
+                .await
+                .map(Err),
+        }
+    }
+
+    async fn qr_pay(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::QrPayRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = QrPayInput::try_from(request.get_ref())?;
+        let params = RequestParams::qr_pay(&input);
+        let product = match self
+            .product_of(
+                ctx,
+                Mutation {
+                    client,
+                    client_ref: &input.client_ref,
+                    params: &params,
+                    wait: input.wait,
+                },
+                &input.product_code,
+                ProductKind::QrCpm,
+            )
+            .await?
+        {
+            Ok(product) => product,
+            Err(replayed) => return Ok(replayed),
+        };
+        let mut new = self.new_transaction(client, &input.client_ref, &params);
+        new.kind = TransactionKind::QrPayment;
+        new.provider = product.provider;
+        new.product_code = product.code;
+        new.provider_product_code = product.provider_product_code;
+        // ASSUMED: a QR payment has no customer account loket knows of; the
+        // column is NOT NULL, so it stays empty (the QR content, when given,
+        // is in `details`).
+        new.amount = Some(input.amount);
+        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
+            .await
+    }
+
+    /// `QrQuery`: asks the issuer about the caller's QR payment now (a status
+    /// check, service 61) and answers with its state — at once, or after the
+    /// first update that follows (within `wait_ms`). A settled payment is
+    /// returned at once without asking.
+    async fn qr_query(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::QrQueryRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = QrQueryInput::try_from(request.get_ref())?;
+        let id = input.transaction_id;
+        let not_found = || ApiError::NotFound(format!("transaction {id} not found"));
+        let row = queries::by_id(&self.pool, client.0, id)
+            .await?
+            .ok_or_else(not_found)?;
+        ctx.record_transaction(id);
+        if row.kind() != Some(TransactionKind::QrPayment) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "transaction {id} is not a QR payment (kind {})",
+                row.kind
+            )));
+        }
+        if is_settled(&row.to_pb()) {
+            return Ok(respond(&row));
+        }
+        // Registered (after the ownership check) before the re-read and the
+        // check: no update that follows can be missed.
+        let guard = (!input.wait.is_zero()).then(|| self.waiters.register(client.0, id));
+        let row = queries::by_id(&self.pool, client.0, id)
+            .await?
+            .ok_or_else(not_found)?;
+        let current = row.to_pb();
+        if is_settled(&current) {
+            return Ok(respond(&row));
+        }
+        let msg_id = format!("chk:{id}:q:{}", Uuid::now_v7().simple());
+        self.dispatcher
+            .publish_check(&row, &msg_id, &ctx.trace)
+            .await;
+        let Some(mut guard) = guard else {
+            return Ok(respond(&row));
+        };
+        let since = updated_at(&current);
+        let (mut transaction, _) = guard
+            .until(
+                current,
+                ctx.wait_deadline(input.wait),
+                &self.shutdown,
+                |t| is_settled(t) || updated_at(t) > since,
+            )
+            .await;
+        explain::enrich(&mut transaction);
+        Ok(transaction)
+    }
+
+    /// Inserts a cancel or refund of the caller's QR payment (see
+    /// [`queries::insert_linked`]), dispatches it and answers.
+    async fn create_linked(
+        &self,
+        ctx: &CallContext,
+        call: Mutation<'_>,
+        original_id: Uuid,
+        build: impl FnOnce(
+            NewTransaction,
+            &TransactionRow,
+            &[Linked],
+        ) -> Result<NewTransaction, ApiError>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let Mutation {
+            client,
+            client_ref,
+            params,
+            wait,
+        } = call;
+        let template = self.new_transaction(client, client_ref, params);
+        let guard = (!wait.is_zero()).then(|| self.waiters.register(client.0, template.id));
+        let event = serde_json::json!({
+            "trace_id": ctx.trace.trace_id(),
+            "client_ref": client_ref.as_str(),
+            "original_id": original_id.to_string(),
+        });
+        let outcome = queries::insert_linked(
+            &self.pool,
+            client.0,
+            original_id,
+            client_ref.as_str(),
+            event,
+            |original, linked| build(template, original, linked),
+        )
+        .await?;
+        match outcome {
+            LinkedInsert::Created(row) => Ok(self.created(ctx, &row, guard, wait).await),
+            LinkedInsert::Existing(row) => {
+                drop(guard);
+                self.replay(ctx, client, client_ref, params, *row, wait)
+                    .await
+            }
+            LinkedInsert::OriginalNotFound => Err(ApiError::NotFound(format!(
+                "transaction {original_id} not found"
+            ))),
+            LinkedInsert::Refused(error) => Err(error),
+        }
+    }
+
+    async fn qr_cancel(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::QrCancelRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = QrCancelInput::try_from(request.get_ref())?;
+        let params = RequestParams::qr_cancel(&input);
+        self.create_linked(
+            ctx,
+            Mutation {
+                client,
+                client_ref: &input.client_ref,
+                params: &params,
+                wait: input.wait,
+            },
+            input.transaction_id,
+            |template, original, linked| {
+                check_cancel(original, linked)?;
+                let amount = original_amount(original)?;
+                linked_transaction(template, original, TransactionKind::QrCancel, amount)
+            },
+        )
+        .await
+    }
+
+    async fn qr_refund(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::QrRefundRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = QrRefundInput::try_from(request.get_ref())?;
+        let params = RequestParams::qr_refund(&input);
+        let amount = input.amount;
+        self.create_linked(
+            ctx,
+            Mutation {
+                client,
+                client_ref: &input.client_ref,
+                params: &params,
+                wait: input.wait,
+            },
+            input.transaction_id,
+            |template, original, linked| {
+                check_refund(original, linked, amount)?;
+                linked_transaction(template, original, TransactionKind::QrRefund, amount)
+            },
+        )
+        .await
+    }
+
+    async fn pay_in(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::PayInRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = PayInInput::try_from(request.get_ref())?;
+        let params = RequestParams::pay_in(&input);
+        let product = match self
+            .product_of(
+                ctx,
+                Mutation {
+                    client,
+                    client_ref: &input.client_ref,
+                    params: &params,
+                    wait: input.wait,
+                },
+                &input.product_code,
+                ProductKind::PayIn,
+            )
+            .await?
+        {
+            Ok(product) => product,
+            Err(replayed) => return Ok(replayed),
+        };
+        let mut new = self.new_transaction(client, &input.client_ref, &params);
+        new.kind = TransactionKind::PayIn;
+        new.provider = product.provider;
+        new.product_code = product.code;
+        new.provider_product_code = product.provider_product_code;
+        new.amount = Some(input.amount);
+        // The payer is in `details`; a pay-in has no account of ours to
+        // name (the column stays empty, as for a QR payment).
+        new.method = input.method.clone();
+        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
+            .await
+    }
+
+    async fn pay_out(
+        &self,
+        ctx: &CallContext,
+        request: Request<pb::PayOutRequest>,
+    ) -> Result<pb::Transaction, ApiError> {
+        let client = self.auth.authenticate(request.metadata()).await?;
+        let input = PayOutInput::try_from(request.get_ref())?;
+        let params = RequestParams::pay_out(&input);
+        let product = match self
+            .product_of(
+                ctx,
+                Mutation {
+                    client,
+                    client_ref: &input.client_ref,
+                    params: &params,
+                    wait: input.wait,
+                },
+                &input.product_code,
+                ProductKind::PayOut,
+            )
+            .await?
+        {
+            Ok(product) => product,
+            Err(replayed) => return Ok(replayed),
+        };
+        let mut new = self.new_transaction(client, &input.client_ref, &params);
+        new.kind = TransactionKind::PayOut;
+        new.provider = product.provider;
+        new.product_code = product.code;
+        new.provider_product_code = product.provider_product_code;
+        new.amount = Some(input.amount);
+        new.method = input.method.clone();
+        new.account = input.account.clone();
+        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
+            .await
     }
 
     async fn purchase(
@@ -741,44 +1212,80 @@ impl Loket for LoketService {
 
     async fn qr_pay(
         &self,
-        _request: Request<pb::QrPayRequest>,
+        request: Request<pb::QrPayRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("QrPay is being built"))
+        let ctx = CallContext::new("QrPay", request.metadata());
+        let result = self
+            .inner
+            .qr_pay(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("QrPay", ctx.started, result)
     }
 
     async fn qr_query(
         &self,
-        _request: Request<pb::QrQueryRequest>,
+        request: Request<pb::QrQueryRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("QrQuery is being built"))
+        let ctx = CallContext::new("QrQuery", request.metadata());
+        let result = self
+            .inner
+            .qr_query(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("QrQuery", ctx.started, result)
     }
 
     async fn qr_cancel(
         &self,
-        _request: Request<pb::QrCancelRequest>,
+        request: Request<pb::QrCancelRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("QrCancel is being built"))
+        let ctx = CallContext::new("QrCancel", request.metadata());
+        let result = self
+            .inner
+            .qr_cancel(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("QrCancel", ctx.started, result)
     }
 
     async fn qr_refund(
         &self,
-        _request: Request<pb::QrRefundRequest>,
+        request: Request<pb::QrRefundRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("QrRefund is being built"))
+        let ctx = CallContext::new("QrRefund", request.metadata());
+        let result = self
+            .inner
+            .qr_refund(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("QrRefund", ctx.started, result)
     }
 
     async fn pay_in(
         &self,
-        _request: Request<pb::PayInRequest>,
+        request: Request<pb::PayInRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("PayIn is being built"))
+        let ctx = CallContext::new("PayIn", request.metadata());
+        let result = self
+            .inner
+            .pay_in(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("PayIn", ctx.started, result)
     }
 
     async fn pay_out(
         &self,
-        _request: Request<pb::PayOutRequest>,
+        request: Request<pb::PayOutRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("PayOut is being built"))
+        let ctx = CallContext::new("PayOut", request.metadata());
+        let result = self
+            .inner
+            .pay_out(&ctx, request)
+            .instrument(ctx.span.clone())
+            .await;
+        finish("PayOut", ctx.started, result)
     }
 
     async fn get_balance(
@@ -907,6 +1414,141 @@ mod tests {
         assert!(
             matches!(&error, ApiError::FailedPrecondition(m) if m.contains("not a PLN prepaid inquiry")),
             "{error:?}"
+        );
+    }
+
+    fn qr_payment(status: &str, amount: i64) -> TransactionRow {
+        let mut row = crate::idempotency::tests_support::row_of_kind(TransactionKind::QrPayment);
+        row.status = status.into();
+        row.provider = "snapqr".into();
+        row.product_code = "QRCPM".into();
+        row.account = String::new();
+        row.amount_minor = Some(amount);
+        row.provider_reference = "0191aaaabbbbccccddddeeeeffff0000".into();
+        row.provider_trace = Some("ISSUER-REF-9".into());
+        row
+    }
+
+    fn linked(kind: TransactionKind, status: &str, amount: i64) -> Linked {
+        Linked {
+            id: Uuid::now_v7(),
+            kind: kind.as_str().into(),
+            status: status.into(),
+            amount_minor: Some(amount),
+        }
+    }
+
+    fn precondition(result: Result<(), ApiError>) -> String {
+        match result {
+            Err(ApiError::FailedPrecondition(message)) => message,
+            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refunds_never_exceed_what_was_paid() {
+        use loket_protocol::Money;
+        let paid = qr_payment("success", 10_000);
+        assert!(check_refund(&paid, &[], Money::idr(10_000)).is_ok());
+        let earlier = [
+            linked(TransactionKind::QrRefund, "success", 4_000),
+            linked(TransactionKind::QrRefund, "pending", 3_000),
+        ];
+        assert!(check_refund(&paid, &earlier, Money::idr(3_000)).is_ok());
+        let message = precondition(check_refund(&paid, &earlier, Money::idr(3_001)));
+        assert!(
+            message.starts_with("refund of IDR 3001 exceeds the refundable IDR 3000"),
+            "{message}"
+        );
+        assert!(message.contains("paid IDR 10000"), "{message}");
+        // Not successful (yet, or ever): nothing to refund.
+        for status in ["received", "pending", "unknown", "failed", "needs_review"] {
+            let message = precondition(check_refund(
+                &qr_payment(status, 10_000),
+                &[],
+                Money::idr(1),
+            ));
+            assert!(message.contains("not successful"), "{status}: {message}");
+        }
+        // A live cancel voids the whole payment.
+        let message = precondition(check_refund(
+            &paid,
+            &[linked(TransactionKind::QrCancel, "unknown", 10_000)],
+            Money::idr(1),
+        ));
+        assert!(message.contains("nothing is left to refund"), "{message}");
+        // Only QR payments are refunded.
+        let mut purchase = paid.clone();
+        purchase.kind = "prepaid_purchase".into();
+        assert!(precondition(check_refund(&purchase, &[], Money::idr(1)))
+            .contains("is not a QR payment"));
+    }
+
+    #[test]
+    fn cancels_need_a_live_payment_without_other_reversals() {
+        assert!(check_cancel(&qr_payment("success", 10_000), &[]).is_ok());
+        assert!(check_cancel(&qr_payment("unknown", 10_000), &[]).is_ok());
+        let message = precondition(check_cancel(&qr_payment("failed", 10_000), &[]));
+        assert!(
+            message.contains("failed: there is nothing to cancel"),
+            "{message}"
+        );
+        let message = precondition(check_cancel(
+            &qr_payment("success", 10_000),
+            &[linked(TransactionKind::QrCancel, "pending", 10_000)],
+        ));
+        assert!(message.contains("already has cancel"), "{message}");
+        let message = precondition(check_cancel(
+            &qr_payment("success", 10_000),
+            &[linked(TransactionKind::QrRefund, "success", 1_000)],
+        ));
+        assert!(message.contains("refund the rest instead"), "{message}");
+    }
+
+    #[test]
+    fn a_reversal_carries_the_original_references() {
+        let original = qr_payment("success", 10_000);
+        let template = NewTransaction {
+            id: Uuid::now_v7(),
+            client_id: original.client_id,
+            client_ref: "refund-1".into(),
+            kind: TransactionKind::PrepaidPurchase,
+            provider: Provider::OkeBayar,
+            product_code: String::new(),
+            provider_product_code: String::new(),
+            account: String::new(),
+            account2: String::new(),
+            account3: String::new(),
+            contact: String::new(),
+            amount: None,
+            request_hash: vec![1],
+            provider_reference: "ffff".into(),
+            inquiry_id: None,
+            inquiry_data: None,
+            original_id: None,
+            method: String::new(),
+            details: Some(serde_json::json!({"reason": "damaged"})),
+        };
+        let new = linked_transaction(
+            template,
+            &original,
+            TransactionKind::QrRefund,
+            loket_protocol::Money::idr(2_500),
+        )
+        .unwrap();
+        assert_eq!(new.kind, TransactionKind::QrRefund);
+        assert_eq!(new.provider, Provider::SnapQr);
+        assert_eq!(new.product_code, "QRCPM");
+        assert_eq!(new.original_id, Some(original.id));
+        assert_eq!(new.amount, Some(loket_protocol::Money::idr(2_500)));
+        assert_eq!(new.provider_reference, "ffff", "its own reference");
+        assert_eq!(
+            new.details,
+            Some(serde_json::json!({
+                "reason": "damaged",
+                "original_reference": "0191aaaabbbbccccddddeeeeffff0000",
+                "original_provider_trace": "ISSUER-REF-9",
+            }))
         );
     }
 }

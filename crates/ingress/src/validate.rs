@@ -256,37 +256,354 @@ pub struct PayBillInput {
 impl TryFrom<&pb::PayBillRequest> for PayBillInput {
     type Error = ValidationError;
     fn try_from(request: &pb::PayBillRequest) -> Result<Self> {
-        const FIELD: &str = "amount";
         let client_ref = ClientRef::parse(&request.client_ref)?;
         let inquiry_id = uuid("inquiry_id", &request.inquiry_id)?;
-        let money = request
-            .amount
-            .as_ref()
-            .ok_or_else(|| ValidationError::new(FIELD, "required"))?;
-        // An empty currency is IDR, as everywhere in loket's API.
-        let currency = if money.currency.is_empty() {
-            Currency::Idr
-        } else {
-            Currency::parse(&money.currency).map_err(|_| {
-                ValidationError::new(
-                    FIELD,
-                    format!(
-                        "currency must be IDR, not {:?}",
-                        truncate(&money.currency, 8)
-                    ),
-                )
-            })?
-        };
-        if money.minor <= 0 {
-            return Err(ValidationError::new(FIELD, "must be greater than zero"));
-        }
         Ok(PayBillInput {
             client_ref,
             inquiry_id,
-            amount: Money {
-                minor: money.minor,
-                currency,
-            },
+            amount: amount("amount", request.amount.as_ref())?,
+            wait: wait(request.wait_ms)?,
+        })
+    }
+}
+
+/// A required, positive amount. An empty currency is IDR, as everywhere in
+/// loket's API; any other currency is refused.
+pub fn amount(field: &'static str, money: Option<&pb::Money>) -> Result<Money> {
+    let money = money.ok_or_else(|| ValidationError::new(field, "required"))?;
+    let currency = if money.currency.is_empty() {
+        Currency::Idr
+    } else {
+        Currency::parse(&money.currency).map_err(|_| {
+            ValidationError::new(
+                field,
+                format!(
+                    "currency must be IDR, not {:?}",
+                    truncate(&money.currency, 8)
+                ),
+            )
+        })?
+    };
+    if money.minor <= 0 {
+        return Err(ValidationError::new(field, "must be greater than zero"));
+    }
+    Ok(Money {
+        minor: money.minor,
+        currency,
+    })
+}
+
+/// The product code, or `default` when the request leaves it empty.
+fn product_or(text: &str, default: &str) -> Result<ProductCode> {
+    ProductCode::parse("product_code", if text.is_empty() { default } else { text })
+}
+
+/// Optional free text: at most `max` characters, no control characters.
+fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
+    if value.chars().count() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("at most {max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "control characters are not allowed",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// A pay-in / pay-out method code: `min`–16 characters of `[A-Z0-9_]`
+/// (`QRIS`, `BCA`, `W_DANA`), or empty when `min` is 0.
+fn method(value: &str, min: usize) -> Result<String> {
+    const FIELD: &str = "method";
+    if value.is_empty() {
+        return if min == 0 {
+            Ok(String::new())
+        } else {
+            Err(ValidationError::new(FIELD, "required"))
+        };
+    }
+    if value.len() < min.max(1) || value.len() > 16 {
+        return Err(ValidationError::new(
+            FIELD,
+            format!("{} to 16 characters", min.max(1)),
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(ValidationError::new(
+            FIELD,
+            "only upper-case letters, digits and _ (e.g. QRIS, BCA, W_DANA)",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// The longest QR content SNAP carries (`qrContent` S512).
+pub const MAX_QR_CONTENT: usize = 512;
+/// SNAP `reason` S256 (cancel and refund).
+pub const MAX_REASON: usize = 256;
+/// Smilepayz `purpose` S64 (mandatory: loket fills a default).
+pub const MAX_PURPOSE: usize = 64;
+pub const DEFAULT_PAY_IN_PURPOSE: &str = "loket pay-in";
+pub const DEFAULT_PAY_OUT_PURPOSE: &str = "loket pay-out";
+/// Pay-in expiry when the request leaves it 0 (Smilepayz' own default).
+pub const DEFAULT_EXPIRY_SECONDS: u32 = 3_600;
+pub const MIN_EXPIRY_SECONDS: u32 = 60;
+pub const MAX_EXPIRY_SECONDS: u32 = 86_400;
+/// Smilepayz pay-out amount limits (`money` 10000–999999999 IDR).
+pub const MIN_PAY_OUT: i64 = 10_000;
+pub const MAX_PAY_OUT: i64 = 999_999_999;
+/// The wallet that cannot collect without the payer's phone.
+pub const PHONE_REQUIRED_METHOD: &str = "W_OVO";
+
+/// A validated `QrPay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrPayInput {
+    pub client_ref: ClientRef,
+    pub product_code: ProductCode,
+    pub amount: Money,
+    /// Empty: the connector has the issuer generate a QR first (service 59).
+    pub qr_content: String,
+    pub wait: Duration,
+}
+
+pub const DEFAULT_QR_PRODUCT: &str = "QRCPM";
+pub const DEFAULT_PAY_IN_PRODUCT: &str = "PAYIN";
+pub const DEFAULT_PAY_OUT_PRODUCT: &str = "PAYOUT";
+
+impl TryFrom<&pb::QrPayRequest> for QrPayInput {
+    type Error = ValidationError;
+    fn try_from(request: &pb::QrPayRequest) -> Result<Self> {
+        let qr_content = text("qr_content", request.qr_content.trim(), MAX_QR_CONTENT)?;
+        Ok(QrPayInput {
+            client_ref: ClientRef::parse(&request.client_ref)?,
+            product_code: product_or(&request.product_code, DEFAULT_QR_PRODUCT)?,
+            amount: amount("amount", request.amount.as_ref())?,
+            qr_content,
+            wait: wait(request.wait_ms)?,
+        })
+    }
+}
+
+/// A validated `QrQuery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrQueryInput {
+    pub transaction_id: Uuid,
+    pub wait: Duration,
+}
+
+impl TryFrom<&pb::QrQueryRequest> for QrQueryInput {
+    type Error = ValidationError;
+    fn try_from(request: &pb::QrQueryRequest) -> Result<Self> {
+        Ok(QrQueryInput {
+            transaction_id: uuid("transaction_id", &request.transaction_id)?,
+            wait: wait(request.wait_ms)?,
+        })
+    }
+}
+
+/// A validated `QrCancel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrCancelInput {
+    pub client_ref: ClientRef,
+    /// The QR payment to void.
+    pub transaction_id: Uuid,
+    pub reason: String,
+    pub wait: Duration,
+}
+
+impl TryFrom<&pb::QrCancelRequest> for QrCancelInput {
+    type Error = ValidationError;
+    fn try_from(request: &pb::QrCancelRequest) -> Result<Self> {
+        Ok(QrCancelInput {
+            client_ref: ClientRef::parse(&request.client_ref)?,
+            transaction_id: uuid("transaction_id", &request.transaction_id)?,
+            reason: text("reason", request.reason.trim(), MAX_REASON)?,
+            wait: wait(request.wait_ms)?,
+        })
+    }
+}
+
+/// A validated `QrRefund`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrRefundInput {
+    pub client_ref: ClientRef,
+    /// The QR payment to refund.
+    pub transaction_id: Uuid,
+    pub amount: Money,
+    pub reason: String,
+    pub wait: Duration,
+}
+
+impl TryFrom<&pb::QrRefundRequest> for QrRefundInput {
+    type Error = ValidationError;
+    fn try_from(request: &pb::QrRefundRequest) -> Result<Self> {
+        Ok(QrRefundInput {
+            client_ref: ClientRef::parse(&request.client_ref)?,
+            transaction_id: uuid("transaction_id", &request.transaction_id)?,
+            amount: amount("amount", request.amount.as_ref())?,
+            reason: text("reason", request.reason.trim(), MAX_REASON)?,
+            wait: wait(request.wait_ms)?,
+        })
+    }
+}
+
+/// A validated `PayIn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayInInput {
+    pub client_ref: ClientRef,
+    pub product_code: ProductCode,
+    pub amount: Money,
+    /// Empty: a hosted payment page.
+    pub method: String,
+    pub payer_name: String,
+    pub payer_phone: String,
+    pub payer_email: String,
+    /// Effective expiry (a request's 0 is [`DEFAULT_EXPIRY_SECONDS`]).
+    pub expiry_seconds: u32,
+    /// Effective purpose (empty is [`DEFAULT_PAY_IN_PURPOSE`]).
+    pub purpose: String,
+    pub wait: Duration,
+}
+
+/// A payer's phone: digits with an optional leading `+`, 8–16 digits.
+fn phone(field: &'static str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValidationError::new(
+            field,
+            "digits only, with an optional leading +",
+        ));
+    }
+    if !(8..=16).contains(&digits.len()) {
+        return Err(ValidationError::new(field, "8 to 16 digits"));
+    }
+    Ok(value.to_string())
+}
+
+/// A payer's e-mail: at most 64 characters, one `@` with text on both sides.
+fn email(field: &'static str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let value = text(field, value, 64)?;
+    let valid = value.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+    }) && !value.chars().any(char::is_whitespace);
+    if !valid {
+        return Err(ValidationError::new(field, "not an e-mail address"));
+    }
+    Ok(value)
+}
+
+impl TryFrom<&pb::PayInRequest> for PayInInput {
+    type Error = ValidationError;
+    fn try_from(request: &pb::PayInRequest) -> Result<Self> {
+        let client_ref = ClientRef::parse(&request.client_ref)?;
+        let product_code = product_or(&request.product_code, DEFAULT_PAY_IN_PRODUCT)?;
+        let amount = amount("amount", request.amount.as_ref())?;
+        let method = method(request.method.trim(), 0)?;
+        let payer = request.payer.clone().unwrap_or_default();
+        let payer_name = text("payer.name", payer.name.trim(), 64)?;
+        let payer_phone = phone("payer.phone", payer.phone.trim())?;
+        let payer_email = email("payer.email", payer.email.trim())?;
+        if method == PHONE_REQUIRED_METHOD && payer_phone.is_empty() {
+            return Err(ValidationError::new(
+                "payer.phone",
+                format!("required for method {PHONE_REQUIRED_METHOD}"),
+            ));
+        }
+        let expiry_seconds = match request.expiry_seconds {
+            0 => DEFAULT_EXPIRY_SECONDS,
+            seconds if (MIN_EXPIRY_SECONDS..=MAX_EXPIRY_SECONDS).contains(&seconds) => seconds,
+            _ => {
+                return Err(ValidationError::new(
+                    "expiry_seconds",
+                    format!(
+                        "0 (default {DEFAULT_EXPIRY_SECONDS}) or {MIN_EXPIRY_SECONDS} to {MAX_EXPIRY_SECONDS}"
+                    ),
+                ))
+            }
+        };
+        let purpose = match text("purpose", request.purpose.trim(), MAX_PURPOSE)? {
+            purpose if purpose.is_empty() => DEFAULT_PAY_IN_PURPOSE.to_string(),
+            purpose => purpose,
+        };
+        Ok(PayInInput {
+            client_ref,
+            product_code,
+            amount,
+            method,
+            payer_name,
+            payer_phone,
+            payer_email,
+            expiry_seconds,
+            purpose,
+            wait: wait(request.wait_ms)?,
+        })
+    }
+}
+
+/// A validated `PayOut`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayOutInput {
+    pub client_ref: ClientRef,
+    pub product_code: ProductCode,
+    pub amount: Money,
+    pub method: String,
+    /// The receiver's bank account, VA or wallet id (Smilepayz `cashAccount`).
+    pub account: String,
+    pub receiver_name: String,
+    /// Effective purpose (empty is [`DEFAULT_PAY_OUT_PURPOSE`]).
+    pub purpose: String,
+    pub wait: Duration,
+}
+
+impl TryFrom<&pb::PayOutRequest> for PayOutInput {
+    type Error = ValidationError;
+    fn try_from(request: &pb::PayOutRequest) -> Result<Self> {
+        let client_ref = ClientRef::parse(&request.client_ref)?;
+        let product_code = product_or(&request.product_code, DEFAULT_PAY_OUT_PRODUCT)?;
+        let amount = amount("amount", request.amount.as_ref())?;
+        if !(MIN_PAY_OUT..=MAX_PAY_OUT).contains(&amount.minor) {
+            return Err(ValidationError::new(
+                "amount",
+                format!("a pay-out is {MIN_PAY_OUT} to {MAX_PAY_OUT} IDR"),
+            ));
+        }
+        let method = method(request.method.trim(), 2)?;
+        let account = request.account.trim();
+        if account.is_empty() {
+            return Err(ValidationError::new("account", "required"));
+        }
+        if account.len() > 32 || !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ValidationError::new(
+                "account",
+                "at most 32 letters and digits",
+            ));
+        }
+        let receiver_name = text("receiver_name", request.receiver_name.trim(), 64)?;
+        let purpose = match text("purpose", request.purpose.trim(), MAX_PURPOSE)? {
+            purpose if purpose.is_empty() => DEFAULT_PAY_OUT_PURPOSE.to_string(),
+            purpose => purpose,
+        };
+        Ok(PayOutInput {
+            client_ref,
+            product_code,
+            amount,
+            method,
+            account: account.to_string(),
+            receiver_name,
+            purpose,
             wait: wait(request.wait_ms)?,
         })
     }
@@ -680,6 +997,310 @@ mod tests {
         assert!(
             Cursor::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
                 .is_err()
+        );
+    }
+
+    fn idr(minor: i64) -> Option<pb::Money> {
+        Some(pb::Money {
+            minor,
+            currency: "IDR".into(),
+        })
+    }
+
+    fn qr_pay() -> pb::QrPayRequest {
+        pb::QrPayRequest {
+            client_ref: "qr-1".into(),
+            product_code: String::new(),
+            amount: idr(10_000),
+            qr_content: String::new(),
+            wait_ms: 0,
+        }
+    }
+
+    #[test]
+    fn qr_pay_defaults_and_rules() {
+        let input = QrPayInput::try_from(&qr_pay()).unwrap();
+        assert_eq!(input.product_code.as_str(), "QRCPM");
+        assert_eq!(input.amount, Money::idr(10_000));
+        assert_eq!(input.qr_content, "");
+        let mut request = qr_pay();
+        request.product_code = "QRCPM2".into();
+        request.qr_content = format!(" {} ", "q".repeat(MAX_QR_CONTENT));
+        let input = QrPayInput::try_from(&request).unwrap();
+        assert_eq!(input.product_code.as_str(), "QRCPM2");
+        assert_eq!(input.qr_content.len(), MAX_QR_CONTENT, "trimmed");
+        request.qr_content = "q".repeat(MAX_QR_CONTENT + 1);
+        assert_eq!(field_of(QrPayInput::try_from(&request)), "qr_content");
+        request.qr_content = "abc\u{0}".into();
+        assert_eq!(field_of(QrPayInput::try_from(&request)), "qr_content");
+        for amount in [None, idr(0), idr(-1)] {
+            let request = pb::QrPayRequest {
+                amount: amount.clone(),
+                ..qr_pay()
+            };
+            assert_eq!(
+                field_of(QrPayInput::try_from(&request)),
+                "amount",
+                "{amount:?}"
+            );
+        }
+        let request = pb::QrPayRequest {
+            amount: Some(pb::Money {
+                minor: 5,
+                currency: "USD".into(),
+            }),
+            ..qr_pay()
+        };
+        assert_eq!(field_of(QrPayInput::try_from(&request)), "amount");
+        let request = pb::QrPayRequest {
+            client_ref: String::new(),
+            ..qr_pay()
+        };
+        assert_eq!(field_of(QrPayInput::try_from(&request)), "client_ref");
+        let request = pb::QrPayRequest {
+            wait_ms: MAX_WAIT_MS + 1,
+            ..qr_pay()
+        };
+        assert_eq!(field_of(QrPayInput::try_from(&request)), "wait_ms");
+    }
+
+    #[test]
+    fn qr_query_cancel_and_refund_rules() {
+        let id = Uuid::now_v7();
+        let query = |id: &str| pb::QrQueryRequest {
+            transaction_id: id.into(),
+            wait_ms: 100,
+        };
+        let input = QrQueryInput::try_from(&query(&id.to_string())).unwrap();
+        assert_eq!(
+            (input.transaction_id, input.wait),
+            (id, Duration::from_millis(100))
+        );
+        assert_eq!(
+            field_of(QrQueryInput::try_from(&query(""))),
+            "transaction_id"
+        );
+        assert_eq!(
+            field_of(QrQueryInput::try_from(&query("x"))),
+            "transaction_id"
+        );
+
+        let cancel = |id: &str, reason: &str| pb::QrCancelRequest {
+            client_ref: "c-1".into(),
+            transaction_id: id.into(),
+            reason: reason.into(),
+            wait_ms: 0,
+        };
+        let input = QrCancelInput::try_from(&cancel(&id.to_string(), " wrong item ")).unwrap();
+        assert_eq!(input.reason, "wrong item");
+        assert_eq!(
+            field_of(QrCancelInput::try_from(&cancel("", ""))),
+            "transaction_id"
+        );
+        assert_eq!(
+            field_of(QrCancelInput::try_from(&cancel(
+                &id.to_string(),
+                &"r".repeat(MAX_REASON + 1)
+            ))),
+            "reason"
+        );
+        let mut bad_ref = cancel(&id.to_string(), "");
+        bad_ref.client_ref = "a b".into();
+        assert_eq!(field_of(QrCancelInput::try_from(&bad_ref)), "client_ref");
+
+        let refund = |amount: Option<pb::Money>| pb::QrRefundRequest {
+            client_ref: "r-1".into(),
+            transaction_id: id.to_string(),
+            amount,
+            reason: String::new(),
+            wait_ms: 0,
+        };
+        assert_eq!(
+            QrRefundInput::try_from(&refund(idr(2_500))).unwrap().amount,
+            Money::idr(2_500)
+        );
+        for amount in [None, idr(0), idr(-10)] {
+            assert_eq!(
+                field_of(QrRefundInput::try_from(&refund(amount.clone()))),
+                "amount",
+                "{amount:?}"
+            );
+        }
+        let mut request = refund(idr(1));
+        request.reason = "a\nb".into();
+        assert_eq!(field_of(QrRefundInput::try_from(&request)), "reason");
+    }
+
+    fn pay_in() -> pb::PayInRequest {
+        pb::PayInRequest {
+            client_ref: "in-1".into(),
+            product_code: String::new(),
+            amount: idr(150_000),
+            method: String::new(),
+            payer: None,
+            expiry_seconds: 0,
+            purpose: String::new(),
+            wait_ms: 0,
+        }
+    }
+
+    fn payer(name: &str, phone: &str, email: &str) -> Option<pb::Payer> {
+        Some(pb::Payer {
+            name: name.into(),
+            phone: phone.into(),
+            email: email.into(),
+        })
+    }
+
+    #[test]
+    fn pay_in_defaults() {
+        let input = PayInInput::try_from(&pay_in()).unwrap();
+        assert_eq!(input.product_code.as_str(), "PAYIN");
+        assert_eq!(input.method, "");
+        assert_eq!(input.expiry_seconds, DEFAULT_EXPIRY_SECONDS);
+        assert_eq!(input.purpose, DEFAULT_PAY_IN_PURPOSE);
+        assert_eq!(
+            (input.payer_name.as_str(), input.payer_phone.as_str()),
+            ("", "")
+        );
+        let input = PayInInput::try_from(&pb::PayInRequest {
+            method: "W_OVO".into(),
+            payer: payer("Budi", "+6281234567890", "budi@example.com"),
+            expiry_seconds: 60,
+            purpose: "Order 1001".into(),
+            ..pay_in()
+        })
+        .unwrap();
+        assert_eq!(input.payer_phone, "+6281234567890");
+        assert_eq!(input.payer_email, "budi@example.com");
+        assert_eq!(input.expiry_seconds, 60);
+        assert_eq!(input.purpose, "Order 1001");
+    }
+
+    #[test]
+    fn pay_in_rules_name_the_field() {
+        let with = |change: &dyn Fn(&mut pb::PayInRequest)| {
+            let mut request = pay_in();
+            change(&mut request);
+            PayInInput::try_from(&request)
+        };
+        assert_eq!(field_of(with(&|r| r.amount = None)), "amount");
+        assert_eq!(field_of(with(&|r| r.amount = idr(0))), "amount");
+        for bad in ["qris", "W-OVO", "ABCDEFGHIJKLMNOPQ", "B C"] {
+            assert_eq!(
+                field_of(with(&|r| r.method = bad.into())),
+                "method",
+                "{bad}"
+            );
+        }
+        assert!(with(&|r| r.method = "QRIS".into()).is_ok());
+        assert!(with(&|r| r.method = "BCA".into()).is_ok());
+        // W_OVO cannot collect without the payer's phone.
+        let error = with(&|r| r.method = "W_OVO".into()).unwrap_err();
+        assert_eq!(error.field, "payer.phone");
+        assert!(error.reason.contains("W_OVO"), "{error}");
+        let error = with(&|r| {
+            r.method = "W_OVO".into();
+            r.payer = payer("Budi", "", "b@x.id");
+        })
+        .unwrap_err();
+        assert_eq!(error.field, "payer.phone");
+        for bad in ["0812-3456", "+", "1234567", "12345678901234567", "phone"] {
+            assert_eq!(
+                field_of(with(&|r| r.payer = payer("", bad, ""))),
+                "payer.phone",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            field_of(with(&|r| r.payer = payer(&"n".repeat(65), "", ""))),
+            "payer.name"
+        );
+        for bad in ["budi", "@x.id", "budi@", "a b@x.id", "a@b@c"] {
+            assert_eq!(
+                field_of(with(&|r| r.payer = payer("", "", bad))),
+                "payer.email",
+                "{bad}"
+            );
+        }
+        for bad in [1, 59, 86_401, u32::MAX] {
+            assert_eq!(
+                field_of(with(&|r| r.expiry_seconds = bad)),
+                "expiry_seconds",
+                "{bad}"
+            );
+        }
+        assert!(with(&|r| r.expiry_seconds = 86_400).is_ok());
+        assert_eq!(
+            field_of(with(&|r| r.purpose = "p".repeat(MAX_PURPOSE + 1))),
+            "purpose"
+        );
+        assert_eq!(
+            field_of(with(&|r| r.product_code = "A B".into())),
+            "product_code"
+        );
+    }
+
+    fn pay_out() -> pb::PayOutRequest {
+        pb::PayOutRequest {
+            client_ref: "out-1".into(),
+            product_code: String::new(),
+            amount: idr(50_000),
+            method: "BCA".into(),
+            account: "1234567890".into(),
+            receiver_name: "Siti".into(),
+            purpose: String::new(),
+            wait_ms: 0,
+        }
+    }
+
+    #[test]
+    fn pay_out_defaults_and_rules() {
+        let input = PayOutInput::try_from(&pay_out()).unwrap();
+        assert_eq!(input.product_code.as_str(), "PAYOUT");
+        assert_eq!(input.purpose, DEFAULT_PAY_OUT_PURPOSE);
+        assert_eq!(input.account, "1234567890");
+        let with = |change: &dyn Fn(&mut pb::PayOutRequest)| {
+            let mut request = pay_out();
+            change(&mut request);
+            PayOutInput::try_from(&request)
+        };
+        assert!(with(&|r| r.amount = idr(MIN_PAY_OUT)).is_ok());
+        assert!(with(&|r| r.amount = idr(MAX_PAY_OUT)).is_ok());
+        for bad in [None, idr(0), idr(MIN_PAY_OUT - 1), idr(MAX_PAY_OUT + 1)] {
+            assert_eq!(
+                field_of(with(&|r| r.amount = bad.clone())),
+                "amount",
+                "{bad:?}"
+            );
+        }
+        for bad in ["", "B", "bca", "W-DANA", &"X".repeat(17)] {
+            assert_eq!(
+                field_of(with(&|r| r.method = bad.into())),
+                "method",
+                "{bad}"
+            );
+        }
+        assert!(with(&|r| r.method = "W_DANA".into()).is_ok());
+        for bad in ["", "1234-5678", "12 34", &"1".repeat(33), "ÄB"] {
+            assert_eq!(
+                field_of(with(&|r| r.account = bad.into())),
+                "account",
+                "{bad}"
+            );
+        }
+        assert!(with(&|r| r.account = "OVO0812ab".into()).is_ok());
+        assert_eq!(
+            field_of(with(&|r| r.receiver_name = "n".repeat(65))),
+            "receiver_name"
+        );
+        assert_eq!(
+            field_of(with(&|r| r.purpose = "p".repeat(MAX_PURPOSE + 1))),
+            "purpose"
+        );
+        assert_eq!(
+            field_of(with(&|r| r.client_ref = String::new())),
+            "client_ref"
         );
     }
 

@@ -40,7 +40,27 @@ pub fn is_settled(transaction: &pb::Transaction) -> bool {
     )
 }
 
-fn updated_at(transaction: &pb::Transaction) -> (i64, i32) {
+/// Whether a pay-in carries what the payer needs (a QR string, a VA number
+/// or a payment page).
+pub fn has_instructions(transaction: &pb::Transaction) -> bool {
+    transaction.payment.as_ref().is_some_and(|payment| {
+        !payment.qr_string.is_empty()
+            || !payment.va_number.is_empty()
+            || !payment.payment_url.is_empty()
+    })
+}
+
+/// When a call with `wait_ms` returns: once the transaction settles — or,
+/// for a pay-in, as soon as the connector reported the payment instructions
+/// (a `pending` pay-in with instructions is what the caller waits for: the
+/// payer cannot pay before getting them, and the final state may be an hour
+/// away).
+pub fn is_ready(transaction: &pb::Transaction) -> bool {
+    is_settled(transaction)
+        || (transaction.kind == pb::TransactionKind::PayIn as i32 && has_instructions(transaction))
+}
+
+pub(crate) fn updated_at(transaction: &pb::Transaction) -> (i64, i32) {
     transaction
         .updated_at
         .as_ref()
@@ -189,9 +209,21 @@ impl WaitGuard {
     /// or the service drains; returns the latest state seen.
     pub async fn until_settled(
         &mut self,
+        current: pb::Transaction,
+        deadline: Instant,
+        shutdown: &loket_runtime::Shutdown,
+    ) -> (pb::Transaction, WaitEnd) {
+        self.until(current, deadline, shutdown, is_settled).await
+    }
+
+    /// Waits from `current` until `done` holds for the latest state seen
+    /// (then [`WaitEnd::Settled`]), `deadline` passes or the service drains.
+    pub async fn until(
+        &mut self,
         mut current: pb::Transaction,
         deadline: Instant,
         shutdown: &loket_runtime::Shutdown,
+        done: impl Fn(&pb::Transaction) -> bool,
     ) -> (pb::Transaction, WaitEnd) {
         loop {
             if let Some(update) = self.receiver.borrow_and_update().as_ref() {
@@ -199,7 +231,7 @@ impl WaitGuard {
                     current = update.clone();
                 }
             }
-            if is_settled(&current) {
+            if done(&current) {
                 return (current, WaitEnd::Settled);
             }
             tokio::select! {
@@ -299,6 +331,67 @@ mod tests {
         assert_eq!(last.status, pb::TransactionStatus::Success as i32);
         drop(guard);
         assert!(waiters.is_empty());
+    }
+
+    #[test]
+    fn a_pay_in_is_ready_once_it_has_instructions() {
+        let id = Uuid::now_v7();
+        let mut pay_in = txn(id, pb::TransactionStatus::Pending, 1);
+        pay_in.kind = pb::TransactionKind::PayIn as i32;
+        assert!(!is_ready(&pay_in));
+        pay_in.payment = Some(pb::PaymentInstructions {
+            method: "QRIS".into(),
+            ..Default::default()
+        });
+        assert!(!is_ready(&pay_in), "a method alone is not an instruction");
+        pay_in.payment.as_mut().unwrap().qr_string = "000201...".into();
+        assert!(is_ready(&pay_in));
+        // The same instructions on another kind do not end a wait.
+        let mut qr = pay_in.clone();
+        qr.kind = pb::TransactionKind::QrPayment as i32;
+        assert!(!is_ready(&qr));
+        qr.status = pb::TransactionStatus::Failed as i32;
+        assert!(is_ready(&qr));
+    }
+
+    #[tokio::test]
+    async fn a_pay_in_waiter_returns_on_the_first_update_with_instructions() {
+        let waiters = Waiters::new();
+        let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut guard = waiters.register(client, id);
+        let subject = format!("loket.upd.{client}.{id}");
+        let mut pending = txn(id, pb::TransactionStatus::Pending, 2);
+        pending.kind = pb::TransactionKind::PayIn as i32;
+        waiters.deliver(&subject, &pending.encode_to_vec());
+        let mut with_va = pending.clone();
+        with_va.updated_at = Some(prost_types::Timestamp {
+            seconds: 3,
+            nanos: 0,
+        });
+        with_va.payment = Some(pb::PaymentInstructions {
+            method: "BCA".into(),
+            va_number: "8808123".into(),
+            ..Default::default()
+        });
+        let deliverer = Arc::clone(&waiters);
+        let feed = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            deliverer.deliver(&subject, &with_va.encode_to_vec());
+        });
+        let mut start = txn(id, pb::TransactionStatus::Received, 1);
+        start.kind = pb::TransactionKind::PayIn as i32;
+        let (last, end) = guard
+            .until(
+                start,
+                Instant::now() + Duration::from_secs(5),
+                &loket_runtime::Shutdown::new(),
+                is_ready,
+            )
+            .await;
+        feed.await.unwrap();
+        assert_eq!(end, WaitEnd::Settled);
+        assert_eq!(last.status, pb::TransactionStatus::Pending as i32);
+        assert_eq!(last.payment.unwrap().va_number, "8808123");
     }
 
     #[tokio::test]

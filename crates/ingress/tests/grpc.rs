@@ -758,3 +758,839 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(10), server).await???;
     Ok(())
 }
+
+/// The ingress and its private NATS and PostgreSQL, for one test.
+struct App {
+    _nats_server: support::Nats,
+    _postgres: support::Postgres,
+    pool: PgPool,
+    api: LoketClient<Channel>,
+    nats: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    shutdown: Shutdown,
+    server: tokio::task::JoinHandle<Result<(), loket_ingress::Error>>,
+}
+
+impl App {
+    async fn start() -> anyhow::Result<Self> {
+        let nats_server = support::Nats::start()?;
+        let postgres = support::Postgres::start()?;
+        let db_url = Secret::new(postgres.url.clone());
+        let pool = loket_runtime::db::connect(&db_url, 8).await?;
+        loket_runtime::db::migrate(&pool).await?;
+        seed(&pool).await?;
+        sqlx::query(
+            "INSERT INTO products (code, provider, provider_product_code, kind, price_minor, active) VALUES \
+             ('QRCPM', 'snapqr', 'QRCPM', 'qr_cpm', NULL, TRUE), \
+             ('PAYIN', 'smilepayz', 'PAYIN', 'pay_in', NULL, TRUE), \
+             ('PAYOUT', 'smilepayz', 'PAYOUT', 'pay_out', NULL, TRUE)",
+        )
+        .execute(&pool)
+        .await?;
+        let mut settings = Settings::default();
+        settings.common.nats_url = nats_server.url.clone();
+        settings.common.database_url = db_url;
+        settings.common.shutdown_grace_ms = 5_000;
+        let main = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = main.local_addr()?;
+        let shutdown = Shutdown::new();
+        let server = tokio::spawn(loket_ingress::run(
+            settings,
+            Listeners { main, admin },
+            shutdown.clone(),
+        ));
+        let channel = loop {
+            match Channel::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+            {
+                Ok(channel) => break channel,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let nats = async_nats::connect(&nats_server.url).await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let app = App {
+            _nats_server: nats_server,
+            _postgres: postgres,
+            pool,
+            api: LoketClient::new(channel),
+            nats,
+            js,
+            shutdown,
+            server,
+        };
+        // Serving once an authenticated call gets past authentication.
+        for _ in 0..100 {
+            let mut api = app.api.clone();
+            let probe = api
+                .get_transaction(with_key(
+                    KEY_A,
+                    pb::GetTransactionRequest {
+                        key: Some(pb::get_transaction_request::Key::ClientRef("probe".into())),
+                    },
+                ))
+                .await;
+            if matches!(&probe, Err(status) if status.code() == Code::NotFound) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(app)
+    }
+
+    async fn last_command(&self, subject: &str) -> pb::bus::Command {
+        let stream = self.js.get_stream(subjects::COMMAND_STREAM).await.unwrap();
+        let stored = stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+            .unwrap();
+        pb::bus::Command::decode(stored.payload.as_ref()).unwrap()
+    }
+
+    /// Plays the reconciler: `sql` (with `$1` = the id) changes the row,
+    /// then the row is published on its update subject.
+    async fn change(&self, id: &str, sql: &str) {
+        let id = Uuid::parse_str(id).unwrap();
+        sqlx::query(sql).bind(id).execute(&self.pool).await.unwrap();
+        let row = loket_store::get(&self.pool, id).await.unwrap().unwrap();
+        self.nats
+            .publish(
+                subjects::update(&row.client_id.to_string(), &id.to_string()),
+                row.to_pb().encode_to_vec().into(),
+            )
+            .await
+            .unwrap();
+        self.nats.flush().await.unwrap();
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.server).await???;
+        Ok(())
+    }
+}
+
+fn idr(minor: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        minor,
+        currency: "IDR".into(),
+    })
+}
+
+fn qr_pay(client_ref: &str, amount: i64) -> pb::QrPayRequest {
+    pb::QrPayRequest {
+        client_ref: client_ref.into(),
+        product_code: String::new(),
+        amount: idr(amount),
+        qr_content: String::new(),
+        wait_ms: 0,
+    }
+}
+
+fn qr_refund(client_ref: &str, original: &str, amount: i64) -> pb::QrRefundRequest {
+    pb::QrRefundRequest {
+        client_ref: client_ref.into(),
+        transaction_id: original.into(),
+        amount: idr(amount),
+        reason: "returned goods".into(),
+        wait_ms: 0,
+    }
+}
+
+fn qr_cancel(client_ref: &str, original: &str) -> pb::QrCancelRequest {
+    pb::QrCancelRequest {
+        client_ref: client_ref.into(),
+        transaction_id: original.into(),
+        reason: "wrong amount".into(),
+        wait_ms: 0,
+    }
+}
+
+const MARK_SUCCESS: &str = "UPDATE transactions SET status = 'success', provider_code = '2006000', \
+     provider_trace = 'ISSUER-' || left(provider_reference, 8), finalized_at = now(), updated_at = now() WHERE id = $1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+
+    // --- QrPay: inserted with the default product, dispatched once
+    let before = stream_messages(&app.js).await;
+    let mut request = qr_pay("qr-1", 10_000);
+    request.qr_content = "hQVDUFYwMWEXAMPLE".into();
+    let paid = api
+        .qr_pay(with_key(KEY_A, request.clone()))
+        .await?
+        .into_inner();
+    assert_eq!(paid.kind, pb::TransactionKind::QrPayment as i32);
+    assert_eq!(paid.status, pb::TransactionStatus::Received as i32);
+    assert_eq!(
+        (paid.product_code.as_str(), paid.provider.as_str()),
+        ("QRCPM", "snapqr")
+    );
+    assert_eq!(paid.amount.as_ref().map(|m| m.minor), Some(10_000));
+    assert_eq!(paid.account, "");
+    assert_eq!(stream_messages(&app.js).await, before + 1);
+    let command = app.last_command("loket.cmd.snapqr.qr_payment").await;
+    assert_eq!(command.transaction_id, paid.id);
+    assert!(command.first_dispatch);
+    assert_eq!(command.operation, pb::bus::Operation::QrPayment as i32);
+    assert_eq!(command.amount.map(|m| m.minor), Some(10_000));
+    assert_eq!(command.provider_reference, paid.id.replace('-', ""));
+    assert_eq!(
+        command.details.get("qr_content").map(String::as_str),
+        Some("hQVDUFYwMWEXAMPLE")
+    );
+    let events = app
+        .count(&format!(
+            "SELECT count(*) FROM transaction_events WHERE transaction_id = '{}' AND source = 'ingress'",
+            paid.id
+        ))
+        .await;
+    assert_eq!(events, 1);
+
+    // --- idempotency: a replay returns it without publishing; a conflict names the parameter
+    let again = api
+        .qr_pay(with_key(KEY_A, request.clone()))
+        .await?
+        .into_inner();
+    assert_eq!(again.id, paid.id);
+    assert_eq!(stream_messages(&app.js).await, before + 1);
+    let status = api
+        .qr_pay(with_key(
+            KEY_A,
+            pb::QrPayRequest {
+                amount: idr(12_000),
+                ..request.clone()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(
+        status
+            .message()
+            .contains("amount (existing 10000 vs requested 12000)"),
+        "{}",
+        status.message()
+    );
+    let status = api
+        .qr_pay(with_key(
+            KEY_A,
+            pb::QrPayRequest {
+                qr_content: String::new(),
+                ..request.clone()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(
+        status.message().contains("qr_content"),
+        "{}",
+        status.message()
+    );
+    // The same client_ref of another client is another transaction.
+    let other = api
+        .qr_pay(with_key(KEY_B, request.clone()))
+        .await?
+        .into_inner();
+    assert_ne!(other.id, paid.id);
+    // A product of another kind is refused, naming the call to use.
+    let status = api
+        .qr_pay(with_key(
+            KEY_A,
+            pb::QrPayRequest {
+                product_code: "PULSA10".into(),
+                ..qr_pay("qr-2", 10_000)
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("use Purchase"),
+        "{}",
+        status.message()
+    );
+    let status = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-2", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("amount:"),
+        "{}",
+        status.message()
+    );
+
+    // --- QrQuery: a status check about the payment, then the next update
+    let mut checks = app.nats.subscribe("loket.cmd.snapqr.status").await?;
+    app.nats.flush().await?;
+    let reconciler = {
+        let app_pool = app.pool.clone();
+        let nats = app.nats.clone();
+        tokio::spawn(async move {
+            let message = checks.next().await.unwrap();
+            let msg_id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let command = pb::bus::Command::decode(message.payload.as_ref()).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let id = Uuid::parse_str(&command.transaction_id).unwrap();
+            sqlx::query(
+                "UPDATE transactions SET status = 'pending', updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&app_pool)
+            .await
+            .unwrap();
+            let row = loket_store::get(&app_pool, id).await.unwrap().unwrap();
+            nats.publish(
+                subjects::update(&row.client_id.to_string(), &id.to_string()),
+                row.to_pb().encode_to_vec().into(),
+            )
+            .await
+            .unwrap();
+            (command, msg_id)
+        })
+    };
+    let queried = api
+        .qr_query(with_key(
+            KEY_A,
+            pb::QrQueryRequest {
+                transaction_id: paid.id.clone(),
+                wait_ms: 5_000,
+            },
+        ))
+        .await?
+        .into_inner();
+    let (check, msg_id) = reconciler.await?;
+    assert_eq!(check.transaction_id, paid.id);
+    assert_eq!(check.operation, pb::bus::Operation::StatusCheck as i32);
+    assert_eq!(
+        check.original_operation,
+        pb::bus::Operation::QrPayment as i32
+    );
+    assert!(
+        msg_id.starts_with(&format!("chk:{}:q:", paid.id)),
+        "{msg_id}"
+    );
+    assert_eq!(
+        queried.status,
+        pb::TransactionStatus::Pending as i32,
+        "the update that followed the check"
+    );
+    // Each query asks again (a unique message id per call); without a wait
+    // it answers at once.
+    let stream_before = stream_messages(&app.js).await;
+    let at_once = api
+        .qr_query(with_key(
+            KEY_A,
+            pb::QrQueryRequest {
+                transaction_id: paid.id.clone(),
+                wait_ms: 0,
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(at_once.status, pb::TransactionStatus::Pending as i32);
+    assert_eq!(stream_messages(&app.js).await, stream_before + 1);
+    // A final payment is answered at once, without asking the issuer.
+    app.change(&paid.id, MARK_SUCCESS).await;
+    let started = std::time::Instant::now();
+    let final_state = api
+        .qr_query(with_key(
+            KEY_A,
+            pb::QrQueryRequest {
+                transaction_id: paid.id.clone(),
+                wait_ms: 10_000,
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(final_state.status, pb::TransactionStatus::Success as i32);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(stream_messages(&app.js).await, stream_before + 1);
+    // Only QR payments, only the caller's.
+    let status = api
+        .qr_query(with_key(
+            KEY_B,
+            pb::QrQueryRequest {
+                transaction_id: paid.id.clone(),
+                wait_ms: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let pulsa = api
+        .purchase(with_key(
+            KEY_A,
+            purchase("p-1", "PULSA10", "081234567890", 0),
+        ))
+        .await?
+        .into_inner();
+    let status = api
+        .qr_query(with_key(
+            KEY_A,
+            pb::QrQueryRequest {
+                transaction_id: pulsa.id.clone(),
+                wait_ms: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("not a QR payment"));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qr_refunds_never_exceed_the_payment_and_cancels_need_a_live_one() -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let paid = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-1", 10_000)))
+        .await?
+        .into_inner();
+
+    // Not successful yet: no refund.
+    let status = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-0", &paid.id, 1_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("not successful"),
+        "{}",
+        status.message()
+    );
+    app.change(&paid.id, MARK_SUCCESS).await;
+    let paid_row = loket_store::get(&app.pool, Uuid::parse_str(&paid.id)?)
+        .await?
+        .unwrap();
+
+    // Two partial refunds: each its own transaction, linked to the payment.
+    let first = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-1", &paid.id, 3_000)))
+        .await?
+        .into_inner();
+    assert_eq!(first.kind, pb::TransactionKind::QrRefund as i32);
+    assert_eq!(first.original_id, paid.id);
+    assert_eq!(first.amount.as_ref().map(|m| m.minor), Some(3_000));
+    assert_eq!(first.provider, "snapqr");
+    assert_ne!(first.provider_reference, paid.provider_reference);
+    let command = app.last_command("loket.cmd.snapqr.qr_refund").await;
+    assert_eq!(command.transaction_id, first.id);
+    assert_eq!(command.operation, pb::bus::Operation::QrRefund as i32);
+    assert_eq!(command.original_reference, paid_row.provider_reference);
+    assert_eq!(
+        Some(command.original_provider_trace.clone()),
+        paid_row.provider_trace
+    );
+    assert_eq!(
+        command.details.get("reason").map(String::as_str),
+        Some("returned goods")
+    );
+    assert!(!command.details.contains_key("original_reference"));
+    let second = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-2", &paid.id, 4_000)))
+        .await?
+        .into_inner();
+    assert_eq!(second.original_id, paid.id);
+
+    // A third exceeding what is left: refused, nothing inserted.
+    let refunds = "SELECT count(*) FROM transactions WHERE kind = 'qr_refund'";
+    assert_eq!(app.count(refunds).await, 2);
+    let status = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-3", &paid.id, 3_001)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .starts_with("refund of IDR 3001 exceeds the refundable IDR 3000"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.count(refunds).await, 2);
+    // A failed refund gives its amount back.
+    app.change(
+        &second.id,
+        "UPDATE transactions SET status = 'failed', updated_at = now() WHERE id = $1",
+    )
+    .await;
+    let third = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-3", &paid.id, 7_000)))
+        .await?
+        .into_inner();
+    assert_eq!(third.amount.as_ref().map(|m| m.minor), Some(7_000));
+    // A replay answers even though nothing is refundable any more; a
+    // conflicting reuse names the amount.
+    let replay = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-1", &paid.id, 3_000)))
+        .await?
+        .into_inner();
+    assert_eq!(replay.id, first.id);
+    let status = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-1", &paid.id, 2_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(
+        status
+            .message()
+            .contains("amount (existing 3000 vs requested 2000)"),
+        "{}",
+        status.message()
+    );
+
+    // Concurrent refunds of one payment are decided one after the other.
+    let fresh = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-2", 10_000)))
+        .await?
+        .into_inner();
+    app.change(&fresh.id, MARK_SUCCESS).await;
+    let calls = (0..6).map(|i| {
+        let mut api = api.clone();
+        let id = fresh.id.clone();
+        async move {
+            api.qr_refund(with_key(KEY_A, qr_refund(&format!("race-{i}"), &id, 3_000)))
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 3, "{results:?}");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|s| s.code() == Code::FailedPrecondition));
+    let refunded: i64 = sqlx::query_scalar(
+        "SELECT sum(amount_minor)::bigint FROM transactions WHERE original_id = $1",
+    )
+    .bind(Uuid::parse_str(&fresh.id)?)
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(refunded, 9_000);
+
+    // Another client cannot refund or cancel it: it does not exist for B.
+    for status in [
+        api.qr_refund(with_key(KEY_B, qr_refund("b-1", &fresh.id, 1)))
+            .await
+            .unwrap_err(),
+        api.qr_cancel(with_key(KEY_B, qr_cancel("b-2", &fresh.id)))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.message(),
+            format!("transaction {} not found", fresh.id)
+        );
+    }
+
+    // Cancel: refused for a failed payment (nothing inserted) ...
+    let failed = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-3", 5_000)))
+        .await?
+        .into_inner();
+    app.change(
+        &failed.id,
+        "UPDATE transactions SET status = 'failed', updated_at = now() WHERE id = $1",
+    )
+    .await;
+    let cancels = "SELECT count(*) FROM transactions WHERE kind = 'qr_cancel'";
+    let status = api
+        .qr_cancel(with_key(KEY_A, qr_cancel("cx-1", &failed.id)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("nothing to cancel"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.count(cancels).await, 0);
+    // ... and for a refunded one; accepted for a successful one, for its
+    // whole amount, once.
+    let status = api
+        .qr_cancel(with_key(KEY_A, qr_cancel("cx-1", &fresh.id)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let whole = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-4", 25_000)))
+        .await?
+        .into_inner();
+    app.change(&whole.id, MARK_SUCCESS).await;
+    let cancel = api
+        .qr_cancel(with_key(KEY_A, qr_cancel("cx-1", &whole.id)))
+        .await?
+        .into_inner();
+    assert_eq!(cancel.kind, pb::TransactionKind::QrCancel as i32);
+    assert_eq!(cancel.original_id, whole.id);
+    assert_eq!(cancel.amount.as_ref().map(|m| m.minor), Some(25_000));
+    let command = app.last_command("loket.cmd.snapqr.qr_cancel").await;
+    assert_eq!(command.transaction_id, cancel.id);
+    assert_eq!(command.original_reference, whole.provider_reference);
+    assert_eq!(
+        command.details.get("reason").map(String::as_str),
+        Some("wrong amount")
+    );
+    let status = api
+        .qr_cancel(with_key(KEY_A, qr_cancel("cx-2", &whole.id)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("already has cancel"),
+        "{}",
+        status.message()
+    );
+    let status = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-9", &whole.id, 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("nothing is left to refund"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        api.qr_cancel(with_key(KEY_A, qr_cancel("cx-1", &whole.id)))
+            .await?
+            .into_inner()
+            .id,
+        cancel.id
+    );
+    assert_eq!(app.count(cancels).await, 1);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let pay_in = |client_ref: &str, method: &str, phone: &str, wait_ms: u32| pb::PayInRequest {
+        client_ref: client_ref.into(),
+        product_code: String::new(),
+        amount: idr(150_000),
+        method: method.into(),
+        payer: Some(pb::Payer {
+            name: "Budi".into(),
+            phone: phone.into(),
+            email: String::new(),
+        }),
+        expiry_seconds: 0,
+        purpose: String::new(),
+        wait_ms,
+    };
+
+    // W_OVO needs the payer's phone.
+    let status = api
+        .pay_in(with_key(KEY_A, pay_in("in-0", "W_OVO", "", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("payer.phone:"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM transactions WHERE kind = 'pay_in'")
+            .await,
+        0
+    );
+
+    // A pay-in with a wait returns once the instructions are known, while
+    // still pending.
+    let mut commands = app.nats.subscribe("loket.cmd.smilepayz.pay_in").await?;
+    app.nats.flush().await?;
+    let connector = {
+        let app_pool = app.pool.clone();
+        let nats = app.nats.clone();
+        tokio::spawn(async move {
+            let message = commands.next().await.unwrap();
+            let command = pb::bus::Command::decode(message.payload.as_ref()).unwrap();
+            let id = Uuid::parse_str(&command.transaction_id).unwrap();
+            for (status, payment) in [
+                ("pending", None),
+                (
+                    "pending",
+                    Some(serde_json::json!({
+                        "method": "QRIS", "qr_string": "00020101021226...6304ABCD",
+                        "va_number": "", "payment_url": "",
+                        "expires_at": "2030-01-01T01:00:00+00:00",
+                    })),
+                ),
+            ] {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                sqlx::query(
+                    "UPDATE transactions SET status = $2, payment = $3, updated_at = now() WHERE id = $1",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(payment)
+                .execute(&app_pool)
+                .await
+                .unwrap();
+                let row = loket_store::get(&app_pool, id).await.unwrap().unwrap();
+                nats.publish(
+                    subjects::update(&row.client_id.to_string(), &id.to_string()),
+                    row.to_pb().encode_to_vec().into(),
+                )
+                .await
+                .unwrap();
+            }
+            command
+        })
+    };
+    let started = std::time::Instant::now();
+    let created = api
+        .pay_in(with_key(
+            KEY_A,
+            pay_in("in-1", "QRIS", "081234567890", 10_000),
+        ))
+        .await?
+        .into_inner();
+    let command = connector.await?;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(created.kind, pb::TransactionKind::PayIn as i32);
+    assert_eq!(created.status, pb::TransactionStatus::Pending as i32);
+    assert_eq!(created.method, "QRIS");
+    let payment = created.payment.clone().expect("instructions");
+    assert_eq!(payment.qr_string, "00020101021226...6304ABCD");
+    assert!(payment.expires_at.is_some());
+    assert_eq!(command.transaction_id, created.id);
+    assert_eq!(command.operation, pb::bus::Operation::PayIn as i32);
+    for (key, value) in [
+        ("method", "QRIS"),
+        ("payer_name", "Budi"),
+        ("payer_phone", "081234567890"),
+        ("expiry_seconds", "3600"),
+        ("purpose", "loket pay-in"),
+    ] {
+        assert_eq!(
+            command.details.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    // A replay with a wait answers at once: the instructions are there.
+    let started = std::time::Instant::now();
+    let replay = api
+        .pay_in(with_key(
+            KEY_A,
+            pay_in("in-1", "QRIS", "081234567890", 10_000),
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(replay.id, created.id);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let status = api
+        .pay_in(with_key(KEY_A, pay_in("in-1", "BCA", "081234567890", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(
+        status
+            .message()
+            .contains("method (existing QRIS vs requested BCA)"),
+        "{}",
+        status.message()
+    );
+
+    // Pay-out: validation names the field; a valid one carries the account.
+    let pay_out = |client_ref: &str, amount: i64, method: &str, account: &str| pb::PayOutRequest {
+        client_ref: client_ref.into(),
+        product_code: String::new(),
+        amount: idr(amount),
+        method: method.into(),
+        account: account.into(),
+        receiver_name: "Siti".into(),
+        purpose: String::new(),
+        wait_ms: 0,
+    };
+    for (request, field) in [
+        (pay_out("out-1", 9_999, "BCA", "1234567890"), "amount:"),
+        (
+            pay_out("out-1", 1_000_000_000, "BCA", "1234567890"),
+            "amount:",
+        ),
+        (pay_out("out-1", 50_000, "", "1234567890"), "method:"),
+        (pay_out("out-1", 50_000, "bca", "1234567890"), "method:"),
+        (pay_out("out-1", 50_000, "BCA", ""), "account:"),
+        (pay_out("out-1", 50_000, "BCA", "1234-5678"), "account:"),
+    ] {
+        let status = api.pay_out(with_key(KEY_A, request)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    let out = api
+        .pay_out(with_key(
+            KEY_A,
+            pay_out("out-1", 50_000, "BCA", "1234567890"),
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(out.kind, pb::TransactionKind::PayOut as i32);
+    assert_eq!(
+        (
+            out.account.as_str(),
+            out.method.as_str(),
+            out.provider.as_str()
+        ),
+        ("1234567890", "BCA", "smilepayz")
+    );
+    let command = app.last_command("loket.cmd.smilepayz.pay_out").await;
+    assert_eq!(command.transaction_id, out.id);
+    assert_eq!(command.account, "1234567890");
+    assert_eq!(command.amount.map(|m| m.minor), Some(50_000));
+    assert_eq!(
+        command.details.get("receiver_name").map(String::as_str),
+        Some("Siti")
+    );
+    assert_eq!(
+        command.details.get("purpose").map(String::as_str),
+        Some("loket pay-out")
+    );
+    let status = api
+        .pay_out(with_key(
+            KEY_A,
+            pay_out("out-1", 50_000, "BRI", "1234567890"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    // A pay-in product is not a pay-out product.
+    let status = api
+        .pay_out(with_key(
+            KEY_A,
+            pb::PayOutRequest {
+                product_code: "PAYIN".into(),
+                ..pay_out("out-2", 50_000, "BCA", "1234567890")
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("use PayIn"),
+        "{}",
+        status.message()
+    );
+    app.stop().await
+}

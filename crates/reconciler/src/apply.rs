@@ -468,7 +468,7 @@ pub(crate) async fn write_row(
         "UPDATE transactions SET status = $2, provider_code = $3, provider_message = $4, provider_trace = $5, \
          serial_number = $6, provider_amount_minor = $7, amount_mismatch = $8, bill = $9, inquiry_data = $10, \
          expires_at = $11, next_check_at = $12, not_found_since = $13, review_reason = $14, updated_at = $15, \
-         finalized_at = $16 WHERE id = $1 AND status = $17",
+         finalized_at = $16, payment = $18 WHERE id = $1 AND status = $17",
     )
     .bind(next.id)
     .bind(&next.status)
@@ -487,6 +487,7 @@ pub(crate) async fn write_row(
     .bind(next.updated_at)
     .bind(next.finalized_at)
     .bind(expected_status)
+    .bind(&next.payment)
     .execute(conn)
     .await?;
     if done.rows_affected() != 1 {

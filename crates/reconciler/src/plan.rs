@@ -11,6 +11,9 @@
 //! - provider fields are overwritten when the status moves, and only filled
 //!   in (never overwritten) when it does not: a serial number arriving after
 //!   `success` is kept, a late `pending` never erases a final code;
+//! - pay-in instructions (QR string / VA number / payment URL) are stored
+//!   as reported, and instructions already stored are never replaced by a
+//!   report without any (nor, when the status does not move, by other ones);
 //! - a reported amount different from ours sets `amount_mismatch` and never
 //!   changes the status;
 //! - "the provider has no record of our reference" fails a transaction only
@@ -75,6 +78,8 @@ pub struct Report {
     pub detail: String,
     /// The callback as received, masked (callbacks only).
     pub raw: Option<String>,
+    /// Pay-ins: what the payer needs (results only).
+    pub payment: Option<pb::PaymentInstructions>,
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -104,6 +109,7 @@ impl Report {
             not_found: false,
             detail: String::new(),
             raw: None,
+            payment: None,
         }
     }
 
@@ -132,6 +138,7 @@ impl Report {
             not_found: event.not_found,
             detail: event.detail.clone(),
             raw: None,
+            payment: event.payment.clone().filter(reports_something),
         })
     }
 
@@ -147,6 +154,19 @@ impl Report {
             ..Report::new(event.event_id.clone(), Source::Callback, outcome)
         })
     }
+}
+
+/// Whether reported payment instructions say anything at all (a connector
+/// may send an all-empty message).
+fn reports_something(payment: &pb::PaymentInstructions) -> bool {
+    !payment.method.is_empty() || payment.expires_at.is_some() || has_instructions(payment)
+}
+
+/// Whether instructions tell the payer how to pay.
+pub fn has_instructions(payment: &pb::PaymentInstructions) -> bool {
+    !payment.qr_string.is_empty()
+        || !payment.va_number.is_empty()
+        || !payment.payment_url.is_empty()
 }
 
 /// What the reconciler needs to know about a provider to plan.
@@ -305,6 +325,25 @@ impl Writer {
             let expires = bill.expires_at.as_ref().and_then(from_timestamp);
             Self::merge(changed, &mut row.expires_at, expires, overwrite);
         }
+        if let Some(payment) = &report.payment {
+            let stored_has_instructions = row
+                .payment
+                .as_ref()
+                .and_then(loket_store::payment_from_json)
+                .is_some_and(|stored| has_instructions(&stored));
+            let write = if stored_has_instructions {
+                overwrite && has_instructions(payment)
+            } else {
+                true
+            };
+            if write {
+                Self::set(
+                    changed,
+                    &mut row.payment,
+                    Some(loket_store::payment_to_json(payment)),
+                );
+            }
+        }
         if !report.inquiry_data.is_empty() {
             let object: Map<String, Value> = report
                 .inquiry_data
@@ -422,6 +461,9 @@ pub fn plan(
     put("provider_trace", &report.provider_trace);
     put("serial_number", &report.serial_number);
     put("raw", &report.raw);
+    if let Some(payment) = &report.payment {
+        detail.insert("payment".into(), loket_store::payment_to_json(payment));
+    }
     if let Some(amount) = report.provider_amount_minor {
         detail.insert("provider_amount_minor".into(), json!(amount));
     }

@@ -523,3 +523,158 @@ fn expiry_and_review_plans() {
     assert_eq!(next.finalized_at, None);
     assert_eq!(event.source, "review");
 }
+
+fn instructions(qr: &str, va: &str) -> pb::PaymentInstructions {
+    pb::PaymentInstructions {
+        method: if va.is_empty() { "QRIS" } else { "BCA" }.into(),
+        qr_string: qr.into(),
+        va_number: va.into(),
+        payment_url: String::new(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: 1_735_790_645,
+            nanos: 0,
+        }),
+    }
+}
+
+fn pay_in_row(status: S) -> TransactionRow {
+    let mut row = row(status);
+    row.kind = "pay_in".into();
+    row.provider = "smilepayz".into();
+    row.method = "QRIS".into();
+    row.amount_minor = Some(150_000);
+    row
+}
+
+fn with_payment(outcome: Outcome, payment: Option<pb::PaymentInstructions>) -> Report {
+    Report {
+        payment,
+        ..report(outcome, "2000000")
+    }
+}
+
+#[test]
+fn pay_in_instructions_are_stored_with_the_pending_result() {
+    let plan = plan(
+        &pay_in_row(S::Received),
+        &with_payment(Outcome::Pending, Some(instructions("000201QR", ""))),
+        t0(),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(plan.to, S::Pending);
+    assert!(plan.changed);
+    let stored = loket_store::payment_from_json(plan.next.payment.as_ref().unwrap()).unwrap();
+    assert_eq!(stored, instructions("000201QR", ""));
+    assert_eq!(plan.next.to_pb().payment, Some(stored));
+    assert_eq!(plan.event.detail["payment"]["qr_string"], "000201QR");
+}
+
+#[test]
+fn stored_instructions_are_never_replaced_by_empty_ones() {
+    let (start, _) = apply_all(
+        pay_in_row(S::Received),
+        &[with_payment(
+            Outcome::Pending,
+            Some(instructions("000201QR", "")),
+        )],
+        t0(),
+    );
+    let kept = start.payment.clone();
+    // A status check without instructions, one with an all-empty message,
+    // and the final success without any: the instructions stay.
+    let empty = pb::PaymentInstructions::default();
+    let event = bus::ResultEvent {
+        event_id: "chk:x:1".into(),
+        outcome: pb::Outcome::Pending as i32,
+        payment: Some(empty.clone()),
+        ..Default::default()
+    };
+    assert_eq!(Report::from_result(&event).unwrap().payment, None);
+    let contentless = pb::PaymentInstructions {
+        method: "QRIS".into(),
+        ..empty
+    };
+    let (end, plans) = apply_all(
+        start,
+        &[
+            with_payment(Outcome::Pending, None),
+            with_payment(Outcome::Pending, Some(contentless)),
+            with_payment(Outcome::Success, None),
+        ],
+        t0() + Duration::seconds(10),
+    );
+    assert_eq!(end.payment, kept);
+    assert!(!plans[0].changed);
+    assert!(
+        !plans[1].changed,
+        "contentless instructions never replace real ones"
+    );
+    assert_eq!(end.status, "success");
+}
+
+#[test]
+fn instructions_change_only_when_the_status_moves() {
+    let (start, _) = apply_all(
+        pay_in_row(S::Received),
+        &[with_payment(
+            Outcome::Pending,
+            Some(instructions("000201QR", "")),
+        )],
+        t0(),
+    );
+    // Same status: the first instructions stand.
+    let planned = plan(
+        &start,
+        &with_payment(Outcome::Pending, Some(instructions("OTHER", ""))),
+        t0() + Duration::seconds(5),
+        &policy(),
+    )
+    .unwrap();
+    assert!(!planned.changed);
+    // A moving report carries the provider's latest ones.
+    let planned = plan(
+        &start,
+        &with_payment(Outcome::Success, Some(instructions("", "8808123"))),
+        t0() + Duration::seconds(6),
+        &policy(),
+    )
+    .unwrap();
+    let stored = loket_store::payment_from_json(planned.next.payment.as_ref().unwrap()).unwrap();
+    assert_eq!(stored.va_number, "8808123");
+    // A row without instructions takes any that say something.
+    let planned = plan(
+        &pay_in_row(S::Pending),
+        &with_payment(
+            Outcome::Pending,
+            Some(pb::PaymentInstructions {
+                method: "QRIS".into(),
+                ..Default::default()
+            }),
+        ),
+        t0(),
+        &policy(),
+    )
+    .unwrap();
+    assert!(planned.changed);
+}
+
+#[test]
+fn reversals_settle_on_their_own_row() {
+    // A cancel reaching success is planned like any transaction: nothing in
+    // the plan refers to its original.
+    let mut cancel = row(S::Pending);
+    cancel.kind = "qr_cancel".into();
+    cancel.provider = "snapqr".into();
+    cancel.original_id = Some(Uuid::from_u128(7));
+    let plan = plan(
+        &cancel,
+        &report(Outcome::Success, "2006200"),
+        t0(),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(plan.to, S::Success);
+    assert_eq!(plan.next.original_id, Some(Uuid::from_u128(7)));
+    assert_eq!(plan.next.payment, None);
+}
