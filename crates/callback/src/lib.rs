@@ -66,6 +66,10 @@ pub struct Settings {
     pub publish_timeout_ms: u64,
     /// Open connections beyond this are closed at once.
     pub max_connections: usize,
+    /// SNAP QR CPM notify (79) verification: mode, issuer public key, window.
+    pub snapqr: loket_snapqr::NotifySettings,
+    /// Smilepayz callback verification: the platform public key.
+    pub smilepayz: loket_smilepayz::CallbackSettings,
 }
 
 impl Default for Settings {
@@ -79,6 +83,8 @@ impl Default for Settings {
             request_timeout_ms: 10_000,
             publish_timeout_ms: 5_000,
             max_connections: 1_024,
+            snapqr: loket_snapqr::NotifySettings::default(),
+            smilepayz: loket_smilepayz::CallbackSettings::default(),
         }
     }
 }
@@ -129,9 +135,18 @@ pub enum Error {
 }
 
 /// The callback parsers of every provider loket speaks to. Adding a
-/// provider is one line here.
-pub fn parsers() -> Vec<Arc<dyn CallbackParser>> {
-    vec![Arc::new(loket_okebayar::OkeBayarCallbacks::new())]
+/// provider is one line here. A provider whose verification key is not
+/// configured refuses every callback (its signature cannot be checked).
+pub fn parsers(settings: &Settings) -> Result<Vec<Arc<dyn CallbackParser>>, Error> {
+    let snapqr = loket_snapqr::callback_parser(&settings.snapqr)
+        .map_err(|e| Error::Config(format!("snapqr: {e}")))?;
+    let smilepayz = loket_smilepayz::callback_parser(&settings.smilepayz)
+        .map_err(|e| Error::Config(format!("smilepayz: {e}")))?;
+    Ok(vec![
+        Arc::new(loket_okebayar::OkeBayarCallbacks::new()),
+        Arc::new(snapqr),
+        Arc::new(smilepayz),
+    ])
 }
 
 /// Where accepted callbacks go. [`JetStreamSink`] in production; tests may
@@ -451,7 +466,7 @@ pub async fn run(
         js,
         Duration::from_millis(settings.publish_timeout_ms),
     ));
-    let state = AppState::new(&settings, parsers(), sink)?;
+    let state = AppState::new(&settings, parsers(&settings)?, sink)?;
     let limits = server::Limits::from_settings(&settings);
     readiness.set(true);
     tracing::info!(addr = ?listeners.main.local_addr().ok(), "callback receiver started");

@@ -396,7 +396,14 @@ async fn over_the_wire_callbacks_carry_the_peer_address_and_half_open_clients_ar
 #[tokio::test]
 async fn the_okebayar_parser_is_wired_in() {
     let sink = Arc::new(MemorySink::default());
-    let app = router(AppState::new(&Settings::default(), parsers(), sink.clone()).unwrap());
+    let app = router(
+        AppState::new(
+            &Settings::default(),
+            parsers(&Settings::default()).unwrap(),
+            sink.clone(),
+        )
+        .unwrap(),
+    );
     let request = http::Request::get(
         "/callback/okebayar?referencecode=LKT77&status=000&tracecode=1234567890123456&serialnumber=SN77",
     )

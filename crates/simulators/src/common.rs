@@ -395,6 +395,16 @@ impl CallbackSender {
     /// Delivers one callback: retries a connection error or a non-2xx answer
     /// up to the configured attempts. Returns the last HTTP status, if any.
     pub async fn deliver(&self, callback: OutgoingCallback) -> Option<u16> {
+        self.deliver_with_headers(callback, &[]).await
+    }
+
+    /// [`deliver`](Self::deliver) with extra request headers (signed
+    /// callbacks: timestamp and signature headers).
+    pub async fn deliver_with_headers(
+        &self,
+        callback: OutgoingCallback,
+        headers: &[(String, String)],
+    ) -> Option<u16> {
         {
             let mut log = lock(&self.log);
             let entry = log.entry(callback.reference.clone()).or_default();
@@ -411,6 +421,9 @@ impl CallbackSender {
                     .header(reqwest::header::CONTENT_TYPE, callback.content_type)
                     .body(callback.body.clone()),
             };
+            let request = headers.iter().fold(request, |request, (name, value)| {
+                request.header(name, value)
+            });
             let result = request.send().await;
             let (status, error) = match result {
                 Ok(response) => (Some(response.status().as_u16()), None),

@@ -18,6 +18,8 @@ pub mod common;
 pub mod metrics;
 pub mod okebayar;
 pub mod service;
+pub mod smilepayz;
+pub mod snapqr;
 
 pub use common::{CallbackLog, CallbackMethod, RequestCounts};
 pub use okebayar::{LedgerEntry, LedgerOperation, OkeBayarSim, OkeBayarSimSettings};

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::okebayar::{OkeBayarSim, OkeBayarSimSettings};
+use crate::smilepayz::{SmilepayzSim, SmilepayzSimSettings};
+use crate::snapqr::{SnapQrSim, SnapQrSimSettings};
 
 /// `loket-sim` settings: defaults, then `LOKET_CONFIG`'s TOML, then
 /// `LOKET_…` variables (e.g. `LOKET_OKEBAYAR__CALLBACK_URL`).
@@ -20,6 +22,12 @@ pub struct Settings {
     /// Where the OkeBayar simulator listens.
     pub okebayar_addr: String,
     pub okebayar: OkeBayarSimSettings,
+    /// Where the Smilepayz simulator listens (empty: not started).
+    pub smilepayz_addr: String,
+    pub smilepayz: SmilepayzSimSettings,
+    /// Where the SNAP QR CPM simulator listens (empty: not started).
+    pub snapqr_addr: String,
+    pub snapqr: SnapQrSimSettings,
 }
 
 impl Default for Settings {
@@ -29,6 +37,10 @@ impl Default for Settings {
             admin_addr: "127.0.0.1:9180".into(),
             okebayar_addr: "127.0.0.1:8180".into(),
             okebayar: OkeBayarSimSettings::default(),
+            smilepayz_addr: "127.0.0.1:8181".into(),
+            smilepayz: SmilepayzSimSettings::default(),
+            snapqr_addr: "127.0.0.1:8183".into(),
+            snapqr: SnapQrSimSettings::default(),
         }
     }
 }
@@ -36,6 +48,10 @@ impl Default for Settings {
 pub struct Listeners {
     pub okebayar: TcpListener,
     pub admin: TcpListener,
+    /// The Smilepayz simulator's listener, when started.
+    pub smilepayz: Option<TcpListener>,
+    /// The SNAP QR CPM simulator's listener, when started.
+    pub snapqr: Option<TcpListener>,
 }
 
 /// Serves every simulator until `shutdown` fires, then drains.
@@ -52,8 +68,31 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Shutdown) {
         let okebayar = okebayar.clone();
         tokio::spawn(async move { okebayar.serve(listeners.okebayar, shutdown).await })
     };
+    let smilepayz = listeners.smilepayz.map(|listener| {
+        let sim = SmilepayzSim::new(settings.smilepayz);
+        tracing::info!(platform_public_key = %sim.platform_public_key_pem(), "smilepayz simulator: callbacks are signed with this platform key");
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { sim.serve(listener, shutdown).await })
+    });
+    let snapqr = listeners.snapqr.and_then(|listener| match SnapQrSim::new(settings.snapqr) {
+        Ok(sim) => {
+            tracing::info!(issuer_public_key = %sim.issuer_public_key_pem(), "snapqr simulator: notifies are signed with this issuer key");
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(async move { sim.serve(listener, shutdown).await }))
+        }
+        Err(error) => {
+            tracing::error!(%error, "snapqr simulator not started");
+            None
+        }
+    });
     readiness.set(true);
     tracing::info!("simulators ready");
     let _ = served.await;
+    if let Some(smilepayz) = smilepayz {
+        let _ = smilepayz.await;
+    }
+    if let Some(snapqr) = snapqr {
+        let _ = snapqr.await;
+    }
     let _ = admin.await;
 }

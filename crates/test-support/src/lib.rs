@@ -13,5 +13,7 @@ pub mod logs;
 pub mod nats;
 pub mod ports;
 pub mod postgres;
+pub mod smilepayz;
+pub mod snapqr;
 
 pub use app::{TestApp, TestOptions, CANARY_PIN};

@@ -13,6 +13,26 @@ async fn main() -> anyhow::Result<()> {
     let okebayar = TcpListener::bind(&settings.okebayar_addr)
         .await
         .with_context(|| format!("okebayar_addr: cannot bind {}", settings.okebayar_addr))?;
+    let smilepayz = if settings.smilepayz_addr.trim().is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&settings.smilepayz_addr)
+                .await
+                .with_context(|| {
+                    format!("smilepayz_addr: cannot bind {}", settings.smilepayz_addr)
+                })?,
+        )
+    };
+    let snapqr = if settings.snapqr_addr.trim().is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&settings.snapqr_addr)
+                .await
+                .with_context(|| format!("snapqr_addr: cannot bind {}", settings.snapqr_addr))?,
+        )
+    };
     let admin = TcpListener::bind(&settings.admin_addr)
         .await
         .with_context(|| format!("admin_addr: cannot bind {}", settings.admin_addr))?;
@@ -25,6 +45,16 @@ async fn main() -> anyhow::Result<()> {
     );
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    service::run(settings, Listeners { okebayar, admin }, shutdown).await;
+    service::run(
+        settings,
+        Listeners {
+            okebayar,
+            admin,
+            smilepayz,
+            snapqr,
+        },
+        shutdown,
+    )
+    .await;
     Ok(())
 }

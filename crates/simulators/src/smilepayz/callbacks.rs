@@ -1,0 +1,142 @@
+//! Smilepayz callbacks: POST the callback body with a fresh `X-TIMESTAMP`
+//! and `X-SIGNATURE` (platform key over `tradeNo|X-TIMESTAMP`) per attempt,
+//! retried on the configured schedule until the answer is HTTP 200 with the
+//! exact body `SUCCESS` (spec §5). Every attempt is logged per orderNo.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use loket_smilepayz::sign::{self, CallbackRecipe, TimestampStyle};
+use loket_smilepayz::wire;
+use rsa::RsaPrivateKey;
+use serde::{Deserialize, Serialize};
+
+use crate::common::lock;
+use crate::metrics as names;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAttempt {
+    pub trade_no: String,
+    pub status: String,
+    pub timestamp: String,
+    pub http_status: Option<u16>,
+    /// The first 64 bytes of the answer.
+    pub answer: String,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmilepayzCallbackLog {
+    /// Callbacks the simulator decided to send.
+    pub deliveries: usize,
+    /// Every HTTP attempt, in order.
+    pub attempts: Vec<CallbackAttempt>,
+    /// Deliveries that ended with an exact `SUCCESS`.
+    pub acknowledged: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sender {
+    client: reqwest::Client,
+    schedule: Vec<u64>,
+    log: Mutex<HashMap<String, SmilepayzCallbackLog>>,
+}
+
+impl Sender {
+    pub(crate) fn new(timeout: Duration, schedule: Vec<u64>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let schedule = if schedule.is_empty() {
+            vec![0]
+        } else {
+            schedule
+        };
+        Sender {
+            client,
+            schedule,
+            log: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn log_for(&self, order_no: &str) -> SmilepayzCallbackLog {
+        lock(&self.log).get(order_no).cloned().unwrap_or_default()
+    }
+
+    /// Delivers one callback; returns true once acknowledged with `SUCCESS`.
+    pub(crate) async fn deliver(
+        &self,
+        url: &str,
+        key: &RsaPrivateKey,
+        style: TimestampStyle,
+        body: &wire::CallbackBody,
+    ) -> bool {
+        lock(&self.log)
+            .entry(body.order_no.clone())
+            .or_default()
+            .deliveries += 1;
+        let bytes = serde_json::to_vec(body).expect("callback body serialises");
+        for delay in &self.schedule {
+            if *delay > 0 {
+                tokio::time::sleep(Duration::from_millis(*delay)).await;
+            }
+            let ts = sign::timestamp(style, Utc::now());
+            let signature = sign::sign(
+                key,
+                &sign::callback_string_to_sign(
+                    CallbackRecipe::TradeNoTimestamp,
+                    &body.trade_no,
+                    &ts,
+                    &bytes,
+                ),
+            );
+            let result = self
+                .client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE_JSON)
+                .header(wire::HEADER_TIMESTAMP, &ts)
+                .header(wire::HEADER_SIGNATURE, &signature)
+                .body(bytes.clone())
+                .send()
+                .await;
+            let (http_status, answer) = match result {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    (Some(status), text)
+                }
+                Err(error) => (None, error.without_url().to_string()),
+            };
+            let acknowledged = http_status == Some(200) && answer == wire::CALLBACK_ACK;
+            {
+                let mut log = lock(&self.log);
+                let entry = log.entry(body.order_no.clone()).or_default();
+                entry.attempts.push(CallbackAttempt {
+                    trade_no: body.trade_no.clone(),
+                    status: body.status.clone(),
+                    timestamp: ts,
+                    http_status,
+                    answer: answer.chars().take(64).collect(),
+                    acknowledged,
+                });
+                if acknowledged {
+                    entry.acknowledged += 1;
+                }
+            }
+            metrics::counter!(
+                names::CALLBACK_ATTEMPTS_TOTAL,
+                "provider" => "smilepayz",
+                "result" => if acknowledged { "ok" } else { "error" }
+            )
+            .increment(1);
+            if acknowledged {
+                return true;
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,618 @@
+//! The four Smilepayz endpoints. Every request goes through [`admit`] (body,
+//! IP allow-list, mandatory headers, timestamp window, partner, signature,
+//! rate limit) before the operation's own rules. Replies carry `code`,
+//! `responseCode` (HTTP + service + case) and `message`, with the HTTP
+//! status equal to the responseCode's prefix (spec §6, ASSUMED).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{FixedOffset, Utc};
+use loket_smilepayz::sign;
+use loket_smilepayz::wire::{self, text};
+use serde_json::{json, Value};
+
+use super::scenarios::Scenario;
+use super::{Order, SmilepayzSim, TradeType};
+use crate::common::{lock, read_body, ConnInfo, RequestKind};
+
+/// Service codes (spec §1); balance has none documented (ASSUMED 93).
+const SVC_PAY_IN: &str = "90";
+const SVC_PAY_OUT: &str = "91";
+const SVC_INQUIRY: &str = "92";
+const SVC_BALANCE: &str = "93";
+
+fn two_digit(http: u16) -> &'static str {
+    match http {
+        200 => "00",
+        202 => "01",
+        400 => "10",
+        404 => "11",
+        401 => "12",
+        429 => "13",
+        403 => "14",
+        504 => "15",
+        502 => "20",
+        _ => "99",
+    }
+}
+
+/// A reply: `fields` come after `code`, `responseCode`, `message`.
+fn reply(http: u16, svc: &str, case: &str, message: &str, fields: Value) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert("code".into(), json!(two_digit(http)));
+    body.insert("responseCode".into(), json!(format!("{http}{svc}{case}")));
+    body.insert("message".into(), json!(message));
+    if let Value::Object(extra) = fields {
+        body.extend(extra);
+    }
+    let status = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let ts = sign::timestamp(sign::TimestampStyle::Wib, Utc::now());
+    (
+        status,
+        [
+            ("content-type", wire::CONTENT_TYPE_JSON.to_string()),
+            (wire::HEADER_TIMESTAMP, ts),
+        ],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+fn error(http: u16, svc: &str, case: &str, message: &str) -> Response {
+    reply(http, svc, case, message, json!({}))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Everything checked before the operation; `Err` is the reply.
+async fn admit(
+    sim: &SmilepayzSim,
+    request: Request,
+    svc: &str,
+    kind: RequestKind,
+) -> Result<(Value, Option<ConnInfo>), Response> {
+    let settings = &sim.inner.settings;
+    let conn = ConnInfo::of(&request);
+    let (parts, body) = request.into_parts();
+    let body = read_body(
+        Body::new(body),
+        settings.body_limit_bytes,
+        Duration::from_millis(settings.body_read_timeout_ms),
+    )
+    .await
+    .map_err(|e| error(400, svc, "01", &format!("Invalid Field Format [body: {e}]")))?;
+    let value: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
+    // Count before any rejection, by orderNo when readable.
+    let order_no = value.as_ref().and_then(|v| text(v, "orderNo"));
+    sim.inner.requests.record(order_no.as_deref(), kind);
+
+    if !settings.allowed_ips.is_empty() {
+        let peer = conn
+            .as_ref()
+            .map(|c| c.peer.ip().to_string())
+            .unwrap_or_default();
+        if !settings.allowed_ips.iter().any(|ip| ip == &peer) {
+            return Err(error(
+                403,
+                svc,
+                "03",
+                "Merchant Blacklisted [IP not whitelisted]",
+            ));
+        }
+    }
+    let headers = &parts.headers;
+    let ts = header(headers, wire::HEADER_TIMESTAMP)
+        .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-TIMESTAMP]"))?;
+    let signature = header(headers, wire::HEADER_SIGNATURE)
+        .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-SIGNATURE]"))?;
+    let partner = header(headers, wire::HEADER_PARTNER_ID)
+        .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-PARTNER-ID]"))?;
+    let value = value.ok_or_else(|| error(400, svc, "01", "Invalid Field Format [body]"))?;
+    // Stale or unreadable timestamp: a 400, not a 401 (spec §8.2).
+    let at = sign::parse_timestamp(ts)
+        .ok_or_else(|| error(400, svc, "01", "Invalid Field Format [X-TIMESTAMP]"))?;
+    if !sign::within_window(at, Utc::now(), settings.max_skew_seconds) {
+        return Err(error(
+            400,
+            svc,
+            "01",
+            "Invalid Field Format [X-TIMESTAMP expired]",
+        ));
+    }
+    if partner != settings.merchant_id {
+        return Err(error(
+            404,
+            svc,
+            "02",
+            &format!("Partner :{partner} Not Found"),
+        ));
+    }
+    let key = sim
+        .inner
+        .merchant_key
+        .as_ref()
+        .ok_or_else(|| error(401, svc, "00", "Unauthorized. [Signature]"))?;
+    if !sign::verify_request(key, ts, settings.merchant_secret.expose(), &body, signature) {
+        return Err(error(401, svc, "00", "Unauthorized. [Signature]"));
+    }
+    if let Some(merchant) = value.get("merchant") {
+        if text(merchant, "merchantId").as_deref() != Some(partner) {
+            return Err(error(
+                400,
+                svc,
+                "01",
+                "Invalid Field Format [X-PARTNER-ID != merchant.merchantId]",
+            ));
+        }
+    }
+    if settings.rate_limit_per_second > 0 {
+        let second = Utc::now().timestamp();
+        let mut rate = lock(&sim.inner.rate);
+        if rate.0 != second {
+            *rate = (second, 0);
+        }
+        rate.1 += 1;
+        if rate.1 > settings.rate_limit_per_second {
+            return Err(error(429, svc, "00", "TOO_MANY_REQUESTS"));
+        }
+    }
+    Ok((value, conn))
+}
+
+fn order_no_ok(sim: &SmilepayzSim, order_no: &str) -> bool {
+    if sim.inner.settings.allow_order_no_separators {
+        (6..=32).contains(&order_no.len())
+            && order_no
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    } else {
+        wire::is_valid_order_no(order_no)
+    }
+}
+
+/// Money: IDR, a whole positive number.
+fn amount_of(value: &Value) -> Result<i64, &'static str> {
+    let money = value
+        .get("money")
+        .ok_or("Invalid Mandatory Field [money]")?;
+    if text(money, "currency").as_deref() != Some("IDR") {
+        return Err("Unsupported currency");
+    }
+    match money.get("amount") {
+        Some(Value::Number(n)) => {
+            let text = n.to_string();
+            if !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("Invalid amount");
+            }
+            text.parse::<i64>()
+                .ok()
+                .filter(|a| *a > 0)
+                .ok_or("Invalid amount")
+        }
+        _ => Err("Invalid amount"),
+    }
+}
+
+fn money_json(amount: i64) -> Value {
+    json!({ "currency": "IDR", "amount": amount })
+}
+
+fn local_time() -> String {
+    let wib = FixedOffset::east_opt(7 * 3600).expect("valid offset");
+    Utc::now()
+        .with_timezone(&wib)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+fn iso_time() -> String {
+    sign::timestamp(sign::TimestampStyle::Wib, Utc::now())
+}
+
+pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) -> Response {
+    let svc = SVC_PAY_IN;
+    let (value, _conn) = match admit(&sim, request, svc, RequestKind::Purchase).await {
+        Ok(ok) => ok,
+        Err(reply) => return reply,
+    };
+    let Some(order_no) = text(&value, "orderNo") else {
+        return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
+    };
+    if !order_no_ok(&sim, &order_no) {
+        return error(400, svc, "01", "Invalid Field Format [orderNo]");
+    }
+    if text(&value, "purpose").is_none() {
+        return error(400, svc, "02", "Invalid Mandatory Field [purpose]");
+    }
+    let amount = match amount_of(&value) {
+        Ok(amount) => amount,
+        Err(message) => return error(400, svc, "01", message),
+    };
+    let method = text(&value, "paymentMethod").unwrap_or_default();
+    let payer = value.get("payer").cloned().unwrap_or(Value::Null);
+    let payer_name = text(&payer, "name").unwrap_or_default();
+    if method == "W_OVO" && text(&payer, "phone").is_none() {
+        return error(400, svc, "02", "Invalid Mandatory Field [payer.phone]");
+    }
+    let expiry = value
+        .get("expiryPeriod")
+        .and_then(Value::as_u64)
+        .unwrap_or(3_600);
+    if expiry == 0 || expiry > 86_400 {
+        return error(400, svc, "01", "Invalid Field Format [expiryPeriod]");
+    }
+    let scenario = Scenario::select(amount, &payer_name);
+    match scenario {
+        Scenario::RateLimited => return error(429, svc, "00", "TOO_MANY_REQUESTS"),
+        Scenario::ChannelDisabled => {
+            return error(
+                403,
+                svc,
+                "04",
+                "Insufficient configuration: no active channel",
+            )
+        }
+        _ => {}
+    }
+    let callback_url =
+        text(&value, "callbackUrl").or_else(|| sim.inner.settings.callback_url.clone());
+    let trade_no = sim.next_trade_no(TradeType::PayIn);
+    let status = if method.is_empty() {
+        "INIT"
+    } else {
+        "PROCESSING"
+    };
+    {
+        let mut ledger = lock(&sim.inner.ledger);
+        if ledger.orders.contains_key(&order_no) {
+            return error(400, svc, "01", "Duplicate pay order");
+        }
+        ledger.orders.insert(
+            order_no.clone(),
+            Order {
+                order_no: order_no.clone(),
+                trade_no: trade_no.clone(),
+                trade_type: TradeType::PayIn,
+                amount,
+                payment_method: method.clone(),
+                cash_account: String::new(),
+                payer_name,
+                status: status.into(),
+                scenario,
+                created_at: Utc::now(),
+                settled_at: None,
+                callback_url,
+                frozen: false,
+            },
+        );
+    }
+    let channel = match method.as_str() {
+        "" => {
+            json!({ "paymentUrl": format!("https://sandbox-checkout.smilepayz.example/pay/{trade_no}") })
+        }
+        "QRIS" => {
+            json!({ "paymentMethod": "QRIS", "qrString": format!("00020101021226{:02}{}5303360540{}{}5802ID6304ABCD", trade_no.len(), trade_no, amount.to_string().len(), amount) })
+        }
+        m if m.starts_with("W_") => {
+            json!({ "paymentMethod": m, "paymentUrl": format!("https://sandbox-wallet.smilepayz.example/{m}/{trade_no}") })
+        }
+        m => {
+            json!({ "paymentMethod": m, "vaNumber": format!("8808{}", &trade_no[trade_no.len() - 10..]) })
+        }
+    };
+    if scenario == Scenario::CallbackFirst {
+        settle(&sim, &order_no).await;
+    } else {
+        spawn_settle(&sim, &order_no);
+    }
+    if scenario == Scenario::CreatedButSystemError {
+        return error(500, svc, "00", "System error");
+    }
+    reply(
+        200,
+        svc,
+        "00",
+        "Successful",
+        json!({
+            "orderNo": order_no,
+            "tradeNo": trade_no,
+            "merchant": { "merchantId": sim.inner.settings.merchant_id, "merchantName": sim.inner.settings.merchant_name },
+            "transactionTime": iso_time(),
+            "money": money_json(amount),
+            "status": status,
+            "channel": channel,
+        }),
+    )
+}
+
+pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -> Response {
+    let svc = SVC_PAY_OUT;
+    let (value, conn) = match admit(&sim, request, svc, RequestKind::Payment).await {
+        Ok(ok) => ok,
+        Err(reply) => return reply,
+    };
+    let Some(order_no) = text(&value, "orderNo") else {
+        return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
+    };
+    if !order_no_ok(&sim, &order_no) {
+        return error(400, svc, "01", "Invalid Field Format [orderNo]");
+    }
+    if text(&value, "purpose").is_none() {
+        return error(400, svc, "02", "Invalid Mandatory Field [purpose]");
+    }
+    let amount = match amount_of(&value) {
+        Ok(amount) if (10_000..=999_999_999).contains(&amount) => amount,
+        Ok(_) => return error(400, svc, "01", "Invalid amount"),
+        Err(message) => return error(400, svc, "01", message),
+    };
+    let Some(method) = text(&value, "paymentMethod").filter(|m| m.len() <= 6) else {
+        return error(400, svc, "02", "Invalid Mandatory Field [paymentMethod]");
+    };
+    let Some(account) = text(&value, "cashAccount").filter(|a| a.len() <= 32) else {
+        return error(400, svc, "02", "Invalid Mandatory Field [cashAccount]");
+    };
+    let receiver = value.get("receiver").cloned().unwrap_or(Value::Null);
+    let receiver_name = text(&receiver, "name").unwrap_or_default();
+    let scenario = Scenario::select(amount, &receiver_name);
+    match scenario {
+        Scenario::RateLimited => return error(429, svc, "00", "TOO_MANY_REQUESTS"),
+        Scenario::ChannelDisabled => {
+            return error(
+                403,
+                svc,
+                "04",
+                "Insufficient configuration: no active channel",
+            )
+        }
+        _ => {}
+    }
+    let callback_url =
+        text(&value, "callbackUrl").or_else(|| sim.inner.settings.callback_url.clone());
+    let trade_no = sim.next_trade_no(TradeType::PayOut);
+    {
+        let mut ledger = lock(&sim.inner.ledger);
+        if ledger.orders.contains_key(&order_no) {
+            return error(400, svc, "01", "Duplicate payout order");
+        }
+        if ledger.balances.payout_available < amount {
+            return error(400, svc, "03", "Insufficient Balance");
+        }
+        ledger.balances.payout_available -= amount;
+        ledger.balances.payout_frozen += amount;
+        ledger.orders.insert(
+            order_no.clone(),
+            Order {
+                order_no: order_no.clone(),
+                trade_no: trade_no.clone(),
+                trade_type: TradeType::PayOut,
+                amount,
+                payment_method: method.clone(),
+                cash_account: account.clone(),
+                payer_name: receiver_name.clone(),
+                status: "PROCESSING".into(),
+                scenario,
+                created_at: Utc::now(),
+                settled_at: None,
+                callback_url,
+                frozen: true,
+            },
+        );
+    }
+    if scenario == Scenario::CallbackFirst {
+        settle(&sim, &order_no).await;
+    } else {
+        spawn_settle(&sim, &order_no);
+    }
+    match scenario {
+        Scenario::TimeoutAfterAccept => {
+            return error(502, svc, "00", "External error: channel timeout")
+        }
+        Scenario::CreatedButSystemError => return error(500, svc, "00", "System error"),
+        Scenario::SlowReply => {
+            let wait = Duration::from_millis(sim.inner.settings.slow_reply_ms);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = sim.inner.stop.wait() => {}
+            }
+        }
+        Scenario::ResetAfterAccept => {
+            if let Some(conn) = conn {
+                conn.abort();
+            }
+        }
+        _ => {}
+    }
+    reply(
+        200,
+        svc,
+        "00",
+        "Successful",
+        json!({
+            "orderNo": order_no,
+            "tradeNo": trade_no,
+            "merchant": { "merchantId": sim.inner.settings.merchant_id, "merchantName": sim.inner.settings.merchant_name, "accountNo": "PAYOUT-ACC" },
+            "disbursementTime": iso_time(),
+            "money": money_json(amount),
+            "status": "PROCESSING",
+            "channel": { "paymentMethod": method, "cashAccount": account, "accountName": if receiver_name.is_empty() { "SIMULATED HOLDER".to_string() } else { receiver_name } },
+        }),
+    )
+}
+
+pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Request) -> Response {
+    let svc = SVC_INQUIRY;
+    let (value, _conn) = match admit(&sim, request, svc, RequestKind::StatusCheck).await {
+        Ok(ok) => ok,
+        Err(reply) => return reply,
+    };
+    let trade_type = match value.get("tradeType").and_then(Value::as_u64) {
+        Some(1) => TradeType::PayIn,
+        Some(2) => TradeType::PayOut,
+        _ => return error(400, svc, "01", "Invalid Field Format [tradeType]"),
+    };
+    let order_no = text(&value, "orderNo");
+    let trade_no = text(&value, "tradeNo");
+    if order_no.is_none() && trade_no.is_none() {
+        return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
+    }
+    let order = {
+        let ledger = lock(&sim.inner.ledger);
+        ledger
+            .orders
+            .values()
+            .find(|o| {
+                o.trade_type == trade_type
+                    && order_no.as_ref().is_none_or(|n| &o.order_no == n)
+                    && trade_no.as_ref().is_none_or(|t| &o.trade_no == t)
+            })
+            .cloned()
+    };
+    let Some(order) = order else {
+        return error(500, svc, "00", "Order not found");
+    };
+    let race = Duration::from_millis(sim.inner.settings.inquiry_race_ms);
+    let age = (Utc::now() - order.created_at).to_std().unwrap_or_default();
+    if age < race {
+        return error(500, svc, "00", "Order not found");
+    }
+    reply(
+        200,
+        svc,
+        "00",
+        "Successful",
+        json!({
+            "orderNo": order.order_no,
+            "tradeNo": order.trade_no,
+            "tradeType": trade_type.code(),
+            "paymentMethod": order.payment_method,
+            "money": money_json(order.amount),
+            "status": order.status,
+            "remark": remark(&order),
+        }),
+    )
+}
+
+fn remark(order: &Order) -> &'static str {
+    match order.status.as_str() {
+        "EXPIRED" => "Order expired",
+        "FAILED" => "Transaction failed",
+        "SUCCESS" => "Transaction success",
+        _ => "",
+    }
+}
+
+pub(crate) async fn inquiry_balance(State(sim): State<SmilepayzSim>, request: Request) -> Response {
+    let svc = SVC_BALANCE;
+    if let Err(reply) = admit(&sim, request, svc, RequestKind::Other).await {
+        return reply;
+    }
+    let balances = sim.balances();
+    reply(
+        200,
+        svc,
+        "00",
+        "Successful",
+        json!({
+            "merchantId": sim.inner.settings.merchant_id,
+            "balance": {
+                "payIn": { "currency": "IDR", "available": balances.payin_available, "frozen": 0 },
+                "payOut": { "currency": "IDR", "available": balances.payout_available, "frozen": balances.payout_frozen },
+            }
+        }),
+    )
+}
+
+fn spawn_settle(sim: &SmilepayzSim, order_no: &str) {
+    let sim = sim.clone();
+    let order_no = order_no.to_string();
+    tokio::spawn(async move {
+        let delay = Duration::from_millis(sim.inner.settings.settle_delay_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = sim.inner.stop.wait() => return,
+        }
+        settle(&sim, &order_no).await;
+    });
+}
+
+/// Moves the order to its scenario's final state, moves the balances, and
+/// sends the callback(s).
+async fn settle(sim: &SmilepayzSim, order_no: &str) {
+    let (order, claimed) = {
+        let mut ledger = lock(&sim.inner.ledger);
+        let super::Ledger { orders, balances } = &mut *ledger;
+        let Some(order) = orders.get_mut(order_no) else {
+            return;
+        };
+        let pay_in = order.trade_type == TradeType::PayIn;
+        let Some(status) = order.scenario.final_status(pay_in) else {
+            return;
+        };
+        if order.status != "INIT" && order.status != "PROCESSING" {
+            return;
+        }
+        order.status = status.to_string();
+        order.settled_at = Some(Utc::now());
+        if pay_in {
+            if status == "SUCCESS" {
+                balances.payin_available += order.amount;
+            }
+        } else if order.frozen {
+            order.frozen = false;
+            balances.payout_frozen -= order.amount;
+            if status != "SUCCESS" {
+                balances.payout_available += order.amount;
+            }
+        }
+        let claimed = if order.scenario == Scenario::SpoofSuccess {
+            "SUCCESS"
+        } else {
+            status
+        };
+        (order.clone(), claimed.to_string())
+    };
+    let Some(url) = order.callback_url.clone() else {
+        return;
+    };
+    let body = wire::CallbackBody {
+        order_no: order.order_no.clone(),
+        trade_no: order.trade_no.clone(),
+        merchant_id: sim.inner.settings.merchant_id.clone(),
+        merchant_name: sim.inner.settings.merchant_name.clone(),
+        payment_method: order.payment_method.clone(),
+        status: claimed,
+        money: wire::WireMoney {
+            currency: "IDR".into(),
+            amount: serde_json::Number::from(order.amount),
+        },
+        transaction_time: local_time(),
+        payer: None,
+    };
+    let times = if order.scenario == Scenario::DoubleCallback {
+        2
+    } else {
+        1
+    };
+    for _ in 0..times {
+        let deliver = sim.inner.callbacks.deliver(
+            &url,
+            &sim.inner.platform_key,
+            sim.inner.settings.callback_timestamp_style,
+            &body,
+        );
+        tokio::select! {
+            _ = deliver => {}
+            _ = sim.inner.stop.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The Smilepayz v2.0 simulator (`shared/protocols/smilepayz.md` §8): the
+//! four endpoints (`/v2.0/transaction/pay-in`, `/v2.0/disbursement/pay-out`,
+//! `/v2.0/inquiry-status`, `/v2.0/inquiry-balance`) with the request checks
+//! Smilepayz makes (IP allow-list, mandatory headers, timestamp window,
+//! SHA256withRSA signature with the merchant's public key, X-PARTNER-ID vs
+//! `merchant.merchantId`, orderNo rules, duplicates), a ledger with the
+//! pay-in account and the pay-out account's available and frozen balances,
+//! orders that settle after a configurable delay according to a scenario
+//! chosen by the amount (see `SCENARIOS.md`), and callbacks signed with the
+//! simulator's platform key over `tradeNo|X-TIMESTAMP`, retried on a
+//! schedule until answered with exactly `SUCCESS`.
+//!
+//! Introspection (JSON): `GET /_sim/requests/{orderNo}`,
+//! `GET /_sim/ledger/{orderNo}`, `GET /_sim/callbacks/{orderNo}`,
+//! `GET|PUT /_sim/balance`, `GET /_sim/scenarios`,
+//! `GET /_sim/platform-public-key` (PEM, for the callback receiver).
+
+mod callbacks;
+mod handlers;
+pub mod scenarios;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use loket_runtime::{Secret, Shutdown};
+use loket_smilepayz::sign::{self, TimestampStyle};
+use loket_smilepayz::wire;
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::common::{self, lock, RequestCounter, RequestCounts};
+pub use callbacks::{CallbackAttempt, SmilepayzCallbackLog};
+pub use scenarios::Scenario;
+
+/// The simulator's settings (`[smilepayz]` in the `loket-sim` config,
+/// `LOKET_SMILEPAYZ__…` in the environment).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmilepayzSimSettings {
+    /// The one merchant the simulator knows (`X-PARTNER-ID`).
+    pub merchant_id: String,
+    pub merchant_name: String,
+    /// The simulator's copy of the merchant secret.
+    pub merchant_secret: Secret,
+    /// The merchant's uploaded public key (PEM, base64 DER or a path). Empty:
+    /// every request is refused with 4019x00.
+    pub merchant_public_key: String,
+    /// The platform private key that signs callbacks (PEM, base64 DER or a
+    /// path). Empty: one is generated at start
+    /// ([`SmilepayzSim::platform_public_key_pem`]).
+    pub platform_private_key: Secret,
+    /// Source IPs allowed (else 403xx03); empty = all.
+    pub allowed_ips: Vec<String>,
+    /// X-TIMESTAMP window, either way (spec: ±5 min).
+    pub max_skew_seconds: i64,
+    /// Accept `-` and `_` in orderNo (spec §10 Q1; off = alphanumeric only).
+    pub allow_order_no_separators: bool,
+    /// Pay-out account, available balance at start (IDR).
+    pub initial_payout_balance: i64,
+    /// Pay-in account at start (IDR).
+    pub initial_payin_balance: i64,
+    /// Where callbacks go when the request carried no `callbackUrl`.
+    pub callback_url: Option<String>,
+    /// Timestamp style of callbacks.
+    pub callback_timestamp_style: TimestampStyle,
+    /// Delay between creation and the order's final state (and callback).
+    pub settle_delay_ms: u64,
+    /// Delay before each callback attempt, from the previous one (spec §9
+    /// ASSUMED: 0, 10 s, 1 min, 5 min, 30 min, 2 h). Compress for tests.
+    pub callback_schedule_ms: Vec<u64>,
+    pub callback_timeout_ms: u64,
+    /// An inquiry this soon after creation answers 5009200 "Order not found"
+    /// (the race of spec §8.12); 0 = off.
+    pub inquiry_race_ms: u64,
+    /// Requests per second beyond which 429xx00 is answered; 0 = unlimited.
+    pub rate_limit_per_second: u32,
+    /// How long the "reply after the client's timeout" scenario waits.
+    pub slow_reply_ms: u64,
+    pub body_limit_bytes: usize,
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for SmilepayzSimSettings {
+    fn default() -> Self {
+        SmilepayzSimSettings {
+            merchant_id: "20001".into(),
+            merchant_name: "loket".into(),
+            merchant_secret: Secret::new("sim-merchant-secret-0001"),
+            merchant_public_key: String::new(),
+            platform_private_key: Secret::default(),
+            allowed_ips: Vec::new(),
+            max_skew_seconds: 300,
+            allow_order_no_separators: false,
+            initial_payout_balance: 1_000_000_000,
+            initial_payin_balance: 0,
+            callback_url: None,
+            callback_timestamp_style: TimestampStyle::Wib,
+            settle_delay_ms: 500,
+            callback_schedule_ms: vec![0, 10_000, 60_000, 300_000, 1_800_000, 7_200_000],
+            callback_timeout_ms: 5_000,
+            inquiry_race_ms: 300,
+            rate_limit_per_second: 0,
+            slow_reply_ms: 60_000,
+            body_limit_bytes: 64 * 1024,
+            body_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TradeType {
+    PayIn,
+    PayOut,
+}
+
+impl TradeType {
+    pub fn code(self) -> u8 {
+        match self {
+            TradeType::PayIn => wire::TRADE_TYPE_PAY_IN,
+            TradeType::PayOut => wire::TRADE_TYPE_PAY_OUT,
+        }
+    }
+}
+
+/// One order in the simulator's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_no: String,
+    pub trade_no: String,
+    pub trade_type: TradeType,
+    pub amount: i64,
+    pub payment_method: String,
+    pub cash_account: String,
+    pub payer_name: String,
+    /// INIT, PROCESSING, SUCCESS, FAILED, EXPIRED.
+    pub status: String,
+    pub scenario: Scenario,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+    pub callback_url: Option<String>,
+    /// Pay-outs: whether the amount is still frozen.
+    pub frozen: bool,
+}
+
+/// The merchant's balances at the simulated Smilepayz.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balances {
+    pub payin_available: i64,
+    pub payout_available: i64,
+    pub payout_frozen: i64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    pub(crate) orders: HashMap<String, Order>,
+    pub(crate) balances: Balances,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: SmilepayzSimSettings,
+    pub(crate) merchant_key: Option<RsaPublicKey>,
+    pub(crate) platform_key: RsaPrivateKey,
+    pub(crate) platform_public_pem: String,
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) requests: RequestCounter,
+    pub(crate) callbacks: callbacks::Sender,
+    pub(crate) trade_seq: AtomicU64,
+    pub(crate) rate: Mutex<(i64, u32)>,
+    pub(crate) stop: Shutdown,
+}
+
+/// The Smilepayz simulator. Cheap to clone.
+#[derive(Clone)]
+pub struct SmilepayzSim {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SmilepayzSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmilepayzSim")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmilepayzSim {
+    /// Builds the simulator. A merchant public key that does not load is
+    /// logged and every request is then refused (4019x00); a platform key
+    /// that is empty or does not load is replaced by a generated one.
+    pub fn new(settings: SmilepayzSimSettings) -> Self {
+        let merchant_key = match sign::load_public_key(&settings.merchant_public_key) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::warn!(%error, "smilepayz simulator: merchant public key not usable; every request will get 4019x00");
+                None
+            }
+        };
+        let platform_key = match sign::load_private_key(settings.platform_private_key.expose()) {
+            Ok(key) => key,
+            Err(_) => {
+                let (private, _) = sign::generate_key_pair();
+                sign::load_private_key(&private).expect("generated key loads")
+            }
+        };
+        let platform_public_pem = {
+            use rsa::pkcs8::{EncodePublicKey, LineEnding};
+            RsaPublicKey::from(&platform_key)
+                .to_public_key_pem(LineEnding::LF)
+                .expect("SPKI encoding")
+        };
+        let callbacks = callbacks::Sender::new(
+            Duration::from_millis(settings.callback_timeout_ms),
+            settings.callback_schedule_ms.clone(),
+        );
+        let balances = Balances {
+            payin_available: settings.initial_payin_balance,
+            payout_available: settings.initial_payout_balance,
+            payout_frozen: 0,
+        };
+        SmilepayzSim {
+            inner: Arc::new(Inner {
+                merchant_key,
+                platform_key,
+                platform_public_pem,
+                ledger: Mutex::new(Ledger {
+                    orders: HashMap::new(),
+                    balances,
+                }),
+                requests: RequestCounter::default(),
+                callbacks,
+                trade_seq: AtomicU64::new(1),
+                rate: Mutex::new((0, 0)),
+                stop: Shutdown::new(),
+                settings,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &SmilepayzSimSettings {
+        &self.inner.settings
+    }
+
+    /// The public half of the platform key that signs callbacks (SPKI PEM):
+    /// what loket's callback receiver verifies with.
+    pub fn platform_public_key_pem(&self) -> String {
+        self.inner.platform_public_pem.clone()
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(wire::PAY_IN_PATH, post(handlers::pay_in))
+            .route(wire::PAY_OUT_PATH, post(handlers::pay_out))
+            .route(wire::INQUIRY_STATUS_PATH, post(handlers::inquiry_status))
+            .route(wire::INQUIRY_BALANCE_PATH, post(handlers::inquiry_balance))
+            .route("/_sim/requests/{order_no}", get(admin_requests))
+            .route("/_sim/ledger/{order_no}", get(admin_ledger))
+            .route("/_sim/callbacks/{order_no}", get(admin_callbacks))
+            .route("/_sim/balance", get(admin_balance).put(admin_set_balance))
+            .route("/_sim/scenarios", get(admin_scenarios))
+            .route("/_sim/platform-public-key", get(admin_platform_key))
+            .with_state(self.clone())
+    }
+
+    /// Serves [`Self::router`] until `shutdown` (connection resets and the
+    /// IP allow-list need this, not a bare router).
+    pub async fn serve(&self, listener: TcpListener, shutdown: Shutdown) {
+        let stop = self.inner.stop.clone();
+        let linked = shutdown.clone();
+        tokio::spawn(async move {
+            linked.wait().await;
+            stop.trigger();
+        });
+        common::serve(self.router(), listener, shutdown).await;
+    }
+
+    /// Requests received for `order_no`: `purchases` = pay-ins, `payments` =
+    /// pay-outs, `status_checks` = inquiries (rejected ones included).
+    pub fn requests_for(&self, order_no: &str) -> RequestCounts {
+        self.inner.requests.get(order_no)
+    }
+
+    /// Money-moving requests (pay-ins + pay-outs) received for `order_no`.
+    pub fn money_requests_for(&self, order_no: &str) -> usize {
+        self.requests_for(order_no).money()
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.inner.requests.total()
+    }
+
+    pub fn order(&self, order_no: &str) -> Option<Order> {
+        lock(&self.inner.ledger).orders.get(order_no).cloned()
+    }
+
+    pub fn callbacks_for(&self, order_no: &str) -> SmilepayzCallbackLog {
+        self.inner.callbacks.log_for(order_no)
+    }
+
+    pub fn balances(&self) -> Balances {
+        lock(&self.inner.ledger).balances
+    }
+
+    /// Sets the pay-out account's available balance (frozen is kept).
+    pub fn set_payout_balance(&self, available: i64) {
+        lock(&self.inner.ledger).balances.payout_available = available;
+    }
+
+    pub(crate) fn next_trade_no(&self, trade_type: TradeType) -> String {
+        let seq = self.inner.trade_seq.fetch_add(1, Ordering::SeqCst);
+        let prefix = match trade_type {
+            TradeType::PayIn => "101",
+            TradeType::PayOut => "102",
+        };
+        format!(
+            "{prefix}{}{:08}",
+            Utc::now().format("%y%m%d%H%M%S"),
+            seq % 100_000_000
+        )
+    }
+}
+
+async fn admin_requests(
+    State(sim): State<SmilepayzSim>,
+    Path(order_no): Path<String>,
+) -> Json<RequestCounts> {
+    Json(sim.requests_for(&order_no))
+}
+
+async fn admin_ledger(State(sim): State<SmilepayzSim>, Path(order_no): Path<String>) -> Response {
+    match sim.order(&order_no) {
+        Some(order) => Json(order).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "orderNo not in the ledger" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn admin_callbacks(
+    State(sim): State<SmilepayzSim>,
+    Path(order_no): Path<String>,
+) -> Json<SmilepayzCallbackLog> {
+    Json(sim.callbacks_for(&order_no))
+}
+
+async fn admin_balance(State(sim): State<SmilepayzSim>) -> Json<Balances> {
+    Json(sim.balances())
+}
+
+#[derive(Debug, Deserialize)]
+struct SetBalance {
+    payout_available: i64,
+}
+
+async fn admin_set_balance(
+    State(sim): State<SmilepayzSim>,
+    Json(body): Json<SetBalance>,
+) -> Json<Balances> {
+    sim.set_payout_balance(body.payout_available);
+    Json(sim.balances())
+}
+
+async fn admin_scenarios() -> Json<serde_json::Value> {
+    let rows: Vec<_> = scenarios::TABLE
+        .iter()
+        .map(|(selector, behaviour)| serde_json::json!({ "amount_ends_with": selector, "behaviour": behaviour }))
+        .collect();
+    Json(
+        serde_json::json!({ "selector": "amount % 1000 (or payer/receiver name SIM-NNN)", "scenarios": rows }),
+    )
+}
+
+async fn admin_platform_key(State(sim): State<SmilepayzSim>) -> String {
+    sim.platform_public_key_pem()
+}

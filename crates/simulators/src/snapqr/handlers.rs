@@ -1,0 +1,724 @@
+//! The SNAP services. Check order of every transaction call (answered with
+//! the code in brackets, `ss` = the service): body readable [400ss00] →
+//! X-TIMESTAMP present and within the window [401ss00] → bearer token issued
+//! and not expired [401ss01] → X-PARTNER-ID [401ss00] → X-SIGNATURE (HMAC
+//! over the path as received) [401ss00] → CHANNEL-ID [400ss02] →
+//! X-EXTERNAL-ID numeric ≤ 36 [400ss01] and unused today (WIB) [409ss00] →
+//! JSON body [400ss00] → the service.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use loket_snapqr::sign;
+use loket_snapqr::wire::Body;
+use serde_json::{json, Map, Value};
+
+use super::{PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
+use crate::common::{lock, read_body, OutgoingCallback};
+use crate::metrics as names;
+
+fn wib() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(7 * 3600).expect("valid offset")
+}
+
+fn now_iso() -> String {
+    Utc::now()
+        .with_timezone(&wib())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// A SNAP answer: HTTP status from the code's first three digits.
+fn answer(code: &str, message: &str, fields: Value) -> Response {
+    let status = code[..3]
+        .parse::<u16>()
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = Map::new();
+    body.insert("responseCode".into(), json!(code));
+    body.insert("responseMessage".into(), json!(message));
+    if let Value::Object(extra) = fields {
+        body.extend(extra);
+    }
+    metrics::counter!(names::REQUESTS_TOTAL, "provider" => "snapqr", "operation" => code[3..5].to_string(), "code" => code.to_string()).increment(1);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-timestamp"), &now_iso()),
+        ],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+fn code(http: u16, service: u8, case: u8) -> String {
+    format!("{http:03}{service:02}{case:02}")
+}
+
+fn fail(http: u16, service: u8, case: u8, message: &str) -> Response {
+    answer(&code(http, service, case), message, Value::Null)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn within_window(sim: &SnapQrSim, stamp: &str) -> bool {
+    match DateTime::parse_from_rfc3339(stamp) {
+        Ok(at) => {
+            (Utc::now() - at.with_timezone(&Utc))
+                .num_seconds()
+                .unsigned_abs()
+                <= sim.inner.settings.max_skew_secs
+        }
+        Err(_) => false,
+    }
+}
+
+fn count(sim: &SnapQrSim, reference: Option<&str>, bump: impl FnOnce(&mut SnapCounts)) {
+    let Some(reference) = reference else { return };
+    let mut ledger = lock(&sim.inner.ledger);
+    let counts = ledger.counts.entry(reference.to_string()).or_default();
+    bump(counts);
+    counts.total += 1;
+}
+
+fn next_reference(sim: &SnapQrSim, prefix: &str) -> String {
+    let n = sim
+        .inner
+        .sequence
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!(
+        "{prefix}{}{n:08}",
+        Utc::now().with_timezone(&wib()).format("%y%m%d")
+    )
+}
+
+/// Service 73.
+pub(crate) async fn token(State(sim): State<SnapQrSim>, request: Request) -> Response {
+    sim.inner
+        .token_requests
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let settings = &sim.inner.settings;
+    let Ok(body) = read_body(
+        body,
+        settings.body_limit_bytes,
+        Duration::from_millis(settings.body_read_timeout_ms),
+    )
+    .await
+    else {
+        return fail(400, 73, 0, "Bad Request");
+    };
+    let headers = &parts.headers;
+    let (Some(stamp), Some(client_key), Some(signature)) = (
+        header_str(headers, "X-TIMESTAMP"),
+        header_str(headers, "X-CLIENT-KEY"),
+        header_str(headers, "X-SIGNATURE"),
+    ) else {
+        return fail(400, 73, 2, "Invalid Mandatory Field");
+    };
+    if client_key != settings.client_key || !within_window(&sim, stamp) {
+        return fail(401, 73, 0, "Unauthorized. Client or timestamp");
+    }
+    let verified = sim.inner.partner_key.as_ref().is_some_and(|key| {
+        sign::rsa_verify(
+            key,
+            &sign::token_string_to_sign(client_key, stamp),
+            signature,
+        )
+    });
+    if !verified {
+        return fail(401, 73, 0, "Unauthorized. Signature");
+    }
+    let grant = Body::parse(&body).ok().and_then(|b| b.str("grantType"));
+    if grant.as_deref() != Some("client_credentials") {
+        return fail(400, 73, 1, "Invalid Field Format grantType");
+    }
+    let token: String = {
+        use rand::Rng as _;
+        rand::thread_rng()
+            .sample_iter(&rand::distributions::Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect()
+    };
+    let ttl = settings.token_ttl_secs;
+    lock(&sim.inner.ledger)
+        .tokens
+        .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+    answer(
+        "2007300",
+        "Successful",
+        json!({ "accessToken": token, "tokenType": "Bearer", "expiresIn": ttl.to_string() }),
+    )
+}
+
+/// A transaction call that passed every check.
+struct Authed {
+    headers: HeaderMap,
+    body: Body,
+}
+
+async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<Authed, Response> {
+    let (parts, body) = request.into_parts();
+    let settings = &sim.inner.settings;
+    let bytes = read_body(
+        body,
+        settings.body_limit_bytes,
+        Duration::from_millis(settings.body_read_timeout_ms),
+    )
+    .await
+    .map_err(|_| fail(400, service, 0, "Bad Request"))?;
+    let headers = parts.headers;
+    let stamp = header_str(&headers, "X-TIMESTAMP")
+        .ok_or_else(|| fail(401, service, 0, "Unauthorized. X-TIMESTAMP missing"))?;
+    if !within_window(sim, stamp) {
+        return Err(fail(
+            401,
+            service,
+            0,
+            "Unauthorized. Timestamp outside the window",
+        ));
+    }
+    let token = header_str(&headers, "Authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| fail(401, service, 3, "Token Not Found (B2B)"))?;
+    let live = lock(&sim.inner.ledger)
+        .tokens
+        .get(token)
+        .is_some_and(|expiry| Instant::now() < *expiry);
+    if !live {
+        return Err(fail(401, service, 1, "Invalid Token (B2B)"));
+    }
+    if header_str(&headers, "X-PARTNER-ID") != Some(settings.client_key.as_str()) {
+        return Err(fail(401, service, 0, "Unauthorized. Unknown partner"));
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let signature = header_str(&headers, "X-SIGNATURE").unwrap_or_default();
+    let string_to_sign =
+        sign::transaction_string_to_sign(parts.method.as_str(), &path, token, &bytes, stamp);
+    if !sign::verify_hmac(settings.client_secret.expose(), &string_to_sign, signature) {
+        return Err(fail(401, service, 0, "Unauthorized. Signature"));
+    }
+    let channel = header_str(&headers, "CHANNEL-ID").unwrap_or_default();
+    if channel.len() != 5 || !channel.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(fail(400, service, 2, "Invalid Mandatory Field CHANNEL-ID"));
+    }
+    let external = header_str(&headers, "X-EXTERNAL-ID").unwrap_or_default();
+    if external.is_empty() || external.len() > 36 || !external.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(fail(400, service, 1, "Invalid Field Format X-EXTERNAL-ID"));
+    }
+    let today = Utc::now().with_timezone(&wib()).date_naive();
+    if !lock(&sim.inner.ledger)
+        .external_ids
+        .insert((today, external.to_string()))
+    {
+        return Err(fail(409, service, 0, "Conflict"));
+    }
+    let body = Body::parse(&bytes).map_err(|_| fail(400, service, 0, "Bad Request"))?;
+    Ok(Authed { headers, body })
+}
+
+/// The scenario of a payment: `SCENARIO=NNN` in the qrContent, else the
+/// amount's last three digits.
+fn scenario_of(qr_content: &str, amount: i64) -> u16 {
+    if let Some(rest) = qr_content.split("SCENARIO=").nth(1) {
+        if let Ok(n) = rest.chars().take(3).collect::<String>().parse::<u16>() {
+            return n;
+        }
+    }
+    (amount.rem_euclid(1000)) as u16
+}
+
+/// Scenario 102: a pending payment resolves to 00 once its time has come.
+pub(crate) fn resolve_pending(entry: &mut PaymentEntry) {
+    if let Some(at) = entry.resolve_at {
+        if Instant::now() >= at {
+            entry.status = "00".into();
+            entry.resolve_at = None;
+        }
+    }
+}
+
+fn status_desc(status: &str) -> &'static str {
+    match status {
+        "00" => "Success",
+        "01" => "Initiated",
+        "02" => "Paying",
+        "03" => "Pending",
+        "04" => "Refunded",
+        "05" => "Canceled",
+        "06" => "Failed",
+        _ => "Not Found",
+    }
+}
+
+/// Service 59.
+pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> Response {
+    let authed = match authenticate(&sim, 59, request).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let reference = authed.body.str("partnerReferenceNo");
+    count(&sim, reference.as_deref(), |c| c.generates += 1);
+    let expected = sim.inner.settings.customer_token.expose();
+    let customer = header_str(&authed.headers, "Authorization-Customer")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match customer {
+        None => return fail(401, 59, 4, "Customer Token Not Found"),
+        Some(token) if !expected.is_empty() && token != expected => {
+            return fail(401, 59, 2, "Invalid Customer Token")
+        }
+        _ => {}
+    }
+    if authed.body.str("partnerTrxDate").is_none() {
+        return fail(400, 59, 2, "Invalid Mandatory Field partnerTrxDate");
+    }
+    let scenario = authed
+        .body
+        .value("additionalInfo")
+        .and_then(|v| v.get("scenario"))
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        });
+    let expires = Utc::now() + chrono::Duration::seconds(sim.inner.settings.qr_ttl_secs as i64);
+    let mut qr = format!(
+        "SIMQR-{}-EXP{}",
+        next_reference(&sim, "Q"),
+        expires.timestamp()
+    );
+    if let Some(scenario) = scenario {
+        qr.push_str(&format!("-SCENARIO={scenario:0>3}"));
+    }
+    answer(
+        "2005900",
+        "Successful",
+        json!({
+            "referenceNo": next_reference(&sim, "G"),
+            "partnerReferenceNo": reference.unwrap_or_default(),
+            "qrContent": qr,
+            "expiryTime": expires.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        }),
+    )
+}
+
+fn qr_expired(qr: &str) -> bool {
+    qr.split("-EXP")
+        .nth(1)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|epoch| epoch.parse::<i64>().ok())
+        .is_some_and(|epoch| epoch < Utc::now().timestamp())
+}
+
+fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
+    answer(
+        code,
+        message,
+        json!({
+            "referenceNo": entry.reference_no,
+            "partnerReferenceNo": entry.partner_reference_no,
+            "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        }),
+    )
+}
+
+/// Service 60.
+pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> Response {
+    let authed = match authenticate(&sim, 60, request).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let body = &authed.body;
+    let reference = body.str("partnerReferenceNo");
+    count(&sim, reference.as_deref(), |c| c.payments += 1);
+    let Some(reference) = reference else {
+        return fail(400, 60, 2, "Invalid Mandatory Field partnerReferenceNo");
+    };
+    let Some(qr) = body.str("qrContent") else {
+        return fail(400, 60, 2, "Invalid Mandatory Field qrContent");
+    };
+    if body.str("merchantId").is_none() {
+        return fail(400, 60, 2, "Invalid Mandatory Field merchantId");
+    }
+    let amount = match body.money("amount") {
+        Ok(Some(money)) => money.minor,
+        Ok(None) => return fail(400, 60, 2, "Invalid Mandatory Field amount"),
+        Err(_) => return fail(400, 60, 1, "Invalid Field Format amount"),
+    };
+    let scenario = scenario_of(&qr, amount);
+    // The ledger decides duplicates first.
+    {
+        let mut ledger = lock(&sim.inner.ledger);
+        if let Some(entry) = ledger.payments.get_mut(&reference) {
+            resolve_pending(entry);
+            match entry.status.as_str() {
+                "00" | "04" => {
+                    return payment_reply(entry, "4096001", "Duplicate partnerReferenceNo")
+                }
+                "01" | "02" | "03" => {
+                    return payment_reply(entry, "2026000", "Request In Progress")
+                }
+                // ASSUMED (spec §7): a reference whose payment failed may be used again.
+                _ => {
+                    ledger.payments.remove(&reference);
+                }
+            }
+        }
+        if qr_expired(&qr) {
+            return fail(403, 60, 0, "Transaction Expired");
+        }
+        if ledger.used_qr.get(&qr).is_some_and(|by| *by != reference) {
+            return fail(
+                404,
+                60,
+                11,
+                "Invalid Card/Account/Customer (QR already used)",
+            );
+        }
+    }
+    let failure = match scenario {
+        301 => Some((403, 0, "Transaction Expired")),
+        302 => Some((404, 11, "Invalid Card/Account/Customer")),
+        303 => Some((403, 14, "Insufficient Funds")),
+        304 => Some((403, 2, "Exceeds Transaction Amount Limit")),
+        305 => Some((403, 5, "Do Not Honor")),
+        306 => Some((403, 3, "Suspected Fraud")),
+        307 => Some((404, 13, "Invalid Amount")),
+        309 => Some((403, 19, "Merchant Blacklisted")),
+        310 => Some((403, 1, "Feature Not Allowed")),
+        _ => None,
+    };
+    if scenario == 308 {
+        return fail(429, 60, 0, "Too Many Requests");
+    }
+    if scenario == 203 {
+        return (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response();
+    }
+    let status = match (failure, scenario) {
+        (Some(_), _) => "06",
+        (None, 101 | 105) => "01",
+        (None, 102) => "03",
+        _ => "00",
+    };
+    let entry = PaymentEntry {
+        partner_reference_no: reference.clone(),
+        reference_no: next_reference(&sim, "SNAP"),
+        amount,
+        qr_content: qr.clone(),
+        status: status.into(),
+        scenario,
+        created_at: Utc::now(),
+        refunded: 0,
+        refunds: Default::default(),
+        resolve_at: (scenario == 102)
+            .then(|| Instant::now() + Duration::from_millis(sim.inner.settings.pending_resolve_ms)),
+    };
+    {
+        let mut ledger = lock(&sim.inner.ledger);
+        if status != "06" {
+            ledger.used_qr.insert(qr, reference.clone());
+        }
+        ledger.payments.insert(reference.clone(), entry.clone());
+    }
+    if let Some((http, case, message)) = failure {
+        return fail(http, 60, case, message);
+    }
+    let delay = Duration::from_millis(sim.inner.settings.notify_delay_ms);
+    match scenario {
+        101 | 105 => {
+            let final_status = if scenario == 101 { "00" } else { "06" };
+            let sim2 = sim.clone();
+            let reference2 = reference.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = sim2.inner.stop.wait() => {}
+                    _ = tokio::time::sleep(delay) => {
+                        if let Some(entry) = lock(&sim2.inner.ledger).payments.get_mut(&reference2) {
+                            entry.status = final_status.into();
+                        }
+                        send_notify(&sim2, &reference2).await;
+                    }
+                }
+            });
+            payment_reply(&entry, "2026000", "Request In Progress")
+        }
+        102 => payment_reply(&entry, "2026000", "Request In Progress"),
+        103 => {
+            send_notify(&sim, &reference).await;
+            payment_reply(&entry, "2006000", "Successful")
+        }
+        104 => {
+            let sim2 = sim.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                send_notify(&sim2, &reference).await;
+                send_notify(&sim2, &reference).await;
+            });
+            payment_reply(&entry, "2006000", "Successful")
+        }
+        201 => {
+            let wait = Duration::from_millis(sim.inner.settings.slow_reply_ms);
+            tokio::select! {
+                _ = sim.inner.stop.wait() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            payment_reply(&entry, "2006000", "Successful")
+        }
+        202 => (StatusCode::INTERNAL_SERVER_ERROR, "").into_response(),
+        204 => fail(504, 60, 0, "Timeout"),
+        _ => payment_reply(&entry, "2006000", "Successful"),
+    }
+}
+
+/// Sends notify (79) about `reference`'s current status, signed mode A.
+pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
+    let Some(url) = sim.inner.settings.notify_url.clone() else {
+        return;
+    };
+    let Some(entry) = lock(&sim.inner.ledger).payments.get(reference).cloned() else {
+        return;
+    };
+    let body = json!({
+        "originalPartnerReferenceNo": entry.partner_reference_no,
+        "originalReferenceNo": entry.reference_no,
+        "merchantId": sim.inner.settings.merchant_id,
+        "amount": { "value": format!("{}.00", entry.amount), "currency": "IDR" },
+        "latestTransactionStatus": entry.status,
+        "transactionStatusDesc": status_desc(&entry.status),
+    })
+    .to_string();
+    let path = reqwest::Url::parse(&url)
+        .map(|u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        })
+        .unwrap_or_else(|_| "/".into());
+    let stamp = now_iso();
+    let headers: Vec<(String, String)> = loket_snapqr::callback::sign_notify_rsa(
+        &sim.inner.issuer_key,
+        &path,
+        body.as_bytes(),
+        &stamp,
+    )
+    .into_iter()
+    .filter(|(name, _)| name != "Content-Type")
+    .chain([
+        (
+            "X-PARTNER-ID".to_string(),
+            sim.inner.settings.client_key.clone(),
+        ),
+        (
+            "X-EXTERNAL-ID".to_string(),
+            format!("{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+        ),
+        ("CHANNEL-ID".to_string(), "95221".to_string()),
+    ])
+    .collect();
+    sim.inner
+        .notifies
+        .deliver_with_headers(
+            OutgoingCallback {
+                reference: reference.to_string(),
+                label: entry.status.clone(),
+                url,
+                method: crate::common::CallbackMethod::Post,
+                query: Vec::new(),
+                body: body.into_bytes(),
+                content_type: "application/json",
+            },
+            &headers,
+        )
+        .await;
+}
+
+/// Service 61.
+pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Response {
+    let authed = match authenticate(&sim, 61, request).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let reference = authed.body.str("originalPartnerReferenceNo");
+    let reference_no = authed.body.str("originalReferenceNo");
+    count(&sim, reference.as_deref(), |c| c.queries += 1);
+    if reference.is_none() && reference_no.is_none() {
+        return fail(
+            400,
+            61,
+            2,
+            "Invalid Mandatory Field originalPartnerReferenceNo",
+        );
+    }
+    let entry = {
+        let mut ledger = lock(&sim.inner.ledger);
+        let found = match &reference {
+            Some(r) => ledger.payments.get_mut(r),
+            None => ledger
+                .payments
+                .values_mut()
+                .find(|e| Some(&e.reference_no) == reference_no.as_ref()),
+        };
+        found.map(|entry| {
+            resolve_pending(entry);
+            entry.clone()
+        })
+    };
+    let Some(entry) = entry else {
+        return fail(404, 61, 1, "Transaction Not Found");
+    };
+    answer(
+        "2006100",
+        "Successful",
+        json!({
+            "originalReferenceNo": entry.reference_no,
+            "originalPartnerReferenceNo": entry.partner_reference_no,
+            "latestTransactionStatus": entry.status,
+            "transactionStatusDesc": status_desc(&entry.status),
+            "paidTime": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            "amount": { "value": format!("{}.00", entry.amount), "currency": "IDR" },
+        }),
+    )
+}
+
+/// Service 62.
+pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Response {
+    let authed = match authenticate(&sim, 62, request).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let reference = authed.body.str("originalPartnerReferenceNo");
+    count(&sim, reference.as_deref(), |c| c.cancels += 1);
+    let Some(reference) = reference else {
+        return fail(
+            400,
+            62,
+            2,
+            "Invalid Mandatory Field originalPartnerReferenceNo",
+        );
+    };
+    let window = chrono::Duration::seconds(sim.inner.settings.cancel_window_secs as i64);
+    let mut ledger = lock(&sim.inner.ledger);
+    let Some(entry) = ledger.payments.get_mut(&reference) else {
+        return fail(404, 62, 1, "Transaction Not Found");
+    };
+    resolve_pending(entry);
+    match entry.status.as_str() {
+        "05" => {}
+        "00" if Utc::now() - entry.created_at > window => {
+            return fail(
+                405,
+                62,
+                1,
+                "Requested Operation Is Not Allowed (cancel window closed)",
+            )
+        }
+        "00" | "01" | "02" | "03" => entry.status = "05".into(),
+        _ => return fail(404, 62, 0, "Invalid Transaction Status"),
+    }
+    let entry = entry.clone();
+    ledger.used_qr.remove(&entry.qr_content);
+    answer(
+        "2006200",
+        "Successful",
+        json!({
+            "originalReferenceNo": entry.reference_no,
+            "originalPartnerReferenceNo": entry.partner_reference_no,
+            "cancelTime": now_iso(),
+            "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        }),
+    )
+}
+
+/// Service 80.
+pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Response {
+    let authed = match authenticate(&sim, 80, request).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let body = &authed.body;
+    let refund_no = body.str("partnerRefundNo");
+    count(&sim, refund_no.as_deref(), |c| c.refunds += 1);
+    let (Some(reference), Some(refund_no)) = (body.str("originalPartnerReferenceNo"), refund_no)
+    else {
+        return fail(
+            400,
+            80,
+            2,
+            "Invalid Mandatory Field originalPartnerReferenceNo / partnerRefundNo",
+        );
+    };
+    let amount = match body.money("refundAmount") {
+        Ok(Some(money)) if money.minor > 0 => money.minor,
+        Ok(_) => return fail(400, 80, 2, "Invalid Mandatory Field refundAmount"),
+        Err(_) => return fail(400, 80, 1, "Invalid Field Format refundAmount"),
+    };
+    let refund_no_owned = refund_no.clone();
+    let mut ledger = lock(&sim.inner.ledger);
+    let Some(entry) = ledger.payments.get_mut(&reference) else {
+        return fail(404, 80, 1, "Transaction Not Found");
+    };
+    resolve_pending(entry);
+    let reply = |entry: &PaymentEntry, refund: &RefundEntry, code: &str, message: &str| {
+        answer(
+            code,
+            message,
+            json!({
+                "originalPartnerReferenceNo": entry.partner_reference_no,
+                "originalReferenceNo": entry.reference_no,
+                "refundNo": refund.refund_no,
+                "partnerRefundNo": refund_no_owned,
+                "refundAmount": { "value": format!("{}.00", refund.amount), "currency": "IDR" },
+                "refundTime": now_iso(),
+            }),
+        )
+    };
+    if let Some(existing) = entry.refunds.get(&refund_no) {
+        if existing.amount == amount {
+            return reply(entry, existing, "4098001", "Duplicate partnerRefundNo");
+        }
+        return fail(404, 80, 18, "Inconsistent Request");
+    }
+    if !matches!(entry.status.as_str(), "00" | "04") {
+        return fail(404, 80, 0, "Invalid Transaction Status");
+    }
+    if entry.refunded + amount > entry.amount {
+        return fail(
+            404,
+            80,
+            13,
+            "Invalid Amount (refunds exceed the paid amount)",
+        );
+    }
+    let refund = RefundEntry {
+        refund_no: format!("RF{}", entry.refunds.len() + 1) + &entry.reference_no,
+        amount,
+    };
+    entry.refunded += amount;
+    entry.status = "04".into();
+    entry.refunds.insert(refund_no.clone(), refund.clone());
+    let entry = entry.clone();
+    drop(ledger);
+    reply(&entry, &refund, "2008000", "Successful")
+}

@@ -1,0 +1,425 @@
+//! The SNAP BI QR CPM issuer simulator (`shared/protocols/snap-qr-cpm.md`
+//! §8): the B2B token endpoint (verifies our RSA signature with our public
+//! key, issues tokens with a configurable lifetime), generate (59), payment
+//! (60), query (61), cancel (62) and refund (80) under
+//! `{path_prefix}/v1.0/…`, each checked for timestamp window, token,
+//! partner id and HMAC signature (over the path as received), CHANNEL-ID and
+//! X-EXTERNAL-ID uniqueness per WIB day; a ledger per partnerReferenceNo;
+//! partial refunds up to the paid amount; a cancel window; notify (79) sent
+//! to loket signed with the simulator's issuer key (mode A); and scenario
+//! rules chosen by the amount's last three digits or by `SCENARIO=NNN` in the
+//! qrContent (see `SCENARIOS.md` and [`SCENARIOS`]).
+//!
+//! It reuses only `loket_snapqr::{sign, wire}` (the standard's signatures and
+//! amounts), never the connector's classification.
+//!
+//! Introspection (JSON): `GET /_sim/requests/{reference}`,
+//! `GET /_sim/ledger/{reference}`, `GET /_sim/callbacks/{reference}`,
+//! `GET /_sim/scenarios`, `GET /_sim/issuer-public-key`,
+//! `POST /_sim/tokens/expire`.
+
+mod handlers;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use loket_runtime::{Secret, Shutdown};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::common::{self, lock, CallbackLog, CallbackSender};
+
+/// Scenario selectors: the amount's last three digits (or `SCENARIO=NNN` in
+/// the qrContent) and what the simulator does.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "000 (any unlisted)",
+        "success: 2006000 with referenceNo; ledger 00",
+    ),
+    (
+        "101",
+        "pending: 2026000, then notify 00 after notify_delay_ms (ledger 00)",
+    ),
+    (
+        "102",
+        "pending with NO notify: 2026000; query 61 shows 03 until pending_resolve_ms, then 00",
+    ),
+    (
+        "103",
+        "success, notify 00 delivered BEFORE the HTTP response",
+    ),
+    ("104", "success, notify 00 delivered twice (duplicate)"),
+    ("105", "pending: 2026000, then notify 06 (failed)"),
+    (
+        "201",
+        "timeout after debit: ledger 00, reply only after slow_reply_ms",
+    ),
+    ("202", "HTTP 500 with an empty body after debit (ledger 00)"),
+    (
+        "203",
+        "HTTP 502 with an HTML body, not processed (query → 4046101)",
+    ),
+    ("204", "HTTP 504 5046000 after debit (ledger 00)"),
+    ("301", "4036000 transaction expired (expired QR)"),
+    ("302", "4046011 invalid card/account/customer (used QR)"),
+    ("303", "4036014 insufficient funds"),
+    ("304", "4036002 exceeds transaction amount limit"),
+    ("305", "4036005 do not honor"),
+    ("306", "4036003 suspected fraud"),
+    ("307", "4046013 invalid amount"),
+    ("308", "HTTP 429 4296000 too many requests (not processed)"),
+    ("309", "4036019 merchant blacklisted"),
+    ("310", "4036001 feature not allowed"),
+];
+
+/// The simulator's settings (`[snapqr]` in the `loket-sim` config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapQrSimSettings {
+    /// The partner's client id (X-CLIENT-KEY / X-PARTNER-ID).
+    pub client_key: String,
+    /// The partner's client secret (HMAC key of every transaction call).
+    pub client_secret: Secret,
+    /// The partner's RSA public key (PEM or path), verifying token requests.
+    pub partner_public_key: Secret,
+    /// The issuer's RSA private key (PEM or path) signing notifies; empty =
+    /// one is generated at start (its public key at `/_sim/issuer-public-key`).
+    pub issuer_private_key: Secret,
+    /// Expected `Authorization-Customer` bearer on 59; empty = any.
+    pub customer_token: Secret,
+    pub path_prefix: String,
+    pub version: String,
+    pub merchant_id: String,
+    pub token_ttl_secs: u64,
+    /// Accepted |now − X-TIMESTAMP| (ASSUMED ±5 min, §8.2).
+    pub max_skew_secs: u64,
+    /// loket's notify URL, e.g. `http://127.0.0.1:PORT/callback/snapqr`;
+    /// no notify is sent when absent.
+    pub notify_url: Option<String>,
+    pub notify_delay_ms: u64,
+    pub notify_max_attempts: u32,
+    pub notify_retry_ms: u64,
+    pub notify_timeout_ms: u64,
+    /// Scenario 102: how long the payment stays pending.
+    pub pending_resolve_ms: u64,
+    /// Scenario 201: how long the reply waits.
+    pub slow_reply_ms: u64,
+    /// A payment may be cancelled this long after it was made (Q6); after
+    /// that, 4056201.
+    pub cancel_window_secs: u64,
+    /// Lifetime of a generated QR (59); paying it later answers 4036000.
+    pub qr_ttl_secs: u64,
+    pub body_limit_bytes: usize,
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for SnapQrSimSettings {
+    fn default() -> Self {
+        SnapQrSimSettings {
+            client_key: "loket-snap".into(),
+            client_secret: Secret::new("sim-client-secret-qrcpm-0001"),
+            partner_public_key: Secret::default(),
+            issuer_private_key: Secret::default(),
+            customer_token: Secret::default(),
+            path_prefix: "/snap".into(),
+            version: "v1.0".into(),
+            merchant_id: String::new(),
+            token_ttl_secs: 900,
+            max_skew_secs: 300,
+            notify_url: None,
+            notify_delay_ms: 200,
+            notify_max_attempts: 3,
+            notify_retry_ms: 500,
+            notify_timeout_ms: 5_000,
+            pending_resolve_ms: 1_000,
+            slow_reply_ms: 60_000,
+            cancel_window_secs: 86_400,
+            qr_ttl_secs: 600,
+            body_limit_bytes: 64 * 1024,
+            body_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Requests received about one reference (partnerReferenceNo for 59/60,
+/// originalPartnerReferenceNo for 61/62, partnerRefundNo for 80), whatever
+/// their outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapCounts {
+    pub generates: usize,
+    pub payments: usize,
+    pub queries: usize,
+    pub cancels: usize,
+    pub refunds: usize,
+    pub total: usize,
+}
+
+/// One refund in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEntry {
+    pub refund_no: String,
+    pub amount: i64,
+}
+
+/// The simulator's record of one payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEntry {
+    pub partner_reference_no: String,
+    pub reference_no: String,
+    pub amount: i64,
+    pub qr_content: String,
+    /// latestTransactionStatus: 00 success, 01–03 pending, 04 refunded,
+    /// 05 cancelled, 06 failed.
+    pub status: String,
+    pub scenario: u16,
+    pub created_at: DateTime<Utc>,
+    pub refunded: i64,
+    pub refunds: BTreeMap<String, RefundEntry>,
+    #[serde(skip)]
+    pub(crate) resolve_at: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct Ledger {
+    pub(crate) tokens: HashMap<String, Instant>,
+    pub(crate) external_ids: HashSet<(NaiveDate, String)>,
+    pub(crate) payments: HashMap<String, PaymentEntry>,
+    /// qrContent → the partnerReferenceNo that paid it.
+    pub(crate) used_qr: HashMap<String, String>,
+    pub(crate) counts: HashMap<String, SnapCounts>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: SnapQrSimSettings,
+    pub(crate) partner_key: Option<rsa::RsaPublicKey>,
+    pub(crate) issuer_key: rsa::RsaPrivateKey,
+    pub(crate) issuer_public_pem: String,
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) token_requests: AtomicU64,
+    pub(crate) sequence: AtomicU64,
+    pub(crate) notifies: CallbackSender,
+    pub(crate) stop: Shutdown,
+}
+
+/// The SNAP QR CPM issuer simulator. Cheap to clone.
+#[derive(Clone)]
+pub struct SnapQrSim {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SnapQrSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapQrSim")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the simulator could not start (never contains a key).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("snapqr.{key}: {problem}")]
+    Key { key: &'static str, problem: String },
+}
+
+impl SnapQrSim {
+    pub fn new(settings: SnapQrSimSettings) -> Result<Self, SimError> {
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        let partner_key = if settings.partner_public_key.is_empty() {
+            tracing::warn!(
+                "snapqr simulator: partner_public_key not set; every token request is refused"
+            );
+            None
+        } else {
+            Some(
+                loket_snapqr::sign::load_public_key(settings.partner_public_key.expose()).map_err(
+                    |e| SimError::Key {
+                        key: "partner_public_key",
+                        problem: e.to_string(),
+                    },
+                )?,
+            )
+        };
+        let issuer_key = if settings.issuer_private_key.is_empty() {
+            let (private, _) = loket_snapqr::sign::generate_key_pair();
+            loket_snapqr::sign::load_private_key(&private).expect("generated key loads")
+        } else {
+            loket_snapqr::sign::load_private_key(settings.issuer_private_key.expose()).map_err(
+                |e| SimError::Key {
+                    key: "issuer_private_key",
+                    problem: e.to_string(),
+                },
+            )?
+        };
+        let issuer_public_pem = rsa::RsaPublicKey::from(&issuer_key)
+            .to_public_key_pem(LineEnding::LF)
+            .expect("SPKI encoding");
+        let notifies = CallbackSender::new(
+            "snapqr",
+            Duration::from_millis(settings.notify_timeout_ms),
+            settings.notify_max_attempts,
+            Duration::from_millis(settings.notify_retry_ms),
+        );
+        Ok(SnapQrSim {
+            inner: Arc::new(Inner {
+                settings,
+                partner_key,
+                issuer_key,
+                issuer_public_pem,
+                ledger: Mutex::new(Ledger::default()),
+                token_requests: AtomicU64::new(0),
+                sequence: AtomicU64::new(1),
+                notifies,
+                stop: Shutdown::new(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &SnapQrSimSettings {
+        &self.inner.settings
+    }
+
+    /// `{prefix}/{version}/{service}`.
+    pub fn path(&self, service: &str) -> String {
+        let s = &self.inner.settings;
+        format!(
+            "{}/{}/{}",
+            s.path_prefix.trim_end_matches('/'),
+            s.version,
+            service
+        )
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&self.path("access-token/b2b"), post(handlers::token))
+            .route(&self.path("qr/qr-cpm-generate"), post(handlers::generate))
+            .route(&self.path("qr/qr-cpm-payment"), post(handlers::payment))
+            .route(&self.path("qr/qr-cpm-query"), post(handlers::query))
+            .route(&self.path("qr/qr-cpm-cancel"), post(handlers::cancel))
+            .route(&self.path("qr/qr-cpm-refund"), post(handlers::refund))
+            .route("/_sim/requests/{reference}", get(admin_requests))
+            .route("/_sim/ledger/{reference}", get(admin_ledger))
+            .route("/_sim/callbacks/{reference}", get(admin_callbacks))
+            .route("/_sim/scenarios", get(admin_scenarios))
+            .route("/_sim/issuer-public-key", get(admin_issuer_key))
+            .route("/_sim/tokens/expire", post(admin_expire_tokens))
+            .with_state(self.clone())
+    }
+
+    /// Serves [`Self::router`] until `shutdown` fires.
+    pub async fn serve(&self, listener: TcpListener, shutdown: Shutdown) {
+        let stop = self.inner.stop.clone();
+        let linked = shutdown.clone();
+        tokio::spawn(async move {
+            linked.wait().await;
+            stop.trigger();
+        });
+        common::serve(self.router(), listener, shutdown).await;
+    }
+
+    /// The issuer's public key (SPKI PEM): what loket's notify verifier needs.
+    pub fn issuer_public_key_pem(&self) -> &str {
+        &self.inner.issuer_public_pem
+    }
+
+    /// Requests received about `reference`.
+    pub fn requests_for(&self, reference: &str) -> SnapCounts {
+        lock(&self.inner.ledger)
+            .counts
+            .get(reference)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Payment (60) requests received for `partner_reference_no`.
+    pub fn payments_for(&self, partner_reference_no: &str) -> usize {
+        self.requests_for(partner_reference_no).payments
+    }
+
+    /// Token requests received (accepted or not).
+    pub fn token_requests(&self) -> u64 {
+        self.inner.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Invalidates every issued token (a token "expiring mid-flow").
+    pub fn expire_tokens(&self) {
+        lock(&self.inner.ledger).tokens.clear();
+    }
+
+    pub fn ledger_state(&self, partner_reference_no: &str) -> Option<PaymentEntry> {
+        let mut ledger = lock(&self.inner.ledger);
+        let entry = ledger.payments.get_mut(partner_reference_no)?;
+        handlers::resolve_pending(entry);
+        Some(entry.clone())
+    }
+
+    /// Notifies sent about `partner_reference_no`.
+    pub fn notifies_for(&self, partner_reference_no: &str) -> CallbackLog {
+        self.inner.notifies.log_for(partner_reference_no)
+    }
+
+    /// Moves a payment's creation time back (to close the cancel window in tests).
+    pub fn age_payment(&self, partner_reference_no: &str, by: chrono::Duration) -> bool {
+        let mut ledger = lock(&self.inner.ledger);
+        match ledger.payments.get_mut(partner_reference_no) {
+            Some(entry) => {
+                entry.created_at -= by;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+async fn admin_requests(
+    State(sim): State<SnapQrSim>,
+    Path(reference): Path<String>,
+) -> Json<SnapCounts> {
+    Json(sim.requests_for(&reference))
+}
+
+async fn admin_ledger(State(sim): State<SnapQrSim>, Path(reference): Path<String>) -> Response {
+    match sim.ledger_state(&reference) {
+        Some(entry) => Json(entry).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "reference not in the ledger" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn admin_callbacks(
+    State(sim): State<SnapQrSim>,
+    Path(reference): Path<String>,
+) -> Json<CallbackLog> {
+    Json(sim.notifies_for(&reference))
+}
+
+async fn admin_scenarios() -> Json<serde_json::Value> {
+    let rows: Vec<_> = SCENARIOS
+        .iter()
+        .map(|(selector, behaviour)| serde_json::json!({ "selector": selector, "behaviour": behaviour }))
+        .collect();
+    Json(
+        serde_json::json!({ "select_by": "amount % 1000, or SCENARIO=NNN in qrContent", "scenarios": rows }),
+    )
+}
+
+async fn admin_issuer_key(State(sim): State<SnapQrSim>) -> String {
+    sim.issuer_public_key_pem().to_string()
+}
+
+async fn admin_expire_tokens(State(sim): State<SnapQrSim>) -> StatusCode {
+    sim.expire_tokens();
+    StatusCode::NO_CONTENT
+}

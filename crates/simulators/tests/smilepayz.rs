@@ -1,0 +1,583 @@
+//! The Smilepayz connector and callback parser against the Smilepayz
+//! simulator over real HTTP: pay-in paid / expired / spoofed, pay-out
+//! success / failure / insufficient balance, a pay-out timeout after
+//! acceptance resolved by inquiry with exactly one pay-out, callback retries
+//! on a wrong answer (same dedupe key), and callbacks refused for a bad
+//! signature.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use loket_connector::{CallbackParser, CallbackRequest, Command, Connector, ParsedCallback};
+use loket_protocol::catalogue::{self, CodeOperation};
+use loket_protocol::{Money, Operation, Outcome, Provider};
+use loket_runtime::{Secret, Shutdown};
+use loket_simulators::smilepayz::{SmilepayzSim, SmilepayzSimSettings};
+use loket_smilepayz::sign::{self, TimestampStyle};
+use loket_smilepayz::{callback_parser, CallbackSettings, SmilepayzConnector, SmilepayzSettings};
+
+const SECRET: &str = "CANARY-SMILEPAYZ-SECRET-42";
+
+#[derive(Default)]
+struct Received {
+    parsed: Vec<ParsedCallback>,
+    rejected: Vec<String>,
+    /// Answer this many accepted callbacks with a wrong body first.
+    wrong_answers: usize,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    parser: Arc<loket_smilepayz::SmilepayzCallbacks>,
+    received: Arc<Mutex<Received>>,
+}
+
+async fn receive(
+    State(rx): State<Receiver>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let request = CallbackRequest {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers,
+        body,
+        source_ip: None,
+    };
+    let reply = match rx.parser.parse(&request) {
+        Ok(parsed) => {
+            let mut received = rx.received.lock().unwrap();
+            received.parsed.push(parsed.clone());
+            if received.wrong_answers > 0 {
+                received.wrong_answers -= 1;
+                return (axum::http::StatusCode::OK, "OK").into_response();
+            }
+            rx.parser.acknowledge(&request, &parsed)
+        }
+        Err(error) => {
+            rx.received.lock().unwrap().rejected.push(error.to_string());
+            rx.parser.reject(&request, &error)
+        }
+    };
+    (
+        axum::http::StatusCode::from_u16(reply.status).unwrap(),
+        reply.body,
+    )
+        .into_response()
+}
+
+struct Setup {
+    sim: SmilepayzSim,
+    connector: SmilepayzConnector,
+    received: Arc<Mutex<Received>>,
+    sim_addr: SocketAddr,
+    merchant_private_pem: String,
+    _shutdown: Shutdown,
+}
+
+async fn setup_with(
+    receiver_key: Option<String>,
+    tweak: impl FnOnce(&mut SmilepayzSimSettings),
+) -> Setup {
+    let shutdown = Shutdown::new();
+    let (merchant_private_pem, merchant_public_pem) = sign::generate_key_pair();
+    let cb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cb_addr = cb_listener.local_addr().unwrap();
+    let mut settings = SmilepayzSimSettings {
+        merchant_id: "20001".into(),
+        merchant_secret: Secret::new(SECRET),
+        merchant_public_key: merchant_public_pem,
+        settle_delay_ms: 200,
+        callback_schedule_ms: vec![0, 150, 150],
+        inquiry_race_ms: 100,
+        slow_reply_ms: 2_000,
+        ..Default::default()
+    };
+    tweak(&mut settings);
+    let sim = SmilepayzSim::new(settings);
+    let received = Arc::new(Mutex::new(Received::default()));
+    let parser = callback_parser(&CallbackSettings {
+        platform_public_key: receiver_key.unwrap_or_else(|| sim.platform_public_key_pem()),
+        ..Default::default()
+    })
+    .unwrap();
+    let rx = Receiver {
+        parser: Arc::new(parser),
+        received: received.clone(),
+    };
+    let app = Router::new()
+        .route("/callback/smilepayz", post(receive))
+        .with_state(rx);
+    tokio::spawn(async move { axum::serve(cb_listener, app).await.unwrap() });
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_addr = sim_listener.local_addr().unwrap();
+    {
+        let sim = sim.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { sim.serve(sim_listener, shutdown).await });
+    }
+    let connector = SmilepayzConnector::new(SmilepayzSettings {
+        base_url: format!("http://{sim_addr}"),
+        merchant_id: "20001".into(),
+        merchant_secret: Secret::new(SECRET),
+        merchant_private_key: Secret::new(merchant_private_pem.clone()),
+        callback_url: format!("http://{cb_addr}/callback/smilepayz"),
+        timeout_ms: 1_000,
+        connect_timeout_ms: 500,
+        ..Default::default()
+    })
+    .unwrap();
+    Setup {
+        sim,
+        connector,
+        received,
+        sim_addr,
+        merchant_private_pem,
+        _shutdown: shutdown,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(None, |_| {}).await
+}
+
+fn reference() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn command(
+    operation: Operation,
+    reference: &str,
+    amount: i64,
+    details: &[(&str, &str)],
+) -> Command {
+    Command {
+        transaction_id: uuid::Uuid::now_v7().to_string(),
+        provider: Provider::Smilepayz,
+        operation,
+        provider_reference: reference.to_string(),
+        provider_product_code: String::new(),
+        account: if operation == Operation::PayOut {
+            "1234567890".into()
+        } else {
+            String::new()
+        },
+        account2: String::new(),
+        account3: String::new(),
+        contact: String::new(),
+        amount: Some(Money::idr(amount)),
+        inquiry_data: BTreeMap::new(),
+        original_operation: operation,
+        provider_trace: String::new(),
+        first_dispatch: true,
+        original_reference: String::new(),
+        original_provider_trace: String::new(),
+        details: details
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Polls inquiry until the order is final (or fails the test).
+async fn settle(s: &Setup, command: &Command) -> loket_connector::Report {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = s.connector.check_status(command).await;
+        if matches!(report.outcome, Outcome::Success | Outcome::Failed) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "never final: {report:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_callbacks(s: &Setup, n: usize) -> Vec<ParsedCallback> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let parsed = s.received.lock().unwrap().parsed.clone();
+        if parsed.len() >= n {
+            return parsed;
+        }
+        assert!(Instant::now() < deadline, "only {} callbacks", parsed.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pay_in_created_paid_callback_verifies_and_inquiry_confirms_success() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(
+        Operation::PayIn,
+        &order,
+        150_000,
+        &[("method", "QRIS"), ("payer_name", "Budi")],
+    );
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    let payment = report.payment.clone().expect("payment instructions");
+    assert!(!payment.qr_string.is_empty());
+    assert_eq!(payment.method, "QRIS");
+    assert!(payment.expires_at.is_some());
+    let trade_no = report.provider_trace.clone().expect("tradeNo");
+    // The stored exchange masks the signature and never holds the secret.
+    let exchange = &report.exchanges[0];
+    assert!(exchange.request.contains("X-SIGNATURE: ***"));
+    assert!(!format!("{:?}", report.exchanges).contains(SECRET));
+
+    let callbacks = wait_callbacks(&s, 1).await;
+    let callback = &callbacks[0];
+    assert_eq!(callback.provider_reference, order);
+    assert_eq!(callback.provider_trace, trade_no);
+    assert_eq!(callback.claimed_outcome, Outcome::Success);
+    assert!(!callback.verified, "inquiry decides");
+    let log = s.sim.callbacks_for(&order);
+    assert_eq!(log.acknowledged, 1);
+    assert_eq!(log.attempts.len(), 1);
+
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Success);
+    assert_eq!(status.provider_code.as_deref(), Some("SUCCESS"));
+    assert_eq!(status.provider_amount, Some(Money::idr(150_000)));
+    assert_eq!(s.sim.balances().payin_available, 150_000);
+    assert_eq!(s.sim.money_requests_for(&order), 1);
+}
+
+#[tokio::test]
+async fn hosted_pay_in_is_init_with_a_payment_url() {
+    let s = setup().await;
+    let order = reference();
+    let report = s
+        .connector
+        .execute(&command(Operation::PayIn, &order, 50_000, &[]))
+        .await;
+    assert_eq!(report.outcome, Outcome::Pending);
+    assert!(report.payment.unwrap().payment_url.starts_with("https://"));
+    assert_eq!(s.sim.order(&order).unwrap().status, "INIT");
+}
+
+#[tokio::test]
+async fn pay_in_expiry_is_failed_with_reason_expired() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(Operation::PayIn, &order, 150_001, &[("method", "BCA")]);
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Pending);
+    assert!(!report.payment.unwrap().va_number.is_empty());
+    let callbacks = wait_callbacks(&s, 1).await;
+    assert_eq!(callbacks[0].provider_code, "EXPIRED");
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Failed);
+    assert_eq!(status.provider_code.as_deref(), Some("EXPIRED"));
+    let explanation =
+        catalogue::explain(Provider::Smilepayz, "EXPIRED", Some(CodeOperation::PayIn)).unwrap();
+    assert!(explanation
+        .merchant_message_en
+        .to_lowercase()
+        .contains("expired"));
+}
+
+#[tokio::test]
+async fn a_signed_callback_claiming_success_for_a_failed_order_is_overruled_by_inquiry() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(Operation::PayIn, &order, 150_004, &[("method", "QRIS")]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let callbacks = wait_callbacks(&s, 1).await;
+    assert_eq!(callbacks[0].claimed_outcome, Outcome::Success);
+    assert!(!callbacks[0].verified);
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Failed);
+    assert_eq!(s.sim.order(&order).unwrap().status, "FAILED");
+}
+
+#[tokio::test]
+async fn pay_out_success_freezes_then_settles() {
+    let s = setup().await;
+    let before = s.sim.balances();
+    let order = reference();
+    let cmd = command(
+        Operation::PayOut,
+        &order,
+        200_000,
+        &[("method", "BCA"), ("receiver_name", "Siti")],
+    );
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Pending,
+        "00 PROCESSING is pending, never success"
+    );
+    assert_eq!(report.provider_code.as_deref(), Some("2009100"));
+    let frozen = s.sim.balances();
+    assert_eq!(frozen.payout_frozen, 200_000);
+    assert_eq!(frozen.payout_available, before.payout_available - 200_000);
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Success);
+    let after = s.sim.balances();
+    assert_eq!(after.payout_frozen, 0);
+    assert_eq!(after.payout_available, before.payout_available - 200_000);
+    assert_eq!(s.sim.requests_for(&order).payments, 1);
+}
+
+#[tokio::test]
+async fn pay_out_failure_unfreezes() {
+    let s = setup().await;
+    let before = s.sim.balances();
+    let order = reference();
+    let cmd = command(Operation::PayOut, &order, 200_002, &[("method", "BRI")]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Failed);
+    assert_eq!(status.provider_code.as_deref(), Some("FAILED"));
+    assert_eq!(s.sim.balances(), before);
+}
+
+#[tokio::test]
+async fn insufficient_balance_fails_with_the_catalogue_explanation() {
+    let s = setup().await;
+    s.sim.set_payout_balance(15_000);
+    let order = reference();
+    let report = s
+        .connector
+        .execute(&command(
+            Operation::PayOut,
+            &order,
+            20_000,
+            &[("method", "BCA")],
+        ))
+        .await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.provider_code.as_deref(), Some("4009103"));
+    assert_eq!(
+        report.provider_message.as_deref(),
+        Some("Insufficient Balance")
+    );
+    let explanation = catalogue::explain_with_message(
+        Provider::Smilepayz,
+        "4009103",
+        Some(CodeOperation::PayOut),
+        "Insufficient Balance",
+    )
+    .unwrap();
+    assert_eq!(explanation.outcome, Outcome::Failed);
+    assert!(explanation
+        .operator_action
+        .to_lowercase()
+        .contains("top up"));
+    assert!(s.sim.order(&order).is_none(), "nothing created");
+    assert_eq!(s.sim.balances().payout_frozen, 0);
+}
+
+#[tokio::test]
+async fn pay_out_timeout_after_acceptance_is_unknown_then_inquiry_final_with_one_pay_out() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(Operation::PayOut, &order, 300_010, &[("method", "BCA")]);
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("5029100"));
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Success);
+    assert_eq!(
+        s.sim.requests_for(&order).payments,
+        1,
+        "exactly one pay-out"
+    );
+    assert!(s.sim.requests_for(&order).status_checks >= 1);
+
+    // A client timeout (slow reply) is unknown too; a resubmission is a duplicate.
+    let slow = reference();
+    let cmd = command(Operation::PayOut, &slow, 300_011, &[("method", "BCA")]);
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Unknown);
+    let again = s.connector.execute(&cmd).await;
+    assert_eq!(
+        again.outcome,
+        Outcome::Unknown,
+        "duplicate orderNo is unknown: {again:?}"
+    );
+    assert_eq!(again.provider_code.as_deref(), Some("4009101"));
+    assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Success);
+    assert_eq!(s.sim.requests_for(&slow).payments, 2);
+    assert_eq!(s.sim.balances().payout_frozen, 0);
+}
+
+#[tokio::test]
+async fn inquiry_right_after_create_is_not_found_but_not_reported_as_not_found_within_grace() {
+    let s = setup_with(None, |settings| settings.inquiry_race_ms = 5_000).await;
+    let order = reference();
+    let cmd = command(Operation::PayOut, &order, 100_003, &[("method", "BCA")]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let report = s.connector.check_status(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Unknown);
+    assert!(!report.not_found, "a young order is not declared missing");
+    // An orderNo never sent, with an old (non-v7) transaction id: not found.
+    let mut missing = command(
+        Operation::PayOut,
+        &reference(),
+        100_000,
+        &[("method", "BCA")],
+    );
+    missing.transaction_id = uuid::Uuid::new_v4().to_string();
+    let report = s.connector.check_status(&missing).await;
+    assert!(report.not_found, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Unknown);
+}
+
+#[tokio::test]
+async fn a_wrong_answer_is_retried_and_the_retry_has_the_same_dedupe_key() {
+    let s = setup().await;
+    s.received.lock().unwrap().wrong_answers = 1;
+    let order = reference();
+    let cmd = command(Operation::PayIn, &order, 75_000, &[("method", "QRIS")]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let callbacks = wait_callbacks(&s, 2).await;
+    assert_eq!(callbacks[0].dedupe_key, callbacks[1].dedupe_key);
+    let log = s.sim.callbacks_for(&order);
+    assert_eq!(log.deliveries, 1);
+    assert_eq!(log.attempts.len(), 2);
+    assert!(!log.attempts[0].acknowledged);
+    assert_eq!(log.attempts[0].answer, "OK");
+    assert!(log.attempts[1].acknowledged);
+    assert_eq!(log.attempts[0].trade_no, log.attempts[1].trade_no);
+}
+
+#[tokio::test]
+async fn callbacks_signed_with_another_key_are_rejected_and_retried() {
+    let (_, other_public) = sign::generate_key_pair();
+    let s = setup_with(Some(other_public), |_| {}).await;
+    let order = reference();
+    let cmd = command(Operation::PayIn, &order, 80_000, &[("method", "QRIS")]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.sim.callbacks_for(&order).attempts.len() < 3 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = s.sim.callbacks_for(&order);
+    assert_eq!(log.acknowledged, 0);
+    assert!(log.attempts.iter().all(|a| a.http_status == Some(401)));
+    let received = s.received.lock().unwrap();
+    assert!(received.parsed.is_empty());
+    assert_eq!(received.rejected.len(), 3);
+}
+
+/// Raw requests: the simulator's own checks.
+#[tokio::test]
+async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
+    let s = setup().await;
+    let key = sign::load_private_key(&s.merchant_private_pem).unwrap();
+    let client = reqwest::Client::new();
+    let url = format!(
+        "http://{}{}",
+        s.sim_addr,
+        loket_smilepayz::wire::PAY_IN_PATH
+    );
+    let send = |body: String, ts: String, partner: &str, sig: Option<String>| {
+        let sig = sig.unwrap_or_else(|| sign::sign_request(&key, &ts, SECRET, body.as_bytes()));
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("X-TIMESTAMP", ts)
+            .header("X-SIGNATURE", sig)
+            .header("X-PARTNER-ID", partner)
+            .body(body)
+            .send()
+    };
+    let body = |order: &str, merchant: &str| {
+        format!(
+            r#"{{"orderNo":"{order}","purpose":"t","merchant":{{"merchantId":"{merchant}"}},"money":{{"currency":"IDR","amount":10000}},"paymentMethod":"QRIS"}}"#
+        )
+    };
+    let now = || sign::timestamp(TimestampStyle::Utc, chrono::Utc::now());
+    let rc = |v: serde_json::Value| v["responseCode"].as_str().unwrap().to_string();
+
+    // Bad signature → 401 4019000.
+    let r = send(
+        body("abc123456", "20001"),
+        now(),
+        "20001",
+        Some("AAAA".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(rc(r.json().await.unwrap()), "4019000");
+    // Stale timestamp → 400 4009001 (not 401).
+    let stale = sign::timestamp(
+        TimestampStyle::Wib,
+        chrono::Utc::now() - chrono::Duration::minutes(10),
+    );
+    let r = send(body("abc123457", "20001"), stale, "20001", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(rc(r.json().await.unwrap()), "4009001");
+    // X-PARTNER-ID ≠ merchant.merchantId → 4009001.
+    let r = send(body("abc123458", "99999"), now(), "20001", None)
+        .await
+        .unwrap();
+    assert_eq!(rc(r.json().await.unwrap()), "4009001");
+    // orderNo with '-' → 4009001 "Invalid Field Format".
+    let r = send(body("abc-12345", "20001"), now(), "20001", None)
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(rc(v.clone()), "4009001");
+    assert!(v["message"].as_str().unwrap().contains("orderNo"));
+    // Accepted once, then a duplicate.
+    let r = send(body("abc123459", "20001"), now(), "20001", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(body("abc123459", "20001"), now(), "20001", None)
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(rc(v.clone()), "4009001");
+    assert_eq!(v["message"], "Duplicate pay order");
+    assert_eq!(s.sim.money_requests_for("abc123459"), 2);
+    // Rate limited scenario → 429.
+    let r = send(
+        body("abc123460", "20001").replace("10000", "10008"),
+        now(),
+        "20001",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn ip_allow_list_and_balance() {
+    let s = setup_with(None, |settings| {
+        settings.allowed_ips = vec!["10.9.9.9".into()]
+    })
+    .await;
+    let report = s
+        .connector
+        .execute(&command(
+            Operation::PayIn,
+            &reference(),
+            10_000,
+            &[("method", "QRIS")],
+        ))
+        .await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.provider_code.as_deref(), Some("4039003"));
+
+    let s = setup().await;
+    let balance = s.connector.balance().await.unwrap();
+    assert_eq!(balance, Money::idr(s.sim.balances().payout_available));
+}

@@ -1,0 +1,235 @@
+//! Smilepayz codes → outcomes, through the shared catalogue
+//! (`loket_protocol::catalogue`, spec §6). No code table lives here; this
+//! module only adds the connector-side rules the catalogue cannot know:
+//!
+//! - a reply without a readable code is [`Outcome::Unknown`] (rule 1);
+//! - the message is passed along, because Smilepayz reuses one code for
+//!   different meanings (`4009x01` invalid field vs duplicate order);
+//! - a creation that the code accepts is **pending**, whatever the status
+//!   says, unless the status is already a failure (a pay-out `00 PROCESSING`
+//!   only froze the funds);
+//! - an inquiry that was itself rejected says nothing about the order
+//!   (unknown), and "order not found" is recognised so the connector can
+//!   report `not_found`.
+
+use loket_protocol::catalogue::{self, CodeOperation};
+use loket_protocol::{Outcome, Provider};
+
+use crate::wire::{OrderStatus, Reply};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub outcome: Outcome,
+    /// The code the outcome came from (responseCode, code or status word).
+    pub code: Option<String>,
+    /// The provider's message, else the catalogue's meaning.
+    pub message: Option<String>,
+    pub problem: Option<String>,
+}
+
+/// Explains `code` (+ message) for `op`; unexplainable → unknown.
+pub fn explain(code: &str, op: CodeOperation, message: &str) -> Classification {
+    match catalogue::explain_with_message(Provider::Smilepayz, code, Some(op), message) {
+        Ok(e) => Classification {
+            outcome: e.outcome,
+            code: Some(code.to_string()),
+            message: Some(message.to_string())
+                .filter(|m| !m.is_empty())
+                .or_else(|| Some(e.provider_message.clone()).filter(|m| !m.is_empty())),
+            problem: (!e.in_catalogue).then(|| format!("code {code} not in the catalogue")),
+        },
+        Err(error) => Classification {
+            outcome: Outcome::Unknown,
+            code: Some(code.chars().take(16).collect()),
+            message: Some(message.to_string()).filter(|m| !m.is_empty()),
+            problem: Some(format!("code not understood: {error}")),
+        },
+    }
+}
+
+/// The outcome of a pay-in / pay-out creation reply.
+pub fn classify_create(reply: &Reply, op: CodeOperation, http_status: u16) -> Classification {
+    let message = reply.message.clone().unwrap_or_default();
+    let Some(code) = reply.classification_code() else {
+        return Classification {
+            outcome: Outcome::Unknown,
+            code: None,
+            message: reply.message.clone(),
+            problem: Some(format!(
+                "HTTP {http_status} reply without code or responseCode"
+            )),
+        };
+    };
+    let mut c = explain(code, op, &message);
+    if http_status >= 500 && c.outcome == Outcome::Failed {
+        // Money-safety rule 1: a 5xx is never a failure.
+        c.outcome = Outcome::Unknown;
+        c.problem = Some(format!("HTTP {http_status}: read as unknown"));
+    }
+    if matches!(c.outcome, Outcome::Success | Outcome::Pending) {
+        // Accepted: pending until the callback / inquiry says final; a
+        // creation reply is never read as success.
+        c.outcome = match &reply.status {
+            Some(OrderStatus::Failed | OrderStatus::Expired) if reply.is_success() => {
+                Outcome::Failed
+            }
+            _ => Outcome::Pending,
+        };
+    }
+    c
+}
+
+/// "Order not found" on an inquiry (`5009x00` / `5009200`, or `99` with the
+/// message).
+pub fn is_not_found(reply: &Reply) -> bool {
+    let message = reply
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let server_class = match reply.classification_code() {
+        Some(code) if code.len() == 7 => code.starts_with("500"),
+        Some(code) => code == "99",
+        None => false,
+    };
+    server_class && message.contains("not found")
+}
+
+/// The order's outcome from an inquiry reply: only a successful inquiry
+/// reports anything, and then its `status` decides.
+pub fn classify_inquiry(reply: &Reply, original: CodeOperation) -> Classification {
+    let message = reply.message.clone().unwrap_or_default();
+    if !reply.is_success() {
+        let code = reply.classification_code().unwrap_or_default().to_string();
+        return Classification {
+            outcome: Outcome::Unknown,
+            code: Some(code).filter(|c| !c.is_empty()),
+            message: Some(message).filter(|m| !m.is_empty()),
+            problem: Some("the inquiry was not answered; the order stays unknown".into()),
+        };
+    }
+    let Some(status) = &reply.status else {
+        return Classification {
+            outcome: Outcome::Unknown,
+            code: reply.classification_code().map(str::to_string),
+            message: Some(message).filter(|m| !m.is_empty()),
+            problem: Some("inquiry answered without a status".into()),
+        };
+    };
+    let remark = reply.remark.clone().unwrap_or_default();
+    explain(status.as_str(), original, &remark)
+}
+
+/// A callback's claimed status.
+pub fn classify_callback(status: &str) -> Outcome {
+    explain(status, CodeOperation::Callback, "").outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(json: &str) -> Reply {
+        Reply::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn creation_replies() {
+        let accepted = reply(
+            r#"{"code":"00","responseCode":"2009100","message":"Successful","status":"PROCESSING"}"#,
+        );
+        assert_eq!(
+            classify_create(&accepted, CodeOperation::PayOut, 200).outcome,
+            Outcome::Pending
+        );
+        let weird_success = reply(
+            r#"{"code":"00","responseCode":"2009100","message":"Successful","status":"SUCCESS"}"#,
+        );
+        assert_eq!(
+            classify_create(&weird_success, CodeOperation::PayOut, 200).outcome,
+            Outcome::Pending
+        );
+        let init = reply(
+            r#"{"code":"00","responseCode":"2009000","message":"Successful","status":"INIT"}"#,
+        );
+        assert_eq!(
+            classify_create(&init, CodeOperation::PayIn, 200).outcome,
+            Outcome::Pending
+        );
+        let insufficient =
+            reply(r#"{"code":"10","responseCode":"4009103","message":"Insufficient Balance"}"#);
+        let c = classify_create(&insufficient, CodeOperation::PayOut, 400);
+        assert_eq!(c.outcome, Outcome::Failed);
+        assert_eq!(c.code.as_deref(), Some("4009103"));
+        let duplicate =
+            reply(r#"{"code":"10","responseCode":"4009101","message":"Duplicate payout order"}"#);
+        assert_eq!(
+            classify_create(&duplicate, CodeOperation::PayOut, 400).outcome,
+            Outcome::Unknown
+        );
+        let invalid = reply(
+            r#"{"code":"10","responseCode":"4009001","message":"Invalid Field Format [orderNo]"}"#,
+        );
+        assert_eq!(
+            classify_create(&invalid, CodeOperation::PayIn, 400).outcome,
+            Outcome::Failed
+        );
+        let timeout = reply(
+            r#"{"code":"20","responseCode":"5029100","message":"External error: channel timeout"}"#,
+        );
+        assert_eq!(
+            classify_create(&timeout, CodeOperation::PayOut, 502).outcome,
+            Outcome::Unknown
+        );
+        let nocode = reply(r#"{"message":"?"}"#);
+        assert_eq!(
+            classify_create(&nocode, CodeOperation::PayOut, 200).outcome,
+            Outcome::Unknown
+        );
+    }
+
+    #[test]
+    fn inquiry_replies() {
+        let ok = |status: &str| {
+            reply(&format!(
+                r#"{{"code":"00","responseCode":"2009200","message":"Successful","status":"{status}"}}"#
+            ))
+        };
+        assert_eq!(
+            classify_inquiry(&ok("SUCCESS"), CodeOperation::PayIn).outcome,
+            Outcome::Success
+        );
+        assert_eq!(
+            classify_inquiry(&ok("EXPIRED"), CodeOperation::PayIn).outcome,
+            Outcome::Failed
+        );
+        assert_eq!(
+            classify_inquiry(&ok("FAILED"), CodeOperation::PayOut).outcome,
+            Outcome::Failed
+        );
+        assert_eq!(
+            classify_inquiry(&ok("PROCESSING"), CodeOperation::PayOut).outcome,
+            Outcome::Pending
+        );
+        assert_eq!(
+            classify_inquiry(&ok("INIT"), CodeOperation::PayIn).outcome,
+            Outcome::Pending
+        );
+        assert_eq!(
+            classify_inquiry(&ok("REVERSED"), CodeOperation::PayIn).outcome,
+            Outcome::Unknown
+        );
+        let rejected =
+            reply(r#"{"code":"13","responseCode":"4299200","message":"TOO_MANY_REQUESTS"}"#);
+        assert_eq!(
+            classify_inquiry(&rejected, CodeOperation::PayOut).outcome,
+            Outcome::Unknown
+        );
+        let missing =
+            reply(r#"{"code":"99","responseCode":"5009200","message":"Order not found"}"#);
+        assert!(is_not_found(&missing));
+        assert!(!is_not_found(&rejected));
+        assert_eq!(classify_callback("SUCCESS"), Outcome::Success);
+        assert_eq!(classify_callback("expired"), Outcome::Failed);
+    }
+}

@@ -1,0 +1,522 @@
+//! The Smilepayz connector: builds one signed request per operation (spec
+//! §4.1, §5), sends it once, and classifies the reply through
+//! [`crate::codes`].
+//!
+//! - `orderNo` is always our reference (`command.provider_reference`), on
+//!   creation and on inquiry (rule 3); the same orderNo is the idempotency
+//!   key at Smilepayz, so a resubmission can never create a second order.
+//! - An accepted pay-in (`00` + `INIT`/`PROCESSING`) and an accepted pay-out
+//!   (`00 PROCESSING`: funds frozen) are **pending**; only an inquiry or a
+//!   confirmed callback makes them final.
+//! - A timeout, a reset, a 5xx, a non-JSON reply or a duplicate-order answer
+//!   is **unknown**; the worker and the reconciler resolve it by inquiry.
+//! - Inquiry "order not found" is reported as `not_found = true` only once
+//!   the transaction is older than `not_found_grace_ms` (ASSUMED 60 s): an
+//!   inquiry right after creation may not see the order yet (spec §8.12).
+//!   The age comes from the transaction id (a UUIDv7); an id that is not a
+//!   v7 UUID counts as past the grace — resubmitting the same orderNo is safe
+//!   because Smilepayz rejects duplicates.
+//! - Stored exchanges carry the headers with `X-SIGNATURE` masked; the
+//!   merchant secret is never sent, and a [`Masker`] removes it (and the
+//!   signature) should either appear anywhere.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use loket_connector::http::{HttpClient, HttpReply, SendError};
+use loket_connector::mask::{Masker, MASK};
+use loket_connector::{Command, Connector, ConnectorError, Report};
+use loket_protocol::catalogue::CodeOperation;
+use loket_protocol::conversions::timestamp;
+use loket_protocol::pb::{self, bus};
+use loket_protocol::{Money, Operation, Outcome, Provider};
+use rsa::RsaPrivateKey;
+
+use crate::codes::{self, Classification};
+use crate::settings::{InvalidSetting, SmilepayzSettings, EXPIRY_SECONDS_MAX};
+use crate::sign;
+use crate::wire::{self, Reply};
+
+/// Stored exchange bodies are cut to this many bytes.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+
+/// One request, ready to sign and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Recorded on the exchange (`pay_in`, `pay_out`, `inquiry_status`, `balance`).
+    pub operation: &'static str,
+    pub path: &'static str,
+    pub order_no: String,
+    /// The exact bytes that are signed and sent.
+    pub body: Vec<u8>,
+    /// Pay-in: the expiry period asked for.
+    pub expiry_seconds: Option<u64>,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}: required for this operation but empty")]
+    Missing(&'static str),
+    #[error("provider_reference {0:?} is not a valid orderNo (alphanumeric, 6-32)")]
+    BadOrderNo(String),
+    #[error("amount must be a positive IDR amount")]
+    BadAmount,
+    #[error("{0} is not a Smilepayz operation")]
+    Unsupported(Operation),
+}
+
+enum Transport {
+    Reply(HttpReply),
+    NotSent(String),
+    MaybeSent(String),
+}
+
+pub struct SmilepayzConnector {
+    settings: SmilepayzSettings,
+    key: RsaPrivateKey,
+    http: HttpClient,
+    masker: Masker,
+}
+
+impl fmt::Debug for SmilepayzConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmilepayzConnector")
+            .field("base_url", &self.settings.base_url)
+            .field("merchant_id", &self.settings.merchant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn code_operation(operation: Operation) -> CodeOperation {
+    match operation {
+        Operation::PayOut => CodeOperation::PayOut,
+        _ => CodeOperation::PayIn,
+    }
+}
+
+impl SmilepayzConnector {
+    pub fn new(settings: SmilepayzSettings) -> Result<Self, InvalidSetting> {
+        settings.validate()?;
+        let key = sign::load_private_key(settings.merchant_private_key.expose())
+            .map_err(|e| InvalidSetting::new("smilepayz.merchant_private_key", e.to_string()))?;
+        let http = HttpClient::new(settings.timeout(), settings.connect_timeout());
+        let masker = Masker::new([settings.merchant_secret.expose().to_string()]);
+        Ok(SmilepayzConnector {
+            settings,
+            key,
+            http,
+            masker,
+        })
+    }
+
+    pub fn settings(&self) -> &SmilepayzSettings {
+        &self.settings
+    }
+
+    fn merchant(&self) -> wire::Merchant {
+        wire::Merchant {
+            merchant_id: self.settings.merchant_id.clone(),
+            merchant_name: self.settings.merchant_name.clone(),
+        }
+    }
+
+    fn callback_url(&self) -> Option<String> {
+        Some(self.settings.callback_url.trim().to_string()).filter(|u| !u.is_empty())
+    }
+
+    /// The request for `command` (a status check becomes inquiry-status).
+    pub fn build_request(&self, command: &Command) -> Result<Request, BuildError> {
+        let order_no = command.provider_reference.trim().to_string();
+        if !wire::is_valid_order_no(&order_no) {
+            return Err(BuildError::BadOrderNo(order_no));
+        }
+        let amount = || match command.amount {
+            Some(money) if money.minor > 0 => Ok(wire::money_to_wire(money)),
+            _ => Err(BuildError::BadAmount),
+        };
+        let purpose = |default: &str| {
+            let p = command.detail("purpose").trim();
+            let p = if p.is_empty() { default } else { p };
+            p.chars().take(64).collect::<String>()
+        };
+        match command.operation {
+            Operation::PayIn => {
+                let method = command.detail("method").trim().to_string();
+                let payer = wire::Party {
+                    name: command.detail("payer_name").trim().to_string(),
+                    phone: command.detail("payer_phone").trim().to_string(),
+                    email: command.detail("payer_email").trim().to_string(),
+                };
+                let expiry = command
+                    .detail("expiry_seconds")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=EXPIRY_SECONDS_MAX).contains(s))
+                    .unwrap_or(self.settings.default_expiry_seconds);
+                let request = wire::PayInRequest {
+                    order_no: order_no.clone(),
+                    purpose: purpose("Payment"),
+                    merchant: self.merchant(),
+                    money: amount()?,
+                    payment_method: Some(method.clone()).filter(|m| !m.is_empty()),
+                    payer: Some(payer).filter(|p| !p.is_empty()),
+                    expiry_period: Some(expiry),
+                    redirect_url: Some(self.settings.redirect_url.trim().to_string())
+                        .filter(|u| !u.is_empty()),
+                    callback_url: self.callback_url(),
+                };
+                Ok(Request {
+                    operation: "pay_in",
+                    path: wire::PAY_IN_PATH,
+                    order_no,
+                    body: wire::to_body(&request),
+                    expiry_seconds: Some(expiry),
+                    method,
+                })
+            }
+            Operation::PayOut => {
+                let method = command.detail("method").trim().to_string();
+                if method.is_empty() {
+                    return Err(BuildError::Missing("method"));
+                }
+                let account = command.account.trim().to_string();
+                if account.is_empty() {
+                    return Err(BuildError::Missing("account"));
+                }
+                let receiver = wire::Party {
+                    name: command.detail("receiver_name").trim().to_string(),
+                    ..Default::default()
+                };
+                let request = wire::PayOutRequest {
+                    order_no: order_no.clone(),
+                    purpose: purpose("Disbursement"),
+                    merchant: self.merchant(),
+                    money: amount()?,
+                    payment_method: method.clone(),
+                    cash_account: account,
+                    receiver: Some(receiver).filter(|r| !r.is_empty()),
+                    callback_url: self.callback_url(),
+                };
+                Ok(Request {
+                    operation: "pay_out",
+                    path: wire::PAY_OUT_PATH,
+                    order_no,
+                    body: wire::to_body(&request),
+                    expiry_seconds: None,
+                    method,
+                })
+            }
+            Operation::StatusCheck => {
+                let trade_type = match command.original_operation {
+                    Operation::PayOut => wire::TRADE_TYPE_PAY_OUT,
+                    _ => wire::TRADE_TYPE_PAY_IN,
+                };
+                let request = wire::InquiryStatusRequest {
+                    trade_type,
+                    order_no: Some(order_no.clone()),
+                    trade_no: None,
+                };
+                Ok(Request {
+                    operation: "inquiry_status",
+                    path: wire::INQUIRY_STATUS_PATH,
+                    order_no,
+                    body: wire::to_body(&request),
+                    expiry_seconds: None,
+                    method: String::new(),
+                })
+            }
+            other => Err(BuildError::Unsupported(other)),
+        }
+    }
+
+    /// Signs and sends one request; records the exchange (masked).
+    async fn send(
+        &self,
+        operation: &'static str,
+        path: &str,
+        body: &[u8],
+    ) -> (Transport, bus::Exchange) {
+        let ts = sign::timestamp(self.settings.timestamp_style, Utc::now());
+        let signature =
+            sign::sign_request(&self.key, &ts, self.settings.merchant_secret.expose(), body);
+        let url = self.settings.url(path);
+        let headers = [
+            (wire::HEADER_TIMESTAMP, ts.clone()),
+            (wire::HEADER_SIGNATURE, signature.clone()),
+            (wire::HEADER_PARTNER_ID, self.settings.merchant_id.clone()),
+        ];
+        let at = Utc::now();
+        let started = Instant::now();
+        let result = self
+            .http
+            .post(&url, wire::CONTENT_TYPE_JSON, &headers, body.to_vec())
+            .await;
+        let elapsed = started.elapsed();
+        let masker = Masker::new([signature.as_str()]);
+        let mask = |text: &str| masker.mask(&self.masker.mask(text));
+        let stored_request = format!(
+            "{}: {ts}\n{}: {MASK}\n{}: {}\n\n{}",
+            wire::HEADER_TIMESTAMP,
+            wire::HEADER_SIGNATURE,
+            wire::HEADER_PARTNER_ID,
+            self.settings.merchant_id,
+            String::from_utf8_lossy(&body[..body.len().min(MAX_STORED_BODY)])
+        );
+        let mut exchange = bus::Exchange {
+            operation: operation.to_string(),
+            url: mask(&url),
+            request: mask(&stored_request),
+            response: String::new(),
+            http_status: 0,
+            duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+            error: String::new(),
+            at: Some(timestamp(at)),
+        };
+        let transport = match result {
+            Ok(reply) => {
+                exchange.http_status = i32::from(reply.status);
+                let body = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
+                exchange.response = mask(&String::from_utf8_lossy(body));
+                Transport::Reply(reply)
+            }
+            Err(SendError::NotSent(error)) => {
+                exchange.error = mask(&format!("not sent: {error}"));
+                Transport::NotSent(exchange.error.clone())
+            }
+            Err(SendError::MaybeSent(error)) => {
+                exchange.error = mask(&format!("may have been processed: {error}"));
+                Transport::MaybeSent(exchange.error.clone())
+            }
+        };
+        metrics::counter!(
+            crate::metrics::REQUESTS,
+            "operation" => operation,
+            "transport" => match &transport {
+                Transport::Reply(_) => "reply",
+                Transport::NotSent(_) => "not_sent",
+                Transport::MaybeSent(_) => "maybe_sent",
+            }
+        )
+        .increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, "operation" => operation)
+            .record(elapsed.as_secs_f64());
+        (transport, exchange)
+    }
+
+    async fn run_command(&self, command: &Command) -> Report {
+        let request = match self.build_request(command) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(%error, operation = %command.operation, "request not built; nothing sent");
+                let mut report = if command.operation == Operation::StatusCheck {
+                    Report::new(Outcome::Unknown)
+                } else {
+                    Report::new(Outcome::Failed)
+                };
+                report.detail = format!("request not sent: {error}");
+                return report;
+            }
+        };
+        let (transport, exchange) = self
+            .send(request.operation, request.path, &request.body)
+            .await;
+        let mut report = match transport {
+            Transport::NotSent(error) | Transport::MaybeSent(error) => Report::unknown(error),
+            Transport::Reply(reply) => match command.operation {
+                Operation::StatusCheck => self.classify_inquiry(command, &request, &reply),
+                _ => classify_creation(command, &request, &reply),
+            },
+        };
+        report.exchanges.push(exchange);
+        metrics::counter!(
+            crate::metrics::OUTCOMES,
+            "operation" => request.operation,
+            "outcome" => report.outcome.as_str()
+        )
+        .increment(1);
+        report
+    }
+
+    fn classify_inquiry(&self, command: &Command, request: &Request, reply: &HttpReply) -> Report {
+        let parsed = match Reply::parse(&reply.body) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                return Report::unknown(format!(
+                    "inquiry reply unreadable (HTTP {}): {error}",
+                    reply.status
+                ))
+            }
+        };
+        if codes::is_not_found(&parsed) {
+            let mut report = Report::unknown("");
+            report.provider_code = parsed.classification_code().map(str::to_string);
+            report.provider_message = parsed.message.clone();
+            let grace = Duration::from_millis(self.settings.not_found_grace_ms);
+            match transaction_age(&command.transaction_id) {
+                Some(age) if age < grace => {
+                    report.detail = format!(
+                        "order not found yet; within the {} ms grace (ASSUMED) it may still appear",
+                        self.settings.not_found_grace_ms
+                    );
+                }
+                _ => {
+                    report.not_found = true;
+                    report.detail = "Smilepayz has no order with this orderNo".into();
+                }
+            }
+            return report;
+        }
+        if let Some(theirs) = parsed.order_no.as_deref() {
+            if parsed.is_success() && theirs != request.order_no {
+                return Report::unknown(format!(
+                    "inquiry answered about orderNo {:?}, not ours",
+                    theirs.chars().take(40).collect::<String>()
+                ));
+            }
+        }
+        let original = code_operation(command.original_operation);
+        let classification = codes::classify_inquiry(&parsed, original);
+        let mut report = fill(&parsed, &classification);
+        if reply.status >= 500 && report.outcome == Outcome::Failed {
+            report.outcome = Outcome::Unknown;
+        }
+        report
+    }
+
+    async fn read_balance(&self) -> Result<Money, ConnectorError> {
+        let body = wire::to_body(&wire::InquiryBalanceRequest {
+            merchant: self.merchant(),
+        });
+        let (transport, _exchange) = self
+            .send("balance", wire::INQUIRY_BALANCE_PATH, &body)
+            .await;
+        let reply = match transport {
+            Transport::Reply(reply) => reply,
+            Transport::NotSent(e) | Transport::MaybeSent(e) => {
+                return Err(ConnectorError::Unavailable(e))
+            }
+        };
+        let parsed = Reply::parse(&reply.body)
+            .map_err(|e| ConnectorError::BadReply(format!("HTTP {}: {e}", reply.status)))?;
+        if !parsed.is_success() {
+            return Err(ConnectorError::Provider {
+                code: parsed.classification_code().unwrap_or_default().to_string(),
+                message: parsed.message.unwrap_or_default(),
+            });
+        }
+        // ASSUMED reply shape (spec §1 documents none):
+        // {"balance":{"payOut":{"currency":"IDR","available":N,"frozen":N},"payIn":{…}}}
+        let account = parsed
+            .raw
+            .get("balance")
+            .and_then(|b| b.get("payOut"))
+            .ok_or_else(|| ConnectorError::BadReply("balance.payOut missing".into()))?;
+        let money = serde_json::json!({
+            "currency": account.get("currency").cloned().unwrap_or_default(),
+            "amount": account.get("available").cloned().unwrap_or_default(),
+        });
+        wire::money_from_wire(&money).map_err(|e| ConnectorError::BadReply(e.to_string()))
+    }
+}
+
+/// How long ago the transaction was created, from its UUIDv7 id.
+fn transaction_age(transaction_id: &str) -> Option<Duration> {
+    let id = uuid::Uuid::parse_str(transaction_id).ok()?;
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    let created = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(created)
+            .unwrap_or_default(),
+    )
+}
+
+fn fill(parsed: &Reply, classification: &Classification) -> Report {
+    let mut report = Report::new(classification.outcome);
+    report.provider_code = classification.code.clone();
+    report.provider_message = classification
+        .message
+        .clone()
+        .or_else(|| parsed.message.clone());
+    report.provider_trace = parsed.trade_no.clone();
+    if let Some(problem) = &classification.problem {
+        report.detail = problem.clone();
+    }
+    if let Some(money) = &parsed.money {
+        match wire::money_from_wire(money) {
+            Ok(money) => report.provider_amount = Some(money),
+            Err(error) => {
+                if !report.detail.is_empty() {
+                    report.detail.push_str("; ");
+                }
+                report.detail.push_str(&format!("money not used: {error}"));
+            }
+        }
+    }
+    report
+}
+
+fn classify_creation(command: &Command, request: &Request, reply: &HttpReply) -> Report {
+    let parsed = match Reply::parse(&reply.body) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return Report::unknown(format!("reply unreadable (HTTP {}): {error}", reply.status))
+        }
+    };
+    if let Some(theirs) = parsed.order_no.as_deref() {
+        if theirs != request.order_no {
+            return Report::unknown(format!(
+                "reply is about orderNo {:?}, not ours",
+                theirs.chars().take(40).collect::<String>()
+            ));
+        }
+    }
+    let classification =
+        codes::classify_create(&parsed, code_operation(command.operation), reply.status);
+    let mut report = fill(&parsed, &classification);
+    if command.operation == Operation::PayIn && parsed.is_success() {
+        let expires_at =
+            Utc::now() + chrono::Duration::seconds(request.expiry_seconds.unwrap_or(3_600) as i64);
+        report.payment = Some(pb::PaymentInstructions {
+            method: parsed
+                .channel
+                .payment_method
+                .clone()
+                .unwrap_or_else(|| request.method.clone()),
+            qr_string: parsed.channel.qr_string.clone().unwrap_or_default(),
+            va_number: parsed.channel.va_number.clone().unwrap_or_default(),
+            payment_url: parsed.channel.payment_url.clone().unwrap_or_default(),
+            expires_at: Some(timestamp(expires_at)),
+        });
+    }
+    report
+}
+
+impl Connector for SmilepayzConnector {
+    fn provider(&self) -> Provider {
+        Provider::Smilepayz
+    }
+
+    async fn execute(&self, command: &Command) -> Report {
+        self.run_command(command).await
+    }
+
+    async fn check_status(&self, command: &Command) -> Report {
+        let check = if command.operation == Operation::StatusCheck {
+            command.clone()
+        } else {
+            command.as_status_check()
+        };
+        self.run_command(&check).await
+    }
+
+    async fn balance(&self) -> Result<Money, ConnectorError> {
+        self.read_balance().await
+    }
+}

@@ -1,0 +1,1191 @@
+//! The SNAP QR CPM connector: obtains the B2B token ([`crate::token`]),
+//! signs and sends one service call per operation with every SNAP header
+//! (spec §3), and classifies the reply through the code catalogue.
+//!
+//! Rules this module enforces:
+//! - our reference is on every call: `partnerReferenceNo` (payment 60, the
+//!   query 61 of a payment), `partnerRefundNo` (refund 80), and the original
+//!   payment's `originalPartnerReferenceNo` on cancels and refunds;
+//! - a timeout, a reset, a 5xx, a garbled or empty body, a success code on an
+//!   HTTP error, or a reply about another reference is `unknown` (rule 1);
+//!   `409xx00` (our X-EXTERNAL-ID reused) is `unknown` and resolved by query,
+//!   never by a resend;
+//! - `401xx01`/`401xx03` (B2B token invalid / not found) refresh the token
+//!   once and resend the same body with a NEW X-EXTERNAL-ID: the issuer did
+//!   not process a call it refused to authenticate (spec §6 "retry-safe: yes,
+//!   refresh once");
+//! - stored exchanges carry the headers and the body with `Authorization`,
+//!   `Authorization-Customer` and `X-SIGNATURE` replaced by `***`, then pass
+//!   through a [`Masker`] holding the client secret, the tokens and the
+//!   signature (rule 7).
+//!
+//! Status checks (**ASSUMED** where the standard is silent):
+//! - payment: query 61 by `originalPartnerReferenceNo`; `4046101` or status
+//!   `07` → `not_found` (the worker may then send the payment);
+//! - cancel: query 61 of the original payment; `05` → the cancel succeeded,
+//!   `00`/`04`/`07`/not found → the cancel was not applied (`not_found`),
+//!   `01`–`03` → pending, `06` → failed (the payment failed; nothing to cancel);
+//! - refund: SNAP has no refund query, so the refund is re-sent with the same
+//!   `partnerRefundNo` and amount. §7 makes that idempotent: a refund already
+//!   done answers `409xx01` (success), so no refund can happen twice.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{FixedOffset, Utc};
+use loket_connector::http::{HttpClient, HttpReply, SendError};
+use loket_connector::mask::{Masker, MASK};
+use loket_connector::{Command, Connector, ConnectorError, Report};
+use loket_protocol::catalogue::{self, CodeOperation, Explanation};
+use loket_protocol::conversions::timestamp;
+use loket_protocol::pb::{self, bus};
+use loket_protocol::{Money, Operation, Outcome, Provider};
+use rsa::RsaPrivateKey;
+
+use crate::settings::{SnapQrSettings, TimestampFormat};
+use crate::sign::{self, KeyError};
+use crate::token::{AccessToken, FetchedToken, TokenCache};
+use crate::wire::{self, Body, ResponseCode};
+
+/// Stored exchange bodies are cut to this many bytes.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+
+/// The SNAP services this connector calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Token,
+    Generate,
+    Payment,
+    Query,
+    Cancel,
+    Refund,
+}
+
+impl Service {
+    pub fn path(self) -> &'static str {
+        match self {
+            Service::Token => "access-token/b2b",
+            Service::Generate => "qr/qr-cpm-generate",
+            Service::Payment => "qr/qr-cpm-payment",
+            Service::Query => "qr/qr-cpm-query",
+            Service::Cancel => "qr/qr-cpm-cancel",
+            Service::Refund => "qr/qr-cpm-refund",
+        }
+    }
+
+    /// The 2-digit service code inside a `responseCode`.
+    pub fn code(self) -> u8 {
+        match self {
+            Service::Token => 73,
+            Service::Generate => 59,
+            Service::Payment => 60,
+            Service::Query => 61,
+            Service::Cancel => 62,
+            Service::Refund => 80,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Token => "token",
+            Service::Generate => "qr_generate",
+            Service::Payment => "qr_payment",
+            Service::Query => "qr_query",
+            Service::Cancel => "qr_cancel",
+            Service::Refund => "qr_refund",
+        }
+    }
+
+    pub fn code_operation(self) -> CodeOperation {
+        match self {
+            Service::Token => CodeOperation::Token,
+            Service::Generate => CodeOperation::QrGenerate,
+            Service::Payment => CodeOperation::QrPayment,
+            Service::Query => CodeOperation::QrQuery,
+            Service::Cancel => CodeOperation::QrCancel,
+            Service::Refund => CodeOperation::QrRefund,
+        }
+    }
+}
+
+/// Numeric X-EXTERNAL-ID values, unique per partner per day: WIB time to the
+/// second (14 digits) + a random instance number (6) + a counter (8) = 28
+/// digits (≤ 36). Two replicas collide only if they draw the same instance
+/// number and the same counter value in the same second.
+#[derive(Debug)]
+pub struct ExternalIds {
+    instance: u32,
+    counter: AtomicU64,
+}
+
+impl Default for ExternalIds {
+    fn default() -> Self {
+        use rand::Rng as _;
+        let mut rng = rand::thread_rng();
+        ExternalIds {
+            instance: rng.gen_range(0..1_000_000),
+            counter: AtomicU64::new(rng.gen_range(0..100_000_000)),
+        }
+    }
+}
+
+impl ExternalIds {
+    pub fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) % 100_000_000;
+        format!(
+            "{}{:06}{:08}",
+            Utc::now().with_timezone(&wib()).format("%Y%m%d%H%M%S"),
+            self.instance,
+            n
+        )
+    }
+}
+
+pub fn wib() -> FixedOffset {
+    FixedOffset::east_opt(7 * 3600).expect("valid offset")
+}
+
+/// `X-TIMESTAMP` now, in the configured format.
+pub fn format_timestamp(format: TimestampFormat, at: chrono::DateTime<Utc>) -> String {
+    match format {
+        TimestampFormat::Offset => at
+            .with_timezone(&wib())
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string(),
+        TimestampFormat::OffsetMillis => at
+            .with_timezone(&wib())
+            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string(),
+        TimestampFormat::Utc => at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }
+}
+
+/// Why the connector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("snapqr.private_key: {0}")]
+    Key(#[from] KeyError),
+}
+
+/// Why no B2B token could be obtained (nothing else was sent).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("token request not sent: {0}")]
+    NotSent(String),
+    #[error("token request may have been processed: {0}")]
+    MaybeSent(String),
+    #[error("token refused with {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("token reply unreadable: {0}")]
+    BadReply(String),
+}
+
+/// What the transport produced for one call.
+#[derive(Debug)]
+enum Transport {
+    Reply(HttpReply),
+    NotSent(String),
+    MaybeSent(String),
+}
+
+/// One service call: the final transport result and every exchange made
+/// (token fetches and a 401 retry included).
+struct Call {
+    transport: Transport,
+    exchanges: Vec<bus::Exchange>,
+}
+
+/// A reply whose `responseCode` was read.
+#[derive(Debug)]
+struct Answer {
+    http: u16,
+    body: Body,
+    code: String,
+    explanation: Explanation,
+}
+
+pub struct SnapQrConnector {
+    settings: SnapQrSettings,
+    http: HttpClient,
+    private_key: RsaPrivateKey,
+    tokens: TokenCache,
+    external_ids: ExternalIds,
+    masker: Masker,
+}
+
+impl fmt::Debug for SnapQrConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapQrConnector")
+            .field("base_url", &self.settings.base_url)
+            .field("client_key", &self.settings.client_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapQrConnector {
+    pub fn new(settings: SnapQrSettings) -> Result<Self, BuildError> {
+        let private_key = settings.load_private_key()?;
+        let http = HttpClient::new(settings.timeout(), settings.connect_timeout());
+        let masker = Masker::new([
+            settings.client_secret.expose().to_string(),
+            settings.demo_customer_token.expose().to_string(),
+        ]);
+        Ok(SnapQrConnector {
+            tokens: TokenCache::new(Duration::from_secs(settings.token_refresh_margin_secs)),
+            settings,
+            http,
+            private_key,
+            external_ids: ExternalIds::default(),
+            masker,
+        })
+    }
+
+    pub fn settings(&self) -> &SnapQrSettings {
+        &self.settings
+    }
+
+    /// B2B tokens fetched since start (for tests and metrics).
+    pub async fn tokens_fetched(&self) -> u64 {
+        self.tokens.generation().await
+    }
+
+    fn now_timestamp(&self) -> String {
+        format_timestamp(self.settings.timestamp_format, Utc::now())
+    }
+
+    fn exchange(
+        &self,
+        service: Service,
+        url: &str,
+        request: String,
+        secrets: &[&str],
+    ) -> bus::Exchange {
+        let extra = Masker::new(secrets.iter().map(|s| s.to_string()));
+        bus::Exchange {
+            operation: service.name().to_string(),
+            url: url.to_string(),
+            request: extra.mask(&self.masker.mask(&request)),
+            response: String::new(),
+            http_status: 0,
+            duration_ms: 0,
+            error: String::new(),
+            at: Some(timestamp(Utc::now())),
+        }
+    }
+
+    /// POSTs and records the reply (masked) on `exchange`.
+    async fn post(
+        &self,
+        service: Service,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        mut exchange: bus::Exchange,
+        secrets: &[&str],
+    ) -> (Transport, bus::Exchange) {
+        let extra = Masker::new(secrets.iter().map(|s| s.to_string()));
+        let mask = |text: &str| extra.mask(&self.masker.mask(text));
+        let started = Instant::now();
+        let result = self.http.post(url, "application/json", headers, body).await;
+        let elapsed = started.elapsed();
+        exchange.duration_ms = u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX);
+        let transport = match result {
+            Ok(reply) => {
+                exchange.http_status = i32::from(reply.status);
+                let cut = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
+                exchange.response = mask(&String::from_utf8_lossy(cut));
+                Transport::Reply(reply)
+            }
+            Err(SendError::NotSent(error)) => {
+                exchange.error = mask(&format!("not sent: {error}"));
+                Transport::NotSent(exchange.error.clone())
+            }
+            Err(SendError::MaybeSent(error)) => {
+                exchange.error = mask(&format!("may have been processed: {error}"));
+                Transport::MaybeSent(exchange.error.clone())
+            }
+        };
+        metrics::counter!(
+            crate::metrics::REQUESTS,
+            "service" => service.name(),
+            "transport" => match &transport {
+                Transport::Reply(_) => "reply",
+                Transport::NotSent(_) => "not_sent",
+                Transport::MaybeSent(_) => "maybe_sent",
+            }
+        )
+        .increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, "service" => service.name())
+            .record(elapsed.as_secs_f64());
+        (transport, exchange)
+    }
+
+    /// Service 73: a fresh B2B token.
+    async fn fetch_token(
+        &self,
+        recorded: &Mutex<Vec<bus::Exchange>>,
+    ) -> Result<FetchedToken, TokenError> {
+        let path = self.settings.path(Service::Token.path());
+        let url = self.settings.url(&path);
+        let stamp = self.now_timestamp();
+        let signature = sign::rsa_sign(
+            &self.private_key,
+            &sign::token_string_to_sign(&self.settings.client_key, &stamp),
+        );
+        let body = wire::to_bytes(&wire::TokenRequest::default());
+        let headers = [
+            ("X-TIMESTAMP", stamp.clone()),
+            ("X-CLIENT-KEY", self.settings.client_key.clone()),
+            ("X-SIGNATURE", signature.clone()),
+        ];
+        let shown = format!(
+            "X-TIMESTAMP: {stamp}\nX-CLIENT-KEY: {}\nX-SIGNATURE: {MASK}\n\n{}",
+            self.settings.client_key,
+            String::from_utf8_lossy(&body)
+        );
+        let exchange = self.exchange(Service::Token, &url, shown, &[&signature]);
+        let (transport, mut exchange) = self
+            .post(
+                Service::Token,
+                &url,
+                &headers,
+                body,
+                exchange,
+                &[&signature],
+            )
+            .await;
+        let result = read_token(transport);
+        if let Ok(token) = &result {
+            exchange.response = Masker::new([token.value.clone()]).mask(&exchange.response);
+        }
+        metrics::counter!(crate::metrics::TOKEN_FETCHES, "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);
+        recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(exchange);
+        result
+    }
+
+    async fn token(&self, exchanges: &mut Vec<bus::Exchange>) -> Result<AccessToken, TokenError> {
+        let recorded = Mutex::new(Vec::new());
+        let result = self.tokens.get(|| self.fetch_token(&recorded)).await;
+        exchanges.extend(recorded.into_inner().unwrap_or_else(|e| e.into_inner()));
+        result
+    }
+
+    /// One signed service call; refreshes the token once on 401xx01/03.
+    async fn call(&self, service: Service, body: Vec<u8>, customer: bool) -> Call {
+        let mut exchanges = Vec::new();
+        let mut token = match self.token(&mut exchanges).await {
+            Ok(token) => token,
+            Err(error) => {
+                return Call {
+                    transport: Transport::NotSent(format!("no B2B access token: {error}")),
+                    exchanges,
+                }
+            }
+        };
+        let mut refreshed = false;
+        loop {
+            let (transport, exchange) = self.send_signed(service, &body, &token, customer).await;
+            exchanges.push(exchange);
+            let rejected_token = match &transport {
+                Transport::Reply(reply) if reply.status == 401 => Body::parse(&reply.body)
+                    .ok()
+                    .and_then(|b| b.str("responseCode"))
+                    .and_then(|c| ResponseCode::parse(&c))
+                    .is_some_and(|c| c.is(401, 1) || c.is(401, 3)),
+                _ => false,
+            };
+            if rejected_token && !refreshed {
+                refreshed = true;
+                tracing::info!(
+                    service = service.name(),
+                    "B2B token rejected; refreshing once"
+                );
+                metrics::counter!(crate::metrics::TOKEN_REJECTED).increment(1);
+                self.tokens.invalidate(&token).await;
+                token = match self.token(&mut exchanges).await {
+                    Ok(token) => token,
+                    Err(error) => {
+                        // The refused call was not processed; nothing more was sent.
+                        return Call {
+                            transport: Transport::NotSent(format!("no B2B access token: {error}")),
+                            exchanges,
+                        };
+                    }
+                };
+                continue;
+            }
+            return Call {
+                transport,
+                exchanges,
+            };
+        }
+    }
+
+    async fn send_signed(
+        &self,
+        service: Service,
+        body: &[u8],
+        token: &AccessToken,
+        customer: bool,
+    ) -> (Transport, bus::Exchange) {
+        let path = self.settings.path(service.path());
+        let url = self.settings.url(&path);
+        let stamp = self.now_timestamp();
+        let external_id = self.external_ids.next();
+        let signature = sign::hmac_signature(
+            self.settings.client_secret.expose(),
+            &sign::transaction_string_to_sign("POST", &path, &token.value, body, &stamp),
+        );
+        let mut headers = vec![
+            ("Authorization", format!("Bearer {}", token.value)),
+            ("X-TIMESTAMP", stamp.clone()),
+            ("X-SIGNATURE", signature.clone()),
+            ("X-PARTNER-ID", self.settings.client_key.clone()),
+            ("X-EXTERNAL-ID", external_id.clone()),
+            ("CHANNEL-ID", self.settings.channel_id.clone()),
+        ];
+        let mut shown = format!(
+            "Authorization: Bearer {MASK}\nX-TIMESTAMP: {stamp}\nX-SIGNATURE: {MASK}\nX-PARTNER-ID: {}\nX-EXTERNAL-ID: {external_id}\nCHANNEL-ID: {}\n",
+            self.settings.client_key, self.settings.channel_id
+        );
+        if customer {
+            headers.push((
+                "Authorization-Customer",
+                format!("Bearer {}", self.settings.demo_customer_token.expose()),
+            ));
+            shown.push_str(&format!("Authorization-Customer: Bearer {MASK}\n"));
+        }
+        shown.push('\n');
+        shown.push_str(&String::from_utf8_lossy(
+            &body[..body.len().min(MAX_STORED_BODY)],
+        ));
+        let secrets = [token.value.as_str(), signature.as_str()];
+        let exchange = self.exchange(service, &url, shown, &secrets);
+        self.post(service, &url, &headers, body.to_vec(), exchange, &secrets)
+            .await
+    }
+
+    fn optional(text: &str) -> Option<String> {
+        wire::non_empty(text)
+    }
+
+    fn sub_merchant(&self) -> Option<String> {
+        Self::optional(&self.settings.sub_merchant_id)
+    }
+
+    async fn payment(&self, command: &Command) -> Report {
+        let Some(amount) = command.amount else {
+            return not_built("amount: required for a QR payment");
+        };
+        let mut exchanges = Vec::new();
+        let mut qr_content = command.detail("qr_content").trim().to_string();
+        if qr_content.is_empty() {
+            match self.generate(command, &mut exchanges).await {
+                Ok(qr) => qr_content = qr,
+                Err(mut report) => {
+                    report.exchanges.splice(0..0, exchanges);
+                    return report;
+                }
+            }
+        }
+        let expiry =
+            Utc::now() + chrono::Duration::seconds(self.settings.payment_expiry_secs as i64);
+        let request = wire::PaymentRequest {
+            partner_reference_no: command.provider_reference.clone(),
+            qr_content: qr_content.clone(),
+            amount: amount.into(),
+            merchant_id: self.settings.merchant_id.clone(),
+            sub_merchant_id: self.sub_merchant(),
+            expiry_time: format_timestamp(TimestampFormat::Offset, expiry),
+        };
+        let call = self
+            .call(Service::Payment, wire::to_bytes(&request), false)
+            .await;
+        exchanges.extend(call.exchanges);
+        let mut report = match read_answer(Service::Payment, call.transport) {
+            Err(report) => report,
+            Ok(answer) => {
+                if let Some(why) = foreign(
+                    &answer.body,
+                    "partnerReferenceNo",
+                    &command.provider_reference,
+                ) {
+                    Report::unknown(why)
+                } else {
+                    let mut report = report_of(&answer);
+                    report.provider_trace = answer.body.str("referenceNo");
+                    let duplicate = ResponseCode::parse(&answer.code).is_some_and(|c| c.is(409, 1));
+                    if duplicate && report.outcome == Outcome::Success {
+                        // 409xx01: an earlier attempt succeeded; its referenceNo comes from 61.
+                        let mut query = self.query(&command.provider_reference, "").await;
+                        exchanges.append(&mut query.exchanges);
+                        push_detail(
+                            &mut report.detail,
+                            "duplicate partnerReferenceNo: an earlier attempt succeeded",
+                        );
+                        if query.provider_trace.is_some() {
+                            report.provider_trace = query.provider_trace;
+                        }
+                    }
+                    report
+                }
+            }
+        };
+        report.payment = Some(pb::PaymentInstructions {
+            method: "QRCPM".into(),
+            qr_string: qr_content,
+            ..Default::default()
+        });
+        report.exchanges.splice(0..0, exchanges);
+        report
+    }
+
+    /// Service 59 for a payment command without `qr_content`. Any failure
+    /// means the payment was never sent: a definite failure.
+    async fn generate(
+        &self,
+        command: &Command,
+        exchanges: &mut Vec<bus::Exchange>,
+    ) -> Result<String, Report> {
+        if self.settings.demo_customer_token.is_empty() {
+            return Err(not_built(
+                "qr_content is empty and snapqr.demo_customer_token is not configured; nothing was sent",
+            ));
+        }
+        let request = wire::GenerateRequest {
+            partner_reference_no: command.provider_reference.clone(),
+            merchant_id: Self::optional(&self.settings.merchant_id),
+            sub_merchant_id: self.sub_merchant(),
+            partner_trx_date: self.now_timestamp(),
+        };
+        let call = self
+            .call(Service::Generate, wire::to_bytes(&request), true)
+            .await;
+        exchanges.extend(call.exchanges);
+        let failed = |mut report: Report, why: &str| {
+            report.outcome = Outcome::Failed;
+            push_detail(&mut report.detail, why);
+            report
+        };
+        match read_answer(Service::Generate, call.transport) {
+            Err(report) => Err(failed(
+                report,
+                "QR generation (59) did not succeed; no payment was sent",
+            )),
+            Ok(answer) => {
+                let qr = answer.body.str("qrContent");
+                match (answer.explanation.outcome, qr) {
+                    (Outcome::Success, Some(qr)) => Ok(qr),
+                    _ => Err(failed(
+                        report_of(&answer),
+                        "QR generation (59) did not return a qrContent; no payment was sent",
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn cancel(&self, command: &Command) -> Report {
+        if command.original_reference.trim().is_empty() {
+            return not_built("original_reference: required for a QR cancel");
+        }
+        let request = wire::CancelRequest {
+            original_partner_reference_no: command.original_reference.clone(),
+            original_reference_no: Self::optional(&command.original_provider_trace),
+            merchant_id: self.settings.merchant_id.clone(),
+            sub_merchant_id: self.sub_merchant(),
+            amount: command.amount.map(Into::into),
+            reason: Self::optional(command.detail("reason")),
+        };
+        let call = self
+            .call(Service::Cancel, wire::to_bytes(&request), false)
+            .await;
+        let mut report = match read_answer(Service::Cancel, call.transport) {
+            Err(report) => report,
+            Ok(answer) => match foreign(
+                &answer.body,
+                "originalPartnerReferenceNo",
+                &command.original_reference,
+            ) {
+                Some(why) => Report::unknown(why),
+                None => {
+                    let mut report = report_of(&answer);
+                    report.provider_trace = answer.body.str("originalReferenceNo");
+                    report
+                }
+            },
+        };
+        report.exchanges.splice(0..0, call.exchanges);
+        report
+    }
+
+    async fn refund(&self, command: &Command) -> Report {
+        if command.original_reference.trim().is_empty() {
+            return not_built("original_reference: required for a QR refund");
+        }
+        let Some(amount) = command.amount else {
+            return not_built("amount: required for a QR refund");
+        };
+        let request = wire::RefundRequest {
+            original_partner_reference_no: command.original_reference.clone(),
+            original_reference_no: Self::optional(&command.original_provider_trace),
+            merchant_id: self.settings.merchant_id.clone(),
+            sub_merchant_id: self.sub_merchant(),
+            partner_refund_no: command.provider_reference.clone(),
+            refund_amount: amount.into(),
+            reason: Self::optional(command.detail("reason")),
+        };
+        let call = self
+            .call(Service::Refund, wire::to_bytes(&request), false)
+            .await;
+        let mut report = match read_answer(Service::Refund, call.transport) {
+            Err(report) => report,
+            Ok(answer) => {
+                match foreign(&answer.body, "partnerRefundNo", &command.provider_reference) {
+                    Some(why) => Report::unknown(why),
+                    None => {
+                        let mut report = report_of(&answer);
+                        report.provider_trace = answer.body.str("refundNo");
+                        match answer.body.money("refundAmount") {
+                            Ok(Some(refunded)) => {
+                                if refunded != amount {
+                                    push_detail(
+                                    &mut report.detail,
+                                    &format!("refundAmount {refunded} differs from the {amount} asked"),
+                                );
+                                }
+                                report.provider_amount = Some(refunded);
+                            }
+                            Ok(None) => {}
+                            Err(error) => push_detail(
+                                &mut report.detail,
+                                &format!("refundAmount not used: {error}"),
+                            ),
+                        }
+                        report
+                    }
+                }
+            }
+        };
+        report.exchanges.splice(0..0, call.exchanges);
+        report
+    }
+
+    /// Query 61 about `partner_reference` (a payment); the report's code is
+    /// the `latestTransactionStatus`, its outcome that status's meaning.
+    pub async fn query(&self, partner_reference: &str, reference_no: &str) -> Report {
+        let request = wire::QueryRequest {
+            original_partner_reference_no: partner_reference.to_string(),
+            original_reference_no: Self::optional(reference_no),
+            merchant_id: self.settings.merchant_id.clone(),
+            sub_merchant_id: self.sub_merchant(),
+        };
+        let call = self
+            .call(Service::Query, wire::to_bytes(&request), false)
+            .await;
+        let mut report = match read_answer(Service::Query, call.transport) {
+            Err(mut report) => {
+                // A query that was not sent found nothing out.
+                report.outcome = Outcome::Unknown;
+                report
+            }
+            Ok(answer) => classify_query(&answer, partner_reference),
+        };
+        report.exchanges.splice(0..0, call.exchanges);
+        report
+    }
+
+    async fn status(&self, command: &Command) -> Report {
+        match command.original_operation {
+            Operation::QrCancel => {
+                let mut report = self
+                    .query(
+                        &command.original_reference,
+                        &command.original_provider_trace,
+                    )
+                    .await;
+                cancel_from_query(&mut report);
+                report
+            }
+            Operation::QrRefund => {
+                let mut report = self.refund(command).await;
+                push_detail(
+                    &mut report.detail,
+                    "refund status by idempotent re-send of the same partnerRefundNo (ASSUMED, spec §7)",
+                );
+                report
+            }
+            _ => {
+                self.query(&command.provider_reference, &command.provider_trace)
+                    .await
+            }
+        }
+    }
+
+    async fn run(&self, command: &Command) -> Report {
+        let report = match command.operation {
+            Operation::QrPayment => self.payment(command).await,
+            Operation::QrCancel => self.cancel(command).await,
+            Operation::QrRefund => self.refund(command).await,
+            Operation::StatusCheck => self.status(command).await,
+            other => not_built(&format!("{other} is not a SNAP QR CPM operation")),
+        };
+        metrics::counter!(crate::metrics::OUTCOMES, "operation" => command.operation.as_str(), "outcome" => report.outcome.as_str())
+            .increment(1);
+        tracing::info!(
+            operation = %command.operation,
+            reference = %command.provider_reference,
+            outcome = %report.outcome,
+            code = report.provider_code.as_deref().unwrap_or(""),
+            not_found = report.not_found,
+            "snapqr exchange classified"
+        );
+        report
+    }
+}
+
+impl Connector for SnapQrConnector {
+    fn provider(&self) -> Provider {
+        Provider::SnapQr
+    }
+
+    async fn execute(&self, command: &Command) -> Report {
+        self.run(command).await
+    }
+
+    async fn check_status(&self, command: &Command) -> Report {
+        let command = if command.operation == Operation::StatusCheck {
+            std::borrow::Cow::Borrowed(command)
+        } else {
+            std::borrow::Cow::Owned(command.as_status_check())
+        };
+        self.run(&command).await
+    }
+
+    async fn balance(&self) -> Result<Money, ConnectorError> {
+        Err(ConnectorError::Unavailable(
+            "SNAP QR CPM has no balance service".into(),
+        ))
+    }
+}
+
+fn read_token(transport: Transport) -> Result<FetchedToken, TokenError> {
+    let reply = match transport {
+        Transport::Reply(reply) => reply,
+        Transport::NotSent(error) => return Err(TokenError::NotSent(error)),
+        Transport::MaybeSent(error) => return Err(TokenError::MaybeSent(error)),
+    };
+    let body = Body::parse(&reply.body)
+        .map_err(|e| TokenError::BadReply(format!("HTTP {}: {e}", reply.status)))?;
+    let code = body.str("responseCode").unwrap_or_default();
+    let ok = ResponseCode::parse(&code).is_some_and(|c| c.http == 200) && reply.status == 200;
+    if !ok {
+        return Err(TokenError::Refused {
+            code: truncate(&code, 16).to_string(),
+            message: truncate(&body.str("responseMessage").unwrap_or_default(), 150).to_string(),
+        });
+    }
+    let value = body
+        .str("accessToken")
+        .ok_or_else(|| TokenError::BadReply("accessToken missing".into()))?;
+    let expires_in = body
+        .str("expiresIn")
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| TokenError::BadReply("expiresIn missing or not a number".into()))?;
+    Ok(FetchedToken {
+        value,
+        expires_in: Duration::from_secs(expires_in),
+    })
+}
+
+/// Reads the `responseCode` of a reply and explains it, or answers the
+/// report for a reply we cannot read (unknown).
+// The error is the finished report (built once, rarely): boxing buys nothing.
+#[allow(clippy::result_large_err)]
+fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report> {
+    let reply = match transport {
+        Transport::Reply(reply) => reply,
+        Transport::NotSent(error) => return Err(Report::unknown(error)),
+        Transport::MaybeSent(error) => return Err(Report::unknown(error)),
+    };
+    let body = match Body::parse(&reply.body) {
+        Ok(body) => body,
+        Err(error) => {
+            return Err(Report::unknown(format!(
+                "HTTP {} with an unreadable body ({error})",
+                reply.status
+            )))
+        }
+    };
+    let Some(code) = body.str("responseCode") else {
+        return Err(Report::unknown(format!(
+            "HTTP {}: no responseCode",
+            reply.status
+        )));
+    };
+    let Some(parsed) = ResponseCode::parse(&code) else {
+        return Err(Report::unknown(format!(
+            "HTTP {}: responseCode {:?} is not 7 digits",
+            reply.status,
+            truncate(&code, 16)
+        )));
+    };
+    let explanation =
+        match catalogue::explain(Provider::SnapQr, &code, Some(service.code_operation())) {
+            Ok(explanation) => explanation,
+            Err(error) => return Err(Report::unknown(format!("responseCode {code}: {error}"))),
+        };
+    let answer = Answer {
+        http: reply.status,
+        body,
+        code,
+        explanation,
+    };
+    if parsed.service != service.code() && parsed.service != Service::Token.code() {
+        // A code of another service is not an answer to this call.
+        let mut report = report_of(&answer);
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            &format!(
+                "responseCode of service {:02}, not {:02}",
+                parsed.service,
+                service.code()
+            ),
+        );
+        return Err(report);
+    }
+    let http_ok = (200..300).contains(&answer.http);
+    if answer.explanation.outcome == Outcome::Success
+        && (!http_ok || parsed.http >= 300)
+        && !parsed.is(409, 1)
+        && !parsed.is(404, 18)
+    {
+        let mut report = report_of(&answer);
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            &format!("success code on HTTP {}", answer.http),
+        );
+        return Err(report);
+    }
+    Ok(answer)
+}
+
+fn report_of(answer: &Answer) -> Report {
+    let mut report = Report::new(answer.explanation.outcome);
+    report.provider_code = Some(truncate(&answer.code, 16).to_string());
+    report.provider_message = answer
+        .body
+        .str("responseMessage")
+        .map(|m| truncate(&m, 150).to_string())
+        .or_else(|| Some(answer.explanation.provider_message.clone()));
+    if !(200..300).contains(&answer.http) {
+        push_detail(&mut report.detail, &format!("HTTP {}", answer.http));
+    }
+    report
+}
+
+fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
+    let code = ResponseCode::parse(&answer.code);
+    if code.is_some_and(|c| c.is(404, 1)) {
+        let mut report = report_of(answer);
+        report.outcome = Outcome::Unknown;
+        report.not_found = true;
+        report.detail = "query: the issuer has no record of this partnerReferenceNo".into();
+        return report;
+    }
+    if code.is_none_or(|c| c.http != 200) {
+        // The query itself was refused: it says nothing about the payment.
+        let mut report = report_of(answer);
+        report.outcome = Outcome::Unknown;
+        push_detail(&mut report.detail, "query refused");
+        return report;
+    }
+    if let Some(why) = foreign(
+        &answer.body,
+        "originalPartnerReferenceNo",
+        partner_reference,
+    ) {
+        return Report::unknown(why);
+    }
+    let Some(status) = answer.body.str("latestTransactionStatus") else {
+        return Report::unknown("query answered without latestTransactionStatus");
+    };
+    let mut report = match catalogue::explain_qr_status(&status) {
+        Ok(explanation) => {
+            let mut report = Report::new(explanation.outcome);
+            report.provider_message = answer
+                .body
+                .str("transactionStatusDesc")
+                .or(Some(explanation.provider_message));
+            report
+        }
+        Err(error) => Report::unknown(format!("latestTransactionStatus: {error}")),
+    };
+    report.provider_code = Some(truncate(&status, 16).to_string());
+    report.provider_trace = answer.body.str("originalReferenceNo");
+    if status == "07" {
+        report.outcome = Outcome::Unknown;
+        report.not_found = true;
+    }
+    push_detail(
+        &mut report.detail,
+        &format!(
+            "query {}: latestTransactionStatus {}",
+            answer.code,
+            truncate(&status, 8)
+        ),
+    );
+    report
+}
+
+/// Turns a query of the original payment into the status of a cancel.
+fn cancel_from_query(report: &mut Report) {
+    if report.not_found {
+        return;
+    }
+    let status = report.provider_code.clone().unwrap_or_default();
+    match status.as_str() {
+        "05" => report.outcome = Outcome::Success,
+        "01" | "02" | "03" => report.outcome = Outcome::Pending,
+        "06" => {
+            report.outcome = Outcome::Failed;
+            push_detail(&mut report.detail, "the payment failed: nothing to cancel");
+        }
+        "00" | "04" => {
+            report.outcome = Outcome::Unknown;
+            report.not_found = true;
+            push_detail(
+                &mut report.detail,
+                "the payment is not cancelled: the cancel was not applied",
+            );
+        }
+        _ => {}
+    }
+}
+
+/// A reply naming another reference in `field` is not about our request.
+fn foreign(body: &Body, field: &str, ours: &str) -> Option<String> {
+    match body.str(field) {
+        Some(theirs) if theirs != ours => Some(format!(
+            "reply is about {field} {:?}, not ours",
+            truncate(&theirs, 64)
+        )),
+        _ => None,
+    }
+}
+
+/// A command that could not be built was not sent: a definite failure.
+fn not_built(why: &str) -> Report {
+    Report {
+        detail: format!("request not sent: {why}"),
+        ..Report::new(Outcome::Failed)
+    }
+}
+
+fn push_detail(detail: &mut String, note: &str) {
+    if !detail.is_empty() {
+        detail.push_str("; ");
+    }
+    detail.push_str(note);
+}
+
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_ids_are_numeric_unique_and_short_enough() {
+        let ids = ExternalIds::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert!(
+            a.len() <= 36 && a.bytes().all(|c| c.is_ascii_digit()),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn timestamps_in_each_format() {
+        let at = chrono::DateTime::parse_from_rfc3339("2020-12-23T00:50:11.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            format_timestamp(TimestampFormat::Offset, at),
+            "2020-12-23T07:50:11+07:00"
+        );
+        assert_eq!(
+            format_timestamp(TimestampFormat::OffsetMillis, at),
+            "2020-12-23T07:50:11.123+07:00"
+        );
+        assert_eq!(
+            format_timestamp(TimestampFormat::Utc, at),
+            "2020-12-23T00:50:11Z"
+        );
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn answer(service: Service, http: u16, body: &str) -> Result<Answer, Report> {
+        read_answer(
+            service,
+            Transport::Reply(HttpReply {
+                status: http,
+                content_type: "application/json".into(),
+                body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+                elapsed: Duration::ZERO,
+            }),
+        )
+    }
+
+    fn outcome(service: Service, http: u16, body: &str) -> Outcome {
+        match answer(service, http, body) {
+            Ok(answer) => answer.explanation.outcome,
+            Err(report) => report.outcome,
+        }
+    }
+
+    #[test]
+    fn payment_codes_through_the_catalogue() {
+        let pay = Service::Payment;
+        assert_eq!(
+            outcome(
+                pay,
+                200,
+                r#"{"responseCode":"2006000","responseMessage":"Successful","referenceNo":"r"}"#
+            ),
+            Outcome::Success
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                202,
+                r#"{"responseCode":"2026000","responseMessage":"In progress"}"#
+            ),
+            Outcome::Pending
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                403,
+                r#"{"responseCode":"4036000","responseMessage":"Expired"}"#
+            ),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                404,
+                r#"{"responseCode":"4046011","responseMessage":"Invalid"}"#
+            ),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                403,
+                r#"{"responseCode":"4036014","responseMessage":"Funds"}"#
+            ),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                409,
+                r#"{"responseCode":"4096000","responseMessage":"Conflict"}"#
+            ),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                409,
+                r#"{"responseCode":"4096001","responseMessage":"Duplicate"}"#
+            ),
+            Outcome::Success
+        );
+        assert_eq!(
+            outcome(
+                pay,
+                504,
+                r#"{"responseCode":"5046000","responseMessage":"Timeout"}"#
+            ),
+            Outcome::Unknown
+        );
+        assert_eq!(outcome(pay, 500, ""), Outcome::Unknown);
+        assert_eq!(
+            outcome(pay, 502, "<html>bad gateway</html>"),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            outcome(pay, 200, r#"{"responseCode":"20060"}"#),
+            Outcome::Unknown
+        );
+        // A success code on an HTTP error is a contradiction.
+        assert_eq!(
+            outcome(pay, 500, r#"{"responseCode":"2006000"}"#),
+            Outcome::Unknown
+        );
+        // A code of another service is not an answer to the payment.
+        assert_eq!(
+            outcome(pay, 200, r#"{"responseCode":"2006200"}"#),
+            Outcome::Unknown
+        );
+    }
+
+    #[test]
+    fn query_statuses_and_not_found() {
+        let q =
+            |http, body: &str| classify_query(&answer(Service::Query, http, body).unwrap(), "p1");
+        let ok = q(
+            200,
+            r#"{"responseCode":"2006100","originalPartnerReferenceNo":"p1","originalReferenceNo":"R9","latestTransactionStatus":"00"}"#,
+        );
+        assert_eq!(ok.outcome, Outcome::Success);
+        assert_eq!(ok.provider_trace.as_deref(), Some("R9"));
+        assert_eq!(
+            q(
+                200,
+                r#"{"responseCode":"2006100","latestTransactionStatus":"03"}"#
+            )
+            .outcome,
+            Outcome::Pending
+        );
+        assert_eq!(
+            q(
+                200,
+                r#"{"responseCode":"2006100","latestTransactionStatus":"06"}"#
+            )
+            .outcome,
+            Outcome::Failed
+        );
+        let missing = q(
+            404,
+            r#"{"responseCode":"4046101","responseMessage":"Transaction Not Found"}"#,
+        );
+        assert!(missing.not_found);
+        assert_eq!(missing.outcome, Outcome::Unknown);
+        let other = q(
+            200,
+            r#"{"responseCode":"2006100","originalPartnerReferenceNo":"p2","latestTransactionStatus":"00"}"#,
+        );
+        assert_eq!(other.outcome, Outcome::Unknown);
+        assert_eq!(
+            q(401, r#"{"responseCode":"4016100"}"#).outcome,
+            Outcome::Unknown
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! SNAP QR CPM settings: the connector's `[snapqr]` section
+//! ([`SnapQrSettings`], `LOKET_SNAPQR__…`) and the notify receiver's
+//! ([`NotifySettings`], used by the callback receiver through
+//! [`crate::callback_parser`]). Keys and secrets are [`Secret`]s holding PEM
+//! text or a file path (a value starting with `-----BEGIN` is PEM).
+
+use loket_runtime::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::sign::{self, KeyError};
+
+/// Client timeout default (**ASSUMED**: SNAP issuers answer within ~30 s).
+pub const TIMEOUT_MS_DEFAULT: u64 = 45_000;
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Refresh the B2B token this long before `expiresIn` runs out (spec §2.1).
+pub const TOKEN_REFRESH_MARGIN_SECS_DEFAULT: u64 = 60;
+/// Accepted clock skew of a notify's `X-TIMESTAMP` (**ASSUMED** ±5 min, §8.2).
+pub const NOTIFY_MAX_SKEW_SECS_DEFAULT: u64 = 300;
+/// The sample channel id (spec §3).
+pub const CHANNEL_ID_SAMPLE: &str = "95221";
+
+/// How `X-TIMESTAMP` is written (spec §3: "some providers want `Z` or
+/// milliseconds"; the exact string sent is the one signed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    /// `2020-12-23T07:50:11+07:00` (WIB offset, 25 chars).
+    #[default]
+    Offset,
+    /// `2020-12-23T07:50:11.123+07:00`.
+    OffsetMillis,
+    /// `2020-12-23T00:50:11Z`.
+    Utc,
+}
+
+/// Which notify signature the issuer uses (spec §4.3, Q1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyMode {
+    /// SHA256withRSA by the issuer over `METHOD:path:hash:timestamp`.
+    #[default]
+    Rsa,
+    /// HMAC-SHA512 as in §4.2, with a token and a secret we issued.
+    Hmac,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct SnapQrSettings {
+    /// Scheme, host and port of the issuer, e.g. `https://api.issuer.co.id`.
+    pub base_url: String,
+    /// The issuer's prefix before `/v1.0/…` (e.g. `/snap`); part of the signed path.
+    pub path_prefix: String,
+    /// `v1.0`.
+    pub version: String,
+    /// Our client id: `X-CLIENT-KEY` on the token call, `X-PARTNER-ID` on the others.
+    pub client_key: String,
+    /// HMAC key of the transaction signature (§4.2).
+    pub client_secret: Secret,
+    /// Our RSA private key (PKCS#8 or PKCS#1 PEM, or a path to one) for the
+    /// token signature (§4.1).
+    pub private_key: Secret,
+    /// `CHANNEL-ID`, 5 digits issued by the provider.
+    pub channel_id: String,
+    pub merchant_id: String,
+    pub sub_merchant_id: String,
+    pub timestamp_format: TimestampFormat,
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub token_refresh_margin_secs: u64,
+    /// `expiryTime` of a payment (60): now + this many seconds, ISO-8601
+    /// (**ASSUMED**, Q3: the standard types it ISO-8601; the sample says "60").
+    pub payment_expiry_secs: u64,
+    /// `Authorization-Customer` for generate (59) when a payment command has
+    /// no `qr_content`. **ASSUMED**: a merchant holds no customer tokens in
+    /// production; this exists for demo and test flows only. Empty = such
+    /// commands fail without sending anything.
+    pub demo_customer_token: Secret,
+}
+
+impl Default for SnapQrSettings {
+    fn default() -> Self {
+        SnapQrSettings {
+            base_url: "http://127.0.0.1:8183".into(),
+            path_prefix: "/snap".into(),
+            version: "v1.0".into(),
+            client_key: String::new(),
+            client_secret: Secret::default(),
+            private_key: Secret::default(),
+            channel_id: CHANNEL_ID_SAMPLE.into(),
+            merchant_id: String::new(),
+            sub_merchant_id: String::new(),
+            timestamp_format: TimestampFormat::Offset,
+            timeout_ms: TIMEOUT_MS_DEFAULT,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            token_refresh_margin_secs: TOKEN_REFRESH_MARGIN_SECS_DEFAULT,
+            payment_expiry_secs: 300,
+            demo_customer_token: Secret::default(),
+        }
+    }
+}
+
+/// A setting that cannot work, naming its key (never a secret's value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct InvalidSetting {
+    pub key: String,
+    pub problem: String,
+}
+
+impl InvalidSetting {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        InvalidSetting {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl SnapQrSettings {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let key = |name: &str| format!("snapqr.{name}");
+        let url = self.base_url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(InvalidSetting::new(
+                key("base_url"),
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
+        if !self.path_prefix.is_empty() && !self.path_prefix.starts_with('/') {
+            return Err(InvalidSetting::new(key("path_prefix"), "must start with /"));
+        }
+        if self.client_key.trim().is_empty() {
+            return Err(InvalidSetting::new(key("client_key"), "must be set"));
+        }
+        if self.client_secret.is_empty() {
+            return Err(InvalidSetting::new(
+                key("client_secret"),
+                "must be set (LOKET_SNAPQR__CLIENT_SECRET)",
+            ));
+        }
+        if self.private_key.is_empty() {
+            return Err(InvalidSetting::new(
+                key("private_key"),
+                "must be set (PEM text or a file path)",
+            ));
+        }
+        if let Err(error) = self.load_private_key() {
+            return Err(InvalidSetting::new(key("private_key"), error.to_string()));
+        }
+        if self.channel_id.len() != 5 || !self.channel_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidSetting::new(key("channel_id"), "must be 5 digits"));
+        }
+        if self.merchant_id.trim().is_empty() {
+            return Err(InvalidSetting::new(key("merchant_id"), "must be set"));
+        }
+        if self.timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                key("timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > self.timeout_ms {
+            return Err(InvalidSetting::new(
+                key("connect_timeout_ms"),
+                "must be between 1 and snapqr.timeout_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn load_private_key(&self) -> Result<rsa::RsaPrivateKey, KeyError> {
+        sign::load_private_key(self.private_key.expose())
+    }
+
+    /// `/snap/v1.0/qr/qr-cpm-payment` for `service = "qr/qr-cpm-payment"`.
+    pub fn path(&self, service: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            self.path_prefix.trim_end_matches('/'),
+            self.version,
+            service
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url.trim_end_matches('/'), path)
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// What the callback receiver needs to verify notify (79). `Default` is
+/// "not configured": every notify is then refused as unverifiable.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NotifySettings {
+    pub mode: NotifyMode,
+    /// Mode A: the issuer's RSA public key (SPKI or PKCS#1 PEM, or a path).
+    pub issuer_public_key: Secret,
+    /// Mode B: the secret we issued to the issuer (HMAC key).
+    pub client_secret: Secret,
+    /// Mode B: the access tokens we issued that are currently valid.
+    /// **ASSUMED**: our own `/access-token/b2b` endpoint for issuers is out of
+    /// scope; valid tokens are configured. Empty = any token whose HMAC
+    /// verifies is accepted (the HMAC key is the real authenticator).
+    pub accepted_tokens: Vec<Secret>,
+    /// Accepted |now − X-TIMESTAMP|.
+    pub max_skew_secs: u64,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            mode: NotifyMode::Rsa,
+            issuer_public_key: Secret::default(),
+            client_secret: Secret::default(),
+            accepted_tokens: Vec::new(),
+            max_skew_secs: NOTIFY_MAX_SKEW_SECS_DEFAULT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_include_the_prefix_and_version() {
+        let settings = SnapQrSettings::default();
+        assert_eq!(
+            settings.path("qr/qr-cpm-payment"),
+            "/snap/v1.0/qr/qr-cpm-payment"
+        );
+        let bare = SnapQrSettings {
+            path_prefix: String::new(),
+            ..SnapQrSettings::default()
+        };
+        assert_eq!(bare.path("access-token/b2b"), "/v1.0/access-token/b2b");
+    }
+
+    #[test]
+    fn validation_names_the_key_and_never_the_secret() {
+        let settings = SnapQrSettings {
+            client_key: "partner".into(),
+            client_secret: Secret::new("CANARY-SECRET-1"),
+            private_key: Secret::new("/nonexistent/key.pem"),
+            merchant_id: "m".into(),
+            ..SnapQrSettings::default()
+        };
+        let error = settings.validate().unwrap_err();
+        assert_eq!(error.key, "snapqr.private_key");
+        assert!(!format!("{error} {settings:?}").contains("CANARY-SECRET-1"));
+        assert_eq!(
+            SnapQrSettings::default().validate().unwrap_err().key,
+            "snapqr.client_key"
+        );
+    }
+}

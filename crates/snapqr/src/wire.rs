@@ -1,0 +1,322 @@
+//! SNAP QR CPM bodies (spec §5). Requests are structs serialized in field
+//! order (the bytes sent are the bytes signed). Replies and notifies are read
+//! leniently (§8.10) through [`Body`]: a key is matched exactly first, then
+//! ignoring ASCII case and surrounding spaces (`externalStoreID` /
+//! `externalStoreId`, `Value` / `value`, `" originalExternalId"`), and
+//! `"additionalInfo": null` is accepted. Amounts are `{"value":"10000.00",
+//! "currency":"IDR"}` and convert to [`Money`] exactly (a fraction is refused).
+
+use loket_protocol::{Currency, Money, MoneyError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// `{"value":"10000.00","currency":"IDR"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Amount {
+    pub value: String,
+    pub currency: String,
+}
+
+impl From<Money> for Amount {
+    fn from(money: Money) -> Self {
+        Amount {
+            value: money.to_decimal_2(),
+            currency: money.currency.code().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("body is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("{0}: missing")]
+    Missing(&'static str),
+    #[error("{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl Amount {
+    /// Exact conversion; a fraction (`"10000.50"`) or another currency is refused.
+    pub fn to_money(&self) -> Result<Money, MoneyError> {
+        let currency = Currency::parse(self.currency.trim())?;
+        Money::parse_decimal(&self.value, currency)
+    }
+}
+
+/// A 7-digit `responseCode`: HTTP (3) + service (2) + case (2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseCode {
+    pub http: u16,
+    pub service: u8,
+    pub case: u8,
+}
+
+impl ResponseCode {
+    pub fn parse(code: &str) -> Option<Self> {
+        let code = code.trim();
+        if code.len() != 7 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(ResponseCode {
+            http: code[..3].parse().ok()?,
+            service: code[3..5].parse().ok()?,
+            case: code[5..].parse().ok()?,
+        })
+    }
+
+    pub fn is(&self, http: u16, case: u8) -> bool {
+        self.http == http && self.case == case
+    }
+}
+
+impl std::fmt::Display for ResponseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:03}{:02}{:02}", self.http, self.service, self.case)
+    }
+}
+
+/// A received JSON object, read leniently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Body(pub Map<String, Value>);
+
+impl Body {
+    pub fn parse(bytes: &[u8]) -> Result<Body, WireError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Body(map)),
+            Ok(_) => Err(WireError::NotJson("not an object".into())),
+            Err(error) => Err(WireError::NotJson(format!(
+                "line {} column {}",
+                error.line(),
+                error.column()
+            ))),
+        }
+    }
+
+    fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+        map.get(name).or_else(|| {
+            map.iter()
+                .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+                .map(|(_, value)| value)
+        })
+    }
+
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        Self::lookup(&self.0, name)
+    }
+
+    /// A string (or number) field, trimmed; `None` when absent, null or blank.
+    pub fn str(&self, name: &str) -> Option<String> {
+        scalar(self.value(name)?)
+    }
+
+    pub fn amount(&self, name: &'static str) -> Result<Option<Amount>, WireError> {
+        let Some(value) = self.value(name) else {
+            return Ok(None);
+        };
+        let Value::Object(map) = value else {
+            if value.is_null() {
+                return Ok(None);
+            }
+            return Err(WireError::Invalid {
+                field: name,
+                problem: "not an amount object".into(),
+            });
+        };
+        let part = |key: &str| Self::lookup(map, key).and_then(scalar);
+        let value = part("value").ok_or(WireError::Invalid {
+            field: name,
+            problem: "value missing".into(),
+        })?;
+        let currency = part("currency").unwrap_or_else(|| "IDR".into());
+        Ok(Some(Amount { value, currency }))
+    }
+
+    pub fn money(&self, name: &'static str) -> Result<Option<Money>, WireError> {
+        match self.amount(name)? {
+            None => Ok(None),
+            Some(amount) => amount
+                .to_money()
+                .map(Some)
+                .map_err(|error| WireError::Invalid {
+                    field: name,
+                    problem: error.to_string(),
+                }),
+        }
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(text) => text.trim().to_string(),
+        Value::Number(number) => number.to_string(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// Token request (73).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    pub grant_type: &'static str,
+    pub additional_info: Map<String, Value>,
+}
+
+impl Default for TokenRequest {
+    fn default() -> Self {
+        TokenRequest {
+            grant_type: "client_credentials",
+            additional_info: Map::new(),
+        }
+    }
+}
+
+/// Generate QR (59).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateRequest {
+    pub partner_reference_no: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_merchant_id: Option<String>,
+    pub partner_trx_date: String,
+}
+
+/// CPM payment (60).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequest {
+    pub partner_reference_no: String,
+    pub qr_content: String,
+    pub amount: Amount,
+    pub merchant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_merchant_id: Option<String>,
+    pub expiry_time: String,
+}
+
+/// Query (61).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryRequest {
+    pub original_partner_reference_no: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_reference_no: Option<String>,
+    pub merchant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_merchant_id: Option<String>,
+}
+
+/// Cancel (62).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    pub original_partner_reference_no: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_reference_no: Option<String>,
+    pub merchant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_merchant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Refund (80).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundRequest {
+    pub original_partner_reference_no: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_reference_no: Option<String>,
+    pub merchant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_merchant_id: Option<String>,
+    pub partner_refund_no: String,
+    pub refund_amount: Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Serializes a request in declaration order (these are the bytes signed).
+pub fn to_bytes<T: Serialize>(request: &T) -> Vec<u8> {
+    serde_json::to_vec(request).expect("request structs always serialize")
+}
+
+/// `Some(text)` unless blank.
+pub fn non_empty(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_convert_exactly_and_refuse_fractions() {
+        let amount = Amount::from(Money::idr(10_000));
+        assert_eq!(amount.value, "10000.00");
+        assert_eq!(
+            String::from_utf8(to_bytes(&amount)).unwrap(),
+            r#"{"value":"10000.00","currency":"IDR"}"#
+        );
+        assert_eq!(amount.to_money().unwrap(), Money::idr(10_000));
+        let half = Amount {
+            value: "10000.50".into(),
+            currency: "IDR".into(),
+        };
+        assert!(half.to_money().is_err());
+        let usd = Amount {
+            value: "1.00".into(),
+            currency: "USD".into(),
+        };
+        assert!(usd.to_money().is_err());
+    }
+
+    #[test]
+    fn response_codes_split_by_position() {
+        let code = ResponseCode::parse("4046018").unwrap();
+        assert_eq!((code.http, code.service, code.case), (404, 60, 18));
+        assert_eq!(code.to_string(), "4046018");
+        assert!(ResponseCode::parse("404601").is_none());
+        assert!(ResponseCode::parse("40460a8").is_none());
+    }
+
+    #[test]
+    fn lenient_reading_of_spec_8_10() {
+        let body = Body::parse(
+            br#"{"responseCode":"2006100"," originalExternalId":"123","externalStoreID":"S1",
+                "amount":{"Value":"15000.00","Currency":"IDR"},"additionalInfo":null}"#,
+        )
+        .unwrap();
+        assert_eq!(body.str("originalExternalId").as_deref(), Some("123"));
+        assert_eq!(body.str("externalStoreId").as_deref(), Some("S1"));
+        assert_eq!(body.money("amount").unwrap(), Some(Money::idr(15_000)));
+        assert_eq!(body.str("additionalInfo"), None);
+        assert!(Body::parse(b"<html>").is_err());
+        assert!(Body::parse(b"").is_err());
+    }
+
+    #[test]
+    fn requests_serialize_in_spec_order() {
+        let request = PaymentRequest {
+            partner_reference_no: "p1".into(),
+            qr_content: "q".into(),
+            amount: Money::idr(10_000).into(),
+            merchant_id: "m".into(),
+            sub_merchant_id: None,
+            expiry_time: "2020-12-23T08:04:11+07:00".into(),
+        };
+        assert_eq!(
+            String::from_utf8(to_bytes(&request)).unwrap(),
+            r#"{"partnerReferenceNo":"p1","qrContent":"q","amount":{"value":"10000.00","currency":"IDR"},"merchantId":"m","expiryTime":"2020-12-23T08:04:11+07:00"}"#
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! The connector against the SNAP QR CPM simulator over real HTTP: token
+//! single-flight and refresh, payment outcomes, timeouts after debit, cancel
+//! and refund rules, and notifies verified by our own parser.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use loket_connector::{CallbackParser, CallbackRequest, Command, Connector, ParsedCallback};
+use loket_protocol::{Money, Operation, Outcome, Provider};
+use loket_runtime::{Secret, Shutdown};
+use loket_simulators::snapqr::{SnapQrSim, SnapQrSimSettings};
+use loket_snapqr::{callback_parser, NotifySettings, SnapQrConnector, SnapQrSettings};
+
+const SECRET: &str = "test-client-secret-0001";
+const CLIENT: &str = "loket-test-partner";
+
+struct Env {
+    sim: SnapQrSim,
+    connector: Arc<SnapQrConnector>,
+    settings: SnapQrSettings,
+    notified: Arc<Mutex<Vec<Result<ParsedCallback, String>>>>,
+    _stop: Shutdown,
+}
+
+async fn env_with(tune: impl FnOnce(&mut SnapQrSimSettings)) -> Env {
+    let (private_pem, public_pem) = loket_snapqr::sign::generate_key_pair();
+    let stop = Shutdown::new();
+    // Our notify receiver: the real parser behind a tiny HTTP server.
+    let notified = Arc::new(Mutex::new(Vec::new()));
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_addr = receiver.local_addr().unwrap();
+    let mut sim_settings = SnapQrSimSettings {
+        client_key: CLIENT.into(),
+        client_secret: Secret::new(SECRET),
+        partner_public_key: Secret::new(public_pem),
+        customer_token: Secret::new("demo-customer-token"),
+        merchant_id: "M0001".into(),
+        notify_url: Some(format!("http://{receiver_addr}/callback/snapqr")),
+        notify_delay_ms: 100,
+        pending_resolve_ms: 400,
+        slow_reply_ms: 3_000,
+        ..SnapQrSimSettings::default()
+    };
+    tune(&mut sim_settings);
+    let sim = SnapQrSim::new(sim_settings).unwrap();
+    let parser = Arc::new(
+        callback_parser(&NotifySettings {
+            issuer_public_key: Secret::new(sim.issuer_public_key_pem()),
+            ..NotifySettings::default()
+        })
+        .unwrap(),
+    );
+    {
+        type Shared = (
+            Arc<loket_snapqr::SnapQrCallbacks>,
+            Arc<Mutex<Vec<Result<ParsedCallback, String>>>>,
+        );
+        async fn receive(
+            State((parser, log)): State<Shared>,
+            request: axum::extract::Request,
+        ) -> (axum::http::StatusCode, String) {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let request = CallbackRequest {
+                method: parts.method,
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().map(str::to_string),
+                headers: parts.headers,
+                body,
+                source_ip: None,
+            };
+            let result = parser.parse(&request);
+            let reply = match &result {
+                Ok(parsed) => parser.acknowledge(&request, parsed),
+                Err(error) => parser.reject(&request, error),
+            };
+            log.lock().unwrap().push(result.map_err(|e| e.to_string()));
+            (
+                axum::http::StatusCode::from_u16(reply.status).unwrap(),
+                reply.body,
+            )
+        }
+        let router = axum::Router::new()
+            .route("/callback/snapqr", post(receive))
+            .with_state((parser, notified.clone()));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(receiver, router)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await
+                .unwrap();
+        });
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    {
+        let sim = sim.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { sim.serve(listener, stop).await });
+    }
+    let settings = SnapQrSettings {
+        base_url,
+        client_key: CLIENT.into(),
+        client_secret: Secret::new(SECRET),
+        private_key: Secret::new(private_pem),
+        merchant_id: "M0001".into(),
+        timeout_ms: 1_500,
+        connect_timeout_ms: 500,
+        demo_customer_token: Secret::new("demo-customer-token"),
+        ..SnapQrSettings::default()
+    };
+    settings.validate().unwrap();
+    let connector = Arc::new(SnapQrConnector::new(settings.clone()).unwrap());
+    Env {
+        sim,
+        connector,
+        settings,
+        notified,
+        _stop: stop,
+    }
+}
+
+async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+fn reference() -> String {
+    use rand::Rng as _;
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+fn command(operation: Operation, reference: &str, amount: i64) -> Command {
+    let mut details = BTreeMap::new();
+    details.insert("qr_content".to_string(), format!("CUSTOMER-QR-{reference}"));
+    Command {
+        transaction_id: uuid_like(),
+        provider: Provider::SnapQr,
+        operation,
+        provider_reference: reference.to_string(),
+        provider_product_code: "QRCPM".into(),
+        account: String::new(),
+        account2: String::new(),
+        account3: String::new(),
+        contact: String::new(),
+        amount: Some(Money::idr(amount)),
+        inquiry_data: BTreeMap::new(),
+        original_operation: operation,
+        provider_trace: String::new(),
+        first_dispatch: true,
+        original_reference: String::new(),
+        original_provider_trace: String::new(),
+        details,
+    }
+}
+
+fn uuid_like() -> String {
+    reference()
+}
+
+fn refund_of(payment: &Command, trace: &str, amount: i64) -> Command {
+    Command {
+        original_reference: payment.provider_reference.clone(),
+        original_provider_trace: trace.to_string(),
+        ..command(Operation::QrRefund, &reference(), amount)
+    }
+}
+
+fn cancel_of(payment: &Command) -> Command {
+    Command {
+        original_reference: payment.provider_reference.clone(),
+        amount: None,
+        ..command(Operation::QrCancel, &reference(), 0)
+    }
+}
+
+#[tokio::test]
+async fn concurrent_payments_share_one_token_request() {
+    let env = env().await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let connector = env.connector.clone();
+        tasks.push(tokio::spawn(async move {
+            connector
+                .execute(&command(Operation::QrPayment, &reference(), 10_000))
+                .await
+        }));
+    }
+    for task in tasks {
+        let report = task.await.unwrap();
+        assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+        assert!(report.provider_trace.is_some());
+    }
+    assert_eq!(env.sim.token_requests(), 1);
+    assert_eq!(env.connector.tokens_fetched().await, 1);
+}
+
+#[tokio::test]
+async fn an_expired_token_mid_flow_is_refreshed_exactly_once() {
+    let env = env().await;
+    let first = env
+        .connector
+        .execute(&command(Operation::QrPayment, &reference(), 10_000))
+        .await;
+    assert_eq!(first.outcome, Outcome::Success);
+    env.sim.expire_tokens();
+    let mut tasks = Vec::new();
+    let references: Vec<String> = (0..6).map(|_| reference()).collect();
+    for r in references.clone() {
+        let connector = env.connector.clone();
+        tasks.push(tokio::spawn(async move {
+            connector
+                .execute(&command(Operation::QrPayment, &r, 10_000))
+                .await
+        }));
+    }
+    for task in tasks {
+        let report = task.await.unwrap();
+        assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    }
+    assert_eq!(env.sim.token_requests(), 2, "one refresh for all");
+    for r in &references {
+        // Each payment was sent at most twice (once refused with 4016001,
+        // once accepted) and succeeded once in the ledger.
+        assert!(env.sim.payments_for(r) <= 2);
+        assert_eq!(env.sim.ledger_state(r).unwrap().status, "00");
+    }
+}
+
+#[tokio::test]
+async fn payment_outcomes_are_classified_through_the_catalogue() {
+    let env = env().await;
+    let ok = env
+        .connector
+        .execute(&command(Operation::QrPayment, &reference(), 25_000))
+        .await;
+    assert_eq!(ok.outcome, Outcome::Success);
+    assert_eq!(ok.provider_code.as_deref(), Some("2006000"));
+    let stored = format!("{:?}", ok.exchanges);
+    assert!(
+        !stored.contains(SECRET) && stored.contains("Bearer ***"),
+        "{stored}"
+    );
+
+    for (amount, code) in [
+        (10_301, "4036000"),
+        (10_302, "4046011"),
+        (10_303, "4036014"),
+        (10_304, "4036002"),
+        (10_305, "4036005"),
+        (10_306, "4036003"),
+        (10_307, "4046013"),
+        (10_308, "4296000"),
+        (10_309, "4036019"),
+    ] {
+        let report = env
+            .connector
+            .execute(&command(Operation::QrPayment, &reference(), amount))
+            .await;
+        assert_eq!(report.outcome, Outcome::Failed, "{amount}: {report:?}");
+        assert_eq!(report.provider_code.as_deref(), Some(code));
+        assert!(report
+            .provider_message
+            .as_deref()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    for amount in [10_202, 10_203, 10_204] {
+        let report = env
+            .connector
+            .execute(&command(Operation::QrPayment, &reference(), amount))
+            .await;
+        assert_eq!(report.outcome, Outcome::Unknown, "{amount}: {report:?}");
+    }
+    // 203 never reached the ledger: the query says not found.
+    let lost = command(Operation::QrPayment, &reference(), 11_203);
+    assert_eq!(env.connector.execute(&lost).await.outcome, Outcome::Unknown);
+    let check = env.connector.check_status(&lost).await;
+    assert!(check.not_found, "{check:?}");
+}
+
+#[tokio::test]
+async fn pending_without_notify_is_resolved_by_query() {
+    let env = env().await;
+    let payment = command(Operation::QrPayment, &reference(), 10_102);
+    let report = env.connector.execute(&payment).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(check.outcome, Outcome::Pending);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(check.outcome, Outcome::Success, "{check:?}");
+    assert_eq!(check.provider_code.as_deref(), Some("00"));
+    assert_eq!(check.provider_trace, report.provider_trace);
+    assert_eq!(env.sim.payments_for(&payment.provider_reference), 1);
+}
+
+#[tokio::test]
+async fn timeout_after_debit_is_unknown_then_the_query_finds_one_payment() {
+    let env = env().await;
+    let payment = command(Operation::QrPayment, &reference(), 10_201);
+    let report = env.connector.execute(&payment).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(check.outcome, Outcome::Success, "{check:?}");
+    assert!(check.provider_trace.is_some());
+    assert_eq!(env.sim.payments_for(&payment.provider_reference), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_reference_after_success_is_success_with_the_original_reference_no() {
+    let env = env().await;
+    let payment = command(Operation::QrPayment, &reference(), 10_000);
+    let first = env.connector.execute(&payment).await;
+    let second = env.connector.execute(&payment).await;
+    assert_eq!(second.outcome, Outcome::Success);
+    assert_eq!(second.provider_code.as_deref(), Some("4096001"));
+    assert_eq!(second.provider_trace, first.provider_trace);
+}
+
+#[tokio::test]
+async fn an_empty_qr_content_is_generated_first_with_the_customer_token() {
+    let env = env().await;
+    let mut payment = command(Operation::QrPayment, &reference(), 10_000);
+    payment.details.clear();
+    let report = env.connector.execute(&payment).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    let qr = report.payment.as_ref().unwrap().qr_string.clone();
+    assert!(qr.starts_with("SIMQR-"), "{qr}");
+    assert_eq!(
+        env.sim.requests_for(&payment.provider_reference).generates,
+        1
+    );
+    assert!(!format!("{:?}", report.exchanges).contains("demo-customer-token"));
+}
+
+#[tokio::test]
+async fn cancel_same_day_then_after_the_window_refund_instead() {
+    let env = env().await;
+    let a = command(Operation::QrPayment, &reference(), 10_000);
+    assert_eq!(env.connector.execute(&a).await.outcome, Outcome::Success);
+    let cancel = env.connector.execute(&cancel_of(&a)).await;
+    assert_eq!(cancel.outcome, Outcome::Success, "{cancel:?}");
+    assert_eq!(
+        env.sim.ledger_state(&a.provider_reference).unwrap().status,
+        "05"
+    );
+    // The cancel's status check reads the original: 05.
+    let cancel_check = env.connector.check_status(&cancel_of(&a)).await;
+    assert_eq!(cancel_check.outcome, Outcome::Success);
+
+    let b = command(Operation::QrPayment, &reference(), 10_000);
+    let paid = env.connector.execute(&b).await;
+    let trace = paid.provider_trace.clone().unwrap();
+    env.sim
+        .age_payment(&b.provider_reference, chrono::Duration::days(2));
+    let refused = env.connector.execute(&cancel_of(&b)).await;
+    assert_eq!(refused.outcome, Outcome::Failed);
+    assert_eq!(refused.provider_code.as_deref(), Some("4056201"));
+
+    let first = refund_of(&b, &trace, 4_000);
+    let refunded = env.connector.execute(&first).await;
+    assert_eq!(refunded.outcome, Outcome::Success, "{refunded:?}");
+    assert_eq!(refunded.provider_amount, Some(Money::idr(4_000)));
+    // Over-refund: 4 000 + 7 000 > 10 000.
+    let over = env.connector.execute(&refund_of(&b, &trace, 7_000)).await;
+    assert_eq!(over.outcome, Outcome::Failed);
+    assert_eq!(over.provider_code.as_deref(), Some("4048013"));
+    let meaning = loket_protocol::catalogue::explain(Provider::SnapQr, "4048013", None).unwrap();
+    assert_eq!(meaning.outcome, Outcome::Failed);
+    assert!(
+        meaning.operator_action.contains("refund cannot exceed"),
+        "{}",
+        meaning.operator_action
+    );
+    // The rest may be refunded.
+    let rest = env.connector.execute(&refund_of(&b, &trace, 6_000)).await;
+    assert_eq!(rest.outcome, Outcome::Success);
+    // A refund's status check re-sends it: already done = success, no second refund.
+    let check = env.connector.check_status(&first).await;
+    assert_eq!(check.outcome, Outcome::Success, "{check:?}");
+    assert_eq!(check.provider_code.as_deref(), Some("4098001"));
+    let ledger = env.sim.ledger_state(&b.provider_reference).unwrap();
+    assert_eq!((ledger.status.as_str(), ledger.refunded), ("04", 10_000));
+}
+
+async fn wait_for_notifies(env: &Env, n: usize) -> Vec<Result<ParsedCallback, String>> {
+    for _ in 0..100 {
+        if env.notified.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.notified.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
+    let env = env().await;
+    let pending = command(Operation::QrPayment, &reference(), 10_101);
+    assert_eq!(
+        env.connector.execute(&pending).await.outcome,
+        Outcome::Pending
+    );
+    let got = wait_for_notifies(&env, 1).await;
+    let parsed = got[0].clone().unwrap();
+    assert!(parsed.verified);
+    assert_eq!(parsed.claimed_outcome, Outcome::Success);
+    assert_eq!(parsed.provider_reference, pending.provider_reference);
+
+    let twice = command(Operation::QrPayment, &reference(), 10_104);
+    assert_eq!(
+        env.connector.execute(&twice).await.outcome,
+        Outcome::Success
+    );
+    let got = wait_for_notifies(&env, 3).await;
+    let (a, b) = (got[1].clone().unwrap(), got[2].clone().unwrap());
+    assert_eq!(a.dedupe_key, b.dedupe_key);
+    assert_eq!(
+        env.sim.notifies_for(&twice.provider_reference).acknowledged,
+        2
+    );
+
+    let failed = command(Operation::QrPayment, &reference(), 10_105);
+    assert_eq!(
+        env.connector.execute(&failed).await.outcome,
+        Outcome::Pending
+    );
+    let got = wait_for_notifies(&env, 4).await;
+    assert_eq!(got[3].clone().unwrap().claimed_outcome, Outcome::Failed);
+    // Before the HTTP reply.
+    let early = command(Operation::QrPayment, &reference(), 10_103);
+    assert_eq!(
+        env.connector.execute(&early).await.outcome,
+        Outcome::Success
+    );
+    assert_eq!(
+        env.sim.notifies_for(&early.provider_reference).acknowledged,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_refused_401_and_not_processed() {
+    let env = env().await;
+    let settings = SnapQrSettings {
+        client_secret: Secret::new("not-the-secret"),
+        ..env.settings.clone()
+    };
+    let connector = SnapQrConnector::new(settings).unwrap();
+    let payment = command(Operation::QrPayment, &reference(), 10_000);
+    let report = connector.execute(&payment).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("4016000"));
+    assert!(env.sim.ledger_state(&payment.provider_reference).is_none());
+    assert!(!format!("{:?}", report.exchanges).contains("not-the-secret"));
+}
