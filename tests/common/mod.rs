@@ -54,3 +54,35 @@ pub fn by_id(id: &str) -> pb::GetTransactionRequest {
         key: Some(pb::get_transaction_request::Key::Id(id.into())),
     }
 }
+
+pub fn idr(minor: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        minor,
+        currency: "IDR".into(),
+    })
+}
+
+pub fn qr_pay(client_ref: &str, amount: i64, wait_ms: u32) -> pb::QrPayRequest {
+    pb::QrPayRequest {
+        client_ref: client_ref.into(),
+        amount: idr(amount),
+        wait_ms,
+        ..Default::default()
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

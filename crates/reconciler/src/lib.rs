@@ -89,7 +89,11 @@ impl Default for Settings {
             ack_wait_ms: 30_000,
             tick_ms: 1_000,
             batch_size: 256,
-            schedules: BTreeMap::from([("okebayar".to_string(), ScheduleSettings::default())]),
+            schedules: BTreeMap::from([
+                ("okebayar".to_string(), ScheduleSettings::default()),
+                ("snapqr".to_string(), ScheduleSettings::snapqr()),
+                ("smilepayz".to_string(), ScheduleSettings::smilepayz()),
+            ]),
             not_found_grace_ms: 5 * 60_000,
             dispatch_grace_ms: 30_000,
             redispatch_after_ms: 10 * 60_000,

@@ -21,6 +21,25 @@ pub struct ScheduleSettings {
     pub unknown_first_ms: u64,
 }
 
+impl ScheduleSettings {
+    /// SNAP QR CPM (spec §2.4): back off 2, 4, 8… s, capped at 30 s.
+    pub fn snapqr() -> Self {
+        ScheduleSettings {
+            delays_ms: vec![2_000, 4_000, 8_000, 16_000, 30_000],
+            unknown_first_ms: 2_000,
+        }
+    }
+
+    /// Smilepayz: the spec gives no schedule (ASSUMED): a first inquiry
+    /// after 10 s, then 30 s, 1, 5 and 15 minutes, repeating every 15.
+    pub fn smilepayz() -> Self {
+        ScheduleSettings {
+            delays_ms: vec![10_000, 30_000, 60_000, 300_000, 900_000],
+            unknown_first_ms: 10_000,
+        }
+    }
+}
+
 impl Default for ScheduleSettings {
     fn default() -> Self {
         const MINUTE: u64 = 60_000;

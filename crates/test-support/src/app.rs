@@ -40,6 +40,10 @@ pub struct TestOptions {
     pub first_check_ms: u64,
     pub not_found_grace_ms: u64,
     pub callback_delay_ms: u64,
+    /// Also start the SNAP QR CPM simulator and connector.
+    pub snapqr: bool,
+    /// Also start the Smilepayz simulator and connector.
+    pub smilepayz: bool,
 }
 
 impl Default for TestOptions {
@@ -52,6 +56,8 @@ impl Default for TestOptions {
             first_check_ms: 700,
             not_found_grace_ms: 3_000,
             callback_delay_ms: 150,
+            snapqr: false,
+            smilepayz: false,
         }
     }
 }
@@ -112,6 +118,8 @@ pub struct TestApp {
     pub key_a: String,
     pub key_b: String,
     pub options: TestOptions,
+    pub snapqr: Option<crate::snapqr::SnapQrFixture>,
+    pub smilepayz: Option<crate::smilepayz::SmilepayzFixture>,
     connector: Option<Service>,
     services: Vec<Service>,
     sim_shutdown: Shutdown,
@@ -157,15 +165,25 @@ impl TestApp {
             .api_key;
 
         let mut services = Vec::new();
+        let mut snapqr = options.snapqr.then(crate::snapqr::SnapQrFixture::new);
+        let mut smilepayz = options
+            .smilepayz
+            .then(crate::smilepayz::SmilepayzFixture::new);
 
-        // Callback receiver first: the simulator needs its URL.
+        // Callback receiver first: the simulators need its URL.
         let callback_main = bind().await;
         let callback_addr = callback_main.local_addr().unwrap();
         {
-            let settings = loket_callback::Settings {
+            let mut settings = loket_callback::Settings {
                 common: common(&nats.url(), &database_url),
                 ..Default::default()
             };
+            if let Some(fixture) = &snapqr {
+                settings.snapqr = fixture.callback_settings();
+            }
+            if let Some(fixture) = &smilepayz {
+                settings.smilepayz = fixture.callback_settings();
+            }
             let listeners = loket_callback::Listeners {
                 main: callback_main,
                 admin: bind().await,
@@ -206,9 +224,14 @@ impl TestApp {
                 redispatch_after_ms: 10_000,
                 ..Default::default()
             };
-            for schedule in settings.schedules.values_mut() {
-                schedule.delays_ms = vec![options.first_check_ms, 1_000];
-                schedule.unknown_first_ms = options.first_check_ms;
+            for provider in loket_protocol::Provider::ALL {
+                settings.schedules.insert(
+                    provider.as_str().to_string(),
+                    loket_reconciler::schedule::ScheduleSettings {
+                        delays_ms: vec![options.first_check_ms, 1_000],
+                        unknown_first_ms: options.first_check_ms,
+                    },
+                );
             }
             let listeners = loket_reconciler::Listeners {
                 admin: bind().await,
@@ -242,6 +265,21 @@ impl TestApp {
             }));
         }
 
+        if let Some(fixture) = snapqr.as_mut() {
+            let url = format!("http://{callback_addr}/callback/snapqr");
+            fixture
+                .start(&nats.url(), &url, &database_url)
+                .await
+                .expect("SNAP QR CPM fixture");
+        }
+        if let Some(fixture) = smilepayz.as_mut() {
+            let url = format!("http://{callback_addr}/callback/smilepayz");
+            fixture
+                .start(&nats.url(), &url, &database_url)
+                .await
+                .expect("Smilepayz fixture");
+        }
+
         let mut app = TestApp {
             nats,
             database_url,
@@ -253,6 +291,8 @@ impl TestApp {
             key_a,
             key_b,
             options,
+            snapqr,
+            smilepayz,
             connector: None,
             services,
             sim_shutdown,
@@ -433,6 +473,12 @@ impl TestApp {
         if let Some(connector) = self.connector.take() {
             connector.stop().await;
         }
+        if let Some(fixture) = self.snapqr.as_mut() {
+            fixture.stop().await;
+        }
+        if let Some(fixture) = self.smilepayz.as_mut() {
+            fixture.stop().await;
+        }
         for service in self.services.drain(..) {
             service.stop().await;
         }
@@ -444,6 +490,12 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(connector) = self.connector.take() {
             connector.kill();
+        }
+        if let Some(fixture) = self.snapqr.as_mut() {
+            fixture.kill_connector();
+        }
+        if let Some(fixture) = self.smilepayz.as_mut() {
+            fixture.kill_connector();
         }
         for service in self.services.drain(..) {
             service.kill();

@@ -25,6 +25,9 @@ pub struct SmilepayzFixture {
     pub sim_url: String,
     pub merchant_private_key_pem: String,
     pub merchant_public_key_pem: String,
+    /// The platform key the simulator signs callbacks with (tests forge
+    /// genuine-but-stale callbacks with it).
+    pub platform_private_key_pem: String,
     /// Applied to the next connector start.
     pub failpoint: Option<Failpoint>,
     /// The connector's not-found grace (short in tests).
@@ -46,7 +49,9 @@ impl SmilepayzFixture {
     /// Generates keys and builds the simulator; nothing is started.
     pub fn new() -> Self {
         let (private, public) = loket_smilepayz::sign::generate_key_pair();
+        let (platform_private, _) = loket_smilepayz::sign::generate_key_pair();
         let sim = SmilepayzSim::new(SmilepayzSimSettings {
+            platform_private_key: Secret::new(platform_private.clone()),
             merchant_id: MERCHANT_ID.into(),
             merchant_secret: Secret::new(CANARY_MERCHANT_SECRET),
             merchant_public_key: public.clone(),
@@ -62,6 +67,7 @@ impl SmilepayzFixture {
             sim_url: String::new(),
             merchant_private_key_pem: private,
             merchant_public_key_pem: public,
+            platform_private_key_pem: platform_private,
             failpoint: None,
             not_found_grace_ms: 2_000,
             nats_url: String::new(),

@@ -1,0 +1,338 @@
+//! End-to-end: SNAP BI QR CPM through every real service — gRPC ingress →
+//! JetStream → SNAP connector (B2B token, HMAC-SHA512 signatures) → issuer
+//! simulator → signed notify at the callback receiver → reconciler.
+//! Scenarios are chosen by the amount's last three digits
+//! (crates/simulators/SCENARIOS.md).
+
+mod common;
+
+use common::*;
+use loket_protocol::pb;
+use loket_test_support::{TestApp, TestOptions};
+use std::time::Duration;
+
+async fn snap_app() -> TestApp {
+    TestApp::spawn_with(TestOptions {
+        snapqr: true,
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qr_payment_outcomes_success_pending_notify_query_and_failures() {
+    let app = snap_app().await;
+    let sim = &app.snapqr.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+
+    let paid = client
+        .qr_pay(qr_pay("qr-ok", 10_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status(), pb::TransactionStatus::Success, "{paid:?}");
+    assert_eq!(paid.provider_code, "2006000");
+    assert!(!paid.provider_trace.is_empty(), "the issuer's referenceNo");
+
+    // 2026000, then a signed notify 00: the verified notify sets the state.
+    let notified = client
+        .qr_pay(qr_pay("qr-notify", 10_101, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&notified.id, "success", Duration::from_secs(15))
+        .await;
+    let events = app.events(&notified.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|(s, _, to)| s == "callback" && to.as_deref() == Some("success")),
+        "{events:?}"
+    );
+
+    // 2026000 and no notify at all: only the query (61) resolves it.
+    let silent = client
+        .qr_pay(qr_pay("qr-silent", 10_102, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&silent.id, "success", Duration::from_secs(15))
+        .await;
+    assert!(sim.requests_for(&silent.provider_reference).queries >= 1);
+
+    // Definite failures carry the catalogue's explanation.
+    let expired = client
+        .qr_pay(qr_pay("qr-expired", 10_301, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        expired.status(),
+        pb::TransactionStatus::Failed,
+        "{expired:?}"
+    );
+    assert_eq!(expired.provider_code, "4036000");
+    let meaning = expired.explanation.clone().expect("explained");
+    assert!(meaning.in_catalogue);
+    assert!(!meaning.merchant_message_id.is_empty());
+    for txn in [&paid, &notified, &silent, &expired] {
+        assert!(
+            sim.payments_for(&txn.provider_reference) <= 1,
+            "one payment per reference"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_is_shared_by_concurrent_payments_and_refreshed_once_after_expiry() {
+    let app = snap_app().await;
+    let sim = app.snapqr.as_ref().unwrap().sim.clone();
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let mut client = app.client_a().await;
+        calls.push(tokio::spawn(async move {
+            client
+                .qr_pay(qr_pay(&format!("tok-{i}"), 20_000, 10_000))
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().unwrap().status(),
+            pb::TransactionStatus::Success
+        );
+    }
+    assert_eq!(
+        sim.token_requests(),
+        1,
+        "concurrent requests shared one token"
+    );
+
+    sim.expire_tokens();
+    let mut client = app.client_a().await;
+    let after = client
+        .qr_pay(qr_pay("tok-after", 20_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.status(),
+        pb::TransactionStatus::Success,
+        "no failed transaction: {after:?}"
+    );
+    assert_eq!(sim.token_requests(), 2, "exactly one refresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timeout_after_the_debit_is_unknown_then_the_query_finds_one_payment() {
+    let app = snap_app().await;
+    let sim = &app.snapqr.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+    let txn = client
+        .qr_pay(qr_pay("qr-slow", 10_201, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
+        .await;
+    let events = app.events(&txn.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, to)| to.as_deref() == Some("unknown")),
+        "{events:?}"
+    );
+    assert_eq!(
+        sim.payments_for(&txn.provider_reference),
+        1,
+        "the issuer saw one payment"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_replayed_and_duplicate_notifies() {
+    let app = snap_app().await;
+    let fixture = app.snapqr.as_ref().unwrap();
+    let mut client = app.client_a().await;
+
+    // Duplicate notifies (scenario 104): one transition.
+    let twice = client
+        .qr_pay(qr_pay("qr-dup", 10_104, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    eventually(
+        "both notifies delivered",
+        Duration::from_secs(10),
+        || async {
+            fixture
+                .sim
+                .notifies_for(&twice.provider_reference)
+                .acknowledged
+                >= 2
+        },
+    )
+    .await;
+    let transitions = app
+        .events(&twice.id)
+        .await
+        .iter()
+        .filter(|(_, from, to)| {
+            to.as_deref() == Some("success") && from.as_deref() != Some("success")
+        })
+        .count();
+    assert_eq!(transitions, 1);
+
+    // A payment still pending (scenario 102, no notify).
+    let pending = client
+        .qr_pay(qr_pay("qr-forged", 10_102, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let issuer_key =
+        loket_snapqr::sign::load_private_key(fixture.sim_settings.issuer_private_key.expose())
+            .unwrap();
+    let body = format!(
+        r#"{{"originalPartnerReferenceNo":"{}","merchantId":"{}","latestTransactionStatus":"06","transactionStatusDesc":"Failed"}}"#,
+        pending.provider_reference,
+        loket_test_support::snapqr::MERCHANT_ID
+    );
+    let path = "/callback/snapqr";
+    let http = reqwest::Client::new();
+    let send = |headers: Vec<(String, String)>, body: String| {
+        let mut request = http
+            .post(app.callback_url().replace("/okebayar", "/snapqr"))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+
+    // Signed with the wrong key → 401.
+    let (wrong_pem, _) = loket_snapqr::sign::generate_key_pair();
+    let wrong_key = loket_snapqr::sign::load_private_key(&wrong_pem).unwrap();
+    let now = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap());
+    let fresh = now.format("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    let forged = send(
+        loket_snapqr::callback::sign_notify_rsa(&wrong_key, path, body.as_bytes(), &fresh),
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    // A flipped byte in the body → 401.
+    let headers =
+        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &fresh);
+    let flipped = send(headers, body.replace("Failed", "Faileb"))
+        .await
+        .unwrap();
+    assert_eq!(flipped.status().as_u16(), 401);
+    // Genuinely signed but 10 minutes old (a replay outside the window) → 401.
+    let stale = (now - chrono::Duration::minutes(10))
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
+    let replay = send(
+        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &stale),
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replay.status().as_u16(), 401);
+    let text = replay.text().await.unwrap();
+    assert!(text.contains("4017900"), "SNAP-style 401: {text}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = app.events(&pending.id).await;
+    assert!(
+        !events.iter().any(|(s, _, _)| s == "callback"),
+        "nothing rejected reached the log: {events:?}"
+    );
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
+    let app = snap_app().await;
+    let sim = app.snapqr.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+
+    let first = client
+        .qr_pay(qr_pay("qr-cancel-me", 30_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let cancel = client
+        .qr_cancel(pb::QrCancelRequest {
+            client_ref: "cancel-1".into(),
+            transaction_id: first.id.clone(),
+            reason: "customer changed their mind".into(),
+            wait_ms: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cancel.status(),
+        pb::TransactionStatus::Success,
+        "{cancel:?}"
+    );
+    assert_eq!(cancel.original_id, first.id);
+
+    // Yesterday's payment: the cancel window is closed → refund instead.
+    let second = client
+        .qr_pay(qr_pay("qr-refund-me", 50_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(sim.age_payment(&second.provider_reference, chrono::Duration::days(2)));
+    let late_cancel = client
+        .qr_cancel(pb::QrCancelRequest {
+            client_ref: "cancel-2".into(),
+            transaction_id: second.id.clone(),
+            reason: "too late".into(),
+            wait_ms: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        late_cancel.status(),
+        pb::TransactionStatus::Failed,
+        "{late_cancel:?}"
+    );
+    assert_eq!(late_cancel.provider_code, "4056201");
+    let refund = |client_ref: &str, amount: i64| pb::QrRefundRequest {
+        client_ref: client_ref.into(),
+        transaction_id: second.id.clone(),
+        amount: idr(amount),
+        reason: "refund".into(),
+        wait_ms: 10_000,
+    };
+    let partial = client
+        .qr_refund(refund("refund-1", 20_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        partial.status(),
+        pb::TransactionStatus::Success,
+        "{partial:?}"
+    );
+    assert_eq!(partial.original_id, second.id);
+    let over = client
+        .qr_refund(refund("refund-2", 30_001))
+        .await
+        .expect_err("over-refund");
+    assert_eq!(over.code(), tonic::Code::FailedPrecondition);
+    assert!(over.message().contains("exceeds"), "{}", over.message());
+    let rest = client
+        .qr_refund(refund("refund-3", 30_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.status(), pb::TransactionStatus::Success, "{rest:?}");
+    assert_eq!(sim.requests_for(&second.provider_reference).payments, 1);
+}
