@@ -1,0 +1,305 @@
+//! End-to-end: Smilepayz v2.0 pay-ins and pay-outs through every real
+//! service. Smilepayz signs callbacks over `tradeNo|timestamp` only, so a
+//! callback's claimed status is confirmed by an inquiry before it can set a
+//! final state. Scenarios are chosen by `amount % 1000`
+//! (crates/simulators/SCENARIOS.md).
+
+mod common;
+
+use common::*;
+use loket_protocol::pb;
+use loket_test_support::{TestApp, TestOptions};
+use std::time::Duration;
+
+async fn smilepayz_app() -> TestApp {
+    TestApp::spawn_with(TestOptions {
+        smilepayz: true,
+        ..Default::default()
+    })
+    .await
+}
+
+fn pay_in(client_ref: &str, amount: i64, method: &str, wait_ms: u32) -> pb::PayInRequest {
+    pb::PayInRequest {
+        client_ref: client_ref.into(),
+        amount: idr(amount),
+        method: method.into(),
+        wait_ms,
+        ..Default::default()
+    }
+}
+
+fn pay_out(client_ref: &str, amount: i64, wait_ms: u32) -> pb::PayOutRequest {
+    pb::PayOutRequest {
+        client_ref: client_ref.into(),
+        amount: idr(amount),
+        method: "BCA".into(),
+        account: "1234567890".into(),
+        receiver_name: "Budi".into(),
+        wait_ms,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_in_paid_by_callback_confirmed_by_inquiry_and_pay_in_expiry() {
+    let app = smilepayz_app().await;
+    let sim = &app.smilepayz.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+
+    let created = client
+        .pay_in(pay_in("in-1", 50_000, "QRIS", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let payment = created.payment.clone().expect("instructions for the payer");
+    assert!(!payment.qr_string.is_empty(), "a QRIS string: {payment:?}");
+    assert!(payment.expires_at.is_some());
+    let row = app
+        .wait_for_status(&created.id, "success", Duration::from_secs(15))
+        .await;
+    let events = app.events(&row.id.to_string()).await;
+    assert!(
+        events.iter().any(|(s, _, _)| s == "callback"),
+        "the callback arrived: {events:?}"
+    );
+    assert!(
+        sim.requests_for(&created.provider_reference).status_checks >= 1,
+        "an inquiry confirmed it"
+    );
+
+    let expiring = client
+        .pay_in(pay_in("in-2", 50_001, "BCA", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !expiring.payment.as_ref().unwrap().va_number.is_empty(),
+        "a VA number"
+    );
+    let expired = app
+        .wait_for_status(&expiring.id, "failed", Duration::from_secs(15))
+        .await;
+    let reason =
+        format!("{:?} {:?}", expired.provider_code, expired.provider_message).to_lowercase();
+    assert!(
+        reason.contains("expired"),
+        "failed with reason expired: {reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_out_success_failure_insufficient_balance_and_idempotency() {
+    let app = smilepayz_app().await;
+    let sim = app.smilepayz.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+
+    let ok = client
+        .pay_out(pay_out("out-1", 100_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .pay_out(pay_out("out-1", 100_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.id, again.id, "same client_ref → same transaction");
+    app.wait_for_status(&ok.id, "success", Duration::from_secs(15))
+        .await;
+    assert_eq!(sim.money_requests_for(&ok.provider_reference), 1);
+
+    let refused = client
+        .pay_out(pay_out("out-2", 100_002, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&refused.id, "failed", Duration::from_secs(15))
+        .await;
+
+    sim.set_payout_balance(0);
+    let broke = client
+        .pay_out(pay_out("out-3", 100_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let broke = app
+        .wait_for_status(&broke.id, "failed", Duration::from_secs(15))
+        .await;
+    assert_eq!(broke.provider_code.as_deref(), Some("4009103"));
+    let shown = client
+        .get_transaction(by_id(&broke.id.to_string()))
+        .await
+        .unwrap()
+        .into_inner();
+    let explanation = shown.explanation.expect("explained");
+    assert_eq!(explanation.category, "balance", "{explanation:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_callback_claiming_success_for_a_failed_order_stays_failed() {
+    let app = smilepayz_app().await;
+    let sim = app.smilepayz.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+    let txn = client
+        .pay_out(pay_out("out-lie", 100_004, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    eventually(
+        "the lying callback was delivered",
+        Duration::from_secs(10),
+        || async { sim.callbacks_for(&txn.provider_reference).acknowledged >= 1 },
+    )
+    .await;
+    let row = app
+        .wait_for_status(&txn.id, "failed", Duration::from_secs(15))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.row(&row.id.to_string()).await.status,
+        "failed",
+        "the inquiry decides"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse() {
+    let app = smilepayz_app().await;
+    let fixture = app.smilepayz.as_ref().unwrap();
+    let mut client = app.client_a().await;
+
+    // Delivered twice (scenario 005): one transition.
+    let twice = client
+        .pay_in(pay_in("in-dup", 60_005, "QRIS", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&twice.id, "success", Duration::from_secs(15))
+        .await;
+    eventually(
+        "both deliveries answered",
+        Duration::from_secs(10),
+        || async {
+            fixture
+                .sim
+                .callbacks_for(&twice.provider_reference)
+                .acknowledged
+                >= 2
+        },
+    )
+    .await;
+    let transitions = app
+        .events(&twice.id)
+        .await
+        .iter()
+        .filter(|(_, from, to)| {
+            to.as_deref() == Some("success") && from.as_deref() != Some("success")
+        })
+        .count();
+    assert_eq!(transitions, 1);
+
+    // A pending pay-in (scenario 003 never settles) and forged callbacks for it.
+    let pending = client
+        .pay_in(pay_in("in-forged", 60_003, "QRIS", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let trade_no = pending.provider_trace.clone();
+    assert!(!trade_no.is_empty(), "the provider's tradeNo");
+    let body = format!(
+        r#"{{"orderNo":"{}","tradeNo":"{trade_no}","merchantId":"{}","merchantName":"loket","paymentMethod":"QRIS","status":"SUCCESS","money":{{"currency":"IDR","amount":60003}},"transactionTime":"2026-11-21T10:00:00"}}"#,
+        pending.provider_reference,
+        loket_test_support::smilepayz::MERCHANT_ID
+    );
+    let url = app.callback_url().replace("/okebayar", "/smilepayz");
+    let http = reqwest::Client::new();
+    let post = |timestamp: String, signature: String| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("X-TIMESTAMP", timestamp)
+            .header("X-SIGNATURE", signature)
+            .body(body.clone())
+            .send()
+    };
+    let style = loket_smilepayz::TimestampStyle::default();
+    let now = chrono::Utc::now();
+    let platform =
+        loket_smilepayz::sign::load_private_key(&fixture.platform_private_key_pem).unwrap();
+    let (other_pem, _) = loket_smilepayz::sign::generate_key_pair();
+    let other = loket_smilepayz::sign::load_private_key(&other_pem).unwrap();
+    let sign_with = |key, timestamp: &str| {
+        let message = loket_smilepayz::sign::callback_string_to_sign(
+            loket_smilepayz::CallbackRecipe::TradeNoTimestamp,
+            &trade_no,
+            timestamp,
+            body.as_bytes(),
+        );
+        loket_smilepayz::sign::sign(key, &message)
+    };
+    let fresh = loket_smilepayz::sign::timestamp(style, now);
+    let forged = post(fresh.clone(), sign_with(&other, &fresh))
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    assert_ne!(
+        forged.text().await.unwrap(),
+        "SUCCESS",
+        "Smilepayz retries anything but SUCCESS"
+    );
+    let old = loket_smilepayz::sign::timestamp(style, now - chrono::Duration::minutes(10));
+    let stale = post(old.clone(), sign_with(&platform, &old)).await.unwrap();
+    assert_eq!(stale.status().as_u16(), 400);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = app.row(&pending.id).await;
+    assert_eq!(row.status, "pending", "nothing changed");
+    assert!(!app
+        .events(&pending.id)
+        .await
+        .iter()
+        .any(|(s, _, _)| s == "callback"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_out_timeout_after_acceptance_is_unknown_then_inquiry_final_with_one_pay_out() {
+    let app = smilepayz_app().await;
+    let sim = app.smilepayz.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+    // 010: accepted, then 502 5029x00 (channel timeout) → unknown.
+    // 011: accepted, the reply comes after our timeout; the signed callback
+    // plus its confirming inquiry may settle it before our own timeout does.
+    for (name, amount, must_pass_unknown) in
+        [("out-502", 100_010, true), ("out-slow", 100_011, false)]
+    {
+        let txn = client
+            .pay_out(pay_out(name, amount, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
+            .await;
+        let events = app.events(&txn.id).await;
+        if must_pass_unknown {
+            assert!(
+                events
+                    .iter()
+                    .any(|(_, _, to)| to.as_deref() == Some("unknown")),
+                "{name}: {events:?}"
+            );
+        }
+        assert!(
+            !events
+                .iter()
+                .any(|(_, _, to)| to.as_deref() == Some("failed")),
+            "{name}: never failed: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            sim.money_requests_for(&txn.provider_reference),
+            1,
+            "{name}: exactly one pay-out"
+        );
+        assert_eq!(app.row(&txn.id).await.status, "success", "{name}");
+    }
+}
