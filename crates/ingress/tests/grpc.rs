@@ -3,10 +3,10 @@
 //! a row final and publishes the update) so waiting can be proven; the full
 //! pipeline is the workspace's end-to-end suite.
 
-mod support;
 
 use futures::StreamExt as _;
 use loket_ingress::{Listeners, Settings};
+use loket_test_support::{nats::NatsServer, postgres};
 use loket_protocol::pb::{self, loket_client::LoketClient};
 use loket_protocol::{subjects, Provider};
 use loket_runtime::{Secret, Shutdown};
@@ -103,15 +103,14 @@ async fn settle(pool: &PgPool, nats: &async_nats::Client, id: Uuid, status: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
-    let nats_server = support::Nats::start()?;
-    let postgres = support::Postgres::start()?;
-    let db_url = Secret::new(postgres.url.clone());
+    let nats_server = NatsServer::start()?;
+    let db_url = Secret::new(postgres::fresh_database().await?);
     let pool = loket_runtime::db::connect(&db_url, 4).await?;
     loket_runtime::db::migrate(&pool).await?;
     let (client_a, _client_b) = seed(&pool).await?;
 
     let mut settings = Settings::default();
-    settings.common.nats_url = nats_server.url.clone();
+    settings.common.nats_url = nats_server.url();
     settings.common.database_url = db_url;
     settings.common.shutdown_grace_ms = 5_000;
     let main = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -134,7 +133,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         }
     };
     let mut api = LoketClient::new(channel.clone());
-    let nats = async_nats::connect(&nats_server.url).await?;
+    let nats = async_nats::connect(nats_server.url()).await?;
     let js = async_nats::jetstream::new(nats.clone());
 
     // Health reports SERVING (wait until the service has started).
@@ -761,8 +760,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
 
 /// The ingress and its private NATS and PostgreSQL, for one test.
 struct App {
-    _nats_server: support::Nats,
-    _postgres: support::Postgres,
+    _nats_server: NatsServer,
     pool: PgPool,
     api: LoketClient<Channel>,
     nats: async_nats::Client,
@@ -773,9 +771,8 @@ struct App {
 
 impl App {
     async fn start() -> anyhow::Result<Self> {
-        let nats_server = support::Nats::start()?;
-        let postgres = support::Postgres::start()?;
-        let db_url = Secret::new(postgres.url.clone());
+        let nats_server = NatsServer::start()?;
+        let db_url = Secret::new(postgres::fresh_database().await?);
         let pool = loket_runtime::db::connect(&db_url, 8).await?;
         loket_runtime::db::migrate(&pool).await?;
         seed(&pool).await?;
@@ -788,7 +785,7 @@ impl App {
         .execute(&pool)
         .await?;
         let mut settings = Settings::default();
-        settings.common.nats_url = nats_server.url.clone();
+        settings.common.nats_url = nats_server.url();
         settings.common.database_url = db_url;
         settings.common.shutdown_grace_ms = 5_000;
         let main = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -809,11 +806,10 @@ impl App {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        let nats = async_nats::connect(&nats_server.url).await?;
+        let nats = async_nats::connect(nats_server.url()).await?;
         let js = async_nats::jetstream::new(nats.clone());
         let app = App {
             _nats_server: nats_server,
-            _postgres: postgres,
             pool,
             api: LoketClient::new(channel),
             nats,

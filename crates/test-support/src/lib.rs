@@ -5,15 +5,24 @@
 //! service in-process through the same `run` functions the binaries call, and
 //! tears everything down on drop; [`logs`] captures every log line.
 //!
+//! `nats`, `postgres` and `ports` are always available; `app`, `logs` and the
+//! provider fixtures need the `app` feature (they depend on every service,
+//! so a service's own tests use the harness without it).
+//!
 //! Nothing here is mocked: tests talk gRPC to the real ingress, the bus is a
 //! real nats-server, the database a real PostgreSQL, providers real HTTP.
 
+#[cfg(feature = "app")]
 pub mod app;
+#[cfg(feature = "app")]
 pub mod logs;
 pub mod nats;
 pub mod ports;
 pub mod postgres;
+#[cfg(feature = "app")]
 pub mod smilepayz;
+#[cfg(feature = "app")]
 pub mod snapqr;
 
+#[cfg(feature = "app")]
 pub use app::{TestApp, TestOptions, CANARY_PIN};
