@@ -1,10 +1,10 @@
 //! The connector service end to end on a private nats-server: a command on
 //! `loket.cmd.okebayar.*` reaches a fake OkeBayar once, and its result event
 //! comes back classified and masked; a re-dispatched command starts with a
-//! status check and is not sent again. Skipped when nats-server is missing.
+//! status check and is not sent again. The nats-server comes from
+//! `loket-test-support`; a missing server fails the test.
 
 use std::collections::HashMap;
-use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,57 +15,11 @@ use loket_okebayar::{run, ConnectorSettings};
 use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Operation, Provider};
 use loket_runtime::{Secret, Shutdown};
+use loket_test_support::nats::NatsServer;
 use prost::Message as _;
 use tokio::net::TcpListener;
 
 const PIN: &str = "CANARY-PIN-7731";
-
-struct Nats(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats_binary() -> Option<&'static str> {
-    [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-}
-
-async fn start_nats() -> Option<(Nats, String)> {
-    let binary = nats_binary()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let store = tempfile::tempdir().ok()?;
-    let child = Process::new(binary)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let nats = Nats(child, store);
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Some((nats, format!("nats://127.0.0.1:{port}")));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
 
 /// A fake OkeBayar that counts requests per (transactioncode, referencecode).
 async fn fake_okebayar(hits: Arc<Mutex<HashMap<(String, String), u32>>>) -> String {
@@ -125,10 +79,8 @@ async fn next_result(results: &mut async_nats::Subscriber) -> bus::ResultEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_flow_through_the_real_worker() {
-    let Some((_nats, nats_url)) = start_nats().await else {
-        eprintln!("nats-server not installed; skipping");
-        return;
-    };
+    let nats = NatsServer::start().expect("a private nats-server");
+    let nats_url = nats.url();
     let hits = Arc::new(Mutex::new(HashMap::new()));
     let url = fake_okebayar(hits.clone()).await;
 

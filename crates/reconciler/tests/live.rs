@@ -1,11 +1,11 @@
-//! The reconciler against a private nats-server and PostgreSQL: an event
-//! applied twice changes state once, conflicts park for review, unsigned
-//! callbacks only trigger a status check, the scheduler and the sweep
-//! publish what is due exactly once across replicas, and `run` consumes the
-//! stream end to end. Skipped (with a message) when the servers are not
-//! installed.
+//! The reconciler against a private nats-server and PostgreSQL (from
+//! `loket-test-support`): an event applied twice changes state once,
+//! conflicts park for review, unsigned callbacks only trigger a status
+//! check, the scheduler and the sweep publish what is due exactly once
+//! across replicas, and `run` consumes the stream end to end. A missing
+//! server fails the test.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use async_nats::jetstream;
 use futures::StreamExt;
 use loket_protocol::pb::{self, bus};
@@ -13,157 +13,16 @@ use loket_protocol::subjects;
 use loket_reconciler::{Applied, Reconciler, Settings};
 use loket_runtime::telemetry::TraceContext;
 use loket_runtime::{Secret, Shutdown};
+use loket_test_support::nats::NatsServer;
 use prost::Message as _;
 use sqlx::PgPool;
-use std::net::TcpListener as StdListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
-const NATS: &str = "/usr/sbin/nats-server";
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-struct Servers {
-    nats: Child,
-    postgres: Child,
-    nats_url: String,
-    database_url: String,
-    pg_data: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        // `runuser` does not pass a kill on to postgres: stop it properly.
-        let _ = as_postgres(&Path::new(PG_BIN).join("pg_ctl"))
-            .args(["-m", "immediate", "-w", "-D"])
-            .arg(&self.pg_data)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.nats.kill();
-        let _ = self.postgres.kill();
-        let _ = self.nats.wait();
-        let _ = self.postgres.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
-
-fn as_postgres(program: &Path) -> Command {
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-async fn start() -> Result<Option<Servers>> {
-    if !Path::new(NATS).exists() || !Path::new(PG_BIN).join("postgres").exists() {
-        eprintln!("skipping: nats-server or PostgreSQL 15 not installed");
-        return Ok(None);
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("loket-reconciler-test")
-        .tempdir()?;
-    let nats_port = free_port();
-    let nats = Command::new(NATS)
-        .args([
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &nats_port.to_string(),
-            "-sd",
-        ])
-        .arg(dir.path().join("nats"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-
-    let data: PathBuf = dir.path().join("pg");
-    std::fs::create_dir_all(&data)?;
-    if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status()?;
-        if !status.success() {
-            bail!("chown failed");
-        }
-    }
-    let status = as_postgres(&Path::new(PG_BIN).join("initdb"))
-        .args(["-A", "trust", "-U", "postgres", "-D"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("initdb failed");
-    }
-    let pg_port = free_port();
-    let postgres = as_postgres(&Path::new(PG_BIN).join("postgres"))
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-p",
-            &pg_port.to_string(),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-k",
-        ])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let servers = Servers {
-        nats,
-        postgres,
-        nats_url: format!("nats://127.0.0.1:{nats_port}"),
-        database_url: format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
-        pg_data: data,
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", pg_port))
-            .await
-            .is_ok()
-            && tokio::net::TcpStream::connect(("127.0.0.1", nats_port))
-                .await
-                .is_ok()
-        {
-            // Accepting TCP is not accepting queries yet.
-            if sqlx::PgPool::connect(&servers.database_url).await.is_ok() {
-                return Ok(Some(servers));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("servers did not start")
-}
-
-fn settings(servers: &Servers) -> Settings {
+fn settings(env: &Env) -> Settings {
     let mut settings = Settings::default();
-    settings.common.nats_url = servers.nats_url.clone();
-    settings.common.database_url = Secret::new(servers.database_url.clone());
+    settings.common.nats_url = env.nats_server.url();
+    settings.common.database_url = Secret::new(env.database_url.clone());
     settings.schedules.insert(
         "okebayar".into(),
         loket_reconciler::schedule::ScheduleSettings {
@@ -176,20 +35,19 @@ fn settings(servers: &Servers) -> Settings {
 }
 
 struct Env {
-    servers: Servers,
+    nats_server: NatsServer,
+    database_url: String,
     pool: PgPool,
     nats: async_nats::Client,
     js: jetstream::Context,
     client_id: Uuid,
 }
 
-async fn env() -> Result<Option<Env>> {
-    let Some(servers) = start().await? else {
-        return Ok(None);
-    };
-    let pool = loket_runtime::db::connect(&Secret::new(servers.database_url.clone()), 8).await?;
-    loket_runtime::db::migrate(&pool).await?;
-    let nats = loket_runtime::bus::connect(&servers.nats_url, "reconciler-test").await?;
+async fn env() -> Result<Env> {
+    let nats_server = NatsServer::start()?;
+    let database_url = loket_test_support::postgres::fresh_database().await?;
+    let pool = loket_runtime::db::connect(&Secret::new(database_url.clone()), 8).await?;
+    let nats = loket_runtime::bus::connect(&nats_server.url(), "reconciler-test").await?;
     let js = jetstream::new(nats.clone());
     loket_runtime::bus::ensure_streams(&js).await?;
     let client_id = Uuid::new_v4();
@@ -198,13 +56,14 @@ async fn env() -> Result<Option<Env>> {
         .bind(client_id.as_bytes().to_vec())
         .execute(&pool)
         .await?;
-    Ok(Some(Env {
-        servers,
+    Ok(Env {
+        nats_server,
+        database_url,
         pool,
         nats,
         js,
         client_id,
-    }))
+    })
 }
 
 /// Inserts a transaction as the ingress would; returns its id.
@@ -276,14 +135,12 @@ fn result_event(id: Uuid, event_id: &str, outcome: pb::Outcome, code: &str) -> b
 }
 
 fn reconciler(env: &Env) -> Reconciler {
-    Reconciler::new(env.pool.clone(), env.js.clone(), &settings(&env.servers))
+    Reconciler::new(env.pool.clone(), env.js.clone(), &settings(env))
 }
 
 #[tokio::test]
 async fn an_event_applied_twice_changes_state_once() -> Result<()> {
-    let Some(env) = env().await? else {
-        return Ok(());
-    };
+    let env = env().await?;
     let reconciler = reconciler(&env);
     let id = insert(&env, "received", "prepaid_purchase", "").await?;
     let mut updates = env
@@ -357,9 +214,7 @@ async fn an_event_applied_twice_changes_state_once() -> Result<()> {
 
 #[tokio::test]
 async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<()> {
-    let Some(env) = env().await? else {
-        return Ok(());
-    };
+    let env = env().await?;
     let reconciler = reconciler(&env);
     let subject = subjects::result(loket_protocol::Provider::OkeBayar);
     let trace = TraceContext::new_root();
@@ -464,9 +319,7 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
 
 #[tokio::test]
 async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result<()> {
-    let Some(env) = env().await? else {
-        return Ok(());
-    };
+    let env = env().await?;
     let mut due = Vec::new();
     for _ in 0..40 {
         due.push(
@@ -540,9 +393,7 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
 
 #[tokio::test]
 async fn limits_expire_inquiries_and_park_stale_transactions() -> Result<()> {
-    let Some(env) = env().await? else {
-        return Ok(());
-    };
+    let env = env().await?;
     let inquiry = insert(
         &env,
         "unknown",
@@ -580,15 +431,13 @@ async fn limits_expire_inquiries_and_park_stale_transactions() -> Result<()> {
 
 #[tokio::test]
 async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
-    let Some(env) = env().await? else {
-        return Ok(());
-    };
+    let env = env().await?;
     let id = insert(&env, "received", "prepaid_purchase", "").await?;
     let shutdown = Shutdown::new();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin_addr = admin.local_addr()?;
     let task = tokio::spawn(loket_reconciler::run(
-        settings(&env.servers),
+        settings(&env),
         loket_reconciler::Listeners { admin },
         shutdown.clone(),
     ));
