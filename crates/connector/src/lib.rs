@@ -18,6 +18,7 @@ pub mod command;
 pub mod http;
 pub mod mask;
 pub mod report;
+pub mod service;
 pub mod worker;
 
 pub use callback::{CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback};

@@ -3,13 +3,12 @@
 //! a row final and publishes the update) so waiting can be proven; the full
 //! pipeline is the workspace's end-to-end suite.
 
-
 use futures::StreamExt as _;
 use loket_ingress::{Listeners, Settings};
-use loket_test_support::{nats::NatsServer, postgres};
 use loket_protocol::pb::{self, loket_client::LoketClient};
 use loket_protocol::{subjects, Provider};
 use loket_runtime::{Secret, Shutdown};
+use loket_test_support::{nats::NatsServer, postgres};
 use prost::Message as _;
 use sqlx::PgPool;
 use std::time::Duration;

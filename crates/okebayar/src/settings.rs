@@ -92,22 +92,8 @@ impl Default for OkeBayarSettings {
     }
 }
 
-/// A setting that cannot work, naming its key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key}: {problem}")]
-pub struct InvalidSetting {
-    pub key: String,
-    pub problem: String,
-}
-
-impl InvalidSetting {
-    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        InvalidSetting {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-}
+/// A setting that cannot work, naming its key (shared by every connector).
+pub use loket_connector::service::SettingError as InvalidSetting;
 
 impl OkeBayarSettings {
     /// Checks what can be checked without a network; every error names the

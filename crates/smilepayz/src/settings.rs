@@ -69,22 +69,8 @@ impl Default for SmilepayzSettings {
     }
 }
 
-/// A setting that cannot work, naming its key (never a secret value).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key}: {problem}")]
-pub struct InvalidSetting {
-    pub key: String,
-    pub problem: String,
-}
-
-impl InvalidSetting {
-    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        InvalidSetting {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-}
+/// A setting that cannot work, naming its key (shared by every connector).
+pub use loket_connector::service::SettingError as InvalidSetting;
 
 impl SmilepayzSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {

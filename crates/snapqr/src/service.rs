@@ -3,11 +3,9 @@
 //! alike (CONVENTIONS #3).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use loket_connector::worker::{self, WorkerError, WorkerSettings};
-use loket_runtime::admin::{self, Readiness};
-use loket_runtime::bus::{self, BusError};
+use loket_connector::service::{self as connector_service, ServiceError};
+use loket_connector::worker::WorkerSettings;
 use loket_runtime::config::Common;
 use loket_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
@@ -32,27 +30,12 @@ impl ConnectorSettings {
     /// Every check that can be made before connecting, naming the key.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.snapqr.validate()?;
-        if self.worker.concurrency == 0 {
-            return Err(InvalidSetting::new(
-                "worker.concurrency",
-                "must be at least 1",
-            ));
-        }
-        // One operation may take a token fetch, a call, a 401 retry and a
-        // query (409xx01): the ack deadline must cover two HTTP timeouts.
-        let minimum = self.snapqr.timeout_ms.saturating_mul(2);
-        if self.worker.ack_wait_ms <= minimum {
-            return Err(InvalidSetting::new(
-                "worker.ack_wait_ms",
-                format!(
-                    "{} must be greater than 2 × snapqr.timeout_ms ({} ms)",
-                    self.worker.ack_wait_ms, minimum
-                ),
-            ));
-        }
-        if self.common.nats_url.trim().is_empty() {
-            return Err(InvalidSetting::new("nats_url", "must be set"));
-        }
+        connector_service::check_worker_settings(
+            &self.common,
+            &self.worker,
+            "snapqr.timeout_ms",
+            self.snapqr.timeout_ms,
+        )?;
         Ok(())
     }
 }
@@ -64,9 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error(transparent)]
-    Worker(#[from] WorkerError),
+    Service(#[from] ServiceError),
 }
 
 /// Validates the settings, connects NATS, serves the admin port and runs the
@@ -78,8 +59,6 @@ pub async fn run(
 ) -> Result<(), Error> {
     settings.validate()?;
     let connector = Arc::new(SnapQrConnector::new(settings.snapqr.clone())?);
-    let readiness = Readiness::default();
-    let admin_task = tokio::spawn(admin::serve(admin, readiness.clone(), shutdown.clone()));
     tracing::info!(
         base_url = %settings.snapqr.base_url,
         path_prefix = %settings.snapqr.path_prefix,
@@ -88,27 +67,16 @@ pub async fn run(
         timeout_ms = settings.snapqr.timeout_ms,
         "starting the SNAP QR CPM connector"
     );
-    let nats = match bus::connect(&settings.common.nats_url, SERVICE_NAME).await {
-        Ok(nats) => nats,
-        Err(error) => {
-            shutdown.trigger();
-            let _ = admin_task.await;
-            return Err(error.into());
-        }
-    };
-    let result = worker::run(
+    connector_service::serve(
         connector,
+        SERVICE_NAME,
+        &settings.common,
         settings.worker,
-        nats.clone(),
-        shutdown.clone(),
-        readiness.clone(),
+        admin,
+        shutdown,
     )
-    .await;
-    readiness.set(false);
-    shutdown.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
-    let _ = nats.flush().await;
-    result.map_err(Error::from)
+    .await
+    .map_err(Error::from)
 }
 
 #[cfg(test)]

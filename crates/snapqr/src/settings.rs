@@ -100,22 +100,8 @@ impl Default for SnapQrSettings {
     }
 }
 
-/// A setting that cannot work, naming its key (never a secret's value).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key}: {problem}")]
-pub struct InvalidSetting {
-    pub key: String,
-    pub problem: String,
-}
-
-impl InvalidSetting {
-    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        InvalidSetting {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-}
+/// A setting that cannot work, naming its key (shared by every connector).
+pub use loket_connector::service::SettingError as InvalidSetting;
 
 impl SnapQrSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {

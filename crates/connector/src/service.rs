@@ -1,0 +1,136 @@
+//! A connector worker as a service, the same for every provider: the
+//! start-up checks every connector shares, then [`serve`] — the admin port,
+//! NATS, the worker loop until shutdown, and the drain. A provider crate's
+//! `run` validates its own settings, builds its [`Connector`] and calls
+//! [`serve`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loket_runtime::admin::{self, Readiness};
+use loket_runtime::bus::{self, BusError};
+use loket_runtime::config::Common;
+use loket_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+use crate::worker::{self, WorkerError, WorkerSettings};
+use crate::Connector;
+
+/// A setting that cannot work, named by its key (never a secret's value).
+/// Every connector's settings validation returns it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct SettingError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl SettingError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        SettingError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// The checks every connector shares. `timeout_key` names the provider's
+/// HTTP timeout setting (e.g. `okebayar.timeout_ms`): a command not acked
+/// within `worker.ack_wait_ms` is redelivered to another replica, so the
+/// provider call must finish well before that.
+pub fn check_worker_settings(
+    common: &Common,
+    worker: &WorkerSettings,
+    timeout_key: &str,
+    timeout_ms: u64,
+) -> Result<(), SettingError> {
+    let error = SettingError::new;
+    if worker.concurrency == 0 {
+        return Err(error("worker.concurrency", "must be at least 1".into()));
+    }
+    let minimum = timeout_ms.saturating_mul(2);
+    if worker.ack_wait_ms <= minimum {
+        return Err(error(
+            "worker.ack_wait_ms",
+            format!(
+                "{} must be greater than 2 × {timeout_key} ({minimum} ms)",
+                worker.ack_wait_ms
+            ),
+        ));
+    }
+    if common.nats_url.trim().is_empty() {
+        return Err(error("nats_url", "must be set".into()));
+    }
+    Ok(())
+}
+
+/// Serves the admin port, connects NATS and runs the worker until
+/// `shutdown`, then drains and stops the admin server.
+pub async fn serve<C: Connector>(
+    connector: Arc<C>,
+    service_name: &str,
+    common: &Common,
+    worker_settings: WorkerSettings,
+    admin: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServiceError> {
+    let readiness = Readiness::default();
+    let admin_task = tokio::spawn(admin::serve(admin, readiness.clone(), shutdown.clone()));
+    let nats = match bus::connect(&common.nats_url, service_name).await {
+        Ok(nats) => nats,
+        Err(error) => {
+            shutdown.trigger();
+            let _ = admin_task.await;
+            return Err(error.into());
+        }
+    };
+    let result = worker::run(
+        connector,
+        worker_settings,
+        nats.clone(),
+        shutdown.clone(),
+        readiness.clone(),
+    )
+    .await;
+    readiness.set(false);
+    // The worker returns on shutdown or on a setup error; either way stop the
+    // admin server too.
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    let _ = nats.flush().await;
+    result.map_err(ServiceError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_wait_must_exceed_twice_the_provider_timeout() {
+        let common = Common::default();
+        let mut worker = WorkerSettings {
+            ack_wait_ms: 90_000,
+            ..Default::default()
+        };
+        let error = check_worker_settings(&common, &worker, "x.timeout_ms", 45_000).unwrap_err();
+        assert_eq!(error.key, "worker.ack_wait_ms");
+        assert!(error.problem.contains("x.timeout_ms"), "{error}");
+        worker.ack_wait_ms = 90_001;
+        check_worker_settings(&common, &worker, "x.timeout_ms", 45_000).unwrap();
+        worker.concurrency = 0;
+        assert_eq!(
+            check_worker_settings(&common, &worker, "x.timeout_ms", 45_000)
+                .unwrap_err()
+                .key,
+            "worker.concurrency"
+        );
+    }
+}
