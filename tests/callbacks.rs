@@ -8,14 +8,6 @@ use loket_protocol::pb;
 use loket_test_support::TestApp;
 use std::time::{Duration, Instant};
 
-async fn transitions_to(app: &TestApp, id: &str, status: &str) -> usize {
-    app.events(id)
-        .await
-        .iter()
-        .filter(|(_, from, to)| to.as_deref() == Some(status) && from.as_deref() != Some(status))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     let app = TestApp::spawn().await;
@@ -54,7 +46,7 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
         let row = app.row(&txn.id).await;
         assert_eq!(row.status, "success", "{name}: final unchanged");
         assert_eq!(
-            transitions_to(&app, &txn.id, "success").await,
+            app.transitions_into(&txn.id, "success").await,
             1,
             "{name}: one transition to success"
         );

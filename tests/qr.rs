@@ -174,14 +174,7 @@ async fn forged_replayed_and_duplicate_notifies() {
         },
     )
     .await;
-    let transitions = app
-        .events(&twice.id)
-        .await
-        .iter()
-        .filter(|(_, from, to)| {
-            to.as_deref() == Some("success") && from.as_deref() != Some("success")
-        })
-        .count();
+    let transitions = app.transitions_into(&twice.id, "success").await;
     assert_eq!(transitions, 1);
 
     // A payment still pending (scenario 102, no notify).

@@ -189,14 +189,7 @@ async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse(
         },
     )
     .await;
-    let transitions = app
-        .events(&twice.id)
-        .await
-        .iter()
-        .filter(|(_, from, to)| {
-            to.as_deref() == Some("success") && from.as_deref() != Some("success")
-        })
-        .count();
+    let transitions = app.transitions_into(&twice.id, "success").await;
     assert_eq!(transitions, 1);
 
     // A pending pay-in (scenario 003 never settles) and forged callbacks for it.

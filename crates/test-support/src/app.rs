@@ -443,6 +443,19 @@ impl TestApp {
             .expect("events")
     }
 
+    /// How many times the event log shows the transaction moving into
+    /// `status` from another status (1 for a clean transition, whatever
+    /// duplicates arrived).
+    pub async fn transitions_into(&self, id: &str, status: &str) -> usize {
+        self.events(id)
+            .await
+            .iter()
+            .filter(|(_, from, to)| {
+                to.as_deref() == Some(status) && from.as_deref() != Some(status)
+            })
+            .count()
+    }
+
     /// Every row of every table, as JSON text (for leak checks).
     pub async fn dump_database(&self) -> String {
         let tables: Vec<String> = sqlx::query_scalar(
