@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# `make run`: the whole of loket on this machine, for a demo or a first
+# purchase. Installs nats-server/PostgreSQL when missing, builds the release
+# binaries, starts a private nats-server (JetStream) and a private PostgreSQL
+# on loopback with their data in .run/ (git-ignored, kept across runs), applies
+# the migrations, loads the product catalogue, creates a demo API client once,
+# then starts the OkeBayar simulator and every loket service, waits until each
+# one answers /readyz, and prints how to make a purchase. Ctrl-C (or SIGTERM)
+# stops everything in order: services first, then nats-server and PostgreSQL.
+#
+# Ports are fixed so the printed commands stay valid across runs; override any
+# of them in the environment (RUN_GRPC_PORT=60051 make run). Every other
+# LOKET_… variable of your environment reaches every service, e.g.
+# LOKET_LOG_JSON=true make run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# ---------------------------------------------------------------------------
+# Settings. Named RUN_… rather than LOKET_… so they never land in a
+# service's configuration by accident.
+NATS_PORT=${RUN_NATS_PORT:-14222}
+NATS_MONITOR_PORT=${RUN_NATS_MONITOR_PORT:-18222}
+PG_PORT=${RUN_PG_PORT:-15432}
+GRPC_PORT=${RUN_GRPC_PORT:-50051} # loketctl's default address: no LOKET_ADDR needed
+CALLBACK_PORT=${RUN_CALLBACK_PORT:-18090}
+SIM_PORT=${RUN_SIM_PORT:-18180}            # OkeBayar simulator
+SMILEPAYZ_SIM_PORT=${RUN_SMILEPAYZ_SIM_PORT:-18181}
+SNAPQR_SIM_PORT=${RUN_SNAPQR_SIM_PORT:-18183}
+ADMIN_BASE=${RUN_ADMIN_BASE:-19100} # service admin ports: base+1 … base+5
+READY_TIMEOUT=${RUN_READY_TIMEOUT:-90}  # seconds, for all services together
+STOP_TIMEOUT=${RUN_STOP_TIMEOUT:-20}    # seconds a service may take to drain
+DB_NAME=loket
+OKEBAYAR_USERID=loketdemo
+
+RUN_DIR=$ROOT/.run
+LOG_DIR=$RUN_DIR/logs
+PG_DIR=$RUN_DIR/pg
+NATS_DIR=$RUN_DIR/nats
+BIN=$ROOT/target/release
+DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
+NATS_URL="nats://127.0.0.1:$NATS_PORT"
+
+# Services in start order: name, binary, admin port.
+SERVICES=(sim callback reconciler connector ingress)
+declare -A SERVICE_BIN=(
+  [sim]=loket-sim [callback]=loket-callback [reconciler]=loket-reconciler
+  [connector]=loket-okebayar-connector [ingress]=loket-ingress
+)
+declare -A ADMIN_PORT=(
+  [ingress]=$((ADMIN_BASE + 1)) [callback]=$((ADMIN_BASE + 2)) [reconciler]=$((ADMIN_BASE + 3))
+  [connector]=$((ADMIN_BASE + 4)) [sim]=$((ADMIN_BASE + 5))
+)
+declare -A PIDS=() # what this run started, and only that is ever stopped
+NATS_PID=""
+PG_STARTED=""
+SLEEP_PID=""
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+fail() { printf '\033[31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root: as root, its commands run as the
+# 'postgres' user (ensure-deps.sh makes sure it exists).
+AS_PG=()
+if [ "$(id -u)" -eq 0 ]; then AS_PG=(runuser -u postgres --); fi
+as_pg() { "${AS_PG[@]}" "$@"; }
+psql_loket() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+# True when something accepts TCP connections on the loopback port. Plain
+# bash (/dev/tcp): a fresh Debian has neither curl nor python.
+port_open() { timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null; }
+
+# The HTTP status of GET http://127.0.0.1:<port><path>, or nothing.
+http_status() {
+  timeout 2 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$2" >&3
+    read -r _ code _ <&3 && printf "%s" "$code"' _ "$1" "$2" 2>/dev/null || true
+}
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# ---------------------------------------------------------------------------
+# Setup
+
+# One `make run` at a time: two would fight over the same ports and data.
+take_lock() {
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  local other
+  other=$(cat "$RUN_DIR/run.pid" 2>/dev/null || true)
+  if alive "$other" && [ "$other" != "$$" ]; then
+    fail "another 'make run' is running (pid $other); stop it with Ctrl-C first"
+  fi
+  echo $$ >"$RUN_DIR/run.pid"
+}
+
+# Fail early and clearly rather than with a bind error in some log.
+check_ports_free() {
+  local port
+  for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$GRPC_PORT" "$CALLBACK_PORT" "$SIM_PORT" \
+    "$SMILEPAYZ_SIM_PORT" "$SNAPQR_SIM_PORT" "${ADMIN_PORT[@]}"; do
+    if port_open "$port"; then
+      fail "port $port is already in use: a leftover of an earlier 'make run', or another program (ports can be moved with RUN_…_PORT, see the top of scripts/run.sh)"
+    fi
+  done
+}
+
+build() {
+  say "building the release binaries (the first build takes several minutes)"
+  cargo build --release --bins \
+    -p loket-ingress -p loket-callback -p loket-reconciler -p loket-okebayar -p loket-simulators -p loket-cli
+}
+
+# A random OkeBayar PIN made once and kept in .run/: the simulator and the
+# connector share it, and no secret is written into the repository.
+demo_pin() {
+  local file=$RUN_DIR/okebayar-pin
+  if [ ! -s "$file" ]; then
+    (umask 077 && printf '%06d\n' $(($(od -An -N4 -tu4 /dev/urandom) % 1000000)) >"$file")
+  fi
+  chmod 600 "$file"
+  OKEBAYAR_PIN=$(cat "$file")
+}
+
+start_postgres() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  mkdir -p "$PG_DIR"
+  touch "$LOG_DIR/postgres.log"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PG_DIR" "$LOG_DIR/postgres.log"; fi
+  if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
+    say "creating the PostgreSQL cluster in .run/pg/data"
+    # trust on loopback only: a private demo instance, never reachable
+    # from another machine.
+    as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C >/dev/null
+  fi
+  if as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    say "PostgreSQL from an earlier run is still up on .run/pg/data: reusing it"
+  else
+    port_open "$PG_PORT" && fail "port $PG_PORT is already in use (set RUN_PG_PORT to another one)"
+    say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    # setsid: a Ctrl-C in the terminal reaches only this script, which then
+    # stops everything in order (services drain before their database goes).
+    # synchronous_commit=off: commits are acknowledged before the WAL flush
+    # (a power cut may lose the last fraction of a second, never corrupts);
+    # demo/bench setting, not a production one.
+    setsid --wait "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$LOG_DIR/postgres.log" -w -t 60 \
+      -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=off" \
+      start >/dev/null || fail "PostgreSQL did not start; see $LOG_DIR/postgres.log"
+  fi
+  PG_STARTED=1
+  if [ -z "$(psql_loket -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
+    psql_loket -d postgres -c "CREATE DATABASE $DB_NAME"
+  fi
+}
+
+start_nats() {
+  local nats
+  nats=$(command -v nats-server || echo /usr/sbin/nats-server)
+  mkdir -p "$NATS_DIR"
+  say "starting nats-server (JetStream) on 127.0.0.1:$NATS_PORT"
+  setsid "$nats" -js -sd "$NATS_DIR" -n loket-run -a 127.0.0.1 -p "$NATS_PORT" \
+    -m "$NATS_MONITOR_PORT" >"$LOG_DIR/nats.log" 2>&1 &
+  NATS_PID=$!
+  local deadline=$((SECONDS + 30))
+  until [ "$(http_status "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true')" = 200 ]; do
+    alive "$NATS_PID" || { tail -n 20 "$LOG_DIR/nats.log" >&2; fail "nats-server exited"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$LOG_DIR/nats.log" >&2; fail "nats-server not healthy after 30 s"; }
+    sleep 0.2
+  done
+}
+
+prepare_database() {
+  export LOKET_DATABASE_URL=$DATABASE_URL # read by loketctl's database commands
+  say "migrating and loading deploy/products.toml"
+  "$BIN/loketctl" migrate
+  "$BIN/loketctl" products load deploy/products.toml
+}
+
+# The demo client is created once; its key (shown only once by loketctl) is
+# kept in .run/demo-api-key so every later run prints the same key. A key
+# whose client is gone (the database was reset) is replaced.
+demo_api_key() {
+  local file=$RUN_DIR/demo-api-key key="" name=demo
+  key=$(cat "$file" 2>/dev/null || true)
+  if [ -n "$key" ]; then
+    local known
+    known=$(psql_loket -d "$DB_NAME" -tA -v key="$key" \
+      <<<"SELECT count(*) FROM clients WHERE api_key_hash = sha256(convert_to(:'key', 'UTF8')) AND NOT disabled")
+    [ "$known" = 1 ] && return 0
+    say "the key in .run/demo-api-key is not (or no longer) valid: creating a new demo client"
+  fi
+  if [ -n "$(psql_loket -d "$DB_NAME" -tAc "SELECT 1 FROM clients WHERE name = 'demo'")" ]; then
+    name=demo-$(date +%Y%m%d%H%M%S) # 'demo' exists but its key was lost
+  fi
+  say "creating the API client '$name'"
+  key=$("$BIN/loketctl" --json client create "$name" | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p')
+  [ -n "$key" ] || fail "loketctl client create printed no api_key"
+  (umask 077 && printf '%s\n' "$key" >"$file")
+  chmod 600 "$file"
+}
+
+# Starts one service in its own session (see start_postgres for why), its
+# settings as LOKET_… variables, its log in .run/logs/<name>.log.
+start_service() {
+  local name=$1
+  shift
+  [ -f "$LOG_DIR/$name.log" ] && mv "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
+  (
+    export LOKET_NATS_URL=$NATS_URL LOKET_DATABASE_URL=$DATABASE_URL
+    export LOKET_ADMIN_ADDR=127.0.0.1:${ADMIN_PORT[$name]}
+    for setting in "$@"; do export "${setting?}"; done
+    exec setsid "$BIN/${SERVICE_BIN[$name]}"
+  ) >"$LOG_DIR/$name.log" 2>&1 &
+  PIDS[$name]=$!
+}
+
+start_services() {
+  local callback_url=http://127.0.0.1:$CALLBACK_PORT/callback/okebayar
+  say "starting the simulator and the services"
+  # The simulator plays OkeBayar: same userid/PIN as the connector, and it
+  # sends its callbacks to our callback receiver.
+  # The other simulators get fixed ports in our range too (their defaults
+  # are common ones like 8181).
+  start_service sim \
+    LOKET_OKEBAYAR_ADDR=127.0.0.1:$SIM_PORT \
+    LOKET_SMILEPAYZ_ADDR=127.0.0.1:$SMILEPAYZ_SIM_PORT \
+    LOKET_SNAPQR_ADDR=127.0.0.1:$SNAPQR_SIM_PORT \
+    LOKET_OKEBAYAR__USERID=$OKEBAYAR_USERID \
+    LOKET_OKEBAYAR__USERPIN=$OKEBAYAR_PIN \
+    LOKET_OKEBAYAR__CALLBACK_URL=$callback_url
+  start_service callback LOKET_LISTEN_ADDR=127.0.0.1:$CALLBACK_PORT
+  start_service reconciler
+  start_service connector \
+    LOKET_OKEBAYAR__URL=http://127.0.0.1:$SIM_PORT/ \
+    LOKET_OKEBAYAR__USERID=$OKEBAYAR_USERID \
+    LOKET_OKEBAYAR__USERPIN=$OKEBAYAR_PIN \
+    LOKET_OKEBAYAR__CALLBACK_URL=$callback_url
+  start_service ingress LOKET_GRPC_ADDR=127.0.0.1:$GRPC_PORT
+}
+
+# Every service's /readyz must answer 200; the first that exits or is not
+# ready in time fails the run with its log tail.
+wait_ready() {
+  local deadline=$((SECONDS + READY_TIMEOUT)) name pending
+  while :; do
+    pending=()
+    for name in "${SERVICES[@]}"; do
+      alive "${PIDS[$name]}" || { tail -n 30 "$LOG_DIR/$name.log" >&2; fail "$name exited during start (log above: $LOG_DIR/$name.log)"; }
+      [ "$(http_status "${ADMIN_PORT[$name]}" /readyz)" = 200 ] || pending+=("$name")
+    done
+    [ ${#pending[@]} -eq 0 ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 30 "$LOG_DIR/${pending[0]}.log" >&2
+      fail "not ready after ${READY_TIMEOUT} s: ${pending[*]} (log above: $LOG_DIR/${pending[0]}.log)"
+    fi
+    sleep 0.3
+  done
+}
+
+print_usage() {
+  local ctl=target/release/loketctl
+  echo "$GRPC_PORT" >"$RUN_DIR/grpc-port"
+  cat <<EOF
+
+loket is running. Ctrl-C stops everything.
+
+  gRPC (ingress)      127.0.0.1:$GRPC_PORT
+  callback receiver   http://127.0.0.1:$CALLBACK_PORT/callback/okebayar
+  OkeBayar simulator  http://127.0.0.1:$SIM_PORT/   (scenarios: crates/simulators/SCENARIOS.md)
+  NATS / PostgreSQL   $NATS_URL   $DATABASE_URL
+  admin (/readyz, /metrics)  ingress :${ADMIN_PORT[ingress]}  callback :${ADMIN_PORT[callback]}  reconciler :${ADMIN_PORT[reconciler]}  connector :${ADMIN_PORT[connector]}  sim :${ADMIN_PORT[sim]}
+  logs                $LOG_DIR/<service>.log   (tail -f $LOG_DIR/*.log)
+
+In another shell:
+
+  cd $ROOT
+  export LOKET_ADDR=http://127.0.0.1:$GRPC_PORT
+  export LOKET_API_KEY=\$(cat $RUN_DIR/demo-api-key)
+
+  # a first purchase, waiting for its final state
+  $ctl purchase --ref first-1 --product PULSA10 --account 081234567890 --wait 10s
+  # a scenario: pending, then callbacks, then success (the account picks the scenario)
+  $ctl purchase --ref pending-1 --product PULSA10 --account 089900000002 --wait 10s
+  # a definite failure: wrong number (204)
+  $ctl purchase --ref wrong-1 --product PULSA10 --account 089900000204 --wait 10s
+
+  $ctl get --ref first-1
+  $ctl list
+  $ctl watch                  # updates as they happen, Ctrl-C to stop
+  $ctl balance okebayar
+  $ctl explain okebayar 208
+
+  make bench                  # load benchmark against this stack
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# Stopping: only what this run started, in order, each with a deadline.
+
+stop_pid() { # name pid: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL
+  local name=$1 pid=$2 deadline=$((SECONDS + STOP_TIMEOUT))
+  alive "$pid" || return 0
+  while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+  if alive "$pid"; then
+    echo "$name did not stop within ${STOP_TIMEOUT} s: killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$? name
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+  if [ -n "$SLEEP_PID" ]; then kill "$SLEEP_PID" 2>/dev/null || true; fi
+  if [ ${#PIDS[@]} -gt 0 ]; then
+    say "stopping the services"
+    # The edges first, so no new work comes in while the rest drain; every
+    # service drains in parallel.
+    for name in ingress callback connector reconciler sim; do
+      [ -n "${PIDS[$name]:-}" ] && kill -TERM "${PIDS[$name]}" 2>/dev/null || true
+    done
+    for name in ingress callback connector reconciler sim; do
+      [ -n "${PIDS[$name]:-}" ] && stop_pid "$name" "${PIDS[$name]}"
+    done
+  fi
+  if [ -n "$NATS_PID" ]; then
+    say "stopping nats-server"
+    kill -TERM "$NATS_PID" 2>/dev/null || true
+    stop_pid nats-server "$NATS_PID"
+  fi
+  if [ -n "$PG_STARTED" ]; then
+    say "stopping PostgreSQL"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+  fi
+  rm -f "$RUN_DIR/run.pid"
+  [ "$status" -eq 0 ] && say "stopped; data kept in .run/ for the next 'make run'"
+  exit "$status"
+}
+
+# While running: a service or nats-server that dies ends the run (a demo
+# with a dead part would only confuse); a signal ends it cleanly.
+watch_children() {
+  local name
+  while :; do
+    for name in "${SERVICES[@]}"; do
+      if ! alive "${PIDS[$name]}"; then
+        tail -n 30 "$LOG_DIR/$name.log" >&2
+        fail "$name exited (log above: $LOG_DIR/$name.log); stopping everything"
+      fi
+    done
+    alive "$NATS_PID" || fail "nats-server exited (see $LOG_DIR/nats.log); stopping everything"
+    # sleep in the background: `wait` returns at once on a signal.
+    sleep 2 &
+    SLEEP_PID=$!
+    wait "$SLEEP_PID" || true
+  done
+}
+
+main() {
+  take_lock
+  trap cleanup EXIT
+  # Ctrl-C or SIGTERM is how a demo ends: a clean stop, exit status 0.
+  trap 'exit 0' INT TERM
+  scripts/ensure-deps.sh
+  build
+  check_ports_free
+  demo_pin
+  start_postgres
+  start_nats
+  prepare_database
+  demo_api_key
+  start_services
+  say "waiting until every service is ready"
+  wait_ready
+  print_usage
+  watch_children
+}
+
+main "$@"
