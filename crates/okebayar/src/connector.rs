@@ -383,7 +383,9 @@ impl OkeBayarConnector {
         report.exchanges.push(exchange);
         metrics::counter!(crate::metrics::OUTCOMES, "operation" => request.operation, "outcome" => report.outcome.as_str())
             .increment(1);
-        tracing::info!(
+        // The worker logs the outcome once per command at INFO; this is the
+        // per-exchange detail.
+        tracing::debug!(
             operation = request.operation,
             referencecode = %command.provider_reference,
             outcome = %report.outcome,

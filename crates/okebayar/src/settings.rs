@@ -78,7 +78,7 @@ pub struct OkeBayarSettings {
 impl Default for OkeBayarSettings {
     fn default() -> Self {
         OkeBayarSettings {
-            url: "http://127.0.0.1:7701/okebayar".into(),
+            url: "http://127.0.0.1:8180/".into(),
             callback_url: String::new(),
             userid: String::new(),
             userpin: Secret::default(),

@@ -419,10 +419,12 @@ pub fn plan(
         }
     };
 
-    // Money-safety rule 8: flag, never decide.
+    // Money-safety rule 8: flag, never decide. A definite failure moved no
+    // money, so whatever amount it reports (OkeBayar sends `harga` 0) is not
+    // compared.
     let mut amount_mismatch = None;
     if let (Some(reported), Some(expected)) = (report.provider_amount_minor, row.amount_minor) {
-        if reported != expected {
+        if reported != expected && report.outcome != Outcome::Failed {
             amount_mismatch = Some(AmountMismatch { expected, reported });
             Writer::set(&mut w.changed, &mut w.row.amount_mismatch, true);
             detail.insert(

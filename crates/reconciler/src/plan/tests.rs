@@ -268,6 +268,18 @@ fn amount_mismatch_is_flagged_and_never_changes_the_status() {
     assert!(plan.amount_mismatch.is_none());
 }
 
+#[test]
+fn a_failure_reporting_no_charge_is_not_an_amount_mismatch() {
+    let failed = Report {
+        provider_amount_minor: Some(0),
+        ..report(Outcome::Failed, "204")
+    };
+    let plan = plan(&row(S::Received), &failed, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.status, "failed");
+    assert!(!plan.next.amount_mismatch);
+    assert!(plan.amount_mismatch.is_none());
+}
+
 fn report_with_amount(minor: i64) -> Report {
     Report {
         provider_amount_minor: Some(minor),
