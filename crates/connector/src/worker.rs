@@ -255,9 +255,10 @@ async fn handle<C: Connector>(
         for attempt in 1..=5 {
             match lbus::publish_durable(js, subject.clone(), headers.clone(), event.encode_to_vec()).await {
                 Ok(()) => {
-                    if let Err(error) = message.double_ack().await {
-                        // The result is durable; a redelivery will only cause
-                        // a status check and a de-duplicated result.
+                    // A plain ack (no round trip): the result is durable, so
+                    // a lost ack only causes a redelivery, which starts with a
+                    // status check and yields a de-duplicated result.
+                    if let Err(error) = message.ack().await {
                         tracing::warn!(%error, "ack failed after publishing the result");
                     }
                     metrics::histogram!(metric::HANDLE_SECONDS).record(received.elapsed().as_secs_f64());
