@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what loket needs to run and test on a fresh Debian machine, from
-# Debian's packages, only when missing: nats-server and PostgreSQL. Also makes
+# Debian's packages, only when missing: nats-server, PostgreSQL and openssl
+# (`make run` generates its demo keys with it). Also makes
 # sure cargo-nextest is available for `make test` (falls back to cargo test).
 set -euo pipefail
 
@@ -8,6 +9,7 @@ need_apt=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]}"

@@ -3,10 +3,13 @@
 # purchase. Installs nats-server/PostgreSQL when missing, builds the release
 # binaries, starts a private nats-server (JetStream) and a private PostgreSQL
 # on loopback with their data in .run/ (git-ignored, kept across runs), applies
-# the migrations, loads the product catalogue, creates a demo API client once,
-# then starts the OkeBayar simulator and every loket service, waits until each
-# one answers /readyz, and prints how to make a purchase. Ctrl-C (or SIGTERM)
-# stops everything in order: services first, then nats-server and PostgreSQL.
+# the migrations, loads the product catalogue, creates a demo API client and
+# the demo keys and secrets once (.run/keys/, .run/*-secret …), then starts
+# the simulators (OkeBayar, SNAP QR CPM, Smilepayz) and every loket service
+# (one connector per provider), waits until each one answers /readyz, and
+# prints how to make a purchase, a QR payment, a pay-in and a pay-out. Ctrl-C
+# (or SIGTERM) stops everything in order: services first, then nats-server and
+# PostgreSQL.
 #
 # Ports are fixed so the printed commands stay valid across runs; override any
 # of them in the environment (RUN_GRPC_PORT=60051 make run). Every other
@@ -27,13 +30,23 @@ CALLBACK_PORT=${RUN_CALLBACK_PORT:-18090}
 SIM_PORT=${RUN_SIM_PORT:-18180}            # OkeBayar simulator
 SMILEPAYZ_SIM_PORT=${RUN_SMILEPAYZ_SIM_PORT:-18181}
 SNAPQR_SIM_PORT=${RUN_SNAPQR_SIM_PORT:-18183}
-ADMIN_BASE=${RUN_ADMIN_BASE:-19100} # service admin ports: base+1 … base+5
+ADMIN_BASE=${RUN_ADMIN_BASE:-19100} # service admin ports: base+1 … base+7
 READY_TIMEOUT=${RUN_READY_TIMEOUT:-90}  # seconds, for all services together
 STOP_TIMEOUT=${RUN_STOP_TIMEOUT:-20}    # seconds a service may take to drain
 DB_NAME=loket
 OKEBAYAR_USERID=loketdemo
+# Demo identities shared by a simulator and its connector (not secrets).
+SNAPQR_CLIENT_KEY=loket-demo-snap
+SNAPQR_MERCHANT_ID=00007100010926
+SMILEPAYZ_MERCHANT_ID=20001
+# Test-like but sane timeouts for the two newer connectors: the provider
+# HTTP timeout, and the JetStream ack wait (must exceed 2 × the timeout).
+PROVIDER_TIMEOUT_MS=10000
+PROVIDER_CONNECT_TIMEOUT_MS=2000
+CONNECTOR_ACK_WAIT_MS=30000
 
 RUN_DIR=$ROOT/.run
+KEY_DIR=$RUN_DIR/keys
 LOG_DIR=$RUN_DIR/logs
 PG_DIR=$RUN_DIR/pg
 NATS_DIR=$RUN_DIR/nats
@@ -42,15 +55,21 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
 # Services in start order: name, binary, admin port.
-SERVICES=(sim callback reconciler connector ingress)
+# `connector` is the OkeBayar one (its name kept so logs and ports stay
+# where they were).
+SERVICES=(sim callback reconciler connector snapqr smilepayz ingress)
 declare -A SERVICE_BIN=(
   [sim]=loket-sim [callback]=loket-callback [reconciler]=loket-reconciler
-  [connector]=loket-okebayar-connector [ingress]=loket-ingress
+  [connector]=loket-okebayar-connector [snapqr]=loket-snapqr-connector
+  [smilepayz]=loket-smilepayz-connector [ingress]=loket-ingress
 )
 declare -A ADMIN_PORT=(
   [ingress]=$((ADMIN_BASE + 1)) [callback]=$((ADMIN_BASE + 2)) [reconciler]=$((ADMIN_BASE + 3))
-  [connector]=$((ADMIN_BASE + 4)) [sim]=$((ADMIN_BASE + 5))
+  [connector]=$((ADMIN_BASE + 4)) [sim]=$((ADMIN_BASE + 5)) [snapqr]=$((ADMIN_BASE + 6))
+  [smilepayz]=$((ADMIN_BASE + 7))
 )
+# Stop order: the edges first, so no new work comes in while the rest drain.
+STOP_ORDER=(ingress callback connector snapqr smilepayz reconciler sim)
 declare -A PIDS=() # what this run started, and only that is ever stopped
 NATS_PID=""
 PG_STARTED=""
@@ -108,7 +127,8 @@ check_ports_free() {
 build() {
   say "building the release binaries (the first build takes several minutes)"
   cargo build --release --bins \
-    -p loket-ingress -p loket-callback -p loket-reconciler -p loket-okebayar -p loket-simulators -p loket-cli
+    -p loket-ingress -p loket-callback -p loket-reconciler -p loket-okebayar -p loket-simulators -p loket-cli \
+    -p loket-snapqr -p loket-smilepayz
 }
 
 # A random OkeBayar PIN made once and kept in .run/: the simulator and the
@@ -120,6 +140,49 @@ demo_pin() {
   fi
   chmod 600 "$file"
   OKEBAYAR_PIN=$(cat "$file")
+}
+
+# A random demo secret made once and kept in .run/<name> (like the PIN):
+# prints it. A letter prefix keeps it text whatever the random part is.
+demo_secret() {
+  local file=$RUN_DIR/$1 prefix=$2
+  if [ ! -s "$file" ]; then
+    (umask 077 && printf '%s-%s\n' "$prefix" "$(openssl rand -hex 24)" >"$file")
+  fi
+  chmod 600 "$file"
+  cat "$file"
+}
+
+# An RSA-2048 key pair made once in .run/keys/: <name>.pem (PKCS#8 private)
+# and <name>.pub.pem (SPKI public). The services get the file paths, never
+# the key text in their environment.
+demo_key_pair() {
+  local private=$KEY_DIR/$1.pem public=$KEY_DIR/$1.pub.pem
+  if ! openssl pkey -in "$private" -noout 2>/dev/null; then
+    rm -f "$private" "$public"
+    (umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$private" 2>/dev/null) ||
+      fail "openssl could not generate $private"
+  fi
+  # Derived every run, so it always matches the private half.
+  (umask 077 && openssl pkey -in "$private" -pubout -out "$public") || fail "openssl could not write $public"
+  chmod 600 "$private" "$public"
+}
+
+# The SNAP QR CPM and Smilepayz demo credentials. Four key pairs: SNAP
+# partner (ours: signs the B2B token request; the issuer simulator verifies
+# with the public half), SNAP issuer (the simulator signs notifies; our
+# callback receiver verifies), Smilepayz merchant (ours: signs requests) and
+# Smilepayz platform (the simulator signs callbacks; our receiver verifies).
+demo_credentials() {
+  mkdir -p "$KEY_DIR"
+  chmod 700 "$KEY_DIR"
+  local pair
+  for pair in snapqr-partner snapqr-issuer smilepayz-merchant smilepayz-platform; do
+    demo_key_pair "$pair"
+  done
+  SNAPQR_CLIENT_SECRET=$(demo_secret snapqr-client-secret snap)
+  SNAPQR_CUSTOMER_TOKEN=$(demo_secret snapqr-customer-token cust)
+  SMILEPAYZ_MERCHANT_SECRET=$(demo_secret smilepayz-merchant-secret smp)
 }
 
 start_postgres() {
@@ -216,25 +279,71 @@ start_service() {
 
 start_services() {
   local callback_url=http://127.0.0.1:$CALLBACK_PORT/callback/okebayar
+  local snapqr_callback_url=http://127.0.0.1:$CALLBACK_PORT/callback/snapqr
+  local smilepayz_callback_url=http://127.0.0.1:$CALLBACK_PORT/callback/smilepayz
   say "starting the simulator and the services"
-  # The simulator plays OkeBayar: same userid/PIN as the connector, and it
-  # sends its callbacks to our callback receiver.
-  # The other simulators get fixed ports in our range too (their defaults
-  # are common ones like 8181).
+  # loket-sim plays every provider, each on a fixed port in our range (their
+  # defaults are common ones like 8181), each sending its callbacks to our
+  # callback receiver. OkeBayar: same userid/PIN as the connector. SNAP QR
+  # CPM plays the issuer: it knows our client key, secret and partner public
+  # key and signs notifies with the issuer key. Smilepayz knows our merchant
+  # id, secret and public key and signs callbacks with the platform key (the
+  # connector sends our callback URL on every request; the simulator's own
+  # default points there too).
   start_service sim \
     LOKET_OKEBAYAR_ADDR=127.0.0.1:$SIM_PORT \
     LOKET_SMILEPAYZ_ADDR=127.0.0.1:$SMILEPAYZ_SIM_PORT \
     LOKET_SNAPQR_ADDR=127.0.0.1:$SNAPQR_SIM_PORT \
     LOKET_OKEBAYAR__USERID=$OKEBAYAR_USERID \
     LOKET_OKEBAYAR__USERPIN=$OKEBAYAR_PIN \
-    LOKET_OKEBAYAR__CALLBACK_URL=$callback_url
-  start_service callback LOKET_LISTEN_ADDR=127.0.0.1:$CALLBACK_PORT
+    LOKET_OKEBAYAR__CALLBACK_URL=$callback_url \
+    LOKET_SNAPQR__CLIENT_KEY=$SNAPQR_CLIENT_KEY \
+    LOKET_SNAPQR__CLIENT_SECRET=$SNAPQR_CLIENT_SECRET \
+    LOKET_SNAPQR__PARTNER_PUBLIC_KEY=$KEY_DIR/snapqr-partner.pub.pem \
+    LOKET_SNAPQR__ISSUER_PRIVATE_KEY=$KEY_DIR/snapqr-issuer.pem \
+    LOKET_SNAPQR__CUSTOMER_TOKEN=$SNAPQR_CUSTOMER_TOKEN \
+    LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \
+    LOKET_SNAPQR__NOTIFY_URL=$snapqr_callback_url \
+    LOKET_SMILEPAYZ__MERCHANT_ID=$SMILEPAYZ_MERCHANT_ID \
+    LOKET_SMILEPAYZ__MERCHANT_SECRET=$SMILEPAYZ_MERCHANT_SECRET \
+    LOKET_SMILEPAYZ__MERCHANT_PUBLIC_KEY=$KEY_DIR/smilepayz-merchant.pub.pem \
+    LOKET_SMILEPAYZ__PLATFORM_PRIVATE_KEY=$KEY_DIR/smilepayz-platform.pem \
+    LOKET_SMILEPAYZ__CALLBACK_URL=$smilepayz_callback_url
+  # The receiver verifies SNAP notifies (mode A, RSA) with the issuer's
+  # public key and Smilepayz callbacks with the platform's.
+  start_service callback LOKET_LISTEN_ADDR=127.0.0.1:$CALLBACK_PORT \
+    LOKET_SNAPQR__MODE=rsa \
+    LOKET_SNAPQR__ISSUER_PUBLIC_KEY=$KEY_DIR/snapqr-issuer.pub.pem \
+    LOKET_SMILEPAYZ__PLATFORM_PUBLIC_KEY=$KEY_DIR/smilepayz-platform.pub.pem \
+    "LOKET_SMILEPAYZ__MASK_SECRETS=[\"$SMILEPAYZ_MERCHANT_SECRET\"]"
   start_service reconciler
   start_service connector \
     LOKET_OKEBAYAR__URL=http://127.0.0.1:$SIM_PORT/ \
     LOKET_OKEBAYAR__USERID=$OKEBAYAR_USERID \
     LOKET_OKEBAYAR__USERPIN=$OKEBAYAR_PIN \
     LOKET_OKEBAYAR__CALLBACK_URL=$callback_url
+  # The demo customer token lets `loketctl qr pay` without --qr have the
+  # issuer generate a QR first (a demo flow only; see SnapQrSettings).
+  start_service snapqr \
+    LOKET_SNAPQR__BASE_URL=http://127.0.0.1:$SNAPQR_SIM_PORT \
+    LOKET_SNAPQR__CLIENT_KEY=$SNAPQR_CLIENT_KEY \
+    LOKET_SNAPQR__CLIENT_SECRET=$SNAPQR_CLIENT_SECRET \
+    LOKET_SNAPQR__PRIVATE_KEY=$KEY_DIR/snapqr-partner.pem \
+    LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \
+    LOKET_SNAPQR__DEMO_CUSTOMER_TOKEN=$SNAPQR_CUSTOMER_TOKEN \
+    LOKET_SNAPQR__TIMEOUT_MS=$PROVIDER_TIMEOUT_MS \
+    LOKET_SNAPQR__CONNECT_TIMEOUT_MS=$PROVIDER_CONNECT_TIMEOUT_MS \
+    LOKET_WORKER__ACK_WAIT_MS=$CONNECTOR_ACK_WAIT_MS
+  start_service smilepayz \
+    LOKET_SMILEPAYZ__BASE_URL=http://127.0.0.1:$SMILEPAYZ_SIM_PORT \
+    LOKET_SMILEPAYZ__MERCHANT_ID=$SMILEPAYZ_MERCHANT_ID \
+    LOKET_SMILEPAYZ__MERCHANT_NAME=loket \
+    LOKET_SMILEPAYZ__MERCHANT_SECRET=$SMILEPAYZ_MERCHANT_SECRET \
+    LOKET_SMILEPAYZ__MERCHANT_PRIVATE_KEY=$KEY_DIR/smilepayz-merchant.pem \
+    LOKET_SMILEPAYZ__CALLBACK_URL=$smilepayz_callback_url \
+    LOKET_SMILEPAYZ__TIMEOUT_MS=$PROVIDER_TIMEOUT_MS \
+    LOKET_SMILEPAYZ__CONNECT_TIMEOUT_MS=$PROVIDER_CONNECT_TIMEOUT_MS \
+    LOKET_WORKER__ACK_WAIT_MS=$CONNECTOR_ACK_WAIT_MS
   start_service ingress LOKET_GRPC_ADDR=127.0.0.1:$GRPC_PORT
 }
 
@@ -265,10 +374,13 @@ print_usage() {
 loket is running. Ctrl-C stops everything.
 
   gRPC (ingress)      127.0.0.1:$GRPC_PORT
-  callback receiver   http://127.0.0.1:$CALLBACK_PORT/callback/okebayar
-  OkeBayar simulator  http://127.0.0.1:$SIM_PORT/   (scenarios: crates/simulators/SCENARIOS.md)
+  callback receiver   http://127.0.0.1:$CALLBACK_PORT/callback/{okebayar,snapqr,smilepayz}
+  simulators          OkeBayar http://127.0.0.1:$SIM_PORT/  SNAP QR CPM http://127.0.0.1:$SNAPQR_SIM_PORT/snap/  Smilepayz http://127.0.0.1:$SMILEPAYZ_SIM_PORT/
+                      (scenarios: crates/simulators/SCENARIOS.md)
   NATS / PostgreSQL   $NATS_URL   $DATABASE_URL
-  admin (/readyz, /metrics)  ingress :${ADMIN_PORT[ingress]}  callback :${ADMIN_PORT[callback]}  reconciler :${ADMIN_PORT[reconciler]}  connector :${ADMIN_PORT[connector]}  sim :${ADMIN_PORT[sim]}
+  admin (/readyz, /metrics)  ingress :${ADMIN_PORT[ingress]}  callback :${ADMIN_PORT[callback]}  reconciler :${ADMIN_PORT[reconciler]}  sim :${ADMIN_PORT[sim]}
+                      connectors: okebayar :${ADMIN_PORT[connector]}  snapqr :${ADMIN_PORT[snapqr]}  smilepayz :${ADMIN_PORT[smilepayz]}
+  demo keys/secrets   $KEY_DIR/   $RUN_DIR/{okebayar-pin,snapqr-*,smilepayz-*}
   logs                $LOG_DIR/<service>.log   (tail -f $LOG_DIR/*.log)
 
 In another shell:
@@ -289,6 +401,20 @@ In another shell:
   $ctl watch                  # updates as they happen, Ctrl-C to stop
   $ctl balance okebayar
   $ctl explain okebayar 208
+
+  # QR payment (SNAP QR CPM); without --qr the issuer generates a QR first (demo flow)
+  $ctl qr pay --ref Q1 --amount 25000 --wait 10s
+  # refund part of it, or cancel another payment (--txn: the payment's id, printed by qr pay)
+  $ctl qr refund --ref R1 --txn <payment id> --amount 10000 --wait 10s
+  $ctl qr pay --ref Q2 --amount 30000 --wait 10s
+  $ctl qr cancel --ref C1 --txn <payment id of Q2> --reason test --wait 10s
+
+  # Smilepayz: a pay-in (pending with the QR string to show, success a moment later)
+  $ctl payin --ref IN1 --amount 50000 --method QRIS --wait 10s
+  $ctl get --ref IN1
+  # a pay-out, and the Smilepayz balance
+  $ctl payout --ref OUT1 --amount 100000 --method BCA --account 1234567890 --receiver Budi --wait 10s
+  $ctl balance smilepayz
 
   make bench                  # load benchmark against this stack
 EOF
@@ -314,12 +440,11 @@ cleanup() {
   if [ -n "$SLEEP_PID" ]; then kill "$SLEEP_PID" 2>/dev/null || true; fi
   if [ ${#PIDS[@]} -gt 0 ]; then
     say "stopping the services"
-    # The edges first, so no new work comes in while the rest drain; every
-    # service drains in parallel.
-    for name in ingress callback connector reconciler sim; do
+    # STOP_ORDER: the edges first; every service drains in parallel.
+    for name in "${STOP_ORDER[@]}"; do
       [ -n "${PIDS[$name]:-}" ] && kill -TERM "${PIDS[$name]}" 2>/dev/null || true
     done
-    for name in ingress callback connector reconciler sim; do
+    for name in "${STOP_ORDER[@]}"; do
       [ -n "${PIDS[$name]:-}" ] && stop_pid "$name" "${PIDS[$name]}"
     done
   fi
@@ -365,6 +490,7 @@ main() {
   build
   check_ports_free
   demo_pin
+  demo_credentials
   start_postgres
   start_nats
   prepare_database
