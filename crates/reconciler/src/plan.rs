@@ -285,18 +285,31 @@ impl Writer {
     fn provider_fields(&mut self, report: &Report, overwrite: bool) {
         let row = &mut self.row;
         let changed = &mut self.changed;
+        // A code and its message are one fact: a new code never keeps the
+        // previous code's message (a SNAP notify carries no message).
+        let new_code = overwrite
+            && report.provider_code.is_some()
+            && report.provider_code != row.provider_code;
         Self::merge(
             changed,
             &mut row.provider_code,
             report.provider_code.clone(),
             overwrite,
         );
-        Self::merge(
-            changed,
-            &mut row.provider_message,
-            report.provider_message.clone(),
-            overwrite,
-        );
+        if new_code {
+            Self::set(
+                changed,
+                &mut row.provider_message,
+                report.provider_message.clone(),
+            );
+        } else {
+            Self::merge(
+                changed,
+                &mut row.provider_message,
+                report.provider_message.clone(),
+                overwrite,
+            );
+        }
         Self::merge(
             changed,
             &mut row.provider_trace,

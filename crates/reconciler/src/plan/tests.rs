@@ -269,6 +269,20 @@ fn amount_mismatch_is_flagged_and_never_changes_the_status() {
 }
 
 #[test]
+fn a_new_code_without_a_message_does_not_keep_the_old_message() {
+    let mut pending = row(S::Pending);
+    pending.provider_code = Some("2026000".into());
+    pending.provider_message = Some("Request In Progress".into());
+    let notify = Report {
+        provider_message: None,
+        ..success("00", None)
+    };
+    let plan = plan(&pending, &notify, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.provider_code.as_deref(), Some("00"));
+    assert_eq!(plan.next.provider_message, None);
+}
+
+#[test]
 fn a_failure_reporting_no_charge_is_not_an_amount_mismatch() {
     let failed = Report {
         provider_amount_minor: Some(0),
