@@ -113,9 +113,22 @@ pub async fn run<C: Connector>(
         .await
         .map_err(|e| WorkerError::Consumer(e.to_string()))?;
 
+    // Subscribed before readiness turns true, so a ready connector answers
+    // balance queries.
+    let balance_requests = nats
+        .queue_subscribe(
+            subjects::balance_rpc(provider),
+            subjects::connector_consumer(provider),
+        )
+        .await
+        .map_err(|e| WorkerError::Consumer(format!("balance subscription: {e}")))?;
+    nats.flush()
+        .await
+        .map_err(|e| WorkerError::Consumer(format!("balance subscription: {e}")))?;
     let balance_task = tokio::spawn(serve_balance(
         connector.clone(),
         nats.clone(),
+        balance_requests,
         shutdown.clone(),
     ));
 
@@ -340,20 +353,9 @@ async fn failpoint_after_send(failpoint: Option<Failpoint>) {
 async fn serve_balance<C: Connector>(
     connector: Arc<C>,
     nats: async_nats::Client,
+    mut requests: async_nats::Subscriber,
     shutdown: Shutdown,
 ) {
-    let provider = connector.provider();
-    let subject = subjects::balance_rpc(provider);
-    let mut requests = match nats
-        .queue_subscribe(subject.clone(), subjects::connector_consumer(provider))
-        .await
-    {
-        Ok(subscriber) => subscriber,
-        Err(error) => {
-            tracing::error!(%error, %subject, "cannot subscribe to balance requests");
-            return;
-        }
-    };
     loop {
         let request = tokio::select! {
             _ = shutdown.wait() => return,

@@ -721,7 +721,19 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
                 .unwrap();
         })
     };
-    let balance = api.get_balance(balance_request()).await?.into_inner();
+    // The stand-in responder subscribed on another connection a moment ago;
+    // under a loaded machine the first query may still find no responder.
+    let mut attempts = 0;
+    let balance = loop {
+        attempts += 1;
+        match api.get_balance(balance_request()).await {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) if status.code() == Code::Unavailable && attempts < 20 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
     responder.await?;
     assert_eq!(balance.balance.map(|m| m.minor), Some(1_000_000));
     let status = api

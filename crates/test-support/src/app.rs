@@ -332,6 +332,7 @@ impl TestApp {
     pub async fn start_connector(&mut self, failpoint: Option<Failpoint>) {
         let settings = self.connector_settings(failpoint);
         let admin = bind().await;
+        let admin_addr = admin.local_addr().expect("admin address");
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         self.connector = Some(Service::spawn("okebayar-connector", shutdown, async move {
@@ -339,6 +340,7 @@ impl TestApp {
                 .await
                 .map_err(|e| e.to_string())
         }));
+        wait_ready(admin_addr).await;
     }
 
     /// Kills the connector like `kill -9`: no drain, no ack.
@@ -514,6 +516,27 @@ impl Drop for TestApp {
             service.kill();
         }
         self.sim_shutdown.trigger();
+    }
+}
+
+/// Waits until a service's admin port answers `/readyz` with 200.
+pub async fn wait_ready(admin: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await {
+            let _ = stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            if answer.starts_with(b"HTTP/1.0 200") || answer.starts_with(b"HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service on {admin} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
