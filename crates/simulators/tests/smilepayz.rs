@@ -18,7 +18,7 @@ use loket_connector::{CallbackParser, CallbackRequest, Command, Connector, Parse
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{Money, Operation, Outcome, Provider};
 use loket_runtime::{Secret, Shutdown};
-use loket_simulators::smilepayz::{SmilepayzSim, SmilepayzSimSettings};
+use loket_simulators::smilepayz::{SmilepayzCallbackLog, SmilepayzSim, SmilepayzSimSettings};
 use loket_smilepayz::sign::{self, TimestampStyle};
 use loket_smilepayz::{callback_parser, CallbackSettings, SmilepayzConnector, SmilepayzSettings};
 
@@ -212,6 +212,24 @@ async fn wait_callbacks(s: &Setup, n: usize) -> Vec<ParsedCallback> {
     }
 }
 
+/// The simulator records a callback attempt once it has read the answer, a
+/// moment after our receiver handled it: waits for `attempts` records.
+async fn wait_recorded(s: &Setup, order: &str, attempts: usize) -> SmilepayzCallbackLog {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.sim.callbacks_for(order);
+        if log.attempts.len() >= attempts {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} attempts recorded",
+            log.attempts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn pay_in_created_paid_callback_verifies_and_inquiry_confirms_success() {
     let s = setup().await;
@@ -240,7 +258,7 @@ async fn pay_in_created_paid_callback_verifies_and_inquiry_confirms_success() {
     assert_eq!(callback.provider_trace, trade_no);
     assert_eq!(callback.claimed_outcome, Outcome::Success);
     assert!(!callback.verified, "inquiry decides");
-    let log = s.sim.callbacks_for(&order);
+    let log = wait_recorded(&s, &order, 1).await;
     assert_eq!(log.acknowledged, 1);
     assert_eq!(log.attempts.len(), 1);
 
@@ -443,7 +461,7 @@ async fn a_wrong_answer_is_retried_and_the_retry_has_the_same_dedupe_key() {
     assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
     let callbacks = wait_callbacks(&s, 2).await;
     assert_eq!(callbacks[0].dedupe_key, callbacks[1].dedupe_key);
-    let log = s.sim.callbacks_for(&order);
+    let log = wait_recorded(&s, &order, 2).await;
     assert_eq!(log.deliveries, 1);
     assert_eq!(log.attempts.len(), 2);
     assert!(!log.attempts[0].acknowledged);
