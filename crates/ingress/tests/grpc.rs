@@ -102,38 +102,17 @@ async fn settle(pool: &PgPool, nats: &async_nats::Client, id: Uuid, status: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
-    let nats_server = NatsServer::start()?;
-    let db_url = Secret::new(postgres::fresh_database().await?);
-    let pool = loket_runtime::db::connect(&db_url, 4).await?;
-    loket_runtime::db::migrate(&pool).await?;
-    let (client_a, _client_b) = seed(&pool).await?;
-
-    let mut settings = Settings::default();
-    settings.common.nats_url = nats_server.url();
-    settings.common.database_url = db_url;
-    settings.common.shutdown_grace_ms = 5_000;
-    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = main.local_addr()?;
-    let shutdown = Shutdown::new();
-    let server = tokio::spawn(loket_ingress::run(
-        settings,
-        Listeners { main, admin },
-        shutdown.clone(),
-    ));
-
-    let channel = loop {
-        match Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await
-        {
-            Ok(channel) => break channel,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let mut api = LoketClient::new(channel.clone());
-    let nats = async_nats::connect(nats_server.url()).await?;
-    let js = async_nats::jetstream::new(nats.clone());
+    let App {
+        _nats_server,
+        pool,
+        mut api,
+        nats,
+        js,
+        shutdown,
+        server,
+        channel,
+        client_a,
+    } = App::start().await?;
 
     // Health reports SERVING (wait until the service has started).
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -774,6 +753,8 @@ struct App {
     _nats_server: NatsServer,
     pool: PgPool,
     api: LoketClient<Channel>,
+    channel: Channel,
+    client_a: Uuid,
     nats: async_nats::Client,
     js: async_nats::jetstream::Context,
     shutdown: Shutdown,
@@ -784,9 +765,9 @@ impl App {
     async fn start() -> anyhow::Result<Self> {
         let nats_server = NatsServer::start()?;
         let db_url = Secret::new(postgres::fresh_database().await?);
+        // fresh_database() hands back an already-migrated database.
         let pool = loket_runtime::db::connect(&db_url, 8).await?;
-        loket_runtime::db::migrate(&pool).await?;
-        seed(&pool).await?;
+        let (client_a, _client_b) = seed(&pool).await?;
         sqlx::query(
             "INSERT INTO products (code, provider, provider_product_code, kind, price_minor, active) VALUES \
              ('QRCPM', 'snapqr', 'QRCPM', 'qr_cpm', NULL, TRUE), \
@@ -822,7 +803,9 @@ impl App {
         let app = App {
             _nats_server: nats_server,
             pool,
-            api: LoketClient::new(channel),
+            api: LoketClient::new(channel.clone()),
+            channel,
+            client_a,
             nats,
             js,
             shutdown,
