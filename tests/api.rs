@@ -415,16 +415,20 @@ async fn explain_code_over_grpc_and_loketctl_match_the_library() {
     assert_eq!(guessed["provider"], "snapqr");
 }
 
-/// The loketctl binary of this workspace (built by `make test`; built here
-/// when a single test is run on its own).
+/// The loketctl binary of this workspace: next to this test's own executable
+/// (`target/<profile>/deps/api-…` → `target/<profile>/loketctl`), built by
+/// `make test`; built here only when this test is run on its own.
 fn loketctl_binary() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let binary = target.join("debug").join("loketctl");
+    let this = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = this
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let binary = profile_dir.join("loketctl");
     if !binary.exists() {
+        eprintln!("loketctl is not built yet; building it (make test builds it up front)");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "loket-cli", "--bin", "loketctl"])
+            .args(["build", "--quiet", "-p", "loket-cli", "--bin", "loketctl"])
             .current_dir(workspace_root())
             .status()
             .expect("cargo runs");

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::routing::post;
@@ -417,6 +417,16 @@ async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
     let got = wait_for_notifies(&env, 3).await;
     let (a, b) = (got[1].clone().unwrap(), got[2].clone().unwrap());
     assert_eq!(a.dedupe_key, b.dedupe_key);
+    // The simulator records a delivery once it has read our answer, a moment
+    // after our receiver handled it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.sim.notifies_for(&twice.provider_reference).acknowledged < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second notify was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         env.sim.notifies_for(&twice.provider_reference).acknowledged,
         2
