@@ -408,6 +408,16 @@ async fn pending_then_callbacks_then_final_by_post_and_get() {
         final_callback.1["tracecode"],
         reply.get("tracecode").unwrap()
     );
+    // The simulator records a delivery once it has read our receiver's
+    // answer, a moment after the receiver saw the callback.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.sim.callbacks_for("cb-1").acknowledged < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let log = h.sim.callbacks_for("cb-1");
     assert_eq!(
         (log.deliveries, log.acknowledged, log.last_http_status),
