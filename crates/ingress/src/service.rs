@@ -386,6 +386,23 @@ impl Inner {
         }
     }
 
+    /// A new transaction of `kind` routed by `product` (provider and codes).
+    fn new_product_transaction(
+        &self,
+        client: ClientId,
+        client_ref: &ClientRef,
+        params: &RequestParams,
+        kind: TransactionKind,
+        product: &Product,
+    ) -> NewTransaction {
+        let mut new = self.new_transaction(client, client_ref, params);
+        new.kind = kind;
+        new.provider = product.provider;
+        new.product_code = product.code.clone();
+        new.provider_product_code = product.provider_product_code.clone();
+        new
+    }
+
     /// A refused call may still be a replay of one that succeeded earlier
     /// (product since deactivated, inquiry since expired): same `client_ref`
     /// and parameters return the transaction, different ones conflict.
@@ -582,11 +599,13 @@ impl Inner {
             Ok(product) => product,
             Err(replayed) => return Ok(replayed),
         };
-        let mut new = self.new_transaction(client, &input.client_ref, &params);
-        new.kind = TransactionKind::QrPayment;
-        new.provider = product.provider;
-        new.product_code = product.code;
-        new.provider_product_code = product.provider_product_code;
+        let mut new = self.new_product_transaction(
+            client,
+            &input.client_ref,
+            &params,
+            TransactionKind::QrPayment,
+            &product,
+        );
         // ASSUMED: a QR payment has no customer account loket knows of; the
         // column is NOT NULL, so it stays empty (the QR content, when given,
         // is in `details`).
@@ -777,11 +796,13 @@ impl Inner {
             Ok(product) => product,
             Err(replayed) => return Ok(replayed),
         };
-        let mut new = self.new_transaction(client, &input.client_ref, &params);
-        new.kind = TransactionKind::PayIn;
-        new.provider = product.provider;
-        new.product_code = product.code;
-        new.provider_product_code = product.provider_product_code;
+        let mut new = self.new_product_transaction(
+            client,
+            &input.client_ref,
+            &params,
+            TransactionKind::PayIn,
+            &product,
+        );
         new.amount = Some(input.amount);
         // The payer is in `details`; a pay-in has no account of ours to
         // name (the column stays empty, as for a QR payment).
@@ -815,11 +836,13 @@ impl Inner {
             Ok(product) => product,
             Err(replayed) => return Ok(replayed),
         };
-        let mut new = self.new_transaction(client, &input.client_ref, &params);
-        new.kind = TransactionKind::PayOut;
-        new.provider = product.provider;
-        new.product_code = product.code;
-        new.provider_product_code = product.provider_product_code;
+        let mut new = self.new_product_transaction(
+            client,
+            &input.client_ref,
+            &params,
+            TransactionKind::PayOut,
+            &product,
+        );
         new.amount = Some(input.amount);
         new.method = input.method.clone();
         new.account = input.account.clone();
@@ -857,11 +880,13 @@ impl Inner {
                     .await
             }
         };
-        let mut new = self.new_transaction(client, &input.client_ref, &params);
-        new.kind = TransactionKind::PrepaidPurchase;
-        new.provider = product.provider;
-        new.product_code = product.code.clone();
-        new.provider_product_code = product.provider_product_code.clone();
+        let mut new = self.new_product_transaction(
+            client,
+            &input.client_ref,
+            &params,
+            TransactionKind::PrepaidPurchase,
+            &product,
+        );
         new.account = input.account.clone();
         new.amount = Some(product.purchase_price()?);
         if let Some(inquiry_id) = input.inquiry_id {
@@ -920,11 +945,8 @@ impl Inner {
                     .await
             }
         };
-        let mut new = self.new_transaction(client, &input.client_ref, &params);
-        new.kind = kind;
-        new.provider = product.provider;
-        new.product_code = product.code;
-        new.provider_product_code = product.provider_product_code;
+        let mut new =
+            self.new_product_transaction(client, &input.client_ref, &params, kind, &product);
         new.account = input.account.clone();
         new.account2 = input.account2.clone();
         new.account3 = input.account3.clone();
