@@ -179,7 +179,20 @@ impl AsyncWrite for KillableStream {
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains the
 /// requests in flight.
-pub async fn serve(router: Router, listener: TcpListener, shutdown: loket_runtime::Shutdown) {
+///
+/// `background` is the simulator's own stop signal (pending callbacks,
+/// settle timers); it fires together with `shutdown`.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: loket_runtime::Shutdown,
+    background: loket_runtime::Shutdown,
+) {
+    let linked = shutdown.clone();
+    tokio::spawn(async move {
+        linked.wait().await;
+        background.trigger();
+    });
     let app = router.into_make_service_with_connect_info::<ConnInfo>();
     let result = axum::serve(SimListener::new(listener), app)
         .with_graceful_shutdown(async move { shutdown.wait().await })

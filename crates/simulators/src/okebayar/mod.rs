@@ -212,13 +212,7 @@ impl OkeBayarSim {
     /// "connection reset" scenario really resets the TCP connection and the
     /// IP allow-list sees the peer address.
     pub async fn serve(&self, listener: TcpListener, shutdown: Shutdown) {
-        let stop = self.inner.stop.clone();
-        let linked = shutdown.clone();
-        tokio::spawn(async move {
-            linked.wait().await;
-            stop.trigger();
-        });
-        common::serve(self.router(), listener, shutdown).await;
+        common::serve(self.router(), listener, shutdown, self.inner.stop.clone()).await;
     }
 
     /// Requests received for `reference`, duplicates and rejects included.

@@ -274,13 +274,7 @@ impl SmilepayzSim {
     /// Serves [`Self::router`] until `shutdown` (connection resets and the
     /// IP allow-list need this, not a bare router).
     pub async fn serve(&self, listener: TcpListener, shutdown: Shutdown) {
-        let stop = self.inner.stop.clone();
-        let linked = shutdown.clone();
-        tokio::spawn(async move {
-            linked.wait().await;
-            stop.trigger();
-        });
-        common::serve(self.router(), listener, shutdown).await;
+        common::serve(self.router(), listener, shutdown, self.inner.stop.clone()).await;
     }
 
     /// Requests received for `order_no`: `purchases` = pay-ins, `payments` =

@@ -317,13 +317,7 @@ impl SnapQrSim {
 
     /// Serves [`Self::router`] until `shutdown` fires.
     pub async fn serve(&self, listener: TcpListener, shutdown: Shutdown) {
-        let stop = self.inner.stop.clone();
-        let linked = shutdown.clone();
-        tokio::spawn(async move {
-            linked.wait().await;
-            stop.trigger();
-        });
-        common::serve(self.router(), listener, shutdown).await;
+        common::serve(self.router(), listener, shutdown, self.inner.stop.clone()).await;
     }
 
     /// The issuer's public key (SPKI PEM): what loket's notify verifier needs.
