@@ -123,3 +123,52 @@ fn classify(error: reqwest::Error) -> SendError {
         SendError::MaybeSent(error.to_string())
     }
 }
+
+/// Reply bodies kept in the audit trail are cut to this size.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+
+/// One HTTP exchange as a connector classifies it: a reply to read, a request
+/// that never left, or one that may have been processed (unknown outcome).
+#[derive(Debug)]
+pub enum Transport {
+    Reply(HttpReply),
+    NotSent(String),
+    MaybeSent(String),
+}
+
+impl Transport {
+    /// The metric label of this result.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Transport::Reply(_) => "reply",
+            Transport::NotSent(_) => "not_sent",
+            Transport::MaybeSent(_) => "maybe_sent",
+        }
+    }
+}
+
+/// Records the result of a send into the audit `exchange` (HTTP status, the
+/// reply body cut to [`MAX_STORED_BODY`], or the error), every text passed
+/// through `mask`, and returns it as a [`Transport`].
+pub fn record(
+    exchange: &mut loket_protocol::pb::bus::Exchange,
+    result: Result<HttpReply, SendError>,
+    mask: impl Fn(&str) -> String,
+) -> Transport {
+    match result {
+        Ok(reply) => {
+            exchange.http_status = i32::from(reply.status);
+            let stored = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
+            exchange.response = mask(&String::from_utf8_lossy(stored));
+            Transport::Reply(reply)
+        }
+        Err(SendError::NotSent(error)) => {
+            exchange.error = mask(&format!("not sent: {error}"));
+            Transport::NotSent(exchange.error.clone())
+        }
+        Err(SendError::MaybeSent(error)) => {
+            exchange.error = mask(&format!("may have been processed: {error}"));
+            Transport::MaybeSent(exchange.error.clone())
+        }
+    }
+}

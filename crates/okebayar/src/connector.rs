@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use loket_connector::http::{HttpClient, HttpReply, SendError};
+use loket_connector::http::{self, HttpClient, HttpReply, Transport};
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::CodeOperation;
@@ -51,9 +51,6 @@ pub mod inquiry_keys {
 /// Request field names that carry secrets; their values are masked in every
 /// stored copy.
 pub const SECRET_FIELDS: [&str; 2] = ["userpin", "signature"];
-
-/// Stored exchange bodies are cut to this many bytes.
-pub const MAX_STORED_BODY: usize = 64 * 1024;
 
 /// One request, ready to send. `Debug` masks the secret fields.
 #[derive(Clone, PartialEq, Eq)]
@@ -128,13 +125,6 @@ pub enum BuildError {
     WrongOperation(Operation),
     #[error("{0} is not an OkeBayar operation")]
     Unsupported(Operation),
-}
-
-/// What the transport produced for one request.
-enum Transport {
-    Reply(HttpReply),
-    NotSent(String),
-    MaybeSent(String),
 }
 
 pub struct OkeBayarConnector {
@@ -338,30 +328,11 @@ impl OkeBayarConnector {
             error: String::new(),
             at: Some(timestamp(at)),
         };
-        let outcome = match result {
-            Ok(reply) => {
-                exchange.http_status = i32::from(reply.status);
-                let body = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
-                exchange.response = mask(&String::from_utf8_lossy(body));
-                Transport::Reply(reply)
-            }
-            Err(SendError::NotSent(error)) => {
-                exchange.error = mask(&format!("not sent: {error}"));
-                Transport::NotSent(exchange.error.clone())
-            }
-            Err(SendError::MaybeSent(error)) => {
-                exchange.error = mask(&format!("may have been processed: {error}"));
-                Transport::MaybeSent(exchange.error.clone())
-            }
-        };
+        let outcome = http::record(&mut exchange, result, mask);
         metrics::counter!(
             crate::metrics::REQUESTS,
             "operation" => request.operation,
-            "transport" => match &outcome {
-                Transport::Reply(_) => "reply",
-                Transport::NotSent(_) => "not_sent",
-                Transport::MaybeSent(_) => "maybe_sent",
-            }
+            "transport" => outcome.label()
         )
         .increment(1);
         metrics::histogram!(crate::metrics::REQUEST_SECONDS, "operation" => request.operation)

@@ -24,7 +24,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loket_connector::http::{HttpClient, HttpReply, SendError};
+use loket_connector::http::{self, HttpClient, HttpReply, Transport, MAX_STORED_BODY};
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::CodeOperation;
@@ -37,9 +37,6 @@ use crate::codes::{self, Classification};
 use crate::settings::{InvalidSetting, SmilepayzSettings, EXPIRY_SECONDS_MAX};
 use crate::sign;
 use crate::wire::{self, Reply};
-
-/// Stored exchange bodies are cut to this many bytes.
-pub const MAX_STORED_BODY: usize = 64 * 1024;
 
 /// One request, ready to sign and send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +62,6 @@ pub enum BuildError {
     BadAmount,
     #[error("{0} is not a Smilepayz operation")]
     Unsupported(Operation),
-}
-
-enum Transport {
-    Reply(HttpReply),
-    NotSent(String),
-    MaybeSent(String),
 }
 
 pub struct SmilepayzConnector {
@@ -275,30 +266,11 @@ impl SmilepayzConnector {
             error: String::new(),
             at: Some(timestamp(at)),
         };
-        let transport = match result {
-            Ok(reply) => {
-                exchange.http_status = i32::from(reply.status);
-                let body = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
-                exchange.response = mask(&String::from_utf8_lossy(body));
-                Transport::Reply(reply)
-            }
-            Err(SendError::NotSent(error)) => {
-                exchange.error = mask(&format!("not sent: {error}"));
-                Transport::NotSent(exchange.error.clone())
-            }
-            Err(SendError::MaybeSent(error)) => {
-                exchange.error = mask(&format!("may have been processed: {error}"));
-                Transport::MaybeSent(exchange.error.clone())
-            }
-        };
+        let transport = http::record(&mut exchange, result, mask);
         metrics::counter!(
             crate::metrics::REQUESTS,
             "operation" => operation,
-            "transport" => match &transport {
-                Transport::Reply(_) => "reply",
-                Transport::NotSent(_) => "not_sent",
-                Transport::MaybeSent(_) => "maybe_sent",
-            }
+            "transport" => transport.label()
         )
         .increment(1);
         metrics::histogram!(crate::metrics::REQUEST_SECONDS, "operation" => operation)

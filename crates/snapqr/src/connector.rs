@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{FixedOffset, Utc};
-use loket_connector::http::{HttpClient, HttpReply, SendError};
+use loket_connector::http::{self, HttpClient, Transport, MAX_STORED_BODY};
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::{self, CodeOperation, Explanation};
@@ -48,9 +48,6 @@ use crate::settings::{SnapQrSettings, TimestampFormat};
 use crate::sign::{self, KeyError};
 use crate::token::{AccessToken, FetchedToken, TokenCache};
 use crate::wire::{self, Body, ResponseCode};
-
-/// Stored exchange bodies are cut to this many bytes.
-pub const MAX_STORED_BODY: usize = 64 * 1024;
 
 /// The SNAP services this connector calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,14 +179,6 @@ pub enum TokenError {
     BadReply(String),
 }
 
-/// What the transport produced for one call.
-#[derive(Debug)]
-enum Transport {
-    Reply(HttpReply),
-    NotSent(String),
-    MaybeSent(String),
-}
-
 /// One service call: the final transport result and every exchange made
 /// (token fetches and a 401 retry included).
 struct Call {
@@ -291,30 +280,11 @@ impl SnapQrConnector {
         let result = self.http.post(url, "application/json", headers, body).await;
         let elapsed = started.elapsed();
         exchange.duration_ms = u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX);
-        let transport = match result {
-            Ok(reply) => {
-                exchange.http_status = i32::from(reply.status);
-                let cut = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
-                exchange.response = mask(&String::from_utf8_lossy(cut));
-                Transport::Reply(reply)
-            }
-            Err(SendError::NotSent(error)) => {
-                exchange.error = mask(&format!("not sent: {error}"));
-                Transport::NotSent(exchange.error.clone())
-            }
-            Err(SendError::MaybeSent(error)) => {
-                exchange.error = mask(&format!("may have been processed: {error}"));
-                Transport::MaybeSent(exchange.error.clone())
-            }
-        };
+        let transport = http::record(&mut exchange, result, mask);
         metrics::counter!(
             crate::metrics::REQUESTS,
             "service" => service.name(),
-            "transport" => match &transport {
-                Transport::Reply(_) => "reply",
-                Transport::NotSent(_) => "not_sent",
-                Transport::MaybeSent(_) => "maybe_sent",
-            }
+            "transport" => transport.label()
         )
         .increment(1);
         metrics::histogram!(crate::metrics::REQUEST_SECONDS, "service" => service.name())
@@ -1006,6 +976,7 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loket_connector::http::HttpReply;
 
     #[test]
     fn external_ids_are_numeric_unique_and_short_enough() {
