@@ -15,12 +15,12 @@ use loket_runtime::{Secret, Shutdown};
 use loket_simulators::okebayar::{OkeBayarSim, OkeBayarSimSettings};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::nats::NatsServer;
 use crate::postgres;
+use crate::service::Service;
 
 /// The OkeBayar credential shared by the connector and the simulator in
 /// tests. A canary: it must never appear in a log line or a row.
@@ -59,35 +59,6 @@ impl Default for TestOptions {
             snapqr: false,
             smilepayz: false,
         }
-    }
-}
-
-struct Service {
-    shutdown: Shutdown,
-    task: JoinHandle<()>,
-}
-
-impl Service {
-    fn spawn<F>(name: &'static str, shutdown: Shutdown, future: F) -> Service
-    where
-        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
-    {
-        let task = tokio::spawn(async move {
-            if let Err(error) = future.await {
-                eprintln!("service {name} stopped with an error: {error}");
-            }
-        });
-        Service { shutdown, task }
-    }
-
-    /// Like `kill -9`: the task is dropped mid-flight, nothing is drained.
-    fn kill(self) {
-        self.task.abort();
-    }
-
-    async fn stop(self) {
-        self.shutdown.trigger();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }
 

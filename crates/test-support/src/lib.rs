@@ -20,6 +20,8 @@ pub mod nats;
 pub mod ports;
 pub mod postgres;
 #[cfg(feature = "app")]
+mod service;
+#[cfg(feature = "app")]
 pub mod smilepayz;
 #[cfg(feature = "app")]
 pub mod snapqr;

@@ -5,13 +5,11 @@
 //! fast test timeouts; the callback receiver verifies with
 //! [`SmilepayzFixture::callback_settings`].
 
-use std::time::Duration;
-
+use crate::service::Service;
 use loket_connector::worker::{Failpoint, WorkerSettings};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::smilepayz::{SmilepayzSim, SmilepayzSimSettings};
 use loket_smilepayz::{CallbackSettings, ConnectorSettings, SmilepayzSettings};
-use tokio::task::JoinHandle;
 
 pub const MERCHANT_ID: &str = "20001";
 /// A canary: must never appear in a log line, a row or an exchange.
@@ -35,7 +33,7 @@ pub struct SmilepayzFixture {
     nats_url: String,
     database_url: String,
     callback_url: String,
-    connector: Option<(Shutdown, JoinHandle<()>)>,
+    connector: Option<Service>,
     sim_shutdown: Shutdown,
 }
 
@@ -144,19 +142,22 @@ impl SmilepayzFixture {
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
-        let task = tokio::spawn(async move {
-            if let Err(error) = loket_smilepayz::run(settings, admin, s).await {
-                eprintln!("smilepayz connector stopped with an error: {error}");
-            }
-        });
-        self.connector = Some((shutdown, task));
+        self.connector = Some(Service::spawn(
+            "smilepayz-connector",
+            shutdown,
+            async move {
+                loket_smilepayz::run(settings, admin, s)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        ));
         Ok(())
     }
 
     /// Like `kill -9`: the connector task is dropped mid-flight.
     pub fn kill_connector(&mut self) {
-        if let Some((_, task)) = self.connector.take() {
-            task.abort();
+        if let Some(connector) = self.connector.take() {
+            connector.kill();
         }
     }
 
@@ -170,9 +171,8 @@ impl SmilepayzFixture {
 
     /// Drains the connector and stops the simulator.
     pub async fn stop(&mut self) {
-        if let Some((shutdown, task)) = self.connector.take() {
-            shutdown.trigger();
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if let Some(connector) = self.connector.take() {
+            connector.stop().await;
         }
         self.sim_shutdown.trigger();
     }

@@ -9,15 +9,13 @@
 //! (`payments_for`, `ledger_state`, `notifies_for`, `token_requests`,
 //! `expire_tokens`, `age_payment`).
 
-use std::time::Duration;
-
+use crate::service::Service;
 use loket_connector::worker::{Failpoint, WorkerSettings};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::snapqr::{SnapQrSim, SnapQrSimSettings};
 use loket_snapqr::service::ConnectorSettings;
 use loket_snapqr::{NotifySettings, SnapQrSettings};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 /// Credentials shared by the connector and the simulator in tests.
 pub const CLIENT_KEY: &str = "loket-test-snap";
@@ -38,7 +36,7 @@ pub struct SnapQrFixture {
     pub provider_timeout_ms: u64,
     pub failpoint: Option<Failpoint>,
     connector_settings: Option<ConnectorSettings>,
-    connector: Option<(Shutdown, JoinHandle<()>)>,
+    connector: Option<Service>,
     sim_shutdown: Shutdown,
 }
 
@@ -142,8 +140,8 @@ impl SnapQrFixture {
 
     /// Kills the connector like `kill -9`: no drain, no ack.
     pub fn kill_connector(&mut self) {
-        if let Some((_, task)) = self.connector.take() {
-            task.abort();
+        if let Some(connector) = self.connector.take() {
+            connector.kill();
         }
     }
 
@@ -156,19 +154,17 @@ impl SnapQrFixture {
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
-        let task = tokio::spawn(async move {
-            if let Err(error) = loket_snapqr::run(settings, admin, s).await {
-                eprintln!("service snapqr-connector stopped with an error: {error}");
-            }
-        });
-        self.connector = Some((shutdown, task));
+        self.connector = Some(Service::spawn("snapqr-connector", shutdown, async move {
+            loket_snapqr::run(settings, admin, s)
+                .await
+                .map_err(|e| e.to_string())
+        }));
     }
 
     /// Stops the connector gracefully and the simulator.
     pub async fn stop(&mut self) {
-        if let Some((shutdown, task)) = self.connector.take() {
-            shutdown.trigger();
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if let Some(connector) = self.connector.take() {
+            connector.stop().await;
         }
         self.sim_shutdown.trigger();
     }
