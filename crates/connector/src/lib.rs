@@ -19,6 +19,7 @@ pub mod http;
 pub mod mask;
 pub mod report;
 pub mod service;
+pub mod signing;
 pub mod worker;
 
 pub use callback::{CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback};

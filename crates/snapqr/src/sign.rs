@@ -6,103 +6,20 @@
 //! by removing whitespace outside strings — never re-serialized, so key
 //! order, escapes (`\/`, `\uXXXX`) and `null` stay as they were.
 //!
-//! Keys are PEM text or a path to a PEM file. Nothing here logs or formats a
-//! key, a secret or a signature.
+//! Keys are PEM text, base64 DER or a path to a file holding either. Nothing
+//! here logs or formats a key, a secret or a signature.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256, Sha512};
 
-/// Why a key could not be loaded (never contains the key).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    #[error("key file {path} cannot be read: {reason}")]
-    Unreadable { path: String, reason: String },
-    #[error("not a PEM {expected} key (PKCS#8 or PKCS#1)")]
-    NotPem { expected: &'static str },
-}
-
-fn pem_text(value: &str) -> Result<String, KeyError> {
-    let trimmed = value.trim();
-    if trimmed.starts_with("-----BEGIN") {
-        return Ok(trimmed.to_string());
-    }
-    std::fs::read_to_string(trimmed).map_err(|error| KeyError::Unreadable {
-        path: trimmed.to_string(),
-        reason: error.kind().to_string(),
-    })
-}
-
-/// A private key from PEM text (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE
-/// KEY`) or from a file holding one.
-pub fn load_private_key(value: &str) -> Result<RsaPrivateKey, KeyError> {
-    let pem = pem_text(value)?;
-    RsaPrivateKey::from_pkcs8_pem(&pem)
-        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
-        .map_err(|_| KeyError::NotPem {
-            expected: "RSA private",
-        })
-}
-
-/// A public key from PEM text (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`)
-/// or from a file holding one.
-pub fn load_public_key(value: &str) -> Result<RsaPublicKey, KeyError> {
-    let pem = pem_text(value)?;
-    RsaPublicKey::from_public_key_pem(&pem)
-        .or_else(|_| RsaPublicKey::from_pkcs1_pem(&pem))
-        .map_err(|_| KeyError::NotPem {
-            expected: "RSA public",
-        })
-}
-
-/// A fresh 2048-bit key pair as (PKCS#8 private PEM, SPKI public PEM), for
-/// tests and simulators (keys are generated at test time, never committed).
-pub fn generate_key_pair() -> (String, String) {
-    let private = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key generation");
-    let public = RsaPublicKey::from(&private);
-    let private_pem = private
-        .to_pkcs8_pem(LineEnding::LF)
-        .expect("PKCS#8 encoding")
-        .to_string();
-    let public_pem = public
-        .to_public_key_pem(LineEnding::LF)
-        .expect("SPKI encoding");
-    (private_pem, public_pem)
-}
-
-/// Removes whitespace outside JSON strings from the exact bytes (spec §4.2).
-/// Everything else — key order, escapes, `null` — is kept byte for byte.
-pub fn minify(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
-        if in_string {
-            out.push(byte);
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-        } else if byte == b'"' {
-            in_string = true;
-            out.push(byte);
-        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            out.push(byte);
-        }
-    }
-    out
-}
+/// Keys, SHA256withRSA and the exact-bytes minifier are shared with every
+/// provider (`loket_connector::signing`).
+pub use loket_connector::signing::{
+    generate_key_pair, load_private_key, load_public_key, minify, KeyError,
+};
 
 /// `lowerhex(SHA-256(minify(body)))`; an empty body hashes as `""` (Q4).
 pub fn body_hash(body: &[u8]) -> String {
@@ -162,23 +79,14 @@ pub fn verify_hmac(secret: &str, string_to_sign: &str, received: &str) -> bool {
     mac.verify_slice(&received).is_ok()
 }
 
-/// `Base64(RSASSA-PKCS1-v1_5-SHA256(key, message))`.
+/// `Base64(RSASSA-PKCS1-v1_5-SHA256(key, message))` over a SNAP string to sign.
 pub fn rsa_sign(key: &RsaPrivateKey, message: &str) -> String {
-    let signing = SigningKey::<Sha256>::new(key.clone());
-    STANDARD.encode(signing.sign(message.as_bytes()).to_bytes())
+    loket_connector::signing::rsa_sha256_sign(key, message.as_bytes())
 }
 
-/// Verifies a base64 SHA256withRSA signature.
+/// Verifies a base64 SHA256withRSA signature over a SNAP string to sign.
 pub fn rsa_verify(key: &RsaPublicKey, message: &str, received: &str) -> bool {
-    let Ok(bytes) = STANDARD.decode(received.trim()) else {
-        return false;
-    };
-    let Ok(signature) = Signature::try_from(bytes.as_slice()) else {
-        return false;
-    };
-    VerifyingKey::<Sha256>::new(key.clone())
-        .verify(message.as_bytes(), &signature)
-        .is_ok()
+    loket_connector::signing::rsa_sha256_verify(key, message.as_bytes(), received)
 }
 
 #[cfg(test)]
