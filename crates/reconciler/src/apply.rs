@@ -1,21 +1,33 @@
-//! Applying one bus event: exactly once, in one database transaction.
+//! Applying bus events: each exactly once, a pull batch of results in one
+//! database transaction.
 //!
-//! 1. `INSERT INTO applied_events … ON CONFLICT DO NOTHING`: a duplicate
-//!    commits nothing, but re-publishes what the first application published
-//!    (the update, and for an unverified callback its status check) — the
-//!    first attempt may have crashed between commit and publish; message ids
-//!    make the re-publish a no-op otherwise.
-//! 2. `SELECT … FOR UPDATE` the transaction, [`crate::plan::plan`], write the
+//! For the results in a batch, in one database transaction:
+//! 1. lock the transactions they name (`SELECT … FOR UPDATE`, in id order,
+//!    so batches running at once cannot deadlock);
+//! 2. claim the events in `applied_events` (`INSERT … ON CONFLICT DO
+//!    NOTHING RETURNING`). An event claimed before is a duplicate: nothing is
+//!    written, but what its first application published is published again
+//!    (that attempt may have crashed between commit and publish; message ids
+//!    make the re-publish a no-op otherwise);
+//! 3. plan each claimed event, in stream order, with [`crate::plan::plan`]
+//!    against the row as the events before it left it; write every changed
 //!    row with a conditional `UPDATE … WHERE status = <old>`, append the
-//!    event and the provider exchanges, commit.
-//! 3. Publish the update, then (in the caller) ack.
+//!    events and the provider exchanges ([`crate::write`]), commit;
+//! 4. publish the updates (in order for each transaction), then (in the
+//!    caller) ack.
+//!
+//! A batch whose database transaction fails is applied again one event at a
+//! time, so a bad event costs only itself. Callbacks are applied one at a
+//! time: they are found by provider reference, and an unverified one only
+//! requests a status check.
 
 use crate::metric;
 use crate::plan::{self, EventRecord, Plan, Policy, Report, Verdict};
 use crate::schedule::{millis, Schedule};
+use crate::write;
 use crate::Settings;
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Operation, Provider, TransactionStatus};
@@ -25,8 +37,9 @@ use loket_store::{TransactionRow, COLUMNS};
 use prost::Message as _;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// What applying one event did.
@@ -64,6 +77,37 @@ pub enum ApplyError {
     Raced(Uuid),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+}
+
+/// One message taken from `LOKET_EVT`: its subject says whether it is a
+/// result or a callback.
+pub struct Incoming<'a> {
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+    pub trace: TraceContext,
+}
+
+/// A decoded result event, waiting in a batch.
+struct ResultItem<'a> {
+    /// Its position in the batch handed to [`Reconciler::apply_events`].
+    position: usize,
+    event: bus::ResultEvent,
+    transaction_id: Uuid,
+    report: Report,
+    trace: &'a TraceContext,
+}
+
+/// What the batch's database transaction decided for one result.
+enum Step {
+    NoSuchTransaction,
+    OtherProvider {
+        row_provider: String,
+    },
+    Duplicate,
+    Planned {
+        before: Box<TransactionRow>,
+        plan: Box<Plan>,
+    },
 }
 
 /// The reconciler's state: the pool, the bus and the per-provider policy.
@@ -119,86 +163,273 @@ impl Reconciler {
             .unwrap_or(&self.default_policy)
     }
 
-    /// Applies one message from `LOKET_EVT` (its subject says whether it is a
-    /// result or a callback). The consumer acks on `Ok`, terminates on
-    /// [`ApplyError::Poison`] and naks otherwise; tests call it directly.
+    /// Applies one message from `LOKET_EVT`; tests call it directly.
     pub async fn apply_event(
         &self,
         subject: &str,
         payload: &[u8],
         trace: &TraceContext,
     ) -> Result<Applied, ApplyError> {
-        let started = Instant::now();
-        let (kind, result) = if subject.ends_with(".result") {
-            let event = bus::ResultEvent::decode(payload)
-                .map_err(|e| ApplyError::Poison(format!("result event: {e}")))?;
-            ("result", self.apply_result(event, trace).await)
-        } else if subject.ends_with(".callback") {
-            let event = bus::CallbackEvent::decode(payload)
-                .map_err(|e| ApplyError::Poison(format!("callback event: {e}")))?;
-            ("callback", self.apply_callback(event, trace).await)
-        } else {
-            return Err(ApplyError::Poison(format!("unexpected subject {subject}")));
+        let incoming = Incoming {
+            subject,
+            payload,
+            trace: *trace,
         };
-        metrics::histogram!(metric::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
-        if let Ok(applied) = &result {
-            let verdict = match applied {
-                Applied::Applied { changed: true, .. } => "changed",
-                Applied::Applied { .. } => "unchanged",
-                Applied::Duplicate { .. } => "duplicate",
-                Applied::CheckRequested { .. } => "check_requested",
-                Applied::UnknownTransaction => "unknown_transaction",
-            };
-            metrics::counter!(metric::EVENTS, "kind" => kind, "verdict" => verdict).increment(1);
-        }
-        result
+        self.apply_events(std::slice::from_ref(&incoming))
+            .await
+            .pop()
+            .expect("one result per event")
     }
 
-    async fn apply_result(
-        &self,
-        event: bus::ResultEvent,
-        trace: &TraceContext,
-    ) -> Result<Applied, ApplyError> {
-        if event.event_id.is_empty() {
-            return Err(ApplyError::Poison("result event without event_id".into()));
+    /// Applies messages from `LOKET_EVT` in stream order and returns one
+    /// result per message, in the same order. The consumer acks on `Ok`,
+    /// terminates on [`ApplyError::Poison`] and naks otherwise.
+    pub async fn apply_events(&self, events: &[Incoming<'_>]) -> Vec<Result<Applied, ApplyError>> {
+        let started = Instant::now();
+        let mut results: Vec<Option<Result<Applied, ApplyError>>> =
+            events.iter().map(|_| None).collect();
+        let mut batch = Vec::new();
+        let mut callbacks = Vec::new();
+        for (position, incoming) in events.iter().enumerate() {
+            if incoming.subject.ends_with(".result") {
+                match decode_result(incoming.payload) {
+                    Ok((event, transaction_id, report)) => batch.push(ResultItem {
+                        position,
+                        event,
+                        transaction_id,
+                        report,
+                        trace: &incoming.trace,
+                    }),
+                    Err(error) => results[position] = Some(Err(error)),
+                }
+            } else if incoming.subject.ends_with(".callback") {
+                callbacks.push(position);
+            } else {
+                results[position] = Some(Err(ApplyError::Poison(format!(
+                    "unexpected subject {}",
+                    incoming.subject
+                ))));
+            }
         }
-        let id = Uuid::parse_str(&event.transaction_id).map_err(|_| {
-            ApplyError::Poison(format!(
-                "result event with bad transaction_id {:?}",
-                event.transaction_id
-            ))
-        })?;
-        let report = Report::from_result(&event)
-            .map_err(|e| ApplyError::Poison(format!("result event: {e}")))?;
 
+        match self.apply_results(&batch).await {
+            Ok(applied) => {
+                for (item, result) in batch.iter().zip(applied) {
+                    results[item.position] = Some(result);
+                }
+            }
+            Err(error) if batch.len() == 1 => results[batch[0].position] = Some(Err(error)),
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "batch not applied; applying its events one at a time");
+                for item in &batch {
+                    let result = match self.apply_results(std::slice::from_ref(item)).await {
+                        Ok(mut one) => one.pop().expect("one result per event"),
+                        Err(error) => Err(error),
+                    };
+                    results[item.position] = Some(result);
+                }
+            }
+        }
+
+        for position in callbacks {
+            let incoming = &events[position];
+            let result = match bus::CallbackEvent::decode(incoming.payload) {
+                Ok(event) => {
+                    self.apply_callback(event, &incoming.trace)
+                        .instrument(event_span(None, &incoming.trace))
+                        .await
+                }
+                Err(e) => Err(ApplyError::Poison(format!("callback event: {e}"))),
+            };
+            results[position] = Some(result);
+        }
+
+        metrics::histogram!(metric::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric::BATCH_EVENTS).record(events.len() as f64);
+        events
+            .iter()
+            .zip(results)
+            .map(|(incoming, result)| {
+                let result = result.expect("every event has a result");
+                if let Ok(applied) = &result {
+                    let kind = if incoming.subject.ends_with(".result") {
+                        "result"
+                    } else {
+                        "callback"
+                    };
+                    metrics::counter!(metric::EVENTS, "kind" => kind, "verdict" => verdict(applied))
+                        .increment(1);
+                }
+                result
+            })
+            .collect()
+    }
+
+    /// Applies results in one database transaction and then publishes what
+    /// they changed. `Err` means nothing was written.
+    async fn apply_results(
+        &self,
+        items: &[ResultItem<'_>],
+    ) -> Result<Vec<Result<Applied, ApplyError>>, ApplyError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
-        if !claim(&mut tx, &event.event_id, Some(id)).await? {
-            tx.rollback().await?;
-            return self.duplicate(Some(id), &event.event_id, None, trace).await;
+        let ids: Vec<Uuid> = items.iter().map(|item| item.transaction_id).collect();
+        let mut rows: HashMap<Uuid, TransactionRow> = write::lock_by_ids(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        let mut steps: Vec<Option<Step>> = items
+            .iter()
+            .map(|item| match rows.get(&item.transaction_id) {
+                None => Some(Step::NoSuchTransaction),
+                Some(row)
+                    if !item.event.provider.is_empty()
+                        && Provider::parse(&item.event.provider).ok() != row.provider() =>
+                {
+                    Some(Step::OtherProvider {
+                        row_provider: row.provider.clone(),
+                    })
+                }
+                Some(_) => None,
+            })
+            .collect();
+        let (event_ids, claim_ids): (Vec<&str>, Vec<Option<Uuid>>) = items
+            .iter()
+            .zip(&steps)
+            .filter(|(_, step)| step.is_none())
+            .map(|(item, _)| (item.event.event_id.as_str(), Some(item.transaction_id)))
+            .unzip();
+        let mut claimed = write::claim(&mut tx, &event_ids, &claim_ids).await?;
+
+        let now = Utc::now();
+        // The status each changed row has in the database, which the update
+        // must still find.
+        let mut stored_status: BTreeMap<Uuid, String> = BTreeMap::new();
+        for (item, step) in items.iter().zip(steps.iter_mut()) {
+            if step.is_some() {
+                continue;
+            }
+            if !claimed.remove(item.event.event_id.as_str()) {
+                *step = Some(Step::Duplicate);
+                continue;
+            }
+            let before = rows[&item.transaction_id].clone();
+            let plan = plan::plan(&before, &item.report, now, self.policy(&before.provider))?;
+            if plan.changed {
+                stored_status
+                    .entry(before.id)
+                    .or_insert_with(|| before.status.clone());
+                rows.insert(before.id, plan.next.clone());
+            }
+            *step = Some(Step::Planned {
+                before: Box::new(before),
+                plan: Box::new(plan),
+            });
         }
-        let Some(row) = lock_by_id(&mut tx, id).await? else {
-            tx.rollback().await?;
-            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "result").increment(1);
-            tracing::warn!(transaction_id = %id, event_id = %event.event_id, "result for an unknown transaction; dropped");
-            return Ok(Applied::UnknownTransaction);
-        };
-        if !event.provider.is_empty() && Provider::parse(&event.provider).ok() != row.provider() {
-            tx.rollback().await?;
-            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "result").increment(1);
-            tracing::warn!(
-                transaction_id = %id,
-                event_provider = %event.provider,
-                provider = %row.provider,
-                "result from a provider other than the transaction's; dropped"
-            );
-            return Ok(Applied::UnknownTransaction);
+        let steps: Vec<Step> = steps
+            .into_iter()
+            .map(|step| step.expect("every result has a step"))
+            .collect();
+
+        let writes: Vec<(&str, &TransactionRow)> = stored_status
+            .iter()
+            .map(|(id, status)| (status.as_str(), &rows[id]))
+            .collect();
+        write::update_rows(&mut tx, &writes).await?;
+        let mut events: Vec<(Uuid, &EventRecord)> = Vec::new();
+        let mut exchanges: Vec<(Uuid, &bus::Exchange)> = Vec::new();
+        for (item, step) in items.iter().zip(&steps) {
+            if let Step::Planned { plan, .. } = step {
+                events.push((item.transaction_id, &plan.event));
+                exchanges.extend(
+                    item.event
+                        .exchanges
+                        .iter()
+                        .map(|exchange| (item.transaction_id, exchange)),
+                );
+            }
         }
-        let plan = plan::plan(&row, &report, Utc::now(), self.policy(&row.provider))?;
-        write_plan(&mut tx, &row, &plan).await?;
-        insert_exchanges(&mut tx, id, &event.exchanges).await?;
+        write::insert_events(&mut tx, &events).await?;
+        write::insert_exchanges(&mut tx, &exchanges).await?;
         tx.commit().await?;
-        self.after_commit(&row, &plan, &report.event_id, trace)
+        Ok(self.after_commit_all(items, steps).await)
+    }
+
+    /// Logs and publishes what a committed batch did: the updates of one
+    /// transaction in order, different transactions' at once.
+    async fn after_commit_all(
+        &self,
+        items: &[ResultItem<'_>],
+        steps: Vec<Step>,
+    ) -> Vec<Result<Applied, ApplyError>> {
+        let mut by_transaction: BTreeMap<Uuid, Vec<(usize, &ResultItem<'_>, Step)>> =
+            BTreeMap::new();
+        for (index, (item, step)) in items.iter().zip(steps).enumerate() {
+            by_transaction
+                .entry(item.transaction_id)
+                .or_default()
+                .push((index, item, step));
+        }
+        let groups = by_transaction.into_values().map(|group| async move {
+            let mut done = Vec::with_capacity(group.len());
+            for (index, item, step) in group {
+                let result = self
+                    .finish_result(item, step)
+                    .instrument(event_span(Some(item.transaction_id), item.trace))
+                    .await;
+                done.push((index, result));
+            }
+            done
+        });
+        let mut results: Vec<Option<Result<Applied, ApplyError>>> =
+            items.iter().map(|_| None).collect();
+        for (index, result) in futures::future::join_all(groups)
             .await
+            .into_iter()
+            .flatten()
+        {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every result finished"))
+            .collect()
+    }
+
+    async fn finish_result(
+        &self,
+        item: &ResultItem<'_>,
+        step: Step,
+    ) -> Result<Applied, ApplyError> {
+        let id = item.transaction_id;
+        match step {
+            Step::NoSuchTransaction => {
+                metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "result").increment(1);
+                tracing::warn!(transaction_id = %id, event_id = %item.event.event_id, "result for an unknown transaction; dropped");
+                Ok(Applied::UnknownTransaction)
+            }
+            Step::OtherProvider { row_provider } => {
+                metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "result").increment(1);
+                tracing::warn!(
+                    transaction_id = %id,
+                    event_provider = %item.event.provider,
+                    provider = %row_provider,
+                    "result from a provider other than the transaction's; dropped"
+                );
+                Ok(Applied::UnknownTransaction)
+            }
+            Step::Duplicate => {
+                self.duplicate(Some(id), &item.event.event_id, None, item.trace)
+                    .await
+            }
+            Step::Planned { before, plan } => {
+                self.after_commit(&before, &plan, &item.report.event_id, item.trace)
+                    .await
+            }
+        }
     }
 
     async fn apply_callback(
@@ -234,7 +465,8 @@ impl Reconciler {
             );
             return Ok(Applied::UnknownTransaction);
         };
-        if !claim(&mut tx, &event.event_id, Some(row.id)).await? {
+        let claimed = write::claim(&mut tx, &[event.event_id.as_str()], &[Some(row.id)]).await?;
+        if claimed.is_empty() {
             tx.rollback().await?;
             let check = (!event.verified).then_some(&row);
             return self
@@ -267,7 +499,7 @@ impl Reconciler {
                     "action": "status_check",
                 }),
             };
-            insert_event(&mut tx, row.id, &record).await?;
+            write::insert_events(&mut tx, &[(row.id, &record)]).await?;
             tx.commit().await?;
             tracing::info!(transaction_id = %row.id, status = %row.status, claimed, "unverified callback: status check requested");
             self.publish_callback_check(&row, &event.event_id, trace)
@@ -278,7 +510,10 @@ impl Reconciler {
         };
 
         let plan = plan::plan(&row, &report, Utc::now(), self.policy(&row.provider))?;
-        write_plan(&mut tx, &row, &plan).await?;
+        if plan.changed {
+            write::update_rows(&mut tx, &[(row.status.as_str(), &plan.next)]).await?;
+        }
+        write::insert_events(&mut tx, &[(row.id, &plan.event)]).await?;
         tx.commit().await?;
         self.after_commit(&row, &plan, &report.event_id, trace)
             .await
@@ -404,30 +639,44 @@ impl Reconciler {
     }
 }
 
-/// Records `event_id` as applied; false when it already was.
-async fn claim(
-    conn: &mut PgConnection,
-    event_id: &str,
-    transaction_id: Option<Uuid>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("INSERT INTO applied_events (event_id, transaction_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(event_id)
-        .bind(transaction_id)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+/// A result event's payload, its transaction and the report it makes.
+fn decode_result(payload: &[u8]) -> Result<(bus::ResultEvent, Uuid, Report), ApplyError> {
+    let event = bus::ResultEvent::decode(payload)
+        .map_err(|e| ApplyError::Poison(format!("result event: {e}")))?;
+    if event.event_id.is_empty() {
+        return Err(ApplyError::Poison("result event without event_id".into()));
+    }
+    let id = Uuid::parse_str(&event.transaction_id).map_err(|_| {
+        ApplyError::Poison(format!(
+            "result event with bad transaction_id {:?}",
+            event.transaction_id
+        ))
+    })?;
+    let report = Report::from_result(&event)
+        .map_err(|e| ApplyError::Poison(format!("result event: {e}")))?;
+    Ok((event, id, report))
 }
 
-async fn lock_by_id(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<Option<TransactionRow>, sqlx::Error> {
-    sqlx::query_as::<_, TransactionRow>(&format!(
-        "SELECT {COLUMNS} FROM transactions WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+/// The span an event's log lines carry, so one grep for the trace id
+/// follows it.
+fn event_span(transaction_id: Option<Uuid>, trace: &TraceContext) -> tracing::Span {
+    match transaction_id {
+        Some(id) => {
+            tracing::info_span!("event", transaction_id = %id, trace_id = %trace.trace_id())
+        }
+        None => tracing::info_span!("event", trace_id = %trace.trace_id()),
+    }
+}
+
+/// The `verdict` label of [`metric::EVENTS`].
+fn verdict(applied: &Applied) -> &'static str {
+    match applied {
+        Applied::Applied { changed: true, .. } => "changed",
+        Applied::Applied { .. } => "unchanged",
+        Applied::Duplicate { .. } => "duplicate",
+        Applied::CheckRequested { .. } => "check_requested",
+        Applied::UnknownTransaction => "unknown_transaction",
+    }
 }
 
 async fn lock_by_reference(
@@ -442,122 +691,4 @@ async fn lock_by_reference(
     .bind(provider.as_str())
     .fetch_optional(conn)
     .await
-}
-
-/// Writes a plan: the row (only if it changed, and only if its status is
-/// still the one planned from) and the event.
-async fn write_plan(
-    conn: &mut PgConnection,
-    row: &TransactionRow,
-    plan: &Plan,
-) -> Result<(), ApplyError> {
-    if plan.changed {
-        write_row(conn, &row.status, &plan.next).await?;
-    }
-    insert_event(conn, row.id, &plan.event).await?;
-    Ok(())
-}
-
-/// The conditional update of every column the reconciler owns.
-pub(crate) async fn write_row(
-    conn: &mut PgConnection,
-    expected_status: &str,
-    next: &TransactionRow,
-) -> Result<(), ApplyError> {
-    let done = sqlx::query(
-        "UPDATE transactions SET status = $2, provider_code = $3, provider_message = $4, provider_trace = $5, \
-         serial_number = $6, provider_amount_minor = $7, amount_mismatch = $8, bill = $9, inquiry_data = $10, \
-         expires_at = $11, next_check_at = $12, not_found_since = $13, review_reason = $14, updated_at = $15, \
-         finalized_at = $16, payment = $18 WHERE id = $1 AND status = $17",
-    )
-    .bind(next.id)
-    .bind(&next.status)
-    .bind(&next.provider_code)
-    .bind(&next.provider_message)
-    .bind(&next.provider_trace)
-    .bind(&next.serial_number)
-    .bind(next.provider_amount_minor)
-    .bind(next.amount_mismatch)
-    .bind(&next.bill)
-    .bind(&next.inquiry_data)
-    .bind(next.expires_at)
-    .bind(next.next_check_at)
-    .bind(next.not_found_since)
-    .bind(&next.review_reason)
-    .bind(next.updated_at)
-    .bind(next.finalized_at)
-    .bind(expected_status)
-    .bind(&next.payment)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(ApplyError::Raced(next.id));
-    }
-    Ok(())
-}
-
-pub(crate) async fn insert_event(
-    conn: &mut PgConnection,
-    id: Uuid,
-    event: &EventRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO transaction_events (transaction_id, source, from_status, to_status, provider_code, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(event.source)
-    .bind(event.from_status.map(|s| s.as_str()))
-    .bind(event.to_status.map(|s| s.as_str()))
-    .bind(&event.provider_code)
-    .bind(&event.detail)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Stores the (already masked) provider exchanges in one statement.
-async fn insert_exchanges(
-    conn: &mut PgConnection,
-    id: Uuid,
-    exchanges: &[bus::Exchange],
-) -> Result<(), sqlx::Error> {
-    if exchanges.is_empty() {
-        return Ok(());
-    }
-    let now = Utc::now();
-    let mut operations = Vec::with_capacity(exchanges.len());
-    let mut urls = Vec::with_capacity(exchanges.len());
-    let mut requests = Vec::with_capacity(exchanges.len());
-    let mut responses = Vec::with_capacity(exchanges.len());
-    let mut statuses: Vec<Option<i32>> = Vec::with_capacity(exchanges.len());
-    let mut durations = Vec::with_capacity(exchanges.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(exchanges.len());
-    let mut ats: Vec<DateTime<Utc>> = Vec::with_capacity(exchanges.len());
-    for exchange in exchanges {
-        operations.push(exchange.operation.clone());
-        urls.push(exchange.url.clone());
-        requests.push(exchange.request.clone());
-        responses.push(exchange.response.clone());
-        statuses.push((exchange.http_status != 0).then_some(exchange.http_status));
-        durations.push(i32::try_from(exchange.duration_ms).unwrap_or(i32::MAX));
-        errors.push((!exchange.error.is_empty()).then(|| exchange.error.clone()));
-        ats.push(exchange.at.as_ref().and_then(from_timestamp).unwrap_or(now));
-    }
-    sqlx::query(
-        "INSERT INTO provider_exchanges (transaction_id, operation, url, request, response, http_status, duration_ms, error, at) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[], $9::timestamptz[])",
-    )
-    .bind(id)
-    .bind(&operations)
-    .bind(&urls)
-    .bind(&requests)
-    .bind(&responses)
-    .bind(&statuses)
-    .bind(&durations)
-    .bind(&errors)
-    .bind(&ats)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -22,9 +22,10 @@ pub mod metric;
 pub mod plan;
 pub mod schedule;
 pub mod scheduler;
+mod write;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use loket_protocol::subjects;
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::config::Common;
@@ -38,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-pub use apply::{Applied, ApplyError, Reconciler};
+pub use apply::{Applied, ApplyError, Incoming, Reconciler};
 pub use scheduler::TickReport;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -50,8 +51,12 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// Apply the migrations at start.
     pub migrate: bool,
-    /// Events applied at once by this replica.
+    /// Batches of events applied at once by this replica, each in its own
+    /// database transaction. Few slots make busy traffic form large batches
+    /// (a batch costs about the round trips of one event).
     pub concurrency: usize,
+    /// Most events in one batch: what has arrived when a slot frees up.
+    pub event_batch_max: usize,
     /// JetStream ack wait for events: an event not acked by then is
     /// redelivered (and then found in `applied_events`).
     pub ack_wait_ms: u64,
@@ -85,7 +90,8 @@ impl Default for Settings {
             common: Common::default(),
             db_max_connections: 16,
             migrate: true,
-            concurrency: 64,
+            concurrency: 4,
+            event_batch_max: 64,
             ack_wait_ms: 30_000,
             tick_ms: 1_000,
             batch_size: 256,
@@ -113,6 +119,7 @@ impl Settings {
         }
         let positive = [
             ("concurrency", self.concurrency as u64),
+            ("event_batch_max", self.event_batch_max as u64),
             ("ack_wait_ms", self.ack_wait_ms),
             ("tick_ms", self.tick_ms),
             ("batch_size", u64::try_from(self.batch_size).unwrap_or(0)),
@@ -174,6 +181,7 @@ pub async fn run(
         .await
         .map_err(|e| Error::Consumer(e.to_string()))?;
     let concurrency = settings.concurrency.max(1);
+    let batch_max = settings.event_batch_max.max(1);
     let consumer = stream
         .get_or_create_consumer(
             subjects::RECONCILER_CONSUMER,
@@ -182,7 +190,7 @@ pub async fn run(
                 filter_subject: subjects::EVENT_SUBJECTS.to_string(),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_millis(settings.ack_wait_ms),
-                max_ack_pending: (concurrency * 4).max(64) as i64,
+                max_ack_pending: (concurrency * batch_max * 2).max(256) as i64,
                 ..Default::default()
             },
         )
@@ -190,7 +198,7 @@ pub async fn run(
         .map_err(|e| Error::Consumer(e.to_string()))?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(concurrency)
+        .max_messages_per_batch(concurrency * batch_max)
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await
@@ -202,25 +210,29 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let slots = Arc::new(Semaphore::new(concurrency));
     readiness.set(true);
     tracing::info!(
         consumer = subjects::RECONCILER_CONSUMER,
         concurrency,
+        batch_max,
         "reconciler started"
     );
 
-    loop {
-        let permit = tokio::select! {
+    // A free slot takes the next message and whatever else has already
+    // arrived (up to `batch_max`): under load the batches grow by
+    // themselves, while a lone event is applied at once.
+    'pull: loop {
+        let slot = tokio::select! {
             _ = shutdown.wait() => break,
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            slot = slots.clone().acquire_owned() => slot.expect("semaphore never closed"),
         };
-        let message = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.wait() => break,
             next = messages.next() => next,
         };
-        let message = match message {
-            Some(Ok(message)) => message,
+        let mut batch = match first {
+            Some(Ok(message)) => vec![message],
             Some(Err(error)) => {
                 tracing::warn!(%error, "pull error; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -228,11 +240,29 @@ pub async fn run(
             }
             None => break,
         };
+        let mut ended = false;
+        while batch.len() < batch_max {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => batch.push(message),
+                Some(Some(Err(error))) => {
+                    tracing::warn!(%error, "pull error");
+                    break;
+                }
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
         let reconciler = reconciler.clone();
         tokio::spawn(async move {
-            handle(&reconciler, message).await;
-            drop(permit);
+            handle_batch(&reconciler, batch).await;
+            drop(slot);
         });
+        if ended {
+            break 'pull;
+        }
     }
 
     readiness.set(false);
@@ -240,7 +270,7 @@ pub async fn run(
     let grace = Duration::from_millis(settings.common.shutdown_grace_ms);
     // In-flight events finish (each commits and acks, or is left for
     // redelivery); buffered, unstarted ones return after ack_wait.
-    if tokio::time::timeout(grace, permits.acquire_many(concurrency as u32))
+    if tokio::time::timeout(grace, slots.acquire_many(concurrency as u32))
         .await
         .is_err()
     {
@@ -252,37 +282,44 @@ pub async fn run(
     Ok(())
 }
 
-/// Applies one message and acks, terminates or naks it.
-async fn handle(reconciler: &Reconciler, message: jetstream::Message) {
-    let trace = bus::trace_of(&message);
-    let span =
-        tracing::info_span!("event", subject = %message.subject, trace_id = %trace.trace_id());
-    async move {
-        match reconciler
-            .apply_event(message.subject.as_str(), &message.payload, &trace)
-            .await
-        {
-            Ok(applied) => {
-                tracing::debug!(?applied, "event applied");
-                if let Err(error) = message.ack().await {
-                    // Applied and committed; a redelivery is a duplicate.
-                    tracing::warn!(%error, "ack failed after applying");
-                }
-            }
-            Err(ApplyError::Poison(reason)) => {
-                metrics::counter!(metric::POISON).increment(1);
-                tracing::error!(%reason, "undecodable event terminated");
-                let _ = message.ack_with(AckKind::Term).await;
-            }
-            Err(error) => {
-                metrics::counter!(metric::APPLY_ERRORS).increment(1);
-                tracing::warn!(%error, "event not applied; left for redelivery");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+/// Applies a batch of messages and acks, terminates or naks each.
+async fn handle_batch(reconciler: &Reconciler, messages: Vec<jetstream::Message>) {
+    let incoming: Vec<apply::Incoming<'_>> = messages
+        .iter()
+        .map(|message| apply::Incoming {
+            subject: message.subject.as_str(),
+            payload: &message.payload,
+            trace: bus::trace_of(message),
+        })
+        .collect();
+    let results = reconciler.apply_events(&incoming).await;
+    for ((message, incoming), result) in messages.iter().zip(&incoming).zip(results) {
+        let span = tracing::info_span!("event", subject = %message.subject, trace_id = %incoming.trace.trace_id());
+        acknowledge(message, result).instrument(span).await;
+    }
+}
+
+/// Acks an applied event, terminates a poison one and naks the rest.
+async fn acknowledge(message: &jetstream::Message, result: Result<Applied, ApplyError>) {
+    match result {
+        Ok(applied) => {
+            tracing::debug!(?applied, "event applied");
+            if let Err(error) = message.ack().await {
+                // Applied and committed; a redelivery is a duplicate.
+                tracing::warn!(%error, "ack failed after applying");
             }
         }
+        Err(ApplyError::Poison(reason)) => {
+            metrics::counter!(metric::POISON).increment(1);
+            tracing::error!(%reason, "undecodable event terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(error) => {
+            metrics::counter!(metric::APPLY_ERRORS).increment(1);
+            tracing::warn!(%error, "event not applied; left for redelivery");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
     }
-    .instrument(span)
-    .await
 }

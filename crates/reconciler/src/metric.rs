@@ -8,8 +8,10 @@ pub const POISON: &str = "loket_reconciler_poison_events_total";
 pub const DUPLICATES: &str = "loket_reconciler_duplicate_events_total";
 /// Events whose application failed for a transient reason (left for redelivery).
 pub const APPLY_ERRORS: &str = "loket_reconciler_apply_errors_total";
-/// Time to apply one event, commit included.
+/// Time to apply one batch of events, commit and update publishes included.
 pub const APPLY_SECONDS: &str = "loket_reconciler_apply_seconds";
+/// Events per applied batch.
+pub const BATCH_EVENTS: &str = "loket_reconciler_batch_events";
 /// Status transitions written, by `from` and `to`.
 pub const TRANSITIONS: &str = "loket_reconciler_transitions_total";
 /// A final report contradicted a final state (ALERT).

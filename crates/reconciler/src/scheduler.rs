@@ -12,10 +12,11 @@
 //!    false`, so the connector checks status before any resend);
 //! 4. publish the status checks that are due and schedule the next one.
 
-use crate::apply::{insert_event, write_row, ApplyError, Reconciler};
+use crate::apply::{ApplyError, Reconciler};
 use crate::metric;
 use crate::plan::{plan_expiry, plan_review, EventRecord};
 use crate::schedule::millis;
+use crate::write;
 use chrono::{DateTime, Utc};
 use loket_protocol::{subjects, Provider};
 use loket_runtime::bus as lbus;
@@ -112,13 +113,11 @@ impl Reconciler {
             )
             .await?,
         );
-        let mut changed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (next, event) = plan_expiry(row, now, timeout);
-            write_row(&mut tx, &row.status, &next).await?;
-            insert_event(&mut tx, row.id, &event).await?;
-            changed.push(next);
-        }
+        let (changed, events): (Vec<TransactionRow>, Vec<EventRecord>) = rows
+            .iter()
+            .map(|row| plan_expiry(row, now, timeout))
+            .unzip();
+        write_planned(&mut tx, &rows, &changed, &events).await?;
         tx.commit().await?;
         for next in &changed {
             metrics::counter!(metric::INQUIRIES_EXPIRED, "provider" => next.provider.clone())
@@ -144,20 +143,23 @@ impl Reconciler {
             )
             .await?,
         );
-        let mut changed = Vec::with_capacity(rows.len());
+        let mut nexts = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        let mut reasons = Vec::with_capacity(rows.len());
         for row in &rows {
             let (next, event, reason) = plan_review(row, now, after);
-            write_row(&mut tx, &row.status, &next).await?;
-            insert_event(&mut tx, row.id, &event).await?;
-            changed.push((next, reason));
+            nexts.push(next);
+            events.push(event);
+            reasons.push(reason);
         }
+        write_planned(&mut tx, &rows, &nexts, &events).await?;
         tx.commit().await?;
-        for (next, reason) in &changed {
+        for (next, reason) in nexts.iter().zip(&reasons) {
             metrics::counter!(metric::NEEDS_REVIEW, "reason" => "unresolved").increment(1);
             tracing::error!(transaction_id = %next.id, %reason, "ALERT transaction unresolved too long; parked in needs_review");
             self.publish_update_logged(next, "review").await;
         }
-        Ok(changed.len())
+        Ok(nexts.len())
     }
 
     /// Dispatches `received` transactions the ingress never published, and
@@ -199,15 +201,11 @@ impl Reconciler {
             Ok::<String, String>(msg_id)
         });
         let results = futures::future::join_all(publishes).await;
-        let mut done = 0;
+        let mut dispatched = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             match result {
                 Ok(msg_id) => {
-                    sqlx::query("UPDATE transactions SET dispatch_count = dispatch_count + 1, dispatched_at = $2 WHERE id = $1")
-                        .bind(row.id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
                     let reason = if row.dispatched_at.is_none() {
                         "never_dispatched"
                     } else {
@@ -220,18 +218,27 @@ impl Reconciler {
                         provider_code: None,
                         detail: json!({ "action": "redispatch", "reason": reason, "msg_id": msg_id, "dispatch_count": row.dispatch_count + 1, "first_dispatch": false }),
                     };
-                    insert_event(&mut tx, row.id, &event).await?;
                     metrics::counter!(metric::REDISPATCHED, "reason" => reason).increment(1);
                     tracing::warn!(transaction_id = %row.id, reason, %msg_id, "re-dispatched a stuck transaction");
-                    done += 1;
+                    dispatched.push(row.id);
+                    events.push((row.id, event));
                 }
                 Err(error) => {
                     tracing::warn!(transaction_id = %row.id, %error, "re-dispatch not published; next tick retries")
                 }
             }
         }
+        sqlx::query(
+            "UPDATE transactions SET dispatch_count = dispatch_count + 1, dispatched_at = $2 WHERE id = ANY($1)",
+        )
+        .bind(&dispatched)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let events: Vec<(Uuid, &EventRecord)> = events.iter().map(|(id, e)| (*id, e)).collect();
+        write::insert_events(&mut tx, &events).await?;
         tx.commit().await?;
-        Ok(done)
+        Ok(dispatched.len())
     }
 
     /// Publishes every status check that is due and schedules the next one
@@ -295,9 +302,8 @@ impl Reconciler {
         .bind(&nexts)
         .execute(&mut *tx)
         .await?;
-        for (id, event) in &events {
-            insert_event(&mut tx, *id, event).await?;
-        }
+        let events: Vec<(Uuid, &EventRecord)> = events.iter().map(|(id, e)| (*id, e)).collect();
+        write::insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         metrics::counter!(metric::STATUS_CHECKS, "reason" => "schedule")
             .increment(ids.len() as u64);
@@ -348,6 +354,25 @@ async fn lock_batch(
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// Writes rows planned from `rows` (`nexts[i]` from `rows[i]`, which must
+/// still have its status) with their events.
+async fn write_planned(
+    conn: &mut PgConnection,
+    rows: &[TransactionRow],
+    nexts: &[TransactionRow],
+    events: &[EventRecord],
+) -> Result<(), ApplyError> {
+    let writes: Vec<(&str, &TransactionRow)> = rows
+        .iter()
+        .zip(nexts)
+        .map(|(row, next)| (row.status.as_str(), next))
+        .collect();
+    write::update_rows(conn, &writes).await?;
+    let events: Vec<(Uuid, &EventRecord)> = rows.iter().map(|row| row.id).zip(events).collect();
+    write::insert_events(conn, &events).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use loket_protocol::pb::{self, bus};
 use loket_protocol::subjects;
-use loket_reconciler::{Applied, Reconciler, Settings};
+use loket_protocol::TransactionStatus;
+use loket_reconciler::{Applied, ApplyError, Incoming, Reconciler, Settings};
 use loket_runtime::telemetry::TraceContext;
 use loket_runtime::{Secret, Shutdown};
 use loket_test_support::nats::NatsServer;
@@ -209,6 +210,148 @@ async fn an_event_applied_twice_changes_state_once() -> Result<()> {
     let txn = pb::Transaction::decode(update.payload)?;
     assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
     assert_eq!(txn.serial_number, "SN-1");
+    Ok(())
+}
+
+/// A pull batch is one database transaction, yet every event keeps its own
+/// fate: two results for one transaction apply in stream order, the same
+/// event twice in a batch applies once, a result for an unknown transaction
+/// is dropped, an undecodable one is poison, an unsigned callback in the
+/// batch only asks for a check, and a reply holding U+0000 (which
+/// PostgreSQL cannot store) is written with U+FFFD instead of failing.
+#[tokio::test]
+async fn a_batch_applies_each_event_once_in_stream_order() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let a = insert(&env, "received", "prepaid_purchase", "").await?;
+    let b = insert(&env, "received", "prepaid_purchase", "").await?;
+    let c = insert(&env, "pending", "prepaid_purchase", "").await?;
+    let mut updates_a = env
+        .nats
+        .subscribe(format!("loket.upd.{}.{a}", env.client_id))
+        .await?;
+    let mut checks = env.nats.subscribe("loket.cmd.okebayar.>").await?;
+
+    let pending_a = result_event(a, "evt-a-1", pb::Outcome::Pending, "002");
+    let success_a = result_event(a, "evt-a-2", pb::Outcome::Success, "000");
+    let mut failed_b = result_event(b, "evt-b-1", pb::Outcome::Failed, "204");
+    failed_b.provider_message = "nomor salah\0".into();
+    failed_b.exchanges[0].response = "<status>204</status>\0\0".into();
+    let stray = result_event(Uuid::new_v4(), "evt-stray", pb::Outcome::Success, "000");
+    let reference_c: String =
+        sqlx::query_scalar("SELECT provider_reference FROM transactions WHERE id = $1")
+            .bind(c)
+            .fetch_one(&env.pool)
+            .await?;
+    let callback_c = bus::CallbackEvent {
+        event_id: format!("cb:okebayar:{reference_c}:000"),
+        provider: "okebayar".into(),
+        provider_reference: reference_c,
+        provider_code: "000".into(),
+        verified: false,
+        claimed_outcome: pb::Outcome::Success as i32,
+        ..Default::default()
+    };
+
+    let result_subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let callback_subject = subjects::callback(loket_protocol::Provider::OkeBayar);
+    let payloads = [
+        (&result_subject, pending_a.encode_to_vec()),
+        (&result_subject, success_a.encode_to_vec()),
+        (&result_subject, success_a.encode_to_vec()),
+        (&result_subject, failed_b.encode_to_vec()),
+        (&result_subject, stray.encode_to_vec()),
+        (&result_subject, b"\xff\xff garbage".to_vec()),
+        (&callback_subject, callback_c.encode_to_vec()),
+    ];
+    let batch: Vec<Incoming<'_>> = payloads
+        .iter()
+        .map(|(subject, payload)| Incoming {
+            subject: subject.as_str(),
+            payload,
+            trace: TraceContext::new_root(),
+        })
+        .collect();
+    let results = reconciler.apply_events(&batch).await;
+    assert_eq!(results.len(), batch.len());
+    let applied = |from, to| Applied::Applied {
+        transaction_id: a,
+        from,
+        to,
+        changed: true,
+    };
+    let mut results = results.into_iter();
+    let mut next = || results.next().context("a result per event");
+    assert_eq!(
+        next()??,
+        applied(TransactionStatus::Received, TransactionStatus::Pending)
+    );
+    assert_eq!(
+        next()??,
+        applied(TransactionStatus::Pending, TransactionStatus::Success)
+    );
+    assert_eq!(
+        next()??,
+        Applied::Duplicate {
+            transaction_id: Some(a)
+        }
+    );
+    assert_eq!(
+        next()??,
+        Applied::Applied {
+            transaction_id: b,
+            from: TransactionStatus::Received,
+            to: TransactionStatus::Failed,
+            changed: true,
+        }
+    );
+    assert_eq!(next()??, Applied::UnknownTransaction);
+    assert!(matches!(next()?, Err(ApplyError::Poison(_))));
+    assert_eq!(next()??, Applied::CheckRequested { transaction_id: c });
+
+    assert_eq!(status_of(&env.pool, a).await?, "success");
+    assert_eq!(status_of(&env.pool, b).await?, "failed");
+    assert_eq!(status_of(&env.pool, c).await?, "pending");
+    let log: Vec<String> = sqlx::query_scalar(
+        "SELECT to_status FROM transaction_events WHERE transaction_id = $1 ORDER BY id",
+    )
+    .bind(a)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(log, ["pending", "success"], "the log keeps stream order");
+    let claims = "SELECT count(*) FROM applied_events WHERE transaction_id = $1";
+    assert_eq!(count(&env.pool, claims, a).await?, 2);
+    let row_b = loket_store::get(&env.pool, b).await?.context("row b")?;
+    assert_eq!(
+        row_b.provider_message.as_deref(),
+        Some("nomor salah\u{FFFD}")
+    );
+    let response: String =
+        sqlx::query_scalar("SELECT response FROM provider_exchanges WHERE transaction_id = $1")
+            .bind(b)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(response, "<status>204</status>\u{FFFD}\u{FFFD}");
+
+    let mut seen = Vec::new();
+    while seen.last() != Some(&(pb::TransactionStatus::Success as i32)) {
+        let update = tokio::time::timeout(Duration::from_secs(5), updates_a.next())
+            .await?
+            .context("update")?;
+        seen.push(pb::Transaction::decode(update.payload)?.status);
+    }
+    assert_eq!(
+        seen.first(),
+        Some(&(pb::TransactionStatus::Pending as i32)),
+        "updates of one transaction are published in order: {seen:?}"
+    );
+    let check = tokio::time::timeout(Duration::from_secs(5), checks.next())
+        .await?
+        .context("status check for the unsigned callback")?;
+    assert_eq!(
+        bus::Command::decode(check.payload)?.transaction_id,
+        c.to_string()
+    );
     Ok(())
 }
 

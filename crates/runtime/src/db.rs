@@ -20,10 +20,16 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 
 /// Connects a pool. The URL is a secret (it may hold a password): errors
 /// never repeat it.
+///
+/// Every statement loket runs is prepared once per connection and has one
+/// good plan whatever its parameters (lookups by key, `UNNEST` batches,
+/// partial indexes whose predicates are literals), so the connections use
+/// generic plans instead of planning each execution again.
 pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url.expose())
         .map_err(|_| DbError::BadUrl)?
-        .application_name("loket");
+        .application_name("loket")
+        .options([("plan_cache_mode", "force_generic_plan")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
