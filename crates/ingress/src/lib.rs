@@ -23,6 +23,7 @@ pub mod auth;
 pub mod dispatch;
 pub mod errors;
 pub mod explain;
+pub mod group_insert;
 pub mod idempotency;
 pub mod metrics;
 pub mod products;
@@ -184,6 +185,7 @@ async fn serve(
 
     let service = LoketService::new(service::Inner {
         pool: pool.clone(),
+        group_insert: group_insert::GroupInsert::start(pool.clone()),
         nats: nats.clone(),
         auth: auth::Authenticator::new(
             pool.clone(),

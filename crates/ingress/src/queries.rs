@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
+use crate::group_insert::GroupInsert;
 use crate::validate::ListQuery;
 
 /// The name of the partial unique index allowing one live payment per inquiry.
@@ -58,17 +59,28 @@ pub enum Inserted {
 
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH inserted AS ( \
+        "WITH input AS ( \
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::text[], \
+             $14::bytea[], $15::text[], $16::uuid[], $17::jsonb[], $18::uuid[], $19::text[], $20::jsonb[], \
+             $21::jsonb[]) WITH ORDINALITY \
+             AS i(id, client_id, client_ref, kind, provider, product_code, provider_product_code, account, \
+               account2, account3, contact, amount_minor, currency, request_hash, provider_reference, \
+               inquiry_id, inquiry_data, original_id, method, details, event, position) \
+         ), inserted AS ( \
            INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
              provider_product_code, account, account2, account3, contact, amount_minor, currency, request_hash, \
              provider_reference, inquiry_id, inquiry_data, original_id, method, details) \
-           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20) \
+           SELECT id, client_id, client_ref, kind, 'received', provider, product_code, provider_product_code, \
+             account, account2, account3, contact, amount_minor, currency, request_hash, provider_reference, \
+             inquiry_id, inquiry_data, original_id, method, details \
+           FROM input ORDER BY position \
            ON CONFLICT (client_id, client_ref) DO NOTHING \
            RETURNING {COLUMNS} \
          ), event AS ( \
            INSERT INTO transaction_events (transaction_id, source, to_status, detail) \
-           SELECT id, 'ingress', 'received', $21 FROM inserted \
+           SELECT inserted.id, 'ingress', 'received', input.event \
+           FROM inserted JOIN input ON input.id = inserted.id ORDER BY input.position \
          ) \
          SELECT * FROM inserted"
     )
@@ -82,47 +94,71 @@ static BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {COLUMNS} FROM transactions WHERE client_id = $1 AND id = $2")
 });
 
+/// Inserts each `(new, event)` unless its client already used its
+/// `client_ref` (earlier, or earlier in `rows`), with its `ingress` event,
+/// in one statement; returns the rows inserted.
+pub(crate) async fn insert_rows(
+    executor: impl sqlx::PgExecutor<'_>,
+    rows: &[(&NewTransaction, &serde_json::Value)],
+) -> Result<Vec<TransactionRow>, sqlx::Error> {
+    // One array per column, in the order of the statement's parameters.
+    macro_rules! column {
+        ($ty:ty, |$n:ident| $value:expr) => {
+            rows.iter().map(|($n, _)| $value).collect::<Vec<$ty>>()
+        };
+    }
+    sqlx::query_as::<_, TransactionRow>(&INSERT_SQL)
+        .bind(column!(Uuid, |n| n.id))
+        .bind(column!(Uuid, |n| n.client_id))
+        .bind(column!(&str, |n| n.client_ref.as_str()))
+        .bind(column!(&str, |n| n.kind.as_str()))
+        .bind(column!(&str, |n| n.provider.as_str()))
+        .bind(column!(&str, |n| n.product_code.as_str()))
+        .bind(column!(&str, |n| n.provider_product_code.as_str()))
+        .bind(column!(&str, |n| n.account.as_str()))
+        .bind(column!(&str, |n| n.account2.as_str()))
+        .bind(column!(&str, |n| n.account3.as_str()))
+        .bind(column!(&str, |n| n.contact.as_str()))
+        .bind(column!(Option<i64>, |n| n.amount.map(|m| m.minor)))
+        .bind(column!(&str, |n| n
+            .amount
+            .map(|m| m.currency.code())
+            .unwrap_or("IDR")))
+        .bind(column!(&[u8], |n| n.request_hash.as_slice()))
+        .bind(column!(&str, |n| n.provider_reference.as_str()))
+        .bind(column!(Option<Uuid>, |n| n.inquiry_id))
+        .bind(column!(Option<&serde_json::Value>, |n| n
+            .inquiry_data
+            .as_ref()))
+        .bind(column!(Option<Uuid>, |n| n.original_id))
+        .bind(column!(&str, |n| n.method.as_str()))
+        .bind(column!(Option<&serde_json::Value>, |n| n.details.as_ref()))
+        .bind(
+            rows.iter()
+                .map(|(_, event)| *event)
+                .collect::<Vec<&serde_json::Value>>(),
+        )
+        .fetch_all(executor)
+        .await
+}
+
 /// Inserts `new` unless the client already used its `client_ref`, with its
-/// `ingress` event, in one statement.
-/// The insert statement alone: the row, or `None` when the client already
-/// used the `client_ref`.
-async fn insert_row(
+/// `ingress` event: the row, or `None` when the `client_ref` was taken.
+pub(crate) async fn insert_row(
     executor: impl sqlx::PgExecutor<'_>,
     new: &NewTransaction,
-    event: serde_json::Value,
+    event: &serde_json::Value,
 ) -> Result<Option<TransactionRow>, sqlx::Error> {
-    sqlx::query_as::<_, TransactionRow>(&INSERT_SQL)
-        .bind(new.id)
-        .bind(new.client_id)
-        .bind(&new.client_ref)
-        .bind(new.kind.as_str())
-        .bind(new.provider.as_str())
-        .bind(&new.product_code)
-        .bind(&new.provider_product_code)
-        .bind(&new.account)
-        .bind(&new.account2)
-        .bind(&new.account3)
-        .bind(&new.contact)
-        .bind(new.amount.map(|m| m.minor))
-        .bind(new.amount.map(|m| m.currency.code()).unwrap_or("IDR"))
-        .bind(&new.request_hash)
-        .bind(&new.provider_reference)
-        .bind(new.inquiry_id)
-        .bind(&new.inquiry_data)
-        .bind(new.original_id)
-        .bind(&new.method)
-        .bind(&new.details)
-        .bind(event)
-        .fetch_optional(executor)
-        .await
+    Ok(insert_rows(executor, &[(new, event)]).await?.pop())
 }
 
 pub async fn insert(
     pool: &PgPool,
+    group: &GroupInsert,
     new: &NewTransaction,
     event: serde_json::Value,
 ) -> Result<Inserted, sqlx::Error> {
-    let result = insert_row(pool, new, event).await;
+    let result = group.insert(new.clone(), event).await;
     match result {
         Ok(Some(row)) => Ok(Inserted::Created(Box::new(row))),
         Ok(None) => match by_client_ref(pool, new.client_id, &new.client_ref).await? {
@@ -287,7 +323,7 @@ where
             return Ok(LinkedInsert::Refused(refusal));
         }
     };
-    match insert_row(&mut *tx, &new, event).await? {
+    match insert_row(&mut *tx, &new, &event).await? {
         Some(row) => {
             tx.commit().await?;
             Ok(LinkedInsert::Created(Box::new(row)))

@@ -21,6 +21,7 @@ use crate::auth::{Authenticator, ClientId};
 use crate::dispatch::Dispatcher;
 use crate::errors::{to_status, ApiError};
 use crate::explain;
+use crate::group_insert::GroupInsert;
 use crate::idempotency::{self, Replay, RequestParams};
 use crate::metrics;
 use crate::products::{Product, ProductKind, Products};
@@ -34,6 +35,7 @@ use crate::waiters::{is_ready, is_settled, updated_at, WaitGuard, Waiters};
 /// What every flow needs; shared by all calls.
 pub struct Inner {
     pub pool: PgPool,
+    pub group_insert: GroupInsert,
     pub nats: async_nats::Client,
     pub auth: Authenticator,
     pub products: Arc<Products>,
@@ -505,7 +507,7 @@ impl Inner {
             "trace_id": ctx.trace.trace_id(),
             "client_ref": new.client_ref,
         });
-        match queries::insert(&self.pool, &new, event).await? {
+        match queries::insert(&self.pool, &self.group_insert, &new, event).await? {
             Inserted::Created(row) => Ok(self.created(ctx, &row, guard, wait).await),
             Inserted::Existing(row) => {
                 drop(guard);

@@ -1,0 +1,109 @@
+//! Group insert: the new transactions of concurrent calls share one `INSERT`
+//! statement and one commit.
+//!
+//! A call hands its row to the queue and waits for its own answer. A free
+//! slot takes what has queued up (at most [`BATCH_MAX`]), so a lone call is
+//! inserted at once while busy traffic forms batches by itself. The
+//! statement keeps each row's meaning: a `client_ref` already used (before,
+//! or by an earlier row of the batch) inserts nothing for that row. If the
+//! batch's statement fails (one row breaking a constraint, a lost
+//! connection), each row is inserted again on its own and gets its own
+//! answer.
+
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::queries::{self, NewTransaction};
+use loket_store::TransactionRow;
+
+/// Batches in flight at once (each holds one pooled connection).
+const SLOTS: usize = 4;
+/// Most rows in one statement.
+const BATCH_MAX: usize = 64;
+
+/// The handle calls insert through; cheap to clone.
+#[derive(Clone)]
+pub struct GroupInsert {
+    queue: mpsc::Sender<Job>,
+}
+
+struct Job {
+    new: NewTransaction,
+    event: serde_json::Value,
+    answer: oneshot::Sender<Result<Option<TransactionRow>, sqlx::Error>>,
+}
+
+impl GroupInsert {
+    /// Starts the task that inserts; it ends once every handle is dropped.
+    pub fn start(pool: PgPool) -> Self {
+        let (queue, jobs) = mpsc::channel(SLOTS * BATCH_MAX * 4);
+        tokio::spawn(run(pool, jobs));
+        GroupInsert { queue }
+    }
+
+    /// Inserts `new` with its `ingress` event unless its client already used
+    /// its `client_ref`: the row, or `None` when the `client_ref` was taken.
+    pub async fn insert(
+        &self,
+        new: NewTransaction,
+        event: serde_json::Value,
+    ) -> Result<Option<TransactionRow>, sqlx::Error> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Job { new, event, answer })
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        answered.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+async fn run(pool: PgPool, mut jobs: mpsc::Receiver<Job>) {
+    let slots = Arc::new(Semaphore::new(SLOTS));
+    loop {
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        if jobs.recv_many(&mut batch, BATCH_MAX).await == 0 {
+            return;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            insert_batch(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn insert_batch(pool: &PgPool, batch: Vec<Job>) {
+    let rows: Vec<(&NewTransaction, &serde_json::Value)> =
+        batch.iter().map(|job| (&job.new, &job.event)).collect();
+    let result = queries::insert_rows(pool, &rows).await;
+    drop(rows);
+    match result {
+        Ok(inserted) => {
+            let mut by_id: HashMap<Uuid, TransactionRow> =
+                inserted.into_iter().map(|row| (row.id, row)).collect();
+            for job in batch {
+                let row = by_id.remove(&job.new.id);
+                let _ = job.answer.send(Ok(row));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.answer.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, rows = batch.len(), "group insert failed; inserting its rows one at a time");
+            for job in batch {
+                let result = queries::insert_row(pool, &job.new, &job.event).await;
+                let _ = job.answer.send(result);
+            }
+        }
+    }
+}

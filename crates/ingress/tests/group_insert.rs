@@ -1,0 +1,167 @@
+//! The group insert against a private PostgreSQL: concurrent calls share
+//! statements, yet each keeps its own answer — a `client_ref` used twice in
+//! the same burst inserts once, and a row breaking a constraint fails alone
+//! while the rest of its batch is inserted.
+
+use futures::future::join_all;
+use loket_ingress::group_insert::GroupInsert;
+use loket_ingress::queries::{provider_reference, NewTransaction};
+use loket_protocol::{Money, Provider, TransactionKind};
+use loket_runtime::Secret;
+use loket_test_support::postgres;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn database() -> anyhow::Result<(PgPool, Uuid)> {
+    let url = postgres::fresh_database().await?;
+    let pool = loket_runtime::db::connect(&Secret::new(url), 8).await?;
+    let client = Uuid::now_v7();
+    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'a', $2)")
+        .bind(client)
+        .bind(client.as_bytes().to_vec())
+        .execute(&pool)
+        .await?;
+    Ok((pool, client))
+}
+
+fn purchase(client: Uuid, client_ref: &str) -> NewTransaction {
+    let id = Uuid::now_v7();
+    NewTransaction {
+        id,
+        client_id: client,
+        client_ref: client_ref.into(),
+        kind: TransactionKind::PrepaidPurchase,
+        provider: Provider::OkeBayar,
+        product_code: "PULSA10".into(),
+        provider_product_code: "S10".into(),
+        account: "081200000001".into(),
+        account2: String::new(),
+        account3: String::new(),
+        contact: String::new(),
+        amount: Some(Money::idr(10_500)),
+        request_hash: vec![7; 32],
+        provider_reference: provider_reference(id),
+        inquiry_id: None,
+        inquiry_data: None,
+        original_id: None,
+        method: String::new(),
+        details: None,
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
+}
+
+#[tokio::test]
+async fn a_burst_inserts_each_client_ref_once_with_its_event() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let group = GroupInsert::start(pool.clone());
+    let mut calls = Vec::new();
+    for n in 0..40 {
+        let client_ref = if n % 4 == 0 {
+            "same-ref".to_string()
+        } else {
+            format!("ref-{n}")
+        };
+        let new = purchase(client, &client_ref);
+        let group = group.clone();
+        calls.push(async move {
+            let id = new.id;
+            (
+                client_ref,
+                id,
+                group.insert(new, serde_json::json!({"n": n})).await,
+            )
+        });
+    }
+    let answers = join_all(calls).await;
+    let mut same_ref_winners = 0;
+    for (client_ref, id, answer) in answers {
+        let row = answer?;
+        if client_ref == "same-ref" {
+            same_ref_winners += usize::from(row.is_some());
+        } else {
+            let row = row.expect("a distinct client_ref is inserted");
+            assert_eq!((row.id, row.client_ref.as_str()), (id, client_ref.as_str()));
+            assert_eq!(row.status, "received");
+            assert_eq!(row.amount_minor, Some(10_500));
+        }
+    }
+    assert_eq!(same_ref_winners, 1, "one of the ten same-ref calls inserts");
+    assert_eq!(count(&pool, "SELECT count(*) FROM transactions").await?, 31);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM transactions t JOIN transaction_events e ON e.transaction_id = t.id \
+             WHERE e.source = 'ingress' AND e.to_status = 'received'"
+        )
+        .await?,
+        31,
+        "every inserted row has its ingress event, and only those"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    // A paid bill: its inquiry already has a live payment.
+    let inquiry = Uuid::now_v7();
+    for (id, kind, inquiry_id, client_ref) in [
+        (inquiry, "bill_inquiry", None, "inq"),
+        (Uuid::now_v7(), "bill_payment", Some(inquiry), "pay-1"),
+    ] {
+        sqlx::query(
+            "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+             provider_product_code, account, request_hash, provider_reference, inquiry_id) \
+             VALUES ($1, $2, $3, $4, 'success', 'okebayar', 'PLNPOST', 'PLNPOST', '5300', '\\x00', $5, $6)",
+        )
+        .bind(id)
+        .bind(client)
+        .bind(client_ref)
+        .bind(kind)
+        .bind(provider_reference(id))
+        .bind(inquiry_id)
+        .execute(&pool)
+        .await?;
+    }
+    let group = GroupInsert::start(pool.clone());
+    let mut second_payment = purchase(client, "pay-2");
+    second_payment.kind = TransactionKind::BillPayment;
+    second_payment.inquiry_id = Some(inquiry);
+    let mut news = vec![second_payment];
+    news.extend((0..10).map(|n| purchase(client, &format!("ok-{n}"))));
+    let answers = join_all(news.into_iter().map(|new| {
+        let group = group.clone();
+        async move { group.insert(new, serde_json::json!({})).await }
+    }))
+    .await;
+    let mut answers = answers.into_iter();
+    match answers.next().expect("an answer per call") {
+        Err(sqlx::Error::Database(error)) => {
+            assert_eq!(error.constraint(), Some("one_live_payment_per_inquiry"))
+        }
+        other => panic!("the second payment of a bill must be refused, got {other:?}"),
+    }
+    for answer in answers {
+        assert!(answer?.is_some(), "the rest of the burst is inserted");
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM transactions WHERE client_ref LIKE 'ok-%'"
+        )
+        .await?,
+        10
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM transactions WHERE client_ref = 'pay-2'"
+        )
+        .await?,
+        0
+    );
+    Ok(())
+}
