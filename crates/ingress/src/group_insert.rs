@@ -20,7 +20,7 @@ use crate::queries::{self, NewTransaction};
 use loket_store::TransactionRow;
 
 /// Batches in flight at once (each holds one pooled connection).
-const SLOTS: usize = 4;
+const SLOTS: usize = 2;
 /// Most rows in one statement.
 const BATCH_MAX: usize = 64;
 

@@ -90,7 +90,7 @@ impl Default for Settings {
             common: Common::default(),
             db_max_connections: 16,
             migrate: true,
-            concurrency: 4,
+            concurrency: 2,
             event_batch_max: 64,
             ack_wait_ms: 30_000,
             tick_ms: 1_000,
