@@ -235,7 +235,6 @@ impl Reconciler {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let events: Vec<(Uuid, &EventRecord)> = events.iter().map(|(id, e)| (*id, e)).collect();
         write::insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(dispatched.len())
@@ -302,7 +301,6 @@ impl Reconciler {
         .bind(&nexts)
         .execute(&mut *tx)
         .await?;
-        let events: Vec<(Uuid, &EventRecord)> = events.iter().map(|(id, e)| (*id, e)).collect();
         write::insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         metrics::counter!(metric::STATUS_CHECKS, "reason" => "schedule")

@@ -16,7 +16,7 @@ use loket_protocol::pb::bus;
 use loket_store::{TransactionRow, COLUMNS};
 use serde_json::Value;
 use sqlx::PgConnection;
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashSet;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -159,28 +159,32 @@ pub(crate) async fn update_rows(
 }
 
 /// Appends `(transaction, event)` records to the event log, in order.
-pub(crate) async fn insert_events(
+/// The records may be owned or borrowed.
+pub(crate) async fn insert_events<E: Borrow<EventRecord>>(
     conn: &mut PgConnection,
-    events: &[(Uuid, &EventRecord)],
+    events: &[(Uuid, E)],
 ) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = events.iter().map(|(id, _)| *id).collect();
-    let sources: Vec<&str> = events.iter().map(|(_, e)| e.source).collect();
+    let sources: Vec<&str> = events.iter().map(|(_, e)| e.borrow().source).collect();
     let from: Vec<Option<&str>> = events
         .iter()
-        .map(|(_, e)| e.from_status.map(|s| s.as_str()))
+        .map(|(_, e)| e.borrow().from_status.map(|s| s.as_str()))
         .collect();
     let to: Vec<Option<&str>> = events
         .iter()
-        .map(|(_, e)| e.to_status.map(|s| s.as_str()))
+        .map(|(_, e)| e.borrow().to_status.map(|s| s.as_str()))
         .collect();
     let codes: Vec<Option<Cow<str>>> = events
         .iter()
-        .map(|(_, e)| e.provider_code.as_deref().map(text))
+        .map(|(_, e)| e.borrow().provider_code.as_deref().map(text))
         .collect();
-    let details: Vec<Cow<Value>> = events.iter().map(|(_, e)| json(&e.detail)).collect();
+    let details: Vec<Cow<Value>> = events
+        .iter()
+        .map(|(_, e)| json(&e.borrow().detail))
+        .collect();
     sqlx::query(
         "INSERT INTO transaction_events (transaction_id, source, from_status, to_status, provider_code, detail) \
          SELECT id, source, from_status, to_status, provider_code, detail \
