@@ -5,9 +5,14 @@
 //!
 //! A failed publish does not fail the call: the transaction is in Postgres
 //! (the record of truth) and the reconciler's sweep re-dispatches anything
-//! left undispatched, as a status check first. Recording `dispatched_at` is
-//! batched (one `UPDATE … WHERE id = ANY($1)` per few milliseconds of
-//! traffic) since losing a mark only costs a harmless sweep re-dispatch.
+//! left undispatched, as a status check first.
+//!
+//! Recording `dispatched_at` is batched: the ids published within
+//! [`MARK_LINGER`] share one `UPDATE … WHERE id = ANY($1)`. The mark exists
+//! for the sweep, which looks only at unresolved transactions, so a
+//! transaction that has already settled by then (most purchases do, well
+//! within the linger) is not written again. A lost or late mark only costs a
+//! harmless sweep re-dispatch, which starts with a status check.
 
 use async_nats::jetstream;
 use loket_protocol::subjects;
@@ -26,6 +31,9 @@ use crate::metrics::DISPATCH_FAILURES;
 const MARK_BATCH: usize = 512;
 /// Queue of ids waiting to be recorded; beyond it the mark is written inline.
 const MARK_QUEUE: usize = 65_536;
+/// How long the first id of a batch waits for others. Far below the sweep's
+/// grace for never-dispatched transactions (seconds).
+const MARK_LINGER: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -143,6 +151,20 @@ async fn record_marks(
                 }
                 flush(&pool, &mut batch).await;
                 return;
+            }
+        }
+        let until = tokio::time::Instant::now() + MARK_LINGER;
+        while batch.len() < MARK_BATCH {
+            let room = MARK_BATCH - batch.len();
+            tokio::select! {
+                biased;
+                _ = finished.wait() => break,
+                _ = tokio::time::sleep_until(until) => break,
+                received = queue.recv_many(&mut batch, room) => {
+                    if received == 0 {
+                        break;
+                    }
+                }
             }
         }
         flush(&pool, &mut batch).await;

@@ -384,11 +384,21 @@ pub async fn list(
     Ok((rows, more))
 }
 
-/// Records first dispatches, many at once.
+/// Records first dispatches, many at once, of the transactions still
+/// unresolved (the sweep and the review read the mark only on those).
+///
+/// Rows are locked in id order, the order the reconciler locks a batch in:
+/// locking them in the order a scan happens to meet them could deadlock
+/// with a reconciler batch holding some of the same rows (PostgreSQL would
+/// then abort one side after `deadlock_timeout`, a one-second stall).
 pub async fn mark_dispatched(pool: &PgPool, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
-        "UPDATE transactions SET dispatched_at = now(), dispatch_count = 1 \
-         WHERE id = ANY($1) AND dispatched_at IS NULL",
+        "UPDATE transactions t SET dispatched_at = now(), dispatch_count = 1 \
+         FROM (SELECT id FROM transactions \
+               WHERE id = ANY($1) AND dispatched_at IS NULL \
+                 AND status IN ('received', 'pending', 'unknown') \
+               ORDER BY id FOR UPDATE) locked \
+         WHERE t.id = locked.id",
     )
     .bind(ids)
     .execute(pool)

@@ -1,11 +1,15 @@
-//! The group insert against a private PostgreSQL: concurrent calls share
-//! statements, yet each keeps its own answer — a `client_ref` used twice in
-//! the same burst inserts once, and a row breaking a constraint fails alone
-//! while the rest of its batch is inserted.
+//! The ingress's batched writes against a private PostgreSQL.
+//!
+//! The group insert: concurrent calls share statements, yet each keeps its
+//! own answer — a `client_ref` used twice in the same burst inserts once, and
+//! a row breaking a constraint fails alone while the rest of its batch is
+//! inserted. The `dispatched_at` marks: written only to unresolved
+//! transactions, and never deadlocking with a reconciler batch that holds
+//! some of the same rows.
 
 use futures::future::join_all;
 use loket_ingress::group_insert::GroupInsert;
-use loket_ingress::queries::{provider_reference, NewTransaction};
+use loket_ingress::queries::{mark_dispatched, provider_reference, NewTransaction};
 use loket_protocol::{Money, Provider, TransactionKind};
 use loket_runtime::Secret;
 use loket_test_support::postgres;
@@ -162,6 +166,102 @@ async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
         )
         .await?,
         0
+    );
+    Ok(())
+}
+
+/// Inserts `ids` as `received` purchases, in the order given (so their
+/// physical order in the table is that order).
+async fn insert_received(pool: &PgPool, client: Uuid, ids: &[Uuid]) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+         provider_product_code, account, request_hash, provider_reference) \
+         SELECT id, $2, id::text, 'prepaid_purchase', 'received', 'okebayar', 'PULSA10', 'S10', \
+           '081200000001', '\\x00', replace(id::text, '-', '') \
+         FROM UNNEST($1::uuid[]) WITH ORDINALITY AS i(id, position) ORDER BY position",
+    )
+    .bind(ids)
+    .bind(client)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dispatch_marks_skip_settled_transactions() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    insert_received(&pool, client, &ids).await?;
+    sqlx::query("UPDATE transactions SET status = 'success' WHERE id = $1")
+        .bind(ids[0])
+        .execute(&pool)
+        .await?;
+    sqlx::query("UPDATE transactions SET status = 'pending' WHERE id = $1")
+        .bind(ids[1])
+        .execute(&pool)
+        .await?;
+    assert_eq!(mark_dispatched(&pool, &ids).await?, 3);
+    // A second mark changes nothing: the first dispatch is recorded once.
+    assert_eq!(mark_dispatched(&pool, &ids).await?, 0);
+    let marked: Vec<(Uuid, bool, i32)> = sqlx::query_as(
+        "SELECT id, dispatched_at IS NOT NULL, dispatch_count FROM transactions ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        marked,
+        vec![
+            (ids[0], false, 0),
+            (ids[1], true, 1),
+            (ids[2], true, 1),
+            (ids[3], true, 1),
+        ]
+    );
+    Ok(())
+}
+
+/// The shape of a deadlock seen under load: a reconciler batch locks its
+/// rows in id order; a mark that locked rows in table order would hold the
+/// highest id while waiting for the lowest, which the batch holds while
+/// waiting for the highest. Marks lock in id order too, so the batch goes
+/// through and the mark follows.
+#[tokio::test]
+async fn a_dispatch_mark_never_deadlocks_with_a_batch_locking_in_id_order() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let mut ids: Vec<Uuid> = (0..300).map(|_| Uuid::now_v7()).collect();
+    ids.sort();
+    let (lowest, highest) = (ids[0], ids[ids.len() - 1]);
+    let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
+    insert_received(&pool, client, &reversed).await?;
+    sqlx::query("ANALYZE transactions").execute(&pool).await?;
+
+    let lock =
+        |id: Uuid| sqlx::query("SELECT id FROM transactions WHERE id = $1 FOR UPDATE").bind(id);
+    let mut batch = pool.begin().await?;
+    lock(lowest).execute(&mut *batch).await?;
+    let mark = tokio::spawn({
+        let pool = pool.clone();
+        let ids = reversed.clone();
+        async move { mark_dispatched(&pool, &ids).await }
+    });
+    // Let the mark run into the lowest id's lock.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    lock(highest).execute(&mut *batch).await?;
+    sqlx::query("UPDATE transactions SET status = 'success' WHERE id = ANY($1)")
+        .bind(&[lowest, highest][..])
+        .execute(&mut *batch)
+        .await?;
+    batch.commit().await?;
+
+    assert_eq!(mark.await??, 298, "every still-unresolved row is marked");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM transactions WHERE dispatched_at IS NULL"
+        )
+        .await?,
+        2,
+        "the two rows the batch settled stay unmarked"
     );
     Ok(())
 }
