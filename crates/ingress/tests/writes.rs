@@ -265,3 +265,26 @@ async fn a_dispatch_mark_never_deadlocks_with_a_batch_locking_in_id_order() -> a
     );
     Ok(())
 }
+
+/// loket's connections keep one generic plan per statement; one made while
+/// `transactions` is still nearly empty (a fresh install, analyzed after its
+/// first purchase) must go by the primary key anyway, or it keeps scanning
+/// the whole table as it grows.
+#[tokio::test]
+async fn plans_made_on_a_nearly_empty_table_use_the_index() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    insert_received(&pool, client, &[Uuid::now_v7()]).await?;
+    sqlx::query("VACUUM ANALYZE transactions")
+        .execute(&pool)
+        .await?;
+    let plan: serde_json::Value = sqlx::query_scalar(
+        "EXPLAIN (FORMAT JSON) SELECT id FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(vec![Uuid::now_v7()])
+    .fetch_one(&pool)
+    .await?;
+    let plan = plan.to_string();
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("transactions_pkey"), "{plan}");
+    Ok(())
+}
