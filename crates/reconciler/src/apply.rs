@@ -338,7 +338,6 @@ impl Reconciler {
             .iter()
             .map(|(id, status)| (status.as_str(), &rows[id]))
             .collect();
-        write::update_rows(&mut tx, &writes).await?;
         let mut events: Vec<(Uuid, &EventRecord)> = Vec::new();
         let mut exchanges: Vec<(Uuid, &bus::Exchange)> = Vec::new();
         for (item, step) in items.iter().zip(&steps) {
@@ -352,8 +351,7 @@ impl Reconciler {
                 );
             }
         }
-        write::insert_events(&mut tx, &events).await?;
-        write::insert_exchanges(&mut tx, &exchanges).await?;
+        write::write(&mut tx, &writes, &events, &exchanges).await?;
         tx.commit().await?;
         Ok(self.after_commit_all(items, steps).await)
     }
@@ -499,7 +497,7 @@ impl Reconciler {
                     "action": "status_check",
                 }),
             };
-            write::insert_events(&mut tx, &[(row.id, &record)]).await?;
+            write::write(&mut tx, &[], &[(row.id, &record)], &[]).await?;
             tx.commit().await?;
             tracing::info!(transaction_id = %row.id, status = %row.status, claimed, "unverified callback: status check requested");
             self.publish_callback_check(&row, &event.event_id, trace)
@@ -510,10 +508,9 @@ impl Reconciler {
         };
 
         let plan = plan::plan(&row, &report, Utc::now(), self.policy(&row.provider))?;
-        if plan.changed {
-            write::update_rows(&mut tx, &[(row.status.as_str(), &plan.next)]).await?;
-        }
-        write::insert_events(&mut tx, &[(row.id, &plan.event)]).await?;
+        let changed = [(row.status.as_str(), &plan.next)];
+        let writes: &[_] = if plan.changed { &changed } else { &[] };
+        write::write(&mut tx, writes, &[(row.id, &plan.event)], &[]).await?;
         tx.commit().await?;
         self.after_commit(&row, &plan, &report.event_id, trace)
             .await

@@ -235,7 +235,7 @@ impl Reconciler {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        write::insert_events(&mut tx, &events).await?;
+        write::write(&mut tx, &[], &events, &[]).await?;
         tx.commit().await?;
         Ok(dispatched.len())
     }
@@ -301,7 +301,7 @@ impl Reconciler {
         .bind(&nexts)
         .execute(&mut *tx)
         .await?;
-        write::insert_events(&mut tx, &events).await?;
+        write::write(&mut tx, &[], &events, &[]).await?;
         tx.commit().await?;
         metrics::counter!(metric::STATUS_CHECKS, "reason" => "schedule")
             .increment(ids.len() as u64);
@@ -367,10 +367,8 @@ async fn write_planned(
         .zip(nexts)
         .map(|(row, next)| (row.status.as_str(), next))
         .collect();
-    write::update_rows(conn, &writes).await?;
     let events: Vec<(Uuid, &EventRecord)> = rows.iter().map(|row| row.id).zip(events).collect();
-    write::insert_events(conn, &events).await?;
-    Ok(())
+    write::write(conn, &writes, &events, &[]).await
 }
 
 #[cfg(test)]

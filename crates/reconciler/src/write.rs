@@ -1,7 +1,7 @@
 //! The reconciler's SQL, each statement for many rows at once (arrays
 //! through `UNNEST`), so a batch of events costs the same few round trips as
-//! one event: lock the rows, claim the events, write the rows, append the
-//! events and the exchanges.
+//! one event: lock the rows, claim the events, then [`write`] the rows, the
+//! events and the exchanges in one statement.
 //!
 //! Provider text reaches these statements (replies, callbacks, messages),
 //! and PostgreSQL's `text` and `jsonb` cannot hold U+0000: every string is
@@ -58,66 +58,76 @@ pub(crate) async fn claim(
     Ok(claimed.into_iter().collect())
 }
 
-/// The conditional update of every column the reconciler owns, for each
-/// `(status the row must still have, the row to write)`. Any row whose
-/// status moved meanwhile fails the whole write ([`ApplyError::Raced`]).
-pub(crate) async fn update_rows(
+/// Everything a batch writes, in one statement (three data-modifying parts
+/// of one `WITH`, so one round trip instead of three):
+/// - `rows`: the conditional update of every column the reconciler owns, for
+///   each `(status the row must still have, the row to write)`. Any row
+///   whose status moved meanwhile fails the whole write
+///   ([`ApplyError::Raced`]); the caller's database transaction then rolls
+///   the rest back;
+/// - `events`: `(transaction, event)` records appended to the event log, in
+///   order (owned or borrowed);
+/// - `exchanges`: the (already masked) provider exchanges, each with its
+///   transaction, in order.
+pub(crate) async fn write<E: Borrow<EventRecord>>(
     conn: &mut PgConnection,
-    writes: &[(&str, &TransactionRow)],
+    rows: &[(&str, &TransactionRow)],
+    events: &[(Uuid, E)],
+    exchanges: &[(Uuid, &bus::Exchange)],
 ) -> Result<(), ApplyError> {
-    let Some((_, first)) = writes.first() else {
+    if rows.is_empty() && events.is_empty() && exchanges.is_empty() {
         return Ok(());
-    };
-    let ids: Vec<Uuid> = writes.iter().map(|(_, r)| r.id).collect();
-    let expected: Vec<&str> = writes.iter().map(|(status, _)| *status).collect();
-    let statuses: Vec<&str> = writes.iter().map(|(_, r)| r.status.as_str()).collect();
-    let codes: Vec<Option<Cow<str>>> = writes
-        .iter()
-        .map(|(_, r)| r.provider_code.as_deref().map(text))
-        .collect();
-    let messages: Vec<Option<Cow<str>>> = writes
-        .iter()
-        .map(|(_, r)| r.provider_message.as_deref().map(text))
-        .collect();
-    let traces: Vec<Option<Cow<str>>> = writes
-        .iter()
-        .map(|(_, r)| r.provider_trace.as_deref().map(text))
-        .collect();
-    let serials: Vec<Option<Cow<str>>> = writes
-        .iter()
-        .map(|(_, r)| r.serial_number.as_deref().map(text))
-        .collect();
-    let amounts: Vec<Option<i64>> = writes
-        .iter()
-        .map(|(_, r)| r.provider_amount_minor)
-        .collect();
-    let mismatches: Vec<bool> = writes.iter().map(|(_, r)| r.amount_mismatch).collect();
-    let bills: Vec<Option<Cow<Value>>> = writes
-        .iter()
-        .map(|(_, r)| r.bill.as_ref().map(json))
-        .collect();
-    let inquiry_data: Vec<Option<Cow<Value>>> = writes
-        .iter()
-        .map(|(_, r)| r.inquiry_data.as_ref().map(json))
-        .collect();
-    let expires: Vec<Option<DateTime<Utc>>> = writes.iter().map(|(_, r)| r.expires_at).collect();
-    let next_checks: Vec<Option<DateTime<Utc>>> =
-        writes.iter().map(|(_, r)| r.next_check_at).collect();
-    let not_found: Vec<Option<DateTime<Utc>>> =
-        writes.iter().map(|(_, r)| r.not_found_since).collect();
-    let reasons: Vec<Option<Cow<str>>> = writes
-        .iter()
-        .map(|(_, r)| r.review_reason.as_deref().map(text))
-        .collect();
-    let updated: Vec<DateTime<Utc>> = writes.iter().map(|(_, r)| r.updated_at).collect();
-    let finalized: Vec<Option<DateTime<Utc>>> =
-        writes.iter().map(|(_, r)| r.finalized_at).collect();
-    let payments: Vec<Option<Cow<Value>>> = writes
-        .iter()
-        .map(|(_, r)| r.payment.as_ref().map(json))
-        .collect();
-    let done = sqlx::query(
-        "UPDATE transactions t SET status = u.status, provider_code = u.provider_code, \
+    }
+    let rows_columns = RowColumns::of(rows);
+    let event_columns = EventColumns::of(events);
+    let exchange_columns = ExchangeColumns::of(exchanges);
+    let query = sqlx::query_scalar::<_, i64>(&WRITE_SQL);
+    let query = exchange_columns.bind(event_columns.bind(rows_columns.bind(query)));
+    let updated = query.fetch_one(conn).await?;
+    if updated != rows.len() as i64 {
+        let first = rows.first().map(|(_, row)| row.id).unwrap_or_default();
+        return Err(ApplyError::Raced(first));
+    }
+    Ok(())
+}
+
+static WRITE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH updated AS ({}), logged AS ({}), stored AS ({}) SELECT count(*) FROM updated",
+        RowColumns::SQL,
+        EventColumns::SQL,
+        ExchangeColumns::SQL
+    )
+});
+
+/// The combined statement, parameters bound one part after another.
+type PgScalarQuery<'q> =
+    sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>;
+
+/// The columns of the rows to update, one array each ($1–$18).
+struct RowColumns<'a> {
+    ids: Vec<Uuid>,
+    statuses: Vec<&'a str>,
+    codes: Vec<Option<Cow<'a, str>>>,
+    messages: Vec<Option<Cow<'a, str>>>,
+    traces: Vec<Option<Cow<'a, str>>>,
+    serials: Vec<Option<Cow<'a, str>>>,
+    amounts: Vec<Option<i64>>,
+    mismatches: Vec<bool>,
+    bills: Vec<Option<Cow<'a, Value>>>,
+    inquiry_data: Vec<Option<Cow<'a, Value>>>,
+    expires: Vec<Option<DateTime<Utc>>>,
+    next_checks: Vec<Option<DateTime<Utc>>>,
+    not_found: Vec<Option<DateTime<Utc>>>,
+    reasons: Vec<Option<Cow<'a, str>>>,
+    updated: Vec<DateTime<Utc>>,
+    finalized: Vec<Option<DateTime<Utc>>>,
+    payments: Vec<Option<Cow<'a, Value>>>,
+    expected: Vec<&'a str>,
+}
+
+impl<'a> RowColumns<'a> {
+    const SQL: &'static str = "UPDATE transactions t SET status = u.status, provider_code = u.provider_code, \
            provider_message = u.provider_message, provider_trace = u.provider_trace, \
            serial_number = u.serial_number, provider_amount_minor = u.provider_amount_minor, \
            amount_mismatch = u.amount_mismatch, bill = u.bill, inquiry_data = u.inquiry_data, \
@@ -130,130 +140,190 @@ pub(crate) async fn update_rows(
            AS u(id, status, provider_code, provider_message, provider_trace, serial_number, \
              provider_amount_minor, amount_mismatch, bill, inquiry_data, expires_at, next_check_at, \
              not_found_since, review_reason, updated_at, finalized_at, payment, expected_status) \
-         WHERE t.id = u.id AND t.status = u.expected_status",
-    )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&codes)
-    .bind(&messages)
-    .bind(&traces)
-    .bind(&serials)
-    .bind(&amounts)
-    .bind(&mismatches)
-    .bind(bills.iter().map(|v| v.as_deref()).collect::<Vec<Option<&Value>>>())
-    .bind(inquiry_data.iter().map(|v| v.as_deref()).collect::<Vec<Option<&Value>>>())
-    .bind(&expires)
-    .bind(&next_checks)
-    .bind(&not_found)
-    .bind(&reasons)
-    .bind(&updated)
-    .bind(&finalized)
-    .bind(payments.iter().map(|v| v.as_deref()).collect::<Vec<Option<&Value>>>())
-    .bind(&expected)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() != writes.len() as u64 {
-        return Err(ApplyError::Raced(first.id));
+         WHERE t.id = u.id AND t.status = u.expected_status \
+         RETURNING t.id";
+
+    fn of(writes: &'a [(&'a str, &'a TransactionRow)]) -> Self {
+        let column = |f: fn(&'a TransactionRow) -> Option<&'a str>| {
+            writes
+                .iter()
+                .map(|(_, r)| f(r).map(text))
+                .collect::<Vec<_>>()
+        };
+        let json_column = |f: fn(&'a TransactionRow) -> Option<&'a Value>| {
+            writes
+                .iter()
+                .map(|(_, r)| f(r).map(json))
+                .collect::<Vec<_>>()
+        };
+        RowColumns {
+            ids: writes.iter().map(|(_, r)| r.id).collect(),
+            statuses: writes.iter().map(|(_, r)| r.status.as_str()).collect(),
+            codes: column(|r| r.provider_code.as_deref()),
+            messages: column(|r| r.provider_message.as_deref()),
+            traces: column(|r| r.provider_trace.as_deref()),
+            serials: column(|r| r.serial_number.as_deref()),
+            amounts: writes
+                .iter()
+                .map(|(_, r)| r.provider_amount_minor)
+                .collect(),
+            mismatches: writes.iter().map(|(_, r)| r.amount_mismatch).collect(),
+            bills: json_column(|r| r.bill.as_ref()),
+            inquiry_data: json_column(|r| r.inquiry_data.as_ref()),
+            expires: writes.iter().map(|(_, r)| r.expires_at).collect(),
+            next_checks: writes.iter().map(|(_, r)| r.next_check_at).collect(),
+            not_found: writes.iter().map(|(_, r)| r.not_found_since).collect(),
+            reasons: column(|r| r.review_reason.as_deref()),
+            updated: writes.iter().map(|(_, r)| r.updated_at).collect(),
+            finalized: writes.iter().map(|(_, r)| r.finalized_at).collect(),
+            payments: json_column(|r| r.payment.as_ref()),
+            expected: writes.iter().map(|(status, _)| *status).collect(),
+        }
     }
-    Ok(())
+
+    fn bind<'q>(&'q self, query: PgScalarQuery<'q>) -> PgScalarQuery<'q> {
+        let jsons = |values: &'q [Option<Cow<'a, Value>>]| {
+            values
+                .iter()
+                .map(|v| v.as_deref())
+                .collect::<Vec<Option<&'q Value>>>()
+        };
+        query
+            .bind(&self.ids)
+            .bind(&self.statuses)
+            .bind(&self.codes)
+            .bind(&self.messages)
+            .bind(&self.traces)
+            .bind(&self.serials)
+            .bind(&self.amounts)
+            .bind(&self.mismatches)
+            .bind(jsons(&self.bills))
+            .bind(jsons(&self.inquiry_data))
+            .bind(&self.expires)
+            .bind(&self.next_checks)
+            .bind(&self.not_found)
+            .bind(&self.reasons)
+            .bind(&self.updated)
+            .bind(&self.finalized)
+            .bind(jsons(&self.payments))
+            .bind(&self.expected)
+    }
 }
 
-/// Appends `(transaction, event)` records to the event log, in order.
-/// The records may be owned or borrowed.
-pub(crate) async fn insert_events<E: Borrow<EventRecord>>(
-    conn: &mut PgConnection,
-    events: &[(Uuid, E)],
-) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = events.iter().map(|(id, _)| *id).collect();
-    let sources: Vec<&str> = events.iter().map(|(_, e)| e.borrow().source).collect();
-    let from: Vec<Option<&str>> = events
-        .iter()
-        .map(|(_, e)| e.borrow().from_status.map(|s| s.as_str()))
-        .collect();
-    let to: Vec<Option<&str>> = events
-        .iter()
-        .map(|(_, e)| e.borrow().to_status.map(|s| s.as_str()))
-        .collect();
-    let codes: Vec<Option<Cow<str>>> = events
-        .iter()
-        .map(|(_, e)| e.borrow().provider_code.as_deref().map(text))
-        .collect();
-    let details: Vec<Cow<Value>> = events
-        .iter()
-        .map(|(_, e)| json(&e.borrow().detail))
-        .collect();
-    sqlx::query(
-        "INSERT INTO transaction_events (transaction_id, source, from_status, to_status, provider_code, detail) \
+/// The columns of the events to append, one array each ($19–$24).
+struct EventColumns<'a> {
+    ids: Vec<Uuid>,
+    sources: Vec<&'a str>,
+    from: Vec<Option<&'a str>>,
+    to: Vec<Option<&'a str>>,
+    codes: Vec<Option<Cow<'a, str>>>,
+    details: Vec<Cow<'a, Value>>,
+}
+
+impl<'a> EventColumns<'a> {
+    const SQL: &'static str = "INSERT INTO transaction_events \
+           (transaction_id, source, from_status, to_status, provider_code, detail) \
          SELECT id, source, from_status, to_status, provider_code, detail \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[]) \
+         FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[]) \
            WITH ORDINALITY AS e(id, source, from_status, to_status, provider_code, detail, position) \
-         ORDER BY position",
-    )
-    .bind(&ids)
-    .bind(&sources)
-    .bind(&from)
-    .bind(&to)
-    .bind(&codes)
-    .bind(details.iter().map(|v| &**v).collect::<Vec<&Value>>())
-    .execute(conn)
-    .await?;
-    Ok(())
+         ORDER BY position";
+
+    fn of<E: Borrow<EventRecord>>(events: &'a [(Uuid, E)]) -> Self {
+        EventColumns {
+            ids: events.iter().map(|(id, _)| *id).collect(),
+            sources: events.iter().map(|(_, e)| e.borrow().source).collect(),
+            from: events
+                .iter()
+                .map(|(_, e)| e.borrow().from_status.map(|s| s.as_str()))
+                .collect(),
+            to: events
+                .iter()
+                .map(|(_, e)| e.borrow().to_status.map(|s| s.as_str()))
+                .collect(),
+            codes: events
+                .iter()
+                .map(|(_, e)| e.borrow().provider_code.as_deref().map(text))
+                .collect(),
+            details: events
+                .iter()
+                .map(|(_, e)| json(&e.borrow().detail))
+                .collect(),
+        }
+    }
+
+    fn bind<'q>(&'q self, query: PgScalarQuery<'q>) -> PgScalarQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.sources)
+            .bind(&self.from)
+            .bind(&self.to)
+            .bind(&self.codes)
+            .bind(self.details.iter().map(|v| &**v).collect::<Vec<&Value>>())
+    }
 }
 
-/// Stores the (already masked) provider exchanges, each with its
-/// transaction, in order.
-pub(crate) async fn insert_exchanges(
-    conn: &mut PgConnection,
-    exchanges: &[(Uuid, &bus::Exchange)],
-) -> Result<(), sqlx::Error> {
-    if exchanges.is_empty() {
-        return Ok(());
-    }
-    let now = Utc::now();
-    let ids: Vec<Uuid> = exchanges.iter().map(|(id, _)| *id).collect();
-    let operations: Vec<Cow<str>> = exchanges.iter().map(|(_, e)| text(&e.operation)).collect();
-    let urls: Vec<Cow<str>> = exchanges.iter().map(|(_, e)| text(&e.url)).collect();
-    let requests: Vec<Cow<str>> = exchanges.iter().map(|(_, e)| text(&e.request)).collect();
-    let responses: Vec<Cow<str>> = exchanges.iter().map(|(_, e)| text(&e.response)).collect();
-    let statuses: Vec<Option<i32>> = exchanges
-        .iter()
-        .map(|(_, e)| (e.http_status != 0).then_some(e.http_status))
-        .collect();
-    let durations: Vec<i32> = exchanges
-        .iter()
-        .map(|(_, e)| i32::try_from(e.duration_ms).unwrap_or(i32::MAX))
-        .collect();
-    let errors: Vec<Option<Cow<str>>> = exchanges
-        .iter()
-        .map(|(_, e)| (!e.error.is_empty()).then(|| text(&e.error)))
-        .collect();
-    let ats: Vec<DateTime<Utc>> = exchanges
-        .iter()
-        .map(|(_, e)| e.at.as_ref().and_then(from_timestamp).unwrap_or(now))
-        .collect();
-    sqlx::query(
-        "INSERT INTO provider_exchanges (transaction_id, operation, url, request, response, http_status, duration_ms, error, at) \
+/// The columns of the provider exchanges to store, one array each
+/// ($25–$33).
+struct ExchangeColumns<'a> {
+    ids: Vec<Uuid>,
+    operations: Vec<Cow<'a, str>>,
+    urls: Vec<Cow<'a, str>>,
+    requests: Vec<Cow<'a, str>>,
+    responses: Vec<Cow<'a, str>>,
+    statuses: Vec<Option<i32>>,
+    durations: Vec<i32>,
+    errors: Vec<Option<Cow<'a, str>>>,
+    ats: Vec<DateTime<Utc>>,
+}
+
+impl<'a> ExchangeColumns<'a> {
+    const SQL: &'static str = "INSERT INTO provider_exchanges \
+           (transaction_id, operation, url, request, response, http_status, duration_ms, error, at) \
          SELECT id, operation, url, request, response, http_status, duration_ms, error, at \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int4[], \
-           $8::text[], $9::timestamptz[]) \
+         FROM UNNEST($25::uuid[], $26::text[], $27::text[], $28::text[], $29::text[], $30::int4[], \
+           $31::int4[], $32::text[], $33::timestamptz[]) \
            WITH ORDINALITY AS x(id, operation, url, request, response, http_status, duration_ms, error, at, position) \
-         ORDER BY position",
-    )
-    .bind(&ids)
-    .bind(&operations)
-    .bind(&urls)
-    .bind(&requests)
-    .bind(&responses)
-    .bind(&statuses)
-    .bind(&durations)
-    .bind(&errors)
-    .bind(&ats)
-    .execute(conn)
-    .await?;
-    Ok(())
+         ORDER BY position";
+
+    fn of(exchanges: &'a [(Uuid, &'a bus::Exchange)]) -> Self {
+        let now = Utc::now();
+        ExchangeColumns {
+            ids: exchanges.iter().map(|(id, _)| *id).collect(),
+            operations: exchanges.iter().map(|(_, e)| text(&e.operation)).collect(),
+            urls: exchanges.iter().map(|(_, e)| text(&e.url)).collect(),
+            requests: exchanges.iter().map(|(_, e)| text(&e.request)).collect(),
+            responses: exchanges.iter().map(|(_, e)| text(&e.response)).collect(),
+            statuses: exchanges
+                .iter()
+                .map(|(_, e)| (e.http_status != 0).then_some(e.http_status))
+                .collect(),
+            durations: exchanges
+                .iter()
+                .map(|(_, e)| i32::try_from(e.duration_ms).unwrap_or(i32::MAX))
+                .collect(),
+            errors: exchanges
+                .iter()
+                .map(|(_, e)| (!e.error.is_empty()).then(|| text(&e.error)))
+                .collect(),
+            ats: exchanges
+                .iter()
+                .map(|(_, e)| e.at.as_ref().and_then(from_timestamp).unwrap_or(now))
+                .collect(),
+        }
+    }
+
+    fn bind<'q>(&'q self, query: PgScalarQuery<'q>) -> PgScalarQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.operations)
+            .bind(&self.urls)
+            .bind(&self.requests)
+            .bind(&self.responses)
+            .bind(&self.statuses)
+            .bind(&self.durations)
+            .bind(&self.errors)
+            .bind(&self.ats)
+    }
 }
 
 /// `value` as PostgreSQL can store it: U+0000 replaced by U+FFFD.
@@ -298,7 +368,141 @@ pub(crate) fn json(value: &Value) -> Cow<'_, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::tests_support::row;
+    use loket_protocol::TransactionStatus as S;
     use serde_json::json as j;
+
+    /// A database with one `received` purchase (returned).
+    async fn database_with_a_purchase() -> anyhow::Result<(sqlx::PgPool, TransactionRow)> {
+        let url = loket_test_support::postgres::fresh_database().await?;
+        let pool = loket_runtime::db::connect(&loket_runtime::Secret::new(url), 2).await?;
+        let mut purchase = row(S::Received);
+        purchase.id = Uuid::now_v7();
+        purchase.client_id = Uuid::now_v7();
+        sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'c', '\\x01')")
+            .bind(purchase.client_id)
+            .execute(&pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+             provider_product_code, account, amount_minor, request_hash, provider_reference) \
+             VALUES ($1, $2, 'c-1', 'prepaid_purchase', 'received', 'okebayar', 'TSEL10', 'S10', \
+             '081234567890', 10500, '\\x01', $3)",
+        )
+        .bind(purchase.id)
+        .bind(purchase.client_id)
+        .bind(purchase.id.simple().to_string())
+        .execute(&pool)
+        .await?;
+        Ok((pool, purchase))
+    }
+
+    fn event(to: S, n: i64) -> EventRecord {
+        EventRecord {
+            source: "result",
+            from_status: Some(S::Received),
+            to_status: Some(to),
+            provider_code: Some("00\0".into()),
+            detail: j!({ "n": n }),
+        }
+    }
+
+    fn exchange() -> bus::Exchange {
+        bus::Exchange {
+            operation: "purchase".into(),
+            url: "http://sim/".into(),
+            request: "<pin>****</pin>".into(),
+            response: "<status>00</status>".into(),
+            http_status: 200,
+            duration_ms: 3,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_statement_writes_the_row_its_events_in_order_and_its_exchanges(
+    ) -> anyhow::Result<()> {
+        let (pool, before) = database_with_a_purchase().await?;
+        let mut next = before.clone();
+        next.status = S::Success.as_str().into();
+        next.serial_number = Some("SN\0-1".into());
+        let mut tx = pool.begin().await?;
+        write(
+            &mut tx,
+            &[("received", &next)],
+            &[
+                (before.id, event(S::Pending, 1)),
+                (before.id, event(S::Success, 2)),
+            ],
+            &[(before.id, &exchange())],
+        )
+        .await?;
+        tx.commit().await?;
+        let (status, serial): (String, String) =
+            sqlx::query_as("SELECT status, serial_number FROM transactions WHERE id = $1")
+                .bind(before.id)
+                .fetch_one(&pool)
+                .await?;
+        assert_eq!(
+            (status.as_str(), serial.as_str()),
+            ("success", "SN\u{FFFD}-1")
+        );
+        let logged: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT to_status, (detail->>'n')::int8, provider_code FROM transaction_events \
+             WHERE transaction_id = $1 ORDER BY id",
+        )
+        .bind(before.id)
+        .fetch_all(&pool)
+        .await?;
+        assert_eq!(
+            logged,
+            vec![
+                ("pending".into(), 1, "00\u{FFFD}".into()),
+                ("success".into(), 2, "00\u{FFFD}".into())
+            ]
+        );
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM provider_exchanges WHERE transaction_id = $1")
+                .bind(before.id)
+                .fetch_one(&pool)
+                .await?;
+        assert_eq!(stored, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_row_whose_status_moved_fails_the_whole_write() -> anyhow::Result<()> {
+        let (pool, before) = database_with_a_purchase().await?;
+        let mut next = before.clone();
+        next.status = S::Success.as_str().into();
+        let mut tx = pool.begin().await?;
+        // The write expects `pending`; the row is still `received`.
+        let outcome = write(
+            &mut tx,
+            &[("pending", &next)],
+            &[(before.id, event(S::Success, 1))],
+            &[(before.id, &exchange())],
+        )
+        .await;
+        assert!(
+            matches!(outcome, Err(ApplyError::Raced(id)) if id == before.id),
+            "{outcome:?}"
+        );
+        drop(tx);
+        let written: (String, i64, i64) = sqlx::query_as(
+            "SELECT status, (SELECT count(*) FROM transaction_events), \
+             (SELECT count(*) FROM provider_exchanges) FROM transactions WHERE id = $1",
+        )
+        .bind(before.id)
+        .fetch_one(&pool)
+        .await?;
+        assert_eq!(
+            written,
+            ("received".into(), 0, 0),
+            "nothing of the batch stays"
+        );
+        Ok(())
+    }
 
     #[test]
     fn nul_is_replaced_in_text_and_in_every_json_string_and_key() {
