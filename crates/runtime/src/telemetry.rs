@@ -21,7 +21,13 @@ pub fn init(service: &'static str, json: bool) {
             .with_current_span(true)
             .try_init()
     } else {
-        fmt().with_env_filter(filter).with_target(false).try_init()
+        // Colours only on a terminal: a log file (`make run` writes one per
+        // service) stays plain text an operator can grep.
+        fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init()
     };
     if result.is_ok() {
         tracing::info!(service, "telemetry started");
