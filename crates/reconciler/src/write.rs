@@ -78,11 +78,11 @@ pub(crate) async fn write<E: Borrow<EventRecord>>(
     if rows.is_empty() && events.is_empty() && exchanges.is_empty() {
         return Ok(());
     }
-    let rows_columns = RowColumns::of(rows);
+    let row_columns = RowColumns::of(rows);
     let event_columns = EventColumns::of(events);
     let exchange_columns = ExchangeColumns::of(exchanges);
     let query = sqlx::query_scalar::<_, i64>(&WRITE_SQL);
-    let query = exchange_columns.bind(event_columns.bind(rows_columns.bind(query)));
+    let query = exchange_columns.bind(event_columns.bind(row_columns.bind(query)));
     let updated = query.fetch_one(conn).await?;
     if updated != rows.len() as i64 {
         let first = rows.first().map(|(_, row)| row.id).unwrap_or_default();
