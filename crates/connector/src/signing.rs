@@ -110,6 +110,24 @@ fn read_path(text: &str) -> Result<String, KeyError> {
         .map_err(|e| KeyError::Unreadable(format!("file: {}", e.kind())))
 }
 
+/// A key given inline (`direct` parses it) or as a path to a file holding
+/// one; `which` ("private"/"public") names it in errors.
+fn load_key<K>(text: &str, direct: fn(&str) -> Option<K>, which: &str) -> Result<K, KeyError> {
+    if text.trim().is_empty() {
+        return Err(KeyError::Missing);
+    }
+    if let Some(key) = direct(text) {
+        return Ok(key);
+    }
+    if looks_like_pem(text) {
+        return Err(KeyError::Unreadable(format!(
+            "PEM is not an RSA {which} key"
+        )));
+    }
+    let contents = read_path(text)?;
+    direct(&contents).ok_or_else(|| KeyError::Unreadable(format!("file holds no RSA {which} key")))
+}
+
 /// A private key from PKCS#8 PEM, PKCS#1 PEM, base64 PKCS#8 DER, or a path
 /// to a file holding one of those.
 pub fn load_private_key(text: &str) -> Result<RsaPrivateKey, KeyError> {
@@ -125,17 +143,7 @@ pub fn load_private_key(text: &str) -> Result<RsaPrivateKey, KeyError> {
             .ok()
             .or_else(|| RsaPrivateKey::from_pkcs1_der(&der).ok())
     }
-    if text.trim().is_empty() {
-        return Err(KeyError::Missing);
-    }
-    if let Some(key) = direct(text) {
-        return Ok(key);
-    }
-    if looks_like_pem(text) {
-        return Err(KeyError::Unreadable("PEM is not an RSA private key".into()));
-    }
-    let contents = read_path(text)?;
-    direct(&contents).ok_or_else(|| KeyError::Unreadable("file holds no RSA private key".into()))
+    load_key(text, direct, "private")
 }
 
 /// A public key from SPKI / PKCS#1 PEM, base64 SPKI DER, or a path to a file
@@ -153,17 +161,7 @@ pub fn load_public_key(text: &str) -> Result<RsaPublicKey, KeyError> {
             .ok()
             .or_else(|| RsaPublicKey::from_pkcs1_der(&der).ok())
     }
-    if text.trim().is_empty() {
-        return Err(KeyError::Missing);
-    }
-    if let Some(key) = direct(text) {
-        return Ok(key);
-    }
-    if looks_like_pem(text) {
-        return Err(KeyError::Unreadable("PEM is not an RSA public key".into()));
-    }
-    let contents = read_path(text)?;
-    direct(&contents).ok_or_else(|| KeyError::Unreadable("file holds no RSA public key".into()))
+    load_key(text, direct, "public")
 }
 
 /// A freshly generated RSA-2048 pair as (PKCS#8 private PEM, SPKI public PEM),
