@@ -25,6 +25,10 @@ export LOKET_ADDR=${LOKET_ADDR:-http://127.0.0.1:$port}
 LOKET_API_KEY=$(cat "$key_file")
 export LOKET_API_KEY
 
+# The bench shares the machine's cores with the stack it measures: one
+# tokio worker thread, like the services under `make run`.
+export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
+
 # clap refuses a flag given twice, so a default is added only when the
 # caller did not set it.
 defaults=()

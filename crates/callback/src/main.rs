@@ -8,7 +8,7 @@ use loket_runtime::{config, telemetry, Shutdown};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = config::load()?;
-    telemetry::init("loket-callback", settings.common.log_json);
+    let _logs = telemetry::init("loket-callback", settings.common.log_json);
     let main = tokio::net::TcpListener::bind(&settings.listen_addr)
         .await
         .with_context(|| format!("binding listen_addr {}", settings.listen_addr))?;

@@ -56,14 +56,25 @@ impl ApiError {
 
 /// Database failures: a pool or connection problem is `UNAVAILABLE` (retry
 /// later), anything else `INTERNAL`. The message a client sees is generic.
+/// A server shutting down or restarting (SQLSTATE class 57, e.g. `57P01`
+/// on a connection it terminated) or a connection exception (class 08) is a
+/// connection problem too.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        let server_unavailable = error
+            .as_database_error()
+            .and_then(|db| db.code())
+            .is_some_and(|code| code.starts_with("57") || code.starts_with("08"));
         match &error {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => {
+                tracing::warn!(error = %error, "database unavailable");
+                ApiError::Unavailable("database unavailable, try again".into())
+            }
+            _ if server_unavailable => {
                 tracing::warn!(error = %error, "database unavailable");
                 ApiError::Unavailable("database unavailable, try again".into())
             }

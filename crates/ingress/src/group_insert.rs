@@ -3,7 +3,8 @@
 //!
 //! A call hands its row to the queue and waits for its own answer. A free
 //! slot takes what has queued up (at most [`BATCH_MAX`]), so a lone call is
-//! inserted at once while busy traffic forms batches by itself. The
+//! inserted at once while busy traffic forms batches by itself. Each slot
+//! keeps its own connection ([`HeldConnection`]): a batch is one round trip. The
 //! statement keeps each row's meaning: a `client_ref` already used (before,
 //! or by an earlier row of the batch) inserts nothing for that row. If the
 //! batch's statement fails (one row breaking a constraint, a lost
@@ -13,13 +14,14 @@
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use crate::queries::{self, NewTransaction};
+use loket_runtime::db::HeldConnection;
 use loket_store::TransactionRow;
 
-/// Batches in flight at once (each holds one pooled connection).
+/// Batches in flight at once (each slot keeps one pooled connection).
 const SLOTS: usize = 2;
 /// Most rows in one statement.
 const BATCH_MAX: usize = 64;
@@ -60,30 +62,40 @@ impl GroupInsert {
     }
 }
 
-async fn run(pool: PgPool, mut jobs: mpsc::Receiver<Job>) {
-    let slots = Arc::new(Semaphore::new(SLOTS));
-    loop {
-        let slot = Arc::clone(&slots)
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        let mut batch = Vec::with_capacity(BATCH_MAX);
-        if jobs.recv_many(&mut batch, BATCH_MAX).await == 0 {
-            return;
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            insert_batch(&pool, batch).await;
-            drop(slot);
-        });
+async fn run(pool: PgPool, jobs: mpsc::Receiver<Job>) {
+    let jobs = Arc::new(Mutex::new(jobs));
+    let slots: Vec<_> = (0..SLOTS)
+        .map(|_| tokio::spawn(slot(pool.clone(), Arc::clone(&jobs))))
+        .collect();
+    for slot in slots {
+        let _ = slot.await;
     }
 }
 
-async fn insert_batch(pool: &PgPool, batch: Vec<Job>) {
+/// One slot: takes whatever has queued up and inserts it, on a connection
+/// it keeps between batches.
+async fn slot(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut connection = HeldConnection::new(pool.clone());
+    loop {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        if jobs.lock().await.recv_many(&mut batch, BATCH_MAX).await == 0 {
+            return;
+        }
+        insert_batch(&pool, &mut connection, batch).await;
+    }
+}
+
+async fn insert_batch(pool: &PgPool, connection: &mut HeldConnection, batch: Vec<Job>) {
     let rows: Vec<(&NewTransaction, &serde_json::Value)> =
         batch.iter().map(|job| (&job.new, &job.event)).collect();
-    let result = queries::insert_rows(pool, &rows).await;
+    let result = match connection.get().await {
+        Ok(held) => queries::insert_rows(held, &rows).await,
+        Err(error) => Err(error),
+    };
     drop(rows);
+    if result.is_err() {
+        connection.release();
+    }
     match result {
         Ok(inserted) => {
             let mut by_id: HashMap<Uuid, TransactionRow> =

@@ -7,7 +7,7 @@ use loket_ingress::{Listeners, Settings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = loket_runtime::config::load()?;
-    loket_runtime::telemetry::init("loket-ingress", settings.common.log_json);
+    let _logs = loket_runtime::telemetry::init("loket-ingress", settings.common.log_json);
     let main = tokio::net::TcpListener::bind(&settings.grpc_addr)
         .await
         .with_context(|| format!("grpc_addr: cannot bind {}", settings.grpc_addr))?;

@@ -5,15 +5,18 @@
 //! a row breaking a constraint fails alone while the rest of its batch is
 //! inserted. The `dispatched_at` marks: written only to unresolved
 //! transactions, and never deadlocking with a reconciler batch that holds
-//! some of the same rows.
+//! some of the same rows. Connections the server ends under a slot cost a
+//! retry, never a lost row.
 
 use futures::future::join_all;
+use loket_ingress::errors::{to_status, ApiError};
 use loket_ingress::group_insert::GroupInsert;
 use loket_ingress::queries::{mark_dispatched, provider_reference, NewTransaction};
 use loket_protocol::{Money, Provider, TransactionKind};
+use loket_runtime::db::HeldConnection;
 use loket_runtime::Secret;
 use loket_test_support::postgres;
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
 async fn database() -> anyhow::Result<(PgPool, Uuid)> {
@@ -295,5 +298,80 @@ async fn plans_use_the_index_on_a_nearly_empty_table_and_are_never_jit_compiled(
     .fetch_one(&pool)
     .await?;
     assert!(plan[0].get("JIT").is_none(), "{plan}");
+    Ok(())
+}
+
+/// Ends every connection loket's pool holds, from a connection of its own
+/// (what a server restart or an operator's `pg_terminate_backend` does).
+async fn terminate_loket_connections(pool: &PgPool) -> anyhow::Result<i64> {
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name("test-terminator");
+    let mut terminator = PgConnection::connect_with(&options).await?;
+    // In the select list, so it runs only for the rows the filter keeps.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'loket' \
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut terminator)
+    .await?;
+    let ended = ended.into_iter().filter(|&ended| ended).count() as i64;
+    Ok(ended)
+}
+
+#[tokio::test]
+async fn inserts_go_on_when_the_server_ends_the_connections_the_slots_keep() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let group = GroupInsert::start(pool.clone());
+    let burst = |tag: &'static str| {
+        let group = group.clone();
+        join_all((0..8).map(move |n| {
+            let group = group.clone();
+            async move {
+                let new = purchase(client, &format!("{tag}-{n}"));
+                group.insert(new, serde_json::json!({})).await
+            }
+        }))
+    };
+    for answer in burst("before").await {
+        answer?.expect("inserted");
+    }
+    assert!(terminate_loket_connections(&pool).await? >= 1);
+    // The slots' next batches find their connections ended: their rows are
+    // inserted again one at a time on fresh connections, and every call
+    // still gets its row.
+    for answer in burst("after").await {
+        answer?.expect("inserted after the connections ended");
+    }
+    for answer in burst("later").await {
+        answer?.expect("inserted on the slots' fresh connections");
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM transactions").await?, 24);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_held_connection_the_server_ended_is_unavailable_once_then_replaced() -> anyhow::Result<()>
+{
+    let (pool, _) = database().await?;
+    let mut held = HeldConnection::new(pool.clone());
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(held.get().await?)
+        .await?;
+    assert!(terminate_loket_connections(&pool).await? >= 1);
+
+    let error = sqlx::query("SELECT 1")
+        .execute(held.get().await?)
+        .await
+        .expect_err("the ended connection cannot run a statement");
+    let status = to_status(&ApiError::from(error));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    held.release();
+    let fresh: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(held.get().await?)
+        .await?;
+    assert_ne!(fresh, pid, "a fresh connection replaced the ended one");
     Ok(())
 }

@@ -32,11 +32,12 @@ use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Operation, Provider, TransactionStatus};
 use loket_runtime::bus as lbus;
+use loket_runtime::db::HeldConnection;
 use loket_runtime::telemetry::TraceContext;
 use loket_store::{TransactionRow, COLUMNS};
 use prost::Message as _;
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tracing::Instrument;
@@ -185,6 +186,17 @@ impl Reconciler {
     /// result per message, in the same order. The consumer acks on `Ok`,
     /// terminates on [`ApplyError::Poison`] and naks otherwise.
     pub async fn apply_events(&self, events: &[Incoming<'_>]) -> Vec<Result<Applied, ApplyError>> {
+        self.apply_events_on(&mut HeldConnection::new(self.pool.clone()), events)
+            .await
+    }
+
+    /// [`Self::apply_events`] on a connection the caller keeps between
+    /// batches (the consumer's slots do).
+    pub async fn apply_events_on(
+        &self,
+        connection: &mut HeldConnection,
+        events: &[Incoming<'_>],
+    ) -> Vec<Result<Applied, ApplyError>> {
         let started = Instant::now();
         let mut results: Vec<Option<Result<Applied, ApplyError>>> =
             events.iter().map(|_| None).collect();
@@ -212,7 +224,7 @@ impl Reconciler {
             }
         }
 
-        match self.apply_results(&batch).await {
+        match self.apply_results(connection, &batch).await {
             Ok(applied) => {
                 for (item, result) in batch.iter().zip(applied) {
                     results[item.position] = Some(result);
@@ -222,7 +234,10 @@ impl Reconciler {
             Err(error) => {
                 tracing::warn!(%error, events = batch.len(), "batch not applied; applying its events one at a time");
                 for item in &batch {
-                    let result = match self.apply_results(std::slice::from_ref(item)).await {
+                    let result = match self
+                        .apply_results(connection, std::slice::from_ref(item))
+                        .await
+                    {
                         Ok(mut one) => one.pop().expect("one result per event"),
                         Err(error) => Err(error),
                     };
@@ -269,12 +284,33 @@ impl Reconciler {
     /// they changed. `Err` means nothing was written.
     async fn apply_results(
         &self,
+        connection: &mut HeldConnection,
         items: &[ResultItem<'_>],
     ) -> Result<Vec<Result<Applied, ApplyError>>, ApplyError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let written = match connection.get().await {
+            Ok(held) => self.write_results(held, items).await,
+            Err(error) => Err(error.into()),
+        };
+        match written {
+            Ok(steps) => Ok(self.after_commit_all(items, steps).await),
+            Err(error) => {
+                connection.release();
+                Err(error)
+            }
+        }
+    }
+
+    /// The database transaction of [`Self::apply_results`]: what each result
+    /// does, committed.
+    async fn write_results(
+        &self,
+        connection: &mut PgConnection,
+        items: &[ResultItem<'_>],
+    ) -> Result<Vec<Step>, ApplyError> {
+        let mut tx = connection.begin().await?;
         let ids: Vec<Uuid> = items.iter().map(|item| item.transaction_id).collect();
         let mut rows: HashMap<Uuid, TransactionRow> = write::lock_by_ids(&mut tx, &ids)
             .await?
@@ -353,7 +389,7 @@ impl Reconciler {
         }
         write::write(&mut tx, &writes, &events, &exchanges).await?;
         tx.commit().await?;
-        Ok(self.after_commit_all(items, steps).await)
+        Ok(steps)
     }
 
     /// Logs and publishes what a committed batch did: the updates of one

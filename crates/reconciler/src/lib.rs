@@ -29,14 +29,15 @@ use futures::{FutureExt, StreamExt};
 use loket_protocol::subjects;
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::config::Common;
-use loket_runtime::{bus, db, Shutdown};
+use loket_runtime::db::{self, HeldConnection};
+use loket_runtime::{bus, Shutdown};
 use schedule::{Schedule, ScheduleSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use apply::{Applied, ApplyError, Incoming, Reconciler};
@@ -210,7 +211,12 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let slots = Arc::new(Semaphore::new(concurrency));
+    // A batch slot is a connection kept between batches (no pool round trips
+    // per batch); a batch takes a free one and gives it back when done.
+    let (free_slots, mut slots) = mpsc::channel(concurrency);
+    for _ in 0..concurrency {
+        let _ = free_slots.try_send(HeldConnection::new(reconciler.pool().clone()));
+    }
     readiness.set(true);
     tracing::info!(
         consumer = subjects::RECONCILER_CONSUMER,
@@ -225,7 +231,7 @@ pub async fn run(
     'pull: loop {
         let slot = tokio::select! {
             _ = shutdown.wait() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("semaphore never closed"),
+            slot = slots.recv() => slot.expect("a sender is kept here"),
         };
         let first = tokio::select! {
             _ = shutdown.wait() => break,
@@ -256,9 +262,11 @@ pub async fn run(
             }
         }
         let reconciler = reconciler.clone();
+        let free_slots = free_slots.clone();
+        let mut slot = slot;
         tokio::spawn(async move {
-            handle_batch(&reconciler, batch).await;
-            drop(slot);
+            handle_batch(&reconciler, &mut slot, batch).await;
+            let _ = free_slots.send(slot).await;
         });
         if ended {
             break 'pull;
@@ -270,10 +278,12 @@ pub async fn run(
     let grace = Duration::from_millis(settings.common.shutdown_grace_ms);
     // In-flight events finish (each commits and acks, or is left for
     // redelivery); buffered, unstarted ones return after ack_wait.
-    if tokio::time::timeout(grace, slots.acquire_many(concurrency as u32))
-        .await
-        .is_err()
-    {
+    let all_back = async {
+        for _ in 0..concurrency {
+            slots.recv().await;
+        }
+    };
+    if tokio::time::timeout(grace, all_back).await.is_err() {
         tracing::warn!("drain grace period passed with events in flight; they will be redelivered");
     }
     let _ = tokio::time::timeout(grace, scheduler_task).await;
@@ -283,7 +293,11 @@ pub async fn run(
 }
 
 /// Applies a batch of messages and acks, terminates or naks each.
-async fn handle_batch(reconciler: &Reconciler, messages: Vec<jetstream::Message>) {
+async fn handle_batch(
+    reconciler: &Reconciler,
+    connection: &mut HeldConnection,
+    messages: Vec<jetstream::Message>,
+) {
     let incoming: Vec<apply::Incoming<'_>> = messages
         .iter()
         .map(|message| apply::Incoming {
@@ -292,7 +306,7 @@ async fn handle_batch(reconciler: &Reconciler, messages: Vec<jetstream::Message>
             trace: bus::trace_of(message),
         })
         .collect();
-    let results = reconciler.apply_events(&incoming).await;
+    let results = reconciler.apply_events_on(connection, &incoming).await;
     for ((message, incoming), result) in messages.iter().zip(&incoming).zip(results) {
         let span = tracing::info_span!("event", subject = %message.subject, trace_id = %incoming.trace.trace_id());
         acknowledge(message, result).instrument(span).await;

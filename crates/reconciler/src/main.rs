@@ -8,7 +8,7 @@ use loket_runtime::{config, telemetry, Shutdown};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = config::load()?;
-    telemetry::init("loket-reconciler", settings.common.log_json);
+    let _logs = telemetry::init("loket-reconciler", settings.common.log_json);
     let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
         .await
         .with_context(|| format!("binding admin_addr {}", settings.common.admin_addr))?;

@@ -1,8 +1,9 @@
 //! The Postgres pool and the migrations in `migrations/`, embedded at build
 //! time so every service (and `loketctl migrate`) applies the same schema.
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -57,4 +58,41 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
         .run(pool)
         .await
         .map_err(|error| DbError::Migrate(error.to_string()))
+}
+
+/// A pooled connection one worker keeps between its batches.
+///
+/// sqlx pings a connection when it goes back to the pool (and, unless
+/// disabled, when it is taken out): a round trip each way. A worker that
+/// writes batch after batch (the ingress's group insert, the reconciler's
+/// batch slots) keeps its connection instead, so a batch costs only its own
+/// statements. After an error the worker hands it back with
+/// [`HeldConnection::release`]: the pool's check on return drops it if it is
+/// broken, and the next batch takes a fresh one.
+pub struct HeldConnection {
+    pool: PgPool,
+    connection: Option<PoolConnection<Postgres>>,
+}
+
+impl HeldConnection {
+    pub fn new(pool: PgPool) -> Self {
+        HeldConnection {
+            pool,
+            connection: None,
+        }
+    }
+
+    /// The held connection, taken from the pool first if there is none.
+    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => self.pool.acquire().await?,
+        };
+        Ok(&mut **self.connection.insert(connection))
+    }
+
+    /// Gives the connection back to the pool (after an error).
+    pub fn release(&mut self) {
+        self.connection = None;
+    }
 }

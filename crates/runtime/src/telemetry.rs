@@ -8,17 +8,24 @@
 
 use rand::RngCore;
 use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Installs the global subscriber once per process (later calls, e.g. from
-/// several services started in one test process, are no-ops).
-pub fn init(service: &'static str, json: bool) {
+/// several services started in one test process, are no-ops). Keep the
+/// returned guard until the process ends: dropping it writes out the lines
+/// still buffered (see [`BatchedStdout`]).
+pub fn init(service: &'static str, json: bool) -> LogGuard {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let out = BatchedStdout::default();
     let result = if json {
         fmt()
             .json()
             .with_env_filter(filter)
             .with_current_span(true)
+            .with_writer(out.clone())
             .try_init()
     } else {
         // Colours only on a terminal: a log file (`make run` writes one per
@@ -27,10 +34,101 @@ pub fn init(service: &'static str, json: bool) {
             .with_env_filter(filter)
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(out.clone())
             .try_init()
     };
-    if result.is_ok() {
-        tracing::info!(service, "telemetry started");
+    if result.is_err() {
+        return LogGuard(None);
+    }
+    let flusher = out.clone();
+    let started = std::thread::Builder::new()
+        .name("loket-log".into())
+        .spawn(move || loop {
+            std::thread::sleep(FLUSH_EVERY);
+            flusher.write_out();
+        });
+    if let Err(error) = started {
+        eprintln!(
+            "log writer thread not started ({error}); logs are written when the buffer fills"
+        );
+    }
+    tracing::info!(service, "telemetry started");
+    LogGuard(Some(out))
+}
+
+/// How often buffered log lines are written to stdout.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// A buffer this large is written out by the thread that filled it, so a
+/// slow stdout slows logging down instead of growing memory.
+const BUFFER_LIMIT: usize = 1 << 20;
+
+/// Writes what is still buffered when dropped (at the end of `main`).
+#[must_use = "dropping the guard writes out the buffered log lines; keep it until the process ends"]
+pub struct LogGuard(Option<BatchedStdout>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(out) = &self.0 {
+            out.write_out();
+        }
+    }
+}
+
+/// Stdout in batches: a log event appends its line to a buffer, and a
+/// writer thread writes the buffer out every [`FLUSH_EVERY`] in one system
+/// call. Logging therefore never blocks an async worker thread on I/O, and
+/// a service logging thousands of lines a second makes a few dozen writes.
+/// Lines stay in order; a process killed outright loses at most the last
+/// [`FLUSH_EVERY`] of them.
+#[derive(Clone, Default)]
+pub struct BatchedStdout {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl BatchedStdout {
+    fn write_out(&self) {
+        // Stdout's lock first: two threads writing out at once keep the
+        // lines in the order they were buffered.
+        let mut stdout = std::io::stdout().lock();
+        let lines = std::mem::take(&mut *self.lock());
+        if !lines.is_empty() {
+            let _ = stdout.write_all(&lines);
+            let _ = stdout.flush();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A thread that panicked while appending left whole bytes behind;
+        // the buffer is still usable.
+        self.buffer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Write for &BatchedStdout {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut buffer = self.lock();
+            buffer.extend_from_slice(bytes);
+            buffer.len() >= BUFFER_LIMIT
+        };
+        if full {
+            self.write_out();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStdout {
+    type Writer = &'a BatchedStdout;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self
     }
 }
 
@@ -112,6 +210,27 @@ impl fmt::Debug for TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_wait_in_order_and_a_full_buffer_is_written_out_by_its_writer() {
+        let out = BatchedStdout::default();
+        (&out).write_all(b"first line\n").unwrap();
+        (&out).write_all(b"second line\n").unwrap();
+        assert_eq!(out.lock().as_slice(), b"first line\nsecond line\n");
+
+        out.write_out();
+        assert!(out.lock().is_empty(), "written out, nothing left");
+
+        // A writer that fills the buffer writes it out itself, so memory
+        // stays bounded when the writer thread cannot keep up.
+        let line = vec![b'x'; BUFFER_LIMIT / 4];
+        for _ in 0..3 {
+            (&out).write_all(&line).unwrap();
+        }
+        assert_eq!(out.lock().len(), 3 * line.len(), "below the limit: kept");
+        (&out).write_all(&line).unwrap();
+        assert!(out.lock().is_empty(), "at the limit: written out at once");
+    }
 
     #[test]
     fn traceparent_round_trips_and_children_keep_the_trace() {

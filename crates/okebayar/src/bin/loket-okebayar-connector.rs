@@ -9,7 +9,7 @@ use loket_runtime::{config, telemetry, Shutdown};
 async fn main() -> anyhow::Result<()> {
     let settings: ConnectorSettings =
         config::load().context("loading the OkeBayar connector configuration")?;
-    telemetry::init(
+    let _logs = telemetry::init(
         loket_okebayar::service::SERVICE_NAME,
         settings.common.log_json,
     );

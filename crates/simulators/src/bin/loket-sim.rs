@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = loket_runtime::config::load()?;
-    loket_runtime::telemetry::init("loket-sim", settings.log_json);
+    let _logs = loket_runtime::telemetry::init("loket-sim", settings.log_json);
     let okebayar = TcpListener::bind(&settings.okebayar_addr)
         .await
         .with_context(|| format!("okebayar_addr: cannot bind {}", settings.okebayar_addr))?;

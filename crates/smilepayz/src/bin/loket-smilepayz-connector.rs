@@ -9,7 +9,7 @@ use loket_smilepayz::{run, ConnectorSettings};
 async fn main() -> anyhow::Result<()> {
     let settings: ConnectorSettings =
         config::load().context("loading the Smilepayz connector configuration")?;
-    telemetry::init(
+    let _logs = telemetry::init(
         loket_smilepayz::service::SERVICE_NAME,
         settings.common.log_json,
     );

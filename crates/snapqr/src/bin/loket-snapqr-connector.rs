@@ -9,7 +9,7 @@ use loket_snapqr::{run, ConnectorSettings};
 async fn main() -> anyhow::Result<()> {
     let settings: ConnectorSettings =
         config::load().context("loading the SNAP QR CPM connector configuration")?;
-    telemetry::init(
+    let _logs = telemetry::init(
         loket_snapqr::service::SERVICE_NAME,
         settings.common.log_json,
     );
