@@ -18,6 +18,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(callback = %main.local_addr()?, admin = %admin.local_addr()?, "loket-callback listening");
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    run(settings, Listeners { main, admin }, shutdown).await?;
+    loket_runtime::on_workers(run(settings, Listeners { main, admin }, shutdown)).await?;
     Ok(())
 }

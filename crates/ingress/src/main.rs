@@ -17,6 +17,11 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(grpc = %main.local_addr()?, admin = %admin.local_addr()?, "listening");
     let shutdown = loket_runtime::Shutdown::new();
     shutdown.on_signals();
-    loket_ingress::run(settings, Listeners { main, admin }, shutdown).await?;
+    loket_runtime::on_workers(loket_ingress::run(
+        settings,
+        Listeners { main, admin },
+        shutdown,
+    ))
+    .await?;
     Ok(())
 }

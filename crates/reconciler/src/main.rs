@@ -15,6 +15,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(admin = %admin.local_addr()?, "loket-reconciler listening");
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    run(settings, Listeners { admin }, shutdown).await?;
+    loket_runtime::on_workers(run(settings, Listeners { admin }, shutdown)).await?;
     Ok(())
 }

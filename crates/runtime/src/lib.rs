@@ -20,6 +20,28 @@ pub mod telemetry;
 
 pub use config::Secret;
 
+use std::future::Future;
+
+/// Runs a service's main loop as a task on the runtime's worker threads and
+/// waits for it. `#[tokio::main]` polls `main`'s own future on the process's
+/// main thread, outside the worker pool: a loop left there (a consumer
+/// pulling messages and spawning their handlers) hands every message across
+/// threads, a wake-up each way. Spawned, it shares the workers with the
+/// tasks it starts. A panic in the loop is raised again here.
+pub async fn on_workers<F>(service: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match tokio::spawn(service).await {
+        Ok(output) => output,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("service task did not finish: {error}"),
+        },
+    }
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use shutdown::Shutdown;

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    service::run(
+    loket_runtime::on_workers(service::run(
         settings,
         Listeners {
             okebayar,
@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
             snapqr,
         },
         shutdown,
-    )
+    ))
     .await;
     Ok(())
 }

@@ -19,6 +19,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(admin = %admin.local_addr()?, "admin port bound");
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    run(settings, admin, shutdown).await?;
+    loket_runtime::on_workers(run(settings, admin, shutdown)).await?;
     Ok(())
 }
