@@ -212,11 +212,15 @@ pub async fn run(
     ));
 
     // A batch slot is a connection kept between batches (no pool round trips
-    // per batch); a batch takes a free one and gives it back when done.
+    // per batch); a batch takes a free one, which goes back when dropped.
     let (free_slots, mut slots) = mpsc::channel(concurrency);
     for _ in 0..concurrency {
         let _ = free_slots.try_send(HeldConnection::new(reconciler.pool().clone()));
     }
+    let take_slot = |connection| Slot {
+        connection: Some(connection),
+        free: free_slots.clone(),
+    };
     readiness.set(true);
     tracing::info!(
         consumer = subjects::RECONCILER_CONSUMER,
@@ -231,7 +235,7 @@ pub async fn run(
     'pull: loop {
         let slot = tokio::select! {
             _ = shutdown.wait() => break,
-            slot = slots.recv() => slot.expect("a sender is kept here"),
+            slot = slots.recv() => take_slot(slot.expect("a sender is kept here")),
         };
         let first = tokio::select! {
             _ = shutdown.wait() => break,
@@ -262,11 +266,9 @@ pub async fn run(
             }
         }
         let reconciler = reconciler.clone();
-        let free_slots = free_slots.clone();
         let mut slot = slot;
         tokio::spawn(async move {
-            handle_batch(&reconciler, &mut slot, batch).await;
-            let _ = free_slots.send(slot).await;
+            handle_batch(&reconciler, slot.connection(), batch).await;
         });
         if ended {
             break 'pull;
@@ -290,6 +292,28 @@ pub async fn run(
     let _ = admin_task.await;
     tracing::info!("reconciler stopped");
     Ok(())
+}
+
+/// A batch slot taken from the free ones: its connection goes back when the
+/// slot is dropped, whichever way the batch (or the pull loop) ends.
+struct Slot {
+    connection: Option<HeldConnection>,
+    free: mpsc::Sender<HeldConnection>,
+}
+
+impl Slot {
+    fn connection(&mut self) -> &mut HeldConnection {
+        self.connection.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            // The channel has room for every slot, so this never fails.
+            let _ = self.free.try_send(connection);
+        }
+    }
 }
 
 /// Applies a batch of messages and acks, terminates or naks each.

@@ -579,8 +579,11 @@ async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
     let shutdown = Shutdown::new();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin_addr = admin.local_addr()?;
+    let mut settings = settings(&env);
+    // Long enough that a drain waiting it out fails the stop below.
+    settings.common.shutdown_grace_ms = 60_000;
     let task = tokio::spawn(loket_reconciler::run(
-        settings(&env),
+        settings,
         loket_reconciler::Listeners { admin },
         shutdown.clone(),
     ));
@@ -629,8 +632,12 @@ async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
     );
     let ready = reqwest_like_get(admin_addr, "/readyz").await?;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // Idle now (its batch slots free, one waiting for the next event):
+    // nothing is in flight, so it stops without waiting out the grace.
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(15), task).await???;
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .context("an idle reconciler did not stop within 15 s")???;
     Ok(())
 }
 
