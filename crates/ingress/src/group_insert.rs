@@ -88,14 +88,10 @@ async fn slot(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
 async fn insert_batch(pool: &PgPool, connection: &mut HeldConnection, batch: Vec<Job>) {
     let rows: Vec<(&NewTransaction, &serde_json::Value)> =
         batch.iter().map(|job| (&job.new, &job.event)).collect();
-    let result = match connection.get().await {
-        Ok(held) => queries::insert_rows(held, &rows).await,
-        Err(error) => Err(error),
-    };
+    let result = connection
+        .with(async |held| queries::insert_rows(held, &rows).await)
+        .await;
     drop(rows);
-    if result.is_err() {
-        connection.release();
-    }
     match result {
         Ok(inserted) => {
             let mut by_id: HashMap<Uuid, TransactionRow> =

@@ -22,12 +22,7 @@ use uuid::Uuid;
 async fn database() -> anyhow::Result<(PgPool, Uuid)> {
     let url = postgres::fresh_database().await?;
     let pool = loket_runtime::db::connect(&Secret::new(url), 8).await?;
-    let client = Uuid::now_v7();
-    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'a', $2)")
-        .bind(client)
-        .bind(client.as_bytes().to_vec())
-        .execute(&pool)
-        .await?;
+    let client = postgres::new_client(&pool).await?;
     Ok((pool, client))
 }
 
@@ -356,22 +351,23 @@ async fn a_held_connection_the_server_ended_is_unavailable_once_then_replaced() 
 {
     let (pool, _) = database().await?;
     let mut held = HeldConnection::new(pool.clone());
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(held.get().await?)
-        .await?;
+    let backend_pid = async |connection: &mut PgConnection| {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(connection)
+            .await
+    };
+    let pid = held.with(backend_pid).await?;
     assert!(terminate_loket_connections(&pool).await? >= 1);
 
-    let error = sqlx::query("SELECT 1")
-        .execute(held.get().await?)
+    let error = held
+        .with(async |connection| sqlx::query("SELECT 1").execute(connection).await)
         .await
         .expect_err("the ended connection cannot run a statement");
     let status = to_status(&ApiError::from(error));
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
-    held.release();
-    let fresh: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(held.get().await?)
-        .await?;
+    // The failed statement gave the connection back; the next one is fresh.
+    let fresh = held.with(backend_pid).await?;
     assert_ne!(fresh, pid, "a fresh connection replaced the ended one");
     Ok(())
 }

@@ -290,17 +290,10 @@ impl Reconciler {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let written = match connection.get().await {
-            Ok(held) => self.write_results(held, items).await,
-            Err(error) => Err(error.into()),
-        };
-        match written {
-            Ok(steps) => Ok(self.after_commit_all(items, steps).await),
-            Err(error) => {
-                connection.release();
-                Err(error)
-            }
-        }
+        let steps = connection
+            .with(async |held| self.write_results(held, items).await)
+            .await?;
+        Ok(self.after_commit_all(items, steps).await)
     }
 
     /// The database transaction of [`Self::apply_results`]: what each result

@@ -378,11 +378,7 @@ mod tests {
         let pool = loket_runtime::db::connect(&loket_runtime::Secret::new(url), 2).await?;
         let mut purchase = row(S::Received);
         purchase.id = Uuid::now_v7();
-        purchase.client_id = Uuid::now_v7();
-        sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'c', '\\x01')")
-            .bind(purchase.client_id)
-            .execute(&pool)
-            .await?;
+        purchase.client_id = loket_test_support::postgres::new_client(&pool).await?;
         sqlx::query(
             "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
              provider_product_code, account, amount_minor, request_hash, provider_reference) \

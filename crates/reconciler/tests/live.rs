@@ -51,12 +51,7 @@ async fn env() -> Result<Env> {
     let nats = loket_runtime::bus::connect(&nats_server.url(), "reconciler-test").await?;
     let js = jetstream::new(nats.clone());
     loket_runtime::bus::ensure_streams(&js).await?;
-    let client_id = Uuid::new_v4();
-    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'test', $2)")
-        .bind(client_id)
-        .bind(client_id.as_bytes().to_vec())
-        .execute(&pool)
-        .await?;
+    let client_id = loket_test_support::postgres::new_client(&pool).await?;
     Ok(Env {
         nats_server,
         database_url,

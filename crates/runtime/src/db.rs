@@ -66,9 +66,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// disabled, when it is taken out): a round trip each way. A worker that
 /// writes batch after batch (the ingress's group insert, the reconciler's
 /// batch slots) keeps its connection instead, so a batch costs only its own
-/// statements. After an error the worker hands it back with
-/// [`HeldConnection::release`]: the pool's check on return drops it if it is
-/// broken, and the next batch takes a fresh one.
+/// statements. After an error, [`HeldConnection::with`] hands it back: the
+/// pool's check on return drops it if it is broken, and the next batch takes
+/// a fresh one.
 pub struct HeldConnection {
     pool: PgPool,
     connection: Option<PoolConnection<Postgres>>,
@@ -82,17 +82,24 @@ impl HeldConnection {
         }
     }
 
-    /// The held connection, taken from the pool first if there is none.
-    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    /// Runs `work` on the held connection (taken from the pool first if
+    /// there is none), and gives the connection back to the pool if `work`
+    /// fails.
+    pub async fn with<T, E>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error>,
+    {
         let connection = match self.connection.take() {
             Some(connection) => connection,
             None => self.pool.acquire().await?,
         };
-        Ok(&mut **self.connection.insert(connection))
-    }
-
-    /// Gives the connection back to the pool (after an error).
-    pub fn release(&mut self) {
-        self.connection = None;
+        let result = work(&mut **self.connection.insert(connection)).await;
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
     }
 }

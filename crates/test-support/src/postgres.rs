@@ -172,3 +172,15 @@ pub async fn fresh_database() -> anyhow::Result<String> {
     pool.close().await;
     Ok(url)
 }
+
+/// A new API client in `pool`'s database (name `test`, its id's bytes as the
+/// key hash), for tests that need transactions to belong to someone.
+pub async fn new_client(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, 'test', $2)")
+        .bind(id)
+        .bind(id.as_bytes().to_vec())
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
