@@ -11,7 +11,10 @@
 //! [`MARK_LINGER`] share one `UPDATE … WHERE id = ANY($1)`. The mark exists
 //! for the sweep, which looks only at unresolved transactions, so a
 //! transaction that has already settled by then (most purchases do, well
-//! within the linger) is not written again. A lost or late mark only costs a
+//! within the linger) is not written again: a call that waited and saw its
+//! transaction settle tells the dispatcher ([`Dispatcher::settled`]), which
+//! drops the id before it reaches the database; the statement filters out
+//! the rest that settled meanwhile. A lost or late mark only costs a
 //! harmless sweep re-dispatch, which starts with a status check.
 
 use async_nats::jetstream;
@@ -21,6 +24,7 @@ use loket_runtime::telemetry::TraceContext;
 use loket_store::TransactionRow;
 use prost::Message as _;
 use sqlx::PgPool;
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -31,16 +35,26 @@ use crate::metrics::DISPATCH_FAILURES;
 const MARK_BATCH: usize = 512;
 /// Queue of ids waiting to be recorded; beyond it the mark is written inline.
 const MARK_QUEUE: usize = 65_536;
-/// How long the first id of a batch waits for others. Far below the sweep's
-/// grace for never-dispatched transactions (seconds).
-const MARK_LINGER: Duration = Duration::from_millis(100);
+/// How long the first id of a batch waits for others (and for its
+/// transaction to settle, which spares the write). Far below the sweep's
+/// grace for never-dispatched transactions (30 s by default).
+const MARK_LINGER: Duration = Duration::from_millis(500);
+
+/// What the task recording `dispatched_at` hears about a transaction.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// Its first command was published: record `dispatched_at`.
+    Dispatched(Uuid),
+    /// It settled: the sweep will never look at it, no need to record.
+    Settled(Uuid),
+}
 
 #[derive(Clone)]
 pub struct Dispatcher {
     js: jetstream::Context,
     pool: PgPool,
     publish_timeout: Duration,
-    marks: mpsc::Sender<Uuid>,
+    marks: mpsc::Sender<Mark>,
 }
 
 impl Dispatcher {
@@ -90,14 +104,19 @@ impl Dispatcher {
             tracing::warn!(%reason, "command publish failed; the transaction is accepted and the sweep will re-dispatch it");
             return false;
         }
-        if let Err(mpsc::error::TrySendError::Full(id) | mpsc::error::TrySendError::Closed(id)) =
-            self.marks.try_send(row.id)
-        {
-            if let Err(error) = crate::queries::mark_dispatched(&self.pool, &[id]).await {
+        if self.marks.try_send(Mark::Dispatched(row.id)).is_err() {
+            if let Err(error) = crate::queries::mark_dispatched(&self.pool, &[row.id]).await {
                 tracing::warn!(%error, "recording dispatched_at failed; the sweep may re-dispatch (status check first)");
             }
         }
         true
+    }
+
+    /// Tells the dispatcher that transaction `id` settled, so its
+    /// `dispatched_at` need not be recorded. Best effort: with the queue full
+    /// the mark is simply written.
+    pub fn settled(&self, id: Uuid) {
+        let _ = self.marks.try_send(Mark::Settled(id));
     }
 }
 
@@ -133,49 +152,69 @@ impl Dispatcher {
 
 async fn record_marks(
     pool: PgPool,
-    mut queue: mpsc::Receiver<Uuid>,
+    mut queue: mpsc::Receiver<Mark>,
     finished: loket_runtime::Shutdown,
 ) {
-    let mut batch = Vec::with_capacity(MARK_BATCH);
+    let mut heard = Vec::with_capacity(MARK_BATCH);
+    let mut pending = HashSet::with_capacity(MARK_BATCH);
     loop {
-        tokio::select! {
-            biased;
-            received = queue.recv_many(&mut batch, MARK_BATCH) => {
-                if received == 0 {
-                    return;
+        // Until a first id to record arrives (a settled transaction with
+        // nothing pending is old news).
+        while pending.is_empty() {
+            tokio::select! {
+                biased;
+                received = queue.recv_many(&mut heard, MARK_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    take(&mut heard, &mut pending);
                 }
-            }
-            _ = finished.wait() => {
-                while let Ok(id) = queue.try_recv() {
-                    batch.push(id);
-                }
-                flush(&pool, &mut batch).await;
-                return;
+                _ = finished.wait() => return drain(&pool, &mut queue, &mut pending).await,
             }
         }
         let until = tokio::time::Instant::now() + MARK_LINGER;
-        while batch.len() < MARK_BATCH {
-            let room = MARK_BATCH - batch.len();
+        while pending.len() < MARK_BATCH {
             tokio::select! {
                 biased;
-                _ = finished.wait() => break,
+                _ = finished.wait() => return drain(&pool, &mut queue, &mut pending).await,
                 _ = tokio::time::sleep_until(until) => break,
-                received = queue.recv_many(&mut batch, room) => {
+                received = queue.recv_many(&mut heard, MARK_BATCH) => {
                     if received == 0 {
                         break;
                     }
+                    take(&mut heard, &mut pending);
                 }
             }
         }
-        flush(&pool, &mut batch).await;
+        flush(&pool, &mut pending).await;
     }
 }
 
-async fn flush(pool: &PgPool, batch: &mut Vec<Uuid>) {
-    for chunk in batch.chunks(MARK_BATCH) {
+/// Applies what was heard to the ids waiting to be recorded.
+fn take(heard: &mut Vec<Mark>, pending: &mut HashSet<Uuid>) {
+    for mark in heard.drain(..) {
+        match mark {
+            Mark::Dispatched(id) => pending.insert(id),
+            Mark::Settled(id) => pending.remove(&id),
+        };
+    }
+}
+
+/// At shutdown: records what is pending and what is still queued.
+async fn drain(pool: &PgPool, queue: &mut mpsc::Receiver<Mark>, pending: &mut HashSet<Uuid>) {
+    let mut heard = Vec::new();
+    while let Ok(mark) = queue.try_recv() {
+        heard.push(mark);
+    }
+    take(&mut heard, pending);
+    flush(pool, pending).await;
+}
+
+async fn flush(pool: &PgPool, pending: &mut HashSet<Uuid>) {
+    let ids: Vec<Uuid> = pending.drain().collect();
+    for chunk in ids.chunks(MARK_BATCH) {
         if let Err(error) = crate::queries::mark_dispatched(pool, chunk).await {
             tracing::warn!(%error, count = chunk.len(), "recording dispatched_at failed; the sweep may re-dispatch (status check first)");
         }
     }
-    batch.clear();
 }

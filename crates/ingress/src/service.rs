@@ -542,7 +542,13 @@ impl Inner {
         );
         self.dispatcher.dispatch(row, &ctx.trace).await;
         match guard {
-            Some(guard) => self.wait_for(ctx, guard, row.to_pb(), wait).await,
+            Some(guard) => {
+                let transaction = self.wait_for(ctx, guard, row.to_pb(), wait).await;
+                if is_settled(&transaction) {
+                    self.dispatcher.settled(row.id);
+                }
+                transaction
+            }
             None => respond(row),
         }
     }

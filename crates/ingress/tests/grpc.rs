@@ -100,6 +100,14 @@ async fn settle(pool: &PgPool, nats: &async_nats::Client, id: Uuid, status: &str
     nats.flush().await.unwrap();
 }
 
+/// The next command published on `commands`, and its transaction id.
+async fn next_command(commands: &mut async_nats::Subscriber) -> (pb::bus::Command, Uuid) {
+    let message = commands.next().await.unwrap();
+    let command = pb::bus::Command::decode(message.payload.as_ref()).unwrap();
+    let id = Uuid::parse_str(&command.transaction_id).unwrap();
+    (command, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     let App {
@@ -229,7 +237,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     assert_eq!(command.amount.map(|m| m.minor), Some(10_500));
     // dispatched_at is recorded (batched, so allow a moment).
     let mut dispatched = false;
-    for _ in 0..50 {
+    for _ in 0..150 {
         let row = loket_store::get(&pool, id).await?.unwrap();
         if row.dispatched_at.is_some() && row.dispatch_count == 1 {
             dispatched = true;
@@ -326,16 +334,9 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         let pool = pool.clone();
         let nats = nats.clone();
         tokio::spawn(async move {
-            let message = commands.next().await.unwrap();
-            let command = pb::bus::Command::decode(message.payload.as_ref()).unwrap();
+            let (_, id) = next_command(&mut commands).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
-            settle(
-                &pool,
-                &nats,
-                Uuid::parse_str(&command.transaction_id).unwrap(),
-                "success",
-            )
-            .await;
+            settle(&pool, &nats, id, "success").await;
         })
     };
     let started = std::time::Instant::now();
@@ -368,6 +369,64 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         started.elapsed() < Duration::from_millis(800),
         "{:?}",
         started.elapsed()
+    );
+
+    // --- dispatched_at: recorded for a transaction still unresolved after the
+    // linger (r-deadline), spared for one the call saw settle. The stand-in
+    // only publishes the update and leaves the row `received`, so only the
+    // dispatcher dropping the mark keeps dispatched_at empty.
+    let mut commands = nats.subscribe("loket.cmd.okebayar.>").await?;
+    nats.flush().await?;
+    let announcer = {
+        let pool = pool.clone();
+        let nats = nats.clone();
+        tokio::spawn(async move {
+            let (_, id) = next_command(&mut commands).await;
+            let row = loket_store::get(&pool, id).await.unwrap().unwrap();
+            let mut update = row.to_pb();
+            update.status = pb::TransactionStatus::Success as i32;
+            nats.publish(
+                subjects::update(&row.client_id.to_string(), &id.to_string()),
+                update.encode_to_vec().into(),
+            )
+            .await
+            .unwrap();
+            nats.flush().await.unwrap();
+        })
+    };
+    let seen_settled = api
+        .purchase(with_key(
+            KEY_A,
+            purchase("r-seen-settled", "PULSA10", "081233333333", 10_000),
+        ))
+        .await?
+        .into_inner();
+    announcer.await?;
+    assert_eq!(seen_settled.status, pb::TransactionStatus::Success as i32);
+    let dispatched_at = |id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let row = loket_store::get(&pool, id).await.unwrap().unwrap();
+            (row.status, row.dispatched_at.is_some())
+        }
+    };
+    let mut deadline_marked = false;
+    for _ in 0..150 {
+        if dispatched_at(Uuid::parse_str(&pending.id)?).await.1 {
+            deadline_marked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        deadline_marked,
+        "an unresolved transaction's dispatched_at was never recorded"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        dispatched_at(Uuid::parse_str(&seen_settled.id)?).await,
+        ("received".to_string(), false),
+        "the mark of a transaction the call saw settle reached the database"
     );
 
     // --- watch: A receives its update; B's watch gets nothing of A's
@@ -1413,9 +1472,7 @@ async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result
         let app_pool = app.pool.clone();
         let nats = app.nats.clone();
         tokio::spawn(async move {
-            let message = commands.next().await.unwrap();
-            let command = pb::bus::Command::decode(message.payload.as_ref()).unwrap();
-            let id = Uuid::parse_str(&command.transaction_id).unwrap();
+            let (command, id) = next_command(&mut commands).await;
             for (status, payment) in [
                 ("pending", None),
                 (
