@@ -58,7 +58,10 @@ LOG_DIR=$RUN_DIR/logs
 PG_DIR=$RUN_DIR/pg
 NATS_DIR=$RUN_DIR/nats
 BIN=$ROOT/target/release
-DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
+# The services reach the private PostgreSQL through its Unix socket (in
+# $PG_DIR): on one machine that skips the TCP stack both ways for every
+# statement. It still listens on 127.0.0.1:$PG_PORT for psql and other tools.
+DATABASE_URL="postgres://postgres@localhost:$PG_PORT/$DB_NAME?host=$PG_DIR"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
 # Services in start order: name, binary, admin port.
