@@ -1,9 +1,12 @@
 //! Provider-neutral pieces every simulator shares: the HTTP server with a
 //! per-connection kill switch (to reproduce "connection reset after the
-//! provider committed"), bounded body reading, per-reference request
+//! provider committed"), bounded body reading, the bounded memory every
+//! per-reference record lives in (`RecentMap`), per-reference request
 //! counting, and the callback sender that records every delivery attempt.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -247,6 +250,162 @@ pub async fn read_body(
 }
 
 // ---------------------------------------------------------------------------
+// Bounded memory
+// ---------------------------------------------------------------------------
+
+/// How many references each simulator remembers unless configured otherwise
+/// (`loket-sim`'s `remembered_references`).
+pub const DEFAULT_REMEMBERED_REFERENCES: usize = 1_000_000;
+
+/// A map that remembers at most `capacity` keys: inserting a new key into a
+/// full map forgets the key inserted longest ago, and counts it in
+/// [`FORGOTTEN_REFERENCES_TOTAL`](names::FORGOTTEN_REFERENCES_TOTAL).
+/// Reading, updating or re-inserting a remembered key leaves its place
+/// unchanged. Every record the simulators keep per reference lives in one,
+/// so a load test of any length holds a bounded amount of memory.
+#[derive(Debug)]
+pub(crate) struct RecentMap<K, V> {
+    /// Each value with the insertion number of its key.
+    entries: HashMap<K, (u64, V)>,
+    /// The keys, oldest insertion first. A removed key stays behind until it
+    /// reaches the front or is swept out; its insertion number no longer
+    /// matching the entry's (or no entry) marks it stale.
+    order: VecDeque<(u64, K)>,
+    next_insertion: u64,
+    capacity: usize,
+    /// Metric labels: the simulator and which record this map holds.
+    provider: &'static str,
+    record: &'static str,
+}
+
+impl<K: Clone + Eq + Hash, V> RecentMap<K, V> {
+    /// An empty map remembering at most `capacity` keys (0 acts as 1: the
+    /// key just inserted is always remembered).
+    pub(crate) fn new(capacity: usize, provider: &'static str, record: &'static str) -> Self {
+        RecentMap {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next_insertion: 0,
+            capacity,
+            provider,
+            record,
+        }
+    }
+
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.get(key).map(|(_, value)| value)
+    }
+
+    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.get_mut(key).map(|(_, value)| value)
+    }
+
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.contains_key(key)
+    }
+
+    /// Every remembered value, in no particular order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.values().map(|(_, value)| value)
+    }
+
+    /// Every remembered value, in no particular order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.values_mut().map(|(_, value)| value)
+    }
+
+    /// Stores `value` under `key` and returns the value it replaced. A new
+    /// key in a full map makes it forget the oldest one; a remembered key
+    /// keeps its place.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some((_, remembered)) = self.entries.get_mut(&key) {
+            return Some(std::mem::replace(remembered, value));
+        }
+        let insertion = self.admit(key.clone());
+        self.entries.insert(key, (insertion, value));
+        None
+    }
+
+    /// The value under `key`, inserting `V::default()` first (as a new key,
+    /// see [`insert`](Self::insert)) when there is none.
+    pub(crate) fn get_or_insert_default(&mut self, key: K) -> &mut V
+    where
+        V: Default,
+    {
+        let insertion = match self.entries.get(&key) {
+            Some((insertion, _)) => *insertion,
+            None => self.admit(key.clone()),
+        };
+        &mut self
+            .entries
+            .entry(key)
+            .or_insert_with(|| (insertion, V::default()))
+            .1
+    }
+
+    /// Forgets `key` now (not counted as forgotten: it was asked for).
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.remove(key).map(|(_, value)| value)
+    }
+
+    /// Makes room for the new `key` and queues it as the newest; returns its
+    /// insertion number.
+    fn admit(&mut self, key: K) -> u64 {
+        if self.entries.len() >= self.capacity {
+            self.forget_oldest();
+        }
+        // Removed keys leave stale places behind; sweep them out before they
+        // outnumber the live ones (each sweep at least halves the queue, so
+        // its cost is paid by the removals that made the stale places).
+        if self.order.len() > 2 * self.entries.len() {
+            let entries = &self.entries;
+            self.order.retain(|(insertion, key)| {
+                entries.get(key).is_some_and(|(live, _)| live == insertion)
+            });
+        }
+        let insertion = self.next_insertion;
+        self.next_insertion += 1;
+        self.order.push_back((insertion, key));
+        insertion
+    }
+
+    fn forget_oldest(&mut self) {
+        while let Some((insertion, key)) = self.order.pop_front() {
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|(live, _)| *live == insertion)
+            {
+                self.entries.remove(&key);
+                metrics::counter!(
+                    names::FORGOTTEN_REFERENCES_TOTAL,
+                    "provider" => self.provider,
+                    "record" => self.record
+                )
+                .increment(1);
+                return;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Request counting
 // ---------------------------------------------------------------------------
 
@@ -289,19 +448,27 @@ impl RequestCounts {
     }
 }
 
-/// Counts every request per reference.
-#[derive(Debug, Default)]
+/// Counts every request per reference (for the `remembered` most recent
+/// references) and in total.
+#[derive(Debug)]
 pub struct RequestCounter {
-    by_reference: Mutex<HashMap<String, RequestCounts>>,
+    by_reference: Mutex<RecentMap<String, RequestCounts>>,
     total: AtomicU64,
 }
 
 impl RequestCounter {
+    pub fn new(provider: &'static str, remembered: usize) -> Self {
+        RequestCounter {
+            by_reference: Mutex::new(RecentMap::new(remembered, provider, "requests")),
+            total: AtomicU64::new(0),
+        }
+    }
+
     pub fn record(&self, reference: Option<&str>, kind: RequestKind) {
         self.total.fetch_add(1, Ordering::Relaxed);
         let Some(reference) = reference else { return };
         let mut map = lock(&self.by_reference);
-        let counts = map.entry(reference.to_string()).or_default();
+        let counts = map.get_or_insert_default(reference.to_string());
         match kind {
             RequestKind::Purchase => counts.purchases += 1,
             RequestKind::Payment => counts.payments += 1,
@@ -312,6 +479,8 @@ impl RequestCounter {
         counts.total += 1;
     }
 
+    /// The requests received for `reference`; zero for a reference never
+    /// seen or forgotten.
     pub fn get(&self, reference: &str) -> RequestCounts {
         lock(&self.by_reference)
             .get(reference)
@@ -370,11 +539,12 @@ pub struct CallbackLog {
     pub labels: Vec<String>,
 }
 
-/// Sends callbacks with bounded retries and records every attempt.
+/// Sends callbacks with bounded retries and records every attempt (for the
+/// `remembered` most recent references).
 #[derive(Debug)]
 pub struct CallbackSender {
     client: reqwest::Client,
-    log: Mutex<HashMap<String, CallbackLog>>,
+    log: Mutex<RecentMap<String, CallbackLog>>,
     max_attempts: u32,
     retry_delay: Duration,
     provider: &'static str,
@@ -386,6 +556,7 @@ impl CallbackSender {
         timeout: Duration,
         max_attempts: u32,
         retry_delay: Duration,
+        remembered: usize,
     ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -394,7 +565,7 @@ impl CallbackSender {
             .unwrap_or_else(|_| reqwest::Client::new());
         CallbackSender {
             client,
-            log: Mutex::new(HashMap::new()),
+            log: Mutex::new(RecentMap::new(remembered, provider, "callbacks")),
             max_attempts: max_attempts.max(1),
             retry_delay,
             provider,
@@ -420,7 +591,7 @@ impl CallbackSender {
     ) -> Option<u16> {
         {
             let mut log = lock(&self.log);
-            let entry = log.entry(callback.reference.clone()).or_default();
+            let entry = log.get_or_insert_default(callback.reference.clone());
             entry.deliveries += 1;
             entry.labels.push(callback.label.clone());
         }
@@ -445,7 +616,7 @@ impl CallbackSender {
             let ok = status.is_some_and(|s| (200..300).contains(&s));
             {
                 let mut log = lock(&self.log);
-                let entry = log.entry(callback.reference.clone()).or_default();
+                let entry = log.get_or_insert_default(callback.reference.clone());
                 entry.attempts += 1;
                 if ok {
                     entry.acknowledged += 1;
@@ -478,5 +649,159 @@ impl CallbackSender {
             }
         }
         last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Counters by name and labels, e.g.
+    /// `loket_sim_forgotten_references_total{provider=sim,record=test}`.
+    #[derive(Default)]
+    struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    impl Counters {
+        fn get(&self, name: &str) -> u64 {
+            lock(&self.0)
+                .get(name)
+                .map_or(0, |counter| counter.load(Ordering::Relaxed))
+        }
+    }
+
+    impl Recorder for Counters {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Counter::from_arc(lock(&self.0).entry(name).or_default().clone())
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    const FORGOTTEN: &str = "loket_sim_forgotten_references_total{provider=sim,record=test}";
+
+    fn map(capacity: usize) -> RecentMap<String, u32> {
+        RecentMap::new(capacity, "sim", "test")
+    }
+
+    fn keys(map: &RecentMap<String, u32>) -> Vec<&str> {
+        let mut keys: Vec<&str> = map.entries.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn forgets_the_oldest_inserted_key_first_and_counts_it() {
+        let counters = Counters::default();
+        metrics::with_local_recorder(&counters, || {
+            let mut map = map(3);
+            for (n, key) in ["a", "b", "c"].into_iter().enumerate() {
+                assert_eq!(map.insert(key.into(), n as u32), None);
+            }
+            // Reading or changing a key does not make it recent.
+            assert_eq!(map.get("a"), Some(&0));
+            *map.get_mut("a").unwrap() += 10;
+            assert_eq!(counters.get(FORGOTTEN), 0);
+
+            map.insert("d".into(), 3);
+            assert_eq!(keys(&map), ["b", "c", "d"]);
+            assert!(!map.contains_key("a"));
+            assert_eq!(counters.get(FORGOTTEN), 1);
+
+            *map.get_or_insert_default("e".into()) += 4;
+            assert_eq!(keys(&map), ["c", "d", "e"]);
+            assert_eq!(map.get("e"), Some(&4));
+            assert_eq!(counters.get(FORGOTTEN), 2);
+            assert_eq!(map.values().sum::<u32>(), 2 + 3 + 4);
+        });
+    }
+
+    #[test]
+    fn updating_a_remembered_key_keeps_its_place_and_forgets_nothing() {
+        let counters = Counters::default();
+        metrics::with_local_recorder(&counters, || {
+            let mut map = map(2);
+            map.insert("a".into(), 1);
+            map.insert("b".into(), 2);
+            assert_eq!(map.insert("a".into(), 10), Some(1));
+            *map.get_or_insert_default("a".into()) += 1;
+            for value in map.values_mut() {
+                *value += 100;
+            }
+            assert_eq!(keys(&map), ["a", "b"]);
+            assert_eq!(map.get("a"), Some(&111));
+            assert_eq!(counters.get(FORGOTTEN), 0);
+
+            // "a" is still the oldest insertion, so it goes first.
+            map.insert("c".into(), 3);
+            assert_eq!(keys(&map), ["b", "c"]);
+            assert_eq!(counters.get(FORGOTTEN), 1);
+        });
+    }
+
+    #[test]
+    fn capacity_one_remembers_only_the_newest_key() {
+        let mut map = map(1);
+        map.insert("a".into(), 1);
+        map.insert("a".into(), 2);
+        assert_eq!(keys(&map), ["a"]);
+        map.insert("b".into(), 3);
+        assert_eq!(keys(&map), ["b"]);
+        *map.get_or_insert_default("c".into()) += 1;
+        assert_eq!(keys(&map), ["c"]);
+        assert_eq!(map.get("c"), Some(&1));
+
+        // 0 is taken as 1: the key just inserted is always remembered.
+        let mut zero = RecentMap::new(0, "sim", "test");
+        zero.insert("a".to_string(), 1);
+        zero.insert("b".to_string(), 2);
+        assert_eq!(keys(&zero), ["b"]);
+    }
+
+    #[test]
+    fn a_key_removed_and_inserted_again_is_new_and_not_forgotten_at_its_old_place() {
+        let mut map = map(3);
+        for key in ["a", "b", "c"] {
+            map.insert(key.into(), 0);
+        }
+        assert_eq!(map.remove("b"), Some(0));
+        assert_eq!(map.remove("b"), None);
+        map.insert("b".into(), 1);
+        map.insert("d".into(), 2);
+        assert_eq!(keys(&map), ["b", "c", "d"]);
+        map.insert("e".into(), 3);
+        assert_eq!(keys(&map), ["b", "d", "e"]);
+    }
+
+    #[test]
+    fn removals_do_not_grow_the_insertion_queue() {
+        let mut map = map(1_000);
+        map.insert("kept".into(), 0);
+        for n in 0..10_000 {
+            map.insert(format!("k{}", n % 3), n);
+            map.remove(&format!("k{}", n % 3));
+        }
+        assert_eq!(keys(&map), ["kept"]);
+        assert!(map.order.len() <= 4, "{} places queued", map.order.len());
     }
 }

@@ -7,6 +7,7 @@ use loket_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::common::DEFAULT_REMEMBERED_REFERENCES;
 use crate::okebayar::{OkeBayarSim, OkeBayarSimSettings};
 use crate::smilepayz::{SmilepayzSim, SmilepayzSimSettings};
 use crate::snapqr::{SnapQrSim, SnapQrSimSettings};
@@ -28,6 +29,13 @@ pub struct Settings {
     /// Where the SNAP QR CPM simulator listens (empty: not started).
     pub snapqr_addr: String,
     pub snapqr: SnapQrSimSettings,
+    /// How many references each simulator remembers (its ledger, request
+    /// counts and callback logs; SNAP also paid qrContents and
+    /// X-EXTERNAL-IDs): a new one beyond this forgets the oldest, which a
+    /// status check then reports unknown and a new request may reuse. At
+    /// least 1; the default, 1,000,000, is ≈ 1.3 GB per simulator under a
+    /// purchase load (100,000 remembered OkeBayar purchases measured ≈ 127 MB).
+    pub remembered_references: usize,
 }
 
 impl Default for Settings {
@@ -41,7 +49,29 @@ impl Default for Settings {
             smilepayz: SmilepayzSimSettings::default(),
             snapqr_addr: "127.0.0.1:8183".into(),
             snapqr: SnapQrSimSettings::default(),
+            remembered_references: DEFAULT_REMEMBERED_REFERENCES,
         }
+    }
+}
+
+/// A setting `loket-sim` cannot work with, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub problem: &'static str,
+}
+
+impl Settings {
+    /// Checks what serde cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.remembered_references == 0 {
+            return Err(InvalidSetting {
+                key: "remembered_references",
+                problem: "must be greater than 0",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -54,27 +84,37 @@ pub struct Listeners {
     pub snapqr: Option<TcpListener>,
 }
 
-/// Serves every simulator until `shutdown` fires, then drains.
-pub async fn run(settings: Settings, listeners: Listeners, shutdown: Shutdown) {
+/// Validates the settings, then serves every simulator until `shutdown`
+/// fires, then drains.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), InvalidSetting> {
+    settings.validate()?;
+    let remembered = settings.remembered_references;
     let readiness = Readiness::default();
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         readiness.clone(),
         shutdown.clone(),
     ));
-    let okebayar = OkeBayarSim::new(settings.okebayar);
+    let okebayar = OkeBayarSim::remembering(settings.okebayar, remembered);
     let served = {
         let shutdown = shutdown.clone();
         let okebayar = okebayar.clone();
         tokio::spawn(async move { okebayar.serve(listeners.okebayar, shutdown).await })
     };
     let smilepayz = listeners.smilepayz.map(|listener| {
-        let sim = SmilepayzSim::new(settings.smilepayz);
+        let sim = SmilepayzSim::remembering(settings.smilepayz, remembered);
         tracing::info!(platform_public_key = %sim.platform_public_key_pem(), "smilepayz simulator: callbacks are signed with this platform key");
         let shutdown = shutdown.clone();
         tokio::spawn(async move { sim.serve(listener, shutdown).await })
     });
-    let snapqr = listeners.snapqr.and_then(|listener| match SnapQrSim::new(settings.snapqr) {
+    let snapqr = listeners.snapqr.and_then(|listener| match SnapQrSim::remembering(
+        settings.snapqr,
+        remembered,
+    ) {
         Ok(sim) => {
             tracing::info!(issuer_public_key = %sim.issuer_public_key_pem(), "snapqr simulator: notifies are signed with this issuer key");
             let shutdown = shutdown.clone();
@@ -95,4 +135,5 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Shutdown) {
         let _ = snapqr.await;
     }
     let _ = admin.await;
+    Ok(())
 }

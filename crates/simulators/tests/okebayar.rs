@@ -42,9 +42,12 @@ impl Drop for Harness {
 }
 
 async fn start(settings: OkeBayarSimSettings) -> Harness {
+    serve(OkeBayarSim::new(settings)).await
+}
+
+async fn serve(sim: OkeBayarSim) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let sim = OkeBayarSim::new(settings);
     let shutdown = Shutdown::new();
     let served = sim.clone();
     let stop = shutdown.clone();
@@ -117,6 +120,20 @@ impl Harness {
     async fn status_check(&self, reference: &str) -> Fields {
         self.send(&request("OkeBayar-cek-status", reference, &[]))
             .await
+    }
+
+    /// `GET` of an introspection route (`/_sim/...`).
+    async fn introspect(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/_sim/{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The JSON an introspection route answers.
+    async fn introspect_json(&self, path: &str) -> serde_json::Value {
+        self.introspect(path).await.json().await.unwrap()
     }
 }
 
@@ -313,6 +330,95 @@ async fn status_check_answers_from_the_ledger_and_not_found_code() {
     assert!(!later.get("serialnumber").unwrap().is_empty());
     assert_eq!(h.sim.requests_for("st-2").status_checks, 2);
     assert_eq!(h.sim.money_requests_for("st-2"), 1);
+}
+
+#[tokio::test]
+async fn beyond_its_memory_the_oldest_reference_is_forgotten_and_the_newest_kept() {
+    let remembered = 3;
+    let h = serve(OkeBayarSim::remembering(settings(), remembered)).await;
+    let references: Vec<String> = (1..=remembered + 1).map(|n| format!("mem-{n}")).collect();
+    let mut replies = Vec::new();
+    for reference in &references {
+        let reply = h.send(&purchase(reference, "081234567890")).await;
+        assert_eq!(status(&reply), "000");
+        replies.push(reply);
+    }
+    let (oldest, newest) = (&references[0], &references[remembered]);
+
+    // The oldest: no request count, no ledger entry, over HTTP as in-process.
+    let counts: serde_json::Value = h.introspect_json(&format!("requests/{oldest}")).await;
+    assert_eq!(counts["total"], 0, "{counts}");
+    let ledger = h.introspect(&format!("ledger/{oldest}")).await;
+    assert_eq!(ledger.status(), 404);
+    assert_eq!(
+        status(&h.status_check(oldest).await),
+        loket_okebayar::settings::STATUS_NOT_FOUND_CODE_DEFAULT,
+        "a forgotten reference is unknown to the status check"
+    );
+
+    // The newest is still remembered: a resend is a duplicate and the
+    // status check answers from the ledger.
+    assert_eq!(
+        status(&h.send(&purchase(newest, "081234567890")).await),
+        "208"
+    );
+    let check = h.status_check(newest).await;
+    assert_eq!(status(&check), "000");
+    assert_eq!(check.get("tracecode"), replies[remembered].get("tracecode"));
+    assert_eq!(h.sim.requests_for(newest).purchases, 2);
+    assert_eq!(h.sim.balance(), 1_000_000 - 4 * 11_000);
+
+    // A forgotten reference used again is a new purchase, not a duplicate.
+    assert_eq!(
+        status(&h.send(&purchase(oldest, "081234567890")).await),
+        "000"
+    );
+    assert_eq!(h.sim.ledger_state(oldest).unwrap().executions, 1);
+    assert_eq!(h.sim.balance(), 1_000_000 - 5 * 11_000);
+}
+
+#[tokio::test]
+async fn loket_sim_gives_the_simulators_its_remembered_references() {
+    use loket_simulators::service::{self, Listeners, Settings};
+    let okebayar = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", okebayar.local_addr().unwrap());
+    let listeners = Listeners {
+        okebayar,
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        smilepayz: None,
+        snapqr: None,
+    };
+    let settings = Settings {
+        okebayar: settings(),
+        remembered_references: 1,
+        ..Settings::default()
+    };
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(service::run(settings, listeners, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let send = |fields: Vec<(String, String)>| {
+        let request = http.post(&url).body(body(Format::Xml, &fields)).send();
+        async move {
+            let bytes = request.await.unwrap().bytes().await.unwrap();
+            decode(Format::Xml, &bytes).unwrap()
+        }
+    };
+    assert_eq!(
+        status(&send(purchase("one-1", "081234567890")).await),
+        "000"
+    );
+    assert_eq!(
+        status(&send(purchase("one-2", "081234567890")).await),
+        "000"
+    );
+    let check = |reference: &str| send(request("OkeBayar-cek-status", reference, &[]));
+    assert_eq!(
+        status(&check("one-1").await),
+        loket_okebayar::settings::STATUS_NOT_FOUND_CODE_DEFAULT
+    );
+    assert_eq!(status(&check("one-2").await), "000");
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
 }
 
 /// One received callback: HTTP method and fields (query and body merged).
@@ -741,36 +847,15 @@ async fn introspection_routes_report_counts_ledger_and_balance() {
     h.send(&purchase("adm-1", "081234567890")).await;
     h.status_check("adm-1").await;
 
-    let counts: serde_json::Value = h
-        .http
-        .get(format!("{}/_sim/requests/adm-1", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: serde_json::Value = h.introspect_json("requests/adm-1").await;
     assert_eq!(counts["purchases"], 2);
     assert_eq!(counts["status_checks"], 1);
     assert_eq!(counts["total"], 3);
 
-    let ledger: serde_json::Value = h
-        .http
-        .get(format!("{}/_sim/ledger/adm-1", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger: serde_json::Value = h.introspect_json("ledger/adm-1").await;
     assert_eq!(ledger["code"], "000");
     assert_eq!(ledger["amount"], 11_000);
-    let missing = h
-        .http
-        .get(format!("{}/_sim/ledger/none", h.url))
-        .send()
-        .await
-        .unwrap();
+    let missing = h.introspect("ledger/none").await;
     assert_eq!(missing.status(), 404);
 
     let set = h
@@ -782,15 +867,7 @@ async fn introspection_routes_report_counts_ledger_and_balance() {
         .unwrap();
     assert_eq!(set.status(), 200);
     assert_eq!(h.sim.balance(), 42);
-    let scenarios: serde_json::Value = h
-        .http
-        .get(format!("{}/_sim/scenarios", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scenarios: serde_json::Value = h.introspect_json("scenarios").await;
     assert_eq!(scenarios["prefix"], PREFIX);
 }
 

@@ -18,6 +18,7 @@ use loket_connector::{CallbackParser, CallbackRequest, Command, Connector, Parse
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{Money, Operation, Outcome, Provider};
 use loket_runtime::{Secret, Shutdown};
+use loket_simulators::common::DEFAULT_REMEMBERED_REFERENCES;
 use loket_simulators::smilepayz::{SmilepayzCallbackLog, SmilepayzSim, SmilepayzSimSettings};
 use loket_smilepayz::sign::{self, TimestampStyle};
 use loket_smilepayz::{callback_parser, CallbackSettings, SmilepayzConnector, SmilepayzSettings};
@@ -87,6 +88,14 @@ async fn setup_with(
     receiver_key: Option<String>,
     tweak: impl FnOnce(&mut SmilepayzSimSettings),
 ) -> Setup {
+    setup_remembering(DEFAULT_REMEMBERED_REFERENCES, receiver_key, tweak).await
+}
+
+async fn setup_remembering(
+    references: usize,
+    receiver_key: Option<String>,
+    tweak: impl FnOnce(&mut SmilepayzSimSettings),
+) -> Setup {
     let shutdown = Shutdown::new();
     let (merchant_private_pem, merchant_public_pem) = sign::generate_key_pair();
     let cb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,7 +111,7 @@ async fn setup_with(
         ..Default::default()
     };
     tweak(&mut settings);
-    let sim = SmilepayzSim::new(settings);
+    let sim = SmilepayzSim::remembering(settings, references);
     let received = Arc::new(Mutex::new(Received::default()));
     let parser = callback_parser(&CallbackSettings {
         platform_public_key: receiver_key.unwrap_or_else(|| sim.platform_public_key_pem()),
@@ -450,6 +459,45 @@ async fn inquiry_right_after_create_is_not_found_but_not_reported_as_not_found_w
     let report = s.connector.check_status(&missing).await;
     assert!(report.not_found, "{report:?}");
     assert_eq!(report.outcome, Outcome::Unknown);
+}
+
+#[tokio::test]
+async fn beyond_its_memory_the_oldest_order_is_forgotten_and_the_newest_kept() {
+    let remembered = 2;
+    let s = setup_remembering(remembered, None, |settings| settings.inquiry_race_ms = 0).await;
+    let commands: Vec<Command> = (0..=remembered)
+        .map(|_| {
+            let mut cmd = command(
+                Operation::PayIn,
+                &reference(),
+                150_000,
+                &[("method", "QRIS")],
+            );
+            // Old enough (not a v7 id) for "not found" to be reported as such.
+            cmd.transaction_id = uuid::Uuid::new_v4().to_string();
+            cmd
+        })
+        .collect();
+    for cmd in &commands {
+        assert_eq!(s.connector.execute(cmd).await.outcome, Outcome::Pending);
+    }
+    let (oldest, newest) = (&commands[0], &commands[remembered]);
+
+    assert_eq!(s.sim.order(&oldest.provider_reference), None);
+    assert_eq!(s.sim.requests_for(&oldest.provider_reference).total, 0);
+    let report = s.connector.check_status(oldest).await;
+    assert!(report.not_found, "{report:?}");
+
+    // The newest is remembered: resubmitting it is a duplicate, and the
+    // inquiry finds it.
+    let again = s.connector.execute(newest).await;
+    assert_eq!(again.provider_code.as_deref(), Some("4009001"), "{again:?}");
+    assert_eq!(s.sim.money_requests_for(&newest.provider_reference), 2);
+    assert_eq!(settle(&s, newest).await.outcome, Outcome::Success);
+
+    // A forgotten orderNo is accepted again as a new order.
+    assert_eq!(s.connector.execute(oldest).await.outcome, Outcome::Pending);
+    assert!(s.sim.order(&oldest.provider_reference).is_some());
 }
 
 #[tokio::test]

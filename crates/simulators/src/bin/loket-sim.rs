@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         admin = %admin.local_addr()?,
         scenario_prefix = %settings.okebayar.scenario_prefix,
         callback_url = ?settings.okebayar.callback_url,
+        remembered_references = settings.remembered_references,
         "loket-sim listening"
     );
     let shutdown = Shutdown::new();
@@ -55,6 +56,6 @@ async fn main() -> anyhow::Result<()> {
         },
         shutdown,
     ))
-    .await;
+    .await?;
     Ok(())
 }

@@ -1,16 +1,17 @@
-//! The simulator's record of truth: every referencecode it has seen, the
-//! inquiries it issued, and the deposit balance. Every decision that must
-//! be atomic (duplicate detection, payment checks, debit, insert) happens
-//! under one lock, so concurrent duplicates cannot both execute.
+//! The simulator's record of truth: the most recent referencecodes it has
+//! seen, the most recent inquiries it issued, and the deposit balance. Every
+//! decision that must be atomic (duplicate detection, payment checks, debit,
+//! insert) happens under one lock, so concurrent duplicates cannot both
+//! execute. A forgotten referencecode is unknown again: a status check
+//! answers the not-found code and a purchase under it executes as new.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::common::lock;
+use crate::common::{lock, RecentMap};
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,10 +145,12 @@ pub struct Committed {
     pub balance: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    entries: HashMap<String, LedgerEntry>,
-    inquiries: HashMap<String, Inquiry>,
+    /// By referencecode.
+    entries: RecentMap<String, LedgerEntry>,
+    /// By inquirycode.
+    inquiries: RecentMap<String, Inquiry>,
     balance: i64,
 }
 
@@ -158,14 +161,17 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(balance: i64) -> Self {
+    /// A ledger holding `balance` that remembers the `remembered` most
+    /// recent referencecodes and, separately, inquiries.
+    pub fn new(balance: i64, remembered: usize) -> Self {
         // Tracecodes are 16 digits (spec §9), unique within one run and
         // unlikely to repeat across runs.
         let seed = (Utc::now().timestamp().rem_euclid(1_000_000_000) as u64) * 1_000_000;
         Ledger {
             inner: Mutex::new(Inner {
+                entries: RecentMap::new(remembered, "okebayar", "ledger"),
+                inquiries: RecentMap::new(remembered, "okebayar", "inquiries"),
                 balance,
-                ..Inner::default()
             }),
             sequence: AtomicU64::new(seed),
         }
@@ -416,7 +422,7 @@ mod tests {
 
     #[test]
     fn duplicate_never_debits_twice() {
-        let ledger = Ledger::new(25_000);
+        let ledger = Ledger::new(25_000, 100);
         assert_eq!(
             ledger.commit(purchase("A", 10_000)).outcome,
             CommitOutcome::Executed
@@ -429,7 +435,7 @@ mod tests {
 
     #[test]
     fn insufficient_deposit_is_203_and_a_failed_reference_may_be_reused() {
-        let ledger = Ledger::new(5_000);
+        let ledger = Ledger::new(5_000, 100);
         let first = ledger.commit(purchase("B", 10_000));
         assert_eq!(first.outcome, CommitOutcome::Refused("203"));
         assert_eq!(ledger.balance(), 5_000);
@@ -449,7 +455,7 @@ mod tests {
 
     #[test]
     fn settle_refunds_a_final_failure_and_never_changes_a_final_entry() {
-        let ledger = Ledger::new(10_000);
+        let ledger = Ledger::new(10_000, 100);
         let mut pending = purchase("P", 4_000);
         pending.initial_code = "002";
         ledger.commit(pending);

@@ -1,15 +1,19 @@
 //! The OkeBayar H2H simulator (`shared/protocols/okebayar.md` §8): one URL
 //! (`POST /`, ASSUMED spec §1) taking XML or JSON and answering in the
 //! request's format; signature, user id, PIN and source IP checked; lower-case
-//! tags enforced; a [`ledger`] of every referencecode (reuse → `208`, status
-//! checks answer from it); a deposit that purchases and payments consume
-//! (`203` when short); postpaid inquiries with expiring handles; callbacks by
-//! GET or POST; and [`scenarios`] chosen by the account number.
+//! tags enforced; a [`ledger`] of the most recent referencecodes (reuse →
+//! `208`, status checks answer from it); a deposit that purchases and
+//! payments consume (`203` when short); postpaid inquiries with expiring
+//! handles; callbacks by GET or POST; and [`scenarios`] chosen by the account
+//! number.
 //!
 //! Introspection for operators and cross-process tests (JSON):
 //! `GET /_sim/requests/{reference}`, `GET /_sim/ledger/{reference}`,
 //! `GET /_sim/callbacks/{reference}`, `GET|PUT /_sim/balance`,
 //! `GET /_sim/scenarios`.
+//!
+//! Everything kept per reference is bounded: see
+//! [`OkeBayarSim::remembering`].
 
 mod callbacks;
 mod handlers;
@@ -33,6 +37,7 @@ use tokio::net::TcpListener;
 
 use crate::common::{
     self, CallbackLog, CallbackMethod, CallbackSender, RequestCounter, RequestCounts,
+    DEFAULT_REMEMBERED_REFERENCES,
 };
 use ledger::Ledger;
 pub use ledger::{LedgerEntry, LedgerOperation};
@@ -174,17 +179,27 @@ impl std::fmt::Debug for OkeBayarSim {
 }
 
 impl OkeBayarSim {
+    /// A simulator remembering [`DEFAULT_REMEMBERED_REFERENCES`] references.
     pub fn new(settings: OkeBayarSimSettings) -> Self {
+        Self::remembering(settings, DEFAULT_REMEMBERED_REFERENCES)
+    }
+
+    /// A simulator remembering the `references` most recent referencecodes
+    /// (ledger entries, request counts, callback logs; inquiries likewise):
+    /// older ones are forgotten, so a status check answers `not_found_code`
+    /// for them and a purchase under one executes as new.
+    pub fn remembering(settings: OkeBayarSimSettings, references: usize) -> Self {
         let callbacks = CallbackSender::new(
             "okebayar",
             Duration::from_millis(settings.callback_timeout_ms),
             settings.callback_max_attempts,
             Duration::from_millis(settings.callback_retry_ms),
+            references,
         );
         OkeBayarSim {
             inner: Arc::new(Inner {
-                ledger: Ledger::new(settings.initial_balance),
-                requests: RequestCounter::default(),
+                ledger: Ledger::new(settings.initial_balance, references),
+                requests: RequestCounter::new("okebayar", references),
                 callbacks,
                 stop: Shutdown::new(),
                 settings,

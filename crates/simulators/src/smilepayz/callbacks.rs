@@ -1,9 +1,9 @@
 //! Smilepayz callbacks: POST the callback body with a fresh `X-TIMESTAMP`
 //! and `X-SIGNATURE` (platform key over `tradeNo|X-TIMESTAMP`) per attempt,
 //! retried on the configured schedule until the answer is HTTP 200 with the
-//! exact body `SUCCESS` (spec §5). Every attempt is logged per orderNo.
+//! exact body `SUCCESS` (spec §5). Every attempt is logged per orderNo (for
+//! the most recent orderNos).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use loket_smilepayz::wire;
 use rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
 
-use crate::common::lock;
+use crate::common::{lock, RecentMap};
 use crate::metrics as names;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,11 +41,11 @@ pub struct SmilepayzCallbackLog {
 pub(crate) struct Sender {
     client: reqwest::Client,
     schedule: Vec<u64>,
-    log: Mutex<HashMap<String, SmilepayzCallbackLog>>,
+    log: Mutex<RecentMap<String, SmilepayzCallbackLog>>,
 }
 
 impl Sender {
-    pub(crate) fn new(timeout: Duration, schedule: Vec<u64>) -> Self {
+    pub(crate) fn new(timeout: Duration, schedule: Vec<u64>, remembered: usize) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -59,7 +59,7 @@ impl Sender {
         Sender {
             client,
             schedule,
-            log: Mutex::new(HashMap::new()),
+            log: Mutex::new(RecentMap::new(remembered, "smilepayz", "callbacks")),
         }
     }
 
@@ -76,8 +76,7 @@ impl Sender {
         body: &wire::CallbackBody,
     ) -> bool {
         lock(&self.log)
-            .entry(body.order_no.clone())
-            .or_default()
+            .get_or_insert_default(body.order_no.clone())
             .deliveries += 1;
         let bytes = serde_json::to_vec(body).expect("callback body serialises");
         for delay in &self.schedule {
@@ -114,7 +113,7 @@ impl Sender {
             let acknowledged = http_status == Some(200) && answer == wire::CALLBACK_ACK;
             {
                 let mut log = lock(&self.log);
-                let entry = log.entry(body.order_no.clone()).or_default();
+                let entry = log.get_or_insert_default(body.order_no.clone());
                 entry.attempts.push(CallbackAttempt {
                     trade_no: body.trade_no.clone(),
                     status: body.status.clone(),

@@ -465,18 +465,15 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
     if order_no.is_none() && trade_no.is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     }
-    let order = {
-        let ledger = lock(&sim.inner.ledger);
-        ledger
-            .orders
-            .values()
-            .find(|o| {
-                o.trade_type == trade_type
-                    && order_no.as_ref().is_none_or(|n| &o.order_no == n)
-                    && trade_no.as_ref().is_none_or(|t| &o.trade_no == t)
-            })
-            .cloned()
-    };
+    let order = lock(&sim.inner.ledger)
+        .orders
+        .values()
+        .find(|o| {
+            o.trade_type == trade_type
+                && order_no.as_ref().is_none_or(|n| &o.order_no == n)
+                && trade_no.as_ref().is_none_or(|t| &o.trade_no == t)
+        })
+        .cloned();
     let Some(order) = order else {
         return error(500, svc, "00", "Order not found");
     };

@@ -14,12 +14,14 @@
 //! `GET /_sim/ledger/{orderNo}`, `GET /_sim/callbacks/{orderNo}`,
 //! `GET|PUT /_sim/balance`, `GET /_sim/scenarios`,
 //! `GET /_sim/platform-public-key` (PEM, for the callback receiver).
+//!
+//! Everything kept per orderNo is bounded: see
+//! [`SmilepayzSim::remembering`].
 
 mod callbacks;
 mod handlers;
 pub mod scenarios;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +39,9 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::common::{self, lock, RequestCounter, RequestCounts};
+use crate::common::{
+    self, lock, RecentMap, RequestCounter, RequestCounts, DEFAULT_REMEMBERED_REFERENCES,
+};
 pub use callbacks::{CallbackAttempt, SmilepayzCallbackLog};
 pub use scenarios::Scenario;
 
@@ -160,9 +164,10 @@ pub struct Balances {
     pub payout_frozen: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Ledger {
-    pub(crate) orders: HashMap<String, Order>,
+    /// By orderNo.
+    pub(crate) orders: RecentMap<String, Order>,
     pub(crate) balances: Balances,
 }
 
@@ -194,10 +199,19 @@ impl std::fmt::Debug for SmilepayzSim {
 }
 
 impl SmilepayzSim {
-    /// Builds the simulator. A merchant public key that does not load is
-    /// logged and every request is then refused (4019x00); a platform key
-    /// that is empty or does not load is replaced by a generated one.
+    /// [`remembering`](Self::remembering) [`DEFAULT_REMEMBERED_REFERENCES`]
+    /// orderNos.
     pub fn new(settings: SmilepayzSimSettings) -> Self {
+        Self::remembering(settings, DEFAULT_REMEMBERED_REFERENCES)
+    }
+
+    /// Builds the simulator, remembering the `references` most recent
+    /// orderNos (orders, request counts, callback logs): an inquiry about an
+    /// older one answers "Order not found" and a new order may reuse it. A
+    /// merchant public key that does not load is logged and every request is
+    /// then refused (4019x00); a platform key that is empty or does not load
+    /// is replaced by a generated one.
+    pub fn remembering(settings: SmilepayzSimSettings, references: usize) -> Self {
         let merchant_key = match sign::load_public_key(&settings.merchant_public_key) {
             Ok(key) => Some(key),
             Err(error) => {
@@ -221,6 +235,7 @@ impl SmilepayzSim {
         let callbacks = callbacks::Sender::new(
             Duration::from_millis(settings.callback_timeout_ms),
             settings.callback_schedule_ms.clone(),
+            references,
         );
         let balances = Balances {
             payin_available: settings.initial_payin_balance,
@@ -233,10 +248,10 @@ impl SmilepayzSim {
                 platform_key,
                 platform_public_pem,
                 ledger: Mutex::new(Ledger {
-                    orders: HashMap::new(),
+                    orders: RecentMap::new(references, "smilepayz", "orders"),
                     balances,
                 }),
-                requests: RequestCounter::default(),
+                requests: RequestCounter::new("smilepayz", references),
                 callbacks,
                 trade_seq: AtomicU64::new(1),
                 rate: Mutex::new((0, 0)),

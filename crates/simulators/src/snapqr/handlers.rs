@@ -87,7 +87,7 @@ fn within_window(sim: &SnapQrSim, stamp: &str) -> bool {
 fn count(sim: &SnapQrSim, reference: Option<&str>, bump: impl FnOnce(&mut SnapCounts)) {
     let Some(reference) = reference else { return };
     let mut ledger = lock(&sim.inner.ledger);
-    let counts = ledger.counts.entry(reference.to_string()).or_default();
+    let counts = ledger.counts.get_or_insert_default(reference.to_string());
     bump(counts);
     counts.total += 1;
 }
@@ -153,9 +153,12 @@ pub(crate) async fn token(State(sim): State<SnapQrSim>, request: Request) -> Res
             .collect()
     };
     let ttl = settings.token_ttl_secs;
-    lock(&sim.inner.ledger)
-        .tokens
-        .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+    {
+        let now = Instant::now();
+        let tokens = &mut lock(&sim.inner.ledger).tokens;
+        tokens.retain(|_, expiry| now < *expiry);
+        tokens.insert(token.clone(), now + Duration::from_secs(ttl));
+    }
     answer(
         "2007300",
         "Successful",
@@ -224,9 +227,10 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
         return Err(fail(400, service, 1, "Invalid Field Format X-EXTERNAL-ID"));
     }
     let today = Utc::now().with_timezone(&wib()).date_naive();
-    if !lock(&sim.inner.ledger)
+    if lock(&sim.inner.ledger)
         .external_ids
-        .insert((today, external.to_string()))
+        .insert((today, external.to_string()), ())
+        .is_some()
     {
         return Err(fail(409, service, 0, "Conflict"));
     }

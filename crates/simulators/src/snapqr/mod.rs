@@ -17,10 +17,14 @@
 //! `GET /_sim/ledger/{reference}`, `GET /_sim/callbacks/{reference}`,
 //! `GET /_sim/scenarios`, `GET /_sim/issuer-public-key`,
 //! `POST /_sim/tokens/expire`.
+//!
+//! Everything kept per reference or per request is bounded: see
+//! [`SnapQrSim::remembering`]; expired tokens are dropped as new ones are
+//! issued.
 
 mod handlers;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +39,9 @@ use loket_runtime::{Secret, Shutdown};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::common::{self, lock, CallbackLog, CallbackSender};
+use crate::common::{
+    self, lock, CallbackLog, CallbackSender, RecentMap, DEFAULT_REMEMBERED_REFERENCES,
+};
 
 /// Scenario selectors: the amount's last three digits (or `SCENARIO=NNN` in
 /// the qrContent) and what the simulator does.
@@ -187,14 +193,28 @@ pub struct PaymentEntry {
     pub(crate) resolve_at: Option<Instant>,
 }
 
-#[derive(Default)]
 pub(crate) struct Ledger {
+    /// Issued token → its expiry (expired ones are dropped at each issue).
     pub(crate) tokens: HashMap<String, Instant>,
-    pub(crate) external_ids: HashSet<(NaiveDate, String)>,
-    pub(crate) payments: HashMap<String, PaymentEntry>,
+    /// X-EXTERNAL-IDs used, per WIB day.
+    pub(crate) external_ids: RecentMap<(NaiveDate, String), ()>,
+    /// By partnerReferenceNo.
+    pub(crate) payments: RecentMap<String, PaymentEntry>,
     /// qrContent → the partnerReferenceNo that paid it.
-    pub(crate) used_qr: HashMap<String, String>,
-    pub(crate) counts: HashMap<String, SnapCounts>,
+    pub(crate) used_qr: RecentMap<String, String>,
+    pub(crate) counts: RecentMap<String, SnapCounts>,
+}
+
+impl Ledger {
+    fn new(remembered: usize) -> Self {
+        Ledger {
+            tokens: HashMap::new(),
+            external_ids: RecentMap::new(remembered, "snapqr", "external_ids"),
+            payments: RecentMap::new(remembered, "snapqr", "payments"),
+            used_qr: RecentMap::new(remembered, "snapqr", "used_qr"),
+            counts: RecentMap::new(remembered, "snapqr", "requests"),
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -231,7 +251,18 @@ pub enum SimError {
 }
 
 impl SnapQrSim {
+    /// [`remembering`](Self::remembering) [`DEFAULT_REMEMBERED_REFERENCES`]
+    /// references.
     pub fn new(settings: SnapQrSimSettings) -> Result<Self, SimError> {
+        Self::remembering(settings, DEFAULT_REMEMBERED_REFERENCES)
+    }
+
+    /// Builds the simulator, remembering the `references` most recent
+    /// partnerReferenceNos (payments, request counts, notify logs), paid
+    /// qrContents and X-EXTERNAL-IDs: a query about an older payment answers
+    /// 4046101 (not found), and an older qrContent or X-EXTERNAL-ID may be
+    /// used again.
+    pub fn remembering(settings: SnapQrSimSettings, references: usize) -> Result<Self, SimError> {
         use rsa::pkcs8::{EncodePublicKey, LineEnding};
         let partner_key = if settings.partner_public_key.is_empty() {
             tracing::warn!(
@@ -267,6 +298,7 @@ impl SnapQrSim {
             Duration::from_millis(settings.notify_timeout_ms),
             settings.notify_max_attempts,
             Duration::from_millis(settings.notify_retry_ms),
+            references,
         );
         Ok(SnapQrSim {
             inner: Arc::new(Inner {
@@ -274,7 +306,7 @@ impl SnapQrSim {
                 partner_key,
                 issuer_key,
                 issuer_public_pem,
-                ledger: Mutex::new(Ledger::default()),
+                ledger: Mutex::new(Ledger::new(references)),
                 token_requests: AtomicU64::new(0),
                 sequence: AtomicU64::new(1),
                 notifies,
