@@ -17,8 +17,6 @@ pub enum DbError {
     Migrate(String),
 }
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
-
 /// Connects a pool. The URL is a secret (it may hold a password): errors
 /// never repeat it.
 ///
@@ -53,8 +51,18 @@ pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool
         .map_err(|error| DbError::Connect(error.to_string()))
 }
 
+/// Applies the migrations this build knows that the database lacks.
+///
+/// A database a newer build has migrated further is accepted (sqlx would
+/// otherwise refuse to start over migrations it does not know): during a
+/// rolling deploy, or a rollback after one, the older binaries keep starting.
+/// That is why every migration must leave the schema usable by the build
+/// before it (ARCHITECTURE.md, Schema changes). An applied migration whose file
+/// changed is still refused (checksums).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR
+    let mut migrator = sqlx::migrate!("../../migrations");
+    migrator.set_ignore_missing(true);
+    migrator
         .run(pool)
         .await
         .map_err(|error| DbError::Migrate(error.to_string()))

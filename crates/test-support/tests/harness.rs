@@ -26,3 +26,31 @@ async fn private_nats_and_postgres_start_and_serve() {
     .unwrap();
     assert_eq!(tables, 1);
 }
+
+/// A database a newer build migrated further (a version this build does not
+/// know): the services still start on it, as in a rolling deploy or a
+/// rollback; an applied migration whose text changed is still refused.
+#[tokio::test]
+async fn migrate_accepts_a_database_migrated_further_by_a_newer_build() {
+    let url = postgres::fresh_database().await.expect("database");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer build', TRUE, '\\x00', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    loket_runtime::db::migrate(&pool)
+        .await
+        .expect("a newer build's migration does not stop an older build");
+
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = loket_runtime::db::migrate(&pool)
+        .await
+        .expect_err("a changed migration is refused");
+    assert!(refused.to_string().contains("migration 1"), "{refused}");
+}
