@@ -91,9 +91,15 @@ async fn settle(pool: &PgPool, nats: &async_nats::Client, id: Uuid, status: &str
     .await
     .unwrap();
     let row = loket_store::get(pool, id).await.unwrap().unwrap();
+    announce(nats, row.client_id, &row.to_pb()).await;
+}
+
+/// Publishes `transaction` of `client` on its update subject, as the
+/// reconciler does.
+async fn announce(nats: &async_nats::Client, client: Uuid, transaction: &pb::Transaction) {
     nats.publish(
-        subjects::update(&row.client_id.to_string(), &id.to_string()),
-        row.to_pb().encode_to_vec().into(),
+        subjects::update(&client.to_string(), &transaction.id),
+        transaction.encode_to_vec().into(),
     )
     .await
     .unwrap();
@@ -385,13 +391,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
             let row = loket_store::get(&pool, id).await.unwrap().unwrap();
             let mut update = row.to_pb();
             update.status = pb::TransactionStatus::Success as i32;
-            nats.publish(
-                subjects::update(&row.client_id.to_string(), &id.to_string()),
-                update.encode_to_vec().into(),
-            )
-            .await
-            .unwrap();
-            nats.flush().await.unwrap();
+            announce(&nats, row.client_id, &update).await;
         })
     };
     let seen_settled = api
@@ -904,14 +904,7 @@ impl App {
         let id = Uuid::parse_str(id).unwrap();
         sqlx::query(sql).bind(id).execute(&self.pool).await.unwrap();
         let row = loket_store::get(&self.pool, id).await.unwrap().unwrap();
-        self.nats
-            .publish(
-                subjects::update(&row.client_id.to_string(), &id.to_string()),
-                row.to_pb().encode_to_vec().into(),
-            )
-            .await
-            .unwrap();
-        self.nats.flush().await.unwrap();
+        announce(&self.nats, row.client_id, &row.to_pb()).await;
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -1104,12 +1097,7 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
             .await
             .unwrap();
             let row = loket_store::get(&app_pool, id).await.unwrap().unwrap();
-            nats.publish(
-                subjects::update(&row.client_id.to_string(), &id.to_string()),
-                row.to_pb().encode_to_vec().into(),
-            )
-            .await
-            .unwrap();
+            announce(&nats, row.client_id, &row.to_pb()).await;
             (command, msg_id)
         })
     };
@@ -1495,12 +1483,7 @@ async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result
                 .await
                 .unwrap();
                 let row = loket_store::get(&app_pool, id).await.unwrap().unwrap();
-                nats.publish(
-                    subjects::update(&row.client_id.to_string(), &id.to_string()),
-                    row.to_pb().encode_to_vec().into(),
-                )
-                .await
-                .unwrap();
+                announce(&nats, row.client_id, &row.to_pb()).await;
             }
             command
         })
