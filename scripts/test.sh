@@ -5,6 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A caller may hand us a non-blocking stdout or stderr (the flag lives on the
+# shared open file, so any process given it may have set it). A writer then
+# meets EAGAIN when the reader falls behind: the test runner stops mid-line and
+# exits 110 (seen once in CI). Everything here expects blocking output, so the
+# flag is cleared at the start and again after the package installs.
+blocking_output() {
+  python3 - <<'PY'
+import fcntl, os
+for fd in (1, 2):
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if flags & os.O_NONBLOCK:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        os.write(2, b"test.sh: output %d was non-blocking; made it blocking\n" % fd)
+PY
+}
+blocking_output
+
 scripts/ensure-deps.sh
 
 run_dir="$(pwd)/.run/test-pg-$$"
@@ -25,18 +42,7 @@ cleanup() {
 trap cleanup EXIT
 export LOKET_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 
-# A caller may hand us a non-blocking stdout or stderr (the flag lives on the
-# shared open file, so any process given it may have set it). The test runner
-# then meets EAGAIN when the reader falls behind, stops mid-line and exits 110
-# (seen once in CI). Writers here expect blocking output, so clear the flag.
-python3 - <<'PY'
-import fcntl, os
-for fd in (1, 2):
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if flags & os.O_NONBLOCK:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-        os.write(2, b"test.sh: output %d was non-blocking; made it blocking\n" % fd)
-PY
+blocking_output
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"
