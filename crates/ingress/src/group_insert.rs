@@ -13,12 +13,11 @@
 
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::queries::{self, NewTransaction};
-use loket_runtime::db::HeldConnection;
+use loket_runtime::db::{self, HeldConnection};
 use loket_store::TransactionRow;
 
 /// Batches in flight at once (each slot keeps one pooled connection).
@@ -39,11 +38,11 @@ struct Job {
 }
 
 impl GroupInsert {
-    /// Starts the task that inserts; it ends once every handle is dropped.
+    /// Starts the tasks that insert; they end once every handle is dropped.
     pub fn start(pool: PgPool) -> Self {
-        let (queue, jobs) = mpsc::channel(SLOTS * BATCH_MAX * 4);
-        tokio::spawn(run(pool, jobs));
-        GroupInsert { queue }
+        GroupInsert {
+            queue: db::spawn_batch_writer(pool, SLOTS, BATCH_MAX, insert_batch),
+        }
     }
 
     /// Inserts `new` with its `ingress` event unless its client already used
@@ -62,30 +61,7 @@ impl GroupInsert {
     }
 }
 
-async fn run(pool: PgPool, jobs: mpsc::Receiver<Job>) {
-    let jobs = Arc::new(Mutex::new(jobs));
-    let slots: Vec<_> = (0..SLOTS)
-        .map(|_| tokio::spawn(slot(pool.clone(), Arc::clone(&jobs))))
-        .collect();
-    for slot in slots {
-        let _ = slot.await;
-    }
-}
-
-/// One slot: takes whatever has queued up and inserts it, on a connection
-/// it keeps between batches.
-async fn slot(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut connection = HeldConnection::new(pool.clone());
-    loop {
-        let mut batch = Vec::with_capacity(BATCH_MAX);
-        if jobs.lock().await.recv_many(&mut batch, BATCH_MAX).await == 0 {
-            return;
-        }
-        insert_batch(&pool, &mut connection, batch).await;
-    }
-}
-
-async fn insert_batch(pool: &PgPool, connection: &mut HeldConnection, batch: Vec<Job>) {
+async fn insert_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldConnection {
     let rows: Vec<(&NewTransaction, &serde_json::Value)> =
         batch.iter().map(|job| (&job.new, &job.event)).collect();
     let result = connection
@@ -109,9 +85,10 @@ async fn insert_batch(pool: &PgPool, connection: &mut HeldConnection, batch: Vec
         Err(error) => {
             tracing::debug!(%error, rows = batch.len(), "group insert failed; inserting its rows one at a time");
             for job in batch {
-                let result = queries::insert_row(pool, &job.new, &job.event).await;
+                let result = queries::insert_row(connection.pool(), &job.new, &job.event).await;
                 let _ = job.answer.send(result);
             }
         }
     }
+    connection
 }

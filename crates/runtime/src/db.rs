@@ -90,6 +90,11 @@ impl HeldConnection {
         }
     }
 
+    /// The pool the connection comes from.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Runs `work` on the held connection (taken from the pool first if
     /// there is none), and gives the connection back to the pool if `work`
     /// fails.
@@ -110,4 +115,42 @@ impl HeldConnection {
         }
         result
     }
+}
+
+/// Starts a batch writer: `slots` tasks, each keeping its own
+/// [`HeldConnection`], that take whatever jobs have queued up (at most
+/// `batch_max`) and hand them to `write` as one batch. Nothing waits for a
+/// batch to fill: a lone job is written at once, and busy traffic forms
+/// large batches by itself while every slot is busy. `write` answers each
+/// job (jobs carry their own reply channel) and gives the connection back.
+/// The tasks end once every sender is dropped.
+pub fn spawn_batch_writer<J, F, Fut>(
+    pool: PgPool,
+    slots: usize,
+    batch_max: usize,
+    write: F,
+) -> tokio::sync::mpsc::Sender<J>
+where
+    J: Send + 'static,
+    F: Fn(HeldConnection, Vec<J>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = HeldConnection> + Send + 'static,
+{
+    let (queue, jobs) = tokio::sync::mpsc::channel(slots * batch_max * 4);
+    let jobs = std::sync::Arc::new(tokio::sync::Mutex::new(jobs));
+    let write = std::sync::Arc::new(write);
+    for _ in 0..slots {
+        let jobs = std::sync::Arc::clone(&jobs);
+        let write = std::sync::Arc::clone(&write);
+        let mut connection = HeldConnection::new(pool.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut batch = Vec::with_capacity(batch_max);
+                if jobs.lock().await.recv_many(&mut batch, batch_max).await == 0 {
+                    return;
+                }
+                connection = write(connection, batch).await;
+            }
+        });
+    }
+    queue
 }
