@@ -9,6 +9,9 @@
 //!   check, never a resend), publishes the result event, then acks;
 //! - [`http`]: one HTTP client whose errors say whether the request may have
 //!   reached the provider (rule 1: "maybe sent" is unknown, never failed);
+//! - [`journal`]: the send journal in Postgres, written before every
+//!   money-moving request, so a command nats-server hands out again as a
+//!   first delivery after a restart still starts with a status check;
 //! - [`mask`]: secret masking for the stored provider exchanges (rule 7).
 //!
 //! It must not know any provider's wire format or code table.
@@ -16,6 +19,7 @@
 pub mod callback;
 pub mod command;
 pub mod http;
+pub mod journal;
 pub mod mask;
 pub mod report;
 pub mod service;

@@ -10,9 +10,11 @@ use std::time::Duration;
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::bus::{self, BusError};
 use loket_runtime::config::Common;
+use loket_runtime::db::{self, DbError};
 use loket_runtime::Shutdown;
 use tokio::net::TcpListener;
 
+use crate::journal::SendJournal;
 use crate::worker::{self, WorkerError, WorkerSettings};
 use crate::Connector;
 
@@ -39,8 +41,13 @@ pub enum ServiceError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
     Worker(#[from] WorkerError),
 }
+
+/// Connections for the send journal: its two batch slots and one spare.
+const JOURNAL_CONNECTIONS: u32 = 3;
 
 /// The checks every connector shares. `timeout_key` names the provider's
 /// HTTP timeout setting (e.g. `okebayar.timeout_ms`): a command not acked
@@ -69,11 +76,18 @@ pub fn check_worker_settings(
     if common.nats_url.trim().is_empty() {
         return Err(error("nats_url", "must be set".into()));
     }
+    if common.database_url.expose().trim().is_empty() {
+        return Err(error(
+            "database_url",
+            "must be set: the send journal is kept in PostgreSQL".into(),
+        ));
+    }
     Ok(())
 }
 
-/// Serves the admin port, connects NATS and runs the worker until
-/// `shutdown`, then drains and stops the admin server.
+/// Serves the admin port, connects PostgreSQL (the send journal; migrations
+/// applied) and NATS, and runs the worker until `shutdown`, then drains and
+/// stops the admin server.
 pub async fn serve<C: Connector>(
     connector: Arc<C>,
     service_name: &str,
@@ -84,18 +98,25 @@ pub async fn serve<C: Connector>(
 ) -> Result<(), ServiceError> {
     let readiness = Readiness::default();
     let admin_task = tokio::spawn(admin::serve(admin, readiness.clone(), shutdown.clone()));
-    let nats = match bus::connect(&common.nats_url, service_name).await {
-        Ok(nats) => nats,
+    let connected = async {
+        let pool = db::connect(&common.database_url, JOURNAL_CONNECTIONS).await?;
+        db::migrate(&pool).await?;
+        let nats = bus::connect(&common.nats_url, service_name).await?;
+        Ok::<_, ServiceError>((pool, nats))
+    };
+    let (pool, nats) = match connected.await {
+        Ok(connected) => connected,
         Err(error) => {
             shutdown.trigger();
             let _ = admin_task.await;
-            return Err(error.into());
+            return Err(error);
         }
     };
     let result = worker::run(
         connector,
         worker_settings,
         nats.clone(),
+        SendJournal::start(pool),
         shutdown.clone(),
         readiness.clone(),
     )
@@ -114,7 +135,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ack_wait_must_exceed_twice_the_provider_timeout() {
+    fn ack_wait_must_exceed_twice_the_provider_timeout_and_the_journal_needs_a_database() {
         let common = Common::default();
         let mut worker = WorkerSettings {
             ack_wait_ms: 90_000,
@@ -125,6 +146,16 @@ mod tests {
         assert!(error.problem.contains("x.timeout_ms"), "{error}");
         worker.ack_wait_ms = 90_001;
         check_worker_settings(&common, &worker, "x.timeout_ms", 45_000).unwrap();
+        let no_database = Common {
+            database_url: loket_runtime::Secret::new(""),
+            ..Common::default()
+        };
+        assert_eq!(
+            check_worker_settings(&no_database, &worker, "x.timeout_ms", 45_000)
+                .unwrap_err()
+                .key,
+            "database_url"
+        );
         worker.concurrency = 0;
         assert_eq!(
             check_worker_settings(&common, &worker, "x.timeout_ms", 45_000)

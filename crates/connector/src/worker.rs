@@ -5,16 +5,20 @@
 //! For each command the worker:
 //!
 //! 1. decodes and validates it (a poison message is terminated, not retried);
-//! 2. for a money-moving operation that is redelivered (`delivered > 1`) or
-//!    re-dispatched (`first_dispatch == false`), asks the provider for the
-//!    status first and sends the operation only if the provider has no record
-//!    of our reference (money-safety rule 2);
+//! 2. for a money-moving operation, records the send in the [`SendJournal`]
+//!    (Postgres) before anything is sent; if it was recorded before, or the
+//!    command is redelivered (`delivered > 1`) or re-dispatched
+//!    (`first_dispatch == false`), asks the provider for the status first and
+//!    sends the operation only if the provider has no record of our reference
+//!    (money-safety rule 2). A journal that cannot be written means no send:
+//!    the command is left for redelivery;
 //! 3. refuses to send a money-moving request once the message's ack deadline
 //!    has passed (another replica may own it by now);
 //! 4. publishes the result event durably, then acks the command.
 //!
 //! A crash anywhere before the ack means redelivery, and redelivery means a
-//! status check: never a second money-moving request.
+//! status check: never a second money-moving request. That holds even when
+//! nats-server itself restarts and forgets a delivery: the journal remembers.
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
@@ -30,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::journal::{Recorded, SendJournal};
 use crate::{Command, Connector, Report};
 
 pub mod metric {
@@ -86,6 +91,7 @@ pub async fn run<C: Connector>(
     connector: Arc<C>,
     settings: WorkerSettings,
     nats: async_nats::Client,
+    journal: SendJournal,
     shutdown: Shutdown,
     readiness: Readiness,
 ) -> Result<(), WorkerError> {
@@ -165,8 +171,9 @@ pub async fn run<C: Connector>(
         let connector = connector.clone();
         let js = js.clone();
         let settings = settings.clone();
+        let journal = journal.clone();
         tokio::spawn(async move {
-            handle(&*connector, &js, &settings, message).await;
+            handle(&*connector, &js, &journal, &settings, message).await;
             drop(permit);
         });
     }
@@ -189,6 +196,7 @@ pub async fn run<C: Connector>(
 async fn handle<C: Connector>(
     connector: &C,
     js: &jetstream::Context,
+    journal: &SendJournal,
     settings: &WorkerSettings,
     message: jetstream::Message,
 ) {
@@ -243,11 +251,12 @@ async fn handle<C: Connector>(
                 }
             })
         };
-        let report = decide_and_call(connector, settings, &command, delivered, received).await;
+        let report = decide_and_call(connector, journal, settings, &command, delivered, received).await;
         progress.abort();
         let Some(report) = report else {
-            // We lost ownership of the message before sending; leave it to
-            // the replica that has it now.
+            // Not sent: the ack deadline nearly passed (the message may be
+            // another replica's by now) or the send could not be recorded.
+            // It comes back after the ack wait, with a status check first.
             return;
         };
         if command.operation.moves_money() {
@@ -292,9 +301,11 @@ async fn handle<C: Connector>(
     .await
 }
 
-/// Returns `None` when the command must be abandoned unsent.
+/// Returns `None` when the command must be abandoned unsent (left for
+/// redelivery).
 async fn decide_and_call<C: Connector>(
     connector: &C,
+    journal: &SendJournal,
     settings: &WorkerSettings,
     command: &Command,
     delivered: i64,
@@ -306,11 +317,30 @@ async fn decide_and_call<C: Connector>(
     if !command.operation.moves_money() {
         return Some(connector.execute(command).await);
     }
+    let recorded = match journal.record(&command.transaction_id).await {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            tracing::error!(%error, "send not recorded, so not sent; command left for redelivery");
+            return None;
+        }
+    };
+    let check_first = if delivered > 1 {
+        Some("redelivered")
+    } else if !command.first_dispatch {
+        Some("re-dispatched")
+    } else if recorded == Recorded::Before {
+        Some("already recorded")
+    } else {
+        None
+    };
     let mut exchanges = Vec::new();
-    if delivered > 1 || !command.first_dispatch {
-        metrics::counter!(metric::CHECK_FIRST, "provider" => command.provider.as_str())
+    if let Some(reason) = check_first {
+        metrics::counter!(metric::CHECK_FIRST, "provider" => command.provider.as_str(), "reason" => reason)
             .increment(1);
-        tracing::info!("redelivered or re-dispatched money-moving command: status check first");
+        tracing::info!(
+            reason,
+            "money-moving command that may have been sent before: status check first"
+        );
         let check = connector.check_status(&command.as_status_check()).await;
         if !check.not_found {
             return Some(check);

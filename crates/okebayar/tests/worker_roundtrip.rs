@@ -1,7 +1,8 @@
 //! The connector service end to end on a private nats-server: a command on
 //! `loket.cmd.okebayar.*` reaches a fake OkeBayar once, and its result event
 //! comes back classified and masked; a re-dispatched command starts with a
-//! status check and is not sent again. The nats-server comes from
+//! status check and is not sent again. The send journal is in a fresh
+//! database on the shared test PostgreSQL. The nats-server comes from
 //! `loket-test-support`; a missing server fails the test.
 
 use std::collections::HashMap;
@@ -56,9 +57,12 @@ async fn fake_okebayar(hits: Arc<Mutex<HashMap<(String, String), u32>>>) -> Stri
     format!("http://{addr}/okebayar")
 }
 
+/// The transaction every command of this test is about.
+const TRANSACTION: &str = "0190f0aa-0000-7000-8000-00000000000a";
+
 fn purchase(reference: &str, first_dispatch: bool) -> bus::Command {
     bus::Command {
-        transaction_id: format!("tx-{reference}"),
+        transaction_id: TRANSACTION.into(),
         provider: "okebayar".into(),
         operation: bus::Operation::from(Operation::PrepaidPurchase) as i32,
         provider_reference: reference.into(),
@@ -86,6 +90,11 @@ async fn commands_flow_through_the_real_worker() {
 
     let mut settings = ConnectorSettings::default();
     settings.common.nats_url = nats_url.clone();
+    settings.common.database_url = Secret::new(
+        loket_test_support::postgres::fresh_database()
+            .await
+            .expect("a fresh database for the send journal"),
+    );
     settings.worker.concurrency = 4;
     settings.worker.ack_wait_ms = 10_000;
     settings.okebayar.url = url;
@@ -112,7 +121,7 @@ async fn commands_flow_through_the_real_worker() {
     let headers = loket_runtime::bus::headers(
         "cmd:A:0",
         &loket_runtime::telemetry::TraceContext::new_root(),
-        "tx-REFA",
+        TRANSACTION,
     );
     loket_runtime::bus::publish_durable(
         &js,
@@ -123,7 +132,7 @@ async fn commands_flow_through_the_real_worker() {
     .await
     .unwrap();
     let event = next_result(&mut results).await;
-    assert_eq!(event.transaction_id, "tx-REFA");
+    assert_eq!(event.transaction_id, TRANSACTION);
     assert_eq!(event.outcome, loket_protocol::pb::Outcome::Success as i32);
     assert_eq!(event.serial_number, "SN-ROUNDTRIP");
     assert_eq!(
@@ -139,7 +148,7 @@ async fn commands_flow_through_the_real_worker() {
     let headers = loket_runtime::bus::headers(
         "cmd:A:1",
         &loket_runtime::telemetry::TraceContext::new_root(),
-        "tx-REFA",
+        TRANSACTION,
     );
     loket_runtime::bus::publish_durable(
         &js,

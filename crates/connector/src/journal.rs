@@ -1,0 +1,119 @@
+//! The send journal: a row in Postgres (`send_intents`) for every
+//! money-moving request, written before the request is sent.
+//!
+//! JetStream's delivery count says whether a command was handed out before,
+//! but nats-server keeps its consumers' state in memory and writes it out
+//! lazily: killed and started again, it can hand out a command that was
+//! already sent (even answered and applied) as a first delivery. Postgres is
+//! the record of truth, so the worker asks the journal too: a command whose
+//! transaction was recorded before starts with a status check, whatever its
+//! delivery count says.
+//!
+//! Records of concurrent commands share one statement
+//! ([`loket_runtime::db::spawn_batch_writer`]).
+
+use loket_runtime::db::{self, HeldConnection};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// Batches in flight at once (each keeps one pooled connection).
+const SLOTS: usize = 2;
+/// Most records in one statement.
+const BATCH_MAX: usize = 64;
+
+/// What recording a send told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The first record for this transaction: no request can have been sent.
+    First,
+    /// Recorded before: a request may have reached the provider.
+    Before,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("transaction_id {0:?} is not a UUID")]
+    BadTransactionId(String),
+    #[error("cannot record the send in PostgreSQL: {0}")]
+    Database(String),
+    #[error("the send journal has stopped")]
+    Stopped,
+}
+
+/// The handle commands record through; cheap to clone.
+#[derive(Clone)]
+pub struct SendJournal {
+    queue: mpsc::Sender<Job>,
+}
+
+struct Job {
+    transaction_id: Uuid,
+    /// A failed batch's error goes to each of its jobs, as text.
+    answer: oneshot::Sender<Result<Recorded, String>>,
+}
+
+impl SendJournal {
+    /// Starts the writer tasks; they end once every handle is dropped.
+    pub fn start(pool: PgPool) -> Self {
+        SendJournal {
+            queue: db::spawn_batch_writer(pool, SLOTS, BATCH_MAX, record_batch),
+        }
+    }
+
+    /// Records that `transaction_id`'s money-moving request is about to be
+    /// sent, durably, and says whether it had been recorded before.
+    pub async fn record(&self, transaction_id: &str) -> Result<Recorded, JournalError> {
+        let transaction_id = Uuid::parse_str(transaction_id)
+            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Job {
+                transaction_id,
+                answer,
+            })
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        answered
+            .await
+            .map_err(|_| JournalError::Stopped)?
+            .map_err(JournalError::Database)
+    }
+}
+
+async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldConnection {
+    let ids: Vec<Uuid> = batch.iter().map(|job| job.transaction_id).collect();
+    let result = connection
+        .with(async |held| {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO send_intents (transaction_id) SELECT * FROM UNNEST($1::uuid[]) \
+                 ON CONFLICT DO NOTHING RETURNING transaction_id",
+            )
+            .bind(&ids)
+            .fetch_all(held)
+            .await
+        })
+        .await;
+    match result {
+        Ok(inserted) => {
+            // The same transaction twice in one batch (a redelivery racing
+            // the first delivery): only the first job may send.
+            let mut first: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+            for job in batch {
+                let recorded = if first.remove(&job.transaction_id) {
+                    Recorded::First
+                } else {
+                    Recorded::Before
+                };
+                let _ = job.answer.send(Ok(recorded));
+            }
+        }
+        Err(error) => {
+            let error = error.to_string();
+            for job in batch {
+                let _ = job.answer.send(Err(error.clone()));
+            }
+        }
+    }
+    connection
+}

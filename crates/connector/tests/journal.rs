@@ -1,0 +1,49 @@
+//! The send journal against a real PostgreSQL.
+
+use loket_connector::journal::{JournalError, Recorded, SendJournal};
+use loket_runtime::{db, Secret};
+
+async fn journal() -> SendJournal {
+    let url = loket_test_support::postgres::fresh_database()
+        .await
+        .expect("database");
+    let pool = db::connect(&Secret::new(url), 4).await.expect("pool");
+    SendJournal::start(pool)
+}
+
+#[tokio::test]
+async fn the_first_record_of_a_transaction_is_first_and_every_later_one_is_before() {
+    let journal = journal().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    assert_eq!(journal.record(&id).await.unwrap(), Recorded::First);
+    assert_eq!(journal.record(&id).await.unwrap(), Recorded::Before);
+    assert_eq!(journal.record(&id).await.unwrap(), Recorded::Before);
+    let other = uuid::Uuid::now_v7().to_string();
+    assert_eq!(journal.record(&other).await.unwrap(), Recorded::First);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_records_of_one_transaction_let_exactly_one_send() {
+    let journal = journal().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    // Many at once: some share a batch (one statement), others race across
+    // the two slots; either way exactly one is first.
+    let records = futures::future::join_all((0..40).map(|_| journal.record(&id))).await;
+    let first = records
+        .iter()
+        .filter(|record| matches!(record, Ok(Recorded::First)))
+        .count();
+    assert_eq!(first, 1, "{records:?}");
+    assert!(records.iter().all(Result::is_ok), "{records:?}");
+}
+
+#[tokio::test]
+async fn a_transaction_id_that_is_not_a_uuid_is_refused_naming_it() {
+    let journal = journal().await;
+    let error = journal.record("not-a-uuid").await.unwrap_err();
+    assert!(
+        matches!(error, JournalError::BadTransactionId(_)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("not-a-uuid"), "{error}");
+}
