@@ -1,5 +1,7 @@
-//! End-to-end: the provider misbehaves or our connector dies mid-flight.
-//! Unknown is never failed, and nothing is ever sent twice.
+//! End-to-end: the provider misbehaves, our connector dies mid-flight, or
+//! nats-server or PostgreSQL crashes under load (RELIABILITY.md #2, #6, #7,
+//! #8, #10, #16, #17). Unknown is never failed, nothing accepted is lost,
+//! and nothing is ever sent twice.
 
 mod common;
 
@@ -189,24 +191,25 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
     );
 }
 
-/// RELIABILITY #6: nats-server is killed (`kill -9`) and started again while
-/// purchases stream in. The services reconnect by themselves; every purchase
-/// the clients asked for ends `success` exactly as the simulator's ledger
-/// has it, with one purchase request each, once a client that saw an error
-/// retries with its `client_ref`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
-    let mut app = TestApp::spawn().await;
+/// Purchases from six concurrent clients, with `fault` done to the running
+/// system 700 ms in and the load going on for 1.5 s after it. Returns every
+/// `client_ref` tried and how many calls were answered with an error.
+async fn purchases_around_a_fault(
+    app: &mut TestApp,
+    prefix: &str,
+    fault: impl FnOnce(&mut TestApp),
+) -> (Vec<String>, usize) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for worker in 0..6 {
         let mut client = app.client_a().await;
         let stop = stop.clone();
+        let prefix = prefix.to_string();
         load.push(tokio::spawn(async move {
             let mut attempted = Vec::new();
             let mut errors = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let client_ref = format!("bus-{worker}-{}", attempted.len());
+                let client_ref = format!("{prefix}-{worker}-{}", attempted.len());
                 let request = purchase(&client_ref, "PULSA10", OK_ACCOUNT, 1_000);
                 if client.purchase(request).await.is_err() {
                     errors += 1;
@@ -218,7 +221,7 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    app.nats.restart().expect("nats-server starts again");
+    fault(app);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut attempted = Vec::new();
@@ -229,21 +232,22 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
         errors += failed;
     }
     assert!(attempted.len() >= 20, "load ran: {}", attempted.len());
+    eprintln!(
+        "{} purchases around the fault, {errors} calls answered with an error",
+        attempted.len()
+    );
+    (attempted, errors)
+}
 
-    // The services are back on the new server: a purchase made now settles
-    // while the client waits, through connector, reconciler and waiter.
+/// RELIABILITY's invariants after a fault. A client that saw an error
+/// retries with its `client_ref`; then every `client_ref` is one whole
+/// transaction (its row and the ingress's event), it ends `success` exactly
+/// as the simulator's ledger has it (code and serial number), and the
+/// provider received one purchase for it.
+async fn assert_nothing_lost_twice_or_wrong(app: &TestApp, attempted: &[String]) {
     let mut client = app.client_a().await;
-    let after = client
-        .purchase(purchase("bus-after", "PULSA10", OK_ACCOUNT, 15_000))
-        .await
-        .expect("purchase after the restart")
-        .into_inner();
-    assert_eq!(after.status, pb::TransactionStatus::Success as i32);
-
-    // A client that saw an error retries with the same client_ref; every
-    // attempt ends as one transaction.
     let mut ids = Vec::new();
-    for client_ref in &attempted {
+    for client_ref in attempted {
         let deadline = Instant::now() + Duration::from_secs(30);
         let txn = loop {
             match client
@@ -257,17 +261,23 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
                 }
             }
         };
-        ids.push(txn.id);
+        ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows as usize, attempted.len() + 1, "one row per client_ref");
+    let (rows, ingress_events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM transactions WHERE client_ref = ANY($1)), \
+                (SELECT count(*) FROM transaction_events WHERE transaction_id = ANY($2) AND source = 'ingress')",
+    )
+    .bind(attempted)
+    .bind(&ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows as usize, attempted.len(), "one row per client_ref");
+    assert_eq!(ingress_events as usize, attempted.len(), "no partial rows");
 
     for id in &ids {
         let row = app
-            .wait_for_status(id, "success", Duration::from_secs(30))
+            .wait_for_status(&id.to_string(), "success", Duration::from_secs(30))
             .await;
         assert_eq!(
             app.sim.money_requests_for(&row.provider_reference),
@@ -285,10 +295,56 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
             "loket has the provider's serial number for {id}"
         );
     }
-    eprintln!(
-        "{} purchases across the restart, {errors} calls answered with an error and retried",
-        attempted.len()
-    );
+}
+
+/// A purchase made now settles while the client waits: the ingress, the
+/// connector, the reconciler and the waiters all work again.
+async fn a_purchase_settles_while_the_client_waits(app: &TestApp, client_ref: &str) {
+    let txn = app
+        .client_a()
+        .await
+        .purchase(purchase(client_ref, "PULSA10", OK_ACCOUNT, 15_000))
+        .await
+        .expect("purchase after the fault")
+        .into_inner();
+    assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
+}
+
+/// RELIABILITY #6: nats-server is killed (`kill -9`) and started again while
+/// purchases stream in. The services reconnect by themselves, and nothing is
+/// lost, sent twice or wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
+    let mut app = TestApp::spawn().await;
+    let (attempted, _) = purchases_around_a_fault(&mut app, "bus", |app| {
+        app.nats.restart().expect("nats-server starts again")
+    })
+    .await;
+    a_purchase_settles_while_the_client_waits(&app, "bus-after").await;
+    assert_nothing_lost_twice_or_wrong(&app, &attempted).await;
+}
+
+/// RELIABILITY #7: PostgreSQL stops like a crash (`pg_ctl stop -m
+/// immediate`) and starts again while purchases stream in. Calls in flight
+/// fail with an error rather than half-done; the services get new
+/// connections by themselves, and nothing is lost, sent twice or wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_crashed_under_load_leaves_no_partial_rows_and_charges_once() {
+    let postgres = loket_test_support::postgres::PrivatePostgres::start().expect("PostgreSQL");
+    let database_url = postgres.database("loket").await.expect("database");
+    let mut app = TestApp::spawn_with(TestOptions {
+        database_url: Some(database_url),
+        ..Default::default()
+    })
+    .await;
+    let (attempted, _) = purchases_around_a_fault(&mut app, "db", |_| {
+        postgres
+            .crash_and_restart()
+            .expect("PostgreSQL starts again")
+    })
+    .await;
+    a_purchase_settles_while_the_client_waits(&app, "db-after").await;
+    assert_nothing_lost_twice_or_wrong(&app, &attempted).await;
 }
 
 /// Money-safety rule 2 when nats-server forgets: a command that was sent,

@@ -44,6 +44,9 @@ pub struct TestOptions {
     pub snapqr: bool,
     /// Also start the Smilepayz simulator and connector.
     pub smilepayz: bool,
+    /// A migrated database to use instead of a fresh one on the shared
+    /// server (a test that crashes its PostgreSQL brings its own).
+    pub database_url: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -58,6 +61,7 @@ impl Default for TestOptions {
             callback_delay_ms: 150,
             snapqr: false,
             smilepayz: false,
+            database_url: None,
         }
     }
 }
@@ -120,7 +124,10 @@ impl TestApp {
     pub async fn spawn_with(options: TestOptions) -> TestApp {
         crate::logs::capture();
         let nats = NatsServer::start().expect("nats-server");
-        let database_url = postgres::fresh_database().await.expect("database");
+        let database_url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => postgres::fresh_database().await.expect("database"),
+        };
         let pool = PgPool::connect(&database_url).await.expect("pool");
 
         loket_cli::admin::load_products(&pool, &workspace_root().join("deploy/products.toml"))

@@ -156,13 +156,18 @@ fn shared_server() -> anyhow::Result<&'static SharedServer> {
 pub async fn fresh_database() -> anyhow::Result<String> {
     let server = shared_server()?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&server.admin_url).await?;
+    create_database(&server.admin_url, &name).await
+}
+
+/// Creates database `name` on the server of `admin_url` and migrates it.
+/// Returns its URL.
+async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let admin = sqlx::PgPool::connect(admin_url).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await?;
     admin.close().await;
-    let url = server
-        .admin_url
+    let url = admin_url
         .rsplit_once('/')
         .map(|(base, _)| format!("{base}/{name}"))
         .unwrap_or_default();
@@ -171,6 +176,64 @@ pub async fn fresh_database() -> anyhow::Result<String> {
     loket_runtime::db::migrate(&pool).await?;
     pool.close().await;
     Ok(url)
+}
+
+/// A PostgreSQL server of one test's own, for a test that crashes it (the
+/// shared server serves every other test and must stay up). Stopped when
+/// dropped.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    admin_url: String,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("loket-pg-private-")
+            .tempdir()?;
+        let port = free_port();
+        let admin_url = start_server(dir.path(), port, Some(std::process::id()))?;
+        Ok(PrivatePostgres {
+            dir,
+            port,
+            admin_url,
+        })
+    }
+
+    /// A new, migrated database on this server; its URL.
+    pub async fn database(&self, name: &str) -> anyhow::Result<String> {
+        create_database(&self.admin_url, name).await
+    }
+
+    /// Stops the server the way a crash does (`pg_ctl stop -m immediate`: no
+    /// shutdown checkpoint, every connection cut, open transactions lost)
+    /// and starts it again on the same port and data.
+    pub fn crash_and_restart(&self) -> anyhow::Result<()> {
+        self.stop()?;
+        start_server(self.dir.path(), self.port, Some(std::process::id()))?;
+        Ok(())
+    }
+
+    fn stop(&self) -> anyhow::Result<()> {
+        let out = pg_command(&bin_dir()?.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
 }
 
 /// A new API client in `pool`'s database (name `test`, its id's bytes as the
