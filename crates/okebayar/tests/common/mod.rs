@@ -1,0 +1,157 @@
+//! A fake OkeBayar and the bus plumbing shared by the connector's service
+//! tests.
+#![allow(dead_code)] // each test file uses its part
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use loket_okebayar::wire::{self, Format};
+use loket_okebayar::ConnectorSettings;
+use loket_protocol::pb::bus;
+use loket_protocol::{subjects, Operation, Provider};
+use loket_runtime::Secret;
+use prost::Message as _;
+use tokio::net::TcpListener;
+
+/// Requests received per (transactioncode, referencecode).
+pub type Hits = Arc<Mutex<HashMap<(String, String), u32>>>;
+
+/// How many requests with `code` arrived for `reference`.
+pub fn count(hits: &Hits, code: &str, reference: &str) -> u32 {
+    hits.lock()
+        .unwrap()
+        .get(&(code.to_string(), reference.to_string()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A fake OkeBayar that counts every request and answers each with success
+/// (`000`, a serial number), a purchase only after `purchase_delay` (it is
+/// counted, i.e. done, at once). Returns its URL.
+pub async fn fake_okebayar(hits: Hits, purchase_delay: Duration) -> String {
+    let app = axum::Router::new().route(
+        "/okebayar",
+        axum::routing::post(move |body: Bytes| {
+            let hits = hits.clone();
+            async move {
+                let fields = wire::decode(Format::sniff(&body), &body).unwrap();
+                let code = fields
+                    .get("transactioncode")
+                    .unwrap_or_default()
+                    .to_string();
+                let reference = fields.get("referencecode").unwrap_or_default().to_string();
+                *hits
+                    .lock()
+                    .unwrap()
+                    .entry((code.clone(), reference.clone()))
+                    .or_default() += 1;
+                if code == loket_okebayar::settings::PREPAID_TRANSACTION_CODE {
+                    tokio::time::sleep(purchase_delay).await;
+                }
+                let reply = [
+                    ("tracecode", "1234567890123456"),
+                    ("transactionstatus", "000"),
+                    ("serialnumber", "SN-ROUNDTRIP"),
+                    ("harga", "11000.00"),
+                    ("referencecode", reference.as_str()),
+                ];
+                String::from_utf8(wire::encode(Format::Xml, wire::REPLY_ROOT, reply)).unwrap()
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/okebayar")
+}
+
+pub const USERID: &str = "pcu00001";
+/// A canary: it must never leave the connector unmasked.
+pub const PIN: &str = "CANARY-PIN-7731";
+
+/// A prepaid purchase command about `transaction` with our `reference`.
+pub fn purchase(transaction: &str, reference: &str, first_dispatch: bool) -> bus::Command {
+    bus::Command {
+        transaction_id: transaction.into(),
+        provider: "okebayar".into(),
+        operation: bus::Operation::from(Operation::PrepaidPurchase) as i32,
+        provider_reference: reference.into(),
+        provider_product_code: "PULSA10".into(),
+        account: "081234567890".into(),
+        first_dispatch,
+        ..Default::default()
+    }
+}
+
+/// Publishes `command` with message id `msg_id`, as the ingress does.
+pub async fn publish(js: &jetstream::Context, msg_id: &str, command: &bus::Command) {
+    let headers = loket_runtime::bus::headers(
+        msg_id,
+        &loket_runtime::telemetry::TraceContext::new_root(),
+        &command.transaction_id,
+    );
+    loket_runtime::bus::publish_durable(
+        js,
+        subjects::command(Provider::OkeBayar, Operation::PrepaidPurchase),
+        headers,
+        command.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+}
+
+/// The streams on `nats_url`, and a subscription to the result events the
+/// connector publishes.
+pub async fn bus(nats_url: &str) -> (jetstream::Context, async_nats::Subscriber) {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    loket_runtime::bus::ensure_streams(&js).await.unwrap();
+    let results = client
+        .subscribe(subjects::result(Provider::OkeBayar))
+        .await
+        .unwrap();
+    (js, results)
+}
+
+pub async fn next_result(results: &mut async_nats::Subscriber) -> bus::ResultEvent {
+    let message = tokio::time::timeout(Duration::from_secs(20), results.next())
+        .await
+        .expect("a result within 20 s")
+        .unwrap();
+    bus::ResultEvent::decode(message.payload).unwrap()
+}
+
+/// Messages a stream holds now.
+pub async fn messages_in(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+/// Connector settings towards the fake at `url`, with a fresh database for
+/// the send journal.
+pub async fn settings(
+    nats_url: &str,
+    url: &str,
+    timeout_ms: u64,
+    ack_wait_ms: u64,
+) -> ConnectorSettings {
+    let mut settings = ConnectorSettings::default();
+    settings.common.nats_url = nats_url.to_string();
+    settings.common.database_url = Secret::new(
+        loket_test_support::postgres::fresh_database()
+            .await
+            .expect("a fresh database for the send journal"),
+    );
+    settings.worker.concurrency = 4;
+    settings.worker.ack_wait_ms = ack_wait_ms;
+    settings.okebayar.url = url.to_string();
+    settings.okebayar.userid = USERID.into();
+    settings.okebayar.userpin = Secret::new(PIN);
+    settings.okebayar.timeout_ms = timeout_ms;
+    settings.okebayar.connect_timeout_ms = 500;
+    settings
+}

@@ -1,0 +1,127 @@
+//! RELIABILITY #24: a connector replica (the real binary) is paused with
+//! SIGSTOP while its purchase is at the provider, past the ack deadline.
+//! The command goes to another replica, which asks the provider first and
+//! sends nothing; resumed with SIGCONT, the paused one finishes late, and
+//! its late result and ack change nothing: one purchase, one result.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, Hits, PIN,
+    USERID,
+};
+use loket_okebayar::run;
+use loket_protocol::subjects;
+use loket_runtime::Shutdown;
+use loket_test_support::nats::NatsServer;
+use tokio::net::TcpListener;
+
+const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000b1";
+const REFERENCE: &str = "REFPAUSE";
+const ACK_WAIT_MS: u64 = 3_000;
+const TIMEOUT_MS: u64 = 1_400;
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
+    let nats = NatsServer::start().expect("a private nats-server");
+    let hits = Hits::default();
+    // The purchase is done at once and answered 600 ms later: time to pause
+    // the replica while it waits for the answer.
+    let url = fake_okebayar(hits.clone(), Duration::from_millis(600)).await;
+    let settings = settings(&nats.url(), &url, TIMEOUT_MS, ACK_WAIT_MS).await;
+    let (js, mut results) = bus(&nats.url()).await;
+
+    // Replica A: the real binary, configured as an operator would.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loket-okebayar-connector"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LOKET_")) {
+        command.env_remove(name);
+    }
+    let mut paused = Killed(
+        command
+            .env("LOKET_NATS_URL", nats.url())
+            .env("LOKET_DATABASE_URL", settings.common.database_url.expose())
+            .env("LOKET_ADMIN_ADDR", "127.0.0.1:0")
+            .env("LOKET_OKEBAYAR__URL", &url)
+            .env("LOKET_OKEBAYAR__USERID", USERID)
+            .env("LOKET_OKEBAYAR__USERPIN", PIN)
+            .env("LOKET_OKEBAYAR__TIMEOUT_MS", TIMEOUT_MS.to_string())
+            .env("LOKET_OKEBAYAR__CONNECT_TIMEOUT_MS", "500")
+            .env("LOKET_WORKER__ACK_WAIT_MS", ACK_WAIT_MS.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()) // the test runner shows it when the test fails
+            .spawn()
+            .unwrap(),
+    );
+
+    publish(&js, "cmd:pause:0", &purchase(TRANSACTION, REFERENCE, true)).await;
+
+    // A sends the purchase; pause it before the answer comes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&hits, "OkeBayar-prabayar", REFERENCE) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "replica A never sent the purchase"
+        );
+        if let Some(exit) = paused.0.try_wait().unwrap() {
+            panic!("replica A exited: {exit} (its log is above)");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal(&paused.0, "STOP");
+
+    // Replica B, in-process, on the same durable consumer.
+    let shutdown = Shutdown::new();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replica_b = tokio::spawn(run(settings, admin, shutdown.clone()));
+
+    // After the ack wait the command is B's: a status check, no purchase.
+    let result = next_result(&mut results).await;
+    assert_eq!(result.outcome, loket_protocol::pb::Outcome::Success as i32);
+    assert_eq!(
+        count(&hits, "OkeBayar-cek-status", REFERENCE),
+        1,
+        "{hits:?}"
+    );
+    assert_eq!(count(&hits, "OkeBayar-prabayar", REFERENCE), 1, "{hits:?}");
+
+    // A resumes: it gets its late answer, publishes the same result (the
+    // stream keeps one, by message id) and acks a message that is no longer
+    // its own. Nothing is sent again.
+    signal(&paused.0, "CONT");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(count(&hits, "OkeBayar-prabayar", REFERENCE), 1, "{hits:?}");
+    assert_eq!(
+        messages_in(&js, subjects::EVENT_STREAM).await,
+        1,
+        "one result event in the stream"
+    );
+    let commands = messages_in(&js, subjects::COMMAND_STREAM).await;
+    assert_eq!(commands, 0, "the command was acked and left the work queue");
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(40), replica_b)
+        .await
+        .expect("B drains after shutdown")
+        .unwrap()
+        .unwrap();
+}
