@@ -45,9 +45,9 @@ impl Drop for Killed {
 async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
     let nats = NatsServer::start().expect("a private nats-server");
     let hits = Hits::default();
-    // The purchase is done at once and answered 600 ms later: time to pause
+    // The purchase is done at once and answered 1 s later: time to pause
     // the replica while it waits for the answer.
-    let url = fake_okebayar(hits.clone(), Duration::from_millis(600)).await;
+    let url = fake_okebayar(hits.clone(), Duration::from_millis(1_000)).await;
     let settings = settings(&nats.url(), &url, TIMEOUT_MS, ACK_WAIT_MS).await;
     let (js, mut results) = bus(&nats.url()).await;
 
