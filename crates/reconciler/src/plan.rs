@@ -453,7 +453,7 @@ pub fn plan(
     match to {
         TransactionStatus::Pending | TransactionStatus::Unknown => {
             if w.row.next_check_at.is_none() {
-                let due = now + policy.schedule.first(to);
+                let due = policy.schedule.first_due(now, to, w.row.id);
                 Writer::set(&mut w.changed, &mut w.row.next_check_at, Some(due));
             }
         }

@@ -4,9 +4,17 @@
 //! `pending` answer, then 10, 20, 40 minutes, then hourly. After a timeout
 //! (`unknown`) the spec makes a check mandatory, so the first one comes much
 //! sooner (`unknown_first_ms`, default 30 s). Tests configure seconds.
+//!
+//! Every wait is lengthened by up to `jitter_percent` (default 10 %), by an
+//! amount the transaction id and the check number fix: transactions that
+//! went `unknown` together (a provider outage, a 5xx storm) are then checked
+//! spread out rather than all at once when the provider comes back, and
+//! planning stays a pure function.
 
+use chrono::{DateTime, Utc};
 use loket_protocol::TransactionStatus;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// One provider's schedule as configured
 /// (`schedules.<provider>.delays_ms`, `schedules.<provider>.unknown_first_ms`).
@@ -19,7 +27,12 @@ pub struct ScheduleSettings {
     pub delays_ms: Vec<u64>,
     /// The wait before the first check of an `unknown` transaction.
     pub unknown_first_ms: u64,
+    /// Each wait is lengthened by up to this share of it (0–100).
+    pub jitter_percent: u32,
 }
+
+/// The default `jitter_percent`.
+pub const JITTER_PERCENT_DEFAULT: u32 = 10;
 
 impl ScheduleSettings {
     /// SNAP QR CPM (spec §2.4): back off 2, 4, 8… s, capped at 30 s.
@@ -27,6 +40,7 @@ impl ScheduleSettings {
         ScheduleSettings {
             delays_ms: vec![2_000, 4_000, 8_000, 16_000, 30_000],
             unknown_first_ms: 2_000,
+            jitter_percent: JITTER_PERCENT_DEFAULT,
         }
     }
 
@@ -36,6 +50,7 @@ impl ScheduleSettings {
         ScheduleSettings {
             delays_ms: vec![10_000, 30_000, 60_000, 300_000, 900_000],
             unknown_first_ms: 10_000,
+            jitter_percent: JITTER_PERCENT_DEFAULT,
         }
     }
 }
@@ -52,6 +67,7 @@ impl Default for ScheduleSettings {
                 60 * MINUTE,
             ],
             unknown_first_ms: 30_000,
+            jitter_percent: JITTER_PERCENT_DEFAULT,
         }
     }
 }
@@ -61,25 +77,71 @@ impl Default for ScheduleSettings {
 pub struct Schedule {
     delays: Vec<chrono::Duration>,
     unknown_first: chrono::Duration,
+    jitter_percent: u32,
 }
 
+/// A schedule that cannot work, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("schedules.{provider}.delays_ms must name at least one delay")]
-pub struct EmptySchedule {
-    pub provider: String,
+pub enum ScheduleError {
+    #[error("schedules.{provider}.delays_ms must name at least one delay")]
+    Empty { provider: String },
+    #[error("schedules.{provider}.jitter_percent must be at most 100 (it is {value})")]
+    Jitter { provider: String, value: u32 },
 }
 
 impl Schedule {
-    pub fn new(provider: &str, settings: &ScheduleSettings) -> Result<Self, EmptySchedule> {
+    pub fn new(provider: &str, settings: &ScheduleSettings) -> Result<Self, ScheduleError> {
         if settings.delays_ms.is_empty() {
-            return Err(EmptySchedule {
+            return Err(ScheduleError::Empty {
                 provider: provider.to_string(),
+            });
+        }
+        if settings.jitter_percent > 100 {
+            return Err(ScheduleError::Jitter {
+                provider: provider.to_string(),
+                value: settings.jitter_percent,
             });
         }
         Ok(Schedule {
             delays: settings.delays_ms.iter().map(|ms| millis(*ms)).collect(),
             unknown_first: millis(settings.unknown_first_ms),
+            jitter_percent: settings.jitter_percent,
         })
+    }
+
+    /// When the first check of `transaction`, which just entered `status`
+    /// at `now`, is due: [`Self::first`] plus its jitter.
+    pub fn first_due(
+        &self,
+        now: DateTime<Utc>,
+        status: TransactionStatus,
+        transaction: Uuid,
+    ) -> DateTime<Utc> {
+        now + self.jittered(self.first(status), transaction, 0)
+    }
+
+    /// When the check after the `check_count`-th of `transaction`, published
+    /// at `now`, is due: [`Self::after_check`] plus its jitter.
+    pub fn due_after_check(
+        &self,
+        now: DateTime<Utc>,
+        check_count: i32,
+        transaction: Uuid,
+    ) -> DateTime<Utc> {
+        now + self.jittered(self.after_check(check_count), transaction, check_count)
+    }
+
+    /// `wait` lengthened by a share of it below `jitter_percent`, the share
+    /// fixed by the transaction (its id's random bits) and the check number.
+    fn jittered(&self, wait: chrono::Duration, transaction: Uuid, check: i32) -> chrono::Duration {
+        let mixed = (transaction.as_u128() as u64)
+            ^ u64::from(check.unsigned_abs()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // A fraction in [0, 1) with 32 bits of resolution.
+        let fraction = i128::from(mixed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32);
+        let extra_ms =
+            i128::from(wait.num_milliseconds()) * i128::from(self.jitter_percent) * fraction
+                / (100 << 32);
+        wait + chrono::Duration::milliseconds(i64::try_from(extra_ms).unwrap_or(0))
     }
 
     /// The wait before the first check of a transaction that just entered
@@ -135,6 +197,7 @@ mod tests {
             &ScheduleSettings {
                 delays_ms: vec![1_000, 2_000],
                 unknown_first_ms: 500,
+                jitter_percent: 0,
             },
         )
         .unwrap();
@@ -164,12 +227,74 @@ mod tests {
             &ScheduleSettings {
                 delays_ms: vec![],
                 unknown_first_ms: 1,
+                jitter_percent: 0,
             },
         )
         .unwrap_err();
         assert_eq!(
             error.to_string(),
             "schedules.okebayar.delays_ms must name at least one delay"
+        );
+    }
+
+    #[test]
+    fn jitter_lengthens_each_wait_by_less_than_its_share_and_spreads_transactions() {
+        let schedule = Schedule::default(); // 10 %
+        let now = chrono::Utc::now();
+        let mut unknown_waits = std::collections::BTreeSet::new();
+        for _ in 0..1_000 {
+            let id = Uuid::now_v7();
+            let first = schedule.first_due(now, TransactionStatus::Unknown, id) - now;
+            assert!(first >= chrono::Duration::seconds(30), "{first}");
+            assert!(first < chrono::Duration::seconds(33), "{first}");
+            // The same transaction and check: the same time, always.
+            assert_eq!(
+                schedule.first_due(now, TransactionStatus::Unknown, id) - now,
+                first
+            );
+            unknown_waits.insert(first.num_milliseconds());
+            let later = schedule.due_after_check(now, 3, id) - now;
+            assert!(later >= chrono::Duration::minutes(40), "{later}");
+            assert!(later < chrono::Duration::minutes(44), "{later}");
+        }
+        // Transactions that went unknown together are checked spread over
+        // the whole 3 s, not together.
+        let spread = unknown_waits.last().unwrap() - unknown_waits.first().unwrap();
+        assert!(spread > 2_500, "spread {spread} ms");
+        assert!(
+            unknown_waits.len() > 500,
+            "{} distinct times",
+            unknown_waits.len()
+        );
+    }
+
+    #[test]
+    fn no_jitter_keeps_the_schedule_exact_and_more_than_all_of_it_is_refused() {
+        let exact = Schedule::new(
+            "okebayar",
+            &ScheduleSettings {
+                jitter_percent: 0,
+                ..ScheduleSettings::default()
+            },
+        )
+        .unwrap();
+        let now = chrono::Utc::now();
+        let id = Uuid::now_v7();
+        assert_eq!(
+            exact.due_after_check(now, 1, id) - now,
+            chrono::Duration::minutes(10)
+        );
+        let error = Schedule::new(
+            "smilepayz",
+            &ScheduleSettings {
+                jitter_percent: 101,
+                ..ScheduleSettings::smilepayz()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "schedules.smilepayz.jitter_percent must be at most 100 (it is 101)"
         );
     }
 }

@@ -334,7 +334,7 @@ pub fn next_check(
     schedule: &crate::schedule::Schedule,
 ) -> (i32, DateTime<Utc>) {
     let count = row.check_count.saturating_add(1);
-    (count, now + schedule.after_check(count))
+    (count, schedule.due_after_check(now, count, row.id))
 }
 
 /// Locks up to `limit` rows matching `condition` created before `cutoff`.
@@ -385,6 +385,7 @@ mod tests {
             &ScheduleSettings {
                 delays_ms: vec![1_000, 2_000, 4_000],
                 unknown_first_ms: 500,
+                jitter_percent: 0,
             },
         )
         .unwrap();

@@ -29,6 +29,7 @@ fn settings(env: &Env) -> Settings {
         loket_reconciler::schedule::ScheduleSettings {
             delays_ms: vec![1_000, 2_000],
             unknown_first_ms: 500,
+            ..Default::default()
         },
     );
     settings.tick_ms = 100;
@@ -226,6 +227,7 @@ async fn a_batch_applies_each_event_once_in_stream_order() -> Result<()> {
         .subscribe(format!("loket.upd.{}.{a}", env.client_id))
         .await?;
     let mut checks = env.nats.subscribe("loket.cmd.okebayar.>").await?;
+    loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
 
     let pending_a = result_event(a, "evt-a-1", pb::Outcome::Pending, "002");
     let success_a = result_event(a, "evt-a-2", pb::Outcome::Success, "000");
@@ -367,6 +369,7 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
     assert_eq!(status_of(&env.pool, id).await?, "failed");
 
     let mut checks = env.nats.subscribe("loket.cmd.okebayar.status").await?;
+    loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
     let reference: String =
         sqlx::query_scalar("SELECT provider_reference FROM transactions WHERE id = $1")
             .bind(id)
@@ -485,6 +488,7 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
     )
     .await?;
     let mut commands = env.nats.subscribe("loket.cmd.>").await?;
+    loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
 
     let one = reconciler(&env);
     let two = reconciler(&env);

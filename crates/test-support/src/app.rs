@@ -208,6 +208,7 @@ impl TestApp {
                     loket_reconciler::schedule::ScheduleSettings {
                         delays_ms: vec![options.first_check_ms, 1_000],
                         unknown_first_ms: options.first_check_ms,
+                        ..Default::default()
                     },
                 );
             }

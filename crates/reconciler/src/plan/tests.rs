@@ -12,6 +12,7 @@ fn policy() -> Policy {
             &ScheduleSettings {
                 delays_ms: vec![300_000, 600_000],
                 unknown_first_ms: 30_000,
+                jitter_percent: 0,
             },
         )
         .unwrap(),
