@@ -128,7 +128,7 @@ pub async fn run<C: Connector>(
         )
         .await
         .map_err(|e| WorkerError::Consumer(format!("balance subscription: {e}")))?;
-    nats.flush()
+    lbus::confirm_subscriptions(&nats)
         .await
         .map_err(|e| WorkerError::Consumer(format!("balance subscription: {e}")))?;
     let balance_task = tokio::spawn(serve_balance(

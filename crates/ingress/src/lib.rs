@@ -168,7 +168,7 @@ async fn serve(
         .subscribe(subjects::UPDATE_SUBJECTS)
         .await
         .map_err(|error| Error::Subscribe(error.to_string()))?;
-    nats.flush()
+    loket_runtime::bus::confirm_subscriptions(&nats)
         .await
         .map_err(|error| Error::Subscribe(error.to_string()))?;
     tokio::spawn(Arc::clone(&waiters).run(updates, shutdown.clone()));

@@ -1143,11 +1143,20 @@ impl Inner {
             Some(id) => subjects::update(&client.0.to_string(), &id.to_string()),
             None => format!("loket.upd.{}.>", client.0),
         };
-        // Subscribe first, then read the current state: nothing slips between.
-        let mut updates = self.nats.subscribe(subject).await.map_err(|error| {
+        // Subscribe first (confirmed by the server), then read the current
+        // state: nothing slips between.
+        let bus_unavailable = |error: String| {
             tracing::warn!(%error, "watch subscription failed");
             ApiError::Unavailable("bus unavailable, try again".into())
-        })?;
+        };
+        let mut updates = self
+            .nats
+            .subscribe(subject)
+            .await
+            .map_err(|error| bus_unavailable(error.to_string()))?;
+        loket_runtime::bus::confirm_subscriptions(&self.nats)
+            .await
+            .map_err(|error| bus_unavailable(error.to_string()))?;
         let first = match only {
             Some(id) => {
                 ctx.record_transaction(id);

@@ -335,7 +335,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
 
     // --- wait: returns once settled (a stand-in reconciler settles it)
     let mut commands = nats.subscribe("loket.cmd.okebayar.>").await?;
-    nats.flush().await?;
+    loket_runtime::bus::confirm_subscriptions(&nats).await?;
     let reconciler = {
         let pool = pool.clone();
         let nats = nats.clone();
@@ -382,7 +382,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     // only publishes the update and leaves the row `received`, so only the
     // dispatcher dropping the mark keeps dispatched_at empty.
     let mut commands = nats.subscribe("loket.cmd.okebayar.>").await?;
-    nats.flush().await?;
+    loket_runtime::bus::confirm_subscriptions(&nats).await?;
     let announcer = {
         let pool = pool.clone();
         let nats = nats.clone();
@@ -742,7 +742,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     let mut queries = nats
         .subscribe(subjects::balance_rpc(Provider::OkeBayar))
         .await?;
-    nats.flush().await?;
+    loket_runtime::bus::confirm_subscriptions(&nats).await?;
     let responder = {
         let nats = nats.clone();
         tokio::spawn(async move {
@@ -1074,7 +1074,7 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
 
     // --- QrQuery: a status check about the payment, then the next update
     let mut checks = app.nats.subscribe("loket.cmd.snapqr.status").await?;
-    app.nats.flush().await?;
+    loket_runtime::bus::confirm_subscriptions(&app.nats).await?;
     let reconciler = {
         let app_pool = app.pool.clone();
         let nats = app.nats.clone();
@@ -1455,7 +1455,7 @@ async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result
     // A pay-in with a wait returns once the instructions are known, while
     // still pending.
     let mut commands = app.nats.subscribe("loket.cmd.smilepayz.pay_in").await?;
-    app.nats.flush().await?;
+    loket_runtime::bus::confirm_subscriptions(&app.nats).await?;
     let connector = {
         let app_pool = app.pool.clone();
         let nats = app.nats.clone();

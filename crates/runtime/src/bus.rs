@@ -18,6 +18,8 @@ pub enum BusError {
     Setup(String),
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
+    #[error("subscription not confirmed by the server: {0}")]
+    Subscribe(String),
 }
 
 /// How long JetStream remembers a `Nats-Msg-Id` for de-duplication.
@@ -134,3 +136,34 @@ pub async fn publish_durable(
     })?;
     Ok(())
 }
+
+/// Returns once nats-server has in place every subscription `client` made
+/// before the call, so a message published anywhere afterwards reaches them.
+///
+/// `Client::flush` only writes the client's buffer out; it does not wait for
+/// the server. nats-server handles one connection's operations in order, so
+/// when a message this client sends to a fresh inbox of its own comes back,
+/// every subscription made before it is registered.
+pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), BusError> {
+    use futures::StreamExt as _;
+    let failed = |reason: String| BusError::Subscribe(reason);
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match tokio::time::timeout(SUBSCRIBE_CONFIRM_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(failed("the connection closed".into())),
+        Err(_) => Err(failed(format!(
+            "the server did not confirm within {SUBSCRIBE_CONFIRM_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// How long [`confirm_subscriptions`] waits for the server.
+const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
