@@ -95,10 +95,13 @@ pub fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::R
         root.display()
     );
     let script = match watch_pid {
-        // Stop the server when the test process is gone.
+        // Stop the server when the test process is gone, and then remove
+        // its folder (the process's own handle on it is never dropped).
         Some(pid) => format!(
-            "{server} >{log} 2>&1 & pg=$!; while [ -d /proc/{pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; kill -INT $pg 2>/dev/null",
-            log = root.join("postgres.log").display()
+            "{server} >{log} 2>&1 & pg=$!; while [ -d /proc/{pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+             kill -INT $pg 2>/dev/null; wait $pg 2>/dev/null; [ -d /proc/{pid} ] || rm -rf {root}",
+            log = root.join("postgres.log").display(),
+            root = root.display()
         ),
         None => format!("exec {server} >{log} 2>&1", log = root.join("postgres.log").display()),
     };
