@@ -106,6 +106,17 @@ async fn announce(nats: &async_nats::Client, client: Uuid, transaction: &pb::Tra
     nats.flush().await.unwrap();
 }
 
+/// A subscription to `subject` the server has in place (so the ingress's
+/// next publish reaches it).
+async fn subscribed(
+    nats: &async_nats::Client,
+    subject: impl async_nats::subject::ToSubject,
+) -> anyhow::Result<async_nats::Subscriber> {
+    let subscriber = nats.subscribe(subject).await?;
+    loket_runtime::bus::confirm_subscriptions(nats).await?;
+    Ok(subscriber)
+}
+
 /// The next command published on `commands`, and its transaction id.
 async fn next_command(commands: &mut async_nats::Subscriber) -> (pb::bus::Command, Uuid) {
     let message = commands.next().await.unwrap();
@@ -334,8 +345,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     assert_eq!(by_ref.id, first.id);
 
     // --- wait: returns once settled (a stand-in reconciler settles it)
-    let mut commands = nats.subscribe("loket.cmd.okebayar.>").await?;
-    loket_runtime::bus::confirm_subscriptions(&nats).await?;
+    let mut commands = subscribed(&nats, "loket.cmd.okebayar.>").await?;
     let reconciler = {
         let pool = pool.clone();
         let nats = nats.clone();
@@ -381,8 +391,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     // linger (r-deadline), spared for one the call saw settle. The stand-in
     // only publishes the update and leaves the row `received`, so only the
     // dispatcher dropping the mark keeps dispatched_at empty.
-    let mut commands = nats.subscribe("loket.cmd.okebayar.>").await?;
-    loket_runtime::bus::confirm_subscriptions(&nats).await?;
+    let mut commands = subscribed(&nats, "loket.cmd.okebayar.>").await?;
     let announcer = {
         let pool = pool.clone();
         let nats = nats.clone();
@@ -739,10 +748,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     };
     let status = api.get_balance(balance_request()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    let mut queries = nats
-        .subscribe(subjects::balance_rpc(Provider::OkeBayar))
-        .await?;
-    loket_runtime::bus::confirm_subscriptions(&nats).await?;
+    let mut queries = subscribed(&nats, subjects::balance_rpc(Provider::OkeBayar)).await?;
     let responder = {
         let nats = nats.clone();
         tokio::spawn(async move {
@@ -1073,8 +1079,7 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
     );
 
     // --- QrQuery: a status check about the payment, then the next update
-    let mut checks = app.nats.subscribe("loket.cmd.snapqr.status").await?;
-    loket_runtime::bus::confirm_subscriptions(&app.nats).await?;
+    let mut checks = subscribed(&app.nats, "loket.cmd.snapqr.status").await?;
     let reconciler = {
         let app_pool = app.pool.clone();
         let nats = app.nats.clone();
@@ -1454,8 +1459,7 @@ async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result
 
     // A pay-in with a wait returns once the instructions are known, while
     // still pending.
-    let mut commands = app.nats.subscribe("loket.cmd.smilepayz.pay_in").await?;
-    loket_runtime::bus::confirm_subscriptions(&app.nats).await?;
+    let mut commands = subscribed(&app.nats, "loket.cmd.smilepayz.pay_in").await?;
     let connector = {
         let app_pool = app.pool.clone();
         let nats = app.nats.clone();
