@@ -395,3 +395,122 @@ async fn a_sent_command_handed_out_again_as_new_is_checked_not_resent() {
     assert_eq!(counts.purchases, 1, "nothing sent again: {counts:?}");
     assert_eq!(app.row(&txn.id).await.status, "success");
 }
+
+/// How the purchases made during a 5xx storm stood when it ended.
+struct Storm {
+    transactions: Vec<pb::Transaction>,
+    /// Status checks each one had received by the end of the storm.
+    checks_during: Vec<usize>,
+    lasted: Duration,
+}
+
+/// Six purchases during a provider outage (every request answered 503, see
+/// `loket_simulators::Outage`), which ends once each has had a status check
+/// and 2.5 s have passed. While it lasts no purchase is decided: each is
+/// `unknown`, reached the provider once and is checked, not resent.
+async fn purchases_in_a_storm(app: &TestApp, prefix: &str, after_commit: bool) -> Storm {
+    let started = Instant::now();
+    app.sim
+        .start_outage(loket_simulators::Outage {
+            status: 503,
+            for_ms: 60_000,
+            after_commit,
+        })
+        .expect("outage starts");
+    let mut client = app.client_a().await;
+    let mut transactions = Vec::new();
+    for n in 0..6 {
+        let request = purchase(&format!("{prefix}-{n}"), "PULSA10", OK_ACCOUNT, 0);
+        transactions.push(client.purchase(request).await.unwrap().into_inner());
+    }
+    for txn in &transactions {
+        eventually(
+            "a status check during the storm",
+            Duration::from_secs(10),
+            || async { app.sim.requests_for(&txn.provider_reference).status_checks >= 1 },
+        )
+        .await;
+    }
+    let rest = Duration::from_millis(2_500).saturating_sub(started.elapsed());
+    tokio::time::sleep(rest).await;
+
+    let mut checks_during = Vec::new();
+    for txn in &transactions {
+        let row = app.row(&txn.id).await;
+        assert_eq!(row.status, "unknown", "undecided during the storm: {row:?}");
+        let counts = app.sim.requests_for(&txn.provider_reference);
+        assert_eq!(counts.purchases, 1, "sent once, never resent: {counts:?}");
+        checks_during.push(counts.status_checks);
+    }
+    let lasted = started.elapsed();
+    app.sim.end_outage();
+    Storm {
+        transactions,
+        checks_during,
+        lasted,
+    }
+}
+
+/// Status checks against a failing provider back off: after an unknown the
+/// first comes 700 ms later and the next ones 1 s apart (the test
+/// schedule), so a storm of `lasted` allows at most one per 700 ms.
+fn assert_checks_backed_off(storm: &Storm) {
+    let bound = 1 + (storm.lasted.as_millis() / 700) as usize;
+    for (txn, checks) in storm.transactions.iter().zip(&storm.checks_during) {
+        assert!(
+            (1..=bound).contains(checks),
+            "{} status checks in a {:?} storm for {} (at most {bound})",
+            checks,
+            storm.lasted,
+            txn.id
+        );
+    }
+}
+
+/// RELIABILITY #9: a 5xx storm in which the provider carried nothing out.
+/// Nothing is failed by guesswork while it lasts; afterwards the status
+/// checks find no record, and past the not-found grace each purchase is
+/// `failed` as the provider's ledger (empty) has it. New purchases succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5xx_storm_fails_nothing_by_guesswork_and_resolves_by_status_checks() {
+    let app = TestApp::spawn().await;
+    let storm = purchases_in_a_storm(&app, "storm", false).await;
+    assert_checks_backed_off(&storm);
+    for txn in &storm.transactions {
+        let row = app
+            .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
+            .await;
+        assert_eq!(
+            row.provider_code.as_deref(),
+            Some(loket_reconciler::plan::NOT_FOUND_CODE)
+        );
+        assert!(app.sim.ledger_state(&txn.provider_reference).is_none());
+        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
+    }
+    a_purchase_settles_while_the_client_waits(&app, "after-storm").await;
+}
+
+/// RELIABILITY #9 and #8 together: a 5xx storm in front of a provider that
+/// carried every purchase out. Once it ends, the status checks find each
+/// one and loket has the ledger's serial number; nothing was resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5xx_storm_after_the_provider_committed_resolves_to_success() {
+    let app = TestApp::spawn().await;
+    let storm = purchases_in_a_storm(&app, "storm-committed", true).await;
+    assert_checks_backed_off(&storm);
+    for txn in &storm.transactions {
+        let row = app
+            .wait_for_status(&txn.id, "success", Duration::from_secs(20))
+            .await;
+        let ledger = app
+            .sim
+            .ledger_state(&txn.provider_reference)
+            .expect("the provider has it");
+        assert_eq!(
+            row.serial_number.as_deref(),
+            Some(ledger.serial_number.as_str())
+        );
+        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
+    }
+    a_purchase_settles_while_the_client_waits(&app, "after-committed-storm").await;
+}

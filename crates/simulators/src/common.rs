@@ -250,6 +250,146 @@ pub async fn read_body(
 }
 
 // ---------------------------------------------------------------------------
+// Provider outages
+// ---------------------------------------------------------------------------
+
+/// A provider outage (a "5xx storm", RELIABILITY.md #9) that an operator or
+/// a test switches on: until it ends, every API request is answered with an
+/// HTTP error page, the way a provider's front proxy answers when the
+/// service behind it is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    /// The HTTP status every request gets: 500–599 (default 503).
+    #[serde(default = "Outage::default_status")]
+    pub status: u16,
+    /// How long the outage lasts from when it is switched on.
+    pub for_ms: u64,
+    /// When true, money-moving requests are still carried out (ledger and
+    /// deposit) and only their answer is the error page: the provider did
+    /// the work and the proxy in front of it failed. When false (default)
+    /// nothing is carried out.
+    #[serde(default)]
+    pub after_commit: bool,
+}
+
+impl Outage {
+    /// The longest outage accepted (one hour).
+    pub const MAX_MS: u64 = 3_600_000;
+
+    fn default_status() -> u16 {
+        503
+    }
+
+    /// The first field that is out of range, named.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(500..=599).contains(&self.status) {
+            return Err(format!("status: must be 500-599, got {}", self.status));
+        }
+        if self.for_ms == 0 || self.for_ms > Self::MAX_MS {
+            return Err(format!(
+                "for_ms: must be 1-{}, got {}",
+                Self::MAX_MS,
+                self.for_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The outage in force, as `GET /_sim/outage` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutageState {
+    pub active: bool,
+    pub status: Option<u16>,
+    pub after_commit: bool,
+    pub remaining_ms: u64,
+}
+
+/// Holds the outage in force, if any; it ends by itself when its time is up.
+#[derive(Debug, Default)]
+pub struct OutageSwitch(Mutex<Option<(Outage, std::time::Instant)>>);
+
+impl OutageSwitch {
+    /// Starts `outage` now (replacing one in force), or names the bad field.
+    pub fn start(&self, outage: Outage) -> Result<(), String> {
+        outage.validate()?;
+        let until = std::time::Instant::now() + Duration::from_millis(outage.for_ms);
+        *lock(&self.0) = Some((outage, until));
+        tracing::warn!(
+            status = outage.status,
+            for_ms = outage.for_ms,
+            after_commit = outage.after_commit,
+            "simulated outage started"
+        );
+        Ok(())
+    }
+
+    /// Ends the outage in force, if any.
+    pub fn end(&self) {
+        if lock(&self.0).take().is_some() {
+            tracing::warn!("simulated outage ended");
+        }
+    }
+
+    /// The outage in force now.
+    pub fn current(&self) -> Option<Outage> {
+        self.in_force().map(|(outage, _)| outage)
+    }
+
+    pub fn state(&self) -> OutageState {
+        match self.in_force() {
+            Some((outage, until)) => OutageState {
+                active: true,
+                status: Some(outage.status),
+                after_commit: outage.after_commit,
+                remaining_ms: until
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as u64,
+            },
+            None => OutageState {
+                active: false,
+                status: None,
+                after_commit: false,
+                remaining_ms: 0,
+            },
+        }
+    }
+
+    fn in_force(&self) -> Option<(Outage, std::time::Instant)> {
+        let mut slot = lock(&self.0);
+        match *slot {
+            Some((_, until)) if until <= std::time::Instant::now() => {
+                *slot = None;
+                None
+            }
+            current => current,
+        }
+    }
+}
+
+/// An nginx-style HTML error page with `status`: what a provider's front
+/// proxy sends when the service behind it fails.
+pub fn error_page(status: axum::http::StatusCode) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let body = format!(
+        "<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center>\
+         <hr><center>nginx</center></body></html>"
+    );
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html")],
+        body,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------
 // Bounded memory
 // ---------------------------------------------------------------------------
 

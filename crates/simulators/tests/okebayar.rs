@@ -989,3 +989,110 @@ async fn hostile_and_random_requests_never_break_it_and_money_is_conserved() {
         .sum();
     assert_eq!(h.sim.balance() + held, 1_000_000);
 }
+
+impl Harness {
+    async fn put_outage(&self, outage: serde_json::Value) -> reqwest::Response {
+        self.http
+            .put(format!("{}/_sim/outage", self.url))
+            .json(&outage)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_outage_answers_every_request_with_an_error_page_until_it_ends() {
+    let h = start(settings()).await;
+    for (outage, field) in [
+        (
+            serde_json::json!({ "status": 200, "for_ms": 1000 }),
+            "status:",
+        ),
+        (serde_json::json!({ "for_ms": 0 }), "for_ms:"),
+        (serde_json::json!({ "status": 503 }), "for_ms"),
+        (
+            serde_json::json!({ "for_ms": 10, "colour": "red" }),
+            "colour",
+        ),
+    ] {
+        let refused = h.put_outage(outage.clone()).await;
+        assert_eq!(refused.status(), 400, "{outage}");
+        let error = refused.json::<serde_json::Value>().await.unwrap()["error"].to_string();
+        assert!(error.contains(field), "{outage}: {error}");
+    }
+    assert_eq!(h.introspect_json("outage").await["active"], false);
+
+    // Refusing: nothing is carried out, every request is counted.
+    let started = h.put_outage(serde_json::json!({ "for_ms": 60_000 })).await;
+    assert_eq!(started.status(), 200);
+    let state = started.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(
+        (state["active"].clone(), state["status"].clone()),
+        (true.into(), 503.into())
+    );
+    for fields in [
+        purchase("o-1", "081234567890"),
+        request("OkeBayar-cek-status", "o-1", &[]),
+    ] {
+        let answer = h.send_raw(body(Format::Json, &fields)).await;
+        assert_eq!(answer.status(), 503);
+        assert!(answer
+            .text()
+            .await
+            .unwrap()
+            .contains("503 Service Unavailable"));
+    }
+    assert!(h.sim.ledger_state("o-1").is_none(), "nothing carried out");
+    let counts = h.sim.requests_for("o-1");
+    assert_eq!((counts.purchases, counts.status_checks), (1, 1));
+    assert_eq!(h.sim.balance(), 1_000_000);
+
+    // After commit: the purchase is carried out, its answer is the error
+    // page; a status check is not carried out.
+    h.put_outage(serde_json::json!({ "status": 500, "for_ms": 60_000, "after_commit": true }))
+        .await;
+    let answer = h
+        .send_raw(body(Format::Xml, &purchase("o-2", "081234567890")))
+        .await;
+    assert_eq!(answer.status(), 500);
+    assert_eq!(h.sim.ledger_state("o-2").unwrap().code, "000");
+    assert_eq!(h.sim.balance(), 1_000_000 - 11_000);
+    let check = h
+        .send_raw(body(
+            Format::Xml,
+            &request("OkeBayar-cek-status", "o-2", &[]),
+        ))
+        .await;
+    assert_eq!(check.status(), 500);
+
+    // Ended by hand: the provider answers again, from its ledger.
+    let ended = h
+        .http
+        .delete(format!("{}/_sim/outage", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ended.json::<serde_json::Value>().await.unwrap()["active"],
+        false
+    );
+    assert_eq!(status(&h.status_check("o-2").await), "000");
+    assert_eq!(
+        status(&h.send(&purchase("o-3", "081234567890")).await),
+        "000"
+    );
+
+    // Ended by time.
+    h.put_outage(serde_json::json!({ "for_ms": 200 })).await;
+    let refused = h
+        .send_raw(body(Format::Xml, &purchase("o-4", "081234567890")))
+        .await;
+    assert_eq!(refused.status(), 503);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&h.send(&purchase("o-5", "081234567890")).await),
+        "000"
+    );
+    assert_eq!(h.introspect_json("outage").await["active"], false);
+}

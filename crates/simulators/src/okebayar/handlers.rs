@@ -27,7 +27,7 @@ use super::ledger::{
 use super::reply::Reply;
 use super::scenarios::{AmountStyle, ExpiryStyle, Fault, Plan, Scenario, Step};
 use super::OkeBayarSim;
-use crate::common::{read_body, ConnInfo, RequestKind};
+use crate::common::{error_page, read_body, ConnInfo, RequestKind};
 use crate::metrics as names;
 
 /// What the request asks for.
@@ -236,7 +236,16 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
         now: Utc::now(),
         fields,
     };
-    let answer = match check(&ctx, conn.as_ref()) {
+    let outage = sim.inner.outage.current();
+    if let Some(outage) = outage {
+        if !(outage.after_commit && op.kind().moves_money()) {
+            count(op.label(), "outage");
+            return error_page(
+                StatusCode::from_u16(outage.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            );
+        }
+    }
+    let mut answer = match check(&ctx, conn.as_ref()) {
         Err(code) => refusal(&ctx, code),
         Ok(()) => match op {
             Operation::Purchase => purchase(&ctx),
@@ -249,6 +258,10 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
             Operation::Unknown => refusal(&ctx, "241"),
         },
     };
+    if let Some(outage) = outage {
+        // An outage "after commit": the work above is done, its answer lost.
+        answer.fault = Fault::ErrorPage(outage.status);
+    }
     respond(&ctx, answer, conn).await
 }
 
@@ -870,12 +883,9 @@ async fn respond(ctx: &Ctx, answer: Answer, conn: Option<ConnInfo>) -> Response 
             let cut = body.len() / 2;
             ok(content_type, body[..cut].to_vec())
         }
-        Fault::Html => (
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
-        )
-            .into_response(),
+        Fault::ErrorPage(status) => {
+            error_page(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY))
+        }
     }
 }
 

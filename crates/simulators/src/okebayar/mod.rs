@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, CallbackLog, CallbackMethod, CallbackSender, RequestCounter, RequestCounts,
-    DEFAULT_REMEMBERED_REFERENCES,
+    self, CallbackLog, CallbackMethod, CallbackSender, Outage, OutageState, OutageSwitch,
+    RequestCounter, RequestCounts, DEFAULT_REMEMBERED_REFERENCES,
 };
 use ledger::Ledger;
 pub use ledger::{LedgerEntry, LedgerOperation};
@@ -160,6 +160,7 @@ pub(crate) struct Inner {
     pub(crate) ledger: Ledger,
     pub(crate) requests: RequestCounter,
     pub(crate) callbacks: CallbackSender,
+    pub(crate) outage: OutageSwitch,
     /// Stops the asynchronous scenario steps and slow replies.
     pub(crate) stop: Shutdown,
 }
@@ -201,6 +202,7 @@ impl OkeBayarSim {
                 ledger: Ledger::new(settings.initial_balance, references),
                 requests: RequestCounter::new("okebayar", references),
                 callbacks,
+                outage: OutageSwitch::default(),
                 stop: Shutdown::new(),
                 settings,
             }),
@@ -220,6 +222,12 @@ impl OkeBayarSim {
             .route("/_sim/callbacks/{reference}", get(admin_callbacks))
             .route("/_sim/balance", get(admin_balance).put(admin_set_balance))
             .route("/_sim/scenarios", get(admin_scenarios))
+            .route(
+                "/_sim/outage",
+                get(admin_outage)
+                    .put(admin_start_outage)
+                    .delete(admin_end_outage),
+            )
             .with_state(self.clone())
     }
 
@@ -261,6 +269,21 @@ impl OkeBayarSim {
 
     pub fn set_balance(&self, idr: i64) {
         self.inner.ledger.set_balance(idr);
+    }
+
+    /// Starts a provider outage (every request answered with an HTTP
+    /// error page), or names the field that is out of range.
+    pub fn start_outage(&self, outage: Outage) -> Result<(), String> {
+        self.inner.outage.start(outage)
+    }
+
+    /// Ends the outage in force, if any.
+    pub fn end_outage(&self) {
+        self.inner.outage.end();
+    }
+
+    pub fn outage(&self) -> OutageState {
+        self.inner.outage.state()
     }
 }
 
@@ -308,6 +331,32 @@ async fn admin_set_balance(
     Json(BalanceBody {
         balance: sim.balance(),
     })
+}
+
+async fn admin_outage(State(sim): State<OkeBayarSim>) -> Json<OutageState> {
+    Json(sim.outage())
+}
+
+async fn admin_start_outage(
+    State(sim): State<OkeBayarSim>,
+    body: Result<Json<Outage>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let started = body
+        .map_err(|rejection| rejection.body_text())
+        .and_then(|Json(outage)| sim.start_outage(outage));
+    match started {
+        Ok(()) => Json(sim.outage()).into_response(),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": error })),
+        )
+            .into_response(),
+    }
+}
+
+async fn admin_end_outage(State(sim): State<OkeBayarSim>) -> Json<OutageState> {
+    sim.end_outage();
+    Json(sim.outage())
 }
 
 async fn admin_scenarios(State(sim): State<OkeBayarSim>) -> Json<serde_json::Value> {

@@ -225,7 +225,7 @@ impl Scenario {
                 ..base
             },
             Scenario::HtmlError => Plan {
-                fault: Fault::Html,
+                fault: Fault::ErrorPage(502),
                 ..base
             },
             Scenario::DuplicateCallbacks => Plan {
@@ -276,7 +276,8 @@ pub enum Fault {
     Slow,
     Reset,
     Truncated,
-    Html,
+    /// An HTML error page with this HTTP status instead of the reply.
+    ErrorPage(u16),
 }
 
 /// One asynchronous step after the commit, `at` × `callback_delay_ms` later.
