@@ -1,7 +1,8 @@
-//! End-to-end: the provider misbehaves, our connector dies mid-flight, or
-//! nats-server or PostgreSQL crashes under load (RELIABILITY.md #2, #6, #7,
-//! #8, #10, #16, #17). Unknown is never failed, nothing accepted is lost,
-//! and nothing is ever sent twice.
+//! End-to-end: the provider misbehaves or has a 5xx storm, our connector
+//! dies mid-flight, or nats-server or PostgreSQL crashes under load
+//! (RELIABILITY.md #2, #6, #7, #8, #9, #10, #16, #17), and all of it at once
+//! under a mixed load (#25). Unknown is never failed, nothing accepted is
+//! lost, and nothing is ever sent twice.
 
 mod common;
 
@@ -239,6 +240,28 @@ async fn purchases_around_a_fault(
     (attempted, errors)
 }
 
+/// The purchase `client_ref` names, asked for again (same parameters)
+/// until the ingress answers: what a client that saw an error does.
+async fn purchase_until_answered(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+    account: &str,
+) -> pb::Transaction {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .purchase(purchase(client_ref, "PULSA10", account, 0))
+            .await
+        {
+            Ok(reply) => return reply.into_inner(),
+            Err(status) => {
+                assert!(Instant::now() < deadline, "{client_ref}: {status}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// RELIABILITY's invariants after a fault. A client that saw an error
 /// retries with its `client_ref`; then every `client_ref` is one whole
 /// transaction (its row and the ingress's event), it ends `success` exactly
@@ -248,19 +271,7 @@ async fn assert_nothing_lost_twice_or_wrong(app: &TestApp, attempted: &[String])
     let mut client = app.client_a().await;
     let mut ids = Vec::new();
     for client_ref in attempted {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let txn = loop {
-            match client
-                .purchase(purchase(client_ref, "PULSA10", OK_ACCOUNT, 0))
-                .await
-            {
-                Ok(reply) => break reply.into_inner(),
-                Err(status) => {
-                    assert!(Instant::now() < deadline, "{client_ref}: {status}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
+        let txn = purchase_until_answered(&mut client, client_ref, OK_ACCOUNT).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
     let (rows, ingress_events): (i64, i64) = sqlx::query_as(
@@ -324,19 +335,25 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
     assert_nothing_lost_twice_or_wrong(&app, &attempted).await;
 }
 
+/// A stack whose PostgreSQL is the test's own, so the test may crash it.
+async fn app_on_private_postgres() -> (loket_test_support::postgres::PrivatePostgres, TestApp) {
+    let postgres = loket_test_support::postgres::PrivatePostgres::start().expect("PostgreSQL");
+    let database_url = postgres.database("loket").await.expect("database");
+    let app = TestApp::spawn_with(TestOptions {
+        database_url: Some(database_url),
+        ..Default::default()
+    })
+    .await;
+    (postgres, app)
+}
+
 /// RELIABILITY #7: PostgreSQL stops like a crash (`pg_ctl stop -m
 /// immediate`) and starts again while purchases stream in. Calls in flight
 /// fail with an error rather than half-done; the services get new
 /// connections by themselves, and nothing is lost, sent twice or wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_crashed_under_load_leaves_no_partial_rows_and_charges_once() {
-    let postgres = loket_test_support::postgres::PrivatePostgres::start().expect("PostgreSQL");
-    let database_url = postgres.database("loket").await.expect("database");
-    let mut app = TestApp::spawn_with(TestOptions {
-        database_url: Some(database_url),
-        ..Default::default()
-    })
-    .await;
+    let (postgres, mut app) = app_on_private_postgres().await;
     let (attempted, _) = purchases_around_a_fault(&mut app, "db", |_| {
         postgres
             .crash_and_restart()
@@ -513,4 +530,205 @@ async fn a_5xx_storm_after_the_provider_committed_resolves_to_success() {
         assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
     }
     a_purchase_settles_while_the_client_waits(&app, "after-committed-storm").await;
+}
+
+/// Accounts the mixed load buys for: mostly plain success, and every
+/// OkeBayar scenario that answers late, twice, out of order, garbled or
+/// failed (crates/simulators/SCENARIOS.md).
+const MIXED_ACCOUNTS: &[&str] = &[
+    "204", "", "", "012", "", "", "001", "", "002", "003", "", "901", "902", "903", "904", "905",
+    "906", "907", "908",
+];
+
+fn mixed_account(n: usize) -> String {
+    match MIXED_ACCOUNTS[n % MIXED_ACCOUNTS.len()] {
+        "" => OK_ACCOUNT.to_string(),
+        suffix => scenario(suffix),
+    }
+}
+
+/// A forged, unsigned OkeBayar callback claiming success for `reference`.
+async fn forge_success_callback(app: &TestApp, reference: &str) {
+    let forged = format!(
+        "<transaction-status><tracecode>FORGED</tracecode><referencecode>{reference}</referencecode>\
+         <status>000</status><serialnumber>FREE-TOKEN</serialnumber></transaction-status>"
+    );
+    // The receiver may be answering 503 while nats-server is away.
+    let _ = reqwest::Client::new()
+        .post(app.callback_url())
+        .header("content-type", "application/xml")
+        .body(forged)
+        .send()
+        .await;
+}
+
+/// RELIABILITY #25: every fault at once, under load. Six clients buy for a
+/// mix of scenario accounts while, one after another, the provider has a
+/// 5xx storm, the connector is killed and restarted, forged success
+/// callbacks arrive for failed purchases, nats-server is killed and
+/// restarted and PostgreSQL crashes and restarts. Afterwards the clients
+/// retry what they saw fail, and the four invariants hold against the
+/// simulator's ledger: nothing lost (one row per `client_ref`, each final),
+/// nothing twice (at most one purchase request each), nothing wrong (the
+/// final state and serial number are the ledger's), nothing leaked (the
+/// canary PIN in no log line and no row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (postgres, mut app) = app_on_private_postgres().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..6 {
+        let mut client = app.client_a().await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut attempted = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = attempted.len();
+                let client_ref = format!("mixed-{worker}-{n}");
+                let account = mixed_account(worker + n);
+                let request = purchase(&client_ref, "PULSA10", &account, 300);
+                if client.purchase(request).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                attempted.push((client_ref, account));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            attempted
+        }));
+    }
+
+    let pause = || tokio::time::sleep(Duration::from_millis(700));
+    pause().await;
+    app.sim
+        .start_outage(loket_simulators::Outage {
+            status: 502,
+            for_ms: 800,
+            after_commit: false,
+        })
+        .unwrap();
+    pause().await;
+    app.kill_connector();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.start_connector(None).await;
+    pause().await;
+    let failed_ones = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT provider_reference FROM transactions WHERE status = 'failed' LIMIT 5",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+    };
+    eventually("a failed purchase", Duration::from_secs(5), || async {
+        !failed_ones().await.is_empty()
+    })
+    .await;
+    let failed = failed_ones().await;
+    for reference in &failed {
+        forge_success_callback(&app, reference).await;
+    }
+    app.nats.restart().expect("nats-server starts again");
+    pause().await;
+    postgres
+        .crash_and_restart()
+        .expect("PostgreSQL starts again");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut attempted = Vec::new();
+    for task in load {
+        attempted.extend(task.await.expect("load task"));
+    }
+    assert!(attempted.len() >= 50, "load ran: {}", attempted.len());
+    a_purchase_settles_while_the_client_waits(&app, "mixed-after").await;
+
+    // Nothing lost: every client_ref is one transaction, and each ends.
+    let mut client = app.client_a().await;
+    let mut ids = Vec::new();
+    for (client_ref, account) in &attempted {
+        let txn = purchase_until_answered(&mut client, client_ref, account).await;
+        ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
+    }
+    let refs: Vec<&str> = attempted.iter().map(|(r, _)| r.as_str()).collect();
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = ANY($1)")
+            .bind(&refs)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows as usize, attempted.len(), "one row per client_ref");
+    eventually(
+        "every transaction final",
+        Duration::from_secs(60),
+        || async {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM transactions WHERE id = ANY($1) \
+             AND status NOT IN ('success', 'failed')",
+            )
+            .bind(&ids)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            open == 0
+        },
+    )
+    .await;
+
+    // Nothing twice, nothing wrong.
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let row = app.row(&id.to_string()).await;
+        let reference = &row.provider_reference;
+        let money = app.sim.money_requests_for(reference);
+        assert!(
+            money <= 1,
+            "{money} purchase requests for {reference} ({row:?})"
+        );
+        match (row.status.as_str(), app.sim.ledger_state(reference)) {
+            ("success", Some(ledger)) => {
+                assert_eq!(ledger.code, "000", "{row:?}");
+                assert_eq!(
+                    row.serial_number.as_deref(),
+                    Some(ledger.serial_number.as_str()),
+                    "{row:?}"
+                );
+            }
+            ("failed", Some(ledger)) => {
+                assert_ne!(
+                    ledger.code, "000",
+                    "failed, but the provider did it: {row:?}"
+                );
+                assert_eq!(
+                    row.provider_code.as_deref(),
+                    Some(ledger.code.as_str()),
+                    "{row:?}"
+                );
+            }
+            ("failed", None) => assert_eq!(
+                row.provider_code.as_deref(),
+                Some(loket_reconciler::plan::NOT_FOUND_CODE),
+                "{row:?}"
+            ),
+            (_, ledger) => panic!("{row:?} against the ledger's {ledger:?}"),
+        }
+        *outcomes
+            .entry(format!(
+                "{} {}",
+                row.status,
+                row.provider_code.unwrap_or_default()
+            ))
+            .or_default() += 1;
+    }
+    eprintln!("{} purchases under mixed faults: {outcomes:?}", ids.len());
+
+    // Nothing leaked.
+    assert!(!loket_test_support::logs::captured().contains(loket_test_support::CANARY_PIN));
+    assert!(!app
+        .dump_database()
+        .await
+        .contains(loket_test_support::CANARY_PIN));
 }
