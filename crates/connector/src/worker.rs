@@ -236,23 +236,26 @@ async fn handle<C: Connector>(
         delivered,
     );
     async move {
-        // Keep the message ours while the provider call runs.
-        let progress = {
-            let message_ack = message.clone();
-            let every = Duration::from_millis(settings.ack_wait_ms / 3).max(Duration::from_millis(200));
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(every);
+        // Keep the message ours while the provider call runs: a progress
+        // ack every third of the ack wait, polled in this task next to the
+        // call. (The first tick is one period away: a timer due at once
+        // would wake the runtime's driver for every command.)
+        let every = Duration::from_millis(settings.ack_wait_ms / 3).max(Duration::from_millis(200));
+        let keep_ours = async {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
                 ticker.tick().await;
-                loop {
-                    ticker.tick().await;
-                    if message_ack.ack_with(AckKind::Progress).await.is_err() {
-                        break;
-                    }
+                if message.ack_with(AckKind::Progress).await.is_err() {
+                    break;
                 }
-            })
+            }
+            std::future::pending::<std::convert::Infallible>().await
         };
-        let report = decide_and_call(connector, journal, settings, &command, delivered, received).await;
-        progress.abort();
+        let report = tokio::select! {
+            biased;
+            report = decide_and_call(connector, journal, settings, &command, delivered, received) => report,
+            never = keep_ours => match never {},
+        };
         let Some(report) = report else {
             // Not sent: the ack deadline nearly passed (the message may be
             // another replica's by now) or the send could not be recorded.
