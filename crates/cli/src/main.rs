@@ -3,10 +3,13 @@
 
 use clap::Parser as _;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = loket_cli::Cli::parse();
-    if let Err(error) = loket_cli::run(cli).await {
+    let runtime = loket_runtime::runtime().unwrap_or_else(|error| {
+        eprintln!("error: starting the tokio runtime: {error}");
+        std::process::exit(1);
+    });
+    if let Err(error) = runtime.block_on(loket_cli::run(cli)) {
         eprintln!("error: {error}");
         std::process::exit(error.exit_code());
     }

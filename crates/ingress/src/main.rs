@@ -4,8 +4,13 @@
 use anyhow::Context as _;
 use loket_ingress::{Listeners, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    loket_runtime::runtime()
+        .context("starting the tokio runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let settings: Settings = loket_runtime::config::load()?;
     let _logs = loket_runtime::telemetry::init("loket-ingress", settings.common.log_json);
     let main = tokio::net::TcpListener::bind(&settings.grpc_addr)

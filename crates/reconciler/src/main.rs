@@ -5,8 +5,13 @@ use anyhow::Context as _;
 use loket_reconciler::{run, Listeners, Settings};
 use loket_runtime::{config, telemetry, Shutdown};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    loket_runtime::runtime()
+        .context("starting the tokio runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let settings: Settings = config::load()?;
     let _logs = telemetry::init("loket-reconciler", settings.common.log_json);
     let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)

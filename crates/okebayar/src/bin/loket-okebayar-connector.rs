@@ -5,8 +5,13 @@ use anyhow::Context as _;
 use loket_okebayar::{run, ConnectorSettings};
 use loket_runtime::{config, telemetry, Shutdown};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    loket_runtime::runtime()
+        .context("starting the tokio runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let settings: ConnectorSettings =
         config::load().context("loading the OkeBayar connector configuration")?;
     let _logs = telemetry::init(

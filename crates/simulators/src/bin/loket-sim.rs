@@ -6,8 +6,13 @@ use loket_runtime::Shutdown;
 use loket_simulators::service::{self, Listeners, Settings};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    loket_runtime::runtime()
+        .context("starting the tokio runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let settings: Settings = loket_runtime::config::load()?;
     let _logs = loket_runtime::telemetry::init("loket-sim", settings.log_json);
     let okebayar = TcpListener::bind(&settings.okebayar_addr)
