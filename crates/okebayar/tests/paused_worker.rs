@@ -67,6 +67,9 @@ async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
             .env("LOKET_OKEBAYAR__TIMEOUT_MS", TIMEOUT_MS.to_string())
             .env("LOKET_OKEBAYAR__CONNECT_TIMEOUT_MS", "500")
             .env("LOKET_WORKER__ACK_WAIT_MS", ACK_WAIT_MS.to_string())
+            // One worker thread, as `make run` runs it: the current-thread
+            // scheduler (`loket_runtime::runtime`).
+            .env("TOKIO_WORKER_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()) // the test runner shows it when the test fails
             .spawn()
