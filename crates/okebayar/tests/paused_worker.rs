@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, Hits, PIN,
-    USERID,
+    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop, Hits,
+    PIN, USERID,
 };
 use loket_okebayar::run;
 use loket_protocol::subjects;
@@ -121,10 +121,5 @@ async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
     let commands = messages_in(&js, subjects::COMMAND_STREAM).await;
     assert_eq!(commands, 0, "the command was acked and left the work queue");
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(40), replica_b)
-        .await
-        .expect("B drains after shutdown")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, replica_b, Duration::from_secs(40)).await;
 }

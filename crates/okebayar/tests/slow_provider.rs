@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, Hits,
+    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop, Hits,
 };
 use loket_connector::journal::SendJournal;
 use loket_connector::worker;
@@ -58,10 +58,5 @@ async fn a_call_longer_than_the_ack_wait_keeps_its_command_and_sends_once() {
     );
     assert_eq!(messages_in(&js, subjects::COMMAND_STREAM).await, 0, "acked");
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("drains after shutdown")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, running, Duration::from_secs(20)).await;
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    bus, count, fake_okebayar, next_result, publish, purchase, settings, Hits, PIN, USERID,
+    bus, count, fake_okebayar, next_result, publish, purchase, settings, stop, Hits, PIN, USERID,
 };
 use loket_okebayar::run;
 use loket_runtime::Shutdown;
@@ -54,10 +54,5 @@ async fn commands_flow_through_the_real_worker() {
     assert_eq!(count(&hits, "OkeBayar-prabayar", "REFA"), 1, "{hits:?}");
     assert_eq!(count(&hits, "OkeBayar-cek-status", "REFA"), 1, "{hits:?}");
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(40), service)
-        .await
-        .expect("drains after shutdown")
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, service, Duration::from_secs(40)).await;
 }

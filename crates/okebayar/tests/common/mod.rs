@@ -155,3 +155,18 @@ pub async fn settings(
     settings.okebayar.connect_timeout_ms = 500;
     settings
 }
+
+/// Triggers `shutdown` and waits (at most `within`) for the connector
+/// `running` to drain and return without an error.
+pub async fn stop<E: std::fmt::Debug>(
+    shutdown: &loket_runtime::Shutdown,
+    running: tokio::task::JoinHandle<Result<(), E>>,
+    within: Duration,
+) {
+    shutdown.trigger();
+    tokio::time::timeout(within, running)
+        .await
+        .expect("drains after shutdown")
+        .expect("the connector task")
+        .expect("the connector stops without an error");
+}
