@@ -30,7 +30,7 @@ use crate::validate::{
     self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PayInInput, PayOutInput,
     PurchaseInput, QrCancelInput, QrPayInput, QrQueryInput, QrRefundInput, TransactionKey,
 };
-use crate::waiters::{is_ready, is_settled, updated_at, WaitGuard, Waiters};
+use crate::waiters::{self, is_ready, is_settled, updated_at, WaitGuard, Waiters};
 
 /// What every flow needs; shared by all calls.
 pub struct Inner {
@@ -1139,10 +1139,7 @@ impl Inner {
     {
         let client = self.auth.authenticate(request.metadata()).await?;
         let only = validate::watch(request.get_ref())?;
-        let subject = match only {
-            Some(id) => subjects::update(&client.0.to_string(), &id.to_string()),
-            None => format!("loket.upd.{}.>", client.0),
-        };
+        let subject = subjects::update(&client.0.to_string());
         // Subscribe first (confirmed by the server), then read the current
         // state: nothing slips between.
         let bus_unavailable = |error: String| {
@@ -1185,6 +1182,15 @@ impl Inner {
                         _ = sender.closed() => break,
                         message = updates.next() => {
                             let Some(message) = message else { break };
+                            // A watch of one transaction skips the client's
+                            // other updates by their header, undecoded.
+                            if only.is_some_and(|id| {
+                                waiters::addressee(&message.subject, message.headers.as_ref())
+                                    .map(|(_, transaction)| transaction)
+                                    != Some(id)
+                            }) {
+                                continue;
+                            }
                             let mut update = match pb::Transaction::decode(message.payload.as_ref()) {
                                 Ok(update) => update,
                                 Err(error) => {

@@ -4,14 +4,16 @@
 //! in-memory table of waiters keyed by transaction id, instead of one NATS
 //! subscription per waiting call: at ~1,500 waited purchases/s that saves a
 //! SUB/UNSUB pair per call and keeps the ingress's NATS interest constant.
-//! Messages for transactions nobody waits for are dropped without decoding.
+//! An update's subject names its client and its `Loket-Transaction` header
+//! its transaction, so messages for transactions nobody waits for are
+//! dropped without decoding.
 //!
 //! The ordering rule that makes this race-free is the same as with a
 //! per-call subscription: a caller [`Waiters::register`]s *before* it reads
 //! (or inserts) the row, so an update published after that read is always
 //! delivered to it.
 
-use loket_protocol::pb;
+use loket_protocol::{pb, subjects};
 use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,14 +82,12 @@ pub fn supersedes(current: &pb::Transaction, candidate: &pb::Transaction) -> boo
     updated_at(candidate) >= updated_at(current)
 }
 
-/// `loket.upd.<client>.<transaction>` → (client, transaction).
-pub fn parse_update_subject(subject: &str) -> Option<(Uuid, Uuid)> {
-    let rest = subject.strip_prefix("loket.upd.")?;
-    let (client, transaction) = rest.split_once('.')?;
-    Some((
-        Uuid::parse_str(client).ok()?,
-        Uuid::parse_str(transaction).ok()?,
-    ))
+/// Whose update a message on `loket.upd.<client>` is: (client, transaction),
+/// the transaction named by its `Loket-Transaction` header.
+pub fn addressee(subject: &str, headers: Option<&async_nats::HeaderMap>) -> Option<(Uuid, Uuid)> {
+    let client = Uuid::parse_str(subjects::client_of_update(subject)?).ok()?;
+    let transaction = headers?.get(subjects::TRANSACTION_HEADER)?;
+    Some((client, Uuid::parse_str(transaction.as_str()).ok()?))
 }
 
 impl Waiters {
@@ -128,8 +128,8 @@ impl Waiters {
     }
 
     /// Hands one update message to whoever waits for its transaction.
-    pub fn deliver(&self, subject: &str, payload: &[u8]) {
-        let Some((client, transaction)) = parse_update_subject(subject) else {
+    pub fn deliver(&self, subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) {
+        let Some((client, transaction)) = addressee(subject, headers) else {
             return;
         };
         let slots = self.lock();
@@ -168,7 +168,7 @@ impl Waiters {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 message = updates.next() => match message {
-                    Some(message) => self.deliver(message.subject.as_str(), &message.payload),
+                    Some(message) => self.deliver(message.subject.as_str(), message.headers.as_ref(), &message.payload),
                     None => {
                         tracing::warn!("update subscription ended");
                         break;
@@ -269,15 +269,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn subjects_parse() {
-        let (c, t) = (Uuid::now_v7(), Uuid::now_v7());
-        assert_eq!(
-            parse_update_subject(&format!("loket.upd.{c}.{t}")),
-            Some((c, t))
+    /// Hands `update` to `waiters` as the reconciler publishes it: on its
+    /// client's subject, `transaction` in the header.
+    fn deliver(waiters: &Waiters, client: Uuid, transaction: Uuid, update: &pb::Transaction) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            subjects::TRANSACTION_HEADER,
+            transaction.to_string().as_str(),
         );
-        assert_eq!(parse_update_subject("loket.upd.x.y"), None);
-        assert_eq!(parse_update_subject("loket.cmd.a.b"), None);
+        waiters.deliver(
+            &subjects::update(&client.to_string()),
+            Some(&headers),
+            &update.encode_to_vec(),
+        );
+    }
+
+    #[test]
+    fn an_update_is_addressed_by_its_subject_and_header() {
+        let (c, t) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(subjects::TRANSACTION_HEADER, t.to_string().as_str());
+        let subject = subjects::update(&c.to_string());
+        assert_eq!(addressee(&subject, Some(&headers)), Some((c, t)));
+        assert_eq!(addressee(&subject, None), None, "no header");
+        assert_eq!(addressee(&format!("{subject}.{t}"), Some(&headers)), None);
+        assert_eq!(addressee("loket.upd.x", Some(&headers)), None);
+        let mut garbled = async_nats::HeaderMap::new();
+        garbled.insert(subjects::TRANSACTION_HEADER, "not-a-uuid");
+        assert_eq!(addressee(&subject, Some(&garbled)), None);
+    }
+
+    #[test]
+    fn an_update_whose_payload_names_another_transaction_is_dropped() {
+        let waiters = Waiters::new();
+        let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
+        let guard = waiters.register(client, id);
+        deliver(
+            &waiters,
+            client,
+            id,
+            &txn(Uuid::now_v7(), pb::TransactionStatus::Success, 2),
+        );
+        assert!(guard.receiver.borrow().is_none());
+        deliver(
+            &waiters,
+            client,
+            id,
+            &txn(id, pb::TransactionStatus::Success, 2),
+        );
+        assert!(guard.receiver.borrow().is_some());
     }
 
     #[test]
@@ -301,25 +341,30 @@ mod tests {
         let waiters = Waiters::new();
         let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
         let mut guard = waiters.register(client, id);
-        let subject = format!("loket.upd.{client}.{id}");
         let shutdown = loket_runtime::Shutdown::new();
         let deliverer = Arc::clone(&waiters);
         let feed = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            deliverer.deliver(
-                &subject,
-                &txn(id, pb::TransactionStatus::Pending, 2).encode_to_vec(),
+            deliver(
+                &deliverer,
+                client,
+                id,
+                &txn(id, pb::TransactionStatus::Pending, 2),
             );
             // Another client's subject for the same id is ignored.
-            let spoof = format!("loket.upd.{}.{id}", Uuid::now_v7());
-            deliverer.deliver(
-                &spoof,
-                &txn(id, pb::TransactionStatus::Failed, 3).encode_to_vec(),
+            let spoof = Uuid::now_v7();
+            deliver(
+                &deliverer,
+                spoof,
+                id,
+                &txn(id, pb::TransactionStatus::Failed, 3),
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-            deliverer.deliver(
-                &subject,
-                &txn(id, pb::TransactionStatus::Success, 4).encode_to_vec(),
+            deliver(
+                &deliverer,
+                client,
+                id,
+                &txn(id, pb::TransactionStatus::Success, 4),
             );
         });
         let start = txn(id, pb::TransactionStatus::Received, 1);
@@ -359,10 +404,9 @@ mod tests {
         let waiters = Waiters::new();
         let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
         let mut guard = waiters.register(client, id);
-        let subject = format!("loket.upd.{client}.{id}");
         let mut pending = txn(id, pb::TransactionStatus::Pending, 2);
         pending.kind = pb::TransactionKind::PayIn as i32;
-        waiters.deliver(&subject, &pending.encode_to_vec());
+        deliver(&waiters, client, id, &pending);
         let mut with_va = pending.clone();
         with_va.updated_at = Some(prost_types::Timestamp {
             seconds: 3,
@@ -376,7 +420,7 @@ mod tests {
         let deliverer = Arc::clone(&waiters);
         let feed = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            deliverer.deliver(&subject, &with_va.encode_to_vec());
+            deliver(&deliverer, client, id, &with_va);
         });
         let mut start = txn(id, pb::TransactionStatus::Received, 1);
         start.kind = pb::TransactionKind::PayIn as i32;
@@ -400,9 +444,11 @@ mod tests {
         let (client, id) = (Uuid::now_v7(), Uuid::now_v7());
         let mut first = waiters.register(client, id);
         let mut second = waiters.register(client, id);
-        waiters.deliver(
-            &format!("loket.upd.{client}.{id}"),
-            &txn(id, pb::TransactionStatus::Pending, 2).encode_to_vec(),
+        deliver(
+            &waiters,
+            client,
+            id,
+            &txn(id, pb::TransactionStatus::Pending, 2),
         );
         let shutdown = loket_runtime::Shutdown::new();
         let start = txn(id, pb::TransactionStatus::Received, 1);

@@ -79,7 +79,7 @@ async fn stream_messages(js: &async_nats::jetstream::Context) -> u64 {
 }
 
 /// Plays the reconciler for one transaction: final state in the row, then
-/// the update on `loket.upd.<client>.<id>`.
+/// the update on `loket.upd.<client>`.
 async fn settle(pool: &PgPool, nats: &async_nats::Client, id: Uuid, status: &str) {
     sqlx::query(
         "UPDATE transactions SET status = $2, provider_code = '000', serial_number = 'SN-1', updated_at = now() \
@@ -95,10 +95,13 @@ async fn settle(pool: &PgPool, nats: &async_nats::Client, id: Uuid, status: &str
 }
 
 /// Publishes `transaction` of `client` on its update subject, as the
-/// reconciler does.
+/// reconciler does (the transaction id in the `Loket-Transaction` header).
 async fn announce(nats: &async_nats::Client, client: Uuid, transaction: &pb::Transaction) {
-    nats.publish(
-        subjects::update(&client.to_string(), &transaction.id),
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(subjects::TRANSACTION_HEADER, transaction.id.as_str());
+    nats.publish_with_headers(
+        subjects::update(&client.to_string()),
+        headers,
         transaction.encode_to_vec().into(),
     )
     .await
@@ -447,15 +450,50 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         .watch_transactions(with_key(KEY_B, pb::WatchTransactionsRequest::default()))
         .await?
         .into_inner();
+    let mut watch_one = api
+        .watch_transactions(with_key(
+            KEY_A,
+            pb::WatchTransactionsRequest {
+                transaction_id: pending.id.clone(),
+            },
+        ))
+        .await?
+        .into_inner();
+    let current = tokio::time::timeout(Duration::from_secs(5), watch_one.message())
+        .await??
+        .unwrap();
+    assert_eq!(
+        (current.id.as_str(), current.status),
+        (pending.id.as_str(), pb::TransactionStatus::Received as i32),
+        "a watch of one transaction starts with its current state"
+    );
     let pending_id = Uuid::parse_str(&pending.id)?;
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Another of A's transactions is announced first (same client subject):
+    // the watch of all of A's sees it, the watch of `pending` skips it.
+    announce(&nats, client_a, &waited).await;
     settle(&pool, &nats, pending_id, "failed").await;
-    let update = tokio::time::timeout(Duration::from_secs(5), watch_a.message())
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let update = tokio::time::timeout(Duration::from_secs(5), watch_a.message())
+            .await??
+            .unwrap();
+        seen.push((update.id, update.status));
+    }
+    assert_eq!(
+        seen,
+        [
+            (waited.id.clone(), pb::TransactionStatus::Success as i32),
+            (pending.id.clone(), pb::TransactionStatus::Failed as i32)
+        ]
+    );
+    let update = tokio::time::timeout(Duration::from_secs(5), watch_one.message())
         .await??
         .unwrap();
     assert_eq!(
         (update.id.as_str(), update.status),
-        (pending.id.as_str(), pb::TransactionStatus::Failed as i32)
+        (pending.id.as_str(), pb::TransactionStatus::Failed as i32),
+        "the watch of one transaction got its update and nothing of the other"
     );
     assert!(
         tokio::time::timeout(Duration::from_millis(300), watch_b.message())

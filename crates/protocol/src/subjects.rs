@@ -4,9 +4,13 @@
 //!   pull consumer per provider shared by that provider's connector replicas.
 //! - `LOKET_EVT` (work queue): `loket.evt.<provider>.result` and
 //!   `loket.evt.<provider>.callback`, consumed by the reconciler.
-//! - `LOKET_UPD` (limits, kept for a while): `loket.upd.<client>.<transaction>`,
-//!   every state change, for the ingress's waiters and watchers and for any
-//!   internal service that wants a durable feed.
+//! - `LOKET_UPD` (limits, kept for a while): `loket.upd.<client>`, every
+//!   state change of that client's transactions (the transaction id in the
+//!   `Loket-Transaction` header and in the payload), for the ingress's
+//!   waiters and watchers and for any internal service that wants a durable
+//!   feed. One subject per client, not per transaction: nats-server keeps
+//!   state for every subject a stream holds, which per transaction would
+//!   grow with every purchase for the stream's whole retention.
 //! - `loket.rpc.<provider>.balance`: core NATS request/reply, no stream.
 
 use crate::{Operation, Provider};
@@ -48,8 +52,16 @@ pub fn callback(provider: Provider) -> String {
     format!("loket.evt.{}.callback", provider.as_str())
 }
 
-pub fn update(client_id: &str, transaction_id: &str) -> String {
-    format!("loket.upd.{client_id}.{transaction_id}")
+/// Where the state changes of `client_id`'s transactions are published.
+pub fn update(client_id: &str) -> String {
+    format!("loket.upd.{client_id}")
+}
+
+/// The client whose updates `subject` carries (`loket.upd.<client>`).
+pub fn client_of_update(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("loket.upd.")
+        .filter(|client| !client.is_empty() && !client.contains(['.', '*', '>']))
 }
 
 pub fn balance_rpc(provider: Provider) -> String {
@@ -69,5 +81,19 @@ mod tests {
         assert_eq!(result(Provider::OkeBayar), "loket.evt.okebayar.result");
         assert_eq!(callback(Provider::OkeBayar), "loket.evt.okebayar.callback");
         assert!(commands_of(Provider::SnapQr).starts_with("loket.cmd.snapqr."));
+    }
+
+    #[test]
+    fn an_update_subject_names_its_client_and_nothing_else() {
+        let subject = update("0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000");
+        assert_eq!(subject, "loket.upd.0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000");
+        assert_eq!(
+            client_of_update(&subject),
+            Some("0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000")
+        );
+        assert_eq!(client_of_update("loket.upd.c1.t1"), None);
+        assert_eq!(client_of_update("loket.upd."), None);
+        assert_eq!(client_of_update("loket.upd.>"), None);
+        assert_eq!(client_of_update("loket.cmd.okebayar"), None);
     }
 }

@@ -654,7 +654,7 @@ impl Reconciler {
         msg_id: &str,
         trace: &TraceContext,
     ) -> Result<(), lbus::BusError> {
-        let subject = subjects::update(&row.client_id.to_string(), &row.id.to_string());
+        let subject = subjects::update(&row.client_id.to_string());
         let headers = lbus::headers(msg_id, &trace.child(), &row.id.to_string());
         let result =
             lbus::publish_durable(&self.js, subject, headers, row.to_pb().encode_to_vec()).await;

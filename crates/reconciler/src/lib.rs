@@ -7,7 +7,8 @@
 //!   ([`loket_protocol::state::decide`]) and the pure planner ([`plan`]);
 //! - the append-only event log (`transaction_events`) and the stored provider
 //!   exchanges;
-//! - publishing every state change on `loket.upd.<client>.<transaction>`;
+//! - publishing every state change on `loket.upd.<client>` (the transaction
+//!   in the `Loket-Transaction` header);
 //! - status checks on each provider's schedule, the sweep that re-dispatches
 //!   what never reached a connector, inquiry expiry and the `needs_review`
 //!   limit ([`scheduler`]) — with `FOR UPDATE SKIP LOCKED`, so replicas never

@@ -142,7 +142,7 @@ async fn an_event_applied_twice_changes_state_once() -> Result<()> {
     let id = insert(&env, "received", "prepaid_purchase", "").await?;
     let mut updates = env
         .nats
-        .subscribe(format!("loket.upd.{}.{id}", env.client_id))
+        .subscribe(subjects::update(&env.client_id.to_string()))
         .await?;
     let event = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
     let subject = subjects::result(loket_protocol::Provider::OkeBayar);
@@ -203,6 +203,15 @@ async fn an_event_applied_twice_changes_state_once() -> Result<()> {
     let update = tokio::time::timeout(Duration::from_secs(5), updates.next())
         .await?
         .context("update")?;
+    assert_eq!(
+        update
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(subjects::TRANSACTION_HEADER))
+            .map(|v| v.to_string()),
+        Some(id.to_string()),
+        "published on the client's subject, the transaction in the header"
+    );
     let txn = pb::Transaction::decode(update.payload)?;
     assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
     assert_eq!(txn.serial_number, "SN-1");
@@ -224,7 +233,7 @@ async fn a_batch_applies_each_event_once_in_stream_order() -> Result<()> {
     let c = insert(&env, "pending", "prepaid_purchase", "").await?;
     let mut updates_a = env
         .nats
-        .subscribe(format!("loket.upd.{}.{a}", env.client_id))
+        .subscribe(subjects::update(&env.client_id.to_string()))
         .await?;
     let mut checks = env.nats.subscribe("loket.cmd.okebayar.>").await?;
     loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
@@ -335,7 +344,20 @@ async fn a_batch_applies_each_event_once_in_stream_order() -> Result<()> {
         let update = tokio::time::timeout(Duration::from_secs(5), updates_a.next())
             .await?
             .context("update")?;
-        seen.push(pb::Transaction::decode(update.payload)?.status);
+        let named = update
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(subjects::TRANSACTION_HEADER))
+            .map(|v| v.to_string());
+        let update = pb::Transaction::decode(update.payload)?;
+        assert_eq!(
+            named.as_deref(),
+            Some(update.id.as_str()),
+            "the header names the payload's transaction"
+        );
+        if update.id == a.to_string() {
+            seen.push(update.status);
+        }
     }
     assert_eq!(
         seen.first(),
