@@ -35,4 +35,36 @@ defaults=()
 [[ " $* " == *" --concurrency"* ]] || defaults+=(--concurrency 32)
 [[ " $* " == *" --duration"* ]] || defaults+=(--duration 20s)
 
-exec "$ctl" bench "${defaults[@]}" "$@"
+# First the bare INSERT -> JetStream -> UPDATE pipeline the target is set
+# against (loketctl baseline), at the same concurrency (at most 64), so the
+# bench figure can be read against what this machine does right now: on a
+# shared virtual machine both move with the neighbours. BENCH_BASELINE=0
+# skips it.
+concurrency=32
+previous=
+for arg in "$@"; do
+  case "$previous" in --concurrency) concurrency=$arg ;; esac
+  case "$arg" in --concurrency=*) concurrency=${arg#--concurrency=} ;; esac
+  previous=$arg
+done
+baseline_rate=
+if [ "${BENCH_BASELINE:-1}" != 0 ] && [ -s .run/nats-url ] && [ -s .run/database-url ]; then
+  LOKET_NATS_URL=$(cat .run/nats-url)
+  LOKET_DATABASE_URL=$(cat .run/database-url)
+  export LOKET_NATS_URL LOKET_DATABASE_URL
+  baseline_concurrency=$((concurrency < 64 ? concurrency : 64))
+  echo "--- the bare pipeline on this machine now (loketctl baseline --concurrency $baseline_concurrency)"
+  baseline=$("$ctl" baseline --concurrency "$baseline_concurrency" --duration 10s)
+  echo "$baseline"
+  baseline_rate=$(awk '/^completed items\/s/ {print $3}' <<<"$baseline")
+  echo "--- loket (loketctl bench)"
+fi
+
+report=$("$ctl" bench "${defaults[@]}" "$@")
+echo "$report"
+rate=$(awk '/^completed purchases\/s/ {print $3}' <<<"$report")
+if [ -n "$baseline_rate" ] && [ -n "$rate" ]; then
+  awk -v loket="$rate" -v bare="$baseline_rate" 'BEGIN {
+    if (bare > 0) printf "loket %.0f purchases/s, the bare pipeline %.0f items/s, on this machine now: loket does %.0f%% of it\n", loket, bare, 100 * loket / bare
+  }'
+fi

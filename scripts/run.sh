@@ -380,6 +380,9 @@ wait_ready() {
 print_usage() {
   local ctl=target/release/loketctl
   echo "$GRPC_PORT" >"$RUN_DIR/grpc-port"
+  # For `make bench`'s calibration run (loketctl baseline).
+  echo "$NATS_URL" >"$RUN_DIR/nats-url"
+  (umask 077 && echo "$DATABASE_URL" >"$RUN_DIR/database-url")
   cat <<EOF
 
 loket is running. Ctrl-C stops everything.

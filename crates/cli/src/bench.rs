@@ -199,7 +199,7 @@ pub fn cpu_shares(
     shares
 }
 
-fn round1(value: f64) -> f64 {
+pub(crate) fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
@@ -236,6 +236,32 @@ pub struct LatencyMicros {
     pub p999: Option<u64>,
     pub max: Option<u64>,
     pub mean: Option<u64>,
+}
+
+impl LatencyMicros {
+    pub fn of(latencies: &mut Histogram) -> LatencyMicros {
+        LatencyMicros {
+            p50: latencies.percentile(0.50),
+            p90: latencies.percentile(0.90),
+            p99: latencies.percentile(0.99),
+            p999: latencies.percentile(0.999),
+            max: latencies.max(),
+            mean: latencies.mean(),
+        }
+    }
+
+    /// `latency  p50 … mean …`, in milliseconds.
+    pub fn line(&self) -> String {
+        format!(
+            "latency  p50 {}  p90 {}  p99 {}  p999 {}  max {}  mean {}",
+            millis(self.p50),
+            millis(self.p90),
+            millis(self.p99),
+            millis(self.p999),
+            millis(self.max),
+            millis(self.mean)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -377,14 +403,7 @@ pub async fn run(
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        latency_us: LatencyMicros {
-            p50: latencies.percentile(0.50),
-            p90: latencies.percentile(0.90),
-            p99: latencies.percentile(0.99),
-            p999: latencies.percentile(0.999),
-            max: latencies.max(),
-            mean: latencies.mean(),
-        },
+        latency_us: LatencyMicros::of(latencies),
         cpu_total_percent_of_core: round1(cpu.iter().map(|c| c.percent_of_core).sum()),
         cpu,
         cores: std::thread::available_parallelism().map_or(1, usize::from),
@@ -392,7 +411,7 @@ pub async fn run(
     })
 }
 
-async fn wait_for(stop: Arc<AtomicBool>) {
+pub(crate) async fn wait_for(stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -477,15 +496,7 @@ impl Render for BenchReport {
                 "calls {}  completed {}  success {}  non-success final {}  not final {}  errors {}",
                 self.calls, self.completed, self.success, self.non_success_final, self.not_final, errors_total
             ),
-            format!(
-                "latency  p50 {}  p90 {}  p99 {}  p999 {}  max {}  mean {}",
-                millis(self.latency_us.p50),
-                millis(self.latency_us.p90),
-                millis(self.latency_us.p99),
-                millis(self.latency_us.p999),
-                millis(self.latency_us.max),
-                millis(self.latency_us.mean)
-            ),
+            self.latency_us.line(),
         ];
         for line in lines {
             out.push_str(&line);
@@ -499,24 +510,32 @@ impl Render for BenchReport {
                 .collect();
             out.push_str(&format!("errors by code: {}\n", list.join(", ")));
         }
-        out.push_str(&format!(
-            "CPU of every process named loket*, nats-server or postgres on this machine \
-             (percent of one core; {} cores = {}%), total {:.1}%\n",
+        out.push_str(&cpu_table(
             self.cores,
-            self.cores * 100,
-            self.cpu_total_percent_of_core
+            self.cpu_total_percent_of_core,
+            &self.cpu,
         ));
-        let mut table = Table::new(&["PROCESS", "COUNT", "CPU %"]);
-        for share in &self.cpu {
-            table.row(vec![
-                share.process.clone(),
-                share.processes.to_string(),
-                format!("{:.1}", share.percent_of_core),
-            ]);
-        }
-        out.push_str(&table.finish());
         out
     }
+}
+
+/// The CPU share of every watched process, as a titled table.
+pub(crate) fn cpu_table(cores: usize, total: f64, shares: &[CpuShare]) -> String {
+    let mut out = format!(
+        "CPU of every process named loket*, nats-server or postgres on this machine \
+         (percent of one core; {cores} cores = {}%), total {total:.1}%\n",
+        cores * 100,
+    );
+    let mut table = Table::new(&["PROCESS", "COUNT", "CPU %"]);
+    for share in shares {
+        table.row(vec![
+            share.process.clone(),
+            share.processes.to_string(),
+            format!("{:.1}", share.percent_of_core),
+        ]);
+    }
+    out.push_str(&table.finish());
+    out
 }
 
 #[cfg(test)]

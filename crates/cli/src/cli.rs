@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// PostgreSQL URL, for `migrate`, `client` and `products` only.
+    /// PostgreSQL URL, for `migrate`, `client`, `products` and `baseline` only.
     #[arg(long, global = true, env = "LOKET_DATABASE_URL", hide_env_values = true, value_parser = secret)]
     pub database_url: Option<Secret>,
 
@@ -82,6 +82,10 @@ pub enum Command {
     Codes(CodesArgs),
     /// Load benchmark: prepaid purchases through the real ingress.
     Bench(BenchArgs),
+    /// Machine calibration for the benchmark: the bare INSERT -> JetStream ->
+    /// UPDATE pipeline loket's throughput target is set against, on this
+    /// machine now (own schema and stream, removed afterwards).
+    Baseline(BaselineArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,6 +392,22 @@ pub struct BenchArgs {
     /// HTTP/2 connections to spread the calls over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BaselineArgs {
+    /// Items in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Measured duration, after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Un-measured warm-up before the measured duration.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// nats-server with JetStream.
+    #[arg(long, env = "LOKET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
 }
 
 fn secret(text: &str) -> Result<Secret, String> {
@@ -717,6 +737,21 @@ mod tests {
         assert!(args.offline);
         assert!(parse(&["codes", "doku", "--offline"]).is_ok());
         assert!(parse(&["codes"]).is_err());
+    }
+
+    #[test]
+    fn baseline_defaults_and_limits() {
+        let cli = parse(&["baseline", "--nats-url", "nats://127.0.0.1:14222"]).expect("defaults");
+        let Command::Baseline(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (args.concurrency, args.duration, args.warmup),
+            (32, Duration::from_secs(10), Duration::from_secs(2))
+        );
+        assert_eq!(args.nats_url, "nats://127.0.0.1:14222");
+        assert!(parse(&["baseline", "--concurrency", "65"]).is_err());
+        assert!(parse(&["baseline", "--concurrency", "0"]).is_err());
     }
 
     #[test]

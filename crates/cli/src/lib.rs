@@ -3,8 +3,8 @@
 //! ([`cli`]), the gRPC client with the `x-api-key` interceptor ([`client`]),
 //! the gRPC commands ([`commands`]), the database-side commands — migrations,
 //! client API keys, the product catalogue ([`admin`], [`products`],
-//! [`keys`]) — every printed result ([`output`]) and the load benchmark
-//! ([`bench`]).
+//! [`keys`]) — every printed result ([`output`]), the load benchmark
+//! ([`bench`]) and the bare pipeline it is read against ([`baseline`]).
 //!
 //! It must not decide anything about a transaction: it never writes
 //! transactions or their states (the ingress creates them, the reconciler
@@ -12,6 +12,7 @@
 //! once, when created; the database URL never.
 
 pub mod admin;
+pub mod baseline;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -161,17 +162,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print(render(format, &view));
         }
         Command::Bench(args) => {
-            let stop = Arc::new(AtomicBool::new(false));
-            let on_signal = stop.clone();
-            let signal = tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    on_signal.store(true, Ordering::Relaxed);
-                }
-            });
+            let (stop, signal) = stop_on_ctrl_c();
             let report = bench::run(addr, key, args, stop).await;
+            signal.abort();
+            print(render(format, &report?));
+        }
+        Command::Baseline(args) => {
+            let (stop, signal) = stop_on_ctrl_c();
+            let report = baseline::run(cli.database_url.as_ref(), &args.nats_url, args, stop).await;
             signal.abort();
             print(render(format, &report?));
         }
     }
     Ok(())
+}
+
+/// A flag Ctrl-C sets, for a benchmark to stop early and still report; abort
+/// the returned task when done.
+fn stop_on_ctrl_c() -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    let signal = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.store(true, Ordering::Relaxed);
+        }
+    });
+    (stop, signal)
 }
