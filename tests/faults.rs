@@ -428,7 +428,8 @@ struct Storm {
 async fn purchases_in_a_storm(app: &TestApp, prefix: &str, after_commit: bool) -> Storm {
     let started = Instant::now();
     app.sim
-        .start_outage(loket_simulators::Outage {
+        .outage()
+        .start(loket_simulators::Outage {
             status: 503,
             for_ms: 60_000,
             after_commit,
@@ -460,7 +461,7 @@ async fn purchases_in_a_storm(app: &TestApp, prefix: &str, after_commit: bool) -
         checks_during.push(counts.status_checks);
     }
     let lasted = started.elapsed();
-    app.sim.end_outage();
+    app.sim.outage().end();
     Storm {
         transactions,
         checks_during,
@@ -604,7 +605,8 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     let pause = || tokio::time::sleep(Duration::from_millis(700));
     pause().await;
     app.sim
-        .start_outage(loket_simulators::Outage {
+        .outage()
+        .start(loket_simulators::Outage {
             status: 502,
             for_ms: 800,
             after_commit: false,

@@ -296,3 +296,53 @@ async fn pay_out_timeout_after_acceptance_is_unknown_then_inquiry_final_with_one
         assert_eq!(app.row(&txn.id).await.status, "success", "{name}");
     }
 }
+
+/// RELIABILITY #9 for pay-outs: during a 5xx storm (the platform's front
+/// proxy answers every call with an error page) a pay-out goes `unknown`,
+/// never `failed`, and is never sent again; after the storm the inquiry
+/// settles it from the platform's ledger: `failed` (order not found, once
+/// that has lasted past the grace period) when nothing was carried out,
+/// `success` when the platform carried it out behind the error page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5xx_storm_leaves_pay_outs_unknown_until_the_inquiry_settles_them() {
+    let app = smilepayz_app().await;
+    let sim = app.smilepayz.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+    for (name, after_commit, settles_as, pay_outs) in [
+        ("storm-lost", false, "failed", 0),
+        ("storm-done", true, "success", 1),
+    ] {
+        sim.outage()
+            .start(loket_simulators::Outage {
+                status: 503,
+                for_ms: 3_000,
+                after_commit,
+            })
+            .unwrap();
+        let txn = client
+            .pay_out(pay_out(name, 100_000, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        app.wait_for_status(&txn.id, "unknown", Duration::from_secs(5))
+            .await;
+        assert!(
+            sim.outage().state().active,
+            "{name}: unknown during the storm"
+        );
+        app.wait_for_status(&txn.id, settles_as, Duration::from_secs(30))
+            .await;
+        let events = app.events(&txn.id).await;
+        let reached: Vec<_> = events.iter().filter_map(|(_, _, to)| to.clone()).collect();
+        assert_eq!(
+            reached.iter().filter(|to| to.as_str() == "failed").count(),
+            usize::from(settles_as == "failed"),
+            "{name}: failed only at the end, from the ledger: {reached:?}"
+        );
+        assert_eq!(
+            sim.money_requests_for(&txn.provider_reference),
+            pay_outs,
+            "{name}: never sent again"
+        );
+    }
+}

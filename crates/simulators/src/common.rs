@@ -389,6 +389,63 @@ pub fn error_page(status: axum::http::StatusCode) -> axum::response::Response {
         .into_response()
 }
 
+/// `GET /_sim/outage` (the outage in force), `PUT /_sim/outage` with an
+/// [`Outage`] (400 naming the bad field) and `DELETE /_sim/outage`.
+pub fn outage_routes(switch: Arc<OutageSwitch>) -> Router {
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    use axum::Json;
+    async fn show(State(switch): State<Arc<OutageSwitch>>) -> Json<OutageState> {
+        Json(switch.state())
+    }
+    async fn start(
+        State(switch): State<Arc<OutageSwitch>>,
+        body: Result<Json<Outage>, axum::extract::rejection::JsonRejection>,
+    ) -> axum::response::Response {
+        let started = body
+            .map_err(|rejection| rejection.body_text())
+            .and_then(|Json(outage)| switch.start(outage));
+        match started {
+            Ok(()) => Json(switch.state()).into_response(),
+            Err(error) => (
+                axum::http::StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": error })),
+            )
+                .into_response(),
+        }
+    }
+    async fn end(State(switch): State<Arc<OutageSwitch>>) -> Json<OutageState> {
+        switch.end();
+        Json(switch.state())
+    }
+    Router::new()
+        .route(
+            "/_sim/outage",
+            axum::routing::get(show).put(start).delete(end),
+        )
+        .with_state(switch)
+}
+
+/// A front proxy for the API routes it wraps (`route_layer`): while an
+/// outage is in force every request gets its error page without reaching
+/// the simulated provider (so it is not counted); with `after_commit` the
+/// request is carried out and only its answer is replaced.
+pub async fn outage_gate(
+    axum::extract::State(switch): axum::extract::State<Arc<OutageSwitch>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(outage) = switch.current() else {
+        return next.run(request).await;
+    };
+    let status = axum::http::StatusCode::from_u16(outage.status)
+        .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    if outage.after_commit {
+        let _carried_out = next.run(request).await;
+    }
+    error_page(status)
+}
+
 // ---------------------------------------------------------------------------
 // Bounded memory
 // ---------------------------------------------------------------------------

@@ -21,5 +21,5 @@ pub mod service;
 pub mod smilepayz;
 pub mod snapqr;
 
-pub use common::{CallbackLog, CallbackMethod, Outage, OutageState, RequestCounts};
+pub use common::{CallbackLog, CallbackMethod, Outage, OutageState, OutageSwitch, RequestCounts};
 pub use okebayar::{LedgerEntry, LedgerOperation, OkeBayarSim, OkeBayarSimSettings};

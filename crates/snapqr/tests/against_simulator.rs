@@ -12,6 +12,7 @@ use loket_connector::{CallbackParser, CallbackRequest, Command, Connector, Parse
 use loket_protocol::{Money, Operation, Outcome, Provider};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::snapqr::{SnapQrSim, SnapQrSimSettings};
+use loket_simulators::Outage;
 use loket_snapqr::{callback_parser, NotifySettings, SnapQrConnector, SnapQrSettings};
 
 const SECRET: &str = "test-client-secret-0001";
@@ -306,6 +307,52 @@ async fn timeout_after_debit_is_unknown_then_the_query_finds_one_payment() {
     assert_eq!(check.outcome, Outcome::Success, "{check:?}");
     assert!(check.provider_trace.is_some());
     assert_eq!(env.sim.payments_for(&payment.provider_reference), 1);
+}
+
+/// RELIABILITY #9: while the issuer's front proxy answers every call with an
+/// error page, a payment and its query are unknown, never failed; afterwards
+/// the query answers from the issuer's ledger: not found when nothing was
+/// carried out, the payment when the issuer carried it out behind the page.
+/// (The whole flow through the reconciler: tests/faults.rs for OkeBayar,
+/// tests/smilepayz.rs for pay-outs.)
+#[tokio::test]
+async fn a_5xx_storm_is_unknown_until_the_query_answers_from_the_ledger() {
+    let env = env().await;
+    // A token first: the storm hits payments and queries, not the token.
+    let warm = command(Operation::QrPayment, &reference(), 10_000);
+    assert_eq!(env.connector.execute(&warm).await.outcome, Outcome::Success);
+    let storm = |after_commit| Outage {
+        status: 503,
+        for_ms: 60_000,
+        after_commit,
+    };
+
+    env.sim.outage().start(storm(false)).unwrap();
+    let lost = command(Operation::QrPayment, &reference(), 10_000);
+    let report = env.connector.execute(&lost).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    let check = env.connector.check_status(&lost).await;
+    assert_eq!(check.outcome, Outcome::Unknown, "{check:?}");
+    assert_eq!(env.sim.payments_for(&lost.provider_reference), 0);
+
+    env.sim.outage().start(storm(true)).unwrap();
+    let carried_out = command(Operation::QrPayment, &reference(), 10_000);
+    let report = env.connector.execute(&carried_out).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    assert_eq!(env.sim.payments_for(&carried_out.provider_reference), 1);
+
+    env.sim.outage().end();
+    // Not found: still unknown here; the reconciler fails it once not-found
+    // has lasted past the provider's grace period.
+    let check = env.connector.check_status(&lost).await;
+    assert_eq!(
+        (check.outcome, check.not_found),
+        (Outcome::Unknown, true),
+        "{check:?}"
+    );
+    let check = env.connector.check_status(&carried_out).await;
+    assert_eq!(check.outcome, Outcome::Success, "{check:?}");
+    assert_eq!(env.sim.payments_for(&carried_out.provider_reference), 1);
 }
 
 #[tokio::test]

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, CallbackLog, CallbackMethod, CallbackSender, Outage, OutageState, OutageSwitch,
-    RequestCounter, RequestCounts, DEFAULT_REMEMBERED_REFERENCES,
+    self, CallbackLog, CallbackMethod, CallbackSender, OutageSwitch, RequestCounter, RequestCounts,
+    DEFAULT_REMEMBERED_REFERENCES,
 };
 use ledger::Ledger;
 pub use ledger::{LedgerEntry, LedgerOperation};
@@ -160,7 +160,7 @@ pub(crate) struct Inner {
     pub(crate) ledger: Ledger,
     pub(crate) requests: RequestCounter,
     pub(crate) callbacks: CallbackSender,
-    pub(crate) outage: OutageSwitch,
+    pub(crate) outage: Arc<OutageSwitch>,
     /// Stops the asynchronous scenario steps and slow replies.
     pub(crate) stop: Shutdown,
 }
@@ -202,7 +202,7 @@ impl OkeBayarSim {
                 ledger: Ledger::new(settings.initial_balance, references),
                 requests: RequestCounter::new("okebayar", references),
                 callbacks,
-                outage: OutageSwitch::default(),
+                outage: Arc::default(),
                 stop: Shutdown::new(),
                 settings,
             }),
@@ -222,13 +222,8 @@ impl OkeBayarSim {
             .route("/_sim/callbacks/{reference}", get(admin_callbacks))
             .route("/_sim/balance", get(admin_balance).put(admin_set_balance))
             .route("/_sim/scenarios", get(admin_scenarios))
-            .route(
-                "/_sim/outage",
-                get(admin_outage)
-                    .put(admin_start_outage)
-                    .delete(admin_end_outage),
-            )
             .with_state(self.clone())
+            .merge(common::outage_routes(self.inner.outage.clone()))
     }
 
     /// Serves [`Self::router`] until `shutdown` fires. Served this way, the
@@ -271,19 +266,10 @@ impl OkeBayarSim {
         self.inner.ledger.set_balance(idr);
     }
 
-    /// Starts a provider outage (every request answered with an HTTP
-    /// error page), or names the field that is out of range.
-    pub fn start_outage(&self, outage: Outage) -> Result<(), String> {
-        self.inner.outage.start(outage)
-    }
-
-    /// Ends the outage in force, if any.
-    pub fn end_outage(&self) {
-        self.inner.outage.end();
-    }
-
-    pub fn outage(&self) -> OutageState {
-        self.inner.outage.state()
+    /// The outage switch: a provider outage (every request answered with
+    /// an HTTP error page) is started, ended and shown through it.
+    pub fn outage(&self) -> &OutageSwitch {
+        &self.inner.outage
     }
 }
 
@@ -331,32 +317,6 @@ async fn admin_set_balance(
     Json(BalanceBody {
         balance: sim.balance(),
     })
-}
-
-async fn admin_outage(State(sim): State<OkeBayarSim>) -> Json<OutageState> {
-    Json(sim.outage())
-}
-
-async fn admin_start_outage(
-    State(sim): State<OkeBayarSim>,
-    body: Result<Json<Outage>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let started = body
-        .map_err(|rejection| rejection.body_text())
-        .and_then(|Json(outage)| sim.start_outage(outage));
-    match started {
-        Ok(()) => Json(sim.outage()).into_response(),
-        Err(error) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": error })),
-        )
-            .into_response(),
-    }
-}
-
-async fn admin_end_outage(State(sim): State<OkeBayarSim>) -> Json<OutageState> {
-    sim.end_outage();
-    Json(sim.outage())
 }
 
 async fn admin_scenarios(State(sim): State<OkeBayarSim>) -> Json<serde_json::Value> {

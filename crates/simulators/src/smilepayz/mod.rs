@@ -40,7 +40,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, lock, RecentMap, RequestCounter, RequestCounts, DEFAULT_REMEMBERED_REFERENCES,
+    self, lock, OutageSwitch, RecentMap, RequestCounter, RequestCounts,
+    DEFAULT_REMEMBERED_REFERENCES,
 };
 pub use callbacks::{CallbackAttempt, SmilepayzCallbackLog};
 pub use scenarios::Scenario;
@@ -181,6 +182,7 @@ pub(crate) struct Inner {
     pub(crate) callbacks: callbacks::Sender,
     pub(crate) trade_seq: AtomicU64,
     pub(crate) rate: Mutex<(i64, u32)>,
+    pub(crate) outage: Arc<OutageSwitch>,
     pub(crate) stop: Shutdown,
 }
 
@@ -255,6 +257,7 @@ impl SmilepayzSim {
                 callbacks,
                 trade_seq: AtomicU64::new(1),
                 rate: Mutex::new((0, 0)),
+                outage: Arc::default(),
                 stop: Shutdown::new(),
                 settings,
             }),
@@ -277,6 +280,10 @@ impl SmilepayzSim {
             .route(wire::PAY_OUT_PATH, post(handlers::pay_out))
             .route(wire::INQUIRY_STATUS_PATH, post(handlers::inquiry_status))
             .route(wire::INQUIRY_BALANCE_PATH, post(handlers::inquiry_balance))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.inner.outage.clone(),
+                common::outage_gate,
+            ))
             .route("/_sim/requests/{order_no}", get(admin_requests))
             .route("/_sim/ledger/{order_no}", get(admin_ledger))
             .route("/_sim/callbacks/{order_no}", get(admin_callbacks))
@@ -284,6 +291,14 @@ impl SmilepayzSim {
             .route("/_sim/scenarios", get(admin_scenarios))
             .route("/_sim/platform-public-key", get(admin_platform_key))
             .with_state(self.clone())
+            .merge(common::outage_routes(self.inner.outage.clone()))
+    }
+
+    /// The outage switch: a provider outage (every API request answered
+    /// with an HTTP error page by the front proxy) is started, ended and
+    /// shown through it.
+    pub fn outage(&self) -> &OutageSwitch {
+        &self.inner.outage
     }
 
     /// Serves [`Self::router`] until `shutdown` (connection resets and the

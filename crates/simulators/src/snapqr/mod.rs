@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, lock, CallbackLog, CallbackSender, RecentMap, DEFAULT_REMEMBERED_REFERENCES,
+    self, lock, CallbackLog, CallbackSender, OutageSwitch, RecentMap, DEFAULT_REMEMBERED_REFERENCES,
 };
 
 /// Scenario selectors: the amount's last three digits (or `SCENARIO=NNN` in
@@ -226,6 +226,7 @@ pub(crate) struct Inner {
     pub(crate) token_requests: AtomicU64,
     pub(crate) sequence: AtomicU64,
     pub(crate) notifies: CallbackSender,
+    pub(crate) outage: Arc<OutageSwitch>,
     pub(crate) stop: Shutdown,
 }
 
@@ -310,6 +311,7 @@ impl SnapQrSim {
                 token_requests: AtomicU64::new(0),
                 sequence: AtomicU64::new(1),
                 notifies,
+                outage: Arc::default(),
                 stop: Shutdown::new(),
             }),
         })
@@ -338,6 +340,10 @@ impl SnapQrSim {
             .route(&self.path("qr/qr-cpm-query"), post(handlers::query))
             .route(&self.path("qr/qr-cpm-cancel"), post(handlers::cancel))
             .route(&self.path("qr/qr-cpm-refund"), post(handlers::refund))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.inner.outage.clone(),
+                common::outage_gate,
+            ))
             .route("/_sim/requests/{reference}", get(admin_requests))
             .route("/_sim/ledger/{reference}", get(admin_ledger))
             .route("/_sim/callbacks/{reference}", get(admin_callbacks))
@@ -345,6 +351,14 @@ impl SnapQrSim {
             .route("/_sim/issuer-public-key", get(admin_issuer_key))
             .route("/_sim/tokens/expire", post(admin_expire_tokens))
             .with_state(self.clone())
+            .merge(common::outage_routes(self.inner.outage.clone()))
+    }
+
+    /// The outage switch: a provider outage (every API request answered
+    /// with an HTTP error page by the front proxy) is started, ended and
+    /// shown through it.
+    pub fn outage(&self) -> &OutageSwitch {
+        &self.inner.outage
     }
 
     /// Serves [`Self::router`] until `shutdown` fires.
