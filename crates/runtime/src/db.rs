@@ -76,10 +76,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// batch slots) keeps its connection instead, so a batch costs only its own
 /// statements. After an error, [`HeldConnection::with`] hands it back: the
 /// pool's check on return drops it if it is broken, and the next batch takes
-/// a fresh one.
+/// a fresh one. A connection held longer than the pool's `max_lifetime` is
+/// handed back too (the pool then closes it), so holding one does not
+/// bypass the pool's renewal of its connections.
 pub struct HeldConnection {
     pool: PgPool,
-    connection: Option<PoolConnection<Postgres>>,
+    connection: Option<(PoolConnection<Postgres>, std::time::Instant)>,
 }
 
 impl HeldConnection {
@@ -105,11 +107,19 @@ impl HeldConnection {
     where
         E: From<sqlx::Error>,
     {
-        let connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => self.pool.acquire().await?,
+        let lifetime = self.pool.options().get_max_lifetime();
+        if let (Some((_, since)), Some(lifetime)) = (&self.connection, lifetime) {
+            if since.elapsed() >= lifetime {
+                // Back to the pool (which closes it) before taking another.
+                self.connection = None;
+            }
+        }
+        let held = match self.connection.take() {
+            Some(held) => held,
+            None => (self.pool.acquire().await?, std::time::Instant::now()),
         };
-        let result = work(&mut **self.connection.insert(connection)).await;
+        let (connection, _) = self.connection.insert(held);
+        let result = work(&mut **connection).await;
         if result.is_err() {
             self.connection = None;
         }
