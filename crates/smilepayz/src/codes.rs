@@ -61,11 +61,6 @@ pub fn classify_create(reply: &Reply, op: CodeOperation, http_status: u16) -> Cl
         };
     };
     let mut c = explain(code, op, &message);
-    if http_status >= 500 && c.outcome == Outcome::Failed {
-        // Money-safety rule 1: a 5xx is never a failure.
-        c.outcome = Outcome::Unknown;
-        c.problem = Some(format!("HTTP {http_status}: read as unknown"));
-    }
     if matches!(c.outcome, Outcome::Success | Outcome::Pending) {
         // Accepted: pending until the callback / inquiry says final; a
         // creation reply is never read as success.
@@ -75,6 +70,12 @@ pub fn classify_create(reply: &Reply, op: CodeOperation, http_status: u16) -> Cl
             }
             _ => Outcome::Pending,
         };
+    }
+    if http_status >= 500 && c.outcome == Outcome::Failed {
+        // Money-safety rule 1: a 5xx is never a failure, whatever its body
+        // claims.
+        c.outcome = Outcome::Unknown;
+        c.problem = Some(format!("HTTP {http_status}: read as unknown"));
     }
     c
 }

@@ -352,7 +352,14 @@ impl SmilepayzConnector {
         let original = code_operation(command.original_operation);
         let classification = codes::classify_inquiry(&parsed, original);
         let mut report = fill(&parsed, &classification);
-        if reply.status >= 500 && report.outcome == Outcome::Failed {
+        if reply.status >= 500 && matches!(report.outcome, Outcome::Failed | Outcome::Success) {
+            // The server failed: whatever its body claims decides nothing;
+            // the next inquiry will.
+            report.detail = format!(
+                "{} claimed on HTTP {}: not trusted",
+                report.outcome.as_str(),
+                reply.status
+            );
             report.outcome = Outcome::Unknown;
         }
         report
@@ -490,5 +497,168 @@ impl Connector for SmilepayzConnector {
 
     async fn balance(&self) -> Result<Money, ConnectorError> {
         self.read_balance().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loket_runtime::Secret;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    const ORDER_NO: &str = "LKT0001ORDER0001";
+
+    fn connector() -> &'static SmilepayzConnector {
+        static CONNECTOR: OnceLock<SmilepayzConnector> = OnceLock::new();
+        CONNECTOR.get_or_init(|| {
+            let (private, _) = sign::generate_key_pair();
+            SmilepayzConnector::new(SmilepayzSettings {
+                merchant_id: "20001".into(),
+                merchant_secret: Secret::new("s"),
+                merchant_private_key: Secret::new(private),
+                ..SmilepayzSettings::default()
+            })
+            .unwrap()
+        })
+    }
+
+    fn command(operation: Operation) -> Command {
+        Command {
+            transaction_id: uuid::Uuid::now_v7().to_string(),
+            provider: Provider::Smilepayz,
+            operation,
+            provider_reference: ORDER_NO.into(),
+            provider_product_code: String::new(),
+            account: "1234567890".into(),
+            account2: String::new(),
+            account3: String::new(),
+            contact: String::new(),
+            amount: Some(Money::idr(100_000)),
+            inquiry_data: Default::default(),
+            original_operation: Operation::PayOut,
+            provider_trace: String::new(),
+            first_dispatch: true,
+            original_reference: String::new(),
+            original_provider_trace: String::new(),
+            details: [
+                ("method".to_string(), "BCA".to_string()),
+                ("receiver_name".to_string(), "Budi".to_string()),
+            ]
+            .into(),
+        }
+    }
+
+    /// A reply body: arbitrary bytes, or a JSON object with the fields
+    /// Smilepayz answers carry, each drawn from real values and noise.
+    fn reply_body() -> impl Strategy<Value = Vec<u8>> {
+        let value = |real: Vec<&'static str>| {
+            prop_oneof![
+                4 => proptest::sample::select(real).prop_map(serde_json::Value::from),
+                1 => ".{0,12}".prop_map(serde_json::Value::from),
+                1 => any::<i64>().prop_map(serde_json::Value::from),
+                1 => Just(serde_json::Value::Null),
+            ]
+        };
+        let object = (
+            value(vec!["00", "01", "99"]),
+            value(vec![
+                "2009100", "2009200", "4009100", "4019100", "5009100", "5009200", "5029100",
+            ]),
+            value(vec![
+                "Successful",
+                "Order not found",
+                "Internal error",
+                "Bad request",
+            ]),
+            value(vec![ORDER_NO, "SOMEONEELSE0001"]),
+            value(vec![
+                "SUCCESS",
+                "FAILED",
+                "EXPIRED",
+                "PROCESSING",
+                "PENDING",
+                "REFUND",
+            ]),
+            proptest::collection::vec(any::<bool>(), 5),
+        )
+            .prop_map(
+                |(code, response_code, message, order_no, status, present)| {
+                    let mut object = serde_json::Map::new();
+                    for (name, value, keep) in [
+                        ("code", code, present[0]),
+                        ("responseCode", response_code, present[1]),
+                        ("message", message, present[2]),
+                        ("orderNo", order_no, present[3]),
+                        ("status", status, present[4]),
+                    ] {
+                        if keep {
+                            object.insert(name.to_string(), value);
+                        }
+                    }
+                    object.insert("tradeNo".into(), "T1".into());
+                    serde_json::to_vec(&object).unwrap()
+                },
+            );
+        prop_oneof![
+            1 => proptest::collection::vec(any::<u8>(), 0..200),
+            4 => object,
+        ]
+    }
+
+    fn reply(status: u16, body: Vec<u8>) -> HttpReply {
+        HttpReply {
+            status,
+            content_type: "application/json".into(),
+            body: body.into(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Any reply to a pay-out or pay-in: no panic, never `success` (a
+        /// creation is accepted at best), never `failed` on a 5xx.
+        #[test]
+        fn any_creation_reply_is_classified_without_guessing(
+            status in 100u16..600,
+            body in reply_body(),
+            operation in proptest::sample::select(vec![Operation::PayOut, Operation::PayIn]),
+        ) {
+            let command = command(operation);
+            let request = connector().build_request(&command).unwrap();
+            let report = classify_creation(&command, &request, &reply(status, body.clone()));
+            prop_assert_ne!(report.outcome, Outcome::Success, "{}", String::from_utf8_lossy(&body));
+            if status >= 500 {
+                prop_assert_ne!(report.outcome, Outcome::Failed, "HTTP {}: {}", status, String::from_utf8_lossy(&body));
+            }
+        }
+
+        /// Any reply to an inquiry: no panic; on a 5xx neither `success`
+        /// nor `failed` (an "order not found" may still count as such);
+        /// a reply about another order decides nothing.
+        #[test]
+        fn any_inquiry_reply_is_classified_without_guessing(
+            status in 100u16..600,
+            body in reply_body(),
+        ) {
+            let command = command(Operation::StatusCheck);
+            let request = connector().build_request(&command).unwrap();
+            let report = connector().classify_inquiry(&command, &request, &reply(status, body.clone()));
+            let text = String::from_utf8_lossy(&body);
+            if status >= 500 {
+                prop_assert!(
+                    !matches!(report.outcome, Outcome::Success | Outcome::Failed),
+                    "HTTP {} decided {:?}: {}", status, report.outcome, text
+                );
+            }
+            if text.contains("SOMEONEELSE0001") && !text.contains(ORDER_NO) {
+                prop_assert!(
+                    !matches!(report.outcome, Outcome::Success | Outcome::Failed),
+                    "decided {:?} from a reply about another order: {}", report.outcome, text
+                );
+            }
+        }
     }
 }

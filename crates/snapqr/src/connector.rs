@@ -844,6 +844,21 @@ fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report>
         );
         return Err(report);
     }
+    if answer.http >= 500 && answer.explanation.outcome != Outcome::Unknown {
+        // The server failed; whatever its body says decides nothing (a
+        // status check will).
+        let mut report = report_of(&answer);
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            &format!(
+                "{} code on HTTP {}: not trusted",
+                answer.explanation.outcome.as_str(),
+                answer.http
+            ),
+        );
+        return Err(report);
+    }
     Ok(answer)
 }
 
@@ -1158,5 +1173,95 @@ mod tests {
             q(401, r#"{"responseCode":"4016100"}"#).outcome,
             Outcome::Unknown
         );
+    }
+
+    /// A reply body: arbitrary bytes, or a JSON object whose fields are the
+    /// ones SNAP answers carry, each of any JSON type, codes drawn both from
+    /// the real ones and from noise.
+    fn reply_body() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        // HTTP class, service and case: mostly real services (ours and
+        // the token's), sometimes noise.
+        let code = prop_oneof![
+            4 => (
+                proptest::sample::select(vec![200u16, 202, 400, 401, 403, 404, 409, 429, 500, 503, 504]),
+                proptest::sample::select(vec![60u8, 61, 62, 73, 80, 47, 99]),
+                0u8..30,
+            )
+                .prop_map(|(http, service, case)| format!("{http}{service:02}{case:02}")),
+            1 => ".{0,9}",
+        ];
+        let value = prop_oneof![
+            code.clone().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            Just(serde_json::json!({"value": "10000.00", "currency": "IDR"})),
+        ];
+        let field = prop_oneof![
+            4 => Just("responseCode"),
+            1 => Just("responseMessage"),
+            1 => Just("referenceNo"),
+            1 => Just("partnerReferenceNo"),
+            1 => Just("originalPartnerReferenceNo"),
+            1 => Just("latestTransactionStatus"),
+            1 => Just("amount"),
+        ];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::collection::vec((field, value), 0..7).prop_map(|fields| {
+                let object: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect();
+                serde_json::to_vec(&object).unwrap()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Any reply to any call: no panic, and no state by guesswork. A
+        /// reply that is not a JSON object with a known 7-digit code, or
+        /// whose code names another service, or a success code on an HTTP
+        /// status that is not 2xx, is unknown; an answer it does give has
+        /// a code the catalogue explains.
+        #[test]
+        fn any_reply_is_read_without_guessing(
+            status in 100u16..600,
+            body in reply_body(),
+            service in proptest::sample::select(vec![
+                Service::Payment, Service::Query, Service::Cancel, Service::Refund,
+            ]),
+        ) {
+            let reply = HttpReply {
+                status,
+                content_type: "application/json".into(),
+                body: body.clone().into(),
+                elapsed: std::time::Duration::ZERO,
+            };
+            match read_answer(service, Transport::Reply(reply)) {
+                Err(report) => proptest::prop_assert_eq!(report.outcome, Outcome::Unknown),
+                Ok(answer) => {
+                    let code = ResponseCode::parse(&answer.code).expect("a 7-digit code");
+                    proptest::prop_assert!(
+                        code.service == service.code() || code.service == Service::Token.code()
+                    );
+                    if answer.explanation.outcome == Outcome::Success {
+                        proptest::prop_assert!((200..300).contains(&status) || code.is(409, 1) || code.is(404, 18));
+                    }
+                    if status >= 500 {
+                        proptest::prop_assert_ne!(
+                            answer.explanation.outcome,
+                            Outcome::Failed,
+                            "HTTP {} decided failed: {}",
+                            status,
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                }
+            }
+        }
     }
 }
