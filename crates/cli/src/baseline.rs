@@ -39,6 +39,8 @@ use crate::CliError;
 pub const SCHEMA: &str = "loket_baseline";
 pub const STREAM: &str = "LOKET_BASELINE";
 const SUBJECT: &str = "loket.baseline.item";
+/// How long a loop waits for its item's update before counting an error.
+const UPDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BaselineReport {
@@ -181,7 +183,10 @@ async fn measure(
     }
     let consume = tokio::spawn(async move {
         let mut next = 0;
-        while let Some(Ok(message)) = messages.next().await {
+        while let Some(message) = messages.next().await {
+            // A pull error (a heartbeat missed under load) is passed over;
+            // the stream goes on pulling.
+            let Ok(message) = message else { continue };
             if updaters[next].send(message).await.is_err() {
                 break;
             }
@@ -306,8 +311,13 @@ async fn insert_and_wait(
             count("publish");
             continue;
         }
-        if updated.await.is_ok() && start >= measure_from {
-            latencies.record(start.elapsed());
+        match tokio::time::timeout(UPDATE_WAIT, updated).await {
+            Ok(Ok(())) if start >= measure_from => latencies.record(start.elapsed()),
+            Ok(_) => {}
+            Err(_) => {
+                lock(&pending).remove(&id);
+                count("update wait");
+            }
         }
     }
     stats.latencies = latencies;
