@@ -851,3 +851,87 @@ async fn balance_and_echo() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A reply body: noise, or an XML or JSON reply with OkeBayar's fields,
+/// each drawn from real values and noise.
+fn reply_body() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let value = |real: Vec<&'static str>| {
+        prop_oneof![
+            4 => proptest::sample::select(real).prop_map(str::to_string),
+            1 => "[ -~]{0,12}",
+        ]
+    };
+    let fields = (
+        value(vec![
+            "000", "001", "002", "203", "204", "208", "211", "401", "999", "199",
+        ]),
+        value(vec!["000", "002", "204", "403"]),
+        value(vec![REF, "LKT9999OTHER"]),
+        value(vec!["SN-1", ""]),
+        value(vec!["11000.00", "11000", "abc", "-5"]),
+        value(vec!["1234567890123456"]),
+        proptest::collection::vec(any::<bool>(), 6),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(transaction, response, reference, serial, price, trace, present, as_json)| {
+                let named = [
+                    ("transactionstatus", transaction),
+                    ("responsecode", response),
+                    ("referencecode", reference),
+                    ("serialnumber", serial),
+                    ("harga", price),
+                    ("tracecode", trace),
+                ];
+                let kept: Vec<(&str, String)> = named
+                    .into_iter()
+                    .zip(present)
+                    .filter(|(_, keep)| *keep)
+                    .map(|(field, _)| field)
+                    .collect();
+                let format = if as_json { Format::Json } else { Format::Xml };
+                String::from_utf8_lossy(&wire::encode(
+                    format,
+                    wire::REPLY_ROOT,
+                    kept.iter().map(|(name, value)| (*name, value.as_str())),
+                ))
+                .into_owned()
+            },
+        );
+    prop_oneof![1 => "\\PC{0,120}", 4 => fields]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_000))]
+
+    /// Any reply to a purchase, a payment or a status check: no panic, and
+    /// nothing decided by guesswork: a 5xx is unknown whatever its body
+    /// says, a success needs a 2xx, and a reply naming another
+    /// referencecode decides nothing.
+    #[test]
+    fn any_reply_is_classified_without_guessing(
+        status in 100u16..600,
+        body in reply_body(),
+        which in 0usize..3,
+    ) {
+        let cmd = match which {
+            0 => command(Operation::PrepaidPurchase),
+            1 => payment(),
+            _ => status_of(Operation::PrepaidPurchase),
+        };
+        let report = classify(&cmd, status, &body);
+        if status >= 500 {
+            proptest::prop_assert_eq!(report.outcome, Outcome::Unknown, "HTTP {}: {}", status, body);
+        }
+        if report.outcome == Outcome::Success {
+            proptest::prop_assert!((200..300).contains(&status), "HTTP {}: {}", status, body);
+        }
+        if body.contains("LKT9999OTHER") && !body.contains(REF) {
+            proptest::prop_assert!(
+                !matches!(report.outcome, Outcome::Success | Outcome::Failed),
+                "decided {:?} from a reply about another reference: {}", report.outcome, body
+            );
+        }
+    }
+}
