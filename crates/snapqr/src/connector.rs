@@ -818,17 +818,14 @@ fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report>
     };
     if parsed.service != service.code() && parsed.service != Service::Token.code() {
         // A code of another service is not an answer to this call.
-        let mut report = report_of(&answer);
-        report.outcome = Outcome::Unknown;
-        push_detail(
-            &mut report.detail,
+        return Err(not_an_answer(
+            &answer,
             &format!(
                 "responseCode of service {:02}, not {:02}",
                 parsed.service,
                 service.code()
             ),
-        );
-        return Err(report);
+        ));
     }
     let http_ok = (200..300).contains(&answer.http);
     if answer.explanation.outcome == Outcome::Success
@@ -836,30 +833,33 @@ fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report>
         && !parsed.is(409, 1)
         && !parsed.is(404, 18)
     {
-        let mut report = report_of(&answer);
-        report.outcome = Outcome::Unknown;
-        push_detail(
-            &mut report.detail,
+        return Err(not_an_answer(
+            &answer,
             &format!("success code on HTTP {}", answer.http),
-        );
-        return Err(report);
+        ));
     }
     if answer.http >= 500 && answer.explanation.outcome != Outcome::Unknown {
         // The server failed; whatever its body says decides nothing (a
         // status check will).
-        let mut report = report_of(&answer);
-        report.outcome = Outcome::Unknown;
-        push_detail(
-            &mut report.detail,
+        return Err(not_an_answer(
+            &answer,
             &format!(
                 "{} code on HTTP {}: not trusted",
                 answer.explanation.outcome.as_str(),
                 answer.http
             ),
-        );
-        return Err(report);
+        ));
     }
     Ok(answer)
+}
+
+/// The report of a reply whose code cannot decide anything: unknown, with
+/// the code, its message and why.
+fn not_an_answer(answer: &Answer, why: &str) -> Report {
+    let mut report = report_of(answer);
+    report.outcome = Outcome::Unknown;
+    push_detail(&mut report.detail, why);
+    report
 }
 
 fn report_of(answer: &Answer) -> Report {
