@@ -364,6 +364,38 @@ async fn postgres_crashed_under_load_leaves_no_partial_rows_and_charges_once() {
     assert_nothing_lost_twice_or_wrong(&app, &attempted).await;
 }
 
+/// A purchase that succeeded at once, and its row.
+async fn a_successful_purchase(app: &TestApp, client_ref: &str) -> loket_store::TransactionRow {
+    let txn = app
+        .client_a()
+        .await
+        .purchase(purchase(client_ref, "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
+    app.row(&txn.id).await
+}
+
+/// Publishes `command` on its purchase subject under `msg_id`, as if
+/// nats-server handed it out again as a first delivery.
+async fn hand_out_again(app: &TestApp, msg_id: &str, command: &pb::bus::Command) {
+    use loket_protocol::{subjects, Operation, Provider};
+    use prost::Message as _;
+
+    let nats = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let trace = loket_runtime::telemetry::TraceContext::new_root();
+    loket_runtime::bus::publish_durable(
+        &js,
+        subjects::command(Provider::OkeBayar, Operation::PrepaidPurchase),
+        loket_runtime::bus::headers(msg_id, &trace, &command.transaction_id),
+        command.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+}
+
 /// Money-safety rule 2 when nats-server forgets: a command that was sent,
 /// answered and applied is handed out again as a first delivery (what a
 /// killed and restarted nats-server can do, as it writes its consumers'
@@ -372,35 +404,14 @@ async fn postgres_crashed_under_load_leaves_no_partial_rows_and_charges_once() {
 /// the provider first and sends nothing again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sent_command_handed_out_again_as_new_is_checked_not_resent() {
-    use loket_protocol::{subjects, Operation, Provider};
-    use prost::Message as _;
-
     let app = TestApp::spawn().await;
-    let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("again-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
-    let row = app.row(&txn.id).await;
+    let row = a_successful_purchase(&app, "again-1").await;
     assert_eq!(
         app.sim.requests_for(&row.provider_reference).status_checks,
         0
     );
 
-    let nats = async_nats::connect(app.nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(nats);
-    let trace = loket_runtime::telemetry::TraceContext::new_root();
-    loket_runtime::bus::publish_durable(
-        &js,
-        subjects::command(Provider::OkeBayar, Operation::PrepaidPurchase),
-        loket_runtime::bus::headers(&format!("again:{}", txn.id), &trace, &txn.id),
-        row.command(true).encode_to_vec(),
-    )
-    .await
-    .unwrap();
-
+    hand_out_again(&app, &format!("again:{}", row.id), &row.command(true)).await;
     eventually(
         "the connector asked the provider first",
         Duration::from_secs(10),
@@ -410,7 +421,67 @@ async fn a_sent_command_handed_out_again_as_new_is_checked_not_resent() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = app.sim.requests_for(&row.provider_reference);
     assert_eq!(counts.purchases, 1, "nothing sent again: {counts:?}");
-    assert_eq!(app.row(&txn.id).await.status, "success");
+    assert_eq!(app.row(&row.id.to_string()).await.status, "success");
+}
+
+/// The send journal is pruned (a week by default), so it cannot vouch for
+/// an old transaction. A sent command that surfaces again more than a day
+/// after its transaction was created, its send record pruned meanwhile, is
+/// checked first and never sent again; and past that horizon a provider
+/// with no record of the reference does not lead to a send either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_past_the_send_horizon_is_never_sent_on_the_journals_silence() {
+    let app = TestApp::spawn().await;
+    let row = a_successful_purchase(&app, "horizon-1").await;
+
+    // A month passes: the reconciler prunes the send record.
+    sqlx::query("UPDATE send_intents SET recorded_at = now() - interval '30 days'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually(
+        "the send record is pruned",
+        Duration::from_secs(10),
+        || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM send_intents")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            left == 0
+        },
+    )
+    .await;
+
+    // The command, created a day and an hour ago, handed out again.
+    let mut old = row.command(true);
+    let created = chrono::Utc::now() - chrono::Duration::hours(25);
+    old.transaction_created_at = Some(loket_protocol::conversions::timestamp(created));
+    hand_out_again(&app, &format!("late:{}", row.id), &old).await;
+    eventually(
+        "the connector asked the provider first",
+        Duration::from_secs(10),
+        || async { app.sim.requests_for(&row.provider_reference).status_checks >= 1 },
+    )
+    .await;
+
+    // The same old command under a reference the provider never saw: asked,
+    // "no record", and still not sent.
+    let unseen = uuid::Uuid::now_v7().simple().to_string();
+    old.provider_reference = unseen.clone();
+    hand_out_again(&app, &format!("late-unseen:{}", row.id), &old).await;
+    eventually(
+        "the connector asked about the unseen reference",
+        Duration::from_secs(10),
+        || async { app.sim.requests_for(&unseen).status_checks >= 1 },
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = app.sim.requests_for(&row.provider_reference);
+    assert_eq!(counts.purchases, 1, "nothing sent again: {counts:?}");
+    let counts = app.sim.requests_for(&unseen);
+    assert_eq!(counts.purchases, 0, "nothing sent at all: {counts:?}");
+    assert_eq!(app.row(&row.id.to_string()).await.status, "success");
 }
 
 /// How the purchases made during a 5xx storm stood when it ended.

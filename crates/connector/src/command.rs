@@ -1,7 +1,10 @@
 //! The validated command a connector works on (from a bus
 //! [`Command`](loket_protocol::pb::bus::Command)).
 
-use loket_protocol::conversions::{money_from_pb, operation_from_i32, ConversionError};
+use chrono::{DateTime, Utc};
+use loket_protocol::conversions::{
+    from_timestamp, money_from_pb, operation_from_i32, ConversionError,
+};
 use loket_protocol::pb::bus;
 use loket_protocol::{Money, Operation, Provider};
 use std::collections::BTreeMap;
@@ -31,6 +34,11 @@ pub struct Command {
     /// `payer_name`, `payer_phone`, `payer_email`, `receiver_name`,
     /// `purpose`, `expiry_seconds`, `reason`).
     pub details: BTreeMap<String, String>,
+    /// When the transaction was created (from an older publisher that does
+    /// not send it: the time in the UUIDv7 transaction id; unknown for any
+    /// other id): money-moving requests are sent only within
+    /// [`SEND_HORIZON`](loket_protocol::horizon::SEND_HORIZON) of it.
+    pub transaction_created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +82,11 @@ impl TryFrom<bus::Command> for Command {
             Some(_) => Some(money_from_pb("amount", command.amount.as_ref())?),
             None => None,
         };
+        let transaction_created_at = command
+            .transaction_created_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .or_else(|| created_at_of(&command.transaction_id));
         Ok(Command {
             transaction_id: command.transaction_id,
             provider,
@@ -92,8 +105,20 @@ impl TryFrom<bus::Command> for Command {
             original_reference: command.original_reference,
             original_provider_trace: command.original_provider_trace,
             details: command.details.into_iter().collect(),
+            transaction_created_at,
         })
     }
+}
+
+/// The creation time a UUIDv7 transaction id carries (every id the ingress
+/// makes is one), for commands from publishers that do not send
+/// `transaction_created_at`.
+fn created_at_of(transaction_id: &str) -> Option<DateTime<Utc>> {
+    let (seconds, nanos) = uuid::Uuid::parse_str(transaction_id)
+        .ok()?
+        .get_timestamp()?
+        .to_unix();
+    DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
 }
 
 impl Command {
@@ -112,5 +137,51 @@ impl Command {
             original_operation: self.original_operation,
             ..self.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purchase(transaction_id: &str) -> bus::Command {
+        bus::Command {
+            transaction_id: transaction_id.into(),
+            provider: "okebayar".into(),
+            operation: bus::Operation::PrepaidPurchase as i32,
+            provider_reference: "R1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_creation_time_comes_from_the_command_else_from_a_v7_id() {
+        let sent = Utc::now() - chrono::Duration::hours(3);
+        let mut with_time = purchase(&uuid::Uuid::now_v7().to_string());
+        with_time.transaction_created_at = Some(loket_protocol::conversions::timestamp(sent));
+        let command = Command::try_from(with_time).unwrap();
+        assert_eq!(command.transaction_created_at, Some(sent));
+
+        let v7 = uuid::Uuid::now_v7();
+        let command = Command::try_from(purchase(&v7.to_string())).unwrap();
+        let age = Utc::now() - command.transaction_created_at.unwrap();
+        assert!(
+            age >= chrono::Duration::zero() && age < chrono::Duration::seconds(5),
+            "{age}"
+        );
+
+        let v4 = uuid::Uuid::new_v4().to_string();
+        assert_eq!(
+            Command::try_from(purchase(&v4))
+                .unwrap()
+                .transaction_created_at,
+            None
+        );
+        assert_eq!(
+            Command::try_from(purchase("T-1"))
+                .unwrap()
+                .transaction_created_at,
+            None
+        );
     }
 }

@@ -11,7 +11,11 @@
 //!    (`first_dispatch == false`), asks the provider for the status first and
 //!    sends the operation only if the provider has no record of our reference
 //!    (money-safety rule 2). A journal that cannot be written means no send:
-//!    the command is left for redelivery;
+//!    the command is left for redelivery. A command about a transaction
+//!    created longer ago than the send horizon
+//!    ([`loket_protocol::horizon`]) also asks first, and is not sent even
+//!    when the provider has no record: its journal entry may have been
+//!    pruned;
 //! 3. refuses to send a money-moving request once the message's ack deadline
 //!    has passed (another replica may own it by now);
 //! 4. publishes the result event durably, then acks the command.
@@ -21,9 +25,10 @@
 //! nats-server itself restarts and forgets a delivery: the journal remembers.
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
+use chrono::Utc;
 use futures::StreamExt;
 use loket_protocol::pb::bus;
-use loket_protocol::{subjects, Operation, Outcome};
+use loket_protocol::{horizon, subjects, Operation, Outcome};
 use loket_runtime::admin::Readiness;
 use loket_runtime::bus as lbus;
 use loket_runtime::Shutdown;
@@ -327,7 +332,10 @@ async fn decide_and_call<C: Connector>(
             return None;
         }
     };
-    let check_first = if delivered > 1 {
+    let past_horizon = !horizon::may_send(command.transaction_created_at, Utc::now());
+    let check_first = if past_horizon {
+        Some("past the send horizon")
+    } else if delivered > 1 {
         Some("redelivered")
     } else if !command.first_dispatch {
         Some("re-dispatched")
@@ -346,6 +354,15 @@ async fn decide_and_call<C: Connector>(
         );
         let check = connector.check_status(&command.as_status_check()).await;
         if !check.not_found {
+            return Some(check);
+        }
+        if past_horizon {
+            // The journal may have been pruned, so its silence proves
+            // nothing: the provider's "no record" stands as the answer.
+            tracing::warn!(
+                created_at = ?command.transaction_created_at,
+                "provider has no record of our reference, and the transaction is past the send horizon: not sending"
+            );
             return Some(check);
         }
         tracing::info!("provider has no record of our reference; sending the original request");

@@ -44,6 +44,7 @@ fn command(operation: Operation) -> Command {
         original_reference: String::new(),
         original_provider_trace: String::new(),
         details: BTreeMap::new(),
+        transaction_created_at: Some(chrono::Utc::now()),
     }
 }
 

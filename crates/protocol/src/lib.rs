@@ -9,6 +9,7 @@
 
 pub mod catalogue;
 pub mod conversions;
+pub mod horizon;
 pub mod money;
 pub mod operation;
 pub mod outcome;

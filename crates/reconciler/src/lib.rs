@@ -12,7 +12,9 @@
 //! - status checks on each provider's schedule, the sweep that re-dispatches
 //!   what never reached a connector, inquiry expiry and the `needs_review`
 //!   limit ([`scheduler`]) — with `FOR UPDATE SKIP LOCKED`, so replicas never
-//!   do the same work twice.
+//!   do the same work twice;
+//! - keeping the bookkeeping tables bounded: send records and applied-event
+//!   claims past their retention are deleted ([`scheduler`], step 5).
 //!
 //! It must not talk to providers, never move a transaction out of a final
 //! state, and never let an unverified callback decide a state (money-safety
@@ -27,7 +29,7 @@ mod write;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::{FutureExt, StreamExt};
-use loket_protocol::subjects;
+use loket_protocol::{horizon, subjects};
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::config::Common;
 use loket_runtime::db::{self, HeldConnection};
@@ -84,7 +86,21 @@ pub struct Settings {
     pub review_after_ms: u64,
     /// Inquiries unresolved this long after creation: `failed` / `EXPIRED`.
     pub inquiry_timeout_ms: u64,
+    /// Send records (`send_intents`) older than this are deleted. At least
+    /// [`MIN_SEND_RECORD_RETENTION`](loket_protocol::horizon::MIN_SEND_RECORD_RETENTION)
+    /// (two days): connectors trust the journal only within the one-day send
+    /// horizon.
+    pub send_record_retention_ms: u64,
+    /// Claims of applied events (`applied_events`) older than this are
+    /// deleted; at least an hour.
+    pub applied_event_retention_ms: u64,
+    /// Most rows deleted from each of those tables per tick.
+    pub prune_batch: i64,
 }
+
+const WEEK_MS: u64 = 7 * 24 * 3_600_000;
+/// The least `applied_event_retention_ms`.
+const MIN_APPLIED_EVENT_RETENTION: Duration = Duration::from_secs(3600);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -107,6 +123,9 @@ impl Default for Settings {
             redispatch_after_ms: 10 * 60_000,
             review_after_ms: 24 * 3_600_000,
             inquiry_timeout_ms: 10 * 60_000,
+            send_record_retention_ms: WEEK_MS,
+            applied_event_retention_ms: WEEK_MS,
+            prune_batch: 10_000,
         }
     }
 }
@@ -126,10 +145,33 @@ impl Settings {
             ("tick_ms", self.tick_ms),
             ("batch_size", u64::try_from(self.batch_size).unwrap_or(0)),
             ("db_max_connections", u64::from(self.db_max_connections)),
+            ("prune_batch", u64::try_from(self.prune_batch).unwrap_or(0)),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(Error::Config(format!("{key} must be greater than zero")));
+            }
+        }
+        let least = [
+            (
+                "send_record_retention_ms",
+                self.send_record_retention_ms,
+                horizon::MIN_SEND_RECORD_RETENTION,
+                "twice the connectors' one-day send horizon",
+            ),
+            (
+                "applied_event_retention_ms",
+                self.applied_event_retention_ms,
+                MIN_APPLIED_EVENT_RETENTION,
+                "an hour",
+            ),
+        ];
+        for (key, value, minimum, why) in least {
+            if u128::from(value) < minimum.as_millis() {
+                return Err(Error::Config(format!(
+                    "{key} must be at least {} ({why}), not {value}",
+                    minimum.as_millis()
+                )));
             }
         }
         Ok(())
@@ -360,5 +402,31 @@ async fn acknowledge(message: &jetstream::Message, result: Result<Applied, Apply
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error `validate` gives for settings changed by `change`.
+    fn refusal(change: impl FnOnce(&mut Settings)) -> Option<String> {
+        let mut settings = Settings::default();
+        change(&mut settings);
+        settings.validate().err().map(|error| error.to_string())
+    }
+
+    #[test]
+    fn retentions_below_their_floor_are_refused_naming_the_key() {
+        assert_eq!(refusal(|_| ()), None);
+        let two_days = 2 * 24 * 3_600_000;
+        assert_eq!(refusal(|s| s.send_record_retention_ms = two_days), None);
+        let error = refusal(|s| s.send_record_retention_ms = two_days - 1).unwrap();
+        assert!(error.contains("send_record_retention_ms"), "{error}");
+        assert_eq!(refusal(|s| s.applied_event_retention_ms = 3_600_000), None);
+        let error = refusal(|s| s.applied_event_retention_ms = 3_599_999).unwrap();
+        assert!(error.contains("applied_event_retention_ms"), "{error}");
+        let error = refusal(|s| s.prune_batch = 0).unwrap();
+        assert!(error.contains("prune_batch"), "{error}");
     }
 }

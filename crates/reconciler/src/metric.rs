@@ -32,3 +32,6 @@ pub const NEEDS_REVIEW: &str = "loket_reconciler_needs_review_total";
 pub const TICK_ERRORS: &str = "loket_reconciler_tick_errors_total";
 /// Update messages that could not be published after a commit.
 pub const UPDATE_PUBLISH_ERRORS: &str = "loket_reconciler_update_publish_errors_total";
+/// Old rows of the bookkeeping tables deleted, by `table`
+/// (`send_intents`, `applied_events`).
+pub const PRUNED: &str = "loket_reconciler_pruned_rows_total";

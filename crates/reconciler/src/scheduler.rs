@@ -10,7 +10,15 @@
 //! 3. sweep: dispatch what the ingress inserted but never published, and
 //!    re-dispatch what was published but never answered (`first_dispatch =
 //!    false`, so the connector checks status before any resend);
-//! 4. publish the status checks that are due and schedule the next one.
+//! 4. publish the status checks that are due and schedule the next one;
+//! 5. prune the bookkeeping tables: send records (`send_intents`) older than
+//!    `send_record_retention_ms`, which is kept well beyond the send horizon
+//!    ([`loket_protocol::horizon`]), and claims of applied events
+//!    (`applied_events`) older than `applied_event_retention_ms`, long after
+//!    the event could be delivered again (and re-applying an old event
+//!    changes no state: final states are immutable and the same report
+//!    decides the same). Both use an index on their time column and delete
+//!    at most `prune_batch` rows per table and tick.
 
 use crate::apply::{ApplyError, Reconciler};
 use crate::metric;
@@ -37,6 +45,7 @@ pub struct TickReport {
     pub reviewed: usize,
     pub redispatched: usize,
     pub checks: usize,
+    pub pruned: usize,
 }
 
 /// Ticks until `shutdown`; a failing step is logged and retried next tick.
@@ -82,6 +91,7 @@ impl Reconciler {
         keep(self.review_unresolved(now).await, &mut report.reviewed);
         keep(self.sweep(now).await, &mut report.redispatched);
         keep(self.publish_due_checks(now).await, &mut report.checks);
+        keep(self.prune(now).await, &mut report.pruned);
         match first_error {
             Some(error) => Err(error),
             None => Ok(report),
@@ -90,6 +100,43 @@ impl Reconciler {
 
     fn batch(&self) -> i64 {
         self.settings.batch_size.max(1)
+    }
+
+    /// Deletes send records and applied-event claims past their retention
+    /// (at most `prune_batch` of each); returns how many rows went.
+    pub async fn prune(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+        let tables = [
+            (
+                "send_intents",
+                "transaction_id",
+                "recorded_at",
+                self.settings.send_record_retention_ms,
+            ),
+            (
+                "applied_events",
+                "event_id",
+                "applied_at",
+                self.settings.applied_event_retention_ms,
+            ),
+        ];
+        let mut pruned = 0;
+        for (table, key, at, retention_ms) in tables {
+            let deleted = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {at} < $1 \
+                 ORDER BY {at} LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ))
+            .bind(now - millis(retention_ms))
+            .bind(self.settings.prune_batch.max(1))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if deleted > 0 {
+                metrics::counter!(metric::PRUNED, "table" => table).increment(deleted);
+                tracing::debug!(table, deleted, "pruned rows past their retention");
+            }
+            pruned += deleted as usize;
+        }
+        Ok(pruned)
     }
 
     /// Inquiries still `received`/`pending`/`unknown` after `inquiry_timeout`.

@@ -593,6 +593,58 @@ async fn limits_expire_inquiries_and_park_stale_transactions() -> Result<()> {
     Ok(())
 }
 
+/// Bookkeeping stays bounded: send records and applied-event claims older
+/// than their retention are deleted, at most `prune_batch` per table and
+/// tick, oldest first; younger ones stay.
+#[tokio::test]
+async fn old_send_records_and_event_claims_are_pruned_in_batches() -> Result<()> {
+    let env = env().await?;
+    let mut settings = settings(&env);
+    settings.prune_batch = 3;
+    let reconciler = Reconciler::new(env.pool.clone(), env.js.clone(), &settings);
+    // Retention is a week by default: 8 days old goes, 6 days old stays.
+    for (age, sends, claims) in [("8 days", 5, 4), ("6 days", 2, 2)] {
+        sqlx::query(
+            "INSERT INTO send_intents (transaction_id, recorded_at) \
+             SELECT gen_random_uuid(), now() - $1::interval FROM generate_series(1, $2)",
+        )
+        .bind(age)
+        .bind(sends)
+        .execute(&env.pool)
+        .await?;
+        sqlx::query(
+            "INSERT INTO applied_events (event_id, applied_at) \
+             SELECT 'ev:' || gen_random_uuid(), now() - $1::interval FROM generate_series(1, $2)",
+        )
+        .bind(age)
+        .bind(claims)
+        .execute(&env.pool)
+        .await?;
+    }
+    let left = || async {
+        let sends: i64 = sqlx::query_scalar("SELECT count(*) FROM send_intents")
+            .fetch_one(&env.pool)
+            .await?;
+        let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM applied_events")
+            .fetch_one(&env.pool)
+            .await?;
+        anyhow::Ok((sends, claims))
+    };
+    let now = chrono::Utc::now();
+    assert_eq!(reconciler.prune(now).await?, 6, "three of each table");
+    assert_eq!(left().await?, (4, 3));
+    assert_eq!(reconciler.prune(now).await?, 3);
+    assert_eq!(left().await?, (2, 2), "the six-day-old rows stay");
+    assert_eq!(reconciler.prune(now).await?, 0);
+    // The tick runs the step too.
+    sqlx::query("UPDATE applied_events SET applied_at = now() - interval '30 days'")
+        .execute(&env.pool)
+        .await?;
+    assert_eq!(reconciler.tick().await?.pruned, 2);
+    assert_eq!(left().await?, (2, 0));
+    Ok(())
+}
+
 #[tokio::test]
 async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
     let env = env().await?;

@@ -193,6 +193,7 @@ fn command(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        transaction_created_at: Some(chrono::Utc::now()),
     }
 }
 

@@ -546,6 +546,7 @@ mod tests {
                 ("receiver_name".to_string(), "Budi".to_string()),
             ]
             .into(),
+            transaction_created_at: Some(chrono::Utc::now()),
         }
     }
 

@@ -154,6 +154,7 @@ fn command(operation: Operation, reference: &str, amount: i64) -> Command {
         original_reference: String::new(),
         original_provider_trace: String::new(),
         details,
+        transaction_created_at: Some(chrono::Utc::now()),
     }
 }
 

@@ -179,6 +179,7 @@ impl TransactionRow {
             provider_trace: self.provider_trace.clone().unwrap_or_default(),
             first_dispatch,
             issued_at: Some(timestamp(Utc::now())),
+            transaction_created_at: Some(timestamp(self.created_at)),
             kind: self
                 .kind()
                 .map(pb::TransactionKind::from)

@@ -83,6 +83,7 @@ pub fn purchase(transaction: &str, reference: &str, first_dispatch: bool) -> bus
         provider_product_code: "PULSA10".into(),
         account: "081234567890".into(),
         first_dispatch,
+        transaction_created_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
         ..Default::default()
     }
 }
