@@ -6,7 +6,8 @@
 //! - [`worker`]: pulls the provider's commands from its durable JetStream
 //!   consumer with bounded concurrency, enforces money-safety rule 2 (a
 //!   redelivered or re-dispatched money-moving command starts with a status
-//!   check, never a resend), publishes the result event, then acks;
+//!   check, never a resend), publishes the result event, then acks; answers
+//!   balance queries and probes the provider's connectivity;
 //! - [`http`]: one HTTP client whose errors say whether the request may have
 //!   reached the provider (rule 1: "maybe sent" is unknown, never failed);
 //! - [`journal`]: the send journal in Postgres, written before every
@@ -61,4 +62,11 @@ pub trait Connector: Send + Sync + 'static {
 
     /// The deposit balance at the provider.
     fn balance(&self) -> impl Future<Output = Result<Money, ConnectorError>> + Send;
+
+    /// A connectivity check that moves no money (OkeBayar's echo), or `None`
+    /// when the provider has none. The worker runs it every
+    /// `worker.probe_interval_ms` and reports whether the provider answered.
+    fn probe(&self) -> impl Future<Output = Option<Result<(), ConnectorError>>> + Send {
+        async { None }
+    }
 }

@@ -47,6 +47,10 @@ pub mod metric {
     pub const POISON: &str = "loket_connector_poison_commands_total";
     pub const CHECK_FIRST: &str = "loket_connector_check_first_total";
     pub const HANDLE_SECONDS: &str = "loket_connector_handle_seconds";
+    /// 1 when the provider answered the last connectivity probe, else 0.
+    pub const PROVIDER_REACHABLE: &str = "loket_connector_provider_reachable";
+    /// Connectivity probes, by `result` (`ok` / `failed`).
+    pub const PROBES: &str = "loket_connector_probes_total";
 }
 
 /// Test-only fault injection, named in configuration (`failpoint`).
@@ -70,6 +74,9 @@ pub struct WorkerSettings {
     /// a command not acked by then is redelivered (and then starts with a
     /// status check).
     pub ack_wait_ms: u64,
+    /// How often the provider's connectivity probe runs (OkeBayar: echo);
+    /// 0 turns it off. Providers without a probe ignore it.
+    pub probe_interval_ms: u64,
     pub failpoint: Option<Failpoint>,
 }
 
@@ -78,6 +85,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             concurrency: 64,
             ack_wait_ms: 120_000,
+            probe_interval_ms: 60_000,
             failpoint: None,
         }
     }
@@ -143,6 +151,14 @@ pub async fn run<C: Connector>(
         shutdown.clone(),
     ));
 
+    let probe_task = (settings.probe_interval_ms > 0).then(|| {
+        tokio::spawn(probe_provider(
+            connector.clone(),
+            Duration::from_millis(settings.probe_interval_ms),
+            shutdown.clone(),
+        ))
+    });
+
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(settings.concurrency.max(1))
@@ -194,6 +210,9 @@ pub async fn run<C: Connector>(
     .await;
     let _ = total;
     balance_task.abort();
+    if let Some(probe_task) = probe_task {
+        probe_task.abort();
+    }
     tracing::info!(%provider, "connector worker stopped");
     Ok(())
 }
@@ -429,5 +448,45 @@ async fn serve_balance<C: Connector>(
         if let Err(error) = nats.publish(reply_to, reply.encode_to_vec().into()).await {
             tracing::warn!(%error, "balance reply not sent");
         }
+    }
+}
+
+/// Runs the provider's connectivity probe every `every` until `shutdown` (or
+/// at once returns, when the provider has none). The gauge says whether the
+/// provider answered the last probe; a change either way is logged once, so
+/// an operator sees an outage begin and end without waiting for traffic.
+async fn probe_provider<C: Connector>(connector: Arc<C>, every: Duration, shutdown: Shutdown) {
+    let provider = connector.provider();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reachable: Option<bool> = None;
+    loop {
+        let probed = tokio::select! {
+            _ = shutdown.wait() => return,
+            probed = async {
+                ticker.tick().await;
+                connector.probe().await
+            } => probed,
+        };
+        let Some(probed) = probed else {
+            return;
+        };
+        let now = probed.is_ok();
+        metrics::gauge!(metric::PROVIDER_REACHABLE, "provider" => provider.as_str()).set(if now {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::counter!(metric::PROBES, "provider" => provider.as_str(), "result" => if now { "ok" } else { "failed" })
+            .increment(1);
+        match (probed, reachable) {
+            (Err(error), None | Some(true)) => {
+                tracing::warn!(%provider, %error, "provider unreachable: the connectivity probe failed")
+            }
+            (Ok(()), None) => tracing::info!(%provider, "provider reachable"),
+            (Ok(()), Some(false)) => tracing::info!(%provider, "provider reachable again"),
+            _ => {}
+        }
+        reachable = Some(now);
     }
 }

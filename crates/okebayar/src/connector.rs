@@ -455,6 +455,23 @@ impl Connector for OkeBayarConnector {
         self.run_command(&command).await
     }
 
+    /// The echo: OkeBayar must answer with the message we sent.
+    async fn probe(&self) -> Option<Result<(), ConnectorError>> {
+        const MESSAGE: &str = "loket-probe";
+        let echoed = match self.echo(MESSAGE).await {
+            Ok(echoed) => echoed,
+            Err(error) => return Some(Err(error)),
+        };
+        if echoed == MESSAGE {
+            Some(Ok(()))
+        } else {
+            let shown: String = echoed.chars().take(64).collect();
+            Some(Err(ConnectorError::BadReply(format!(
+                "echo answered {shown:?} instead of {MESSAGE:?}"
+            ))))
+        }
+    }
+
     async fn balance(&self) -> Result<Money, ConnectorError> {
         let referencecode = fresh_reference("BAL");
         let request = self.balance_request(&referencecode);

@@ -302,6 +302,7 @@ impl TestApp {
                 concurrency: 16,
                 ack_wait_ms: self.options.provider_timeout_ms * 2 + 1_000,
                 failpoint,
+                ..WorkerSettings::default()
             },
             okebayar,
         }

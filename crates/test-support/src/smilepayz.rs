@@ -99,6 +99,7 @@ impl SmilepayzFixture {
                 concurrency: 16,
                 ack_wait_ms: PROVIDER_TIMEOUT_MS * 2 + 1_000,
                 failpoint: self.failpoint,
+                ..WorkerSettings::default()
             },
             smilepayz: SmilepayzSettings {
                 base_url: self.sim_url.clone(),

@@ -130,6 +130,7 @@ impl SnapQrFixture {
                 concurrency: 16,
                 ack_wait_ms: self.provider_timeout_ms * 2 + 1_000,
                 failpoint: self.failpoint,
+                ..WorkerSettings::default()
             },
             snapqr,
         });
