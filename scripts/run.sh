@@ -213,9 +213,11 @@ start_postgres() {
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     # setsid: a Ctrl-C in the terminal reaches only this script, which then
     # stops everything in order (services drain before their database goes).
-    # synchronous_commit=off: commits are acknowledged before the WAL flush
-    # (a power cut may lose the last fraction of a second, never corrupts);
-    # demo/bench setting, not a production one.
+    # synchronous_commit=off: commits are acknowledged before the WAL flush,
+    # so a crash of PostgreSQL or of the machine may lose the commits of the
+    # last fraction of a second (it never corrupts). A demo/bench setting,
+    # never a production one: there a lost commit can be a transaction the
+    # provider carried out and loket no longer knows (deploy/README.md).
     setsid --wait "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$LOG_DIR/postgres.log" -w -t 60 \
       -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=off" \
       start >/dev/null || fail "PostgreSQL did not start; see $LOG_DIR/postgres.log"
