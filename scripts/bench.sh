@@ -48,6 +48,7 @@ for arg in "$@"; do
   previous=$arg
 done
 baseline_rate=
+baseline_cost=
 if [ "${BENCH_BASELINE:-1}" != 0 ] && [ -s .run/nats-url ] && [ -s .run/database-url ]; then
   LOKET_NATS_URL=$(cat .run/nats-url)
   LOKET_DATABASE_URL=$(cat .run/database-url)
@@ -57,14 +58,23 @@ if [ "${BENCH_BASELINE:-1}" != 0 ] && [ -s .run/nats-url ] && [ -s .run/database
   baseline=$("$ctl" baseline --concurrency "$baseline_concurrency" --duration 10s)
   echo "$baseline"
   baseline_rate=$(awk '/^completed items\/s/ {print $3}' <<<"$baseline")
+  baseline_cost=$(sed -n 's/.* = \([0-9.]*\) ms of CPU per item$/\1/p' <<<"$baseline")
   echo "--- loket (loketctl bench)"
 fi
 
 report=$("$ctl" bench "${defaults[@]}" "$@")
 echo "$report"
 rate=$(awk '/^completed purchases\/s/ {print $3}' <<<"$report")
+cost=$(sed -n 's/.* = \([0-9.]*\) ms of CPU per purchase$/\1/p' <<<"$report")
 if [ -n "$baseline_rate" ] && [ -n "$rate" ]; then
   awk -v loket="$rate" -v bare="$baseline_rate" 'BEGIN {
     if (bare > 0) printf "loket %.0f purchases/s, the bare pipeline %.0f items/s, on this machine now: loket does %.0f%% of it\n", loket, bare, 100 * loket / bare
+  }'
+fi
+# The budget in CPU: the target (1,500/s where the bare pipeline does
+# 3,400/s) allows a purchase 3400/1500 = 2.3 times the CPU of one item.
+if [ -n "$baseline_cost" ] && [ -n "$cost" ]; then
+  awk -v loket="$cost" -v bare="$baseline_cost" 'BEGIN {
+    if (bare > 0) printf "CPU: loket %.3f ms per purchase, the bare pipeline %.3f ms per item: %.1f times (the target allows 2.3)\n", loket, bare, loket / bare
   }'
 fi

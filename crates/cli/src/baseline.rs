@@ -30,7 +30,9 @@ use sqlx::{PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::bench::{cpu_shares, cpu_table, round1, ticks_per_second, CpuSample, CpuShare};
+use crate::bench::{
+    cpu_ms_per, cpu_shares, cpu_table, round1, ticks_per_second, CpuSample, CpuShare,
+};
 use crate::bench::{Histogram, LatencyMicros};
 use crate::cli::BaselineArgs;
 use crate::output::Render;
@@ -58,6 +60,8 @@ pub struct BaselineReport {
     pub every_row_updated: bool,
     pub cpu: Vec<CpuShare>,
     pub cpu_total_percent_of_core: f64,
+    /// CPU time of all those processes per completed item, in milliseconds.
+    pub cpu_ms_per_item: Option<f64>,
     pub cores: usize,
     pub stopped_early: bool,
 }
@@ -243,21 +247,23 @@ async fn measure(
 
     let cpu = cpu_shares(&cpu_before, &cpu_after, cpu_elapsed, ticks_per_second());
     let completed = stats.latencies.len() as u64;
+    let rate = if elapsed.is_zero() {
+        0.0
+    } else {
+        completed as f64 / elapsed.as_secs_f64()
+    };
     let latencies = &mut stats.latencies;
     Ok(BaselineReport {
         concurrency: args.concurrency,
         warmup_ms: args.warmup.as_millis() as u64,
         elapsed_ms: elapsed.as_millis() as u64,
         completed,
-        completed_per_second: if elapsed.is_zero() {
-            0.0
-        } else {
-            round1(completed as f64 / elapsed.as_secs_f64())
-        },
+        completed_per_second: round1(rate),
         errors: stats.errors,
         latency_us: LatencyMicros::of(latencies),
         every_row_updated: not_updated == 0,
         cpu_total_percent_of_core: round1(cpu.iter().map(|c| c.percent_of_core).sum()),
+        cpu_ms_per_item: cpu_ms_per(cpu.iter().map(|c| c.percent_of_core).sum(), rate),
         cpu,
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         stopped_early: stop.load(Ordering::Relaxed),
@@ -402,6 +408,8 @@ impl Render for BaselineReport {
             self.cores,
             self.cpu_total_percent_of_core,
             &self.cpu,
+            self.completed_per_second,
+            "item",
         ));
         out
     }

@@ -291,6 +291,10 @@ pub struct BenchReport {
     pub cpu: Vec<CpuShare>,
     /// Sum of the shares above, percent of one core.
     pub cpu_total_percent_of_core: f64,
+    /// CPU time of all those processes per completed purchase, in
+    /// milliseconds: the cost figure that compares across machines and
+    /// loads (none when nothing completed).
+    pub cpu_ms_per_purchase: Option<f64>,
     pub cores: usize,
     pub stopped_early: bool,
 }
@@ -405,6 +409,10 @@ pub async fn run(
             .collect(),
         latency_us: LatencyMicros::of(latencies),
         cpu_total_percent_of_core: round1(cpu.iter().map(|c| c.percent_of_core).sum()),
+        cpu_ms_per_purchase: cpu_ms_per(
+            cpu.iter().map(|c| c.percent_of_core).sum(),
+            per_second(completed),
+        ),
         cpu,
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         stopped_early: stop.load(Ordering::Relaxed),
@@ -514,24 +522,45 @@ impl Render for BenchReport {
             self.cores,
             self.cpu_total_percent_of_core,
             &self.cpu,
+            self.completed_per_second,
+            "purchase",
         ));
         out
     }
 }
 
-/// The CPU share of every watched process, as a titled table.
-pub(crate) fn cpu_table(cores: usize, total: f64, shares: &[CpuShare]) -> String {
+/// Milliseconds of CPU per unit of work: `percent_of_core` (100 = one core
+/// busy) spread over `per_second` units; none when nothing was done.
+pub(crate) fn cpu_ms_per(percent_of_core: f64, per_second: f64) -> Option<f64> {
+    (per_second > 0.0).then(|| (percent_of_core * 10.0 / per_second * 1000.0).round() / 1000.0)
+}
+
+/// The CPU share of every watched process, and its cost per `unit` of work
+/// done at `per_second`, as a titled table.
+pub(crate) fn cpu_table(
+    cores: usize,
+    total: f64,
+    shares: &[CpuShare],
+    per_second: f64,
+    unit: &str,
+) -> String {
+    let per_unit = |percent: f64| {
+        cpu_ms_per(percent, per_second).map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"))
+    };
     let mut out = format!(
         "CPU of every process named loket*, nats-server or postgres on this machine \
-         (percent of one core; {cores} cores = {}%), total {total:.1}%\n",
+         (percent of one core; {cores} cores = {}%), total {total:.1}% = {} ms of CPU per {unit}\n",
         cores * 100,
+        per_unit(total),
     );
-    let mut table = Table::new(&["PROCESS", "COUNT", "CPU %"]);
+    let per_unit_column = format!("MS/{}", unit.to_uppercase());
+    let mut table = Table::new(&["PROCESS", "COUNT", "CPU %", &per_unit_column]);
     for share in shares {
         table.row(vec![
             share.process.clone(),
             share.processes.to_string(),
             format!("{:.1}", share.percent_of_core),
+            per_unit(share.percent_of_core),
         ]);
     }
     out.push_str(&table.finish());
@@ -676,6 +705,7 @@ mod tests {
                 percent_of_core: 55.5,
             }],
             cpu_total_percent_of_core: 55.5,
+            cpu_ms_per_purchase: cpu_ms_per(55.5, 1999.7),
             cores: 2,
             stopped_early: false,
         };
@@ -686,9 +716,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("errors by code: UNAVAILABLE 10"), "{text}");
-        assert!(text.contains("postgres  9      55.5"), "{text}");
+        assert!(text.contains("postgres  9      55.5   0.278"), "{text}");
+        assert!(
+            text.contains("total 55.5% = 0.278 ms of CPU per purchase"),
+            "{text}"
+        );
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["latency_us"]["p99"].as_u64(), Some(40_000));
         assert_eq!(json["errors"]["UNAVAILABLE"].as_u64(), Some(10));
+        assert_eq!(json["cpu_ms_per_purchase"].as_f64(), Some(0.278));
     }
 }

@@ -32,6 +32,7 @@ async fn the_bare_pipeline_updates_every_row_it_inserts_and_cleans_up() -> anyho
     assert!(report.every_row_updated, "{report:?}");
     assert!(report.latency_us.p50.is_some());
     assert!(report.completed_per_second > 0.0);
+    assert!(report.cpu_ms_per_item.is_some(), "{report:?}");
 
     // Its schema and stream are gone; loket's own tables are untouched.
     let pool = loket_runtime::db::connect(&url, 1).await?;
