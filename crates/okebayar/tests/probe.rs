@@ -5,46 +5,18 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{settings, stop, PIN, USERID};
 use loket_okebayar::run;
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::common::Outage;
 use loket_simulators::okebayar::{OkeBayarSim, OkeBayarSimSettings};
+use loket_test_support::admin::until_metric_is;
 use loket_test_support::nats::NatsServer;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-/// The gauge's value in the admin port's `/metrics`, if it is there yet.
-async fn reachable(admin: std::net::SocketAddr) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page).await.ok()?;
-    page.lines()
-        .find(|line| line.starts_with("loket_connector_provider_reachable{provider=\"okebayar\"}"))
-        .and_then(|line| line.split_whitespace().last())
-        .map(str::to_string)
-}
-
-async fn until_reachable_is(admin: std::net::SocketAddr, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = reachable(admin).await;
-        if seen.as_deref() == Some(expected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reachable gauge still {seen:?}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+const REACHABLE: &str = "loket_connector_provider_reachable{provider=\"okebayar\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_echo_probe_reports_the_provider_down_in_an_outage_and_up_after() {
@@ -69,7 +41,7 @@ async fn the_echo_probe_reports_the_provider_down_in_an_outage_and_up_after() {
     let shutdown = Shutdown::new();
     let service = tokio::spawn(run(settings, admin, shutdown.clone()));
 
-    until_reachable_is(admin_addr, "1").await;
+    until_metric_is(admin_addr, REACHABLE, "1").await;
     sim.outage()
         .start(Outage {
             status: 503,
@@ -77,9 +49,9 @@ async fn the_echo_probe_reports_the_provider_down_in_an_outage_and_up_after() {
             after_commit: false,
         })
         .unwrap();
-    until_reachable_is(admin_addr, "0").await;
+    until_metric_is(admin_addr, REACHABLE, "0").await;
     sim.outage().end();
-    until_reachable_is(admin_addr, "1").await;
+    until_metric_is(admin_addr, REACHABLE, "1").await;
 
     stop(&shutdown, service, Duration::from_secs(20)).await;
     sim_shutdown.trigger();

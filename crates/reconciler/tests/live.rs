@@ -703,7 +703,7 @@ async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
         1,
         "the second copy was a duplicate"
     );
-    let ready = reqwest_like_get(admin_addr, "/readyz").await?;
+    let ready = loket_test_support::admin::get(admin_addr, "/readyz").await?;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     // Idle now (its batch slots free, one waiting for the next event):
     // nothing is in flight, so it stops without waiting out the grace.
@@ -712,18 +712,4 @@ async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
         .await
         .context("an idle reconciler did not stop within 15 s")???;
     Ok(())
-}
-
-/// A minimal HTTP GET (no client dependency needed).
-async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await?;
-    Ok(String::from_utf8_lossy(&out).to_string())
 }

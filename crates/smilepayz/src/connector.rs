@@ -498,6 +498,12 @@ impl Connector for SmilepayzConnector {
     async fn balance(&self) -> Result<Money, ConnectorError> {
         self.read_balance().await
     }
+
+    /// Smilepayz has no echo; the balance inquiry moves no money and proves
+    /// the endpoint, the signature and the credentials at once.
+    async fn probe(&self) -> Option<Result<(), ConnectorError>> {
+        Some(self.read_balance().await.map(|_| ()))
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! Nothing here is mocked: tests talk gRPC to the real ingress, the bus is a
 //! real nats-server, the database a real PostgreSQL, providers real HTTP.
 
+pub mod admin;
 #[cfg(feature = "app")]
 pub mod app;
 #[cfg(feature = "app")]

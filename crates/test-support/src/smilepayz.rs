@@ -30,6 +30,10 @@ pub struct SmilepayzFixture {
     pub failpoint: Option<Failpoint>,
     /// The connector's not-found grace (short in tests).
     pub not_found_grace_ms: u64,
+    /// Applied to the next connector start (`worker.probe_interval_ms`).
+    pub probe_interval_ms: u64,
+    /// The running connector's admin port.
+    pub connector_admin: Option<std::net::SocketAddr>,
     nats_url: String,
     database_url: String,
     callback_url: String,
@@ -68,6 +72,8 @@ impl SmilepayzFixture {
             platform_private_key_pem: platform_private,
             failpoint: None,
             not_found_grace_ms: 2_000,
+            probe_interval_ms: WorkerSettings::default().probe_interval_ms,
+            connector_admin: None,
             nats_url: String::new(),
             database_url: String::new(),
             callback_url: String::new(),
@@ -99,7 +105,7 @@ impl SmilepayzFixture {
                 concurrency: 16,
                 ack_wait_ms: PROVIDER_TIMEOUT_MS * 2 + 1_000,
                 failpoint: self.failpoint,
-                ..WorkerSettings::default()
+                probe_interval_ms: self.probe_interval_ms,
             },
             smilepayz: SmilepayzSettings {
                 base_url: self.sim_url.clone(),
@@ -141,6 +147,7 @@ impl SmilepayzFixture {
         let settings = self.connector_settings();
         settings.validate()?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.connector_admin = Some(admin.local_addr()?);
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         self.connector = Some(Service::spawn(
