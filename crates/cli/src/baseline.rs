@@ -30,9 +30,7 @@ use sqlx::{PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::bench::{
-    cpu_ms_per, cpu_shares, cpu_table, round1, ticks_per_second, CpuSample, CpuShare,
-};
+use crate::bench::{round1, CpuSample, CpuUse};
 use crate::bench::{Histogram, LatencyMicros};
 use crate::cli::BaselineArgs;
 use crate::output::Render;
@@ -58,11 +56,10 @@ pub struct BaselineReport {
     pub latency_us: LatencyMicros,
     /// Every row inserted (warm-up included) was found updated at the end.
     pub every_row_updated: bool,
-    pub cpu: Vec<CpuShare>,
-    pub cpu_total_percent_of_core: f64,
+    #[serde(flatten)]
+    pub cpu_use: CpuUse,
     /// CPU time of all those processes per completed item, in milliseconds.
     pub cpu_ms_per_item: Option<f64>,
-    pub cores: usize,
     pub stopped_early: bool,
 }
 
@@ -245,7 +242,7 @@ async fn measure(
     .await
     .map_err(|error| failed("checking the rows", error))?;
 
-    let cpu = cpu_shares(&cpu_before, &cpu_after, cpu_elapsed, ticks_per_second());
+    let cpu_use = CpuUse::between(&cpu_before, &cpu_after, cpu_elapsed);
     let completed = stats.latencies.len() as u64;
     let rate = if elapsed.is_zero() {
         0.0
@@ -262,10 +259,8 @@ async fn measure(
         errors: stats.errors,
         latency_us: LatencyMicros::of(latencies),
         every_row_updated: not_updated == 0,
-        cpu_total_percent_of_core: round1(cpu.iter().map(|c| c.percent_of_core).sum()),
-        cpu_ms_per_item: cpu_ms_per(cpu.iter().map(|c| c.percent_of_core).sum(), rate),
-        cpu,
-        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        cpu_ms_per_item: cpu_use.ms_per(rate),
+        cpu_use,
         stopped_early: stop.load(Ordering::Relaxed),
     })
 }
@@ -404,13 +399,7 @@ impl Render for BaselineReport {
         ));
         out.push_str(&self.latency_us.line());
         out.push('\n');
-        out.push_str(&cpu_table(
-            self.cores,
-            self.cpu_total_percent_of_core,
-            &self.cpu,
-            self.completed_per_second,
-            "item",
-        ));
+        out.push_str(&self.cpu_use.table(self.completed_per_second, "item"));
         out
     }
 }

@@ -288,14 +288,12 @@ pub struct BenchReport {
     pub errors: BTreeMap<String, u64>,
     /// Latency of every call that returned a transaction, in microseconds.
     pub latency_us: LatencyMicros,
-    pub cpu: Vec<CpuShare>,
-    /// Sum of the shares above, percent of one core.
-    pub cpu_total_percent_of_core: f64,
+    #[serde(flatten)]
+    pub cpu_use: CpuUse,
     /// CPU time of all those processes per completed purchase, in
     /// milliseconds: the cost figure that compares across machines and
     /// loads (none when nothing completed).
     pub cpu_ms_per_purchase: Option<f64>,
-    pub cores: usize,
     pub stopped_early: bool,
 }
 
@@ -377,7 +375,7 @@ pub async fn run(
     let cpu_elapsed = cpu_from.elapsed();
     let elapsed = Instant::now().saturating_duration_since(measure_from);
 
-    let cpu = cpu_shares(&cpu_before, &cpu_after, cpu_elapsed, ticks_per_second());
+    let cpu_use = CpuUse::between(&cpu_before, &cpu_after, cpu_elapsed);
     let completed = stats.success + stats.non_success_final;
     let errors_total: u64 = stats.errors.values().sum();
     let per_second = |count: u64| {
@@ -408,13 +406,8 @@ pub async fn run(
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         latency_us: LatencyMicros::of(latencies),
-        cpu_total_percent_of_core: round1(cpu.iter().map(|c| c.percent_of_core).sum()),
-        cpu_ms_per_purchase: cpu_ms_per(
-            cpu.iter().map(|c| c.percent_of_core).sum(),
-            per_second(completed),
-        ),
-        cpu,
-        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        cpu_ms_per_purchase: cpu_use.ms_per(per_second(completed)),
+        cpu_use,
         stopped_early: stop.load(Ordering::Relaxed),
     })
 }
@@ -518,53 +511,71 @@ impl Render for BenchReport {
                 .collect();
             out.push_str(&format!("errors by code: {}\n", list.join(", ")));
         }
-        out.push_str(&cpu_table(
+        out.push_str(&self.cpu_use.table(self.completed_per_second, "purchase"));
+        out
+    }
+}
+
+/// What the watched processes used over a measured time; `loketctl bench`
+/// and `loketctl baseline` report it alike.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuUse {
+    pub cpu: Vec<CpuShare>,
+    /// Sum of the shares above, percent of one core.
+    pub cpu_total_percent_of_core: f64,
+    pub cores: usize,
+}
+
+impl CpuUse {
+    /// The use between two samples `elapsed` apart, on this machine.
+    pub fn between(before: &CpuSample, after: &CpuSample, elapsed: Duration) -> CpuUse {
+        let cpu = cpu_shares(before, after, elapsed, ticks_per_second());
+        CpuUse {
+            cpu_total_percent_of_core: round1(cpu.iter().map(|c| c.percent_of_core).sum()),
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    /// Milliseconds of CPU, all processes together, per unit of work done
+    /// at `per_second`; none when nothing was done.
+    pub fn ms_per(&self, per_second: f64) -> Option<f64> {
+        cpu_ms_per(self.cpu.iter().map(|c| c.percent_of_core).sum(), per_second)
+    }
+
+    /// The share of every process and its cost per `unit` of work done at
+    /// `per_second`, as a titled table.
+    pub fn table(&self, per_second: f64, unit: &str) -> String {
+        let per_unit = |percent: f64| {
+            cpu_ms_per(percent, per_second).map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"))
+        };
+        let mut out = format!(
+            "CPU of every process named loket*, nats-server or postgres on this machine \
+             (percent of one core; {} cores = {}%), total {:.1}% = {} ms of CPU per {unit}\n",
             self.cores,
+            self.cores * 100,
             self.cpu_total_percent_of_core,
-            &self.cpu,
-            self.completed_per_second,
-            "purchase",
-        ));
+            per_unit(self.cpu_total_percent_of_core),
+        );
+        let per_unit_column = format!("MS/{}", unit.to_uppercase());
+        let mut table = Table::new(&["PROCESS", "COUNT", "CPU %", &per_unit_column]);
+        for share in &self.cpu {
+            table.row(vec![
+                share.process.clone(),
+                share.processes.to_string(),
+                format!("{:.1}", share.percent_of_core),
+                per_unit(share.percent_of_core),
+            ]);
+        }
+        out.push_str(&table.finish());
         out
     }
 }
 
 /// Milliseconds of CPU per unit of work: `percent_of_core` (100 = one core
 /// busy) spread over `per_second` units; none when nothing was done.
-pub(crate) fn cpu_ms_per(percent_of_core: f64, per_second: f64) -> Option<f64> {
+fn cpu_ms_per(percent_of_core: f64, per_second: f64) -> Option<f64> {
     (per_second > 0.0).then(|| (percent_of_core * 10.0 / per_second * 1000.0).round() / 1000.0)
-}
-
-/// The CPU share of every watched process, and its cost per `unit` of work
-/// done at `per_second`, as a titled table.
-pub(crate) fn cpu_table(
-    cores: usize,
-    total: f64,
-    shares: &[CpuShare],
-    per_second: f64,
-    unit: &str,
-) -> String {
-    let per_unit = |percent: f64| {
-        cpu_ms_per(percent, per_second).map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"))
-    };
-    let mut out = format!(
-        "CPU of every process named loket*, nats-server or postgres on this machine \
-         (percent of one core; {cores} cores = {}%), total {total:.1}% = {} ms of CPU per {unit}\n",
-        cores * 100,
-        per_unit(total),
-    );
-    let per_unit_column = format!("MS/{}", unit.to_uppercase());
-    let mut table = Table::new(&["PROCESS", "COUNT", "CPU %", &per_unit_column]);
-    for share in shares {
-        table.row(vec![
-            share.process.clone(),
-            share.processes.to_string(),
-            format!("{:.1}", share.percent_of_core),
-            per_unit(share.percent_of_core),
-        ]);
-    }
-    out.push_str(&table.finish());
-    out
 }
 
 #[cfg(test)]
@@ -699,14 +710,16 @@ mod tests {
                 max: Some(90_000),
                 mean: Some(14_000),
             },
-            cpu: vec![CpuShare {
-                process: "postgres".into(),
-                processes: 9,
-                percent_of_core: 55.5,
-            }],
-            cpu_total_percent_of_core: 55.5,
+            cpu_use: CpuUse {
+                cpu: vec![CpuShare {
+                    process: "postgres".into(),
+                    processes: 9,
+                    percent_of_core: 55.5,
+                }],
+                cpu_total_percent_of_core: 55.5,
+                cores: 2,
+            },
             cpu_ms_per_purchase: cpu_ms_per(55.5, 1999.7),
-            cores: 2,
             stopped_early: false,
         };
         let text = report.text();
