@@ -40,6 +40,12 @@ READY_TIMEOUT=${RUN_READY_TIMEOUT:-90}  # seconds, for all services together
 SERVICE_THREADS=${RUN_SERVICE_THREADS:-1} # TOKIO_WORKER_THREADS of every service
 NATS_THREADS=${RUN_NATS_THREADS:-1}       # GOMAXPROCS of nats-server
 STOP_TIMEOUT=${RUN_STOP_TIMEOUT:-20}    # seconds a service may take to drain
+# PostgreSQL's synchronous_commit: on (its default, and production's) unless
+# told otherwise. `off` acknowledges commits before the WAL flush, so a crash
+# of PostgreSQL or of the machine may lose the commits of the last fraction of
+# a second: a send journal entry, a result, a transaction the provider carried
+# out. Kept as a switch only to compare benchmark figures (README, Benchmark).
+PG_SYNCHRONOUS_COMMIT=${RUN_PG_SYNCHRONOUS_COMMIT:-on}
 DB_NAME=loket
 OKEBAYAR_USERID=loketdemo
 # Demo identities shared by a simulator and its connector (not secrets).
@@ -87,6 +93,10 @@ SLEEP_PID=""
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 fail() { printf '\033[31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
+case "$PG_SYNCHRONOUS_COMMIT" in
+  on | off) ;;
+  *) fail "RUN_PG_SYNCHRONOUS_COMMIT must be on or off, not '$PG_SYNCHRONOUS_COMMIT'" ;;
+esac
 
 # PostgreSQL refuses to run as root: as root, its commands run as the
 # 'postgres' user (ensure-deps.sh makes sure it exists).
@@ -213,13 +223,8 @@ start_postgres() {
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     # setsid: a Ctrl-C in the terminal reaches only this script, which then
     # stops everything in order (services drain before their database goes).
-    # synchronous_commit=off: commits are acknowledged before the WAL flush,
-    # so a crash of PostgreSQL or of the machine may lose the commits of the
-    # last fraction of a second (it never corrupts). A demo/bench setting,
-    # never a production one: there a lost commit can be a transaction the
-    # provider carried out and loket no longer knows (deploy/README.md).
     setsid --wait "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$LOG_DIR/postgres.log" -w -t 60 \
-      -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=off" \
+      -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=$PG_SYNCHRONOUS_COMMIT" \
       start >/dev/null || fail "PostgreSQL did not start; see $LOG_DIR/postgres.log"
   fi
   PG_STARTED=1

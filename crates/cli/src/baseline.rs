@@ -8,9 +8,12 @@
 //! batching, as a straightforward service would write it (each loop and each
 //! updater keeps one database connection; statements are prepared once).
 //! The issue that set loket's target measured about 3,400 items/s for its
-//! bare pipeline on a 2-core machine; this one does 6,800–8,500/s on the
-//! 2-core VM loket is developed on. On a shared virtual machine both figures
-//! move with the neighbours, which is why the bench is best read next to it.
+//! bare pipeline on a 2-core machine; this one does 6,100–7,800/s on the
+//! 2-core VM loket is developed on with PostgreSQL's durable commits (the
+//! default, and `make run`'s), and 10,000–12,500/s with `synchronous_commit`
+//! off: each item commits twice and waits for the WAL flush both times. On a
+//! shared virtual machine every figure moves with the neighbours, which is why
+//! the bench is best read next to it.
 //!
 //! It works in its own schema (`loket_baseline`) and stream
 //! (`LOKET_BASELINE`), both removed afterwards; it never touches loket's
