@@ -11,9 +11,15 @@
 //!
 //! Records of concurrent commands share one statement
 //! ([`loket_runtime::db::spawn_batch_writer`]).
+//!
+//! A record's time is the last send it allowed: sending again after a
+//! provider's "no record" goes through [`SendJournal::renew_if_older`], which
+//! moves it forward, and allows that send only when the last one is older
+//! than the provider's resend grace.
 
 use loket_runtime::db::{self, HeldConnection};
 use sqlx::PgPool;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -45,6 +51,7 @@ pub enum JournalError {
 #[derive(Clone)]
 pub struct SendJournal {
     queue: mpsc::Sender<Job>,
+    pool: PgPool,
 }
 
 struct Job {
@@ -54,10 +61,13 @@ struct Job {
 }
 
 impl SendJournal {
-    /// Starts the writer tasks; they end once every handle is dropped.
+    /// Starts the writer tasks; they end once every handle is dropped. Each
+    /// of the two keeps a connection of `pool`, so give it one more for
+    /// [`Self::renew_if_older`].
     pub fn start(pool: PgPool) -> Self {
         SendJournal {
-            queue: db::spawn_batch_writer(pool, SLOTS, BATCH_MAX, record_batch),
+            queue: db::spawn_batch_writer(pool.clone(), SLOTS, BATCH_MAX, record_batch),
+            pool,
         }
     }
 
@@ -78,6 +88,33 @@ impl SendJournal {
             .await
             .map_err(|_| JournalError::Stopped)?
             .map_err(JournalError::Database)
+    }
+
+    /// For a send again after the provider said it has no record of a
+    /// transaction [`Recorded::Before`]: when the journal's last send for it
+    /// is older than `grace`, moves that time to now, durably, and returns
+    /// true (send). Otherwise returns false (do not send: a request made
+    /// less than `grace` ago may not show at the provider yet). One
+    /// statement, so of two workers racing only one may send.
+    pub async fn renew_if_older(
+        &self,
+        transaction_id: &str,
+        grace: Duration,
+    ) -> Result<bool, JournalError> {
+        let transaction_id = Uuid::parse_str(transaction_id)
+            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
+        let grace_us = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
+        let renewed = sqlx::query_scalar::<_, Uuid>(
+            "UPDATE send_intents SET recorded_at = now() \
+             WHERE transaction_id = $1 AND recorded_at <= now() - $2::int8 * interval '1 microsecond' \
+             RETURNING transaction_id",
+        )
+        .bind(transaction_id)
+        .bind(grace_us)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| JournalError::Database(error.to_string()))?;
+        Ok(renewed.is_some())
     }
 }
 

@@ -60,6 +60,14 @@ pub trait Connector: Send + Sync + 'static {
     /// `not_found = true` and outcome `Unknown`.
     fn check_status(&self, command: &Command) -> impl Future<Output = Report> + Send;
 
+    /// How long after a request the provider may still answer a status check
+    /// with "no record" while the request is on its way in (Smilepayz:
+    /// inquiry right after create). Within it after the last recorded send,
+    /// the worker does not take "no record" as leave to send again.
+    fn resend_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// The deposit balance at the provider.
     fn balance(&self) -> impl Future<Output = Result<Money, ConnectorError>> + Send;
 

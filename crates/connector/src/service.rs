@@ -46,7 +46,8 @@ pub enum ServiceError {
     Worker(#[from] WorkerError),
 }
 
-/// Connections for the send journal: its two batch slots and one spare.
+/// Connections for the send journal: its two batch slots and one for the
+/// rare renewal before a send again ([`SendJournal::renew_if_older`]).
 const JOURNAL_CONNECTIONS: u32 = 3;
 
 /// The checks every connector shares. `timeout_key` names the provider's

@@ -384,6 +384,29 @@ async fn decide_and_call<C: Connector>(
             );
             return Some(check);
         }
+        if recorded == Recorded::Before {
+            let grace = connector.resend_grace();
+            match journal.renew_if_older(&command.transaction_id, grace).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        grace_ms = grace.as_millis() as u64,
+                        "provider has no record of our reference yet, but we sent it less than the resend grace ago: not sending again"
+                    );
+                    let mut check = check;
+                    check.not_found = false;
+                    check.detail = format!(
+                        "no record at the provider yet, within {} ms of our last send: not sent again; a status check will tell",
+                        grace.as_millis()
+                    );
+                    return Some(check);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "resend not recorded, so not sent; command left for redelivery");
+                    return None;
+                }
+            }
+        }
         tracing::info!("provider has no record of our reference; sending the original request");
         exchanges = check.exchanges;
     }
@@ -488,5 +511,118 @@ async fn probe_provider<C: Connector>(connector: Arc<C>, every: Duration, shutdo
             _ => {}
         }
         reachable = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loket_protocol::pb::bus;
+    use loket_runtime::{db, Secret};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A provider whose status check never finds our reference; it counts
+    /// the money-moving requests it is sent.
+    struct NeverFound {
+        grace: Duration,
+        sent: AtomicUsize,
+    }
+
+    impl Connector for NeverFound {
+        fn provider(&self) -> loket_protocol::Provider {
+            loket_protocol::Provider::Smilepayz
+        }
+        async fn execute(&self, _command: &Command) -> Report {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            Report::new(Outcome::Pending)
+        }
+        async fn check_status(&self, _command: &Command) -> Report {
+            let mut report = Report::unknown("");
+            report.not_found = true;
+            report
+        }
+        fn resend_grace(&self) -> Duration {
+            self.grace
+        }
+        async fn balance(&self) -> Result<loket_protocol::Money, crate::ConnectorError> {
+            Err(crate::ConnectorError::Unavailable(
+                "not in this test".into(),
+            ))
+        }
+    }
+
+    fn pay_out(transaction_id: &str) -> Command {
+        Command::try_from(bus::Command {
+            transaction_id: transaction_id.into(),
+            provider: "smilepayz".into(),
+            operation: bus::Operation::PayOut as i32,
+            provider_reference: "R1".into(),
+            first_dispatch: true,
+            ..Default::default()
+        })
+        .expect("a valid command")
+    }
+
+    async fn journal() -> SendJournal {
+        let url = loket_test_support::postgres::fresh_database()
+            .await
+            .expect("database");
+        // Two batch slots and one connection for renewals, as in the service.
+        SendJournal::start(db::connect(&Secret::new(url), 3).await.expect("pool"))
+    }
+
+    /// A redelivered command (delivery 2) whose transaction the journal
+    /// recorded as sent: what the worker decides, and how many requests the
+    /// provider has now had.
+    async fn redelivered(
+        connector: &NeverFound,
+        journal: &SendJournal,
+        command: &Command,
+    ) -> (Report, usize) {
+        let report = decide_and_call(
+            connector,
+            journal,
+            &WorkerSettings::default(),
+            command,
+            2,
+            Instant::now(),
+        )
+        .await
+        .expect("decided");
+        (report, connector.sent.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn no_record_at_the_provider_within_the_grace_of_our_last_send_sends_nothing() {
+        let journal = journal().await;
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        // The first delivery recorded and sent it; then the worker died.
+        assert_eq!(
+            journal.record(&command.transaction_id).await.unwrap(),
+            Recorded::First
+        );
+        let patient = NeverFound {
+            grace: Duration::from_secs(60),
+            sent: AtomicUsize::new(0),
+        };
+        let (report, sent) = redelivered(&patient, &journal, &command).await;
+        assert_eq!(sent, 0, "sent again within the grace");
+        assert_eq!(report.outcome, Outcome::Unknown);
+        assert!(
+            !report.not_found,
+            "within the grace, no record proves nothing"
+        );
+        assert!(report.detail.contains("60000 ms"), "{}", report.detail);
+
+        // Past the grace (none here) "no record" allows one more send, and
+        // that send renews the journal: within the grace of it, no third.
+        let eager = NeverFound {
+            grace: Duration::ZERO,
+            sent: AtomicUsize::new(0),
+        };
+        let (report, sent) = redelivered(&eager, &journal, &command).await;
+        assert_eq!((sent, report.outcome), (1, Outcome::Pending));
+        let (_, sent) = redelivered(&patient, &journal, &command).await;
+        assert_eq!(sent, 0, "the resend renewed the journal's last send");
     }
 }

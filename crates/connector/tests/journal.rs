@@ -2,6 +2,7 @@
 
 use loket_connector::journal::{JournalError, Recorded, SendJournal};
 use loket_runtime::{db, Secret};
+use std::time::Duration;
 
 async fn journal() -> SendJournal {
     let url = loket_test_support::postgres::fresh_database()
@@ -46,4 +47,27 @@ async fn a_transaction_id_that_is_not_a_uuid_is_refused_naming_it() {
         "{error}"
     );
     assert!(error.to_string().contains("not-a-uuid"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_again_is_allowed_once_per_grace_and_never_for_an_unrecorded_transaction() {
+    let journal = journal().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let minute = Duration::from_secs(60);
+    // Never recorded: nothing to renew, so no send on this path.
+    assert!(!journal.renew_if_older(&id, Duration::ZERO).await.unwrap());
+    journal.record(&id).await.unwrap();
+    assert!(
+        !journal.renew_if_older(&id, minute).await.unwrap(),
+        "recorded just now: within a minute's grace"
+    );
+    // Workers racing past the grace: exactly one may send.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grace = Duration::from_secs(1);
+    let racing =
+        futures::future::join_all((0..8).map(|_| journal.renew_if_older(&id, grace))).await;
+    let allowed = racing.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert_eq!(allowed, 1, "{racing:?}");
+    // The winner's renewal starts a new grace.
+    assert!(!journal.renew_if_older(&id, minute).await.unwrap());
 }

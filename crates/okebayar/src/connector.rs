@@ -808,7 +808,7 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
 /// answer time + 30 minutes (ASSUMED).
 fn expiry(fields: &Fields, answered_at: DateTime<Utc>, detail: &mut String) -> DateTime<Utc> {
     match fields.non_empty("inquiryexpired") {
-        Some(text) => match wire::parse_time(text) {
+        Some(text) => match wire::parse_expiry(text, answered_at) {
             Some(at) => at,
             None => {
                 push_detail(

@@ -321,8 +321,9 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 }
 
 /// Parses the three time formats the spec shows (§9): `YYMMDDHHmmssSSS`
-/// (15 digits), `yyMMddhhmmss` (12 digits) and `2020-03-25 20:09:12.374`,
-/// all in WIB.
+/// (15 digits), `yyMMddhhmmss` (12 digits, read here with a 24-hour clock;
+/// for `Inquiryexpired`, whose `hh` is 12-hour, see [`parse_expiry`]) and
+/// `2020-03-25 20:09:12.374`, all in WIB.
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     let naive = if text.len() == 15 && text.bytes().all(|b| b.is_ascii_digit()) {
@@ -344,10 +345,68 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Parses `Inquiryexpired` (spec §9), answered at `answered_at`. Its
+/// 12-digit form is `yyMMddhhmmss` with Java's 12-hour `hh` (01–12) and no
+/// AM/PM, so `08` may be 08 or 20 o'clock: of the two, the earliest not
+/// before the answer is taken (an inquiry cannot expire before it was
+/// answered), else the later one. An hour of 00 or 13–23 can only be
+/// 24-hour and is read as such. The other formats go to [`parse_time`].
+pub fn parse_expiry(text: &str, answered_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if text.len() != 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_time(text);
+    }
+    let as_read = parse_time(text)?;
+    let hour: u32 = text[6..8].parse().ok()?;
+    if !(1..=12).contains(&hour) {
+        return Some(as_read);
+    }
+    // as_read took `hh` as 24-hour: 01–11 in the morning, 12 at noon.
+    let shift = chrono::Duration::hours(12);
+    let (morning, evening) = if hour == 12 {
+        (as_read - shift, as_read)
+    } else {
+        (as_read, as_read + shift)
+    };
+    Some(if morning >= answered_at {
+        morning
+    } else {
+        evening
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_twelve_digit_expiry_is_read_with_a_12_hour_clock_after_the_answer() {
+        // WIB is UTC+7.
+        let wib = |d, h, m| {
+            Utc.with_ymd_and_hms(2020, 3, d, h, m, 12).unwrap() - chrono::Duration::hours(7)
+        };
+        let answered = wib(25, 19, 39);
+        // 08 after a 19:39 answer is 20:09 the same day.
+        assert_eq!(parse_expiry("200325080912", answered), Some(wib(25, 20, 9)));
+        // Next day: both readings are after the answer, the earlier is taken.
+        assert_eq!(parse_expiry("200326080912", answered), Some(wib(26, 8, 9)));
+        // 12 is 00 or 12 o'clock.
+        assert_eq!(parse_expiry("200326120912", answered), Some(wib(26, 0, 9)));
+        assert_eq!(
+            parse_expiry("200325120912", wib(25, 11, 0)),
+            Some(wib(25, 12, 9))
+        );
+        // Both before the answer: the later (already expired).
+        assert_eq!(parse_expiry("200325050912", answered), Some(wib(25, 17, 9)));
+        // 20 can only be 24-hour; the other formats are not ambiguous.
+        assert_eq!(parse_expiry("200325200912", answered), Some(wib(25, 20, 9)));
+        assert_eq!(
+            parse_expiry("2020-03-25 08:09:12", answered),
+            Some(wib(25, 8, 9))
+        );
+        assert_eq!(parse_expiry("tomorrow", answered), None);
+    }
 
     #[test]
     fn xml_round_trip_keeps_order_and_escapes() {

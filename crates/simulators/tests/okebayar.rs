@@ -756,7 +756,16 @@ async fn expiry_formats_and_amount_quirks() {
     let twelve = h
         .send(&bill_inquiry("exp-1", &format!("{PREFIX}931")))
         .await;
-    assert_eq!(twelve.get("inquiryexpired").unwrap().len(), 12);
+    let expiry = twelve.get("inquiryexpired").unwrap();
+    assert_eq!(expiry.len(), 12);
+    let hour: u32 = expiry[6..8].parse().unwrap();
+    assert!((1..=12).contains(&hour), "Java's hh: {expiry}");
+    let answered = loket_okebayar::wire::parse_time(twelve.get("responsetime").unwrap()).unwrap();
+    let expires = loket_okebayar::wire::parse_expiry(expiry, answered).unwrap();
+    assert!(
+        expires > answered && expires - answered <= chrono::Duration::hours(12),
+        "{expiry} read after the answer {answered}: {expires}"
+    );
     let dashed = h
         .send(&bill_inquiry("exp-2", &format!("{PREFIX}932")))
         .await;

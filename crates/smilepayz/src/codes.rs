@@ -15,7 +15,7 @@
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{Outcome, Provider};
 
-use crate::wire::{OrderStatus, Reply};
+use crate::wire::Reply;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
@@ -62,14 +62,10 @@ pub fn classify_create(reply: &Reply, op: CodeOperation, http_status: u16) -> Cl
     };
     let mut c = explain(code, op, &message);
     if matches!(c.outcome, Outcome::Success | Outcome::Pending) {
-        // Accepted: pending until the callback / inquiry says final; a
-        // creation reply is never read as success.
-        c.outcome = match &reply.status {
-            Some(OrderStatus::Failed | OrderStatus::Expired) if reply.is_success() => {
-                Outcome::Failed
-            }
-            _ => Outcome::Pending,
-        };
+        // Accepted (spec §6: 20090/20091 00 is "order accepted"): pending
+        // until the callback / inquiry says final, whatever `status` the
+        // creation reply carries; it is never read as success or failure.
+        c.outcome = Outcome::Pending;
     }
     if http_status >= 500 && c.outcome == Outcome::Failed {
         // Money-safety rule 1: a 5xx is never a failure, whatever its body
@@ -157,6 +153,18 @@ mod tests {
             classify_create(&init, CodeOperation::PayIn, 200).outcome,
             Outcome::Pending
         );
+        // An accepted order is pending whatever status the creation reply
+        // claims: only the inquiry or a confirmed callback decides.
+        for status in ["SUCCESS", "FAILED", "EXPIRED"] {
+            let accepted = reply(&format!(
+                r#"{{"code":"00","responseCode":"2009100","message":"Successful","status":"{status}"}}"#
+            ));
+            assert_eq!(
+                classify_create(&accepted, CodeOperation::PayOut, 200).outcome,
+                Outcome::Pending,
+                "{status}"
+            );
+        }
         let insufficient =
             reply(r#"{"code":"10","responseCode":"4009103","message":"Insufficient Balance"}"#);
         let c = classify_create(&insufficient, CodeOperation::PayOut, 400);

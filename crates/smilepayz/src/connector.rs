@@ -15,7 +15,10 @@
 //!   inquiry right after creation may not see the order yet (spec §8.12).
 //!   The age comes from the transaction id (a UUIDv7); an id that is not a
 //!   v7 UUID counts as past the grace — resubmitting the same orderNo is safe
-//!   because Smilepayz rejects duplicates.
+//!   because Smilepayz rejects duplicates. The worker, too, sends again after
+//!   "not found" only once its last recorded send is older than that grace
+//!   ([`Connector::resend_grace`]): an inquiry can miss a request sent
+//!   moments before, whatever the transaction's age.
 //! - Stored exchanges carry the headers with `X-SIGNATURE` masked; the
 //!   merchant secret is never sent, and a [`Masker`] removes it (and the
 //!   signature) should either appear anywhere.
@@ -493,6 +496,12 @@ impl Connector for SmilepayzConnector {
             command.as_status_check()
         };
         self.run_command(&check).await
+    }
+
+    /// Inquiry right after create can answer "order not found" (spec §8):
+    /// the same grace as for reporting `not_found`.
+    fn resend_grace(&self) -> Duration {
+        Duration::from_millis(self.settings.not_found_grace_ms)
     }
 
     async fn balance(&self) -> Result<Money, ConnectorError> {

@@ -326,10 +326,10 @@ impl SnapQrConnector {
                 &[&signature],
             )
             .await;
-        let result = read_token(transport);
-        if let Ok(token) = &result {
-            exchange.response = Masker::new([token.value.clone()]).mask(&exchange.response);
+        if let Transport::Reply(reply) = &transport {
+            exchange.response = without_token(&exchange.response, &reply.body);
         }
+        let result = read_token(transport);
         metrics::counter!(crate::metrics::TOKEN_FETCHES, "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);
         recorded
             .lock()
@@ -501,6 +501,8 @@ impl SnapQrConnector {
                         if query.provider_trace.is_some() {
                             report.provider_trace = query.provider_trace;
                         }
+                    } else {
+                        doubt_success_without_reference(&mut report);
                     }
                     report
                 }
@@ -744,6 +746,34 @@ impl Connector for SnapQrConnector {
     }
 }
 
+/// Spec §3: a payment succeeded on 2006000 *with* `referenceNo`. Without
+/// it the code alone is no proof: unknown, and a query (61) will tell.
+fn doubt_success_without_reference(report: &mut Report) {
+    if report.outcome == Outcome::Success && report.provider_trace.is_none() {
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            "success code without referenceNo: not proof of payment; a query will tell",
+        );
+    }
+}
+
+/// `stored` (the token reply as stored) with any `accessToken` the reply
+/// `body` carries masked, as sent and as JSON may escape it (`\/`): a token
+/// is a secret whether or not the rest of its reply is usable.
+fn without_token(stored: &str, body: &[u8]) -> String {
+    match Body::parse(body)
+        .ok()
+        .and_then(|body| body.str("accessToken"))
+    {
+        Some(token) if !token.is_empty() => {
+            let escaped = token.replace('/', "\\/");
+            Masker::new([token, escaped]).mask(stored)
+        }
+        _ => stored.to_string(),
+    }
+}
+
 fn read_token(transport: Transport) -> Result<FetchedToken, TokenError> {
     let reply = match transport {
         Transport::Reply(reply) => reply,
@@ -816,8 +846,10 @@ fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report>
         code,
         explanation,
     };
-    if parsed.service != service.code() && parsed.service != Service::Token.code() {
-        // A code of another service is not an answer to this call.
+    let token_refused = parsed.service == Service::Token.code() && parsed.http == 401;
+    if parsed.service != service.code() && !token_refused {
+        // A code of another service is not an answer to this call; a token
+        // code answers one only to say the token was refused (401).
         return Err(not_an_answer(
             &answer,
             &format!(
@@ -994,6 +1026,27 @@ mod tests {
     use loket_connector::http::HttpReply;
 
     #[test]
+    fn a_token_is_masked_in_its_stored_reply_even_when_the_reply_is_unusable() {
+        // expiresIn is not an integer, so the reply is refused; the token
+        // has a '/', which PHP's json_encode writes as '\/'.
+        let body =
+            br#"{"responseCode":"2007300","accessToken":"ab\/cd-CANARY","expiresIn":"900.0"}"#;
+        let stored = String::from_utf8_lossy(body).into_owned();
+        assert!(read_token(Transport::Reply(HttpReply {
+            status: 200,
+            content_type: "application/json".into(),
+            body: bytes::Bytes::copy_from_slice(body),
+            elapsed: Duration::ZERO,
+        }))
+        .is_err());
+        let kept = without_token(&stored, body);
+        assert!(!kept.contains("CANARY"), "{kept}");
+        assert!(kept.contains("2007300"), "the rest stays: {kept}");
+        let plain = br#"{"accessToken":"xyz-CANARY"}"#;
+        assert!(!without_token(&String::from_utf8_lossy(plain), plain).contains("CANARY"));
+    }
+
+    #[test]
     fn external_ids_are_numeric_unique_and_short_enough() {
         let ids = ExternalIds::default();
         let a = ids.next();
@@ -1125,11 +1178,35 @@ mod tests {
             outcome(pay, 500, r#"{"responseCode":"2006000"}"#),
             Outcome::Unknown
         );
-        // A code of another service is not an answer to the payment.
+        // A code of another service is not an answer to the payment, nor is
+        // the token service's success; its 401 (token refused) is.
         assert_eq!(
             outcome(pay, 200, r#"{"responseCode":"2006200"}"#),
             Outcome::Unknown
         );
+        assert_eq!(
+            outcome(pay, 200, r#"{"responseCode":"2007300","referenceNo":"r"}"#),
+            Outcome::Unknown
+        );
+        assert!(answer(pay, 401, r#"{"responseCode":"4017301"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_payment_success_without_reference_no_is_unknown() {
+        let reported = |body: &str| {
+            let mut report = report_of(&answer(Service::Payment, 200, body).unwrap());
+            report.provider_trace = answer(Service::Payment, 200, body)
+                .unwrap()
+                .body
+                .str("referenceNo");
+            doubt_success_without_reference(&mut report);
+            report.outcome
+        };
+        assert_eq!(
+            reported(r#"{"responseCode":"2006000","referenceNo":"R1"}"#),
+            Outcome::Success
+        );
+        assert_eq!(reported(r#"{"responseCode":"2006000"}"#), Outcome::Unknown);
     }
 
     #[test]

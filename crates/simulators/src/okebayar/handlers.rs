@@ -463,7 +463,7 @@ fn format_expiry(at: DateTime<Utc>, style: ExpiryStyle) -> String {
     let local = at.with_timezone(&wib());
     match style {
         ExpiryStyle::Full => format_time(at),
-        ExpiryStyle::TwelveDigits => local.format("%y%m%d%H%M%S").to_string(),
+        ExpiryStyle::TwelveDigits => local.format("%y%m%d%I%M%S").to_string(),
         ExpiryStyle::Dashed => local.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
     }
 }

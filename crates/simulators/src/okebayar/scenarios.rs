@@ -45,7 +45,8 @@ pub enum Scenario {
     DecimalAmounts,
     /// Success with amounts as bare JSON numbers (`11000`) in JSON mode.
     NumericAmounts,
-    /// Bill inquiry whose `Inquiryexpired` is `yyMMddHHmmss` (12 digits).
+    /// Bill inquiry whose `Inquiryexpired` is `yyMMddhhmmss` (12 digits,
+    /// 12-hour `hh`).
     ExpiryTwelveDigits,
     /// Bill inquiry whose `Inquiryexpired` is `yyyy-MM-dd HH:mm:ss.SSS`.
     ExpiryDashed,
@@ -93,7 +94,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("909", "000 at once; after one step a 000 callback about a reference nobody sent"),
     ("921", "000; harga/balance/nominal/adminfee as 11000.00 (JSON numbers in JSON mode)"),
     ("922", "000; amounts as bare JSON numbers (11000) in JSON mode"),
-    ("931", "bill inquiry: Inquiryexpired as yyMMddHHmmss (12 digits)"),
+    ("931", "bill inquiry: Inquiryexpired as yyMMddhhmmss (12 digits, 12-hour hh)"),
     ("932", "bill inquiry: Inquiryexpired as yyyy-MM-dd HH:mm:ss.SSS"),
 ];
 
@@ -321,7 +322,8 @@ pub enum AmountStyle {
 pub enum ExpiryStyle {
     /// `YYMMDDHHmmssSSS`.
     Full,
-    /// `yyMMddHHmmss` (the doc's table says `hh`; ASSUMED 24-hour).
+    /// `yyMMddhhmmss`: Java's 12-hour `hh` (01–12) without AM/PM, as the
+    /// doc's table has it.
     TwelveDigits,
     /// `yyyy-MM-dd HH:mm:ss.SSS` (the doc's example).
     Dashed,
