@@ -39,6 +39,7 @@ impl CallbackParser for TestParser {
                 Outcome::Pending
             },
             verified: false,
+            provider_amount: None,
             raw_masked: text.replace("pin=1234", "pin=***"),
             dedupe_key: format!("{reference}:{code}"),
         })

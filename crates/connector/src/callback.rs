@@ -28,6 +28,8 @@ pub struct ParsedCallback {
     /// Whether the callback's authenticity was verified. OkeBayar callbacks
     /// are unsigned: always false, so they only trigger a status check.
     pub verified: bool,
+    /// The amount the callback reports, if it carries one.
+    pub provider_amount: Option<loket_protocol::Money>,
     /// The callback body, secrets masked, for the event log.
     pub raw_masked: String,
     /// A key that is equal for retries of the same callback (used as the

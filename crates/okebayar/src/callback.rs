@@ -97,6 +97,7 @@ impl OkeBayarCallbacks {
             serial_number: serial.to_string(),
             claimed_outcome: claimed.outcome,
             verified: false,
+            provider_amount: None,
             raw_masked,
             dedupe_key: dedupe_key(reference, status, tracecode, serial),
         })

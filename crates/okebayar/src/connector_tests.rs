@@ -221,7 +221,11 @@ fn operation_specific_fields() {
         (Some("R2 verbatim"), Some(""))
     );
     let json = String::from_utf8(pay.body(Format::Json)).unwrap();
-    assert!(json.contains("\"nominal\":\"11000.00\""), "{json}");
+    // Spec §4: Double in the payment request; the digits as received.
+    assert!(
+        json.contains("\"nominal\":11000.00,\"adminfee\":2500,"),
+        "{json}"
+    );
 
     let custom = OkeBayarConnector::new(OkeBayarSettings {
         payment_transaction_code: "OkeBayar-payment".into(),

@@ -148,11 +148,26 @@ pub fn encode<'a>(
         Format::Json => {
             let object: serde_json::Map<String, serde_json::Value> = fields
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                .map(|(k, v)| (k.to_string(), json_value(k, v)))
                 .collect();
-            serde_json::to_vec(&object).expect("a map of strings always serializes")
+            serde_json::to_vec(&object).expect("a map of strings and numbers always serializes")
         }
     }
+}
+
+/// Request fields the spec types as numbers (§4: the payment's `nominal` and
+/// `adminfee` are Double).
+const NUMBER_FIELDS: [&str; 2] = ["nominal", "adminfee"];
+
+/// A field's JSON value: a number for [`NUMBER_FIELDS`], written with the
+/// digits as received from the inquiry (exact, no float), else a string.
+fn json_value(name: &str, value: &str) -> serde_json::Value {
+    if NUMBER_FIELDS.contains(&name) {
+        if let Ok(number) = value.trim().parse::<serde_json::Number>() {
+            return serde_json::Value::Number(number);
+        }
+    }
+    serde_json::Value::String(value.to_string())
 }
 
 pub fn decode(format: Format, body: &[u8]) -> Result<Fields, WireError> {
@@ -418,6 +433,26 @@ mod tests {
             fields.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn json_payment_amounts_are_numbers_with_the_inquiry_s_digits() {
+        let body = encode(
+            Format::Json,
+            REQUEST_ROOT,
+            [
+                ("nominal", "11000.00"),
+                ("adminfee", "2500"),
+                ("ref2", "0012"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"nominal":11000.00,"adminfee":2500,"ref2":"0012"}"#
+        );
+        // Not a number: kept as text rather than lost.
+        let body = encode(Format::Json, REQUEST_ROOT, [("nominal", "n/a")]);
+        assert_eq!(String::from_utf8(body).unwrap(), r#"{"nominal":"n/a"}"#);
     }
 
     #[test]

@@ -151,6 +151,7 @@ impl Report {
             provider_trace: non_empty(&event.provider_trace),
             serial_number: non_empty(&event.serial_number),
             raw: non_empty(&event.raw),
+            provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
             ..Report::new(event.event_id.clone(), Source::Callback, outcome)
         })
     }

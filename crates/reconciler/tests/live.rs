@@ -713,3 +713,50 @@ async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
         .context("an idle reconciler did not stop within 15 s")???;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_verified_callback_reporting_another_amount_is_flagged() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let trace = TraceContext::new_root();
+    let subject = subjects::callback(loket_protocol::Provider::SnapQr);
+    let mut flagged = Vec::new();
+    for (n, reported) in [10_500, 9_000].into_iter().enumerate() {
+        let id = insert(&env, "pending", "qr_payment", "provider = 'snapqr'").await?;
+        let reference: String =
+            sqlx::query_scalar("SELECT provider_reference FROM transactions WHERE id = $1")
+                .bind(id)
+                .fetch_one(&env.pool)
+                .await?;
+        let notify = bus::CallbackEvent {
+            event_id: format!("cb:snapqr:{reference}:00:{n}"),
+            provider: "snapqr".into(),
+            provider_reference: reference,
+            provider_code: "00".into(),
+            verified: true,
+            claimed_outcome: pb::Outcome::Success as i32,
+            provider_amount: Some(pb::Money {
+                minor: reported,
+                currency: "IDR".into(),
+            }),
+            ..Default::default()
+        };
+        reconciler
+            .apply_event(&subject, &notify.encode_to_vec(), &trace)
+            .await?;
+        let (status, mismatch, amount): (String, bool, Option<i64>) = sqlx::query_as(
+            "SELECT status, amount_mismatch, provider_amount_minor FROM transactions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await?;
+        assert_eq!((status.as_str(), amount), ("success", Some(reported)));
+        flagged.push(mismatch);
+    }
+    assert_eq!(
+        flagged,
+        [false, true],
+        "10,500 asked: 10,500 reported is fine, 9,000 is flagged"
+    );
+    Ok(())
+}

@@ -159,6 +159,8 @@ impl SmilepayzCallbacks {
             claimed_outcome: claimed,
             // The body is not covered by the signature: confirm by inquiry.
             verified: false,
+            // Unverified: only the inquiry's amount counts.
+            provider_amount: None,
             raw_masked: self.masker.mask(&raw),
             dedupe_key: dedupe_key(&trade_no, &status),
         })

@@ -234,6 +234,9 @@ impl SnapQrCallbacks {
         if trace.len() > 64 || trace.chars().any(char::is_control) {
             return Err(malformed("originalReferenceNo is not acceptable"));
         }
+        let provider_amount = body
+            .money("amount")
+            .map_err(|e| CallbackError::Malformed(e.to_string()))?;
         let claimed_outcome = match catalogue::explain_qr_status(&status) {
             Ok(explanation) if status != "07" => explanation.outcome,
             _ => Outcome::Unknown,
@@ -247,6 +250,7 @@ impl SnapQrCallbacks {
             serial_number: String::new(),
             claimed_outcome,
             verified: true,
+            provider_amount,
             raw_masked: self.masker.mask(&String::from_utf8_lossy(raw)),
         })
     }
@@ -401,6 +405,11 @@ mod tests {
         );
         assert_eq!(parsed.provider_trace, "SIMREF1");
         assert_eq!(parsed.provider_code, "00");
+        assert_eq!(
+            parsed.provider_amount.map(|m| m.minor),
+            Some(10_000),
+            "the notified amount, for the reconciler to compare"
+        );
         let ack = parser.acknowledge(&request(&headers, BODY), &parsed);
         assert_eq!(ack.status, 200);
         assert!(ack.body.contains("2007900"));
@@ -420,6 +429,16 @@ mod tests {
             .unwrap();
         assert_eq!(failed.claimed_outcome, Outcome::Failed);
         assert_ne!(failed.dedupe_key, parsed.dedupe_key);
+        // An amount that is not one is a malformed notify, named.
+        let bad_amount = BODY.replace(r#""value":"10000.00""#, r#""value":"ten""#);
+        let headers4 = sign_notify_rsa(&keys.private, NOTIFY_PATH, bad_amount.as_bytes(), &stamp);
+        let error = parser
+            .parse_at(&request(&headers4, &bad_amount), now)
+            .unwrap_err();
+        assert!(
+            matches!(&error, CallbackError::Malformed(why) if why.contains("amount")),
+            "{error}"
+        );
     }
 
     #[test]
