@@ -189,8 +189,9 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
     if text.is_empty() {
         return Err(WireError::Empty);
     }
+    // Leaf text is kept exactly as sent: ref1..ref3 must go back verbatim
+    // (spec §4). Readers trim where they need to ([`Fields::non_empty`]).
     let mut reader = quick_xml::Reader::from_str(text);
-    reader.config_mut().trim_text(true);
     let mut fields = Fields::new();
     // Open elements: name and whether a child element was seen.
     let mut stack: Vec<(String, bool)> = Vec::new();
@@ -243,6 +244,9 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
             Event::Text(text) => {
                 let value = text.unescape().map_err(|e| WireError::Xml(e.to_string()))?;
                 if stack.is_empty() {
+                    if value.trim().is_empty() {
+                        continue;
+                    }
                     return Err(WireError::Xml("text outside the root element".into()));
                 }
                 current_text.push_str(&value);
@@ -258,7 +262,7 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                 // A leaf below the root becomes a field; containers (the
                 // root, `additionaldata`) contribute only their leaves.
                 if !stack.is_empty() && !had_child {
-                    push_field(&mut fields, &name, current_text.trim())?;
+                    push_field(&mut fields, &name, &current_text)?;
                 }
                 current_text.clear();
             }
@@ -436,6 +440,19 @@ mod tests {
     }
 
     #[test]
+    fn leaf_text_is_kept_verbatim_and_layout_between_tags_is_ignored() {
+        let xml = b"\n<transaction-status>\n  <ref2>  R2 </ref2>\n  <status>000</status>\n  <ref3></ref3>\n</transaction-status>\n";
+        let fields = decode(Format::Xml, xml).unwrap();
+        assert_eq!(fields.get("ref2"), Some("  R2 "));
+        assert_eq!(fields.non_empty("ref2"), Some("R2"));
+        assert_eq!(fields.get("status"), Some("000"));
+        assert_eq!(fields.get("ref3"), Some(""));
+        assert_eq!(fields.len(), 3, "{fields:?}");
+        // Text outside the root is still refused.
+        assert!(decode(Format::Xml, b"<a><b>1</b></a>junk").is_err());
+    }
+
+    #[test]
     fn json_payment_amounts_are_numbers_with_the_inquiry_s_digits() {
         let body = encode(
             Format::Json,
@@ -563,9 +580,9 @@ mod tests {
                 let body = encode(format, REQUEST_ROOT, names.iter().map(String::as_str).zip(values.iter().map(String::as_str)));
                 let fields = decode(format, &body).unwrap();
                 for (name, value) in names.iter().zip(&values) {
-                    // XML trims surrounding whitespace of text nodes.
-                    let want = if format == Format::Xml { value.trim() } else { value.as_str() };
-                    prop_assert_eq!(fields.get(name), Some(want));
+                    // Exactly as sent, surrounding spaces included (spec §4:
+                    // refs go back verbatim).
+                    prop_assert_eq!(fields.get(name), Some(value.as_str()));
                 }
             }
         }

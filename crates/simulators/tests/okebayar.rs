@@ -585,16 +585,25 @@ async fn callback_quirks_duplicate_out_of_order_late_early_and_ghost() {
     assert_eq!(h.sim.ledger_state("q-908").unwrap().code, "000");
 
     h.send(&purchase("q-909", &format!("{PREFIX}909"))).await;
+    let ghosts_seen = || -> Vec<String> {
+        receiver
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, f)| f["referencecode"].starts_with("GHOST"))
+            .map(|(_, f)| f["referencecode"].clone())
+            .collect()
+    };
+    // Wait for the ghost (a loaded machine may take a while), then a
+    // little longer for any second one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ghosts_seen().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ghosts: Vec<_> = receiver
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, f)| f["referencecode"].starts_with("GHOST"))
-        .map(|(_, f)| f["referencecode"].clone())
-        .collect();
-    assert_eq!(ghosts.len(), 1);
+    let ghosts = ghosts_seen();
+    assert_eq!(ghosts.len(), 1, "{ghosts:?}");
     assert!(h.sim.ledger_state(&ghosts[0]).is_none());
 }
 
@@ -1104,4 +1113,40 @@ async fn an_outage_answers_every_request_with_an_error_page_until_it_ends() {
         "000"
     );
     assert_eq!(h.introspect_json("outage").await["active"], false);
+}
+
+#[tokio::test]
+async fn doc_literal_mode_wraps_xml_replies_in_braces_and_the_connector_reads_them() {
+    let h = start(OkeBayarSimSettings {
+        doc_literal_xml: true,
+        ..settings()
+    })
+    .await;
+    let raw = h
+        .send_raw(body(Format::Xml, &purchase("lit-1", "081234567890")))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("{ <?xml") && text.ends_with(" }"),
+        "{text}"
+    );
+    // The connector's decoder takes the wrapped document as XML.
+    let fields = decode(Format::sniff(&raw), &raw).unwrap();
+    assert_eq!(status(&fields), "000");
+    assert_eq!(fields.get("referencecode"), Some("lit-1"));
+    // JSON replies are never wrapped.
+    let json = h
+        .send_raw(body(Format::Json, &purchase("lit-2", "081234567890")))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        json.starts_with(b"{\""),
+        "{}",
+        String::from_utf8_lossy(&json)
+    );
 }

@@ -91,7 +91,7 @@ fn build(
         url,
         method: settings.callback_method,
         query: reply.pairs(),
-        body: reply.encode(context.format),
+        body: reply.encode_as(context.format, settings.doc_literal_xml),
         content_type: context.format.content_type(),
     })
 }

@@ -726,7 +726,8 @@ fn payment(ctx: &Ctx) -> Answer {
             .as_deref()
             .and_then(|c| ctx.sim.inner.ledger.inquiry(c))
         {
-            if ctx.field("ref2") != inquiry.ref2 || ctx.field("ref3") != inquiry.ref3 {
+            let verbatim = |name| ctx.fields.get(name).unwrap_or_default();
+            if verbatim("ref2") != inquiry.ref2 || verbatim("ref3") != inquiry.ref3 {
                 forced = Some("402");
             }
         }
@@ -850,7 +851,9 @@ async fn respond(ctx: &Ctx, answer: Answer, conn: Option<ConnInfo>) -> Response 
         "fault"
     };
     count(ctx.op.label(), label);
-    let body = answer.reply.encode(ctx.format);
+    let body = answer
+        .reply
+        .encode_as(ctx.format, sim.inner.settings.doc_literal_xml);
     let content_type = ctx.format.content_type();
     match answer.fault {
         Fault::None => ok(content_type, body),

@@ -92,6 +92,9 @@ pub struct OkeBayarSimSettings {
     pub payment_transactioncodes: Vec<String>,
     /// A payment must carry the inquiry's `ref2`/`ref3` verbatim (else `402`).
     pub check_payment_refs: bool,
+    /// Wrap every XML reply and callback body in `{ … }`, as the doc's
+    /// examples do (spec §8.7 and §9: "doc-literal" mode).
+    pub doc_literal_xml: bool,
     /// Whether a referencecode whose purchase failed may be used again
     /// (ASSUMED, spec §10 open question); pending/succeeded ones never (`208`).
     pub allow_reuse_after_failure: bool,
@@ -123,6 +126,7 @@ impl Default for OkeBayarSimSettings {
             bill_adminfee: 2_500,
             payment_transactioncodes: vec!["OkeBayar-payment".into()],
             check_payment_refs: true,
+            doc_literal_xml: false,
             allow_reuse_after_failure: true,
             body_limit_bytes: 64 * 1024,
             body_read_timeout_ms: 10_000,

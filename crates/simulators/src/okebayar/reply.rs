@@ -68,6 +68,17 @@ impl Reply {
         }
     }
 
+    /// [`Self::encode`], XML wrapped in `{ … }` when `doc_literal` (the
+    /// doc's examples).
+    pub(crate) fn encode_as(&self, format: Format, doc_literal: bool) -> Vec<u8> {
+        let body = self.encode(format);
+        if doc_literal && format == Format::Xml {
+            [b"{ ".as_slice(), &body, b" }"].concat()
+        } else {
+            body
+        }
+    }
+
     fn encode_xml(&self) -> Vec<u8> {
         fn leaf(out: &mut String, name: &str, value: &str) {
             out.push('<');
