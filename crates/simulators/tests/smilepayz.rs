@@ -312,6 +312,11 @@ async fn pay_in_expiry_is_failed_with_reason_expired() {
         .merchant_message_en
         .to_lowercase()
         .contains("expired"));
+    // A later operation on the expired order: 4039000 (spec §8.8), which
+    // loket reads as a definite failure that moved no money.
+    let again = s.connector.execute(&cmd).await;
+    assert_eq!(again.provider_code.as_deref(), Some("4039000"), "{again:?}");
+    assert_eq!(again.outcome, Outcome::Failed, "{again:?}");
 }
 
 #[tokio::test]

@@ -352,6 +352,17 @@ impl SmilepayzConnector {
                 ));
             }
         }
+        // The spec's inquiry reply names the order by tradeNo only (§5): once
+        // the creation told us ours, a reply about another decides nothing.
+        if let Some(theirs) = parsed.trade_no.as_deref() {
+            let ours = command.provider_trace.as_str();
+            if parsed.is_success() && !ours.is_empty() && theirs != ours {
+                return Report::unknown(format!(
+                    "inquiry answered about tradeNo {:?}, not ours ({ours:?})",
+                    theirs.chars().take(40).collect::<String>()
+                ));
+            }
+        }
         let original = code_operation(command.original_operation);
         let classification = codes::classify_inquiry(&parsed, original);
         let mut report = fill(&parsed, &classification);
@@ -629,6 +640,32 @@ mod tests {
             body: body.into(),
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn an_inquiry_about_another_trade_no_decides_nothing() {
+        let mut command = command(Operation::StatusCheck);
+        command.provider_trace = "T-OURS".into();
+        let request = connector().build_request(&command).unwrap();
+        let answer = |trade_no: &str| {
+            let body = format!(
+                r#"{{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"{trade_no}","tradeType":2,"status":"SUCCESS"}}"#
+            );
+            connector()
+                .classify_inquiry(&command, &request, &reply(200, body.into_bytes()))
+                .outcome
+        };
+        assert_eq!(answer("T-OURS"), Outcome::Success);
+        assert_eq!(answer("T-THEIRS"), Outcome::Unknown);
+        // Before the creation told us its tradeNo, the reply's is taken.
+        command.provider_trace.clear();
+        let body = br#"{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T-ANY","tradeType":2,"status":"SUCCESS"}"#;
+        assert_eq!(
+            connector()
+                .classify_inquiry(&command, &request, &reply(200, body.to_vec()))
+                .outcome,
+            Outcome::Success
+        );
     }
 
     proptest! {

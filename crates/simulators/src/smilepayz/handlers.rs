@@ -274,7 +274,11 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
     };
     {
         let mut ledger = lock(&sim.inner.ledger);
-        if ledger.orders.contains_key(&order_no) {
+        if let Some(existing) = ledger.orders.get(&order_no) {
+            // Spec §8.8: an operation on an expired order is 4039000.
+            if existing.status == "EXPIRED" {
+                return error(403, svc, "00", "Transaction Expired");
+            }
             return error(400, svc, "01", "Duplicate pay order");
         }
         ledger.orders.insert(
@@ -487,8 +491,8 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
         svc,
         "00",
         "Successful",
+        // Spec §5: the inquiry reply names the order by tradeNo only.
         json!({
-            "orderNo": order.order_no,
             "tradeNo": order.trade_no,
             "tradeType": trade_type.code(),
             "paymentMethod": order.payment_method,
