@@ -233,6 +233,17 @@ async fn forged_replayed_and_duplicate_notifies() {
     .await
     .unwrap();
     assert_eq!(replay.status().as_u16(), 401);
+    // SNAP responses carry X-TIMESTAMP (spec §3), ISO-8601 with an offset.
+    let stamp = replay
+        .headers()
+        .get("X-TIMESTAMP")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("X-TIMESTAMP on the answer");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&stamp).is_ok() && stamp.len() == 25,
+        "{stamp}"
+    );
     let text = replay.text().await.unwrap();
     assert!(text.contains("4017900"), "SNAP-style 401: {text}");
 

@@ -263,10 +263,16 @@ fn count(provider: &str, result: &'static str) {
         .increment(1);
 }
 
-fn reply(reply: CallbackReply) -> Response {
+fn reply(reply: CallbackReply, extra_headers: Vec<(&'static str, String)>) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     let content_type = HeaderValue::from_static(reply.content_type);
-    (status, [(header::CONTENT_TYPE, content_type)], reply.body).into_response()
+    let mut response = (status, [(header::CONTENT_TYPE, content_type)], reply.body).into_response();
+    for (name, value) in extra_headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// A short, printable, bounded prefix of a body for a log line: never the
@@ -400,7 +406,10 @@ async fn callback(
                 body_prefix = %log_prefix(&callback_request.body),
                 "callback rejected"
             );
-            return reply(parser.reject(&callback_request, &error));
+            return reply(
+                parser.reject(&callback_request, &error),
+                parser.reply_headers(),
+            );
         }
     };
 
@@ -443,7 +452,10 @@ async fn callback(
         %event_id,
         "callback accepted"
     );
-    reply(parser.acknowledge(&callback_request, &parsed))
+    reply(
+        parser.acknowledge(&callback_request, &parsed),
+        parser.reply_headers(),
+    )
 }
 
 /// Runs the receiver until `shutdown`, then stops accepting, lets open

@@ -66,4 +66,10 @@ pub trait CallbackParser: Send + Sync + 'static {
 
     /// The answer to a callback we refuse.
     fn reject(&self, request: &CallbackRequest, error: &CallbackError) -> CallbackReply;
+
+    /// Headers the provider's protocol wants on every answer, besides
+    /// `Content-Type` (SNAP: `X-TIMESTAMP`).
+    fn reply_headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }

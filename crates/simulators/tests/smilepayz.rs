@@ -105,7 +105,7 @@ async fn setup_remembering(
         merchant_secret: Secret::new(SECRET),
         merchant_public_key: merchant_public_pem,
         settle_delay_ms: 200,
-        callback_schedule_ms: vec![0, 150, 150],
+        callback_schedule_ms: vec![0, 150, 300],
         inquiry_race_ms: 100,
         slow_reply_ms: 2_000,
         ..Default::default()

@@ -320,6 +320,17 @@ impl CallbackParser for SnapQrCallbacks {
             CallbackError::Malformed(_) => json_reply(400, "4007900", "Bad Request"),
         }
     }
+
+    /// Spec §3: responses carry `X-TIMESTAMP` (ISO-8601 with offset, WIB).
+    fn reply_headers(&self) -> Vec<(&'static str, String)> {
+        vec![(
+            "X-TIMESTAMP",
+            crate::connector::format_timestamp(
+                crate::settings::TimestampFormat::Offset,
+                Utc::now(),
+            ),
+        )]
+    }
 }
 
 /// Builds a signed notify the way an issuer does (mode A), for simulators

@@ -533,7 +533,9 @@ impl SnapQrConnector {
             partner_reference_no: command.provider_reference.clone(),
             merchant_id: Self::optional(&self.settings.merchant_id),
             sub_merchant_id: self.sub_merchant(),
-            partner_trx_date: self.now_timestamp(),
+            // S25 (spec §5): always the 25-character offset form, whatever
+            // form X-TIMESTAMP takes.
+            partner_trx_date: format_timestamp(TimestampFormat::Offset, Utc::now()),
         };
         let call = self
             .call(Service::Generate, wire::to_bytes(&request), true)

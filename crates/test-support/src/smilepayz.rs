@@ -58,7 +58,7 @@ impl SmilepayzFixture {
             merchant_secret: Secret::new(CANARY_MERCHANT_SECRET),
             merchant_public_key: public.clone(),
             settle_delay_ms: 300,
-            callback_schedule_ms: vec![0, 300, 300, 600, 1_000],
+            callback_schedule_ms: vec![0, 300, 600, 1_200, 2_200],
             callback_timeout_ms: 2_000,
             inquiry_race_ms: 200,
             slow_reply_ms: PROVIDER_TIMEOUT_MS * 2,

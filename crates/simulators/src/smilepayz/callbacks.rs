@@ -79,10 +79,9 @@ impl Sender {
             .get_or_insert_default(body.order_no.clone())
             .deliveries += 1;
         let bytes = serde_json::to_vec(body).expect("callback body serialises");
-        for delay in &self.schedule {
-            if *delay > 0 {
-                tokio::time::sleep(Duration::from_millis(*delay)).await;
-            }
+        let first = tokio::time::Instant::now();
+        for at in &self.schedule {
+            tokio::time::sleep_until(first + Duration::from_millis(*at)).await;
             let ts = sign::timestamp(style, Utc::now());
             let signature = sign::sign(
                 key,

@@ -79,8 +79,8 @@ pub struct SmilepayzSimSettings {
     pub callback_timestamp_style: TimestampStyle,
     /// Delay between creation and the order's final state (and callback).
     pub settle_delay_ms: u64,
-    /// Delay before each callback attempt, from the previous one (spec §9
-    /// ASSUMED: 0, 10 s, 1 min, 5 min, 30 min, 2 h). Compress for tests.
+    /// When each callback attempt is made, from the first one (spec §9: "6
+    /// tries at 0, 10 s, 1 min, 5 min, 30 min, 2 h"). Compress for tests.
     pub callback_schedule_ms: Vec<u64>,
     pub callback_timeout_ms: u64,
     /// An inquiry this soon after creation answers 5009200 "Order not found"
