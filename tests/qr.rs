@@ -255,6 +255,29 @@ async fn forged_replayed_and_duplicate_notifies() {
     );
     app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
         .await;
+
+    // SNAP's own notify path (spec §2) is served too, verified over that
+    // path: a signed "00" repeating the success is acknowledged, and the
+    // same notify signed over another path is refused.
+    let standard = "/v1.0/qr/qr-cpm-notify";
+    let url = app.callback_url().replace("/callback/okebayar", standard);
+    let success = body
+        .replace(r#""06""#, r#""00""#)
+        .replace("Failed", "Success");
+    let post = |path: &str| {
+        let mut request = http.post(&url).body(success.clone());
+        for (name, value) in
+            loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, success.as_bytes(), &fresh)
+        {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let accepted = post(standard).await.unwrap();
+    assert_eq!(accepted.status().as_u16(), 200);
+    assert!(accepted.text().await.unwrap().contains("2007900"));
+    assert_eq!(post(path).await.unwrap().status().as_u16(), 401);
+    assert_eq!(app.row(&pending.id).await.status, "success");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

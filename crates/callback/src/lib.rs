@@ -21,7 +21,7 @@ use allow::AllowList;
 use async_nats::jetstream;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -238,6 +238,9 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.inner.request_timeout;
     Router::new()
         .route("/callback/{provider}", get(callback).post(callback))
+        // SNAP's standard notify path (spec §2: service 79), for issuers that
+        // call it rather than ours; the signature covers whichever was used.
+        .route("/{version}/qr/qr-cpm-notify", post(snap_notify))
         // The handler reads the body itself, bounded by `limit`; this layer
         // refuses a declared Content-Length over the limit before the
         // handler runs at all.
@@ -333,6 +336,11 @@ fn is_length_limit(error: &axum::Error) -> bool {
         source = error.source();
     }
     false
+}
+
+/// A notify on SNAP's own path: the SNAP QR callback.
+async fn snap_notify(state: State<AppState>, request: Request) -> Response {
+    callback(state, Path(Provider::SnapQr.as_str().to_string()), request).await
 }
 
 async fn callback(
