@@ -595,11 +595,28 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(rc(r.json().await.unwrap()), "4009001");
-    // X-PARTNER-ID ≠ merchant.merchantId → 4009001.
+    // X-PARTNER-ID ≠ merchant.merchantId → 4009001, whichever of the two
+    // is the partner we know (checked before the partner is looked up).
     let r = send(body("abc123458", "99999"), now(), "20001", None)
         .await
         .unwrap();
     assert_eq!(rc(r.json().await.unwrap()), "4009001");
+    let r = send(body("abc123458", "20001"), now(), "99999", None)
+        .await
+        .unwrap();
+    assert_eq!(rc(r.json().await.unwrap()), "4009001");
+    // No merchant at all on a pay-in → 4009002 naming it.
+    let r = send(
+        body("abc123458", "20001").replace(r#""merchant":{"merchantId":"20001"},"#, ""),
+        now(),
+        "20001",
+        None,
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(rc(v.clone()), "4009002");
+    assert!(v["message"].as_str().unwrap().contains("merchant"), "{v}");
     // orderNo with '-' → 4009001 "Invalid Field Format".
     let r = send(body("abc-12345", "20001"), now(), "20001", None)
         .await

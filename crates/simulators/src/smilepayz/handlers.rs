@@ -129,6 +129,18 @@ async fn admit(
             "Invalid Field Format [X-TIMESTAMP expired]",
         ));
     }
+    // Spec §3 and §8.1: X-PARTNER-ID must be the body's merchantId (4009001),
+    // checked before the partner is looked up.
+    if let Some(merchant) = value.get("merchant") {
+        if text(merchant, "merchantId").as_deref() != Some(partner) {
+            return Err(error(
+                400,
+                svc,
+                "01",
+                "Invalid Field Format [X-PARTNER-ID != merchant.merchantId]",
+            ));
+        }
+    }
     if partner != settings.merchant_id {
         return Err(error(
             404,
@@ -144,16 +156,6 @@ async fn admit(
         .ok_or_else(|| error(401, svc, "00", "Unauthorized. [Signature]"))?;
     if !sign::verify_request(key, ts, settings.merchant_secret.expose(), &body, signature) {
         return Err(error(401, svc, "00", "Unauthorized. [Signature]"));
-    }
-    if let Some(merchant) = value.get("merchant") {
-        if text(merchant, "merchantId").as_deref() != Some(partner) {
-            return Err(error(
-                400,
-                svc,
-                "01",
-                "Invalid Field Format [X-PARTNER-ID != merchant.merchantId]",
-            ));
-        }
     }
     if settings.rate_limit_per_second > 0 {
         let second = Utc::now().timestamp();
@@ -225,6 +227,10 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         Ok(ok) => ok,
         Err(reply) => return reply,
     };
+    if value.get("merchant").is_none() {
+        // Mandatory on pay-in and pay-out (spec §5).
+        return error(400, svc, "02", "Invalid Mandatory Field [merchant]");
+    }
     let Some(order_no) = text(&value, "orderNo") else {
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     };
@@ -345,6 +351,10 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         Ok(ok) => ok,
         Err(reply) => return reply,
     };
+    if value.get("merchant").is_none() {
+        // Mandatory on pay-in and pay-out (spec §5).
+        return error(400, svc, "02", "Invalid Mandatory Field [merchant]");
+    }
     let Some(order_no) = text(&value, "orderNo") else {
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     };
