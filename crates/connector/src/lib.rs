@@ -68,6 +68,15 @@ pub trait Connector: Send + Sync + 'static {
         std::time::Duration::ZERO
     }
 
+    /// `Some(interval)` when a status check of `command` sends its
+    /// money-moving request again, because the provider has no way to ask
+    /// (SNAP refunds: re-sent under the same reference). The worker then lets
+    /// such a check reach the provider at most once per `interval` after the
+    /// journal's last send, and never while an earlier one may be in flight.
+    fn status_check_resends(&self, _command: &Command) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The deposit balance at the provider.
     fn balance(&self) -> impl Future<Output = Result<Money, ConnectorError>> + Send;
 

@@ -339,7 +339,7 @@ async fn decide_and_call<C: Connector>(
     received: Instant,
 ) -> Option<Report> {
     if command.operation == Operation::StatusCheck {
-        return Some(connector.check_status(command).await);
+        return Some(status_check(connector, journal, command).await);
     }
     if !command.operation.moves_money() {
         return Some(connector.execute(command).await);
@@ -371,7 +371,7 @@ async fn decide_and_call<C: Connector>(
             reason,
             "money-moving command that may have been sent before: status check first"
         );
-        let check = connector.check_status(&command.as_status_check()).await;
+        let check = status_check(connector, journal, &command.as_status_check()).await;
         if !check.not_found {
             return Some(check);
         }
@@ -422,6 +422,40 @@ async fn decide_and_call<C: Connector>(
         report.detail = "outcome unknown; a status check will resolve it".into();
     }
     Some(report)
+}
+
+/// A status check. One that sends the money-moving request again
+/// ([`Connector::status_check_resends`]) goes to the provider only when the
+/// journal's last send is older than its interval, renewing it in the same
+/// statement; otherwise the outcome stays unknown and nothing is sent.
+async fn status_check<C: Connector>(
+    connector: &C,
+    journal: &SendJournal,
+    command: &Command,
+) -> Report {
+    let Some(interval) = connector.status_check_resends(command) else {
+        return connector.check_status(command).await;
+    };
+    match journal
+        .renew_if_older(&command.transaction_id, interval)
+        .await
+    {
+        Ok(true) => connector.check_status(command).await,
+        Ok(false) => {
+            tracing::info!(
+                interval_ms = interval.as_millis() as u64,
+                "this status check would send the request again, and the last send is more recent than the interval: not now"
+            );
+            Report::unknown(format!(
+                "not sent again: the last send was less than {} ms ago (or none is recorded); a later status check will",
+                interval.as_millis()
+            ))
+        }
+        Err(error) => {
+            tracing::error!(%error, "send journal unavailable: the status check that would send again is not made");
+            Report::unknown("send journal unavailable: not sent again")
+        }
+    }
 }
 
 /// Test-only fault injection between "the provider answered" and "the
@@ -549,6 +583,79 @@ mod tests {
                 "not in this test".into(),
             ))
         }
+    }
+
+    /// A provider without a status query for refunds: its status check sends
+    /// the refund again, and it counts those.
+    struct ResendsOnCheck {
+        interval: Duration,
+        checks: AtomicUsize,
+    }
+
+    impl Connector for ResendsOnCheck {
+        fn provider(&self) -> loket_protocol::Provider {
+            loket_protocol::Provider::SnapQr
+        }
+        async fn execute(&self, _command: &Command) -> Report {
+            Report::new(Outcome::Unknown)
+        }
+        async fn check_status(&self, _command: &Command) -> Report {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            Report::new(Outcome::Success)
+        }
+        fn status_check_resends(&self, _command: &Command) -> Option<Duration> {
+            Some(self.interval)
+        }
+        async fn balance(&self) -> Result<loket_protocol::Money, crate::ConnectorError> {
+            Err(crate::ConnectorError::Unavailable(
+                "not in this test".into(),
+            ))
+        }
+    }
+
+    /// A status check of `check` as the worker makes it.
+    async fn checked(connector: &ResendsOnCheck, journal: &SendJournal, check: &Command) -> Report {
+        let settings = WorkerSettings::default();
+        decide_and_call(connector, journal, &settings, check, 1, Instant::now())
+            .await
+            .expect("decided")
+    }
+
+    #[tokio::test]
+    async fn a_status_check_that_sends_again_is_made_at_most_once_per_interval() {
+        let journal = journal().await;
+        let refund = pay_out(&uuid::Uuid::now_v7().to_string());
+        let check = refund.as_status_check();
+        let patient = ResendsOnCheck {
+            interval: Duration::from_secs(60),
+            checks: AtomicUsize::new(0),
+        };
+        // Nothing recorded (never sent): nothing is sent by a check either.
+        assert_eq!(
+            checked(&patient, &journal, &check).await.outcome,
+            Outcome::Unknown
+        );
+        // Sent just now: within the interval the check sends nothing.
+        journal.record(&refund.transaction_id).await.unwrap();
+        let report = checked(&patient, &journal, &check).await;
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert_eq!(patient.checks.load(Ordering::SeqCst), 0);
+        // Past the interval (none here): one check goes out and renews the
+        // journal, so within the interval of it no other does.
+        let eager = ResendsOnCheck {
+            interval: Duration::ZERO,
+            checks: AtomicUsize::new(0),
+        };
+        assert_eq!(
+            checked(&eager, &journal, &check).await.outcome,
+            Outcome::Success
+        );
+        assert_eq!(eager.checks.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            checked(&patient, &journal, &check).await.outcome,
+            Outcome::Unknown
+        );
+        assert_eq!(patient.checks.load(Ordering::SeqCst), 0);
     }
 
     fn pay_out(transaction_id: &str) -> Command {

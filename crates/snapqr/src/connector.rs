@@ -26,8 +26,12 @@
 //!   `00`/`04`/`07`/not found → the cancel was not applied (`not_found`),
 //!   `01`–`03` → pending, `06` → failed (the payment failed; nothing to cancel);
 //! - refund: SNAP has no refund query, so the refund is re-sent with the same
-//!   `partnerRefundNo` and amount. §7 makes that idempotent: a refund already
-//!   done answers `409xx01` (success), so no refund can happen twice.
+//!   `partnerRefundNo` and amount. §7 makes that idempotent (ASSUMED): a
+//!   refund already done answers `409xx01` (success). Not trusting that
+//!   alone, the worker lets such a check through at most once per
+//!   `refund_resend_interval_ms` (5 min) after the journal's last send
+//!   ([`Connector::status_check_resends`]), so checks on the reconciler's
+//!   schedule do not become a refund every few seconds.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -739,6 +743,12 @@ impl Connector for SnapQrConnector {
             std::borrow::Cow::Owned(command.as_status_check())
         };
         self.run(&command).await
+    }
+
+    /// A refund's status check sends the refund again (no refund query).
+    fn status_check_resends(&self, command: &Command) -> Option<Duration> {
+        (command.original_operation == Operation::QrRefund)
+            .then(|| Duration::from_millis(self.settings.refund_resend_interval_ms))
     }
 
     async fn balance(&self) -> Result<Money, ConnectorError> {

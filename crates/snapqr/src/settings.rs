@@ -76,6 +76,12 @@ pub struct SnapQrSettings {
     /// production; this exists for demo and test flows only. Empty = such
     /// commands fail without sending anything.
     pub demo_customer_token: Secret,
+    /// SNAP has no refund query, so a refund's status check sends the refund
+    /// again under the same `partnerRefundNo` (idempotent, **ASSUMED** §7).
+    /// It does so at most once per this interval after the last send (the
+    /// worker's send journal), and it must exceed a token fetch plus a
+    /// refund call (twice `timeout_ms`), so two never overlap.
+    pub refund_resend_interval_ms: u64,
 }
 
 impl Default for SnapQrSettings {
@@ -96,6 +102,7 @@ impl Default for SnapQrSettings {
             token_refresh_margin_secs: TOKEN_REFRESH_MARGIN_SECS_DEFAULT,
             payment_expiry_secs: 300,
             demo_customer_token: Secret::default(),
+            refund_resend_interval_ms: 300_000,
         }
     }
 }
@@ -150,6 +157,15 @@ impl SnapQrSettings {
             return Err(InvalidSetting::new(
                 key("connect_timeout_ms"),
                 "must be between 1 and snapqr.timeout_ms",
+            ));
+        }
+        if self.refund_resend_interval_ms <= self.timeout_ms.saturating_mul(2) {
+            return Err(InvalidSetting::new(
+                key("refund_resend_interval_ms"),
+                format!(
+                    "must exceed twice snapqr.timeout_ms ({} ms), so a refund sent again never overlaps the last",
+                    self.timeout_ms.saturating_mul(2)
+                ),
             ));
         }
         Ok(())
@@ -247,5 +263,24 @@ mod tests {
             SnapQrSettings::default().validate().unwrap_err().key,
             "snapqr.client_key"
         );
+    }
+
+    #[test]
+    fn a_refund_resend_interval_within_two_timeouts_is_refused() {
+        let (private, _) = sign::generate_key_pair();
+        let valid = SnapQrSettings {
+            client_key: "partner".into(),
+            client_secret: Secret::new("s"),
+            private_key: Secret::new(private),
+            merchant_id: "m".into(),
+            ..SnapQrSettings::default()
+        };
+        assert!(valid.validate().is_ok());
+        let overlapping = SnapQrSettings {
+            refund_resend_interval_ms: 2 * valid.timeout_ms,
+            ..valid
+        };
+        let error = overlapping.validate().unwrap_err();
+        assert_eq!(error.key, "snapqr.refund_resend_interval_ms", "{error}");
     }
 }
