@@ -15,7 +15,10 @@
 //!    created longer ago than the send horizon
 //!    ([`loket_protocol::horizon`]) also asks first, and is not sent even
 //!    when the provider has no record: its journal entry may have been
-//!    pruned;
+//!    pruned. After "no record", it sends again only once the journal's last
+//!    send is older than the provider's [`Connector::resend_grace`]; and a
+//!    status check that itself sends again (a SNAP refund's) goes out at most
+//!    once per its interval ([`Connector::status_check_resends`]);
 //! 3. refuses to send a money-moving request once the message's ack deadline
 //!    has passed (another replica may own it by now);
 //! 4. publishes the result event durably, then acks the command.
