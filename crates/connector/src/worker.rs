@@ -558,14 +558,39 @@ mod tests {
     use loket_runtime::{db, Secret};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A provider whose status check never finds our reference; it counts
-    /// the money-moving requests it is sent.
-    struct NeverFound {
+    /// A provider for the worker's decisions. Its status check finds our
+    /// reference (success) or has no record of it; `check_resends` makes the
+    /// check one that sends again (SNAP refunds). It counts the requests
+    /// that reach it.
+    struct FakeProvider {
+        found: bool,
         grace: Duration,
+        check_resends: Option<Duration>,
         sent: AtomicUsize,
+        checks: AtomicUsize,
     }
 
-    impl Connector for NeverFound {
+    impl FakeProvider {
+        fn new(found: bool, grace: Duration, check_resends: Option<Duration>) -> Self {
+            FakeProvider {
+                found,
+                grace,
+                check_resends,
+                sent: AtomicUsize::new(0),
+                checks: AtomicUsize::new(0),
+            }
+        }
+
+        /// Requests that reached it: (money-moving sends, status checks).
+        fn requests(&self) -> (usize, usize) {
+            (
+                self.sent.load(Ordering::SeqCst),
+                self.checks.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    impl Connector for FakeProvider {
         fn provider(&self) -> loket_protocol::Provider {
             loket_protocol::Provider::Smilepayz
         }
@@ -574,6 +599,10 @@ mod tests {
             Report::new(Outcome::Pending)
         }
         async fn check_status(&self, _command: &Command) -> Report {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            if self.found {
+                return Report::new(Outcome::Success);
+            }
             let mut report = Report::unknown("");
             report.not_found = true;
             report
@@ -581,33 +610,8 @@ mod tests {
         fn resend_grace(&self) -> Duration {
             self.grace
         }
-        async fn balance(&self) -> Result<loket_protocol::Money, crate::ConnectorError> {
-            Err(crate::ConnectorError::Unavailable(
-                "not in this test".into(),
-            ))
-        }
-    }
-
-    /// A provider without a status query for refunds: its status check sends
-    /// the refund again, and it counts those.
-    struct ResendsOnCheck {
-        interval: Duration,
-        checks: AtomicUsize,
-    }
-
-    impl Connector for ResendsOnCheck {
-        fn provider(&self) -> loket_protocol::Provider {
-            loket_protocol::Provider::SnapQr
-        }
-        async fn execute(&self, _command: &Command) -> Report {
-            Report::new(Outcome::Unknown)
-        }
-        async fn check_status(&self, _command: &Command) -> Report {
-            self.checks.fetch_add(1, Ordering::SeqCst);
-            Report::new(Outcome::Success)
-        }
         fn status_check_resends(&self, _command: &Command) -> Option<Duration> {
-            Some(self.interval)
+            self.check_resends
         }
         async fn balance(&self) -> Result<loket_protocol::Money, crate::ConnectorError> {
             Err(crate::ConnectorError::Unavailable(
@@ -616,12 +620,24 @@ mod tests {
         }
     }
 
-    /// A status check of `check` as the worker makes it.
-    async fn checked(connector: &ResendsOnCheck, journal: &SendJournal, check: &Command) -> Report {
+    /// What the worker decides for `command` on its `delivered`-th delivery.
+    async fn decided(
+        connector: &FakeProvider,
+        journal: &SendJournal,
+        command: &Command,
+        delivered: i64,
+    ) -> Report {
         let settings = WorkerSettings::default();
-        decide_and_call(connector, journal, &settings, check, 1, Instant::now())
-            .await
-            .expect("decided")
+        decide_and_call(
+            connector,
+            journal,
+            &settings,
+            command,
+            delivered,
+            Instant::now(),
+        )
+        .await
+        .expect("decided")
     }
 
     #[tokio::test]
@@ -629,36 +645,27 @@ mod tests {
         let journal = journal().await;
         let refund = pay_out(&uuid::Uuid::now_v7().to_string());
         let check = refund.as_status_check();
-        let patient = ResendsOnCheck {
-            interval: Duration::from_secs(60),
-            checks: AtomicUsize::new(0),
-        };
+        let minute = Some(Duration::from_secs(60));
+        let patient = FakeProvider::new(true, Duration::ZERO, minute);
         // Nothing recorded (never sent): nothing is sent by a check either.
-        assert_eq!(
-            checked(&patient, &journal, &check).await.outcome,
-            Outcome::Unknown
-        );
+        let report = decided(&patient, &journal, &check, 1).await;
+        assert_eq!(report.outcome, Outcome::Unknown);
         // Sent just now: within the interval the check sends nothing.
         journal.record(&refund.transaction_id).await.unwrap();
-        let report = checked(&patient, &journal, &check).await;
+        let report = decided(&patient, &journal, &check, 1).await;
         assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
-        assert_eq!(patient.checks.load(Ordering::SeqCst), 0);
+        assert_eq!(patient.requests(), (0, 0));
         // Past the interval (none here): one check goes out and renews the
         // journal, so within the interval of it no other does.
-        let eager = ResendsOnCheck {
-            interval: Duration::ZERO,
-            checks: AtomicUsize::new(0),
-        };
+        let eager = FakeProvider::new(true, Duration::ZERO, Some(Duration::ZERO));
+        let report = decided(&eager, &journal, &check, 1).await;
         assert_eq!(
-            checked(&eager, &journal, &check).await.outcome,
-            Outcome::Success
+            (report.outcome, eager.requests()),
+            (Outcome::Success, (0, 1))
         );
-        assert_eq!(eager.checks.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            checked(&patient, &journal, &check).await.outcome,
-            Outcome::Unknown
-        );
-        assert_eq!(patient.checks.load(Ordering::SeqCst), 0);
+        let report = decided(&patient, &journal, &check, 1).await;
+        assert_eq!(report.outcome, Outcome::Unknown);
+        assert_eq!(patient.requests(), (0, 0));
     }
 
     fn pay_out(transaction_id: &str) -> Command {
@@ -681,27 +688,6 @@ mod tests {
         SendJournal::start(db::connect(&Secret::new(url), 3).await.expect("pool"))
     }
 
-    /// A redelivered command (delivery 2) whose transaction the journal
-    /// recorded as sent: what the worker decides, and how many requests the
-    /// provider has now had.
-    async fn redelivered(
-        connector: &NeverFound,
-        journal: &SendJournal,
-        command: &Command,
-    ) -> (Report, usize) {
-        let report = decide_and_call(
-            connector,
-            journal,
-            &WorkerSettings::default(),
-            command,
-            2,
-            Instant::now(),
-        )
-        .await
-        .expect("decided");
-        (report, connector.sent.load(Ordering::SeqCst))
-    }
-
     #[tokio::test]
     async fn no_record_at_the_provider_within_the_grace_of_our_last_send_sends_nothing() {
         let journal = journal().await;
@@ -711,12 +697,10 @@ mod tests {
             journal.record(&command.transaction_id).await.unwrap(),
             Recorded::First
         );
-        let patient = NeverFound {
-            grace: Duration::from_secs(60),
-            sent: AtomicUsize::new(0),
-        };
-        let (report, sent) = redelivered(&patient, &journal, &command).await;
-        assert_eq!(sent, 0, "sent again within the grace");
+        // Redelivered (delivery 2) to a provider with no record of it.
+        let patient = FakeProvider::new(false, Duration::from_secs(60), None);
+        let report = decided(&patient, &journal, &command, 2).await;
+        assert_eq!(patient.requests().0, 0, "sent again within the grace");
         assert_eq!(report.outcome, Outcome::Unknown);
         assert!(
             !report.not_found,
@@ -726,13 +710,14 @@ mod tests {
 
         // Past the grace (none here) "no record" allows one more send, and
         // that send renews the journal: within the grace of it, no third.
-        let eager = NeverFound {
-            grace: Duration::ZERO,
-            sent: AtomicUsize::new(0),
-        };
-        let (report, sent) = redelivered(&eager, &journal, &command).await;
-        assert_eq!((sent, report.outcome), (1, Outcome::Pending));
-        let (_, sent) = redelivered(&patient, &journal, &command).await;
-        assert_eq!(sent, 0, "the resend renewed the journal's last send");
+        let eager = FakeProvider::new(false, Duration::ZERO, None);
+        let report = decided(&eager, &journal, &command, 2).await;
+        assert_eq!((eager.requests().0, report.outcome), (1, Outcome::Pending));
+        decided(&patient, &journal, &command, 2).await;
+        assert_eq!(
+            patient.requests().0,
+            0,
+            "the resend renewed the journal's last send"
+        );
     }
 }
