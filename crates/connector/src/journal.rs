@@ -12,10 +12,10 @@
 //! Records of concurrent commands share one statement
 //! ([`loket_runtime::db::spawn_batch_writer`]).
 //!
-//! A record's time is the last send it allowed: sending again after a
-//! provider's "no record" goes through [`SendJournal::renew_if_older`], which
-//! moves it forward, and allows that send only when the last one is older
-//! than the provider's resend grace.
+//! A record's time is the last send it allowed. Sending again (after a
+//! provider's "no record", or by a status check that itself re-sends) goes
+//! through [`SendJournal::renew_if_older`], which moves it forward, and
+//! allows that send only when the last one is older than the given grace.
 
 use loket_runtime::db::{self, HeldConnection};
 use sqlx::PgPool;
@@ -90,12 +90,12 @@ impl SendJournal {
             .map_err(JournalError::Database)
     }
 
-    /// For a send again after the provider said it has no record of a
-    /// transaction [`Recorded::Before`]: when the journal's last send for it
-    /// is older than `grace`, moves that time to now, durably, and returns
-    /// true (send). Otherwise returns false (do not send: a request made
-    /// less than `grace` ago may not show at the provider yet). One
-    /// statement, so of two workers racing only one may send.
+    /// Before sending a transaction's request again (it was recorded
+    /// before): when the journal's last send for it is older than `grace`,
+    /// moves that time to now, durably, and returns true (send). Otherwise,
+    /// or with no record at all, returns false (do not send: a request made
+    /// less than `grace` ago may not show at the provider yet, or still be in
+    /// flight). One statement, so of two workers racing only one may send.
     pub async fn renew_if_older(
         &self,
         transaction_id: &str,
