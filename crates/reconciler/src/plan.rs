@@ -18,8 +18,10 @@
 //!   changes the status;
 //! - "the provider has no record of our reference" fails a transaction only
 //!   after `not_found_grace` (the provider may not have recorded it yet), and
-//!   never one the provider already acknowledged as `pending` (that goes to
-//!   review instead);
+//!   not before the payment's own expiry plus that grace when the provider
+//!   reported one (a QR CPM payment stays unknown until its QR expires, SNAP
+//!   spec §2 step 4 and status `07`); never one the provider already
+//!   acknowledged as `pending` (that goes to review instead);
 //! - `pending`/`unknown` get a first status check per the provider's
 //!   schedule if none is due yet; settled transactions have none.
 
@@ -534,7 +536,9 @@ fn plan_not_found(
     let since = w.row.not_found_since.unwrap_or(now);
     Writer::set(&mut w.changed, &mut w.row.not_found_since, Some(since));
     detail.insert("not_found_since".into(), json!(since.to_rfc3339()));
-    if now - since <= policy.not_found_grace {
+    let expiry = payment_expiry(&w.row);
+    let deadline = not_found_deadline(since, expiry, policy.not_found_grace);
+    if now <= deadline {
         // Within grace: the provider may not have recorded it yet. A
         // `received` transaction becomes `unknown` so it gets checked.
         if let Decision::Move(to) = decide(from, Outcome::Unknown) {
@@ -559,8 +563,11 @@ fn plan_not_found(
     }
     // Received or unknown, and the provider still has no record after the
     // grace period: it never received the request, so no money moved.
+    let expired = expiry
+        .map(|at| format!(", payment expired {}", at.to_rfc3339()))
+        .unwrap_or_default();
     let message = format!(
-        "the provider has no record of reference {} (status checks since {}, grace {} s)",
+        "the provider has no record of reference {} (status checks since {}{expired}, grace {} s)",
         w.row.provider_reference,
         since.to_rfc3339(),
         policy.not_found_grace.num_seconds()
@@ -574,6 +581,31 @@ fn plan_not_found(
     Writer::set(&mut w.changed, &mut w.row.provider_message, Some(message));
     Writer::set(&mut w.changed, &mut w.row.finalized_at, Some(now));
     Verdict::NotFoundFailed
+}
+
+/// The expiry the provider's payment carries (stored with the payment
+/// instructions: the QR CPM payment's `expiryTime`, a pay-in order's expiry).
+fn payment_expiry(row: &TransactionRow) -> Option<DateTime<Utc>> {
+    row.payment
+        .as_ref()
+        .and_then(loket_store::payment_from_json)
+        .and_then(|payment| payment.expires_at)
+        .as_ref()
+        .and_then(from_timestamp)
+}
+
+/// When "no record" becomes final: `grace` after the first not-found, and
+/// never before the payment could no longer happen (its expiry plus `grace`).
+fn not_found_deadline(
+    since: DateTime<Utc>,
+    expiry: Option<DateTime<Utc>>,
+    grace: chrono::Duration,
+) -> DateTime<Utc> {
+    let after_first = since + grace;
+    match expiry {
+        Some(expiry) => after_first.max(expiry + grace),
+        None => after_first,
+    }
 }
 
 /// An inquiry left unresolved past `inquiry_timeout`: `failed` / `EXPIRED`.

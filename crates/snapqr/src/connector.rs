@@ -512,9 +512,12 @@ impl SnapQrConnector {
                 }
             }
         };
+        // The expiry goes with the instructions: "no record" of this payment
+        // is final only after it (spec §2 step 4; the reconciler's plan).
         report.payment = Some(pb::PaymentInstructions {
             method: "QRCPM".into(),
             qr_string: qr_content,
+            expires_at: Some(timestamp(expiry)),
             ..Default::default()
         });
         report.exchanges.splice(0..0, exchanges);

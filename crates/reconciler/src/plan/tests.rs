@@ -394,6 +394,59 @@ fn not_found_within_grace_keeps_waiting_then_fails_after_it() {
 }
 
 #[test]
+fn not_found_of_a_payment_that_can_still_happen_waits_for_its_expiry_plus_the_grace() {
+    // A QR CPM payment sent with a 20-minute expiryTime: the issuer may still
+    // record it until then (SNAP spec §2 step 4, status 07).
+    let start = t0();
+    let expiry = start + Duration::minutes(20);
+    let mut qr = row(S::Unknown);
+    qr.payment = Some(loket_store::payment_to_json(&pb::PaymentInstructions {
+        method: "QRCPM".into(),
+        qr_string: "CUSTOMER-QR".into(),
+        expires_at: Some(loket_protocol::conversions::timestamp(expiry)),
+        ..Default::default()
+    }));
+    let first = plan(&qr, &not_found("chk:q:0"), start, &policy()).unwrap();
+    assert_eq!(first.verdict, Verdict::NotFoundWaiting);
+
+    // Past the grace after the first not-found, but the QR has not expired.
+    let later = plan(
+        &first.next,
+        &not_found("chk:q:1"),
+        start + Duration::minutes(6),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(later.verdict, Verdict::NotFoundWaiting);
+    assert_eq!(later.next.status, "unknown");
+
+    let at_deadline = expiry + Duration::minutes(5);
+    let still = plan(&later.next, &not_found("chk:q:2"), at_deadline, &policy()).unwrap();
+    assert_eq!(still.verdict, Verdict::NotFoundWaiting);
+
+    let after = at_deadline + Duration::seconds(1);
+    let failed = plan(&still.next, &not_found("chk:q:3"), after, &policy()).unwrap();
+    assert_eq!(failed.verdict, Verdict::NotFoundFailed);
+    assert_eq!(failed.next.status, "failed");
+    let message = failed.next.provider_message.unwrap();
+    assert!(message.contains("payment expired"), "{message}");
+
+    // An expiry already past does not stretch the grace after the first
+    // not-found.
+    let mut old_qr = qr.clone();
+    old_qr.payment = Some(loket_store::payment_to_json(&pb::PaymentInstructions {
+        expires_at: Some(loket_protocol::conversions::timestamp(
+            start - Duration::hours(1),
+        )),
+        ..Default::default()
+    }));
+    let first = plan(&old_qr, &not_found("chk:o:0"), start, &policy()).unwrap();
+    let after_grace = start + Duration::minutes(5) + Duration::seconds(1);
+    let failed = plan(&first.next, &not_found("chk:o:1"), after_grace, &policy()).unwrap();
+    assert_eq!(failed.verdict, Verdict::NotFoundFailed);
+}
+
+#[test]
 fn not_found_moves_received_to_unknown_and_a_later_sighting_resets_the_clock() {
     let first = plan(&row(S::Received), &not_found("chk:x:cb:1"), t0(), &policy()).unwrap();
     assert_eq!(first.next.status, "unknown");
