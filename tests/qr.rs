@@ -363,3 +363,57 @@ async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
     assert_eq!(rest.status(), pb::TransactionStatus::Success, "{rest:?}");
     assert_eq!(sim.requests_for(&second.provider_reference).payments, 1);
 }
+
+/// Notify mode B (spec §4.3): the issuer first asks our callback receiver's
+/// `/v1.0/access-token/b2b` for a token, signing with its RSA key, then signs
+/// each notify with that token and the secret we issued. The receiver accepts
+/// those notifies as verified (a 202 payment settles by its notify; a notify
+/// sent before the payment's reply is acknowledged too), and neither the
+/// issued secret nor our token key reaches a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notify_mode_b_the_issuer_signs_in_at_our_token_endpoint_then_notifies() {
+    let app = TestApp::spawn_with(TestOptions {
+        snapqr: true,
+        snapqr_notify_mode: loket_snapqr::NotifyMode::Hmac,
+        ..Default::default()
+    })
+    .await;
+    let sim = &app.snapqr.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+
+    // 2026000, then notify 00 after a moment.
+    let later = client
+        .qr_pay(qr_pay("qr-b-later", 10_101, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&later.id, "success", Duration::from_secs(15))
+        .await;
+    let events = app.events(&later.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|(s, _, to)| s == "callback" && to.as_deref() == Some("success")),
+        "the verified mode-B notify set the state: {events:?}"
+    );
+    // 2026000 with notify 00 delivered before the reply (scenario 106).
+    let early = client
+        .qr_pay(qr_pay("qr-b-early", 10_106, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&early.id, "success", Duration::from_secs(15))
+        .await;
+    for txn in [&later, &early] {
+        let log = sim.notifies_for(&txn.provider_reference);
+        assert!(log.acknowledged >= 1, "{log:?}");
+        assert_eq!(log.last_http_status, Some(200), "{log:?}");
+    }
+    let logs = loket_test_support::logs::captured();
+    for canary in [
+        loket_test_support::snapqr::CANARY_NOTIFY_SECRET,
+        loket_test_support::snapqr::CANARY_TOKEN_KEY,
+    ] {
+        assert!(!logs.contains(canary), "{canary} leaked into the logs");
+    }
+}

@@ -7,6 +7,9 @@
 //! `Nats-Msg-Id = cb:<provider>:<dedupe key>` (so a provider's retries
 //! collapse) and the provider gets its acknowledgement only after JetStream
 //! acknowledged the publish; if that fails the provider gets 503 and retries.
+//! Behind the same allow-list and limits it also serves SNAP's own notify
+//! path and, for SNAP notify mode B, the token endpoint issuers sign in at
+//! (`POST /{version}/access-token/b2b`, answered by the provider's parser).
 //!
 //! Provider formats, signatures and replies belong to the provider crates
 //! (each implements [`loket_connector::CallbackParser`]). This crate must not
@@ -241,6 +244,8 @@ pub fn router(state: AppState) -> Router {
         // SNAP's standard notify path (spec §2: service 79), for issuers that
         // call it rather than ours; the signature covers whichever was used.
         .route("/{version}/qr/qr-cpm-notify", post(snap_notify))
+        // Our token endpoint for issuers in SNAP notify mode B (spec §4.3).
+        .route("/{version}/access-token/b2b", post(snap_token))
         // The handler reads the body itself, bounded by `limit`; this layer
         // refuses a declared Content-Length over the limit before the
         // handler runs at all.
@@ -343,20 +348,47 @@ async fn snap_notify(state: State<AppState>, request: Request) -> Response {
     callback(state, Path(Provider::SnapQr.as_str().to_string()), request).await
 }
 
-async fn callback(
-    State(state): State<AppState>,
-    Path(provider_name): Path<String>,
+/// SNAP's token endpoint (spec §4.3, notify mode B): an issuer asks us for
+/// the access token it then signs its notifies with. Same source allow-list
+/// and body limit as the notifies; 404 unless the SNAP parser grants tokens.
+async fn snap_token(State(state): State<AppState>, request: Request) -> Response {
+    let provider = Provider::SnapQr;
+    let (parser, token_request) = match receive(&state, provider.as_str(), request).await {
+        Ok(received) => received,
+        Err(response) => return response,
+    };
+    match parser.grant_token(&token_request) {
+        Some(answer) => {
+            if answer.status == 200 {
+                tracing::info!(%provider, source_ip = ?token_request.source_ip, "access token granted");
+            } else {
+                tracing::warn!(%provider, source_ip = ?token_request.source_ip, status = answer.status, "token request refused");
+            }
+            reply(answer, parser.reply_headers())
+        }
+        None => plain(
+            StatusCode::NOT_FOUND,
+            "no token endpoint in this notify mode\n",
+        ),
+    }
+}
+
+/// What every route shares before the provider's parser reads a request:
+/// the parser of `provider_name`, the source allow-list and the bounded body.
+/// `Err` is the answer already decided (404, 403, 413, 400).
+async fn receive(
+    state: &AppState,
+    provider_name: &str,
     request: Request,
-) -> Response {
-    let started = Instant::now();
+) -> Result<(Arc<dyn CallbackParser>, CallbackRequest), Response> {
     let inner = &state.inner;
-    let Some(parser) = Provider::parse(&provider_name)
+    let Some(parser) = Provider::parse(provider_name)
         .ok()
         .and_then(|p| inner.parsers.get(&p))
         .cloned()
     else {
         count("unknown", "unknown_provider");
-        return plain(StatusCode::NOT_FOUND, "unknown provider\n");
+        return Err(plain(StatusCode::NOT_FOUND, "unknown provider\n"));
     };
     let provider = parser.provider();
     let source_ip = request
@@ -367,7 +399,7 @@ async fn callback(
         if !list.allows(source_ip) {
             count(provider.as_str(), "forbidden");
             tracing::warn!(%provider, source_ip = ?source_ip, "callback from a source not on the allow-list refused");
-            return plain(StatusCode::FORBIDDEN, "forbidden\n");
+            return Err(plain(StatusCode::FORBIDDEN, "forbidden\n"));
         }
     }
     let (parts, body) = request.into_parts();
@@ -378,18 +410,18 @@ async fn callback(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > inner.body_limit as u64) {
         count(provider.as_str(), "too_large");
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n");
+        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n"));
     }
     let body = match read_limited(body, inner.body_limit).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             count(provider.as_str(), "too_large");
             tracing::warn!(%provider, source_ip = ?source_ip, "callback body over the limit refused");
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n");
+            return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n"));
         }
         Err(BodyError::Broken) => {
             count(provider.as_str(), "broken_body");
-            return plain(StatusCode::BAD_REQUEST, "unreadable body\n");
+            return Err(plain(StatusCode::BAD_REQUEST, "unreadable body\n"));
         }
     };
     let callback_request = CallbackRequest {
@@ -400,6 +432,21 @@ async fn callback(
         body,
         source_ip,
     };
+    Ok((parser, callback_request))
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    Path(provider_name): Path<String>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parser, callback_request) = match receive(&state, &provider_name, request).await {
+        Ok(received) => received,
+        Err(response) => return response,
+    };
+    let provider = parser.provider();
+    let source_ip = callback_request.source_ip;
 
     let parsed = match parser.parse(&callback_request) {
         Ok(parsed) => parsed,
@@ -409,7 +456,7 @@ async fn callback(
                 %provider,
                 %error,
                 source_ip = ?source_ip,
-                method = %parts.method,
+                method = %callback_request.method,
                 body_len = callback_request.body.len(),
                 body_prefix = %log_prefix(&callback_request.body),
                 "callback rejected"
@@ -437,7 +484,8 @@ async fn callback(
         received_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
     };
     let trace = TraceContext::new_root();
-    if let Err(error) = inner
+    if let Err(error) = state
+        .inner
         .sink
         .publish(subjects::callback(provider), event_id.clone(), trace, event)
         .await

@@ -437,3 +437,118 @@ async fn the_okebayar_parser_is_wired_in() {
         "the hostile callback was not published"
     );
 }
+
+/// SNAP notify mode B over HTTP: the issuer gets a token from our
+/// `/v1.0/access-token/b2b` (signed with its RSA key), then its notify signed
+/// with that token and our secret is accepted and published verified; a
+/// notify with a token we never granted is refused and not published. In
+/// mode A the token endpoint does not exist.
+#[tokio::test]
+async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
+    use loket_snapqr::{sign, NotifyMode};
+    let (issuer_pem, issuer_public) = sign::generate_key_pair();
+    let issuer = sign::load_private_key(&issuer_pem).unwrap();
+    let settings = Settings {
+        snapqr: loket_snapqr::NotifySettings {
+            mode: NotifyMode::Hmac,
+            issuer_public_key: loket_runtime::Secret::new(issuer_public.clone()),
+            client_secret: loket_runtime::Secret::new("issued-secret"),
+            issuer_client_key: "ISSUER-1".into(),
+            ..loket_snapqr::NotifySettings::default()
+        },
+        ..Settings::default()
+    };
+    let sink = Arc::new(MemorySink::default());
+    let app = router(AppState::new(&settings, parsers(&settings).unwrap(), sink.clone()).unwrap());
+    let stamp = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
+    let token_request = |signature: String| {
+        http::Request::post("/v1.0/access-token/b2b")
+            .header("X-TIMESTAMP", &stamp)
+            .header("X-CLIENT-KEY", "ISSUER-1")
+            .header("X-SIGNATURE", signature)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"grantType":"client_credentials","additionalInfo":{}}"#,
+            ))
+            .unwrap()
+    };
+    let signed_by_issuer = sign::rsa_sign(&issuer, &sign::token_string_to_sign("ISSUER-1", &stamp));
+    let response = app
+        .clone()
+        .oneshot(token_request(signed_by_issuer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("X-TIMESTAMP"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let granted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(granted["responseCode"], "2007300");
+    let token = granted["accessToken"].as_str().unwrap().to_string();
+
+    let (stranger_pem, _) = sign::generate_key_pair();
+    let stranger = sign::load_private_key(&stranger_pem).unwrap();
+    let signed_by_stranger =
+        sign::rsa_sign(&stranger, &sign::token_string_to_sign("ISSUER-1", &stamp));
+    let (status, body) = send(app.clone(), token_request(signed_by_stranger)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body.contains("4017300") && !body.contains("accessToken"),
+        "{body}"
+    );
+
+    let notify_body = r#"{"originalPartnerReferenceNo":"0123456789abcdef0123456789abcdef","originalReferenceNo":"SIMREF1","merchantId":"M1","amount":{"value":"10000.00","currency":"IDR"},"latestTransactionStatus":"00"}"#;
+    let path = "/v1.0/qr/qr-cpm-notify";
+    let notify = |token: &str| {
+        http::Request::post(path)
+            .header("X-TIMESTAMP", &stamp)
+            .header("Authorization", format!("Bearer {token}"))
+            .header(
+                "X-SIGNATURE",
+                sign::hmac_signature(
+                    "issued-secret",
+                    &sign::transaction_string_to_sign(
+                        "POST",
+                        path,
+                        token,
+                        notify_body.as_bytes(),
+                        &stamp,
+                    ),
+                ),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(notify_body))
+            .unwrap()
+    };
+    let (status, body) = send(app.clone(), notify("made-up-token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(sink.published.lock().unwrap().is_empty());
+    let (status, body) = send(app, notify(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("2007900"), "{body}");
+    {
+        let published = sink.published.lock().unwrap();
+        assert_eq!(published.len(), 1);
+        assert!(published[0].2.verified);
+    }
+
+    let mode_a = Settings {
+        snapqr: loket_snapqr::NotifySettings {
+            issuer_public_key: loket_runtime::Secret::new(issuer_public),
+            ..loket_snapqr::NotifySettings::default()
+        },
+        ..Settings::default()
+    };
+    let app = router(
+        AppState::new(
+            &mode_a,
+            parsers(&mode_a).unwrap(),
+            Arc::new(MemorySink::default()),
+        )
+        .unwrap(),
+    );
+    let (status, _) = send(app, token_request(signed_by_issuer)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -67,6 +67,13 @@ pub trait CallbackParser: Send + Sync + 'static {
     /// The answer to a callback we refuse.
     fn reject(&self, request: &CallbackRequest, error: &CallbackError) -> CallbackReply;
 
+    /// A provider that has its callers authenticate with an access token we
+    /// grant (SNAP notify mode B) answers the token request here; `None`
+    /// (the default): we grant no tokens.
+    fn grant_token(&self, _request: &CallbackRequest) -> Option<CallbackReply> {
+        None
+    }
+
     /// Headers the provider's protocol wants on every answer, besides
     /// `Content-Type` (SNAP: `X-TIMESTAMP`).
     fn reply_headers(&self) -> Vec<(&'static str, String)> {

@@ -778,6 +778,12 @@ impl CallbackSender {
         }
     }
 
+    /// The HTTP client callbacks go out with (for a call a callback needs
+    /// first, such as SNAP mode B's token request).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     pub fn log_for(&self, reference: &str) -> CallbackLog {
         lock(&self.log).get(reference).cloned().unwrap_or_default()
     }

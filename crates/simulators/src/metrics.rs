@@ -7,6 +7,6 @@ pub const REQUESTS_TOTAL: &str = "loket_sim_requests_total";
 pub const CALLBACK_ATTEMPTS_TOTAL: &str = "loket_sim_callback_attempts_total";
 /// Keys a simulator forgot to stay within `remembered_references`, labelled
 /// `provider` and `record` (which memory: `ledger`, `inquiries`, `orders`,
-/// `payments`, `used_qr`, `external_ids`, `requests`, `callbacks`). One
+/// `payments`, `issued_qrs`, `external_ids`, `requests`, `callbacks`). One
 /// forgotten purchase usually counts once in each record that held it.
 pub const FORGOTTEN_REFERENCES_TOTAL: &str = "loket_sim_forgotten_references_total";

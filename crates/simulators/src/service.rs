@@ -30,7 +30,7 @@ pub struct Settings {
     pub snapqr_addr: String,
     pub snapqr: SnapQrSimSettings,
     /// How many references each simulator remembers (its ledger, request
-    /// counts and callback logs; SNAP also paid qrContents and
+    /// counts and callback logs; SNAP also issued qrContents and
     /// X-EXTERNAL-IDs): a new one beyond this forgets the oldest, which a
     /// status check then reports unknown and a new request may reuse. At
     /// least 1; the default, 1,000,000, is ≈ 1.3 GB per simulator under a

@@ -7,8 +7,11 @@
 //!   `POST:path:lowerhex(sha256(minify(body))):X-TIMESTAMP`, verified with the
 //!   issuer's public key;
 //! - **mode B** ([`NotifyMode::Hmac`]): `Authorization: Bearer <token we
-//!   issued>` and HMAC-SHA512 over `POST:path:token:hash:X-TIMESTAMP` with the
-//!   secret we issued.
+//!   granted>` and HMAC-SHA512 over `POST:path:token:hash:X-TIMESTAMP` with the
+//!   secret we issued. The issuer gets the token from our
+//!   `/{version}/access-token/b2b` ([`SnapQrCallbacks::grant_token`]), signing
+//!   `clientKey|X-TIMESTAMP` with its RSA key; a token we did not grant, or
+//!   one past its `expiresIn`, is refused ([`crate::b2b_token`]).
 //!
 //! The body is hashed from its exact bytes (whitespace outside strings
 //! removed); only if that fails is an order-preserving re-serialization tried
@@ -32,6 +35,7 @@ use loket_protocol::{Outcome, Provider};
 use rsa::RsaPublicKey;
 use sha2::{Digest, Sha256};
 
+use crate::b2b_token::{self, NotifyTokens};
 use crate::settings::{NotifyMode, NotifySettings};
 use crate::sign::{self, KeyError};
 use crate::wire::Body;
@@ -55,6 +59,7 @@ pub enum NotifySetupError {
 pub struct SnapQrCallbacks {
     settings: NotifySettings,
     issuer_key: Option<RsaPublicKey>,
+    tokens: NotifyTokens,
     masker: Masker,
 }
 
@@ -76,16 +81,17 @@ pub fn callback_parser(settings: &NotifySettings) -> Result<SnapQrCallbacks, Not
     } else {
         Some(sign::load_public_key(settings.issuer_public_key.expose())?)
     };
-    let mut secrets = vec![settings.client_secret.expose().to_string()];
-    secrets.extend(
-        settings
-            .accepted_tokens
-            .iter()
-            .map(|t| t.expose().to_string()),
-    );
+    let secrets: Vec<String> = [&settings.client_secret, &settings.token_key]
+        .into_iter()
+        .map(|secret| secret.expose().to_string())
+        .collect();
     Ok(SnapQrCallbacks {
         settings: settings.clone(),
         issuer_key,
+        tokens: NotifyTokens::new(
+            settings.token_key.expose().as_bytes(),
+            settings.token_ttl_secs,
+        ),
         masker: Masker::new(secrets),
     })
 }
@@ -129,7 +135,12 @@ impl SnapQrCallbacks {
         bodies
     }
 
-    fn verify(&self, request: &CallbackRequest, stamp: &str) -> Result<(), CallbackError> {
+    fn verify(
+        &self,
+        request: &CallbackRequest,
+        stamp: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), CallbackError> {
         let signature = header(request, "X-SIGNATURE").ok_or_else(|| bad("X-SIGNATURE missing"))?;
         let method = request.method.as_str();
         let path = Self::signed_path(request);
@@ -165,15 +176,7 @@ impl SnapQrCallbacks {
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| bad("Authorization bearer token missing"))?;
-                if !self.settings.accepted_tokens.is_empty()
-                    && !self
-                        .settings
-                        .accepted_tokens
-                        .iter()
-                        .any(|t| t.expose() == token)
-                {
-                    return Err(bad("access token not issued by us"));
-                }
+                self.tokens.check(token, now).map_err(bad)?;
                 let secret = self.settings.client_secret.expose();
                 let ok = bodies.iter().any(|body| {
                     sign::verify_hmac(
@@ -203,7 +206,7 @@ impl SnapQrCallbacks {
             return Err(malformed("only POST is accepted"));
         }
         let stamp = header(request, "X-TIMESTAMP").ok_or_else(|| bad("X-TIMESTAMP missing"))?;
-        self.verify(request, stamp)?;
+        self.verify(request, stamp, now)?;
         let at =
             DateTime::parse_from_rfc3339(stamp).map_err(|_| bad("X-TIMESTAMP is not ISO-8601"))?;
         let skew = (now - at.with_timezone(&Utc)).num_seconds().unsigned_abs();
@@ -252,6 +255,63 @@ impl SnapQrCallbacks {
             verified: true,
             provider_amount,
             raw_masked: self.masker.mask(&String::from_utf8_lossy(raw)),
+        })
+    }
+
+    /// Our `/{version}/access-token/b2b` in notify mode B (spec §4.3): the
+    /// issuer's token request is checked like any B2B grant (its
+    /// `X-CLIENT-KEY`, the timestamp window, SHA256withRSA by the issuer's key)
+    /// and answered with an access token it signs its notifies with. `None`
+    /// in mode A, where we grant nothing.
+    pub fn grant_token_at(
+        &self,
+        request: &CallbackRequest,
+        now: DateTime<Utc>,
+    ) -> Option<CallbackReply> {
+        if self.settings.mode != NotifyMode::Hmac {
+            return None;
+        }
+        let timely = |stamp: &str| {
+            DateTime::parse_from_rfc3339(stamp).is_ok_and(|at| {
+                (now - at.with_timezone(&Utc)).num_seconds().unsigned_abs()
+                    <= self.settings.max_skew_secs
+            })
+        };
+        let checked = if request.method == http::Method::POST {
+            b2b_token::check_request(
+                |name| header(request, name),
+                &request.body,
+                &self.settings.issuer_client_key,
+                self.issuer_key.as_ref(),
+                timely,
+            )
+        } else {
+            Err(b2b_token::Refusal {
+                http: 400,
+                case: 0,
+                message: "Bad Request",
+            })
+        };
+        let result = if checked.is_ok() {
+            "granted"
+        } else {
+            "refused"
+        };
+        metrics::counter!(crate::metrics::NOTIFY_TOKENS, "result" => result).increment(1);
+        Some(match checked {
+            Ok(()) => CallbackReply {
+                status: 200,
+                content_type: "application/json",
+                body: serde_json::json!({
+                    "responseCode": "2007300",
+                    "responseMessage": "Successful",
+                    "accessToken": self.tokens.grant(now),
+                    "tokenType": "Bearer",
+                    "expiresIn": self.tokens.ttl_secs().to_string(),
+                })
+                .to_string(),
+            },
+            Err(refusal) => json_reply(refusal.http, &refusal.code(), refusal.message),
         })
     }
 
@@ -307,6 +367,10 @@ impl CallbackParser for SnapQrCallbacks {
 
     fn acknowledge(&self, _request: &CallbackRequest, _parsed: &ParsedCallback) -> CallbackReply {
         json_reply(200, "2007900", "Successful")
+    }
+
+    fn grant_token(&self, request: &CallbackRequest) -> Option<CallbackReply> {
+        self.grant_token_at(request, Utc::now())
     }
 
     fn reject(&self, _request: &CallbackRequest, error: &CallbackError) -> CallbackReply {
@@ -513,18 +577,55 @@ mod tests {
         assert_eq!(parser.reject(&request(&headers, BODY), &error).status, 401);
     }
 
-    #[test]
-    fn mode_b_hmac_with_our_token_and_secret() {
-        let settings = NotifySettings {
+    /// Mode B settings: the issuer's key verifies its token requests.
+    fn mode_b(keys: &Keys) -> NotifySettings {
+        NotifySettings {
             mode: NotifyMode::Hmac,
+            issuer_public_key: Secret::new(keys.public_pem.clone()),
             client_secret: Secret::new("issued-secret"),
-            accepted_tokens: vec![Secret::new("tok-1")],
+            issuer_client_key: "ISSUER-1".into(),
+            token_key: Secret::new("receiver-token-key"),
             ..NotifySettings::default()
-        };
-        let parser = callback_parser(&settings).unwrap();
+        }
+    }
+
+    /// A token request as the issuer sends it, signed with `key`.
+    fn token_request(key: &rsa::RsaPrivateKey, client_key: &str, stamp: &str) -> CallbackRequest {
+        let signature = sign::rsa_sign(key, &sign::token_string_to_sign(client_key, stamp));
+        let headers = [
+            ("X-TIMESTAMP".to_string(), stamp.to_string()),
+            ("X-CLIENT-KEY".to_string(), client_key.to_string()),
+            ("X-SIGNATURE".to_string(), signature),
+        ];
+        let mut request = request(
+            &headers,
+            r#"{"grantType":"client_credentials","additionalInfo":{}}"#,
+        );
+        request.path = "/v1.0/access-token/b2b".into();
+        request
+    }
+
+    fn granted_token(reply: &CallbackReply) -> String {
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["responseCode"], "2007300", "{}", reply.body);
+        assert_eq!(body["tokenType"], "Bearer");
+        assert_eq!(body["expiresIn"], "900");
+        body["accessToken"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn mode_b_grants_tokens_to_the_issuer_and_verifies_notifies_signed_with_them() {
+        let keys = keys();
+        let parser = callback_parser(&mode_b(&keys)).unwrap();
         let now = Utc::now();
         let stamp = format_timestamp(TimestampFormat::Offset, now);
-        let sign_with = |token: &str, secret: &str| {
+        let reply = parser
+            .grant_token_at(&token_request(&keys.private, "ISSUER-1", &stamp), now)
+            .expect("mode B grants tokens");
+        assert_eq!(reply.status, 200);
+        let token = granted_token(&reply);
+
+        let sign_with = |token: &str, secret: &str, stamp: &str| {
             let signature = sign::hmac_signature(
                 secret,
                 &sign::transaction_string_to_sign(
@@ -532,29 +633,85 @@ mod tests {
                     NOTIFY_PATH,
                     token,
                     BODY.as_bytes(),
-                    &stamp,
+                    stamp,
                 ),
             );
             vec![
-                ("X-TIMESTAMP".to_string(), stamp.clone()),
+                ("X-TIMESTAMP".to_string(), stamp.to_string()),
                 ("X-SIGNATURE".to_string(), signature),
                 ("Authorization".to_string(), format!("Bearer {token}")),
             ]
         };
-        assert!(
-            parser
-                .parse_at(&request(&sign_with("tok-1", "issued-secret"), BODY), now)
-                .unwrap()
-                .verified
-        );
+        let parsed = parser
+            .parse_at(
+                &request(&sign_with(&token, "issued-secret", &stamp), BODY),
+                now,
+            )
+            .unwrap();
+        assert!(parsed.verified);
+        // The wrong secret, a token we never granted, and our token once it
+        // has expired are all refused as unauthorized.
         assert!(matches!(
-            parser.parse_at(&request(&sign_with("tok-1", "wrong"), BODY), now),
+            parser.parse_at(&request(&sign_with(&token, "wrong", &stamp), BODY), now),
             Err(CallbackError::BadSignature(_))
         ));
         assert!(matches!(
-            parser.parse_at(&request(&sign_with("tok-2", "issued-secret"), BODY), now),
+            parser.parse_at(
+                &request(&sign_with("tok-1", "issued-secret", &stamp), BODY),
+                now
+            ),
             Err(CallbackError::BadSignature(_))
         ));
+        let later = now + chrono::Duration::seconds(901);
+        let later_stamp = format_timestamp(TimestampFormat::Offset, later);
+        assert!(matches!(
+            parser.parse_at(
+                &request(&sign_with(&token, "issued-secret", &later_stamp), BODY),
+                later
+            ),
+            Err(CallbackError::BadSignature(_))
+        ));
+        // A replica with the same token key accepts the token.
+        let replica = callback_parser(&mode_b(&keys)).unwrap();
+        assert!(replica
+            .parse_at(
+                &request(&sign_with(&token, "issued-secret", &stamp), BODY),
+                now
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn token_requests_from_anyone_but_the_issuer_are_refused() {
+        let keys = keys();
+        let parser = callback_parser(&mode_b(&keys)).unwrap();
+        let now = Utc::now();
+        let stamp = format_timestamp(TimestampFormat::Offset, now);
+        let (other_pem, _) = sign::generate_key_pair();
+        let other = sign::load_private_key(&other_pem).unwrap();
+        let stale = format_timestamp(TimestampFormat::Offset, now - chrono::Duration::minutes(6));
+        for (request, code) in [
+            (token_request(&other, "ISSUER-1", &stamp), "4017300"),
+            (token_request(&keys.private, "ISSUER-2", &stamp), "4017300"),
+            (token_request(&keys.private, "ISSUER-1", &stale), "4017300"),
+        ] {
+            let reply = parser.grant_token_at(&request, now).unwrap();
+            assert_eq!(reply.status, 401, "{}", reply.body);
+            assert!(reply.body.contains(code), "{}", reply.body);
+            assert!(!reply.body.contains("accessToken"), "{}", reply.body);
+        }
+        let mut get = token_request(&keys.private, "ISSUER-1", &stamp);
+        get.method = http::Method::GET;
+        assert_eq!(parser.grant_token_at(&get, now).unwrap().status, 400);
+        // Mode A grants nothing: the receiver answers 404.
+        let mode_a = callback_parser(&NotifySettings {
+            issuer_public_key: Secret::new(keys.public_pem.clone()),
+            ..NotifySettings::default()
+        })
+        .unwrap();
+        assert!(mode_a
+            .grant_token_at(&token_request(&keys.private, "ISSUER-1", &stamp), now)
+            .is_none());
     }
 
     #[test]

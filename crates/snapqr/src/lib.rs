@@ -5,8 +5,10 @@
 //! their lenient reading ([`wire`]), the connector that generates (59), pays
 //! (60), queries (61), cancels (62) and refunds (80) and classifies every
 //! answer through `loket_protocol::catalogue` ([`connector`]), notify (79)
-//! verification and acknowledgement ([`callback`], [`callback_parser`]), and
-//! the connector worker service ([`service::run`], binary
+//! verification and acknowledgement ([`callback`], [`callback_parser`]), the
+//! B2B token grant as its granting side checks it, for the simulator and for
+//! the tokens we grant issuers in notify mode B ([`b2b_token`]), and the
+//! connector worker service ([`service::run`], binary
 //! `loket-snapqr-connector`).
 //!
 //! This crate knows SNAP QR CPM and nothing else; the worker loop, the bus and
@@ -17,6 +19,7 @@
 //! key, an access token, a customer token or a signature reach a log, an
 //! error, a `Debug` output or a stored exchange.
 
+pub mod b2b_token;
 pub mod callback;
 pub mod connector;
 pub mod metrics;

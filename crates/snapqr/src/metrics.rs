@@ -13,3 +13,6 @@ pub const TOKEN_FETCHES: &str = "loket_snapqr_token_fetches_total";
 pub const TOKEN_REJECTED: &str = "loket_snapqr_token_rejected_total";
 /// Notifies parsed, by `result` (`ok`, `malformed`, `bad_signature`, `stale`).
 pub const NOTIFIES: &str = "loket_snapqr_notifies_total";
+/// Access tokens asked of us by the issuer (notify mode B), by `result`
+/// (`granted`, `refused`).
+pub const NOTIFY_TOKENS: &str = "loket_snapqr_notify_tokens_total";

@@ -16,6 +16,8 @@ pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const TOKEN_REFRESH_MARGIN_SECS_DEFAULT: u64 = 60;
 /// Accepted clock skew of a notify's `X-TIMESTAMP` (**ASSUMED** ±5 min, §8.2).
 pub const NOTIFY_MAX_SKEW_SECS_DEFAULT: u64 = 300;
+/// Mode B: validity of the access tokens we grant issuers (the spec's `"900"`).
+pub const NOTIFY_TOKEN_TTL_SECS_DEFAULT: u64 = 900;
 /// The sample channel id (spec §3).
 pub const CHANNEL_ID_SAMPLE: &str = "95221";
 
@@ -204,15 +206,20 @@ impl SnapQrSettings {
 #[serde(default)]
 pub struct NotifySettings {
     pub mode: NotifyMode,
-    /// Mode A: the issuer's RSA public key (SPKI or PKCS#1 PEM, or a path).
+    /// The issuer's RSA public key (SPKI or PKCS#1 PEM, or a path). Mode A:
+    /// verifies notifies; mode B: verifies the issuer's token requests.
     pub issuer_public_key: Secret,
     /// Mode B: the secret we issued to the issuer (HMAC key).
     pub client_secret: Secret,
-    /// Mode B: the access tokens we issued that are currently valid.
-    /// **ASSUMED**: our own `/access-token/b2b` endpoint for issuers is out of
-    /// scope; valid tokens are configured. Empty = any token whose HMAC
-    /// verifies is accepted (the HMAC key is the real authenticator).
-    pub accepted_tokens: Vec<Secret>,
+    /// Mode B: the `X-CLIENT-KEY` the issuer presents when it asks our
+    /// `/{version}/access-token/b2b` for a token (spec §4.3).
+    pub issuer_client_key: String,
+    /// Mode B: the key our access tokens are tagged with. Replicas of the
+    /// callback receiver that share it accept each other's tokens; empty =
+    /// a random key per process (one replica only).
+    pub token_key: Secret,
+    /// Mode B: how long an access token we grant is valid (`expiresIn`).
+    pub token_ttl_secs: u64,
     /// Accepted |now − X-TIMESTAMP|.
     pub max_skew_secs: u64,
 }
@@ -223,7 +230,9 @@ impl Default for NotifySettings {
             mode: NotifyMode::Rsa,
             issuer_public_key: Secret::default(),
             client_secret: Secret::default(),
-            accepted_tokens: Vec::new(),
+            issuer_client_key: String::new(),
+            token_key: Secret::default(),
+            token_ttl_secs: NOTIFY_TOKEN_TTL_SECS_DEFAULT,
             max_skew_secs: NOTIFY_MAX_SKEW_SECS_DEFAULT,
         }
     }

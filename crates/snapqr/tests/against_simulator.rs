@@ -133,9 +133,9 @@ fn reference() -> String {
     format!("{:032x}", rand::thread_rng().gen::<u128>())
 }
 
+/// A command without provider details: a payment of it has no QR, so the
+/// connector generates one first (59).
 fn command(operation: Operation, reference: &str, amount: i64) -> Command {
-    let mut details = BTreeMap::new();
-    details.insert("qr_content".to_string(), format!("CUSTOMER-QR-{reference}"));
     Command {
         transaction_id: uuid_like(),
         provider: Provider::SnapQr,
@@ -153,9 +153,21 @@ fn command(operation: Operation, reference: &str, amount: i64) -> Command {
         first_dispatch: true,
         original_reference: String::new(),
         original_provider_trace: String::new(),
-        details,
+        details: BTreeMap::new(),
         transaction_created_at: Some(chrono::Utc::now()),
     }
+}
+
+/// A payment of `qr`, as scanned from the customer's app.
+fn payment_of(qr: String, amount: i64) -> Command {
+    let mut payment = command(Operation::QrPayment, &reference(), amount);
+    payment.details.insert("qr_content".to_string(), qr);
+    payment
+}
+
+/// A payment of a fresh QR the simulator issued.
+fn qr_payment(env: &Env, amount: i64) -> Command {
+    payment_of(env.sim.issue_qr(None), amount)
 }
 
 fn uuid_like() -> String {
@@ -184,11 +196,10 @@ async fn concurrent_payments_share_one_token_request() {
     let mut tasks = Vec::new();
     for _ in 0..12 {
         let connector = env.connector.clone();
-        tasks.push(tokio::spawn(async move {
-            connector
-                .execute(&command(Operation::QrPayment, &reference(), 10_000))
-                .await
-        }));
+        let payment = qr_payment(&env, 10_000);
+        tasks.push(tokio::spawn(
+            async move { connector.execute(&payment).await },
+        ));
     }
     for task in tasks {
         let report = task.await.unwrap();
@@ -202,30 +213,26 @@ async fn concurrent_payments_share_one_token_request() {
 #[tokio::test]
 async fn an_expired_token_mid_flow_is_refreshed_exactly_once() {
     let env = env().await;
-    let first = env
-        .connector
-        .execute(&command(Operation::QrPayment, &reference(), 10_000))
-        .await;
+    let first = env.connector.execute(&qr_payment(&env, 10_000)).await;
     assert_eq!(first.outcome, Outcome::Success);
     env.sim.expire_tokens();
     let mut tasks = Vec::new();
-    let references: Vec<String> = (0..6).map(|_| reference()).collect();
-    for r in references.clone() {
+    let payments: Vec<Command> = (0..6).map(|_| qr_payment(&env, 10_000)).collect();
+    for payment in payments.clone() {
         let connector = env.connector.clone();
-        tasks.push(tokio::spawn(async move {
-            connector
-                .execute(&command(Operation::QrPayment, &r, 10_000))
-                .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { connector.execute(&payment).await },
+        ));
     }
     for task in tasks {
         let report = task.await.unwrap();
         assert_eq!(report.outcome, Outcome::Success, "{report:?}");
     }
     assert_eq!(env.sim.token_requests(), 2, "one refresh for all");
-    for r in &references {
+    for payment in &payments {
         // Each payment was sent at most twice (once refused with 4016001,
         // once accepted) and succeeded once in the ledger.
+        let r = &payment.provider_reference;
         assert!(env.sim.payments_for(r) <= 2);
         assert_eq!(env.sim.ledger_state(r).unwrap().status, "00");
     }
@@ -234,10 +241,7 @@ async fn an_expired_token_mid_flow_is_refreshed_exactly_once() {
 #[tokio::test]
 async fn payment_outcomes_are_classified_through_the_catalogue() {
     let env = env().await;
-    let ok = env
-        .connector
-        .execute(&command(Operation::QrPayment, &reference(), 25_000))
-        .await;
+    let ok = env.connector.execute(&qr_payment(&env, 25_000)).await;
     assert_eq!(ok.outcome, Outcome::Success);
     assert_eq!(ok.provider_code.as_deref(), Some("2006000"));
     let stored = format!("{:?}", ok.exchanges);
@@ -257,10 +261,7 @@ async fn payment_outcomes_are_classified_through_the_catalogue() {
         (10_308, "4296000"),
         (10_309, "4036019"),
     ] {
-        let report = env
-            .connector
-            .execute(&command(Operation::QrPayment, &reference(), amount))
-            .await;
+        let report = env.connector.execute(&qr_payment(&env, amount)).await;
         assert_eq!(report.outcome, Outcome::Failed, "{amount}: {report:?}");
         assert_eq!(report.provider_code.as_deref(), Some(code));
         assert!(report
@@ -269,14 +270,11 @@ async fn payment_outcomes_are_classified_through_the_catalogue() {
             .is_some_and(|m| !m.is_empty()));
     }
     for amount in [10_202, 10_203, 10_204] {
-        let report = env
-            .connector
-            .execute(&command(Operation::QrPayment, &reference(), amount))
-            .await;
+        let report = env.connector.execute(&qr_payment(&env, amount)).await;
         assert_eq!(report.outcome, Outcome::Unknown, "{amount}: {report:?}");
     }
     // 203 never reached the ledger: the query says not found.
-    let lost = command(Operation::QrPayment, &reference(), 11_203);
+    let lost = qr_payment(&env, 11_203);
     assert_eq!(env.connector.execute(&lost).await.outcome, Outcome::Unknown);
     let check = env.connector.check_status(&lost).await;
     assert!(check.not_found, "{check:?}");
@@ -285,9 +283,22 @@ async fn payment_outcomes_are_classified_through_the_catalogue() {
 #[tokio::test]
 async fn pending_without_notify_is_resolved_by_query() {
     let env = env().await;
-    let payment = command(Operation::QrPayment, &reference(), 10_102);
+    let payment = qr_payment(&env, 10_102);
+    let sent = chrono::Utc::now();
     let report = env.connector.execute(&payment).await;
     assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    // The payment's expiry goes with it: "no record" is final only after it.
+    let expires_at = report
+        .payment
+        .as_ref()
+        .and_then(|payment| payment.expires_at.as_ref())
+        .and_then(loket_protocol::conversions::from_timestamp)
+        .expect("the payment reports the expiryTime it sent");
+    let expiry_secs = (expires_at - sent).num_seconds();
+    assert!(
+        (299..=301).contains(&expiry_secs),
+        "expiry {expiry_secs} s after sending, not the default 300 s"
+    );
     let check = env.connector.check_status(&payment).await;
     assert_eq!(check.outcome, Outcome::Pending);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -301,7 +312,7 @@ async fn pending_without_notify_is_resolved_by_query() {
 #[tokio::test]
 async fn timeout_after_debit_is_unknown_then_the_query_finds_one_payment() {
     let env = env().await;
-    let payment = command(Operation::QrPayment, &reference(), 10_201);
+    let payment = qr_payment(&env, 10_201);
     let report = env.connector.execute(&payment).await;
     assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
     let check = env.connector.check_status(&payment).await;
@@ -320,7 +331,7 @@ async fn timeout_after_debit_is_unknown_then_the_query_finds_one_payment() {
 async fn a_5xx_storm_is_unknown_until_the_query_answers_from_the_ledger() {
     let env = env().await;
     // A token first: the storm hits payments and queries, not the token.
-    let warm = command(Operation::QrPayment, &reference(), 10_000);
+    let warm = qr_payment(&env, 10_000);
     assert_eq!(env.connector.execute(&warm).await.outcome, Outcome::Success);
     let storm = |after_commit| Outage {
         status: 503,
@@ -329,7 +340,7 @@ async fn a_5xx_storm_is_unknown_until_the_query_answers_from_the_ledger() {
     };
 
     env.sim.outage().start(storm(false)).unwrap();
-    let lost = command(Operation::QrPayment, &reference(), 10_000);
+    let lost = qr_payment(&env, 10_000);
     let report = env.connector.execute(&lost).await;
     assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
     let check = env.connector.check_status(&lost).await;
@@ -337,7 +348,7 @@ async fn a_5xx_storm_is_unknown_until_the_query_answers_from_the_ledger() {
     assert_eq!(env.sim.payments_for(&lost.provider_reference), 0);
 
     env.sim.outage().start(storm(true)).unwrap();
-    let carried_out = command(Operation::QrPayment, &reference(), 10_000);
+    let carried_out = qr_payment(&env, 10_000);
     let report = env.connector.execute(&carried_out).await;
     assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
     assert_eq!(env.sim.payments_for(&carried_out.provider_reference), 1);
@@ -359,7 +370,7 @@ async fn a_5xx_storm_is_unknown_until_the_query_answers_from_the_ledger() {
 #[tokio::test]
 async fn a_duplicate_reference_after_success_is_success_with_the_original_reference_no() {
     let env = env().await;
-    let payment = command(Operation::QrPayment, &reference(), 10_000);
+    let payment = qr_payment(&env, 10_000);
     let first = env.connector.execute(&payment).await;
     let second = env.connector.execute(&payment).await;
     assert_eq!(second.outcome, Outcome::Success);
@@ -370,8 +381,7 @@ async fn a_duplicate_reference_after_success_is_success_with_the_original_refere
 #[tokio::test]
 async fn an_empty_qr_content_is_generated_first_with_the_customer_token() {
     let env = env().await;
-    let mut payment = command(Operation::QrPayment, &reference(), 10_000);
-    payment.details.clear();
+    let payment = command(Operation::QrPayment, &reference(), 10_000);
     let report = env.connector.execute(&payment).await;
     assert_eq!(report.outcome, Outcome::Success, "{report:?}");
     let qr = report.payment.as_ref().unwrap().qr_string.clone();
@@ -383,10 +393,102 @@ async fn an_empty_qr_content_is_generated_first_with_the_customer_token() {
     assert!(!format!("{:?}", report.exchanges).contains("demo-customer-token"));
 }
 
+/// Spec §8.6 (ASSUMED): the issuer pays only QRs it issued.
+#[tokio::test]
+async fn a_qr_the_issuer_never_issued_is_a_definite_failure_with_no_ledger_entry() {
+    let env = env().await;
+    for qr in [
+        format!("CUSTOMER-QR-{}", reference()),
+        // A scenario in a made-up QR changes nothing.
+        "CUSTOMER-QR-SCENARIO=101".to_string(),
+    ] {
+        let made_up = payment_of(qr, 10_000);
+        let report = env.connector.execute(&made_up).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        assert_eq!(report.provider_code.as_deref(), Some("4046011"));
+        assert!(
+            report
+                .provider_message
+                .as_deref()
+                .is_some_and(|m| m.contains("unknown QR")),
+            "{report:?}"
+        );
+        assert!(env.sim.ledger_state(&made_up.provider_reference).is_none());
+        assert_eq!(env.sim.payments_for(&made_up.provider_reference), 1);
+        assert!(env
+            .sim
+            .notifies_for(&made_up.provider_reference)
+            .labels
+            .is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_issued_qr_pays_once_until_its_payment_is_cancelled() {
+    let env = env().await;
+    let qr = env.sim.issue_qr(None);
+    let first = payment_of(qr.clone(), 10_000);
+    assert_eq!(
+        env.connector.execute(&first).await.outcome,
+        Outcome::Success
+    );
+
+    let another = payment_of(qr.clone(), 10_000);
+    let refused = env.connector.execute(&another).await;
+    assert_eq!(refused.outcome, Outcome::Failed, "{refused:?}");
+    assert_eq!(refused.provider_code.as_deref(), Some("4046011"));
+    assert!(
+        refused
+            .provider_message
+            .as_deref()
+            .is_some_and(|m| m.contains("already used")),
+        "{refused:?}"
+    );
+    assert!(env.sim.ledger_state(&another.provider_reference).is_none());
+
+    // A cancel frees the QR.
+    let cancel = env.connector.execute(&cancel_of(&first)).await;
+    assert_eq!(cancel.outcome, Outcome::Success, "{cancel:?}");
+    let again = payment_of(qr, 10_000);
+    assert_eq!(
+        env.connector.execute(&again).await.outcome,
+        Outcome::Success
+    );
+}
+
+#[tokio::test]
+async fn an_issued_qr_past_its_expiry_is_refused_4036000() {
+    let env = env_with(|settings| settings.qr_ttl_secs = 0).await;
+    let late = qr_payment(&env, 10_000);
+    let report = env.connector.execute(&late).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("4036000"));
+    assert!(env.sim.ledger_state(&late.provider_reference).is_none());
+}
+
+#[tokio::test]
+async fn a_scenario_in_an_issued_qr_wins_over_the_amount() {
+    let env = env().await;
+    let poor = payment_of(env.sim.issue_qr(Some(303)), 10_000);
+    let report = env.connector.execute(&poor).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("4036014"));
+    let slow = payment_of(env.sim.issue_qr(Some(102)), 10_000);
+    let report = env.connector.execute(&slow).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    assert_eq!(
+        env.sim
+            .ledger_state(&slow.provider_reference)
+            .unwrap()
+            .status,
+        "03"
+    );
+}
+
 #[tokio::test]
 async fn cancel_same_day_then_after_the_window_refund_instead() {
     let env = env().await;
-    let a = command(Operation::QrPayment, &reference(), 10_000);
+    let a = qr_payment(&env, 10_000);
     assert_eq!(env.connector.execute(&a).await.outcome, Outcome::Success);
     let cancel = env.connector.execute(&cancel_of(&a)).await;
     assert_eq!(cancel.outcome, Outcome::Success, "{cancel:?}");
@@ -398,7 +500,7 @@ async fn cancel_same_day_then_after_the_window_refund_instead() {
     let cancel_check = env.connector.check_status(&cancel_of(&a)).await;
     assert_eq!(cancel_check.outcome, Outcome::Success);
 
-    let b = command(Operation::QrPayment, &reference(), 10_000);
+    let b = qr_payment(&env, 10_000);
     let paid = env.connector.execute(&b).await;
     let trace = paid.provider_trace.clone().unwrap();
     env.sim
@@ -446,7 +548,7 @@ async fn wait_for_notifies(env: &Env, n: usize) -> Vec<Result<ParsedCallback, St
 #[tokio::test]
 async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
     let env = env().await;
-    let pending = command(Operation::QrPayment, &reference(), 10_101);
+    let pending = qr_payment(&env, 10_101);
     assert_eq!(
         env.connector.execute(&pending).await.outcome,
         Outcome::Pending
@@ -457,7 +559,7 @@ async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
     assert_eq!(parsed.claimed_outcome, Outcome::Success);
     assert_eq!(parsed.provider_reference, pending.provider_reference);
 
-    let twice = command(Operation::QrPayment, &reference(), 10_104);
+    let twice = qr_payment(&env, 10_104);
     assert_eq!(
         env.connector.execute(&twice).await.outcome,
         Outcome::Success
@@ -480,7 +582,7 @@ async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
         2
     );
 
-    let failed = command(Operation::QrPayment, &reference(), 10_105);
+    let failed = qr_payment(&env, 10_105);
     assert_eq!(
         env.connector.execute(&failed).await.outcome,
         Outcome::Pending
@@ -488,7 +590,7 @@ async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
     let got = wait_for_notifies(&env, 4).await;
     assert_eq!(got[3].clone().unwrap().claimed_outcome, Outcome::Failed);
     // Before the HTTP reply.
-    let early = command(Operation::QrPayment, &reference(), 10_103);
+    let early = qr_payment(&env, 10_103);
     assert_eq!(
         env.connector.execute(&early).await.outcome,
         Outcome::Success
@@ -499,6 +601,91 @@ async fn notifies_from_the_issuer_verify_and_duplicates_share_a_key() {
     );
 }
 
+/// The notifies our receiver has handled about `payment`: each must have
+/// verified.
+fn notifies_about(env: &Env, payment: &Command) -> Vec<ParsedCallback> {
+    env.notified
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|notify| notify.clone().expect("a notify that verifies"))
+        .filter(|notify| notify.provider_reference == payment.provider_reference)
+        .collect()
+}
+
+/// Waits (up to 5 s) until our receiver has handled `n` notifies about
+/// `payment`.
+async fn wait_for_notifies_about(env: &Env, payment: &Command, n: usize) -> Vec<ParsedCallback> {
+    for _ in 0..100 {
+        if notifies_about(env, payment).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    notifies_about(env, payment)
+}
+
+/// Spec §8.4: 2026000, and the notify before the reply, twice, or canceled.
+#[tokio::test]
+async fn pending_payments_are_notified_before_the_reply_twice_or_canceled() {
+    let env = env().await;
+    // 106: the ledger is 00 and its notify handled before the 2026000 reply.
+    let early = qr_payment(&env, 10_106);
+    let report = env.connector.execute(&early).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("2026000"));
+    let got = notifies_about(&env, &early);
+    assert_eq!(got.len(), 1, "no waiting: it came before the reply");
+    assert!(got[0].verified);
+    assert_eq!(
+        (got[0].provider_code.as_str(), got[0].claimed_outcome),
+        ("00", Outcome::Success)
+    );
+    assert_eq!(
+        env.sim.notifies_for(&early.provider_reference).acknowledged,
+        1
+    );
+    let check = env.connector.check_status(&early).await;
+    assert_eq!(check.outcome, Outcome::Success, "{check:?}");
+
+    // 107: 2026000, then notify 00 twice, one dedupe key.
+    let twice = qr_payment(&env, 10_107);
+    let report = env.connector.execute(&twice).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    let got = wait_for_notifies_about(&env, &twice, 2).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    for notify in &got {
+        assert!(notify.verified);
+        assert_eq!(
+            (notify.provider_code.as_str(), notify.claimed_outcome),
+            ("00", Outcome::Success)
+        );
+    }
+    assert_eq!(got[0].dedupe_key, got[1].dedupe_key);
+    assert_eq!(
+        env.sim
+            .ledger_state(&twice.provider_reference)
+            .unwrap()
+            .status,
+        "00"
+    );
+
+    // 108: 2026000, then notify 05 (canceled): a verified failure.
+    let canceled = qr_payment(&env, 10_108);
+    let report = env.connector.execute(&canceled).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    let got = wait_for_notifies_about(&env, &canceled, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].verified);
+    assert_eq!(
+        (got[0].provider_code.as_str(), got[0].claimed_outcome),
+        ("05", Outcome::Failed)
+    );
+    let check = env.connector.check_status(&canceled).await;
+    assert_eq!(check.outcome, Outcome::Failed, "{check:?}");
+    assert_eq!(check.provider_code.as_deref(), Some("05"));
+}
+
 #[tokio::test]
 async fn a_wrong_client_secret_is_refused_401_and_not_processed() {
     let env = env().await;
@@ -507,7 +694,7 @@ async fn a_wrong_client_secret_is_refused_401_and_not_processed() {
         ..env.settings.clone()
     };
     let connector = SnapQrConnector::new(settings).unwrap();
-    let payment = command(Operation::QrPayment, &reference(), 10_000);
+    let payment = qr_payment(&env, 10_000);
     let report = connector.execute(&payment).await;
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
     assert_eq!(report.provider_code.as_deref(), Some("4016000"));

@@ -42,6 +42,9 @@ pub struct TestOptions {
     pub callback_delay_ms: u64,
     /// Also start the SNAP QR CPM simulator and connector.
     pub snapqr: bool,
+    /// How the SNAP simulator signs its notifies (mode B: with a token the
+    /// callback receiver grants it).
+    pub snapqr_notify_mode: loket_snapqr::NotifyMode,
     /// Also start the Smilepayz simulator and connector.
     pub smilepayz: bool,
     /// A migrated database to use instead of a fresh one on the shared
@@ -60,6 +63,7 @@ impl Default for TestOptions {
             not_found_grace_ms: 3_000,
             callback_delay_ms: 150,
             snapqr: false,
+            snapqr_notify_mode: loket_snapqr::NotifyMode::Rsa,
             smilepayz: false,
             database_url: None,
         }
@@ -143,7 +147,9 @@ impl TestApp {
             .api_key;
 
         let mut services = Vec::new();
-        let mut snapqr = options.snapqr.then(crate::snapqr::SnapQrFixture::new);
+        let mut snapqr = options
+            .snapqr
+            .then(|| crate::snapqr::SnapQrFixture::with_notify_mode(options.snapqr_notify_mode));
         let mut smilepayz = options
             .smilepayz
             .then(crate::smilepayz::SmilepayzFixture::new);

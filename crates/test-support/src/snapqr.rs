@@ -14,7 +14,7 @@ use loket_connector::worker::{Failpoint, WorkerSettings};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::snapqr::{SnapQrSim, SnapQrSimSettings};
 use loket_snapqr::service::ConnectorSettings;
-use loket_snapqr::{NotifySettings, SnapQrSettings};
+use loket_snapqr::{NotifyMode, NotifySettings, SnapQrSettings};
 use tokio::net::TcpListener;
 
 /// Credentials shared by the connector and the simulator in tests.
@@ -23,6 +23,12 @@ pub const CLIENT_KEY: &str = "loket-test-snap";
 pub const CANARY_CLIENT_SECRET: &str = "CANARY-SNAP-SECRET-5512";
 pub const CUSTOMER_TOKEN: &str = "CANARY-SNAP-CUSTOMER-7781";
 pub const MERCHANT_ID: &str = "00007100010926";
+/// Notify mode B: the client key we issue the simulated issuer.
+pub const NOTIFY_CLIENT_KEY: &str = "issuer-test-snap";
+/// Notify mode B: the secret we issue the simulated issuer (a canary).
+pub const CANARY_NOTIFY_SECRET: &str = "CANARY-SNAP-NOTIFY-SECRET-3391";
+/// Notify mode B: the key our access tokens are tagged with (a canary).
+pub const CANARY_TOKEN_KEY: &str = "CANARY-SNAP-TOKEN-KEY-6620";
 
 pub struct SnapQrFixture {
     /// The simulator (replaced by `start`, which sets its notify URL).
@@ -47,8 +53,15 @@ impl Default for SnapQrFixture {
 }
 
 impl SnapQrFixture {
-    /// Generates the keys and the simulator settings (nothing started).
+    /// Generates the keys and the simulator settings (nothing started);
+    /// notifies in mode A.
     pub fn new() -> Self {
+        Self::with_notify_mode(NotifyMode::Rsa)
+    }
+
+    /// [`Self::new`] with the notify signature of `mode`: in mode B the
+    /// simulator asks the callback receiver for an access token first.
+    pub fn with_notify_mode(mode: NotifyMode) -> Self {
         let (partner_private_pem, partner_public_pem) = loket_snapqr::sign::generate_key_pair();
         let (issuer_private_pem, _) = loket_snapqr::sign::generate_key_pair();
         let sim_settings = SnapQrSimSettings {
@@ -61,6 +74,9 @@ impl SnapQrFixture {
             notify_delay_ms: 150,
             pending_resolve_ms: 1_000,
             slow_reply_ms: 3_000,
+            notify_mode: mode,
+            notify_client_key: NOTIFY_CLIENT_KEY.into(),
+            notify_client_secret: Secret::new(CANARY_NOTIFY_SECRET),
             ..SnapQrSimSettings::default()
         };
         let sim = SnapQrSim::new(sim_settings.clone()).expect("simulator keys load");
@@ -77,10 +93,15 @@ impl SnapQrFixture {
         }
     }
 
-    /// What the callback receiver needs: mode A with the simulator's issuer key.
+    /// What the callback receiver needs: the simulator's issuer key, and in
+    /// mode B the client key and secret we issued it.
     pub fn callback_settings(&self) -> NotifySettings {
         NotifySettings {
+            mode: self.sim_settings.notify_mode,
             issuer_public_key: Secret::new(self.sim.issuer_public_key_pem()),
+            client_secret: Secret::new(CANARY_NOTIFY_SECRET),
+            issuer_client_key: NOTIFY_CLIENT_KEY.into(),
+            token_key: Secret::new(CANARY_TOKEN_KEY),
             ..NotifySettings::default()
         }
     }

@@ -16,7 +16,7 @@ use loket_snapqr::sign;
 use loket_snapqr::wire::Body;
 use serde_json::{json, Map, Value};
 
-use super::{PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
+use super::{IssuedQr, PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
 use crate::common::{lock, read_body, OutgoingCallback};
 use crate::metrics as names;
 
@@ -119,30 +119,15 @@ pub(crate) async fn token(State(sim): State<SnapQrSim>, request: Request) -> Res
     else {
         return fail(400, 73, 0, "Bad Request");
     };
-    let headers = &parts.headers;
-    let (Some(stamp), Some(client_key), Some(signature)) = (
-        header_str(headers, "X-TIMESTAMP"),
-        header_str(headers, "X-CLIENT-KEY"),
-        header_str(headers, "X-SIGNATURE"),
-    ) else {
-        return fail(400, 73, 2, "Invalid Mandatory Field");
-    };
-    if client_key != settings.client_key || !within_window(&sim, stamp) {
-        return fail(401, 73, 0, "Unauthorized. Client or timestamp");
-    }
-    let verified = sim.inner.partner_key.as_ref().is_some_and(|key| {
-        sign::rsa_verify(
-            key,
-            &sign::token_string_to_sign(client_key, stamp),
-            signature,
-        )
-    });
-    if !verified {
-        return fail(401, 73, 0, "Unauthorized. Signature");
-    }
-    let grant = Body::parse(&body).ok().and_then(|b| b.str("grantType"));
-    if grant.as_deref() != Some("client_credentials") {
-        return fail(400, 73, 1, "Invalid Field Format grantType");
+    let checked = loket_snapqr::b2b_token::check_request(
+        |name| header_str(&parts.headers, name),
+        &body,
+        &settings.client_key,
+        sim.inner.partner_key.as_ref(),
+        |stamp| within_window(&sim, stamp),
+    );
+    if let Err(refusal) = checked {
+        return fail(refusal.http, 73, refusal.case, refusal.message);
     }
     let token: String = {
         use rand::Rng as _;
@@ -303,15 +288,7 @@ pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> 
                 .map(str::to_string)
                 .or_else(|| v.as_u64().map(|n| n.to_string()))
         });
-    let expires = Utc::now() + chrono::Duration::seconds(sim.inner.settings.qr_ttl_secs as i64);
-    let mut qr = format!(
-        "SIMQR-{}-EXP{}",
-        next_reference(&sim, "Q"),
-        expires.timestamp()
-    );
-    if let Some(scenario) = scenario {
-        qr.push_str(&format!("-SCENARIO={scenario:0>3}"));
-    }
+    let (qr, expires) = issue_qr(&sim, scenario.as_deref());
     answer(
         "2005900",
         "Successful",
@@ -324,12 +301,95 @@ pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> 
     )
 }
 
-fn qr_expired(qr: &str) -> bool {
-    qr.split("-EXP")
-        .nth(1)
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|epoch| epoch.parse::<i64>().ok())
-        .is_some_and(|epoch| epoch < Utc::now().timestamp())
+/// Issues a QR as 59 does and remembers it with its expiry (`qr_ttl_secs`
+/// from now): `SIMQR-Q<yyMMdd><n>-EXP<epoch>`, then `-SCENARIO=NNN` when a
+/// scenario is asked for (zero-padded to three characters).
+pub(crate) fn issue_qr(sim: &SnapQrSim, scenario: Option<&str>) -> (String, DateTime<Utc>) {
+    let expires_at = Utc::now() + chrono::Duration::seconds(sim.inner.settings.qr_ttl_secs as i64);
+    let mut qr = format!(
+        "SIMQR-{}-EXP{}",
+        next_reference(sim, "Q"),
+        expires_at.timestamp()
+    );
+    if let Some(scenario) = scenario {
+        qr.push_str(&format!("-SCENARIO={scenario:0>3}"));
+    }
+    lock(&sim.inner.ledger).issued_qrs.insert(
+        qr.clone(),
+        IssuedQr {
+            expires_at,
+            paid_by: None,
+        },
+    );
+    (qr, expires_at)
+}
+
+/// When a payment the issuer carried out is notified (79), spec §8.4.
+enum NotifyPlan {
+    /// Never: only a query (61) shows the status.
+    Never,
+    /// Before the HTTP reply, with the status the ledger already has.
+    BeforeReply,
+    /// After `notify_delay_ms`: the ledger moves to `status` (unless a cancel
+    /// made it final meanwhile), then the notify is delivered `deliveries`
+    /// times.
+    Later {
+        status: &'static str,
+        deliveries: usize,
+    },
+}
+
+/// How a scenario's payment goes once the issuer has carried it out.
+struct Settlement {
+    /// latestTransactionStatus in the ledger when the reply is sent.
+    status: &'static str,
+    /// Answered 2026000 (in progress) rather than 2006000.
+    in_progress: bool,
+    notify: NotifyPlan,
+}
+
+/// Scenarios 101–108 (spec §8.4); every other scenario that reaches the
+/// ledger succeeds at once, without a notify.
+fn settlement(scenario: u16) -> Settlement {
+    let later = |status, deliveries| NotifyPlan::Later { status, deliveries };
+    let (status, in_progress, notify) = match scenario {
+        101 => ("01", true, later("00", 1)),
+        102 => ("03", true, NotifyPlan::Never),
+        103 => ("00", false, NotifyPlan::BeforeReply),
+        104 => ("00", false, later("00", 2)),
+        105 => ("01", true, later("06", 1)),
+        106 => ("00", true, NotifyPlan::BeforeReply),
+        107 => ("01", true, later("00", 2)),
+        108 => ("01", true, later("05", 1)),
+        _ => ("00", false, NotifyPlan::Never),
+    };
+    Settlement {
+        status,
+        in_progress,
+        notify,
+    }
+}
+
+/// [`NotifyPlan::Later`] for `reference`, in its own task; nothing once the
+/// simulator stops. A final status never changes (spec §7).
+fn settle_later(sim: &SnapQrSim, reference: String, status: &'static str, deliveries: usize) {
+    let sim = sim.clone();
+    let delay = Duration::from_millis(sim.inner.settings.notify_delay_ms);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sim.inner.stop.wait() => {}
+            _ = tokio::time::sleep(delay) => {
+                if let Some(entry) = lock(&sim.inner.ledger).payments.get_mut(&reference) {
+                    if matches!(entry.status.as_str(), "01" | "02" | "03") {
+                        entry.status = status.into();
+                    }
+                }
+                for _ in 0..deliveries {
+                    send_notify(&sim, &reference).await;
+                }
+            }
+        }
+    });
 }
 
 fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
@@ -368,9 +428,30 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
         Err(_) => return fail(400, 60, 1, "Invalid Field Format amount"),
     };
     let scenario = scenario_of(&qr, amount);
-    // The ledger decides duplicates first.
-    {
+    let failure = match scenario {
+        301 => Some((403, 0, "Transaction Expired")),
+        302 => Some((404, 11, "Invalid Card/Account/Customer")),
+        303 => Some((403, 14, "Insufficient Funds")),
+        304 => Some((403, 2, "Exceeds Transaction Amount Limit")),
+        305 => Some((403, 5, "Do Not Honor")),
+        306 => Some((403, 3, "Suspected Fraud")),
+        307 => Some((404, 13, "Invalid Amount")),
+        309 => Some((403, 19, "Merchant Blacklisted")),
+        310 => Some((403, 1, "Feature Not Allowed")),
+        _ => None,
+    };
+    let settlement = settlement(scenario);
+    let status = if failure.is_some() {
+        "06"
+    } else {
+        settlement.status
+    };
+    let reference_no = next_reference(&sim, "SNAP");
+    // One critical section from the duplicate check to the ledger entry, so
+    // two concurrent payments can never both use one reference or one QR.
+    let entry = {
         let mut ledger = lock(&sim.inner.ledger);
+        // The ledger decides duplicates first.
         if let Some(entry) = ledger.payments.get_mut(&reference) {
             resolve_pending(entry);
             match entry.status.as_str() {
@@ -386,10 +467,15 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 }
             }
         }
-        if qr_expired(&qr) {
+        let Some(issued) = ledger.issued_qrs.get_mut(&qr) else {
+            // ASSUMED (spec §8.6): a QR this issuer never generated (or has
+            // forgotten) pays nothing.
+            return fail(404, 60, 11, "Invalid Card/Account/Customer (unknown QR)");
+        };
+        if issued.expires_at < Utc::now() {
             return fail(403, 60, 0, "Transaction Expired");
         }
-        if ledger.used_qr.get(&qr).is_some_and(|by| *by != reference) {
+        if issued.paid_by.as_ref().is_some_and(|by| *by != reference) {
             return fail(
                 404,
                 60,
@@ -397,92 +483,41 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 "Invalid Card/Account/Customer (QR already used)",
             );
         }
-    }
-    let failure = match scenario {
-        301 => Some((403, 0, "Transaction Expired")),
-        302 => Some((404, 11, "Invalid Card/Account/Customer")),
-        303 => Some((403, 14, "Insufficient Funds")),
-        304 => Some((403, 2, "Exceeds Transaction Amount Limit")),
-        305 => Some((403, 5, "Do Not Honor")),
-        306 => Some((403, 3, "Suspected Fraud")),
-        307 => Some((404, 13, "Invalid Amount")),
-        309 => Some((403, 19, "Merchant Blacklisted")),
-        310 => Some((403, 1, "Feature Not Allowed")),
-        _ => None,
-    };
-    if scenario == 308 {
-        return fail(429, 60, 0, "Too Many Requests");
-    }
-    if scenario == 203 {
-        return (
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><body>502 Bad Gateway</body></html>",
-        )
-            .into_response();
-    }
-    let status = match (failure, scenario) {
-        (Some(_), _) => "06",
-        (None, 101 | 105) => "01",
-        (None, 102) => "03",
-        _ => "00",
-    };
-    let entry = PaymentEntry {
-        partner_reference_no: reference.clone(),
-        reference_no: next_reference(&sim, "SNAP"),
-        amount,
-        qr_content: qr.clone(),
-        status: status.into(),
-        scenario,
-        created_at: Utc::now(),
-        refunded: 0,
-        refunds: Default::default(),
-        resolve_at: (scenario == 102)
-            .then(|| Instant::now() + Duration::from_millis(sim.inner.settings.pending_resolve_ms)),
-    };
-    {
-        let mut ledger = lock(&sim.inner.ledger);
-        if status != "06" {
-            ledger.used_qr.insert(qr, reference.clone());
+        if scenario == 308 {
+            return fail(429, 60, 0, "Too Many Requests");
         }
+        if scenario == 203 {
+            return (
+                StatusCode::BAD_GATEWAY,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body>502 Bad Gateway</body></html>",
+            )
+                .into_response();
+        }
+        if status != "06" {
+            issued.paid_by = Some(reference.clone());
+        }
+        let entry = PaymentEntry {
+            partner_reference_no: reference.clone(),
+            reference_no,
+            amount,
+            qr_content: qr.clone(),
+            status: status.into(),
+            scenario,
+            created_at: Utc::now(),
+            refunded: 0,
+            refunds: Default::default(),
+            resolve_at: (scenario == 102).then(|| {
+                Instant::now() + Duration::from_millis(sim.inner.settings.pending_resolve_ms)
+            }),
+        };
         ledger.payments.insert(reference.clone(), entry.clone());
-    }
+        entry
+    };
     if let Some((http, case, message)) = failure {
         return fail(http, 60, case, message);
     }
-    let delay = Duration::from_millis(sim.inner.settings.notify_delay_ms);
     match scenario {
-        101 | 105 => {
-            let final_status = if scenario == 101 { "00" } else { "06" };
-            let sim2 = sim.clone();
-            let reference2 = reference.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = sim2.inner.stop.wait() => {}
-                    _ = tokio::time::sleep(delay) => {
-                        if let Some(entry) = lock(&sim2.inner.ledger).payments.get_mut(&reference2) {
-                            entry.status = final_status.into();
-                        }
-                        send_notify(&sim2, &reference2).await;
-                    }
-                }
-            });
-            payment_reply(&entry, "2026000", "Request In Progress")
-        }
-        102 => payment_reply(&entry, "2026000", "Request In Progress"),
-        103 => {
-            send_notify(&sim, &reference).await;
-            payment_reply(&entry, "2006000", "Successful")
-        }
-        104 => {
-            let sim2 = sim.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                send_notify(&sim2, &reference).await;
-                send_notify(&sim2, &reference).await;
-            });
-            payment_reply(&entry, "2006000", "Successful")
-        }
         201 => {
             let wait = Duration::from_millis(sim.inner.settings.slow_reply_ms);
             tokio::select! {
@@ -493,7 +528,20 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
         }
         202 => (StatusCode::INTERNAL_SERVER_ERROR, "").into_response(),
         204 => fail(504, 60, 0, "Timeout"),
-        _ => payment_reply(&entry, "2006000", "Successful"),
+        _ => {
+            match settlement.notify {
+                NotifyPlan::Never => {}
+                NotifyPlan::BeforeReply => send_notify(&sim, &reference).await,
+                NotifyPlan::Later { status, deliveries } => {
+                    settle_later(&sim, reference, status, deliveries)
+                }
+            }
+            if settlement.in_progress {
+                payment_reply(&entry, "2026000", "Request In Progress")
+            } else {
+                payment_reply(&entry, "2006000", "Successful")
+            }
+        }
     }
 }
 
@@ -521,26 +569,24 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
         })
         .unwrap_or_else(|_| "/".into());
     let stamp = now_iso();
-    let headers: Vec<(String, String)> = loket_snapqr::callback::sign_notify_rsa(
-        &sim.inner.issuer_key,
-        &path,
-        body.as_bytes(),
-        &stamp,
-    )
-    .into_iter()
-    .filter(|(name, _)| name != "Content-Type")
-    .chain([
-        (
-            "X-PARTNER-ID".to_string(),
-            sim.inner.settings.client_key.clone(),
-        ),
-        (
-            "X-EXTERNAL-ID".to_string(),
-            format!("{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
-        ),
-        ("CHANNEL-ID".to_string(), "95221".to_string()),
-    ])
-    .collect();
+    let Some(signed) = notify_signature(sim, &url, &path, body.as_bytes(), &stamp).await else {
+        return;
+    };
+    let headers: Vec<(String, String)> = signed
+        .into_iter()
+        .filter(|(name, _)| name != "Content-Type")
+        .chain([
+            (
+                "X-PARTNER-ID".to_string(),
+                sim.inner.settings.client_key.clone(),
+            ),
+            (
+                "X-EXTERNAL-ID".to_string(),
+                format!("{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+            ),
+            ("CHANNEL-ID".to_string(), "95221".to_string()),
+        ])
+        .collect();
     sim.inner
         .notifies
         .deliver_with_headers(
@@ -556,6 +602,89 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
             &headers,
         )
         .await;
+}
+
+/// The headers that authenticate a notify (spec §4.3): mode A signs with the
+/// issuer key; mode B signs as a transaction call, with loket's access token
+/// and the secret loket issued. `None` when mode B gets no token (the notify
+/// is then not sent; loket's queries still find the payment).
+async fn notify_signature(
+    sim: &SnapQrSim,
+    url: &str,
+    path: &str,
+    body: &[u8],
+    stamp: &str,
+) -> Option<Vec<(String, String)>> {
+    let settings = &sim.inner.settings;
+    match settings.notify_mode {
+        loket_snapqr::NotifyMode::Rsa => Some(loket_snapqr::callback::sign_notify_rsa(
+            &sim.inner.issuer_key,
+            path,
+            body,
+            stamp,
+        )),
+        loket_snapqr::NotifyMode::Hmac => {
+            let token = notify_token(sim, url).await?;
+            let signature = sign::hmac_signature(
+                settings.notify_client_secret.expose(),
+                &sign::transaction_string_to_sign("POST", path, &token, body, stamp),
+            );
+            Some(vec![
+                ("X-TIMESTAMP".to_string(), stamp.to_string()),
+                ("X-SIGNATURE".to_string(), signature),
+                ("Authorization".to_string(), format!("Bearer {token}")),
+            ])
+        }
+    }
+}
+
+/// Notify mode B: loket's access token, asked for at
+/// `/{version}/access-token/b2b` on the notify URL's host with the issuer's
+/// RSA signature over `clientKey|X-TIMESTAMP`, and kept until a minute
+/// before its `expiresIn` runs out.
+async fn notify_token(sim: &SnapQrSim, notify_url: &str) -> Option<String> {
+    let mut cached = sim.inner.notify_token.lock().await;
+    if let Some((token, expires)) = cached.as_ref() {
+        if Instant::now() + Duration::from_secs(60) < *expires {
+            return Some(token.clone());
+        }
+    }
+    let settings = &sim.inner.settings;
+    let mut url = reqwest::Url::parse(notify_url).ok()?;
+    url.set_path(&format!("/{}/access-token/b2b", settings.version));
+    url.set_query(None);
+    let stamp = now_iso();
+    let signature = sign::rsa_sign(
+        &sim.inner.issuer_key,
+        &sign::token_string_to_sign(&settings.notify_client_key, &stamp),
+    );
+    let answer = sim
+        .inner
+        .notifies
+        .client()
+        .post(url.clone())
+        .header("Content-Type", "application/json")
+        .header("X-TIMESTAMP", &stamp)
+        .header("X-CLIENT-KEY", &settings.notify_client_key)
+        .header("X-SIGNATURE", signature)
+        .body(r#"{"grantType":"client_credentials","additionalInfo":{}}"#)
+        .send()
+        .await;
+    let granted = match answer {
+        Ok(response) => response.bytes().await.ok().and_then(|bytes| {
+            let body = Body::parse(&bytes).ok()?;
+            let token = body.str("accessToken")?;
+            let ttl = body.str("expiresIn")?.parse::<u64>().ok()?;
+            Some((token, ttl))
+        }),
+        Err(_) => None,
+    };
+    let Some((token, ttl)) = granted else {
+        tracing::warn!(%url, "snapqr simulator: loket granted no notify access token; notify not sent");
+        return None;
+    };
+    *cached = Some((token.clone(), Instant::now() + Duration::from_secs(ttl)));
+    Some(token)
 }
 
 /// Service 61.
@@ -642,7 +771,12 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
         _ => return fail(404, 62, 0, "Invalid Transaction Status"),
     }
     let entry = entry.clone();
-    ledger.used_qr.remove(&entry.qr_content);
+    // The QR this payment used may be paid again, by any reference.
+    if let Some(issued) = ledger.issued_qrs.get_mut(&entry.qr_content) {
+        if issued.paid_by.as_ref() == Some(&reference) {
+            issued.paid_by = None;
+        }
+    }
     answer(
         "2006200",
         "Successful",

@@ -4,11 +4,13 @@
 //! (60), query (61), cancel (62) and refund (80) under
 //! `{path_prefix}/v1.0/…`, each checked for timestamp window, token,
 //! partner id and HMAC signature (over the path as received), CHANNEL-ID and
-//! X-EXTERNAL-ID uniqueness per WIB day; a ledger per partnerReferenceNo;
-//! partial refunds up to the paid amount; a cancel window; notify (79) sent
-//! to loket signed with the simulator's issuer key (mode A); and scenario
-//! rules chosen by the amount's last three digits or by `SCENARIO=NNN` in the
-//! qrContent (see `SCENARIOS.md` and [`SCENARIOS`]).
+//! X-EXTERNAL-ID uniqueness per WIB day; the QRs 59 issued, with their expiry
+//! (paying any other QR answers 4046011, ASSUMED §8.6); a ledger per
+//! partnerReferenceNo; partial refunds up to the paid amount; a cancel
+//! window; notify (79) sent to loket signed with the simulator's issuer key
+//! (mode A); and scenario rules chosen by the amount's last three digits or
+//! by `SCENARIO=NNN` in the qrContent (see `SCENARIOS.md` and
+//! [`SCENARIOS`]).
 //!
 //! It reuses only `loket_snapqr::{sign, wire}` (the standard's signatures and
 //! amounts), never the connector's classification.
@@ -65,6 +67,15 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("104", "success, notify 00 delivered twice (duplicate)"),
     ("105", "pending: 2026000, then notify 06 (failed)"),
     (
+        "106",
+        "pending: 2026000, ledger 00 and notify 00 delivered BEFORE the HTTP response",
+    ),
+    (
+        "107",
+        "pending: 2026000, then notify 00 delivered twice (duplicate)",
+    ),
+    ("108", "pending: 2026000, then notify 05 (canceled)"),
+    (
         "201",
         "timeout after debit: ledger 00, reply only after slow_reply_ms",
     ),
@@ -110,6 +121,16 @@ pub struct SnapQrSimSettings {
     /// loket's notify URL, e.g. `http://127.0.0.1:PORT/callback/snapqr`;
     /// no notify is sent when absent.
     pub notify_url: Option<String>,
+    /// How notifies are signed (spec §4.3): mode A (`rsa`, the default) with
+    /// the issuer key; mode B (`hmac`) with an access token loket grants at
+    /// `/{version}/access-token/b2b` on the notify URL's host (asked for with
+    /// the issuer key, kept until shortly before it expires) and the secret
+    /// loket issued.
+    pub notify_mode: loket_snapqr::NotifyMode,
+    /// Mode B: the client key loket issued to this issuer (X-CLIENT-KEY).
+    pub notify_client_key: String,
+    /// Mode B: the secret loket issued to this issuer (the HMAC key).
+    pub notify_client_secret: Secret,
     pub notify_delay_ms: u64,
     pub notify_max_attempts: u32,
     pub notify_retry_ms: u64,
@@ -141,6 +162,9 @@ impl Default for SnapQrSimSettings {
             token_ttl_secs: 900,
             max_skew_secs: 300,
             notify_url: None,
+            notify_mode: loket_snapqr::NotifyMode::Rsa,
+            notify_client_key: String::new(),
+            notify_client_secret: Secret::default(),
             notify_delay_ms: 200,
             notify_max_attempts: 3,
             notify_retry_ms: 500,
@@ -175,6 +199,16 @@ pub struct RefundEntry {
     pub amount: i64,
 }
 
+/// A QR the simulator issued (59, or [`SnapQrSim::issue_qr`]).
+#[derive(Debug)]
+pub(crate) struct IssuedQr {
+    /// Paying it after this answers 4036000.
+    pub(crate) expires_at: DateTime<Utc>,
+    /// The partnerReferenceNo that paid it (cleared by a cancel): a payment
+    /// by another reference answers 4046011.
+    pub(crate) paid_by: Option<String>,
+}
+
 /// The simulator's record of one payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentEntry {
@@ -200,8 +234,8 @@ pub(crate) struct Ledger {
     pub(crate) external_ids: RecentMap<(NaiveDate, String), ()>,
     /// By partnerReferenceNo.
     pub(crate) payments: RecentMap<String, PaymentEntry>,
-    /// qrContent → the partnerReferenceNo that paid it.
-    pub(crate) used_qr: RecentMap<String, String>,
+    /// By qrContent: every QR issued, and who paid it.
+    pub(crate) issued_qrs: RecentMap<String, IssuedQr>,
     pub(crate) counts: RecentMap<String, SnapCounts>,
 }
 
@@ -211,7 +245,7 @@ impl Ledger {
             tokens: HashMap::new(),
             external_ids: RecentMap::new(remembered, "snapqr", "external_ids"),
             payments: RecentMap::new(remembered, "snapqr", "payments"),
-            used_qr: RecentMap::new(remembered, "snapqr", "used_qr"),
+            issued_qrs: RecentMap::new(remembered, "snapqr", "issued_qrs"),
             counts: RecentMap::new(remembered, "snapqr", "requests"),
         }
     }
@@ -226,6 +260,8 @@ pub(crate) struct Inner {
     pub(crate) token_requests: AtomicU64,
     pub(crate) sequence: AtomicU64,
     pub(crate) notifies: CallbackSender,
+    /// Notify mode B: the access token loket granted, and when it expires.
+    pub(crate) notify_token: tokio::sync::Mutex<Option<(String, Instant)>>,
     pub(crate) outage: Arc<OutageSwitch>,
     pub(crate) stop: Shutdown,
 }
@@ -259,10 +295,10 @@ impl SnapQrSim {
     }
 
     /// Builds the simulator, remembering the `references` most recent
-    /// partnerReferenceNos (payments, request counts, notify logs), paid
+    /// partnerReferenceNos (payments, request counts, notify logs), issued
     /// qrContents and X-EXTERNAL-IDs: a query about an older payment answers
-    /// 4046101 (not found), and an older qrContent or X-EXTERNAL-ID may be
-    /// used again.
+    /// 4046101 (not found), a payment of an older qrContent 4046011 (unknown
+    /// QR), and an older X-EXTERNAL-ID may be used again.
     pub fn remembering(settings: SnapQrSimSettings, references: usize) -> Result<Self, SimError> {
         use rsa::pkcs8::{EncodePublicKey, LineEnding};
         let partner_key = if settings.partner_public_key.is_empty() {
@@ -311,6 +347,7 @@ impl SnapQrSim {
                 token_requests: AtomicU64::new(0),
                 sequence: AtomicU64::new(1),
                 notifies,
+                notify_token: tokio::sync::Mutex::new(None),
                 outage: Arc::default(),
                 stop: Shutdown::new(),
             }),
@@ -388,6 +425,15 @@ impl SnapQrSim {
     /// Token requests received (accepted or not).
     pub fn token_requests(&self) -> u64 {
         self.inner.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Issues a QR exactly as generate (59) does, without a customer token
+    /// (tests and demos): a payment (60) may pay it until `qr_ttl_secs` have
+    /// passed. `scenario` puts `SCENARIO=NNN` in it, which chooses the
+    /// scenario whatever the amount.
+    pub fn issue_qr(&self, scenario: Option<u16>) -> String {
+        let scenario = scenario.map(|n| n.to_string());
+        handlers::issue_qr(self, scenario.as_deref()).0
     }
 
     /// Invalidates every issued token (a token "expiring mid-flow").
