@@ -400,8 +400,8 @@ impl OkeBayarConnector {
             report.provider_code = Some(code.to_string());
             report.provider_message =
                 Some("status check: OkeBayar has no record of this referencecode".into());
-            report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
             report.detail = "not found at the provider".into();
+            note_status_check_trace(&fields, &mut report);
             return report;
         }
         let classification = if is_status {
@@ -410,6 +410,10 @@ impl OkeBayarConnector {
             codes::classify(code, CodeOperation::from(about))
         };
         let mut report = fill_report(&fields, code, &classification, about);
+        if is_status {
+            report.provider_trace = None;
+            note_status_check_trace(&fields, &mut report);
+        }
         if !(200..300).contains(&reply.status) && report.outcome == Outcome::Success {
             // A success code on an HTTP error is a contradiction: check.
             report.outcome = Outcome::Unknown;
@@ -664,6 +668,19 @@ fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
             push_detail(detail, &format!("{name} not used: {error}"));
             None
         }
+    }
+}
+
+/// OkeBayar's `tracecode` is new on every hit (spec §1): a status check's
+/// names that check, not the transaction. It goes into the report's detail
+/// only, so the transaction keeps the original's (the one later checks send
+/// back) and never takes a check's for it.
+fn note_status_check_trace(fields: &Fields, report: &mut Report) {
+    if let Some(trace) = fields.non_empty("tracecode") {
+        push_detail(
+            &mut report.detail,
+            &format!("status check tracecode {}", truncate(trace, 64)),
+        );
     }
 }
 

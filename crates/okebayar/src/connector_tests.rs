@@ -566,6 +566,7 @@ fn status_check_classifies_for_the_original_operation() {
         &check,
         200,
         &xml(&[
+            ("tracecode", "5550009998887776"),
             ("transactionstatus", "000"),
             ("serialnumber", "TOKEN-1234"),
             ("harga", "20500"),
@@ -575,6 +576,16 @@ fn status_check_classifies_for_the_original_operation() {
     assert_eq!(report.outcome, Outcome::Success);
     assert_eq!(report.serial_number.as_deref(), Some("TOKEN-1234"));
     assert_eq!(report.provider_amount, Some(Money::idr(20_500)));
+    // A tracecode is new on every hit (spec §1): the check's is not the
+    // transaction's, so it is only noted.
+    assert_eq!(report.provider_trace, None);
+    assert!(
+        report
+            .detail
+            .contains("status check tracecode 5550009998887776"),
+        "{}",
+        report.detail
+    );
 
     assert_eq!(
         classify(&check, 200, &xml(&[("transactionstatus", "002")])).outcome,

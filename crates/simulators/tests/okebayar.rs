@@ -303,10 +303,15 @@ async fn status_check_answers_from_the_ledger_and_not_found_code() {
     let bought = h.send(&purchase("st-1", "081234567890")).await;
     let check = h.status_check("st-1").await;
     assert_eq!(status(&check), "000");
-    assert_eq!(
+    assert_ne!(
         check.get("tracecode"),
         bought.get("tracecode"),
-        "the original's tracecode"
+        "a tracecode is new on every hit (spec §1)"
+    );
+    assert_eq!(check.get("tracecode").map(str::len), Some(16));
+    assert_ne!(
+        h.status_check("st-1").await.get("tracecode"),
+        check.get("tracecode")
     );
     assert_eq!(check.get("serialnumber"), bought.get("serialnumber"));
     assert_eq!(check.get("harga"), Some("11000"));
@@ -364,7 +369,10 @@ async fn beyond_its_memory_the_oldest_reference_is_forgotten_and_the_newest_kept
     );
     let check = h.status_check(newest).await;
     assert_eq!(status(&check), "000");
-    assert_eq!(check.get("tracecode"), replies[remembered].get("tracecode"));
+    assert_eq!(
+        check.get("serialnumber"),
+        replies[remembered].get("serialnumber")
+    );
     assert_eq!(h.sim.requests_for(newest).purchases, 2);
     assert_eq!(h.sim.balance(), 1_000_000 - 4 * 11_000);
 

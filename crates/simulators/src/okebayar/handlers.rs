@@ -779,9 +779,11 @@ fn status_check(ctx: &Ctx) -> Answer {
         Some(entry) => {
             let style = scenario_of(ctx, &entry.accnumber).amount_style();
             let code = entry.code.clone();
+            // The reply is about the original, but its tracecode is this
+            // hit's: new on every hit (spec §1).
             Answer::plain(
                 &code,
-                transaction_reply(ctx, &entry, &code, &entry.tracecode, style),
+                transaction_reply(ctx, &entry, &code, &ctx.tracecode, style),
             )
         }
         None => {
