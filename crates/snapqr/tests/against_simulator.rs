@@ -701,3 +701,29 @@ async fn a_wrong_client_secret_is_refused_401_and_not_processed() {
     assert!(env.sim.ledger_state(&payment.provider_reference).is_none());
     assert!(!format!("{:?}", report.exchanges).contains("not-the-secret"));
 }
+
+/// For demos (`loketctl qr pay --qr`): `POST /_sim/qr?scenario=NNN` issues a
+/// QR over HTTP that a payment may pay, its scenario chosen by the QR.
+#[tokio::test]
+async fn a_qr_issued_over_http_for_demos_pays_with_its_scenario() {
+    let env = env().await;
+    let http = reqwest::Client::new();
+    let issued: serde_json::Value = http
+        .post(format!("{}/_sim/qr?scenario=101", env.settings.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let qr = issued["qrContent"].as_str().expect("qrContent").to_string();
+    // 10,000 alone would succeed at once; the QR's scenario 101 answers 202.
+    let report = env.connector.execute(&payment_of(qr, 10_000)).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    let refused = http
+        .post(format!("{}/_sim/qr?scenario=1000", env.settings.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}

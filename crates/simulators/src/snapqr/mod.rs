@@ -18,7 +18,8 @@
 //! Introspection (JSON): `GET /_sim/requests/{reference}`,
 //! `GET /_sim/ledger/{reference}`, `GET /_sim/callbacks/{reference}`,
 //! `GET /_sim/scenarios`, `GET /_sim/issuer-public-key`,
-//! `POST /_sim/tokens/expire`.
+//! `POST /_sim/tokens/expire`; `POST /_sim/qr[?scenario=NNN]` issues a QR as
+//! 59 would, without a customer token (for demos: `loketctl qr pay --qr`).
 //!
 //! Everything kept per reference or per request is bounded: see
 //! [`SnapQrSim::remembering`]; expired tokens are dropped as new ones are
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -387,6 +388,7 @@ impl SnapQrSim {
             .route("/_sim/scenarios", get(admin_scenarios))
             .route("/_sim/issuer-public-key", get(admin_issuer_key))
             .route("/_sim/tokens/expire", post(admin_expire_tokens))
+            .route("/_sim/qr", post(admin_issue_qr))
             .with_state(self.clone())
             .merge(common::outage_routes(self.inner.outage.clone()))
     }
@@ -503,6 +505,24 @@ async fn admin_scenarios() -> Json<serde_json::Value> {
 
 async fn admin_issuer_key(State(sim): State<SnapQrSim>) -> String {
     sim.issuer_public_key_pem().to_string()
+}
+
+#[derive(Deserialize)]
+struct IssueQrQuery {
+    scenario: Option<u16>,
+}
+
+/// `POST /_sim/qr[?scenario=NNN]`: a QR a payment may pay, as 59 issues it.
+async fn admin_issue_qr(
+    State(sim): State<SnapQrSim>,
+    Query(query): Query<IssueQrQuery>,
+) -> Response {
+    if query.scenario.is_some_and(|n| n > 999) {
+        return (StatusCode::BAD_REQUEST, "scenario: three digits at most\n").into_response();
+    }
+    let qr = sim.issue_qr(query.scenario);
+    Json(serde_json::json!({ "qrContent": qr, "validForSeconds": sim.inner.settings.qr_ttl_secs }))
+        .into_response()
 }
 
 async fn admin_expire_tokens(State(sim): State<SnapQrSim>) -> StatusCode {
