@@ -436,3 +436,144 @@ fn loketctl_binary() -> std::path::PathBuf {
     }
     binary
 }
+
+/// A collector that keeps every OTLP/HTTP trace export it is sent.
+#[derive(Clone, Default)]
+struct Collector {
+    exports: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Collector {
+    async fn start(&self) -> std::net::SocketAddr {
+        let exports = self.exports.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                exports.lock().unwrap().push(body.to_vec());
+                axum::http::StatusCode::OK
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Every span received so far, with its service name.
+    fn spans(&self) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message as _;
+        let mut spans = Vec::new();
+        for body in self.exports.lock().unwrap().iter() {
+            let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+            for resource_spans in request.resource_spans {
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|resource| &resource.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value.as_ref())
+                    .map(|value| format!("{:?}", value.value))
+                    .unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    spans.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
+                }
+            }
+        }
+        spans
+    }
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|value| match &value.value {
+            Some(Value::StringValue(text)) => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// With `otlp_endpoint` set, the services export their spans over OTLP/HTTP:
+/// the gRPC call's span, the connector's and the reconciler's for one
+/// purchase form one trace whose parent links follow the purchase through
+/// the bus (ingress → connector → reconciler), under the trace id the logs
+/// carry; and the canary PIN is in no exported byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spans_of_one_purchase_are_exported_as_one_linked_trace() {
+    let collector = Collector::default();
+    let addr = collector.start().await;
+    let telemetry = loket_runtime::telemetry::init(
+        "loket-e2e",
+        &loket_runtime::telemetry::LogSettings {
+            json: false,
+            otlp_endpoint: format!("http://{addr}"),
+        },
+    );
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let bought = client
+        .purchase(purchase("traced-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bought.status(),
+        pb::TransactionStatus::Success,
+        "{bought:?}"
+    );
+
+    let named = |name: &str| {
+        collector
+            .spans()
+            .into_iter()
+            .filter(|(_, span)| span.name == name && attribute(span, "transaction_id") == bought.id)
+            .collect::<Vec<_>>()
+    };
+    let mut spans = (Vec::new(), Vec::new(), Vec::new());
+    eventually(
+        "the three services' spans exported",
+        Duration::from_secs(15),
+        || {
+            tokio::task::block_in_place(|| telemetry.flush_spans());
+            spans = (named("rpc"), named("command"), named("event"));
+            let found = !spans.0.is_empty() && !spans.1.is_empty() && !spans.2.is_empty();
+            async move { found }
+        },
+    )
+    .await;
+    let (rpc, command, event) = (&spans.0[0].1, &spans.1[0].1, &spans.2[0].1);
+    assert!(
+        spans.0[0].0.contains("loket-e2e"),
+        "service.name: {}",
+        spans.0[0].0
+    );
+    assert_eq!(rpc.trace_id, command.trace_id, "one trace");
+    assert_eq!(rpc.trace_id, event.trace_id, "one trace");
+    assert_eq!(
+        command.parent_span_id, rpc.span_id,
+        "the connector's span is the call's child"
+    );
+    assert_eq!(
+        event.parent_span_id, command.span_id,
+        "the reconciler's span is the connector's child"
+    );
+    assert_eq!(
+        attribute(rpc, "trace_id"),
+        hex(&rpc.trace_id),
+        "the logs' trace id is the exported one"
+    );
+    for body in collector.exports.lock().unwrap().iter() {
+        assert!(
+            !String::from_utf8_lossy(body).contains(CANARY_PIN),
+            "the PIN reached an exported span"
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -35,7 +35,7 @@ use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Provider};
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::config::Common;
-use loket_runtime::telemetry::TraceContext;
+use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::{bus as lbus, Shutdown};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -446,6 +447,25 @@ async fn callback(
         Err(response) => return response,
     };
     let provider = parser.provider();
+    // A callback starts a trace of its own (providers send no traceparent);
+    // the reconciler's work on it continues it.
+    let span = tracing::info_span!("callback", %provider, trace_id = tracing::field::Empty);
+    let trace = telemetry::join(&span, None);
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    accept(&state, parser, callback_request, trace, started)
+        .instrument(span)
+        .await
+}
+
+/// Parses a received callback, makes it durable and answers the provider.
+async fn accept(
+    state: &AppState,
+    parser: Arc<dyn CallbackParser>,
+    callback_request: CallbackRequest,
+    trace: TraceContext,
+    started: Instant,
+) -> Response {
+    let provider = parser.provider();
     let source_ip = callback_request.source_ip;
 
     let parsed = match parser.parse(&callback_request) {
@@ -483,7 +503,6 @@ async fn callback(
         source_ip: source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         received_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
     };
-    let trace = TraceContext::new_root();
     if let Err(error) = state
         .inner
         .sink

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let settings: Settings = config::load()?;
-    let _logs = telemetry::init("loket-callback", settings.common.log_json);
+    let _logs = telemetry::init("loket-callback", &settings.common.log_settings());
     let main = tokio::net::TcpListener::bind(&settings.listen_addr)
         .await
         .with_context(|| format!("binding listen_addr {}", settings.listen_addr))?;

@@ -34,6 +34,7 @@ use loket_protocol::pb::bus;
 use loket_protocol::{horizon, subjects, Operation, Outcome};
 use loket_runtime::admin::Readiness;
 use loket_runtime::bus as lbus;
+use loket_runtime::telemetry;
 use loket_runtime::Shutdown;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -228,7 +229,6 @@ async fn handle<C: Connector>(
     message: jetstream::Message,
 ) {
     let received = Instant::now();
-    let trace = lbus::trace_of(&message);
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
     let event_id = message
         .headers
@@ -258,10 +258,12 @@ async fn handle<C: Connector>(
     let span = tracing::info_span!(
         "command",
         transaction_id = %command.transaction_id,
-        trace_id = %trace.trace_id(),
+        trace_id = tracing::field::Empty,
         operation = %command.operation,
         delivered,
     );
+    let trace = telemetry::join(&span, lbus::trace_of(&message));
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
     async move {
         // Keep the message ours while the provider call runs: a progress
         // ack every third of the ack wait, polled in this task next to the
@@ -301,7 +303,7 @@ async fn handle<C: Connector>(
             command.operation
         };
         let event = report.into_event(event_id.clone(), command.transaction_id.clone(), command.provider.as_str(), operation);
-        let headers = lbus::headers(&format!("res:{event_id}"), &trace.child(), &command.transaction_id);
+        let headers = lbus::headers(&format!("res:{event_id}"), &trace, &command.transaction_id);
         let subject = subjects::result(command.provider);
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=5 {

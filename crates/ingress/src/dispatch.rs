@@ -88,7 +88,7 @@ impl Dispatcher {
         };
         let subject = subjects::command(provider, kind.operation());
         let id = row.id.to_string();
-        let headers = bus::headers(&row.command_msg_id(0), &trace.child(), &id);
+        let headers = bus::headers(&row.command_msg_id(0), trace, &id);
         let payload = row.command(true).encode_to_vec();
         let publish = bus::publish_durable(&self.js, subject, headers, payload);
         let failure = match tokio::time::timeout(self.publish_timeout, publish).await {
@@ -136,7 +136,7 @@ impl Dispatcher {
             return false;
         };
         let subject = subjects::command(provider, loket_protocol::Operation::StatusCheck);
-        let headers = bus::headers(msg_id, &trace.child(), &row.id.to_string());
+        let headers = bus::headers(msg_id, trace, &row.id.to_string());
         let payload = row.status_check().encode_to_vec();
         let publish = bus::publish_durable(&self.js, subject, headers, payload);
         let failure = match tokio::time::timeout(self.publish_timeout, publish).await {

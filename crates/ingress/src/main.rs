@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let settings: Settings = loket_runtime::config::load()?;
-    let _logs = loket_runtime::telemetry::init("loket-ingress", settings.common.log_json);
+    let _logs = loket_runtime::telemetry::init("loket-ingress", &settings.common.log_settings());
     let main = tokio::net::TcpListener::bind(&settings.grpc_addr)
         .await
         .with_context(|| format!("grpc_addr: cannot bind {}", settings.grpc_addr))?;

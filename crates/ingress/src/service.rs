@@ -5,7 +5,7 @@
 use futures::StreamExt as _;
 use loket_protocol::pb::{self, loket_server::Loket};
 use loket_protocol::{subjects, Provider, TransactionKind, TransactionStatus};
-use loket_runtime::telemetry::TraceContext;
+use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::Shutdown;
 use loket_store::{bill_from_json, TransactionRow};
 use prost::Message as _;
@@ -83,7 +83,6 @@ impl CallContext {
         let traceparent = metadata
             .get(subjects::TRACEPARENT_HEADER)
             .and_then(|v| v.to_str().ok());
-        let trace = TraceContext::continue_or_new(traceparent);
         let deadline = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
@@ -91,9 +90,11 @@ impl CallContext {
         let span = tracing::info_span!(
             "rpc",
             method,
-            trace_id = %trace.trace_id(),
+            trace_id = tracing::field::Empty,
             transaction_id = tracing::field::Empty,
         );
+        let trace = telemetry::join(&span, traceparent.and_then(TraceContext::parse));
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
         CallContext {
             started: Instant::now(),
             trace,

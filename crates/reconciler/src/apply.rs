@@ -33,7 +33,7 @@ use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Operation, Provider, TransactionStatus};
 use loket_runtime::bus as lbus;
 use loket_runtime::db::HeldConnection;
-use loket_runtime::telemetry::TraceContext;
+use loket_runtime::telemetry::{self, TraceContext};
 use loket_store::{TransactionRow, COLUMNS};
 use prost::Message as _;
 use serde_json::json;
@@ -85,17 +85,18 @@ pub enum ApplyError {
 pub struct Incoming<'a> {
     pub subject: &'a str,
     pub payload: &'a [u8],
-    pub trace: TraceContext,
+    /// The context the event was sent with (its `traceparent`), if any.
+    pub trace: Option<TraceContext>,
 }
 
 /// A decoded result event, waiting in a batch.
-struct ResultItem<'a> {
+struct ResultItem {
     /// Its position in the batch handed to [`Reconciler::apply_events`].
     position: usize,
     event: bus::ResultEvent,
     transaction_id: Uuid,
     report: Report,
-    trace: &'a TraceContext,
+    trace: Option<TraceContext>,
 }
 
 /// What the batch's database transaction decided for one result.
@@ -174,7 +175,7 @@ impl Reconciler {
         let incoming = Incoming {
             subject,
             payload,
-            trace: *trace,
+            trace: Some(*trace),
         };
         self.apply_events(std::slice::from_ref(&incoming))
             .await
@@ -210,7 +211,7 @@ impl Reconciler {
                         event,
                         transaction_id,
                         report,
-                        trace: &incoming.trace,
+                        trace: incoming.trace,
                     }),
                     Err(error) => results[position] = Some(Err(error)),
                 }
@@ -250,9 +251,8 @@ impl Reconciler {
             let incoming = &events[position];
             let result = match bus::CallbackEvent::decode(incoming.payload) {
                 Ok(event) => {
-                    self.apply_callback(event, &incoming.trace)
-                        .instrument(event_span(None, &incoming.trace))
-                        .await
+                    let (span, trace) = event_span(None, incoming.trace);
+                    self.apply_callback(event, &trace).instrument(span).await
                 }
                 Err(e) => Err(ApplyError::Poison(format!("callback event: {e}"))),
             };
@@ -285,7 +285,7 @@ impl Reconciler {
     async fn apply_results(
         &self,
         connection: &mut HeldConnection,
-        items: &[ResultItem<'_>],
+        items: &[ResultItem],
     ) -> Result<Vec<Result<Applied, ApplyError>>, ApplyError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -301,7 +301,7 @@ impl Reconciler {
     async fn write_results(
         &self,
         connection: &mut PgConnection,
-        items: &[ResultItem<'_>],
+        items: &[ResultItem],
     ) -> Result<Vec<Step>, ApplyError> {
         let mut tx = connection.begin().await?;
         let ids: Vec<Uuid> = items.iter().map(|item| item.transaction_id).collect();
@@ -389,11 +389,10 @@ impl Reconciler {
     /// transaction in order, different transactions' at once.
     async fn after_commit_all(
         &self,
-        items: &[ResultItem<'_>],
+        items: &[ResultItem],
         steps: Vec<Step>,
     ) -> Vec<Result<Applied, ApplyError>> {
-        let mut by_transaction: BTreeMap<Uuid, Vec<(usize, &ResultItem<'_>, Step)>> =
-            BTreeMap::new();
+        let mut by_transaction: BTreeMap<Uuid, Vec<(usize, &ResultItem, Step)>> = BTreeMap::new();
         for (index, (item, step)) in items.iter().zip(steps).enumerate() {
             by_transaction
                 .entry(item.transaction_id)
@@ -403,9 +402,10 @@ impl Reconciler {
         let groups = by_transaction.into_values().map(|group| async move {
             let mut done = Vec::with_capacity(group.len());
             for (index, item, step) in group {
+                let (span, trace) = event_span(Some(item.transaction_id), item.trace);
                 let result = self
-                    .finish_result(item, step)
-                    .instrument(event_span(Some(item.transaction_id), item.trace))
+                    .finish_result(item, step, &trace)
+                    .instrument(span)
                     .await;
                 done.push((index, result));
             }
@@ -428,8 +428,9 @@ impl Reconciler {
 
     async fn finish_result(
         &self,
-        item: &ResultItem<'_>,
+        item: &ResultItem,
         step: Step,
+        trace: &TraceContext,
     ) -> Result<Applied, ApplyError> {
         let id = item.transaction_id;
         match step {
@@ -449,11 +450,11 @@ impl Reconciler {
                 Ok(Applied::UnknownTransaction)
             }
             Step::Duplicate => {
-                self.duplicate(Some(id), &item.event.event_id, None, item.trace)
+                self.duplicate(Some(id), &item.event.event_id, None, trace)
                     .await
             }
             Step::Planned { before, plan } => {
-                self.after_commit(&before, &plan, &item.report.event_id, item.trace)
+                self.after_commit(&before, &plan, &item.report.event_id, trace)
                     .await
             }
         }
@@ -637,7 +638,7 @@ impl Reconciler {
             reason: e.to_string(),
         })?;
         let subject = subjects::command(provider, Operation::StatusCheck);
-        let headers = lbus::headers(msg_id, &trace.child(), &row.id.to_string());
+        let headers = lbus::headers(msg_id, trace, &row.id.to_string());
         lbus::publish_durable(
             &self.js,
             subject,
@@ -655,7 +656,7 @@ impl Reconciler {
         trace: &TraceContext,
     ) -> Result<(), lbus::BusError> {
         let subject = subjects::update(&row.client_id.to_string());
-        let headers = lbus::headers(msg_id, &trace.child(), &row.id.to_string());
+        let headers = lbus::headers(msg_id, trace, &row.id.to_string());
         let result =
             lbus::publish_durable(&self.js, subject, headers, row.to_pb().encode_to_vec()).await;
         if result.is_err() {
@@ -684,14 +685,21 @@ fn decode_result(payload: &[u8]) -> Result<(bus::ResultEvent, Uuid, Report), App
 }
 
 /// The span an event's log lines carry, so one grep for the trace id
-/// follows it.
-fn event_span(transaction_id: Option<Uuid>, trace: &TraceContext) -> tracing::Span {
-    match transaction_id {
+/// follows it, joined to the trace the event was `received` in; with it the
+/// context what the event causes is published in.
+fn event_span(
+    transaction_id: Option<Uuid>,
+    received: Option<TraceContext>,
+) -> (tracing::Span, TraceContext) {
+    let span = match transaction_id {
         Some(id) => {
-            tracing::info_span!("event", transaction_id = %id, trace_id = %trace.trace_id())
+            tracing::info_span!("event", transaction_id = %id, trace_id = tracing::field::Empty)
         }
-        None => tracing::info_span!("event", trace_id = %trace.trace_id()),
-    }
+        None => tracing::info_span!("event", trace_id = tracing::field::Empty),
+    };
+    let trace = telemetry::join(&span, received);
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    (span, trace)
 }
 
 /// The `verdict` label of [`metric::EVENTS`].

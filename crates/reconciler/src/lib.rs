@@ -375,7 +375,11 @@ async fn handle_batch(
         .collect();
     let results = reconciler.apply_events_on(connection, &incoming).await;
     for ((message, incoming), result) in messages.iter().zip(&incoming).zip(results) {
-        let span = tracing::info_span!("event", subject = %message.subject, trace_id = %incoming.trace.trace_id());
+        let trace_id = incoming
+            .trace
+            .map(|trace| trace.trace_id())
+            .unwrap_or_default();
+        let span = tracing::info_span!("event", subject = %message.subject, trace_id = %trace_id);
         acknowledge(message, result).instrument(span).await;
     }
 }

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let settings: Settings = config::load()?;
-    let _logs = telemetry::init("loket-reconciler", settings.common.log_json);
+    let _logs = telemetry::init("loket-reconciler", &settings.common.log_settings());
     let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
         .await
         .with_context(|| format!("binding admin_addr {}", settings.common.admin_addr))?;

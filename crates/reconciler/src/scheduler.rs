@@ -28,7 +28,7 @@ use crate::write;
 use chrono::{DateTime, Utc};
 use loket_protocol::{subjects, Provider};
 use loket_runtime::bus as lbus;
-use loket_runtime::telemetry::TraceContext;
+use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::Shutdown;
 use loket_store::{TransactionRow, COLUMNS};
 use prost::Message as _;
@@ -36,6 +36,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// What one tick did.
@@ -236,13 +237,15 @@ impl Reconciler {
             let provider = Provider::parse(&row.provider).map_err(|e| e.to_string())?;
             let msg_id = row.command_msg_id(row.dispatch_count);
             let subject = subjects::command(provider, kind.operation());
-            let headers = lbus::headers(&msg_id, &TraceContext::new_root(), &row.id.to_string());
+            let (span, trace) = scheduled_span("redispatch", row);
+            let headers = lbus::headers(&msg_id, &trace, &row.id.to_string());
             lbus::publish_durable(
                 &self.js,
                 subject,
                 headers,
                 row.command(false).encode_to_vec(),
             )
+            .instrument(span)
             .await
             .map_err(|e| e.to_string())?;
             Ok::<String, String>(msg_id)
@@ -305,8 +308,10 @@ impl Reconciler {
         }
         let results = futures::future::join_all(rows.iter().map(|row| {
             let msg_id = check_msg_id(row);
+            let (span, trace) = scheduled_span("status_check", row);
             async move {
-                self.publish_check(row, &msg_id, &TraceContext::new_root())
+                self.publish_check(row, &msg_id, &trace)
+                    .instrument(span)
                     .await
                     .map(|()| msg_id)
             }
@@ -357,8 +362,10 @@ impl Reconciler {
 
     async fn publish_update_logged(&self, row: &TransactionRow, tag: &str) {
         let msg_id = format!("upd:{}:{tag}", row.id);
+        let (span, trace) = scheduled_span(tag, row);
         if let Err(error) = self
-            .publish_update(row, &msg_id, &TraceContext::new_root())
+            .publish_update(row, &msg_id, &trace)
+            .instrument(span)
             .await
         {
             // Committed already: Postgres has the truth; waiters read it
@@ -416,6 +423,21 @@ async fn write_planned(
         .collect();
     let events: Vec<(Uuid, &EventRecord)> = rows.iter().map(|row| row.id).zip(events).collect();
     write::write(conn, &writes, &events, &[]).await
+}
+
+/// The span of work the scheduler starts on its own (a re-dispatch, a
+/// status check, an update after a sweep): the root of a new trace that what
+/// it publishes continues.
+fn scheduled_span(what: &str, row: &TransactionRow) -> (tracing::Span, TraceContext) {
+    let span = tracing::info_span!(
+        "scheduled",
+        what,
+        transaction_id = %row.id,
+        trace_id = tracing::field::Empty
+    );
+    let trace = telemetry::join(&span, None);
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    (span, trace)
 }
 
 #[cfg(test)]

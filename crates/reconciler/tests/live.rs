@@ -275,7 +275,7 @@ async fn a_batch_applies_each_event_once_in_stream_order() -> Result<()> {
         .map(|(subject, payload)| Incoming {
             subject: subject.as_str(),
             payload,
-            trace: TraceContext::new_root(),
+            trace: Some(TraceContext::new_root()),
         })
         .collect();
     let results = reconciler.apply_events(&batch).await;

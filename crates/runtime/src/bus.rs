@@ -106,14 +106,14 @@ pub fn headers(msg_id: &str, trace: &TraceContext, transaction_id: &str) -> Head
     headers
 }
 
-/// The trace context carried by a received message, continued (or a new one).
-pub fn trace_of(message: &async_nats::Message) -> TraceContext {
-    let header = message
+/// The trace context a received message was sent with (its `traceparent`),
+/// if it carries a valid one; [`crate::telemetry::join`] continues it.
+pub fn trace_of(message: &async_nats::Message) -> Option<TraceContext> {
+    message
         .headers
         .as_ref()
         .and_then(|h| h.get(subjects::TRACEPARENT_HEADER))
-        .map(|value| value.as_str());
-    TraceContext::continue_or_new(header)
+        .and_then(|value| TraceContext::parse(value.as_str()))
 }
 
 /// Publishes and waits for the stream's acknowledgement.

@@ -129,8 +129,22 @@ pub struct Common {
     pub admin_addr: String,
     /// JSON log lines instead of human-readable ones.
     pub log_json: bool,
+    /// OTLP/HTTP collector base URL (`http://host:4318`) the service exports
+    /// its spans to; empty: none.
+    #[serde(default)]
+    pub otlp_endpoint: String,
     /// How long a drain may take after SIGTERM before exiting anyway.
     pub shutdown_grace_ms: u64,
+}
+
+impl Common {
+    /// What [`crate::telemetry::init`] needs.
+    pub fn log_settings(&self) -> crate::telemetry::LogSettings {
+        crate::telemetry::LogSettings {
+            json: self.log_json,
+            otlp_endpoint: self.otlp_endpoint.clone(),
+        }
+    }
 }
 
 impl Default for Common {
@@ -140,6 +154,7 @@ impl Default for Common {
             database_url: Secret::new("postgres://loket@127.0.0.1:5432/loket"),
             admin_addr: "127.0.0.1:0".into(),
             log_json: false,
+            otlp_endpoint: String::new(),
             shutdown_grace_ms: 10_000,
         }
     }

@@ -1,44 +1,92 @@
-//! Logging and trace context. Every service logs through `tracing`; spans
-//! carry `trace_id` and `transaction_id` so one purchase can be followed
-//! across ingress → bus → connector → provider → callback → reconciler.
+//! Logging, trace context and trace export. Every service logs through
+//! `tracing`; spans carry `trace_id` and `transaction_id` so one purchase can
+//! be followed across ingress → bus → connector → provider → callback →
+//! reconciler.
 //!
-//! The trace context travels on the bus as a W3C `traceparent` header
-//! (`00-<32 hex trace id>-<16 hex parent id>-01`); [`TraceContext`] creates,
-//! parses and continues it.
+//! The trace context travels on the bus (and in gRPC metadata) as a W3C
+//! `traceparent` header (`00-<32 hex trace id>-<16 hex parent id>-01`);
+//! [`TraceContext`] creates, parses and continues it. With an OTLP endpoint
+//! configured ([`init`]), the spans are also exported (OTLP over HTTP,
+//! protobuf) to a collector: each unit of work's span is [`join`]ed to the
+//! context it arrived with, so the services' spans of one purchase form one
+//! trace with correct parent links, under the trace id the logs show. Span
+//! fields are the log fields: nothing a log line may not carry is exported.
 
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use rand::RngCore;
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+/// How the logs are written and where spans go.
+#[derive(Debug, Clone, Default)]
+pub struct LogSettings {
+    /// JSON log lines instead of human-readable ones.
+    pub json: bool,
+    /// OTLP/HTTP collector base URL (e.g. `http://127.0.0.1:4318`; spans go
+    /// to `<base>/v1/traces`); empty: no export.
+    pub otlp_endpoint: String,
+}
 
 /// Installs the global subscriber once per process (later calls, e.g. from
 /// several services started in one test process, are no-ops). Keep the
 /// returned guard until the process ends: dropping it writes out the lines
-/// still buffered (see [`BatchedStdout`]).
-pub fn init(service: &'static str, json: bool) -> LogGuard {
+/// still buffered (see [`BatchedStdout`]) and the spans not yet exported.
+/// An OTLP endpoint that cannot be used is reported on stderr and export
+/// stays off; the service still starts.
+pub fn init(service: &'static str, settings: &LogSettings) -> LogGuard {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let out = BatchedStdout::default();
-    let result = if json {
-        fmt()
+    let lines = if settings.json {
+        fmt::layer()
             .json()
-            .with_env_filter(filter)
             .with_current_span(true)
             .with_writer(out.clone())
-            .try_init()
+            .boxed()
     } else {
         // Colours only on a terminal: a log file (`make run` writes one per
         // service) stays plain text an operator can grep.
-        fmt()
-            .with_env_filter(filter)
+        fmt::layer()
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_writer(out.clone())
-            .try_init()
+            .boxed()
     };
+    let provider = match otlp_provider(service, &settings.otlp_endpoint) {
+        Ok(provider) => provider,
+        Err(problem) => {
+            eprintln!("otlp_endpoint: {problem}; spans are not exported");
+            None
+        }
+    };
+    let export = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service))
+            .with_tracked_inactivity(false)
+    });
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(export)
+        .try_init();
     if result.is_err() {
-        return LogGuard(None);
+        if let Some(provider) = provider {
+            let _ = provider.shutdown();
+        }
+        return LogGuard {
+            out: None,
+            provider: None,
+        };
     }
     let flusher = out.clone();
     let started = std::thread::Builder::new()
@@ -52,8 +100,71 @@ pub fn init(service: &'static str, json: bool) -> LogGuard {
             "log writer thread not started ({error}); logs are written when the buffer fills"
         );
     }
-    tracing::info!(service, "telemetry started");
-    LogGuard(Some(out))
+    tracing::info!(
+        service,
+        trace_export = provider.is_some(),
+        "telemetry started"
+    );
+    LogGuard {
+        out: Some(out),
+        provider,
+    }
+}
+
+/// The tracer provider exporting to `<endpoint>/v1/traces`, batched on its
+/// own thread; `None` when no endpoint is set.
+fn otlp_provider(
+    service: &'static str,
+    endpoint: &str,
+) -> Result<Option<SdkTracerProvider>, String> {
+    let endpoint = endpoint.trim().trim_end_matches('/');
+    if endpoint.is_empty() {
+        return Ok(None);
+    }
+    if !endpoint.starts_with("http://") {
+        return Err(format!(
+            "{endpoint:?} must be an http:// URL (a collector or agent next to the service)"
+        ));
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
+}
+
+/// Joins `span` to the trace its unit of work belongs to and returns the
+/// context of that work: the one it `received` (from a `traceparent`), or a
+/// new trace. The returned context is what the work sends on (as the next
+/// hop's `traceparent`, unchanged). With export on, `span` is exported as a
+/// child of the sender's span (or as the root of a new trace) and the
+/// context carries the span's own ids; without, it is a new hop of the same
+/// trace (a child of `received`).
+pub fn join(span: &tracing::Span, received: Option<TraceContext>) -> TraceContext {
+    if let Some(parent) = received {
+        // Fails only when no exporting layer is installed (then nothing is
+        // exported and the ids below come from `received`).
+        let _ = span.set_parent(parent.to_otel());
+    }
+    let exported = span.context().span().span_context().clone();
+    if exported.is_valid() {
+        TraceContext {
+            trace_id: exported.trace_id().to_bytes(),
+            span_id: exported.span_id().to_bytes(),
+        }
+    } else {
+        received.map_or_else(TraceContext::new_root, |parent| parent.child())
+    }
 }
 
 /// How often buffered log lines are written to stdout.
@@ -62,13 +173,30 @@ const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// slow stdout slows logging down instead of growing memory.
 const BUFFER_LIMIT: usize = 1 << 20;
 
-/// Writes what is still buffered when dropped (at the end of `main`).
+/// Writes what is still buffered when dropped (at the end of `main`), log
+/// lines and spans.
 #[must_use = "dropping the guard writes out the buffered log lines; keep it until the process ends"]
-pub struct LogGuard(Option<BatchedStdout>);
+pub struct LogGuard {
+    out: Option<BatchedStdout>,
+    provider: Option<SdkTracerProvider>,
+}
+
+impl LogGuard {
+    /// Exports the spans ended so far now, instead of with the next batch
+    /// (tests; a drain before exit).
+    pub fn flush_spans(&self) {
+        if let Some(provider) = &self.provider {
+            let _ = provider.force_flush();
+        }
+    }
+}
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if let Some(out) = &self.0 {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+        if let Some(out) = &self.out {
             out.write_out();
         }
     }
@@ -180,12 +308,15 @@ impl TraceContext {
         Some(TraceContext { trace_id, span_id })
     }
 
-    /// Continues the trace named by a header, or starts a new one.
-    pub fn continue_or_new(header: Option<&str>) -> Self {
-        header
-            .and_then(Self::parse)
-            .map(|parent| parent.child())
-            .unwrap_or_else(Self::new_root)
+    /// This context as the remote parent of an exported span.
+    fn to_otel(self) -> opentelemetry::Context {
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
     }
 
     pub fn trace_id(&self) -> String {
@@ -243,6 +374,14 @@ mod tests {
     }
 
     #[test]
+    fn without_export_a_joined_span_is_a_new_hop_of_the_received_trace() {
+        let received = TraceContext::new_root();
+        let joined = join(&tracing::Span::none(), Some(received));
+        assert_eq!(joined.trace_id(), received.trace_id());
+        assert_ne!(joined, received);
+    }
+
+    #[test]
     fn malformed_headers_start_a_new_trace() {
         for bad in [
             "",
@@ -252,7 +391,7 @@ mod tests {
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
-        let fresh = TraceContext::continue_or_new(Some("nope"));
+        let fresh = join(&tracing::Span::none(), TraceContext::parse("nope"));
         assert_eq!(fresh.trace_id().len(), 32);
     }
 }

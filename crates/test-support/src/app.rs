@@ -116,6 +116,7 @@ fn common(nats_url: &str, database_url: &str) -> loket_runtime::config::Common {
         database_url: Secret::new(database_url),
         admin_addr: "127.0.0.1:0".into(),
         log_json: false,
+        otlp_endpoint: String::new(),
         shutdown_grace_ms: 5_000,
     }
 }

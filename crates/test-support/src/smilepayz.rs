@@ -99,6 +99,7 @@ impl SmilepayzFixture {
                 database_url: Secret::new(self.database_url.clone()),
                 admin_addr: "127.0.0.1:0".into(),
                 log_json: false,
+                otlp_endpoint: String::new(),
                 shutdown_grace_ms: 5_000,
             },
             worker: WorkerSettings {

@@ -145,6 +145,7 @@ impl SnapQrFixture {
                 database_url: Secret::new(database_url),
                 admin_addr: "127.0.0.1:0".into(),
                 log_json: false,
+                otlp_endpoint: String::new(),
                 shutdown_grace_ms: 5_000,
             },
             worker: WorkerSettings {

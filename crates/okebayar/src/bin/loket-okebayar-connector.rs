@@ -16,7 +16,7 @@ async fn serve() -> anyhow::Result<()> {
         config::load().context("loading the OkeBayar connector configuration")?;
     let _logs = telemetry::init(
         loket_okebayar::service::SERVICE_NAME,
-        settings.common.log_json,
+        &settings.common.log_settings(),
     );
     let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
         .await

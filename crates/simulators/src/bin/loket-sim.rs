@@ -14,7 +14,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let settings: Settings = loket_runtime::config::load()?;
-    let _logs = loket_runtime::telemetry::init("loket-sim", settings.log_json);
+    let _logs = loket_runtime::telemetry::init(
+        "loket-sim",
+        &loket_runtime::telemetry::LogSettings {
+            json: settings.log_json,
+            ..Default::default()
+        },
+    );
     let okebayar = TcpListener::bind(&settings.okebayar_addr)
         .await
         .with_context(|| format!("okebayar_addr: cannot bind {}", settings.okebayar_addr))?;
