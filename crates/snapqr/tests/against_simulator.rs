@@ -727,3 +727,141 @@ async fn a_qr_issued_over_http_for_demos_pays_with_its_scenario() {
         .unwrap();
     assert_eq!(refused.status(), 400);
 }
+
+/// A notify receiver in mode B whose parser (and so its token key) can be
+/// replaced, as a callback receiver restarted with a key of its own would
+/// be: it grants tokens at `/v1.0/access-token/b2b` and counts the grants.
+#[derive(Clone)]
+struct ModeBReceiver {
+    parser: Arc<Mutex<Arc<loket_snapqr::SnapQrCallbacks>>>,
+    grants: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ModeBReceiver {
+    fn parser_with_key(
+        issuer_public_pem: &str,
+        token_key: &str,
+    ) -> Arc<loket_snapqr::SnapQrCallbacks> {
+        Arc::new(
+            callback_parser(&NotifySettings {
+                mode: loket_snapqr::NotifyMode::Hmac,
+                issuer_public_key: Secret::new(issuer_public_pem.to_string()),
+                client_secret: Secret::new("issued-secret"),
+                issuer_client_key: "ISSUER-1".into(),
+                token_key: Secret::new(token_key.to_string()),
+                ..NotifySettings::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    async fn start(&self) -> String {
+        async fn handle(
+            State(receiver): State<ModeBReceiver>,
+            request: axum::extract::Request,
+        ) -> (axum::http::StatusCode, String) {
+            let (parts, body) = request.into_parts();
+            let request = CallbackRequest {
+                method: parts.method,
+                path: parts.uri.path().to_string(),
+                query: None,
+                headers: parts.headers,
+                body: axum::body::to_bytes(body, 1 << 20).await.unwrap(),
+                source_ip: None,
+            };
+            let parser = receiver.parser.lock().unwrap().clone();
+            let reply = if request.path.ends_with("/access-token/b2b") {
+                receiver
+                    .grants
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                parser.grant_token(&request).unwrap()
+            } else {
+                match parser.parse(&request) {
+                    Ok(parsed) => parser.acknowledge(&request, &parsed),
+                    Err(error) => parser.reject(&request, &error),
+                }
+            };
+            (
+                axum::http::StatusCode::from_u16(reply.status).unwrap(),
+                reply.body,
+            )
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new()
+            .route("/v1.0/access-token/b2b", post(handle))
+            .route("/callback/snapqr", post(handle))
+            .with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}/callback/snapqr")
+    }
+}
+
+/// Notify mode B from the issuer's side: the simulator signs in at the
+/// receiver's token endpoint once and reuses the token; when the receiver no
+/// longer accepts it (restarted with another token key) the notify is
+/// refused 401, and the simulator signs in again and resends it.
+#[tokio::test]
+async fn in_mode_b_the_issuer_signs_in_again_when_its_token_is_refused() {
+    let (issuer_private, issuer_public) = loket_snapqr::sign::generate_key_pair();
+    let receiver = ModeBReceiver {
+        parser: Arc::new(Mutex::new(ModeBReceiver::parser_with_key(
+            &issuer_public,
+            "key-1",
+        ))),
+        grants: Arc::default(),
+    };
+    let notify_url = receiver.start().await;
+    let env = env_with(|settings| {
+        settings.notify_url = Some(notify_url);
+        settings.issuer_private_key = Secret::new(issuer_private);
+        settings.notify_mode = loket_snapqr::NotifyMode::Hmac;
+        settings.notify_client_key = "ISSUER-1".into();
+        settings.notify_client_secret = Secret::new("issued-secret");
+        settings.notify_retry_ms = 20;
+    })
+    .await;
+    let notified = |reference: String| {
+        let sim = env.sim.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let log = sim.notifies_for(&reference);
+                if log.acknowledged >= 1 || Instant::now() > deadline {
+                    return log;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let grants = || receiver.grants.load(std::sync::atomic::Ordering::SeqCst);
+
+    let first = payment_of(env.sim.issue_qr(Some(101)), 10_000);
+    assert_eq!(
+        env.connector.execute(&first).await.outcome,
+        Outcome::Pending
+    );
+    let log = notified(first.provider_reference.clone()).await;
+    assert_eq!(log.last_http_status, Some(200), "{log:?}");
+    assert_eq!(grants(), 1);
+
+    let second = payment_of(env.sim.issue_qr(Some(101)), 10_000);
+    assert_eq!(
+        env.connector.execute(&second).await.outcome,
+        Outcome::Pending
+    );
+    let log = notified(second.provider_reference.clone()).await;
+    assert_eq!(log.last_http_status, Some(200), "{log:?}");
+    assert_eq!(grants(), 1, "the token is reused");
+
+    *receiver.parser.lock().unwrap() = ModeBReceiver::parser_with_key(&issuer_public, "key-2");
+    let third = payment_of(env.sim.issue_qr(Some(101)), 10_000);
+    assert_eq!(
+        env.connector.execute(&third).await.outcome,
+        Outcome::Pending
+    );
+    let log = notified(third.provider_reference.clone()).await;
+    assert_eq!(log.last_http_status, Some(200), "{log:?}");
+    assert!(log.attempts > log.acknowledged, "refused first: {log:?}");
+    assert_eq!(grants(), 2, "signed in again once");
+}

@@ -569,39 +569,50 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
         })
         .unwrap_or_else(|_| "/".into());
     let stamp = now_iso();
-    let Some(signed) = notify_signature(sim, &url, &path, body.as_bytes(), &stamp).await else {
-        return;
-    };
-    let headers: Vec<(String, String)> = signed
-        .into_iter()
-        .filter(|(name, _)| name != "Content-Type")
-        .chain([
-            (
-                "X-PARTNER-ID".to_string(),
-                sim.inner.settings.client_key.clone(),
-            ),
-            (
-                "X-EXTERNAL-ID".to_string(),
-                format!("{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
-            ),
-            ("CHANNEL-ID".to_string(), "95221".to_string()),
-        ])
-        .collect();
-    sim.inner
-        .notifies
-        .deliver_with_headers(
-            OutgoingCallback {
-                reference: reference.to_string(),
-                label: entry.status.clone(),
-                url,
-                method: crate::common::CallbackMethod::Post,
-                query: Vec::new(),
-                body: body.into_bytes(),
-                content_type: "application/json",
-            },
-            &headers,
-        )
-        .await;
+    // Mode B: a 401 may mean loket no longer knows our token (say, it
+    // restarted with a key of its own); sign in again and resend once.
+    for attempt in 1..=2 {
+        let Some(signed) = notify_signature(sim, &url, &path, body.as_bytes(), &stamp).await else {
+            return;
+        };
+        let headers: Vec<(String, String)> = signed
+            .into_iter()
+            .filter(|(name, _)| name != "Content-Type")
+            .chain([
+                (
+                    "X-PARTNER-ID".to_string(),
+                    sim.inner.settings.client_key.clone(),
+                ),
+                (
+                    "X-EXTERNAL-ID".to_string(),
+                    format!("{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+                ),
+                ("CHANNEL-ID".to_string(), "95221".to_string()),
+            ])
+            .collect();
+        let status = sim
+            .inner
+            .notifies
+            .deliver_with_headers(
+                OutgoingCallback {
+                    reference: reference.to_string(),
+                    label: entry.status.clone(),
+                    url: url.clone(),
+                    method: crate::common::CallbackMethod::Post,
+                    query: Vec::new(),
+                    body: body.clone().into_bytes(),
+                    content_type: "application/json",
+                },
+                &headers,
+            )
+            .await;
+        let token_refused =
+            status == Some(401) && sim.inner.settings.notify_mode == loket_snapqr::NotifyMode::Hmac;
+        if !token_refused || attempt == 2 {
+            return;
+        }
+        *sim.inner.notify_token.lock().await = None;
+    }
 }
 
 /// The headers that authenticate a notify (spec §4.3): mode A signs with the
