@@ -128,13 +128,57 @@ pub struct Common {
     /// Admin port: liveness, readiness, metrics.
     pub admin_addr: String,
     /// JSON log lines instead of human-readable ones.
+    #[serde(deserialize_with = "flattened::log_json")]
     pub log_json: bool,
     /// OTLP/HTTP collector base URL (`http://host:4318`) the service exports
     /// its spans to; empty: none.
     #[serde(default)]
     pub otlp_endpoint: String,
     /// How long a drain may take after SIGTERM before exiting anyway.
+    #[serde(deserialize_with = "flattened::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+}
+
+/// Readers for the non-text fields of [`Common`]. Services `#[serde(flatten)]`
+/// it into their settings, and serde hands a flattened field the
+/// environment's text as text, past figment's lossy conversion: without
+/// these, `LOKET_LOG_JSON=true` or `LOKET_SHUTDOWN_GRACE_MS=5000` stopped
+/// every service. They take a real boolean or number (a TOML file) too.
+mod flattened {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written<T> {
+        Typed(T),
+        Text(String),
+    }
+
+    /// `log_json`.
+    pub fn log_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+        match Written::<bool>::deserialize(deserializer)? {
+            Written::Typed(value) => Ok(value),
+            Written::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(serde::de::Error::custom(format!(
+                    "log_json: expected true or false, found {text:?}"
+                ))),
+            },
+        }
+    }
+
+    /// `shutdown_grace_ms`.
+    pub fn shutdown_grace_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        match Written::<u64>::deserialize(deserializer)? {
+            Written::Typed(value) => Ok(value),
+            Written::Text(text) => text.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "shutdown_grace_ms: expected a whole number of milliseconds, found {text:?}"
+                ))
+            }),
+        }
+    }
 }
 
 impl Common {
@@ -237,5 +281,56 @@ mod env_tests {
         }
         let loaded: EnvPin = figment.extract_lossy().unwrap();
         assert_eq!(loaded.envtestpin.expose(), "012345");
+    }
+
+    /// Settings shaped like a service's: `Common` flattened in.
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    struct ServiceLike {
+        #[serde(flatten)]
+        common: Common,
+        concurrency: u32,
+    }
+
+    fn from_env(vars: &[(&str, &str)]) -> Result<ServiceLike, String> {
+        use figment::providers::Serialized;
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut figment = figment::Figment::from(Serialized::defaults(ServiceLike::default()));
+        for layer in environment_layers(vars) {
+            figment = figment.merge(Serialized::defaults(layer));
+        }
+        figment.extract_lossy().map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn flattened_common_settings_read_booleans_and_numbers_from_the_environment() {
+        let loaded = from_env(&[
+            ("LOKET_LOG_JSON", "true"),
+            ("LOKET_SHUTDOWN_GRACE_MS", "5000"),
+            ("LOKET_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("LOKET_CONCURRENCY", "8"),
+        ])
+        .unwrap();
+        assert!(loaded.common.log_json);
+        assert_eq!(loaded.common.shutdown_grace_ms, 5_000);
+        assert_eq!(loaded.common.otlp_endpoint, "http://127.0.0.1:4318");
+        assert_eq!(loaded.concurrency, 8);
+        assert!(
+            !from_env(&[("LOKET_LOG_JSON", "false")])
+                .unwrap()
+                .common
+                .log_json
+        );
+        let defaults = from_env(&[]).unwrap();
+        assert_eq!(defaults.common.shutdown_grace_ms, 10_000);
+
+        let error = from_env(&[("LOKET_LOG_JSON", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("log_json") && error.contains("maybe"),
+            "{error}"
+        );
+        let error = from_env(&[("LOKET_SHUTDOWN_GRACE_MS", "soon")]).unwrap_err();
+        assert!(error.contains("shutdown_grace_ms"), "{error}");
     }
 }
