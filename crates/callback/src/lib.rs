@@ -451,7 +451,6 @@ async fn callback(
     // the reconciler's work on it continues it.
     let span = tracing::info_span!("callback", %provider, trace_id = tracing::field::Empty);
     let trace = telemetry::join(&span, None);
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
     accept(&state, parser, callback_request, trace, started)
         .instrument(span)
         .await

@@ -263,7 +263,6 @@ async fn handle<C: Connector>(
         delivered,
     );
     let trace = telemetry::join(&span, lbus::trace_of(&message));
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
     async move {
         // Keep the message ours while the provider call runs: a progress
         // ack every third of the ack wait, polled in this task next to the

@@ -94,7 +94,6 @@ impl CallContext {
             transaction_id = tracing::field::Empty,
         );
         let trace = telemetry::join(&span, traceparent.and_then(TraceContext::parse));
-        span.record("trace_id", tracing::field::display(trace.trace_id()));
         CallContext {
             started: Instant::now(),
             trace,

@@ -698,7 +698,6 @@ fn event_span(
         None => tracing::info_span!("event", trace_id = tracing::field::Empty),
     };
     let trace = telemetry::join(&span, received);
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
     (span, trace)
 }
 

@@ -436,7 +436,6 @@ fn scheduled_span(what: &str, row: &TransactionRow) -> (tracing::Span, TraceCont
         trace_id = tracing::field::Empty
     );
     let trace = telemetry::join(&span, None);
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
     (span, trace)
 }
 

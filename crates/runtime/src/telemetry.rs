@@ -149,8 +149,16 @@ fn otlp_provider(
 /// hop's `traceparent`, unchanged). With export on, `span` is exported as a
 /// child of the sender's span (or as the root of a new trace) and the
 /// context carries the span's own ids; without, it is a new hop of the same
-/// trace (a child of `received`).
+/// trace (a child of `received`). The trace id is recorded in the span's
+/// `trace_id` field (declare it `tracing::field::Empty`), so log lines carry
+/// the id the exported spans have.
 pub fn join(span: &tracing::Span, received: Option<TraceContext>) -> TraceContext {
+    let trace = joined(span, received);
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    trace
+}
+
+fn joined(span: &tracing::Span, received: Option<TraceContext>) -> TraceContext {
     if let Some(parent) = received {
         // Fails only when no exporting layer is installed (then nothing is
         // exported and the ids below come from `received`).
