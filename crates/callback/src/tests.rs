@@ -464,21 +464,18 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
         .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
         .format("%Y-%m-%dT%H:%M:%S%:z")
         .to_string();
-    let token_request = |signature: String| {
-        http::Request::post("/v1.0/access-token/b2b")
-            .header("X-TIMESTAMP", &stamp)
-            .header("X-CLIENT-KEY", "ISSUER-1")
-            .header("X-SIGNATURE", signature)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                r#"{"grantType":"client_credentials","additionalInfo":{}}"#,
-            ))
-            .unwrap()
+    let token_request = |signed: loket_snapqr::b2b_token::SignedRequest| {
+        let mut request = http::Request::post("/v1.0/access-token/b2b")
+            .header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in &signed.headers {
+            request = request.header(*name, value);
+        }
+        request.body(Body::from(signed.body)).unwrap()
     };
-    let signed_by_issuer = sign::rsa_sign(&issuer, &sign::token_string_to_sign("ISSUER-1", &stamp));
+    let signed_by_issuer = || loket_snapqr::b2b_token::signed_request(&issuer, "ISSUER-1", &stamp);
     let response = app
         .clone()
-        .oneshot(token_request(signed_by_issuer.clone()))
+        .oneshot(token_request(signed_by_issuer()))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -490,8 +487,7 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
 
     let (stranger_pem, _) = sign::generate_key_pair();
     let stranger = sign::load_private_key(&stranger_pem).unwrap();
-    let signed_by_stranger =
-        sign::rsa_sign(&stranger, &sign::token_string_to_sign("ISSUER-1", &stamp));
+    let signed_by_stranger = loket_snapqr::b2b_token::signed_request(&stranger, "ISSUER-1", &stamp);
     let (status, body) = send(app.clone(), token_request(signed_by_stranger)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
@@ -549,6 +545,6 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
         )
         .unwrap(),
     );
-    let (status, _) = send(app, token_request(signed_by_issuer)).await;
+    let (status, _) = send(app, token_request(signed_by_issuer())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

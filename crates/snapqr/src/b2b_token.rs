@@ -1,8 +1,9 @@
-//! The B2B access-token grant (service 73, spec §3 and §4.1) from the side
-//! that grants it. Two parties grant tokens: an issuer grants one to us (the
-//! simulator plays that issuer), and in notify mode B we grant one to the
-//! issuer (spec §4.3), which then signs its notifies with it. Both check a
-//! token request the same way ([`check_request`]).
+//! The B2B access-token grant (service 73, spec §3 and §4.1), both sides.
+//! Two parties grant tokens: an issuer grants one to us (the simulator plays
+//! that issuer), and in notify mode B we grant one to the issuer (spec §4.3),
+//! which then signs its notifies with it. The asking side signs its request
+//! with [`signed_request`]; the granting side checks it with
+//! [`check_request`].
 //!
 //! The tokens we grant ([`NotifyTokens`]) carry their own expiry and an
 //! HMAC-SHA256 tag under a key of ours, so any callback receiver replica
@@ -12,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use rsa::RsaPublicKey;
+use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
 use crate::sign;
@@ -39,6 +40,31 @@ impl Refusal {
     /// The `responseCode`, e.g. `4017300`.
     pub fn code(&self) -> String {
         format!("{}73{:02}", self.http, self.case)
+    }
+}
+
+/// A token request as the asking side sends it.
+pub struct SignedRequest {
+    /// `X-TIMESTAMP`, `X-CLIENT-KEY` and `X-SIGNATURE`.
+    pub headers: [(&'static str, String); 3],
+    /// `{"grantType":"client_credentials","additionalInfo":{}}`.
+    pub body: Vec<u8>,
+    /// The signature alone, for masking where the request is recorded.
+    pub signature: String,
+}
+
+/// Signs a token request for `client_key` at `stamp` (the exact
+/// `X-TIMESTAMP` text sent): SHA256withRSA over `clientKey|timestamp`.
+pub fn signed_request(key: &RsaPrivateKey, client_key: &str, stamp: &str) -> SignedRequest {
+    let signature = sign::rsa_sign(key, &sign::token_string_to_sign(client_key, stamp));
+    SignedRequest {
+        headers: [
+            ("X-TIMESTAMP", stamp.to_string()),
+            ("X-CLIENT-KEY", client_key.to_string()),
+            ("X-SIGNATURE", signature.clone()),
+        ],
+        body: crate::wire::to_bytes(&crate::wire::TokenRequest::default()),
+        signature,
     }
 }
 
@@ -195,8 +221,9 @@ mod tests {
         let private = sign::load_private_key(&pem).unwrap();
         let public = sign::load_public_key(&public_pem).unwrap();
         let stamp = format_timestamp(TimestampFormat::Offset, Utc::now());
-        let signature = sign::rsa_sign(&private, &sign::token_string_to_sign("ISSUER-1", &stamp));
-        let body = br#"{"grantType":"client_credentials","additionalInfo":{}}"#;
+        let signed = signed_request(&private, "ISSUER-1", &stamp);
+        let signature = signed.signature.clone();
+        let body = signed.body.as_slice();
         let headers = |drop: &str, client: &str| {
             let all = [
                 ("X-TIMESTAMP", stamp.clone()),

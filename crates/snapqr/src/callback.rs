@@ -591,16 +591,13 @@ mod tests {
 
     /// A token request as the issuer sends it, signed with `key`.
     fn token_request(key: &rsa::RsaPrivateKey, client_key: &str, stamp: &str) -> CallbackRequest {
-        let signature = sign::rsa_sign(key, &sign::token_string_to_sign(client_key, stamp));
-        let headers = [
-            ("X-TIMESTAMP".to_string(), stamp.to_string()),
-            ("X-CLIENT-KEY".to_string(), client_key.to_string()),
-            ("X-SIGNATURE".to_string(), signature),
-        ];
-        let mut request = request(
-            &headers,
-            r#"{"grantType":"client_credentials","additionalInfo":{}}"#,
-        );
+        let signed = b2b_token::signed_request(key, client_key, stamp);
+        let headers: Vec<(String, String)> = signed
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect();
+        let mut request = request(&headers, &String::from_utf8(signed.body).unwrap());
         request.path = "/v1.0/access-token/b2b".into();
         request
     }

@@ -304,16 +304,11 @@ impl SnapQrConnector {
         let path = self.settings.path(Service::Token.path());
         let url = self.settings.url(&path);
         let stamp = self.now_timestamp();
-        let signature = sign::rsa_sign(
-            &self.private_key,
-            &sign::token_string_to_sign(&self.settings.client_key, &stamp),
-        );
-        let body = wire::to_bytes(&wire::TokenRequest::default());
-        let headers = [
-            ("X-TIMESTAMP", stamp.clone()),
-            ("X-CLIENT-KEY", self.settings.client_key.clone()),
-            ("X-SIGNATURE", signature.clone()),
-        ];
+        let crate::b2b_token::SignedRequest {
+            headers,
+            body,
+            signature,
+        } = crate::b2b_token::signed_request(&self.private_key, &self.settings.client_key, &stamp);
         let shown = format!(
             "X-TIMESTAMP: {stamp}\nX-CLIENT-KEY: {}\nX-SIGNATURE: {MASK}\n\n{}",
             self.settings.client_key,

@@ -664,23 +664,21 @@ async fn notify_token(sim: &SnapQrSim, notify_url: &str) -> Option<String> {
     let mut url = reqwest::Url::parse(notify_url).ok()?;
     url.set_path(&format!("/{}/access-token/b2b", settings.version));
     url.set_query(None);
-    let stamp = now_iso();
-    let signature = sign::rsa_sign(
+    let request = loket_snapqr::b2b_token::signed_request(
         &sim.inner.issuer_key,
-        &sign::token_string_to_sign(&settings.notify_client_key, &stamp),
+        &settings.notify_client_key,
+        &now_iso(),
     );
-    let answer = sim
+    let mut post = sim
         .inner
         .notifies
         .client()
         .post(url.clone())
-        .header("Content-Type", "application/json")
-        .header("X-TIMESTAMP", &stamp)
-        .header("X-CLIENT-KEY", &settings.notify_client_key)
-        .header("X-SIGNATURE", signature)
-        .body(r#"{"grantType":"client_credentials","additionalInfo":{}}"#)
-        .send()
-        .await;
+        .header("Content-Type", "application/json");
+    for (name, value) in &request.headers {
+        post = post.header(*name, value);
+    }
+    let answer = post.body(request.body).send().await;
     let granted = match answer {
         Ok(response) => response.bytes().await.ok().and_then(|bytes| {
             let body = Body::parse(&bytes).ok()?;
