@@ -12,6 +12,11 @@
 //! Records of concurrent commands share one statement
 //! ([`loket_runtime::db::spawn_batch_writer`]).
 //!
+//! Recording also says whether the transaction is settled already: a
+//! command that resurfaces for a transaction the reconciler has failed,
+//! succeeded or parked for review is never sent (the worker checks its
+//! status instead, so a contradiction reaches operators).
+//!
 //! A record's time is the last send it allowed. Sending again (after a
 //! provider's "no record", or by a status check that itself re-sends) goes
 //! through [`SendJournal::renew_if_older`], which moves it forward, and
@@ -35,7 +40,13 @@ pub enum Recorded {
     First,
     /// Recorded before: a request may have reached the provider.
     Before,
+    /// The transaction is settled (`success`, `failed` or `needs_review`):
+    /// a command for it resurfaced, and nothing may be sent for it any more.
+    Settled,
 }
+
+/// The statuses after which nothing is sent for a transaction.
+const SETTLED: &str = "('success', 'failed', 'needs_review')";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -91,11 +102,12 @@ impl SendJournal {
     }
 
     /// Before sending a transaction's request again (it was recorded
-    /// before): when the journal's last send for it is older than `grace`,
-    /// moves that time to now, durably, and returns true (send). Otherwise,
-    /// or with no record at all, returns false (do not send: a request made
-    /// less than `grace` ago may not show at the provider yet, or still be in
-    /// flight). One statement, so of two workers racing only one may send.
+    /// before): when the journal's last send for it is older than `grace`
+    /// and the transaction is not settled, moves that time to now, durably,
+    /// and returns true (send). Otherwise, or with no record at all, returns
+    /// false (do not send: a request made less than `grace` ago may not show
+    /// at the provider yet, or still be in flight). One statement, so of two
+    /// workers racing only one may send.
     pub async fn renew_if_older(
         &self,
         transaction_id: &str,
@@ -104,11 +116,12 @@ impl SendJournal {
         let transaction_id = Uuid::parse_str(transaction_id)
             .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
         let grace_us = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
-        let renewed = sqlx::query_scalar::<_, Uuid>(
+        let renewed = sqlx::query_scalar::<_, Uuid>(&format!(
             "UPDATE send_intents SET recorded_at = now() \
              WHERE transaction_id = $1 AND recorded_at <= now() - $2::int8 * interval '1 microsecond' \
-             RETURNING transaction_id",
-        )
+             AND NOT EXISTS (SELECT 1 FROM transactions WHERE id = $1 AND status IN {SETTLED}) \
+             RETURNING transaction_id"
+        ))
         .bind(transaction_id)
         .bind(grace_us)
         .fetch_optional(&self.pool)
@@ -120,24 +133,39 @@ impl SendJournal {
 
 async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldConnection {
     let ids: Vec<Uuid> = batch.iter().map(|job| job.transaction_id).collect();
+    // One statement: the new records, and which transactions are settled.
     let result = connection
         .with(async |held| {
-            sqlx::query_scalar::<_, Uuid>(
-                "INSERT INTO send_intents (transaction_id) SELECT * FROM UNNEST($1::uuid[]) \
-                 ON CONFLICT DO NOTHING RETURNING transaction_id",
-            )
+            sqlx::query_as::<_, (Uuid, bool)>(&format!(
+                "WITH inserted AS ( \
+                   INSERT INTO send_intents (transaction_id) SELECT * FROM UNNEST($1::uuid[]) \
+                   ON CONFLICT DO NOTHING RETURNING transaction_id) \
+                 SELECT transaction_id, false FROM inserted \
+                 UNION ALL \
+                 SELECT id, true FROM transactions WHERE id = ANY($1) AND status IN {SETTLED}"
+            ))
             .bind(&ids)
             .fetch_all(held)
             .await
         })
         .await;
     match result {
-        Ok(inserted) => {
+        Ok(rows) => {
+            let mut first = std::collections::HashSet::new();
+            let mut settled = std::collections::HashSet::new();
+            for (id, is_settled) in rows {
+                if is_settled {
+                    settled.insert(id);
+                } else {
+                    first.insert(id);
+                }
+            }
             // The same transaction twice in one batch (a redelivery racing
             // the first delivery): only the first job may send.
-            let mut first: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
             for job in batch {
-                let recorded = if first.remove(&job.transaction_id) {
+                let recorded = if settled.contains(&job.transaction_id) {
+                    Recorded::Settled
+                } else if first.remove(&job.transaction_id) {
                     Recorded::First
                 } else {
                     Recorded::Before

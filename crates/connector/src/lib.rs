@@ -60,9 +60,17 @@ pub trait Connector: Send + Sync + 'static {
     /// `not_found = true` and outcome `Unknown`.
     fn check_status(&self, command: &Command) -> impl Future<Output = Report> + Send;
 
+    /// The longest one [`Connector::execute`] of a money-moving operation
+    /// can take: every HTTP call it may make (a token fetch included) at its
+    /// timeout. A send allowed less than this long ago may still be on its
+    /// way, so within it after the last recorded send the worker never sends
+    /// again, whatever a status check says.
+    fn longest_send(&self) -> std::time::Duration;
+
     /// How long after a request the provider may still answer a status check
     /// with "no record" while the request is on its way in (Smilepayz:
-    /// inquiry right after create). Within it after the last recorded send,
+    /// inquiry right after create). Within it, or within
+    /// [`Connector::longest_send`] if longer, after the last recorded send
     /// the worker does not take "no record" as leave to send again.
     fn resend_grace(&self) -> std::time::Duration {
         std::time::Duration::ZERO

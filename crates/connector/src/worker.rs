@@ -356,7 +356,9 @@ async fn decide_and_call<C: Connector>(
         }
     };
     let past_horizon = !horizon::may_send(command.transaction_created_at, Utc::now());
-    let check_first = if past_horizon {
+    let check_first = if recorded == Recorded::Settled {
+        Some("already settled")
+    } else if past_horizon {
         Some("past the send horizon")
     } else if delivered > 1 {
         Some("redelivered")
@@ -379,6 +381,12 @@ async fn decide_and_call<C: Connector>(
         if !check.not_found {
             return Some(check);
         }
+        if recorded == Recorded::Settled {
+            tracing::warn!(
+                "provider has no record of our reference, and the transaction is settled: not sending"
+            );
+            return Some(check);
+        }
         if past_horizon {
             // The journal may have been pruned, so its silence proves
             // nothing: the provider's "no record" stands as the answer.
@@ -389,18 +397,20 @@ async fn decide_and_call<C: Connector>(
             return Some(check);
         }
         if recorded == Recorded::Before {
-            let grace = connector.resend_grace();
+            // Never while the last send may still be on its way, whatever
+            // the provider's own lag.
+            let grace = connector.resend_grace().max(connector.longest_send());
             match journal.renew_if_older(&command.transaction_id, grace).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(
                         grace_ms = grace.as_millis() as u64,
-                        "provider has no record of our reference yet, but we sent it less than the resend grace ago: not sending again"
+                        "provider has no record of our reference yet, but we sent it less than the resend grace ago (or it has settled since): not sending again"
                     );
                     let mut check = check;
                     check.not_found = false;
                     check.detail = format!(
-                        "no record at the provider yet, within {} ms of our last send: not sent again; a status check will tell",
+                        "no record at the provider yet, within {} ms of our last send (or settled since): not sent again; a status check will tell",
                         grace.as_millis()
                     );
                     return Some(check);
@@ -566,6 +576,7 @@ mod tests {
     struct FakeProvider {
         found: bool,
         grace: Duration,
+        longest_send: Duration,
         check_resends: Option<Duration>,
         sent: AtomicUsize,
         checks: AtomicUsize,
@@ -576,10 +587,17 @@ mod tests {
             FakeProvider {
                 found,
                 grace,
+                longest_send: Duration::ZERO,
                 check_resends,
                 sent: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
             }
+        }
+
+        /// One whose requests may take up to `longest_send`.
+        fn sending_for(mut self, longest_send: Duration) -> Self {
+            self.longest_send = longest_send;
+            self
         }
 
         /// Requests that reached it: (money-moving sends, status checks).
@@ -607,6 +625,9 @@ mod tests {
             let mut report = Report::unknown("");
             report.not_found = true;
             report
+        }
+        fn longest_send(&self) -> Duration {
+            self.longest_send
         }
         fn resend_grace(&self) -> Duration {
             self.grace
@@ -682,11 +703,100 @@ mod tests {
     }
 
     async fn journal() -> SendJournal {
+        journal_and_pool().await.0
+    }
+
+    async fn journal_and_pool() -> (SendJournal, sqlx::PgPool) {
         let url = loket_test_support::postgres::fresh_database()
             .await
             .expect("database");
-        // Two batch slots and one connection for renewals, as in the service.
-        SendJournal::start(db::connect(&Secret::new(url), 3).await.expect("pool"))
+        // Two batch slots and one connection for renewals, as in the service,
+        // and one for the test's own statements.
+        let pool = db::connect(&Secret::new(url), 4).await.expect("pool");
+        (SendJournal::start(pool.clone()), pool)
+    }
+
+    /// A pay-out the reconciler has already brought to `status`.
+    async fn pay_out_in(pool: &sqlx::PgPool, status: &str) -> Command {
+        let client = uuid::Uuid::now_v7();
+        sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, $2, $3)")
+            .bind(client)
+            .bind(client.to_string())
+            .bind(client.as_bytes().as_slice())
+            .execute(pool)
+            .await
+            .expect("client");
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+             provider_product_code, account, amount_minor, request_hash, provider_reference) \
+             VALUES ($1, $2, 'ref', 'pay_out', $3, 'smilepayz', 'PAYOUT', 'BCA', '123', 10000, '\\x00', $4)",
+        )
+        .bind(id)
+        .bind(client)
+        .bind(status)
+        .bind(format!("R{}", id.simple()))
+        .execute(pool)
+        .await
+        .expect("transaction");
+        pay_out(&id.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_command_that_resurfaces_for_a_settled_transaction_is_checked_and_never_sent() {
+        let (journal, pool) = journal_and_pool().await;
+        for status in ["failed", "success", "needs_review"] {
+            // A first delivery, never recorded: it would be sent, were the
+            // transaction not settled.
+            let command = pay_out_in(&pool, status).await;
+            let provider = FakeProvider::new(false, Duration::ZERO, None);
+            let report = decided(&provider, &journal, &command, 1).await;
+            assert_eq!(
+                provider.requests(),
+                (0, 1),
+                "{status}: sent for a settled transaction"
+            );
+            assert!(
+                report.not_found,
+                "{status}: the check's answer goes to the reconciler"
+            );
+        }
+        // Recorded and sent while unresolved, settled since: a redelivery
+        // past every grace checks and sends nothing.
+        let command = pay_out_in(&pool, "unknown").await;
+        journal.record(&command.transaction_id).await.unwrap();
+        sqlx::query("UPDATE transactions SET status = 'failed' WHERE id = $1::uuid")
+            .bind(&command.transaction_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let provider = FakeProvider::new(false, Duration::ZERO, None);
+        decided(&provider, &journal, &command, 2).await;
+        assert_eq!(provider.requests(), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn no_record_at_the_provider_while_our_last_send_may_still_be_on_its_way_sends_nothing() {
+        let journal = journal().await;
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        // One copy recorded its send just now and is waiting for the reply;
+        // another (redelivered) finds no record at the provider yet. The
+        // provider shows requests at once (no grace of its own), but a
+        // request may take a minute.
+        journal.record(&command.transaction_id).await.unwrap();
+        let slow =
+            FakeProvider::new(false, Duration::ZERO, None).sending_for(Duration::from_secs(60));
+        let report = decided(&slow, &journal, &command, 2).await;
+        assert_eq!(
+            slow.requests(),
+            (0, 1),
+            "sent while the first send may be in flight"
+        );
+        assert!(!report.not_found);
+        // Once no send can be in flight any more (here: at once), one may.
+        let quick = FakeProvider::new(false, Duration::ZERO, None);
+        decided(&quick, &journal, &command, 2).await;
+        assert_eq!(quick.requests(), (1, 1));
     }
 
     #[tokio::test]

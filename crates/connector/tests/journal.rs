@@ -5,11 +5,15 @@ use loket_runtime::{db, Secret};
 use std::time::Duration;
 
 async fn journal() -> SendJournal {
+    journal_and_pool().await.0
+}
+
+async fn journal_and_pool() -> (SendJournal, sqlx::PgPool) {
     let url = loket_test_support::postgres::fresh_database()
         .await
         .expect("database");
     let pool = db::connect(&Secret::new(url), 4).await.expect("pool");
-    SendJournal::start(pool)
+    (SendJournal::start(pool.clone()), pool)
 }
 
 #[tokio::test]
@@ -70,4 +74,56 @@ async fn a_send_again_is_allowed_once_per_grace_and_never_for_an_unrecorded_tran
     assert_eq!(allowed, 1, "{racing:?}");
     // The winner's renewal starts a new grace.
     assert!(!journal.renew_if_older(&id, minute).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_settled_transaction_is_recorded_as_settled_and_never_renewed() {
+    let (journal, pool) = journal_and_pool().await;
+    let client = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, $2, $3)")
+        .bind(client)
+        .bind(client.to_string())
+        .bind(client.as_bytes().as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+         provider_product_code, account, amount_minor, request_hash, provider_reference) \
+         VALUES ($1, $2, 'ref', 'prepaid', 'unknown', 'okebayar', 'TSEL10', 'S10', '0812', 10500, '\\x00', $3)",
+    )
+    .bind(id)
+    .bind(client)
+    .bind(format!("LKT{}", id.simple()))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id_text = id.to_string();
+    assert_eq!(journal.record(&id_text).await.unwrap(), Recorded::First);
+    // Unresolved, past the grace: a send again is allowed.
+    assert!(journal
+        .renew_if_older(&id_text, Duration::ZERO)
+        .await
+        .unwrap());
+    for status in ["success", "failed", "needs_review"] {
+        sqlx::query("UPDATE transactions SET status = $2 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            journal.record(&id_text).await.unwrap(),
+            Recorded::Settled,
+            "{status}"
+        );
+        assert!(
+            !journal
+                .renew_if_older(&id_text, Duration::ZERO)
+                .await
+                .unwrap(),
+            "{status}: renewed for a settled transaction"
+        );
+    }
 }

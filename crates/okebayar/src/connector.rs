@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use loket_connector::http::{self, HttpClient, HttpReply, Transport};
@@ -441,6 +441,11 @@ impl OkeBayarConnector {
 impl Connector for OkeBayarConnector {
     fn provider(&self) -> Provider {
         Provider::OkeBayar
+    }
+
+    /// One request, at most its timeout.
+    fn longest_send(&self) -> Duration {
+        self.settings.timeout()
     }
 
     async fn execute(&self, command: &Command) -> Report {

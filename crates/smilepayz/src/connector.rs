@@ -496,6 +496,11 @@ impl Connector for SmilepayzConnector {
         Provider::Smilepayz
     }
 
+    /// One request, at most its timeout.
+    fn longest_send(&self) -> Duration {
+        self.settings.timeout()
+    }
+
     async fn execute(&self, command: &Command) -> Report {
         self.run_command(command).await
     }

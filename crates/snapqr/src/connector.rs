@@ -730,6 +730,12 @@ impl Connector for SnapQrConnector {
         Provider::SnapQr
     }
 
+    /// A token fetch and the call, and both once more when the token is
+    /// refused: four requests, each at most its timeout.
+    fn longest_send(&self) -> Duration {
+        self.settings.timeout() * 4
+    }
+
     async fn execute(&self, command: &Command) -> Report {
         self.run(command).await
     }
