@@ -30,7 +30,7 @@ use crate::validate::{
     self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PayInInput, PayOutInput,
     PurchaseInput, QrCancelInput, QrPayInput, QrQueryInput, QrRefundInput, TransactionKey,
 };
-use crate::waiters::{self, is_ready, is_settled, updated_at, WaitGuard, Waiters};
+use crate::waiters::{self, is_ready, is_settled, updated_at, WaitEnd, WaitGuard, Waiters};
 
 /// What every flow needs; shared by all calls.
 pub struct Inner {
@@ -68,6 +68,10 @@ impl LoketService {
         }
     }
 }
+
+/// How long a wait that reached its deadline may spend re-reading its
+/// transaction (well inside the margin left before the client's deadline).
+const REREAD_LIMIT: Duration = Duration::from_millis(50);
 
 /// Per-call facts taken from the request metadata before the body is used.
 struct CallContext {
@@ -468,26 +472,60 @@ impl Inner {
         let row = queries::by_id(&self.pool, client.0, row.id)
             .await?
             .unwrap_or(row);
-        Ok(self.wait_for(ctx, guard, row.to_pb(), wait).await)
+        Ok(self.wait_for(ctx, guard, &row, wait).await)
     }
 
+    /// Waits from `row` until its transaction is ready or the wait ends. At
+    /// the deadline it reads the row once more: an update lost on its way
+    /// (the reconciler's publish, this service's subscription) must not leave
+    /// the caller with a stale state that Postgres has moved past.
     async fn wait_for(
         &self,
         ctx: &CallContext,
         mut guard: WaitGuard,
-        current: pb::Transaction,
+        row: &TransactionRow,
         wait: Duration,
     ) -> pb::Transaction {
+        let current = row.to_pb();
         let mut transaction = if is_ready(&current) {
             current
         } else {
-            guard
+            match guard
                 .until(current, ctx.wait_deadline(wait), &self.shutdown, is_ready)
                 .await
-                .0
+            {
+                (seen, WaitEnd::Deadline) => self.reread(row, seen).await,
+                (seen, _) => seen,
+            }
         };
         explain::enrich(&mut transaction);
         transaction
+    }
+
+    /// `seen`, or the row as Postgres holds it now when that is newer; a
+    /// read that fails or takes longer than [`REREAD_LIMIT`] keeps `seen`.
+    async fn reread(&self, row: &TransactionRow, seen: pb::Transaction) -> pb::Transaction {
+        let read = tokio::time::timeout(
+            REREAD_LIMIT,
+            queries::by_id(&self.pool, row.client_id, row.id),
+        )
+        .await;
+        match read {
+            Ok(Ok(Some(now))) => {
+                let now = now.to_pb();
+                if waiters::supersedes(&seen, &now) {
+                    now
+                } else {
+                    seen
+                }
+            }
+            Ok(Ok(None)) => seen,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "re-reading the transaction at the end of the wait failed");
+                seen
+            }
+            Err(_) => seen,
+        }
     }
 
     /// Inserts `new` (or finds the client's transaction with its
@@ -543,7 +581,7 @@ impl Inner {
         self.dispatcher.dispatch(row, &ctx.trace).await;
         match guard {
             Some(guard) => {
-                let transaction = self.wait_for(ctx, guard, row.to_pb(), wait).await;
+                let transaction = self.wait_for(ctx, guard, row, wait).await;
                 if is_settled(&transaction) {
                     self.dispatcher.settled(row.id);
                 }
@@ -666,14 +704,18 @@ impl Inner {
             return Ok(respond(&row));
         };
         let since = updated_at(&current);
-        let (mut transaction, _) = guard
+        let mut transaction = match guard
             .until(
                 current,
                 ctx.wait_deadline(input.wait),
                 &self.shutdown,
                 |t| is_settled(t) || updated_at(t) > since,
             )
-            .await;
+            .await
+        {
+            (seen, WaitEnd::Deadline) => self.reread(&row, seen).await,
+            (seen, _) => seen,
+        };
         explain::enrich(&mut transaction);
         Ok(transaction)
     }

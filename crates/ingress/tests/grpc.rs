@@ -392,6 +392,35 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         started.elapsed()
     );
 
+    // --- wait: an update lost on its way does not leave the caller with a
+    // stale state; at the end of its wait it gets what Postgres holds.
+    let mut commands = subscribed(&nats, "loket.cmd.okebayar.>").await?;
+    let silent = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let (_, id) = next_command(&mut commands).await;
+            sqlx::query(
+                "UPDATE transactions SET status = 'success', serial_number = 'SN-SILENT', updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        })
+    };
+    let unannounced = api
+        .purchase(with_key(
+            KEY_A,
+            purchase("r-update-lost", "PULSA10", "081244444444", 1_000),
+        ))
+        .await?
+        .into_inner();
+    silent.await?;
+    assert_eq!(
+        (unannounced.status, unannounced.serial_number.as_str()),
+        (pb::TransactionStatus::Success as i32, "SN-SILENT")
+    );
+
     // --- dispatched_at: recorded for a transaction still unresolved after the
     // linger (r-deadline), spared for one the call saw settle. The stand-in
     // only publishes the update and leaves the row `received`, so only the
