@@ -39,9 +39,24 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
         .connect(url)
         .await
         .map_err(|error| BusError::Connect {
-            url: url.to_string(),
-            reason: error.to_string(),
+            url: without_credentials(url),
+            reason: error.to_string().replace(url, &without_credentials(url)),
         })
+}
+
+/// `url` (one NATS URL or a comma-separated list) with any user and
+/// password replaced by `***`, for errors and logs.
+pub fn without_credentials(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &one[..scheme], &one[at + 1..])
+            }
+            (None, Some(at)) => format!("***@{}", &one[at + 1..]),
+            _ => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Creates (or finds) the three streams. Safe to call from every service at
@@ -167,3 +182,32 @@ pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), Bu
 
 /// How long [`confirm_subscriptions`] waits for the server.
 const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_nats_urls_are_hidden() {
+        assert_eq!(
+            without_credentials("nats://loket:s3cret@10.0.0.1:4222,tls://a:b@n2:4222,n3:4222"),
+            "nats://***@10.0.0.1:4222,tls://***@n2:4222,n3:4222"
+        );
+        assert_eq!(without_credentials("token@n1:4222"), "***@n1:4222");
+        assert_eq!(
+            without_credentials("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connect_error_names_the_server_but_not_its_password() {
+        let url = "nats://loket:CANARY-NATS-PASSWORD@127.0.0.1:notaport";
+        let error = connect(url, "test")
+            .await
+            .expect_err("a bad port")
+            .to_string();
+        assert!(error.contains("127.0.0.1"), "{error}");
+        assert!(!error.contains("CANARY-NATS-PASSWORD"), "{error}");
+    }
+}
