@@ -486,6 +486,30 @@ async fn a_scenario_in_an_issued_qr_wins_over_the_amount() {
 }
 
 #[tokio::test]
+async fn a_pending_payment_cancelled_stays_cancelled_past_its_resolve_time() {
+    let env = env().await;
+    let payment = qr_payment(&env, 10_102);
+    assert_eq!(
+        env.connector.execute(&payment).await.outcome,
+        Outcome::Pending
+    );
+    let cancel = env.connector.execute(&cancel_of(&payment)).await;
+    assert_eq!(cancel.outcome, Outcome::Success, "{cancel:?}");
+    // Scenario 102 would have resolved to 00 by now (400 ms here).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(check.outcome, Outcome::Failed, "{check:?}");
+    assert_eq!(
+        env.sim
+            .ledger_state(&payment.provider_reference)
+            .unwrap()
+            .status,
+        "05",
+        "a cancelled payment came back as paid"
+    );
+}
+
+#[tokio::test]
 async fn cancel_same_day_then_after_the_window_refund_instead() {
     let env = env().await;
     let a = qr_payment(&env, 10_000);

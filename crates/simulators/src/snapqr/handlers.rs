@@ -234,10 +234,13 @@ fn scenario_of(qr_content: &str, amount: i64) -> u16 {
     (amount.rem_euclid(1000)) as u16
 }
 
-/// Scenario 102: a pending payment resolves to 00 once its time has come.
+/// Scenario 102: a pending payment resolves to 00 once its time has come,
+/// unless it moved on meanwhile (cancelled): a status only moves forward.
 pub(crate) fn resolve_pending(entry: &mut PaymentEntry) {
     if let Some(at) = entry.resolve_at {
-        if Instant::now() >= at {
+        if entry.status != "03" {
+            entry.resolve_at = None;
+        } else if Instant::now() >= at {
             entry.status = "00".into();
             entry.resolve_at = None;
         }
