@@ -36,6 +36,42 @@ impl SettingError {
     }
 }
 
+/// Checks a provider's URL setting `key`: `http://` or `https://` with a
+/// host. Requests carry credentials (OkeBayar's PIN in the body, SNAP's
+/// bearer token, signatures), so plain `http://` is accepted only to this
+/// machine (a simulator on loopback) unless `allow_plain_http` is set.
+pub fn check_provider_url(
+    key: &str,
+    url: &str,
+    allow_plain_http: bool,
+) -> Result<(), SettingError> {
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|error| SettingError::new(key, format!("{url:?} is not a URL: {error}")))?;
+    let Some(host) = parsed.host_str().filter(|host| !host.is_empty()) else {
+        return Err(SettingError::new(key, format!("{url:?} has no host")));
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || allow_plain_http => Ok(()),
+        "http" => Err(SettingError::new(
+            key,
+            format!(
+                "{url:?} is plain http:// to another host, and requests carry credentials: \
+                 use https://, or set allow_plain_http = true for a simulator on another host"
+            ),
+        )),
+        _ => Err(SettingError::new(
+            key,
+            format!("{url:?} must start with http:// or https://"),
+        )),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
@@ -134,6 +170,26 @@ pub async fn serve<C: Connector>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_urls_need_tls_unless_on_this_machine_or_allowed() {
+        for url in [
+            "https://h2h.okebayar.example/api",
+            "http://127.0.0.1:8180/",
+            "http://localhost:8180",
+            "http://[::1]:8180",
+        ] {
+            check_provider_url("p.url", url, false).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let error = check_provider_url("p.url", "http://loket-sim:8180/", false).unwrap_err();
+        assert_eq!(error.key, "p.url");
+        assert!(error.problem.contains("allow_plain_http"), "{error}");
+        check_provider_url("p.url", "http://loket-sim:8180/", true).unwrap();
+        for bad in ["ftp://h/", "h2h.example/api", "http://"] {
+            let error = check_provider_url("p.url", bad, true).unwrap_err();
+            assert_eq!(error.key, "p.url", "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn ack_wait_must_exceed_twice_the_provider_timeout_and_the_journal_needs_a_database() {

@@ -2,6 +2,7 @@
 //! `LOKET_OKEBAYAR__…` in the environment) and the transaction codes of
 //! spec §3, including the ones the spec leaves open (ASSUMED, configurable).
 
+use loket_connector::service::check_provider_url;
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,9 @@ pub struct OkeBayarSettings {
     /// The one H2H endpoint every operation is POSTed to (**ASSUMED** one URL
     /// for all operations, spec §1).
     pub url: String,
+    /// Accept a plain `http://` URL to a host other than this machine (a
+    /// simulator elsewhere). Off: the PIN travels in every body (spec §2).
+    pub allow_plain_http: bool,
     /// The callback URL registered with OkeBayar out of band (spec §6). It is
     /// not sent on requests; kept here so operators see it next to the rest
     /// and the connector logs it at start. May be empty.
@@ -79,6 +83,7 @@ impl Default for OkeBayarSettings {
     fn default() -> Self {
         OkeBayarSettings {
             url: "http://127.0.0.1:8180/".into(),
+            allow_plain_http: false,
             callback_url: String::new(),
             userid: String::new(),
             userpin: Secret::default(),
@@ -104,12 +109,7 @@ impl OkeBayarSettings {
         if url.is_empty() {
             return Err(InvalidSetting::new(key("url"), "must be set"));
         }
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(InvalidSetting::new(
-                key("url"),
-                format!("{url:?} must start with http:// or https://"),
-            ));
-        }
+        check_provider_url(&key("url"), url, self.allow_plain_http)?;
         if self.userid.trim().is_empty() {
             return Err(InvalidSetting::new(key("userid"), "must be set"));
         }

@@ -3,6 +3,7 @@
 //! ([`CallbackSettings`]). Keys and the merchant secret are
 //! [`Secret`]s: never logged, never in an error.
 
+use loket_connector::service::check_provider_url;
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,9 @@ pub struct SmilepayzSettings {
     /// `https://gateway.smilepayz.com` (production) or
     /// `https://sandbox-gateway.smilepayz.com`; paths `/v2.0/…` are appended.
     pub base_url: String,
+    /// Accept a plain `http://` base URL to a host other than this machine
+    /// (a simulator elsewhere). Off: requests carry signatures and tokens.
+    pub allow_plain_http: bool,
     /// Sent as `X-PARTNER-ID` and as `merchant.merchantId`.
     pub merchant_id: String,
     /// Optional `merchant.merchantName`.
@@ -54,6 +58,7 @@ impl Default for SmilepayzSettings {
     fn default() -> Self {
         SmilepayzSettings {
             base_url: "http://127.0.0.1:8181".into(),
+            allow_plain_http: false,
             merchant_id: String::new(),
             merchant_name: String::new(),
             merchant_secret: Secret::default(),
@@ -75,13 +80,7 @@ pub use loket_connector::service::SettingError as InvalidSetting;
 impl SmilepayzSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |name: &str| format!("smilepayz.{name}");
-        let url = self.base_url.trim();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(InvalidSetting::new(
-                key("base_url"),
-                format!("{url:?} must start with http:// or https://"),
-            ));
-        }
+        check_provider_url(&key("base_url"), &self.base_url, self.allow_plain_http)?;
         if self.merchant_id.trim().is_empty() {
             return Err(InvalidSetting::new(key("merchant_id"), "must be set"));
         }

@@ -4,6 +4,7 @@
 //! [`crate::callback_parser`]). Keys and secrets are [`Secret`]s holding PEM
 //! text or a file path (a value starting with `-----BEGIN` is PEM).
 
+use loket_connector::service::check_provider_url;
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,9 @@ pub enum NotifyMode {
 pub struct SnapQrSettings {
     /// Scheme, host and port of the issuer, e.g. `https://api.issuer.co.id`.
     pub base_url: String,
+    /// Accept a plain `http://` base URL to a host other than this machine
+    /// (a simulator elsewhere). Off: requests carry signatures and tokens.
+    pub allow_plain_http: bool,
     /// The issuer's prefix before `/v1.0/…` (e.g. `/snap`); part of the signed path.
     pub path_prefix: String,
     /// `v1.0`.
@@ -90,6 +94,7 @@ impl Default for SnapQrSettings {
     fn default() -> Self {
         SnapQrSettings {
             base_url: "http://127.0.0.1:8183".into(),
+            allow_plain_http: false,
             path_prefix: "/snap".into(),
             version: "v1.0".into(),
             client_key: String::new(),
@@ -115,13 +120,7 @@ pub use loket_connector::service::SettingError as InvalidSetting;
 impl SnapQrSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |name: &str| format!("snapqr.{name}");
-        let url = self.base_url.trim();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(InvalidSetting::new(
-                key("base_url"),
-                format!("{url:?} must start with http:// or https://"),
-            ));
-        }
+        check_provider_url(&key("base_url"), &self.base_url, self.allow_plain_http)?;
         if !self.path_prefix.is_empty() && !self.path_prefix.starts_with('/') {
             return Err(InvalidSetting::new(key("path_prefix"), "must start with /"));
         }
