@@ -401,7 +401,7 @@ impl OkeBayarConnector {
             report.provider_message =
                 Some("status check: OkeBayar has no record of this referencecode".into());
             report.detail = "not found at the provider".into();
-            note_status_check_trace(&fields, &mut report);
+            note_hit_trace("status check", &fields, &mut report);
             return report;
         }
         let classification = if is_status {
@@ -410,10 +410,6 @@ impl OkeBayarConnector {
             codes::classify(code, CodeOperation::from(about))
         };
         let mut report = fill_report(&fields, code, &classification, about);
-        if is_status {
-            report.provider_trace = None;
-            note_status_check_trace(&fields, &mut report);
-        }
         if !(200..300).contains(&reply.status) && report.outcome == Outcome::Success {
             // A success code on an HTTP error is a contradiction: check.
             report.outcome = Outcome::Unknown;
@@ -423,6 +419,11 @@ impl OkeBayarConnector {
             );
         } else if !(200..300).contains(&reply.status) {
             push_detail(&mut report.detail, &format!("HTTP {}", reply.status));
+        }
+        if is_status {
+            note_hit_trace("status check", &fields, &mut report);
+        } else if report.outcome == Outcome::Unknown {
+            note_hit_trace("unresolved hit", &fields, &mut report);
         }
         report
     }
@@ -677,14 +678,17 @@ fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
 }
 
 /// OkeBayar's `tracecode` is new on every hit (spec §1): a status check's
-/// names that check, not the transaction. It goes into the report's detail
-/// only, so the transaction keeps the original's (the one later checks send
-/// back) and never takes a check's for it.
-fn note_status_check_trace(fields: &Fields, report: &mut Report) {
+/// names that check, and a reply whose outcome is unknown (a `208` refusing a
+/// re-sent reference, a server fault) names a hit that may not be the
+/// transaction at all. Such a tracecode goes into the report's detail only,
+/// so the transaction keeps the original's (the one later checks send back)
+/// and never takes another hit's for it.
+fn note_hit_trace(hit: &str, fields: &Fields, report: &mut Report) {
+    report.provider_trace = None;
     if let Some(trace) = fields.non_empty("tracecode") {
         push_detail(
             &mut report.detail,
-            &format!("status check tracecode {}", truncate(trace, 64)),
+            &format!("{hit} tracecode {}", truncate(trace, 64)),
         );
     }
 }

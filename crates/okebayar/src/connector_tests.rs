@@ -343,11 +343,28 @@ fn pending_failed_and_duplicate_codes() {
             "{code} has a meaning"
         );
     }
-    let report = classify(&purchase, 200, &xml(&[("transactionstatus", "208")]));
+    let report = classify(
+        &purchase,
+        200,
+        &xml(&[
+            ("transactionstatus", "208"),
+            ("tracecode", "7770001112223334"),
+        ]),
+    );
     assert_eq!(
         report.outcome,
         Outcome::Unknown,
         "208 duplicate: the original did not fail"
+    );
+    // The tracecode names the refused hit, not the transaction: later status
+    // checks must not send it back as the original's.
+    assert_eq!(report.provider_trace, None);
+    assert!(
+        report
+            .detail
+            .contains("unresolved hit tracecode 7770001112223334"),
+        "{}",
+        report.detail
     );
 }
 
