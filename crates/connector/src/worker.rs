@@ -378,7 +378,16 @@ async fn decide_and_call<C: Connector>(
             "money-moving command that may have been sent before: status check first"
         );
         let check = status_check(connector, journal, &command.as_status_check()).await;
-        if !check.not_found {
+        let never_sent = recorded == Recorded::First && !past_horizon;
+        if never_sent && !check.not_found && check.outcome == Outcome::Unknown {
+            // The check could not tell (provider fault, timeout), but the
+            // journal can: no send was ever allowed for this transaction, so
+            // the request never left. Waiting would only leave it unsent, and
+            // status checks alone would end it failed for "no record".
+            tracing::info!(
+                "status check inconclusive, and the journal shows no earlier send: sending"
+            );
+        } else if !check.not_found {
             return Some(check);
         }
         if recorded == Recorded::Settled {
@@ -575,6 +584,8 @@ mod tests {
     /// that reach it.
     struct FakeProvider {
         found: bool,
+        /// Its status check cannot tell (overrides `found`).
+        inconclusive: bool,
         grace: Duration,
         longest_send: Duration,
         check_resends: Option<Duration>,
@@ -586,12 +597,19 @@ mod tests {
         fn new(found: bool, grace: Duration, check_resends: Option<Duration>) -> Self {
             FakeProvider {
                 found,
+                inconclusive: false,
                 grace,
                 longest_send: Duration::ZERO,
                 check_resends,
                 sent: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
             }
+        }
+
+        /// One whose status checks cannot tell (a 5xx, a timeout).
+        fn inconclusive(mut self) -> Self {
+            self.inconclusive = true;
+            self
         }
 
         /// One whose requests may take up to `longest_send`.
@@ -619,6 +637,9 @@ mod tests {
         }
         async fn check_status(&self, _command: &Command) -> Report {
             self.checks.fetch_add(1, Ordering::SeqCst);
+            if self.inconclusive {
+                return Report::unknown("HTTP 503");
+            }
             if self.found {
                 return Report::new(Outcome::Success);
             }
@@ -773,6 +794,27 @@ mod tests {
         let provider = FakeProvider::new(false, Duration::ZERO, None);
         decided(&provider, &journal, &command, 2).await;
         assert_eq!(provider.requests(), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn an_inconclusive_check_first_sends_only_what_the_journal_shows_was_never_sent() {
+        let journal = journal().await;
+        // Re-dispatched by the sweep (the ingress died before publishing):
+        // never recorded, so never sent, whatever the check could not say.
+        let mut command = pay_out(&uuid::Uuid::now_v7().to_string());
+        command.first_dispatch = false;
+        let faulty = FakeProvider::new(false, Duration::ZERO, None).inconclusive();
+        let report = decided(&faulty, &journal, &command, 1).await;
+        assert_eq!(faulty.requests(), (1, 1));
+        assert_eq!(report.outcome, Outcome::Pending);
+        // Recorded now: a later copy with an inconclusive check sends nothing.
+        let report = decided(&faulty, &journal, &command, 2).await;
+        assert_eq!(
+            faulty.requests(),
+            (1, 2),
+            "sent again on an inconclusive check"
+        );
+        assert_eq!(report.outcome, Outcome::Unknown);
     }
 
     #[tokio::test]

@@ -7,9 +7,11 @@
 //! 1. expire inquiries left unresolved (`failed` / `EXPIRED`; inquiries move
 //!    no money);
 //! 2. park transactions unresolved past `review_after` in `needs_review`;
-//! 3. sweep: dispatch what the ingress inserted but never published, and
-//!    re-dispatch what was published but never answered (`first_dispatch =
-//!    false`, so the connector checks status before any resend);
+//! 3. sweep: dispatch what the ingress inserted but never published,
+//!    re-dispatch what was published but never answered, and what the
+//!    provider has no record of and the send journal shows no connector ever
+//!    sent (`first_dispatch = false`, so the connector checks status before
+//!    any send);
 //! 4. publish the status checks that are due and schedule the next one;
 //! 5. prune the bookkeeping tables: send records (`send_intents`) older than
 //!    `send_record_retention_ms`, which is kept well beyond the send horizon
@@ -26,7 +28,7 @@ use crate::plan::{plan_expiry, plan_review, EventRecord};
 use crate::schedule::millis;
 use crate::write;
 use chrono::{DateTime, Utc};
-use loket_protocol::{subjects, Provider};
+use loket_protocol::{subjects, Provider, TransactionStatus};
 use loket_runtime::bus as lbus;
 use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::Shutdown;
@@ -210,13 +212,14 @@ impl Reconciler {
         Ok(nexts.len())
     }
 
-    /// Dispatches `received` transactions the ingress never published, and
-    /// re-dispatches those whose command got no result.
+    /// Dispatches `received` transactions the ingress never published,
+    /// re-dispatches those whose command got no result, and those the
+    /// provider has no record of that no connector ever sent (see below).
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
         let never = now - millis(self.settings.dispatch_grace_ms);
         let lost = now - millis(self.settings.redispatch_after_ms);
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query_as::<_, TransactionRow>(&format!(
+        let mut rows = sqlx::query_as::<_, TransactionRow>(&format!(
             "SELECT {COLUMNS} FROM transactions WHERE status = 'received' \
              AND ((dispatched_at IS NULL AND created_at < $1) OR dispatched_at < $2) \
              ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED"
@@ -226,6 +229,24 @@ impl Reconciler {
         .bind(self.batch())
         .fetch_all(&mut *tx)
         .await?;
+        // A status check can move a transaction past `received` before its
+        // command was ever handled (a client's query right after creating
+        // it); if that command is then lost, only status checks follow, and
+        // they end it failed for "no record" though it was never sent. The
+        // send journal tells: no record there means no connector sent it.
+        // Every `dispatch_grace` until one does, or the not-found grace ends.
+        rows.extend(
+            sqlx::query_as::<_, TransactionRow>(&format!(
+                "SELECT {COLUMNS} FROM transactions t WHERE status = 'unknown' \
+                 AND not_found_since < $1 AND COALESCE(dispatched_at, created_at) < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM send_intents s WHERE s.transaction_id = t.id) \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(never)
+            .bind(self.batch())
+            .fetch_all(&mut *tx)
+            .await?,
+        );
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(0);
@@ -256,7 +277,9 @@ impl Reconciler {
         for (row, result) in rows.iter().zip(results) {
             match result {
                 Ok(msg_id) => {
-                    let reason = if row.dispatched_at.is_none() {
+                    let reason = if row.status() == Some(TransactionStatus::Unknown) {
+                        "never_sent"
+                    } else if row.dispatched_at.is_none() {
                         "never_dispatched"
                     } else {
                         "no_result"

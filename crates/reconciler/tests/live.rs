@@ -509,6 +509,29 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
         "dispatched_at = NULL, dispatch_count = 0, created_at = now() - interval '1 hour'",
     )
     .await?;
+    // Moved to unknown by a status check ("no record") before its command
+    // was handled, and the command lost: never sent, so sent now. The same
+    // with a send on record is only checked, never re-dispatched.
+    let never_sent = insert(
+        &env,
+        "unknown",
+        "prepaid_purchase",
+        "not_found_since = now() - interval '1 hour', next_check_at = now() + interval '1 hour', \
+         dispatched_at = now() - interval '1 hour'",
+    )
+    .await?;
+    let sent = insert(
+        &env,
+        "unknown",
+        "prepaid_purchase",
+        "not_found_since = now() - interval '1 hour', next_check_at = now() + interval '1 hour', \
+         dispatched_at = now() - interval '1 hour'",
+    )
+    .await?;
+    sqlx::query("INSERT INTO send_intents (transaction_id) VALUES ($1)")
+        .bind(sent)
+        .execute(&env.pool)
+        .await?;
     let mut commands = env.nats.subscribe("loket.cmd.>").await?;
     loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
 
@@ -517,7 +540,7 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
     let (a, b) = tokio::join!(one.tick(), two.tick());
     let (a, b) = (a?, b?);
     assert_eq!(a.checks + b.checks, 40, "{a:?} {b:?}");
-    assert_eq!(a.redispatched + b.redispatched, 1);
+    assert_eq!(a.redispatched + b.redispatched, 2);
 
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     while let Ok(Some(message)) =
@@ -531,7 +554,11 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
             .unwrap();
         *seen.entry(id).or_default() += 1;
     }
-    assert_eq!(seen.len(), 41, "40 checks and one dispatch: {seen:?}");
+    assert_eq!(seen.len(), 42, "40 checks and two dispatches: {seen:?}");
+    assert!(
+        seen.contains_key(&format!("cmd:{never_sent}:1")),
+        "{seen:?}"
+    );
     assert!(
         seen.values().all(|n| *n == 1),
         "nothing published twice: {seen:?}"
@@ -548,6 +575,11 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
     let row = loket_store::get(&env.pool, lost).await?.context("row")?;
     assert_eq!((row.status.as_str(), row.dispatch_count), ("received", 1));
     assert!(row.dispatched_at.is_some());
+    let row = loket_store::get(&env.pool, sent).await?.context("row")?;
+    assert_eq!(
+        row.dispatch_count, 1,
+        "a transaction sent before is only checked"
+    );
 
     // Nothing is due any more.
     let again = one.tick().await?;
