@@ -889,3 +889,151 @@ async fn in_mode_b_the_issuer_signs_in_again_when_its_token_is_refused() {
     assert!(log.attempts > log.acknowledged, "refused first: {log:?}");
     assert_eq!(grants(), 2, "signed in again once");
 }
+
+/// The body of the last `operation` reply (`qr_payment`, `qr_query`, …) a
+/// report recorded, as the issuer wrote it.
+fn reply_to(report: &loket_connector::Report, operation: &str) -> loket_snapqr::wire::Body {
+    let exchange = report
+        .exchanges
+        .iter()
+        .rfind(|exchange| exchange.operation == operation)
+        .unwrap_or_else(|| panic!("no {operation} exchange in {report:?}"));
+    loket_snapqr::wire::Body::parse(exchange.response.as_bytes()).expect("a JSON reply")
+}
+
+/// Spec §5: "61 resp: … No amount is returned."
+#[tokio::test]
+async fn a_query_returns_no_amount() {
+    let env = env().await;
+    let payment = qr_payment(&env, 10_000);
+    assert_eq!(
+        env.connector.execute(&payment).await.outcome,
+        Outcome::Success
+    );
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(check.outcome, Outcome::Success, "{check:?}");
+    let reply = reply_to(&check, "qr_query");
+    // Looked up leniently: no `Amount` or ` amount` either.
+    assert_eq!(reply.value("amount"), None, "{reply:?}");
+}
+
+/// Spec §7: a partnerRefundNo is one refund per partner, whichever payment it
+/// names. Sent again with another payment it is a reuse (`409xx01`, or
+/// `404xx18` with another amount) and refunds nothing; sent again with its
+/// own payment and amount it is the idempotent re-send a refund's status
+/// check relies on.
+#[tokio::test]
+async fn a_partner_refund_no_reused_on_another_payment_refunds_nothing() {
+    let env = env().await;
+    let paid = |payment: Command| {
+        let connector = env.connector.clone();
+        async move {
+            let report = connector.execute(&payment).await;
+            assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+            (payment, report.provider_trace.expect("a referenceNo"))
+        }
+    };
+    let (a, trace_a) = paid(qr_payment(&env, 10_000)).await;
+    let (b, trace_b) = paid(qr_payment(&env, 10_000)).await;
+    let refund = refund_of(&a, &trace_a, 4_000);
+    let done = env.connector.execute(&refund).await;
+    assert_eq!(done.provider_code.as_deref(), Some("2008000"), "{done:?}");
+
+    let on_b = Command {
+        original_reference: b.provider_reference.clone(),
+        original_provider_trace: trace_b,
+        ..refund.clone()
+    };
+    let reused = env.connector.execute(&on_b).await;
+    assert_eq!(
+        reused.provider_code.as_deref(),
+        Some("4098001"),
+        "{reused:?}"
+    );
+    let other_amount = Command {
+        amount: Some(Money::idr(5_000)),
+        ..on_b
+    };
+    let inconsistent = env.connector.execute(&other_amount).await;
+    assert_eq!(
+        inconsistent.provider_code.as_deref(),
+        Some("4048018"),
+        "{inconsistent:?}"
+    );
+    let untouched = env.sim.ledger_state(&b.provider_reference).unwrap();
+    assert_eq!((untouched.status.as_str(), untouched.refunded), ("00", 0));
+    assert!(untouched.refunds.is_empty(), "{untouched:?}");
+
+    let resent = env.connector.check_status(&refund).await;
+    assert_eq!(resent.outcome, Outcome::Success, "{resent:?}");
+    assert_eq!(resent.provider_code.as_deref(), Some("4098001"));
+    assert_eq!(resent.provider_trace, done.provider_trace);
+    let refunded = env.sim.ledger_state(&a.provider_reference).unwrap();
+    assert_eq!((refunded.status.as_str(), refunded.refunded), ("04", 4_000));
+}
+
+/// Spec §8.10: scenario 109's issuer writes every message about the payment
+/// in the forms a lenient reader must accept (`externalStoreID`,
+/// `" originalExternalId"`, `Value`/`Currency`, `"additionalInfo":null`);
+/// the connector and the notify parser read them as the canonical ones.
+#[tokio::test]
+async fn messages_in_the_lenient_forms_of_8_10_read_as_canonical() {
+    let env = env().await;
+    let payment = qr_payment(&env, 10_109);
+    let report = env.connector.execute(&payment).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("2006000"));
+    let ledger = env.sim.ledger_state(&payment.provider_reference).unwrap();
+    assert_eq!(ledger.amount, 10_109);
+    assert_eq!(
+        report.provider_trace.as_deref(),
+        Some(ledger.reference_no.as_str())
+    );
+    let lenient = |reply: &loket_snapqr::wire::Body| {
+        reply.0.contains_key("externalStoreID")
+            && reply.0.get("additionalInfo") == Some(&serde_json::Value::Null)
+    };
+    let reply = reply_to(&report, "qr_payment");
+    assert!(lenient(&reply), "{reply:?}");
+
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(
+        (check.outcome, check.provider_code.as_deref()),
+        (Outcome::Success, Some("00")),
+        "{check:?}"
+    );
+    assert_eq!(check.provider_trace, report.provider_trace);
+    let reply = reply_to(&check, "qr_query");
+    assert!(
+        lenient(&reply) && reply.0.contains_key(" originalExternalId"),
+        "{reply:?}"
+    );
+
+    // The notify's signature covers `"additionalInfo":null` as sent.
+    let notified = wait_for_notifies_about(&env, &payment, 1).await;
+    let notify = notified.first().expect("a verified notify");
+    assert!(notify.verified);
+    assert!(notify.raw_masked.contains(r#""Value""#), "{notify:?}");
+    assert_eq!(
+        (notify.provider_code.as_str(), notify.claimed_outcome),
+        ("00", Outcome::Success)
+    );
+    assert_eq!(notify.provider_trace, ledger.reference_no);
+    assert_eq!(notify.provider_amount, Some(Money::idr(10_109)));
+
+    let refund = env
+        .connector
+        .execute(&refund_of(&payment, &ledger.reference_no, 109))
+        .await;
+    assert_eq!(refund.outcome, Outcome::Success, "{refund:?}");
+    assert_eq!(refund.provider_amount, Some(Money::idr(109)));
+    let reply = reply_to(&refund, "qr_refund");
+    assert!(
+        lenient(&reply)
+            && reply
+                .0
+                .get("refundAmount")
+                .is_some_and(|amount| amount.get("Value").is_some()),
+        "{reply:?}"
+    );
+}

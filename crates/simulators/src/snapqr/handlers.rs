@@ -16,7 +16,7 @@ use loket_snapqr::sign;
 use loket_snapqr::wire::Body;
 use serde_json::{json, Map, Value};
 
-use super::{IssuedQr, PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
+use super::{IssuedQr, Ledger, PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
 use crate::common::{lock, read_body, OutgoingCallback};
 use crate::metrics as names;
 
@@ -155,6 +155,8 @@ pub(crate) async fn token(State(sim): State<SnapQrSim>, request: Request) -> Res
 struct Authed {
     headers: HeaderMap,
     body: Body,
+    /// Its X-EXTERNAL-ID.
+    external_id: String,
 }
 
 async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<Authed, Response> {
@@ -220,7 +222,12 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
         return Err(fail(409, service, 0, "Conflict"));
     }
     let body = Body::parse(&bytes).map_err(|_| fail(400, service, 0, "Bad Request"))?;
-    Ok(Authed { headers, body })
+    let external_id = external.to_string();
+    Ok(Authed {
+        headers,
+        body,
+        external_id,
+    })
 }
 
 /// The scenario of a payment: `SCENARIO=NNN` in the qrContent, else the
@@ -351,8 +358,8 @@ struct Settlement {
     notify: NotifyPlan,
 }
 
-/// Scenarios 101–108 (spec §8.4); every other scenario that reaches the
-/// ledger succeeds at once, without a notify.
+/// Scenarios 101–109 (spec §8.4, §8.10); every other scenario that reaches
+/// the ledger succeeds at once, without a notify.
 fn settlement(scenario: u16) -> Settlement {
     let later = |status, deliveries| NotifyPlan::Later { status, deliveries };
     let (status, in_progress, notify) = match scenario {
@@ -364,12 +371,75 @@ fn settlement(scenario: u16) -> Settlement {
         106 => ("00", true, NotifyPlan::BeforeReply),
         107 => ("01", true, later("00", 2)),
         108 => ("01", true, later("05", 1)),
+        // Succeeds as 000 does, plus a notify: the one message whose
+        // lenient forms a signature covers.
+        LENIENT_FORMS => ("00", false, later("00", 1)),
         _ => ("00", false, NotifyPlan::Never),
     };
     Settlement {
         status,
         in_progress,
         notify,
+    }
+}
+
+/// Scenario 109 (spec §8.10): every message about the payment (60, 61, 62,
+/// 80 replies and its notify 79) is written in the forms a lenient reader
+/// must accept, see [`in_lenient_forms`].
+const LENIENT_FORMS: u16 = 109;
+
+/// The store scenario 109's messages name as `externalStoreID`: the
+/// canonical messages name none, so the spelling needs a value to show.
+const LENIENT_FORMS_STORE_ID: &str = "SIMSTORE01";
+
+/// The `fields` of a message about `entry` as its issuer writes them:
+/// canonical, or for scenario 109 [`in_lenient_forms`].
+fn as_written(entry: &PaymentEntry, fields: Value) -> Value {
+    if entry.scenario == LENIENT_FORMS {
+        in_lenient_forms(fields)
+    } else {
+        fields
+    }
+}
+
+/// Canonical fields rewritten into the spec §8.10 forms: amounts as
+/// `{"Value":…,"Currency":…}`, `originalExternalId` with the leading space of
+/// the 61 sample, the store as `externalStoreID`, and `"additionalInfo":null`.
+fn in_lenient_forms(fields: Value) -> Value {
+    let Value::Object(canonical) = fields else {
+        return fields;
+    };
+    let mut lenient: Map<String, Value> = canonical
+        .into_iter()
+        .map(|(key, value)| {
+            let key = match key.as_str() {
+                "originalExternalId" => format!(" {key}"),
+                _ => key,
+            };
+            // The only objects inside these messages are amounts.
+            let value = match value {
+                Value::Object(amount) => Value::Object(
+                    amount
+                        .into_iter()
+                        .map(|(part, v)| (capitalised(&part), v))
+                        .collect(),
+                ),
+                other => other,
+            };
+            (key, value)
+        })
+        .collect();
+    lenient.insert("externalStoreID".into(), json!(LENIENT_FORMS_STORE_ID));
+    lenient.insert("additionalInfo".into(), Value::Null);
+    Value::Object(lenient)
+}
+
+/// `value` → `Value`.
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
     }
 }
 
@@ -399,11 +469,14 @@ fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
     answer(
         code,
         message,
-        json!({
-            "referenceNo": entry.reference_no,
-            "partnerReferenceNo": entry.partner_reference_no,
-            "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-        }),
+        as_written(
+            entry,
+            json!({
+                "referenceNo": entry.reference_no,
+                "partnerReferenceNo": entry.partner_reference_no,
+                "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            }),
+        ),
     )
 }
 
@@ -461,6 +534,9 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 "00" | "04" => {
                     return payment_reply(entry, "4096001", "Duplicate partnerReferenceNo")
                 }
+                // ASSUMED (spec §7): a reference whose payment is still
+                // pending executes nothing and answers as that payment did:
+                // in progress, with its referenceNo.
                 "01" | "02" | "03" => {
                     return payment_reply(entry, "2026000", "Request In Progress")
                 }
@@ -503,6 +579,7 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
         let entry = PaymentEntry {
             partner_reference_no: reference.clone(),
             reference_no,
+            external_id: authed.external_id,
             amount,
             qr_content: qr.clone(),
             status: status.into(),
@@ -556,14 +633,17 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
     let Some(entry) = lock(&sim.inner.ledger).payments.get(reference).cloned() else {
         return;
     };
-    let body = json!({
-        "originalPartnerReferenceNo": entry.partner_reference_no,
-        "originalReferenceNo": entry.reference_no,
-        "merchantId": sim.inner.settings.merchant_id,
-        "amount": { "value": format!("{}.00", entry.amount), "currency": "IDR" },
-        "latestTransactionStatus": entry.status,
-        "transactionStatusDesc": status_desc(&entry.status),
-    })
+    let body = as_written(
+        &entry,
+        json!({
+            "originalPartnerReferenceNo": entry.partner_reference_no,
+            "originalReferenceNo": entry.reference_no,
+            "merchantId": sim.inner.settings.merchant_id,
+            "amount": { "value": format!("{}.00", entry.amount), "currency": "IDR" },
+            "latestTransactionStatus": entry.status,
+            "transactionStatusDesc": status_desc(&entry.status),
+        }),
+    )
     .to_string();
     let path = reqwest::Url::parse(&url)
         .map(|u| match u.query() {
@@ -708,12 +788,14 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
     let reference = authed.body.str("originalPartnerReferenceNo");
     let reference_no = authed.body.str("originalReferenceNo");
     count(&sim, reference.as_deref(), |c| c.queries += 1);
+    // ASSUMED (spec §5): every 61 field is optional, but a query must name
+    // the payment by at least one reference.
     if reference.is_none() && reference_no.is_none() {
         return fail(
             400,
             61,
             2,
-            "Invalid Mandatory Field originalPartnerReferenceNo",
+            "Invalid Mandatory Field originalPartnerReferenceNo / originalReferenceNo",
         );
     }
     let entry = {
@@ -733,17 +815,21 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
     let Some(entry) = entry else {
         return fail(404, 61, 1, "Transaction Not Found");
     };
+    // Spec §5: no amount in a 61 reply.
     answer(
         "2006100",
         "Successful",
-        json!({
-            "originalReferenceNo": entry.reference_no,
-            "originalPartnerReferenceNo": entry.partner_reference_no,
-            "latestTransactionStatus": entry.status,
-            "transactionStatusDesc": status_desc(&entry.status),
-            "paidTime": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-            "amount": { "value": format!("{}.00", entry.amount), "currency": "IDR" },
-        }),
+        as_written(
+            &entry,
+            json!({
+                "originalReferenceNo": entry.reference_no,
+                "originalPartnerReferenceNo": entry.partner_reference_no,
+                "originalExternalId": entry.external_id,
+                "latestTransactionStatus": entry.status,
+                "transactionStatusDesc": status_desc(&entry.status),
+                "paidTime": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            }),
+        ),
     )
 }
 
@@ -769,6 +855,9 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
         return fail(404, 62, 1, "Transaction Not Found");
     };
     resolve_pending(entry);
+    // ASSUMED (spec §2.6 vs §7): §7 lets a final status change only 00 → 04,
+    // but §2.6's cancel voids an unsettled same-day payment; so a 00 payment
+    // within `cancel_window_secs` becomes 05, and after it must be refunded.
     match entry.status.as_str() {
         "05" => {}
         "00" if Utc::now() - entry.created_at > window => {
@@ -792,13 +881,33 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
     answer(
         "2006200",
         "Successful",
-        json!({
-            "originalReferenceNo": entry.reference_no,
-            "originalPartnerReferenceNo": entry.partner_reference_no,
-            "cancelTime": now_iso(),
-            "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-        }),
+        as_written(
+            &entry,
+            json!({
+                "originalReferenceNo": entry.reference_no,
+                "originalPartnerReferenceNo": entry.partner_reference_no,
+                "cancelTime": now_iso(),
+                "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            }),
+        ),
     )
+}
+
+/// The refund `refund_no` already made, with the payment it refunded,
+/// whichever payment that was (spec §7: one partnerRefundNo per partner). A
+/// number the index has forgotten is still known to the payment it refunded,
+/// when that is `named_payment`.
+fn earlier_refund<'a>(
+    ledger: &'a Ledger,
+    refund_no: &str,
+    named_payment: &'a str,
+) -> Option<(&'a PaymentEntry, &'a RefundEntry)> {
+    let refunded_payment = ledger
+        .payment_by_refund_no
+        .get(refund_no)
+        .map_or(named_payment, String::as_str);
+    let payment = ledger.payments.get(refunded_payment)?;
+    Some((payment, payment.refunds.get(refund_no)?))
 }
 
 /// Service 80.
@@ -824,32 +933,40 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
         Ok(_) => return fail(400, 80, 2, "Invalid Mandatory Field refundAmount"),
         Err(_) => return fail(400, 80, 1, "Invalid Field Format refundAmount"),
     };
-    let refund_no_owned = refund_no.clone();
-    let mut ledger = lock(&sim.inner.ledger);
-    let Some(entry) = ledger.payments.get_mut(&reference) else {
-        return fail(404, 80, 1, "Transaction Not Found");
-    };
-    resolve_pending(entry);
     let reply = |entry: &PaymentEntry, refund: &RefundEntry, code: &str, message: &str| {
         answer(
             code,
             message,
-            json!({
-                "originalPartnerReferenceNo": entry.partner_reference_no,
-                "originalReferenceNo": entry.reference_no,
-                "refundNo": refund.refund_no,
-                "partnerRefundNo": refund_no_owned,
-                "refundAmount": { "value": format!("{}.00", refund.amount), "currency": "IDR" },
-                "refundTime": now_iso(),
-            }),
+            as_written(
+                entry,
+                json!({
+                    "originalPartnerReferenceNo": entry.partner_reference_no,
+                    "originalReferenceNo": entry.reference_no,
+                    "refundNo": refund.refund_no,
+                    "partnerRefundNo": refund_no,
+                    "refundAmount": { "value": format!("{}.00", refund.amount), "currency": "IDR" },
+                    "refundTime": now_iso(),
+                }),
+            ),
         )
     };
-    if let Some(existing) = entry.refunds.get(&refund_no) {
-        if existing.amount == amount {
-            return reply(entry, existing, "4098001", "Duplicate partnerRefundNo");
+    let mut ledger = lock(&sim.inner.ledger);
+    // Spec §7 (ASSUMED there): a partnerRefundNo names one refund per
+    // partner, whichever payment it is sent with, and is decided first, as
+    // a partnerReferenceNo is. Sent again with its amount it answers 409xx01
+    // with that refund: the idempotent re-send a refund's status check
+    // relies on (SNAP has no refund query). With another amount, 404xx18.
+    // Either way nothing more is refunded.
+    if let Some((payment, earlier)) = earlier_refund(&ledger, &refund_no, &reference) {
+        if earlier.amount == amount {
+            return reply(payment, earlier, "4098001", "Duplicate partnerRefundNo");
         }
         return fail(404, 80, 18, "Inconsistent Request");
     }
+    let Some(entry) = ledger.payments.get_mut(&reference) else {
+        return fail(404, 80, 1, "Transaction Not Found");
+    };
+    resolve_pending(entry);
     if !matches!(entry.status.as_str(), "00" | "04") {
         return fail(404, 80, 0, "Invalid Transaction Status");
     }
@@ -869,6 +986,70 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
     entry.status = "04".into();
     entry.refunds.insert(refund_no.clone(), refund.clone());
     let entry = entry.clone();
+    ledger
+        .payment_by_refund_no
+        .insert(refund_no.clone(), reference);
     drop(ledger);
     reply(&entry, &refund, "2008000", "Successful")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(reference: &str, refund_nos: &[&str]) -> PaymentEntry {
+        PaymentEntry {
+            partner_reference_no: reference.into(),
+            reference_no: format!("SNAP-{reference}"),
+            external_id: "1".into(),
+            amount: 10_000,
+            qr_content: String::new(),
+            status: "04".into(),
+            scenario: 0,
+            created_at: Utc::now(),
+            refunded: refund_nos.len() as i64,
+            refunds: refund_nos
+                .iter()
+                .map(|no| {
+                    let refund = RefundEntry {
+                        refund_no: format!("RF-{no}"),
+                        amount: 1,
+                    };
+                    (no.to_string(), refund)
+                })
+                .collect(),
+            resolve_at: None,
+        }
+    }
+
+    #[test]
+    fn a_refund_number_is_found_across_payments_and_after_the_index_forgot_it() {
+        let mut ledger = Ledger::new(2);
+        ledger
+            .payments
+            .insert("P".into(), payment("P", &["R1", "R2", "R3"]));
+        ledger.payments.insert("Q".into(), payment("Q", &[]));
+        for refund_no in ["R1", "R2", "R3"] {
+            ledger
+                .payment_by_refund_no
+                .insert(refund_no.into(), "P".into());
+        }
+        let found = |refund_no, named| {
+            earlier_refund(&ledger, refund_no, named)
+                .map(|(payment, refund)| (payment.partner_reference_no.clone(), refund.amount))
+        };
+        assert_eq!(
+            found("R3", "Q"),
+            Some(("P".to_string(), 1)),
+            "across payments"
+        );
+        assert!(!ledger.payment_by_refund_no.contains_key("R1"));
+        assert_eq!(
+            found("R1", "P"),
+            Some(("P".to_string(), 1)),
+            "forgotten by the index"
+        );
+        assert_eq!(found("R1", "Q"), None);
+        assert_eq!(found("R9", "P"), None);
+    }
 }

@@ -6,11 +6,11 @@
 //! partner id and HMAC signature (over the path as received), CHANNEL-ID and
 //! X-EXTERNAL-ID uniqueness per WIB day; the QRs 59 issued, with their expiry
 //! (paying any other QR answers 4046011, ASSUMED §8.6); a ledger per
-//! partnerReferenceNo; partial refunds up to the paid amount; a cancel
-//! window; notify (79) sent to loket signed with the simulator's issuer key
-//! (mode A); and scenario rules chosen by the amount's last three digits or
-//! by `SCENARIO=NNN` in the qrContent (see `SCENARIOS.md` and
-//! [`SCENARIOS`]).
+//! partnerReferenceNo; partial refunds up to the paid amount, each
+//! partnerRefundNo once per partner; a cancel window; notify (79) sent to
+//! loket signed with the simulator's issuer key (mode A); and scenario rules
+//! chosen by the amount's last three digits or by `SCENARIO=NNN` in the
+//! qrContent (see `SCENARIOS.md` and [`SCENARIOS`]).
 //!
 //! It reuses only `loket_snapqr::{sign, wire}` (the standard's signatures and
 //! amounts), never the connector's classification.
@@ -76,6 +76,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "pending: 2026000, then notify 00 delivered twice (duplicate)",
     ),
     ("108", "pending: 2026000, then notify 05 (canceled)"),
+    (
+        "109",
+        "success, notify 00 after notify_delay_ms; every reply and notify about it in the lenient forms of spec §8.10",
+    ),
     (
         "201",
         "timeout after debit: ledger 00, reply only after slow_reply_ms",
@@ -215,6 +219,9 @@ pub(crate) struct IssuedQr {
 pub struct PaymentEntry {
     pub partner_reference_no: String,
     pub reference_no: String,
+    /// The X-EXTERNAL-ID of its payment call (60), which a query (61)
+    /// answers as `originalExternalId`.
+    pub external_id: String,
     pub amount: i64,
     pub qr_content: String,
     /// latestTransactionStatus: 00 success, 01–03 pending, 04 refunded,
@@ -235,6 +242,10 @@ pub(crate) struct Ledger {
     pub(crate) external_ids: RecentMap<(NaiveDate, String), ()>,
     /// By partnerReferenceNo.
     pub(crate) payments: RecentMap<String, PaymentEntry>,
+    /// By partnerRefundNo: the partnerReferenceNo of the payment it refunded
+    /// (the refund itself is in that payment's `refunds`). Spec §7: a
+    /// partnerRefundNo is unique per partner, across payments.
+    pub(crate) payment_by_refund_no: RecentMap<String, String>,
     /// By qrContent: every QR issued, and who paid it.
     pub(crate) issued_qrs: RecentMap<String, IssuedQr>,
     pub(crate) counts: RecentMap<String, SnapCounts>,
@@ -246,6 +257,7 @@ impl Ledger {
             tokens: HashMap::new(),
             external_ids: RecentMap::new(remembered, "snapqr", "external_ids"),
             payments: RecentMap::new(remembered, "snapqr", "payments"),
+            payment_by_refund_no: RecentMap::new(remembered, "snapqr", "refunds"),
             issued_qrs: RecentMap::new(remembered, "snapqr", "issued_qrs"),
             counts: RecentMap::new(remembered, "snapqr", "requests"),
         }
@@ -297,9 +309,11 @@ impl SnapQrSim {
 
     /// Builds the simulator, remembering the `references` most recent
     /// partnerReferenceNos (payments, request counts, notify logs), issued
-    /// qrContents and X-EXTERNAL-IDs: a query about an older payment answers
-    /// 4046101 (not found), a payment of an older qrContent 4046011 (unknown
-    /// QR), and an older X-EXTERNAL-ID may be used again.
+    /// qrContents, X-EXTERNAL-IDs and partnerRefundNos: a query about an
+    /// older payment answers 4046101 (not found), a payment of an older
+    /// qrContent 4046011 (unknown QR), an older X-EXTERNAL-ID may be used
+    /// again, and an older partnerRefundNo is known only to the payment it
+    /// refunded.
     pub fn remembering(settings: SnapQrSimSettings, references: usize) -> Result<Self, SimError> {
         use rsa::pkcs8::{EncodePublicKey, LineEnding};
         let partner_key = if settings.partner_public_key.is_empty() {
