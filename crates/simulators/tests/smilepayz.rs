@@ -1,9 +1,11 @@
 //! The Smilepayz connector and callback parser against the Smilepayz
-//! simulator over real HTTP: pay-in paid / expired / spoofed, pay-out
-//! success / failure / insufficient balance, a pay-out timeout after
-//! acceptance resolved by inquiry with exactly one pay-out, callback retries
-//! on a wrong answer (same dedupe key), and callbacks refused for a bad
-//! signature.
+//! simulator over real HTTP: pay-in paid / expired / spoofed, an unpaid
+//! pay-in expiring after its `expiryPeriod`, pay-out success / failure /
+//! insufficient balance, a pay-out timeout after acceptance resolved by
+//! inquiry with exactly one pay-out, a concurrent duplicate (429xx00), a
+//! callback before the create reply whose retries do not hold the reply,
+//! callback retries on a wrong answer (same dedupe key), and callbacks
+//! refused for a bad signature.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -319,6 +321,117 @@ async fn pay_in_expiry_is_failed_with_reason_expired() {
     assert_eq!(again.outcome, Outcome::Failed, "{again:?}");
 }
 
+/// Spec §2.7 and §8.8: an unpaid pay-in (scenario 003 never pays) expires
+/// once its `expiryPeriod` has passed: EXPIRED callback, inquiry EXPIRED,
+/// and a later pay-in with its orderNo 4039000.
+#[tokio::test]
+async fn an_unpaid_pay_in_expires_after_its_expiry_period() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(
+        Operation::PayIn,
+        &order,
+        150_003,
+        &[("method", "QRIS"), ("expiry_seconds", "1")],
+    );
+    let created = Instant::now();
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    assert_eq!(s.sim.order(&order).unwrap().status, "PROCESSING");
+
+    let callbacks = wait_callbacks(&s, 1).await;
+    assert!(
+        created.elapsed() >= Duration::from_millis(900),
+        "not before its expiryPeriod"
+    );
+    assert_eq!(callbacks[0].provider_reference, order);
+    assert_eq!(callbacks[0].provider_code, "EXPIRED");
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Failed);
+    assert_eq!(status.provider_code.as_deref(), Some("EXPIRED"));
+    let again = s.connector.execute(&cmd).await;
+    assert_eq!(again.provider_code.as_deref(), Some("4039000"), "{again:?}");
+    assert_eq!(again.outcome, Outcome::Failed, "{again:?}");
+}
+
+/// A pay-in whose payment would come only after its expiryPeriod expires
+/// first, and the late payment never happens.
+#[tokio::test]
+async fn a_pay_in_paid_only_after_its_expiry_expires_instead() {
+    let s = setup_with(None, |settings| settings.settle_delay_ms = 3_000).await;
+    let order = reference();
+    let cmd = command(
+        Operation::PayIn,
+        &order,
+        150_000,
+        &[("method", "QRIS"), ("expiry_seconds", "1")],
+    );
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let callbacks = wait_callbacks(&s, 1).await;
+    assert_eq!(callbacks[0].provider_code, "EXPIRED");
+    assert_eq!(s.sim.order(&order).unwrap().status, "EXPIRED");
+    assert_eq!(s.sim.balances().payin_available, 0, "never paid");
+}
+
+/// An order's timer may outlive the order in the simulator's memory: when
+/// it fires, a newer order that took the forgotten orderNo is left alone.
+#[tokio::test]
+async fn a_forgotten_orders_expiry_leaves_a_newer_order_with_its_order_no_alone() {
+    let s = setup_remembering(1, None, |_| {}).await;
+    let order = reference();
+    let stuck = |expiry: &'static str| {
+        command(
+            Operation::PayIn,
+            &order,
+            150_003,
+            &[("method", "QRIS"), ("expiry_seconds", expiry)],
+        )
+    };
+    assert_eq!(
+        s.connector.execute(&stuck("1")).await.outcome,
+        Outcome::Pending
+    );
+    let other = command(
+        Operation::PayIn,
+        &reference(),
+        150_003,
+        &[("method", "QRIS")],
+    );
+    assert_eq!(s.connector.execute(&other).await.outcome, Outcome::Pending);
+    assert_eq!(s.sim.order(&order), None, "forgotten");
+    assert_eq!(
+        s.connector.execute(&stuck("3600")).await.outcome,
+        Outcome::Pending
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(s.sim.order(&order).unwrap().status, "PROCESSING");
+}
+
+/// Scenario 006 (spec §8.11, callback before the create reply): only the
+/// first callback attempt comes before the reply; a retry, here due 3 s
+/// later (past the connector's 1 s timeout), follows in the background.
+#[tokio::test]
+async fn a_callback_before_the_create_reply_does_not_hold_the_reply_for_its_retries() {
+    let s = setup_with(None, |settings| {
+        settings.callback_schedule_ms = vec![0, 3_000]
+    })
+    .await;
+    s.received.lock().unwrap().wrong_answers = 1;
+    let order = reference();
+    let cmd = command(Operation::PayIn, &order, 150_006, &[("method", "QRIS")]);
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    assert_eq!(
+        s.received.lock().unwrap().parsed.len(),
+        1,
+        "the first attempt came before the reply"
+    );
+    let callbacks = wait_callbacks(&s, 2).await;
+    assert_eq!(callbacks[0].dedupe_key, callbacks[1].dedupe_key);
+    let log = wait_recorded(&s, &order, 2).await;
+    assert!(log.attempts[1].acknowledged);
+    assert_eq!(s.sim.money_requests_for(&order), 1);
+}
+
 #[tokio::test]
 async fn a_signed_callback_claiming_success_for_a_failed_order_is_overruled_by_inquiry() {
     let s = setup().await;
@@ -443,6 +556,51 @@ async fn pay_out_timeout_after_acceptance_is_unknown_then_inquiry_final_with_one
     assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Success);
     assert_eq!(s.sim.requests_for(&slow).payments, 2);
     assert_eq!(s.sim.balances().payout_frozen, 0);
+}
+
+/// Spec §7: a duplicate that arrives while the first request for its
+/// orderNo is still being processed (scenario 011 replies late) gets
+/// 429xx00; once the first request has ended, a duplicate is 400xx01.
+#[tokio::test]
+async fn a_concurrent_duplicate_gets_429_while_the_first_request_is_in_flight() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(Operation::PayOut, &order, 300_011, &[("method", "BCA")]);
+    let (first, concurrent) = tokio::join!(s.connector.execute(&cmd), async {
+        while s.sim.order(&order).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.connector.execute(&cmd).await
+    });
+    assert_eq!(first.outcome, Outcome::Unknown, "{first:?}");
+    assert_eq!(
+        concurrent.provider_code.as_deref(),
+        Some("4299100"),
+        "{concurrent:?}"
+    );
+    assert_eq!(concurrent.outcome, Outcome::Unknown, "{concurrent:?}");
+    // The first request's handler ends by slow_reply_ms at the latest.
+    tokio::time::sleep(Duration::from_millis(s.sim.settings().slow_reply_ms)).await;
+    let later = s.connector.execute(&cmd).await;
+    assert_eq!(later.provider_code.as_deref(), Some("4009101"), "{later:?}");
+    assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Success);
+    assert_eq!(s.sim.requests_for(&order).payments, 3);
+    assert_eq!(s.sim.balances().payout_frozen, 0, "paid out once");
+}
+
+/// Scenarios 010–012 are pay-out only (spec §8.10 names the pay-out): a
+/// pay-in with them is accepted and paid as 000.
+#[tokio::test]
+async fn reply_fault_scenarios_leave_a_pay_in_alone() {
+    let s = setup().await;
+    for amount in [150_010, 150_011, 150_012] {
+        let order = reference();
+        let cmd = command(Operation::PayIn, &order, amount, &[("method", "QRIS")]);
+        let report = s.connector.execute(&cmd).await;
+        assert_eq!(report.outcome, Outcome::Pending, "{amount}: {report:?}");
+        assert_eq!(report.provider_code.as_deref(), Some("2009000"));
+        assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Success);
+    }
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@
 //! - the message is passed along, because Smilepayz reuses one code for
 //!   different meanings (`4009x01` invalid field vs duplicate order);
 //! - a creation that the code accepts is **pending**, whatever the status
-//!   says, unless the status is already a failure (a pay-out `00 PROCESSING`
-//!   only froze the funds);
+//!   says, a final-looking one (`SUCCESS`, `FAILED`, `EXPIRED`) included:
+//!   only the inquiry or a confirmed callback decides (a pay-out
+//!   `00 PROCESSING` only froze the funds);
 //! - an inquiry that was itself rejected says nothing about the order
 //!   (unknown), and "order not found" is recognised so the connector can
 //!   report `not_found`.

@@ -12,6 +12,7 @@ use loket_smilepayz::sign::{self, CallbackRecipe, TimestampStyle};
 use loket_smilepayz::wire;
 use rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::common::{lock, RecentMap};
 use crate::metrics as names;
@@ -68,12 +69,15 @@ impl Sender {
     }
 
     /// Delivers one callback; returns true once acknowledged with `SUCCESS`.
+    /// `first_attempt_done` hears when the first attempt is over (logged),
+    /// so a caller can wait for it without waiting for the retries.
     pub(crate) async fn deliver(
         &self,
         url: &str,
         key: &RsaPrivateKey,
         style: TimestampStyle,
         body: &wire::CallbackBody,
+        mut first_attempt_done: Option<oneshot::Sender<()>>,
     ) -> bool {
         lock(&self.log)
             .get_or_insert_default(body.order_no.clone())
@@ -124,6 +128,10 @@ impl Sender {
                 if acknowledged {
                     entry.acknowledged += 1;
                 }
+            }
+            if let Some(done) = first_attempt_done.take() {
+                // Nobody listening (the caller did not wait) is fine.
+                let _ = done.send(());
             }
             metrics::counter!(
                 names::CALLBACK_ATTEMPTS_TOTAL,

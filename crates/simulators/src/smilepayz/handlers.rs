@@ -11,12 +11,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{FixedOffset, Utc};
+use loket_smilepayz::settings::{EXPIRY_SECONDS_DEFAULT, EXPIRY_SECONDS_MAX};
 use loket_smilepayz::sign;
 use loket_smilepayz::wire::{self, text};
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 use super::scenarios::Scenario;
-use super::{Order, SmilepayzSim, TradeType};
+use super::{Ledger, Order, SmilepayzSim, TradeType};
 use crate::common::{lock, read_body, ConnInfo, RequestKind};
 
 /// Service codes (spec §1); balance has none documented (ASSUMED 93).
@@ -250,11 +252,11 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
     if method == "W_OVO" && text(&payer, "phone").is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [payer.phone]");
     }
-    let expiry = value
+    let expiry_seconds = value
         .get("expiryPeriod")
         .and_then(Value::as_u64)
-        .unwrap_or(3_600);
-    if expiry == 0 || expiry > 86_400 {
+        .unwrap_or(EXPIRY_SECONDS_DEFAULT);
+    if expiry_seconds == 0 || expiry_seconds > EXPIRY_SECONDS_MAX {
         return error(400, svc, "01", "Invalid Field Format [expiryPeriod]");
     }
     let scenario = Scenario::select(amount, &payer_name);
@@ -278,8 +280,11 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
     } else {
         "PROCESSING"
     };
-    {
+    let (settlement, _first_request_in_flight) = {
         let mut ledger = lock(&sim.inner.ledger);
+        if ledger.in_flight.contains(&order_no) {
+            return error(429, svc, "00", "TOO_MANY_REQUESTS");
+        }
         if let Some(existing) = ledger.orders.get(&order_no) {
             // Spec §8.8: an operation on an expired order is 4039000.
             if existing.status == "EXPIRED" {
@@ -287,25 +292,25 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
             }
             return error(400, svc, "01", "Duplicate pay order");
         }
-        ledger.orders.insert(
-            order_no.clone(),
-            Order {
-                order_no: order_no.clone(),
-                trade_no: trade_no.clone(),
-                trade_type: TradeType::PayIn,
-                amount,
-                payment_method: method.clone(),
-                cash_account: String::new(),
-                payer_name,
-                status: status.into(),
-                scenario,
-                created_at: Utc::now(),
-                settled_at: None,
-                callback_url,
-                frozen: false,
-            },
-        );
-    }
+        let created_at = Utc::now();
+        let order = Order {
+            order_no: order_no.clone(),
+            trade_no: trade_no.clone(),
+            trade_type: TradeType::PayIn,
+            amount,
+            payment_method: method.clone(),
+            cash_account: String::new(),
+            payer_name,
+            status: status.into(),
+            scenario,
+            created_at,
+            settled_at: None,
+            callback_url,
+            frozen: false,
+            expires_at: Some(created_at + chrono::Duration::seconds(expiry_seconds as i64)),
+        };
+        enter_order(&sim, &mut ledger, order)
+    };
     let channel = match method.as_str() {
         "" => {
             json!({ "paymentUrl": format!("https://sandbox-checkout.smilepayz.example/pay/{trade_no}") })
@@ -320,11 +325,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
             json!({ "paymentMethod": m, "vaNumber": format!("8808{}", &trade_no[trade_no.len() - 10..]) })
         }
     };
-    if scenario == Scenario::CallbackFirst {
-        settle(&sim, &order_no).await;
-    } else {
-        spawn_settle(&sim, &order_no);
-    }
+    start_settlement(&sim, &order_no, &trade_no, settlement, scenario).await;
     if scenario == Scenario::CreatedButSystemError {
         return error(500, svc, "00", "System error");
     }
@@ -393,8 +394,14 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
     let callback_url =
         text(&value, "callbackUrl").or_else(|| sim.inner.settings.callback_url.clone());
     let trade_no = sim.next_trade_no(TradeType::PayOut);
-    {
+    let (settlement, _first_request_in_flight) = {
         let mut ledger = lock(&sim.inner.ledger);
+        if ledger.in_flight.contains(&order_no) {
+            return error(429, svc, "00", "TOO_MANY_REQUESTS");
+        }
+        // Pay-outs never expire (no expiryPeriod), and 4039000 is a pay-in
+        // code: a pay-out reusing any orderNo, an expired pay-in's too, is a
+        // duplicate (one namespace, ASSUMED: see `Ledger::orders`).
         if ledger.orders.contains_key(&order_no) {
             return error(400, svc, "01", "Duplicate payout order");
         }
@@ -403,30 +410,25 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         }
         ledger.balances.payout_available -= amount;
         ledger.balances.payout_frozen += amount;
-        ledger.orders.insert(
-            order_no.clone(),
-            Order {
-                order_no: order_no.clone(),
-                trade_no: trade_no.clone(),
-                trade_type: TradeType::PayOut,
-                amount,
-                payment_method: method.clone(),
-                cash_account: account.clone(),
-                payer_name: receiver_name.clone(),
-                status: "PROCESSING".into(),
-                scenario,
-                created_at: Utc::now(),
-                settled_at: None,
-                callback_url,
-                frozen: true,
-            },
-        );
-    }
-    if scenario == Scenario::CallbackFirst {
-        settle(&sim, &order_no).await;
-    } else {
-        spawn_settle(&sim, &order_no);
-    }
+        let order = Order {
+            order_no: order_no.clone(),
+            trade_no: trade_no.clone(),
+            trade_type: TradeType::PayOut,
+            amount,
+            payment_method: method.clone(),
+            cash_account: account.clone(),
+            payer_name: receiver_name.clone(),
+            status: "PROCESSING".into(),
+            scenario,
+            created_at: Utc::now(),
+            settled_at: None,
+            callback_url,
+            frozen: true,
+            expires_at: None,
+        };
+        enter_order(&sim, &mut ledger, order)
+    };
+    start_settlement(&sim, &order_no, &trade_no, settlement, scenario).await;
     match scenario {
         Scenario::TimeoutAfterAccept => {
             return error(502, svc, "00", "External error: channel timeout")
@@ -543,35 +545,102 @@ pub(crate) async fn inquiry_balance(State(sim): State<SmilepayzSim>, request: Re
     )
 }
 
-fn spawn_settle(sim: &SmilepayzSim, order_no: &str) {
-    let sim = sim.clone();
-    let order_no = order_no.to_string();
-    tokio::spawn(async move {
-        let delay = Duration::from_millis(sim.inner.settings.settle_delay_ms);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = sim.inner.stop.wait() => return,
-        }
-        settle(&sim, &order_no).await;
-    });
+/// Marks an orderNo's first request as still being processed, from the
+/// order's creation until its handler ends (the reply is made, or the
+/// client went away and the handler was dropped). Meanwhile a request for
+/// the same orderNo is a concurrent duplicate: 429xx00 (spec §7).
+struct FirstRequestInFlight {
+    sim: SmilepayzSim,
+    order_no: String,
 }
 
-/// Moves the order to its scenario's final state, moves the balances, and
-/// sends the callback(s).
-async fn settle(sim: &SmilepayzSim, order_no: &str) {
+impl Drop for FirstRequestInFlight {
+    fn drop(&mut self) {
+        lock(&self.sim.inner.ledger)
+            .in_flight
+            .remove(&self.order_no);
+    }
+}
+
+/// Enters a new order in the (locked) ledger with its first request in
+/// flight; returns when and how it settles ([`Order::settlement`]) and the
+/// in-flight mark, to keep until the reply.
+fn enter_order(
+    sim: &SmilepayzSim,
+    ledger: &mut Ledger,
+    order: Order,
+) -> (Option<(Duration, &'static str)>, FirstRequestInFlight) {
+    let settle_delay = Duration::from_millis(sim.inner.settings.settle_delay_ms);
+    let settlement = order.settlement(settle_delay);
+    ledger.in_flight.insert(order.order_no.clone());
+    let in_flight = FirstRequestInFlight {
+        sim: sim.clone(),
+        order_no: order.order_no.clone(),
+    };
+    ledger.orders.insert(order.order_no.clone(), order);
+    (settlement, in_flight)
+}
+
+/// Starts the order's timer: after the settlement's delay the order takes
+/// its status ([`Order::settlement`]; `None`: no timer). For 006 the
+/// callback arrives before the create reply (spec §8.11): this waits for
+/// its first attempt only, and the retries go on in the background like
+/// every callback's.
+async fn start_settlement(
+    sim: &SmilepayzSim,
+    order_no: &str,
+    trade_no: &str,
+    settlement: Option<(Duration, &'static str)>,
+    scenario: Scenario,
+) {
+    let (first_attempt_done, first_attempt) = oneshot::channel();
+    if let Some((after, status)) = settlement {
+        let sim = sim.clone();
+        let order_no = order_no.to_string();
+        let trade_no = trade_no.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {}
+                _ = sim.inner.stop.wait() => return,
+            }
+            settle(&sim, &order_no, &trade_no, status, first_attempt_done).await;
+        });
+    }
+    if scenario == Scenario::CallbackFirst {
+        // An error only says no attempt will be made (no callback URL, or
+        // the simulator stopping): reply anyway.
+        let _ = first_attempt.await;
+    }
+}
+
+/// Moves the order to `status` if it is still pending, moves the balances,
+/// and sends the callback(s); `first_attempt_done` hears when the first
+/// callback attempt is over (dropped unheard when none is made).
+async fn settle(
+    sim: &SmilepayzSim,
+    order_no: &str,
+    trade_no: &str,
+    status: &'static str,
+    first_attempt_done: oneshot::Sender<()>,
+) {
     let (order, claimed) = {
         let mut ledger = lock(&sim.inner.ledger);
-        let super::Ledger { orders, balances } = &mut *ledger;
+        let Ledger {
+            orders, balances, ..
+        } = &mut *ledger;
         let Some(order) = orders.get_mut(order_no) else {
             return;
         };
-        let pay_in = order.trade_type == TradeType::PayIn;
-        let Some(status) = order.scenario.final_status(pay_in) else {
+        // A timer may run up to a day (the longest expiryPeriod): by then the
+        // orderNo may have been forgotten and taken by a newer order, which
+        // this timer must not settle.
+        if order.trade_no != trade_no {
             return;
-        };
+        }
         if order.status != "INIT" && order.status != "PROCESSING" {
             return;
         }
+        let pay_in = order.trade_type == TradeType::PayIn;
         order.status = status.to_string();
         order.settled_at = Some(Utc::now());
         if pay_in {
@@ -614,12 +683,14 @@ async fn settle(sim: &SmilepayzSim, order_no: &str) {
     } else {
         1
     };
+    let mut first_attempt_done = Some(first_attempt_done);
     for _ in 0..times {
         let deliver = sim.inner.callbacks.deliver(
             &url,
             &sim.inner.platform_key,
             sim.inner.settings.callback_timestamp_style,
             &body,
+            first_attempt_done.take(),
         );
         tokio::select! {
             _ = deliver => {}

@@ -6,7 +6,8 @@
 //! `merchant.merchantId`, orderNo rules, duplicates), a ledger with the
 //! pay-in account and the pay-out account's available and frozen balances,
 //! orders that settle after a configurable delay according to a scenario
-//! chosen by the amount (see `SCENARIOS.md`), and callbacks signed with the
+//! chosen by the amount (see `SCENARIOS.md`), unpaid pay-ins that expire
+//! after their `expiryPeriod`, and callbacks signed with the
 //! simulator's platform key over `tradeNo|X-TIMESTAMP`, retried on a
 //! schedule until answered with exactly `SUCCESS`.
 //!
@@ -22,6 +23,7 @@ mod callbacks;
 mod handlers;
 pub mod scenarios;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -155,6 +157,38 @@ pub struct Order {
     pub callback_url: Option<String>,
     /// Pay-outs: whether the amount is still frozen.
     pub frozen: bool,
+    /// Pay-ins: when the order expires if still unpaid (`expiryPeriod`
+    /// after creation, spec §2.7). Pay-outs have no expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    /// How long after creation the order becomes final, and with which
+    /// status: its scenario's after `settle_delay` (at once for 006, whose
+    /// callback comes before the create reply), unless the pay-in is still
+    /// unpaid at its expiry, when it becomes EXPIRED. `None`: it stays as it
+    /// is (a pay-out of scenario 003).
+    pub(crate) fn settlement(&self, settle_delay: Duration) -> Option<(Duration, &'static str)> {
+        let pay_in = self.trade_type == TradeType::PayIn;
+        let scenario_delay = if self.scenario == Scenario::CallbackFirst {
+            Duration::ZERO
+        } else {
+            settle_delay
+        };
+        let by_scenario = self
+            .scenario
+            .final_status(pay_in)
+            .map(|status| (scenario_delay, status));
+        let by_expiry = self
+            .expires_at
+            .and_then(|at| (at - self.created_at).to_std().ok())
+            .map(|after| (after, "EXPIRED"));
+        // The earlier wins; on a tie the scenario (paid in the last moment).
+        [by_scenario, by_expiry]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(after, _)| *after)
+    }
 }
 
 /// The merchant's balances at the simulated Smilepayz.
@@ -167,8 +201,14 @@ pub struct Balances {
 
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    /// By orderNo.
+    /// Pay-ins and pay-outs together, by orderNo: one orderNo namespace
+    /// shared by both, so reusing a pay-in's orderNo for a pay-out is a
+    /// duplicate (ASSUMED, spec §7/§9: the docs are silent; the stricter
+    /// choice).
     pub(crate) orders: RecentMap<String, Order>,
+    /// orderNos whose first request is still being processed (see
+    /// `handlers::FirstRequestInFlight`); as many as requests in flight.
+    pub(crate) in_flight: HashSet<String>,
     pub(crate) balances: Balances,
 }
 
@@ -251,6 +291,7 @@ impl SmilepayzSim {
                 platform_public_pem,
                 ledger: Mutex::new(Ledger {
                     orders: RecentMap::new(references, "smilepayz", "orders"),
+                    in_flight: HashSet::new(),
                     balances,
                 }),
                 requests: RequestCounter::new("smilepayz", references),

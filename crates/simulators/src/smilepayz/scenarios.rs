@@ -14,14 +14,16 @@ pub enum Scenario {
     Expire,
     /// 002: the order fails (FAILED) after the delay; pay-out unfreezes.
     Fail,
-    /// 003: stays PROCESSING (no callback).
+    /// 003: stays PROCESSING (no callback); a pay-in until its
+    /// `expiryPeriod`, when it expires like any unpaid pay-in.
     Stuck,
     /// 004: the ledger says FAILED but the (validly signed) callback claims
     /// SUCCESS.
     SpoofSuccess,
     /// 005: final SUCCESS, the callback is delivered twice.
     DoubleCallback,
-    /// 006: SUCCESS, the callback is delivered before the create reply.
+    /// 006: SUCCESS at once; the callback's first attempt is made before the
+    /// create reply, its retries (if any) after it.
     CallbackFirst,
     /// 007: the order is created, but the reply is 5009x00 "System error".
     CreatedButSystemError,
@@ -30,13 +32,14 @@ pub enum Scenario {
     /// 009: 4039x04 no active channel (nothing created).
     ChannelDisabled,
     /// 010: pay-out accepted (funds frozen), reply 5029100 "channel
-    /// timeout"; SUCCESS and its callback follow.
+    /// timeout"; SUCCESS and its callback follow. 010–012 are pay-out only:
+    /// spec §8.10 names the pay-out, and a pay-in with them is as 000.
     TimeoutAfterAccept,
-    /// 011: accepted; the reply comes after `slow_reply_ms` (client timeout);
-    /// SUCCESS follows.
+    /// 011: pay-out accepted; the reply comes after `slow_reply_ms` (client
+    /// timeout); SUCCESS follows.
     SlowReply,
-    /// 012: accepted; the connection is reset instead of a reply; SUCCESS
-    /// follows.
+    /// 012: pay-out accepted; the connection is reset instead of a reply;
+    /// SUCCESS follows.
     ResetAfterAccept,
 }
 
@@ -50,27 +53,33 @@ pub const TABLE: [(&str, &str); 13] = [
         "002",
         "FAILED after the delay (pay-out unfrozen), FAILED callback",
     ),
-    ("003", "stays PROCESSING, no callback"),
+    (
+        "003",
+        "stays PROCESSING, no callback; a pay-in then expires at its expiryPeriod (EXPIRED callback)",
+    ),
     (
         "004",
         "ledger FAILED, but the signed callback claims SUCCESS (inquiry decides)",
     ),
     ("005", "SUCCESS, callback delivered twice"),
-    ("006", "SUCCESS, callback delivered before the create reply"),
+    (
+        "006",
+        "SUCCESS, the callback's first attempt before the create reply (retries after it)",
+    ),
     ("007", "order created, reply 500 5009x00 System error"),
     ("008", "429 TOO_MANY_REQUESTS, nothing created"),
     ("009", "403 4039x04 no active channel, nothing created"),
     (
         "010",
-        "accepted (frozen), reply 502 5029x00 channel timeout; SUCCESS + callback later",
+        "pay-out only (a pay-in: as 000): accepted (frozen), reply 502 5029100 channel timeout; SUCCESS + callback later",
     ),
     (
         "011",
-        "accepted, reply after slow_reply_ms (client times out); SUCCESS later",
+        "pay-out only (a pay-in: as 000): accepted, reply after slow_reply_ms (client times out); SUCCESS later",
     ),
     (
         "012",
-        "accepted, connection reset instead of a reply; SUCCESS later",
+        "pay-out only (a pay-in: as 000): accepted, connection reset instead of a reply; SUCCESS later",
     ),
 ];
 
