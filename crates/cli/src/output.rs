@@ -348,7 +348,10 @@ impl Render for TransactionView {
                 out.opt("pay with QR", payment.qr_string.as_ref());
                 out.opt("VA number", payment.va_number.as_ref());
                 out.opt("payment page", payment.payment_url.as_ref());
-                out.opt("pay before", payment.expires_at.as_ref());
+                if !self.is_final {
+                    // A deadline only while there is still something to pay.
+                    out.opt("pay before", payment.expires_at.as_ref());
+                }
             }
             _ if self.kind == "pay_in" && !self.is_final => out.add(
                 "instructions",
@@ -1065,6 +1068,15 @@ mod tests {
         assert_eq!(json["payment"]["va_number"], "8808123456789");
         assert!(json["payment"]["qr_string"].is_null());
         assert!(json["original_id"].is_null());
+
+        let mut paid = pay_in.clone();
+        paid.status = pb::TransactionStatus::Success as i32;
+        let text = TransactionView::from_pb(&paid).text();
+        assert!(text.contains("VA number       8808123456789"), "{text}");
+        assert!(
+            !text.contains("pay before"),
+            "no deadline once paid:\n{text}"
+        );
 
         let mut waiting = pay_in.clone();
         waiting.payment = None;
