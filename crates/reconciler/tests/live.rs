@@ -512,22 +512,10 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
     // Moved to unknown by a status check ("no record") before its command
     // was handled, and the command lost: never sent, so sent now. The same
     // with a send on record is only checked, never re-dispatched.
-    let never_sent = insert(
-        &env,
-        "unknown",
-        "prepaid_purchase",
-        "not_found_since = now() - interval '1 hour', next_check_at = now() + interval '1 hour', \
-         dispatched_at = now() - interval '1 hour'",
-    )
-    .await?;
-    let sent = insert(
-        &env,
-        "unknown",
-        "prepaid_purchase",
-        "not_found_since = now() - interval '1 hour', next_check_at = now() + interval '1 hour', \
-         dispatched_at = now() - interval '1 hour'",
-    )
-    .await?;
+    let no_record_for_an_hour = "not_found_since = now() - interval '1 hour', \
+        next_check_at = now() + interval '1 hour', dispatched_at = now() - interval '1 hour'";
+    let never_sent = insert(&env, "unknown", "prepaid_purchase", no_record_for_an_hour).await?;
+    let sent = insert(&env, "unknown", "prepaid_purchase", no_record_for_an_hour).await?;
     sqlx::query("INSERT INTO send_intents (transaction_id) VALUES ($1)")
         .bind(sent)
         .execute(&env.pool)
