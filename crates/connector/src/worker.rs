@@ -430,7 +430,9 @@ async fn decide_and_call<C: Connector>(
                 }
             }
         }
-        tracing::info!("provider has no record of our reference; sending the original request");
+        if check.not_found {
+            tracing::info!("provider has no record of our reference; sending the original request");
+        }
         exchanges = check.exchanges;
     }
     // Rule: never send once the ack deadline may have passed.
