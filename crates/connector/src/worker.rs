@@ -279,16 +279,23 @@ async fn handle<C: Connector>(
             }
             std::future::pending::<std::convert::Infallible>().await
         };
-        let report = tokio::select! {
+        let decided = tokio::select! {
             biased;
-            report = decide_and_call(connector, journal, settings, &command, delivered, received) => report,
+            decided = decide_and_call(connector, journal, settings, &command, delivered, received) => decided,
             never = keep_ours => match never {},
         };
-        let Some(report) = report else {
+        let report = match decided {
+            Decided::Report(report) => report,
             // Not sent: the ack deadline nearly passed (the message may be
             // another replica's by now) or the send could not be recorded.
             // It comes back after the ack wait, with a status check first.
-            return;
+            Decided::Abandon => return,
+            Decided::Later(after) => {
+                if let Err(error) = message.ack_with(AckKind::Nak(Some(after))).await {
+                    tracing::warn!(%error, "could not hand the command back; it returns after the ack wait");
+                }
+                return;
+            }
         };
         if command.operation.moves_money() {
             failpoint_after_send(settings.failpoint).await;
@@ -332,8 +339,20 @@ async fn handle<C: Connector>(
     .await
 }
 
-/// Returns `None` when the command must be abandoned unsent (left for
-/// redelivery).
+/// What becomes of a command.
+#[derive(Debug)]
+enum Decided {
+    /// Publish this report, then ack.
+    Report(Report),
+    /// Neither publish nor ack: unsent, it comes back after the ack wait,
+    /// with a status check first.
+    Abandon,
+    /// Unsent on purpose: an earlier send may still be on its way. Handed
+    /// back to come again after this long, when a status check will either
+    /// find that send or leave this one free to go.
+    Later(Duration),
+}
+
 async fn decide_and_call<C: Connector>(
     connector: &C,
     journal: &SendJournal,
@@ -341,18 +360,18 @@ async fn decide_and_call<C: Connector>(
     command: &Command,
     delivered: i64,
     received: Instant,
-) -> Option<Report> {
+) -> Decided {
     if command.operation == Operation::StatusCheck {
-        return Some(status_check(connector, journal, command).await);
+        return Decided::Report(status_check(connector, journal, command).await);
     }
     if !command.operation.moves_money() {
-        return Some(connector.execute(command).await);
+        return Decided::Report(connector.execute(command).await);
     }
     let recorded = match journal.record(&command.transaction_id).await {
         Ok(recorded) => recorded,
         Err(error) => {
             tracing::error!(%error, "send not recorded, so not sent; command left for redelivery");
-            return None;
+            return Decided::Abandon;
         }
     };
     let past_horizon = !horizon::may_send(command.transaction_created_at, Utc::now());
@@ -388,13 +407,13 @@ async fn decide_and_call<C: Connector>(
                 "status check inconclusive, and the journal shows no earlier send: sending"
             );
         } else if !check.not_found {
-            return Some(check);
+            return Decided::Report(check);
         }
         if recorded == Recorded::Settled {
             tracing::warn!(
                 "provider has no record of our reference, and the transaction is settled: not sending"
             );
-            return Some(check);
+            return Decided::Report(check);
         }
         if past_horizon {
             // The journal may have been pruned, so its silence proves
@@ -403,7 +422,7 @@ async fn decide_and_call<C: Connector>(
                 created_at = ?command.transaction_created_at,
                 "provider has no record of our reference, and the transaction is past the send horizon: not sending"
             );
-            return Some(check);
+            return Decided::Report(check);
         }
         if recorded == Recorded::Before {
             // Never while the last send may still be on its way, whatever
@@ -414,19 +433,13 @@ async fn decide_and_call<C: Connector>(
                 Ok(false) => {
                     tracing::warn!(
                         grace_ms = grace.as_millis() as u64,
-                        "provider has no record of our reference yet, but we sent it less than the resend grace ago (or it has settled since): not sending again"
+                        "provider has no record of our reference yet, but we sent it less than the resend grace ago (or it has settled since): not sending now; the command comes back after the grace"
                     );
-                    let mut check = check;
-                    check.not_found = false;
-                    check.detail = format!(
-                        "no record at the provider yet, within {} ms of our last send (or settled since): not sent again; a status check will tell",
-                        grace.as_millis()
-                    );
-                    return Some(check);
+                    return Decided::Later(grace);
                 }
                 Err(error) => {
                     tracing::error!(%error, "resend not recorded, so not sent; command left for redelivery");
-                    return None;
+                    return Decided::Abandon;
                 }
             }
         }
@@ -439,14 +452,14 @@ async fn decide_and_call<C: Connector>(
     let safe_window = Duration::from_millis(settings.ack_wait_ms).mul_f64(0.8);
     if received.elapsed() > safe_window {
         tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
-        return None;
+        return Decided::Abandon;
     }
     let mut report = connector.execute(command).await;
     report.exchanges.splice(0..0, exchanges);
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
     }
-    Some(report)
+    Decided::Report(report)
 }
 
 /// A status check. One that sends the money-moving request again
@@ -666,12 +679,12 @@ mod tests {
     }
 
     /// What the worker decides for `command` on its `delivered`-th delivery.
-    async fn decided(
+    async fn decision(
         connector: &FakeProvider,
         journal: &SendJournal,
         command: &Command,
         delivered: i64,
-    ) -> Report {
+    ) -> Decided {
         let settings = WorkerSettings::default();
         decide_and_call(
             connector,
@@ -682,7 +695,19 @@ mod tests {
             Instant::now(),
         )
         .await
-        .expect("decided")
+    }
+
+    /// The report the worker publishes for `command` (a decision to publish).
+    async fn decided(
+        connector: &FakeProvider,
+        journal: &SendJournal,
+        command: &Command,
+        delivered: i64,
+    ) -> Report {
+        match decision(connector, journal, command, delivered).await {
+            Decided::Report(report) => report,
+            other => panic!("nothing to publish: {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -830,13 +855,16 @@ mod tests {
         journal.record(&command.transaction_id).await.unwrap();
         let slow =
             FakeProvider::new(false, Duration::ZERO, None).sending_for(Duration::from_secs(60));
-        let report = decided(&slow, &journal, &command, 2).await;
+        let decided_now = decision(&slow, &journal, &command, 2).await;
         assert_eq!(
             slow.requests(),
             (0, 1),
             "sent while the first send may be in flight"
         );
-        assert!(!report.not_found);
+        assert!(
+            matches!(decided_now, Decided::Later(after) if after == Duration::from_secs(60)),
+            "handed back until no send can be in flight: {decided_now:?}"
+        );
         // Once no send can be in flight any more (here: at once), one may.
         let quick = FakeProvider::new(false, Duration::ZERO, None);
         decided(&quick, &journal, &command, 2).await;
@@ -854,25 +882,27 @@ mod tests {
         );
         // Redelivered (delivery 2) to a provider with no record of it.
         let patient = FakeProvider::new(false, Duration::from_secs(60), None);
-        let report = decided(&patient, &journal, &command, 2).await;
+        let decided_now = decision(&patient, &journal, &command, 2).await;
         assert_eq!(patient.requests().0, 0, "sent again within the grace");
-        assert_eq!(report.outcome, Outcome::Unknown);
+        // Within the grace no record proves nothing: nothing is published
+        // (no "unknown" that only status checks would follow, never sending),
+        // and the command comes back once the grace is over.
         assert!(
-            !report.not_found,
-            "within the grace, no record proves nothing"
+            matches!(decided_now, Decided::Later(after) if after == Duration::from_secs(60)),
+            "{decided_now:?}"
         );
-        assert!(report.detail.contains("60000 ms"), "{}", report.detail);
 
         // Past the grace (none here) "no record" allows one more send, and
         // that send renews the journal: within the grace of it, no third.
         let eager = FakeProvider::new(false, Duration::ZERO, None);
         let report = decided(&eager, &journal, &command, 2).await;
         assert_eq!((eager.requests().0, report.outcome), (1, Outcome::Pending));
-        decided(&patient, &journal, &command, 2).await;
+        let decided_now = decision(&patient, &journal, &command, 2).await;
         assert_eq!(
             patient.requests().0,
             0,
             "the resend renewed the journal's last send"
         );
+        assert!(matches!(decided_now, Decided::Later(_)), "{decided_now:?}");
     }
 }

@@ -31,7 +31,8 @@ pub fn count(hits: &Hits, code: &str, reference: &str) -> u32 {
 
 /// A fake OkeBayar that counts every request and answers each with success
 /// (`000`, a serial number), a purchase only after `purchase_delay` (it is
-/// counted, i.e. done, at once). Returns its URL.
+/// counted, i.e. done, at once), and a status check of a reference never
+/// purchased with "no record" (`199`). Returns its URL.
 pub async fn fake_okebayar(hits: Hits, purchase_delay: Duration) -> String {
     let app = axum::Router::new().route(
         "/okebayar",
@@ -51,6 +52,19 @@ pub async fn fake_okebayar(hits: Hits, purchase_delay: Duration) -> String {
                     .or_default() += 1;
                 if code == loket_okebayar::settings::PREPAID_TRANSACTION_CODE {
                     tokio::time::sleep(purchase_delay).await;
+                } else if code == loket_okebayar::settings::STATUS_TRANSACTION_CODE
+                    && count(
+                        &hits,
+                        loket_okebayar::settings::PREPAID_TRANSACTION_CODE,
+                        &reference,
+                    ) == 0
+                {
+                    let reply = [
+                        ("transactionstatus", "199"),
+                        ("referencecode", reference.as_str()),
+                    ];
+                    return String::from_utf8(wire::encode(Format::Xml, wire::REPLY_ROOT, reply))
+                        .unwrap();
                 }
                 let reply = [
                     ("tracecode", "1234567890123456"),
