@@ -285,7 +285,7 @@ async fn handle<C: Connector>(
             never = keep_ours => match never {},
         };
         let report = match decided {
-            Decided::Report(report) => report,
+            Decided::Report(report) => *report,
             // Not sent: the ack deadline nearly passed (the message may be
             // another replica's by now) or the send could not be recorded.
             // It comes back after the ack wait, with a status check first.
@@ -342,8 +342,9 @@ async fn handle<C: Connector>(
 /// What becomes of a command.
 #[derive(Debug)]
 enum Decided {
-    /// Publish this report, then ack.
-    Report(Report),
+    /// Publish this report, then ack (boxed: a report is large, the other
+    /// decisions are not).
+    Report(Box<Report>),
     /// Neither publish nor ack: unsent, it comes back after the ack wait,
     /// with a status check first.
     Abandon,
@@ -362,10 +363,10 @@ async fn decide_and_call<C: Connector>(
     received: Instant,
 ) -> Decided {
     if command.operation == Operation::StatusCheck {
-        return Decided::Report(status_check(connector, journal, command).await);
+        return Decided::Report(Box::new(status_check(connector, journal, command).await));
     }
     if !command.operation.moves_money() {
-        return Decided::Report(connector.execute(command).await);
+        return Decided::Report(Box::new(connector.execute(command).await));
     }
     let recorded = match journal.record(&command.transaction_id).await {
         Ok(recorded) => recorded,
@@ -407,13 +408,13 @@ async fn decide_and_call<C: Connector>(
                 "status check inconclusive, and the journal shows no earlier send: sending"
             );
         } else if !check.not_found {
-            return Decided::Report(check);
+            return Decided::Report(Box::new(check));
         }
         if recorded == Recorded::Settled {
             tracing::warn!(
                 "provider has no record of our reference, and the transaction is settled: not sending"
             );
-            return Decided::Report(check);
+            return Decided::Report(Box::new(check));
         }
         if past_horizon {
             // The journal may have been pruned, so its silence proves
@@ -422,7 +423,7 @@ async fn decide_and_call<C: Connector>(
                 created_at = ?command.transaction_created_at,
                 "provider has no record of our reference, and the transaction is past the send horizon: not sending"
             );
-            return Decided::Report(check);
+            return Decided::Report(Box::new(check));
         }
         if recorded == Recorded::Before {
             // Never while the last send may still be on its way, whatever
@@ -459,7 +460,7 @@ async fn decide_and_call<C: Connector>(
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
     }
-    Decided::Report(report)
+    Decided::Report(Box::new(report))
 }
 
 /// A status check. One that sends the money-moving request again
@@ -705,7 +706,7 @@ mod tests {
         delivered: i64,
     ) -> Report {
         match decision(connector, journal, command, delivered).await {
-            Decided::Report(report) => report,
+            Decided::Report(report) => *report,
             other => panic!("nothing to publish: {other:?}"),
         }
     }
