@@ -6,6 +6,7 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::Shutdown;
@@ -24,7 +25,12 @@ impl Readiness {
     }
 }
 
-/// The process-wide Prometheus recorder (installed on first use).
+/// How often histogram samples are folded into their summaries. Without
+/// it, samples pile up between scrapes, and without a scraper for ever.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder (installed on first use), with a
+/// thread that keeps its memory bounded.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -34,6 +40,16 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (tests); keep ours
             // as a renderer either way.
             let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "no metrics upkeep thread: histogram samples are kept until each scrape");
+            }
             handle
         })
         .clone()
@@ -45,8 +61,9 @@ struct AdminState {
     metrics: PrometheusHandle,
 }
 
-/// Serves the admin endpoints until `shutdown` has fired and `done` resolves
-/// (so readiness can be observed false during the drain).
+/// Serves the admin endpoints until `shutdown` fires. Readiness turns false
+/// at that moment too; the port then closes, which probes read as not ready
+/// (and not alive) while the service drains.
 pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) {
     let state = AdminState {
         readiness: readiness.clone(),

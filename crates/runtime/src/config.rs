@@ -28,6 +28,7 @@ pub fn load_from<T: DeserializeOwned + Serialize + Default>(
                 "LOKET_CONFIG: file {path} does not exist"
             )));
         }
+        check_toml_syntax(path)?;
         figment = figment.merge(Toml::file(path));
     }
     for layer in environment_layers(std::env::vars()) {
@@ -40,6 +41,30 @@ pub fn load_from<T: DeserializeOwned + Serialize + Default>(
         // value because type errors report the type, not the content.
         ConfigError(error.to_string())
     })
+}
+
+/// Refuses a settings file that is not TOML, naming the place but never
+/// quoting it: the parser's own message shows the offending line, which may
+/// be a secret's (an unquoted `userpin = 012345` is such a line).
+fn check_toml_syntax(path: &str) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError(format!("LOKET_CONFIG: cannot read {path}: {error}")))?;
+    let Err(error) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let place = error
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    Err(ConfigError(format!(
+        "LOKET_CONFIG: {path} is not valid TOML{place} (the line is not shown: it may hold a secret; \
+         quote every PIN and key as a string)"
+    )))
 }
 
 /// One nested dictionary per `LOKET_…` variable (`__` nests). Scalars stay
@@ -237,6 +262,21 @@ mod tests {
                 .expose(),
             "012345"
         );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_refused_by_place_without_quoting_its_line() {
+        let dir = std::env::temp_dir().join(format!("loket-config-syntax-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        // Unquoted with a leading zero: not TOML. The line is the secret's.
+        std::fs::write(&file, "# settings\npin = 0123456789CANARY\n").unwrap();
+        let error = load_from::<WithPin>(Some(file.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("0123456789"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("bad.toml"), "{error}");
     }
 
     #[derive(Debug, Default, Deserialize, Serialize)]
