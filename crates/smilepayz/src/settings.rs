@@ -74,6 +74,9 @@ impl Default for SmilepayzSettings {
     }
 }
 
+/// The longest `callbackUrl` / `redirectUrl` Smilepayz takes (S256).
+pub const URL_MAX_CHARS: usize = 256;
+
 /// A setting that cannot work, naming its key (shared by every connector).
 pub use loket_connector::service::SettingError as InvalidSetting;
 
@@ -103,6 +106,18 @@ impl SmilepayzSettings {
                 key("connect_timeout_ms"),
                 "must be between 1 and smilepayz.timeout_ms",
             ));
+        }
+        // Spec §2: both are S256 on the wire; longer, every pay-in is refused.
+        for (name, url) in [
+            ("callback_url", &self.callback_url),
+            ("redirect_url", &self.redirect_url),
+        ] {
+            if url.chars().count() > URL_MAX_CHARS {
+                return Err(InvalidSetting::new(
+                    key(name),
+                    format!("must be at most {URL_MAX_CHARS} characters (spec S256)"),
+                ));
+            }
         }
         if self.default_expiry_seconds == 0 || self.default_expiry_seconds > EXPIRY_SECONDS_MAX {
             return Err(InvalidSetting::new(
@@ -194,6 +209,20 @@ mod tests {
                 "smilepayz.base_url",
                 SmilepayzSettings {
                     base_url: "ftp://x".into(),
+                    ..valid.clone()
+                },
+            ),
+            (
+                "smilepayz.callback_url",
+                SmilepayzSettings {
+                    callback_url: format!("https://loket.example/{}", "c".repeat(240)),
+                    ..valid.clone()
+                },
+            ),
+            (
+                "smilepayz.redirect_url",
+                SmilepayzSettings {
+                    redirect_url: format!("https://shop.example/{}", "r".repeat(240)),
                     ..valid.clone()
                 },
             ),
