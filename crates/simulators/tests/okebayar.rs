@@ -1158,3 +1158,63 @@ async fn doc_literal_mode_wraps_xml_replies_in_braces_and_the_connector_reads_th
         String::from_utf8_lossy(&json)
     );
 }
+
+/// The echo's `transactioncode` is not in the doc (ASSUMED) and the
+/// connector's is configurable: the simulator answers the echo under the
+/// codes it is set to, and only those.
+#[tokio::test]
+async fn the_echo_answers_under_the_configured_transactioncodes_only() {
+    let h = start(OkeBayarSimSettings {
+        echo_transactioncodes: vec!["PARTNER-PING".into()],
+        ..settings()
+    })
+    .await;
+    let connector =
+        loket_okebayar::OkeBayarConnector::new(loket_okebayar::settings::OkeBayarSettings {
+            url: h.url.clone(),
+            userid: USER.into(),
+            userpin: Secret::new(PIN),
+            echo_transaction_code: "PARTNER-PING".into(),
+            ..Default::default()
+        });
+    assert_eq!(connector.echo("ping").await.unwrap(), "ping");
+    let default_code = h
+        .send(&request(
+            loket_okebayar::settings::ECHO_TRANSACTION_CODE_DEFAULT,
+            "echo-default",
+            &[("message", "ping")],
+        ))
+        .await;
+    assert_eq!(status(&default_code), "241", "an unknown transactioncode");
+}
+
+/// The bill selectors `401`–`403` fail a prepaid purchase at once, but a PLN
+/// prepaid inquiry with them succeeds (as `SCENARIOS.md` says).
+#[tokio::test]
+async fn bill_selectors_fail_a_prepaid_purchase_but_not_a_pln_prepaid_inquiry() {
+    let h = start(settings()).await;
+    for code in ["401", "402", "403"] {
+        let account = format!("{PREFIX}{code}");
+        let inquiry = h
+            .send(&request(
+                "OkeBayar-prabayar",
+                &format!("pln-inq-{code}"),
+                &[
+                    ("productcode", "PLN20"),
+                    ("accnumber", &account),
+                    ("querycode", "inquiry"),
+                ],
+            ))
+            .await;
+        assert_eq!(status(&inquiry), "000", "{code}");
+        let bought = h
+            .send(&request(
+                "OkeBayar-prabayar",
+                &format!("pln-buy-{code}"),
+                &[("productcode", "PLN20"), ("accnumber", &account)],
+            ))
+            .await;
+        assert_eq!(status(&bought), code);
+    }
+    assert_eq!(h.sim.balance(), 1_000_000, "nothing debited");
+}

@@ -4,8 +4,10 @@
 //! insufficient balance, a pay-out timeout after acceptance resolved by
 //! inquiry with exactly one pay-out, a concurrent duplicate (429xx00), a
 //! callback before the create reply whose retries do not hold the reply,
-//! callback retries on a wrong answer (same dedupe key), and callbacks
-//! refused for a bad signature.
+//! callback retries on a wrong answer (same dedupe key), callbacks
+//! refused for a bad signature, the simulator's own request checks
+//! (signature, Content-Type, X-TIMESTAMP shape, field lengths), and the
+//! method a hosted-page pay-in reports.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ const SECRET: &str = "CANARY-SMILEPAYZ-SECRET-42";
 #[derive(Default)]
 struct Received {
     parsed: Vec<ParsedCallback>,
+    /// The JSON body of each callback in `parsed`, as the simulator sent it.
+    bodies: Vec<serde_json::Value>,
     rejected: Vec<String>,
     /// Answer this many accepted callbacks with a wrong body first.
     wrong_answers: usize,
@@ -59,6 +63,9 @@ async fn receive(
         Ok(parsed) => {
             let mut received = rx.received.lock().unwrap();
             received.parsed.push(parsed.clone());
+            received
+                .bodies
+                .push(serde_json::from_slice(&request.body).unwrap());
             if received.wrong_answers > 0 {
                 received.wrong_answers -= 1;
                 return (axum::http::StatusCode::OK, "OK").into_response();
@@ -162,6 +169,63 @@ async fn setup() -> Setup {
 
 fn reference() -> String {
     uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Every header a request to the simulator must carry, as the connector
+/// sends them, signed over `ts` and `body` with the merchant key; a test
+/// changes or drops one to see the simulator's check of it.
+fn signed_headers(s: &Setup, ts: &str, body: &str) -> reqwest::header::HeaderMap {
+    let key = sign::load_private_key(&s.merchant_private_pem).unwrap();
+    let signature = sign::sign_request(&key, ts, SECRET, body.as_bytes());
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        "application/json".parse().unwrap(),
+    );
+    headers.insert("X-TIMESTAMP", ts.parse().unwrap());
+    headers.insert("X-SIGNATURE", signature.parse().unwrap());
+    headers.insert("X-PARTNER-ID", "20001".parse().unwrap());
+    headers
+}
+
+/// POSTs `body` with `headers` to the simulator's `path`: the HTTP status
+/// and the JSON reply.
+async fn post_raw(
+    s: &Setup,
+    path: &str,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}{path}", s.sim_addr))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// POSTs `body` to `path` with every header right and a fresh timestamp.
+async fn post_signed(s: &Setup, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let ts = sign::timestamp(TimestampStyle::Wib, chrono::Utc::now());
+    post_raw(s, path, signed_headers(s, &ts, &body), body).await
+}
+
+/// A QRIS pay-in of 10 000 for `order_no` (scenario 000).
+fn pay_in_body(order_no: &str) -> serde_json::Value {
+    serde_json::json!({
+        "orderNo": order_no,
+        "purpose": "t",
+        "merchant": { "merchantId": "20001" },
+        "money": { "currency": "IDR", "amount": 10000 },
+        "paymentMethod": "QRIS",
+    })
+}
+
+fn response_code(reply: &serde_json::Value) -> &str {
+    reply["responseCode"].as_str().unwrap()
 }
 
 fn command(
@@ -706,7 +770,6 @@ async fn callbacks_signed_with_another_key_are_rejected_and_retried() {
 #[tokio::test]
 async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
     let s = setup().await;
-    let key = sign::load_private_key(&s.merchant_private_pem).unwrap();
     let client = reqwest::Client::new();
     let url = format!(
         "http://{}{}",
@@ -714,15 +777,12 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
         loket_smilepayz::wire::PAY_IN_PATH
     );
     let send = |body: String, ts: String, partner: &str, sig: Option<String>| {
-        let sig = sig.unwrap_or_else(|| sign::sign_request(&key, &ts, SECRET, body.as_bytes()));
-        client
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("X-TIMESTAMP", ts)
-            .header("X-SIGNATURE", sig)
-            .header("X-PARTNER-ID", partner)
-            .body(body)
-            .send()
+        let mut headers = signed_headers(&s, &ts, &body);
+        headers.insert("X-PARTNER-ID", partner.parse().unwrap());
+        if let Some(sig) = sig {
+            headers.insert("X-SIGNATURE", sig.parse().unwrap());
+        }
+        client.post(&url).headers(headers).body(body).send()
     };
     let body = |order: &str, merchant: &str| {
         format!(
@@ -827,4 +887,225 @@ async fn ip_allow_list_and_balance() {
     let s = setup().await;
     let balance = s.connector.balance().await.unwrap();
     assert_eq!(balance, Money::idr(s.sim.balances().payout_available));
+}
+
+/// Spec §3: `Content-Type: application/json` is mandatory.
+#[tokio::test]
+async fn a_request_without_a_json_content_type_is_refused() {
+    let s = setup().await;
+    let path = loket_smilepayz::wire::PAY_IN_PATH;
+    let body = pay_in_body("ctype0001").to_string();
+    let ts = sign::timestamp(TimestampStyle::Wib, chrono::Utc::now());
+    let with_content_type = |content_type: Option<&str>| {
+        let mut headers = signed_headers(&s, &ts, &body);
+        match content_type {
+            Some(value) => headers.insert(reqwest::header::CONTENT_TYPE, value.parse().unwrap()),
+            None => headers.remove(reqwest::header::CONTENT_TYPE),
+        };
+        headers
+    };
+    // Missing: like every missing mandatory header.
+    let (http, reply) = post_raw(&s, path, with_content_type(None), body.clone()).await;
+    assert_eq!((http, response_code(&reply)), (400, "4009002"), "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("Content-Type"));
+    // Another media type: a field in the wrong format.
+    for other in ["text/plain", "application/x-www-form-urlencoded"] {
+        let (http, reply) = post_raw(&s, path, with_content_type(Some(other)), body.clone()).await;
+        assert_eq!(
+            (http, response_code(&reply)),
+            (400, "4009001"),
+            "{other}: {reply}"
+        );
+        assert!(reply["message"].as_str().unwrap().contains("Content-Type"));
+    }
+    assert!(s.sim.order("ctype0001").is_none(), "nothing created");
+    // A charset parameter is still JSON.
+    let (http, reply) = post_raw(
+        &s,
+        path,
+        with_content_type(Some("application/json; charset=UTF-8")),
+        body,
+    )
+    .await;
+    assert_eq!(http, 200, "{reply}");
+}
+
+/// Spec §3: `X-TIMESTAMP` is `yyyy-MM-ddTHH:mm:ss±HH:mm` or `…Z`; other
+/// RFC 3339 spellings of a fresh instant are refused as an invalid
+/// timestamp (4009001), however well signed.
+#[tokio::test]
+async fn an_x_timestamp_not_in_the_spec_shape_is_refused() {
+    let s = setup().await;
+    let path = loket_smilepayz::wire::PAY_IN_PATH;
+    let now = chrono::Utc::now();
+    let wib = chrono::FixedOffset::east_opt(7 * 3600).unwrap();
+    let new_york = chrono::FixedOffset::west_opt(5 * 3600).unwrap();
+    let spelled = |offset: chrono::FixedOffset, format: &str| {
+        now.with_timezone(&offset).format(format).to_string()
+    };
+    let refused = [
+        spelled(wib, "%Y-%m-%dT%H:%M:%S%.3f%:z"),
+        spelled(wib, "%Y-%m-%dT%H:%M:%S%.9f%:z"),
+        now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        now.format("%Y-%m-%dt%H:%M:%SZ").to_string(),
+        now.format("%Y-%m-%dT%H:%M:%Sz").to_string(),
+        now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        spelled(wib, "%Y-%m-%dT%H:%M:%S%z"),
+    ];
+    for (i, ts) in refused.iter().enumerate() {
+        let order = format!("tsshape{i:03}");
+        let body = pay_in_body(&order).to_string();
+        let (http, reply) = post_raw(&s, path, signed_headers(&s, ts, &body), body).await;
+        assert_eq!(
+            (http, response_code(&reply)),
+            (400, "4009001"),
+            "{ts}: {reply}"
+        );
+        assert!(
+            reply["message"].as_str().unwrap().contains("X-TIMESTAMP"),
+            "{reply}"
+        );
+        assert!(s.sim.order(&order).is_none(), "{ts}: nothing created");
+    }
+    let accepted = [
+        sign::timestamp(TimestampStyle::Wib, now),
+        sign::timestamp(TimestampStyle::Utc, now),
+        spelled(new_york, "%Y-%m-%dT%H:%M:%S%:z"),
+    ];
+    for (i, ts) in accepted.iter().enumerate() {
+        let body = pay_in_body(&format!("tsgood{i:03}")).to_string();
+        let (http, reply) = post_raw(&s, path, signed_headers(&s, ts, &body), body).await;
+        assert_eq!(http, 200, "{ts}: {reply}");
+    }
+}
+
+/// Spec §5's `S<n>` lengths (in characters): one more is 400xx01 naming the
+/// field; the connector keeps within them.
+#[tokio::test]
+async fn fields_longer_than_the_spec_allows_are_refused_naming_the_field() {
+    let s = setup().await;
+    let pay_in_path = loket_smilepayz::wire::PAY_IN_PATH;
+    let pay_out_path = loket_smilepayz::wire::PAY_OUT_PATH;
+    let inquiry_path = loket_smilepayz::wire::INQUIRY_STATUS_PATH;
+    let url = |length: usize| format!("https://merchant.example/{}", "u".repeat(length - 25));
+    let over_long_pay_ins = [
+        ("purpose", "p".repeat(65)),
+        ("productDetail", "d".repeat(129)),
+        ("redirectUrl", url(257)),
+        ("callbackUrl", url(257)),
+    ];
+    for (i, (field, value)) in over_long_pay_ins.iter().enumerate() {
+        let order = format!("longin{i:03}");
+        let mut body = pay_in_body(&order);
+        body[*field] = value.as_str().into();
+        let (http, reply) = post_signed(&s, pay_in_path, body).await;
+        assert_eq!(
+            (http, response_code(&reply)),
+            (400, "4009001"),
+            "{field}: {reply}"
+        );
+        assert_eq!(reply["message"], format!("Invalid Field Format [{field}]"));
+        assert!(s.sim.order(&order).is_none(), "{field}: nothing created");
+    }
+    // At the limit, counted in characters (64 two-byte ones here).
+    let mut body = pay_in_body("atlimit001");
+    body["purpose"] = "é".repeat(64).into();
+    body["productDetail"] = "d".repeat(128).into();
+    body["redirectUrl"] = url(256).into();
+    body["callbackUrl"] = url(256).into();
+    let (http, reply) = post_signed(&s, pay_in_path, body).await;
+    assert_eq!(http, 200, "{reply}");
+
+    let pay_out = |order_no: &str, method: &str, account: &str| {
+        serde_json::json!({
+            "orderNo": order_no,
+            "purpose": "t",
+            "merchant": { "merchantId": "20001" },
+            "money": { "currency": "IDR", "amount": 20000 },
+            "paymentMethod": method,
+            "cashAccount": account,
+        })
+    };
+    let over_long_pay_outs = [
+        (
+            "paymentMethod",
+            pay_out("longout001", "BANKXYZ", "1234567890"),
+        ),
+        ("cashAccount", pay_out("longout002", "BCA", &"1".repeat(33))),
+    ];
+    for (field, body) in over_long_pay_outs {
+        let (http, reply) = post_signed(&s, pay_out_path, body).await;
+        assert_eq!(
+            (http, response_code(&reply)),
+            (400, "4009101"),
+            "{field}: {reply}"
+        );
+        assert_eq!(reply["message"], format!("Invalid Field Format [{field}]"));
+    }
+    let (http, reply) = post_signed(
+        &s,
+        pay_out_path,
+        pay_out("atlimit002", "BANKXY", &"1".repeat(32)),
+    )
+    .await;
+    assert_eq!(http, 200, "{reply}");
+
+    for field in ["orderNo", "tradeNo"] {
+        let body = serde_json::json!({ "tradeType": 1, field: "1".repeat(33) });
+        let (http, reply) = post_signed(&s, inquiry_path, body).await;
+        assert_eq!(
+            (http, response_code(&reply)),
+            (400, "4009201"),
+            "{field}: {reply}"
+        );
+        assert_eq!(reply["message"], format!("Invalid Field Format [{field}]"));
+    }
+
+    // The connector cuts a long purpose to the spec's 64 characters.
+    let report = s
+        .connector
+        .execute(&command(
+            Operation::PayIn,
+            &reference(),
+            10_000,
+            &[("method", "QRIS"), ("purpose", &"ü".repeat(100))],
+        ))
+        .await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+}
+
+/// A hosted-page pay-in has no method while INIT ("awaiting method"); once
+/// final its callback (where `paymentMethod` is mandatory, spec §5) and its
+/// inquiry report the method its customer chose on the page (ASSUMED QRIS).
+#[tokio::test]
+async fn a_hosted_pay_in_reports_the_method_chosen_on_the_page_once_final() {
+    let s = setup().await;
+    let inquiry = |order_no: &str| serde_json::json!({ "tradeType": 1, "orderNo": order_no });
+    let inquiry_path = loket_smilepayz::wire::INQUIRY_STATUS_PATH;
+
+    // Scenario 003: stays INIT.
+    let waiting = reference();
+    let report = s
+        .connector
+        .execute(&command(Operation::PayIn, &waiting, 50_003, &[]))
+        .await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    tokio::time::sleep(Duration::from_millis(150)).await; // past inquiry_race_ms
+    let (http, reply) = post_signed(&s, inquiry_path, inquiry(&waiting)).await;
+    assert_eq!(http, 200, "{reply}");
+    assert_eq!(reply["status"], "INIT");
+    assert!(reply.get("paymentMethod").is_none(), "{reply}");
+
+    let paid = reference();
+    let cmd = command(Operation::PayIn, &paid, 50_000, &[]);
+    let report = s.connector.execute(&cmd).await;
+    assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    wait_callbacks(&s, 1).await;
+    let callback = s.received.lock().unwrap().bodies[0].clone();
+    assert_eq!(callback["orderNo"], paid.as_str());
+    assert_eq!(callback["status"], "SUCCESS");
+    assert_eq!(callback["paymentMethod"], "QRIS", "{callback}");
+    assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Success);
+    let (_, reply) = post_signed(&s, inquiry_path, inquiry(&paid)).await;
+    assert_eq!(reply["paymentMethod"], "QRIS", "{reply}");
 }

@@ -26,7 +26,7 @@ use super::ledger::{
 };
 use super::reply::Reply;
 use super::scenarios::{AmountStyle, ExpiryStyle, Fault, Plan, Scenario, Step};
-use super::OkeBayarSim;
+use super::{OkeBayarSim, OkeBayarSimSettings};
 use crate::common::{error_page, read_body, ConnInfo, RequestKind};
 use crate::metrics as names;
 
@@ -44,9 +44,10 @@ pub(crate) enum Operation {
 }
 
 impl Operation {
-    fn of(fields: &Fields, payment_codes: &[String]) -> Operation {
+    fn of(fields: &Fields, settings: &OkeBayarSimSettings) -> Operation {
         let code = fields.non_empty("transactioncode").unwrap_or("");
         let is = |name: &str| code.eq_ignore_ascii_case(name);
+        let is_one_of = |names: &[String]| names.iter().any(|name| is(name));
         if is("OkeBayar-prabayar") {
             match fields.non_empty("querycode") {
                 Some(q) if q.eq_ignore_ascii_case("inquiry") => Operation::PrepaidInquiry,
@@ -58,13 +59,13 @@ impl Operation {
             } else {
                 Operation::BillInquiry
             }
-        } else if payment_codes.iter().any(|c| is(c)) {
+        } else if is_one_of(&settings.payment_transactioncodes) {
             Operation::Payment
         } else if is("OkeBayar-cek-status") {
             Operation::StatusCheck
         } else if is("OkeBayar-cek-balance") {
             Operation::Balance
-        } else if is("OkeBayar-echo") {
+        } else if is_one_of(&settings.echo_transactioncodes) {
             Operation::Echo
         } else {
             Operation::Unknown
@@ -224,7 +225,7 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
             return respond(&ctx, refusal(&ctx, "206"), conn).await;
         }
     };
-    let op = Operation::of(&fields, &settings.payment_transactioncodes);
+    let op = Operation::of(&fields, settings);
     let reference = fields.non_empty("referencecode").map(str::to_string);
     sim.inner.requests.record(reference.as_deref(), op.kind());
     let ctx = Ctx {

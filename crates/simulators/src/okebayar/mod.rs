@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use loket_okebayar::settings::STATUS_NOT_FOUND_CODE_DEFAULT;
+use loket_okebayar::settings::{ECHO_TRANSACTION_CODE_DEFAULT, STATUS_NOT_FOUND_CODE_DEFAULT};
 use loket_runtime::{Secret, Shutdown};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -90,6 +90,10 @@ pub struct OkeBayarSimSettings {
     /// payment code is a copy error; `OkeBayar-inquiry` + `inquirycode` is
     /// always a payment, ASSUMED spec §3).
     pub payment_transactioncodes: Vec<String>,
+    /// `transactioncode`s of the echo (connectivity) request. The doc gives
+    /// none (ASSUMED, spec §3) and the connector's `echo_transaction_code`
+    /// is configurable, so this must list whatever the connector sends.
+    pub echo_transactioncodes: Vec<String>,
     /// A payment must carry the inquiry's `ref2`/`ref3` verbatim (else `402`).
     pub check_payment_refs: bool,
     /// Wrap every XML reply and callback body in `{ … }`, as the doc's
@@ -125,6 +129,7 @@ impl Default for OkeBayarSimSettings {
             bill_nominal: 150_000,
             bill_adminfee: 2_500,
             payment_transactioncodes: vec!["OkeBayar-payment".into()],
+            echo_transactioncodes: vec![ECHO_TRANSACTION_CODE_DEFAULT.into()],
             check_payment_refs: true,
             doc_literal_xml: false,
             allow_reuse_after_failure: true,

@@ -51,14 +51,17 @@ pub enum Scenario {
     /// Bill inquiry whose `Inquiryexpired` is `yyyy-MM-dd HH:mm:ss.SSS`.
     ExpiryDashed,
     /// Bills: the inquiry succeeds, the payment answers `401` (already paid).
-    /// Prepaid: an immediate `401`.
+    /// Prepaid: the purchase answers `401` at once; a PLN prepaid inquiry
+    /// succeeds.
     BillAlreadyPaid,
     /// Bills: the inquiry succeeds, the payment answers `402` (the biller's
-    /// amount changed). Prepaid: an immediate `402`.
+    /// amount changed). Prepaid: the purchase answers `402` at once; a PLN
+    /// prepaid inquiry succeeds.
     BillChanged,
     /// Bills: the inquiry reply shows the normal expiry, but the biller
     /// expires it after `short_inquiry_ttl_ms` (per-product expiry, spec §7
-    /// `403`), so the payment answers `403`. Prepaid: an immediate `403`.
+    /// `403`), so the payment answers `403`. Prepaid: the purchase answers
+    /// `403` at once; a PLN prepaid inquiry succeeds.
     BillExpiresEarly,
 }
 
@@ -80,9 +83,9 @@ pub const TABLE: &[(&str, &str)] = &[
         "200 201 202 203 204 205 210 214 215 216 217 232 233 234 240 260 261 270 400 404 405 500 510",
         "immediate failure with that code, nothing debited (prepaid purchase, prepaid inquiry, bill inquiry)",
     ),
-    ("401", "bill: inquiry 000, payment answers 401 (already paid); prepaid: immediate 401"),
-    ("402", "bill: inquiry 000, payment answers 402 (bill changed); prepaid: immediate 402"),
-    ("403", "bill: inquiry 000 showing the normal expiry, but it expires after short_inquiry_ttl_ms, so the payment answers 403; prepaid: immediate 403"),
+    ("401", "bill: inquiry 000, payment answers 401 (already paid); prepaid: purchase answers 401 at once, PLN prepaid inquiry 000"),
+    ("402", "bill: inquiry 000, payment answers 402 (bill changed); prepaid: purchase answers 402 at once, PLN prepaid inquiry 000"),
+    ("403", "bill: inquiry 000 showing the normal expiry, but it expires after short_inquiry_ttl_ms, so the payment answers 403; prepaid: purchase answers 403 at once, PLN prepaid inquiry 000"),
     ("901", "success committed at once; the reply is sent after slow_reply_ms"),
     ("902", "success committed; the connection is reset without a reply"),
     ("903", "success committed; the reply is truncated in the middle (HTTP 200)"),
@@ -136,13 +139,16 @@ impl Scenario {
         }
     }
 
-    /// The failure a prepaid purchase or any inquiry answers at once.
-    pub fn immediate_failure(self, bill_inquiry: bool) -> Option<&'static str> {
+    /// The failure answered at once by a prepaid purchase (`inquiry`
+    /// false) or by an inquiry, bill or PLN prepaid (`inquiry` true). The
+    /// bill selectors `401`–`403` fail the purchase only: their inquiry
+    /// succeeds, so that the bill payment after it can fail.
+    pub fn immediate_failure(self, inquiry: bool) -> Option<&'static str> {
         match self {
             Scenario::Fail(code) => Some(code),
-            Scenario::BillAlreadyPaid if !bill_inquiry => Some("401"),
-            Scenario::BillChanged if !bill_inquiry => Some("402"),
-            Scenario::BillExpiresEarly if !bill_inquiry => Some("403"),
+            Scenario::BillAlreadyPaid if !inquiry => Some("401"),
+            Scenario::BillChanged if !inquiry => Some("402"),
+            Scenario::BillExpiresEarly if !inquiry => Some("403"),
             _ => None,
         }
     }
@@ -401,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn bill_selectors_fail_prepaid_at_once_but_not_bill_inquiries() {
+    fn bill_selectors_fail_prepaid_purchases_at_once_but_not_inquiries() {
         let paid = Scenario::BillAlreadyPaid;
         assert_eq!(paid.immediate_failure(false), Some("401"));
         assert_eq!(paid.immediate_failure(true), None);

@@ -1,17 +1,17 @@
 //! The four Smilepayz endpoints. Every request goes through [`admit`] (body,
-//! IP allow-list, mandatory headers, timestamp window, partner, signature,
-//! rate limit) before the operation's own rules. Replies carry `code`,
-//! `responseCode` (HTTP + service + case) and `message`, with the HTTP
-//! status equal to the responseCode's prefix (spec §6, ASSUMED).
+//! IP allow-list, mandatory headers, timestamp shape and window, partner,
+//! signature, rate limit) before the operation's own rules. Replies carry
+//! `code`, `responseCode` (HTTP + service + case) and `message`, with the
+//! HTTP status equal to the responseCode's prefix (spec §6, ASSUMED).
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header::CONTENT_TYPE, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{FixedOffset, Utc};
-use loket_smilepayz::settings::{EXPIRY_SECONDS_DEFAULT, EXPIRY_SECONDS_MAX};
+use loket_smilepayz::settings::{EXPIRY_SECONDS_DEFAULT, EXPIRY_SECONDS_MAX, URL_MAX_CHARS};
 use loket_smilepayz::sign;
 use loket_smilepayz::wire::{self, text};
 use serde_json::{json, Value};
@@ -68,6 +68,78 @@ fn error(http: u16, svc: &str, case: &str, message: &str) -> Response {
     reply(http, svc, case, message, json!({}))
 }
 
+/// 400xx01 "Invalid Field Format [field]" (spec §6: "fix the field named in
+/// `[…]`").
+fn invalid_field_format(svc: &str, field: &str) -> Response {
+    error(400, svc, "01", &format!("Invalid Field Format [{field}]"))
+}
+
+/// The spec's `S<n>` maximum lengths (§5), in characters, of the request
+/// fields it gives one for.
+const PAY_IN_MAX_CHARS: [(&str, usize); 4] = [
+    ("purpose", 64),
+    ("productDetail", 128),
+    ("redirectUrl", URL_MAX_CHARS),
+    ("callbackUrl", URL_MAX_CHARS),
+];
+const PAY_OUT_MAX_CHARS: [(&str, usize); 2] = [("paymentMethod", 6), ("cashAccount", 32)];
+const INQUIRY_MAX_CHARS: [(&str, usize); 2] = [("orderNo", 32), ("tradeNo", 32)];
+
+/// The first field of `limits` present in `value` and longer than its
+/// limit.
+fn over_long_field(value: &Value, limits: &[(&'static str, usize)]) -> Option<&'static str> {
+    limits
+        .iter()
+        .find(|(field, max_chars)| {
+            text(value, field).is_some_and(|t| t.chars().count() > *max_chars)
+        })
+        .map(|(field, _)| *field)
+}
+
+/// The method the simulated customer picks on the hosted checkout page of a
+/// pay-in created without `paymentMethod`. ASSUMED: spec §5 makes the
+/// callback's `paymentMethod` mandatory but says nothing of a hosted order;
+/// such an order is `INIT`, "awaiting method", until its customer has chosen
+/// one on the page, so once final it reports the method chosen there.
+const HOSTED_PAGE_METHOD: &str = "QRIS";
+
+/// The `X-TIMESTAMP` shapes of spec §3, `yyyy-MM-ddTHH:mm:ss±HH:mm` and
+/// `yyyy-MM-ddTHH:mm:ssZ`: `0` is any digit, `+` is `+` or `-`.
+const X_TIMESTAMP_SHAPES: [&str; 2] = ["0000-00-00T00:00:00+00:00", "0000-00-00T00:00:00Z"];
+
+/// True when `ts` has one of [`X_TIMESTAMP_SHAPES`] exactly: RFC 3339 also
+/// allows fractional seconds, a lower-case `t`/`z` or a space, which the
+/// spec's format does not.
+fn has_x_timestamp_shape(ts: &str) -> bool {
+    X_TIMESTAMP_SHAPES.iter().any(|shape| {
+        ts.len() == shape.len()
+            && ts.bytes().zip(shape.bytes()).all(|(got, want)| match want {
+                b'0' => got.is_ascii_digit(),
+                b'+' => got == b'+' || got == b'-',
+                _ => got == want,
+            })
+    })
+}
+
+/// The refusal of a request without `Content-Type: application/json`,
+/// mandatory (spec §3). Missing, it is refused like every missing mandatory
+/// header (400xx02); another media type is a field in the wrong format
+/// (400xx01). Parameters such as `; charset=UTF-8` do not change the media
+/// type.
+fn content_type_refusal(headers: &HeaderMap, svc: &str) -> Option<Response> {
+    let Some(content_type) = header(headers, CONTENT_TYPE.as_str()) else {
+        return Some(error(
+            400,
+            svc,
+            "02",
+            "Invalid Mandatory Field [Content-Type]",
+        ));
+    };
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    (!media_type.eq_ignore_ascii_case(wire::CONTENT_TYPE_JSON))
+        .then(|| invalid_field_format(svc, "Content-Type"))
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -92,7 +164,7 @@ async fn admit(
         Duration::from_millis(settings.body_read_timeout_ms),
     )
     .await
-    .map_err(|e| error(400, svc, "01", &format!("Invalid Field Format [body: {e}]")))?;
+    .map_err(|e| invalid_field_format(svc, &format!("body: {e}")))?;
     let value: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
     // Count before any rejection, by orderNo when readable.
     let order_no = value.as_ref().and_then(|v| text(v, "orderNo"));
@@ -113,33 +185,32 @@ async fn admit(
         }
     }
     let headers = &parts.headers;
+    if let Some(refusal) = content_type_refusal(headers, svc) {
+        return Err(refusal);
+    }
     let ts = header(headers, wire::HEADER_TIMESTAMP)
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-TIMESTAMP]"))?;
     let signature = header(headers, wire::HEADER_SIGNATURE)
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-SIGNATURE]"))?;
     let partner = header(headers, wire::HEADER_PARTNER_ID)
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-PARTNER-ID]"))?;
-    let value = value.ok_or_else(|| error(400, svc, "01", "Invalid Field Format [body]"))?;
-    // Stale or unreadable timestamp: a 400, not a 401 (spec §8.2).
-    let at = sign::parse_timestamp(ts)
-        .ok_or_else(|| error(400, svc, "01", "Invalid Field Format [X-TIMESTAMP]"))?;
+    let value = value.ok_or_else(|| invalid_field_format(svc, "body"))?;
+    // Stale, unreadable or not in the spec's shape: a 400, not a 401 (spec
+    // §8.2).
+    let at = Some(ts)
+        .filter(|ts| has_x_timestamp_shape(ts))
+        .and_then(sign::parse_timestamp)
+        .ok_or_else(|| invalid_field_format(svc, wire::HEADER_TIMESTAMP))?;
     if !sign::within_window(at, Utc::now(), settings.max_skew_seconds) {
-        return Err(error(
-            400,
-            svc,
-            "01",
-            "Invalid Field Format [X-TIMESTAMP expired]",
-        ));
+        return Err(invalid_field_format(svc, "X-TIMESTAMP expired"));
     }
     // Spec §3 and §8.1: X-PARTNER-ID must be the body's merchantId (4009001),
     // checked before the partner is looked up.
     if let Some(merchant) = value.get("merchant") {
         if text(merchant, "merchantId").as_deref() != Some(partner) {
-            return Err(error(
-                400,
+            return Err(invalid_field_format(
                 svc,
-                "01",
-                "Invalid Field Format [X-PARTNER-ID != merchant.merchantId]",
+                "X-PARTNER-ID != merchant.merchantId",
             ));
         }
     }
@@ -237,10 +308,13 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     };
     if !order_no_ok(&sim, &order_no) {
-        return error(400, svc, "01", "Invalid Field Format [orderNo]");
+        return invalid_field_format(svc, "orderNo");
     }
     if text(&value, "purpose").is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [purpose]");
+    }
+    if let Some(field) = over_long_field(&value, &PAY_IN_MAX_CHARS) {
+        return invalid_field_format(svc, field);
     }
     let amount = match amount_of(&value) {
         Ok(amount) => amount,
@@ -257,7 +331,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         .and_then(Value::as_u64)
         .unwrap_or(EXPIRY_SECONDS_DEFAULT);
     if expiry_seconds == 0 || expiry_seconds > EXPIRY_SECONDS_MAX {
-        return error(400, svc, "01", "Invalid Field Format [expiryPeriod]");
+        return invalid_field_format(svc, "expiryPeriod");
     }
     let scenario = Scenario::select(amount, &payer_name);
     match scenario {
@@ -360,20 +434,23 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     };
     if !order_no_ok(&sim, &order_no) {
-        return error(400, svc, "01", "Invalid Field Format [orderNo]");
+        return invalid_field_format(svc, "orderNo");
     }
     if text(&value, "purpose").is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [purpose]");
+    }
+    if let Some(field) = over_long_field(&value, &PAY_OUT_MAX_CHARS) {
+        return invalid_field_format(svc, field);
     }
     let amount = match amount_of(&value) {
         Ok(amount) if (10_000..=999_999_999).contains(&amount) => amount,
         Ok(_) => return error(400, svc, "01", "Invalid amount"),
         Err(message) => return error(400, svc, "01", message),
     };
-    let Some(method) = text(&value, "paymentMethod").filter(|m| m.len() <= 6) else {
+    let Some(method) = text(&value, "paymentMethod") else {
         return error(400, svc, "02", "Invalid Mandatory Field [paymentMethod]");
     };
-    let Some(account) = text(&value, "cashAccount").filter(|a| a.len() <= 32) else {
+    let Some(account) = text(&value, "cashAccount") else {
         return error(400, svc, "02", "Invalid Mandatory Field [cashAccount]");
     };
     let receiver = value.get("receiver").cloned().unwrap_or(Value::Null);
@@ -474,8 +551,11 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
     let trade_type = match value.get("tradeType").and_then(Value::as_u64) {
         Some(1) => TradeType::PayIn,
         Some(2) => TradeType::PayOut,
-        _ => return error(400, svc, "01", "Invalid Field Format [tradeType]"),
+        _ => return invalid_field_format(svc, "tradeType"),
     };
+    if let Some(field) = over_long_field(&value, &INQUIRY_MAX_CHARS) {
+        return invalid_field_format(svc, field);
+    }
     let order_no = text(&value, "orderNo");
     let trade_no = text(&value, "tradeNo");
     if order_no.is_none() && trade_no.is_none() {
@@ -498,21 +578,23 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
     if age < race {
         return error(500, svc, "00", "Order not found");
     }
-    reply(
-        200,
-        svc,
-        "00",
-        "Successful",
-        // Spec §5: the inquiry reply names the order by tradeNo only.
-        json!({
-            "tradeNo": order.trade_no,
-            "tradeType": trade_type.code(),
-            "paymentMethod": order.payment_method,
-            "money": money_json(order.amount),
-            "status": order.status,
-            "remark": remark(&order),
-        }),
-    )
+    // Spec §5: the inquiry reply names the order by tradeNo only.
+    let mut fields = json!({
+        "tradeNo": order.trade_no,
+        "tradeType": trade_type.code(),
+        "paymentMethod": order.payment_method,
+        "money": money_json(order.amount),
+        "status": order.status,
+        "remark": remark(&order),
+    });
+    if order.payment_method.is_empty() {
+        // A hosted-page pay-in still INIT is awaiting its method (spec §5):
+        // it has none to report, rather than a method named "" (ASSUMED).
+        if let Value::Object(map) = &mut fields {
+            map.remove("paymentMethod");
+        }
+    }
+    reply(200, svc, "00", "Successful", fields)
 }
 
 fn remark(order: &Order) -> &'static str {
@@ -644,6 +726,11 @@ async fn settle(
         order.status = status.to_string();
         order.settled_at = Some(Utc::now());
         if pay_in {
+            if order.payment_method.is_empty() {
+                // A hosted-page order leaves INIT with the method its
+                // customer chose on the page.
+                order.payment_method = HOSTED_PAGE_METHOD.into();
+            }
             if status == "SUCCESS" {
                 balances.payin_available += order.amount;
             }

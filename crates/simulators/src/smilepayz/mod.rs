@@ -1,15 +1,15 @@
 //! The Smilepayz v2.0 simulator (`shared/protocols/smilepayz.md` §8): the
 //! four endpoints (`/v2.0/transaction/pay-in`, `/v2.0/disbursement/pay-out`,
 //! `/v2.0/inquiry-status`, `/v2.0/inquiry-balance`) with the request checks
-//! Smilepayz makes (IP allow-list, mandatory headers, timestamp window,
-//! SHA256withRSA signature with the merchant's public key, X-PARTNER-ID vs
-//! `merchant.merchantId`, orderNo rules, duplicates), a ledger with the
-//! pay-in account and the pay-out account's available and frozen balances,
-//! orders that settle after a configurable delay according to a scenario
-//! chosen by the amount (see `SCENARIOS.md`), unpaid pay-ins that expire
-//! after their `expiryPeriod`, and callbacks signed with the
-//! simulator's platform key over `tradeNo|X-TIMESTAMP`, retried on a
-//! schedule until answered with exactly `SUCCESS`.
+//! Smilepayz makes (IP allow-list, mandatory headers, timestamp shape and
+//! window, SHA256withRSA signature with the merchant's public key,
+//! X-PARTNER-ID vs `merchant.merchantId`, orderNo rules, field lengths,
+//! duplicates), a ledger with the pay-in account and the pay-out account's
+//! available and frozen balances, orders that settle after a configurable
+//! delay according to a scenario chosen by the amount (see `SCENARIOS.md`),
+//! unpaid pay-ins that expire after their `expiryPeriod`, and callbacks
+//! signed with the simulator's platform key over `tradeNo|X-TIMESTAMP`,
+//! retried on a schedule until answered with exactly `SUCCESS`.
 //!
 //! Introspection (JSON): `GET /_sim/requests/{orderNo}`,
 //! `GET /_sim/ledger/{orderNo}`, `GET /_sim/callbacks/{orderNo}`,
@@ -146,6 +146,8 @@ pub struct Order {
     pub trade_no: String,
     pub trade_type: TradeType,
     pub amount: i64,
+    /// Empty for a hosted-page pay-in until it is final, when it takes the
+    /// method its simulated customer chose on the page (QRIS, ASSUMED).
     pub payment_method: String,
     pub cash_account: String,
     pub payer_name: String,
