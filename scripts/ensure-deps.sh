@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what loket needs to run and test on a fresh Debian machine, from
-# Debian's packages, only when missing: nats-server, PostgreSQL and openssl
-# (`make run` generates its demo keys with it). Also makes
-# sure cargo-nextest is available for `make test` (falls back to cargo test).
+# Debian's packages, only when missing: nats-server, PostgreSQL, openssl
+# (`make run` generates its demo keys with it) and python3 (`make test` picks
+# a free port with it). `make test` uses cargo-nextest when the machine has it
+# (its summary line, its per-test timeouts), else `cargo test`.
 set -euo pipefail
 
 need_apt=()
@@ -10,6 +11,7 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_a
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]}"

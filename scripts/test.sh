@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 # exits 110 (seen once in CI). Everything here expects blocking output, so the
 # flag is cleared at the start and again after the package installs.
 blocking_output() {
+  # Before ensure-deps has run, a fresh machine may have no Python yet.
+  command -v python3 >/dev/null 2>&1 || return 0
   python3 - <<'PY'
 import fcntl, os
 for fd in (1, 2):
@@ -24,22 +26,24 @@ blocking_output
 
 scripts/ensure-deps.sh
 
-run_dir="$(pwd)/.run/test-pg-$$"
-mkdir -p "$run_dir"
+# The throw-away PostgreSQL lives under /tmp, not in the checkout: as root it
+# runs as 'postgres', which may not reach a checkout under /root, and a deep
+# checkout path would make its socket path too long.
+run_dir=$(mktemp -d /tmp/loket-test-pg.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$run_dir"
-as_pg "$pg_bin/initdb" -D "$run_dir/data" -U postgres -A trust -E UTF8 --no-sync --locale=C >/dev/null
-as_pg "$pg_bin/pg_ctl" -D "$run_dir/data" -l "$run_dir/postgres.log" -w -t 60 \
-  -o "-p $port -k $run_dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
-  start >/dev/null
 cleanup() {
   as_pg "$pg_bin/pg_ctl" -D "$run_dir/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$run_dir"
 }
 trap cleanup EXIT
+[ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$run_dir"
+as_pg "$pg_bin/initdb" -D "$run_dir/data" -U postgres -A trust -E UTF8 --no-sync --locale=C >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$run_dir/data" -l "$run_dir/postgres.log" -w -t 60 \
+  -o "-p $port -k $run_dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
+  start >/dev/null
 export LOKET_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 
 blocking_output
