@@ -222,10 +222,21 @@ impl AppState {
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, Error> {
         settings.validate()?;
+        let allow = settings.allow_lists()?;
+        for parser in &parsers {
+            let provider = parser.provider();
+            if allow.get(&provider).is_none_or(AllowList::allows_all) {
+                tracing::warn!(
+                    %provider,
+                    "callbacks accepted from any source address: set allowed_ips.{provider} (LOKET_ALLOWED_IPS__{}) to the provider's published ranges",
+                    provider.as_str().to_ascii_uppercase()
+                );
+            }
+        }
         Ok(AppState {
             inner: Arc::new(Inner {
                 parsers: parsers.into_iter().map(|p| (p.provider(), p)).collect(),
-                allow: settings.allow_lists()?,
+                allow,
                 sink,
                 body_limit: settings.body_limit_bytes,
                 request_timeout: Duration::from_millis(settings.request_timeout_ms),
