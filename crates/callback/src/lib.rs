@@ -215,7 +215,26 @@ struct Inner {
     request_timeout: Duration,
 }
 
+/// Whether a connection from a source address may take one of the
+/// receiver's connection slots.
+pub type SourceFilter = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
 impl AppState {
+    /// Admits a source some provider's allow-list admits (a provider without
+    /// one admits every source): checked at accept, so hosts no provider
+    /// calls from cannot fill the connection slots providers need.
+    pub fn source_filter(&self) -> SourceFilter {
+        let inner = self.inner.clone();
+        Arc::new(move |ip| {
+            inner.parsers.keys().any(|provider| {
+                inner
+                    .allow
+                    .get(provider)
+                    .is_none_or(|list| list.allows(Some(ip)))
+            })
+        })
+    }
+
     pub fn new(
         settings: &Settings,
         parsers: Vec<Arc<dyn CallbackParser>>,
@@ -566,9 +585,17 @@ pub async fn run(
     ));
     let state = AppState::new(&settings, parsers(&settings)?, sink)?;
     let limits = server::Limits::from_settings(&settings);
+    let admit = state.source_filter();
     readiness.set(true);
     tracing::info!(addr = ?listeners.main.local_addr().ok(), "callback receiver started");
-    server::serve(listeners.main, router(state), limits, shutdown.clone()).await;
+    server::serve(
+        listeners.main,
+        router(state),
+        limits,
+        admit,
+        shutdown.clone(),
+    )
+    .await;
     readiness.set(false);
     let _ = admin_task.await;
     tracing::info!("callback receiver stopped");

@@ -1,8 +1,9 @@
 //! The HTTP/1 accept loop, with what `axum::serve` does not offer: a header
 //! read timeout (a client that opens a connection and sends nothing, or
 //! headers byte by byte, is disconnected — also an idle kept-alive
-//! connection), a cap on open connections, a header-size cap, and the peer
-//! address as [`ConnectInfo`] for the allow-list. Graceful: on shutdown it
+//! connection), a cap on open connections (which a source no allow-list
+//! admits never takes), a header-size cap, and the peer address as
+//! [`ConnectInfo`] for the allow-list. Graceful: on shutdown it
 //! stops accepting and waits (bounded) for open requests to finish.
 
 use crate::metric;
@@ -38,8 +39,15 @@ impl Limits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, then drains.
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: Shutdown) {
+/// Serves `app` on `listener` until `shutdown`, then drains. A connection
+/// from a source `admit` refuses is closed at accept, before it takes a slot.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    admit: crate::SourceFilter,
+    shutdown: Shutdown,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -56,8 +64,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                 continue;
             }
         };
+        if !admit(peer.ip()) {
+            metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "source").increment(1);
+            drop(stream);
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(metric::CONNECTIONS_REFUSED).increment(1);
+            metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "full").increment(1);
             drop(stream);
             continue;
         };

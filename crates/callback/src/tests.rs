@@ -305,13 +305,75 @@ async fn start_server(
     Shutdown,
     tokio::task::JoinHandle<()>,
 ) {
+    start_server_with(&settings(), limits).await
+}
+
+async fn start_server_with(
+    settings: &Settings,
+    limits: server::Limits,
+) -> (
+    SocketAddr,
+    Arc<MemorySink>,
+    Shutdown,
+    tokio::task::JoinHandle<()>,
+) {
     let sink = Arc::new(MemorySink::default());
-    let app = app_with(&settings(), sink.clone());
+    let state = AppState::new(settings, vec![Arc::new(TestParser)], sink.clone()).unwrap();
+    let admit = state.source_filter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(server::serve(listener, app, limits, shutdown.clone()));
+    let task = tokio::spawn(server::serve(
+        listener,
+        router(state),
+        limits,
+        admit,
+        shutdown.clone(),
+    ));
     (addr, sink, shutdown, task)
+}
+
+#[tokio::test]
+async fn a_source_no_allow_list_admits_takes_no_connection_slot() {
+    let mut settings = settings();
+    settings
+        .allowed_ips
+        .insert("okebayar".into(), vec!["127.0.0.2/32".into()]);
+    let one_slot = server::Limits {
+        max_connections: 1,
+        header_read_timeout: Duration::from_secs(5),
+        ..limits()
+    };
+    let (addr, sink, shutdown, task) = start_server_with(&settings, one_slot).await;
+
+    // A host no provider calls from: closed at once, holding nothing.
+    let mut stranger = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), stranger.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a stranger's connection stays open: {read:?}"
+    );
+    // The provider's own address still gets the one slot.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut provider = socket.connect(addr).await.unwrap();
+    provider
+        .write_all(
+            b"GET /callback/okebayar?ref=W2&code=000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_all(&mut provider).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(sink.published.lock().unwrap()[0].2.source_ip, "127.0.0.2");
+    drop(stranger);
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 fn limits() -> server::Limits {
