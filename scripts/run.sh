@@ -127,8 +127,10 @@ take_lock() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   local other
   other=$(cat "$RUN_DIR/run.pid" 2>/dev/null || true)
-  if alive "$other" && [ "$other" != "$$" ]; then
-    fail "another 'make run' is running (pid $other); stop it with Ctrl-C first"
+  # A pid left by a run that was killed may belong to another process by
+  # now: only a live run.sh counts.
+  if alive "$other" && [ "$other" != "$$" ] && tr '\0' ' ' <"/proc/$other/cmdline" 2>/dev/null | grep -q 'run.sh'; then
+    fail "another 'make run' is running (pid $other); stop it with Ctrl-C first (or delete $RUN_DIR/run.pid if it is gone)"
   fi
   echo $$ >"$RUN_DIR/run.pid"
 }
