@@ -101,6 +101,27 @@ async fn expired_inquiry_and_changed_amount_are_mapped_provider_errors() {
         "{refused:?}"
     );
     assert_eq!(refused.provider_code, "402");
+
+    // 401: paid elsewhere between inquiry and payment. Our first send ever,
+    // so it cannot be our own earlier payment: failed at once, "already paid".
+    let paid_elsewhere = successful_inquiry(&mut client, "inq-401", &scenario("401")).await;
+    let already = client
+        .pay_bill(pay(
+            "pay-401",
+            &paid_elsewhere.id,
+            total(&paid_elsewhere),
+            10_000,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        already.status(),
+        pb::TransactionStatus::Failed,
+        "{already:?}"
+    );
+    assert_eq!(already.provider_code, "401");
+    assert_eq!(app.sim.money_requests_for(&already.provider_reference), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

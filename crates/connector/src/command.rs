@@ -26,6 +26,11 @@ pub struct Command {
     pub original_operation: Operation,
     pub provider_trace: String,
     pub first_dispatch: bool,
+    /// Set by the worker on the send itself when the send journal shows no
+    /// earlier send of this transaction ([`crate::journal::Recorded::First`]):
+    /// a provider's "already done" then cannot be our own earlier attempt.
+    /// Never on the bus; false everywhere else.
+    pub first_send: bool,
     /// Cancels and refunds: our reference of the original payment.
     pub original_reference: String,
     /// Cancels and refunds: the provider's reference of the original payment.
@@ -102,6 +107,7 @@ impl TryFrom<bus::Command> for Command {
             original_operation,
             provider_trace: command.provider_trace,
             first_dispatch: command.first_dispatch,
+            first_send: false,
             original_reference: command.original_reference,
             original_provider_trace: command.original_provider_trace,
             details: command.details.into_iter().collect(),
@@ -135,6 +141,7 @@ impl Command {
         Command {
             operation: Operation::StatusCheck,
             original_operation: self.original_operation,
+            first_send: false,
             ..self.clone()
         }
     }

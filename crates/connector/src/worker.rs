@@ -455,7 +455,11 @@ async fn decide_and_call<C: Connector>(
         tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
         return Decided::Abandon;
     }
-    let mut report = connector.execute(command).await;
+    let sending = Command {
+        first_send: recorded == Recorded::First,
+        ..command.clone()
+    };
+    let mut report = connector.execute(&sending).await;
     report.exchanges.splice(0..0, exchanges);
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
@@ -606,6 +610,8 @@ mod tests {
         longest_send: Duration,
         check_resends: Option<Duration>,
         sent: AtomicUsize,
+        /// Sends marked as the transaction's first ([`Command::first_send`]).
+        first_sends: AtomicUsize,
         checks: AtomicUsize,
     }
 
@@ -618,6 +624,7 @@ mod tests {
                 longest_send: Duration::ZERO,
                 check_resends,
                 sent: AtomicUsize::new(0),
+                first_sends: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
             }
         }
@@ -647,8 +654,11 @@ mod tests {
         fn provider(&self) -> loket_protocol::Provider {
             loket_protocol::Provider::Smilepayz
         }
-        async fn execute(&self, _command: &Command) -> Report {
+        async fn execute(&self, command: &Command) -> Report {
             self.sent.fetch_add(1, Ordering::SeqCst);
+            if command.first_send {
+                self.first_sends.fetch_add(1, Ordering::SeqCst);
+            }
             Report::new(Outcome::Pending)
         }
         async fn check_status(&self, _command: &Command) -> Report {
@@ -834,6 +844,11 @@ mod tests {
         let faulty = FakeProvider::new(false, Duration::ZERO, None).inconclusive();
         let report = decided(&faulty, &journal, &command, 1).await;
         assert_eq!(faulty.requests(), (1, 1));
+        assert_eq!(
+            faulty.first_sends.load(Ordering::SeqCst),
+            1,
+            "the journal's first record: the provider may know no earlier send is ours"
+        );
         assert_eq!(report.outcome, Outcome::Pending);
         // Recorded now: a later copy with an inconclusive check sends nothing.
         let report = decided(&faulty, &journal, &command, 2).await;
@@ -898,6 +913,11 @@ mod tests {
         let eager = FakeProvider::new(false, Duration::ZERO, None);
         let report = decided(&eager, &journal, &command, 2).await;
         assert_eq!((eager.requests().0, report.outcome), (1, Outcome::Pending));
+        assert_eq!(
+            eager.first_sends.load(Ordering::SeqCst),
+            0,
+            "a resend is never a first send"
+        );
         let decided_now = decision(&patient, &journal, &command, 2).await;
         assert_eq!(
             patient.requests().0,

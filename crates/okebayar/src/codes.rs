@@ -54,6 +54,21 @@ pub fn classify(code: &str, operation: CodeOperation) -> Classification {
     }
 }
 
+/// "Already paid / inquiry invalid" (spec §7).
+const ALREADY_PAID: &str = "401";
+
+/// Classifies a bill payment's reply. Spec §7 gives `401` as F/U: failed,
+/// unless we paid the bill ourselves before (an attempt that timed out).
+/// On the transaction's first send ever (`first_send`: the send journal has
+/// no earlier one) that cannot be, so the bill was paid elsewhere: failed,
+/// as on an inquiry. On any later send, `unknown` and a status check.
+pub fn classify_payment(code: &str, first_send: bool) -> Classification {
+    if first_send && code == ALREADY_PAID {
+        return classify(code, CodeOperation::BillInquiry);
+    }
+    classify(code, CodeOperation::BillPayment)
+}
+
 /// Classifies the `transactionstatus` a status check reported about a
 /// transaction whose own operation was `original`.
 pub fn classify_status_check(code: &str, original: Operation) -> Classification {

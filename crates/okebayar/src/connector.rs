@@ -406,6 +406,8 @@ impl OkeBayarConnector {
         }
         let classification = if is_status {
             codes::classify_status_check(code, about)
+        } else if about == Operation::BillPayment {
+            codes::classify_payment(code, command.first_send)
         } else {
             codes::classify(code, CodeOperation::from(about))
         };

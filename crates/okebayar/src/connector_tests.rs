@@ -41,6 +41,7 @@ fn command(operation: Operation) -> Command {
         original_operation: operation,
         provider_trace: String::new(),
         first_dispatch: true,
+        first_send: false,
         original_reference: String::new(),
         original_provider_trace: String::new(),
         details: BTreeMap::new(),
@@ -366,6 +367,30 @@ fn pending_failed_and_duplicate_codes() {
         "{}",
         report.detail
     );
+}
+
+#[test]
+fn already_paid_fails_a_first_payment_and_leaves_a_later_one_unknown() {
+    let reply = xml(&[("transactionstatus", "401"), ("referencecode", REF)]);
+    // Our first send ever: the bill was paid by someone else.
+    let mut first = payment();
+    first.first_send = true;
+    let report = classify(&first, 200, &reply);
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.provider_code.as_deref(), Some("401"));
+    assert!(
+        report
+            .provider_message
+            .as_deref()
+            .is_some_and(|m| m.to_ascii_lowercase().contains("paid")),
+        "{report:?}"
+    );
+    // A later send (after one that may have gone through): maybe ours.
+    let report = classify(&payment(), 200, &reply);
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    // A status check answering 401 stays unknown too.
+    let report = classify(&payment().as_status_check(), 200, &reply);
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
 }
 
 #[test]

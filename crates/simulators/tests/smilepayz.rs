@@ -253,6 +253,7 @@ fn command(
         original_operation: operation,
         provider_trace: String::new(),
         first_dispatch: true,
+        first_send: false,
         original_reference: String::new(),
         original_provider_trace: String::new(),
         details: details

@@ -570,6 +570,7 @@ mod tests {
             original_operation: Operation::PayOut,
             provider_trace: String::new(),
             first_dispatch: true,
+            first_send: false,
             original_reference: String::new(),
             original_provider_trace: String::new(),
             details: [

@@ -151,6 +151,7 @@ fn command(operation: Operation, reference: &str, amount: i64) -> Command {
         original_operation: operation,
         provider_trace: String::new(),
         first_dispatch: true,
+        first_send: false,
         original_reference: String::new(),
         original_provider_trace: String::new(),
         details: BTreeMap::new(),
