@@ -357,18 +357,25 @@ async fn a_source_no_allow_list_admits_takes_no_connection_slot() {
     // The provider's own address still gets the one slot.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut provider = socket.connect(addr).await.unwrap();
-    provider
-        .write_all(
-            b"GET /callback/okebayar?ref=W2&code=000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let answer = read_all(&mut provider).await;
+    let answer = callback_over_the_wire(socket.connect(addr).await.unwrap(), "W2").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(sink.published.lock().unwrap()[0].2.source_ip, "127.0.0.2");
     drop(stranger);
 
+    stop_server(shutdown, task).await;
+}
+
+/// A complete OkeBayar GET callback about `reference` on `stream`, and the
+/// whole answer.
+async fn callback_over_the_wire(mut stream: tokio::net::TcpStream, reference: &str) -> String {
+    let request = format!(
+        "GET /callback/okebayar?ref={reference}&code=000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_all(&mut stream).await
+}
+
+async fn stop_server(shutdown: Shutdown, task: tokio::task::JoinHandle<()>) {
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -396,13 +403,8 @@ async fn over_the_wire_callbacks_carry_the_peer_address_and_half_open_clients_ar
     let (addr, sink, shutdown, task) = start_server(limits()).await;
 
     // A normal request over TCP.
-    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-    ok.write_all(
-        b"GET /callback/okebayar?ref=W1&code=000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let answer = read_all(&mut ok).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = callback_over_the_wire(stream, "W1").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(sink.published.lock().unwrap()[0].2.source_ip, "127.0.0.1");
 
@@ -447,11 +449,7 @@ async fn over_the_wire_callbacks_carry_the_peer_address_and_half_open_clients_ar
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_server(shutdown, task).await;
 }
 
 /// The production registry, with OkeBayar's real parser: an unsigned GET
