@@ -296,27 +296,20 @@ fn log_prefix_is_short_and_printable() {
     assert_eq!(log_prefix(b"short"), "short");
 }
 
-/// Starts the real accept loop on a random port.
-async fn start_server(
-    limits: server::Limits,
-) -> (
+/// A real accept loop: its address, what it published, its stop, its task.
+type RunningServer = (
     SocketAddr,
     Arc<MemorySink>,
     Shutdown,
     tokio::task::JoinHandle<()>,
-) {
+);
+
+/// Starts the real accept loop on a random port.
+async fn start_server(limits: server::Limits) -> RunningServer {
     start_server_with(&settings(), limits).await
 }
 
-async fn start_server_with(
-    settings: &Settings,
-    limits: server::Limits,
-) -> (
-    SocketAddr,
-    Arc<MemorySink>,
-    Shutdown,
-    tokio::task::JoinHandle<()>,
-) {
+async fn start_server_with(settings: &Settings, limits: server::Limits) -> RunningServer {
     let sink = Arc::new(MemorySink::default());
     let state = AppState::new(settings, vec![Arc::new(TestParser)], sink.clone()).unwrap();
     let admit = state.source_filter();
