@@ -775,21 +775,13 @@ mod tests {
         (SendJournal::start(pool.clone()), pool)
     }
 
-    /// A pay-out the reconciler has already brought to `status`.
-    async fn pay_out_in(pool: &sqlx::PgPool, status: &str) -> Command {
-        let client = uuid::Uuid::now_v7();
-        sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, $2, $3)")
-            .bind(client)
-            .bind(client.to_string())
-            .bind(client.as_bytes().as_slice())
-            .execute(pool)
-            .await
-            .expect("client");
+    /// A pay-out of `client` the reconciler has already brought to `status`.
+    async fn pay_out_in(pool: &sqlx::PgPool, client: uuid::Uuid, status: &str) -> Command {
         let id = uuid::Uuid::now_v7();
         sqlx::query(
             "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
              provider_product_code, account, amount_minor, request_hash, provider_reference) \
-             VALUES ($1, $2, 'ref', 'pay_out', $3, 'smilepayz', 'PAYOUT', 'BCA', '123', 10000, '\\x00', $4)",
+             VALUES ($1, $2, $1::text, 'pay_out', $3, 'smilepayz', 'PAYOUT', 'BCA', '123', 10000, '\\x00', $4)",
         )
         .bind(id)
         .bind(client)
@@ -804,10 +796,13 @@ mod tests {
     #[tokio::test]
     async fn a_command_that_resurfaces_for_a_settled_transaction_is_checked_and_never_sent() {
         let (journal, pool) = journal_and_pool().await;
+        let client = loket_test_support::postgres::new_client(&pool)
+            .await
+            .expect("client");
         for status in ["failed", "success", "needs_review"] {
             // A first delivery, never recorded: it would be sent, were the
             // transaction not settled.
-            let command = pay_out_in(&pool, status).await;
+            let command = pay_out_in(&pool, client, status).await;
             let provider = FakeProvider::new(false, Duration::ZERO, None);
             let report = decided(&provider, &journal, &command, 1).await;
             assert_eq!(
@@ -822,7 +817,7 @@ mod tests {
         }
         // Recorded and sent while unresolved, settled since: a redelivery
         // past every grace checks and sends nothing.
-        let command = pay_out_in(&pool, "unknown").await;
+        let command = pay_out_in(&pool, client, "unknown").await;
         journal.record(&command.transaction_id).await.unwrap();
         sqlx::query("UPDATE transactions SET status = 'failed' WHERE id = $1::uuid")
             .bind(&command.transaction_id)

@@ -79,12 +79,7 @@ async fn a_send_again_is_allowed_once_per_grace_and_never_for_an_unrecorded_tran
 #[tokio::test]
 async fn a_settled_transaction_is_recorded_as_settled_and_never_renewed() {
     let (journal, pool) = journal_and_pool().await;
-    let client = uuid::Uuid::now_v7();
-    sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, $2, $3)")
-        .bind(client)
-        .bind(client.to_string())
-        .bind(client.as_bytes().as_slice())
-        .execute(&pool)
+    let client = loket_test_support::postgres::new_client(&pool)
         .await
         .unwrap();
     let id = uuid::Uuid::now_v7();
