@@ -571,11 +571,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     settings.validate()?;
     let readiness = Readiness::default();
-    let admin_task = tokio::spawn(admin::serve(
-        listeners.admin,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
     let nats = lbus::connect(&settings.common.nats_url, "loket-callback").await?;
     let js = jetstream::new(nats);
     lbus::ensure_streams(&js).await?;
@@ -597,7 +593,7 @@ pub async fn run(
     )
     .await;
     readiness.set(false);
-    let _ = admin_task.await;
+    admin_server.stop().await;
     tracing::info!("callback receiver stopped");
     Ok(())
 }

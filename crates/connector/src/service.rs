@@ -5,7 +5,6 @@
 //! [`serve`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::bus::{self, BusError};
@@ -134,7 +133,7 @@ pub async fn serve<C: Connector>(
     shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
     let readiness = Readiness::default();
-    let admin_task = tokio::spawn(admin::serve(admin, readiness.clone(), shutdown.clone()));
+    let admin_server = admin::spawn(admin, readiness.clone(), shutdown.clone());
     let connected = async {
         let pool = db::connect(&common.database_url, JOURNAL_CONNECTIONS).await?;
         db::migrate(&pool).await?;
@@ -144,8 +143,7 @@ pub async fn serve<C: Connector>(
     let (pool, nats) = match connected.await {
         Ok(connected) => connected,
         Err(error) => {
-            shutdown.trigger();
-            let _ = admin_task.await;
+            admin_server.stop().await;
             return Err(error);
         }
     };
@@ -159,10 +157,9 @@ pub async fn serve<C: Connector>(
     )
     .await;
     readiness.set(false);
-    // The worker returns on shutdown or on a setup error; either way stop the
-    // admin server too.
-    shutdown.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    // The worker returns on shutdown or on a setup error; either way the
+    // admin port closes last.
+    admin_server.stop().await;
     let _ = nats.flush().await;
     result.map_err(ServiceError::from)
 }

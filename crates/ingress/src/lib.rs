@@ -114,11 +114,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let readiness = admin::Readiness::default();
-    let admin_task = tokio::spawn(admin::serve(
-        listeners.admin,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
     let result = serve(
         settings,
         listeners.main,
@@ -127,11 +123,7 @@ pub async fn run(
     )
     .await;
     readiness.set(false);
-    if result.is_err() {
-        admin_task.abort();
-    } else {
-        let _ = admin_task.await;
-    }
+    admin_server.stop().await;
     result
 }
 

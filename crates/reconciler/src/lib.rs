@@ -205,11 +205,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     settings.validate()?;
     let readiness = Readiness::default();
-    let admin_task = tokio::spawn(admin::serve(
-        listeners.admin,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
 
     let nats = bus::connect(&settings.common.nats_url, "loket-reconciler").await?;
     let js = jetstream::new(nats);
@@ -332,7 +328,7 @@ pub async fn run(
         tracing::warn!("drain grace period passed with events in flight; they will be redelivered");
     }
     let _ = tokio::time::timeout(grace, scheduler_task).await;
-    let _ = admin_task.await;
+    admin_server.stop().await;
     tracing::info!("reconciler stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The admin port every service opens beside its main one: `/livez`,
-//! `/readyz` (false until started and again as soon as a drain begins) and
-//! `/metrics` in Prometheus text format.
+//! `/readyz` (false until started and again as soon as a drain begins; the
+//! port stays open through the drain) and `/metrics` in Prometheus text
+//! format.
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -61,10 +62,25 @@ struct AdminState {
     metrics: PrometheusHandle,
 }
 
-/// Serves the admin endpoints until `shutdown` fires. Readiness turns false
-/// at that moment too; the port then closes, which probes read as not ready
-/// (and not alive) while the service drains.
-pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) {
+/// The running admin server. It keeps answering through a drain (`/readyz`
+/// then says "not ready" while `/livez` stays alive, so an orchestrator stops
+/// routing traffic without killing the draining process) until [`stop`].
+///
+/// [`stop`]: AdminServer::stop
+pub struct AdminServer(tokio::task::JoinHandle<()>);
+
+impl AdminServer {
+    /// Closes the admin port: the last step of a service's stop.
+    pub async fn stop(self) {
+        self.0.abort();
+        let _ = self.0.await;
+    }
+}
+
+/// Starts serving the admin endpoints on `listener`. Readiness turns false
+/// the moment `shutdown` fires; the port stays open until
+/// [`AdminServer::stop`].
+pub fn spawn(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) -> AdminServer {
     let state = AdminState {
         readiness: readiness.clone(),
         metrics: metrics_handle(),
@@ -74,18 +90,21 @@ pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: Shutdo
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(state);
-    // Readiness goes false the moment a drain starts.
-    let drain = shutdown.clone();
-    tokio::spawn(async move {
-        drain.wait().await;
-        readiness.set(false);
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "admin server stopped");
-    }
+    AdminServer(tokio::spawn(async move {
+        let drain = async move {
+            shutdown.wait().await;
+            readiness.set(false);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            result = axum::serve(listener, app) => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "admin server stopped");
+                }
+            }
+            () = drain => {}
+        }
+    }))
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {

@@ -94,11 +94,7 @@ pub async fn run(
     settings.validate()?;
     let remembered = settings.remembered_references;
     let readiness = Readiness::default();
-    let admin = tokio::spawn(admin::serve(
-        listeners.admin,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let admin = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
     let okebayar = OkeBayarSim::remembering(settings.okebayar, remembered);
     let served = {
         let shutdown = shutdown.clone();
@@ -134,6 +130,6 @@ pub async fn run(
     if let Some(snapqr) = snapqr {
         let _ = snapqr.await;
     }
-    let _ = admin.await;
+    admin.stop().await;
     Ok(())
 }
