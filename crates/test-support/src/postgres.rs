@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::ports::{free_port, wait_for_port};
+use crate::ports::free_port;
 
 /// The environment variable naming a running server's admin URL.
 pub const ADMIN_URL_ENV: &str = "LOKET_TEST_DATABASE_URL";
@@ -51,7 +51,7 @@ fn pg_command(program: &Path) -> Command {
 
 /// Initialises a data folder and starts a server on `port`; the server stops
 /// when the process with `watch_pid` exits (if given).
-pub fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::Result<String> {
+fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::Result<String> {
     let bin = bin_dir()?;
     let data = root.join("data");
     std::fs::create_dir_all(root)?;
@@ -114,14 +114,68 @@ pub fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::R
         c.args(["-c", &script]);
         c
     };
+    let log = root.join("postgres.log");
+    // A log left by an earlier attempt in this folder must not be read as
+    // this one's.
+    let _ = std::fs::remove_file(&log);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    wait_for_port(port, Duration::from_secs(30))
-        .map_err(|e| anyhow::anyhow!("{e}; see {}", root.join("postgres.log").display()))?;
+    wait_until_ready(&data, &log, port, Duration::from_secs(30))?;
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+}
+
+/// Another process took the port between choosing it and binding it.
+#[derive(Debug)]
+struct PortTaken(u16);
+
+impl std::fmt::Display for PortTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port {} is taken", self.0)
+    }
+}
+
+impl std::error::Error for PortTaken {}
+
+/// Waits until the server started on `data` says it is ready on `port`.
+/// Its lock file names the port it holds and its state, so a server of
+/// another test that happens to answer on the port is never taken for ours.
+fn wait_until_ready(data: &Path, log: &Path, port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let lock = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+        let lines: Vec<&str> = lock.lines().map(str::trim).collect();
+        if lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready") {
+            return Ok(());
+        }
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        if said.contains("could not bind") || said.contains("could not create any TCP/IP sockets") {
+            return Err(PortTaken(port).into());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    anyhow::bail!(
+        "PostgreSQL is not ready on port {port} after {timeout:?}; see {}",
+        log.display()
+    )
+}
+
+/// Starts a server in `root` on a free port, trying other ports while the
+/// chosen one turns out to be taken. Returns the port and the admin URL.
+fn start_on_free_port(root: &Path, watch_pid: Option<u32>) -> anyhow::Result<(u16, String)> {
+    let mut attempts = 0;
+    loop {
+        let port = free_port();
+        match start_server(root, port, watch_pid) {
+            Ok(url) => return Ok((port, url)),
+            Err(error) if attempts < 5 && error.is::<PortTaken>() => {
+                attempts += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 struct SharedServer {
@@ -144,7 +198,7 @@ fn shared_server() -> anyhow::Result<&'static SharedServer> {
                 .prefix("loket-pg-")
                 .tempdir()
                 .map_err(|e| e.to_string())?;
-            let url = start_server(dir.path(), free_port(), Some(std::process::id()))
+            let (_, url) = start_on_free_port(dir.path(), Some(std::process::id()))
                 .map_err(|e| e.to_string())?;
             Ok(SharedServer {
                 admin_url: url,
@@ -195,8 +249,7 @@ impl PrivatePostgres {
         let dir = tempfile::Builder::new()
             .prefix("loket-pg-private-")
             .tempdir()?;
-        let port = free_port();
-        let admin_url = start_server(dir.path(), port, Some(std::process::id()))?;
+        let (port, admin_url) = start_on_free_port(dir.path(), Some(std::process::id()))?;
         Ok(PrivatePostgres {
             dir,
             port,
@@ -249,4 +302,34 @@ pub async fn new_client(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
         .execute(pool)
         .await?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_cannot_bind_is_not_taken_for_the_one_listening() -> anyhow::Result<()> {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = taken.local_addr()?.port();
+        let dir = tempfile::Builder::new()
+            .prefix("loket-pg-taken-")
+            .tempdir()?;
+        let error = start_server(dir.path(), port, Some(std::process::id()))
+            .expect_err("the port answers, but not as our server");
+        assert!(error.is::<PortTaken>(), "{error:#}");
+
+        // The same folder then starts on a port that is free.
+        let (port, url) = start_on_free_port(dir.path(), Some(std::process::id()))?;
+        assert!(url.ends_with(&format!(":{port}/postgres")), "{url}");
+        let lock = std::fs::read_to_string(dir.path().join("data/postmaster.pid"))?;
+        assert_eq!(lock.lines().nth(3), Some(port.to_string().as_str()));
+        let stopped = pg_command(&bin_dir()?.join("pg_ctl"))
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .output()?;
+        assert!(stopped.status.success());
+        Ok(())
+    }
 }
