@@ -7,6 +7,9 @@
 //! `Nats-Msg-Id = cb:<provider>:<dedupe key>` (so a provider's retries
 //! collapse) and the provider gets its acknowledgement only after JetStream
 //! acknowledged the publish; if that fails the provider gets 503 and retries.
+//! Those refusals (403, 413, 400, 503 above) are worded by the provider's
+//! parser ([`loket_connector::Refusal`]), so a SNAP issuer gets them in
+//! SNAP's JSON form (401/400/500 with a `responseCode`).
 //! Behind the same allow-list and limits it also serves SNAP's own notify
 //! path and, for SNAP notify mode B, the token endpoint issuers sign in at
 //! (`POST /{version}/access-token/b2b`, answered by the provider's parser).
@@ -30,7 +33,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use loket_connector::{CallbackParser, CallbackReply, CallbackRequest};
+use loket_connector::{CallbackParser, CallbackReply, CallbackRequest, Refusal};
 use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Provider};
 use loket_runtime::admin::{self, Readiness};
@@ -56,8 +59,8 @@ pub struct Settings {
     /// Source addresses or CIDR blocks allowed per provider name; a provider
     /// not listed, or listed with an empty list, accepts every source.
     pub allowed_ips: BTreeMap<String, Vec<String>>,
-    /// Largest accepted callback body; larger ones get 413 before they are
-    /// buffered.
+    /// Largest accepted callback body; larger ones get 413 (SNAP: 400)
+    /// before they are buffered.
     pub body_limit_bytes: usize,
     /// A client must send the request line and headers within this time
     /// (also the idle time allowed on a kept-alive connection).
@@ -66,7 +69,7 @@ pub struct Settings {
     /// within this time, or the client gets 408.
     pub request_timeout_ms: u64,
     /// How long to wait for JetStream to acknowledge a callback before
-    /// answering 503 (the provider then retries).
+    /// answering 503 (SNAP: 500; the provider then retries).
     pub publish_timeout_ms: u64,
     /// Open connections beyond this are closed at once.
     pub max_connections: usize,
@@ -268,7 +271,6 @@ impl AppState {
 /// the [`ConnectInfo<SocketAddr>`] request extension ([`server::serve`] sets
 /// it; a request without one is refused by a non-empty allow-list).
 pub fn router(state: AppState) -> Router {
-    let limit = state.inner.body_limit;
     let timeout = state.inner.request_timeout;
     Router::new()
         .route("/callback/{provider}", get(callback).post(callback))
@@ -277,10 +279,10 @@ pub fn router(state: AppState) -> Router {
         .route("/{version}/qr/qr-cpm-notify", post(snap_notify))
         // Our token endpoint for issuers in SNAP notify mode B (spec §4.3).
         .route("/{version}/access-token/b2b", post(snap_token))
-        // The handler reads the body itself, bounded by `limit`; this layer
-        // refuses a declared Content-Length over the limit before the
-        // handler runs at all.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        // No body-limit layer: its own 413 would bypass the provider's
+        // answer form. Every route reads the body through `receive`, which
+        // refuses a declared Content-Length over the limit before reading
+        // and stops reading at the limit.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -295,6 +297,11 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The provider's answer to a request the receiver refuses on its own.
+fn refuse(parser: &Arc<dyn CallbackParser>, refusal: Refusal) -> Response {
+    reply(parser.refuse(refusal), parser.reply_headers())
 }
 
 fn count(provider: &str, result: &'static str) {
@@ -346,13 +353,7 @@ async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, Bod
     let mut body = body;
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| {
-            if is_length_limit(&error) {
-                BodyError::TooLarge
-            } else {
-                BodyError::Broken
-            }
-        })?;
+        let frame = frame.map_err(|_| BodyError::Broken)?;
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > limit {
                 return Err(BodyError::TooLarge);
@@ -361,17 +362,6 @@ async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, Bod
         }
     }
     Ok(buffer.freeze())
-}
-
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 /// A notify on SNAP's own path: the SNAP QR callback.
@@ -406,7 +396,7 @@ async fn snap_token(State(state): State<AppState>, request: Request) -> Response
 
 /// What every route shares before the provider's parser reads a request:
 /// the parser of `provider_name`, the source allow-list and the bounded body.
-/// `Err` is the answer already decided (404, 403, 413, 400).
+/// `Err` is the answer already decided (404, or the provider's refusal).
 async fn receive(
     state: &AppState,
     provider_name: &str,
@@ -430,7 +420,7 @@ async fn receive(
         if !list.allows(source_ip) {
             count(provider.as_str(), "forbidden");
             tracing::warn!(%provider, source_ip = ?source_ip, "callback from a source not on the allow-list refused");
-            return Err(plain(StatusCode::FORBIDDEN, "forbidden\n"));
+            return Err(refuse(&parser, Refusal::Forbidden));
         }
     }
     let (parts, body) = request.into_parts();
@@ -441,18 +431,18 @@ async fn receive(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > inner.body_limit as u64) {
         count(provider.as_str(), "too_large");
-        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n"));
+        return Err(refuse(&parser, Refusal::TooLarge));
     }
     let body = match read_limited(body, inner.body_limit).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             count(provider.as_str(), "too_large");
             tracing::warn!(%provider, source_ip = ?source_ip, "callback body over the limit refused");
-            return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "callback too large\n"));
+            return Err(refuse(&parser, Refusal::TooLarge));
         }
         Err(BodyError::Broken) => {
             count(provider.as_str(), "broken_body");
-            return Err(plain(StatusCode::BAD_REQUEST, "unreadable body\n"));
+            return Err(refuse(&parser, Refusal::Unreadable));
         }
     };
     let callback_request = CallbackRequest {
@@ -539,11 +529,8 @@ async fn accept(
         .await
     {
         count(provider.as_str(), "unavailable");
-        tracing::error!(%provider, %error, reference = %parsed.provider_reference, "callback could not be made durable; answering 503 so the provider retries");
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily unavailable, retry later\n",
-        );
+        tracing::error!(%provider, %error, reference = %parsed.provider_reference, "callback could not be made durable; answering with a refusal so the provider retries");
+        return refuse(&parser, Refusal::Unavailable);
     }
     count(provider.as_str(), "accepted");
     metrics::histogram!(metric::HANDLE_SECONDS).record(started.elapsed().as_secs_f64());

@@ -601,3 +601,93 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
     let (status, _) = send(app, token_request(signed_by_issuer())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// A refusal the receiver decides on its own (source, size, not durable)
+/// reaches a SNAP issuer in SNAP's JSON form with `X-TIMESTAMP`, never as
+/// plain text; nothing refused is published.
+#[tokio::test]
+async fn snap_issuers_get_the_receivers_refusals_in_snap_form() {
+    use loket_snapqr::sign;
+    let (issuer_pem, issuer_public) = sign::generate_key_pair();
+    let issuer = sign::load_private_key(&issuer_pem).unwrap();
+    let mut settings = Settings {
+        body_limit_bytes: 1024,
+        snapqr: loket_snapqr::NotifySettings {
+            issuer_public_key: loket_runtime::Secret::new(issuer_public),
+            ..loket_snapqr::NotifySettings::default()
+        },
+        ..Settings::default()
+    };
+    settings
+        .allowed_ips
+        .insert("snapqr".into(), vec!["10.0.0.0/8".into()]);
+    let app = |fail: bool| {
+        let sink = Arc::new(MemorySink {
+            fail,
+            ..MemorySink::default()
+        });
+        let state = AppState::new(&settings, parsers(&settings).unwrap(), sink.clone()).unwrap();
+        (router(state), sink)
+    };
+    let path = "/v1.0/qr/qr-cpm-notify";
+    let stamp = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
+    let notify = |body: String, source: &str| {
+        let mut request = http::Request::post(path);
+        for (name, value) in
+            loket_snapqr::callback::sign_notify_rsa(&issuer, path, body.as_bytes(), &stamp)
+        {
+            request = request.header(name, value);
+        }
+        let mut request = request.body(Body::from(body)).unwrap();
+        request.extensions_mut().insert(from(source));
+        request
+    };
+    let good = r#"{"originalPartnerReferenceNo":"0123456789abcdef0123456789abcdef","originalReferenceNo":"SIMREF1","merchantId":"M1","amount":{"value":"10000.00","currency":"IDR"},"latestTransactionStatus":"00"}"#.to_string();
+    let padded = format!(
+        r#"{{"additionalInfo":"{}","latestTransactionStatus":"00"}}"#,
+        "x".repeat(2048)
+    );
+    for (fail, body, source, status, code) in [
+        (
+            false,
+            good.clone(),
+            "192.168.1.1",
+            StatusCode::UNAUTHORIZED,
+            "4017900",
+        ),
+        (
+            false,
+            padded,
+            "10.1.2.3",
+            StatusCode::BAD_REQUEST,
+            "4007900",
+        ),
+        (
+            true,
+            good.clone(),
+            "10.1.2.3",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "5007901",
+        ),
+        (false, good, "10.1.2.3", StatusCode::OK, "2007900"),
+    ] {
+        let (app, sink) = app(fail);
+        let response = app.oneshot(notify(body, source)).await.unwrap();
+        assert_eq!(response.status(), status, "{code}");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "{code}"
+        );
+        assert!(response.headers().contains_key("X-TIMESTAMP"), "{code}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["responseCode"], code, "{answer}");
+        assert!(answer["responseMessage"].is_string(), "{answer}");
+        let published = sink.published.lock().unwrap().len();
+        assert_eq!(published, usize::from(code == "2007900"), "{code}");
+    }
+}

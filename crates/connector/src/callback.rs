@@ -55,6 +55,37 @@ pub struct CallbackReply {
     pub body: String,
 }
 
+/// Why the receiver refuses a request before any parser reads it, or after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The source address is on none of the provider's allow-list entries.
+    Forbidden,
+    /// The body is over the receiver's limit.
+    TooLarge,
+    /// The body broke off or could not be read.
+    Unreadable,
+    /// The callback could not be made durable; the provider should retry.
+    Unavailable,
+}
+
+impl Refusal {
+    /// The plain-text answer every provider gets unless its protocol has
+    /// its own form ([`CallbackParser::refuse`]).
+    pub fn plain(self) -> CallbackReply {
+        let (status, body) = match self {
+            Refusal::Forbidden => (403, "forbidden\n"),
+            Refusal::TooLarge => (413, "callback too large\n"),
+            Refusal::Unreadable => (400, "unreadable body\n"),
+            Refusal::Unavailable => (503, "temporarily unavailable, retry later\n"),
+        };
+        CallbackReply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_string(),
+        }
+    }
+}
+
 pub trait CallbackParser: Send + Sync + 'static {
     fn provider(&self) -> Provider;
 
@@ -66,6 +97,12 @@ pub trait CallbackParser: Send + Sync + 'static {
 
     /// The answer to a callback we refuse.
     fn reject(&self, request: &CallbackRequest, error: &CallbackError) -> CallbackReply;
+
+    /// The answer to a request the receiver refuses on its own (source,
+    /// size, unreadable body, or not durable). Default: [`Refusal::plain`].
+    fn refuse(&self, refusal: Refusal) -> CallbackReply {
+        refusal.plain()
+    }
 
     /// A provider that has its callers authenticate with an access token we
     /// grant (SNAP notify mode B) answers the token request here; `None`

@@ -27,7 +27,9 @@ pub mod service;
 pub mod signing;
 pub mod worker;
 
-pub use callback::{CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback};
+pub use callback::{
+    CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback, Refusal,
+};
 pub use command::{Command, CommandError};
 pub use report::Report;
 

@@ -28,7 +28,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use loket_connector::mask::Masker;
 use loket_connector::{
-    CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback,
+    CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback, Refusal,
 };
 use loket_protocol::catalogue;
 use loket_protocol::{Outcome, Provider};
@@ -382,6 +382,20 @@ impl CallbackParser for SnapQrCallbacks {
                 "Unauthorized. Timestamp outside the accepted window",
             ),
             CallbackError::Malformed(_) => json_reply(400, "4007900", "Bad Request"),
+        }
+    }
+
+    /// SNAP answers in its own JSON form (spec §5) even when the receiver
+    /// refuses a notify before reading it. A refused source is an
+    /// authentication failure (401xx00), an oversized or broken body a bad
+    /// request (400xx00), and a notify that could not be made durable an
+    /// internal error (500xx01), which the issuer retries.
+    fn refuse(&self, refusal: Refusal) -> CallbackReply {
+        match refusal {
+            Refusal::Forbidden => json_reply(401, "4017900", "Unauthorized. Source address"),
+            Refusal::TooLarge => json_reply(400, "4007900", "Bad Request. Body too large"),
+            Refusal::Unreadable => json_reply(400, "4007900", "Bad Request"),
+            Refusal::Unavailable => json_reply(500, "5007901", "Internal Server Error"),
         }
     }
 
