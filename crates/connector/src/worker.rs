@@ -21,7 +21,11 @@
 //!    once per its interval ([`Connector::status_check_resends`]);
 //! 3. refuses to send a money-moving request once the message's ack deadline
 //!    has passed (another replica may own it by now);
-//! 4. publishes the result event durably, then acks the command.
+//! 4. publishes the result event durably, then acks the command. The
+//!    result's id is the command's message id, with `:d<n>` added on the
+//!    n-th delivery: a redelivered command's check may have learned more
+//!    than the first delivery's result, which must not be de-duplicated
+//!    away, while retries of one publish still collapse.
 //!
 //! A crash anywhere before the ack means redelivery, and redelivery means a
 //! status check: never a second money-moving request. That holds even when
@@ -67,6 +71,9 @@ pub enum Failpoint {
     /// Same place, but hang forever without acking (for in-process tests
     /// that then abort the task).
     HangAfterSend,
+    /// After the result is published: hang without acking, as if the ack
+    /// were lost, so the command is redelivered.
+    HangAfterResult,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -255,6 +262,14 @@ async fn handle<C: Connector>(
             return;
         }
     };
+    // A redelivered copy reports what its own status check learned, which
+    // may be newer than the first delivery's result: its result gets an id
+    // of its own, or JetStream would drop it as a duplicate of that one.
+    let event_id = if delivered > 1 {
+        format!("{event_id}:d{delivered}")
+    } else {
+        event_id
+    };
     let span = tracing::info_span!(
         "command",
         transaction_id = %command.transaction_id,
@@ -315,6 +330,10 @@ async fn handle<C: Connector>(
         for attempt in 1..=5 {
             match lbus::publish_durable(js, subject.clone(), headers.clone(), event.encode_to_vec()).await {
                 Ok(()) => {
+                    if settings.failpoint == Some(Failpoint::HangAfterResult) {
+                        tracing::warn!("failpoint hang_after_result: hanging without acking");
+                        std::future::pending::<()>().await;
+                    }
                     // A plain ack (no round trip): the result is durable, so
                     // a lost ack only causes a redelivery, which starts with a
                     // status check and yields a de-duplicated result.
@@ -514,7 +533,7 @@ async fn failpoint_after_send(failpoint: Option<Failpoint>) {
             tracing::warn!("failpoint hang_after_send: hanging without publishing or acking");
             std::future::pending::<()>().await;
         }
-        None => {}
+        Some(Failpoint::HangAfterResult) | None => {}
     }
 }
 

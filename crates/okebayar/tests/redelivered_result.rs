@@ -1,0 +1,66 @@
+//! A command whose result was published but whose ack was lost comes back.
+//! Its status check may have learned something newer, so its result must
+//! reach the event stream under an id of its own, not be dropped by
+//! JetStream as a duplicate of the first delivery's result. OkeBayar still
+//! gets one purchase.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, Hits,
+};
+use loket_connector::worker::Failpoint;
+use loket_okebayar::run;
+use loket_protocol::subjects;
+use loket_runtime::Shutdown;
+use loket_test_support::nats::NatsServer;
+use tokio::net::TcpListener;
+
+const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000d1";
+const REFERENCE: &str = "REFREDELIVERED";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_commands_result_is_not_dropped_as_a_duplicate() {
+    let nats = NatsServer::start().expect("a private nats-server");
+    let hits = Hits::default();
+    let url = fake_okebayar(hits.clone(), Duration::ZERO).await;
+    let mut settings = settings(&nats.url(), &url, 500, 2_000).await;
+    settings.worker.failpoint = Some(Failpoint::HangAfterResult);
+    let (js, mut results) = bus(&nats.url()).await;
+
+    let shutdown = Shutdown::new();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = tokio::spawn(run(settings, admin, shutdown.clone()));
+    publish(
+        &js,
+        "cmd:redelivered:0",
+        &purchase(TRANSACTION, REFERENCE, true),
+    )
+    .await;
+
+    let first = next_result(&mut results).await;
+    assert_eq!(first.event_id, "cmd:redelivered:0");
+    // Not acked: after the ack wait the command comes back, is checked, and
+    // its result is published again, now under the delivery's own id.
+    let second = next_result(&mut results).await;
+    assert_eq!(second.event_id, "cmd:redelivered:0:d2");
+    assert_eq!(
+        second.outcome,
+        loket_protocol::pb::Outcome::Success as i32,
+        "{second:?}"
+    );
+    assert_eq!(
+        messages_in(&js, subjects::EVENT_STREAM).await,
+        2,
+        "both results are on the stream"
+    );
+    assert_eq!(count(&hits, "OkeBayar-prabayar", REFERENCE), 1, "{hits:?}");
+    assert_eq!(
+        count(&hits, "OkeBayar-cek-status", REFERENCE),
+        1,
+        "{hits:?}"
+    );
+    service.abort();
+}
