@@ -211,8 +211,11 @@ pub async fn run<C: Connector>(
     }
 
     readiness.set(false);
-    // Drain: wait for in-flight commands to finish (each acks or is left for
-    // redelivery); buffered but unstarted messages return after ack_wait.
+    // Drain: commands received but not started go back for another replica
+    // at once; in-flight ones finish (each acks or is left for redelivery).
+    let handed_back = lbus::hand_back_unstarted(&mut messages).await;
+    drop(messages);
+    tracing::info!(%provider, handed_back, "draining: unstarted commands handed back");
     let total = permits.available_permits();
     let _ = tokio::time::timeout(
         Duration::from_secs(30),

@@ -315,10 +315,13 @@ pub async fn run(
     }
 
     readiness.set(false);
-    tracing::info!("reconciler draining");
+    // Events received but not started go back for another replica at once;
+    // in-flight ones finish (each commits and acks, or is left for
+    // redelivery).
+    let handed_back = bus::hand_back_unstarted(&mut messages).await;
+    drop(messages);
+    tracing::info!(handed_back, "reconciler draining");
     let grace = Duration::from_millis(settings.common.shutdown_grace_ms);
-    // In-flight events finish (each commits and acks, or is left for
-    // redelivery); buffered, unstarted ones return after ack_wait.
     let all_back = async {
         for _ in 0..concurrency {
             slots.recv().await;

@@ -183,6 +183,32 @@ pub async fn confirm_subscriptions(client: &async_nats::Client) -> Result<(), Bu
 /// How long [`confirm_subscriptions`] waits for the server.
 const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most a draining service hands back from its pull buffer, so a drain
+/// under a steady stream of new messages still ends.
+const HAND_BACK_LIMIT: usize = 1_024;
+
+/// Hands back (`nak`: redelivered at once, to any replica) the messages a
+/// pull stream has already received but the service has not started, so a
+/// draining replica does not keep them until their ack wait passes. Takes
+/// only what has already arrived, never waits for more. Returns how many.
+/// The stream is dropped afterwards, which ends its pull requests.
+pub async fn hand_back_unstarted(messages: &mut jetstream::consumer::pull::Stream) -> usize {
+    use futures::{FutureExt as _, StreamExt as _};
+    let mut handed_back = 0;
+    while handed_back < HAND_BACK_LIMIT {
+        let Some(Some(Ok(message))) = messages.next().now_or_never() else {
+            break;
+        };
+        match message.ack_with(jetstream::AckKind::Nak(None)).await {
+            Ok(()) => handed_back += 1,
+            Err(error) => {
+                tracing::warn!(%error, "could not hand a message back; it returns after its ack wait");
+            }
+        }
+    }
+    handed_back
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
