@@ -424,6 +424,8 @@ In another shell:
   $ctl watch                  # updates as they happen, Ctrl-C to stop
   $ctl balance okebayar
   $ctl explain okebayar 208
+  # support: any reference (ours, the client's, the provider's, a serial number) with its history
+  LOKET_DATABASE_URL=\$(cat $RUN_DIR/database-url) $ctl find first-1
 
   # QR payment (SNAP QR CPM); without --qr the issuer generates a QR first (demo flow)
   $ctl qr pay --ref Q1 --amount 25000 --wait 10s

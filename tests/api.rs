@@ -577,3 +577,104 @@ async fn spans_of_one_purchase_are_exported_as_one_linked_trace() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Support finds a transaction by any reference a merchant or the provider
+/// may quote, across clients, with its history; `loketctl find` prints the
+/// same, and nothing secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn support_finds_a_transaction_by_any_of_its_references() {
+    let app = TestApp::spawn().await;
+    let txn = app
+        .client_a()
+        .await
+        .purchase(purchase("find-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(txn.status(), pb::TransactionStatus::Success, "{txn:?}");
+    // Another client's transaction with the same client reference.
+    let other = app
+        .client_b()
+        .await
+        .purchase(purchase("find-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = app.row(&txn.id).await;
+    let trace = row.provider_trace.clone().expect("OkeBayar's tracecode");
+    for (reference, on) in [
+        (txn.id.as_str(), "transaction id"),
+        (txn.provider_reference.as_str(), "our reference"),
+        (trace.as_str(), "provider trace"),
+        (txn.serial_number.as_str(), "serial number"),
+    ] {
+        let found = loket_cli::find::find(&app.pool, reference, 20)
+            .await
+            .unwrap();
+        assert_eq!(found.matches.len(), 1, "{reference}: {found:?}");
+        let only = &found.matches[0];
+        assert_eq!(only.transaction.id, txn.id);
+        assert_eq!(only.client, "client-a");
+        assert!(only.matched_on.contains(&on), "{reference}: {only:?}");
+        let first = only.events.first().expect("a history");
+        assert_eq!(
+            (first.source.as_str(), first.to_status.as_deref()),
+            ("ingress", Some("received"))
+        );
+        assert_eq!(
+            only.events.last().unwrap().to_status.as_deref(),
+            Some("success")
+        );
+    }
+    let by_client_ref = loket_cli::find::find(&app.pool, "find-1", 20)
+        .await
+        .unwrap();
+    let mut clients: Vec<(&str, &str)> = by_client_ref
+        .matches
+        .iter()
+        .map(|m| (m.client.as_str(), m.transaction.id.as_str()))
+        .collect();
+    clients.sort();
+    assert_eq!(
+        clients,
+        [
+            ("client-a", txn.id.as_str()),
+            ("client-b", other.id.as_str())
+        ]
+    );
+    let nothing = loket_cli::find::find(&app.pool, "no-such-ref", 20)
+        .await
+        .unwrap();
+    assert!(nothing.matches.is_empty());
+    assert!(loket_cli::find::find(&app.pool, " ", 20).await.is_err());
+
+    let output = std::process::Command::new(loketctl_binary())
+        .args(["find", &trace])
+        .env("LOKET_DATABASE_URL", &app.database_url)
+        .output()
+        .expect("loketctl runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "found by        provider trace",
+        "client          client-a",
+        &txn.id,
+        "history:",
+        "received -> ",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} in {printed}");
+    }
+    assert!(!printed.contains(CANARY_PIN), "{printed}");
+    let json = std::process::Command::new(loketctl_binary())
+        .args(["--json", "find", &txn.serial_number])
+        .env("LOKET_DATABASE_URL", &app.database_url)
+        .output()
+        .expect("loketctl runs");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    assert_eq!(json["matches"][0]["transaction"]["id"], txn.id.as_str());
+    assert_eq!(json["matches"][0]["matched_on"][0], "serial number");
+}

@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// PostgreSQL URL, for `migrate`, `client`, `products` and `baseline` only.
+    /// PostgreSQL URL, for `migrate`, `client`, `products`, `find` and `baseline` only.
     #[arg(long, global = true, env = "LOKET_DATABASE_URL", hide_env_values = true, value_parser = secret)]
     pub database_url: Option<Secret>,
 
@@ -70,6 +70,10 @@ pub enum Command {
     Payout(PayOutArgs),
     /// Show one transaction, by id or by your client reference.
     Get(GetArgs),
+    /// Support: find transactions of any client by any reference (id,
+    /// client ref, our reference, the provider's trace, a serial number or
+    /// token) with their history (database).
+    Find(FindArgs),
     /// List your transactions, newest first.
     List(ListArgs),
     /// Print transaction updates as they happen, until Ctrl-C.
@@ -288,6 +292,15 @@ pub struct PayOutArgs {
     /// Wait up to this long for a final state.
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// The reference a merchant or provider quoted.
+    pub reference: String,
+    /// Show at most this many matches, newest first.
+    #[arg(long, default_value_t = crate::find::DEFAULT_LIMIT)]
+    pub limit: i64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,7 +3,8 @@
 //! ([`cli`]), the gRPC client with the `x-api-key` interceptor ([`client`]),
 //! the gRPC commands ([`commands`]), the database-side commands — migrations,
 //! client API keys, the product catalogue ([`admin`], [`products`],
-//! [`keys`]) — every printed result ([`output`]), the load benchmark
+//! [`keys`]), and the support search by any reference ([`find`]) — every
+//! printed result ([`output`]), the load benchmark
 //! ([`bench`]) and the bare pipeline it is read against ([`baseline`]).
 //!
 //! It must not decide anything about a transaction: it never writes
@@ -19,6 +20,7 @@ pub mod client;
 pub mod commands;
 pub mod duration;
 pub mod error;
+pub mod find;
 pub mod keys;
 pub mod output;
 pub mod products;
@@ -117,6 +119,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Get(args) => {
             let mut client = client::connect(addr, key).await?;
             print(render(format, &commands::get(&mut client, args).await?));
+        }
+        Command::Find(args) => {
+            let pool = admin::connect(cli.database_url.as_ref()).await?;
+            print(render(
+                format,
+                &find::find(&pool, &args.reference, args.limit).await?,
+            ));
         }
         Command::List(args) => {
             let mut client = client::connect(addr, key).await?;

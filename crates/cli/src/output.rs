@@ -178,21 +178,22 @@ fn status_banner(status: &str) -> String {
 }
 
 /// Aligned `label  value` lines.
-struct Lines(String);
+/// Aligned `label value` lines.
+pub(crate) struct Lines(String);
 
 impl Lines {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Lines(String::new())
     }
-    fn add(&mut self, label: &str, value: impl std::fmt::Display) {
+    pub(crate) fn add(&mut self, label: &str, value: impl std::fmt::Display) {
         let _ = writeln!(self.0, "{label:<15} {value}");
     }
-    fn opt(&mut self, label: &str, value: Option<impl std::fmt::Display>) {
+    pub(crate) fn opt(&mut self, label: &str, value: Option<impl std::fmt::Display>) {
         if let Some(value) = value {
             self.add(label, value);
         }
     }
-    fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.0.trim_end().to_string()
     }
 }
