@@ -678,3 +678,142 @@ async fn support_finds_a_transaction_by_any_of_its_references() {
     assert_eq!(json["matches"][0]["transaction"]["id"], txn.id.as_str());
     assert_eq!(json["matches"][0]["matched_on"][0], "serial number");
 }
+
+/// Finance exports one provider's transactions of a period across clients,
+/// as CSV or JSON lines, with totals per status to hold against the
+/// provider's statement; `loketctl export` writes the rows to stdout and
+/// the totals to stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finance_exports_a_providers_transactions_with_totals() {
+    use loket_cli::export::{export, parse_bound, ExportQuery, RowFormat};
+    let app = TestApp::spawn().await;
+    let mut a = app.client_a().await;
+    let ok = a
+        .purchase(purchase("export-1", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = a
+        .purchase(purchase("export-2", "PULSA10", &scenario("204"), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = app
+        .client_b()
+        .await
+        .purchase(purchase("export-3", "PULSA10", OK_ACCOUNT, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (ok.status(), failed.status(), other.status()),
+        (
+            pb::TransactionStatus::Success,
+            pb::TransactionStatus::Failed,
+            pb::TransactionStatus::Success
+        )
+    );
+    let now = chrono::Utc::now();
+    let around_now = ExportQuery {
+        provider: Provider::OkeBayar,
+        from: now - chrono::Duration::hours(1),
+        until: now + chrono::Duration::hours(1),
+        status: None,
+    };
+
+    let mut csv = Vec::new();
+    let summary = export(&app.pool, &around_now, RowFormat::Csv, &mut csv)
+        .await
+        .unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("created_at,finalized_at,id,client,"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 4, "a header and three rows: {csv}");
+    let row_of = |id: &str| lines.iter().find(|l| l.contains(id)).copied().unwrap();
+    let ok_row: Vec<&str> = row_of(&ok.id).split(',').collect();
+    assert_eq!(ok_row[3], "client-a");
+    assert_eq!(ok_row[8], ok.provider_reference);
+    assert_eq!(ok_row[11], "10500");
+    assert_eq!(ok_row[15], "success");
+    assert_eq!(ok_row[17], ok.serial_number);
+    assert!(row_of(&other.id).contains(",client-b,"));
+    assert_eq!(summary.rows, 3);
+    assert_eq!(summary.by_status["success"].count, 2);
+    assert_eq!(summary.by_status["success"].amount_minor, 21_000);
+    assert_eq!(summary.by_status["failed"].count, 1);
+    assert_eq!(summary.amount_mismatches, 0);
+
+    let only_failed = ExportQuery {
+        status: Some(loket_protocol::TransactionStatus::Failed),
+        ..around_now.clone()
+    };
+    let mut lines = Vec::new();
+    let summary = export(&app.pool, &only_failed, RowFormat::JsonLines, &mut lines)
+        .await
+        .unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8(lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], failed.id.as_str());
+    assert_eq!(rows[0]["provider_code"], "204");
+    assert_eq!(summary.rows, 1);
+    let before = ExportQuery {
+        from: now - chrono::Duration::hours(3),
+        until: now - chrono::Duration::hours(2),
+        ..around_now.clone()
+    };
+    assert_eq!(
+        export(&app.pool, &before, RowFormat::Csv, &mut Vec::new())
+            .await
+            .unwrap()
+            .rows,
+        0
+    );
+    let backwards = ExportQuery {
+        from: around_now.until,
+        until: around_now.from,
+        ..around_now.clone()
+    };
+    assert!(
+        export(&app.pool, &backwards, RowFormat::Csv, &mut Vec::new())
+            .await
+            .is_err()
+    );
+
+    // The binary, for the WIB day of today.
+    let wib = chrono::FixedOffset::east_opt(7 * 3600).unwrap();
+    let today = now.with_timezone(&wib).date_naive();
+    let (from, until) = (today.to_string(), today.succ_opt().unwrap().to_string());
+    assert!(parse_bound(&from).unwrap() <= now && now < parse_bound(&until).unwrap());
+    let output = std::process::Command::new(loketctl_binary())
+        .args([
+            "export",
+            "--provider",
+            "okebayar",
+            "--from",
+            &from,
+            "--until",
+            &until,
+        ])
+        .env("LOKET_DATABASE_URL", &app.database_url)
+        .output()
+        .expect("loketctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(
+        stderr.contains("exported        3 okebayar transactions"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("success") && stderr.contains("IDR 21,000"),
+        "{stderr}"
+    );
+}

@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// PostgreSQL URL, for `migrate`, `client`, `products`, `find` and `baseline` only.
+    /// PostgreSQL URL, for `migrate`, `client`, `products`, `find`, `export` and `baseline` only.
     #[arg(long, global = true, env = "LOKET_DATABASE_URL", hide_env_values = true, value_parser = secret)]
     pub database_url: Option<Secret>,
 
@@ -74,6 +74,10 @@ pub enum Command {
     /// client ref, our reference, the provider's trace, a serial number or
     /// token) with their history (database).
     Find(FindArgs),
+    /// Finance: one provider's transactions created in a period, across
+    /// clients, as CSV (or JSON lines with --json) on stdout, totals per
+    /// status on stderr (database).
+    Export(ExportArgs),
     /// List your transactions, newest first.
     List(ListArgs),
     /// Print transaction updates as they happen, until Ctrl-C.
@@ -292,6 +296,22 @@ pub struct PayOutArgs {
     /// Wait up to this long for a final state.
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_parser = parse_provider)]
+    pub provider: Provider,
+    /// Created at or after: a date (2026-11-22, midnight WIB) or an RFC 3339 time.
+    #[arg(long, value_parser = crate::export::parse_bound)]
+    pub from: DateTime<Utc>,
+    /// Created before: a date (midnight WIB, so `--from 2026-11-22 --until
+    /// 2026-11-23` is one WIB day) or an RFC 3339 time.
+    #[arg(long, value_parser = crate::export::parse_bound)]
+    pub until: DateTime<Utc>,
+    /// Only this status (received, pending, unknown, success, failed, needs_review).
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<TransactionStatus>,
 }
 
 #[derive(Debug, Args)]

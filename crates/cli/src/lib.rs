@@ -3,8 +3,8 @@
 //! ([`cli`]), the gRPC client with the `x-api-key` interceptor ([`client`]),
 //! the gRPC commands ([`commands`]), the database-side commands — migrations,
 //! client API keys, the product catalogue ([`admin`], [`products`],
-//! [`keys`]), and the support search by any reference ([`find`]) — every
-//! printed result ([`output`]), the load benchmark
+//! [`keys`]), the support search by any reference ([`find`]) and finance's
+//! export for reconciling with a provider ([`export`]) — every printed result ([`output`]), the load benchmark
 //! ([`bench`]) and the bare pipeline it is read against ([`baseline`]).
 //!
 //! It must not decide anything about a transaction: it never writes
@@ -20,6 +20,7 @@ pub mod client;
 pub mod commands;
 pub mod duration;
 pub mod error;
+pub mod export;
 pub mod find;
 pub mod keys;
 pub mod output;
@@ -126,6 +127,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 format,
                 &find::find(&pool, &args.reference, args.limit).await?,
             ));
+        }
+        Command::Export(args) => {
+            let pool = admin::connect(cli.database_url.as_ref()).await?;
+            let query = export::ExportQuery {
+                provider: args.provider,
+                from: args.from,
+                until: args.until,
+                status: args.status,
+            };
+            let rows = match format {
+                Format::Json => export::RowFormat::JsonLines,
+                Format::Text => export::RowFormat::Csv,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let summary = export::export(&pool, &query, rows, &mut out).await?;
+            // The totals go to stderr, so stdout redirected to a file is
+            // the rows alone.
+            eprintln!("{}", render(format, &summary));
         }
         Command::List(args) => {
             let mut client = client::connect(addr, key).await?;

@@ -1,0 +1,291 @@
+//! `loketctl export`: finance's side of a reconciliation with a provider.
+//! Every transaction of one provider created in a period, across clients,
+//! one row each with the references the provider's statement carries (our
+//! reference, the provider's trace), the amounts (ours and what the provider
+//! reported) and the outcome, as CSV or JSON lines, followed by totals per
+//! status. It reads the database directly and writes nothing.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use futures::TryStreamExt as _;
+use loket_protocol::{Provider, TransactionStatus};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::output::{Lines, MoneyView, Render};
+use crate::CliError;
+
+/// What to export: one provider, transactions created in `[from, until)`,
+/// optionally of one status.
+#[derive(Debug, Clone)]
+pub struct ExportQuery {
+    pub provider: Provider,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub status: Option<TransactionStatus>,
+}
+
+/// The row format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    Csv,
+    JsonLines,
+}
+
+/// WIB (UTC+7): the day providers' statements and Indonesian finance count in.
+fn wib() -> FixedOffset {
+    FixedOffset::east_opt(7 * 3600).expect("a valid offset")
+}
+
+/// A period bound: RFC 3339, or a date (`2026-11-22`), which means that
+/// day's midnight in WIB.
+pub fn parse_bound(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .and_then(|midnight| midnight.and_local_timezone(wib()).single())
+        .map(|at| at.with_timezone(&Utc))
+        .ok_or_else(|| {
+            format!("{text:?} is neither a date (2026-11-22, a WIB day) nor an RFC 3339 time")
+        })
+}
+
+#[derive(Debug, sqlx::FromRow, Serialize)]
+pub struct ExportRow {
+    pub created_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub id: Uuid,
+    pub client: String,
+    pub client_ref: String,
+    pub kind: String,
+    pub product_code: String,
+    pub provider: String,
+    pub our_reference: String,
+    pub provider_trace: Option<String>,
+    pub account: String,
+    pub amount_minor: Option<i64>,
+    pub currency: String,
+    pub provider_amount_minor: Option<i64>,
+    pub amount_mismatch: bool,
+    pub status: String,
+    pub provider_code: Option<String>,
+    pub serial_number: Option<String>,
+}
+
+const COLUMNS: [&str; 18] = [
+    "created_at",
+    "finalized_at",
+    "id",
+    "client",
+    "client_ref",
+    "kind",
+    "product_code",
+    "provider",
+    "our_reference",
+    "provider_trace",
+    "account",
+    "amount_minor",
+    "currency",
+    "provider_amount_minor",
+    "amount_mismatch",
+    "status",
+    "provider_code",
+    "serial_number",
+];
+
+impl ExportRow {
+    fn csv_line(&self) -> String {
+        let time = |at: &DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let number = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+        let fields = [
+            time(&self.created_at),
+            self.finalized_at.as_ref().map(time).unwrap_or_default(),
+            self.id.to_string(),
+            text_cell(&self.client),
+            text_cell(&self.client_ref),
+            text_cell(&self.kind),
+            text_cell(&self.product_code),
+            text_cell(&self.provider),
+            text_cell(&self.our_reference),
+            text_cell(self.provider_trace.as_deref().unwrap_or("")),
+            text_cell(&self.account),
+            number(self.amount_minor),
+            text_cell(&self.currency),
+            number(self.provider_amount_minor),
+            self.amount_mismatch.to_string(),
+            text_cell(&self.status),
+            text_cell(self.provider_code.as_deref().unwrap_or("")),
+            text_cell(self.serial_number.as_deref().unwrap_or("")),
+        ];
+        fields.map(|field| quoted(&field)).join(",")
+    }
+}
+
+/// A text cell a spreadsheet will not run: values from clients and
+/// providers that start like a formula (`=`, `+`, `-`, `@`, tab, CR) get a
+/// leading `'`.
+fn text_cell(value: &str) -> String {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
+        _ => value.to_string(),
+    }
+}
+
+/// RFC 4180 quoting: only where needed, quotes doubled.
+fn quoted(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// Counts and sums per status, and how many amounts the provider reported
+/// differently: the figures to hold against the provider's statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportSummary {
+    pub provider: String,
+    pub from: String,
+    pub until: String,
+    pub rows: u64,
+    /// Count and our amounts per status.
+    pub by_status: BTreeMap<String, StatusTotal>,
+    pub amount_mismatches: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatusTotal {
+    pub count: u64,
+    /// Our amounts, in minor units (IDR has none: rupiah).
+    pub amount_minor: i64,
+}
+
+/// Writes the rows of `query` to `out` as they are read (a long period is
+/// never held in memory), and returns the totals.
+pub async fn export(
+    pool: &PgPool,
+    query: &ExportQuery,
+    format: RowFormat,
+    out: &mut impl Write,
+) -> Result<ExportSummary, CliError> {
+    if query.from >= query.until {
+        return Err(CliError::Usage("--until must be after --from".to_string()));
+    }
+    let io = |error: std::io::Error| CliError::Io {
+        path: "standard output".into(),
+        source: error,
+    };
+    if format == RowFormat::Csv {
+        writeln!(out, "{}", COLUMNS.join(",")).map_err(io)?;
+    }
+    let mut summary = ExportSummary {
+        provider: query.provider.as_str().to_string(),
+        from: query.from.with_timezone(&wib()).to_rfc3339(),
+        until: query.until.with_timezone(&wib()).to_rfc3339(),
+        ..ExportSummary::default()
+    };
+    let mut rows = sqlx::query_as::<_, ExportRow>(
+        "SELECT t.created_at, t.finalized_at, t.id, c.name AS client, t.client_ref, t.kind, \
+                t.product_code, t.provider, t.provider_reference AS our_reference, t.provider_trace, \
+                t.account, t.amount_minor, t.currency, t.provider_amount_minor, t.amount_mismatch, \
+                t.status, t.provider_code, t.serial_number \
+         FROM transactions t JOIN clients c ON c.id = t.client_id \
+         WHERE t.provider = $1 AND t.created_at >= $2 AND t.created_at < $3 \
+           AND ($4::text IS NULL OR t.status = $4) \
+         ORDER BY t.created_at, t.id",
+    )
+    .bind(query.provider.as_str())
+    .bind(query.from)
+    .bind(query.until)
+    .bind(query.status.map(|s| s.as_str()))
+    .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        match format {
+            RowFormat::Csv => writeln!(out, "{}", row.csv_line()),
+            RowFormat::JsonLines => writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&row).expect("a row always serializes")
+            ),
+        }
+        .map_err(io)?;
+        summary.rows += 1;
+        summary.amount_mismatches += u64::from(row.amount_mismatch);
+        let total = summary.by_status.entry(row.status).or_default();
+        total.count += 1;
+        total.amount_minor += row.amount_minor.unwrap_or(0);
+    }
+    out.flush().map_err(io)?;
+    Ok(summary)
+}
+
+impl Render for ExportSummary {
+    fn text(&self) -> String {
+        let mut out = Lines::new();
+        out.add(
+            "exported",
+            format!(
+                "{} {} transactions created in [{}, {})",
+                self.rows, self.provider, self.from, self.until
+            ),
+        );
+        for (status, total) in &self.by_status {
+            let amount = MoneyView {
+                minor: total.amount_minor,
+                currency: "IDR".into(),
+            };
+            out.add(
+                &format!("  {status}"),
+                format!("{} ({amount})", total.count),
+            );
+        }
+        if self.amount_mismatches > 0 {
+            out.add(
+                "AMOUNT MISMATCH",
+                format!(
+                    "{} transactions: the provider reported another amount",
+                    self.amount_mismatches
+                ),
+            );
+        }
+        out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_is_a_wib_day_and_a_time_is_taken_as_written() {
+        assert_eq!(
+            parse_bound("2026-11-22").unwrap().to_rfc3339(),
+            "2026-11-21T17:00:00+00:00"
+        );
+        assert_eq!(
+            parse_bound("2026-11-22T10:00:00Z").unwrap().to_rfc3339(),
+            "2026-11-22T10:00:00+00:00"
+        );
+        assert!(parse_bound("22/11/2026").is_err());
+        assert!(parse_bound("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn cells_are_quoted_only_where_needed_and_never_run_as_formulas() {
+        assert_eq!(quoted("plain"), "plain");
+        assert_eq!(quoted("a,b"), "\"a,b\"");
+        assert_eq!(quoted("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(quoted("two\nlines"), "\"two\nlines\"");
+        assert_eq!(text_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(text_cell("+6281234"), "'+6281234");
+        assert_eq!(text_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(text_cell("081234"), "081234");
+    }
+}
