@@ -47,6 +47,12 @@ impl From<sqlx::Error> for CliError {
 impl CliError {
     /// The process exit code: 1 for a server or database answer, 2 for bad
     /// usage (as clap does), 3 when the server or database is unreachable.
+    /// Whoever read our output went away (`loketctl list | head`): the
+    /// binary stops quietly, as Unix tools do.
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) | CliError::Catalogue(_) | CliError::Explain(_) => 2,
@@ -54,6 +60,8 @@ impl CliError {
             CliError::Grpc(status) if status.code() == tonic::Code::Unavailable => 3,
             CliError::Db(loket_runtime::db::DbError::Connect(_)) => 3,
             CliError::Db(loket_runtime::db::DbError::BadUrl) => 2,
+            // As if ended by SIGPIPE, like other tools in a pipeline.
+            error if error.is_closed_output() => 141,
             _ => 1,
         }
     }

@@ -41,28 +41,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let format = if cli.json { Format::Json } else { Format::Text };
     let addr = cli.addr.as_str();
     let key = cli.api_key.as_ref();
-    let print = |text: String| println!("{text}");
 
     match &cli.command {
         Command::Migrate => {
             let pool = admin::connect(cli.database_url.as_ref()).await?;
-            print(render(format, &admin::migrate(&pool).await?));
+            print(render(format, &admin::migrate(&pool).await?))?;
         }
         Command::Client(command) => {
             let pool = admin::connect(cli.database_url.as_ref()).await?;
             match command {
                 ClientCommand::Create { name } => {
-                    print(render(format, &admin::create_client(&pool, name).await?))
+                    print(render(format, &admin::create_client(&pool, name).await?))?
                 }
-                ClientCommand::List => print(render(format, &admin::list_clients(&pool).await?)),
+                ClientCommand::List => print(render(format, &admin::list_clients(&pool).await?))?,
                 ClientCommand::Disable { name } => print(render(
                     format,
                     &admin::set_client_disabled(&pool, name, true).await?,
-                )),
+                ))?,
                 ClientCommand::Enable { name } => print(render(
                     format,
                     &admin::set_client_disabled(&pool, name, false).await?,
-                )),
+                ))?,
             }
         }
         Command::Products(command) => match command {
@@ -77,11 +76,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 print(render(
                     format,
                     &admin::upsert_products(&pool, &products).await?,
-                ));
+                ))?;
             }
             ProductsCommand::List => {
                 let pool = admin::connect(cli.database_url.as_ref()).await?;
-                print(render(format, &admin::list_products(&pool).await?));
+                print(render(format, &admin::list_products(&pool).await?))?;
             }
         },
         Command::Purchase(args) => {
@@ -89,15 +88,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print(render(
                 format,
                 &commands::purchase(&mut client, args).await?,
-            ));
+            ))?;
         }
         Command::Inquire(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::inquire(&mut client, args).await?));
+            print(render(format, &commands::inquire(&mut client, args).await?))?;
         }
         Command::Pay(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::pay(&mut client, args).await?));
+            print(render(format, &commands::pay(&mut client, args).await?))?;
         }
         Command::Qr(command) => {
             let mut client = client::connect(addr, key).await?;
@@ -107,26 +106,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 QrCommand::Cancel(args) => commands::qr_cancel(&mut client, args).await?,
                 QrCommand::Refund(args) => commands::qr_refund(&mut client, args).await?,
             };
-            print(render(format, &view));
+            print(render(format, &view))?;
         }
         Command::Payin(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::pay_in(&mut client, args).await?));
+            print(render(format, &commands::pay_in(&mut client, args).await?))?;
         }
         Command::Payout(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::pay_out(&mut client, args).await?));
+            print(render(format, &commands::pay_out(&mut client, args).await?))?;
         }
         Command::Get(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::get(&mut client, args).await?));
+            print(render(format, &commands::get(&mut client, args).await?))?;
         }
         Command::Find(args) => {
             let pool = admin::connect(cli.database_url.as_ref()).await?;
             print(render(
                 format,
                 &find::find(&pool, &args.reference, args.limit).await?,
-            ));
+            ))?;
         }
         Command::Export(args) => {
             let pool = admin::connect(cli.database_url.as_ref()).await?;
@@ -148,7 +147,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::List(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::list(&mut client, args).await?));
+            print(render(format, &commands::list(&mut client, args).await?))?;
         }
         Command::Watch(args) => {
             let mut client = client::connect(addr, key).await?;
@@ -157,7 +156,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => break,
                     item = stream.message() => match item? {
-                        Some(t) => print(render_line(format, &TransactionView::from_pb(&t))),
+                        Some(t) => print(render_line(format, &TransactionView::from_pb(&t)))?,
                         None => {
                             eprintln!("the server closed the stream");
                             break;
@@ -168,7 +167,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Balance(args) => {
             let mut client = client::connect(addr, key).await?;
-            print(render(format, &commands::balance(&mut client, args).await?));
+            print(render(format, &commands::balance(&mut client, args).await?))?;
         }
         Command::Explain(args) => {
             let query = commands::explain_query(args)?;
@@ -178,7 +177,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 let mut client = client::connect(addr, key).await?;
                 commands::explain_online(&mut client, &query).await?
             };
-            print(render(format, &view));
+            print(render(format, &view))?;
         }
         Command::Codes(args) => {
             let view = if args.offline {
@@ -187,19 +186,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 let mut client = client::connect(addr, key).await?;
                 commands::codes_online(&mut client, args).await?
             };
-            print(render(format, &view));
+            print(render(format, &view))?;
         }
         Command::Bench(args) => {
             let (stop, signal) = stop_on_ctrl_c();
             let report = bench::run(addr, key, args, stop).await;
             signal.abort();
-            print(render(format, &report?));
+            print(render(format, &report?))?;
         }
         Command::Baseline(args) => {
             let (stop, signal) = stop_on_ctrl_c();
             let report = baseline::run(cli.database_url.as_ref(), &args.nats_url, args, stop).await;
             signal.abort();
-            print(render(format, &report?));
+            print(render(format, &report?))?;
         }
     }
     Ok(())
@@ -216,4 +215,17 @@ fn stop_on_ctrl_c() -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
         }
     });
     (stop, signal)
+}
+
+/// Prints one result on stdout. A reader that went away (`loketctl list |
+/// head`) is an error the binary ends on quietly, not a panic.
+fn print(text: String) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|source| CliError::Io {
+            path: "standard output".into(),
+            source,
+        })
 }

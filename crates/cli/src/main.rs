@@ -10,7 +10,9 @@ fn main() {
         std::process::exit(1);
     });
     if let Err(error) = runtime.block_on(loket_cli::run(cli)) {
-        eprintln!("error: {error}");
+        if !error.is_closed_output() {
+            eprintln!("error: {error}");
+        }
         std::process::exit(error.exit_code());
     }
 }

@@ -701,3 +701,26 @@ async fn payin_prints_the_instructions_as_text_and_json() {
     assert_eq!(json["payment"]["expires_at"], "2025-01-31T06:06:40.000Z");
     assert!(json["payment"]["va_number"].is_null());
 }
+
+/// `loketctl list --all | head -1`: once the reader has gone, loketctl stops
+/// quietly with status 141 (as if by SIGPIPE), no panic, no error line.
+#[tokio::test]
+async fn a_closed_output_pipe_ends_loketctl_quietly() {
+    let (addr, _fake) = serve().await;
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
+            .args(["list", "--all"])
+            .env("LOKET_ADDR", addr)
+            .env("LOKET_API_KEY", KEY)
+            .stdout(writer)
+            .output()
+            .expect("run loketctl")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
