@@ -90,7 +90,8 @@ fn non_empty(text: &str) -> Option<String> {
 }
 
 /// Status-check commands are published with `chk:` message ids, and the
-/// connector uses the command's message id as the result's `event_id`.
+/// connector uses the command's message id (with `:d<n>` added on a
+/// redelivery) as the result's `event_id`.
 pub fn is_status_check_event(event_id: &str) -> bool {
     event_id.starts_with("chk:")
 }
