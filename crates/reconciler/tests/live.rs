@@ -2,8 +2,9 @@
 //! `loket-test-support`): an event applied twice changes state once,
 //! conflicts park for review, unsigned callbacks only trigger a status
 //! check, the scheduler and the sweep publish what is due exactly once
-//! across replicas, and `run` consumes the stream end to end. A missing
-//! server fails the test.
+//! across replicas, `run` consumes the stream end to end, and a draining
+//! `run` hands back the events it has not started. A missing server fails
+//! the test.
 
 use anyhow::{Context, Result};
 use async_nats::jetstream;
@@ -95,6 +96,24 @@ async fn status_of(pool: &PgPool, id: Uuid) -> Result<String> {
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// The status of `id` once it is `expected`, or the last one seen when
+/// `within` has passed.
+async fn status_within(
+    pool: &PgPool,
+    id: Uuid,
+    expected: &str,
+    within: Duration,
+) -> Result<String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let status = status_of(pool, id).await?;
+        if status == expected || std::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn count(pool: &PgPool, sql: &str, id: Uuid) -> Result<i64> {
@@ -778,5 +797,88 @@ async fn a_verified_callback_reporting_another_amount_is_flagged() -> Result<()>
         [false, true],
         "10,500 asked: 10,500 reported is fine, 9,000 is flagged"
     );
+    Ok(())
+}
+
+/// A draining reconciler hands the events it has received but not started
+/// back at once, so another replica applies them now rather than after
+/// their ack wait. Here both of A's batch slots wait on rows a test
+/// transaction holds locked, and the next two events sit in A's pull buffer
+/// when it drains.
+#[tokio::test]
+async fn a_draining_reconciler_hands_back_what_it_has_not_started() -> Result<()> {
+    let env = env().await?;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(insert(&env, "received", "prepaid_purchase", "").await?);
+    }
+    let mut holder = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM transactions WHERE id = ANY($1) FOR UPDATE")
+        .bind(&ids[..2])
+        .execute(&mut *holder)
+        .await?;
+    let mut settings = settings(&env);
+    settings.concurrency = 2;
+    settings.event_batch_max = 1;
+    // Far longer than the test may take: an event left to its ack wait
+    // would fail it.
+    settings.ack_wait_ms = 60_000;
+    settings.common.shutdown_grace_ms = 1_000;
+    let start = |settings: Settings, shutdown: Shutdown, admin| {
+        tokio::spawn(loket_reconciler::run(
+            settings,
+            loket_reconciler::Listeners { admin },
+            shutdown,
+        ))
+    };
+    let admin_a = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin_b = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let shutdown_a = Shutdown::new();
+    let replica_a = start(settings.clone(), shutdown_a.clone(), admin_a);
+    for id in &ids {
+        let event = result_event(*id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
+        loket_runtime::bus::publish_durable(
+            &env.js,
+            subjects::result(loket_protocol::Provider::OkeBayar),
+            loket_runtime::bus::headers(&format!("res:cmd:{id}:0"), &TraceContext::new_root(), ""),
+            event.encode_to_vec(),
+        )
+        .await?;
+    }
+    // Both slots are taken once two of A's backends wait on the locks.
+    let mut waiting = 0_i64;
+    for _ in 0..100 {
+        waiting = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&env.pool)
+        .await?;
+        if waiting >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 2, "A's two batches wait on the locked rows");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown_a.trigger();
+    let replica_b = start(settings, Shutdown::new(), admin_b);
+
+    for id in &ids[2..] {
+        let status = status_within(&env.pool, *id, "success", Duration::from_secs(15)).await?;
+        assert_eq!(status, "success", "{id} was handed back and applied by B");
+    }
+    holder.rollback().await?;
+    for id in &ids[..2] {
+        let status = status_within(&env.pool, *id, "success", Duration::from_secs(15)).await?;
+        assert_eq!(
+            status, "success",
+            "{id}, in flight at A, applied once unlocked"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(15), replica_a)
+        .await
+        .context("A did not stop")???;
+    replica_b.abort();
     Ok(())
 }
