@@ -782,10 +782,7 @@ fn without_token(stored: &str, body: &[u8]) -> String {
         .ok()
         .and_then(|body| body.str("accessToken"))
     {
-        Some(token) if !token.is_empty() => {
-            let escaped = token.replace('/', "\\/");
-            Masker::new([token, escaped]).mask(stored)
-        }
+        Some(token) if !token.is_empty() => Masker::new([token]).mask(stored),
         _ => stored.to_string(),
     }
 }
