@@ -787,8 +787,7 @@ async fn finance_exports_a_providers_transactions_with_totals() {
     );
 
     // The binary, for the WIB day of today.
-    let wib = chrono::FixedOffset::east_opt(7 * 3600).unwrap();
-    let today = now.with_timezone(&wib).date_naive();
+    let today = now.with_timezone(&loket_protocol::wib()).date_naive();
     let (from, until) = (today.to_string(), today.succ_opt().unwrap().to_string());
     assert!(parse_bound(&from).unwrap() <= now && now < parse_bound(&until).unwrap());
     let output = std::process::Command::new(loketctl_binary())

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt as _;
-use loket_protocol::{Provider, TransactionStatus};
+use loket_protocol::{wib, Provider, TransactionStatus};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -33,11 +33,6 @@ pub struct ExportQuery {
 pub enum RowFormat {
     Csv,
     JsonLines,
-}
-
-/// WIB (UTC+7): the day providers' statements and Indonesian finance count in.
-fn wib() -> FixedOffset {
-    FixedOffset::east_opt(7 * 3600).expect("a valid offset")
 }
 
 /// A period bound: RFC 3339, or a date (`2026-11-22`), which means that

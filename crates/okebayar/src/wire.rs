@@ -14,7 +14,7 @@
 //! - nested elements (`additionaldata`) are flattened to their leaf names;
 //! - JSON numbers keep their exact text (`11000.00` stays `11000.00`).
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use quick_xml::events::Event;
 
 pub const MAX_DEPTH: usize = 8;
@@ -328,9 +328,7 @@ fn flatten_json(
 }
 
 /// OkeBayar's time zone: WIB, UTC+7 (ASSUMED, spec §1).
-pub fn wib() -> FixedOffset {
-    FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
-}
+pub use loket_protocol::wib;
 
 /// Formats `YYMMDDHHmmssSSS` in WIB.
 pub fn format_time(at: DateTime<Utc>) -> String {

@@ -17,9 +17,11 @@ pub mod pb;
 pub mod provider;
 pub mod state;
 pub mod subjects;
+pub mod wib;
 
 pub use money::{Currency, Money, MoneyError};
 pub use operation::{Operation, TransactionKind};
 pub use outcome::Outcome;
 pub use provider::Provider;
 pub use state::{Decision, TransactionStatus};
+pub use wib::wib;

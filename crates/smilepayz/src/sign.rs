@@ -15,7 +15,7 @@
 //! ([`load_private_key`], [`load_public_key`]). No function here logs, and no
 //! error carries key material or the merchant secret.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,7 @@ impl CallbackRecipe {
 pub fn timestamp(style: TimestampStyle, now: DateTime<Utc>) -> String {
     match style {
         TimestampStyle::Wib => {
-            let wib = FixedOffset::east_opt(7 * 3600).expect("+07:00 is a valid offset");
+            let wib = loket_protocol::wib();
             now.with_timezone(&wib)
                 .format("%Y-%m-%dT%H:%M:%S%:z")
                 .to_string()

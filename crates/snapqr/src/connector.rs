@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chrono::{FixedOffset, Utc};
+use chrono::Utc;
 use loket_connector::http::{self, HttpClient, Transport, MAX_STORED_BODY};
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::{Command, Connector, ConnectorError, Report};
@@ -144,9 +144,7 @@ impl ExternalIds {
     }
 }
 
-pub fn wib() -> FixedOffset {
-    FixedOffset::east_opt(7 * 3600).expect("valid offset")
-}
+pub use loket_protocol::wib;
 
 /// `X-TIMESTAMP` now, in the configured format.
 pub fn format_timestamp(format: TimestampFormat, at: chrono::DateTime<Utc>) -> String {

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header::CONTENT_TYPE, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{FixedOffset, Utc};
+use chrono::Utc;
 use loket_smilepayz::settings::{EXPIRY_SECONDS_DEFAULT, EXPIRY_SECONDS_MAX, URL_MAX_CHARS};
 use loket_smilepayz::sign;
 use loket_smilepayz::wire::{self, text};
@@ -283,7 +283,7 @@ fn money_json(amount: i64) -> Value {
 }
 
 fn local_time() -> String {
-    let wib = FixedOffset::east_opt(7 * 3600).expect("valid offset");
+    let wib = loket_protocol::wib();
     Utc::now()
         .with_timezone(&wib)
         .format("%Y-%m-%dT%H:%M:%S")

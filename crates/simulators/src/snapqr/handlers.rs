@@ -20,9 +20,7 @@ use super::{IssuedQr, Ledger, PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
 use crate::common::{lock, read_body, OutgoingCallback};
 use crate::metrics as names;
 
-fn wib() -> chrono::FixedOffset {
-    chrono::FixedOffset::east_opt(7 * 3600).expect("valid offset")
-}
+use loket_protocol::wib;
 
 fn now_iso() -> String {
     Utc::now()
