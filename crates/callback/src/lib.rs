@@ -79,6 +79,16 @@ pub struct Settings {
     pub smilepayz: loket_smilepayz::CallbackSettings,
 }
 
+impl loket_runtime::binary::ServiceSettings for Settings {
+    fn log_settings(&self) -> loket_runtime::telemetry::LogSettings {
+        self.common.log_settings()
+    }
+
+    fn admin_addr(&self) -> &str {
+        &self.common.admin_addr
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {

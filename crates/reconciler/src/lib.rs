@@ -98,6 +98,16 @@ pub struct Settings {
     pub prune_batch: i64,
 }
 
+impl loket_runtime::binary::ServiceSettings for Settings {
+    fn log_settings(&self) -> loket_runtime::telemetry::LogSettings {
+        self.common.log_settings()
+    }
+
+    fn admin_addr(&self) -> &str {
+        &self.common.admin_addr
+    }
+}
+
 const WEEK_MS: u64 = 7 * 24 * 3_600_000;
 /// The least `applied_event_retention_ms`.
 const MIN_APPLIED_EVENT_RETENTION: Duration = Duration::from_secs(3600);

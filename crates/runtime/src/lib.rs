@@ -2,7 +2,8 @@
 //! configuration with masked secrets ([`config`]), logging and trace context
 //! ([`telemetry`]), the admin port with liveness, readiness and Prometheus
 //! metrics ([`admin`]), graceful shutdown ([`shutdown`]), the JetStream layout
-//! ([`bus`]) and the Postgres pool with migrations ([`db`]).
+//! ([`bus`]), the Postgres pool with migrations ([`db`]) and the `main` of
+//! every service binary ([`binary`]).
 //!
 //! It owns no business rule: no state transition, no provider protocol.
 //!
@@ -12,6 +13,7 @@
 //! malloc was about a fifth of their CPU time in `perf`.
 
 pub mod admin;
+pub mod binary;
 pub mod bus;
 pub mod config;
 pub mod db;

@@ -54,6 +54,19 @@ impl Default for Settings {
     }
 }
 
+impl loket_runtime::binary::ServiceSettings for Settings {
+    fn log_settings(&self) -> loket_runtime::telemetry::LogSettings {
+        loket_runtime::telemetry::LogSettings {
+            json: self.log_json,
+            ..Default::default()
+        }
+    }
+
+    fn admin_addr(&self) -> &str {
+        &self.admin_addr
+    }
+}
+
 /// A setting `loket-sim` cannot work with, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {key}: {problem}")]

@@ -25,6 +25,16 @@ pub struct ConnectorSettings {
     pub smilepayz: SmilepayzSettings,
 }
 
+impl loket_runtime::binary::ServiceSettings for ConnectorSettings {
+    fn log_settings(&self) -> loket_runtime::telemetry::LogSettings {
+        self.common.log_settings()
+    }
+
+    fn admin_addr(&self) -> &str {
+        &self.common.admin_addr
+    }
+}
+
 impl ConnectorSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.smilepayz.validate()?;

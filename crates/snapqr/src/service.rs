@@ -26,6 +26,16 @@ pub struct ConnectorSettings {
     pub snapqr: SnapQrSettings,
 }
 
+impl loket_runtime::binary::ServiceSettings for ConnectorSettings {
+    fn log_settings(&self) -> loket_runtime::telemetry::LogSettings {
+        self.common.log_settings()
+    }
+
+    fn admin_addr(&self) -> &str {
+        &self.common.admin_addr
+    }
+}
+
 impl ConnectorSettings {
     /// Every check that can be made before connecting, naming the key.
     pub fn validate(&self) -> Result<(), InvalidSetting> {

@@ -1,29 +1,16 @@
-//! The Smilepayz connector worker: loads configuration, starts telemetry,
-//! binds the admin port and runs [`loket_smilepayz::run`] until SIGTERM.
+//! The Smilepayz connector worker: runs [`loket_smilepayz::run`] until SIGTERM;
+//! [`loket_runtime::binary`] does the rest (settings, telemetry, the admin
+//! port).
 
-use anyhow::Context as _;
-use loket_runtime::{config, telemetry, Shutdown};
+use loket_runtime::binary;
+use loket_smilepayz::service::SERVICE_NAME;
 use loket_smilepayz::{run, ConnectorSettings};
 
 fn main() -> anyhow::Result<()> {
-    loket_runtime::runtime()
-        .context("starting the tokio runtime")?
-        .block_on(serve())
-}
-
-async fn serve() -> anyhow::Result<()> {
-    let settings: ConnectorSettings =
-        config::load().context("loading the Smilepayz connector configuration")?;
-    let _logs = telemetry::init(
-        loket_smilepayz::service::SERVICE_NAME,
-        &settings.common.log_settings(),
-    );
-    let admin = tokio::net::TcpListener::bind(&settings.common.admin_addr)
-        .await
-        .with_context(|| format!("binding admin_addr {}", settings.common.admin_addr))?;
-    tracing::info!(admin = %admin.local_addr()?, "admin port bound");
-    let shutdown = Shutdown::new();
-    shutdown.on_signals();
-    loket_runtime::on_workers(run(settings, admin, shutdown)).await?;
-    Ok(())
+    binary::serve(
+        SERVICE_NAME,
+        |settings: ConnectorSettings, admin, shutdown| async move {
+            Ok(run(settings, admin, shutdown).await?)
+        },
+    )
 }
