@@ -52,6 +52,26 @@ impl Report {
         }
     }
 
+    /// The report for a command whose request could not be built, so nothing
+    /// reached the provider: a definite failure, except for a status check,
+    /// which then found nothing out.
+    pub fn not_built(operation: Operation, why: impl std::fmt::Display) -> Self {
+        let outcome = if operation == Operation::StatusCheck {
+            Outcome::Unknown
+        } else {
+            Outcome::Failed
+        };
+        Report {
+            detail: format!("request not sent: {why}"),
+            ..Report::new(outcome)
+        }
+    }
+
+    /// Adds an operator note to [`Report::detail`], after any earlier one.
+    pub fn add_detail(&mut self, note: &str) {
+        push_detail(&mut self.detail, note);
+    }
+
     pub fn with_code(mut self, code: impl Into<String>, message: impl Into<String>) -> Self {
         self.provider_code = Some(code.into());
         self.provider_message = Some(message.into());
@@ -84,5 +104,52 @@ impl Report {
             detail: self.detail,
             payment: self.payment,
         }
+    }
+}
+
+/// Appends `note` to a `detail` text, separated from any earlier note by `; `.
+pub fn push_detail(detail: &mut String, note: &str) {
+    if !detail.is_empty() {
+        detail.push_str("; ");
+    }
+    detail.push_str(note);
+}
+
+/// At most the first `max` characters of `text`, never splitting one: what a
+/// provider sent is bounded before a report stores or quotes it.
+pub fn clip(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_counts_characters_not_bytes() {
+        assert_eq!(clip("Rp 1.000 — lunas", 10), "Rp 1.000 —");
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abc", 0), "");
+        assert_eq!(clip("", 5), "");
+    }
+
+    #[test]
+    fn notes_are_separated() {
+        let mut report = Report::unknown("");
+        report.add_detail("HTTP 502");
+        report.add_detail("reply unreadable");
+        assert_eq!(report.detail, "HTTP 502; reply unreadable");
+    }
+
+    #[test]
+    fn an_unbuilt_request_fails_unless_it_was_a_status_check() {
+        let purchase = Report::not_built(Operation::PrepaidPurchase, "account: empty");
+        assert_eq!(purchase.outcome, Outcome::Failed);
+        assert_eq!(purchase.detail, "request not sent: account: empty");
+        let check = Report::not_built(Operation::StatusCheck, "reference: empty");
+        assert_eq!(check.outcome, Outcome::Unknown);
     }
 }

@@ -71,6 +71,28 @@ pub fn check_provider_url(
     }
 }
 
+/// Checks a provider's HTTP timeouts, the settings `{section}.timeout_ms`
+/// (the whole request) and `{section}.connect_timeout_ms` (part of it).
+pub fn check_http_timeouts(
+    section: &str,
+    timeout_ms: u64,
+    connect_timeout_ms: u64,
+) -> Result<(), SettingError> {
+    if timeout_ms == 0 {
+        return Err(SettingError::new(
+            format!("{section}.timeout_ms"),
+            "must be greater than 0",
+        ));
+    }
+    if connect_timeout_ms == 0 || connect_timeout_ms > timeout_ms {
+        return Err(SettingError::new(
+            format!("{section}.connect_timeout_ms"),
+            format!("must be between 1 and {section}.timeout_ms ({timeout_ms})"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]

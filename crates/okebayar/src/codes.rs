@@ -11,6 +11,7 @@
 //!   rejected request means "unknown"; only when that reading is not unknown is
 //!   the code read for the original operation.
 
+use loket_connector::report::clip;
 use loket_protocol::catalogue::{self, CodeOperation, Explanation};
 use loket_protocol::{Operation, Outcome, Provider};
 
@@ -39,7 +40,7 @@ impl Classification {
             meaning: None,
             problem: Some(format!(
                 "status code {:?} not understood: {error}",
-                truncate(code, 32)
+                clip(code, 32)
             )),
         }
     }
@@ -89,13 +90,6 @@ pub fn classify_status_check(code: &str, original: Operation) -> Classification 
 /// unsigned).
 pub fn classify_callback(code: &str) -> Classification {
     classify(code, CodeOperation::Callback)
-}
-
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => &text[..index],
-        None => text,
-    }
 }
 
 #[cfg(test)]

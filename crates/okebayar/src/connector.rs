@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use loket_connector::http::{self, HttpClient, HttpReply, Transport};
 use loket_connector::mask::{Masker, MASK};
+use loket_connector::report::{clip, push_detail};
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::CodeOperation;
 use loket_protocol::conversions::timestamp;
 use loket_protocol::pb::{self, bus};
 use loket_protocol::{Currency, Money, Operation, Outcome, Provider};
 
-use crate::codes::{self, truncate, Classification};
+use crate::codes::{self, Classification};
 use crate::settings::{self, OkeBayarSettings, INQUIRY_EXPIRY_FALLBACK_MINUTES};
 use crate::sign;
 use crate::wire::{self, Fields, Format};
@@ -346,7 +347,7 @@ impl OkeBayarConnector {
             Ok(request) => request,
             Err(error) => {
                 tracing::warn!(%error, operation = %command.operation, "request not built; nothing sent");
-                return not_buildable(command.operation, error);
+                return Report::not_built(command.operation, error);
             }
         };
         let (transport, exchange) = self.send(&request).await;
@@ -477,7 +478,7 @@ impl Connector for OkeBayarConnector {
         if echoed == MESSAGE {
             Some(Ok(()))
         } else {
-            let shown: String = echoed.chars().take(64).collect();
+            let shown = clip(&echoed, 64);
             Some(Err(ConnectorError::BadReply(format!(
                 "echo answered {shown:?} instead of {MESSAGE:?}"
             ))))
@@ -502,7 +503,7 @@ impl Connector for OkeBayarConnector {
                 .or(classification.problem)
                 .unwrap_or_default();
             return Err(ConnectorError::Provider {
-                code: truncate(code, 16).to_string(),
+                code: clip(code, 16).to_string(),
                 message,
             });
         }
@@ -561,7 +562,7 @@ fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
     match fields.non_empty("referencecode") {
         Some(theirs) if theirs != ours => Some(format!(
             "reply is about referencecode {:?}, not ours",
-            truncate(theirs, 64)
+            clip(theirs, 64)
         )),
         _ => None,
     }
@@ -597,25 +598,6 @@ fn status_code(fields: &Fields, operation: Operation, is_status: bool) -> Option
         .find_map(|name| fields.non_empty(name))
 }
 
-fn push_detail(detail: &mut String, note: &str) {
-    if !detail.is_empty() {
-        detail.push_str("; ");
-    }
-    detail.push_str(note);
-}
-
-/// A command that could not be built was not sent: nothing happened at the
-/// provider, so the operation definitely failed.
-fn not_buildable(operation: Operation, error: BuildError) -> Report {
-    let mut report = if operation == Operation::StatusCheck {
-        Report::new(Outcome::Unknown)
-    } else {
-        Report::new(Outcome::Failed)
-    };
-    report.detail = format!("request not sent: {error}");
-    report
-}
-
 /// The request never left. For a money-moving operation we still answer
 /// unknown (a status check will find "not found"); an inquiry that was not
 /// sent simply failed; a status check that was not sent found nothing out.
@@ -640,8 +622,8 @@ fn check_payment_amount(
     let Some(amount) = amount else { return Ok(()) };
     let mismatch = || BuildError::AmountMismatch {
         asked: amount.minor,
-        nominal: truncate(nominal, 32).to_string(),
-        adminfee: truncate(adminfee, 32).to_string(),
+        nominal: clip(nominal, 32).to_string(),
+        adminfee: clip(adminfee, 32).to_string(),
     };
     let nominal_money = Money::parse_decimal(nominal, Currency::Idr).map_err(|_| mismatch())?;
     let fee = Money::parse_decimal(adminfee, Currency::Idr).map_err(|_| mismatch())?;
@@ -690,7 +672,7 @@ fn note_hit_trace(hit: &str, fields: &Fields, report: &mut Report) {
     if let Some(trace) = fields.non_empty("tracecode") {
         push_detail(
             &mut report.detail,
-            &format!("{hit} tracecode {}", truncate(trace, 64)),
+            &format!("{hit} tracecode {}", clip(trace, 64)),
         );
     }
 }
@@ -703,7 +685,7 @@ fn fill_report(
     operation: Operation,
 ) -> Report {
     let mut report = Report::new(classification.outcome);
-    report.provider_code = Some(truncate(code, 16).to_string());
+    report.provider_code = Some(clip(code, 16).to_string());
     report.provider_message = fields
         .non_empty("responsestatus")
         .map(str::to_string)
@@ -714,10 +696,7 @@ fn fill_report(
     }
     if let Some(info) = fields.non_empty("info") {
         if report.provider_message.as_deref() != Some(info) {
-            push_detail(
-                &mut report.detail,
-                &format!("info: {}", truncate(info, 256)),
-            );
+            push_detail(&mut report.detail, &format!("info: {}", clip(info, 256)));
         }
     }
     report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
@@ -843,7 +822,7 @@ fn expiry(fields: &Fields, answered_at: DateTime<Utc>, detail: &mut String) -> D
                     detail,
                     &format!(
                         "inquiryexpired {:?} unparseable; assumed {INQUIRY_EXPIRY_FALLBACK_MINUTES} min",
-                        truncate(text, 32)
+                        clip(text, 32)
                     ),
                 );
                 answered_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES)

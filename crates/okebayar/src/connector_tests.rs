@@ -271,7 +271,7 @@ fn a_payment_that_cannot_be_built_is_never_sent() {
     let mut nominal_only = payment();
     nominal_only.amount = Some(Money::idr(11_000));
     assert!(conn.build_request(&nominal_only).is_ok());
-    let report = not_buildable(
+    let report = Report::not_built(
         Operation::BillPayment,
         BuildError::MissingInquiryData("inquirycode"),
     );

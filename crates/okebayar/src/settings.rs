@@ -2,7 +2,7 @@
 //! `LOKET_OKEBAYAR__…` in the environment) and the transaction codes of
 //! spec §3, including the ones the spec leaves open (ASSUMED, configurable).
 
-use loket_connector::service::check_provider_url;
+use loket_connector::service::{check_http_timeouts, check_provider_url};
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -119,21 +119,7 @@ impl OkeBayarSettings {
                 "must be set (LOKET_OKEBAYAR__USERPIN)",
             ));
         }
-        if self.timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                key("timeout_ms"),
-                "must be greater than 0",
-            ));
-        }
-        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > self.timeout_ms {
-            return Err(InvalidSetting::new(
-                key("connect_timeout_ms"),
-                format!(
-                    "must be between 1 and okebayar.timeout_ms ({})",
-                    self.timeout_ms
-                ),
-            ));
-        }
+        check_http_timeouts("okebayar", self.timeout_ms, self.connect_timeout_ms)?;
         for (name, value) in [
             ("payment_transaction_code", &self.payment_transaction_code),
             ("status_not_found_code", &self.status_not_found_code),

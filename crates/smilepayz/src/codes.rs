@@ -13,6 +13,7 @@
 //!   (unknown), and "order not found" is recognised so the connector can
 //!   report `not_found`.
 
+use loket_connector::report::clip;
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{Outcome, Provider};
 
@@ -41,7 +42,7 @@ pub fn explain(code: &str, op: CodeOperation, message: &str) -> Classification {
         },
         Err(error) => Classification {
             outcome: Outcome::Unknown,
-            code: Some(code.chars().take(16).collect()),
+            code: Some(clip(code, 16).to_string()),
             message: Some(message.to_string()).filter(|m| !m.is_empty()),
             problem: Some(format!("code not understood: {error}")),
         },

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use loket_connector::http::{self, HttpClient, HttpReply, Transport, MAX_STORED_BODY};
 use loket_connector::mask::{Masker, MASK};
+use loket_connector::report::clip;
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::CodeOperation;
 use loket_protocol::conversions::timestamp;
@@ -133,7 +134,7 @@ impl SmilepayzConnector {
         let purpose = |default: &str| {
             let p = command.detail("purpose").trim();
             let p = if p.is_empty() { default } else { p };
-            p.chars().take(64).collect::<String>()
+            clip(p, 64).to_string()
         };
         match command.operation {
             Operation::PayIn => {
@@ -286,13 +287,7 @@ impl SmilepayzConnector {
             Ok(request) => request,
             Err(error) => {
                 tracing::warn!(%error, operation = %command.operation, "request not built; nothing sent");
-                let mut report = if command.operation == Operation::StatusCheck {
-                    Report::new(Outcome::Unknown)
-                } else {
-                    Report::new(Outcome::Failed)
-                };
-                report.detail = format!("request not sent: {error}");
-                return report;
+                return Report::not_built(command.operation, error);
             }
         };
         let (transport, exchange) = self
@@ -348,7 +343,7 @@ impl SmilepayzConnector {
             if parsed.is_success() && theirs != request.order_no {
                 return Report::unknown(format!(
                     "inquiry answered about orderNo {:?}, not ours",
-                    theirs.chars().take(40).collect::<String>()
+                    clip(theirs, 40)
                 ));
             }
         }
@@ -359,7 +354,7 @@ impl SmilepayzConnector {
             if parsed.is_success() && !ours.is_empty() && theirs != ours {
                 return Report::unknown(format!(
                     "inquiry answered about tradeNo {:?}, not ours ({ours:?})",
-                    theirs.chars().take(40).collect::<String>()
+                    clip(theirs, 40)
                 ));
             }
         }
@@ -444,12 +439,7 @@ fn fill(parsed: &Reply, classification: &Classification) -> Report {
     if let Some(money) = &parsed.money {
         match wire::money_from_wire(money) {
             Ok(money) => report.provider_amount = Some(money),
-            Err(error) => {
-                if !report.detail.is_empty() {
-                    report.detail.push_str("; ");
-                }
-                report.detail.push_str(&format!("money not used: {error}"));
-            }
+            Err(error) => report.add_detail(&format!("money not used: {error}")),
         }
     }
     report
@@ -466,7 +456,7 @@ fn classify_creation(command: &Command, request: &Request, reply: &HttpReply) ->
         if theirs != request.order_no {
             return Report::unknown(format!(
                 "reply is about orderNo {:?}, not ours",
-                theirs.chars().take(40).collect::<String>()
+                clip(theirs, 40)
             ));
         }
     }

@@ -3,7 +3,7 @@
 //! ([`CallbackSettings`]). Keys and the merchant secret are
 //! [`Secret`]s: never logged, never in an error.
 
-use loket_connector::service::check_provider_url;
+use loket_connector::service::{check_http_timeouts, check_provider_url};
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -95,18 +95,7 @@ impl SmilepayzSettings {
         }
         sign::load_private_key(self.merchant_private_key.expose())
             .map_err(|e| InvalidSetting::new(key("merchant_private_key"), e.to_string()))?;
-        if self.timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                key("timeout_ms"),
-                "must be greater than 0",
-            ));
-        }
-        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > self.timeout_ms {
-            return Err(InvalidSetting::new(
-                key("connect_timeout_ms"),
-                "must be between 1 and smilepayz.timeout_ms",
-            ));
-        }
+        check_http_timeouts("smilepayz", self.timeout_ms, self.connect_timeout_ms)?;
         // Spec §2: both are S256 on the wire; longer, every pay-in is refused.
         for (name, url) in [
             ("callback_url", &self.callback_url),

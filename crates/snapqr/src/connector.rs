@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use loket_connector::http::{self, HttpClient, Transport, MAX_STORED_BODY};
 use loket_connector::mask::{Masker, MASK};
+use loket_connector::report::{clip, push_detail};
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::{self, CodeOperation, Explanation};
 use loket_protocol::conversions::timestamp;
@@ -447,7 +448,7 @@ impl SnapQrConnector {
 
     async fn payment(&self, command: &Command) -> Report {
         let Some(amount) = command.amount else {
-            return not_built("amount: required for a QR payment");
+            return Report::not_built(command.operation, "amount: required for a QR payment");
         };
         let mut exchanges = Vec::new();
         let mut qr_content = command.detail("qr_content").trim().to_string();
@@ -525,7 +526,8 @@ impl SnapQrConnector {
         exchanges: &mut Vec<bus::Exchange>,
     ) -> Result<String, Report> {
         if self.settings.demo_customer_token.is_empty() {
-            return Err(not_built(
+            return Err(Report::not_built(
+                command.operation,
                 "qr_content is empty and snapqr.demo_customer_token is not configured; nothing was sent",
             ));
         }
@@ -566,7 +568,10 @@ impl SnapQrConnector {
 
     async fn cancel(&self, command: &Command) -> Report {
         if command.original_reference.trim().is_empty() {
-            return not_built("original_reference: required for a QR cancel");
+            return Report::not_built(
+                command.operation,
+                "original_reference: required for a QR cancel",
+            );
         }
         let request = wire::CancelRequest {
             original_partner_reference_no: command.original_reference.clone(),
@@ -600,10 +605,13 @@ impl SnapQrConnector {
 
     async fn refund(&self, command: &Command) -> Report {
         if command.original_reference.trim().is_empty() {
-            return not_built("original_reference: required for a QR refund");
+            return Report::not_built(
+                command.operation,
+                "original_reference: required for a QR refund",
+            );
         }
         let Some(amount) = command.amount else {
-            return not_built("amount: required for a QR refund");
+            return Report::not_built(command.operation, "amount: required for a QR refund");
         };
         let request = wire::RefundRequest {
             original_partner_reference_no: command.original_reference.clone(),
@@ -707,7 +715,7 @@ impl SnapQrConnector {
             Operation::QrCancel => self.cancel(command).await,
             Operation::QrRefund => self.refund(command).await,
             Operation::StatusCheck => self.status(command).await,
-            other => not_built(&format!("{other} is not a SNAP QR CPM operation")),
+            other => Report::not_built(other, format!("{other} is not a SNAP QR CPM operation")),
         };
         metrics::counter!(crate::metrics::OUTCOMES, "operation" => command.operation.as_str(), "outcome" => report.outcome.as_str())
             .increment(1);
@@ -797,8 +805,8 @@ fn read_token(transport: Transport) -> Result<FetchedToken, TokenError> {
     let ok = ResponseCode::parse(&code).is_some_and(|c| c.http == 200) && reply.status == 200;
     if !ok {
         return Err(TokenError::Refused {
-            code: truncate(&code, 16).to_string(),
-            message: truncate(&body.str("responseMessage").unwrap_or_default(), 150).to_string(),
+            code: clip(&code, 16).to_string(),
+            message: clip(&body.str("responseMessage").unwrap_or_default(), 150).to_string(),
         });
     }
     let value = body
@@ -843,7 +851,7 @@ fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report>
         return Err(Report::unknown(format!(
             "HTTP {}: responseCode {:?} is not 7 digits",
             reply.status,
-            truncate(&code, 16)
+            clip(&code, 16)
         )));
     };
     let explanation =
@@ -907,11 +915,11 @@ fn not_an_answer(answer: &Answer, why: &str) -> Report {
 
 fn report_of(answer: &Answer) -> Report {
     let mut report = Report::new(answer.explanation.outcome);
-    report.provider_code = Some(truncate(&answer.code, 16).to_string());
+    report.provider_code = Some(clip(&answer.code, 16).to_string());
     report.provider_message = answer
         .body
         .str("responseMessage")
-        .map(|m| truncate(&m, 150).to_string())
+        .map(|m| clip(&m, 150).to_string())
         .or_else(|| Some(answer.explanation.provider_message.clone()));
     if !(200..300).contains(&answer.http) {
         push_detail(&mut report.detail, &format!("HTTP {}", answer.http));
@@ -956,7 +964,7 @@ fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
         }
         Err(error) => Report::unknown(format!("latestTransactionStatus: {error}")),
     };
-    report.provider_code = Some(truncate(&status, 16).to_string());
+    report.provider_code = Some(clip(&status, 16).to_string());
     report.provider_trace = answer.body.str("originalReferenceNo");
     if status == "07" {
         report.outcome = Outcome::Unknown;
@@ -967,7 +975,7 @@ fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
         &format!(
             "query {}: latestTransactionStatus {}",
             answer.code,
-            truncate(&status, 8)
+            clip(&status, 8)
         ),
     );
     report
@@ -1003,31 +1011,9 @@ fn foreign(body: &Body, field: &str, ours: &str) -> Option<String> {
     match body.str(field) {
         Some(theirs) if theirs != ours => Some(format!(
             "reply is about {field} {:?}, not ours",
-            truncate(&theirs, 64)
+            clip(&theirs, 64)
         )),
         _ => None,
-    }
-}
-
-/// A command that could not be built was not sent: a definite failure.
-fn not_built(why: &str) -> Report {
-    Report {
-        detail: format!("request not sent: {why}"),
-        ..Report::new(Outcome::Failed)
-    }
-}
-
-fn push_detail(detail: &mut String, note: &str) {
-    if !detail.is_empty() {
-        detail.push_str("; ");
-    }
-    detail.push_str(note);
-}
-
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => &text[..index],
-        None => text,
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`crate::callback_parser`]). Keys and secrets are [`Secret`]s holding PEM
 //! text or a file path (a value starting with `-----BEGIN` is PEM).
 
-use loket_connector::service::check_provider_url;
+use loket_connector::service::{check_http_timeouts, check_provider_url};
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -148,18 +148,7 @@ impl SnapQrSettings {
         if self.merchant_id.trim().is_empty() {
             return Err(InvalidSetting::new(key("merchant_id"), "must be set"));
         }
-        if self.timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                key("timeout_ms"),
-                "must be greater than 0",
-            ));
-        }
-        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > self.timeout_ms {
-            return Err(InvalidSetting::new(
-                key("connect_timeout_ms"),
-                "must be between 1 and snapqr.timeout_ms",
-            ));
-        }
+        check_http_timeouts("snapqr", self.timeout_ms, self.connect_timeout_ms)?;
         if self.refund_resend_interval_ms <= self.timeout_ms.saturating_mul(2) {
             return Err(InvalidSetting::new(
                 key("refund_resend_interval_ms"),
