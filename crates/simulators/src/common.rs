@@ -2,7 +2,8 @@
 //! per-connection kill switch (to reproduce "connection reset after the
 //! provider committed"), bounded body reading, the bounded memory every
 //! per-reference record lives in (`RecentMap`), per-reference request
-//! counting, and the callback sender that records every delivery attempt.
+//! counting, the `/_sim/…/{reference}` introspection routes, and the
+//! callback sender that records every delivery attempt.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
@@ -203,6 +204,16 @@ pub async fn serve(
     if let Err(error) = result {
         tracing::error!(%error, "simulator server stopped");
     }
+}
+
+/// The value of the request header `name`, trimmed; `None` when it is
+/// absent, blank or not visible ASCII.
+pub(crate) fn header_str<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// Why a request body could not be read.
@@ -444,6 +455,76 @@ pub async fn outage_gate(
         let _carried_out = next.run(request).await;
     }
     error_page(status)
+}
+
+// ---------------------------------------------------------------------------
+// Per-reference introspection
+// ---------------------------------------------------------------------------
+
+/// What a simulator keeps about one reference (in its provider's words: a
+/// referencecode, partnerReferenceNo or orderNo), shown to operators and
+/// cross-process tests by [`reference_routes`].
+pub(crate) trait ReferenceRecords: Clone + Send + Sync + 'static {
+    /// The requests counted for a reference.
+    type Requests: Serialize;
+    /// The simulator's ledger record of a reference.
+    type Entry: Serialize;
+    /// The callbacks sent about a reference.
+    type Callbacks: Serialize;
+    /// The `error` of the 404 answering a reference not in the ledger.
+    const NOT_IN_LEDGER: &'static str;
+
+    /// The requests received for `reference` (zero when never seen).
+    fn requests_about(&self, reference: &str) -> Self::Requests;
+    /// The ledger record of `reference`, if it has one.
+    fn ledger_entry(&self, reference: &str) -> Option<Self::Entry>;
+    /// The callbacks sent about `reference`.
+    fn callbacks_about(&self, reference: &str) -> Self::Callbacks;
+}
+
+/// `GET /_sim/requests/{reference}`, `GET /_sim/ledger/{reference}` (404
+/// with `{"error": S::NOT_IN_LEDGER}` for a reference not in the ledger)
+/// and `GET /_sim/callbacks/{reference}`, answered in JSON from the
+/// simulator `S` given as the router's state.
+pub(crate) fn reference_routes<S: ReferenceRecords>() -> Router<S> {
+    use axum::extract::{Path, State};
+    use axum::response::IntoResponse;
+    use axum::Json;
+    async fn requests<S: ReferenceRecords>(
+        State(sim): State<S>,
+        Path(reference): Path<String>,
+    ) -> Json<S::Requests> {
+        Json(sim.requests_about(&reference))
+    }
+    async fn ledger<S: ReferenceRecords>(
+        State(sim): State<S>,
+        Path(reference): Path<String>,
+    ) -> axum::response::Response {
+        match sim.ledger_entry(&reference) {
+            Some(entry) => Json(entry).into_response(),
+            None => (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(serde_json::json!({ "error": S::NOT_IN_LEDGER })),
+            )
+                .into_response(),
+        }
+    }
+    async fn callbacks<S: ReferenceRecords>(
+        State(sim): State<S>,
+        Path(reference): Path<String>,
+    ) -> Json<S::Callbacks> {
+        Json(sim.callbacks_about(&reference))
+    }
+    Router::new()
+        .route(
+            "/_sim/requests/{reference}",
+            axum::routing::get(requests::<S>),
+        )
+        .route("/_sim/ledger/{reference}", axum::routing::get(ledger::<S>))
+        .route(
+            "/_sim/callbacks/{reference}",
+            axum::routing::get(callbacks::<S>),
+        )
 }
 
 // ---------------------------------------------------------------------------

@@ -469,15 +469,18 @@ fn format_expiry(at: DateTime<Utc>, style: ExpiryStyle) -> String {
     }
 }
 
-fn inquiry_entry(
+/// Records an inquiry's outcome `code` in the ledger under the request's
+/// reference, with its handle `inquiry` when it succeeded. `Err` is the
+/// `208` answer when the reference belongs to a live money-moving entry.
+fn record_inquiry(
     ctx: &Ctx,
     operation: LedgerOperation,
     code: &str,
     productcode: &str,
     account: &str,
-    inquirycode: Option<String>,
-) -> LedgerEntry {
-    LedgerEntry {
+    inquiry: Option<Inquiry>,
+) -> Result<(), Answer> {
+    let entry = LedgerEntry {
         reference: ctx.reference.clone(),
         operation,
         code: code.to_string(),
@@ -488,10 +491,15 @@ fn inquiry_entry(
         productcode: productcode.to_string(),
         accnumber: account.to_string(),
         transaction_time: ctx.now,
-        inquirycode,
+        inquirycode: inquiry.as_ref().map(|i| i.inquirycode.clone()),
         history: vec![code.to_string()],
         executions: 1,
-    }
+    };
+    ctx.sim
+        .inner
+        .ledger
+        .record_inquiry(entry, inquiry)
+        .map_err(|original| duplicate(ctx, &original))
 }
 
 /// PLN prepaid inquiry (`OkeBayar-prabayar` + `querycode=inquiry`): the
@@ -505,16 +513,15 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
     }
     let scenario = scenario_of(ctx, &accnumber);
     if let Some(code) = scenario.immediate_failure(true) {
-        let entry = inquiry_entry(
+        if let Err(answer) = record_inquiry(
             ctx,
             LedgerOperation::PrepaidInquiry,
             code,
             &productcode,
             &accnumber,
             None,
-        );
-        if let Err(original) = ctx.sim.inner.ledger.record_inquiry(entry, None) {
-            return duplicate(ctx, &original);
+        ) {
+            return answer;
         }
         return refusal(ctx, code);
     }
@@ -523,14 +530,6 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
     let ref1 = format!("{}01", ctx.tracecode);
     let ref2 = format!("PLN{}", ctx.tracecode);
     let ref3 = String::new();
-    let entry = inquiry_entry(
-        ctx,
-        LedgerOperation::PrepaidInquiry,
-        "000",
-        &productcode,
-        &accnumber,
-        Some(inquirycode.clone()),
-    );
     let inquiry = Inquiry {
         inquirycode: inquirycode.clone(),
         reference: ctx.reference.clone(),
@@ -545,8 +544,15 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
         ref3: ref3.clone(),
         paid_by: None,
     };
-    if let Err(original) = ctx.sim.inner.ledger.record_inquiry(entry, Some(inquiry)) {
-        return duplicate(ctx, &original);
+    if let Err(answer) = record_inquiry(
+        ctx,
+        LedgerOperation::PrepaidInquiry,
+        "000",
+        &productcode,
+        &accnumber,
+        Some(inquiry),
+    ) {
+        return answer;
     }
     let digits: String = accnumber.chars().filter(char::is_ascii_digit).collect();
     let id_pelanggan = format!("5{:0>11}", &digits[digits.len().saturating_sub(11)..]);
@@ -655,20 +661,18 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
     let style = scenario.amount_style();
     let expiry = scenario.expiry_style();
     if let Some(code) = scenario.immediate_failure(true) {
-        let entry = inquiry_entry(
+        if let Err(answer) = record_inquiry(
             ctx,
             LedgerOperation::BillInquiry,
             code,
             &productcode,
             &account,
             None,
-        );
-        if let Err(original) = ctx.sim.inner.ledger.record_inquiry(entry, None) {
-            return duplicate(ctx, &original);
+        ) {
+            return answer;
         }
         return Answer::plain(code, bill_reply(ctx, code, None, style, expiry));
     }
-    let inquirycode = format!("INQ{}", ctx.tracecode);
     let shown = later(ctx.now, settings.inquiry_ttl_secs.saturating_mul(1000));
     let enforced = if scenario == Scenario::BillExpiresEarly {
         later(ctx.now, settings.short_inquiry_ttl_ms)
@@ -676,7 +680,7 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
         shown
     };
     let inquiry = Inquiry {
-        inquirycode: inquirycode.clone(),
+        inquirycode: format!("INQ{}", ctx.tracecode),
         reference: ctx.reference.clone(),
         productcode: productcode.clone(),
         account: account.clone(),
@@ -689,21 +693,15 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
         ref3: format!("B{}", ctx.tracecode),
         paid_by: None,
     };
-    let entry = inquiry_entry(
+    if let Err(answer) = record_inquiry(
         ctx,
         LedgerOperation::BillInquiry,
         "000",
         &productcode,
         &account,
-        Some(inquirycode),
-    );
-    if let Err(original) = ctx
-        .sim
-        .inner
-        .ledger
-        .record_inquiry(entry, Some(inquiry.clone()))
-    {
-        return duplicate(ctx, &original);
+        Some(inquiry.clone()),
+    ) {
+        return answer;
     }
     Answer::plain("000", bill_reply(ctx, "000", Some(&inquiry), style, expiry))
 }

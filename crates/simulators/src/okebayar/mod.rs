@@ -25,9 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use loket_okebayar::settings::{ECHO_TRANSACTION_CODE_DEFAULT, STATUS_NOT_FOUND_CODE_DEFAULT};
@@ -36,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, CallbackLog, CallbackMethod, CallbackSender, OutageSwitch, RequestCounter, RequestCounts,
-    DEFAULT_REMEMBERED_REFERENCES,
+    self, CallbackLog, CallbackMethod, CallbackSender, OutageSwitch, ReferenceRecords,
+    RequestCounter, RequestCounts, DEFAULT_REMEMBERED_REFERENCES,
 };
 use ledger::Ledger;
 pub use ledger::{LedgerEntry, LedgerOperation};
@@ -226,9 +224,7 @@ impl OkeBayarSim {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", post(handlers::transaction))
-            .route("/_sim/requests/{reference}", get(admin_requests))
-            .route("/_sim/ledger/{reference}", get(admin_ledger))
-            .route("/_sim/callbacks/{reference}", get(admin_callbacks))
+            .merge(common::reference_routes())
             .route("/_sim/balance", get(admin_balance).put(admin_set_balance))
             .route("/_sim/scenarios", get(admin_scenarios))
             .with_state(self.clone())
@@ -282,29 +278,23 @@ impl OkeBayarSim {
     }
 }
 
-async fn admin_requests(
-    State(sim): State<OkeBayarSim>,
-    Path(reference): Path<String>,
-) -> Json<RequestCounts> {
-    Json(sim.requests_for(&reference))
-}
+impl ReferenceRecords for OkeBayarSim {
+    type Requests = RequestCounts;
+    type Entry = LedgerEntry;
+    type Callbacks = CallbackLog;
+    const NOT_IN_LEDGER: &'static str = "reference not in the ledger";
 
-async fn admin_ledger(State(sim): State<OkeBayarSim>, Path(reference): Path<String>) -> Response {
-    match sim.ledger_state(&reference) {
-        Some(entry) => Json(entry).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "reference not in the ledger" })),
-        )
-            .into_response(),
+    fn requests_about(&self, reference: &str) -> RequestCounts {
+        self.requests_for(reference)
     }
-}
 
-async fn admin_callbacks(
-    State(sim): State<OkeBayarSim>,
-    Path(reference): Path<String>,
-) -> Json<CallbackLog> {
-    Json(sim.callbacks_for(&reference))
+    fn ledger_entry(&self, reference: &str) -> Option<LedgerEntry> {
+        self.ledger_state(reference)
+    }
+
+    fn callbacks_about(&self, reference: &str) -> CallbackLog {
+        self.callbacks_for(reference)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

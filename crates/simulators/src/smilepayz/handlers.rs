@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::scenarios::Scenario;
 use super::{Ledger, Order, SmilepayzSim, TradeType};
-use crate::common::{lock, read_body, ConnInfo, RequestKind};
+use crate::common::{header_str, lock, read_body, ConnInfo, RequestKind};
 
 /// Service codes (spec §1); balance has none documented (ASSUMED 93).
 const SVC_PAY_IN: &str = "90";
@@ -127,7 +127,7 @@ fn has_x_timestamp_shape(ts: &str) -> bool {
 /// (400xx01). Parameters such as `; charset=UTF-8` do not change the media
 /// type.
 fn content_type_refusal(headers: &HeaderMap, svc: &str) -> Option<Response> {
-    let Some(content_type) = header(headers, CONTENT_TYPE.as_str()) else {
+    let Some(content_type) = header_str(headers, CONTENT_TYPE.as_str()) else {
         return Some(error(
             400,
             svc,
@@ -138,14 +138,6 @@ fn content_type_refusal(headers: &HeaderMap, svc: &str) -> Option<Response> {
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     (!media_type.eq_ignore_ascii_case(wire::CONTENT_TYPE_JSON))
         .then(|| invalid_field_format(svc, "Content-Type"))
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
 }
 
 /// Everything checked before the operation; `Err` is the reply.
@@ -188,11 +180,11 @@ async fn admit(
     if let Some(refusal) = content_type_refusal(headers, svc) {
         return Err(refusal);
     }
-    let ts = header(headers, wire::HEADER_TIMESTAMP)
+    let ts = header_str(headers, wire::HEADER_TIMESTAMP)
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-TIMESTAMP]"))?;
-    let signature = header(headers, wire::HEADER_SIGNATURE)
+    let signature = header_str(headers, wire::HEADER_SIGNATURE)
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-SIGNATURE]"))?;
-    let partner = header(headers, wire::HEADER_PARTNER_ID)
+    let partner = header_str(headers, wire::HEADER_PARTNER_ID)
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [X-PARTNER-ID]"))?;
     let value = value.ok_or_else(|| invalid_field_format(svc, "body"))?;
     // Stale, unreadable or not in the spec's shape: a 400, not a 401 (spec
@@ -278,6 +270,52 @@ fn amount_of(value: &Value) -> Result<i64, &'static str> {
     }
 }
 
+/// The fields pay-in and pay-out both require, checked in the spec's order
+/// (§5): `merchant`, `orderNo` and its format, `purpose`, the operation's
+/// own `max_chars`, then `money`. `Ok` is the orderNo and the amount; `Err`
+/// the reply.
+// The error is the finished reply (built once, on a refusal): boxing buys
+// nothing.
+#[allow(clippy::result_large_err)]
+fn order_fields(
+    sim: &SmilepayzSim,
+    value: &Value,
+    svc: &str,
+    max_chars: &[(&'static str, usize)],
+) -> Result<(String, i64), Response> {
+    if value.get("merchant").is_none() {
+        return Err(error(400, svc, "02", "Invalid Mandatory Field [merchant]"));
+    }
+    let order_no = text(value, "orderNo")
+        .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [orderNo]"))?;
+    if !order_no_ok(sim, &order_no) {
+        return Err(invalid_field_format(svc, "orderNo"));
+    }
+    if text(value, "purpose").is_none() {
+        return Err(error(400, svc, "02", "Invalid Mandatory Field [purpose]"));
+    }
+    if let Some(field) = over_long_field(value, max_chars) {
+        return Err(invalid_field_format(svc, field));
+    }
+    let amount = amount_of(value).map_err(|message| error(400, svc, "01", message))?;
+    Ok((order_no, amount))
+}
+
+/// The reply of a scenario that refuses an order before creating it: rate
+/// limited (429xx00) or no active channel (403xx04).
+fn scenario_refusal(scenario: Scenario, svc: &str) -> Option<Response> {
+    match scenario {
+        Scenario::RateLimited => Some(error(429, svc, "00", "TOO_MANY_REQUESTS")),
+        Scenario::ChannelDisabled => Some(error(
+            403,
+            svc,
+            "04",
+            "Insufficient configuration: no active channel",
+        )),
+        _ => None,
+    }
+}
+
 fn money_json(amount: i64) -> Value {
     json!({ "currency": "IDR", "amount": amount })
 }
@@ -300,25 +338,9 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         Ok(ok) => ok,
         Err(reply) => return reply,
     };
-    if value.get("merchant").is_none() {
-        // Mandatory on pay-in and pay-out (spec §5).
-        return error(400, svc, "02", "Invalid Mandatory Field [merchant]");
-    }
-    let Some(order_no) = text(&value, "orderNo") else {
-        return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
-    };
-    if !order_no_ok(&sim, &order_no) {
-        return invalid_field_format(svc, "orderNo");
-    }
-    if text(&value, "purpose").is_none() {
-        return error(400, svc, "02", "Invalid Mandatory Field [purpose]");
-    }
-    if let Some(field) = over_long_field(&value, &PAY_IN_MAX_CHARS) {
-        return invalid_field_format(svc, field);
-    }
-    let amount = match amount_of(&value) {
-        Ok(amount) => amount,
-        Err(message) => return error(400, svc, "01", message),
+    let (order_no, amount) = match order_fields(&sim, &value, svc, &PAY_IN_MAX_CHARS) {
+        Ok(fields) => fields,
+        Err(reply) => return reply,
     };
     let method = text(&value, "paymentMethod").unwrap_or_default();
     let payer = value.get("payer").cloned().unwrap_or(Value::Null);
@@ -334,17 +356,8 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         return invalid_field_format(svc, "expiryPeriod");
     }
     let scenario = Scenario::select(amount, &payer_name);
-    match scenario {
-        Scenario::RateLimited => return error(429, svc, "00", "TOO_MANY_REQUESTS"),
-        Scenario::ChannelDisabled => {
-            return error(
-                403,
-                svc,
-                "04",
-                "Insufficient configuration: no active channel",
-            )
-        }
-        _ => {}
+    if let Some(refusal) = scenario_refusal(scenario, svc) {
+        return refusal;
     }
     let callback_url =
         text(&value, "callbackUrl").or_else(|| sim.inner.settings.callback_url.clone());
@@ -426,27 +439,13 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         Ok(ok) => ok,
         Err(reply) => return reply,
     };
-    if value.get("merchant").is_none() {
-        // Mandatory on pay-in and pay-out (spec §5).
-        return error(400, svc, "02", "Invalid Mandatory Field [merchant]");
-    }
-    let Some(order_no) = text(&value, "orderNo") else {
-        return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
+    let (order_no, amount) = match order_fields(&sim, &value, svc, &PAY_OUT_MAX_CHARS) {
+        Ok(fields) => fields,
+        Err(reply) => return reply,
     };
-    if !order_no_ok(&sim, &order_no) {
-        return invalid_field_format(svc, "orderNo");
+    if !(10_000..=999_999_999).contains(&amount) {
+        return error(400, svc, "01", "Invalid amount");
     }
-    if text(&value, "purpose").is_none() {
-        return error(400, svc, "02", "Invalid Mandatory Field [purpose]");
-    }
-    if let Some(field) = over_long_field(&value, &PAY_OUT_MAX_CHARS) {
-        return invalid_field_format(svc, field);
-    }
-    let amount = match amount_of(&value) {
-        Ok(amount) if (10_000..=999_999_999).contains(&amount) => amount,
-        Ok(_) => return error(400, svc, "01", "Invalid amount"),
-        Err(message) => return error(400, svc, "01", message),
-    };
     let Some(method) = text(&value, "paymentMethod") else {
         return error(400, svc, "02", "Invalid Mandatory Field [paymentMethod]");
     };
@@ -456,17 +455,8 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
     let receiver = value.get("receiver").cloned().unwrap_or(Value::Null);
     let receiver_name = text(&receiver, "name").unwrap_or_default();
     let scenario = Scenario::select(amount, &receiver_name);
-    match scenario {
-        Scenario::RateLimited => return error(429, svc, "00", "TOO_MANY_REQUESTS"),
-        Scenario::ChannelDisabled => {
-            return error(
-                403,
-                svc,
-                "04",
-                "Insufficient configuration: no active channel",
-            )
-        }
-        _ => {}
+    if let Some(refusal) = scenario_refusal(scenario, svc) {
+        return refusal;
     }
     let callback_url =
         text(&value, "callbackUrl").or_else(|| sim.inner.settings.callback_url.clone());

@@ -28,9 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -42,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, lock, OutageSwitch, RecentMap, RequestCounter, RequestCounts,
+    self, lock, OutageSwitch, RecentMap, ReferenceRecords, RequestCounter, RequestCounts,
     DEFAULT_REMEMBERED_REFERENCES,
 };
 pub use callbacks::{CallbackAttempt, SmilepayzCallbackLog};
@@ -327,9 +325,7 @@ impl SmilepayzSim {
                 self.inner.outage.clone(),
                 common::outage_gate,
             ))
-            .route("/_sim/requests/{order_no}", get(admin_requests))
-            .route("/_sim/ledger/{order_no}", get(admin_ledger))
-            .route("/_sim/callbacks/{order_no}", get(admin_callbacks))
+            .merge(common::reference_routes())
             .route("/_sim/balance", get(admin_balance).put(admin_set_balance))
             .route("/_sim/scenarios", get(admin_scenarios))
             .route("/_sim/platform-public-key", get(admin_platform_key))
@@ -396,29 +392,23 @@ impl SmilepayzSim {
     }
 }
 
-async fn admin_requests(
-    State(sim): State<SmilepayzSim>,
-    Path(order_no): Path<String>,
-) -> Json<RequestCounts> {
-    Json(sim.requests_for(&order_no))
-}
+impl ReferenceRecords for SmilepayzSim {
+    type Requests = RequestCounts;
+    type Entry = Order;
+    type Callbacks = SmilepayzCallbackLog;
+    const NOT_IN_LEDGER: &'static str = "orderNo not in the ledger";
 
-async fn admin_ledger(State(sim): State<SmilepayzSim>, Path(order_no): Path<String>) -> Response {
-    match sim.order(&order_no) {
-        Some(order) => Json(order).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "orderNo not in the ledger" })),
-        )
-            .into_response(),
+    fn requests_about(&self, order_no: &str) -> RequestCounts {
+        self.requests_for(order_no)
     }
-}
 
-async fn admin_callbacks(
-    State(sim): State<SmilepayzSim>,
-    Path(order_no): Path<String>,
-) -> Json<SmilepayzCallbackLog> {
-    Json(sim.callbacks_for(&order_no))
+    fn ledger_entry(&self, order_no: &str) -> Option<Order> {
+        self.order(order_no)
+    }
+
+    fn callbacks_about(&self, order_no: &str) -> SmilepayzCallbackLog {
+        self.callbacks_for(order_no)
+    }
 }
 
 async fn admin_balance(State(sim): State<SmilepayzSim>) -> Json<Balances> {

@@ -17,7 +17,7 @@ use loket_snapqr::wire::Body;
 use serde_json::{json, Map, Value};
 
 use super::{IssuedQr, Ledger, PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
-use crate::common::{lock, read_body, OutgoingCallback};
+use crate::common::{header_str, lock, read_body, OutgoingCallback};
 use crate::metrics as names;
 
 use loket_protocol::wib;
@@ -60,14 +60,6 @@ fn code(http: u16, service: u8, case: u8) -> String {
 
 fn fail(http: u16, service: u8, case: u8, message: &str) -> Response {
     answer(&code(http, service, case), message, Value::Null)
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
 }
 
 fn within_window(sim: &SnapQrSim, stamp: &str) -> bool {

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, lock, CallbackLog, CallbackSender, OutageSwitch, RecentMap, DEFAULT_REMEMBERED_REFERENCES,
+    self, lock, CallbackLog, CallbackSender, OutageSwitch, RecentMap, ReferenceRecords,
+    DEFAULT_REMEMBERED_REFERENCES,
 };
 
 /// Scenario selectors: the amount's last three digits (or `SCENARIO=NNN` in
@@ -396,9 +397,7 @@ impl SnapQrSim {
                 self.inner.outage.clone(),
                 common::outage_gate,
             ))
-            .route("/_sim/requests/{reference}", get(admin_requests))
-            .route("/_sim/ledger/{reference}", get(admin_ledger))
-            .route("/_sim/callbacks/{reference}", get(admin_callbacks))
+            .merge(common::reference_routes())
             .route("/_sim/scenarios", get(admin_scenarios))
             .route("/_sim/issuer-public-key", get(admin_issuer_key))
             .route("/_sim/tokens/expire", post(admin_expire_tokens))
@@ -482,29 +481,23 @@ impl SnapQrSim {
     }
 }
 
-async fn admin_requests(
-    State(sim): State<SnapQrSim>,
-    Path(reference): Path<String>,
-) -> Json<SnapCounts> {
-    Json(sim.requests_for(&reference))
-}
+impl ReferenceRecords for SnapQrSim {
+    type Requests = SnapCounts;
+    type Entry = PaymentEntry;
+    type Callbacks = CallbackLog;
+    const NOT_IN_LEDGER: &'static str = "reference not in the ledger";
 
-async fn admin_ledger(State(sim): State<SnapQrSim>, Path(reference): Path<String>) -> Response {
-    match sim.ledger_state(&reference) {
-        Some(entry) => Json(entry).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "reference not in the ledger" })),
-        )
-            .into_response(),
+    fn requests_about(&self, reference: &str) -> SnapCounts {
+        self.requests_for(reference)
     }
-}
 
-async fn admin_callbacks(
-    State(sim): State<SnapQrSim>,
-    Path(reference): Path<String>,
-) -> Json<CallbackLog> {
-    Json(sim.notifies_for(&reference))
+    fn ledger_entry(&self, reference: &str) -> Option<PaymentEntry> {
+        self.ledger_state(reference)
+    }
+
+    fn callbacks_about(&self, reference: &str) -> CallbackLog {
+        self.notifies_for(reference)
+    }
 }
 
 async fn admin_scenarios() -> Json<serde_json::Value> {
