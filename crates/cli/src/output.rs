@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb;
+use loket_protocol::{Outcome, TransactionKind, TransactionStatus};
 use serde::Serialize;
 
 /// How to print: text for people or JSON for scripts.
@@ -122,41 +123,29 @@ fn time(at: Option<&prost_types::Timestamp>) -> Option<String> {
         .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// The name of a `TransactionStatus` value as loket writes it everywhere
+/// (`"unspecified"` for a value it does not know).
 pub fn status_name(value: i32) -> &'static str {
-    match pb::TransactionStatus::try_from(value) {
-        Ok(pb::TransactionStatus::Received) => "received",
-        Ok(pb::TransactionStatus::Pending) => "pending",
-        Ok(pb::TransactionStatus::Unknown) => "unknown",
-        Ok(pb::TransactionStatus::Success) => "success",
-        Ok(pb::TransactionStatus::Failed) => "failed",
-        Ok(pb::TransactionStatus::NeedsReview) => "needs_review",
-        Ok(pb::TransactionStatus::Unspecified) | Err(_) => "unspecified",
-    }
+    pb::TransactionStatus::try_from(value)
+        .ok()
+        .and_then(|status| TransactionStatus::try_from(status).ok())
+        .map_or("unspecified", TransactionStatus::as_str)
 }
 
+/// The name of a `TransactionKind` value (`"unspecified"` if unknown).
 pub fn kind_name(value: i32) -> &'static str {
-    match pb::TransactionKind::try_from(value) {
-        Ok(pb::TransactionKind::PrepaidPurchase) => "prepaid_purchase",
-        Ok(pb::TransactionKind::PrepaidInquiry) => "prepaid_inquiry",
-        Ok(pb::TransactionKind::BillInquiry) => "bill_inquiry",
-        Ok(pb::TransactionKind::BillPayment) => "bill_payment",
-        Ok(pb::TransactionKind::QrPayment) => "qr_payment",
-        Ok(pb::TransactionKind::QrCancel) => "qr_cancel",
-        Ok(pb::TransactionKind::QrRefund) => "qr_refund",
-        Ok(pb::TransactionKind::PayIn) => "pay_in",
-        Ok(pb::TransactionKind::PayOut) => "pay_out",
-        Ok(pb::TransactionKind::Unspecified) | Err(_) => "unspecified",
-    }
+    TransactionKind::ALL
+        .into_iter()
+        .find(|kind| pb::TransactionKind::from(*kind) as i32 == value)
+        .map_or("unspecified", TransactionKind::as_str)
 }
 
+/// The name of an `Outcome` value (`"unspecified"` if unknown).
 pub fn outcome_name(value: i32) -> &'static str {
-    match pb::Outcome::try_from(value) {
-        Ok(pb::Outcome::Success) => "success",
-        Ok(pb::Outcome::Pending) => "pending",
-        Ok(pb::Outcome::Failed) => "failed",
-        Ok(pb::Outcome::Unknown) => "unknown",
-        Ok(pb::Outcome::Unspecified) | Err(_) => "unspecified",
-    }
+    pb::Outcome::try_from(value)
+        .ok()
+        .and_then(|outcome| Outcome::try_from(outcome).ok())
+        .map_or("unspecified", Outcome::as_str)
 }
 
 /// The status as a person should read it: what it means for the money.
@@ -177,7 +166,6 @@ fn status_banner(status: &str) -> String {
     }
 }
 
-/// Aligned `label  value` lines.
 /// Aligned `label value` lines.
 pub(crate) struct Lines(String);
 
@@ -930,6 +918,29 @@ mod tests {
             amount_mismatch: false,
             provider_amount: None,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn enum_values_are_named_as_loket_names_them_elsewhere() {
+        assert_eq!(
+            status_name(pb::TransactionStatus::NeedsReview as i32),
+            "needs_review"
+        );
+        assert_eq!(
+            status_name(pb::TransactionStatus::Unspecified as i32),
+            "unspecified"
+        );
+        assert_eq!(
+            kind_name(pb::TransactionKind::BillPayment as i32),
+            "bill_payment"
+        );
+        assert_eq!(kind_name(pb::TransactionKind::PayOut as i32), "pay_out");
+        assert_eq!(outcome_name(pb::Outcome::Unknown as i32), "unknown");
+        for unknown in [-1, 99] {
+            assert_eq!(status_name(unknown), "unspecified");
+            assert_eq!(kind_name(unknown), "unspecified");
+            assert_eq!(outcome_name(unknown), "unspecified");
         }
     }
 

@@ -17,63 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use loket_protocol::Provider;
-
-/// What a product is sold as (the `products.kind` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProductKind {
-    Prepaid,
-    PlnPrepaid,
-    Postpaid,
-    /// SNAP QR CPM payments (the request carries the amount).
-    QrCpm,
-    /// Smilepayz collection (the request carries the amount).
-    PayIn,
-    /// Smilepayz disbursement (the request carries the amount).
-    PayOut,
-}
-
-impl ProductKind {
-    pub const ALL: [ProductKind; 6] = [
-        ProductKind::Prepaid,
-        ProductKind::PlnPrepaid,
-        ProductKind::Postpaid,
-        ProductKind::QrCpm,
-        ProductKind::PayIn,
-        ProductKind::PayOut,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProductKind::Prepaid => "prepaid",
-            ProductKind::PlnPrepaid => "pln_prepaid",
-            ProductKind::Postpaid => "postpaid",
-            ProductKind::QrCpm => "qr_cpm",
-            ProductKind::PayIn => "pay_in",
-            ProductKind::PayOut => "pay_out",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
-    /// Whether a product of this kind has a fixed price in the catalogue
-    /// (required), or must not have one (the bill or the request decides).
-    pub fn is_priced(self) -> bool {
-        matches!(self, ProductKind::Prepaid | ProductKind::PlnPrepaid)
-    }
-
-    /// The one provider that offers this kind, if only one does.
-    pub fn only_provider(self) -> Option<Provider> {
-        match self {
-            ProductKind::QrCpm => Some(Provider::SnapQr),
-            ProductKind::PayIn | ProductKind::PayOut => Some(Provider::Smilepayz),
-            ProductKind::Prepaid | ProductKind::PlnPrepaid | ProductKind::Postpaid => None,
-        }
-    }
-}
+use loket_protocol::{ProductKind, Provider};
 
 fn kind_names() -> String {
     ProductKind::ALL.map(ProductKind::as_str).join(", ")
@@ -214,6 +158,20 @@ pub fn parse_catalogue(text: &str) -> Result<Vec<Product>, CatalogueErrors> {
     }
 }
 
+/// A required text field (`text`, as read from the entry) checked by
+/// `parse`; `missing` is the problem when the field is absent.
+fn required<T>(
+    text: Result<Option<String>, String>,
+    missing: &str,
+    parse: impl FnOnce(String) -> Result<T, String>,
+) -> Result<T, String> {
+    match text {
+        Ok(Some(value)) => parse(value),
+        Ok(None) => Err(missing.to_string()),
+        Err(problem) => Err(problem),
+    }
+}
+
 fn validate_entry(index: usize, table: &toml::Table) -> Result<Product, Vec<EntryError>> {
     let code_hint = table
         .get("code")
@@ -250,90 +208,42 @@ fn validate_entry(index: usize, table: &toml::Table) -> Result<Product, Vec<Entr
         }
     };
 
-    let code = match text("code") {
-        Ok(Some(code)) if code.is_empty() => {
-            fail("code", "must not be empty".into());
-            None
+    let code = required(text("code"), "required", |code| {
+        if code.is_empty() {
+            return Err("must not be empty".into());
         }
-        Ok(Some(code)) => match check_code(&code) {
-            Ok(()) => Some(code),
-            Err(problem) => {
-                fail("code", problem);
-                None
-            }
-        },
-        Ok(None) => {
-            fail("code", "required".into());
-            None
-        }
-        Err(problem) => {
-            fail("code", problem);
-            None
-        }
-    };
+        check_code(&code).map(|()| code)
+    })
+    .map_err(|problem| fail("code", problem))
+    .ok();
 
-    let provider = match text("provider") {
-        Ok(Some(name)) => match Provider::parse(&name) {
-            Ok(provider) => Some(provider),
-            Err(error) => {
-                fail("provider", error.to_string());
-                None
-            }
-        },
-        Ok(None) => {
-            fail("provider", "required".into());
-            None
-        }
-        Err(problem) => {
-            fail("provider", problem);
-            None
-        }
-    };
+    let provider = required(text("provider"), "required", |name| {
+        Provider::parse(&name).map_err(|error| error.to_string())
+    })
+    .map_err(|problem| fail("provider", problem))
+    .ok();
 
-    let provider_product_code = match text("provider_product_code") {
-        Ok(Some(value)) if value.is_empty() => {
-            fail("provider_product_code", "must not be empty".into());
-            None
+    let provider_product_code = required(text("provider_product_code"), "required", |value| {
+        if value.is_empty() {
+            Err("must not be empty".into())
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err("must not contain spaces or control characters".into())
+        } else if value.len() > 64 {
+            Err("at most 64 characters".into())
+        } else {
+            Ok(value)
         }
-        Ok(Some(value)) if value.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            fail(
-                "provider_product_code",
-                "must not contain spaces or control characters".into(),
-            );
-            None
-        }
-        Ok(Some(value)) if value.len() > 64 => {
-            fail("provider_product_code", "at most 64 characters".into());
-            None
-        }
-        Ok(Some(value)) => Some(value),
-        Ok(None) => {
-            fail("provider_product_code", "required".into());
-            None
-        }
-        Err(problem) => {
-            fail("provider_product_code", problem);
-            None
-        }
-    };
+    })
+    .map_err(|problem| fail("provider_product_code", problem))
+    .ok();
 
-    let kind = match text("kind") {
-        Ok(Some(value)) => match ProductKind::parse(&value) {
-            Some(kind) => Some(kind),
-            None => {
-                fail("kind", format!("{value:?} is not one of {}", kind_names()));
-                None
-            }
-        },
-        Ok(None) => {
-            fail("kind", format!("required (one of {})", kind_names()));
-            None
-        }
-        Err(problem) => {
-            fail("kind", problem);
-            None
-        }
-    };
+    let missing_kind = format!("required (one of {})", kind_names());
+    let kind = required(text("kind"), &missing_kind, |value| {
+        ProductKind::parse(&value)
+            .ok_or_else(|| format!("{value:?} is not one of {}", kind_names()))
+    })
+    .map_err(|problem| fail("kind", problem))
+    .ok();
 
     let price = match table.get("price") {
         None => None,

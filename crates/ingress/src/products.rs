@@ -5,7 +5,7 @@
 //! added works almost at once without letting unknown codes hammer the
 //! database.
 
-use loket_protocol::{Money, Provider, TransactionKind};
+use loket_protocol::{Money, ProductKind, Provider, TransactionKind};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,57 +16,6 @@ use crate::validate::{truncate, ProductCode};
 
 /// Least time between two reloads triggered by unknown codes.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProductKind {
-    Prepaid,
-    PlnPrepaid,
-    Postpaid,
-    /// SNAP QR CPM payments (`QrPay`); cancels and refunds follow the payment.
-    QrCpm,
-    /// Smilepayz collection (`PayIn`).
-    PayIn,
-    /// Smilepayz disbursement (`PayOut`).
-    PayOut,
-}
-
-impl ProductKind {
-    pub const ALL: [ProductKind; 6] = [
-        ProductKind::Prepaid,
-        ProductKind::PlnPrepaid,
-        ProductKind::Postpaid,
-        ProductKind::QrCpm,
-        ProductKind::PayIn,
-        ProductKind::PayOut,
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProductKind::Prepaid => "prepaid",
-            ProductKind::PlnPrepaid => "pln_prepaid",
-            ProductKind::Postpaid => "postpaid",
-            ProductKind::QrCpm => "qr_cpm",
-            ProductKind::PayIn => "pay_in",
-            ProductKind::PayOut => "pay_out",
-        }
-    }
-
-    /// The call a client uses for products of this kind (for messages).
-    pub fn call(self) -> &'static str {
-        match self {
-            ProductKind::Prepaid => "Purchase",
-            ProductKind::PlnPrepaid => "Inquire, then Purchase",
-            ProductKind::Postpaid => "Inquire, then PayBill",
-            ProductKind::QrCpm => "QrPay",
-            ProductKind::PayIn => "PayIn",
-            ProductKind::PayOut => "PayOut",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Product {

@@ -4,7 +4,7 @@
 
 use futures::StreamExt as _;
 use loket_protocol::pb::{self, loket_server::Loket};
-use loket_protocol::{subjects, Provider, TransactionKind, TransactionStatus};
+use loket_protocol::{subjects, ProductKind, Provider, TransactionKind, TransactionStatus};
 use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::Shutdown;
 use loket_store::{bill_from_json, TransactionRow};
@@ -24,7 +24,7 @@ use crate::explain;
 use crate::group_insert::GroupInsert;
 use crate::idempotency::{self, Replay, RequestParams};
 use crate::metrics;
-use crate::products::{Product, ProductKind, Products};
+use crate::products::{Product, Products};
 use crate::queries::{self, Inserted, Linked, LinkedInsert, NewTransaction};
 use crate::validate::{
     self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PayInInput, PayOutInput,
@@ -591,33 +591,49 @@ impl Inner {
         }
     }
 
-    /// The active product `code` of `kind`; a refusal may still be a replay
-    /// (then the replayed transaction is the `Err`).
-    async fn product_of(
+    /// Creates a transaction of `kind` for the active product `code` of
+    /// `product_kind`, `fill` adding the request's own fields. A refused
+    /// product may still be a replay of a call that succeeded earlier.
+    async fn create_for_product(
         &self,
         ctx: &CallContext,
         call: Mutation<'_>,
         code: &validate::ProductCode,
-        kind: ProductKind,
-    ) -> Result<Result<Product, pb::Transaction>, ApiError> {
+        product_kind: ProductKind,
+        kind: TransactionKind,
+        fill: impl FnOnce(&mut NewTransaction),
+    ) -> Result<pb::Transaction, ApiError> {
         let found = self.products.get(code).await.and_then(|product| {
-            product.require(kind)?;
+            product.require(product_kind)?;
             Ok(product)
         });
-        match found {
-            Ok(product) => Ok(Ok(product)),
-            Err(error) => self
-                .replay_or(
-                    ctx,
-                    call.client,
-                    call.client_ref,
-                    call.params,
-                    call.wait,
-                    error,
-                )
-                .await
-                .map(Err),
-        }
+        let product = match found {
+            Ok(product) => product,
+            Err(error) => {
+                return self
+                    .replay_or(
+                        ctx,
+                        call.client,
+                        call.client_ref,
+                        call.params,
+                        call.wait,
+                        error,
+                    )
+                    .await
+            }
+        };
+        let mut new =
+            self.new_product_transaction(call.client, call.client_ref, call.params, kind, &product);
+        fill(&mut new);
+        self.create(
+            ctx,
+            call.client,
+            call.client_ref,
+            call.params,
+            new,
+            call.wait,
+        )
+        .await
     }
 
     async fn qr_pay(
@@ -628,36 +644,26 @@ impl Inner {
         let client = self.auth.authenticate(request.metadata()).await?;
         let input = QrPayInput::try_from(request.get_ref())?;
         let params = RequestParams::qr_pay(&input);
-        let product = match self
-            .product_of(
-                ctx,
-                Mutation {
-                    client,
-                    client_ref: &input.client_ref,
-                    params: &params,
-                    wait: input.wait,
-                },
-                &input.product_code,
-                ProductKind::QrCpm,
-            )
-            .await?
-        {
-            Ok(product) => product,
-            Err(replayed) => return Ok(replayed),
-        };
-        let mut new = self.new_product_transaction(
+        let call = Mutation {
             client,
-            &input.client_ref,
-            &params,
+            client_ref: &input.client_ref,
+            params: &params,
+            wait: input.wait,
+        };
+        self.create_for_product(
+            ctx,
+            call,
+            &input.product_code,
+            ProductKind::QrCpm,
             TransactionKind::QrPayment,
-            &product,
-        );
-        // ASSUMED: a QR payment has no customer account loket knows of; the
-        // column is NOT NULL, so it stays empty (the QR content, when given,
-        // is in `details`).
-        new.amount = Some(input.amount);
-        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
-            .await
+            |new| {
+                // ASSUMED: a QR payment has no customer account loket knows
+                // of; the column is NOT NULL, so it stays empty (the QR
+                // content, when given, is in `details`).
+                new.amount = Some(input.amount);
+            },
+        )
+        .await
     }
 
     /// `QrQuery`: asks the issuer about the caller's QR payment now (a status
@@ -829,36 +835,26 @@ impl Inner {
         let client = self.auth.authenticate(request.metadata()).await?;
         let input = PayInInput::try_from(request.get_ref())?;
         let params = RequestParams::pay_in(&input);
-        let product = match self
-            .product_of(
-                ctx,
-                Mutation {
-                    client,
-                    client_ref: &input.client_ref,
-                    params: &params,
-                    wait: input.wait,
-                },
-                &input.product_code,
-                ProductKind::PayIn,
-            )
-            .await?
-        {
-            Ok(product) => product,
-            Err(replayed) => return Ok(replayed),
-        };
-        let mut new = self.new_product_transaction(
+        let call = Mutation {
             client,
-            &input.client_ref,
-            &params,
+            client_ref: &input.client_ref,
+            params: &params,
+            wait: input.wait,
+        };
+        self.create_for_product(
+            ctx,
+            call,
+            &input.product_code,
+            ProductKind::PayIn,
             TransactionKind::PayIn,
-            &product,
-        );
-        new.amount = Some(input.amount);
-        // The payer is in `details`; a pay-in has no account of ours to
-        // name (the column stays empty, as for a QR payment).
-        new.method = input.method.clone();
-        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
-            .await
+            |new| {
+                new.amount = Some(input.amount);
+                // The payer is in `details`; a pay-in has no account of ours
+                // to name (the column stays empty, as for a QR payment).
+                new.method = input.method.clone();
+            },
+        )
+        .await
     }
 
     async fn pay_out(
@@ -869,35 +865,25 @@ impl Inner {
         let client = self.auth.authenticate(request.metadata()).await?;
         let input = PayOutInput::try_from(request.get_ref())?;
         let params = RequestParams::pay_out(&input);
-        let product = match self
-            .product_of(
-                ctx,
-                Mutation {
-                    client,
-                    client_ref: &input.client_ref,
-                    params: &params,
-                    wait: input.wait,
-                },
-                &input.product_code,
-                ProductKind::PayOut,
-            )
-            .await?
-        {
-            Ok(product) => product,
-            Err(replayed) => return Ok(replayed),
-        };
-        let mut new = self.new_product_transaction(
+        let call = Mutation {
             client,
-            &input.client_ref,
-            &params,
+            client_ref: &input.client_ref,
+            params: &params,
+            wait: input.wait,
+        };
+        self.create_for_product(
+            ctx,
+            call,
+            &input.product_code,
+            ProductKind::PayOut,
             TransactionKind::PayOut,
-            &product,
-        );
-        new.amount = Some(input.amount);
-        new.method = input.method.clone();
-        new.account = input.account.clone();
-        self.create(ctx, client, &input.client_ref, &params, new, input.wait)
-            .await
+            |new| {
+                new.amount = Some(input.amount);
+                new.method = input.method.clone();
+                new.account = input.account.clone();
+            },
+        )
+        .await
     }
 
     async fn purchase(
