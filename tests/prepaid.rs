@@ -75,6 +75,13 @@ async fn pln_inquiry_then_purchase_copies_the_inquiry_references() {
         "a new referencecode for the purchase"
     );
     assert_eq!(app.sim.money_requests_for(&token.provider_reference), 1);
+    // The simulator refuses refs that do not match an inquiry it issued and
+    // records the inquiry a purchase's refs named: without the refs the
+    // purchase would have gone through as one without an inquiry.
+    let bought = app.sim.ledger_state(&token.provider_reference).unwrap();
+    let inquired = app.sim.ledger_state(&inquiry.provider_reference).unwrap();
+    assert!(inquired.inquirycode.is_some(), "{inquired:?}");
+    assert_eq!(bought.inquirycode, inquired.inquirycode);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -842,6 +842,91 @@ async fn pln_prepaid_inquiry_then_purchase_copies_refs() {
     assert_eq!(bought.get("ref1"), Some(ref1.as_str()));
     assert_eq!(bought.get("serialnumber").unwrap().len(), 20);
     assert_eq!(h.sim.requests_for("pln-inq").inquiries, 1);
+    assert_eq!(
+        h.sim.ledger_state("pln-buy").unwrap().inquirycode,
+        h.sim.ledger_state("pln-inq").unwrap().inquirycode,
+        "the purchase is recorded against the inquiry its refs named"
+    );
+}
+
+/// A PLN prepaid inquiry for meter 14234567890, then purchases of `PLN20`
+/// for `account`, each carrying refs that `refs` makes of the inquiry's
+/// `ref1` and `ref2`; the purchases' codes.
+async fn pln_purchases_with_refs(
+    h: &Harness,
+    account: &str,
+    refs: impl Fn(&str, &str) -> Vec<[String; 3]>,
+) -> Vec<String> {
+    let inquiry = h
+        .send(&request(
+            "OkeBayar-prabayar",
+            &format!("pln-inq-{account}"),
+            &[
+                ("productcode", "PLN20"),
+                ("accnumber", "14234567890"),
+                ("querycode", "inquiry"),
+            ],
+        ))
+        .await;
+    assert_eq!(status(&inquiry), "000");
+    let (ref1, ref2) = (inquiry.get("ref1").unwrap(), inquiry.get("ref2").unwrap());
+    let mut codes = Vec::new();
+    for (n, [ref1, ref2, ref3]) in refs(ref1, ref2).into_iter().enumerate() {
+        let bought = h
+            .send(&request(
+                "OkeBayar-prabayar",
+                &format!("pln-buy-{account}-{n}"),
+                &[
+                    ("productcode", "PLN20"),
+                    ("accnumber", account),
+                    ("ref1", &ref1),
+                    ("ref2", &ref2),
+                    ("ref3", &ref3),
+                ],
+            ))
+            .await;
+        codes.push(status(&bought).to_string());
+    }
+    codes
+}
+
+#[tokio::test]
+async fn a_pln_purchase_whose_refs_do_not_match_its_inquiry_is_refused() {
+    let h = start(settings()).await;
+    let codes = pln_purchases_with_refs(&h, "14234567890", |ref1, ref2| {
+        vec![
+            // ref2 changed → payment data ≠ inquiry
+            [ref1.into(), format!("{ref2}X"), String::new()],
+            // ref1 names no inquiry the simulator issued
+            ["INQ-NEVER-ISSUED".into(), ref2.into(), String::new()],
+            // ref3 invented
+            [ref1.into(), ref2.into(), "R3".into()],
+        ]
+    })
+    .await;
+    assert_eq!(codes, ["402", "405", "402"]);
+    // Another meter than the inquiry's.
+    let other = pln_purchases_with_refs(&h, "14200000000", |ref1, ref2| {
+        vec![[ref1.into(), ref2.into(), String::new()]]
+    })
+    .await;
+    assert_eq!(other, ["402"]);
+    assert_eq!(h.sim.balance(), 1_000_000, "nothing was debited");
+}
+
+#[tokio::test]
+async fn a_pln_purchase_after_its_inquiry_expired_is_refused_with_403() {
+    let h = start(OkeBayarSimSettings {
+        inquiry_ttl_secs: 0,
+        ..settings()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let codes = pln_purchases_with_refs(&h, "14234567890", |ref1, ref2| {
+        vec![[ref1.into(), ref2.into(), String::new()]]
+    })
+    .await;
+    assert_eq!(codes, ["403"]);
 }
 
 #[tokio::test]

@@ -402,6 +402,14 @@ fn purchase(ctx: &Ctx) -> Answer {
     let scenario = scenario_of(ctx, &accnumber);
     let plan = scenario.plan();
     let style = scenario.amount_style();
+    let mut forced_failure = scenario.immediate_failure(false);
+    let mut inquirycode = None;
+    if forced_failure.is_none() && settings.check_payment_refs {
+        match pln_inquiry_named(ctx, &productcode, &accnumber) {
+            Ok(found) => inquirycode = found,
+            Err(code) => forced_failure = Some(code),
+        }
+    }
     let committed = ctx.sim.inner.ledger.commit(MoneyAttempt {
         reference: ctx.reference.clone(),
         operation: LedgerOperation::Purchase,
@@ -410,7 +418,8 @@ fn purchase(ctx: &Ctx) -> Answer {
         accnumber,
         tracecode: ctx.tracecode.clone(),
         at: ctx.now,
-        forced_failure: scenario.immediate_failure(false),
+        inquirycode,
+        forced_failure,
         payment: None,
         initial_code: plan.initial,
         serial_number: ctx.sim.inner.ledger.next_serial(),
@@ -449,6 +458,41 @@ fn purchase(ctx: &Ctx) -> Answer {
             executed(ctx, code, reply, plan, style)
         }
     }
+}
+
+/// The PLN prepaid inquiry a purchase's `ref1..3` name, copied verbatim
+/// from the inquiry's reply (spec §4, §5.B); `Ok(None)` when the purchase
+/// carries no refs (a purchase without an inquiry). The simulator's `ref1`
+/// is its inquiry handle. The spec gives no codes for this, so they are
+/// those of a bill payment (**ASSUMED**): `405` when it issued no such
+/// inquiry, `402` when a ref, the product or the account differs, `403`
+/// past the inquiry's expiry.
+fn pln_inquiry_named(
+    ctx: &Ctx,
+    productcode: &str,
+    accnumber: &str,
+) -> Result<Option<String>, &'static str> {
+    let [ref1, ref2, ref3] =
+        ["ref1", "ref2", "ref3"].map(|name| ctx.fields.get(name).unwrap_or_default());
+    if [ref1, ref2, ref3]
+        .iter()
+        .all(|value| value.trim().is_empty())
+    {
+        return Ok(None);
+    }
+    let Some(inquiry) = ctx.sim.inner.ledger.inquiry(ref1.trim()) else {
+        return Err("405");
+    };
+    let same_refs = ref1 == inquiry.ref1 && ref2 == inquiry.ref2 && ref3 == inquiry.ref3;
+    let same_customer = productcode.eq_ignore_ascii_case(&inquiry.productcode)
+        && accnumber.trim() == inquiry.account.trim();
+    if !same_refs || !same_customer {
+        return Err("402");
+    }
+    if ctx.now > inquiry.expires_at {
+        return Err("403");
+    }
+    Ok(Some(inquiry.inquirycode))
 }
 
 /// `at` plus `ms`, saturating (a huge configured TTL never panics).
@@ -527,7 +571,9 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
     }
     let inquirycode = format!("INQ{}", ctx.tracecode);
     let expires = later(ctx.now, settings.inquiry_ttl_secs.saturating_mul(1000));
-    let ref1 = format!("{}01", ctx.tracecode);
+    // The purchase omits the inquirycode and copies the refs (spec §4):
+    // `ref1` names the inquiry.
+    let ref1 = inquirycode.clone();
     let ref2 = format!("PLN{}", ctx.tracecode);
     let ref3 = String::new();
     let inquiry = Inquiry {
@@ -739,9 +785,9 @@ fn payment(ctx: &Ctx) -> Answer {
         amount: 0,
         tracecode: ctx.tracecode.clone(),
         at: ctx.now,
+        inquirycode,
         forced_failure: forced,
         payment: Some(PaymentData {
-            inquirycode,
             nominal: ctx.fields.get("nominal").and_then(parse_idr),
             adminfee: ctx.fields.get("adminfee").and_then(parse_idr),
         }),

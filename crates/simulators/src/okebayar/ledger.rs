@@ -53,6 +53,8 @@ pub struct LedgerEntry {
     pub productcode: String,
     pub accnumber: String,
     pub transaction_time: DateTime<Utc>,
+    /// The inquiry a bill payment, or a PLN prepaid purchase after an
+    /// inquiry, was made against.
     pub inquirycode: Option<String>,
     /// Every code this entry has had, oldest first.
     pub history: Vec<String>,
@@ -97,7 +99,6 @@ pub struct Inquiry {
 /// A bill payment's data, checked against its inquiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentData {
-    pub inquirycode: Option<String>,
     pub nominal: Option<i64>,
     pub adminfee: Option<i64>,
 }
@@ -113,6 +114,9 @@ pub struct MoneyAttempt {
     pub amount: i64,
     pub tracecode: String,
     pub at: DateTime<Utc>,
+    /// A bill payment's inquiry (checked here), or the PLN inquiry a
+    /// prepaid purchase's refs named (checked by the handler).
+    pub inquirycode: Option<String>,
     /// A failure the scenario imposes before any debit.
     pub forced_failure: Option<&'static str>,
     /// `Some` for bill payments.
@@ -264,7 +268,7 @@ impl Ledger {
         let mut inquiry = None;
         let refusal = 'checks: {
             if let Some(payment) = &attempt.payment {
-                let found = payment
+                let found = attempt
                     .inquirycode
                     .as_deref()
                     .and_then(|code| inner.inquiries.get(code));
@@ -314,7 +318,7 @@ impl Ledger {
             if let Some(found) = attempt
                 .payment
                 .as_ref()
-                .and_then(|p| p.inquirycode.as_deref())
+                .and(attempt.inquirycode.as_deref())
                 .and_then(|c| inner.inquiries.get_mut(c))
             {
                 found.paid_by = Some(attempt.reference.clone());
@@ -332,7 +336,7 @@ impl Ledger {
             productcode: attempt.productcode,
             accnumber: attempt.accnumber,
             transaction_time: attempt.at,
-            inquirycode: attempt.payment.and_then(|p| p.inquirycode),
+            inquirycode: attempt.inquirycode,
             history: vec![code.to_string()],
             executions: executions + 1,
         };
@@ -412,6 +416,7 @@ mod tests {
             amount,
             tracecode: "1".into(),
             at: Utc::now(),
+            inquirycode: None,
             forced_failure: None,
             payment: None,
             initial_code: "000",

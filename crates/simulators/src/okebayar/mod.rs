@@ -92,7 +92,9 @@ pub struct OkeBayarSimSettings {
     /// none (ASSUMED, spec §3) and the connector's `echo_transaction_code`
     /// is configurable, so this must list whatever the connector sends.
     pub echo_transactioncodes: Vec<String>,
-    /// A payment must carry the inquiry's `ref2`/`ref3` verbatim (else `402`).
+    /// A payment must carry the inquiry's `ref2`/`ref3` verbatim (else `402`),
+    /// and a PLN prepaid purchase after an inquiry its `ref1..3` (`405`,
+    /// `402`, `403`; see `pln_inquiry_named` in `handlers.rs`).
     pub check_payment_refs: bool,
     /// Wrap every XML reply and callback body in `{ … }`, as the doc's
     /// examples do (spec §8.7 and §9: "doc-literal" mode).
