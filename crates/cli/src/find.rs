@@ -66,6 +66,7 @@ pub async fn find(pool: &PgPool, reference: &str, limit: i64) -> Result<FindView
             matched_on: matched_on(&row, reference),
             client: client.unwrap_or_else(|| row.client_id.to_string()),
             review_reason: row.review_reason.clone(),
+            reviewed_from: row.reviewed_from.clone(),
             check_count: row.check_count,
             next_check_at: row.next_check_at.map(|at| at.to_rfc3339()),
             transaction: TransactionView::from_pb(&row.to_pb()),
@@ -139,6 +140,8 @@ pub struct FoundView {
     /// The client it belongs to, by name.
     pub client: String,
     pub review_reason: Option<String>,
+    /// The status it had when it was parked for review.
+    pub reviewed_from: Option<String>,
     pub check_count: i32,
     pub next_check_at: Option<String>,
     pub transaction: TransactionView,
@@ -166,6 +169,7 @@ impl Render for FindView {
             head.add("found by", found.matched_on.join(", "));
             head.add("client", &found.client);
             head.opt("REVIEW", found.review_reason.as_ref());
+            head.opt("parked from", found.reviewed_from.as_ref());
             if found.check_count > 0 || found.next_check_at.is_some() {
                 let next = found
                     .next_check_at

@@ -485,6 +485,7 @@ pub(crate) mod tests_support {
             check_count: 0,
             not_found_since: None,
             review_reason: None,
+            reviewed_from: None,
             created_at: now,
             updated_at: now,
             finalized_at: None,

@@ -286,6 +286,16 @@ impl Writer {
         );
     }
 
+    /// Parks the row in `needs_review` for `reason`, remembering the status
+    /// it had (a bill payment parked from `failed` no longer holds its
+    /// inquiry: migration 0008).
+    fn park_for_review(&mut self, reason: String) {
+        let from = self.row.status.clone();
+        Self::set(&mut self.changed, &mut self.row.reviewed_from, Some(from));
+        self.status(TransactionStatus::NeedsReview);
+        Self::set(&mut self.changed, &mut self.row.review_reason, Some(reason));
+    }
+
     fn provider_fields(&mut self, report: &Report, overwrite: bool) {
         let row = &mut self.row;
         let changed = &mut self.changed;
@@ -424,12 +434,7 @@ pub fn plan(
                     report.provider_code.as_deref().unwrap_or("none"),
                     report.event_id,
                 );
-                w.status(TransactionStatus::NeedsReview);
-                Writer::set(
-                    &mut w.changed,
-                    &mut w.row.review_reason,
-                    Some(reason.clone()),
-                );
+                w.park_for_review(reason.clone());
                 alert = Some(reason);
                 Verdict::Conflict
             }
@@ -553,12 +558,7 @@ fn plan_not_found(
             w.row.provider_reference,
             since.to_rfc3339()
         );
-        w.status(S::NeedsReview);
-        Writer::set(
-            &mut w.changed,
-            &mut w.row.review_reason,
-            Some(reason.clone()),
-        );
+        w.park_for_review(reason.clone());
         *alert = Some(reason);
         return Verdict::NotFoundReview;
     }
@@ -653,6 +653,7 @@ pub fn plan_review(
     let mut next = row.clone();
     next.status = TransactionStatus::NeedsReview.as_str().into();
     next.review_reason = Some(reason.clone());
+    next.reviewed_from = Some(row.status.clone());
     next.next_check_at = None;
     next.updated_at = now;
     let event = EventRecord {

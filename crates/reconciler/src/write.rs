@@ -104,7 +104,7 @@ static WRITE_SQL: LazyLock<String> = LazyLock::new(|| {
 type PgScalarQuery<'q> =
     sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>;
 
-/// The columns of the rows to update, one array each ($1–$18).
+/// The columns of the rows to update, one array each ($1–$19).
 struct RowColumns<'a> {
     ids: Vec<Uuid>,
     statuses: Vec<&'a str>,
@@ -120,6 +120,7 @@ struct RowColumns<'a> {
     next_checks: Vec<Option<DateTime<Utc>>>,
     not_found: Vec<Option<DateTime<Utc>>>,
     reasons: Vec<Option<Cow<'a, str>>>,
+    reviewed_from: Vec<Option<Cow<'a, str>>>,
     updated: Vec<DateTime<Utc>>,
     finalized: Vec<Option<DateTime<Utc>>>,
     payments: Vec<Option<Cow<'a, Value>>>,
@@ -132,14 +133,14 @@ impl<'a> RowColumns<'a> {
            serial_number = u.serial_number, provider_amount_minor = u.provider_amount_minor, \
            amount_mismatch = u.amount_mismatch, bill = u.bill, inquiry_data = u.inquiry_data, \
            expires_at = u.expires_at, next_check_at = u.next_check_at, not_found_since = u.not_found_since, \
-           review_reason = u.review_reason, updated_at = u.updated_at, finalized_at = u.finalized_at, \
+           review_reason = u.review_reason, reviewed_from = u.reviewed_from, updated_at = u.updated_at, finalized_at = u.finalized_at, \
            payment = u.payment \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
            $8::bool[], $9::jsonb[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], \
-           $14::text[], $15::timestamptz[], $16::timestamptz[], $17::jsonb[], $18::text[]) \
+           $14::text[], $15::timestamptz[], $16::timestamptz[], $17::jsonb[], $18::text[], $19::text[]) \
            AS u(id, status, provider_code, provider_message, provider_trace, serial_number, \
              provider_amount_minor, amount_mismatch, bill, inquiry_data, expires_at, next_check_at, \
-             not_found_since, review_reason, updated_at, finalized_at, payment, expected_status) \
+             not_found_since, review_reason, updated_at, finalized_at, payment, expected_status, reviewed_from) \
          WHERE t.id = u.id AND t.status = u.expected_status \
          RETURNING t.id";
 
@@ -174,6 +175,7 @@ impl<'a> RowColumns<'a> {
             next_checks: writes.iter().map(|(_, r)| r.next_check_at).collect(),
             not_found: writes.iter().map(|(_, r)| r.not_found_since).collect(),
             reasons: column(|r| r.review_reason.as_deref()),
+            reviewed_from: column(|r| r.reviewed_from.as_deref()),
             updated: writes.iter().map(|(_, r)| r.updated_at).collect(),
             finalized: writes.iter().map(|(_, r)| r.finalized_at).collect(),
             payments: json_column(|r| r.payment.as_ref()),
@@ -207,10 +209,11 @@ impl<'a> RowColumns<'a> {
             .bind(&self.finalized)
             .bind(jsons(&self.payments))
             .bind(&self.expected)
+            .bind(&self.reviewed_from)
     }
 }
 
-/// The columns of the events to append, one array each ($19–$24).
+/// The columns of the events to append, one array each ($20–$25).
 struct EventColumns<'a> {
     ids: Vec<Uuid>,
     sources: Vec<&'a str>,
@@ -224,7 +227,7 @@ impl<'a> EventColumns<'a> {
     const SQL: &'static str = "INSERT INTO transaction_events \
            (transaction_id, source, from_status, to_status, provider_code, detail) \
          SELECT id, source, from_status, to_status, provider_code, detail \
-         FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[]) \
+         FROM UNNEST($20::uuid[], $21::text[], $22::text[], $23::text[], $24::text[], $25::jsonb[]) \
            WITH ORDINALITY AS e(id, source, from_status, to_status, provider_code, detail, position) \
          ORDER BY position";
 
@@ -263,7 +266,7 @@ impl<'a> EventColumns<'a> {
 }
 
 /// The columns of the provider exchanges to store, one array each
-/// ($25–$33).
+/// ($26–$34).
 struct ExchangeColumns<'a> {
     ids: Vec<Uuid>,
     operations: Vec<Cow<'a, str>>,
@@ -280,8 +283,8 @@ impl<'a> ExchangeColumns<'a> {
     const SQL: &'static str = "INSERT INTO provider_exchanges \
            (transaction_id, operation, url, request, response, http_status, duration_ms, error, at) \
          SELECT id, operation, url, request, response, http_status, duration_ms, error, at \
-         FROM UNNEST($25::uuid[], $26::text[], $27::text[], $28::text[], $29::text[], $30::int4[], \
-           $31::int4[], $32::text[], $33::timestamptz[]) \
+         FROM UNNEST($26::uuid[], $27::text[], $28::text[], $29::text[], $30::text[], $31::int4[], \
+           $32::int4[], $33::text[], $34::timestamptz[]) \
            WITH ORDINALITY AS x(id, operation, url, request, response, http_status, duration_ms, error, at, position) \
          ORDER BY position";
 

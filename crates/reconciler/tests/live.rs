@@ -499,6 +499,61 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
     Ok(())
 }
 
+/// A bill payment that failed frees its inquiry, and the client paid it
+/// again; a late success for the failed payment must still reach review
+/// (and its alert), although the second payment holds the inquiry.
+#[tokio::test]
+async fn a_failed_bill_payment_contradicted_after_a_second_payment_still_reaches_review(
+) -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let trace = TraceContext::new_root();
+    let payment_result = |id: Uuid, event: String, outcome, code| {
+        let mut event = result_event(id, &event, outcome, code);
+        event.operation = bus::Operation::BillPayment as i32;
+        event.encode_to_vec()
+    };
+    let inquiry = insert(&env, "success", "bill_inquiry", "").await?;
+    let paying = format!("inquiry_id = '{inquiry}'");
+
+    let first = insert(&env, "received", "bill_payment", &paying).await?;
+    let failed = payment_result(first, format!("cmd:{first}:0"), pb::Outcome::Failed, "203");
+    reconciler.apply_event(&subject, &failed, &trace).await?;
+    assert_eq!(status_of(&env.pool, first).await?, "failed");
+
+    let second = insert(&env, "received", "bill_payment", &paying).await?;
+    let paid = payment_result(
+        second,
+        format!("cmd:{second}:0"),
+        pb::Outcome::Success,
+        "000",
+    );
+    reconciler.apply_event(&subject, &paid, &trace).await?;
+    assert_eq!(status_of(&env.pool, second).await?, "success");
+
+    let late = payment_result(
+        first,
+        format!("chk:{first}:late"),
+        pb::Outcome::Success,
+        "000",
+    );
+    reconciler.apply_event(&subject, &late, &trace).await?;
+    let row = loket_store::get(&env.pool, first).await?.context("row")?;
+    assert_eq!(row.status, "needs_review");
+    assert_eq!(row.reviewed_from.as_deref(), Some("failed"));
+    assert!(row.review_reason.unwrap().contains("203"));
+
+    // The guard still holds for the payment that succeeded.
+    let third = insert(&env, "received", "bill_payment", &paying).await;
+    let refused = format!("{:#}", third.expect_err("a third live payment"));
+    assert!(
+        refused.contains("one_live_payment_per_inquiry"),
+        "{refused}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result<()> {
     let env = env().await?;

@@ -19,8 +19,8 @@ pub const COLUMNS: &str = "id, client_id, client_ref, kind, status, provider, pr
     provider_product_code, account, account2, account3, contact, amount_minor, currency, request_hash, \
     provider_reference, provider_trace, provider_code, provider_message, serial_number, \
     provider_amount_minor, amount_mismatch, inquiry_id, bill, inquiry_data, expires_at, dispatched_at, \
-    dispatch_count, next_check_at, check_count, not_found_since, review_reason, created_at, updated_at, \
-    finalized_at, original_id, method, details, payment";
+    dispatch_count, next_check_at, check_count, not_found_since, review_reason, reviewed_from, created_at, \
+    updated_at, finalized_at, original_id, method, details, payment";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransactionRow {
@@ -58,6 +58,8 @@ pub struct TransactionRow {
     pub check_count: i32,
     pub not_found_since: Option<DateTime<Utc>>,
     pub review_reason: Option<String>,
+    /// The status it had when it was parked in `needs_review`.
+    pub reviewed_from: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finalized_at: Option<DateTime<Utc>>,

@@ -43,6 +43,7 @@ pub fn row(status: S) -> TransactionRow {
         check_count: 0,
         not_found_since: None,
         review_reason: None,
+        reviewed_from: None,
         created_at: t0(),
         updated_at: t0(),
         finalized_at: None,
