@@ -49,9 +49,27 @@ fn pg_command(program: &Path) -> Command {
     }
 }
 
+/// How a test server commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commits {
+    /// Acknowledged before the WAL is written (`synchronous_commit=off`):
+    /// fast, and safe while the server only ever stops cleanly.
+    Fast,
+    /// Acknowledged once the WAL is written, as in production: a server
+    /// that is crashed (`pg_ctl stop -m immediate`) keeps every commit it
+    /// acknowledged. `fsync` stays off: the machine does not crash, so what
+    /// was written survives in the OS's cache.
+    Durable,
+}
+
 /// Initialises a data folder and starts a server on `port`; the server stops
 /// when the process with `watch_pid` exits (if given).
-fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::Result<String> {
+fn start_server(
+    root: &Path,
+    port: u16,
+    watch_pid: Option<u32>,
+    commits: Commits,
+) -> anyhow::Result<String> {
     let bin = bin_dir()?;
     let data = root.join("data");
     std::fs::create_dir_all(root)?;
@@ -87,9 +105,14 @@ fn start_server(root: &Path, port: u16, watch_pid: Option<u32>) -> anyhow::Resul
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let synchronous_commit = match commits {
+        Commits::Fast => "off",
+        Commits::Durable => "on",
+    };
     let server = format!(
-        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=400 -c shared_buffers=128MB",
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit={synchronous_commit} -c full_page_writes=off -c max_connections=400 \
+         -c shared_buffers=128MB",
         bin.join("postgres").display(),
         data.display(),
         root.display()
@@ -164,11 +187,15 @@ fn wait_until_ready(data: &Path, log: &Path, port: u16, timeout: Duration) -> an
 
 /// Starts a server in `root` on a free port, trying other ports while the
 /// chosen one turns out to be taken. Returns the port and the admin URL.
-fn start_on_free_port(root: &Path, watch_pid: Option<u32>) -> anyhow::Result<(u16, String)> {
+fn start_on_free_port(
+    root: &Path,
+    watch_pid: Option<u32>,
+    commits: Commits,
+) -> anyhow::Result<(u16, String)> {
     let mut attempts = 0;
     loop {
         let port = free_port();
-        match start_server(root, port, watch_pid) {
+        match start_server(root, port, watch_pid, commits) {
             Ok(url) => return Ok((port, url)),
             Err(error) if attempts < 5 && error.is::<PortTaken>() => {
                 attempts += 1;
@@ -198,7 +225,7 @@ fn shared_server() -> anyhow::Result<&'static SharedServer> {
                 .prefix("loket-pg-")
                 .tempdir()
                 .map_err(|e| e.to_string())?;
-            let (_, url) = start_on_free_port(dir.path(), Some(std::process::id()))
+            let (_, url) = start_on_free_port(dir.path(), Some(std::process::id()), Commits::Fast)
                 .map_err(|e| e.to_string())?;
             Ok(SharedServer {
                 admin_url: url,
@@ -236,8 +263,9 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
 }
 
 /// A PostgreSQL server of one test's own, for a test that crashes it (the
-/// shared server serves every other test and must stay up). Stopped when
-/// dropped.
+/// shared server serves every other test and must stay up). It commits
+/// durably, so a crash loses no acknowledged commit, as in production.
+/// Stopped when dropped.
 pub struct PrivatePostgres {
     dir: tempfile::TempDir,
     port: u16,
@@ -249,7 +277,8 @@ impl PrivatePostgres {
         let dir = tempfile::Builder::new()
             .prefix("loket-pg-private-")
             .tempdir()?;
-        let (port, admin_url) = start_on_free_port(dir.path(), Some(std::process::id()))?;
+        let (port, admin_url) =
+            start_on_free_port(dir.path(), Some(std::process::id()), Commits::Durable)?;
         Ok(PrivatePostgres {
             dir,
             port,
@@ -267,7 +296,12 @@ impl PrivatePostgres {
     /// and starts it again on the same port and data.
     pub fn crash_and_restart(&self) -> anyhow::Result<()> {
         self.stop()?;
-        start_server(self.dir.path(), self.port, Some(std::process::id()))?;
+        start_server(
+            self.dir.path(),
+            self.port,
+            Some(std::process::id()),
+            Commits::Durable,
+        )?;
         Ok(())
     }
 
@@ -315,12 +349,12 @@ mod tests {
         let dir = tempfile::Builder::new()
             .prefix("loket-pg-taken-")
             .tempdir()?;
-        let error = start_server(dir.path(), port, Some(std::process::id()))
+        let error = start_server(dir.path(), port, Some(std::process::id()), Commits::Fast)
             .expect_err("the port answers, but not as our server");
         assert!(error.is::<PortTaken>(), "{error:#}");
 
         // The same folder then starts on a port that is free.
-        let (port, url) = start_on_free_port(dir.path(), Some(std::process::id()))?;
+        let (port, url) = start_on_free_port(dir.path(), Some(std::process::id()), Commits::Fast)?;
         assert!(url.ends_with(&format!(":{port}/postgres")), "{url}");
         let lock = std::fs::read_to_string(dir.path().join("data/postmaster.pid"))?;
         assert_eq!(lock.lines().nth(3), Some(port.to_string().as_str()));
