@@ -129,6 +129,42 @@ impl SendJournal {
         .map_err(|error| JournalError::Database(error.to_string()))?;
         Ok(renewed.is_some())
     }
+
+    /// Whether `transaction_id`'s last send was recorded less than `window`
+    /// ago: a request that may still be on its way, or not yet visible at
+    /// the provider, so a "no record" answer proves nothing about it.
+    pub async fn sent_within(
+        &self,
+        transaction_id: &str,
+        window: Duration,
+    ) -> Result<bool, JournalError> {
+        let transaction_id = Uuid::parse_str(transaction_id)
+            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
+        let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
+             AND recorded_at > now() - $2::int8 * interval '1 microsecond')",
+        )
+        .bind(transaction_id)
+        .bind(window_us)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| JournalError::Database(error.to_string()))
+    }
+
+    /// Moves `transaction_id`'s last send to now, just before a send that
+    /// was recorded earlier (before a status check that may have taken a
+    /// while): the time the journal keeps is when the request left.
+    pub async fn touch(&self, transaction_id: &str) -> Result<(), JournalError> {
+        let transaction_id = Uuid::parse_str(transaction_id)
+            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
+        sqlx::query("UPDATE send_intents SET recorded_at = now() WHERE transaction_id = $1")
+            .bind(transaction_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| JournalError::Database(error.to_string()))?;
+        Ok(())
+    }
 }
 
 async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldConnection {

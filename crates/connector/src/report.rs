@@ -24,6 +24,9 @@ pub struct Report {
     pub detail: String,
     /// Pay-ins: what the payer needs (QR string, VA number, payment URL).
     pub payment: Option<pb::PaymentInstructions>,
+    /// This delivery sent the transaction's money-moving request: the
+    /// report answers that send (set by the worker, not by a provider).
+    pub sent: bool,
 }
 
 impl Report {
@@ -41,6 +44,7 @@ impl Report {
             exchanges: Vec::new(),
             detail: String::new(),
             payment: None,
+            sent: false,
         }
     }
 
@@ -103,6 +107,7 @@ impl Report {
             occurred_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
             detail: self.detail,
             payment: self.payment,
+            sent: self.sent,
         }
     }
 }

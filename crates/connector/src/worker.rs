@@ -385,7 +385,11 @@ async fn decide_and_call<C: Connector>(
     received: Instant,
 ) -> Decided {
     if command.operation == Operation::StatusCheck {
-        return Decided::Report(Box::new(status_check(connector, journal, command).await));
+        let mut report = status_check(connector, journal, command).await;
+        if report.not_found {
+            hold_back_not_found(connector, journal, command, &mut report).await;
+        }
+        return Decided::Report(Box::new(report));
     }
     if !command.operation.moves_money() {
         return Decided::Report(Box::new(connector.execute(command).await));
@@ -477,16 +481,54 @@ async fn decide_and_call<C: Connector>(
         tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
         return Decided::Abandon;
     }
+    if check_first.is_some() && recorded == Recorded::First {
+        // Recorded before the check, which may have taken a while: the
+        // journal keeps when the request leaves, which is now.
+        if let Err(error) = journal.touch(&command.transaction_id).await {
+            tracing::error!(%error, "send time not renewed, so not sent; command left for redelivery");
+            return Decided::Abandon;
+        }
+    }
     let sending = Command {
         first_send: recorded == Recorded::First,
         ..command.clone()
     };
     let mut report = connector.execute(&sending).await;
+    report.sent = true;
     report.exchanges.splice(0..0, exchanges);
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
     }
     Decided::Report(Box::new(report))
+}
+
+/// A status check found no record of the transaction: when the journal
+/// shows a send less than the provider's grace or the longest send ago, that
+/// request may still be on its way (or not yet visible), so "no record" is
+/// not reported; the outcome stays unknown and a later check will tell.
+/// Without this, a check racing a re-dispatched send could end the
+/// transaction failed while its request was reaching the provider.
+async fn hold_back_not_found<C: Connector>(
+    connector: &C,
+    journal: &SendJournal,
+    command: &Command,
+    report: &mut Report,
+) {
+    let window = connector.resend_grace().max(connector.longest_send());
+    let note = match journal.sent_within(&command.transaction_id, window).await {
+        Ok(false) => return,
+        Ok(true) => format!(
+            "no record at the provider yet, but a send was recorded less than {} ms ago and may still be on its way",
+            window.as_millis()
+        ),
+        Err(error) => {
+            tracing::error!(%error, "send journal unavailable: a status check's \"no record\" is not reported");
+            format!("no record at the provider, but the send journal could not be read ({error})")
+        }
+    };
+    tracing::info!(%note, "status check: no record held back");
+    report.not_found = false;
+    report.add_detail(&note);
 }
 
 /// A status check. One that sends the money-moving request again
@@ -631,6 +673,8 @@ mod tests {
         grace: Duration,
         longest_send: Duration,
         check_resends: Option<Duration>,
+        /// How long its status check takes.
+        check_takes: Duration,
         sent: AtomicUsize,
         /// Sends marked as the transaction's first ([`Command::first_send`]).
         first_sends: AtomicUsize,
@@ -645,6 +689,7 @@ mod tests {
                 grace,
                 longest_send: Duration::ZERO,
                 check_resends,
+                check_takes: Duration::ZERO,
                 sent: AtomicUsize::new(0),
                 first_sends: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
@@ -660,6 +705,12 @@ mod tests {
         /// One whose requests may take up to `longest_send`.
         fn sending_for(mut self, longest_send: Duration) -> Self {
             self.longest_send = longest_send;
+            self
+        }
+
+        /// One whose status checks take `check_takes`.
+        fn checking_for(mut self, check_takes: Duration) -> Self {
+            self.check_takes = check_takes;
             self
         }
 
@@ -685,6 +736,7 @@ mod tests {
         }
         async fn check_status(&self, _command: &Command) -> Report {
             self.checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.check_takes).await;
             if self.inconclusive {
                 return Report::unknown("HTTP 503");
             }
@@ -942,5 +994,65 @@ mod tests {
             "the resend renewed the journal's last send"
         );
         assert!(matches!(decided_now, Decided::Later(_)), "{decided_now:?}");
+    }
+
+    #[tokio::test]
+    async fn a_status_check_finding_no_record_soon_after_a_send_does_not_report_it() {
+        let journal = journal().await;
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        let check = command.as_status_check();
+        let lagging = FakeProvider::new(false, Duration::from_secs(60), None);
+        // Never sent: "no record" is the answer.
+        let report = decided(&lagging, &journal, &check, 1).await;
+        assert!(report.not_found, "{report:?}");
+        assert!(!report.sent);
+
+        // Sent just now (a re-dispatch racing a scheduled check): the
+        // request may still be on its way, so the check proves nothing.
+        journal.record(&command.transaction_id).await.unwrap();
+        let report = decided(&lagging, &journal, &check, 1).await;
+        assert!(!report.not_found, "{report:?}");
+        assert_eq!(report.outcome, Outcome::Unknown);
+        assert!(
+            report.detail.contains("may still be on its way"),
+            "{report:?}"
+        );
+        let slow =
+            FakeProvider::new(false, Duration::ZERO, None).sending_for(Duration::from_secs(60));
+        assert!(!decided(&slow, &journal, &check, 1).await.not_found);
+
+        // Once no send can be on its way any more (here: at once).
+        let quick = FakeProvider::new(false, Duration::ZERO, None);
+        assert!(decided(&quick, &journal, &check, 1).await.not_found);
+        assert_eq!(
+            lagging.requests().0 + slow.requests().0 + quick.requests().0,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_send_after_a_slow_check_first_is_journaled_when_it_leaves() {
+        let (journal, pool) = journal_and_pool().await;
+        let mut command = pay_out(&uuid::Uuid::now_v7().to_string());
+        command.first_dispatch = false; // re-dispatched: check first
+        let slow_check =
+            FakeProvider::new(false, Duration::ZERO, None).checking_for(Duration::from_millis(300));
+        let before: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let report = decided(&slow_check, &journal, &command, 1).await;
+        assert_eq!(slow_check.requests(), (1, 1));
+        assert!(report.sent, "{report:?}");
+        let recorded: chrono::DateTime<Utc> =
+            sqlx::query_scalar("SELECT recorded_at FROM send_intents WHERE transaction_id = $1")
+                .bind(uuid::Uuid::parse_str(&command.transaction_id).unwrap())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(
+            recorded - before >= chrono::Duration::milliseconds(300),
+            "the journal keeps the time before the check ({before} → {recorded})"
+        );
     }
 }

@@ -77,6 +77,8 @@ pub struct Report {
     pub bill: Option<pb::BillDetails>,
     pub inquiry_data: BTreeMap<String, String>,
     pub not_found: bool,
+    /// The report answers a money-moving request this delivery sent.
+    pub sent: bool,
     pub detail: String,
     /// The callback as received, masked (callbacks only).
     pub raw: Option<String>,
@@ -110,6 +112,7 @@ impl Report {
             bill: None,
             inquiry_data: BTreeMap::new(),
             not_found: false,
+            sent: false,
             detail: String::new(),
             raw: None,
             payment: None,
@@ -139,6 +142,7 @@ impl Report {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             not_found: event.not_found,
+            sent: event.sent,
             detail: event.detail.clone(),
             raw: None,
             payment: event.payment.clone().filter(reports_something),
@@ -412,7 +416,12 @@ pub fn plan(
     } else {
         // The provider knows our reference: the not-found clock restarts.
         Writer::set(&mut w.changed, &mut w.row.not_found_since, None);
-        match decide(from, report.outcome) {
+        let decision = if contradicts_no_record(row, report) {
+            Decision::Conflict
+        } else {
+            decide(from, report.outcome)
+        };
+        match decision {
             Decision::Move(to) => {
                 w.status(to);
                 w.provider_fields(report, true);
@@ -426,8 +435,13 @@ pub fn plan(
                 Verdict::Kept
             }
             Decision::Conflict => {
+                let kind = if report.outcome.is_final() {
+                    "conflicting final reports"
+                } else {
+                    "failed for no record at the provider, yet the request may have reached it"
+                };
                 let reason = format!(
-                    "conflicting final reports: transaction is {from} (provider code {}) but a {} reports {} (provider code {}, event {})",
+                    "{kind}: transaction is {from} (provider code {}) but a {} reports {} (provider code {}, event {})",
                     row.provider_code.as_deref().unwrap_or("none"),
                     report.source.as_str().replace('_', " "),
                     report.outcome,
@@ -517,6 +531,21 @@ pub fn plan(
         next: w.row,
         alert,
     })
+}
+
+/// Whether `report` contradicts the row's failure for "no record at the
+/// provider" ([`NOT_FOUND_CODE`]) although it claims no final outcome: the
+/// provider holds the transaction as pending, or a request was sent whose
+/// outcome is unknown. Either way money may move after all, so the failure
+/// goes to review rather than standing unchallenged.
+fn contradicts_no_record(row: &TransactionRow, report: &Report) -> bool {
+    row.status() == Some(TransactionStatus::Failed)
+        && row.provider_code.as_deref() == Some(NOT_FOUND_CODE)
+        && match report.outcome {
+            Outcome::Pending => true,
+            Outcome::Unknown => report.sent,
+            Outcome::Success | Outcome::Failed => false,
+        }
 }
 
 fn plan_not_found(

@@ -394,6 +394,46 @@ fn not_found_within_grace_keeps_waiting_then_fails_after_it() {
 }
 
 #[test]
+fn a_failure_for_no_record_goes_to_review_when_the_provider_turns_out_to_have_the_request() {
+    let start = t0();
+    let waiting = plan(&row(S::Unknown), &not_found("chk:x:0"), start, &policy()).unwrap();
+    let failed = plan(
+        &waiting.next,
+        &not_found("chk:x:1"),
+        start + Duration::minutes(6),
+        &policy(),
+    )
+    .unwrap()
+    .next;
+    assert_eq!(failed.status, "failed");
+    let later = start + Duration::minutes(7);
+
+    // The provider holds it as pending, or a send's outcome is unknown:
+    // money may move after all.
+    let sent_unknown = Report {
+        sent: true,
+        ..report(Outcome::Unknown, "")
+    };
+    for late in [report(Outcome::Pending, "002"), sent_unknown] {
+        let reviewed = plan(&failed, &late, later, &policy()).unwrap();
+        assert_eq!(reviewed.verdict, Verdict::Conflict, "{late:?}");
+        assert_eq!(reviewed.next.status, "needs_review");
+        assert_eq!(reviewed.next.reviewed_from.as_deref(), Some("failed"));
+        assert!(reviewed.alert.is_some());
+    }
+
+    // A check that could not tell sent nothing: the failure stands.
+    let inconclusive = report(Outcome::Unknown, "");
+    let kept = plan(&failed, &inconclusive, later, &policy()).unwrap();
+    assert_eq!(kept.next.status, "failed");
+    // Nor does a late pending move a failure the provider itself reported.
+    let mut refused = row(S::Failed);
+    refused.provider_code = Some("204".into());
+    let kept = plan(&refused, &report(Outcome::Pending, "002"), later, &policy()).unwrap();
+    assert_eq!(kept.next.status, "failed");
+}
+
+#[test]
 fn not_found_of_a_payment_that_can_still_happen_waits_for_its_expiry_plus_the_grace() {
     // A QR CPM payment sent with a 20-minute expiryTime: the issuer may still
     // record it until then (SNAP spec §2 step 4, status 07).
