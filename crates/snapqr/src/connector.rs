@@ -736,10 +736,8 @@ impl Connector for SnapQrConnector {
         Provider::SnapQr
     }
 
-    /// A token fetch and the call, and both once more when the token is
-    /// refused: four requests, each at most its timeout.
     fn longest_send(&self) -> Duration {
-        self.settings.timeout() * 4
+        self.settings.longest_send()
     }
 
     async fn execute(&self, command: &Command) -> Report {

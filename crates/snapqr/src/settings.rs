@@ -85,8 +85,9 @@ pub struct SnapQrSettings {
     /// SNAP has no refund query, so a refund's status check sends the refund
     /// again under the same `partnerRefundNo` (idempotent, **ASSUMED** §7).
     /// It does so at most once per this interval after the last send (the
-    /// worker's send journal), and it must exceed a token fetch plus a
-    /// refund call (twice `timeout_ms`), so two never overlap.
+    /// worker's send journal), and it must exceed the longest a refund may
+    /// take ([`SnapQrSettings::longest_send`]: four times `timeout_ms`), so
+    /// two never overlap.
     pub refund_resend_interval_ms: u64,
 }
 
@@ -113,6 +114,10 @@ impl Default for SnapQrSettings {
         }
     }
 }
+
+/// HTTP requests one call may make: a token fetch and the call, both once
+/// more when the token is refused (401xx01/03).
+const SENDS_PER_CALL: u64 = 4;
 
 /// A setting that cannot work, naming its key (shared by every connector).
 pub use loket_connector::service::SettingError as InvalidSetting;
@@ -149,12 +154,12 @@ impl SnapQrSettings {
             return Err(InvalidSetting::new(key("merchant_id"), "must be set"));
         }
         check_http_timeouts("snapqr", self.timeout_ms, self.connect_timeout_ms)?;
-        if self.refund_resend_interval_ms <= self.timeout_ms.saturating_mul(2) {
+        let longest_send_ms = self.timeout_ms.saturating_mul(SENDS_PER_CALL);
+        if self.refund_resend_interval_ms <= longest_send_ms {
             return Err(InvalidSetting::new(
                 key("refund_resend_interval_ms"),
                 format!(
-                    "must exceed twice snapqr.timeout_ms ({} ms), so a refund sent again never overlaps the last",
-                    self.timeout_ms.saturating_mul(2)
+                    "must exceed {SENDS_PER_CALL} times snapqr.timeout_ms ({longest_send_ms} ms: a token fetch and the refund, both once more when the token is refused), so a refund sent again never overlaps the last"
                 ),
             ));
         }
@@ -181,6 +186,12 @@ impl SnapQrSettings {
 
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The longest one call may take: a token fetch and the call, and both
+    /// once more when the token is refused, each at most `timeout_ms`.
+    pub fn longest_send(&self) -> std::time::Duration {
+        self.timeout() * SENDS_PER_CALL as u32
     }
 
     pub fn connect_timeout(&self) -> std::time::Duration {
@@ -263,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_resend_interval_within_two_timeouts_is_refused() {
+    fn a_refund_resend_interval_within_the_longest_send_is_refused() {
         let (private, _) = sign::generate_key_pair();
         let valid = SnapQrSettings {
             client_key: "partner".into(),
@@ -274,7 +285,7 @@ mod tests {
         };
         assert!(valid.validate().is_ok());
         let overlapping = SnapQrSettings {
-            refund_resend_interval_ms: 2 * valid.timeout_ms,
+            refund_resend_interval_ms: 4 * valid.timeout_ms,
             ..valid
         };
         let error = overlapping.validate().unwrap_err();
