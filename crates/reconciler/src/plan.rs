@@ -422,6 +422,15 @@ pub fn plan(
             decide(from, report.outcome)
         };
         match decision {
+            Decision::Conflict if row.provider_code.as_deref() == Some(EXPIRED_CODE) => {
+                // loket itself gave up on this inquiry (it moves no money):
+                // a late answer changes nothing and is not worth an alert.
+                detail.insert(
+                    "note".into(),
+                    json!("a late answer to an inquiry loket had already expired; kept"),
+                );
+                Verdict::Kept
+            }
             Decision::Move(to) => {
                 w.status(to);
                 w.provider_fields(report, true);

@@ -434,6 +434,33 @@ fn a_failure_for_no_record_goes_to_review_when_the_provider_turns_out_to_have_th
 }
 
 #[test]
+fn a_late_answer_to_an_inquiry_loket_expired_is_kept_without_an_alert() {
+    let mut inquiry = row(S::Unknown);
+    inquiry.kind = "bill_inquiry".into();
+    let (expired, _) = plan_expiry(&inquiry, t0(), Duration::minutes(10));
+    assert_eq!(expired.status, "failed");
+    let late = plan(
+        &expired,
+        &success("000", None),
+        t0() + Duration::minutes(11),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(late.verdict, Verdict::Kept);
+    assert_eq!(late.next.status, "failed");
+    assert!(late.alert.is_none());
+    assert!(
+        !late.changed,
+        "nothing of the late answer is written to the row"
+    );
+    // A provider's own failure contradicted by success is still a conflict.
+    let mut refused = row(S::Failed);
+    refused.provider_code = Some("204".into());
+    let conflict = plan(&refused, &success("000", None), t0(), &policy()).unwrap();
+    assert_eq!(conflict.verdict, Verdict::Conflict);
+}
+
+#[test]
 fn not_found_of_a_payment_that_can_still_happen_waits_for_its_expiry_plus_the_grace() {
     // A QR CPM payment sent with a 20-minute expiryTime: the issuer may still
     // record it until then (SNAP spec §2 step 4, status 07).
