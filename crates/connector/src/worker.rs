@@ -329,33 +329,26 @@ async fn handle<C: Connector>(
         let event = report.into_event(event_id.clone(), command.transaction_id.clone(), command.provider.as_str(), operation);
         let headers = lbus::headers(&format!("res:{event_id}"), &trace, &command.transaction_id);
         let subject = subjects::result(command.provider);
-        let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=5 {
-            match lbus::publish_durable(js, subject.clone(), headers.clone(), event.encode_to_vec()).await {
-                Ok(()) => {
-                    if settings.failpoint == Some(Failpoint::HangAfterResult) {
-                        tracing::warn!("failpoint hang_after_result: hanging without acking");
-                        std::future::pending::<()>().await;
-                    }
-                    // A plain ack (no round trip): the result is durable, so
-                    // a lost ack only causes a redelivery, which starts with a
-                    // status check and yields a de-duplicated result.
-                    if let Err(error) = message.ack().await {
-                        tracing::warn!(%error, "ack failed after publishing the result");
-                    }
-                    metrics::histogram!(metric::HANDLE_SECONDS).record(received.elapsed().as_secs_f64());
-                    return;
+        match lbus::publish_durable_retrying(js, subject, headers, event.encode_to_vec(), 5).await {
+            Ok(()) => {
+                if settings.failpoint == Some(Failpoint::HangAfterResult) {
+                    tracing::warn!("failpoint hang_after_result: hanging without acking");
+                    std::future::pending::<()>().await;
                 }
-                Err(error) => {
-                    tracing::warn!(%error, attempt, "publishing the result failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                // A plain ack (no round trip): the result is durable, so a
+                // lost ack only causes a redelivery, which starts with a
+                // status check and yields a de-duplicated result.
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "ack failed after publishing the result");
                 }
+                metrics::histogram!(metric::HANDLE_SECONDS).record(received.elapsed().as_secs_f64());
+            }
+            Err(error) => {
+                // Left for redelivery; it will start with a status check.
+                tracing::error!(%error, "result could not be published; command left for redelivery");
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
             }
         }
-        // Leave the command for redelivery; it will start with a status check.
-        tracing::error!("result could not be published; command left for redelivery");
-        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
     }
     .instrument(span)
     .await

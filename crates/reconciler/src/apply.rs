@@ -582,8 +582,13 @@ impl Reconciler {
             _ => {}
         }
         if plan.changed {
-            self.publish_update(&plan.next, &format!("upd:{}:{}", row.id, event_id), trace)
-                .await?;
+            self.publish_update(
+                &plan.next,
+                &format!("upd:{}:{}", row.id, event_id),
+                trace,
+                1,
+            )
+            .await?;
         }
         Ok(Applied::Applied {
             transaction_id: row.id,
@@ -607,7 +612,7 @@ impl Reconciler {
         }
         if let Some(id) = id {
             if let Some(row) = loket_store::get(&self.pool, id).await? {
-                self.publish_update(&row, &format!("upd:{id}:{event_id}"), trace)
+                self.publish_update(&row, &format!("upd:{id}:{event_id}"), trace, 1)
                     .await?;
             }
         }
@@ -654,11 +659,13 @@ impl Reconciler {
         row: &TransactionRow,
         msg_id: &str,
         trace: &TraceContext,
+        attempts: u32,
     ) -> Result<(), lbus::BusError> {
         let subject = subjects::update(&row.client_id.to_string());
         let headers = lbus::headers(msg_id, trace, &row.id.to_string());
+        let payload = row.to_pb().encode_to_vec();
         let result =
-            lbus::publish_durable(&self.js, subject, headers, row.to_pb().encode_to_vec()).await;
+            lbus::publish_durable_retrying(&self.js, subject, headers, payload, attempts).await;
         if result.is_err() {
             metrics::counter!(metric::UPDATE_PUBLISH_ERRORS).increment(1);
         }

@@ -387,16 +387,22 @@ impl Reconciler {
         let msg_id = format!("upd:{}:{tag}", row.id);
         let (span, trace) = scheduled_span(tag, row);
         if let Err(error) = self
-            .publish_update(row, &msg_id, &trace)
+            .publish_update(row, &msg_id, &trace, SCHEDULED_UPDATE_ATTEMPTS)
             .instrument(span)
             .await
         {
-            // Committed already: Postgres has the truth; waiters read it
-            // when their deadline passes.
-            tracing::warn!(transaction_id = %row.id, %error, "update not published");
+            // Committed already: Postgres has the truth, and waiters read
+            // it when their deadline passes; a watch stream misses this one.
+            tracing::error!(transaction_id = %row.id, %error, "update not published");
         }
     }
 }
+
+/// How often the scheduler tries to publish an update it made: no event's
+/// redelivery will publish it again (results and callbacks are naked and
+/// come back when their update fails), so it outlasts a brief JetStream
+/// outage here (100 ms doubling: about 3 s).
+const SCHEDULED_UPDATE_ATTEMPTS: u32 = 5;
 
 /// The status check's message id: one per transaction and check number, so
 /// a re-publish after a crash before commit is de-duplicated.

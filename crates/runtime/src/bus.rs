@@ -152,6 +152,33 @@ pub async fn publish_durable(
     Ok(())
 }
 
+/// [`publish_durable`], tried up to `attempts` times while it fails, with a
+/// pause that doubles from 100 ms: for a message that must outlast a brief
+/// JetStream outage. The `Nats-Msg-Id` in `headers` keeps a retry of a
+/// publish that did land from storing it twice.
+pub async fn publish_durable_retrying(
+    js: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+    attempts: u32,
+) -> Result<(), BusError> {
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match publish_durable(js, subject.clone(), headers.clone(), payload.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < attempts => {
+                tracing::warn!(%error, attempt, "publish failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Returns once nats-server has in place every subscription `client` made
 /// before the call, so a message published anywhere afterwards reaches them.
 ///
