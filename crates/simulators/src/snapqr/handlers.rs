@@ -471,6 +471,38 @@ fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
 }
 
 /// Service 60.
+/// A payment's (60) mandatory fields and bounds (spec §5), checked in
+/// order: `partnerReferenceNo`, `qrContent`, `merchantId`, `expiryTime`, the
+/// lengths of the references (S64, S512), then `amount`. `Ok` is the
+/// reference, the QR and the amount; `Err` the 400 reply.
+// The error is the finished reply (built once, on a refusal): boxing buys
+// nothing.
+#[allow(clippy::result_large_err)]
+fn payment_fields(body: &Body) -> Result<(String, String, i64), Response> {
+    let missing = |field: &str| fail(400, 60, 2, &format!("Invalid Mandatory Field {field}"));
+    let bad_format = |field: &str| fail(400, 60, 1, &format!("Invalid Field Format {field}"));
+    let reference = body
+        .str("partnerReferenceNo")
+        .ok_or_else(|| missing("partnerReferenceNo"))?;
+    let qr = body.str("qrContent").ok_or_else(|| missing("qrContent"))?;
+    for field in ["merchantId", "expiryTime"] {
+        if body.str(field).is_none() {
+            return Err(missing(field));
+        }
+    }
+    if reference.chars().count() > 64 {
+        return Err(bad_format("partnerReferenceNo"));
+    }
+    if qr.chars().count() > 512 {
+        return Err(bad_format("qrContent"));
+    }
+    match body.money("amount") {
+        Ok(Some(money)) => Ok((reference, qr, money.minor)),
+        Ok(None) => Err(missing("amount")),
+        Err(_) => Err(bad_format("amount")),
+    }
+}
+
 pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> Response {
     let authed = match authenticate(&sim, 60, request).await {
         Ok(authed) => authed,
@@ -479,19 +511,9 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
     let body = &authed.body;
     let reference = body.str("partnerReferenceNo");
     count(&sim, reference.as_deref(), |c| c.payments += 1);
-    let Some(reference) = reference else {
-        return fail(400, 60, 2, "Invalid Mandatory Field partnerReferenceNo");
-    };
-    let Some(qr) = body.str("qrContent") else {
-        return fail(400, 60, 2, "Invalid Mandatory Field qrContent");
-    };
-    if body.str("merchantId").is_none() {
-        return fail(400, 60, 2, "Invalid Mandatory Field merchantId");
-    }
-    let amount = match body.money("amount") {
-        Ok(Some(money)) => money.minor,
-        Ok(None) => return fail(400, 60, 2, "Invalid Mandatory Field amount"),
-        Err(_) => return fail(400, 60, 1, "Invalid Field Format amount"),
+    let (reference, qr, amount) = match payment_fields(body) {
+        Ok(fields) => fields,
+        Err(refusal) => return refusal,
     };
     let scenario = scenario_of(&qr, amount);
     let failure = match scenario {
@@ -986,6 +1008,52 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The response code and message of a refusal.
+    async fn refusal(fields: &str) -> (String, String) {
+        let body = Body::parse(format!("{{{fields}}}").as_bytes()).unwrap();
+        let response = payment_fields(&body).expect_err("refused");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&bytes).unwrap();
+        (
+            reply["responseCode"].as_str().unwrap().to_string(),
+            reply["responseMessage"].as_str().unwrap().to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_payment_needs_its_mandatory_fields_within_their_lengths() {
+        let base = r#""partnerReferenceNo":"P1","qrContent":"QR","merchantId":"M","amount":{"value":"10000.00","currency":"IDR"}"#;
+        let complete = format!(r#"{base},"expiryTime":"2026-11-22T10:00:00+07:00""#);
+        let body = Body::parse(format!("{{{complete}}}").as_bytes()).unwrap();
+        assert_eq!(
+            payment_fields(&body).ok(),
+            Some(("P1".to_string(), "QR".to_string(), 10_000))
+        );
+        assert_eq!(
+            refusal(base).await,
+            (
+                "4006002".into(),
+                "Invalid Mandatory Field expiryTime".into()
+            )
+        );
+        let long_reference = complete.replace("\"P1\"", &format!("\"{}\"", "P".repeat(65)));
+        assert_eq!(
+            refusal(&long_reference).await,
+            (
+                "4006001".into(),
+                "Invalid Field Format partnerReferenceNo".into()
+            )
+        );
+        let long_qr = complete.replace("\"QR\"", &format!("\"{}\"", "Q".repeat(513)));
+        assert_eq!(
+            refusal(&long_qr).await,
+            ("4006001".into(), "Invalid Field Format qrContent".into())
+        );
+    }
 
     fn payment(reference: &str, refund_nos: &[&str]) -> PaymentEntry {
         PaymentEntry {
