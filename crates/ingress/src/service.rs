@@ -55,6 +55,10 @@ struct Mutation<'a> {
     wait: Duration,
 }
 
+/// Updates a watch stream holds for a client that reads slower than they
+/// come; one slot is kept for the error that closes a watch that fell behind.
+const WATCH_BUFFER: usize = 256;
+
 /// The tonic service (cheap to clone).
 #[derive(Clone)]
 pub struct LoketService {
@@ -308,10 +312,17 @@ pub fn check_refund(
     Ok(())
 }
 
+/// What a QR payment took, which bounds its refunds and its cancel: the
+/// amount asked, or less when the issuer reported taking less (an amount
+/// mismatch, flagged and never decided automatically).
 fn original_amount(original: &TransactionRow) -> Result<loket_protocol::Money, ApiError> {
-    let minor = original
+    let asked = original
         .amount_minor
         .ok_or_else(|| ApiError::Internal(format!("QR payment {} has no amount", original.id)))?;
+    let minor = match original.provider_amount_minor {
+        Some(taken) if taken < asked => taken.max(0),
+        _ => asked,
+    };
     let currency = loket_protocol::Currency::parse(&original.currency).map_err(|_| {
         ApiError::Internal(format!(
             "QR payment {} has currency {:?}",
@@ -1192,13 +1203,15 @@ impl Inner {
             }
             None => None,
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let shutdown = self.shutdown.clone();
         let span = ctx.span.clone();
         tokio::spawn(
             async move {
                 ::metrics::gauge!(metrics::WATCH_STREAMS).increment(1.0);
+                let mut last_sent = waiters::LastSent::default();
                 if let Some(first) = first {
+                    last_sent.admit(&first);
                     if sender.send(Ok(first)).await.is_err() {
                         ::metrics::gauge!(metrics::WATCH_STREAMS).decrement(1.0);
                         return;
@@ -1226,8 +1239,23 @@ impl Inner {
                                     continue;
                                 }
                             };
+                            if !last_sent.admit(&update) {
+                                continue;
+                            }
                             explain::enrich(&mut update);
-                            if sender.send(Ok(update)).await.is_err() {
+                            // Never wait on a client that does not read: the
+                            // subscription behind would overflow and drop
+                            // updates unseen. A client this far behind is told
+                            // so in the last slot, and the watch ends.
+                            if sender.capacity() <= 1 {
+                                tracing::warn!("watch fell behind its client; closed");
+                                let _ = sender.try_send(Err(Status::resource_exhausted(format!(
+                                    "this watch fell {} updates behind and is closed: read the current state (ListTransactions) and watch again",
+                                    WATCH_BUFFER - 1
+                                ))));
+                                break;
+                            }
+                            if sender.try_send(Ok(update)).is_err() {
                                 break;
                             }
                         }
@@ -1555,6 +1583,23 @@ mod tests {
         purchase.kind = "prepaid_purchase".into();
         assert!(precondition(check_refund(&purchase, &[], Money::idr(1)))
             .contains("is not a QR payment"));
+    }
+
+    #[test]
+    fn a_refund_is_bounded_by_what_the_issuer_took_when_it_took_less() {
+        use loket_protocol::Money;
+        let mut short = qr_payment("success", 100_000);
+        short.provider_amount_minor = Some(10_000);
+        short.amount_mismatch = true;
+        assert!(check_refund(&short, &[], Money::idr(10_000)).is_ok());
+        let message = precondition(check_refund(&short, &[], Money::idr(10_001)));
+        assert!(message.contains("paid IDR 10000"), "{message}");
+        assert_eq!(original_amount(&short).unwrap(), Money::idr(10_000));
+        // Reported more than asked: the refund stays bounded by the ask.
+        let mut over = qr_payment("success", 10_000);
+        over.provider_amount_minor = Some(50_000);
+        assert!(precondition(check_refund(&over, &[], Money::idr(10_001)))
+            .contains("exceeds the refundable IDR 10000"));
     }
 
     #[test]

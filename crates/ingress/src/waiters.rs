@@ -70,16 +70,75 @@ pub(crate) fn updated_at(transaction: &pb::Transaction) -> (i64, i32) {
         .unwrap_or_default()
 }
 
-/// Whether `candidate` should replace `current`: never a settled state by an
-/// unsettled one (updates can arrive out of order), otherwise the later one.
+/// What decides whether one state of a transaction replaces another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    settled: bool,
+    updated_at: (i64, i32),
+    status: i32,
+}
+
+impl Version {
+    pub fn of(transaction: &pb::Transaction) -> Self {
+        Version {
+            settled: is_settled(transaction),
+            updated_at: updated_at(transaction),
+            status: transaction.status,
+        }
+    }
+
+    /// Whether `candidate` should replace this one: never a settled state by
+    /// an unsettled one (updates can arrive out of order), otherwise the
+    /// later one.
+    pub fn superseded_by(self, candidate: Version) -> bool {
+        if self.settled && !candidate.settled {
+            return false;
+        }
+        if candidate.settled && !self.settled {
+            return true;
+        }
+        candidate.updated_at >= self.updated_at
+    }
+}
+
+/// Whether `candidate` should replace `current` ([`Version::superseded_by`]).
 pub fn supersedes(current: &pb::Transaction, candidate: &pb::Transaction) -> bool {
-    if is_settled(current) && !is_settled(candidate) {
-        return false;
+    Version::of(current).superseded_by(Version::of(candidate))
+}
+
+/// How many transactions a watch stream remembers the last sent state of.
+const LAST_SENT_LIMIT: usize = 4096;
+
+/// The state a watch stream last sent for each of the transactions it most
+/// recently began sending (at most [`LAST_SENT_LIMIT`]): an update that does not supersede it (out of order, or the
+/// same state again from a retried publish) is not sent, so a client never
+/// sees a transaction go back, e.g. from `success` to `pending`.
+#[derive(Debug, Default)]
+pub struct LastSent {
+    versions: HashMap<String, Version>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl LastSent {
+    /// Whether `update` may be sent; if so, it is remembered as sent.
+    pub fn admit(&mut self, update: &pb::Transaction) -> bool {
+        let version = Version::of(update);
+        if let Some(last) = self.versions.get_mut(&update.id) {
+            if *last == version || !last.superseded_by(version) {
+                return false;
+            }
+            *last = version;
+            return true;
+        }
+        if self.order.len() == LAST_SENT_LIMIT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.versions.remove(&oldest);
+            }
+        }
+        self.order.push_back(update.id.clone());
+        self.versions.insert(update.id.clone(), version);
+        true
     }
-    if is_settled(candidate) && !is_settled(current) {
-        return true;
-    }
-    updated_at(candidate) >= updated_at(current)
 }
 
 /// Whose update a message on `loket.upd.<client>` is: (client, transaction),
@@ -318,6 +377,26 @@ mod tests {
             &txn(id, pb::TransactionStatus::Success, 2),
         );
         assert!(guard.receiver.borrow().is_some());
+    }
+
+    #[test]
+    fn a_watch_sends_each_state_once_and_never_goes_back() {
+        let mut last_sent = LastSent::default();
+        let id = Uuid::now_v7();
+        let success = txn(id, pb::TransactionStatus::Success, 10);
+        assert!(last_sent.admit(&success));
+        // The same state again (a retried publish), and an older one that
+        // arrived late: neither is sent.
+        assert!(!last_sent.admit(&success));
+        assert!(!last_sent.admit(&txn(id, pb::TransactionStatus::Pending, 5)));
+        // A later settled state (a contradiction parked for review) is.
+        assert!(last_sent.admit(&txn(id, pb::TransactionStatus::NeedsReview, 11)));
+        // Other transactions are independent, and the memory is bounded.
+        for n in 0..LAST_SENT_LIMIT as i64 {
+            assert!(last_sent.admit(&txn(Uuid::now_v7(), pb::TransactionStatus::Pending, n)));
+        }
+        assert_eq!(last_sent.versions.len(), LAST_SENT_LIMIT);
+        assert!(!last_sent.versions.contains_key(&id.to_string()));
     }
 
     #[test]

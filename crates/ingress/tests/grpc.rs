@@ -1697,3 +1697,53 @@ async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result
     );
     app.stop().await
 }
+
+/// A watch whose client stops reading is closed with RESOURCE_EXHAUSTED once
+/// its buffer is full, rather than dropping updates unseen (the subscription
+/// behind it would overflow) or holding them without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let mut watch = api
+        .watch_transactions(with_key(KEY_A, pb::WatchTransactionsRequest::default()))
+        .await?
+        .into_inner();
+    // Far more updates than the HTTP/2 window and the watch's buffer hold,
+    // while the client reads nothing.
+    const UPDATES: usize = 30_000;
+    let subject = subjects::update(&app.client_a.to_string());
+    for n in 0..UPDATES {
+        let update = pb::Transaction {
+            id: Uuid::now_v7().to_string(),
+            status: pb::TransactionStatus::Pending as i32,
+            updated_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + n as i64,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(subjects::TRANSACTION_HEADER, update.id.as_str());
+        app.nats
+            .publish_with_headers(subject.clone(), headers, update.encode_to_vec().into())
+            .await?;
+    }
+    app.nats.flush().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.message()).await? {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    let status = ended.expect("the watch ends with an error, not silently");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("watch again"), "{status:?}");
+    assert!(received < UPDATES, "{received}");
+    app.shutdown.trigger();
+    Ok(())
+}
