@@ -174,8 +174,11 @@ pub async fn insert(
             }
             let inquiry = new.inquiry_id.unwrap_or_default();
             let payment: Option<Uuid> = sqlx::query_scalar(
+                // The index's own predicate (migration 0008): the payment
+                // that holds the inquiry.
                 "SELECT id FROM transactions WHERE inquiry_id = $1 AND kind = 'bill_payment' AND status <> 'failed' \
-                 ORDER BY created_at LIMIT 1",
+                 AND NOT (status = 'needs_review' AND reviewed_from IS NOT DISTINCT FROM 'failed') \
+                 ORDER BY created_at DESC LIMIT 1",
             )
             .bind(inquiry)
             .fetch_optional(pool)

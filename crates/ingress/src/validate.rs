@@ -640,6 +640,12 @@ pub struct Cursor {
 
 const CURSOR_VERSION: u8 = 1;
 
+/// Whether PostgreSQL can hold `at` and RFC 3339 can write it: years 1 to
+/// 9999 (chrono reaches far beyond `timestamptz`'s 4713 BC).
+fn storable(at: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(at))
+}
+
 impl Cursor {
     pub fn encode(&self) -> String {
         let mut bytes = Vec::with_capacity(25);
@@ -658,7 +664,9 @@ impl Cursor {
             return Err(bad());
         }
         let micros = i64::from_be_bytes(bytes[1..9].try_into().map_err(|_| bad())?);
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .filter(storable)
+            .ok_or_else(bad)?;
         let id = Uuid::from_slice(&bytes[9..25]).map_err(|_| bad())?;
         Ok(Cursor { created_at, id })
     }
@@ -704,8 +712,9 @@ impl TryFrom<&pb::ListTransactionsRequest> for ListQuery {
          -> Result<Option<DateTime<Utc>>> {
             at.as_ref()
                 .map(|at| {
-                    from_timestamp(at)
-                        .ok_or_else(|| ValidationError::new(field, "timestamp out of range"))
+                    from_timestamp(at).filter(storable).ok_or_else(|| {
+                        ValidationError::new(field, "timestamp out of range (years 1 to 9999)")
+                    })
                 })
                 .transpose()
         };
@@ -977,6 +986,13 @@ mod tests {
             nanos: 0,
         });
         assert_eq!(field_of(ListQuery::try_from(&request)), "created_to");
+        // Before the year 1 (chrono can, PostgreSQL cannot): the field, not
+        // a database error.
+        request.created_from = Some(prost_types::Timestamp {
+            seconds: -1_000_000_000_000,
+            nanos: 0,
+        });
+        assert_eq!(field_of(ListQuery::try_from(&request)), "created_from");
     }
 
     #[test]
@@ -995,9 +1011,14 @@ mod tests {
             .unwrap();
         bytes[0] = 9;
         assert!(
-            Cursor::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+            Cursor::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes))
                 .is_err()
         );
+        // A forged time PostgreSQL cannot hold.
+        bytes[0] = CURSOR_VERSION;
+        bytes[1..9].copy_from_slice(&(-1_000_000_000_000_000_000_i64).to_be_bytes());
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(Cursor::decode(&forged).unwrap_err().field, "page_token");
     }
 
     fn idr(minor: i64) -> Option<pb::Money> {

@@ -18,6 +18,16 @@ pub enum Provider {
 #[error("unknown provider {0:?} (expected one of okebayar, doku, snapqr, smilepayz)")]
 pub struct UnknownProvider(pub String);
 
+/// At most the first 32 characters of an unknown name (with `…` when cut):
+/// the error quotes what it was given, and a caller may send megabytes.
+fn quoted(text: &str) -> String {
+    const SHOWN: usize = 32;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 impl Provider {
     pub const ALL: [Provider; 4] = [
         Provider::OkeBayar,
@@ -47,7 +57,7 @@ impl Provider {
             "doku" | "dokubiller" => Ok(Provider::Doku),
             "snapqr" | "snap" | "snapqrcpm" | "qrcpm" => Ok(Provider::SnapQr),
             "smilepayz" | "smilepay" => Ok(Provider::Smilepayz),
-            _ => Err(UnknownProvider(text.to_string())),
+            _ => Err(UnknownProvider(quoted(text))),
         }
     }
 }
@@ -62,5 +72,22 @@ impl std::str::FromStr for Provider {
     type Err = UnknownProvider;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Provider::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_name_is_quoted_at_most_32_characters_long() {
+        let error = Provider::parse(&"x".repeat(4 << 20)).unwrap_err();
+        assert_eq!(error.0, format!("{}…", "x".repeat(32)));
+        assert!(error.to_string().len() < 150, "{error}");
+        assert_eq!(Provider::parse("paypal").unwrap_err().0, "paypal");
+        assert_eq!(
+            Provider::parse(" Smile-Payz ").unwrap(),
+            Provider::Smilepayz
+        );
     }
 }
