@@ -151,6 +151,7 @@ impl SmilepayzCallbacks {
         }
         let claimed = codes::classify_callback(&status);
         let raw = String::from_utf8_lossy(&request.body[..request.body.len().min(MAX_RAW_BYTES)]);
+        let dedupe_key = dedupe_key(&trade_no, &status, &order_no);
         Ok(ParsedCallback {
             provider_reference: order_no,
             provider_trace: trade_no.clone(),
@@ -162,14 +163,18 @@ impl SmilepayzCallbacks {
             // Unverified: only the inquiry's amount counts.
             provider_amount: None,
             raw_masked: self.masker.mask(&raw),
-            dedupe_key: dedupe_key(&trade_no, &status),
+            dedupe_key,
         })
     }
 }
 
-/// Retries of one callback share this key: `tradeNo:STATUS` (spec §7).
-pub fn dedupe_key(trade_no: &str, status: &str) -> String {
-    format!("{trade_no}:{}", status.to_ascii_uppercase())
+/// Retries of one callback share this key: `tradeNo:STATUS` (spec §7), then
+/// the `orderNo`. Only the tradeNo is signed, so a captured signature replayed
+/// with another orderNo must not share the genuine callback's key: its event
+/// (about no transaction of ours) would make the genuine one a duplicate.
+/// Neither tradeNo nor the status holds a `:`, so the key reads one way only.
+pub fn dedupe_key(trade_no: &str, status: &str, order_no: &str) -> String {
+    format!("{trade_no}:{}:{order_no}", status.to_ascii_uppercase())
 }
 
 impl CallbackParser for SmilepayzCallbacks {
@@ -288,7 +293,10 @@ mod tests {
         assert_eq!(parsed.provider_code, "SUCCESS");
         assert_eq!(parsed.claimed_outcome, Outcome::Success);
         assert!(!parsed.verified, "the body is not signed: inquiry decides");
-        assert_eq!(parsed.dedupe_key, "10120019240703085983730:SUCCESS");
+        assert_eq!(
+            parsed.dedupe_key,
+            "10120019240703085983730:SUCCESS:0123456789abcdef0123456789abcdef"
+        );
         let ack = p.acknowledge(&req, &parsed);
         assert_eq!((ack.status, ack.body.as_str()), (200, "SUCCESS"));
         // A retry later (new timestamp, new signature) has the same key.
@@ -303,6 +311,19 @@ mod tests {
         let expired = p.parse(&signed(&keys, "EXPIRED", Utc::now())).unwrap();
         assert_eq!(expired.claimed_outcome, Outcome::Failed);
         assert_ne!(expired.dedupe_key, parsed.dedupe_key);
+        // The signature covers only tradeNo and the timestamp: the captured
+        // headers replayed on a body about another order parse, but must not
+        // share the genuine callback's key (its event, about no transaction
+        // of ours, would make the genuine one a duplicate).
+        let ts = header(&req, wire::HEADER_TIMESTAMP).unwrap().to_string();
+        let sig = header(&req, wire::HEADER_SIGNATURE).unwrap().to_string();
+        let replayed_body = String::from_utf8(body("SUCCESS"))
+            .unwrap()
+            .replace("0123456789abcdef0123456789abcdef", "FORGED-ORDER");
+        let replayed = p
+            .parse(&request(replayed_body.into_bytes(), Some(&ts), Some(&sig)))
+            .unwrap();
+        assert_ne!(replayed.dedupe_key, parsed.dedupe_key);
     }
 
     #[test]
