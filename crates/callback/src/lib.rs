@@ -73,6 +73,10 @@ pub struct Settings {
     pub publish_timeout_ms: u64,
     /// Open connections beyond this are closed at once.
     pub max_connections: usize,
+    /// Open connections from one source address beyond this are closed at
+    /// once, so hosts a provider without an allow-list admits cannot use up
+    /// the connections the others need.
+    pub max_connections_per_source: usize,
     /// SNAP QR CPM notify (79) verification: mode, issuer public key, window.
     pub snapqr: loket_snapqr::NotifySettings,
     /// Smilepayz callback verification: the platform public key.
@@ -100,6 +104,7 @@ impl Default for Settings {
             request_timeout_ms: 10_000,
             publish_timeout_ms: 5_000,
             max_connections: 1_024,
+            max_connections_per_source: 64,
             snapqr: loket_snapqr::NotifySettings::default(),
             smilepayz: loket_smilepayz::CallbackSettings::default(),
         }
@@ -116,6 +121,10 @@ impl Settings {
             ("request_timeout_ms", self.request_timeout_ms),
             ("publish_timeout_ms", self.publish_timeout_ms),
             ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("{key} must be greater than zero")));

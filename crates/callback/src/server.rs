@@ -2,7 +2,7 @@
 //! read timeout (a client that opens a connection and sends nothing, or
 //! headers byte by byte, is disconnected — also an idle kept-alive
 //! connection), a cap on open connections (which a source no allow-list
-//! admits never takes), a header-size cap, and the peer address as
+//! admits never takes) and on those from any one source, a header-size cap, and the peer address as
 //! [`ConnectInfo`] for the allow-list. Graceful: on shutdown it
 //! stops accepting and waits (bounded) for open requests to finish.
 
@@ -12,7 +12,9 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use loket_runtime::Shutdown;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -23,6 +25,8 @@ use tower::ServiceExt as _;
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections one source address may hold.
+    pub max_connections_per_source: usize,
     /// hyper's read buffer, which bounds the request line plus headers.
     pub max_header_bytes: usize,
     pub drain_grace: Duration,
@@ -33,6 +37,7 @@ impl Limits {
         Limits {
             header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
             max_connections: settings.max_connections.max(1),
+            max_connections_per_source: settings.max_connections_per_source.max(1),
             max_header_bytes: 16 * 1024,
             drain_grace: Duration::from_millis(settings.common.shutdown_grace_ms),
         }
@@ -50,6 +55,7 @@ pub async fn serve(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_source = PerSource::new(limits.max_connections_per_source);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => break,
@@ -69,6 +75,11 @@ pub async fn serve(
             drop(stream);
             continue;
         }
+        let Some(source_slot) = per_source.take(peer.ip()) else {
+            metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "source_full").increment(1);
+            drop(stream);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!(metric::CONNECTIONS_REFUSED, "reason" => "full").increment(1);
             drop(stream);
@@ -93,6 +104,7 @@ pub async fn serve(
             }
             metrics::gauge!(metric::CONNECTIONS_OPEN).decrement(1.0);
             drop(slot);
+            drop(source_slot);
         });
     }
     drop(listener);
@@ -100,6 +112,54 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.drain_grace) => {
             tracing::warn!("drain grace period passed with callback connections open");
+        }
+    }
+}
+
+/// Open connections per source address, each at most `limit`.
+#[derive(Clone)]
+struct PerSource {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
+
+/// One open connection of a source; dropping it frees its place.
+struct SourceSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl PerSource {
+    fn new(limit: usize) -> Self {
+        PerSource {
+            open: Arc::default(),
+            limit,
+        }
+    }
+
+    /// A place for one more connection from `source`, if it has one left.
+    fn take(&self, source: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(source).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            open: self.open.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
         }
     }
 }

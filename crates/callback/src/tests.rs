@@ -358,6 +358,43 @@ async fn a_source_no_allow_list_admits_takes_no_connection_slot() {
     stop_server(shutdown, task).await;
 }
 
+/// A connection from `source` (a loopback address of its own).
+async fn connect_from(source: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_source_cannot_take_the_connections_others_need() {
+    // No allow-list for the provider (OkeBayar publishes no ranges): any
+    // host is admitted, but only so many connections each.
+    let per_source = server::Limits {
+        max_connections: 8,
+        max_connections_per_source: 2,
+        header_read_timeout: Duration::from_secs(5),
+        ..limits()
+    };
+    let (addr, sink, shutdown, task) = start_server_with(&settings(), per_source).await;
+    // Idle connections from one host: two are held, the third is closed.
+    let _held = [
+        connect_from("127.0.0.3", addr).await,
+        connect_from("127.0.0.3", addr).await,
+    ];
+    let mut third = connect_from("127.0.0.3", addr).await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a third connection from one source stays open: {read:?}"
+    );
+    // Another source is served meanwhile.
+    let answer = callback_over_the_wire(connect_from("127.0.0.2", addr).await, "P1").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(sink.published.lock().unwrap().len(), 1);
+    stop_server(shutdown, task).await;
+}
+
 /// A complete OkeBayar GET callback about `reference` on `stream`, and the
 /// whole answer.
 async fn callback_over_the_wire(mut stream: tokio::net::TcpStream, reference: &str) -> String {
@@ -380,6 +417,7 @@ fn limits() -> server::Limits {
     server::Limits {
         header_read_timeout: Duration::from_millis(300),
         max_connections: 8,
+        max_connections_per_source: 8,
         max_header_bytes: 16 * 1024,
         drain_grace: Duration::from_secs(2),
     }
