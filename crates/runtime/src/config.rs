@@ -94,6 +94,10 @@ fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<figme
 #[serde(transparent)]
 pub struct Secret(String);
 
+/// Why a secret written as a number with a fraction or as a boolean is
+/// refused; it never repeats the value.
+const NOT_TEXT: &str = "a secret must be written as text (in quotes in a TOML file)";
+
 impl<'de> Deserialize<'de> for Secret {
     /// Accepts a string, or a number written without quotes (an environment
     /// variable `LOKET_…_USERPIN=123456` arrives as an integer).
@@ -112,6 +116,14 @@ impl<'de> Deserialize<'de> for Secret {
             }
             fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Secret, E> {
                 Ok(Secret(value.to_string()))
+            }
+            // Any other type is refused without its value: serde's own
+            // message would quote it (a float or a boolean).
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(NOT_TEXT))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(NOT_TEXT))
             }
         }
         deserializer.deserialize_any(SecretVisitor)
@@ -262,6 +274,26 @@ mod tests {
                 .expose(),
             "012345"
         );
+    }
+
+    #[test]
+    fn a_secret_written_as_a_fraction_or_a_boolean_is_refused_without_its_value() {
+        let dir = std::env::temp_dir().join(format!("loket-config-float-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pin.toml");
+        for (written, shown) in [
+            ("987654.25", "987654"),
+            ("1e9", "1000000000"),
+            ("true", "true"),
+        ] {
+            std::fs::write(&file, format!("pin = {written}\n")).unwrap();
+            let error = load_from::<WithPin>(Some(file.to_str().unwrap()))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("must be written as text"), "{error}");
+            assert!(error.contains("pin"), "the key is named: {error}");
+            assert!(!error.contains(shown), "the value is repeated: {error}");
+        }
     }
 
     #[test]
