@@ -127,6 +127,21 @@ fn classify(error: reqwest::Error) -> SendError {
 /// Reply bodies kept in the audit trail are cut to this size.
 pub const MAX_STORED_BODY: usize = 64 * 1024;
 
+/// `masked` (a request or reply already passed through the masker) cut to
+/// [`MAX_STORED_BODY`] bytes at a character boundary, for the audit trail.
+/// Masking comes first: a secret the cut would split is otherwise no longer
+/// found whole, and its first part would be stored.
+pub fn stored(mut masked: String) -> String {
+    if masked.len() > MAX_STORED_BODY {
+        let mut cut = MAX_STORED_BODY;
+        while !masked.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        masked.truncate(cut);
+    }
+    masked
+}
+
 /// One HTTP exchange as a connector classifies it: a reply to read, a request
 /// that never left, or one that may have been processed (unknown outcome).
 #[derive(Debug)]
@@ -148,8 +163,8 @@ impl Transport {
 }
 
 /// Records the result of a send into the audit `exchange` (HTTP status, the
-/// reply body cut to [`MAX_STORED_BODY`], or the error), every text passed
-/// through `mask`, and returns it as a [`Transport`].
+/// reply body masked, then cut to [`MAX_STORED_BODY`], or the error), every
+/// text passed through `mask`, and returns it as a [`Transport`].
 pub fn record(
     exchange: &mut loket_protocol::pb::bus::Exchange,
     result: Result<HttpReply, SendError>,
@@ -158,8 +173,7 @@ pub fn record(
     match result {
         Ok(reply) => {
             exchange.http_status = i32::from(reply.status);
-            let stored = &reply.body[..reply.body.len().min(MAX_STORED_BODY)];
-            exchange.response = mask(&String::from_utf8_lossy(stored));
+            exchange.response = stored(mask(&String::from_utf8_lossy(&reply.body)));
             Transport::Reply(reply)
         }
         Err(SendError::NotSent(error)) => {
@@ -170,5 +184,42 @@ pub fn record(
             exchange.error = mask(&format!("may have been processed: {error}"));
             Transport::MaybeSent(exchange.error.clone())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::Masker;
+
+    #[test]
+    fn a_secret_across_the_stored_length_is_masked_before_the_cut() {
+        let secret = "CANARY-SECRET-0123456789";
+        // The secret starts 10 bytes before the cut: cut first, its first
+        // part would have been stored.
+        let mut body = "x".repeat(MAX_STORED_BODY - 10);
+        body.push_str(secret);
+        body.push_str("tail");
+        let reply = HttpReply {
+            status: 200,
+            content_type: "application/json".into(),
+            body: Bytes::from(body),
+            elapsed: Duration::ZERO,
+        };
+        let masker = Masker::new([secret]);
+        let mut exchange = loket_protocol::pb::bus::Exchange::default();
+        record(&mut exchange, Ok(reply), |text| masker.mask(text));
+        assert!(exchange.response.len() <= MAX_STORED_BODY);
+        assert!(
+            !exchange.response.contains("CANARY"),
+            "a part of the secret was stored"
+        );
+    }
+
+    #[test]
+    fn the_stored_cut_never_splits_a_character() {
+        let text = format!("{}é", "x".repeat(MAX_STORED_BODY - 1));
+        let cut = stored(text);
+        assert_eq!(cut.len(), MAX_STORED_BODY - 1);
     }
 }

@@ -27,7 +27,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loket_connector::http::{self, HttpClient, HttpReply, Transport, MAX_STORED_BODY};
+use loket_connector::http::{self, HttpClient, HttpReply, Transport};
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::report::clip;
 use loket_connector::{Command, Connector, ConnectorError, Report};
@@ -258,12 +258,12 @@ impl SmilepayzConnector {
             wire::HEADER_SIGNATURE,
             wire::HEADER_PARTNER_ID,
             self.settings.merchant_id,
-            String::from_utf8_lossy(&body[..body.len().min(MAX_STORED_BODY)])
+            String::from_utf8_lossy(body)
         );
         let mut exchange = bus::Exchange {
             operation: operation.to_string(),
             url: mask(&url),
-            request: mask(&stored_request),
+            request: http::stored(mask(&stored_request)),
             response: String::new(),
             http_status: 0,
             duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),

@@ -39,7 +39,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loket_connector::http::{self, HttpClient, Transport, MAX_STORED_BODY};
+use loket_connector::http::{self, HttpClient, Transport};
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::report::{clip, push_detail};
 use loket_connector::{Command, Connector, ConnectorError, Report};
@@ -258,7 +258,7 @@ impl SnapQrConnector {
         bus::Exchange {
             operation: service.name().to_string(),
             url: url.to_string(),
-            request: extra.mask(&self.masker.mask(&request)),
+            request: http::stored(extra.mask(&self.masker.mask(&request))),
             response: String::new(),
             http_status: 0,
             duration_ms: 0,
@@ -429,9 +429,7 @@ impl SnapQrConnector {
             shown.push_str(&format!("Authorization-Customer: Bearer {MASK}\n"));
         }
         shown.push('\n');
-        shown.push_str(&String::from_utf8_lossy(
-            &body[..body.len().min(MAX_STORED_BODY)],
-        ));
+        shown.push_str(&String::from_utf8_lossy(body));
         let secrets = [token.value.as_str(), signature.as_str()];
         let exchange = self.exchange(service, &url, shown, &secrets);
         self.post(service, &url, &headers, body.to_vec(), exchange, &secrets)
