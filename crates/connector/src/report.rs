@@ -120,26 +120,12 @@ pub fn push_detail(detail: &mut String, note: &str) {
     detail.push_str(note);
 }
 
-/// At most the first `max` characters of `text`, never splitting one: what a
-/// provider sent is bounded before a report stores or quotes it.
-pub fn clip(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => &text[..index],
-        None => text,
-    }
-}
+/// Provider text is bounded before a report stores or quotes it.
+pub use loket_protocol::text::clip;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clip_counts_characters_not_bytes() {
-        assert_eq!(clip("Rp 1.000 — lunas", 10), "Rp 1.000 —");
-        assert_eq!(clip("abc", 3), "abc");
-        assert_eq!(clip("abc", 0), "");
-        assert_eq!(clip("", 5), "");
-    }
 
     #[test]
     fn notes_are_separated() {

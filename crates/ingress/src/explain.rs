@@ -6,7 +6,7 @@ use loket_protocol::catalogue::{self, CodeOperation, ExplainError};
 use loket_protocol::{pb, Provider, TransactionKind};
 
 use crate::errors::ApiError;
-use crate::validate::{self, truncate, ValidationError};
+use crate::validate::{self, shortened, ValidationError};
 
 fn explain_error(error: ExplainError) -> ApiError {
     let field = match &error {
@@ -31,7 +31,7 @@ pub fn explain_code(request: &pb::ExplainCodeRequest) -> Result<pb::CodeExplanat
                 "provider",
                 format!(
                     "required: code {:?} does not name its provider",
-                    truncate(code, 32)
+                    shortened(code, 32)
                 ),
             )
         })?
@@ -44,7 +44,7 @@ pub fn explain_code(request: &pb::ExplainCodeRequest) -> Result<pb::CodeExplanat
         Some(CodeOperation::parse(&request.operation).ok_or_else(|| {
             ApiError::invalid(
                 "operation",
-                catalogue::UnknownOperation(truncate(&request.operation, 32)).to_string(),
+                catalogue::UnknownOperation(shortened(&request.operation, 32)).to_string(),
             )
         })?)
     };

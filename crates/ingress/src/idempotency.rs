@@ -366,7 +366,7 @@ impl RequestParams {
             if value.is_empty() {
                 "empty".into()
             } else {
-                crate::validate::truncate(value, 40)
+                crate::validate::shortened(value, 40)
             }
         }
         let mut out = Vec::new();

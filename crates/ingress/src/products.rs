@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::errors::ApiError;
-use crate::validate::{truncate, ProductCode};
+use crate::validate::{shortened, ProductCode};
 
 /// Least time between two reloads triggered by unknown codes.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -210,7 +210,7 @@ impl Products {
             Some(_) => Err(ApiError::NotFound(format!("product {code} is not active"))),
             None => Err(ApiError::NotFound(format!(
                 "product {} not found",
-                truncate(code.as_str(), 64)
+                shortened(code.as_str(), 64)
             ))),
         }
     }

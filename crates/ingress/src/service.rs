@@ -1157,7 +1157,7 @@ impl Inner {
         if !reply.error.is_empty() {
             return Err(ApiError::Unavailable(format!(
                 "{provider} balance unavailable: {}",
-                validate::truncate(&reply.error, 200)
+                validate::shortened(&reply.error, 200)
             )));
         }
         let balance = reply

@@ -279,7 +279,7 @@ pub fn amount(field: &'static str, money: Option<&pb::Money>) -> Result<Money> {
                 field,
                 format!(
                     "currency must be IDR, not {:?}",
-                    truncate(&money.currency, 8)
+                    shortened(&money.currency, 8)
                 ),
             )
         })?
@@ -761,15 +761,7 @@ pub fn watch(request: &pb::WatchTransactionsRequest) -> Result<Option<Uuid>> {
 }
 
 /// At most `max` characters of client text, for echoing it in a message.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut short: String = text.chars().take(max).collect();
-        short.push('…');
-        short
-    }
-}
+pub use loket_protocol::text::shortened;
 
 #[cfg(test)]
 mod tests {

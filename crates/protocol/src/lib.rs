@@ -18,6 +18,7 @@ pub mod product;
 pub mod provider;
 pub mod state;
 pub mod subjects;
+pub mod text;
 pub mod wib;
 
 pub use money::{Currency, Money, MoneyError};

@@ -18,16 +18,6 @@ pub enum Provider {
 #[error("unknown provider {0:?} (expected one of okebayar, doku, snapqr, smilepayz)")]
 pub struct UnknownProvider(pub String);
 
-/// At most the first 32 characters of an unknown name (with `…` when cut):
-/// the error quotes what it was given, and a caller may send megabytes.
-fn quoted(text: &str) -> String {
-    const SHOWN: usize = 32;
-    match text.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
 impl Provider {
     pub const ALL: [Provider; 4] = [
         Provider::OkeBayar,
@@ -57,7 +47,8 @@ impl Provider {
             "doku" | "dokubiller" => Ok(Provider::Doku),
             "snapqr" | "snap" | "snapqrcpm" | "qrcpm" => Ok(Provider::SnapQr),
             "smilepayz" | "smilepay" => Ok(Provider::Smilepayz),
-            _ => Err(UnknownProvider(quoted(text))),
+            // The error quotes what it was given; a caller may send megabytes.
+            _ => Err(UnknownProvider(crate::text::shortened(text, 32))),
         }
     }
 }
