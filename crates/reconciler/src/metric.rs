@@ -32,6 +32,9 @@ pub const NEEDS_REVIEW: &str = "loket_reconciler_needs_review_total";
 pub const TICK_ERRORS: &str = "loket_reconciler_tick_errors_total";
 /// Update messages that could not be published after a commit.
 pub const UPDATE_PUBLISH_ERRORS: &str = "loket_reconciler_update_publish_errors_total";
+/// Scheduler updates published by a later tick, after the publish right
+/// after their commit failed or never ran.
+pub const UPDATES_REPUBLISHED: &str = "loket_reconciler_updates_republished_total";
 /// Old rows of the bookkeeping tables deleted, by `table`
 /// (`send_intents`, `applied_events`).
 pub const PRUNED: &str = "loket_reconciler_pruned_rows_total";

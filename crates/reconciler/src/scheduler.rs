@@ -13,7 +13,11 @@
 //!    sent (`first_dispatch = false`, so the connector checks status before
 //!    any send);
 //! 4. publish the status checks that are due and schedule the next one;
-//! 5. prune the bookkeeping tables: send records (`send_intents`) older than
+//! 5. publish the updates an earlier tick committed and could not publish
+//!    (a crash or a JetStream outage between its commit and its publish):
+//!    the scheduler's own transitions are recorded in `unpublished_updates`
+//!    in the transaction that makes them, and deleted once published;
+//! 6. prune the bookkeeping tables: send records (`send_intents`) older than
 //!    `send_record_retention_ms`, which is kept well beyond the send horizon
 //!    ([`loket_protocol::horizon`]), and claims of applied events
 //!    (`applied_events`) older than `applied_event_retention_ms`, long after
@@ -36,6 +40,7 @@ use loket_store::{TransactionRow, COLUMNS};
 use prost::Message as _;
 use serde_json::json;
 use sqlx::PgConnection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -48,6 +53,7 @@ pub struct TickReport {
     pub reviewed: usize,
     pub redispatched: usize,
     pub checks: usize,
+    pub republished: usize,
     pub pruned: usize,
 }
 
@@ -94,6 +100,10 @@ impl Reconciler {
         keep(self.review_unresolved(now).await, &mut report.reviewed);
         keep(self.sweep(now).await, &mut report.redispatched);
         keep(self.publish_due_checks(now).await, &mut report.checks);
+        keep(
+            self.publish_left_updates(now).await,
+            &mut report.republished,
+        );
         keep(self.prune(now).await, &mut report.pruned);
         match first_error {
             Some(error) => Err(error),
@@ -168,12 +178,13 @@ impl Reconciler {
             .map(|row| plan_expiry(row, now, timeout))
             .unzip();
         write_planned(&mut tx, &rows, &changed, &events).await?;
+        record_unpublished(&mut tx, &changed, EXPIRED).await?;
         tx.commit().await?;
         for next in &changed {
             metrics::counter!(metric::INQUIRIES_EXPIRED, "provider" => next.provider.clone())
                 .increment(1);
             tracing::info!(transaction_id = %next.id, "inquiry expired");
-            self.publish_update_logged(next, "expired").await;
+            self.publish_scheduled_update(next, EXPIRED).await;
         }
         Ok(changed.len())
     }
@@ -203,11 +214,12 @@ impl Reconciler {
             reasons.push(reason);
         }
         write_planned(&mut tx, &rows, &nexts, &events).await?;
+        record_unpublished(&mut tx, &nexts, REVIEW).await?;
         tx.commit().await?;
         for (next, reason) in nexts.iter().zip(&reasons) {
             metrics::counter!(metric::NEEDS_REVIEW, "reason" => "unresolved").increment(1);
             tracing::error!(transaction_id = %next.id, %reason, "ALERT transaction unresolved too long; parked in needs_review");
-            self.publish_update_logged(next, "review").await;
+            self.publish_scheduled_update(next, REVIEW).await;
         }
         Ok(nexts.len())
     }
@@ -383,26 +395,146 @@ impl Reconciler {
         Ok(ids.len())
     }
 
-    async fn publish_update_logged(&self, row: &TransactionRow, tag: &str) {
-        let msg_id = format!("upd:{}:{tag}", row.id);
+    /// Publishes an update the scheduler committed, then deletes its
+    /// `unpublished_updates` row; left there, a later tick publishes it.
+    async fn publish_scheduled_update(&self, row: &TransactionRow, tag: &str) {
         let (span, trace) = scheduled_span(tag, row);
-        if let Err(error) = self
-            .publish_update(row, &msg_id, &trace, SCHEDULED_UPDATE_ATTEMPTS)
+        let published = self
+            .publish_update(
+                row,
+                &update_msg_id(row.id, tag),
+                &trace,
+                SCHEDULED_UPDATE_ATTEMPTS,
+            )
             .instrument(span)
-            .await
-        {
-            // Committed already: Postgres has the truth, and waiters read
-            // it when their deadline passes; a watch stream misses this one.
-            tracing::error!(transaction_id = %row.id, %error, "update not published");
+            .await;
+        match published {
+            Ok(()) => {
+                if let Err(error) = forget_unpublished(&self.pool, &[row.id], &[tag]).await {
+                    tracing::warn!(transaction_id = %row.id, %error, "update published but still recorded as unpublished; a later tick publishes it again");
+                }
+            }
+            Err(error) => {
+                tracing::error!(transaction_id = %row.id, %error, "update not published; a later tick publishes it")
+            }
         }
+    }
+
+    /// Publishes the updates recorded as unpublished at least
+    /// [`REPUBLISH_AFTER`] before `now` (so the publish right after their
+    /// commit is not raced), each as the transaction now reads, and deletes
+    /// the records of those published; returns how many were.
+    pub async fn publish_left_updates(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+        let mut tx = self.pool.begin().await?;
+        let left: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT transaction_id, tag FROM unpublished_updates WHERE recorded_at < $1 \
+             ORDER BY recorded_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now - REPUBLISH_AFTER)
+        .bind(self.batch())
+        .fetch_all(&mut *tx)
+        .await?;
+        if left.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = left.iter().map(|(id, _)| *id).collect();
+        let rows: HashMap<Uuid, TransactionRow> = sqlx::query_as::<_, TransactionRow>(&format!(
+            "SELECT {COLUMNS} FROM transactions WHERE id = ANY($1)"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+        let mut done_ids = Vec::with_capacity(left.len());
+        let mut done_tags = Vec::with_capacity(left.len());
+        for (id, tag) in &left {
+            // A transaction that is gone has nothing left to tell.
+            if let Some(row) = rows.get(id) {
+                let (span, trace) = scheduled_span(tag, row);
+                let published = self
+                    .publish_update(row, &update_msg_id(*id, tag), &trace, 1)
+                    .instrument(span)
+                    .await;
+                if let Err(error) = published {
+                    tracing::warn!(transaction_id = %id, %error, "left update still not published; next tick retries");
+                    continue;
+                }
+                tracing::info!(transaction_id = %id, tag, "left update published");
+            }
+            done_ids.push(*id);
+            done_tags.push(tag.as_str());
+        }
+        forget_unpublished(&mut *tx, &done_ids, &done_tags).await?;
+        tx.commit().await?;
+        metrics::counter!(metric::UPDATES_REPUBLISHED).increment(done_ids.len() as u64);
+        Ok(done_ids.len())
     }
 }
 
-/// How often the scheduler tries to publish an update it made: no event's
-/// redelivery will publish it again (results and callbacks are naked and
-/// come back when their update fails), so it outlasts a brief JetStream
-/// outage here (100 ms doubling: about 3 s).
+/// The tags of the scheduler's own updates, in their message ids and in
+/// `unpublished_updates`.
+const EXPIRED: &str = "expired";
+const REVIEW: &str = "review";
+
+/// How often the scheduler tries to publish an update right after its
+/// commit: no event's redelivery will publish it again, so it outlasts a
+/// brief JetStream outage here (100 ms doubling: about 3 s); after that
+/// its `unpublished_updates` row waits for a later tick.
 const SCHEDULED_UPDATE_ATTEMPTS: u32 = 5;
+
+/// How old an unpublished update must be before a tick publishes it: longer
+/// than the publish right after its commit keeps retrying.
+const REPUBLISH_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The message id of the scheduler's `tag` update of `id`: the same for
+/// the publish after the commit and any later one, so the stream keeps one.
+fn update_msg_id(id: Uuid, tag: &str) -> String {
+    format!("upd:{id}:{tag}")
+}
+
+/// Records, in the database transaction that makes them, the updates of
+/// `rows` the scheduler has still to publish.
+async fn record_unpublished(
+    conn: &mut PgConnection,
+    rows: &[TransactionRow],
+    tag: &str,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    sqlx::query(
+        "INSERT INTO unpublished_updates (transaction_id, tag) \
+         SELECT id, $2 FROM UNNEST($1::uuid[]) AS id ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(tag)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the unpublished-update records `(ids[i], tags[i])`.
+async fn forget_unpublished(
+    executor: impl sqlx::PgExecutor<'_>,
+    ids: &[Uuid],
+    tags: &[&str],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM unpublished_updates WHERE (transaction_id, tag) IN \
+         (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
+    )
+    .bind(ids)
+    .bind(tags)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
 
 /// The status check's message id: one per transaction and check number, so
 /// a re-publish after a crash before commit is de-duplicated.
