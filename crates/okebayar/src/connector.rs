@@ -413,15 +413,22 @@ impl OkeBayarConnector {
             codes::classify(code, CodeOperation::from(about))
         };
         let mut report = fill_report(&fields, code, &classification, about);
-        if !(200..300).contains(&reply.status) && report.outcome == Outcome::Success {
-            // A success code on an HTTP error is a contradiction: check.
-            report.outcome = Outcome::Unknown;
-            push_detail(
-                &mut report.detail,
-                &format!("success code {code} on HTTP {}", reply.status),
-            );
-        } else if !(200..300).contains(&reply.status) {
-            push_detail(&mut report.detail, &format!("HTTP {}", reply.status));
+        if !(200..300).contains(&reply.status) {
+            // The spec's table: an HTTP error is unknown (check status),
+            // whatever code its body carries; the code is kept for the log.
+            if matches!(report.outcome, Outcome::Success | Outcome::Failed) {
+                push_detail(
+                    &mut report.detail,
+                    &format!(
+                        "{} code {code} on HTTP {}: not trusted",
+                        report.outcome.as_str(),
+                        reply.status
+                    ),
+                );
+                report.outcome = Outcome::Unknown;
+            } else {
+                push_detail(&mut report.detail, &format!("HTTP {}", reply.status));
+            }
         }
         if is_status {
             note_hit_trace("status check", &fields, &mut report);

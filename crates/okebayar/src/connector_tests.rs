@@ -836,6 +836,28 @@ async fn a_502_html_page_is_unknown() {
     assert!(report.detail.contains("502"), "{}", report.detail);
 }
 
+/// Spec §7, last row: an HTTP error is unknown and gets a status check,
+/// whatever code its body carries: a 4xx page saying 204 fails nothing.
+#[test]
+fn a_failure_code_on_an_http_error_is_not_trusted() {
+    let body = xml(&[("referencecode", REF), ("transactionstatus", "204")]);
+    let purchase = command(Operation::PrepaidPurchase);
+    let ok = classify(&purchase, 200, &body);
+    assert_eq!(ok.outcome, Outcome::Failed, "control: on a 200 it fails");
+    for status in [302, 403, 409, 429] {
+        let report = classify(&purchase, status, &body);
+        assert_eq!(report.outcome, Outcome::Unknown, "HTTP {status}");
+        assert_eq!(report.provider_code.as_deref(), Some("204"));
+        assert!(
+            report
+                .detail
+                .contains(&format!("failed code 204 on HTTP {status}")),
+            "{}",
+            report.detail
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_refused_connection_was_never_sent() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -964,9 +986,10 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_000))]
 
     /// Any reply to a purchase, a payment or a status check: no panic, and
-    /// nothing decided by guesswork: a 5xx is unknown whatever its body
-    /// says, a success needs a 2xx, and a reply naming another
-    /// referencecode decides nothing.
+    /// nothing decided by guesswork: only a 2xx decides (success or
+    /// failure; any other HTTP status is unknown, or pending, whatever its
+    /// body says), and a reply naming another referencecode decides
+    /// nothing.
     #[test]
     fn any_reply_is_classified_without_guessing(
         status in 100u16..600,
@@ -982,7 +1005,7 @@ proptest::proptest! {
         if status >= 500 {
             proptest::prop_assert_eq!(report.outcome, Outcome::Unknown, "HTTP {}: {}", status, body);
         }
-        if report.outcome == Outcome::Success {
+        if matches!(report.outcome, Outcome::Success | Outcome::Failed) {
             proptest::prop_assert!((200..300).contains(&status), "HTTP {}: {}", status, body);
         }
         if body.contains("LKT9999OTHER") && !body.contains(REF) {
