@@ -698,6 +698,7 @@ impl SnapQrConnector {
                     &mut report.detail,
                     "refund status by idempotent re-send of the same partnerRefundNo (ASSUMED, spec §7)",
                 );
+                distrust_refusal_of_resent_refund(&mut report);
                 report
             }
             _ => {
@@ -975,6 +976,28 @@ fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
         ),
     );
     report
+}
+
+/// A refund's status is asked by sending it again (spec §7, ASSUMED: a
+/// duplicate `partnerRefundNo` answers 409xx01 or 404xx18, both success).
+/// An issuer that checks the amount or the payment's state before the
+/// duplicate would refuse the copy of a refund it already made (404xx13
+/// "exceeds", 404xx00 once the payment reads `04`); failing the refund on
+/// that would invite a second refund under a new number. So a refusal of
+/// the re-send decides nothing: the refund stays unknown, is checked again
+/// on schedule and, unresolved, reaches `needs_review`.
+fn distrust_refusal_of_resent_refund(report: &mut Report) {
+    if report.outcome != Outcome::Failed {
+        return;
+    }
+    report.outcome = Outcome::Unknown;
+    let code = report.provider_code.clone().unwrap_or_default();
+    push_detail(
+        &mut report.detail,
+        &format!(
+            "re-sent refund refused ({code}): the first send may have been taken, so not failed"
+        ),
+    );
 }
 
 /// Turns a query of the original payment into the status of a cancel.

@@ -539,9 +539,22 @@ async fn cancel_same_day_then_after_the_window_refund_instead() {
     assert_eq!(refunded.outcome, Outcome::Success, "{refunded:?}");
     assert_eq!(refunded.provider_amount, Some(Money::idr(4_000)));
     // Over-refund: 4 000 + 7 000 > 10 000.
-    let over = env.connector.execute(&refund_of(&b, &trace, 7_000)).await;
+    let over_refund = refund_of(&b, &trace, 7_000);
+    let over = env.connector.execute(&over_refund).await;
     assert_eq!(over.outcome, Outcome::Failed);
     assert_eq!(over.provider_code.as_deref(), Some("4048013"));
+    // Its status check re-sends it; the same refusal then decides nothing,
+    // as an issuer could refuse the copy of a refund it had made.
+    let over_check = env.connector.check_status(&over_refund).await;
+    assert_eq!(over_check.outcome, Outcome::Unknown, "{over_check:?}");
+    assert_eq!(over_check.provider_code.as_deref(), Some("4048013"));
+    assert!(
+        over_check
+            .detail
+            .contains("re-sent refund refused (4048013)"),
+        "{}",
+        over_check.detail
+    );
     let meaning = loket_protocol::catalogue::explain(Provider::SnapQr, "4048013", None).unwrap();
     assert_eq!(meaning.outcome, Outcome::Failed);
     assert!(
