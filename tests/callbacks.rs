@@ -5,50 +5,83 @@ mod common;
 
 use common::*;
 use loket_protocol::pb;
-use loket_test_support::TestApp;
+use loket_test_support::{TestApp, TestOptions};
 use std::time::{Duration, Instant};
 
+/// No scheduled status check runs within the test (the first is due after a
+/// minute), so every pending purchase here can only reach `success` through
+/// its callbacks: each one received is logged and asks for a status check,
+/// and the repeated, stale and late ones change nothing after the first
+/// transition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(TestOptions {
+        first_check_ms: 60_000,
+        ..TestOptions::default()
+    })
+    .await;
     let mut client = app.client_a().await;
     let mut txns = Vec::new();
-    for (name, suffix) in [
-        ("duplicate", "905"),
-        ("out-of-order", "906"),
-        ("late", "907"),
-        ("before-reply", "908"),
+    // (scenario, the simulator's scenario suffix, callbacks it delivers,
+    // distinct ones among them: the stream keeps one of identical copies)
+    for (name, suffix, deliveries, distinct) in [
+        ("duplicate", "905", 3, 1),
+        ("out-of-order", "906", 2, 2),
+        ("late", "907", 1, 1),
+        ("before-reply", "908", 1, 1),
     ] {
         let txn = client
             .purchase(purchase(name, "PULSA10", &scenario(suffix), 0))
             .await
             .unwrap()
             .into_inner();
-        txns.push((name, txn));
+        txns.push((name, deliveries, distinct, txn));
     }
-    for (_name, txn) in &txns {
+    for (_name, _, _, txn) in &txns {
         app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
             .await;
     }
-    // Let the late and repeated callbacks arrive and be processed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for (name, txn) in &txns {
-        while app.sim.callbacks_for(&txn.provider_reference).acknowledged < 1 {
+    // Every delivery acknowledged, each distinct one logged as a callback
+    // event, and a status check asked for.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (name, deliveries, distinct, txn) in &txns {
+        loop {
+            let acknowledged = app.sim.callbacks_for(&txn.provider_reference).acknowledged;
+            let logged = app
+                .events(&txn.id)
+                .await
+                .iter()
+                .filter(|(source, _, _)| source == "callback")
+                .count();
+            let checks = app.sim.requests_for(&txn.provider_reference).status_checks;
+            if acknowledged >= *deliveries && logged >= *distinct && checks >= 1 {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{name}: callbacks never acknowledged"
+                "{name}: {acknowledged} callbacks acknowledged, {logged} logged, {checks} status checks; \
+                 expected {deliveries} acknowledged, {distinct} logged and a check"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for (name, txn) in &txns {
+    // The checks those callbacks asked for have been answered too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (name, _, _, txn) in &txns {
         let row = app.row(&txn.id).await;
         assert_eq!(row.status, "success", "{name}: final unchanged");
         assert_eq!(
             app.transitions_into(&txn.id, "success").await,
             1,
             "{name}: one transition to success"
+        );
+        let events = app.events(&txn.id).await;
+        assert!(
+            events
+                .iter()
+                .all(|(_, from, to)| from.as_deref() != Some("success")
+                    || to.as_deref() == Some("success")),
+            "{name}: nothing moved out of success: {events:?}"
         );
         assert_eq!(
             app.sim.money_requests_for(&txn.provider_reference),
@@ -100,7 +133,13 @@ async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let row = app.row(&txn.id).await;
     assert_eq!(row.status, "failed");
+    assert_eq!(
+        row.provider_code.as_deref(),
+        Some("204"),
+        "the failure stands"
+    );
     assert_ne!(row.serial_number.as_deref(), Some("9999-FREE-TOKEN"));
+    assert_eq!(app.transitions_into(&txn.id, "success").await, 0);
     let events = app.events(&txn.id).await;
     assert!(
         events.iter().any(|(source, _, _)| source == "callback"),
