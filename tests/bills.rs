@@ -101,6 +101,9 @@ async fn expired_inquiry_and_changed_amount_are_mapped_provider_errors() {
         "{refused:?}"
     );
     assert_eq!(refused.provider_code, "402");
+    let meaning = refused.explanation.expect("explained");
+    assert_eq!(meaning.code, "402");
+    assert_eq!(meaning.outcome, pb::Outcome::Failed as i32, "{meaning:?}");
 
     // 401: paid elsewhere between inquiry and payment. Our first send ever,
     // so it cannot be our own earlier payment: failed at once, "already paid".

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use loket_protocol::pb;
-use loket_test_support::TestApp;
+use loket_test_support::{TestApp, TestOptions, CANARY_PIN};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,7 +130,13 @@ async fn definite_failures_end_failed_with_code_and_meaning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pending_then_callbacks_then_success() {
-    let app = TestApp::spawn().await;
+    // No scheduled status check falls within the test: only the callbacks
+    // (each asking for a check) can settle the purchase.
+    let app = TestApp::spawn_with(TestOptions {
+        first_check_ms: 60_000,
+        ..TestOptions::default()
+    })
+    .await;
     let mut client = app.client_a().await;
     let txn = client
         .purchase(purchase("pending-002", "PULSA10", &scenario("002"), 0))
@@ -182,9 +188,11 @@ async fn success_without_serial_number_is_completed_by_a_status_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn json_mode_purchase_and_callbacks_work_end_to_end() {
-    let app = TestApp::spawn_with(loket_test_support::TestOptions {
+    // As above, only the JSON callbacks can settle the pending purchase.
+    let app = TestApp::spawn_with(TestOptions {
         format: loket_okebayar::wire::Format::Json,
-        ..Default::default()
+        first_check_ms: 60_000,
+        ..TestOptions::default()
     })
     .await;
     let mut client = app.client_a().await;
@@ -206,19 +214,36 @@ async fn json_mode_purchase_and_callbacks_work_end_to_end() {
         .into_inner();
     app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
         .await;
+    assert!(
+        app.events(&pending.id)
+            .await
+            .iter()
+            .any(|(source, _, _)| source == "callback"),
+        "JSON callbacks were received"
+    );
+    assert!(
+        app.sim
+            .callbacks_for(&pending.provider_reference)
+            .acknowledged
+            >= 2
+    );
     let exchange: String = sqlx::query_scalar(
-        "SELECT request FROM provider_exchanges WHERE transaction_id = $1 LIMIT 1",
+        "SELECT request FROM provider_exchanges WHERE transaction_id = $1 ORDER BY id LIMIT 1",
     )
     .bind(uuid::Uuid::parse_str(&quick.id).unwrap())
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(
-        exchange.trim_start().starts_with('{'),
-        "sent as JSON: {exchange}"
+    let sent: serde_json::Value = serde_json::from_str(&exchange).expect("sent as JSON");
+    assert_eq!(sent["userpin"], "***", "{exchange}");
+    assert_eq!(sent["signature"], "***", "{exchange}");
+    let signature = loket_okebayar::sign::signature(
+        loket_test_support::app::USERID,
+        CANARY_PIN,
+        &quick.provider_reference,
     );
     assert!(
-        exchange.contains("***"),
+        !exchange.contains(CANARY_PIN) && !exchange.contains(&signature),
         "PIN and signature masked: {exchange}"
     );
 }

@@ -513,20 +513,29 @@ async fn the_okebayar_parser_is_wired_in() {
         assert_eq!(event.provider_reference, "LKT77");
         assert_eq!(event.serial_number, "SN77");
     }
-    let hostile = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\
-                   <r><referencecode>&x;</referencecode><status>000</status></r>";
+    // The external entity names a file holding a canary: were it ever
+    // expanded, the canary would show in the reply or an event.
+    let canary = "XXE-CANARY-8830";
+    let file = std::env::temp_dir().join(format!("loket-xxe-receiver-{}", std::process::id()));
+    std::fs::write(&file, canary).unwrap();
+    let hostile = format!(
+        "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file://{}\">]>\
+         <r><referencecode>&x;</referencecode><status>000</status></r>",
+        file.display()
+    );
     let request = http::Request::post("/callback/okebayar")
         .header(header::CONTENT_TYPE, "application/xml")
         .body(Body::from(hostile))
         .unwrap();
     let (status, body) = send(app, request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(!body.contains("passwd"));
+    assert!(!body.contains(canary), "{body}");
     assert_eq!(
         sink.published.lock().unwrap().len(),
         1,
         "the hostile callback was not published"
     );
+    std::fs::remove_file(&file).unwrap();
 }
 
 /// SNAP notify mode B over HTTP: the issuer gets a token from our

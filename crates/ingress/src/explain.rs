@@ -141,12 +141,31 @@ mod tests {
     }
 
     #[test]
-    fn list_codes_returns_the_table() {
-        let codes = list_codes(&pb::ListCodesRequest {
+    fn list_codes_returns_the_whole_table_of_the_provider_asked() {
+        for provider in [Provider::OkeBayar, Provider::SnapQr, Provider::Smilepayz] {
+            let listed = list_codes(&pb::ListCodesRequest {
+                provider: provider.as_str().into(),
+            })
+            .unwrap()
+            .codes;
+            let table = catalogue::codes(provider);
+            assert!(!table.is_empty(), "{provider}");
+            assert_eq!(listed.len(), table.len(), "{provider}");
+            for (listed, entry) in listed.iter().zip(&table) {
+                assert_eq!(listed, &pb::CodeExplanation::from(entry), "{provider}");
+                assert_eq!(listed.provider, provider.as_str());
+            }
+        }
+        let okebayar = list_codes(&pb::ListCodesRequest {
             provider: "okebayar".into(),
         })
-        .unwrap();
-        assert!(codes.codes.iter().any(|c| c.code == "000"));
+        .unwrap()
+        .codes;
+        let wrong_number = okebayar
+            .iter()
+            .find(|c| c.code == "204")
+            .expect("204 is listed");
+        assert_eq!(wrong_number.outcome, pb::Outcome::Failed as i32);
     }
 
     #[test]

@@ -431,7 +431,15 @@ mod tests {
 
     #[test]
     fn hostile_or_incomplete_callbacks_are_malformed() {
-        let xxe = br#"<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]><transaction-status><referencecode>&x;</referencecode><status>000</status></transaction-status>"#;
+        // The external entity names a file holding a canary: were it ever
+        // expanded, the canary would show in a reply.
+        let canary = "XXE-CANARY-5521";
+        let file = std::env::temp_dir().join(format!("loket-xxe-{}", std::process::id()));
+        std::fs::write(&file, canary).unwrap();
+        let xxe = format!(
+            r#"<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file://{}">]><transaction-status><referencecode>&x;</referencecode><status>000</status></transaction-status>"#,
+            file.display()
+        );
         let bomb = br#"<!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><t><referencecode>&c;</referencecode><status>000</status></t>"#;
         let deep = format!(
             "<t>{}<referencecode>R</referencecode><status>000</status>{}</t>",
@@ -448,7 +456,7 @@ mod tests {
         big_body.extend_from_slice(&big);
         big_body.extend_from_slice(b"</t>");
         let bodies: Vec<&[u8]> = vec![
-            xxe,
+            xxe.as_bytes(),
             bomb,
             deep.as_bytes(),
             deep_json.as_bytes(),
@@ -468,8 +476,10 @@ mod tests {
             assert!(matches!(error, CallbackError::Malformed(_)), "{error:?}");
             let reply = p.reject(&req, &error);
             assert_eq!(reply.status, 400);
-            assert!(!reply.body.contains("passwd"));
+            assert!(!reply.body.contains(canary), "{}", reply.body);
+            assert!(!error.to_string().contains(canary), "{error}");
         }
+        std::fs::remove_file(&file).unwrap();
         for query in [
             "status=000",
             "referencecode=R1",

@@ -2,6 +2,7 @@ use super::*;
 use bytes::Bytes;
 use chrono::TimeZone;
 use loket_runtime::Secret;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -253,8 +254,8 @@ fn operation_specific_fields() {
     );
 }
 
-#[test]
-fn a_payment_that_cannot_be_built_is_never_sent() {
+#[tokio::test]
+async fn a_payment_that_cannot_be_built_is_never_sent() {
     let conn = connector(Format::Xml);
     let mut no_code = payment();
     no_code.inquiry_data.remove("inquirycode");
@@ -271,12 +272,34 @@ fn a_payment_that_cannot_be_built_is_never_sent() {
     let mut nominal_only = payment();
     nominal_only.amount = Some(Money::idr(11_000));
     assert!(conn.build_request(&nominal_only).is_ok());
-    let report = Report::not_built(
-        Operation::BillPayment,
-        BuildError::MissingInquiryData("inquirycode"),
+
+    // Executed against a server that counts what reaches it: neither is sent.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/okebayar",
+        axum::routing::post({
+            let hits = hits.clone();
+            move || async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                "<transaction-status><transactionstatus>000</transactionstatus></transaction-status>"
+            }
+        }),
     );
-    assert_eq!(report.outcome, Outcome::Failed);
-    assert!(report.exchanges.is_empty());
+    let url = serve(app).await;
+    let conn = fast(Format::Xml, &url);
+    for unbuildable in [&no_code, &wrong_amount] {
+        let report = conn.execute(unbuildable).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        assert!(report.exchanges.is_empty(), "{report:?}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the provider"
+    );
+    // Control: a payment that can be built does reach it.
+    conn.execute(&nominal_only).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
 // ---------------------------------------------------------- classification

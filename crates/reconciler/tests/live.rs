@@ -849,7 +849,18 @@ async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(checks >= 1, "a status check was scheduled and published");
+    assert!(checks >= 1, "a status check was scheduled");
+    let stream = env.js.get_stream(subjects::COMMAND_STREAM).await?;
+    let check = stream
+        .get_last_raw_message_by_subject("loket.cmd.okebayar.status")
+        .await
+        .context("a status check was published")?;
+    let command = bus::Command::decode(check.payload.as_ref())?;
+    assert_eq!(command.transaction_id, id.to_string());
+    assert_eq!(
+        check.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(format!("chk:{id}:0").as_str())
+    );
     assert_eq!(
         count(&env.pool, "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND source = 'result'", id).await?,
         1,
