@@ -48,8 +48,14 @@ export LOKET_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 
 blocking_output
 
+# The whole workspace unless the caller names packages: cargo ignores `-p`
+# next to `--workspace`.
+scope=(--workspace)
+for arg in "$@"; do
+  case "$arg" in -p|-p*|--package|--package=*) scope=() ;; esac
+done
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"
+  cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test "${scope[@]}" --no-fail-fast "$@"
 fi

@@ -13,8 +13,10 @@
 //!   what never reached a connector, inquiry expiry and the `needs_review`
 //!   limit ([`scheduler`]) — with `FOR UPDATE SKIP LOCKED`, so replicas never
 //!   do the same work twice;
+//! - publishing the updates the scheduler committed but could not publish
+//!   (`unpublished_updates`, [`scheduler`], step 5);
 //! - keeping the bookkeeping tables bounded: send records and applied-event
-//!   claims past their retention are deleted ([`scheduler`], step 5).
+//!   claims past their retention are deleted ([`scheduler`], step 6).
 //!
 //! It must not talk to providers, never move a transaction out of a final
 //! state, and never let an unverified callback decide a state (money-safety

@@ -421,7 +421,7 @@ impl Reconciler {
     }
 
     /// Publishes the updates recorded as unpublished at least
-    /// [`REPUBLISH_AFTER`] before `now` (so the publish right after their
+    /// `REPUBLISH_AFTER` (10 s) before `now` (so the publish right after their
     /// commit is not raced), each as the transaction now reads, and deletes
     /// the records of those published; returns how many were.
     pub async fn publish_left_updates(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
