@@ -293,6 +293,18 @@ pub fn amount(field: &'static str, money: Option<&pb::Money>) -> Result<Money> {
     })
 }
 
+/// A required, positive amount of at most `max` (in rupiah).
+fn amount_at_most(field: &'static str, money: Option<&pb::Money>, max: i64) -> Result<Money> {
+    let money = amount(field, money)?;
+    if money.minor > max {
+        return Err(ValidationError::new(
+            field,
+            format!("at most {max} IDR, not {}", money.minor),
+        ));
+    }
+    Ok(money)
+}
+
 /// The product code, or `default` when the request leaves it empty.
 fn product_or(text: &str, default: &str) -> Result<ProductCode> {
     ProductCode::parse("product_code", if text.is_empty() { default } else { text })
@@ -359,6 +371,13 @@ pub const MAX_EXPIRY_SECONDS: u32 = 86_400;
 /// Smilepayz pay-out amount limits (`money` 10000–999999999 IDR).
 pub const MIN_PAY_OUT: i64 = 10_000;
 pub const MAX_PAY_OUT: i64 = 999_999_999;
+/// The largest QR payment: SNAP's `amount.value` is a String(16,2), so
+/// `9999999999999.00` is the longest it carries.
+pub const MAX_QR_AMOUNT: i64 = 9_999_999_999_999;
+/// The largest pay-in: Smilepayz' `money.amount` is a JSON number, exact up
+/// to 2^53 − 1 in common readers. Its per-method limits are still an open
+/// question of the spec (Q6), so only this bound is checked here.
+pub const MAX_PAY_IN: i64 = (1 << 53) - 1;
 /// The wallet that cannot collect without the payer's phone.
 pub const PHONE_REQUIRED_METHOD: &str = "W_OVO";
 
@@ -384,7 +403,7 @@ impl TryFrom<&pb::QrPayRequest> for QrPayInput {
         Ok(QrPayInput {
             client_ref: ClientRef::parse(&request.client_ref)?,
             product_code: product_or(&request.product_code, DEFAULT_QR_PRODUCT)?,
-            amount: amount("amount", request.amount.as_ref())?,
+            amount: amount_at_most("amount", request.amount.as_ref(), MAX_QR_AMOUNT)?,
             qr_content,
             wait: wait(request.wait_ms)?,
         })
@@ -510,7 +529,7 @@ impl TryFrom<&pb::PayInRequest> for PayInInput {
     fn try_from(request: &pb::PayInRequest) -> Result<Self> {
         let client_ref = ClientRef::parse(&request.client_ref)?;
         let product_code = product_or(&request.product_code, DEFAULT_PAY_IN_PRODUCT)?;
-        let amount = amount("amount", request.amount.as_ref())?;
+        let amount = amount_at_most("amount", request.amount.as_ref(), MAX_PAY_IN)?;
         let method = method(request.method.trim(), 0)?;
         let payer = request.payer.clone().unwrap_or_default();
         let payer_name = text("payer.name", payer.name.trim(), 64)?;
@@ -1046,7 +1065,12 @@ mod tests {
         assert_eq!(field_of(QrPayInput::try_from(&request)), "qr_content");
         request.qr_content = "abc\u{0}".into();
         assert_eq!(field_of(QrPayInput::try_from(&request)), "qr_content");
-        for amount in [None, idr(0), idr(-1)] {
+        let largest = pb::QrPayRequest {
+            amount: idr(MAX_QR_AMOUNT),
+            ..qr_pay()
+        };
+        assert!(QrPayInput::try_from(&largest).is_ok());
+        for amount in [None, idr(0), idr(-1), idr(MAX_QR_AMOUNT + 1), idr(i64::MAX)] {
             let request = pb::QrPayRequest {
                 amount: amount.clone(),
                 ..qr_pay()
@@ -1188,6 +1212,20 @@ mod tests {
         assert_eq!(input.payer_email, "budi@example.com");
         assert_eq!(input.expiry_seconds, 60);
         assert_eq!(input.purpose, "Order 1001");
+    }
+
+    #[test]
+    fn a_pay_in_amount_is_positive_and_exact_as_a_json_number() {
+        let with = |amount| PayInInput::try_from(&pb::PayInRequest { amount, ..pay_in() });
+        assert!(with(idr(MAX_PAY_IN)).is_ok());
+        for bad in [None, idr(0), idr(MAX_PAY_IN + 1), idr(i64::MAX)] {
+            assert_eq!(field_of(with(bad.clone())), "amount", "{bad:?}");
+        }
+        let error = with(idr(MAX_PAY_IN + 1)).unwrap_err();
+        assert!(
+            error.to_string().contains("at most 9007199254740991 IDR"),
+            "{error}"
+        );
     }
 
     #[test]
