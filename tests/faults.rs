@@ -97,6 +97,36 @@ async fn reset_truncated_and_html_replies_are_unknown_then_resolved() {
     }
 }
 
+/// RELIABILITY #16, unknown codes: a reply with a code no table documents
+/// (OkeBayar's own rule would call `999` a final failure) fails nothing: the
+/// purchase is `unknown`, and a status check finds the success the provider
+/// committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undocumented_reply_code_is_unknown_then_a_status_check_finds_success() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("code-999", "PULSA10", &scenario("910"), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(20))
+        .await;
+    assert_eq!(row.provider_code.as_deref(), Some("000"));
+    let events = app.events(&txn.id).await;
+    assert!(went_through_unknown(&events), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|(_, _, to)| to.as_deref() == Some("failed")),
+        "never failed: {events:?}"
+    );
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.purchases, 1, "{counts:?}");
+    assert!(counts.status_checks >= 1, "{counts:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connector_killed_after_sending_restarts_with_a_status_check_not_a_second_purchase() {
     let mut app = TestApp::spawn_with(TestOptions {

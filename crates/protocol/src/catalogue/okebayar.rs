@@ -1,9 +1,12 @@
 //! OkeBayar's 3-digit status codes (`transactionstatus`, `responsecode`,
 //! callback `status`; spec §7). The table is `catalogue/okebayar.toml`.
 //!
-//! Codes not in the table follow OkeBayar's own finality rule: a code starting
-//! with `0` or `1` is non-final (pending), any other is a final failure by
-//! rule (alert, and check the status before any refund).
+//! Codes not in the table: a code starting with `0` or `1` is non-final
+//! (pending), by OkeBayar's own finality rule. Any other is a final failure
+//! by that rule, but loket does not fail a transaction on a code it does
+//! not know (RELIABILITY #16, money-safety rule 1; the spec's own action is
+//! "cek-status before refund"): it is `unknown`, checked by status, and an
+//! unresolved one reaches `needs_review`.
 
 use std::sync::OnceLock;
 
@@ -74,12 +77,12 @@ pub(super) fn explain(code: &str, op: Option<CodeOperation>) -> Result<Explanati
             Provider::OkeBayar,
             code,
             op,
-            format!("not in catalogue: {code} is a final failure by OkeBayar's rule (not 0xx/1xx)"),
-            Outcome::Failed,
-            Retry::No,
+            format!("not in catalogue: {code} (a final failure by OkeBayar's rule, not trusted unknown)"),
+            Outcome::Unknown,
+            Retry::QueryFirst,
             Category::System,
             WhoActs::Operations,
-            "Final failure by OkeBayar's rule (codes not starting with 0 or 1). Alert; run a status check before any refund; ask OkeBayar what the code means.".to_string(),
+            "Not in the catalogue. OkeBayar's rule makes a code not starting with 0 or 1 a final failure, but loket fails nothing on a code it does not know: it checks the status, and a transaction still unresolved reaches needs_review. Ask OkeBayar what the code means, then add it to the catalogue.".to_string(),
         )
     })
 }

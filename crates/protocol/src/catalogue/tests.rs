@@ -450,7 +450,7 @@ fn unknown_doku_codes_are_decoded_by_prefix() {
 }
 
 #[test]
-fn unknown_okebayar_codes_follow_the_finality_rule() {
+fn unknown_okebayar_codes_are_pending_or_unknown_never_failed() {
     for code in ["004", "099", "150"] {
         let e = ex(OkeBayar, code, Some(Op::Purchase));
         assert_eq!(
@@ -459,18 +459,22 @@ fn unknown_okebayar_codes_follow_the_finality_rule() {
             "{code}"
         );
     }
+    // OkeBayar's rule calls these final failures; RELIABILITY #16 and
+    // money-safety rule 1: an unknown code fails nothing, it is checked.
     for code in ["209", "299", "520", "999"] {
-        let e = ex(OkeBayar, code, Some(Op::Purchase));
-        assert_eq!(
-            (e.in_catalogue, e.outcome),
-            (false, Outcome::Failed),
-            "{code}"
-        );
-        assert!(
-            e.operator_action.contains("status check before any refund"),
-            "{}",
-            e.operator_action
-        );
+        for op in [Op::Purchase, Op::BillPayment, Op::StatusCheck] {
+            let e = ex(OkeBayar, code, Some(op));
+            assert_eq!(
+                (e.in_catalogue, e.outcome),
+                (false, Outcome::Unknown),
+                "{code} {op:?}"
+            );
+            assert!(
+                e.operator_action.contains("checks the status"),
+                "{}",
+                e.operator_action
+            );
+        }
     }
 }
 

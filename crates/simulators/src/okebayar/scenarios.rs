@@ -40,6 +40,9 @@ pub enum Scenario {
     CallbackBeforeReply,
     /// `000`, plus a callback about a reference nobody ever sent.
     UnknownReferenceCallback,
+    /// The purchase succeeds (ledger `000`), but the reply carries `999`, a
+    /// code no table documents (RELIABILITY #16: unknown codes).
+    UndocumentedCode,
     /// Success with `harga`/`balance`/`nominal`/`adminfee` as `11000.00`
     /// (a JSON number in JSON mode).
     DecimalAmounts,
@@ -95,6 +98,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("907", "000 at once; a late 000 callback after one step"),
     ("908", "ledger 000 and its 000 callback delivered before the synchronous reply, which says 002"),
     ("909", "000 at once; after one step a 000 callback about a reference nobody sent"),
+    ("910", "success committed (ledger 000); the reply carries 999, a code no table documents"),
     ("921", "000; harga/balance/nominal/adminfee as 11000.00 (JSON numbers in JSON mode)"),
     ("922", "000; amounts as bare JSON numbers (11000) in JSON mode"),
     ("931", "bill inquiry: Inquiryexpired as yyMMddhhmmss (12 digits, 12-hour hh)"),
@@ -131,6 +135,7 @@ impl Scenario {
             "907" => Scenario::LateCallback,
             "908" => Scenario::CallbackBeforeReply,
             "909" => Scenario::UnknownReferenceCallback,
+            "910" => Scenario::UndocumentedCode,
             "921" => Scenario::DecimalAmounts,
             "922" => Scenario::NumericAmounts,
             "931" => Scenario::ExpiryTwelveDigits,
@@ -260,6 +265,10 @@ impl Scenario {
                 reply_code: "002",
                 steps: vec![call(0, "000")],
                 callback_before_reply: true,
+                ..base
+            },
+            Scenario::UndocumentedCode => Plan {
+                reply_code: "999",
                 ..base
             },
             Scenario::UnknownReferenceCallback => Plan {
