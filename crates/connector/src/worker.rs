@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::journal::{Recorded, SendJournal};
@@ -155,20 +156,24 @@ pub async fn run<C: Connector>(
     lbus::confirm_subscriptions(&nats)
         .await
         .map_err(|e| WorkerError::Consumer(format!("balance subscription: {e}")))?;
-    let balance_task = tokio::spawn(serve_balance(
+    // Every task this worker starts belongs to it: when the worker's own
+    // future is dropped (its process killed, or its task aborted in a test,
+    // as `kill -9` would), they end with it, sends in flight included.
+    let mut background = JoinSet::new();
+    background.spawn(serve_balance(
         connector.clone(),
         nats.clone(),
         balance_requests,
         shutdown.clone(),
     ));
-
-    let probe_task = (settings.probe_interval_ms > 0).then(|| {
-        tokio::spawn(probe_provider(
+    if settings.probe_interval_ms > 0 {
+        background.spawn(probe_provider(
             connector.clone(),
             Duration::from_millis(settings.probe_interval_ms),
             shutdown.clone(),
-        ))
-    });
+        ));
+    }
+    let mut handlers = JoinSet::new();
 
     let mut messages = consumer
         .stream()
@@ -183,6 +188,7 @@ pub async fn run<C: Connector>(
     tracing::info!(%provider, consumer = %consumer_name, "connector worker started");
 
     loop {
+        while handlers.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.wait() => break,
             permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
@@ -204,7 +210,7 @@ pub async fn run<C: Connector>(
         let js = js.clone();
         let settings = settings.clone();
         let journal = journal.clone();
-        tokio::spawn(async move {
+        handlers.spawn(async move {
             handle(&*connector, &js, &journal, &settings, message).await;
             drop(permit);
         });
@@ -216,17 +222,14 @@ pub async fn run<C: Connector>(
     let handed_back = lbus::hand_back_unstarted(&mut messages).await;
     drop(messages);
     tracing::info!(%provider, handed_back, "draining: unstarted commands handed back");
-    let total = permits.available_permits();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(30),
-        permits.acquire_many(settings.concurrency.max(1) as u32),
-    )
-    .await;
-    let _ = total;
-    balance_task.abort();
-    if let Some(probe_task) = probe_task {
-        probe_task.abort();
+    let in_flight = async { while handlers.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .is_err()
+    {
+        tracing::warn!(%provider, "commands still in flight after 30 s; they will be redelivered");
     }
+    background.abort_all();
     tracing::info!(%provider, "connector worker stopped");
     Ok(())
 }

@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{
-    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop, Hits,
-    PIN, USERID,
+    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop, Binary,
+    Hits,
 };
 use loket_okebayar::run;
 use loket_protocol::subjects;
@@ -32,15 +32,6 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
     let nats = NatsServer::start().expect("a private nats-server");
@@ -52,29 +43,7 @@ async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
     let (js, mut results) = bus(&nats.url()).await;
 
     // Replica A: the real binary, configured as an operator would.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_loket-okebayar-connector"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LOKET_")) {
-        command.env_remove(name);
-    }
-    let mut paused = Killed(
-        command
-            .env("LOKET_NATS_URL", nats.url())
-            .env("LOKET_DATABASE_URL", settings.common.database_url.expose())
-            .env("LOKET_ADMIN_ADDR", "127.0.0.1:0")
-            .env("LOKET_OKEBAYAR__URL", &url)
-            .env("LOKET_OKEBAYAR__USERID", USERID)
-            .env("LOKET_OKEBAYAR__USERPIN", PIN)
-            .env("LOKET_OKEBAYAR__TIMEOUT_MS", TIMEOUT_MS.to_string())
-            .env("LOKET_OKEBAYAR__CONNECT_TIMEOUT_MS", "500")
-            .env("LOKET_WORKER__ACK_WAIT_MS", ACK_WAIT_MS.to_string())
-            // One worker thread, as `make run` runs it: the current-thread
-            // scheduler (`loket_runtime::runtime`).
-            .env("TOKIO_WORKER_THREADS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()) // the test runner shows it when the test fails
-            .spawn()
-            .unwrap(),
-    );
+    let mut paused = Binary::spawn(&settings, &[]);
 
     publish(&js, "cmd:pause:0", &purchase(TRANSACTION, REFERENCE, true)).await;
 

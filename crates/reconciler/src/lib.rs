@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use apply::{Applied, ApplyError, Incoming, Reconciler};
@@ -256,11 +257,16 @@ pub async fn run(
         .await
         .map_err(|e| Error::Consumer(e.to_string()))?;
 
-    let scheduler_task = tokio::spawn(scheduler::run(
+    // Every task started here belongs to this run: when its future is
+    // dropped (the process killed, or its task aborted in a test, as
+    // `kill -9` would), the scheduler and the batches in flight end with it.
+    let mut scheduler_task = JoinSet::new();
+    scheduler_task.spawn(scheduler::run(
         reconciler.clone(),
         Duration::from_millis(settings.tick_ms),
         shutdown.clone(),
     ));
+    let mut batches = JoinSet::new();
 
     // A batch slot is a connection kept between batches (no pool round trips
     // per batch); a batch takes a free one, which goes back when dropped.
@@ -284,6 +290,7 @@ pub async fn run(
     // arrived (up to `batch_max`): under load the batches grow by
     // themselves, while a lone event is applied at once.
     'pull: loop {
+        while batches.try_join_next().is_some() {}
         let slot = tokio::select! {
             _ = shutdown.wait() => break,
             slot = slots.recv() => take_slot(slot.expect("a sender is kept here")),
@@ -318,7 +325,7 @@ pub async fn run(
         }
         let reconciler = reconciler.clone();
         let mut slot = slot;
-        tokio::spawn(async move {
+        batches.spawn(async move {
             handle_batch(&reconciler, slot.connection(), batch).await;
         });
         if ended {
@@ -342,7 +349,7 @@ pub async fn run(
     if tokio::time::timeout(grace, all_back).await.is_err() {
         tracing::warn!("drain grace period passed with events in flight; they will be redelivered");
     }
-    let _ = tokio::time::timeout(grace, scheduler_task).await;
+    let _ = tokio::time::timeout(grace, scheduler_task.join_next()).await;
     admin_server.stop().await;
     tracing::info!("reconciler stopped");
     Ok(())

@@ -171,6 +171,63 @@ pub async fn settings(
     settings
 }
 
+/// The real connector binary, configured through the environment as an
+/// operator would configure it, from `settings` (its log goes to the test's
+/// stderr, which the runner shows when the test fails); killed when dropped.
+pub struct Binary(pub std::process::Child);
+
+impl Binary {
+    pub fn spawn(settings: &ConnectorSettings, extra: &[(&str, &str)]) -> Binary {
+        let mut command =
+            std::process::Command::new(env!("CARGO_BIN_EXE_loket-okebayar-connector"));
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LOKET_")) {
+            command.env_remove(name);
+        }
+        command
+            .env("LOKET_NATS_URL", &settings.common.nats_url)
+            .env("LOKET_DATABASE_URL", settings.common.database_url.expose())
+            .env("LOKET_ADMIN_ADDR", "127.0.0.1:0")
+            .env("LOKET_OKEBAYAR__URL", &settings.okebayar.url)
+            .env("LOKET_OKEBAYAR__USERID", &settings.okebayar.userid)
+            .env(
+                "LOKET_OKEBAYAR__USERPIN",
+                settings.okebayar.userpin.expose(),
+            )
+            .env(
+                "LOKET_OKEBAYAR__TIMEOUT_MS",
+                settings.okebayar.timeout_ms.to_string(),
+            )
+            .env(
+                "LOKET_OKEBAYAR__CONNECT_TIMEOUT_MS",
+                settings.okebayar.connect_timeout_ms.to_string(),
+            )
+            .env(
+                "LOKET_WORKER__ACK_WAIT_MS",
+                settings.worker.ack_wait_ms.to_string(),
+            )
+            // One worker thread, as `make run` runs it: the current-thread
+            // scheduler (`loket_runtime::runtime`).
+            .env("TOKIO_WORKER_THREADS", "1");
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        Binary(
+            command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("the connector binary starts"),
+        )
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Triggers `shutdown` and waits (at most `within`) for the connector
 /// `running` to drain and return without an error.
 pub async fn stop<E: std::fmt::Debug>(
