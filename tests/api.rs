@@ -27,6 +27,7 @@ async fn same_client_ref_returns_the_same_transaction_and_conflicts_are_named() 
         .into_inner();
     assert_eq!(first.id, again.id);
     assert_eq!(again.status(), pb::TransactionStatus::Success);
+    let events_before = app.events(&first.id).await;
 
     let conflict = client
         .purchase(purchase("idem-1", "PULSA50", OK_ACCOUNT, 0))
@@ -39,6 +40,34 @@ async fn same_client_ref_returns_the_same_transaction_and_conflicts_are_named() 
         conflict.message()
     );
     assert_eq!(app.sim.money_requests_for(&first.provider_reference), 1);
+    // Another account under the same client_ref: refused too.
+    let other_account = client
+        .purchase(purchase("idem-1", "PULSA10", "081298765432", 0))
+        .await
+        .expect_err("a different account under the same client_ref");
+    assert_eq!(other_account.code(), tonic::Code::AlreadyExists);
+    assert!(
+        other_account.message().contains("account"),
+        "{}",
+        other_account.message()
+    );
+    // The original is untouched: same row, same events, nothing sent again.
+    let row = app.row(&first.id).await;
+    assert_eq!(
+        (
+            row.status.as_str(),
+            row.product_code.as_str(),
+            row.account.as_str()
+        ),
+        ("success", "PULSA10", OK_ACCOUNT)
+    );
+    assert_eq!(app.events(&first.id).await, events_before, "no event added");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = 'idem-1'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 1);
 
     // A payment reusing its client_ref with a different amount.
     let inquiry = client

@@ -97,6 +97,64 @@ async fn reset_truncated_and_html_replies_are_unknown_then_resolved() {
     }
 }
 
+/// RELIABILITY #3: the connector published the purchase's result and died
+/// before acking the command (here it hangs, then is killed). The command
+/// comes back to a new connector, which checks the status and publishes a
+/// second result under the redelivery's own id; the reconciler applies the
+/// two as one transition, and the provider saw one purchase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_published_twice_after_a_crash_before_the_ack_is_one_transition() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        failpoint: Some(Failpoint::HangAfterResult),
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("unacked-1", "PULSA10", OK_ACCOUNT, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&txn.id, "success", Duration::from_secs(10))
+        .await;
+    app.kill_connector();
+    app.start_connector(None).await;
+    eventually(
+        "the redelivered command was checked",
+        Duration::from_secs(30),
+        || async { app.sim.requests_for(&txn.provider_reference).status_checks >= 1 },
+    )
+    .await;
+    commands_all_handled(&app).await;
+    let results = || async {
+        app.events(&txn.id)
+            .await
+            .into_iter()
+            .filter(|(source, _, _)| source == "result")
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the second result was applied",
+        Duration::from_secs(10),
+        || async { results().await.len() == 2 },
+    )
+    .await;
+    let applied = results().await;
+    assert_eq!(
+        applied[1],
+        (
+            "result".to_string(),
+            Some("success".to_string()),
+            Some("success".to_string())
+        ),
+        "the second result changed nothing"
+    );
+    assert_eq!(app.transitions_into(&txn.id, "success").await, 1);
+    assert_eq!(app.row(&txn.id).await.status, "success");
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.purchases, 1, "{counts:?}");
+}
+
 /// RELIABILITY #16, unknown codes: a reply with a code no table documents
 /// (OkeBayar's own rule would call `999` a final failure) fails nothing: the
 /// purchase is `unknown`, and a status check finds the success the provider

@@ -345,6 +345,11 @@ mod tests {
             assert_eq!(reply.status, 401);
             assert_ne!(reply.body, "SUCCESS");
         }
+        // The signature cut in half.
+        let req = request(body("SUCCESS"), Some(&ts), Some(&sig[..sig.len() / 2]));
+        let error = p.parse(&req).unwrap_err();
+        assert!(matches!(error, CallbackError::BadSignature(_)), "{error:?}");
+        assert_eq!(p.reject(&req, &error).status, 401);
         // Signed by another key.
         let other = keys_other();
         let forged = signed(&other, "SUCCESS", Utc::now());
@@ -358,13 +363,25 @@ mod tests {
             .replace("10120019240703085983730", "10120019240703085983731");
         let req = request(swapped.into_bytes(), Some(&ts), Some(&sig));
         assert!(matches!(p.parse(&req), Err(CallbackError::BadSignature(_))));
-        // Stale: correctly signed six minutes ago.
-        let stale = signed(&keys, "SUCCESS", Utc::now() - chrono::Duration::minutes(6));
-        let error = p.parse(&stale).unwrap_err();
-        assert_eq!(error, CallbackError::Stale);
-        let reply = p.reject(&stale, &error);
-        assert_eq!(reply.status, 400);
-        assert_ne!(reply.body, "SUCCESS");
+        // Stale: correctly signed six minutes ago, or dated six minutes
+        // ahead (a skewed clock).
+        for minutes in [-6, 6] {
+            let stale = signed(
+                &keys,
+                "SUCCESS",
+                Utc::now() + chrono::Duration::minutes(minutes),
+            );
+            let error = p.parse(&stale).unwrap_err();
+            assert_eq!(error, CallbackError::Stale, "{minutes} min");
+            let reply = p.reject(&stale, &error);
+            assert_eq!(reply.status, 400);
+            assert_ne!(reply.body, "SUCCESS");
+        }
+        let skewed = signed(&keys, "SUCCESS", Utc::now() + chrono::Duration::minutes(4));
+        assert!(
+            p.parse(&skewed).is_ok(),
+            "four minutes ahead is inside the window"
+        );
         // Unconfigured parser refuses everything.
         let unconfigured = callback_parser(&CallbackSettings::default()).unwrap();
         assert!(matches!(

@@ -558,6 +558,26 @@ mod tests {
             parser.parse_at(&elsewhere, now),
             Err(CallbackError::BadSignature(_))
         ));
+        // The signature cut in half.
+        let truncated: Vec<_> = good
+            .iter()
+            .map(|(name, value)| {
+                let value = if name == "X-SIGNATURE" {
+                    value[..value.len() / 2].to_string()
+                } else {
+                    value.clone()
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        let error = parser
+            .parse_at(&request(&truncated, BODY), now)
+            .unwrap_err();
+        assert!(matches!(error, CallbackError::BadSignature(_)), "{error:?}");
+        assert_eq!(
+            parser.reject(&request(&truncated, BODY), &error).status,
+            401
+        );
         // Missing signature or timestamp.
         for drop in ["X-SIGNATURE", "X-TIMESTAMP"] {
             let headers: Vec<_> = good.iter().filter(|(n, _)| n != drop).cloned().collect();
@@ -580,15 +600,30 @@ mod tests {
     #[test]
     fn a_replay_outside_the_window_is_stale() {
         let keys = keys();
-        let then = Utc::now() - chrono::Duration::minutes(6);
-        let stamp = format_timestamp(TimestampFormat::Offset, then);
-        let headers = sign_notify_rsa(&keys.private, NOTIFY_PATH, BODY.as_bytes(), &stamp);
         let parser = parser(&keys);
-        let error = parser
-            .parse_at(&request(&headers, BODY), Utc::now())
-            .unwrap_err();
-        assert_eq!(error, CallbackError::Stale);
-        assert_eq!(parser.reject(&request(&headers, BODY), &error).status, 401);
+        // Six minutes old, or dated six minutes ahead (a skewed clock).
+        for minutes in [-6, 6] {
+            let then = Utc::now() + chrono::Duration::minutes(minutes);
+            let stamp = format_timestamp(TimestampFormat::Offset, then);
+            let headers = sign_notify_rsa(&keys.private, NOTIFY_PATH, BODY.as_bytes(), &stamp);
+            let error = parser
+                .parse_at(&request(&headers, BODY), Utc::now())
+                .unwrap_err();
+            assert_eq!(error, CallbackError::Stale, "{minutes} min");
+            assert_eq!(parser.reject(&request(&headers, BODY), &error).status, 401);
+        }
+        // Four minutes off either way is inside the window.
+        for minutes in [-4, 4] {
+            let then = Utc::now() + chrono::Duration::minutes(minutes);
+            let stamp = format_timestamp(TimestampFormat::Offset, then);
+            let headers = sign_notify_rsa(&keys.private, NOTIFY_PATH, BODY.as_bytes(), &stamp);
+            assert!(
+                parser
+                    .parse_at(&request(&headers, BODY), Utc::now())
+                    .is_ok(),
+                "{minutes} min"
+            );
+        }
     }
 
     /// Mode B settings: the issuer's key verifies its token requests.
