@@ -155,6 +155,41 @@ async fn a_result_published_twice_after_a_crash_before_the_ack_is_one_transition
     assert_eq!(counts.purchases, 1, "{counts:?}");
 }
 
+/// Money-safety rule 6: a command lost from the bus (here purged from the
+/// stream while no connector was running) is a delay, not a lost
+/// transaction: the sweep finds the transaction dispatched but unanswered
+/// and dispatches it again, the connector asks the provider first, finds
+/// no record and no send in its journal, and sends it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_lost_from_the_stream_is_dispatched_again_by_the_sweep() {
+    let mut app = TestApp::spawn().await;
+    app.kill_connector();
+    let mut client = app.client_a().await;
+    let txn = client
+        .purchase(purchase("lost-1", "PULSA10", OK_ACCOUNT, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let nats = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let mut commands = js
+        .get_stream(loket_protocol::subjects::COMMAND_STREAM)
+        .await
+        .unwrap();
+    assert_eq!(commands.info().await.unwrap().state.messages, 1);
+    commands.purge().await.unwrap();
+    assert_eq!(commands.info().await.unwrap().state.messages, 0, "lost");
+    app.start_connector(None).await;
+
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(30))
+        .await;
+    assert!(row.dispatch_count >= 2, "dispatched again: {row:?}");
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.purchases, 1, "{counts:?}");
+    assert!(counts.status_checks >= 1, "asked first: {counts:?}");
+}
+
 /// RELIABILITY #16, unknown codes: a reply with a code no table documents
 /// (OkeBayar's own rule would call `999` a final failure) fails nothing: the
 /// purchase is `unknown`, and a status check finds the success the provider

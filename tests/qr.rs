@@ -280,6 +280,71 @@ async fn forged_replayed_and_duplicate_notifies() {
     assert_eq!(app.row(&pending.id).await.status, "success");
 }
 
+/// RELIABILITY #11 and #14, for a signed provider: one genuinely signed
+/// notify, captured and sent twenty times at once and once more after the
+/// payment settled (each copy inside the time window), is answered as the
+/// issuer expects every time, recorded once, and makes one transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_signed_notify_sent_many_times_at_once_and_replayed_is_one_transition() {
+    let app = snap_app().await;
+    let fixture = app.snapqr.as_ref().unwrap();
+    let mut client = app.client_a().await;
+    // Scenario 102: pending, and the simulator sends no notify itself.
+    let pending = client
+        .qr_pay(qr_pay("qr-replayed", 10_102, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let issuer_key =
+        loket_snapqr::sign::load_private_key(fixture.sim_settings.issuer_private_key.expose())
+            .unwrap();
+    let body = format!(
+        r#"{{"originalPartnerReferenceNo":"{}","merchantId":"{}","latestTransactionStatus":"00","transactionStatusDesc":"Success"}}"#,
+        pending.provider_reference,
+        loket_test_support::snapqr::MERCHANT_ID
+    );
+    let path = "/callback/snapqr";
+    let stamp = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
+    let headers =
+        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &stamp);
+    let http = reqwest::Client::new();
+    let url = app.callback_url().replace("/okebayar", "/snapqr");
+    let send = || {
+        let mut request = http.post(&url).body(body.clone());
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.expect("the receiver answers");
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    let answers = futures::future::join_all((0..20).map(|_| send())).await;
+    for (status, text) in &answers {
+        assert_eq!(*status, 200, "{text}");
+        assert!(text.contains("2007900"), "{text}");
+    }
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(10))
+        .await;
+    // The same capture again, after the payment settled.
+    let (status, text) = send().await;
+    assert_eq!((status, text.contains("2007900")), (200, true), "{text}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(app.transitions_into(&pending.id, "success").await, 1);
+    let callbacks = app
+        .events(&pending.id)
+        .await
+        .into_iter()
+        .filter(|(source, _, _)| source == "callback")
+        .count();
+    assert_eq!(callbacks, 1, "twenty-one copies, recorded once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
     let app = snap_app().await;
