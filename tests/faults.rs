@@ -155,6 +155,40 @@ async fn a_result_published_twice_after_a_crash_before_the_ack_is_one_transition
     assert_eq!(counts.purchases, 1, "{counts:?}");
 }
 
+/// RELIABILITY #1: the ingress inserted a purchase and never published its
+/// command (a failpoint hangs it right there; a kill there leaves the same
+/// row). The reconciler's sweep dispatches it, and one purchase reaches the
+/// provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_the_ingress_never_published_is_dispatched_by_the_sweep() {
+    let app = TestApp::spawn_with(TestOptions {
+        ingress_failpoint: Some(loket_test_support::IngressFailpoint::HangBeforePublish),
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.client_a().await;
+    let mut request = tonic::Request::new(purchase("unpublished-1", "PULSA10", OK_ACCOUNT, 0));
+    request.set_timeout(Duration::from_secs(2));
+    let hung = client.purchase(request).await.expect_err("the call hangs");
+    assert_eq!(hung.code(), tonic::Code::Cancelled, "{hung:?}");
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM transactions WHERE client_ref = 'unpublished-1'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("the row was inserted");
+
+    let row = app
+        .wait_for_status(&id.to_string(), "success", Duration::from_secs(20))
+        .await;
+    let events = app.events(&id.to_string()).await;
+    assert!(
+        events.iter().any(|(source, _, _)| source == "sweep"),
+        "dispatched by the sweep: {events:?}"
+    );
+    let counts = app.sim.requests_for(&row.provider_reference);
+    assert_eq!(counts.purchases, 1, "{counts:?}");
+}
+
 /// Money-safety rule 6: a command lost from the bus (here purged from the
 /// stream while no connector was running) is a delay, not a lost
 /// transaction: the sweep finds the transaction dispatched but unanswered

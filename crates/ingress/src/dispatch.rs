@@ -40,6 +40,16 @@ const MARK_QUEUE: usize = 65_536;
 /// grace for never-dispatched transactions (30 s by default).
 const MARK_LINGER: Duration = Duration::from_millis(500);
 
+/// Test-only fault injection, named in configuration (`failpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failpoint {
+    /// After the transaction is inserted and before its command is
+    /// published: hang forever, as an ingress killed right there would
+    /// never publish (RELIABILITY #1; the sweep must dispatch it).
+    HangBeforePublish,
+}
+
 /// What the task recording `dispatched_at` hears about a transaction.
 #[derive(Debug, Clone, Copy)]
 enum Mark {
@@ -54,6 +64,7 @@ pub struct Dispatcher {
     js: jetstream::Context,
     pool: PgPool,
     publish_timeout: Duration,
+    failpoint: Option<Failpoint>,
     marks: mpsc::Sender<Mark>,
 }
 
@@ -64,6 +75,7 @@ impl Dispatcher {
         js: jetstream::Context,
         pool: PgPool,
         publish_timeout: Duration,
+        failpoint: Option<Failpoint>,
         finished: loket_runtime::Shutdown,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (marks, queue) = mpsc::channel(MARK_QUEUE);
@@ -73,6 +85,7 @@ impl Dispatcher {
                 js,
                 pool,
                 publish_timeout,
+                failpoint,
                 marks,
             },
             task,
@@ -86,6 +99,10 @@ impl Dispatcher {
             tracing::error!(provider = %row.provider, kind = %row.kind, "row with unknown provider or kind; not dispatched");
             return false;
         };
+        if self.failpoint == Some(Failpoint::HangBeforePublish) {
+            tracing::warn!("failpoint hang_before_publish: the command is never published");
+            std::future::pending::<()>().await;
+        }
         let subject = subjects::command(provider, kind.operation());
         let id = row.id.to_string();
         let headers = bus::headers(&row.command_msg_id(0), trace, &id);

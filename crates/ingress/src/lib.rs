@@ -63,6 +63,9 @@ pub struct Settings {
     pub publish_timeout_ms: u64,
     /// How long a `GetBalance` waits for the provider's connector.
     pub balance_timeout_ms: u64,
+    /// Test-only fault injection ([`dispatch::Failpoint`]); none in
+    /// production.
+    pub failpoint: Option<dispatch::Failpoint>,
 }
 
 impl loket_runtime::binary::ServiceSettings for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             products_refresh_ms: 3_000,
             publish_timeout_ms: 3_000,
             balance_timeout_ms: 10_000,
+            failpoint: None,
         }
     }
 }
@@ -182,6 +186,7 @@ async fn serve(
         js,
         pool.clone(),
         Duration::from_millis(settings.publish_timeout_ms),
+        settings.failpoint,
         finished.clone(),
     );
 

@@ -36,6 +36,8 @@ pub struct TestOptions {
     /// How long the simulator's "answer after the timeout" scenarios wait.
     pub slow_reply_ms: u64,
     pub failpoint: Option<Failpoint>,
+    /// The ingress's failpoint (`loket_ingress::dispatch::Failpoint`).
+    pub ingress_failpoint: Option<loket_ingress::dispatch::Failpoint>,
     /// Delay before the first status check of a pending / unknown transaction.
     pub first_check_ms: u64,
     pub not_found_grace_ms: u64,
@@ -59,6 +61,7 @@ impl Default for TestOptions {
             provider_timeout_ms: 1_500,
             slow_reply_ms: 3_000,
             failpoint: None,
+            ingress_failpoint: None,
             first_check_ms: 700,
             not_found_grace_ms: 3_000,
             callback_delay_ms: 150,
@@ -236,6 +239,7 @@ impl TestApp {
         {
             let settings = loket_ingress::Settings {
                 common: common(&nats.url(), &database_url),
+                failpoint: options.ingress_failpoint,
                 ..Default::default()
             };
             let listeners = loket_ingress::Listeners {

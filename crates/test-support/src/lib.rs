@@ -29,3 +29,5 @@ pub mod snapqr;
 
 #[cfg(feature = "app")]
 pub use app::{TestApp, TestOptions, CANARY_PIN};
+#[cfg(feature = "app")]
+pub use loket_ingress::dispatch::Failpoint as IngressFailpoint;
