@@ -863,3 +863,176 @@ async fn finance_exports_a_providers_transactions_with_totals() {
         "{stderr}"
     );
 }
+
+/// The transactions and refusals every provider's secrets pass through:
+/// purchases, a QR payment, a pay-in, a pay-out and refused calls. Returns
+/// the ids made and the refusals' messages.
+async fn exercise_every_provider(app: &TestApp) -> (Vec<String>, String) {
+    let mut client = app.client_a().await;
+    let mut ids = Vec::new();
+    let mut errors = Vec::new();
+    for (client_ref, account) in [
+        ("leak-buy", OK_ACCOUNT.to_string()),
+        ("leak-fail", scenario("204")),
+    ] {
+        let bought = client
+            .purchase(purchase(client_ref, "PULSA10", &account, 10_000))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(bought.id);
+    }
+    let paid = client
+        .qr_pay(qr_pay("leak-qr", 10_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status(), pb::TransactionStatus::Success, "{paid:?}");
+    ids.push(paid.id.clone());
+    let pay_in = client
+        .pay_in(pb::PayInRequest {
+            client_ref: "leak-in".into(),
+            amount: idr(50_000),
+            method: "QRIS".into(),
+            wait_ms: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ids.push(pay_in.id);
+    let pay_out = client
+        .pay_out(pb::PayOutRequest {
+            client_ref: "leak-out".into(),
+            amount: idr(100_000),
+            method: "BCA".into(),
+            account: "1234567890".into(),
+            receiver_name: "Budi".into(),
+            wait_ms: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ids.push(pay_out.id);
+    let refund = client
+        .qr_refund(pb::QrRefundRequest {
+            client_ref: "leak-refund".into(),
+            transaction_id: paid.id.clone(),
+            amount: idr(10_001),
+            reason: "too much".into(),
+            wait_ms: 0,
+        })
+        .await
+        .expect_err("more than was paid");
+    errors.push(refund.message().to_string());
+    client
+        .purchase(purchase("leak-conflict", "PULSA10", OK_ACCOUNT, 0))
+        .await
+        .unwrap();
+    let conflict = client
+        .purchase(purchase("leak-conflict", "PULSA50", OK_ACCOUNT, 0))
+        .await
+        .expect_err("a conflicting client_ref");
+    errors.push(conflict.message().to_string());
+    let unauthenticated = app
+        .client_with_key("lk_not-a-real-key")
+        .await
+        .purchase(purchase("leak-auth", "PULSA10", OK_ACCOUNT, 0))
+        .await
+        .expect_err("unauthenticated");
+    errors.push(unauthenticated.message().to_string());
+    let errors = errors.join("\n");
+    assert!(errors.contains("leak-conflict"), "{errors}");
+    (ids, errors)
+}
+
+/// Every canary secret of every provider: the OkeBayar PIN; the SNAP client
+/// secret, customer token, private key (a line of its body) and the access
+/// tokens the issuer granted; the Smilepayz merchant secret and private key.
+fn every_canary(app: &TestApp) -> Vec<String> {
+    let snap = app.snapqr.as_ref().unwrap();
+    let smilepayz = app.smilepayz.as_ref().unwrap();
+    let tokens = snap.sim.issued_tokens();
+    assert!(!tokens.is_empty(), "the issuer granted a token");
+    let key_line = |pem: &str| pem.lines().nth(1).expect("a PEM body").to_string();
+    let mut canaries = vec![
+        CANARY_PIN.to_string(),
+        loket_test_support::snapqr::CANARY_CLIENT_SECRET.to_string(),
+        loket_test_support::snapqr::CUSTOMER_TOKEN.to_string(),
+        key_line(&snap.partner_private_pem),
+        loket_test_support::smilepayz::CANARY_MERCHANT_SECRET.to_string(),
+        key_line(&smilepayz.merchant_private_key_pem),
+    ];
+    canaries.extend(tokens);
+    canaries
+}
+
+async fn app_with_every_provider() -> TestApp {
+    TestApp::spawn_with(loket_test_support::TestOptions {
+        snapqr: true,
+        smilepayz: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// RELIABILITY's fourth invariant and money-safety rule 7, for every
+/// provider: no canary secret is in a log line, a database row or an error
+/// message. The logs and the rows are first shown to hold this run's
+/// transactions, so an absence means something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_of_any_provider_reaches_a_log_a_row_or_an_error() {
+    let app = app_with_every_provider().await;
+    let (ids, errors) = exercise_every_provider(&app).await;
+    let logs = logs::captured();
+    let database = app.dump_database().await;
+    for id in &ids {
+        assert!(logs.contains(id.as_str()), "the logs hold {id}");
+        assert!(database.contains(id.as_str()), "the database holds {id}");
+    }
+    for canary in every_canary(&app) {
+        for (place, text) in [
+            ("a log line", &logs),
+            ("a database row", &database),
+            ("an error message", &errors),
+        ] {
+            assert!(!text.contains(canary.as_str()), "a secret reached {place}");
+        }
+    }
+}
+
+/// The same for the spans exported over OTLP (a process exports through one
+/// global pipeline, so this is a test of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_of_any_provider_reaches_an_exported_span() {
+    let collector = Collector::default();
+    let addr = collector.start().await;
+    let telemetry = loket_runtime::telemetry::init(
+        "loket-e2e",
+        &loket_runtime::telemetry::LogSettings {
+            json: false,
+            otlp_endpoint: format!("http://{addr}"),
+        },
+    );
+    let app = app_with_every_provider().await;
+    let (ids, _) = exercise_every_provider(&app).await;
+    let mut spans = String::new();
+    eventually(
+        "every transaction's spans exported",
+        Duration::from_secs(15),
+        || {
+            tokio::task::block_in_place(|| telemetry.flush_spans());
+            spans = format!("{:?}", collector.spans());
+            let found = ids.iter().all(|id| spans.contains(id.as_str()));
+            async move { found }
+        },
+    )
+    .await;
+    for canary in every_canary(&app) {
+        assert!(
+            !spans.contains(canary.as_str()),
+            "a secret reached an exported span"
+        );
+    }
+}

@@ -451,6 +451,11 @@ impl SnapQrSim {
         handlers::issue_qr(self, scenario.as_deref()).0
     }
 
+    /// The access tokens issued and not yet expired (for leak checks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.inner.ledger).tokens.keys().cloned().collect()
+    }
+
     /// Invalidates every issued token (a token "expiring mid-flow").
     pub fn expire_tokens(&self) {
         lock(&self.inner.ledger).tokens.clear();
