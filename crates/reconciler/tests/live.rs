@@ -924,6 +924,105 @@ async fn a_verified_callback_reporting_another_amount_is_flagged() -> Result<()>
     Ok(())
 }
 
+/// RELIABILITY #5: a reconciler killed mid-batch (its task aborted, which
+/// ends its batches with it; their database transactions roll back) leaves
+/// every event to a replica started after it, and each is applied exactly
+/// once: one transition per transaction, one claim per event.
+#[tokio::test]
+async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() -> Result<()> {
+    let env = env().await?;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(insert(&env, "received", "prepaid_purchase", "").await?);
+    }
+    // Two of the rows are held, so the batch stops half-way, inside its
+    // database transaction.
+    let mut holder = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM transactions WHERE id = ANY($1) FOR UPDATE")
+        .bind(&ids[..2])
+        .execute(&mut *holder)
+        .await?;
+    let mut settings = settings(&env);
+    settings.concurrency = 1;
+    settings.ack_wait_ms = 2_000;
+    let start = |settings: Settings| async move {
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        anyhow::Ok(tokio::spawn(loket_reconciler::run(
+            settings,
+            loket_reconciler::Listeners { admin },
+            Shutdown::new(),
+        )))
+    };
+    let killed = start(settings.clone()).await?;
+    let mut event_ids = Vec::new();
+    for id in &ids {
+        let event_id = format!("cmd:{id}:0");
+        let event = result_event(*id, &event_id, pb::Outcome::Success, "000");
+        loket_runtime::bus::publish_durable(
+            &env.js,
+            subjects::result(loket_protocol::Provider::OkeBayar),
+            loket_runtime::bus::headers(&format!("res:{event_id}"), &TraceContext::new_root(), ""),
+            event.encode_to_vec(),
+        )
+        .await?;
+        event_ids.push(event_id);
+    }
+    let mut waiting = 0_i64;
+    for _ in 0..100 {
+        waiting = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&env.pool)
+        .await?;
+        if waiting >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 1, "the batch waits on the held rows");
+    killed.abort();
+    assert!(killed.await.unwrap_err().is_cancelled());
+    holder.rollback().await?;
+    // The killed batch died with its task: the rows it waited for are free
+    // now, and still nothing is applied.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        assert_eq!(
+            status_of(&env.pool, *id).await?,
+            "received",
+            "nothing applied yet"
+        );
+    }
+
+    let restarted = start(settings).await?;
+    for id in &ids {
+        let status = status_within(&env.pool, *id, "success", Duration::from_secs(20)).await?;
+        assert_eq!(status, "success", "{id}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        assert_eq!(
+            count(
+                &env.pool,
+                "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND to_status = 'success'",
+                *id
+            )
+            .await?,
+            1,
+            "{id}: one transition"
+        );
+    }
+    let claims: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM applied_events WHERE event_id = ANY($1)")
+            .bind(&event_ids)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(claims, 4, "each event claimed once");
+    restarted.abort();
+    Ok(())
+}
+
 /// A draining reconciler hands the events it has received but not started
 /// back at once, so another replica applies them now rather than after
 /// their ack wait. Here both of A's batch slots wait on rows a test
