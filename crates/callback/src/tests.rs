@@ -395,6 +395,43 @@ async fn one_source_cannot_take_the_connections_others_need() {
     stop_server(shutdown, task).await;
 }
 
+/// RELIABILITY #19: half-open connections from many hosts fill every slot;
+/// while they do, a new connection is closed at once (the provider retries),
+/// and within the header read timeout each is reaped, after which normal
+/// traffic is served again.
+#[tokio::test]
+async fn half_open_connections_from_many_sources_are_reaped_and_traffic_resumes() {
+    let (addr, sink, shutdown, task) = start_server(server::Limits {
+        max_connections: 8,
+        max_connections_per_source: 2,
+        ..limits()
+    })
+    .await;
+    let mut half_open = Vec::new();
+    for source in ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+        for _ in 0..2 {
+            let mut stream = connect_from(source, addr).await;
+            stream.write_all(b"POST /callback/okeb").await.unwrap();
+            half_open.push(stream);
+        }
+    }
+    // Every slot taken: a request now finds its connection closed.
+    let refused = callback_over_the_wire(connect_from("127.0.0.2", addr).await, "R0").await;
+    assert_eq!(refused, "", "served while every slot was held");
+    // Each half-open connection is closed by the header read timeout.
+    let started = Instant::now();
+    for stream in &mut half_open {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        assert!(read.is_ok(), "a half-open connection was not reaped");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let answer = callback_over_the_wire(connect_from("127.0.0.2", addr).await, "R1").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(sink.published.lock().unwrap().len(), 1, "only R1 was taken");
+    stop_server(shutdown, task).await;
+}
+
 /// A complete OkeBayar GET callback about `reference` on `stream`, and the
 /// whole answer.
 async fn callback_over_the_wire(mut stream: tokio::net::TcpStream, reference: &str) -> String {
