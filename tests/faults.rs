@@ -536,11 +536,17 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
 
 /// A stack whose PostgreSQL is the test's own, so the test may crash it.
 async fn app_on_private_postgres() -> (loket_test_support::postgres::PrivatePostgres, TestApp) {
+    app_on_private_postgres_with(TestOptions::default()).await
+}
+
+async fn app_on_private_postgres_with(
+    options: TestOptions,
+) -> (loket_test_support::postgres::PrivatePostgres, TestApp) {
     let postgres = loket_test_support::postgres::PrivatePostgres::start().expect("PostgreSQL");
     let database_url = postgres.database("loket").await.expect("database");
     let app = TestApp::spawn_with(TestOptions {
         database_url: Some(database_url),
-        ..Default::default()
+        ..options
     })
     .await;
     (postgres, app)
@@ -841,6 +847,84 @@ fn mixed_account(n: usize) -> String {
     }
 }
 
+/// SNAP simulator scenarios (the amount's last three digits) for the QR
+/// payments of the mixed test: success at once, pending then notified
+/// (success, twice, or failed), notified before the reply, settled only by
+/// queries, a 500 or 504 after the debit, and a refusal.
+const MIXED_QR_SCENARIOS: &[i64] = &[0, 101, 103, 104, 105, 107, 102, 202, 204, 303];
+
+fn mixed_qr_amount(n: usize) -> i64 {
+    10_000 + MIXED_QR_SCENARIOS[n % MIXED_QR_SCENARIOS.len()]
+}
+
+/// The four invariants for the QR payments of the mixed test, against the
+/// SNAP simulator's ledger: each `client_ref` is one transaction, final,
+/// paid at most once, and `success` exactly when the issuer's ledger says
+/// `00`.
+async fn qr_payments_kept_the_invariants(app: &TestApp, attempted: &[(String, i64)]) {
+    let sim = &app.snapqr.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+    let mut ids = Vec::new();
+    for (client_ref, amount) in attempted {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let txn = loop {
+            match client.qr_pay(qr_pay(client_ref, *amount, 0)).await {
+                Ok(reply) => break reply.into_inner(),
+                Err(status) => {
+                    assert!(Instant::now() < deadline, "{client_ref}: {status}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
+    }
+    let refs: Vec<&str> = attempted.iter().map(|(r, _)| r.as_str()).collect();
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = ANY($1)")
+            .bind(&refs)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows as usize, attempted.len(), "one row per QR client_ref");
+    eventually(
+        "every QR payment final",
+        Duration::from_secs(60),
+        || async {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM transactions WHERE id = ANY($1) \
+                 AND status NOT IN ('success', 'failed')",
+            )
+            .bind(&ids)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            open == 0
+        },
+    )
+    .await;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let row = app.row(&id.to_string()).await;
+        let reference = &row.provider_reference;
+        let payments = sim.payments_for(reference);
+        assert!(payments <= 1, "{payments} payment requests for {reference}");
+        let ledger = sim.ledger_state(reference).map(|entry| entry.status);
+        match (row.status.as_str(), ledger.as_deref()) {
+            ("success", Some("00")) => {}
+            ("failed", ledger) if ledger != Some("00") => {}
+            (status, ledger) => panic!("{status} against the issuer's {ledger:?}: {row:?}"),
+        }
+        *outcomes
+            .entry(format!(
+                "{} {}",
+                row.status,
+                row.provider_code.unwrap_or_default()
+            ))
+            .or_default() += 1;
+    }
+    eprintln!("{} QR payments under mixed faults: {outcomes:?}", ids.len());
+}
+
 /// A forged, unsigned OkeBayar callback claiming success for `reference`.
 async fn forge_success_callback(app: &TestApp, reference: &str) {
     let forged = format!(
@@ -871,9 +955,37 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    let (postgres, mut app) = app_on_private_postgres().await;
+    let (postgres, mut app) = app_on_private_postgres_with(TestOptions {
+        snapqr: true,
+        ..Default::default()
+    })
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    // QR payments beside the purchases, through the signed provider.
+    let mut qr_load = Vec::new();
+    for worker in 0..2 {
+        let mut client = app.client_a().await;
+        let stop = stop.clone();
+        qr_load.push(tokio::spawn(async move {
+            let mut attempted = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = attempted.len();
+                let client_ref = format!("mixed-qr-{worker}-{n}");
+                let amount = mixed_qr_amount(worker + n);
+                if client
+                    .qr_pay(qr_pay(&client_ref, amount, 300))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                attempted.push((client_ref, amount));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            attempted
+        }));
+    }
     let mut load = Vec::new();
     for worker in 0..6 {
         let mut client = app.client_a().await;
@@ -907,8 +1019,10 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
         .unwrap();
     pause().await;
     app.kill_connector();
+    app.snapqr.as_mut().unwrap().kill_connector();
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.start_connector(None).await;
+    app.snapqr.as_mut().unwrap().restart_connector().await;
     pause().await;
     let failed_ones = || async {
         sqlx::query_scalar::<_, String>(
@@ -939,6 +1053,15 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
         attempted.extend(task.await.expect("load task"));
     }
     assert!(attempted.len() >= 50, "load ran: {}", attempted.len());
+    let mut qr_attempted = Vec::new();
+    for task in qr_load {
+        qr_attempted.extend(task.await.expect("QR load task"));
+    }
+    assert!(
+        qr_attempted.len() >= 20,
+        "QR load ran: {}",
+        qr_attempted.len()
+    );
     a_purchase_settles_while_the_client_waits(&app, "mixed-after").await;
 
     // Nothing lost: every client_ref is one transaction, and each ends.
@@ -1019,6 +1142,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
             .or_default() += 1;
     }
     eprintln!("{} purchases under mixed faults: {outcomes:?}", ids.len());
+    qr_payments_kept_the_invariants(&app, &qr_attempted).await;
 
     // Nothing leaked (the capture and the dump do hold this run's
     // transactions, so an absence means something).
