@@ -902,15 +902,7 @@ async fn exercise_every_provider(app: &TestApp) -> (Vec<String>, String) {
         .into_inner();
     ids.push(pay_in.id);
     let pay_out = client
-        .pay_out(pb::PayOutRequest {
-            client_ref: "leak-out".into(),
-            amount: idr(100_000),
-            method: "BCA".into(),
-            account: "1234567890".into(),
-            receiver_name: "Budi".into(),
-            wait_ms: 10_000,
-            ..Default::default()
-        })
+        .pay_out(pay_out("leak-out", 100_000, 10_000))
         .await
         .unwrap()
         .into_inner();

@@ -857,63 +857,66 @@ fn mixed_qr_amount(n: usize) -> i64 {
     10_000 + MIXED_QR_SCENARIOS[n % MIXED_QR_SCENARIOS.len()]
 }
 
-/// The four invariants for the QR payments of the mixed test, against the
-/// SNAP simulator's ledger: each `client_ref` is one transaction, final,
-/// paid at most once, and `success` exactly when the issuer's ledger says
-/// `00`.
-async fn qr_payments_kept_the_invariants(app: &TestApp, attempted: &[(String, i64)]) {
-    let sim = &app.snapqr.as_ref().unwrap().sim;
-    let mut client = app.client_a().await;
-    let mut ids = Vec::new();
-    for (client_ref, amount) in attempted {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let txn = loop {
-            match client.qr_pay(qr_pay(client_ref, *amount, 0)).await {
-                Ok(reply) => break reply.into_inner(),
-                Err(status) => {
-                    assert!(Instant::now() < deadline, "{client_ref}: {status}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+/// The transaction of `client_ref`, asked for again (with the same
+/// parameters) until a call is answered: a client's retry after an error.
+async fn answered<F, Fut>(client_ref: &str, mut call: F) -> uuid::Uuid
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call().await {
+            Ok(reply) => return uuid::Uuid::parse_str(&reply.into_inner().id).unwrap(),
+            Err(status) => {
+                assert!(Instant::now() < deadline, "{client_ref}: {status}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        };
-        ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
+        }
     }
-    let refs: Vec<&str> = attempted.iter().map(|(r, _)| r.as_str()).collect();
-    let rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = ANY($1)")
-            .bind(&refs)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(rows as usize, attempted.len(), "one row per QR client_ref");
-    eventually(
-        "every QR payment final",
-        Duration::from_secs(60),
-        || async {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM transactions WHERE id = ANY($1) \
-                 AND status NOT IN ('success', 'failed')",
-            )
-            .bind(&ids)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-            open == 0
-        },
-    )
+}
+
+/// The four invariants for one signed provider's transactions in the mixed
+/// test (`ids`, one per `client_ref` tried): each ends final within
+/// `within`, reached the provider at most once (`sent`), and is `success`
+/// exactly when the provider's ledger holds a success (`succeeded`).
+async fn kept_the_invariants(
+    app: &TestApp,
+    what: &str,
+    ids: &[uuid::Uuid],
+    within: Duration,
+    sent: impl Fn(&str) -> usize,
+    succeeded: impl Fn(&str) -> bool,
+) {
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, ids.len(), "one row per {what}");
+    eventually(&format!("every {what} final"), within, || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM transactions WHERE id = ANY($1) \
+             AND status NOT IN ('success', 'failed')",
+        )
+        .bind(ids)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        open == 0
+    })
     .await;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
-    for id in &ids {
+    for id in ids {
         let row = app.row(&id.to_string()).await;
         let reference = &row.provider_reference;
-        let payments = sim.payments_for(reference);
-        assert!(payments <= 1, "{payments} payment requests for {reference}");
-        let ledger = sim.ledger_state(reference).map(|entry| entry.status);
-        match (row.status.as_str(), ledger.as_deref()) {
-            ("success", Some("00")) => {}
-            ("failed", ledger) if ledger != Some("00") => {}
-            (status, ledger) => panic!("{status} against the issuer's {ledger:?}: {row:?}"),
-        }
+        let requests = sent(reference);
+        assert!(requests <= 1, "{requests} requests for {what} {reference}");
+        assert_eq!(
+            row.status == "success",
+            succeeded(reference),
+            "{what} {row:?} against its provider's ledger"
+        );
         *outcomes
             .entry(format!(
                 "{} {}",
@@ -922,7 +925,77 @@ async fn qr_payments_kept_the_invariants(app: &TestApp, attempted: &[(String, i6
             ))
             .or_default() += 1;
     }
-    eprintln!("{} QR payments under mixed faults: {outcomes:?}", ids.len());
+    eprintln!("{} {what}s under mixed faults: {outcomes:?}", ids.len());
+}
+
+/// The QR payments of the mixed test against the SNAP issuer's ledger
+/// (`00`: paid).
+async fn qr_payments_kept_the_invariants(app: &TestApp, attempted: &[(String, i64)]) {
+    let sim = &app.snapqr.as_ref().unwrap().sim;
+    let client = app.client_a().await;
+    let mut ids = Vec::new();
+    for (client_ref, amount) in attempted {
+        let request = qr_pay(client_ref, *amount, 0);
+        ids.push(
+            answered(client_ref, || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.qr_pay(request).await }
+            })
+            .await,
+        );
+    }
+    kept_the_invariants(
+        app,
+        "QR payment",
+        &ids,
+        Duration::from_secs(60),
+        |reference| sim.payments_for(reference),
+        |reference| {
+            sim.ledger_state(reference)
+                .is_some_and(|entry| entry.status == "00")
+        },
+    )
+    .await;
+}
+
+/// Smilepayz simulator scenarios (the amount modulo 1000) for the pay-outs
+/// of the mixed test: success, failure, a failure whose signed callback
+/// claims success, success called back twice, a 502 and a reset after the
+/// pay-out was accepted.
+const MIXED_PAYOUT_SCENARIOS: &[i64] = &[0, 2, 4, 5, 10, 12];
+
+fn mixed_payout_amount(n: usize) -> i64 {
+    100_000 + MIXED_PAYOUT_SCENARIOS[n % MIXED_PAYOUT_SCENARIOS.len()]
+}
+
+/// The pay-outs of the mixed test against the Smilepayz ledger (`SUCCESS`:
+/// paid out).
+async fn payouts_kept_the_invariants(app: &TestApp, attempted: &[(String, i64)]) {
+    let sim = &app.smilepayz.as_ref().unwrap().sim;
+    let client = app.client_a().await;
+    let mut ids = Vec::new();
+    for (client_ref, amount) in attempted {
+        let request = pay_out(client_ref, *amount, 0);
+        ids.push(
+            answered(client_ref, || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.pay_out(request).await }
+            })
+            .await,
+        );
+    }
+    kept_the_invariants(
+        app,
+        "pay-out",
+        &ids,
+        Duration::from_secs(90),
+        |reference| sim.money_requests_for(reference),
+        |reference| {
+            sim.order(reference)
+                .is_some_and(|order| order.status == "SUCCESS")
+        },
+    )
+    .await;
 }
 
 /// A forged, unsigned OkeBayar callback claiming success for `reference`.
@@ -957,6 +1030,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
 
     let (postgres, mut app) = app_on_private_postgres_with(TestOptions {
         snapqr: true,
+        smilepayz: true,
         ..Default::default()
     })
     .await;
@@ -986,6 +1060,29 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
             attempted
         }));
     }
+    // And pay-outs through Smilepayz.
+    let payout_load = {
+        let mut client = app.client_a().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut attempted = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = attempted.len();
+                let client_ref = format!("mixed-out-{n}");
+                let amount = mixed_payout_amount(n);
+                if client
+                    .pay_out(pay_out(&client_ref, amount, 300))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                attempted.push((client_ref, amount));
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            attempted
+        })
+    };
     let mut load = Vec::new();
     for worker in 0..6 {
         let mut client = app.client_a().await;
@@ -1020,9 +1117,11 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     pause().await;
     app.kill_connector();
     app.snapqr.as_mut().unwrap().kill_connector();
+    app.smilepayz.as_mut().unwrap().kill_connector();
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.start_connector(None).await;
     app.snapqr.as_mut().unwrap().restart_connector().await;
+    app.smilepayz.as_mut().unwrap().restart_connector().await;
     pause().await;
     let failed_ones = || async {
         sqlx::query_scalar::<_, String>(
@@ -1061,6 +1160,12 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
         qr_attempted.len() >= 20,
         "QR load ran: {}",
         qr_attempted.len()
+    );
+    let payouts_attempted = payout_load.await.expect("pay-out load task");
+    assert!(
+        payouts_attempted.len() >= 10,
+        "pay-out load ran: {}",
+        payouts_attempted.len()
     );
     a_purchase_settles_while_the_client_waits(&app, "mixed-after").await;
 
@@ -1143,6 +1248,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     }
     eprintln!("{} purchases under mixed faults: {outcomes:?}", ids.len());
     qr_payments_kept_the_invariants(&app, &qr_attempted).await;
+    payouts_kept_the_invariants(&app, &payouts_attempted).await;
 
     // Nothing leaked (the capture and the dump do hold this run's
     // transactions, so an absence means something).

@@ -29,18 +29,6 @@ fn pay_in(client_ref: &str, amount: i64, method: &str, wait_ms: u32) -> pb::PayI
     }
 }
 
-fn pay_out(client_ref: &str, amount: i64, wait_ms: u32) -> pb::PayOutRequest {
-    pb::PayOutRequest {
-        client_ref: client_ref.into(),
-        amount: idr(amount),
-        method: "BCA".into(),
-        account: "1234567890".into(),
-        receiver_name: "Budi".into(),
-        wait_ms,
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pay_in_paid_by_callback_confirmed_by_inquiry_and_pay_in_expiry() {
     let app = smilepayz_app().await;

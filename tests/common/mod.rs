@@ -71,6 +71,20 @@ pub fn qr_pay(client_ref: &str, amount: i64, wait_ms: u32) -> pb::QrPayRequest {
     }
 }
 
+/// A Smilepayz pay-out to a BCA account (the simulator's scenario is the
+/// amount modulo 1000).
+pub fn pay_out(client_ref: &str, amount: i64, wait_ms: u32) -> pb::PayOutRequest {
+    pb::PayOutRequest {
+        client_ref: client_ref.into(),
+        amount: idr(amount),
+        method: "BCA".into(),
+        account: "1234567890".into(),
+        receiver_name: "Budi".into(),
+        wait_ms,
+        ..Default::default()
+    }
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
 where
