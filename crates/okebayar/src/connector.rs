@@ -416,7 +416,15 @@ impl OkeBayarConnector {
         if !(200..300).contains(&reply.status) {
             // The spec's table: an HTTP error is unknown (check status),
             // whatever code its body carries; the code is kept for the log.
-            if matches!(report.outcome, Outcome::Success | Outcome::Failed) {
+            // An inquiry moves no money: its code is taken as it reads (a
+            // success code still needs a 2xx), so a refused inquiry fails
+            // at once with its reason.
+            let distrusted = if is_status || about.moves_money() {
+                matches!(report.outcome, Outcome::Success | Outcome::Failed)
+            } else {
+                report.outcome == Outcome::Success
+            };
+            if distrusted {
                 push_detail(
                     &mut report.detail,
                     &format!(

@@ -860,7 +860,8 @@ async fn a_502_html_page_is_unknown() {
 }
 
 /// Spec §7, last row: an HTTP error is unknown and gets a status check,
-/// whatever code its body carries: a 4xx page saying 204 fails nothing.
+/// whatever code its body carries: a 4xx page saying 204 fails nothing
+/// that moves money. An inquiry moves none: it fails with its code.
 #[test]
 fn a_failure_code_on_an_http_error_is_not_trusted() {
     let body = xml(&[("referencecode", REF), ("transactionstatus", "204")]);
@@ -879,6 +880,16 @@ fn a_failure_code_on_an_http_error_is_not_trusted() {
             report.detail
         );
     }
+    let inquiry = classify(&command(Operation::BillInquiry), 403, &body);
+    assert_eq!(inquiry.outcome, Outcome::Failed, "{inquiry:?}");
+    assert_eq!(inquiry.provider_code.as_deref(), Some("204"));
+    let success = xml(&[("referencecode", REF), ("transactionstatus", "000")]);
+    let inquiry = classify(&command(Operation::BillInquiry), 403, &success);
+    assert_eq!(
+        inquiry.outcome,
+        Outcome::Unknown,
+        "a success still needs a 2xx"
+    );
 }
 
 #[tokio::test]

@@ -421,7 +421,7 @@ impl Reconciler {
     }
 
     /// Publishes the updates recorded as unpublished at least
-    /// `REPUBLISH_AFTER` (10 s) before `now` (so the publish right after their
+    /// `REPUBLISH_AFTER` (60 s) before `now` (so the publish right after their
     /// commit is not raced), each as the transaction now reads, and deletes
     /// the records of those published; returns how many were.
     pub async fn publish_left_updates(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
@@ -458,8 +458,10 @@ impl Reconciler {
                     .instrument(span)
                     .await;
                 if let Err(error) = published {
+                    // JetStream is most likely away: stop here rather than
+                    // hold these rows locked through a timeout for each.
                     tracing::warn!(transaction_id = %id, %error, "left update still not published; next tick retries");
-                    continue;
+                    break;
                 }
                 tracing::info!(transaction_id = %id, tag, "left update published");
             }
@@ -484,9 +486,12 @@ const REVIEW: &str = "review";
 /// its `unpublished_updates` row waits for a later tick.
 const SCHEDULED_UPDATE_ATTEMPTS: u32 = 5;
 
-/// How old an unpublished update must be before a tick publishes it: longer
-/// than the publish right after its commit keeps retrying.
-const REPUBLISH_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+/// How old an unpublished update must be before a tick publishes it: well
+/// beyond the publish right after its commit, which makes
+/// [`SCHEDULED_UPDATE_ATTEMPTS`] attempts of up to JetStream's 5 s
+/// acknowledgement timeout each (about 27 s), so the two rarely race (and
+/// when they do, the stream keeps one copy within its 2-minute window).
+const REPUBLISH_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// The message id of the scheduler's `tag` update of `id`: the same for
 /// the publish after the commit and any later one, so the stream keeps one.

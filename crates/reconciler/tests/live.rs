@@ -728,7 +728,7 @@ async fn a_scheduler_update_left_unpublished_is_published_by_a_later_tick() -> R
         0,
         "too young: the publish after its commit may still be trying"
     );
-    let later = chrono::Utc::now() + chrono::TimeDelta::minutes(1);
+    let later = chrono::Utc::now() + chrono::TimeDelta::minutes(2);
     assert_eq!(reconciler.publish_left_updates(later).await?, 1);
     assert_eq!(count(&env.pool, left, inquiry).await?, 0);
     assert_eq!(reconciler.publish_left_updates(later).await?, 0);
