@@ -280,27 +280,18 @@ async fn forged_replayed_and_duplicate_notifies() {
     assert_eq!(app.row(&pending.id).await.status, "success");
 }
 
-/// RELIABILITY #11 and #14, for a signed provider: one genuinely signed
-/// notify, captured and sent twenty times at once and once more after the
-/// payment settled (each copy inside the time window), is answered as the
-/// issuer expects every time, recorded once, and makes one transition.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_signed_notify_sent_many_times_at_once_and_replayed_is_one_transition() {
-    let app = snap_app().await;
+/// One notify the issuer signed claiming `reference` paid (`00`), as a
+/// captured request: where it goes, its headers and its body.
+fn signed_success_notify(
+    app: &TestApp,
+    reference: &str,
+) -> (String, Vec<(String, String)>, String) {
     let fixture = app.snapqr.as_ref().unwrap();
-    let mut client = app.client_a().await;
-    // Scenario 102: pending, and the simulator sends no notify itself.
-    let pending = client
-        .qr_pay(qr_pay("qr-replayed", 10_102, 0))
-        .await
-        .unwrap()
-        .into_inner();
     let issuer_key =
         loket_snapqr::sign::load_private_key(fixture.sim_settings.issuer_private_key.expose())
             .unwrap();
     let body = format!(
-        r#"{{"originalPartnerReferenceNo":"{}","merchantId":"{}","latestTransactionStatus":"00","transactionStatusDesc":"Success"}}"#,
-        pending.provider_reference,
+        r#"{{"originalPartnerReferenceNo":"{reference}","merchantId":"{}","latestTransactionStatus":"00","transactionStatusDesc":"Success"}}"#,
         loket_test_support::snapqr::MERCHANT_ID
     );
     let path = "/callback/snapqr";
@@ -310,39 +301,113 @@ async fn one_signed_notify_sent_many_times_at_once_and_replayed_is_one_transitio
         .to_string();
     let headers =
         loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &stamp);
-    let http = reqwest::Client::new();
     let url = app.callback_url().replace("/okebayar", "/snapqr");
-    let send = || {
-        let mut request = http.post(&url).body(body.clone());
-        for (name, value) in &headers {
-            request = request.header(name, value);
-        }
-        async move {
-            let response = request.send().await.expect("the receiver answers");
-            (response.status().as_u16(), response.text().await.unwrap())
-        }
-    };
+    (url, headers, body)
+}
+
+/// Sends a captured notify once more, within `timeout`: its status and body.
+async fn send_captured(
+    (url, headers, body): &(String, Vec<(String, String)>, String),
+    timeout: Duration,
+) -> Result<(u16, String), reqwest::Error> {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .timeout(timeout)
+        .body(body.clone());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// RELIABILITY #11 and #14, for a signed provider: one genuinely signed
+/// notify, captured and sent twenty times at once and once more after the
+/// payment settled (each copy inside the time window), is answered as the
+/// issuer expects every time, recorded once, and makes one transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_signed_notify_sent_many_times_at_once_and_replayed_is_one_transition() {
+    let app = snap_app().await;
+    let mut client = app.client_a().await;
+    // Scenario 102: pending, and the simulator sends no notify itself.
+    let pending = client
+        .qr_pay(qr_pay("qr-replayed", 10_102, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let captured = signed_success_notify(&app, &pending.provider_reference);
+    let send = || send_captured(&captured, Duration::from_secs(10));
 
     let answers = futures::future::join_all((0..20).map(|_| send())).await;
-    for (status, text) in &answers {
-        assert_eq!(*status, 200, "{text}");
+    for answer in answers {
+        let (status, text) = answer.expect("the receiver answers");
+        assert_eq!(status, 200, "{text}");
         assert!(text.contains("2007900"), "{text}");
     }
     app.wait_for_status(&pending.id, "success", Duration::from_secs(10))
         .await;
     // The same capture again, after the payment settled.
-    let (status, text) = send().await;
+    let (status, text) = send().await.expect("the receiver answers");
     assert_eq!((status, text.contains("2007900")), (200, true), "{text}");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     assert_eq!(app.transitions_into(&pending.id, "success").await, 1);
-    let callbacks = app
-        .events(&pending.id)
+    assert_eq!(
+        callback_events(&app, &pending.id).await,
+        1,
+        "twenty-one copies, recorded once"
+    );
+}
+
+async fn callback_events(app: &TestApp, id: &str) -> usize {
+    app.events(id)
         .await
         .into_iter()
         .filter(|(source, _, _)| source == "callback")
-        .count();
-    assert_eq!(callbacks, 1, "twenty-one copies, recorded once");
+        .count()
+}
+
+/// RELIABILITY #4: the receiver made a notify durable and died before
+/// answering it (a failpoint hangs it there; then it is killed and started
+/// again). The issuer, never answered, sends the notify again: that copy is
+/// answered as expected, and the payment moved once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notify_made_durable_but_never_answered_is_one_transition_after_the_retry() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        snapqr: true,
+        callback_failpoint: Some(loket_test_support::CallbackFailpoint::HangAfterPublish),
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.client_a().await;
+    let pending = client
+        .qr_pay(qr_pay("qr-unanswered", 10_102, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let captured = signed_success_notify(&app, &pending.provider_reference);
+    let unanswered = send_captured(&captured, Duration::from_secs(1)).await;
+    assert!(
+        unanswered.as_ref().is_err_and(|error| error.is_timeout()),
+        "{unanswered:?}"
+    );
+    // Durable before the answer: it is applied although never answered.
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(10))
+        .await;
+
+    app.restart_callback(None).await;
+    let (status, text) = send_captured(&captured, Duration::from_secs(10))
+        .await
+        .expect("the restarted receiver answers");
+    assert_eq!((status, text.contains("2007900")), (200, true), "{text}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.transitions_into(&pending.id, "success").await, 1);
+    assert_eq!(
+        callback_events(&app, &pending.id).await,
+        1,
+        "the retry was a duplicate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -81,6 +81,18 @@ pub struct Settings {
     pub snapqr: loket_snapqr::NotifySettings,
     /// Smilepayz callback verification: the platform public key.
     pub smilepayz: loket_smilepayz::CallbackSettings,
+    /// Test-only fault injection ([`Failpoint`]); none in production.
+    pub failpoint: Option<Failpoint>,
+}
+
+/// Test-only fault injection, named in configuration (`failpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failpoint {
+    /// After a callback was made durable and before it is answered: hang,
+    /// as a receiver killed right there never answers (RELIABILITY #4; the
+    /// provider's retry must be a duplicate).
+    HangAfterPublish,
 }
 
 impl loket_runtime::binary::ServiceSettings for Settings {
@@ -107,6 +119,7 @@ impl Default for Settings {
             max_connections_per_source: 64,
             snapqr: loket_snapqr::NotifySettings::default(),
             smilepayz: loket_smilepayz::CallbackSettings::default(),
+            failpoint: None,
         }
     }
 }
@@ -235,6 +248,7 @@ struct Inner {
     sink: Arc<dyn EventSink>,
     body_limit: usize,
     request_timeout: Duration,
+    failpoint: Option<Failpoint>,
 }
 
 /// Whether a connection from a source address may take one of the
@@ -281,6 +295,7 @@ impl AppState {
                 sink,
                 body_limit: settings.body_limit_bytes,
                 request_timeout: Duration::from_millis(settings.request_timeout_ms),
+                failpoint: settings.failpoint,
             }),
         })
     }
@@ -550,6 +565,10 @@ async fn accept(
         count(provider.as_str(), "unavailable");
         tracing::error!(%provider, %error, reference = %parsed.provider_reference, "callback could not be made durable; answering with a refusal so the provider retries");
         return refuse(&parser, Refusal::Unavailable);
+    }
+    if state.inner.failpoint == Some(Failpoint::HangAfterPublish) {
+        tracing::warn!("failpoint hang_after_publish: the callback is durable and never answered");
+        std::future::pending::<()>().await;
     }
     count(provider.as_str(), "accepted");
     metrics::histogram!(metric::HANDLE_SECONDS).record(started.elapsed().as_secs_f64());

@@ -726,12 +726,22 @@ pub struct RequestCounts {
     pub status_checks: usize,
     pub other: usize,
     pub total: usize,
+    /// Money-moving requests among them that an outage turned away at the
+    /// door (its error page, nothing done), counted in `purchases` and
+    /// `payments` too.
+    pub money_turned_away: usize,
 }
 
 impl RequestCounts {
     /// Money-moving requests received (purchases + payments).
     pub fn money(&self) -> usize {
         self.purchases + self.payments
+    }
+
+    /// Money-moving requests the provider took in: received and not turned
+    /// away by an outage.
+    pub fn money_taken_in(&self) -> usize {
+        self.money() - self.money_turned_away
     }
 }
 
@@ -764,6 +774,15 @@ impl RequestCounter {
             RequestKind::Other => counts.other += 1,
         }
         counts.total += 1;
+    }
+
+    /// Notes that the money-moving request just recorded for `reference`
+    /// was turned away by an outage.
+    pub fn turn_away(&self, reference: Option<&str>) {
+        let Some(reference) = reference else { return };
+        lock(&self.by_reference)
+            .get_or_insert_default(reference.to_string())
+            .money_turned_away += 1;
     }
 
     /// The requests received for `reference`; zero for a reference never

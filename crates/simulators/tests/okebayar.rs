@@ -1157,6 +1157,11 @@ async fn an_outage_answers_every_request_with_an_error_page_until_it_ends() {
     assert!(h.sim.ledger_state("o-1").is_none(), "nothing carried out");
     let counts = h.sim.requests_for("o-1");
     assert_eq!((counts.purchases, counts.status_checks), (1, 1));
+    assert_eq!(
+        (counts.money_turned_away, counts.money_taken_in()),
+        (1, 0),
+        "the purchase was turned away at the door"
+    );
     assert_eq!(h.sim.balance(), 1_000_000);
 
     // After commit: the purchase is carried out, its answer is the error
@@ -1168,6 +1173,7 @@ async fn an_outage_answers_every_request_with_an_error_page_until_it_ends() {
         .await;
     assert_eq!(answer.status(), 500);
     assert_eq!(h.sim.ledger_state("o-2").unwrap().code, "000");
+    assert_eq!(h.sim.requests_for("o-2").money_taken_in(), 1, "taken in");
     assert_eq!(h.sim.balance(), 1_000_000 - 11_000);
     let check = h
         .send_raw(body(

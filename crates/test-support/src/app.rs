@@ -38,6 +38,8 @@ pub struct TestOptions {
     pub failpoint: Option<Failpoint>,
     /// The ingress's failpoint (`loket_ingress::dispatch::Failpoint`).
     pub ingress_failpoint: Option<loket_ingress::dispatch::Failpoint>,
+    /// The callback receiver's failpoint (`loket_callback::Failpoint`).
+    pub callback_failpoint: Option<loket_callback::Failpoint>,
     /// Delay before the first status check of a pending / unknown transaction.
     pub first_check_ms: u64,
     pub not_found_grace_ms: u64,
@@ -62,6 +64,7 @@ impl Default for TestOptions {
             slow_reply_ms: 3_000,
             failpoint: None,
             ingress_failpoint: None,
+            callback_failpoint: None,
             first_check_ms: 700,
             not_found_grace_ms: 3_000,
             callback_delay_ms: 150,
@@ -103,6 +106,8 @@ pub struct TestApp {
     pub snapqr: Option<crate::snapqr::SnapQrFixture>,
     pub smilepayz: Option<crate::smilepayz::SmilepayzFixture>,
     connector: Option<Service>,
+    callback: Option<Service>,
+    callback_settings: loket_callback::Settings,
     services: Vec<Service>,
     sim_shutdown: Shutdown,
 }
@@ -161,29 +166,18 @@ impl TestApp {
         // Callback receiver first: the simulators need its URL.
         let callback_main = bind().await;
         let callback_addr = callback_main.local_addr().unwrap();
-        {
-            let mut settings = loket_callback::Settings {
-                common: common(&nats.url(), &database_url),
-                ..Default::default()
-            };
-            if let Some(fixture) = &snapqr {
-                settings.snapqr = fixture.callback_settings();
-            }
-            if let Some(fixture) = &smilepayz {
-                settings.smilepayz = fixture.callback_settings();
-            }
-            let listeners = loket_callback::Listeners {
-                main: callback_main,
-                admin: bind().await,
-            };
-            let shutdown = Shutdown::new();
-            let s = shutdown.clone();
-            services.push(Service::spawn("callback", shutdown, async move {
-                loket_callback::run(settings, listeners, s)
-                    .await
-                    .map_err(|e| e.to_string())
-            }));
+        let mut callback_settings = loket_callback::Settings {
+            common: common(&nats.url(), &database_url),
+            failpoint: options.callback_failpoint,
+            ..Default::default()
+        };
+        if let Some(fixture) = &snapqr {
+            callback_settings.snapqr = fixture.callback_settings();
         }
+        if let Some(fixture) = &smilepayz {
+            callback_settings.smilepayz = fixture.callback_settings();
+        }
+        let callback = Some(spawn_callback(callback_settings.clone(), callback_main).await);
 
         let sim = OkeBayarSim::new(OkeBayarSimSettings {
             userid: USERID.into(),
@@ -284,6 +278,8 @@ impl TestApp {
             snapqr,
             smilepayz,
             connector: None,
+            callback,
+            callback_settings,
             services,
             sim_shutdown,
         };
@@ -332,6 +328,22 @@ impl TestApp {
                 .map_err(|e| e.to_string())
         }));
         wait_ready(admin_addr).await;
+    }
+
+    /// Kills the callback receiver like `kill -9` and starts it again on the
+    /// same address, with `failpoint` (see [`TestOptions::callback_failpoint`]).
+    pub async fn restart_callback(&mut self, failpoint: Option<loket_callback::Failpoint>) {
+        if let Some(callback) = self.callback.take() {
+            callback.kill_and_wait().await;
+        }
+        let listener = TcpListener::bind(self.callback_addr)
+            .await
+            .expect("the callback address again");
+        let settings = loket_callback::Settings {
+            failpoint,
+            ..self.callback_settings.clone()
+        };
+        self.callback = Some(spawn_callback(settings, listener).await);
     }
 
     /// Kills the connector like `kill -9`: no drain, no ack.
@@ -485,6 +497,9 @@ impl TestApp {
         if let Some(fixture) = self.smilepayz.as_mut() {
             fixture.stop().await;
         }
+        if let Some(callback) = self.callback.take() {
+            callback.stop().await;
+        }
         for service in self.services.drain(..) {
             service.stop().await;
         }
@@ -503,11 +518,30 @@ impl Drop for TestApp {
         if let Some(fixture) = self.smilepayz.as_mut() {
             fixture.kill_connector();
         }
+        if let Some(callback) = self.callback.take() {
+            callback.kill();
+        }
         for service in self.services.drain(..) {
             service.kill();
         }
         self.sim_shutdown.trigger();
     }
+}
+
+/// The callback receiver on `main`, once its admin port says it is ready.
+async fn spawn_callback(settings: loket_callback::Settings, main: TcpListener) -> Service {
+    let admin = bind().await;
+    let admin_addr = admin.local_addr().expect("admin address");
+    let listeners = loket_callback::Listeners { main, admin };
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let service = Service::spawn("callback", shutdown, async move {
+        loket_callback::run(settings, listeners, s)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    wait_ready(admin_addr).await;
+    service
 }
 
 /// Waits until a service's admin port answers `/readyz` with 200.

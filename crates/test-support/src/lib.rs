@@ -30,4 +30,6 @@ pub mod snapqr;
 #[cfg(feature = "app")]
 pub use app::{TestApp, TestOptions, CANARY_PIN};
 #[cfg(feature = "app")]
+pub use loket_callback::Failpoint as CallbackFailpoint;
+#[cfg(feature = "app")]
 pub use loket_ingress::dispatch::Failpoint as IngressFailpoint;

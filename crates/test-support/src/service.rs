@@ -29,6 +29,13 @@ impl Service {
         self.task.abort();
     }
 
+    /// Kills like [`Service::kill`] and waits until the task is gone (its
+    /// sockets closed), so its address can be bound again.
+    pub(crate) async fn kill_and_wait(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Drains: triggers the service's shutdown and waits (bounded) for it.
     pub(crate) async fn stop(self) {
         self.shutdown.trigger();

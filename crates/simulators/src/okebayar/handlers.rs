@@ -240,6 +240,9 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
     let outage = sim.inner.outage.current();
     if let Some(outage) = outage {
         if !(outage.after_commit && op.kind().moves_money()) {
+            if op.kind().moves_money() {
+                sim.inner.requests.turn_away(Some(&ctx.reference));
+            }
             count(op.label(), "outage");
             return error_page(
                 StatusCode::from_u16(outage.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
