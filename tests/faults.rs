@@ -402,22 +402,16 @@ async fn purchases_around_a_fault(
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for worker in 0..6 {
-        let mut client = app.client_a().await;
-        let stop = stop.clone();
+        let client = app.client_a().await;
         let prefix = prefix.to_string();
-        load.push(tokio::spawn(async move {
-            let mut attempted = Vec::new();
-            let mut errors = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let client_ref = format!("{prefix}-{worker}-{}", attempted.len());
+        load.push(keep_calling(stop.clone(), Duration::ZERO, move |n| {
+            let mut client = client.clone();
+            let client_ref = format!("{prefix}-{worker}-{n}");
+            async move {
                 let request = purchase(&client_ref, "PULSA10", OK_ACCOUNT, 1_000);
-                if client.purchase(request).await.is_err() {
-                    errors += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                attempted.push(client_ref);
+                let answered = client.purchase(request).await.is_ok();
+                (client_ref, answered)
             }
-            (attempted, errors)
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -439,19 +433,17 @@ async fn purchases_around_a_fault(
     (attempted, errors)
 }
 
-/// The purchase `client_ref` names, asked for again (same parameters)
-/// until the ingress answers: what a client that saw an error does.
-async fn purchase_until_answered(
-    client: &mut loket_test_support::app::Client,
-    client_ref: &str,
-    account: &str,
-) -> pb::Transaction {
+/// The transaction of `client_ref`, asked for again (with the same
+/// parameters) until a call is answered: what a client that saw an error
+/// does.
+async fn answered<F, Fut>(client_ref: &str, mut call: F) -> pb::Transaction
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>,
+{
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match client
-            .purchase(purchase(client_ref, "PULSA10", account, 0))
-            .await
-        {
+        match call().await {
             Ok(reply) => return reply.into_inner(),
             Err(status) => {
                 assert!(Instant::now() < deadline, "{client_ref}: {status}");
@@ -461,16 +453,60 @@ async fn purchase_until_answered(
     }
 }
 
+/// The purchase `client_ref` names, asked for until answered.
+async fn purchase_until_answered(
+    client: &loket_test_support::app::Client,
+    client_ref: &str,
+    account: &str,
+) -> pb::Transaction {
+    let request = purchase(client_ref, "PULSA10", account, 0);
+    answered(client_ref, || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.purchase(request).await }
+    })
+    .await
+}
+
+/// A client calling until `stop`: round `n` makes the call `attempt(n)`
+/// (which says what it tried and whether it was answered), pausing 50 ms
+/// after an error and `pause` after every round. Returns everything tried
+/// and how many calls were answered with an error.
+fn keep_calling<T, F, Fut>(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pause: Duration,
+    mut attempt: F,
+) -> tokio::task::JoinHandle<(Vec<T>, usize)>
+where
+    T: Send + 'static,
+    F: FnMut(usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (T, bool)> + Send,
+{
+    tokio::spawn(async move {
+        let mut tried = Vec::new();
+        let mut errors = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (what, answered) = attempt(tried.len()).await;
+            if !answered {
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tried.push(what);
+            tokio::time::sleep(pause).await;
+        }
+        (tried, errors)
+    })
+}
+
 /// RELIABILITY's invariants after a fault. A client that saw an error
 /// retries with its `client_ref`; then every `client_ref` is one whole
 /// transaction (its row and the ingress's event), it ends `success` exactly
 /// as the simulator's ledger has it (code and serial number), and the
 /// provider received one purchase for it.
 async fn assert_nothing_lost_twice_or_wrong(app: &TestApp, attempted: &[String]) {
-    let mut client = app.client_a().await;
+    let client = app.client_a().await;
     let mut ids = Vec::new();
     for client_ref in attempted {
-        let txn = purchase_until_answered(&mut client, client_ref, OK_ACCOUNT).await;
+        let txn = purchase_until_answered(&client, client_ref, OK_ACCOUNT).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
     let (rows, ingress_events): (i64, i64) = sqlx::query_as(
@@ -857,25 +893,6 @@ fn mixed_qr_amount(n: usize) -> i64 {
     10_000 + MIXED_QR_SCENARIOS[n % MIXED_QR_SCENARIOS.len()]
 }
 
-/// The transaction of `client_ref`, asked for again (with the same
-/// parameters) until a call is answered: a client's retry after an error.
-async fn answered<F, Fut>(client_ref: &str, mut call: F) -> uuid::Uuid
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match call().await {
-            Ok(reply) => return uuid::Uuid::parse_str(&reply.into_inner().id).unwrap(),
-            Err(status) => {
-                assert!(Instant::now() < deadline, "{client_ref}: {status}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
 /// The four invariants for one signed provider's transactions in the mixed
 /// test (`ids`, one per `client_ref` tried): each ends final within
 /// `within`, reached the provider at most once (`sent`), and is `success`
@@ -894,18 +911,7 @@ async fn kept_the_invariants(
         .await
         .unwrap();
     assert_eq!(rows as usize, ids.len(), "one row per {what}");
-    eventually(&format!("every {what} final"), within, || async {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM transactions WHERE id = ANY($1) \
-             AND status NOT IN ('success', 'failed')",
-        )
-        .bind(ids)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        open == 0
-    })
-    .await;
+    all_final(app, what, ids, within).await;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for id in ids {
         let row = app.row(&id.to_string()).await;
@@ -928,36 +934,6 @@ async fn kept_the_invariants(
     eprintln!("{} {what}s under mixed faults: {outcomes:?}", ids.len());
 }
 
-/// The QR payments of the mixed test against the SNAP issuer's ledger
-/// (`00`: paid).
-async fn qr_payments_kept_the_invariants(app: &TestApp, attempted: &[(String, i64)]) {
-    let sim = &app.snapqr.as_ref().unwrap().sim;
-    let client = app.client_a().await;
-    let mut ids = Vec::new();
-    for (client_ref, amount) in attempted {
-        let request = qr_pay(client_ref, *amount, 0);
-        ids.push(
-            answered(client_ref, || {
-                let (mut client, request) = (client.clone(), request.clone());
-                async move { client.qr_pay(request).await }
-            })
-            .await,
-        );
-    }
-    kept_the_invariants(
-        app,
-        "QR payment",
-        &ids,
-        Duration::from_secs(60),
-        |reference| sim.payments_for(reference),
-        |reference| {
-            sim.ledger_state(reference)
-                .is_some_and(|entry| entry.status == "00")
-        },
-    )
-    .await;
-}
-
 /// Smilepayz simulator scenarios (the amount modulo 1000) for the pay-outs
 /// of the mixed test: success, failure, a failure whose signed callback
 /// claims success, success called back twice, a 502 and a reset after the
@@ -968,34 +944,35 @@ fn mixed_payout_amount(n: usize) -> i64 {
     100_000 + MIXED_PAYOUT_SCENARIOS[n % MIXED_PAYOUT_SCENARIOS.len()]
 }
 
-/// The pay-outs of the mixed test against the Smilepayz ledger (`SUCCESS`:
-/// paid out).
-async fn payouts_kept_the_invariants(app: &TestApp, attempted: &[(String, i64)]) {
-    let sim = &app.smilepayz.as_ref().unwrap().sim;
-    let client = app.client_a().await;
+/// Waits (at most `within`) until every transaction of `ids` is final.
+async fn all_final(app: &TestApp, what: &str, ids: &[uuid::Uuid], within: Duration) {
+    eventually(&format!("every {what} final"), within, || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM transactions WHERE id = ANY($1) \
+             AND status NOT IN ('success', 'failed')",
+        )
+        .bind(ids)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        open == 0
+    })
+    .await;
+}
+
+/// The transactions of the `(client_ref, amount)`s tried, each asked for
+/// again with `call` until answered.
+async fn transactions_of<F, Fut>(attempted: &[(String, i64)], call: F) -> Vec<uuid::Uuid>
+where
+    F: Fn(&str, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>,
+{
     let mut ids = Vec::new();
     for (client_ref, amount) in attempted {
-        let request = pay_out(client_ref, *amount, 0);
-        ids.push(
-            answered(client_ref, || {
-                let (mut client, request) = (client.clone(), request.clone());
-                async move { client.pay_out(request).await }
-            })
-            .await,
-        );
+        let txn = answered(client_ref, || call(client_ref, *amount)).await;
+        ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
-    kept_the_invariants(
-        app,
-        "pay-out",
-        &ids,
-        Duration::from_secs(90),
-        |reference| sim.money_requests_for(reference),
-        |reference| {
-            sim.order(reference)
-                .is_some_and(|order| order.status == "SUCCESS")
-        },
-    )
-    .await;
+    ids
 }
 
 /// A forged, unsigned OkeBayar callback claiming success for `reference`.
@@ -1036,72 +1013,60 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    // QR payments beside the purchases, through the signed provider.
+    // QR payments beside the purchases, through the signed provider, and
+    // pay-outs through Smilepayz.
     let mut qr_load = Vec::new();
     for worker in 0..2 {
-        let mut client = app.client_a().await;
-        let stop = stop.clone();
-        qr_load.push(tokio::spawn(async move {
-            let mut attempted = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let n = attempted.len();
+        let client = app.client_a().await;
+        qr_load.push(keep_calling(
+            stop.clone(),
+            Duration::from_millis(20),
+            move |n| {
+                let mut client = client.clone();
                 let client_ref = format!("mixed-qr-{worker}-{n}");
                 let amount = mixed_qr_amount(worker + n);
-                if client
-                    .qr_pay(qr_pay(&client_ref, amount, 300))
-                    .await
-                    .is_err()
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                async move {
+                    let answered = client
+                        .qr_pay(qr_pay(&client_ref, amount, 300))
+                        .await
+                        .is_ok();
+                    ((client_ref, amount), answered)
                 }
-                attempted.push((client_ref, amount));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            attempted
-        }));
+            },
+        ));
     }
-    // And pay-outs through Smilepayz.
     let payout_load = {
-        let mut client = app.client_a().await;
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut attempted = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let n = attempted.len();
-                let client_ref = format!("mixed-out-{n}");
-                let amount = mixed_payout_amount(n);
-                if client
+        let client = app.client_a().await;
+        keep_calling(stop.clone(), Duration::from_millis(40), move |n| {
+            let mut client = client.clone();
+            let client_ref = format!("mixed-out-{n}");
+            let amount = mixed_payout_amount(n);
+            async move {
+                let answered = client
                     .pay_out(pay_out(&client_ref, amount, 300))
                     .await
-                    .is_err()
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                attempted.push((client_ref, amount));
-                tokio::time::sleep(Duration::from_millis(40)).await;
+                    .is_ok();
+                ((client_ref, amount), answered)
             }
-            attempted
         })
     };
     let mut load = Vec::new();
     for worker in 0..6 {
-        let mut client = app.client_a().await;
-        let stop = stop.clone();
-        load.push(tokio::spawn(async move {
-            let mut attempted = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let n = attempted.len();
+        let client = app.client_a().await;
+        load.push(keep_calling(
+            stop.clone(),
+            Duration::from_millis(10),
+            move |n| {
+                let mut client = client.clone();
                 let client_ref = format!("mixed-{worker}-{n}");
                 let account = mixed_account(worker + n);
-                let request = purchase(&client_ref, "PULSA10", &account, 300);
-                if client.purchase(request).await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                async move {
+                    let request = purchase(&client_ref, "PULSA10", &account, 300);
+                    let answered = client.purchase(request).await.is_ok();
+                    ((client_ref, account), answered)
                 }
-                attempted.push((client_ref, account));
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            attempted
-        }));
+            },
+        ));
     }
 
     let pause = || tokio::time::sleep(Duration::from_millis(700));
@@ -1149,19 +1114,19 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
 
     let mut attempted = Vec::new();
     for task in load {
-        attempted.extend(task.await.expect("load task"));
+        attempted.extend(task.await.expect("load task").0);
     }
     assert!(attempted.len() >= 50, "load ran: {}", attempted.len());
     let mut qr_attempted = Vec::new();
     for task in qr_load {
-        qr_attempted.extend(task.await.expect("QR load task"));
+        qr_attempted.extend(task.await.expect("QR load task").0);
     }
     assert!(
         qr_attempted.len() >= 20,
         "QR load ran: {}",
         qr_attempted.len()
     );
-    let payouts_attempted = payout_load.await.expect("pay-out load task");
+    let payouts_attempted = payout_load.await.expect("pay-out load task").0;
     assert!(
         payouts_attempted.len() >= 10,
         "pay-out load ran: {}",
@@ -1170,10 +1135,10 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     a_purchase_settles_while_the_client_waits(&app, "mixed-after").await;
 
     // Nothing lost: every client_ref is one transaction, and each ends.
-    let mut client = app.client_a().await;
+    let client = app.client_a().await;
     let mut ids = Vec::new();
     for (client_ref, account) in &attempted {
-        let txn = purchase_until_answered(&mut client, client_ref, account).await;
+        let txn = purchase_until_answered(&client, client_ref, account).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
     let refs: Vec<&str> = attempted.iter().map(|(r, _)| r.as_str()).collect();
@@ -1184,22 +1149,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
             .await
             .unwrap();
     assert_eq!(rows as usize, attempted.len(), "one row per client_ref");
-    eventually(
-        "every transaction final",
-        Duration::from_secs(60),
-        || async {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM transactions WHERE id = ANY($1) \
-             AND status NOT IN ('success', 'failed')",
-            )
-            .bind(&ids)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-            open == 0
-        },
-    )
-    .await;
+    all_final(&app, "purchase", &ids, Duration::from_secs(60)).await;
 
     // Nothing twice, nothing wrong. A purchase the storm turned away at the
     // provider's door (its error page, nothing done) may be sent again
@@ -1252,8 +1202,44 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
             .or_default() += 1;
     }
     eprintln!("{} purchases under mixed faults: {outcomes:?}", ids.len());
-    qr_payments_kept_the_invariants(&app, &qr_attempted).await;
-    payouts_kept_the_invariants(&app, &payouts_attempted).await;
+    let client = app.client_a().await;
+    let snap = &app.snapqr.as_ref().unwrap().sim;
+    let qr_ids = transactions_of(&qr_attempted, |client_ref, amount| {
+        let (mut client, request) = (client.clone(), qr_pay(client_ref, amount, 0));
+        async move { client.qr_pay(request).await }
+    })
+    .await;
+    kept_the_invariants(
+        &app,
+        "QR payment",
+        &qr_ids,
+        Duration::from_secs(60),
+        |reference| snap.payments_for(reference),
+        |reference| {
+            snap.ledger_state(reference)
+                .is_some_and(|entry| entry.status == "00")
+        },
+    )
+    .await;
+    let smilepayz = &app.smilepayz.as_ref().unwrap().sim;
+    let payout_ids = transactions_of(&payouts_attempted, |client_ref, amount| {
+        let (mut client, request) = (client.clone(), pay_out(client_ref, amount, 0));
+        async move { client.pay_out(request).await }
+    })
+    .await;
+    kept_the_invariants(
+        &app,
+        "pay-out",
+        &payout_ids,
+        Duration::from_secs(90),
+        |reference| smilepayz.money_requests_for(reference),
+        |reference| {
+            smilepayz
+                .order(reference)
+                .is_some_and(|order| order.status == "SUCCESS")
+        },
+    )
+    .await;
 
     // Nothing leaked (the capture and the dump do hold this run's
     // transactions, so an absence means something).

@@ -85,8 +85,7 @@ impl SendJournal {
     /// Records that `transaction_id`'s money-moving request is about to be
     /// sent, durably, and says whether it had been recorded before.
     pub async fn record(&self, transaction_id: &str) -> Result<Recorded, JournalError> {
-        let transaction_id = Uuid::parse_str(transaction_id)
-            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
+        let transaction_id = parse_id(transaction_id)?;
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Job {
@@ -113,9 +112,8 @@ impl SendJournal {
         transaction_id: &str,
         grace: Duration,
     ) -> Result<bool, JournalError> {
-        let transaction_id = Uuid::parse_str(transaction_id)
-            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
-        let grace_us = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
+        let transaction_id = parse_id(transaction_id)?;
+        let grace_us = micros(grace);
         let renewed = sqlx::query_scalar::<_, Uuid>(&format!(
             "UPDATE send_intents SET recorded_at = now() \
              WHERE transaction_id = $1 AND recorded_at <= now() - $2::int8 * interval '1 microsecond' \
@@ -138,9 +136,8 @@ impl SendJournal {
         transaction_id: &str,
         window: Duration,
     ) -> Result<bool, JournalError> {
-        let transaction_id = Uuid::parse_str(transaction_id)
-            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
-        let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let transaction_id = parse_id(transaction_id)?;
+        let window_us = micros(window);
         sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
              AND recorded_at > now() - $2::int8 * interval '1 microsecond')",
@@ -156,8 +153,7 @@ impl SendJournal {
     /// was recorded earlier (before a status check that may have taken a
     /// while): the time the journal keeps is when the request left.
     pub async fn touch(&self, transaction_id: &str) -> Result<(), JournalError> {
-        let transaction_id = Uuid::parse_str(transaction_id)
-            .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))?;
+        let transaction_id = parse_id(transaction_id)?;
         sqlx::query("UPDATE send_intents SET recorded_at = now() WHERE transaction_id = $1")
             .bind(transaction_id)
             .execute(&self.pool)
@@ -217,4 +213,15 @@ async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
         }
     }
     connection
+}
+
+/// A transaction id as the journal keys it.
+fn parse_id(transaction_id: &str) -> Result<Uuid, JournalError> {
+    Uuid::parse_str(transaction_id)
+        .map_err(|_| JournalError::BadTransactionId(transaction_id.to_string()))
+}
+
+/// `duration` in whole microseconds, as the statements' intervals take it.
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }

@@ -9,15 +9,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop, Binary,
-    Hits,
+    bus, count, fake_okebayar, messages_in, publish, purchase, settings, stop,
+    take_over_with_a_status_check, Binary, Hits,
 };
-use loket_okebayar::run;
 use loket_protocol::subjects;
-use loket_runtime::Shutdown;
 use loket_test_support::nats::NatsServer;
 use std::os::unix::process::ExitStatusExt;
-use tokio::net::TcpListener;
 
 const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000d1";
 const REFERENCE: &str = "REFABORTED";
@@ -56,17 +53,8 @@ async fn a_replica_that_dies_after_sending_leaves_a_status_check_not_a_second_pu
     );
 
     // Another replica, on the same durable consumer.
-    let shutdown = Shutdown::new();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let replica = tokio::spawn(run(settings, admin, shutdown.clone()));
-    let result = next_result(&mut results).await;
-    assert_eq!(result.outcome, loket_protocol::pb::Outcome::Success as i32);
-    assert_eq!(
-        count(&hits, "OkeBayar-cek-status", REFERENCE),
-        1,
-        "{hits:?}"
-    );
-    assert_eq!(count(&hits, "OkeBayar-prabayar", REFERENCE), 1, "{hits:?}");
+    let (_, shutdown, replica) =
+        take_over_with_a_status_check(settings, &hits, REFERENCE, &mut results).await;
     stop(&shutdown, replica, Duration::from_secs(40)).await;
     assert_eq!(
         messages_in(&js, subjects::COMMAND_STREAM).await,

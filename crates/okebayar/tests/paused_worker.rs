@@ -10,14 +10,11 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{
-    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop, Binary,
-    Hits,
+    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, stop,
+    take_over_with_a_status_check, Binary, Hits,
 };
-use loket_okebayar::run;
 use loket_protocol::subjects;
-use loket_runtime::Shutdown;
 use loket_test_support::nats::NatsServer;
-use tokio::net::TcpListener;
 
 const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000b1";
 const REFERENCE: &str = "REFPAUSE";
@@ -61,20 +58,10 @@ async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
     }
     signal(&paused.0, "STOP");
 
-    // Replica B, in-process, on the same durable consumer.
-    let shutdown = Shutdown::new();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let replica_b = tokio::spawn(run(settings, admin, shutdown.clone()));
-
-    // After the ack wait the command is B's: a status check, no purchase.
-    let result = next_result(&mut results).await;
-    assert_eq!(result.outcome, loket_protocol::pb::Outcome::Success as i32);
-    assert_eq!(
-        count(&hits, "OkeBayar-cek-status", REFERENCE),
-        1,
-        "{hits:?}"
-    );
-    assert_eq!(count(&hits, "OkeBayar-prabayar", REFERENCE), 1, "{hits:?}");
+    // Replica B, in-process, on the same durable consumer. After the ack
+    // wait the command is B's: a status check, no purchase.
+    let (result, shutdown, replica_b) =
+        take_over_with_a_status_check(settings, &hits, REFERENCE, &mut results).await;
 
     // A resumes: its wait for the answer has timed out meanwhile, so it
     // publishes the first delivery's result (most often unknown: the

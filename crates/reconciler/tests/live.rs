@@ -924,38 +924,28 @@ async fn a_verified_callback_reporting_another_amount_is_flagged() -> Result<()>
     Ok(())
 }
 
-/// RELIABILITY #5: a reconciler killed mid-batch (its task aborted, which
-/// ends its batches with it; their database transactions roll back) leaves
-/// every event to a replica started after it, and each is applied exactly
-/// once: one transition per transaction, one claim per event.
-#[tokio::test]
-async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() -> Result<()> {
-    let env = env().await?;
+/// Four `received` purchases; the first two are held locked by the
+/// returned database transaction, so a batch about them waits.
+async fn four_with_two_held(
+    env: &Env,
+) -> Result<(Vec<Uuid>, sqlx::Transaction<'static, sqlx::Postgres>)> {
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(insert(&env, "received", "prepaid_purchase", "").await?);
+        ids.push(insert(env, "received", "prepaid_purchase", "").await?);
     }
-    // Two of the rows are held, so the batch stops half-way, inside its
-    // database transaction.
     let mut holder = env.pool.begin().await?;
     sqlx::query("SELECT 1 FROM transactions WHERE id = ANY($1) FOR UPDATE")
         .bind(&ids[..2])
         .execute(&mut *holder)
         .await?;
-    let mut settings = settings(&env);
-    settings.concurrency = 1;
-    settings.ack_wait_ms = 2_000;
-    let start = |settings: Settings| async move {
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        anyhow::Ok(tokio::spawn(loket_reconciler::run(
-            settings,
-            loket_reconciler::Listeners { admin },
-            Shutdown::new(),
-        )))
-    };
-    let killed = start(settings.clone()).await?;
+    Ok((ids, holder))
+}
+
+/// Publishes a success result for each of `ids`, as a connector would
+/// (event id `cmd:<id>:0`); returns the event ids.
+async fn publish_successes(env: &Env, ids: &[Uuid]) -> Result<Vec<String>> {
     let mut event_ids = Vec::new();
-    for id in &ids {
+    for id in ids {
         let event_id = format!("cmd:{id}:0");
         let event = result_event(*id, &event_id, pb::Outcome::Success, "000");
         loket_runtime::bus::publish_durable(
@@ -967,7 +957,12 @@ async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() 
         .await?;
         event_ids.push(event_id);
     }
-    let mut waiting = 0_i64;
+    Ok(event_ids)
+}
+
+/// How many backends wait on a row lock, once `expected` do (or after 5 s).
+async fn backends_waiting_on_locks(env: &Env, expected: i64) -> Result<i64> {
+    let mut waiting = 0;
     for _ in 0..100 {
         waiting = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
@@ -975,12 +970,47 @@ async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() 
         )
         .fetch_one(&env.pool)
         .await?;
-        if waiting >= 1 {
+        if waiting >= expected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(waiting, 1, "the batch waits on the held rows");
+    Ok(waiting)
+}
+
+/// `loket_reconciler::run` with `settings` as a task, until `shutdown`.
+async fn start_reconciler(
+    settings: Settings,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<Result<(), loket_reconciler::Error>>> {
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(tokio::spawn(loket_reconciler::run(
+        settings,
+        loket_reconciler::Listeners { admin },
+        shutdown,
+    )))
+}
+
+/// RELIABILITY #5: a reconciler killed mid-batch (its task aborted, which
+/// ends its batches with it; their database transactions roll back) leaves
+/// every event to a replica started after it, and each is applied exactly
+/// once: one transition per transaction, one claim per event.
+#[tokio::test]
+async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() -> Result<()> {
+    let env = env().await?;
+    // Two of the rows are held, so the batch stops half-way, inside its
+    // database transaction.
+    let (ids, holder) = four_with_two_held(&env).await?;
+    let mut settings = settings(&env);
+    settings.concurrency = 1;
+    settings.ack_wait_ms = 2_000;
+    let killed = start_reconciler(settings.clone(), Shutdown::new()).await?;
+    let event_ids = publish_successes(&env, &ids).await?;
+    assert_eq!(
+        backends_waiting_on_locks(&env, 1).await?,
+        1,
+        "the batch waits on the held rows"
+    );
     killed.abort();
     assert!(killed.await.unwrap_err().is_cancelled());
     holder.rollback().await?;
@@ -995,7 +1025,7 @@ async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() 
         );
     }
 
-    let restarted = start(settings).await?;
+    let restarted = start_reconciler(settings, Shutdown::new()).await?;
     for id in &ids {
         let status = status_within(&env.pool, *id, "success", Duration::from_secs(20)).await?;
         assert_eq!(status, "success", "{id}");
@@ -1031,15 +1061,7 @@ async fn a_reconciler_killed_mid_batch_applies_every_event_once_after_restart() 
 #[tokio::test]
 async fn a_draining_reconciler_hands_back_what_it_has_not_started() -> Result<()> {
     let env = env().await?;
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(insert(&env, "received", "prepaid_purchase", "").await?);
-    }
-    let mut holder = env.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM transactions WHERE id = ANY($1) FOR UPDATE")
-        .bind(&ids[..2])
-        .execute(&mut *holder)
-        .await?;
+    let (ids, holder) = four_with_two_held(&env).await?;
     let mut settings = settings(&env);
     settings.concurrency = 2;
     settings.event_batch_max = 1;
@@ -1047,45 +1069,18 @@ async fn a_draining_reconciler_hands_back_what_it_has_not_started() -> Result<()
     // would fail it.
     settings.ack_wait_ms = 60_000;
     settings.common.shutdown_grace_ms = 1_000;
-    let start = |settings: Settings, shutdown: Shutdown, admin| {
-        tokio::spawn(loket_reconciler::run(
-            settings,
-            loket_reconciler::Listeners { admin },
-            shutdown,
-        ))
-    };
-    let admin_a = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin_b = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let shutdown_a = Shutdown::new();
-    let replica_a = start(settings.clone(), shutdown_a.clone(), admin_a);
-    for id in &ids {
-        let event = result_event(*id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
-        loket_runtime::bus::publish_durable(
-            &env.js,
-            subjects::result(loket_protocol::Provider::OkeBayar),
-            loket_runtime::bus::headers(&format!("res:cmd:{id}:0"), &TraceContext::new_root(), ""),
-            event.encode_to_vec(),
-        )
-        .await?;
-    }
+    let replica_a = start_reconciler(settings.clone(), shutdown_a.clone()).await?;
+    publish_successes(&env, &ids).await?;
     // Both slots are taken once two of A's backends wait on the locks.
-    let mut waiting = 0_i64;
-    for _ in 0..100 {
-        waiting = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&env.pool)
-        .await?;
-        if waiting >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(waiting, 2, "A's two batches wait on the locked rows");
+    assert_eq!(
+        backends_waiting_on_locks(&env, 2).await?,
+        2,
+        "A's two batches wait on the locked rows"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     shutdown_a.trigger();
-    let replica_b = start(settings, Shutdown::new(), admin_b);
+    let replica_b = start_reconciler(settings, Shutdown::new()).await?;
 
     for id in &ids[2..] {
         let status = status_within(&env.pool, *id, "success", Duration::from_secs(15)).await?;

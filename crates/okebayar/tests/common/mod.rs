@@ -228,6 +228,31 @@ impl Drop for Binary {
     }
 }
 
+/// A replica run in-process on the same durable consumer, taking over a
+/// purchase of `reference` another replica sent and never answered for: its
+/// first result (after the ack wait) is a success found by one status
+/// check, with still one purchase at the provider. Returns that result, and
+/// the replica with its shutdown.
+pub async fn take_over_with_a_status_check(
+    settings: ConnectorSettings,
+    hits: &Hits,
+    reference: &str,
+    results: &mut async_nats::Subscriber,
+) -> (
+    bus::ResultEvent,
+    loket_runtime::Shutdown,
+    tokio::task::JoinHandle<Result<(), loket_okebayar::Error>>,
+) {
+    let shutdown = loket_runtime::Shutdown::new();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replica = tokio::spawn(loket_okebayar::run(settings, admin, shutdown.clone()));
+    let result = next_result(results).await;
+    assert_eq!(result.outcome, loket_protocol::pb::Outcome::Success as i32);
+    assert_eq!(count(hits, "OkeBayar-cek-status", reference), 1, "{hits:?}");
+    assert_eq!(count(hits, "OkeBayar-prabayar", reference), 1, "{hits:?}");
+    (result, shutdown, replica)
+}
+
 /// Triggers `shutdown` and waits (at most `within`) for the connector
 /// `running` to drain and return without an error.
 pub async fn stop<E: std::fmt::Debug>(
