@@ -18,6 +18,32 @@ fn went_through_unknown(events: &[(String, Option<String>, Option<String>)]) -> 
         .any(|(_, _, to)| to.as_deref() == Some("unknown"))
 }
 
+/// What a purchase whose first answer decided nothing went through on its
+/// way to `success`: `unknown`, never `failed`, one purchase at the provider
+/// and a status check that resolved it.
+async fn settled_through_unknown(app: &TestApp, what: &str, txn: &pb::Transaction) {
+    let events = app.events(&txn.id).await;
+    assert!(
+        went_through_unknown(&events),
+        "{what}: recorded as unknown: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(_, _, to)| to.as_deref() == Some("failed")),
+        "{what}: never failed: {events:?}"
+    );
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(
+        counts.purchases, 1,
+        "{what}: exactly one purchase reached the provider: {counts:?}"
+    );
+    assert!(
+        counts.status_checks >= 1,
+        "{what}: resolved by a status check: {counts:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn answer_after_our_timeout_is_unknown_then_a_status_check_finds_success() {
     let app = TestApp::spawn().await;
@@ -31,26 +57,7 @@ async fn answer_after_our_timeout_is_unknown_then_a_status_check_finds_success()
         .wait_for_status(&txn.id, "success", Duration::from_secs(20))
         .await;
     assert_eq!(row.provider_code.as_deref(), Some("000"));
-    let events = app.events(&txn.id).await;
-    assert!(
-        went_through_unknown(&events),
-        "the timeout was recorded as unknown: {events:?}"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|(_, _, to)| to.as_deref() == Some("failed")),
-        "never failed: {events:?}"
-    );
-    let counts = app.sim.requests_for(&txn.provider_reference);
-    assert_eq!(
-        counts.purchases, 1,
-        "exactly one purchase reached the provider: {counts:?}"
-    );
-    assert!(
-        counts.status_checks >= 1,
-        "resolved by a status check: {counts:?}"
-    );
+    settled_through_unknown(&app, "the answer after our timeout", &txn).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -74,26 +81,7 @@ async fn reset_truncated_and_html_replies_are_unknown_then_resolved() {
     for (suffix, txn) in ids {
         app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
             .await;
-        let events = app.events(&txn.id).await;
-        assert!(
-            went_through_unknown(&events),
-            "scenario {suffix}: {events:?}"
-        );
-        assert!(
-            !events
-                .iter()
-                .any(|(_, _, to)| to.as_deref() == Some("failed")),
-            "scenario {suffix} never failed: {events:?}"
-        );
-        assert!(
-            app.sim.requests_for(&txn.provider_reference).status_checks >= 1,
-            "scenario {suffix}: resolved by a status check"
-        );
-        assert_eq!(
-            app.sim.money_requests_for(&txn.provider_reference),
-            1,
-            "scenario {suffix}"
-        );
+        settled_through_unknown(&app, &format!("scenario {suffix}"), &txn).await;
     }
 }
 
@@ -241,17 +229,7 @@ async fn an_undocumented_reply_code_is_unknown_then_a_status_check_finds_success
         .wait_for_status(&txn.id, "success", Duration::from_secs(20))
         .await;
     assert_eq!(row.provider_code.as_deref(), Some("000"));
-    let events = app.events(&txn.id).await;
-    assert!(went_through_unknown(&events), "{events:?}");
-    assert!(
-        !events
-            .iter()
-            .any(|(_, _, to)| to.as_deref() == Some("failed")),
-        "never failed: {events:?}"
-    );
-    let counts = app.sim.requests_for(&txn.provider_reference);
-    assert_eq!(counts.purchases, 1, "{counts:?}");
-    assert!(counts.status_checks >= 1, "{counts:?}");
+    settled_through_unknown(&app, "the undocumented code", &txn).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
