@@ -5,6 +5,12 @@
 //! appears: as written, and in the encoded forms a provider may echo it in
 //! (JSON-escaped, with or without `\/`; XML-escaped; percent-encoded, in
 //! either hex case and with `+` for a space).
+//!
+//! A secret that begins or ends with a digit (a numeric PIN) is masked only
+//! where it stands apart from other digits: `1234` inside the serial number
+//! `5123412345` or the balance `1234000` is part of a longer number, not the
+//! PIN, and masking it there would falsify the stored record of what the
+//! provider said (a PLN token, an amount).
 
 pub const MASK: &str = "***";
 
@@ -38,11 +44,41 @@ impl Masker {
         let mut masked = text.to_string();
         for secret in &self.secrets {
             if masked.contains(secret.as_str()) {
-                masked = masked.replace(secret.as_str(), MASK);
+                masked = mask_standalone(&masked, secret);
             }
         }
         masked
     }
+}
+
+/// `text` with every occurrence of `secret` replaced by [`MASK`], except one
+/// that continues a run of digits: a secret whose first (last) character is
+/// a digit, preceded (followed) by a digit.
+fn mask_standalone(text: &str, secret: &str) -> String {
+    let glued_before = secret.starts_with(|c: char| c.is_ascii_digit());
+    let glued_after = secret.ends_with(|c: char| c.is_ascii_digit());
+    let mut masked = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = text[from..].find(secret) {
+        let start = from + found;
+        let end = start + secret.len();
+        let part_of_a_number = (glued_before
+            && text[..start].ends_with(|c: char| c.is_ascii_digit()))
+            || (glued_after && text[end..].starts_with(|c: char| c.is_ascii_digit()));
+        if part_of_a_number {
+            // An overlapping occurrence may still stand apart: go on one
+            // character further, not past this one.
+            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+        } else {
+            masked.push_str(&text[copied..start]);
+            masked.push_str(MASK);
+            copied = end;
+            from = end;
+        }
+    }
+    masked.push_str(&text[copied..]);
+    masked
 }
 
 /// `secret` and each form of it a body may carry (duplicates removed by the
@@ -111,6 +147,29 @@ mod tests {
         let masker = Masker::new(["pin-1234", ""]);
         assert_eq!(masker.mask("a pin-1234 b pin-1234"), "a *** b ***");
         assert_eq!(masker.mask("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn a_numeric_pin_inside_a_longer_number_is_left_whole() {
+        let masker = Masker::new(["1234"]);
+        let reply = "<serialnumber>5123412345</serialnumber><balance>1234000</balance>\
+                     <harga>91234</harga><userpin>1234</userpin><info>PIN 1234, ref A1234B</info>";
+        assert_eq!(
+            masker.mask(reply),
+            "<serialnumber>5123412345</serialnumber><balance>1234000</balance>\
+             <harga>91234</harga><userpin>***</userpin><info>PIN ***, ref A***B</info>"
+        );
+        // Overlapping occurrences: the one glued to a digit is skipped, the
+        // next one that stands apart is masked.
+        assert_eq!(
+            Masker::new(["1212"]).mask("121212 x121212y"),
+            "121212 x121212y"
+        );
+        assert_eq!(Masker::new(["12a12"]).mask("12a12a12"), "***a12");
+        assert_eq!(Masker::new(["a12a"]).mask("1a12a1 a12a"), "1***1 ***");
+        // A secret with letters at its edges is masked wherever it appears.
+        assert_eq!(Masker::new(["PIN-77X"]).mask("9PIN-77X9"), "9***9");
+        assert_eq!(Masker::new(["pin"]).mask("pinpin"), "******");
     }
 
     #[test]
