@@ -498,7 +498,7 @@ impl SnapQrConnector {
                             report.provider_trace = query.provider_trace;
                         }
                     } else {
-                        doubt_success_without_reference(&mut report);
+                        doubt_bare_success(&mut report, &answer, &["referenceNo"]);
                     }
                     report
                 }
@@ -593,6 +593,7 @@ impl SnapQrConnector {
                 None => {
                     let mut report = report_of(&answer);
                     report.provider_trace = answer.body.str("originalReferenceNo");
+                    doubt_bare_success(&mut report, &answer, &["cancelTime"]);
                     report
                 }
             },
@@ -647,6 +648,7 @@ impl SnapQrConnector {
                                 &format!("refundAmount not used: {error}"),
                             ),
                         }
+                        doubt_bare_success(&mut report, &answer, &["refundNo", "refundTime"]);
                         report
                     }
                 }
@@ -765,16 +767,32 @@ impl Connector for SnapQrConnector {
     }
 }
 
-/// Spec §3: a payment succeeded on 2006000 *with* `referenceNo`. Without
-/// it the code alone is no proof: unknown, and a query (61) will tell.
-fn doubt_success_without_reference(report: &mut Report) {
-    if report.outcome == Outcome::Success && report.provider_trace.is_none() {
-        report.outcome = Outcome::Unknown;
-        push_detail(
-            &mut report.detail,
-            "success code without referenceNo: not proof of payment; a query will tell",
-        );
+/// A 2xx success carries the fields spec §5 makes mandatory on success: a
+/// payment's `referenceNo` (§3: it succeeded on 2006000 *with* it), a
+/// cancel's `cancelTime`, a refund's `refundNo` and `refundTime`. Without
+/// them the code alone is no proof that the money moved: unknown, and the
+/// status check (a query, or the refund sent again) will tell. A 409xx01
+/// duplicate is not judged here: it confirms an earlier answer.
+fn doubt_bare_success(report: &mut Report, answer: &Answer, required: &[&str]) {
+    if report.outcome != Outcome::Success || !(200..300).contains(&answer.http) {
+        return;
     }
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|field| answer.body.str(field).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    report.outcome = Outcome::Unknown;
+    push_detail(
+        &mut report.detail,
+        &format!(
+            "success code without {}: not proof; a status check will tell",
+            missing.join(" and ")
+        ),
+    );
 }
 
 /// `stored` (the token reply as stored) with any `accessToken` the reply
@@ -1208,21 +1226,60 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_success_without_reference_no_is_unknown() {
-        let reported = |body: &str| {
-            let mut report = report_of(&answer(Service::Payment, 200, body).unwrap());
-            report.provider_trace = answer(Service::Payment, 200, body)
-                .unwrap()
-                .body
-                .str("referenceNo");
-            doubt_success_without_reference(&mut report);
-            report.outcome
+    fn a_success_without_its_mandatory_fields_is_unknown() {
+        let reported = |service, http, body: &str, required: &[&str]| {
+            let answer = answer(service, http, body).unwrap();
+            let mut report = report_of(&answer);
+            doubt_bare_success(&mut report, &answer, required);
+            (report.outcome, report.detail)
         };
+        let pay = |body: &str| reported(Service::Payment, 200, body, &["referenceNo"]).0;
         assert_eq!(
-            reported(r#"{"responseCode":"2006000","referenceNo":"R1"}"#),
+            pay(r#"{"responseCode":"2006000","referenceNo":"R1"}"#),
             Outcome::Success
         );
-        assert_eq!(reported(r#"{"responseCode":"2006000"}"#), Outcome::Unknown);
+        assert_eq!(pay(r#"{"responseCode":"2006000"}"#), Outcome::Unknown);
+        assert_eq!(
+            pay(r#"{"responseCode":"2006000","referenceNo":"  "}"#),
+            Outcome::Unknown
+        );
+
+        let cancel = |body: &str| reported(Service::Cancel, 200, body, &["cancelTime"]).0;
+        assert_eq!(
+            cancel(r#"{"responseCode":"2006200","cancelTime":"2026-11-22T10:00:00+07:00"}"#),
+            Outcome::Success
+        );
+        assert_eq!(cancel(r#"{"responseCode":"2006200"}"#), Outcome::Unknown);
+
+        let refund =
+            |http, body: &str| reported(Service::Refund, http, body, &["refundNo", "refundTime"]);
+        assert_eq!(
+            refund(
+                200,
+                r#"{"responseCode":"2008000","refundNo":"RF1","refundTime":"2026-11-22T10:00:00+07:00"}"#
+            )
+            .0,
+            Outcome::Success
+        );
+        let (outcome, detail) = refund(200, r#"{"responseCode":"2008000","refundNo":"RF1"}"#);
+        assert_eq!(outcome, Outcome::Unknown);
+        assert!(detail.contains("without refundTime"), "{detail}");
+        let (outcome, detail) = refund(200, r#"{"responseCode":"2008000"}"#);
+        assert_eq!(outcome, Outcome::Unknown);
+        assert!(
+            detail.contains("without refundNo and refundTime"),
+            "{detail}"
+        );
+        // A duplicate confirms an earlier refund; it is not judged by its fields.
+        assert_eq!(
+            refund(409, r#"{"responseCode":"4098001"}"#).0,
+            Outcome::Success
+        );
+        // A refusal stays a refusal.
+        assert_eq!(
+            refund(404, r#"{"responseCode":"4048013"}"#).0,
+            Outcome::Failed
+        );
     }
 
     #[test]
