@@ -334,6 +334,7 @@ start_services() {
   start_service callback LOKET_LISTEN_ADDR=127.0.0.1:$CALLBACK_PORT \
     LOKET_SNAPQR__MODE=rsa \
     LOKET_SNAPQR__ISSUER_PUBLIC_KEY=$KEY_DIR/snapqr-issuer.pub.pem \
+    LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \
     LOKET_SMILEPAYZ__PLATFORM_PUBLIC_KEY=$KEY_DIR/smilepayz-platform.pub.pem \
     "LOKET_SMILEPAYZ__MASK_SECRETS=[\"$SMILEPAYZ_MERCHANT_SECRET\"]"
   start_service reconciler

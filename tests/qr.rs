@@ -246,6 +246,24 @@ async fn forged_replayed_and_duplicate_notifies() {
     );
     let text = replay.text().await.unwrap();
     assert!(text.contains("4017900"), "SNAP-style 401: {text}");
+    // Genuinely signed and fresh, but about another merchant's payment → 400.
+    let elsewhere = body.replace(
+        &format!(
+            r#""merchantId":"{}""#,
+            loket_test_support::snapqr::MERCHANT_ID
+        ),
+        r#""merchantId":"SOMEONE-ELSE""#,
+    );
+    assert_ne!(elsewhere, body);
+    let misdirected = send(
+        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, elsewhere.as_bytes(), &fresh),
+        elsewhere,
+    )
+    .await
+    .unwrap();
+    assert_eq!(misdirected.status().as_u16(), 400);
+    let text = misdirected.text().await.unwrap();
+    assert!(text.contains("4007900"), "SNAP-style 400: {text}");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let events = app.events(&pending.id).await;

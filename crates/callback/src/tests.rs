@@ -591,6 +591,7 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
             issuer_public_key: loket_runtime::Secret::new(issuer_public.clone()),
             client_secret: loket_runtime::Secret::new("issued-secret"),
             issuer_client_key: "ISSUER-1".into(),
+            merchant_id: "M1".into(),
             ..loket_snapqr::NotifySettings::default()
         },
         ..Settings::default()
@@ -670,6 +671,7 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
     let mode_a = Settings {
         snapqr: loket_snapqr::NotifySettings {
             issuer_public_key: loket_runtime::Secret::new(issuer_public),
+            merchant_id: "M1".into(),
             ..loket_snapqr::NotifySettings::default()
         },
         ..Settings::default()
@@ -698,6 +700,7 @@ async fn snap_issuers_get_the_receivers_refusals_in_snap_form() {
         body_limit_bytes: 1024,
         snapqr: loket_snapqr::NotifySettings {
             issuer_public_key: loket_runtime::Secret::new(issuer_public),
+            merchant_id: "M1".into(),
             ..loket_snapqr::NotifySettings::default()
         },
         ..Settings::default()

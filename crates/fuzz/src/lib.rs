@@ -147,6 +147,7 @@ pub fn snapqr_notify(data: &[u8]) -> bool {
     let parser = PARSER.get_or_init(|| {
         loket_snapqr::callback_parser(&loket_snapqr::NotifySettings {
             issuer_public_key: Secret::new(issuer_public.clone()),
+            merchant_id: "M1".into(),
             ..loket_snapqr::NotifySettings::default()
         })
         .expect("a notify parser")

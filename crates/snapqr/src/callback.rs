@@ -52,6 +52,8 @@ pub const NOTIFY_PATH: &str = "/callback/snapqr";
 pub enum NotifySetupError {
     #[error("snapqr notify issuer_public_key: {0}")]
     Key(#[from] KeyError),
+    #[error("snapqr merchant_id: required to check the merchantId of the notifies an issuer key or client secret can verify")]
+    NoMerchantId,
 }
 
 /// Verifies and parses SNAP notifies for the callback receiver.
@@ -76,6 +78,10 @@ impl fmt::Debug for SnapQrCallbacks {
 /// (nothing configured) give a parser that refuses every notify as
 /// unverifiable.
 pub fn callback_parser(settings: &NotifySettings) -> Result<SnapQrCallbacks, NotifySetupError> {
+    let can_verify = !settings.issuer_public_key.is_empty() || !settings.client_secret.is_empty();
+    if can_verify && settings.merchant_id.trim().is_empty() {
+        return Err(NotifySetupError::NoMerchantId);
+    }
     let issuer_key = if settings.issuer_public_key.is_empty() {
         None
     } else {
@@ -225,6 +231,14 @@ impl SnapQrCallbacks {
         {
             return Err(malformed(
                 "originalPartnerReferenceNo is not a valid reference",
+            ));
+        }
+        let merchant = body
+            .str("merchantId")
+            .ok_or_else(|| malformed("merchantId is missing"))?;
+        if merchant != self.settings.merchant_id.trim() {
+            return Err(malformed(
+                "merchantId is not ours: the notify is about another merchant's payment",
             ));
         }
         let status = body
@@ -473,6 +487,7 @@ mod tests {
     fn parser(keys: &Keys) -> SnapQrCallbacks {
         callback_parser(&NotifySettings {
             issuer_public_key: Secret::new(keys.public_pem.clone()),
+            merchant_id: "M1".into(),
             ..NotifySettings::default()
         })
         .unwrap()
@@ -528,6 +543,49 @@ mod tests {
             matches!(&error, CallbackError::Malformed(why) if why.contains("amount")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_signed_notify_about_another_merchant_or_none_is_refused_400() {
+        let keys = keys();
+        let now = Utc::now();
+        let stamp = format_timestamp(TimestampFormat::Offset, now);
+        let parser = parser(&keys);
+        for body in [
+            BODY.replace(r#""merchantId":"M1""#, r#""merchantId":"M2""#),
+            BODY.replace(r#""merchantId":"M1","#, ""),
+            BODY.replace(r#""merchantId":"M1""#, r#""merchantId":"""#),
+        ] {
+            let headers = sign_notify_rsa(&keys.private, NOTIFY_PATH, body.as_bytes(), &stamp);
+            let error = parser.parse_at(&request(&headers, &body), now).unwrap_err();
+            assert!(
+                matches!(&error, CallbackError::Malformed(why) if why.contains("merchantId")),
+                "{body}: {error}"
+            );
+            let reply = parser.reject(&request(&headers, &body), &error);
+            assert_eq!(reply.status, 400, "{}", reply.body);
+            assert!(reply.body.contains("4007900"), "{}", reply.body);
+        }
+    }
+
+    #[test]
+    fn a_parser_that_can_verify_needs_our_merchant_id() {
+        let keys = keys();
+        for settings in [
+            NotifySettings {
+                issuer_public_key: Secret::new(keys.public_pem.clone()),
+                ..NotifySettings::default()
+            },
+            NotifySettings {
+                merchant_id: " ".into(),
+                ..mode_b(&keys)
+            },
+        ] {
+            let error = callback_parser(&settings).unwrap_err();
+            assert!(error.to_string().contains("merchant_id"), "{error}");
+        }
+        // Nothing configured: a parser that refuses every notify, no id needed.
+        assert!(callback_parser(&NotifySettings::default()).is_ok());
     }
 
     #[test]
@@ -634,6 +692,7 @@ mod tests {
             client_secret: Secret::new("issued-secret"),
             issuer_client_key: "ISSUER-1".into(),
             token_key: Secret::new("receiver-token-key"),
+            merchant_id: "M1".into(),
             ..NotifySettings::default()
         }
     }
@@ -752,6 +811,7 @@ mod tests {
         // Mode A grants nothing: the receiver answers 404.
         let mode_a = callback_parser(&NotifySettings {
             issuer_public_key: Secret::new(keys.public_pem.clone()),
+            merchant_id: "M1".into(),
             ..NotifySettings::default()
         })
         .unwrap();

@@ -221,6 +221,11 @@ pub struct NotifySettings {
     pub token_ttl_secs: u64,
     /// Accepted |now − X-TIMESTAMP|.
     pub max_skew_secs: u64,
+    /// Our `merchantId` at the issuer (the connector's `merchant_id`): a
+    /// notify naming another merchant is about a payment that is not ours,
+    /// whatever its `originalPartnerReferenceNo`, and is refused. Required
+    /// once notifies can be verified (an issuer key or a client secret set).
+    pub merchant_id: String,
 }
 
 impl Default for NotifySettings {
@@ -233,6 +238,7 @@ impl Default for NotifySettings {
             token_key: Secret::default(),
             token_ttl_secs: NOTIFY_TOKEN_TTL_SECS_DEFAULT,
             max_skew_secs: NOTIFY_MAX_SKEW_SECS_DEFAULT,
+            merchant_id: String::new(),
         }
     }
 }

@@ -50,6 +50,7 @@ async fn env_with(tune: impl FnOnce(&mut SnapQrSimSettings)) -> Env {
     let parser = Arc::new(
         callback_parser(&NotifySettings {
             issuer_public_key: Secret::new(sim.issuer_public_key_pem()),
+            merchant_id: "M0001".into(),
             ..NotifySettings::default()
         })
         .unwrap(),
@@ -787,6 +788,7 @@ impl ModeBReceiver {
                 client_secret: Secret::new("issued-secret"),
                 issuer_client_key: "ISSUER-1".into(),
                 token_key: Secret::new(token_key.to_string()),
+                merchant_id: "M0001".into(),
                 ..NotifySettings::default()
             })
             .unwrap(),

@@ -102,6 +102,7 @@ impl SnapQrFixture {
             client_secret: Secret::new(CANARY_NOTIFY_SECRET),
             issuer_client_key: NOTIFY_CLIENT_KEY.into(),
             token_key: Secret::new(CANARY_TOKEN_KEY),
+            merchant_id: MERCHANT_ID.into(),
             ..NotifySettings::default()
         }
     }
