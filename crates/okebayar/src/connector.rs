@@ -804,11 +804,7 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
         (Some(bill), None) => Some(bill),
         _ => None,
     };
-    let answered_at = ["transactiontime", "responsetime"]
-        .into_iter()
-        .find_map(|name| fields.non_empty(name).and_then(wire::parse_time))
-        .unwrap_or_else(Utc::now);
-    let expires_at = expiry(fields, answered_at, detail);
+    let expires_at = expiry_on_our_clock(fields, Utc::now(), detail);
     let extra = fields
         .iter()
         .filter(|(name, value)| {
@@ -826,8 +822,41 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
     }
 }
 
+/// When an inquiry answered at `received_at` (our clock) expires, on our
+/// clock. `inquiryexpired` is a time on the provider's clock, in a zone the
+/// spec only assumes (WIB). So when the reply also says when it was
+/// answered (`transactiontime` or `responsetime`, the same clock), the
+/// inquiry is given the time the provider leaves it from there: a provider
+/// clock minutes off, or in another zone, moves none of our scheduling
+/// (RELIABILITY #22). A difference of more than a minute is noted in
+/// `detail`. Without an answer time, `inquiryexpired` is read as it stands.
+fn expiry_on_our_clock(
+    fields: &Fields,
+    received_at: DateTime<Utc>,
+    detail: &mut String,
+) -> DateTime<Utc> {
+    let Some(answered_at) = ["transactiontime", "responsetime"]
+        .into_iter()
+        .find_map(|name| fields.non_empty(name).and_then(wire::parse_time))
+    else {
+        return expiry(fields, received_at, detail);
+    };
+    let ahead = answered_at - received_at;
+    if ahead.num_seconds().abs() > 60 {
+        push_detail(
+            detail,
+            &format!(
+                "the provider's clock reads {}s {} ours; the inquiry's expiry is taken from its answer time",
+                ahead.num_seconds().abs(),
+                if ahead > chrono::Duration::zero() { "ahead of" } else { "behind" }
+            ),
+        );
+    }
+    received_at + (expiry(fields, answered_at, detail) - answered_at)
+}
+
 /// `inquiryexpired` in any of the three formats (spec §9); otherwise the
-/// answer time + 30 minutes (ASSUMED).
+/// answer time + 30 minutes (ASSUMED). Both on the clock of `answered_at`.
 fn expiry(fields: &Fields, answered_at: DateTime<Utc>, detail: &mut String) -> DateTime<Utc> {
     match fields.non_empty("inquiryexpired") {
         Some(text) => match wire::parse_expiry(text, answered_at) {

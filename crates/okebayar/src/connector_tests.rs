@@ -490,7 +490,9 @@ fn pln_prepaid_inquiry_with_uppercase_names() {
          <PLN_TARIFDAYA>R1/1300</PLN_TARIFDAYA><ref1>AAA</ref1><ref2>BBB</ref2><ref3></ref3>\
          <serialnumber></serialnumber><userid>{USERID}</userid><referencecode>{REF}</referencecode></transaction-status>"
     );
+    let before = Utc::now();
     let report = classify(&command(Operation::PrepaidInquiry), 200, &body);
+    let after = Utc::now();
     assert_eq!(report.outcome, Outcome::Success);
     let bill = report.bill.expect("inquiry gives bill details");
     assert_eq!(bill.customer_name, "BUDI SANTOSO");
@@ -503,9 +505,8 @@ fn pln_prepaid_inquiry_with_uppercase_names() {
         Some("14234567890")
     );
     assert!(!bill.extra.contains_key("userid") && !bill.extra.contains_key("ref1"));
-    let expected =
-        Utc.with_ymd_and_hms(2020, 3, 25, 13, 9, 12).unwrap() + chrono::Duration::milliseconds(377);
-    assert_eq!(bill.expires_at, Some(timestamp(expected)));
+    // Answered 2020-03-24 20:09:11.377, expiring a day and a second later.
+    assert_expires_in(&bill, (before, after), chrono::Duration::seconds(86_401));
     assert_eq!(
         report.inquiry_data.get("inquirycode").map(String::as_str),
         Some("INQ-1")
@@ -523,6 +524,63 @@ fn pln_prepaid_inquiry_with_uppercase_names() {
         Some("5550001")
     );
     assert_eq!(report.serial_number, None);
+}
+
+/// `bill` expires `left` after a moment between `received.0` and
+/// `received.1` (the classification's own clock reading).
+fn assert_expires_in(
+    bill: &pb::BillDetails,
+    received: (DateTime<Utc>, DateTime<Utc>),
+    left: chrono::Duration,
+) {
+    let at = bill
+        .expires_at
+        .as_ref()
+        .and_then(loket_protocol::conversions::from_timestamp)
+        .expect("an expiry");
+    assert!(
+        received.0 + left <= at && at <= received.1 + left,
+        "expires {at}, not {left} after {received:?}"
+    );
+}
+
+/// RELIABILITY #22: a provider whose clock is off by minutes, or reads in
+/// another zone than the assumed WIB, moves no expiry on our clock; the
+/// difference is noted. Without an answer time the expiry is read as
+/// written.
+#[test]
+fn an_inquiry_expires_on_our_clock_whatever_the_providers_reads() {
+    let received = Utc.with_ymd_and_hms(2026, 11, 22, 3, 0, 0).unwrap();
+    let fields = |pairs: &[(&str, &str)]| wire::decode(Format::Xml, xml(pairs).as_bytes()).unwrap();
+    // 10:00:00 WIB is `received`; the inquiry is left 30 minutes.
+    for (answered, expires, off) in [
+        ("261122100000000", "261122103000000", None),
+        // Six minutes fast, five behind.
+        ("261122100600000", "261122103600000", Some("360s ahead of")),
+        ("261122095500000", "261122102500000", Some("300s behind")),
+        // A provider whose times are UTC, read as WIB: seven hours behind.
+        ("261122030000000", "261122033000000", Some("25200s behind")),
+    ] {
+        let mut detail = String::new();
+        let at = expiry_on_our_clock(
+            &fields(&[("transactiontime", answered), ("inquiryexpired", expires)]),
+            received,
+            &mut detail,
+        );
+        assert_eq!(at, received + chrono::Duration::minutes(30), "{answered}");
+        match off {
+            None => assert!(detail.is_empty(), "{detail}"),
+            Some(off) => assert!(detail.contains(off), "{answered}: {detail}"),
+        }
+    }
+    // No answer time: `inquiryexpired` as written (WIB).
+    let mut detail = String::new();
+    let at = expiry_on_our_clock(
+        &fields(&[("inquiryexpired", "261122103000000")]),
+        received,
+        &mut detail,
+    );
+    assert_eq!(at, received + chrono::Duration::minutes(30));
 }
 
 #[test]
@@ -544,18 +602,20 @@ fn bill_inquiry_details_and_three_expiry_formats() {
             ("blth1", "202003"),
         ])
     };
-    let wib = |h, m, s, ms| {
-        Utc.with_ymd_and_hms(2020, 3, 25, h, m, s).unwrap() + chrono::Duration::milliseconds(ms)
-    };
-    for (text, want) in [
-        ("200325200912374", wib(13, 9, 12, 374)),
-        ("200325200912", wib(13, 9, 12, 0)),
-        ("2020-03-25 20:09:12.374", wib(13, 9, 12, 374)),
+    // Answered 2020-03-24 20:09:11.377 (`responsetime`): each expiry is a
+    // day and about a second later.
+    let ms = chrono::Duration::milliseconds;
+    for (text, left) in [
+        ("200325200912374", ms(86_400_997)),
+        ("200325200912", ms(86_400_623)),
+        ("2020-03-25 20:09:12.374", ms(86_400_997)),
     ] {
+        let before = Utc::now();
         let report = classify(&command(Operation::BillInquiry), 200, &base(text));
+        let after = Utc::now();
         assert_eq!(report.outcome, Outcome::Success, "{text}");
         let bill = report.bill.unwrap();
-        assert_eq!(bill.expires_at, Some(timestamp(want)), "{text}");
+        assert_expires_in(&bill, (before, after), left);
         assert_eq!(bill.customer_name, "SITI AMINAH");
         assert_eq!(bill.bill_amount.as_ref().map(|m| m.minor), Some(11_000));
         assert_eq!(bill.admin_fee.as_ref().map(|m| m.minor), Some(2_500));
@@ -573,12 +633,13 @@ fn bill_inquiry_details_and_three_expiry_formats() {
         );
     }
     // Unparseable expiry: answer time + 30 minutes (ASSUMED).
+    let before = Utc::now();
     let report = classify(&command(Operation::BillInquiry), 200, &base("tomorrow"));
-    let answered =
-        Utc.with_ymd_and_hms(2020, 3, 24, 13, 9, 11).unwrap() + chrono::Duration::milliseconds(377);
-    assert_eq!(
-        report.bill.unwrap().expires_at,
-        Some(timestamp(answered + chrono::Duration::minutes(30)))
+    let after = Utc::now();
+    assert_expires_in(
+        report.bill.as_ref().unwrap(),
+        (before, after),
+        chrono::Duration::minutes(30),
     );
     assert!(report.detail.contains("inquiryexpired"));
     // A failed inquiry has no bill.
