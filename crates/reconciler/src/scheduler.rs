@@ -189,7 +189,10 @@ impl Reconciler {
         Ok(changed.len())
     }
 
-    /// Anything unresolved past `review_after` goes to `needs_review`.
+    /// Anything unresolved past `review_after` goes to `needs_review`;
+    /// a payment with an expiry (a QR payment, a pay-in order, which may be
+    /// live for up to a day) only `review_after` past that expiry, since
+    /// until then the payer may still pay and the provider settle it.
     pub async fn review_unresolved(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
         let after = millis(self.settings.review_after_ms);
         let cutoff = now - after;
@@ -198,7 +201,8 @@ impl Reconciler {
         rows.extend(
             lock_batch(
                 &mut tx,
-                "status IN ('pending', 'unknown')",
+                "status IN ('pending', 'unknown') \
+                 AND COALESCE((payment->>'expires_at')::timestamptz, created_at) < $1",
                 cutoff,
                 self.batch(),
             )

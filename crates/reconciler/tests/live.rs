@@ -673,8 +673,32 @@ async fn limits_expire_inquiries_and_park_stale_transactions() -> Result<()> {
         "next_check_at = now() + interval '1 hour'",
     )
     .await?;
+    // Pay-ins three days old: one whose order is live for another hour (the
+    // payer may still pay) and one that expired two days ago.
+    let payment_expiring = |at: &str| {
+        format!(
+            "created_at = now() - interval '3 days', \
+             payment = jsonb_build_object('method', 'QRIS', 'expires_at', to_char(({at}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'))"
+        )
+    };
+    let live_order = insert(
+        &env,
+        "pending",
+        "pay_in",
+        &payment_expiring("now() + interval '1 hour'"),
+    )
+    .await?;
+    let expired_order = insert(
+        &env,
+        "pending",
+        "pay_in",
+        &payment_expiring("now() - interval '2 days'"),
+    )
+    .await?;
     let report = reconciler(&env).tick().await?;
-    assert_eq!((report.expired, report.reviewed), (1, 1));
+    assert_eq!((report.expired, report.reviewed), (1, 2));
+    assert_eq!(status_of(&env.pool, live_order).await?, "pending");
+    assert_eq!(status_of(&env.pool, expired_order).await?, "needs_review");
     let row = loket_store::get(&env.pool, inquiry).await?.context("row")?;
     assert_eq!(
         (row.status.as_str(), row.provider_code.as_deref()),
