@@ -395,7 +395,10 @@ impl OkeBayarConnector {
                 status_field_names(about, is_status).join(" / ")
             ));
         };
-        if is_status && code == self.settings.status_not_found_code.trim() {
+        let http_ok = (200..300).contains(&reply.status);
+        // "No record" lets a money-moving request be sent again once the
+        // grace has passed: only a 2xx reply may say it.
+        if is_status && http_ok && code == self.settings.status_not_found_code.trim() {
             let mut report = Report::new(Outcome::Unknown);
             report.not_found = true;
             report.provider_code = Some(code.to_string());
@@ -413,14 +416,14 @@ impl OkeBayarConnector {
             codes::classify(code, CodeOperation::from(about))
         };
         let mut report = fill_report(&fields, code, &classification, about);
-        if !(200..300).contains(&reply.status) {
+        if !http_ok {
             // The spec's table: an HTTP error is unknown (check status),
             // whatever code its body carries; the code is kept for the log.
             // An inquiry moves no money: its code is taken as it reads (a
             // success code still needs a 2xx), so a refused inquiry fails
             // at once with its reason.
             let distrusted = if is_status || about.moves_money() {
-                matches!(report.outcome, Outcome::Success | Outcome::Failed)
+                report.outcome != Outcome::Unknown
             } else {
                 report.outcome == Outcome::Success
             };

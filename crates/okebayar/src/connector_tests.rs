@@ -941,6 +941,23 @@ fn a_failure_code_on_an_http_error_is_not_trusted() {
             report.detail
         );
     }
+    // Nor is a pending code, or a status check's "no record" (which would
+    // let the purchase be sent again).
+    let pending = xml(&[("referencecode", REF), ("transactionstatus", "002")]);
+    let report = classify(&purchase, 500, &pending);
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    let check = status_of(Operation::PrepaidPurchase);
+    let no_record = xml(&[("referencecode", REF), ("transactionstatus", "199")]);
+    let control = classify(&check, 200, &no_record);
+    assert_eq!(
+        (control.outcome, control.not_found),
+        (Outcome::Unknown, true)
+    );
+    let report = classify(&check, 404, &no_record);
+    assert_eq!(
+        (report.outcome, report.not_found),
+        (Outcome::Unknown, false)
+    );
     let inquiry = classify(&command(Operation::BillInquiry), 403, &body);
     assert_eq!(inquiry.outcome, Outcome::Failed, "{inquiry:?}");
     assert_eq!(inquiry.provider_code.as_deref(), Some("204"));
