@@ -128,6 +128,45 @@ async fn definite_failures_end_failed_with_code_and_meaning() {
     assert_eq!(broke.explanation.expect("explained").category, "balance");
 }
 
+/// Spec §7: `202` (server fault) and `240` (unidentified error) are "F,
+/// confirm by cek-status first". loket does not fail a purchase on them: it
+/// is `unknown` until a status check shows the provider has no record of it
+/// (the simulator records neither), and `failed` only past the not-found
+/// grace. Sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_fault_codes_fail_a_purchase_only_once_a_status_check_finds_no_record() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    for code in ["202", "240"] {
+        let txn = client
+            .purchase(purchase(
+                &format!("fault-{code}"),
+                "PULSA10",
+                &scenario(code),
+                0,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let row = app
+            .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
+            .await;
+        assert_eq!(
+            row.provider_code.as_deref(),
+            Some(loket_reconciler::plan::NOT_FOUND_CODE)
+        );
+        let events = app.events(&txn.id).await;
+        let first = events
+            .iter()
+            .find(|(source, _, _)| source == "result")
+            .expect("a result event");
+        assert_eq!(first.2.as_deref(), Some("unknown"), "{events:?}");
+        let requests = app.sim.requests_for(&txn.provider_reference);
+        assert!(requests.status_checks >= 1, "{requests:?}");
+        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pending_then_callbacks_then_success() {
     // No scheduled status check falls within the test: only the callbacks

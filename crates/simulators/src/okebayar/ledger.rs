@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{lock, RecentMap};
+use crate::okebayar::scenarios::UNRECORDED_FAILURES;
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,7 +341,9 @@ impl Ledger {
             history: vec![code.to_string()],
             executions: executions + 1,
         };
-        inner.entries.insert(attempt.reference, entry.clone());
+        if !refusal.is_some_and(|code| UNRECORDED_FAILURES.contains(&code)) {
+            inner.entries.insert(attempt.reference, entry.clone());
+        }
         Committed {
             outcome: match refusal {
                 Some(code) => CommitOutcome::Refused(code),
@@ -456,6 +459,24 @@ mod tests {
             CommitOutcome::Refused("204")
         );
         assert_eq!(ledger.commit(strict).outcome, CommitOutcome::Duplicate);
+    }
+
+    #[test]
+    fn a_server_fault_leaves_no_entry_and_the_reference_is_new_again() {
+        let ledger = Ledger::new(50_000, 100);
+        for code in UNRECORDED_FAILURES {
+            let mut faulted = purchase(code, 10_000);
+            faulted.allow_reuse_after_failure = false;
+            faulted.forced_failure = Some(code);
+            assert_eq!(
+                ledger.commit(faulted.clone()).outcome,
+                CommitOutcome::Refused(code)
+            );
+            assert!(ledger.get(code).is_none(), "{code} recorded");
+            faulted.forced_failure = None;
+            assert_eq!(ledger.commit(faulted).outcome, CommitOutcome::Executed);
+        }
+        assert_eq!(ledger.balance(), 30_000);
     }
 
     #[test]

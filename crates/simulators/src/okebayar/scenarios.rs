@@ -68,6 +68,11 @@ pub enum Scenario {
     BillExpiresEarly,
 }
 
+/// Failures that are the provider's own server fault (spec §7 `202`, `240`:
+/// "confirm by cek-status first"): the request failed before the ledger
+/// took it, so nothing is recorded and a status check finds no record.
+pub const UNRECORDED_FAILURES: &[&str] = &["202", "240"];
+
 /// Codes an account can select for an immediate failure (spec §7).
 pub const FAILURE_CODES: &[&str] = &[
     "200", "201", "202", "203", "204", "205", "210", "214", "215", "216", "217", "232", "233",
@@ -84,7 +89,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("003", "003; ledger 000 and callback 000 after one step"),
     (
         "200 201 202 203 204 205 210 214 215 216 217 232 233 234 240 260 261 270 400 404 405 500 510",
-        "immediate failure with that code, nothing debited (prepaid purchase, prepaid inquiry, bill inquiry)",
+        "immediate failure with that code, nothing debited (prepaid purchase, prepaid inquiry, bill inquiry); 202 and 240 (server faults) leave no ledger entry, so a status check finds no record",
     ),
     ("401", "bill: inquiry 000, payment answers 401 (already paid); prepaid: purchase answers 401 at once, PLN prepaid inquiry 000"),
     ("402", "bill: inquiry 000, payment answers 402 (bill changed); prepaid: purchase answers 402 at once, PLN prepaid inquiry 000"),
