@@ -836,6 +836,27 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(rc(v.clone()), "4009002");
     assert!(v["message"].as_str().unwrap().contains("merchant"), "{v}");
+    // No money → 4009002 naming it (mandatory), a bad amount → 4009001.
+    let r = send(
+        body("abc123458", "20001").replace(r#","money":{"currency":"IDR","amount":10000}"#, ""),
+        now(),
+        "20001",
+        None,
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(rc(v.clone()), "4009002");
+    assert!(v["message"].as_str().unwrap().contains("money"), "{v}");
+    let r = send(
+        body("abc123458", "20001").replace(r#""amount":10000"#, r#""amount":-5"#),
+        now(),
+        "20001",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rc(r.json().await.unwrap()), "4009001");
     // orderNo with '-' → 4009001 "Invalid Field Format".
     let r = send(body("abc-12345", "20001"), now(), "20001", None)
         .await

@@ -17,7 +17,7 @@ use loket_connector::report::clip;
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{Outcome, Provider};
 
-use crate::wire::Reply;
+use crate::wire::{OrderStatus, Reply};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
@@ -78,20 +78,24 @@ pub fn classify_create(reply: &Reply, op: CodeOperation, http_status: u16) -> Cl
     c
 }
 
-/// "Order not found" on an inquiry (`5009x00` / `5009200`, or `99` with the
-/// message).
+/// "(Pay) order not found" on an inquiry: spec §6's `5009x00` / `5009200`
+/// (or the bare `99`) *and* a message naming the order. "No record" lets
+/// the order be failed, or sent again, so nothing looser counts: not
+/// another service's 500 ("Merchant not found", "Channel config not
+/// found"), which may only mean the inquiry itself broke while a pay-out
+/// was taken.
 pub fn is_not_found(reply: &Reply) -> bool {
     let message = reply
         .message
         .as_deref()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let server_class = match reply.classification_code() {
-        Some(code) if code.len() == 7 => code.starts_with("500"),
+    let order_not_found_code = match reply.classification_code() {
+        Some(code) if code.len() == 7 => matches!(code, "5009000" | "5009100" | "5009200"),
         Some(code) => code == "99",
         None => false,
     };
-    server_class && message.contains("not found")
+    order_not_found_code && message.contains("order not found")
 }
 
 /// The order's outcome from an inquiry reply: only a successful inquiry
@@ -115,13 +119,29 @@ pub fn classify_inquiry(reply: &Reply, original: CodeOperation) -> Classificatio
             problem: Some("inquiry answered without a status".into()),
         };
     };
+    // Only the five status words are statuses (spec §5): anything else,
+    // a response code above all (`11` would read as a failure), is unknown.
+    if let OrderStatus::Unknown(text) = status {
+        return Classification {
+            outcome: Outcome::Unknown,
+            code: Some(clip(text, 16).to_string()).filter(|c| !c.is_empty()),
+            message: Some(message).filter(|m| !m.is_empty()),
+            problem: Some(format!(
+                "inquiry status {:?} is none of INIT, PROCESSING, SUCCESS, FAILED, EXPIRED",
+                clip(text, 16)
+            )),
+        };
+    }
     let remark = reply.remark.clone().unwrap_or_default();
     explain(status.as_str(), original, &remark)
 }
 
 /// A callback's claimed status.
 pub fn classify_callback(status: &str) -> Outcome {
-    explain(status, CodeOperation::Callback, "").outcome
+    match OrderStatus::parse(status) {
+        OrderStatus::Unknown(_) => Outcome::Unknown,
+        known => explain(known.as_str(), CodeOperation::Callback, "").outcome,
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +250,13 @@ mod tests {
             classify_inquiry(&ok("REVERSED"), CodeOperation::PayIn).outcome,
             Outcome::Unknown
         );
+        // A response code where the status word belongs is no status.
+        for code in ["11", "12", "00", "4009103", "5029100"] {
+            let c = classify_inquiry(&ok(code), CodeOperation::PayOut);
+            assert_eq!(c.outcome, Outcome::Unknown, "{code}");
+            assert!(c.problem.is_some(), "{code}");
+            assert_eq!(classify_callback(code), Outcome::Unknown, "{code}");
+        }
         let rejected =
             reply(r#"{"code":"13","responseCode":"4299200","message":"TOO_MANY_REQUESTS"}"#);
         assert_eq!(
@@ -240,6 +267,21 @@ mod tests {
             reply(r#"{"code":"99","responseCode":"5009200","message":"Order not found"}"#);
         assert!(is_not_found(&missing));
         assert!(!is_not_found(&rejected));
+        for body in [
+            r#"{"code":"99","responseCode":"5009200","message":"Pay order not found"}"#,
+            r#"{"code":"99","responseCode":"5009100","message":"Payout order not found"}"#,
+            r#"{"code":"99","message":"Order not found"}"#,
+        ] {
+            assert!(is_not_found(&reply(body)), "{body}");
+        }
+        for body in [
+            r#"{"code":"99","responseCode":"5009200","message":"Merchant not found"}"#,
+            r#"{"code":"99","responseCode":"5009200","message":"Channel config not found"}"#,
+            r#"{"code":"99","responseCode":"5007300","message":"Order not found"}"#,
+            r#"{"code":"20","responseCode":"5029200","message":"Order not found"}"#,
+        ] {
+            assert!(!is_not_found(&reply(body)), "{body}");
+        }
         assert_eq!(classify_callback("SUCCESS"), Outcome::Success);
         assert_eq!(classify_callback("expired"), Outcome::Failed);
     }

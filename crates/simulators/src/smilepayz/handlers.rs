@@ -247,11 +247,8 @@ fn order_no_ok(sim: &SmilepayzSim, order_no: &str) -> bool {
     }
 }
 
-/// Money: IDR, a whole positive number.
-fn amount_of(value: &Value) -> Result<i64, &'static str> {
-    let money = value
-        .get("money")
-        .ok_or("Invalid Mandatory Field [money]")?;
+/// `money`: IDR, a whole positive number.
+fn amount_of(money: &Value) -> Result<i64, &'static str> {
     if text(money, "currency").as_deref() != Some("IDR") {
         return Err("Unsupported currency");
     }
@@ -297,7 +294,10 @@ fn order_fields(
     if let Some(field) = over_long_field(value, max_chars) {
         return Err(invalid_field_format(svc, field));
     }
-    let amount = amount_of(value).map_err(|message| error(400, svc, "01", message))?;
+    let Some(money) = value.get("money") else {
+        return Err(error(400, svc, "02", "Invalid Mandatory Field [money]"));
+    };
+    let amount = amount_of(money).map_err(|message| error(400, svc, "01", message))?;
     Ok((order_no, amount))
 }
 
@@ -551,15 +551,19 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
     if order_no.is_none() && trade_no.is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     }
-    let order = lock(&sim.inner.ledger)
-        .orders
-        .values()
-        .find(|o| {
-            o.trade_type == trade_type
-                && order_no.as_ref().is_none_or(|n| &o.order_no == n)
-                && trade_no.as_ref().is_none_or(|t| &o.trade_no == t)
-        })
-        .cloned();
+    let matches = |o: &Order| {
+        o.trade_type == trade_type
+            && order_no.as_ref().is_none_or(|n| &o.order_no == n)
+            && trade_no.as_ref().is_none_or(|t| &o.trade_no == t)
+    };
+    let order = {
+        let ledger = lock(&sim.inner.ledger);
+        match &order_no {
+            // Orders are kept by orderNo: no scan under the ledger's lock.
+            Some(order_no) => ledger.orders.get(order_no).filter(|o| matches(o)).cloned(),
+            None => ledger.orders.values().find(|o| matches(o)).cloned(),
+        }
+    };
     let Some(order) = order else {
         return error(500, svc, "00", "Order not found");
     };
