@@ -116,6 +116,21 @@ async fn definite_failures_end_failed_with_code_and_meaning() {
     assert_eq!(meaning.category, "user_input");
     assert!(!meaning.merchant_message_id.is_empty());
 
+    // 401 ("already paid / inquiry invalid") on the purchase's first send
+    // ever cannot be our own earlier purchase: failed at once.
+    let refused = client
+        .purchase(purchase("fail-401", "PULSA10", &scenario("401"), 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        refused.status(),
+        pb::TransactionStatus::Failed,
+        "{refused:?}"
+    );
+    assert_eq!(refused.provider_code, "401");
+    assert_eq!(app.sim.money_requests_for(&refused.provider_reference), 1);
+
     // 203: the deposit is empty.
     app.sim.set_balance(0);
     let broke = client

@@ -58,16 +58,22 @@ pub fn classify(code: &str, operation: CodeOperation) -> Classification {
 /// "Already paid / inquiry invalid" (spec §7).
 const ALREADY_PAID: &str = "401";
 
-/// Classifies a bill payment's reply. Spec §7 gives `401` as F/U: failed,
-/// unless we paid the bill ourselves before (an attempt that timed out).
-/// On the transaction's first send ever (`first_send`: the send journal has
-/// no earlier one) that cannot be, so the bill was paid elsewhere: failed,
-/// as on an inquiry. On any later send, `unknown` and a status check.
-pub fn classify_payment(code: &str, first_send: bool) -> Classification {
+/// Classifies the reply to a money-moving request (a purchase or a bill
+/// payment). Spec §7 gives `401` as F/U: failed, unless we paid ourselves
+/// before (an attempt that timed out). On the transaction's first send
+/// ever (`first_send`: the send journal has no earlier one) that cannot be,
+/// so the bill was paid elsewhere, or the inquiry a PLN token purchase
+/// names is invalid: failed, as on an inquiry. On any later send, `unknown`
+/// and a status check.
+pub fn classify_money_request(
+    code: &str,
+    operation: Operation,
+    first_send: bool,
+) -> Classification {
     if first_send && code == ALREADY_PAID {
         return classify(code, CodeOperation::BillInquiry);
     }
-    classify(code, CodeOperation::BillPayment)
+    classify(code, CodeOperation::from(operation))
 }
 
 /// Classifies the `transactionstatus` a status check reported about a

@@ -410,8 +410,8 @@ impl OkeBayarConnector {
         }
         let classification = if is_status {
             codes::classify_status_check(code, about)
-        } else if about == Operation::BillPayment {
-            codes::classify_payment(code, command.first_send)
+        } else if about.moves_money() {
+            codes::classify_money_request(code, about, command.first_send)
         } else {
             codes::classify(code, CodeOperation::from(about))
         };

@@ -414,6 +414,12 @@ fn already_paid_fails_a_first_payment_and_leaves_a_later_one_unknown() {
     // A status check answering 401 stays unknown too.
     let report = classify(&payment().as_status_check(), 200, &reply);
     assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    // A PLN token purchase alike ("inquiry invalid").
+    let mut purchase = command(Operation::PrepaidPurchase);
+    purchase.first_send = true;
+    assert_eq!(classify(&purchase, 200, &reply).outcome, Outcome::Failed);
+    purchase.first_send = false;
+    assert_eq!(classify(&purchase, 200, &reply).outcome, Outcome::Unknown);
 }
 
 #[test]
