@@ -13,6 +13,9 @@ pub struct Report {
     pub provider_trace: Option<String>,
     pub serial_number: Option<String>,
     pub provider_amount: Option<Money>,
+    /// The provider reported an amount that could not be read: why
+    /// ([`Report::amount_unreadable`]).
+    pub provider_amount_unreadable: Option<String>,
     pub bill: Option<pb::BillDetails>,
     /// Values a later payment must echo verbatim (inquirycode, ref1..3).
     pub inquiry_data: BTreeMap<String, String>,
@@ -38,6 +41,7 @@ impl Report {
             provider_trace: None,
             serial_number: None,
             provider_amount: None,
+            provider_amount_unreadable: None,
             bill: None,
             inquiry_data: BTreeMap::new(),
             not_found: false,
@@ -46,6 +50,15 @@ impl Report {
             payment: None,
             sent: false,
         }
+    }
+
+    /// The provider's `field` carried an amount that could not be read: it
+    /// is noted, and the reconciler flags the transaction's amount as not
+    /// matching ours (money-safety rule 8), whatever the outcome says.
+    pub fn amount_unreadable(&mut self, field: &str, error: impl std::fmt::Display) {
+        let why = clip(&format!("{field}: {error}"), 200).to_string();
+        push_detail(&mut self.detail, &format!("{why} (amount not used)"));
+        self.provider_amount_unreadable = Some(why);
     }
 
     /// An outcome we cannot know (timeout, garbled reply...), with the reason.
@@ -100,6 +113,7 @@ impl Report {
             provider_trace: self.provider_trace.unwrap_or_default(),
             serial_number: self.serial_number.unwrap_or_default(),
             provider_amount: self.provider_amount.map(Into::into),
+            provider_amount_unreadable: self.provider_amount_unreadable.unwrap_or_default(),
             bill: self.bill,
             inquiry_data: self.inquiry_data.into_iter().collect(),
             exchanges: self.exchanges,

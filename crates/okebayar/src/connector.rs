@@ -719,7 +719,12 @@ fn fill_report(
     }
     report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
     report.serial_number = fields.non_empty("serialnumber").map(str::to_string);
-    report.provider_amount = amount(fields, "harga", &mut report.detail);
+    if let Some(text) = fields.non_empty("harga") {
+        match Money::parse_decimal(text, Currency::Idr) {
+            Ok(charged) => report.provider_amount = Some(charged),
+            Err(error) => report.amount_unreadable("harga", error),
+        }
+    }
     if operation == Operation::BillPayment
         && report.provider_amount.is_none()
         && fields.non_empty("harga").is_none()

@@ -340,6 +340,21 @@ fn success_with_serial_number_and_both_amount_formats() {
     );
     assert_eq!(report.provider_amount, None);
     assert!(report.detail.contains("harga"), "{}", report.detail);
+    // ... but it is reported as unreadable, for the reconciler to flag.
+    assert!(
+        report
+            .provider_amount_unreadable
+            .as_deref()
+            .is_some_and(|why| why.starts_with("harga")),
+        "{report:?}"
+    );
+    let event = report.into_event(
+        "e".into(),
+        "t".into(),
+        "okebayar",
+        Operation::PrepaidPurchase,
+    );
+    assert!(event.provider_amount_unreadable.starts_with("harga"));
 }
 
 #[test]

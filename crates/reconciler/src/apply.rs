@@ -564,8 +564,8 @@ impl Reconciler {
             tracing::warn!(
                 transaction_id = %row.id,
                 expected_minor = mismatch.expected,
-                reported_minor = mismatch.reported,
-                "provider reported a different amount than ours (amount_mismatch flagged)"
+                reported_minor = ?mismatch.reported,
+                "provider reported a different amount than ours, or one that could not be read (amount_mismatch flagged)"
             );
         }
         match (plan.verdict, &plan.alert) {

@@ -74,6 +74,8 @@ pub struct Report {
     pub provider_trace: Option<String>,
     pub serial_number: Option<String>,
     pub provider_amount_minor: Option<i64>,
+    /// The provider reported an amount the connector could not read: why.
+    pub provider_amount_unreadable: Option<String>,
     pub bill: Option<pb::BillDetails>,
     pub inquiry_data: BTreeMap<String, String>,
     pub not_found: bool,
@@ -109,6 +111,7 @@ impl Report {
             provider_trace: None,
             serial_number: None,
             provider_amount_minor: None,
+            provider_amount_unreadable: None,
             bill: None,
             inquiry_data: BTreeMap::new(),
             not_found: false,
@@ -135,6 +138,7 @@ impl Report {
             provider_trace: non_empty(&event.provider_trace),
             serial_number: non_empty(&event.serial_number),
             provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
+            provider_amount_unreadable: non_empty(&event.provider_amount_unreadable),
             bill: event.bill.clone(),
             inquiry_data: event
                 .inquiry_data
@@ -218,7 +222,8 @@ impl Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AmountMismatch {
     pub expected: i64,
-    pub reported: i64,
+    /// `None`: the provider's amount could not be read.
+    pub reported: Option<i64>,
 }
 
 /// One row for `transaction_events`.
@@ -467,14 +472,27 @@ pub fn plan(
     // Money-safety rule 8: flag, never decide. A definite failure moved no
     // money, so whatever amount it reports (OkeBayar sends `harga` 0) is not
     // compared.
+    // An amount the provider reported but the connector could not read
+    // cannot be shown to match: flagged alike.
     let mut amount_mismatch = None;
-    if let (Some(reported), Some(expected)) = (report.provider_amount_minor, row.amount_minor) {
-        if reported != expected && report.outcome != Outcome::Failed {
+    if let Some(expected) = row
+        .amount_minor
+        .filter(|_| report.outcome != Outcome::Failed)
+    {
+        let reported = match (
+            &report.provider_amount_unreadable,
+            report.provider_amount_minor,
+        ) {
+            (Some(why), _) => Some((None, json!({ "unreadable": why }))),
+            (None, Some(minor)) if minor != expected => Some((Some(minor), json!(minor))),
+            (None, _) => None,
+        };
+        if let Some((reported, shown)) = reported {
             amount_mismatch = Some(AmountMismatch { expected, reported });
             Writer::set(&mut w.changed, &mut w.row.amount_mismatch, true);
             detail.insert(
                 "amount_mismatch".into(),
-                json!({ "expected_minor": expected, "reported_minor": reported, "currency": row.currency }),
+                json!({ "expected_minor": expected, "reported_minor": shown, "currency": row.currency }),
             );
         }
     }

@@ -439,7 +439,7 @@ fn fill(parsed: &Reply, classification: &Classification) -> Report {
     if let Some(money) = &parsed.money {
         match wire::money_from_wire(money) {
             Ok(money) => report.provider_amount = Some(money),
-            Err(error) => report.add_detail(&format!("money not used: {error}")),
+            Err(error) => report.amount_unreadable("money", error),
         }
     }
     report
@@ -662,6 +662,39 @@ mod tests {
                 .outcome,
             Outcome::Success
         );
+    }
+
+    /// Money-safety rule 8: a successful order's amount that cannot be read
+    /// is not dropped in silence; the reconciler flags it.
+    #[test]
+    fn an_unreadable_amount_on_a_success_is_reported_unreadable() {
+        let command = command(Operation::StatusCheck);
+        let request = connector().build_request(&command).unwrap();
+        let answer = |money: &str| {
+            let body = format!(
+                r#"{{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T1","tradeType":2,"status":"SUCCESS","money":{money}}}"#
+            );
+            connector().classify_inquiry(&command, &request, &reply(200, body.into_bytes()))
+        };
+        let readable = answer(r#"{"currency":"IDR","amount":100000}"#);
+        assert_eq!(readable.provider_amount, Some(Money::idr(100_000)));
+        assert_eq!(readable.provider_amount_unreadable, None);
+        for money in [
+            r#"{"currency":"IDR","amount":100000.5}"#,
+            r#"{"currency":"USD","amount":100000}"#,
+            r#"{"currency":"IDR","amount":"lots"}"#,
+        ] {
+            let report = answer(money);
+            assert_eq!(report.outcome, Outcome::Success, "{money}");
+            assert_eq!(report.provider_amount, None, "{money}");
+            assert!(
+                report
+                    .provider_amount_unreadable
+                    .as_deref()
+                    .is_some_and(|why| why.starts_with("money")),
+                "{money}: {report:?}"
+            );
+        }
     }
 
     proptest! {

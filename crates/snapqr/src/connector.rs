@@ -643,10 +643,7 @@ impl SnapQrConnector {
                                 report.provider_amount = Some(refunded);
                             }
                             Ok(None) => {}
-                            Err(error) => push_detail(
-                                &mut report.detail,
-                                &format!("refundAmount not used: {error}"),
-                            ),
+                            Err(error) => report.amount_unreadable("refundAmount", error),
                         }
                         doubt_bare_success(&mut report, &answer, &["refundNo", "refundTime"]);
                         report

@@ -240,7 +240,7 @@ fn amount_mismatch_is_flagged_and_never_changes_the_status() {
         plan.amount_mismatch,
         Some(AmountMismatch {
             expected: 10_500,
-            reported: 11_000
+            reported: Some(11_000)
         })
     );
     assert_eq!(
@@ -260,6 +260,33 @@ fn amount_mismatch_is_flagged_and_never_changes_the_status() {
     let plan = super::plan(&row(S::Received), &pending, t0(), &policy()).unwrap();
     assert_eq!(plan.next.status, "pending");
     assert!(plan.next.amount_mismatch);
+
+    // An amount the connector could not read is flagged alike, and the
+    // success still stands; a failure's is not compared.
+    let unreadable = Report {
+        provider_amount_unreadable: Some("money: amount 10500.5 is not whole rupiah".into()),
+        ..success("000", Some("SN"))
+    };
+    let plan = super::plan(&row(S::Pending), &unreadable, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.status, "success");
+    assert!(plan.next.amount_mismatch);
+    assert_eq!(
+        plan.amount_mismatch,
+        Some(AmountMismatch {
+            expected: 10_500,
+            reported: None
+        })
+    );
+    assert_eq!(
+        plan.event.detail["amount_mismatch"]["reported_minor"]["unreadable"],
+        "money: amount 10500.5 is not whole rupiah"
+    );
+    let refused = Report {
+        provider_amount_unreadable: Some("harga: not a number".into()),
+        ..report(Outcome::Failed, "204")
+    };
+    let plan = super::plan(&row(S::Received), &refused, t0(), &policy()).unwrap();
+    assert!(!plan.next.amount_mismatch);
 
     // No expected amount (a bill inquiry): nothing to compare.
     let mut inquiry = row(S::Received);
