@@ -941,6 +941,22 @@ fn report_of(answer: &Answer) -> Report {
 
 fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
     let code = ResponseCode::parse(&answer.code);
+    if let Some(code) = code.filter(|c| c.http != answer.http) {
+        // A responseCode carries its reply's HTTP status (spec §6). One on
+        // another status (a 2006100 or 4046101 behind a 502 from a proxy)
+        // is no answer: it must neither settle the payment nor declare it
+        // unknown to the issuer, which would let it fail or be sent again.
+        let mut report = report_of(answer);
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            &format!(
+                "query: responseCode of HTTP {} on HTTP {}: decides nothing",
+                code.http, answer.http
+            ),
+        );
+        return report;
+    }
     if code.is_some_and(|c| c.is(404, 1)) {
         let mut report = report_of(answer);
         report.outcome = Outcome::Unknown;
@@ -1320,6 +1336,34 @@ mod tests {
             q(401, r#"{"responseCode":"4016100"}"#).outcome,
             Outcome::Unknown
         );
+        // A body whose code names another HTTP status than the reply's
+        // decides nothing: no status, no "no record".
+        for http in [500, 502, 504] {
+            for status in ["00", "05", "06", "07"] {
+                let body = format!(
+                    r#"{{"responseCode":"2006100","originalPartnerReferenceNo":"p1","latestTransactionStatus":"{status}"}}"#
+                );
+                let report = q(http, &body);
+                assert_eq!(
+                    (report.outcome, report.not_found),
+                    (Outcome::Unknown, false),
+                    "HTTP {http}, {status}"
+                );
+                assert!(
+                    report.detail.contains("decides nothing"),
+                    "{}",
+                    report.detail
+                );
+            }
+            let report = q(http, r#"{"responseCode":"4046101"}"#);
+            assert_eq!(
+                (report.outcome, report.not_found),
+                (Outcome::Unknown, false),
+                "HTTP {http}"
+            );
+        }
+        let report = q(200, r#"{"responseCode":"4046101"}"#);
+        assert!(!report.not_found, "4046101 on HTTP 200");
     }
 
     /// A reply body: arbitrary bytes, or a JSON object whose fields are the
