@@ -492,6 +492,18 @@ async fn decide_and_call<C: Connector>(
     let mut report = connector.execute(&sending).await;
     report.sent = true;
     report.exchanges.splice(0..0, exchanges);
+    if !sending.first_send && report.outcome == Outcome::Failed {
+        // Sent again after the provider's check found no record of an
+        // earlier send. It may have taken that one since, and refuse this
+        // copy because of it (a duplicate it reads as inconsistent, a QR
+        // already used, the funds the first took): the refusal decides
+        // nothing, and a status check will tell.
+        report.outcome = Outcome::Unknown;
+        crate::report::push_detail(
+            &mut report.detail,
+            "refused when sent again: the earlier send may have been taken, so not failed",
+        );
+    }
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
     }
@@ -671,6 +683,8 @@ mod tests {
         check_resends: Option<Duration>,
         /// How long its status check takes.
         check_takes: Duration,
+        /// What it answers a money-moving request.
+        answers: Outcome,
         sent: AtomicUsize,
         /// Sends marked as the transaction's first ([`Command::first_send`]).
         first_sends: AtomicUsize,
@@ -686,6 +700,7 @@ mod tests {
                 longest_send: Duration::ZERO,
                 check_resends,
                 check_takes: Duration::ZERO,
+                answers: Outcome::Pending,
                 sent: AtomicUsize::new(0),
                 first_sends: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
@@ -701,6 +716,12 @@ mod tests {
         /// One whose requests may take up to `longest_send`.
         fn sending_for(mut self, longest_send: Duration) -> Self {
             self.longest_send = longest_send;
+            self
+        }
+
+        /// One that refuses every money-moving request (a definite failure).
+        fn refusing(mut self) -> Self {
+            self.answers = Outcome::Failed;
             self
         }
 
@@ -728,7 +749,7 @@ mod tests {
             if command.first_send {
                 self.first_sends.fetch_add(1, Ordering::SeqCst);
             }
-            Report::new(Outcome::Pending)
+            Report::new(self.answers)
         }
         async fn check_status(&self, _command: &Command) -> Report {
             self.checks.fetch_add(1, Ordering::SeqCst);
@@ -990,6 +1011,26 @@ mod tests {
             "the resend renewed the journal's last send"
         );
         assert!(matches!(decided_now, Decided::Later(_)), "{decided_now:?}");
+    }
+
+    /// A request sent again after "no record" and refused is unknown: the
+    /// provider may have taken the first send since, and refused the copy
+    /// because of it. A first send's refusal is a failure.
+    #[tokio::test]
+    async fn a_refusal_of_a_request_sent_again_decides_nothing() {
+        let journal = journal().await;
+        let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        let first = decided(&refusing, &journal, &command, 1).await;
+        assert_eq!(first.outcome, Outcome::Failed, "{first:?}");
+        let again = decided(&refusing, &journal, &command, 2).await;
+        assert_eq!(refusing.requests(), (2, 1));
+        assert_eq!(again.outcome, Outcome::Unknown, "{again:?}");
+        assert!(
+            again.detail.contains("refused when sent again"),
+            "{}",
+            again.detail
+        );
     }
 
     #[tokio::test]

@@ -697,7 +697,7 @@ impl SnapQrConnector {
                     &mut report.detail,
                     "refund status by idempotent re-send of the same partnerRefundNo (ASSUMED, spec §7)",
                 );
-                distrust_refusal_of_a_resend(&mut report, "refund");
+                distrust_refusal_of_resent_refund(&mut report);
                 report
             }
             _ => {
@@ -708,19 +708,13 @@ impl SnapQrConnector {
     }
 
     async fn run(&self, command: &Command) -> Report {
-        let mut report = match command.operation {
+        let report = match command.operation {
             Operation::QrPayment => self.payment(command).await,
             Operation::QrCancel => self.cancel(command).await,
             Operation::QrRefund => self.refund(command).await,
             Operation::StatusCheck => self.status(command).await,
             other => Report::not_built(other, format!("{other} is not a SNAP QR CPM operation")),
         };
-        if command.operation.moves_money() && !command.first_send {
-            // The journal shows an earlier send, which the issuer may have
-            // taken after its query said "no record": this copy (a new
-            // expiryTime, perhaps a new QR) may be refused because of it.
-            distrust_refusal_of_a_resend(&mut report, command.operation.as_str());
-        }
         metrics::counter!(crate::metrics::OUTCOMES, "operation" => command.operation.as_str(), "outcome" => report.outcome.as_str())
             .increment(1);
         tracing::info!(
@@ -1015,24 +1009,17 @@ fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
     report
 }
 
-/// A refusal of a request sent again decides nothing: the first send may
-/// have been taken, and the copy refused because of it.
-///
-/// - A refund's status is asked by sending it again (spec §7, ASSUMED: a
-///   duplicate `partnerRefundNo` answers 409xx01 or 404xx18, both success).
-///   An issuer that checks the amount or the payment's state before the
-///   duplicate would refuse the copy of a refund it already made (404xx13
-///   "exceeds", 404xx00 once the payment reads `04`); failing the refund on
-///   that would invite a second refund under a new number.
-/// - A payment or cancel is sent again after a query found no record; an
-///   issuer that records the first late may refuse the copy (404xx18
-///   inconsistent, its QR used, the payer's funds gone), while the first
-///   debited.
-///
-/// So the request stays unknown, is checked again on schedule (a query, or
-/// the refund sent again) and, unresolved, reaches `needs_review` or, with
-/// no record past the payment's expiry, `failed`.
-fn distrust_refusal_of_a_resend(report: &mut Report, what: &str) {
+/// A refund's status is asked by sending it again (spec §7, ASSUMED: a
+/// duplicate `partnerRefundNo` answers 409xx01 or 404xx18, both success).
+/// An issuer that checks the amount or the payment's state before the
+/// duplicate would refuse the copy of a refund it already made (404xx13
+/// "exceeds", 404xx00 once the payment reads `04`); failing the refund on
+/// that would invite a second refund under a new number. So a refusal of
+/// the re-send decides nothing: the refund stays unknown, is checked again
+/// on schedule and, unresolved, reaches `needs_review`. (A refusal of any
+/// request the worker sends again is likewise unknown; this check is not
+/// such a send.)
+fn distrust_refusal_of_resent_refund(report: &mut Report) {
     if report.outcome != Outcome::Failed {
         return;
     }
@@ -1041,7 +1028,7 @@ fn distrust_refusal_of_a_resend(report: &mut Report, what: &str) {
     push_detail(
         &mut report.detail,
         &format!(
-            "re-sent {what} refused ({code}): the first send may have been taken, so not failed"
+            "re-sent refund refused ({code}): the first send may have been taken, so not failed"
         ),
     );
 }
