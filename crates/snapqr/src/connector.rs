@@ -459,8 +459,13 @@ impl SnapQrConnector {
                 }
             }
         }
-        let expiry =
-            Utc::now() + chrono::Duration::seconds(self.settings.payment_expiry_secs as i64);
+        // Counted from the transaction's creation, not from this send: a copy
+        // sent again after "no record" then carries the same expiryTime as
+        // the first (an issuer that took the first reads it as a duplicate,
+        // not an inconsistent request), and the expiry the reconciler keeps
+        // is the one every copy was sent with.
+        let expiry = command.transaction_created_at.unwrap_or_else(Utc::now)
+            + chrono::Duration::seconds(self.settings.payment_expiry_secs as i64);
         let request = wire::PaymentRequest {
             partner_reference_no: command.provider_reference.clone(),
             qr_content: qr_content.clone(),

@@ -285,21 +285,38 @@ async fn payment_outcomes_are_classified_through_the_catalogue() {
 #[tokio::test]
 async fn pending_without_notify_is_resolved_by_query() {
     let env = env().await;
-    let payment = qr_payment(&env, 10_102);
-    let sent = chrono::Utc::now();
+    let mut payment = qr_payment(&env, 10_102);
+    // Created a minute before it is sent (a queue, an outage).
+    let created = chrono::Utc::now() - chrono::Duration::seconds(60);
+    payment.transaction_created_at = Some(created);
     let report = env.connector.execute(&payment).await;
     assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
     // The payment's expiry goes with it: "no record" is final only after it.
+    // It counts from the transaction's creation, so a copy sent again
+    // carries the same expiryTime.
     let expires_at = report
         .payment
         .as_ref()
         .and_then(|payment| payment.expires_at.as_ref())
         .and_then(loket_protocol::conversions::from_timestamp)
         .expect("the payment reports the expiryTime it sent");
-    let expiry_secs = (expires_at - sent).num_seconds();
+    assert_eq!(
+        expires_at,
+        created + chrono::Duration::seconds(300),
+        "the default 300 s after the transaction's creation"
+    );
+    let sent_expiry = report
+        .exchanges
+        .iter()
+        .find(|e| e.operation == "qr_payment")
+        .map(|e| e.request.clone())
+        .unwrap_or_default();
     assert!(
-        (299..=301).contains(&expiry_secs),
-        "expiry {expiry_secs} s after sending, not the default 300 s"
+        sent_expiry.contains(&loket_snapqr::connector::format_timestamp(
+            loket_snapqr::settings::TimestampFormat::Offset,
+            expires_at
+        )),
+        "{sent_expiry}"
     );
     let check = env.connector.check_status(&payment).await;
     assert_eq!(check.outcome, Outcome::Pending);
