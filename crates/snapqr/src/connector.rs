@@ -502,6 +502,26 @@ impl SnapQrConnector {
                         if query.provider_trace.is_some() {
                             report.provider_trace = query.provider_trace;
                         }
+                        if matches!(query.outcome, Outcome::Failed | Outcome::Pending)
+                            || query.not_found
+                        {
+                            // The query contradicts "it succeeded" (or is
+                            // not there yet): neither answer decides; the
+                            // status checks will.
+                            report.outcome = Outcome::Unknown;
+                            push_detail(
+                                &mut report.detail,
+                                &format!(
+                                    "but the query reads {} ({}): not taken as success",
+                                    query.provider_code.as_deref().unwrap_or("no status"),
+                                    if query.not_found {
+                                        "no record"
+                                    } else {
+                                        query.outcome.as_str()
+                                    }
+                                ),
+                            );
+                        }
                     } else {
                         doubt_bare_success(&mut report, &answer, &["referenceNo"]);
                     }

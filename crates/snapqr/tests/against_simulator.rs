@@ -387,7 +387,8 @@ async fn a_5xx_storm_is_unknown_until_the_query_answers_from_the_ledger() {
 }
 
 #[tokio::test]
-async fn a_duplicate_reference_after_success_is_success_with_the_original_reference_no() {
+async fn a_duplicate_reference_after_success_is_success_with_the_original_reference_no_unless_the_query_contradicts_it(
+) {
     let env = env().await;
     let payment = qr_payment(&env, 10_000);
     let first = env.connector.execute(&payment).await;
@@ -395,6 +396,44 @@ async fn a_duplicate_reference_after_success_is_success_with_the_original_refere
     assert_eq!(second.outcome, Outcome::Success);
     assert_eq!(second.provider_code.as_deref(), Some("4096001"));
     assert_eq!(second.provider_trace, first.provider_trace);
+
+    // The same duplicate from an issuer whose query then reads the payment
+    // failed (`06`), or has no record of it: the answers contradict each
+    // other, and neither decides. (A front that answers the query itself;
+    // everything else reaches the simulator.)
+    for (status, code) in [("06", "4096001 and 06"), ("07", "no record")] {
+        let query_path = env.sim.path("qr/qr-cpm-query");
+        let reference = payment.provider_reference.clone();
+        let front = axum::Router::new()
+            .route(
+                &query_path,
+                post(move || async move {
+                    axum::Json(serde_json::json!({
+                        "responseCode": "2006100",
+                        "responseMessage": "Successful",
+                        "originalPartnerReferenceNo": reference,
+                        "latestTransactionStatus": status,
+                    }))
+                }),
+            )
+            .fallback_service(env.sim.router());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, front).await });
+        let connector = SnapQrConnector::new(SnapQrSettings {
+            base_url,
+            ..env.settings.clone()
+        })
+        .unwrap();
+        let third = connector.execute(&payment).await;
+        assert_eq!(third.provider_code.as_deref(), Some("4096001"), "{code}");
+        assert_eq!(third.outcome, Outcome::Unknown, "{code}: {third:?}");
+        assert!(
+            third.detail.contains("not taken as success"),
+            "{}",
+            third.detail
+        );
+    }
 }
 
 #[tokio::test]
