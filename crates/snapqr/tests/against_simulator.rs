@@ -482,7 +482,7 @@ async fn a_qr_the_issuer_never_issued_is_a_definite_failure_with_no_ledger_entry
 }
 
 #[tokio::test]
-async fn an_issued_qr_pays_once_until_its_payment_is_cancelled() {
+async fn an_issued_qr_pays_once_until_its_payment_is_cancelled_or_fails() {
     let env = env().await;
     let qr = env.sim.issue_qr(None);
     let first = payment_of(qr.clone(), 10_000);
@@ -512,6 +512,28 @@ async fn an_issued_qr_pays_once_until_its_payment_is_cancelled() {
         env.connector.execute(&again).await.outcome,
         Outcome::Success
     );
+
+    // So does a pending payment that fails later (scenario 105: the issuer
+    // notifies `06` after a step): a failed payment holds no QR.
+    let qr = env.sim.issue_qr(None);
+    let failing = payment_of(qr.clone(), 10_105);
+    assert_eq!(
+        env.connector.execute(&failing).await.outcome,
+        Outcome::Pending
+    );
+    let held = env.connector.execute(&payment_of(qr.clone(), 10_000)).await;
+    assert_eq!(held.provider_code.as_deref(), Some("4046011"), "{held:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env
+        .sim
+        .ledger_state(&failing.provider_reference)
+        .is_some_and(|entry| entry.status != "06")
+    {
+        assert!(Instant::now() < deadline, "scenario 105 never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = env.connector.execute(&payment_of(qr, 10_000)).await;
+    assert_eq!(after.outcome, Outcome::Success, "{after:?}");
 }
 
 #[tokio::test]

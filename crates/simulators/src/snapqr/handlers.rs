@@ -442,9 +442,16 @@ fn settle_later(sim: &SnapQrSim, reference: String, status: &'static str, delive
         tokio::select! {
             _ = sim.inner.stop.wait() => {}
             _ = tokio::time::sleep(delay) => {
-                if let Some(entry) = lock(&sim.inner.ledger).payments.get_mut(&reference) {
-                    if matches!(entry.status.as_str(), "01" | "02" | "03") {
-                        entry.status = status.into();
+                {
+                    let mut ledger = lock(&sim.inner.ledger);
+                    if let Some(entry) = ledger.payments.get_mut(&reference) {
+                        if matches!(entry.status.as_str(), "01" | "02" | "03") {
+                            entry.status = status.into();
+                            if matches!(status, "05" | "06") {
+                                let qr = entry.qr_content.clone();
+                                ledger.free_qr(&qr, &reference);
+                            }
+                        }
                     }
                 }
                 for _ in 0..deliveries {
@@ -884,12 +891,7 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
         _ => return fail(404, 62, 0, "Invalid Transaction Status"),
     }
     let entry = entry.clone();
-    // The QR this payment used may be paid again, by any reference.
-    if let Some(issued) = ledger.issued_qrs.get_mut(&entry.qr_content) {
-        if issued.paid_by.as_ref() == Some(&reference) {
-            issued.paid_by = None;
-        }
-    }
+    ledger.free_qr(&entry.qr_content, &reference);
     answer(
         "2006200",
         "Successful",

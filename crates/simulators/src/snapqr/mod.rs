@@ -253,6 +253,18 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
+    /// The QR `reference` paid with may be paid again, by any reference: its
+    /// payment was cancelled or failed (a failed payment never holds a QR).
+    pub(crate) fn free_qr(&mut self, qr_content: &str, reference: &str) {
+        if let Some(issued) = self.issued_qrs.get_mut(qr_content) {
+            if issued.paid_by.as_deref() == Some(reference) {
+                issued.paid_by = None;
+            }
+        }
+    }
+}
+
+impl Ledger {
     fn new(remembered: usize) -> Self {
         Ledger {
             tokens: HashMap::new(),
