@@ -16,6 +16,9 @@ pub struct Report {
     /// The provider reported an amount that could not be read: why
     /// ([`Report::amount_unreadable`]).
     pub provider_amount_unreadable: Option<String>,
+    /// The provider's answers within this report contradict each other:
+    /// why. The reconciler parks the transaction in `needs_review`.
+    pub contradiction: Option<String>,
     pub bill: Option<pb::BillDetails>,
     /// Values a later payment must echo verbatim (inquirycode, ref1..3).
     pub inquiry_data: BTreeMap<String, String>,
@@ -42,6 +45,7 @@ impl Report {
             serial_number: None,
             provider_amount: None,
             provider_amount_unreadable: None,
+            contradiction: None,
             bill: None,
             inquiry_data: BTreeMap::new(),
             not_found: false,
@@ -114,6 +118,7 @@ impl Report {
             serial_number: self.serial_number.unwrap_or_default(),
             provider_amount: self.provider_amount.map(Into::into),
             provider_amount_unreadable: self.provider_amount_unreadable.unwrap_or_default(),
+            contradiction: self.contradiction.unwrap_or_default(),
             bill: self.bill,
             inquiry_data: self.inquiry_data.into_iter().collect(),
             exchanges: self.exchanges,

@@ -76,6 +76,8 @@ pub struct Report {
     pub provider_amount_minor: Option<i64>,
     /// The provider reported an amount the connector could not read: why.
     pub provider_amount_unreadable: Option<String>,
+    /// The provider contradicted itself within this report: why.
+    pub contradiction: Option<String>,
     pub bill: Option<pb::BillDetails>,
     pub inquiry_data: BTreeMap<String, String>,
     pub not_found: bool,
@@ -112,6 +114,7 @@ impl Report {
             serial_number: None,
             provider_amount_minor: None,
             provider_amount_unreadable: None,
+            contradiction: None,
             bill: None,
             inquiry_data: BTreeMap::new(),
             not_found: false,
@@ -139,6 +142,7 @@ impl Report {
             serial_number: non_empty(&event.serial_number),
             provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
             provider_amount_unreadable: non_empty(&event.provider_amount_unreadable),
+            contradiction: non_empty(&event.contradiction),
             bill: event.bill.clone(),
             inquiry_data: event
                 .inquiry_data
@@ -416,7 +420,22 @@ pub fn plan(
     detail.insert("event_id".into(), json!(report.event_id));
     detail.insert("outcome".into(), json!(report.outcome.as_str()));
 
-    let verdict = if report.not_found {
+    let contradiction = report
+        .contradiction
+        .as_deref()
+        .filter(|_| !from.is_settled());
+    let verdict = if let Some(why) = contradiction {
+        // Rule 4: sources that contradict each other decide nothing; a
+        // person does (a settled transaction is left to the usual rules).
+        let reason = format!(
+            "the provider contradicts itself: {why} (transaction was {from}, event {})",
+            report.event_id
+        );
+        w.provider_fields(report, false);
+        w.park_for_review(reason.clone());
+        alert = Some(reason);
+        Verdict::Conflict
+    } else if report.not_found {
         plan_not_found(&mut w, from, now, policy, &mut detail, &mut alert)
     } else {
         // The provider knows our reference: the not-found clock restarts.

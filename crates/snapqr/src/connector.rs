@@ -505,22 +505,24 @@ impl SnapQrConnector {
                         if matches!(query.outcome, Outcome::Failed | Outcome::Pending)
                             || query.not_found
                         {
-                            // The query contradicts "it succeeded" (or is
-                            // not there yet): neither answer decides; the
-                            // status checks will.
+                            // The query contradicts "it succeeded": neither
+                            // answer decides (rule 4), a person does.
+                            let read = if query.not_found {
+                                "no record"
+                            } else {
+                                query.outcome.as_str()
+                            };
+                            let why = format!(
+                                "{} says an earlier attempt succeeded, but the query reads {} ({read})",
+                                answer.code,
+                                query.provider_code.as_deref().unwrap_or("no status"),
+                            );
                             report.outcome = Outcome::Unknown;
                             push_detail(
                                 &mut report.detail,
-                                &format!(
-                                    "but the query reads {} ({}): not taken as success",
-                                    query.provider_code.as_deref().unwrap_or("no status"),
-                                    if query.not_found {
-                                        "no record"
-                                    } else {
-                                        query.outcome.as_str()
-                                    }
-                                ),
+                                &format!("{why}: not taken as success"),
                             );
+                            report.contradiction = Some(why);
                         }
                     } else {
                         doubt_bare_success(&mut report, &answer, &["referenceNo"]);

@@ -433,6 +433,13 @@ async fn a_duplicate_reference_after_success_is_success_with_the_original_refere
             "{}",
             third.detail
         );
+        assert!(
+            third
+                .contradiction
+                .as_deref()
+                .is_some_and(|why| why.contains("4096001")),
+            "{third:?}"
+        );
     }
 }
 

@@ -296,6 +296,41 @@ fn amount_mismatch_is_flagged_and_never_changes_the_status() {
     assert!(plan.amount_mismatch.is_none());
 }
 
+/// Rule 4: a report in which the provider contradicts itself (SNAP: a
+/// duplicate saying an earlier attempt succeeded, a query reading failed)
+/// decides nothing and parks the transaction for a person, with an alert; a
+/// settled transaction is left to the usual rules.
+#[test]
+fn a_provider_contradicting_itself_parks_the_transaction_for_review() {
+    let contradicting = Report {
+        contradiction: Some(
+            "4096001 says an earlier attempt succeeded, but the query reads 06 (failed)".into(),
+        ),
+        provider_code: Some("4096001".into()),
+        ..report(Outcome::Unknown, "4096001")
+    };
+    for from in [S::Received, S::Unknown, S::Pending] {
+        let plan = plan(&row(from), &contradicting, t0(), &policy()).unwrap();
+        assert_eq!(plan.next.status, "needs_review", "{from}");
+        assert_eq!(plan.verdict, Verdict::Conflict);
+        assert!(
+            plan.alert
+                .as_deref()
+                .is_some_and(|a| a.contains("contradicts itself")),
+            "{:?}",
+            plan.alert
+        );
+        assert!(plan
+            .next
+            .review_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("reads 06")));
+    }
+    let plan = plan(&row(S::Success), &contradicting, t0(), &policy()).unwrap();
+    assert_eq!(plan.next.status, "success");
+    assert!(plan.alert.is_none());
+}
+
 #[test]
 fn a_new_code_without_a_message_does_not_keep_the_old_message() {
     let mut pending = row(S::Pending);
