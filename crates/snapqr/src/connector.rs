@@ -463,9 +463,12 @@ impl SnapQrConnector {
         // sent again after "no record" then carries the same expiryTime as
         // the first (an issuer that took the first reads it as a duplicate,
         // not an inconsistent request), and the expiry the reconciler keeps
-        // is the one every copy was sent with.
-        let expiry = command.transaction_created_at.unwrap_or_else(Utc::now)
-            + chrono::Duration::seconds(self.settings.payment_expiry_secs as i64);
+        // is the one every copy was sent with. A request held up past that
+        // (a backlog, a lost command re-dispatched) still leaves the payer
+        // up to a minute: a delay must not turn into an expired payment.
+        let validity = chrono::Duration::seconds(self.settings.payment_expiry_secs as i64);
+        let expiry = (command.transaction_created_at.unwrap_or_else(Utc::now) + validity)
+            .max(Utc::now() + validity.min(chrono::Duration::seconds(60)));
         let request = wire::PaymentRequest {
             partner_reference_no: command.provider_reference.clone(),
             qr_content: qr_content.clone(),

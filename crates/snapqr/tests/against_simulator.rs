@@ -305,6 +305,23 @@ async fn pending_without_notify_is_resolved_by_query() {
         created + chrono::Duration::seconds(300),
         "the default 300 s after the transaction's creation"
     );
+    // Held up for ten minutes (a lost command re-dispatched): not sent
+    // already expired, but with a minute left.
+    let mut late = qr_payment(&env, 10_000);
+    late.transaction_created_at = Some(chrono::Utc::now() - chrono::Duration::seconds(600));
+    let before = chrono::Utc::now();
+    let late_report = env.connector.execute(&late).await;
+    assert_eq!(late_report.outcome, Outcome::Success, "{late_report:?}");
+    let late_expiry = late_report
+        .payment
+        .as_ref()
+        .and_then(|payment| payment.expires_at.as_ref())
+        .and_then(loket_protocol::conversions::from_timestamp)
+        .unwrap();
+    assert!(
+        late_expiry >= before + chrono::Duration::seconds(60),
+        "{late_expiry} is less than a minute after {before}"
+    );
     let sent_expiry = report
         .exchanges
         .iter()
