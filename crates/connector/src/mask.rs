@@ -6,11 +6,13 @@
 //! (JSON-escaped, with or without `\/`; XML-escaped; percent-encoded, in
 //! either hex case and with `+` for a space).
 //!
-//! A secret that begins or ends with a digit (a numeric PIN) is masked only
-//! where it stands apart from other digits: `1234` inside the serial number
-//! `5123412345` or the balance `1234000` is part of a longer number, not the
-//! PIN, and masking it there would falsify the stored record of what the
-//! provider said (a PLN token, an amount).
+//! A secret of digits only (a numeric PIN) is masked only where it stands
+//! apart from other digits: `1234` inside the serial number `5123412345` or
+//! the balance `1234000` is part of a longer number, not the PIN, and masking
+//! it there would falsify the stored record of what the provider said (a PLN
+//! token, an amount). Where such a PIN may be glued to other digits in an
+//! echo (OkeBayar signs `userid + PIN + referencecode`), the connector adds
+//! the glued form as a secret of its own.
 
 pub const MASK: &str = "***";
 
@@ -51,21 +53,19 @@ impl Masker {
     }
 }
 
-/// `text` with every occurrence of `secret` replaced by [`MASK`], except one
-/// that continues a run of digits: a secret whose first (last) character is
-/// a digit, preceded (followed) by a digit.
+/// `text` with every occurrence of `secret` replaced by [`MASK`], except,
+/// for a secret of digits only, one that continues a run of digits.
 fn mask_standalone(text: &str, secret: &str) -> String {
-    let glued_before = secret.starts_with(|c: char| c.is_ascii_digit());
-    let glued_after = secret.ends_with(|c: char| c.is_ascii_digit());
+    let numeric = secret.bytes().all(|b| b.is_ascii_digit());
     let mut masked = String::with_capacity(text.len());
     let mut copied = 0;
     let mut from = 0;
     while let Some(found) = text[from..].find(secret) {
         let start = from + found;
         let end = start + secret.len();
-        let part_of_a_number = (glued_before
-            && text[..start].ends_with(|c: char| c.is_ascii_digit()))
-            || (glued_after && text[end..].starts_with(|c: char| c.is_ascii_digit()));
+        let part_of_a_number = numeric
+            && (text[..start].ends_with(|c: char| c.is_ascii_digit())
+                || text[end..].starts_with(|c: char| c.is_ascii_digit()));
         if part_of_a_number {
             // An overlapping occurrence may still stand apart: go on one
             // character further, not past this one.
@@ -159,17 +159,25 @@ mod tests {
             "<serialnumber>5123412345</serialnumber><balance>1234000</balance>\
              <harga>91234</harga><userpin>***</userpin><info>PIN ***, ref A***B</info>"
         );
-        // Overlapping occurrences: the one glued to a digit is skipped, the
-        // next one that stands apart is masked.
+        // Overlapping occurrences: one glued to a digit is skipped.
         assert_eq!(
             Masker::new(["1212"]).mask("121212 x121212y"),
             "121212 x121212y"
         );
+        assert_eq!(Masker::new(["1212"]).mask("12 1212 12"), "12 *** 12");
+        // A secret that is not all digits is masked wherever it appears,
+        // digits around it or not.
         assert_eq!(Masker::new(["12a12"]).mask("12a12a12"), "***a12");
         assert_eq!(Masker::new(["a12a"]).mask("1a12a1 a12a"), "1***1 ***");
-        // A secret with letters at its edges is masked wherever it appears.
-        assert_eq!(Masker::new(["PIN-77X"]).mask("9PIN-77X9"), "9***9");
+        assert_eq!(Masker::new(["PIN-77"]).mask("9PIN-779"), "9***9");
+        assert_eq!(Masker::new(["secret01"]).mask("x9secret012"), "x9***2");
         assert_eq!(Masker::new(["pin"]).mask("pinpin"), "******");
+        // A glued form given as a secret of its own is masked whole.
+        let signing = Masker::new(["1234", "pcu000011234"]);
+        assert_eq!(
+            signing.mask("echo pcu000011234LKT0001 sn 5123412345"),
+            "echo ***LKT0001 sn 5123412345"
+        );
     }
 
     #[test]

@@ -148,7 +148,10 @@ impl OkeBayarConnector {
     /// One connector (and so one pooled HTTP client) per process.
     pub fn new(settings: OkeBayarSettings) -> Self {
         let http = HttpClient::new(settings.timeout(), settings.connect_timeout());
-        let masker = Masker::new([settings.userpin.expose().to_string()]);
+        // The PIN, and the PIN glued to the userid as the signature's input
+        // carries it (spec §2), should a reply ever echo that.
+        let pin = settings.userpin.expose();
+        let masker = Masker::new([pin.to_string(), format!("{}{pin}", settings.userid)]);
         OkeBayarConnector {
             settings,
             http,

@@ -1149,3 +1149,25 @@ proptest::proptest! {
         }
     }
 }
+
+/// A numeric PIN inside a longer number (a serial, an amount) is left as
+/// the provider wrote it; the PIN on its own, or glued to the userid as the
+/// signature's input has it, is masked.
+#[test]
+fn a_numeric_pin_is_masked_but_serials_containing_its_digits_are_not() {
+    let conn = OkeBayarConnector::new(OkeBayarSettings {
+        userpin: Secret::new("123456"),
+        ..settings(Format::Xml, "http://127.0.0.1:9/okebayar")
+    });
+    let reply = format!(
+        "<serialnumber>51234567890123456789</serialnumber><balance>1234560</balance>\
+         <info>pin 123456 salah; {USERID}123456{REF}</info>"
+    );
+    assert_eq!(
+        conn.masker.mask(&reply),
+        format!(
+            "<serialnumber>51234567890123456789</serialnumber><balance>1234560</balance>\
+             <info>pin *** salah; ***{REF}</info>"
+        )
+    );
+}
