@@ -734,12 +734,20 @@ fn fill_report(
     {
         // No `harga` on a payment reply (spec §4): what it charged is
         // nominal + adminfee.
-        let mut ignored = String::new();
-        if let (Some(nominal), Some(fee)) = (
-            amount(fields, "nominal", &mut ignored),
-            amount(fields, "adminfee", &mut ignored),
-        ) {
-            report.provider_amount = nominal.checked_add(fee);
+        let read = |name: &str| {
+            fields.non_empty(name).map(|text| {
+                Money::parse_decimal(text, Currency::Idr).map_err(|e| (name.to_string(), e))
+            })
+        };
+        match (read("nominal"), read("adminfee")) {
+            (Some(Ok(nominal)), Some(Ok(fee))) => match nominal.checked_add(fee) {
+                Some(total) => report.provider_amount = Some(total),
+                None => report.amount_unreadable("nominal + adminfee", "too large"),
+            },
+            (Some(Err((name, error))), _) | (_, Some(Err((name, error)))) => {
+                report.amount_unreadable(&name, error)
+            }
+            _ => {}
         }
     }
     if matches!(

@@ -685,6 +685,23 @@ fn bill_payment_reply() {
     let report = classify(&payment(), 200, &body);
     assert_eq!(report.outcome, Outcome::Success);
     assert_eq!(report.provider_amount, Some(Money::idr(13_500)));
+    assert_eq!(report.provider_amount_unreadable, None);
+    // What it charged cannot be read: reported unreadable, for the flag.
+    let body = xml(&[
+        ("responsecode", "000"),
+        ("nominal", "11000"),
+        ("adminfee", "2.500,50"),
+    ]);
+    let report = classify(&payment(), 200, &body);
+    assert_eq!(report.outcome, Outcome::Success);
+    assert_eq!(report.provider_amount, None);
+    assert!(
+        report
+            .provider_amount_unreadable
+            .as_deref()
+            .is_some_and(|why| why.starts_with("adminfee")),
+        "{report:?}"
+    );
     assert_eq!(
         classify(&payment(), 200, &xml(&[("responsecode", "402")])).outcome,
         Outcome::Failed
