@@ -971,11 +971,13 @@ fn report_of(answer: &Answer) -> Report {
 
 fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
     let code = ResponseCode::parse(&answer.code);
-    if let Some(code) = code.filter(|c| c.http != answer.http) {
+    let http_ok = (200..300).contains(&answer.http);
+    if let Some(code) = code.filter(|c| c.http != answer.http && !http_ok) {
         // A responseCode carries its reply's HTTP status (spec §6). One on
-        // another status (a 2006100 or 4046101 behind a 502 from a proxy)
-        // is no answer: it must neither settle the payment nor declare it
-        // unknown to the issuer, which would let it fail or be sent again.
+        // another, failed status (a 2006100 or 4046101 behind a 502 from a
+        // proxy) is no answer: it must neither settle the payment nor
+        // declare it unknown to the issuer, which would let it fail or be
+        // sent again. (A 4046101 on HTTP 200, a common deviation, counts.)
         let mut report = report_of(answer);
         report.outcome = Outcome::Unknown;
         push_detail(
@@ -1395,7 +1397,7 @@ mod tests {
             );
         }
         let report = q(200, r#"{"responseCode":"4046101"}"#);
-        assert!(!report.not_found, "4046101 on HTTP 200");
+        assert!(report.not_found, "4046101 on HTTP 200 (a common deviation)");
     }
 
     /// A reply body: arbitrary bytes, or a JSON object whose fields are the
