@@ -51,11 +51,7 @@ async fn qr_payment_outcomes_success_pending_notify_query_and_failures() {
     );
 
     // 2026000 and no notify at all: only the query (61) resolves it.
-    let silent = client
-        .qr_pay(qr_pay("qr-silent", 10_102, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let silent = left_pending(&mut client, "qr-silent").await;
     app.wait_for_status(&silent.id, "success", Duration::from_secs(15))
         .await;
     assert!(sim.requests_for(&silent.provider_reference).queries >= 1);
@@ -178,11 +174,7 @@ async fn forged_replayed_and_duplicate_notifies() {
     assert_eq!(transitions, 1);
 
     // A payment still pending (scenario 102, no notify).
-    let pending = client
-        .qr_pay(qr_pay("qr-forged", 10_102, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = left_pending(&mut client, "qr-forged").await;
     let issuer_key =
         loket_snapqr::sign::load_private_key(fixture.sim_settings.issuer_private_key.expose())
             .unwrap();
@@ -298,18 +290,41 @@ async fn forged_replayed_and_duplicate_notifies() {
     assert_eq!(app.row(&pending.id).await.status, "success");
 }
 
+/// A QR payment the issuer leaves pending and never notifies about
+/// (scenario 102; its query reads `00` only after `pending_resolve_ms`).
+async fn left_pending(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+) -> pb::Transaction {
+    client
+        .qr_pay(qr_pay(client_ref, 10_102, 0))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// One notify the issuer signed claiming `reference` paid (`00`), as a
 /// captured request: where it goes, its headers and its body.
 fn signed_success_notify(
     app: &TestApp,
     reference: &str,
 ) -> (String, Vec<(String, String)>, String) {
+    signed_success_notify_with(app, reference, "")
+}
+
+/// [`signed_success_notify`] with `extra` JSON members (each with a
+/// leading comma) in its body.
+fn signed_success_notify_with(
+    app: &TestApp,
+    reference: &str,
+    extra: &str,
+) -> (String, Vec<(String, String)>, String) {
     let fixture = app.snapqr.as_ref().unwrap();
     let issuer_key =
         loket_snapqr::sign::load_private_key(fixture.sim_settings.issuer_private_key.expose())
             .unwrap();
     let body = format!(
-        r#"{{"originalPartnerReferenceNo":"{reference}","merchantId":"{}","latestTransactionStatus":"00","transactionStatusDesc":"Success"}}"#,
+        r#"{{"originalPartnerReferenceNo":"{reference}","merchantId":"{}","latestTransactionStatus":"00","transactionStatusDesc":"Success"{extra}}}"#,
         loket_test_support::snapqr::MERCHANT_ID
     );
     let path = "/callback/snapqr";
@@ -340,6 +355,40 @@ async fn send_captured(
     Ok((status, response.text().await?))
 }
 
+/// Rule 8: a signed notify whose amount cannot be read (a fraction of a
+/// rupiah) still settles the payment it is about, and the payment is
+/// flagged `amount_mismatch` with the reason in its event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_notify_with_an_unreadable_amount_settles_and_is_flagged() {
+    let app = snap_app().await;
+    let mut client = app.client_a().await;
+    let pending = left_pending(&mut client, "qr-odd-amount").await;
+    let captured = signed_success_notify_with(
+        &app,
+        &pending.provider_reference,
+        r#","amount":{"value":"10102.50","currency":"IDR"}"#,
+    );
+    let (status, text) = send_captured(&captured, Duration::from_secs(10))
+        .await
+        .expect("the receiver answers");
+    assert_eq!((status, text.contains("2007900")), (200, true), "{text}");
+    let row = app
+        .wait_for_status(&pending.id, "success", Duration::from_secs(10))
+        .await;
+    assert!(row.amount_mismatch, "{row:?}");
+    let details: Vec<String> = sqlx::query_scalar(
+        "SELECT detail::text FROM transaction_events WHERE transaction_id = $1 AND source = 'callback'",
+    )
+    .bind(uuid::Uuid::parse_str(&pending.id).unwrap())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        details.iter().any(|detail| detail.contains("unreadable")),
+        "{details:?}"
+    );
+}
+
 /// RELIABILITY #11 and #14, for a signed provider: one genuinely signed
 /// notify, captured and sent twenty times at once and once more after the
 /// payment settled (each copy inside the time window), is answered as the
@@ -348,12 +397,7 @@ async fn send_captured(
 async fn one_signed_notify_sent_many_times_at_once_and_replayed_is_one_transition() {
     let app = snap_app().await;
     let mut client = app.client_a().await;
-    // Scenario 102: pending, and the simulator sends no notify itself.
-    let pending = client
-        .qr_pay(qr_pay("qr-replayed", 10_102, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = left_pending(&mut client, "qr-replayed").await;
     let captured = signed_success_notify(&app, &pending.provider_reference);
     let send = || send_captured(&captured, Duration::from_secs(10));
 
@@ -399,11 +443,7 @@ async fn a_notify_made_durable_but_never_answered_is_one_transition_after_the_re
     })
     .await;
     let mut client = app.client_a().await;
-    let pending = client
-        .qr_pay(qr_pay("qr-unanswered", 10_102, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = left_pending(&mut client, "qr-unanswered").await;
     let captured = signed_success_notify(&app, &pending.provider_reference);
     let unanswered = send_captured(&captured, Duration::from_secs(1)).await;
     assert!(

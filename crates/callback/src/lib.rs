@@ -553,6 +553,10 @@ async fn accept(
         claimed_outcome: loket_protocol::pb::Outcome::from(parsed.claimed_outcome) as i32,
         raw: parsed.raw_masked.clone(),
         provider_amount: parsed.provider_amount.map(Into::into),
+        provider_amount_unreadable: parsed
+            .provider_amount_unreadable
+            .clone()
+            .unwrap_or_default(),
         source_ip: source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         received_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
     };

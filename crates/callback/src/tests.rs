@@ -40,6 +40,7 @@ impl CallbackParser for TestParser {
             },
             verified: false,
             provider_amount: None,
+            provider_amount_unreadable: None,
             raw_masked: text.replace("pin=1234", "pin=***"),
             dedupe_key: format!("{reference}:{code}"),
         })

@@ -30,6 +30,8 @@ pub struct ParsedCallback {
     pub verified: bool,
     /// The amount the callback reports, if it carries one.
     pub provider_amount: Option<loket_protocol::Money>,
+    /// The callback carried an amount that could not be read: why.
+    pub provider_amount_unreadable: Option<String>,
     /// The callback body, secrets masked, for the event log.
     pub raw_masked: String,
     /// A key that is equal for retries of the same callback (used as the

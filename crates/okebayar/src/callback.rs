@@ -98,6 +98,7 @@ impl OkeBayarCallbacks {
             claimed_outcome: claimed.outcome,
             verified: false,
             provider_amount: None,
+            provider_amount_unreadable: None,
             raw_masked,
             dedupe_key: dedupe_key(reference, status, tracecode, serial),
         })

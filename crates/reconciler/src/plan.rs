@@ -167,6 +167,7 @@ impl Report {
             serial_number: non_empty(&event.serial_number),
             raw: non_empty(&event.raw),
             provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
+            provider_amount_unreadable: non_empty(&event.provider_amount_unreadable),
             ..Report::new(event.event_id.clone(), Source::Callback, outcome)
         })
     }

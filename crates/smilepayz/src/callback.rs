@@ -162,6 +162,7 @@ impl SmilepayzCallbacks {
             verified: false,
             // Unverified: only the inquiry's amount counts.
             provider_amount: None,
+            provider_amount_unreadable: None,
             raw_masked: self.masker.mask(&raw),
             dedupe_key,
         })

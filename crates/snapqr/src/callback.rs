@@ -27,6 +27,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use loket_connector::mask::Masker;
+use loket_connector::report::clip;
 use loket_connector::{
     CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback, Refusal,
 };
@@ -251,9 +252,16 @@ impl SnapQrCallbacks {
         if trace.len() > 64 || trace.chars().any(char::is_control) {
             return Err(malformed("originalReferenceNo is not acceptable"));
         }
-        let provider_amount = body
-            .money("amount")
-            .map_err(|e| CallbackError::Malformed(e.to_string()))?;
+        // The issuer signed this notify: an amount that cannot be read (a
+        // fraction of a rupiah, not a number) does not void the status it
+        // reports; the reconciler flags the amount (rule 8).
+        let (provider_amount, provider_amount_unreadable) = match body.money("amount") {
+            Ok(amount) => (amount, None),
+            Err(error) => (
+                None,
+                Some(clip(&format!("amount: {error}"), 200).to_string()),
+            ),
+        };
         let claimed_outcome = match catalogue::explain_qr_status(&status) {
             Ok(explanation) if status != "07" => explanation.outcome,
             _ => Outcome::Unknown,
@@ -268,6 +276,7 @@ impl SnapQrCallbacks {
             claimed_outcome,
             verified: true,
             provider_amount,
+            provider_amount_unreadable,
             raw_masked: self.masker.mask(&String::from_utf8_lossy(raw)),
         })
     }
@@ -533,16 +542,26 @@ mod tests {
             .unwrap();
         assert_eq!(failed.claimed_outcome, Outcome::Failed);
         assert_ne!(failed.dedupe_key, parsed.dedupe_key);
-        // An amount that is not one is a malformed notify, named.
-        let bad_amount = BODY.replace(r#""value":"10000.00""#, r#""value":"ten""#);
-        let headers4 = sign_notify_rsa(&keys.private, NOTIFY_PATH, bad_amount.as_bytes(), &stamp);
-        let error = parser
-            .parse_at(&request(&headers4, &bad_amount), now)
-            .unwrap_err();
-        assert!(
-            matches!(&error, CallbackError::Malformed(why) if why.contains("amount")),
-            "{error}"
-        );
+        // An amount that cannot be read does not void the signed status: it
+        // is reported unreadable, for the reconciler to flag.
+        for value in ["ten", "10000.50"] {
+            let bad_amount =
+                BODY.replace(r#""value":"10000.00""#, &format!(r#""value":"{value}""#));
+            let headers4 =
+                sign_notify_rsa(&keys.private, NOTIFY_PATH, bad_amount.as_bytes(), &stamp);
+            let parsed = parser
+                .parse_at(&request(&headers4, &bad_amount), now)
+                .unwrap();
+            assert_eq!(parsed.claimed_outcome, Outcome::Success, "{value}");
+            assert_eq!(parsed.provider_amount, None, "{value}");
+            assert!(
+                parsed
+                    .provider_amount_unreadable
+                    .as_deref()
+                    .is_some_and(|why| why.starts_with("amount")),
+                "{value}: {parsed:?}"
+            );
+        }
     }
 
     #[test]
