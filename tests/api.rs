@@ -15,16 +15,16 @@ use std::time::Duration;
 async fn same_client_ref_returns_the_same_transaction_and_conflicts_are_named() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let first = client
-        .purchase(purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
-    let again = client
-        .purchase(purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = bought(
+        &mut client,
+        purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
+    let again = bought(
+        &mut client,
+        purchase("idem-1", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     assert_eq!(first.id, again.id);
     assert_eq!(again.status(), pb::TransactionStatus::Success);
     let events_before = app.events(&first.id).await;
@@ -232,11 +232,7 @@ async fn a_client_never_sees_another_clients_transactions() {
         .unwrap()
         .into_inner();
 
-    let txn = a
-        .purchase(purchase("private-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(&mut a, purchase("private-1", "PULSA10", OK_ACCOUNT, 10_000)).await;
     assert_eq!(txn.status(), pb::TransactionStatus::Success);
 
     let seen = tokio::time::timeout(Duration::from_secs(5), a_watch.next()).await;
@@ -297,21 +293,21 @@ async fn a_client_never_sees_another_clients_transactions() {
 async fn the_canary_pin_appears_in_no_log_line_and_no_row() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let ok = client
-        .purchase(purchase("canary-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
-    let pending = client
-        .purchase(purchase("canary-2", "PULSA10", &scenario("002"), 0))
-        .await
-        .unwrap()
-        .into_inner();
-    let slow = client
-        .purchase(purchase("canary-3", "PULSA10", &scenario("901"), 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = bought(
+        &mut client,
+        purchase("canary-1", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
+    let pending = bought(
+        &mut client,
+        purchase("canary-2", "PULSA10", &scenario("002"), 0),
+    )
+    .await;
+    let slow = bought(
+        &mut client,
+        purchase("canary-3", "PULSA10", &scenario("901"), 0),
+    )
+    .await;
     let inquiry = client
         .inquire(inquire("canary-4", "PLNPOST", "531234567893", 10_000))
         .await
@@ -491,6 +487,21 @@ struct Collector {
 }
 
 impl Collector {
+    /// A started collector, and this process's telemetry exporting its
+    /// spans to it.
+    async fn receiving_this_process() -> (Collector, loket_runtime::telemetry::LogGuard) {
+        let collector = Collector::default();
+        let addr = collector.start().await;
+        let telemetry = loket_runtime::telemetry::init(
+            "loket-e2e",
+            &loket_runtime::telemetry::LogSettings {
+                json: false,
+                otlp_endpoint: format!("http://{addr}"),
+            },
+        );
+        (collector, telemetry)
+    }
+
     async fn start(&self) -> std::net::SocketAddr {
         let exports = self.exports.clone();
         let app = axum::Router::new().route(
@@ -551,22 +562,14 @@ fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> S
 /// carry; and the canary PIN is in no exported byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spans_of_one_purchase_are_exported_as_one_linked_trace() {
-    let collector = Collector::default();
-    let addr = collector.start().await;
-    let telemetry = loket_runtime::telemetry::init(
-        "loket-e2e",
-        &loket_runtime::telemetry::LogSettings {
-            json: false,
-            otlp_endpoint: format!("http://{addr}"),
-        },
-    );
+    let (collector, telemetry) = Collector::receiving_this_process().await;
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let bought = client
-        .purchase(purchase("traced-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let bought = bought(
+        &mut client,
+        purchase("traced-1", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     assert_eq!(
         bought.status(),
         pb::TransactionStatus::Success,
@@ -631,22 +634,18 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn support_finds_a_transaction_by_any_of_its_references() {
     let app = TestApp::spawn().await;
-    let txn = app
-        .client_a()
-        .await
-        .purchase(purchase("find-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(
+        &mut app.client_a().await,
+        purchase("find-1", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     assert_eq!(txn.status(), pb::TransactionStatus::Success, "{txn:?}");
     // Another client's transaction with the same client reference.
-    let other = app
-        .client_b()
-        .await
-        .purchase(purchase("find-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = bought(
+        &mut app.client_b().await,
+        purchase("find-1", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     let row = app.row(&txn.id).await;
     let trace = row.provider_trace.clone().expect("OkeBayar's tracecode");
     for (reference, on) in [
@@ -735,23 +734,17 @@ async fn finance_exports_a_providers_transactions_with_totals() {
     use loket_cli::export::{export, parse_bound, ExportQuery, RowFormat};
     let app = TestApp::spawn().await;
     let mut a = app.client_a().await;
-    let ok = a
-        .purchase(purchase("export-1", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
-    let failed = a
-        .purchase(purchase("export-2", "PULSA10", &scenario("204"), 10_000))
-        .await
-        .unwrap()
-        .into_inner();
-    let other = app
-        .client_b()
-        .await
-        .purchase(purchase("export-3", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = bought(&mut a, purchase("export-1", "PULSA10", OK_ACCOUNT, 10_000)).await;
+    let failed = bought(
+        &mut a,
+        purchase("export-2", "PULSA10", &scenario("204"), 10_000),
+    )
+    .await;
+    let other = bought(
+        &mut app.client_b().await,
+        purchase("export-3", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     assert_eq!(
         (ok.status(), failed.status(), other.status()),
         (
@@ -875,11 +868,11 @@ async fn exercise_every_provider(app: &TestApp) -> (Vec<String>, String) {
         ("leak-buy", OK_ACCOUNT.to_string()),
         ("leak-fail", scenario("204")),
     ] {
-        let bought = client
-            .purchase(purchase(client_ref, "PULSA10", &account, 10_000))
-            .await
-            .unwrap()
-            .into_inner();
+        let bought = bought(
+            &mut client,
+            purchase(client_ref, "PULSA10", &account, 10_000),
+        )
+        .await;
         ids.push(bought.id);
     }
     let paid = client
@@ -998,15 +991,7 @@ async fn no_secret_of_any_provider_reaches_a_log_a_row_or_an_error() {
 /// global pipeline, so this is a test of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_of_any_provider_reaches_an_exported_span() {
-    let collector = Collector::default();
-    let addr = collector.start().await;
-    let telemetry = loket_runtime::telemetry::init(
-        "loket-e2e",
-        &loket_runtime::telemetry::LogSettings {
-            json: false,
-            otlp_endpoint: format!("http://{addr}"),
-        },
-    );
+    let (collector, telemetry) = Collector::receiving_this_process().await;
     let app = app_with_every_provider().await;
     let (ids, _) = exercise_every_provider(&app).await;
     let mut spans = String::new();

@@ -30,11 +30,7 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
         ("late", "907", 1, 1),
         ("before-reply", "908", 1, 1),
     ] {
-        let txn = client
-            .purchase(purchase(name, "PULSA10", &scenario(suffix), 0))
-            .await
-            .unwrap()
-            .into_inner();
+        let txn = bought(&mut client, purchase(name, "PULSA10", &scenario(suffix), 0)).await;
         txns.push((name, deliveries, distinct, txn));
     }
     for (_name, _, _, txn) in &txns {
@@ -95,11 +91,11 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
 async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("spoof-1", "PULSA10", &scenario("204"), 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(
+        &mut client,
+        purchase("spoof-1", "PULSA10", &scenario("204"), 10_000),
+    )
+    .await;
     assert_eq!(txn.status(), pb::TransactionStatus::Failed);
     let checks_before = app.sim.requests_for(&txn.provider_reference).status_checks;
 

@@ -18,6 +18,27 @@ fn went_through_unknown(events: &[(String, Option<String>, Option<String>)]) -> 
         .any(|(_, _, to)| to.as_deref() == Some("unknown"))
 }
 
+/// A purchase for scenario `suffix`, whose first answer decides nothing,
+/// ends `success` (`000`) through `unknown` and a status check.
+async fn a_purchase_settles_through_unknown(
+    app: &TestApp,
+    client_ref: &str,
+    suffix: &str,
+    what: &str,
+) {
+    let mut client = app.client_a().await;
+    let txn = bought(
+        &mut client,
+        purchase(client_ref, "PULSA10", &scenario(suffix), 0),
+    )
+    .await;
+    let row = app
+        .wait_for_status(&txn.id, "success", Duration::from_secs(20))
+        .await;
+    assert_eq!(row.provider_code.as_deref(), Some("000"));
+    settled_through_unknown(app, what, &txn).await;
+}
+
 /// What a purchase whose first answer decided nothing went through on its
 /// way to `success`: `unknown`, never `failed`, one purchase at the provider
 /// and a status check that resolved it.
@@ -47,17 +68,7 @@ async fn settled_through_unknown(app: &TestApp, what: &str, txn: &pb::Transactio
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn answer_after_our_timeout_is_unknown_then_a_status_check_finds_success() {
     let app = TestApp::spawn().await;
-    let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("slow-1", "PULSA10", &scenario("901"), 0))
-        .await
-        .unwrap()
-        .into_inner();
-    let row = app
-        .wait_for_status(&txn.id, "success", Duration::from_secs(20))
-        .await;
-    assert_eq!(row.provider_code.as_deref(), Some("000"));
-    settled_through_unknown(&app, "the answer after our timeout", &txn).await;
+    a_purchase_settles_through_unknown(&app, "slow-1", "901", "the answer after our timeout").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -66,16 +77,16 @@ async fn reset_truncated_and_html_replies_are_unknown_then_resolved() {
     let mut client = app.client_a().await;
     let mut ids = Vec::new();
     for suffix in ["902", "903", "904"] {
-        let txn = client
-            .purchase(purchase(
+        let txn = bought(
+            &mut client,
+            purchase(
                 &format!("garbled-{suffix}"),
                 "PULSA10",
                 &scenario(suffix),
                 0,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+            ),
+        )
+        .await;
         ids.push((suffix, txn));
     }
     for (suffix, txn) in ids {
@@ -98,11 +109,7 @@ async fn a_result_published_twice_after_a_crash_before_the_ack_is_one_transition
     })
     .await;
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("unacked-1", "PULSA10", OK_ACCOUNT, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(&mut client, purchase("unacked-1", "PULSA10", OK_ACCOUNT, 0)).await;
     app.wait_for_status(&txn.id, "success", Duration::from_secs(10))
         .await;
     app.kill_connector();
@@ -187,11 +194,7 @@ async fn a_command_lost_from_the_stream_is_dispatched_again_by_the_sweep() {
     let mut app = TestApp::spawn().await;
     app.kill_connector();
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("lost-1", "PULSA10", OK_ACCOUNT, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(&mut client, purchase("lost-1", "PULSA10", OK_ACCOUNT, 0)).await;
     let nats = async_nats::connect(app.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     let mut commands = js
@@ -219,17 +222,7 @@ async fn a_command_lost_from_the_stream_is_dispatched_again_by_the_sweep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_undocumented_reply_code_is_unknown_then_a_status_check_finds_success() {
     let app = TestApp::spawn().await;
-    let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("code-999", "PULSA10", &scenario("910"), 0))
-        .await
-        .unwrap()
-        .into_inner();
-    let row = app
-        .wait_for_status(&txn.id, "success", Duration::from_secs(20))
-        .await;
-    assert_eq!(row.provider_code.as_deref(), Some("000"));
-    settled_through_unknown(&app, "the undocumented code", &txn).await;
+    a_purchase_settles_through_unknown(&app, "code-999", "910", "the undocumented code").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -240,11 +233,7 @@ async fn connector_killed_after_sending_restarts_with_a_status_check_not_a_secon
     })
     .await;
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("crash-1", "PULSA10", OK_ACCOUNT, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(&mut client, purchase("crash-1", "PULSA10", OK_ACCOUNT, 0)).await;
 
     // The purchase reached the provider; the connector then "dies" before
     // publishing the result or acking the command.
@@ -290,11 +279,11 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
     })
     .await;
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("xxe-1", "PULSA10", &scenario("002"), 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(
+        &mut client,
+        purchase("xxe-1", "PULSA10", &scenario("002"), 0),
+    )
+    .await;
     app.wait_for_status(&txn.id, "pending", Duration::from_secs(10))
         .await;
     let events_before = app.events(&txn.id).await;
@@ -585,13 +574,11 @@ async fn postgres_crashed_under_load_leaves_no_partial_rows_and_charges_once() {
 
 /// A purchase that succeeded at once, and its row.
 async fn a_successful_purchase(app: &TestApp, client_ref: &str) -> loket_store::TransactionRow {
-    let txn = app
-        .client_a()
-        .await
-        .purchase(purchase(client_ref, "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(
+        &mut app.client_a().await,
+        purchase(client_ref, "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     assert_eq!(txn.status, pb::TransactionStatus::Success as i32);
     app.row(&txn.id).await
 }

@@ -105,11 +105,11 @@ async fn definite_failures_end_failed_with_code_and_meaning() {
     let mut client = app.client_a().await;
 
     // 204: wrong destination number.
-    let wrong = client
-        .purchase(purchase("fail-204", "PULSA10", &scenario("204"), 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let wrong = bought(
+        &mut client,
+        purchase("fail-204", "PULSA10", &scenario("204"), 10_000),
+    )
+    .await;
     assert_eq!(wrong.status(), pb::TransactionStatus::Failed, "{wrong:?}");
     assert_eq!(wrong.provider_code, "204");
     let meaning = wrong.explanation.expect("explained");
@@ -118,11 +118,11 @@ async fn definite_failures_end_failed_with_code_and_meaning() {
 
     // 401 ("already paid / inquiry invalid") on the purchase's first send
     // ever cannot be our own earlier purchase: failed at once.
-    let refused = client
-        .purchase(purchase("fail-401", "PULSA10", &scenario("401"), 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let refused = bought(
+        &mut client,
+        purchase("fail-401", "PULSA10", &scenario("401"), 10_000),
+    )
+    .await;
     assert_eq!(
         refused.status(),
         pb::TransactionStatus::Failed,
@@ -133,11 +133,11 @@ async fn definite_failures_end_failed_with_code_and_meaning() {
 
     // 203: the deposit is empty.
     app.sim.set_balance(0);
-    let broke = client
-        .purchase(purchase("fail-203", "PULSA10", OK_ACCOUNT, 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let broke = bought(
+        &mut client,
+        purchase("fail-203", "PULSA10", OK_ACCOUNT, 10_000),
+    )
+    .await;
     assert_eq!(broke.status(), pb::TransactionStatus::Failed, "{broke:?}");
     assert_eq!(broke.provider_code, "203");
     assert_eq!(broke.explanation.expect("explained").category, "balance");
@@ -153,16 +153,11 @@ async fn server_fault_codes_fail_a_purchase_only_once_a_status_check_finds_no_re
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
     for code in ["202", "240"] {
-        let txn = client
-            .purchase(purchase(
-                &format!("fault-{code}"),
-                "PULSA10",
-                &scenario(code),
-                0,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let txn = bought(
+            &mut client,
+            purchase(&format!("fault-{code}"), "PULSA10", &scenario(code), 0),
+        )
+        .await;
         let row = app
             .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
             .await;
@@ -192,11 +187,11 @@ async fn pending_then_callbacks_then_success() {
     })
     .await;
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("pending-002", "PULSA10", &scenario("002"), 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(
+        &mut client,
+        purchase("pending-002", "PULSA10", &scenario("002"), 0),
+    )
+    .await;
     let row = app
         .wait_for_status(&txn.id, "success", Duration::from_secs(15))
         .await;
@@ -222,11 +217,11 @@ async fn pending_then_callbacks_then_success() {
 async fn success_without_serial_number_is_completed_by_a_status_check() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let txn = client
-        .purchase(purchase("sn-001", "PULSA10", &scenario("001"), 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let txn = bought(
+        &mut client,
+        purchase("sn-001", "PULSA10", &scenario("001"), 0),
+    )
+    .await;
     let row = app
         .wait_for_status(&txn.id, "success", Duration::from_secs(15))
         .await;
@@ -250,22 +245,22 @@ async fn json_mode_purchase_and_callbacks_work_end_to_end() {
     })
     .await;
     let mut client = app.client_a().await;
-    let quick = client
-        .purchase(purchase("json-1", "PULSA10", &scenario("921"), 10_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let quick = bought(
+        &mut client,
+        purchase("json-1", "PULSA10", &scenario("921"), 10_000),
+    )
+    .await;
     assert_eq!(quick.status(), pb::TransactionStatus::Success, "{quick:?}");
     assert_eq!(
         quick.provider_amount.as_ref().map(|m| m.minor),
         Some(10_500),
         "`10500.00` as a JSON number, exactly"
     );
-    let pending = client
-        .purchase(purchase("json-2", "PULSA10", &scenario("002"), 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let pending = bought(
+        &mut client,
+        purchase("json-2", "PULSA10", &scenario("002"), 0),
+    )
+    .await;
     app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
         .await;
     assert!(

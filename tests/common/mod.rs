@@ -27,6 +27,14 @@ pub fn purchase(
     }
 }
 
+/// A purchase the ingress accepted (whatever its outcome).
+pub async fn bought(
+    client: &mut loket_test_support::app::Client,
+    request: pb::PurchaseRequest,
+) -> pb::Transaction {
+    client.purchase(request).await.unwrap().into_inner()
+}
+
 pub fn inquire(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::InquireRequest {
     pb::InquireRequest {
         client_ref: client_ref.into(),

@@ -672,14 +672,20 @@ fn push_bill_accounts(
 
 /// Parses an amount field; an unparseable one is noted, never fatal.
 fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
-    let text = fields.non_empty(name)?;
-    match Money::parse_decimal(text, Currency::Idr) {
+    match read_amount(fields, name)? {
         Ok(money) => Some(money),
         Err(error) => {
             push_detail(detail, &format!("{name} not used: {error}"));
             None
         }
     }
+}
+
+/// The amount in field `name`, when the reply carries one.
+fn read_amount(fields: &Fields, name: &str) -> Option<Result<Money, loket_protocol::MoneyError>> {
+    fields
+        .non_empty(name)
+        .map(|text| Money::parse_decimal(text, Currency::Idr))
 }
 
 /// OkeBayar's `tracecode` is new on every hit (spec §1): a status check's
@@ -722,33 +728,26 @@ fn fill_report(
     }
     report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
     report.serial_number = fields.non_empty("serialnumber").map(str::to_string);
-    if let Some(text) = fields.non_empty("harga") {
-        match Money::parse_decimal(text, Currency::Idr) {
-            Ok(charged) => report.provider_amount = Some(charged),
-            Err(error) => report.amount_unreadable("harga", error),
-        }
-    }
-    if operation == Operation::BillPayment
-        && report.provider_amount.is_none()
-        && fields.non_empty("harga").is_none()
-    {
+    match read_amount(fields, "harga") {
+        Some(Ok(charged)) => report.provider_amount = Some(charged),
+        Some(Err(error)) => report.amount_unreadable("harga", error),
         // No `harga` on a payment reply (spec §4): what it charged is
         // nominal + adminfee.
-        let read = |name: &str| {
-            fields.non_empty(name).map(|text| {
-                Money::parse_decimal(text, Currency::Idr).map_err(|e| (name.to_string(), e))
-            })
-        };
-        match (read("nominal"), read("adminfee")) {
-            (Some(Ok(nominal)), Some(Ok(fee))) => match nominal.checked_add(fee) {
-                Some(total) => report.provider_amount = Some(total),
-                None => report.amount_unreadable("nominal + adminfee", "too large"),
-            },
-            (Some(Err((name, error))), _) | (_, Some(Err((name, error)))) => {
-                report.amount_unreadable(&name, error)
+        None if operation == Operation::BillPayment => {
+            match (
+                read_amount(fields, "nominal"),
+                read_amount(fields, "adminfee"),
+            ) {
+                (Some(Ok(nominal)), Some(Ok(fee))) => match nominal.checked_add(fee) {
+                    Some(total) => report.provider_amount = Some(total),
+                    None => report.amount_unreadable("nominal + adminfee", "too large"),
+                },
+                (Some(Err(error)), _) => report.amount_unreadable("nominal", error),
+                (_, Some(Err(error))) => report.amount_unreadable("adminfee", error),
+                _ => {}
             }
-            _ => {}
         }
+        None => {}
     }
     if matches!(
         operation,

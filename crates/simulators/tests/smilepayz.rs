@@ -824,39 +824,32 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
         .await
         .unwrap();
     assert_eq!(rc(r.json().await.unwrap()), "4009001");
-    // No merchant at all on a pay-in → 4009002 naming it.
-    let r = send(
-        body("abc123458", "20001").replace(r#""merchant":{"merchantId":"20001"},"#, ""),
-        now(),
-        "20001",
-        None,
-    )
-    .await
-    .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(rc(v.clone()), "4009002");
-    assert!(v["message"].as_str().unwrap().contains("merchant"), "{v}");
-    // No money → 4009002 naming it (mandatory), a bad amount → 4009001.
-    let r = send(
-        body("abc123458", "20001").replace(r#","money":{"currency":"IDR","amount":10000}"#, ""),
-        now(),
-        "20001",
-        None,
-    )
-    .await
-    .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(rc(v.clone()), "4009002");
-    assert!(v["message"].as_str().unwrap().contains("money"), "{v}");
-    let r = send(
-        body("abc123458", "20001").replace(r#""amount":10000"#, r#""amount":-5"#),
-        now(),
-        "20001",
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(rc(r.json().await.unwrap()), "4009001");
+    // No merchant or no money at all on a pay-in → 4009002 naming it (a
+    // mandatory field); a bad amount → 4009001.
+    let complete = body("abc123458", "20001");
+    for (without, code, named) in [
+        (
+            complete.replace(r#""merchant":{"merchantId":"20001"},"#, ""),
+            "4009002",
+            "merchant",
+        ),
+        (
+            complete.replace(r#","money":{"currency":"IDR","amount":10000}"#, ""),
+            "4009002",
+            "money",
+        ),
+        (
+            complete.replace(r#""amount":10000"#, r#""amount":-5"#),
+            "4009001",
+            "",
+        ),
+    ] {
+        assert_ne!(without, complete);
+        let r = send(without, now(), "20001", None).await.unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(rc(v.clone()), code, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(named), "{v}");
+    }
     // orderNo with '-' → 4009001 "Invalid Field Format".
     let r = send(body("abc-12345", "20001"), now(), "20001", None)
         .await

@@ -183,31 +183,36 @@ impl Binary {
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LOKET_")) {
             command.env_remove(name);
         }
-        command
-            .env("LOKET_NATS_URL", &settings.common.nats_url)
-            .env("LOKET_DATABASE_URL", settings.common.database_url.expose())
-            .env("LOKET_ADMIN_ADDR", "127.0.0.1:0")
-            .env("LOKET_OKEBAYAR__URL", &settings.okebayar.url)
-            .env("LOKET_OKEBAYAR__USERID", &settings.okebayar.userid)
-            .env(
+        let okebayar = &settings.okebayar;
+        command.envs([
+            ("LOKET_NATS_URL", settings.common.nats_url.clone()),
+            (
+                "LOKET_DATABASE_URL",
+                settings.common.database_url.expose().to_string(),
+            ),
+            ("LOKET_ADMIN_ADDR", "127.0.0.1:0".to_string()),
+            ("LOKET_OKEBAYAR__URL", okebayar.url.clone()),
+            ("LOKET_OKEBAYAR__USERID", okebayar.userid.clone()),
+            (
                 "LOKET_OKEBAYAR__USERPIN",
-                settings.okebayar.userpin.expose(),
-            )
-            .env(
+                okebayar.userpin.expose().to_string(),
+            ),
+            (
                 "LOKET_OKEBAYAR__TIMEOUT_MS",
-                settings.okebayar.timeout_ms.to_string(),
-            )
-            .env(
+                okebayar.timeout_ms.to_string(),
+            ),
+            (
                 "LOKET_OKEBAYAR__CONNECT_TIMEOUT_MS",
-                settings.okebayar.connect_timeout_ms.to_string(),
-            )
-            .env(
+                okebayar.connect_timeout_ms.to_string(),
+            ),
+            (
                 "LOKET_WORKER__ACK_WAIT_MS",
                 settings.worker.ack_wait_ms.to_string(),
-            )
+            ),
             // One worker thread, as `make run` runs it: the current-thread
             // scheduler (`loket_runtime::runtime`).
-            .env("TOKIO_WORKER_THREADS", "1");
+            ("TOKIO_WORKER_THREADS", "1".to_string()),
+        ]);
         for (name, value) in extra {
             command.env(name, value);
         }
