@@ -31,6 +31,15 @@ pub struct Command {
     /// a provider's "already done" then cannot be our own earlier attempt.
     /// Never on the bus; false everywhere else.
     pub first_send: bool,
+    /// Set by the worker on a money-moving send, and on a status check that
+    /// sends its request again: the moment just before the send journal
+    /// recorded it. Other workers take a send recorded less than
+    /// [`Connector::longest_send`](crate::Connector::longest_send) ago as
+    /// possibly still on its way, so no request of this send may be in flight
+    /// after then + `longest_send`; a connector whose request can be held up
+    /// before it leaves (a token wait, a step ahead of it) checks this.
+    /// Never on the bus; `None` everywhere else.
+    pub journal_recorded: Option<std::time::Instant>,
     /// Cancels and refunds: our reference of the original payment.
     pub original_reference: String,
     /// Cancels and refunds: the provider's reference of the original payment.
@@ -108,6 +117,7 @@ impl TryFrom<bus::Command> for Command {
             provider_trace: command.provider_trace,
             first_dispatch: command.first_dispatch,
             first_send: false,
+            journal_recorded: None,
             original_reference: command.original_reference,
             original_provider_trace: command.original_provider_trace,
             details: command.details.into_iter().collect(),
@@ -142,6 +152,7 @@ impl Command {
             operation: Operation::StatusCheck,
             original_operation: self.original_operation,
             first_send: false,
+            journal_recorded: None,
             ..self.clone()
         }
     }

@@ -62,11 +62,13 @@ pub trait Connector: Send + Sync + 'static {
     /// `not_found = true` and outcome `Unknown`.
     fn check_status(&self, command: &Command) -> impl Future<Output = Report> + Send;
 
-    /// The longest one [`Connector::execute`] of a money-moving operation
-    /// can take: every HTTP call it may make (a token fetch included) at its
-    /// timeout. A send allowed less than this long ago may still be on its
-    /// way, so within it after the last recorded send the worker never sends
-    /// again, whatever a status check says.
+    /// The longest a money-moving request may be on its way after its send
+    /// was recorded ([`Command::journal_recorded`]): every HTTP call one
+    /// [`Connector::execute`] may make (a token fetch included) at its
+    /// timeout. A connector whose request can be held up before it leaves
+    /// does not send it when it could still be in flight after this. A send
+    /// recorded less than this long ago may still be on its way, so within it
+    /// the worker never sends again, whatever a status check says.
     fn longest_send(&self) -> std::time::Duration;
 
     /// How long after a request the provider may still answer a status check

@@ -390,6 +390,9 @@ async fn decide_and_call<C: Connector>(
     if !command.operation.moves_money() {
         return Decided::Report(Box::new(connector.execute(command).await));
     }
+    // Taken before each journal write that dates a send: from then on other
+    // workers treat a request as possibly on its way, for `longest_send`.
+    let mut journal_recorded = Instant::now();
     let recorded = match journal.record(&command.transaction_id).await {
         Ok(recorded) => recorded,
         Err(error) => {
@@ -451,6 +454,7 @@ async fn decide_and_call<C: Connector>(
             // Never while the last send may still be on its way, whatever
             // the provider's own lag.
             let grace = connector.resend_grace().max(connector.longest_send());
+            journal_recorded = Instant::now();
             match journal.renew_if_older(&command.transaction_id, grace).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -480,6 +484,7 @@ async fn decide_and_call<C: Connector>(
     if check_first.is_some() && recorded == Recorded::First {
         // Recorded before the check, which may have taken a while: the
         // journal keeps when the request leaves, which is now.
+        journal_recorded = Instant::now();
         if let Err(error) = journal.touch(&command.transaction_id).await {
             tracing::error!(%error, "send time not renewed, so not sent; command left for redelivery");
             return Decided::Abandon;
@@ -487,6 +492,7 @@ async fn decide_and_call<C: Connector>(
     }
     let sending = Command {
         first_send: recorded == Recorded::First,
+        journal_recorded: Some(journal_recorded),
         ..command.clone()
     };
     let mut report = connector.execute(&sending).await;
@@ -551,11 +557,18 @@ async fn status_check<C: Connector>(
     let Some(interval) = connector.status_check_resends(command) else {
         return connector.check_status(command).await;
     };
+    let journal_recorded = Instant::now();
     match journal
         .renew_if_older(&command.transaction_id, interval)
         .await
     {
-        Ok(true) => connector.check_status(command).await,
+        Ok(true) => {
+            let resending = Command {
+                journal_recorded: Some(journal_recorded),
+                ..command.clone()
+            };
+            connector.check_status(&resending).await
+        }
         Ok(false) => {
             tracing::info!(
                 interval_ms = interval.as_millis() as u64,
@@ -689,6 +702,8 @@ mod tests {
         /// Sends marked as the transaction's first ([`Command::first_send`]).
         first_sends: AtomicUsize,
         checks: AtomicUsize,
+        /// [`Command::journal_recorded`] of every request that reached it.
+        journal_times: std::sync::Mutex<Vec<Option<Instant>>>,
     }
 
     impl FakeProvider {
@@ -704,6 +719,7 @@ mod tests {
                 sent: AtomicUsize::new(0),
                 first_sends: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
+                journal_times: Default::default(),
             }
         }
 
@@ -731,6 +747,16 @@ mod tests {
             self
         }
 
+        /// When the journal dated the last request that reached it.
+        fn last_journal_time(&self) -> Option<Instant> {
+            *self
+                .journal_times
+                .lock()
+                .unwrap()
+                .last()
+                .expect("a request")
+        }
+
         /// Requests that reached it: (money-moving sends, status checks).
         fn requests(&self) -> (usize, usize) {
             (
@@ -746,13 +772,21 @@ mod tests {
         }
         async fn execute(&self, command: &Command) -> Report {
             self.sent.fetch_add(1, Ordering::SeqCst);
+            self.journal_times
+                .lock()
+                .unwrap()
+                .push(command.journal_recorded);
             if command.first_send {
                 self.first_sends.fetch_add(1, Ordering::SeqCst);
             }
             Report::new(self.answers)
         }
-        async fn check_status(&self, _command: &Command) -> Report {
+        async fn check_status(&self, command: &Command) -> Report {
             self.checks.fetch_add(1, Ordering::SeqCst);
+            self.journal_times
+                .lock()
+                .unwrap()
+                .push(command.journal_recorded);
             tokio::time::sleep(self.check_takes).await;
             if self.inconclusive {
                 return Report::unknown("HTTP 503");
@@ -828,13 +862,18 @@ mod tests {
         assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
         assert_eq!(patient.requests(), (0, 0));
         // Past the interval (none here): one check goes out and renews the
-        // journal, so within the interval of it no other does.
+        // journal, so within the interval of it no other does. The check
+        // carries when the journal dated it, as a send does.
         let eager = FakeProvider::new(true, Duration::ZERO, Some(Duration::ZERO));
+        let before = Instant::now();
         let report = decided(&eager, &journal, &check, 1).await;
         assert_eq!(
             (report.outcome, eager.requests()),
             (Outcome::Success, (0, 1))
         );
+        assert!(eager
+            .last_journal_time()
+            .is_some_and(|at| at >= before && at <= Instant::now()));
         let report = decided(&patient, &journal, &check, 1).await;
         assert_eq!(report.outcome, Outcome::Unknown);
         assert_eq!(patient.requests(), (0, 0));
@@ -1021,8 +1060,15 @@ mod tests {
         let journal = journal().await;
         let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        let before = Instant::now();
         let first = decided(&refusing, &journal, &command, 1).await;
         assert_eq!(first.outcome, Outcome::Failed, "{first:?}");
+        assert!(
+            refusing
+                .last_journal_time()
+                .is_some_and(|at| at >= before && at <= Instant::now()),
+            "a send carries when its journal entry was written"
+        );
         let again = decided(&refusing, &journal, &command, 2).await;
         assert_eq!(refusing.requests(), (2, 1));
         assert_eq!(again.outcome, Outcome::Unknown, "{again:?}");
@@ -1078,9 +1124,18 @@ mod tests {
             .fetch_one(&pool)
             .await
             .unwrap();
+        let started = Instant::now();
         let report = decided(&slow_check, &journal, &command, 1).await;
         assert_eq!(slow_check.requests(), (1, 1));
         assert!(report.sent, "{report:?}");
+        // The connector is told the same: its send window opens after the
+        // check, not before it.
+        let dated = slow_check.last_journal_time().expect("a dated send");
+        assert!(
+            dated - started >= Duration::from_millis(300),
+            "the send is dated {:?} after the start, before the check ended",
+            dated - started
+        );
         let recorded: chrono::DateTime<Utc> =
             sqlx::query_scalar("SELECT recorded_at FROM send_intents WHERE transaction_id = $1")
                 .bind(uuid::Uuid::parse_str(&command.transaction_id).unwrap())

@@ -561,6 +561,7 @@ mod tests {
             provider_trace: String::new(),
             first_dispatch: true,
             first_send: false,
+            journal_recorded: None,
             original_reference: String::new(),
             original_provider_trace: String::new(),
             details: [

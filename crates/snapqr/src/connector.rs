@@ -344,7 +344,16 @@ impl SnapQrConnector {
     }
 
     /// One signed service call; refreshes the token once on 401xx01/03.
-    async fn call(&self, service: Service, body: Vec<u8>, customer: bool) -> Call {
+    /// With `leave_by`, the request is not sent after that instant (a token
+    /// wait held it up): it would still be on its way when the send journal
+    /// no longer says so.
+    async fn call(
+        &self,
+        service: Service,
+        body: Vec<u8>,
+        customer: bool,
+        leave_by: Option<Instant>,
+    ) -> Call {
         let mut exchanges = Vec::new();
         let mut token = match self.token(&mut exchanges).await {
             Ok(token) => token,
@@ -357,6 +366,19 @@ impl SnapQrConnector {
         };
         let mut refreshed = false;
         loop {
+            if leave_by.is_some_and(|by| Instant::now() > by) {
+                tracing::warn!(
+                    service = service.name(),
+                    "request held up past its send window: not sent"
+                );
+                return Call {
+                    transport: Transport::NotSent(format!(
+                        "not sent: held up (a token wait, an earlier step) until it could no longer be over within {} ms of its send journal entry, the longest a send is taken to be on its way",
+                        self.settings.longest_send().as_millis()
+                    )),
+                    exchanges,
+                };
+            }
             let (transport, exchange) = self.send_signed(service, &body, &token, customer).await;
             exchanges.push(exchange);
             let rejected_token = match &transport {
@@ -436,6 +458,15 @@ impl SnapQrConnector {
             .await
     }
 
+    /// The last instant a money-moving request of `command` may leave: one
+    /// timeout before its send journal entry stops saying it may be on its
+    /// way ([`SnapQrSettings::longest_send`] after it was recorded).
+    fn leave_by(&self, command: &Command) -> Option<Instant> {
+        command
+            .journal_recorded
+            .map(|recorded| recorded + self.settings.longest_send() - self.settings.timeout())
+    }
+
     fn optional(text: &str) -> Option<String> {
         wire::non_empty(text)
     }
@@ -478,7 +509,12 @@ impl SnapQrConnector {
             expiry_time: format_timestamp(TimestampFormat::Offset, expiry),
         };
         let call = self
-            .call(Service::Payment, wire::to_bytes(&request), false)
+            .call(
+                Service::Payment,
+                wire::to_bytes(&request),
+                false,
+                self.leave_by(command),
+            )
             .await;
         exchanges.extend(call.exchanges);
         let mut report = match read_answer(Service::Payment, call.transport) {
@@ -568,7 +604,7 @@ impl SnapQrConnector {
             partner_trx_date: format_timestamp(TimestampFormat::Offset, Utc::now()),
         };
         let call = self
-            .call(Service::Generate, wire::to_bytes(&request), true)
+            .call(Service::Generate, wire::to_bytes(&request), true, None)
             .await;
         exchanges.extend(call.exchanges);
         let failed = |mut report: Report, why: &str| {
@@ -610,7 +646,12 @@ impl SnapQrConnector {
             reason: Self::optional(command.detail("reason")),
         };
         let call = self
-            .call(Service::Cancel, wire::to_bytes(&request), false)
+            .call(
+                Service::Cancel,
+                wire::to_bytes(&request),
+                false,
+                self.leave_by(command),
+            )
             .await;
         let mut report = match read_answer(Service::Cancel, call.transport) {
             Err(report) => report,
@@ -652,7 +693,12 @@ impl SnapQrConnector {
             reason: Self::optional(command.detail("reason")),
         };
         let call = self
-            .call(Service::Refund, wire::to_bytes(&request), false)
+            .call(
+                Service::Refund,
+                wire::to_bytes(&request),
+                false,
+                self.leave_by(command),
+            )
             .await;
         let mut report = match read_answer(Service::Refund, call.transport) {
             Err(report) => report,
@@ -695,7 +741,7 @@ impl SnapQrConnector {
             sub_merchant_id: self.sub_merchant(),
         };
         let call = self
-            .call(Service::Query, wire::to_bytes(&request), false)
+            .call(Service::Query, wire::to_bytes(&request), false, None)
             .await;
         let mut report = match read_answer(Service::Query, call.transport) {
             Err(mut report) => {

@@ -188,8 +188,11 @@ impl SnapQrSettings {
         std::time::Duration::from_millis(self.timeout_ms)
     }
 
-    /// The longest one call may take: a token fetch and the call, and both
-    /// once more when the token is refused, each at most `timeout_ms`.
+    /// The longest a money-moving request is taken to be on its way after
+    /// its send journal entry: room for a token fetch and the call, and both
+    /// once more when the token is refused, each at most `timeout_ms`. A
+    /// request held up longer before it leaves (waiting for a token behind
+    /// others, QR generation ahead of a payment) is not sent.
     pub fn longest_send(&self) -> std::time::Duration {
         self.timeout() * SENDS_PER_CALL as u32
     }

@@ -153,6 +153,7 @@ fn command(operation: Operation, reference: &str, amount: i64) -> Command {
         provider_trace: String::new(),
         first_dispatch: true,
         first_send: false,
+        journal_recorded: None,
         original_reference: String::new(),
         original_provider_trace: String::new(),
         details: BTreeMap::new(),
@@ -1157,4 +1158,65 @@ async fn messages_in_the_lenient_forms_of_8_10_read_as_canonical() {
                 .is_some_and(|amount| amount.get("Value").is_some()),
         "{reply:?}"
     );
+}
+
+/// `command` as the worker hands it over: its send journal entry written
+/// `ago`.
+fn journaled(command: &Command, ago: Duration) -> Command {
+    Command {
+        journal_recorded: Some(Instant::now() - ago),
+        ..command.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_request_held_up_past_its_send_window_is_not_sent() {
+    let env = env().await;
+    // Held up (waiting behind others for a token, generating the QR) until
+    // it could still be on its way after its journal entry stops saying so:
+    // another worker could then send it again. It stays where it was.
+    let late = env.settings.longest_send() - env.settings.timeout() + Duration::from_millis(50);
+    let paid = qr_payment(&env, 10_000);
+    for held_up in [
+        journaled(&qr_payment(&env, 10_000), late),
+        journaled(&command(Operation::QrPayment, &reference(), 10_000), late),
+        journaled(&cancel_of(&paid), late),
+    ] {
+        let report = env.connector.execute(&held_up).await;
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert!(
+            report.detail.contains("not sent: held up"),
+            "{}",
+            report.detail
+        );
+        let reference = match held_up.operation {
+            Operation::QrCancel => &held_up.original_reference,
+            _ => &held_up.provider_reference,
+        };
+        let counts = env.sim.requests_for(reference);
+        assert_eq!((counts.payments, counts.cancels), (0, 0), "{counts:?}");
+    }
+    // Dated just now, the same requests go out.
+    let report = env
+        .connector
+        .execute(&journaled(&paid, Duration::ZERO))
+        .await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    let trace = report.provider_trace.unwrap();
+    env.sim
+        .age_payment(&paid.provider_reference, chrono::Duration::days(2));
+    // A refund, and the status check that sends it again.
+    let refund = refund_of(&paid, &trace, 4_000);
+    let report = env.connector.execute(&journaled(&refund, late)).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    let check = journaled(&refund.as_status_check(), late);
+    let report = env.connector.check_status(&check).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    assert_eq!(env.sim.requests_for(&refund.provider_reference).refunds, 0);
+    let report = env
+        .connector
+        .execute(&journaled(&refund, Duration::ZERO))
+        .await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(env.sim.requests_for(&refund.provider_reference).refunds, 1);
 }
