@@ -8,22 +8,43 @@ use loket_protocol::pb;
 use loket_test_support::TestApp;
 use std::time::Duration;
 
+/// A successful inquiry of `request`.
+async fn inquired(
+    client: &mut loket_test_support::app::Client,
+    request: pb::InquireRequest,
+) -> pb::Transaction {
+    successful(
+        client
+            .inquire(request)
+            .await
+            .expect("inquiry accepted")
+            .into_inner(),
+    )
+}
+
+/// A successful postpaid (PLNPOST) inquiry of `account`.
 async fn successful_inquiry(
     client: &mut loket_test_support::app::Client,
     client_ref: &str,
     account: &str,
 ) -> pb::Transaction {
-    let inquiry = client
-        .inquire(inquire(client_ref, "PLNPOST", account, 10_000))
-        .await
-        .expect("inquiry accepted")
-        .into_inner();
-    assert_eq!(
-        inquiry.status(),
-        pb::TransactionStatus::Success,
-        "{inquiry:?}"
-    );
-    inquiry
+    inquired(client, inquire(client_ref, "PLNPOST", account, 10_000)).await
+}
+
+/// A successful payment of `inquiry`'s total.
+async fn paid(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+    inquiry: &pb::Transaction,
+) -> pb::Transaction {
+    let request = pay(client_ref, &inquiry.id, total(inquiry), 10_000);
+    successful(
+        client
+            .pay_bill(request)
+            .await
+            .expect("payment accepted")
+            .into_inner(),
+    )
 }
 
 fn total(inquiry: &pb::Transaction) -> i64 {
@@ -46,16 +67,7 @@ async fn postpaid_inquiry_then_payment_succeeds() {
     let fee = bill.admin_fee.as_ref().unwrap().minor;
     assert_eq!(total(&inquiry), nominal + fee, "due = nominal + admin fee");
 
-    let payment = client
-        .pay_bill(pay("bill-pay-1", &inquiry.id, total(&inquiry), 10_000))
-        .await
-        .expect("payment accepted")
-        .into_inner();
-    assert_eq!(
-        payment.status(),
-        pb::TransactionStatus::Success,
-        "{payment:?}"
-    );
+    let payment = paid(&mut client, "bill-pay-1", &inquiry).await;
     assert_eq!(payment.inquiry_id, inquiry.id);
     assert_eq!(app.sim.money_requests_for(&payment.provider_reference), 1);
 
@@ -142,4 +154,43 @@ async fn payment_amount_must_equal_the_inquiry_total() {
         "names the bill total: {}",
         error.message()
     );
+}
+
+/// BPJS (OkeBayar spec §4): the inquiry names the months (`account3`); its
+/// payment carries the same months and the payer's phone, which loket takes
+/// from the inquiry's contact. The simulator refuses a BPJS payment without
+/// them (402), so the payment's success shows they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bpjs_bill_is_paid_with_the_payers_phone_and_the_inquired_months() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let bpjs = |client_ref: &str, contact: &str| pb::InquireRequest {
+        account3: "3".into(),
+        contact: contact.into(),
+        ..inquire(client_ref, "BPJS", "8888801234567890", 10_000)
+    };
+    let refused = client
+        .inquire(bpjs("bpjs-mail", "payer@example.com"))
+        .await
+        .expect_err("no phone to pay with");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("contact") && refused.message().contains("phone"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        client
+            .list_transactions(pb::ListTransactionsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .transactions
+            .is_empty(),
+        "a refused inquiry leaves nothing behind"
+    );
+
+    let inquiry = inquired(&mut client, bpjs("bpjs-inq", "081299990000")).await;
+    let payment = paid(&mut client, "bpjs-pay", &inquiry).await;
+    assert_eq!(app.sim.money_requests_for(&payment.provider_reference), 1);
 }

@@ -44,15 +44,12 @@ async fn prepaid_purchase_succeeds_with_a_serial_number() {
 async fn pln_inquiry_then_purchase_copies_the_inquiry_references() {
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
-    let inquiry = client
-        .inquire(inquire("pln-inq-1", "PLN20", "512345678901", 10_000))
-        .await
-        .expect("inquiry accepted")
-        .into_inner();
-    assert_eq!(
-        inquiry.status(),
-        pb::TransactionStatus::Success,
-        "{inquiry:?}"
+    let inquiry = successful(
+        client
+            .inquire(inquire("pln-inq-1", "PLN20", "512345678901", 10_000))
+            .await
+            .expect("inquiry accepted")
+            .into_inner(),
     );
     let bill = inquiry.bill.as_ref().expect("inquiry details");
     assert!(

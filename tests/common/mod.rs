@@ -35,6 +35,16 @@ pub async fn bought(
     client.purchase(request).await.unwrap().into_inner()
 }
 
+/// `transaction`, which must have ended `success`.
+pub fn successful(transaction: pb::Transaction) -> pb::Transaction {
+    assert_eq!(
+        transaction.status(),
+        pb::TransactionStatus::Success,
+        "{transaction:?}"
+    );
+    transaction
+}
+
 pub fn inquire(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::InquireRequest {
     pb::InquireRequest {
         client_ref: client_ref.into(),

@@ -149,7 +149,7 @@ pub struct InquireArgs {
     /// BPJS: number of months to pay (1-12).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=12))]
     pub months: Option<u8>,
-    /// Payer phone or e-mail.
+    /// Payer phone or e-mail (BPJS: the payer's phone, which the payment carries).
     #[arg(long)]
     pub contact: Option<String>,
     #[arg(long, value_parser = parse_duration)]

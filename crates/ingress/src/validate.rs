@@ -232,7 +232,7 @@ pub struct InquireInput {
 impl TryFrom<&pb::InquireRequest> for InquireInput {
     type Error = ValidationError;
     fn try_from(request: &pb::InquireRequest) -> Result<Self> {
-        Ok(InquireInput {
+        let input = InquireInput {
             client_ref: ClientRef::parse(&request.client_ref)?,
             product_code: ProductCode::parse("product_code", &request.product_code)?,
             account: account(&request.account)?,
@@ -240,7 +240,21 @@ impl TryFrom<&pb::InquireRequest> for InquireInput {
             account3: account3(&request.account3)?,
             contact: contact(&request.contact)?,
             wait: wait(request.wait_ms)?,
-        })
+        };
+        if !input.account3.is_empty() {
+            // A BPJS bill is paid with the payer's phone (OkeBayar spec §4:
+            // the payment's accnumber2), taken from the inquiry's contact.
+            digits("contact", &input.contact, 8, 15).map_err(|error| {
+                ValidationError::new(
+                    "contact",
+                    format!(
+                        "a BPJS inquiry (account3 set) needs the payer's phone number, which its payment carries: {}",
+                        error.reason
+                    ),
+                )
+            })?;
+        }
+        Ok(input)
     }
 }
 
@@ -873,11 +887,22 @@ mod tests {
         };
         assert!(InquireInput::try_from(&request("", "", "")).is_ok());
         assert_eq!(
-            InquireInput::try_from(&request("", "3", "a@b.c"))
+            InquireInput::try_from(&request("", "3", "081299990000"))
                 .unwrap()
                 .account3,
             "3"
         );
+        // BPJS is paid with the payer's phone: the inquiry's contact.
+        for not_a_phone in ["", "a@b.c", "0812", "+6281299990000", "0812 9999 0000"] {
+            let refused = InquireInput::try_from(&request("", "3", not_a_phone)).unwrap_err();
+            assert_eq!(refused.field, "contact", "{not_a_phone}");
+            assert!(
+                refused.reason.contains("payer's phone"),
+                "{}",
+                refused.reason
+            );
+        }
+        assert!(InquireInput::try_from(&request("", "", "a@b.c")).is_ok());
         assert_eq!(
             field_of(InquireInput::try_from(&request("12a", "", ""))),
             "account2"

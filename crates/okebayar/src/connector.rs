@@ -662,8 +662,16 @@ fn push_bill_accounts(
     account: String,
 ) {
     fields.push(("accnumber1", account));
-    // Present even when empty (spec §4, PSTN).
-    fields.push(("accnumber2", command.account2.clone()));
+    let bpjs_payment =
+        command.operation == Operation::BillPayment && !command.account3.trim().is_empty();
+    if bpjs_payment {
+        // A BPJS payment (a bill with a period) names the payer's phone
+        // here (spec §4); the ingress makes the inquiry's contact one.
+        fields.push(("accnumber2", command.contact.clone()));
+    } else {
+        // Present even when empty (spec §4, PSTN).
+        fields.push(("accnumber2", command.account2.clone()));
+    }
     if !command.account3.trim().is_empty() {
         fields.push(("accnumber3", command.account3.clone()));
     }

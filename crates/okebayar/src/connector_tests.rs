@@ -230,6 +230,27 @@ fn operation_specific_fields() {
         "{json}"
     );
 
+    assert_eq!(
+        (pay.get("accnumber2"), pay.get("accnumber3")),
+        (Some(""), None),
+        "a bill without a period: accnumber2 as inquired (PSTN), no accnumber3"
+    );
+    // BPJS: the payer's phone (the inquiry's contact) and the same period.
+    let mut bpjs = payment();
+    bpjs.account3 = "3".into();
+    let bpjs = conn.build_request(&bpjs).unwrap();
+    assert_eq!(
+        (bpjs.get("accnumber2"), bpjs.get("accnumber3")),
+        (Some("081299990000"), Some("3"))
+    );
+    let mut bpjs_inquiry = command(Operation::BillInquiry);
+    bpjs_inquiry.account3 = "3".into();
+    assert_eq!(
+        conn.build_request(&bpjs_inquiry).unwrap().get("accnumber2"),
+        Some(""),
+        "the inquiry asks for no phone"
+    );
+
     let custom = OkeBayarConnector::new(OkeBayarSettings {
         payment_transaction_code: "OkeBayar-payment".into(),
         ..settings(Format::Xml, "http://127.0.0.1:9/")

@@ -710,6 +710,44 @@ fn bill_payment(reference: &str, inquiry: &Fields, nominal: &str) -> Vec<(String
     )
 }
 
+/// `request` with field `name` set to `value`.
+fn with(mut request: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    request.iter_mut().find(|(k, _)| k == name).unwrap().1 = value.into();
+    request
+}
+
+#[tokio::test]
+async fn a_bpjs_payment_needs_the_inquired_months_and_the_payers_phone() {
+    let h = start(settings()).await;
+    let inquiry = h
+        .send(&with(
+            bill_inquiry("bpjs-inq", "888880123456"),
+            "accnumber3",
+            "3",
+        ))
+        .await;
+    assert_eq!(inquiry.get("responsecode"), Some("000"));
+    let payment = |reference: &str, phone: &str, months: &str| {
+        with(
+            with(
+                bill_payment(reference, &inquiry, "150000"),
+                "accnumber2",
+                phone,
+            ),
+            "accnumber3",
+            months,
+        )
+    };
+    for (reference, phone, months) in [("no-phone", "", "3"), ("other-months", "0812999", "4")] {
+        let refused = h.send(&payment(reference, phone, months)).await;
+        assert_eq!(refused.get("responsecode"), Some("402"), "{reference}");
+    }
+    assert_eq!(h.sim.balance(), 1_000_000, "nothing paid");
+    let paid = h.send(&payment("bpjs-pay", "081299990000", "3")).await;
+    assert_eq!(paid.get("responsecode"), Some("000"));
+    assert_eq!(h.sim.balance(), 1_000_000 - 152_500);
+}
+
 #[tokio::test]
 async fn postpaid_inquiry_payment_and_401_402_403_405() {
     let h = start(settings()).await;

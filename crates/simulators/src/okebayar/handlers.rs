@@ -591,6 +591,7 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
         ref1: ref1.clone(),
         ref2: ref2.clone(),
         ref3: ref3.clone(),
+        period: String::new(),
         paid_by: None,
     };
     if let Err(answer) = record_inquiry(
@@ -740,6 +741,7 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
         ref1: ctx.field("ref1"),
         ref2: format!("SW{}", ctx.tracecode),
         ref3: format!("B{}", ctx.tracecode),
+        period: ctx.field("accnumber3"),
         paid_by: None,
     };
     if let Err(answer) = record_inquiry(
@@ -776,6 +778,14 @@ fn payment(ctx: &Ctx) -> Answer {
         {
             let verbatim = |name| ctx.fields.get(name).unwrap_or_default();
             if verbatim("ref2") != inquiry.ref2 || verbatim("ref3") != inquiry.ref3 {
+                forced = Some("402");
+            }
+            // BPJS (spec §4): the same period, and the payer's phone in
+            // accnumber2.
+            let bpjs = !inquiry.period.is_empty();
+            if bpjs
+                && (ctx.field("accnumber3") != inquiry.period || ctx.field("accnumber2").is_empty())
+            {
                 forced = Some("402");
             }
         }

@@ -93,6 +93,8 @@ pub struct Inquiry {
     pub ref1: String,
     pub ref2: String,
     pub ref3: String,
+    /// BPJS: the months asked for (`accnumber3`); empty for other bills.
+    pub period: String,
     /// The payment reference that paid it.
     pub paid_by: Option<String>,
 }
