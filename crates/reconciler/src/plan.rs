@@ -447,7 +447,7 @@ pub fn plan(
             decide(from, report.outcome)
         };
         match decision {
-            Decision::Conflict if row.provider_code.as_deref() == Some(EXPIRED_CODE) => {
+            Decision::Conflict if expired_by_loket(row) => {
                 // loket itself gave up on this inquiry (it moves no money):
                 // a late answer changes nothing and is not worth an alert.
                 detail.insert(
@@ -683,6 +683,16 @@ fn not_found_deadline(
         Some(expiry) => after_first.max(expiry + grace),
         None => after_first,
     }
+}
+
+/// An inquiry loket itself failed with [`plan_expiry`]. Only an inquiry:
+/// a provider may name a status `EXPIRED` too (Smilepayz), and a
+/// contradiction of a payment's failure always goes to review.
+fn expired_by_loket(row: &TransactionRow) -> bool {
+    row.provider_code.as_deref() == Some(EXPIRED_CODE)
+        && row
+            .kind()
+            .is_some_and(|kind| !kind.operation().moves_money())
 }
 
 /// An inquiry left unresolved past `inquiry_timeout`: `failed` / `EXPIRED`.

@@ -515,11 +515,18 @@ fn a_late_answer_to_an_inquiry_loket_expired_is_kept_without_an_alert() {
         !late.changed,
         "nothing of the late answer is written to the row"
     );
-    // A provider's own failure contradicted by success is still a conflict.
-    let mut refused = row(S::Failed);
-    refused.provider_code = Some("204".into());
-    let conflict = plan(&refused, &success("000", None), t0(), &policy()).unwrap();
-    assert_eq!(conflict.verdict, Verdict::Conflict);
+    // A provider's own failure contradicted by success is still a conflict,
+    // whatever its code: Smilepayz names a lapsed pay-in EXPIRED, and a payer
+    // who pays it late must not go unnoticed.
+    for code in ["204", EXPIRED_CODE] {
+        let mut refused = row(S::Failed);
+        refused.kind = "pay_in".into();
+        refused.provider_code = Some(code.into());
+        let conflict = plan(&refused, &success("SUCCESS", None), t0(), &policy()).unwrap();
+        assert_eq!(conflict.verdict, Verdict::Conflict, "{code}");
+        assert_eq!(conflict.next.status, "needs_review", "{code}");
+        assert!(conflict.alert.is_some(), "{code}");
+    }
 }
 
 #[test]
