@@ -73,6 +73,19 @@ impl LoketService {
     }
 }
 
+/// `QrQuery` asks the issuer about a payment at most once per window of this
+/// length: calls in one window share one status check (one message id, which
+/// JetStream's duplicate window absorbs across ingress replicas), so a client
+/// polling in a loop cannot flood the issuer.
+pub const QR_QUERY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The message id of `QrQuery`'s status check of `id` at `now`: the same
+/// for every call in one [`QR_QUERY_WINDOW`].
+fn qr_query_msg_id(id: Uuid, now: chrono::DateTime<chrono::Utc>) -> String {
+    let window = now.timestamp_millis() / QR_QUERY_WINDOW.as_millis() as i64;
+    format!("chk:{id}:q:{window}")
+}
+
 /// How long a wait that reached its deadline may spend re-reading its
 /// transaction (well inside the margin left before the client's deadline).
 const REREAD_LIMIT: Duration = Duration::from_millis(50);
@@ -713,7 +726,7 @@ impl Inner {
         if is_settled(&current) {
             return Ok(respond(&row));
         }
-        let msg_id = format!("chk:{id}:q:{}", Uuid::now_v7().simple());
+        let msg_id = qr_query_msg_id(id, chrono::Utc::now());
         self.dispatcher
             .publish_check(&row, &msg_id, &ctx.trace)
             .await;

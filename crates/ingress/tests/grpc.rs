@@ -67,6 +67,17 @@ async fn seed(pool: &PgPool) -> anyhow::Result<(Uuid, Uuid)> {
     Ok((a, b))
 }
 
+/// A `QrQuery` of transaction `id` with `key`.
+fn query(key: &str, id: &str, wait_ms: u32) -> Request<pb::QrQueryRequest> {
+    with_key(
+        key,
+        pb::QrQueryRequest {
+            transaction_id: id.into(),
+            wait_ms,
+        },
+    )
+}
+
 async fn stream_messages(js: &async_nats::jetstream::Context) -> u64 {
     js.get_stream(subjects::COMMAND_STREAM)
         .await
@@ -1176,13 +1187,7 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
         })
     };
     let queried = api
-        .qr_query(with_key(
-            KEY_A,
-            pb::QrQueryRequest {
-                transaction_id: paid.id.clone(),
-                wait_ms: 5_000,
-            },
-        ))
+        .qr_query(query(KEY_A, &paid.id, 5_000))
         .await?
         .into_inner();
     let (check, msg_id) = reconciler.await?;
@@ -1201,48 +1206,33 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
         pb::TransactionStatus::Pending as i32,
         "the update that followed the check"
     );
-    // Each query asks again (a unique message id per call); without a wait
-    // it answers at once.
+    // A query in a later window asks again; without a wait it answers at
+    // once. Calls in one window share its check: a client polling in a loop
+    // does not flood the issuer.
+    let window = loket_ingress::service::QR_QUERY_WINDOW.as_millis();
+    let into_window = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        % window;
+    tokio::time::sleep(Duration::from_millis((window - into_window) as u64 + 20)).await;
     let stream_before = stream_messages(&app.js).await;
-    let at_once = api
-        .qr_query(with_key(
-            KEY_A,
-            pb::QrQueryRequest {
-                transaction_id: paid.id.clone(),
-                wait_ms: 0,
-            },
-        ))
-        .await?
-        .into_inner();
-    assert_eq!(at_once.status, pb::TransactionStatus::Pending as i32);
+    for _ in 0..5 {
+        let at_once = api.qr_query(query(KEY_A, &paid.id, 0)).await?.into_inner();
+        assert_eq!(at_once.status, pb::TransactionStatus::Pending as i32);
+    }
     assert_eq!(stream_messages(&app.js).await, stream_before + 1);
     // A final payment is answered at once, without asking the issuer.
     app.change(&paid.id, MARK_SUCCESS).await;
     let started = std::time::Instant::now();
     let final_state = api
-        .qr_query(with_key(
-            KEY_A,
-            pb::QrQueryRequest {
-                transaction_id: paid.id.clone(),
-                wait_ms: 10_000,
-            },
-        ))
+        .qr_query(query(KEY_A, &paid.id, 10_000))
         .await?
         .into_inner();
     assert_eq!(final_state.status, pb::TransactionStatus::Success as i32);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(stream_messages(&app.js).await, stream_before + 1);
     // Only QR payments, only the caller's.
-    let status = api
-        .qr_query(with_key(
-            KEY_B,
-            pb::QrQueryRequest {
-                transaction_id: paid.id.clone(),
-                wait_ms: 0,
-            },
-        ))
-        .await
-        .unwrap_err();
+    let status = api.qr_query(query(KEY_B, &paid.id, 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     let pulsa = api
         .purchase(with_key(
@@ -1251,16 +1241,7 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
         ))
         .await?
         .into_inner();
-    let status = api
-        .qr_query(with_key(
-            KEY_A,
-            pb::QrQueryRequest {
-                transaction_id: pulsa.id.clone(),
-                wait_ms: 0,
-            },
-        ))
-        .await
-        .unwrap_err();
+    let status = api.qr_query(query(KEY_A, &pulsa.id, 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("not a QR payment"));
     app.stop().await
