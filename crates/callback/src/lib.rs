@@ -65,8 +65,10 @@ pub struct Settings {
     /// A client must send the request line and headers within this time
     /// (also the idle time allowed on a kept-alive connection).
     pub header_read_timeout_ms: u64,
-    /// The whole request (body read, parse, durable publish) must finish
-    /// within this time, or the client gets 408.
+    /// The body must have arrived within this time after the headers, or
+    /// the provider gets its own "retry later" answer (plain 503; SNAP: 500
+    /// `5007901`) and nothing is published. Making a callback durable is
+    /// bounded by `publish_timeout_ms` of its own.
     pub request_timeout_ms: u64,
     /// How long to wait for JetStream to acknowledge a callback before
     /// answering 503 (SNAP: 500; the provider then retries).
@@ -305,7 +307,6 @@ impl AppState {
 /// the [`ConnectInfo<SocketAddr>`] request extension ([`server::serve`] sets
 /// it; a request without one is refused by a non-empty allow-list).
 pub fn router(state: AppState) -> Router {
-    let timeout = state.inner.request_timeout;
     Router::new()
         .route("/callback/{provider}", get(callback).post(callback))
         // SNAP's standard notify path (spec §2: service 79), for issuers that
@@ -313,14 +314,11 @@ pub fn router(state: AppState) -> Router {
         .route("/{version}/qr/qr-cpm-notify", post(snap_notify))
         // Our token endpoint for issuers in SNAP notify mode B (spec §4.3).
         .route("/{version}/access-token/b2b", post(snap_token))
-        // No body-limit layer: its own 413 would bypass the provider's
-        // answer form. Every route reads the body through `receive`, which
-        // refuses a declared Content-Length over the limit before reading
-        // and stops reading at the limit.
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        // No body-limit or timeout layer: their own 413 and 408 would bypass
+        // the provider's answer form. Every route reads the body through
+        // `receive`, which refuses a declared Content-Length over the limit
+        // before reading, stops reading at the limit, and gives up on a body
+        // still arriving after `request_timeout_ms`.
         .with_state(state)
 }
 
@@ -467,14 +465,20 @@ async fn receive(
         count(provider.as_str(), "too_large");
         return Err(refuse(&parser, Refusal::TooLarge));
     }
-    let body = match read_limited(body, inner.body_limit).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => {
+    let read = tokio::time::timeout(inner.request_timeout, read_limited(body, inner.body_limit));
+    let body = match read.await {
+        Err(_) => {
+            count(provider.as_str(), "slow_body");
+            tracing::warn!(%provider, source_ip = ?source_ip, timeout_ms = inner.request_timeout.as_millis() as u64, "callback body still arriving after the request timeout; refused so the provider retries");
+            return Err(refuse(&parser, Refusal::Unavailable));
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
             count(provider.as_str(), "too_large");
             tracing::warn!(%provider, source_ip = ?source_ip, "callback body over the limit refused");
             return Err(refuse(&parser, Refusal::TooLarge));
         }
-        Err(BodyError::Broken) => {
+        Ok(Err(BodyError::Broken)) => {
             count(provider.as_str(), "broken_body");
             return Err(refuse(&parser, Refusal::Unreadable));
         }

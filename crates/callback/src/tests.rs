@@ -286,6 +286,39 @@ async fn an_endless_chunked_body_is_refused_after_at_most_the_limit() {
     assert!(sink.published.lock().unwrap().is_empty());
 }
 
+/// A body that stops arriving (a slow or stalled sender) is given up after
+/// the request timeout, with the provider's own "retry later" answer (here
+/// the plain one; SNAP's is 500 `5007901`), and nothing is published.
+#[tokio::test]
+async fn a_stalled_body_gets_the_providers_retry_later_answer_after_the_request_timeout() {
+    let sink = Arc::new(MemorySink::default());
+    let settings = Settings {
+        request_timeout_ms: 300,
+        ..settings()
+    };
+    let app = app_with(&settings, sink.clone());
+    let first =
+        futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"ref=S1;code="))]);
+    let stalled = futures::StreamExt::chain(first, futures::stream::pending());
+    let request = http::Request::post("/callback/okebayar")
+        .header(header::CONTENT_LENGTH, 100)
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let started = Instant::now();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), send(app, request))
+        .await
+        .expect("answered, not held open");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily unavailable, retry later\n"
+        )
+    );
+    assert!(sink.published.lock().unwrap().is_empty());
+}
+
 #[test]
 fn log_prefix_is_short_and_printable() {
     let body =
