@@ -83,6 +83,13 @@ impl TryFrom<bus::Command> for Command {
             }
         };
         require("transaction_id", &command.transaction_id)?;
+        if uuid::Uuid::parse_str(&command.transaction_id).is_err() {
+            // The journal keys sends by it: a command it cannot record
+            // could never be sent, only handed back forever.
+            return Err(CommandError::Invalid(
+                "transaction_id: not a UUID".to_string(),
+            ));
+        }
         require("provider_reference", &command.provider_reference)?;
         let provider = Provider::parse(&command.provider)
             .map_err(|error| CommandError::Invalid(format!("provider: {error}")))?;
@@ -195,11 +202,18 @@ mod tests {
                 .transaction_created_at,
             None
         );
-        assert_eq!(
-            Command::try_from(purchase("T-1"))
-                .unwrap()
-                .transaction_created_at,
-            None
-        );
+    }
+
+    /// The journal keys sends by the transaction id: a command whose id it
+    /// cannot take is poison (terminated), not handed back forever.
+    #[test]
+    fn a_transaction_id_that_is_not_a_uuid_is_invalid_naming_it() {
+        for id in ["T-1", "", "0190f0aa-0000-7000-8000"] {
+            let error = Command::try_from(purchase(id)).unwrap_err();
+            assert!(
+                matches!(&error, CommandError::Invalid(why) if why.starts_with("transaction_id:")),
+                "{id}: {error}"
+            );
+        }
     }
 }

@@ -22,6 +22,7 @@
 //! through [`SendJournal::renew_if_older`], which moves it forward, and
 //! allows that send only when the last one is older than the given grace.
 
+use chrono::{DateTime, Utc};
 use loket_runtime::db::{self, HeldConnection};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -37,12 +38,19 @@ const BATCH_MAX: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// The first record for this transaction: no request can have been sent.
-    First,
+    /// `at` is the time recorded ([`SendJournal::touch`] compares it).
+    First { at: DateTime<Utc> },
     /// Recorded before: a request may have reached the provider.
     Before,
     /// The transaction is settled (`success`, `failed` or `needs_review`):
     /// a command for it resurfaced, and nothing may be sent for it any more.
     Settled,
+}
+
+impl Recorded {
+    pub fn is_first(self) -> bool {
+        matches!(self, Recorded::First { .. })
+    }
 }
 
 /// The statuses after which nothing is sent for a transaction.
@@ -150,16 +158,29 @@ impl SendJournal {
     }
 
     /// Moves `transaction_id`'s last send to now, just before a send that
-    /// was recorded earlier (before a status check that may have taken a
-    /// while): the time the journal keeps is when the request left.
-    pub async fn touch(&self, transaction_id: &str) -> Result<(), JournalError> {
+    /// was recorded earlier (first, at `recorded`, before a status check
+    /// that may have taken a while): the time the journal keeps is when the
+    /// request left. Returns false, moving nothing (do not send), when the
+    /// record changed since (another worker sent it again meanwhile, through
+    /// [`Self::renew_if_older`]) or the transaction has settled.
+    pub async fn touch(
+        &self,
+        transaction_id: &str,
+        recorded: DateTime<Utc>,
+    ) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
-        sqlx::query("UPDATE send_intents SET recorded_at = now() WHERE transaction_id = $1")
-            .bind(transaction_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| JournalError::Database(error.to_string()))?;
-        Ok(())
+        let touched = sqlx::query_scalar::<_, Uuid>(&format!(
+            "UPDATE send_intents SET recorded_at = now() \
+             WHERE transaction_id = $1 AND recorded_at = $2 \
+             AND NOT EXISTS (SELECT 1 FROM transactions WHERE id = $1 AND status IN {SETTLED}) \
+             RETURNING transaction_id"
+        ))
+        .bind(transaction_id)
+        .bind(recorded)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| JournalError::Database(error.to_string()))?;
+        Ok(touched.is_some())
     }
 }
 
@@ -168,13 +189,13 @@ async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
     // One statement: the new records, and which transactions are settled.
     let result = connection
         .with(async |held| {
-            sqlx::query_as::<_, (Uuid, bool)>(&format!(
+            sqlx::query_as::<_, (Uuid, Option<DateTime<Utc>>)>(&format!(
                 "WITH inserted AS ( \
                    INSERT INTO send_intents (transaction_id) SELECT * FROM UNNEST($1::uuid[]) \
-                   ON CONFLICT DO NOTHING RETURNING transaction_id) \
-                 SELECT transaction_id, false FROM inserted \
+                   ON CONFLICT DO NOTHING RETURNING transaction_id, recorded_at) \
+                 SELECT transaction_id, recorded_at FROM inserted \
                  UNION ALL \
-                 SELECT id, true FROM transactions WHERE id = ANY($1) AND status IN {SETTLED}"
+                 SELECT id, NULL FROM transactions WHERE id = ANY($1) AND status IN {SETTLED}"
             ))
             .bind(&ids)
             .fetch_all(held)
@@ -183,13 +204,16 @@ async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
         .await;
     match result {
         Ok(rows) => {
-            let mut first = std::collections::HashSet::new();
+            let mut first = std::collections::HashMap::new();
             let mut settled = std::collections::HashSet::new();
-            for (id, is_settled) in rows {
-                if is_settled {
-                    settled.insert(id);
-                } else {
-                    first.insert(id);
+            for (id, recorded_at) in rows {
+                match recorded_at {
+                    Some(at) => {
+                        first.insert(id, at);
+                    }
+                    None => {
+                        settled.insert(id);
+                    }
                 }
             }
             // The same transaction twice in one batch (a redelivery racing
@@ -197,8 +221,8 @@ async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
             for job in batch {
                 let recorded = if settled.contains(&job.transaction_id) {
                     Recorded::Settled
-                } else if first.remove(&job.transaction_id) {
-                    Recorded::First
+                } else if let Some(at) = first.remove(&job.transaction_id) {
+                    Recorded::First { at }
                 } else {
                     Recorded::Before
                 };

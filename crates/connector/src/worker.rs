@@ -423,7 +423,7 @@ async fn decide_and_call<C: Connector>(
             "money-moving command that may have been sent before: status check first"
         );
         let check = status_check(connector, journal, &command.as_status_check()).await;
-        let never_sent = recorded == Recorded::First && !past_horizon;
+        let never_sent = recorded.is_first() && !past_horizon;
         if never_sent && !check.not_found && check.outcome == Outcome::Unknown {
             // The check could not tell (provider fault, timeout), but the
             // journal can: no send was ever allowed for this transaction, so
@@ -453,7 +453,7 @@ async fn decide_and_call<C: Connector>(
         if recorded == Recorded::Before {
             // Never while the last send may still be on its way, whatever
             // the provider's own lag.
-            let grace = connector.resend_grace().max(connector.longest_send());
+            let grace = in_flight_window(connector);
             journal_recorded = Instant::now();
             match journal.renew_if_older(&command.transaction_id, grace).await {
                 Ok(true) => {}
@@ -481,17 +481,38 @@ async fn decide_and_call<C: Connector>(
         tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
         return Decided::Abandon;
     }
-    if check_first.is_some() && recorded == Recorded::First {
+    if let (Some(_), Recorded::First { at }) = (check_first, recorded) {
         // Recorded before the check, which may have taken a while: the
-        // journal keeps when the request leaves, which is now.
+        // journal keeps when the request leaves, which is now, unless
+        // another worker sent it again meanwhile or it has settled.
         journal_recorded = Instant::now();
-        if let Err(error) = journal.touch(&command.transaction_id).await {
-            tracing::error!(%error, "send time not renewed, so not sent; command left for redelivery");
-            return Decided::Abandon;
+        match journal.touch(&command.transaction_id, at).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let window = in_flight_window(connector);
+                tracing::warn!(
+                    "since this worker recorded its send, another sent it or the transaction settled: not sending; the command comes back once no send can be in flight"
+                );
+                return Decided::Later(window);
+            }
+            Err(error) => {
+                tracing::error!(%error, "send time not renewed, so not sent; command left for redelivery");
+                return Decided::Abandon;
+            }
         }
     }
+    if journal_recorded.elapsed() > SEND_START_MARGIN {
+        // The journal dates the send before its statement ran; other workers
+        // count the request's time on its way from there.
+        let window = in_flight_window(connector);
+        tracing::warn!(
+            margin_ms = SEND_START_MARGIN.as_millis() as u64,
+            "the send journal took longer than the send margin to record this send: not sending now; the command comes back once no send can be in flight"
+        );
+        return Decided::Later(window);
+    }
     let sending = Command {
-        first_send: recorded == Recorded::First,
+        first_send: recorded.is_first(),
         journal_recorded: Some(journal_recorded),
         ..command.clone()
     };
@@ -516,6 +537,20 @@ async fn decide_and_call<C: Connector>(
     Decided::Report(Box::new(report))
 }
 
+/// How long after its journal time a request must leave, at most: the
+/// journal dates a send when its statement starts, and the request leaves
+/// once it has returned. A send that could not leave within this is not
+/// made (the command comes back); other workers count
+/// [`in_flight_window`] from the journal time, which includes it.
+pub const SEND_START_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long after its journal time a send may still be on its way, or not
+/// yet visible at the provider: within it the worker never sends again, and
+/// a status check's "no record" proves nothing.
+fn in_flight_window<C: Connector>(connector: &C) -> Duration {
+    connector.resend_grace().max(connector.longest_send()) + SEND_START_MARGIN
+}
+
 /// A status check found no record of the transaction: when the journal
 /// shows a send less than the provider's grace or the longest send ago, that
 /// request may still be on its way (or not yet visible), so "no record" is
@@ -528,7 +563,7 @@ async fn hold_back_not_found<C: Connector>(
     command: &Command,
     report: &mut Report,
 ) {
-    let window = connector.resend_grace().max(connector.longest_send());
+    let window = in_flight_window(connector);
     let note = match journal.sent_within(&command.transaction_id, window).await {
         Ok(false) => return,
         Ok(true) => format!(
@@ -562,6 +597,12 @@ async fn status_check<C: Connector>(
         .renew_if_older(&command.transaction_id, interval)
         .await
     {
+        Ok(true) if journal_recorded.elapsed() > SEND_START_MARGIN => {
+            tracing::warn!("the send journal took longer than the send margin to renew: the status check that would send again is not made now");
+            Report::unknown(
+                "not sent again: the send journal was slow to record it; a later status check will",
+            )
+        }
         Ok(true) => {
             let resending = Command {
                 journal_recorded: Some(journal_recorded),
@@ -891,6 +932,19 @@ mod tests {
         .expect("a valid command")
     }
 
+    /// Moves `command`'s last recorded send `by` into the past.
+    async fn sent_earlier(pool: &sqlx::PgPool, command: &Command, by: Duration) {
+        sqlx::query(
+            "UPDATE send_intents SET recorded_at = recorded_at - $2::int8 * interval '1 millisecond' \
+             WHERE transaction_id = $1",
+        )
+        .bind(uuid::Uuid::parse_str(&command.transaction_id).unwrap())
+        .bind(by.as_millis() as i64)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
     async fn journal() -> SendJournal {
         journal_and_pool().await.0
     }
@@ -987,7 +1041,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_record_at_the_provider_while_our_last_send_may_still_be_on_its_way_sends_nothing() {
-        let journal = journal().await;
+        let (journal, pool) = journal_and_pool().await;
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
         // One copy recorded its send just now and is waiting for the reply;
         // another (redelivered) finds no record at the provider yet. The
@@ -1003,10 +1057,12 @@ mod tests {
             "sent while the first send may be in flight"
         );
         assert!(
-            matches!(decided_now, Decided::Later(after) if after == Duration::from_secs(60)),
+            matches!(decided_now, Decided::Later(after) if after == Duration::from_secs(60) + SEND_START_MARGIN),
             "handed back until no send can be in flight: {decided_now:?}"
         );
-        // Once no send can be in flight any more (here: at once), one may.
+        // Once no send can be in flight any more (here: past the margin), one
+        // may.
+        sent_earlier(&pool, &command, SEND_START_MARGIN).await;
         let quick = FakeProvider::new(false, Duration::ZERO, None);
         decided(&quick, &journal, &command, 2).await;
         assert_eq!(quick.requests(), (1, 1));
@@ -1014,13 +1070,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_record_at_the_provider_within_the_grace_of_our_last_send_sends_nothing() {
-        let journal = journal().await;
+        let (journal, pool) = journal_and_pool().await;
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
         // The first delivery recorded and sent it; then the worker died.
-        assert_eq!(
-            journal.record(&command.transaction_id).await.unwrap(),
-            Recorded::First
-        );
+        assert!(journal
+            .record(&command.transaction_id)
+            .await
+            .unwrap()
+            .is_first());
         // Redelivered (delivery 2) to a provider with no record of it.
         let patient = FakeProvider::new(false, Duration::from_secs(60), None);
         let decided_now = decision(&patient, &journal, &command, 2).await;
@@ -1029,12 +1086,13 @@ mod tests {
         // (no "unknown" that only status checks would follow, never sending),
         // and the command comes back once the grace is over.
         assert!(
-            matches!(decided_now, Decided::Later(after) if after == Duration::from_secs(60)),
+            matches!(decided_now, Decided::Later(after) if after == Duration::from_secs(60) + SEND_START_MARGIN),
             "{decided_now:?}"
         );
 
         // Past the grace (none here) "no record" allows one more send, and
         // that send renews the journal: within the grace of it, no third.
+        sent_earlier(&pool, &command, SEND_START_MARGIN).await;
         let eager = FakeProvider::new(false, Duration::ZERO, None);
         let report = decided(&eager, &journal, &command, 2).await;
         assert_eq!((eager.requests().0, report.outcome), (1, Outcome::Pending));
@@ -1057,7 +1115,7 @@ mod tests {
     /// because of it. A first send's refusal is a failure.
     #[tokio::test]
     async fn a_refusal_of_a_request_sent_again_decides_nothing() {
-        let journal = journal().await;
+        let (journal, pool) = journal_and_pool().await;
         let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
         let before = Instant::now();
@@ -1069,6 +1127,7 @@ mod tests {
                 .is_some_and(|at| at >= before && at <= Instant::now()),
             "a send carries when its journal entry was written"
         );
+        sent_earlier(&pool, &command, SEND_START_MARGIN).await;
         let again = decided(&refusing, &journal, &command, 2).await;
         assert_eq!(refusing.requests(), (2, 1));
         assert_eq!(again.outcome, Outcome::Unknown, "{again:?}");
@@ -1079,9 +1138,68 @@ mod tests {
         );
     }
 
+    /// Two copies of a re-dispatched command (the sweep's repeats): the
+    /// first records the send, and its status check is slow; the second,
+    /// once the first's record is past the in-flight window, finds no record
+    /// and sends. The first must not send as well when its check returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_recorded_before_a_slow_check_is_not_made_if_another_worker_sent_it_meanwhile() {
+        let journal = journal().await;
+        let mut command = pay_out(&uuid::Uuid::now_v7().to_string());
+        command.first_dispatch = false; // re-dispatched: check first
+        let slow_check =
+            FakeProvider::new(false, Duration::ZERO, None).checking_for(Duration::from_millis(400));
+        let other = {
+            let journal = journal.clone();
+            let id = command.transaction_id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                journal.renew_if_older(&id, Duration::ZERO).await.unwrap()
+            })
+        };
+        let decided_now = decision(&slow_check, &journal, &command, 1).await;
+        assert!(other.await.unwrap(), "the other worker's send was allowed");
+        assert_eq!(slow_check.requests(), (0, 1), "sent as well");
+        assert!(
+            matches!(decided_now, Decided::Later(_)),
+            "handed back until no send can be in flight: {decided_now:?}"
+        );
+    }
+
+    /// A journal write that takes longer than the send margin (a slow
+    /// PostgreSQL: here a row lock held elsewhere) leaves the request unsent:
+    /// other workers count its time on the way from the journal's time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_whose_journal_write_outlasts_the_send_margin_is_not_made() {
+        let (journal, pool) = journal_and_pool().await;
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        journal.record(&command.transaction_id).await.unwrap();
+        sent_earlier(&pool, &command, SEND_START_MARGIN).await;
+        let mut blocker = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM send_intents WHERE transaction_id = $1 FOR UPDATE")
+            .bind(uuid::Uuid::parse_str(&command.transaction_id).unwrap())
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(SEND_START_MARGIN + Duration::from_millis(500)).await;
+            blocker.rollback().await.unwrap();
+        });
+        // Redelivered to a provider with no record, past every grace (none
+        // here): the resend is allowed, but its renewal waits on the lock.
+        let quick = FakeProvider::new(false, Duration::ZERO, None);
+        let decided_now = decision(&quick, &journal, &command, 2).await;
+        release.await.unwrap();
+        assert_eq!(quick.requests(), (0, 1), "sent after a slow journal write");
+        assert!(
+            matches!(decided_now, Decided::Later(after) if after >= SEND_START_MARGIN),
+            "{decided_now:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_status_check_finding_no_record_soon_after_a_send_does_not_report_it() {
-        let journal = journal().await;
+        let (journal, pool) = journal_and_pool().await;
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
         let check = command.as_status_check();
         let lagging = FakeProvider::new(false, Duration::from_secs(60), None);
@@ -1104,7 +1222,8 @@ mod tests {
             FakeProvider::new(false, Duration::ZERO, None).sending_for(Duration::from_secs(60));
         assert!(!decided(&slow, &journal, &check, 1).await.not_found);
 
-        // Once no send can be on its way any more (here: at once).
+        // Once no send can be on its way any more (here: past the margin).
+        sent_earlier(&pool, &command, SEND_START_MARGIN).await;
         let quick = FakeProvider::new(false, Duration::ZERO, None);
         assert!(decided(&quick, &journal, &check, 1).await.not_found);
         assert_eq!(

@@ -16,15 +16,35 @@ async fn journal_and_pool() -> (SendJournal, sqlx::PgPool) {
     (SendJournal::start(pool.clone()), pool)
 }
 
+/// A new `unknown` purchase of a new client.
+async fn unresolved_transaction(pool: &sqlx::PgPool) -> uuid::Uuid {
+    let client = loket_test_support::postgres::new_client(pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+         provider_product_code, account, amount_minor, request_hash, provider_reference) \
+         VALUES ($1, $2, 'ref', 'prepaid', 'unknown', 'okebayar', 'TSEL10', 'S10', '0812', 10500, '\\x00', $3)",
+    )
+    .bind(id)
+    .bind(client)
+    .bind(format!("LKT{}", id.simple()))
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn the_first_record_of_a_transaction_is_first_and_every_later_one_is_before() {
     let journal = journal().await;
     let id = uuid::Uuid::now_v7().to_string();
-    assert_eq!(journal.record(&id).await.unwrap(), Recorded::First);
+    assert!(journal.record(&id).await.unwrap().is_first());
     assert_eq!(journal.record(&id).await.unwrap(), Recorded::Before);
     assert_eq!(journal.record(&id).await.unwrap(), Recorded::Before);
     let other = uuid::Uuid::now_v7().to_string();
-    assert_eq!(journal.record(&other).await.unwrap(), Recorded::First);
+    assert!(journal.record(&other).await.unwrap().is_first());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,7 +56,7 @@ async fn concurrent_records_of_one_transaction_let_exactly_one_send() {
     let records = futures::future::join_all((0..40).map(|_| journal.record(&id))).await;
     let first = records
         .iter()
-        .filter(|record| matches!(record, Ok(Recorded::First)))
+        .filter(|record| matches!(record, Ok(Recorded::First { .. })))
         .count();
     assert_eq!(first, 1, "{records:?}");
     assert!(records.iter().all(Result::is_ok), "{records:?}");
@@ -79,23 +99,9 @@ async fn a_send_again_is_allowed_once_per_grace_and_never_for_an_unrecorded_tran
 #[tokio::test]
 async fn a_settled_transaction_is_recorded_as_settled_and_never_renewed() {
     let (journal, pool) = journal_and_pool().await;
-    let client = loket_test_support::postgres::new_client(&pool)
-        .await
-        .unwrap();
-    let id = uuid::Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
-         provider_product_code, account, amount_minor, request_hash, provider_reference) \
-         VALUES ($1, $2, 'ref', 'prepaid', 'unknown', 'okebayar', 'TSEL10', 'S10', '0812', 10500, '\\x00', $3)",
-    )
-    .bind(id)
-    .bind(client)
-    .bind(format!("LKT{}", id.simple()))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let id = unresolved_transaction(&pool).await;
     let id_text = id.to_string();
-    assert_eq!(journal.record(&id_text).await.unwrap(), Recorded::First);
+    assert!(journal.record(&id_text).await.unwrap().is_first());
     // Unresolved, past the grace: a send again is allowed.
     assert!(journal
         .renew_if_older(&id_text, Duration::ZERO)
@@ -121,4 +127,42 @@ async fn a_settled_transaction_is_recorded_as_settled_and_never_renewed() {
             "{status}: renewed for a settled transaction"
         );
     }
+}
+
+/// A first record sent only after a status check is touched when it leaves:
+/// only while the record is still its own (no other worker sent it again
+/// meanwhile) and the transaction is unsettled.
+#[tokio::test]
+async fn a_first_record_is_touched_only_while_unchanged_and_unsettled() {
+    let (journal, pool) = journal_and_pool().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let Recorded::First { at } = journal.record(&id).await.unwrap() else {
+        panic!("a first record");
+    };
+    assert!(journal.touch(&id, at).await.unwrap(), "unchanged: touched");
+    assert!(
+        !journal.touch(&id, at).await.unwrap(),
+        "the touch moved the record: the old time no longer matches"
+    );
+    // Another worker sends it again meanwhile: this one may not.
+    let other = uuid::Uuid::now_v7().to_string();
+    let Recorded::First { at } = journal.record(&other).await.unwrap() else {
+        panic!("a first record");
+    };
+    assert!(journal
+        .renew_if_older(&other, Duration::ZERO)
+        .await
+        .unwrap());
+    assert!(!journal.touch(&other, at).await.unwrap());
+    // Settled meanwhile: not touched either.
+    let settled = unresolved_transaction(&pool).await;
+    let Recorded::First { at } = journal.record(&settled.to_string()).await.unwrap() else {
+        panic!("a first record");
+    };
+    sqlx::query("UPDATE transactions SET status = 'failed' WHERE id = $1")
+        .bind(settled)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(!journal.touch(&settled.to_string(), at).await.unwrap());
 }
