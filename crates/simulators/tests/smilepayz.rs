@@ -1125,3 +1125,64 @@ async fn a_hosted_pay_in_reports_the_method_chosen_on_the_page_once_final() {
     let (_, reply) = post_signed(&s, inquiry_path, inquiry(&paid)).await;
     assert_eq!(reply["paymentMethod"], "QRIS", "{reply}");
 }
+
+/// An amount past what the simulator takes (ASSUMED cap: the spec leaves
+/// per-method limits open) is refused as an invalid amount, so no balance
+/// can overflow; the cap itself is taken.
+#[tokio::test]
+async fn a_pay_in_amount_beyond_the_cap_is_an_invalid_amount() {
+    let s = setup().await;
+    let with_amount = |amount: i64| {
+        let mut body = pay_in_body(&reference());
+        body["money"]["amount"] = amount.into();
+        body
+    };
+    for amount in [1_000_000_000_000, i64::MAX] {
+        let (status, reply) =
+            post_signed(&s, loket_smilepayz::wire::PAY_IN_PATH, with_amount(amount)).await;
+        assert_eq!((status, response_code(&reply)), (400, "4009001"), "{reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Invalid amount")),
+            "{reply}"
+        );
+    }
+    let (status, reply) = post_signed(
+        &s,
+        loket_smilepayz::wire::PAY_IN_PATH,
+        with_amount(999_999_999_999),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// `expiryPeriod` defaults to 3600 only when absent (spec §5); any other
+/// form than whole seconds in 1..=86400 is an invalid field.
+#[tokio::test]
+async fn an_expiry_period_not_in_whole_seconds_is_an_invalid_field() {
+    let s = setup().await;
+    for period in [
+        serde_json::json!("7200"),
+        serde_json::json!(-1),
+        serde_json::json!(3600.5),
+        serde_json::json!(0),
+        serde_json::json!(86_401),
+    ] {
+        let mut body = pay_in_body(&reference());
+        body["expiryPeriod"] = period.clone();
+        let (status, reply) = post_signed(&s, loket_smilepayz::wire::PAY_IN_PATH, body).await;
+        assert_eq!(
+            (status, response_code(&reply)),
+            (400, "4009001"),
+            "{period}: {reply}"
+        );
+        assert!(reply.to_string().contains("expiryPeriod"), "{reply}");
+    }
+    for period in [serde_json::json!(86_400), serde_json::Value::Null] {
+        let mut body = pay_in_body(&reference());
+        body["expiryPeriod"] = period.clone();
+        let (status, reply) = post_signed(&s, loket_smilepayz::wire::PAY_IN_PATH, body).await;
+        assert_eq!(status, 200, "{period}: {reply}");
+    }
+}

@@ -240,6 +240,10 @@ impl Ledger {
                 return Err(Box::new(existing.clone()));
             }
         }
+        if UNRECORDED_FAILURES.contains(&entry.code.as_str()) {
+            // A server fault: the request never reached the ledger.
+            return Ok(());
+        }
         if let Some(inquiry) = inquiry {
             inner.inquiries.insert(inquiry.inquirycode.clone(), inquiry);
         }
@@ -412,6 +416,25 @@ pub fn parse_idr(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// An inquiry's entry under `reference`, answered `000`.
+    fn ledger_entry(reference: &str, operation: LedgerOperation) -> LedgerEntry {
+        LedgerEntry {
+            reference: reference.into(),
+            operation,
+            code: "000".into(),
+            serial_number: String::new(),
+            amount: 0,
+            debited: false,
+            tracecode: "1".into(),
+            productcode: "PLNPOST".into(),
+            accnumber: "531234567890".into(),
+            transaction_time: Utc::now(),
+            inquirycode: None,
+            history: vec!["000".into()],
+            executions: 1,
+        }
+    }
+
     fn purchase(reference: &str, amount: i64) -> MoneyAttempt {
         MoneyAttempt {
             reference: reference.into(),
@@ -461,6 +484,20 @@ mod tests {
             CommitOutcome::Refused("204")
         );
         assert_eq!(ledger.commit(strict).outcome, CommitOutcome::Duplicate);
+    }
+
+    #[test]
+    fn an_inquiry_answered_with_a_server_fault_leaves_no_entry() {
+        let ledger = Ledger::new(50_000, 100);
+        for code in UNRECORDED_FAILURES {
+            let mut inquiry = ledger_entry(code, LedgerOperation::BillInquiry);
+            inquiry.code = code.to_string();
+            ledger.record_inquiry(inquiry, None).unwrap();
+            assert!(ledger.get(code).is_none(), "{code} recorded");
+        }
+        let answered = ledger_entry("ok", LedgerOperation::BillInquiry);
+        ledger.record_inquiry(answered, None).unwrap();
+        assert!(ledger.get("ok").is_some());
     }
 
     #[test]

@@ -247,7 +247,12 @@ fn order_no_ok(sim: &SmilepayzSim, order_no: &str) -> bool {
     }
 }
 
-/// `money`: IDR, a whole positive number.
+/// The largest amount taken (ASSUMED for pay-ins: the spec leaves their
+/// per-method limits open, Q6; pay-outs have their own, lower one): IDR
+/// 999,999,999,999, so balances never overflow.
+const AMOUNT_MAX: i64 = 999_999_999_999;
+
+/// `money`: IDR, a whole positive number, at most [`AMOUNT_MAX`].
 fn amount_of(money: &Value) -> Result<i64, &'static str> {
     if text(money, "currency").as_deref() != Some("IDR") {
         return Err("Unsupported currency");
@@ -260,7 +265,7 @@ fn amount_of(money: &Value) -> Result<i64, &'static str> {
             }
             text.parse::<i64>()
                 .ok()
-                .filter(|a| *a > 0)
+                .filter(|a| (1..=AMOUNT_MAX).contains(a))
                 .ok_or("Invalid amount")
         }
         _ => Err("Invalid amount"),
@@ -348,13 +353,17 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
     if method == "W_OVO" && text(&payer, "phone").is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [payer.phone]");
     }
-    let expiry_seconds = value
-        .get("expiryPeriod")
-        .and_then(Value::as_u64)
-        .unwrap_or(EXPIRY_SECONDS_DEFAULT);
-    if expiry_seconds == 0 || expiry_seconds > EXPIRY_SECONDS_MAX {
+    // The default only when absent: a string, a fraction or a negative
+    // number is a malformed field, not a request for the default.
+    let expiry_seconds = match value.get("expiryPeriod") {
+        None | Some(Value::Null) => Some(EXPIRY_SECONDS_DEFAULT),
+        Some(period) => period.as_u64(),
+    };
+    let Some(expiry_seconds) =
+        expiry_seconds.filter(|secs| (1..=EXPIRY_SECONDS_MAX).contains(secs))
+    else {
         return invalid_field_format(svc, "expiryPeriod");
-    }
+    };
     let scenario = Scenario::select(amount, &payer_name);
     if let Some(refusal) = scenario_refusal(scenario, svc) {
         return refusal;

@@ -984,7 +984,12 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
     if !matches!(entry.status.as_str(), "00" | "04") {
         return fail(404, 80, 0, "Invalid Transaction Status");
     }
-    if entry.refunded + amount > entry.amount {
+    // Checked: an amount near i64::MAX must be refused, not wrap around.
+    if entry
+        .refunded
+        .checked_add(amount)
+        .is_none_or(|total| total > entry.amount)
+    {
         return fail(
             404,
             80,
