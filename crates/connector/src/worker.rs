@@ -329,6 +329,16 @@ async fn handle<C: Connector>(
         } else {
             command.operation
         };
+        // A money-moving command answered by its status check alone, on a
+        // first delivery: a copy that resurfaced (a restarted nats-server
+        // hands out a handled command as new) reports what its check learned,
+        // maybe a contradiction of the settled state; under the first
+        // handling's id it would be dropped as a duplicate of that result.
+        let event_id = if delivered == 1 && command.operation.moves_money() && !report.sent {
+            format!("{event_id}:c{}", uuid::Uuid::now_v7().simple())
+        } else {
+            event_id
+        };
         let event = report.into_event(event_id.clone(), command.transaction_id.clone(), command.provider.as_str(), operation);
         let headers = lbus::headers(&format!("res:{event_id}"), &trace, &command.transaction_id);
         let subject = subjects::result(command.provider);

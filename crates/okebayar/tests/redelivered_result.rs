@@ -64,3 +64,66 @@ async fn a_redelivered_commands_result_is_not_dropped_as_a_duplicate() {
     );
     service.abort();
 }
+
+/// A restarted nats-server can lose its consumers' state and hand out a
+/// handled command as a first delivery (here: the consumer is deleted and
+/// made again). The journal shows the send, so the copy is only checked; what
+/// its check learned reaches the event stream under an id of its own (it
+/// could contradict a settled state), not dropped as a duplicate of the
+/// first handling's result. OkeBayar still gets one purchase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resurfaced_commands_check_is_reported_under_an_id_of_its_own() {
+    const RESURFACED: &str = "0190f0aa-0000-7000-8000-0000000000d2";
+    const RESURFACED_REFERENCE: &str = "REFRESURFACED";
+    let nats = NatsServer::start().expect("a private nats-server");
+    let hits = Hits::default();
+    let url = fake_okebayar(hits.clone(), Duration::ZERO).await;
+    let mut settings = settings(&nats.url(), &url, 500, 10_000).await;
+    settings.worker.failpoint = Some(Failpoint::HangAfterResult);
+    let (js, mut results) = bus(&nats.url()).await;
+
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_worker = tokio::spawn(run(settings.clone(), admin, Shutdown::new()));
+    publish(
+        &js,
+        "cmd:resurfaced:0",
+        &purchase(RESURFACED, RESURFACED_REFERENCE, true),
+    )
+    .await;
+    let first = next_result(&mut results).await;
+    assert_eq!(first.event_id, "cmd:resurfaced:0");
+    first_worker.abort();
+    let _ = first_worker.await;
+
+    // The consumer's state is lost: the unacked command is new again.
+    js.get_stream(subjects::COMMAND_STREAM)
+        .await
+        .unwrap()
+        .delete_consumer(&subjects::connector_consumer(
+            loket_protocol::Provider::OkeBayar,
+        ))
+        .await
+        .unwrap();
+    settings.worker.failpoint = None;
+    let shutdown = Shutdown::new();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_worker = tokio::spawn(run(settings, admin, shutdown.clone()));
+    let second = next_result(&mut results).await;
+    assert!(
+        second.event_id.starts_with("cmd:resurfaced:0:c"),
+        "{}",
+        second.event_id
+    );
+    assert_eq!(
+        second.outcome,
+        loket_protocol::pb::Outcome::Success as i32,
+        "{second:?}"
+    );
+    assert_eq!(messages_in(&js, subjects::EVENT_STREAM).await, 2);
+    assert_eq!(
+        count(&hits, "OkeBayar-prabayar", RESURFACED_REFERENCE),
+        1,
+        "{hits:?}"
+    );
+    second_worker.abort();
+}
