@@ -33,7 +33,7 @@
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use loket_protocol::pb::bus;
 use loket_protocol::{horizon, subjects, Operation, Outcome};
 use loket_runtime::admin::Readiness;
@@ -187,15 +187,26 @@ pub async fn run<C: Connector>(
     readiness.set(true);
     tracing::info!(%provider, consumer = %consumer_name, "connector worker started");
 
+    // Messages arrive in batches and may wait in the pull buffer for a
+    // permit while the server's ack timer runs: each is taken as handed out
+    // no earlier than when the buffer was last found empty.
+    let mut buffer_emptied = Instant::now();
     loop {
         while handlers.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.wait() => break,
             permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
         };
-        let message = tokio::select! {
-            _ = shutdown.wait() => break,
-            next = messages.next() => next,
+        let (message, handed_out_after) = match messages.next().now_or_never() {
+            Some(buffered) => (buffered, buffer_emptied),
+            None => {
+                buffer_emptied = Instant::now();
+                let next = tokio::select! {
+                    _ = shutdown.wait() => break,
+                    next = messages.next() => next,
+                };
+                (next, Instant::now())
+            }
         };
         let message = match message {
             Some(Ok(message)) => message,
@@ -211,7 +222,15 @@ pub async fn run<C: Connector>(
         let settings = settings.clone();
         let journal = journal.clone();
         handlers.spawn(async move {
-            handle(&*connector, &js, &journal, &settings, message).await;
+            handle(
+                &*connector,
+                &js,
+                &journal,
+                &settings,
+                message,
+                handed_out_after,
+            )
+            .await;
             drop(permit);
         });
     }
@@ -240,9 +259,15 @@ async fn handle<C: Connector>(
     journal: &SendJournal,
     settings: &WorkerSettings,
     message: jetstream::Message,
+    handed_out_after: Instant,
 ) {
     let received = Instant::now();
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let delivery = Delivery {
+        count: delivered,
+        started: received,
+        handed_out_after,
+    };
     let event_id = message
         .headers
         .as_ref()
@@ -289,9 +314,12 @@ async fn handle<C: Connector>(
         // ack every third of the ack wait, polled in this task next to the
         // call. (The first tick is one period away: a timer due at once
         // would wake the runtime's driver for every command.)
+        // Counted from when the server may have handed the message out: one
+        // that waited in the pull buffer that long gets its first at once.
         let every = Duration::from_millis(settings.ack_wait_ms / 3).max(Duration::from_millis(200));
         let keep_ours = async {
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let first = tokio::time::Instant::from_std(handed_out_after) + every;
+            let mut ticker = tokio::time::interval_at(first, every);
             loop {
                 ticker.tick().await;
                 if message.ack_with(AckKind::Progress).await.is_err() {
@@ -302,7 +330,7 @@ async fn handle<C: Connector>(
         };
         let decided = tokio::select! {
             biased;
-            decided = decide_and_call(connector, journal, settings, &command, delivered, received) => decided,
+            decided = decide_and_call(connector, journal, settings, &command, delivery) => decided,
             never = keep_ours => match never {},
         };
         let report = match decided {
@@ -382,13 +410,32 @@ enum Decided {
     Later(Duration),
 }
 
+/// What the worker knows of a command's delivery.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    /// JetStream's delivery count.
+    count: i64,
+    /// When its handling started.
+    started: Instant,
+    /// The server handed it out no earlier than this (it may have waited in
+    /// the pull buffer since, its ack timer running).
+    handed_out_after: Instant,
+}
+
+impl Delivery {
+    /// Whether it waited in the buffer so long that its ack deadline may
+    /// have passed: the server may have handed it to another worker too.
+    fn held_past_the_ack_deadline(&self, ack_wait: Duration) -> bool {
+        self.started - self.handed_out_after > ack_wait.mul_f64(0.8)
+    }
+}
+
 async fn decide_and_call<C: Connector>(
     connector: &C,
     journal: &SendJournal,
     settings: &WorkerSettings,
     command: &Command,
-    delivered: i64,
-    received: Instant,
+    delivery: Delivery,
 ) -> Decided {
     if command.operation == Operation::StatusCheck {
         let mut report = status_check(connector, journal, command).await;
@@ -415,8 +462,10 @@ async fn decide_and_call<C: Connector>(
         Some("already settled")
     } else if past_horizon {
         Some("past the send horizon")
-    } else if delivered > 1 {
+    } else if delivery.count > 1 {
         Some("redelivered")
+    } else if delivery.held_past_the_ack_deadline(Duration::from_millis(settings.ack_wait_ms)) {
+        Some("held past the ack deadline")
     } else if !command.first_dispatch {
         Some("re-dispatched")
     } else if recorded == Recorded::Before {
@@ -487,7 +536,7 @@ async fn decide_and_call<C: Connector>(
     }
     // Rule: never send once the ack deadline may have passed.
     let safe_window = Duration::from_millis(settings.ack_wait_ms).mul_f64(0.8);
-    if received.elapsed() > safe_window {
+    if delivery.started.elapsed() > safe_window {
         tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
         return Decided::Abandon;
     }
@@ -872,14 +921,18 @@ mod tests {
         command: &Command,
         delivered: i64,
     ) -> Decided {
-        let settings = WorkerSettings::default();
+        let now = Instant::now();
+        let delivery = Delivery {
+            count: delivered,
+            started: now,
+            handed_out_after: now,
+        };
         decide_and_call(
             connector,
             journal,
-            &settings,
+            &WorkerSettings::default(),
             command,
-            delivered,
-            Instant::now(),
+            delivery,
         )
         .await
     }
@@ -1146,6 +1199,35 @@ mod tests {
             "{}",
             again.detail
         );
+    }
+
+    /// A first delivery that waited in the pull buffer past most of the
+    /// ack wait may have been handed to another worker as well: it starts
+    /// with a status check, as a redelivery does.
+    #[tokio::test]
+    async fn a_command_held_in_the_buffer_past_the_ack_deadline_is_checked_first() {
+        let journal = journal().await;
+        let settings = WorkerSettings::default();
+        let ack_wait = Duration::from_millis(settings.ack_wait_ms);
+        let found = FakeProvider::new(true, Duration::ZERO, None);
+        let now = Instant::now();
+        let held = Delivery {
+            count: 1,
+            started: now,
+            handed_out_after: now - ack_wait,
+        };
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        let decided_now = decide_and_call(&found, &journal, &settings, &command, held).await;
+        assert!(matches!(decided_now, Decided::Report(_)), "{decided_now:?}");
+        assert_eq!(found.requests(), (0, 1), "sent without a check");
+        // Taken from the buffer soon after it arrived: sent at once.
+        let fresh = Delivery {
+            handed_out_after: now - ack_wait / 4,
+            ..held
+        };
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        decide_and_call(&found, &journal, &settings, &command, fresh).await;
+        assert_eq!(found.requests(), (1, 1));
     }
 
     /// Two copies of a re-dispatched command (the sweep's repeats): the
