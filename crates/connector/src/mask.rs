@@ -89,8 +89,16 @@ fn encoded_forms(secret: &str) -> Vec<String> {
     let percent = percent_encoded(secret, true);
     vec![
         secret.to_string(),
+        // A hex digest (a signature) may come back in the other case.
+        secret.to_ascii_uppercase(),
+        secret.to_ascii_lowercase(),
         json.replace('/', "\\/"),
         xml_escaped(secret),
+        // XML text content, where most writers leave quotes as they are.
+        secret
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;"),
         percent_encoded(secret, false),
         percent.replace("%20", "+"),
         json,
@@ -196,10 +204,12 @@ mod tests {
             "pin=a%2Fb%22c%26d%20e",
             "pin=a%2fb%22c%26d%20e",
             "pin=a%2Fb%22c%26d+e",
+            "<pin>a/b\"c&amp;d e</pin>",
+            "A/B\"C&D E",
         ] {
             let masked = masker.mask(stored);
             assert!(masked.contains(MASK), "{stored} -> {masked}");
-            for part in ["a/b", "a\\/b", "a%2Fb", "a%2fb"] {
+            for part in ["a/b", "a\\/b", "a%2Fb", "a%2fb", "A/B"] {
                 assert!(!masked.contains(part), "{stored} -> {masked}");
             }
         }

@@ -88,6 +88,28 @@ impl Report {
         }
     }
 
+    /// Passes the free texts of the report (those a provider's reply can
+    /// fill, but for the inquiry data a payment echoes) through `mask`, as
+    /// its exchanges are.
+    pub fn mask_texts(&mut self, mask: impl Fn(&str) -> String) {
+        let texts = [
+            &mut self.provider_code,
+            &mut self.provider_message,
+            &mut self.provider_trace,
+            &mut self.serial_number,
+            &mut self.provider_amount_unreadable,
+            &mut self.contradiction,
+        ];
+        for text in texts.into_iter().flatten() {
+            *text = mask(text);
+        }
+        self.detail = mask(&self.detail);
+        // Not `inquiry_data`: the payment must send it back verbatim.
+        if let Some(bill) = self.bill.as_mut() {
+            bill.customer_name = mask(&bill.customer_name);
+        }
+    }
+
     /// Adds an operator note to [`Report::detail`], after any earlier one.
     pub fn add_detail(&mut self, note: &str) {
         push_detail(&mut self.detail, note);

@@ -372,7 +372,17 @@ impl OkeBayarConnector {
     }
 
     /// Classifies what the transport produced for `request` (pure: no I/O).
+    /// [`Self::classify_reply`], with every text the report took from the
+    /// reply masked as the exchanges are: a provider that echoes the PIN or
+    /// the signature in its message must not carry them into the database.
     fn classify(&self, command: &Command, request: &Request, transport: Transport) -> Report {
+        let mut report = self.classify_reply(command, request, transport);
+        let per_request = Masker::new([request.get("signature").unwrap_or_default()]);
+        report.mask_texts(|text| per_request.mask(&self.masker.mask(text)));
+        report
+    }
+
+    fn classify_reply(&self, command: &Command, request: &Request, transport: Transport) -> Report {
         let reply = match transport {
             Transport::Reply(reply) => reply,
             Transport::NotSent(error) => return not_sent(command.operation, error),

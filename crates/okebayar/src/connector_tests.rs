@@ -104,6 +104,32 @@ fn assert_no_secrets(text: &str) {
     assert!(!text.contains(&signature), "signature leaked: {text}");
 }
 
+/// A reply that echoes the PIN and the signature (in capitals) in its
+/// messages: the report carries neither, as its exchanges do not.
+#[test]
+fn secrets_echoed_in_a_reply_are_masked_in_the_report_too() {
+    let signature = sign::signature(USERID, PIN, REF).to_ascii_uppercase();
+    let echo = format!("userpin {PIN} signature {signature}");
+    let cmd = command(Operation::PrepaidPurchase);
+    for body in [
+        xml(&[
+            ("transactionstatus", "204"),
+            ("referencecode", REF),
+            ("info", echo.as_str()),
+            ("serialnumber", echo.as_str()),
+        ]),
+        format!("<html>{echo}</html>"),
+    ] {
+        let report = classify(&cmd, 200, &body);
+        let texts = format!(
+            "{:?} {:?} {:?} {}",
+            report.provider_message, report.serial_number, report.provider_code, report.detail
+        );
+        assert!(!texts.contains(PIN), "{texts}");
+        assert!(!texts.contains(&signature), "{texts}");
+    }
+}
+
 // ---------------------------------------------------------------- requests
 
 #[test]

@@ -300,6 +300,8 @@ impl SmilepayzConnector {
                 _ => classify_creation(command, &request, &reply),
             },
         };
+        // What the reply filled in is masked as the exchange is.
+        report.mask_texts(|text| self.masker.mask(text));
         report.exchanges.push(exchange);
         metrics::counter!(
             crate::metrics::OUTCOMES,

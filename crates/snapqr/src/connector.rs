@@ -784,13 +784,15 @@ impl SnapQrConnector {
     }
 
     async fn run(&self, command: &Command) -> Report {
-        let report = match command.operation {
+        let mut report = match command.operation {
             Operation::QrPayment => self.payment(command).await,
             Operation::QrCancel => self.cancel(command).await,
             Operation::QrRefund => self.refund(command).await,
             Operation::StatusCheck => self.status(command).await,
             other => Report::not_built(other, format!("{other} is not a SNAP QR CPM operation")),
         };
+        // What the replies filled in is masked as the exchanges are.
+        report.mask_texts(|text| self.masker.mask(text));
         metrics::counter!(crate::metrics::OUTCOMES, "operation" => command.operation.as_str(), "outcome" => report.outcome.as_str())
             .increment(1);
         tracing::info!(
