@@ -122,11 +122,8 @@ impl SendJournal {
     ) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
         let grace_us = micros(grace);
-        let renewed = sqlx::query_scalar::<_, Uuid>(&format!(
-            "UPDATE send_intents SET recorded_at = now() \
-             WHERE transaction_id = $1 AND recorded_at <= now() - $2::int8 * interval '1 microsecond' \
-             AND NOT EXISTS (SELECT 1 FROM transactions WHERE id = $1 AND status IN {SETTLED}) \
-             RETURNING transaction_id"
+        let renewed = sqlx::query_scalar::<_, Uuid>(&dated_now_if(
+            "recorded_at <= now() - $2::int8 * interval '1 microsecond'",
         ))
         .bind(transaction_id)
         .bind(grace_us)
@@ -169,17 +166,12 @@ impl SendJournal {
         recorded: DateTime<Utc>,
     ) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
-        let touched = sqlx::query_scalar::<_, Uuid>(&format!(
-            "UPDATE send_intents SET recorded_at = now() \
-             WHERE transaction_id = $1 AND recorded_at = $2 \
-             AND NOT EXISTS (SELECT 1 FROM transactions WHERE id = $1 AND status IN {SETTLED}) \
-             RETURNING transaction_id"
-        ))
-        .bind(transaction_id)
-        .bind(recorded)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| JournalError::Database(error.to_string()))?;
+        let touched = sqlx::query_scalar::<_, Uuid>(&dated_now_if("recorded_at = $2"))
+            .bind(transaction_id)
+            .bind(recorded)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| JournalError::Database(error.to_string()))?;
         Ok(touched.is_some())
     }
 }
@@ -237,6 +229,18 @@ async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
         }
     }
     connection
+}
+
+/// The statement that moves transaction `$1`'s last send to now when
+/// `condition` holds of its record and the transaction is not settled,
+/// returning its id when it did.
+fn dated_now_if(condition: &str) -> String {
+    format!(
+        "UPDATE send_intents SET recorded_at = now() \
+         WHERE transaction_id = $1 AND {condition} \
+         AND NOT EXISTS (SELECT 1 FROM transactions WHERE id = $1 AND status IN {SETTLED}) \
+         RETURNING transaction_id"
+    )
 }
 
 /// A transaction id as the journal keys it.

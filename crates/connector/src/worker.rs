@@ -426,8 +426,15 @@ impl Delivery {
     /// Whether it waited in the buffer so long that its ack deadline may
     /// have passed: the server may have handed it to another worker too.
     fn held_past_the_ack_deadline(&self, ack_wait: Duration) -> bool {
-        self.started - self.handed_out_after > ack_wait.mul_f64(0.8)
+        self.started - self.handed_out_after > surely_ours(ack_wait)
     }
+}
+
+/// How long after the server handed a message out (or after its last
+/// progress ack) it is surely still this worker's: most of the ack wait,
+/// leaving room for clocks and a slow ack.
+fn surely_ours(ack_wait: Duration) -> Duration {
+    ack_wait.mul_f64(0.8)
 }
 
 async fn decide_and_call<C: Connector>(
@@ -535,7 +542,7 @@ async fn decide_and_call<C: Connector>(
         exchanges = check.exchanges;
     }
     // Rule: never send once the ack deadline may have passed.
-    let safe_window = Duration::from_millis(settings.ack_wait_ms).mul_f64(0.8);
+    let safe_window = surely_ours(Duration::from_millis(settings.ack_wait_ms));
     if delivery.started.elapsed() > safe_window {
         tracing::warn!("ack deadline nearly passed before sending; abandoning to the redelivery");
         return Decided::Abandon;
