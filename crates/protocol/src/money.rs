@@ -2,7 +2,7 @@
 //! counts it; for IDR that is the whole rupiah (no sen circulate, and every
 //! provider settles whole rupiah). Provider formats (`11000.00`, `"10000.00"`,
 //! `150000`) are converted at the connector's edge with [`Money::parse_decimal`]
-//! and [`Money::to_decimal`]; floating point is never involved.
+//! and [`Money::to_decimal_2`]; floating point is never involved.
 
 use std::fmt;
 
@@ -41,6 +41,8 @@ pub enum MoneyError {
     NotANumber(String),
     #[error("amount {0:?} has a fractional part; IDR amounts must be whole rupiah")]
     Fractional(String),
+    #[error("amount {0:?} has more than two decimal places; it may be a thousands separator")]
+    AmbiguousDecimals(String),
     #[error("amount {0:?} is out of range")]
     OutOfRange(String),
     #[error("amount must not be negative")]
@@ -57,7 +59,9 @@ impl Money {
 
     /// Parses a provider's decimal text exactly: `"11000"`, `"11000.00"`,
     /// `"11000.0"`, with optional surrounding whitespace. A non-zero fraction
-    /// is an error rather than silently rounded.
+    /// is an error rather than silently rounded, and so is a fraction of three
+    /// or more digits even when they are zeros: no provider sends more than
+    /// two decimals, and `"50.000"` in Indonesian notation is fifty thousand.
     pub fn parse_decimal(text: &str, currency: Currency) -> Result<Self, MoneyError> {
         let trimmed = text.trim();
         let err = || MoneyError::NotANumber(text.to_string());
@@ -75,6 +79,9 @@ impl Money {
         if let Some(f) = fraction {
             if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err());
+            }
+            if f.len() > 2 {
+                return Err(MoneyError::AmbiguousDecimals(text.to_string()));
             }
             if f.bytes().any(|b| b != b'0') {
                 return Err(MoneyError::Fractional(text.to_string()));
@@ -140,6 +147,17 @@ mod tests {
         assert_eq!(
             Money::parse_decimal("11000.50", Currency::Idr),
             Err(MoneyError::Fractional("11000.50".into()))
+        );
+        for grouped in ["50.000", "10.000", "1.000.000", "11000.000"] {
+            assert!(
+                Money::parse_decimal(grouped, Currency::Idr).is_err(),
+                "{grouped} must not be read as {}",
+                grouped.split('.').next().unwrap()
+            );
+        }
+        assert_eq!(
+            Money::parse_decimal("50.000", Currency::Idr),
+            Err(MoneyError::AmbiguousDecimals("50.000".into()))
         );
         for bad in [
             "",
