@@ -4,7 +4,6 @@
 //! path does not touch the database; misses are never cached, so a key just
 //! created with `loketctl` works at once. Every refusal looks the same.
 
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +12,7 @@ use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
+use loket_store::api_key_hash;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -28,10 +28,6 @@ pub struct Authenticator {
     pool: PgPool,
     ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (ClientId, Instant)>>,
-}
-
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
 }
 
 impl Authenticator {
@@ -50,7 +46,7 @@ impl Authenticator {
             .map(str::trim)
             .filter(|key| !key.is_empty() && key.len() <= 256)
             .ok_or(ApiError::Unauthenticated)?;
-        let hash = hash_key(key);
+        let hash = api_key_hash(key);
         if let Some(client) = self.cached(&hash) {
             return Ok(client);
         }
@@ -91,15 +87,6 @@ impl Authenticator {
 mod tests {
     use super::*;
 
-    #[test]
-    fn key_hash_is_sha256() {
-        // sha256("abc")
-        assert_eq!(
-            hex::encode(hash_key("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
-
     #[tokio::test]
     async fn missing_or_empty_key_is_unauthenticated_without_touching_the_database() {
         // A lazy pool that would fail if used: proves no query is made.
@@ -127,10 +114,10 @@ mod tests {
             .unwrap();
         let auth = Authenticator::new(pool, Duration::from_millis(30));
         let client = ClientId(Uuid::now_v7());
-        auth.remember(hash_key("k"), client);
-        assert_eq!(auth.cached(&hash_key("k")), Some(client));
-        assert_eq!(auth.cached(&hash_key("other")), None);
+        auth.remember(api_key_hash("k"), client);
+        assert_eq!(auth.cached(&api_key_hash("k")), Some(client));
+        assert_eq!(auth.cached(&api_key_hash("other")), None);
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(auth.cached(&hash_key("k")), None);
+        assert_eq!(auth.cached(&api_key_hash("k")), None);
     }
 }

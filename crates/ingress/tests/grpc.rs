@@ -44,7 +44,7 @@ async fn seed(pool: &PgPool) -> anyhow::Result<(Uuid, Uuid)> {
         sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(name)
-            .bind(&loket_ingress::auth::hash_key(key)[..])
+            .bind(&loket_store::api_key_hash(key)[..])
             .execute(pool)
             .await?;
     }
@@ -52,7 +52,7 @@ async fn seed(pool: &PgPool) -> anyhow::Result<(Uuid, Uuid)> {
         "INSERT INTO clients (id, name, api_key_hash, disabled) VALUES ($1, 'off', $2, TRUE)",
     )
     .bind(Uuid::now_v7())
-    .bind(&loket_ingress::auth::hash_key("disabled-key")[..])
+    .bind(&loket_store::api_key_hash("disabled-key")[..])
     .execute(pool)
     .await?;
     sqlx::query(

@@ -5,7 +5,8 @@
 //!
 //! - `success` and `failed` are final: nothing moves a transaction out of them.
 //! - A final report contradicting a final state sends it to `needs_review`.
-//! - `needs_review` is left only by an operator.
+//! - `needs_review` is final for loket too: nothing in loket moves a
+//!   transaction out of it; an operator settles the case with the provider.
 //! - States only move forward: a pending or unknown report never downgrades.
 
 use crate::Outcome;
@@ -74,6 +75,13 @@ pub enum Decision {
     /// A final report contradicts a final state: park for review and alert.
     Conflict,
 }
+
+/// `provider_code` the reconciler writes when a status check proved the
+/// provider never received the request. Not a provider code.
+pub const NOT_FOUND_CODE: &str = "NOT_FOUND";
+/// `provider_code` the reconciler writes when an inquiry stayed unresolved
+/// too long.
+pub const EXPIRED_CODE: &str = "EXPIRED";
 
 /// Applies an authenticated report (a connector result or a verified
 /// callback) to the current status.

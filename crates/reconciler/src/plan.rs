@@ -35,11 +35,7 @@ use loket_store::TransactionRow;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
-/// `provider_code` written when a status check proved the provider never
-/// received the request.
-pub const NOT_FOUND_CODE: &str = "NOT_FOUND";
-/// `provider_code` written when an inquiry stayed unresolved too long.
-pub const EXPIRED_CODE: &str = "EXPIRED";
+pub use loket_protocol::state::{EXPIRED_CODE, NOT_FOUND_CODE};
 
 /// Where a report came from; the `source` column of `transaction_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

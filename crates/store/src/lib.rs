@@ -6,11 +6,16 @@
 //!
 //! State transitions are not written here: the ingress inserts, the reconciler
 //! alone updates status.
+//!
+//! [`api_key_hash`] is how a client's API key is stored, so the key `loketctl`
+//! creates and the key the ingress checks are hashed by one function.
 
 use chrono::{DateTime, Utc};
 use loket_protocol::conversions::timestamp;
 use loket_protocol::pb::{self, bus};
+use loket_protocol::state::NOT_FOUND_CODE;
 use loket_protocol::{Operation, Provider, TransactionKind, TransactionStatus};
+use sha2::{Digest as _, Sha256};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
@@ -21,6 +26,12 @@ pub const COLUMNS: &str = "id, client_id, client_ref, kind, status, provider, pr
     provider_amount_minor, amount_mismatch, inquiry_id, bill, inquiry_data, expires_at, dispatched_at, \
     dispatch_count, next_check_at, check_count, not_found_since, review_reason, reviewed_from, created_at, \
     updated_at, finalized_at, original_id, method, details, payment";
+
+/// `clients.api_key_hash`: SHA-256 of the whole key text. Only the hash is
+/// stored; the key is shown once, when `loketctl client create` makes it.
+pub fn api_key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransactionRow {
@@ -132,10 +143,18 @@ impl TransactionRow {
     }
 
     /// What the provider code means, from the code catalogue, for this
-    /// transaction's operation. Codes loket assigns itself (`NOT_FOUND`,
-    /// `EXPIRED`) are not provider codes and get no explanation.
+    /// transaction's operation. [`NOT_FOUND_CODE`], which the reconciler
+    /// writes when the provider had no record, is not a provider code and gets
+    /// no explanation (Smilepayz's catalogue would read it as an unlisted
+    /// order status, "outcome unknown", next to `failed`).
+    /// [`EXPIRED_CODE`](loket_protocol::state::EXPIRED_CODE) is
+    /// explained only where the provider has an `EXPIRED` status of its own
+    /// (Smilepayz), which means the same.
     pub fn explanation(&self) -> Option<pb::CodeExplanation> {
-        let code = self.provider_code.as_deref()?;
+        let code = self
+            .provider_code
+            .as_deref()
+            .filter(|code| *code != NOT_FOUND_CODE)?;
         let provider = self.provider()?;
         let operation = self.kind()?.operation();
         loket_protocol::catalogue::explain(provider, code, Some(operation.into()))
@@ -327,4 +346,22 @@ pub async fn get_by_reference(
     .bind(provider.as_str())
     .fetch_optional(executor)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_hash_is_sha256_of_the_key_text() {
+        // `printf lk_test | sha256sum`
+        let hex: String = api_key_hash("lk_test")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "261b46e608d87c826b7fcecf64cd163422257f85f2b38b863043ced7ee009016"
+        );
+    }
 }

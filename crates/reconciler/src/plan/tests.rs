@@ -456,6 +456,33 @@ fn not_found_within_grace_keeps_waiting_then_fails_after_it() {
 }
 
 #[test]
+fn a_failure_for_no_record_carries_no_provider_explanation() {
+    // Smilepayz's catalogue reads any upper-case word as an order status, so
+    // loket's own NOT_FOUND used to be explained as an unlisted status,
+    // "outcome unknown, do not repeat", next to `failed`.
+    let start = t0();
+    let first = plan(
+        &pay_in_row(S::Unknown),
+        &not_found("chk:x:0"),
+        start,
+        &policy(),
+    )
+    .unwrap();
+    let after = start + Duration::minutes(5) + Duration::seconds(1);
+    let failed = plan(&first.next, &not_found("chk:x:1"), after, &policy()).unwrap();
+    assert_eq!(failed.next.status, "failed");
+    assert_eq!(failed.next.provider_code.as_deref(), Some(NOT_FOUND_CODE));
+    assert_eq!(failed.next.explanation(), None);
+
+    let mut provider_failed = failed.next.clone();
+    provider_failed.provider_code = Some("FAILED".into());
+    assert!(
+        provider_failed.explanation().is_some(),
+        "a provider's own status word is still explained"
+    );
+}
+
+#[test]
 fn a_failure_for_no_record_goes_to_review_when_the_provider_turns_out_to_have_the_request() {
     let start = t0();
     let waiting = plan(&row(S::Unknown), &not_found("chk:x:0"), start, &policy()).unwrap();
