@@ -781,9 +781,10 @@ async fn finance_exports_a_providers_transactions_with_totals() {
     assert_eq!(ok_row[17], ok.serial_number);
     assert!(row_of(&other.id).contains(",client-b,"));
     assert_eq!(summary.rows, 3);
-    assert_eq!(summary.by_status["success"].count, 2);
-    assert_eq!(summary.by_status["success"].amount_minor, 21_000);
-    assert_eq!(summary.by_status["failed"].count, 1);
+    let prepaid = &summary.by_kind["prepaid_purchase"];
+    assert_eq!(prepaid["success"].count, 2);
+    assert_eq!(prepaid["success"].amount_minor, 21_000);
+    assert_eq!(prepaid["failed"].count, 1);
     assert_eq!(summary.amount_mismatches, 0);
 
     let only_failed = ExportQuery {

@@ -150,8 +150,10 @@ pub struct ExportSummary {
     pub from: String,
     pub until: String,
     pub rows: u64,
-    /// Count and our amounts per status.
-    pub by_status: BTreeMap<String, StatusTotal>,
+    /// Count and our amounts per kind, then per status. Kinds are never
+    /// added together: a payment and its refund, or a pay-in and a pay-out,
+    /// move money in opposite directions.
+    pub by_kind: BTreeMap<String, BTreeMap<String, StatusTotal>>,
     pub amount_mismatches: u64,
 }
 
@@ -187,11 +189,12 @@ pub async fn export(
         ..ExportSummary::default()
     };
     let mut rows = sqlx::query_as::<_, ExportRow>(
-        "SELECT t.created_at, t.finalized_at, t.id, c.name AS client, t.client_ref, t.kind, \
+        "SELECT t.created_at, t.finalized_at, t.id, COALESCE(c.name, t.client_id::text) AS client, \
+                t.client_ref, t.kind, \
                 t.product_code, t.provider, t.provider_reference AS our_reference, t.provider_trace, \
                 t.account, t.amount_minor, t.currency, t.provider_amount_minor, t.amount_mismatch, \
                 t.status, t.provider_code, t.serial_number \
-         FROM transactions t JOIN clients c ON c.id = t.client_id \
+         FROM transactions t LEFT JOIN clients c ON c.id = t.client_id \
          WHERE t.provider = $1 AND t.created_at >= $2 AND t.created_at < $3 \
            AND ($4::text IS NULL OR t.status = $4) \
          ORDER BY t.created_at, t.id",
@@ -211,14 +214,25 @@ pub async fn export(
             ),
         }
         .map_err(io)?;
-        summary.rows += 1;
-        summary.amount_mismatches += u64::from(row.amount_mismatch);
-        let total = summary.by_status.entry(row.status).or_default();
-        total.count += 1;
-        total.amount_minor += row.amount_minor.unwrap_or(0);
+        summary.count(&row);
     }
     out.flush().map_err(io)?;
     Ok(summary)
+}
+
+impl ExportSummary {
+    fn count(&mut self, row: &ExportRow) {
+        self.rows += 1;
+        self.amount_mismatches += u64::from(row.amount_mismatch);
+        let total = self
+            .by_kind
+            .entry(row.kind.clone())
+            .or_default()
+            .entry(row.status.clone())
+            .or_default();
+        total.count += 1;
+        total.amount_minor += row.amount_minor.unwrap_or(0);
+    }
 }
 
 impl Render for ExportSummary {
@@ -231,15 +245,17 @@ impl Render for ExportSummary {
                 self.rows, self.provider, self.from, self.until
             ),
         );
-        for (status, total) in &self.by_status {
-            let amount = MoneyView {
-                minor: total.amount_minor,
-                currency: "IDR".into(),
-            };
-            out.add(
-                &format!("  {status}"),
-                format!("{} ({amount})", total.count),
-            );
+        for (kind, statuses) in &self.by_kind {
+            for (status, total) in statuses {
+                let amount = MoneyView {
+                    minor: total.amount_minor,
+                    currency: "IDR".into(),
+                };
+                out.add(
+                    &format!("  {kind} {status}"),
+                    format!("{} ({amount})", total.count),
+                );
+            }
         }
         if self.amount_mismatches > 0 {
             out.add(
@@ -270,6 +286,51 @@ mod tests {
         );
         assert!(parse_bound("22/11/2026").is_err());
         assert!(parse_bound("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn totals_never_add_a_refund_or_cancel_to_the_payment_it_undoes() {
+        let row = |kind: &str, status: &str, amount: i64| ExportRow {
+            created_at: Utc::now(),
+            finalized_at: None,
+            id: Uuid::nil(),
+            client: "client-a".into(),
+            client_ref: "r".into(),
+            kind: kind.into(),
+            product_code: "QR".into(),
+            provider: "snapqr".into(),
+            our_reference: "ref".into(),
+            provider_trace: None,
+            account: String::new(),
+            amount_minor: Some(amount),
+            currency: "IDR".into(),
+            provider_amount_minor: None,
+            amount_mismatch: false,
+            status: status.into(),
+            provider_code: None,
+            serial_number: None,
+        };
+        let mut summary = ExportSummary::default();
+        for (kind, status, amount) in [
+            ("qr_payment", "success", 100_000),
+            ("qr_payment", "success", 50_000),
+            ("qr_cancel", "success", 100_000),
+            ("qr_payment", "failed", 7_000),
+        ] {
+            summary.count(&row(kind, status, amount));
+        }
+        assert_eq!(summary.rows, 4);
+        let payments = &summary.by_kind["qr_payment"];
+        assert_eq!(payments["success"].count, 2);
+        assert_eq!(payments["success"].amount_minor, 150_000);
+        assert_eq!(payments["failed"].amount_minor, 7_000);
+        assert_eq!(
+            summary.by_kind["qr_cancel"]["success"].amount_minor,
+            100_000
+        );
+        let text = summary.text();
+        assert!(text.contains("qr_payment success"), "{text}");
+        assert!(text.contains("qr_cancel success"), "{text}");
     }
 
     #[test]
