@@ -168,6 +168,35 @@ async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn the_schema_refuses_a_negative_amount() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let group = GroupInsert::start(pool.clone());
+    let mut negative = purchase(client, "negative");
+    negative.amount = Some(Money::idr(-5));
+    match group.insert(negative, serde_json::json!({})).await {
+        Err(sqlx::Error::Database(error)) => {
+            assert_eq!(error.constraint(), Some("transactions_amount_not_negative"))
+        }
+        other => panic!("a negative amount must be refused, got {other:?}"),
+    }
+    let id = group
+        .insert(purchase(client, "fine"), serde_json::json!({}))
+        .await?
+        .expect("inserted")
+        .id;
+    let refused = sqlx::query("UPDATE transactions SET provider_amount_minor = -1 WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect_err("a negative provider amount must be refused");
+    assert_eq!(
+        refused.as_database_error().and_then(|e| e.constraint()),
+        Some("transactions_provider_amount_not_negative")
+    );
+    Ok(())
+}
+
 /// Inserts `ids` as `received` purchases, in the order given (so their
 /// physical order in the table is that order).
 async fn insert_received(pool: &PgPool, client: Uuid, ids: &[Uuid]) -> anyhow::Result<()> {
