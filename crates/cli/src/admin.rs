@@ -10,7 +10,7 @@ use crate::output::{
     ClientListView, ClientView, CreatedClientView, DoneView, MoneyView, ProductListView,
     ProductView, ProductsLoadedView, KEY_SHOWN_ONCE,
 };
-use crate::products::{parse_catalogue, Product};
+use crate::products::Product;
 use crate::CliError;
 
 /// Connects with a small pool (the CLI runs one statement at a time).
@@ -102,12 +102,22 @@ pub async fn set_client_disabled(
         message: format!(
             "client {name} {}",
             if disabled {
-                "disabled: its API key no longer works"
+                "disabled: each ingress refuses its API key once its cached lookup \
+                 expires (AUTH_CACHE_TTL_MS, 10 s by default)"
             } else {
                 "enabled"
             }
         ),
     })
+}
+
+/// Reads and validates a whole catalogue file; needs no database.
+pub fn read_catalogue(path: &std::path::Path) -> Result<Vec<Product>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(crate::products::parse_catalogue(&text)?)
 }
 
 /// Validates the whole file, then upserts every entry in one transaction:
@@ -116,12 +126,7 @@ pub async fn load_products(
     pool: &PgPool,
     path: &std::path::Path,
 ) -> Result<ProductsLoadedView, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let products = parse_catalogue(&text)?;
-    upsert_products(pool, &products).await
+    upsert_products(pool, &read_catalogue(path)?).await
 }
 
 pub async fn upsert_products(

@@ -67,11 +67,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Products(command) => match command {
             ProductsCommand::Load { file } => {
                 // Validate before connecting: a bad file needs no database.
-                let text = std::fs::read_to_string(file).map_err(|source| CliError::Io {
-                    path: file.display().to_string(),
-                    source,
-                })?;
-                let products = products::parse_catalogue(&text)?;
+                let products = admin::read_catalogue(file)?;
                 let pool = admin::connect(cli.database_url.as_ref()).await?;
                 print(render(
                     format,

@@ -30,7 +30,8 @@ pub struct Product {
     pub provider: Provider,
     pub provider_product_code: String,
     pub kind: ProductKind,
-    /// Whole rupiah; `None` exactly for postpaid products (the bill decides).
+    /// Whole rupiah, at least 1; `None` for products whose requests carry
+    /// their amount (postpaid: the bill decides; QR, pay-in, pay-out).
     pub price: Option<i64>,
     pub description: String,
     pub active: bool,
@@ -247,8 +248,11 @@ fn validate_entry(index: usize, table: &toml::Table) -> Result<Product, Vec<Entr
 
     let price = match table.get("price") {
         None => None,
-        Some(toml::Value::Integer(value)) if *value < 0 => {
-            fail("price", format!("{value} is negative"));
+        Some(toml::Value::Integer(value)) if *value <= 0 => {
+            fail(
+                "price",
+                format!("{value} is not a price: it must be at least 1 rupiah"),
+            );
             None
         }
         Some(toml::Value::Integer(value)) => Some(*value),
@@ -498,8 +502,15 @@ price = -5
             errors_of(text),
             vec![
                 "product #1 (P1): provider: must be a string, found integer",
-                "product #1 (P1): price: -5 is negative",
+                "product #1 (P1): price: -5 is not a price: it must be at least 1 rupiah",
             ]
+        );
+        let free = text
+            .replace("provider = 7", "provider = \"okebayar\"")
+            .replace("-5", "0");
+        assert_eq!(
+            errors_of(&free),
+            vec!["product #1 (P1): price: 0 is not a price: it must be at least 1 rupiah"]
         );
     }
 

@@ -1,5 +1,7 @@
-//! Generated protobuf types. Domain code converts to and from these in
-//! [`crate::conversions`]; nothing else should build them field by field.
+//! Generated protobuf types. Domain values (money, outcomes, times) convert
+//! to and from them in [`crate::conversions`]; whole messages are built where
+//! their data lives (`loket-store` builds a transaction's API view and bus
+//! command from its row).
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod loket {
