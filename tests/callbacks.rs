@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 /// No scheduled status check runs within the test (the first is due after a
 /// minute), so every pending purchase here can only reach `success` through
-/// its callbacks: each one received is logged and asks for a status check,
-/// and the repeated, stale and late ones change nothing after the first
-/// transition.
+/// its callbacks: each distinct one received is logged once (identical
+/// copies share one event id, so the event stream and the reconciler keep
+/// one of them) and asks for a status check, and the repeated, stale and
+/// late ones change nothing after the first transition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     let app = TestApp::spawn_with(TestOptions {
@@ -23,7 +24,7 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     let mut client = app.client_a().await;
     let mut txns = Vec::new();
     // (scenario, the simulator's scenario suffix, callbacks it delivers,
-    // distinct ones among them: the stream keeps one of identical copies)
+    // distinct ones among them)
     for (name, suffix, deliveries, distinct) in [
         ("duplicate", "905", 3, 1),
         ("out-of-order", "906", 2, 2),
@@ -37,33 +38,47 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
         app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
             .await;
     }
-    // Every delivery acknowledged, each distinct one logged as a callback
-    // event, and a status check asked for.
+    // Every delivery acknowledged, so every one is in the event stream.
     let deadline = Instant::now() + Duration::from_secs(15);
-    for (name, deliveries, distinct, txn) in &txns {
+    for (name, deliveries, _, txn) in &txns {
         loop {
-            let acknowledged = app.sim.callbacks_for(&txn.provider_reference).acknowledged;
-            let logged = app
-                .events(&txn.id)
-                .await
-                .iter()
-                .filter(|(source, _, _)| source == "callback")
-                .count();
-            let checks = app.sim.requests_for(&txn.provider_reference).status_checks;
-            if acknowledged >= *deliveries && logged >= *distinct && checks >= 1 {
+            let sent = app.sim.callbacks_for(&txn.provider_reference);
+            if sent.acknowledged >= *deliveries {
+                assert_eq!(
+                    (sent.deliveries, sent.acknowledged),
+                    (*deliveries, *deliveries),
+                    "{name}: {sent:?}"
+                );
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "{name}: {acknowledged} callbacks acknowledged, {logged} logged, {checks} status checks; \
-                 expected {deliveries} acknowledged, {distinct} logged and a check"
+                "{name}: {sent:?}; expected {deliveries} acknowledged"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    // The checks those callbacks asked for have been answered too.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for (name, _, _, txn) in &txns {
+    // Once the event stream is drained every delivery has been applied:
+    // each distinct callback logged once, identical copies not again.
+    wait_events_applied(&app, Duration::from_secs(15)).await;
+    for (name, _, distinct, txn) in &txns {
+        let logged = callbacks_in(&event_log(&app, &txn.id).await).len();
+        assert_eq!(
+            logged, *distinct,
+            "{name}: {distinct} distinct callbacks, each logged once"
+        );
+    }
+    // The status checks those callbacks asked for have been answered and
+    // applied too; nothing they reported moved a final state.
+    for (name, _, distinct, txn) in &txns {
+        let log = wait_callback_checks_answered(&app, &txn.id, Duration::from_secs(15)).await;
+        let callbacks = callbacks_in(&log);
+        assert_eq!(callbacks.len(), *distinct, "{name}: {log:#?}");
+        let checks = app.sim.requests_for(&txn.provider_reference).status_checks;
+        assert!(
+            checks >= *distinct,
+            "{name}: {checks} status checks for {distinct} callbacks"
+        );
         let row = app.row(&txn.id).await;
         assert_eq!(row.status, "success", "{name}: final unchanged");
         assert_eq!(
@@ -71,13 +86,10 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
             1,
             "{name}: one transition to success"
         );
-        let events = app.events(&txn.id).await;
         assert!(
-            events
-                .iter()
-                .all(|(_, from, to)| from.as_deref() != Some("success")
-                    || to.as_deref() == Some("success")),
-            "{name}: nothing moved out of success: {events:?}"
+            log.iter()
+                .all(|e| e.from.as_deref() != Some("success") || e.to.as_deref() == Some("success")),
+            "{name}: nothing moved out of success: {log:#?}"
         );
         assert_eq!(
             app.sim.money_requests_for(&txn.provider_reference),
@@ -126,7 +138,13 @@ async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // That check's answer is applied after the callback is logged.
+    let log = wait_callback_checks_answered(&app, &txn.id, Duration::from_secs(10)).await;
+    assert_eq!(
+        callbacks_in(&log).len(),
+        1,
+        "the callback is in the log: {log:#?}"
+    );
     let row = app.row(&txn.id).await;
     assert_eq!(row.status, "failed");
     assert_eq!(
@@ -136,9 +154,4 @@ async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
     );
     assert_ne!(row.serial_number.as_deref(), Some("9999-FREE-TOKEN"));
     assert_eq!(app.transitions_into(&txn.id, "success").await, 0);
-    let events = app.events(&txn.id).await;
-    assert!(
-        events.iter().any(|(source, _, _)| source == "callback"),
-        "the callback is in the log: {events:?}"
-    );
 }

@@ -19,9 +19,16 @@ async fn snap_app() -> TestApp {
     .await
 }
 
+/// No scheduled status query runs within the test (the first is due after a
+/// minute), so the pending payment can only be settled by its notify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn qr_payment_outcomes_success_pending_notify_query_and_failures() {
-    let app = snap_app().await;
+    let app = TestApp::spawn_with(TestOptions {
+        snapqr: true,
+        first_check_ms: 60_000,
+        ..Default::default()
+    })
+    .await;
     let sim = &app.snapqr.as_ref().unwrap().sim;
     let mut client = app.client_a().await;
 
@@ -42,19 +49,18 @@ async fn qr_payment_outcomes_success_pending_notify_query_and_failures() {
         .into_inner();
     app.wait_for_status(&notified.id, "success", Duration::from_secs(15))
         .await;
-    let events = app.events(&notified.id).await;
-    assert!(
-        events
-            .iter()
-            .any(|(s, _, to)| s == "callback" && to.as_deref() == Some("success")),
-        "{events:?}"
+    let log = event_log(&app, &notified.id).await;
+    let settled = transition_into(&log, "success");
+    assert_eq!(
+        (settled.source.as_str(), settled.from.as_deref()),
+        ("callback", Some("pending")),
+        "the notify took the payment out of pending: {log:#?}"
     );
-
-    // 2026000 and no notify at all: only the query (61) resolves it.
-    let silent = left_pending(&mut client, "qr-silent").await;
-    app.wait_for_status(&silent.id, "success", Duration::from_secs(15))
-        .await;
-    assert!(sim.requests_for(&silent.provider_reference).queries >= 1);
+    assert!(
+        !log.iter().any(|e| e.source == "status_check"),
+        "no status query ran: {log:#?}"
+    );
+    assert_eq!(sim.requests_for(&notified.provider_reference).queries, 0);
 
     // Definite failures carry the catalogue's explanation.
     let expired = client
@@ -71,12 +77,42 @@ async fn qr_payment_outcomes_success_pending_notify_query_and_failures() {
     let meaning = expired.explanation.clone().expect("explained");
     assert!(meaning.in_catalogue);
     assert!(!meaning.merchant_message_id.is_empty());
-    for txn in [&paid, &notified, &silent, &expired] {
-        assert!(
-            sim.payments_for(&txn.provider_reference) <= 1,
-            "one payment per reference"
+    // Each scenario sent its payment (60) exactly once; the expired QR's
+    // payment was sent and refused.
+    for txn in [&paid, &notified, &expired] {
+        assert_eq!(
+            sim.payments_for(&txn.provider_reference),
+            1,
+            "one payment request for {}",
+            txn.client_ref
         );
     }
+}
+
+/// 2026000 and no notify at all (scenario 102): only the scheduled status
+/// query (61) resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qr_payment_left_pending_without_a_notify_is_settled_by_the_query() {
+    let app = snap_app().await;
+    let sim = &app.snapqr.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+    let silent = left_pending(&mut client, "qr-silent").await;
+    app.wait_for_status(&silent.id, "success", Duration::from_secs(15))
+        .await;
+    let log = event_log(&app, &silent.id).await;
+    let settled = transition_into(&log, "success");
+    assert_eq!(
+        (settled.source.as_str(), settled.from.as_deref()),
+        ("status_check", Some("pending")),
+        "the query took the payment out of pending: {log:#?}"
+    );
+    assert!(callbacks_in(&log).is_empty(), "no notify: {log:#?}");
+    assert!(sim.requests_for(&silent.provider_reference).queries >= 1);
+    assert_eq!(
+        sim.payments_for(&silent.provider_reference),
+        1,
+        "one payment request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -152,7 +188,9 @@ async fn forged_replayed_and_duplicate_notifies() {
     let fixture = app.snapqr.as_ref().unwrap();
     let mut client = app.client_a().await;
 
-    // Duplicate notifies (scenario 104): one transition.
+    // Duplicate notifies (scenario 104): the issuer sends the same notify
+    // twice, both are acknowledged, and the second is recognised as a
+    // duplicate: one callback row, one transition.
     let twice = client
         .qr_pay(qr_pay("qr-dup", 10_104, 10_000))
         .await
@@ -170,8 +208,21 @@ async fn forged_replayed_and_duplicate_notifies() {
         },
     )
     .await;
-    let transitions = app.transitions_into(&twice.id, "success").await;
-    assert_eq!(transitions, 1);
+    let notifies = fixture.sim.notifies_for(&twice.provider_reference);
+    assert_eq!(
+        (notifies.deliveries, notifies.acknowledged),
+        (2, 2),
+        "the issuer sent the notify twice: {notifies:?}"
+    );
+    // Both copies were in the event stream before they were answered: once
+    // it is drained, both have been applied.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
+    assert_eq!(
+        callback_events(&app, &twice.id).await,
+        1,
+        "two copies of one notify, recorded once"
+    );
+    assert_eq!(app.transitions_into(&twice.id, "success").await, 1);
 
     // A payment still pending (scenario 102, no notify).
     let pending = left_pending(&mut client, "qr-forged").await;
@@ -257,12 +308,15 @@ async fn forged_replayed_and_duplicate_notifies() {
     let text = misdirected.text().await.unwrap();
     assert!(text.contains("4007900"), "SNAP-style 400: {text}");
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Had the receiver published any of them before refusing it, that event
+    // would be applied once the event stream is drained.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
     let events = app.events(&pending.id).await;
     assert!(
         !events.iter().any(|(s, _, _)| s == "callback"),
         "nothing rejected reached the log: {events:?}"
     );
+    assert_ne!(app.row(&pending.id).await.status, "failed", "{events:?}");
     app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
         .await;
 
@@ -412,7 +466,8 @@ async fn one_signed_notify_sent_many_times_at_once_and_replayed_is_one_transitio
     // The same capture again, after the payment settled.
     let (status, text) = send().await.expect("the receiver answers");
     assert_eq!((status, text.contains("2007900")), (200, true), "{text}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every copy was in the event stream before it was answered.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
 
     assert_eq!(app.transitions_into(&pending.id, "success").await, 1);
     assert_eq!(
@@ -459,7 +514,8 @@ async fn a_notify_made_durable_but_never_answered_is_one_transition_after_the_re
         .await
         .expect("the restarted receiver answers");
     assert_eq!((status, text.contains("2007900")), (200, true), "{text}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The retry was in the event stream before it was answered.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
     assert_eq!(app.transitions_into(&pending.id, "success").await, 1);
     assert_eq!(
         callback_events(&app, &pending.id).await,
@@ -557,12 +613,15 @@ async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
 /// each notify with that token and the secret we issued. The receiver accepts
 /// those notifies as verified (a 202 payment settles by its notify; a notify
 /// sent before the payment's reply is acknowledged too), and neither the
-/// issued secret nor our token key reaches a log line.
+/// issued secret nor our token key reaches a log line. No scheduled status
+/// query runs within the test (the first is due after a minute), so only
+/// the notifies can settle these payments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notify_mode_b_the_issuer_signs_in_at_our_token_endpoint_then_notifies() {
     let app = TestApp::spawn_with(TestOptions {
         snapqr: true,
         snapqr_notify_mode: loket_snapqr::NotifyMode::Hmac,
+        first_check_ms: 60_000,
         ..Default::default()
     })
     .await;
@@ -577,14 +636,15 @@ async fn notify_mode_b_the_issuer_signs_in_at_our_token_endpoint_then_notifies()
         .into_inner();
     app.wait_for_status(&later.id, "success", Duration::from_secs(15))
         .await;
-    let events = app.events(&later.id).await;
-    assert!(
-        events
-            .iter()
-            .any(|(s, _, to)| s == "callback" && to.as_deref() == Some("success")),
-        "the verified mode-B notify set the state: {events:?}"
+    let log = event_log(&app, &later.id).await;
+    let settled = transition_into(&log, "success");
+    assert_eq!(
+        (settled.source.as_str(), settled.from.as_deref()),
+        ("callback", Some("pending")),
+        "the verified mode-B notify took the payment out of pending: {log:#?}"
     );
-    // 2026000 with notify 00 delivered before the reply (scenario 106).
+    // 2026000 with notify 00 delivered before the reply (scenario 106): the
+    // notify settles it, whichever of the two the reconciler applies first.
     let early = client
         .qr_pay(qr_pay("qr-b-early", 10_106, 10_000))
         .await
@@ -592,10 +652,20 @@ async fn notify_mode_b_the_issuer_signs_in_at_our_token_endpoint_then_notifies()
         .into_inner();
     app.wait_for_status(&early.id, "success", Duration::from_secs(15))
         .await;
+    let log = event_log(&app, &early.id).await;
+    assert_eq!(
+        transition_into(&log, "success").source,
+        "callback",
+        "the verified mode-B notify settled it: {log:#?}"
+    );
     for txn in [&later, &early] {
-        // A status query may settle the payment before the notify is sent
-        // (mode B signs in first, which takes longer on a busy machine): the
-        // notify must still be sent and acknowledged.
+        assert_eq!(
+            sim.requests_for(&txn.provider_reference).queries,
+            0,
+            "no status query ran"
+        );
+        // The issuer records our answer after the reconciler may already
+        // have applied the notify.
         eventually(
             "the notify acknowledged",
             Duration::from_secs(15),

@@ -19,6 +19,17 @@ async fn smilepayz_app() -> TestApp {
     .await
 }
 
+/// An app whose scheduled inquiries are a minute away: within a test, only
+/// the inquiry a callback asks for can settle an order.
+async fn smilepayz_app_checked_only_by_callbacks() -> TestApp {
+    TestApp::spawn_with(TestOptions {
+        smilepayz: true,
+        first_check_ms: 60_000,
+        ..Default::default()
+    })
+    .await
+}
+
 fn pay_in(client_ref: &str, amount: i64, method: &str, wait_ms: u32) -> pb::PayInRequest {
     pb::PayInRequest {
         client_ref: client_ref.into(),
@@ -29,9 +40,11 @@ fn pay_in(client_ref: &str, amount: i64, method: &str, wait_ms: u32) -> pb::PayI
     }
 }
 
+/// Issue 5 item 1. No scheduled inquiry runs within the test, so the
+/// inquiry that settles the pay-in is the one its callback asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pay_in_paid_by_callback_confirmed_by_inquiry_and_pay_in_expiry() {
-    let app = smilepayz_app().await;
+    let app = smilepayz_app_checked_only_by_callbacks().await;
     let sim = &app.smilepayz.as_ref().unwrap().sim;
     let mut client = app.client_a().await;
 
@@ -43,17 +56,38 @@ async fn pay_in_paid_by_callback_confirmed_by_inquiry_and_pay_in_expiry() {
     let payment = created.payment.clone().expect("instructions for the payer");
     assert!(!payment.qr_string.is_empty(), "a QRIS string: {payment:?}");
     assert!(payment.expires_at.is_some());
-    let row = app
-        .wait_for_status(&created.id, "success", Duration::from_secs(15))
+    app.wait_for_status(&created.id, "success", Duration::from_secs(15))
         .await;
-    let events = app.events(&row.id.to_string()).await;
-    assert!(
-        events.iter().any(|(s, _, _)| s == "callback"),
-        "the callback arrived: {events:?}"
+    let log = event_log(&app, &created.id).await;
+    let callbacks = callbacks_in(&log);
+    assert_eq!(callbacks.len(), 1, "the callback arrived: {log:#?}");
+    let callback = callbacks[0];
+    assert_eq!(
+        (callback.claimed.as_deref(), callback.action.as_deref()),
+        (Some("success"), Some("status_check")),
+        "it claimed success and only asked for an inquiry: {log:#?}"
     );
     assert!(
-        sim.requests_for(&created.provider_reference).status_checks >= 1,
-        "an inquiry confirmed it"
+        callback.from == callback.to && callback.to.as_deref() != Some("success"),
+        "the callback itself changed nothing: {log:#?}"
+    );
+    // The inquiry the callback asked for, answered after it, settled it.
+    let settled = transition_into(&log, "success");
+    assert!(
+        settled.answers(&created.id, callback),
+        "the inquiry the callback asked for made the transition: {log:#?}"
+    );
+    let position = |event: &LoggedEvent| log.iter().position(|e| e == event);
+    assert!(position(callback) < position(settled), "{log:#?}");
+    // Every inquiry made was one the callback asked for; none was scheduled.
+    let inquiries: Vec<&LoggedEvent> = log.iter().filter(|e| e.source == "status_check").collect();
+    assert!(
+        inquiries.iter().all(|e| e.answers(&created.id, callback)),
+        "{log:#?}"
+    );
+    assert!(
+        sim.requests_for(&created.provider_reference).status_checks >= inquiries.len(),
+        "the simulator answered those inquiries"
     );
 
     let expiring = client
@@ -102,8 +136,25 @@ async fn pay_out_success_failure_insufficient_balance_and_idempotency() {
         .await
         .unwrap()
         .into_inner();
-    app.wait_for_status(&refused.id, "failed", Duration::from_secs(15))
+    let refused_row = app
+        .wait_for_status(&refused.id, "failed", Duration::from_secs(15))
         .await;
+    // The inquiry reports the order's status word: FAILED, with its meaning.
+    assert_eq!(refused_row.provider_code.as_deref(), Some("FAILED"));
+    let shown = client
+        .get_transaction(by_id(&refused.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.provider_code, "FAILED");
+    let meaning = shown.explanation.expect("explained");
+    assert!(meaning.in_catalogue, "{meaning:?}");
+    assert_eq!(meaning.code, "FAILED", "{meaning:?}");
+    assert_eq!(meaning.outcome(), pb::Outcome::Failed, "{meaning:?}");
+    assert_eq!(meaning.category, "business", "{meaning:?}");
+    assert!(!meaning.merchant_message_en.is_empty(), "{meaning:?}");
+    assert!(!meaning.merchant_message_id.is_empty(), "{meaning:?}");
+    assert_eq!(sim.money_requests_for(&refused.provider_reference), 1);
 
     sim.set_payout_balance(0);
     let broke = client
@@ -124,9 +175,11 @@ async fn pay_out_success_failure_insufficient_balance_and_idempotency() {
     assert_eq!(explanation.category, "balance", "{explanation:?}");
 }
 
+/// Issue 5 item 3. No scheduled inquiry runs within the test, so the
+/// inquiry that fails the pay-out is the one the lying callback asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_signed_callback_claiming_success_for_a_failed_order_stays_failed() {
-    let app = smilepayz_app().await;
+    let app = smilepayz_app_checked_only_by_callbacks().await;
     let sim = app.smilepayz.as_ref().unwrap().sim.clone();
     let mut client = app.client_a().await;
     let txn = client
@@ -140,15 +193,35 @@ async fn a_signed_callback_claiming_success_for_a_failed_order_stays_failed() {
         || async { sim.callbacks_for(&txn.provider_reference).acknowledged >= 1 },
     )
     .await;
-    let row = app
-        .wait_for_status(&txn.id, "failed", Duration::from_secs(15))
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        app.row(&row.id.to_string()).await.status,
-        "failed",
-        "the inquiry decides"
+    let delivered = sim.callbacks_for(&txn.provider_reference);
+    assert!(
+        delivered.attempts.iter().all(|a| a.status == "SUCCESS"),
+        "the callback claimed SUCCESS: {delivered:?}"
     );
+    // The callback is logged, and the inquiry it asked for is answered
+    // and applied after it.
+    let log = wait_callback_checks_answered(&app, &txn.id, Duration::from_secs(15)).await;
+    let callbacks = callbacks_in(&log);
+    assert_eq!(callbacks.len(), 1, "{log:#?}");
+    let callback = callbacks[0];
+    assert_eq!(
+        (callback.claimed.as_deref(), callback.action.as_deref()),
+        (Some("success"), Some("status_check")),
+        "{log:#?}"
+    );
+    let failed = transition_into(&log, "failed");
+    assert!(
+        failed.answers(&txn.id, callback),
+        "the inquiry decides: {log:#?}"
+    );
+    assert_eq!(
+        app.transitions_into(&txn.id, "success").await,
+        0,
+        "{log:#?}"
+    );
+    let row = app.row(&txn.id).await;
+    assert_eq!(row.status, "failed", "the inquiry decides");
+    assert_eq!(row.provider_code.as_deref(), Some("FAILED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -157,7 +230,9 @@ async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse(
     let fixture = app.smilepayz.as_ref().unwrap();
     let mut client = app.client_a().await;
 
-    // Delivered twice (scenario 005): one transition.
+    // Delivered twice (scenario 005), each copy with a fresh timestamp and
+    // signature: both are acknowledged, the second is recognised as a
+    // duplicate: one callback row, one transition.
     let twice = client
         .pay_in(pay_in("in-dup", 60_005, "QRIS", 0))
         .await
@@ -177,8 +252,21 @@ async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse(
         },
     )
     .await;
-    let transitions = app.transitions_into(&twice.id, "success").await;
-    assert_eq!(transitions, 1);
+    let sent = fixture.sim.callbacks_for(&twice.provider_reference);
+    assert_eq!(
+        (sent.deliveries, sent.acknowledged),
+        (2, 2),
+        "the simulator sent the callback twice: {sent:?}"
+    );
+    // Both copies were in the event stream before they were answered.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
+    let log = event_log(&app, &twice.id).await;
+    assert_eq!(
+        callbacks_in(&log).len(),
+        1,
+        "two deliveries of one callback, recorded once: {log:#?}"
+    );
+    assert_eq!(app.transitions_into(&twice.id, "success").await, 1);
 
     // A pending pay-in (scenario 003 never settles) and forged callbacks for it.
     let pending = client
@@ -232,7 +320,9 @@ async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse(
     let stale = post(old.clone(), sign_with(&platform, &old)).await.unwrap();
     assert_eq!(stale.status().as_u16(), 400);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Had the receiver published either before refusing it, that event
+    // would be applied once the event stream is drained.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
     let row = app.row(&pending.id).await;
     assert_eq!(row.status, "pending", "nothing changed");
     assert!(!app
@@ -240,6 +330,72 @@ async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse(
         .await
         .iter()
         .any(|(s, _, _)| s == "callback"));
+}
+
+/// Issue 5 item 4, the simulator's retry after a wrong answer: the receiver
+/// made the callback durable and then never answered it (a failpoint hangs
+/// it there), so the simulator, without its `SUCCESS`, sends the callback
+/// again (a fresh timestamp and signature); the restarted receiver answers
+/// that retry `SUCCESS`, and it is recognised as a duplicate: one callback
+/// row, one inquiry asked for, one transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_simulators_retry_after_an_unanswered_callback_is_a_duplicate() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        smilepayz: true,
+        first_check_ms: 60_000,
+        callback_failpoint: Some(loket_test_support::CallbackFailpoint::HangAfterPublish),
+        ..Default::default()
+    })
+    .await;
+    let sim = app.smilepayz.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+    let txn = client
+        .pay_in(pay_in("in-retried", 70_000, "QRIS", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    // Durable before the answer: applied although never answered.
+    wait_callback_checks_answered(&app, &txn.id, Duration::from_secs(15)).await;
+    app.wait_for_status(&txn.id, "success", Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        sim.callbacks_for(&txn.provider_reference).acknowledged,
+        0,
+        "the hung receiver answered nothing"
+    );
+
+    app.restart_callback(None).await;
+    eventually(
+        "a retry answered SUCCESS",
+        Duration::from_secs(15),
+        || async { sim.callbacks_for(&txn.provider_reference).acknowledged >= 1 },
+    )
+    .await;
+    let sent = sim.callbacks_for(&txn.provider_reference);
+    assert_eq!(sent.deliveries, 1, "one callback: {sent:?}");
+    assert!(sent.attempts.len() >= 2, "sent more than once: {sent:?}");
+    assert!(!sent.attempts[0].acknowledged, "{sent:?}");
+    assert!(
+        sent.attempts.iter().all(|a| a.trade_no == sent.attempts[0].trade_no
+            && a.status == sent.attempts[0].status),
+        "every attempt is the same callback: {sent:?}"
+    );
+
+    // The acknowledged retry was in the event stream before it was answered.
+    wait_events_applied(&app, Duration::from_secs(10)).await;
+    let log = event_log(&app, &txn.id).await;
+    assert_eq!(
+        callbacks_in(&log).len(),
+        1,
+        "{} attempts, recorded once: {log:#?}",
+        sent.attempts.len()
+    );
+    assert_eq!(
+        log.iter().filter(|e| e.source == "status_check").count(),
+        1,
+        "one inquiry asked for: {log:#?}"
+    );
+    assert_eq!(app.transitions_into(&txn.id, "success").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -118,3 +118,147 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// One row of a transaction's event log, with the bus event it applied
+/// (`detail.event_id`) and, for an unverified callback, what it asked for
+/// (`detail.action`, `status_check`) and the outcome it claimed
+/// (`detail.claimed_outcome`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub source: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub event_id: Option<String>,
+    pub action: Option<String>,
+    pub claimed: Option<String>,
+}
+
+impl LoggedEvent {
+    /// Whether this row is the answer to the status check that `callback`
+    /// (a callback row of transaction `transaction_id`) asked for: the
+    /// reconciler publishes that check as `chk:<transaction>:cb:<the
+    /// callback's event id>`, and the connector answers under the same id
+    /// (`:d<n>` added on a redelivery).
+    pub fn answers(&self, transaction_id: &str, callback: &LoggedEvent) -> bool {
+        let (Some(own), Some(asked_by)) = (&self.event_id, &callback.event_id) else {
+            return false;
+        };
+        let check = format!("chk:{transaction_id}:cb:{asked_by}");
+        self.source == "status_check" && (*own == check || own.starts_with(&format!("{check}:d")))
+    }
+
+    /// Whether this row moved the transaction into `status` from another.
+    pub fn moved_into(&self, status: &str) -> bool {
+        self.to.as_deref() == Some(status) && self.from.as_deref() != Some(status)
+    }
+}
+
+/// A `transaction_events` row as [`event_log`] reads it.
+type EventRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The transaction's event log, oldest first.
+pub async fn event_log(app: &loket_test_support::TestApp, id: &str) -> Vec<LoggedEvent> {
+    let id = uuid::Uuid::parse_str(id).expect("a transaction id");
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT source, from_status, to_status, detail->>'event_id', detail->>'action', \
+             detail->>'claimed_outcome' \
+             FROM transaction_events WHERE transaction_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    rows.into_iter()
+        .map(
+            |(source, from, to, event_id, action, claimed)| LoggedEvent {
+                source,
+                from,
+                to,
+                event_id,
+                action,
+                claimed,
+            },
+        )
+        .collect()
+}
+
+/// The callback rows of a log.
+pub fn callbacks_in(log: &[LoggedEvent]) -> Vec<&LoggedEvent> {
+    log.iter().filter(|e| e.source == "callback").collect()
+}
+
+/// The one row of the log that moved the transaction into `status` from
+/// another status (panics unless there is exactly one).
+pub fn transition_into<'a>(log: &'a [LoggedEvent], status: &str) -> &'a LoggedEvent {
+    let moves: Vec<&LoggedEvent> = log.iter().filter(|e| e.moved_into(status)).collect();
+    assert_eq!(moves.len(), 1, "one transition into {status}: {log:#?}");
+    moves[0]
+}
+
+/// Waits until the transaction has at least one callback row and every
+/// callback row that asked for a status check (an unverified callback) has
+/// that check's answer applied after it; returns the log then.
+pub async fn wait_callback_checks_answered(
+    app: &loket_test_support::TestApp,
+    id: &str,
+    timeout: std::time::Duration,
+) -> Vec<LoggedEvent> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = event_log(app, id).await;
+        let callbacks: Vec<(usize, &LoggedEvent)> = log
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.source == "callback")
+            .collect();
+        let answered = !callbacks.is_empty()
+            && callbacks.iter().all(|(at, callback)| {
+                callback.action.as_deref() != Some("status_check")
+                    || log[at + 1..].iter().any(|e| e.answers(id, callback))
+            });
+        if answered {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transaction {id}: not every callback's status check answered after {timeout:?}: {log:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every event published to `LOKET_EVT` so far (results and
+/// callbacks) has been applied: the stream is a work queue, so an event
+/// leaves it only once the reconciler has acked it, after committing what it
+/// did. A receiver answers a provider only after its callback is in the
+/// stream, so once a provider has its answer, this is the point after which
+/// everything that callback did (or did not do) is in the database.
+pub async fn wait_events_applied(app: &loket_test_support::TestApp, timeout: std::time::Duration) {
+    let nats = async_nats::connect(app.nats.url())
+        .await
+        .expect("connect to nats-server");
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js
+        .get_stream(loket_protocol::subjects::EVENT_STREAM)
+        .await
+        .expect("the event stream");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = stream.info().await.expect("stream info").state.messages;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} events still not applied by the reconciler after {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
