@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use crate::nats::NatsServer;
 use crate::postgres;
-use crate::service::Service;
+use crate::service::{Failures, Service};
 
 /// The OkeBayar credential shared by the connector and the simulator in
 /// tests. A canary: it must never appear in a log line or a row.
@@ -51,6 +51,9 @@ pub struct TestOptions {
     pub snapqr_notify_mode: loket_snapqr::NotifyMode,
     /// Also start the Smilepayz simulator and connector.
     pub smilepayz: bool,
+    /// How the OkeBayar simulator sends its callbacks (POST in the
+    /// request's format, or GET with the fields in the query string).
+    pub okebayar_callback_method: loket_simulators::common::CallbackMethod,
     /// A migrated database to use instead of a fresh one on the shared
     /// server (a test that crashes its PostgreSQL brings its own).
     pub database_url: Option<String>,
@@ -71,6 +74,7 @@ impl Default for TestOptions {
             snapqr: false,
             snapqr_notify_mode: loket_snapqr::NotifyMode::Rsa,
             smilepayz: false,
+            okebayar_callback_method: loket_simulators::common::CallbackMethod::Post,
             database_url: None,
         }
     }
@@ -92,6 +96,11 @@ impl tonic::service::Interceptor for ApiKey {
     }
 }
 
+/// Every service's unexpected end (an error, a panic, an `Ok` before its
+/// shutdown, a graceful stop past its bound) is recorded, and the app fails
+/// the test with them when it is dropped (unless the test is already
+/// failing); [`TestApp::assert_services_alive`] checks on demand. Services
+/// the test kills on purpose record nothing.
 pub struct TestApp {
     pub nats: NatsServer,
     pub database_url: String,
@@ -110,6 +119,9 @@ pub struct TestApp {
     callback_settings: loket_callback::Settings,
     services: Vec<Service>,
     sim_shutdown: Shutdown,
+    failures: Failures,
+    /// When the app started (before any service).
+    pub started_at: sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc>,
 }
 
 async fn bind() -> TcpListener {
@@ -136,6 +148,8 @@ impl TestApp {
 
     pub async fn spawn_with(options: TestOptions) -> TestApp {
         crate::logs::capture();
+        let started_at = sqlx::types::chrono::Utc::now();
+        let failures = Failures::default();
         let nats = NatsServer::start().expect("nats-server");
         let database_url = match &options.database_url {
             Some(url) => url.clone(),
@@ -156,12 +170,17 @@ impl TestApp {
             .api_key;
 
         let mut services = Vec::new();
-        let mut snapqr = options
-            .snapqr
-            .then(|| crate::snapqr::SnapQrFixture::with_notify_mode(options.snapqr_notify_mode));
-        let mut smilepayz = options
-            .smilepayz
-            .then(crate::smilepayz::SmilepayzFixture::new);
+        let mut snapqr = options.snapqr.then(|| {
+            let mut fixture =
+                crate::snapqr::SnapQrFixture::with_notify_mode(options.snapqr_notify_mode);
+            fixture.failures = failures.clone();
+            fixture
+        });
+        let mut smilepayz = options.smilepayz.then(|| {
+            let mut fixture = crate::smilepayz::SmilepayzFixture::new();
+            fixture.failures = failures.clone();
+            fixture
+        });
 
         // Callback receiver first: the simulators need its URL.
         let callback_main = bind().await;
@@ -177,13 +196,15 @@ impl TestApp {
         if let Some(fixture) = &smilepayz {
             callback_settings.smilepayz = fixture.callback_settings();
         }
-        let callback = Some(spawn_callback(callback_settings.clone(), callback_main).await);
+        let callback =
+            Some(spawn_callback(callback_settings.clone(), callback_main, &failures).await);
 
         let sim = OkeBayarSim::new(OkeBayarSimSettings {
             userid: USERID.into(),
             userpin: Secret::new(CANARY_PIN),
             callback_url: Some(format!("http://{callback_addr}/callback/okebayar")),
             callback_delay_ms: options.callback_delay_ms,
+            callback_method: options.okebayar_callback_method,
             slow_reply_ms: options.slow_reply_ms,
             short_inquiry_ttl_ms: 100,
             ..Default::default()
@@ -221,11 +242,16 @@ impl TestApp {
             };
             let shutdown = Shutdown::new();
             let s = shutdown.clone();
-            services.push(Service::spawn("reconciler", shutdown, async move {
-                loket_reconciler::run(settings, listeners, s)
-                    .await
-                    .map_err(|e| e.to_string())
-            }));
+            services.push(Service::spawn(
+                "reconciler",
+                shutdown,
+                &failures,
+                async move {
+                    loket_reconciler::run(settings, listeners, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+            ));
         }
 
         let ingress_main = bind().await;
@@ -242,7 +268,7 @@ impl TestApp {
             };
             let shutdown = Shutdown::new();
             let s = shutdown.clone();
-            services.push(Service::spawn("ingress", shutdown, async move {
+            services.push(Service::spawn("ingress", shutdown, &failures, async move {
                 loket_ingress::run(settings, listeners, s)
                     .await
                     .map_err(|e| e.to_string())
@@ -282,6 +308,8 @@ impl TestApp {
             callback_settings,
             services,
             sim_shutdown,
+            failures,
+            started_at,
         };
         app.start_connector(app.options.failpoint).await;
         app.wait_for_grpc().await;
@@ -322,11 +350,16 @@ impl TestApp {
         let admin_addr = admin.local_addr().expect("admin address");
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
-        self.connector = Some(Service::spawn("okebayar-connector", shutdown, async move {
-            loket_okebayar::service::run(settings, admin, s)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        self.connector = Some(Service::spawn(
+            "okebayar-connector",
+            shutdown,
+            &self.failures,
+            async move {
+                loket_okebayar::service::run(settings, admin, s)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        ));
         wait_ready(admin_addr).await;
     }
 
@@ -343,7 +376,7 @@ impl TestApp {
             failpoint,
             ..self.callback_settings.clone()
         };
-        self.callback = Some(spawn_callback(settings, listener).await);
+        self.callback = Some(spawn_callback(settings, listener, &self.failures).await);
     }
 
     /// Kills the connector like `kill -9`: no drain, no ack.
@@ -351,6 +384,24 @@ impl TestApp {
         if let Some(connector) = self.connector.take() {
             connector.kill();
         }
+    }
+
+    /// What ended unexpectedly so far: a service that returned an error,
+    /// panicked or returned before its shutdown, or did not stop in time.
+    pub fn service_failures(&self) -> Vec<String> {
+        self.failures.seen()
+    }
+
+    /// Fails the test now if any service ended unexpectedly (the drop does
+    /// the same at the end): for a check such as "nothing was recorded",
+    /// which a dead service would pass.
+    pub fn assert_services_alive(&self) {
+        self.failures.check("TestApp");
+    }
+
+    /// The callback receiver's settings (what it verifies with).
+    pub fn callback_settings(&self) -> &loket_callback::Settings {
+        &self.callback_settings
     }
 
     async fn wait_for_grpc(&self) {
@@ -509,6 +560,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Taken before the kills below, so nothing the teardown causes
+        // counts; reported once everything is killed.
+        let failures = self.failures.take();
         if let Some(connector) = self.connector.take() {
             connector.kill();
         }
@@ -525,17 +579,22 @@ impl Drop for TestApp {
             service.kill();
         }
         self.sim_shutdown.trigger();
+        crate::service::fail_with("TestApp", failures);
     }
 }
 
 /// The callback receiver on `main`, once its admin port says it is ready.
-async fn spawn_callback(settings: loket_callback::Settings, main: TcpListener) -> Service {
+async fn spawn_callback(
+    settings: loket_callback::Settings,
+    main: TcpListener,
+    failures: &Failures,
+) -> Service {
     let admin = bind().await;
     let admin_addr = admin.local_addr().expect("admin address");
     let listeners = loket_callback::Listeners { main, admin };
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
-    let service = Service::spawn("callback", shutdown, async move {
+    let service = Service::spawn("callback", shutdown, failures, async move {
         loket_callback::run(settings, listeners, s)
             .await
             .map_err(|e| e.to_string())

@@ -3,7 +3,9 @@
 //! test a fresh, migrated database on a private PostgreSQL server (shared by
 //! the tests of one run); [`app::TestApp`] starts the simulators and every
 //! service in-process through the same `run` functions the binaries call, and
-//! tears everything down on drop; [`logs`] captures every log line.
+//! tears everything down on drop (failing the test if a service ended by
+//! itself); [`logs`] captures every log line; [`leaks`] looks for every
+//! canary secret in them, in the database and in error messages.
 //!
 //! `nats`, `postgres` and `ports` are always available; `app`, `logs` and the
 //! provider fixtures need the `app` feature (they depend on every service,
@@ -15,6 +17,8 @@
 pub mod admin;
 #[cfg(feature = "app")]
 pub mod app;
+#[cfg(feature = "app")]
+pub mod leaks;
 #[cfg(feature = "app")]
 pub mod logs;
 pub mod nats;

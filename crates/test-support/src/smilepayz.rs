@@ -5,7 +5,7 @@
 //! fast test timeouts; the callback receiver verifies with
 //! [`SmilepayzFixture::callback_settings`].
 
-use crate::service::Service;
+use crate::service::{Failures, Service};
 use loket_connector::worker::{Failpoint, WorkerSettings};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::smilepayz::{SmilepayzSim, SmilepayzSimSettings};
@@ -39,6 +39,9 @@ pub struct SmilepayzFixture {
     callback_url: String,
     connector: Option<Service>,
     sim_shutdown: Shutdown,
+    /// The connector's unexpected ends (shared with the TestApp that owns
+    /// the fixture); the drop fails the test with them.
+    pub(crate) failures: Failures,
 }
 
 impl Default for SmilepayzFixture {
@@ -79,6 +82,7 @@ impl SmilepayzFixture {
             callback_url: String::new(),
             connector: None,
             sim_shutdown: Shutdown::new(),
+            failures: Failures::default(),
         }
     }
 
@@ -154,6 +158,7 @@ impl SmilepayzFixture {
         self.connector = Some(Service::spawn(
             "smilepayz-connector",
             shutdown,
+            &self.failures,
             async move {
                 loket_smilepayz::run(settings, admin, s)
                     .await
@@ -189,7 +194,9 @@ impl SmilepayzFixture {
 
 impl Drop for SmilepayzFixture {
     fn drop(&mut self) {
+        let failures = self.failures.take();
         self.kill_connector();
         self.sim_shutdown.trigger();
+        crate::service::fail_with("SmilepayzFixture", failures);
     }
 }

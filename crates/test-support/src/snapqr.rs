@@ -9,7 +9,7 @@
 //! (`payments_for`, `ledger_state`, `notifies_for`, `token_requests`,
 //! `expire_tokens`, `age_payment`).
 
-use crate::service::Service;
+use crate::service::{Failures, Service};
 use loket_connector::worker::{Failpoint, WorkerSettings};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::snapqr::{SnapQrSim, SnapQrSimSettings};
@@ -44,6 +44,9 @@ pub struct SnapQrFixture {
     connector_settings: Option<ConnectorSettings>,
     connector: Option<Service>,
     sim_shutdown: Shutdown,
+    /// The connector's unexpected ends (shared with the TestApp that owns
+    /// the fixture); the drop fails the test with them.
+    pub(crate) failures: Failures,
 }
 
 impl Default for SnapQrFixture {
@@ -90,6 +93,7 @@ impl SnapQrFixture {
             connector_settings: None,
             connector: None,
             sim_shutdown: Shutdown::new(),
+            failures: Failures::default(),
         }
     }
 
@@ -178,11 +182,16 @@ impl SnapQrFixture {
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
-        self.connector = Some(Service::spawn("snapqr-connector", shutdown, async move {
-            loket_snapqr::run(settings, admin, s)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        self.connector = Some(Service::spawn(
+            "snapqr-connector",
+            shutdown,
+            &self.failures,
+            async move {
+                loket_snapqr::run(settings, admin, s)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        ));
     }
 
     /// Stops the connector gracefully and the simulator.
@@ -196,7 +205,9 @@ impl SnapQrFixture {
 
 impl Drop for SnapQrFixture {
     fn drop(&mut self) {
+        let failures = self.failures.take();
         self.kill_connector();
         self.sim_shutdown.trigger();
+        crate::service::fail_with("SnapQrFixture", failures);
     }
 }
