@@ -76,7 +76,7 @@ pub enum Command {
     Find(FindArgs),
     /// Finance: one provider's transactions created in a period, across
     /// clients, as CSV (or JSON lines with --json) on stdout, totals per
-    /// status on stderr (database).
+    /// kind and status on stderr (database).
     Export(ExportArgs),
     /// List your transactions, newest first.
     List(ListArgs),
