@@ -459,7 +459,9 @@ async fn a_5xx_storm_leaves_pay_outs_unknown_until_the_inquiry_settles_them() {
         sim.outage()
             .start(loket_simulators::Outage {
                 status: 503,
-                for_ms: 3_000,
+                // Longer than the 5 s the test may wait for `unknown`, so
+                // the storm is still on when it looks.
+                for_ms: 6_000,
                 after_commit,
             })
             .unwrap();

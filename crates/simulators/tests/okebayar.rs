@@ -324,16 +324,31 @@ async fn status_check_answers_from_the_ledger_and_not_found_code() {
     assert_eq!(h.sim.requests_for("never-sent").status_checks, 1);
     assert_eq!(h.sim.money_requests_for("never-sent"), 0);
 
-    // 001 → status check later finds 000 with an SN.
+    // 001 → status check later finds 000 with an SN. The step is a second
+    // here, so a loaded machine cannot take it before the first check.
+    let h = start(OkeBayarSimSettings {
+        callback_delay_ms: 1_000,
+        ..settings()
+    })
+    .await;
     let first = h.send(&purchase("st-2", &format!("{PREFIX}001"))).await;
     assert_eq!(status(&first), "001");
     assert_eq!(first.get("serialnumber"), Some(""));
     assert_eq!(status(&h.status_check("st-2").await), "001");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let later = h.status_check("st-2").await;
+    let mut checks = 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let later = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let check = h.status_check("st-2").await;
+        checks += 1;
+        if status(&check) != "001" {
+            break check;
+        }
+        assert!(std::time::Instant::now() < deadline, "still 001 after 10 s");
+    };
     assert_eq!(status(&later), "000");
     assert!(!later.get("serialnumber").unwrap().is_empty());
-    assert_eq!(h.sim.requests_for("st-2").status_checks, 2);
+    assert_eq!(h.sim.requests_for("st-2").status_checks, checks);
     assert_eq!(h.sim.money_requests_for("st-2"), 1);
 }
 

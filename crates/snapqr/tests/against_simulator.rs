@@ -292,6 +292,9 @@ async fn pending_without_notify_is_resolved_by_query() {
     payment.transaction_created_at = Some(created);
     let report = env.connector.execute(&payment).await;
     assert_eq!(report.outcome, Outcome::Pending, "{report:?}");
+    // Queried at once, before the issuer resolves it (400 ms here).
+    let check = env.connector.check_status(&payment).await;
+    assert_eq!(check.outcome, Outcome::Pending, "{check:?}");
     // The payment's expiry goes with it: "no record" is final only after it.
     // It counts from the transaction's creation, so a copy sent again
     // carries the same expiryTime.
@@ -336,10 +339,15 @@ async fn pending_without_notify_is_resolved_by_query() {
         )),
         "{sent_expiry}"
     );
-    let check = env.connector.check_status(&payment).await;
-    assert_eq!(check.outcome, Outcome::Pending);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let check = env.connector.check_status(&payment).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let check = loop {
+        let check = env.connector.check_status(&payment).await;
+        if check.outcome != Outcome::Pending {
+            break check;
+        }
+        assert!(std::time::Instant::now() < deadline, "still pending after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(check.outcome, Outcome::Success, "{check:?}");
     assert_eq!(check.provider_code.as_deref(), Some("00"));
     assert_eq!(check.provider_trace, report.provider_trace);
