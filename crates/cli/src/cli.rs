@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// PostgreSQL URL, for `migrate`, `client`, `products`, `find`, `export` and `baseline` only.
+    /// PostgreSQL URL, for `migrate`, `client`, `products`, `find`, `export`, `review` and `baseline` only.
     #[arg(long, global = true, env = "LOKET_DATABASE_URL", hide_env_values = true, value_parser = secret)]
     pub database_url: Option<Secret>,
 
@@ -78,6 +78,11 @@ pub enum Command {
     /// clients, as CSV (or JSON lines with --json) on stdout, totals per
     /// kind and status on stderr (database).
     Export(ExportArgs),
+    /// Operators: the transactions parked in needs_review, and settling one
+    /// as success or failed once the case is settled with the provider
+    /// (database; settle also NATS).
+    #[command(subcommand)]
+    Review(ReviewCommand),
     /// List your transactions, newest first.
     List(ListArgs),
     /// Print transaction updates as they happen, until Ctrl-C.
@@ -323,6 +328,56 @@ pub struct FindArgs {
     pub limit: i64,
 }
 
+/// `loketctl review`: transactions parked in needs_review.
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Every transaction in needs_review, the longest waiting first.
+    List(ReviewListArgs),
+    /// Record what the provider confirmed for a transaction in needs_review:
+    /// the reconciler applies it (once), logs it and tells the client; this
+    /// waits for that and prints the transaction as `find` does.
+    Settle(SettleArgs),
+}
+
+/// `loketctl review list`.
+#[derive(Debug, Args)]
+pub struct ReviewListArgs {
+    /// Show at most this many.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub limit: i64,
+}
+
+/// `loketctl review settle`: an operator's decision, as given.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  loketctl review settle 01a2030a-6673-72b5-b51d-fe9355bbb525 --status success \\\n    \
+                  --serial-number 5123-4123-4567 --reason \"OkeBayar confirmed delivery, ticket 4711\" --operator siti"
+)]
+pub struct SettleArgs {
+    /// The transaction's id (`loketctl review list` shows them).
+    #[arg(value_parser = parse_transaction_id)]
+    pub transaction_id: uuid::Uuid,
+    /// What the provider confirmed: success or failed.
+    #[arg(long, value_parser = parse_decision)]
+    pub status: TransactionStatus,
+    /// Why: what the provider confirmed, the ticket (at most 500 characters).
+    #[arg(long, value_parser = loket_protocol::review::reason)]
+    pub reason: String,
+    /// Who decided (1 to 64 characters).
+    #[arg(long, value_parser = loket_protocol::review::operator)]
+    pub operator: String,
+    /// With --status success: the serial number or token the provider
+    /// confirmed. Never replaces one the transaction already holds.
+    #[arg(long, value_parser = loket_protocol::review::serial_number)]
+    pub serial_number: Option<String>,
+    /// How long to wait for the reconciler to apply the decision.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub wait: Duration,
+    /// nats-server with JetStream: loket's bus.
+    #[arg(long, env = "LOKET_NATS_URL", hide_env_values = true)]
+    pub nats_url: String,
+}
+
 #[derive(Debug, Clone, Args)]
 #[group(id = "key", required = true, multiple = false, args = ["id", "client_ref"])]
 pub struct GetArgs {
@@ -452,6 +507,23 @@ pub fn parse_status(text: &str) -> Result<TransactionStatus, String> {
         format!(
             "{text:?} is not a status (expected one of {})",
             TransactionStatus::ALL.map(|s| s.as_str()).join(", ")
+        )
+    })
+}
+
+/// The status an operator settles a transaction as: success or failed.
+pub fn parse_decision(text: &str) -> Result<TransactionStatus, String> {
+    parse_status(text)
+        .and_then(loket_protocol::review::decided_status)
+        .map_err(|_| format!("{text:?}: an operator settles a transaction as success or failed"))
+}
+
+/// A transaction id: a UUID.
+pub fn parse_transaction_id(text: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+        format!(
+            "{:?} is not a transaction id (a UUID; `loketctl find` takes any reference)",
+            loket_protocol::text::shortened(text, 40)
         )
     })
 }
@@ -749,6 +821,106 @@ mod tests {
         };
         assert_eq!(args.limit, 50);
         assert!(!args.all);
+    }
+
+    /// `review settle` with every flag set, then `changes` made: a flag set
+    /// to a value (added when absent), or left out (`None`).
+    fn settle(changes: &[(&str, Option<&str>)]) -> Result<SettleArgs, clap::Error> {
+        let mut flags = vec![
+            ("--status", "Success"),
+            ("--reason", " OkeBayar confirmed delivery, ticket 4711 "),
+            ("--operator", "siti"),
+            ("--serial-number", "5123-4123-4567"),
+            ("--nats-url", "nats://127.0.0.1:14222"),
+        ];
+        for (flag, value) in changes {
+            flags.retain(|(set, _)| set != flag);
+            if let Some(value) = value {
+                flags.push((flag, value));
+            }
+        }
+        let mut args = vec!["review", "settle", "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000"];
+        args.extend(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
+        match parse(&args)?.command {
+            Command::Review(ReviewCommand::Settle(args)) => Ok(args),
+            other => panic!("not review settle: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn review_settle_checks_every_flag_and_names_it() {
+        let args = settle(&[]).expect("valid");
+        assert_eq!(
+            args.transaction_id.to_string(),
+            "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000"
+        );
+        assert_eq!(args.status, TransactionStatus::Success);
+        assert_eq!(args.reason, "OkeBayar confirmed delivery, ticket 4711");
+        assert_eq!(args.operator, "siti");
+        assert_eq!(args.serial_number.as_deref(), Some("5123-4123-4567"));
+        assert_eq!(args.wait, Duration::from_secs(10), "the default wait");
+        assert_eq!(args.nats_url, "nats://127.0.0.1:14222");
+        let failed = settle(&[
+            ("--status", Some("failed")),
+            ("--serial-number", None),
+            ("--wait", Some("2s")),
+        ])
+        .expect("failed, no serial number");
+        assert_eq!(
+            (failed.status, failed.serial_number, failed.wait),
+            (TransactionStatus::Failed, None, Duration::from_secs(2))
+        );
+
+        let long_reason = "x".repeat(501);
+        let long_name = "x".repeat(65);
+        for (flag, bad, problem) in [
+            ("--status", Some("pending"), "success or failed"),
+            ("--status", Some("needs_review"), "success or failed"),
+            ("--status", Some("done"), "success or failed"),
+            ("--status", None, "required"),
+            ("--reason", Some(" "), "required"),
+            ("--reason", Some(long_reason.as_str()), "at most 500"),
+            ("--reason", None, "required"),
+            ("--operator", Some(""), "required"),
+            ("--operator", Some(long_name.as_str()), "at most 64"),
+            ("--operator", None, "required"),
+            ("--serial-number", Some(""), "required"),
+            ("--wait", Some("10"), "missing unit"),
+        ] {
+            let error = settle(&[(flag, bad)]).unwrap_err().to_string();
+            assert!(
+                error.contains(flag) && error.contains(problem),
+                "{flag} {bad:?}: {error}"
+            );
+        }
+
+        let error = parse(&[
+            "review",
+            "settle",
+            "R-42",
+            "--status",
+            "failed",
+            "--reason",
+            "r",
+            "--operator",
+            "o",
+            "--nats-url",
+            "nats://x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("TRANSACTION_ID") && error.contains("not a transaction id"),
+            "{error}"
+        );
+
+        let cli = parse(&["review", "list", "--limit", "5"]).expect("list");
+        assert!(matches!(
+            cli.command,
+            Command::Review(ReviewCommand::List(ReviewListArgs { limit: 5 }))
+        ));
+        assert!(parse(&["review", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["review", "list", "--limit", "1001"]).is_err());
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub enum CliError {
     },
     #[error("not found: {0}")]
     NotFound(String),
+    /// The transaction's state refuses what was asked (an operator's
+    /// decision on one not in needs_review).
+    #[error("{0}")]
+    Refused(String),
+    /// What was sent did not take effect within the wait; it may still.
+    #[error("{0}")]
+    TimedOut(String),
+    /// NATS could not be reached, or JetStream did not store a publish.
+    #[error(transparent)]
+    Bus(#[from] loket_runtime::bus::BusError),
 }
 
 impl From<tonic::Status> for CliError {
@@ -45,14 +55,15 @@ impl From<sqlx::Error> for CliError {
 }
 
 impl CliError {
-    /// The process exit code: 1 for a server or database answer, 2 for bad
-    /// usage (as clap does), 3 when the server or database is unreachable.
     /// Whoever read our output went away (`loketctl list | head`): the
     /// binary stops quietly, as Unix tools do.
     pub fn is_closed_output(&self) -> bool {
         matches!(self, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 
+    /// The process exit code: 1 for a server or database answer, 2 for bad
+    /// usage (as clap does), 3 when the server, the database or NATS is
+    /// unreachable, 4 when what was sent did not take effect in time.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) | CliError::Catalogue(_) | CliError::Explain(_) => 2,
@@ -60,6 +71,8 @@ impl CliError {
             CliError::Grpc(status) if status.code() == tonic::Code::Unavailable => 3,
             CliError::Db(loket_runtime::db::DbError::Connect(_)) => 3,
             CliError::Db(loket_runtime::db::DbError::BadUrl) => 2,
+            CliError::Bus(loket_runtime::bus::BusError::Connect { .. }) => 3,
+            CliError::TimedOut(_) => 4,
             // As if ended by SIGPIPE, like other tools in a pipeline.
             error if error.is_closed_output() => 141,
             _ => 1,

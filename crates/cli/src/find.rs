@@ -51,31 +51,44 @@ pub async fn find(pool: &PgPool, reference: &str, limit: i64) -> Result<FindView
         let Some(row) = loket_store::get(pool, id).await? else {
             continue;
         };
-        let client: Option<String> = sqlx::query_scalar("SELECT name FROM clients WHERE id = $1")
-            .bind(row.client_id)
-            .fetch_optional(pool)
-            .await?;
-        let events = sqlx::query_as::<_, EventRow>(
-            "SELECT at, source, from_status, to_status, provider_code \
-             FROM transaction_events WHERE transaction_id = $1 ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
-        matches.push(FoundView {
-            matched_on: matched_on(&row, reference),
-            client: client.unwrap_or_else(|| row.client_id.to_string()),
-            review_reason: row.review_reason.clone(),
-            reviewed_from: row.reviewed_from.clone(),
-            check_count: row.check_count,
-            next_check_at: row.next_check_at.map(|at| at.to_rfc3339()),
-            transaction: TransactionView::from_pb(&row.to_pb()),
-            events: events.into_iter().map(EventView::from).collect(),
-        });
+        let on = matched_on(&row, reference);
+        matches.push(found(pool, &row, on).await?);
     }
     Ok(FindView {
         reference: reference.to_string(),
         matches,
+    })
+}
+
+/// `row` as support reads it: its client by name, the case if it is in
+/// review, the transaction and its whole history. `matched_on` names the
+/// references a search found it by (none when it was asked for by id).
+pub async fn found(
+    pool: &PgPool,
+    row: &TransactionRow,
+    matched_on: Vec<&'static str>,
+) -> Result<FoundView, CliError> {
+    let client: Option<String> = sqlx::query_scalar("SELECT name FROM clients WHERE id = $1")
+        .bind(row.client_id)
+        .fetch_optional(pool)
+        .await?;
+    let events = sqlx::query_as::<_, EventRow>(
+        "SELECT at, source, from_status, to_status, provider_code, detail->>'operator' AS operator, \
+           detail->>'reason' AS reason, detail->>'refused' AS refused \
+         FROM transaction_events WHERE transaction_id = $1 ORDER BY id",
+    )
+    .bind(row.id)
+    .fetch_all(pool)
+    .await?;
+    Ok(FoundView {
+        matched_on,
+        client: client.unwrap_or_else(|| row.client_id.to_string()),
+        review_reason: row.review_reason.clone(),
+        reviewed_from: row.reviewed_from.clone(),
+        check_count: row.check_count,
+        next_check_at: row.next_check_at.map(|at| at.to_rfc3339()),
+        transaction: TransactionView::from_pb(&row.to_pb()),
+        events: events.into_iter().map(EventView::from).collect(),
     })
 }
 
@@ -107,17 +120,26 @@ struct EventRow {
     from_status: Option<String>,
     to_status: Option<String>,
     provider_code: Option<String>,
+    operator: Option<String>,
+    reason: Option<String>,
+    refused: Option<String>,
 }
 
 /// One entry of a transaction's event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventView {
     pub at: String,
-    /// ingress, result, callback, status_check, sweep, review.
+    /// ingress, result, callback, status_check, sweep, review, operator.
     pub source: String,
     pub from_status: Option<String>,
     pub to_status: Option<String>,
     pub provider_code: Option<String>,
+    /// An operator's decision: who decided,
+    pub operator: Option<String>,
+    /// why,
+    pub reason: Option<String>,
+    /// and why the reconciler refused it, when it did.
+    pub refused: Option<String>,
 }
 
 impl From<EventRow> for EventView {
@@ -128,14 +150,31 @@ impl From<EventRow> for EventView {
             from_status: row.from_status,
             to_status: row.to_status,
             provider_code: row.provider_code,
+            operator: row.operator,
+            reason: row.reason,
+            refused: row.refused,
         }
+    }
+}
+
+impl EventView {
+    /// Who decided and why, for an operator's decision, on one line.
+    fn decision(&self) -> Option<String> {
+        let operator = self.operator.as_deref()?;
+        let why = match (&self.refused, &self.reason) {
+            (Some(refused), _) => format!(", refused: {refused}"),
+            (None, Some(reason)) => format!(": {reason}"),
+            (None, None) => String::new(),
+        };
+        Some(format!("by {operator}{why}").replace(['\n', '\t'], " "))
     }
 }
 
 /// One transaction a reference names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FoundView {
-    /// Which of its references equal the one searched for.
+    /// Which of its references equal the one searched for (empty when it
+    /// was not searched for).
     pub matched_on: Vec<&'static str>,
     /// The client it belongs to, by name.
     pub client: String,
@@ -155,6 +194,52 @@ pub struct FindView {
     pub matches: Vec<FoundView>,
 }
 
+impl Render for FoundView {
+    fn text(&self) -> String {
+        let mut head = Lines::new();
+        if !self.matched_on.is_empty() {
+            head.add("found by", self.matched_on.join(", "));
+        }
+        head.add("client", &self.client);
+        head.opt("REVIEW", self.review_reason.as_ref());
+        head.opt("parked from", self.reviewed_from.as_ref());
+        if self.check_count > 0 || self.next_check_at.is_some() {
+            let next = self
+                .next_check_at
+                .as_deref()
+                .map(|at| format!(", next {at}"))
+                .unwrap_or_default();
+            head.add(
+                "status checks",
+                format!("{} so far{next}", self.check_count),
+            );
+        }
+        let mut text = head.finish();
+        text.push('\n');
+        text.push_str(&self.transaction.text());
+        text.push_str("\nhistory:");
+        for event in &self.events {
+            let change = match (&event.from_status, &event.to_status) {
+                (Some(from), Some(to)) if from != to => format!("{from} -> {to}"),
+                (_, Some(to)) => to.clone(),
+                _ => "-".into(),
+            };
+            let line = format!(
+                "\n  {}  {:<12}  {:<22}  {}",
+                event.at,
+                event.source,
+                change,
+                event
+                    .decision()
+                    .or_else(|| event.provider_code.clone())
+                    .unwrap_or_default()
+            );
+            text.push_str(line.trim_end());
+        }
+        text
+    }
+}
+
 impl Render for FindView {
     fn text(&self) -> String {
         if self.matches.is_empty() {
@@ -163,45 +248,10 @@ impl Render for FindView {
                 self.reference
             );
         }
-        let mut parts = Vec::with_capacity(self.matches.len());
-        for found in &self.matches {
-            let mut head = Lines::new();
-            head.add("found by", found.matched_on.join(", "));
-            head.add("client", &found.client);
-            head.opt("REVIEW", found.review_reason.as_ref());
-            head.opt("parked from", found.reviewed_from.as_ref());
-            if found.check_count > 0 || found.next_check_at.is_some() {
-                let next = found
-                    .next_check_at
-                    .as_deref()
-                    .map(|at| format!(", next {at}"))
-                    .unwrap_or_default();
-                head.add(
-                    "status checks",
-                    format!("{} so far{next}", found.check_count),
-                );
-            }
-            let mut text = head.finish();
-            text.push('\n');
-            text.push_str(&found.transaction.text());
-            text.push_str("\nhistory:");
-            for event in &found.events {
-                let change = match (&event.from_status, &event.to_status) {
-                    (Some(from), Some(to)) if from != to => format!("{from} -> {to}"),
-                    (_, Some(to)) => to.clone(),
-                    _ => "-".into(),
-                };
-                let line = format!(
-                    "\n  {}  {:<12}  {:<22}  {}",
-                    event.at,
-                    event.source,
-                    change,
-                    event.provider_code.as_deref().unwrap_or("")
-                );
-                text.push_str(line.trim_end());
-            }
-            parts.push(text);
-        }
-        parts.join("\n\n")
+        self.matches
+            .iter()
+            .map(FoundView::text)
+            .collect::<Vec<_>>()
+            .join("\n\n")
     }
 }

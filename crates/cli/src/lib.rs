@@ -4,13 +4,17 @@
 //! the gRPC commands ([`commands`]), the database-side commands — migrations,
 //! client API keys, the product catalogue ([`admin`], [`products`],
 //! [`keys`]), the support search by any reference ([`find`]) and finance's
-//! export for reconciling with a provider ([`export`]) — every printed result ([`output`]), the load benchmark
-//! ([`bench`]) and the bare pipeline it is read against ([`baseline`]).
+//! export for reconciling with a provider ([`export`]) — operators' review
+//! of the transactions parked in `needs_review` ([`review`]), every printed
+//! result ([`output`]), the load benchmark ([`bench`]) and the bare pipeline
+//! it is read against ([`baseline`]).
 //!
-//! It must not decide anything about a transaction: it never writes
-//! transactions or their states (the ingress creates them, the reconciler
-//! moves them), and it never prints a secret — an API key is shown exactly
-//! once, when created; the database URL never.
+//! It must not decide anything about a transaction by itself: it never
+//! writes transactions or their states (the ingress creates them, the
+//! reconciler moves them). An operator's decision on a transaction in review
+//! is published as an event for the reconciler to apply, like a provider's
+//! report. It never prints a secret — an API key is shown exactly once, when
+//! created; the database and NATS URLs never.
 
 pub mod admin;
 pub mod baseline;
@@ -25,6 +29,7 @@ pub mod find;
 pub mod keys;
 pub mod output;
 pub mod products;
+pub mod review;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +37,7 @@ use std::sync::Arc;
 pub use cli::Cli;
 pub use error::CliError;
 
-use cli::{ClientCommand, Command, ProductsCommand, QrCommand};
+use cli::{ClientCommand, Command, ProductsCommand, QrCommand, ReviewCommand};
 use output::{render, render_line, Format, TransactionView};
 
 /// Runs one command and prints its result on stdout. Errors are returned for
@@ -140,6 +145,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             // The totals go to stderr, so stdout redirected to a file is
             // the rows alone.
             eprintln!("{}", render(format, &summary));
+        }
+        Command::Review(ReviewCommand::List(args)) => {
+            let pool = admin::connect(cli.database_url.as_ref()).await?;
+            print(render(format, &review::list(&pool, args.limit).await?))?;
+        }
+        Command::Review(ReviewCommand::Settle(args)) => {
+            // Checked before connecting: a bad flag needs no database.
+            let decision = review::decision(args)?;
+            let pool = admin::connect(cli.database_url.as_ref()).await?;
+            print(render(
+                format,
+                &review::settle(&pool, &args.nats_url, &decision, args.wait).await?,
+            ))?;
         }
         Command::List(args) => {
             let mut client = client::connect(addr, key).await?;

@@ -4,6 +4,7 @@
 
 use crate::pb;
 use crate::pb::bus;
+use crate::review::{self, OperatorDecision};
 use crate::{Currency, Money, MoneyError, Operation, Outcome, TransactionKind, TransactionStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +18,17 @@ pub enum ConversionError {
     },
     #[error("{0}: unspecified or unknown enum value")]
     BadEnum(&'static str),
+    #[error("{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl ConversionError {
+    fn invalid(field: &'static str) -> impl FnOnce(String) -> Self {
+        move |problem| ConversionError::Invalid { field, problem }
+    }
 }
 
 pub fn money_from_pb(
@@ -170,6 +182,69 @@ impl From<TransactionKind> for pb::TransactionKind {
     }
 }
 
+/// A required UUID field.
+fn uuid_field(field: &'static str, text: &str) -> Result<uuid::Uuid, ConversionError> {
+    if text.is_empty() {
+        return Err(ConversionError::Missing(field));
+    }
+    uuid::Uuid::parse_str(text).map_err(|_| {
+        ConversionError::invalid(field)(format!(
+            "{:?} is not a UUID",
+            crate::text::shortened(text, 40)
+        ))
+    })
+}
+
+impl TryFrom<&bus::OperatorDecision> for OperatorDecision {
+    type Error = ConversionError;
+    fn try_from(message: &bus::OperatorDecision) -> Result<Self, Self::Error> {
+        let status = pb::TransactionStatus::try_from(message.status)
+            .map_err(|_| ConversionError::BadEnum("status"))?
+            .try_into()?;
+        let status = review::decided_status(status).map_err(ConversionError::invalid("status"))?;
+        let serial_number = match message.serial_number.trim() {
+            "" => None,
+            serial => {
+                review::serial_number_with(status)
+                    .map_err(ConversionError::invalid("serial_number"))?;
+                Some(
+                    review::serial_number(serial)
+                        .map_err(ConversionError::invalid("serial_number"))?,
+                )
+            }
+        };
+        let decided_at = message
+            .decided_at
+            .as_ref()
+            .ok_or(ConversionError::Missing("decided_at"))?;
+        Ok(OperatorDecision {
+            event_id: uuid_field("event_id", &message.event_id)?,
+            transaction_id: uuid_field("transaction_id", &message.transaction_id)?,
+            status,
+            reason: review::reason(&message.reason).map_err(ConversionError::invalid("reason"))?,
+            operator: review::operator(&message.operator)
+                .map_err(ConversionError::invalid("operator"))?,
+            serial_number,
+            decided_at: from_timestamp(decided_at)
+                .ok_or_else(|| ConversionError::invalid("decided_at")("out of range".into()))?,
+        })
+    }
+}
+
+impl From<&OperatorDecision> for bus::OperatorDecision {
+    fn from(decision: &OperatorDecision) -> Self {
+        bus::OperatorDecision {
+            event_id: decision.event_id.to_string(),
+            transaction_id: decision.transaction_id.to_string(),
+            status: pb::TransactionStatus::from(decision.status) as i32,
+            reason: decision.reason.clone(),
+            operator: decision.operator.clone(),
+            serial_number: decision.serial_number.clone().unwrap_or_default(),
+            decided_at: Some(timestamp(decision.decided_at)),
+        }
+    }
+}
+
 /// A protobuf timestamp from a chrono time.
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -201,6 +276,61 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("amount"));
+    }
+
+    fn decision() -> bus::OperatorDecision {
+        bus::OperatorDecision {
+            event_id: "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0001".into(),
+            transaction_id: "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0002".into(),
+            status: pb::TransactionStatus::Success as i32,
+            reason: " OkeBayar confirmed delivery (ticket 42) ".into(),
+            operator: "siti".into(),
+            serial_number: "5123-4123-45".into(),
+            decided_at: Some(timestamp(chrono::DateTime::UNIX_EPOCH)),
+        }
+    }
+
+    #[test]
+    fn an_operator_decision_round_trips_and_bad_fields_are_named() {
+        let checked = OperatorDecision::try_from(&decision()).unwrap();
+        assert_eq!(checked.reason, "OkeBayar confirmed delivery (ticket 42)");
+        assert_eq!(checked.status, TransactionStatus::Success);
+        assert_eq!(checked.serial_number.as_deref(), Some("5123-4123-45"));
+        let again = bus::OperatorDecision::from(&checked);
+        assert_eq!(OperatorDecision::try_from(&again), Ok(checked));
+
+        let refused = |change: fn(&mut bus::OperatorDecision)| {
+            let mut message = decision();
+            change(&mut message);
+            OperatorDecision::try_from(&message)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(|m| m.event_id.clear()).starts_with("event_id: required"));
+        assert!(refused(|m| m.event_id = "cmd:1".into()).starts_with("event_id: "));
+        assert!(refused(|m| m.transaction_id = "x".into()).starts_with("transaction_id: "));
+        assert!(refused(|m| m.status = 0).starts_with("status: "));
+        assert!(
+            refused(|m| m.status = pb::TransactionStatus::Pending as i32).starts_with("status: ")
+        );
+        assert!(
+            refused(|m| m.status = pb::TransactionStatus::NeedsReview as i32)
+                .starts_with("status: ")
+        );
+        assert!(refused(|m| m.reason = " ".into()).starts_with("reason: required"));
+        assert!(refused(|m| m.reason = "x".repeat(501)).starts_with("reason: at most 500"));
+        assert!(refused(|m| m.operator.clear()).starts_with("operator: required"));
+        assert!(refused(|m| m.operator = "x".repeat(65)).starts_with("operator: "));
+        assert!(refused(|m| m.decided_at = None).starts_with("decided_at: required"));
+        assert!(refused(|m| m.status = pb::TransactionStatus::Failed as i32)
+            .starts_with("serial_number: only with success"));
+        let mut failed = decision();
+        failed.status = pb::TransactionStatus::Failed as i32;
+        failed.serial_number.clear();
+        assert_eq!(
+            OperatorDecision::try_from(&failed).unwrap().serial_number,
+            None
+        );
     }
 
     #[test]

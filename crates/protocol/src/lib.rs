@@ -1,7 +1,8 @@
 //! loket's shared protocol: the generated protobuf types of the gRPC API and of
 //! every bus message (`proto/` is the one schema source), the NATS subject
-//! names, exact money, the unified outcome taxonomy, provider identities and
-//! the transaction state machine.
+//! names, exact money, the unified outcome taxonomy, provider identities,
+//! the transaction state machine and what an operator's decision on a
+//! transaction in review may be.
 //!
 //! This crate does no I/O and holds no policy that needs a clock or a network:
 //! everything here is a pure value or a pure function, so every service and
@@ -16,6 +17,7 @@ pub mod outcome;
 pub mod pb;
 pub mod product;
 pub mod provider;
+pub mod review;
 pub mod state;
 pub mod subjects;
 pub mod text;

@@ -5,8 +5,11 @@
 //!
 //! - `success` and `failed` are final: nothing moves a transaction out of them.
 //! - A final report contradicting a final state sends it to `needs_review`.
-//! - `needs_review` is final for loket too: nothing in loket moves a
-//!   transaction out of it; an operator settles the case with the provider.
+//! - `needs_review` is final for everything automatic: no report, check or
+//!   sweep moves a transaction out of it. An operator settles the case with
+//!   the provider and records the outcome with `loketctl review settle`: an
+//!   operator's decision ([`settle`]) is the one way out of `needs_review`,
+//!   and only into `success` or `failed`; it moves nothing else.
 //! - States only move forward: a pending or unknown report never downgrades.
 
 use crate::Outcome;
@@ -103,6 +106,18 @@ pub fn decide(current: TransactionStatus, report: Outcome) -> Decision {
     }
 }
 
+/// Applies an operator's decision (`decided`: the status the operator
+/// settled the case on with the provider) to the current status. Only a
+/// transaction parked in `needs_review` moves, and only into a final state;
+/// anything else is [`Decision::Keep`] (the reconciler records the refusal).
+pub fn settle(current: TransactionStatus, decided: TransactionStatus) -> Decision {
+    if current == TransactionStatus::NeedsReview && decided.is_final() {
+        Decision::Move(decided)
+    } else {
+        Decision::Keep
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +168,51 @@ mod tests {
         assert_eq!(decide(S::Success, Outcome::Pending), Decision::Keep);
     }
 
+    #[test]
+    fn an_operator_settles_only_what_is_in_review_and_only_as_final() {
+        use TransactionStatus as S;
+        for current in S::ALL {
+            for decided in S::ALL {
+                let expected = if current == S::NeedsReview && decided.is_final() {
+                    Decision::Move(decided)
+                } else {
+                    Decision::Keep
+                };
+                assert_eq!(settle(current, decided), expected, "{current} by {decided}");
+            }
+        }
+    }
+
     proptest! {
+        /// Operators' decisions mixed into any sequence of reports: a final
+        /// state is only ever left for `needs_review`, and only a
+        /// transaction in `needs_review` is settled.
+        #[test]
+        fn operators_never_move_a_final_state(
+            start in any_status(),
+            steps in proptest::collection::vec((any_outcome(), any_status(), any::<bool>()), 0..12),
+        ) {
+            let mut current = start;
+            for (report, decided, by_operator) in steps {
+                let next = if by_operator {
+                    match settle(current, decided) {
+                        Decision::Move(next) => next,
+                        _ => current,
+                    }
+                } else {
+                    apply(current, report)
+                };
+                if current.is_final() {
+                    prop_assert!(next == current || next == TransactionStatus::NeedsReview);
+                }
+                if by_operator && next != current {
+                    prop_assert_eq!(current, TransactionStatus::NeedsReview);
+                    prop_assert!(next.is_final());
+                }
+                current = next;
+            }
+        }
+
         /// Whatever sequence of reports arrives, a final state never turns
         /// into another final state.
         #[test]

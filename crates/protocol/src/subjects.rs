@@ -2,8 +2,10 @@
 //!
 //! - `LOKET_CMD` (work queue): `loket.cmd.<provider>.<operation>`, one durable
 //!   pull consumer per provider shared by that provider's connector replicas.
-//! - `LOKET_EVT` (work queue): `loket.evt.<provider>.result` and
-//!   `loket.evt.<provider>.callback`, consumed by the reconciler.
+//! - `LOKET_EVT` (work queue): `loket.evt.<provider>.result`,
+//!   `loket.evt.<provider>.callback` and `loket.evt.operator.decision` (an
+//!   operator settling a transaction in `needs_review`), consumed by the
+//!   reconciler.
 //! - `LOKET_UPD` (limits, kept for a while): `loket.upd.<client>`, every
 //!   state change of that client's transactions (the transaction id in the
 //!   `Loket-Transaction` header and in the payload), for the ingress's
@@ -52,6 +54,14 @@ pub fn callback(provider: Provider) -> String {
     format!("loket.evt.{}.callback", provider.as_str())
 }
 
+/// Where `loketctl review settle` publishes an operator's decision on a
+/// transaction in `needs_review` (`bus::OperatorDecision`); inside
+/// [`EVENT_SUBJECTS`], so the reconciler's consumer receives it in stream
+/// order with the providers' events.
+pub fn operator_decision() -> &'static str {
+    "loket.evt.operator.decision"
+}
+
 /// Where the state changes of `client_id`'s transactions are published.
 pub fn update(client_id: &str) -> String {
     format!("loket.upd.{client_id}")
@@ -81,6 +91,19 @@ mod tests {
         assert_eq!(result(Provider::OkeBayar), "loket.evt.okebayar.result");
         assert_eq!(callback(Provider::OkeBayar), "loket.evt.okebayar.callback");
         assert!(commands_of(Provider::SnapQr).starts_with("loket.cmd.snapqr."));
+        assert_eq!(operator_decision(), "loket.evt.operator.decision");
+    }
+
+    /// The reconciler's consumer takes every subject of the event stream
+    /// (`loket.evt.>`): an operator's decision must be one of them, and must
+    /// not read as a provider's result or callback.
+    #[test]
+    fn an_operator_decision_is_an_event_of_no_provider() {
+        let prefix = EVENT_SUBJECTS.trim_end_matches('>');
+        assert!(operator_decision().starts_with(prefix));
+        assert!(!operator_decision().ends_with(".result"));
+        assert!(!operator_decision().ends_with(".callback"));
+        assert!(Provider::parse(operator_decision().split('.').nth(2).unwrap()).is_err());
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //! A batch whose database transaction fails is applied again one event at a
 //! time, so a bad event costs only itself. Callbacks are applied one at a
 //! time: they are found by provider reference, and an unverified one only
-//! requests a status check.
+//! requests a status check. So are operators' decisions
+//! (`loket.evt.operator.decision`): the one way out of `needs_review`,
+//! applied only to a transaction in it ([`crate::plan::plan_decision`]), and
+//! recorded as refused for any other.
 
 use crate::metric;
 use crate::plan::{self, EventRecord, Plan, Policy, Report, Verdict};
@@ -30,7 +33,8 @@ use async_nats::jetstream;
 use chrono::Utc;
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
-use loket_protocol::{subjects, Operation, Provider, TransactionStatus};
+use loket_protocol::review::{OperatorDecision, Refusal};
+use loket_protocol::{subjects, Operation, Provider, TransactionKind, TransactionStatus};
 use loket_runtime::bus as lbus;
 use loket_runtime::db::HeldConnection;
 use loket_runtime::telemetry::{self, TraceContext};
@@ -81,12 +85,43 @@ pub enum ApplyError {
 }
 
 /// One message taken from `LOKET_EVT`: its subject says whether it is a
-/// result or a callback.
+/// result, a callback or an operator's decision.
 pub struct Incoming<'a> {
     pub subject: &'a str,
     pub payload: &'a [u8],
     /// The context the event was sent with (its `traceparent`), if any.
     pub trace: Option<TraceContext>,
+}
+
+/// What a message on `LOKET_EVT` is, by its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    Result,
+    Callback,
+    Decision,
+}
+
+impl EventKind {
+    fn of(subject: &str) -> Option<Self> {
+        if subject.ends_with(".result") {
+            Some(EventKind::Result)
+        } else if subject.ends_with(".callback") {
+            Some(EventKind::Callback)
+        } else if subject == subjects::operator_decision() {
+            Some(EventKind::Decision)
+        } else {
+            None
+        }
+    }
+
+    /// The `kind` label of [`metric::EVENTS`].
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Result => "result",
+            EventKind::Callback => "callback",
+            EventKind::Decision => "decision",
+        }
+    }
 }
 
 /// A decoded result event, waiting in a batch.
@@ -202,10 +237,11 @@ impl Reconciler {
         let mut results: Vec<Option<Result<Applied, ApplyError>>> =
             events.iter().map(|_| None).collect();
         let mut batch = Vec::new();
-        let mut callbacks = Vec::new();
+        // Callbacks and decisions, applied one at a time after the batch.
+        let mut singles = Vec::new();
         for (position, incoming) in events.iter().enumerate() {
-            if incoming.subject.ends_with(".result") {
-                match decode_result(incoming.payload) {
+            match EventKind::of(incoming.subject) {
+                Some(EventKind::Result) => match decode_result(incoming.payload) {
                     Ok((event, transaction_id, report)) => batch.push(ResultItem {
                         position,
                         event,
@@ -214,14 +250,14 @@ impl Reconciler {
                         trace: incoming.trace,
                     }),
                     Err(error) => results[position] = Some(Err(error)),
+                },
+                Some(kind) => singles.push((position, kind)),
+                None => {
+                    results[position] = Some(Err(ApplyError::Poison(format!(
+                        "unexpected subject {}",
+                        incoming.subject
+                    ))))
                 }
-            } else if incoming.subject.ends_with(".callback") {
-                callbacks.push(position);
-            } else {
-                results[position] = Some(Err(ApplyError::Poison(format!(
-                    "unexpected subject {}",
-                    incoming.subject
-                ))));
             }
         }
 
@@ -247,14 +283,18 @@ impl Reconciler {
             }
         }
 
-        for position in callbacks {
+        for (position, kind) in singles {
             let incoming = &events[position];
-            let result = match bus::CallbackEvent::decode(incoming.payload) {
-                Ok(event) => {
-                    let (span, trace) = event_span(None, incoming.trace);
-                    self.apply_callback(event, &trace).instrument(span).await
+            let (span, trace) = event_span(None, incoming.trace);
+            let result = if kind == EventKind::Decision {
+                self.apply_decision(incoming.payload, &trace)
+                    .instrument(span)
+                    .await
+            } else {
+                match bus::CallbackEvent::decode(incoming.payload) {
+                    Ok(event) => self.apply_callback(event, &trace).instrument(span).await,
+                    Err(e) => Err(ApplyError::Poison(format!("callback event: {e}"))),
                 }
-                Err(e) => Err(ApplyError::Poison(format!("callback event: {e}"))),
             };
             results[position] = Some(result);
         }
@@ -267,11 +307,7 @@ impl Reconciler {
             .map(|(incoming, result)| {
                 let result = result.expect("every event has a result");
                 if let Ok(applied) = &result {
-                    let kind = if incoming.subject.ends_with(".result") {
-                        "result"
-                    } else {
-                        "callback"
-                    };
+                    let kind = EventKind::of(incoming.subject).map_or("unknown", EventKind::as_str);
                     metrics::counter!(metric::EVENTS, "kind" => kind, "verdict" => verdict(applied))
                         .increment(1);
                 }
@@ -538,12 +574,74 @@ impl Reconciler {
         };
 
         let plan = plan::plan(&row, &report, Utc::now(), self.policy(&row.provider))?;
-        let changed = [(row.status.as_str(), &plan.next)];
-        let writes: &[_] = if plan.changed { &changed } else { &[] };
-        write::write(&mut tx, writes, &[(row.id, &plan.event)], &[]).await?;
+        write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;
         self.after_commit(&row, &plan, &report.event_id, trace)
             .await
+    }
+
+    /// Applies an operator's decision on a transaction in `needs_review`:
+    /// checked (a missing or invalid field is poison), the row locked, the
+    /// event claimed (a duplicate changes nothing), then planned by
+    /// [`plan::plan_decision`]: settled, or refused with the reason in the
+    /// event log. Published and acked like every other transition.
+    async fn apply_decision(
+        &self,
+        payload: &[u8],
+        trace: &TraceContext,
+    ) -> Result<Applied, ApplyError> {
+        let poison =
+            |e: &dyn std::fmt::Display| ApplyError::Poison(format!("operator decision: {e}"));
+        let message = bus::OperatorDecision::decode(payload).map_err(|e| poison(&e))?;
+        let decision = OperatorDecision::try_from(&message).map_err(|e| poison(&e))?;
+        let event_id = decision.event_id.to_string();
+
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = write::lock_by_ids(&mut tx, &[decision.transaction_id])
+            .await?
+            .pop()
+        else {
+            tx.rollback().await?;
+            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "decision").increment(1);
+            tracing::warn!(
+                transaction_id = %decision.transaction_id,
+                event_id,
+                operator = %decision.operator,
+                "operator decision for an unknown transaction; dropped"
+            );
+            return Ok(Applied::UnknownTransaction);
+        };
+        let claimed = write::claim(&mut tx, &[event_id.as_str()], &[Some(row.id)]).await?;
+        if claimed.is_empty() {
+            tx.rollback().await?;
+            return self.duplicate(Some(row.id), &event_id, None, trace).await;
+        }
+        let held = inquiry_held_by(&mut tx, &row, &decision).await?;
+        let plan = plan::plan_decision(&row, &decision, held, Utc::now())?;
+        write_plan(&mut tx, &row, &plan).await?;
+        tx.commit().await?;
+
+        metrics::counter!(metric::OPERATOR_DECISIONS, "verdict" => plan.verdict.as_str())
+            .increment(1);
+        if plan.verdict == Verdict::Refused {
+            tracing::warn!(
+                transaction_id = %row.id,
+                operator = %decision.operator,
+                status = %plan.from,
+                decision = %decision.status,
+                refused = plan.event.detail["refused"].as_str().unwrap_or_default(),
+                "operator decision refused; nothing changed"
+            );
+        } else {
+            tracing::info!(
+                transaction_id = %row.id,
+                operator = %decision.operator,
+                from = %plan.from,
+                to = %plan.to,
+                "operator decision applied"
+            );
+        }
+        self.after_commit(&row, &plan, &event_id, trace).await
     }
 
     /// Logs, counts and publishes what a committed plan did.
@@ -717,6 +815,47 @@ fn verdict(applied: &Applied) -> &'static str {
         Applied::CheckRequested { .. } => "check_requested",
         Applied::UnknownTransaction => "unknown_transaction",
     }
+}
+
+/// Writes what a plan for one locked row changed, and its event.
+async fn write_plan(
+    conn: &mut PgConnection,
+    row: &TransactionRow,
+    plan: &Plan,
+) -> Result<(), ApplyError> {
+    let changed = [(row.status.as_str(), &plan.next)];
+    let writes: &[_] = if plan.changed { &changed } else { &[] };
+    write::write(conn, writes, &[(row.id, &plan.event)], &[]).await
+}
+
+/// Why a decision settling the bill payment `row` as success is refused:
+/// another payment of its inquiry is live, and the schema holds one live
+/// payment per inquiry (`one_live_payment_per_inquiry`, migration 0008; a
+/// payment parked from `failed` stays out of it, so the client may have paid
+/// again meanwhile). Without this the update would fail on that index on
+/// every redelivery.
+async fn inquiry_held_by(
+    conn: &mut PgConnection,
+    row: &TransactionRow,
+    decision: &OperatorDecision,
+) -> Result<Option<Refusal>, sqlx::Error> {
+    let Some(inquiry) = row.inquiry_id.filter(|_| {
+        decision.status == TransactionStatus::Success
+            && row.kind() == Some(TransactionKind::BillPayment)
+    }) else {
+        return Ok(None);
+    };
+    let live: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, status FROM transactions WHERE inquiry_id = $1 AND id <> $2 \
+           AND kind = 'bill_payment' AND status <> 'failed' \
+           AND NOT (status = 'needs_review' AND reviewed_from IS NOT DISTINCT FROM 'failed') \
+         LIMIT 1",
+    )
+    .bind(inquiry)
+    .bind(row.id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(live.map(|(payment, status)| Refusal::InquiryHeldBy { payment, status }))
 }
 
 async fn lock_by_reference(

@@ -5,6 +5,10 @@
 //!   exactly once (the `applied_events` table, in the same database
 //!   transaction as the change), through the state machine
 //!   ([`loket_protocol::state::decide`]) and the pure planner ([`plan`]);
+//! - applying operators' decisions (`loket.evt.operator.decision`, from
+//!   `loketctl review settle`) the same way: the one way out of
+//!   `needs_review` ([`loket_protocol::state::settle`]), refused and logged
+//!   for a transaction in any other status;
 //! - the append-only event log (`transaction_events`) and the stored provider
 //!   exchanges;
 //! - publishing every state change on `loket.upd.<client>` (the transaction

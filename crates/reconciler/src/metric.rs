@@ -1,6 +1,7 @@
 //! Every metric the reconciler records, in one place.
 
-/// Events taken from `LOKET_EVT`, by `kind` (result/callback) and `verdict`.
+/// Events taken from `LOKET_EVT`, by `kind` (result/callback/decision) and
+/// `verdict`.
 pub const EVENTS: &str = "loket_reconciler_events_total";
 /// Events that could not be decoded and were terminated.
 pub const POISON: &str = "loket_reconciler_poison_events_total";
@@ -26,6 +27,10 @@ pub const STATUS_CHECKS: &str = "loket_reconciler_status_checks_total";
 pub const REDISPATCHED: &str = "loket_reconciler_redispatched_total";
 /// Inquiries failed with `EXPIRED`.
 pub const INQUIRIES_EXPIRED: &str = "loket_reconciler_inquiries_expired_total";
+/// Operators' decisions on transactions in `needs_review`, by `verdict`
+/// (`settled`, or `refused`: the transaction was not in review, or the
+/// decision named another serial number, or another payment holds the bill).
+pub const OPERATOR_DECISIONS: &str = "loket_reconciler_operator_decisions_total";
 /// Transactions moved to `needs_review`, by `reason`.
 pub const NEEDS_REVIEW: &str = "loket_reconciler_needs_review_total";
 /// Scheduler ticks that failed (database or bus unavailable).

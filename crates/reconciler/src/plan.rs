@@ -29,6 +29,7 @@ use crate::schedule::Schedule;
 use chrono::{DateTime, Utc};
 use loket_protocol::conversions::{from_timestamp, outcome_from_i32, ConversionError};
 use loket_protocol::pb::{self, bus};
+use loket_protocol::review::{OperatorDecision, Refusal};
 use loket_protocol::state::{decide, Decision};
 use loket_protocol::{Outcome, TransactionStatus};
 use loket_store::TransactionRow;
@@ -189,7 +190,7 @@ pub struct Policy {
     pub not_found_grace: chrono::Duration,
 }
 
-/// How a report was judged.
+/// How a report or an operator's decision was judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The status moved forward.
@@ -205,6 +206,10 @@ pub enum Verdict {
     NotFoundFailed,
     /// The provider acknowledged it once and now has no record: review.
     NotFoundReview,
+    /// An operator settled a transaction in `needs_review`.
+    Settled,
+    /// An operator's decision could not apply; nothing changed.
+    Refused,
 }
 
 impl Verdict {
@@ -216,6 +221,8 @@ impl Verdict {
             Verdict::NotFoundWaiting => "not_found_waiting",
             Verdict::NotFoundFailed => "not_found_failed",
             Verdict::NotFoundReview => "not_found_review",
+            Verdict::Settled => "settled",
+            Verdict::Refused => "refused",
         }
     }
 }
@@ -404,10 +411,7 @@ pub fn plan(
     now: DateTime<Utc>,
     policy: &Policy,
 ) -> Result<Plan, PlanError> {
-    let from = row.status().ok_or_else(|| PlanError::BadStatus {
-        id: row.id.to_string(),
-        status: row.status.clone(),
-    })?;
+    let from = status_of(row)?;
     let mut w = Writer {
         row: row.clone(),
         changed: false,
@@ -573,6 +577,72 @@ pub fn plan(
         amount_mismatch,
         next: w.row,
         alert,
+    })
+}
+
+/// The row's status, which the reconciler must be able to read to plan.
+fn status_of(row: &TransactionRow) -> Result<TransactionStatus, PlanError> {
+    row.status().ok_or_else(|| PlanError::BadStatus {
+        id: row.id.to_string(),
+        status: row.status.clone(),
+    })
+}
+
+/// What an operator's decision writes (`source = operator`). A transaction
+/// in `needs_review` takes the decided status, `finalized_at` and, when the
+/// decision names one, the serial number (the row holds none or the same
+/// one); `review_reason` and `reviewed_from` stay, as the case's history.
+/// Any other transaction changes nothing: the event records the refusal and
+/// why. `held` is a refusal the row alone cannot show (another payment holds
+/// the inquiry this one pays).
+pub fn plan_decision(
+    row: &TransactionRow,
+    decision: &OperatorDecision,
+    held: Option<Refusal>,
+    now: DateTime<Utc>,
+) -> Result<Plan, PlanError> {
+    let from = status_of(row)?;
+    let refusal = decision
+        .refusal(from, row.serial_number.as_deref())
+        .or(held);
+    let mut next = row.clone();
+    let mut detail = Map::new();
+    detail.insert("event_id".into(), json!(decision.event_id.to_string()));
+    detail.insert("operator".into(), json!(decision.operator));
+    detail.insert("decision".into(), json!(decision.status.as_str()));
+    detail.insert("reason".into(), json!(decision.reason));
+    detail.insert("decided_at".into(), json!(decision.decided_at.to_rfc3339()));
+    detail.insert("serial_number".into(), json!(decision.serial_number));
+    let (to, verdict) = match &refusal {
+        Some(refusal) => {
+            detail.insert("refused".into(), json!(refusal.to_string()));
+            (from, Verdict::Refused)
+        }
+        None => {
+            next.status = decision.status.as_str().into();
+            next.serial_number = decision.serial_number.clone().or(next.serial_number.take());
+            next.next_check_at = None;
+            next.finalized_at = Some(now);
+            next.updated_at = now;
+            (decision.status, Verdict::Settled)
+        }
+    };
+    detail.insert("verdict".into(), json!(verdict.as_str()));
+    Ok(Plan {
+        event: EventRecord {
+            source: "operator",
+            from_status: Some(from),
+            to_status: Some(to),
+            provider_code: None,
+            detail: Value::Object(detail),
+        },
+        from,
+        to,
+        verdict,
+        changed: refusal.is_none(),
+        amount_mismatch: None,
+        next,
+        alert: None,
     })
 }
 

@@ -2,9 +2,10 @@
 //! `loket-test-support`): an event applied twice changes state once,
 //! conflicts park for review, unsigned callbacks only trigger a status
 //! check, the scheduler and the sweep publish what is due exactly once
-//! across replicas, `run` consumes the stream end to end, and a draining
-//! `run` hands back the events it has not started. A missing server fails
-//! the test.
+//! across replicas, `run` consumes the stream end to end, a draining `run`
+//! hands back the events it has not started, and an operator's decision
+//! settles a transaction in review once and nothing else. A missing server
+//! fails the test.
 
 use anyhow::{Context, Result};
 use async_nats::jetstream;
@@ -551,6 +552,364 @@ async fn a_failed_bill_payment_contradicted_after_a_second_payment_still_reaches
         refused.contains("one_live_payment_per_inquiry"),
         "{refused}"
     );
+
+    // An operator cannot settle the parked payment success while the second
+    // one holds the inquiry (the update would break the guard on every
+    // redelivery): refused, and recorded. Failed it may be.
+    let decision = settle(&env, first, pb::TransactionStatus::Success, "").await?;
+    assert_eq!(unchanged(&decision), Some(TransactionStatus::NeedsReview));
+    let refusal = newest_refusal(&env, first).await?;
+    assert!(refusal.contains(&second.to_string()), "{refusal}");
+    settle(&env, first, pb::TransactionStatus::Failed, "").await?;
+    assert_eq!(status_of(&env.pool, first).await?, "failed");
+    Ok(())
+}
+
+const DECISION_REASON: &str = "OkeBayar confirmed by phone: ticket 4711";
+
+/// How many rows of `table` are about transaction `id`.
+async fn rows_about(env: &Env, table: &str, id: Uuid) -> Result<i64> {
+    let sql = format!("SELECT count(*) FROM {table} WHERE transaction_id = $1");
+    count(&env.pool, &sql, id).await
+}
+
+/// A decision as `loketctl review settle` publishes it.
+fn decision(id: Uuid, status: pb::TransactionStatus, serial_number: &str) -> bus::OperatorDecision {
+    bus::OperatorDecision {
+        event_id: Uuid::new_v4().to_string(),
+        transaction_id: id.to_string(),
+        status: status as i32,
+        reason: DECISION_REASON.into(),
+        operator: "siti".into(),
+        serial_number: serial_number.into(),
+        decided_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
+    }
+}
+
+/// Applies `decision` as the reconciler's consumer would.
+async fn apply_decision(
+    reconciler: &Reconciler,
+    decision: &bus::OperatorDecision,
+) -> Result<Applied, ApplyError> {
+    reconciler
+        .apply_event(
+            subjects::operator_decision(),
+            &decision.encode_to_vec(),
+            &TraceContext::new_root(),
+        )
+        .await
+}
+
+/// Applies a new decision `status` for `id`.
+async fn settle(
+    env: &Env,
+    id: Uuid,
+    status: pb::TransactionStatus,
+    serial_number: &str,
+) -> Result<Applied> {
+    Ok(apply_decision(&reconciler(env), &decision(id, status, serial_number)).await?)
+}
+
+/// The status an applied event left unchanged, if it changed nothing.
+fn unchanged(applied: &Applied) -> Option<TransactionStatus> {
+    match applied {
+        Applied::Applied {
+            from,
+            to,
+            changed: false,
+            ..
+        } if from == to => Some(*from),
+        _ => None,
+    }
+}
+
+/// One `source = operator` row of the event log.
+#[derive(Debug)]
+struct OperatorEvent {
+    from: Option<String>,
+    to: Option<String>,
+    event_id: Option<String>,
+    operator: Option<String>,
+    reason: Option<String>,
+    decided_at: Option<String>,
+    serial_number: Option<String>,
+    refused: Option<String>,
+}
+
+type OperatorEventRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The operator rows of `id`'s event log, newest first.
+async fn operator_events(env: &Env, id: Uuid) -> Result<Vec<OperatorEvent>> {
+    let rows: Vec<OperatorEventRow> = sqlx::query_as(
+        "SELECT from_status, to_status, detail->>'event_id', detail->>'operator', \
+           detail->>'reason', detail->>'decided_at', detail->>'serial_number', detail->>'refused' \
+         FROM transaction_events WHERE transaction_id = $1 AND source = 'operator' ORDER BY id DESC",
+    )
+    .bind(id)
+    .fetch_all(&env.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(from, to, event_id, operator, reason, decided_at, serial_number, refused)| {
+                OperatorEvent {
+                    from,
+                    to,
+                    event_id,
+                    operator,
+                    reason,
+                    decided_at,
+                    serial_number,
+                    refused,
+                }
+            },
+        )
+        .collect())
+}
+
+/// Why the newest operator decision on `id` was refused (empty if it was
+/// not).
+async fn newest_refusal(env: &Env, id: Uuid) -> Result<String> {
+    let events = operator_events(env, id).await?;
+    let newest = events.first().context("an operator event")?;
+    Ok(newest.refused.clone().unwrap_or_default())
+}
+
+/// A transaction parked in review (a success contradicted by a failure).
+async fn parked(env: &Env, serial_number: Option<&str>) -> Result<Uuid> {
+    let serial = serial_number.map_or("NULL".to_string(), |s| format!("'{s}'"));
+    insert(
+        env,
+        "needs_review",
+        "prepaid_purchase",
+        &format!(
+            "reviewed_from = 'success', review_reason = 'conflicting final reports', \
+             provider_code = '000', serial_number = {serial}, finalized_at = now() - interval '1 hour'"
+        ),
+    )
+    .await
+}
+
+/// Every update on `LOKET_UPD` (this test's own server): (message id, state).
+async fn published_updates(env: &Env) -> Result<Vec<(String, pb::Transaction)>> {
+    let mut stream = env.js.get_stream(subjects::UPDATE_STREAM).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut updates = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await?;
+        let msg_id = message
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        updates.push((msg_id, pb::Transaction::decode(message.payload.as_ref())?));
+    }
+    Ok(updates)
+}
+
+/// An operator settles a transaction parked in review: the decided status,
+/// `finalized_at` now, the serial number the provider confirmed, the case
+/// (reason, parked from) kept, one `operator` event with who, why and when,
+/// and the update published for the client's watchers. The same decision
+/// delivered again is a duplicate: applied once.
+#[tokio::test]
+async fn an_operator_decision_settles_a_transaction_in_review_once() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let id = parked(&env, None).await?;
+    let before = loket_store::get(&env.pool, id).await?.context("row")?;
+    let decision = decision(id, pb::TransactionStatus::Success, "5123-4123-4567");
+
+    let applied = apply_decision(&reconciler, &decision).await?;
+    assert_eq!(
+        applied,
+        Applied::Applied {
+            transaction_id: id,
+            from: TransactionStatus::NeedsReview,
+            to: TransactionStatus::Success,
+            changed: true,
+        }
+    );
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(row.status, "success");
+    assert_eq!(row.serial_number.as_deref(), Some("5123-4123-4567"));
+    assert!(row.finalized_at > before.finalized_at, "finalized now");
+    assert_eq!(row.review_reason, before.review_reason);
+    assert_eq!(row.reviewed_from.as_deref(), Some("success"));
+    assert_eq!(row.provider_code.as_deref(), Some("000"));
+    // Published for the client's watchers before the event is acked.
+    let updates = published_updates(&env).await?;
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    let (msg_id, update) = &updates[0];
+    assert_eq!(msg_id, &format!("upd:{id}:{}", decision.event_id));
+    assert_eq!(update.id, id.to_string());
+    assert_eq!(update.status(), pb::TransactionStatus::Success);
+    assert_eq!(update.serial_number, "5123-4123-4567");
+
+    let again = apply_decision(&reconciler, &decision).await?;
+    assert_eq!(
+        again,
+        Applied::Duplicate {
+            transaction_id: Some(id)
+        }
+    );
+    let events = operator_events(&env, id).await?;
+    assert_eq!(events.len(), 1, "applied once: {events:?}");
+    let event = &events[0];
+    assert_eq!(
+        (event.from.as_deref(), event.to.as_deref()),
+        (Some("needs_review"), Some("success"))
+    );
+    assert_eq!(event.event_id.as_deref(), Some(decision.event_id.as_str()));
+    assert_eq!(event.operator.as_deref(), Some("siti"));
+    assert_eq!(event.reason.as_deref(), Some(DECISION_REASON));
+    assert!(event.decided_at.is_some());
+    assert_eq!(event.serial_number.as_deref(), Some("5123-4123-4567"));
+    assert_eq!(event.refused, None);
+    assert_eq!(rows_about(&env, "applied_events", id).await?, 1);
+
+    // Still one: the duplicate's re-publish has the same message id.
+    assert_eq!(published_updates(&env).await?.len(), 1);
+    Ok(())
+}
+
+/// A decision never touches a transaction outside review, nor replaces a
+/// serial number the provider reported: the row stays as it was, nothing is
+/// published, and the event log shows the attempt and why it was refused.
+#[tokio::test]
+async fn an_operator_decision_outside_review_or_against_the_providers_serial_is_refused(
+) -> Result<()> {
+    let env = env().await?;
+    let done = insert(
+        &env,
+        "success",
+        "prepaid_purchase",
+        "serial_number = 'SN-1'",
+    )
+    .await?;
+    let before = loket_store::get(&env.pool, done).await?.context("row")?;
+    let applied = settle(&env, done, pb::TransactionStatus::Failed, "").await?;
+    assert_eq!(
+        unchanged(&applied),
+        Some(TransactionStatus::Success),
+        "{applied:?}"
+    );
+    let row = loket_store::get(&env.pool, done).await?.context("row")?;
+    assert_eq!(format!("{row:?}"), format!("{before:?}"), "nothing changed");
+    let events = operator_events(&env, done).await?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].from.as_deref(), events[0].to.as_deref()),
+        (Some("success"), Some("success"))
+    );
+    assert_eq!(
+        events[0].refused.as_deref(),
+        Some("not in needs_review (status success)")
+    );
+    assert_eq!(events[0].operator.as_deref(), Some("siti"));
+
+    let with_serial = parked(&env, Some("SN-PROVIDER")).await?;
+    let before = loket_store::get(&env.pool, with_serial)
+        .await?
+        .context("row")?;
+    let applied = settle(
+        &env,
+        with_serial,
+        pb::TransactionStatus::Success,
+        "SN-OTHER",
+    )
+    .await?;
+    assert_eq!(
+        unchanged(&applied),
+        Some(TransactionStatus::NeedsReview),
+        "{applied:?}"
+    );
+    let row = loket_store::get(&env.pool, with_serial)
+        .await?
+        .context("row")?;
+    assert_eq!(format!("{row:?}"), format!("{before:?}"), "nothing changed");
+    let refusal = newest_refusal(&env, with_serial).await?;
+    assert!(refusal.contains("serial number"), "{refusal}");
+    assert!(
+        published_updates(&env).await?.is_empty(),
+        "nothing to publish"
+    );
+
+    // With the provider's own serial number, or none, it settles.
+    settle(
+        &env,
+        with_serial,
+        pb::TransactionStatus::Success,
+        "SN-PROVIDER",
+    )
+    .await?;
+    assert_eq!(status_of(&env.pool, with_serial).await?, "success");
+    Ok(())
+}
+
+/// Spoils one field of a decision.
+type Spoil = fn(&mut bus::OperatorDecision);
+
+/// A decision with a missing or invalid field is poison: terminated, never
+/// claimed, the row untouched; another subject under `loket.evt.operator`
+/// is poison too.
+#[tokio::test]
+async fn a_malformed_operator_decision_is_poison_and_touches_nothing() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let id = parked(&env, None).await?;
+    let cases: [(&str, Spoil); 6] = [
+        ("reason", |d| d.reason = "  ".into()),
+        ("status", |d| {
+            d.status = pb::TransactionStatus::Received as i32
+        }),
+        ("status", |d| {
+            d.status = pb::TransactionStatus::NeedsReview as i32
+        }),
+        ("operator", |d| d.operator.clear()),
+        ("event_id", |d| d.event_id = "not-a-uuid".into()),
+        ("decided_at", |d| d.decided_at = None),
+    ];
+    for (field, spoil) in cases {
+        let mut bad = decision(id, pb::TransactionStatus::Success, "");
+        spoil(&mut bad);
+        match apply_decision(&reconciler, &bad).await {
+            Err(ApplyError::Poison(why)) => assert!(why.contains(field), "{field}: {why}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let garbage = reconciler
+        .apply_event(
+            subjects::operator_decision(),
+            b"\xff\xff garbage",
+            &TraceContext::new_root(),
+        )
+        .await;
+    assert!(matches!(garbage, Err(ApplyError::Poison(_))), "{garbage:?}");
+    let elsewhere = reconciler
+        .apply_event(
+            "loket.evt.operator.other",
+            &decision(id, pb::TransactionStatus::Success, "").encode_to_vec(),
+            &TraceContext::new_root(),
+        )
+        .await;
+    assert!(
+        matches!(elsewhere, Err(ApplyError::Poison(_))),
+        "{elsewhere:?}"
+    );
+
+    assert_eq!(status_of(&env.pool, id).await?, "needs_review");
+    assert_eq!(rows_about(&env, "transaction_events", id).await?, 0);
+    assert_eq!(rows_about(&env, "applied_events", id).await?, 0);
     Ok(())
 }
 

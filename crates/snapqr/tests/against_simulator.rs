@@ -345,7 +345,10 @@ async fn pending_without_notify_is_resolved_by_query() {
         if check.outcome != Outcome::Pending {
             break check;
         }
-        assert!(std::time::Instant::now() < deadline, "still pending after 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still pending after 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(check.outcome, Outcome::Success, "{check:?}");

@@ -921,3 +921,110 @@ fn reversals_settle_on_their_own_row() {
     assert_eq!(plan.next.original_id, Some(Uuid::from_u128(7)));
     assert_eq!(plan.next.payment, None);
 }
+
+fn decision(status: S, serial_number: Option<&str>) -> OperatorDecision {
+    OperatorDecision {
+        event_id: Uuid::from_u128(9),
+        transaction_id: Uuid::nil(),
+        status,
+        reason: "provider confirmed by phone, ticket 42".into(),
+        operator: "siti".into(),
+        serial_number: serial_number.map(Into::into),
+        decided_at: t0(),
+    }
+}
+
+fn parked(from: S, serial_number: Option<&str>) -> TransactionRow {
+    let mut parked = row(S::NeedsReview);
+    parked.reviewed_from = Some(from.as_str().into());
+    parked.review_reason = Some("conflicting final reports".into());
+    parked.serial_number = serial_number.map(Into::into);
+    parked.provider_code = Some("204".into());
+    parked
+}
+
+#[test]
+fn an_operator_settles_a_transaction_in_review_and_keeps_its_case() {
+    let now = t0() + Duration::hours(3);
+    let start = parked(S::Failed, None);
+    let plan = plan_decision(&start, &decision(S::Success, Some("TOKEN-1")), None, now).unwrap();
+    assert_eq!(
+        (plan.from, plan.to, plan.verdict),
+        (S::NeedsReview, S::Success, Verdict::Settled)
+    );
+    assert!(plan.changed);
+    assert_eq!(plan.next.status, "success");
+    assert_eq!(plan.next.finalized_at, Some(now));
+    assert_eq!(plan.next.updated_at, now);
+    assert_eq!(plan.next.serial_number.as_deref(), Some("TOKEN-1"));
+    // Nothing else moves: the case and the provider's fields stay.
+    let mut expected = start.clone();
+    expected.status = "success".into();
+    expected.finalized_at = Some(now);
+    expected.updated_at = now;
+    expected.serial_number = Some("TOKEN-1".into());
+    assert_eq!(format!("{:?}", plan.next), format!("{expected:?}"));
+    assert_eq!(plan.event.source, "operator");
+    let detail = &plan.event.detail;
+    assert_eq!(detail["operator"], "siti");
+    assert_eq!(detail["reason"], "provider confirmed by phone, ticket 42");
+    assert_eq!(detail["event_id"], Uuid::from_u128(9).to_string());
+    assert_eq!(detail["decided_at"], t0().to_rfc3339());
+    assert_eq!(detail["serial_number"], "TOKEN-1");
+    assert_eq!(detail["verdict"], "settled");
+
+    // Without a serial number, the provider's stays.
+    let with_serial = parked(S::Success, Some("SN-1"));
+    let plan = plan_decision(&with_serial, &decision(S::Failed, None), None, now).unwrap();
+    assert_eq!(
+        (plan.to, plan.next.serial_number.as_deref()),
+        (S::Failed, Some("SN-1"))
+    );
+    let same = plan_decision(&with_serial, &decision(S::Success, Some("SN-1")), None, now).unwrap();
+    assert_eq!(same.verdict, Verdict::Settled);
+}
+
+#[test]
+fn an_operator_decision_outside_review_or_against_a_serial_is_refused() {
+    let now = t0() + Duration::hours(3);
+    for status in S::ALL.into_iter().filter(|s| *s != S::NeedsReview) {
+        let start = row(status);
+        let plan = plan_decision(&start, &decision(S::Success, None), None, now).unwrap();
+        assert_eq!(
+            (plan.verdict, plan.changed),
+            (Verdict::Refused, false),
+            "{status}"
+        );
+        assert_eq!(format!("{:?}", plan.next), format!("{start:?}"));
+        assert_eq!(
+            (plan.event.from_status, plan.event.to_status),
+            (Some(status), Some(status))
+        );
+        assert_eq!(
+            plan.event.detail["refused"],
+            format!("not in needs_review (status {status})")
+        );
+    }
+    let start = parked(S::Success, Some("SN-1"));
+    let plan = plan_decision(&start, &decision(S::Success, Some("SN-2")), None, now).unwrap();
+    assert_eq!(
+        (plan.verdict, plan.changed, plan.to),
+        (Verdict::Refused, false, S::NeedsReview)
+    );
+    assert!(plan.event.detail["refused"]
+        .as_str()
+        .unwrap()
+        .contains("serial number"));
+    let held = Refusal::InquiryHeldBy {
+        payment: Uuid::from_u128(3),
+        status: "success".into(),
+    };
+    let plan = plan_decision(
+        &parked(S::Failed, None),
+        &decision(S::Success, None),
+        Some(held),
+        now,
+    )
+    .unwrap();
+    assert_eq!((plan.verdict, plan.changed), (Verdict::Refused, false));
+}
