@@ -82,10 +82,17 @@ struct Job {
 impl SendJournal {
     /// Starts the writer tasks; they end once every handle is dropped. Each
     /// of the two keeps a connection of `pool`, so give it one more for
-    /// [`Self::renew_if_older`].
-    pub fn start(pool: PgPool) -> Self {
+    /// [`Self::renew_if_older`]. A writer's panic stops the service (`vital`).
+    pub fn start(pool: PgPool, vital: &loket_runtime::Vital) -> Self {
         SendJournal {
-            queue: db::spawn_batch_writer(pool.clone(), SLOTS, BATCH_MAX, record_batch),
+            queue: db::spawn_batch_writer(
+                pool.clone(),
+                SLOTS,
+                BATCH_MAX,
+                record_batch,
+                vital,
+                "send journal writer",
+            ),
             pool,
         }
     }

@@ -10,7 +10,7 @@ use loket_runtime::admin::{self, Readiness};
 use loket_runtime::bus::{self, BusError};
 use loket_runtime::config::Common;
 use loket_runtime::db::{self, DbError};
-use loket_runtime::Shutdown;
+use loket_runtime::{Shutdown, Vital};
 use tokio::net::TcpListener;
 
 use crate::journal::SendJournal;
@@ -169,11 +169,13 @@ pub async fn serve<C: Connector>(
             return Err(error);
         }
     };
+    let vital = Vital::new(shutdown.clone());
     let result = worker::run(
         connector,
         worker_settings,
         nats.clone(),
-        SendJournal::start(pool),
+        SendJournal::start(pool, &vital),
+        vital,
         shutdown.clone(),
         readiness.clone(),
     )

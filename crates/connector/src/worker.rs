@@ -39,7 +39,7 @@ use loket_protocol::{horizon, subjects, Operation, Outcome};
 use loket_runtime::admin::Readiness;
 use loket_runtime::bus as lbus;
 use loket_runtime::telemetry;
-use loket_runtime::Shutdown;
+use loket_runtime::{Shutdown, Vital};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -109,6 +109,10 @@ pub enum WorkerError {
     Bus(#[from] lbus::BusError),
     #[error("consumer setup failed: {0}")]
     Consumer(String),
+    #[error("the command stream ended before the worker was asked to stop")]
+    StreamEnded,
+    #[error(transparent)]
+    VitalTask(#[from] loket_runtime::vital::VitalTaskFailed),
 }
 
 /// Runs the worker until `shutdown`, then drains in-flight commands.
@@ -117,6 +121,7 @@ pub async fn run<C: Connector>(
     settings: WorkerSettings,
     nats: async_nats::Client,
     journal: SendJournal,
+    vital: Vital,
     shutdown: Shutdown,
     readiness: Readiness,
 ) -> Result<(), WorkerError> {
@@ -160,17 +165,23 @@ pub async fn run<C: Connector>(
     // future is dropped (its process killed, or its task aborted in a test,
     // as `kill -9` would), they end with it, sends in flight included.
     let mut background = JoinSet::new();
-    background.spawn(serve_balance(
-        connector.clone(),
-        nats.clone(),
-        balance_requests,
-        shutdown.clone(),
+    background.spawn(vital.guard(
+        "balance server",
+        serve_balance(
+            connector.clone(),
+            nats.clone(),
+            balance_requests,
+            shutdown.clone(),
+        ),
     ));
     if settings.probe_interval_ms > 0 {
-        background.spawn(probe_provider(
-            connector.clone(),
-            Duration::from_millis(settings.probe_interval_ms),
-            shutdown.clone(),
+        background.spawn(vital.guard(
+            "connectivity probe",
+            probe_provider(
+                connector.clone(),
+                Duration::from_millis(settings.probe_interval_ms),
+                shutdown.clone(),
+            ),
         ));
     }
     let mut handlers = JoinSet::new();
@@ -191,6 +202,7 @@ pub async fn run<C: Connector>(
     // permit while the server's ack timer runs: each is taken as handed out
     // no earlier than when the buffer was last found empty.
     let mut buffer_emptied = Instant::now();
+    let mut stream_ended = false;
     loop {
         while handlers.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -215,7 +227,10 @@ pub async fn run<C: Connector>(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            None => break,
+            None => {
+                stream_ended = true;
+                break;
+            }
         };
         let connector = connector.clone();
         let js = js.clone();
@@ -250,7 +265,10 @@ pub async fn run<C: Connector>(
     }
     background.abort_all();
     tracing::info!(%provider, "connector worker stopped");
-    Ok(())
+    if stream_ended && !shutdown.is_triggered() {
+        return Err(WorkerError::StreamEnded);
+    }
+    vital.outcome().map_err(WorkerError::from)
 }
 
 async fn handle<C: Connector>(
@@ -743,8 +761,8 @@ async fn serve_balance<C: Connector>(
     }
 }
 
-/// Runs the provider's connectivity probe every `every` until `shutdown` (or
-/// at once returns, when the provider has none). The gauge says whether the
+/// Runs the provider's connectivity probe every `every` until `shutdown` (a
+/// provider without one only waits for it). The gauge says whether the
 /// provider answered the last probe; a change either way is logged once, so
 /// an operator sees an outage begin and end without waiting for traffic.
 async fn probe_provider<C: Connector>(connector: Arc<C>, every: Duration, shutdown: Shutdown) {
@@ -761,7 +779,7 @@ async fn probe_provider<C: Connector>(connector: Arc<C>, every: Duration, shutdo
             } => probed,
         };
         let Some(probed) = probed else {
-            return;
+            return shutdown.wait().await;
         };
         let now = probed.is_ok();
         metrics::gauge!(metric::PROVIDER_REACHABLE, "provider" => provider.as_str()).set(if now {
@@ -1026,7 +1044,10 @@ mod tests {
         // Two batch slots and one connection for renewals, as in the service,
         // and one for the test's own statements.
         let pool = db::connect(&Secret::new(url), 4).await.expect("pool");
-        (SendJournal::start(pool.clone()), pool)
+        (
+            SendJournal::start(pool.clone(), &Vital::new(Shutdown::new())),
+            pool,
+        )
     }
 
     /// A pay-out of `client` the reconciler has already brought to `status`.

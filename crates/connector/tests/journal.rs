@@ -1,7 +1,7 @@
 //! The send journal against a real PostgreSQL.
 
 use loket_connector::journal::{JournalError, Recorded, SendJournal};
-use loket_runtime::{db, Secret};
+use loket_runtime::{db, Secret, Shutdown, Vital};
 use std::time::Duration;
 
 async fn journal() -> SendJournal {
@@ -13,7 +13,10 @@ async fn journal_and_pool() -> (SendJournal, sqlx::PgPool) {
         .await
         .expect("database");
     let pool = db::connect(&Secret::new(url), 4).await.expect("pool");
-    (SendJournal::start(pool.clone()), pool)
+    (
+        SendJournal::start(pool.clone(), &Vital::new(Shutdown::new())),
+        pool,
+    )
 }
 
 /// A new `unknown` purchase of a new client.

@@ -70,16 +70,21 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// The dispatcher and the task recording `dispatched_at`; the task ends
-    /// (after writing what is queued) once `finished` fires.
+    /// (after writing what is queued) once `finished` fires; its panic stops
+    /// the service (`vital`).
     pub fn new(
         js: jetstream::Context,
         pool: PgPool,
         publish_timeout: Duration,
         failpoint: Option<Failpoint>,
         finished: loket_runtime::Shutdown,
+        vital: &loket_runtime::Vital,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (marks, queue) = mpsc::channel(MARK_QUEUE);
-        let task = tokio::spawn(record_marks(pool.clone(), queue, finished));
+        let task = tokio::spawn(vital.guard_against_panics(
+            "dispatch marker",
+            record_marks(pool.clone(), queue, finished),
+        ));
         (
             Dispatcher {
                 js,

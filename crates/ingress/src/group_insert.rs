@@ -39,9 +39,17 @@ struct Job {
 
 impl GroupInsert {
     /// Starts the tasks that insert; they end once every handle is dropped.
-    pub fn start(pool: PgPool) -> Self {
+    /// A writer's panic stops the service (`vital`).
+    pub fn start(pool: PgPool, vital: &loket_runtime::Vital) -> Self {
         GroupInsert {
-            queue: db::spawn_batch_writer(pool, SLOTS, BATCH_MAX, insert_batch),
+            queue: db::spawn_batch_writer(
+                pool,
+                SLOTS,
+                BATCH_MAX,
+                insert_batch,
+                vital,
+                "transaction insert writer",
+            ),
         }
     }
 

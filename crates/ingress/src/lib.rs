@@ -116,6 +116,8 @@ pub enum Error {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    VitalTask(#[from] loket_runtime::vital::VitalTaskFailed),
 }
 
 /// Serves until `shutdown` fires, then drains: health turns `NOT_SERVING`
@@ -154,6 +156,7 @@ async fn serve(
     if settings.migrate {
         db::migrate(&pool).await?;
     }
+    let vital = loket_runtime::Vital::new(shutdown.clone());
 
     let products = Arc::new(
         products::Products::load(pool.clone())
@@ -164,7 +167,9 @@ async fn serve(
         let products = Arc::clone(&products);
         let every = Duration::from_millis(settings.products_refresh_ms.max(100));
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { products.refresh_every(every, shutdown).await });
+        tokio::spawn(vital.guard("product catalogue refresh", async move {
+            products.refresh_every(every, shutdown).await
+        }));
     }
 
     // One subscription feeds every waiting call; it must be active at the
@@ -177,7 +182,10 @@ async fn serve(
     loket_runtime::bus::confirm_subscriptions(&nats)
         .await
         .map_err(|error| Error::Subscribe(error.to_string()))?;
-    tokio::spawn(Arc::clone(&waiters).run(updates, shutdown.clone()));
+    tokio::spawn(vital.guard(
+        "transaction update feed",
+        Arc::clone(&waiters).run(updates, shutdown.clone()),
+    ));
 
     // Fires once the server has drained: the dispatch marker writes what is
     // queued and stops.
@@ -188,11 +196,12 @@ async fn serve(
         Duration::from_millis(settings.publish_timeout_ms),
         settings.failpoint,
         finished.clone(),
+        &vital,
     );
 
     let service = LoketService::new(service::Inner {
         pool: pool.clone(),
-        group_insert: group_insert::GroupInsert::start(pool.clone()),
+        group_insert: group_insert::GroupInsert::start(pool.clone(), &vital),
         nats: nats.clone(),
         auth: auth::Authenticator::new(
             pool.clone(),
@@ -255,5 +264,6 @@ async fn serve(
     let _ = nats.flush().await;
     pool.close().await;
     tracing::info!("ingress stopped");
-    served.map_err(Error::from)
+    served?;
+    Ok(vital.outcome()?)
 }

@@ -14,7 +14,7 @@ use loket_ingress::group_insert::GroupInsert;
 use loket_ingress::queries::{mark_dispatched, provider_reference, NewTransaction};
 use loket_protocol::{Money, Provider, TransactionKind};
 use loket_runtime::db::HeldConnection;
-use loket_runtime::Secret;
+use loket_runtime::{Secret, Shutdown, Vital};
 use loket_test_support::postgres;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
@@ -58,7 +58,7 @@ async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn a_burst_inserts_each_client_ref_once_with_its_event() -> anyhow::Result<()> {
     let (pool, client) = database().await?;
-    let group = GroupInsert::start(pool.clone());
+    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
     let mut calls = Vec::new();
     for n in 0..40 {
         let client_ref = if n % 4 == 0 {
@@ -128,7 +128,7 @@ async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     }
-    let group = GroupInsert::start(pool.clone());
+    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
     let mut second_payment = purchase(client, "pay-2");
     second_payment.kind = TransactionKind::BillPayment;
     second_payment.inquiry_id = Some(inquiry);
@@ -171,7 +171,7 @@ async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_schema_refuses_a_negative_amount() -> anyhow::Result<()> {
     let (pool, client) = database().await?;
-    let group = GroupInsert::start(pool.clone());
+    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
     let mut negative = purchase(client, "negative");
     negative.amount = Some(Money::idr(-5));
     match group.insert(negative, serde_json::json!({})).await {
@@ -347,7 +347,7 @@ async fn terminate_loket_connections(pool: &PgPool) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn inserts_go_on_when_the_server_ends_the_connections_the_slots_keep() -> anyhow::Result<()> {
     let (pool, client) = database().await?;
-    let group = GroupInsert::start(pool.clone());
+    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
     let burst = |tag: &'static str| {
         let group = group.clone();
         join_all((0..8).map(move |n| {

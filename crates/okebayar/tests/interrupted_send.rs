@@ -14,7 +14,7 @@ use common::{
 use loket_connector::journal::SendJournal;
 use loket_okebayar::run;
 use loket_protocol::subjects;
-use loket_runtime::{db, Shutdown};
+use loket_runtime::{db, Shutdown, Vital};
 use loket_test_support::nats::NatsServer;
 use tokio::net::TcpListener;
 
@@ -38,7 +38,7 @@ async fn a_send_recorded_but_never_made_is_made_once_no_send_can_be_in_flight() 
 
     // What the dead replica left: its send on record, nothing at OkeBayar.
     db::migrate(&pool).await.unwrap();
-    assert!(SendJournal::start(pool)
+    assert!(SendJournal::start(pool, &Vital::new(Shutdown::new()))
         .record(TRANSACTION)
         .await
         .unwrap()

@@ -16,7 +16,7 @@ use loket_connector::journal::SendJournal;
 use loket_connector::worker;
 use loket_okebayar::connector::OkeBayarConnector;
 use loket_protocol::subjects;
-use loket_runtime::{admin::Readiness, db, Shutdown};
+use loket_runtime::{admin::Readiness, db, Shutdown, Vital};
 use loket_test_support::nats::NatsServer;
 
 const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000c1";
@@ -34,11 +34,13 @@ async fn a_call_longer_than_the_ack_wait_keeps_its_command_and_sends_once() {
     db::migrate(&pool).await.unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let shutdown = Shutdown::new();
+    let vital = Vital::new(shutdown.clone());
     let running = tokio::spawn(worker::run(
         Arc::new(OkeBayarConnector::new(settings.okebayar.clone())),
         settings.worker.clone(),
         client,
-        SendJournal::start(pool),
+        SendJournal::start(pool, &vital),
+        vital,
         shutdown.clone(),
         Readiness::default(),
     ));

@@ -210,6 +210,10 @@ pub enum Error {
     Db(#[from] db::DbError),
     #[error("event consumer setup failed: {0}")]
     Consumer(String),
+    #[error("the event stream ended before the reconciler was asked to stop")]
+    StreamEnded,
+    #[error(transparent)]
+    VitalTask(#[from] loket_runtime::vital::VitalTaskFailed),
 }
 
 /// Runs the reconciler until `shutdown`, then drains: stops pulling, lets
@@ -264,11 +268,18 @@ pub async fn run(
     // Every task started here belongs to this run: when its future is
     // dropped (the process killed, or its task aborted in a test, as
     // `kill -9` would), the scheduler and the batches in flight end with it.
+    // Stops the pull loop and the scheduler: triggered by `shutdown`, by a
+    // vital task's failure, or once the event stream has ended.
+    let stopping = shutdown.child();
+    let vital = loket_runtime::Vital::new(stopping.clone());
     let mut scheduler_task = JoinSet::new();
-    scheduler_task.spawn(scheduler::run(
-        reconciler.clone(),
-        Duration::from_millis(settings.tick_ms),
-        shutdown.clone(),
+    scheduler_task.spawn(vital.guard(
+        "scheduler",
+        scheduler::run(
+            reconciler.clone(),
+            Duration::from_millis(settings.tick_ms),
+            stopping.clone(),
+        ),
     ));
     let mut batches = JoinSet::new();
 
@@ -293,14 +304,15 @@ pub async fn run(
     // A free slot takes the next message and whatever else has already
     // arrived (up to `batch_max`): under load the batches grow by
     // themselves, while a lone event is applied at once.
+    let mut stream_ended = false;
     'pull: loop {
         while batches.try_join_next().is_some() {}
         let slot = tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = stopping.wait() => break,
             slot = slots.recv() => take_slot(slot.expect("a sender is kept here")),
         };
         let first = tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = stopping.wait() => break,
             next = messages.next() => next,
         };
         let mut batch = match first {
@@ -310,9 +322,11 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            None => break,
+            None => {
+                stream_ended = true;
+                break;
+            }
         };
-        let mut ended = false;
         while batch.len() < batch_max {
             match messages.next().now_or_never() {
                 Some(Some(Ok(message))) => batch.push(message),
@@ -321,7 +335,7 @@ pub async fn run(
                     break;
                 }
                 Some(None) => {
-                    ended = true;
+                    stream_ended = true;
                     break;
                 }
                 None => break,
@@ -332,11 +346,13 @@ pub async fn run(
         batches.spawn(async move {
             handle_batch(&reconciler, slot.connection(), batch).await;
         });
-        if ended {
+        if stream_ended {
             break 'pull;
         }
     }
 
+    let ended_unasked = stream_ended && !stopping.is_triggered();
+    stopping.trigger();
     readiness.set(false);
     // Events received but not started go back for another replica at once;
     // in-flight ones finish (each commits and acks, or is left for
@@ -356,7 +372,10 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, scheduler_task.join_next()).await;
     admin_server.stop().await;
     tracing::info!("reconciler stopped");
-    Ok(())
+    if ended_unasked {
+        return Err(Error::StreamEnded);
+    }
+    Ok(vital.outcome()?)
 }
 
 /// A batch slot taken from the free ones: its connection goes back when the

@@ -1362,6 +1362,43 @@ async fn backends_waiting_on_locks(env: &Env, expected: i64) -> Result<i64> {
 }
 
 /// `loket_reconciler::run` with `settings` as a task, until `shutdown`.
+/// Its event consumer deleted (an operator's mistake), a reconciler has
+/// nothing left to pull: it stops with an error that says so, and its
+/// process exits non-zero for the supervisor to restart it (which creates
+/// the consumer again). Returning as if asked to stop would leave a process
+/// that exits 0 and is not restarted, with results piling up unapplied.
+#[tokio::test]
+async fn a_deleted_event_consumer_stops_the_reconciler_with_an_error() -> Result<()> {
+    let env = env().await?;
+    let shutdown = Shutdown::new();
+    let running = start_reconciler(settings(&env), shutdown.clone()).await?;
+    let stream = env.js.get_stream(subjects::EVENT_STREAM).await?;
+    let mut deleted = false;
+    for _ in 0..100 {
+        // Created by the reconciler as it starts.
+        if stream
+            .delete_consumer(subjects::RECONCILER_CONSUMER)
+            .await
+            .is_ok()
+        {
+            deleted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deleted, "the reconciler's consumer was never created");
+    let ended = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .context("the reconciler did not stop on its own")??;
+    let error = ended.expect_err("an error, so the process exits non-zero");
+    assert!(
+        matches!(error, loket_reconciler::Error::StreamEnded),
+        "{error}"
+    );
+    assert!(!shutdown.is_triggered(), "nobody asked it to stop");
+    Ok(())
+}
+
 async fn start_reconciler(
     settings: Settings,
     shutdown: Shutdown,

@@ -1,6 +1,6 @@
 //! The `main` every loket service binary shares: build the runtime, load the
 //! settings (defaults → `LOKET_CONFIG` TOML → `LOKET_…` environment), start
-//! telemetry under the service's name, wire SIGTERM and Ctrl-C to a
+//! telemetry under the service's name (panics logged too), wire SIGTERM and Ctrl-C to a
 //! [`Shutdown`], and run the service on the runtime's workers. A binary adds
 //! only what is its own: the ports it binds and the service it runs.
 
@@ -39,6 +39,7 @@ where
             let settings: S =
                 config::load().with_context(|| format!("loading the {name} configuration"))?;
             let _logs = telemetry::init(name, &settings.log_settings());
+            crate::vital::log_panics();
             let admin = bind("admin_addr", settings.admin_addr()).await?;
             tracing::info!(admin = %admin.local_addr()?, "admin port bound");
             let shutdown = Shutdown::new();

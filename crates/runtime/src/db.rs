@@ -133,12 +133,15 @@ impl HeldConnection {
 /// batch to fill: a lone job is written at once, and busy traffic forms
 /// large batches by itself while every slot is busy. `write` answers each
 /// job (jobs carry their own reply channel) and gives the connection back.
-/// The tasks end once every sender is dropped.
+/// The tasks end once every sender is dropped; a panicking one stops the
+/// service (`vital`, named `name`).
 pub fn spawn_batch_writer<J, F, Fut>(
     pool: PgPool,
     slots: usize,
     batch_max: usize,
     write: F,
+    vital: &crate::Vital,
+    name: &'static str,
 ) -> tokio::sync::mpsc::Sender<J>
 where
     J: Send + 'static,
@@ -152,7 +155,7 @@ where
         let jobs = std::sync::Arc::clone(&jobs);
         let write = std::sync::Arc::clone(&write);
         let mut connection = HeldConnection::new(pool.clone());
-        tokio::spawn(async move {
+        tokio::spawn(vital.guard_against_panics(name, async move {
             loop {
                 let mut batch = Vec::with_capacity(batch_max);
                 if jobs.lock().await.recv_many(&mut batch, batch_max).await == 0 {
@@ -160,7 +163,7 @@ where
                 }
                 connection = write(connection, batch).await;
             }
-        });
+        }));
     }
     queue
 }

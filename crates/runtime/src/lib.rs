@@ -2,8 +2,9 @@
 //! configuration with masked secrets ([`config`]), logging and trace context
 //! ([`telemetry`]), the admin port with liveness, readiness and Prometheus
 //! metrics ([`admin`]), graceful shutdown ([`shutdown`]), the JetStream layout
-//! ([`bus`]), the Postgres pool with migrations ([`db`]) and the `main` of
-//! every service binary ([`binary`]).
+//! ([`bus`]), the Postgres pool with migrations ([`db`]), the guard that
+//! stops a service whose vital task died ([`vital`]) and the `main` of every
+//! service binary ([`binary`]).
 //!
 //! It owns no business rule: no state transition, no provider protocol.
 //!
@@ -19,8 +20,10 @@ pub mod config;
 pub mod db;
 pub mod shutdown;
 pub mod telemetry;
+pub mod vital;
 
 pub use config::Secret;
+pub use vital::Vital;
 
 use std::future::Future;
 
