@@ -290,6 +290,89 @@ async fn a_client_never_sees_another_clients_transactions() {
     assert_eq!(mine.transactions.len(), 1);
 }
 
+/// A client holds at most `max_watches_per_client` watch streams at once: one
+/// more is refused with `RESOURCE_EXHAUSTED` naming the limit, another
+/// client is not held back, and a watch the client closes frees its slot.
+/// Refused watches still work once a slot is free, and a refused call left
+/// nothing behind (the open count did not grow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_holds_at_most_its_limit_of_watch_streams() {
+    let app = TestApp::spawn_with(loket_test_support::TestOptions {
+        max_watches_per_client: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut a = app.client_a().await;
+    let mut b = app.client_b().await;
+    let all = pb::WatchTransactionsRequest::default;
+    let first = a.watch_transactions(all()).await.unwrap().into_inner();
+    let _second = a.watch_transactions(all()).await.unwrap().into_inner();
+    for _ in 0..3 {
+        let refused = a.watch_transactions(all()).await.expect_err("a third");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .message()
+                .contains("already has 2 watch streams open")
+                && refused.message().contains("max_watches_per_client"),
+            "{refused:?}"
+        );
+    }
+    let mut b_watch = b
+        .watch_transactions(all())
+        .await
+        .expect("client B has slots of its own")
+        .into_inner();
+
+    // Closing a stream frees its slot once the ingress notices (at once,
+    // or with the next update the closed stream would have carried).
+    drop(first);
+    let mut reopened = None;
+    for n in 0..50 {
+        match a.watch_transactions(all()).await {
+            Ok(watch) => {
+                reopened = Some(watch.into_inner());
+                break;
+            }
+            Err(refused) => {
+                assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+                if n % 10 == 0 {
+                    // Something for the closed watch to notice.
+                    bought(
+                        &mut a,
+                        purchase(&format!("slot-{n}"), "PULSA10", OK_ACCOUNT, 10_000),
+                    )
+                    .await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let mut reopened = reopened.expect("the closed watch's slot was freed");
+    let txn = bought(&mut b, purchase("slot-b", "PULSA10", OK_ACCOUNT, 10_000)).await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), b_watch.next()).await;
+    assert!(
+        matches!(seen, Ok(Some(Ok(ref update))) if update.id == txn.id),
+        "B's watch works: {seen:?}"
+    );
+    let own = bought(&mut a, purchase("slot-a", "PULSA10", OK_ACCOUNT, 10_000)).await;
+    let seen = loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), reopened.next())
+            .await
+            .expect("the reopened watch answers")
+            .expect("an update")
+            .expect("not an error");
+        if next.id == own.id {
+            break next;
+        }
+    };
+    assert_eq!(seen.status(), pb::TransactionStatus::Success);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_canary_pin_appears_in_no_log_line_and_no_row() {
     let app = TestApp::spawn().await;

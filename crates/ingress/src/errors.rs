@@ -32,6 +32,10 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// The client holds as much of a limited resource as it may (watch
+    /// streams); the text names the limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl ApiError {
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
             ApiError::Unimplemented(_) => Code::Unimplemented,
+            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
         }
     }
 }
@@ -98,6 +103,7 @@ impl From<sqlx::Error> for ApiError {
 /// | `Unavailable` | `UNAVAILABLE` | generic ("database unavailable, try again") |
 /// | `Internal` | `INTERNAL` | always "internal error" (detail logged only) |
 /// | `Unimplemented` | `UNIMPLEMENTED` | what is missing |
+/// | `ResourceExhausted` | `RESOURCE_EXHAUSTED` | the limit reached |
 pub fn to_status(error: &ApiError) -> Status {
     let message = match error {
         ApiError::Internal(detail) => {
@@ -161,6 +167,11 @@ mod tests {
                 ApiError::Unimplemented("nope".into()),
                 Code::Unimplemented,
                 "nope",
+            ),
+            (
+                ApiError::ResourceExhausted("too many watches".into()),
+                Code::ResourceExhausted,
+                "too many watches",
             ),
         ];
         for (error, code, message) in cases {

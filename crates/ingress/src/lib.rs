@@ -31,6 +31,7 @@ pub mod queries;
 pub mod service;
 pub mod validate;
 pub mod waiters;
+pub mod watch_slots;
 
 use loket_protocol::{pb, subjects};
 use loket_runtime::config::Common;
@@ -63,6 +64,9 @@ pub struct Settings {
     pub publish_timeout_ms: u64,
     /// How long a `GetBalance` waits for the provider's connector.
     pub balance_timeout_ms: u64,
+    /// `WatchTransactions` streams one client may hold open at once (at
+    /// least 1); past it a new one is refused with `RESOURCE_EXHAUSTED`.
+    pub max_watches_per_client: usize,
     /// Test-only fault injection ([`dispatch::Failpoint`]); none in
     /// production.
     pub failpoint: Option<dispatch::Failpoint>,
@@ -89,8 +93,21 @@ impl Default for Settings {
             products_refresh_ms: 3_000,
             publish_timeout_ms: 3_000,
             balance_timeout_ms: 10_000,
+            max_watches_per_client: 100,
             failpoint: None,
         }
+    }
+}
+
+impl Settings {
+    /// Refuses settings the ingress cannot serve with, naming the setting.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_watches_per_client == 0 {
+            return Err(Error::Config(
+                "max_watches_per_client must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +121,8 @@ pub struct Listeners {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("configuration error: {0}")]
+    Config(String),
     #[error(transparent)]
     Bus(#[from] bus::BusError),
     #[error(transparent)]
@@ -129,6 +148,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
+    settings.validate()?;
     let readiness = admin::Readiness::default();
     let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
     let result = serve(
@@ -212,6 +232,7 @@ async fn serve(
         dispatcher,
         shutdown: shutdown.clone(),
         balance_timeout: Duration::from_millis(settings.balance_timeout_ms),
+        watch_slots: watch_slots::WatchSlots::new(settings.max_watches_per_client),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -266,4 +287,21 @@ async fn serve(
     tracing::info!("ingress stopped");
     served?;
     Ok(vital.outcome()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_watch_limit_of_zero_is_refused_by_name() {
+        let settings = super::Settings {
+            max_watches_per_client: 0,
+            ..Default::default()
+        };
+        let refused = settings.validate().unwrap_err().to_string();
+        assert_eq!(
+            refused,
+            "configuration error: max_watches_per_client must be at least 1"
+        );
+        assert!(super::Settings::default().validate().is_ok());
+    }
 }

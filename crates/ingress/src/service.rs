@@ -31,6 +31,7 @@ use crate::validate::{
     PurchaseInput, QrCancelInput, QrPayInput, QrQueryInput, QrRefundInput, TransactionKey,
 };
 use crate::waiters::{self, is_ready, is_settled, updated_at, WaitEnd, WaitGuard, Waiters};
+use crate::watch_slots::WatchSlots;
 
 /// What every flow needs; shared by all calls.
 pub struct Inner {
@@ -43,6 +44,7 @@ pub struct Inner {
     pub dispatcher: Dispatcher,
     pub shutdown: Shutdown,
     pub balance_timeout: Duration,
+    pub watch_slots: WatchSlots,
 }
 
 /// One mutating call: the caller, its reference and parameters, and how
@@ -1191,6 +1193,8 @@ impl Inner {
     {
         let client = self.auth.authenticate(request.metadata()).await?;
         let only = validate::watch(request.get_ref())?;
+        // Held by the stream's task: freed when the watch ends, whichever way.
+        let slot = self.watch_slots.take(client)?;
         let subject = subjects::update(&client.0.to_string());
         // Subscribe first (confirmed by the server), then read the current
         // state: nothing slips between.
@@ -1221,6 +1225,7 @@ impl Inner {
         let span = ctx.span.clone();
         tokio::spawn(
             async move {
+                let _slot = slot;
                 ::metrics::gauge!(metrics::WATCH_STREAMS).increment(1.0);
                 let mut last_sent = waiters::LastSent::default();
                 if let Some(first) = first {

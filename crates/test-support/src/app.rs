@@ -38,6 +38,8 @@ pub struct TestOptions {
     pub failpoint: Option<Failpoint>,
     /// The ingress's failpoint (`loket_ingress::dispatch::Failpoint`).
     pub ingress_failpoint: Option<loket_ingress::dispatch::Failpoint>,
+    /// The ingress's `max_watches_per_client`.
+    pub max_watches_per_client: usize,
     /// The callback receiver's failpoint (`loket_callback::Failpoint`).
     pub callback_failpoint: Option<loket_callback::Failpoint>,
     /// Delay before the first status check of a pending / unknown transaction.
@@ -67,6 +69,7 @@ impl Default for TestOptions {
             slow_reply_ms: 3_000,
             failpoint: None,
             ingress_failpoint: None,
+            max_watches_per_client: loket_ingress::Settings::default().max_watches_per_client,
             callback_failpoint: None,
             first_check_ms: 700,
             not_found_grace_ms: 3_000,
@@ -260,6 +263,7 @@ impl TestApp {
             let settings = loket_ingress::Settings {
                 common: common(&nats.url(), &database_url),
                 failpoint: options.ingress_failpoint,
+                max_watches_per_client: options.max_watches_per_client,
                 ..Default::default()
             };
             let listeners = loket_ingress::Listeners {
