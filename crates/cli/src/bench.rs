@@ -297,13 +297,38 @@ pub struct BenchReport {
     pub stopped_early: bool,
 }
 
-/// Runs the benchmark. `stop` ends it early (Ctrl-C); figures so far are reported.
+/// Whether `addr` (a URL) names this machine: `localhost` or a loopback IP.
+fn on_this_machine(addr: &str) -> bool {
+    let Ok(uri) = addr.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Runs the benchmark. `stop` ends it early (Ctrl-C); figures so far are
+/// reported. An ingress on another machine is refused unless
+/// `--allow-remote-ingress`.
 pub async fn run(
     addr: &str,
     api_key: Option<&Secret>,
     args: &BenchArgs,
     stop: Arc<AtomicBool>,
 ) -> Result<BenchReport, CliError> {
+    if !args.allow_remote_ingress && !on_this_machine(addr) {
+        return Err(CliError::Usage(format!(
+            "--addr {addr}: the benchmark makes thousands of real purchases, so it runs only against an \
+             ingress on this machine (make run, with simulated providers); add --allow-remote-ingress if \
+             {addr} is a test deployment whose providers are simulators"
+        )));
+    }
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(client::connect_channel(addr).await?);
@@ -581,6 +606,28 @@ fn cpu_ms_per(percent_of_core: f64, per_second: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_ingress_on_this_machine_counts_as_local() {
+        for local in [
+            "http://127.0.0.1:50051",
+            "http://127.0.0.2:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            assert!(on_this_machine(local), "{local}");
+        }
+        for remote in [
+            "http://10.0.0.7:50051",
+            "http://0.0.0.0:50051",
+            "https://loket.internal:443",
+            "http://[2001:db8::1]:50051",
+            "http://localhost.example.com:50051",
+            "not a url",
+        ] {
+            assert!(!on_this_machine(remote), "{remote}");
+        }
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

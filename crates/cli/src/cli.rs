@@ -480,6 +480,11 @@ pub struct BenchArgs {
     /// HTTP/2 connections to spread the calls over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: u32,
+    /// Run against an ingress on another machine too. The benchmark makes
+    /// real purchases: without this it runs only against an ingress on this
+    /// machine (`make run`, whose providers are simulators).
+    #[arg(long)]
+    pub allow_remote_ingress: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -532,6 +532,49 @@ async fn bench_refuses_to_start_when_the_first_purchase_fails() {
     );
 }
 
+/// The benchmark makes real purchases: an ingress on another machine is
+/// refused before anything is sent, naming the flag that allows it (a
+/// TEST-NET address, which nothing would answer, so a connection attempt
+/// would show as a connect error instead).
+#[tokio::test]
+async fn bench_refuses_an_ingress_on_another_machine_unless_allowed() {
+    let Command::Bench(args) = parse(&["bench", "--duration", "1s"]) else {
+        panic!()
+    };
+    let error = bench::run(
+        "http://192.0.2.1:50051",
+        Some(&Secret::new(KEY)),
+        &args,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect_err("refused");
+    assert!(matches!(error, loket_cli::CliError::Usage(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("--allow-remote-ingress"),
+        "{error}"
+    );
+    let Command::Bench(allowed) = parse(&["bench", "--duration", "1s", "--allow-remote-ingress"])
+    else {
+        panic!()
+    };
+    // Allowed, it goes on to connect. 0.0.0.0 is not a loopback address, so
+    // it needs the flag; Linux connects it here, where nothing listens on
+    // port 1, so the refusal comes at once.
+    let error = bench::run(
+        "http://0.0.0.0:1",
+        Some(&Secret::new(KEY)),
+        &allowed,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect_err("nothing listens there");
+    assert!(
+        matches!(error, loket_cli::CliError::Connect { .. }),
+        "{error:?}"
+    );
+}
+
 #[tokio::test]
 async fn binary_prints_code_and_exits_non_zero() {
     let (addr, _fake) = serve().await;
