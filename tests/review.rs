@@ -124,6 +124,11 @@ async fn an_operator_settles_a_transaction_in_review_and_the_client_sees_it() {
         .into_inner();
     let first = watch.next().await.unwrap().unwrap();
     assert_eq!(first.status(), pb::TransactionStatus::NeedsReview);
+    // Under review, the last provider code's advice (here: the number is
+    // wrong, tell the merchant it failed) is not offered: the provider also
+    // reported success, and which holds is the operator's to find out.
+    assert_eq!(first.provider_code, "204", "{first:?}");
+    assert!(first.explanation.is_none(), "{first:?}");
 
     // Mistakes are named before anything is published: a transaction not in
     // review, an unknown id.
@@ -186,6 +191,13 @@ async fn an_operator_settles_a_transaction_in_review_and_the_client_sees_it() {
         .unwrap()
         .into_inner();
     assert_eq!(read.status(), pb::TransactionStatus::Failed);
+    // Settled as the kept code says (204, failed): its explanation is back.
+    let explained = |explanation: Option<&pb::CodeExplanation>| {
+        explanation.map(|e| (e.code.clone(), e.outcome))
+    };
+    let failed_204 = Some(("204".to_string(), pb::Outcome::Failed as i32));
+    assert_eq!(explained(read.explanation.as_ref()), failed_204, "{read:?}");
+    assert_eq!(explained(update.explanation.as_ref()), failed_204);
     assert_eq!(listed(&app, &txn.id).await, None, "no longer in review");
 
     // Once settled, nothing an operator decides moves it again.

@@ -3,7 +3,7 @@
 //! transaction the ingress returns.
 
 use loket_protocol::catalogue::{self, CodeOperation, ExplainError};
-use loket_protocol::{pb, Provider, TransactionKind};
+use loket_protocol::{pb, Provider, TransactionKind, TransactionStatus};
 
 use crate::errors::ApiError;
 use crate::validate::{self, shortened, ValidationError};
@@ -63,12 +63,20 @@ pub fn list_codes(request: &pb::ListCodesRequest) -> Result<pb::ListCodesRespons
     })
 }
 
-/// Fills `transaction.explanation` from its provider code, if it has one.
+/// Fills `transaction.explanation` from its provider code, if it has one
+/// and its outcome agrees with the transaction's status
+/// ([`TransactionStatus::is_explained_by`]).
 pub fn enrich(transaction: &mut pb::Transaction) {
     if transaction.provider_code.is_empty() || transaction.explanation.is_some() {
         return;
     }
     let Ok(provider) = Provider::parse(&transaction.provider) else {
+        return;
+    };
+    let Some(status) = pb::TransactionStatus::try_from(transaction.status)
+        .ok()
+        .and_then(|status| TransactionStatus::try_from(status).ok())
+    else {
         return;
     };
     let operation = TransactionKind::ALL
@@ -81,7 +89,10 @@ pub fn enrich(transaction: &mut pb::Transaction) {
         operation,
         &transaction.provider_message,
     ) {
-        Ok(explanation) => transaction.explanation = Some(pb::CodeExplanation::from(&explanation)),
+        Ok(explanation) if status.is_explained_by(explanation.outcome) => {
+            transaction.explanation = Some(pb::CodeExplanation::from(&explanation))
+        }
+        Ok(_) => {}
         Err(error) => {
             tracing::debug!(%error, code = %transaction.provider_code, "provider code not explainable")
         }
@@ -173,6 +184,7 @@ mod tests {
         let mut transaction = pb::Transaction {
             provider: "okebayar".into(),
             kind: pb::TransactionKind::PrepaidPurchase as i32,
+            status: pb::TransactionStatus::Failed as i32,
             provider_code: "204".into(),
             ..Default::default()
         };
@@ -185,5 +197,32 @@ mod tests {
         };
         enrich(&mut none);
         assert!(none.explanation.is_none());
+    }
+
+    /// A code whose outcome disagrees with the status (settled by an
+    /// operator against it, or parked for review) is not explained: its
+    /// merchant message would say the opposite of what holds.
+    #[test]
+    fn a_code_that_disagrees_with_the_status_gets_no_explanation() {
+        let explained = |status: pb::TransactionStatus, code: &str| {
+            let mut transaction = pb::Transaction {
+                provider: "okebayar".into(),
+                kind: pb::TransactionKind::PrepaidPurchase as i32,
+                status: status as i32,
+                provider_code: code.into(),
+                ..Default::default()
+            };
+            enrich(&mut transaction);
+            transaction.explanation.is_some()
+        };
+        use pb::TransactionStatus::*;
+        assert!(explained(Success, "000"));
+        assert!(explained(Pending, "002"));
+        assert!(!explained(Failed, "000"));
+        assert!(!explained(Success, "204"));
+        assert!(!explained(NeedsReview, "000"));
+        assert!(!explained(NeedsReview, "204"));
+        assert!(!explained(Pending, "000"));
+        assert!(!explained(Unspecified, "204"));
     }
 }

@@ -60,6 +60,26 @@ impl TransactionStatus {
     pub fn is_settled(self) -> bool {
         self.is_final() || self == TransactionStatus::NeedsReview
     }
+
+    /// Whether a provider code with `outcome` explains a transaction in this
+    /// status, so its explanation (what happened, what to tell the merchant)
+    /// may be shown next to it. Not when they disagree: an operator settled
+    /// the transaction against the provider's last report, or the provider
+    /// contradicted itself and the transaction waits in `needs_review`, where
+    /// the last code's merchant message ("the transaction was successful")
+    /// would tell the opposite of what holds.
+    pub fn is_explained_by(self, outcome: Outcome) -> bool {
+        match self {
+            TransactionStatus::Success => outcome == Outcome::Success,
+            TransactionStatus::Failed => outcome == Outcome::Failed,
+            TransactionStatus::Received
+            | TransactionStatus::Pending
+            | TransactionStatus::Unknown => {
+                matches!(outcome, Outcome::Pending | Outcome::Unknown)
+            }
+            TransactionStatus::NeedsReview => false,
+        }
+    }
 }
 
 impl fmt::Display for TransactionStatus {
@@ -115,6 +135,33 @@ pub fn settle(current: TransactionStatus, decided: TransactionStatus) -> Decisio
         Decision::Move(decided)
     } else {
         Decision::Keep
+    }
+}
+
+#[cfg(test)]
+mod explained_tests {
+    use super::TransactionStatus::{self, *};
+    use crate::Outcome;
+
+    #[test]
+    fn only_an_outcome_that_agrees_explains_a_status() {
+        let agreeing = |status: TransactionStatus| -> Vec<Outcome> {
+            [
+                Outcome::Success,
+                Outcome::Pending,
+                Outcome::Failed,
+                Outcome::Unknown,
+            ]
+            .into_iter()
+            .filter(|outcome| status.is_explained_by(*outcome))
+            .collect()
+        };
+        assert_eq!(agreeing(Success), [Outcome::Success]);
+        assert_eq!(agreeing(Failed), [Outcome::Failed]);
+        for waiting in [Received, Pending, Unknown] {
+            assert_eq!(agreeing(waiting), [Outcome::Pending, Outcome::Unknown]);
+        }
+        assert_eq!(agreeing(NeedsReview), []);
     }
 }
 

@@ -8,7 +8,6 @@
 //! fails the test.
 
 use anyhow::{Context, Result};
-use async_nats::jetstream;
 use futures::StreamExt;
 use loket_protocol::pb::{self, bus};
 use loket_protocol::subjects;
@@ -16,7 +15,7 @@ use loket_protocol::TransactionStatus;
 use loket_reconciler::{Applied, ApplyError, Incoming, Reconciler, Settings};
 use loket_runtime::telemetry::TraceContext;
 use loket_runtime::{Secret, Shutdown};
-use loket_test_support::nats::NatsServer;
+use loket_test_support::backing::Backing;
 use prost::Message as _;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -38,31 +37,10 @@ fn settings(env: &Env) -> Settings {
     settings
 }
 
-struct Env {
-    nats_server: NatsServer,
-    database_url: String,
-    pool: PgPool,
-    nats: async_nats::Client,
-    js: jetstream::Context,
-    client_id: Uuid,
-}
+type Env = Backing;
 
 async fn env() -> Result<Env> {
-    let nats_server = NatsServer::start()?;
-    let database_url = loket_test_support::postgres::fresh_database().await?;
-    let pool = loket_runtime::db::connect(&Secret::new(database_url.clone()), 8).await?;
-    let nats = loket_runtime::bus::connect(&nats_server.url(), "reconciler-test").await?;
-    let js = jetstream::new(nats.clone());
-    loket_runtime::bus::ensure_streams(&js).await?;
-    let client_id = loket_test_support::postgres::new_client(&pool).await?;
-    Ok(Env {
-        nats_server,
-        database_url,
-        pool,
-        nats,
-        js,
-        client_id,
-    })
+    Backing::start(8, "reconciler-test").await
 }
 
 /// Inserts a transaction as the ingress would; returns its id.

@@ -149,7 +149,9 @@ impl TransactionRow {
     /// order status, "outcome unknown", next to `failed`).
     /// [`EXPIRED_CODE`](loket_protocol::state::EXPIRED_CODE) is
     /// explained only where the provider has an `EXPIRED` status of its own
-    /// (Smilepayz), which means the same.
+    /// (Smilepayz), which means the same. A code whose outcome disagrees
+    /// with the transaction's status gets none either
+    /// ([`TransactionStatus::is_explained_by`]).
     pub fn explanation(&self) -> Option<pb::CodeExplanation> {
         let code = self
             .provider_code
@@ -157,8 +159,10 @@ impl TransactionRow {
             .filter(|code| *code != NOT_FOUND_CODE)?;
         let provider = self.provider()?;
         let operation = self.kind()?.operation();
+        let status = self.status()?;
         loket_protocol::catalogue::explain(provider, code, Some(operation.into()))
             .ok()
+            .filter(|explanation| status.is_explained_by(explanation.outcome))
             .map(|explanation| pb::CodeExplanation::from(&explanation))
     }
 

@@ -4,10 +4,11 @@
 //! the tests of one run); [`app::TestApp`] starts the simulators and every
 //! service in-process through the same `run` functions the binaries call, and
 //! tears everything down on drop (failing the test if a service ended by
-//! itself); [`logs`] captures every log line; [`leaks`] looks for every
+//! itself), and [`backing::Backing`] gives a service's own tests the bus and
+//! the database without it; [`logs`] captures every log line; [`leaks`] looks for every
 //! canary secret in them, in the database and in error messages.
 //!
-//! `nats`, `postgres` and `ports` are always available; `app`, `logs` and the
+//! `nats`, `postgres`, `backing` and `ports` are always available; `app`, `logs` and the
 //! provider fixtures need the `app` feature (they depend on every service,
 //! so a service's own tests use the harness without it).
 //!
@@ -17,6 +18,7 @@
 pub mod admin;
 #[cfg(feature = "app")]
 pub mod app;
+pub mod backing;
 #[cfg(feature = "app")]
 pub mod leaks;
 #[cfg(feature = "app")]
