@@ -351,8 +351,8 @@ async fn handle<C: Connector>(
             decided = decide_and_call(connector, journal, settings, &command, delivery) => decided,
             never = keep_ours => match never {},
         };
-        let report = match decided {
-            Decided::Report(report) => *report,
+        let (report, first_send) = match decided {
+            Decided::Report { report, first_send } => (*report, first_send),
             // Not sent: the ack deadline nearly passed (the message may be
             // another replica's by now) or the send could not be recorded.
             // It comes back after the ack wait, with a status check first.
@@ -375,12 +375,17 @@ async fn handle<C: Connector>(
         } else {
             command.operation
         };
-        // A money-moving command answered by its status check alone, on a
-        // first delivery: a copy that resurfaced (a restarted nats-server
-        // hands out a handled command as new) reports what its check learned,
-        // maybe a contradiction of the settled state; under the first
-        // handling's id it would be dropped as a duplicate of that result.
-        let event_id = if delivered == 1 && command.operation.moves_money() && !report.sent {
+        // A money-moving command's result goes under the command's own id
+        // only when it answers the transaction's first send. Any other
+        // handling (its status check alone, or a send again after the
+        // provider found no record of the first) may learn something newer
+        // than, or contrary to, an earlier handling's result under that id,
+        // as may a copy that resurfaced as a first delivery (a restarted
+        // nats-server hands out a handled command as new, and then counts
+        // its deliveries from one again): it gets an id of its own, or
+        // JetStream and the reconciler would drop it as a duplicate, and a
+        // success after a refusal would never reach review.
+        let event_id = if command.operation.moves_money() && !(report.sent && first_send) {
             format!("{event_id}:c{}", uuid::Uuid::now_v7().simple())
         } else {
             event_id
@@ -417,8 +422,12 @@ async fn handle<C: Connector>(
 #[derive(Debug)]
 enum Decided {
     /// Publish this report, then ack (boxed: a report is large, the other
-    /// decisions are not).
-    Report(Box<Report>),
+    /// decisions are not). `first_send`: the report answers the
+    /// transaction's first send (the journal had no earlier one).
+    Report {
+        report: Box<Report>,
+        first_send: bool,
+    },
     /// Neither publish nor ack: unsent, it comes back after the ack wait,
     /// with a status check first.
     Abandon,
@@ -426,6 +435,16 @@ enum Decided {
     /// back to come again after this long, when a status check will either
     /// find that send or leave this one free to go.
     Later(Duration),
+}
+
+impl Decided {
+    /// Publish `report`, which answers no first send.
+    fn answered(report: Report) -> Decided {
+        Decided::Report {
+            report: Box::new(report),
+            first_send: false,
+        }
+    }
 }
 
 /// What the worker knows of a command's delivery.
@@ -467,10 +486,10 @@ async fn decide_and_call<C: Connector>(
         if report.not_found {
             hold_back_not_found(connector, journal, command, &mut report).await;
         }
-        return Decided::Report(Box::new(report));
+        return Decided::answered(report);
     }
     if !command.operation.moves_money() {
-        return Decided::Report(Box::new(connector.execute(command).await));
+        return Decided::answered(connector.execute(command).await);
     }
     // Taken before each journal write that dates a send: from then on other
     // workers treat a request as possibly on its way, for `longest_send`.
@@ -517,13 +536,13 @@ async fn decide_and_call<C: Connector>(
                 "status check inconclusive, and the journal shows no earlier send: sending"
             );
         } else if !check.not_found {
-            return Decided::Report(Box::new(check));
+            return Decided::answered(check);
         }
         if recorded == Recorded::Settled {
             tracing::warn!(
                 "provider has no record of our reference, and the transaction is settled: not sending"
             );
-            return Decided::Report(Box::new(check));
+            return Decided::answered(check);
         }
         if past_horizon {
             // The journal may have been pruned, so its silence proves
@@ -532,7 +551,7 @@ async fn decide_and_call<C: Connector>(
                 created_at = ?command.transaction_created_at,
                 "provider has no record of our reference, and the transaction is past the send horizon: not sending"
             );
-            return Decided::Report(Box::new(check));
+            return Decided::answered(check);
         }
         if recorded == Recorded::Before {
             // Never while the last send may still be on its way, whatever
@@ -618,7 +637,10 @@ async fn decide_and_call<C: Connector>(
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
     }
-    Decided::Report(Box::new(report))
+    Decided::Report {
+        report: Box::new(report),
+        first_send: sending.first_send,
+    }
 }
 
 /// How long after its journal time a request must leave, at most: the
@@ -970,7 +992,7 @@ mod tests {
         delivered: i64,
     ) -> Report {
         match decision(connector, journal, command, delivered).await {
-            Decided::Report(report) => *report,
+            Decided::Report { report, .. } => *report,
             other => panic!("nothing to publish: {other:?}"),
         }
     }
@@ -1246,7 +1268,10 @@ mod tests {
         };
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
         let decided_now = decide_and_call(&found, &journal, &settings, &command, held).await;
-        assert!(matches!(decided_now, Decided::Report(_)), "{decided_now:?}");
+        assert!(
+            matches!(decided_now, Decided::Report { .. }),
+            "{decided_now:?}"
+        );
         assert_eq!(found.requests(), (0, 1), "sent without a check");
         // Taken from the buffer soon after it arrived: sent at once.
         let fresh = Delivery {

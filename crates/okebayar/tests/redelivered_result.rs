@@ -2,14 +2,17 @@
 //! Its status check may have learned something newer, so its result must
 //! reach the event stream under an id of its own, not be dropped by
 //! JetStream as a duplicate of the first delivery's result. OkeBayar still
-//! gets one purchase.
+//! gets one purchase. The same holds for a copy that resurfaced as a first
+//! delivery, and for one that sent again because OkeBayar had no record of
+//! the first send.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    bus, count, fake_okebayar, messages_in, next_result, publish, purchase, settings, Hits,
+    bus, count, fake_okebayar, fake_okebayar_refusing_first_purchases, messages_in, next_result,
+    publish, purchase, settings, Hits,
 };
 use loket_connector::worker::Failpoint;
 use loket_okebayar::run;
@@ -45,7 +48,11 @@ async fn a_redelivered_commands_result_is_not_dropped_as_a_duplicate() {
     // Not acked: after the ack wait the command comes back, is checked, and
     // its result is published again, now under the delivery's own id.
     let second = next_result(&mut results).await;
-    assert_eq!(second.event_id, "cmd:redelivered:0:d2");
+    assert!(
+        second.event_id.starts_with("cmd:redelivered:0:d2:c"),
+        "{}",
+        second.event_id
+    );
     assert_eq!(
         second.outcome,
         loket_protocol::pb::Outcome::Success as i32,
@@ -122,6 +129,81 @@ async fn a_resurfaced_commands_check_is_reported_under_an_id_of_its_own() {
     assert_eq!(messages_in(&js, subjects::EVENT_STREAM).await, 2);
     assert_eq!(
         count(&hits, "OkeBayar-prabayar", RESURFACED_REFERENCE),
+        1,
+        "{hits:?}"
+    );
+    second_worker.abort();
+}
+
+/// The first send was refused (203, deposit insufficient) and OkeBayar kept
+/// no record of it; before the reconciler applied that failure, the command
+/// resurfaced as a first delivery (the consumer's state lost). Its status
+/// check finds no record and the journal's send is older than any send can
+/// take, so it sends again, and this time OkeBayar takes it. That success
+/// must reach the event stream under an id of its own: under the first
+/// send's id JetStream would drop it as a duplicate of the refusal, and the
+/// transaction would end `failed` while the purchase went through (with an
+/// id of its own, the reconciler parks the contradiction for review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_again_after_a_refusal_is_reported_under_an_id_of_its_own() {
+    const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000d3";
+    const REFERENCE: &str = "REFSENTAGAIN";
+    let nats = NatsServer::start().expect("a private nats-server");
+    let hits = Hits::default();
+    let url = fake_okebayar_refusing_first_purchases(hits.clone()).await;
+    let mut settings = settings(&nats.url(), &url, 500, 10_000).await;
+    settings.worker.failpoint = Some(Failpoint::HangAfterResult);
+    let (js, mut results) = bus(&nats.url()).await;
+
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_worker = tokio::spawn(run(settings.clone(), admin, Shutdown::new()));
+    publish(&js, "cmd:again:0", &purchase(TRANSACTION, REFERENCE, true)).await;
+    let first = next_result(&mut results).await;
+    assert_eq!(first.event_id, "cmd:again:0");
+    assert_eq!(first.provider_code, "203");
+    assert_eq!(
+        first.outcome,
+        loket_protocol::pb::Outcome::Failed as i32,
+        "{first:?}"
+    );
+    first_worker.abort();
+    let _ = first_worker.await;
+
+    js.get_stream(subjects::COMMAND_STREAM)
+        .await
+        .unwrap()
+        .delete_consumer(&subjects::connector_consumer(
+            loket_protocol::Provider::OkeBayar,
+        ))
+        .await
+        .unwrap();
+    // Past the time the first send may have been on its way (the 500 ms
+    // timeout and the 2 s margin): a send again is allowed.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    settings.worker.failpoint = None;
+    let shutdown = Shutdown::new();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_worker = tokio::spawn(run(settings, admin, shutdown.clone()));
+    let second = next_result(&mut results).await;
+    assert_eq!(
+        second.outcome,
+        loket_protocol::pb::Outcome::Success as i32,
+        "{second:?}"
+    );
+    assert!(second.sent, "{second:?}");
+    assert!(
+        second.event_id.starts_with("cmd:again:0:c"),
+        "{}",
+        second.event_id
+    );
+    assert_eq!(
+        messages_in(&js, subjects::EVENT_STREAM).await,
+        2,
+        "the success is on the stream next to the refusal"
+    );
+    assert_eq!(count(&hits, "OkeBayar-prabayar", REFERENCE), 2, "{hits:?}");
+    assert_eq!(
+        count(&hits, "OkeBayar-cek-status", REFERENCE),
         1,
         "{hits:?}"
     );

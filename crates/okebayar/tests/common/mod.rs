@@ -34,6 +34,17 @@ pub fn count(hits: &Hits, code: &str, reference: &str) -> u32 {
 /// counted, i.e. done, at once), and a status check of a reference never
 /// purchased with "no record" (`199`). Returns its URL.
 pub async fn fake_okebayar(hits: Hits, purchase_delay: Duration) -> String {
+    fake(hits, purchase_delay, false).await
+}
+
+/// [`fake_okebayar`], except that it refuses each reference's first purchase
+/// with "deposit insufficient" (`203`) and keeps no record of it: its status
+/// check answers "no record" until a purchase went through.
+pub async fn fake_okebayar_refusing_first_purchases(hits: Hits) -> String {
+    fake(hits, Duration::ZERO, true).await
+}
+
+async fn fake(hits: Hits, purchase_delay: Duration, refuse_first_purchases: bool) -> String {
     let app = axum::Router::new().route(
         "/okebayar",
         axum::routing::post(move |body: Bytes| {
@@ -50,14 +61,28 @@ pub async fn fake_okebayar(hits: Hits, purchase_delay: Duration) -> String {
                     .unwrap()
                     .entry((code.clone(), reference.clone()))
                     .or_default() += 1;
+                let purchases = count(
+                    &hits,
+                    loket_okebayar::settings::PREPAID_TRANSACTION_CODE,
+                    &reference,
+                );
+                let refused = u32::from(refuse_first_purchases).min(purchases);
                 if code == loket_okebayar::settings::PREPAID_TRANSACTION_CODE {
+                    if purchases == refused {
+                        let reply = [
+                            ("transactionstatus", "203"),
+                            ("referencecode", reference.as_str()),
+                        ];
+                        return String::from_utf8(wire::encode(
+                            Format::Xml,
+                            wire::REPLY_ROOT,
+                            reply,
+                        ))
+                        .unwrap();
+                    }
                     tokio::time::sleep(purchase_delay).await;
                 } else if code == loket_okebayar::settings::STATUS_TRANSACTION_CODE
-                    && count(
-                        &hits,
-                        loket_okebayar::settings::PREPAID_TRANSACTION_CODE,
-                        &reference,
-                    ) == 0
+                    && purchases == refused
                 {
                     let reply = [
                         ("transactionstatus", "199"),
