@@ -99,22 +99,7 @@ async fn a_resurfaced_commands_check_is_reported_under_an_id_of_its_own() {
     .await;
     let first = next_result(&mut results).await;
     assert_eq!(first.event_id, "cmd:resurfaced:0");
-    first_worker.abort();
-    let _ = first_worker.await;
-
-    // The consumer's state is lost: the unacked command is new again.
-    js.get_stream(subjects::COMMAND_STREAM)
-        .await
-        .unwrap()
-        .delete_consumer(&subjects::connector_consumer(
-            loket_protocol::Provider::OkeBayar,
-        ))
-        .await
-        .unwrap();
-    settings.worker.failpoint = None;
-    let shutdown = Shutdown::new();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_worker = tokio::spawn(run(settings, admin, shutdown.clone()));
+    let second_worker = resurface(&js, first_worker, settings, Duration::ZERO).await;
     let second = next_result(&mut results).await;
     assert!(
         second.event_id.starts_with("cmd:resurfaced:0:c"),
@@ -166,24 +151,9 @@ async fn a_send_again_after_a_refusal_is_reported_under_an_id_of_its_own() {
         loket_protocol::pb::Outcome::Failed as i32,
         "{first:?}"
     );
-    first_worker.abort();
-    let _ = first_worker.await;
-
-    js.get_stream(subjects::COMMAND_STREAM)
-        .await
-        .unwrap()
-        .delete_consumer(&subjects::connector_consumer(
-            loket_protocol::Provider::OkeBayar,
-        ))
-        .await
-        .unwrap();
     // Past the time the first send may have been on its way (the 500 ms
-    // timeout and the 2 s margin): a send again is allowed.
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
-    settings.worker.failpoint = None;
-    let shutdown = Shutdown::new();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_worker = tokio::spawn(run(settings, admin, shutdown.clone()));
+    // timeout and the 2 s margin), a send again is allowed.
+    let second_worker = resurface(&js, first_worker, settings, Duration::from_secs(3)).await;
     let second = next_result(&mut results).await;
     assert_eq!(
         second.outcome,
@@ -208,4 +178,30 @@ async fn a_send_again_after_a_refusal_is_reported_under_an_id_of_its_own() {
         "{hits:?}"
     );
     second_worker.abort();
+}
+
+/// The worker `first` dies (it hung without acking its command), and the
+/// consumer's state is lost with it, as a restarted nats-server can lose it:
+/// the unacked command is a first delivery again. After `pause`, a worker
+/// with `settings` (and no failpoint) takes over.
+async fn resurface(
+    js: &async_nats::jetstream::Context,
+    first: tokio::task::JoinHandle<Result<(), loket_okebayar::Error>>,
+    mut settings: loket_okebayar::ConnectorSettings,
+    pause: Duration,
+) -> tokio::task::JoinHandle<Result<(), loket_okebayar::Error>> {
+    first.abort();
+    let _ = first.await;
+    js.get_stream(subjects::COMMAND_STREAM)
+        .await
+        .unwrap()
+        .delete_consumer(&subjects::connector_consumer(
+            loket_protocol::Provider::OkeBayar,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(pause).await;
+    settings.worker.failpoint = None;
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn(run(settings, admin, Shutdown::new()))
 }

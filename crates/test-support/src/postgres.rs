@@ -175,6 +175,14 @@ fn wait_until_ready(data: &Path, log: &Path, port: u16, timeout: Duration) -> an
         }
         let said = std::fs::read_to_string(log).unwrap_or_default();
         if said.contains("could not bind") || said.contains("could not create any TCP/IP sockets") {
+            // That server is on its way out, and its lock file goes with it.
+            // A next attempt in the same folder before then would race it:
+            // its files vanish under the next `chown -R`, or its lock file
+            // refuses the next server.
+            let gone_by = Instant::now() + Duration::from_secs(10);
+            while data.join("postmaster.pid").exists() && Instant::now() < gone_by {
+                std::thread::sleep(Duration::from_millis(25));
+            }
             return Err(PortTaken(port).into());
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -352,6 +360,9 @@ mod tests {
         let error = start_server(dir.path(), port, Some(std::process::id()), Commits::Fast)
             .expect_err("the port answers, but not as our server");
         assert!(error.is::<PortTaken>(), "{error:#}");
+        // Reported once that server has gone, so the next attempt in this
+        // folder does not race its exit.
+        assert!(!dir.path().join("data/postmaster.pid").exists());
 
         // The same folder then starts on a port that is free.
         let (port, url) = start_on_free_port(dir.path(), Some(std::process::id()), Commits::Fast)?;
