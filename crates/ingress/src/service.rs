@@ -1226,12 +1226,10 @@ impl Inner {
         tokio::spawn(
             async move {
                 let _slot = slot;
-                ::metrics::gauge!(metrics::WATCH_STREAMS).increment(1.0);
                 let mut last_sent = waiters::LastSent::default();
                 if let Some(first) = first {
                     last_sent.admit(&first);
                     if sender.send(Ok(first)).await.is_err() {
-                        ::metrics::gauge!(metrics::WATCH_STREAMS).decrement(1.0);
                         return;
                     }
                 }
@@ -1280,7 +1278,6 @@ impl Inner {
                     }
                 }
                 let _ = updates.unsubscribe().await;
-                ::metrics::gauge!(metrics::WATCH_STREAMS).decrement(1.0);
             }
             .instrument(span),
         );

@@ -3,7 +3,8 @@
 //! client keeps it, so one client opening them in a loop (a bug that forgets
 //! to close them, or a retry storm) would otherwise grow the ingress and
 //! nats-server without bound. Past the limit a new watch is refused with
-//! `RESOURCE_EXHAUSTED` naming the limit; closing one frees its slot.
+//! `RESOURCE_EXHAUSTED` naming the limit; closing one frees its slot. The
+//! slots also keep the open-watch gauge (`loket_ingress_watch_streams`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,20 +49,17 @@ impl WatchSlots {
             )));
         }
         *count += 1;
+        metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
         Ok(WatchSlot {
             client: client.0,
             open: Arc::clone(&self.open),
         })
     }
-
-    /// Watch streams `client` holds open now.
-    pub fn open_for(&self, client: ClientId) -> usize {
-        lock(&self.open).get(&client.0).copied().unwrap_or(0)
-    }
 }
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
         let mut open = lock(&self.open);
         if let Some(count) = open.get_mut(&self.client) {
             *count -= 1;
@@ -100,9 +98,9 @@ mod tests {
         assert!(refused.to_string().contains("max_watches_per_client"));
         let _other = slots.take(b).expect("another client is not held back");
         drop(first);
-        assert_eq!(slots.open_for(a), 1);
+        assert_eq!(lock(&slots.open).get(&a.0), Some(&1));
         let _again = slots.take(a).expect("the closed watch's slot is free");
-        assert_eq!(slots.open_for(a), 2);
+        assert_eq!(lock(&slots.open).get(&a.0), Some(&2));
     }
 
     #[test]
