@@ -608,6 +608,59 @@ async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
     assert_eq!(sim.requests_for(&second.provider_reference).payments, 1);
 }
 
+/// Spec §2.6: a cancel aborts a payment whose outcome is still open. A
+/// cancel command lost from the bus before any connector took it (purged here
+/// while the connector was down) is dispatched again by the sweep; the
+/// connector asks first and finds the payment still pending (`03`). That says
+/// nothing about the cancel, and the journal shows it never left, so it is
+/// sent: the issuer voids the payment and the cancel succeeds, sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_lost_from_the_bus_while_its_payment_is_pending_is_sent_once() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        snapqr: true,
+        snapqr_pending_resolve_ms: 600_000,
+        ..Default::default()
+    })
+    .await;
+    let sim = app.snapqr.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+    let payment = left_pending(&mut client, "qr-cancel-lost").await;
+    app.wait_for_status(&payment.id, "pending", Duration::from_secs(10))
+        .await;
+
+    app.snapqr.as_mut().unwrap().kill_connector();
+    let cancel = client
+        .qr_cancel(pb::QrCancelRequest {
+            client_ref: "cancel-lost-1".into(),
+            transaction_id: payment.id.clone(),
+            reason: "the customer walked away".into(),
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let mut commands = js
+        .get_stream(loket_protocol::subjects::COMMAND_STREAM)
+        .await
+        .unwrap();
+    commands.purge().await.unwrap();
+    assert_eq!(commands.info().await.unwrap().state.messages, 0, "lost");
+    app.snapqr.as_mut().unwrap().restart_connector().await;
+
+    let cancelled = app
+        .wait_for_status(&cancel.id, "success", Duration::from_secs(30))
+        .await;
+    assert!(
+        cancelled.dispatch_count >= 2,
+        "dispatched again: {cancelled:?}"
+    );
+    let counts = sim.requests_for(&payment.provider_reference);
+    assert_eq!(counts.cancels, 1, "{counts:?}");
+    assert!(counts.queries >= 1, "asked first: {counts:?}");
+    assert_eq!(counts.payments, 1, "{counts:?}");
+}
+
 /// Notify mode B (spec §4.3): the issuer first asks our callback receiver's
 /// `/v1.0/access-token/b2b` for a token, signing with its RSA key, then signs
 /// each notify with that token and the secret we issued. The receiver accepts

@@ -114,6 +114,26 @@ async fn an_operator_settles_a_transaction_in_review_and_the_client_sees_it() {
     );
     assert_eq!(waiting.reviewed_from.as_deref(), Some("failed"));
     assert_eq!(waiting.review_reason, parked.review_reason);
+    // The queue is read through its partial index, not by scanning every
+    // transaction (with sequential scans off, as on loketctl's connections).
+    let mut connection = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (FORMAT JSON) {}",
+        review::IN_REVIEW_QUERY
+    ))
+    .bind(1000_i64)
+    .fetch_one(&mut *connection)
+    .await
+    .unwrap();
+    assert!(
+        plan.to_string().contains("transactions_in_review"),
+        "{plan}"
+    );
+    connection.rollback().await.unwrap();
 
     let mut watch = client
         .watch_transactions(pb::WatchTransactionsRequest {

@@ -492,3 +492,100 @@ async fn a_5xx_storm_leaves_pay_outs_unknown_until_the_inquiry_settles_them() {
         );
     }
 }
+
+/// Money-safety rules 1 and 4 for a settled transaction. loket failed a
+/// pay-out for "no record" (its request met a 502 from Smilepayz's front
+/// proxy, and the inquiries found no order past the grace); then Smilepayz
+/// did take an order under that orderNo (its "no record" was wrong), paid it
+/// out and sent its signed SUCCESS callback. The one inquiry that callback
+/// asks for meets another 502. The callback was acknowledged, so Smilepayz
+/// will not send it again, and a settled transaction has no scheduled
+/// inquiries: the pay-out is parked for review, naming the callback's claim,
+/// instead of staying `failed` while the money went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_claiming_success_for_a_failed_pay_out_goes_to_review_when_its_inquiry_cannot_answer(
+) {
+    use loket_simulators::common::Outage;
+    use loket_smilepayz::{sign, wire};
+    use loket_test_support::smilepayz::{CANARY_MERCHANT_SECRET, MERCHANT_ID};
+    let proxy_502 = Outage {
+        status: 502,
+        for_ms: 60_000,
+        after_commit: false,
+    };
+    let app = smilepayz_app().await;
+    let fixture = app.smilepayz.as_ref().unwrap();
+    let sim = fixture.sim.clone();
+    let mut client = app.client_a().await;
+
+    sim.outage().start(proxy_502).unwrap();
+    let txn = client
+        .pay_out(pay_out("out-disputed", 100_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    app.wait_for_status(&txn.id, "unknown", Duration::from_secs(10))
+        .await;
+    sim.outage().end();
+    let failed = app
+        .wait_for_status(&txn.id, "failed", Duration::from_secs(40))
+        .await;
+    assert_eq!(failed.provider_code.as_deref(), Some("NOT_FOUND"));
+
+    // Smilepayz takes an order under loket's orderNo after all and pays it.
+    let order_no = txn.provider_reference.clone();
+    let body = wire::to_body(&wire::PayOutRequest {
+        order_no: order_no.clone(),
+        purpose: "Disbursement".into(),
+        merchant: wire::Merchant {
+            merchant_id: MERCHANT_ID.into(),
+            merchant_name: "loket".into(),
+        },
+        money: wire::money_to_wire(loket_protocol::Money::idr(100_000)),
+        payment_method: "BCA".into(),
+        cash_account: "1234567890".into(),
+        receiver: None,
+        callback_url: Some(app.callback_url().replace("/okebayar", "/smilepayz")),
+    });
+    let key = sign::load_private_key(&fixture.merchant_private_key_pem).unwrap();
+    let ts = sign::timestamp(Default::default(), chrono::Utc::now());
+    let signature = sign::sign_request(&key, &ts, CANARY_MERCHANT_SECRET, &body);
+    let reply = reqwest::Client::new()
+        .post(format!("{}{}", fixture.sim_url, wire::PAY_OUT_PATH))
+        .header("content-type", wire::CONTENT_TYPE_JSON)
+        .header(wire::HEADER_TIMESTAMP, ts)
+        .header(wire::HEADER_SIGNATURE, signature)
+        .header(wire::HEADER_PARTNER_ID, MERCHANT_ID)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    // The front proxy fails again, over the callback's one inquiry.
+    sim.outage().start(proxy_502).unwrap();
+    let parked = app
+        .wait_for_status(&txn.id, "needs_review", Duration::from_secs(20))
+        .await;
+    sim.outage().end();
+    assert_eq!(
+        sim.order(&order_no).map(|order| order.status).as_deref(),
+        Some("SUCCESS")
+    );
+    assert!(sim.callbacks_for(&order_no).acknowledged >= 1);
+    let reason = parked.review_reason.unwrap_or_default();
+    assert!(
+        reason.contains("a callback claimed success for this failed transaction"),
+        "{reason}"
+    );
+    let events = app.events(&txn.id).await;
+    let callback = events
+        .iter()
+        .position(|(source, _, _)| source == "callback")
+        .expect("the callback is in the event log");
+    assert!(
+        events[callback..].iter().any(
+            |(source, _, to)| source == "status_check" && to.as_deref() == Some("needs_review")
+        ),
+        "{events:?}"
+    );
+}

@@ -143,8 +143,9 @@ impl LoggedEvent {
         let (Some(own), Some(asked_by)) = (&self.event_id, &callback.event_id) else {
             return false;
         };
-        let check = format!("chk:{transaction_id}:cb:{asked_by}");
-        self.source == "status_check" && (*own == check || own.starts_with(&format!("{check}:d")))
+        self.source == "status_check"
+            && own.starts_with(&format!("chk:{transaction_id}:"))
+            && loket_reconciler::plan::callback_of_check(own) == Some(asked_by.as_str())
     }
 
     /// Whether this row moved the transaction into `status` from another.

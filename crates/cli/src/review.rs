@@ -153,23 +153,26 @@ async fn applied(
     .await
 }
 
+/// The statement behind [`list`]; `$1` is the limit. Public so a test can
+/// check its plan.
+pub const IN_REVIEW_QUERY: &str =
+    "SELECT t.id, COALESCE(c.name, t.client_id::text) AS client, t.kind, t.provider, \
+       t.review_reason, t.reviewed_from, t.updated_at \
+     FROM transactions t LEFT JOIN clients c ON c.id = t.client_id \
+     WHERE t.status = 'needs_review' ORDER BY t.updated_at, t.id LIMIT $1";
+
 /// Every transaction in `needs_review`, the longest waiting first (by when
 /// it last changed: when it was parked, unless a later report filled in a
-/// field), at most `limit`. Like `find`, it reads the whole table: no index
-/// covers the status.
+/// field), at most `limit`, read through the partial index
+/// `transactions_in_review` (migration 0012).
 pub async fn list(pool: &PgPool, limit: i64) -> Result<ReviewListView, CliError> {
-    let transactions = sqlx::query_as::<_, InReviewRow>(
-        "SELECT t.id, COALESCE(c.name, t.client_id::text) AS client, t.kind, t.provider, \
-           t.review_reason, t.reviewed_from, t.updated_at \
-         FROM transactions t LEFT JOIN clients c ON c.id = t.client_id \
-         WHERE t.status = 'needs_review' ORDER BY t.updated_at, t.id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(InReviewView::from)
-    .collect();
+    let transactions = sqlx::query_as::<_, InReviewRow>(IN_REVIEW_QUERY)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(InReviewView::from)
+        .collect();
     Ok(ReviewListView { transactions })
 }
 

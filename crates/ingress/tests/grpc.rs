@@ -10,7 +10,7 @@ use loket_protocol::{subjects, Provider};
 use loket_runtime::{Secret, Shutdown};
 use loket_test_support::{nats::NatsServer, postgres};
 use prost::Message as _;
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgPool};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -908,8 +908,26 @@ struct App {
 
 impl App {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with_database_setting(None).await
+    }
+
+    /// [`App::start`] on a database whose default for `setting` is `value`
+    /// (`ALTER DATABASE … SET`), as a DBA or a managed service may set it.
+    async fn start_with_database_setting(setting: Option<(&str, &str)>) -> anyhow::Result<Self> {
         let nats_server = NatsServer::start()?;
         let db_url = Secret::new(postgres::fresh_database().await?);
+        if let Some((setting, value)) = setting {
+            let mut admin = sqlx::PgConnection::connect(db_url.expose()).await?;
+            let database: String = sqlx::query_scalar("SELECT current_database()")
+                .fetch_one(&mut admin)
+                .await?;
+            sqlx::query(&format!(
+                "ALTER DATABASE \"{database}\" SET {setting} = '{value}'"
+            ))
+            .execute(&mut admin)
+            .await?;
+            admin.close().await?;
+        }
         // fresh_database() hands back an already-migrated database.
         let pool = loket_runtime::db::connect(&db_url, 8).await?;
         let (client_a, _client_b) = seed(&pool).await?;
@@ -1244,6 +1262,83 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
     let status = api.qr_query(query(KEY_A, &pulsa.id, 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("not a QR payment"));
+    app.stop().await
+}
+
+/// Refunds and cancels racing on one payment, each under its own
+/// `client_ref`, never reverse more than was paid, on a database whose
+/// default isolation is REPEATABLE READ: loket's connections run at READ
+/// COMMITTED, so the guard's read after its row lock sees the reversals
+/// committed while it waited. (At REPEATABLE READ all six refunds passed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_refunds_and_cancels_never_exceed_the_payment_whatever_the_default_isolation(
+) -> anyhow::Result<()> {
+    let app = App::start_with_database_setting(Some((
+        "default_transaction_isolation",
+        "repeatable read",
+    )))
+    .await?;
+    let database_default: String = sqlx::query_scalar(
+        "SELECT setconfig::text FROM pg_db_role_setting s \
+         JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert!(
+        database_default.contains("default_transaction_isolation=repeatable read"),
+        "{database_default}"
+    );
+    let ours: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&app.pool)
+        .await?;
+    assert_eq!(ours, "read committed");
+
+    let mut api = app.api.clone();
+    let paid = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-race", 10_000)))
+        .await?
+        .into_inner();
+    app.change(&paid.id, MARK_SUCCESS).await;
+    let mut calls = Vec::new();
+    for n in 0..6 {
+        let mut api = app.api.clone();
+        let refund = qr_refund(&format!("rf-{n}"), &paid.id, 3_000);
+        calls.push(tokio::spawn(async move {
+            api.qr_refund(with_key(KEY_A, refund))
+                .await
+                .map(|_| "refund")
+        }));
+    }
+    for n in 0..2 {
+        let mut api = app.api.clone();
+        let cancel = qr_cancel(&format!("cx-{n}"), &paid.id);
+        calls.push(tokio::spawn(async move {
+            api.qr_cancel(with_key(KEY_A, cancel))
+                .await
+                .map(|_| "cancel")
+        }));
+    }
+    let mut accepted = Vec::new();
+    for call in calls {
+        match call.await? {
+            Ok(kind) => accepted.push(kind),
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+    let refunds = accepted.iter().filter(|&&kind| kind == "refund").count();
+    let cancels = accepted.len() - refunds;
+    assert!(
+        (cancels == 1 && refunds == 0) || (cancels == 0 && refunds == 3),
+        "accepted {accepted:?}"
+    );
+    let (reversals, reversed): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), sum(amount_minor)::bigint FROM transactions WHERE original_id = $1",
+    )
+    .bind(Uuid::parse_str(&paid.id)?)
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(reversals as usize, accepted.len());
+    assert!(reversed.unwrap_or(0) <= 10_000, "{reversed:?}");
     app.stop().await
 }
 

@@ -382,7 +382,22 @@ impl Reconciler {
                 continue;
             }
             let before = rows[&item.transaction_id].clone();
-            let plan = plan::plan(&before, &item.report, now, self.policy(&before.provider))?;
+            let with_claim;
+            let settled = matches!(
+                before.status(),
+                Some(TransactionStatus::Success | TransactionStatus::Failed)
+            );
+            let report = match plan::callback_of_check(&item.report.event_id) {
+                Some(callback) if settled => {
+                    let mut report = item.report.clone();
+                    report.claimed_by_callback =
+                        write::callback_claim(&mut tx, before.id, callback).await?;
+                    with_claim = report;
+                    &with_claim
+                }
+                _ => &item.report,
+            };
+            let plan = plan::plan(&before, report, now, self.policy(&before.provider))?;
             if plan.changed {
                 stored_status
                     .entry(before.id)
@@ -723,7 +738,7 @@ impl Reconciler {
         event_id: &str,
         trace: &TraceContext,
     ) -> Result<(), ApplyError> {
-        let msg_id = format!("chk:{}:cb:{event_id}", row.id);
+        let msg_id = plan::callback_check_id(row.id, event_id);
         self.publish_check(row, &msg_id, trace).await?;
         metrics::counter!(metric::STATUS_CHECKS, "reason" => "callback").increment(1);
         Ok(())

@@ -35,6 +35,7 @@ use loket_protocol::{Outcome, TransactionStatus};
 use loket_store::TransactionRow;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use uuid::Uuid;
 
 pub use loket_protocol::state::{EXPIRED_CODE, NOT_FOUND_CODE};
 
@@ -85,6 +86,10 @@ pub struct Report {
     pub raw: Option<String>,
     /// Pay-ins: what the payer needs (results only).
     pub payment: Option<pb::PaymentInstructions>,
+    /// A status check an unverified callback asked for: the final outcome
+    /// that callback claimed (filled in by the reconciler from the event log,
+    /// see [`is_callback_check_event`]).
+    pub claimed_by_callback: Option<Outcome>,
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -97,6 +102,30 @@ fn non_empty(text: &str) -> Option<String> {
 /// redelivery) as the result's `event_id`.
 pub fn is_status_check_event(event_id: &str) -> bool {
     event_id.starts_with("chk:")
+}
+
+/// The message id of a status check an unverified callback asks for:
+/// `chk:<transaction>:cb:<callback event>:<unique>`. Unique per request, so
+/// the answer to a check asked again (the provider sent the callback again
+/// after the bus's duplicate window) is applied, not dropped as a duplicate.
+pub fn callback_check_id(transaction_id: Uuid, callback_event_id: &str) -> String {
+    format!(
+        "chk:{transaction_id}:cb:{callback_event_id}:{}",
+        Uuid::now_v7().simple()
+    )
+}
+
+/// The callback event whose check [`callback_check_id`] asked for, when
+/// `event_id` answers one (the connector adds `:d<n>` on a redelivery).
+pub fn callback_of_check(event_id: &str) -> Option<&str> {
+    let rest = event_id.strip_prefix("chk:")?.split_once(':')?.1;
+    let rest = rest.strip_prefix("cb:")?;
+    let rest = match rest.rsplit_once(":d") {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => rest,
+    };
+    let (callback, unique) = rest.rsplit_once(':')?;
+    (unique.len() == 32 && unique.bytes().all(|b| b.is_ascii_hexdigit())).then_some(callback)
 }
 
 impl Report {
@@ -119,6 +148,7 @@ impl Report {
             detail: String::new(),
             raw: None,
             payment: None,
+            claimed_by_callback: None,
         }
     }
 
@@ -151,6 +181,7 @@ impl Report {
             detail: event.detail.clone(),
             raw: None,
             payment: event.payment.clone().filter(reports_something),
+            claimed_by_callback: None,
         })
     }
 
@@ -489,6 +520,27 @@ pub fn plan(
         }
     };
 
+    let verdict = match open_callback_claim(row, from, report) {
+        Some(claim) if verdict == Verdict::Kept => {
+            // Rule 4, and rule 1 for the claim: the status check an unverified
+            // callback asked for could neither confirm the transaction's
+            // final state nor the callback's. A settled transaction gets no
+            // scheduled checks, and the provider will not send its callback
+            // again (it was acknowledged), so a person decides.
+            let reason = format!(
+                "a callback claimed {claim} for this {from} transaction (provider code {}), and the status check it asked for could not settle which holds: {} (provider code {}, event {})",
+                row.provider_code.as_deref().unwrap_or("none"),
+                if report.not_found { "no record".to_string() } else { report.outcome.to_string() },
+                report.provider_code.as_deref().unwrap_or("none"),
+                report.event_id,
+            );
+            w.park_for_review(reason.clone());
+            alert = Some(reason);
+            Verdict::Conflict
+        }
+        _ => verdict,
+    };
+
     // Money-safety rule 8: flag, never decide. A definite failure moved no
     // money, so whatever amount it reports (OkeBayar sends `harga` 0) is not
     // compared.
@@ -644,6 +696,34 @@ pub fn plan_decision(
         next,
         alert: None,
     })
+}
+
+/// The final outcome an unverified callback claimed against the settled
+/// `from`, when the status check it asked for (`report`) answered neither
+/// way: the provider could not be asked (unknown), held the transaction as
+/// pending, or had no record of it. No record is no news only after a
+/// provider's own definite failure, which some providers do not keep
+/// (OkeBayar `203`): a spoofed callback then changes nothing.
+fn open_callback_claim(
+    row: &TransactionRow,
+    from: TransactionStatus,
+    report: &Report,
+) -> Option<Outcome> {
+    let claim = report.claimed_by_callback?;
+    let against = match from {
+        TransactionStatus::Success => Outcome::Success,
+        TransactionStatus::Failed => Outcome::Failed,
+        _ => return None,
+    };
+    if !claim.is_final() || claim == against {
+        return None;
+    }
+    let open = if report.not_found {
+        !(from == TransactionStatus::Failed && row.provider_code.as_deref() != Some(NOT_FOUND_CODE))
+    } else {
+        matches!(report.outcome, Outcome::Unknown | Outcome::Pending)
+    };
+    open.then_some(claim)
 }
 
 /// Whether `report` contradicts the row's failure for "no record at the

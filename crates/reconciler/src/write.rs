@@ -13,6 +13,7 @@ use crate::plan::EventRecord;
 use chrono::{DateTime, Utc};
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
+use loket_protocol::Outcome;
 use loket_store::{TransactionRow, COLUMNS};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -56,6 +57,26 @@ pub(crate) async fn claim(
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().collect())
+}
+
+/// The final outcome the unverified callback `callback_event_id` claimed
+/// about `transaction_id`, from the callback's record in its event log.
+pub(crate) async fn callback_claim(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+    callback_event_id: &str,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    let claimed: Option<String> = sqlx::query_scalar(
+        "SELECT detail->>'claimed_outcome' FROM transaction_events \
+         WHERE transaction_id = $1 AND source = 'callback' AND detail->>'event_id' = $2 \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(transaction_id)
+    .bind(callback_event_id)
+    .fetch_optional(conn)
+    .await?
+    .flatten();
+    Ok(claimed.as_deref().and_then(Outcome::parse))
 }
 
 /// Everything a batch writes, in one statement (three data-modifying parts

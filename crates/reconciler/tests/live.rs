@@ -429,7 +429,12 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
         .as_ref()
         .and_then(|h| h.get("Nats-Msg-Id"))
         .map(|v| v.to_string());
-    assert_eq!(msg_id, Some(format!("chk:{id}:cb:{}", callback.event_id)));
+    let msg_id = msg_id.context("message id")?;
+    assert!(msg_id.starts_with(&format!("chk:{id}:cb:")), "{msg_id}");
+    assert_eq!(
+        loket_reconciler::plan::callback_of_check(&msg_id),
+        Some(callback.event_id.as_str())
+    );
     // The same callback again (provider retry outside the bus window):
     // nothing new is logged.
     let again = reconciler
@@ -447,7 +452,12 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
     );
 
     // The status check answers success: a real contradiction → review.
-    let contradiction = result_event(id, &format!("chk:{id}:cb:x"), pb::Outcome::Success, "000");
+    let contradiction = result_event(
+        id,
+        &loket_reconciler::plan::callback_check_id(id, "x"),
+        pb::Outcome::Success,
+        "000",
+    );
     reconciler
         .apply_event(&subject, &contradiction.encode_to_vec(), &trace)
         .await?;

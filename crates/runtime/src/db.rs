@@ -34,6 +34,13 @@ pub enum DbError {
 /// analytical queries, and a statement that must scan anyway (the small
 /// product catalogue) would otherwise look costly enough to be compiled on
 /// every run (measured: 75 ms per catalogue reload).
+///
+/// Transactions run at READ COMMITTED whatever the server's or database's
+/// default: loket's guards lock a row and then read what other transactions
+/// committed while they waited (the refunds and cancels already made against
+/// a payment, before one more is accepted). At REPEATABLE READ that read
+/// would see the snapshot taken before the wait, and concurrent refunds could
+/// together exceed the payment.
 pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url.expose())
         .map_err(|_| DbError::BadUrl)?
@@ -42,6 +49,8 @@ pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
             ("jit", "off"),
+            // A space in a startup option's value is escaped with `\`.
+            ("default_transaction_isolation", r"read\ committed"),
         ]);
     PgPoolOptions::new()
         .max_connections(max_connections)

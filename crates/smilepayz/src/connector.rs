@@ -438,11 +438,17 @@ fn fill(parsed: &Reply, classification: &Classification) -> Report {
     if let Some(problem) = &classification.problem {
         report.detail = problem.clone();
     }
-    if let Some(money) = &parsed.money {
-        match wire::money_from_wire(money) {
+    match &parsed.money {
+        Some(money) => match wire::money_from_wire(money) {
             Ok(money) => report.provider_amount = Some(money),
             Err(error) => report.amount_unreadable("money", error),
+        },
+        // Spec §4.2: a SUCCESS is credited only after its amount is checked
+        // against ours; without one it is flagged like an unreadable one.
+        None if report.outcome == Outcome::Success => {
+            report.amount_unreadable("money", "missing, so the amount cannot be checked")
         }
+        None => {}
     }
     report
 }
@@ -667,10 +673,10 @@ mod tests {
         );
     }
 
-    /// Money-safety rule 8: a successful order's amount that cannot be read
-    /// is not dropped in silence; the reconciler flags it.
+    /// Money-safety rule 8: a successful order's amount that cannot be read,
+    /// or is missing, is not passed over in silence; the reconciler flags it.
     #[test]
-    fn an_unreadable_amount_on_a_success_is_reported_unreadable() {
+    fn an_unreadable_or_missing_amount_on_a_success_is_reported_unreadable() {
         let command = command(Operation::StatusCheck);
         let request = connector().build_request(&command).unwrap();
         let answer = |money: &str| {
@@ -698,6 +704,19 @@ mod tests {
                 "{money}: {report:?}"
             );
         }
+        // A success that names no amount cannot be checked either.
+        let body = br#"{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T1","tradeType":2,"status":"SUCCESS"}"#;
+        let report = connector().classify_inquiry(&command, &request, &reply(200, body.to_vec()));
+        assert_eq!(report.outcome, Outcome::Success);
+        assert_eq!(
+            report.provider_amount_unreadable.as_deref(),
+            Some("money: missing, so the amount cannot be checked")
+        );
+        // A failure moved no money: its missing amount is nothing to flag.
+        let body = br#"{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T1","tradeType":2,"status":"FAILED"}"#;
+        let report = connector().classify_inquiry(&command, &request, &reply(200, body.to_vec()));
+        assert_eq!(report.outcome, Outcome::Failed);
+        assert_eq!(report.provider_amount_unreadable, None);
     }
 
     proptest! {

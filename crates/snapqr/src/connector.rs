@@ -1121,7 +1121,18 @@ fn cancel_from_query(report: &mut Report) {
     let status = report.provider_code.clone().unwrap_or_default();
     match status.as_str() {
         "05" => report.outcome = Outcome::Success,
-        "01" | "02" | "03" => report.outcome = Outcome::Pending,
+        "01" | "02" | "03" => {
+            // Not `pending`: that would say the issuer has our cancel, and a
+            // cancel the journal shows was never sent would then be left
+            // unsent. Whether the cancel reached the issuer is unknown: the
+            // worker sends one that never left, and a sent one stays unknown
+            // until the payment reads cancelled (05) or settled (00/04).
+            report.outcome = Outcome::Unknown;
+            push_detail(
+                &mut report.detail,
+                "the payment is still in progress: the cancel is not applied yet",
+            );
+        }
         "06" => {
             report.outcome = Outcome::Failed;
             push_detail(&mut report.detail, "the payment failed: nothing to cancel");

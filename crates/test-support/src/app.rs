@@ -51,6 +51,8 @@ pub struct TestOptions {
     /// How the SNAP simulator signs its notifies (mode B: with a token the
     /// callback receiver grants it).
     pub snapqr_notify_mode: loket_snapqr::NotifyMode,
+    /// How long the SNAP simulator's scenario 102 payment stays pending.
+    pub snapqr_pending_resolve_ms: u64,
     /// Also start the Smilepayz simulator and connector.
     pub smilepayz: bool,
     /// How the OkeBayar simulator sends its callbacks (POST in the
@@ -76,6 +78,7 @@ impl Default for TestOptions {
             callback_delay_ms: 150,
             snapqr: false,
             snapqr_notify_mode: loket_snapqr::NotifyMode::Rsa,
+            snapqr_pending_resolve_ms: 1_000,
             smilepayz: false,
             okebayar_callback_method: loket_simulators::common::CallbackMethod::Post,
             database_url: None,
@@ -177,6 +180,7 @@ impl TestApp {
             let mut fixture =
                 crate::snapqr::SnapQrFixture::with_notify_mode(options.snapqr_notify_mode);
             fixture.failures = failures.clone();
+            fixture.sim_settings.pending_resolve_ms = options.snapqr_pending_resolve_ms;
             fixture
         });
         let mut smilepayz = options.smilepayz.then(|| {

@@ -1028,3 +1028,112 @@ fn an_operator_decision_outside_review_or_against_a_serial_is_refused() {
     .unwrap();
     assert_eq!((plan.verdict, plan.changed), (Verdict::Refused, false));
 }
+
+/// The answer to the status check an unverified callback claiming `claim`
+/// asked for.
+fn callback_check(claim: Outcome, answer: Report) -> Report {
+    let event_id = callback_check_id(Uuid::nil(), "cb-1");
+    Report {
+        event_id: event_id.clone(),
+        claimed_by_callback: Some(claim),
+        source: Source::StatusCheck,
+        ..answer
+    }
+}
+
+fn failed_with(code: &str) -> TransactionRow {
+    let mut failed = row(S::Failed);
+    failed.provider_code = Some(code.into());
+    failed
+}
+
+#[test]
+fn callback_check_ids_are_unique_and_recognised() {
+    let first = callback_check_id(Uuid::nil(), "okebayar:LKT1:success");
+    assert!(first.starts_with("chk:00000000-0000-0000-0000-000000000000:cb:okebayar:LKT1:success:"));
+    assert_ne!(
+        first,
+        callback_check_id(Uuid::nil(), "okebayar:LKT1:success")
+    );
+    assert!(is_status_check_event(&first));
+    assert_eq!(callback_of_check(&first), Some("okebayar:LKT1:success"));
+    assert_eq!(
+        callback_of_check(&format!("{first}:d2")),
+        Some("okebayar:LKT1:success")
+    );
+    // Scheduled checks, commands, and a check asked before ids were unique.
+    assert_eq!(
+        callback_of_check("chk:00000000-0000-0000-0000-000000000000:3"),
+        None
+    );
+    assert_eq!(
+        callback_of_check("cmd:00000000-0000-0000-0000-000000000000:0"),
+        None
+    );
+    assert_eq!(
+        callback_of_check("chk:00000000-0000-0000-0000-000000000000:cb:okebayar:LKT1:success"),
+        None
+    );
+}
+
+#[test]
+fn a_callback_claim_against_a_settled_transaction_its_check_cannot_settle_goes_to_review() {
+    let unknown = report(Outcome::Unknown, "500");
+    let pending = report(Outcome::Pending, "002");
+    let cases = [
+        // (row, claim, check answer, parked)
+        (
+            failed_with(NOT_FOUND_CODE),
+            Outcome::Success,
+            unknown.clone(),
+            true,
+        ),
+        (
+            failed_with(NOT_FOUND_CODE),
+            Outcome::Success,
+            not_found("x"),
+            true,
+        ),
+        (failed_with("204"), Outcome::Success, unknown.clone(), true),
+        (failed_with("204"), Outcome::Success, pending.clone(), true),
+        (row(S::Success), Outcome::Failed, unknown.clone(), true),
+        (row(S::Success), Outcome::Failed, not_found("x"), true),
+        // A provider's own failure may leave no record (OkeBayar 203): no
+        // record is no news, and a spoofed callback changes nothing.
+        (failed_with("203"), Outcome::Success, not_found("x"), false),
+        // The check answered: the usual rules decide.
+        (
+            failed_with("204"),
+            Outcome::Success,
+            report(Outcome::Failed, "204"),
+            false,
+        ),
+        // The callback agreed with the transaction, or claimed nothing final.
+        (failed_with("204"), Outcome::Failed, unknown.clone(), false),
+        (row(S::Success), Outcome::Pending, unknown.clone(), false),
+    ];
+    for (n, (row, claim, answer, parked)) in cases.into_iter().enumerate() {
+        let planned = plan(&row, &callback_check(claim, answer), t0(), &policy()).unwrap();
+        let status = if parked {
+            "needs_review"
+        } else {
+            row.status.as_str()
+        };
+        assert_eq!(planned.next.status, status, "case {n}");
+        assert_eq!(planned.alert.is_some(), parked, "case {n}");
+        if parked {
+            let reason = planned.next.review_reason.unwrap_or_default();
+            assert!(
+                reason.starts_with(&format!(
+                    "a callback claimed {claim} for this {}",
+                    row.status
+                )),
+                "case {n}: {reason}"
+            );
+        }
+    }
+    // The same inconclusive answer to a check no callback asked for keeps
+    // the settled transaction.
+    let planned = plan(&failed_with(NOT_FOUND_CODE), &unknown, t0(), &policy()).unwrap();
+    assert_eq!(planned.next.status, "failed");
+}
