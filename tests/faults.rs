@@ -371,7 +371,8 @@ async fn purchases_around_a_fault(
     for worker in 0..6 {
         let client = app.client_a().await;
         let prefix = prefix.to_string();
-        load.push(keep_calling(stop.clone(), Duration::ZERO, move |n| {
+        // At least 4 each: the 20 asserted below.
+        load.push(keep_calling(stop.clone(), 4, Duration::ZERO, move |n| {
             let mut client = client.clone();
             let client_ref = format!("{prefix}-{worker}-{n}");
             async move {
@@ -434,12 +435,14 @@ async fn purchase_until_answered(
     .await
 }
 
-/// A client calling until `stop`: round `n` makes the call `attempt(n)`
-/// (which says what it tried and whether it was answered), pausing 50 ms
-/// after an error and `pause` after every round. Returns everything tried
-/// and how many calls were answered with an error.
+/// A client calling until `stop`, and at least `at_least` times (however
+/// long the faults held its calls up): round `n` makes the call
+/// `attempt(n)` (which says what it tried and whether it was answered),
+/// pausing 50 ms after an error and `pause` after every round. Returns
+/// everything tried and how many calls were answered with an error.
 fn keep_calling<T, F, Fut>(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    at_least: usize,
     pause: Duration,
     mut attempt: F,
 ) -> tokio::task::JoinHandle<(Vec<T>, usize)>
@@ -451,7 +454,7 @@ where
     tokio::spawn(async move {
         let mut tried = Vec::new();
         let mut errors = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while tried.len() < at_least || !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let (what, answered) = attempt(tried.len()).await;
             if !answered {
                 errors += 1;
@@ -985,8 +988,10 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     let mut qr_load = Vec::new();
     for worker in 0..2 {
         let client = app.client_a().await;
+        // At least 10 each: the 20 asserted below.
         qr_load.push(keep_calling(
             stop.clone(),
+            10,
             Duration::from_millis(20),
             move |n| {
                 let mut client = client.clone();
@@ -1004,7 +1009,8 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     }
     let payout_load = {
         let client = app.client_a().await;
-        keep_calling(stop.clone(), Duration::from_millis(40), move |n| {
+        // At least the 10 asserted below.
+        keep_calling(stop.clone(), 10, Duration::from_millis(40), move |n| {
             let mut client = client.clone();
             let client_ref = format!("mixed-out-{n}");
             let amount = mixed_payout_amount(n);
@@ -1020,8 +1026,10 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     let mut load = Vec::new();
     for worker in 0..6 {
         let client = app.client_a().await;
+        // At least 9 each: the 50 asserted below.
         load.push(keep_calling(
             stop.clone(),
+            9,
             Duration::from_millis(10),
             move |n| {
                 let mut client = client.clone();
