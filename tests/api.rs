@@ -1112,12 +1112,7 @@ async fn exercise_every_provider(app: &TestApp) -> Exercised {
             .into_inner(),
     );
     let voided = client
-        .qr_cancel(pb::QrCancelRequest {
-            client_ref: "leak-cancel".into(),
-            transaction_id: to_void.id.clone(),
-            reason: "changed their mind".into(),
-            wait_ms: 10_000,
-        })
+        .qr_cancel(qr_cancel("leak-cancel", &to_void.id, 10_000))
         .await
         .unwrap()
         .into_inner();
@@ -1128,13 +1123,7 @@ async fn exercise_every_provider(app: &TestApp) -> Exercised {
     );
     assert!(snap.requests_for(&to_void.provider_reference).cancels >= 1);
     let refunded = client
-        .qr_refund(pb::QrRefundRequest {
-            client_ref: "leak-refund".into(),
-            transaction_id: paid.id.clone(),
-            amount: idr(4_000),
-            reason: "partly returned".into(),
-            wait_ms: 10_000,
-        })
+        .qr_refund(qr_refund("leak-refund", &paid.id, 4_000, 10_000))
         .await
         .unwrap()
         .into_inner();
@@ -1145,13 +1134,7 @@ async fn exercise_every_provider(app: &TestApp) -> Exercised {
     );
     assert!(snap.requests_for(&refunded.provider_reference).refunds >= 1);
     let over = client
-        .qr_refund(pb::QrRefundRequest {
-            client_ref: "leak-over-refund".into(),
-            transaction_id: paid.id.clone(),
-            amount: idr(10_001),
-            reason: "too much".into(),
-            wait_ms: 0,
-        })
+        .qr_refund(qr_refund("leak-over-refund", &paid.id, 10_001, 0))
         .await
         .expect_err("more than was paid");
     errors.push(over.message().to_string());

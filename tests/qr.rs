@@ -536,12 +536,7 @@ async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
         .unwrap()
         .into_inner();
     let cancel = client
-        .qr_cancel(pb::QrCancelRequest {
-            client_ref: "cancel-1".into(),
-            transaction_id: first.id.clone(),
-            reason: "customer changed their mind".into(),
-            wait_ms: 10_000,
-        })
+        .qr_cancel(qr_cancel("cancel-1", &first.id, 10_000))
         .await
         .unwrap()
         .into_inner();
@@ -560,12 +555,7 @@ async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
         .into_inner();
     assert!(sim.age_payment(&second.provider_reference, chrono::Duration::days(2)));
     let late_cancel = client
-        .qr_cancel(pb::QrCancelRequest {
-            client_ref: "cancel-2".into(),
-            transaction_id: second.id.clone(),
-            reason: "too late".into(),
-            wait_ms: 10_000,
-        })
+        .qr_cancel(qr_cancel("cancel-2", &second.id, 10_000))
         .await
         .unwrap()
         .into_inner();
@@ -575,13 +565,7 @@ async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
         "{late_cancel:?}"
     );
     assert_eq!(late_cancel.provider_code, "4056201");
-    let refund = |client_ref: &str, amount: i64| pb::QrRefundRequest {
-        client_ref: client_ref.into(),
-        transaction_id: second.id.clone(),
-        amount: idr(amount),
-        reason: "refund".into(),
-        wait_ms: 10_000,
-    };
+    let refund = |client_ref: &str, amount: i64| qr_refund(client_ref, &second.id, amount, 10_000);
     let partial = client
         .qr_refund(refund("refund-1", 20_000))
         .await
@@ -630,12 +614,7 @@ async fn a_cancel_lost_from_the_bus_while_its_payment_is_pending_is_sent_once() 
 
     app.snapqr.as_mut().unwrap().kill_connector();
     let cancel = client
-        .qr_cancel(pb::QrCancelRequest {
-            client_ref: "cancel-lost-1".into(),
-            transaction_id: payment.id.clone(),
-            reason: "the customer walked away".into(),
-            wait_ms: 0,
-        })
+        .qr_cancel(qr_cancel("cancel-lost-1", &payment.id, 0))
         .await
         .unwrap()
         .into_inner();

@@ -89,6 +89,32 @@ pub fn qr_pay(client_ref: &str, amount: i64, wait_ms: u32) -> pb::QrPayRequest {
     }
 }
 
+/// A cancel of the QR payment `payment_id`.
+pub fn qr_cancel(client_ref: &str, payment_id: &str, wait_ms: u32) -> pb::QrCancelRequest {
+    pb::QrCancelRequest {
+        client_ref: client_ref.into(),
+        transaction_id: payment_id.into(),
+        reason: "the customer changed their mind".into(),
+        wait_ms,
+    }
+}
+
+/// A refund of `amount` of the QR payment `payment_id`.
+pub fn qr_refund(
+    client_ref: &str,
+    payment_id: &str,
+    amount: i64,
+    wait_ms: u32,
+) -> pb::QrRefundRequest {
+    pb::QrRefundRequest {
+        client_ref: client_ref.into(),
+        transaction_id: payment_id.into(),
+        amount: idr(amount),
+        reason: "goods returned".into(),
+        wait_ms,
+    }
+}
+
 /// A Smilepayz pay-out to a BCA account (the simulator's scenario is the
 /// amount modulo 1000).
 pub fn pay_out(client_ref: &str, amount: i64, wait_ms: u32) -> pb::PayOutRequest {

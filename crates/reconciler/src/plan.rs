@@ -88,7 +88,7 @@ pub struct Report {
     pub payment: Option<pb::PaymentInstructions>,
     /// A status check an unverified callback asked for: the final outcome
     /// that callback claimed (filled in by the reconciler from the event log,
-    /// see [`is_callback_check_event`]).
+    /// see [`callback_of_check`]).
     pub claimed_by_callback: Option<Outcome>,
 }
 
@@ -530,7 +530,7 @@ pub fn plan(
             let reason = format!(
                 "a callback claimed {claim} for this {from} transaction (provider code {}), and the status check it asked for could not settle which holds: {} (provider code {}, event {})",
                 row.provider_code.as_deref().unwrap_or("none"),
-                if report.not_found { "no record".to_string() } else { report.outcome.to_string() },
+                if report.not_found { "no record" } else { report.outcome.as_str() },
                 report.provider_code.as_deref().unwrap_or("none"),
                 report.event_id,
             );

@@ -78,7 +78,7 @@ impl Default for TestOptions {
             callback_delay_ms: 150,
             snapqr: false,
             snapqr_notify_mode: loket_snapqr::NotifyMode::Rsa,
-            snapqr_pending_resolve_ms: 1_000,
+            snapqr_pending_resolve_ms: crate::snapqr::PENDING_RESOLVE_MS,
             smilepayz: false,
             okebayar_callback_method: loket_simulators::common::CallbackMethod::Post,
             database_url: None,

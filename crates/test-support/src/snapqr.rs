@@ -29,6 +29,9 @@ pub const NOTIFY_CLIENT_KEY: &str = "issuer-test-snap";
 pub const CANARY_NOTIFY_SECRET: &str = "CANARY-SNAP-NOTIFY-SECRET-3391";
 /// Notify mode B: the key our access tokens are tagged with (a canary).
 pub const CANARY_TOKEN_KEY: &str = "CANARY-SNAP-TOKEN-KEY-6620";
+/// How long the simulator keeps a scenario 102 payment pending, unless a
+/// test asks for longer (`TestOptions::snapqr_pending_resolve_ms`).
+pub const PENDING_RESOLVE_MS: u64 = 1_000;
 
 pub struct SnapQrFixture {
     /// The simulator (replaced by `start`, which sets its notify URL).
@@ -75,7 +78,7 @@ impl SnapQrFixture {
             customer_token: Secret::new(CUSTOMER_TOKEN),
             merchant_id: MERCHANT_ID.into(),
             notify_delay_ms: 150,
-            pending_resolve_ms: 1_000,
+            pending_resolve_ms: PENDING_RESOLVE_MS,
             slow_reply_ms: 3_000,
             notify_mode: mode,
             notify_client_key: NOTIFY_CLIENT_KEY.into(),

@@ -1032,9 +1032,8 @@ fn an_operator_decision_outside_review_or_against_a_serial_is_refused() {
 /// The answer to the status check an unverified callback claiming `claim`
 /// asked for.
 fn callback_check(claim: Outcome, answer: Report) -> Report {
-    let event_id = callback_check_id(Uuid::nil(), "cb-1");
     Report {
-        event_id: event_id.clone(),
+        event_id: callback_check_id(Uuid::nil(), "cb-1"),
         claimed_by_callback: Some(claim),
         source: Source::StatusCheck,
         ..answer
