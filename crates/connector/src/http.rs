@@ -187,6 +187,28 @@ pub fn record(
     }
 }
 
+/// `transport` with any per-request secret of `echoes` (an access token, the
+/// request's signature) that the provider echoed in its reply body replaced
+/// by the mask, before the connector reads the reply: a message, serial or
+/// name taken from it then cannot carry the secret into the database. Only
+/// secrets that cannot be mistaken for a field's value belong in `echoes`
+/// (long random strings, not a numeric PIN, which could equal an amount). A
+/// body that is not UTF-8 is left as it is; no text is read from it.
+pub fn without_echoes(transport: Transport, echoes: &crate::mask::Masker) -> Transport {
+    match transport {
+        Transport::Reply(mut reply) => {
+            if let Ok(text) = std::str::from_utf8(&reply.body) {
+                let masked = echoes.mask(text);
+                if masked != text {
+                    reply.body = Bytes::from(masked);
+                }
+            }
+            Transport::Reply(reply)
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,9 @@
 //!   moments before, whatever the transaction's age.
 //! - Stored exchanges carry the headers with `X-SIGNATURE` masked; the
 //!   merchant secret is never sent, and a [`Masker`] removes it (and the
-//!   signature) should either appear anywhere.
+//!   signature) should either appear anywhere. A signature Smilepayz echoes
+//!   is masked in its reply before the reply is read, so the report's texts
+//!   (stored with the transaction) cannot carry it.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -270,7 +272,7 @@ impl SmilepayzConnector {
             error: String::new(),
             at: Some(timestamp(at)),
         };
-        let transport = http::record(&mut exchange, result, mask);
+        let transport = http::without_echoes(http::record(&mut exchange, result, mask), &masker);
         metrics::counter!(
             crate::metrics::REQUESTS,
             "operation" => operation,
@@ -717,6 +719,48 @@ mod tests {
         let report = connector().classify_inquiry(&command, &request, &reply(200, body.to_vec()));
         assert_eq!(report.outcome, Outcome::Failed);
         assert_eq!(report.provider_amount_unreadable, None);
+    }
+
+    /// A provider that echoes the request's `X-SIGNATURE` in its message:
+    /// the report (stored with the transaction) carries the mask, not the
+    /// signature, as the stored exchange does.
+    #[tokio::test]
+    async fn a_signature_echoed_in_a_reply_reaches_neither_the_report_nor_the_exchange() {
+        async fn echo(headers: axum::http::HeaderMap) -> (axum::http::StatusCode, String) {
+            let signature = headers
+                .get(wire::HEADER_SIGNATURE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let reply = serde_json::json!({
+                "code": "10",
+                "responseCode": "4009103",
+                "message": format!("Insufficient Balance; you signed {signature}"),
+                "orderNo": ORDER_NO,
+            });
+            (axum::http::StatusCode::BAD_REQUEST, reply.to_string())
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(echo))
+                .await
+                .unwrap()
+        });
+        let (private, _) = sign::generate_key_pair();
+        let connector = SmilepayzConnector::new(SmilepayzSettings {
+            base_url,
+            merchant_id: "20001".into(),
+            merchant_secret: Secret::new("merchant-secret-0001"),
+            merchant_private_key: Secret::new(private),
+            ..SmilepayzSettings::default()
+        })
+        .unwrap();
+        let report = connector.execute(&command(Operation::PayOut)).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        let message = report.provider_message.clone().unwrap_or_default();
+        assert_eq!(message, format!("Insufficient Balance; you signed {MASK}"));
+        let exchange = &report.exchanges[0];
+        assert!(exchange.response.contains(&message), "{exchange:?}");
     }
 
     proptest! {

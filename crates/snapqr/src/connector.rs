@@ -17,7 +17,9 @@
 //! - stored exchanges carry the headers and the body with `Authorization`,
 //!   `Authorization-Customer` and `X-SIGNATURE` replaced by `***`, then pass
 //!   through a [`Masker`] holding the client secret, the tokens and the
-//!   signature (rule 7).
+//!   signature (rule 7); a token or signature the issuer echoes is masked in
+//!   its reply before the reply is read, so no text the report takes from it
+//!   (a message stored with the transaction) carries one either.
 //!
 //! Status checks (**ASSUMED** where the standard is silent):
 //! - payment: query 61 by `originalPartnerReferenceNo`; `4046101` or status
@@ -283,7 +285,7 @@ impl SnapQrConnector {
         let result = self.http.post(url, "application/json", headers, body).await;
         let elapsed = started.elapsed();
         exchange.duration_ms = u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX);
-        let transport = http::record(&mut exchange, result, mask);
+        let transport = http::without_echoes(http::record(&mut exchange, result, mask), &extra);
         metrics::counter!(
             crate::metrics::REQUESTS,
             "service" => service.name(),
@@ -1235,6 +1237,86 @@ mod tests {
             Ok(answer) => answer.explanation.outcome,
             Err(report) => report.outcome,
         }
+    }
+
+    /// An issuer that echoes the request's access token and `X-SIGNATURE`
+    /// in its message: the report (stored with the transaction) carries the
+    /// mask, not them, as the stored exchanges do.
+    #[tokio::test]
+    async fn a_token_or_signature_echoed_in_a_reply_reaches_neither_the_report_nor_the_exchange() {
+        const TOKEN: &str = "TOKEN-CANARY-5521";
+        async fn issuer(
+            uri: axum::http::Uri,
+            headers: axum::http::HeaderMap,
+        ) -> (axum::http::StatusCode, String) {
+            if uri.path().ends_with(Service::Token.path()) {
+                let token = format!(
+                    r#"{{"responseCode":"2007300","accessToken":"{TOKEN}","tokenType":"Bearer","expiresIn":"900"}}"#
+                );
+                return (axum::http::StatusCode::OK, token);
+            }
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let echo = format!(
+                "Funds; {} {}",
+                header("Authorization"),
+                header("X-SIGNATURE")
+            );
+            let reply = serde_json::json!({"responseCode": "4036014", "responseMessage": echo});
+            (axum::http::StatusCode::FORBIDDEN, reply.to_string())
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(issuer))
+                .await
+                .unwrap()
+        });
+        let (private_pem, _) = sign::generate_key_pair();
+        let connector = SnapQrConnector::new(SnapQrSettings {
+            base_url,
+            client_key: "partner".into(),
+            client_secret: loket_runtime::Secret::new("client-secret"),
+            private_key: loket_runtime::Secret::new(private_pem),
+            merchant_id: "M0001".into(),
+            ..SnapQrSettings::default()
+        })
+        .unwrap();
+        let payment = Command {
+            transaction_id: "0190f0aa-0000-7000-8000-000000000001".into(),
+            provider: Provider::SnapQr,
+            operation: Operation::QrPayment,
+            provider_reference: "LKT0001PAY".into(),
+            provider_product_code: "QRCPM".into(),
+            account: String::new(),
+            account2: String::new(),
+            account3: String::new(),
+            contact: String::new(),
+            amount: Some(Money::idr(10_000)),
+            inquiry_data: Default::default(),
+            original_operation: Operation::QrPayment,
+            provider_trace: String::new(),
+            first_dispatch: true,
+            first_send: true,
+            journal_recorded: None,
+            original_reference: String::new(),
+            original_provider_trace: String::new(),
+            details: [("qr_content".to_string(), "QR-1".to_string())].into(),
+            transaction_created_at: Some(Utc::now()),
+        };
+        let report = connector.execute(&payment).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        assert_eq!(
+            report.provider_message.as_deref(),
+            Some(format!("Funds; Bearer {MASK} {MASK}").as_str())
+        );
+        let everything = format!("{report:?}");
+        assert!(!everything.contains(TOKEN), "{everything}");
     }
 
     #[test]
