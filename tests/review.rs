@@ -49,15 +49,21 @@ async fn contradict_with_success(app: &TestApp, id: &str) {
     .unwrap();
 }
 
-/// `loketctl review settle <id> --status <status>` as the binary runs it:
-/// checked, then settled.
+/// `loketctl review settle <id> --status <status>` as the binary runs it,
+/// taken on the history as it stands: checked, then settled.
 async fn settle(
     app: &TestApp,
     id: &str,
     status: TransactionStatus,
 ) -> Result<review::SettledView, CliError> {
+    let transaction_id = id.parse().unwrap();
     let args = SettleArgs {
-        transaction_id: id.parse().unwrap(),
+        transaction_id,
+        // An unknown id has no history: any event id, it is not found.
+        seen_event: loket_store::newest_event(&app.pool, transaction_id)
+            .await
+            .unwrap()
+            .max(1),
         status,
         reason: REASON.into(),
         operator: "siti".into(),

@@ -148,17 +148,28 @@ impl Settings {
         Ok(())
     }
 
+    /// One list per provider. Two keys naming one provider (`OkeBayar` and
+    /// `okebayar`, an alias, a base file and an override spelled apart) are
+    /// an error: either list silently winning could open the provider to
+    /// every source, or refuse its real callbacks.
     fn allow_lists(&self) -> Result<HashMap<Provider, AllowList>, Error> {
-        self.allowed_ips
-            .iter()
-            .map(|(name, entries)| {
-                let provider = Provider::parse(name)
-                    .map_err(|e| Error::Config(format!("allowed_ips.{name}: {e}")))?;
-                let list = AllowList::parse(entries)
-                    .map_err(|e| Error::Config(format!("allowed_ips.{name}: {e}")))?;
-                Ok((provider, list))
-            })
-            .collect()
+        let mut lists: HashMap<Provider, (&str, AllowList)> = HashMap::new();
+        for (name, entries) in &self.allowed_ips {
+            let provider = Provider::parse(name)
+                .map_err(|e| Error::Config(format!("allowed_ips.{name}: {e}")))?;
+            let list = AllowList::parse(entries)
+                .map_err(|e| Error::Config(format!("allowed_ips.{name}: {e}")))?;
+            if let Some((first, _)) = lists.insert(provider, (name, list)) {
+                return Err(Error::Config(format!(
+                    "allowed_ips.{first} and allowed_ips.{name} both name {provider}: keep one \
+                     list for it"
+                )));
+            }
+        }
+        Ok(lists
+            .into_iter()
+            .map(|(provider, (_, list))| (provider, list))
+            .collect())
     }
 }
 

@@ -246,6 +246,24 @@ fn bad_allow_list_entries_are_configuration_errors_naming_the_key() {
         .contains("allowed_ips.nobody"));
 }
 
+/// Two keys naming one provider (a configured range under one spelling, an
+/// empty list under another, as a base file and an override may) are a
+/// configuration error naming both: neither may silently win, which could
+/// open the provider to every source.
+#[test]
+fn two_allow_lists_for_one_provider_are_a_configuration_error() {
+    let mut settings = Settings::default();
+    settings
+        .allowed_ips
+        .insert("OkeBayar".into(), vec!["203.0.113.0/24".into()]);
+    settings.allowed_ips.insert("okebayar".into(), vec![]);
+    assert_eq!(
+        settings.validate().unwrap_err().to_string(),
+        "configuration error: allowed_ips.OkeBayar and allowed_ips.okebayar both name okebayar: \
+         keep one list for it"
+    );
+}
+
 #[tokio::test]
 async fn a_10_mb_body_is_refused_with_413_before_it_is_read() {
     let sink = Arc::new(MemorySink::default());

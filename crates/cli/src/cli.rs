@@ -350,13 +350,18 @@ pub struct ReviewListArgs {
 /// `loketctl review settle`: an operator's decision, as given.
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Example:\n  loketctl review settle 01a2030a-6673-72b5-b51d-fe9355bbb525 --status success \\\n    \
+    after_help = "Example:\n  loketctl review settle 01a2030a-6673-72b5-b51d-fe9355bbb525 --seen-event 4321 --status success \\\n    \
                   --serial-number 5123-4123-4567 --reason \"OkeBayar confirmed delivery, ticket 4711\" --operator siti"
 )]
 pub struct SettleArgs {
     /// The transaction's id (`loketctl review list` shows them).
     #[arg(value_parser = parse_transaction_id)]
     pub transaction_id: uuid::Uuid,
+    /// The newest event of its history you decided on (`loketctl review
+    /// list` and `loketctl find` show it): if a report came in since, the
+    /// decision is refused and you look again.
+    #[arg(long, value_parser = parse_seen_event)]
+    pub seen_event: i64,
     /// What the provider confirmed: success or failed.
     #[arg(long, value_parser = parse_decision)]
     pub status: TransactionStatus,
@@ -531,6 +536,19 @@ pub fn parse_transaction_id(text: &str) -> Result<uuid::Uuid, String> {
             loket_protocol::text::shortened(text, 40)
         )
     })
+}
+
+/// `--seen-event`: a history event's id, as `loketctl find` shows it
+/// (`#4321` or `4321`).
+fn parse_seen_event(text: &str) -> Result<i64, String> {
+    let digits = text.trim().trim_start_matches('#');
+    let id = digits.parse::<i64>().map_err(|_| {
+        format!(
+            "{:?} is not an event id (a number, as `loketctl find` shows it)",
+            loket_protocol::text::shortened(text, 40)
+        )
+    })?;
+    loket_protocol::review::seen_event(id)
 }
 
 pub fn parse_provider(text: &str) -> Result<Provider, String> {
@@ -832,6 +850,7 @@ mod tests {
     /// to a value (added when absent), or left out (`None`).
     fn settle(changes: &[(&str, Option<&str>)]) -> Result<SettleArgs, clap::Error> {
         let mut flags = vec![
+            ("--seen-event", "#4321"),
             ("--status", "Success"),
             ("--reason", " OkeBayar confirmed delivery, ticket 4711 "),
             ("--operator", "siti"),
@@ -859,6 +878,7 @@ mod tests {
             args.transaction_id.to_string(),
             "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000"
         );
+        assert_eq!(args.seen_event, 4321);
         assert_eq!(args.status, TransactionStatus::Success);
         assert_eq!(args.reason, "OkeBayar confirmed delivery, ticket 4711");
         assert_eq!(args.operator, "siti");
@@ -891,6 +911,9 @@ mod tests {
             ("--operator", None, "required"),
             ("--serial-number", Some(""), "required"),
             ("--wait", Some("10"), "missing unit"),
+            ("--seen-event", None, "required"),
+            ("--seen-event", Some("0"), "required"),
+            ("--seen-event", Some("last"), "not an event id"),
         ] {
             let error = settle(&[(flag, bad)]).unwrap_err().to_string();
             assert!(

@@ -73,7 +73,7 @@ pub async fn found(
         .fetch_optional(pool)
         .await?;
     let events = sqlx::query_as::<_, EventRow>(
-        "SELECT at, source, from_status, to_status, provider_code, detail->>'operator' AS operator, \
+        "SELECT id, at, source, from_status, to_status, provider_code, detail->>'operator' AS operator, \
            detail->>'reason' AS reason, detail->>'refused' AS refused \
          FROM transaction_events WHERE transaction_id = $1 ORDER BY id",
     )
@@ -115,6 +115,7 @@ fn matched_on(row: &TransactionRow, reference: &str) -> Vec<&'static str> {
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
+    id: i64,
     at: chrono::DateTime<chrono::Utc>,
     source: String,
     from_status: Option<String>,
@@ -128,6 +129,9 @@ struct EventRow {
 /// One entry of a transaction's event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventView {
+    /// Its place in the history; the newest is what an operator's decision
+    /// is taken on (`review settle --seen-event`).
+    pub id: i64,
     pub at: String,
     /// ingress, result, callback, status_check, sweep, review, operator.
     pub source: String,
@@ -145,6 +149,7 @@ pub struct EventView {
 impl From<EventRow> for EventView {
     fn from(row: EventRow) -> Self {
         EventView {
+            id: row.id,
             at: row.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             source: row.source,
             from_status: row.from_status,
@@ -203,6 +208,17 @@ impl Render for FoundView {
         head.add("client", &self.client);
         head.opt("REVIEW", self.review_reason.as_ref());
         head.opt("parked from", self.reviewed_from.as_ref());
+        if self.transaction.status == "needs_review" {
+            if let Some(newest) = self.events.last() {
+                head.add(
+                    "decide on",
+                    format!(
+                        "the history up to #{0} (review settle --seen-event {0})",
+                        newest.id
+                    ),
+                );
+            }
+        }
         if self.check_count > 0 || self.next_check_at.is_some() {
             let next = self
                 .next_check_at
@@ -225,7 +241,8 @@ impl Render for FoundView {
                 _ => "-".into(),
             };
             let line = format!(
-                "\n  {}  {:<12}  {:<22}  {}",
+                "\n  #{:<6} {}  {:<12}  {:<22}  {}",
+                event.id,
                 event.at,
                 event.source,
                 change,

@@ -6,7 +6,10 @@
 //! for the reconciler — the only writer of states, which applies it exactly
 //! once, logs it in the transaction's history and tells the waiting client —
 //! and then awaited in that history. The rules it must meet are
-//! `loket_protocol::review`'s, the same the reconciler applies.
+//! `loket_protocol::review`'s, the same the reconciler applies; one of them
+//! binds a decision to the history the operator saw (`--seen-event`, the
+//! newest event then), so a report that came in since is never overruled
+//! unseen.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,7 @@ pub fn decision(args: &SettleArgs) -> Result<OperatorDecision, CliError> {
         operator: args.operator.clone(),
         serial_number: args.serial_number.clone().unwrap_or_default(),
         decided_at: Some(timestamp(Utc::now())),
+        seen_event: args.seen_event,
     };
     OperatorDecision::try_from(&message).map_err(|error| {
         CliError::Usage(match error {
@@ -52,8 +56,9 @@ pub fn decision(args: &SettleArgs) -> Result<OperatorDecision, CliError> {
     })
 }
 
-/// Checks that the transaction is in `needs_review` and takes the decision,
-/// publishes it (the message id is its event id; returns once JetStream
+/// Checks that the transaction is in `needs_review` and takes the decision
+/// on the history as it stands (nothing was added since the event the
+/// operator saw), publishes it (the message id is its event id; returns once JetStream
 /// stored it), and waits up to `wait` for the reconciler to apply it.
 pub async fn settle(
     pool: &PgPool,
@@ -71,7 +76,8 @@ pub async fn settle(
             row.status
         ))
     })?;
-    if let Some(refusal) = decision.refusal(status, row.serial_number.as_deref()) {
+    let newest_event = loket_store::newest_event(pool, id).await?;
+    if let Some(refusal) = decision.refusal(status, row.serial_number.as_deref(), newest_event) {
         return Err(CliError::Refused(format!("transaction {id}: {refusal}")));
     }
 
@@ -157,7 +163,9 @@ async fn applied(
 /// check its plan.
 pub const IN_REVIEW_QUERY: &str =
     "SELECT t.id, COALESCE(c.name, t.client_id::text) AS client, t.kind, t.provider, \
-       t.review_reason, t.reviewed_from, t.updated_at \
+       t.review_reason, t.reviewed_from, t.updated_at, \
+       (SELECT COALESCE(max(e.id), 0) FROM transaction_events e WHERE e.transaction_id = t.id) \
+         AS newest_event \
      FROM transactions t LEFT JOIN clients c ON c.id = t.client_id \
      WHERE t.status = 'needs_review' ORDER BY t.updated_at, t.id LIMIT $1";
 
@@ -185,6 +193,7 @@ struct InReviewRow {
     review_reason: Option<String>,
     reviewed_from: Option<String>,
     updated_at: DateTime<Utc>,
+    newest_event: i64,
 }
 
 /// One transaction waiting for an operator.
@@ -199,6 +208,9 @@ pub struct InReviewView {
     /// The status it had when it was parked.
     pub reviewed_from: Option<String>,
     pub updated_at: String,
+    /// The newest event of its history: what a decision is taken on
+    /// (`review settle --seen-event`).
+    pub newest_event: i64,
 }
 
 impl From<InReviewRow> for InReviewView {
@@ -213,6 +225,7 @@ impl From<InReviewRow> for InReviewView {
             updated_at: row
                 .updated_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            newest_event: row.newest_event,
         }
     }
 }
@@ -229,12 +242,13 @@ impl Render for ReviewListView {
             return "no transaction is in needs_review".into();
         }
         let mut table = Table::new(&[
-            "UPDATED", "ID", "CLIENT", "KIND", "PROVIDER", "FROM", "REASON",
+            "UPDATED", "ID", "EVENT", "CLIENT", "KIND", "PROVIDER", "FROM", "REASON",
         ]);
         for t in &self.transactions {
             table.row(vec![
                 t.updated_at.clone(),
                 t.id.clone(),
+                format!("#{}", t.newest_event),
                 t.client.clone(),
                 t.kind.clone(),
                 t.provider.clone(),
@@ -282,6 +296,8 @@ mod tests {
             "review",
             "settle",
             "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
+            "--seen-event",
+            "12",
             "--nats-url",
             "nats://127.0.0.1:4222",
             "--reason",

@@ -82,7 +82,7 @@ impl Env {
     }
 
     /// A transaction parked in review, as the reconciler parks a success
-    /// contradicted by a failure.
+    /// contradicted by a failure, with the event that parked it.
     async fn parked(&self) -> Result<Uuid> {
         let id = self.insert("needs_review").await?;
         sqlx::query(
@@ -92,7 +92,27 @@ impl Env {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.add_event(id, "needs_review").await?;
         Ok(id)
+    }
+
+    /// Adds a `result` event to `id`'s history, as a provider's report
+    /// kept in review would; returns its id.
+    async fn add_event(&self, id: Uuid, to_status: &str) -> Result<String> {
+        let event: i64 = sqlx::query_scalar(
+            "INSERT INTO transaction_events (transaction_id, source, from_status, to_status) \
+             VALUES ($1, 'result', 'success', $2) RETURNING id",
+        )
+        .bind(id)
+        .bind(to_status)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(event.to_string())
+    }
+
+    /// The newest event of `id`'s history, as `--seen-event` takes it.
+    async fn newest_event(&self, id: Uuid) -> Result<String> {
+        Ok(loket_store::newest_event(&self.pool, id).await?.to_string())
     }
 
     async fn status_of(&self, id: Uuid) -> Result<String> {
@@ -205,13 +225,15 @@ fn shown(out: &Output) -> String {
     )
 }
 
-/// `review settle <id> --status <status>` with the usual reason and
-/// operator, and `extra` flags.
-fn settle_args<'a>(id: &'a str, status: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+/// `review settle <id> --seen-event <seen> --status <status>` with the
+/// usual reason and operator, and `extra` flags.
+fn settle_args<'a>(id: &'a str, seen: &'a str, status: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "review",
         "settle",
         id,
+        "--seen-event",
+        seen,
         "--status",
         status,
         "--reason",
@@ -257,13 +279,15 @@ async fn review_list_shows_a_parked_transaction_as_text_and_json() -> Result<()>
     let text = stdout(&out);
     let mut lines = text.lines();
     let header = lines.next().context("a header")?;
-    for column in ["UPDATED", "ID", "CLIENT", "FROM", "REASON"] {
+    for column in ["UPDATED", "ID", "EVENT", "CLIENT", "FROM", "REASON"] {
         assert!(header.contains(column), "{text}");
     }
+    let newest = env.newest_event(parked).await?;
     let row = lines
         .find(|line| line.contains(&parked.to_string()))
         .with_context(|| format!("{parked} is not listed:\n{text}"))?;
     for cell in [
+        format!("#{newest}").as_str(),
         "test",
         "prepaid_purchase",
         "okebayar",
@@ -284,6 +308,19 @@ async fn review_list_shows_a_parked_transaction_as_text_and_json() -> Result<()>
     let listed = &transactions[0];
     assert_eq!(listed["id"], parked.to_string().as_str(), "{json}");
     assert_eq!(listed["client"], "test", "{json}");
+    assert_eq!(listed["newest_event"].to_string(), newest, "{json}");
+
+    // `find` numbers the history and names the event to decide on.
+    let out = env.loketctl(&["find", &parked.to_string()]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "decide on       the history up to #{newest} (review settle --seen-event {newest})"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("\n  #{newest:<6} ")), "{text}");
     assert_eq!(listed["reviewed_from"], "success", "{json}");
     assert_eq!(
         listed["review_reason"], "conflicting final reports",
@@ -307,7 +344,10 @@ async fn review_settle_is_applied_by_the_reconciler_and_leaves_review() -> Resul
     let shutdown = Shutdown::new();
     let reconciler = env.start_reconciler(shutdown.clone()).await?;
 
-    let out = env.loketctl(&settle_args(&id, "failed", &[])).await?;
+    let seen = env.newest_event(parked).await?;
+    let out = env
+        .loketctl(&settle_args(&id, &seen, "failed", &[]))
+        .await?;
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
     let text = stdout(&out);
     assert!(
@@ -359,7 +399,7 @@ async fn review_settle_refuses_a_transaction_not_in_review_and_publishes_nothing
     let reconciler = env.start_reconciler(shutdown.clone()).await?;
 
     let out = env
-        .loketctl(&settle_args(&done.to_string(), "failed", &[]))
+        .loketctl(&settle_args(&done.to_string(), "1", "failed", &[]))
         .await?;
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert_eq!(
@@ -373,7 +413,7 @@ async fn review_settle_refuses_a_transaction_not_in_review_and_publishes_nothing
 
     let unknown = Uuid::new_v4();
     let out = env
-        .loketctl(&settle_args(&unknown.to_string(), "failed", &[]))
+        .loketctl(&settle_args(&unknown.to_string(), "1", "failed", &[]))
         .await?;
     assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert_eq!(
@@ -382,11 +422,34 @@ async fn review_settle_refuses_a_transaction_not_in_review_and_publishes_nothing
     );
     assert_eq!(env.events_published().await?, 0, "nothing on the bus");
 
+    // A decision taken before the newest event (a provider's report came in
+    // since): refused at once, naming why, and nothing published.
+    let seen = env.newest_event(parked).await?;
+    let newest = env.add_event(parked, "needs_review").await?;
+    let out = env
+        .loketctl(&settle_args(&parked.to_string(), &seen, "failed", &[]))
+        .await?;
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "its history changed since the decision was taken on it (decided on event {seen}, \
+             the newest is {newest})"
+        )),
+        "{}",
+        shown(&out)
+    );
+    assert_eq!(env.events_published().await?, 0, "nothing on the bus");
+
     // A decision the reconciler applies, published after the refused ones
     // (and printed as JSON: `--json` is global, so it may follow the
     // subcommand's flags).
     let out = env
-        .loketctl(&settle_args(&parked.to_string(), "failed", &["--json"]))
+        .loketctl(&settle_args(
+            &parked.to_string(),
+            &newest,
+            "failed",
+            &["--json"],
+        ))
         .await?;
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -417,9 +480,10 @@ async fn review_settle_without_a_reconciler_times_out_with_exit_4() -> Result<()
     let parked = env.parked().await?;
     let id = parked.to_string();
 
+    let seen = env.newest_event(parked).await?;
     let started = Instant::now();
     let out = env
-        .loketctl(&settle_args(&id, "failed", &["--wait", "1s"]))
+        .loketctl(&settle_args(&id, &seen, "failed", &["--wait", "1s"]))
         .await?;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(4), "{}", shown(&out));
@@ -474,8 +538,12 @@ async fn review_settle_with_nats_unreachable_exits_3() -> Result<()> {
     };
     let nats_url = format!("nats://loket:hunter2@127.0.0.1:{port}");
 
+    let seen = env.newest_event(parked).await?;
     let out = env
-        .loketctl_with_nats(&nats_url, &settle_args(&parked.to_string(), "failed", &[]))
+        .loketctl_with_nats(
+            &nats_url,
+            &settle_args(&parked.to_string(), &seen, "failed", &[]),
+        )
         .await?;
     assert_eq!(out.status.code(), Some(3), "{}", shown(&out));
     let error = stderr(&out);
@@ -498,7 +566,7 @@ async fn review_settle_with_nats_unreachable_exits_3() -> Result<()> {
 #[tokio::test]
 async fn review_settle_with_a_bad_status_exits_2() -> Result<()> {
     let id = Uuid::new_v4().to_string();
-    let mut args = settle_args(&id, "pending", &[]);
+    let mut args = settle_args(&id, "1", "pending", &[]);
     args.extend(["--nats-url", "nats://127.0.0.1:1"]);
     let out = loketctl(&[], &args).await?;
     assert_eq!(out.status.code(), Some(2), "{}", shown(&out));

@@ -227,6 +227,8 @@ impl TryFrom<&bus::OperatorDecision> for OperatorDecision {
             serial_number,
             decided_at: from_timestamp(decided_at)
                 .ok_or_else(|| ConversionError::invalid("decided_at")("out of range".into()))?,
+            seen_event: review::seen_event(message.seen_event)
+                .map_err(ConversionError::invalid("seen_event"))?,
         })
     }
 }
@@ -241,6 +243,7 @@ impl From<&OperatorDecision> for bus::OperatorDecision {
             operator: decision.operator.clone(),
             serial_number: decision.serial_number.clone().unwrap_or_default(),
             decided_at: Some(timestamp(decision.decided_at)),
+            seen_event: decision.seen_event,
         }
     }
 }
@@ -287,6 +290,7 @@ mod tests {
             operator: "siti".into(),
             serial_number: "5123-4123-45".into(),
             decided_at: Some(timestamp(chrono::DateTime::UNIX_EPOCH)),
+            seen_event: 41,
         }
     }
 
@@ -322,6 +326,8 @@ mod tests {
         assert!(refused(|m| m.operator.clear()).starts_with("operator: required"));
         assert!(refused(|m| m.operator = "x".repeat(65)).starts_with("operator: "));
         assert!(refused(|m| m.decided_at = None).starts_with("decided_at: required"));
+        assert!(refused(|m| m.seen_event = 0).starts_with("seen_event: required"));
+        assert!(refused(|m| m.seen_event = -3).starts_with("seen_event: "));
         assert!(refused(|m| m.status = pb::TransactionStatus::Failed as i32)
             .starts_with("serial_number: only with success"));
         let mut failed = decision();

@@ -32,6 +32,10 @@ pub struct OperatorDecision {
     /// With a success only: what the provider confirmed delivering.
     pub serial_number: Option<String>,
     pub decided_at: DateTime<Utc>,
+    /// The newest event of the transaction's history the operator decided
+    /// on: the decision is about that case as it then stood
+    /// ([`Refusal::ChangedSince`]).
+    pub seen_event: i64,
 }
 
 /// Why a well-formed decision changes nothing; recorded in the event log.
@@ -39,6 +43,11 @@ pub struct OperatorDecision {
 pub enum Refusal {
     /// Only a transaction in `needs_review` is settled by an operator.
     NotInReview(TransactionStatus),
+    /// The history has moved on since the operator looked: a provider's
+    /// report (a late success, say) came in, or the case was settled and
+    /// opened again. A decision is taken on what was seen, so it does not
+    /// apply to what was not.
+    ChangedSince { seen: i64, newest: i64 },
     /// The transaction holds a serial number (the provider's) other than
     /// the decision's: it is never overwritten.
     SerialNumberDiffers,
@@ -51,6 +60,12 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotInReview(status) => write!(f, "not in needs_review (status {status})"),
+            Refusal::ChangedSince { seen, newest } => write!(
+                f,
+                "its history changed since the decision was taken on it (decided on event \
+                 {seen}, the newest is {newest}): look at it again (`loketctl find`) and decide \
+                 on what it shows now"
+            ),
             Refusal::SerialNumberDiffers => f.write_str(
                 "the transaction already holds another serial number (the provider's), which is \
                  never overwritten: settle without a serial number, or with the same one",
@@ -66,14 +81,22 @@ impl fmt::Display for Refusal {
 
 impl OperatorDecision {
     /// Why this decision may not apply to a transaction in `current` that
-    /// holds `serial_number`, if it may not ([`settle`] is the rule).
+    /// holds `serial_number` and whose newest history event is
+    /// `newest_event`, if it may not ([`settle`] is the rule).
     pub fn refusal(
         &self,
         current: TransactionStatus,
         serial_number: Option<&str>,
+        newest_event: i64,
     ) -> Option<Refusal> {
         if settle(current, self.status) == Decision::Keep {
             return Some(Refusal::NotInReview(current));
+        }
+        if newest_event != self.seen_event {
+            return Some(Refusal::ChangedSince {
+                seen: self.seen_event,
+                newest: newest_event,
+            });
         }
         match (serial_number, self.serial_number.as_deref()) {
             (Some(held), Some(decided)) if held != decided => Some(Refusal::SerialNumberDiffers),
@@ -118,6 +141,19 @@ pub fn serial_number(text: &str) -> Result<String, String> {
         "leave it out when there is none",
         char::is_control,
     )
+}
+
+/// The history event a decision was taken on: an event id, which starts at
+/// 1 (a transaction in review has at least the event that parked it).
+pub fn seen_event(id: i64) -> Result<i64, String> {
+    match id {
+        0 => Err(
+            "required: the newest event of the transaction's history the decision was taken on"
+                .into(),
+        ),
+        id if id < 0 => Err(format!("{id} is not an event id")),
+        id => Ok(id),
+    }
 }
 
 /// A serial number goes with a success only: a failed transaction delivered
@@ -168,6 +204,7 @@ mod tests {
             operator: "siti".into(),
             serial_number: serial_number.map(Into::into),
             decided_at: DateTime::UNIX_EPOCH,
+            seen_event: 7,
         }
     }
 
@@ -202,19 +239,19 @@ mod tests {
     #[test]
     fn a_decision_applies_only_in_review_and_never_replaces_a_serial() {
         let success = decision(S::Success, Some("SN-1"));
-        assert_eq!(success.refusal(S::NeedsReview, None), None);
-        assert_eq!(success.refusal(S::NeedsReview, Some("SN-1")), None);
+        assert_eq!(success.refusal(S::NeedsReview, None, 7), None);
+        assert_eq!(success.refusal(S::NeedsReview, Some("SN-1"), 7), None);
         assert_eq!(
-            success.refusal(S::NeedsReview, Some("SN-0")),
+            success.refusal(S::NeedsReview, Some("SN-0"), 7),
             Some(Refusal::SerialNumberDiffers)
         );
         assert_eq!(
-            decision(S::Failed, None).refusal(S::NeedsReview, Some("SN-0")),
+            decision(S::Failed, None).refusal(S::NeedsReview, Some("SN-0"), 7),
             None
         );
         for status in S::ALL.into_iter().filter(|s| *s != S::NeedsReview) {
             assert_eq!(
-                success.refusal(status, None),
+                success.refusal(status, None, 7),
                 Some(Refusal::NotInReview(status))
             );
         }
@@ -222,5 +259,25 @@ mod tests {
             Refusal::NotInReview(S::Success).to_string(),
             "not in needs_review (status success)"
         );
+    }
+
+    /// A decision is about the case as the operator saw it: an event added
+    /// since (a provider's late report, the case settled and reopened)
+    /// refuses it, whichever way it decides.
+    #[test]
+    fn a_decision_applies_only_to_the_history_it_was_taken_on() {
+        for status in [S::Success, S::Failed] {
+            let decided = decision(status, None);
+            assert_eq!(decided.refusal(S::NeedsReview, None, 7), None);
+            assert_eq!(
+                decided.refusal(S::NeedsReview, None, 9),
+                Some(Refusal::ChangedSince { seen: 7, newest: 9 })
+            );
+            // Out of review, that is the reason given.
+            assert_eq!(
+                decided.refusal(S::Failed, None, 9),
+                Some(Refusal::NotInReview(S::Failed))
+            );
+        }
     }
 }

@@ -632,7 +632,9 @@ impl Reconciler {
             return self.duplicate(Some(row.id), &event_id, None, trace).await;
         }
         let held = inquiry_held_by(&mut tx, &row, &decision).await?;
-        let plan = plan::plan_decision(&row, &decision, held, Utc::now())?;
+        // Under the row's lock: every event is written holding it.
+        let newest_event = loket_store::newest_event(&mut *tx, row.id).await?;
+        let plan = plan::plan_decision(&row, &decision, newest_event, held, Utc::now())?;
         write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;
 

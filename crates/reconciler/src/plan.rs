@@ -644,18 +644,20 @@ fn status_of(row: &TransactionRow) -> Result<TransactionStatus, PlanError> {
 /// in `needs_review` takes the decided status, `finalized_at` and, when the
 /// decision names one, the serial number (the row holds none or the same
 /// one); `review_reason` and `reviewed_from` stay, as the case's history.
-/// Any other transaction changes nothing: the event records the refusal and
-/// why. `held` is a refusal the row alone cannot show (another payment holds
-/// the inquiry this one pays).
+/// Any other transaction, or one whose history has moved on past
+/// `newest_event` since the operator looked, changes nothing: the event
+/// records the refusal and why. `held` is a refusal the row alone cannot
+/// show (another payment holds the inquiry this one pays).
 pub fn plan_decision(
     row: &TransactionRow,
     decision: &OperatorDecision,
+    newest_event: i64,
     held: Option<Refusal>,
     now: DateTime<Utc>,
 ) -> Result<Plan, PlanError> {
     let from = status_of(row)?;
     let refusal = decision
-        .refusal(from, row.serial_number.as_deref())
+        .refusal(from, row.serial_number.as_deref(), newest_event)
         .or(held);
     let mut next = row.clone();
     let mut detail = Map::new();
@@ -664,6 +666,7 @@ pub fn plan_decision(
     detail.insert("decision".into(), json!(decision.status.as_str()));
     detail.insert("reason".into(), json!(decision.reason));
     detail.insert("decided_at".into(), json!(decision.decided_at.to_rfc3339()));
+    detail.insert("seen_event".into(), json!(decision.seen_event));
     detail.insert("serial_number".into(), json!(decision.serial_number));
     let (to, verdict) = match &refusal {
         Some(refusal) => {

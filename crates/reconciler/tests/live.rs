@@ -561,9 +561,15 @@ async fn rows_about(env: &Env, table: &str, id: Uuid) -> Result<i64> {
     count(&env.pool, &sql, id).await
 }
 
-/// A decision as `loketctl review settle` publishes it.
-fn decision(id: Uuid, status: pb::TransactionStatus, serial_number: &str) -> bus::OperatorDecision {
-    bus::OperatorDecision {
+/// A decision as `loketctl review settle` publishes it, taken on `id`'s
+/// history as it stands now.
+async fn decision(
+    env: &Env,
+    id: Uuid,
+    status: pb::TransactionStatus,
+    serial_number: &str,
+) -> Result<bus::OperatorDecision> {
+    Ok(bus::OperatorDecision {
         event_id: Uuid::new_v4().to_string(),
         transaction_id: id.to_string(),
         status: status as i32,
@@ -571,7 +577,9 @@ fn decision(id: Uuid, status: pb::TransactionStatus, serial_number: &str) -> bus
         operator: "siti".into(),
         serial_number: serial_number.into(),
         decided_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
-    }
+        // Rows these tests insert without a history take any event id.
+        seen_event: loket_store::newest_event(&env.pool, id).await?.max(1),
+    })
 }
 
 /// Applies `decision` as the reconciler's consumer would.
@@ -595,7 +603,8 @@ async fn settle(
     status: pb::TransactionStatus,
     serial_number: &str,
 ) -> Result<Applied> {
-    Ok(apply_decision(&reconciler(env), &decision(id, status, serial_number)).await?)
+    let decision = decision(env, id, status, serial_number).await?;
+    Ok(apply_decision(&reconciler(env), &decision).await?)
 }
 
 /// The status an applied event left unchanged, if it changed nothing.
@@ -675,7 +684,7 @@ async fn newest_refusal(env: &Env, id: Uuid) -> Result<String> {
 /// A transaction parked in review (a success contradicted by a failure).
 async fn parked(env: &Env, serial_number: Option<&str>) -> Result<Uuid> {
     let serial = serial_number.map_or("NULL".to_string(), |s| format!("'{s}'"));
-    insert(
+    let id = insert(
         env,
         "needs_review",
         "prepaid_purchase",
@@ -684,7 +693,16 @@ async fn parked(env: &Env, serial_number: Option<&str>) -> Result<Uuid> {
              provider_code = '000', serial_number = {serial}, finalized_at = now() - interval '1 hour'"
         ),
     )
-    .await
+    .await?;
+    // The event that parked it, as the reconciler writes one.
+    sqlx::query(
+        "INSERT INTO transaction_events (transaction_id, source, from_status, to_status) \
+         VALUES ($1, 'result', 'success', 'needs_review')",
+    )
+    .bind(id)
+    .execute(&env.pool)
+    .await?;
+    Ok(id)
 }
 
 /// Every update on `LOKET_UPD` (this test's own server): (message id, state).
@@ -715,7 +733,7 @@ async fn an_operator_decision_settles_a_transaction_in_review_once() -> Result<(
     let reconciler = reconciler(&env);
     let id = parked(&env, None).await?;
     let before = loket_store::get(&env.pool, id).await?.context("row")?;
-    let decision = decision(id, pb::TransactionStatus::Success, "5123-4123-4567");
+    let decision = decision(&env, id, pb::TransactionStatus::Success, "5123-4123-4567").await?;
 
     let applied = apply_decision(&reconciler, &decision).await?;
     assert_eq!(
@@ -844,6 +862,80 @@ async fn an_operator_decision_outside_review_or_against_the_providers_serial_is_
     Ok(())
 }
 
+/// A status check's answer for `id`: success, serial number `SN-1`.
+async fn provider_reports_success(env: &Env, id: Uuid, check: u32) -> Result<Applied> {
+    let mut report = result_event(
+        id,
+        &format!("chk:{id}:{check}"),
+        pb::Outcome::Success,
+        "000",
+    );
+    report.operation = bus::Operation::StatusCheck as i32;
+    Ok(reconciler(env)
+        .apply_event(
+            &subjects::result(loket_protocol::Provider::OkeBayar),
+            &report.encode_to_vec(),
+            &TraceContext::new_root(),
+        )
+        .await?)
+}
+
+/// A decision is about the case as the operator saw it. A provider's report
+/// that came in after the operator looked (kept in review: nothing
+/// automatic moves a transaction out) refuses it, and so does a case that
+/// was settled and opened again since: neither was seen. A decision taken
+/// on the history as it stands then applies.
+#[tokio::test]
+async fn a_decision_taken_before_the_newest_event_is_refused() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+
+    // The operator looks and decides "never charged"; meanwhile the
+    // provider's status check answers success.
+    let id = parked(&env, None).await?;
+    let stale = decision(&env, id, pb::TransactionStatus::Failed, "").await?;
+    provider_reports_success(&env, id, 1).await?;
+    let before = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(
+        (before.status.as_str(), before.serial_number.as_deref()),
+        ("needs_review", Some("SN-1"))
+    );
+    let applied = apply_decision(&reconciler, &stale).await?;
+    assert_eq!(
+        unchanged(&applied),
+        Some(TransactionStatus::NeedsReview),
+        "{applied:?}"
+    );
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(format!("{row:?}"), format!("{before:?}"), "nothing changed");
+    let refusal = newest_refusal(&env, id).await?;
+    assert!(refusal.contains("history changed"), "{refusal}");
+    // Looked at again, with the provider's success in view.
+    settle(&env, id, pb::TransactionStatus::Success, "").await?;
+    assert_eq!(status_of(&env.pool, id).await?, "success");
+
+    // Two decisions on one case: the first settles it, the provider then
+    // contradicts it and the case opens again; the second was taken on
+    // the first case.
+    let reopened = parked(&env, None).await?;
+    let first = decision(&env, reopened, pb::TransactionStatus::Failed, "").await?;
+    let second = decision(&env, reopened, pb::TransactionStatus::Failed, "").await?;
+    apply_decision(&reconciler, &first).await?;
+    assert_eq!(status_of(&env.pool, reopened).await?, "failed");
+    provider_reports_success(&env, reopened, 1).await?;
+    assert_eq!(status_of(&env.pool, reopened).await?, "needs_review");
+    let applied = apply_decision(&reconciler, &second).await?;
+    assert_eq!(
+        unchanged(&applied),
+        Some(TransactionStatus::NeedsReview),
+        "{applied:?}"
+    );
+    assert!(newest_refusal(&env, reopened)
+        .await?
+        .contains("history changed"));
+    Ok(())
+}
+
 /// Spoils one field of a decision.
 type Spoil = fn(&mut bus::OperatorDecision);
 
@@ -868,7 +960,7 @@ async fn a_malformed_operator_decision_is_poison_and_touches_nothing() -> Result
         ("decided_at", |d| d.decided_at = None),
     ];
     for (field, spoil) in cases {
-        let mut bad = decision(id, pb::TransactionStatus::Success, "");
+        let mut bad = decision(&env, id, pb::TransactionStatus::Success, "").await?;
         spoil(&mut bad);
         match apply_decision(&reconciler, &bad).await {
             Err(ApplyError::Poison(why)) => assert!(why.contains(field), "{field}: {why}"),
@@ -886,7 +978,9 @@ async fn a_malformed_operator_decision_is_poison_and_touches_nothing() -> Result
     let elsewhere = reconciler
         .apply_event(
             "loket.evt.operator.other",
-            &decision(id, pb::TransactionStatus::Success, "").encode_to_vec(),
+            &decision(&env, id, pb::TransactionStatus::Success, "")
+                .await?
+                .encode_to_vec(),
             &TraceContext::new_root(),
         )
         .await;
@@ -896,7 +990,11 @@ async fn a_malformed_operator_decision_is_poison_and_touches_nothing() -> Result
     );
 
     assert_eq!(status_of(&env.pool, id).await?, "needs_review");
-    assert_eq!(rows_about(&env, "transaction_events", id).await?, 0);
+    assert_eq!(
+        rows_about(&env, "transaction_events", id).await?,
+        1,
+        "only the event that parked it"
+    );
     assert_eq!(rows_about(&env, "applied_events", id).await?, 0);
     Ok(())
 }

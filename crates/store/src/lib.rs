@@ -352,6 +352,18 @@ pub async fn get_by_reference(
     .await
 }
 
+/// The id of the newest event in transaction `id`'s history (0 when it has
+/// none): what an operator's decision is taken on
+/// (`loket_protocol::review::Refusal::ChangedSince`).
+pub async fn newest_event(executor: impl PgExecutor<'_>, id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(max(id), 0) FROM transaction_events WHERE transaction_id = $1",
+    )
+    .bind(id)
+    .fetch_one(executor)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

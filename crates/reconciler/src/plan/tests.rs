@@ -931,8 +931,12 @@ fn decision(status: S, serial_number: Option<&str>) -> OperatorDecision {
         operator: "siti".into(),
         serial_number: serial_number.map(Into::into),
         decided_at: t0(),
+        seen_event: SEEN,
     }
 }
+
+/// The newest history event the decisions of these tests were taken on.
+const SEEN: i64 = 17;
 
 fn parked(from: S, serial_number: Option<&str>) -> TransactionRow {
     let mut parked = row(S::NeedsReview);
@@ -947,7 +951,14 @@ fn parked(from: S, serial_number: Option<&str>) -> TransactionRow {
 fn an_operator_settles_a_transaction_in_review_and_keeps_its_case() {
     let now = t0() + Duration::hours(3);
     let start = parked(S::Failed, None);
-    let plan = plan_decision(&start, &decision(S::Success, Some("TOKEN-1")), None, now).unwrap();
+    let plan = plan_decision(
+        &start,
+        &decision(S::Success, Some("TOKEN-1")),
+        SEEN,
+        None,
+        now,
+    )
+    .unwrap();
     assert_eq!(
         (plan.from, plan.to, plan.verdict),
         (S::NeedsReview, S::Success, Verdict::Settled)
@@ -975,12 +986,19 @@ fn an_operator_settles_a_transaction_in_review_and_keeps_its_case() {
 
     // Without a serial number, the provider's stays.
     let with_serial = parked(S::Success, Some("SN-1"));
-    let plan = plan_decision(&with_serial, &decision(S::Failed, None), None, now).unwrap();
+    let plan = plan_decision(&with_serial, &decision(S::Failed, None), SEEN, None, now).unwrap();
     assert_eq!(
         (plan.to, plan.next.serial_number.as_deref()),
         (S::Failed, Some("SN-1"))
     );
-    let same = plan_decision(&with_serial, &decision(S::Success, Some("SN-1")), None, now).unwrap();
+    let same = plan_decision(
+        &with_serial,
+        &decision(S::Success, Some("SN-1")),
+        SEEN,
+        None,
+        now,
+    )
+    .unwrap();
     assert_eq!(same.verdict, Verdict::Settled);
 }
 
@@ -989,7 +1007,7 @@ fn an_operator_decision_outside_review_or_against_a_serial_is_refused() {
     let now = t0() + Duration::hours(3);
     for status in S::ALL.into_iter().filter(|s| *s != S::NeedsReview) {
         let start = row(status);
-        let plan = plan_decision(&start, &decision(S::Success, None), None, now).unwrap();
+        let plan = plan_decision(&start, &decision(S::Success, None), SEEN, None, now).unwrap();
         assert_eq!(
             (plan.verdict, plan.changed),
             (Verdict::Refused, false),
@@ -1006,7 +1024,7 @@ fn an_operator_decision_outside_review_or_against_a_serial_is_refused() {
         );
     }
     let start = parked(S::Success, Some("SN-1"));
-    let plan = plan_decision(&start, &decision(S::Success, Some("SN-2")), None, now).unwrap();
+    let plan = plan_decision(&start, &decision(S::Success, Some("SN-2")), SEEN, None, now).unwrap();
     assert_eq!(
         (plan.verdict, plan.changed, plan.to),
         (Verdict::Refused, false, S::NeedsReview)
@@ -1022,11 +1040,30 @@ fn an_operator_decision_outside_review_or_against_a_serial_is_refused() {
     let plan = plan_decision(
         &parked(S::Failed, None),
         &decision(S::Success, None),
+        SEEN,
         Some(held),
         now,
     )
     .unwrap();
     assert_eq!((plan.verdict, plan.changed), (Verdict::Refused, false));
+}
+
+/// A decision is about the case as the operator saw it: with an event added
+/// to the history since (a provider's late report kept in review), it is
+/// refused, and the refusal says why.
+#[test]
+fn a_decision_taken_before_the_newest_event_is_refused() {
+    let now = t0() + Duration::hours(3);
+    let start = parked(S::Pending, Some("SN-PROVIDER"));
+    let plan = plan_decision(&start, &decision(S::Failed, None), SEEN + 1, None, now).unwrap();
+    assert_eq!((plan.verdict, plan.changed), (Verdict::Refused, false));
+    assert_eq!((plan.from, plan.to), (S::NeedsReview, S::NeedsReview));
+    assert_eq!(format!("{:?}", plan.next), format!("{start:?}"));
+    assert!(plan.event.detail["refused"]
+        .as_str()
+        .unwrap()
+        .contains("history changed"));
+    assert_eq!(plan.event.detail["seen_event"], SEEN);
 }
 
 /// The answer to the status check an unverified callback claiming `claim`
