@@ -90,7 +90,9 @@ impl Report {
 
     /// Passes the free texts of the report (those a provider's reply can
     /// fill, but for the inquiry data a payment echoes) through `mask`, as
-    /// its exchanges are.
+    /// its exchanges are. The bill's `extra` holds whatever fields of the
+    /// reply a connector does not know (stored in `transactions.bill` and
+    /// returned by the API), so each of its values is masked too.
     pub fn mask_texts(&mut self, mask: impl Fn(&str) -> String) {
         let texts = [
             &mut self.provider_code,
@@ -107,6 +109,9 @@ impl Report {
         // Not `inquiry_data`: the payment must send it back verbatim.
         if let Some(bill) = self.bill.as_mut() {
             bill.customer_name = mask(&bill.customer_name);
+            for value in bill.extra.values_mut() {
+                *value = mask(value);
+            }
         }
     }
 
@@ -174,6 +179,31 @@ mod tests {
         report.add_detail("HTTP 502");
         report.add_detail("reply unreadable");
         assert_eq!(report.detail, "HTTP 502; reply unreadable");
+    }
+
+    /// Money-safety rule 7: a secret a provider echoes in a bill field no
+    /// connector knows (kept in `bill.extra`, stored and returned by the
+    /// API) is masked like the report's other texts; the inquiry data a
+    /// payment must send back is left verbatim.
+    #[test]
+    fn masking_reaches_every_bill_detail_but_not_the_inquiry_data() {
+        let mut report = Report::new(Outcome::Success);
+        report.bill = Some(pb::BillDetails {
+            customer_name: "SITI s3cret".into(),
+            extra: [("keterangan".to_string(), "pin s3cret".to_string())]
+                .into_iter()
+                .collect(),
+            ..pb::BillDetails::default()
+        });
+        report.inquiry_data.insert("ref2".into(), "s3cret".into());
+        report.mask_texts(|text| text.replace("s3cret", "***"));
+        let bill = report.bill.unwrap();
+        assert_eq!(bill.customer_name, "SITI ***");
+        assert_eq!(
+            bill.extra.get("keterangan").map(String::as_str),
+            Some("pin ***")
+        );
+        assert_eq!(report.inquiry_data["ref2"], "s3cret");
     }
 
     #[test]

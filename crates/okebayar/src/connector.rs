@@ -6,12 +6,15 @@
 //! - our reference (`command.provider_reference`) is the `referencecode` of
 //!   every call, the status check included (money-safety rule 3);
 //! - anything we cannot read with certainty — a timeout, a reset, a 5xx, an
-//!   HTML error page, a garbled or empty body, a missing status field, a reply
-//!   about another reference — is [`Outcome::Unknown`] (rule 1);
+//!   HTML error page, a garbled or empty body, a missing status field, status
+//!   fields that contradict each other, a reply about another reference — is
+//!   [`Outcome::Unknown`] (rule 1);
 //! - the stored exchange is built from the fields with `userpin` and
 //!   `signature` replaced by `***`, then passed through a [`Masker`] holding
-//!   the PIN and the signature as a second line of defence (rule 7). Neither
-//!   value is ever logged nor put in a `Debug` output.
+//!   the PIN and the signature as a second line of defence (rule 7); the
+//!   report's texts and the errors of the balance and the echo pass through
+//!   the same masking. Neither value is ever logged nor put in a `Debug`
+//!   output.
 //! - money is parsed exactly ([`Money::parse_decimal`]); an unparseable amount
 //!   never fails the operation: it is left out and named in `detail`.
 
@@ -319,9 +322,7 @@ impl OkeBayarConnector {
             )
             .await;
         let elapsed = started.elapsed();
-        let signature = request.get("signature").unwrap_or_default();
-        let masker = Masker::new([self.settings.userpin.expose(), signature]);
-        let mask = |text: &str| masker.mask(&self.masker.mask(text));
+        let mask = self.masking(request);
         let mut exchange = bus::Exchange {
             operation: request.operation.to_string(),
             url: mask(&self.settings.url),
@@ -332,7 +333,7 @@ impl OkeBayarConnector {
             error: String::new(),
             at: Some(timestamp(at)),
         };
-        let outcome = http::record(&mut exchange, result, mask);
+        let outcome = http::record(&mut exchange, result, &mask);
         metrics::counter!(
             crate::metrics::REQUESTS,
             "operation" => request.operation,
@@ -371,15 +372,38 @@ impl OkeBayarConnector {
         report
     }
 
+    /// Masks the secrets a text about `request`'s exchange may carry: the
+    /// PIN (alone, or glued to the userid as the signature's input has it)
+    /// and this request's signature. The one masking of everything a reply
+    /// can fill: the stored exchange, the report, the errors of the balance
+    /// and the echo (which reach gRPC clients and the log). A provider that
+    /// echoes the request in its message must not carry them anywhere.
+    fn masking(&self, request: &Request) -> impl Fn(&str) -> String + '_ {
+        let signature = Masker::new([request.get("signature").unwrap_or_default()]);
+        move |text| signature.mask(&self.masker.mask(text))
+    }
+
     /// Classifies what the transport produced for `request` (pure: no I/O).
     /// [`Self::classify_reply`], with every text the report took from the
-    /// reply masked as the exchanges are: a provider that echoes the PIN or
-    /// the signature in its message must not carry them into the database.
+    /// reply passed through [`Self::masking`], as the exchanges are.
     fn classify(&self, command: &Command, request: &Request, transport: Transport) -> Report {
         let mut report = self.classify_reply(command, request, transport);
-        let per_request = Masker::new([request.get("signature").unwrap_or_default()]);
-        report.mask_texts(|text| per_request.mask(&self.masker.mask(text)));
+        report.mask_texts(self.masking(request));
         report
+    }
+
+    /// Sends a request that is no transaction (balance, echo) and reads its
+    /// reply with `read`. Every text of the error, whether the transport,
+    /// the decoder or `read` wrote it, passes through [`Self::masking`].
+    async fn ask<T>(
+        &self,
+        request: &Request,
+        read: impl FnOnce(&Fields) -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        let (transport, _exchange) = self.send(request).await;
+        reply_fields(transport, &request.referencecode)
+            .and_then(|fields| read(&fields))
+            .map_err(|error| masked_error(error, self.masking(request)))
     }
 
     fn classify_reply(&self, command: &Command, request: &Request, transport: Transport) -> Report {
@@ -401,14 +425,28 @@ impl OkeBayarConnector {
         } else {
             command.operation
         };
-        let Some(code) = status_code(&fields, about, is_status) else {
-            return Report::unknown(format!(
-                "HTTP {}: reply has no status field ({})",
-                reply.status,
-                status_field_names(about, is_status).join(" / ")
-            ));
-        };
         let http_ok = (200..300).contains(&reply.status);
+        let code = match reply_status(&fields) {
+            ReplyStatus::Agreed(code) => code,
+            ReplyStatus::Absent => {
+                return Report::unknown(format!(
+                    "HTTP {}: reply has no status field ({})",
+                    reply.status,
+                    STATUS_FIELDS.join(" / ")
+                ))
+            }
+            ReplyStatus::Contradicting(why) => {
+                let mut report = Report::unknown(format!("HTTP {}: {why}", reply.status));
+                // A request's own reply is followed by a status check; when
+                // the check, the provider's record, says two things at once,
+                // no later check outranks it: a person settles it (the
+                // reconciler parks the transaction in `needs_review`).
+                if is_status && http_ok {
+                    report.contradiction = Some(format!("status check: {why}"));
+                }
+                return report;
+            }
+        };
         // "No record" lets a money-moving request be sent again once the
         // grace has passed: only a 2xx reply may say it.
         if is_status && http_ok && code == self.settings.status_not_found_code.trim() {
@@ -463,13 +501,16 @@ impl OkeBayarConnector {
     }
 
     /// Connectivity check (`OkeBayar-echo`, ASSUMED): sends `message` under a
-    /// fresh reference and returns the message OkeBayar echoed.
+    /// fresh reference and returns the message OkeBayar echoed, masked like
+    /// any reply text (the probe quotes it in its error when it differs).
     pub async fn echo(&self, message: &str) -> Result<String, ConnectorError> {
-        let referencecode = fresh_reference("ECHO");
-        let request = self.echo_request(&referencecode, message);
-        let (transport, _exchange) = self.send(&request).await;
-        let fields = reply_fields(transport, &referencecode)?;
-        Ok(fields.get("message").unwrap_or_default().to_string())
+        let request = self.echo_request(&fresh_reference("ECHO"), message);
+        let echoed = self
+            .ask(&request, |fields| {
+                Ok(fields.get("message").unwrap_or_default().to_string())
+            })
+            .await?;
+        Ok(self.masking(&request)(&echoed))
     }
 }
 
@@ -517,32 +558,53 @@ impl Connector for OkeBayarConnector {
     }
 
     async fn balance(&self) -> Result<Money, ConnectorError> {
-        let referencecode = fresh_reference("BAL");
-        let request = self.balance_request(&referencecode);
-        let (transport, _exchange) = self.send(&request).await;
-        let fields = reply_fields(transport, &referencecode)?;
-        let code = fields
-            .non_empty("responsecode")
-            .or_else(|| fields.non_empty("transactionstatus"))
-            .ok_or_else(|| ConnectorError::BadReply("balance reply has no responsecode".into()))?;
-        let classification = codes::classify(code, CodeOperation::Balance);
-        if classification.outcome != Outcome::Success {
-            let message = fields
-                .non_empty("responsestatus")
-                .map(str::to_string)
-                .or(classification.meaning)
-                .or(classification.problem)
-                .unwrap_or_default();
-            return Err(ConnectorError::Provider {
-                code: clip(code, 16).to_string(),
-                message,
-            });
+        let request = self.balance_request(&fresh_reference("BAL"));
+        self.ask(&request, read_balance).await
+    }
+}
+
+/// The deposit a balance reply reports, or the [`ConnectorError`] for it.
+fn read_balance(fields: &Fields) -> Result<Money, ConnectorError> {
+    let code = match reply_status(fields) {
+        ReplyStatus::Agreed(code) => code,
+        ReplyStatus::Absent => {
+            return Err(ConnectorError::BadReply(
+                "balance reply has no responsecode".into(),
+            ))
         }
-        let text = fields
-            .non_empty("balance")
-            .ok_or_else(|| ConnectorError::BadReply("balance reply has no balance".into()))?;
-        Money::parse_decimal(text, Currency::Idr)
-            .map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
+        ReplyStatus::Contradicting(why) => {
+            return Err(ConnectorError::BadReply(format!("balance reply: {why}")))
+        }
+    };
+    let classification = codes::classify(code, CodeOperation::Balance);
+    if classification.outcome != Outcome::Success {
+        let message = fields
+            .non_empty("responsestatus")
+            .map(str::to_string)
+            .or(classification.meaning)
+            .or(classification.problem)
+            .unwrap_or_default();
+        return Err(ConnectorError::Provider {
+            code: clip(code, 16).to_string(),
+            message,
+        });
+    }
+    let text = fields
+        .non_empty("balance")
+        .ok_or_else(|| ConnectorError::BadReply("balance reply has no balance".into()))?;
+    Money::parse_decimal(text, Currency::Idr)
+        .map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
+}
+
+/// `error` with every text in it passed through `mask`.
+fn masked_error(error: ConnectorError, mask: impl Fn(&str) -> String) -> ConnectorError {
+    match error {
+        ConnectorError::Unavailable(why) => ConnectorError::Unavailable(mask(&why)),
+        ConnectorError::Provider { code, message } => ConnectorError::Provider {
+            code: mask(&code),
+            message: mask(&message),
+        },
+        ConnectorError::BadReply(why) => ConnectorError::BadReply(mask(&why)),
     }
 }
 
@@ -588,45 +650,65 @@ fn decode_reply(reply: &HttpReply) -> Result<Fields, String> {
     })
 }
 
-/// A reply naming another `referencecode` is not about our request.
+/// A reply naming another `referencecode` is not about our request; nor is
+/// one that names ours and another too (a repeated tag or JSON key).
 fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
-    match fields.non_empty("referencecode") {
-        Some(theirs) if theirs != ours => Some(format!(
-            "reply is about referencecode {:?}, not ours",
-            clip(theirs, 64)
-        )),
-        _ => None,
-    }
+    fields
+        .all("referencecode")
+        .map(str::trim)
+        .find(|theirs| !theirs.is_empty() && *theirs != ours)
+        .map(|theirs| {
+            format!(
+                "reply is about referencecode {:?}, not ours",
+                clip(theirs, 64)
+            )
+        })
 }
 
-/// The status field of a reply: `transactionstatus` for prepaid and status
-/// replies, `responsecode` for postpaid and balance (spec §3); the other name
-/// is accepted when the expected one is absent.
-fn status_field_names(operation: Operation, is_status: bool) -> [&'static str; 2] {
-    match (operation, is_status) {
-        (_, true)
-        | (Operation::PrepaidPurchase | Operation::PrepaidInquiry | Operation::StatusCheck, _) => {
-            ["transactionstatus", "responsecode"]
-        }
-        (Operation::BillInquiry | Operation::BillPayment, false) => {
-            ["responsecode", "transactionstatus"]
-        }
-        // Not OkeBayar operations; never built (BuildError::Unsupported).
-        (
-            Operation::QrPayment
-            | Operation::QrCancel
-            | Operation::QrRefund
-            | Operation::PayIn
-            | Operation::PayOut,
-            false,
-        ) => ["transactionstatus", "responsecode"],
-    }
+/// The names a reply's status field may have: `transactionstatus` for
+/// prepaid and status replies, `responsecode` for postpaid and balance (spec
+/// §3). Both are read whatever the operation.
+const STATUS_FIELDS: [&str; 2] = ["transactionstatus", "responsecode"];
+
+/// What a reply says its status is.
+#[derive(Debug, PartialEq, Eq)]
+enum ReplyStatus<'a> {
+    /// Every status field at the reply's top level says this code.
+    Agreed(&'a str),
+    /// No status field, or only blank ones.
+    Absent,
+    /// The status fields disagree (a duplicated tag or JSON key, or
+    /// `transactionstatus` against `responsecode`): why, naming each. Such a
+    /// reply cannot be read with certainty (money-safety rule 1).
+    Contradicting(String),
 }
 
-fn status_code(fields: &Fields, operation: Operation, is_status: bool) -> Option<&str> {
-    status_field_names(operation, is_status)
+/// Reads every non-blank status field at the reply's top level, repeats
+/// included: no single one may decide for the others. Leaves of
+/// `additionaldata` are the biller's product data and may reuse a name.
+fn reply_status(fields: &Fields) -> ReplyStatus<'_> {
+    let statuses: Vec<(&str, &str)> = STATUS_FIELDS
         .into_iter()
-        .find_map(|name| fields.non_empty(name))
+        .flat_map(|name| {
+            fields
+                .top_level(name)
+                .map(move |value| (name, value.trim()))
+        })
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    match statuses.split_first() {
+        None => ReplyStatus::Absent,
+        Some(((_, code), others)) if others.iter().all(|(_, other)| other == code) => {
+            ReplyStatus::Agreed(code)
+        }
+        Some(_) => {
+            let said: Vec<String> = statuses
+                .iter()
+                .map(|(name, code)| format!("{name} {}", clip(code, 16)))
+                .collect();
+            ReplyStatus::Contradicting(format!("the reply contradicts itself: {}", said.join(", ")))
+        }
+    }
 }
 
 /// The request never left. For a money-moving operation we still answer
@@ -858,6 +940,12 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
     }
 }
 
+/// How far from its answer time an inquiry's expiry may lie and still be
+/// believed. An inquiry is held for minutes to a day (spec §9); an expiry
+/// further away, either way, is garbage, and adding it to our clock may
+/// leave chrono's range (±262 000 years) and panic.
+const BELIEVABLE_INQUIRY_EXPIRY: chrono::TimeDelta = chrono::TimeDelta::days(365);
+
 /// When an inquiry answered at `received_at` (our clock) expires, on our
 /// clock. `inquiryexpired` is a time on the provider's clock, in a zone the
 /// spec only assumes (WIB). So when the reply also says when it was
@@ -866,50 +954,59 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
 /// clock minutes off, or in another zone, moves none of our scheduling
 /// (RELIABILITY #22). A difference of more than a minute is noted in
 /// `detail`. Without an answer time, `inquiryexpired` is read as it stands.
+///
+/// A reply is untrusted: an expiry that cannot be read, or that lies more
+/// than [`BELIEVABLE_INQUIRY_EXPIRY`] from the answer time (from our clock
+/// without one), is not believed, and the inquiry is left
+/// [`INQUIRY_EXPIRY_FALLBACK_MINUTES`] (noted in `detail`). So what the
+/// reconciler schedules by is always within a year of now, and no sum of
+/// the provider's times can leave chrono's range.
 fn expiry_on_our_clock(
     fields: &Fields,
     received_at: DateTime<Utc>,
     detail: &mut String,
 ) -> DateTime<Utc> {
-    let Some(answered_at) = ["transactiontime", "responsetime"]
+    let answered_at = ["transactiontime", "responsetime"]
         .into_iter()
-        .find_map(|name| fields.non_empty(name).and_then(wire::parse_time))
-    else {
-        return expiry(fields, received_at, detail);
-    };
-    let ahead = answered_at - received_at;
-    if ahead.num_seconds().abs() > 60 {
-        push_detail(
-            detail,
-            &format!(
-                "the provider's clock reads {}s {} ours; the inquiry's expiry is taken from its answer time",
-                ahead.num_seconds().abs(),
-                if ahead > chrono::Duration::zero() { "ahead of" } else { "behind" }
-            ),
-        );
-    }
-    received_at + (expiry(fields, answered_at, detail) - answered_at)
-}
-
-/// `inquiryexpired` in any of the three formats (spec §9); otherwise the
-/// answer time + 30 minutes (ASSUMED). Both on the clock of `answered_at`.
-fn expiry(fields: &Fields, answered_at: DateTime<Utc>, detail: &mut String) -> DateTime<Utc> {
-    match fields.non_empty("inquiryexpired") {
-        Some(text) => match wire::parse_expiry(text, answered_at) {
-            Some(at) => at,
-            None => {
+        .find_map(|name| fields.non_empty(name).and_then(wire::parse_time));
+    let answered_at = match answered_at {
+        Some(at) => {
+            // Cannot overflow: any two times chrono holds are less than a
+            // `TimeDelta`'s range apart.
+            let ahead = at.signed_duration_since(received_at);
+            if ahead.num_seconds().abs() > 60 {
                 push_detail(
                     detail,
                     &format!(
-                        "inquiryexpired {:?} unparseable; assumed {INQUIRY_EXPIRY_FALLBACK_MINUTES} min",
-                        clip(text, 32)
+                        "the provider's clock reads {}s {} ours; the inquiry's expiry is taken from its answer time",
+                        ahead.num_seconds().abs(),
+                        if ahead > chrono::Duration::zero() { "ahead of" } else { "behind" }
                     ),
                 );
-                answered_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES)
             }
-        },
-        None => answered_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES),
-    }
+            at
+        }
+        None => received_at,
+    };
+    // Our own clock's reading plus half an hour cannot overflow.
+    let fallback = received_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES);
+    let Some(text) = fields.non_empty("inquiryexpired") else {
+        return fallback;
+    };
+    let expires = wire::parse_expiry(text, answered_at)
+        .map(|expires| expires.signed_duration_since(answered_at))
+        .filter(|left| left.abs() <= BELIEVABLE_INQUIRY_EXPIRY)
+        .and_then(|left| received_at.checked_add_signed(left));
+    expires.unwrap_or_else(|| {
+        push_detail(
+            detail,
+            &format!(
+                "inquiryexpired {:?} unparseable or over a year from the answer; assumed {INQUIRY_EXPIRY_FALLBACK_MINUTES} min",
+                clip(text, 32)
+            ),
+        );
+        fallback
+    })
 }
 
 #[cfg(test)]

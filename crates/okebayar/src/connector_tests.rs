@@ -522,6 +522,98 @@ fn anything_unreadable_is_unknown() {
     assert_eq!(report.outcome, Outcome::Unknown);
 }
 
+/// Money-safety rule 1: a reply that contradicts itself cannot be read with
+/// certainty. A duplicated XML tag (the first used to win), a duplicated
+/// JSON key (the last used to win) or `transactionstatus` against
+/// `responsecode` (the one expected used to win), saying both `000` (money
+/// moved) and `203`, failed the purchase; it is unknown, and says why. A
+/// status check saying both is a contradiction the reconciler sends to
+/// review. A reply naming our reference and another is not about our
+/// request.
+#[test]
+fn a_self_contradicting_reply_decides_no_final_state() {
+    let contradicting = [
+        (
+            "duplicated XML tag",
+            format!(
+                "<transaction-status><transactionstatus>203</transactionstatus>\
+                 <transactionstatus>000</transactionstatus><serialnumber>SN1</serialnumber>\
+                 <referencecode>{REF}</referencecode></transaction-status>"
+            ),
+        ),
+        (
+            "duplicated JSON key",
+            format!(
+                r#"{{"transactionstatus":"000","serialnumber":"SN1","transactionstatus":"203","referencecode":"{REF}"}}"#
+            ),
+        ),
+        (
+            "two status fields",
+            xml(&[
+                ("transactionstatus", "203"),
+                ("responsecode", "000"),
+                ("serialnumber", "SN1"),
+                ("referencecode", REF),
+            ]),
+        ),
+    ];
+    for (what, body) in &contradicting {
+        for cmd in [command(Operation::PrepaidPurchase), payment()] {
+            let report = classify(&cmd, 200, body);
+            assert_eq!(report.outcome, Outcome::Unknown, "{what}: {report:?}");
+            assert!(
+                report.detail.contains("contradicts itself")
+                    && report.detail.contains("000")
+                    && report.detail.contains("203"),
+                "{what}: {}",
+                report.detail
+            );
+            assert_eq!(report.contradiction, None, "{what}: a status check follows");
+        }
+        let check = classify(&status_of(Operation::PrepaidPurchase), 200, body);
+        assert_eq!(check.outcome, Outcome::Unknown, "{what}");
+        assert!(
+            check
+                .contradiction
+                .as_deref()
+                .is_some_and(|why| why.contains("000") && why.contains("203")),
+            "{what}: {check:?}"
+        );
+    }
+    // Repeats that agree read as one.
+    let agreeing = xml(&[
+        ("transactionstatus", "000"),
+        ("responsecode", "000"),
+        ("referencecode", REF),
+    ]);
+    let report = classify(&command(Operation::PrepaidPurchase), 200, &agreeing);
+    assert_eq!(report.outcome, Outcome::Success);
+    // Our reference and another, in either order and format.
+    for body in [
+        xml(&[
+            ("transactionstatus", "000"),
+            ("referencecode", REF),
+            ("referencecode", "LKT9999OTHER"),
+        ]),
+        format!(
+            r#"{{"transactionstatus":"000","referencecode":"LKT9999OTHER","referencecode":"{REF}"}}"#
+        ),
+    ] {
+        let report = classify(&command(Operation::PrepaidPurchase), 200, &body);
+        assert_eq!(report.outcome, Outcome::Unknown, "{body}");
+        assert!(report.detail.contains("LKT9999OTHER"), "{}", report.detail);
+    }
+    // A biller's own code inside `additionaldata` is product data, not a
+    // second status.
+    let body = format!(
+        "<transaction-status><responsecode>000</responsecode><additionaldata>\
+         <responsecode>00</responsecode><caid>9</caid></additionaldata>\
+         <inquirycode>INQ-1</inquirycode><referencecode>{REF}</referencecode></transaction-status>"
+    );
+    let report = classify(&command(Operation::BillInquiry), 200, &body);
+    assert_eq!(report.outcome, Outcome::Success, "{}", report.detail);
+}
+
 #[test]
 fn transport_failures() {
     assert_eq!(
@@ -652,6 +744,76 @@ fn an_inquiry_expires_on_our_clock_whatever_the_providers_reads() {
     assert_eq!(at, received + chrono::Duration::minutes(30));
 }
 
+/// RELIABILITY #16: a malformed reply is `unknown` or read with a fallback,
+/// never a crash. The dashed time format takes any year chrono can hold, and
+/// chrono panics when a sum leaves its range: an answer time and an expiry
+/// ~262 000 years apart made every delivery of the command panic. An expiry
+/// over a year from its answer time (from our clock without one) is not
+/// believed: the inquiry is left 30 minutes, and the detail says why.
+#[test]
+fn an_absurd_inquiry_expiry_falls_back_to_30_minutes_without_panicking() {
+    let received = Utc.with_ymd_and_hms(2026, 11, 22, 3, 0, 0).unwrap();
+    let fields = |pairs: &[(&str, &str)]| wire::decode(Format::Xml, xml(pairs).as_bytes()).unwrap();
+    for pairs in [
+        &[
+            ("transactiontime", "0001-01-01 00:00:00"),
+            ("inquiryexpired", "+262000-01-01 00:00:00"),
+        ][..],
+        &[
+            ("responsetime", "+262000-01-01 00:00:00"),
+            ("inquiryexpired", "0001-01-01 00:00:00"),
+        ],
+        // 10:00 WIB, our clock's time; the expiry two years on.
+        &[
+            ("transactiontime", "261122100000000"),
+            ("inquiryexpired", "2028-11-22 10:30:00"),
+        ],
+        // No answer time: the expiry is measured from our clock.
+        &[("inquiryexpired", "0001-01-01 00:00:00")],
+    ] {
+        let mut detail = String::new();
+        let at = expiry_on_our_clock(&fields(pairs), received, &mut detail);
+        assert_eq!(at, received + chrono::Duration::minutes(30), "{pairs:?}");
+        assert!(
+            detail.contains("unparseable or over a year from the answer; assumed 30 min"),
+            "{pairs:?}: {detail}"
+        );
+    }
+    // The whole way, for a bill and a PLN prepaid inquiry: a success whose
+    // bill expires in 30 minutes.
+    for (operation, status_field, answer_field) in [
+        (Operation::BillInquiry, "responsecode", "responsetime"),
+        (
+            Operation::PrepaidInquiry,
+            "transactionstatus",
+            "transactiontime",
+        ),
+    ] {
+        let body = xml(&[
+            (status_field, "000"),
+            (answer_field, "0001-01-01 00:00:00"),
+            ("inquiryexpired", "+262000-01-01 00:00:00"),
+            ("inquirycode", "INQ-1"),
+            ("nominal", "11000"),
+            ("referencecode", REF),
+        ]);
+        let before = Utc::now();
+        let report = classify(&command(operation), 200, &body);
+        let after = Utc::now();
+        assert_eq!(
+            report.outcome,
+            Outcome::Success,
+            "{operation}: {}",
+            report.detail
+        );
+        assert_expires_in(
+            report.bill.as_ref().unwrap(),
+            (before, after),
+            chrono::Duration::minutes(30),
+        );
+    }
+}
+
 #[test]
 fn bill_inquiry_details_and_three_expiry_formats() {
     let base = |expiry: &str| {
@@ -719,6 +881,32 @@ fn bill_inquiry_details_and_three_expiry_formats() {
     );
     assert_eq!(report.outcome, Outcome::Failed);
     assert!(report.bill.is_none());
+}
+
+/// Money-safety rule 7: a reply field the connector does not know goes into
+/// the bill's `extra`, which is stored in `transactions.bill` and returned by
+/// the API: a PIN or signature the provider echoes there is masked like the
+/// report's other texts.
+#[test]
+fn secrets_echoed_in_an_unknown_bill_field_are_masked() {
+    let signature = sign::signature(USERID, PIN, REF);
+    let echo = format!("request userpin={PIN} signature={signature}");
+    let body = xml(&[
+        ("responsecode", "000"),
+        ("inquirycode", "INQ-1"),
+        ("nominal", "11000"),
+        ("adminfee", "2500"),
+        ("subscribername", "SITI"),
+        ("keterangan", echo.as_str()),
+        ("referencecode", REF),
+    ]);
+    let report = classify(&command(Operation::BillInquiry), 200, &body);
+    assert_eq!(report.outcome, Outcome::Success, "{}", report.detail);
+    let bill = report.bill.unwrap();
+    assert_eq!(
+        bill.extra.get("keterangan").map(String::as_str),
+        Some("request userpin=*** signature=***")
+    );
 }
 
 #[test]
@@ -1127,6 +1315,50 @@ async fn balance_and_echo() {
             assert_eq!(message, "PIN SALAH");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// Money-safety rule 7: a balance refusal's error reaches the gRPC client
+/// (`BalanceReply.error`) and a failed echo probe's is logged. A provider
+/// echoing the request's PIN and signature in its reply (code 207 with the
+/// request in `responsestatus`, an echo quoting it) has them masked there as
+/// in the stored exchange.
+#[tokio::test]
+async fn balance_and_echo_errors_never_carry_secrets() {
+    let app = axum::Router::new().route(
+        "/okebayar",
+        axum::routing::post(|body: Bytes| async move {
+            let fields = wire::decode(Format::sniff(&body), &body).unwrap();
+            let echo = format!(
+                "userpin {} signature {} salah",
+                fields.get("userpin").unwrap_or_default(),
+                fields.get("signature").unwrap_or_default()
+            );
+            xml(&[
+                ("responsecode", "207"),
+                ("responsestatus", &echo),
+                ("message", &echo),
+                (
+                    "referencecode",
+                    fields.get("referencecode").unwrap_or_default(),
+                ),
+            ])
+        }),
+    );
+    let conn = fast(Format::Xml, &serve(app).await);
+    let balance = conn.balance().await.unwrap_err();
+    assert!(
+        matches!(balance, ConnectorError::Provider { .. }),
+        "{balance:?}"
+    );
+    let probe = match conn.probe().await {
+        Some(Err(error)) => error,
+        other => panic!("the echo did not answer our message: {other:?}"),
+    };
+    for error in [balance, probe] {
+        let text = error.to_string();
+        assert!(text.contains("userpin *** signature *** salah"), "{text}");
+        assert!(!text.contains(PIN), "PIN in {text}");
     }
 }
 

@@ -45,9 +45,9 @@ pub const STATUS_NOT_FOUND_CODE_DEFAULT: &str = "199";
 pub const TIMEOUT_MS_DEFAULT: u64 = 45_000;
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
-/// When an inquiry's `inquiryexpired` cannot be parsed, the inquiry is taken
-/// to expire this long after it was answered (**ASSUMED**, spec §9: code
-/// `403` says "≤ 30 min").
+/// When an inquiry's `inquiryexpired` cannot be parsed, or lies over a year
+/// from the reply's answer time, the inquiry is taken to expire this long
+/// after it was answered (**ASSUMED**, spec §9: code `403` says "≤ 30 min").
 pub const INQUIRY_EXPIRY_FALLBACK_MINUTES: i64 = 30;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

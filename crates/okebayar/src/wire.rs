@@ -9,9 +9,15 @@
 //! - nesting deeper than [`MAX_DEPTH`] and more than [`MAX_FIELDS`] fields are
 //!   refused;
 //! - names are matched case-insensitively (replies mix `PLN_*`, `RPTAG1`,
-//!   `Inquiryexpired`), while [`Fields::first_non_lowercase_name`] lets the
-//!   simulator enforce lower-case request names (code `206`);
-//! - nested elements (`additionaldata`) are flattened to their leaf names;
+//!   `Inquiryexpired`), while [`Fields::root`] and
+//!   [`Fields::first_non_lowercase_name`] let the simulator enforce the
+//!   `<transaction>` root and lower-case request names (code `206`);
+//! - nested elements (`additionaldata`) are flattened to their leaf names,
+//!   each marked as nested ([`Fields::top_level`] skips them);
+//! - a repeated name is kept as often as it is written, in XML and in JSON
+//!   alike (a JSON object's duplicated key is not collapsed to its last
+//!   value), so a reply that contradicts itself can be seen to
+//!   ([`Fields::all`]);
 //! - JSON numbers keep their exact text (`11000.00` stays `11000.00`).
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -73,7 +79,28 @@ pub enum WireError {
 /// Decoded fields in document order, looked up case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields {
-    entries: Vec<(String, String)>,
+    /// The XML root element's name; `None` for JSON (a flat object, spec
+    /// §1) and for fields not read from a body (a callback's query string).
+    root: Option<String>,
+    /// Names of the elements, or JSON keys, below the root that hold fields
+    /// rather than a value (`additionaldata`).
+    containers: Vec<String>,
+    entries: Vec<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    name: String,
+    value: String,
+    /// Inside a container rather than directly under the root.
+    nested: bool,
+}
+
+impl Field {
+    /// Names are compared ignoring ASCII case (replies mix cases, spec §1).
+    fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
 }
 
 impl Fields {
@@ -81,16 +108,25 @@ impl Fields {
         Fields::default()
     }
 
+    /// Adds a field directly under the root.
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.entries.push((name.into(), value.into()));
+        self.entries.push(Field {
+            name: name.into(),
+            value: value.into(),
+            nested: false,
+        });
     }
 
-    /// The first field with this name, ignoring ASCII case.
+    /// The first field with this name, ignoring ASCII case. A reply may
+    /// repeat a name (a duplicated tag or JSON key, or an `additionaldata`
+    /// leaf named like a field of the reply itself): a value that decides
+    /// anything must be read with [`Fields::all`] or [`Fields::top_level`],
+    /// so that repeats which disagree are seen.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+            .find(|field| field.is(name))
+            .map(|field| field.value.as_str())
     }
 
     /// The field's value trimmed, `None` when absent or blank.
@@ -98,8 +134,29 @@ impl Fields {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
     }
 
+    /// Every value of fields with this name, ignoring ASCII case, at any
+    /// depth, in document order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |field| field.is(name))
+            .map(|field| field.value.as_str())
+    }
+
+    /// Every value of fields with this name directly under the root (not
+    /// inside `additionaldata`, whose per-product fields may reuse a name),
+    /// in document order.
+    pub fn top_level<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |field| !field.nested && field.is(name))
+            .map(|field| field.value.as_str())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries
+            .iter()
+            .map(|field| (field.name.as_str(), field.value.as_str()))
     }
 
     pub fn len(&self) -> usize {
@@ -110,12 +167,20 @@ impl Fields {
         self.entries.is_empty()
     }
 
-    /// A name that is not all lower-case, if any (OkeBayar answers `206`).
+    /// The XML root element's name as written; `None` for JSON.
+    pub fn root(&self) -> Option<&str> {
+        self.root.as_deref()
+    }
+
+    /// A name in the document (the root, a container or a field) that is not
+    /// all lower-case, if any (OkeBayar answers `206`).
     pub fn first_non_lowercase_name(&self) -> Option<&str> {
-        self.entries
+        self.root
             .iter()
-            .map(|(k, _)| k.as_str())
-            .find(|k| k.chars().any(|c| c.is_ascii_uppercase()))
+            .chain(&self.containers)
+            .map(String::as_str)
+            .chain(self.entries.iter().map(|field| field.name.as_str()))
+            .find(|name| name.chars().any(|c| c.is_ascii_uppercase()))
     }
 }
 
@@ -220,26 +285,26 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                 let name = std::str::from_utf8(start.name().as_ref())
                     .map_err(|_| WireError::NotUtf8)?
                     .to_string();
-                if let Some(parent) = stack.last_mut() {
-                    parent.1 = true;
+                match stack.last_mut() {
+                    Some(parent) => parent.1 = true,
+                    None => fields.root = Some(name.clone()),
                 }
                 stack.push((name, false));
                 current_text.clear();
             }
             Event::Empty(start) => {
-                if stack.is_empty() {
+                let name = start.name();
+                let name = std::str::from_utf8(name.as_ref()).map_err(|_| WireError::NotUtf8)?;
+                let Some(parent) = stack.last_mut() else {
                     if saw_root {
                         return Err(WireError::Xml("more than one root element".into()));
                     }
                     saw_root = true;
+                    fields.root = Some(name.to_string());
                     continue;
-                }
-                let name = start.name();
-                let name = std::str::from_utf8(name.as_ref()).map_err(|_| WireError::NotUtf8)?;
-                if let Some(parent) = stack.last_mut() {
-                    parent.1 = true;
-                }
-                push_field(&mut fields, name, "")?;
+                };
+                parent.1 = true;
+                fields.push_decoded(name, "", stack.len() > 1)?;
             }
             Event::Text(text) => {
                 let value = text.unescape().map_err(|e| WireError::Xml(e.to_string()))?;
@@ -261,8 +326,12 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                     .ok_or_else(|| WireError::Xml("unbalanced end tag".into()))?;
                 // A leaf below the root becomes a field; containers (the
                 // root, `additionaldata`) contribute only their leaves.
-                if !stack.is_empty() && !had_child {
-                    push_field(&mut fields, &name, &current_text)?;
+                if !stack.is_empty() {
+                    if had_child {
+                        fields.containers.push(name);
+                    } else {
+                        fields.push_decoded(&name, &current_text, stack.len() > 1)?;
+                    }
                 }
                 current_text.clear();
             }
@@ -278,46 +347,98 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
     Ok(fields)
 }
 
-fn push_field(fields: &mut Fields, name: &str, value: &str) -> Result<(), WireError> {
-    if fields.len() >= MAX_FIELDS {
-        return Err(WireError::TooManyFields);
+impl Fields {
+    /// Adds a decoded field, within [`MAX_FIELDS`].
+    fn push_decoded(&mut self, name: &str, value: &str, nested: bool) -> Result<(), WireError> {
+        if self.len() >= MAX_FIELDS {
+            return Err(WireError::TooManyFields);
+        }
+        self.entries.push(Field {
+            name: name.to_string(),
+            value: value.to_string(),
+            nested,
+        });
+        Ok(())
     }
-    fields.push(name, value);
-    Ok(())
 }
 
 fn decode_json(body: &[u8]) -> Result<Fields, WireError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(WireError::Empty);
     }
-    let value: serde_json::Value =
+    let value: JsonValue =
         serde_json::from_slice(body).map_err(|e| WireError::Json(e.to_string()))?;
-    let object = value.as_object().ok_or(WireError::NotAnObject)?;
+    let JsonValue::Object(object) = value else {
+        return Err(WireError::NotAnObject);
+    };
     let mut fields = Fields::new();
-    flatten_json(object, &mut fields, 1)?;
+    flatten_json(&object, &mut fields, 1)?;
     Ok(fields)
 }
 
-fn flatten_json(
-    object: &serde_json::Map<String, serde_json::Value>,
-    fields: &mut Fields,
-    depth: usize,
-) -> Result<(), WireError> {
+/// A JSON value as written. Unlike `serde_json::Value`, whose objects keep
+/// only the last of two members with the same key, an object here keeps
+/// every member in document order: a reply saying `"transactionstatus":"000"`
+/// and then `"transactionstatus":"203"` must not read as either.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum JsonValue {
+    Text(String),
+    /// The number's exact text (serde_json's `arbitrary_precision`).
+    Number(serde_json::Number),
+    Bool(bool),
+    Null,
+    Array(Vec<JsonValue>),
+    Object(JsonObject),
+}
+
+/// A JSON object's members, duplicated keys included, in document order.
+struct JsonObject(Vec<(String, JsonValue)>);
+
+impl<'de> serde::Deserialize<'de> for JsonObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = JsonObject;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonObject, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(JsonObject(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+fn flatten_json(object: &JsonObject, fields: &mut Fields, depth: usize) -> Result<(), WireError> {
     if depth > MAX_DEPTH {
         return Err(WireError::TooDeep);
     }
-    for (name, value) in object {
+    let nested = depth > 1;
+    for (name, value) in &object.0 {
         match value {
-            serde_json::Value::String(s) => push_field(fields, name, s)?,
-            serde_json::Value::Number(n) => push_field(fields, name, &n.to_string())?,
-            serde_json::Value::Bool(b) => {
-                push_field(fields, name, if *b { "true" } else { "false" })?
+            JsonValue::Text(text) => fields.push_decoded(name, text, nested)?,
+            JsonValue::Number(number) => fields.push_decoded(name, &number.to_string(), nested)?,
+            JsonValue::Bool(flag) => fields.push_decoded(name, &flag.to_string(), nested)?,
+            JsonValue::Null => fields.push_decoded(name, "", nested)?,
+            JsonValue::Object(inner) => {
+                fields.containers.push(name.clone());
+                flatten_json(inner, fields, depth + 1)?;
             }
-            serde_json::Value::Null => push_field(fields, name, "")?,
-            serde_json::Value::Object(inner) => flatten_json(inner, fields, depth + 1)?,
-            serde_json::Value::Array(items) => {
+            JsonValue::Array(items) => {
+                fields.containers.push(name.clone());
                 for item in items {
-                    if let serde_json::Value::Object(inner) = item {
+                    if let JsonValue::Object(inner) = item {
                         flatten_json(inner, fields, depth + 1)?;
                     }
                 }
@@ -542,6 +663,54 @@ mod tests {
         ));
         let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
         assert!(decode(Format::Json, deep.as_bytes()).is_err());
+    }
+
+    /// A repeated name is kept as often as it is written, in XML and JSON
+    /// alike: serde_json's `Value` keeps only the last of a JSON object's
+    /// duplicated keys, so a reply could hide one of two contradicting
+    /// statuses. Leaves of a container are told apart from the reply's own.
+    #[test]
+    fn repeated_names_are_all_kept_and_nested_ones_told_apart() {
+        let xml = b"<transaction-status><responsecode>203</responsecode>\
+            <responsecode>000</responsecode><additionaldata><responsecode>00</responsecode>\
+            </additionaldata></transaction-status>";
+        let json = br#"{"responsecode":"203","responsecode":"000","additionaldata":{"responsecode":"00"}}"#;
+        for (format, body) in [(Format::Xml, &xml[..]), (Format::Json, &json[..])] {
+            let fields = decode(format, body).unwrap();
+            assert_eq!(
+                fields.all("responsecode").collect::<Vec<_>>(),
+                ["203", "000", "00"],
+                "{format:?}"
+            );
+            assert_eq!(
+                fields.top_level("RESPONSECODE").collect::<Vec<_>>(),
+                ["203", "000"],
+                "{format:?}"
+            );
+            assert_eq!(fields.get("responsecode"), Some("203"), "{format:?}");
+        }
+    }
+
+    /// Spec §1 / §8.6: a request's root is `<transaction>` and every name is
+    /// lower-case, else `206`; the decoder names the root and the containers
+    /// so that the simulator can check them too, not only the leaves.
+    #[test]
+    fn the_root_and_container_names_are_exposed() {
+        let fields = decode(Format::Xml, b"<TRANSACTION><a>1</a></TRANSACTION>").unwrap();
+        assert_eq!(fields.root(), Some("TRANSACTION"));
+        assert_eq!(fields.first_non_lowercase_name(), Some("TRANSACTION"));
+        let fields = decode(
+            Format::Xml,
+            b"<transaction><AdditionalData><a>1</a></AdditionalData></transaction>",
+        )
+        .unwrap();
+        assert_eq!(fields.root(), Some("transaction"));
+        assert_eq!(fields.first_non_lowercase_name(), Some("AdditionalData"));
+        let empty = decode(Format::Xml, b"<transaction/>").unwrap();
+        assert_eq!(empty.root(), Some("transaction"));
+        let fields = decode(Format::Json, br#"{"a":"1","Extra":{"b":"2"}}"#).unwrap();
+        assert_eq!(fields.root(), None);
+        assert_eq!(fields.first_non_lowercase_name(), Some("Extra"));
     }
 
     #[test]

@@ -541,6 +541,11 @@ pub const DEFAULT_REMEMBERED_REFERENCES: usize = 1_000_000;
 /// Reading, updating or re-inserting a remembered key leaves its place
 /// unchanged. Every record the simulators keep per reference lives in one,
 /// so a load test of any length holds a bounded amount of memory.
+///
+/// Each key is held twice, by the table and by the insertion queue: text
+/// keys are `Arc<str>`, so both share one copy of the text instead of
+/// cloning it (a reference is whatever length a request sent, within the
+/// checks of its simulator).
 #[derive(Debug)]
 pub(crate) struct RecentMap<K, V> {
     /// Each value with the insertion number of its key. Values are boxed:
@@ -716,8 +721,12 @@ impl RequestKind {
     }
 }
 
-/// Requests received for one reference, whatever their outcome (rejected,
-/// duplicate and malformed-but-referenced requests count too).
+/// Requests received for one reference that got past the simulator's
+/// authentication, whatever their outcome after it (refused, duplicate and
+/// malformed-but-referenced requests count too): every copy loket's
+/// connector sent under a reference, which is what a test proving that
+/// nothing was sent twice needs, while a sender without the partner's
+/// credentials cannot fill the remembered references.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     pub purchases: usize,
@@ -745,11 +754,11 @@ impl RequestCounts {
     }
 }
 
-/// Counts every request per reference (for the `remembered` most recent
-/// references) and in total.
+/// Counts every request in total, and per reference (for the `remembered`
+/// most recent references) those its simulator names one for.
 #[derive(Debug)]
 pub struct RequestCounter {
-    by_reference: Mutex<RecentMap<String, RequestCounts>>,
+    by_reference: Mutex<RecentMap<Arc<str>, RequestCounts>>,
     total: AtomicU64,
 }
 
@@ -761,11 +770,13 @@ impl RequestCounter {
         }
     }
 
+    /// Counts one request, under `reference` too when given: a simulator
+    /// passes one only for a request that passed its authentication.
     pub fn record(&self, reference: Option<&str>, kind: RequestKind) {
         self.total.fetch_add(1, Ordering::Relaxed);
         let Some(reference) = reference else { return };
         let mut map = lock(&self.by_reference);
-        let counts = map.get_or_insert_default(reference.to_string());
+        let counts = map.get_or_insert_default(reference.into());
         match kind {
             RequestKind::Purchase => counts.purchases += 1,
             RequestKind::Payment => counts.payments += 1,
@@ -781,7 +792,7 @@ impl RequestCounter {
     pub fn turn_away(&self, reference: Option<&str>) {
         let Some(reference) = reference else { return };
         lock(&self.by_reference)
-            .get_or_insert_default(reference.to_string())
+            .get_or_insert_default(reference.into())
             .money_turned_away += 1;
     }
 
@@ -850,7 +861,7 @@ pub struct CallbackLog {
 #[derive(Debug)]
 pub struct CallbackSender {
     client: reqwest::Client,
-    log: Mutex<RecentMap<String, CallbackLog>>,
+    log: Mutex<RecentMap<Arc<str>, CallbackLog>>,
     max_attempts: u32,
     retry_delay: Duration,
     provider: &'static str,
@@ -901,9 +912,10 @@ impl CallbackSender {
         callback: OutgoingCallback,
         headers: &[(String, String)],
     ) -> Option<u16> {
+        let reference: Arc<str> = callback.reference.as_str().into();
         {
             let mut log = lock(&self.log);
-            let entry = log.get_or_insert_default(callback.reference.clone());
+            let entry = log.get_or_insert_default(reference.clone());
             entry.deliveries += 1;
             entry.labels.push(callback.label.clone());
         }
@@ -928,7 +940,7 @@ impl CallbackSender {
             let ok = status.is_some_and(|s| (200..300).contains(&s));
             {
                 let mut log = lock(&self.log);
-                let entry = log.get_or_insert_default(callback.reference.clone());
+                let entry = log.get_or_insert_default(reference.clone());
                 entry.attempts += 1;
                 if ok {
                     entry.acknowledged += 1;

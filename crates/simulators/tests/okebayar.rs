@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use loket_okebayar::callback::MAX_REFERENCE_LEN;
 use loket_okebayar::sign::signature;
 use loket_okebayar::wire::{decode, encode, Fields, Format, REQUEST_ROOT};
 use loket_runtime::{Secret, Shutdown};
-use loket_simulators::{CallbackMethod, OkeBayarSim, OkeBayarSimSettings};
+use loket_simulators::{CallbackMethod, OkeBayarSim, OkeBayarSimSettings, RequestCounts};
 use tokio::net::TcpListener;
 
 const USER: &str = "sim-user";
@@ -185,12 +186,43 @@ async fn credentials_are_checked_207_211_213() {
     wrong_user[1].1 = "intruder".into();
     assert_eq!(status(&h.send(&wrong_user).await), "213");
 
-    // Nothing executed, nothing debited, but every request was counted.
+    // Nothing executed, nothing debited; every request counted in the total,
+    // none under its reference (that is for requests that passed the checks).
     for reference in ["auth-1", "auth-2", "auth-3"] {
         assert!(h.sim.ledger_state(reference).is_none());
-        assert_eq!(h.sim.money_requests_for(reference), 1);
+        assert_eq!(h.sim.requests_for(reference), RequestCounts::default());
     }
+    assert_eq!(h.sim.total_requests(), 3);
     assert_eq!(h.sim.balance(), 1_000_000);
+}
+
+/// Whoever reaches the port must not make the simulator remember
+/// references: a refused request, whatever the length of its
+/// `referencecode` (up to the 64 KiB body limit), is counted in the total
+/// only, and a `referencecode` longer than the callback receiver takes is
+/// refused `206` before anything is kept under it. (Counted before any
+/// check, 1,000 refused requests with 50 KB references pinned ~200 MB.)
+#[tokio::test]
+async fn refused_requests_and_overlong_references_leave_nothing_remembered() {
+    let h = start(settings()).await;
+    let huge = format!("huge-{}", "A".repeat(50_000));
+    let mut intruder = purchase(&huge, "081234567890");
+    intruder[1].1 = "intruder".into();
+    assert_eq!(status(&h.send(&intruder).await), "213");
+    assert_eq!(h.sim.requests_for(&huge), RequestCounts::default());
+
+    let overlong = "R".repeat(MAX_REFERENCE_LEN + 1);
+    let refused = h.send(&purchase(&overlong, "081234567890")).await;
+    assert_eq!(status(&refused), "206");
+    assert_eq!(h.sim.requests_for(&overlong), RequestCounts::default());
+    assert!(h.sim.ledger_state(&overlong).is_none());
+
+    let longest = "R".repeat(MAX_REFERENCE_LEN);
+    let bought = h.send(&purchase(&longest, "081234567890")).await;
+    assert_eq!(status(&bought), "000");
+    assert_eq!(h.sim.money_requests_for(&longest), 1);
+    assert_eq!(h.sim.total_requests(), 3);
+    assert_eq!(h.sim.balance(), 1_000_000 - 11_000);
 }
 
 #[tokio::test]
@@ -221,6 +253,50 @@ async fn uppercase_tags_and_malformed_bodies_are_206_unknown_operation_241() {
     // Bodies above the limit are refused before decoding.
     let huge = vec![b'a'; 65 * 1024];
     assert_eq!(h.send_raw(huge).await.status(), 413);
+}
+
+/// Spec §1 / §8.6: a request's root is `<transaction>` and its names are
+/// lower-case, else `206`. The root and the containers are checked too, not
+/// only the leaves: an upper-case `<TRANSACTION>`, another root, or an
+/// upper-case container used to have the purchase executed.
+#[tokio::test]
+async fn a_root_other_than_transaction_or_an_upper_case_container_is_206() {
+    let h = start(settings()).await;
+    let signed = |reference: &str, format: Format, root: &str| {
+        let fields = purchase(reference, "081234567890");
+        let body = encode(
+            format,
+            root,
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        String::from_utf8(body).unwrap()
+    };
+    let requests = [
+        ("root-1", signed("root-1", Format::Xml, "TRANSACTION")),
+        ("root-2", signed("root-2", Format::Xml, "request")),
+        (
+            "root-3",
+            signed("root-3", Format::Xml, REQUEST_ROOT).replace(
+                "</transaction>",
+                "<AdditionalData><note>x</note></AdditionalData></transaction>",
+            ),
+        ),
+        (
+            "root-4",
+            signed("root-4", Format::Json, REQUEST_ROOT).replacen(
+                '{',
+                r#"{"AdditionalData":{"note":"x"},"#,
+                1,
+            ),
+        ),
+    ];
+    for (reference, request) in requests {
+        let response = h.send_raw(request.clone().into_bytes()).await;
+        let bytes = response.bytes().await.unwrap();
+        let reply = decode(Format::sniff(&bytes), &bytes).unwrap();
+        assert_eq!(status(&reply), "206", "{request}");
+        assert!(h.sim.ledger_state(reference).is_none(), "{request}");
+    }
 }
 
 #[tokio::test]

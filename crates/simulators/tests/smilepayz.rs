@@ -6,8 +6,9 @@
 //! callback before the create reply whose retries do not hold the reply,
 //! callback retries on a wrong answer (same dedupe key), callbacks
 //! refused for a bad signature, the simulator's own request checks
-//! (signature, Content-Type, X-TIMESTAMP shape, field lengths), and the
-//! method a hosted-page pay-in reports.
+//! (signature, Content-Type, X-TIMESTAMP shape, field lengths) and what it
+//! remembers of the requests it refuses, and the method a hosted-page
+//! pay-in reports.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use loket_protocol::{Money, Operation, Outcome, Provider};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::common::DEFAULT_REMEMBERED_REFERENCES;
 use loket_simulators::smilepayz::{SmilepayzCallbackLog, SmilepayzSim, SmilepayzSimSettings};
+use loket_simulators::RequestCounts;
 use loket_smilepayz::sign::{self, TimestampStyle};
 use loket_smilepayz::{callback_parser, CallbackSettings, SmilepayzConnector, SmilepayzSettings};
 
@@ -880,6 +882,35 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
     .await
     .unwrap();
     assert_eq!(r.status(), 429);
+}
+
+/// Whoever reaches the port must not make the simulator remember order
+/// numbers: a request refused before its signature verified (here one with
+/// no headers at all), whatever the length of its orderNo (up to the 64 KiB
+/// body limit), is counted in the total only; a signed one whose orderNo is
+/// beyond S32 (spec §5) is refused and not counted under it either.
+/// (Counted before any check, 1,000 unsigned requests with 50 KB order
+/// numbers pinned ~200 MB.)
+#[tokio::test]
+async fn unsigned_requests_and_overlong_order_numbers_leave_nothing_remembered() {
+    let s = setup().await;
+    let path = loket_smilepayz::wire::PAY_IN_PATH;
+    let huge = format!("huge{}", "B".repeat(50_000));
+    let unsigned = pay_in_body(&huge).to_string();
+    let (http, reply) = post_raw(&s, path, reqwest::header::HeaderMap::new(), unsigned).await;
+    assert_eq!((http, response_code(&reply)), (400, "4009002"), "{reply}");
+    assert_eq!(s.sim.requests_for(&huge), RequestCounts::default());
+
+    let overlong = "9".repeat(33);
+    let (http, reply) = post_signed(&s, path, pay_in_body(&overlong)).await;
+    assert_eq!((http, response_code(&reply)), (400, "4009001"), "{reply}");
+    assert_eq!(s.sim.requests_for(&overlong), RequestCounts::default());
+
+    let longest = "9".repeat(32);
+    let (http, reply) = post_signed(&s, path, pay_in_body(&longest)).await;
+    assert_eq!(http, 200, "{reply}");
+    assert_eq!(s.sim.money_requests_for(&longest), 1);
+    assert_eq!(s.sim.total_requests(), 3);
 }
 
 #[tokio::test]

@@ -3,11 +3,17 @@
 //! format, possibly broken the way the account's scenario says.
 //!
 //! Check order (each answered with the code in brackets): undecodable body
-//! [206] → upper-case tag [206] → source IP [212] → `userid` [213] →
-//! missing `referencecode` [206] → `userpin` [207] → `signature` [211] →
-//! unknown `transactioncode` [241]. The spec lists both 207 (userid/pin/
-//! signature) and 211 (invalid signature): a wrong PIN answers 207, a
-//! signature that does not verify answers 211.
+//! [206] → an XML root other than `<transaction>` (spec §1) [206] →
+//! upper-case name, the root's and containers' included [206] → source IP
+//! [212] → `userid` [213] → missing `referencecode`, or one longer than the
+//! callback receiver takes ([`MAX_REFERENCE_LEN`], spec §1: "UUID-like")
+//! [206] → `userpin` [207] → `signature` [211] → unknown `transactioncode`
+//! [241]. The spec lists both 207 (userid/pin/signature) and 211 (invalid
+//! signature): a wrong PIN answers 207, a signature that does not verify
+//! answers 211.
+//!
+//! A request is counted under its `referencecode` only once it passed these
+//! checks up to the signature; every request counts in the total.
 
 use std::time::Duration;
 
@@ -16,8 +22,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use loket_okebayar::callback::MAX_REFERENCE_LEN;
 use loket_okebayar::sign;
-use loket_okebayar::wire::{decode, format_time, wib, Fields, Format};
+use loket_okebayar::wire::{decode, format_time, wib, Fields, Format, REQUEST_ROOT};
 
 use super::callbacks::{self, CallbackContext};
 use super::ledger::{
@@ -226,22 +233,30 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
         }
     };
     let op = Operation::of(&fields, settings);
-    let reference = fields.non_empty("referencecode").map(str::to_string);
-    sim.inner.requests.record(reference.as_deref(), op.kind());
+    let reference = fields
+        .non_empty("referencecode")
+        .unwrap_or_default()
+        .to_string();
     let ctx = Ctx {
         tracecode: sim.inner.ledger.next_tracecode(),
         sim: sim.clone(),
         format,
         op,
-        reference: reference.unwrap_or_default(),
+        reference,
         now: Utc::now(),
         fields,
     };
+    let checked = check(&ctx, conn.as_ref());
+    // Counted under its referencecode only once the checks passed: whoever
+    // reaches the port must not make the simulator remember references
+    // (their counts, their text) by sending requests it refuses.
+    let counted_reference = checked.is_ok().then_some(ctx.reference.as_str());
+    sim.inner.requests.record(counted_reference, op.kind());
     let outage = sim.inner.outage.current();
     if let Some(outage) = outage {
         if !(outage.after_commit && op.kind().moves_money()) {
             if op.kind().moves_money() {
-                sim.inner.requests.turn_away(Some(&ctx.reference));
+                sim.inner.requests.turn_away(counted_reference);
             }
             count(op.label(), "outage");
             return error_page(
@@ -249,7 +264,7 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
             );
         }
     }
-    let mut answer = match check(&ctx, conn.as_ref()) {
+    let mut answer = match checked {
         Err(code) => refusal(&ctx, code),
         Ok(()) => match op {
             Operation::Purchase => purchase(&ctx),
@@ -272,6 +287,10 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
 /// Names, source, credentials and signature.
 fn check(ctx: &Ctx, conn: Option<&ConnInfo>) -> Result<(), &'static str> {
     let settings = &ctx.sim.inner.settings;
+    if let Some(root) = ctx.fields.root().filter(|root| *root != REQUEST_ROOT) {
+        tracing::debug!(root, "request root is not <transaction>");
+        return Err("206");
+    }
     if let Some(name) = ctx.fields.first_non_lowercase_name() {
         tracing::debug!(name, "request tag not in lower case");
         return Err("206");
@@ -293,7 +312,7 @@ fn check(ctx: &Ctx, conn: Option<&ConnInfo>) -> Result<(), &'static str> {
     if ctx.fields.get("userid").map(str::trim) != Some(settings.userid.as_str()) {
         return Err("213");
     }
-    if ctx.reference.is_empty() {
+    if ctx.reference.is_empty() || ctx.reference.len() > MAX_REFERENCE_LEN {
         return Err("206");
     }
     if ctx.fields.get("userpin") != Some(settings.userpin.expose()) {

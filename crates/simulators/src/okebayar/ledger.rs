@@ -6,7 +6,7 @@
 //! answers the not-found code and a purchase under it executes as new.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -155,9 +155,9 @@ pub struct Committed {
 #[derive(Debug)]
 struct Inner {
     /// By referencecode.
-    entries: RecentMap<String, LedgerEntry>,
+    entries: RecentMap<Arc<str>, LedgerEntry>,
     /// By inquirycode.
-    inquiries: RecentMap<String, Inquiry>,
+    inquiries: RecentMap<Arc<str>, Inquiry>,
     balance: i64,
 }
 
@@ -235,7 +235,7 @@ impl Ledger {
         inquiry: Option<Inquiry>,
     ) -> Result<(), Box<LedgerEntry>> {
         let mut inner = lock(&self.inner);
-        if let Some(existing) = inner.entries.get(&entry.reference) {
+        if let Some(existing) = inner.entries.get(entry.reference.as_str()) {
             if existing.operation.moves_money() {
                 return Err(Box::new(existing.clone()));
             }
@@ -245,9 +245,11 @@ impl Ledger {
             return Ok(());
         }
         if let Some(inquiry) = inquiry {
-            inner.inquiries.insert(inquiry.inquirycode.clone(), inquiry);
+            inner
+                .inquiries
+                .insert(inquiry.inquirycode.as_str().into(), inquiry);
         }
-        inner.entries.insert(entry.reference.clone(), entry);
+        inner.entries.insert(entry.reference.as_str().into(), entry);
         Ok(())
     }
 
@@ -255,7 +257,7 @@ impl Ledger {
     pub fn commit(&self, attempt: MoneyAttempt) -> Committed {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
-        if let Some(existing) = inner.entries.get(&attempt.reference) {
+        if let Some(existing) = inner.entries.get(attempt.reference.as_str()) {
             if existing.blocks_reuse(attempt.allow_reuse_after_failure) {
                 return Committed {
                     outcome: CommitOutcome::Duplicate,
@@ -267,7 +269,7 @@ impl Ledger {
         }
         let executions = inner
             .entries
-            .get(&attempt.reference)
+            .get(attempt.reference.as_str())
             .filter(|e| e.operation.moves_money())
             .map_or(0, |e| e.executions);
 
@@ -348,7 +350,9 @@ impl Ledger {
             executions: executions + 1,
         };
         if !refusal.is_some_and(|code| UNRECORDED_FAILURES.contains(&code)) {
-            inner.entries.insert(attempt.reference, entry.clone());
+            inner
+                .entries
+                .insert(attempt.reference.into(), entry.clone());
         }
         Committed {
             outcome: match refusal {

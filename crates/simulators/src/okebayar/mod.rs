@@ -240,7 +240,10 @@ impl OkeBayarSim {
         common::serve(self.router(), listener, shutdown, self.inner.stop.clone()).await;
     }
 
-    /// Requests received for `reference`, duplicates and rejects included.
+    /// Requests received for `reference`, duplicates and refusals included,
+    /// once they passed the request checks (tag names, source IP, userid,
+    /// referencecode, PIN, signature); the others count only in
+    /// [`total_requests`](Self::total_requests).
     pub fn requests_for(&self, reference: &str) -> RequestCounts {
         self.inner.requests.get(reference)
     }

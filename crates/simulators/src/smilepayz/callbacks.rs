@@ -4,7 +4,7 @@
 //! exact body `SUCCESS` (spec §5). Every attempt is logged per orderNo (for
 //! the most recent orderNos).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -42,7 +42,7 @@ pub struct SmilepayzCallbackLog {
 pub(crate) struct Sender {
     client: reqwest::Client,
     schedule: Vec<u64>,
-    log: Mutex<RecentMap<String, SmilepayzCallbackLog>>,
+    log: Mutex<RecentMap<Arc<str>, SmilepayzCallbackLog>>,
 }
 
 impl Sender {
@@ -79,8 +79,9 @@ impl Sender {
         body: &wire::CallbackBody,
         mut first_attempt_done: Option<oneshot::Sender<()>>,
     ) -> bool {
+        let order_no: Arc<str> = body.order_no.as_str().into();
         lock(&self.log)
-            .get_or_insert_default(body.order_no.clone())
+            .get_or_insert_default(order_no.clone())
             .deliveries += 1;
         let bytes = serde_json::to_vec(body).expect("callback body serialises");
         let first = tokio::time::Instant::now();
@@ -116,7 +117,7 @@ impl Sender {
             let acknowledged = http_status == Some(200) && answer == wire::CALLBACK_ACK;
             {
                 let mut log = lock(&self.log);
-                let entry = log.get_or_insert_default(body.order_no.clone());
+                let entry = log.get_or_insert_default(order_no.clone());
                 entry.attempts.push(CallbackAttempt {
                     trade_no: body.trade_no.clone(),
                     status: body.status.clone(),

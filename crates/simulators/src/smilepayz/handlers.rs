@@ -1,6 +1,7 @@
 //! The four Smilepayz endpoints. Every request goes through [`admit`] (body,
 //! IP allow-list, mandatory headers, timestamp shape and window, partner,
-//! signature, rate limit) before the operation's own rules. Replies carry
+//! signature, rate limit) before the operation's own rules; only a request
+//! that got past the signature is counted under its orderNo. Replies carry
 //! `code`, `responseCode` (HTTP + service + case) and `message`, with the
 //! HTTP status equal to the responseCode's prefix (spec §6, ASSUMED).
 
@@ -83,7 +84,9 @@ const PAY_IN_MAX_CHARS: [(&str, usize); 4] = [
     ("callbackUrl", URL_MAX_CHARS),
 ];
 const PAY_OUT_MAX_CHARS: [(&str, usize); 2] = [("paymentMethod", 6), ("cashAccount", 32)];
-const INQUIRY_MAX_CHARS: [(&str, usize); 2] = [("orderNo", 32), ("tradeNo", 32)];
+const INQUIRY_MAX_CHARS: [(&str, usize); 2] = [("orderNo", ORDER_NO_MAX_CHARS), ("tradeNo", 32)];
+/// `orderNo` is S32 in every request (spec §5).
+const ORDER_NO_MAX_CHARS: usize = 32;
 
 /// The first field of `limits` present in `value` and longer than its
 /// limit.
@@ -141,11 +144,47 @@ fn content_type_refusal(headers: &HeaderMap, svc: &str) -> Option<Response> {
 }
 
 /// Everything checked before the operation; `Err` is the reply.
+///
+/// The request is counted once [`authenticate`] is done with it, under its
+/// orderNo only when it passed and the orderNo is within S32: whoever
+/// reaches the port must not make the simulator remember order numbers
+/// (their counts, their text) by sending requests it refuses. The rate
+/// limit comes after: a request it turns away was still sent by the partner.
 async fn admit(
     sim: &SmilepayzSim,
     request: Request,
     svc: &str,
     kind: RequestKind,
+) -> Result<(Value, Option<ConnInfo>), Response> {
+    let authenticated = authenticate(sim, request, svc).await;
+    let order_no = authenticated
+        .as_ref()
+        .ok()
+        .and_then(|(value, _)| text(value, "orderNo"))
+        .filter(|order_no| order_no.chars().count() <= ORDER_NO_MAX_CHARS);
+    sim.inner.requests.record(order_no.as_deref(), kind);
+    let admitted = authenticated?;
+    let limit = sim.inner.settings.rate_limit_per_second;
+    if limit > 0 {
+        let second = Utc::now().timestamp();
+        let mut rate = lock(&sim.inner.rate);
+        if rate.0 != second {
+            *rate = (second, 0);
+        }
+        rate.1 += 1;
+        if rate.1 > limit {
+            return Err(error(429, svc, "00", "TOO_MANY_REQUESTS"));
+        }
+    }
+    Ok(admitted)
+}
+
+/// The body (a JSON object), IP allow-list, mandatory headers, timestamp
+/// shape and window, partner and signature; `Err` is the reply.
+async fn authenticate(
+    sim: &SmilepayzSim,
+    request: Request,
+    svc: &str,
 ) -> Result<(Value, Option<ConnInfo>), Response> {
     let settings = &sim.inner.settings;
     let conn = ConnInfo::of(&request);
@@ -158,9 +197,6 @@ async fn admit(
     .await
     .map_err(|e| invalid_field_format(svc, &format!("body: {e}")))?;
     let value: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
-    // Count before any rejection, by orderNo when readable.
-    let order_no = value.as_ref().and_then(|v| text(v, "orderNo"));
-    sim.inner.requests.record(order_no.as_deref(), kind);
 
     if !settings.allowed_ips.is_empty() {
         let peer = conn
@@ -222,23 +258,12 @@ async fn admit(
     if !sign::verify_request(key, ts, settings.merchant_secret.expose(), &body, signature) {
         return Err(error(401, svc, "00", "Unauthorized. [Signature]"));
     }
-    if settings.rate_limit_per_second > 0 {
-        let second = Utc::now().timestamp();
-        let mut rate = lock(&sim.inner.rate);
-        if rate.0 != second {
-            *rate = (second, 0);
-        }
-        rate.1 += 1;
-        if rate.1 > settings.rate_limit_per_second {
-            return Err(error(429, svc, "00", "TOO_MANY_REQUESTS"));
-        }
-    }
     Ok((value, conn))
 }
 
 fn order_no_ok(sim: &SmilepayzSim, order_no: &str) -> bool {
     if sim.inner.settings.allow_order_no_separators {
-        (6..=32).contains(&order_no.len())
+        (6..=ORDER_NO_MAX_CHARS).contains(&order_no.len())
             && order_no
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
@@ -381,7 +406,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         if ledger.in_flight.contains(&order_no) {
             return error(429, svc, "00", "TOO_MANY_REQUESTS");
         }
-        if let Some(existing) = ledger.orders.get(&order_no) {
+        if let Some(existing) = ledger.orders.get(order_no.as_str()) {
             // Spec §8.8: an operation on an expired order is 4039000.
             if existing.status == "EXPIRED" {
                 return error(403, svc, "00", "Transaction Expired");
@@ -478,7 +503,7 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         // Pay-outs never expire (no expiryPeriod), and 4039000 is a pay-in
         // code: a pay-out reusing any orderNo, an expired pay-in's too, is a
         // duplicate (one namespace, ASSUMED: see `Ledger::orders`).
-        if ledger.orders.contains_key(&order_no) {
+        if ledger.orders.contains_key(order_no.as_str()) {
             return error(400, svc, "01", "Duplicate payout order");
         }
         if ledger.balances.payout_available < amount {
@@ -569,7 +594,11 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
         let ledger = lock(&sim.inner.ledger);
         match &order_no {
             // Orders are kept by orderNo: no scan under the ledger's lock.
-            Some(order_no) => ledger.orders.get(order_no).filter(|o| matches(o)).cloned(),
+            Some(order_no) => ledger
+                .orders
+                .get(order_no.as_str())
+                .filter(|o| matches(o))
+                .cloned(),
             None => ledger.orders.values().find(|o| matches(o)).cloned(),
         }
     };
@@ -662,7 +691,7 @@ fn enter_order(
         sim: sim.clone(),
         order_no: order.order_no.clone(),
     };
-    ledger.orders.insert(order.order_no.clone(), order);
+    ledger.orders.insert(order.order_no.as_str().into(), order);
     (settlement, in_flight)
 }
 

@@ -205,7 +205,7 @@ pub(crate) struct Ledger {
     /// shared by both, so reusing a pay-in's orderNo for a pay-out is a
     /// duplicate (ASSUMED, spec §7/§9: the docs are silent; the stricter
     /// choice).
-    pub(crate) orders: RecentMap<String, Order>,
+    pub(crate) orders: RecentMap<Arc<str>, Order>,
     /// orderNos whose first request is still being processed (see
     /// `handlers::FirstRequestInFlight`); as many as requests in flight.
     pub(crate) in_flight: HashSet<String>,
@@ -347,7 +347,9 @@ impl SmilepayzSim {
     }
 
     /// Requests received for `order_no`: `purchases` = pay-ins, `payments` =
-    /// pay-outs, `status_checks` = inquiries (rejected ones included).
+    /// pay-outs, `status_checks` = inquiries (refused ones included once
+    /// their signature verified; the others count only in
+    /// [`total_requests`](Self::total_requests)).
     pub fn requests_for(&self, order_no: &str) -> RequestCounts {
         self.inner.requests.get(order_no)
     }

@@ -77,7 +77,7 @@ fn within_window(sim: &SnapQrSim, stamp: &str) -> bool {
 fn count(sim: &SnapQrSim, reference: Option<&str>, bump: impl FnOnce(&mut SnapCounts)) {
     let Some(reference) = reference else { return };
     let mut ledger = lock(&sim.inner.ledger);
-    let counts = ledger.counts.get_or_insert_default(reference.to_string());
+    let counts = ledger.counts.get_or_insert_default(reference.into());
     bump(counts);
     counts.total += 1;
 }
@@ -206,7 +206,7 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     let today = Utc::now().with_timezone(&wib()).date_naive();
     if lock(&sim.inner.ledger)
         .external_ids
-        .insert((today, external.to_string()), ())
+        .insert((today, external.into()), ())
         .is_some()
     {
         return Err(fail(409, service, 0, "Conflict"));
@@ -315,7 +315,7 @@ pub(crate) fn issue_qr(sim: &SnapQrSim, scenario: Option<&str>) -> (String, Date
         qr.push_str(&format!("-SCENARIO={scenario:0>3}"));
     }
     lock(&sim.inner.ledger).issued_qrs.insert(
-        qr.clone(),
+        qr.as_str().into(),
         IssuedQr {
             expires_at,
             paid_by: None,
@@ -433,33 +433,58 @@ fn capitalised(name: &str) -> String {
     }
 }
 
-/// [`NotifyPlan::Later`] for `reference`, in its own task; nothing once the
-/// simulator stops. A final status never changes (spec §7).
-fn settle_later(sim: &SnapQrSim, reference: String, status: &'static str, deliveries: usize) {
+/// [`NotifyPlan::Later`] for `payment`, in its own task; nothing once the
+/// simulator stops.
+fn settle_later(sim: &SnapQrSim, payment: &PaymentEntry, status: &'static str, deliveries: usize) {
     let sim = sim.clone();
     let delay = Duration::from_millis(sim.inner.settings.notify_delay_ms);
+    let (reference, reference_no) = (
+        payment.partner_reference_no.clone(),
+        payment.reference_no.clone(),
+    );
     tokio::spawn(async move {
         tokio::select! {
             _ = sim.inner.stop.wait() => {}
             _ = tokio::time::sleep(delay) => {
-                {
-                    let mut ledger = lock(&sim.inner.ledger);
-                    if let Some(entry) = ledger.payments.get_mut(&reference) {
-                        if matches!(entry.status.as_str(), "01" | "02" | "03") {
-                            entry.status = status.into();
-                            if matches!(status, "05" | "06") {
-                                let qr = entry.qr_content.clone();
-                                ledger.free_qr(&qr, &reference);
-                            }
-                        }
-                    }
-                }
+                let Some(settled) = settle(&sim, &reference, &reference_no, status) else {
+                    return;
+                };
                 for _ in 0..deliveries {
-                    send_notify(&sim, &reference).await;
+                    send_notify(&sim, &settled).await;
                 }
             }
         }
     });
+}
+
+/// Moves the payment `reference_no` to `status` if it is still pending (a
+/// final status never changes, spec §7) and returns it as it then stands.
+///
+/// `None` when the ledger no longer holds that payment under `reference`:
+/// forgotten, or replaced by a new payment under the same
+/// partnerReferenceNo (reused after a cancel or a failure, spec §7
+/// ASSUMED), which is matched by its own referenceNo so that a timer of the
+/// old payment never settles or notifies the new one.
+fn settle(
+    sim: &SnapQrSim,
+    reference: &str,
+    reference_no: &str,
+    status: &'static str,
+) -> Option<PaymentEntry> {
+    let mut ledger = lock(&sim.inner.ledger);
+    let entry = ledger
+        .payments
+        .get_mut(reference)
+        .filter(|entry| entry.reference_no == reference_no)?;
+    let pending = matches!(entry.status.as_str(), "01" | "02" | "03");
+    if pending {
+        entry.status = status.into();
+    }
+    let settled = entry.clone();
+    if pending && matches!(status, "05" | "06") {
+        ledger.free_qr(&settled.qr_content, reference);
+    }
+    Some(settled)
 }
 
 fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
@@ -477,7 +502,6 @@ fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
     )
 }
 
-/// Service 60.
 /// A payment's (60) mandatory fields and bounds (spec §5), checked in
 /// order: `partnerReferenceNo`, `qrContent`, `merchantId`, `expiryTime`, the
 /// lengths of the references (S64, S512), then `amount`. `Ok` is the
@@ -510,6 +534,9 @@ fn payment_fields(body: &Body) -> Result<(String, String, i64), Response> {
     }
 }
 
+/// Service 60: [`payment_fields`], then the merchant (spec §6: one the
+/// issuer does not know is 4046008, "fix onboarding config") and an amount
+/// of zero (4046013), then the ledger and the QR's scenario.
 pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> Response {
     let authed = match authenticate(&sim, 60, request).await {
         Ok(authed) => authed,
@@ -522,6 +549,12 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
         Ok(fields) => fields,
         Err(refusal) => return refusal,
     };
+    if body.str("merchantId").as_deref() != Some(sim.inner.settings.merchant_id.trim()) {
+        return fail(404, 60, 8, "Invalid Merchant");
+    }
+    if amount == 0 {
+        return fail(404, 60, 13, "Invalid Amount");
+    }
     let scenario = scenario_of(&qr, amount);
     let failure = match scenario {
         301 => Some((403, 0, "Transaction Expired")),
@@ -547,7 +580,7 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
     let entry = {
         let mut ledger = lock(&sim.inner.ledger);
         // The ledger decides duplicates first.
-        if let Some(entry) = ledger.payments.get_mut(&reference) {
+        if let Some(entry) = ledger.payments.get_mut(reference.as_str()) {
             resolve_pending(entry);
             match entry.status.as_str() {
                 "00" | "04" => {
@@ -561,11 +594,11 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 }
                 // ASSUMED (spec §7): a reference whose payment failed may be used again.
                 _ => {
-                    ledger.payments.remove(&reference);
+                    ledger.payments.remove(reference.as_str());
                 }
             }
         }
-        let Some(issued) = ledger.issued_qrs.get_mut(&qr) else {
+        let Some(issued) = ledger.issued_qrs.get_mut(qr.as_str()) else {
             // ASSUMED (spec §8.6): a QR this issuer never generated (or has
             // forgotten) pays nothing.
             return fail(404, 60, 11, "Invalid Card/Account/Customer (unknown QR)");
@@ -610,7 +643,9 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 Instant::now() + Duration::from_millis(sim.inner.settings.pending_resolve_ms)
             }),
         };
-        ledger.payments.insert(reference.clone(), entry.clone());
+        ledger
+            .payments
+            .insert(reference.as_str().into(), entry.clone());
         entry
     };
     if let Some((http, case, message)) = failure {
@@ -630,9 +665,9 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
         _ => {
             match settlement.notify {
                 NotifyPlan::Never => {}
-                NotifyPlan::BeforeReply => send_notify(&sim, &reference).await,
+                NotifyPlan::BeforeReply => send_notify(&sim, &entry).await,
                 NotifyPlan::Later { status, deliveries } => {
-                    settle_later(&sim, reference, status, deliveries)
+                    settle_later(&sim, &entry, status, deliveries)
                 }
             }
             if settlement.in_progress {
@@ -644,20 +679,18 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
     }
 }
 
-/// Sends notify (79) about `reference`'s current status, signed mode A.
-pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
+/// Sends notify (79) about `entry` as it stands, signed as `notify_mode`
+/// says.
+pub(crate) async fn send_notify(sim: &SnapQrSim, entry: &PaymentEntry) {
     let Some(url) = sim.inner.settings.notify_url.clone() else {
         return;
     };
-    let Some(entry) = lock(&sim.inner.ledger).payments.get(reference).cloned() else {
-        return;
-    };
     let body = as_written(
-        &entry,
+        entry,
         json!({
             "originalPartnerReferenceNo": entry.partner_reference_no,
             "originalReferenceNo": entry.reference_no,
-            "merchantId": sim.inner.settings.merchant_id,
+            "merchantId": sim.inner.settings.merchant_id.trim(),
             "amount": { "value": format!("{}.00", entry.amount), "currency": "IDR" },
             "latestTransactionStatus": entry.status,
             "transactionStatusDesc": status_desc(&entry.status),
@@ -697,7 +730,7 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, reference: &str) {
             .notifies
             .deliver_with_headers(
                 OutgoingCallback {
-                    reference: reference.to_string(),
+                    reference: entry.partner_reference_no.clone(),
                     label: entry.status.clone(),
                     url: url.clone(),
                     method: crate::common::CallbackMethod::Post,
@@ -820,7 +853,7 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
     let entry = {
         let mut ledger = lock(&sim.inner.ledger);
         let found = match &reference {
-            Some(r) => ledger.payments.get_mut(r),
+            Some(r) => ledger.payments.get_mut(r.as_str()),
             None => ledger
                 .payments
                 .values_mut()
@@ -870,7 +903,7 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
     };
     let window = chrono::Duration::seconds(sim.inner.settings.cancel_window_secs as i64);
     let mut ledger = lock(&sim.inner.ledger);
-    let Some(entry) = ledger.payments.get_mut(&reference) else {
+    let Some(entry) = ledger.payments.get_mut(reference.as_str()) else {
         return fail(404, 62, 1, "Transaction Not Found");
     };
     resolve_pending(entry);
@@ -977,7 +1010,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
         }
         return fail(404, 80, 18, "Inconsistent Request");
     }
-    let Some(entry) = ledger.payments.get_mut(&reference) else {
+    let Some(entry) = ledger.payments.get_mut(reference.as_str()) else {
         return fail(404, 80, 1, "Transaction Not Found");
     };
     resolve_pending(entry);
@@ -1007,7 +1040,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
     let entry = entry.clone();
     ledger
         .payment_by_refund_no
-        .insert(refund_no.clone(), reference);
+        .insert(refund_no.as_str().into(), reference);
     drop(ledger);
     reply(&entry, &refund, "2008000", "Successful")
 }

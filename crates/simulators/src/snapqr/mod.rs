@@ -5,7 +5,8 @@
 //! `{path_prefix}/v1.0/…`, each checked for timestamp window, token,
 //! partner id and HMAC signature (over the path as received), CHANNEL-ID and
 //! X-EXTERNAL-ID uniqueness per WIB day; the QRs 59 issued, with their expiry
-//! (paying any other QR answers 4046011, ASSUMED §8.6); a ledger per
+//! (paying any other QR answers 4046011, ASSUMED §8.6); the one merchant it
+//! onboarded (a payment for another answers 4046008); a ledger per
 //! partnerReferenceNo; partial refunds up to the paid amount, each
 //! partnerRefundNo once per partner; a cancel window; notify (79) sent to
 //! loket signed with the simulator's issuer key (mode A); and scenario rules
@@ -120,6 +121,9 @@ pub struct SnapQrSimSettings {
     pub customer_token: Secret,
     pub path_prefix: String,
     pub version: String,
+    /// The merchantId the issuer onboarded: a payment (60) naming another is
+    /// refused with 4046008 (spec §6); notifies (79) name this one. Empty =
+    /// every payment is refused.
     pub merchant_id: String,
     pub token_ttl_secs: u64,
     /// Accepted |now − X-TIMESTAMP| (ASSUMED ±5 min, §8.2).
@@ -240,16 +244,16 @@ pub(crate) struct Ledger {
     /// Issued token → its expiry (expired ones are dropped at each issue).
     pub(crate) tokens: HashMap<String, Instant>,
     /// X-EXTERNAL-IDs used, per WIB day.
-    pub(crate) external_ids: RecentMap<(NaiveDate, String), ()>,
+    pub(crate) external_ids: RecentMap<(NaiveDate, Arc<str>), ()>,
     /// By partnerReferenceNo.
-    pub(crate) payments: RecentMap<String, PaymentEntry>,
+    pub(crate) payments: RecentMap<Arc<str>, PaymentEntry>,
     /// By partnerRefundNo: the partnerReferenceNo of the payment it refunded
     /// (the refund itself is in that payment's `refunds`). Spec §7: a
     /// partnerRefundNo is unique per partner, across payments.
-    pub(crate) payment_by_refund_no: RecentMap<String, String>,
+    pub(crate) payment_by_refund_no: RecentMap<Arc<str>, String>,
     /// By qrContent: every QR issued, and who paid it.
-    pub(crate) issued_qrs: RecentMap<String, IssuedQr>,
-    pub(crate) counts: RecentMap<String, SnapCounts>,
+    pub(crate) issued_qrs: RecentMap<Arc<str>, IssuedQr>,
+    pub(crate) counts: RecentMap<Arc<str>, SnapCounts>,
 }
 
 impl Ledger {
@@ -344,6 +348,11 @@ impl SnapQrSim {
                 )?,
             )
         };
+        if settings.merchant_id.trim().is_empty() {
+            tracing::warn!(
+                "snapqr simulator: merchant_id not set; every payment is refused (4046008)"
+            );
+        }
         let issuer_key = if settings.issuer_private_key.is_empty() {
             let (private, _) = loket_snapqr::sign::generate_key_pair();
             loket_snapqr::sign::load_private_key(&private).expect("generated key loads")

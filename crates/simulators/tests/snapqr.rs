@@ -1,0 +1,235 @@
+//! The SNAP QR CPM simulator driven over real HTTP with raw signed calls
+//! (the connector's own tests against it are in `loket-snapqr`): the
+//! merchant a payment names, the amount it debits, and a settle timer that
+//! outlives its payment's partnerReferenceNo.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use loket_runtime::{Secret, Shutdown};
+use loket_simulators::snapqr::{PaymentEntry, SnapQrSim, SnapQrSimSettings};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const CLIENT: &str = "sim-partner";
+const SECRET: &str = "sim-secret-0001";
+const MERCHANT: &str = "M0001";
+
+struct Harness {
+    sim: SnapQrSim,
+    url: String,
+    http: reqwest::Client,
+    token: String,
+    shutdown: Shutdown,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn stamp() -> String {
+    chrono::Utc::now()
+        .with_timezone(&loket_protocol::wib())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// Starts a simulator onboarding [`MERCHANT`], with `tune` applied to its
+/// settings, and takes an access token from it.
+async fn start(tune: impl FnOnce(&mut SnapQrSimSettings)) -> Harness {
+    let (private_pem, public_pem) = loket_snapqr::sign::generate_key_pair();
+    let mut settings = SnapQrSimSettings {
+        client_key: CLIENT.into(),
+        client_secret: Secret::new(SECRET),
+        partner_public_key: Secret::new(public_pem),
+        merchant_id: MERCHANT.into(),
+        ..SnapQrSimSettings::default()
+    };
+    tune(&mut settings);
+    let sim = SnapQrSim::new(settings).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let served = sim.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { served.serve(listener, stop).await });
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let key = loket_snapqr::sign::load_private_key(&private_pem).unwrap();
+    let request = loket_snapqr::b2b_token::signed_request(&key, CLIENT, &stamp());
+    let mut post = http
+        .post(format!("{url}{}", sim.path("access-token/b2b")))
+        .header("Content-Type", "application/json");
+    for (name, value) in &request.headers {
+        post = post.header(*name, value);
+    }
+    let reply: Value = post
+        .body(request.body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["responseCode"], "2007300", "{reply}");
+    Harness {
+        token: reply["accessToken"].as_str().unwrap().to_string(),
+        sim,
+        url,
+        http,
+        shutdown,
+    }
+}
+
+/// A fresh X-EXTERNAL-ID (unique per day).
+fn external_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{}{:08}",
+        chrono::Utc::now().timestamp_millis(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl Harness {
+    /// A signed call of `service` (e.g. `qr/qr-cpm-payment`): the HTTP status
+    /// and the JSON reply.
+    async fn call(&self, service: &str, body: &Value) -> (u16, Value) {
+        let path = self.sim.path(service);
+        let bytes = serde_json::to_vec(body).unwrap();
+        let ts = stamp();
+        let to_sign =
+            loket_snapqr::sign::transaction_string_to_sign("POST", &path, &self.token, &bytes, &ts);
+        let reply = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("X-TIMESTAMP", &ts)
+            .header(
+                "X-SIGNATURE",
+                loket_snapqr::sign::hmac_signature(SECRET, &to_sign),
+            )
+            .header("X-PARTNER-ID", CLIENT)
+            .header("X-EXTERNAL-ID", external_id())
+            .header("CHANNEL-ID", "95221")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        (reply.status().as_u16(), reply.json().await.unwrap())
+    }
+
+    /// Pays `qr` under `reference` for `merchant`: the HTTP status and the
+    /// responseCode.
+    async fn pay(&self, reference: &str, qr: &str, merchant: &str, amount: &str) -> (u16, String) {
+        let (status, reply) = self
+            .call(
+                "qr/qr-cpm-payment",
+                &json!({
+                    "partnerReferenceNo": reference,
+                    "qrContent": qr,
+                    "amount": {"value": amount, "currency": "IDR"},
+                    "merchantId": merchant,
+                    "expiryTime": stamp(),
+                }),
+            )
+            .await;
+        (status, reply["responseCode"].as_str().unwrap().to_string())
+    }
+
+    /// The ledger entry of `reference` once it is no longer pending (`01`).
+    async fn settled(&self, reference: &str) -> PaymentEntry {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let entry = self.sim.ledger_state(reference).unwrap();
+            if entry.status != "01" {
+                return entry;
+            }
+            assert!(Instant::now() < deadline, "still pending: {entry:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Spec §6 (404xx08 "Invalid Merchant", "fix onboarding config"): the
+/// issuer pays only the merchant it onboarded, so a connector configured
+/// with another merchantId fails here as it would in production. Neither
+/// the payment nor the QR is taken.
+#[tokio::test]
+async fn a_payment_for_a_merchant_the_issuer_does_not_know_is_4046008() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    assert_eq!(
+        h.pay("MERCHANT0001", &qr, "SOMEONE-ELSE", "10000.00").await,
+        (404, "4046008".to_string())
+    );
+    assert!(h.sim.ledger_state("MERCHANT0001").is_none());
+    assert_eq!(
+        h.pay("MERCHANT0002", &qr, MERCHANT, "10000.00").await,
+        (200, "2006000".to_string()),
+        "the QR is still unpaid"
+    );
+}
+
+/// Spec §6 (404xx13 "Invalid Amount"): a payment of nothing debits nothing
+/// and is refused.
+#[tokio::test]
+async fn a_payment_of_zero_is_4046013() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    assert_eq!(
+        h.pay("ZERO0001", &qr, MERCHANT, "0.00").await,
+        (404, "4046013".to_string())
+    );
+    assert!(h.sim.ledger_state("ZERO0001").is_none());
+}
+
+/// A cancelled payment's partnerReferenceNo may be used again (spec §7,
+/// ASSUMED): the first payment's settle timer must then neither settle nor
+/// notify the new payment under it. Scenario 105's timer (→ `06`) fires
+/// first, while the new scenario-101 payment is still pending; the new
+/// payment must still end `00`, with its own notify only.
+#[tokio::test]
+async fn an_old_settle_timer_leaves_a_new_payment_under_a_reused_reference_alone() {
+    let h = start(|settings| {
+        settings.notify_delay_ms = 500;
+        // Nobody listens: each notify is logged (its label is the status it
+        // carries) and fails at once.
+        settings.notify_url = Some("http://127.0.0.1:9/callback/snapqr".into());
+        settings.notify_max_attempts = 1;
+    })
+    .await;
+    let reference = "REUSED0001";
+    let first_qr = h.sim.issue_qr(Some(105));
+    assert_eq!(
+        h.pay(reference, &first_qr, MERCHANT, "10000.00").await,
+        (202, "2026000".to_string())
+    );
+    let (_, cancelled) = h
+        .call(
+            "qr/qr-cpm-cancel",
+            &json!({"originalPartnerReferenceNo": reference, "merchantId": MERCHANT}),
+        )
+        .await;
+    assert_eq!(cancelled["responseCode"], "2006200", "{cancelled}");
+    let second_qr = h.sim.issue_qr(Some(101));
+    assert_eq!(
+        h.pay(reference, &second_qr, MERCHANT, "10000.00").await,
+        (202, "2026000".to_string())
+    );
+
+    let entry = h.settled(reference).await;
+    assert_eq!(
+        (entry.qr_content.as_str(), entry.status.as_str()),
+        (second_qr.as_str(), "00"),
+        "{entry:?}"
+    );
+    // Give a stray notify of the old timer time to be logged.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.sim.notifies_for(reference).labels, ["00"]);
+}
