@@ -1343,23 +1343,17 @@ async fn notify_token_as_the_issuer(app: &TestApp) -> String {
         loket_test_support::snapqr::NOTIFY_CLIENT_KEY,
         &stamp,
     );
-    let mut request = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1.0/access-token/b2b",
-            app.callback_addr
-        ))
-        .header("content-type", "application/json");
-    for (name, value) in &signed.headers {
-        request = request.header(*name, value);
-    }
-    let answer: serde_json::Value = request
-        .body(signed.body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: serde_json::Value = loket_simulators::snapqr::token_request(
+        &reqwest::Client::new(),
+        format!("http://{}/v1.0/access-token/b2b", app.callback_addr),
+        signed,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     answer["accessToken"]
         .as_str()
         .unwrap_or_else(|| panic!("a token: {answer}"))

@@ -61,14 +61,8 @@ async fn start(tune: impl FnOnce(&mut SnapQrSimSettings)) -> Harness {
         .unwrap();
     let key = loket_snapqr::sign::load_private_key(&private_pem).unwrap();
     let request = loket_snapqr::b2b_token::signed_request(&key, CLIENT, &stamp());
-    let mut post = http
-        .post(format!("{url}{}", sim.path("access-token/b2b")))
-        .header("Content-Type", "application/json");
-    for (name, value) in &request.headers {
-        post = post.header(*name, value);
-    }
-    let reply: Value = post
-        .body(request.body)
+    let token_url = format!("{url}{}", sim.path("access-token/b2b"));
+    let reply: Value = loket_simulators::snapqr::token_request(&http, token_url, request)
         .send()
         .await
         .unwrap()

@@ -804,16 +804,9 @@ async fn notify_token(sim: &SnapQrSim, notify_url: &str) -> Option<String> {
         &settings.notify_client_key,
         &now_iso(),
     );
-    let mut post = sim
-        .inner
-        .notifies
-        .client()
-        .post(url.clone())
-        .header("Content-Type", "application/json");
-    for (name, value) in &request.headers {
-        post = post.header(*name, value);
-    }
-    let answer = post.body(request.body).send().await;
+    let answer = super::token_request(sim.inner.notifies.client(), url.clone(), request)
+        .send()
+        .await;
     let granted = match answer {
         Ok(response) => response.bytes().await.ok().and_then(|bytes| {
             let body = Body::parse(&bytes).ok()?;

@@ -48,6 +48,24 @@ use crate::common::{
     DEFAULT_REMEMBERED_REFERENCES,
 };
 
+/// A B2B token request (service 73) as a POST to `url`, ready to send with
+/// `client`: how the simulator asks loket's receiver for a notify token in
+/// mode B, and how tests ask the simulator or the receiver for one.
+pub fn token_request(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    signed: loket_snapqr::b2b_token::SignedRequest,
+) -> reqwest::RequestBuilder {
+    signed
+        .headers
+        .into_iter()
+        .fold(
+            client.post(url).header("Content-Type", "application/json"),
+            |request, (name, value)| request.header(name, value),
+        )
+        .body(signed.body)
+}
+
 /// Scenario selectors: the amount's last three digits (or `SCENARIO=NNN` in
 /// the qrContent) and what the simulator does.
 pub const SCENARIOS: &[(&str, &str)] = &[
