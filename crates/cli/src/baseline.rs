@@ -69,7 +69,7 @@ pub struct BaselineReport {
 type Pending = Arc<Mutex<HashMap<Uuid, oneshot::Sender<()>>>>;
 
 fn failed(step: &str, error: impl std::fmt::Display) -> CliError {
-    CliError::Usage(format!("baseline: {step} failed: {error}"))
+    CliError::Baseline(format!("baseline: {step} failed: {error}"))
 }
 
 /// Runs the bare pipeline for the warm-up and the measured duration, then
@@ -88,9 +88,13 @@ pub async fn run(
     })?;
     // One connection per loop and per updater, plus one for set-up.
     let pool = loket_runtime::db::connect(url, (2 * args.concurrency + 1).min(200)).await?;
-    let nats = async_nats::connect(nats_url)
-        .await
-        .map_err(|error| failed("connecting to nats-server", error))?;
+    let nats = async_nats::connect(nats_url).await.map_err(|error| {
+        let shown = loket_runtime::bus::without_credentials(nats_url);
+        CliError::Bus(loket_runtime::bus::BusError::Connect {
+            reason: error.to_string().replace(nats_url, &shown),
+            url: shown,
+        })
+    })?;
     let js = jetstream::new(nats);
     set_up(&pool, &js).await?;
     let result = measure(&pool, &js, args, concurrency, stop).await;

@@ -489,7 +489,7 @@ async fn drive(
                     _ => stats.not_final += 1,
                 }
             }
-            Err(CliError::Grpc(status)) => {
+            Err(CliError::Grpc(status) | CliError::Unanswered(status)) => {
                 *stats.errors.entry(code_name(status.code())).or_default() += 1
             }
             Err(_) => *stats.errors.entry("CLIENT").or_default() += 1,

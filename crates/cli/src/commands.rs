@@ -298,7 +298,17 @@ pub async fn watch(
     let message = pb::WatchTransactionsRequest {
         transaction_id: id.unwrap_or_default(),
     };
-    Ok(client.watch_transactions(message).await?.into_inner())
+    // A stream has no deadline, but its opening has: a server that accepts
+    // the connection and never answers must not hang the terminal.
+    let opened = tokio::time::timeout(CALL_MARGIN, client.watch_transactions(message))
+        .await
+        .map_err(|_| {
+            CliError::Grpc(tonic::Status::unavailable(format!(
+                "the server did not open the watch within {} s",
+                CALL_MARGIN.as_secs()
+            )))
+        })??;
+    Ok(opened.into_inner())
 }
 
 pub async fn balance(client: &mut Client, args: &BalanceArgs) -> Result<BalanceView, CliError> {

@@ -8,6 +8,17 @@ pub enum CliError {
     /// The server answered with an error status.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Grpc(tonic::Status),
+    /// No answer came before the call's deadline (or the call was cancelled
+    /// on the way): what was sent may still take effect.
+    #[error(
+        "{}: no answer in time ({}); what was sent may still take effect: look it up (loketctl get --ref <your ref>) before sending it again",
+        code_name(.0.code()),
+        .0.message()
+    )]
+    Unanswered(tonic::Status),
+    /// The server ended a watch: it is restarting or draining.
+    #[error("UNAVAILABLE: the server closed the stream (restarting or draining); watch again")]
+    StreamClosed,
     /// No connection to the server could be made.
     #[error("UNAVAILABLE: cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
@@ -37,6 +48,9 @@ pub enum CliError {
     /// What was sent did not take effect within the wait; it may still.
     #[error("{0}")]
     TimedOut(String),
+    /// A step of the bare pipeline's measurement failed (`loketctl baseline`).
+    #[error("{0}")]
+    Baseline(String),
     /// NATS could not be reached, or JetStream did not store a publish.
     #[error(transparent)]
     Bus(#[from] loket_runtime::bus::BusError),
@@ -44,7 +58,13 @@ pub enum CliError {
 
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
-        CliError::Grpc(status)
+        // tonic reports its own deadline passing as CANCELLED ("Timeout
+        // expired"); a server's as DEADLINE_EXCEEDED. Either way the request
+        // may have been acted on.
+        match status.code() {
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => CliError::Unanswered(status),
+            _ => CliError::Grpc(status),
+        }
     }
 }
 
@@ -63,16 +83,17 @@ impl CliError {
 
     /// The process exit code: 1 for a server or database answer, 2 for bad
     /// usage (as clap does), 3 when the server, the database or NATS is
-    /// unreachable, 4 when what was sent did not take effect in time.
+    /// unreachable (or ended a watch), 4 when what was sent got no answer or
+    /// did not take effect in time: a script must look it up, not resend.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) | CliError::Catalogue(_) | CliError::Explain(_) => 2,
-            CliError::Connect { .. } => 3,
+            CliError::Connect { .. } | CliError::StreamClosed => 3,
             CliError::Grpc(status) if status.code() == tonic::Code::Unavailable => 3,
             CliError::Db(loket_runtime::db::DbError::Connect(_)) => 3,
             CliError::Db(loket_runtime::db::DbError::BadUrl) => 2,
             CliError::Bus(loket_runtime::bus::BusError::Connect { .. }) => 3,
-            CliError::TimedOut(_) => 4,
+            CliError::TimedOut(_) | CliError::Unanswered(_) => 4,
             // As if ended by SIGPIPE, like other tools in a pipeline.
             error if error.is_closed_output() => 141,
             _ => 1,
@@ -120,5 +141,22 @@ mod tests {
         assert_eq!(error.to_string(), "UNAVAILABLE: draining");
         assert_eq!(error.exit_code(), 3);
         assert_eq!(code_name(tonic::Code::AlreadyExists), "ALREADY_EXISTS");
+    }
+
+    /// A call whose deadline passed may still have been acted on: a script
+    /// must not read it as a refusal (exit 1) and resend under a new ref.
+    #[test]
+    fn a_call_without_an_answer_is_exit_4_and_says_to_look_it_up() {
+        for status in [
+            tonic::Status::cancelled("Timeout expired"),
+            tonic::Status::deadline_exceeded("deadline"),
+        ] {
+            let error = CliError::from(status);
+            assert_eq!(error.exit_code(), 4, "{error}");
+            assert!(
+                error.to_string().contains("may still take effect"),
+                "{error}"
+            );
+        }
     }
 }

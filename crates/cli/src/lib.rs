@@ -171,10 +171,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     _ = tokio::signal::ctrl_c() => break,
                     item = stream.message() => match item? {
                         Some(t) => print(render_line(format, &TransactionView::from_pb(&t)))?,
-                        None => {
-                            eprintln!("the server closed the stream");
-                            break;
-                        }
+                        None => return Err(CliError::StreamClosed),
                     },
                 }
             }

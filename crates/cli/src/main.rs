@@ -11,7 +11,10 @@ fn main() {
     });
     if let Err(error) = runtime.block_on(loket_cli::run(cli)) {
         if !error.is_closed_output() {
-            eprintln!("error: {error}");
+            eprintln!(
+                "error: {}",
+                loket_cli::output::printable(&error.to_string())
+            );
         }
         std::process::exit(error.exit_code());
     }

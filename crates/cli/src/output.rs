@@ -29,7 +29,7 @@ pub fn render<T: Serialize + Render>(format: Format, value: &T) -> String {
         Format::Json => {
             serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
         }
-        Format::Text => value.text(),
+        Format::Text => printable(&value.text()),
     }
 }
 
@@ -40,8 +40,34 @@ pub fn render_line<T: Serialize + Render>(format: Format, value: &T) -> String {
         Format::Json => {
             serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
         }
-        Format::Text => value.line(),
+        Format::Text => printable(&value.line()),
     }
+}
+
+/// `text` safe for an operator's terminal: control characters other than
+/// line breaks and tabs, and the Unicode controls that reorder text, are
+/// shown as `\u{..}` escapes. Texts loket prints come partly from providers
+/// (`provider_message`, a serial number, a bill's customer name), and a
+/// hostile reply could otherwise clear the screen, retitle the window or
+/// make one code read as another. JSON output needs no such care: its
+/// encoder escapes control characters, and a script reads the exact text.
+pub fn printable(text: &str) -> String {
+    let hidden = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hidden) {
+        return text.to_string();
+    }
+    text.chars()
+        .fold(String::with_capacity(text.len() + 16), |mut out, c| {
+            if hidden(c) {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            } else {
+                out.push(c);
+            }
+            out
+        })
 }
 
 /// The text forms of a view.

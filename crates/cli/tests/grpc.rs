@@ -19,6 +19,11 @@ use loket_runtime::Secret;
 use tonic::{Request, Response, Status};
 
 const KEY: &str = "lk_test_key";
+/// A purchase the fake takes and never answers.
+const SILENT_REF: &str = "SILENT";
+/// A provider's message that would retitle the terminal, clear the screen
+/// and reverse the text after it, were it printed raw.
+const HOSTILE_MESSAGE: &str = "Gagal\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}000 sukses";
 
 #[derive(Default)]
 struct Fake {
@@ -175,6 +180,10 @@ impl Loket for Fake {
         if r.account.chars().any(|c| !c.is_ascii_digit()) {
             return Err(Status::invalid_argument("account: must be digits"));
         }
+        if r.client_ref == SILENT_REF {
+            // Takes the purchase and never answers.
+            tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+        }
         self.purchases.fetch_add(1, Ordering::Relaxed);
         let mut t = transaction("t-1", pb::TransactionStatus::Success);
         t.client_ref = r.client_ref;
@@ -219,6 +228,11 @@ impl Loket for Fake {
             Some(pb::get_transaction_request::Key::ClientRef(r)) if r == "ref-t-9" => Ok(
                 Response::new(transaction("t-9", pb::TransactionStatus::Pending)),
             ),
+            Some(pb::get_transaction_request::Key::ClientRef(r)) if r == "ref-hostile" => {
+                let mut t = transaction("t-h", pb::TransactionStatus::Failed);
+                t.provider_message = HOSTILE_MESSAGE.into();
+                Ok(Response::new(t))
+            }
             _ => Err(Status::not_found("transaction")),
         }
     }
@@ -575,53 +589,61 @@ async fn bench_refuses_an_ingress_on_another_machine_unless_allowed() {
     );
 }
 
+/// Runs the `loketctl` binary against `addr` with the test's API key.
+async fn loketctl(addr: &str, args: &[&str]) -> std::process::Output {
+    let addr = addr.to_string();
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
+            .args(&args)
+            .env("LOKET_ADDR", addr)
+            .env("LOKET_API_KEY", KEY)
+            .env_remove("LOKET_DATABASE_URL")
+            .output()
+            .expect("run loketctl")
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn binary_prints_code_and_exits_non_zero() {
     let (addr, _fake) = serve().await;
-    let run = |args: Vec<&str>| {
-        let addr = addr.clone();
-        let args: Vec<String> = args.into_iter().map(String::from).collect();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
-                .args(&args)
-                .env("LOKET_ADDR", addr)
-                .env("LOKET_API_KEY", KEY)
-                .env_remove("LOKET_DATABASE_URL")
-                .output()
-                .expect("run loketctl")
-        })
-    };
-    let out = run(vec![
-        "purchase",
-        "--ref",
-        "R",
-        "--product",
-        "PULSA10",
-        "--account",
-        "08x",
-    ])
-    .await
-    .unwrap();
+    let out = loketctl(
+        &addr,
+        &[
+            "purchase",
+            "--ref",
+            "R",
+            "--product",
+            "PULSA10",
+            "--account",
+            "08x",
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: INVALID_ARGUMENT: account: must be digits"
     );
 
-    let out = run(vec![
-        "--json",
-        "purchase",
-        "--ref",
-        "R",
-        "--product",
-        "PULSA10",
-        "--account",
-        "0812",
-        "--wait",
-        "2s",
-    ])
-    .await
-    .unwrap();
+    let out = loketctl(
+        &addr,
+        &[
+            "--json",
+            "purchase",
+            "--ref",
+            "R",
+            "--product",
+            "PULSA10",
+            "--account",
+            "0812",
+            "--wait",
+            "2s",
+        ],
+    )
+    .await;
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["status"], "success");
@@ -629,16 +651,100 @@ async fn binary_prints_code_and_exits_non_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(KEY) && !String::from_utf8_lossy(&out.stderr).contains(KEY));
 
-    let out = run(vec!["--addr", "http://127.0.0.1:1", "balance", "okebayar"])
-        .await
-        .unwrap();
+    let out = loketctl(
+        &addr,
+        &["--addr", "http://127.0.0.1:1", "balance", "okebayar"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("error: UNAVAILABLE: cannot connect to http://127.0.0.1:1"));
 
-    let out = run(vec!["explain", "12", "--offline"]).await.unwrap();
+    let out = loketctl(&addr, &["explain", "12", "--offline"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell the provider"));
+}
+
+/// A purchase the server took but never answered is exit 4 ("look it up"),
+/// not exit 1 (a refusal): a script reading 1 would buy again under a new
+/// ref.
+#[tokio::test]
+async fn a_purchase_without_an_answer_exits_4_and_says_to_look_it_up() {
+    let (addr, _fake) = serve().await;
+    let out = loketctl(
+        &addr,
+        &[
+            "purchase",
+            "--ref",
+            SILENT_REF,
+            "--product",
+            "PULSA10",
+            "--account",
+            "0812",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("no answer in time") && stderr.contains("loketctl get --ref"),
+        "{stderr}"
+    );
+}
+
+/// A watch the server ends (a restart or a drain) is exit 3 after the
+/// updates it printed, so a script can tell it from Ctrl-C and watch again.
+#[tokio::test]
+async fn a_watch_the_server_ends_exits_3() {
+    let (addr, _fake) = serve().await;
+    let out = loketctl(&addr, &["watch"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the server closed the stream"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+/// Text from a provider reaches the terminal with its control characters
+/// escaped (no escape sequence runs), and `--json` keeps it exact.
+#[tokio::test]
+async fn a_hostile_provider_text_cannot_drive_the_terminal() {
+    let (addr, _fake) = serve().await;
+    let out = loketctl(&addr, &["get", "--ref", "ref-hostile"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(r"Gagal\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}000 sukses"),
+        "{text}"
+    );
+
+    let out = loketctl(&addr, &["--json", "get", "--ref", "ref-hostile"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["provider_message"], HOSTILE_MESSAGE);
+}
+
+/// `baseline --help` shows where the NATS URL comes from, never its value:
+/// it may carry the bus's password.
+#[tokio::test]
+async fn help_never_shows_the_nats_url_from_the_environment() {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
+            .args(["baseline", "--help"])
+            .env(
+                "LOKET_NATS_URL",
+                "nats://loket:CANARY-NATS-PW@10.0.0.9:4222",
+            )
+            .output()
+            .expect("run loketctl")
+    })
+    .await
+    .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("LOKET_NATS_URL"), "{help}");
+    assert!(!help.contains("CANARY-NATS-PW"), "{help}");
 }
 
 #[tokio::test]
