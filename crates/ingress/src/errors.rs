@@ -69,7 +69,10 @@ impl From<sqlx::Error> for ApiError {
         let server_unavailable = error
             .as_database_error()
             .and_then(|db| db.code())
-            .is_some_and(|code| code.starts_with("57") || code.starts_with("08"));
+            .is_some_and(|code| code.starts_with("57") || code.starts_with("08"))
+            // A lock held elsewhere longer than `lock_timeout` (`db::connect`):
+            // transient, the call may be retried.
+            || loket_runtime::db::is_lock_timeout(&error);
         match &error {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

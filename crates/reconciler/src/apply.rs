@@ -887,4 +887,11 @@ async fn lock_by_reference(
     .bind(provider.as_str())
     .fetch_optional(conn)
     .await
+    .inspect_err(|error| {
+        loket_runtime::db::warn_on_lock_timeout(
+            error,
+            "lock a transaction by provider reference",
+            &(provider.as_str(), reference),
+        )
+    })
 }

@@ -36,6 +36,9 @@ pub(crate) async fn lock_by_ids(
         .bind(ids)
         .fetch_all(conn)
         .await
+        .inspect_err(|error| {
+            loket_runtime::db::warn_on_lock_timeout(error, "lock transactions by id", &ids)
+        })
 }
 
 /// Records the events as applied (`event_ids[i]` about `transaction_ids[i]`)

@@ -1,6 +1,7 @@
 //! The `main` every loket service binary shares: build the runtime, load the
 //! settings (defaults → `LOKET_CONFIG` TOML → `LOKET_…` environment), start
-//! telemetry under the service's name (panics logged too), wire SIGTERM and Ctrl-C to a
+//! telemetry under the service's name (panics logged too), warn once of the
+//! `LOKET_…` variables that are no setting of the service, wire SIGTERM and Ctrl-C to a
 //! [`Shutdown`], and run the service on the runtime's workers. A binary adds
 //! only what is its own: the ports it binds and the service it runs.
 
@@ -36,9 +37,18 @@ where
     crate::runtime()
         .context("starting the tokio runtime")?
         .block_on(async move {
-            let settings: S =
-                config::load().with_context(|| format!("loading the {name} configuration"))?;
+            let config::Loaded {
+                settings,
+                ignored_variables,
+            } = config::load::<S>().with_context(|| format!("loading the {name} configuration"))?;
             let _logs = telemetry::init(name, &settings.log_settings());
+            if !ignored_variables.is_empty() {
+                tracing::warn!(
+                    variables = %ignored_variables.join(" "),
+                    "ignoring LOKET_ environment variables that name no setting of this service \
+                     (a typo, or meant for another service)"
+                );
+            }
             crate::vital::log_panics();
             let admin = bind("admin_addr", settings.admin_addr()).await?;
             tracing::info!(admin = %admin.local_addr()?, "admin port bound");

@@ -1,12 +1,16 @@
 //! The JetStream layout (see [`loket_protocol::subjects`]) and the one way
 //! loket publishes: with a `Nats-Msg-Id` so a re-publish is de-duplicated,
 //! the trace context and the transaction id in headers, and waiting for the
-//! stream's acknowledgement so "published" means "durable".
+//! stream's acknowledgement so "published" means "durable". Also the one way
+//! loket connects ([`connect`]): credentials apart from the server addresses,
+//! and, for who must know, a count of the moments messages may have been
+//! missed ([`connect_observed`]).
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use loket_protocol::subjects;
 use std::time::Duration;
+use tokio::sync::watch;
 
 use crate::telemetry::TraceContext;
 
@@ -26,34 +30,175 @@ pub enum BusError {
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// Connects with unlimited reconnects, so a restarted nats-server is picked
-/// up without restarting the service.
+/// up without restarting the service. For a service that must know when
+/// messages may have passed it by, see [`connect_observed`].
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusError> {
-    async_nats::ConnectOptions::new()
+    connect_observed(url, name)
+        .await
+        .map(|(client, _gaps)| client)
+}
+
+/// [`connect`], plus a count of the moments plain subscriptions may have
+/// missed messages: each loss of the connection (`Disconnected`; what is
+/// published until the reconnect never reaches them) and each time the
+/// server or the client dropped messages for a subscription that did not
+/// keep up (`SlowConsumer`). The count starts at 0 and only grows; a service
+/// that keeps state from core NATS messages (the ingress's watch streams)
+/// waits on `changed()` and re-reads the record of truth. JetStream
+/// consumers need not watch it: they are redelivered what they missed.
+///
+/// `url` is one NATS URL or a comma-separated list. Its user and password
+/// (`nats://user:password@host`, percent-encoded as in any URL) or token
+/// (`nats://token@host`) are taken out and handed to async-nats as
+/// credentials, so the client never holds them in a server address (which it
+/// logs at DEBUG on every connection attempt).
+pub async fn connect_observed(
+    url: &str,
+    name: &str,
+) -> Result<(async_nats::Client, watch::Receiver<u64>), BusError> {
+    let refused = |reason: String| BusError::Connect {
+        url: without_credentials(url),
+        reason,
+    };
+    let (servers, credentials) = servers_and_credentials(url).map_err(refused)?;
+    let (gaps, gaps_seen) = watch::channel(0u64);
+    let options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            tracing::info!(%event, "nats connection event");
-        })
-        .connect(url)
+        .event_callback(move |event| {
+            if matches!(
+                event,
+                async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_)
+            ) {
+                gaps.send_modify(|count| *count += 1);
+            }
+            async move {
+                tracing::info!(%event, "nats connection event");
+            }
+        });
+    let options = match credentials {
+        None => options,
+        Some(Credentials::UserAndPassword(user, password)) => {
+            options.user_and_password(user, password)
+        }
+        Some(Credentials::Token(token)) => options.token(token),
+    };
+    let client = options
+        .connect(servers)
         .await
-        .map_err(|error| BusError::Connect {
-            url: without_credentials(url),
-            reason: error.to_string().replace(url, &without_credentials(url)),
-        })
+        .map_err(|error| refused(error.to_string()))?;
+    Ok((client, gaps_seen))
 }
 
-/// `url` (one NATS URL or a comma-separated list) with any user and
-/// password replaced by `***`, for errors and logs.
+/// How a NATS URL authenticates.
+#[derive(PartialEq, Eq)]
+enum Credentials {
+    UserAndPassword(String, String),
+    Token(String),
+}
+
+/// The servers of `url` (one NATS URL or a comma-separated list) without
+/// their userinfo, and the credentials that userinfo held. async-nats takes
+/// one set of credentials per connection, so servers that name different
+/// ones are refused; a server naming none uses the others'. Errors never
+/// quote the URL (it may hold a password).
+fn servers_and_credentials(
+    url: &str,
+) -> Result<(Vec<async_nats::ServerAddr>, Option<Credentials>), String> {
+    let mut servers = Vec::new();
+    let mut credentials = None;
+    for server in url.split(',').map(ServerUrl::split) {
+        if let Some(userinfo) = server.userinfo {
+            let these = match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    Credentials::UserAndPassword(percent_decoded(user)?, percent_decoded(password)?)
+                }
+                None => Credentials::Token(percent_decoded(userinfo)?),
+            };
+            if credentials.as_ref().is_some_and(|known| *known != these) {
+                return Err("the servers name different credentials; give all the same".into());
+            }
+            credentials = Some(these);
+        }
+        let address = format!("{}{}", server.scheme, server.address);
+        servers.push(
+            address
+                .parse()
+                .map_err(|error: std::io::Error| error.to_string())?,
+        );
+    }
+    Ok((servers, credentials))
+}
+
+/// One server of a NATS URL, cut around its userinfo (`user:password@` or
+/// `token@`): `nats://` + `user:password` + `host:4222`.
+struct ServerUrl<'a> {
+    /// `nats://`, `tls://`, … or empty (async-nats then assumes `nats://`).
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    /// Host, port and anything after them.
+    address: &'a str,
+}
+
+impl<'a> ServerUrl<'a> {
+    fn split(server: &'a str) -> Self {
+        let (scheme, rest) = match server.find("://") {
+            Some(at) => server.split_at(at + "://".len()),
+            None => ("", server),
+        };
+        match rest.rsplit_once('@') {
+            Some((userinfo, address)) => ServerUrl {
+                scheme,
+                userinfo: Some(userinfo),
+                address,
+            },
+            None => ServerUrl {
+                scheme,
+                userinfo: None,
+                address: rest,
+            },
+        }
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (a password holding `@`, `:` or
+/// `,` is written `%40`, `%3A`, `%2C` in a URL). The error never quotes it.
+fn percent_decoded(text: &str) -> Result<String, String> {
+    let bad = || "the user, password or token is not correctly percent-encoded".to_string();
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, after)) = rest.split_first() {
+        if first == b'%' {
+            let escape = after.get(..2).ok_or_else(bad)?;
+            let mut byte = [0u8];
+            hex::decode_to_slice(escape, &mut byte).map_err(|_| bad())?;
+            bytes.push(byte[0]);
+            rest = &after[2..];
+        } else {
+            bytes.push(first);
+            rest = after;
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+/// `url` (one NATS URL or a comma-separated list, or any other URL such as
+/// the OTLP endpoint) with any user and password or token replaced by
+/// `***`, for errors, logs and `Debug` output.
 pub fn without_credentials(url: &str) -> String {
     url.split(',')
-        .map(|one| match (one.find("://"), one.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &one[..scheme], &one[at + 1..])
+        .map(|server| {
+            let ServerUrl {
+                scheme,
+                userinfo,
+                address,
+            } = ServerUrl::split(server);
+            match userinfo {
+                Some(_) => format!("{scheme}***@{address}"),
+                None => server.to_string(),
             }
-            (None, Some(at)) => format!("***@{}", &one[at + 1..]),
-            _ => one.to_string(),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -251,6 +396,45 @@ mod tests {
             without_credentials("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
         );
+    }
+
+    /// async-nats gets the servers without their userinfo and the
+    /// credentials apart (decoded), so it never holds them in an address it
+    /// logs; servers naming different credentials are refused unquoted.
+    #[test]
+    fn credentials_are_taken_out_of_the_servers() {
+        let shown = |url| {
+            let (servers, credentials) = servers_and_credentials(url).unwrap();
+            let servers: Vec<String> = servers
+                .into_iter()
+                .map(|server| server.into_inner().to_string())
+                .collect();
+            (servers, credentials)
+        };
+        let (servers, credentials) = shown("nats://loket:p%40ss%3Aw%2Crd@n1:4222,tls://n2:4222");
+        assert_eq!(servers, ["nats://n1:4222", "tls://n2:4222"]);
+        assert!(
+            credentials
+                == Some(Credentials::UserAndPassword(
+                    "loket".into(),
+                    "p@ss:w,rd".into()
+                ))
+        );
+        let (servers, credentials) = shown("s3cret-token@n1:4222");
+        assert_eq!(servers, ["nats://n1:4222"]);
+        assert!(credentials == Some(Credentials::Token("s3cret-token".into())));
+        assert!(shown("nats://127.0.0.1:4222").1.is_none());
+
+        for refused in [
+            "nats://a:CANARY-1@n1:4222,nats://b:CANARY-2@n2:4222",
+            "nats://a:CANARY-1%4@n1:4222",
+        ] {
+            // `Credentials` has no `Debug` (it would print them): no `expect_err`.
+            let Err(error) = servers_and_credentials(refused) else {
+                panic!("refused");
+            };
+            assert!(!error.contains("CANARY"), "{error}");
+        }
     }
 
     #[tokio::test]

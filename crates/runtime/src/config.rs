@@ -1,8 +1,12 @@
 //! Typed configuration: a service's settings struct's defaults, then an
 //! optional TOML file (`LOKET_CONFIG`), then `LOKET_…` environment variables
 //! (`__` separates nesting: `LOKET_OKEBAYAR__USERPIN`). A bad value names its
-//! key.
+//! key. A key in the file that is no setting of the service (a typo such as
+//! `nats_ur`) is refused, naming it; a `LOKET_…` variable that is none is
+//! only reported ([`Loaded::ignored_variables`]), as every service of a
+//! deployment gets the same environment.
 
+use figment::value::{Dict, Value};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -11,46 +15,133 @@ use std::fmt;
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
 
-/// Loads `T` from its defaults, the optional file named by `LOKET_CONFIG`,
-/// and the `LOKET_` environment.
-pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigError> {
-    load_from(std::env::var("LOKET_CONFIG").ok().as_deref())
+/// Settings as [`load`] found them.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub settings: T,
+    /// The `LOKET_…` environment variables that name no setting of this
+    /// service, by name (never their values), sorted. They are not refused:
+    /// `make run` and deployments give every service the same environment
+    /// (the database URL reaches the simulator, loketctl's `LOKET_API_KEY`
+    /// every service), so the service logs them once at start instead.
+    pub ignored_variables: Vec<String>,
 }
 
+/// Loads `T` from its defaults, the optional file named by `LOKET_CONFIG`,
+/// and the `LOKET_` environment.
+pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<Loaded<T>, ConfigError> {
+    load_with(
+        std::env::var("LOKET_CONFIG").ok().as_deref(),
+        std::env::vars(),
+    )
+}
+
+/// [`load`] with the settings file `file` instead of `LOKET_CONFIG`'s.
 pub fn load_from<T: DeserializeOwned + Serialize + Default>(
     file: Option<&str>,
 ) -> Result<T, ConfigError> {
+    load_with(file, std::env::vars()).map(|loaded| loaded.settings)
+}
+
+/// [`load`] from the settings file `file` and the environment `vars`.
+fn load_with<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&str>,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Loaded<T>, ConfigError> {
     use figment::providers::{Format, Serialized, Toml};
     let mut figment = figment::Figment::from(Serialized::defaults(T::default()));
+    let mut written = None;
     if let Some(path) = file {
         if !std::path::Path::new(path).exists() {
             return Err(ConfigError(format!(
                 "LOKET_CONFIG: file {path} does not exist"
             )));
         }
-        check_toml_syntax(path)?;
+        written = Some(read_toml(path)?);
         figment = figment.merge(Toml::file(path));
     }
-    for layer in environment_layers(std::env::vars()) {
+    let variables = environment_layers(vars);
+    for (_, layer) in &variables {
         figment = figment.merge(Serialized::defaults(layer));
     }
     // Lossy: text from the environment becomes a number or a boolean where
     // the field wants one; a `Secret` keeps the exact text.
-    figment.extract_lossy().map_err(|error| {
+    let settings: T = figment.extract_lossy().map_err(|error| {
         // figment's message names the key path; it never echoes a secret's
         // value because type errors report the type, not the content.
         ConfigError(error.to_string())
+    })?;
+    // What a file or a variable may name. Taken from the loaded settings
+    // rather than the defaults, so that what the defaults leave out is there
+    // when it was given: an option set (`failpoint`), an entry of a map whose
+    // keys are free (`schedules.doku`, `allowed_ips.okebayar`).
+    let known = key_tree(&settings, "the service's settings")?;
+    if let (Some(path), Some(written)) = (file, written) {
+        let unknown = unknown_keys(&written, &known);
+        if !unknown.is_empty() {
+            return Err(ConfigError(format!(
+                "LOKET_CONFIG: {path}: not settings of this service (a typo, or meant for \
+                 another service?): {}",
+                unknown.join(", ")
+            )));
+        }
+    }
+    let mut ignored_variables: Vec<String> = variables
+        .into_iter()
+        .filter(|(_, layer)| !unknown_keys(layer, &known).is_empty())
+        .map(|(name, _)| name)
+        .collect();
+    ignored_variables.sort();
+    Ok(Loaded {
+        settings,
+        ignored_variables,
     })
 }
 
-/// Refuses a settings file that is not TOML, naming the place but never
-/// quoting it: the parser's own message shows the offending line, which may
-/// be a secret's (an unquoted `userpin = 012345` is such a line).
-fn check_toml_syntax(path: &str) -> Result<(), ConfigError> {
+/// The keys of `value` as serialised, nested; `what` names it in the error.
+fn key_tree(value: impl Serialize, what: &str) -> Result<Dict, ConfigError> {
+    match Value::serialize(value) {
+        Ok(Value::Dict(_, tree)) => Ok(tree),
+        _ => Err(ConfigError(format!("{what} is not a table of keys"))),
+    }
+}
+
+/// The key paths (`okebayar.status_not_found_cod`) of `given` that name
+/// nothing in `known`, the keys of the loaded settings.
+/// Below a key whose setting is not a table (a list, a number, an option
+/// left unset) nothing is reported: serde has read what is there.
+fn unknown_keys(given: &Dict, known: &Dict) -> Vec<String> {
+    fn walk(given: &Dict, known: &Dict, prefix: &str, unknown: &mut Vec<String>) {
+        for (key, value) in given {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match (known.get(key), value) {
+                (None, _) => unknown.push(path),
+                (Some(Value::Dict(_, known)), Value::Dict(_, given)) => {
+                    walk(given, known, &path, unknown)
+                }
+                (Some(_), _) => {}
+            }
+        }
+    }
+    let mut unknown = Vec::new();
+    walk(given, known, "", &mut unknown);
+    unknown
+}
+
+/// The keys and values of the settings file at `path`. A file that is not
+/// TOML is refused naming the place but never quoting it: the parser's own
+/// message shows the offending line, which may be a secret's (an unquoted
+/// `userpin = 012345` is such a line).
+fn read_toml(path: &str) -> Result<Dict, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| ConfigError(format!("LOKET_CONFIG: cannot read {path}: {error}")))?;
-    let Err(error) = text.parse::<toml::Table>() else {
-        return Ok(());
+    let error = match text.parse::<toml::Table>() {
+        Ok(table) => return key_tree(table, &format!("LOKET_CONFIG: {path}")),
+        Err(error) => error,
     };
     let place = error
         .span()
@@ -67,13 +158,12 @@ fn check_toml_syntax(path: &str) -> Result<(), ConfigError> {
     )))
 }
 
-/// One nested dictionary per `LOKET_…` variable (`__` nests). Scalars stay
-/// text, so a PIN like `012345` keeps its leading zero; arrays and tables
-/// (`["10.0.0.0/8"]`) are parsed.
-fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<figment::value::Dict> {
-    use figment::value::Value;
-    vars.filter_map(|(key, raw)| {
-        let rest = key.strip_prefix("LOKET_")?;
+/// One nested dictionary per `LOKET_…` variable (`__` nests), with the
+/// variable's name. Scalars stay text, so a PIN like `012345` keeps its
+/// leading zero; arrays and tables (`["10.0.0.0/8"]`) are parsed.
+fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, Dict)> {
+    vars.filter_map(|(name, raw)| {
+        let rest = name.strip_prefix("LOKET_")?;
         if rest.is_empty() || rest == "CONFIG" {
             return None;
         }
@@ -83,7 +173,8 @@ fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<figme
             Value::Dict(..) | Value::Array(..) => parsed,
             _ => Value::from(raw),
         };
-        figment::util::nest(&path, value).into_dict()
+        let layer = figment::util::nest(&path, value).into_dict()?;
+        Some((name, layer))
     })
     .collect()
 }
@@ -157,8 +248,9 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Settings every service has.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Settings every service has. `Debug` masks the credentials a URL may
+/// carry (`nats://user:password@host`), as [`Secret`] masks a whole value.
+#[derive(Clone, Deserialize, Serialize)]
 pub struct Common {
     pub nats_url: String,
     pub database_url: Secret,
@@ -225,6 +317,30 @@ impl Common {
             json: self.log_json,
             otlp_endpoint: self.otlp_endpoint.clone(),
         }
+    }
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::bus::without_credentials;
+        // Taken apart so that a new field cannot be printed unmasked by
+        // omission: it fails to compile until it is listed here.
+        let Common {
+            nats_url,
+            database_url,
+            admin_addr,
+            log_json,
+            otlp_endpoint,
+            shutdown_grace_ms,
+        } = self;
+        f.debug_struct("Common")
+            .field("nats_url", &without_credentials(nats_url))
+            .field("database_url", database_url)
+            .field("admin_addr", admin_addr)
+            .field("log_json", log_json)
+            .field("otlp_endpoint", &without_credentials(otlp_endpoint))
+            .field("shutdown_grace_ms", shutdown_grace_ms)
+            .finish()
     }
 }
 
@@ -327,11 +443,104 @@ mod tests {
         let missing = load_from::<Sample>(Some("/nonexistent/loket.toml")).unwrap_err();
         assert!(missing.to_string().contains("LOKET_CONFIG"), "{missing}");
     }
+
+    /// Settings shaped like a service's: `Common` flattened in, a nested
+    /// table, a map whose keys are free (empty by default, as
+    /// `allowed_ips`, and with entries, as `schedules`), and an option.
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[serde(default)]
+    struct ServiceLike {
+        #[serde(flatten)]
+        common: Common,
+        review_after_ms: u64,
+        worker: Sample,
+        allowed_ips: std::collections::BTreeMap<String, Vec<String>>,
+        schedules: std::collections::BTreeMap<String, Sample>,
+        failpoint: Option<Sample>,
+    }
+
+    fn settings_file(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("loket-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file.to_str().unwrap().to_string()
+    }
+
+    /// A mistyped key in the settings file (`nats_ur`, `review_after_mss`,
+    /// one inside a table) stops the service naming every such key, instead
+    /// of running it on the default the operator meant to replace.
+    #[test]
+    fn a_mistyped_settings_key_is_refused_naming_it() {
+        let file = settings_file(
+            "typos.toml",
+            "nats_ur = \"nats://10.0.0.9:4222\"\nreview_after_mss = 60000\n\
+             [worker]\nprt = 1\n[schedules.doku]\nport = 2\nportt = 3\n[okebayr]\nurl = \"x\"\n",
+        );
+        let error = load_from::<ServiceLike>(Some(&file))
+            .expect_err("unknown keys are refused")
+            .to_string();
+        for key in [
+            "nats_ur",
+            "review_after_mss",
+            "worker.prt",
+            "schedules.doku.portt",
+            "okebayr",
+        ] {
+            assert!(error.contains(key), "{key} is not named: {error}");
+        }
+        assert!(!error.contains("okebayr.url"), "{error}");
+        assert!(!error.contains("doku.port,"), "{error}");
+    }
+
+    /// What the defaults leave out is still a setting: an entry of a map
+    /// whose keys are free, an option. None of them may be refused.
+    #[test]
+    fn keys_the_defaults_leave_out_are_accepted() {
+        let file = settings_file(
+            "valid.toml",
+            "nats_url = \"nats://10.0.0.9:4222\"\nreview_after_ms = 5\n\
+             [allowed_ips]\nokebayar = [\"10.0.0.0/8\"]\n\
+             [schedules.doku]\nport = 2\n[failpoint]\nport = 3\n",
+        );
+        let loaded = load_from::<ServiceLike>(Some(&file)).unwrap();
+        assert_eq!(loaded.common.nats_url, "nats://10.0.0.9:4222");
+        assert_eq!(loaded.review_after_ms, 5);
+        assert_eq!(loaded.allowed_ips["okebayar"], ["10.0.0.0/8"]);
+        assert_eq!(loaded.schedules["doku"].port, 2);
+        assert_eq!(loaded.failpoint.map(|set| set.port), Some(3));
+    }
+
+    /// The bus password in `nats://user:password@host` (and credentials in
+    /// the OTLP endpoint) never show in the settings' `Debug`, which every
+    /// service's settings derive.
+    #[test]
+    fn url_credentials_never_show_in_the_settings_debug_output() {
+        let common = Common {
+            nats_url: "nats://loket:CANARY-NATS-PW-1@10.0.0.9:4222".into(),
+            database_url: Secret::new("postgres://loket:CANARY-DB-PW-1@db/loket"),
+            otlp_endpoint: "http://otel:CANARY-OTLP-PW-1@collector:4318".into(),
+            ..Common::default()
+        };
+        let shown = format!("{common:?}");
+        for canary in ["CANARY-NATS-PW-1", "CANARY-DB-PW-1", "CANARY-OTLP-PW-1"] {
+            assert!(!shown.contains(canary), "{canary} in Debug: {shown}");
+        }
+        assert!(shown.contains("10.0.0.9:4222"), "{shown}");
+        assert!(shown.contains("collector:4318"), "{shown}");
+    }
 }
 
 #[cfg(test)]
 mod env_tests {
     use super::*;
+
+    fn from_env<T: DeserializeOwned + Serialize + Default>(
+        vars: &[(&str, &str)],
+    ) -> Result<Loaded<T>, ConfigError> {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load_with(None, vars)
+    }
 
     #[derive(Debug, Default, Deserialize, Serialize)]
     struct EnvPin {
@@ -340,18 +549,9 @@ mod env_tests {
 
     #[test]
     fn a_pin_with_a_leading_zero_from_the_environment_keeps_it() {
-        use figment::providers::Serialized;
-        let vars = [
-            ("LOKET_ENVTESTPIN".to_string(), "012345".to_string()),
-            ("OTHER_VAR".to_string(), "ignored".to_string()),
-        ];
-        let layers = environment_layers(vars.into_iter());
-        assert_eq!(layers.len(), 1);
-        let mut figment = figment::Figment::from(Serialized::defaults(EnvPin::default()));
-        for layer in layers {
-            figment = figment.merge(Serialized::defaults(layer));
-        }
-        let loaded: EnvPin = figment.extract_lossy().unwrap();
+        let loaded: EnvPin = from_env(&[("LOKET_ENVTESTPIN", "012345"), ("OTHER_VAR", "ignored")])
+            .unwrap()
+            .settings;
         assert_eq!(loaded.envtestpin.expose(), "012345");
     }
 
@@ -361,21 +561,18 @@ mod env_tests {
         #[serde(flatten)]
         common: Common,
         concurrency: u32,
+        schedules: std::collections::BTreeMap<String, u64>,
     }
 
-    fn from_env(vars: &[(&str, &str)]) -> Result<ServiceLike, String> {
-        use figment::providers::Serialized;
-        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let mut figment = figment::Figment::from(Serialized::defaults(ServiceLike::default()));
-        for layer in environment_layers(vars) {
-            figment = figment.merge(Serialized::defaults(layer));
-        }
-        figment.extract_lossy().map_err(|error| error.to_string())
+    fn service_from_env(vars: &[(&str, &str)]) -> Result<ServiceLike, String> {
+        from_env(vars)
+            .map(|loaded| loaded.settings)
+            .map_err(|error| error.to_string())
     }
 
     #[test]
     fn flattened_common_settings_read_booleans_and_numbers_from_the_environment() {
-        let loaded = from_env(&[
+        let loaded = service_from_env(&[
             ("LOKET_LOG_JSON", "true"),
             ("LOKET_SHUTDOWN_GRACE_MS", "5000"),
             ("LOKET_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
@@ -387,22 +584,41 @@ mod env_tests {
         assert_eq!(loaded.common.otlp_endpoint, "http://127.0.0.1:4318");
         assert_eq!(loaded.concurrency, 8);
         assert!(
-            !from_env(&[("LOKET_LOG_JSON", "false")])
+            !service_from_env(&[("LOKET_LOG_JSON", "false")])
                 .unwrap()
                 .common
                 .log_json
         );
-        let defaults = from_env(&[]).unwrap();
+        let defaults = service_from_env(&[]).unwrap();
         assert_eq!(defaults.common.shutdown_grace_ms, 10_000);
 
-        let error = from_env(&[("LOKET_LOG_JSON", "maybe")])
-            .unwrap_err()
-            .to_string();
+        let error = service_from_env(&[("LOKET_LOG_JSON", "maybe")]).unwrap_err();
         assert!(
             error.contains("log_json") && error.contains("maybe"),
             "{error}"
         );
-        let error = from_env(&[("LOKET_SHUTDOWN_GRACE_MS", "soon")]).unwrap_err();
+        let error = service_from_env(&[("LOKET_SHUTDOWN_GRACE_MS", "soon")]).unwrap_err();
         assert!(error.contains("shutdown_grace_ms"), "{error}");
+    }
+
+    /// Every service gets the same `LOKET_…` environment (`make run`,
+    /// loketctl's own variables), so a variable that names no setting of
+    /// this service is reported by name for the start-up warning, never
+    /// refused and never quoted with its value; one that names a setting,
+    /// an entry of a free map included, is not reported.
+    #[test]
+    fn variables_naming_no_setting_are_reported_by_name_not_refused() {
+        let loaded: Loaded<ServiceLike> = from_env(&[
+            ("LOKET_NATS_UR", "nats://CANARY-VALUE@n1:4222"),
+            ("LOKET_API_KEY", "CANARY-VALUE"),
+            ("LOKET_CONCURRENCY", "3"),
+            ("LOKET_SCHEDULES__DOKU", "7"),
+            ("LOKET_CONFIG", "/not/read/here.toml"),
+            ("PATH", "/usr/bin"),
+        ])
+        .expect("variables are never refused");
+        assert_eq!(loaded.settings.concurrency, 3);
+        assert_eq!(loaded.settings.schedules.get("doku"), Some(&7));
+        assert_eq!(loaded.ignored_variables, ["LOKET_API_KEY", "LOKET_NATS_UR"]);
     }
 }

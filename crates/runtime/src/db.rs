@@ -1,4 +1,5 @@
-//! The Postgres pool and the migrations in `migrations/`, embedded at build
+//! The Postgres pool, whose sessions never wait for a lock for ever
+//! ([`connect`]), and the migrations in `migrations/`, embedded at build
 //! time so every service (and `loketctl migrate`) applies the same schema.
 
 use sqlx::pool::PoolConnection;
@@ -41,7 +42,27 @@ pub enum DbError {
 /// a payment, before one more is accepted). At REPEATABLE READ that read
 /// would see the snapshot taken before the wait, and concurrent refunds could
 /// together exceed the payment.
+///
+/// No wait is endless. A row lock that is never released (a partitioned
+/// replica's open transaction, a forgotten `psql` session holding `FOR
+/// UPDATE`) would otherwise hold every statement queued behind it for ever,
+/// the service still ready and nothing logged:
+/// - `lock_timeout` ([`LOCK_TIMEOUT`]) fails a statement that waits longer
+///   for a lock, with SQLSTATE `55P03` ([`is_lock_timeout`]); the caller's
+///   error path retries (a redelivered event, a later tick, the client's
+///   retry), and the lock, once released, is taken then;
+/// - `idle_in_transaction_session_timeout` ([`IDLE_IN_TRANSACTION_TIMEOUT`])
+///   ends a loket session left inside a transaction without running anything
+///   (its client hung or cut off), so the locks it holds are released;
+/// - TCP keepalives from the server ([`KEEPALIVE`]) find a client that
+///   vanished in minutes instead of the system's two hours.
+///
+/// There is deliberately no `statement_timeout`: loketctl's `find` and
+/// `export` run long scans over these connections, and a long scan waits
+/// for no lock.
 pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool, DbError> {
+    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
+    let idle_in_transaction_timeout = format!("{}ms", IDLE_IN_TRANSACTION_TIMEOUT.as_millis());
     let options = PgConnectOptions::from_str(url.expose())
         .map_err(|_| DbError::BadUrl)?
         .application_name("loket")
@@ -51,13 +72,79 @@ pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool
             ("jit", "off"),
             // A space in a startup option's value is escaped with `\`.
             ("default_transaction_isolation", r"read\ committed"),
-        ]);
+            ("lock_timeout", &lock_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                &idle_in_transaction_timeout,
+            ),
+        ])
+        .options(KEEPALIVE);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
         .map_err(|error| DbError::Connect(error.to_string()))
+}
+
+/// The longest a statement on a loket connection waits for a lock before it
+/// fails. Far above any lock loket itself holds (a batch commits in
+/// milliseconds), and well under the reconciler's 30 s ack wait even twice
+/// over (a batch, then its events one at a time), so an event is not
+/// redelivered while its own attempt still waits.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a loket session may sit inside a transaction without running a
+/// statement before the server ends it. Loket's transactions wait inside
+/// only for their own statements and a JetStream publish's acknowledgement
+/// (seconds at most).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The server probes an idle connection after 60 s, every 10 s, and drops
+/// it after 6 unanswered probes: a client gone without closing its
+/// connection releases its session (and locks) within about two minutes.
+/// Ignored on a Unix socket.
+const KEEPALIVE: [(&str, &str); 3] = [
+    ("tcp_keepalives_idle", "60"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "6"),
+];
+
+/// Whether `error` is a statement that waited for a lock longer than
+/// [`LOCK_TIMEOUT`] (SQLSTATE `55P03`, `lock_not_available`): another session
+/// holds the rows. Transient; the caller retries.
+pub fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| code == LOCK_NOT_AVAILABLE)
+}
+
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Logs at WARN, when `error` is a lock wait that ran out
+/// ([`is_lock_timeout`]), which `statement` gave up, on which `rows`, and
+/// what the server says it waited for (`while locking tuple (0,1) in
+/// relation "transactions"`). The error alone reads "canceling statement due
+/// to lock timeout", which names none of them. Does nothing for any other
+/// error: the caller reports that as it does.
+pub fn warn_on_lock_timeout(error: &sqlx::Error, statement: &str, rows: &dyn std::fmt::Debug) {
+    if !is_lock_timeout(error) {
+        return;
+    }
+    let waited_for = error
+        .as_database_error()
+        .and_then(|error| error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+        .and_then(|error| error.r#where())
+        .unwrap_or("a lock");
+    tracing::warn!(
+        statement,
+        ?rows,
+        waited_for,
+        lock_timeout = ?LOCK_TIMEOUT,
+        "another session holds these rows longer than lock_timeout (a stuck replica, a psql \
+         session left in a transaction: see pg_stat_activity and pg_blocking_pids); retried later"
+    );
 }
 
 /// Applies the migrations this build knows that the database lacks.
@@ -68,6 +155,11 @@ pub async fn connect(url: &crate::Secret, max_connections: u32) -> Result<PgPool
 /// That is why every migration must leave the schema usable by the build
 /// before it (ARCHITECTURE.md, Schema changes). An applied migration whose file
 /// changed is still refused (checksums).
+///
+/// It runs under [`LOCK_TIMEOUT`] like every statement: a replica that waits
+/// longer for another's migration (sqlx's advisory lock), or a migration
+/// whose DDL waits longer for a table in use, fails to start and is restarted
+/// by its supervisor, rather than queueing the service's statements behind it.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     let mut migrator = sqlx::migrate!("../../migrations");
     migrator.set_ignore_missing(true);

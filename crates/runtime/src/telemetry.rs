@@ -121,9 +121,12 @@ fn otlp_provider(
     if endpoint.is_empty() {
         return Ok(None);
     }
+    // What a problem may show of the endpoint: it can carry credentials
+    // (`http://user:password@collector:4318`).
+    let shown = crate::bus::without_credentials(endpoint);
     if !endpoint.starts_with("http://") {
         return Err(format!(
-            "{endpoint:?} must be an http:// URL (a collector or agent next to the service)"
+            "{shown:?} must be an http:// URL (a collector or agent next to the service)"
         ));
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -131,7 +134,7 @@ fn otlp_provider(
         .with_endpoint(format!("{endpoint}/v1/traces"))
         .with_timeout(Duration::from_secs(5))
         .build()
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| error.to_string().replace(endpoint, &shown))?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service)
         .build();
@@ -387,6 +390,20 @@ mod tests {
         let joined = join(&tracing::Span::none(), Some(received));
         assert_eq!(joined.trace_id(), received.trace_id());
         assert_ne!(joined, received);
+    }
+
+    /// An OTLP endpoint that cannot be used is reported on stderr; the
+    /// credentials it may carry are not.
+    #[test]
+    fn an_unusable_otlp_endpoint_is_reported_without_its_credentials() {
+        for endpoint in [
+            "https://otel:CANARY-OTLP-PW@collector:4318",
+            "http://otel:CANARY-OTLP-PW@collector:4318/a path",
+        ] {
+            let problem = otlp_provider("test", endpoint).expect_err("refused");
+            assert!(problem.contains("collector"), "{problem}");
+            assert!(!problem.contains("CANARY-OTLP-PW"), "{problem}");
+        }
     }
 
     #[test]

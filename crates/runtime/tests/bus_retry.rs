@@ -1,11 +1,15 @@
-//! A retried durable publish outlasts a brief JetStream outage: published
-//! while its stream is missing, it lands once the stream is there, and only
-//! once; without retries it fails at once.
+//! The bus against a real nats-server. A retried durable publish outlasts a
+//! brief JetStream outage: published while its stream is missing, it lands
+//! once the stream is there, and only once; without retries it fails at
+//! once. The credentials in a NATS URL authenticate and never reach the
+//! logs. A connection loss is counted for the services that must know.
 
 use loket_protocol::subjects;
 use loket_runtime::bus;
 use loket_runtime::telemetry::TraceContext;
 use loket_test_support::nats::NatsServer;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[tokio::test]
@@ -39,4 +43,93 @@ async fn a_retried_publish_lands_once_the_stream_is_back() {
         .unwrap();
     let mut stream = js.get_stream(subjects::UPDATE_STREAM).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
+}
+
+/// Log lines written while a test runs.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `RUST_LOG=debug` (what an operator sets in an incident) must not put the
+/// bus password in the logs: async-nats logs the server address at DEBUG on
+/// every connection attempt, so it must never hold the password in it.
+#[tokio::test(flavor = "current_thread")]
+async fn the_nats_password_never_reaches_the_logs_while_reconnecting() {
+    let captured = CapturedLogs::default();
+    let writer = captured.clone();
+    // This thread's subscriber; the client's tasks run on it too.
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    // Port 1: nothing listens; the client keeps retrying in the background.
+    let client = bus::connect("nats://loket:CANARY-NATS-PW-2@127.0.0.1:1", "log-leak-test")
+        .await
+        .expect("returns at once (retry_on_initial_connect)");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop(client);
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("127.0.0.1"),
+        "the attempts are logged: {logs}"
+    );
+    let leaked: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("CANARY-NATS-PW-2"))
+        .take(2)
+        .collect();
+    assert!(leaked.is_empty(), "password in the logs: {leaked:#?}");
+}
+
+/// The user and password of a NATS URL (percent-encoded where they hold
+/// `@`, `:` or `,`) reach nats-server as credentials, though async-nats is
+/// never given them in the URL.
+#[tokio::test]
+async fn credentials_in_the_nats_url_authenticate() {
+    let port = loket_test_support::ports::free_port();
+    let mut server = Command::new(loket_test_support::nats::binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--user", "loket", "--pass", "p@ss:w,rd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let url = format!("nats://loket:p%40ss%3Aw%2Crd@127.0.0.1:{port}");
+    let client = bus::connect(&url, "auth-test").await.unwrap();
+    let confirmed = bus::confirm_subscriptions(&client).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    confirmed.expect("authenticated: the server answers");
+}
+
+/// `connect_observed` counts each loss of the connection, so a service
+/// whose plain subscriptions missed what was published meanwhile learns of
+/// it.
+#[tokio::test]
+async fn a_lost_connection_is_counted() {
+    let mut server = NatsServer::start().expect("nats-server");
+    let (client, mut gaps) = bus::connect_observed(&server.url(), "gap-test")
+        .await
+        .unwrap();
+    bus::confirm_subscriptions(&client).await.unwrap();
+    assert_eq!(*gaps.borrow_and_update(), 0);
+    server.restart().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), gaps.changed())
+        .await
+        .expect("the loss is counted")
+        .unwrap();
+    assert!(*gaps.borrow() >= 1);
 }

@@ -1,10 +1,12 @@
-//! `HeldConnection` against a real PostgreSQL: it keeps one connection
-//! between batches, and renews it once the pool's `max_lifetime` has passed.
+//! loket's Postgres connections against a real PostgreSQL: `HeldConnection`
+//! keeps one connection between batches and renews it once the pool's
+//! `max_lifetime` has passed; no statement waits for a lock for ever.
 
 use std::str::FromStr as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use loket_runtime::db::HeldConnection;
+use loket_runtime::db::{self, HeldConnection};
+use loket_runtime::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 async fn backend_pid(held: &mut HeldConnection) -> i32 {
@@ -40,4 +42,70 @@ async fn a_held_connection_is_kept_and_renewed_after_the_pools_max_lifetime() {
         .expect("renewed without waiting on the pool");
     assert_ne!(renewed, first, "a fresh connection after max_lifetime");
     assert_eq!(backend_pid(&mut held).await, renewed);
+}
+
+/// A row lock that is never released (a partitioned replica's open
+/// transaction, a forgotten psql session) must fail the statements waiting
+/// on it after `lock_timeout`, recognisably, or the reconciler's batch slots
+/// (`SELECT … FOR UPDATE`) hang with the service still ready and nothing
+/// logged. There is no `statement_timeout`: loketctl's long scans use the
+/// same connections.
+#[tokio::test]
+async fn a_statement_waiting_on_a_lock_fails_after_the_lock_timeout() {
+    let url = Secret::new(
+        loket_test_support::postgres::fresh_database()
+            .await
+            .unwrap(),
+    );
+    let pool = db::connect(&url, 2).await.unwrap();
+    // In milliseconds, as `pg_settings` gives them.
+    let timeouts: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings WHERE name IN \
+         ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout') ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let millis = |timeout: Duration| timeout.as_millis().to_string();
+    assert_eq!(
+        timeouts,
+        [
+            (
+                "idle_in_transaction_session_timeout".to_string(),
+                millis(db::IDLE_IN_TRANSACTION_TIMEOUT)
+            ),
+            ("lock_timeout".to_string(), millis(db::LOCK_TIMEOUT)),
+            ("statement_timeout".to_string(), "0".to_string()),
+        ]
+    );
+    sqlx::query("CREATE TABLE held (id INT PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO held VALUES (1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The holder: a transaction that never ends.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM held WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let waiter = tokio::time::timeout(
+        db::LOCK_TIMEOUT * 2,
+        sqlx::query("SELECT id FROM held WHERE id = 1 FOR UPDATE").execute(&pool),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("still waiting for the lock after {:?}", started.elapsed()));
+    let error = waiter.expect_err("the lock is still held");
+    assert!(db::is_lock_timeout(&error), "{error}");
+    assert!(
+        started.elapsed() >= db::LOCK_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+    holder.rollback().await.unwrap();
 }
