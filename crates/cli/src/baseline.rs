@@ -88,13 +88,7 @@ pub async fn run(
     })?;
     // One connection per loop and per updater, plus one for set-up.
     let pool = loket_runtime::db::connect(url, (2 * args.concurrency + 1).min(200)).await?;
-    let nats = async_nats::connect(nats_url).await.map_err(|error| {
-        let shown = loket_runtime::bus::without_credentials(nats_url);
-        CliError::Bus(loket_runtime::bus::BusError::Connect {
-            reason: error.to_string().replace(nats_url, &shown),
-            url: shown,
-        })
-    })?;
+    let nats = loket_runtime::bus::connect_once(nats_url, "loketctl baseline").await?;
     let js = jetstream::new(nats);
     set_up(&pool, &js).await?;
     let result = measure(&pool, &js, args, concurrency, stop).await;

@@ -116,18 +116,9 @@ pub async fn settle(
 
 /// Publishes `decision` durably on its subject.
 async fn publish(nats_url: &str, decision: &OperatorDecision) -> Result<(), BusError> {
-    let shown = lbus::without_credentials(nats_url);
     // No reconnect loop, unlike the services: an unreachable server is an
     // answer for someone at a terminal.
-    let nats = async_nats::ConnectOptions::new()
-        .name("loketctl")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(nats_url)
-        .await
-        .map_err(|error| BusError::Connect {
-            url: shown.clone(),
-            reason: error.to_string().replace(nats_url, &shown),
-        })?;
+    let nats = lbus::connect_once(nats_url, "loketctl").await?;
     let js = async_nats::jetstream::new(nats);
     let headers = lbus::headers(
         &decision.event_id.to_string(),

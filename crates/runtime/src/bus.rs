@@ -56,17 +56,11 @@ pub async fn connect_observed(
     url: &str,
     name: &str,
 ) -> Result<(async_nats::Client, watch::Receiver<u64>), BusError> {
-    let refused = |reason: String| BusError::Connect {
-        url: without_credentials(url),
-        reason,
-    };
-    let (servers, credentials) = servers_and_credentials(url).map_err(refused)?;
+    let (options, servers) = options_for(url, name)?;
     let (gaps, gaps_seen) = watch::channel(0u64);
-    let options = async_nats::ConnectOptions::new()
-        .name(name)
+    let client = options
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
         .event_callback(move |event| {
             if matches!(
                 event,
@@ -77,7 +71,35 @@ pub async fn connect_observed(
             async move {
                 tracing::info!(%event, "nats connection event");
             }
-        });
+        })
+        .connect(servers)
+        .await
+        .map_err(|error| refused(url, error.to_string()))?;
+    Ok((client, gaps_seen))
+}
+
+/// Connects once, for a command at a terminal (loketctl): no reconnect
+/// loop, so an unreachable server is an answer within the 5 s connection
+/// timeout. Credentials are taken from `url` as by [`connect`].
+pub async fn connect_once(url: &str, name: &str) -> Result<async_nats::Client, BusError> {
+    let (options, servers) = options_for(url, name)?;
+    options
+        .connect(servers)
+        .await
+        .map_err(|error| refused(url, error.to_string()))
+}
+
+/// The connection options every loket connection shares, and the servers
+/// of `url` without their credentials (see [`connect_observed`]).
+fn options_for(
+    url: &str,
+    name: &str,
+) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>), BusError> {
+    let (servers, credentials) =
+        servers_and_credentials(url).map_err(|reason| refused(url, reason))?;
+    let options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5));
     let options = match credentials {
         None => options,
         Some(Credentials::UserAndPassword(user, password)) => {
@@ -85,11 +107,16 @@ pub async fn connect_observed(
         }
         Some(Credentials::Token(token)) => options.token(token),
     };
-    let client = options
-        .connect(servers)
-        .await
-        .map_err(|error| refused(error.to_string()))?;
-    Ok((client, gaps_seen))
+    Ok((options, servers))
+}
+
+/// A connection to `url` that failed for `reason`, naming the servers
+/// without their credentials.
+fn refused(url: &str, reason: String) -> BusError {
+    BusError::Connect {
+        url: without_credentials(url),
+        reason,
+    }
 }
 
 /// How a NATS URL authenticates.

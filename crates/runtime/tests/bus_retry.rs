@@ -110,9 +110,18 @@ async fn credentials_in_the_nats_url_authenticate() {
     let url = format!("nats://loket:p%40ss%3Aw%2Crd@127.0.0.1:{port}");
     let client = bus::connect(&url, "auth-test").await.unwrap();
     let confirmed = bus::confirm_subscriptions(&client).await;
+    // loketctl's one-shot connection, once the server is known to be up.
+    let once = match &confirmed {
+        Ok(()) => match bus::connect_once(&url, "auth-test-once").await {
+            Ok(client) => bus::confirm_subscriptions(&client).await,
+            Err(error) => Err(error),
+        },
+        Err(_) => Ok(()),
+    };
     let _ = server.kill();
     let _ = server.wait();
     confirmed.expect("authenticated: the server answers");
+    once.expect("connect_once authenticated too (loketctl review settle and baseline)");
 }
 
 /// `connect_observed` counts each loss of the connection, so a service
