@@ -169,7 +169,8 @@ async fn serve(
     readiness: admin::Readiness,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let nats = bus::connect(&settings.common.nats_url, "loket-ingress").await?;
+    let (nats, bus_gaps) =
+        bus::connect_observed(&settings.common.nats_url, "loket-ingress").await?;
     let js = async_nats::jetstream::new(nats.clone());
     bus::ensure_streams(&js).await?;
     let pool = db::connect(&settings.common.database_url, settings.db_max_connections).await?;
@@ -223,16 +224,17 @@ async fn serve(
         pool: pool.clone(),
         group_insert: group_insert::GroupInsert::start(pool.clone(), &vital),
         nats: nats.clone(),
-        auth: auth::Authenticator::new(
+        auth: Arc::new(auth::Authenticator::new(
             pool.clone(),
             Duration::from_millis(settings.auth_cache_ttl_ms),
-        ),
+        )),
         products,
         waiters,
         dispatcher,
         shutdown: shutdown.clone(),
         balance_timeout: Duration::from_millis(settings.balance_timeout_ms),
         watch_slots: watch_slots::WatchSlots::new(settings.max_watches_per_client),
+        bus_gaps,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

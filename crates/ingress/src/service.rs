@@ -38,13 +38,18 @@ pub struct Inner {
     pub pool: PgPool,
     pub group_insert: GroupInsert,
     pub nats: async_nats::Client,
-    pub auth: Authenticator,
+    /// Shared with open watch streams, which re-check their key.
+    pub auth: Arc<Authenticator>,
     pub products: Arc<Products>,
     pub waiters: Arc<Waiters>,
     pub dispatcher: Dispatcher,
     pub shutdown: Shutdown,
     pub balance_timeout: Duration,
     pub watch_slots: WatchSlots,
+    /// Counts the moments the ingress's bus connection may have let updates
+    /// pass by ([`loket_runtime::bus::connect_observed`]): a watch open
+    /// across one ends, so its client re-reads instead of missing a state.
+    pub bus_gaps: tokio::sync::watch::Receiver<u64>,
 }
 
 /// One mutating call: the caller, its reference and parameters, and how
@@ -60,6 +65,12 @@ struct Mutation<'a> {
 /// Updates a watch stream holds for a client that reads slower than they
 /// come; one slot is kept for the error that closes a watch that fell behind.
 const WATCH_BUFFER: usize = 256;
+
+/// Why a watch open across a bus gap ends ([`Inner::bus_gaps`]).
+const WATCH_GAP_MESSAGE: &str =
+    "the ingress's connection to the message bus was interrupted or fell \
+     behind, so this watch may have missed updates: read the current state (GetTransaction or \
+     ListTransactions) and watch again";
 
 /// The tonic service (cheap to clone).
 #[derive(Clone)]
@@ -1191,10 +1202,15 @@ impl Inner {
         request: Request<pb::WatchTransactionsRequest>,
     ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<pb::Transaction, Status>>, ApiError>
     {
-        let client = self.auth.authenticate(request.metadata()).await?;
+        let credential = self.auth.credential(request.metadata()).await?;
+        let client = credential.client;
         let only = validate::watch(request.get_ref())?;
         // Held by the stream's task: freed when the watch ends, whichever way.
         let slot = self.watch_slots.take(client)?;
+        // Seen before subscribing: any later gap (a reconnect, a slow
+        // consumer) may hide an update from this watch.
+        let mut bus_gaps = self.bus_gaps.clone();
+        bus_gaps.mark_unchanged();
         let subject = subjects::update(&client.0.to_string());
         // Subscribe first (confirmed by the server), then read the current
         // state: nothing slips between.
@@ -1216,29 +1232,55 @@ impl Inner {
                 let row = queries::by_id(&self.pool, client.0, id)
                     .await?
                     .ok_or_else(|| ApiError::NotFound(format!("transaction {id} not found")))?;
-                Some(respond(&row))
+                // Not yet enriched: admitted as the reconciler publishes it.
+                Some(row.to_pb())
             }
             None => None,
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let shutdown = self.shutdown.clone();
         let span = ctx.span.clone();
+        let auth = Arc::clone(&self.auth);
+        // The key was just checked: the first re-check is one interval away.
+        let every = auth.recheck_interval();
+        let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::spawn(
             async move {
                 let _slot = slot;
                 let mut last_sent = waiters::LastSent::default();
-                if let Some(first) = first {
+                if let Some(mut first) = first {
                     last_sent.admit(&first);
+                    explain::enrich(&mut first);
                     if sender.send(Ok(first)).await.is_err() {
                         return;
                     }
                 }
-                loop {
+                // Why the watch ends, sent as its last message (none when it
+                // simply closes: the client left, or the service drains).
+                let closing = loop {
                     tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = sender.closed() => break,
+                        _ = shutdown.wait() => break None,
+                        _ = sender.closed() => break None,
+                        // Updates published while the ingress was off the bus
+                        // (or dropped as a slow consumer's) never reach this
+                        // subscription: going on would skip them unseen. (An
+                        // error here means the connection is gone for good.)
+                        _ = bus_gaps.changed() => {
+                            tracing::warn!("watch ended: the bus connection may have lost updates");
+                            break Some(Status::unavailable(WATCH_GAP_MESSAGE));
+                        }
+                        // A key disabled while the watch is open (revoked
+                        // after a leak) must stop the stream, not only new
+                        // calls.
+                        _ = recheck.tick() => {
+                            if let Err(error) = auth.recheck(&credential).await {
+                                tracing::info!(%error, "watch ended: its key no longer authenticates");
+                                break Some(to_status(&error));
+                            }
+                        }
                         message = updates.next() => {
-                            let Some(message) = message else { break };
+                            let Some(message) = message else { break None };
                             // A watch of one transaction skips the client's
                             // other updates by their header, undecoded.
                             if only.is_some_and(|id| {
@@ -1265,17 +1307,20 @@ impl Inner {
                             // so in the last slot, and the watch ends.
                             if sender.capacity() <= 1 {
                                 tracing::warn!("watch fell behind its client; closed");
-                                let _ = sender.try_send(Err(Status::resource_exhausted(format!(
+                                break Some(Status::resource_exhausted(format!(
                                     "this watch fell {} updates behind and is closed: read the current state (ListTransactions) and watch again",
                                     WATCH_BUFFER - 1
-                                ))));
-                                break;
+                                )));
                             }
                             if sender.try_send(Ok(update)).is_err() {
-                                break;
+                                break None;
                             }
                         }
                     }
+                };
+                // Every `Ok` was sent with a slot to spare: this one fits.
+                if let Some(status) = closing {
+                    let _ = sender.try_send(Err(status));
                 }
                 let _ = updates.unsubscribe().await;
             }

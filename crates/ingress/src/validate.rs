@@ -341,21 +341,34 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
     Ok(value.to_string())
 }
 
-/// A pay-in / pay-out method code: `min`–16 characters of `[A-Z0-9_]`
-/// (`QRIS`, `BCA`, `W_DANA`), or empty when `min` is 0.
-fn method(value: &str, min: usize) -> Result<String> {
+/// The longest pay-in method code. Smilepayz gives no length for a
+/// pay-in's `paymentMethod` (spec §5); this only bounds the input.
+const MAX_PAY_IN_METHOD: usize = 16;
+
+/// The longest pay-out method code: Smilepayz' `paymentMethod` of a pay-out
+/// is S6 (spec §5), so a longer one would be refused by the provider after
+/// the transaction was stored and sent.
+const MAX_PAY_OUT_METHOD: usize = 6;
+
+/// A pay-in / pay-out method code: `[A-Z0-9_]` (`QRIS`, `BCA`, `W_DANA`)
+/// of a length in `lengths`; empty when that range starts at 0.
+fn method(value: &str, lengths: std::ops::RangeInclusive<usize>) -> Result<String> {
     const FIELD: &str = "method";
     if value.is_empty() {
-        return if min == 0 {
+        return if *lengths.start() == 0 {
             Ok(String::new())
         } else {
             Err(ValidationError::new(FIELD, "required"))
         };
     }
-    if value.len() < min.max(1) || value.len() > 16 {
+    if !lengths.contains(&value.len()) {
         return Err(ValidationError::new(
             FIELD,
-            format!("{} to 16 characters", min.max(1)),
+            format!(
+                "{} to {} characters",
+                lengths.start().max(&1),
+                lengths.end()
+            ),
         ));
     }
     if !value
@@ -544,7 +557,7 @@ impl TryFrom<&pb::PayInRequest> for PayInInput {
         let client_ref = ClientRef::parse(&request.client_ref)?;
         let product_code = product_or(&request.product_code, DEFAULT_PAY_IN_PRODUCT)?;
         let amount = amount_at_most("amount", request.amount.as_ref(), MAX_PAY_IN)?;
-        let method = method(request.method.trim(), 0)?;
+        let method = method(request.method.trim(), 0..=MAX_PAY_IN_METHOD)?;
         let payer = request.payer.clone().unwrap_or_default();
         let payer_name = text("payer.name", payer.name.trim(), 64)?;
         let payer_phone = phone("payer.phone", payer.phone.trim())?;
@@ -613,7 +626,7 @@ impl TryFrom<&pb::PayOutRequest> for PayOutInput {
                 format!("a pay-out is {MIN_PAY_OUT} to {MAX_PAY_OUT} IDR"),
             ));
         }
-        let method = method(request.method.trim(), 2)?;
+        let method = method(request.method.trim(), 2..=MAX_PAY_OUT_METHOD)?;
         let account = request.account.trim();
         if account.is_empty() {
             return Err(ValidationError::new("account", "required"));
@@ -1271,6 +1284,8 @@ mod tests {
         }
         assert!(with(&|r| r.method = "QRIS".into()).is_ok());
         assert!(with(&|r| r.method = "BCA".into()).is_ok());
+        // The pay-out's 6-character limit is not a pay-in's.
+        assert!(with(&|r| r.method = "PERMATA".into()).is_ok());
         // W_OVO cannot collect without the payer's phone.
         let error = with(&|r| r.method = "W_OVO".into()).unwrap_err();
         assert_eq!(error.field, "payer.phone");
@@ -1358,6 +1373,11 @@ mod tests {
             );
         }
         assert!(with(&|r| r.method = "W_DANA".into()).is_ok());
+        // Smilepayz' pay-out `paymentMethod` is S6 (spec §5): a longer code
+        // would be stored, sent and refused by the provider, not by us.
+        let error = with(&|r| r.method = "PERMATA".into()).unwrap_err();
+        assert_eq!(error.field, "method");
+        assert!(error.reason.contains("2 to 6 characters"), "{error}");
         for bad in ["", "1234-5678", "12 34", &"1".repeat(33), "ÄB"] {
             assert_eq!(
                 field_of(with(&|r| r.account = bad.into())),

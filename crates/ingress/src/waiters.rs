@@ -109,36 +109,94 @@ pub fn supersedes(current: &pb::Transaction, candidate: &pb::Transaction) -> boo
 /// How many transactions a watch stream remembers the last sent state of.
 const LAST_SENT_LIMIT: usize = 4096;
 
+/// How many different contents a watch stream remembers having sent for one
+/// transaction at one `updated_at` (a reconciler batch yields a few; the
+/// bound only guards memory).
+const CONTENTS_PER_INSTANT: usize = 8;
+
 /// The state a watch stream last sent for each of the transactions it most
-/// recently began sending (at most [`LAST_SENT_LIMIT`]): an update that does not supersede it (out of order, or the
-/// same state again from a retried publish) is not sent, so a client never
-/// sees a transaction go back, e.g. from `success` to `pending`.
+/// recently began sending (at most [`LAST_SENT_LIMIT`]): an update that does
+/// not supersede it (out of order) is not sent, so a client never sees a
+/// transaction go back, e.g. from `success` to `pending`.
+///
+/// The reconciler applies a batch of events with one `now`, so two updates
+/// of one transaction can carry the same `updated_at` and status and differ
+/// in content (a pay-in's payment instructions arriving in the second): an
+/// update is a duplicate (a retried publish, not sent again) only if its
+/// content was already sent at that `updated_at`.
 #[derive(Debug, Default)]
 pub struct LastSent {
-    versions: HashMap<String, Version>,
+    sent: HashMap<String, Sent>,
     order: std::collections::VecDeque<String>,
+}
+
+/// What a watch sent last for one transaction.
+#[derive(Debug)]
+struct Sent {
+    version: Version,
+    /// [`content_fingerprint`]s of what was sent at `version.updated_at`.
+    contents: Vec<u64>,
 }
 
 impl LastSent {
     /// Whether `update` may be sent; if so, it is remembered as sent.
     pub fn admit(&mut self, update: &pb::Transaction) -> bool {
         let version = Version::of(update);
-        if let Some(last) = self.versions.get_mut(&update.id) {
-            if *last == version || !last.superseded_by(version) {
+        let content = content_fingerprint(update);
+        if let Some(last) = self.sent.get_mut(&update.id) {
+            if !last.version.superseded_by(version) {
                 return false;
             }
-            *last = version;
+            if version.updated_at == last.version.updated_at {
+                if last.contents.contains(&content) {
+                    return false;
+                }
+                if last.contents.len() == CONTENTS_PER_INSTANT {
+                    last.contents.remove(0);
+                }
+                last.contents.push(content);
+            } else {
+                last.contents = vec![content];
+            }
+            last.version = version;
             return true;
         }
         if self.order.len() == LAST_SENT_LIMIT {
             if let Some(oldest) = self.order.pop_front() {
-                self.versions.remove(&oldest);
+                self.sent.remove(&oldest);
             }
         }
         self.order.push_back(update.id.clone());
-        self.versions.insert(update.id.clone(), version);
+        self.sent.insert(
+            update.id.clone(),
+            Sent {
+                version,
+                contents: vec![content],
+            },
+        );
         true
     }
+}
+
+/// A hash of everything `transaction` says, equal for equal contents
+/// however they were decoded: its encoding, except the bill's `extra` map
+/// (prost encodes a map in its `HashMap`'s random order), which is hashed
+/// sorted instead.
+fn content_fingerprint(transaction: &pb::Transaction) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut canonical = transaction.clone();
+    let extra = canonical
+        .bill
+        .as_mut()
+        .map(|bill| std::mem::take(&mut bill.extra))
+        .unwrap_or_default();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(&canonical.encode_to_vec());
+    extra
+        .iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Whose update a message on `loket.upd.<client>` is: (client, transaction),
@@ -395,8 +453,58 @@ mod tests {
         for n in 0..LAST_SENT_LIMIT as i64 {
             assert!(last_sent.admit(&txn(Uuid::now_v7(), pb::TransactionStatus::Pending, n)));
         }
-        assert_eq!(last_sent.versions.len(), LAST_SENT_LIMIT);
-        assert!(!last_sent.versions.contains_key(&id.to_string()));
+        assert_eq!(last_sent.sent.len(), LAST_SENT_LIMIT);
+        assert!(!last_sent.sent.contains_key(&id.to_string()));
+    }
+
+    /// The reconciler applies a batch with one `now`, so a Smilepayz pay-in
+    /// can go `received` → `pending` → `pending` with its payment
+    /// instructions, the last two with the same `updated_at`: the watch
+    /// sends the instructions, and still drops true duplicates.
+    #[test]
+    fn a_watch_sends_new_content_at_the_same_status_and_time_once() {
+        let mut last_sent = LastSent::default();
+        let id = Uuid::now_v7();
+        let mut without_instructions = txn(id, pb::TransactionStatus::Pending, 10);
+        without_instructions.kind = pb::TransactionKind::PayIn as i32;
+        let mut with_instructions = without_instructions.clone();
+        with_instructions.payment = Some(pb::PaymentInstructions {
+            method: "QRIS".into(),
+            qr_string: "00020101021226...".into(),
+            ..Default::default()
+        });
+        assert!(last_sent.admit(&without_instructions));
+        assert!(
+            last_sent.admit(&with_instructions),
+            "the pay-in's payment instructions never reach the watch"
+        );
+        // Either again (a retried publish) is a duplicate, in any order.
+        assert!(!last_sent.admit(&with_instructions));
+        assert!(!last_sent.admit(&without_instructions));
+        // A settled state is still never followed by an unsettled one.
+        let success = txn(id, pb::TransactionStatus::Success, 10);
+        assert!(last_sent.admit(&success));
+        let mut pending_again = with_instructions.clone();
+        pending_again.serial_number = "late".into();
+        assert!(!last_sent.admit(&pending_again));
+    }
+
+    /// A bill's `extra` map is encoded in its `HashMap`'s random order: the
+    /// same update decoded twice (the row read at watch start, then the
+    /// reconciler's publish of it) is one content, sent once.
+    #[test]
+    fn the_same_bill_decoded_twice_is_one_content() {
+        let mut update = txn(Uuid::now_v7(), pb::TransactionStatus::Success, 10);
+        update.bill = Some(pb::BillDetails {
+            extra: (0..32)
+                .map(|n| (format!("field{n}"), format!("value{n}")))
+                .collect(),
+            ..Default::default()
+        });
+        let encoded = update.encode_to_vec();
+        let mut last_sent = LastSent::default();
+        assert!(last_sent.admit(&pb::Transaction::decode(encoded.as_slice()).unwrap()));
+        assert!(!last_sent.admit(&pb::Transaction::decode(encoded.as_slice()).unwrap()));
     }
 
     #[test]

@@ -11,6 +11,9 @@ use loket_runtime::{Secret, Shutdown};
 use loket_test_support::{nats::NatsServer, postgres};
 use prost::Message as _;
 use sqlx::{Connection as _, PgPool};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -25,6 +28,21 @@ fn with_key<T>(key: &str, message: T) -> Request<T> {
         .metadata_mut()
         .insert("x-api-key", key.parse().unwrap());
     request
+}
+
+/// Opens `key`'s watch of `transaction_id` (empty: of all its transactions).
+async fn open_watch(
+    api: &mut LoketClient<Channel>,
+    key: &str,
+    transaction_id: &str,
+) -> Result<tonic::Streaming<pb::Transaction>, tonic::Status> {
+    let request = pb::WatchTransactionsRequest {
+        transaction_id: transaction_id.to_string(),
+    };
+    Ok(api
+        .watch_transactions(with_key(key, request))
+        .await?
+        .into_inner())
 }
 
 fn purchase(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::PurchaseRequest {
@@ -151,6 +169,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         server,
         channel,
         client_a,
+        bus_link: _bus_link,
     } = App::start().await?;
 
     // Health reports SERVING (wait until the service has started).
@@ -484,23 +503,9 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     );
 
     // --- watch: A receives its update; B's watch gets nothing of A's
-    let mut watch_a = api
-        .watch_transactions(with_key(KEY_A, pb::WatchTransactionsRequest::default()))
-        .await?
-        .into_inner();
-    let mut watch_b = api
-        .watch_transactions(with_key(KEY_B, pb::WatchTransactionsRequest::default()))
-        .await?
-        .into_inner();
-    let mut watch_one = api
-        .watch_transactions(with_key(
-            KEY_A,
-            pb::WatchTransactionsRequest {
-                transaction_id: pending.id.clone(),
-            },
-        ))
-        .await?
-        .into_inner();
+    let mut watch_a = open_watch(&mut api, KEY_A, "").await?;
+    let mut watch_b = open_watch(&mut api, KEY_B, "").await?;
+    let mut watch_one = open_watch(&mut api, KEY_A, &pending.id).await?;
     let current = tokio::time::timeout(Duration::from_secs(5), watch_one.message())
         .await??
         .unwrap();
@@ -542,15 +547,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
             .await
             .is_err()
     );
-    let status = api
-        .watch_transactions(with_key(
-            KEY_B,
-            pb::WatchTransactionsRequest {
-                transaction_id: pending.id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let status = open_watch(&mut api, KEY_B, &pending.id).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
     // --- postpaid: inquiry, then payment checks
@@ -893,9 +890,65 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ingress's TCP path to nats-server, which a test can cut (a network
+/// blip between the ingress and the bus while everything else stays
+/// connected) and restore.
+struct BusLink {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl BusLink {
+    async fn start(nats_url: &str) -> anyhow::Result<Self> {
+        let port: u16 = nats_url.rsplit(':').next().unwrap_or_default().parse()?;
+        let upstream = SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let link = BusLink {
+            addr: listener.local_addr()?,
+            up: Arc::new(AtomicBool::new(true)),
+            connections: Arc::default(),
+        };
+        let (up, connections) = (Arc::clone(&link.up), Arc::clone(&link.connections));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if !up.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut server).await;
+                    }
+                });
+                connections.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Ok(link)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Drops the open connections and refuses new ones until [`Self::restore`].
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The ingress and its private NATS and PostgreSQL, for one test.
 struct App {
     _nats_server: NatsServer,
+    /// The ingress reaches nats-server through this; the test's own
+    /// connection (`nats`, `js`) does not.
+    bus_link: BusLink,
     pool: PgPool,
     api: LoketClient<Channel>,
     channel: Channel,
@@ -908,13 +961,18 @@ struct App {
 
 impl App {
     async fn start() -> anyhow::Result<Self> {
-        Self::start_with_database_setting(None).await
+        Self::start_with(None, |_| {}).await
     }
 
     /// [`App::start`] on a database whose default for `setting` is `value`
-    /// (`ALTER DATABASE … SET`), as a DBA or a managed service may set it.
-    async fn start_with_database_setting(setting: Option<(&str, &str)>) -> anyhow::Result<Self> {
+    /// (`ALTER DATABASE … SET`), as a DBA or a managed service may set it,
+    /// with the ingress's settings changed by `configure`.
+    async fn start_with(
+        setting: Option<(&str, &str)>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         let nats_server = NatsServer::start()?;
+        let bus_link = BusLink::start(&nats_server.url()).await?;
         let db_url = Secret::new(postgres::fresh_database().await?);
         if let Some((setting, value)) = setting {
             let mut admin = sqlx::PgConnection::connect(db_url.expose()).await?;
@@ -940,9 +998,10 @@ impl App {
         .execute(&pool)
         .await?;
         let mut settings = Settings::default();
-        settings.common.nats_url = nats_server.url();
+        settings.common.nats_url = bus_link.url();
         settings.common.database_url = db_url;
         settings.common.shutdown_grace_ms = 5_000;
+        configure(&mut settings);
         let main = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = main.local_addr()?;
@@ -965,6 +1024,7 @@ impl App {
         let js = async_nats::jetstream::new(nats.clone());
         let app = App {
             _nats_server: nats_server,
+            bus_link,
             pool,
             api: LoketClient::new(channel.clone()),
             channel,
@@ -1273,10 +1333,10 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_refunds_and_cancels_never_exceed_the_payment_whatever_the_default_isolation(
 ) -> anyhow::Result<()> {
-    let app = App::start_with_database_setting(Some((
-        "default_transaction_isolation",
-        "repeatable read",
-    )))
+    let app = App::start_with(
+        Some(("default_transaction_isolation", "repeatable read")),
+        |_| {},
+    )
     .await?;
     let database_default: String = sqlx::query_scalar(
         "SELECT setconfig::text FROM pg_db_role_setting s \
@@ -1781,10 +1841,7 @@ async fn pay_in_waits_for_instructions_and_pay_out_validates() -> anyhow::Result
 async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyhow::Result<()> {
     let app = App::start().await?;
     let mut api = app.api.clone();
-    let mut watch = api
-        .watch_transactions(with_key(KEY_A, pb::WatchTransactionsRequest::default()))
-        .await?
-        .into_inner();
+    let mut watch = open_watch(&mut api, KEY_A, "").await?;
     // Far more updates than the HTTP/2 window and the watch's buffer hold,
     // while the client reads nothing.
     const UPDATES: usize = 30_000;
@@ -1822,4 +1879,104 @@ async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyho
     assert!(received < UPDATES, "{received}");
     app.shutdown.trigger();
     Ok(())
+}
+
+/// A key disabled while its watch is open (revoked because it leaked) ends
+/// the watch with UNAUTHENTICATED within the auth cache's TTL, as it stops
+/// new calls: the holder does not go on streaming serial numbers and tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_ends_once_its_key_is_disabled() -> anyhow::Result<()> {
+    let app = App::start_with(None, |settings| settings.auth_cache_ttl_ms = 200).await?;
+    let mut api = app.api.clone();
+    let bought = api
+        .purchase(with_key(
+            KEY_A,
+            purchase("revoked", "PULSA10", "081234567890", 0),
+        ))
+        .await?
+        .into_inner();
+    let mut watch = open_watch(&mut api, KEY_A, &bought.id).await?;
+    let current = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await??
+        .expect("the current state");
+    assert_eq!(current.id, bought.id);
+
+    sqlx::query("UPDATE clients SET disabled = TRUE WHERE id = $1")
+        .bind(app.client_a)
+        .execute(&app.pool)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let refused = api
+        .get_transaction(with_key(
+            KEY_A,
+            pb::GetTransactionRequest {
+                key: Some(pb::get_transaction_request::Key::Id(bought.id.clone())),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "the key is disabled");
+
+    settle(
+        &app.pool,
+        &app.nats,
+        Uuid::parse_str(&bought.id)?,
+        "success",
+    )
+    .await;
+    match tokio::time::timeout(Duration::from_secs(3), watch.message()).await? {
+        Err(status) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
+        other => panic!("the disabled key's watch went on: {other:?}"),
+    }
+    app.stop().await
+}
+
+/// Updates published while the ingress is off the bus never reach a watch's
+/// subscription (they are kept in LOKET_UPD, not redelivered to it): the
+/// watch ends with UNAVAILABLE telling the client to re-read and watch
+/// again, instead of going on as if nothing was missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_open_while_the_ingress_loses_the_bus_ends_with_unavailable() -> anyhow::Result<()>
+{
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let bought = api
+        .purchase(with_key(
+            KEY_A,
+            purchase("gap", "PULSA10", "081234567890", 0),
+        ))
+        .await?
+        .into_inner();
+    let mut watch = open_watch(&mut api, KEY_A, "").await?;
+
+    // The ingress loses the bus for a moment; meanwhile the purchase succeeds.
+    app.bus_link.cut();
+    settle(
+        &app.pool,
+        &app.nats,
+        Uuid::parse_str(&bought.id)?,
+        "success",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.bus_link.restore();
+
+    let status = match tokio::time::timeout(Duration::from_secs(10), watch.message()).await? {
+        Err(status) => status,
+        other => panic!("the watch went on after missing an update: {other:?}"),
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("watch again"), "{status:?}");
+    // Re-reading, as told, shows the success the watch missed.
+    let reread = api
+        .get_transaction(with_key(
+            KEY_A,
+            pb::GetTransactionRequest {
+                key: Some(pb::get_transaction_request::Key::Id(bought.id.clone())),
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(reread.status, pb::TransactionStatus::Success as i32);
+    app.stop().await
 }
