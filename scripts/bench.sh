@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ctl=target/release/loketctl
+ctl=${CARGO_TARGET_DIR:-target}/release/loketctl
 key_file=.run/demo-api-key
 [ -x "$ctl" ] && [ -s "$key_file" ] || {
   echo "no demo stack found: start one with 'make run' in another shell first" >&2

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Installs what loket needs to run and test on a fresh Debian machine, from
 # Debian's packages, only when missing: nats-server, PostgreSQL, openssl
-# (`make run` generates its demo keys with it) and python3 (`make test` picks
-# a free port with it). `make test` uses cargo-nextest when the machine has it
-# (its summary line, its per-test timeouts), else `cargo test`.
+# (`make run` generates its demo keys with it), python3 (`make test` picks
+# a free port with it) and a C compiler (for crates with C parts). `make
+# test` uses cargo-nextest when the machine has it (its summary line, its
+# per-test timeouts), else `cargo test`.
 set -euo pipefail
+
+# Rust itself is the one prerequisite: Debian's packaged compiler is older
+# than the crates need.
+command -v cargo >/dev/null 2>&1 || {
+  echo "ensure-deps: cargo not found: install Rust (stable, 1.85 or newer) with rustup (https://rustup.rs), then run this again" >&2
+  exit 1
+}
 
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+# runuser (in /usr/sbin, outside a normal user's PATH on Debian) is needed
+# only as root, to run PostgreSQL as 'postgres'.
+if [ "$(id -u)" -eq 0 ]; then
+  command -v runuser >/dev/null 2>&1 || [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
+fi
+# Some crates build C code (ring): a C compiler and the C library headers.
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 

@@ -61,13 +61,19 @@ CONNECTOR_ACK_WAIT_MS=30000
 RUN_DIR=$ROOT/.run
 KEY_DIR=$RUN_DIR/keys
 LOG_DIR=$RUN_DIR/logs
-PG_DIR=$RUN_DIR/pg
+PID_DIR=$RUN_DIR/pids # what a run started, for the next run to stop if this one was killed
+PG_DIR=$RUN_DIR/pg    # moved when PostgreSQL's user cannot reach it (see place_postgres)
+PG_LOG=$LOG_DIR/postgres.log
 NATS_DIR=$RUN_DIR/nats
-BIN=$ROOT/target/release
-# The services reach the private PostgreSQL through its Unix socket (in
-# $PG_DIR): on one machine that skips the TCP stack both ways for every
-# statement. It still listens on 127.0.0.1:$PG_PORT for psql and other tools.
-DATABASE_URL="postgres://postgres@localhost:$PG_PORT/$DB_NAME?host=$PG_DIR"
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# The services reach the private PostgreSQL through its Unix socket: on one
+# machine that skips the TCP stack both ways for every statement. It still
+# listens on 127.0.0.1:$PG_PORT for psql and other tools. The socket lives in
+# a short folder of its own under /tmp, one per checkout: a socket path may
+# not exceed 107 bytes, and a checkout's path may be long or hold spaces.
+CHECKOUT_KEY=$(printf '%s' "$ROOT" | sha256sum | cut -c1-8)
+PG_SOCKET_DIR=/tmp/loket-run-$(id -u)-$CHECKOUT_KEY
+DATABASE_URL="postgres://postgres@localhost:$PG_PORT/$DB_NAME?host=$PG_SOCKET_DIR"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
 # Services in start order: name, binary, admin port.
@@ -91,7 +97,9 @@ NATS_PID=""
 PG_STARTED=""
 SLEEP_PID=""
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# Never fails: a terminal that went away (SIGHUP, a `| tee` killed by the
+# same Ctrl-C) must not stop the cleanup halfway.
+say() { printf '\033[1m==> %s\033[0m\n' "$*" 2>/dev/null || true; }
 fail() { printf '\033[31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
 case "$PG_SYNCHRONOUS_COMMIT" in
   on | off) ;;
@@ -133,6 +141,46 @@ take_lock() {
     fail "another 'make run' is running (pid $other); stop it with Ctrl-C first (or delete $RUN_DIR/run.pid if it is gone)"
   fi
   echo $$ >"$RUN_DIR/run.pid"
+}
+
+# The processes an earlier run started and left behind because it was
+# killed (kill -9) before it could stop them: they hold the ports. Each is
+# stopped only if its pid still runs the program recorded for it.
+stop_leftovers() {
+  local name pid program left=()
+  [ -d "$PID_DIR" ] || return 0
+  # As cleanup does: every service asked at once, the edges first, and
+  # nats-server only once they are gone (they drain through it).
+  for name in "${STOP_ORDER[@]}" nats-server; do
+    [ -f "$PID_DIR/$name" ] || continue
+    read -r pid program <"$PID_DIR/$name" || true
+    if alive "$pid" && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$program" ]; then
+      left+=("$name:$pid")
+    fi
+  done
+  [ ${#left[@]} -eq 0 ] || say "stopping what an earlier 'make run' that was killed left running: ${left[*]}"
+  for name in "${left[@]}"; do
+    [ "${name%%:*}" = nats-server ] || kill -TERM "${name#*:}" 2>/dev/null || true
+  done
+  for name in "${left[@]}"; do
+    if [ "${name%%:*}" = nats-server ]; then kill -TERM "${name#*:}" 2>/dev/null || true; fi
+    stop_pid "${name%%:*}" "${name#*:}"
+  done
+  rm -rf "$PID_DIR"
+}
+
+# Records a process this run started (name, pid, the program it runs) for
+# `stop_leftovers`. The process was just forked: waits (up to a second) until
+# it runs the program, so the record names that and not bash.
+record_pid() {
+  local name=$1 pid=$2 program=$3 tries=0
+  while [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" != "$program" ] &&
+    [ $tries -lt 50 ] && alive "$pid"; do
+    sleep 0.02
+    tries=$((tries + 1))
+  done
+  mkdir -p "$PID_DIR"
+  printf '%s %s\n' "$pid" "$(readlink "/proc/$pid/exe" 2>/dev/null)" >"$PID_DIR/$name"
 }
 
 # Fail early and clearly rather than with a bind error in some log.
@@ -207,27 +255,50 @@ demo_credentials() {
   SMILEPAYZ_MERCHANT_SECRET=$(demo_secret smilepayz-merchant-secret smp)
 }
 
+# As root, PostgreSQL runs as 'postgres', which cannot enter a checkout
+# below a private folder (/root is mode 700 on Debian). Its data and log then
+# go to /var/lib/loket-run/<checkout>/ (the same folder on every run), and
+# .run/pg says where.
+place_postgres() {
+  mkdir -p "$PG_DIR"
+  [ "$(id -u)" -eq 0 ] || return 0
+  chown postgres:postgres "$PG_DIR"
+  if ! runuser -u postgres -- test -x "$PG_DIR"; then
+    local moved=/var/lib/loket-run/$CHECKOUT_KEY
+    rmdir "$PG_DIR" 2>/dev/null || true
+    PG_DIR=$moved/pg
+    PG_LOG=$moved/postgres.log
+    mkdir -p "$PG_DIR"
+    chown postgres:postgres "$moved" "$PG_DIR"
+    printf 'PostgreSQL data and log of this checkout: %s (the postgres user cannot reach %s)\n' \
+      "$moved" "$RUN_DIR" >"$RUN_DIR/pg-location"
+    say "the postgres user cannot reach $RUN_DIR (a parent folder is private): PostgreSQL keeps its data in $moved"
+  fi
+}
+
 start_postgres() {
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  mkdir -p "$PG_DIR"
-  touch "$LOG_DIR/postgres.log"
-  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PG_DIR" "$LOG_DIR/postgres.log"; fi
+  place_postgres
+  mkdir -p "$PG_SOCKET_DIR"
+  chmod 700 "$PG_SOCKET_DIR"
+  touch "$PG_LOG"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PG_DIR" "$PG_LOG" "$PG_SOCKET_DIR"; fi
   if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
-    say "creating the PostgreSQL cluster in .run/pg/data"
+    say "creating the PostgreSQL cluster in $PG_DIR/data"
     # trust on loopback only: a private demo instance, never reachable
     # from another machine.
     as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C >/dev/null
   fi
   if as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
-    say "PostgreSQL from an earlier run is still up on .run/pg/data: reusing it"
+    say "PostgreSQL from an earlier run is still up on $PG_DIR/data: reusing it"
   else
     port_open "$PG_PORT" && fail "port $PG_PORT is already in use (set RUN_PG_PORT to another one)"
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     # setsid: a Ctrl-C in the terminal reaches only this script, which then
     # stops everything in order (services drain before their database goes).
-    setsid --wait "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$LOG_DIR/postgres.log" -w -t 60 \
-      -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=$PG_SYNCHRONOUS_COMMIT" \
-      start >/dev/null || fail "PostgreSQL did not start; see $LOG_DIR/postgres.log"
+    setsid --wait "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_LOG" -w -t 60 \
+      -o "-p $PG_PORT -k $PG_SOCKET_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=$PG_SYNCHRONOUS_COMMIT" \
+      start >/dev/null || fail "PostgreSQL did not start; see $PG_LOG"
   fi
   PG_STARTED=1
   if [ -z "$(psql_loket -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
@@ -243,6 +314,7 @@ start_nats() {
   GOMAXPROCS=$NATS_THREADS setsid "$nats" -js -sd "$NATS_DIR" -n loket-run -a 127.0.0.1 -p "$NATS_PORT" \
     -m "$NATS_MONITOR_PORT" >"$LOG_DIR/nats.log" 2>&1 &
   NATS_PID=$!
+  record_pid nats-server "$NATS_PID" "$(basename "$nats")"
   local deadline=$((SECONDS + 30))
   until [ "$(http_status "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true')" = 200 ]; do
     alive "$NATS_PID" || { tail -n 20 "$LOG_DIR/nats.log" >&2; fail "nats-server exited"; }
@@ -265,9 +337,11 @@ demo_api_key() {
   local file=$RUN_DIR/demo-api-key key="" name=demo
   key=$(cat "$file" 2>/dev/null || true)
   if [ -n "$key" ]; then
-    local known
-    known=$(psql_loket -d "$DB_NAME" -tA -v key="$key" \
-      <<<"SELECT count(*) FROM clients WHERE api_key_hash = sha256(convert_to(:'key', 'UTF8')) AND NOT disabled")
+    # Only the key's hash on psql's command line: arguments show in `ps`.
+    local known hash
+    hash=$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)
+    known=$(psql_loket -d "$DB_NAME" -tA -v hash="$hash" \
+      <<<"SELECT count(*) FROM clients WHERE api_key_hash = decode(:'hash', 'hex') AND NOT disabled")
     [ "$known" = 1 ] && return 0
     say "the key in .run/demo-api-key is not (or no longer) valid: creating a new demo client"
   fi
@@ -295,6 +369,7 @@ start_service() {
     exec setsid "$BIN/${SERVICE_BIN[$name]}"
   ) >"$LOG_DIR/$name.log" 2>&1 &
   PIDS[$name]=$!
+  record_pid "$name" "${PIDS[$name]}" "${SERVICE_BIN[$name]}"
 }
 
 start_services() {
@@ -319,23 +394,23 @@ start_services() {
     LOKET_OKEBAYAR__CALLBACK_URL=$callback_url \
     LOKET_SNAPQR__CLIENT_KEY=$SNAPQR_CLIENT_KEY \
     LOKET_SNAPQR__CLIENT_SECRET=$SNAPQR_CLIENT_SECRET \
-    LOKET_SNAPQR__PARTNER_PUBLIC_KEY=$KEY_DIR/snapqr-partner.pub.pem \
-    LOKET_SNAPQR__ISSUER_PRIVATE_KEY=$KEY_DIR/snapqr-issuer.pem \
+    "LOKET_SNAPQR__PARTNER_PUBLIC_KEY=$KEY_DIR/snapqr-partner.pub.pem" \
+    "LOKET_SNAPQR__ISSUER_PRIVATE_KEY=$KEY_DIR/snapqr-issuer.pem" \
     LOKET_SNAPQR__CUSTOMER_TOKEN=$SNAPQR_CUSTOMER_TOKEN \
     LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \
     LOKET_SNAPQR__NOTIFY_URL=$snapqr_callback_url \
     LOKET_SMILEPAYZ__MERCHANT_ID=$SMILEPAYZ_MERCHANT_ID \
     LOKET_SMILEPAYZ__MERCHANT_SECRET=$SMILEPAYZ_MERCHANT_SECRET \
-    LOKET_SMILEPAYZ__MERCHANT_PUBLIC_KEY=$KEY_DIR/smilepayz-merchant.pub.pem \
-    LOKET_SMILEPAYZ__PLATFORM_PRIVATE_KEY=$KEY_DIR/smilepayz-platform.pem \
+    "LOKET_SMILEPAYZ__MERCHANT_PUBLIC_KEY=$KEY_DIR/smilepayz-merchant.pub.pem" \
+    "LOKET_SMILEPAYZ__PLATFORM_PRIVATE_KEY=$KEY_DIR/smilepayz-platform.pem" \
     LOKET_SMILEPAYZ__CALLBACK_URL=$smilepayz_callback_url
   # The receiver verifies SNAP notifies (mode A, RSA) with the issuer's
   # public key and Smilepayz callbacks with the platform's.
   start_service callback LOKET_LISTEN_ADDR=127.0.0.1:$CALLBACK_PORT \
     LOKET_SNAPQR__MODE=rsa \
-    LOKET_SNAPQR__ISSUER_PUBLIC_KEY=$KEY_DIR/snapqr-issuer.pub.pem \
+    "LOKET_SNAPQR__ISSUER_PUBLIC_KEY=$KEY_DIR/snapqr-issuer.pub.pem" \
     LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \
-    LOKET_SMILEPAYZ__PLATFORM_PUBLIC_KEY=$KEY_DIR/smilepayz-platform.pub.pem \
+    "LOKET_SMILEPAYZ__PLATFORM_PUBLIC_KEY=$KEY_DIR/smilepayz-platform.pub.pem" \
     "LOKET_SMILEPAYZ__MASK_SECRETS=[\"$SMILEPAYZ_MERCHANT_SECRET\"]"
   start_service reconciler
   start_service connector \
@@ -349,7 +424,7 @@ start_services() {
     LOKET_SNAPQR__BASE_URL=http://127.0.0.1:$SNAPQR_SIM_PORT \
     LOKET_SNAPQR__CLIENT_KEY=$SNAPQR_CLIENT_KEY \
     LOKET_SNAPQR__CLIENT_SECRET=$SNAPQR_CLIENT_SECRET \
-    LOKET_SNAPQR__PRIVATE_KEY=$KEY_DIR/snapqr-partner.pem \
+    "LOKET_SNAPQR__PRIVATE_KEY=$KEY_DIR/snapqr-partner.pem" \
     LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \
     LOKET_SNAPQR__DEMO_CUSTOMER_TOKEN=$SNAPQR_CUSTOMER_TOKEN \
     LOKET_SNAPQR__TIMEOUT_MS=$PROVIDER_TIMEOUT_MS \
@@ -360,7 +435,7 @@ start_services() {
     LOKET_SMILEPAYZ__MERCHANT_ID=$SMILEPAYZ_MERCHANT_ID \
     LOKET_SMILEPAYZ__MERCHANT_NAME=loket \
     LOKET_SMILEPAYZ__MERCHANT_SECRET=$SMILEPAYZ_MERCHANT_SECRET \
-    LOKET_SMILEPAYZ__MERCHANT_PRIVATE_KEY=$KEY_DIR/smilepayz-merchant.pem \
+    "LOKET_SMILEPAYZ__MERCHANT_PRIVATE_KEY=$KEY_DIR/smilepayz-merchant.pem" \
     LOKET_SMILEPAYZ__CALLBACK_URL=$smilepayz_callback_url \
     LOKET_SMILEPAYZ__TIMEOUT_MS=$PROVIDER_TIMEOUT_MS \
     LOKET_SMILEPAYZ__CONNECT_TIMEOUT_MS=$PROVIDER_CONNECT_TIMEOUT_MS \
@@ -388,7 +463,10 @@ wait_ready() {
 }
 
 print_usage() {
-  local ctl=target/release/loketctl
+  local ctl=target/release/loketctl run_dir root
+  [ "$BIN" = "$ROOT/target/release" ] || ctl=$(printf '%q' "$BIN/loketctl")
+  run_dir=$(printf '%q' "$RUN_DIR")
+  root=$(printf '%q' "$ROOT")
   echo "$GRPC_PORT" >"$RUN_DIR/grpc-port"
   # For `make bench`'s calibration run (loketctl baseline).
   echo "$NATS_URL" >"$RUN_DIR/nats-url"
@@ -409,9 +487,9 @@ loket is running. Ctrl-C stops everything.
 
 In another shell:
 
-  cd $ROOT
+  cd $root
   export LOKET_ADDR=http://127.0.0.1:$GRPC_PORT
-  export LOKET_API_KEY=\$(cat $RUN_DIR/demo-api-key)
+  export LOKET_API_KEY=\$(cat $run_dir/demo-api-key)
 
   # a first purchase, waiting for its final state
   $ctl purchase --ref first-1 --product PULSA10 --account 081234567890 --wait 10s
@@ -426,7 +504,7 @@ In another shell:
   $ctl balance okebayar
   $ctl explain okebayar 208
   # support: any reference (ours, the client's, the provider's, a serial number) with its history
-  LOKET_DATABASE_URL=\$(cat $RUN_DIR/database-url) $ctl find first-1
+  LOKET_DATABASE_URL=\$(cat $run_dir/database-url) $ctl find first-1
 
   # QR payment (SNAP QR CPM); without --qr the issuer generates a QR first (demo flow)
   $ctl qr pay --ref Q1 --amount 25000 --wait 10s
@@ -454,7 +532,7 @@ stop_pid() { # name pid: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL
   alive "$pid" || return 0
   while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
   if alive "$pid"; then
-    echo "$name did not stop within ${STOP_TIMEOUT} s: killing it" >&2
+    echo "$name did not stop within ${STOP_TIMEOUT} s: killing it" >&2 || true
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
@@ -462,7 +540,11 @@ stop_pid() { # name pid: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL
 
 cleanup() {
   local status=$? name
-  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+  # A second Ctrl-C must not cut the cleanup short, nor a terminal that went
+  # away (SIGHUP; a write to it failing with EPIPE or EIO): stop everything
+  # whatever happens to our output.
+  set +e
+  trap '' INT TERM HUP PIPE
   if [ -n "$SLEEP_PID" ]; then kill "$SLEEP_PID" 2>/dev/null || true; fi
   if [ ${#PIDS[@]} -gt 0 ]; then
     say "stopping the services"
@@ -483,8 +565,9 @@ cleanup() {
     say "stopping PostgreSQL"
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
   fi
+  rm -rf "$PID_DIR"
   rm -f "$RUN_DIR/run.pid"
-  [ "$status" -eq 0 ] && say "stopped; data kept in .run/ for the next 'make run'"
+  [ "$status" -eq 0 ] && say "stopped; data kept for the next 'make run'"
   exit "$status"
 }
 
@@ -510,8 +593,10 @@ watch_children() {
 main() {
   take_lock
   trap cleanup EXIT
-  # Ctrl-C or SIGTERM is how a demo ends: a clean stop, exit status 0.
-  trap 'exit 0' INT TERM
+  # Ctrl-C or SIGTERM is how a demo ends: a clean stop, exit status 0. So
+  # is a closed terminal (SIGHUP).
+  trap 'exit 0' INT TERM HUP
+  stop_leftovers
   scripts/ensure-deps.sh
   build
   check_ports_free
