@@ -805,23 +805,10 @@ async fn qr_payments_refunds_and_pay_ins_round_trip() {
 #[tokio::test]
 async fn payin_prints_the_instructions_as_text_and_json() {
     let (addr, _fake) = serve().await;
-    let run = |args: Vec<&str>| {
-        let addr = addr.clone();
-        let args: Vec<String> = args.into_iter().map(String::from).collect();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
-                .args(&args)
-                .env("LOKET_ADDR", addr)
-                .env("LOKET_API_KEY", KEY)
-                .env_remove("LOKET_DATABASE_URL")
-                .output()
-                .expect("run loketctl")
-        })
-    };
     let args = vec![
         "payin", "--ref", "P1", "--amount", "150000", "--method", "QRIS", "--expiry", "1h",
     ];
-    let out = run(args.clone()).await.unwrap();
+    let out = loketctl(&addr, &args).await;
     assert!(
         out.status.success(),
         "{}",
@@ -839,7 +826,7 @@ async fn payin_prints_the_instructions_as_text_and_json() {
     }
     let mut json_args = vec!["--json"];
     json_args.extend(args);
-    let out = run(json_args).await.unwrap();
+    let out = loketctl(&addr, &json_args).await;
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["kind"], "pay_in");
