@@ -1037,12 +1037,8 @@ struct Seen {
 }
 
 async fn serve(app: axum::Router) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    format!("http://{addr}/okebayar")
+    let base = loket_simulators::common::serve_stub(app).await.unwrap();
+    format!("{base}/okebayar")
 }
 
 fn fast(format: Format, url: &str) -> OkeBayarConnector {

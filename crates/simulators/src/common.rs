@@ -206,6 +206,16 @@ pub async fn serve(
     }
 }
 
+/// Serves `router` on a fresh loopback port for as long as the process runs
+/// and returns its base URL (`http://127.0.0.1:<port>`): for tests that put
+/// a small stub where a provider or a callback receiver would be.
+pub async fn serve_stub(router: Router) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
+
 /// The value of the request header `name`, trimmed; `None` when it is
 /// absent, blank or not visible ASCII.
 pub(crate) fn header_str<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {

@@ -553,16 +553,11 @@ impl Receiver {
                 .push((method.to_string(), fields));
             "OK"
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/callback/okebayar",
-            listener.local_addr().unwrap()
-        );
         let app = axum::Router::new()
             .route("/callback/okebayar", any(record))
             .with_state(self.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
+        let base = loket_simulators::common::serve_stub(app).await.unwrap();
+        format!("{base}/callback/okebayar")
     }
 
     fn statuses(&self, reference: &str) -> Vec<String> {

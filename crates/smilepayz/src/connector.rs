@@ -739,13 +739,9 @@ mod tests {
             });
             (axum::http::StatusCode::BAD_REQUEST, reply.to_string())
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, axum::Router::new().fallback(echo))
-                .await
-                .unwrap()
-        });
+        let base_url = loket_simulators::common::serve_stub(axum::Router::new().fallback(echo))
+            .await
+            .unwrap();
         let (private, _) = sign::generate_key_pair();
         let connector = SmilepayzConnector::new(SmilepayzSettings {
             base_url,

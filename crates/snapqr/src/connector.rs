@@ -1270,13 +1270,9 @@ mod tests {
             let reply = serde_json::json!({"responseCode": "4036014", "responseMessage": echo});
             (axum::http::StatusCode::FORBIDDEN, reply.to_string())
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, axum::Router::new().fallback(issuer))
-                .await
-                .unwrap()
-        });
+        let base_url = loket_simulators::common::serve_stub(axum::Router::new().fallback(issuer))
+            .await
+            .unwrap();
         let (private_pem, _) = sign::generate_key_pair();
         let connector = SnapQrConnector::new(SnapQrSettings {
             base_url,

@@ -446,9 +446,7 @@ async fn a_duplicate_reference_after_success_is_success_with_the_original_refere
                 }),
             )
             .fallback_service(env.sim.router());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, front).await });
+        let base_url = loket_simulators::common::serve_stub(front).await.unwrap();
         let connector = SnapQrConnector::new(SnapQrSettings {
             base_url,
             ..env.settings.clone()
@@ -943,14 +941,12 @@ impl ModeBReceiver {
                 reply.body,
             )
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let router = axum::Router::new()
             .route("/v1.0/access-token/b2b", post(handle))
             .route("/callback/snapqr", post(handle))
             .with_state(self.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        format!("http://{addr}/callback/snapqr")
+        let base = loket_simulators::common::serve_stub(router).await.unwrap();
+        format!("{base}/callback/snapqr")
     }
 }
 

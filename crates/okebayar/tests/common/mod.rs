@@ -102,10 +102,8 @@ async fn fake(hits: Hits, purchase_delay: Duration, refuse_first_purchases: bool
             }
         }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/okebayar")
+    let base = loket_simulators::common::serve_stub(app).await.unwrap();
+    format!("{base}/okebayar")
 }
 
 pub const USERID: &str = "pcu00001";
