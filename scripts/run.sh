@@ -147,14 +147,16 @@ take_lock() {
 # killed (kill -9) before it could stop them: they hold the ports. Each is
 # stopped only if its pid still runs the program recorded for it.
 stop_leftovers() {
-  local name pid program left=()
+  local name pid program exe left=()
   [ -d "$PID_DIR" ] || return 0
   # As cleanup does: every service asked at once, the edges first, and
   # nats-server only once they are gone (they drain through it).
   for name in "${STOP_ORDER[@]}" nats-server; do
     [ -f "$PID_DIR/$name" ] || continue
     read -r pid program <"$PID_DIR/$name" || true
-    if alive "$pid" && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$program" ]; then
+    # A binary rebuilt since shows as "<path> (deleted)": still the program.
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    if alive "$pid" && [ "${exe% (deleted)}" = "$program" ]; then
       left+=("$name:$pid")
     fi
   done
