@@ -617,6 +617,7 @@ pub async fn run(
     let readiness = Readiness::default();
     let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
     let nats = lbus::connect(&settings.common.nats_url, "loket-callback").await?;
+    readiness.watch_bus(&nats);
     let js = jetstream::new(nats);
     lbus::ensure_streams(&js).await?;
     let sink = Arc::new(JetStreamSink::new(

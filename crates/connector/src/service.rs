@@ -169,6 +169,8 @@ pub async fn serve<C: Connector>(
             return Err(error);
         }
     };
+    readiness.watch_bus(&nats);
+    readiness.watch_database(&pool);
     let vital = Vital::new(shutdown.clone());
     let result = worker::run(
         connector,

@@ -177,6 +177,8 @@ async fn serve(
     if settings.migrate {
         db::migrate(&pool).await?;
     }
+    readiness.watch_bus(&nats);
+    readiness.watch_database(&pool);
     let vital = loket_runtime::Vital::new(shutdown.clone());
 
     let products = Arc::new(

@@ -229,12 +229,14 @@ pub async fn run(
     let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
 
     let nats = bus::connect(&settings.common.nats_url, "loket-reconciler").await?;
+    readiness.watch_bus(&nats);
     let js = jetstream::new(nats);
     bus::ensure_streams(&js).await?;
     let pool = db::connect(&settings.common.database_url, settings.db_max_connections).await?;
     if settings.migrate {
         db::migrate(&pool).await?;
     }
+    readiness.watch_database(&pool);
     let reconciler = Arc::new(Reconciler::new(pool, js.clone(), &settings));
 
     let stream = js

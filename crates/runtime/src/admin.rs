@@ -1,7 +1,8 @@
 //! The admin port every service opens beside its main one: `/livez`,
-//! `/readyz` (false until started and again as soon as a drain begins; the
-//! port stays open through the drain) and `/metrics` in Prometheus text
-//! format.
+//! `/readyz` (false until started and again as soon as a drain begins, and
+//! whenever NATS or PostgreSQL, where the service uses them, cannot be
+//! reached; the port stays open through the drain) and `/metrics` in
+//! Prometheus text format.
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -12,17 +13,112 @@ use tokio::net::TcpListener;
 
 use crate::Shutdown;
 
-/// Whether the service should receive traffic.
+/// How long `/readyz` waits for PostgreSQL to answer `SELECT 1` (a pool
+/// connection included) before it calls the database unreachable.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the service should receive traffic: it has started and is not
+/// draining ([`set`]), and each dependency it asked to be watched
+/// ([`watch_bus`], [`watch_database`]) answers at the moment of asking. A
+/// service that lost NATS or PostgreSQL stays alive (`/livez`), reconnects on
+/// its own and is ready again once it has; meanwhile an orchestrator routes
+/// traffic elsewhere and an operator sees why.
+///
+/// [`set`]: Readiness::set
+/// [`watch_bus`]: Readiness::watch_bus
+/// [`watch_database`]: Readiness::watch_database
 #[derive(Clone, Default, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Default, Debug)]
+struct ReadinessState {
+    started: AtomicBool,
+    bus: OnceLock<async_nats::Client>,
+    /// A one-connection pool to the watched pool's database.
+    database: OnceLock<sqlx::PgPool>,
+    /// Whether the last check found a dependency down, so each change is
+    /// logged once rather than at every probe.
+    dependency_down: AtomicBool,
+}
+
+/// Why a service is not ready, as `/readyz` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// Not started yet, or draining.
+    NotStarted,
+    /// The NATS connection is down (async-nats is reconnecting).
+    BusDown,
+    /// PostgreSQL did not answer `SELECT 1` in time.
+    DatabaseDown,
+}
+
+impl NotReady {
+    fn as_str(self) -> &'static str {
+        match self {
+            NotReady::NotStarted => "not ready",
+            NotReady::BusDown => "not ready: the NATS connection is down",
+            NotReady::DatabaseDown => "not ready: PostgreSQL does not answer",
+        }
+    }
+}
 
 impl Readiness {
+    /// Started (true) or not yet, or draining (false).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.0.started.store(ready, Ordering::SeqCst);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+    /// Makes readiness follow the state of this NATS connection.
+    pub fn watch_bus(&self, client: &async_nats::Client) {
+        let _ = self.0.bus.set(client.clone());
+    }
+
+    /// Makes readiness follow whether this pool's PostgreSQL answers. The
+    /// probe has a connection of its own, so a pool busy under load (every
+    /// connection held by a batch) is not taken for a lost database.
+    pub fn watch_database(&self, pool: &sqlx::PgPool) {
+        let probe = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(DATABASE_PROBE_TIMEOUT)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let _ = self.0.database.set(probe);
+    }
+
+    /// Ready, or the first reason not to be. Asks PostgreSQL when a pool is
+    /// watched, so it takes up to [`DATABASE_PROBE_TIMEOUT`].
+    pub async fn check(&self) -> Result<(), NotReady> {
+        if !self.0.started.load(Ordering::SeqCst) {
+            return Err(NotReady::NotStarted);
+        }
+        let verdict = self.check_dependencies().await;
+        let was_down = self
+            .0
+            .dependency_down
+            .swap(verdict.is_err(), Ordering::SeqCst);
+        match verdict {
+            Err(reason) if !was_down => tracing::warn!(reason = reason.as_str(), "readiness lost"),
+            Ok(()) if was_down => tracing::info!("readiness regained: dependencies answer again"),
+            _ => {}
+        }
+        verdict
+    }
+
+    async fn check_dependencies(&self) -> Result<(), NotReady> {
+        if let Some(bus) = self.0.bus.get() {
+            if bus.connection_state() != async_nats::connection::State::Connected {
+                return Err(NotReady::BusDown);
+            }
+        }
+        if let Some(pool) = self.0.database.get() {
+            let probe = sqlx::query("SELECT 1").execute(pool);
+            match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, probe).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return Err(NotReady::DatabaseDown),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,10 +204,9 @@ pub fn spawn(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) ->
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    match state.readiness.check().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason.as_str()),
     }
 }
 

@@ -52,16 +52,19 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
 /// (`nats://token@host`) are taken out and handed to async-nats as
 /// credentials, so the client never holds them in a server address (which it
 /// logs at DEBUG on every connection attempt).
+///
+/// A server that refuses those credentials at the first attempt is an error
+/// at once; a server not reachable yet is connected to in the background, and
+/// the service's first JetStream call waits for it.
 pub async fn connect_observed(
     url: &str,
     name: &str,
 ) -> Result<(async_nats::Client, watch::Receiver<u64>), BusError> {
-    let (options, servers) = options_for(url, name)?;
     let (gaps, gaps_seen) = watch::channel(0u64);
-    let client = options
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .event_callback(move |event| {
+    let gaps = std::sync::Arc::new(gaps);
+    let observed = |options: async_nats::ConnectOptions| {
+        let gaps = gaps.clone();
+        options.max_reconnects(None).event_callback(move |event| {
             if matches!(
                 event,
                 async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_)
@@ -69,13 +72,50 @@ pub async fn connect_observed(
                 gaps.send_modify(|count| *count += 1);
             }
             async move {
-                tracing::info!(%event, "nats connection event");
+                match event {
+                    async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) => {
+                        tracing::warn!(%event, "nats connection event")
+                    }
+                    _ => tracing::info!(%event, "nats connection event"),
+                }
             }
         })
+    };
+    // One attempt first. A server that refuses the credentials is a
+    // configuration mistake, reported now by name; async-nats would retry it
+    // in the background for ever while the service waited on its first
+    // JetStream call. A server not up yet is waited for, as before.
+    let (options, servers) = options_for(url, name)?;
+    match observed(options).connect(servers).await {
+        Ok(client) => return Ok((client, gaps_seen)),
+        Err(error) if is_refusal(&error) => {
+            return Err(refused(
+                url,
+                format!("the server refused the credentials ({error}); check the NATS URL's user and password or token"),
+            ))
+        }
+        Err(error) => tracing::warn!(
+            url = %without_credentials(url),
+            %error,
+            "NATS not reachable yet; connecting in the background"
+        ),
+    }
+    let (options, servers) = options_for(url, name)?;
+    let client = observed(options)
+        .retry_on_initial_connect()
         .connect(servers)
         .await
         .map_err(|error| refused(url, error.to_string()))?;
     Ok((client, gaps_seen))
+}
+
+/// Whether a connection failed because the server refused its credentials.
+fn is_refusal(error: &async_nats::ConnectError) -> bool {
+    matches!(
+        error.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Authentication
+    )
 }
 
 /// Connects once, for a command at a terminal (loketctl): no reconnect

@@ -2,7 +2,8 @@
 //! brief JetStream outage: published while its stream is missing, it lands
 //! once the stream is there, and only once; without retries it fails at
 //! once. The credentials in a NATS URL authenticate and never reach the
-//! logs. A connection loss is counted for the services that must know.
+//! logs; credentials the server refuses are an error at once. A connection
+//! loss is counted for the services that must know.
 
 use loket_protocol::subjects;
 use loket_runtime::bus;
@@ -94,19 +95,26 @@ async fn the_nats_password_never_reaches_the_logs_while_reconnecting() {
     assert!(leaked.is_empty(), "password in the logs: {leaked:#?}");
 }
 
+/// A nats-server (no JetStream) that accepts user `loket` with `password`
+/// only, and its port.
+fn nats_with_password(password: &str) -> (std::process::Child, u16) {
+    let port = loket_test_support::ports::free_port();
+    let server = Command::new(loket_test_support::nats::binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--user", "loket", "--pass", password])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    (server, port)
+}
+
 /// The user and password of a NATS URL (percent-encoded where they hold
 /// `@`, `:` or `,`) reach nats-server as credentials, though async-nats is
 /// never given them in the URL.
 #[tokio::test]
 async fn credentials_in_the_nats_url_authenticate() {
-    let port = loket_test_support::ports::free_port();
-    let mut server = Command::new(loket_test_support::nats::binary())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .args(["--user", "loket", "--pass", "p@ss:w,rd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server");
+    let (mut server, port) = nats_with_password("p@ss:w,rd");
     let url = format!("nats://loket:p%40ss%3Aw%2Crd@127.0.0.1:{port}");
     let client = bus::connect(&url, "auth-test").await.unwrap();
     let confirmed = bus::confirm_subscriptions(&client).await;
@@ -122,6 +130,40 @@ async fn credentials_in_the_nats_url_authenticate() {
     let _ = server.wait();
     confirmed.expect("authenticated: the server answers");
     once.expect("connect_once authenticated too (loketctl review settle and baseline)");
+}
+
+/// A service given credentials the server refuses fails at start, saying
+/// so, rather than retrying in the background while its first JetStream call
+/// waits out its timeout. The password is not in the error.
+#[tokio::test]
+async fn credentials_the_server_refuses_are_an_error_at_once() {
+    let (mut server, port) = nats_with_password("right-password");
+    let url = format!("nats://loket:CANARY-WRONG-PW@127.0.0.1:{port}");
+    // Until the server listens, a refusal cannot be told from a server not
+    // up yet; the right credentials tell when it is up.
+    let good = format!("nats://loket:right-password@127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if bus::connect_once(&good, "auth-probe").await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        bus::connect_observed(&url, "refused-test"),
+    )
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(up, "nats-server never accepted the right credentials");
+    let error = match refused.expect("answers within its connection timeout, not later") {
+        Ok(_) => panic!("connected with a wrong password"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("refused the credentials"), "{error}");
+    assert!(!error.contains("CANARY-WRONG-PW"), "{error}");
 }
 
 /// `connect_observed` counts each loss of the connection, so a service

@@ -98,8 +98,20 @@ impl NatsServer {
     /// Kills the server (like `kill -9`) and starts it again on the same port
     /// with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.start_again()
+    }
+
+    /// Kills the server (like `kill -9`); [`start_again`] brings it back.
+    ///
+    /// [`start_again`]: NatsServer::start_again
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again on the same port with the same store.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
         let store = std::mem::replace(&mut self.store, tempfile::tempdir()?);
         let restarted = Self::start_on(self.port, store)?;
         *self = restarted;
