@@ -85,6 +85,22 @@ impl CliError {
     /// usage (as clap does), 3 when the server, the database or NATS is
     /// unreachable (or ended a watch), 4 when what was sent got no answer or
     /// did not take effect in time: a script must look it up, not resend.
+    /// The error for a script that asked for `--json`: `{"error": {"message",
+    /// "exit_code"}}`, plus the gRPC `code` and the server's own `details`
+    /// (its message, e.g. `account: must be digits`) when the server answered
+    /// with a status. Texts are exact, not escaped for a terminal.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({
+            "message": self.to_string(),
+            "exit_code": self.exit_code(),
+        });
+        if let CliError::Grpc(status) | CliError::Unanswered(status) = self {
+            error["code"] = code_name(status.code()).into();
+            error["details"] = status.message().into();
+        }
+        serde_json::json!({ "error": error })
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) | CliError::Catalogue(_) | CliError::Explain(_) => 2,

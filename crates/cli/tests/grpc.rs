@@ -609,23 +609,31 @@ async fn loketctl(addr: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn binary_prints_code_and_exits_non_zero() {
     let (addr, _fake) = serve().await;
-    let out = loketctl(
-        &addr,
-        &[
-            "purchase",
-            "--ref",
-            "R",
-            "--product",
-            "PULSA10",
-            "--account",
-            "08x",
-        ],
-    )
-    .await;
+    let refused = [
+        "purchase",
+        "--ref",
+        "R",
+        "--product",
+        "PULSA10",
+        "--account",
+        "08x",
+    ];
+    let out = loketctl(&addr, &refused).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: INVALID_ARGUMENT: account: must be digits"
+    );
+    // A script that asked for JSON gets its error as JSON too.
+    let out = loketctl(&addr, &[&["--json"][..], &refused].concat()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "INVALID_ARGUMENT");
+    assert_eq!(error["error"]["details"], "account: must be digits");
+    assert_eq!(error["error"]["exit_code"], 1);
+    assert_eq!(
+        error["error"]["message"],
+        "INVALID_ARGUMENT: account: must be digits"
     );
 
     let out = loketctl(
@@ -659,6 +667,24 @@ async fn binary_prints_code_and_exits_non_zero() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("error: UNAVAILABLE: cannot connect to http://127.0.0.1:1"));
+    let out = loketctl(
+        &addr,
+        &[
+            "--json",
+            "--addr",
+            "http://127.0.0.1:1",
+            "balance",
+            "okebayar",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    assert_eq!(error["error"]["exit_code"], 3);
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("UNAVAILABLE: cannot connect to http://127.0.0.1:1"));
 
     let out = loketctl(&addr, &["explain", "12", "--offline"]).await;
     assert_eq!(out.status.code(), Some(2));
