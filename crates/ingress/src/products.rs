@@ -107,6 +107,12 @@ fn parse_row(row: ProductRow) -> Option<Product> {
         .map_err(|_| tracing::warn!(product = %row.code, provider = %row.provider, "product names an unknown provider; ignored"))
         .ok()?;
     let kind = ProductKind::parse(&row.kind)?;
+    // loketctl refuses a price below 1 rupiah; one set by SQL would sell
+    // the product for nothing.
+    if row.price_minor.is_some_and(|minor| minor < 1) {
+        tracing::warn!(product = %row.code, price_minor = row.price_minor, "product has a price below 1 rupiah; ignored until fixed (loketctl products)");
+        return None;
+    }
     let currency = loket_protocol::Currency::parse(&row.currency)
         .map_err(|_| tracing::warn!(product = %row.code, currency = %row.currency, "product has an unsupported currency; ignored"))
         .ok()?;
@@ -295,18 +301,21 @@ mod tests {
     }
 
     #[test]
-    fn rows_with_unknown_provider_or_kind_are_skipped() {
-        let row = |provider: &str, kind: &str| ProductRow {
+    fn rows_with_unknown_provider_or_kind_or_a_price_of_nothing_are_skipped() {
+        let priced = |provider: &str, kind: &str, price_minor| ProductRow {
             code: "P".into(),
             provider: provider.into(),
             provider_product_code: "X".into(),
             kind: kind.into(),
-            price_minor: Some(1),
+            price_minor,
             currency: "IDR".into(),
             active: true,
         };
+        let row = |provider: &str, kind: &str| priced(provider, kind, Some(1));
         assert!(parse_row(row("okebayar", "prepaid")).is_some());
         assert!(parse_row(row("acme", "prepaid")).is_none());
         assert!(parse_row(row("okebayar", "voucher")).is_none());
+        assert!(parse_row(priced("okebayar", "prepaid", Some(0))).is_none());
+        assert!(parse_row(priced("okebayar", "postpaid", None)).is_some());
     }
 }

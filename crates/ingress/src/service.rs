@@ -72,6 +72,10 @@ const WATCH_GAP_MESSAGE: &str =
      behind, so this watch may have missed updates: read the current state (GetTransaction or \
      ListTransactions) and watch again";
 
+/// Why a watch ends when its ingress drains (a restart or a scale-down).
+const WATCH_DRAIN_MESSAGE: &str = "this ingress is shutting down: read the current state \
+     (GetTransaction or ListTransactions) and watch again";
+
 /// The tonic service (cheap to clone).
 #[derive(Clone)]
 pub struct LoketService {
@@ -1256,11 +1260,15 @@ impl Inner {
                         return;
                     }
                 }
-                // Why the watch ends, sent as its last message (none when it
-                // simply closes: the client left, or the service drains).
+                // Why the watch ends, sent as its last message (none when the
+                // client left). A drain ends it UNAVAILABLE, as gRPC clients
+                // expect of a server going away: watch again, elsewhere or
+                // once it is back.
                 let closing = loop {
                     tokio::select! {
-                        _ = shutdown.wait() => break None,
+                        _ = shutdown.wait() => {
+                            break Some(Status::unavailable(WATCH_DRAIN_MESSAGE));
+                        }
                         _ = sender.closed() => break None,
                         // Updates published while the ingress was off the bus
                         // (or dropped as a slow consumer's) never reach this
@@ -1280,7 +1288,10 @@ impl Inner {
                             }
                         }
                         message = updates.next() => {
-                            let Some(message) = message else { break None };
+                            let Some(message) = message else {
+                                // The bus connection is closed for good.
+                                break Some(Status::unavailable(WATCH_GAP_MESSAGE));
+                            };
                             // A watch of one transaction skips the client's
                             // other updates by their header, undecoded.
                             if only.is_some_and(|id| {

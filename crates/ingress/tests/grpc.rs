@@ -882,10 +882,13 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(explained.code, "204");
 
-    // --- graceful shutdown: an open watch ends, run returns
+    // --- graceful shutdown: an open watch ends UNAVAILABLE (watch again),
+    // run returns
     shutdown.trigger();
     let ended = tokio::time::timeout(Duration::from_secs(5), watch_a.message()).await?;
-    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    let status = ended.expect_err("a drain ends the watch with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
     tokio::time::timeout(Duration::from_secs(10), server).await???;
     Ok(())
 }
