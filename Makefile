@@ -24,5 +24,9 @@ fmt:
 bench:
 	scripts/bench.sh $(BENCH_ARGS)
 
+# Also removes PostgreSQL's data where `make run` had to move it as root
+# (.run/pg-moved-to; only ever a folder under /var/lib/loket-run/).
 clean:
+	@moved=$$(cat .run/pg-moved-to 2>/dev/null); \
+	case "$$moved" in /var/lib/loket-run/?*) echo "rm -rf $$moved"; rm -rf -- "$$moved";; esac
 	rm -rf .run target

@@ -260,7 +260,8 @@ demo_credentials() {
 # As root, PostgreSQL runs as 'postgres', which cannot enter a checkout
 # below a private folder (/root is mode 700 on Debian). Its data and log then
 # go to /var/lib/loket-run/<checkout>/ (the same folder on every run), and
-# .run/pg says where.
+# .run/pg-location says where (.run/pg-moved-to, the bare path, is what
+# `make clean` removes).
 place_postgres() {
   mkdir -p "$PG_DIR"
   [ "$(id -u)" -eq 0 ] || return 0
@@ -274,6 +275,8 @@ place_postgres() {
     chown postgres:postgres "$moved" "$PG_DIR"
     printf 'PostgreSQL data and log of this checkout: %s (the postgres user cannot reach %s)\n' \
       "$moved" "$RUN_DIR" >"$RUN_DIR/pg-location"
+    # The bare path, for `make clean`.
+    printf '%s\n' "$moved" >"$RUN_DIR/pg-moved-to"
     say "the postgres user cannot reach $RUN_DIR (a parent folder is private): PostgreSQL keeps its data in $moved"
   fi
 }
