@@ -247,6 +247,7 @@ async fn serve(
         .build_v1()
         .map_err(|error| Error::Reflection(error.to_string()))?;
 
+    let health_follower = tokio::spawn(health_follows_readiness(health.clone(), readiness.clone()));
     let drain = {
         let shutdown = shutdown.clone();
         let health = health.clone();
@@ -254,6 +255,9 @@ async fn serve(
         async move {
             shutdown.wait().await;
             readiness.set(false);
+            // Stopped before the last word, so it cannot say SERVING after.
+            health_follower.abort();
+            let _ = health_follower.await;
             health.set_not_serving::<Server>().await;
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -291,6 +295,43 @@ async fn serve(
     tracing::info!("ingress stopped");
     served?;
     Ok(vital.outcome()?)
+}
+
+/// How often the gRPC health status is brought in line with readiness.
+const HEALTH_FOLLOWS_READINESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the gRPC health service in line with `/readyz`: `NOT_SERVING` while
+/// the bus connection is down or PostgreSQL does not answer, `SERVING` again
+/// once they are back, so a gRPC health probe or a client-side balancer stops
+/// sending calls here meanwhile, as an HTTP readiness probe does. Runs until
+/// aborted by the drain.
+async fn health_follows_readiness(
+    health: tonic_health::server::HealthReporter,
+    readiness: admin::Readiness,
+) {
+    let mut serving = true;
+    let mut ticker = tokio::time::interval(HEALTH_FOLLOWS_READINESS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let ready = match readiness.check().await {
+            // Starting or draining: the start and the drain say so themselves.
+            Err(admin::NotReady::NotStarted) => continue,
+            verdict => verdict.is_ok(),
+        };
+        if ready == serving {
+            continue;
+        }
+        serving = ready;
+        let status = if ready {
+            health.set_serving::<Server>().await;
+            ServingStatus::Serving
+        } else {
+            health.set_not_serving::<Server>().await;
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+    }
 }
 
 #[cfg(test)]

@@ -173,22 +173,14 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     } = App::start().await?;
 
     // Health reports SERVING (wait until the service has started).
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let mut serving = false;
-    for _ in 0..100 {
-        let check = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        if matches!(&check, Ok(r) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-        {
-            serving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(serving, "health never reported SERVING");
+    assert!(
+        until_health_is(
+            &channel,
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        )
+        .await,
+        "health never reported SERVING"
+    );
 
     // --- authentication: every refusal looks the same
     for key in [None, Some("wrong-key"), Some("disabled-key")] {
@@ -1981,5 +1973,47 @@ async fn a_watch_open_while_the_ingress_loses_the_bus_ends_with_unavailable() ->
         .await?
         .into_inner();
     assert_eq!(reread.status, pb::TransactionStatus::Success as i32);
+    app.stop().await
+}
+
+/// Polls the gRPC health service (the whole server, `""`) until it reports
+/// `expected`, for at most 15 s; returns whether it did.
+async fn until_health_is(
+    channel: &Channel,
+    expected: tonic_health::pb::health_check_response::ServingStatus,
+) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for _ in 0..150 {
+        let check = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if matches!(&check, Ok(r) if r.get_ref().status == expected as i32) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// gRPC health follows readiness: an ingress cut off from the bus says
+/// NOT_SERVING, so a gRPC health probe or a client-side balancer sends its
+/// calls elsewhere, and SERVING again once the bus is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_health_is_not_serving_while_the_ingress_is_off_the_bus() -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let app = App::start().await?;
+    assert!(until_health_is(&app.channel, ServingStatus::Serving).await);
+    app.bus_link.cut();
+    assert!(
+        until_health_is(&app.channel, ServingStatus::NotServing).await,
+        "health stayed SERVING without the bus"
+    );
+    app.bus_link.restore();
+    assert!(
+        until_health_is(&app.channel, ServingStatus::Serving).await,
+        "health never came back once the bus was"
+    );
     app.stop().await
 }
