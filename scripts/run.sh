@@ -367,7 +367,10 @@ start_service() {
   shift
   [ -f "$LOG_DIR/$name.log" ] && mv "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
   (
-    export LOKET_NATS_URL=$NATS_URL LOKET_DATABASE_URL=$DATABASE_URL
+    # The simulator uses neither (and would warn about both at start).
+    if [ "$name" != sim ]; then
+      export LOKET_NATS_URL=$NATS_URL LOKET_DATABASE_URL=$DATABASE_URL
+    fi
     export LOKET_ADMIN_ADDR=127.0.0.1:${ADMIN_PORT[$name]}
     export TOKIO_WORKER_THREADS=$SERVICE_THREADS
     for setting in "$@"; do export "${setting?}"; done
