@@ -16,7 +16,12 @@
 //!   the same masking. Neither value is ever logged nor put in a `Debug`
 //!   output.
 //! - money is parsed exactly ([`Money::parse_decimal`]); an unparseable amount
-//!   never fails the operation: it is left out and named in `detail`.
+//!   never fails the operation: it is left out and named in `detail`;
+//! - a report's texts and the errors quote a reply's free text (message,
+//!   `info`, an unreadable amount or code) only in part, so a 1 MB reply
+//!   cannot make a result event too large for the bus. Values that are data,
+//!   not notes (the inquiry data a later call sends back, the serial number,
+//!   the tracecode, the bill's details) are kept whole.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -385,10 +390,13 @@ impl OkeBayarConnector {
 
     /// Classifies what the transport produced for `request` (pure: no I/O).
     /// [`Self::classify_reply`], with every text the report took from the
-    /// reply passed through [`Self::masking`], as the exchanges are.
+    /// reply passed through [`Self::masking`], as the exchanges are, and the
+    /// provider's message then bounded ([`quoted`]; after masking, so a cut
+    /// never leaves part of a secret).
     fn classify(&self, command: &Command, request: &Request, transport: Transport) -> Report {
         let mut report = self.classify_reply(command, request, transport);
         report.mask_texts(self.masking(request));
+        report.provider_message = report.provider_message.as_deref().map(quoted);
         report
     }
 
@@ -596,16 +604,30 @@ fn read_balance(fields: &Fields) -> Result<Money, ConnectorError> {
         .map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
 }
 
-/// `error` with every text in it passed through `mask`.
+/// `error` with every text in it passed through `mask`, then bounded
+/// ([`quoted`]; after masking, so a cut never leaves part of a secret).
 fn masked_error(error: ConnectorError, mask: impl Fn(&str) -> String) -> ConnectorError {
+    let clean = |text: &str| quoted(&mask(text));
     match error {
-        ConnectorError::Unavailable(why) => ConnectorError::Unavailable(mask(&why)),
+        ConnectorError::Unavailable(why) => ConnectorError::Unavailable(clean(&why)),
         ConnectorError::Provider { code, message } => ConnectorError::Provider {
-            code: mask(&code),
-            message: mask(&message),
+            code: clean(&code),
+            message: clean(&message),
         },
-        ConnectorError::BadReply(why) => ConnectorError::BadReply(mask(&why)),
+        ConnectorError::BadReply(why) => ConnectorError::BadReply(clean(&why)),
     }
+}
+
+/// How many characters of a free text from a reply (a message, an `info`)
+/// a report or an error carries. A reply may be 1 MB, and a result event
+/// longer than the bus's 1 MB limit can never be published (its command
+/// would be redelivered for ever). Values that are data, not notes (the
+/// inquiry data, the serial number, the tracecode), are not cut.
+const QUOTED_TEXT_CHARS: usize = 256;
+
+/// At most the first [`QUOTED_TEXT_CHARS`] characters of `text`.
+fn quoted(text: &str) -> String {
+    clip(text, QUOTED_TEXT_CHARS).to_string()
 }
 
 /// A fresh alphanumeric reference for calls that are not transactions
@@ -823,7 +845,7 @@ fn fill_report(
     }
     if let Some(info) = fields.non_empty("info") {
         if report.provider_message.as_deref() != Some(info) {
-            push_detail(&mut report.detail, &format!("info: {}", clip(info, 256)));
+            push_detail(&mut report.detail, &format!("info: {}", quoted(info)));
         }
     }
     report.provider_trace = fields.non_empty("tracecode").map(str::to_string);

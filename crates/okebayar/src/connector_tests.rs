@@ -948,6 +948,51 @@ fn bill_payment_reply() {
     );
 }
 
+/// A reply may be 1 MB, and a result event over the bus's 1 MB limit can
+/// never be published (its command would be redelivered for ever). A huge
+/// field is carried whole only where a later call must send it back (the
+/// inquiry data); the note that it is no amount, and the provider's
+/// message, quote only its start.
+#[test]
+fn a_huge_reply_field_is_quoted_not_copied_into_the_report() {
+    let nominal = format!("{}x", "9".repeat(500 * 1024));
+    let message = "SUKSES ".repeat(40 * 1024);
+    let body = xml(&[
+        ("responsecode", "000"),
+        ("responsestatus", message.as_str()),
+        ("referencecode", REF),
+        ("inquirycode", "INQ-1"),
+        ("nominal", nominal.as_str()),
+        ("adminfee", "2500"),
+    ]);
+    let report = classify(&command(Operation::BillInquiry), 200, &body);
+    assert_eq!(report.outcome, Outcome::Success);
+    assert_eq!(report.bill.as_ref().unwrap().bill_amount, None);
+    assert_eq!(
+        report.inquiry_data.get("nominal"),
+        Some(&nominal),
+        "echoed verbatim"
+    );
+    assert!(
+        report.detail.len() < 512 && report.detail.contains("nominal not used"),
+        "detail of {} bytes",
+        report.detail.len()
+    );
+    let shown = report.provider_message.as_deref().unwrap_or_default();
+    assert!(
+        shown.starts_with("SUKSES") && shown.chars().count() <= QUOTED_TEXT_CHARS,
+        "provider message of {} bytes",
+        shown.len()
+    );
+    let event = report.into_event("E1".into(), "T1".into(), "okebayar", Operation::BillInquiry);
+    let size = prost::Message::encoded_len(&event);
+    assert!(
+        size < nominal.len() + 4 * 1024,
+        "a {size}-byte result event for a {}-byte nominal",
+        nominal.len()
+    );
+}
+
 #[test]
 fn status_check_classifies_for_the_original_operation() {
     let check = status_of(Operation::PrepaidPurchase);
@@ -1355,6 +1400,40 @@ async fn balance_and_echo_errors_never_carry_secrets() {
         let text = error.to_string();
         assert!(text.contains("userpin *** signature *** salah"), "{text}");
         assert!(!text.contains(PIN), "PIN in {text}");
+    }
+}
+
+/// A balance error reaches the gRPC client and the log: a huge refusal
+/// message or balance field is quoted, not copied whole.
+#[tokio::test]
+async fn balance_errors_quote_only_the_start_of_a_huge_reply_field() {
+    let huge = "9".repeat(500 * 1024);
+    for (code, field) in [("207", "responsestatus"), ("000", "balance")] {
+        let huge = huge.clone();
+        let app = axum::Router::new().route(
+            "/okebayar",
+            axum::routing::post(move |body: Bytes| async move {
+                let fields = wire::decode(Format::sniff(&body), &body).unwrap();
+                xml(&[
+                    ("responsecode", code),
+                    (field, &huge),
+                    (
+                        "referencecode",
+                        fields.get("referencecode").unwrap_or_default(),
+                    ),
+                ])
+            }),
+        );
+        let error = fast(Format::Xml, &serve(app).await)
+            .balance()
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("9999") && text.len() < 512,
+            "{field}: an error of {} bytes",
+            text.len()
+        );
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::text::shortened;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Currency {
     #[serde(rename = "IDR")]
@@ -33,17 +35,32 @@ pub struct Money {
     pub currency: Currency,
 }
 
+/// How many characters of the given text a [`MoneyError`] message quotes.
+/// The text is often a provider's field, up to a whole reply (1 MB): quoted
+/// whole, it would swell the report detail it is noted in past what the bus
+/// carries (a result event that can never be published). Any real amount or
+/// currency is far shorter.
+const QUOTED_CHARS: usize = 40;
+
+/// Why a text is not an amount. Each variant holds the text as given; its
+/// message quotes at most [`QUOTED_CHARS`] characters of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("unsupported currency {0:?}")]
+    #[error("unsupported currency {:?}", shortened(.0, QUOTED_CHARS))]
     UnsupportedCurrency(String),
-    #[error("amount {0:?} is not a decimal number")]
+    #[error("amount {:?} is not a decimal number", shortened(.0, QUOTED_CHARS))]
     NotANumber(String),
-    #[error("amount {0:?} has a fractional part; IDR amounts must be whole rupiah")]
+    #[error(
+        "amount {:?} has a fractional part; IDR amounts must be whole rupiah",
+        shortened(.0, QUOTED_CHARS)
+    )]
     Fractional(String),
-    #[error("amount {0:?} has more than two decimal places; it may be a thousands separator")]
+    #[error(
+        "amount {:?} has more than two decimal places; it may be a thousands separator",
+        shortened(.0, QUOTED_CHARS)
+    )]
     AmbiguousDecimals(String),
-    #[error("amount {0:?} is out of range")]
+    #[error("amount {:?} is out of range", shortened(.0, QUOTED_CHARS))]
     OutOfRange(String),
     #[error("amount must not be negative")]
     Negative,
@@ -170,6 +187,30 @@ mod tests {
             "99999999999999999999",
         ] {
             assert!(Money::parse_decimal(bad, Currency::Idr).is_err(), "{bad}");
+        }
+    }
+
+    /// A provider's amount field can be as long as its reply (1 MB); the
+    /// error's message, noted in a report, quotes only its start.
+    #[test]
+    fn an_error_quotes_only_the_start_of_a_huge_input() {
+        let digits = "9".repeat(100_000);
+        let spaces = " ".repeat(100_000);
+        let errors = [
+            Money::parse_decimal(&format!("{digits}x"), Currency::Idr).unwrap_err(),
+            Money::parse_decimal(&format!("1.5{spaces}"), Currency::Idr).unwrap_err(),
+            Money::parse_decimal(&format!("1.{digits}"), Currency::Idr).unwrap_err(),
+            Money::parse_decimal(&digits, Currency::Idr).unwrap_err(),
+            Currency::parse(&digits).unwrap_err(),
+        ];
+        for error in errors {
+            let message = error.to_string();
+            assert!(
+                message.chars().count() <= 200 && message.contains('…'),
+                "{} characters: {}",
+                message.chars().count(),
+                crate::text::clip(&message, 120)
+            );
         }
     }
 

@@ -205,6 +205,14 @@ mod tests {
             classify_create(&invalid, CodeOperation::PayIn, 400).outcome,
             Outcome::Failed
         );
+        // RELIABILITY #16: a pay-in rejected with a case the catalogue does
+        // not list may still have made an order: unknown, and an inquiry.
+        let unlisted = reply(r#"{"code":"10","responseCode":"4009099","message":"Something new"}"#);
+        let c = classify_create(&unlisted, CodeOperation::PayIn, 400);
+        assert_eq!(c.outcome, Outcome::Unknown);
+        assert!(c
+            .problem
+            .is_some_and(|p| p.contains("not in the catalogue")));
         let timeout = reply(
             r#"{"code":"20","responseCode":"5029100","message":"External error: channel timeout"}"#,
         );

@@ -17,8 +17,9 @@
 //!   (unknown, then pending, then failed, then success).
 //! * **Message-level variants** (Smilepayz reuses one `responseCode` for
 //!   different messages): a row with `match` patterns applies when the
-//!   provider's message contains one of them; otherwise the row without
-//!   patterns applies.
+//!   provider's message contains one of them (the most cautious of them when
+//!   several match, whatever their order in the file); otherwise the row
+//!   without patterns applies.
 //! * **A rejected status request says nothing about the transaction.** When a
 //!   status query (`status_check`, `advice`, `qr_query`, `inquiry_status`) is
 //!   answered with a code that rejects the *request* (bad signature, bad field,
@@ -140,18 +141,22 @@ impl CodeOperation {
             .find(|op| op.as_str() == text)
     }
 
+    /// The bus [`Operation`] this is, when it is one (the inverse of
+    /// `From<Operation>`). Tokens, balances, callbacks, QR generation and
+    /// notification, and the providers' own names for a status query are
+    /// catalogue-only operations: `None`.
+    pub fn operation(self) -> Option<Operation> {
+        Operation::ALL
+            .into_iter()
+            .find(|operation| CodeOperation::from(*operation) == self)
+    }
+
     /// Operations after which money may have moved; an unclear answer to one
-    /// of them is `unknown`, never `failed`.
+    /// of them is `unknown`, never `failed`. Derived from
+    /// [`Operation::moves_money`] (a pay-in included), so the catalogue and
+    /// the connectors cannot disagree; no catalogue-only operation moves money.
     pub fn moves_money(self) -> bool {
-        matches!(
-            self,
-            CodeOperation::Purchase
-                | CodeOperation::BillPayment
-                | CodeOperation::QrPayment
-                | CodeOperation::QrCancel
-                | CodeOperation::QrRefund
-                | CodeOperation::PayOut
-        )
+        self.operation().is_some_and(Operation::moves_money)
     }
 
     /// Operations that ask about an earlier transaction. A code rejecting such
@@ -405,12 +410,20 @@ impl From<Explanation> for pb::CodeExplanation {
     }
 }
 
+/// How many characters of a malformed code an [`ExplainError`] quotes. The
+/// code may be a whole field of a provider's reply (up to 1 MB), and the
+/// message goes into a report's detail; no real code is longer.
+const QUOTED_CODE_CHARS: usize = 32;
+
 /// Why a code could not be explained. Every message names the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExplainError {
     #[error("code is empty: give the provider's response code")]
     EmptyCode,
-    #[error("code {code:?}: {expected}")]
+    #[error(
+        "code {:?}: {expected}",
+        crate::text::shortened(code, QUOTED_CODE_CHARS)
+    )]
     BadFormat {
         provider: Provider,
         code: String,

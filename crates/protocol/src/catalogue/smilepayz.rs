@@ -7,7 +7,8 @@
 //!
 //! A 2-digit `code` with a message is first matched against the variants of
 //! the 7-digit rows of its HTTP class (`10` → 400, `14` → 403, `99` → 500, …),
-//! so `("10", "Insufficient Balance")` reads like `4009103`. Unlisted 7-digit
+//! so `("10", "Insufficient Balance")` reads like `4009103`; a message matching
+//! variants of several case codes takes the most cautious. Unlisted 7-digit
 //! codes are decoded from their HTTP status; unlisted codes and statuses are
 //! `unknown`.
 

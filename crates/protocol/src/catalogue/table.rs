@@ -221,7 +221,17 @@ impl Table {
         match op {
             Some(op) => {
                 let cands: Vec<&Row> = rows.into_iter().filter(|r| r.applies_to(op)).collect();
-                let pick = |pred: &dyn Fn(&Row) -> bool| cands.iter().copied().find(|r| pred(r));
+                // Within each tier the most cautious row, not the first in
+                // file order: a message may match several variants.
+                let pick = |pred: &dyn Fn(&Row) -> bool| {
+                    most_cautious(
+                        &cands
+                            .iter()
+                            .copied()
+                            .filter(|r| pred(r))
+                            .collect::<Vec<_>>(),
+                    )
+                };
                 let row = pick(&|r| r.names(op) && r.matches(&message))
                     .or_else(|| pick(&|r| r.ops.is_empty() && r.matches(&message)))
                     .or_else(|| pick(&|r| r.names(op) && r.patterns.is_empty()))
@@ -258,9 +268,12 @@ impl Table {
         }
     }
 
-    /// The first message variant among the rows whose key starts with
-    /// `key_prefix` that applies to `op` and matches `message` (rows naming
-    /// `op` first). Used to read a Smilepayz 2-digit `code` plus message.
+    /// The most cautious message variant among the rows whose key starts
+    /// with `key_prefix` and that apply to `op` (any, when not given) and
+    /// match `message`. Used to read a Smilepayz 2-digit `code` plus message, which
+    /// may match variants of several case codes (`"Transaction expired:
+    /// operation not allowed in current status"` is both `403xx00` failed
+    /// and `403xx02` unknown): the file's order must not decide between them.
     pub fn find_variant(
         &self,
         key_prefix: &str,
@@ -268,17 +281,13 @@ impl Table {
         message: &str,
     ) -> Option<&Row> {
         let message = message.to_lowercase();
-        let cands = || {
-            self.rows
-                .iter()
-                .filter(|r| r.code.starts_with(key_prefix) && r.matches(&message))
-        };
-        match op {
-            Some(op) => cands()
-                .find(|r| r.names(op))
-                .or_else(|| cands().find(|r| r.ops.is_empty())),
-            None => most_cautious(&cands().collect::<Vec<_>>()),
-        }
+        let matched: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.code.starts_with(key_prefix) && r.matches(&message))
+            .filter(|r| op.is_none_or(|op| r.applies_to(op)))
+            .collect();
+        most_cautious(&matched)
     }
 
     /// The explanation a row gives for `code` and `op`, applying the rule that

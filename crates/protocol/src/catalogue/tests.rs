@@ -338,6 +338,28 @@ fn smilepayz_two_digit_code_with_message_reads_like_its_response_code() {
     );
 }
 
+/// A 2-digit `code` whose message matches variants of several case codes of
+/// its HTTP class takes the most cautious of them, not the first in the data
+/// file: `403xx00 "expired"` (failed) is listed before `403xx02 "not
+/// allowed"` (unknown: the order is in a state we do not know).
+#[test]
+fn smilepayz_two_digit_code_matching_several_variants_takes_the_most_cautious() {
+    let message = "Transaction expired: operation not allowed in current status";
+    for op in [
+        None,
+        Some(Op::PayIn),
+        Some(Op::PayOut),
+        Some(Op::InquiryStatus),
+    ] {
+        let e = explain_with_message(Smilepayz, "14", op, message).unwrap();
+        assert_eq!(
+            (e.outcome, e.provider_message.as_str()),
+            (Outcome::Unknown, "Operation not allowed in current status"),
+            "{op:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- 2. structural decoding
 
 #[test]
@@ -403,8 +425,9 @@ fn unknown_smilepayz_codes_are_decoded_from_their_structure() {
     );
     assert_eq!(ex(Smilepayz, "4009199", None).outcome, Outcome::Unknown); // pay-out moves money
     assert_eq!(ex(Smilepayz, "4009299", None).outcome, Outcome::Unknown); // a query
-    assert_eq!(ex(Smilepayz, "4009099", None).outcome, Outcome::Failed); // pay-in creation, not processed
-    assert!(!ex(Smilepayz, "4009099", None).in_catalogue);
+                                                                          // An unlisted rejection of a call that moves no money is a failure.
+    let e = ex(Smilepayz, "4005599", Some(Op::Balance));
+    assert_eq!((e.in_catalogue, e.outcome), (false, Outcome::Failed));
     let e = ex(Smilepayz, "30", Some(Op::PayIn));
     assert_eq!((e.in_catalogue, e.outcome), (false, Outcome::Unknown));
     let e = ex(Smilepayz, "REFUNDED", Some(Op::InquiryStatus));
@@ -412,6 +435,28 @@ fn unknown_smilepayz_codes_are_decoded_from_their_structure() {
         (e.in_catalogue, e.outcome, e.code.as_str()),
         (false, Outcome::Unknown, "REFUNDED")
     );
+}
+
+/// RELIABILITY #16: an unlisted rejection of a pay-in (service 90) is
+/// `unknown` and a status check, as on a pay-out: a second order could be
+/// paid twice. The catalogue's money-moving operations are the bus's.
+#[test]
+fn an_unlisted_smilepayz_pay_in_rejection_is_unknown_not_failed() {
+    for code in ["4009099", "4039005", "4049009"] {
+        for op in [None, Some(Op::PayIn)] {
+            let e = ex(Smilepayz, code, op);
+            assert_eq!(
+                (e.in_catalogue, e.outcome, e.retry),
+                (false, Outcome::Unknown, Retry::QueryFirst),
+                "{code} {op:?}"
+            );
+        }
+    }
+    for operation in Operation::ALL {
+        let op = CodeOperation::from(operation);
+        assert_eq!(op.operation(), Some(operation));
+        assert_eq!(op.moves_money(), operation.moves_money(), "{op}");
+    }
 }
 
 #[test]
@@ -768,6 +813,16 @@ fn bad_input_errors_name_the_problem() {
         .unwrap_err()
         .to_string()
         .contains("3 digits"));
+    // A code may be a whole field of a provider's reply: only its start is quoted.
+    let huge = "9".repeat(100_000);
+    for provider in Provider::ALL {
+        let msg = explain(provider, &huge, None).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("code \"{}…\": ", "9".repeat(32))) && msg.len() < 300,
+            "{provider}: {} bytes",
+            msg.len()
+        );
+    }
 
     let msg = explain(Doku, "IT4", None).unwrap_err().to_string();
     assert!(
@@ -955,6 +1010,29 @@ code = [
         .err()
         .unwrap()
         .contains("does not parse"));
+}
+
+/// A message matching several variants of one code takes the most cautious
+/// of them, whatever their order in the data file.
+#[test]
+fn a_message_matching_several_variants_takes_the_most_cautious_whatever_the_order() {
+    let spec = Spec {
+        data: r#"
+code = [
+  { code = "403xx02", match = ["expired"], outcome = "failed", retry = "no", category = "business", who = "operations", message = "expired", action = "a", en = "e", id = "i" },
+  { code = "403xx02", match = ["not allowed"], outcome = "unknown", retry = "query_first", category = "business", who = "operations", message = "not allowed", action = "a", en = "e", id = "i" },
+]
+"#,
+        ..smilepayz::spec()
+    };
+    let table = Table::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let message = "Expired: not allowed";
+    for op in [None, Some(Op::PayIn)] {
+        let choice = table.lookup("403xx02", op, message).unwrap();
+        assert_eq!(choice.row.message, "not allowed", "{op:?}");
+        let variant = table.find_variant("403xx", op, message).unwrap();
+        assert_eq!(variant.message, "not allowed", "{op:?}");
+    }
 }
 
 #[test]
