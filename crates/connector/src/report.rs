@@ -1,9 +1,30 @@
 //! What a connector learned from one operation, before it becomes a bus
-//! [`ResultEvent`](loket_protocol::pb::bus::ResultEvent).
+//! [`ResultEvent`](loket_protocol::pb::bus::ResultEvent), and the bound on
+//! that event's size ([`MAX_RESULT_EVENT_BYTES`]).
 
 use loket_protocol::pb::{self, bus};
+use loket_protocol::text::shortened;
 use loket_protocol::{Money, Operation, Outcome};
+use prost::Message as _;
 use std::collections::BTreeMap;
+
+/// The largest result event published whole. nats-server refuses a message
+/// over its `max_payload` (1 MiB by default), and a result that can never be
+/// published leaves its command redelivered, and its provider asked again,
+/// for ever. A provider's reply may be 1 MB, and a report may carry its
+/// fields (inquiry data, bill details, serial number) beside its exchanges;
+/// this leaves room for the headers and a server set a little lower.
+pub const MAX_RESULT_EVENT_BYTES: usize = 768 * 1024;
+
+/// How many characters of a provider's message a result carries (stored,
+/// shown to clients): every provider's real messages are far shorter, and a
+/// reply's whole body posing as one is cut here, for all of them alike.
+/// Connectors have masked it before.
+const MAX_PROVIDER_MESSAGE_CHARS: usize = 1024;
+
+/// How many characters of each exchange body, error and of the
+/// contradiction an oversized result keeps.
+const OVERSIZED_KEPT_CHARS: usize = 4 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -133,14 +154,17 @@ impl Report {
         provider: &str,
         operation: Operation,
     ) -> bus::ResultEvent {
-        bus::ResultEvent {
+        fit_for_the_bus(bus::ResultEvent {
             event_id,
             transaction_id,
             provider: provider.to_string(),
             operation: bus::Operation::from(operation) as i32,
             outcome: pb::Outcome::from(self.outcome) as i32,
             provider_code: self.provider_code.unwrap_or_default(),
-            provider_message: self.provider_message.unwrap_or_default(),
+            provider_message: self
+                .provider_message
+                .map(|message| shortened(&message, MAX_PROVIDER_MESSAGE_CHARS))
+                .unwrap_or_default(),
             provider_trace: self.provider_trace.unwrap_or_default(),
             serial_number: self.serial_number.unwrap_or_default(),
             provider_amount: self.provider_amount.map(Into::into),
@@ -154,7 +178,55 @@ impl Report {
             detail: self.detail,
             payment: self.payment,
             sent: self.sent,
-        }
+        })
+    }
+}
+
+/// `event` when it fits in [`MAX_RESULT_EVENT_BYTES`]; otherwise what can be
+/// carried of it: `unknown` (what the provider said cannot be carried, so it
+/// decides nothing; status checks follow, and a provider that keeps
+/// answering that way leaves the transaction to the unresolved sweep and
+/// review), the ids, operation, `sent` and provider code, a note in `detail`,
+/// the exchanges and any contradiction cut short, and none of the data.
+fn fit_for_the_bus(event: bus::ResultEvent) -> bus::ResultEvent {
+    let size = event.encoded_len();
+    if size <= MAX_RESULT_EVENT_BYTES {
+        return event;
+    }
+    tracing::warn!(
+        size,
+        transaction_id = %event.transaction_id,
+        "the provider's answer is too large to carry on the bus; reported as unknown"
+    );
+    let cut = |text: &str| shortened(text, OVERSIZED_KEPT_CHARS);
+    bus::ResultEvent {
+        outcome: pb::Outcome::Unknown as i32,
+        provider_code: shortened(&event.provider_code, 64),
+        provider_message: String::new(),
+        provider_trace: String::new(),
+        serial_number: String::new(),
+        provider_amount: None,
+        provider_amount_unreadable: String::new(),
+        contradiction: cut(&event.contradiction),
+        bill: None,
+        inquiry_data: Default::default(),
+        exchanges: event
+            .exchanges
+            .iter()
+            .map(|exchange| bus::Exchange {
+                url: shortened(&exchange.url, 512),
+                request: cut(&exchange.request),
+                response: cut(&exchange.response),
+                error: cut(&exchange.error),
+                ..exchange.clone()
+            })
+            .collect(),
+        not_found: false,
+        detail: format!(
+            "the provider's answer made a result of {size} bytes, more than the {MAX_RESULT_EVENT_BYTES} the bus carries: its data was left out and the outcome is unknown"
+        ),
+        payment: None,
+        ..event
     }
 }
 
@@ -172,6 +244,68 @@ pub use loket_protocol::text::clip;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report too large for the bus (a 1 MB reply's fields copied into
+    /// it) is published as a compact `unknown` that keeps what identifies
+    /// it, instead of failing to publish for ever.
+    #[test]
+    fn a_result_too_large_for_the_bus_is_carried_as_unknown() {
+        let huge = "9".repeat(MAX_RESULT_EVENT_BYTES);
+        let mut report = Report::new(Outcome::Success);
+        report.serial_number = Some(huge.clone());
+        report.inquiry_data.insert("ref1".into(), huge.clone());
+        report.provider_code = Some("00".into());
+        report.sent = true;
+        report.exchanges.push(bus::Exchange {
+            operation: "purchase".into(),
+            response: huge.clone(),
+            ..bus::Exchange::default()
+        });
+        let event = report.into_event(
+            "e1".into(),
+            "t1".into(),
+            "okebayar",
+            Operation::PrepaidPurchase,
+        );
+        assert!(
+            event.encoded_len() <= 16 * 1024,
+            "{} bytes",
+            event.encoded_len()
+        );
+        assert_eq!(event.outcome, pb::Outcome::Unknown as i32);
+        assert_eq!(
+            (
+                event.event_id.as_str(),
+                event.transaction_id.as_str(),
+                event.provider.as_str()
+            ),
+            ("e1", "t1", "okebayar")
+        );
+        assert!(event.sent);
+        assert_eq!(event.provider_code, "00");
+        assert!(event.serial_number.is_empty() && event.inquiry_data.is_empty());
+        assert_eq!(event.exchanges.len(), 1);
+        assert!(event.detail.contains("more than the"), "{}", event.detail);
+
+        // A provider's message is cut however small the rest.
+        let mut report = Report::new(Outcome::Failed);
+        report.provider_message = Some("x".repeat(100_000));
+        let event = report.into_event("e3".into(), "t3".into(), "smilepayz", Operation::PayIn);
+        assert!(event.provider_message.chars().count() <= MAX_PROVIDER_MESSAGE_CHARS + 1);
+        assert_eq!(event.outcome, pb::Outcome::Failed as i32);
+
+        // One that fits is carried whole.
+        let mut report = Report::new(Outcome::Success);
+        report.serial_number = Some("SN123".into());
+        let event = report.into_event(
+            "e2".into(),
+            "t2".into(),
+            "okebayar",
+            Operation::PrepaidPurchase,
+        );
+        assert_eq!(event.outcome, pb::Outcome::Success as i32);
+        assert_eq!(event.serial_number, "SN123");
+    }
 
     #[test]
     fn notes_are_separated() {
