@@ -1837,13 +1837,19 @@ async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyho
     let app = App::start().await?;
     let mut api = app.api.clone();
     let mut watch = open_watch(&mut api, KEY_A, "").await?;
-    // Far more updates than the HTTP/2 window and the watch's buffer hold,
-    // while the client reads nothing.
+    // Far more updates than the watch's buffer and the HTTP/2 windows hold
+    // (hyper's client takes 2 MB a stream and 5 MB a connection before
+    // anyone reads), while the client reads nothing: 30,000 updates of
+    // about 400 bytes. Small ones (1.8 MB) fitted in the window when the
+    // ingress sent them faster than it read the bus, and the watch never
+    // fell behind.
     const UPDATES: usize = 30_000;
     let subject = subjects::update(&app.client_a.to_string());
+    let bulky_ref = "r".repeat(320);
     for n in 0..UPDATES {
         let update = pb::Transaction {
             id: Uuid::now_v7().to_string(),
+            client_ref: bulky_ref.clone(),
             status: pb::TransactionStatus::Pending as i32,
             updated_at: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000 + n as i64,
@@ -1858,7 +1864,7 @@ async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyho
             .await?;
     }
     app.nats.flush().await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     let mut received = 0;
     let ended = loop {
