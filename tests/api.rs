@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use futures::StreamExt;
 use loket_protocol::catalogue::{self, CodeOperation};
-use loket_protocol::{pb, Provider};
+use loket_protocol::{pb, Provider, TransactionKind};
 use loket_test_support::leaks::{assert_no_secret_leaked, Canaries};
 use loket_test_support::{app::workspace_root, logs, TestApp, CANARY_PIN};
 use std::time::Duration;
@@ -142,6 +142,13 @@ async fn fifty_concurrent_identical_purchases_make_one_transaction_and_one_provi
         1,
         "one provider request"
     );
+    assert_one_money_request_per_transaction(
+        &app,
+        "fifty identical purchases",
+        &[TransactionKind::PrepaidPurchase],
+        app.sim.money_requests_total(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -241,8 +248,15 @@ async fn a_client_never_sees_another_clients_transactions() {
         matches!(seen, Ok(Some(Ok(ref update))) if update.id == txn.id),
         "A sees its update: {seen:?}"
     );
-    let leaked = tokio::time::timeout(Duration::from_millis(1500), b_watch.next()).await;
-    assert!(leaked.is_err(), "B's watch stays silent: {leaked:?}");
+    // B buys after A's update went out: the first update on B's watch is
+    // B's own, so the watch is alive and A's update never reached it.
+    let b_txn = bought(&mut b, purchase("private-b", "PULSA10", OK_ACCOUNT, 10_000)).await;
+    let first_on_b = tokio::time::timeout(Duration::from_secs(5), b_watch.next()).await;
+    assert!(
+        matches!(first_on_b, Ok(Some(Ok(ref update))) if update.id == b_txn.id),
+        "B's watch carries B's own purchase first, never A's {}: {first_on_b:?}",
+        txn.id
+    );
 
     let by_id = b.get_transaction(by_id(&txn.id)).await.expect_err("hidden");
     assert_eq!(by_id.code(), tonic::Code::NotFound);
@@ -260,7 +274,8 @@ async fn a_client_never_sees_another_clients_transactions() {
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.transactions.is_empty());
+    let listed: Vec<&str> = listed.transactions.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(listed, [b_txn.id.as_str()], "B lists only its own");
     let single = b
         .watch_transactions(pb::WatchTransactionsRequest {
             transaction_id: txn.id.clone(),

@@ -8,9 +8,21 @@ mod common;
 
 use common::*;
 use loket_connector::worker::Failpoint;
-use loket_protocol::pb;
+use loket_protocol::{pb, TransactionKind};
 use loket_test_support::{TestApp, TestOptions};
 use std::time::{Duration, Instant};
+
+/// No purchase reached OkeBayar twice, under its own reference or any
+/// other: one purchase request per purchase the test made.
+async fn assert_one_purchase_request_per_purchase(app: &TestApp, what: &str) {
+    assert_one_money_request_per_transaction(
+        app,
+        what,
+        &[TransactionKind::PrepaidPurchase],
+        app.sim.money_requests_total(),
+    )
+    .await;
+}
 
 fn went_through_unknown(events: &[(String, Option<String>, Option<String>)]) -> bool {
     events
@@ -63,6 +75,7 @@ async fn settled_through_unknown(app: &TestApp, what: &str, txn: &pb::Transactio
         counts.status_checks >= 1,
         "{what}: resolved by a status check: {counts:?}"
     );
+    assert_one_purchase_request_per_purchase(app, what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,6 +161,7 @@ async fn a_result_published_twice_after_a_crash_before_the_ack_is_one_transition
     assert_eq!(app.row(&txn.id).await.status, "success");
     let counts = app.sim.requests_for(&txn.provider_reference);
     assert_eq!(counts.purchases, 1, "{counts:?}");
+    assert_one_purchase_request_per_purchase(&app, "a result published twice").await;
 }
 
 /// RELIABILITY #1: the ingress inserted a purchase and never published its
@@ -182,6 +196,7 @@ async fn a_purchase_the_ingress_never_published_is_dispatched_by_the_sweep() {
     );
     let counts = app.sim.requests_for(&row.provider_reference);
     assert_eq!(counts.purchases, 1, "{counts:?}");
+    assert_one_purchase_request_per_purchase(&app, "a purchase dispatched by the sweep").await;
 }
 
 /// Money-safety rule 6: a command lost from the bus (here purged from the
@@ -213,6 +228,7 @@ async fn a_command_lost_from_the_stream_is_dispatched_again_by_the_sweep() {
     let counts = app.sim.requests_for(&txn.provider_reference);
     assert_eq!(counts.purchases, 1, "{counts:?}");
     assert!(counts.status_checks >= 1, "asked first: {counts:?}");
+    assert_one_purchase_request_per_purchase(&app, "a command lost from the stream").await;
 }
 
 /// RELIABILITY #16, unknown codes: a reply with a code no table documents
@@ -264,6 +280,7 @@ async fn connector_killed_after_sending_restarts_with_a_status_check_not_a_secon
         counts.status_checks >= 1,
         "the redelivered command began with a status check: {counts:?}"
     );
+    assert_one_purchase_request_per_purchase(&app, "a connector killed after sending").await;
 }
 
 /// Against a transaction still `pending` (no simulator callback and no
@@ -360,12 +377,12 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
 
 /// Purchases from six concurrent clients, with `fault` done to the running
 /// system 700 ms in and the load going on for 1.5 s after it. Returns every
-/// `client_ref` tried and how many calls were answered with an error.
+/// `client_ref` tried, with what its call answered.
 async fn purchases_around_a_fault(
     app: &mut TestApp,
     prefix: &str,
     fault: impl FnOnce(&mut TestApp),
-) -> (Vec<String>, usize) {
+) -> Vec<Tried<String>> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for worker in 0..6 {
@@ -377,8 +394,7 @@ async fn purchases_around_a_fault(
             let client_ref = format!("{prefix}-{worker}-{n}");
             async move {
                 let request = purchase(&client_ref, "PULSA10", OK_ACCOUNT, 1_000);
-                let answered = client.purchase(request).await.is_ok();
-                (client_ref, answered)
+                Tried::call(client_ref, client.purchase(request)).await
             }
         }));
     }
@@ -389,8 +405,8 @@ async fn purchases_around_a_fault(
     let mut attempted = Vec::new();
     let mut errors = 0;
     for task in load {
-        let (refs, failed) = task.await.expect("load task");
-        attempted.extend(refs);
+        let (calls, failed) = task.await.expect("load task");
+        attempted.extend(calls);
         errors += failed;
     }
     assert!(attempted.len() >= 20, "load ran: {}", attempted.len());
@@ -398,7 +414,7 @@ async fn purchases_around_a_fault(
         "{} purchases around the fault, {errors} calls answered with an error",
         attempted.len()
     );
-    (attempted, errors)
+    attempted
 }
 
 /// The transaction of `client_ref`, asked for again (with the same
@@ -435,55 +451,108 @@ async fn purchase_until_answered(
     .await
 }
 
+/// One call a load made: what it asked for, and the id of the transaction
+/// its answer named (none when it was answered with an error), which a
+/// retry must name again.
+struct Tried<T> {
+    asked: T,
+    answered: Option<String>,
+}
+
+impl<T> Tried<T> {
+    /// Makes `call`, which asked for `asked`.
+    async fn call(
+        asked: T,
+        call: impl std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>,
+    ) -> Tried<T> {
+        let answered = call.await.ok().map(|reply| reply.into_inner().id);
+        Tried { asked, answered }
+    }
+}
+
 /// A client calling until `stop`, and at least `at_least` times (however
 /// long the faults held its calls up): round `n` makes the call
-/// `attempt(n)` (which says what it tried and whether it was answered),
-/// pausing 50 ms after an error and `pause` after every round. Returns
-/// everything tried and how many calls were answered with an error.
+/// `attempt(n)`, pausing 50 ms after an error and `pause` after every
+/// round. Returns everything tried and how many calls were answered with an
+/// error.
 fn keep_calling<T, F, Fut>(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     at_least: usize,
     pause: Duration,
     mut attempt: F,
-) -> tokio::task::JoinHandle<(Vec<T>, usize)>
+) -> tokio::task::JoinHandle<(Vec<Tried<T>>, usize)>
 where
     T: Send + 'static,
     F: FnMut(usize) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = (T, bool)> + Send,
+    Fut: std::future::Future<Output = Tried<T>> + Send,
 {
     tokio::spawn(async move {
         let mut tried = Vec::new();
         let mut errors = 0;
         while tried.len() < at_least || !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let (what, answered) = attempt(tried.len()).await;
-            if !answered {
+            let call = attempt(tried.len()).await;
+            if call.answered.is_none() {
                 errors += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tried.push(what);
+            tried.push(call);
             tokio::time::sleep(pause).await;
         }
         (tried, errors)
     })
 }
 
-/// RELIABILITY's invariants after a fault. A client that saw an error
-/// retries with its `client_ref`; then every `client_ref` is one whole
-/// transaction (its row and the ingress's event), it ends `success` exactly
-/// as the simulator's ledger has it (code and serial number), and the
-/// provider received one purchase for it.
-async fn assert_nothing_lost_twice_or_wrong(app: &TestApp, attempted: &[String]) {
+/// Nothing a call accepted was lost: every call of `tried` that was
+/// answered named the transaction its retry names (`retried`, in the same
+/// order), whose row is in the database. The faults must leave some calls
+/// answered, or this shows nothing.
+async fn assert_first_answers_kept<T: std::fmt::Debug>(
+    app: &TestApp,
+    tried: &[Tried<T>],
+    retried: &[uuid::Uuid],
+) {
+    assert_eq!(tried.len(), retried.len(), "one retry per call");
+    let mut kept = Vec::new();
+    for (call, retried) in tried.iter().zip(retried) {
+        if let Some(first) = &call.answered {
+            assert_eq!(
+                first,
+                &retried.to_string(),
+                "{:?}: its retry names another transaction than its first answer",
+                call.asked
+            );
+            kept.push(*retried);
+        }
+    }
+    assert!(!kept.is_empty(), "no call was answered");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE id = ANY($1)")
+        .bind(&kept)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, kept.len(), "a row for every answered call");
+}
+
+/// RELIABILITY's invariants after a fault. Every `client_ref` is asked for
+/// again (what a client that saw an error does); then each is one whole
+/// transaction (its row and the ingress's event), the one its first answer
+/// named if it had one, it ends `success` exactly as the simulator's ledger
+/// has it (code and serial number), and the provider received one purchase
+/// for it.
+async fn assert_nothing_lost_twice_or_wrong(app: &TestApp, tried: &[Tried<String>]) {
     let client = app.client_a().await;
     let mut ids = Vec::new();
-    for client_ref in attempted {
-        let txn = purchase_until_answered(&client, client_ref, OK_ACCOUNT).await;
+    for call in tried {
+        let txn = purchase_until_answered(&client, &call.asked, OK_ACCOUNT).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
+    assert_first_answers_kept(app, tried, &ids).await;
+    let attempted: Vec<&str> = tried.iter().map(|call| call.asked.as_str()).collect();
     let (rows, ingress_events): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM transactions WHERE client_ref = ANY($1)), \
                 (SELECT count(*) FROM transaction_events WHERE transaction_id = ANY($2) AND source = 'ingress')",
     )
-    .bind(attempted)
+    .bind(&attempted)
     .bind(&ids)
     .fetch_one(&app.pool)
     .await
@@ -538,7 +607,7 @@ async fn a_purchase_settles_while_the_client_waits(app: &TestApp, client_ref: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
     let mut app = TestApp::spawn().await;
-    let (attempted, _) = purchases_around_a_fault(&mut app, "bus", |app| {
+    let attempted = purchases_around_a_fault(&mut app, "bus", |app| {
         app.nats.restart().expect("nats-server starts again")
     })
     .await;
@@ -571,7 +640,7 @@ async fn app_on_private_postgres_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_crashed_under_load_leaves_no_partial_rows_and_charges_once() {
     let (postgres, mut app) = app_on_private_postgres().await;
-    let (attempted, _) = purchases_around_a_fault(&mut app, "db", |_| {
+    let attempted = purchases_around_a_fault(&mut app, "db", |_| {
         postgres
             .crash_and_restart()
             .expect("PostgreSQL starts again")
@@ -611,29 +680,6 @@ async fn hand_out_again(app: &TestApp, msg_id: &str, command: &pb::bus::Command)
     .unwrap();
 }
 
-/// Waits until the connector is done with every command handed to it: the
-/// command stream is a work queue, so a command leaves it only when acked.
-async fn commands_all_handled(app: &TestApp) {
-    let nats = async_nats::connect(app.nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(nats);
-    let mut stream = js
-        .get_stream(loket_protocol::subjects::COMMAND_STREAM)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = stream.info().await.unwrap().state.messages;
-        if left == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} commands still not acked by the connector"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Money-safety rule 2 when nats-server forgets: a command that was sent,
 /// answered and applied is handed out again as a first delivery (what a
 /// killed and restarted nats-server can do, as it writes its consumers'
@@ -660,6 +706,7 @@ async fn a_sent_command_handed_out_again_as_new_is_checked_not_resent() {
     let counts = app.sim.requests_for(&row.provider_reference);
     assert_eq!(counts.purchases, 1, "nothing sent again: {counts:?}");
     assert_eq!(app.row(&row.id.to_string()).await.status, "success");
+    assert_one_purchase_request_per_purchase(&app, "a sent command handed out again").await;
 }
 
 /// The send journal is pruned (a week by default), so it cannot vouch for
@@ -769,6 +816,7 @@ async fn purchases_in_a_storm(app: &TestApp, prefix: &str, after_commit: bool) -
         assert_eq!(counts.purchases, 1, "sent once, never resent: {counts:?}");
         checks_during.push(counts.status_checks);
     }
+    assert_one_purchase_request_per_purchase(app, "purchases during a 5xx storm").await;
     let lasted = started.elapsed();
     app.sim.outage().end();
     Storm {
@@ -935,17 +983,27 @@ async fn all_final(app: &TestApp, what: &str, ids: &[uuid::Uuid], within: Durati
 }
 
 /// The transactions of the `(client_ref, amount)`s tried, each asked for
-/// again with `call` until answered.
-async fn transactions_of<F, Fut>(attempted: &[(String, i64)], call: F) -> Vec<uuid::Uuid>
+/// again with `call` until answered: the ones first answered, as they were
+/// (see [`assert_first_answers_kept`]).
+async fn transactions_of<F, Fut>(
+    app: &TestApp,
+    tried: &[Tried<(String, i64)>],
+    call: F,
+) -> Vec<uuid::Uuid>
 where
     F: Fn(&str, i64) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>,
 {
     let mut ids = Vec::new();
-    for (client_ref, amount) in attempted {
+    for Tried {
+        asked: (client_ref, amount),
+        ..
+    } in tried
+    {
         let txn = answered(client_ref, || call(client_ref, *amount)).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
+    assert_first_answers_kept(app, tried, &ids).await;
     ids
 }
 
@@ -1004,11 +1062,8 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
                 let client_ref = format!("mixed-qr-{worker}-{n}");
                 let amount = mixed_qr_amount(worker + n);
                 async move {
-                    let answered = client
-                        .qr_pay(qr_pay(&client_ref, amount, 300))
-                        .await
-                        .is_ok();
-                    ((client_ref, amount), answered)
+                    let request = qr_pay(&client_ref, amount, 300);
+                    Tried::call((client_ref, amount), client.qr_pay(request)).await
                 }
             },
         ));
@@ -1021,11 +1076,8 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
             let client_ref = format!("mixed-out-{n}");
             let amount = mixed_payout_amount(n);
             async move {
-                let answered = client
-                    .pay_out(pay_out(&client_ref, amount, 300))
-                    .await
-                    .is_ok();
-                ((client_ref, amount), answered)
+                let request = pay_out(&client_ref, amount, 300);
+                Tried::call((client_ref, amount), client.pay_out(request)).await
             }
         })
     };
@@ -1043,8 +1095,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
                 let account = mixed_account(worker + n);
                 async move {
                     let request = purchase(&client_ref, "PULSA10", &account, 300);
-                    let answered = client.purchase(request).await.is_ok();
-                    ((client_ref, account), answered)
+                    Tried::call((client_ref, account), client.purchase(request)).await
                 }
             },
         ));
@@ -1131,11 +1182,16 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     // Nothing lost: every client_ref is one transaction, and each ends.
     let client = app.client_a().await;
     let mut ids = Vec::new();
-    for (client_ref, account) in &attempted {
+    for Tried {
+        asked: (client_ref, account),
+        ..
+    } in &attempted
+    {
         let txn = purchase_until_answered(&client, client_ref, account).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
-    let refs: Vec<&str> = attempted.iter().map(|(r, _)| r.as_str()).collect();
+    assert_first_answers_kept(&app, &attempted, &ids).await;
+    let refs: Vec<&str> = attempted.iter().map(|call| call.asked.0.as_str()).collect();
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM transactions WHERE client_ref = ANY($1)")
             .bind(&refs)
@@ -1198,7 +1254,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     eprintln!("{} purchases under mixed faults: {outcomes:?}", ids.len());
     let client = app.client_a().await;
     let snap = &app.snapqr.as_ref().unwrap().sim;
-    let qr_ids = transactions_of(&qr_attempted, |client_ref, amount| {
+    let qr_ids = transactions_of(&app, &qr_attempted, |client_ref, amount| {
         let (mut client, request) = (client.clone(), qr_pay(client_ref, amount, 0));
         async move { client.qr_pay(request).await }
     })
@@ -1216,7 +1272,7 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     )
     .await;
     let smilepayz = &app.smilepayz.as_ref().unwrap().sim;
-    let payout_ids = transactions_of(&payouts_attempted, |client_ref, amount| {
+    let payout_ids = transactions_of(&app, &payouts_attempted, |client_ref, amount| {
         let (mut client, request) = (client.clone(), pay_out(client_ref, amount, 0));
         async move { client.pay_out(request).await }
     })

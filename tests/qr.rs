@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use loket_protocol::pb;
+use loket_protocol::{pb, TransactionKind};
 use loket_test_support::{TestApp, TestOptions};
 use std::time::Duration;
 
@@ -156,6 +156,10 @@ async fn token_is_shared_by_concurrent_payments_and_refreshed_once_after_expiry(
     assert_eq!(sim.token_requests(), 2, "exactly one refresh");
 }
 
+/// Scenario 201: the issuer debits, then answers only after our timeout
+/// (and sends no notify). The payment is `unknown`, never `failed`; the
+/// status query (61) finds it paid; the issuer saw one payment (60), under
+/// its reference and in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn timeout_after_the_debit_is_unknown_then_the_query_finds_one_payment() {
     let app = snap_app().await;
@@ -168,18 +172,21 @@ async fn timeout_after_the_debit_is_unknown_then_the_query_finds_one_payment() {
         .into_inner();
     app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
         .await;
-    let events = app.events(&txn.id).await;
+    let log = event_log(&app, &txn.id).await;
+    assert_unknown_then_settled_by_a_check(&log, "a payment answered after our timeout");
+    let counts = sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.payments, 1, "the issuer saw one payment: {counts:?}");
     assert!(
-        events
-            .iter()
-            .any(|(_, _, to)| to.as_deref() == Some("unknown")),
-        "{events:?}"
+        counts.queries >= 1,
+        "the unknown payment was queried: {counts:?}"
     );
-    assert_eq!(
-        sim.payments_for(&txn.provider_reference),
-        1,
-        "the issuer saw one payment"
-    );
+    assert_one_money_request_per_transaction(
+        &app,
+        "a payment answered after our timeout",
+        &[TransactionKind::QrPayment],
+        sim.payments_total(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -129,6 +129,29 @@ pub fn pay_out(client_ref: &str, amount: i64, wait_ms: u32) -> pb::PayOutRequest
     }
 }
 
+/// Asserts that the provider `what` names received, under every reference
+/// together, exactly one money-moving request (`received`, its simulator's
+/// total) per transaction of `kinds` the test made (each test has its own
+/// database). A resend under a new reference leaves each transaction's own
+/// count at one; only this total shows it.
+pub async fn assert_one_money_request_per_transaction(
+    app: &loket_test_support::TestApp,
+    what: &str,
+    kinds: &[loket_protocol::TransactionKind],
+    received: usize,
+) {
+    let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE kind = ANY($1)")
+        .bind(&kinds)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count the transactions");
+    assert_eq!(
+        received, made as usize,
+        "{what}: money-moving requests under any reference, against the {kinds:?} transactions made"
+    );
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
 where
@@ -229,6 +252,25 @@ pub fn transition_into<'a>(log: &'a [LoggedEvent], status: &str) -> &'a LoggedEv
     moves[0]
 }
 
+/// Asserts that `log` (a transaction's event log) went through `unknown`,
+/// never `failed`, and that a status check moved it into `success`: what an
+/// answer we never read (our timeout, a 5xx) must lead to.
+pub fn assert_unknown_then_settled_by_a_check(log: &[LoggedEvent], what: &str) {
+    assert!(
+        log.iter().any(|e| e.moved_into("unknown")),
+        "{what}: unknown before it settled: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|e| e.to.as_deref() == Some("failed")),
+        "{what}: never failed: {log:#?}"
+    );
+    assert_eq!(
+        transition_into(log, "success").source,
+        "status_check",
+        "{what}: a status check settled it: {log:#?}"
+    );
+}
+
 /// Waits until the transaction has at least one callback row and every
 /// callback row that asked for a status check (an unverified callback) has
 /// that check's answer applied after it; returns the log then.
@@ -287,5 +329,28 @@ pub async fn wait_events_applied(app: &loket_test_support::TestApp, timeout: std
             "{left} events still not applied by the reconciler after {timeout:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the connector is done with every command handed to it: the
+/// command stream is a work queue, so a command leaves it only when acked.
+pub async fn commands_all_handled(app: &loket_test_support::TestApp) {
+    let nats = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js
+        .get_stream(loket_protocol::subjects::COMMAND_STREAM)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left = stream.info().await.unwrap().state.messages;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} commands still not acked by the connector"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

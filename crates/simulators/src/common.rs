@@ -819,6 +819,16 @@ impl RequestCounter {
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
+
+    /// Money-moving requests received under any remembered reference: a
+    /// test compares it with the transactions it made, which a resend under
+    /// a new reference would exceed while each reference's own count stays 1.
+    pub fn money_total(&self) -> usize {
+        lock(&self.by_reference)
+            .values()
+            .map(RequestCounts::money)
+            .sum()
+    }
 }
 
 // ---------------------------------------------------------------------------

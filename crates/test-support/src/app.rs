@@ -55,6 +55,8 @@ pub struct TestOptions {
     pub snapqr_pending_resolve_ms: u64,
     /// Also start the Smilepayz simulator and connector.
     pub smilepayz: bool,
+    /// How long after its creation the Smilepayz simulator settles an order.
+    pub smilepayz_settle_delay_ms: u64,
     /// How the OkeBayar simulator sends its callbacks (POST in the
     /// request's format, or GET with the fields in the query string).
     pub okebayar_callback_method: loket_simulators::common::CallbackMethod,
@@ -80,6 +82,7 @@ impl Default for TestOptions {
             snapqr_notify_mode: loket_snapqr::NotifyMode::Rsa,
             snapqr_pending_resolve_ms: crate::snapqr::PENDING_RESOLVE_MS,
             smilepayz: false,
+            smilepayz_settle_delay_ms: crate::smilepayz::SETTLE_DELAY_MS,
             okebayar_callback_method: loket_simulators::common::CallbackMethod::Post,
             database_url: None,
         }
@@ -184,7 +187,9 @@ impl TestApp {
             fixture
         });
         let mut smilepayz = options.smilepayz.then(|| {
-            let mut fixture = crate::smilepayz::SmilepayzFixture::new();
+            let mut fixture = crate::smilepayz::SmilepayzFixture::settling_after(
+                options.smilepayz_settle_delay_ms,
+            );
             fixture.failures = failures.clone();
             fixture
         });

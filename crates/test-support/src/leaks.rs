@@ -6,10 +6,14 @@
 //!
 //! The search ignores letter case (a secret echoed in capitals is still
 //! out) and also looks for the forms a secret takes when JSON-escaped or
-//! percent-encoded. OkeBayar's signature, `md5(userid + PIN + reference)`,
+//! percent-encoded. A private key of ours is looked for in every form it
+//! could be written in (PEM lines, its private parts in decimal, hex and as
+//! `Debug` prints them, its DER as base64), not only as configured
+//! ([`Canaries::add_key`]). OkeBayar's signature, `md5(userid + PIN + reference)`,
 //! is a secret too (a numeric PIN is brute-forced back from one signature
 //! and its reference): the check computes it for every reference it can
-//! see and looks for each.
+//! see and looks for each. So is SNAP's B2B token request signature (it
+//! gets a token when replayed): one for every second the app ran.
 
 use std::collections::HashSet;
 
@@ -33,15 +37,17 @@ impl Canaries {
     ///
     /// - OkeBayar: the PIN (its signatures are checked separately, see
     ///   [`assert_no_secret_leaked`]);
-    /// - SNAP: our client secret, the customer token, three body lines of our
-    ///   private key, the B2B access tokens the issuer granted us and still
+    /// - SNAP: our client secret, the customer token, our private key in
+    ///   every form of [`Canaries::add_key`], the signature of every B2B
+    ///   token request we could have sent since the app started (see
+    ///   [`snap_token_signatures_between`]), the B2B access tokens the issuer granted us and still
     ///   holds (a test that expires them adds the earlier ones with
     ///   [`Canaries::add`]), the notify secret we issued the issuer, the key
     ///   our notify tokens are tagged with, and, in notify mode B, every
     ///   access token our receiver could have granted the issuer since the app
     ///   started (they are derived from that key and their expiry second);
-    /// - Smilepayz: the merchant secret and three body lines of our private
-    ///   key.
+    /// - Smilepayz: the merchant secret and our private key in every form
+    ///   of [`Canaries::add_key`].
     pub fn of(app: &TestApp) -> Canaries {
         let mut canaries = Canaries::default();
         canaries.add("the OkeBayar PIN", CANARY_PIN);
@@ -50,6 +56,13 @@ impl Canaries {
             canaries.add("the SNAP client secret", CANARY_CLIENT_SECRET);
             canaries.add("the SNAP customer token", crate::snapqr::CUSTOMER_TOKEN);
             canaries.add_key("our SNAP private key", &snap.partner_private_pem);
+            if let Some(settings) = snap.connector_settings() {
+                for signature in
+                    snap_token_signatures_between(&settings.snapqr, app.started_at, Utc::now())
+                {
+                    canaries.add("a SNAP token request signature of ours", signature);
+                }
+            }
             for token in snap.sim.issued_tokens() {
                 canaries.add("a SNAP B2B access token the issuer granted us", token);
             }
@@ -84,9 +97,28 @@ impl Canaries {
         });
     }
 
-    /// Three lines of a PEM key's body (the first, the middle and the last
-    /// full one): any of them in a text is part of the key.
+    /// Our private key in every form a leak could take, so that a key
+    /// written out any way is found, not only as the PEM we configured:
+    ///
+    /// - three lines of the PEM's body (the first, the middle and the last
+    ///   full one);
+    /// - its private exponent d and primes p and q in decimal (`Display`) and
+    ///   in hex (`{:x}`); the hex of each is also part of any hex dump of the
+    ///   key's DER (PKCS#8 or PKCS#1, which hold them big-endian), so these
+    ///   cover the DER in hex too;
+    /// - the largest 64-bit limb of each of d, p and q in decimal: how
+    ///   `{:?}` of an `rsa::RsaPrivateKey` (rsa 0.9, with num-bigint-dig's
+    ///   `u64_digit`) writes them, `BigUint { data: [limb, …] }`, least
+    ///   significant first, one limb a line under `{:#?}` (what a
+    ///   `#[derive(Debug)]` on a struct holding the loaded key prints);
+    /// - 64 characters from the middle of the PKCS#8 and of the PKCS#1 DER
+    ///   as one-line base64 (the PEM's lines fall elsewhere in it).
     fn add_key(&mut self, name: &str, pem: &str) {
+        use base64::Engine as _;
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        use rsa::pkcs8::EncodePrivateKey as _;
+        use rsa::traits::PrivateKeyParts as _;
+
         let body: Vec<&str> = pem
             .lines()
             .filter(|line| !line.starts_with("-----") && line.len() == 64)
@@ -98,6 +130,42 @@ impl Canaries {
             ("last", body[body.len() - 1]),
         ] {
             self.add(format!("{name} ({which} body line)"), line);
+        }
+
+        let key = loket_connector::signing::load_private_key(pem)
+            .unwrap_or_else(|error| panic!("{name} loads: {error}"));
+        let primes = key.primes();
+        for (part, value) in [
+            ("private exponent d", key.d()),
+            ("prime p", &primes[0]),
+            ("prime q", &primes[1]),
+        ] {
+            self.add(format!("{name} ({part} in decimal)"), value.to_string());
+            self.add(format!("{name} ({part} in hex)"), format!("{value:x}"));
+            let largest_limb = value
+                .to_bytes_le()
+                .chunks(8)
+                .map(|limb| {
+                    let mut bytes = [0; 8];
+                    bytes[..limb.len()].copy_from_slice(limb);
+                    u64::from_le_bytes(bytes)
+                })
+                .max()
+                .expect("a key part has limbs");
+            self.add(
+                format!("{name} ({part}, a limb as Debug writes it)"),
+                largest_limb.to_string(),
+            );
+        }
+        let pkcs8 = key.to_pkcs8_der().expect("PKCS#8 encoding");
+        let pkcs1 = key.to_pkcs1_der().expect("PKCS#1 encoding");
+        for (encoding, der) in [("PKCS#8", pkcs8.as_bytes()), ("PKCS#1", pkcs1.as_bytes())] {
+            let one_line = base64::engine::general_purpose::STANDARD.encode(der);
+            let middle = one_line.len() / 2;
+            self.add(
+                format!("{name} ({encoding} DER as one-line base64)"),
+                &one_line[middle - 32..middle + 32],
+            );
         }
     }
 
@@ -135,6 +203,35 @@ pub fn notify_tokens_granted_between(
     granted
 }
 
+/// Every `X-SIGNATURE` our SNAP connector with `settings` could have sent
+/// on a B2B token request in `[from, until]`: SHA256withRSA over
+/// `clientKey|X-TIMESTAMP` is deterministic and its timestamp has second
+/// precision, so there is one a second (replayed within the issuer's skew
+/// window, one gets a token). Under the millisecond timestamp format there
+/// would be a thousand a second, too many to compute: none then.
+///
+/// The transaction signatures (HMAC-SHA512) and Smilepayz's request
+/// signatures cover the request body and its access token or timestamp, so
+/// no canary can be computed for them from the configuration.
+pub fn snap_token_signatures_between(
+    settings: &loket_snapqr::SnapQrSettings,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<String> {
+    if settings.timestamp_format == loket_snapqr::TimestampFormat::OffsetMillis {
+        return Vec::new();
+    }
+    let key = loket_connector::signing::load_private_key(settings.private_key.expose())
+        .expect("our SNAP private key loads");
+    (from.timestamp() - 2..=until.timestamp() + 2)
+        .map(|second| {
+            let at = DateTime::from_timestamp(second, 0).expect("a time in range");
+            let stamp = loket_snapqr::connector::format_timestamp(settings.timestamp_format, at);
+            loket_snapqr::b2b_token::signed_request(&key, &settings.client_key, &stamp).signature
+        })
+        .collect()
+}
+
 /// What [`assert_no_secret_leaked`] looked at.
 #[derive(Debug)]
 pub struct Checked {
@@ -168,20 +265,7 @@ pub async fn assert_no_secret_leaked(
         ("a database row", database.to_ascii_lowercase()),
         ("an error message", errors.to_ascii_lowercase()),
     ];
-    let mut found = Vec::new();
-    for canary in canaries.iter() {
-        for form in forms(&canary.value) {
-            for (place, text) in &places {
-                if let Some(at) = text.find(&form) {
-                    found.push(format!(
-                        "{} reached {place}: {}",
-                        canary.name,
-                        line_around(text, at, &form, &canary.name)
-                    ));
-                }
-            }
-        }
-    }
+    let mut found = canaries_found(canaries, &places);
 
     // OkeBayar signatures: of every reference the database knows and every
     // reference-shaped string in the texts, looked for among every 32-hex
@@ -234,6 +318,27 @@ pub async fn assert_no_secret_leaked(
         log_bytes: logs.len(),
         database_bytes: database.len(),
     }
+}
+
+/// Every canary of `canaries`, in each of its [`forms`], found in one of
+/// the `places` (a name and its text, lower-cased): what it is, where, and
+/// the line it was in (the secret replaced by its name).
+fn canaries_found(canaries: &Canaries, places: &[(&str, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for canary in canaries.iter() {
+        for form in forms(&canary.value) {
+            for (place, text) in places {
+                if let Some(at) = text.find(&form) {
+                    found.push(format!(
+                        "{} reached {place}: {}",
+                        canary.name,
+                        line_around(text, at, &form, &canary.name)
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// `value` lower-cased, and as JSON escapes it (`/` as `\/`) and as
@@ -295,4 +400,74 @@ fn line_around(text: &str, at: usize, secret: &str, name: &str) -> String {
         shown.push('…');
     }
     shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::pkcs8::EncodePrivateKey as _;
+    use rsa::traits::PrivateKeyParts as _;
+
+    /// What a service holding the loaded key would print with a
+    /// `#[derive(Debug)]`.
+    #[derive(Debug)]
+    #[allow(dead_code)] // Read through Debug only.
+    struct Signer {
+        key: rsa::RsaPrivateKey,
+    }
+
+    /// The private key of `pem` written out the ways a careless line of
+    /// code would write it: what each is, and the text.
+    fn written_out(pem: &str) -> Vec<(&'static str, String)> {
+        let key = loket_connector::signing::load_private_key(pem).expect("the key loads");
+        let pkcs8 = key.to_pkcs8_der().expect("PKCS#8").as_bytes().to_vec();
+        let pkcs1 = key.to_pkcs1_der().expect("PKCS#1").as_bytes().to_vec();
+        let base64 = base64::engine::general_purpose::STANDARD;
+        vec![
+            ("as its PEM", pem.to_string()),
+            ("as {:?} prints it", format!("{key:?}")),
+            ("as {:#?} prints it", format!("{key:#?}")),
+            (
+                "as a #[derive(Debug)] struct holding it prints it",
+                format!("{:?}", Signer { key: key.clone() }),
+            ),
+            ("its private exponent in decimal", key.d().to_string()),
+            ("its first prime in hex", format!("{:x}", key.primes()[0])),
+            ("its PKCS#8 DER in hex", hex::encode(&pkcs8)),
+            (
+                "its PKCS#1 DER in upper-case hex",
+                hex::encode_upper(&pkcs1),
+            ),
+            ("its PKCS#8 DER as one-line base64", base64.encode(&pkcs8)),
+            ("its PKCS#1 DER as one-line base64", base64.encode(&pkcs1)),
+        ]
+    }
+
+    /// A private key is a secret in whatever encoding it leaks: the
+    /// canaries of our key find it in a row however it was written there
+    /// (a `#[derive(Debug)]` on a struct holding the loaded key prints its
+    /// private exponent and primes as numbers, which no line of the PEM
+    /// matches), and those of another key find none of these texts.
+    #[test]
+    fn the_canary_check_finds_our_private_key_in_a_row_whatever_its_encoding() {
+        let (ours, _) = loket_connector::signing::generate_key_pair();
+        let (another, _) = loket_connector::signing::generate_key_pair();
+        let canaries_of = |pem: &str| {
+            let mut canaries = Canaries::default();
+            canaries.add_key("the key", pem);
+            canaries
+        };
+        let (our_canaries, other_canaries) = (canaries_of(&ours), canaries_of(&another));
+        for (how, text) in written_out(&ours) {
+            let row = [("a database row", text.to_ascii_lowercase())];
+            assert!(
+                !canaries_found(&our_canaries, &row).is_empty(),
+                "our private key written {how} is not found by its canaries"
+            );
+            let mistaken = canaries_found(&other_canaries, &row);
+            assert!(mistaken.is_empty(), "another key's canaries: {mistaken:?}");
+        }
+    }
 }

@@ -16,6 +16,9 @@ pub const MERCHANT_ID: &str = "20001";
 pub const CANARY_MERCHANT_SECRET: &str = "CANARY-SMILEPAYZ-SECRET-5521";
 /// Connector HTTP timeout towards the simulator.
 pub const PROVIDER_TIMEOUT_MS: u64 = 1_500;
+/// How long after its creation the simulator settles an order (unless a
+/// test asks for another delay, see [`SmilepayzFixture::settling_after`]).
+pub const SETTLE_DELAY_MS: u64 = 300;
 
 pub struct SmilepayzFixture {
     pub sim: SmilepayzSim,
@@ -51,8 +54,14 @@ impl Default for SmilepayzFixture {
 }
 
 impl SmilepayzFixture {
-    /// Generates keys and builds the simulator; nothing is started.
+    /// [`settling_after`](Self::settling_after) [`SETTLE_DELAY_MS`].
     pub fn new() -> Self {
+        Self::settling_after(SETTLE_DELAY_MS)
+    }
+
+    /// Generates keys and builds the simulator, which settles an order
+    /// `settle_delay_ms` after creating it; nothing is started.
+    pub fn settling_after(settle_delay_ms: u64) -> Self {
         let (private, public) = loket_smilepayz::sign::generate_key_pair();
         let (platform_private, _) = loket_smilepayz::sign::generate_key_pair();
         let sim = SmilepayzSim::new(SmilepayzSimSettings {
@@ -60,7 +69,7 @@ impl SmilepayzFixture {
             merchant_id: MERCHANT_ID.into(),
             merchant_secret: Secret::new(CANARY_MERCHANT_SECRET),
             merchant_public_key: public.clone(),
-            settle_delay_ms: 300,
+            settle_delay_ms,
             callback_schedule_ms: vec![0, 300, 600, 1_200, 2_200],
             callback_timeout_ms: 2_000,
             inquiry_race_ms: 200,

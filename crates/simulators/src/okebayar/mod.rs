@@ -258,6 +258,11 @@ impl OkeBayarSim {
         self.inner.requests.total()
     }
 
+    /// Purchases + payments received under any remembered reference.
+    pub fn money_requests_total(&self) -> usize {
+        self.inner.requests.money_total()
+    }
+
     /// The state the simulator decided for `reference`.
     pub fn ledger_state(&self, reference: &str) -> Option<LedgerEntry> {
         self.inner.ledger.get(reference)

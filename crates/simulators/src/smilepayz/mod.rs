@@ -363,6 +363,11 @@ impl SmilepayzSim {
         self.inner.requests.total()
     }
 
+    /// Pay-ins + pay-outs received under any remembered orderNo.
+    pub fn money_requests_total(&self) -> usize {
+        self.inner.requests.money_total()
+    }
+
     pub fn order(&self, order_no: &str) -> Option<Order> {
         lock(&self.inner.ledger).orders.get(order_no).cloned()
     }

@@ -476,6 +476,17 @@ impl SnapQrSim {
         self.requests_for(partner_reference_no).payments
     }
 
+    /// Payment (60) requests received under any remembered
+    /// partnerReferenceNo: a test compares it with the payments it made,
+    /// which a resend under a new reference would exceed.
+    pub fn payments_total(&self) -> usize {
+        lock(&self.inner.ledger)
+            .counts
+            .values()
+            .map(|counts| counts.payments)
+            .sum()
+    }
+
     /// Token requests received (accepted or not).
     pub fn token_requests(&self) -> u64 {
         self.inner.token_requests.load(Ordering::SeqCst)
