@@ -310,23 +310,38 @@ pub async fn wait_callback_checks_answered(
 /// stream, so once a provider has its answer, this is the point after which
 /// everything that callback did (or did not do) is in the database.
 pub async fn wait_events_applied(app: &loket_test_support::TestApp, timeout: std::time::Duration) {
+    until_work_queue_empty(
+        app,
+        loket_protocol::subjects::EVENT_STREAM,
+        "events still not applied by the reconciler",
+        timeout,
+    )
+    .await;
+}
+
+/// Waits until the work-queue stream `stream` holds no message (each leaves
+/// it only once its consumer has acked it), for at most `timeout`; `left`
+/// says what the messages still there are waiting for.
+async fn until_work_queue_empty(
+    app: &loket_test_support::TestApp,
+    stream: &str,
+    left: &str,
+    timeout: std::time::Duration,
+) {
     let nats = async_nats::connect(app.nats.url())
         .await
         .expect("connect to nats-server");
     let js = async_nats::jetstream::new(nats);
-    let mut stream = js
-        .get_stream(loket_protocol::subjects::EVENT_STREAM)
-        .await
-        .expect("the event stream");
+    let mut stream = js.get_stream(stream).await.expect("the stream");
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let left = stream.info().await.expect("stream info").state.messages;
-        if left == 0 {
+        let count = stream.info().await.expect("stream info").state.messages;
+        if count == 0 {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{left} events still not applied by the reconciler after {timeout:?}"
+            "{count} {left} after {timeout:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -335,22 +350,11 @@ pub async fn wait_events_applied(app: &loket_test_support::TestApp, timeout: std
 /// Waits until the connector is done with every command handed to it: the
 /// command stream is a work queue, so a command leaves it only when acked.
 pub async fn commands_all_handled(app: &loket_test_support::TestApp) {
-    let nats = async_nats::connect(app.nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(nats);
-    let mut stream = js
-        .get_stream(loket_protocol::subjects::COMMAND_STREAM)
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let left = stream.info().await.unwrap().state.messages;
-        if left == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{left} commands still not acked by the connector"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_work_queue_empty(
+        app,
+        loket_protocol::subjects::COMMAND_STREAM,
+        "commands still not acked by the connector",
+        std::time::Duration::from_secs(15),
+    )
+    .await;
 }
