@@ -30,6 +30,16 @@ fn with_key<T>(key: &str, message: T) -> Request<T> {
     request
 }
 
+/// A `GetTransaction` of transaction `id`, asked with `key`.
+fn by_id(key: &str, id: &str) -> Request<pb::GetTransactionRequest> {
+    with_key(
+        key,
+        pb::GetTransactionRequest {
+            key: Some(pb::get_transaction_request::Key::Id(id.to_string())),
+        },
+    )
+}
+
 /// Opens `key`'s watch of `transaction_id` (empty: of all its transactions).
 async fn open_watch(
     api: &mut LoketClient<Channel>,
@@ -344,12 +354,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
 
     // --- client isolation: B sees nothing of A's
     let status = api
-        .get_transaction(with_key(
-            KEY_B,
-            pb::GetTransactionRequest {
-                key: Some(pb::get_transaction_request::Key::Id(first.id.clone())),
-            },
-        ))
+        .get_transaction(by_id(KEY_B, &first.id))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -1908,12 +1913,7 @@ async fn a_watch_ends_once_its_key_is_disabled() -> anyhow::Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let refused = api
-        .get_transaction(with_key(
-            KEY_A,
-            pb::GetTransactionRequest {
-                key: Some(pb::get_transaction_request::Key::Id(bought.id.clone())),
-            },
-        ))
+        .get_transaction(by_id(KEY_A, &bought.id))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "the key is disabled");
@@ -1970,12 +1970,7 @@ async fn a_watch_open_while_the_ingress_loses_the_bus_ends_with_unavailable() ->
     assert!(status.message().contains("watch again"), "{status:?}");
     // Re-reading, as told, shows the success the watch missed.
     let reread = api
-        .get_transaction(with_key(
-            KEY_A,
-            pb::GetTransactionRequest {
-                key: Some(pb::get_transaction_request::Key::Id(bought.id.clone())),
-            },
-        ))
+        .get_transaction(by_id(KEY_A, &bought.id))
         .await?
         .into_inner();
     assert_eq!(reread.status, pb::TransactionStatus::Success as i32);

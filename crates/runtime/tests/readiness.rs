@@ -3,13 +3,25 @@
 //! once they are back, with the reason in the body; a pool busy under load
 //! is not a database lost.
 
-use loket_runtime::admin::{spawn, NotReady, Readiness};
+use loket_runtime::admin::{spawn, AdminServer, NotReady, Readiness};
 use loket_runtime::{bus, Shutdown};
 use loket_test_support::admin::get;
 use loket_test_support::nats::NatsServer;
 use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// An admin port serving a readiness already started (`set(true)`), its
+/// address and the server.
+async fn started_admin() -> (Readiness, SocketAddr, AdminServer) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let readiness = Readiness::default();
+    let admin = spawn(listener, readiness.clone(), Shutdown::new());
+    readiness.set(true);
+    (readiness, addr, admin)
+}
 
 /// Polls `check` until it gives `expected`, for at most 10 s.
 async fn until_check_is(readiness: &Readiness, expected: Result<(), NotReady>) {
@@ -29,12 +41,8 @@ async fn readyz_says_not_ready_while_nats_is_down_and_ready_once_it_is_back() {
     let mut server = NatsServer::start().expect("nats-server");
     let client = bus::connect(&server.url(), "readiness-test").await.unwrap();
     bus::confirm_subscriptions(&client).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let readiness = Readiness::default();
-    let admin = spawn(listener, readiness.clone(), Shutdown::new());
+    let (readiness, addr, admin) = started_admin().await;
     readiness.watch_bus(&client);
-    readiness.set(true);
     let serving = get(addr, "/readyz").await.unwrap();
     assert!(serving.starts_with("HTTP/1.1 200"), "{serving}");
 
@@ -80,12 +88,8 @@ async fn readyz_says_not_ready_while_postgres_does_not_answer() {
         .acquire_timeout(Duration::from_secs(1))
         .connect_lazy(&format!("postgres://loket@127.0.0.1:{port}/loket"))
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let unanswered = Readiness::default();
-    let admin = spawn(listener, unanswered.clone(), Shutdown::new());
+    let (unanswered, addr, admin) = started_admin().await;
     unanswered.watch_database(&gone);
-    unanswered.set(true);
     let down = get(addr, "/readyz").await.unwrap();
     assert!(down.starts_with("HTTP/1.1 503"), "{down}");
     assert!(down.contains("PostgreSQL does not answer"), "{down}");
