@@ -38,6 +38,7 @@ use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Provider};
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::config::Common;
+use loket_runtime::http_server::SourceFilter;
 use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::{bus as lbus, Shutdown};
 use prost::Message as _;
@@ -263,10 +264,6 @@ struct Inner {
     request_timeout: Duration,
     failpoint: Option<Failpoint>,
 }
-
-/// Whether a connection from a source address may take one of the
-/// receiver's connection slots.
-pub type SourceFilter = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
 impl AppState {
     /// Admits a source some provider's allow-list admits (a provider without
@@ -625,7 +622,7 @@ pub async fn run(
         Duration::from_millis(settings.publish_timeout_ms),
     ));
     let state = AppState::new(&settings, parsers(&settings)?, sink)?;
-    let limits = server::Limits::from_settings(&settings);
+    let limits = server::limits(&settings);
     let admit = state.source_filter();
     readiness.set(true);
     tracing::info!(addr = ?listeners.main.local_addr().ok(), "callback receiver started");

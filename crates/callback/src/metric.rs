@@ -5,7 +5,8 @@
 pub const CALLBACKS: &str = "loket_callback_requests_total";
 /// Time from the request to the answer, accepted callbacks only.
 pub const HANDLE_SECONDS: &str = "loket_callback_handle_seconds";
-/// Connections closed at once because `max_connections` were open.
+/// Connections closed at accept, by `reason` (`source`: no allow-list admits
+/// it; `source_full`: `max_connections_per_source`; `full`: `max_connections`).
 pub const CONNECTIONS_REFUSED: &str = "loket_callback_connections_refused_total";
 /// Open HTTP connections.
 pub const CONNECTIONS_OPEN: &str = "loket_callback_connections_open";

@@ -2,7 +2,9 @@
 //! `/readyz` (false until started and again as soon as a drain begins, and
 //! whenever NATS or PostgreSQL, where the service uses them, cannot be
 //! reached; the port stays open through the drain) and `/metrics` in
-//! Prometheus text format.
+//! Prometheus text format. It is served through [`http_server`] with fixed
+//! [`LIMITS`], so a client holding connections open to it can take neither
+//! the port nor the file descriptors the rest of the service needs.
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -11,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+use crate::http_server::{self, ConnectionMetrics, Limits, Port};
 use crate::Shutdown;
 
 /// How long `/readyz` waits for PostgreSQL to answer `SELECT 1` (a pool
@@ -158,18 +161,45 @@ struct AdminState {
     metrics: PrometheusHandle,
 }
 
+/// The admin port's connection limits, fixed: its clients are an
+/// orchestrator's probes and a metrics scraper, a few hosts with a few
+/// connections each, every one sending a short GET as soon as it connects.
+/// So 5 s to send the headers is ample, 16 connections per host leave room
+/// for several probes and scrapers on one node, and 64 in all bound what the
+/// port can cost the service in file descriptors.
+pub const LIMITS: Limits = Limits {
+    header_read_timeout: Duration::from_secs(5),
+    max_connections: 64,
+    max_connections_per_source: 16,
+    max_header_bytes: 16 * 1024,
+    // What is left at `stop` are probes answered at once (readiness is
+    // already false, so no dependency is asked).
+    drain_grace: Duration::from_secs(1),
+};
+
+/// Connections to the admin port closed at accept, by `reason`
+/// (`source_full`, `full`).
+pub const CONNECTIONS_REFUSED: &str = "loket_admin_connections_refused_total";
+/// Open connections to the admin port.
+pub const CONNECTIONS_OPEN: &str = "loket_admin_connections_open";
+
 /// The running admin server. It keeps answering through a drain (`/readyz`
 /// then says "not ready" while `/livez` stays alive, so an orchestrator stops
 /// routing traffic without killing the draining process) until [`stop`].
 ///
 /// [`stop`]: AdminServer::stop
-pub struct AdminServer(tokio::task::JoinHandle<()>);
+pub struct AdminServer {
+    /// The port's own stop, apart from the service's drain.
+    closing: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
 
 impl AdminServer {
-    /// Closes the admin port: the last step of a service's stop.
+    /// Closes the admin port (requests in flight get [`LIMITS`]'
+    /// `drain_grace` to finish): the last step of a service's stop.
     pub async fn stop(self) {
-        self.0.abort();
-        let _ = self.0.await;
+        self.closing.trigger();
+        let _ = self.task.await;
     }
 }
 
@@ -186,21 +216,29 @@ pub fn spawn(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) ->
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(state);
-    AdminServer(tokio::spawn(async move {
-        let drain = async move {
+    let port = Port {
+        name: "admin",
+        limits: LIMITS,
+        admit: http_server::admit_all(),
+        metrics: ConnectionMetrics {
+            refused: CONNECTIONS_REFUSED,
+            open: CONNECTIONS_OPEN,
+        },
+    };
+    let closing = Shutdown::new();
+    let serving = http_server::serve(listener, app, port, closing.clone());
+    let task = tokio::spawn(async move {
+        let not_ready_once_draining = async move {
             shutdown.wait().await;
             readiness.set(false);
             std::future::pending::<()>().await
         };
         tokio::select! {
-            result = axum::serve(listener, app) => {
-                if let Err(error) = result {
-                    tracing::error!(%error, "admin server stopped");
-                }
-            }
-            () = drain => {}
+            () = serving => {}
+            () = not_ready_once_draining => {}
         }
-    }))
+    });
+    AdminServer { closing, task }
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {

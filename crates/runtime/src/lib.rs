@@ -1,7 +1,9 @@
 //! What every loket service shares and none should write twice: typed
 //! configuration with masked secrets ([`config`]), logging and trace context
 //! ([`telemetry`]), the admin port with liveness, readiness and Prometheus
-//! metrics ([`admin`]), graceful shutdown ([`shutdown`]), the JetStream layout
+//! metrics ([`admin`]), the HTTP/1 accept loop with connection limits that
+//! the admin port and the callback receiver share ([`http_server`]),
+//! graceful shutdown ([`shutdown`]), the JetStream layout
 //! ([`bus`]), the Postgres pool with migrations ([`db`]), the guard that
 //! stops a service whose vital task died ([`vital`]) and the `main` of every
 //! service binary ([`binary`]).
@@ -18,6 +20,7 @@ pub mod binary;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod http_server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod vital;

@@ -1,0 +1,186 @@
+//! The HTTP/1 accept loop of every loket HTTP port (the callback receiver's
+//! and each service's admin port), with what `axum::serve` does not offer: a
+//! header read timeout (a client that opens a connection and sends nothing,
+//! or headers byte by byte, is disconnected — also an idle kept-alive
+//! connection), a cap on open connections (which a source the port's
+//! admission filter refuses never takes) and on those from any one source, a
+//! header-size cap, and the peer address as [`ConnectInfo`]. Without them a
+//! client holding connections open would use up the process's file
+//! descriptors, and with them the service's NATS, PostgreSQL and gRPC
+//! sockets. Graceful: on `stop` it closes the port and waits (bounded) for
+//! open requests to finish.
+
+use crate::Shutdown;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// Open connections one source address may hold.
+    pub max_connections_per_source: usize,
+    /// hyper's read buffer, which bounds the request line plus headers.
+    pub max_header_bytes: usize,
+    /// How long a stopping port waits for open requests to finish.
+    pub drain_grace: Duration,
+}
+
+/// Whether a connection from a source address may take one of the port's
+/// connection slots.
+pub type SourceFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// A [`SourceFilter`] admitting every source.
+pub fn admit_all() -> SourceFilter {
+    Arc::new(|_| true)
+}
+
+/// Where a port records its connections: a counter of those closed at
+/// accept, labelled `reason` (`source`: refused by the admission filter;
+/// `source_full`: that source holds its share; `full`: every slot is taken),
+/// and a gauge of those open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionMetrics {
+    pub refused: &'static str,
+    pub open: &'static str,
+}
+
+/// One HTTP port's policy.
+#[derive(Clone)]
+pub struct Port {
+    /// What log lines call the port ("callback", "admin").
+    pub name: &'static str,
+    pub limits: Limits,
+    /// Checked at accept, before a connection takes a slot.
+    pub admit: SourceFilter,
+    pub metrics: ConnectionMetrics,
+}
+
+/// Serves `app` on `listener` until `stop`, then closes the port and drains.
+pub async fn serve(listener: TcpListener, app: Router, port: Port, stop: Shutdown) {
+    let Port {
+        name,
+        limits,
+        admit,
+        metrics: names,
+    } = port;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_source = PerSource::new(limits.max_connections_per_source);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(%error, port = name, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !admit(peer.ip()) {
+            metrics::counter!(names.refused, "reason" => "source").increment(1);
+            drop(stream);
+            continue;
+        }
+        let Some(source_slot) = per_source.take(peer.ip()) else {
+            metrics::counter!(names.refused, "reason" => "source_full").increment(1);
+            drop(stream);
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(names.refused, "reason" => "full").increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8 * 1024));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            metrics::gauge!(names.open).increment(1.0);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, port = name, "connection ended with an error");
+            }
+            metrics::gauge!(names.open).decrement(1.0);
+            drop(slot);
+            drop(source_slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.drain_grace) => {
+            tracing::warn!(port = name, "drain grace period passed with connections open");
+        }
+    }
+}
+
+/// Open connections per source address, each at most `limit`.
+#[derive(Clone)]
+struct PerSource {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
+
+/// One open connection of a source; dropping it frees its place.
+struct SourceSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl PerSource {
+    fn new(limit: usize) -> Self {
+        PerSource {
+            open: Arc::default(),
+            limit,
+        }
+    }
+
+    /// A place for one more connection from `source`, if it has one left.
+    fn take(&self, source: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(source).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            open: self.open.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
+}
