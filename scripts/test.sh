@@ -53,6 +53,8 @@ as_pg "$pg_bin/pg_ctl" -D "$run_dir/data" -l "$run_dir/postgres.log" -w -t 60 \
   -o "-p $port -k $run_dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
   start >/dev/null
 export LOKET_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+# The canary check reads what the server logs while a test runs.
+export LOKET_TEST_POSTGRES_LOG="$run_dir/postgres.log"
 
 blocking_output
 

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use loket_protocol::pb;
-use loket_test_support::{TestApp, TestOptions, CANARY_PIN};
+use loket_test_support::leaks::{assert_no_secret_leaked, Canaries};
+use loket_test_support::{logs, TestApp, TestOptions, CANARY_NUMERIC_PIN, CANARY_PIN};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -292,4 +293,68 @@ async fn json_mode_purchase_and_callbacks_work_end_to_end() {
         !exchange.contains(CANARY_PIN) && !exchange.contains(&signature),
         "PIN and signature masked: {exchange}"
     );
+}
+
+/// Money-safety rule 7 with a PIN of digits only, as real OkeBayar PINs
+/// are (the masker treats one apart: masked only where it stands alone):
+/// after a success, a failure code and a pending purchase settled by the
+/// provider's callbacks, the full canary check (`Canaries::of`: the PIN
+/// wherever it stands alone, its signatures, the bus and database
+/// passwords) finds no secret in a log line at every level, a row, a
+/// JetStream message or the PostgreSQL server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_numeric_pin_reaches_no_log_row_or_message() {
+    let _verbose = logs::verbose();
+    // No scheduled status check falls within the test: the callbacks
+    // settle the pending purchase.
+    let app = TestApp::spawn_with(TestOptions {
+        okebayar_pin: CANARY_NUMERIC_PIN,
+        first_check_ms: 60_000,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut client = app.client_a().await;
+    let sold = successful(
+        bought(
+            &mut client,
+            purchase("numeric-pin-ok", "PULSA10", OK_ACCOUNT, 10_000),
+        )
+        .await,
+    );
+    let refused = bought(
+        &mut client,
+        purchase("numeric-pin-204", "PULSA10", &scenario("204"), 10_000),
+    )
+    .await;
+    assert_eq!(
+        refused.status(),
+        pb::TransactionStatus::Failed,
+        "{refused:?}"
+    );
+    let pending = bought(
+        &mut client,
+        purchase("numeric-pin-002", "PULSA10", &scenario("002"), 0),
+    )
+    .await;
+    app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
+        .await;
+    assert!(
+        app.events(&pending.id)
+            .await
+            .iter()
+            .any(|(source, _, _)| source == "callback"),
+        "settled through the callbacks"
+    );
+
+    let canaries = Canaries::of(&app);
+    assert!(
+        canaries
+            .iter()
+            .any(|canary| canary.value == CANARY_NUMERIC_PIN),
+        "the numeric PIN is a canary"
+    );
+    let ids = [sold.id, refused.id, pending.id];
+    let checked = assert_no_secret_leaked(&app, &ids, "", &canaries).await;
+    eprintln!("numeric PIN: {checked:?}");
+    app.assert_services_alive();
 }

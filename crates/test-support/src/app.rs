@@ -3,6 +3,10 @@
 //! in-process through the same `run` functions their binaries call. Two API
 //! clients (A and B) are created and the product catalogue is loaded from
 //! `deploy/products.toml`.
+//!
+//! The services are given canary credentials for the bus and the database
+//! (see [`crate::nats`] and [`crate::postgres`]); the test's own pool and
+//! bus connections go without them.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,12 +29,20 @@ use crate::service::{Failures, Service};
 /// The OkeBayar credential shared by the connector and the simulator in
 /// tests. A canary: it must never appear in a log line or a row.
 pub const CANARY_PIN: &str = "CANARY-PIN-7731";
+/// A PIN of digits only, as real OkeBayar PINs are (see
+/// [`TestOptions::okebayar_pin`]): a canary too, long enough not to stand
+/// alone in a log line by chance.
+pub const CANARY_NUMERIC_PIN: &str = "80461739";
 pub const USERID: &str = "loket-test";
 
 /// Knobs a test may turn; the defaults make every schedule run in seconds.
 #[derive(Debug, Clone)]
 pub struct TestOptions {
     pub format: Format,
+    /// The OkeBayar PIN of the connector and the simulator: [`CANARY_PIN`],
+    /// or [`CANARY_NUMERIC_PIN`] to run as with a real, numeric one (the
+    /// masker and the canary check treat a PIN of digits only apart).
+    pub okebayar_pin: &'static str,
     /// The connector's HTTP timeout towards the simulator.
     pub provider_timeout_ms: u64,
     /// How long the simulator's "answer after the timeout" scenarios wait.
@@ -69,6 +81,7 @@ impl Default for TestOptions {
     fn default() -> Self {
         TestOptions {
             format: Format::Xml,
+            okebayar_pin: CANARY_PIN,
             provider_timeout_ms: 1_500,
             slow_reply_ms: 3_000,
             failpoint: None,
@@ -112,7 +125,10 @@ impl tonic::service::Interceptor for ApiKey {
 /// the test kills on purpose record nothing.
 pub struct TestApp {
     pub nats: NatsServer,
+    /// The database URL the services are given: the test database's, with
+    /// the canary password ([`postgres::with_canary_password`]).
     pub database_url: String,
+    /// The test's own pool.
     pub pool: PgPool,
     pub sim: OkeBayarSim,
     pub sim_url: String,
@@ -131,6 +147,10 @@ pub struct TestApp {
     failures: Failures,
     /// When the app started (before any service).
     pub started_at: sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc>,
+    /// Where the shared PostgreSQL server's log stood when the app started;
+    /// `None` when that log is not known, or the test brought its own
+    /// database ([`TestOptions::database_url`]).
+    pub(crate) postgres_log: Option<postgres::LogMark>,
 }
 
 async fn bind() -> TcpListener {
@@ -139,9 +159,11 @@ async fn bind() -> TcpListener {
         .expect("bind a loopback port")
 }
 
-fn common(nats_url: &str, database_url: &str) -> loket_runtime::config::Common {
+/// The settings every service shares: the bus with the services'
+/// credentials, and `database_url`.
+fn common(nats: &NatsServer, database_url: &str) -> loket_runtime::config::Common {
     loket_runtime::config::Common {
-        nats_url: nats_url.to_string(),
+        nats_url: nats.service_url(),
         database_url: Secret::new(database_url),
         admin_addr: "127.0.0.1:0".into(),
         log_json: false,
@@ -160,11 +182,15 @@ impl TestApp {
         let started_at = sqlx::types::chrono::Utc::now();
         let failures = Failures::default();
         let nats = NatsServer::start().expect("nats-server");
-        let database_url = match &options.database_url {
-            Some(url) => url.clone(),
-            None => postgres::fresh_database().await.expect("database"),
+        let (test_database_url, postgres_log) = match &options.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let log = postgres::LogMark::shared_server_now().expect("the PostgreSQL log");
+                (postgres::fresh_database().await.expect("database"), log)
+            }
         };
-        let pool = PgPool::connect(&database_url).await.expect("pool");
+        let pool = PgPool::connect(&test_database_url).await.expect("pool");
+        let database_url = postgres::with_canary_password(&test_database_url);
 
         loket_cli::admin::load_products(&pool, &workspace_root().join("deploy/products.toml"))
             .await
@@ -198,7 +224,7 @@ impl TestApp {
         let callback_main = bind().await;
         let callback_addr = callback_main.local_addr().unwrap();
         let mut callback_settings = loket_callback::Settings {
-            common: common(&nats.url(), &database_url),
+            common: common(&nats, &database_url),
             failpoint: options.callback_failpoint,
             ..Default::default()
         };
@@ -213,7 +239,7 @@ impl TestApp {
 
         let sim = OkeBayarSim::new(OkeBayarSimSettings {
             userid: USERID.into(),
-            userpin: Secret::new(CANARY_PIN),
+            userpin: Secret::new(options.okebayar_pin),
             callback_url: Some(format!("http://{callback_addr}/callback/okebayar")),
             callback_delay_ms: options.callback_delay_ms,
             callback_method: options.okebayar_callback_method,
@@ -232,7 +258,7 @@ impl TestApp {
 
         {
             let mut settings = loket_reconciler::Settings {
-                common: common(&nats.url(), &database_url),
+                common: common(&nats, &database_url),
                 tick_ms: 200,
                 not_found_grace_ms: options.not_found_grace_ms,
                 dispatch_grace_ms: 1_000,
@@ -270,7 +296,7 @@ impl TestApp {
         let ingress_addr = ingress_main.local_addr().unwrap();
         {
             let settings = loket_ingress::Settings {
-                common: common(&nats.url(), &database_url),
+                common: common(&nats, &database_url),
                 failpoint: options.ingress_failpoint,
                 max_watches_per_client: options.max_watches_per_client,
                 ..Default::default()
@@ -291,14 +317,14 @@ impl TestApp {
         if let Some(fixture) = snapqr.as_mut() {
             let url = format!("http://{callback_addr}/callback/snapqr");
             fixture
-                .start(&nats.url(), &url, &database_url)
+                .start(&nats.service_url(), &url, &database_url)
                 .await
                 .expect("SNAP QR CPM fixture");
         }
         if let Some(fixture) = smilepayz.as_mut() {
             let url = format!("http://{callback_addr}/callback/smilepayz");
             fixture
-                .start(&nats.url(), &url, &database_url)
+                .start(&nats.service_url(), &url, &database_url)
                 .await
                 .expect("Smilepayz fixture");
         }
@@ -323,6 +349,7 @@ impl TestApp {
             sim_shutdown,
             failures,
             started_at,
+            postgres_log,
         };
         app.start_connector(app.options.failpoint).await;
         app.wait_for_grpc().await;
@@ -337,7 +364,7 @@ impl TestApp {
         let mut okebayar = loket_okebayar::settings::OkeBayarSettings {
             url: self.sim_url.clone(),
             userid: USERID.into(),
-            userpin: Secret::new(CANARY_PIN),
+            userpin: Secret::new(self.options.okebayar_pin),
             format: self.options.format,
             timeout_ms: self.options.provider_timeout_ms,
             connect_timeout_ms: 500,
@@ -345,7 +372,7 @@ impl TestApp {
         };
         okebayar.payment_transaction_code = self.sim.settings().payment_transactioncodes[0].clone();
         loket_okebayar::service::ConnectorSettings {
-            common: common(&self.nats.url(), &self.database_url),
+            common: common(&self.nats, &self.database_url),
             worker: WorkerSettings {
                 concurrency: 16,
                 ack_wait_ms: self.options.provider_timeout_ms * 2 + 1_000,
@@ -545,6 +572,51 @@ impl TestApp {
                 dump.push_str(": ");
                 dump.push_str(&row);
                 dump.push('\n');
+            }
+        }
+        dump
+    }
+
+    /// Every message still stored in every JetStream stream, one a line
+    /// (for leak checks): its stream, sequence and subject, its headers, and
+    /// its payload as UTF-8 (lossily, line breaks made spaces). The
+    /// work-queue streams (commands, events) keep a message only until it
+    /// is acked.
+    pub async fn dump_streams(&self) -> String {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        use futures::TryStreamExt as _;
+        let nats = async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to nats-server");
+        let js = async_nats::jetstream::new(nats);
+        let names: Vec<String> = js.stream_names().try_collect().await.expect("stream names");
+        let mut dump = String::new();
+        for name in names {
+            let stream = js.get_stream(&name).await.expect("the stream");
+            let state = &stream.cached_info().state;
+            if state.messages == 0 {
+                continue;
+            }
+            for sequence in state.first_sequence..=state.last_sequence {
+                let message = match stream.get_raw_message(sequence).await {
+                    Ok(message) => message,
+                    // Acked from a work queue, or deleted.
+                    Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => continue,
+                    Err(error) => panic!("message {sequence} of {name}: {error}"),
+                };
+                let headers: Vec<String> = message
+                    .headers
+                    .iter()
+                    .flat_map(|(header, values)| {
+                        values.iter().map(move |value| format!("{header}: {value}"))
+                    })
+                    .collect();
+                let payload = String::from_utf8_lossy(&message.payload).replace(['\n', '\r'], " ");
+                dump.push_str(&format!(
+                    "{name} #{sequence} {}: [{}] {payload}\n",
+                    message.subject,
+                    headers.join("; ")
+                ));
             }
         }
         dump

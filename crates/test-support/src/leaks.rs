@@ -1,12 +1,27 @@
 //! The canary check (team rule: secrets never reach logs, traces, the
 //! database or error messages): every secret a [`TestApp`] is configured
-//! with ([`Canaries::of`]), looked for in the captured log lines, every row
-//! of every table and the error messages a test collected
-//! ([`assert_no_secret_leaked`]).
+//! with ([`Canaries::of`]), looked for ([`assert_no_secret_leaked`]) in
+//!
+//! - the captured log lines;
+//! - every row of every table;
+//! - the error messages a test collected;
+//! - every message still stored in every JetStream stream of the app's
+//!   server, headers and payload ([`TestApp::dump_streams`]). The command
+//!   and event streams are work queues: a message leaves them once acked,
+//!   so what passed through them and was handled is no longer there to
+//!   see (the update stream keeps its messages);
+//! - what the shared PostgreSQL server logged since the app started (its
+//!   errors, with the values they quote). Other tests' lines are in it too,
+//!   but every test's app has the same canaries, so any hit is a leak.
+//!   Skipped when the server's log is not known (a developer's own server
+//!   named by `LOKET_TEST_DATABASE_URL` without `LOKET_TEST_POSTGRES_LOG`)
+//!   or the test brought its own database ([`crate::TestOptions::database_url`]).
 //!
 //! The search ignores letter case (a secret echoed in capitals is still
 //! out) and also looks for the forms a secret takes when JSON-escaped or
-//! percent-encoded. A private key of ours is looked for in every form it
+//! percent-encoded. A secret of digits only (a numeric PIN) counts only
+//! where it stands alone, as the masker defines a leak (see
+//! [`Canaries::add`]). A private key of ours is looked for in every form it
 //! could be written in (PEM lines, its private parts in decimal, hex and as
 //! `Debug` prints them, its DER as base64), not only as configured
 //! ([`Canaries::add_key`]). OkeBayar's signature, `md5(userid + PIN + reference)`,
@@ -19,7 +34,7 @@ use std::collections::HashSet;
 
 use sqlx::types::chrono::{DateTime, Utc};
 
-use crate::app::{TestApp, CANARY_PIN, USERID};
+use crate::app::{TestApp, USERID};
 
 /// One secret: what it is (a failure names it) and its value.
 #[derive(Clone, Debug)]
@@ -35,8 +50,10 @@ pub struct Canaries(Vec<Canary>);
 impl Canaries {
     /// Every secret `app` is configured with, for the providers it runs:
     ///
-    /// - OkeBayar: the PIN (its signatures are checked separately, see
-    ///   [`assert_no_secret_leaked`]);
+    /// - the passwords the services are given for the bus and the database
+    ///   ([`crate::nats::CANARY_PASSWORD`], [`crate::postgres::CANARY_PASSWORD`]);
+    /// - OkeBayar: the PIN, numeric or not (its signatures are checked
+    ///   separately, see [`assert_no_secret_leaked`]);
     /// - SNAP: our client secret, the customer token, our private key in
     ///   every form of [`Canaries::add_key`], the signature of every B2B
     ///   token request we could have sent since the app started (see
@@ -50,7 +67,9 @@ impl Canaries {
     ///   of [`Canaries::add_key`].
     pub fn of(app: &TestApp) -> Canaries {
         let mut canaries = Canaries::default();
-        canaries.add("the OkeBayar PIN", CANARY_PIN);
+        canaries.add("the NATS password", crate::nats::CANARY_PASSWORD);
+        canaries.add("the database password", crate::postgres::CANARY_PASSWORD);
+        canaries.add("the OkeBayar PIN", app.options.okebayar_pin);
         if let Some(snap) = &app.snapqr {
             use crate::snapqr::{CANARY_CLIENT_SECRET, CANARY_NOTIFY_SECRET, CANARY_TOKEN_KEY};
             canaries.add("the SNAP client secret", CANARY_CLIENT_SECRET);
@@ -88,6 +107,12 @@ impl Canaries {
         canaries
     }
 
+    /// Adds a secret. One of digits only (a numeric PIN) is found only
+    /// where it stands alone, not glued to other digits: that is how the
+    /// masker (`loket_connector::mask`) defines its leak, as inside a longer
+    /// number (a serial number, an amount, a timestamp) it may be chance.
+    /// The form OkeBayar signs, glued to the user id and the reference, is
+    /// covered by the signature canaries.
     pub fn add(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let value = value.into();
         assert!(value.len() >= 8, "a canary too short to mean anything");
@@ -240,14 +265,20 @@ pub struct Checked {
     pub references: usize,
     pub log_bytes: usize,
     pub database_bytes: usize,
+    pub stream_bytes: usize,
+    /// `None` when the PostgreSQL server's log was not read (see the
+    /// module's doc).
+    pub postgres_log_bytes: Option<usize>,
 }
 
 /// Asserts that no canary, and no OkeBayar signature of a reference seen in
 /// the database or the texts, is in the captured logs, the database (every
-/// row of every table) or `errors`. The logs and the database must first be
-/// shown to hold every transaction of `ids`, so an absence means something.
-/// A failure names the secret and the place, with the line it was found in
-/// (the secret itself replaced by its name).
+/// row of every table), `errors`, the JetStream streams or the PostgreSQL
+/// server's log (see the module's doc). The logs and the database must
+/// first be shown to hold every transaction of `ids`, and the services to
+/// have connected to the bus with its password, so an absence means
+/// something. A failure names the secret and the place, with the line it
+/// was found in (the secret itself replaced by its name).
 pub async fn assert_no_secret_leaked(
     app: &TestApp,
     ids: &[String],
@@ -260,11 +291,21 @@ pub async fn assert_no_secret_leaked(
         assert!(logs.contains(id.as_str()), "the logs hold {id}");
         assert!(database.contains(id.as_str()), "the database holds {id}");
     }
-    let places = [
+    assert_services_used_the_nats_password(app).await;
+    let streams = app.dump_streams().await;
+    let postgres_log = app.postgres_log.as_ref().map(|mark| {
+        mark.written_since()
+            .unwrap_or_else(|error| panic!("the PostgreSQL log: {error}"))
+    });
+    let mut places = vec![
         ("a log line", logs.to_ascii_lowercase()),
         ("a database row", database.to_ascii_lowercase()),
         ("an error message", errors.to_ascii_lowercase()),
+        ("a JetStream message", streams.to_ascii_lowercase()),
     ];
+    if let Some(postgres_log) = &postgres_log {
+        places.push(("the PostgreSQL log", postgres_log.to_ascii_lowercase()));
+    }
     let mut found = canaries_found(canaries, &places);
 
     // OkeBayar signatures: of every reference the database knows and every
@@ -294,7 +335,8 @@ pub async fn assert_no_secret_leaked(
     }
     references.extend(windows.iter().cloned());
     for reference in &references {
-        let signature = loket_okebayar::sign::signature(USERID, CANARY_PIN, reference);
+        let signature =
+            loket_okebayar::sign::signature(USERID, app.options.okebayar_pin, reference);
         if windows.contains(&signature) {
             for (place, text) in &places {
                 if let Some(at) = text.find(&signature) {
@@ -317,7 +359,33 @@ pub async fn assert_no_secret_leaked(
         references: references.len(),
         log_bytes: logs.len(),
         database_bytes: database.len(),
+        stream_bytes: streams.len(),
+        postgres_log_bytes: postgres_log.as_ref().map(String::len),
     }
+}
+
+/// Asserts that every connection of a service (named `loket-…`) to the
+/// app's nats-server authenticated with the NATS password, so that the
+/// password was in the services' hands and its absence from what the check
+/// reads means something (the server also lets in connections without
+/// credentials, as the tests' own).
+async fn assert_services_used_the_nats_password(app: &TestApp) {
+    let users = app
+        .nats
+        .users_by_connection()
+        .await
+        .expect("nats-server's connection list");
+    let services: Vec<&(String, String)> = users
+        .iter()
+        .filter(|(name, _)| name.starts_with("loket-"))
+        .collect();
+    assert!(
+        !services.is_empty()
+            && services
+                .iter()
+                .all(|(_, user)| user == crate::nats::SERVICE_USER),
+        "every service connected to the bus with the NATS password: {users:?}"
+    );
 }
 
 /// Every canary of `canaries`, in each of its [`forms`], found in one of
@@ -328,7 +396,7 @@ fn canaries_found(canaries: &Canaries, places: &[(&str, String)]) -> Vec<String>
     for canary in canaries.iter() {
         for form in forms(&canary.value) {
             for (place, text) in places {
-                if let Some(at) = text.find(&form) {
+                if let Some(at) = find_canary(text, &form) {
                     found.push(format!(
                         "{} reached {place}: {}",
                         canary.name,
@@ -360,6 +428,27 @@ fn forms(value: &str) -> Vec<String> {
         }
     }
     forms
+}
+
+/// Where `form` of a canary is in `text`: anywhere, or, for one of digits
+/// only, where no digit is glued to it (see [`Canaries::add`]).
+fn find_canary(text: &str, form: &str) -> Option<usize> {
+    if !form.bytes().all(|b| b.is_ascii_digit()) {
+        return text.find(form);
+    }
+    let mut from = 0;
+    while let Some(found) = text[from..].find(form) {
+        let start = from + found;
+        let end = start + form.len();
+        let glued = text[..start].ends_with(|c: char| c.is_ascii_digit())
+            || text[end..].starts_with(|c: char| c.is_ascii_digit());
+        if !glued {
+            return Some(start);
+        }
+        // An overlapping occurrence may still stand alone: one digit on.
+        from = start + 1;
+    }
+    None
 }
 
 fn is_hex(text: &str) -> bool {
@@ -468,6 +557,104 @@ mod tests {
             );
             let mistaken = canaries_found(&other_canaries, &row);
             assert!(mistaken.is_empty(), "another key's canaries: {mistaken:?}");
+        }
+    }
+
+    /// A numeric PIN leaks where it stands alone, as the masker defines a
+    /// leak (a field, a JSON string, a query string, beside a longer number
+    /// it does not continue), and not where it is part of a longer number
+    /// (a serial number, a timestamp), which may be chance.
+    #[test]
+    fn a_numeric_canary_is_found_only_where_it_stands_alone() {
+        let mut canaries = Canaries::default();
+        canaries.add("the PIN", "80461739");
+        for leaked in [
+            "userpin=80461739&userid=loket-test",
+            r#"{"userpin":"80461739"}"#,
+            "<userpin>80461739</userpin>",
+            "serial 1180461739, then the pin 80461739",
+            // Overlapping: the second occurrence stands alone.
+            "8046173980461739 80461739",
+        ] {
+            let line = [("a log line", leaked.to_string())];
+            assert_eq!(canaries_found(&canaries, &line).len(), 1, "{leaked}");
+        }
+        for chance in [
+            "serial number 1180461739",
+            "at 250804617390001",
+            "balance 804617390",
+            "8046173980461739",
+        ] {
+            let line = [("a log line", chance.to_string())];
+            let found = canaries_found(&canaries, &line);
+            assert!(found.is_empty(), "{chance}: {found:?}");
+        }
+    }
+
+    /// The check reads the bus and the PostgreSQL server's log: a secret
+    /// in a header or the payload of a message stored in any stream, or
+    /// quoted by the server in its log (here in a statement it refused),
+    /// is found there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_canary_check_finds_a_secret_on_the_bus_and_in_the_postgres_log() {
+        use futures::FutureExt as _;
+
+        let app = TestApp::spawn().await;
+        // Of this test only: the server's log is shared with other tests.
+        let planted = |place: &str| format!("PLANTED-{place}-{}", uuid::Uuid::new_v4().simple());
+        let (in_header, in_payload, in_statement) =
+            (planted("header"), planted("payload"), planted("statement"));
+        let mut canaries = Canaries::default();
+        canaries.add("the secret in a header", &in_header);
+        canaries.add("the secret in a payload", &in_payload);
+        canaries.add("the secret in a statement", &in_statement);
+
+        let js =
+            async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.expect("nats"));
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "PLANTED".into(),
+            subjects: vec!["planted.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("a stream");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("x-planted", in_header.as_str());
+        js.publish_with_headers("planted.header", headers, "nothing".into())
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+        js.publish(
+            "planted.payload",
+            format!(r#"{{"pin":"{in_payload}"}}"#).into(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+        sqlx::query(&format!("SELECT '{in_statement}'::int"))
+            .execute(&app.pool)
+            .await
+            .expect_err("not a number");
+
+        let failure =
+            std::panic::AssertUnwindSafe(assert_no_secret_leaked(&app, &[], "", &canaries))
+                .catch_unwind()
+                .await
+                .expect_err("the planted secrets are found");
+        let failure = failure
+            .downcast_ref::<String>()
+            .expect("a formatted failure");
+        for expected in [
+            "the secret in a header reached a JetStream message",
+            "the secret in a payload reached a JetStream message",
+        ] {
+            assert!(failure.contains(expected), "{expected}: {failure}");
+        }
+        if app.postgres_log.is_some() {
+            let expected = "the secret in a statement reached the PostgreSQL log";
+            assert!(failure.contains(expected), "{expected}: {failure}");
         }
     }
 }

@@ -6,7 +6,8 @@
 //! tears everything down on drop (failing the test if a service ended by
 //! itself), and [`backing::Backing`] gives a service's own tests the bus and
 //! the database without it; [`logs`] captures every log line; [`leaks`] looks for every
-//! canary secret in them, in the database and in error messages.
+//! canary secret in them, in the database, in error messages, on the bus and
+//! in PostgreSQL's log.
 //!
 //! `nats`, `postgres`, `backing` and `ports` are always available; `app`, `logs` and the
 //! provider fixtures need the `app` feature (they depend on every service,
@@ -34,7 +35,7 @@ pub mod smilepayz;
 pub mod snapqr;
 
 #[cfg(feature = "app")]
-pub use app::{TestApp, TestOptions, CANARY_PIN};
+pub use app::{TestApp, TestOptions, CANARY_NUMERIC_PIN, CANARY_PIN};
 #[cfg(feature = "app")]
 pub use loket_callback::Failpoint as CallbackFailpoint;
 #[cfg(feature = "app")]

@@ -6,6 +6,15 @@
 //! first test of each process starts a private server in a temporary folder,
 //! which a watchdog stops when the process exits. PostgreSQL refuses to run
 //! as root, so as root the server runs as the `postgres` user.
+//!
+//! Test servers trust every local connection (`initdb -A trust`), so a
+//! [`crate::app::TestApp`] gives its services a database URL holding the
+//! canary [`CANARY_PASSWORD`] ([`with_canary_password`]) with nothing else
+//! changing, and the canary check looks for it. What the shared server
+//! writes in its log is read with a [`LogMark`]: `make test` exports the
+//! log's path as `LOKET_TEST_POSTGRES_LOG`; a server this process started
+//! writes its own; a server only named by `LOKET_TEST_DATABASE_URL` (a
+//! developer's own) has none known.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +25,31 @@ use crate::ports::free_port;
 
 /// The environment variable naming a running server's admin URL.
 pub const ADMIN_URL_ENV: &str = "LOKET_TEST_DATABASE_URL";
+
+/// The environment variable naming the log file of the server of
+/// [`ADMIN_URL_ENV`] (scripts/test.sh exports both).
+pub const SERVER_LOG_ENV: &str = "LOKET_TEST_POSTGRES_LOG";
+
+/// The password a `TestApp`'s services find in their database URL: a
+/// canary (it must never reach a log, a row or a message).
+pub const CANARY_PASSWORD: &str = "CANARY-DB-PASSWORD-6158";
+
+/// `url` with [`CANARY_PASSWORD`] as its password, unless it has a password
+/// of its own (a developer's server may check it) or names no user (the
+/// password needs one). A test server accepts any password.
+pub fn with_canary_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) if !user.is_empty() && !user.contains(':') => {
+            format!("{scheme}://{user}:{CANARY_PASSWORD}@{host}{path}")
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// Finds the newest installed PostgreSQL's bin folder.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -215,6 +249,8 @@ fn start_on_free_port(
 
 struct SharedServer {
     admin_url: String,
+    /// Its log file, where known.
+    log: Option<PathBuf>,
     // Keeps the folder alive for the process's lifetime.
     _dir: Option<tempfile::TempDir>,
 }
@@ -226,6 +262,7 @@ fn shared_server() -> anyhow::Result<&'static SharedServer> {
             if let Ok(url) = std::env::var(ADMIN_URL_ENV) {
                 return Ok(SharedServer {
                     admin_url: url,
+                    log: std::env::var_os(SERVER_LOG_ENV).map(PathBuf::from),
                     _dir: None,
                 });
             }
@@ -237,11 +274,47 @@ fn shared_server() -> anyhow::Result<&'static SharedServer> {
                 .map_err(|e| e.to_string())?;
             Ok(SharedServer {
                 admin_url: url,
+                log: Some(dir.path().join("postgres.log")),
                 _dir: Some(dir),
             })
         })
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A place in a server's log file, to read what the server wrote after it.
+#[derive(Debug, Clone)]
+pub struct LogMark {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LogMark {
+    /// The end of the shared server's log now; `None` when its log is not
+    /// known (see the module's doc).
+    pub fn shared_server_now() -> anyhow::Result<Option<LogMark>> {
+        let Some(path) = &shared_server()?.log else {
+            return Ok(None);
+        };
+        let offset = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("the PostgreSQL log {}: {e}", path.display()))?
+            .len();
+        Ok(Some(LogMark {
+            path: path.clone(),
+            offset,
+        }))
+    }
+
+    /// Everything the server wrote since the mark (lossily as UTF-8): the
+    /// lines of every test using the server then, not only one's own.
+    pub fn written_since(&self) -> anyhow::Result<String> {
+        use std::io::{Read as _, Seek as _};
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(std::io::SeekFrom::Start(self.offset))?;
+        let mut written = Vec::new();
+        file.read_to_end(&mut written)?;
+        Ok(String::from_utf8_lossy(&written).into_owned())
+    }
 }
 
 /// A fresh database on the shared server, migrated. Returns its URL.
@@ -349,6 +422,24 @@ pub async fn new_client(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canary password goes where a test server ignores it, and only
+    /// there: a URL with a password of its own keeps it (a developer's
+    /// server may check it), one without a user stays as it is.
+    #[test]
+    fn the_canary_password_is_added_only_where_no_password_is() {
+        assert_eq!(
+            with_canary_password("postgres://postgres@127.0.0.1:5432/t_1?sslmode=disable"),
+            format!("postgres://postgres:{CANARY_PASSWORD}@127.0.0.1:5432/t_1?sslmode=disable")
+        );
+        for kept in [
+            "postgres://me:my-own@db.local/loket",
+            "postgres://127.0.0.1:5432/t_1",
+            "postgres:///t_1",
+        ] {
+            assert_eq!(with_canary_password(kept), kept);
+        }
+    }
 
     #[test]
     fn a_server_that_cannot_bind_is_not_taken_for_the_one_listening() -> anyhow::Result<()> {
