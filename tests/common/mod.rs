@@ -319,6 +319,20 @@ pub async fn wait_events_applied(app: &loket_test_support::TestApp, timeout: std
     .await;
 }
 
+/// The state of JetStream stream `stream` now: how many messages it holds,
+/// its last sequence number.
+pub async fn stream_state(
+    app: &loket_test_support::TestApp,
+    stream: &str,
+) -> async_nats::jetstream::stream::State {
+    let nats = async_nats::connect(app.nats.url())
+        .await
+        .expect("connect to nats-server");
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js.get_stream(stream).await.expect("the stream");
+    stream.info().await.expect("stream info").state.clone()
+}
+
 /// Waits until the work-queue stream `stream` holds no message (each leaves
 /// it only once its consumer has acked it), for at most `timeout`; `left`
 /// says what the messages still there are waiting for.
@@ -328,14 +342,9 @@ async fn until_work_queue_empty(
     left: &str,
     timeout: std::time::Duration,
 ) {
-    let nats = async_nats::connect(app.nats.url())
-        .await
-        .expect("connect to nats-server");
-    let js = async_nats::jetstream::new(nats);
-    let mut stream = js.get_stream(stream).await.expect("the stream");
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let count = stream.info().await.expect("stream info").state.messages;
+        let count = stream_state(app, stream).await.messages;
         if count == 0 {
             return;
         }
