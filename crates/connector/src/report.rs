@@ -26,6 +26,11 @@ const MAX_PROVIDER_MESSAGE_CHARS: usize = 1024;
 /// contradiction an oversized result keeps.
 const OVERSIZED_KEPT_CHARS: usize = 4 * 1024;
 
+/// The largest payment instructions an oversized result keeps whole (a QR
+/// string, VA number and payment URL are far smaller). Larger ones keep
+/// only their method and expiry: instructions are never cut.
+const OVERSIZED_KEPT_PAYMENT_BYTES: usize = 8 * 1024;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub outcome: Outcome,
@@ -84,6 +89,21 @@ impl Report {
         let why = clip(&format!("{field}: {error}"), 200).to_string();
         push_detail(&mut self.detail, &format!("{why} (amount not used)"));
         self.provider_amount_unreadable = Some(why);
+    }
+
+    /// A negative provider amount is no amount a provider charges (a
+    /// connector's arithmetic went wrong, or a reply was misread): it is
+    /// [`Report::amount_unreadable`], flagged and deciding nothing. Carried
+    /// as it is, the reconciler could never store it
+    /// (`transactions_provider_amount_not_negative`).
+    fn refuse_a_negative_amount(&mut self) {
+        if let Some(negative) = self.provider_amount.filter(|amount| amount.minor < 0) {
+            self.provider_amount = None;
+            self.amount_unreadable(
+                "provider amount",
+                format_args!("{} is negative", negative.minor),
+            );
+        }
     }
 
     /// An outcome we cannot know (timeout, garbled reply...), with the reason.
@@ -148,12 +168,13 @@ impl Report {
     }
 
     pub fn into_event(
-        self,
+        mut self,
         event_id: String,
         transaction_id: String,
         provider: &str,
         operation: Operation,
     ) -> bus::ResultEvent {
+        self.refuse_a_negative_amount();
         fit_for_the_bus(bus::ResultEvent {
             event_id,
             transaction_id,
@@ -187,7 +208,8 @@ impl Report {
 /// decides nothing; status checks follow, and a provider that keeps
 /// answering that way leaves the transaction to the unresolved sweep and
 /// review), the ids, operation, `sent` and provider code, a note in `detail`,
-/// the exchanges and any contradiction cut short, and none of the data.
+/// the exchanges and any contradiction cut short, the payment instructions
+/// ([`kept_payment`]), and none of the other data.
 fn fit_for_the_bus(event: bus::ResultEvent) -> bus::ResultEvent {
     let size = event.encoded_len();
     if size <= MAX_RESULT_EVENT_BYTES {
@@ -225,9 +247,29 @@ fn fit_for_the_bus(event: bus::ResultEvent) -> bus::ResultEvent {
         detail: format!(
             "the provider's answer made a result of {size} bytes, more than the {MAX_RESULT_EVENT_BYTES} the bus carries: its data was left out and the outcome is unknown"
         ),
-        payment: None,
+        payment: kept_payment(event.payment.clone()),
         ..event
     }
+}
+
+/// The payment instructions an oversized result keeps: whole when they are
+/// small, as they nearly always are, else only their method and expiry. The
+/// reconciler needs the expiry (a SNAP QR CPM payment's `expiryTime`): "no
+/// record" fails a payment only after its expiry plus the grace, and
+/// without it, after the grace alone, while the issuer may still record
+/// the payment (SNAP spec, status `07`).
+fn kept_payment(payment: Option<pb::PaymentInstructions>) -> Option<pb::PaymentInstructions> {
+    payment.map(|payment| {
+        if payment.encoded_len() <= OVERSIZED_KEPT_PAYMENT_BYTES {
+            payment
+        } else {
+            pb::PaymentInstructions {
+                method: shortened(&payment.method, 64),
+                expires_at: payment.expires_at,
+                ..Default::default()
+            }
+        }
+    })
 }
 
 /// Appends `note` to a `detail` text, separated from any earlier note by `; `.
@@ -287,6 +329,41 @@ mod tests {
         assert_eq!(event.exchanges.len(), 1);
         assert!(event.detail.contains("more than the"), "{}", event.detail);
 
+        // A SNAP QR payment keeps its instructions, and with them the
+        // expiry its "no record" deadline counts from; instructions too
+        // large to carry keep only their method and expiry.
+        let expires_at = Some(prost_types::Timestamp {
+            seconds: 1_900_000_000,
+            nanos: 0,
+        });
+        for (qr_string, kept_qr) in [("CUSTOMER-QR".to_string(), true), (huge.clone(), false)] {
+            let mut report = Report::new(Outcome::Unknown);
+            report.exchanges.push(bus::Exchange {
+                response: huge.clone(),
+                ..bus::Exchange::default()
+            });
+            report.payment = Some(pb::PaymentInstructions {
+                method: "QRCPM".into(),
+                qr_string: qr_string.clone(),
+                expires_at,
+                ..Default::default()
+            });
+            let event = report.into_event("e4".into(), "t4".into(), "snapqr", Operation::QrPayment);
+            assert!(event.detail.contains("more than the"), "{}", event.detail);
+            assert!(
+                event.encoded_len() <= 32 * 1024,
+                "{} bytes",
+                event.encoded_len()
+            );
+            let payment = event.payment.expect("the payment is kept");
+            assert_eq!(
+                (payment.method.as_str(), payment.expires_at),
+                ("QRCPM", expires_at)
+            );
+            assert_eq!(payment.qr_string == qr_string, kept_qr);
+            assert!(kept_qr || payment.qr_string.is_empty(), "never cut");
+        }
+
         // A provider's message is cut however small the rest.
         let mut report = Report::new(Outcome::Failed);
         report.provider_message = Some("x".repeat(100_000));
@@ -305,6 +382,31 @@ mod tests {
         );
         assert_eq!(event.outcome, pb::Outcome::Success as i32);
         assert_eq!(event.serial_number, "SN123");
+    }
+
+    /// A negative provider amount (a connector's arithmetic gone wrong) is
+    /// carried as unreadable, never as an amount: the reconciler could not
+    /// store it (`transactions_provider_amount_not_negative`) and would
+    /// retry the result for ever.
+    #[test]
+    fn a_negative_provider_amount_is_carried_as_unreadable() {
+        let mut report = Report::new(Outcome::Success);
+        report.provider_amount = Some(Money::idr(-500));
+        let event = report.into_event("e5".into(), "t5".into(), "snapqr", Operation::QrRefund);
+        assert_eq!(event.provider_amount, None);
+        assert!(
+            event.provider_amount_unreadable.contains("-500"),
+            "{}",
+            event.provider_amount_unreadable
+        );
+        assert!(event.detail.contains("amount not used"), "{}", event.detail);
+        assert_eq!(event.outcome, pb::Outcome::Success as i32);
+
+        let mut report = Report::new(Outcome::Success);
+        report.provider_amount = Some(Money::idr(0));
+        let event = report.into_event("e6".into(), "t6".into(), "snapqr", Operation::QrRefund);
+        assert_eq!(event.provider_amount.map(|m| m.minor), Some(0));
+        assert!(event.provider_amount_unreadable.is_empty());
     }
 
     #[test]

@@ -17,7 +17,12 @@
 //!    caller) ack.
 //!
 //! A batch whose database transaction fails is applied again one event at a
-//! time, so a bad event costs only itself. Callbacks are applied one at a
+//! time, so a bad event costs only itself. A result whose own data
+//! PostgreSQL refuses for good (`refused_for_good`) is not retried for
+//! ever: its transaction is parked in `needs_review` without it
+//! ([`crate::plan::plan_unwritable`]) and the event acked; should that park
+//! be refused too, the event is terminated ([`ApplyError::Unwritable`]).
+//! Callbacks are applied one at a
 //! time: they are found by provider reference, and an unverified one only
 //! requests a status check. So are operators' decisions
 //! (`loket.evt.operator.decision`): the one way out of `needs_review`,
@@ -82,6 +87,10 @@ pub enum ApplyError {
     Raced(Uuid),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+    /// PostgreSQL refuses the event's data for good, and parking its
+    /// transaction for review was refused too: terminate it, with an alert.
+    #[error("the event can never be written ({refusal}), nor its transaction parked for review ({park})")]
+    Unwritable { refusal: String, park: String },
 }
 
 /// One message taken from `LOKET_EVT`: its subject says whether it is a
@@ -220,7 +229,8 @@ impl Reconciler {
 
     /// Applies messages from `LOKET_EVT` in stream order and returns one
     /// result per message, in the same order. The consumer acks on `Ok`,
-    /// terminates on [`ApplyError::Poison`] and naks otherwise.
+    /// terminates on [`ApplyError::Poison`] and [`ApplyError::Unwritable`],
+    /// and naks otherwise.
     pub async fn apply_events(&self, events: &[Incoming<'_>]) -> Vec<Result<Applied, ApplyError>> {
         self.apply_events_on(&mut HeldConnection::new(self.pool.clone()), events)
             .await
@@ -267,7 +277,10 @@ impl Reconciler {
                     results[item.position] = Some(result);
                 }
             }
-            Err(error) if batch.len() == 1 => results[batch[0].position] = Some(Err(error)),
+            Err(error) if batch.len() == 1 => {
+                let result = self.park_if_unwritable(connection, &batch[0], error).await;
+                results[batch[0].position] = Some(result);
+            }
             Err(error) => {
                 tracing::warn!(%error, events = batch.len(), "batch not applied; applying its events one at a time");
                 for item in &batch {
@@ -276,7 +289,7 @@ impl Reconciler {
                         .await
                     {
                         Ok(mut one) => one.pop().expect("one result per event"),
-                        Err(error) => Err(error),
+                        Err(error) => self.park_if_unwritable(connection, item, error).await,
                     };
                     results[item.position] = Some(result);
                 }
@@ -434,6 +447,78 @@ impl Reconciler {
         write::write(&mut tx, &writes, &events, &exchanges).await?;
         tx.commit().await?;
         Ok(steps)
+    }
+
+    /// What follows `error`, the failure of `item` applied on its own: the
+    /// error itself (the event is retried) unless PostgreSQL refused the
+    /// event's data for good; then the transaction is parked in
+    /// `needs_review` in a write of its own, without that data, and the
+    /// event is claimed, so it is acked. A park refused for good too is
+    /// [`ApplyError::Unwritable`] (the event is terminated); one failing
+    /// otherwise (the database gone meanwhile) leaves the event for
+    /// redelivery, which tries again.
+    async fn park_if_unwritable(
+        &self,
+        connection: &mut HeldConnection,
+        item: &ResultItem,
+        error: ApplyError,
+    ) -> Result<Applied, ApplyError> {
+        let Some(refusal) = refused_for_good(&error) else {
+            return Err(error);
+        };
+        let (span, trace) = event_span(Some(item.transaction_id), item.trace);
+        async {
+            tracing::warn!(%error, event_id = %item.event.event_id, "PostgreSQL refuses the event's data for good; parking its transaction");
+            let parked = connection
+                .with(async |held| self.write_unwritable(held, item, &refusal).await)
+                .await;
+            match parked {
+                Ok(Step::Planned { before, plan }) => {
+                    self.after_commit(&before, &plan, &item.report.event_id, &trace)
+                        .await
+                }
+                Ok(step) => self.finish_result(item, step, &trace).await,
+                Err(park) => match refused_for_good(&park) {
+                    Some(_) => Err(ApplyError::Unwritable {
+                        refusal,
+                        park: park.to_string(),
+                    }),
+                    None => Err(park),
+                },
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The database transaction of [`Self::park_if_unwritable`]: the row
+    /// locked, the event claimed, the park written (none of the event's
+    /// data), committed.
+    async fn write_unwritable(
+        &self,
+        connection: &mut PgConnection,
+        item: &ResultItem,
+        refusal: &str,
+    ) -> Result<Step, ApplyError> {
+        let mut tx = connection.begin().await?;
+        let Some(row) = write::lock_by_ids(&mut tx, &[item.transaction_id])
+            .await?
+            .pop()
+        else {
+            return Ok(Step::NoSuchTransaction);
+        };
+        let claimed =
+            write::claim(&mut tx, &[item.event.event_id.as_str()], &[Some(row.id)]).await?;
+        if claimed.is_empty() {
+            return Ok(Step::Duplicate);
+        }
+        let plan = plan::plan_unwritable(&row, &item.report, refusal, Utc::now())?;
+        write_plan(&mut tx, &row, &plan).await?;
+        tx.commit().await?;
+        Ok(Step::Planned {
+            before: Box::new(row),
+            plan: Box::new(plan),
+        })
     }
 
     /// Logs and publishes what a committed batch did: the updates of one
@@ -821,6 +906,33 @@ fn event_span(
     };
     let trace = telemetry::join(&span, received);
     (span, trace)
+}
+
+/// Why PostgreSQL refuses an event's data for good, when `error` says it
+/// does: the data breaks an integrity constraint (SQLSTATE class 23, such as
+/// the check `transactions_provider_amount_not_negative` or a unique index)
+/// or is a value its column cannot hold (class 22, data exception, such as
+/// a timestamp out of range). The same event meets the same refusal on
+/// every delivery, so retrying it only repeats the failure every second.
+/// Every other error may pass on a retry and gives `None`: a lost
+/// connection, a serialization failure (40001), a deadlock (40P01), a lock
+/// or statement timeout (55P03, 57014), a row that moved under its lock.
+/// The reason names the SQLSTATE and the constraint, never the refused
+/// value.
+pub(crate) fn refused_for_good(error: &ApplyError) -> Option<String> {
+    let ApplyError::Db(sqlx::Error::Database(database)) = error else {
+        return None;
+    };
+    let code = database.code()?;
+    let class = match code.get(..2)? {
+        "22" => "data exception",
+        "23" => "integrity constraint violation",
+        _ => return None,
+    };
+    Some(match database.constraint() {
+        Some(constraint) => format!("{class} {code}, constraint {constraint}"),
+        None => format!("{class} {code}"),
+    })
 }
 
 /// The `verdict` label of [`metric::EVENTS`].

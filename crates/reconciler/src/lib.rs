@@ -5,6 +5,8 @@
 //!   exactly once (the `applied_events` table, in the same database
 //!   transaction as the change), through the state machine
 //!   ([`loket_protocol::state::decide`]) and the pure planner ([`plan`]);
+//!   a batch of events that panics is a vital failure: the service drains
+//!   and exits non-zero (`spawn_batch`);
 //! - applying operators' decisions (`loket.evt.operator.decision`, from
 //!   `loketctl review settle`) the same way: the one way out of
 //!   `needs_review` ([`loket_protocol::state::settle`]), refused and logged
@@ -39,10 +41,12 @@ use loket_protocol::{horizon, subjects};
 use loket_runtime::admin::{self, Readiness};
 use loket_runtime::config::Common;
 use loket_runtime::db::{self, HeldConnection};
+use loket_runtime::Vital;
 use loket_runtime::{bus, Shutdown};
 use schedule::{Schedule, ScheduleSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -273,7 +277,7 @@ pub async fn run(
     // Stops the pull loop and the scheduler: triggered by `shutdown`, by a
     // vital task's failure, or once the event stream has ended.
     let stopping = shutdown.child();
-    let vital = loket_runtime::Vital::new(stopping.clone());
+    let vital = Vital::new(stopping.clone());
     let mut scheduler_task = JoinSet::new();
     scheduler_task.spawn(vital.guard(
         "scheduler",
@@ -308,6 +312,8 @@ pub async fn run(
     // themselves, while a lone event is applied at once.
     let mut stream_ended = false;
     'pull: loop {
+        // Finished batches are only reaped: a panicking one was caught by
+        // its guard (`spawn_batch`).
         while batches.try_join_next().is_some() {}
         let slot = tokio::select! {
             _ = stopping.wait() => break,
@@ -345,7 +351,7 @@ pub async fn run(
         }
         let reconciler = reconciler.clone();
         let mut slot = slot;
-        batches.spawn(async move {
+        spawn_batch(&mut batches, &vital, async move {
             handle_batch(&reconciler, slot.connection(), batch).await;
         });
         if stream_ended {
@@ -378,6 +384,21 @@ pub async fn run(
         return Err(Error::StreamEnded);
     }
     Ok(vital.outcome()?)
+}
+
+/// Starts one batch's work on `batches`, guarded like the scheduler: a
+/// panic is logged at error (`vital task failed`, task `event batch`),
+/// drains the service and becomes its error, so the process exits non-zero
+/// for its supervisor to restart. Spawned bare, the panic would vanish with
+/// its task (`try_join_next` only reaps), the service would stay ready,
+/// and the batch's events, never acked, would come back after `ack_wait`
+/// to panic again, for ever. The slot goes back as the task unwinds.
+fn spawn_batch(
+    batches: &mut JoinSet<()>,
+    vital: &Vital,
+    batch: impl Future<Output = ()> + Send + 'static,
+) {
+    batches.spawn(vital.guard_against_panics("event batch", batch));
 }
 
 /// A batch slot taken from the free ones: its connection goes back when the
@@ -427,7 +448,8 @@ async fn handle_batch(
     }
 }
 
-/// Acks an applied event, terminates a poison one and naks the rest.
+/// Acks an applied event, terminates a poison one or one that can never be
+/// written, and naks the rest.
 async fn acknowledge(message: &jetstream::Message, result: Result<Applied, ApplyError>) {
     match result {
         Ok(applied) => {
@@ -440,6 +462,11 @@ async fn acknowledge(message: &jetstream::Message, result: Result<Applied, Apply
         Err(ApplyError::Poison(reason)) => {
             metrics::counter!(metric::POISON).increment(1);
             tracing::error!(%reason, "undecodable event terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(error @ ApplyError::Unwritable { .. }) => {
+            metrics::counter!(metric::POISON).increment(1);
+            tracing::error!(%error, "ALERT event terminated: it can never be written and its transaction could not be parked for review");
             let _ = message.ack_with(AckKind::Term).await;
         }
         Err(error) => {
@@ -461,6 +488,27 @@ mod tests {
         let mut settings = Settings::default();
         change(&mut settings);
         settings.validate().err().map(|error| error.to_string())
+    }
+
+    /// A batch that panics is not lost with its task: the panic becomes the
+    /// service's failure (named `event batch`) and starts the drain, so
+    /// `run` returns an error and the process exits for a restart, instead
+    /// of staying ready while its events come back to panic again.
+    #[tokio::test]
+    async fn a_panicking_batch_drains_the_service_and_becomes_its_error() {
+        let stopping = Shutdown::new();
+        let vital = Vital::new(stopping.clone());
+        let mut batches = JoinSet::new();
+        spawn_batch(&mut batches, &vital, async {
+            panic!("a batch broke");
+        });
+        batches.join_next().await.expect("one batch").ok();
+        assert!(stopping.is_triggered(), "the drain started");
+        let failure = vital.outcome().expect_err("the service fails");
+        assert_eq!(failure.task, "event batch");
+        assert_eq!(failure.how, "panicked: a batch broke");
+        let error = Error::from(failure).to_string();
+        assert!(error.contains("'event batch' panicked"), "{error}");
     }
 
     #[test]

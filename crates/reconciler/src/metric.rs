@@ -3,7 +3,8 @@
 /// Events taken from `LOKET_EVT`, by `kind` (result/callback/decision) and
 /// `verdict`.
 pub const EVENTS: &str = "loket_reconciler_events_total";
-/// Events that could not be decoded and were terminated.
+/// Events terminated: undecodable, or never writable and their transaction
+/// not parkable for review either (ALERT).
 pub const POISON: &str = "loket_reconciler_poison_events_total";
 /// Events already applied (redeliveries, re-published results).
 pub const DUPLICATES: &str = "loket_reconciler_duplicate_events_total";

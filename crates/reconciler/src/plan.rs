@@ -21,7 +21,12 @@
 //!   not before the payment's own expiry plus that grace when the provider
 //!   reported one (a QR CPM payment stays unknown until its QR expires, SNAP
 //!   spec §2 step 4 and status `07`); never one the provider already
-//!   acknowledged as `pending` (that goes to review instead);
+//!   acknowledged as `pending` (that goes to review instead). The clock
+//!   restarts only on a report showing the provider holds our reference, or
+//!   may from now on (`restarts_the_no_record_clock`), never on an
+//!   inconclusive one (a status check that timed out);
+//! - a provider amount below zero is no amount: it is taken as unreadable
+//!   (flagged, deciding nothing), as the connector does;
 //! - `pending`/`unknown` get a first status check per the provider's
 //!   schedule if none is due yet; settled transactions have none.
 
@@ -154,6 +159,10 @@ impl Report {
 
     pub fn from_result(event: &bus::ResultEvent) -> Result<Self, ConversionError> {
         let outcome = outcome_from_i32(event.outcome)?;
+        let (provider_amount_minor, provider_amount_unreadable) = reported_amount(
+            event.provider_amount.as_ref(),
+            &event.provider_amount_unreadable,
+        );
         let source = if event.not_found || is_status_check_event(&event.event_id) {
             Source::StatusCheck
         } else {
@@ -167,8 +176,8 @@ impl Report {
             provider_message: non_empty(&event.provider_message),
             provider_trace: non_empty(&event.provider_trace),
             serial_number: non_empty(&event.serial_number),
-            provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
-            provider_amount_unreadable: non_empty(&event.provider_amount_unreadable),
+            provider_amount_minor,
+            provider_amount_unreadable,
             contradiction: non_empty(&event.contradiction),
             bill: event.bill.clone(),
             inquiry_data: event
@@ -189,15 +198,31 @@ impl Report {
     /// never become a report (they only trigger a status check).
     pub fn from_verified_callback(event: &bus::CallbackEvent) -> Result<Self, ConversionError> {
         let outcome = outcome_from_i32(event.claimed_outcome)?;
+        let (provider_amount_minor, provider_amount_unreadable) = reported_amount(
+            event.provider_amount.as_ref(),
+            &event.provider_amount_unreadable,
+        );
         Ok(Report {
             provider_code: non_empty(&event.provider_code),
             provider_trace: non_empty(&event.provider_trace),
             serial_number: non_empty(&event.serial_number),
             raw: non_empty(&event.raw),
-            provider_amount_minor: event.provider_amount.as_ref().map(|m| m.minor),
-            provider_amount_unreadable: non_empty(&event.provider_amount_unreadable),
+            provider_amount_minor,
+            provider_amount_unreadable,
             ..Report::new(event.event_id.clone(), Source::Callback, outcome)
         })
+    }
+}
+
+/// The provider's amount an event carries, and why it could not be read if
+/// it could not: a negative amount is no amount a provider charges, so it
+/// is unreadable (flagged, deciding nothing: money-safety rule 8), as the
+/// connector's report makes it. Written, it would break
+/// `transactions_provider_amount_not_negative` on every delivery.
+fn reported_amount(amount: Option<&pb::Money>, unreadable: &str) -> (Option<i64>, Option<String>) {
+    match amount.map(|money| money.minor) {
+        Some(minor) if minor < 0 => (None, Some(format!("amount {minor} is negative"))),
+        minor => (minor, non_empty(unreadable)),
     }
 }
 
@@ -241,6 +266,9 @@ pub enum Verdict {
     Settled,
     /// An operator's decision could not apply; nothing changed.
     Refused,
+    /// PostgreSQL refuses the event's own data for good: the transaction
+    /// is parked in `needs_review` without it ([`plan_unwritable`]).
+    Unwritable,
 }
 
 impl Verdict {
@@ -254,6 +282,7 @@ impl Verdict {
             Verdict::NotFoundReview => "not_found_review",
             Verdict::Settled => "settled",
             Verdict::Refused => "refused",
+            Verdict::Unwritable => "unwritable",
         }
     }
 }
@@ -470,8 +499,9 @@ pub fn plan(
     } else if report.not_found {
         plan_not_found(&mut w, from, now, policy, &mut detail, &mut alert)
     } else {
-        // The provider knows our reference: the not-found clock restarts.
-        Writer::set(&mut w.changed, &mut w.row.not_found_since, None);
+        if restarts_the_no_record_clock(report) {
+            Writer::set(&mut w.changed, &mut w.row.not_found_since, None);
+        }
         let decision = if contradicts_no_record(row, report) {
             Decision::Conflict
         } else {
@@ -729,6 +759,20 @@ fn open_callback_claim(
     open.then_some(claim)
 }
 
+/// Whether `report` shows that the provider holds our reference, or may
+/// from now on, so "no record" must be counted afresh from the next
+/// not-found: the provider answered with a status of its own (pending,
+/// success, failed), named its own id for the transaction
+/// (`provider_trace`), or the report answers a request this delivery sent
+/// (which may reach the provider's records only now). An inconclusive
+/// answer (a status check that timed out, a reply that could not be read,
+/// a generic error code) shows none of that, and the clock runs on: else a
+/// provider that answers every other check with a timeout would keep a
+/// transaction it never received `unknown` until the review limit.
+fn restarts_the_no_record_clock(report: &Report) -> bool {
+    report.outcome != Outcome::Unknown || report.sent || report.provider_trace.is_some()
+}
+
 /// Whether `report` contradicts the row's failure for "no record at the
 /// provider" ([`NOT_FOUND_CODE`]) although it claims no final outcome: the
 /// provider holds the transaction as pending, or a request was sent whose
@@ -899,6 +943,61 @@ pub fn plan_review(
         detail: json!({ "action": "unresolved_too_long", "reason": reason }),
     };
     (next, event, reason)
+}
+
+/// What a report whose own data PostgreSQL refuses for good (`refusal`,
+/// see `apply::refused_for_good`) writes instead of itself, so that it is
+/// not retried for ever: the transaction parked in `needs_review` with the
+/// refusal as its reason, and an event naming the report, its outcome and
+/// the refusal. None of the report's provider data is written: that is what
+/// cannot be stored. A transaction already in review keeps its reason and
+/// status; the event is recorded beside them, and the alert raised alike.
+pub fn plan_unwritable(
+    row: &TransactionRow,
+    report: &Report,
+    refusal: &str,
+    now: DateTime<Utc>,
+) -> Result<Plan, PlanError> {
+    let from = status_of(row)?;
+    let reason = format!(
+        "a {} reporting {} (event {}) could not be written: PostgreSQL refused its data ({refusal})",
+        report.source.as_str().replace('_', " "),
+        report.outcome,
+        report.event_id,
+    );
+    let mut w = Writer {
+        row: row.clone(),
+        changed: false,
+    };
+    if from != TransactionStatus::NeedsReview {
+        w.park_for_review(reason.clone());
+        Writer::set(&mut w.changed, &mut w.row.next_check_at, None);
+        w.row.updated_at = now;
+    }
+    let to = w.row.status().unwrap_or(from);
+    Ok(Plan {
+        event: EventRecord {
+            source: report.source.as_str(),
+            from_status: Some(from),
+            to_status: Some(to),
+            provider_code: None,
+            detail: json!({
+                "event_id": report.event_id,
+                "outcome": report.outcome.as_str(),
+                "action": "unwritable",
+                "refused": refusal,
+                "verdict": Verdict::Unwritable.as_str(),
+                "alert": reason,
+            }),
+        },
+        from,
+        to,
+        verdict: Verdict::Unwritable,
+        changed: w.changed,
+        amount_mismatch: None,
+        next: w.row,
+        alert: Some(reason),
+    })
 }
 
 #[cfg(test)]

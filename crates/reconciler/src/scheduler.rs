@@ -272,7 +272,7 @@ impl Reconciler {
                 .kind()
                 .ok_or_else(|| format!("unreadable kind {:?}", row.kind))?;
             let provider = Provider::parse(&row.provider).map_err(|e| e.to_string())?;
-            let msg_id = row.command_msg_id(row.dispatch_count);
+            let msg_id = row.command_msg_id(sweep_dispatch_number(row));
             let subject = subjects::command(provider, kind.operation());
             let (span, trace) = scheduled_span("redispatch", row);
             let headers = lbus::headers(&msg_id, &trace, &row.id.to_string());
@@ -305,7 +305,7 @@ impl Reconciler {
                         from_status: row.status(),
                         to_status: row.status(),
                         provider_code: None,
-                        detail: json!({ "action": "redispatch", "reason": reason, "msg_id": msg_id, "dispatch_count": row.dispatch_count + 1, "first_dispatch": false }),
+                        detail: json!({ "action": "redispatch", "reason": reason, "msg_id": msg_id, "dispatch_count": sweep_dispatch_number(row), "first_dispatch": false }),
                     };
                     metrics::counter!(metric::REDISPATCHED, "reason" => reason).increment(1);
                     tracing::warn!(transaction_id = %row.id, reason, %msg_id, "re-dispatched a stuck transaction");
@@ -593,6 +593,18 @@ async fn write_planned(
         .collect();
     let events: Vec<(Uuid, &EventRecord)> = rows.iter().map(|row| row.id).zip(events).collect();
     write::write(conn, &writes, &events, &[]).await
+}
+
+/// The number the sweep dispatches `row`'s command under (its message id
+/// `cmd:<id>:<n>`), and the `dispatch_count` it records: one more than the
+/// dispatches recorded, so never 0. The ingress publishes `cmd:<id>:0` and
+/// then records its dispatch (`dispatch_count = 1`); if it died in between,
+/// the row still says 0, and a sweep under 0 would repeat the ingress's
+/// message id: dropped by JetStream as a duplicate within its window, and
+/// after it its result's id too (the connector names a result after its
+/// command), so the re-dispatch would do nothing.
+fn sweep_dispatch_number(row: &TransactionRow) -> i32 {
+    row.dispatch_count + 1
 }
 
 /// The span of work the scheduler starts on its own (a re-dispatch, a

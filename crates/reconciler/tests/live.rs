@@ -3,9 +3,10 @@
 //! conflicts park for review, unsigned callbacks only trigger a status
 //! check, the scheduler and the sweep publish what is due exactly once
 //! across replicas, `run` consumes the stream end to end, a draining `run`
-//! hands back the events it has not started, and an operator's decision
-//! settles a transaction in review once and nothing else. A missing server
-//! fails the test.
+//! hands back the events it has not started, an operator's decision
+//! settles a transaction in review once and nothing else, and a result
+//! PostgreSQL refuses for good parks its transaction instead of being
+//! retried for ever. A missing server fails the test.
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -1063,14 +1064,14 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
     }
     assert_eq!(seen.len(), 42, "40 checks and two dispatches: {seen:?}");
     assert!(
-        seen.contains_key(&format!("cmd:{never_sent}:1")),
+        seen.contains_key(&format!("cmd:{never_sent}:2")),
         "{seen:?}"
     );
     assert!(
         seen.values().all(|n| *n == 1),
         "nothing published twice: {seen:?}"
     );
-    assert!(seen.contains_key(&format!("cmd:{lost}:0")));
+    assert!(seen.contains_key(&format!("cmd:{lost}:1")));
     for id in &due {
         assert!(seen.contains_key(&format!("chk:{id}:0")));
         let row = loket_store::get(&env.pool, *id).await?.context("row")?;
@@ -1091,6 +1092,169 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
     // Nothing is due any more.
     let again = one.tick().await?;
     assert_eq!((again.checks, again.redispatched), (0, 0));
+    Ok(())
+}
+
+/// The ingress published `cmd:<id>:0` and died before recording the
+/// dispatch: the sweep's command must not reuse that message id, or
+/// JetStream drops it as a duplicate (and, after its window, the reconciler
+/// drops its result as one). Sweep dispatches are numbered from 1, one more
+/// each time.
+#[tokio::test]
+async fn a_sweep_after_the_ingress_died_before_marking_its_dispatch_is_not_a_duplicate(
+) -> Result<()> {
+    let env = env().await?;
+    let id = insert(
+        &env,
+        "received",
+        "prepaid_purchase",
+        "dispatched_at = NULL, dispatch_count = 0, created_at = now() - interval '1 minute'",
+    )
+    .await?;
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    let subject = subjects::command(
+        loket_protocol::Provider::OkeBayar,
+        loket_protocol::Operation::PrepaidPurchase,
+    );
+    loket_runtime::bus::publish_durable(
+        &env.js,
+        subject.clone(),
+        loket_runtime::bus::headers(&row.command_msg_id(0), &TraceContext::new_root(), ""),
+        row.command(true).encode_to_vec(),
+    )
+    .await?;
+    let stream = env.js.get_stream(subjects::COMMAND_STREAM).await?;
+    let reconciler = reconciler(&env);
+    let mut now = chrono::Utc::now();
+    for expected in [1, 2] {
+        assert_eq!(reconciler.sweep(now).await?, 1);
+        let last = stream.get_last_raw_message_by_subject(&subject).await?;
+        assert_eq!(
+            last.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+            Some(format!("cmd:{id}:{expected}").as_str()),
+            "the sweep's command reached the stream under a new id"
+        );
+        assert!(!bus::Command::decode(last.payload.as_ref())?.first_dispatch);
+        let row = loket_store::get(&env.pool, id).await?.context("row")?;
+        assert_eq!(row.dispatch_count, expected);
+        // Past the re-dispatch limit, with still no result.
+        now += chrono::Duration::minutes(11);
+    }
+    Ok(())
+}
+
+/// A result whose data PostgreSQL refuses for good (here a bill expiry
+/// before 4713 BC, out of `timestamptz`'s range: SQLSTATE 22008) is not
+/// left to be retried every second for ever: on its own, after its batch
+/// failed, it parks its transaction in `needs_review`, naming the refusal,
+/// in a write without the refused data, and is acked (a redelivery is a
+/// duplicate). The rest of its batch applies as usual.
+#[tokio::test]
+async fn a_result_postgresql_refuses_for_good_parks_its_transaction_instead_of_retrying(
+) -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let unwritable = |id: Uuid| {
+        let mut event = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
+        event.bill = Some(pb::BillDetails {
+            customer_name: "BUDI".into(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: -300_000_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        });
+        event.encode_to_vec()
+    };
+    let (bad, good, alone) = (
+        insert(&env, "pending", "prepaid_purchase", "").await?,
+        insert(&env, "pending", "prepaid_purchase", "").await?,
+        insert(&env, "pending", "prepaid_purchase", "").await?,
+    );
+    let good_event =
+        result_event(good, &format!("cmd:{good}:0"), pb::Outcome::Success, "000").encode_to_vec();
+    let bad_event = unwritable(bad);
+    let batch = [
+        Incoming {
+            subject: &subject,
+            payload: &bad_event,
+            trace: None,
+        },
+        Incoming {
+            subject: &subject,
+            payload: &good_event,
+            trace: None,
+        },
+    ];
+    let results = reconciler.apply_events(&batch).await;
+    assert!(
+        matches!(
+            results[0],
+            Ok(Applied::Applied {
+                to: TransactionStatus::NeedsReview,
+                ..
+            })
+        ),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(
+            results[1],
+            Ok(Applied::Applied {
+                to: TransactionStatus::Success,
+                ..
+            })
+        ),
+        "{:?}",
+        results[1]
+    );
+    // A batch of one takes the same way.
+    let alone_applied = reconciler
+        .apply_event(&subject, &unwritable(alone), &TraceContext::new_root())
+        .await;
+    assert!(
+        matches!(
+            alone_applied,
+            Ok(Applied::Applied {
+                to: TransactionStatus::NeedsReview,
+                ..
+            })
+        ),
+        "{alone_applied:?}"
+    );
+
+    for id in [bad, alone] {
+        let row = loket_store::get(&env.pool, id).await?.context("row")?;
+        assert_eq!(row.status, "needs_review");
+        assert_eq!(row.reviewed_from.as_deref(), Some("pending"));
+        let reason = row.review_reason.unwrap_or_default();
+        assert!(reason.contains("22008"), "{reason}");
+        assert_eq!((row.bill, row.expires_at), (None, None), "none of its data");
+        assert_eq!(rows_about(&env, "applied_events", id).await?, 1);
+        assert_eq!(rows_about(&env, "provider_exchanges", id).await?, 0);
+        assert_eq!(
+            count(
+                &env.pool,
+                "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 \
+                 AND detail->>'action' = 'unwritable' AND to_status = 'needs_review'",
+                id
+            )
+            .await?,
+            1
+        );
+    }
+    assert_eq!(status_of(&env.pool, good).await?, "success");
+    let again = reconciler
+        .apply_event(&subject, &bad_event, &TraceContext::new_root())
+        .await?;
+    assert_eq!(
+        again,
+        Applied::Duplicate {
+            transaction_id: Some(bad)
+        }
+    );
     Ok(())
 }
 

@@ -624,6 +624,71 @@ fn not_found_moves_received_to_unknown_and_a_later_sighting_resets_the_clock() {
     assert_eq!(found.next.not_found_since, None);
 }
 
+/// A status check that timed out (unknown, nothing sent, no provider
+/// trace) shows nothing about our reference: the "no record" clock runs on
+/// through it, and the next not-found past the grace fails the
+/// transaction. It used to restart the clock, so a provider answering
+/// every other check with a timeout kept it `unknown` for ever.
+#[test]
+fn an_inconclusive_check_between_two_not_founds_does_not_restart_the_clock() {
+    let start = t0();
+    let first = plan(&row(S::Unknown), &not_found("chk:x:0"), start, &policy()).unwrap();
+    let timed_out = Report {
+        detail: "timeout".into(),
+        ..Report::new("chk:x:1", Source::StatusCheck, Outcome::Unknown)
+    };
+    let inconclusive = plan(
+        &first.next,
+        &timed_out,
+        start + Duration::minutes(2),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(inconclusive.next.not_found_since, Some(start));
+    assert_eq!(inconclusive.next.status, "unknown");
+
+    let after = start + Duration::minutes(5) + Duration::seconds(1);
+    let failed = plan(&inconclusive.next, &not_found("chk:x:2"), after, &policy()).unwrap();
+    assert_eq!(failed.verdict, Verdict::NotFoundFailed);
+    assert_eq!(failed.next.status, "failed");
+    assert_eq!(failed.next.provider_code.as_deref(), Some(NOT_FOUND_CODE));
+}
+
+/// Which reports restart the "no record" clock: those showing the provider
+/// holds our reference (a status of its own, its own trace id for the
+/// transaction) or may from now on (a request this delivery sent); never
+/// an answer that shows none of that, with or without a generic code.
+#[test]
+fn the_no_record_clock_restarts_only_on_a_report_showing_the_provider_has_the_reference() {
+    let mut waiting = row(S::Unknown);
+    waiting.not_found_since = Some(t0());
+    let later = t0() + Duration::minutes(1);
+    let unknown = |change: fn(&mut Report)| {
+        let mut report = Report::new("chk:x:1", Source::StatusCheck, Outcome::Unknown);
+        change(&mut report);
+        report
+    };
+    let restarting = [
+        report(Outcome::Pending, "002"),
+        success("000", Some("SN-1")),
+        report(Outcome::Failed, "204"),
+        unknown(|r| r.provider_trace = Some("PROVIDER-TRX-9".into())),
+        unknown(|r| r.sent = true),
+    ];
+    for report in restarting {
+        let planned = plan(&waiting, &report, later, &policy()).unwrap();
+        assert_eq!(planned.next.not_found_since, None, "{report:?}");
+    }
+    let inconclusive = [
+        unknown(|_| ()),
+        unknown(|r| r.provider_code = Some("5001700".into())),
+    ];
+    for report in inconclusive {
+        let planned = plan(&waiting, &report, later, &policy()).unwrap();
+        assert_eq!(planned.next.not_found_since, Some(t0()), "{report:?}");
+    }
+}
+
 #[test]
 fn not_found_never_fails_a_transaction_the_provider_acknowledged_as_pending() {
     let mut pending = row(S::Pending);
@@ -740,6 +805,79 @@ fn result_events_decode_into_reports() {
         Report::from_result(&command).unwrap().source,
         Source::Result
     );
+}
+
+/// A negative provider amount in a result or a verified callback (an old
+/// or broken connector) is taken as unreadable, flagged and deciding
+/// nothing, never as an amount: written, it would break
+/// `transactions_provider_amount_not_negative` on every delivery.
+#[test]
+fn a_negative_provider_amount_is_unreadable() {
+    let negative = Some(pb::Money {
+        minor: -500,
+        currency: "IDR".into(),
+    });
+    let result = bus::ResultEvent {
+        event_id: "cmd:abc:0".into(),
+        outcome: pb::Outcome::Success as i32,
+        provider_amount: negative.clone(),
+        ..Default::default()
+    };
+    let callback = bus::CallbackEvent {
+        event_id: "cb:1".into(),
+        claimed_outcome: pb::Outcome::Success as i32,
+        verified: true,
+        provider_amount: negative,
+        ..Default::default()
+    };
+    for report in [
+        Report::from_result(&result).unwrap(),
+        Report::from_verified_callback(&callback).unwrap(),
+    ] {
+        assert_eq!(report.provider_amount_minor, None);
+        let why = report.provider_amount_unreadable.clone().unwrap();
+        assert!(why.contains("-500"), "{why}");
+        let planned = plan(&row(S::Pending), &report, t0(), &policy()).unwrap();
+        assert_eq!(planned.next.status, "success");
+        assert_eq!(planned.next.provider_amount_minor, None);
+        assert!(planned.next.amount_mismatch);
+    }
+}
+
+/// A report PostgreSQL refuses for good parks its transaction for review
+/// with a reason naming the refusal, and writes none of the report's data;
+/// a transaction already in review keeps its own reason.
+#[test]
+fn an_unwritable_report_parks_the_transaction_without_its_data() {
+    let mut unknown = row(S::Unknown);
+    unknown.next_check_at = Some(t0());
+    let report = Report {
+        provider_amount_minor: Some(-1),
+        serial_number: Some("SN-1".into()),
+        ..success("000", None)
+    };
+    let refusal = "integrity constraint violation 23514, constraint c";
+    let parked = plan_unwritable(&unknown, &report, refusal, t0()).unwrap();
+    assert_eq!(parked.verdict, Verdict::Unwritable);
+    assert_eq!(parked.next.status, "needs_review");
+    assert_eq!(parked.next.reviewed_from.as_deref(), Some("unknown"));
+    assert_eq!(parked.next.next_check_at, None);
+    let reason = parked.next.review_reason.clone().unwrap();
+    assert!(
+        reason.contains(refusal) && reason.contains("cmd:x:0"),
+        "{reason}"
+    );
+    assert_eq!(parked.alert.as_deref(), Some(reason.as_str()));
+    assert_eq!(parked.next.provider_amount_minor, None);
+    assert_eq!(parked.next.serial_number, None);
+    assert_eq!(parked.event.detail["refused"], refusal);
+
+    let mut in_review = row(S::NeedsReview);
+    in_review.review_reason = Some("earlier case".into());
+    let kept = plan_unwritable(&in_review, &report, refusal, t0()).unwrap();
+    assert!(!kept.changed);
+    assert_eq!(kept.next.review_reason.as_deref(), Some("earlier case"));
+    assert!(kept.alert.is_some());
 }
 
 #[test]
