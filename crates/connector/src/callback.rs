@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use loket_protocol::{Outcome, Provider};
 
+use crate::mask::Masker;
+
 /// One callback as it arrived.
 #[derive(Debug, Clone)]
 pub struct CallbackRequest {
@@ -37,6 +39,33 @@ pub struct ParsedCallback {
     /// A key that is equal for retries of the same callback (used as the
     /// bus de-duplication id).
     pub dedupe_key: String,
+}
+
+impl ParsedCallback {
+    /// The callback with `masker`'s secrets masked in every text it carries,
+    /// not only its raw body: the reference, trace id, status code, serial
+    /// number, why its amount was unreadable and the de-duplication key all
+    /// quote the provider, and all reach the bus and the event log. A
+    /// provider echoing one of our secrets there (or a forger writing one)
+    /// leaves it in none of them. Every parser returns its callback through
+    /// this; masking twice changes nothing.
+    pub fn masked(mut self, masker: &Masker) -> Self {
+        let texts = [
+            &mut self.provider_reference,
+            &mut self.provider_trace,
+            &mut self.provider_code,
+            &mut self.serial_number,
+            &mut self.raw_masked,
+            &mut self.dedupe_key,
+        ];
+        for text in texts
+            .into_iter()
+            .chain(self.provider_amount_unreadable.as_mut())
+        {
+            *text = masker.mask(text);
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

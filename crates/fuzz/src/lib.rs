@@ -4,23 +4,40 @@
 //! panics. Signed callbacks are signed here with keys made for the run, so
 //! the fuzzer reaches the parsing behind the signature check.
 //!
+//! The checks are public functions of their own (`check_…`), so that tests
+//! can show each one fails on the defect it is there to catch.
+//!
 //! They run twice: `make test` runs each over seed inputs and random and
 //! mutated bytes (`tests/targets.rs`, stable Rust), and the cargo-fuzz
 //! harness in `crates/fuzz/fuzz` runs them under libFuzzer for as long as
 //! one likes (nightly Rust). This crate only reads; it never does I/O.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use loket_connector::http::{self as connector_http, HttpReply, Transport};
+use loket_connector::mask::Masker;
 use loket_connector::signing::minify;
 use loket_connector::{CallbackParser, CallbackRequest, ParsedCallback};
 use loket_okebayar::wire::{self as okebayar_wire, Format};
 use loket_okebayar::OkeBayarCallbacks;
+use loket_protocol::catalogue::{self, CodeOperation};
+use loket_protocol::{Money, Outcome, Provider};
 use loket_runtime::Secret;
 
 /// A secret configured for masking; it must never come out of a parser.
 pub const CANARY: &str = "CANARY-SECRET-5150";
+
+/// A second secret, for the parser that has two: the SNAP notify parser's
+/// token key ([`CANARY`] is its client secret).
+pub const SECOND_CANARY: &str = "CANARY-TOKEN-KEY-6160";
+
+/// What a field would hold had an XML parser expanded an entity the hostile
+/// seeds declare: the start of `/etc/passwd`'s first line (an external
+/// entity), and a text that two internal entities spell only together.
+pub const ENTITY_MARKERS: [&str; 2] = ["root:", "LOKET-ENTITY-EXPANDED"];
 
 /// A fixed clock, so a run is repeatable.
 fn now() -> DateTime<Utc> {
@@ -57,40 +74,136 @@ fn check_accepted(parsed: &ParsedCallback) {
     );
 }
 
-/// [`CANARY`] is configured as a secret of the parser that made `parsed`.
-fn check_masked(parsed: &ParsedCallback) {
-    assert!(
-        !parsed.raw_masked.contains(CANARY),
-        "a configured secret survived masking: {:?}",
-        parsed.raw_masked
+/// Every text of `parsed`, each of which quotes the callback and reaches
+/// the bus or the event log (the raw body, the reference, trace id, status
+/// code, serial number, why its amount could not be read, the
+/// de-duplication key), holds none of `secrets`, the parser's configured
+/// secrets.
+pub fn check_masked(parsed: &ParsedCallback, secrets: &[&str]) {
+    let texts = [
+        ("the stored raw callback", &parsed.raw_masked),
+        ("the reference", &parsed.provider_reference),
+        ("the trace id", &parsed.provider_trace),
+        ("the status code", &parsed.provider_code),
+        ("the serial number", &parsed.serial_number),
+        ("the de-duplication key", &parsed.dedupe_key),
+    ];
+    let why_unreadable = parsed
+        .provider_amount_unreadable
+        .as_ref()
+        .map(|why| ("why the amount is unreadable", why));
+    for (what, text) in texts.into_iter().chain(why_unreadable) {
+        check_secret_free(what, text, secrets);
+    }
+}
+
+/// `text` holds none of `secrets`: not as written, and in no form the masker
+/// finds (an escape, upper or lower case), which a masking that missed one
+/// occurrence would leave behind.
+pub fn check_secret_free(what: &str, text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "{what} holds a configured secret: {text:?}"
+        );
+    }
+    assert_eq!(
+        Masker::new(secrets.iter().copied()).mask(text),
+        text,
+        "{what} holds a configured secret, escaped or in another case"
     );
 }
 
-/// An OkeBayar reply body, read as XML, as JSON and as sniffed: never a
-/// panic, never more fields than the limit, and a sniffed read equals the
-/// read in the format sniffed. Every value also goes through the time
-/// readers.
+/// Sniffing loses nothing: when a body reads in some format (`readable`),
+/// the format `sniffed` for it is one of them. Otherwise a reply the
+/// connector could read becomes unknown, and a callback is refused.
+pub fn check_sniffed(sniffed: Format, readable: &[Format]) {
+    assert!(
+        readable.is_empty() || readable.contains(&sniffed),
+        "the body was sniffed as {sniffed:?}, but only {readable:?} reads it"
+    );
+}
+
+/// No entity was expanded: none of `values` (what a parser read from
+/// `input`) holds an [`ENTITY_MARKERS`] marker that `input` does not write
+/// itself, as is or through a reference or escape (as the masker reads
+/// them).
+pub fn check_no_entity_expanded<'a>(input: &[u8], values: impl IntoIterator<Item = &'a str>) {
+    let text = String::from_utf8_lossy(input);
+    let unwritten: Vec<&str> = ENTITY_MARKERS
+        .into_iter()
+        .filter(|marker| Masker::new([*marker]).mask(&text) == text)
+        .collect();
+    if unwritten.is_empty() {
+        return;
+    }
+    for value in values {
+        for marker in &unwritten {
+            assert!(
+                !value.contains(marker),
+                "an entity was expanded: {value:?} holds {marker:?}, which the input does not write"
+            );
+        }
+    }
+}
+
+/// `money`, read from the provider's `written` amount, is exactly what it
+/// says: its whole part digit for digit (leading zeros aside), nothing but
+/// zeros after the point (a fraction is refused, never rounded away), and
+/// no sign turned into another.
+pub fn check_exact(written: &str, money: Money) {
+    let text = written.trim();
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let whole = whole.trim_start_matches('0');
+    let digits = if whole.is_empty() { "0" } else { whole };
+    assert!(
+        money.minor.to_string() == digits
+            && fraction.bytes().all(|b| b == b'0')
+            && (unsigned == text || money.minor == 0),
+        "the amount {written:?} was read as {money}"
+    );
+}
+
+/// An OkeBayar reply body, read as XML and as JSON: never a panic, never
+/// more fields than the limit, never an expanded entity, and the format the
+/// connector sniffs reads it whenever either format does. Every value also
+/// goes through the time readers.
 pub fn okebayar_reply(data: &[u8]) {
+    let mut readable = Vec::new();
     for format in [Format::Xml, Format::Json] {
         if let Ok(fields) = okebayar_wire::decode(format, data) {
             assert!(fields.len() <= okebayar_wire::MAX_FIELDS);
+            check_no_entity_expanded(data, fields.iter().map(|(_, value)| value));
             for (_, value) in fields.iter() {
                 let _ = okebayar_wire::parse_time(value);
                 let _ = okebayar_wire::parse_expiry(value, now());
             }
+            readable.push(format);
         }
     }
-    let sniffed = Format::sniff(data);
-    assert_eq!(
-        okebayar_wire::decode(sniffed, data),
-        okebayar_wire::decode(sniffed, data),
-        "decoding is deterministic"
-    );
+    check_sniffed(Format::sniff(data), &readable);
+}
+
+/// Every text a parsed callback carries into the event log and the
+/// transaction's row.
+fn stored_texts(parsed: &ParsedCallback) -> impl Iterator<Item = &str> {
+    [
+        &parsed.provider_reference,
+        &parsed.provider_trace,
+        &parsed.provider_code,
+        &parsed.serial_number,
+        &parsed.raw_masked,
+    ]
+    .into_iter()
+    .map(String::as_str)
+    .chain(parsed.provider_amount_unreadable.as_deref())
 }
 
 /// An OkeBayar callback (unsigned): the first byte picks GET with the rest
-/// as query, POST with the rest as body, or a POST form. True when accepted
-/// (so are the callback targets below).
+/// as query, POST with the rest as body, or a POST form; accepted, it is
+/// unverified, masked, and holds no expanded entity. True when accepted (so
+/// are the callback targets below).
 pub fn okebayar_callback(data: &[u8]) -> bool {
     let Some((&selector, rest)) = data.split_first() else {
         return false;
@@ -113,7 +226,8 @@ pub fn okebayar_callback(data: &[u8]) -> bool {
         return false;
     };
     check_accepted(&parsed);
-    check_masked(&parsed);
+    check_masked(&parsed, &[CANARY]);
+    check_no_entity_expanded(rest, stored_texts(&parsed));
     assert!(!parsed.verified, "an unsigned callback is never verified");
     assert_eq!(
         parser.parse(&request).as_ref(),
@@ -139,36 +253,95 @@ fn keys() -> &'static (rsa::RsaPrivateKey, String, rsa::RsaPrivateKey, String) {
     })
 }
 
-/// A SNAP notify body, signed by the issuer (mode A) so the body itself is
-/// what is tested: an accepted notify is verified and carries a status.
-pub fn snapqr_notify(data: &[u8]) -> bool {
-    let (issuer, issuer_public, _, _) = keys();
-    static PARSER: OnceLock<loket_snapqr::SnapQrCallbacks> = OnceLock::new();
-    let parser = PARSER.get_or_init(|| {
-        loket_snapqr::callback_parser(&loket_snapqr::NotifySettings {
+/// The SNAP notify parser in each notify mode, both with [`CANARY`] as the
+/// client secret and [`SECOND_CANARY`] as the token key, and an access token
+/// it granted for mode B.
+struct SnapNotify {
+    by_issuer_signature: loket_snapqr::SnapQrCallbacks,
+    by_granted_token: loket_snapqr::SnapQrCallbacks,
+    token: String,
+}
+
+fn snap_notify() -> &'static SnapNotify {
+    static SNAP_NOTIFY: OnceLock<SnapNotify> = OnceLock::new();
+    SNAP_NOTIFY.get_or_init(|| {
+        let (_, issuer_public, _, _) = keys();
+        let settings = loket_snapqr::NotifySettings {
             issuer_public_key: Secret::new(issuer_public.clone()),
+            client_secret: Secret::new(CANARY),
+            token_key: Secret::new(SECOND_CANARY),
+            issuer_client_key: "ISSUER-1".into(),
             merchant_id: "M1".into(),
             ..loket_snapqr::NotifySettings::default()
-        })
-        .expect("a notify parser")
-    });
+        };
+        let parser = |mode| {
+            loket_snapqr::callback_parser(&loket_snapqr::NotifySettings {
+                mode,
+                ..settings.clone()
+            })
+            .expect("a notify parser")
+        };
+        // A replica with the same token key accepts the tokens another
+        // granted: this one stands for the replica the issuer asked.
+        let token = loket_snapqr::b2b_token::NotifyTokens::new(
+            SECOND_CANARY.as_bytes(),
+            settings.token_ttl_secs,
+        )
+        .grant(now());
+        SnapNotify {
+            by_issuer_signature: parser(loket_snapqr::NotifyMode::Rsa),
+            by_granted_token: parser(loket_snapqr::NotifyMode::Hmac),
+            token,
+        }
+    })
+}
+
+/// A SNAP notify body, signed the way each notify mode wants (mode A:
+/// SHA256withRSA by the issuer; mode B: HMAC-SHA512 with the client secret
+/// over a token we granted), so the body itself is what is tested. Both
+/// modes read it alike (the mode decides how a notify is authenticated, not
+/// what it says); an accepted notify is verified, carries a status, and
+/// quotes neither configured secret.
+pub fn snapqr_notify(data: &[u8]) -> bool {
+    let (issuer, _, _, _) = keys();
+    let notify = snap_notify();
     let stamp = now()
         .with_timezone(&loket_snapqr::connector::wib())
         .format("%Y-%m-%dT%H:%M:%S%:z")
         .to_string();
     let path = loket_snapqr::NOTIFY_PATH;
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in loket_snapqr::callback::sign_notify_rsa(issuer, path, data, &stamp) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            headers.insert(name, value);
-        }
-    }
-    let mut request = request(http::Method::POST, None, headers, data);
-    request.path = path.into();
-    let Ok(parsed) = parser.parse_at(&request, now()) else {
+    let signed_by_issuer = loket_snapqr::callback::sign_notify_rsa(issuer, path, data, &stamp);
+    let signed_with_token = [
+        ("X-TIMESTAMP".to_string(), stamp.clone()),
+        (
+            "X-SIGNATURE".to_string(),
+            loket_snapqr::sign::hmac_signature(
+                CANARY,
+                &loket_snapqr::sign::transaction_string_to_sign(
+                    "POST",
+                    path,
+                    &notify.token,
+                    data,
+                    &stamp,
+                ),
+            ),
+        ),
+        (
+            "Authorization".to_string(),
+            format!("Bearer {}", notify.token),
+        ),
+    ];
+    let read_by_issuer_signature = notify
+        .by_issuer_signature
+        .parse_at(&notify_request(data, signed_by_issuer), now());
+    let read_by_granted_token = notify
+        .by_granted_token
+        .parse_at(&notify_request(data, signed_with_token), now());
+    assert_eq!(
+        read_by_issuer_signature, read_by_granted_token,
+        "notify modes A and B read one body differently"
+    );
+    let Ok(parsed) = read_by_issuer_signature else {
         return false;
     };
     check_accepted(&parsed);
@@ -177,7 +350,27 @@ pub fn snapqr_notify(data: &[u8]) -> bool {
         !parsed.provider_code.is_empty(),
         "accepted without a status"
     );
+    check_masked(&parsed, &[CANARY, SECOND_CANARY]);
     true
+}
+
+/// A notify POSTed to the notify path with `headers`.
+fn notify_request(
+    data: &[u8],
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> CallbackRequest {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            map.insert(name, value);
+        }
+    }
+    let mut request = request(http::Method::POST, None, map, data);
+    request.path = loket_snapqr::NOTIFY_PATH.into();
+    request
 }
 
 /// A Smilepayz callback body, signed by the platform over its own `tradeNo`
@@ -225,7 +418,7 @@ pub fn smilepayz_callback(data: &[u8]) -> bool {
         return false;
     };
     check_accepted(&parsed);
-    check_masked(&parsed);
+    check_masked(&parsed, &[CANARY]);
     // The spec's signature covers `tradeNo` and the time, not the body: an
     // inquiry must confirm what it says.
     assert!(
@@ -241,26 +434,150 @@ fn trade_no(data: &[u8]) -> Option<String> {
     loket_smilepayz::wire::text(&body, "tradeNo")
 }
 
-/// Replies from SNAP and Smilepayz, read the lenient way the connectors
-/// read them.
+/// Replies from SNAP and Smilepayz, recorded and read the way the
+/// connectors record and read them: the stored copy and every text read
+/// from a reply hold no secret; an amount is read exactly or not at all; a
+/// SNAP `responseCode` is read as written; and the classification is total
+/// and never `failed` where the reply cannot tell (money-safety rule 1),
+/// for every money-moving operation.
 pub fn json_replies(data: &[u8]) {
-    if let Ok(body) = loket_snapqr::wire::Body::parse(data) {
-        for field in [
-            "responseCode",
-            "responseMessage",
-            "referenceNo",
-            "latestTransactionStatus",
-            "paidTime",
-        ] {
-            let _ = body.str(field);
-        }
-        for field in ["amount", "refundAmount", "feeAmount"] {
-            let _ = body.amount(field);
+    let body = as_recorded(data);
+    if let Ok(body) = loket_snapqr::wire::Body::parse(&body) {
+        snapqr_reply(&body);
+    }
+    if let Ok(reply) = loket_smilepayz::wire::Reply::parse(&body) {
+        smilepayz_reply(&reply);
+    }
+}
+
+/// A reply body as a connector hands it to its parser: recorded for the
+/// audit trail with [`CANARY`] masked, and rid of [`CANARY`] as of a
+/// per-request secret (a signature, a token) the provider may echo. The
+/// stored copy holds none of it.
+fn as_recorded(data: &[u8]) -> Bytes {
+    let masker = Masker::new([CANARY]);
+    let mut exchange = loket_protocol::pb::bus::Exchange::default();
+    let reply = HttpReply {
+        status: 200,
+        content_type: "application/json".into(),
+        body: Bytes::copy_from_slice(data),
+        elapsed: Duration::ZERO,
+    };
+    let recorded = connector_http::record(&mut exchange, Ok(reply), |text| masker.mask(text));
+    check_secret_free("the stored reply", &exchange.response, &[CANARY]);
+    match connector_http::without_echoes(recorded, &masker) {
+        Transport::Reply(reply) => reply.body,
+        other => unreachable!("a reply recorded as {}", other.label()),
+    }
+}
+
+/// The operations of `provider` that move money: where reading a failure
+/// that did not happen would let a transaction be sent again.
+fn money_moving(provider: Provider) -> impl Iterator<Item = CodeOperation> {
+    catalogue::operations(provider)
+        .iter()
+        .copied()
+        .filter(|operation| operation.moves_money())
+}
+
+fn snapqr_reply(body: &loket_snapqr::wire::Body) {
+    for field in [
+        "responseCode",
+        "responseMessage",
+        "referenceNo",
+        "latestTransactionStatus",
+        "paidTime",
+    ] {
+        if let Some(text) = body.str(field) {
+            check_secret_free(field, &text, &[CANARY]);
         }
     }
-    if let Ok(reply) = loket_smilepayz::wire::Reply::parse(data) {
-        if let Some(money) = &reply.money {
-            let _ = loket_smilepayz::wire::money_from_wire(money);
+    for field in ["amount", "refundAmount", "feeAmount"] {
+        if let (Ok(Some(amount)), Ok(Some(money))) = (body.amount(field), body.money(field)) {
+            check_exact(&amount.value, money);
+        }
+    }
+    let Some(code) = body.str("responseCode") else {
+        return;
+    };
+    let Some(read) = loket_snapqr::wire::ResponseCode::parse(&code) else {
+        return;
+    };
+    assert_eq!(read.to_string(), code, "a responseCode read as another");
+    let server_error = read.http >= 500;
+    for operation in money_moving(Provider::SnapQr) {
+        if let Ok(explanation) = catalogue::explain(Provider::SnapQr, &code, Some(operation)) {
+            assert!(
+                !(server_error && explanation.outcome == Outcome::Failed),
+                "{code}, a server error, failed a {operation}"
+            );
+        }
+    }
+}
+
+/// HTTP statuses a Smilepayz creation reply is classified with.
+const HTTP_STATUSES: [u16; 7] = [200, 400, 401, 404, 500, 502, 504];
+
+fn smilepayz_reply(reply: &loket_smilepayz::wire::Reply) {
+    use loket_smilepayz::codes;
+    use loket_smilepayz::wire::OrderStatus;
+    let channel = &reply.channel;
+    for text in [
+        &reply.code,
+        &reply.response_code,
+        &reply.message,
+        &reply.order_no,
+        &reply.trade_no,
+        &reply.transaction_time,
+        &reply.remark,
+        &channel.payment_method,
+        &channel.qr_string,
+        &channel.va_number,
+        &channel.payment_url,
+        &channel.cash_account,
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+    .chain(reply.status.as_ref().map(OrderStatus::as_str))
+    {
+        check_secret_free("a text of the reply", text, &[CANARY]);
+    }
+    if let Some(money) = &reply.money {
+        if let Ok(read) = loket_smilepayz::wire::money_from_wire(money) {
+            let written = match &money["amount"] {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            check_exact(&written, read);
+        }
+    }
+    let has_status = reply
+        .status
+        .as_ref()
+        .is_some_and(|status| !matches!(status, OrderStatus::Unknown(_)));
+    for operation in money_moving(Provider::Smilepayz) {
+        for http in HTTP_STATUSES {
+            let outcome = codes::classify_create(reply, operation, http).outcome;
+            let why = format!("a {operation} creation reply on HTTP {http} read as {outcome:?}");
+            assert_ne!(
+                outcome,
+                Outcome::Success,
+                "{why}: only an inquiry or a callback decides"
+            );
+            if reply.classification_code().is_none() {
+                assert_eq!(outcome, Outcome::Unknown, "{why} without a code");
+            }
+            if http >= 500 {
+                assert_ne!(outcome, Outcome::Failed, "{why}");
+            }
+        }
+        if !reply.is_success() || !has_status {
+            assert_eq!(
+                codes::classify_inquiry(reply, operation).outcome,
+                Outcome::Unknown,
+                "an inquiry not answered, or answered without a known status, decided a {operation}"
+            );
         }
     }
 }

@@ -101,7 +101,8 @@ impl OkeBayarCallbacks {
             provider_amount_unreadable: None,
             raw_masked,
             dedupe_key: dedupe_key(reference, status, tracecode, serial),
-        })
+        }
+        .masked(&self.masker))
     }
 }
 

@@ -44,13 +44,22 @@ impl Format {
         }
     }
 
-    /// Guesses the format of a body: JSON objects start with `{` followed by
-    /// a quote or `}`; the doc-literal `{ <transaction>… }` is XML.
+    /// Guesses the format of a body: a JSON object starts with `{` (after
+    /// any whitespace) not followed by `<`; the doc-literal
+    /// `{ <transaction>… }` is XML, and so is anything else. The whitespace
+    /// is skipped however long it runs (the body's size is bounded before it
+    /// gets here): a reply padded beyond some fixed look-ahead must not be
+    /// read in the format that cannot read it.
     pub fn sniff(body: &[u8]) -> Format {
-        let text = String::from_utf8_lossy(&body[..body.len().min(64)]);
-        let trimmed = text.trim_start();
-        match trimmed.strip_prefix('{') {
-            Some(rest) if !rest.trim_start().starts_with('<') => Format::Json,
+        fn after_whitespace(bytes: &[u8]) -> &[u8] {
+            let start = bytes
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(bytes.len());
+            &bytes[start..]
+        }
+        match after_whitespace(body).split_first() {
+            Some((b'{', rest)) if !after_whitespace(rest).starts_with(b"<") => Format::Json,
             _ => Format::Xml,
         }
     }
@@ -615,6 +624,24 @@ mod tests {
         assert_eq!(fields.get("a"), Some("1"));
         assert_eq!(Format::sniff(b"{ <transaction>"), Format::Xml);
         assert_eq!(Format::sniff(b" {\"a\":1}"), Format::Json);
+    }
+
+    /// Guards the sniff's look-ahead: whitespace of any length before a
+    /// JSON object, or between a doc-literal's brace and its XML, leaves
+    /// the body read in the format that can read it (a 64-byte look-ahead
+    /// read the first as XML, the second as JSON: a reply turned unknown,
+    /// a callback refused).
+    #[test]
+    fn a_body_is_sniffed_past_whitespace_of_any_length() {
+        let padding = " \r\n\t".repeat(50);
+        let json = format!("{padding}{{{padding}\"responsecode\":\"000\"}}");
+        assert_eq!(Format::sniff(json.as_bytes()), Format::Json);
+        assert!(decode(Format::sniff(json.as_bytes()), json.as_bytes()).is_ok());
+        let literal = format!("{{{padding}<transaction><a>1</a></transaction> }}");
+        assert_eq!(Format::sniff(literal.as_bytes()), Format::Xml);
+        assert!(decode(Format::sniff(literal.as_bytes()), literal.as_bytes()).is_ok());
+        assert_eq!(Format::sniff(padding.as_bytes()), Format::Xml);
+        assert_eq!(Format::sniff(b""), Format::Xml);
     }
 
     #[test]

@@ -165,7 +165,8 @@ impl SmilepayzCallbacks {
             provider_amount_unreadable: None,
             raw_masked: self.masker.mask(&raw),
             dedupe_key,
-        })
+        }
+        .masked(&self.masker))
     }
 }
 

@@ -259,7 +259,8 @@ impl SnapQrCallbacks {
             Ok(amount) => (amount, None),
             Err(error) => (
                 None,
-                Some(clip(&format!("amount: {error}"), 200).to_string()),
+                // Masked before it is cut, so no part of a secret is left.
+                Some(clip(&self.masker.mask(&format!("amount: {error}")), 200).to_string()),
             ),
         };
         let claimed_outcome = match catalogue::explain_qr_status(&status) {
@@ -278,7 +279,8 @@ impl SnapQrCallbacks {
             provider_amount,
             provider_amount_unreadable,
             raw_masked: self.masker.mask(&String::from_utf8_lossy(raw)),
-        })
+        }
+        .masked(&self.masker))
     }
 
     /// Our `/{version}/access-token/b2b` in notify mode B (spec §4.3): the
