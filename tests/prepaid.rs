@@ -185,26 +185,15 @@ async fn pending_then_callbacks_then_success() {
     })
     .await;
     let mut client = app.client_a().await;
-    let txn = bought(
-        &mut client,
-        purchase("pending-002", "PULSA10", &scenario("002"), 0),
-    )
-    .await;
-    let row = app
-        .wait_for_status(&txn.id, "success", Duration::from_secs(15))
-        .await;
+    let (txn, events) = settled_by_callbacks(&app, &mut client, "pending-002").await;
+    let row = app.row(&txn.id).await;
     assert_eq!(row.provider_code.as_deref(), Some("000"));
     assert!(row.serial_number.is_some());
-    let events = app.events(&txn.id).await;
     assert!(
         events
             .iter()
             .any(|(_, _, to)| to.as_deref() == Some("pending")),
         "went through pending: {events:?}"
-    );
-    assert!(
-        events.iter().any(|(source, _, _)| source == "callback"),
-        "callbacks were received: {events:?}"
     );
     // Unsigned callbacks are confirmed by a status check before the state moves.
     assert!(app.sim.requests_for(&txn.provider_reference).status_checks >= 1);
@@ -254,20 +243,7 @@ async fn json_mode_purchase_and_callbacks_work_end_to_end() {
         Some(10_500),
         "`10500.00` as a JSON number, exactly"
     );
-    let pending = bought(
-        &mut client,
-        purchase("json-2", "PULSA10", &scenario("002"), 0),
-    )
-    .await;
-    app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
-        .await;
-    assert!(
-        app.events(&pending.id)
-            .await
-            .iter()
-            .any(|(source, _, _)| source == "callback"),
-        "JSON callbacks were received"
-    );
+    let (pending, _) = settled_by_callbacks(&app, &mut client, "json-2").await;
     assert!(
         app.sim
             .callbacks_for(&pending.provider_reference)
@@ -331,20 +307,7 @@ async fn a_numeric_pin_reaches_no_log_row_or_message() {
         pb::TransactionStatus::Failed,
         "{refused:?}"
     );
-    let pending = bought(
-        &mut client,
-        purchase("numeric-pin-002", "PULSA10", &scenario("002"), 0),
-    )
-    .await;
-    app.wait_for_status(&pending.id, "success", Duration::from_secs(15))
-        .await;
-    assert!(
-        app.events(&pending.id)
-            .await
-            .iter()
-            .any(|(source, _, _)| source == "callback"),
-        "settled through the callbacks"
-    );
+    let (pending, _) = settled_by_callbacks(&app, &mut client, "numeric-pin-002").await;
 
     let canaries = Canaries::of(&app);
     assert!(
@@ -357,4 +320,26 @@ async fn a_numeric_pin_reaches_no_log_row_or_message() {
     let checked = assert_no_secret_leaked(&app, &ids, "", &canaries).await;
     eprintln!("numeric PIN: {checked:?}");
     app.assert_services_alive();
+}
+
+/// Buys under the simulator's "002: pending, then callbacks" scenario and
+/// waits until the transaction is `success` with a callback among its
+/// events; returns it and its events.
+async fn settled_by_callbacks(
+    app: &TestApp,
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+) -> (
+    pb::Transaction,
+    Vec<(String, Option<String>, Option<String>)>,
+) {
+    let txn = bought(client, purchase(client_ref, "PULSA10", &scenario("002"), 0)).await;
+    app.wait_for_status(&txn.id, "success", Duration::from_secs(15))
+        .await;
+    let events = app.events(&txn.id).await;
+    assert!(
+        events.iter().any(|(source, _, _)| source == "callback"),
+        "callbacks were received: {events:?}"
+    );
+    (txn, events)
 }
