@@ -48,7 +48,9 @@ impl ParsedCallback {
     /// quote the provider, and all reach the bus and the event log. A
     /// provider echoing one of our secrets there (or a forger writing one)
     /// leaves it in none of them. Every parser returns its callback through
-    /// this; masking twice changes nothing.
+    /// this, the raw body included: `raw_masked` holds the secrets `masker`
+    /// knows only until this call (a parser may first mask what only the
+    /// body itself reveals, as OkeBayar's PIN field).
     pub fn masked(mut self, masker: &Masker) -> Self {
         let texts = [
             &mut self.provider_reference,

@@ -89,7 +89,9 @@ impl OkeBayarCallbacks {
             .iter()
             .filter_map(|name| fields.non_empty(name))
             .collect();
-        let raw_masked = self.masker.mask(&Masker::new(secrets).mask(&raw));
+        // The body's own PIN and signature here; the configured secrets,
+        // in it and the other texts, by `masked` below.
+        let raw_masked = Masker::new(secrets).mask(&raw);
         Ok(ParsedCallback {
             provider_reference: reference.to_string(),
             provider_trace: tracecode.to_string(),

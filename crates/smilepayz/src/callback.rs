@@ -163,7 +163,8 @@ impl SmilepayzCallbacks {
             // Unverified: only the inquiry's amount counts.
             provider_amount: None,
             provider_amount_unreadable: None,
-            raw_masked: self.masker.mask(&raw),
+            // Masked with the other texts just below.
+            raw_masked: raw.into_owned(),
             dedupe_key,
         }
         .masked(&self.masker))

@@ -278,7 +278,8 @@ impl SnapQrCallbacks {
             verified: true,
             provider_amount,
             provider_amount_unreadable,
-            raw_masked: self.masker.mask(&String::from_utf8_lossy(raw)),
+            // Masked with the other texts just below.
+            raw_masked: String::from_utf8_lossy(raw).into_owned(),
         }
         .masked(&self.masker))
     }
