@@ -55,6 +55,15 @@ async fn open_watch(
         .into_inner())
 }
 
+/// The transaction `key`'s purchase `request` answers with.
+async fn bought(
+    api: &mut LoketClient<Channel>,
+    key: &str,
+    request: pb::PurchaseRequest,
+) -> Result<pb::Transaction, tonic::Status> {
+    Ok(api.purchase(with_key(key, request)).await?.into_inner())
+}
+
 fn purchase(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::PurchaseRequest {
     pb::PurchaseRequest {
         client_ref: client_ref.into(),
@@ -256,13 +265,12 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
 
     // --- a purchase: inserted, dispatched once, recorded
     let before = stream_messages(&js).await;
-    let first = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("r1", "PULSA10", "081234567890", 0),
-        ))
-        .await?
-        .into_inner();
+    let first = bought(
+        &mut api,
+        KEY_A,
+        purchase("r1", "PULSA10", "081234567890", 0),
+    )
+    .await?;
     assert_eq!(first.status, pb::TransactionStatus::Received as i32);
     assert_eq!(first.kind, pb::TransactionKind::PrepaidPurchase as i32);
     assert_eq!(first.amount.as_ref().map(|m| m.minor), Some(10_500));
@@ -300,13 +308,12 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     assert!(dispatched, "dispatched_at never recorded");
 
     // --- idempotency
-    let again = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("r1", "PULSA10", "081234567890", 0),
-        ))
-        .await?
-        .into_inner();
+    let again = bought(
+        &mut api,
+        KEY_A,
+        purchase("r1", "PULSA10", "081234567890", 0),
+    )
+    .await?;
     assert_eq!(again.id, first.id);
     assert_eq!(
         stream_messages(&js).await,
@@ -386,13 +393,12 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         })
     };
     let started = std::time::Instant::now();
-    let waited = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("r-wait", "PULSA10", "081211111111", 10_000),
-        ))
-        .await?
-        .into_inner();
+    let waited = bought(
+        &mut api,
+        KEY_A,
+        purchase("r-wait", "PULSA10", "081211111111", 10_000),
+    )
+    .await?;
     reconciler.await?;
     assert_eq!(waited.status, pb::TransactionStatus::Success as i32);
     assert_eq!(waited.serial_number, "SN-1");
@@ -435,13 +441,12 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
             .unwrap();
         })
     };
-    let unannounced = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("r-update-lost", "PULSA10", "081244444444", 1_000),
-        ))
-        .await?
-        .into_inner();
+    let unannounced = bought(
+        &mut api,
+        KEY_A,
+        purchase("r-update-lost", "PULSA10", "081244444444", 1_000),
+    )
+    .await?;
     silent.await?;
     assert_eq!(
         (unannounced.status, unannounced.serial_number.as_str()),
@@ -464,13 +469,12 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
             announce(&nats, row.client_id, &update).await;
         })
     };
-    let seen_settled = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("r-seen-settled", "PULSA10", "081233333333", 10_000),
-        ))
-        .await?
-        .into_inner();
+    let seen_settled = bought(
+        &mut api,
+        KEY_A,
+        purchase("r-seen-settled", "PULSA10", "081233333333", 10_000),
+    )
+    .await?;
     announcer.await?;
     assert_eq!(seen_settled.status, pb::TransactionStatus::Success as i32);
     let dispatched_at = |id: Uuid| {
@@ -1312,13 +1316,12 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
     // Only QR payments, only the caller's.
     let status = api.qr_query(query(KEY_B, &paid.id, 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let pulsa = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("p-1", "PULSA10", "081234567890", 0),
-        ))
-        .await?
-        .into_inner();
+    let pulsa = bought(
+        &mut api,
+        KEY_A,
+        purchase("p-1", "PULSA10", "081234567890", 0),
+    )
+    .await?;
     let status = api.qr_query(query(KEY_A, &pulsa.id, 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("not a QR payment"));
@@ -1894,13 +1897,12 @@ async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyho
 async fn a_watch_ends_once_its_key_is_disabled() -> anyhow::Result<()> {
     let app = App::start_with(None, |settings| settings.auth_cache_ttl_ms = 200).await?;
     let mut api = app.api.clone();
-    let bought = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("revoked", "PULSA10", "081234567890", 0),
-        ))
-        .await?
-        .into_inner();
+    let bought = bought(
+        &mut api,
+        KEY_A,
+        purchase("revoked", "PULSA10", "081234567890", 0),
+    )
+    .await?;
     let mut watch = open_watch(&mut api, KEY_A, &bought.id).await?;
     let current = tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await??
@@ -1941,13 +1943,12 @@ async fn a_watch_open_while_the_ingress_loses_the_bus_ends_with_unavailable() ->
 {
     let app = App::start().await?;
     let mut api = app.api.clone();
-    let bought = api
-        .purchase(with_key(
-            KEY_A,
-            purchase("gap", "PULSA10", "081234567890", 0),
-        ))
-        .await?
-        .into_inner();
+    let bought = bought(
+        &mut api,
+        KEY_A,
+        purchase("gap", "PULSA10", "081234567890", 0),
+    )
+    .await?;
     let mut watch = open_watch(&mut api, KEY_A, "").await?;
 
     // The ingress loses the bus for a moment; meanwhile the purchase succeeds.
