@@ -1143,6 +1143,21 @@ async fn a_sweep_after_the_ingress_died_before_marking_its_dispatch_is_not_a_dup
     Ok(())
 }
 
+/// A success result for `id` whose data PostgreSQL refuses for good: a bill
+/// expiry before 4713 BC, out of `timestamptz`'s range (SQLSTATE 22008).
+fn unwritable_result(id: Uuid) -> Vec<u8> {
+    let mut event = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
+    event.bill = Some(pb::BillDetails {
+        customer_name: "BUDI".into(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: -300_000_000_000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    event.encode_to_vec()
+}
+
 /// A result whose data PostgreSQL refuses for good (here a bill expiry
 /// before 4713 BC, out of `timestamptz`'s range: SQLSTATE 22008) is not
 /// left to be retried every second for ever: on its own, after its batch
@@ -1155,18 +1170,7 @@ async fn a_result_postgresql_refuses_for_good_parks_its_transaction_instead_of_r
     let env = env().await?;
     let reconciler = reconciler(&env);
     let subject = subjects::result(loket_protocol::Provider::OkeBayar);
-    let unwritable = |id: Uuid| {
-        let mut event = result_event(id, &format!("cmd:{id}:0"), pb::Outcome::Success, "000");
-        event.bill = Some(pb::BillDetails {
-            customer_name: "BUDI".into(),
-            expires_at: Some(prost_types::Timestamp {
-                seconds: -300_000_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
-        });
-        event.encode_to_vec()
-    };
+    let unwritable = unwritable_result;
     let (bad, good, alone) = (
         insert(&env, "pending", "prepaid_purchase", "").await?,
         insert(&env, "pending", "prepaid_purchase", "").await?,
@@ -1254,6 +1258,53 @@ async fn a_result_postgresql_refuses_for_good_parks_its_transaction_instead_of_r
         Applied::Duplicate {
             transaction_id: Some(bad)
         }
+    );
+    Ok(())
+}
+
+/// Should PostgreSQL refuse the park too (here a trigger refuses to move
+/// this one transaction to `needs_review`, SQLSTATE 23514), the event is
+/// given up, [`ApplyError::Unwritable`] naming both refusals (the consumer
+/// terminates it with an ALERT), rather than retried every second for
+/// ever; and nothing of it is written: the row stays as it was, the event
+/// unclaimed, the history without it.
+#[tokio::test]
+async fn a_result_whose_park_is_refused_too_is_given_up_naming_both_refusals() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let id = insert(&env, "pending", "prepaid_purchase", "").await?;
+    sqlx::query(
+        "CREATE FUNCTION refuse_the_park() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'no park for this one' USING ERRCODE = '23514'; END $$",
+    )
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(&format!(
+        "CREATE TRIGGER refuse_the_park BEFORE UPDATE ON transactions FOR EACH ROW \
+         WHEN (NEW.id = '{id}' AND NEW.status = 'needs_review') EXECUTE FUNCTION refuse_the_park()"
+    ))
+    .execute(&env.pool)
+    .await?;
+    let events_before = rows_about(&env, "transaction_events", id).await?;
+
+    let applied = reconciler
+        .apply_event(&subject, &unwritable_result(id), &TraceContext::new_root())
+        .await;
+    match &applied {
+        Err(ApplyError::Unwritable { refusal, park }) => {
+            assert!(refusal.contains("22008"), "{refusal}");
+            assert!(park.contains("no park for this one"), "{park}");
+        }
+        other => panic!("expected the event given up as unwritable, got {other:?}"),
+    }
+    let row = loket_store::get(&env.pool, id).await?.context("row")?;
+    assert_eq!(row.status, "pending");
+    assert_eq!((row.review_reason, row.bill), (None, None));
+    assert_eq!(rows_about(&env, "applied_events", id).await?, 0);
+    assert_eq!(
+        rows_about(&env, "transaction_events", id).await?,
+        events_before
     );
     Ok(())
 }
