@@ -8,7 +8,9 @@
 //! client holding connections open would use up the process's file
 //! descriptors, and with them the service's NATS, PostgreSQL and gRPC
 //! sockets. Graceful: on `stop` it closes the port and waits (bounded) for
-//! open requests to finish.
+//! open requests to finish. The provider simulators serve through it too,
+//! each connection wrapped first ([`serve_wrapping`]) so a scenario can reset
+//! it.
 
 use crate::Shutdown;
 use axum::extract::ConnectInfo;
@@ -16,10 +18,11 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
@@ -67,7 +70,27 @@ pub struct Port {
 }
 
 /// Serves `app` on `listener` until `stop`, then closes the port and drains.
+/// Handlers see the peer address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(listener: TcpListener, app: Router, port: Port, stop: Shutdown) {
+    serve_wrapping(listener, app, port, stop, |stream, peer| (stream, peer)).await;
+}
+
+/// [`serve`], with each connection the port admits passed through `wrap`
+/// before HTTP is spoken on it: `wrap` returns the stream to serve and what
+/// every request on that connection carries as [`ConnectInfo`] instead of
+/// the bare peer address. The simulators wrap each connection in a switch
+/// that resets it, for the "connection reset after the provider committed"
+/// scenarios.
+pub async fn serve_wrapping<Io, Info>(
+    listener: TcpListener,
+    app: Router,
+    port: Port,
+    stop: Shutdown,
+    wrap: impl Fn(TcpStream, SocketAddr) -> (Io, Info),
+) where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Info: Clone + Send + Sync + 'static,
+{
     let Port {
         name,
         limits,
@@ -107,9 +130,10 @@ pub async fn serve(listener: TcpListener, app: Router, port: Port, stop: Shutdow
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let (stream, info) = wrap(stream, peer);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(ConnectInfo(info.clone()));
             app.clone().oneshot(request)
         });
         let mut builder = hyper::server::conn::http1::Builder::new();

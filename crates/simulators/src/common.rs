@@ -1,9 +1,11 @@
-//! Provider-neutral pieces every simulator shares: the HTTP server with a
-//! per-connection kill switch (to reproduce "connection reset after the
-//! provider committed"), bounded body reading, the bounded memory every
-//! per-reference record lives in (`RecentMap`), per-reference request
-//! counting, the `/_sim/…/{reference}` introspection routes, and the
-//! callback sender that records every delivery attempt.
+//! Provider-neutral pieces every simulator shares: the HTTP server
+//! (`loket-runtime`'s accept loop, so a connection that never sends its
+//! request head is closed, open connections are capped and a stop ends
+//! within a grace period) with a per-connection kill switch (to reproduce
+//! "connection reset after the provider committed"), bounded body reading,
+//! the bounded memory every per-reference record lives in (`RecentMap`),
+//! per-reference request counting, the `/_sim/…/{reference}` introspection
+//! routes, and the callback sender that records every delivery attempt.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
@@ -17,9 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::serve::{IncomingStream, Listener};
+use axum::extract::connect_info::ConnectInfo;
 use axum::Router;
+use loket_runtime::http_server::{self, ConnectionMetrics, Limits, Port};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -62,64 +64,25 @@ impl ConnInfo {
     }
 }
 
-/// A TCP listener whose connections carry a [`ConnInfo`].
-pub struct SimListener {
-    inner: TcpListener,
-}
-
-impl SimListener {
-    pub fn new(inner: TcpListener) -> Self {
-        SimListener { inner }
-    }
-}
-
-impl Listener for SimListener {
-    type Io = KillableStream;
-    type Addr = ConnInfo;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let kill = Arc::new(AtomicBool::new(false));
-                    let info = ConnInfo {
-                        peer,
-                        kill: kill.clone(),
-                    };
-                    return (
-                        KillableStream {
-                            inner: stream,
-                            kill,
-                        },
-                        info,
-                    );
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(%error, "simulator accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(ConnInfo {
-            peer: self.inner.local_addr()?,
-            kill: Arc::new(AtomicBool::new(false)),
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, SimListener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, SimListener>) -> Self {
-        stream.remote_addr().clone()
-    }
+/// Gives an accepted connection its kill switch: the stream to serve, and
+/// the [`ConnInfo`] its requests carry.
+fn killable(stream: TcpStream, peer: SocketAddr) -> (KillableStream, ConnInfo) {
+    let kill = Arc::new(AtomicBool::new(false));
+    let info = ConnInfo {
+        peer,
+        kill: kill.clone(),
+    };
+    (
+        KillableStream {
+            inner: stream,
+            kill,
+        },
+        info,
+    )
 }
 
 /// A TCP stream that errors on write once its connection was aborted.
-pub struct KillableStream {
+struct KillableStream {
     inner: TcpStream,
     kill: Arc<AtomicBool>,
 }
@@ -181,8 +144,26 @@ impl AsyncWrite for KillableStream {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then drains the
-/// requests in flight.
+/// A simulator port's connection limits unless `loket-sim`'s settings
+/// change them ([`crate::service::Settings`]). A simulator stands in for a
+/// provider under load tests, so the cap is far above what a load test opens
+/// (a connector keeps at most 256 idle connections to a host) and one
+/// source, the load generator's machine, may hold all of it; it only bounds
+/// the file descriptors a runaway client can take. 5 s to send a request
+/// head, which also closes a kept-alive connection left idle that long (a
+/// connector's pool then opens a new one). 10 s for the requests in flight
+/// at a stop, as a loket service's drain.
+pub const DEFAULT_CONNECTION_LIMITS: Limits = Limits {
+    header_read_timeout: Duration::from_secs(5),
+    max_connections: 4_096,
+    max_connections_per_source: 4_096,
+    max_header_bytes: 16 * 1024,
+    drain_grace: Duration::from_secs(10),
+};
+
+/// Serves `router` on `listener` with [`DEFAULT_CONNECTION_LIMITS`] until
+/// `shutdown` fires, then drains the requests in flight for at most the
+/// limits' drain grace.
 ///
 /// `background` is the simulator's own stop signal (pending callbacks,
 /// settle timers); it fires together with `shutdown`.
@@ -192,18 +173,41 @@ pub async fn serve(
     shutdown: loket_runtime::Shutdown,
     background: loket_runtime::Shutdown,
 ) {
+    serve_limited(
+        router,
+        listener,
+        DEFAULT_CONNECTION_LIMITS,
+        shutdown,
+        background,
+    )
+    .await;
+}
+
+/// [`serve`] with the connection `limits` given (`loket-sim` takes them from
+/// its settings). Every connection carries a [`ConnInfo`], so a scenario can
+/// reset it and an IP allow-list sees its peer.
+pub async fn serve_limited(
+    router: Router,
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: loket_runtime::Shutdown,
+    background: loket_runtime::Shutdown,
+) {
     let linked = shutdown.clone();
     tokio::spawn(async move {
         linked.wait().await;
         background.trigger();
     });
-    let app = router.into_make_service_with_connect_info::<ConnInfo>();
-    let result = axum::serve(SimListener::new(listener), app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "simulator server stopped");
-    }
+    let port = Port {
+        name: "simulator",
+        limits,
+        admit: http_server::admit_all(),
+        metrics: ConnectionMetrics {
+            refused: crate::metrics::CONNECTIONS_REFUSED_TOTAL,
+            open: crate::metrics::CONNECTIONS_OPEN,
+        },
+    };
+    http_server::serve_wrapping(listener, router, port, shutdown, killable).await;
 }
 
 /// Serves `router` on a fresh loopback port for as long as the process runs
@@ -876,6 +880,15 @@ pub struct CallbackLog {
     pub labels: Vec<String>,
 }
 
+/// Builds the headers of one attempt of a signed callback when that attempt
+/// is made. A receiver holds a callback's X-TIMESTAMP to a window of
+/// minutes, the signature covers that timestamp, and a message id (SNAP's
+/// X-EXTERNAL-ID) names one message: so every attempt, a retry minutes later
+/// included, is stamped, signed and numbered afresh, never sent with the
+/// first attempt's headers. Every simulator's callback sender takes the
+/// headers of a signed callback this way.
+pub type AttemptHeaders<'a> = dyn Fn() -> Vec<(String, String)> + Send + Sync + 'a;
+
 /// Sends callbacks with bounded retries and records every attempt (for the
 /// `remembered` most recent references).
 #[derive(Debug)]
@@ -922,15 +935,16 @@ impl CallbackSender {
     /// Delivers one callback: retries a connection error or a non-2xx answer
     /// up to the configured attempts. Returns the last HTTP status, if any.
     pub async fn deliver(&self, callback: OutgoingCallback) -> Option<u16> {
-        self.deliver_with_headers(callback, &[]).await
+        self.deliver_signed(callback, &Vec::new).await
     }
 
-    /// [`deliver`](Self::deliver) with extra request headers (signed
-    /// callbacks: timestamp and signature headers).
-    pub async fn deliver_with_headers(
+    /// [`deliver`](Self::deliver) with the extra request headers
+    /// `attempt_headers` builds for each attempt (a signed callback's
+    /// timestamp, signature and message id, see [`AttemptHeaders`]).
+    pub async fn deliver_signed(
         &self,
         callback: OutgoingCallback,
-        headers: &[(String, String)],
+        attempt_headers: &AttemptHeaders<'_>,
     ) -> Option<u16> {
         let reference: Arc<str> = callback.reference.as_str().into();
         {
@@ -949,9 +963,11 @@ impl CallbackSender {
                     .header(reqwest::header::CONTENT_TYPE, callback.content_type)
                     .body(callback.body.clone()),
             };
-            let request = headers.iter().fold(request, |request, (name, value)| {
-                request.header(name, value)
-            });
+            let request = attempt_headers()
+                .into_iter()
+                .fold(request, |request, (name, value)| {
+                    request.header(name, value)
+                });
             let result = request.send().await;
             let (status, error) = match result {
                 Ok(response) => (Some(response.status().as_u16()), None),

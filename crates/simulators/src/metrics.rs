@@ -10,3 +10,10 @@ pub const CALLBACK_ATTEMPTS_TOTAL: &str = "loket_sim_callback_attempts_total";
 /// `payments`, `issued_qrs`, `external_ids`, `requests`, `callbacks`). One
 /// forgotten purchase usually counts once in each record that held it.
 pub const FORGOTTEN_REFERENCES_TOTAL: &str = "loket_sim_forgotten_references_total";
+/// Connections a simulator's port closed at accept because it held
+/// `max_connections`, labelled `reason` (`full`), summed over the process's
+/// simulators.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "loket_sim_connections_refused_total";
+/// Open connections to the simulators' ports, summed over the process's
+/// simulators.
+pub const CONNECTIONS_OPEN: &str = "loket_sim_connections_open";

@@ -891,6 +891,142 @@ async fn postpaid_inquiry_payment_and_401_402_403_405() {
     assert_eq!(missing.get("responsecode"), Some("400"));
 }
 
+/// Spec §7 `401` "already paid", §8.5 "`401` paid twice": the biller sells
+/// one bill once, whatever inquiry its payment names. Once a customer's bill
+/// is paid, a new inquiry for it answers `401`, and so does the payment of
+/// another handle for it (both used to answer `000`, and the deposit was
+/// debited twice). What makes one bill: a BPJS period (`accnumber3`) is a
+/// bill of its own and its payer's phone (`accnumber2`) is not part of it; a
+/// PSTN number (`accnumber2` under the area code in `accnumber1`) is a bill
+/// of its own.
+#[tokio::test]
+async fn a_paid_bill_cannot_be_paid_again_through_a_new_inquiry() {
+    let h = start(settings()).await;
+    let account = "531234567890";
+    let inquiry = h.send(&bill_inquiry("twice-inq-1", account)).await;
+    let other_handle = h.send(&bill_inquiry("twice-inq-2", account)).await;
+    let paid = h
+        .send(&bill_payment("twice-pay-1", &inquiry, "150000"))
+        .await;
+    assert_eq!(paid.get("responsecode"), Some("000"));
+    let again = h.send(&bill_inquiry("twice-inq-3", account)).await;
+    assert_eq!(again.get("responsecode"), Some("401"));
+    assert_eq!(again.get("inquirycode"), Some(""), "no handle to pay");
+    let through_other_handle = h
+        .send(&bill_payment("twice-pay-2", &other_handle, "150000"))
+        .await;
+    assert_eq!(through_other_handle.get("responsecode"), Some("401"));
+    assert_eq!(h.sim.balance(), 1_000_000 - 152_500, "debited once");
+
+    let bpjs = |reference: &str, payer: &str, months: &str| {
+        with(
+            with(bill_inquiry(reference, "888880123456"), "accnumber2", payer),
+            "accnumber3",
+            months,
+        )
+    };
+    let three_months = h.send(&bpjs("bpjs-inq-3", "", "3")).await;
+    let payment = with(
+        with(
+            bill_payment("bpjs-pay-3", &three_months, "150000"),
+            "accnumber2",
+            "081299990000",
+        ),
+        "accnumber3",
+        "3",
+    );
+    assert_eq!(h.send(&payment).await.get("responsecode"), Some("000"));
+    let same_period = h.send(&bpjs("bpjs-inq-3b", "081277770000", "3")).await;
+    assert_eq!(same_period.get("responsecode"), Some("401"));
+    let next_period = h.send(&bpjs("bpjs-inq-4", "", "4")).await;
+    assert_eq!(next_period.get("responsecode"), Some("000"));
+
+    let pstn = |request: Vec<(String, String)>, number: &str| {
+        with(with(request, "productcode", "TELKOM"), "accnumber2", number)
+    };
+    let line = h
+        .send(&pstn(bill_inquiry("pstn-inq-1", "021"), "5550001"))
+        .await;
+    let payment = pstn(bill_payment("pstn-pay-1", &line, "150000"), "5550001");
+    assert_eq!(h.send(&payment).await.get("responsecode"), Some("000"));
+    let same_line = h
+        .send(&pstn(bill_inquiry("pstn-inq-1b", "021"), "5550001"))
+        .await;
+    assert_eq!(same_line.get("responsecode"), Some("401"));
+    let other_line = h
+        .send(&pstn(bill_inquiry("pstn-inq-2", "021"), "5550002"))
+        .await;
+    assert_eq!(other_line.get("responsecode"), Some("000"));
+    assert_eq!(h.sim.balance(), 1_000_000 - 3 * 152_500);
+}
+
+/// A bill is paid from the moment its payment is taken, not once it
+/// succeeds: while that payment is pending, a new inquiry answers `401`.
+/// When the payment ends in a failure (deposit refunded) the bill is due
+/// again, and a new inquiry and payment for it are taken.
+#[tokio::test]
+async fn a_bill_stays_paid_while_its_payment_is_pending_and_is_due_again_if_it_fails() {
+    let h = start(OkeBayarSimSettings {
+        // Long enough that the checks below run while the payment is pending.
+        callback_delay_ms: 1_000,
+        ..settings()
+    })
+    .await;
+    // Scenario 012: 002, then the ledger turns 201 after two steps.
+    let account = format!("{PREFIX}012");
+    let inquiry = h.send(&bill_inquiry("fail-inq-1", &account)).await;
+    let pending = h
+        .send(&bill_payment("fail-pay-1", &inquiry, "150000"))
+        .await;
+    assert_eq!(pending.get("responsecode"), Some("002"));
+    let meanwhile = h.send(&bill_inquiry("fail-inq-2", &account)).await;
+    assert_eq!(meanwhile.get("responsecode"), Some("401"));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.sim.ledger_state("fail-pay-1").unwrap().code != "201" {
+        assert!(std::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.sim.balance(), 1_000_000, "refunded");
+    let due_again = h.send(&bill_inquiry("fail-inq-3", &account)).await;
+    assert_eq!(due_again.get("responsecode"), Some("000"));
+    let taken = h
+        .send(&bill_payment("fail-pay-2", &due_again, "150000"))
+        .await;
+    assert_eq!(taken.get("responsecode"), Some("002"));
+}
+
+/// `request` without field `name`.
+fn without(mut request: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+    request.retain(|(k, _)| k != name);
+    request
+}
+
+/// Spec §4: a postpaid inquiry's `accnumber2` "tag must be present even if
+/// empty", and a payment carries the inquiry's fields. A bill inquiry or
+/// payment without the tag is malformed (`206`) and pays nothing, so a
+/// connector that dropped it fails here as it would at the provider; the
+/// tag present but empty is taken.
+#[tokio::test]
+async fn a_bill_inquiry_or_payment_without_the_accnumber2_tag_is_206() {
+    let h = start(settings()).await;
+    for format in [Format::Xml, Format::Json] {
+        let inquiry = without(bill_inquiry("no-acc2-inq", "531234567891"), "accnumber2");
+        let refused = h.send_as(format, &inquiry).await;
+        assert_eq!(refused.get("responsecode"), Some("206"), "{format:?}");
+    }
+    let inquiry = h.send(&bill_inquiry("acc2-inq", "531234567891")).await;
+    assert_eq!(inquiry.get("responsecode"), Some("000"), "empty tag taken");
+    let payment = without(
+        bill_payment("no-acc2-pay", &inquiry, "150000"),
+        "accnumber2",
+    );
+    assert_eq!(h.send(&payment).await.get("responsecode"), Some("206"));
+    assert_eq!(h.sim.balance(), 1_000_000, "nothing paid");
+    let paid = h.send(&bill_payment("acc2-pay", &inquiry, "150000")).await;
+    assert_eq!(paid.get("responsecode"), Some("000"));
+}
+
 #[tokio::test]
 async fn expiry_formats_and_amount_quirks() {
     let h = start(settings()).await;

@@ -7,8 +7,8 @@
 //! callback retries on a wrong answer (same dedupe key), callbacks
 //! refused for a bad signature, the simulator's own request checks
 //! (signature, Content-Type, X-TIMESTAMP shape, field lengths) and what it
-//! remembers of the requests it refuses, and the method a hosted-page
-//! pay-in reports.
+//! remembers of the requests it refuses, the method a hosted-page pay-in
+//! reports, and a wrong path (4049x01 Invalid Routing).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1216,4 +1216,69 @@ async fn an_expiry_period_not_in_whole_seconds_is_an_invalid_field() {
         let (status, reply) = post_signed(&s, loket_smilepayz::wire::PAY_IN_PATH, body).await;
         assert_eq!(status, 200, "{period}: {reply}");
     }
+}
+
+/// Spec §6: a request to a path Smilepayz has no endpoint at is answered
+/// `4049x01 Invalid Routing` ("failed; fix the path") in the usual JSON
+/// body, so a connector can read it: a misspelt path, and a known path
+/// called with a method other than POST (§1: every call is a POST; the
+/// table has no other code for it), each with the service code of the
+/// endpoint it names. Loket's connector, pointed at a wrong base path,
+/// reads it as the catalogue says: failed, nothing created.
+#[tokio::test]
+async fn a_wrong_path_or_method_is_4049x01_invalid_routing_and_fails_the_order() {
+    let s = setup().await;
+    let (status, reply) =
+        post_signed(&s, "/v2.0/transaction/payin", pay_in_body(&reference())).await;
+    assert_eq!(
+        (
+            status,
+            response_code(&reply),
+            &reply["code"],
+            &reply["message"]
+        ),
+        (
+            404,
+            "4049001",
+            &serde_json::json!("11"),
+            &serde_json::json!("Invalid Routing")
+        ),
+        "{reply}"
+    );
+    let wrong_method = reqwest::Client::new()
+        .get(format!(
+            "http://{}{}",
+            s.sim_addr,
+            loket_smilepayz::wire::PAY_OUT_PATH
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 404);
+    let reply: serde_json::Value = wrong_method.json().await.unwrap();
+    assert_eq!(response_code(&reply), "4049101", "{reply}");
+
+    let misrouted = SmilepayzConnector::new(SmilepayzSettings {
+        base_url: format!("http://{}/gateway", s.sim_addr),
+        merchant_id: "20001".into(),
+        merchant_secret: Secret::new(SECRET),
+        merchant_private_key: Secret::new(s.merchant_private_pem.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let order = reference();
+    let report = misrouted
+        .execute(&command(
+            Operation::PayIn,
+            &order,
+            10_000,
+            &[("method", "QRIS")],
+        ))
+        .await;
+    assert_eq!(
+        (report.outcome, report.provider_code.as_deref()),
+        (Outcome::Failed, Some("4049001")),
+        "{report:?}"
+    );
+    assert!(s.sim.order(&order).is_none(), "nothing created");
 }

@@ -1,11 +1,16 @@
 //! The SNAP QR CPM simulator driven over real HTTP with raw signed calls
 //! (the connector's own tests against it are in `loket-snapqr`): the
-//! merchant a payment names, the amount it debits, and a settle timer that
-//! outlives its payment's partnerReferenceNo.
+//! merchant a payment names, the amount it debits, a settle timer that
+//! outlives its payment's partnerReferenceNo, a refused reuse of a failed
+//! payment's reference, the same-day cancel window, and notify retries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::snapqr::{PaymentEntry, SnapQrSim, SnapQrSimSettings};
 use serde_json::{json, Value};
@@ -136,6 +141,12 @@ impl Harness {
         (status, reply["responseCode"].as_str().unwrap().to_string())
     }
 
+    /// A query (61) of `reference`: the JSON reply.
+    async fn query(&self, reference: &str) -> Value {
+        let body = json!({"originalPartnerReferenceNo": reference, "merchantId": MERCHANT});
+        self.call("qr/qr-cpm-query", &body).await.1
+    }
+
     /// The ledger entry of `reference` once it is no longer pending (`01`).
     async fn settled(&self, reference: &str) -> PaymentEntry {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -226,4 +237,180 @@ async fn an_old_settle_timer_leaves_a_new_payment_under_a_reused_reference_alone
     // Give a stray notify of the old timer time to be logged.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.sim.notifies_for(reference).labels, ["00"]);
+}
+
+/// Spec §7 (ASSUMED there): a partnerReferenceNo whose payment failed may
+/// be used again, but only a payment the issuer records replaces the failed
+/// one. A reuse refused before anything is done (here an unknown QR,
+/// `4046011`; scenario 308's 429 and 203's 502 are refused at the same
+/// point) leaves the failed payment where it was: a query keeps answering
+/// `06`, not `4046101` (not found) for a payment refused a moment ago.
+#[tokio::test]
+async fn a_refused_reuse_of_a_failed_reference_keeps_the_failed_payment() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(Some(303));
+    assert_eq!(
+        h.pay("FAILEDREF0001", &qr, MERCHANT, "10000.00").await,
+        (403, "4036014".to_string())
+    );
+    assert_eq!(
+        h.query("FAILEDREF0001").await["latestTransactionStatus"],
+        "06"
+    );
+
+    assert_eq!(
+        h.pay(
+            "FAILEDREF0001",
+            "NOT-A-QR-THIS-ISSUER-MADE",
+            MERCHANT,
+            "10000.00"
+        )
+        .await,
+        (404, "4046011".to_string())
+    );
+    let after = h.query("FAILEDREF0001").await;
+    assert_eq!(
+        (
+            after["responseCode"].as_str(),
+            after["latestTransactionStatus"].as_str()
+        ),
+        (Some("2006100"), Some("06")),
+        "the failed payment's record vanished after a refused reuse: {after}"
+    );
+}
+
+/// Spec §2.6 and §8.7: a cancel (62) voids a *same-day* payment; after the
+/// window it answers `4056201` and the payment must be refunded (80). The
+/// day is the WIB calendar day: a payment made at 23:59:59 WIB yesterday is
+/// past the window however few seconds ago that was, and stays `00`.
+#[tokio::test]
+async fn a_payment_of_the_previous_wib_day_is_no_longer_cancelled_4056201() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    assert_eq!(
+        h.pay("OVERNIGHT0001", &qr, MERCHANT, "10000.00").await,
+        (200, "2006000".to_string())
+    );
+    let now = Utc::now().with_timezone(&loket_protocol::wib());
+    let todays_midnight = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_local_timezone(loket_protocol::wib())
+        .unwrap();
+    let to_one_second_before_midnight = now - todays_midnight + chrono::Duration::seconds(1);
+    assert!(h
+        .sim
+        .age_payment("OVERNIGHT0001", to_one_second_before_midnight));
+
+    let (status, reply) = h
+        .call(
+            "qr/qr-cpm-cancel",
+            &json!({"originalPartnerReferenceNo": "OVERNIGHT0001", "merchantId": MERCHANT}),
+        )
+        .await;
+    assert_eq!(
+        (status, reply["responseCode"].as_str().unwrap()),
+        (405, "4056201"),
+        "{reply}"
+    );
+    assert_eq!(h.sim.ledger_state("OVERNIGHT0001").unwrap().status, "00");
+}
+
+/// Spec §7: "X-EXTERNAL-ID = one message … every retry uses a new value";
+/// §4.3: the notify signature covers X-TIMESTAMP, which the receiver holds
+/// to a window of minutes. So a notify retry is stamped, signed and
+/// numbered when it is made: a retry that replayed the first attempt's
+/// headers would arrive with a timestamp as old as the retry delay (stale
+/// once issuers retry minutes later) and a reused message id.
+#[tokio::test]
+async fn notify_retries_are_stamped_signed_and_numbered_afresh() {
+    /// What loket's receiver saw of one notify attempt.
+    #[derive(Debug, Clone)]
+    struct Attempt {
+        received_at: DateTime<Utc>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    }
+    let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let recorded = attempts.clone();
+    let receiver = axum::Router::new().route(
+        "/v1.0/qr/qr-cpm-notify",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let mut attempts = recorded.lock().unwrap();
+                attempts.push(Attempt {
+                    received_at: Utc::now(),
+                    headers,
+                    body,
+                });
+                // The receiver is down for the first attempt only.
+                if attempts.len() == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    axum::Json(json!({"responseCode": "2007900", "responseMessage": "Successful"}))
+                        .into_response()
+                }
+            }
+        }),
+    );
+    let base = loket_simulators::common::serve_stub(receiver)
+        .await
+        .unwrap();
+    let h = start(|settings| {
+        settings.notify_url = Some(format!("{base}/v1.0/qr/qr-cpm-notify"));
+        settings.notify_delay_ms = 50;
+        settings.notify_max_attempts = 2;
+        settings.notify_retry_ms = 2_500;
+    })
+    .await;
+    let qr = h.sim.issue_qr(Some(101));
+    assert_eq!(
+        h.pay("NOTIFYRETRY0001", &qr, MERCHANT, "10000.00").await,
+        (202, "2026000".to_string())
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while attempts.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "no notify retry arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let attempts = attempts.lock().unwrap().clone();
+    let header =
+        |attempt: &Attempt, name: &str| attempt.headers[name].to_str().unwrap().to_string();
+    let stamp = |attempt: &Attempt| {
+        DateTime::parse_from_rfc3339(&header(attempt, "X-TIMESTAMP"))
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let (first, retry) = (&attempts[0], &attempts[1]);
+    assert_ne!(
+        header(first, "X-EXTERNAL-ID"),
+        header(retry, "X-EXTERNAL-ID"),
+        "the retry reused the first attempt's message id"
+    );
+    assert!(
+        retry.received_at - stamp(retry) < chrono::Duration::seconds(2),
+        "the retry's X-TIMESTAMP {} was already stale when it arrived at {}",
+        header(retry, "X-TIMESTAMP"),
+        retry.received_at
+    );
+    let issuer_key = loket_snapqr::sign::load_public_key(h.sim.issuer_public_key_pem()).unwrap();
+    let verifies = |attempt: &Attempt| {
+        loket_snapqr::sign::rsa_verify(
+            &issuer_key,
+            &loket_snapqr::sign::notify_string_to_sign(
+                "POST",
+                "/v1.0/qr/qr-cpm-notify",
+                &attempt.body,
+                &header(attempt, "X-TIMESTAMP"),
+            ),
+            &header(attempt, "X-SIGNATURE"),
+        )
+    };
+    assert!(
+        verifies(first) && verifies(retry),
+        "each attempt's signature covers its own timestamp"
+    );
 }

@@ -558,6 +558,7 @@ fn record_inquiry(
         accnumber: account.to_string(),
         transaction_time: ctx.now,
         inquirycode: inquiry.as_ref().map(|i| i.inquirycode.clone()),
+        bill: None,
         history: vec![code.to_string()],
         executions: 1,
     };
@@ -603,6 +604,7 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
         reference: ctx.reference.clone(),
         productcode: productcode.clone(),
         account: accnumber.clone(),
+        account2: String::new(),
         nominal: 0,
         adminfee: 0,
         shown_expiry: expires,
@@ -611,7 +613,6 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
         ref2: ref2.clone(),
         ref3: ref3.clone(),
         period: String::new(),
-        paid_by: None,
     };
     if let Err(answer) = record_inquiry(
         ctx,
@@ -662,11 +663,13 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
     Answer::plain("000", reply)
 }
 
-/// The fields a bill inquiry and a bill payment reply share.
+/// The fields a bill inquiry and a bill payment reply share; `bill_paid`
+/// is the inquiry's bill's `paymentstatus`.
 fn bill_reply(
     ctx: &Ctx,
     code: &str,
     inquiry: Option<&Inquiry>,
+    bill_paid: bool,
     style: AmountStyle,
     expiry: ExpiryStyle,
 ) -> Reply {
@@ -705,7 +708,7 @@ fn bill_reply(
                     ("billingstatus".into(), "1".into()),
                     (
                         "paymentstatus".into(),
-                        if inquiry.paid_by.is_some() { "1" } else { "0" }.into(),
+                        if bill_paid { "1" } else { "0" }.into(),
                     ),
                     ("totalmonthoutstanding".into(), "1".into()),
                     ("swreferenceid".into(), inquiry.ref2.clone()),
@@ -719,28 +722,41 @@ fn bill_reply(
     reply
 }
 
-fn bill_inquiry(ctx: &Ctx) -> Answer {
-    let settings = &ctx.sim.inner.settings;
+/// The `productcode` and `accnumber1` (the customer) of a bill inquiry or
+/// payment, or the `206` answer when either is blank or the `accnumber2` tag
+/// is missing: spec §4, "tag must be present even if empty" (a payment
+/// carries the inquiry's fields).
+fn bill_request(ctx: &Ctx) -> Result<(String, String), Answer> {
     let productcode = ctx.field("productcode");
     let account = ctx.field("accnumber1");
-    if productcode.is_empty() || account.is_empty() {
-        return refusal(ctx, "206");
+    if productcode.is_empty() || account.is_empty() || ctx.fields.get("accnumber2").is_none() {
+        return Err(refusal(ctx, "206"));
     }
+    Ok((productcode, account))
+}
+
+fn bill_inquiry(ctx: &Ctx) -> Answer {
+    let settings = &ctx.sim.inner.settings;
+    let (productcode, account) = match bill_request(ctx) {
+        Ok(request) => request,
+        Err(answer) => return answer,
+    };
     let scenario = scenario_of(ctx, &account);
     let style = scenario.amount_style();
     let expiry = scenario.expiry_style();
+    let refused = |code: &str| match record_inquiry(
+        ctx,
+        LedgerOperation::BillInquiry,
+        code,
+        &productcode,
+        &account,
+        None,
+    ) {
+        Ok(()) => Answer::plain(code, bill_reply(ctx, code, None, false, style, expiry)),
+        Err(answer) => answer,
+    };
     if let Some(code) = scenario.immediate_failure(true) {
-        if let Err(answer) = record_inquiry(
-            ctx,
-            LedgerOperation::BillInquiry,
-            code,
-            &productcode,
-            &account,
-            None,
-        ) {
-            return answer;
-        }
-        return Answer::plain(code, bill_reply(ctx, code, None, style, expiry));
+        return refused(code);
     }
     let shown = later(ctx.now, settings.inquiry_ttl_secs.saturating_mul(1000));
     let enforced = if scenario == Scenario::BillExpiresEarly {
@@ -753,6 +769,7 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
         reference: ctx.reference.clone(),
         productcode: productcode.clone(),
         account: account.clone(),
+        account2: ctx.field("accnumber2"),
         nominal: settings.bill_nominal,
         adminfee: settings.bill_adminfee,
         shown_expiry: shown,
@@ -761,8 +778,12 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
         ref2: format!("SW{}", ctx.tracecode),
         ref3: format!("B{}", ctx.tracecode),
         period: ctx.field("accnumber3"),
-        paid_by: None,
     };
+    if ctx.sim.inner.ledger.is_paid(&inquiry.bill()) {
+        // Spec §7 `401` "already paid": the biller sells a bill once, so
+        // nothing is due and no handle is issued.
+        return refused("401");
+    }
     if let Err(answer) = record_inquiry(
         ctx,
         LedgerOperation::BillInquiry,
@@ -773,16 +794,18 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
     ) {
         return answer;
     }
-    Answer::plain("000", bill_reply(ctx, "000", Some(&inquiry), style, expiry))
+    Answer::plain(
+        "000",
+        bill_reply(ctx, "000", Some(&inquiry), false, style, expiry),
+    )
 }
 
 fn payment(ctx: &Ctx) -> Answer {
     let settings = &ctx.sim.inner.settings;
-    let productcode = ctx.field("productcode");
-    let account = ctx.field("accnumber1");
-    if productcode.is_empty() || account.is_empty() {
-        return refusal(ctx, "206");
-    }
+    let (productcode, account) = match bill_request(ctx) {
+        Ok(request) => request,
+        Err(answer) => return answer,
+    };
     let scenario = scenario_of(ctx, &account);
     let plan = scenario.plan();
     let style = scenario.amount_style();
@@ -828,9 +851,10 @@ fn payment(ctx: &Ctx) -> Answer {
         allow_reuse_after_failure: settings.allow_reuse_after_failure,
     });
     let expiry = scenario.expiry_style();
-    let finish = |code: &str, inquiry: Option<&Inquiry>| {
+    let finish = |code: &str| {
         let month = ctx.now.with_timezone(&wib()).format("%Y%m").to_string();
-        bill_reply(ctx, code, inquiry, style, expiry)
+        let inquiry = committed.inquiry.as_ref();
+        bill_reply(ctx, code, inquiry, committed.bill_paid, style, expiry)
             .text(
                 "billingperiod",
                 if code == "000" { month } else { String::new() },
@@ -839,12 +863,10 @@ fn payment(ctx: &Ctx) -> Answer {
     };
     match committed.outcome {
         CommitOutcome::Duplicate => duplicate(ctx, &committed.entry),
-        CommitOutcome::Refused(code) => {
-            Answer::plain(code, finish(code, committed.inquiry.as_ref()))
-        }
+        CommitOutcome::Refused(code) => Answer::plain(code, finish(code)),
         CommitOutcome::Executed => {
             let code = plan.reply_code;
-            let reply = finish(code, committed.inquiry.as_ref());
+            let reply = finish(code);
             executed(ctx, code, reply, plan, style)
         }
     }

@@ -1,9 +1,11 @@
 //! The simulator's record of truth: the most recent referencecodes it has
-//! seen, the most recent inquiries it issued, and the deposit balance. Every
-//! decision that must be atomic (duplicate detection, payment checks, debit,
-//! insert) happens under one lock, so concurrent duplicates cannot both
-//! execute. A forgotten referencecode is unknown again: a status check
-//! answers the not-found code and a purchase under it executes as new.
+//! seen, the most recent inquiries it issued, the bills paid most recently,
+//! and the deposit balance. Every decision that must be atomic (duplicate
+//! detection, payment checks, debit, insert) happens under one lock, so
+//! concurrent duplicates cannot both execute, nor two payments of one bill.
+//! A forgotten referencecode is unknown again: a status check answers the
+//! not-found code and a purchase under it executes as new; a forgotten paid
+//! bill can be paid again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +59,10 @@ pub struct LedgerEntry {
     /// The inquiry a bill payment, or a PLN prepaid purchase after an
     /// inquiry, was made against.
     pub inquirycode: Option<String>,
+    /// The bill a bill payment was for, when its inquiry was found. A
+    /// payment that was taken keeps it paid unless it settles as a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bill: Option<BillKey>,
     /// Every code this entry has had, oldest first.
     pub history: Vec<String>,
     /// How many requests executed under this reference (more than one only
@@ -77,6 +83,22 @@ impl LedgerEntry {
     }
 }
 
+/// What identifies one bill at the biller, which sells it once (spec §7
+/// `401` "already paid"): the product, the customer's account(s) and, for a
+/// product billed per period (BPJS: the months in `accnumber3`), the
+/// period, each period being a bill of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BillKey {
+    /// Upper case: product codes compare without case.
+    pub productcode: String,
+    /// `accnumber1`, then `accnumber2` where it names the customer (PSTN:
+    /// the number under the area code); empty for a bill with a period,
+    /// whose `accnumber2` is the payer's phone (spec §4), not the customer.
+    pub accounts: [String; 2],
+    /// `accnumber3`; empty for a bill without periods.
+    pub period: String,
+}
+
 /// An inquiry handle the simulator issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inquiry {
@@ -84,6 +106,9 @@ pub struct Inquiry {
     pub reference: String,
     pub productcode: String,
     pub account: String,
+    /// A bill inquiry's `accnumber2` (PSTN: the number under the area code
+    /// in `account`); empty for a PLN prepaid inquiry.
+    pub account2: String,
     pub nominal: i64,
     pub adminfee: i64,
     /// The expiry written in the reply.
@@ -95,8 +120,22 @@ pub struct Inquiry {
     pub ref3: String,
     /// BPJS: the months asked for (`accnumber3`); empty for other bills.
     pub period: String,
-    /// The payment reference that paid it.
-    pub paid_by: Option<String>,
+}
+
+impl Inquiry {
+    /// The bill a bill inquiry is about (its fields are stored trimmed).
+    pub fn bill(&self) -> BillKey {
+        let customer_number = if self.period.is_empty() {
+            self.account2.as_str()
+        } else {
+            ""
+        };
+        BillKey {
+            productcode: self.productcode.to_ascii_uppercase(),
+            accounts: [self.account.clone(), customer_number.into()],
+            period: self.period.clone(),
+        }
+    }
 }
 
 /// A bill payment's data, checked against its inquiry.
@@ -148,6 +187,9 @@ pub struct Committed {
     pub entry: LedgerEntry,
     /// The payment's inquiry, when it was found.
     pub inquiry: Option<Inquiry>,
+    /// Whether that inquiry's bill is paid after the commit (by this
+    /// payment or an earlier one).
+    pub bill_paid: bool,
     /// The deposit after the commit.
     pub balance: i64,
 }
@@ -158,6 +200,10 @@ struct Inner {
     entries: RecentMap<Arc<str>, LedgerEntry>,
     /// By inquirycode.
     inquiries: RecentMap<Arc<str>, Inquiry>,
+    /// Bills paid, each with the reference of the payment that paid it.
+    /// Set when a payment is taken (pending or succeeded), removed when that
+    /// payment settles as a failure.
+    paid_bills: RecentMap<BillKey, Arc<str>>,
     balance: i64,
 }
 
@@ -169,7 +215,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger holding `balance` that remembers the `remembered` most
-    /// recent referencecodes and, separately, inquiries.
+    /// recent referencecodes and, separately, inquiries and paid bills.
     pub fn new(balance: i64, remembered: usize) -> Self {
         // Tracecodes are 16 digits (spec §9), unique within one run and
         // unlikely to repeat across runs.
@@ -178,6 +224,7 @@ impl Ledger {
             inner: Mutex::new(Inner {
                 entries: RecentMap::new(remembered, "okebayar", "ledger"),
                 inquiries: RecentMap::new(remembered, "okebayar", "inquiries"),
+                paid_bills: RecentMap::new(remembered, "okebayar", "paid_bills"),
                 balance,
             }),
             sequence: AtomicU64::new(seed),
@@ -211,6 +258,13 @@ impl Ledger {
 
     pub fn inquiry(&self, inquirycode: &str) -> Option<Inquiry> {
         lock(&self.inner).inquiries.get(inquirycode).cloned()
+    }
+
+    /// Whether `bill` is paid. A new inquiry for it is refused on this
+    /// answer; the payment of any handle is checked again in
+    /// [`commit`](Self::commit), under the same lock as its debit.
+    pub fn is_paid(&self, bill: &BillKey) -> bool {
+        lock(&self.inner).paid_bills.contains_key(bill)
     }
 
     /// The entry that blocks a new request under `reference`, if any.
@@ -263,6 +317,7 @@ impl Ledger {
                     outcome: CommitOutcome::Duplicate,
                     entry: existing.clone(),
                     inquiry: None,
+                    bill_paid: false,
                     balance: inner.balance,
                 };
             }
@@ -286,7 +341,7 @@ impl Ledger {
                 };
                 inquiry = Some(found.clone());
                 amount = found.nominal + found.adminfee;
-                if found.paid_by.is_some() {
+                if inner.paid_bills.contains_key(&found.bill()) {
                     break 'checks Some("401");
                 }
                 if let Some(code) = attempt.forced_failure {
@@ -323,17 +378,15 @@ impl Ledger {
                 (attempt.initial_code, true, sn)
             }
         };
-        if refusal.is_none() {
-            if let Some(found) = attempt
-                .payment
-                .as_ref()
-                .and(attempt.inquirycode.as_deref())
-                .and_then(|c| inner.inquiries.get_mut(c))
-            {
-                found.paid_by = Some(attempt.reference.clone());
-                inquiry = Some(found.clone());
-            }
+        let bill = inquiry.as_ref().map(Inquiry::bill);
+        if let Some(bill) = bill.as_ref().filter(|_| refusal.is_none()) {
+            inner
+                .paid_bills
+                .insert(bill.clone(), attempt.reference.as_str().into());
         }
+        let bill_paid = bill
+            .as_ref()
+            .is_some_and(|bill| inner.paid_bills.contains_key(bill));
         let entry = LedgerEntry {
             reference: attempt.reference.clone(),
             operation: attempt.operation,
@@ -346,6 +399,7 @@ impl Ledger {
             accnumber: attempt.accnumber,
             transaction_time: attempt.at,
             inquirycode: attempt.inquirycode,
+            bill,
             history: vec![code.to_string()],
             executions: executions + 1,
         };
@@ -361,12 +415,14 @@ impl Ledger {
             },
             entry,
             inquiry,
+            bill_paid,
             balance: inner.balance,
         }
     }
 
     /// Moves a pending entry to `code`. A final entry never changes (returns
-    /// `None`). A final failure refunds the deposit and frees the inquiry.
+    /// `None`). A final failure refunds the deposit, and the bill a payment
+    /// paid is due again.
     pub fn settle(
         &self,
         reference: &str,
@@ -387,12 +443,14 @@ impl Ledger {
         if is_final_code(code) && code != "000" && entry.debited {
             inner.balance += entry.amount;
             entry.debited = false;
-            if let Some(inquiry) = entry
-                .inquirycode
-                .as_deref()
-                .and_then(|c| inner.inquiries.get_mut(c))
-            {
-                inquiry.paid_by = None;
+            if let Some(bill) = &entry.bill {
+                let paid_by_this = inner
+                    .paid_bills
+                    .get(bill)
+                    .is_some_and(|payment| **payment == *reference);
+                if paid_by_this {
+                    inner.paid_bills.remove(bill);
+                }
             }
         }
         Some(entry.clone())
@@ -434,6 +492,7 @@ mod tests {
             accnumber: "531234567890".into(),
             transaction_time: Utc::now(),
             inquirycode: None,
+            bill: None,
             history: vec!["000".into()],
             executions: 1,
         }

@@ -4,8 +4,8 @@
 //! tags enforced; a [`ledger`] of the most recent referencecodes (reuse →
 //! `208`, status checks answer from it); a deposit that purchases and
 //! payments consume (`203` when short); postpaid inquiries with expiring
-//! handles; callbacks by GET or POST; and [`scenarios`] chosen by the account
-//! number.
+//! handles, each bill sold once (`401` once paid); callbacks by GET or POST;
+//! and [`scenarios`] chosen by the account number.
 //!
 //! Introspection for operators and cross-process tests (JSON):
 //! `GET /_sim/requests/{reference}`, `GET /_sim/ledger/{reference}`,
@@ -195,9 +195,10 @@ impl OkeBayarSim {
     }
 
     /// A simulator remembering the `references` most recent referencecodes
-    /// (ledger entries, request counts, callback logs; inquiries likewise):
-    /// older ones are forgotten, so a status check answers `not_found_code`
-    /// for them and a purchase under one executes as new.
+    /// (ledger entries, request counts, callback logs; inquiries and paid
+    /// bills likewise): older ones are forgotten, so a status check answers
+    /// `not_found_code` for them, a purchase under one executes as new, and a
+    /// forgotten paid bill can be paid again.
     pub fn remembering(settings: OkeBayarSimSettings, references: usize) -> Self {
         let callbacks = CallbackSender::new(
             "okebayar",

@@ -1,8 +1,9 @@
 //! Smilepayz callbacks: POST the callback body with a fresh `X-TIMESTAMP`
-//! and `X-SIGNATURE` (platform key over `tradeNo|X-TIMESTAMP`) per attempt,
-//! retried on the configured schedule until the answer is HTTP 200 with the
-//! exact body `SUCCESS` (spec §5). Every attempt is logged per orderNo (for
-//! the most recent orderNos).
+//! and `X-SIGNATURE` (platform key over `tradeNo|X-TIMESTAMP`) per attempt
+//! ([`platform_signed`], an [`AttemptHeaders`]), retried on the configured
+//! schedule until the answer is HTTP 200 with the exact body `SUCCESS`
+//! (spec §5). Every attempt is logged per orderNo (for the most recent
+//! orderNos).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::common::{lock, RecentMap};
+use crate::common::{lock, AttemptHeaders, RecentMap};
 use crate::metrics as names;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,15 +69,16 @@ impl Sender {
         lock(&self.log).get(order_no).cloned().unwrap_or_default()
     }
 
-    /// Delivers one callback; returns true once acknowledged with `SUCCESS`.
-    /// `first_attempt_done` hears when the first attempt is over (logged),
-    /// so a caller can wait for it without waiting for the retries.
+    /// Delivers one callback, each attempt with the headers
+    /// `attempt_headers` builds for it ([`platform_signed`]); returns true
+    /// once acknowledged with `SUCCESS`. `first_attempt_done` hears when the
+    /// first attempt is over (logged), so a caller can wait for it without
+    /// waiting for the retries.
     pub(crate) async fn deliver(
         &self,
         url: &str,
-        key: &RsaPrivateKey,
-        style: TimestampStyle,
         body: &wire::CallbackBody,
+        attempt_headers: &AttemptHeaders<'_>,
         mut first_attempt_done: Option<oneshot::Sender<()>>,
     ) -> bool {
         let order_no: Arc<str> = body.order_no.as_str().into();
@@ -87,22 +89,20 @@ impl Sender {
         let first = tokio::time::Instant::now();
         for at in &self.schedule {
             tokio::time::sleep_until(first + Duration::from_millis(*at)).await;
-            let ts = sign::timestamp(style, Utc::now());
-            let signature = sign::sign(
-                key,
-                &sign::callback_string_to_sign(
-                    CallbackRecipe::TradeNoTimestamp,
-                    &body.trade_no,
-                    &ts,
-                    &bytes,
-                ),
-            );
-            let result = self
-                .client
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE_JSON)
-                .header(wire::HEADER_TIMESTAMP, &ts)
-                .header(wire::HEADER_SIGNATURE, &signature)
+            let headers = attempt_headers();
+            let timestamp = headers
+                .iter()
+                .find(|(name, _)| name == wire::HEADER_TIMESTAMP)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+            let result = headers
+                .into_iter()
+                .fold(
+                    self.client
+                        .post(url)
+                        .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE_JSON),
+                    |request, (name, value)| request.header(name, value),
+                )
                 .body(bytes.clone())
                 .send()
                 .await;
@@ -121,7 +121,7 @@ impl Sender {
                 entry.attempts.push(CallbackAttempt {
                     trade_no: body.trade_no.clone(),
                     status: body.status.clone(),
-                    timestamp: ts,
+                    timestamp,
                     http_status,
                     answer: answer.chars().take(64).collect(),
                     acknowledged,
@@ -145,5 +145,32 @@ impl Sender {
             }
         }
         false
+    }
+}
+
+/// The headers of each attempt of the callback `body` (spec §4.2), made
+/// when the attempt is: `X-TIMESTAMP` now in `style`, and `X-SIGNATURE`
+/// with the platform `key` over `tradeNo|X-TIMESTAMP`.
+pub(crate) fn platform_signed<'a>(
+    key: &'a RsaPrivateKey,
+    style: TimestampStyle,
+    body: &'a wire::CallbackBody,
+) -> impl Fn() -> Vec<(String, String)> + Send + Sync + 'a {
+    let bytes = serde_json::to_vec(body).expect("callback body serialises");
+    move || {
+        let timestamp = sign::timestamp(style, Utc::now());
+        let signature = sign::sign(
+            key,
+            &sign::callback_string_to_sign(
+                CallbackRecipe::TradeNoTimestamp,
+                &body.trade_no,
+                &timestamp,
+                &bytes,
+            ),
+        );
+        vec![
+            (wire::HEADER_TIMESTAMP.to_string(), timestamp),
+            (wire::HEADER_SIGNATURE.to_string(), signature),
+        ]
     }
 }

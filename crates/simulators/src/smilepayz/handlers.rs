@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header::CONTENT_TYPE, HeaderMap, StatusCode};
+use axum::http::{header::CONTENT_TYPE, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use loket_smilepayz::settings::{EXPIRY_SECONDS_DEFAULT, EXPIRY_SECONDS_MAX, URL_MAX_CHARS};
@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::scenarios::Scenario;
-use super::{Ledger, Order, SmilepayzSim, TradeType};
+use super::{callbacks, Ledger, Order, SmilepayzSim, TradeType};
 use crate::common::{header_str, lock, read_body, ConnInfo, RequestKind};
 
 /// Service codes (spec §1); balance has none documented (ASSUMED 93).
@@ -67,6 +67,33 @@ fn reply(http: u16, svc: &str, case: &str, message: &str, fields: Value) -> Resp
 
 fn error(http: u16, svc: &str, case: &str, message: &str) -> Response {
     reply(http, svc, case, message, json!({}))
+}
+
+/// Spec §6 `4049x01 Invalid Routing` ("failed; fix the path"): the answer to
+/// a path Smilepayz has no endpoint at, and to an endpoint's path with a
+/// method other than POST (§1: every call is a POST; the table has no other
+/// code for a wrong method, ASSUMED). Routing comes before every check of
+/// [`admit`], so the request is counted under no orderNo.
+pub(crate) async fn invalid_routing(State(sim): State<SmilepayzSim>, uri: Uri) -> Response {
+    sim.inner.requests.record(None, RequestKind::Other);
+    error(404, service_named_by(uri.path()), "01", "Invalid Routing")
+}
+
+/// The service code for a reply about `path` that reached no endpoint
+/// (ASSUMED: spec §6's `x` names the service, which only the path's words
+/// can tell): balance, pay-out, inquiry, else pay-in.
+fn service_named_by(path: &str) -> &'static str {
+    let path = path.to_ascii_lowercase();
+    let names = |words: &[&str]| words.iter().any(|word| path.contains(word));
+    if names(&["balance"]) {
+        SVC_BALANCE
+    } else if names(&["pay-out", "payout", "disbursement"]) {
+        SVC_PAY_OUT
+    } else if names(&["inquiry", "status"]) {
+        SVC_INQUIRY
+    } else {
+        SVC_PAY_IN
+    }
 }
 
 /// 400xx01 "Invalid Field Format [field]" (spec §6: "fix the field named in
@@ -802,15 +829,17 @@ async fn settle(
     } else {
         1
     };
+    let attempt_headers = callbacks::platform_signed(
+        &sim.inner.platform_key,
+        sim.inner.settings.callback_timestamp_style,
+        &body,
+    );
     let mut first_attempt_done = Some(first_attempt_done);
     for _ in 0..times {
-        let deliver = sim.inner.callbacks.deliver(
-            &url,
-            &sim.inner.platform_key,
-            sim.inner.settings.callback_timestamp_style,
-            &body,
-            first_attempt_done.take(),
-        );
+        let deliver =
+            sim.inner
+                .callbacks
+                .deliver(&url, &body, &attempt_headers, first_attempt_done.take());
         tokio::select! {
             _ = deliver => {}
             _ = sim.inner.stop.wait() => return,

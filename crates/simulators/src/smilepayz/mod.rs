@@ -1,12 +1,14 @@
 //! The Smilepayz v2.0 simulator (`shared/protocols/smilepayz.md` §8): the
 //! four endpoints (`/v2.0/transaction/pay-in`, `/v2.0/disbursement/pay-out`,
-//! `/v2.0/inquiry-status`, `/v2.0/inquiry-balance`) with the request checks
-//! Smilepayz makes (IP allow-list, mandatory headers, timestamp shape and
-//! window, SHA256withRSA signature with the merchant's public key,
-//! X-PARTNER-ID vs `merchant.merchantId`, orderNo rules, field lengths,
-//! duplicates), a ledger with the pay-in account and the pay-out account's
-//! available and frozen balances, orders that settle after a configurable
-//! delay according to a scenario chosen by the amount (see `SCENARIOS.md`),
+//! `/v2.0/inquiry-status`, `/v2.0/inquiry-balance`; any other path, or a
+//! method other than POST, answers `4049x01 Invalid Routing`) with the
+//! request checks Smilepayz makes (IP allow-list, mandatory headers,
+//! timestamp shape and window, SHA256withRSA signature with the merchant's
+//! public key, X-PARTNER-ID vs `merchant.merchantId`, orderNo rules, field
+//! lengths, duplicates), a ledger with the pay-in account and the pay-out
+//! account's available and frozen balances, orders that settle after a
+//! configurable delay according to a scenario chosen by the amount (see
+//! `SCENARIOS.md`),
 //! unpaid pay-ins that expire after their `expiryPeriod`, and callbacks
 //! signed with the simulator's platform key over `tradeNo|X-TIMESTAMP`,
 //! retried on a schedule until answered with exactly `SUCCESS`.
@@ -321,6 +323,7 @@ impl SmilepayzSim {
             .route(wire::PAY_OUT_PATH, post(handlers::pay_out))
             .route(wire::INQUIRY_STATUS_PATH, post(handlers::inquiry_status))
             .route(wire::INQUIRY_BALANCE_PATH, post(handlers::inquiry_balance))
+            .method_not_allowed_fallback(handlers::invalid_routing)
             .route_layer(axum::middleware::from_fn_with_state(
                 self.inner.outage.clone(),
                 common::outage_gate,
@@ -329,6 +332,7 @@ impl SmilepayzSim {
             .route("/_sim/balance", get(admin_balance).put(admin_set_balance))
             .route("/_sim/scenarios", get(admin_scenarios))
             .route("/_sim/platform-public-key", get(admin_platform_key))
+            .fallback(handlers::invalid_routing)
             .with_state(self.clone())
             .merge(common::outage_routes(self.inner.outage.clone()))
     }

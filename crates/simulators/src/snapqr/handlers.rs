@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use loket_snapqr::sign;
 use loket_snapqr::wire::Body;
 use serde_json::{json, Map, Value};
@@ -21,6 +21,13 @@ use crate::common::{header_str, lock, read_body, OutgoingCallback};
 use crate::metrics as names;
 
 use loket_protocol::wib;
+
+/// The WIB (UTC+7) calendar day `at` falls on: the issuer's business day,
+/// which bounds both an X-EXTERNAL-ID's uniqueness (spec §7) and the cancel
+/// window (§2.6).
+fn wib_day(at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&wib()).date_naive()
+}
 
 fn now_iso() -> String {
     Utc::now()
@@ -203,10 +210,9 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     if external.is_empty() || external.len() > 36 || !external.bytes().all(|b| b.is_ascii_digit()) {
         return Err(fail(400, service, 1, "Invalid Field Format X-EXTERNAL-ID"));
     }
-    let today = Utc::now().with_timezone(&wib()).date_naive();
     if lock(&sim.inner.ledger)
         .external_ids
-        .insert((today, external.into()), ())
+        .insert((wib_day(Utc::now()), external.into()), ())
         .is_some()
     {
         return Err(fail(409, service, 0, "Conflict"));
@@ -592,10 +598,10 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 "01" | "02" | "03" => {
                     return payment_reply(entry, "2026000", "Request In Progress")
                 }
-                // ASSUMED (spec §7): a reference whose payment failed may be used again.
-                _ => {
-                    ledger.payments.remove(reference.as_str());
-                }
+                // ASSUMED (spec §7): a reference whose payment failed may
+                // be used again; the failed payment is replaced below, once
+                // the new one is recorded.
+                _ => {}
             }
         }
         let Some(issued) = ledger.issued_qrs.get_mut(qr.as_str()) else {
@@ -643,6 +649,11 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
                 Instant::now() + Duration::from_millis(sim.inner.settings.pending_resolve_ms)
             }),
         };
+        // A reused reference's failed payment goes only now: a reuse
+        // refused above (unknown, expired or used QR, 429, 502) did nothing,
+        // so a query still answers the failed payment. Removed rather than
+        // overwritten, so the new payment is the newest remembered.
+        ledger.payments.remove(reference.as_str());
         ledger
             .payments
             .insert(reference.as_str().into(), entry.clone());
@@ -680,7 +691,7 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
 }
 
 /// Sends notify (79) about `entry` as it stands, signed as `notify_mode`
-/// says.
+/// says; each attempt gets its own headers ([`notify_headers`]).
 pub(crate) async fn send_notify(sim: &SnapQrSim, entry: &PaymentEntry) {
     let Some(url) = sim.inner.settings.notify_url.clone() else {
         return;
@@ -703,32 +714,17 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, entry: &PaymentEntry) {
             None => u.path().to_string(),
         })
         .unwrap_or_else(|_| "/".into());
-    let stamp = now_iso();
     // Mode B: a 401 may mean loket no longer knows our token (say, it
     // restarted with a key of its own); sign in again and resend once.
-    for attempt in 1..=2 {
-        let Some(signed) = notify_signature(sim, &url, &path, body.as_bytes(), &stamp).await else {
+    for sign_in in 1..=2 {
+        let Some(signer) = notify_signer(sim, &url).await else {
             return;
         };
-        let headers: Vec<(String, String)> = signed
-            .into_iter()
-            .filter(|(name, _)| name != "Content-Type")
-            .chain([
-                (
-                    "X-PARTNER-ID".to_string(),
-                    sim.inner.settings.client_key.clone(),
-                ),
-                (
-                    "X-EXTERNAL-ID".to_string(),
-                    format!("{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
-                ),
-                ("CHANNEL-ID".to_string(), "95221".to_string()),
-            ])
-            .collect();
+        let attempt_headers = || notify_headers(sim, &signer, &path, body.as_bytes());
         let status = sim
             .inner
             .notifies
-            .deliver_with_headers(
+            .deliver_signed(
                 OutgoingCallback {
                     reference: entry.partner_reference_no.clone(),
                     label: entry.status.clone(),
@@ -738,50 +734,84 @@ pub(crate) async fn send_notify(sim: &SnapQrSim, entry: &PaymentEntry) {
                     body: body.clone().into_bytes(),
                     content_type: "application/json",
                 },
-                &headers,
+                &attempt_headers,
             )
             .await;
-        let token_refused =
-            status == Some(401) && sim.inner.settings.notify_mode == loket_snapqr::NotifyMode::Hmac;
-        if !token_refused || attempt == 2 {
+        let token_refused = status == Some(401) && matches!(signer, NotifySigner::LoketToken(_));
+        if !token_refused || sign_in == 2 {
             return;
         }
         *sim.inner.notify_token.lock().await = None;
     }
 }
 
-/// The headers that authenticate a notify (spec §4.3): mode A signs with the
-/// issuer key; mode B signs as a transaction call, with loket's access token
-/// and the secret loket issued. `None` when mode B gets no token (the notify
-/// is then not sent; loket's queries still find the payment).
-async fn notify_signature(
-    sim: &SnapQrSim,
-    url: &str,
-    path: &str,
-    body: &[u8],
-    stamp: &str,
-) -> Option<Vec<(String, String)>> {
-    let settings = &sim.inner.settings;
-    match settings.notify_mode {
-        loket_snapqr::NotifyMode::Rsa => Some(loket_snapqr::callback::sign_notify_rsa(
-            &sim.inner.issuer_key,
-            path,
-            body,
-            stamp,
-        )),
+/// What signs a notify (spec §4.3).
+enum NotifySigner {
+    /// Mode A: the issuer's RSA key.
+    IssuerKey,
+    /// Mode B: the access token loket granted, with the secret loket issued.
+    LoketToken(String),
+}
+
+/// The signer `notify_mode` asks for; `None` when mode B gets no token (the
+/// notify is then not sent; loket's queries still find the payment).
+async fn notify_signer(sim: &SnapQrSim, url: &str) -> Option<NotifySigner> {
+    match sim.inner.settings.notify_mode {
+        loket_snapqr::NotifyMode::Rsa => Some(NotifySigner::IssuerKey),
         loket_snapqr::NotifyMode::Hmac => {
-            let token = notify_token(sim, url).await?;
-            let signature = sign::hmac_signature(
-                settings.notify_client_secret.expose(),
-                &sign::transaction_string_to_sign("POST", path, &token, body, stamp),
-            );
-            Some(vec![
-                ("X-TIMESTAMP".to_string(), stamp.to_string()),
-                ("X-SIGNATURE".to_string(), signature),
-                ("Authorization".to_string(), format!("Bearer {token}")),
-            ])
+            notify_token(sim, url).await.map(NotifySigner::LoketToken)
         }
     }
+}
+
+/// The headers of one notify attempt, made when the attempt is (see
+/// [`AttemptHeaders`](crate::common::AttemptHeaders)): X-TIMESTAMP now,
+/// X-SIGNATURE over it (spec §4.3), a new X-EXTERNAL-ID (§7: every retry
+/// uses a new one), X-PARTNER-ID and CHANNEL-ID.
+fn notify_headers(
+    sim: &SnapQrSim,
+    signer: &NotifySigner,
+    path: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let settings = &sim.inner.settings;
+    let stamp = now_iso();
+    let signed = match signer {
+        NotifySigner::IssuerKey => {
+            loket_snapqr::callback::sign_notify_rsa(&sim.inner.issuer_key, path, body, &stamp)
+        }
+        NotifySigner::LoketToken(token) => {
+            let signature = sign::hmac_signature(
+                settings.notify_client_secret.expose(),
+                &sign::transaction_string_to_sign("POST", path, token, body, &stamp),
+            );
+            vec![
+                ("X-TIMESTAMP".to_string(), stamp),
+                ("X-SIGNATURE".to_string(), signature),
+                ("Authorization".to_string(), format!("Bearer {token}")),
+            ]
+        }
+    };
+    signed
+        .into_iter()
+        .filter(|(name, _)| name != "Content-Type")
+        .chain([
+            ("X-PARTNER-ID".to_string(), settings.client_key.clone()),
+            ("X-EXTERNAL-ID".to_string(), next_external_id(sim)),
+            ("CHANNEL-ID".to_string(), "95221".to_string()),
+        ])
+        .collect()
+}
+
+/// A numeric X-EXTERNAL-ID no other message of this issuer uses: the
+/// millisecond, then the simulator's sequence (unique within a run, and the
+/// millisecond across restarts).
+fn next_external_id(sim: &SnapQrSim) -> String {
+    let n = sim
+        .inner
+        .sequence
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{}{:08}", Utc::now().timestamp_millis(), n % 100_000_000)
 }
 
 /// Notify mode B: loket's access token, asked for at
@@ -894,7 +924,6 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
             "Invalid Mandatory Field originalPartnerReferenceNo",
         );
     };
-    let window = chrono::Duration::seconds(sim.inner.settings.cancel_window_secs as i64);
     let mut ledger = lock(&sim.inner.ledger);
     let Some(entry) = ledger.payments.get_mut(reference.as_str()) else {
         return fail(404, 62, 1, "Transaction Not Found");
@@ -902,10 +931,10 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
     resolve_pending(entry);
     // ASSUMED (spec §2.6 vs §7): §7 lets a final status change only 00 → 04,
     // but §2.6's cancel voids an unsettled same-day payment; so a 00 payment
-    // within `cancel_window_secs` becomes 05, and after it must be refunded.
+    // becomes 05 on the day it was made, and after it must be refunded.
     match entry.status.as_str() {
         "05" => {}
-        "00" if Utc::now() - entry.created_at > window => {
+        "00" if !cancel_window_open(entry.created_at, Utc::now()) => {
             return fail(
                 405,
                 62,
@@ -931,6 +960,14 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
             }),
         ),
     )
+}
+
+/// Spec §2.6: a cancel voids a *same-day* payment (§8.7: after the window,
+/// 4056201). The window closes at the end of the WIB calendar day the
+/// payment was made on (ASSUMED, Q6: the issuer settles per WIB business
+/// day), so a payment made at 23:59:59 WIB is past it a second later.
+fn cancel_window_open(paid_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    wib_day(now) == wib_day(paid_at)
 }
 
 /// The refund `refund_no` already made, with the payment it refunded,
@@ -1086,6 +1123,29 @@ mod tests {
             refusal(&long_qr).await,
             ("4006001".into(), "Invalid Field Format qrContent".into())
         );
+    }
+
+    /// Spec §2.6: the cancel window is the payment's WIB (UTC+7) calendar
+    /// day, neither a rolling 24 h nor the UTC day.
+    #[test]
+    fn the_cancel_window_closes_at_the_end_of_the_payments_wib_day() {
+        let at = |stamp: &str| {
+            DateTime::parse_from_rfc3339(stamp)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let open = |paid, now| cancel_window_open(at(paid), at(now));
+        assert!(open(
+            "2026-03-01T00:00:00+07:00",
+            "2026-03-01T23:59:59+07:00"
+        ));
+        assert!(!open(
+            "2026-03-01T23:59:59+07:00",
+            "2026-03-02T00:00:00+07:00"
+        ));
+        // 16:00 and 18:00 UTC of one UTC day fall on two WIB days.
+        assert!(!open("2026-03-01T16:00:00Z", "2026-03-01T18:00:00Z"));
+        assert!(open("2026-03-01T18:00:00Z", "2026-03-02T16:59:59Z"));
     }
 
     fn payment(reference: &str, refund_nos: &[&str]) -> PaymentEntry {

@@ -8,10 +8,12 @@
 //! (paying any other QR answers 4046011, ASSUMED §8.6); the one merchant it
 //! onboarded (a payment for another answers 4046008); a ledger per
 //! partnerReferenceNo; partial refunds up to the paid amount, each
-//! partnerRefundNo once per partner; a cancel window; notify (79) sent to
-//! loket signed with the simulator's issuer key (mode A); and scenario rules
-//! chosen by the amount's last three digits or by `SCENARIO=NNN` in the
-//! qrContent (see `SCENARIOS.md` and [`SCENARIOS`]).
+//! partnerRefundNo once per partner; cancels on the payment's WIB day only
+//! (after it 4056201, spec §2.6); notify (79) sent to loket signed with the
+//! simulator's issuer key (mode A), every attempt stamped, signed and
+//! numbered (X-EXTERNAL-ID) afresh; and scenario rules chosen by the
+//! amount's last three digits or by `SCENARIO=NNN` in the qrContent (see
+//! `SCENARIOS.md` and [`SCENARIOS`]).
 //!
 //! It reuses only `loket_snapqr::{sign, wire}` (the standard's signatures and
 //! amounts), never the connector's classification.
@@ -167,9 +169,6 @@ pub struct SnapQrSimSettings {
     pub pending_resolve_ms: u64,
     /// Scenario 201: how long the reply waits.
     pub slow_reply_ms: u64,
-    /// A payment may be cancelled this long after it was made (Q6); after
-    /// that, 4056201.
-    pub cancel_window_secs: u64,
     /// Lifetime of a generated QR (59); paying it later answers 4036000.
     pub qr_ttl_secs: u64,
     pub body_limit_bytes: usize,
@@ -199,7 +198,6 @@ impl Default for SnapQrSimSettings {
             notify_timeout_ms: 5_000,
             pending_resolve_ms: 1_000,
             slow_reply_ms: 60_000,
-            cancel_window_secs: 86_400,
             qr_ttl_secs: 600,
             body_limit_bytes: 64 * 1024,
             body_read_timeout_ms: 10_000,
@@ -523,7 +521,8 @@ impl SnapQrSim {
         self.inner.notifies.log_for(partner_reference_no)
     }
 
-    /// Moves a payment's creation time back (to close the cancel window in tests).
+    /// Moves a payment's creation time back (in tests: to a previous WIB
+    /// day, past its cancel window).
     pub fn age_payment(&self, partner_reference_no: &str, by: chrono::Duration) -> bool {
         let mut ledger = lock(&self.inner.ledger);
         match ledger.payments.get_mut(partner_reference_no) {
