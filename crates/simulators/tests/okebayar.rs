@@ -1319,6 +1319,11 @@ async fn hostile_and_random_requests_never_break_it_and_money_is_conserved() {
                     ],
                 );
                 fields.push(("accnumber1".into(), rng.pick(&accounts).into()));
+                // Mostly with the `accnumber2` tag a bill request must carry
+                // (else it is refused 206 before anything else is checked).
+                if !rng.one_in(3) {
+                    fields.push(("accnumber2".into(), rng.pick(&["", "7654321"]).into()));
+                }
                 if rng.one_in(3) {
                     fields.push(("querycode".into(), "inquiry".into()));
                 }
