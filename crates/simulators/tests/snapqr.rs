@@ -1,8 +1,9 @@
 //! The SNAP QR CPM simulator driven over real HTTP with raw signed calls
 //! (the connector's own tests against it are in `loket-snapqr`): the
-//! merchant a payment names, the amount it debits, a settle timer that
-//! outlives its payment's partnerReferenceNo, a refused reuse of a failed
-//! payment's reference, the same-day cancel window, and notify retries.
+//! merchant a payment names, the amount it debits, a wrong path or method,
+//! a settle timer that outlives its payment's partnerReferenceNo, a refused
+//! reuse of a failed payment's reference, the same-day cancel window, and
+//! notify retries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -176,6 +177,53 @@ async fn a_payment_for_a_merchant_the_issuer_does_not_know_is_4046008() {
     assert!(h.sim.ledger_state("MERCHANT0001").is_none());
     assert_eq!(
         h.pay("MERCHANT0002", &qr, MERCHANT, "10000.00").await,
+        (200, "2006000".to_string()),
+        "the QR is still unpaid"
+    );
+}
+
+/// Spec §6 (405xx00 "not supported", "fix path"): a path the issuer serves
+/// nothing at, or a service's path with another method than POST, answers
+/// the standard's JSON error naming the service the path names, not an
+/// empty 404 a connector could only read as "unknown". Nothing is taken.
+#[tokio::test]
+async fn a_wrong_path_or_method_is_405xx00_not_supported() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    let body = json!({
+        "partnerReferenceNo": "ROUTE0001",
+        "qrContent": qr,
+        "amount": {"value": "10000.00", "currency": "IDR"},
+        "merchantId": MERCHANT,
+        "expiryTime": stamp(),
+    });
+    let (status, reply) = h.call("qr/qr-cpm-paymnt", &body).await;
+    assert_eq!(
+        (status, &reply["responseCode"]),
+        (405, &json!("4056000")),
+        "{reply}"
+    );
+    assert!(h.sim.ledger_state("ROUTE0001").is_none());
+    for (method, path, code) in [
+        ("GET", h.sim.path("qr/qr-cpm-query"), "4056100"),
+        (
+            "POST",
+            "/gateway/v1.0/qr/qr-cpm-refund".to_string(),
+            "4058000",
+        ),
+    ] {
+        let response = h
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", h.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+        let reply: Value = response.json().await.unwrap();
+        assert_eq!(reply["responseCode"], code, "{method} {path}: {reply}");
+    }
+    assert_eq!(
+        h.pay("ROUTE0001", &qr, MERCHANT, "10000.00").await,
         (200, "2006000".to_string()),
         "the QR is still unpaid"
     );

@@ -69,6 +69,35 @@ fn fail(http: u16, service: u8, case: u8, message: &str) -> Response {
     answer(&code(http, service, case), message, Value::Null)
 }
 
+/// Spec §6 `405xx00` "Requested Function Is Not Supported" ("fix path"):
+/// the answer to a path the issuer serves nothing at (a wrong prefix or
+/// version, a misspelt service), and to a service's path with a method
+/// other than POST. The service code is the one the path's last segment
+/// names (ASSUMED: a path naming none answers as the payment, 60).
+pub(crate) async fn not_supported(uri: axum::http::Uri) -> Response {
+    fail(
+        405,
+        service_named_by(uri.path()),
+        0,
+        "Requested Function Is Not Supported",
+    )
+}
+
+/// The service code (spec §1) of the service `path` ends in.
+fn service_named_by(path: &str) -> u8 {
+    let last = path.rsplit('/').next().unwrap_or_default();
+    match last.to_ascii_lowercase().as_str() {
+        "b2b" => 73,
+        "b2b2c" => 74,
+        "qr-cpm-generate" => 59,
+        "qr-cpm-query" => 61,
+        "qr-cpm-cancel" => 62,
+        "qr-cpm-notify" => 79,
+        "qr-cpm-refund" => 80,
+        _ => 60,
+    }
+}
+
 fn within_window(sim: &SnapQrSim, stamp: &str) -> bool {
     match DateTime::parse_from_rfc3339(stamp) {
         Ok(at) => {

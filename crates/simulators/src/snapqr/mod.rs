@@ -2,7 +2,8 @@
 //! §8): the B2B token endpoint (verifies our RSA signature with our public
 //! key, issues tokens with a configurable lifetime), generate (59), payment
 //! (60), query (61), cancel (62) and refund (80) under
-//! `{path_prefix}/v1.0/…`, each checked for timestamp window, token,
+//! `{path_prefix}/v1.0/…` (any other path, or a method other than POST,
+//! answers `405xx00`), each checked for timestamp window, token,
 //! partner id and HMAC signature (over the path as received), CHANNEL-ID and
 //! X-EXTERNAL-ID uniqueness per WIB day; the QRs 59 issued, with their expiry
 //! (paying any other QR answers 4046011, ASSUMED §8.6); the one merchant it
@@ -430,6 +431,7 @@ impl SnapQrSim {
             .route(&self.path("qr/qr-cpm-query"), post(handlers::query))
             .route(&self.path("qr/qr-cpm-cancel"), post(handlers::cancel))
             .route(&self.path("qr/qr-cpm-refund"), post(handlers::refund))
+            .method_not_allowed_fallback(handlers::not_supported)
             .route_layer(axum::middleware::from_fn_with_state(
                 self.inner.outage.clone(),
                 common::outage_gate,
@@ -439,6 +441,7 @@ impl SnapQrSim {
             .route("/_sim/issuer-public-key", get(admin_issuer_key))
             .route("/_sim/tokens/expire", post(admin_expire_tokens))
             .route("/_sim/qr", post(admin_issue_qr))
+            .fallback(handlers::not_supported)
             .with_state(self.clone())
             .merge(common::outage_routes(self.inner.outage.clone()))
     }
