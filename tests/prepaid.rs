@@ -175,6 +175,50 @@ async fn server_fault_codes_fail_a_purchase_only_once_a_status_check_finds_no_re
     }
 }
 
+/// A `202` answer carries `harga` 0 for a purchase that never happened (an
+/// unknown report, resolved by a status check). It is no amount mismatch:
+/// not in the event log, not on the row once the purchase fails for want of
+/// a record, and not in finance's export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_fault_reporting_harga_0_is_no_amount_mismatch() {
+    use loket_cli::export::{export, ExportQuery, RowFormat};
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = bought(
+        &mut client,
+        purchase("no-charge-202", "PULSA10", &scenario("202"), 0),
+    )
+    .await;
+    let row = app
+        .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
+        .await;
+    assert!(!row.amount_mismatch, "{row:?}");
+    let flagging_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND detail ? 'amount_mismatch'",
+    )
+    .bind(row.id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("events");
+    assert_eq!(flagging_events, 0, "{:?}", app.events(&txn.id).await);
+    let now = chrono::Utc::now();
+    let summary = export(
+        &app.pool,
+        &ExportQuery {
+            provider: loket_protocol::Provider::OkeBayar,
+            from: now - chrono::Duration::hours(1),
+            until: now + chrono::Duration::hours(1),
+            status: None,
+        },
+        RowFormat::Csv,
+        &mut Vec::new(),
+    )
+    .await
+    .expect("export");
+    assert_eq!(summary.rows, 1);
+    assert_eq!(summary.amount_mismatches, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pending_then_callbacks_then_success() {
     // No scheduled status check falls within the test: only the callbacks

@@ -181,7 +181,7 @@ fn status_banner(status: &str) -> String {
         "failed" => "final: nothing was charged",
         "pending" => "in progress at the provider",
         "unknown" => "outcome not known yet: being checked, do NOT retry",
-        "received" => "accepted, not yet sent to the provider",
+        "received" => "accepted; no answer from the provider yet",
         "needs_review" => "parked for an operator: do NOT retry",
         _ => "",
     };
@@ -1173,6 +1173,29 @@ mod tests {
         );
     }
 
+    /// D3: a `received` record cannot tell whether the command already
+    /// reached the provider (it may be in the connector's call, and the
+    /// provider may have counted it), so the banner must not claim it was not
+    /// sent: a purchase and a QR payment alike.
+    #[test]
+    fn received_status_does_not_claim_the_request_was_not_sent() {
+        for kind in [
+            pb::TransactionKind::PrepaidPurchase,
+            pb::TransactionKind::QrPayment,
+        ] {
+            let mut t = sample();
+            t.status = pb::TransactionStatus::Received as i32;
+            t.kind = kind as i32;
+            t.bill = None;
+            t.provider_code = String::new();
+            let text = TransactionView::from_pb(&t).text();
+            assert!(
+                text.contains("RECEIVED (accepted; no answer from the provider yet)"),
+                "{text}"
+            );
+            assert!(!text.contains("not yet sent"), "{text}");
+        }
+    }
     #[test]
     fn explanation_json_and_text() {
         let pb_view = pb::CodeExplanation {

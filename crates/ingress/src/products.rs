@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use crate::errors::ApiError;
 use crate::validate::{shortened, ProductCode};
 
+/// How a BPJS product's provider product code starts ([`Product::is_bpjs`]).
+const BPJS_CODE_PREFIX: &str = "BPJS";
+
 /// Least time between two reloads triggered by unknown codes.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -70,6 +73,20 @@ impl Product {
             ))),
             other => Err(self.wrong_call(other)),
         }
+    }
+
+    /// Whether this is a BPJS bill, billed by the month: its inquiry names
+    /// the months to pay and the payer's phone (OkeBayar spec §4,
+    /// `accnumber3` and `contactnumber`). The catalogue has no column for
+    /// it, so it is read from the provider product code: ASSUMED, a BPJS
+    /// product's code starts with `BPJS` (`BPJSKS` in `deploy/products.toml`),
+    /// the rule the OkeBayar simulator applies too.
+    pub fn is_bpjs(&self) -> bool {
+        self.kind == ProductKind::Postpaid
+            && self
+                .provider_product_code
+                .get(..BPJS_CODE_PREFIX.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(BPJS_CODE_PREFIX))
     }
 
     /// The amount a purchase of this product charges.
@@ -267,6 +284,29 @@ mod tests {
         );
         assert_eq!(prepaid.purchase_price().unwrap(), Money::idr(10_500));
         assert!(postpaid.purchase_price().is_err());
+    }
+
+    /// A BPJS bill is known by its provider product code, whatever our
+    /// code for it, so its inquiry's months and payer's phone are required
+    /// (OkeBayar spec §4); no other product, nor a prepaid one named alike,
+    /// takes months.
+    #[test]
+    fn a_bpjs_bill_is_known_by_its_provider_product_code() {
+        let bill = |provider_product_code: &str| Product {
+            provider_product_code: provider_product_code.into(),
+            ..product(ProductKind::Postpaid, None)
+        };
+        for bpjs in ["BPJSKS", "bpjsks", "BPJS", "BpjsTK"] {
+            assert!(bill(bpjs).is_bpjs(), "{bpjs}");
+        }
+        for other in ["PLNPOST", "TELKOMPSTN", "KSBPJS", "BPJ", ""] {
+            assert!(!bill(other).is_bpjs(), "{other}");
+        }
+        let prepaid = Product {
+            provider_product_code: "BPJSKS".into(),
+            ..product(ProductKind::Prepaid, Some(10_000))
+        };
+        assert!(!prepaid.is_bpjs());
     }
 
     #[test]

@@ -201,6 +201,20 @@ fn respond(row: &TransactionRow) -> pb::Transaction {
     transaction
 }
 
+/// Why no connector will ever answer a balance query for `provider`, or
+/// `None` when one does (OkeBayar, Smilepayz). Asking the bus anyway would
+/// end in "no responders" or a timeout, which reads as a transient outage
+/// (`UNAVAILABLE`, "try again") when retrying can never help.
+fn no_balance_service(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::OkeBayar | Provider::Smilepayz => None,
+        Provider::SnapQr => Some("SNAP QR CPM defines no balance service"),
+        Provider::Doku => {
+            Some("loket has no DOKU connector (only DOKU's code catalogue is built in)")
+        }
+    }
+}
+
 fn not_found_inquiry(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("inquiry {id} not found"))
 }
@@ -1009,12 +1023,16 @@ impl Inner {
         let client = self.auth.authenticate(request.metadata()).await?;
         let input = InquireInput::try_from(request.get_ref())?;
         let params = RequestParams::inquire(&input);
-        let (product, kind) = match self
+        let routed = self
             .products
             .get(&input.product_code)
             .await
-            .and_then(|product| product.inquiry_kind().map(|kind| (product, kind)))
-        {
+            .and_then(|product| {
+                let kind = product.inquiry_kind()?;
+                input.check_for_product(product.is_bpjs())?;
+                Ok((product, kind))
+            });
+        let (product, kind) = match routed {
             Ok(found) => found,
             Err(error) => {
                 return self
@@ -1152,6 +1170,11 @@ impl Inner {
     ) -> Result<pb::Balance, ApiError> {
         self.auth.authenticate(request.metadata()).await?;
         let provider = validate::provider(&request.get_ref().provider)?;
+        if let Some(why) = no_balance_service(provider) {
+            return Err(ApiError::Unimplemented(format!(
+                "no {provider} balance can be asked for: {why}"
+            )));
+        }
         let mut timeout = self.balance_timeout;
         if let Some(deadline) = ctx.deadline {
             timeout = timeout

@@ -129,7 +129,8 @@ pub fn account2(text: &str) -> Result<String> {
     digits("account2", text, 1, 24)
 }
 
-/// BPJS months: empty, or 1–12.
+/// BPJS months: empty, or 1–12 (a BPJS product requires them, any other
+/// refuses them: [`InquireInput::check_for_product`]).
 pub fn account3(text: &str) -> Result<String> {
     if text.is_empty() {
         return Ok(String::new());
@@ -232,7 +233,7 @@ pub struct InquireInput {
 impl TryFrom<&pb::InquireRequest> for InquireInput {
     type Error = ValidationError;
     fn try_from(request: &pb::InquireRequest) -> Result<Self> {
-        let input = InquireInput {
+        Ok(InquireInput {
             client_ref: ClientRef::parse(&request.client_ref)?,
             product_code: ProductCode::parse("product_code", &request.product_code)?,
             account: account(&request.account)?,
@@ -240,21 +241,49 @@ impl TryFrom<&pb::InquireRequest> for InquireInput {
             account3: account3(&request.account3)?,
             contact: contact(&request.contact)?,
             wait: wait(request.wait_ms)?,
-        };
-        if !input.account3.is_empty() {
-            // A BPJS bill is paid with the payer's phone (OkeBayar spec §4:
-            // the payment's accnumber2), taken from the inquiry's contact.
-            digits("contact", &input.contact, 8, 15).map_err(|error| {
-                ValidationError::new(
-                    "contact",
-                    format!(
-                        "a BPJS inquiry (account3 set) needs the payer's phone number, which its payment carries: {}",
-                        error.reason
-                    ),
-                )
-            })?;
+        })
+    }
+}
+
+impl InquireInput {
+    /// The checks that depend on the product, once the catalogue told
+    /// whether it is a BPJS bill ([`crate::products::Product::is_bpjs`]).
+    ///
+    /// A BPJS inquiry names the months to pay (OkeBayar spec §4: `accnumber3`,
+    /// 1 to 12), without which the biller cannot price the bill, and the
+    /// payer's phone, which its payment carries in `accnumber2` (taken from
+    /// the inquiry's contact). Any other bill takes no months: the connector
+    /// reads months as "a BPJS bill" and would pay it with the contact in
+    /// place of `account2` (a PSTN line's number).
+    pub fn check_for_product(&self, bpjs: bool) -> Result<()> {
+        if !bpjs {
+            if self.account3.is_empty() {
+                return Ok(());
+            }
+            return Err(ValidationError::new(
+                "account3",
+                format!(
+                    "months to pay apply to a BPJS bill only, and product {} is not one",
+                    self.product_code
+                ),
+            ));
         }
-        Ok(input)
+        if self.account3.is_empty() {
+            return Err(ValidationError::new(
+                "account3",
+                "a BPJS inquiry needs the number of months to pay, 1 to 12: required",
+            ));
+        }
+        digits("contact", &self.contact, 8, 15).map_err(|error| {
+            ValidationError::new(
+                "contact",
+                format!(
+                    "a BPJS inquiry needs the payer's phone number, which its payment carries: {}",
+                    error.reason
+                ),
+            )
+        })?;
+        Ok(())
     }
 }
 
@@ -905,16 +934,6 @@ mod tests {
                 .account3,
             "3"
         );
-        // BPJS is paid with the payer's phone: the inquiry's contact.
-        for not_a_phone in ["", "a@b.c", "0812", "+6281299990000", "0812 9999 0000"] {
-            let refused = InquireInput::try_from(&request("", "3", not_a_phone)).unwrap_err();
-            assert_eq!(refused.field, "contact", "{not_a_phone}");
-            assert!(
-                refused.reason.contains("payer's phone"),
-                "{}",
-                refused.reason
-            );
-        }
         assert!(InquireInput::try_from(&request("", "", "a@b.c")).is_ok());
         assert_eq!(
             field_of(InquireInput::try_from(&request("12a", "", ""))),
@@ -930,6 +949,57 @@ mod tests {
         assert_eq!(
             field_of(InquireInput::try_from(&request("", "", &"c".repeat(65)))),
             "contact"
+        );
+    }
+
+    /// A BPJS inquiry names the months to pay and the payer's phone (spec
+    /// §4), each refused by name when missing or malformed; months on any
+    /// other product are refused, since the connector would pay that bill
+    /// as a BPJS one (the contact in place of `account2`).
+    #[test]
+    fn a_bpjs_inquiry_needs_its_months_and_the_payers_phone_and_no_other_takes_months() {
+        let checked = |account3: &str, contact: &str, bpjs: bool| {
+            let input = InquireInput::try_from(&pb::InquireRequest {
+                client_ref: "r".into(),
+                product_code: "BILL".into(),
+                account: "8888801234567890".into(),
+                account3: account3.into(),
+                contact: contact.into(),
+                ..Default::default()
+            })?;
+            input.check_for_product(bpjs)
+        };
+        assert_eq!(checked("3", "081299990000", true), Ok(()));
+        assert_eq!(checked("12", "081299990000", true), Ok(()));
+        assert_eq!(checked("", "", false), Ok(()));
+        assert_eq!(checked("", "a@b.c", false), Ok(()));
+
+        let refused = checked("", "081299990000", true).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "account3: a BPJS inquiry needs the number of months to pay, 1 to 12: required"
+        );
+        for bad in ["0", "13"] {
+            assert_eq!(
+                checked(bad, "081299990000", true).unwrap_err().field,
+                "account3",
+                "{bad}"
+            );
+        }
+        // BPJS is paid with the payer's phone: the inquiry's contact.
+        for not_a_phone in ["", "a@b.c", "0812", "+6281299990000", "0812 9999 0000"] {
+            let refused = checked("3", not_a_phone, true).unwrap_err();
+            assert_eq!(refused.field, "contact", "{not_a_phone}");
+            assert!(
+                refused.reason.contains("payer's phone"),
+                "{}",
+                refused.reason
+            );
+        }
+        let refused = checked("3", "081299990000", false).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "account3: months to pay apply to a BPJS bill only, and product BILL is not one"
         );
     }
 

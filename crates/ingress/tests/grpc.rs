@@ -97,6 +97,7 @@ async fn seed(pool: &PgPool) -> anyhow::Result<(Uuid, Uuid)> {
          ('PULSA10', 'okebayar', 'S10', 'prepaid', 10500, TRUE), \
          ('PLN20', 'okebayar', 'PLN20', 'pln_prepaid', 20000, TRUE), \
          ('PLNPOST', 'okebayar', 'PLNPASCA', 'postpaid', NULL, TRUE), \
+         ('BPJS', 'okebayar', 'BPJSKS', 'postpaid', NULL, TRUE), \
          ('OFF5', 'okebayar', 'S5', 'prepaid', 5500, FALSE)",
     )
     .execute(pool)
@@ -868,6 +869,37 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // A provider with no balance service (SNAP QR CPM) or no connector at all
+    // (DOKU) is refused at once as UNIMPLEMENTED, naming why, not sent on the
+    // bus to end as a retryable UNAVAILABLE; a stand-in responder proves
+    // nothing was asked.
+    let mut snapqr_queries = subscribed(&nats, subjects::balance_rpc(Provider::SnapQr)).await?;
+    for (provider, why) in [
+        ("snapqr", "no balance service"),
+        ("doku", "no DOKU connector"),
+    ] {
+        let status = api
+            .get_balance(with_key(
+                KEY_A,
+                pb::GetBalanceRequest {
+                    provider: provider.into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{provider}: {status:?}");
+        assert!(
+            status.message().contains(provider) && status.message().contains(why),
+            "{provider}: {}",
+            status.message()
+        );
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), snapqr_queries.next())
+            .await
+            .is_err(),
+        "a snapqr balance query reached the bus"
+    );
 
     // --- codes
     let explained = api
@@ -1886,6 +1918,79 @@ async fn a_watch_that_falls_behind_its_client_is_closed_with_an_error() -> anyho
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("watch again"), "{status:?}");
     assert!(received < UPDATES, "{received}");
+    app.shutdown.trigger();
+    Ok(())
+}
+
+/// A BPJS inquiry (a product whose provider product code is a BPJS one)
+/// names the months to pay and the payer's phone (OkeBayar spec §4), and
+/// months on any other bill are refused: each INVALID_ARGUMENT naming the
+/// field, before anything is stored. A BPJS inquiry with neither used to be
+/// taken, and billed as one month.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bpjs_inquiry_needs_its_months_and_the_payers_phone() -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let inquiry = |client_ref: &str, product: &str, months: &str, contact: &str| {
+        with_key(
+            KEY_A,
+            pb::InquireRequest {
+                client_ref: client_ref.into(),
+                product_code: product.into(),
+                account: "8888801234567890".into(),
+                account3: months.into(),
+                contact: contact.into(),
+                ..Default::default()
+            },
+        )
+    };
+    for (request, field) in [
+        (
+            inquiry("no-months", "BPJS", "", "081299990000"),
+            "account3:",
+        ),
+        (inquiry("no-phone", "BPJS", "3", ""), "contact:"),
+        (
+            inquiry("mail", "BPJS", "3", "payer@example.com"),
+            "contact:",
+        ),
+        (
+            inquiry("too-many", "BPJS", "13", "081299990000"),
+            "account3:",
+        ),
+        (
+            inquiry("not-bpjs", "PLNPOST", "3", "081299990000"),
+            "account3:",
+        ),
+    ] {
+        let client_ref = request.get_ref().client_ref.clone();
+        let status = api.inquire(request).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{client_ref}: {status:?}"
+        );
+        assert!(
+            status.message().starts_with(field),
+            "{client_ref}: {}",
+            status.message()
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&app.pool)
+        .await?;
+    assert_eq!(stored, 0, "a refused inquiry leaves nothing behind");
+
+    let accepted = api
+        .inquire(inquiry("bpjs", "BPJS", "3", "081299990000"))
+        .await?
+        .into_inner();
+    assert_eq!(accepted.kind, pb::TransactionKind::BillInquiry as i32);
+    let plain_bill = api
+        .inquire(inquiry("plnpost", "PLNPOST", "", ""))
+        .await?
+        .into_inner();
+    assert_eq!(plain_bill.kind, pb::TransactionKind::BillInquiry as i32);
     app.shutdown.trigger();
     Ok(())
 }

@@ -15,7 +15,10 @@
 //!   as reported, and instructions already stored are never replaced by a
 //!   report without any (nor, when the status does not move, by other ones);
 //! - a reported amount different from ours sets `amount_mismatch` and never
-//!   changes the status;
+//!   changes the status; only a success or pending report's amount is
+//!   compared (an unknown or failed one moved no money we know of), and a
+//!   transaction that ends `failed` (a report or an operator's decision) has
+//!   the flag cleared, with the clearing in its event;
 //! - "the provider has no record of our reference" fails a transaction only
 //!   after `not_found_grace` (the provider may not have recorded it yet), and
 //!   not before the payment's own expiry plus that grace when the provider
@@ -571,15 +574,24 @@ pub fn plan(
         _ => verdict,
     };
 
-    // Money-safety rule 8: flag, never decide. A definite failure moved no
-    // money, so whatever amount it reports (OkeBayar sends `harga` 0) is not
-    // compared.
-    // An amount the provider reported but the connector could not read
-    // cannot be shown to match: flagged alike.
+    let to = w.row.status().unwrap_or(from);
+    // Money-safety rule 8: flag, never decide. Only a report saying money
+    // moved (success) or is held and will (pending: OkeBayar debits the
+    // deposit on acceptance and reports that `harga`) states an amount worth
+    // comparing. An unknown report states nothing (OkeBayar's `202`/`240`
+    // carry `harga` 0 for a purchase that may never have happened), nor does
+    // a definite failure, which moved no money. An amount the provider
+    // reported on such a report but the connector could not read cannot be
+    // shown to match: flagged alike. A transaction that ends failed charged
+    // nothing, so no amount is in question any more.
     let mut amount_mismatch = None;
-    if let Some(expected) = row
+    if to == TransactionStatus::Failed {
+        if clear_amount_mismatch(&mut w.row, &mut detail) {
+            w.changed = true;
+        }
+    } else if let Some(expected) = row
         .amount_minor
-        .filter(|_| report.outcome != Outcome::Failed)
+        .filter(|_| matches!(report.outcome, Outcome::Success | Outcome::Pending))
     {
         let reported = match (
             &report.provider_amount_unreadable,
@@ -599,7 +611,6 @@ pub fn plan(
         }
     }
 
-    let to = w.row.status().unwrap_or(from);
     // Status checks: a first one for a transaction that needs one, none for
     // a settled one.
     match to {
@@ -662,6 +673,23 @@ pub fn plan(
     })
 }
 
+/// Clears the row's `amount_mismatch` flag once the transaction has ended
+/// `failed`: nothing was charged, so finance has no amount to reconcile and
+/// `loketctl export` must not count it. The event that raised the flag keeps
+/// its `amount_mismatch` detail; this one records the clearing beside it, so
+/// the history still shows both. Returns whether the row changed.
+fn clear_amount_mismatch(row: &mut TransactionRow, detail: &mut Map<String, Value>) -> bool {
+    if !row.amount_mismatch {
+        return false;
+    }
+    row.amount_mismatch = false;
+    detail.insert(
+        "amount_mismatch_cleared".into(),
+        json!("the transaction failed: nothing was charged, so no amount is in question"),
+    );
+    true
+}
+
 /// The row's status, which the reconciler must be able to read to plan.
 fn status_of(row: &TransactionRow) -> Result<TransactionStatus, PlanError> {
     row.status().ok_or_else(|| PlanError::BadStatus {
@@ -706,6 +734,9 @@ pub fn plan_decision(
         None => {
             next.status = decision.status.as_str().into();
             next.serial_number = decision.serial_number.clone().or(next.serial_number.take());
+            if decision.status == TransactionStatus::Failed {
+                clear_amount_mismatch(&mut next, &mut detail);
+            }
             next.next_check_at = None;
             next.finalized_at = Some(now);
             next.updated_at = now;

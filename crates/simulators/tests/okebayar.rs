@@ -802,36 +802,121 @@ fn with(mut request: Vec<(String, String)>, name: &str, value: &str) -> Vec<(Str
     request
 }
 
+/// The simulator's BPJS productcode (loket's catalogue seeds `BPJSKS`).
+const BPJS: &str = "BPJSKS";
+
+/// A BPJS inquiry of `account` for `months` (spec §4: `accnumber3`).
+fn bpjs_inquiry(reference: &str, account: &str, months: &str) -> Vec<(String, String)> {
+    with(
+        with(bill_inquiry(reference, account), "productcode", BPJS),
+        "accnumber3",
+        months,
+    )
+}
+
+/// The payment of BPJS `inquiry`'s nominal, naming the `payer`'s phone
+/// (`accnumber2`) and `months` (`accnumber3`), as spec §4 asks.
+fn bpjs_payment(
+    reference: &str,
+    inquiry: &Fields,
+    payer: &str,
+    months: &str,
+) -> Vec<(String, String)> {
+    let payment = bill_payment(reference, inquiry, inquiry.get("nominal").unwrap());
+    with(
+        with(with(payment, "productcode", BPJS), "accnumber2", payer),
+        "accnumber3",
+        months,
+    )
+}
+
 #[tokio::test]
 async fn a_bpjs_payment_needs_the_inquired_months_and_the_payers_phone() {
     let h = start(settings()).await;
-    let inquiry = h
-        .send(&with(
-            bill_inquiry("bpjs-inq", "888880123456"),
-            "accnumber3",
-            "3",
-        ))
-        .await;
+    let inquiry = h.send(&bpjs_inquiry("bpjs-inq", "888880123456", "3")).await;
     assert_eq!(inquiry.get("responsecode"), Some("000"));
-    let payment = |reference: &str, phone: &str, months: &str| {
-        with(
-            with(
-                bill_payment(reference, &inquiry, "150000"),
-                "accnumber2",
-                phone,
-            ),
-            "accnumber3",
-            months,
-        )
-    };
-    for (reference, phone, months) in [("no-phone", "", "3"), ("other-months", "0812999", "4")] {
-        let refused = h.send(&payment(reference, phone, months)).await;
+    for (reference, phone, months) in [
+        ("no-phone", "", "3"),
+        ("other-months", "0812999", "4"),
+        ("no-months", "0812999", ""),
+    ] {
+        let refused = h
+            .send(&bpjs_payment(reference, &inquiry, phone, months))
+            .await;
         assert_eq!(refused.get("responsecode"), Some("402"), "{reference}");
     }
     assert_eq!(h.sim.balance(), 1_000_000, "nothing paid");
-    let paid = h.send(&payment("bpjs-pay", "081299990000", "3")).await;
+    let paid = h
+        .send(&bpjs_payment("bpjs-pay", &inquiry, "081299990000", "3"))
+        .await;
     assert_eq!(paid.get("responsecode"), Some("000"));
-    assert_eq!(h.sim.balance(), 1_000_000 - 152_500);
+    assert_eq!(h.sim.balance(), 1_000_000 - (3 * 150_000 + 2_500));
+}
+
+/// Spec §4: a BPJS inquiry names the months to pay (`accnumber3`, 1–12) and
+/// is billed for them: `nominal` is a month's times the months and
+/// `totalmonthoutstanding` the months, and its payment debits that. Without
+/// months, or with a number outside 1–12, it is malformed (`206`, ASSUMED:
+/// no code of the table fits). The simulator used to bill one month
+/// whatever was asked, and to take a BPJS inquiry without months.
+#[tokio::test]
+async fn a_bpjs_inquiry_is_billed_for_the_months_asked_and_needs_them() {
+    let h = start(settings()).await;
+    let account = "888880123456";
+    for months in [1_i64, 3, 12] {
+        let reply = h
+            .send(&bpjs_inquiry(
+                &format!("bpjs-{months}"),
+                account,
+                &months.to_string(),
+            ))
+            .await;
+        assert_eq!(reply.get("responsecode"), Some("000"), "{months}");
+        let nominal = (150_000 * months).to_string();
+        assert_eq!(reply.get("nominal"), Some(nominal.as_str()), "{months}");
+        assert_eq!(reply.get("adminfee"), Some("2500"), "{months}");
+        assert_eq!(
+            reply.get("totalmonthoutstanding"),
+            Some(months.to_string().as_str())
+        );
+    }
+    let without_months = bpjs_inquiry("bpjs-no-tag", account, "")
+        .into_iter()
+        .filter(|(name, _)| name != "accnumber3")
+        .collect::<Vec<_>>();
+    assert_eq!(
+        h.send(&without_months).await.get("responsecode"),
+        Some("206")
+    );
+    for (n, bad) in ["", "0", "13", "x", "-1", "1.5", "+3"]
+        .into_iter()
+        .enumerate()
+    {
+        let refused = h
+            .send(&bpjs_inquiry(&format!("bpjs-bad-{n}"), account, bad))
+            .await;
+        assert_eq!(refused.get("responsecode"), Some("206"), "{bad:?}");
+    }
+    // Product codes compare without case.
+    let lower_case = with(
+        bpjs_inquiry("bpjs-lower", account, ""),
+        "productcode",
+        "bpjsks",
+    );
+    assert_eq!(h.send(&lower_case).await.get("responsecode"), Some("206"));
+
+    let three_months = h.send(&bpjs_inquiry("bpjs-3b", "888880999999", "3")).await;
+    let paid = h
+        .send(&bpjs_payment(
+            "bpjs-pay-3",
+            &three_months,
+            "081299990000",
+            "3",
+        ))
+        .await;
+    assert_eq!(paid.get("responsecode"), Some("000"));
+    assert_eq!(h.sim.balance(), 1_000_000 - (3 * 150_000 + 2_500));
+    assert_eq!(h.sim.ledger_state("bpjs-pay-3").unwrap().amount, 452_500);
 }
 
 #[tokio::test]
@@ -920,21 +1005,13 @@ async fn a_paid_bill_cannot_be_paid_again_through_a_new_inquiry() {
 
     let bpjs = |reference: &str, payer: &str, months: &str| {
         with(
-            with(bill_inquiry(reference, "888880123456"), "accnumber2", payer),
-            "accnumber3",
-            months,
+            bpjs_inquiry(reference, "888880123456", months),
+            "accnumber2",
+            payer,
         )
     };
     let three_months = h.send(&bpjs("bpjs-inq-3", "", "3")).await;
-    let payment = with(
-        with(
-            bill_payment("bpjs-pay-3", &three_months, "150000"),
-            "accnumber2",
-            "081299990000",
-        ),
-        "accnumber3",
-        "3",
-    );
+    let payment = bpjs_payment("bpjs-pay-3", &three_months, "081299990000", "3");
     assert_eq!(h.send(&payment).await.get("responsecode"), Some("000"));
     let same_period = h.send(&bpjs("bpjs-inq-3b", "081277770000", "3")).await;
     assert_eq!(same_period.get("responsecode"), Some("401"));
@@ -957,7 +1034,11 @@ async fn a_paid_bill_cannot_be_paid_again_through_a_new_inquiry() {
         .send(&pstn(bill_inquiry("pstn-inq-2", "021"), "5550002"))
         .await;
     assert_eq!(other_line.get("responsecode"), Some("000"));
-    assert_eq!(h.sim.balance(), 1_000_000 - 3 * 152_500);
+    let three_months_of_bpjs = 3 * 150_000 + 2_500;
+    assert_eq!(
+        h.sim.balance(),
+        1_000_000 - 2 * 152_500 - three_months_of_bpjs
+    );
 }
 
 /// A bill is paid from the moment its payment is taken, not once it

@@ -1053,3 +1053,34 @@ fn explanation_converts_to_protobuf() {
         ("", pb::Outcome::Unknown as i32)
     );
 }
+
+/// D4: an inquiry delivers nothing, so OkeBayar's `000` on an inquiry must
+/// not tell the operator to deliver a serial number or token; a purchase's
+/// `000`, and the reading without an operation, still do.
+#[test]
+fn okebayar_000_on_an_inquiry_delivers_nothing() {
+    for op in [Op::PrepaidInquiry, Op::BillInquiry] {
+        let inquiry = ex(OkeBayar, "000", Some(op));
+        assert_eq!(inquiry.outcome, Outcome::Success, "{op}");
+        assert!(
+            !inquiry.operator_action.contains("Deliver"),
+            "{op}: {}",
+            inquiry.operator_action
+        );
+        assert!(
+            inquiry.operator_action.contains("nothing was charged"),
+            "{op}: {}",
+            inquiry.operator_action
+        );
+    }
+    for op in [Some(Op::Purchase), None] {
+        let purchase = ex(OkeBayar, "000", op);
+        assert!(
+            purchase
+                .operator_action
+                .contains("Deliver the serial number"),
+            "{op:?}: {}",
+            purchase.operator_action
+        );
+    }
+}

@@ -357,6 +357,85 @@ fn a_failure_reporting_no_charge_is_not_an_amount_mismatch() {
     assert!(plan.amount_mismatch.is_none());
 }
 
+/// D1: an unknown report states no amount that moved. OkeBayar's `202`
+/// and `240` (server faults, resolved by a status check) carry `harga` 0 for
+/// a purchase that may never have happened; neither that nor an unreadable
+/// amount on such a report is a mismatch.
+#[test]
+fn an_unknown_report_is_never_an_amount_mismatch() {
+    let server_fault = Report {
+        provider_amount_minor: Some(0),
+        ..report(Outcome::Unknown, "202")
+    };
+    let unreadable = Report {
+        provider_amount_unreadable: Some("harga: not a number".into()),
+        ..report(Outcome::Unknown, "240")
+    };
+    for unknown in [server_fault, unreadable] {
+        let plan = plan(&row(S::Received), &unknown, t0(), &policy()).unwrap();
+        assert_eq!(plan.next.status, "unknown");
+        assert!(!plan.next.amount_mismatch, "{unknown:?}");
+        assert!(plan.amount_mismatch.is_none(), "{unknown:?}");
+        assert!(plan.event.detail.get("amount_mismatch").is_none());
+    }
+}
+
+/// D1: a transaction that ends `failed` charged nothing, so a flag raised
+/// on the way (a pending report's different amount) is cleared, by a
+/// failing report as by an operator's decision, while the event that raised
+/// it keeps its detail and the clearing event says why.
+#[test]
+fn a_transaction_that_ends_failed_is_no_longer_an_amount_mismatch() {
+    let pending = Report {
+        provider_amount_minor: Some(9_000),
+        ..report(Outcome::Pending, "002")
+    };
+    let (_, plans) = apply_all(
+        row(S::Received),
+        &[pending, report(Outcome::Failed, "201")],
+        t0(),
+    );
+    let (flagged, failed) = (&plans[0], &plans[1]);
+    assert!(flagged.next.amount_mismatch);
+    assert_eq!(
+        flagged.event.detail["amount_mismatch"]["reported_minor"],
+        9_000
+    );
+    assert_eq!(failed.next.status, "failed");
+    assert!(!failed.next.amount_mismatch);
+    assert!(failed.changed);
+    assert!(failed.event.detail["amount_mismatch_cleared"]
+        .as_str()
+        .is_some_and(|why| why.contains("nothing was charged")));
+
+    let mut flagged_in_review = parked(S::Success, None);
+    flagged_in_review.amount_mismatch = true;
+    let decided = plan_decision(
+        &flagged_in_review,
+        &decision(S::Failed, None),
+        SEEN,
+        None,
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(decided.next.status, "failed");
+    assert!(!decided.next.amount_mismatch);
+    assert!(decided
+        .event
+        .detail
+        .get("amount_mismatch_cleared")
+        .is_some());
+    let kept = plan_decision(
+        &flagged_in_review,
+        &decision(S::Success, None),
+        SEEN,
+        None,
+        t0(),
+    )
+    .unwrap();
+    assert!(kept.next.amount_mismatch, "a success keeps its flag");
+}
+
 fn report_with_amount(minor: i64) -> Report {
     Report {
         provider_amount_minor: Some(minor),

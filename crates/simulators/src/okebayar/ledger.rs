@@ -118,14 +118,15 @@ pub struct Inquiry {
     pub ref1: String,
     pub ref2: String,
     pub ref3: String,
-    /// BPJS: the months asked for (`accnumber3`); empty for other bills.
-    pub period: String,
+    /// BPJS: the months asked for (`accnumber3`, 1–12), each billed
+    /// `bill_nominal`; `None` for other bills.
+    pub months: Option<u8>,
 }
 
 impl Inquiry {
     /// The bill a bill inquiry is about (its fields are stored trimmed).
     pub fn bill(&self) -> BillKey {
-        let customer_number = if self.period.is_empty() {
+        let customer_number = if self.months.is_none() {
             self.account2.as_str()
         } else {
             ""
@@ -133,7 +134,10 @@ impl Inquiry {
         BillKey {
             productcode: self.productcode.to_ascii_uppercase(),
             accounts: [self.account.clone(), customer_number.into()],
-            period: self.period.clone(),
+            period: self
+                .months
+                .map(|months| months.to_string())
+                .unwrap_or_default(),
         }
     }
 }

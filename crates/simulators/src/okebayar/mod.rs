@@ -81,7 +81,8 @@ pub struct OkeBayarSimSettings {
     pub prices: BTreeMap<String, i64>,
     /// `harga` of a productcode not in `prices`.
     pub default_price: i64,
-    /// Every bill's `nominal` and `adminfee`.
+    /// A bill's `nominal` (a BPJS inquiry's is this times its months,
+    /// `accnumber3`) and every bill's `adminfee`.
     pub bill_nominal: i64,
     pub bill_adminfee: i64,
     /// Extra `transactioncode`s treated as a bill payment (the doc's
