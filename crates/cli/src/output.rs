@@ -1173,7 +1173,7 @@ mod tests {
         );
     }
 
-    /// D3: a `received` record cannot tell whether the command already
+    /// A `received` record cannot tell whether the command already
     /// reached the provider (it may be in the connector's call, and the
     /// provider may have counted it), so the banner must not claim it was not
     /// sent: a purchase and a QR payment alike.

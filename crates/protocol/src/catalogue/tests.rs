@@ -1054,7 +1054,7 @@ fn explanation_converts_to_protobuf() {
     );
 }
 
-/// D4: an inquiry delivers nothing, so OkeBayar's `000` on an inquiry must
+/// An inquiry delivers nothing, so OkeBayar's `000` on an inquiry must
 /// not tell the operator to deliver a serial number or token; a purchase's
 /// `000`, and the reading without an operation, still do.
 #[test]

@@ -357,7 +357,7 @@ fn a_failure_reporting_no_charge_is_not_an_amount_mismatch() {
     assert!(plan.amount_mismatch.is_none());
 }
 
-/// D1: an unknown report states no amount that moved. OkeBayar's `202`
+/// An unknown report states no amount that moved. OkeBayar's `202`
 /// and `240` (server faults, resolved by a status check) carry `harga` 0 for
 /// a purchase that may never have happened; neither that nor an unreadable
 /// amount on such a report is a mismatch.
@@ -380,7 +380,7 @@ fn an_unknown_report_is_never_an_amount_mismatch() {
     }
 }
 
-/// D1: a transaction that ends `failed` charged nothing, so a flag raised
+/// A transaction that ends `failed` charged nothing, so a flag raised
 /// on the way (a pending report's different amount) is cleared, by a
 /// failing report as by an operator's decision, while the event that raised
 /// it keeps its detail and the clearing event says why.
