@@ -40,6 +40,16 @@ pub struct HttpClient {
 /// Replies bigger than this are not read: the outcome becomes unknown.
 pub const DEFAULT_MAX_REPLY_BYTES: usize = 1024 * 1024;
 
+/// How long a kept-alive connection may wait unused in the pool. A server
+/// closes an idle connection on its own timer (5 s is common: Apache's
+/// default, and the simulators'); a request written to a connection the
+/// server is closing at that moment may or may not have been read, so its
+/// outcome is unknown and the transaction waits for a status check. Dropping
+/// our side first, below the shortest server timeout usual in the field,
+/// keeps that race away from every send after a quiet spell. Under load a
+/// connection is never idle that long, so it costs nothing there.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 impl HttpClient {
     /// One pooled client per connector: keep-alive connections, a total
     /// deadline per request and a shorter connect deadline.
@@ -48,6 +58,7 @@ impl HttpClient {
             .timeout(timeout)
             .connect_timeout(connect_timeout)
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("static HTTP client configuration is valid");
@@ -235,6 +246,63 @@ mod tests {
         assert!(
             !exchange.response.contains("CANARY"),
             "a part of the secret was stored"
+        );
+    }
+
+    /// A server that answers every request on a connection with an empty
+    /// 200 and counts the connections it accepted.
+    async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    // Each test request fits one read; answer each one.
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if socket.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_pool_timeout_is_not_reused() {
+        use std::sync::atomic::Ordering;
+        let (url, accepted) = counting_server().await;
+        let client = HttpClient::new(Duration::from_secs(5), Duration::from_secs(1));
+        client
+            .post(&url, "text/plain", &[], Vec::new())
+            .await
+            .unwrap();
+        client
+            .post(&url, "text/plain", &[], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "a busy connection is reused"
+        );
+        tokio::time::sleep(POOL_IDLE_TIMEOUT + Duration::from_millis(700)).await;
+        client
+            .post(&url, "text/plain", &[], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a connection idle past the pool timeout must be dropped, not written to"
         );
     }
 

@@ -39,7 +39,7 @@ use chrono::Utc;
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
 use loket_protocol::review::{OperatorDecision, Refusal};
-use loket_protocol::{subjects, Operation, Provider, TransactionKind, TransactionStatus};
+use loket_protocol::{subjects, Operation, Outcome, Provider, TransactionKind, TransactionStatus};
 use loket_runtime::bus as lbus;
 use loket_runtime::db::HeldConnection;
 use loket_runtime::telemetry::{self, TraceContext};
@@ -67,6 +67,10 @@ pub enum Applied {
     Duplicate { transaction_id: Option<Uuid> },
     /// An unverified callback: logged, and a status check requested.
     CheckRequested { transaction_id: Uuid },
+    /// An unverified callback that could change nothing (its transaction is
+    /// final and the claim agrees, or the same claim was checked moments
+    /// ago): logged, no status check.
+    CallbackNoted { transaction_id: Uuid },
     /// No such transaction (result) or reference (callback): logged, acked.
     UnknownTransaction,
 }
@@ -630,9 +634,14 @@ impl Reconciler {
             return Ok(Applied::UnknownTransaction);
         };
         let claimed = write::claim(&mut tx, &[event.event_id.as_str()], &[Some(row.id)]).await?;
+        let claim = loket_protocol::conversions::outcome_from_i32(event.claimed_outcome).ok();
         if claimed.is_empty() {
             tx.rollback().await?;
-            let check = (!event.verified).then_some(&row);
+            // Its check may not have left before a crash, so it is asked
+            // again, unless nothing could come of it.
+            let check = (!event.verified
+                && plan::callback_check_skipped(row.status(), claim, false).is_none())
+            .then_some(&row);
             return self
                 .duplicate(Some(row.id), &event.event_id, check, trace)
                 .await;
@@ -642,9 +651,16 @@ impl Reconciler {
             // Money-safety rule 5: an unsigned callback only asks the
             // provider; it never sets the state, final or not.
             let status = row.status();
-            let claimed = loket_protocol::conversions::outcome_from_i32(event.claimed_outcome)
-                .map(|o| o.as_str())
-                .unwrap_or("unspecified");
+            let claimed = claim.map_or("unspecified", Outcome::as_str);
+            let checked_recently = !status.is_some_and(|s| s.is_final())
+                && write::same_claim_checked_within(
+                    &mut tx,
+                    row.id,
+                    claimed,
+                    plan::CALLBACK_RECHECK_SECS,
+                )
+                .await?;
+            let skipped = plan::callback_check_skipped(status, claim, checked_recently);
             let record = EventRecord {
                 source: "callback",
                 from_status: status,
@@ -660,11 +676,18 @@ impl Reconciler {
                     "source_ip": event.source_ip,
                     "received_at": event.received_at.as_ref().and_then(from_timestamp).map(|t| t.to_rfc3339()),
                     "raw": event.raw,
-                    "action": "status_check",
+                    "action": if skipped.is_some() { "none" } else { "status_check" },
+                    "no_check_because": skipped,
                 }),
             };
             write::write(&mut tx, &[], &[(row.id, &record)], &[]).await?;
             tx.commit().await?;
+            if let Some(why) = skipped {
+                tracing::info!(transaction_id = %row.id, status = %row.status, claimed, why, "unverified callback: recorded, no status check");
+                return Ok(Applied::CallbackNoted {
+                    transaction_id: row.id,
+                });
+            }
             tracing::info!(transaction_id = %row.id, status = %row.status, claimed, "unverified callback: status check requested");
             self.publish_callback_check(&row, &event.event_id, trace)
                 .await?;
@@ -942,6 +965,7 @@ fn verdict(applied: &Applied) -> &'static str {
         Applied::Applied { .. } => "unchanged",
         Applied::Duplicate { .. } => "duplicate",
         Applied::CheckRequested { .. } => "check_requested",
+        Applied::CallbackNoted { .. } => "callback_noted",
         Applied::UnknownTransaction => "unknown_transaction",
     }
 }

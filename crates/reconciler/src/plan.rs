@@ -123,6 +123,43 @@ pub fn callback_check_id(transaction_id: Uuid, callback_event_id: &str) -> Strin
     )
 }
 
+/// How long after an unverified callback asked for a status check another
+/// callback making the same claim about the same transaction asks for none:
+/// the check asked first answers it. A provider repeating its callback with
+/// a changed body (each copy a new event), or a sender flooding copies, then
+/// costs one check per claim and window instead of one per copy.
+pub const CALLBACK_RECHECK_SECS: i64 = 30;
+
+/// Why an unverified callback claiming `claim` about a transaction in
+/// `status` asks for no status check, if it asks none (money-safety rule 5:
+/// the check is all such a callback can cause). A final transaction is
+/// asked again only when the claim contradicts it (a provider reversing
+/// itself), since nothing else could change it; `checked_recently` says a
+/// callback with the same claim asked for one less than
+/// [`CALLBACK_RECHECK_SECS`] ago.
+pub fn callback_check_skipped(
+    status: Option<TransactionStatus>,
+    claim: Option<Outcome>,
+    checked_recently: bool,
+) -> Option<String> {
+    let claimed = claim.map_or("nothing readable", Outcome::as_str);
+    if let Some(status) = status.filter(|s| s.is_final()) {
+        let contradicts = claim.is_some_and(|c| c.is_final() && c.as_str() != status.as_str());
+        if !contradicts {
+            return Some(format!(
+                "the transaction is already {status}, which the callback's claim ({claimed}) \
+                 does not contradict"
+            ));
+        }
+    }
+    checked_recently.then(|| {
+        format!(
+            "a callback with the same claim ({claimed}) asked for a status check less than \
+             {CALLBACK_RECHECK_SECS} s ago"
+        )
+    })
+}
+
 /// The callback event whose check [`callback_check_id`] asked for, when
 /// `event_id` answers one (the connector adds `:d<n>` on a redelivery).
 pub fn callback_of_check(event_id: &str) -> Option<&str> {

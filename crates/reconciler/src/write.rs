@@ -82,6 +82,28 @@ pub(crate) async fn callback_claim(
     Ok(claimed.as_deref().and_then(Outcome::parse))
 }
 
+/// Whether an unverified callback claiming `claimed` (as its event records
+/// it) asked for a status check of `transaction_id` less than `within_secs`
+/// ago, by the database's clock (which stamped the event).
+pub(crate) async fn same_claim_checked_within(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+    claimed: &str,
+    within_secs: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM transaction_events \
+         WHERE transaction_id = $1 AND source = 'callback' \
+         AND detail->>'action' = 'status_check' AND detail->>'claimed_outcome' = $2 \
+         AND at > now() - make_interval(secs => $3))",
+    )
+    .bind(transaction_id)
+    .bind(claimed)
+    .bind(within_secs as f64)
+    .fetch_one(conn)
+    .await
+}
+
 /// Everything a batch writes, in one statement (three data-modifying parts
 /// of one `WITH`, so one round trip instead of three):
 /// - `rows`: the conditional update of every column the reconciler owns, for

@@ -489,6 +489,118 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
     Ok(())
 }
 
+/// Copies of an unsigned callback (each body a little different, so each a
+/// new event) cost one status check per claim and window, and none at all
+/// when the transaction is final and the claim agrees; each copy is still
+/// recorded in the event log.
+#[tokio::test]
+async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let callback_subject = subjects::callback(loket_protocol::Provider::OkeBayar);
+    let trace = TraceContext::new_root();
+    let mut checks = env.nats.subscribe("loket.cmd.okebayar.status").await?;
+    loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
+
+    let pending = insert(&env, "pending", "prepaid_purchase", "").await?;
+    let settled = insert(
+        &env,
+        "success",
+        "prepaid_purchase",
+        "serial_number = 'SN-1'",
+    )
+    .await?;
+    let callback = |id: Uuid, copy: u32, claim: pb::Outcome, code: &str| bus::CallbackEvent {
+        event_id: format!("cb:okebayar:LKT{}:{code}:{copy}", id.simple()),
+        provider: "okebayar".into(),
+        provider_reference: format!("LKT{}", id.simple()),
+        provider_code: code.into(),
+        verified: false,
+        claimed_outcome: claim as i32,
+        raw: format!("<status>{code}</status><copy>{copy}</copy>"),
+        source_ip: "10.0.0.9".into(),
+        ..Default::default()
+    };
+    let apply = async |event: bus::CallbackEvent| {
+        reconciler
+            .apply_event(&callback_subject, &event.encode_to_vec(), &trace)
+            .await
+    };
+    let asked = |id| Applied::CheckRequested { transaction_id: id };
+    let noted = |id| Applied::CallbackNoted { transaction_id: id };
+
+    // The first copy claiming success asks; the next two do not; a copy
+    // claiming something else asks again.
+    assert_eq!(
+        apply(callback(pending, 1, pb::Outcome::Success, "000")).await?,
+        asked(pending)
+    );
+    assert_eq!(
+        apply(callback(pending, 2, pb::Outcome::Success, "000")).await?,
+        noted(pending)
+    );
+    assert_eq!(
+        apply(callback(pending, 3, pb::Outcome::Success, "000")).await?,
+        noted(pending)
+    );
+    assert_eq!(
+        apply(callback(pending, 4, pb::Outcome::Failed, "204")).await?,
+        asked(pending)
+    );
+    // A final transaction: an agreeing claim asks nothing, a reversal asks.
+    assert_eq!(
+        apply(callback(settled, 1, pb::Outcome::Success, "000")).await?,
+        noted(settled)
+    );
+    assert_eq!(
+        apply(callback(settled, 2, pb::Outcome::Pending, "002")).await?,
+        noted(settled)
+    );
+    assert_eq!(
+        apply(callback(settled, 3, pb::Outcome::Failed, "204")).await?,
+        asked(settled)
+    );
+
+    let mut asked_for = Vec::new();
+    while let Ok(Some(check)) =
+        tokio::time::timeout(Duration::from_millis(500), checks.next()).await
+    {
+        asked_for.push(bus::Command::decode(check.payload)?.transaction_id);
+    }
+    asked_for.sort();
+    let mut expected = vec![
+        pending.to_string(),
+        pending.to_string(),
+        settled.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(asked_for, expected, "one check per claim asked");
+
+    let actions: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT detail->>'action', detail->>'no_check_because' FROM transaction_events \
+         WHERE transaction_id = $1 AND source = 'callback' ORDER BY id",
+    )
+    .bind(pending)
+    .fetch_all(&env.pool)
+    .await?;
+    let kinds: Vec<&str> = actions.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["status_check", "none", "none", "status_check"],
+        "every copy recorded"
+    );
+    assert!(
+        actions[1]
+            .1
+            .as_deref()
+            .is_some_and(|why| why.contains("same claim (success)")),
+        "{actions:?}"
+    );
+    assert_eq!(status_of(&env.pool, pending).await?, "pending");
+    assert_eq!(status_of(&env.pool, settled).await?, "success");
+    Ok(())
+}
+
 /// A bill payment that failed frees its inquiry, and the client paid it
 /// again; a late success for the failed payment must still reach review
 /// (and its alert), although the second payment holds the inquiry.

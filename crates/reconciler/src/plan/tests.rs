@@ -1390,3 +1390,45 @@ fn a_callback_claim_against_a_settled_transaction_its_check_cannot_settle_goes_t
     let planned = plan(&failed_with(NOT_FOUND_CODE), &unknown, t0(), &policy()).unwrap();
     assert_eq!(planned.next.status, "failed");
 }
+
+#[test]
+fn a_callback_asks_a_final_transaction_again_only_when_it_contradicts_it() {
+    use Outcome as O;
+    for (status, claim) in [
+        (S::Success, Some(O::Success)),
+        (S::Success, Some(O::Pending)),
+        (S::Success, None),
+        (S::Failed, Some(O::Failed)),
+        (S::Failed, Some(O::Unknown)),
+    ] {
+        let why = callback_check_skipped(Some(status), claim, false);
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains(&format!("already {status}"))),
+            "{status} with claim {claim:?}: {why:?}"
+        );
+    }
+    for (status, claim) in [(S::Success, O::Failed), (S::Failed, O::Success)] {
+        assert_eq!(
+            callback_check_skipped(Some(status), Some(claim), false),
+            None,
+            "a reversal claimed on {status} is checked"
+        );
+    }
+    for status in [S::Pending, S::Unknown, S::Received, S::NeedsReview] {
+        assert_eq!(
+            callback_check_skipped(Some(status), Some(O::Success), false),
+            None
+        );
+    }
+}
+
+#[test]
+fn a_claim_checked_within_the_window_asks_for_no_second_check() {
+    let why =
+        callback_check_skipped(Some(S::Pending), Some(Outcome::Success), true).expect("skipped");
+    assert!(why.contains("same claim (success)"), "{why}");
+    // A contradiction of a final state is no exception: the first copy's
+    // check is already answering it.
+    assert!(callback_check_skipped(Some(S::Failed), Some(Outcome::Success), true).is_some());
+}
