@@ -561,6 +561,15 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         asked(settled)
     );
 
+    // The same copy again (the provider retrying past the bus's window):
+    // a duplicate, and still nothing to ask.
+    assert_eq!(
+        apply(callback(settled, 1, pb::Outcome::Success, "000")).await?,
+        Applied::Duplicate {
+            transaction_id: Some(settled)
+        }
+    );
+
     let mut asked_for = Vec::new();
     while let Ok(Some(check)) =
         tokio::time::timeout(Duration::from_millis(500), checks.next()).await
