@@ -13,11 +13,11 @@ pub fn signature(userid: &str, userpin: &str, referencecode: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Constant-time comparison of a received signature with the expected one
-/// (case-insensitive hex).
+/// Constant-time comparison of a received signature with the expected one,
+/// as sent: spec §2 has it in lower-case hex, and the provider (ASSUMED)
+/// compares the text exactly, so upper case or surrounding spaces fail.
 pub fn verify(userid: &str, userpin: &str, referencecode: &str, received: &str) -> bool {
     let expected = signature(userid, userpin, referencecode);
-    let received = received.trim().to_ascii_lowercase();
     expected.len() == received.len()
         && expected
             .bytes()
@@ -39,13 +39,19 @@ mod tests {
     }
 
     #[test]
-    fn verify_accepts_upper_case_and_rejects_a_flipped_char() {
-        assert!(verify(
-            "pcu00001",
-            "123456",
-            "ORD20250115000001",
-            "C684D40B4E003FFAF56407FB73624383"
-        ));
+    fn verify_takes_the_lower_case_signature_as_sent_and_nothing_else() {
+        let right = "c684d40b4e003ffaf56407fb73624383";
+        assert!(verify("pcu00001", "123456", "ORD20250115000001", right));
+        for wrong in [
+            "C684D40B4E003FFAF56407FB73624383".to_string(),
+            format!(" {right}"),
+            format!("{right} "),
+        ] {
+            assert!(
+                !verify("pcu00001", "123456", "ORD20250115000001", &wrong),
+                "{wrong:?}"
+            );
+        }
         assert!(!verify(
             "pcu00001",
             "123456",

@@ -196,6 +196,62 @@ async fn credentials_are_checked_207_211_213() {
     assert_eq!(h.sim.balance(), 1_000_000);
 }
 
+/// Spec §2: the signature is lower-case hex, over the reference as sent.
+/// Written in upper case, or with spaces around it, it is not what the
+/// provider computes: `211`, nothing executed.
+#[tokio::test]
+async fn a_signature_in_upper_case_or_with_spaces_is_211() {
+    let h = start(settings()).await;
+    let rewrites: [fn(String) -> String; 3] = [
+        |good| good.to_ascii_uppercase(),
+        |good| format!(" {good}"),
+        |good| format!("{good}\n"),
+    ];
+    for (n, rewrite) in rewrites.into_iter().enumerate() {
+        let reference = format!("sig-{n}");
+        let mut sent = purchase(&reference, "081234567890");
+        sent[3].1 = rewrite(sent[3].1.clone());
+        assert_eq!(status(&h.send(&sent).await), "211", "{:?}", sent[3].1);
+        assert!(h.sim.ledger_state(&reference).is_none(), "{reference}");
+    }
+    assert_eq!(h.sim.balance(), 1_000_000);
+    // Lower case, as the connector writes it, passes.
+    let sent = purchase("sig-9", "081234567890");
+    assert_eq!(status(&h.send(&sent).await), "000");
+}
+
+/// Spec §1: a `referencecode` is an alphanumeric, UUID-like ID. One with
+/// spaces around it (or inside, or other punctuation) is malformed: `206`,
+/// whether its signature covers the text as sent or the text trimmed, and
+/// nothing is kept under either text. UUIDs, with or without hyphens, pass.
+#[tokio::test]
+async fn a_reference_with_spaces_or_punctuation_is_206_and_nothing_is_kept() {
+    let h = start(settings()).await;
+    for sent in [" ws-1", "ws-2 ", "\tws-3", "ws 4", "ws_5", "ws.6"] {
+        let trimmed = sent.trim();
+        let as_sent = purchase(sent, "081234567890");
+        let mut signed_trimmed = purchase(sent, "081234567890");
+        signed_trimmed[3].1 = signature(USER, PIN, trimmed);
+        for request in [as_sent, signed_trimmed] {
+            assert_eq!(status(&h.send(&request).await), "206", "{sent:?}");
+        }
+        for reference in [sent, trimmed] {
+            assert!(h.sim.ledger_state(reference).is_none(), "{sent:?}");
+            assert_eq!(h.sim.requests_for(reference), RequestCounts::default());
+        }
+    }
+    assert_eq!(h.sim.balance(), 1_000_000);
+    for reference in [
+        "0190f0aa-0000-7000-8000-0000000000d1",
+        "0190f0aa000070008000000000000d2",
+    ] {
+        let bought = h.send(&purchase(reference, "081234567890")).await;
+        assert_eq!(status(&bought), "000", "{reference}");
+        assert_eq!(bought.get("referencecode"), Some(reference));
+        assert!(h.sim.ledger_state(reference).is_some(), "{reference}");
+    }
+}
+
 /// Whoever reaches the port must not make the simulator remember
 /// references: a refused request, whatever the length of its
 /// `referencecode` (up to the 64 KiB body limit), is counted in the total
@@ -343,18 +399,44 @@ async fn empty_deposit_is_203_and_balance_operation_reports_it() {
     assert_eq!(balance.get("responsecode"), Some("000"));
     assert_eq!(balance.get("balance"), Some("5000"));
 
-    // A failed reference may be used again once the deposit is topped up.
-    h.sim.set_balance(50_000);
-    assert_eq!(
-        status(&h.send(&purchase("poor-1", "081234567890")).await),
-        "000"
-    );
-    assert_eq!(h.sim.balance(), 39_000);
-
     let echo = h
         .send(&request("OkeBayar-echo", "echo-1", &[("message", "ping")]))
         .await;
     assert_eq!(echo.get("message"), Some("ping"));
+}
+
+/// Spec §7: "Never reuse a referencecode (→208)". A reference whose
+/// purchase failed is refused `208` like any other, nothing executed; only
+/// `allow_reuse_after_failure`, a deviation for tests, lets it run again.
+#[tokio::test]
+async fn a_failed_reference_is_208_unless_reuse_after_failure_is_allowed() {
+    for allowed in [false, true] {
+        // The default settings first: they must be the spec's.
+        let h = start(if allowed {
+            OkeBayarSimSettings {
+                allow_reuse_after_failure: true,
+                ..settings()
+            }
+        } else {
+            settings()
+        })
+        .await;
+        h.sim.set_balance(5_000);
+        let poor = h.send(&purchase("again-1", "081234567890")).await;
+        assert_eq!(status(&poor), "203");
+        let failed = h.send(&purchase("again-2", &format!("{PREFIX}204"))).await;
+        assert_eq!(status(&failed), "204");
+        h.sim.set_balance(50_000);
+        let expected = if allowed { "000" } else { "208" };
+        for reference in ["again-1", "again-2"] {
+            let again = h.send(&purchase(reference, "081234567890")).await;
+            assert_eq!(status(&again), expected, "{reference}, reuse {allowed}");
+            let entry = h.sim.ledger_state(reference).unwrap();
+            assert_eq!(entry.executions, if allowed { 2 } else { 1 });
+        }
+        let spent = if allowed { 2 * 11_000 } else { 0 };
+        assert_eq!(h.sim.balance(), 50_000 - spent, "reuse {allowed}");
+    }
 }
 
 #[tokio::test]
@@ -643,6 +725,34 @@ async fn pending_then_callbacks_then_final_by_post_and_get() {
     assert_eq!(g.sim.ledger_state("cb-2").unwrap().code, "201");
     assert_eq!(g.sim.balance(), 1_000_000);
     assert_eq!(status(&g.status_check("cb-2").await), "201");
+}
+
+/// Spec §4: `harga` is what was "debited from deposit". A transaction
+/// that ends in a failure debited nothing (its deposit is refunded), so its
+/// failed callback says 0, as its status check does; while it was pending
+/// the price was taken and said.
+#[tokio::test]
+async fn a_failed_callback_reports_no_harga() {
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let h = start(OkeBayarSimSettings {
+        callback_url: Some(url),
+        ..settings()
+    })
+    .await;
+    let reply = h.send(&purchase("harga-1", &format!("{PREFIX}012"))).await;
+    assert_eq!(status(&reply), "002");
+    assert_eq!(receiver.wait_for("harga-1", 2).await, ["002", "201"]);
+    let harga: Vec<String> = receiver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, fields)| fields["harga"].clone())
+        .collect();
+    assert_eq!(harga, ["11000", "0"]);
+    assert_eq!(h.status_check("harga-1").await.get("harga"), Some("0"));
+    assert_eq!(h.sim.balance(), 1_000_000);
 }
 
 #[tokio::test]
@@ -974,6 +1084,57 @@ async fn postpaid_inquiry_payment_and_401_402_403_405() {
         .send(&bill_inquiry("inq-400", &format!("{PREFIX}400")))
         .await;
     assert_eq!(missing.get("responsecode"), Some("400"));
+}
+
+/// Past its inquiry's expiry a payment answers `403`, whatever else is wrong
+/// with it: a changed amount, changed `ref2`/`ref3`, another BPJS period;
+/// and so does a PLN token purchase whose refs differ from its expired
+/// inquiry's. (ASSUMED: the spec gives no precedence between 402 and 403;
+/// it lists 403 first, in §5.C and §8.5, and re-inquiring cures both.)
+#[tokio::test]
+async fn an_expired_inquiry_answers_403_even_when_the_payment_data_differs() {
+    let h = start(OkeBayarSimSettings {
+        inquiry_ttl_secs: 0,
+        ..settings()
+    })
+    .await;
+    let inquiry = h.send(&bill_inquiry("late-inq", "123456789012")).await;
+    let bpjs = h
+        .send(&bpjs_inquiry("late-bpjs", "888880123456", "3"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let payments = [
+        (
+            "late-amount",
+            bill_payment("late-amount", &inquiry, "140000"),
+        ),
+        (
+            "late-ref2",
+            with(bill_payment("late-ref2", &inquiry, "150000"), "ref2", "SWX"),
+        ),
+        (
+            "late-ref3",
+            with(bill_payment("late-ref3", &inquiry, "150000"), "ref3", "BX"),
+        ),
+        (
+            "late-months",
+            bpjs_payment("late-months", &bpjs, "081299990000", "4"),
+        ),
+    ];
+    for (reference, payment) in payments {
+        let reply = h.send(&payment).await;
+        assert_eq!(reply.get("responsecode"), Some("403"), "{reference}");
+        assert_eq!(h.sim.ledger_state(reference).unwrap().code, "403");
+    }
+    let pln = pln_purchases_with_refs(&h, "14234567890", |ref1, ref2| {
+        vec![
+            [ref1.into(), format!("{ref2}X"), String::new()],
+            [ref1.into(), ref2.into(), "R3".into()],
+        ]
+    })
+    .await;
+    assert_eq!(pln, ["403", "403"]);
+    assert_eq!(h.sim.balance(), 1_000_000);
 }
 
 /// Spec §7 `401` "already paid", §8.5 "`401` paid twice": the biller sells

@@ -8,7 +8,9 @@
 //! refused for a bad signature, the simulator's own request checks
 //! (signature, Content-Type, X-TIMESTAMP shape, field lengths) and what it
 //! remembers of the requests it refuses, the method a hosted-page pay-in
-//! reports, and a wrong path (4049x01 Invalid Routing).
+//! reports, a wrong path (4049x01 Invalid Routing), the EMV lengths and CRC
+//! of a QRIS pay-in's QR string, a forgotten order's timer doing nothing,
+//! and inquiries by tradeNo alone.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -440,8 +442,8 @@ async fn a_pay_in_paid_only_after_its_expiry_expires_instead() {
     assert_eq!(s.sim.balances().payin_available, 0, "never paid");
 }
 
-/// An order's timer may outlive the order in the simulator's memory: when
-/// it fires, a newer order that took the forgotten orderNo is left alone.
+/// A forgotten order's timer leaves alone a newer order that took its
+/// orderNo.
 #[tokio::test]
 async fn a_forgotten_orders_expiry_leaves_a_newer_order_with_its_order_no_alone() {
     let s = setup_remembering(1, None, |_| {}).await;
@@ -1281,4 +1283,161 @@ async fn a_wrong_path_or_method_is_4049x01_invalid_routing_and_fails_the_order()
         "{report:?}"
     );
     assert!(s.sim.order(&order).is_none(), "nothing created");
+}
+
+/// The EMVCo data objects of a QR payload as (tag, value), failing the test
+/// when a length does not match what follows it.
+fn emv_data_objects(payload: &str) -> Vec<(String, String)> {
+    let mut objects = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let head = rest
+            .get(..4)
+            .unwrap_or_else(|| panic!("cut head in {payload}"));
+        let length: usize = head[2..].parse().unwrap();
+        let value = rest
+            .get(4..4 + length)
+            .unwrap_or_else(|| panic!("tag {} longer than {payload}", &head[..2]));
+        objects.push((head[..2].to_string(), value.to_string()));
+        rest = &rest[4 + length..];
+    }
+    objects
+}
+
+/// A QRIS pay-in's `qrString` is an EMV payload (spec §5) a customer's app
+/// can read: each length is its value's, the amount is the order's (also
+/// one of 12 digits), and tag 63 is the CRC-16/CCITT-FALSE of all before
+/// its value.
+#[tokio::test]
+async fn a_qris_pay_in_returns_an_emv_string_with_true_lengths_and_crc() {
+    let s = setup().await;
+    for amount in [10_000_i64, 999_999_999_000] {
+        let mut body = pay_in_body(&reference());
+        body["money"]["amount"] = amount.into();
+        let (http, reply) = post_signed(&s, loket_smilepayz::wire::PAY_IN_PATH, body).await;
+        assert_eq!(http, 200, "{reply}");
+        let qr = reply["channel"]["qrString"].as_str().unwrap();
+        let objects = emv_data_objects(qr);
+        let value = |tag: &str| {
+            objects
+                .iter()
+                .find(|(t, _)| t == tag)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("no tag {tag} in {qr}"))
+        };
+        assert_eq!(value("00"), "01", "{qr}");
+        assert_eq!(value("53"), "360", "{qr}");
+        assert_eq!(value("54"), amount.to_string(), "{qr}");
+        assert_eq!(value("58"), "ID", "{qr}");
+        let merchant_account = emv_data_objects(value("26"));
+        assert!(
+            merchant_account
+                .iter()
+                .any(|(_, v)| v == reply["tradeNo"].as_str().unwrap()),
+            "{qr}"
+        );
+        let (last_tag, crc) = objects.last().unwrap();
+        assert_eq!(last_tag, "63", "{qr}");
+        let covered = &qr[..qr.len() - crc.len()];
+        assert_eq!(
+            *crc,
+            format!(
+                "{:04X}",
+                loket_simulators::smilepayz::qris::crc16_ccitt_false(covered.as_bytes())
+            ),
+            "{qr}"
+        );
+    }
+}
+
+/// The simulator remembers one order: the first is forgotten as the second
+/// is made, before its timer is due. That timer sends no callback and does
+/// not bring the order back.
+#[tokio::test]
+async fn a_forgotten_orders_timer_neither_calls_back_nor_brings_the_order_back() {
+    let s = setup_remembering(1, None, |_| {}).await;
+    let pay_in = |order: &str| command(Operation::PayIn, order, 150_000, &[("method", "QRIS")]);
+    let (forgotten, kept) = (reference(), reference());
+    for order in [&forgotten, &kept] {
+        assert_eq!(
+            s.connector.execute(&pay_in(order)).await.outcome,
+            Outcome::Pending
+        );
+    }
+    assert_eq!(s.sim.order(&forgotten), None);
+    // The forgotten order's timer was due first: once the kept one's
+    // callback is answered, the forgotten one's would have come.
+    wait_callbacks(&s, 1).await;
+    wait_recorded(&s, &kept, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let called_back: Vec<String> = s
+        .received
+        .lock()
+        .unwrap()
+        .bodies
+        .iter()
+        .map(|body| body["orderNo"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(called_back, std::slice::from_ref(&kept));
+    assert_eq!(
+        s.sim.callbacks_for(&forgotten),
+        SmilepayzCallbackLog::default()
+    );
+    assert_eq!(s.sim.order(&forgotten), None, "not brought back");
+    assert_eq!(s.sim.order(&kept).unwrap().status, "SUCCESS");
+}
+
+/// An inquiry naming only the tradeNo (spec §5: orderNo or tradeNo) finds a
+/// remembered order, and not a forgotten one, even once its orderNo is
+/// taken again by a new order.
+#[tokio::test]
+async fn an_inquiry_by_trade_no_finds_remembered_orders_and_not_forgotten_ones() {
+    let s = setup_remembering(2, None, |settings| settings.inquiry_race_ms = 0).await;
+    let pay_in = |order_no: String| {
+        let s = &s;
+        async move {
+            let (http, reply) = post_signed(
+                s,
+                loket_smilepayz::wire::PAY_IN_PATH,
+                pay_in_body(&order_no),
+            )
+            .await;
+            assert_eq!(http, 200, "{reply}");
+            reply["tradeNo"].as_str().unwrap().to_string()
+        }
+    };
+    let inquiry = |trade_type: u8, trade_no: String| {
+        let s = &s;
+        async move {
+            let body = serde_json::json!({ "tradeType": trade_type, "tradeNo": trade_no });
+            let (_, reply) = post_signed(s, loket_smilepayz::wire::INQUIRY_STATUS_PATH, body).await;
+            (response_code(&reply).to_string(), reply)
+        }
+    };
+    let reused = reference();
+    let first = pay_in(reused.clone()).await;
+    let second = pay_in(reference()).await;
+    let third = pay_in(reference()).await;
+    assert_eq!(s.sim.order(&reused), None, "the first is forgotten");
+
+    let (code, _) = inquiry(1, first.clone()).await;
+    assert_eq!(code, "5009200", "forgotten");
+    for trade_no in [&second, &third] {
+        let (code, reply) = inquiry(1, trade_no.clone()).await;
+        assert_eq!(code, "2009200", "{reply}");
+        assert_eq!(reply["tradeNo"], trade_no.as_str());
+    }
+    let (code, _) = inquiry(2, third.clone()).await;
+    assert_eq!(code, "5009200", "a pay-in is no pay-out");
+
+    // The forgotten orderNo taken again forgets the second order; the old
+    // tradeNo still finds nothing, the new one its order.
+    let fourth = pay_in(reused.clone()).await;
+    for (trade_no, want) in [(first, "5009200"), (second, "5009200"), (third, "2009200")] {
+        let (code, reply) = inquiry(1, trade_no).await;
+        assert_eq!(code, want, "{reply}");
+    }
+    let (code, reply) = inquiry(1, fourth.clone()).await;
+    assert_eq!(code, "2009200", "{reply}");
+    assert_eq!(s.sim.order(&reused).unwrap().trade_no, fourth);
 }

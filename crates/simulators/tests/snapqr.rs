@@ -1,9 +1,10 @@
 //! The SNAP QR CPM simulator driven over real HTTP with raw signed calls
 //! (the connector's own tests against it are in `loket-snapqr`): the
 //! merchant a payment names, the amount it debits, a wrong path or method,
+//! missing and malformed headers, request fields beyond their spec lengths,
 //! a settle timer that outlives its payment's partnerReferenceNo, a refused
-//! reuse of a failed payment's reference, the same-day cancel window, and
-//! notify retries.
+//! reuse of a failed payment's reference, the same-day cancel window, a
+//! resent refund, notify retries and the notify's X-PARTNER-ID in each mode.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,33 +96,65 @@ fn external_id() -> String {
     )
 }
 
+/// The headers of one call, by name.
+type Headers = Vec<(&'static str, String)>;
+
 impl Harness {
     /// A signed call of `service` (e.g. `qr/qr-cpm-payment`): the HTTP status
     /// and the JSON reply.
     async fn call(&self, service: &str, body: &Value) -> (u16, Value) {
+        self.call_with(service, body, |_| {}).await
+    }
+
+    /// [`call`](Self::call) with its headers (signed as they stood) changed
+    /// by `edit` before sending.
+    async fn call_with(
+        &self,
+        service: &str,
+        body: &Value,
+        edit: impl FnOnce(&mut Headers),
+    ) -> (u16, Value) {
         let path = self.sim.path(service);
         let bytes = serde_json::to_vec(body).unwrap();
         let ts = stamp();
         let to_sign =
             loket_snapqr::sign::transaction_string_to_sign("POST", &path, &self.token, &bytes, &ts);
-        let reply = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("Content-Type", "application/json")
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("X-TIMESTAMP", &ts)
-            .header(
+        let mut headers: Headers = vec![
+            ("Content-Type", "application/json".into()),
+            ("Authorization", format!("Bearer {}", self.token)),
+            ("X-TIMESTAMP", ts),
+            (
                 "X-SIGNATURE",
                 loket_snapqr::sign::hmac_signature(SECRET, &to_sign),
+            ),
+            ("X-PARTNER-ID", CLIENT.into()),
+            ("X-EXTERNAL-ID", external_id()),
+            ("CHANNEL-ID", "95221".into()),
+        ];
+        edit(&mut headers);
+        let reply = headers
+            .into_iter()
+            .fold(
+                self.http.post(format!("{}{path}", self.url)),
+                |request, (name, value)| request.header(name, value),
             )
-            .header("X-PARTNER-ID", CLIENT)
-            .header("X-EXTERNAL-ID", external_id())
-            .header("CHANNEL-ID", "95221")
             .body(bytes)
             .send()
             .await
             .unwrap();
         (reply.status().as_u16(), reply.json().await.unwrap())
+    }
+
+    /// A refund (80) of `amount` from `reference` under `refund_no`: the
+    /// JSON reply.
+    async fn refund(&self, reference: &str, refund_no: &str, amount: &str) -> Value {
+        let body = json!({
+            "originalPartnerReferenceNo": reference,
+            "merchantId": MERCHANT,
+            "partnerRefundNo": refund_no,
+            "refundAmount": {"value": amount, "currency": "IDR"},
+        });
+        self.call("qr/qr-cpm-refund", &body).await.1
     }
 
     /// Pays `qr` under `reference` for `merchant`: the HTTP status and the
@@ -461,4 +494,349 @@ async fn notify_retries_are_stamped_signed_and_numbered_afresh() {
         verifies(first) && verifies(retry),
         "each attempt's signature covers its own timestamp"
     );
+}
+
+/// Spec §6: `400xx02` is a missing mandatory field, `400xx01` one in an
+/// invalid format. Every mandatory header of spec §3 answers the first when
+/// it is left out and the second when it is there but malformed; a call
+/// without a bearer token gets §6's own "token not found", `401xx03`.
+#[tokio::test]
+async fn a_missing_header_is_400ss02_and_a_malformed_one_400ss01() {
+    let h = start(|_| {}).await;
+    let query = json!({"originalPartnerReferenceNo": "HEADERS0001", "merchantId": MERCHANT});
+    let answer = |reply: (u16, Value)| {
+        (
+            reply.0,
+            reply.1["responseCode"].as_str().unwrap().to_string(),
+            reply.1["responseMessage"].as_str().unwrap().to_string(),
+        )
+    };
+    for name in [
+        "Content-Type",
+        "X-TIMESTAMP",
+        "X-SIGNATURE",
+        "X-PARTNER-ID",
+        "X-EXTERNAL-ID",
+        "CHANNEL-ID",
+    ] {
+        let reply = h
+            .call_with("qr/qr-cpm-query", &query, |headers| {
+                headers.retain(|(header, _)| *header != name)
+            })
+            .await;
+        assert_eq!(
+            answer(reply),
+            (
+                400,
+                "4006102".to_string(),
+                format!("Invalid Mandatory Field {name}")
+            ),
+            "without {name}"
+        );
+    }
+    for (name, malformed) in [
+        ("Content-Type", "text/plain"),
+        ("X-TIMESTAMP", "23/12/2020 07:50:11"),
+        ("CHANNEL-ID", "9522"),
+        ("X-EXTERNAL-ID", "EXT-0001"),
+    ] {
+        let reply = h
+            .call_with("qr/qr-cpm-query", &query, |headers| {
+                for (header, value) in headers.iter_mut() {
+                    if *header == name {
+                        *value = malformed.to_string();
+                    }
+                }
+            })
+            .await;
+        assert_eq!(
+            answer(reply),
+            (
+                400,
+                "4006101".to_string(),
+                format!("Invalid Field Format {name}")
+            ),
+            "{name}: {malformed}"
+        );
+    }
+    let without_token = h
+        .call_with("qr/qr-cpm-query", &query, |headers| {
+            headers.retain(|(header, _)| *header != "Authorization")
+        })
+        .await;
+    assert_eq!(
+        (without_token.0, &without_token.1["responseCode"]),
+        (401, &json!("4016103"))
+    );
+    // A media type parameter leaves the call JSON: it reaches the ledger,
+    // which does not know the reference.
+    let with_charset = h
+        .call_with("qr/qr-cpm-query", &query, |headers| {
+            headers[0].1 = "application/json; charset=utf-8".into()
+        })
+        .await;
+    assert_eq!(
+        with_charset.1["responseCode"], "4046101",
+        "{}",
+        with_charset.1
+    );
+
+    // The token call's own headers (spec §3) are held to the same rule.
+    let (private_pem, _) = loket_snapqr::sign::generate_key_pair();
+    let key = loket_snapqr::sign::load_private_key(&private_pem).unwrap();
+    let token_url = format!("{}{}", h.url, h.sim.path("access-token/b2b"));
+    let token_reply = |content_type: Option<&'static str>, stamp: String| {
+        let signed = loket_snapqr::b2b_token::signed_request(&key, CLIENT, &stamp);
+        let request = signed
+            .headers
+            .into_iter()
+            .fold(h.http.post(&token_url), |request, (name, value)| {
+                request.header(name, value)
+            });
+        let request = match content_type {
+            Some(content_type) => request.header("Content-Type", content_type),
+            None => request,
+        };
+        async move {
+            let reply: Value = request
+                .body(signed.body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            reply["responseCode"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(token_reply(None, stamp()).await, "4007302");
+    assert_eq!(
+        token_reply(Some("application/json"), "2020-12-23 07:50:11".into()).await,
+        "4007301"
+    );
+}
+
+/// Spec §5 gives each text field of a request its `S<n>` length, and an
+/// amount its `Amt` form (`"10000.00"`, two decimals, with its currency):
+/// a field beyond either is `400ss01` naming it, on every service, and
+/// nothing is done. A field at its length is accepted.
+#[tokio::test]
+async fn request_fields_beyond_their_spec_length_or_form_are_400ss01() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    assert_eq!(
+        h.pay("LENGTHS0001", &qr, MERCHANT, "10000.00").await,
+        (200, "2006000".to_string())
+    );
+    let refund = |refund_no: String, reason: String, amount: &str| {
+        json!({
+            "originalPartnerReferenceNo": "LENGTHS0001",
+            "merchantId": MERCHANT,
+            "partnerRefundNo": refund_no,
+            "refundAmount": {"value": amount, "currency": "IDR"},
+            "reason": reason,
+        })
+    };
+    let generate = |trx_date: &str| json!({"partnerReferenceNo": "LENGTHS0002", "merchantId": MERCHANT, "partnerTrxDate": trx_date});
+    let cases = [
+        (
+            "qr/qr-cpm-refund",
+            refund("R".repeat(65), "wrong item".into(), "1000.00"),
+            "4008001",
+            "partnerRefundNo",
+        ),
+        (
+            "qr/qr-cpm-refund",
+            refund("LENGTHS-R1".into(), "x".repeat(257), "1000.00"),
+            "4008001",
+            "reason",
+        ),
+        (
+            "qr/qr-cpm-refund",
+            refund("LENGTHS-R1".into(), "wrong item".into(), "1000"),
+            "4008001",
+            "refundAmount",
+        ),
+        (
+            "qr/qr-cpm-cancel",
+            json!({"originalPartnerReferenceNo": "LENGTHS0001", "reason": "x".repeat(257)}),
+            "4006201",
+            "reason",
+        ),
+        (
+            "qr/qr-cpm-cancel",
+            json!({"originalPartnerReferenceNo": "LENGTHS0001", "amount": {"value": "10000.0", "currency": "IDR"}}),
+            "4006201",
+            "amount",
+        ),
+        (
+            "qr/qr-cpm-query",
+            json!({"originalPartnerReferenceNo": "LENGTHS0001", "originalExternalId": "1".repeat(33)}),
+            "4006101",
+            "originalExternalId",
+        ),
+        (
+            "qr/qr-cpm-query",
+            json!({"originalReferenceNo": "S".repeat(65)}),
+            "4006101",
+            "originalReferenceNo",
+        ),
+        (
+            "qr/qr-cpm-generate",
+            generate("2020-12-23T07:50:11.000+07:00"),
+            "4005901",
+            "partnerTrxDate",
+        ),
+    ];
+    for (service, body, code, field) in cases {
+        let (status, reply) = h
+            .call_with(service, &body, |headers| {
+                headers.push(("Authorization-Customer", "Bearer customer".into()))
+            })
+            .await;
+        assert_eq!(
+            (
+                status,
+                reply["responseCode"].as_str(),
+                reply["responseMessage"].as_str()
+            ),
+            (
+                400,
+                Some(code),
+                Some(format!("Invalid Field Format {field}").as_str())
+            ),
+            "{service} {body}"
+        );
+    }
+    let entry = h.sim.ledger_state("LENGTHS0001").unwrap();
+    assert_eq!(
+        (entry.status.as_str(), entry.refunded),
+        ("00", 0),
+        "{entry:?}"
+    );
+
+    // At their lengths, the same fields pass.
+    let reply = h
+        .call(
+            "qr/qr-cpm-refund",
+            &refund("R".repeat(64), "x".repeat(256), "1000.00"),
+        )
+        .await
+        .1;
+    assert_eq!(reply["responseCode"], "2008000", "{reply}");
+    let (_, reply) = h
+        .call_with(
+            "qr/qr-cpm-generate",
+            &generate("2020-12-23T07:50:11+07:00"),
+            |headers| headers.push(("Authorization-Customer", "Bearer customer".into())),
+        )
+        .await;
+    assert_eq!(reply["responseCode"], "2005900", "{reply}");
+}
+
+/// Spec §7: a partnerRefundNo sent again is answered with the refund it
+/// made (`4098001`, ASSUMED there), not a new one: its `refundTime` (§5, M)
+/// is the time of that refund, not of the re-send.
+#[tokio::test]
+async fn a_resent_refund_reports_the_original_refund_time() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    assert_eq!(
+        h.pay("RESENT0001", &qr, MERCHANT, "10000.00").await,
+        (200, "2006000".to_string())
+    );
+    let first = h.refund("RESENT0001", "RESENT-R1", "4000.00").await;
+    assert_eq!(first["responseCode"], "2008000", "{first}");
+    // refundTime is written to the second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let again = h.refund("RESENT0001", "RESENT-R1", "4000.00").await;
+    assert_eq!(again["responseCode"], "4098001", "{again}");
+    assert_eq!(
+        (&again["refundNo"], &again["refundTime"]),
+        (&first["refundNo"], &first["refundTime"]),
+        "the re-send reported another refund"
+    );
+    assert_eq!(h.sim.ledger_state("RESENT0001").unwrap().refunded, 4_000);
+}
+
+/// Spec §3: X-PARTNER-ID is the caller's client id. A mode-B notify (§4.3)
+/// is a call the issuer makes as loket's client, under the client key loket
+/// issued it (the one its token was granted for), so that is the id it
+/// carries; in mode A the issuer holds no id of loket's and names loket's
+/// own client id at the issuer (ASSUMED).
+#[tokio::test]
+async fn a_notify_names_the_callers_client_id_in_each_mode() {
+    const ISSUER_AT_LOKET: &str = "issuer-at-loket";
+    const NOTIFY_SECRET: &str = "notify-secret-0001";
+    const GRANTED: &str = "granted-by-loket";
+    for (mode, expected) in [
+        (loket_snapqr::NotifyMode::Rsa, CLIENT),
+        (loket_snapqr::NotifyMode::Hmac, ISSUER_AT_LOKET),
+    ] {
+        let notifies: Arc<Mutex<Vec<(HeaderMap, axum::body::Bytes)>>> = Arc::default();
+        let recorded = notifies.clone();
+        let receiver = axum::Router::new()
+            .route(
+                "/v1.0/access-token/b2b",
+                axum::routing::post(|| async {
+                    axum::Json(json!({
+                        "responseCode": "2007300",
+                        "responseMessage": "Successful",
+                        "accessToken": GRANTED,
+                        "tokenType": "Bearer",
+                        "expiresIn": "900",
+                    }))
+                }),
+            )
+            .route(
+                "/v1.0/qr/qr-cpm-notify",
+                axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    recorded.lock().unwrap().push((headers, body));
+                    async {
+                        axum::Json(
+                            json!({"responseCode": "2007900", "responseMessage": "Successful"}),
+                        )
+                    }
+                }),
+            );
+        let base = loket_simulators::common::serve_stub(receiver)
+            .await
+            .unwrap();
+        let h = start(|settings| {
+            settings.notify_url = Some(format!("{base}/v1.0/qr/qr-cpm-notify"));
+            settings.notify_delay_ms = 50;
+            settings.notify_mode = mode;
+            settings.notify_client_key = ISSUER_AT_LOKET.into();
+            settings.notify_client_secret = Secret::new(NOTIFY_SECRET);
+        })
+        .await;
+        let qr = h.sim.issue_qr(Some(101));
+        assert_eq!(
+            h.pay("PARTNERID0001", &qr, MERCHANT, "10000.00").await,
+            (202, "2026000".to_string())
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while notifies.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "{mode:?}: no notify arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (headers, body) = notifies.lock().unwrap()[0].clone();
+        let header = |name: &str| headers[name].to_str().unwrap().to_string();
+        assert_eq!(header("X-PARTNER-ID"), expected, "{mode:?}");
+        if mode == loket_snapqr::NotifyMode::Hmac {
+            // Signed as a call to loket with loket's token and secret.
+            let to_sign = loket_snapqr::sign::transaction_string_to_sign(
+                "POST",
+                "/v1.0/qr/qr-cpm-notify",
+                GRANTED,
+                &body,
+                &header("X-TIMESTAMP"),
+            );
+            assert!(loket_snapqr::sign::verify_hmac(
+                NOTIFY_SECRET,
+                &to_sign,
+                &header("X-SIGNATURE")
+            ));
+        }
+    }
 }

@@ -119,6 +119,10 @@ impl Default for SnapQrSettings {
 /// more when the token is refused (401xx01/03).
 const SENDS_PER_CALL: u64 = 4;
 
+/// The most characters of `merchantId` and `subMerchantId` (spec §5).
+const MERCHANT_ID_MAX: usize = 64;
+const SUB_MERCHANT_ID_MAX: usize = 32;
+
 /// A setting that cannot work, naming its key (shared by every connector).
 pub use loket_connector::service::SettingError as InvalidSetting;
 
@@ -152,6 +156,24 @@ impl SnapQrSettings {
         }
         if self.merchant_id.trim().is_empty() {
             return Err(InvalidSetting::new(key("merchant_id"), "must be set"));
+        }
+        // Spec §5 bounds both (S64, S32); the issuer refuses a longer one
+        // in every request (400xx01), so every payment would fail.
+        for (name, value, max) in [
+            ("merchant_id", &self.merchant_id, MERCHANT_ID_MAX),
+            (
+                "sub_merchant_id",
+                &self.sub_merchant_id,
+                SUB_MERCHANT_ID_MAX,
+            ),
+        ] {
+            let length = value.chars().count();
+            if length > max {
+                return Err(InvalidSetting::new(
+                    key(name),
+                    format!("at most {max} characters (spec §5), not {length}"),
+                ));
+            }
         }
         check_http_timeouts("snapqr", self.timeout_ms, self.connect_timeout_ms)?;
         let longest_send_ms = self.timeout_ms.saturating_mul(SENDS_PER_CALL);
@@ -299,5 +321,39 @@ mod tests {
         };
         let error = overlapping.validate().unwrap_err();
         assert_eq!(error.key, "snapqr.refund_resend_interval_ms", "{error}");
+    }
+
+    #[test]
+    fn merchant_ids_longer_than_the_spec_allows_are_refused() {
+        let (private, _) = sign::generate_key_pair();
+        let valid = SnapQrSettings {
+            client_key: "partner".into(),
+            client_secret: Secret::new("s"),
+            private_key: Secret::new(private),
+            merchant_id: "m".repeat(64),
+            sub_merchant_id: "s".repeat(32),
+            ..SnapQrSettings::default()
+        };
+        assert!(valid.validate().is_ok());
+        for (settings, key) in [
+            (
+                SnapQrSettings {
+                    merchant_id: "m".repeat(65),
+                    ..valid.clone()
+                },
+                "snapqr.merchant_id",
+            ),
+            (
+                SnapQrSettings {
+                    sub_merchant_id: "s".repeat(33),
+                    ..valid.clone()
+                },
+                "snapqr.sub_merchant_id",
+            ),
+        ] {
+            let error = settings.validate().unwrap_err();
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.to_string().contains("at most"), "{error}");
+        }
     }
 }

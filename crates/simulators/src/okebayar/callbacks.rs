@@ -2,8 +2,9 @@
 //! step by step, `callback_delay_ms` apart. Callbacks go to `callback_url`
 //! by GET (query string) or POST (body in the original request's format,
 //! root `<transaction-status>`, ASSUMED) with `tracecode`, `referencecode`,
-//! `status`, `serialnumber`, `harga`, `transactiontime`, `productcode` and
-//! `accnumber`. They are unsigned, as OkeBayar's are (spec §6).
+//! `status`, `serialnumber`, `harga` (what the deposit gave: 0 for a
+//! failure, spec §4), `transactiontime`, `productcode` and `accnumber`. They
+//! are unsigned, as OkeBayar's are (spec §6).
 
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ fn build(
         .text("referencecode", &reference)
         .text("status", status)
         .text("serialnumber", serial)
-        .amount("harga", entry.amount, context.style)
+        .amount("harga", entry.charged(), context.style)
         .text("transactiontime", format_time(Utc::now()))
         .text("productcode", &entry.productcode)
         .text("accnumber", &entry.accnumber);

@@ -5,12 +5,13 @@
 //! Check order (each answered with the code in brackets): undecodable body
 //! [206] → an XML root other than `<transaction>` (spec §1) [206] →
 //! upper-case name, the root's and containers' included [206] → source IP
-//! [212] → `userid` [213] → missing `referencecode`, or one longer than the
-//! callback receiver takes ([`MAX_REFERENCE_LEN`], spec §1: "UUID-like")
+//! [212] → `userid` [213] → a `referencecode` missing, not alphanumeric
+//! (spec §1; surrounding spaces included, see [`is_well_formed_reference`])
+//! or longer than the callback receiver takes ([`MAX_REFERENCE_LEN`])
 //! [206] → `userpin` [207] → `signature` [211] → unknown `transactioncode`
 //! [241]. The spec lists both 207 (userid/pin/signature) and 211 (invalid
-//! signature): a wrong PIN answers 207, a signature that does not verify
-//! answers 211.
+//! signature): a wrong PIN answers 207, a signature that does not verify,
+//! or is not written in lower case as spec §2 has it, answers 211.
 //!
 //! A request is counted under its `referencecode` only once it passed these
 //! checks up to the signature; every request counts in the total.
@@ -233,10 +234,9 @@ pub(crate) async fn transaction(State(sim): State<OkeBayarSim>, request: Request
         }
     };
     let op = Operation::of(&fields, settings);
-    let reference = fields
-        .non_empty("referencecode")
-        .unwrap_or_default()
-        .to_string();
+    // As sent: the signature covers the value as sent, and a reference with
+    // spaces around it is malformed, not another way to write a good one.
+    let reference = fields.get("referencecode").unwrap_or_default().to_string();
     let ctx = Ctx {
         tracecode: sim.inner.ledger.next_tracecode(),
         sim: sim.clone(),
@@ -312,7 +312,7 @@ fn check(ctx: &Ctx, conn: Option<&ConnInfo>) -> Result<(), &'static str> {
     if ctx.fields.get("userid").map(str::trim) != Some(settings.userid.as_str()) {
         return Err("213");
     }
-    if ctx.reference.is_empty() || ctx.reference.len() > MAX_REFERENCE_LEN {
+    if !is_well_formed_reference(&ctx.reference) {
         return Err("206");
     }
     if ctx.fields.get("userpin") != Some(settings.userpin.expose()) {
@@ -328,6 +328,18 @@ fn check(ctx: &Ctx, conn: Option<&ConnInfo>) -> Result<(), &'static str> {
         return Err("211");
     }
     Ok(())
+}
+
+/// Spec §1: a `referencecode` is the partner's alphanumeric, UUID-like ID:
+/// letters, digits and (ASSUMED, a UUID's) hyphens, nothing else, not even
+/// spaces around it; and no longer than loket's callback receiver takes
+/// ([`MAX_REFERENCE_LEN`]), so that every callback about it can be received.
+fn is_well_formed_reference(reference: &str) -> bool {
+    !reference.is_empty()
+        && reference.len() <= MAX_REFERENCE_LEN
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A reply refusing the request with `code` in the operation's style.
@@ -369,11 +381,6 @@ fn transaction_reply(
     tracecode: &str,
     style: AmountStyle,
 ) -> Reply {
-    let charged = if entry.debited || entry.code == "000" {
-        entry.amount
-    } else {
-        0
-    };
     let serial = if code == "000" {
         entry.serial_number.as_str()
     } else {
@@ -384,7 +391,7 @@ fn transaction_reply(
         .text("transactionstatus", code)
         .text("transactiontime", format_time(entry.transaction_time))
         .text("serialnumber", serial)
-        .amount("harga", charged, style)
+        .amount("harga", entry.charged(), style)
         .amount("balance", ctx.sim.balance(), style)
         .text("productcode", &entry.productcode)
         .text("accnumber", &entry.accnumber)
@@ -486,9 +493,9 @@ fn purchase(ctx: &Ctx) -> Answer {
 /// from the inquiry's reply (spec §4, §5.B); `Ok(None)` when the purchase
 /// carries no refs (a purchase without an inquiry). The simulator's `ref1`
 /// is its inquiry handle. The spec gives no codes for this, so they are
-/// those of a bill payment (**ASSUMED**): `405` when it issued no such
-/// inquiry, `402` when a ref, the product or the account differs, `403`
-/// past the inquiry's expiry.
+/// those of a bill payment, in a bill payment's order (**ASSUMED**): `405`
+/// when it issued no such inquiry, `403` past the inquiry's expiry, `402`
+/// when a ref, the product or the account differs.
 fn pln_inquiry_named(
     ctx: &Ctx,
     productcode: &str,
@@ -505,14 +512,14 @@ fn pln_inquiry_named(
     let Some(inquiry) = ctx.sim.inner.ledger.inquiry(ref1.trim()) else {
         return Err("405");
     };
+    if ctx.now > inquiry.expires_at {
+        return Err("403");
+    }
     let same_refs = ref1 == inquiry.ref1 && ref2 == inquiry.ref2 && ref3 == inquiry.ref3;
     let same_customer = productcode.eq_ignore_ascii_case(&inquiry.productcode)
         && accnumber.trim() == inquiry.account.trim();
     if !same_refs || !same_customer {
         return Err("402");
-    }
-    if ctx.now > inquiry.expires_at {
-        return Err("403");
     }
     Ok(Some(inquiry.inquirycode))
 }
@@ -850,26 +857,24 @@ fn payment(ctx: &Ctx) -> Answer {
     let plan = scenario.plan();
     let style = scenario.amount_style();
     let inquirycode = ctx.fields.non_empty("inquirycode").map(str::to_string);
-    let mut forced = scenario.forced_payment_failure();
-    if forced.is_none() && settings.check_payment_refs {
-        // ref2/ref3 must come back verbatim (spec §4); a mismatch is
-        // "payment data ≠ inquiry".
+    let forced = scenario.forced_payment_failure();
+    // A mismatch here is "payment data ≠ inquiry" (402), which the ledger
+    // answers after its own checks (no inquiry, paid, expired).
+    let mut refs_match = true;
+    if settings.check_payment_refs {
         if let Some(inquiry) = inquirycode
             .as_deref()
             .and_then(|c| ctx.sim.inner.ledger.inquiry(c))
         {
+            // ref2/ref3 must come back verbatim (spec §4).
             let verbatim = |name| ctx.fields.get(name).unwrap_or_default();
-            if verbatim("ref2") != inquiry.ref2 || verbatim("ref3") != inquiry.ref3 {
-                forced = Some("402");
-            }
+            let same_refs = verbatim("ref2") == inquiry.ref2 && verbatim("ref3") == inquiry.ref3;
             // BPJS (spec §4): the same period, and the payer's phone in
             // accnumber2.
-            if inquiry.months.is_some()
-                && (bpjs_months(&ctx.field("accnumber3")) != inquiry.months
-                    || ctx.field("accnumber2").is_empty())
-            {
-                forced = Some("402");
-            }
+            let same_period = inquiry.months.is_none()
+                || (bpjs_months(&ctx.field("accnumber3")) == inquiry.months
+                    && !ctx.field("accnumber2").is_empty());
+            refs_match = same_refs && same_period;
         }
     }
     let committed: Committed = ctx.sim.inner.ledger.commit(MoneyAttempt {
@@ -885,6 +890,7 @@ fn payment(ctx: &Ctx) -> Answer {
         payment: Some(PaymentData {
             nominal: ctx.fields.get("nominal").and_then(parse_idr),
             adminfee: ctx.fields.get("adminfee").and_then(parse_idr),
+            refs_match,
         }),
         initial_code: plan.initial,
         serial_number: ctx.sim.inner.ledger.next_serial(),

@@ -75,8 +75,20 @@ impl LedgerEntry {
         is_final_code(&self.code)
     }
 
-    /// A money-moving entry that is pending or succeeded: a resend is a
-    /// duplicate (`208`).
+    /// What `harga` reports: spec §4 calls it the amount "debited from
+    /// deposit", so it is the amount while that is taken or once the
+    /// transaction succeeded, and 0 for a failure (never debited, or
+    /// refunded when it failed after pending).
+    pub fn charged(&self) -> i64 {
+        if self.debited || self.code == "000" {
+            self.amount
+        } else {
+            0
+        }
+    }
+
+    /// A money-moving entry a resend may not reuse (`208`): pending,
+    /// succeeded, or failed unless `allow_reuse_after_failure`.
     fn blocks_reuse(&self, allow_reuse_after_failure: bool) -> bool {
         self.operation.moves_money()
             && (!self.is_final() || self.code == "000" || !allow_reuse_after_failure)
@@ -147,6 +159,10 @@ impl Inquiry {
 pub struct PaymentData {
     pub nominal: Option<i64>,
     pub adminfee: Option<i64>,
+    /// Whether the rest of the payment's data matches its inquiry
+    /// (`ref2`/`ref3` verbatim, a BPJS period and payer's phone), as the
+    /// handler found it; `false` answers `402` like a changed amount.
+    pub refs_match: bool,
 }
 
 /// A money-moving request that passed authentication.
@@ -271,19 +287,6 @@ impl Ledger {
         lock(&self.inner).paid_bills.contains_key(bill)
     }
 
-    /// The entry that blocks a new request under `reference`, if any.
-    pub fn live_money_entry(
-        &self,
-        reference: &str,
-        allow_reuse_after_failure: bool,
-    ) -> Option<LedgerEntry> {
-        lock(&self.inner)
-            .entries
-            .get(reference)
-            .filter(|e| e.blocks_reuse(allow_reuse_after_failure))
-            .cloned()
-    }
-
     /// Records an inquiry's outcome (and its handle when it succeeded).
     /// Returns `Err(original)` when the reference belongs to a live
     /// money-moving entry (`208`).
@@ -351,6 +354,10 @@ impl Ledger {
                 if let Some(code) = attempt.forced_failure {
                     break 'checks Some(code);
                 }
+                // An expired inquiry answers 403 even when the payment's
+                // data differs from it too (ASSUMED: the spec gives no
+                // precedence, but lists 403 before 402 in §5.C and §8.5,
+                // and re-inquiring, 403's remedy, cures both).
                 if attempt.at > found.expires_at {
                     break 'checks Some("403");
                 }
@@ -358,7 +365,7 @@ impl Ledger {
                     && payment.adminfee == Some(found.adminfee);
                 let same_bill = attempt.productcode.eq_ignore_ascii_case(&found.productcode)
                     && attempt.accnumber.trim() == found.account.trim();
-                if !same_amounts || !same_bill {
+                if !same_amounts || !same_bill || !payment.refs_match {
                     break 'checks Some("402");
                 }
             } else if let Some(code) = attempt.forced_failure {

@@ -100,8 +100,11 @@ pub struct OkeBayarSimSettings {
     /// Wrap every XML reply and callback body in `{ … }`, as the doc's
     /// examples do (spec §8.7 and §9: "doc-literal" mode).
     pub doc_literal_xml: bool,
-    /// Whether a referencecode whose purchase failed may be used again
-    /// (ASSUMED, spec §10 open question); pending/succeeded ones never (`208`).
+    /// Whether a referencecode whose purchase or payment failed may be used
+    /// again. Spec §7: "Never reuse a referencecode (→208)", so by default
+    /// it may not; `true` is a deviation for tests (whether the real
+    /// provider allows it is spec §10's open question). Pending or
+    /// succeeded ones never may (`208`).
     pub allow_reuse_after_failure: bool,
     pub body_limit_bytes: usize,
     pub body_read_timeout_ms: u64,
@@ -133,7 +136,7 @@ impl Default for OkeBayarSimSettings {
             echo_transactioncodes: vec![ECHO_TRANSACTION_CODE_DEFAULT.into()],
             check_payment_refs: true,
             doc_literal_xml: false,
-            allow_reuse_after_failure: true,
+            allow_reuse_after_failure: false,
             body_limit_bytes: 64 * 1024,
             body_read_timeout_ms: 10_000,
         }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::scenarios::Scenario;
-use super::{callbacks, Ledger, Order, SmilepayzSim, TradeType};
+use super::{callbacks, qris, Ledger, Order, SmilepayzSim, Timer, TradeType};
 use crate::common::{header_str, lock, read_body, ConnInfo, RequestKind};
 
 /// Service codes (spec §1); balance has none documented (ASSUMED 93).
@@ -428,7 +428,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
     } else {
         "PROCESSING"
     };
-    let (settlement, _first_request_in_flight) = {
+    let (first_attempt, _first_request_in_flight) = {
         let mut ledger = lock(&sim.inner.ledger);
         if ledger.in_flight.contains(&order_no) {
             return error(429, svc, "00", "TOO_MANY_REQUESTS");
@@ -464,7 +464,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
             json!({ "paymentUrl": format!("https://sandbox-checkout.smilepayz.example/pay/{trade_no}") })
         }
         "QRIS" => {
-            json!({ "paymentMethod": "QRIS", "qrString": format!("00020101021226{:02}{}5303360540{}{}5802ID6304ABCD", trade_no.len(), trade_no, amount.to_string().len(), amount) })
+            json!({ "paymentMethod": "QRIS", "qrString": qris::qris_string(&trade_no, amount, &sim.inner.settings.merchant_name) })
         }
         m if m.starts_with("W_") => {
             json!({ "paymentMethod": m, "paymentUrl": format!("https://sandbox-wallet.smilepayz.example/{m}/{trade_no}") })
@@ -473,7 +473,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
             json!({ "paymentMethod": m, "vaNumber": format!("8808{}", &trade_no[trade_no.len() - 10..]) })
         }
     };
-    start_settlement(&sim, &order_no, &trade_no, settlement, scenario).await;
+    reply_after_first_callback(scenario, first_attempt).await;
     if scenario == Scenario::CreatedButSystemError {
         return error(500, svc, "00", "System error");
     }
@@ -522,7 +522,7 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
     let callback_url =
         text(&value, "callbackUrl").or_else(|| sim.inner.settings.callback_url.clone());
     let trade_no = sim.next_trade_no(TradeType::PayOut);
-    let (settlement, _first_request_in_flight) = {
+    let (first_attempt, _first_request_in_flight) = {
         let mut ledger = lock(&sim.inner.ledger);
         if ledger.in_flight.contains(&order_no) {
             return error(429, svc, "00", "TOO_MANY_REQUESTS");
@@ -530,7 +530,7 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         // Pay-outs never expire (no expiryPeriod), and 4039000 is a pay-in
         // code: a pay-out reusing any orderNo, an expired pay-in's too, is a
         // duplicate (one namespace, ASSUMED: see `Ledger::orders`).
-        if ledger.orders.contains_key(order_no.as_str()) {
+        if ledger.orders.contains(&order_no) {
             return error(400, svc, "01", "Duplicate payout order");
         }
         if ledger.balances.payout_available < amount {
@@ -556,7 +556,7 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         };
         enter_order(&sim, &mut ledger, order)
     };
-    start_settlement(&sim, &order_no, &trade_no, settlement, scenario).await;
+    reply_after_first_callback(scenario, first_attempt).await;
     match scenario {
         Scenario::TimeoutAfterAccept => {
             return error(502, svc, "00", "External error: channel timeout")
@@ -619,15 +619,15 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
     };
     let order = {
         let ledger = lock(&sim.inner.ledger);
-        match &order_no {
-            // Orders are kept by orderNo: no scan under the ledger's lock.
-            Some(order_no) => ledger
-                .orders
-                .get(order_no.as_str())
-                .filter(|o| matches(o))
-                .cloned(),
-            None => ledger.orders.values().find(|o| matches(o)).cloned(),
-        }
+        // Orders are kept by orderNo and indexed by tradeNo: no scan under
+        // the ledger's lock.
+        let found = match &order_no {
+            Some(order_no) => ledger.orders.get(order_no),
+            None => trade_no
+                .as_deref()
+                .and_then(|trade_no| ledger.orders.by_trade_no(trade_no)),
+        };
+        found.filter(|o| matches(o)).cloned()
     };
     let Some(order) = order else {
         return error(500, svc, "00", "Order not found");
@@ -704,52 +704,49 @@ impl Drop for FirstRequestInFlight {
 }
 
 /// Enters a new order in the (locked) ledger with its first request in
-/// flight; returns when and how it settles ([`Order::settlement`]) and the
+/// flight, and starts its timer: after the settlement's delay the order
+/// takes its status ([`Order::settlement`]; `None`: no timer). Returns word
+/// of the first callback attempt ([`reply_after_first_callback`]) and the
 /// in-flight mark, to keep until the reply.
 fn enter_order(
     sim: &SmilepayzSim,
     ledger: &mut Ledger,
     order: Order,
-) -> (Option<(Duration, &'static str)>, FirstRequestInFlight) {
+) -> (oneshot::Receiver<()>, FirstRequestInFlight) {
     let settle_delay = Duration::from_millis(sim.inner.settings.settle_delay_ms);
-    let settlement = order.settlement(settle_delay);
-    ledger.in_flight.insert(order.order_no.clone());
-    let in_flight = FirstRequestInFlight {
-        sim: sim.clone(),
-        order_no: order.order_no.clone(),
-    };
-    ledger.orders.insert(order.order_no.as_str().into(), order);
-    (settlement, in_flight)
-}
-
-/// Starts the order's timer: after the settlement's delay the order takes
-/// its status ([`Order::settlement`]; `None`: no timer). For 006 the
-/// callback arrives before the create reply (spec §8.11): this waits for
-/// its first attempt only, and the retries go on in the background like
-/// every callback's.
-async fn start_settlement(
-    sim: &SmilepayzSim,
-    order_no: &str,
-    trade_no: &str,
-    settlement: Option<(Duration, &'static str)>,
-    scenario: Scenario,
-) {
     let (first_attempt_done, first_attempt) = oneshot::channel();
-    if let Some((after, status)) = settlement {
+    // Started under the ledger's lock and remembered with the order, so the
+    // order cannot be forgotten before its timer is tied to it (see
+    // `Orders`).
+    let timer = order.settlement(settle_delay).map(|(after, status)| {
         let sim = sim.clone();
-        let order_no = order_no.to_string();
-        let trade_no = trade_no.to_string();
-        tokio::spawn(async move {
+        let order_no = order.order_no.clone();
+        let trade_no = order.trade_no.clone();
+        let task = tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(after) => {}
                 _ = sim.inner.stop.wait() => return,
             }
             settle(&sim, &order_no, &trade_no, status, first_attempt_done).await;
         });
-    }
+        Timer(task.abort_handle())
+    });
+    ledger.in_flight.insert(order.order_no.clone());
+    let in_flight = FirstRequestInFlight {
+        sim: sim.clone(),
+        order_no: order.order_no.clone(),
+    };
+    ledger.orders.insert(order, timer);
+    (first_attempt, in_flight)
+}
+
+/// For 006 the callback arrives before the create reply (spec §8.11): waits
+/// for its first attempt only, and the retries go on in the background like
+/// every callback's.
+async fn reply_after_first_callback(scenario: Scenario, first_attempt: oneshot::Receiver<()>) {
     if scenario == Scenario::CallbackFirst {
-        // An error only says no attempt will be made (no callback URL, or
-        // the simulator stopping): reply anyway.
+        // An error only says no attempt will be made (no callback URL, the
+        // order forgotten, or the simulator stopping): reply anyway.
         let _ = first_attempt.await;
     }
 }
@@ -769,12 +766,12 @@ async fn settle(
         let Ledger {
             orders, balances, ..
         } = &mut *ledger;
+        // The order is gone, or its orderNo taken by a newer order, when it
+        // was forgotten while this timer was already waking: its end (see
+        // `Orders`) comes too late to stop it.
         let Some(order) = orders.get_mut(order_no) else {
             return;
         };
-        // A timer may run up to a day (the longest expiryPeriod): by then the
-        // orderNo may have been forgotten and taken by a newer order, which
-        // this timer must not settle.
         if order.trade_no != trade_no {
             return;
         }
@@ -844,5 +841,73 @@ async fn settle(
             _ = deliver => {}
             _ = sim.inner.stop.wait() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::smilepayz::SmilepayzSimSettings;
+
+    /// Enters a QRIS pay-in of scenario 000 under `order_no`, as a handler
+    /// does, and ends its first request.
+    fn enter_pay_in(sim: &SmilepayzSim, order_no: &str) {
+        let created_at = Utc::now();
+        let order = Order {
+            order_no: order_no.into(),
+            trade_no: sim.next_trade_no(TradeType::PayIn),
+            trade_type: TradeType::PayIn,
+            amount: 150_000,
+            payment_method: "QRIS".into(),
+            cash_account: String::new(),
+            payer_name: String::new(),
+            status: "PROCESSING".into(),
+            scenario: Scenario::Normal,
+            created_at,
+            settled_at: None,
+            callback_url: None,
+            frozen: false,
+            expires_at: Some(created_at + chrono::Duration::days(1)),
+        };
+        // The in-flight mark takes the ledger's lock when dropped: out of
+        // the block that holds it.
+        let (_first_attempt, _in_flight) = {
+            let mut ledger = lock(&sim.inner.ledger);
+            enter_order(sim, &mut ledger, order)
+        };
+    }
+
+    /// Every timer holds a handle on the simulator until it ends: the
+    /// simulator's reference count tells how many timers are still alive.
+    #[tokio::test]
+    async fn forgetting_an_order_ends_its_timer_and_frees_what_it_held() {
+        let sim = SmilepayzSim::remembering(
+            SmilepayzSimSettings {
+                // Both orders' timers would sleep an hour.
+                settle_delay_ms: 3_600_000,
+                ..Default::default()
+            },
+            1,
+        );
+        enter_pay_in(&sim, "ORDER000001");
+        assert_eq!(Arc::strong_count(&sim.inner), 2, "the sim and one timer");
+        enter_pay_in(&sim, "ORDER000002");
+        assert!(sim.order("ORDER000001").is_none(), "forgotten");
+        assert!(sim.order("ORDER000002").is_some(), "remembered");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&sim.inner) > 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the forgotten order's timer is still alive: {} handles on the simulator",
+                Arc::strong_count(&sim.inner)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The remembered order's timer is left running.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(Arc::strong_count(&sim.inner), 2, "the sim and one timer");
     }
 }

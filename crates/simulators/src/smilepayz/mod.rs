@@ -9,7 +9,8 @@
 //! account's available and frozen balances, orders that settle after a
 //! configurable delay according to a scenario chosen by the amount (see
 //! `SCENARIOS.md`),
-//! unpaid pay-ins that expire after their `expiryPeriod`, and callbacks
+//! unpaid pay-ins that expire after their `expiryPeriod`, QRIS pay-ins
+//! answered with a well-formed EMVCo QR string ([`qris`]), and callbacks
 //! signed with the simulator's platform key over `tradeNo|X-TIMESTAMP`,
 //! retried on a schedule until answered with exactly `SUCCESS`.
 //!
@@ -18,11 +19,12 @@
 //! `GET|PUT /_sim/balance`, `GET /_sim/scenarios`,
 //! `GET /_sim/platform-public-key` (PEM, for the callback receiver).
 //!
-//! Everything kept per orderNo is bounded: see
+//! Everything kept per orderNo is bounded, the orders' timers included: see
 //! [`SmilepayzSim::remembering`].
 
 mod callbacks;
 mod handlers;
+pub mod qris;
 pub mod scenarios;
 
 use std::collections::HashSet;
@@ -40,6 +42,7 @@ use loket_smilepayz::wire;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
 
 use crate::common::{
     self, lock, OutageSwitch, RecentMap, ReferenceRecords, RequestCounter, RequestCounts,
@@ -207,11 +210,90 @@ pub(crate) struct Ledger {
     /// shared by both, so reusing a pay-in's orderNo for a pay-out is a
     /// duplicate (ASSUMED, spec §7/§9: the docs are silent; the stricter
     /// choice).
-    pub(crate) orders: RecentMap<Arc<str>, Order>,
+    pub(crate) orders: Orders,
     /// orderNos whose first request is still being processed (see
     /// `handlers::FirstRequestInFlight`); as many as requests in flight.
     pub(crate) in_flight: HashSet<String>,
     pub(crate) balances: Balances,
+}
+
+/// The remembered orders, by orderNo and by tradeNo, each with its timer.
+///
+/// The index by tradeNo lets an inquiry that names only the tradeNo find its
+/// order without reading every order under the ledger's lock. Every order
+/// enters both maps once, and they have the same capacity, so the index
+/// forgets a tradeNo when its order is forgotten; a lookup still checks that
+/// the order it reaches carries that tradeNo.
+///
+/// An order's timer (the task that settles it and sends its callbacks) may
+/// sleep up to a day, the longest `expiryPeriod`: it is kept with the order
+/// and ends when the order is forgotten, so it neither acts on an order the
+/// simulator no longer knows nor holds memory for it until it wakes.
+#[derive(Debug)]
+pub(crate) struct Orders {
+    by_order_no: RecentMap<Arc<str>, RememberedOrder>,
+    order_no_by_trade_no: RecentMap<Arc<str>, Arc<str>>,
+}
+
+#[derive(Debug)]
+struct RememberedOrder {
+    order: Order,
+    /// Never read: held only so that forgetting the order drops it.
+    _timer: Option<Timer>,
+}
+
+/// An order's timer task, ended when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Timer(pub(crate) AbortHandle);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Orders {
+    fn new(capacity: usize) -> Self {
+        Orders {
+            by_order_no: RecentMap::new(capacity, "smilepayz", "orders"),
+            order_no_by_trade_no: RecentMap::new(capacity, "smilepayz", "trade_nos"),
+        }
+    }
+
+    pub(crate) fn get(&self, order_no: &str) -> Option<&Order> {
+        self.by_order_no.get(order_no).map(|kept| &kept.order)
+    }
+
+    pub(crate) fn get_mut(&mut self, order_no: &str) -> Option<&mut Order> {
+        self.by_order_no
+            .get_mut(order_no)
+            .map(|kept| &mut kept.order)
+    }
+
+    pub(crate) fn contains(&self, order_no: &str) -> bool {
+        self.by_order_no.contains_key(order_no)
+    }
+
+    pub(crate) fn by_trade_no(&self, trade_no: &str) -> Option<&Order> {
+        let order_no = self.order_no_by_trade_no.get(trade_no)?;
+        self.get(order_no)
+            .filter(|order| order.trade_no == trade_no)
+    }
+
+    /// Remembers a new order (the handlers refuse a remembered orderNo
+    /// first) with its timer, forgetting the oldest order if full.
+    pub(crate) fn insert(&mut self, order: Order, timer: Option<Timer>) {
+        let order_no: Arc<str> = order.order_no.as_str().into();
+        self.order_no_by_trade_no
+            .insert(order.trade_no.as_str().into(), order_no.clone());
+        self.by_order_no.insert(
+            order_no,
+            RememberedOrder {
+                order,
+                _timer: timer,
+            },
+        );
+    }
 }
 
 pub(crate) struct Inner {
@@ -251,7 +333,8 @@ impl SmilepayzSim {
 
     /// Builds the simulator, remembering the `references` most recent
     /// orderNos (orders, request counts, callback logs): an inquiry about an
-    /// older one answers "Order not found" and a new order may reuse it. A
+    /// older one answers "Order not found", its timer ends (no settlement, no
+    /// callback), and a new order may reuse it. A
     /// merchant public key that does not load is logged and every request is
     /// then refused (4019x00); a platform key that is empty or does not load
     /// is replaced by a generated one.
@@ -292,7 +375,7 @@ impl SmilepayzSim {
                 platform_key,
                 platform_public_pem,
                 ledger: Mutex::new(Ledger {
-                    orders: RecentMap::new(references, "smilepayz", "orders"),
+                    orders: Orders::new(references),
                     in_flight: HashSet::new(),
                     balances,
                 }),

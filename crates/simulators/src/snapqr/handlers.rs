@@ -1,10 +1,16 @@
 //! The SNAP services. Check order of every transaction call (answered with
-//! the code in brackets, `ss` = the service): body readable [400ss00] →
-//! X-TIMESTAMP present and within the window [401ss00] → bearer token issued
-//! and not expired [401ss01] → X-PARTNER-ID [401ss00] → X-SIGNATURE (HMAC
-//! over the path as received) [401ss00] → CHANNEL-ID [400ss02] →
+//! the code in brackets, `ss` = the service; spec §6 answers a missing
+//! mandatory field 400ss02 and a malformed one 400ss01): body readable
+//! [400ss00] → Content-Type present [400ss02] and `application/json`
+//! [400ss01] → X-TIMESTAMP, X-SIGNATURE, X-PARTNER-ID, X-EXTERNAL-ID and
+//! CHANNEL-ID present [400ss02] → X-TIMESTAMP ISO-8601 [400ss01] and within
+//! the window [401ss00] → bearer token present [401ss03], issued and not
+//! expired [401ss01] → X-PARTNER-ID [401ss00] → X-SIGNATURE (HMAC over the
+//! path as received) [401ss00] → CHANNEL-ID 5 digits [400ss01] →
 //! X-EXTERNAL-ID numeric ≤ 36 [400ss01] and unused today (WIB) [409ss00] →
-//! JSON body [400ss00] → the service.
+//! JSON body [400ss00] → the service, which checks its body fields: a
+//! mandatory one missing [400ss02], a text longer than spec §5's `S<n>` or
+//! an amount not in its `Amt` form [400ss01].
 
 use std::time::{Duration, Instant};
 
@@ -29,11 +35,15 @@ fn wib_day(at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&wib()).date_naive()
 }
 
-fn now_iso() -> String {
-    Utc::now()
-        .with_timezone(&wib())
+/// `at` as the issuer writes times: ISO-8601 in WIB, `2020-12-23T07:50:11+07:00`.
+fn iso(at: DateTime<Utc>) -> String {
+    at.with_timezone(&wib())
         .format("%Y-%m-%dT%H:%M:%S%:z")
         .to_string()
+}
+
+fn now_iso() -> String {
+    iso(Utc::now())
 }
 
 /// A SNAP answer: HTTP status from the code's first three digits.
@@ -69,6 +79,30 @@ fn fail(http: u16, service: u8, case: u8, message: &str) -> Response {
     answer(&code(http, service, case), message, Value::Null)
 }
 
+/// Spec §6 400xx02 "missing field": the mandatory header or body `field` is
+/// absent (or blank).
+fn missing(service: u8, field: &str) -> Response {
+    fail(400, service, 2, &format!("Invalid Mandatory Field {field}"))
+}
+
+/// Spec §6 400xx01 "invalid format": `field` is there, but not in the form
+/// spec §3 or §5 gives it.
+fn bad_format(service: u8, field: &str) -> Response {
+    fail(400, service, 1, &format!("Invalid Field Format {field}"))
+}
+
+/// Spec §3: every call, the token call included, is sent as
+/// `Content-Type: application/json`. Parameters such as `; charset=utf-8`
+/// leave the media type what it is, so they pass (ASSUMED).
+fn content_type_refusal(headers: &HeaderMap, service: u8) -> Option<Response> {
+    let Some(content_type) = header_str(headers, "Content-Type") else {
+        return Some(missing(service, "Content-Type"));
+    };
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    (!media_type.eq_ignore_ascii_case("application/json"))
+        .then(|| bad_format(service, "Content-Type"))
+}
+
 /// Spec §6 `405xx00` "Requested Function Is Not Supported" ("fix path"):
 /// the answer to a path the issuer serves nothing at (a wrong prefix or
 /// version, a misspelt service), and to a service's path with a method
@@ -98,16 +132,17 @@ fn service_named_by(path: &str) -> u8 {
     }
 }
 
-fn within_window(sim: &SnapQrSim, stamp: &str) -> bool {
-    match DateTime::parse_from_rfc3339(stamp) {
-        Ok(at) => {
-            (Utc::now() - at.with_timezone(&Utc))
-                .num_seconds()
-                .unsigned_abs()
-                <= sim.inner.settings.max_skew_secs
-        }
-        Err(_) => false,
-    }
+/// An X-TIMESTAMP (spec §3: ISO-8601 with an offset; `Z` and fractional
+/// seconds are accepted, as some providers send them); `None` when it is
+/// not one.
+fn parse_stamp(stamp: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(stamp)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+fn within_window(sim: &SnapQrSim, at: DateTime<Utc>) -> bool {
+    (Utc::now() - at).num_seconds().unsigned_abs() <= sim.inner.settings.max_skew_secs
 }
 
 fn count(sim: &SnapQrSim, reference: Option<&str>, bump: impl FnOnce(&mut SnapCounts)) {
@@ -145,12 +180,18 @@ pub(crate) async fn token(State(sim): State<SnapQrSim>, request: Request) -> Res
     else {
         return fail(400, 73, 0, "Bad Request");
     };
+    if let Some(refusal) = content_type_refusal(&parts.headers, 73) {
+        return refusal;
+    }
+    if header_str(&parts.headers, "X-TIMESTAMP").is_some_and(|stamp| parse_stamp(stamp).is_none()) {
+        return bad_format(73, "X-TIMESTAMP");
+    }
     let checked = loket_snapqr::b2b_token::check_request(
         |name| header_str(&parts.headers, name),
         &body,
         &settings.client_key,
         sim.inner.partner_key.as_ref(),
-        |stamp| within_window(&sim, stamp),
+        |stamp| parse_stamp(stamp).is_some_and(|at| within_window(&sim, at)),
     );
     if let Err(refusal) = checked {
         return fail(refusal.http, 73, refusal.case, refusal.message);
@@ -196,9 +237,23 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     .await
     .map_err(|_| fail(400, service, 0, "Bad Request"))?;
     let headers = parts.headers;
-    let stamp = header_str(&headers, "X-TIMESTAMP")
-        .ok_or_else(|| fail(401, service, 0, "Unauthorized. X-TIMESTAMP missing"))?;
-    if !within_window(sim, stamp) {
+    if let Some(refusal) = content_type_refusal(&headers, service) {
+        return Err(refusal);
+    }
+    // Spec §3 marks these M. `Authorization` is M too, but a call without a
+    // bearer token is answered below with §6's own case for it, 401ss03
+    // "token not found", which tells the caller to fetch one (ASSUMED: the
+    // more specific code wins over 400ss02). The error is the finished
+    // reply, as everywhere here: boxing it buys nothing.
+    #[allow(clippy::result_large_err)]
+    let mandatory = |name: &str| header_str(&headers, name).ok_or_else(|| missing(service, name));
+    let stamp = mandatory("X-TIMESTAMP")?;
+    let signature = mandatory("X-SIGNATURE")?;
+    let partner = mandatory("X-PARTNER-ID")?;
+    let external = mandatory("X-EXTERNAL-ID")?;
+    let channel = mandatory("CHANNEL-ID")?;
+    let stamped_at = parse_stamp(stamp).ok_or_else(|| bad_format(service, "X-TIMESTAMP"))?;
+    if !within_window(sim, stamped_at) {
         return Err(fail(
             401,
             service,
@@ -217,7 +272,7 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     if !live {
         return Err(fail(401, service, 1, "Invalid Token (B2B)"));
     }
-    if header_str(&headers, "X-PARTNER-ID") != Some(settings.client_key.as_str()) {
+    if partner != settings.client_key {
         return Err(fail(401, service, 0, "Unauthorized. Unknown partner"));
     }
     let path = parts
@@ -225,19 +280,16 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let signature = header_str(&headers, "X-SIGNATURE").unwrap_or_default();
     let string_to_sign =
         sign::transaction_string_to_sign(parts.method.as_str(), &path, token, &bytes, stamp);
     if !sign::verify_hmac(settings.client_secret.expose(), &string_to_sign, signature) {
         return Err(fail(401, service, 0, "Unauthorized. Signature"));
     }
-    let channel = header_str(&headers, "CHANNEL-ID").unwrap_or_default();
     if channel.len() != 5 || !channel.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(fail(400, service, 2, "Invalid Mandatory Field CHANNEL-ID"));
+        return Err(bad_format(service, "CHANNEL-ID"));
     }
-    let external = header_str(&headers, "X-EXTERNAL-ID").unwrap_or_default();
-    if external.is_empty() || external.len() > 36 || !external.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(fail(400, service, 1, "Invalid Field Format X-EXTERNAL-ID"));
+    if external.len() > 36 || !external.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_format(service, "X-EXTERNAL-ID"));
     }
     if lock(&sim.inner.ledger)
         .external_ids
@@ -292,6 +344,114 @@ fn status_desc(status: &str) -> &'static str {
     }
 }
 
+/// Spec §5's `S<n>` bounds on one service's request fields: each field and
+/// the most characters it may carry. `parent.child` names a field of the
+/// object `parent` (60's `scannerInfo`). A field a service's row gives no
+/// length for is not listed, even where another service's row gives one.
+type TextLimits = [(&'static str, usize)];
+
+const GENERATE_TEXT: &TextLimits = &[
+    ("partnerReferenceNo", 64),
+    ("userAccessToken", 64),
+    ("merchantId", 64),
+    ("subMerchantId", 32),
+    ("partnerTrxDate", 25),
+];
+
+const PAYMENT_TEXT: &TextLimits = &[
+    ("partnerReferenceNo", 64),
+    ("qrContent", 512),
+    ("merchantId", 64),
+    ("subMerchantId", 32),
+    ("title", 256),
+    ("externalStoreId", 64),
+    ("merchantName", 64),
+    ("merchantLocation", 64),
+    ("acquirerName", 64),
+    ("terminalId", 32),
+    ("scannerInfo.deviceId", 64),
+    ("scannerInfo.deviceVersion", 128),
+    ("scannerInfo.deviceModel", 128),
+    ("scannerInfo.deviceIp", 64),
+];
+
+const QUERY_TEXT: &TextLimits = &[
+    ("originalReferenceNo", 64),
+    ("originalPartnerReferenceNo", 64),
+    ("originalExternalId", 32),
+];
+
+const CANCEL_TEXT: &TextLimits = &[("reason", 256)];
+
+const REFUND_TEXT: &TextLimits = &[("partnerRefundNo", 64), ("reason", 256)];
+
+/// Refuses (400ss01, naming it) the first field of `limits` that is present
+/// but is not a string of at most its length in characters (`S` is a
+/// string). An absent or null field passes: whether one is mandatory is
+/// each service's own check, made before this one.
+#[allow(clippy::result_large_err)]
+fn check_text(body: &Body, service: u8, limits: &TextLimits) -> Result<(), Response> {
+    let fits = |value: Option<&Value>, max: usize| match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(text)) => text.chars().count() <= max,
+        Some(_) => false,
+    };
+    for &(field, max) in limits {
+        let fitting = match field.split_once('.') {
+            None => fits(body.value(field), max),
+            Some((parent, child)) => match body.value(parent) {
+                None | Some(Value::Null) => true,
+                Some(Value::Object(inner)) => fits(Body(inner.clone()).value(child), max),
+                Some(_) => return Err(bad_format(service, parent)),
+            },
+        };
+        if !fitting {
+            return Err(bad_format(service, field));
+        }
+    }
+    Ok(())
+}
+
+/// The `Amt` field `field` in whole rupiah, `None` when absent or null.
+/// Spec §5: `{"value":"10000.00","currency":"IDR"}`, the value a string
+/// (16,2) of at most 16 characters with exactly two decimals, so at most
+/// `9999999999999.00`. Any other form is refused 400ss01, and so is a
+/// fraction of a rupiah, which IDR does not use.
+#[allow(clippy::result_large_err)]
+fn amount_field(body: &Body, service: u8, field: &'static str) -> Result<Option<i64>, Response> {
+    let refused = || bad_format(service, field);
+    let parts = match body.value(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(parts)) => Body(parts.clone()),
+        Some(_) => return Err(refused()),
+    };
+    let (Some(Value::String(value)), Some(Value::String(currency))) =
+        (parts.value("value"), parts.value("currency"))
+    else {
+        return Err(refused());
+    };
+    let two_decimals = value.len() <= 16
+        && value.split_once('.').is_some_and(|(whole, cents)| {
+            !whole.is_empty()
+                && cents.len() == 2
+                && whole
+                    .bytes()
+                    .chain(cents.bytes())
+                    .all(|b| b.is_ascii_digit())
+        });
+    if !two_decimals {
+        return Err(refused());
+    }
+    let amount = loket_snapqr::wire::Amount {
+        value: value.clone(),
+        currency: currency.clone(),
+    };
+    match amount.to_money() {
+        Ok(money) => Ok(Some(money.minor)),
+        Err(_) => Err(refused()),
+    }
+}
+
 /// Service 59.
 pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> Response {
     let authed = match authenticate(&sim, 59, request).await {
@@ -312,7 +472,10 @@ pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> 
         _ => {}
     }
     if authed.body.str("partnerTrxDate").is_none() {
-        return fail(400, 59, 2, "Invalid Mandatory Field partnerTrxDate");
+        return missing(59, "partnerTrxDate");
+    }
+    if let Err(refusal) = check_text(&authed.body, 59, GENERATE_TEXT) {
+        return refusal;
     }
     let scenario = authed
         .body
@@ -331,7 +494,7 @@ pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> 
             "referenceNo": next_reference(&sim, "G"),
             "partnerReferenceNo": reference.unwrap_or_default(),
             "qrContent": qr,
-            "expiryTime": expires.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            "expiryTime": iso(expires),
         }),
     )
 }
@@ -531,42 +694,43 @@ fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
             json!({
                 "referenceNo": entry.reference_no,
                 "partnerReferenceNo": entry.partner_reference_no,
-                "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                "transactionDate": iso(entry.created_at),
             }),
         ),
     )
 }
 
 /// A payment's (60) mandatory fields and bounds (spec §5), checked in
-/// order: `partnerReferenceNo`, `qrContent`, `merchantId`, `expiryTime`, the
-/// lengths of the references (S64, S512), then `amount`. `Ok` is the
-/// reference, the QR and the amount; `Err` the 400 reply.
+/// order: `partnerReferenceNo`, `qrContent`, `merchantId`, `expiryTime`
+/// present, the text fields within their `S<n>` ([`PAYMENT_TEXT`]),
+/// `expiryTime` readable, then `amount` (typed O, but the spec says to treat
+/// it as M) and `feeAmount` in their `Amt` form. `Ok` is the reference, the
+/// QR and the amount; `Err` the 400 reply.
 // The error is the finished reply (built once, on a refusal): boxing buys
 // nothing.
 #[allow(clippy::result_large_err)]
 fn payment_fields(body: &Body) -> Result<(String, String, i64), Response> {
-    let missing = |field: &str| fail(400, 60, 2, &format!("Invalid Mandatory Field {field}"));
-    let bad_format = |field: &str| fail(400, 60, 1, &format!("Invalid Field Format {field}"));
     let reference = body
         .str("partnerReferenceNo")
-        .ok_or_else(|| missing("partnerReferenceNo"))?;
-    let qr = body.str("qrContent").ok_or_else(|| missing("qrContent"))?;
-    for field in ["merchantId", "expiryTime"] {
-        if body.str(field).is_none() {
-            return Err(missing(field));
-        }
+        .ok_or_else(|| missing(60, "partnerReferenceNo"))?;
+    let qr = body
+        .str("qrContent")
+        .ok_or_else(|| missing(60, "qrContent"))?;
+    if body.str("merchantId").is_none() {
+        return Err(missing(60, "merchantId"));
     }
-    if reference.chars().count() > 64 {
-        return Err(bad_format("partnerReferenceNo"));
+    let expiry = body
+        .str("expiryTime")
+        .ok_or_else(|| missing(60, "expiryTime"))?;
+    check_text(body, 60, PAYMENT_TEXT)?;
+    // Spec §5 types expiryTime "Numeric/ISO" and samples "60" (Q3 is
+    // open): seconds, or an ISO-8601 time.
+    if !expiry.bytes().all(|b| b.is_ascii_digit()) && parse_stamp(&expiry).is_none() {
+        return Err(bad_format(60, "expiryTime"));
     }
-    if qr.chars().count() > 512 {
-        return Err(bad_format("qrContent"));
-    }
-    match body.money("amount") {
-        Ok(Some(money)) => Ok((reference, qr, money.minor)),
-        Ok(None) => Err(missing("amount")),
-        Err(_) => Err(bad_format("amount")),
-    }
+    let amount = amount_field(body, 60, "amount")?.ok_or_else(|| missing(60, "amount"))?;
+    amount_field(body, 60, "feeAmount")?;
+    Ok((reference, qr, amount))
 }
 
 /// Service 60: [`payment_fields`], then the merchant (spec §6: one the
@@ -680,12 +844,8 @@ pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> R
         };
         // A reused reference's failed payment goes only now: a reuse
         // refused above (unknown, expired or used QR, 429, 502) did nothing,
-        // so a query still answers the failed payment. Removed rather than
-        // overwritten, so the new payment is the newest remembered.
-        ledger.payments.remove(reference.as_str());
-        ledger
-            .payments
-            .insert(reference.as_str().into(), entry.clone());
+        // so a query still answers the failed payment.
+        ledger.payments.record(entry.clone());
         entry
     };
     if let Some((http, case, message)) = failure {
@@ -796,7 +956,7 @@ async fn notify_signer(sim: &SnapQrSim, url: &str) -> Option<NotifySigner> {
 /// The headers of one notify attempt, made when the attempt is (see
 /// [`AttemptHeaders`](crate::common::AttemptHeaders)): X-TIMESTAMP now,
 /// X-SIGNATURE over it (spec §4.3), a new X-EXTERNAL-ID (§7: every retry
-/// uses a new one), X-PARTNER-ID and CHANNEL-ID.
+/// uses a new one), X-PARTNER-ID (the mode's caller id) and CHANNEL-ID.
 fn notify_headers(
     sim: &SnapQrSim,
     signer: &NotifySigner,
@@ -805,6 +965,15 @@ fn notify_headers(
 ) -> Vec<(String, String)> {
     let settings = &sim.inner.settings;
     let stamp = now_iso();
+    // Spec §3: X-PARTNER-ID is the caller's client id. In mode B the issuer
+    // calls loket as loket's client, under the client key loket issued it
+    // (the X-CLIENT-KEY its token request was granted for, §4.3). In mode A
+    // it holds no id of loket's, so it names the partner the notify is for
+    // by the client id loket holds at this issuer (ASSUMED: §4.3 is silent).
+    let partner_id = match signer {
+        NotifySigner::IssuerKey => &settings.client_key,
+        NotifySigner::LoketToken(_) => &settings.notify_client_key,
+    };
     let signed = match signer {
         NotifySigner::IssuerKey => {
             loket_snapqr::callback::sign_notify_rsa(&sim.inner.issuer_key, path, body, &stamp)
@@ -825,7 +994,7 @@ fn notify_headers(
         .into_iter()
         .filter(|(name, _)| name != "Content-Type")
         .chain([
-            ("X-PARTNER-ID".to_string(), settings.client_key.clone()),
+            ("X-PARTNER-ID".to_string(), partner_id.clone()),
             ("X-EXTERNAL-ID".to_string(), next_external_id(sim)),
             ("CHANNEL-ID".to_string(), "95221".to_string()),
         ])
@@ -895,21 +1064,18 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
     // ASSUMED (spec §5): every 61 field is optional, but a query must name
     // the payment by at least one reference.
     if reference.is_none() && reference_no.is_none() {
-        return fail(
-            400,
-            61,
-            2,
-            "Invalid Mandatory Field originalPartnerReferenceNo / originalReferenceNo",
-        );
+        return missing(61, "originalPartnerReferenceNo / originalReferenceNo");
+    }
+    if let Err(refusal) = check_text(&authed.body, 61, QUERY_TEXT) {
+        return refusal;
     }
     let entry = {
         let mut ledger = lock(&sim.inner.ledger);
         let found = match &reference {
-            Some(r) => ledger.payments.get_mut(r.as_str()),
-            None => ledger
-                .payments
-                .values_mut()
-                .find(|e| Some(&e.reference_no) == reference_no.as_ref()),
+            Some(r) => ledger.payments.get_mut(r),
+            None => reference_no
+                .as_deref()
+                .and_then(|r| ledger.payments.by_reference_no_mut(r)),
         };
         found.map(|entry| {
             resolve_pending(entry);
@@ -931,7 +1097,7 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
                 "originalExternalId": entry.external_id,
                 "latestTransactionStatus": entry.status,
                 "transactionStatusDesc": status_desc(&entry.status),
-                "paidTime": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                "paidTime": iso(entry.created_at),
             }),
         ),
     )
@@ -946,13 +1112,16 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
     let reference = authed.body.str("originalPartnerReferenceNo");
     count(&sim, reference.as_deref(), |c| c.cancels += 1);
     let Some(reference) = reference else {
-        return fail(
-            400,
-            62,
-            2,
-            "Invalid Mandatory Field originalPartnerReferenceNo",
-        );
+        return missing(62, "originalPartnerReferenceNo");
     };
+    if let Err(refusal) = check_text(&authed.body, 62, CANCEL_TEXT) {
+        return refusal;
+    }
+    // A cancel voids the whole payment, so its amount is not compared with
+    // the payment's; its form is still spec §5's.
+    if let Err(refusal) = amount_field(&authed.body, 62, "amount") {
+        return refusal;
+    }
     let mut ledger = lock(&sim.inner.ledger);
     let Some(entry) = ledger.payments.get_mut(reference.as_str()) else {
         return fail(404, 62, 1, "Transaction Not Found");
@@ -985,7 +1154,7 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
                 "originalReferenceNo": entry.reference_no,
                 "originalPartnerReferenceNo": entry.partner_reference_no,
                 "cancelTime": now_iso(),
-                "transactionDate": entry.created_at.with_timezone(&wib()).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                "transactionDate": iso(entry.created_at),
             }),
         ),
     )
@@ -1025,19 +1194,19 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
     let body = &authed.body;
     let refund_no = body.str("partnerRefundNo");
     count(&sim, refund_no.as_deref(), |c| c.refunds += 1);
-    let (Some(reference), Some(refund_no)) = (body.str("originalPartnerReferenceNo"), refund_no)
-    else {
-        return fail(
-            400,
-            80,
-            2,
-            "Invalid Mandatory Field originalPartnerReferenceNo / partnerRefundNo",
-        );
+    let Some(reference) = body.str("originalPartnerReferenceNo") else {
+        return missing(80, "originalPartnerReferenceNo");
     };
-    let amount = match body.money("refundAmount") {
-        Ok(Some(money)) if money.minor > 0 => money.minor,
-        Ok(_) => return fail(400, 80, 2, "Invalid Mandatory Field refundAmount"),
-        Err(_) => return fail(400, 80, 1, "Invalid Field Format refundAmount"),
+    let Some(refund_no) = refund_no else {
+        return missing(80, "partnerRefundNo");
+    };
+    if let Err(refusal) = check_text(body, 80, REFUND_TEXT) {
+        return refusal;
+    }
+    let amount = match amount_field(body, 80, "refundAmount") {
+        Ok(Some(amount)) if amount > 0 => amount,
+        Ok(_) => return missing(80, "refundAmount"),
+        Err(refusal) => return refusal,
     };
     let reply = |entry: &PaymentEntry, refund: &RefundEntry, code: &str, message: &str| {
         answer(
@@ -1051,7 +1220,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
                     "refundNo": refund.refund_no,
                     "partnerRefundNo": refund_no,
                     "refundAmount": { "value": format!("{}.00", refund.amount), "currency": "IDR" },
-                    "refundTime": now_iso(),
+                    "refundTime": iso(refund.refunded_at),
                 }),
             ),
         )
@@ -1092,6 +1261,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
     let refund = RefundEntry {
         refund_no: format!("RF{}", entry.refunds.len() + 1) + &entry.reference_no,
         amount,
+        refunded_at: Utc::now(),
     };
     entry.refunded += amount;
     entry.status = "04".into();
@@ -1107,6 +1277,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapqr::Payments;
 
     /// The response code and message of a refusal.
     async fn refusal(fields: &str) -> (String, String) {
@@ -1154,6 +1325,104 @@ mod tests {
         );
     }
 
+    /// Spec §5: every field of 60 with an `S<n>` is held to it (those nested
+    /// in `scannerInfo` too), `expiryTime` is seconds or an ISO-8601 time,
+    /// and an amount is `Amt`: a string with two decimals, with its
+    /// currency. A field at its length passes.
+    #[tokio::test]
+    async fn every_payment_field_is_held_to_its_spec_length_and_form() {
+        let base = r#""partnerReferenceNo":"P1","qrContent":"QR","merchantId":"M","amount":{"value":"10000.00","currency":"IDR"}"#;
+        let accepted = |extra: &str| {
+            let body = Body::parse(format!("{{{base},{extra}}}").as_bytes()).unwrap();
+            payment_fields(&body).is_ok()
+        };
+        let expiry = r#""expiryTime":"60""#;
+        assert!(accepted(expiry), "seconds");
+        assert!(accepted(r#""expiryTime":"2026-11-22T10:00:00+07:00""#));
+        let at_length = format!(
+            r#"{expiry},"title":"{}","terminalId":"{}","scannerInfo":{{"deviceModel":"{}"}},"feeAmount":{{"value":"500.00","currency":"IDR"}}"#,
+            "t".repeat(256),
+            "t".repeat(32),
+            "d".repeat(128)
+        );
+        assert!(accepted(&at_length), "{at_length}");
+        for (extra, field) in [
+            (r#""expiryTime":"in an hour""#.to_string(), "expiryTime"),
+            (
+                format!(r#"{expiry},"title":"{}""#, "t".repeat(257)),
+                "title",
+            ),
+            (
+                format!(r#"{expiry},"terminalId":"{}""#, "t".repeat(33)),
+                "terminalId",
+            ),
+            (
+                format!(r#"{expiry},"merchantName":"{}""#, "m".repeat(65)),
+                "merchantName",
+            ),
+            (
+                format!(r#"{expiry},"subMerchantId":"{}""#, "s".repeat(33)),
+                "subMerchantId",
+            ),
+            (
+                format!(r#"{expiry},"externalStoreID":"{}""#, "s".repeat(65)),
+                "externalStoreId",
+            ),
+            (
+                format!(
+                    r#"{expiry},"scannerInfo":{{"deviceModel":"{}"}}"#,
+                    "d".repeat(129)
+                ),
+                "scannerInfo.deviceModel",
+            ),
+            (
+                format!(r#"{expiry},"scannerInfo":"{}""#, "d"),
+                "scannerInfo",
+            ),
+            (format!(r#"{expiry},"title":42"#), "title"),
+            (
+                format!(r#"{expiry},"feeAmount":{{"value":"500","currency":"IDR"}}"#),
+                "feeAmount",
+            ),
+        ] {
+            assert_eq!(
+                refusal(&format!("{base},{extra}")).await,
+                ("4006001".into(), format!("Invalid Field Format {field}")),
+                "{extra}"
+            );
+        }
+        let amount_in = |amount: &str| {
+            format!(
+                r#""partnerReferenceNo":"P1","qrContent":"QR","merchantId":"M",{expiry},"amount":{amount}"#
+            )
+        };
+        for amount in [
+            r#"{"value":"10000","currency":"IDR"}"#,
+            r#"{"value":"10000.0","currency":"IDR"}"#,
+            r#"{"value":10000.00,"currency":"IDR"}"#,
+            r#"{"value":"10000.00"}"#,
+            r#"{"value":"10000.00","currency":"USD"}"#,
+            r#"{"value":"99999999999999.00","currency":"IDR"}"#,
+            r#""10000.00""#,
+        ] {
+            assert_eq!(
+                refusal(&amount_in(amount)).await,
+                ("4006001".into(), "Invalid Field Format amount".into()),
+                "{amount}"
+            );
+        }
+        let longest = format!(
+            "{{{}}}",
+            amount_in(r#"{"value":"9999999999999.00","currency":"IDR"}"#)
+        );
+        assert_eq!(
+            payment_fields(&Body::parse(longest.as_bytes()).unwrap())
+                .map(|(_, _, amount)| amount)
+                .ok(),
+            Some(9_999_999_999_999)
+        );
+    }
+
     /// Spec §2.6: the cancel window is the payment's WIB (UTC+7) calendar
     /// day, neither a rolling 24 h nor the UTC day.
     #[test]
@@ -1194,6 +1463,7 @@ mod tests {
                     let refund = RefundEntry {
                         refund_no: format!("RF-{no}"),
                         amount: 1,
+                        refunded_at: Utc::now(),
                     };
                     (no.to_string(), refund)
                 })
@@ -1202,13 +1472,42 @@ mod tests {
         }
     }
 
+    /// The referenceNo index forgets in step with the payments: a payment
+    /// forgotten is unknown by its referenceNo too, and one still remembered
+    /// is found by it, also after a reused partnerReferenceNo replaced a
+    /// payment (which frees a place without forgetting anything).
+    #[test]
+    fn the_reference_no_index_forgets_in_step_with_the_payments() {
+        let mut payments = Payments::new(2);
+        let found = |payments: &mut Payments, reference_no: &str| {
+            payments
+                .by_reference_no_mut(reference_no)
+                .map(|entry| entry.partner_reference_no.clone())
+        };
+        payments.record(payment("A", &[]));
+        payments.record(payment("B", &[]));
+        let mut reused = payment("B", &[]);
+        reused.reference_no = "SNAP-B-again".into();
+        payments.record(reused);
+        assert_eq!(found(&mut payments, "SNAP-A"), Some("A".to_string()));
+        assert_eq!(found(&mut payments, "SNAP-B"), None, "the replaced payment");
+        assert_eq!(found(&mut payments, "SNAP-B-again"), Some("B".to_string()));
+
+        payments.record(payment("C", &[]));
+        assert!(
+            payments.get("A").is_none(),
+            "the oldest payment is forgotten"
+        );
+        assert_eq!(found(&mut payments, "SNAP-A"), None);
+        assert_eq!(found(&mut payments, "SNAP-B-again"), Some("B".to_string()));
+        assert_eq!(found(&mut payments, "SNAP-C"), Some("C".to_string()));
+    }
+
     #[test]
     fn a_refund_number_is_found_across_payments_and_after_the_index_forgot_it() {
         let mut ledger = Ledger::new(2);
-        ledger
-            .payments
-            .insert("P".into(), payment("P", &["R1", "R2", "R3"]));
-        ledger.payments.insert("Q".into(), payment("Q", &[]));
+        ledger.payments.record(payment("P", &["R1", "R2", "R3"]));
+        ledger.payments.record(payment("Q", &[]));
         for refund_no in ["R1", "R2", "R3"] {
             ledger
                 .payment_by_refund_no

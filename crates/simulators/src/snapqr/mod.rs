@@ -3,21 +3,26 @@
 //! key, issues tokens with a configurable lifetime), generate (59), payment
 //! (60), query (61), cancel (62) and refund (80) under
 //! `{path_prefix}/v1.0/…` (any other path, or a method other than POST,
-//! answers `405xx00`), each checked for timestamp window, token,
-//! partner id and HMAC signature (over the path as received), CHANNEL-ID and
-//! X-EXTERNAL-ID uniqueness per WIB day; the QRs 59 issued, with their expiry
+//! answers `405xx00`), each checked for its mandatory headers (missing
+//! `400xx02`, malformed `400xx01`), timestamp window, token, partner id and
+//! HMAC signature (over the path as received), X-EXTERNAL-ID uniqueness per
+//! WIB day, and its body fields' presence, `S<n>` lengths and amount forms
+//! (spec §5); the QRs 59 issued, with their expiry
 //! (paying any other QR answers 4046011, ASSUMED §8.6); the one merchant it
 //! onboarded (a payment for another answers 4046008); a ledger per
-//! partnerReferenceNo; partial refunds up to the paid amount, each
-//! partnerRefundNo once per partner; cancels on the payment's WIB day only
-//! (after it 4056201, spec §2.6); notify (79) sent to loket signed with the
-//! simulator's issuer key (mode A), every attempt stamped, signed and
-//! numbered (X-EXTERNAL-ID) afresh; and scenario rules chosen by the
-//! amount's last three digits or by `SCENARIO=NNN` in the qrContent (see
-//! `SCENARIOS.md` and [`SCENARIOS`]).
+//! partnerReferenceNo, indexed by referenceNo; partial refunds up to the
+//! paid amount, each partnerRefundNo once per partner (a re-send answers
+//! with the original refund and its time); cancels on the payment's WIB day
+//! only (after it 4056201, spec §2.6); notify (79) sent to loket signed with
+//! the simulator's issuer key (mode A) or with a token loket grants (mode
+//! B, X-PARTNER-ID then the client key loket issued), every attempt
+//! stamped, signed and numbered (X-EXTERNAL-ID) afresh; and scenario rules
+//! chosen by the amount's last three digits or by `SCENARIO=NNN` in the
+//! qrContent (see `SCENARIOS.md` and [`SCENARIOS`]).
 //!
-//! It reuses only `loket_snapqr::{sign, wire}` (the standard's signatures and
-//! amounts), never the connector's classification.
+//! It reuses only the standard's parts of `loket_snapqr` (signatures, the
+//! token grant, notify signing, amounts), never the connector's
+//! classification.
 //!
 //! Introspection (JSON): `GET /_sim/requests/{reference}`,
 //! `GET /_sim/ledger/{reference}`, `GET /_sim/callbacks/{reference}`,
@@ -224,6 +229,9 @@ pub struct SnapCounts {
 pub struct RefundEntry {
     pub refund_no: String,
     pub amount: i64,
+    /// When it was made: the `refundTime` of every answer about it, the
+    /// idempotent re-send's included (it reports this refund, not a new one).
+    pub refunded_at: DateTime<Utc>,
 }
 
 /// A QR the simulator issued (59, or [`SnapQrSim::issue_qr`]).
@@ -257,13 +265,67 @@ pub struct PaymentEntry {
     pub(crate) resolve_at: Option<Instant>,
 }
 
+/// Every remembered payment, by partnerReferenceNo, with an index by the
+/// referenceNo the issuer gave it: a query (61) may name a payment by either
+/// (spec §5), and both lookups are one hash probe.
+///
+/// The two maps forget in step: each payment recorded inserts one new key
+/// into both (a referenceNo is never issued twice), and each payment replaced
+/// removes its key from both, so both hold the same number of keys in the
+/// same insertion order and a full ledger forgets the same payment from each.
+pub(crate) struct Payments {
+    by_partner_reference: RecentMap<Arc<str>, PaymentEntry>,
+    /// referenceNo → partnerReferenceNo.
+    by_reference_no: RecentMap<Arc<str>, Arc<str>>,
+}
+
+impl Payments {
+    fn new(remembered: usize) -> Self {
+        Payments {
+            by_partner_reference: RecentMap::new(remembered, "snapqr", "payments"),
+            by_reference_no: RecentMap::new(remembered, "snapqr", "payment_reference_nos"),
+        }
+    }
+
+    pub(crate) fn get(&self, partner_reference_no: &str) -> Option<&PaymentEntry> {
+        self.by_partner_reference.get(partner_reference_no)
+    }
+
+    pub(crate) fn get_mut(&mut self, partner_reference_no: &str) -> Option<&mut PaymentEntry> {
+        self.by_partner_reference.get_mut(partner_reference_no)
+    }
+
+    /// The payment the issuer numbered `reference_no`, if still remembered.
+    pub(crate) fn by_reference_no_mut(&mut self, reference_no: &str) -> Option<&mut PaymentEntry> {
+        let partner_reference_no = self.by_reference_no.get(reference_no)?;
+        self.by_partner_reference.get_mut(&**partner_reference_no)
+    }
+
+    /// Records `entry` as the newest payment. An earlier payment under its
+    /// partnerReferenceNo (one that failed or was cancelled: spec §7 lets
+    /// the reference be used again, ASSUMED there) is forgotten, referenceNo
+    /// and all, rather than overwritten, so the new one is the newest
+    /// remembered.
+    pub(crate) fn record(&mut self, entry: PaymentEntry) {
+        let partner_reference_no: Arc<str> = entry.partner_reference_no.as_str().into();
+        if let Some(earlier) = self.by_partner_reference.remove(&*partner_reference_no) {
+            self.by_reference_no.remove(earlier.reference_no.as_str());
+        }
+        self.by_reference_no.insert(
+            entry.reference_no.as_str().into(),
+            partner_reference_no.clone(),
+        );
+        self.by_partner_reference
+            .insert(partner_reference_no, entry);
+    }
+}
+
 pub(crate) struct Ledger {
     /// Issued token → its expiry (expired ones are dropped at each issue).
     pub(crate) tokens: HashMap<String, Instant>,
     /// X-EXTERNAL-IDs used, per WIB day.
     pub(crate) external_ids: RecentMap<(NaiveDate, Arc<str>), ()>,
-    /// By partnerReferenceNo.
-    pub(crate) payments: RecentMap<Arc<str>, PaymentEntry>,
+    pub(crate) payments: Payments,
     /// By partnerRefundNo: the partnerReferenceNo of the payment it refunded
     /// (the refund itself is in that payment's `refunds`). Spec §7: a
     /// partnerRefundNo is unique per partner, across payments.
@@ -290,7 +352,7 @@ impl Ledger {
         Ledger {
             tokens: HashMap::new(),
             external_ids: RecentMap::new(remembered, "snapqr", "external_ids"),
-            payments: RecentMap::new(remembered, "snapqr", "payments"),
+            payments: Payments::new(remembered),
             payment_by_refund_no: RecentMap::new(remembered, "snapqr", "refunds"),
             issued_qrs: RecentMap::new(remembered, "snapqr", "issued_qrs"),
             counts: RecentMap::new(remembered, "snapqr", "requests"),
