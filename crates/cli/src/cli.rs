@@ -378,8 +378,18 @@ pub struct SettleArgs {
     /// How long to wait for the reconciler to apply the decision.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
-    /// nats-server with JetStream: loket's bus.
-    #[arg(long, env = "LOKET_NATS_URL", hide_env_values = true)]
+    /// nats-server with JetStream: loket's bus. Needed: this flag or
+    /// LOKET_NATS_URL.
+    // Optional to clap (an empty default, hidden), so the usage line does
+    // not demand a flag the environment usually gives; `review::nats_url`
+    // refuses it empty, naming both, before anything connects.
+    #[arg(
+        long,
+        env = "LOKET_NATS_URL",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub nats_url: String,
 }
 
@@ -596,6 +606,30 @@ pub fn parse_expiry(text: &str) -> Result<u32, String> {
 mod tests {
     use super::*;
     use clap::error::ErrorKind;
+
+    /// clap puts a required flag on the usage line as one to type, even
+    /// when its environment variable is set: every flag the environment can
+    /// give is optional to clap (the command names it when it is missing).
+    #[test]
+    fn no_flag_the_environment_can_give_is_required() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                if let Some(variable) = arg.get_env() {
+                    assert!(
+                        !arg.is_required_set(),
+                        "{path}: --{} ({variable:?}) is required",
+                        arg.get_long().unwrap_or_default()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        check(&command, "loketctl");
+    }
 
     #[test]
     fn qr_payin_and_payout_commands_parse() {

@@ -81,7 +81,8 @@ impl CliError {
         matches!(self, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 
-    /// The process exit code: 1 for a server or database answer, 2 for bad
+    /// The process exit code: 1 for a server or database answer (an unknown
+    /// transaction or a search that found nothing included), 2 for bad
     /// usage (as clap does), 3 when the server, the database or NATS is
     /// unreachable (or ended a watch), 4 when what was sent got no answer or
     /// did not take effect in time: a script must look it up, not resend.

@@ -2,8 +2,9 @@
 //! Every transaction of one provider created in a period, across clients,
 //! one row each with the references the provider's statement carries (our
 //! reference, the provider's trace), the amounts (ours and what the provider
-//! reported) and the outcome, as CSV or JSON lines, followed by totals per
-//! status. It reads the database directly and writes nothing.
+//! reported) and the outcome, as CSV or JSON lines (the same figures in
+//! both, times to the millisecond), followed by totals per kind and status.
+//! It reads the database directly and writes nothing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -54,7 +55,9 @@ pub fn parse_bound(text: &str) -> Result<DateTime<Utc>, String> {
 
 #[derive(Debug, sqlx::FromRow, Serialize)]
 pub struct ExportRow {
+    #[serde(serialize_with = "serialize_time")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_optional_time")]
     pub finalized_at: Option<DateTime<Utc>>,
     pub id: Uuid,
     pub client: String,
@@ -95,9 +98,30 @@ const COLUMNS: [&str; 18] = [
     "serial_number",
 ];
 
+/// A time as both row formats write it: RFC 3339 in UTC to the
+/// millisecond, as loketctl prints times everywhere. PostgreSQL keeps
+/// microseconds, which serde's default would print in the JSON lines alone,
+/// so the same row would carry two different figures.
+fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn serialize_time<S: serde::Serializer>(at: &DateTime<Utc>, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(&time(at))
+}
+
+fn serialize_optional_time<S: serde::Serializer>(
+    at: &Option<DateTime<Utc>>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serialize_time(at, out),
+        None => out.serialize_none(),
+    }
+}
+
 impl ExportRow {
     fn csv_line(&self) -> String {
-        let time = |at: &DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let number = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
         let fields = [
             time(&self.created_at),
@@ -120,6 +144,14 @@ impl ExportRow {
             text_cell(self.serial_number.as_deref().unwrap_or("")),
         ];
         fields.map(|field| quoted(&field)).join(",")
+    }
+
+    /// The row as `format` writes it, without the line end.
+    fn line(&self, format: RowFormat) -> String {
+        match format {
+            RowFormat::Csv => self.csv_line(),
+            RowFormat::JsonLines => serde_json::to_string(self).expect("a row always serializes"),
+        }
     }
 }
 
@@ -205,15 +237,7 @@ pub async fn export(
     .bind(query.status.map(|s| s.as_str()))
     .fetch(pool);
     while let Some(row) = rows.try_next().await? {
-        match format {
-            RowFormat::Csv => writeln!(out, "{}", row.csv_line()),
-            RowFormat::JsonLines => writeln!(
-                out,
-                "{}",
-                serde_json::to_string(&row).expect("a row always serializes")
-            ),
-        }
-        .map_err(io)?;
+        writeln!(out, "{}", row.line(format)).map_err(io)?;
         summary.count(&row);
     }
     out.flush().map_err(io)?;
@@ -331,6 +355,52 @@ mod tests {
         let text = summary.text();
         assert!(text.contains("qr_payment success"), "{text}");
         assert!(text.contains("qr_cancel success"), "{text}");
+    }
+
+    /// Every column of one row reads the same in the CSV and in the JSON
+    /// line: the times included, which PostgreSQL holds to the microsecond.
+    #[test]
+    fn csv_and_json_lines_carry_the_same_figures() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let row = ExportRow {
+            created_at: at("2026-11-22T04:35:42.964123Z"),
+            finalized_at: Some(at("2026-11-22T04:35:43.000987Z")),
+            id: Uuid::nil(),
+            client: "client-a".into(),
+            client_ref: "r1".into(),
+            kind: "prepaid_purchase".into(),
+            product_code: "PULSA10".into(),
+            provider: "okebayar".into(),
+            our_reference: "LKT1".into(),
+            provider_trace: Some("0795347342000001".into()),
+            account: "081234567890".into(),
+            amount_minor: Some(10_500),
+            currency: "IDR".into(),
+            provider_amount_minor: None,
+            amount_mismatch: false,
+            status: "success".into(),
+            provider_code: Some("000".into()),
+            serial_number: None,
+        };
+        let csv = row.line(RowFormat::Csv);
+        let json: serde_json::Value =
+            serde_json::from_str(&row.line(RowFormat::JsonLines)).unwrap();
+        let cells: Vec<&str> = csv.split(',').collect();
+        assert_eq!(cells.len(), COLUMNS.len(), "{csv}");
+        for (column, cell) in COLUMNS.iter().zip(cells) {
+            let value = match &json[column] {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(value, cell, "{column}: JSON {json} vs CSV {csv}");
+        }
+        assert_eq!(json["created_at"], "2026-11-22T04:35:42.964Z");
+        assert_eq!(json["finalized_at"], "2026-11-22T04:35:43.000Z");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! `client_ref`, our reference at the provider, the provider's own trace or
 //! reference number, a serial number or token) across every client, and see
 //! what it is, what its provider code means and its whole event history.
-//! It reads the database directly, like the other admin commands; nothing
-//! here writes.
+//! A reference nothing matches is an error (exit code 1), as an unknown id
+//! is for `loketctl get`. It reads the database directly, like the other
+//! admin commands; nothing here writes.
 
 use loket_store::TransactionRow;
 use serde::Serialize;
@@ -257,14 +258,24 @@ impl Render for FoundView {
     }
 }
 
-impl Render for FindView {
-    fn text(&self) -> String {
+impl FindView {
+    /// The view when something matched; otherwise the error the binary
+    /// ends on. Nothing found is exit code 1 with the reason on stderr and
+    /// nothing on stdout, as `loketctl get` of an unknown id is: a script
+    /// tells "no such transaction" from a hit by the exit code alone.
+    pub fn found_any(self) -> Result<FindView, CliError> {
         if self.matches.is_empty() {
-            return format!(
+            return Err(CliError::NotFound(format!(
                 "no transaction has the reference {:?} (searched: transaction id, client ref, our reference, provider trace, serial number)",
                 self.reference
-            );
+            )));
         }
+        Ok(self)
+    }
+}
+
+impl Render for FindView {
+    fn text(&self) -> String {
         self.matches
             .iter()
             .map(FoundView::text)

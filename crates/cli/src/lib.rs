@@ -125,7 +125,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let pool = admin::connect(cli.database_url.as_ref()).await?;
             print(render(
                 format,
-                &find::find(&pool, &args.reference, args.limit).await?,
+                &find::find(&pool, &args.reference, args.limit)
+                    .await?
+                    .found_any()?,
             ))?;
         }
         Command::Export(args) => {
@@ -153,10 +155,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Review(ReviewCommand::Settle(args)) => {
             // Checked before connecting: a bad flag needs no database.
             let decision = review::decision(args)?;
+            let nats_url = review::nats_url(args)?;
             let pool = admin::connect(cli.database_url.as_ref()).await?;
             print(render(
                 format,
-                &review::settle(&pool, &args.nats_url, &decision, args.wait).await?,
+                &review::settle(&pool, nats_url, &decision, args.wait).await?,
             ))?;
         }
         Command::List(args) => {

@@ -251,7 +251,10 @@ pub struct TransactionView {
     pub updated_at: Option<String>,
     /// Cancels and refunds: the payment they act on.
     pub original_id: Option<String>,
-    /// Pay-in / pay-out method (QRIS, BCA, W_DANA...).
+    /// Pay-in / pay-out method (QRIS, BCA, W_DANA...): the one the client
+    /// asked for, else the one the provider reported with the payment
+    /// instructions; `null` while neither is known (a pay-in on the
+    /// provider's hosted page, where the payer picks it).
     pub method: Option<String>,
     /// Pay-ins: what the payer needs, once the provider reported it.
     pub payment: Option<PaymentView>,
@@ -320,7 +323,8 @@ impl TransactionView {
             created_at: time(t.created_at.as_ref()),
             updated_at: time(t.updated_at.as_ref()),
             original_id: non_empty(&t.original_id),
-            method: non_empty(&t.method),
+            method: non_empty(&t.method)
+                .or_else(|| t.payment.as_ref().and_then(|p| non_empty(&p.method))),
             payment: t.payment.as_ref().map(PaymentView::from_pb),
         }
     }
@@ -357,7 +361,16 @@ impl Render for TransactionView {
             };
             out.add(label, original);
         }
-        out.opt("method", self.method.as_ref());
+        match &self.method {
+            Some(method) => out.add("method", method),
+            // Said in words rather than left out: a missing line reads as
+            // a fault, not as "the payer chose on the provider's page".
+            None if self.kind == "pay_in" => out.add(
+                "method",
+                "unknown (the payer picks it on the provider's payment page)",
+            ),
+            None => {}
+        }
         match &self.payment {
             Some(payment) if payment.has_instructions() => {
                 out.opt("pay with QR", payment.qr_string.as_ref());
@@ -1120,6 +1133,32 @@ mod tests {
         waiting.payment = None;
         let text = TransactionView::from_pb(&waiting).text();
         assert!(text.contains("instructions    not reported yet"), "{text}");
+
+        // Paid on the provider's hosted page: the client named no method.
+        let mut hosted = paid.clone();
+        hosted.method = String::new();
+        hosted.payment = Some(pb::PaymentInstructions {
+            payment_url: "https://checkout.example/pay/T1".into(),
+            ..Default::default()
+        });
+        let view = TransactionView::from_pb(&hosted);
+        let text = view.text();
+        assert!(
+            text.contains(
+                "method          unknown (the payer picks it on the provider's payment page)"
+            ),
+            "{text}"
+        );
+        assert!(serde_json::to_value(&view).unwrap()["method"].is_null());
+        // Once the provider reports the method it was paid with, it shows.
+        hosted.payment.as_mut().unwrap().method = "QRIS".into();
+        let view = TransactionView::from_pb(&hosted);
+        assert!(
+            view.text().contains("method          QRIS"),
+            "{}",
+            view.text()
+        );
+        assert_eq!(serde_json::to_value(&view).unwrap()["method"], "QRIS");
 
         let refund = pb::Transaction {
             id: "r-1".into(),

@@ -56,6 +56,18 @@ pub fn decision(args: &SettleArgs) -> Result<OperatorDecision, CliError> {
     })
 }
 
+/// The NATS URL to publish `args`' decision on, from `--nats-url` or
+/// `LOKET_NATS_URL`. clap lets both be missing, so the usage line does not
+/// demand the flag; here a missing one is bad usage naming both.
+pub fn nats_url(args: &SettleArgs) -> Result<&str, CliError> {
+    if args.nats_url.trim().is_empty() {
+        return Err(CliError::Usage(
+            "review settle needs NATS: set LOKET_NATS_URL (or --nats-url)".into(),
+        ));
+    }
+    Ok(&args.nats_url)
+}
+
 /// Checks that the transaction is in `needs_review` and takes the decision
 /// on the history as it stands (nothing was added since the event the
 /// operator saw), publishes it (the message id is its event id; returns once JetStream

@@ -11,6 +11,9 @@
 //! behind these are covered end to end by the workspace's `tests/review.rs`;
 //! here it is the binary: its arguments, environment, output and exit codes.
 
+mod common;
+
+use common::{loketctl, shown, stderr, stdout};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -181,48 +184,6 @@ async fn stop(
         .await
         .context("the reconciler did not stop within 15 s")???;
     Ok(())
-}
-
-/// Runs the real `loketctl` with `args` and exactly the loket variables in
-/// `vars` (none inherited from the caller's environment).
-async fn loketctl(vars: &[(&str, &str)], args: &[&str]) -> Result<Output> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"));
-        for name in [
-            "LOKET_ADDR",
-            "LOKET_API_KEY",
-            "LOKET_DATABASE_URL",
-            "LOKET_NATS_URL",
-        ] {
-            command.env_remove(name);
-        }
-        command.args(&args).envs(vars).output()
-    })
-    .await?
-    .context("run loketctl")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Both streams, for an assertion's message.
-fn shown(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    )
 }
 
 /// `review settle <id> --seen-event <seen> --status <status>` with the

@@ -231,6 +231,9 @@ pub async fn run(
     settings.validate()?;
     let readiness = Readiness::default();
     let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
+    // After the admin port installed the recorder: before it, the zeros
+    // would go nowhere.
+    metric::register_at_zero();
 
     let nats = bus::connect(&settings.common.nats_url, "loket-reconciler").await?;
     readiness.watch_bus(&nats);

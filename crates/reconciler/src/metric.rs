@@ -1,4 +1,5 @@
-//! Every metric the reconciler records, in one place.
+//! Every metric the reconciler records, in one place, and the counters'
+//! zero series registered when it starts ([`register_at_zero`]).
 
 /// Events taken from `LOKET_EVT`, by `kind` (result/callback/decision) and
 /// `verdict`.
@@ -44,3 +45,80 @@ pub const UPDATES_REPUBLISHED: &str = "loket_reconciler_updates_republished_tota
 /// Old rows of the bookkeeping tables deleted, by `table`
 /// (`send_intents`, `applied_events`).
 pub const PRUNED: &str = "loket_reconciler_pruned_rows_total";
+
+/// The `kind` label values of [`EVENTS`] and [`UNKNOWN_TRANSACTIONS`].
+const EVENT_KINDS: [&str; 3] = ["result", "callback", "decision"];
+/// The `verdict` label values of [`EVENTS`].
+const EVENT_VERDICTS: [&str; 6] = [
+    "changed",
+    "unchanged",
+    "duplicate",
+    "check_requested",
+    "callback_noted",
+    "unknown_transaction",
+];
+
+/// Puts every counter above on `/metrics` at zero, each labelled one with
+/// the label values known before anything happened. A counter first seen
+/// at its first increment leaves a dashboard or an alert on it with no data
+/// until then, and Prometheus's `increase()` cannot count that first
+/// increment (the series has no earlier sample to rise from).
+/// [`TRANSITIONS`] is left out: its `from`/`to` pairs are whatever the plans
+/// produce, not a list known up front. Call it once the recorder is
+/// installed; adding zero never resets a counter, so a second run in one
+/// process (tests) changes nothing.
+pub fn register_at_zero() {
+    use crate::plan::Verdict;
+
+    for name in [
+        POISON,
+        DUPLICATES,
+        APPLY_ERRORS,
+        TICK_ERRORS,
+        UPDATE_PUBLISH_ERRORS,
+        UPDATES_REPUBLISHED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for kind in EVENT_KINDS {
+        for verdict in EVENT_VERDICTS {
+            metrics::counter!(EVENTS, "kind" => kind, "verdict" => verdict).increment(0);
+        }
+        metrics::counter!(UNKNOWN_TRANSACTIONS, "kind" => kind).increment(0);
+    }
+    for provider in loket_protocol::Provider::ALL.map(loket_protocol::Provider::as_str) {
+        for name in [CONFLICTS, AMOUNT_MISMATCHES, INQUIRIES_EXPIRED] {
+            metrics::counter!(name, "provider" => provider).increment(0);
+        }
+    }
+    let labelled: [(&str, &str, &[&'static str]); 5] = [
+        (STATUS_CHECKS, "reason", &["schedule", "callback"]),
+        (
+            REDISPATCHED,
+            "reason",
+            &["never_sent", "never_dispatched", "no_result"],
+        ),
+        (
+            OPERATOR_DECISIONS,
+            "verdict",
+            &[Verdict::Settled.as_str(), Verdict::Refused.as_str()],
+        ),
+        // What parks a transaction besides a conflict (counted in
+        // CONFLICTS): a plan's verdict, or the scheduler's time limit.
+        (
+            NEEDS_REVIEW,
+            "reason",
+            &[
+                Verdict::NotFoundReview.as_str(),
+                Verdict::Unwritable.as_str(),
+                "unresolved",
+            ],
+        ),
+        (PRUNED, "table", &["send_intents", "applied_events"]),
+    ];
+    for (name, label, values) in labelled {
+        for value in values {
+            metrics::counter!(name, label => *value).increment(0);
+        }
+    }
+}
