@@ -68,6 +68,7 @@ async fn settle(
         reason: REASON.into(),
         operator: "siti".into(),
         serial_number: None,
+        void_serial_number: false,
         wait: Duration::from_secs(10),
         nats_url: app.nats.url(),
     };

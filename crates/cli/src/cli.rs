@@ -375,6 +375,12 @@ pub struct SettleArgs {
     /// confirmed. Never replaces one the transaction already holds.
     #[arg(long, value_parser = loket_protocol::review::serial_number)]
     pub serial_number: Option<String>,
+    /// With --status failed: the serial number or token the transaction
+    /// holds (the provider's evidence of delivery) is void, the provider
+    /// having confirmed it reversed the delivery. Without it, settling
+    /// failed a transaction that holds one is refused.
+    #[arg(long, conflicts_with = "serial_number")]
+    pub void_serial_number: bool,
     /// How long to wait for the reconciler to apply the decision.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,

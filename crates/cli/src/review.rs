@@ -43,6 +43,7 @@ pub fn decision(args: &SettleArgs) -> Result<OperatorDecision, CliError> {
         reason: args.reason.clone(),
         operator: args.operator.clone(),
         serial_number: args.serial_number.clone().unwrap_or_default(),
+        void_serial_number: args.void_serial_number,
         decided_at: Some(timestamp(Utc::now())),
         seen_event: args.seen_event,
     };
@@ -333,6 +334,17 @@ mod tests {
             error
                 .to_string()
                 .starts_with("--serial-number: only with success"),
+            "{error}"
+        );
+        // A serial number is declared void with a failed only, and never
+        // alongside one.
+        let void = decision(&args(&["--status", "failed", "--void-serial-number"])).unwrap();
+        assert!(void.void_serial_number);
+        let error = decision(&args(&["--status", "success", "--void-serial-number"])).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--void-serial-number: only with failed"),
             "{error}"
         );
         // Fields the parser checked are checked again (a caller may build

@@ -213,6 +213,10 @@ impl TryFrom<&bus::OperatorDecision> for OperatorDecision {
                 )
             }
         };
+        if message.void_serial_number {
+            review::void_serial_number_with(status)
+                .map_err(ConversionError::invalid("void_serial_number"))?;
+        }
         let decided_at = message
             .decided_at
             .as_ref()
@@ -225,6 +229,7 @@ impl TryFrom<&bus::OperatorDecision> for OperatorDecision {
             operator: review::operator(&message.operator)
                 .map_err(ConversionError::invalid("operator"))?,
             serial_number,
+            void_serial_number: message.void_serial_number,
             decided_at: from_timestamp(decided_at)
                 .ok_or_else(|| ConversionError::invalid("decided_at")("out of range".into()))?,
             seen_event: review::seen_event(message.seen_event)
@@ -242,6 +247,7 @@ impl From<&OperatorDecision> for bus::OperatorDecision {
             reason: decision.reason.clone(),
             operator: decision.operator.clone(),
             serial_number: decision.serial_number.clone().unwrap_or_default(),
+            void_serial_number: decision.void_serial_number,
             decided_at: Some(timestamp(decision.decided_at)),
             seen_event: decision.seen_event,
         }
@@ -291,6 +297,7 @@ mod tests {
             serial_number: "5123-4123-45".into(),
             decided_at: Some(timestamp(chrono::DateTime::UNIX_EPOCH)),
             seen_event: 41,
+            void_serial_number: false,
         }
     }
 
@@ -337,6 +344,18 @@ mod tests {
             OperatorDecision::try_from(&failed).unwrap().serial_number,
             None
         );
+        failed.void_serial_number = true;
+        let voided = OperatorDecision::try_from(&failed).unwrap();
+        assert!(voided.void_serial_number);
+        assert_eq!(
+            OperatorDecision::try_from(&bus::OperatorDecision::from(&voided)),
+            Ok(voided)
+        );
+        assert!(refused(|m| {
+            m.serial_number.clear();
+            m.void_serial_number = true;
+        })
+        .starts_with("void_serial_number: only with failed"));
     }
 
     #[test]

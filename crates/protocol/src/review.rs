@@ -31,6 +31,10 @@ pub struct OperatorDecision {
     pub operator: String,
     /// With a success only: what the provider confirmed delivering.
     pub serial_number: Option<String>,
+    /// With a failed only: the serial number the transaction holds is void,
+    /// the provider having reversed the delivery
+    /// ([`Refusal::HoldsSerialNumber`]).
+    pub void_serial_number: bool,
     pub decided_at: DateTime<Utc>,
     /// The newest event of the transaction's history the operator decided
     /// on: the decision is about that case as it then stood
@@ -54,6 +58,10 @@ pub enum Refusal {
     /// A bill payment settled `success` while another payment of the same
     /// inquiry is live: loket holds one live payment per bill.
     InquiryHeldBy { payment: Uuid, status: String },
+    /// Settled `failed` while the transaction holds the provider's serial
+    /// number, its evidence of delivery, without the operator confirming
+    /// it void: refunding a customer who was delivered to loses the money.
+    HoldsSerialNumber,
 }
 
 impl fmt::Display for Refusal {
@@ -69,6 +77,11 @@ impl fmt::Display for Refusal {
             Refusal::SerialNumberDiffers => f.write_str(
                 "the transaction already holds another serial number (the provider's), which is \
                  never overwritten: settle without a serial number, or with the same one",
+            ),
+            Refusal::HoldsSerialNumber => f.write_str(
+                "the transaction holds the provider's serial number, its evidence of delivery: \
+                 settle it success, or, only once the provider confirms it reversed the delivery, \
+                 failed with the serial number declared void (`--void-serial-number`)",
             ),
             Refusal::InquiryHeldBy { payment, status } => write!(
                 f,
@@ -100,6 +113,11 @@ impl OperatorDecision {
         }
         match (serial_number, self.serial_number.as_deref()) {
             (Some(held), Some(decided)) if held != decided => Some(Refusal::SerialNumberDiffers),
+            (Some(_), _)
+                if self.status == TransactionStatus::Failed && !self.void_serial_number =>
+            {
+                Some(Refusal::HoldsSerialNumber)
+            }
             _ => None,
         }
     }
@@ -168,6 +186,18 @@ pub fn serial_number_with(status: TransactionStatus) -> Result<(), String> {
     }
 }
 
+/// A serial number is declared void with a failed only: a success keeps
+/// what was delivered.
+pub fn void_serial_number_with(status: TransactionStatus) -> Result<(), String> {
+    if status == TransactionStatus::Failed {
+        Ok(())
+    } else {
+        Err(format!(
+            "only with failed: a {status} transaction keeps its serial number"
+        ))
+    }
+}
+
 /// `text` trimmed, when it is not empty, at most `max` characters, and holds
 /// no character `refused` names.
 fn bounded(
@@ -203,6 +233,7 @@ mod tests {
             reason: "OkeBayar confirmed by phone".into(),
             operator: "siti".into(),
             serial_number: serial_number.map(Into::into),
+            void_serial_number: false,
             decided_at: DateTime::UNIX_EPOCH,
             seen_event: 7,
         }
@@ -246,7 +277,7 @@ mod tests {
             Some(Refusal::SerialNumberDiffers)
         );
         assert_eq!(
-            decision(S::Failed, None).refusal(S::NeedsReview, Some("SN-0"), 7),
+            decision(S::Failed, None).refusal(S::NeedsReview, None, 7),
             None
         );
         for status in S::ALL.into_iter().filter(|s| *s != S::NeedsReview) {
@@ -259,6 +290,28 @@ mod tests {
             Refusal::NotInReview(S::Success).to_string(),
             "not in needs_review (status success)"
         );
+    }
+
+    /// The provider's serial number is its evidence of delivery: a failed
+    /// decision (the customer refunded) over one applies only when the
+    /// operator declares it void.
+    #[test]
+    fn a_failed_decision_over_the_providers_serial_is_refused_unless_declared_void() {
+        let failed = decision(S::Failed, None);
+        assert_eq!(
+            failed.refusal(S::NeedsReview, Some("SN-0"), 7),
+            Some(Refusal::HoldsSerialNumber)
+        );
+        assert!(Refusal::HoldsSerialNumber
+            .to_string()
+            .contains("--void-serial-number"));
+        let voided = OperatorDecision {
+            void_serial_number: true,
+            ..failed
+        };
+        assert_eq!(voided.refusal(S::NeedsReview, Some("SN-0"), 7), None);
+        assert!(void_serial_number_with(S::Failed).is_ok());
+        assert!(void_serial_number_with(S::Success).is_err());
     }
 
     /// A decision is about the case as the operator saw it: an event added

@@ -763,6 +763,9 @@ pub fn plan_decision(
     detail.insert("decided_at".into(), json!(decision.decided_at.to_rfc3339()));
     detail.insert("seen_event".into(), json!(decision.seen_event));
     detail.insert("serial_number".into(), json!(decision.serial_number));
+    if decision.void_serial_number {
+        detail.insert("void_serial_number".into(), json!(true));
+    }
     let (to, verdict) = match &refusal {
         Some(refusal) => {
             detail.insert("refused".into(), json!(refusal.to_string()));
@@ -773,6 +776,11 @@ pub fn plan_decision(
             next.serial_number = decision.serial_number.clone().or(next.serial_number.take());
             if decision.status == TransactionStatus::Failed {
                 clear_amount_mismatch(&mut next, &mut detail);
+                // Declared void (else refused): a failed transaction shows
+                // no serial a client could deliver on; the history keeps it.
+                if let Some(voided) = next.serial_number.take() {
+                    detail.insert("voided_serial_number".into(), json!(voided));
+                }
             }
             next.next_check_at = None;
             next.finalized_at = Some(now);

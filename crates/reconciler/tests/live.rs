@@ -698,6 +698,7 @@ async fn decision(
         reason: DECISION_REASON.into(),
         operator: "siti".into(),
         serial_number: serial_number.into(),
+        void_serial_number: false,
         decided_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
         // Rows these tests insert without a history take any event id.
         seen_event: loket_store::newest_event(&env.pool, id).await?.max(1),
@@ -971,6 +972,31 @@ async fn an_operator_decision_outside_review_or_against_the_providers_serial_is_
         published_updates(&env).await?.is_empty(),
         "nothing to publish"
     );
+
+    // Failed over the provider's serial number, its evidence of delivery:
+    // refused, unless the operator declares it void.
+    let applied = settle(&env, with_serial, pb::TransactionStatus::Failed, "").await?;
+    assert_eq!(
+        unchanged(&applied),
+        Some(TransactionStatus::NeedsReview),
+        "{applied:?}"
+    );
+    let refusal = newest_refusal(&env, with_serial).await?;
+    assert!(refusal.contains("evidence of delivery"), "{refusal}");
+    let voided = parked(&env, Some("SN-REVERSED")).await?;
+    let mut void = decision(&env, voided, pb::TransactionStatus::Failed, "").await?;
+    void.void_serial_number = true;
+    apply_decision(&reconciler(&env), &void).await?;
+    let row = loket_store::get(&env.pool, voided).await?.context("row")?;
+    assert_eq!((row.status.as_str(), row.serial_number), ("failed", None));
+    let kept: Option<String> = sqlx::query_scalar(
+        "SELECT detail->>'voided_serial_number' FROM transaction_events \
+         WHERE transaction_id = $1 AND source = 'operator'",
+    )
+    .bind(voided)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(kept.as_deref(), Some("SN-REVERSED"), "the history keeps it");
 
     // With the provider's own serial number, or none, it settles.
     settle(

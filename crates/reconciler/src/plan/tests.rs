@@ -1147,6 +1147,7 @@ fn decision(status: S, serial_number: Option<&str>) -> OperatorDecision {
         reason: "provider confirmed by phone, ticket 42".into(),
         operator: "siti".into(),
         serial_number: serial_number.map(Into::into),
+        void_serial_number: false,
         decided_at: t0(),
         seen_event: SEEN,
     }
@@ -1201,13 +1202,20 @@ fn an_operator_settles_a_transaction_in_review_and_keeps_its_case() {
     assert_eq!(detail["serial_number"], "TOKEN-1");
     assert_eq!(detail["verdict"], "settled");
 
-    // Without a serial number, the provider's stays.
+    // Failed over the provider's serial: refused, unless declared void;
+    // then the row shows none and the event keeps it.
     let with_serial = parked(S::Success, Some("SN-1"));
     let plan = plan_decision(&with_serial, &decision(S::Failed, None), SEEN, None, now).unwrap();
-    assert_eq!(
-        (plan.to, plan.next.serial_number.as_deref()),
-        (S::Failed, Some("SN-1"))
-    );
+    assert_eq!((plan.verdict, plan.to), (Verdict::Refused, S::NeedsReview));
+    assert_eq!(plan.next.serial_number.as_deref(), Some("SN-1"));
+    let void = OperatorDecision {
+        void_serial_number: true,
+        ..decision(S::Failed, None)
+    };
+    let plan = plan_decision(&with_serial, &void, SEEN, None, now).unwrap();
+    assert_eq!((plan.verdict, plan.to), (Verdict::Settled, S::Failed));
+    assert_eq!(plan.next.serial_number, None);
+    assert_eq!(plan.event.detail["voided_serial_number"], "SN-1");
     let same = plan_decision(
         &with_serial,
         &decision(S::Success, Some("SN-1")),
