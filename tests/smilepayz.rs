@@ -110,6 +110,53 @@ async fn pay_in_paid_by_callback_confirmed_by_inquiry_and_pay_in_expiry() {
     );
 }
 
+/// A pay-in created without a method sends its payer to Smilepayz's hosted
+/// page, where the payer picks one. Once paid, the method Smilepayz's
+/// inquiry names is recorded beside the page's URL, and the API (and with
+/// it `loketctl get`) shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hosted_page_pay_in_records_the_method_its_payer_chose() {
+    let app = smilepayz_app_checked_only_by_callbacks().await;
+    let sim = &app.smilepayz.as_ref().unwrap().sim;
+    let mut client = app.client_a().await;
+
+    let created = client
+        .pay_in(pay_in("in-hosted", 50_000, "", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let page = created.payment.clone().expect("the hosted page");
+    assert!(!page.payment_url.is_empty(), "{page:?}");
+    assert!(page.method.is_empty(), "no method chosen yet: {page:?}");
+    assert!(created.method.is_empty(), "none requested: {created:?}");
+    app.wait_for_status(&created.id, "success", Duration::from_secs(15))
+        .await;
+    let chosen = sim
+        .order(&created.provider_reference)
+        .expect("the simulator's order")
+        .payment_method;
+    assert!(!chosen.is_empty(), "the simulated payer chose a method");
+    // Only an inquiry names the method: the one that settled the pay-in.
+    let log = event_log(&app, &created.id).await;
+    assert_eq!(transition_into(&log, "success").source, "status_check");
+
+    let paid = client
+        .get_transaction(by_id(&created.id))
+        .await
+        .unwrap()
+        .into_inner();
+    let payment = paid.payment.clone().expect("the payment instructions");
+    assert_eq!(payment.method, chosen, "{paid:?}");
+    assert_eq!(paid.method, chosen, "the transaction's method too");
+    assert_eq!(
+        payment.payment_url, page.payment_url,
+        "the page's URL stays"
+    );
+    assert_eq!(payment.expires_at, page.expires_at);
+    let view = loket_cli::output::TransactionView::from_pb(&paid);
+    assert_eq!(view.method.as_deref(), Some(chosen.as_str()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pay_out_success_failure_insufficient_balance_and_idempotency() {
     let app = smilepayz_app().await;

@@ -252,9 +252,9 @@ pub struct TransactionView {
     /// Cancels and refunds: the payment they act on.
     pub original_id: Option<String>,
     /// Pay-in / pay-out method (QRIS, BCA, W_DANA...): the one the client
-    /// asked for, else the one the provider reported with the payment
-    /// instructions; `null` while neither is known (a pay-in on the
-    /// provider's hosted page, where the payer picks it).
+    /// asked for, else (the server fills it in) the one the provider
+    /// reported the payer chose; `null` while neither is known (a pay-in on
+    /// the provider's hosted page, not paid yet).
     pub method: Option<String>,
     /// Pay-ins: what the payer needs, once the provider reported it.
     pub payment: Option<PaymentView>,
@@ -323,8 +323,7 @@ impl TransactionView {
             created_at: time(t.created_at.as_ref()),
             updated_at: time(t.updated_at.as_ref()),
             original_id: non_empty(&t.original_id),
-            method: non_empty(&t.method)
-                .or_else(|| t.payment.as_ref().and_then(|p| non_empty(&p.method))),
+            method: non_empty(&t.method),
             payment: t.payment.as_ref().map(PaymentView::from_pb),
         }
     }
@@ -1151,7 +1150,7 @@ mod tests {
         );
         assert!(serde_json::to_value(&view).unwrap()["method"].is_null());
         // Once the provider reports the method it was paid with, it shows.
-        hosted.payment.as_mut().unwrap().method = "QRIS".into();
+        hosted.method = "QRIS".into();
         let view = TransactionView::from_pb(&hosted);
         assert!(
             view.text().contains("method          QRIS"),

@@ -14,6 +14,11 @@
 //! - pay-in instructions (QR string / VA number / payment URL) are stored
 //!   as reported, and instructions already stored are never replaced by a
 //!   report without any (nor, when the status does not move, by other ones);
+//!   the method recorded with them never changes: a report naming a method
+//!   and no instructions (a hosted-page payer's choice, which the provider's
+//!   inquiry names) fills it in when none is recorded, keeping the stored
+//!   instructions, and a different one is only noted in the event
+//!   (`method_differs`);
 //! - a reported amount different from ours sets `amount_mismatch` and never
 //!   changes the status; only a success or pending report's amount is
 //!   compared (an unknown or failed one moved no money we know of), and a
@@ -272,6 +277,15 @@ fn reports_something(payment: &pb::PaymentInstructions) -> bool {
     !payment.method.is_empty() || payment.expires_at.is_some() || has_instructions(payment)
 }
 
+/// The method recorded with the row's payment instructions, if one is.
+fn recorded_method(row: &TransactionRow) -> Option<String> {
+    row.payment
+        .as_ref()
+        .and_then(loket_store::payment_from_json)
+        .map(|payment| payment.method)
+        .filter(|method| !method.is_empty())
+}
+
 /// Whether instructions tell the payer how to pay.
 pub fn has_instructions(payment: &pb::PaymentInstructions) -> bool {
     !payment.qr_string.is_empty()
@@ -470,21 +484,29 @@ impl Writer {
             Self::merge(changed, &mut row.expires_at, expires, overwrite);
         }
         if let Some(payment) = &report.payment {
-            let stored_has_instructions = row
+            let stored = row
                 .payment
                 .as_ref()
-                .and_then(loket_store::payment_from_json)
-                .is_some_and(|stored| has_instructions(&stored));
-            let write = if stored_has_instructions {
-                overwrite && has_instructions(payment)
-            } else {
-                true
+                .and_then(loket_store::payment_from_json);
+            let recorded = recorded_method(row);
+            // Stored instructions give way only to other instructions, and
+            // only when the status moves.
+            let mut next = match stored.clone() {
+                Some(stored)
+                    if has_instructions(&stored) && !(overwrite && has_instructions(payment)) =>
+                {
+                    stored
+                }
+                _ => payment.clone(),
             };
-            if write {
+            // The first method recorded is the one the payer was told (or
+            // chose); a later report naming another cannot unsay it.
+            next.method = recorded.unwrap_or_else(|| payment.method.clone());
+            if stored.as_ref() != Some(&next) {
                 Self::set(
                     changed,
                     &mut row.payment,
-                    Some(loket_store::payment_to_json(payment)),
+                    Some(loket_store::payment_to_json(&next)),
                 );
             }
         }
@@ -678,6 +700,14 @@ pub fn plan(
     put("raw", &report.raw);
     if let Some(payment) = &report.payment {
         detail.insert("payment".into(), loket_store::payment_to_json(payment));
+        if let Some(recorded) = recorded_method(row)
+            .filter(|recorded| !payment.method.is_empty() && *recorded != payment.method)
+        {
+            detail.insert(
+                "method_differs".into(),
+                json!({ "recorded": recorded, "reported": payment.method }),
+            );
+        }
     }
     if let Some(amount) = report.provider_amount_minor {
         detail.insert("provider_amount_minor".into(), json!(amount));

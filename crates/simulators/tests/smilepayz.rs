@@ -391,6 +391,25 @@ async fn pay_in_expiry_is_failed_with_reason_expired() {
     assert_eq!(again.outcome, Outcome::Failed, "{again:?}");
 }
 
+/// A hosted-page pay-in (no method asked) that expires unpaid had no
+/// method chosen: the order and the inquiry name none.
+#[tokio::test]
+async fn a_hosted_page_pay_in_that_expires_names_no_method() {
+    let s = setup().await;
+    let order = reference();
+    let cmd = command(Operation::PayIn, &order, 150_001, &[]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    let callbacks = wait_callbacks(&s, 1).await;
+    assert_eq!(callbacks[0].provider_code, "EXPIRED");
+    let status = settle(&s, &cmd).await;
+    assert_eq!(status.outcome, Outcome::Failed);
+    assert_eq!(s.sim.order(&order).unwrap().payment_method, "");
+    assert!(
+        status.payment.is_none_or(|p| p.method.is_empty()),
+        "no method reported"
+    );
+}
+
 /// Spec §2.7 and §8.8: an unpaid pay-in (scenario 003 never pays) expires
 /// once its `expiryPeriod` has passed: EXPIRED callback, inquiry EXPIRED,
 /// and a later pay-in with its orderNo 4039000.

@@ -8,6 +8,10 @@
 //! - An accepted pay-in (`00` + `INIT`/`PROCESSING`) and an accepted pay-out
 //!   (`00 PROCESSING`: funds frozen) are **pending**; only an inquiry or a
 //!   confirmed callback makes them final.
+//! - An inquiry about a pay-in passes on the method Smilepayz names (its
+//!   top-level `paymentMethod`, spec §5) as payment instructions holding
+//!   that method alone: a hosted-page payer's choice shows nowhere else we
+//!   can trust.
 //! - A timeout, a reset, a 5xx, a non-JSON reply or a duplicate-order answer
 //!   is **unknown**; the worker and the reconciler resolve it by inquiry.
 //! - Inquiry "order not found" is reported as `not_found = true` only once
@@ -375,6 +379,22 @@ impl SmilepayzConnector {
             );
             report.outcome = Outcome::Unknown;
         }
+        if command.original_operation == Operation::PayIn
+            && parsed.is_success()
+            && reply.status < 500
+        {
+            // A hosted-page payer picks the method on Smilepayz's page, so
+            // only the inquiry (about our order, checked above) can tell
+            // which. It travels as instructions naming nothing but the
+            // method: the stored ones (the page's URL) stay. A callback names
+            // it too, but its body is not signed (spec §4.2).
+            if let Some(method) = parsed.payment_method.clone() {
+                report.payment = Some(pb::PaymentInstructions {
+                    method,
+                    ..Default::default()
+                });
+            }
+        }
         report
     }
 
@@ -673,6 +693,51 @@ mod tests {
                 .outcome,
             Outcome::Success
         );
+    }
+
+    /// A hosted-page pay-in: the method its payer picked on Smilepayz's page
+    /// comes back from the inquiry as instructions naming only that method.
+    #[test]
+    fn a_pay_in_inquiry_passes_on_the_method_smilepayz_reports() {
+        let mut command = command(Operation::StatusCheck);
+        command.original_operation = Operation::PayIn;
+        let request = connector().build_request(&command).unwrap();
+        let answer = |command: &Command, status: u16, fields: &str| {
+            let body = format!(
+                r#"{{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T1","tradeType":1,"money":{{"currency":"IDR","amount":100000}},{fields}}}"#
+            );
+            connector().classify_inquiry(command, &request, &reply(status, body.into_bytes()))
+        };
+        let paid = answer(
+            &command,
+            200,
+            r#""paymentMethod":"QRIS","status":"SUCCESS""#,
+        );
+        assert_eq!(paid.outcome, Outcome::Success);
+        assert_eq!(
+            paid.payment,
+            Some(pb::PaymentInstructions {
+                method: "QRIS".into(),
+                ..Default::default()
+            })
+        );
+        // Still awaiting its method: nothing to pass on.
+        let waiting = answer(&command, 200, r#""status":"INIT""#);
+        assert_eq!(waiting.outcome, Outcome::Pending);
+        assert_eq!(waiting.payment, None);
+        // A reply the server failed on decides nothing, the method included.
+        let failed_server = answer(
+            &command,
+            500,
+            r#""paymentMethod":"QRIS","status":"SUCCESS""#,
+        );
+        assert_eq!(failed_server.outcome, Outcome::Unknown);
+        assert_eq!(failed_server.payment, None);
+        // A pay-out's method is the bank it was sent to: no payment instructions.
+        command.original_operation = Operation::PayOut;
+        let pay_out = answer(&command, 200, r#""paymentMethod":"BCA","status":"SUCCESS""#);
+        assert_eq!(pay_out.outcome, Outcome::Success);
+        assert_eq!(pay_out.payment, None);
     }
 
     /// Money-safety rule 8: a successful order's amount that cannot be read,

@@ -10,9 +10,10 @@
 //! code table (the catalogue is the one source), must never read a timeout,
 //! a 5xx, a duplicate order or an unparseable reply as a failure, must never
 //! read a pay-out's `00 PROCESSING` as success, must never let a callback's
-//! unsigned body decide a final state (callbacks are `verified = false`), and
-//! must never let the merchant secret, a private key or a signature reach a
-//! log, an error, a `Debug` output or a stored exchange.
+//! unsigned body decide a final state (callbacks are `verified = false`) or
+//! name a pay-in's method (only an inquiry does), and must never let the
+//! merchant secret, a private key or a signature reach a log, an error, a
+//! `Debug` output or a stored exchange.
 
 pub mod callback;
 pub mod codes;

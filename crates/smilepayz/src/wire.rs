@@ -214,6 +214,11 @@ pub struct Reply {
     pub order_no: Option<String>,
     pub trade_no: Option<String>,
     pub status: Option<OrderStatus>,
+    /// The order's method, named at the top level of an inquiry-status
+    /// reply (spec §5); creation replies name it inside `channel` instead.
+    /// The only place a hosted-page pay-in's method shows: its payer picks
+    /// it on Smilepayz's page.
+    pub payment_method: Option<String>,
     pub money: Option<Value>,
     pub channel: Channel,
     pub transaction_time: Option<String>,
@@ -253,6 +258,7 @@ impl Reply {
             order_no: text(&raw, "orderNo"),
             trade_no: text(&raw, "tradeNo"),
             status: text(&raw, "status").map(|s| OrderStatus::parse(&s)),
+            payment_method: text(&raw, "paymentMethod"),
             money: raw.get("money").cloned(),
             channel,
             transaction_time: text(&raw, "transactionTime")
@@ -365,6 +371,20 @@ mod tests {
         );
         assert!(Reply::parse(b"<html>").is_err());
         assert!(Reply::parse(b"[1]").is_err());
+    }
+
+    #[test]
+    fn an_inquiry_reply_names_the_method_at_its_top_level() {
+        let reply = Reply::parse(br#"{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T1","tradeType":1,"paymentMethod":"QRIS","status":"SUCCESS"}"#).unwrap();
+        assert_eq!(reply.payment_method.as_deref(), Some("QRIS"));
+        assert_eq!(reply.channel.payment_method, None);
+        // A creation reply names it in `channel`: neither is read as the other.
+        let reply = Reply::parse(br#"{"code":"00","status":"PROCESSING","channel":{"paymentMethod":"BCA","vaNumber":"8808"}}"#).unwrap();
+        assert_eq!(reply.payment_method, None);
+        assert_eq!(reply.channel.payment_method.as_deref(), Some("BCA"));
+        // A blank method is none, not a method named "".
+        let reply = Reply::parse(br#"{"code":"00","status":"INIT","paymentMethod":" "}"#).unwrap();
+        assert_eq!(reply.payment_method, None);
     }
 
     #[test]

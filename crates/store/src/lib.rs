@@ -98,8 +98,15 @@ impl TransactionRow {
         Provider::parse(&self.provider).ok()
     }
 
-    /// What the client sees.
+    /// What the client sees. A hosted-page pay-in requested no method: its
+    /// `method` is the one the provider reported the payer chose, once the
+    /// payment instructions record it.
     pub fn to_pb(&self) -> pb::Transaction {
+        let payment = self.payment.as_ref().and_then(payment_from_json);
+        let method = match (&self.method, &payment) {
+            (requested, Some(payment)) if requested.is_empty() => payment.method.clone(),
+            (requested, _) => requested.clone(),
+        };
         let money = |minor: Option<i64>| {
             minor.map(|minor| pb::Money {
                 minor,
@@ -137,8 +144,8 @@ impl TransactionRow {
                 .original_id
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
-            payment: self.payment.as_ref().and_then(payment_from_json),
-            method: self.method.clone(),
+            payment,
+            method,
         }
     }
 

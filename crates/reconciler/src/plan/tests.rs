@@ -1440,3 +1440,109 @@ fn a_claim_checked_within_the_window_asks_for_no_second_check() {
     // check is already answering it.
     assert!(callback_check_skipped(Some(S::Failed), Some(Outcome::Success), true).is_some());
 }
+
+fn method_only(method: &str) -> Option<pb::PaymentInstructions> {
+    Some(pb::PaymentInstructions {
+        method: method.into(),
+        ..Default::default()
+    })
+}
+
+/// A pay-in on the provider's hosted page: created with the page's URL and
+/// no method; the status check that finds it paid names the method the
+/// payer chose there.
+#[test]
+fn a_method_reported_later_is_recorded_beside_the_stored_instructions_and_never_changed() {
+    let hosted_page = pb::PaymentInstructions {
+        method: String::new(),
+        payment_url: "https://checkout.example/pay/T1".into(),
+        ..instructions("", "")
+    };
+    let mut row = pay_in_row(S::Received);
+    row.method = String::new();
+    let (created, _) = apply_all(
+        row,
+        &[with_payment(Outcome::Pending, Some(hosted_page.clone()))],
+        t0(),
+    );
+    let paid = plan(
+        &created,
+        &with_payment(Outcome::Success, method_only("QRIS")),
+        t0() + Duration::seconds(10),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!((paid.to, paid.changed), (S::Success, true));
+    let with_method = pb::PaymentInstructions {
+        method: "QRIS".into(),
+        ..hosted_page.clone()
+    };
+    assert_eq!(paid.next.to_pb().payment, Some(with_method.clone()));
+    assert!(paid.event.detail.get("method_differs").is_none());
+
+    // Told again, nothing changes; told another, the first stays and the
+    // event records what was reported.
+    let again = plan(
+        &paid.next,
+        &with_payment(Outcome::Success, method_only("QRIS")),
+        t0() + Duration::seconds(20),
+        &policy(),
+    )
+    .unwrap();
+    assert!(!again.changed);
+    assert!(again.event.detail.get("method_differs").is_none());
+    let other = plan(
+        &paid.next,
+        &with_payment(Outcome::Success, method_only("W_DANA")),
+        t0() + Duration::seconds(30),
+        &policy(),
+    )
+    .unwrap();
+    assert!(!other.changed);
+    assert_eq!(other.next.payment, paid.next.payment);
+    assert_eq!(
+        other.event.detail["method_differs"],
+        json!({ "recorded": "QRIS", "reported": "W_DANA" })
+    );
+
+    // A status check that moves nothing fills the method in as well.
+    let still_pending = plan(
+        &created,
+        &with_payment(Outcome::Pending, method_only("QRIS")),
+        t0() + Duration::seconds(10),
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(
+        (still_pending.to, still_pending.changed),
+        (S::Pending, true)
+    );
+    assert_eq!(still_pending.next.to_pb().payment, Some(with_method));
+
+    // New instructions on a moving report replace the old ones, but not
+    // their method.
+    let (qr, _) = apply_all(
+        pay_in_row(S::Received),
+        &[with_payment(
+            Outcome::Pending,
+            Some(instructions("000201QR", "")),
+        )],
+        t0(),
+    );
+    let moved = plan(
+        &qr,
+        &with_payment(Outcome::Success, Some(instructions("", "8808123"))),
+        t0() + Duration::seconds(10),
+        &policy(),
+    )
+    .unwrap();
+    let stored = moved.next.to_pb().payment.unwrap();
+    assert_eq!(
+        (stored.va_number.as_str(), stored.method.as_str()),
+        ("8808123", "QRIS")
+    );
+    assert_eq!(
+        moved.event.detail["method_differs"],
+        json!({ "recorded": "QRIS", "reported": "BCA" })
+    );
+}
