@@ -448,7 +448,7 @@ async fn receive(
         .and_then(|p| inner.parsers.get(&p))
         .cloned()
     else {
-        count("unknown", "unknown_provider");
+        count(metric::NO_PROVIDER, metric::result::UNKNOWN_PROVIDER);
         return Err(plain(StatusCode::NOT_FOUND, "unknown provider\n"));
     };
     let provider = parser.provider();
@@ -458,7 +458,7 @@ async fn receive(
         .map(|info| info.0.ip());
     if let Some(list) = inner.allow.get(&provider) {
         if !list.allows(source_ip) {
-            count(provider.as_str(), "forbidden");
+            count(provider.as_str(), metric::result::FORBIDDEN);
             tracing::warn!(%provider, source_ip = ?source_ip, "callback from a source not on the allow-list refused");
             return Err(refuse(&parser, Refusal::Forbidden));
         }
@@ -470,24 +470,24 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > inner.body_limit as u64) {
-        count(provider.as_str(), "too_large");
+        count(provider.as_str(), metric::result::TOO_LARGE);
         return Err(refuse(&parser, Refusal::TooLarge));
     }
     let read = tokio::time::timeout(inner.request_timeout, read_limited(body, inner.body_limit));
     let body = match read.await {
         Err(_) => {
-            count(provider.as_str(), "slow_body");
+            count(provider.as_str(), metric::result::SLOW_BODY);
             tracing::warn!(%provider, source_ip = ?source_ip, timeout_ms = inner.request_timeout.as_millis() as u64, "callback body still arriving after the request timeout; refused so the provider retries");
             return Err(refuse(&parser, Refusal::Unavailable));
         }
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => {
-            count(provider.as_str(), "too_large");
+            count(provider.as_str(), metric::result::TOO_LARGE);
             tracing::warn!(%provider, source_ip = ?source_ip, "callback body over the limit refused");
             return Err(refuse(&parser, Refusal::TooLarge));
         }
         Ok(Err(BodyError::Broken)) => {
-            count(provider.as_str(), "broken_body");
+            count(provider.as_str(), metric::result::BROKEN_BODY);
             return Err(refuse(&parser, Refusal::Unreadable));
         }
     };
@@ -536,7 +536,7 @@ async fn accept(
     let parsed = match parser.parse(&callback_request) {
         Ok(parsed) => parsed,
         Err(error) => {
-            count(provider.as_str(), "rejected");
+            count(provider.as_str(), metric::result::REJECTED);
             tracing::warn!(
                 %provider,
                 %error,
@@ -578,7 +578,7 @@ async fn accept(
         .publish(subjects::callback(provider), event_id.clone(), trace, event)
         .await
     {
-        count(provider.as_str(), "unavailable");
+        count(provider.as_str(), metric::result::UNAVAILABLE);
         tracing::error!(%provider, %error, reference = %parsed.provider_reference, "callback could not be made durable; answering with a refusal so the provider retries");
         return refuse(&parser, Refusal::Unavailable);
     }
@@ -586,7 +586,7 @@ async fn accept(
         tracing::warn!("failpoint hang_after_publish: the callback is durable and never answered");
         std::future::pending::<()>().await;
     }
-    count(provider.as_str(), "accepted");
+    count(provider.as_str(), metric::result::ACCEPTED);
     metrics::histogram!(metric::HANDLE_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(
         %provider,
@@ -613,6 +613,8 @@ pub async fn run(
     settings.validate()?;
     let readiness = Readiness::default();
     let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
+    let parsers = parsers(&settings)?;
+    metric::register_at_zero(parsers.iter().map(|parser| parser.provider()));
     let nats = lbus::connect(&settings.common.nats_url, "loket-callback").await?;
     readiness.watch_bus(&nats);
     let js = jetstream::new(nats);
@@ -621,7 +623,7 @@ pub async fn run(
         js,
         Duration::from_millis(settings.publish_timeout_ms),
     ));
-    let state = AppState::new(&settings, parsers(&settings)?, sink)?;
+    let state = AppState::new(&settings, parsers, sink)?;
     let limits = server::limits(&settings);
     let admit = state.source_filter();
     readiness.set(true);

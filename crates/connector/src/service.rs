@@ -156,6 +156,7 @@ pub async fn serve<C: Connector>(
 ) -> Result<(), ServiceError> {
     let readiness = Readiness::default();
     let admin_server = admin::spawn(admin, readiness.clone(), shutdown.clone());
+    worker::metric::register_at_zero(connector.provider());
     let connected = async {
         let pool = db::connect(&common.database_url, JOURNAL_CONNECTIONS).await?;
         db::migrate(&pool).await?;

@@ -51,16 +51,7 @@ use tracing::Instrument;
 use crate::journal::{Recorded, SendJournal};
 use crate::{Command, Connector, Report};
 
-pub mod metric {
-    pub const COMMANDS: &str = "loket_connector_commands_total";
-    pub const POISON: &str = "loket_connector_poison_commands_total";
-    pub const CHECK_FIRST: &str = "loket_connector_check_first_total";
-    pub const HANDLE_SECONDS: &str = "loket_connector_handle_seconds";
-    /// 1 when the provider answered the last connectivity probe, else 0.
-    pub const PROVIDER_REACHABLE: &str = "loket_connector_provider_reachable";
-    /// Connectivity probes, by `result` (`ok` / `failed`).
-    pub const PROBES: &str = "loket_connector_probes_total";
-}
+pub mod metric;
 
 /// Test-only fault injection, named in configuration (`failpoint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -503,17 +494,17 @@ async fn decide_and_call<C: Connector>(
     };
     let past_horizon = !horizon::may_send(command.transaction_created_at, Utc::now());
     let check_first = if recorded == Recorded::Settled {
-        Some("already settled")
+        Some(metric::check_first::ALREADY_SETTLED)
     } else if past_horizon {
-        Some("past the send horizon")
+        Some(metric::check_first::PAST_HORIZON)
     } else if delivery.count > 1 {
-        Some("redelivered")
+        Some(metric::check_first::REDELIVERED)
     } else if delivery.held_past_the_ack_deadline(Duration::from_millis(settings.ack_wait_ms)) {
-        Some("held past the ack deadline")
+        Some(metric::check_first::HELD_PAST_ACK_DEADLINE)
     } else if !command.first_dispatch {
-        Some("re-dispatched")
+        Some(metric::check_first::RE_DISPATCHED)
     } else if recorded == Recorded::Before {
-        Some("already recorded")
+        Some(metric::check_first::ALREADY_RECORDED)
     } else {
         None
     };
@@ -803,13 +794,16 @@ async fn probe_provider<C: Connector>(connector: Arc<C>, every: Duration, shutdo
         let Some(probed) = probed else {
             return shutdown.wait().await;
         };
+        if reachable.is_none() {
+            metric::register_probes_at_zero(provider);
+        }
         let now = probed.is_ok();
         metrics::gauge!(metric::PROVIDER_REACHABLE, "provider" => provider.as_str()).set(if now {
             1.0
         } else {
             0.0
         });
-        metrics::counter!(metric::PROBES, "provider" => provider.as_str(), "result" => if now { "ok" } else { "failed" })
+        metrics::counter!(metric::PROBES, "provider" => provider.as_str(), "result" => if now { metric::PROBE_OK } else { metric::PROBE_FAILED })
             .increment(1);
         match (probed, reachable) {
             (Err(error), None | Some(true)) => {

@@ -151,6 +151,7 @@ pub async fn run(
     settings.validate()?;
     let readiness = admin::Readiness::default();
     let admin_server = admin::spawn(listeners.admin, readiness.clone(), shutdown.clone());
+    metrics::register_at_zero();
     let result = serve(
         settings,
         listeners.main,

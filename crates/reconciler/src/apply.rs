@@ -130,9 +130,9 @@ impl EventKind {
     /// The `kind` label of [`metric::EVENTS`].
     fn as_str(self) -> &'static str {
         match self {
-            EventKind::Result => "result",
-            EventKind::Callback => "callback",
-            EventKind::Decision => "decision",
+            EventKind::Result => metric::event_kind::RESULT,
+            EventKind::Callback => metric::event_kind::CALLBACK,
+            EventKind::Decision => metric::event_kind::DECISION,
         }
     }
 }
@@ -575,12 +575,12 @@ impl Reconciler {
         let id = item.transaction_id;
         match step {
             Step::NoSuchTransaction => {
-                metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "result").increment(1);
+                metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => metric::event_kind::RESULT).increment(1);
                 tracing::warn!(transaction_id = %id, event_id = %item.event.event_id, "result for an unknown transaction; dropped");
                 Ok(Applied::UnknownTransaction)
             }
             Step::OtherProvider { row_provider } => {
-                metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "result").increment(1);
+                metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => metric::event_kind::RESULT).increment(1);
                 tracing::warn!(
                     transaction_id = %id,
                     event_provider = %item.event.provider,
@@ -623,7 +623,8 @@ impl Reconciler {
         let Some(row) = lock_by_reference(&mut tx, provider, &event.provider_reference).await?
         else {
             tx.rollback().await?;
-            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "callback").increment(1);
+            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => metric::event_kind::CALLBACK)
+                .increment(1);
             tracing::warn!(
                 %provider,
                 provider_reference = %event.provider_reference,
@@ -725,7 +726,8 @@ impl Reconciler {
             .pop()
         else {
             tx.rollback().await?;
-            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => "decision").increment(1);
+            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => metric::event_kind::DECISION)
+                .increment(1);
             tracing::warn!(
                 transaction_id = %decision.transaction_id,
                 event_id,
@@ -850,7 +852,8 @@ impl Reconciler {
     ) -> Result<(), ApplyError> {
         let msg_id = plan::callback_check_id(row.id, event_id);
         self.publish_check(row, &msg_id, trace).await?;
-        metrics::counter!(metric::STATUS_CHECKS, "reason" => "callback").increment(1);
+        metrics::counter!(metric::STATUS_CHECKS, "reason" => metric::check_reason::CALLBACK)
+            .increment(1);
         Ok(())
     }
 
@@ -961,12 +964,12 @@ pub(crate) fn refused_for_good(error: &ApplyError) -> Option<String> {
 /// The `verdict` label of [`metric::EVENTS`].
 fn verdict(applied: &Applied) -> &'static str {
     match applied {
-        Applied::Applied { changed: true, .. } => "changed",
-        Applied::Applied { .. } => "unchanged",
-        Applied::Duplicate { .. } => "duplicate",
-        Applied::CheckRequested { .. } => "check_requested",
-        Applied::CallbackNoted { .. } => "callback_noted",
-        Applied::UnknownTransaction => "unknown_transaction",
+        Applied::Applied { changed: true, .. } => metric::event_verdict::CHANGED,
+        Applied::Applied { .. } => metric::event_verdict::UNCHANGED,
+        Applied::Duplicate { .. } => metric::event_verdict::DUPLICATE,
+        Applied::CheckRequested { .. } => metric::event_verdict::CHECK_REQUESTED,
+        Applied::CallbackNoted { .. } => metric::event_verdict::CALLBACK_NOTED,
+        Applied::UnknownTransaction => metric::event_verdict::UNKNOWN_TRANSACTION,
     }
 }
 

@@ -46,17 +46,59 @@ pub const UPDATES_REPUBLISHED: &str = "loket_reconciler_updates_republished_tota
 /// (`send_intents`, `applied_events`).
 pub const PRUNED: &str = "loket_reconciler_pruned_rows_total";
 
-/// The `kind` label values of [`EVENTS`] and [`UNKNOWN_TRANSACTIONS`].
-const EVENT_KINDS: [&str; 3] = ["result", "callback", "decision"];
-/// The `verdict` label values of [`EVENTS`].
-const EVENT_VERDICTS: [&str; 6] = [
-    "changed",
-    "unchanged",
-    "duplicate",
-    "check_requested",
-    "callback_noted",
-    "unknown_transaction",
+/// The `kind` label values of [`EVENTS`] and [`UNKNOWN_TRANSACTIONS`]: what
+/// the event was.
+pub mod event_kind {
+    pub const RESULT: &str = "result";
+    pub const CALLBACK: &str = "callback";
+    pub const DECISION: &str = "decision";
+}
+const EVENT_KINDS: [&str; 3] = [
+    event_kind::RESULT,
+    event_kind::CALLBACK,
+    event_kind::DECISION,
 ];
+
+/// The `verdict` label values of [`EVENTS`]: what applying the event did.
+pub mod event_verdict {
+    pub const CHANGED: &str = "changed";
+    pub const UNCHANGED: &str = "unchanged";
+    pub const DUPLICATE: &str = "duplicate";
+    pub const CHECK_REQUESTED: &str = "check_requested";
+    pub const CALLBACK_NOTED: &str = "callback_noted";
+    pub const UNKNOWN_TRANSACTION: &str = "unknown_transaction";
+}
+const EVENT_VERDICTS: [&str; 6] = [
+    event_verdict::CHANGED,
+    event_verdict::UNCHANGED,
+    event_verdict::DUPLICATE,
+    event_verdict::CHECK_REQUESTED,
+    event_verdict::CALLBACK_NOTED,
+    event_verdict::UNKNOWN_TRANSACTION,
+];
+
+/// The `reason` label values of [`STATUS_CHECKS`]: the scheduler found the
+/// check due, or a callback asked for it.
+pub mod check_reason {
+    pub const SCHEDULE: &str = "schedule";
+    pub const CALLBACK: &str = "callback";
+}
+
+/// The `reason` label values of [`REDISPATCHED`]: what the sweep found
+/// missing.
+pub mod redispatch_reason {
+    /// `unknown`, the provider has no record of it and the send journal
+    /// shows no connector ever sent it.
+    pub const NEVER_SENT: &str = "never_sent";
+    /// `received` and never published by the ingress.
+    pub const NEVER_DISPATCHED: &str = "never_dispatched";
+    /// `received`, published, and no result came back in time.
+    pub const NO_RESULT: &str = "no_result";
+}
+
+/// The `reason` of [`NEEDS_REVIEW`] when the scheduler parks a transaction
+/// unresolved past its time limit (the other reasons are plan verdicts).
+pub const UNRESOLVED: &str = "unresolved";
 
 /// Puts every counter above on `/metrics` at zero, each labelled one with
 /// the label values known before anything happened. A counter first seen
@@ -92,11 +134,19 @@ pub fn register_at_zero() {
         }
     }
     let labelled: [(&str, &str, &[&'static str]); 5] = [
-        (STATUS_CHECKS, "reason", &["schedule", "callback"]),
+        (
+            STATUS_CHECKS,
+            "reason",
+            &[check_reason::SCHEDULE, check_reason::CALLBACK],
+        ),
         (
             REDISPATCHED,
             "reason",
-            &["never_sent", "never_dispatched", "no_result"],
+            &[
+                redispatch_reason::NEVER_SENT,
+                redispatch_reason::NEVER_DISPATCHED,
+                redispatch_reason::NO_RESULT,
+            ],
         ),
         (
             OPERATOR_DECISIONS,
@@ -111,7 +161,7 @@ pub fn register_at_zero() {
             &[
                 Verdict::NotFoundReview.as_str(),
                 Verdict::Unwritable.as_str(),
-                "unresolved",
+                UNRESOLVED,
             ],
         ),
         (PRUNED, "table", &["send_intents", "applied_events"]),

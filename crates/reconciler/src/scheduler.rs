@@ -221,7 +221,7 @@ impl Reconciler {
         record_unpublished(&mut tx, &nexts, REVIEW).await?;
         tx.commit().await?;
         for (next, reason) in nexts.iter().zip(&reasons) {
-            metrics::counter!(metric::NEEDS_REVIEW, "reason" => "unresolved").increment(1);
+            metrics::counter!(metric::NEEDS_REVIEW, "reason" => metric::UNRESOLVED).increment(1);
             tracing::error!(transaction_id = %next.id, %reason, "ALERT transaction unresolved too long; parked in needs_review");
             self.publish_scheduled_update(next, REVIEW).await;
         }
@@ -294,11 +294,11 @@ impl Reconciler {
             match result {
                 Ok(msg_id) => {
                     let reason = if row.status() == Some(TransactionStatus::Unknown) {
-                        "never_sent"
+                        metric::redispatch_reason::NEVER_SENT
                     } else if row.dispatched_at.is_none() {
-                        "never_dispatched"
+                        metric::redispatch_reason::NEVER_DISPATCHED
                     } else {
-                        "no_result"
+                        metric::redispatch_reason::NO_RESULT
                     };
                     let event = EventRecord {
                         source: "sweep",
@@ -394,7 +394,7 @@ impl Reconciler {
         .await?;
         write::write(&mut tx, &[], &events, &[]).await?;
         tx.commit().await?;
-        metrics::counter!(metric::STATUS_CHECKS, "reason" => "schedule")
+        metrics::counter!(metric::STATUS_CHECKS, "reason" => metric::check_reason::SCHEDULE)
             .increment(ids.len() as u64);
         Ok(ids.len())
     }

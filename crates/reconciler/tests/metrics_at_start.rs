@@ -24,17 +24,7 @@ async fn every_counter_reads_zero_right_after_start() -> Result<()> {
         loket_reconciler::Listeners { admin },
         shutdown.clone(),
     ));
-    let started = std::time::Instant::now();
-    while !loket_test_support::admin::get(admin_addr, "/readyz")
-        .await
-        .is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the reconciler did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    loket_test_support::admin::wait_ready(admin_addr).await;
 
     let series = [
         metric::POISON.to_string(),
@@ -59,16 +49,7 @@ async fn every_counter_reads_zero_right_after_start() -> Result<()> {
         format!(r#"{}{{reason="not_found_review"}}"#, metric::NEEDS_REVIEW),
         format!(r#"{}{{table="applied_events"}}"#, metric::PRUNED),
     ];
-    let page = loket_test_support::admin::get(admin_addr, "/metrics").await?;
-    for series in &series {
-        assert_eq!(
-            loket_test_support::admin::metric(admin_addr, series)
-                .await
-                .as_deref(),
-            Some("0"),
-            "{series} in\n{page}"
-        );
-    }
+    loket_test_support::admin::assert_series_at(admin_addr, &series, "0").await;
 
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(15), task)

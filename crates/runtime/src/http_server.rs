@@ -51,11 +51,29 @@ pub fn admit_all() -> SourceFilter {
 /// Where a port records its connections: a counter of those closed at
 /// accept, labelled `reason` (`source`: refused by the admission filter;
 /// `source_full`: that source holds its share; `full`: every slot is taken),
-/// and a gauge of those open.
+/// and a gauge of those open. Both are on `/metrics` at 0 from the moment
+/// the port serves, so an alert on refusals has a series before the first.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionMetrics {
     pub refused: &'static str,
     pub open: &'static str,
+}
+
+/// The `reason` label values of [`ConnectionMetrics::refused`].
+const REFUSED_SOURCE: &str = "source";
+const REFUSED_SOURCE_FULL: &str = "source_full";
+const REFUSED_FULL: &str = "full";
+
+impl ConnectionMetrics {
+    /// Registers the counter for each reason and the gauge, at 0; adding
+    /// zero changes no value, so a port opened again in one process (tests)
+    /// keeps its counts.
+    fn register_at_zero(self) {
+        for reason in [REFUSED_SOURCE, REFUSED_SOURCE_FULL, REFUSED_FULL] {
+            metrics::counter!(self.refused, "reason" => reason).increment(0);
+        }
+        metrics::gauge!(self.open).increment(0.0);
+    }
 }
 
 /// One HTTP port's policy.
@@ -97,6 +115,7 @@ pub async fn serve_wrapping<Io, Info>(
         admit,
         metrics: names,
     } = port;
+    names.register_at_zero();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_source = PerSource::new(limits.max_connections_per_source);
@@ -115,17 +134,17 @@ pub async fn serve_wrapping<Io, Info>(
             }
         };
         if !admit(peer.ip()) {
-            metrics::counter!(names.refused, "reason" => "source").increment(1);
+            metrics::counter!(names.refused, "reason" => REFUSED_SOURCE).increment(1);
             drop(stream);
             continue;
         }
         let Some(source_slot) = per_source.take(peer.ip()) else {
-            metrics::counter!(names.refused, "reason" => "source_full").increment(1);
+            metrics::counter!(names.refused, "reason" => REFUSED_SOURCE_FULL).increment(1);
             drop(stream);
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(names.refused, "reason" => "full").increment(1);
+            metrics::counter!(names.refused, "reason" => REFUSED_FULL).increment(1);
             drop(stream);
             continue;
         };

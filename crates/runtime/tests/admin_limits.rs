@@ -136,11 +136,16 @@ async fn connections_beyond_the_caps_are_refused_until_the_held_ones_close() {
     assert!(live, "/livez does not answer once the connections closed");
     assert!(answers(addr, "/readyz").await);
     assert!(answers(addr, "/metrics").await);
+    // Each series is there at 0 from the start: the refusals must count.
     for reason in ["source_full", "full"] {
         let series = format!("{}{{reason=\"{reason}\"}}", admin::CONNECTIONS_REFUSED);
+        let refused = metric(addr, &series).await;
         assert!(
-            metric(addr, &series).await.is_some(),
-            "{series} not on /metrics"
+            refused
+                .as_deref()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0),
+            "{series} is {refused:?}, not counted"
         );
     }
     server.stop().await;

@@ -18,13 +18,52 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Waits (at most 30 s) until the admin port answers `/readyz` with 200.
+pub async fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(addr, "/readyz")
+        .await
+        .is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the service on {addr} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of one series of `/metrics` (`series` is the name with its
 /// labels, as printed), if it is there.
 pub async fn metric(addr: SocketAddr, series: &str) -> Option<String> {
     let page = get(addr, "/metrics").await.ok()?;
+    value_on(&page, series)
+}
+
+/// The value of `series` on a `/metrics` page.
+fn value_on(page: &str, series: &str) -> Option<String> {
     page.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|value| value.trim().to_string())
+}
+
+/// Reads `/metrics` once and checks that each of `series` (as [`metric`]
+/// takes it) reads `expected`; panics naming every one that does not, with
+/// the page it read.
+pub async fn assert_series_at(addr: SocketAddr, series: &[String], expected: &str) {
+    let page = get(addr, "/metrics").await.expect("/metrics answers");
+    let wrong: Vec<String> = series
+        .iter()
+        .filter_map(|series| {
+            let seen = value_on(&page, series);
+            (seen.as_deref() != Some(expected)).then(|| format!("{series} is {seen:?}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "expected {expected}, but:\n{}\nin\n{page}",
+        wrong.join("\n")
+    );
 }
 
 /// Waits (at most 10 s) until `series` reads `expected`; panics with what it

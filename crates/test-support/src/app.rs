@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::admin::wait_ready;
 use crate::nats::NatsServer;
 use crate::postgres;
 use crate::service::{Failures, Service};
@@ -134,6 +135,9 @@ pub struct TestApp {
     pub sim_url: String,
     pub ingress_addr: SocketAddr,
     pub callback_addr: SocketAddr,
+    /// The callback receiver's admin port (`/metrics`); a new one after
+    /// [`TestApp::restart_callback`].
+    pub callback_admin: SocketAddr,
     pub key_a: String,
     pub key_b: String,
     pub options: TestOptions,
@@ -234,8 +238,8 @@ impl TestApp {
         if let Some(fixture) = &smilepayz {
             callback_settings.smilepayz = fixture.callback_settings();
         }
-        let callback =
-            Some(spawn_callback(callback_settings.clone(), callback_main, &failures).await);
+        let (callback, callback_admin) =
+            spawn_callback(callback_settings.clone(), callback_main, &failures).await;
 
         let sim = OkeBayarSim::new(OkeBayarSimSettings {
             userid: USERID.into(),
@@ -337,13 +341,14 @@ impl TestApp {
             sim_url,
             ingress_addr,
             callback_addr,
+            callback_admin,
             key_a,
             key_b,
             options,
             snapqr,
             smilepayz,
             connector: None,
-            callback,
+            callback: Some(callback),
             callback_settings,
             services,
             sim_shutdown,
@@ -416,7 +421,9 @@ impl TestApp {
             failpoint,
             ..self.callback_settings.clone()
         };
-        self.callback = Some(spawn_callback(settings, listener, &self.failures).await);
+        let (callback, admin) = spawn_callback(settings, listener, &self.failures).await;
+        self.callback = Some(callback);
+        self.callback_admin = admin;
     }
 
     /// Kills the connector like `kill -9`: no drain, no ack.
@@ -668,12 +675,13 @@ impl Drop for TestApp {
     }
 }
 
-/// The callback receiver on `main`, once its admin port says it is ready.
+/// The callback receiver on `main`, once its admin port (returned) says it
+/// is ready.
 async fn spawn_callback(
     settings: loket_callback::Settings,
     main: TcpListener,
     failures: &Failures,
-) -> Service {
+) -> (Service, SocketAddr) {
     let admin = bind().await;
     let admin_addr = admin.local_addr().expect("admin address");
     let listeners = loket_callback::Listeners { main, admin };
@@ -685,28 +693,7 @@ async fn spawn_callback(
             .map_err(|e| e.to_string())
     });
     wait_ready(admin_addr).await;
-    service
-}
-
-/// Waits until a service's admin port answers `/readyz` with 200.
-pub async fn wait_ready(admin: SocketAddr) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await {
-            let _ = stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await;
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer).await;
-            if answer.starts_with(b"HTTP/1.0 200") || answer.starts_with(b"HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service on {admin} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    (service, admin_addr)
 }
 
 /// The workspace root (where `deploy/` lives).
