@@ -653,15 +653,20 @@ impl Reconciler {
             // provider; it never sets the state, final or not.
             let status = row.status();
             let claimed = claim.map_or("unspecified", Outcome::as_str);
-            let checked_recently = !status.is_some_and(|s| s.is_final())
+            // The window is asked about only when nothing else rules the
+            // check out (a final transaction the claim agrees with).
+            let mut skipped = plan::callback_check_skipped(status, claim, false);
+            if skipped.is_none()
                 && write::same_claim_checked_within(
                     &mut tx,
                     row.id,
                     claimed,
                     plan::CALLBACK_RECHECK_SECS,
                 )
-                .await?;
-            let skipped = plan::callback_check_skipped(status, claim, checked_recently);
+                .await?
+            {
+                skipped = plan::callback_check_skipped(status, claim, true);
+            }
             let record = EventRecord {
                 source: "callback",
                 from_status: status,

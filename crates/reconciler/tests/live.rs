@@ -560,6 +560,11 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         apply(callback(settled, 3, pb::Outcome::Failed, "204")).await?,
         asked(settled)
     );
+    // A flood of that reversal costs no more checks than one copy.
+    assert_eq!(
+        apply(callback(settled, 4, pb::Outcome::Failed, "204")).await?,
+        noted(settled)
+    );
 
     // The same copy again (the provider retrying past the bus's window):
     // a duplicate, and still nothing to ask.
