@@ -70,10 +70,10 @@ async fn settle(
         serial_number: None,
         void_serial_number: false,
         wait: Duration::from_secs(10),
-        nats_url: app.nats.url(),
+        nats_url: Some(app.nats.url()),
     };
     let decision = review::decision(&args)?;
-    review::settle(&app.pool, &args.nats_url, &decision, args.wait).await
+    review::settle(&app.pool, review::nats_url(&args)?, &decision, args.wait).await
 }
 
 /// Why settling `id` as `status` is refused (it must be).

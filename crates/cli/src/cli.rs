@@ -385,18 +385,9 @@ pub struct SettleArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
     /// nats-server with JetStream: loket's bus. Needed: this flag or
-    /// LOKET_NATS_URL.
-    // Optional to clap (an empty default, hidden), so the usage line does
-    // not demand a flag the environment usually gives; `review::nats_url`
-    // refuses it empty, naming both, before anything connects.
-    #[arg(
-        long,
-        env = "LOKET_NATS_URL",
-        hide_env_values = true,
-        default_value = "",
-        hide_default_value = true
-    )]
-    pub nats_url: String,
+    /// LOKET_NATS_URL (`review::nats_url` names both when neither is given).
+    #[arg(long, env = "LOKET_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -929,7 +920,7 @@ mod tests {
         assert_eq!(args.operator, "siti");
         assert_eq!(args.serial_number.as_deref(), Some("5123-4123-4567"));
         assert_eq!(args.wait, Duration::from_secs(10), "the default wait");
-        assert_eq!(args.nats_url, "nats://127.0.0.1:14222");
+        assert_eq!(args.nats_url.as_deref(), Some("nats://127.0.0.1:14222"));
         let failed = settle(&[
             ("--status", Some("failed")),
             ("--serial-number", None),

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::output::{Lines, MoneyView, Render};
+use crate::output::{millis, Lines, MoneyView, Render};
 use crate::CliError;
 
 /// What to export: one provider, transactions created in `[from, until)`,
@@ -98,16 +98,12 @@ const COLUMNS: [&str; 18] = [
     "serial_number",
 ];
 
-/// A time as both row formats write it: RFC 3339 in UTC to the
-/// millisecond, as loketctl prints times everywhere. PostgreSQL keeps
-/// microseconds, which serde's default would print in the JSON lines alone,
-/// so the same row would carry two different figures.
-fn time(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
+/// Both row formats write times as loketctl prints them everywhere
+/// ([`millis`]). PostgreSQL keeps microseconds, which serde's default would
+/// print in the JSON lines alone, so the same row would carry two different
+/// figures.
 fn serialize_time<S: serde::Serializer>(at: &DateTime<Utc>, out: S) -> Result<S::Ok, S::Error> {
-    out.serialize_str(&time(at))
+    out.serialize_str(&millis(at))
 }
 
 fn serialize_optional_time<S: serde::Serializer>(
@@ -124,8 +120,8 @@ impl ExportRow {
     fn csv_line(&self) -> String {
         let number = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
         let fields = [
-            time(&self.created_at),
-            self.finalized_at.as_ref().map(time).unwrap_or_default(),
+            millis(&self.created_at),
+            self.finalized_at.as_ref().map(millis).unwrap_or_default(),
             self.id.to_string(),
             text_cell(&self.client),
             text_cell(&self.client_ref),

@@ -151,7 +151,7 @@ impl From<EventRow> for EventView {
     fn from(row: EventRow) -> Self {
         EventView {
             id: row.id,
-            at: row.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            at: crate::output::millis(&row.at),
             source: row.source,
             from_status: row.from_status,
             to_status: row.to_status,

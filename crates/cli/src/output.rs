@@ -145,8 +145,13 @@ fn non_empty(text: &str) -> Option<String> {
 }
 
 fn time(at: Option<&prost_types::Timestamp>) -> Option<String> {
-    at.and_then(from_timestamp)
-        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    at.and_then(from_timestamp).as_ref().map(millis)
+}
+
+/// A time as loketctl prints times everywhere: RFC 3339 in UTC to the
+/// millisecond.
+pub(crate) fn millis(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The name of a `TransactionStatus` value as loket writes it everywhere

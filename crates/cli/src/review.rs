@@ -61,12 +61,12 @@ pub fn decision(args: &SettleArgs) -> Result<OperatorDecision, CliError> {
 /// `LOKET_NATS_URL`. clap lets both be missing, so the usage line does not
 /// demand the flag; here a missing one is bad usage naming both.
 pub fn nats_url(args: &SettleArgs) -> Result<&str, CliError> {
-    if args.nats_url.trim().is_empty() {
-        return Err(CliError::Usage(
-            "review settle needs NATS: set LOKET_NATS_URL (or --nats-url)".into(),
-        ));
-    }
-    Ok(&args.nats_url)
+    args.nats_url
+        .as_deref()
+        .filter(|url| !url.trim().is_empty())
+        .ok_or_else(|| {
+            CliError::Usage("review settle needs NATS: set LOKET_NATS_URL (or --nats-url)".into())
+        })
 }
 
 /// Checks that the transaction is in `needs_review` and takes the decision

@@ -477,10 +477,6 @@ impl Reconciler {
                 .with(async |held| self.write_unwritable(held, item, &refusal).await)
                 .await;
             match parked {
-                Ok(Step::Planned { before, plan }) => {
-                    self.after_commit(&before, &plan, &item.report.event_id, &trace)
-                        .await
-                }
                 Ok(step) => self.finish_result(item, step, &trace).await,
                 Err(park) => match refused_for_good(&park) {
                     Some(_) => Err(ApplyError::Unwritable {

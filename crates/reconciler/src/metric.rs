@@ -42,9 +42,15 @@ pub const UPDATE_PUBLISH_ERRORS: &str = "loket_reconciler_update_publish_errors_
 /// Scheduler updates published by a later tick, after the publish right
 /// after their commit failed or never ran.
 pub const UPDATES_REPUBLISHED: &str = "loket_reconciler_updates_republished_total";
-/// Old rows of the bookkeeping tables deleted, by `table`
-/// (`send_intents`, `applied_events`).
+/// Old rows of the bookkeeping tables deleted, by `table` ([`pruned_table`]).
 pub const PRUNED: &str = "loket_reconciler_pruned_rows_total";
+
+/// The `table` label values of [`PRUNED`]: the tables the scheduler prunes,
+/// by their names in the database.
+pub mod pruned_table {
+    pub const SEND_INTENTS: &str = "send_intents";
+    pub const APPLIED_EVENTS: &str = "applied_events";
+}
 
 /// The `kind` label values of [`EVENTS`] and [`UNKNOWN_TRANSACTIONS`]: what
 /// the event was.
@@ -164,7 +170,11 @@ pub fn register_at_zero() {
                 UNRESOLVED,
             ],
         ),
-        (PRUNED, "table", &["send_intents", "applied_events"]),
+        (
+            PRUNED,
+            "table",
+            &[pruned_table::SEND_INTENTS, pruned_table::APPLIED_EVENTS],
+        ),
     ];
     for (name, label, values) in labelled {
         for value in values {

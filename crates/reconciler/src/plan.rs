@@ -277,12 +277,17 @@ fn reports_something(payment: &pb::PaymentInstructions) -> bool {
     !payment.method.is_empty() || payment.expires_at.is_some() || has_instructions(payment)
 }
 
-/// The method recorded with the row's payment instructions, if one is.
-fn recorded_method(row: &TransactionRow) -> Option<String> {
+/// The row's stored payment instructions, if it has any.
+fn stored_payment(row: &TransactionRow) -> Option<pb::PaymentInstructions> {
     row.payment
         .as_ref()
         .and_then(loket_store::payment_from_json)
-        .map(|payment| payment.method)
+}
+
+/// The method recorded with `stored` payment instructions, if one is.
+fn recorded_method(stored: Option<&pb::PaymentInstructions>) -> Option<String> {
+    stored
+        .map(|payment| payment.method.clone())
         .filter(|method| !method.is_empty())
 }
 
@@ -484,11 +489,8 @@ impl Writer {
             Self::merge(changed, &mut row.expires_at, expires, overwrite);
         }
         if let Some(payment) = &report.payment {
-            let stored = row
-                .payment
-                .as_ref()
-                .and_then(loket_store::payment_from_json);
-            let recorded = recorded_method(row);
+            let stored = stored_payment(row);
+            let recorded = recorded_method(stored.as_ref());
             // Stored instructions give way only to other instructions, and
             // only when the status moves.
             let mut next = match stored.clone() {
@@ -700,7 +702,7 @@ pub fn plan(
     put("raw", &report.raw);
     if let Some(payment) = &report.payment {
         detail.insert("payment".into(), loket_store::payment_to_json(payment));
-        if let Some(recorded) = recorded_method(row)
+        if let Some(recorded) = recorded_method(stored_payment(row).as_ref())
             .filter(|recorded| !payment.method.is_empty() && *recorded != payment.method)
         {
             detail.insert(
@@ -962,9 +964,7 @@ fn plan_not_found(
 /// The expiry the provider's payment carries (stored with the payment
 /// instructions: the QR CPM payment's `expiryTime`, a pay-in order's expiry).
 fn payment_expiry(row: &TransactionRow) -> Option<DateTime<Utc>> {
-    row.payment
-        .as_ref()
-        .and_then(loket_store::payment_from_json)
+    stored_payment(row)
         .and_then(|payment| payment.expires_at)
         .as_ref()
         .and_then(from_timestamp)

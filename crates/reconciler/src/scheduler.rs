@@ -120,13 +120,13 @@ impl Reconciler {
     pub async fn prune(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
         let tables = [
             (
-                "send_intents",
+                metric::pruned_table::SEND_INTENTS,
                 "transaction_id",
                 "recorded_at",
                 self.settings.send_record_retention_ms,
             ),
             (
-                "applied_events",
+                metric::pruned_table::APPLIED_EVENTS,
                 "event_id",
                 "applied_at",
                 self.settings.applied_event_retention_ms,
