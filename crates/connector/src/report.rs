@@ -2,6 +2,7 @@
 //! [`ResultEvent`](loket_protocol::pb::bus::ResultEvent), and the bound on
 //! that event's size ([`MAX_RESULT_EVENT_BYTES`]).
 
+use loket_protocol::conversions::readable_provider_amount;
 use loket_protocol::pb::{self, bus};
 use loket_protocol::text::shortened;
 use loket_protocol::{Money, Operation, Outcome};
@@ -91,18 +92,15 @@ impl Report {
         self.provider_amount_unreadable = Some(why);
     }
 
-    /// A negative provider amount is no amount a provider charges (a
-    /// connector's arithmetic went wrong, or a reply was misread): it is
-    /// [`Report::amount_unreadable`], flagged and deciding nothing. Carried
-    /// as it is, the reconciler could never store it
-    /// (`transactions_provider_amount_not_negative`).
+    /// A provider amount the shared rule refuses (a negative one:
+    /// [`readable_provider_amount`]) is [`Report::amount_unreadable`],
+    /// flagged and deciding nothing, rather than carried for the reconciler
+    /// to refuse on every delivery.
     fn refuse_a_negative_amount(&mut self) {
-        if let Some(negative) = self.provider_amount.filter(|amount| amount.minor < 0) {
+        if let Err(why) = readable_provider_amount(self.provider_amount.map(|amount| amount.minor))
+        {
             self.provider_amount = None;
-            self.amount_unreadable(
-                "provider amount",
-                format_args!("{} is negative", negative.minor),
-            );
+            self.amount_unreadable("provider amount", why);
         }
     }
 

@@ -5,6 +5,7 @@
 //! added works almost at once without letting unknown codes hammer the
 //! database.
 
+use loket_protocol::product::is_bpjs_product_code;
 use loket_protocol::{Money, ProductKind, Provider, TransactionKind};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -13,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::errors::ApiError;
 use crate::validate::{shortened, ProductCode};
-
-/// How a BPJS product's provider product code starts ([`Product::is_bpjs`]).
-const BPJS_CODE_PREFIX: &str = "BPJS";
 
 /// Least time between two reloads triggered by unknown codes.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,15 +76,10 @@ impl Product {
     /// Whether this is a BPJS bill, billed by the month: its inquiry names
     /// the months to pay and the payer's phone (OkeBayar spec §4,
     /// `accnumber3` and `contactnumber`). The catalogue has no column for
-    /// it, so it is read from the provider product code: ASSUMED, a BPJS
-    /// product's code starts with `BPJS` (`BPJSKS` in `deploy/products.toml`),
-    /// the rule the OkeBayar simulator applies too.
+    /// it, so it is read from the provider product code by the rule the
+    /// OkeBayar simulator applies too ([`is_bpjs_product_code`]).
     pub fn is_bpjs(&self) -> bool {
-        self.kind == ProductKind::Postpaid
-            && self
-                .provider_product_code
-                .get(..BPJS_CODE_PREFIX.len())
-                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(BPJS_CODE_PREFIX))
+        self.kind == ProductKind::Postpaid && is_bpjs_product_code(&self.provider_product_code)
     }
 
     /// The amount a purchase of this product charges.
@@ -289,19 +282,16 @@ mod tests {
     /// A BPJS bill is known by its provider product code, whatever our
     /// code for it, so its inquiry's months and payer's phone are required
     /// (OkeBayar spec §4); no other product, nor a prepaid one named alike,
-    /// takes months.
+    /// takes months. Which codes are BPJS ones is tested with the rule
+    /// (`loket_protocol::product`).
     #[test]
     fn a_bpjs_bill_is_known_by_its_provider_product_code() {
         let bill = |provider_product_code: &str| Product {
             provider_product_code: provider_product_code.into(),
             ..product(ProductKind::Postpaid, None)
         };
-        for bpjs in ["BPJSKS", "bpjsks", "BPJS", "BpjsTK"] {
-            assert!(bill(bpjs).is_bpjs(), "{bpjs}");
-        }
-        for other in ["PLNPOST", "TELKOMPSTN", "KSBPJS", "BPJ", ""] {
-            assert!(!bill(other).is_bpjs(), "{other}");
-        }
+        assert!(bill("bpjsks").is_bpjs());
+        assert!(!bill("KSBPJS").is_bpjs());
         let prepaid = Product {
             provider_product_code: "BPJSKS".into(),
             ..product(ProductKind::Prepaid, Some(10_000))

@@ -6,6 +6,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb;
+use loket_protocol::product::bpjs_months;
 use loket_protocol::{Currency, Money, Provider, TransactionStatus};
 use std::fmt;
 use std::time::Duration;
@@ -135,18 +136,9 @@ pub fn account3(text: &str) -> Result<String> {
     if text.is_empty() {
         return Ok(String::new());
     }
-    let months: u8 = text
-        .parse()
-        .ok()
-        .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| ValidationError::new("account3", "number of months, 1 to 12"))?;
-    if !(1..=12).contains(&months) {
-        return Err(ValidationError::new(
-            "account3",
-            "number of months, 1 to 12",
-        ));
-    }
-    Ok(months.to_string())
+    bpjs_months(text)
+        .map(|months| months.to_string())
+        .ok_or_else(|| ValidationError::new("account3", "number of months, 1 to 12"))
 }
 
 /// Payer phone or e-mail: at most 64 characters, no control characters.

@@ -1,6 +1,7 @@
 //! Conversions between domain types and generated protobuf types, in one
 //! place. A missing or unspecified required field is an error naming the
-//! field, never a silent default.
+//! field, never a silent default. A provider's reported amount is read by
+//! one rule wherever it arrives ([`readable_provider_amount`]).
 
 use crate::pb;
 use crate::pb::bus;
@@ -52,6 +53,19 @@ pub fn money_from_pb(
         minor: money.minor,
         currency,
     })
+}
+
+/// A provider's reported amount in minor units, `None` when it reported
+/// none, or why it cannot be used. A negative amount is no amount a
+/// provider charges (a connector's arithmetic went wrong, or a reply was
+/// misread), so it is unreadable: flagged, deciding nothing (money-safety
+/// rule 8). Stored, it would break `transactions_provider_amount_not_negative`
+/// on every delivery.
+pub fn readable_provider_amount(minor: Option<i64>) -> Result<Option<i64>, String> {
+    match minor {
+        Some(minor) if minor < 0 => Err(format!("{minor} is negative")),
+        minor => Ok(minor),
+    }
 }
 
 impl From<Money> for pb::Money {
@@ -285,6 +299,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("amount"));
+    }
+
+    #[test]
+    fn a_negative_provider_amount_is_unreadable_and_names_the_amount() {
+        assert_eq!(readable_provider_amount(None), Ok(None));
+        assert_eq!(readable_provider_amount(Some(0)), Ok(Some(0)));
+        assert_eq!(readable_provider_amount(Some(1_500)), Ok(Some(1_500)));
+        assert_eq!(
+            readable_provider_amount(Some(-500)),
+            Err("-500 is negative".to_string())
+        );
     }
 
     fn decision() -> bus::OperatorDecision {

@@ -260,14 +260,15 @@ impl Report {
 }
 
 /// The provider's amount an event carries, and why it could not be read if
-/// it could not: a negative amount is no amount a provider charges, so it
-/// is unreadable (flagged, deciding nothing: money-safety rule 8), as the
-/// connector's report makes it. Written, it would break
-/// `transactions_provider_amount_not_negative` on every delivery.
+/// it could not, by the rule the connector's report follows
+/// ([`loket_protocol::conversions::readable_provider_amount`]) and in its
+/// words. Every event is held to it here, a callback's too: a negative
+/// amount written would break `transactions_provider_amount_not_negative`
+/// on every delivery.
 fn reported_amount(amount: Option<&pb::Money>, unreadable: &str) -> (Option<i64>, Option<String>) {
-    match amount.map(|money| money.minor) {
-        Some(minor) if minor < 0 => (None, Some(format!("amount {minor} is negative"))),
-        minor => (minor, non_empty(unreadable)),
+    match loket_protocol::conversions::readable_provider_amount(amount.map(|money| money.minor)) {
+        Ok(minor) => (minor, non_empty(unreadable)),
+        Err(why) => (None, Some(format!("provider amount: {why}"))),
     }
 }
 

@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use loket_okebayar::callback::MAX_REFERENCE_LEN;
 use loket_okebayar::sign;
 use loket_okebayar::wire::{decode, format_time, wib, Fields, Format, REQUEST_ROOT};
+use loket_protocol::product::{bpjs_months, is_bpjs_product_code};
 
 use super::callbacks::{self, CallbackContext};
 use super::ledger::{
@@ -732,30 +733,6 @@ fn bill_reply(
     reply
 }
 
-/// How a BPJS `productcode` starts. ASSUMED: the spec lists no product
-/// codes; loket's catalogue seeds `BPJSKS`, and loket's ingress knows a BPJS
-/// product by the same rule (`Product::is_bpjs`).
-const BPJS_PRODUCTCODE_PREFIX: &str = "BPJS";
-
-/// Whether `productcode` is a BPJS bill, billed by the month (spec §4).
-fn is_bpjs(productcode: &str) -> bool {
-    productcode
-        .get(..BPJS_PRODUCTCODE_PREFIX.len())
-        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(BPJS_PRODUCTCODE_PREFIX))
-}
-
-/// The BPJS months an `accnumber3` names (spec §4: 1–12, digits only, so
-/// `+3` is not a number of months), or `None` when it names none.
-fn bpjs_months(accnumber3: &str) -> Option<u8> {
-    if !accnumber3.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    accnumber3
-        .parse()
-        .ok()
-        .filter(|months| (1..=12).contains(months))
-}
-
 /// The `productcode` and `accnumber1` (the customer) of a bill inquiry or
 /// payment, or the `206` answer when either is blank or the `accnumber2` tag
 /// is missing: spec §4, "tag must be present even if empty" (a payment
@@ -778,7 +755,7 @@ fn bill_inquiry(ctx: &Ctx) -> Answer {
     // A BPJS bill is the months asked for (spec §4); without them, or with a
     // number outside 1–12, the request is malformed: `206` (ASSUMED, no code
     // of the table names a missing or bad period).
-    let months = if is_bpjs(&productcode) {
+    let months = if is_bpjs_product_code(&productcode) {
         match bpjs_months(&ctx.field("accnumber3")) {
             Some(months) => Some(months),
             None => return refusal(ctx, "206"),
