@@ -688,25 +688,17 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
     let notify_body = r#"{"originalPartnerReferenceNo":"0123456789abcdef0123456789abcdef","originalReferenceNo":"SIMREF1","merchantId":"M1","amount":{"value":"10000.00","currency":"IDR"},"latestTransactionStatus":"00"}"#;
     let path = "/v1.0/qr/qr-cpm-notify";
     let notify = |token: &str| {
-        http::Request::post(path)
-            .header("X-TIMESTAMP", &stamp)
-            .header("Authorization", format!("Bearer {token}"))
-            .header(
-                "X-SIGNATURE",
-                sign::hmac_signature(
-                    "issued-secret",
-                    &sign::transaction_string_to_sign(
-                        "POST",
-                        path,
-                        token,
-                        notify_body.as_bytes(),
-                        &stamp,
-                    ),
-                ),
-            )
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(notify_body))
-            .unwrap()
+        let mut request = http::Request::post(path);
+        for (name, value) in loket_snapqr::callback::sign_notify_hmac(
+            "issued-secret",
+            token,
+            path,
+            notify_body.as_bytes(),
+            &stamp,
+        ) {
+            request = request.header(name, value);
+        }
+        request.body(Body::from(notify_body)).unwrap()
     };
     let (status, body) = send(app.clone(), notify("made-up-token")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");

@@ -74,12 +74,10 @@ fn check_accepted(parsed: &ParsedCallback) {
     );
 }
 
-/// Every text of `parsed`, each of which quotes the callback and reaches
-/// the bus or the event log (the raw body, the reference, trace id, status
-/// code, serial number, why its amount could not be read, the
-/// de-duplication key), holds none of `secrets`, the parser's configured
-/// secrets.
-pub fn check_masked(parsed: &ParsedCallback, secrets: &[&str]) {
+/// The texts of `parsed` that quote the callback and reach the bus, the
+/// event log or the transaction's row, each named for an assertion's
+/// message.
+fn stored_texts(parsed: &ParsedCallback) -> impl Iterator<Item = (&'static str, &str)> {
     let texts = [
         ("the stored raw callback", &parsed.raw_masked),
         ("the reference", &parsed.provider_reference),
@@ -92,7 +90,18 @@ pub fn check_masked(parsed: &ParsedCallback, secrets: &[&str]) {
         .provider_amount_unreadable
         .as_ref()
         .map(|why| ("why the amount is unreadable", why));
-    for (what, text) in texts.into_iter().chain(why_unreadable) {
+    texts
+        .into_iter()
+        .chain(why_unreadable)
+        .map(|(what, text)| (what, text.as_str()))
+}
+
+/// Every text of `parsed` that quotes the callback and is stored (the raw
+/// body, the reference, trace id, status code, serial number, the
+/// de-duplication key, why its amount could not be read) holds none of
+/// `secrets`, the parser's configured secrets.
+pub fn check_masked(parsed: &ParsedCallback, secrets: &[&str]) {
+    for (what, text) in stored_texts(parsed) {
         check_secret_free(what, text, secrets);
     }
 }
@@ -185,21 +194,6 @@ pub fn okebayar_reply(data: &[u8]) {
     check_sniffed(Format::sniff(data), &readable);
 }
 
-/// Every text a parsed callback carries into the event log and the
-/// transaction's row.
-fn stored_texts(parsed: &ParsedCallback) -> impl Iterator<Item = &str> {
-    [
-        &parsed.provider_reference,
-        &parsed.provider_trace,
-        &parsed.provider_code,
-        &parsed.serial_number,
-        &parsed.raw_masked,
-    ]
-    .into_iter()
-    .map(String::as_str)
-    .chain(parsed.provider_amount_unreadable.as_deref())
-}
-
 /// An OkeBayar callback (unsigned): the first byte picks GET with the rest
 /// as query, POST with the rest as body, or a POST form; accepted, it is
 /// unverified, masked, and holds no expanded entity. True when accepted (so
@@ -227,7 +221,7 @@ pub fn okebayar_callback(data: &[u8]) -> bool {
     };
     check_accepted(&parsed);
     check_masked(&parsed, &[CANARY]);
-    check_no_entity_expanded(rest, stored_texts(&parsed));
+    check_no_entity_expanded(rest, stored_texts(&parsed).map(|(_, text)| text));
     assert!(!parsed.verified, "an unsigned callback is never verified");
     assert_eq!(
         parser.parse(&request).as_ref(),
@@ -311,26 +305,8 @@ pub fn snapqr_notify(data: &[u8]) -> bool {
         .to_string();
     let path = loket_snapqr::NOTIFY_PATH;
     let signed_by_issuer = loket_snapqr::callback::sign_notify_rsa(issuer, path, data, &stamp);
-    let signed_with_token = [
-        ("X-TIMESTAMP".to_string(), stamp.clone()),
-        (
-            "X-SIGNATURE".to_string(),
-            loket_snapqr::sign::hmac_signature(
-                CANARY,
-                &loket_snapqr::sign::transaction_string_to_sign(
-                    "POST",
-                    path,
-                    &notify.token,
-                    data,
-                    &stamp,
-                ),
-            ),
-        ),
-        (
-            "Authorization".to_string(),
-            format!("Bearer {}", notify.token),
-        ),
-    ];
+    let signed_with_token =
+        loket_snapqr::callback::sign_notify_hmac(CANARY, &notify.token, path, data, &stamp);
     let read_by_issuer_signature = notify
         .by_issuer_signature
         .parse_at(&notify_request(data, signed_by_issuer), now());

@@ -3,9 +3,10 @@
 //! request head is closed, open connections are capped and a stop ends
 //! within a grace period) with a per-connection kill switch (to reproduce
 //! "connection reset after the provider committed"), bounded body reading,
-//! the bounded memory every per-reference record lives in (`RecentMap`),
-//! per-reference request counting, the `/_sim/…/{reference}` introspection
-//! routes, and the callback sender that records every delivery attempt.
+//! the bounded memory every per-reference record lives in (`RecentMap`, and
+//! `IndexedRecentMap` for records found by a second key too), per-reference
+//! request counting, the `/_sim/…/{reference}` introspection routes, and
+//! the callback sender that records every delivery attempt.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
@@ -703,6 +704,88 @@ impl<K: Clone + Eq + Hash, V> RecentMap<K, V> {
                 return;
             }
         }
+    }
+}
+
+/// A record an [`IndexedRecentMap`] keeps: the key it is kept under, and a
+/// second key it is found by too.
+pub(crate) trait IndexedRecord {
+    fn key(&self) -> &str;
+    /// Never the same for two records: the index holds one key per
+    /// secondary key.
+    fn secondary_key(&self) -> &str;
+}
+
+/// A [`RecentMap`] of records by their key, with an index by their
+/// secondary key (a number the provider gave a reference), so a lookup by
+/// either is one hash probe, never a scan.
+///
+/// The two maps forget in step: each record inserted adds one new key to
+/// both, and each record replaced takes its keys out of both, so both hold
+/// the same number of keys in the same insertion order and a full map
+/// forgets the same record from each. A lookup by secondary key therefore
+/// reaches the record filed under it, or nothing once that is forgotten.
+#[derive(Debug)]
+pub(crate) struct IndexedRecentMap<V> {
+    /// Each record with the secondary key it is indexed under, which is what
+    /// replacing it takes out of the index.
+    by_key: RecentMap<Arc<str>, (Arc<str>, V)>,
+    /// Secondary key → key.
+    by_secondary: RecentMap<Arc<str>, Arc<str>>,
+}
+
+impl<V: IndexedRecord> IndexedRecentMap<V> {
+    /// An empty map remembering at most `capacity` records; `record` and
+    /// `index_record` label what each of its two maps forgets (see
+    /// [`RecentMap`]).
+    pub(crate) fn new(
+        capacity: usize,
+        provider: &'static str,
+        record: &'static str,
+        index_record: &'static str,
+    ) -> Self {
+        IndexedRecentMap {
+            by_key: RecentMap::new(capacity, provider, record),
+            by_secondary: RecentMap::new(capacity, provider, index_record),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+        self.by_key.get(key).map(|(_, value)| value)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.by_key.get_mut(key).map(|(_, value)| value)
+    }
+
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The record whose secondary key is `secondary`, if still remembered.
+    pub(crate) fn by_secondary(&self, secondary: &str) -> Option<&V> {
+        let key = self.by_secondary.get(secondary)?;
+        self.get(key)
+    }
+
+    /// [`by_secondary`](Self::by_secondary), to change the record.
+    pub(crate) fn by_secondary_mut(&mut self, secondary: &str) -> Option<&mut V> {
+        let key = self.by_secondary.get(secondary)?;
+        self.by_key.get_mut(&**key).map(|(_, value)| value)
+    }
+
+    /// Remembers `value` as the newest record, forgetting the oldest one if
+    /// full. A record already remembered under its key is taken out first,
+    /// secondary key and all, rather than overwritten, so the new one is the
+    /// newest remembered.
+    pub(crate) fn record(&mut self, value: V) {
+        let key: Arc<str> = value.key().into();
+        let secondary: Arc<str> = value.secondary_key().into();
+        if let Some((earlier, _)) = self.by_key.remove(&*key) {
+            self.by_secondary.remove(&*earlier);
+        }
+        self.by_secondary.insert(secondary.clone(), key.clone());
+        self.by_key.insert(key, (secondary, value));
     }
 }
 

@@ -456,6 +456,29 @@ pub fn sign_notify_rsa(
     ]
 }
 
+/// Builds a signed notify the way an issuer does in mode B, for simulators
+/// and tests: HMAC-SHA512 with `client_secret` (the secret we issued) over
+/// `token` (the access token we granted); returns the headers to send with
+/// `body` to `path`.
+pub fn sign_notify_hmac(
+    client_secret: &str,
+    token: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: &str,
+) -> Vec<(String, String)> {
+    let signature = sign::hmac_signature(
+        client_secret,
+        &sign::transaction_string_to_sign("POST", path, token, body, timestamp),
+    );
+    vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("X-TIMESTAMP".into(), timestamp.to_string()),
+        ("X-SIGNATURE".into(), signature),
+        ("Authorization".into(), format!("Bearer {token}")),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,21 +776,7 @@ mod tests {
         let token = granted_token(&reply);
 
         let sign_with = |token: &str, secret: &str, stamp: &str| {
-            let signature = sign::hmac_signature(
-                secret,
-                &sign::transaction_string_to_sign(
-                    "POST",
-                    NOTIFY_PATH,
-                    token,
-                    BODY.as_bytes(),
-                    stamp,
-                ),
-            );
-            vec![
-                ("X-TIMESTAMP".to_string(), stamp.to_string()),
-                ("X-SIGNATURE".to_string(), signature),
-                ("Authorization".to_string(), format!("Bearer {token}")),
-            ]
+            sign_notify_hmac(secret, token, NOTIFY_PATH, BODY.as_bytes(), stamp)
         };
         let parsed = parser
             .parse_at(

@@ -119,9 +119,10 @@ impl Default for SnapQrSettings {
 /// more when the token is refused (401xx01/03).
 const SENDS_PER_CALL: u64 = 4;
 
-/// The most characters of `merchantId` and `subMerchantId` (spec §5).
-const MERCHANT_ID_MAX: usize = 64;
-const SUB_MERCHANT_ID_MAX: usize = 32;
+/// The most characters of `merchantId` (spec §5: S64).
+pub const MERCHANT_ID_MAX: usize = 64;
+/// The most characters of `subMerchantId` (spec §5: S32).
+pub const SUB_MERCHANT_ID_MAX: usize = 32;
 
 /// A setting that cannot work, naming its key (shared by every connector).
 pub use loket_connector::service::SettingError as InvalidSetting;

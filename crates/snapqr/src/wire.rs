@@ -96,7 +96,10 @@ impl Body {
         }
     }
 
-    fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    /// The field `name` of `map`, matched leniently as a body's own fields
+    /// are: for an object inside a body (an amount, a nested record), read
+    /// where it lies.
+    pub fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
         map.get(name).or_else(|| {
             map.iter()
                 .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::scenarios::Scenario;
-use super::{callbacks, qris, Ledger, Order, SmilepayzSim, Timer, TradeType};
+use super::{callbacks, qris, Ledger, Order, RememberedOrder, SmilepayzSim, Timer, TradeType};
 use crate::common::{header_str, lock, read_body, ConnInfo, RequestKind};
 
 /// Service codes (spec §1); balance has none documented (ASSUMED 93).
@@ -435,7 +435,7 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         }
         if let Some(existing) = ledger.orders.get(order_no.as_str()) {
             // Spec §8.8: an operation on an expired order is 4039000.
-            if existing.status == "EXPIRED" {
+            if existing.order.status == "EXPIRED" {
                 return error(403, svc, "00", "Transaction Expired");
             }
             return error(400, svc, "01", "Duplicate pay order");
@@ -530,7 +530,7 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         // Pay-outs never expire (no expiryPeriod), and 4039000 is a pay-in
         // code: a pay-out reusing any orderNo, an expired pay-in's too, is a
         // duplicate (one namespace, ASSUMED: see `Ledger::orders`).
-        if ledger.orders.contains(&order_no) {
+        if ledger.orders.contains_key(&order_no) {
             return error(400, svc, "01", "Duplicate payout order");
         }
         if ledger.balances.payout_available < amount {
@@ -625,9 +625,12 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
             Some(order_no) => ledger.orders.get(order_no),
             None => trade_no
                 .as_deref()
-                .and_then(|trade_no| ledger.orders.by_trade_no(trade_no)),
+                .and_then(|trade_no| ledger.orders.by_secondary(trade_no)),
         };
-        found.filter(|o| matches(o)).cloned()
+        found
+            .map(|kept| &kept.order)
+            .filter(|o| matches(o))
+            .cloned()
     };
     let Some(order) = order else {
         return error(500, svc, "00", "Order not found");
@@ -717,7 +720,7 @@ fn enter_order(
     let (first_attempt_done, first_attempt) = oneshot::channel();
     // Started under the ledger's lock and remembered with the order, so the
     // order cannot be forgotten before its timer is tied to it (see
-    // `Orders`).
+    // `RememberedOrder`).
     let timer = order.settlement(settle_delay).map(|(after, status)| {
         let sim = sim.clone();
         let order_no = order.order_no.clone();
@@ -736,7 +739,10 @@ fn enter_order(
         sim: sim.clone(),
         order_no: order.order_no.clone(),
     };
-    ledger.orders.insert(order, timer);
+    ledger.orders.record(RememberedOrder {
+        order,
+        _timer: timer,
+    });
     (first_attempt, in_flight)
 }
 
@@ -768,8 +774,8 @@ async fn settle(
         } = &mut *ledger;
         // The order is gone, or its orderNo taken by a newer order, when it
         // was forgotten while this timer was already waking: its end (see
-        // `Orders`) comes too late to stop it.
-        let Some(order) = orders.get_mut(order_no) else {
+        // `RememberedOrder`) comes too late to stop it.
+        let Some(RememberedOrder { order, .. }) = orders.get_mut(order_no) else {
             return;
         };
         if order.trade_no != trade_no {

@@ -45,8 +45,8 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use crate::common::{
-    self, lock, OutageSwitch, RecentMap, ReferenceRecords, RequestCounter, RequestCounts,
-    DEFAULT_REMEMBERED_REFERENCES,
+    self, lock, IndexedRecentMap, IndexedRecord, OutageSwitch, ReferenceRecords, RequestCounter,
+    RequestCounts, DEFAULT_REMEMBERED_REFERENCES,
 };
 pub use callbacks::{CallbackAttempt, SmilepayzCallbackLog};
 pub use scenarios::Scenario;
@@ -209,37 +209,40 @@ pub(crate) struct Ledger {
     /// Pay-ins and pay-outs together, by orderNo: one orderNo namespace
     /// shared by both, so reusing a pay-in's orderNo for a pay-out is a
     /// duplicate (ASSUMED, spec §7/§9: the docs are silent; the stricter
-    /// choice).
-    pub(crate) orders: Orders,
+    /// choice). Indexed by tradeNo, so an inquiry that names only the
+    /// tradeNo finds its order without reading every order under the
+    /// ledger's lock.
+    pub(crate) orders: IndexedRecentMap<RememberedOrder>,
     /// orderNos whose first request is still being processed (see
     /// `handlers::FirstRequestInFlight`); as many as requests in flight.
     pub(crate) in_flight: HashSet<String>,
     pub(crate) balances: Balances,
 }
 
-/// The remembered orders, by orderNo and by tradeNo, each with its timer.
-///
-/// The index by tradeNo lets an inquiry that names only the tradeNo find its
-/// order without reading every order under the ledger's lock. Every order
-/// enters both maps once, and they have the same capacity, so the index
-/// forgets a tradeNo when its order is forgotten; a lookup still checks that
-/// the order it reaches carries that tradeNo.
+/// A remembered order with its timer.
 ///
 /// An order's timer (the task that settles it and sends its callbacks) may
 /// sleep up to a day, the longest `expiryPeriod`: it is kept with the order
 /// and ends when the order is forgotten, so it neither acts on an order the
 /// simulator no longer knows nor holds memory for it until it wakes.
 #[derive(Debug)]
-pub(crate) struct Orders {
-    by_order_no: RecentMap<Arc<str>, RememberedOrder>,
-    order_no_by_trade_no: RecentMap<Arc<str>, Arc<str>>,
+pub(crate) struct RememberedOrder {
+    pub(crate) order: Order,
+    /// Never read: held only so that forgetting the order drops it.
+    pub(crate) _timer: Option<Timer>,
 }
 
-#[derive(Debug)]
-struct RememberedOrder {
-    order: Order,
-    /// Never read: held only so that forgetting the order drops it.
-    _timer: Option<Timer>,
+/// Kept by orderNo, found by tradeNo too. The handlers refuse an orderNo
+/// still remembered before they record an order, and a tradeNo is issued
+/// once.
+impl IndexedRecord for RememberedOrder {
+    fn key(&self) -> &str {
+        &self.order.order_no
+    }
+
+    fn secondary_key(&self) -> &str {
+        &self.order.trade_no
+    }
 }
 
 /// An order's timer task, ended when this is dropped.
@@ -249,50 +252,6 @@ pub(crate) struct Timer(pub(crate) AbortHandle);
 impl Drop for Timer {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-impl Orders {
-    fn new(capacity: usize) -> Self {
-        Orders {
-            by_order_no: RecentMap::new(capacity, "smilepayz", "orders"),
-            order_no_by_trade_no: RecentMap::new(capacity, "smilepayz", "trade_nos"),
-        }
-    }
-
-    pub(crate) fn get(&self, order_no: &str) -> Option<&Order> {
-        self.by_order_no.get(order_no).map(|kept| &kept.order)
-    }
-
-    pub(crate) fn get_mut(&mut self, order_no: &str) -> Option<&mut Order> {
-        self.by_order_no
-            .get_mut(order_no)
-            .map(|kept| &mut kept.order)
-    }
-
-    pub(crate) fn contains(&self, order_no: &str) -> bool {
-        self.by_order_no.contains_key(order_no)
-    }
-
-    pub(crate) fn by_trade_no(&self, trade_no: &str) -> Option<&Order> {
-        let order_no = self.order_no_by_trade_no.get(trade_no)?;
-        self.get(order_no)
-            .filter(|order| order.trade_no == trade_no)
-    }
-
-    /// Remembers a new order (the handlers refuse a remembered orderNo
-    /// first) with its timer, forgetting the oldest order if full.
-    pub(crate) fn insert(&mut self, order: Order, timer: Option<Timer>) {
-        let order_no: Arc<str> = order.order_no.as_str().into();
-        self.order_no_by_trade_no
-            .insert(order.trade_no.as_str().into(), order_no.clone());
-        self.by_order_no.insert(
-            order_no,
-            RememberedOrder {
-                order,
-                _timer: timer,
-            },
-        );
     }
 }
 
@@ -375,7 +334,7 @@ impl SmilepayzSim {
                 platform_key,
                 platform_public_pem,
                 ledger: Mutex::new(Ledger {
-                    orders: Orders::new(references),
+                    orders: IndexedRecentMap::new(references, "smilepayz", "orders", "trade_nos"),
                     in_flight: HashSet::new(),
                     balances,
                 }),
@@ -456,7 +415,10 @@ impl SmilepayzSim {
     }
 
     pub fn order(&self, order_no: &str) -> Option<Order> {
-        lock(&self.inner.ledger).orders.get(order_no).cloned()
+        lock(&self.inner.ledger)
+            .orders
+            .get(order_no)
+            .map(|kept| kept.order.clone())
     }
 
     pub fn callbacks_for(&self, order_no: &str) -> SmilepayzCallbackLog {

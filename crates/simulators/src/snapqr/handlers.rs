@@ -18,8 +18,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use loket_snapqr::sign;
+use loket_snapqr::connector::format_timestamp;
+use loket_snapqr::settings::{MERCHANT_ID_MAX, SUB_MERCHANT_ID_MAX};
 use loket_snapqr::wire::Body;
+use loket_snapqr::{sign, TimestampFormat};
 use serde_json::{json, Map, Value};
 
 use super::{IssuedQr, Ledger, PaymentEntry, RefundEntry, SnapCounts, SnapQrSim};
@@ -35,15 +37,9 @@ fn wib_day(at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&wib()).date_naive()
 }
 
-/// `at` as the issuer writes times: ISO-8601 in WIB, `2020-12-23T07:50:11+07:00`.
-fn iso(at: DateTime<Utc>) -> String {
-    at.with_timezone(&wib())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
-}
-
+/// Now as the issuer writes times: ISO-8601 in WIB, `2020-12-23T07:50:11+07:00`.
 fn now_iso() -> String {
-    iso(Utc::now())
+    format_timestamp(TimestampFormat::Offset, Utc::now())
 }
 
 /// A SNAP answer: HTTP status from the code's first three digits.
@@ -183,15 +179,17 @@ pub(crate) async fn token(State(sim): State<SnapQrSim>, request: Request) -> Res
     if let Some(refusal) = content_type_refusal(&parts.headers, 73) {
         return refusal;
     }
-    if header_str(&parts.headers, "X-TIMESTAMP").is_some_and(|stamp| parse_stamp(stamp).is_none()) {
-        return bad_format(73, "X-TIMESTAMP");
-    }
+    let stamped_at = match header_str(&parts.headers, "X-TIMESTAMP").map(parse_stamp) {
+        Some(None) => return bad_format(73, "X-TIMESTAMP"),
+        parsed => parsed.flatten(),
+    };
     let checked = loket_snapqr::b2b_token::check_request(
         |name| header_str(&parts.headers, name),
         &body,
         &settings.client_key,
         sim.inner.partner_key.as_ref(),
-        |stamp| parse_stamp(stamp).is_some_and(|at| within_window(&sim, at)),
+        // The stamp it is handed is the X-TIMESTAMP just parsed.
+        |_| stamped_at.is_some_and(|at| within_window(&sim, at)),
     );
     if let Err(refusal) = checked {
         return fail(refusal.http, 73, refusal.case, refusal.message);
@@ -353,16 +351,16 @@ type TextLimits = [(&'static str, usize)];
 const GENERATE_TEXT: &TextLimits = &[
     ("partnerReferenceNo", 64),
     ("userAccessToken", 64),
-    ("merchantId", 64),
-    ("subMerchantId", 32),
+    ("merchantId", MERCHANT_ID_MAX),
+    ("subMerchantId", SUB_MERCHANT_ID_MAX),
     ("partnerTrxDate", 25),
 ];
 
 const PAYMENT_TEXT: &TextLimits = &[
     ("partnerReferenceNo", 64),
     ("qrContent", 512),
-    ("merchantId", 64),
-    ("subMerchantId", 32),
+    ("merchantId", MERCHANT_ID_MAX),
+    ("subMerchantId", SUB_MERCHANT_ID_MAX),
     ("title", 256),
     ("externalStoreId", 64),
     ("merchantName", 64),
@@ -401,7 +399,7 @@ fn check_text(body: &Body, service: u8, limits: &TextLimits) -> Result<(), Respo
             None => fits(body.value(field), max),
             Some((parent, child)) => match body.value(parent) {
                 None | Some(Value::Null) => true,
-                Some(Value::Object(inner)) => fits(Body(inner.clone()).value(child), max),
+                Some(Value::Object(inner)) => fits(Body::lookup(inner, child), max),
                 Some(_) => return Err(bad_format(service, parent)),
             },
         };
@@ -422,12 +420,13 @@ fn amount_field(body: &Body, service: u8, field: &'static str) -> Result<Option<
     let refused = || bad_format(service, field);
     let parts = match body.value(field) {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(parts)) => Body(parts.clone()),
+        Some(Value::Object(parts)) => parts,
         Some(_) => return Err(refused()),
     };
-    let (Some(Value::String(value)), Some(Value::String(currency))) =
-        (parts.value("value"), parts.value("currency"))
-    else {
+    let (Some(Value::String(value)), Some(Value::String(currency))) = (
+        Body::lookup(parts, "value"),
+        Body::lookup(parts, "currency"),
+    ) else {
         return Err(refused());
     };
     let two_decimals = value.len() <= 16
@@ -494,7 +493,7 @@ pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> 
             "referenceNo": next_reference(&sim, "G"),
             "partnerReferenceNo": reference.unwrap_or_default(),
             "qrContent": qr,
-            "expiryTime": iso(expires),
+            "expiryTime": format_timestamp(TimestampFormat::Offset, expires),
         }),
     )
 }
@@ -694,7 +693,7 @@ fn payment_reply(entry: &PaymentEntry, code: &str, message: &str) -> Response {
             json!({
                 "referenceNo": entry.reference_no,
                 "partnerReferenceNo": entry.partner_reference_no,
-                "transactionDate": iso(entry.created_at),
+                "transactionDate": format_timestamp(TimestampFormat::Offset, entry.created_at),
             }),
         ),
     )
@@ -978,17 +977,13 @@ fn notify_headers(
         NotifySigner::IssuerKey => {
             loket_snapqr::callback::sign_notify_rsa(&sim.inner.issuer_key, path, body, &stamp)
         }
-        NotifySigner::LoketToken(token) => {
-            let signature = sign::hmac_signature(
-                settings.notify_client_secret.expose(),
-                &sign::transaction_string_to_sign("POST", path, token, body, &stamp),
-            );
-            vec![
-                ("X-TIMESTAMP".to_string(), stamp),
-                ("X-SIGNATURE".to_string(), signature),
-                ("Authorization".to_string(), format!("Bearer {token}")),
-            ]
-        }
+        NotifySigner::LoketToken(token) => loket_snapqr::callback::sign_notify_hmac(
+            settings.notify_client_secret.expose(),
+            token,
+            path,
+            body,
+            &stamp,
+        ),
     };
     signed
         .into_iter()
@@ -1075,7 +1070,7 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
             Some(r) => ledger.payments.get_mut(r),
             None => reference_no
                 .as_deref()
-                .and_then(|r| ledger.payments.by_reference_no_mut(r)),
+                .and_then(|r| ledger.payments.by_secondary_mut(r)),
         };
         found.map(|entry| {
             resolve_pending(entry);
@@ -1097,7 +1092,7 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
                 "originalExternalId": entry.external_id,
                 "latestTransactionStatus": entry.status,
                 "transactionStatusDesc": status_desc(&entry.status),
-                "paidTime": iso(entry.created_at),
+                "paidTime": format_timestamp(TimestampFormat::Offset, entry.created_at),
             }),
         ),
     )
@@ -1154,7 +1149,7 @@ pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Re
                 "originalReferenceNo": entry.reference_no,
                 "originalPartnerReferenceNo": entry.partner_reference_no,
                 "cancelTime": now_iso(),
-                "transactionDate": iso(entry.created_at),
+                "transactionDate": format_timestamp(TimestampFormat::Offset, entry.created_at),
             }),
         ),
     )
@@ -1220,7 +1215,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
                     "refundNo": refund.refund_no,
                     "partnerRefundNo": refund_no,
                     "refundAmount": { "value": format!("{}.00", refund.amount), "currency": "IDR" },
-                    "refundTime": iso(refund.refunded_at),
+                    "refundTime": format_timestamp(TimestampFormat::Offset, refund.refunded_at),
                 }),
             ),
         )
@@ -1277,7 +1272,7 @@ pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapqr::Payments;
+    use crate::common::IndexedRecentMap;
 
     /// The response code and message of a refusal.
     async fn refusal(fields: &str) -> (String, String) {
@@ -1478,10 +1473,10 @@ mod tests {
     /// payment (which frees a place without forgetting anything).
     #[test]
     fn the_reference_no_index_forgets_in_step_with_the_payments() {
-        let mut payments = Payments::new(2);
-        let found = |payments: &mut Payments, reference_no: &str| {
+        let mut payments = IndexedRecentMap::new(2, "snapqr", "payments", "payment_reference_nos");
+        let found = |payments: &mut IndexedRecentMap<PaymentEntry>, reference_no: &str| {
             payments
-                .by_reference_no_mut(reference_no)
+                .by_secondary_mut(reference_no)
                 .map(|entry| entry.partner_reference_no.clone())
         };
         payments.record(payment("A", &[]));

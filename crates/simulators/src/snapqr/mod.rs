@@ -52,8 +52,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    self, lock, CallbackLog, CallbackSender, OutageSwitch, RecentMap, ReferenceRecords,
-    DEFAULT_REMEMBERED_REFERENCES,
+    self, lock, CallbackLog, CallbackSender, IndexedRecentMap, IndexedRecord, OutageSwitch,
+    RecentMap, ReferenceRecords, DEFAULT_REMEMBERED_REFERENCES,
 };
 
 /// A B2B token request (service 73) as a POST to `url`, ready to send with
@@ -265,58 +265,19 @@ pub struct PaymentEntry {
     pub(crate) resolve_at: Option<Instant>,
 }
 
-/// Every remembered payment, by partnerReferenceNo, with an index by the
-/// referenceNo the issuer gave it: a query (61) may name a payment by either
-/// (spec §5), and both lookups are one hash probe.
-///
-/// The two maps forget in step: each payment recorded inserts one new key
-/// into both (a referenceNo is never issued twice), and each payment replaced
-/// removes its key from both, so both hold the same number of keys in the
-/// same insertion order and a full ledger forgets the same payment from each.
-pub(crate) struct Payments {
-    by_partner_reference: RecentMap<Arc<str>, PaymentEntry>,
-    /// referenceNo → partnerReferenceNo.
-    by_reference_no: RecentMap<Arc<str>, Arc<str>>,
-}
-
-impl Payments {
-    fn new(remembered: usize) -> Self {
-        Payments {
-            by_partner_reference: RecentMap::new(remembered, "snapqr", "payments"),
-            by_reference_no: RecentMap::new(remembered, "snapqr", "payment_reference_nos"),
-        }
+/// Kept by partnerReferenceNo, found by the referenceNo the issuer gave it
+/// too: a query (61) may name a payment by either (spec §5). A referenceNo
+/// is issued once; a payment recorded under a partnerReferenceNo still
+/// remembered (one that failed or was cancelled: spec §7 lets the reference
+/// be used again, ASSUMED there) replaces the earlier one, referenceNo and
+/// all, and is the newest remembered.
+impl IndexedRecord for PaymentEntry {
+    fn key(&self) -> &str {
+        &self.partner_reference_no
     }
 
-    pub(crate) fn get(&self, partner_reference_no: &str) -> Option<&PaymentEntry> {
-        self.by_partner_reference.get(partner_reference_no)
-    }
-
-    pub(crate) fn get_mut(&mut self, partner_reference_no: &str) -> Option<&mut PaymentEntry> {
-        self.by_partner_reference.get_mut(partner_reference_no)
-    }
-
-    /// The payment the issuer numbered `reference_no`, if still remembered.
-    pub(crate) fn by_reference_no_mut(&mut self, reference_no: &str) -> Option<&mut PaymentEntry> {
-        let partner_reference_no = self.by_reference_no.get(reference_no)?;
-        self.by_partner_reference.get_mut(&**partner_reference_no)
-    }
-
-    /// Records `entry` as the newest payment. An earlier payment under its
-    /// partnerReferenceNo (one that failed or was cancelled: spec §7 lets
-    /// the reference be used again, ASSUMED there) is forgotten, referenceNo
-    /// and all, rather than overwritten, so the new one is the newest
-    /// remembered.
-    pub(crate) fn record(&mut self, entry: PaymentEntry) {
-        let partner_reference_no: Arc<str> = entry.partner_reference_no.as_str().into();
-        if let Some(earlier) = self.by_partner_reference.remove(&*partner_reference_no) {
-            self.by_reference_no.remove(earlier.reference_no.as_str());
-        }
-        self.by_reference_no.insert(
-            entry.reference_no.as_str().into(),
-            partner_reference_no.clone(),
-        );
-        self.by_partner_reference
-            .insert(partner_reference_no, entry);
+    fn secondary_key(&self) -> &str {
+        &self.reference_no
     }
 }
 
@@ -325,7 +286,7 @@ pub(crate) struct Ledger {
     pub(crate) tokens: HashMap<String, Instant>,
     /// X-EXTERNAL-IDs used, per WIB day.
     pub(crate) external_ids: RecentMap<(NaiveDate, Arc<str>), ()>,
-    pub(crate) payments: Payments,
+    pub(crate) payments: IndexedRecentMap<PaymentEntry>,
     /// By partnerRefundNo: the partnerReferenceNo of the payment it refunded
     /// (the refund itself is in that payment's `refunds`). Spec §7: a
     /// partnerRefundNo is unique per partner, across payments.
@@ -352,7 +313,12 @@ impl Ledger {
         Ledger {
             tokens: HashMap::new(),
             external_ids: RecentMap::new(remembered, "snapqr", "external_ids"),
-            payments: Payments::new(remembered),
+            payments: IndexedRecentMap::new(
+                remembered,
+                "snapqr",
+                "payments",
+                "payment_reference_nos",
+            ),
             payment_by_refund_no: RecentMap::new(remembered, "snapqr", "refunds"),
             issued_qrs: RecentMap::new(remembered, "snapqr", "issued_qrs"),
             counts: RecentMap::new(remembered, "snapqr", "requests"),
