@@ -305,9 +305,8 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
     app.wait_for_status(&txn.id, "pending", Duration::from_secs(10))
         .await;
     let events_before = app.events(&txn.id).await;
-    let published_before = stream_state(&app, subjects::EVENT_STREAM)
-        .await
-        .last_sequence;
+    let mut events = open_stream(&app, subjects::EVENT_STREAM).await;
+    let published_before = stream_state(&mut events).await.last_sequence;
     let reference = &txn.provider_reference;
 
     let http = reqwest::Client::new();
@@ -367,9 +366,7 @@ async fn hostile_xml_callback_is_refused_and_changes_nothing() {
     // reconciler: nothing was published (no check or callback of the
     // simulator's falls within the test).
     assert_eq!(
-        stream_state(&app, subjects::EVENT_STREAM)
-            .await
-            .last_sequence,
+        stream_state(&mut events).await.last_sequence,
         published_before,
         "no hostile body was published"
     );

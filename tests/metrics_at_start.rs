@@ -13,13 +13,6 @@ fn callbacks(provider: &str, result: &str) -> String {
     format!(r#"{CALLBACKS}{{provider="{provider}",result="{result}"}}"#)
 }
 
-/// The callback counter's lines of a `/metrics` page.
-fn callback_series(page: &str) -> Vec<&str> {
-    page.lines()
-        .filter(|line| line.starts_with(&format!("{CALLBACKS}{{")))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callback_receivers_counters_read_zero_right_after_start() {
     let app = TestApp::spawn().await;
@@ -76,8 +69,8 @@ async fn the_callback_receivers_counters_read_zero_right_after_start() {
     .await;
     let after = admin::get(app.callback_admin, "/metrics").await.unwrap();
     assert_eq!(
-        callback_series(&after).len(),
-        callback_series(&before).len(),
+        admin::labelled_series(&after, &[CALLBACKS]).len(),
+        admin::labelled_series(&before, &[CALLBACKS]).len(),
         "series added by the callbacks:\n{after}"
     );
 }

@@ -319,17 +319,26 @@ pub async fn wait_events_applied(app: &loket_test_support::TestApp, timeout: std
     .await;
 }
 
-/// The state of JetStream stream `stream` now: how many messages it holds,
-/// its last sequence number.
-pub async fn stream_state(
+/// JetStream stream `name` on `app`'s nats-server, opened once so that a
+/// test can read its state as often as it likes over one connection.
+pub async fn open_stream(
     app: &loket_test_support::TestApp,
-    stream: &str,
-) -> async_nats::jetstream::stream::State {
+    name: &str,
+) -> async_nats::jetstream::stream::Stream {
     let nats = async_nats::connect(app.nats.url())
         .await
         .expect("connect to nats-server");
-    let js = async_nats::jetstream::new(nats);
-    let mut stream = js.get_stream(stream).await.expect("the stream");
+    async_nats::jetstream::new(nats)
+        .get_stream(name)
+        .await
+        .expect("the stream")
+}
+
+/// The state of `stream` now: how many messages it holds, its last sequence
+/// number.
+pub async fn stream_state(
+    stream: &mut async_nats::jetstream::stream::Stream,
+) -> async_nats::jetstream::stream::State {
     stream.info().await.expect("stream info").state.clone()
 }
 
@@ -342,9 +351,10 @@ async fn until_work_queue_empty(
     left: &str,
     timeout: std::time::Duration,
 ) {
+    let mut stream = open_stream(app, stream).await;
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let count = stream_state(app, stream).await.messages;
+        let count = stream_state(&mut stream).await.messages;
         if count == 0 {
             return;
         }

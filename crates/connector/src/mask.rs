@@ -12,7 +12,9 @@
 //! one character together), and `+` for a space. A provider that echoes a
 //! PIN as `&#49;2&#x33;\u0034` therefore gets it masked just as `1234`, and
 //! so does a secret that itself looks like an escape (`p%41ss` as written).
-//! The raw text covering each occurrence is replaced by [`MASK`]. A secret
+//! The raw text covering each occurrence is replaced by [`MASK`]
+//! ([`Masker::occurrences`] tells where they are without replacing them, so
+//! that a search for a leaked secret reads text the same way). A secret
 //! is also found in upper and in lower case (a hex digest may come back in
 //! the other case). A malformed escape (`&#;`, `\u12`, `%G1`, a lone
 //! surrogate) is just the characters it is written with; an escape is not
@@ -68,8 +70,16 @@ impl Masker {
     /// the other or sharing an end) are masked as one, so no part of either
     /// is left; occurrences that only touch are masked one by one.
     pub fn mask(&self, text: &str) -> String {
+        replace(text, &self.occurrences(text))
+    }
+
+    /// The byte range of the raw text of every occurrence of a secret in
+    /// `text`, however it is written (see the module's doc), in order of
+    /// where they start (then end). Occurrences of different secrets, or of
+    /// one secret in different letter cases, may overlap.
+    pub fn occurrences(&self, text: &str) -> Vec<Range<usize>> {
         if self.secrets.is_empty() {
-            return text.to_string();
+            return Vec::new();
         }
         // Where an occurrence can start: at a secret's first character as
         // written, or at an escape. One pass over the text finds them for
@@ -102,7 +112,8 @@ impl Masker {
                 &mut occurrences,
             );
         }
-        replace(text, occurrences)
+        occurrences.sort_unstable_by_key(|occurrence| (occurrence.start, occurrence.end));
+        occurrences
     }
 }
 
@@ -160,13 +171,9 @@ fn escaped_digit_ends(text: &str, starts: &[usize]) -> Vec<usize> {
     ends
 }
 
-/// `text` with each of `occurrences` replaced by [`MASK`], overlapping ones
-/// as one.
-fn replace(text: &str, mut occurrences: Vec<Range<usize>>) -> String {
-    if occurrences.is_empty() {
-        return text.to_string();
-    }
-    occurrences.sort_unstable_by_key(|occurrence| (occurrence.start, occurrence.end));
+/// `text` with each of `occurrences` (in order of their starts) replaced by
+/// [`MASK`], overlapping ones as one.
+fn replace(text: &str, occurrences: &[Range<usize>]) -> String {
     let mut masked = String::with_capacity(text.len());
     // Where the text not yet copied starts: the end of the last mask.
     let mut copied = 0;

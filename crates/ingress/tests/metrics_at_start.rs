@@ -103,13 +103,6 @@ async fn every_counter_reads_zero_right_after_start() -> Result<()> {
     ingress.stop().await
 }
 
-/// The `loket_ingress_requests_total` lines of a `/metrics` page.
-fn request_series(page: &str) -> Vec<&str> {
-    page.lines()
-        .filter(|line| line.starts_with(&format!("{}{{", metrics::REQUESTS)))
-        .collect()
-}
-
 #[tokio::test]
 async fn each_method_is_counted_on_the_series_registered_at_start() -> Result<()> {
     let env = Backing::start(2, "ingress-metrics-test").await?;
@@ -165,8 +158,8 @@ async fn each_method_is_counted_on_the_series_registered_at_start() -> Result<()
     admin::assert_series_at(ingress.admin, &counted, "1").await;
     let after = admin::get(ingress.admin, "/metrics").await?;
     assert_eq!(
-        request_series(&after).len(),
-        request_series(&before).len(),
+        admin::labelled_series(&after, &[metrics::REQUESTS]).len(),
+        admin::labelled_series(&before, &[metrics::REQUESTS]).len(),
         "series added by the calls:\n{after}"
     );
 

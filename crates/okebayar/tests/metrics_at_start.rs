@@ -44,18 +44,6 @@ fn probes(result: &str) -> String {
     )
 }
 
-/// The lines of a `/metrics` page that are series of the labelled worker
-/// counters.
-fn labelled_series(page: &str) -> Vec<&str> {
-    page.lines()
-        .filter(|line| {
-            [metric::COMMANDS, metric::CHECK_FIRST]
-                .iter()
-                .any(|name| line.starts_with(&format!("{name}{{")))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_worker_counter_reads_zero_right_after_start() {
     let nats = NatsServer::start().expect("a private nats-server");
@@ -99,9 +87,10 @@ async fn every_worker_counter_reads_zero_right_after_start() {
     admin::assert_series_at(admin_addr, &[commands("purchase", "success")], "2").await;
     admin::assert_series_at(admin_addr, &[check_first("re-dispatched")], "1").await;
     let after = admin::get(admin_addr, "/metrics").await.unwrap();
+    let labelled = [metric::COMMANDS, metric::CHECK_FIRST];
     assert_eq!(
-        labelled_series(&after).len(),
-        labelled_series(&before).len(),
+        admin::labelled_series(&after, &labelled).len(),
+        admin::labelled_series(&before, &labelled).len(),
         "series added by the commands:\n{after}"
     );
 

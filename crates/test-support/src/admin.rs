@@ -66,6 +66,20 @@ pub async fn assert_series_at(addr: SocketAddr, series: &[String], expected: &st
     );
 }
 
+/// The lines of a `/metrics` page that are labelled series (`name{…} value`)
+/// of any of the metrics `names`: counting them before and after some calls
+/// tells whether the calls added a series that was not registered at start.
+pub fn labelled_series<'p>(page: &'p str, names: &[&str]) -> Vec<&'p str> {
+    page.lines()
+        .filter(|line| {
+            names.iter().any(|name| {
+                line.strip_prefix(name)
+                    .is_some_and(|labels| labels.starts_with('{'))
+            })
+        })
+        .collect()
+}
+
 /// Waits (at most 10 s) until `series` reads `expected`; panics with what it
 /// read last.
 pub async fn until_metric_is(addr: SocketAddr, series: &str, expected: &str) {

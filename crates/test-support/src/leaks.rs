@@ -18,20 +18,21 @@
 //!   or the test brought its own database ([`crate::TestOptions::database_url`]).
 //!
 //! The search ignores letter case (a secret echoed in capitals is still
-//! out) and also looks for the forms a secret takes when JSON-escaped or
-//! percent-encoded. A secret of digits only (a numeric PIN) counts only
-//! where it stands alone, as the masker defines a leak (see
-//! [`Canaries::add`]). A private key of ours is looked for in every form it
-//! could be written in (PEM lines, its private parts in decimal, hex and as
-//! `Debug` prints them, its DER as base64), not only as configured
-//! ([`Canaries::add_key`]). OkeBayar's signature, `md5(userid + PIN + reference)`,
-//! is a secret too (a numeric PIN is brute-forced back from one signature
-//! and its reference): the check computes it for every reference it can
-//! see and looks for each. So is SNAP's B2B token request signature (it
+//! out) and reads the texts as the masker (`loket_connector::mask::Masker`)
+//! does: a secret is found however it is escaped (JSON, percent-encoding,
+//! XML references, in any mix), and one of digits only (a numeric PIN)
+//! only where it stands alone (see [`Canaries::add`]). A private key of
+//! ours is looked for in every form it could be written in (PEM lines, its
+//! private parts in decimal, hex and as `Debug` prints them, its DER as
+//! base64), not only as configured ([`Canaries::add_key`]). OkeBayar's
+//! signature, `md5(userid + PIN + reference)`, is a secret too (a numeric
+//! PIN is brute-forced back from one signature and its reference): the
+//! check computes it for every reference it can see and looks for each. So is SNAP's B2B token request signature (it
 //! gets a token when replayed): one for every second the app ran.
 
 use std::collections::HashSet;
 
+use loket_connector::mask::Masker;
 use sqlx::types::chrono::{DateTime, Utc};
 
 use crate::app::{TestApp, USERID};
@@ -108,9 +109,10 @@ impl Canaries {
     }
 
     /// Adds a secret. One of digits only (a numeric PIN) is found only
-    /// where it stands alone, not glued to other digits: that is how the
-    /// masker (`loket_connector::mask`) defines its leak, as inside a longer
-    /// number (a serial number, an amount, a timestamp) it may be chance.
+    /// where it stands alone, not glued to other digits (written or
+    /// escaped): that is how the masker (`loket_connector::mask`) defines
+    /// its leak, as inside a longer number (a serial number, an amount, a
+    /// timestamp) it may be chance.
     /// The form OkeBayar signs, glued to the user id and the reference, is
     /// covered by the signature canaries.
     pub fn add(&mut self, name: impl Into<String>, value: impl Into<String>) {
@@ -388,67 +390,31 @@ async fn assert_services_used_the_nats_password(app: &TestApp) {
     );
 }
 
-/// Every canary of `canaries`, in each of its [`forms`], found in one of
-/// the `places` (a name and its text, lower-cased): what it is, where, and
-/// the line it was in (the secret replaced by its name).
+/// Every canary of `canaries` found in one of the `places` (a name and its
+/// text, lower-cased), read the way the masker reads text, so that the check
+/// and the masker agree on what a leak is: what it is, where, and the line
+/// of its first occurrence (the secret, as written there, replaced by its
+/// name).
 fn canaries_found(canaries: &Canaries, places: &[(&str, String)]) -> Vec<String> {
     let mut found = Vec::new();
     for canary in canaries.iter() {
-        for form in forms(&canary.value) {
-            for (place, text) in places {
-                if let Some(at) = find_canary(text, &form) {
-                    found.push(format!(
-                        "{} reached {place}: {}",
-                        canary.name,
-                        line_around(text, at, &form, &canary.name)
-                    ));
-                }
+        let masker = Masker::new([canary.value.as_str()]);
+        for (place, text) in places {
+            if let Some(occurrence) = masker.occurrences(text).first() {
+                found.push(format!(
+                    "{} reached {place}: {}",
+                    canary.name,
+                    line_around(
+                        text,
+                        occurrence.start,
+                        &text[occurrence.clone()],
+                        &canary.name
+                    )
+                ));
             }
         }
     }
     found
-}
-
-/// `value` lower-cased, and as JSON escapes it (`/` as `\/`) and as
-/// percent-encoding writes it, where those differ.
-fn forms(value: &str) -> Vec<String> {
-    let value = value.to_ascii_lowercase();
-    let mut forms = vec![value.clone()];
-    let escaped = value.replace('/', "\\/");
-    let encoded: String = value
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02x}"),
-        })
-        .collect();
-    for form in [escaped, encoded] {
-        if !forms.contains(&form) {
-            forms.push(form);
-        }
-    }
-    forms
-}
-
-/// Where `form` of a canary is in `text`: anywhere, or, for one of digits
-/// only, where no digit is glued to it (see [`Canaries::add`]).
-fn find_canary(text: &str, form: &str) -> Option<usize> {
-    if !form.bytes().all(|b| b.is_ascii_digit()) {
-        return text.find(form);
-    }
-    let mut from = 0;
-    while let Some(found) = text[from..].find(form) {
-        let start = from + found;
-        let end = start + form.len();
-        let glued = text[..start].ends_with(|c: char| c.is_ascii_digit())
-            || text[end..].starts_with(|c: char| c.is_ascii_digit());
-        if !glued {
-            return Some(start);
-        }
-        // An overlapping occurrence may still stand alone: one digit on.
-        from = start + 1;
-    }
-    None
 }
 
 fn is_hex(text: &str) -> bool {
