@@ -1349,10 +1349,7 @@ async fn notify_token_as_the_issuer(app: &TestApp) -> String {
     let issuer =
         loket_snapqr::sign::load_private_key(fixture.sim_settings.issuer_private_key.expose())
             .unwrap();
-    let stamp = chrono::Utc::now()
-        .with_timezone(&loket_protocol::wib())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
+    let stamp = loket_protocol::wib::timestamp(chrono::Utc::now());
     let signed = loket_snapqr::b2b_token::signed_request(
         &issuer,
         loket_test_support::snapqr::NOTIFY_CLIENT_KEY,

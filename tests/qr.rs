@@ -256,8 +256,8 @@ async fn forged_replayed_and_duplicate_notifies() {
     // Signed with the wrong key → 401.
     let (wrong_pem, _) = loket_snapqr::sign::generate_key_pair();
     let wrong_key = loket_snapqr::sign::load_private_key(&wrong_pem).unwrap();
-    let now = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap());
-    let fresh = now.format("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    let now = chrono::Utc::now();
+    let fresh = loket_protocol::wib::timestamp(now);
     let forged = send(
         loket_snapqr::callback::sign_notify_rsa(&wrong_key, path, body.as_bytes(), &fresh),
         body.clone(),
@@ -273,9 +273,7 @@ async fn forged_replayed_and_duplicate_notifies() {
         .unwrap();
     assert_eq!(flipped.status().as_u16(), 401);
     // Genuinely signed but 10 minutes old (a replay outside the window) → 401.
-    let stale = (now - chrono::Duration::minutes(10))
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
+    let stale = loket_protocol::wib::timestamp(now - chrono::Duration::minutes(10));
     let replay = send(
         loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &stale),
         body.clone(),
@@ -389,10 +387,7 @@ fn signed_success_notify_with(
         loket_test_support::snapqr::MERCHANT_ID
     );
     let path = "/callback/snapqr";
-    let stamp = chrono::Utc::now()
-        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
+    let stamp = loket_protocol::wib::timestamp(chrono::Utc::now());
     let headers =
         loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &stamp);
     let url = app.callback_url().replace("/okebayar", "/snapqr");

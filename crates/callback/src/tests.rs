@@ -650,10 +650,7 @@ async fn snap_mode_b_issuers_get_a_token_from_us_and_sign_notifies_with_it() {
     };
     let sink = Arc::new(MemorySink::default());
     let app = router(AppState::new(&settings, parsers(&settings).unwrap(), sink.clone()).unwrap());
-    let stamp = chrono::Utc::now()
-        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
+    let stamp = loket_protocol::wib::timestamp(chrono::Utc::now());
     let token_request = |signed: loket_snapqr::b2b_token::SignedRequest| {
         let mut request = http::Request::post("/v1.0/access-token/b2b")
             .header(header::CONTENT_TYPE, "application/json");
@@ -761,10 +758,7 @@ async fn snap_issuers_get_the_receivers_refusals_in_snap_form() {
         (router(state), sink)
     };
     let path = "/v1.0/qr/qr-cpm-notify";
-    let stamp = chrono::Utc::now()
-        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
+    let stamp = loket_protocol::wib::timestamp(chrono::Utc::now());
     let notify = |body: String, source: &str| {
         let mut request = http::Request::post(path);
         for (name, value) in

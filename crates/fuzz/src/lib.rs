@@ -299,10 +299,7 @@ fn snap_notify() -> &'static SnapNotify {
 pub fn snapqr_notify(data: &[u8]) -> bool {
     let (issuer, _, _, _) = keys();
     let notify = snap_notify();
-    let stamp = now()
-        .with_timezone(&loket_snapqr::connector::wib())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
+    let stamp = loket_protocol::wib::timestamp(now());
     let path = loket_snapqr::NOTIFY_PATH;
     let signed_by_issuer = loket_snapqr::callback::sign_notify_rsa(issuer, path, data, &stamp);
     let signed_with_token =

@@ -37,10 +37,7 @@ impl Drop for Harness {
 }
 
 fn stamp() -> String {
-    chrono::Utc::now()
-        .with_timezone(&loket_protocol::wib())
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
+    loket_protocol::wib::timestamp(chrono::Utc::now())
 }
 
 /// Starts a simulator onboarding [`MERCHANT`], with `tune` applied to its

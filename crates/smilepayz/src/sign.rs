@@ -58,12 +58,7 @@ impl CallbackRecipe {
 /// The `X-TIMESTAMP` value for `now` in `style` (second precision).
 pub fn timestamp(style: TimestampStyle, now: DateTime<Utc>) -> String {
     match style {
-        TimestampStyle::Wib => {
-            let wib = loket_protocol::wib();
-            now.with_timezone(&wib)
-                .format("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string()
-        }
+        TimestampStyle::Wib => loket_protocol::wib::timestamp(now),
         TimestampStyle::Utc => now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     }
 }

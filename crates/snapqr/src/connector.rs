@@ -152,10 +152,7 @@ pub use loket_protocol::wib;
 /// `X-TIMESTAMP` now, in the configured format.
 pub fn format_timestamp(format: TimestampFormat, at: chrono::DateTime<Utc>) -> String {
     match format {
-        TimestampFormat::Offset => at
-            .with_timezone(&wib())
-            .format("%Y-%m-%dT%H:%M:%S%:z")
-            .to_string(),
+        TimestampFormat::Offset => loket_protocol::wib::timestamp(at),
         TimestampFormat::OffsetMillis => at
             .with_timezone(&wib())
             .format("%Y-%m-%dT%H:%M:%S%.3f%:z")

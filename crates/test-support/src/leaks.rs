@@ -10,6 +10,7 @@
 //!   and event streams are work queues: a message leaves them once acked,
 //!   so what passed through them and was handled is no longer there to
 //!   see (the update stream keeps its messages);
+//! - what the app's nats-server logged ([`crate::nats::NatsServer::log`]);
 //! - what the shared PostgreSQL server logged since the app started (its
 //!   errors, with the values they quote). Other tests' lines are in it too,
 //!   but every test's app has the same canaries, so any hit is a leak.
@@ -268,6 +269,7 @@ pub struct Checked {
     pub log_bytes: usize,
     pub database_bytes: usize,
     pub stream_bytes: usize,
+    pub nats_log_bytes: usize,
     /// `None` when the PostgreSQL server's log was not read (see the
     /// module's doc).
     pub postgres_log_bytes: Option<usize>,
@@ -275,8 +277,8 @@ pub struct Checked {
 
 /// Asserts that no canary, and no OkeBayar signature of a reference seen in
 /// the database or the texts, is in the captured logs, the database (every
-/// row of every table), `errors`, the JetStream streams or the PostgreSQL
-/// server's log (see the module's doc). The logs and the database must
+/// row of every table), `errors`, the JetStream streams, the nats-server's
+/// log or the PostgreSQL server's log (see the module's doc). The logs and the database must
 /// first be shown to hold every transaction of `ids`, and the services to
 /// have connected to the bus with its password, so an absence means
 /// something. A failure names the secret and the place, with the line it
@@ -295,6 +297,14 @@ pub async fn assert_no_secret_leaked(
     }
     assert_services_used_the_nats_password(app).await;
     let streams = app.dump_streams().await;
+    let nats_log = app
+        .nats
+        .log()
+        .unwrap_or_else(|error| panic!("the nats-server log: {error}"));
+    assert!(
+        nats_log.contains("Server is ready"),
+        "the nats-server log is the server's: {nats_log}"
+    );
     let postgres_log = app.postgres_log.as_ref().map(|mark| {
         mark.written_since()
             .unwrap_or_else(|error| panic!("the PostgreSQL log: {error}"))
@@ -304,6 +314,7 @@ pub async fn assert_no_secret_leaked(
         ("a database row", database.to_ascii_lowercase()),
         ("an error message", errors.to_ascii_lowercase()),
         ("a JetStream message", streams.to_ascii_lowercase()),
+        ("the nats-server log", nats_log.to_ascii_lowercase()),
     ];
     if let Some(postgres_log) = &postgres_log {
         places.push(("the PostgreSQL log", postgres_log.to_ascii_lowercase()));
@@ -362,6 +373,7 @@ pub async fn assert_no_secret_leaked(
         log_bytes: logs.len(),
         database_bytes: database.len(),
         stream_bytes: streams.len(),
+        nats_log_bytes: nats_log.len(),
         postgres_log_bytes: postgres_log.as_ref().map(String::len),
     }
 }
@@ -557,23 +569,29 @@ mod tests {
         }
     }
 
-    /// The check reads the bus and the PostgreSQL server's log: a secret
-    /// in a header or the payload of a message stored in any stream, or
-    /// quoted by the server in its log (here in a statement it refused),
-    /// is found there.
+    /// The check reads the bus and the servers' logs: a secret in a header
+    /// or the payload of a message stored in any stream, quoted by
+    /// PostgreSQL in its log (here in a statement it refused) or by
+    /// nats-server in its own (here as the user of a refused login), is
+    /// found there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn the_canary_check_finds_a_secret_on_the_bus_and_in_the_postgres_log() {
+    async fn the_canary_check_finds_a_secret_on_the_bus_and_in_the_servers_logs() {
         use futures::FutureExt as _;
 
         let app = TestApp::spawn().await;
         // Of this test only: the server's log is shared with other tests.
         let planted = |place: &str| format!("PLANTED-{place}-{}", uuid::Uuid::new_v4().simple());
-        let (in_header, in_payload, in_statement) =
-            (planted("header"), planted("payload"), planted("statement"));
+        let (in_header, in_payload, in_statement, in_login) = (
+            planted("header"),
+            planted("payload"),
+            planted("statement"),
+            planted("login"),
+        );
         let mut canaries = Canaries::default();
         canaries.add("the secret in a header", &in_header);
         canaries.add("the secret in a payload", &in_payload);
         canaries.add("the secret in a statement", &in_statement);
+        canaries.add("the secret in a login", &in_login);
 
         let js =
             async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.expect("nats"));
@@ -603,6 +621,10 @@ mod tests {
             .execute(&app.pool)
             .await
             .expect_err("not a number");
+        async_nats::ConnectOptions::with_user_and_password(in_login.clone(), "wrong".into())
+            .connect(app.nats.url())
+            .await
+            .expect_err("an unknown user is refused");
 
         let failure =
             std::panic::AssertUnwindSafe(assert_no_secret_leaked(&app, &[], "", &canaries))
@@ -615,6 +637,7 @@ mod tests {
         for expected in [
             "the secret in a header reached a JetStream message",
             "the secret in a payload reached a JetStream message",
+            "the secret in a login reached the nats-server log",
         ] {
             assert!(failure.contains(expected), "{expected}: {failure}");
         }

@@ -9,6 +9,10 @@
 //! tests start. The server's list of connections
 //! ([`NatsServer::users_by_connection`]) tells the two apart, so a service of
 //! a `TestApp` that connected without the password is seen.
+//!
+//! The server writes its own log to a file in its store
+//! ([`NatsServer::log`]), which the canary check reads too: it names a user
+//! whose login failed, for one.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -48,6 +52,9 @@ pub fn binary() -> String {
     }
     "nats-server".to_string()
 }
+
+/// The server's log file, in its store (kept across a restart).
+const LOG_FILE: &str = "nats-server.log";
 
 /// Attempts at a free port: another test may take the one picked before
 /// nats-server binds it.
@@ -101,6 +108,8 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(store.path())
+            .arg("-l")
+            .arg(store.path().join(LOG_FILE))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,6 +156,12 @@ impl NatsServer {
             "nats://{SERVICE_USER}:{CANARY_PASSWORD}@127.0.0.1:{}",
             self.port
         )
+    }
+
+    /// What the server has logged since it first started.
+    pub fn log(&self) -> std::io::Result<String> {
+        let bytes = std::fs::read(self.store.path().join(LOG_FILE))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The name and the authenticated user of every client connection the
