@@ -56,6 +56,17 @@ async fn settle(
     id: &str,
     status: TransactionStatus,
 ) -> Result<review::SettledView, CliError> {
+    settle_declaring(app, id, status, false).await
+}
+
+/// [`settle`], declaring the serial number the transaction holds void
+/// (`--void-serial-number`) when `void_serial_number`.
+async fn settle_declaring(
+    app: &TestApp,
+    id: &str,
+    status: TransactionStatus,
+    void_serial_number: bool,
+) -> Result<review::SettledView, CliError> {
     let transaction_id = id.parse().unwrap();
     let args = SettleArgs {
         transaction_id,
@@ -68,7 +79,7 @@ async fn settle(
         reason: REASON.into(),
         operator: "siti".into(),
         serial_number: None,
-        void_serial_number: false,
+        void_serial_number,
         wait: Duration::from_secs(10),
         nats_url: Some(app.nats.url()),
     };
@@ -184,12 +195,20 @@ async fn an_operator_settles_a_transaction_in_review_and_the_client_sees_it() {
     .unwrap_err();
     assert!(matches!(unknown, CliError::NotFound(_)), "{unknown}");
 
-    // The operator confirmed with OkeBayar that nothing was charged.
-    let settled = settle(&app, &txn.id, TransactionStatus::Failed)
+    // The late success's serial number is on the parked transaction, the
+    // provider's evidence of delivery: failed over it is refused.
+    assert_eq!(parked.serial_number.as_deref(), Some("SN-LATE"));
+    let refused = refusal(&app, &txn.id, TransactionStatus::Failed).await;
+    assert!(refused.contains("evidence of delivery"), "{refused}");
+
+    // The operator confirmed with OkeBayar that nothing was delivered or
+    // charged, and declares the serial number void.
+    let settled = settle_declaring(&app, &txn.id, TransactionStatus::Failed, true)
         .await
         .unwrap();
     assert_eq!(settled.found.transaction.id, txn.id);
     assert_eq!(settled.found.transaction.status, "failed");
+    assert_eq!(settled.found.transaction.serial_number, None);
     assert_eq!(settled.found.reviewed_from.as_deref(), Some("failed"));
     let last = settled.found.events.last().unwrap();
     assert_eq!(

@@ -637,7 +637,7 @@ impl Reconciler {
             // Its check may not have left before a crash, so it is asked
             // again, unless nothing could come of it.
             let check = (!event.verified
-                && plan::callback_check_skipped(row.status(), claim, false).is_none())
+                && plan::callback_check_skipped(&row, claim, false).is_none())
             .then_some(&row);
             return self
                 .duplicate(Some(row.id), &event.event_id, check, trace)
@@ -651,9 +651,9 @@ impl Reconciler {
             let claimed = claim.map_or("unspecified", Outcome::as_str);
             // The window is asked about only when nothing else rules the
             // check out (a final transaction the claim agrees with).
-            let mut skipped = plan::callback_check_skipped(status, claim, false);
+            let mut skipped = plan::callback_check_skipped(&row, claim, false);
             if skipped.is_none()
-                && write::same_claim_checked_within(
+                && write::same_claim_check_unanswered_within(
                     &mut tx,
                     row.id,
                     claimed,
@@ -661,7 +661,7 @@ impl Reconciler {
                 )
                 .await?
             {
-                skipped = plan::callback_check_skipped(status, claim, true);
+                skipped = plan::callback_check_skipped(&row, claim, true);
             }
             let record = EventRecord {
                 source: "callback",

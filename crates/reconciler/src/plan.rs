@@ -129,27 +129,35 @@ pub fn callback_check_id(transaction_id: Uuid, callback_event_id: &str) -> Strin
 }
 
 /// How long after an unverified callback asked for a status check another
-/// callback making the same claim about the same transaction asks for none:
-/// the check asked first answers it. A provider repeating its callback with
-/// a changed body (each copy a new event), or a sender flooding copies, then
-/// costs one check per claim and window instead of one per copy.
+/// callback making the same claim about the same transaction asks for none
+/// while that check is unanswered: the check asked first will answer it. A
+/// provider repeating its callback with a changed body (each copy a new
+/// event), or a sender flooding copies, then costs one check in flight per
+/// claim instead of one per copy. Once the check has answered (perhaps
+/// before the provider's records caught up with its callback), the next
+/// copy asks again.
 pub const CALLBACK_RECHECK_SECS: i64 = 30;
 
-/// Why an unverified callback claiming `claim` about a transaction in
-/// `status` asks for no status check, if it asks none (money-safety rule 5:
-/// the check is all such a callback can cause). A final transaction is
-/// asked again only when the claim contradicts it (a provider reversing
-/// itself), since nothing else could change it; `checked_recently` says a
-/// callback with the same claim asked for one less than
+/// Why an unverified callback claiming `claim` about `row` asks for no
+/// status check, if it asks none (money-safety rule 5: the check is all
+/// such a callback can cause). A final transaction is asked again only when
+/// the claim contradicts it, since nothing else could change it: a provider
+/// reversing itself, or, against a failure for no record at the provider,
+/// any claim but failure (the provider holds the transaction after all,
+/// [`contradicts_no_record`]). `checked_recently` says a callback with the
+/// same claim asked for a check that is still unanswered, less than
 /// [`CALLBACK_RECHECK_SECS`] ago.
 pub fn callback_check_skipped(
-    status: Option<TransactionStatus>,
+    row: &TransactionRow,
     claim: Option<Outcome>,
     checked_recently: bool,
 ) -> Option<String> {
     let claimed = claim.map_or("nothing readable", Outcome::as_str);
-    if let Some(status) = status.filter(|s| s.is_final()) {
-        let contradicts = claim.is_some_and(|c| c.is_final() && c.as_str() != status.as_str());
+    if let Some(status) = row.status().filter(|s| s.is_final()) {
+        let contradicts = match claim {
+            Some(claim) if claim.is_final() => claim.as_str() != status.as_str(),
+            _ => failed_for_no_record(row),
+        };
         if !contradicts {
             return Some(format!(
                 "the transaction is already {status}, which the callback's claim ({claimed}) \
@@ -595,6 +603,16 @@ pub fn plan(
                 Verdict::Kept
             }
             Decision::Conflict => {
+                // The provider's serial number, its evidence of delivery, is
+                // kept even from a report not believed: an operator settling
+                // the case failed must then declare it void
+                // (`Refusal::HoldsSerialNumber`).
+                Writer::merge(
+                    &mut w.changed,
+                    &mut w.row.serial_number,
+                    report.serial_number.clone(),
+                    false,
+                );
                 let kind = if report.outcome.is_final() {
                     "conflicting final reports"
                 } else {
@@ -882,14 +900,20 @@ fn restarts_the_no_record_clock(report: &Report) -> bool {
     report.outcome != Outcome::Unknown || report.sent || report.provider_trace.is_some()
 }
 
+/// Whether `row` failed because the provider had no record of it
+/// ([`NOT_FOUND_CODE`]).
+fn failed_for_no_record(row: &TransactionRow) -> bool {
+    row.status() == Some(TransactionStatus::Failed)
+        && row.provider_code.as_deref() == Some(NOT_FOUND_CODE)
+}
+
 /// Whether `report` contradicts the row's failure for "no record at the
 /// provider" ([`NOT_FOUND_CODE`]) although it claims no final outcome: the
 /// provider holds the transaction as pending, or a request was sent whose
 /// outcome is unknown. Either way money may move after all, so the failure
 /// goes to review rather than standing unchallenged.
 fn contradicts_no_record(row: &TransactionRow, report: &Report) -> bool {
-    row.status() == Some(TransactionStatus::Failed)
-        && row.provider_code.as_deref() == Some(NOT_FOUND_CODE)
+    failed_for_no_record(row)
         && match report.outcome {
             Outcome::Pending => true,
             Outcome::Unknown => report.sent,

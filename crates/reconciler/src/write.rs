@@ -84,18 +84,25 @@ pub(crate) async fn callback_claim(
 
 /// Whether an unverified callback claiming `claimed` (as its event records
 /// it) asked for a status check of `transaction_id` less than `within_secs`
-/// ago, by the database's clock (which stamped the event).
-pub(crate) async fn same_claim_checked_within(
+/// ago, by the database's clock (which stamped the event), that has not
+/// been answered yet: no later event records a report under the check's id
+/// ([`crate::plan::callback_check_id`]).
+pub(crate) async fn same_claim_check_unanswered_within(
     conn: &mut PgConnection,
     transaction_id: Uuid,
     claimed: &str,
     within_secs: i64,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM transaction_events \
-         WHERE transaction_id = $1 AND source = 'callback' \
-         AND detail->>'action' = 'status_check' AND detail->>'claimed_outcome' = $2 \
-         AND at > now() - make_interval(secs => $3))",
+        "SELECT EXISTS (SELECT 1 FROM transaction_events asked \
+         WHERE asked.transaction_id = $1 AND asked.source = 'callback' \
+         AND asked.detail->>'action' = 'status_check' \
+         AND asked.detail->>'claimed_outcome' = $2 \
+         AND asked.at > now() - make_interval(secs => $3) \
+         AND NOT EXISTS (SELECT 1 FROM transaction_events answer \
+           WHERE answer.transaction_id = $1 AND answer.id > asked.id \
+           AND starts_with(answer.detail->>'event_id', \
+             'chk:' || $1::text || ':cb:' || (asked.detail->>'event_id') || ':')))",
     )
     .bind(transaction_id)
     .bind(claimed)

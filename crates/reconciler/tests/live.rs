@@ -490,17 +490,33 @@ async fn conflicts_park_for_review_and_unsigned_callbacks_only_ask() -> Result<(
 }
 
 /// Copies of an unsigned callback (each body a little different, so each a
-/// new event) cost one status check per claim and window, and none at all
-/// when the transaction is final and the claim agrees; each copy is still
-/// recorded in the event log.
+/// new event) cost one status check in flight per claim, and none at all
+/// when the transaction is final and the claim agrees; once that check has
+/// answered, the next copy asks again; each copy is recorded in the event
+/// log. A transaction failed for no record at the provider is asked again
+/// by any callback about it.
 #[tokio::test]
 async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result<()> {
     let env = env().await?;
     let reconciler = reconciler(&env);
     let callback_subject = subjects::callback(loket_protocol::Provider::OkeBayar);
+    let result_subject = subjects::result(loket_protocol::Provider::OkeBayar);
     let trace = TraceContext::new_root();
     let mut checks = env.nats.subscribe("loket.cmd.okebayar.status").await?;
     loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
+    // The next check published: its transaction and its message id.
+    let mut next_check = async || -> Result<(String, String)> {
+        let check = tokio::time::timeout(Duration::from_secs(5), checks.next())
+            .await?
+            .context("check")?;
+        let msg_id = check
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .context("message id")?;
+        Ok((bus::Command::decode(check.payload)?.transaction_id, msg_id))
+    };
 
     let pending = insert(&env, "pending", "prepaid_purchase", "").await?;
     let settled = insert(
@@ -535,6 +551,7 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         apply(callback(pending, 1, pb::Outcome::Success, "000")).await?,
         asked(pending)
     );
+    assert_eq!(next_check().await?.0, pending.to_string());
     assert_eq!(
         apply(callback(pending, 2, pb::Outcome::Success, "000")).await?,
         noted(pending)
@@ -547,6 +564,7 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         apply(callback(pending, 4, pb::Outcome::Failed, "204")).await?,
         asked(pending)
     );
+    assert_eq!(next_check().await?.0, pending.to_string());
     // A final transaction: an agreeing claim asks nothing, a reversal asks.
     assert_eq!(
         apply(callback(settled, 1, pb::Outcome::Success, "000")).await?,
@@ -560,11 +578,49 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         apply(callback(settled, 3, pb::Outcome::Failed, "204")).await?,
         asked(settled)
     );
-    // A flood of that reversal costs no more checks than one copy.
+    let (checked, reversal_check) = next_check().await?;
+    assert_eq!(checked, settled.to_string());
+    // A flood of that reversal costs no more checks than one copy while
+    // the check is on its way.
     assert_eq!(
         apply(callback(settled, 4, pb::Outcome::Failed, "204")).await?,
         noted(settled)
     );
+    // The check answers success still (the provider's records behind its
+    // callback): kept. The reversal claimed once more asks again, though
+    // within the window: the answer it waited for came, and said nothing
+    // of the reversal.
+    let stale = result_event(settled, &reversal_check, pb::Outcome::Success, "000");
+    reconciler
+        .apply_event(&result_subject, &stale.encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(status_of(&env.pool, settled).await?, "success");
+    assert_eq!(
+        apply(callback(settled, 5, pb::Outcome::Failed, "204")).await?,
+        asked(settled)
+    );
+    assert_eq!(next_check().await?.0, settled.to_string());
+
+    // Failed for a definite reason, a late "pending" changes nothing; failed
+    // for no record, the provider calling back at all shows it holds the
+    // transaction, so it is asked.
+    let refused = insert(&env, "failed", "prepaid_purchase", "provider_code = '204'").await?;
+    let not_found = insert(
+        &env,
+        "failed",
+        "prepaid_purchase",
+        "provider_code = 'NOT_FOUND'",
+    )
+    .await?;
+    assert_eq!(
+        apply(callback(refused, 1, pb::Outcome::Pending, "002")).await?,
+        noted(refused)
+    );
+    assert_eq!(
+        apply(callback(not_found, 1, pb::Outcome::Pending, "002")).await?,
+        asked(not_found)
+    );
+    assert_eq!(next_check().await?.0, not_found.to_string());
 
     // The same copy again (the provider retrying past the bus's window):
     // a duplicate, and still nothing to ask.
@@ -575,20 +631,8 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         }
     );
 
-    let mut asked_for = Vec::new();
-    while let Ok(Some(check)) =
-        tokio::time::timeout(Duration::from_millis(500), checks.next()).await
-    {
-        asked_for.push(bus::Command::decode(check.payload)?.transaction_id);
-    }
-    asked_for.sort();
-    let mut expected = vec![
-        pending.to_string(),
-        pending.to_string(),
-        settled.to_string(),
-    ];
-    expected.sort();
-    assert_eq!(asked_for, expected, "one check per claim asked");
+    let more = tokio::time::timeout(Duration::from_millis(500), next_check()).await;
+    assert!(more.is_err(), "no other check asked: {more:?}");
 
     let actions: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT detail->>'action', detail->>'no_check_because' FROM transaction_events \
@@ -659,6 +703,11 @@ async fn a_failed_bill_payment_contradicted_after_a_second_payment_still_reaches
     assert_eq!(row.status, "needs_review");
     assert_eq!(row.reviewed_from.as_deref(), Some("failed"));
     assert!(row.review_reason.unwrap().contains("203"));
+    assert_eq!(
+        row.serial_number.as_deref(),
+        Some("SN-1"),
+        "the late success's serial number is kept for the review"
+    );
 
     // The guard still holds for the payment that succeeded.
     let third = insert(&env, "received", "bill_payment", &paying).await;
@@ -670,12 +719,19 @@ async fn a_failed_bill_payment_contradicted_after_a_second_payment_still_reaches
 
     // An operator cannot settle the parked payment success while the second
     // one holds the inquiry (the update would break the guard on every
-    // redelivery): refused, and recorded. Failed it may be.
-    let decision = settle(&env, first, pb::TransactionStatus::Success, "").await?;
-    assert_eq!(unchanged(&decision), Some(TransactionStatus::NeedsReview));
+    // redelivery): refused, and recorded. Failed it may be, over the late
+    // success's serial number only declared void.
+    let applied = settle(&env, first, pb::TransactionStatus::Success, "").await?;
+    assert_eq!(unchanged(&applied), Some(TransactionStatus::NeedsReview));
     let refusal = newest_refusal(&env, first).await?;
     assert!(refusal.contains(&second.to_string()), "{refusal}");
-    settle(&env, first, pb::TransactionStatus::Failed, "").await?;
+    let applied = settle(&env, first, pb::TransactionStatus::Failed, "").await?;
+    assert_eq!(unchanged(&applied), Some(TransactionStatus::NeedsReview));
+    let refusal = newest_refusal(&env, first).await?;
+    assert!(refusal.contains("evidence of delivery"), "{refusal}");
+    let mut void = decision(&env, first, pb::TransactionStatus::Failed, "").await?;
+    void.void_serial_number = true;
+    apply_decision(&reconciler, &void).await?;
     assert_eq!(status_of(&env.pool, first).await?, "failed");
     Ok(())
 }

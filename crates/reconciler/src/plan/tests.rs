@@ -189,8 +189,16 @@ fn conflicting_finals_go_to_review_with_both_outcomes_named() {
     // The recorded provider fields stay those of the first final report.
     assert_eq!(plan.next.provider_code.as_deref(), Some("204"));
     assert_eq!(plan.next.provider_message.as_deref(), Some("Nomor salah"));
-    assert_eq!(plan.next.serial_number, None);
     assert_eq!(plan.next.finalized_at, finalized);
+    // The serial number the disbelieved report carried is kept: the
+    // evidence an operator must not settle the case failed over unawares.
+    assert_eq!(plan.next.serial_number.as_deref(), Some("SN-X"));
+    let refused = plan_decision(&plan.next, &decision(S::Failed, None), SEEN, None, now).unwrap();
+    assert_eq!(refused.verdict, Verdict::Refused);
+    assert_eq!(
+        refused.event.detail["refused"],
+        Refusal::HoldsSerialNumber.to_string()
+    );
     assert_eq!(plan.event.to_status, Some(S::NeedsReview));
     assert_eq!(plan.event.source, "status_check");
     // Once parked, further reports change nothing.
@@ -1402,43 +1410,58 @@ fn a_callback_claim_against_a_settled_transaction_its_check_cannot_settle_goes_t
 #[test]
 fn a_callback_asks_a_final_transaction_again_only_when_it_contradicts_it() {
     use Outcome as O;
-    for (status, claim) in [
-        (S::Success, Some(O::Success)),
-        (S::Success, Some(O::Pending)),
-        (S::Success, None),
-        (S::Failed, Some(O::Failed)),
-        (S::Failed, Some(O::Unknown)),
+    let failed = failed_with("204");
+    for (row, claim) in [
+        (row(S::Success), Some(O::Success)),
+        (row(S::Success), Some(O::Pending)),
+        (row(S::Success), None),
+        (failed.clone(), Some(O::Failed)),
+        (failed.clone(), Some(O::Unknown)),
+        (failed.clone(), Some(O::Pending)),
+        (failed_with(NOT_FOUND_CODE), Some(O::Failed)),
     ] {
-        let why = callback_check_skipped(Some(status), claim, false);
+        let why = callback_check_skipped(&row, claim, false);
         assert!(
             why.as_deref()
-                .is_some_and(|w| w.contains(&format!("already {status}"))),
-            "{status} with claim {claim:?}: {why:?}"
+                .is_some_and(|w| w.contains(&format!("already {}", row.status))),
+            "{} with claim {claim:?}: {why:?}",
+            row.status
         );
     }
-    for (status, claim) in [(S::Success, O::Failed), (S::Failed, O::Success)] {
+    for (row, claim) in [
+        (row(S::Success), Some(O::Failed)),
+        (failed.clone(), Some(O::Success)),
+        // Failed for no record, yet the provider calls back about it: it
+        // holds the transaction after all, whatever it claims.
+        (failed_with(NOT_FOUND_CODE), Some(O::Pending)),
+        (failed_with(NOT_FOUND_CODE), Some(O::Unknown)),
+        (failed_with(NOT_FOUND_CODE), None),
+        (failed_with(NOT_FOUND_CODE), Some(O::Success)),
+    ] {
         assert_eq!(
-            callback_check_skipped(Some(status), Some(claim), false),
+            callback_check_skipped(&row, claim, false),
             None,
-            "a reversal claimed on {status} is checked"
+            "{claim:?} claimed on {} ({:?}) is checked",
+            row.status,
+            row.provider_code
         );
     }
     for status in [S::Pending, S::Unknown, S::Received, S::NeedsReview] {
         assert_eq!(
-            callback_check_skipped(Some(status), Some(O::Success), false),
+            callback_check_skipped(&row(status), Some(O::Success), false),
             None
         );
     }
 }
 
 #[test]
-fn a_claim_checked_within_the_window_asks_for_no_second_check() {
+fn a_claim_whose_check_is_unanswered_within_the_window_asks_for_no_second_check() {
     let why =
-        callback_check_skipped(Some(S::Pending), Some(Outcome::Success), true).expect("skipped");
+        callback_check_skipped(&row(S::Pending), Some(Outcome::Success), true).expect("skipped");
     assert!(why.contains("same claim (success)"), "{why}");
     // A contradiction of a final state is no exception: the first copy's
-    // check is already answering it.
-    assert!(callback_check_skipped(Some(S::Failed), Some(Outcome::Success), true).is_some());
+    // check is still to answer it.
+    assert!(callback_check_skipped(&failed_with("204"), Some(Outcome::Success), true).is_some());
 }
 
 fn method_only(method: &str) -> Option<pb::PaymentInstructions> {
