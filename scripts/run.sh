@@ -367,8 +367,11 @@ start_service() {
   shift
   [ -f "$LOG_DIR/$name.log" ] && mv "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
   (
-    # The simulator uses neither (and would warn about both at start).
-    if [ "$name" != sim ]; then
+    # The simulator uses neither (and would warn about both at start; the
+    # database URL is exported above for loketctl).
+    if [ "$name" = sim ]; then
+      unset LOKET_NATS_URL LOKET_DATABASE_URL
+    else
       export LOKET_NATS_URL=$NATS_URL LOKET_DATABASE_URL=$DATABASE_URL
     fi
     export LOKET_ADMIN_ADDR=127.0.0.1:${ADMIN_PORT[$name]}
@@ -505,6 +508,9 @@ In another shell:
   $ctl purchase --ref pending-1 --product PULSA10 --account 089900000002 --wait 10s
   # a definite failure: wrong number (204)
   $ctl purchase --ref wrong-1 --product PULSA10 --account 089900000204 --wait 10s
+  # a provider timeout: the reply comes after ours (README, "make run")
+  $ctl purchase --ref slow-1 --product PULSA10 --account 089900000901
+  $ctl get --ref slow-1       # RECEIVED, UNKNOWN after 45 s, SUCCESS after about 80 s
 
   $ctl get --ref first-1
   $ctl list

@@ -1209,6 +1209,42 @@ async fn a_pay_in_amount_beyond_the_cap_is_an_invalid_amount() {
     assert_eq!(status, 200, "{reply}");
 }
 
+/// A pay-in naming a method that is not among the merchant's active
+/// channels (`pay_in_methods`, ASSUMED) is refused `4039x04` "no active
+/// channel" and creates nothing; the active ones, and no method at all (the
+/// hosted page), are taken.
+#[tokio::test]
+async fn a_pay_in_with_a_method_not_active_is_refused_and_creates_nothing() {
+    let s = setup().await;
+    let path = loket_smilepayz::wire::PAY_IN_PATH;
+    for method in ["FOOBAR", "qris", "OVO"] {
+        let order = reference();
+        let mut body = pay_in_body(&order);
+        body["paymentMethod"] = method.into();
+        let (status, reply) = post_signed(&s, path, body).await;
+        assert_eq!(
+            (status, response_code(&reply)),
+            (403, "4039004"),
+            "{method}: {reply}"
+        );
+        assert!(reply.to_string().contains("no active channel"), "{reply}");
+        assert!(s.sim.order(&order).is_none(), "{method}: nothing created");
+    }
+    for method in [Some("QRIS"), Some("PERMATA"), Some("W_DANA"), None] {
+        let order = reference();
+        let mut body = pay_in_body(&order);
+        match method {
+            Some(method) => body["paymentMethod"] = method.into(),
+            None => {
+                body.as_object_mut().unwrap().remove("paymentMethod");
+            }
+        }
+        let (status, reply) = post_signed(&s, path, body).await;
+        assert_eq!(status, 200, "{method:?}: {reply}");
+        assert!(s.sim.order(&order).is_some(), "{method:?}");
+    }
+}
+
 /// `expiryPeriod` defaults to 3600 only when absent (spec §5); any other
 /// form than whole seconds in 1..=86400 is an invalid field.
 #[tokio::test]

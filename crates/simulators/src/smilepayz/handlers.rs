@@ -363,14 +363,19 @@ fn order_fields(
 fn scenario_refusal(scenario: Scenario, svc: &str) -> Option<Response> {
     match scenario {
         Scenario::RateLimited => Some(error(429, svc, "00", "TOO_MANY_REQUESTS")),
-        Scenario::ChannelDisabled => Some(error(
-            403,
-            svc,
-            "04",
-            "Insufficient configuration: no active channel",
-        )),
+        Scenario::ChannelDisabled => Some(no_active_channel(svc)),
         _ => None,
     }
+}
+
+/// `403xx04`: the merchant has no active channel for what it asked.
+fn no_active_channel(svc: &str) -> Response {
+    error(
+        403,
+        svc,
+        "04",
+        "Insufficient configuration: no active channel",
+    )
 }
 
 fn money_json(amount: i64) -> Value {
@@ -402,6 +407,9 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
     let method = text(&value, "paymentMethod").unwrap_or_default();
     let payer = value.get("payer").cloned().unwrap_or(Value::Null);
     let payer_name = text(&payer, "name").unwrap_or_default();
+    if !method.is_empty() && !sim.inner.settings.pay_in_methods.contains(&method) {
+        return no_active_channel(svc);
+    }
     if method == "W_OVO" && text(&payer, "phone").is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [payer.phone]");
     }

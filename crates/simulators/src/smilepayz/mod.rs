@@ -74,6 +74,12 @@ pub struct SmilepayzSimSettings {
     pub max_skew_seconds: i64,
     /// Accept `-` and `_` in orderNo (spec §10 Q1; off = alphanumeric only).
     pub allow_order_no_separators: bool,
+    /// The pay-in channels active for the merchant. A pay-in naming another
+    /// `paymentMethod` is refused `4039x04` "no active channel", nothing
+    /// created. ASSUMED list: spec §5 names `QRIS`, VA bank codes (`BCA`,
+    /// `BRI`, …) and wallets (`W_DANA`, `W_OVO`); the full list is open (§10
+    /// Q6).
+    pub pay_in_methods: Vec<String>,
     /// Pay-out account, available balance at start (IDR).
     pub initial_payout_balance: i64,
     /// Pay-in account at start (IDR).
@@ -110,6 +116,11 @@ impl Default for SmilepayzSimSettings {
             allowed_ips: Vec::new(),
             max_skew_seconds: 300,
             allow_order_no_separators: false,
+            pay_in_methods: [
+                "QRIS", "BCA", "BRI", "BNI", "MANDIRI", "PERMATA", "CIMB", "W_DANA", "W_OVO",
+            ]
+            .map(String::from)
+            .to_vec(),
             initial_payout_balance: 1_000_000_000,
             initial_payin_balance: 0,
             callback_url: None,
