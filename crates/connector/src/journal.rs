@@ -118,7 +118,8 @@ impl SendJournal {
     /// Before sending a transaction's request again (it was recorded
     /// before): when the journal's last send for it is older than `grace`
     /// and the transaction is not settled, moves that time to now, durably,
-    /// and returns true (send). Otherwise, or with no record at all, returns
+    /// and returns true (send). Otherwise, with no record at all, or after
+    /// the provider refused a send of it ([`Self::mark_refused`]), returns
     /// false (do not send: a request made less than `grace` ago may not show
     /// at the provider yet, or still be in flight). One statement, so of two
     /// workers racing only one may send.
@@ -159,6 +160,21 @@ impl SendJournal {
         .fetch_one(&self.pool)
         .await
         .map_err(|error| JournalError::Database(error.to_string()))
+    }
+
+    /// Marks `transaction_id`'s send as definitely refused by the provider
+    /// (a failure by its code table): from now on [`Self::renew_if_older`]
+    /// and [`Self::touch`] allow no send, so a redelivered command whose
+    /// status check finds no record (a refusal often leaves none) does not
+    /// send it again before the reconciler has applied the refusal.
+    pub async fn mark_refused(&self, transaction_id: &str) -> Result<(), JournalError> {
+        let transaction_id = parse_id(transaction_id)?;
+        sqlx::query("UPDATE send_intents SET refused_at = now() WHERE transaction_id = $1")
+            .bind(transaction_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| JournalError::Database(error.to_string()))?;
+        Ok(())
     }
 
     /// Moves `transaction_id`'s last send to now, just before a send that
@@ -239,12 +255,13 @@ async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
 }
 
 /// The statement that moves transaction `$1`'s last send to now when
-/// `condition` holds of its record and the transaction is not settled,
+/// `condition` holds of its record, the provider refused no send of it
+/// ([`SendJournal::mark_refused`]) and the transaction is not settled,
 /// returning its id when it did.
 fn dated_now_if(condition: &str) -> String {
     format!(
         "UPDATE send_intents SET recorded_at = now() \
-         WHERE transaction_id = $1 AND {condition} \
+         WHERE transaction_id = $1 AND {condition} AND refused_at IS NULL \
          AND NOT EXISTS (SELECT 1 FROM transactions WHERE id = $1 AND status IN {SETTLED}) \
          RETURNING transaction_id"
     )

@@ -16,7 +16,9 @@
 //!    ([`loket_protocol::horizon`]) also asks first, and is not sent even
 //!    when the provider has no record: its journal entry may have been
 //!    pruned. After "no record", it sends again only once the journal's last
-//!    send is older than the provider's [`Connector::resend_grace`]; and a
+//!    send is older than the provider's [`Connector::resend_grace`], and never
+//!    after the provider definitely refused it (a refusal often leaves no
+//!    record: [`SendJournal::mark_refused`]); and a
 //!    status check that itself sends again (a SNAP refund's) goes out at most
 //!    once per its interval ([`Connector::status_check_resends`]);
 //! 3. refuses to send a money-moving request once the message's ack deadline
@@ -554,7 +556,7 @@ async fn decide_and_call<C: Connector>(
                 Ok(false) => {
                     tracing::warn!(
                         grace_ms = grace.as_millis() as u64,
-                        "provider has no record of our reference yet, but we sent it less than the resend grace ago (or it has settled since): not sending now; the command comes back after the grace"
+                        "provider has no record of our reference yet, but we sent it less than the resend grace ago (or it has settled since, or the provider refused it): not sending now; the command comes back after the grace"
                     );
                     return Decided::Later(grace);
                 }
@@ -624,6 +626,16 @@ async fn decide_and_call<C: Connector>(
             &mut report.detail,
             "refused when sent again: the earlier send may have been taken, so not failed",
         );
+    }
+    if report.outcome == Outcome::Failed {
+        // A definite refusal often leaves no record at the provider: were
+        // this command redelivered before the reconciler applied the
+        // refusal, its status check would find none, and the request would
+        // go again (a pay-out refused for lack of balance, accepted once
+        // the balance is topped up). The journal forbids that from now on.
+        if let Err(error) = journal.mark_refused(&command.transaction_id).await {
+            tracing::error!(%error, "the provider's refusal could not be marked in the send journal; a redelivery finding no record could send again");
+        }
     }
     if report.outcome == Outcome::Unknown && report.detail.is_empty() {
         report.detail = "outcome unknown; a status check will resolve it".into();
@@ -1223,26 +1235,45 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_of_a_request_sent_again_decides_nothing() {
         let (journal, pool) = journal_and_pool().await;
+        let accepting = FakeProvider::new(false, Duration::ZERO, None);
         let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
         let command = pay_out(&uuid::Uuid::now_v7().to_string());
         let before = Instant::now();
-        let first = decided(&refusing, &journal, &command, 1).await;
-        assert_eq!(first.outcome, Outcome::Failed, "{first:?}");
+        let first = decided(&accepting, &journal, &command, 1).await;
+        assert_eq!(first.outcome, Outcome::Pending, "{first:?}");
         assert!(
-            refusing
+            accepting
                 .last_journal_time()
                 .is_some_and(|at| at >= before && at <= Instant::now()),
             "a send carries when its journal entry was written"
         );
         sent_earlier(&pool, &command, SEND_START_MARGIN).await;
         let again = decided(&refusing, &journal, &command, 2).await;
-        assert_eq!(refusing.requests(), (2, 1));
+        assert_eq!(refusing.requests(), (1, 1));
         assert_eq!(again.outcome, Outcome::Unknown, "{again:?}");
         assert!(
             again.detail.contains("refused when sent again"),
             "{}",
             again.detail
         );
+    }
+
+    /// A request the provider definitely refused is never sent again: a
+    /// redelivery before the reconciler applied the refusal finds no record
+    /// (a refusal often leaves none, Smilepayz creates no order), yet
+    /// sends nothing, however long ago the refused send was.
+    #[tokio::test]
+    async fn a_request_the_provider_refused_is_never_sent_again() {
+        let (journal, pool) = journal_and_pool().await;
+        let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        let first = decided(&refusing, &journal, &command, 1).await;
+        assert_eq!(first.outcome, Outcome::Failed, "{first:?}");
+        sent_earlier(&pool, &command, Duration::from_secs(3600)).await;
+        let accepting = FakeProvider::new(false, Duration::ZERO, None);
+        let again = decision(&accepting, &journal, &command, 2).await;
+        assert_eq!(accepting.requests(), (0, 1), "checked, never sent");
+        assert!(matches!(again, Decided::Later(_)), "{again:?}");
     }
 
     /// A first delivery that waited in the pull buffer past most of the
