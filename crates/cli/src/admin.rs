@@ -11,15 +11,17 @@ use crate::output::{
     ProductView, ProductsLoadedView, KEY_SHOWN_ONCE,
 };
 use crate::products::Product;
+use crate::setting::required;
 use crate::CliError;
 
 /// Connects with a small pool (the CLI runs one statement at a time).
 pub async fn connect(url: Option<&Secret>) -> Result<PgPool, CliError> {
-    let url = url.filter(|url| !url.is_empty()).ok_or_else(|| {
-        CliError::Usage(
-            "this command needs the database: set LOKET_DATABASE_URL (or --database-url)".into(),
-        )
-    })?;
+    let url = required(
+        url,
+        "this command needs the database",
+        "LOKET_DATABASE_URL",
+        "--database-url",
+    )?;
     Ok(loket_runtime::db::connect(url, 2).await?)
 }
 
@@ -51,7 +53,8 @@ pub async fn create_client(pool: &PgPool, name: &str) -> Result<CreatedClientVie
         }),
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
             if error.constraint().is_some_and(|c| c.contains("name")) {
-                Err(CliError::Usage(format!("client {name:?} already exists")))
+                // The command line is right; what is stored refuses it.
+                Err(CliError::Refused(format!("client {name:?} already exists")))
             } else {
                 // A 256-bit collision is not going to happen; say so plainly if it does.
                 Err(CliError::Query(

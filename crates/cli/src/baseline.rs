@@ -81,11 +81,12 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<BaselineReport, CliError> {
     let concurrency = args.concurrency as usize;
-    let url = database_url.filter(|url| !url.is_empty()).ok_or_else(|| {
-        CliError::Usage(
-            "baseline needs the database: set LOKET_DATABASE_URL (or --database-url)".into(),
-        )
-    })?;
+    let url = crate::setting::required(
+        database_url,
+        "baseline needs the database",
+        "LOKET_DATABASE_URL",
+        "--database-url",
+    )?;
     // One connection per loop and per updater, plus one for set-up.
     let pool = loket_runtime::db::connect(url, (2 * args.concurrency + 1).min(200)).await?;
     let nats = loket_runtime::bus::connect_once(nats_url, "loketctl baseline").await?;

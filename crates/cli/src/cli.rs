@@ -169,7 +169,7 @@ pub struct PayArgs {
     #[arg(long)]
     pub inquiry: String,
     /// The inquiry's total in whole rupiah (e.g. 52500); must match it.
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_amount, allow_negative_numbers = true)]
     pub amount: i64,
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
@@ -195,7 +195,7 @@ pub struct QrPayArgs {
     #[arg(long = "ref")]
     pub client_ref: String,
     /// Whole rupiah, plain digits (e.g. 10000).
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_amount, allow_negative_numbers = true)]
     pub amount: i64,
     /// The QR content scanned from the customer's app.
     #[arg(long = "qr")]
@@ -238,7 +238,7 @@ pub struct QrRefundArgs {
     #[arg(long = "txn")]
     pub transaction_id: String,
     /// Whole rupiah to refund, plain digits.
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_amount, allow_negative_numbers = true)]
     pub amount: i64,
     #[arg(long)]
     pub reason: Option<String>,
@@ -251,7 +251,7 @@ pub struct PayInArgs {
     #[arg(long = "ref")]
     pub client_ref: String,
     /// Whole rupiah, plain digits (e.g. 150000).
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_amount, allow_negative_numbers = true)]
     pub amount: i64,
     /// QRIS, a VA bank code (BCA, BRI...) or a wallet (W_DANA, W_OVO...);
     /// default: a hosted payment page.
@@ -282,7 +282,7 @@ pub struct PayOutArgs {
     #[arg(long = "ref")]
     pub client_ref: String,
     /// Whole rupiah, plain digits (10000 to 999999999).
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_amount, allow_negative_numbers = true)]
     pub amount: i64,
     /// Bank or wallet code (BCA, BRI, DANA, OVO...).
     #[arg(long)]
@@ -575,7 +575,10 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 /// Whole rupiah as plain digits. `10.000` and `10,000` are refused: in
 /// Indonesian the dot groups thousands, elsewhere it is a decimal point, and a
-/// payment must not depend on which one the operator meant.
+/// payment must not depend on which one the operator meant. Its flags take
+/// a value with a leading hyphen (`allow_negative_numbers`), so `--amount
+/// -5` is answered here, naming the flag, not by clap as an unexpected
+/// argument `-5`.
 pub fn parse_amount(text: &str) -> Result<i64, String> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -812,6 +815,27 @@ mod tests {
             assert!(
                 parse(&["pay", "--ref", "R", "--inquiry", "I", "--amount", bad]).is_err(),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_amount_is_answered_by_the_amount_parser_naming_the_flag() {
+        for command in [
+            &["pay", "--ref", "R", "--inquiry", "I"][..],
+            &["qr", "pay", "--ref", "Q"],
+            &["qr", "refund", "--ref", "R", "--txn", "T"],
+            &["payin", "--ref", "P"],
+            &["payout", "--ref", "O", "--method", "BCA", "--account", "1"],
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["--amount", "-5"]);
+            let error = parse(&args).unwrap_err();
+            let text = error.to_string();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{args:?}: {text}");
+            assert!(
+                text.contains("--amount") && text.contains("plain digits"),
+                "{args:?}: {text}"
             );
         }
     }

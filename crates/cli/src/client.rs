@@ -95,13 +95,25 @@ pub async fn connect(addr: &str, key: Option<&Secret>) -> Result<Client, CliErro
     Ok(LoketClient::with_interceptor(channel, interceptor))
 }
 
-/// "transport error: connection refused" rather than only the outermost text.
+/// The API key a command that calls the ingress sends: given and not
+/// blank, or bad usage said here, before connecting, rather than the
+/// server's `UNAUTHENTICATED` after it.
+pub fn api_key(key: Option<&Secret>) -> Result<&Secret, CliError> {
+    crate::setting::required(key, "no API key", "LOKET_API_KEY", "--api-key")
+}
+
+/// "transport error: tcp connect error: Connection refused" rather than
+/// only the outermost text. A cause whose text is already there (hyper's
+/// connect error repeats its own text as its source's) is left out.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
+        let cause = inner.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = inner.source();
     }
     text
@@ -122,6 +134,54 @@ mod tests {
             "lk_abc"
         );
         assert!(!format!("{interceptor:?}").contains("lk_abc"));
+    }
+
+    /// An error whose cause may say the same as it does.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|inner| inner as _)
+        }
+    }
+
+    #[test]
+    fn each_distinct_cause_is_shown_once() {
+        let error = Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error",
+                Some(Box::new(Layer(
+                    "tcp connect error",
+                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_key_is_named_before_connecting() {
+        for key in [None, Some(Secret::new(""))] {
+            let error = api_key(key.as_ref()).expect_err("no key");
+            assert_eq!(
+                error.to_string(),
+                "no API key: set LOKET_API_KEY (or --api-key)"
+            );
+            assert_eq!(error.exit_code(), 2);
+        }
+        let key = Secret::new("lk_abc");
+        assert_eq!(api_key(Some(&key)).expect("given").expose(), "lk_abc");
     }
 
     #[test]

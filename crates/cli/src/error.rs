@@ -3,6 +3,10 @@
 
 use crate::products::CatalogueErrors;
 
+/// The `code` of a usage error (a command line refused, a setting missing)
+/// under `--json`.
+pub const USAGE_CODE: &str = "USAGE";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The server answered with an error status.
@@ -41,8 +45,8 @@ pub enum CliError {
     },
     #[error("not found: {0}")]
     NotFound(String),
-    /// The transaction's state refuses what was asked (an operator's
-    /// decision on one not in needs_review).
+    /// What is stored refuses what was asked: an operator's decision on a
+    /// transaction not in needs_review, a client name already taken.
     #[error("{0}")]
     Refused(String),
     /// What was sent did not take effect within the wait; it may still.
@@ -95,9 +99,13 @@ impl CliError {
             "message": self.to_string(),
             "exit_code": self.exit_code(),
         });
-        if let CliError::Grpc(status) | CliError::Unanswered(status) = self {
-            error["code"] = code_name(status.code()).into();
-            error["details"] = status.message().into();
+        match self {
+            CliError::Grpc(status) | CliError::Unanswered(status) => {
+                error["code"] = code_name(status.code()).into();
+                error["details"] = status.message().into();
+            }
+            CliError::Usage(_) => error["code"] = USAGE_CODE.into(),
+            _ => {}
         }
         serde_json::json!({ "error": error })
     }

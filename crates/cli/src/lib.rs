@@ -1,7 +1,9 @@
 //! loketctl, the command line of loket, as a library so its parsing,
 //! validation and printing are unit-tested. It owns: the clap command tree
-//! ([`cli`]), the gRPC client with the `x-api-key` interceptor ([`client`]),
-//! the gRPC commands ([`commands`]), the database-side commands — migrations,
+//! ([`cli`]) and what is printed for a command line it refuses ([`args`]),
+//! the gRPC client with the `x-api-key` interceptor ([`client`]), the
+//! settings a flag or the environment gives ([`setting`]), the gRPC
+//! commands ([`commands`]), the database-side commands — migrations,
 //! client API keys, the product catalogue ([`admin`], [`products`],
 //! [`keys`]), the support search by any reference ([`find`]) and finance's
 //! export for reconciling with a provider ([`export`]) — operators' review
@@ -17,6 +19,7 @@
 //! created; the database and NATS URLs never.
 
 pub mod admin;
+pub mod args;
 pub mod baseline;
 pub mod bench;
 pub mod cli;
@@ -30,6 +33,7 @@ pub mod keys;
 pub mod output;
 pub mod products;
 pub mod review;
+pub mod setting;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,8 +48,6 @@ use output::{render, render_line, Format, TransactionView};
 /// the binary to print on stderr with a non-zero exit code.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let format = if cli.json { Format::Json } else { Format::Text };
-    let addr = cli.addr.as_str();
-    let key = cli.api_key.as_ref();
 
     match &cli.command {
         Command::Migrate => {
@@ -85,22 +87,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         },
         Command::Purchase(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(
                 format,
                 &commands::purchase(&mut client, args).await?,
             ))?;
         }
         Command::Inquire(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::inquire(&mut client, args).await?))?;
         }
         Command::Pay(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::pay(&mut client, args).await?))?;
         }
         Command::Qr(command) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             let view = match command {
                 QrCommand::Pay(args) => commands::qr_pay(&mut client, args).await?,
                 QrCommand::Query(args) => commands::qr_query(&mut client, args).await?,
@@ -110,15 +112,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print(render(format, &view))?;
         }
         Command::Payin(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::pay_in(&mut client, args).await?))?;
         }
         Command::Payout(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::pay_out(&mut client, args).await?))?;
         }
         Command::Get(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::get(&mut client, args).await?))?;
         }
         Command::Find(args) => {
@@ -163,11 +165,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             ))?;
         }
         Command::List(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::list(&mut client, args).await?))?;
         }
         Command::Watch(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             let mut stream = commands::watch(&mut client, args.id.clone()).await?;
             loop {
                 tokio::select! {
@@ -180,7 +182,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Balance(args) => {
-            let mut client = client::connect(addr, key).await?;
+            let mut client = ingress(&cli).await?;
             print(render(format, &commands::balance(&mut client, args).await?))?;
         }
         Command::Explain(args) => {
@@ -188,7 +190,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let view = if args.offline {
                 commands::explain_offline(&query)?
             } else {
-                let mut client = client::connect(addr, key).await?;
+                let mut client = ingress(&cli).await?;
                 commands::explain_online(&mut client, &query).await?
             };
             print(render(format, &view))?;
@@ -197,14 +199,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let view = if args.offline {
                 commands::codes_offline(args)
             } else {
-                let mut client = client::connect(addr, key).await?;
+                let mut client = ingress(&cli).await?;
                 commands::codes_online(&mut client, args).await?
             };
             print(render(format, &view))?;
         }
         Command::Bench(args) => {
+            let key = client::api_key(cli.api_key.as_ref())?;
             let (stop, signal) = stop_on_ctrl_c();
-            let report = bench::run(addr, key, args, stop).await;
+            let report = bench::run(&cli.addr, Some(key), args, stop).await;
             signal.abort();
             print(render(format, &report?))?;
         }
@@ -216,6 +219,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The connection a command that calls the ingress uses, with the API key
+/// it must have (missing, it is named before connecting).
+async fn ingress(cli: &Cli) -> Result<client::Client, CliError> {
+    let key = client::api_key(cli.api_key.as_ref())?;
+    client::connect(&cli.addr, Some(key)).await
 }
 
 /// A flag Ctrl-C sets, for a benchmark to stop early and still report; abort

@@ -2,10 +2,8 @@
 //! `error: CODE: message` (with `--json`, as one JSON object) on stderr and
 //! exit non-zero.
 
-use clap::Parser as _;
-
 fn main() {
-    let cli = loket_cli::Cli::parse();
+    let cli = loket_cli::args::parse(std::env::args_os()).unwrap_or_else(|refusal| refusal.exit());
     let json = cli.json;
     let runtime = loket_runtime::runtime().unwrap_or_else(|error| {
         eprintln!("error: starting the tokio runtime: {error}");

@@ -61,12 +61,12 @@ pub fn decision(args: &SettleArgs) -> Result<OperatorDecision, CliError> {
 /// `LOKET_NATS_URL`. clap lets both be missing, so the usage line does not
 /// demand the flag; here a missing one is bad usage naming both.
 pub fn nats_url(args: &SettleArgs) -> Result<&str, CliError> {
-    args.nats_url
-        .as_deref()
-        .filter(|url| !url.trim().is_empty())
-        .ok_or_else(|| {
-            CliError::Usage("review settle needs NATS: set LOKET_NATS_URL (or --nats-url)".into())
-        })
+    crate::setting::required(
+        args.nats_url.as_deref(),
+        "review settle needs NATS",
+        "LOKET_NATS_URL",
+        "--nats-url",
+    )
 }
 
 /// Checks that the transaction is in `needs_review` and takes the decision
