@@ -879,7 +879,7 @@ fn open_callback_claim(
         return None;
     }
     let open = if report.not_found {
-        !(from == TransactionStatus::Failed && row.provider_code.as_deref() != Some(NOT_FOUND_CODE))
+        from != TransactionStatus::Failed || failed_for_no_record(row)
     } else {
         matches!(report.outcome, Outcome::Unknown | Outcome::Pending)
     };
