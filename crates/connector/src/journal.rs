@@ -21,6 +21,13 @@
 //! provider's "no record", or by a status check that itself re-sends) goes
 //! through [`SendJournal::renew_if_older`], which moves it forward, and
 //! allows that send only when the last one is older than the given grace.
+//!
+//! A record closed to sending (`refused_at`) allows none at all: the worker
+//! closes it when the provider definitely refused the send
+//! ([`SendJournal::mark_refused`]), and the reconciler closes it (creating it
+//! if need be) in the database transaction that fails the transaction for
+//! "no record at the provider", so a send allowed after that failure is
+//! impossible and one allowed before it stops the failure.
 
 use chrono::{DateTime, Utc};
 use loket_runtime::db::{self, HeldConnection};

@@ -414,7 +414,18 @@ impl Reconciler {
                 }
                 _ => &item.report,
             };
-            let plan = plan::plan(&before, report, now, self.policy(&before.provider))?;
+            let policy = self.policy(&before.provider);
+            let mut plan = plan::plan(&before, report, now, policy)?;
+            if plan.verdict == Verdict::NotFoundFailed
+                && !write::close_sends_for_no_record(&mut tx, before.id, policy.not_found_grace)
+                    .await?
+            {
+                let report = Report {
+                    sent_within_grace: true,
+                    ..report.clone()
+                };
+                plan = plan::plan(&before, &report, now, policy)?;
+            }
             if plan.changed {
                 stored_status
                     .entry(before.id)

@@ -32,7 +32,12 @@
 //!   acknowledged as `pending` (that goes to review instead). The clock
 //!   restarts only on a report showing the provider holds our reference, or
 //!   may from now on (`restarts_the_no_record_clock`), never on an
-//!   inconclusive one (a status check that timed out);
+//!   inconclusive one (a status check that timed out). The failure is
+//!   written only with the send journal closed to the transaction in the
+//!   same database transaction (`write::close_sends_for_no_record`); when a
+//!   send of it was recorded within the grace, the journal stays open, the
+//!   report proves nothing (`Report::sent_within_grace`) and the count
+//!   starts afresh;
 //! - a provider amount below zero is no amount: it is taken as unreadable
 //!   (flagged, deciding nothing), as the connector does;
 //! - `pending`/`unknown` get a first status check per the provider's
@@ -103,6 +108,12 @@ pub struct Report {
     /// that callback claimed (filled in by the reconciler from the event log,
     /// see [`callback_of_check`]).
     pub claimed_by_callback: Option<Outcome>,
+    /// A "no record" report only: the send journal holds a send of the
+    /// transaction made within `not_found_grace`, so the provider may not
+    /// show it yet and the report proves nothing about it (filled in by the
+    /// reconciler when the journal would not close, see
+    /// `write::close_sends_for_no_record`).
+    pub sent_within_grace: bool,
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -207,6 +218,7 @@ impl Report {
             raw: None,
             payment: None,
             claimed_by_callback: None,
+            sent_within_grace: false,
         }
     }
 
@@ -244,6 +256,7 @@ impl Report {
             raw: None,
             payment: event.payment.clone().filter(reports_something),
             claimed_by_callback: None,
+            sent_within_grace: false,
         })
     }
 
@@ -570,7 +583,7 @@ pub fn plan(
         alert = Some(reason);
         Verdict::Conflict
     } else if report.not_found {
-        plan_not_found(&mut w, from, now, policy, &mut detail, &mut alert)
+        plan_not_found(&mut w, from, report, now, policy, &mut detail, &mut alert)
     } else {
         if restarts_the_no_record_clock(report) {
             Writer::set(&mut w.changed, &mut w.row.not_found_since, None);
@@ -924,6 +937,7 @@ fn contradicts_no_record(row: &TransactionRow, report: &Report) -> bool {
 fn plan_not_found(
     w: &mut Writer,
     from: TransactionStatus,
+    report: &Report,
     now: DateTime<Utc>,
     policy: &Policy,
     detail: &mut Map<String, Value>,
@@ -946,13 +960,28 @@ fn plan_not_found(
     detail.insert("not_found_since".into(), json!(since.to_rfc3339()));
     let expiry = payment_expiry(&w.row);
     let deadline = not_found_deadline(since, expiry, policy.not_found_grace);
-    if now <= deadline {
-        // Within grace: the provider may not have recorded it yet. A
-        // `received` transaction becomes `unknown` so it gets checked.
+    let waiting = |w: &mut Writer| {
+        // The provider may not have recorded it yet. A `received`
+        // transaction becomes `unknown` so it gets checked.
         if let Decision::Move(to) = decide(from, Outcome::Unknown) {
             w.status(to);
         }
-        return Verdict::NotFoundWaiting;
+        Verdict::NotFoundWaiting
+    };
+    if now <= deadline {
+        return waiting(w);
+    }
+    if report.sent_within_grace && from != S::Pending {
+        // The connector sent the request (again) lately, perhaps after the
+        // check that found no record: the provider may hold it now, so the
+        // count starts afresh from the next "no record".
+        Writer::set(&mut w.changed, &mut w.row.not_found_since, None);
+        detail.remove("not_found_since");
+        detail.insert(
+            "note".into(),
+            json!("a send was recorded within the grace: no record proves nothing about it yet"),
+        );
+        return waiting(w);
     }
     if from == S::Pending {
         let reason = format!(

@@ -111,6 +111,39 @@ pub(crate) async fn same_claim_check_unanswered_within(
     .await
 }
 
+/// Closes the send journal to `transaction_id` before it fails for "no
+/// record at the provider", unless a send of it was recorded less than
+/// `grace` ago; returns whether it closed. Closed is the connector's own
+/// mark of a refused send (`send_intents.refused_at`, which its journal
+/// statements require to be unset before any send), and a transaction
+/// never recorded gets a closed record, which its first send then finds.
+///
+/// Run in the database transaction that writes the failure, so it and the
+/// connector's journal statements take the record's row lock in turn: a
+/// send the journal allowed first is seen here (and the transaction stays
+/// `unknown`), and one asked for afterwards is refused. Without it a
+/// command redelivered while the failure was being written could send the
+/// request again after the client was told it failed.
+pub(crate) async fn close_sends_for_no_record(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+    grace: chrono::Duration,
+) -> Result<bool, sqlx::Error> {
+    let grace_ms = grace.num_milliseconds() as f64;
+    let closed = sqlx::query_scalar::<_, Uuid>(
+        "INSERT INTO send_intents (transaction_id, refused_at) VALUES ($1, now()) \
+         ON CONFLICT (transaction_id) DO UPDATE \
+         SET refused_at = coalesce(send_intents.refused_at, excluded.refused_at) \
+         WHERE send_intents.recorded_at <= now() - make_interval(secs => $2 / 1000.0) \
+         RETURNING transaction_id",
+    )
+    .bind(transaction_id)
+    .bind(grace_ms)
+    .fetch_optional(conn)
+    .await?;
+    Ok(closed.is_some())
+}
+
 /// Everything a batch writes, in one statement (three data-modifying parts
 /// of one `WITH`, so one round trip instead of three):
 /// - `rows`: the conditional update of every column the reconciler owns, for

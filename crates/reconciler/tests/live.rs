@@ -1852,6 +1852,140 @@ async fn publish_successes(env: &Env, ids: &[Uuid]) -> Result<Vec<String>> {
     Ok(event_ids)
 }
 
+/// A status check's "no record at the provider" about `id`, as the
+/// OkeBayar connector publishes it.
+fn no_record(id: Uuid, check: u32) -> bus::ResultEvent {
+    bus::ResultEvent {
+        not_found: true,
+        provider_code: "199".into(),
+        exchanges: Vec::new(),
+        ..result_event(id, &format!("chk:{id}:{check}"), pb::Outcome::Unknown, "")
+    }
+}
+
+/// A transaction failed for "no record at the provider" is closed to
+/// sending in the same database transaction, so the connector's journal
+/// allows no send of it afterwards (one never sent gets a closed record),
+/// and one whose send the journal allowed first (recorded within the
+/// grace, or being recorded while the failure is written) is not failed:
+/// the provider may hold that request now. Without this, a command
+/// redelivered while the failure was written sent the request again after
+/// the client was told it failed.
+#[tokio::test]
+async fn no_record_fails_a_transaction_only_with_its_sends_closed() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let journal = loket_connector::journal::SendJournal::start(
+        env.pool.clone(),
+        &loket_runtime::Vital::new(Shutdown::new()),
+    );
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    let trace = TraceContext::new_root();
+    let no_record_for_an_hour = "not_found_since = now() - interval '1 hour'";
+    let record_send = |id: Uuid, ago: &'static str| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query(&format!(
+                "INSERT INTO send_intents (transaction_id, recorded_at) VALUES ($1, now() - interval '{ago}')"
+            ))
+            .bind(id)
+            .execute(&pool)
+            .await
+        }
+    };
+    let closed = |id: Uuid| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT refused_at IS NOT NULL FROM send_intents WHERE transaction_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+        }
+    };
+
+    let never_sent = insert(&env, "unknown", "prepaid_purchase", no_record_for_an_hour).await?;
+    let sent_long_ago = insert(&env, "unknown", "prepaid_purchase", no_record_for_an_hour).await?;
+    record_send(sent_long_ago, "1 hour").await?;
+    let sent_lately = insert(&env, "unknown", "prepaid_purchase", no_record_for_an_hour).await?;
+    record_send(sent_lately, "1 second").await?;
+    for (check, id) in [never_sent, sent_long_ago, sent_lately]
+        .into_iter()
+        .enumerate()
+    {
+        reconciler
+            .apply_event(
+                &subject,
+                &no_record(id, check as u32).encode_to_vec(),
+                &trace,
+            )
+            .await?;
+    }
+
+    for id in [never_sent, sent_long_ago] {
+        let row = loket_store::get(&env.pool, id).await?.context("row")?;
+        assert_eq!(row.status, "failed");
+        assert_eq!(
+            row.provider_code.as_deref(),
+            Some(loket_reconciler::plan::NOT_FOUND_CODE)
+        );
+        assert_eq!(closed(id).await?, Some(true), "closed to sending");
+        assert!(
+            !journal
+                .renew_if_older(&id.to_string(), Duration::ZERO)
+                .await?,
+            "the connector may not send it again"
+        );
+    }
+    let row = loket_store::get(&env.pool, sent_lately)
+        .await?
+        .context("row")?;
+    assert_eq!(
+        row.status, "unknown",
+        "a send within the grace may show yet"
+    );
+    assert_eq!(row.not_found_since, None, "counted afresh from the next");
+    assert!(row.next_check_at.is_some());
+    assert_eq!(closed(sent_lately).await?, Some(false));
+
+    // A connector's journal allows a send (its statement holds the record's
+    // row lock, uncommitted) while the failure is being written.
+    let racing = insert(&env, "unknown", "prepaid_purchase", no_record_for_an_hour).await?;
+    record_send(racing, "1 hour").await?;
+    let mut connector = env.pool.begin().await?;
+    let allowed = sqlx::query(
+        "UPDATE send_intents SET recorded_at = now() WHERE transaction_id = $1 AND refused_at IS NULL",
+    )
+    .bind(racing)
+    .execute(&mut *connector)
+    .await?;
+    assert_eq!(allowed.rows_affected(), 1);
+    let applying = tokio::spawn({
+        let reconciler = reconciler.clone();
+        let subject = subject.clone();
+        async move {
+            reconciler
+                .apply_event(&subject, &no_record(racing, 9).encode_to_vec(), &trace)
+                .await
+        }
+    });
+    assert_eq!(
+        backends_waiting_on_locks(&env, 1).await?,
+        1,
+        "the failure waits for the send record"
+    );
+    connector.commit().await?;
+    applying.await??;
+    assert_eq!(
+        status_of(&env.pool, racing).await?,
+        "unknown",
+        "the send came first"
+    );
+    assert_eq!(closed(racing).await?, Some(false));
+    Ok(())
+}
+
 /// How many backends wait on a row lock, once `expected` do (or after 5 s).
 async fn backends_waiting_on_locks(env: &Env, expected: i64) -> Result<i64> {
     let mut waiting = 0;

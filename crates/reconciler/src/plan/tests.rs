@@ -543,6 +543,39 @@ fn not_found_within_grace_keeps_waiting_then_fails_after_it() {
 }
 
 #[test]
+fn no_record_past_the_grace_fails_nothing_sent_within_the_grace_and_restarts_the_count() {
+    let start = t0();
+    let mut unknown = row(S::Unknown);
+    unknown.not_found_since = Some(start);
+    let after = start + Duration::minutes(6);
+    let sent_lately = Report {
+        sent_within_grace: true,
+        ..not_found("chk:x:2")
+    };
+    let kept = plan(&unknown, &sent_lately, after, &policy()).unwrap();
+    assert_eq!(kept.verdict, Verdict::NotFoundWaiting);
+    assert_eq!(kept.next.status, "unknown");
+    assert_eq!(kept.next.not_found_since, None, "counted afresh");
+    assert!(kept.next.next_check_at.is_some(), "still scheduled");
+    assert!(kept.event.detail["note"]
+        .as_str()
+        .unwrap()
+        .contains("send was recorded within the grace"));
+
+    // The next "no record" starts the count; the grace runs from it.
+    let next = plan(&kept.next, &not_found("chk:x:3"), after, &policy()).unwrap();
+    assert_eq!(next.verdict, Verdict::NotFoundWaiting);
+    assert_eq!(next.next.not_found_since, Some(after));
+
+    // A transaction the provider acknowledged as pending still goes to
+    // review: a recent send does not make its lost record less alarming.
+    let mut pending = row(S::Pending);
+    pending.not_found_since = Some(start);
+    let review = plan(&pending, &sent_lately, after, &policy()).unwrap();
+    assert_eq!(review.verdict, Verdict::NotFoundReview);
+}
+
+#[test]
 fn a_failure_for_no_record_carries_no_provider_explanation() {
     // Smilepayz's catalogue reads any upper-case word as an order status, so
     // loket's own NOT_FOUND used to be explained as an unlisted status,
