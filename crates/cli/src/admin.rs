@@ -139,8 +139,10 @@ pub async fn upsert_products(
     let mut tx = pool.begin().await?;
     let mut inserted = Vec::new();
     let mut updated = Vec::new();
+    let mut unchanged = Vec::new();
     for p in products {
-        // `xmax = 0` is true only for a row this statement inserted.
+        // `xmax = 0` is true only for a row this statement inserted; a row
+        // the file leaves as it is returns nothing.
         let row = sqlx::query(
             "INSERT INTO products (code, provider, provider_product_code, kind, price_minor, currency, description, active)
              VALUES ($1, $2, $3, $4, $5, 'IDR', $6, $7)
@@ -153,6 +155,11 @@ pub async fn upsert_products(
                  description = EXCLUDED.description,
                  active = EXCLUDED.active,
                  updated_at = now()
+             WHERE (products.provider, products.provider_product_code, products.kind,
+                    products.price_minor, products.currency, products.description, products.active)
+                 IS DISTINCT FROM
+                   (EXCLUDED.provider, EXCLUDED.provider_product_code, EXCLUDED.kind,
+                    EXCLUDED.price_minor, EXCLUDED.currency, EXCLUDED.description, EXCLUDED.active)
              RETURNING (xmax = 0) AS inserted",
         )
         .bind(&p.code)
@@ -162,12 +169,12 @@ pub async fn upsert_products(
         .bind(p.price)
         .bind(&p.description)
         .bind(p.active)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if row.try_get::<bool, _>("inserted")? {
-            inserted.push(p.code.clone());
-        } else {
-            updated.push(p.code.clone());
+        match row {
+            Some(row) if row.try_get::<bool, _>("inserted")? => inserted.push(p.code.clone()),
+            Some(_) => updated.push(p.code.clone()),
+            None => unchanged.push(p.code.clone()),
         }
     }
     let codes: Vec<String> = products.iter().map(|p| p.code.clone()).collect();
@@ -180,6 +187,7 @@ pub async fn upsert_products(
     Ok(ProductsLoadedView {
         inserted,
         updated,
+        unchanged,
         untouched,
     })
 }

@@ -10,7 +10,7 @@ pub const USAGE_CODE: &str = "USAGE";
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The server answered with an error status.
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    #[error("{}: {}{}", code_name(.0.code()), .0.message(), flag_hint(.0))]
     Grpc(tonic::Status),
     /// No answer came before the call's deadline (or the call was cancelled
     /// on the way): what was sent may still take effect.
@@ -126,6 +126,25 @@ impl CliError {
     }
 }
 
+/// loketctl's flag for the request field an `INVALID_ARGUMENT` names first
+/// (`account3: …`), where the two are called differently: the server speaks
+/// the gRPC API's field names, a loketctl user typed flags.
+fn flag_hint(status: &tonic::Status) -> String {
+    if status.code() != tonic::Code::InvalidArgument {
+        return String::new();
+    }
+    let flag = match status.message().split_once(':').map(|(field, _)| field) {
+        Some("account3") => "--months",
+        Some("client_ref") => "--ref",
+        Some("product_code") => "--product",
+        Some("inquiry_id") => "--inquiry",
+        Some("wait_ms") => "--wait",
+        Some("expiry_seconds") => "--expiry",
+        _ => return String::new(),
+    };
+    format!(" (loketctl's {flag})")
+}
+
 /// The canonical upper-case name of a gRPC status code.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
@@ -166,6 +185,32 @@ mod tests {
         assert_eq!(error.to_string(), "UNAVAILABLE: draining");
         assert_eq!(error.exit_code(), 3);
         assert_eq!(code_name(tonic::Code::AlreadyExists), "ALREADY_EXISTS");
+    }
+
+    /// The server names the API's field; the user typed a flag called
+    /// otherwise. `--json` keeps the server's own words in `details`.
+    #[test]
+    fn a_field_named_otherwise_than_its_flag_names_the_flag_too() {
+        let status = tonic::Status::invalid_argument(
+            "account3: a BPJS inquiry needs the number of months to pay, 1 to 12: required",
+        );
+        let error = CliError::from(status);
+        assert_eq!(
+            error.to_string(),
+            "INVALID_ARGUMENT: account3: a BPJS inquiry needs the number of months to pay, \
+             1 to 12: required (loketctl's --months)"
+        );
+        assert_eq!(
+            error.to_json()["error"]["details"],
+            "account3: a BPJS inquiry needs the number of months to pay, 1 to 12: required"
+        );
+        let error = CliError::from(tonic::Status::invalid_argument("client_ref: required"));
+        assert_eq!(
+            error.to_string(),
+            "INVALID_ARGUMENT: client_ref: required (loketctl's --ref)"
+        );
+        let error = CliError::from(tonic::Status::not_found("account3: not a field here"));
+        assert_eq!(error.to_string(), "NOT_FOUND: account3: not a field here");
     }
 
     /// A call whose deadline passed may still have been acted on: a script

@@ -333,6 +333,34 @@ impl TransactionView {
         }
     }
 
+    /// What a successful inquiry is for, with its id in place: the id to
+    /// give `--inquiry` is the transaction's own.
+    fn next_step(&self) -> Option<String> {
+        if self.status != "success" {
+            return None;
+        }
+        match self.kind {
+            "bill_inquiry" => {
+                let total = self
+                    .bill
+                    .as_ref()
+                    .and_then(|bill| bill.total_amount.as_ref())
+                    .map_or("<total to pay>".to_string(), |total| {
+                        total.minor.to_string()
+                    });
+                Some(format!(
+                    "pay it: loketctl pay --ref <new ref> --inquiry {} --amount {total}",
+                    self.id
+                ))
+            }
+            "prepaid_inquiry" => Some(format!(
+                "buy it: loketctl purchase --ref <new ref> --product {} --account {} --inquiry {}",
+                self.product_code, self.account, self.id
+            )),
+            _ => None,
+        }
+    }
+
     fn token_label(&self) -> &'static str {
         if self.product_code.starts_with("PLN") && self.kind == "prepaid_purchase" {
             "token"
@@ -433,6 +461,9 @@ impl Render for TransactionView {
             for (key, value) in &bill.extra {
                 out.add(&format!("  {}", key.to_ascii_lowercase()), value);
             }
+        }
+        if let Some(next) = self.next_step() {
+            out.add("next", next);
         }
         out.opt("inquiry", self.inquiry_id.as_ref());
         out.opt("our reference", self.provider_reference.as_ref());
@@ -875,6 +906,8 @@ impl Render for ProductListView {
 pub struct ProductsLoadedView {
     pub inserted: Vec<String>,
     pub updated: Vec<String>,
+    /// Products in the file whose row already said the same.
+    pub unchanged: Vec<String>,
     /// Products in the table but not in the file: left unchanged.
     pub untouched: Vec<String>,
 }
@@ -882,13 +915,17 @@ pub struct ProductsLoadedView {
 impl Render for ProductsLoadedView {
     fn text(&self) -> String {
         let mut out = format!(
-            "{} product(s) loaded: {} new, {} updated",
-            self.inserted.len() + self.updated.len(),
+            "{} product(s) loaded: {} new, {} updated, {} unchanged",
+            self.inserted.len() + self.updated.len() + self.unchanged.len(),
             self.inserted.len(),
-            self.updated.len()
+            self.updated.len(),
+            self.unchanged.len()
         );
         if !self.inserted.is_empty() {
             let _ = write!(out, "\nnew: {}", self.inserted.join(", "));
+        }
+        if !self.updated.is_empty() {
+            let _ = write!(out, "\nupdated: {}", self.updated.join(", "));
         }
         if !self.untouched.is_empty() {
             let _ = write!(
@@ -1081,9 +1118,27 @@ mod tests {
             "admin fee       IDR 2,500",
             "total to pay    IDR 52,500",
             "pay before      2025-01-31T05:06:40.000Z",
+            "next            pay it: loketctl pay --ref <new ref> \
+             --inquiry 0191d3a0-0000-7000-8000-000000000001 --amount 52500",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+
+        // A PLN token inquiry names the purchase it backs; a failed
+        // inquiry backs nothing.
+        t.kind = pb::TransactionKind::PrepaidInquiry as i32;
+        t.product_code = "PLN20".into();
+        let text = render(Format::Text, &TransactionView::from_pb(&t));
+        assert!(
+            text.contains(
+                "next            buy it: loketctl purchase --ref <new ref> --product PLN20 \
+                 --account 512345678901 --inquiry 0191d3a0-0000-7000-8000-000000000001"
+            ),
+            "{text}"
+        );
+        t.status = pb::TransactionStatus::Failed as i32;
+        let text = render(Format::Text, &TransactionView::from_pb(&t));
+        assert!(!text.contains("next "), "{text}");
     }
 
     #[test]
