@@ -180,16 +180,38 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// a fresh one. A connection held longer than the pool's `max_lifetime` is
 /// handed back too (the pool then closes it), so holding one does not
 /// bypass the pool's renewal of its connections.
+///
+/// Work on it is bounded ([`HELD_WORK_LIMIT`]): sqlx sets no keepalive on
+/// its side of a connection, so one whose server vanished without closing it
+/// (a database host crashed or failed over, a network cut) would keep a read
+/// waiting for ever, with the worker holding it, and everything queued
+/// behind that worker, stuck while the service still looks ready.
 pub struct HeldConnection {
     pool: PgPool,
     connection: Option<(PoolConnection<Postgres>, std::time::Instant)>,
+    work_limit: Duration,
 }
+
+/// The longest [`HeldConnection::with`] lets one piece of work run. Its
+/// statements wait at most [`LOCK_TIMEOUT`] for a lock and otherwise take
+/// milliseconds, so work still running after this long is waiting on a
+/// connection that will never answer.
+pub const HELD_WORK_LIMIT: Duration = Duration::from_secs(60);
 
 impl HeldConnection {
     pub fn new(pool: PgPool) -> Self {
         HeldConnection {
             pool,
             connection: None,
+            work_limit: HELD_WORK_LIMIT,
+        }
+    }
+
+    /// The same with another bound on each piece of work (tests).
+    pub fn with_work_limit(pool: PgPool, work_limit: Duration) -> Self {
+        HeldConnection {
+            work_limit,
+            ..HeldConnection::new(pool)
         }
     }
 
@@ -200,7 +222,10 @@ impl HeldConnection {
 
     /// Runs `work` on the held connection (taken from the pool first if
     /// there is none), and gives the connection back to the pool if `work`
-    /// fails.
+    /// fails. Work that has not finished within the work limit is dropped
+    /// (a database transaction it had open is then never committed) and
+    /// fails with an I/O error of kind `TimedOut`; its connection is closed,
+    /// not given back.
     pub async fn with<T, E>(
         &mut self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
@@ -220,7 +245,29 @@ impl HeldConnection {
             None => (self.pool.acquire().await?, std::time::Instant::now()),
         };
         let (connection, _) = self.connection.insert(held);
-        let result = work(&mut **connection).await;
+        let finished = tokio::time::timeout(self.work_limit, work(&mut **connection)).await;
+        let result = match finished {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some((connection, _)) = self.connection.take() {
+                    // Detached, it is dropped here: its socket closes
+                    // without a goodbye the server could not answer.
+                    drop(connection.detach());
+                }
+                tracing::error!(
+                    limit_ms = self.work_limit.as_millis() as u64,
+                    "database work did not finish in time: its connection is closed and the work given up"
+                );
+                return Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "database work did not finish within {} ms; its connection was closed",
+                        self.work_limit.as_millis()
+                    ),
+                ))
+                .into());
+            }
+        };
         if result.is_err() {
             self.connection = None;
         }
