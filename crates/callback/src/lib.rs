@@ -131,7 +131,7 @@ impl Settings {
     /// Checks what serde cannot; errors name the key.
     pub fn validate(&self) -> Result<(), Error> {
         self.allow_lists().map(|_| ())?;
-        for (key, value) in [
+        loket_runtime::config::all_positive(&[
             ("body_limit_bytes", self.body_limit_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
@@ -141,12 +141,8 @@ impl Settings {
                 "max_connections_per_source",
                 self.max_connections_per_source as u64,
             ),
-        ] {
-            if value == 0 {
-                return Err(Error::Config(format!("{key} must be greater than zero")));
-            }
-        }
-        Ok(())
+        ])
+        .map_err(Error::Config)
     }
 
     /// One list per provider. Two keys naming one provider (`OkeBayar` and

@@ -107,7 +107,13 @@ impl Settings {
                 "max_watches_per_client must be at least 1".into(),
             ));
         }
-        Ok(())
+        loket_runtime::config::all_positive(&[
+            ("db_max_connections", u64::from(self.db_max_connections)),
+            ("products_refresh_ms", self.products_refresh_ms),
+            ("publish_timeout_ms", self.publish_timeout_ms),
+            ("balance_timeout_ms", self.balance_timeout_ms),
+        ])
+        .map_err(Error::Config)
     }
 }
 
@@ -349,5 +355,34 @@ mod tests {
             "configuration error: max_watches_per_client must be at least 1"
         );
         assert!(super::Settings::default().validate().is_ok());
+    }
+
+    /// A zero timeout would fail every publish (each transaction then
+    /// waits for the sweep) or every balance call, and a zero refresh
+    /// period stops the catalogue task: refused at start, by name.
+    #[test]
+    fn zero_timeouts_and_periods_are_refused_by_name() {
+        let refused = |settings: super::Settings| settings.validate().unwrap_err().to_string();
+        assert_eq!(
+            refused(super::Settings {
+                publish_timeout_ms: 0,
+                ..Default::default()
+            }),
+            "configuration error: publish_timeout_ms must be greater than zero"
+        );
+        assert_eq!(
+            refused(super::Settings {
+                balance_timeout_ms: 0,
+                ..Default::default()
+            }),
+            "configuration error: balance_timeout_ms must be greater than zero"
+        );
+        assert_eq!(
+            refused(super::Settings {
+                products_refresh_ms: 0,
+                ..Default::default()
+            }),
+            "configuration error: products_refresh_ms must be greater than zero"
+        );
     }
 }

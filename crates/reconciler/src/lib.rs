@@ -159,7 +159,7 @@ impl Settings {
                 .map_err(|e| Error::Config(format!("schedules.{provider}: {e}")))?;
             Schedule::new(provider, schedule).map_err(|e| Error::Config(e.to_string()))?;
         }
-        let positive = [
+        loket_runtime::config::all_positive(&[
             ("concurrency", self.concurrency as u64),
             ("event_batch_max", self.event_batch_max as u64),
             ("ack_wait_ms", self.ack_wait_ms),
@@ -167,12 +167,8 @@ impl Settings {
             ("batch_size", u64::try_from(self.batch_size).unwrap_or(0)),
             ("db_max_connections", u64::from(self.db_max_connections)),
             ("prune_batch", u64::try_from(self.prune_batch).unwrap_or(0)),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(Error::Config(format!("{key} must be greater than zero")));
-            }
-        }
+        ])
+        .map_err(Error::Config)?;
         let least = [
             (
                 "send_record_retention_ms",

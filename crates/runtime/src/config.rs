@@ -179,6 +179,17 @@ fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<(Stri
     .collect()
 }
 
+/// Refuses the first of `settings` (name, value) that is zero, naming it:
+/// a zero timeout, limit or size is a typo, never a way to turn something
+/// off, and served with it a service fails every request instead of
+/// refusing to start.
+pub fn all_positive(settings: &[(&str, u64)]) -> Result<(), String> {
+    match settings.iter().find(|(_, value)| *value == 0) {
+        Some((key, _)) => Err(format!("{key} must be greater than zero")),
+        None => Ok(()),
+    }
+}
+
 /// A secret value: PIN, client secret, private key, token. `Debug` and
 /// `Display` print a mask, so a secret cannot reach a log line by accident.
 #[derive(Clone, Default, PartialEq, Eq, Serialize)]
