@@ -40,6 +40,8 @@
 //!   starts afresh;
 //! - a provider amount below zero is no amount: it is taken as unreadable
 //!   (flagged, deciding nothing), as the connector does;
+//! - a change's `updated_at` is never before the row's own (`stamped`): the
+//!   clocks that wrote them may differ;
 //! - `pending`/`unknown` get a first status check per the provider's
 //!   schedule if none is due yet; settled transactions have none.
 
@@ -719,7 +721,7 @@ pub fn plan(
         TransactionStatus::Received => {}
     }
     if w.changed {
-        w.row.updated_at = now;
+        w.row.updated_at = stamped(row, now);
     }
 
     detail.insert("verdict".into(), json!(verdict.as_str()));
@@ -772,6 +774,16 @@ pub fn plan(
         next: w.row,
         alert,
     })
+}
+
+/// The `updated_at` of a change planned at `now` to `row`: `now`, or just
+/// after the row's own when that reads later. The ingress's insert takes
+/// PostgreSQL's clock, each reconciler replica its host's, and waiting calls
+/// and `Watch` streams order a transaction's states by this time, so it must
+/// never go back: behind by more than a result takes to arrive, a clock
+/// would hide that result (a pay-in's instructions) from a waiting call.
+fn stamped(row: &TransactionRow, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.max(row.updated_at + chrono::Duration::microseconds(1))
 }
 
 /// Clears the row's `amount_mismatch` flag once the transaction has ended
@@ -848,7 +860,7 @@ pub fn plan_decision(
             }
             next.next_check_at = None;
             next.finalized_at = Some(now);
-            next.updated_at = now;
+            next.updated_at = stamped(row, now);
             (decision.status, Verdict::Settled)
         }
     };
@@ -1065,7 +1077,7 @@ pub fn plan_expiry(
     ));
     next.next_check_at = None;
     next.finalized_at = Some(now);
-    next.updated_at = now;
+    next.updated_at = stamped(row, now);
     let event = EventRecord {
         source: "sweep",
         from_status: row.status(),
@@ -1094,7 +1106,7 @@ pub fn plan_review(
     next.review_reason = Some(reason.clone());
     next.reviewed_from = Some(row.status.clone());
     next.next_check_at = None;
-    next.updated_at = now;
+    next.updated_at = stamped(row, now);
     let event = EventRecord {
         source: "review",
         from_status: row.status(),
@@ -1132,7 +1144,7 @@ pub fn plan_unwritable(
     if from != TransactionStatus::NeedsReview {
         w.park_for_review(reason.clone());
         Writer::set(&mut w.changed, &mut w.row.next_check_at, None);
-        w.row.updated_at = now;
+        w.row.updated_at = stamped(row, now);
     }
     let to = w.row.status().unwrap_or(from);
     Ok(Plan {

@@ -1602,3 +1602,32 @@ fn a_method_reported_later_is_recorded_beside_the_stored_instructions_and_never_
         json!({ "recorded": "QRIS", "reported": "BCA" })
     );
 }
+
+/// The row's time came from another clock (PostgreSQL's on insert, another
+/// replica's) that reads later than ours: a change still stamps it later,
+/// so waiting calls and watches, which order states by it, take the change.
+#[test]
+fn a_change_is_stamped_after_the_rows_own_time_whatever_our_clock_says() {
+    let ahead = t0() + Duration::minutes(10);
+    let mut received = row(S::Received);
+    received.updated_at = ahead;
+    let moved = plan(&received, &report(Outcome::Pending, "002"), t0(), &policy()).unwrap();
+    assert_eq!(moved.next.status, "pending");
+    assert!(moved.next.updated_at > ahead, "{:?}", moved.next.updated_at);
+
+    let mut stale = row(S::Pending);
+    stale.updated_at = ahead;
+    let (parked, _, _) = plan_review(&stale, t0(), Duration::hours(24));
+    assert!(parked.updated_at > ahead);
+
+    // Our clock ahead: our time, as before.
+    let later = ahead + Duration::minutes(1);
+    let moved = plan(
+        &received,
+        &report(Outcome::Pending, "002"),
+        later,
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(moved.next.updated_at, later);
+}
