@@ -71,7 +71,7 @@ async fn settle_declaring(
     let args = SettleArgs {
         transaction_id,
         // An unknown id has no history: any event id, it is not found.
-        seen_event: loket_store::newest_event(&app.pool, transaction_id)
+        seen_event: loket_store::newest_event(&app.pool, transaction_id, i64::MAX)
             .await
             .unwrap()
             .max(1),

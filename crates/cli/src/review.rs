@@ -89,7 +89,7 @@ pub async fn settle(
             row.status
         ))
     })?;
-    let newest_event = loket_store::newest_event(pool, id).await?;
+    let newest_event = loket_store::newest_event(pool, id, decision.seen_event).await?;
     if let Some(refusal) = decision.refusal(status, row.serial_number.as_deref(), newest_event) {
         return Err(CliError::Refused(format!("transaction {id}: {refusal}")));
     }

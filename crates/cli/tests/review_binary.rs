@@ -115,7 +115,9 @@ impl Env {
 
     /// The newest event of `id`'s history, as `--seen-event` takes it.
     async fn newest_event(&self, id: Uuid) -> Result<String> {
-        Ok(loket_store::newest_event(&self.pool, id).await?.to_string())
+        Ok(loket_store::newest_event(&self.pool, id, i64::MAX)
+            .await?
+            .to_string())
     }
 
     async fn status_of(&self, id: Uuid) -> Result<String> {

@@ -755,7 +755,7 @@ impl Reconciler {
         }
         let held = inquiry_held_by(&mut tx, &row, &decision).await?;
         // Under the row's lock: every event is written holding it.
-        let newest_event = loket_store::newest_event(&mut *tx, row.id).await?;
+        let newest_event = loket_store::newest_event(&mut *tx, row.id, decision.seen_event).await?;
         let plan = plan::plan_decision(&row, &decision, newest_event, held, Utc::now())?;
         write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;

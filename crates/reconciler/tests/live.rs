@@ -762,7 +762,9 @@ async fn decision(
         void_serial_number: false,
         decided_at: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
         // Rows these tests insert without a history take any event id.
-        seen_event: loket_store::newest_event(&env.pool, id).await?.max(1),
+        seen_event: loket_store::newest_event(&env.pool, id, i64::MAX)
+            .await?
+            .max(1),
     })
 }
 
@@ -1142,6 +1144,58 @@ async fn a_decision_taken_before_the_newest_event_is_refused() -> Result<()> {
     assert!(newest_refusal(&env, reopened)
         .await?
         .contains("history changed"));
+    Ok(())
+}
+
+/// An unsigned callback copy recorded without asking anything (a check
+/// for its claim is still unanswered) does not count as a change of the
+/// case: a sender repeating its callback cannot keep an operator from
+/// settling it. The copy that asked for a check still counts.
+#[tokio::test]
+async fn a_callback_copy_that_asked_nothing_does_not_stale_an_operators_decision() -> Result<()> {
+    let env = env().await?;
+    let reconciler = reconciler(&env);
+    let id = parked(&env, None).await?;
+    let subject = subjects::callback(loket_protocol::Provider::OkeBayar);
+    let copy = |n: u32| bus::CallbackEvent {
+        event_id: format!("cb:okebayar:LKT{}:000:{n}", id.simple()),
+        provider: "okebayar".into(),
+        provider_reference: format!("LKT{}", id.simple()),
+        provider_code: "000".into(),
+        verified: false,
+        claimed_outcome: pb::Outcome::Success as i32,
+        raw: format!("<status>000</status><copy>{n}</copy>"),
+        source_ip: "10.0.0.9".into(),
+        ..Default::default()
+    };
+    let trace = TraceContext::new_root();
+    let first = reconciler
+        .apply_event(&subject, &copy(1).encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(first, Applied::CheckRequested { transaction_id: id });
+    let stale = decision(&env, id, pb::TransactionStatus::Failed, "").await?;
+    let asked_first = stale.seen_event;
+
+    // A copy recorded only, after the operator looked: no news.
+    let second = reconciler
+        .apply_event(&subject, &copy(2).encode_to_vec(), &trace)
+        .await?;
+    assert_eq!(second, Applied::CallbackNoted { transaction_id: id });
+    let newest = loket_store::newest_event(&env.pool, id, i64::MAX).await?;
+    assert!(newest > asked_first, "the copy is in the history");
+    assert_eq!(
+        loket_store::newest_event(&env.pool, id, asked_first).await?,
+        asked_first
+    );
+    // Seen before the copy that asked, the case has changed: that copy
+    // is news.
+    assert_eq!(
+        loket_store::newest_event(&env.pool, id, asked_first - 1).await?,
+        asked_first
+    );
+    let applied = apply_decision(&reconciler, &stale).await?;
+    assert_eq!(unchanged(&applied), None, "{applied:?}");
+    assert_eq!(status_of(&env.pool, id).await?, "failed");
     Ok(())
 }
 

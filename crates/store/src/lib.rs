@@ -360,13 +360,23 @@ pub async fn get_by_reference(
 }
 
 /// The id of the newest event in transaction `id`'s history (0 when it has
-/// none): what an operator's decision is taken on
-/// (`loket_protocol::review::Refusal::ChangedSince`).
-pub async fn newest_event(executor: impl PgExecutor<'_>, id: Uuid) -> Result<i64, sqlx::Error> {
+/// none) that a decision taken on `seen_event` must find there
+/// (`loket_protocol::review::Refusal::ChangedSince`; `i64::MAX`: the newest
+/// of all). An unverified callback recorded after `seen_event` that asked
+/// for nothing (`action` `none`: it changes nothing and claims nothing an
+/// operator could believe) does not count, or a sender repeating one every
+/// few seconds would make the case impossible to settle.
+pub async fn newest_event(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    seen_event: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT COALESCE(max(id), 0) FROM transaction_events WHERE transaction_id = $1",
+        "SELECT COALESCE(max(id), 0) FROM transaction_events WHERE transaction_id = $1 \
+         AND (id <= $2 OR source <> 'callback' OR detail->>'action' IS DISTINCT FROM 'none')",
     )
     .bind(id)
+    .bind(seen_event)
     .fetch_one(executor)
     .await
 }
