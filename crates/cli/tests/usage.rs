@@ -10,6 +10,20 @@ mod common;
 
 use common::{loketctl, shown, stderr, stdout};
 
+/// A `review settle` with every flag but `--operator` and the settings the
+/// environment can give.
+const SETTLE_WITHOUT_OPERATOR: &[&str] = &[
+    "review",
+    "settle",
+    "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
+    "--seen-event",
+    "12",
+    "--status",
+    "failed",
+    "--reason",
+    "ticket 4711",
+];
+
 #[tokio::test]
 async fn a_flag_the_environment_gives_is_optional_in_the_usage_yet_named_when_missing(
 ) -> anyhow::Result<()> {
@@ -28,19 +42,7 @@ async fn a_flag_the_environment_gives_is_optional_in_the_usage_yet_named_when_mi
 
     let out = loketctl(
         &[],
-        &[
-            "review",
-            "settle",
-            "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
-            "--seen-event",
-            "12",
-            "--status",
-            "failed",
-            "--reason",
-            "ticket 4711",
-            "--operator",
-            "siti",
-        ],
+        &[SETTLE_WITHOUT_OPERATOR, &["--operator", "siti"]].concat(),
     )
     .await?;
     assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
@@ -132,17 +134,7 @@ async fn the_usage_line_does_not_list_flags_the_environment_gave() -> anyhow::Re
             ("LOKET_DATABASE_URL", "postgres://127.0.0.1:1/x"),
             ("LOKET_NATS_URL", "nats://127.0.0.1:1"),
         ],
-        &[
-            "review",
-            "settle",
-            "0191aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
-            "--seen-event",
-            "12",
-            "--status",
-            "failed",
-            "--reason",
-            "ticket 4711",
-        ],
+        SETTLE_WITHOUT_OPERATOR,
     )
     .await?;
     assert_eq!(out.status.code(), Some(2), "{}", shown(&out));

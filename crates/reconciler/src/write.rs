@@ -129,16 +129,16 @@ pub(crate) async fn close_sends_for_no_record(
     transaction_id: Uuid,
     grace: chrono::Duration,
 ) -> Result<bool, sqlx::Error> {
-    let grace_ms = grace.num_milliseconds() as f64;
+    let grace_secs = grace.num_milliseconds() as f64 / 1000.0;
     let closed = sqlx::query_scalar::<_, Uuid>(
         "INSERT INTO send_intents (transaction_id, refused_at) VALUES ($1, now()) \
          ON CONFLICT (transaction_id) DO UPDATE \
          SET refused_at = coalesce(send_intents.refused_at, excluded.refused_at) \
-         WHERE send_intents.recorded_at <= now() - make_interval(secs => $2 / 1000.0) \
+         WHERE send_intents.recorded_at <= now() - make_interval(secs => $2) \
          RETURNING transaction_id",
     )
     .bind(transaction_id)
-    .bind(grace_ms)
+    .bind(grace_secs)
     .fetch_optional(conn)
     .await?;
     Ok(closed.is_some())

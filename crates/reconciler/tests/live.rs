@@ -130,6 +130,22 @@ fn result_event(id: Uuid, event_id: &str, outcome: pb::Outcome, code: &str) -> b
     }
 }
 
+/// Copy `copy` of an unsigned OkeBayar callback about `id` claiming
+/// `claim` with status `code` (each copy its own event).
+fn unsigned_callback(id: Uuid, copy: u32, claim: pb::Outcome, code: &str) -> bus::CallbackEvent {
+    bus::CallbackEvent {
+        event_id: format!("cb:okebayar:LKT{}:{code}:{copy}", id.simple()),
+        provider: "okebayar".into(),
+        provider_reference: format!("LKT{}", id.simple()),
+        provider_code: code.into(),
+        verified: false,
+        claimed_outcome: claim as i32,
+        raw: format!("<status>{code}</status><copy>{copy}</copy>"),
+        source_ip: "10.0.0.9".into(),
+        ..Default::default()
+    }
+}
+
 fn reconciler(env: &Env) -> Reconciler {
     Reconciler::new(env.pool.clone(), env.js.clone(), &settings(env))
 }
@@ -526,17 +542,6 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         "serial_number = 'SN-1'",
     )
     .await?;
-    let callback = |id: Uuid, copy: u32, claim: pb::Outcome, code: &str| bus::CallbackEvent {
-        event_id: format!("cb:okebayar:LKT{}:{code}:{copy}", id.simple()),
-        provider: "okebayar".into(),
-        provider_reference: format!("LKT{}", id.simple()),
-        provider_code: code.into(),
-        verified: false,
-        claimed_outcome: claim as i32,
-        raw: format!("<status>{code}</status><copy>{copy}</copy>"),
-        source_ip: "10.0.0.9".into(),
-        ..Default::default()
-    };
     let apply = async |event: bus::CallbackEvent| {
         reconciler
             .apply_event(&callback_subject, &event.encode_to_vec(), &trace)
@@ -548,34 +553,34 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
     // The first copy claiming success asks; the next two do not; a copy
     // claiming something else asks again.
     assert_eq!(
-        apply(callback(pending, 1, pb::Outcome::Success, "000")).await?,
+        apply(unsigned_callback(pending, 1, pb::Outcome::Success, "000")).await?,
         asked(pending)
     );
     assert_eq!(next_check().await?.0, pending.to_string());
     assert_eq!(
-        apply(callback(pending, 2, pb::Outcome::Success, "000")).await?,
+        apply(unsigned_callback(pending, 2, pb::Outcome::Success, "000")).await?,
         noted(pending)
     );
     assert_eq!(
-        apply(callback(pending, 3, pb::Outcome::Success, "000")).await?,
+        apply(unsigned_callback(pending, 3, pb::Outcome::Success, "000")).await?,
         noted(pending)
     );
     assert_eq!(
-        apply(callback(pending, 4, pb::Outcome::Failed, "204")).await?,
+        apply(unsigned_callback(pending, 4, pb::Outcome::Failed, "204")).await?,
         asked(pending)
     );
     assert_eq!(next_check().await?.0, pending.to_string());
     // A final transaction: an agreeing claim asks nothing, a reversal asks.
     assert_eq!(
-        apply(callback(settled, 1, pb::Outcome::Success, "000")).await?,
+        apply(unsigned_callback(settled, 1, pb::Outcome::Success, "000")).await?,
         noted(settled)
     );
     assert_eq!(
-        apply(callback(settled, 2, pb::Outcome::Pending, "002")).await?,
+        apply(unsigned_callback(settled, 2, pb::Outcome::Pending, "002")).await?,
         noted(settled)
     );
     assert_eq!(
-        apply(callback(settled, 3, pb::Outcome::Failed, "204")).await?,
+        apply(unsigned_callback(settled, 3, pb::Outcome::Failed, "204")).await?,
         asked(settled)
     );
     let (checked, reversal_check) = next_check().await?;
@@ -583,7 +588,7 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
     // A flood of that reversal costs no more checks than one copy while
     // the check is on its way.
     assert_eq!(
-        apply(callback(settled, 4, pb::Outcome::Failed, "204")).await?,
+        apply(unsigned_callback(settled, 4, pb::Outcome::Failed, "204")).await?,
         noted(settled)
     );
     // The check answers success still (the provider's records behind its
@@ -596,7 +601,7 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
         .await?;
     assert_eq!(status_of(&env.pool, settled).await?, "success");
     assert_eq!(
-        apply(callback(settled, 5, pb::Outcome::Failed, "204")).await?,
+        apply(unsigned_callback(settled, 5, pb::Outcome::Failed, "204")).await?,
         asked(settled)
     );
     assert_eq!(next_check().await?.0, settled.to_string());
@@ -613,11 +618,11 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
     )
     .await?;
     assert_eq!(
-        apply(callback(refused, 1, pb::Outcome::Pending, "002")).await?,
+        apply(unsigned_callback(refused, 1, pb::Outcome::Pending, "002")).await?,
         noted(refused)
     );
     assert_eq!(
-        apply(callback(not_found, 1, pb::Outcome::Pending, "002")).await?,
+        apply(unsigned_callback(not_found, 1, pb::Outcome::Pending, "002")).await?,
         asked(not_found)
     );
     assert_eq!(next_check().await?.0, not_found.to_string());
@@ -625,7 +630,7 @@ async fn unsigned_callback_copies_ask_for_one_status_check_per_claim() -> Result
     // The same copy again (the provider retrying past the bus's window):
     // a duplicate, and still nothing to ask.
     assert_eq!(
-        apply(callback(settled, 1, pb::Outcome::Success, "000")).await?,
+        apply(unsigned_callback(settled, 1, pb::Outcome::Success, "000")).await?,
         Applied::Duplicate {
             transaction_id: Some(settled)
         }
@@ -1157,17 +1162,7 @@ async fn a_callback_copy_that_asked_nothing_does_not_stale_an_operators_decision
     let reconciler = reconciler(&env);
     let id = parked(&env, None).await?;
     let subject = subjects::callback(loket_protocol::Provider::OkeBayar);
-    let copy = |n: u32| bus::CallbackEvent {
-        event_id: format!("cb:okebayar:LKT{}:000:{n}", id.simple()),
-        provider: "okebayar".into(),
-        provider_reference: format!("LKT{}", id.simple()),
-        provider_code: "000".into(),
-        verified: false,
-        claimed_outcome: pb::Outcome::Success as i32,
-        raw: format!("<status>000</status><copy>{n}</copy>"),
-        source_ip: "10.0.0.9".into(),
-        ..Default::default()
-    };
+    let copy = |n: u32| unsigned_callback(id, n, pb::Outcome::Success, "000");
     let trace = TraceContext::new_root();
     let first = reconciler
         .apply_event(&subject, &copy(1).encode_to_vec(), &trace)
