@@ -60,6 +60,11 @@ pub struct Report {
     /// This delivery sent the transaction's money-moving request: the
     /// report answers that send (set by the worker, not by a provider).
     pub sent: bool,
+    /// The request this report answers never left: the connection was
+    /// refused, or there was no token to send it with ([`Report::not_sent`]).
+    /// Nothing of it reached the provider. Not carried on the bus: the
+    /// worker turns it into `sent` and, for a first send, a failure.
+    pub never_left: bool,
 }
 
 impl Report {
@@ -80,6 +85,7 @@ impl Report {
             detail: String::new(),
             payment: None,
             sent: false,
+            never_left: false,
         }
     }
 
@@ -109,6 +115,18 @@ impl Report {
         Report {
             detail: detail.into(),
             ..Report::new(Outcome::Unknown)
+        }
+    }
+
+    /// A request that never left (a connection refused, no access token to
+    /// send it with): `unknown` here, as a status check that was not made
+    /// found nothing out. For a money-moving request the worker, whose send
+    /// journal knows whether an earlier send exists, fails the transaction
+    /// when none does: then nothing of it ever reached the provider.
+    pub fn not_sent(detail: impl Into<String>) -> Self {
+        Report {
+            never_left: true,
+            ..Report::unknown(detail)
         }
     }
 

@@ -613,8 +613,25 @@ async fn decide_and_call<C: Connector>(
         ..command.clone()
     };
     let mut report = connector.execute(&sending).await;
-    report.sent = true;
+    report.sent = !report.never_left;
     report.exchanges.splice(0..0, exchanges);
+    if report.never_left && sending.first_send && report.outcome == Outcome::Unknown {
+        // Nothing of it reached the provider (a connection refused, no
+        // access token), and the journal holds no earlier send: no request
+        // for this transaction was ever anywhere, so it failed, and the
+        // journal's refusal mark below keeps it from leaving later. Left
+        // unknown, only status checks would follow, and nothing would send
+        // it: a QR cancel's check reads the payment, still in progress, so
+        // the cancel would stay unknown until the payment settled and then
+        // fail, never having been asked. A send again of an earlier one
+        // that never left stays unknown: that earlier one may have arrived.
+        tracing::warn!("the request never left, and no earlier send exists: failed");
+        report.outcome = Outcome::Failed;
+        crate::report::push_detail(
+            &mut report.detail,
+            "not sent: nothing reached the provider, and no earlier request was ever sent",
+        );
+    }
     if !sending.first_send && report.outcome == Outcome::Failed {
         // Sent again after the provider's check found no record of an
         // earlier send. It may have taken that one since, and refuse this
@@ -851,6 +868,8 @@ mod tests {
         check_takes: Duration,
         /// What it answers a money-moving request.
         answers: Outcome,
+        /// Its money-moving requests never reach it (a connection refused).
+        unreachable: bool,
         sent: AtomicUsize,
         /// Sends marked as the transaction's first ([`Command::first_send`]).
         first_sends: AtomicUsize,
@@ -869,6 +888,7 @@ mod tests {
                 check_resends,
                 check_takes: Duration::ZERO,
                 answers: Outcome::Pending,
+                unreachable: false,
                 sent: AtomicUsize::new(0),
                 first_sends: AtomicUsize::new(0),
                 checks: AtomicUsize::new(0),
@@ -891,6 +911,13 @@ mod tests {
         /// One that refuses every money-moving request (a definite failure).
         fn refusing(mut self) -> Self {
             self.answers = Outcome::Failed;
+            self
+        }
+
+        /// One whose money-moving requests never leave (its port refuses
+        /// connections); its status checks still answer.
+        fn unreachable(mut self) -> Self {
+            self.unreachable = true;
             self
         }
 
@@ -924,6 +951,9 @@ mod tests {
             loket_protocol::Provider::Smilepayz
         }
         async fn execute(&self, command: &Command) -> Report {
+            if self.unreachable {
+                return Report::not_sent("connection refused");
+            }
             self.sent.fetch_add(1, Ordering::SeqCst);
             self.journal_times
                 .lock()
@@ -1279,6 +1309,41 @@ mod tests {
     /// A first delivery that waited in the pull buffer past most of the
     /// ack wait may have been handed to another worker as well: it starts
     /// with a status check, as a redelivery does.
+    /// A first send that never left (a connection refused, no token) fails
+    /// at once, and the journal keeps it from ever leaving later; a send
+    /// again that never left decides nothing, as its earlier send may have
+    /// arrived.
+    #[tokio::test]
+    async fn a_request_that_never_left_fails_only_when_no_earlier_send_exists() {
+        let journal = journal().await;
+        let down = FakeProvider::new(false, Duration::ZERO, None).unreachable();
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        let report = decided(&down, &journal, &command, 1).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        assert!(!report.sent, "nothing left: {report:?}");
+        assert!(
+            report.detail.starts_with("connection refused; not sent"),
+            "{}",
+            report.detail
+        );
+        // Back up, finding no record of it: still nothing is sent.
+        let up = FakeProvider::new(false, Duration::ZERO, None);
+        assert!(matches!(
+            decision(&up, &journal, &command, 2).await,
+            Decided::Later(_)
+        ));
+        assert_eq!(up.requests(), (0, 1));
+
+        // Sent before, then again after "no record": that copy never left.
+        let (journal, pool) = journal_and_pool().await;
+        let command = pay_out(&uuid::Uuid::now_v7().to_string());
+        journal.record(&command.transaction_id).await.unwrap();
+        sent_earlier(&pool, &command, Duration::from_secs(60)).await;
+        let report = decided(&down, &journal, &command, 2).await;
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert!(!report.sent, "{report:?}");
+    }
+
     #[tokio::test]
     async fn a_command_held_in_the_buffer_past_the_ack_deadline_is_checked_first() {
         let journal = journal().await;

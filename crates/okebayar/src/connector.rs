@@ -733,12 +733,13 @@ fn reply_status(fields: &Fields) -> ReplyStatus<'_> {
     }
 }
 
-/// The request never left. For a money-moving operation we still answer
-/// unknown (a status check will find "not found"); an inquiry that was not
+/// The request never left. A money-moving operation's report says so
+/// ([`Report::not_sent`]): the worker fails it when its journal holds no
+/// earlier send, and leaves it unknown otherwise. An inquiry that was not
 /// sent simply failed; a status check that was not sent found nothing out.
 fn not_sent(operation: Operation, error: String) -> Report {
     if operation.moves_money() || operation == Operation::StatusCheck {
-        Report::unknown(error)
+        Report::not_sent(error)
     } else {
         Report {
             detail: error,

@@ -302,6 +302,19 @@ fn operation_specific_fields() {
     );
 }
 
+/// A purchase to a port nothing listens on never left, and the report says
+/// so: the worker fails a first send of it. A status check that could not
+/// be sent found nothing out.
+#[tokio::test]
+async fn a_purchase_refused_a_connection_never_left() {
+    let conn = connector(Format::Xml);
+    for operation in [Operation::PrepaidPurchase, Operation::StatusCheck] {
+        let report = conn.execute(&command(operation)).await;
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert!(report.never_left, "{report:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_payment_that_cannot_be_built_is_never_sent() {
     let conn = connector(Format::Xml);

@@ -300,7 +300,8 @@ impl SmilepayzConnector {
             .send(request.operation, request.path, &request.body)
             .await;
         let mut report = match transport {
-            Transport::NotSent(error) | Transport::MaybeSent(error) => Report::unknown(error),
+            Transport::NotSent(error) => Report::not_sent(error),
+            Transport::MaybeSent(error) => Report::unknown(error),
             Transport::Reply(reply) => match command.operation {
                 Operation::StatusCheck => self.classify_inquiry(command, &request, &reply),
                 _ => classify_creation(command, &request, &reply),
@@ -822,6 +823,42 @@ mod tests {
         assert_eq!(message, format!("Insufficient Balance; you signed {MASK}"));
         let exchange = &report.exchanges[0];
         assert!(exchange.response.contains(&message), "{exchange:?}");
+    }
+
+    /// A pay-out to a port nothing listens on never left, and the report
+    /// says so (the worker fails a first send of it); one the provider may
+    /// have received (a reply it never finished) did not.
+    #[tokio::test]
+    async fn a_pay_out_refused_a_connection_never_left() {
+        let (private, _) = sign::generate_key_pair();
+        let connector_to = |base_url: String| {
+            SmilepayzConnector::new(SmilepayzSettings {
+                base_url,
+                merchant_id: "20001".into(),
+                merchant_secret: Secret::new("merchant-secret-0001"),
+                merchant_private_key: Secret::new(private.clone()),
+                timeout_ms: 500,
+                connect_timeout_ms: 250,
+                ..SmilepayzSettings::default()
+            })
+            .unwrap()
+        };
+        let refused = connector_to("http://127.0.0.1:9".into())
+            .execute(&command(Operation::PayOut))
+            .await;
+        assert_eq!(refused.outcome, Outcome::Unknown, "{refused:?}");
+        assert!(refused.never_left, "{refused:?}");
+        let silent = loket_simulators::common::serve_stub(axum::Router::new().fallback(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            "late"
+        }))
+        .await
+        .unwrap();
+        let timed_out = connector_to(silent)
+            .execute(&command(Operation::PayOut))
+            .await;
+        assert_eq!(timed_out.outcome, Outcome::Unknown, "{timed_out:?}");
+        assert!(!timed_out.never_left, "{timed_out:?}");
     }
 
     proptest! {

@@ -918,7 +918,7 @@ fn read_token(transport: Transport) -> Result<FetchedToken, TokenError> {
 fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report> {
     let reply = match transport {
         Transport::Reply(reply) => reply,
-        Transport::NotSent(error) => return Err(Report::unknown(error)),
+        Transport::NotSent(error) => return Err(Report::not_sent(error)),
         Transport::MaybeSent(error) => return Err(Report::unknown(error)),
     };
     let body = match Body::parse(&reply.body) {

@@ -129,6 +129,17 @@ async fn env() -> Env {
     env_with(|_| {}).await
 }
 
+/// A connector of its own (no token yet), talking to `front`: a server
+/// that answers some paths itself and passes the rest to the simulator.
+async fn connector_behind(env: &Env, front: axum::Router) -> SnapQrConnector {
+    let base_url = loket_simulators::common::serve_stub(front).await.unwrap();
+    SnapQrConnector::new(SnapQrSettings {
+        base_url,
+        ..env.settings.clone()
+    })
+    .unwrap()
+}
+
 fn reference() -> String {
     use rand::Rng as _;
     format!("{:032x}", rand::thread_rng().gen::<u128>())
@@ -446,13 +457,7 @@ async fn a_duplicate_reference_after_success_is_success_with_the_original_refere
                 }),
             )
             .fallback_service(env.sim.router());
-        let base_url = loket_simulators::common::serve_stub(front).await.unwrap();
-        let connector = SnapQrConnector::new(SnapQrSettings {
-            base_url,
-            ..env.settings.clone()
-        })
-        .unwrap();
-        let third = connector.execute(&payment).await;
+        let third = connector_behind(&env, front).await.execute(&payment).await;
         assert_eq!(third.provider_code.as_deref(), Some("4096001"), "{code}");
         assert_eq!(third.outcome, Outcome::Unknown, "{code}: {third:?}");
         assert!(
@@ -1167,6 +1172,54 @@ async fn messages_in_the_lenient_forms_of_8_10_read_as_canonical() {
     );
 }
 
+/// With the issuer's token service failing (HTTP 503), no money-moving
+/// request leaves, and each report says so: the worker then fails a first
+/// send at once. A cancel among them would otherwise stay unknown, its
+/// status check reading the payment still in progress, and never be sent.
+#[tokio::test]
+async fn with_no_access_token_no_request_leaves_and_the_report_says_so() {
+    let env = env().await;
+    let paid = qr_payment(&env, 10_000);
+    assert_eq!(env.connector.execute(&paid).await.outcome, Outcome::Success);
+    let token_path = env.sim.path("access-token/b2b");
+    let front = axum::Router::new()
+        .route(
+            &token_path,
+            post(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }),
+        )
+        .fallback_service(env.sim.router());
+    let connector = connector_behind(&env, front).await;
+    let cancel = cancel_of(&paid);
+    let unpaid = qr_payment(&env, 10_000);
+    for command in [&cancel, &unpaid] {
+        let report = connector.execute(command).await;
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert!(report.never_left, "{report:?}");
+        assert!(
+            report.detail.contains("no B2B access token"),
+            "{}",
+            report.detail
+        );
+    }
+    let counts = env.sim.requests_for(&paid.provider_reference);
+    assert_eq!((counts.payments, counts.cancels), (1, 0), "{counts:?}");
+    assert_eq!(env.sim.requests_for(&unpaid.provider_reference).payments, 0);
+    // A cancel that went out and got no answer in time may have arrived.
+    let silent = axum::Router::new()
+        .route(
+            &env.sim
+                .path(loket_snapqr::connector::Service::Cancel.path()),
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .fallback_service(env.sim.router());
+    let report = connector_behind(&env, silent).await.execute(&cancel).await;
+    assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    assert!(!report.never_left, "{report:?}");
+}
+
 /// `command` as the worker hands it over: its send journal entry written
 /// `ago`.
 fn journaled(command: &Command, ago: Duration) -> Command {
@@ -1191,6 +1244,7 @@ async fn a_request_held_up_past_its_send_window_is_not_sent() {
     ] {
         let report = env.connector.execute(&held_up).await;
         assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert!(report.never_left, "{report:?}");
         assert!(
             report.detail.contains("not sent: held up"),
             "{}",
