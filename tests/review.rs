@@ -105,6 +105,44 @@ async fn listed(app: &TestApp, id: &str) -> Option<review::InReviewView> {
         .find(|t| t.id == id)
 }
 
+/// The simulator's `…911` scenario, the README's quick way to see a case
+/// for an operator: the provider answers `201` (failed), then its callback
+/// and the status check it asks for say `000` with a serial number. The
+/// contradiction parks the failed purchase for review, through the real
+/// callback receiver and check, and `review list` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_the_provider_contradicts_is_listed_for_review() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let txn = bought(
+        &mut client,
+        purchase("review-911", "PULSA10", &scenario("911"), 10_000),
+    )
+    .await;
+    assert_eq!(txn.status(), pb::TransactionStatus::Failed, "{txn:?}");
+    assert_eq!(txn.provider_code, "201");
+    let parked = app
+        .wait_for_status(&txn.id, "needs_review", Duration::from_secs(15))
+        .await;
+    assert_eq!(parked.reviewed_from.as_deref(), Some("failed"));
+    assert!(
+        parked.serial_number.is_some(),
+        "the check's serial number is kept as evidence: {parked:?}"
+    );
+    let counts = app.sim.requests_for(&txn.provider_reference);
+    assert_eq!(counts.purchases, 1, "{counts:?}");
+    assert!(counts.status_checks >= 1, "{counts:?}");
+    let waiting = listed(&app, &txn.id).await.expect("listed while in review");
+    assert_eq!(waiting.reviewed_from.as_deref(), Some("failed"));
+    assert!(
+        waiting
+            .review_reason
+            .as_deref()
+            .is_some_and(|why| !why.is_empty()),
+        "{waiting:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_settles_a_transaction_in_review_and_the_client_sees_it() {
     let app = TestApp::spawn().await;

@@ -43,6 +43,11 @@ pub enum Scenario {
     /// The purchase succeeds (ledger `000`), but the reply carries `999`, a
     /// code no table documents (RELIABILITY #16: unknown codes).
     UndocumentedCode,
+    /// The reply says `201` (failed), yet the ledger holds `000` with a
+    /// serial number, and a `000` callback follows after one step: the
+    /// provider contradicts its own failure, a case for an operator
+    /// (`needs_review`).
+    ContradictedFailure,
     /// Success with `harga`/`balance`/`nominal`/`adminfee` as `11000.00`
     /// (a JSON number in JSON mode).
     DecimalAmounts,
@@ -104,6 +109,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("908", "ledger 000 and its 000 callback delivered before the synchronous reply, which says 002"),
     ("909", "000 at once; after one step a 000 callback about a reference nobody sent"),
     ("910", "success committed (ledger 000); the reply carries 999, a code no table documents"),
+    ("911", "the reply says 201 (failed), yet the ledger holds 000 with an SN, and a 000 callback follows after one step: loket parks the transaction in needs_review"),
     ("921", "000; harga/balance/nominal/adminfee as 11000.00 (JSON numbers in JSON mode)"),
     ("922", "000; amounts as bare JSON numbers (11000) in JSON mode"),
     ("931", "bill inquiry: Inquiryexpired as yyMMddhhmmss (12 digits, 12-hour hh)"),
@@ -141,6 +147,7 @@ impl Scenario {
             "908" => Scenario::CallbackBeforeReply,
             "909" => Scenario::UnknownReferenceCallback,
             "910" => Scenario::UndocumentedCode,
+            "911" => Scenario::ContradictedFailure,
             "921" => Scenario::DecimalAmounts,
             "922" => Scenario::NumericAmounts,
             "931" => Scenario::ExpiryTwelveDigits,
@@ -274,6 +281,11 @@ impl Scenario {
             },
             Scenario::UndocumentedCode => Plan {
                 reply_code: "999",
+                ..base
+            },
+            Scenario::ContradictedFailure => Plan {
+                reply_code: "201",
+                steps: vec![call(1, "000")],
                 ..base
             },
             Scenario::UnknownReferenceCallback => Plan {
