@@ -721,6 +721,9 @@ impl SnapQrConnector {
                             Err(error) => report.amount_unreadable("refundAmount", error),
                         }
                         doubt_bare_success(&mut report, &answer, &["refundNo", "refundTime"]);
+                        if command.first_send {
+                            doubt_a_duplicate_of_nothing(&mut report, &answer);
+                        }
                         report
                     }
                 }
@@ -1086,6 +1089,27 @@ fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
         ),
     );
     report
+}
+
+/// A refund answered as a duplicate (`409xx01`, or `404xx18`: the same
+/// `partnerRefundNo` with another amount) on its first send ever. Spec §7
+/// reads both as an earlier refund under our `partnerRefundNo`, so a success
+/// (ASSUMED, its Q7); but the send journal shows no earlier send, so what the
+/// issuer holds is not ours: another refund of the payment, or the number
+/// used elsewhere. Taking it as success would report a refund the payer may
+/// never get; neither answer decides, an operator does (`needs_review`). A
+/// re-sent refund's duplicate, the status check's answer, stays a success.
+fn doubt_a_duplicate_of_nothing(report: &mut Report, answer: &Answer) {
+    let duplicate =
+        ResponseCode::parse(&answer.code).is_some_and(|c| c.is(409, 1) || c.is(404, 18));
+    if !duplicate || report.outcome != Outcome::Success {
+        return;
+    }
+    report.outcome = Outcome::Unknown;
+    report.contradiction = Some(format!(
+        "{} says this refund was made before, but it was never sent before: the issuer may hold another refund",
+        clip(&answer.code, 16)
+    ));
 }
 
 /// A refund's status is asked by sending it again (spec §7, ASSUMED: a

@@ -1055,7 +1055,8 @@ async fn a_query_returns_no_amount() {
 /// names. Sent again with another payment it is a reuse (`409xx01`, or
 /// `404xx18` with another amount) and refunds nothing; sent again with its
 /// own payment and amount it is the idempotent re-send a refund's status
-/// check relies on.
+/// check relies on. A reuse answered to a refund's first send ever is no
+/// success: nothing of ours was sent before.
 #[tokio::test]
 async fn a_partner_refund_no_reused_on_another_payment_refunds_nothing() {
     let env = env().await;
@@ -1086,7 +1087,7 @@ async fn a_partner_refund_no_reused_on_another_payment_refunds_nothing() {
     );
     let other_amount = Command {
         amount: Some(Money::idr(5_000)),
-        ..on_b
+        ..on_b.clone()
     };
     let inconsistent = env.connector.execute(&other_amount).await;
     assert_eq!(
@@ -1094,6 +1095,25 @@ async fn a_partner_refund_no_reused_on_another_payment_refunds_nothing() {
         Some("4048018"),
         "{inconsistent:?}"
     );
+    // As its transaction's first send ever (the journal shows none before),
+    // "made before" cannot be an earlier refund of ours: neither answer
+    // decides, and the reconciler parks it for an operator.
+    for (reuse, code) in [(on_b, "4098001"), (other_amount, "4048018")] {
+        let first = Command {
+            first_send: true,
+            ..reuse
+        };
+        let report = env.connector.execute(&first).await;
+        assert_eq!(report.provider_code.as_deref(), Some(code), "{report:?}");
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+        assert!(
+            report
+                .contradiction
+                .as_deref()
+                .is_some_and(|why| why.contains(code) && why.contains("never sent before")),
+            "{report:?}"
+        );
+    }
     let untouched = env.sim.ledger_state(&b.provider_reference).unwrap();
     assert_eq!((untouched.status.as_str(), untouched.refunded), ("00", 0));
     assert!(untouched.refunds.is_empty(), "{untouched:?}");
