@@ -1306,9 +1306,6 @@ mod tests {
         assert!(matches!(again, Decided::Later(_)), "{again:?}");
     }
 
-    /// A first delivery that waited in the pull buffer past most of the
-    /// ack wait may have been handed to another worker as well: it starts
-    /// with a status check, as a redelivery does.
     /// A first send that never left (a connection refused, no token) fails
     /// at once, and the journal keeps it from ever leaving later; a send
     /// again that never left decides nothing, as its earlier send may have
@@ -1344,6 +1341,9 @@ mod tests {
         assert!(!report.sent, "{report:?}");
     }
 
+    /// A first delivery that waited in the pull buffer past most of the
+    /// ack wait may have been handed to another worker as well: it starts
+    /// with a status check, as a redelivery does.
     #[tokio::test]
     async fn a_command_held_in_the_buffer_past_the_ack_deadline_is_checked_first() {
         let journal = journal().await;
