@@ -575,6 +575,22 @@ mod tests {
         })
     }
 
+    /// A connector of its own talking to `base_url`, which it gives up on
+    /// after half a second.
+    fn connector_at(base_url: String) -> SmilepayzConnector {
+        let (private, _) = sign::generate_key_pair();
+        SmilepayzConnector::new(SmilepayzSettings {
+            base_url,
+            merchant_id: "20001".into(),
+            merchant_secret: Secret::new("merchant-secret-0001"),
+            merchant_private_key: Secret::new(private),
+            timeout_ms: 500,
+            connect_timeout_ms: 250,
+            ..SmilepayzSettings::default()
+        })
+        .unwrap()
+    }
+
     fn command(operation: Operation) -> Command {
         Command {
             transaction_id: uuid::Uuid::now_v7().to_string(),
@@ -808,16 +824,9 @@ mod tests {
         let base_url = loket_simulators::common::serve_stub(axum::Router::new().fallback(echo))
             .await
             .unwrap();
-        let (private, _) = sign::generate_key_pair();
-        let connector = SmilepayzConnector::new(SmilepayzSettings {
-            base_url,
-            merchant_id: "20001".into(),
-            merchant_secret: Secret::new("merchant-secret-0001"),
-            merchant_private_key: Secret::new(private),
-            ..SmilepayzSettings::default()
-        })
-        .unwrap();
-        let report = connector.execute(&command(Operation::PayOut)).await;
+        let report = connector_at(base_url)
+            .execute(&command(Operation::PayOut))
+            .await;
         assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
         let message = report.provider_message.clone().unwrap_or_default();
         assert_eq!(message, format!("Insufficient Balance; you signed {MASK}"));
@@ -830,20 +839,7 @@ mod tests {
     /// have received (a reply it never finished) did not.
     #[tokio::test]
     async fn a_pay_out_refused_a_connection_never_left() {
-        let (private, _) = sign::generate_key_pair();
-        let connector_to = |base_url: String| {
-            SmilepayzConnector::new(SmilepayzSettings {
-                base_url,
-                merchant_id: "20001".into(),
-                merchant_secret: Secret::new("merchant-secret-0001"),
-                merchant_private_key: Secret::new(private.clone()),
-                timeout_ms: 500,
-                connect_timeout_ms: 250,
-                ..SmilepayzSettings::default()
-            })
-            .unwrap()
-        };
-        let refused = connector_to("http://127.0.0.1:9".into())
+        let refused = connector_at("http://127.0.0.1:9".into())
             .execute(&command(Operation::PayOut))
             .await;
         assert_eq!(refused.outcome, Outcome::Unknown, "{refused:?}");
@@ -854,7 +850,7 @@ mod tests {
         }))
         .await
         .unwrap();
-        let timed_out = connector_to(silent)
+        let timed_out = connector_at(silent)
             .execute(&command(Operation::PayOut))
             .await;
         assert_eq!(timed_out.outcome, Outcome::Unknown, "{timed_out:?}");
