@@ -16,9 +16,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("loket_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    // The messages and the server, whose requests decode with our codec
+    // (bad protobuf is the caller's INVALID_ARGUMENT) ...
     tonic_prost_build::configure()
         .build_server(true)
+        .build_client(false)
+        .codec_path("crate::codec::RequestCodec")
+        .compile_fds(descriptors.clone())?;
+    // ... and the client alone, over those same messages, with prost's.
+    let client_dir = out_dir.join("client");
+    std::fs::create_dir_all(&client_dir)?;
+    tonic_prost_build::configure()
+        .build_server(false)
         .build_client(true)
+        .extern_path(".loket.v1", "crate::pb::loket::v1")
+        .out_dir(&client_dir)
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -64,6 +64,70 @@ async fn bought(
     Ok(api.purchase(with_key(key, request)).await?.into_inner())
 }
 
+/// Sends `body` as the request message of the gRPC method at `path`, as
+/// it is, with client A's key: for requests no generated client would encode.
+async fn raw_call(
+    channel: &Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc
+        .unary(with_key(KEY_A, body), path, RawBytes)
+        .await?
+        .into_inner())
+}
+
+/// A codec that sends and receives message bytes untouched.
+#[derive(Clone, Copy)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
 fn purchase(client_ref: &str, product: &str, account: &str, wait_ms: u32) -> pb::PurchaseRequest {
     pb::PurchaseRequest {
         client_ref: client_ref.into(),
@@ -231,6 +295,29 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert!(status.code() == Code::InvalidArgument && status.message().starts_with("client_ref:"));
+    // Bytes that are not a valid request (a string field that is not UTF-8;
+    // a field cut short) are the caller's bad input, not INTERNAL, and
+    // create nothing.
+    let created_before: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&pool)
+        .await?;
+    let not_utf8 = raw_call(&channel, "/loket.v1.Loket/Purchase", vec![0x0a, 0x01, 0xff])
+        .await
+        .unwrap_err();
+    assert_eq!(not_utf8.code(), Code::InvalidArgument, "{not_utf8:?}");
+    assert!(
+        not_utf8.message().contains("client_ref"),
+        "{}",
+        not_utf8.message()
+    );
+    let cut_short = raw_call(&channel, "/loket.v1.Loket/Purchase", vec![0x0a, 0x05, b'r'])
+        .await
+        .unwrap_err();
+    assert_eq!(cut_short.code(), Code::InvalidArgument, "{cut_short:?}");
+    let created_after: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(created_after, created_before);
     let status = api
         .purchase(with_key(KEY_A, purchase("r0", "NOPE", "0812345", 0)))
         .await

@@ -9,6 +9,7 @@
 //! every test agrees on what a state, an outcome or a subject is.
 
 pub mod catalogue;
+pub mod codec;
 pub mod conversions;
 pub mod horizon;
 pub mod money;

@@ -7,6 +7,9 @@
 pub mod loket {
     pub mod v1 {
         tonic::include_proto!("loket.v1");
+        // The client, generated apart so that only the server decodes with
+        // `crate::codec::RequestCodec` (see build.rs).
+        include!(concat!(env!("OUT_DIR"), "/client/loket.v1.rs"));
         pub mod bus {
             tonic::include_proto!("loket.v1.bus");
         }
