@@ -253,22 +253,29 @@ fn percent_decoded(text: &str) -> Result<String, String> {
 
 /// `url` (one NATS URL or a comma-separated list, or any other URL such as
 /// the OTLP endpoint) with any user and password or token replaced by
-/// `***`, for errors, logs and `Debug` output.
+/// `***`, for errors, logs and `Debug` output. Conservative where the text is
+/// ambiguous: a userinfo runs back from its `@` to its server's scheme, or to
+/// the comma after the previous server's `@`, or to the start, so a password
+/// holding a raw `,` or `@` (which should have been percent-encoded) is hidden
+/// whole, at the cost of hiding a server address in a list without schemes.
 pub fn without_credentials(url: &str) -> String {
-    url.split(',')
-        .map(|server| {
-            let ServerUrl {
-                scheme,
-                userinfo,
-                address,
-            } = ServerUrl::split(server);
-            match userinfo {
-                Some(_) => format!("{scheme}***@{address}"),
-                None => server.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut shown = String::with_capacity(url.len());
+    let mut from = 0;
+    for (at, _) in url.match_indices('@') {
+        let before = &url[from..at];
+        let mut userinfo_start = match (from, before.find(',')) {
+            (0, _) | (_, None) => 0,
+            (_, Some(comma)) => comma + 1,
+        };
+        if let Some(scheme) = before[userinfo_start..].rfind("://") {
+            userinfo_start += scheme + "://".len();
+        }
+        shown.push_str(&before[..userinfo_start]);
+        shown.push_str("***@");
+        from = at + 1;
+    }
+    shown.push_str(&url[from..]);
+    shown
 }
 
 /// Creates (or finds) the three streams. Safe to call from every service at
@@ -459,6 +466,18 @@ mod tests {
             "nats://***@10.0.0.1:4222,tls://***@n2:4222,n3:4222"
         );
         assert_eq!(without_credentials("token@n1:4222"), "***@n1:4222");
+        // A password with a raw `,` or `@` (unencoded) is hidden whole.
+        for (url, shown) in [
+            ("nats://loket:CANARY,X@n1:4222", "nats://***@n1:4222"),
+            ("nats://loket:CANARY@X@n1:4222", "nats://***@***@n1:4222"),
+            ("loket:CANARY,X@n1:4222,n2:4222", "***@n1:4222,n2:4222"),
+            (
+                "nats://n0:4222,nats://a:CANARY,X@n1:4222",
+                "nats://n0:4222,nats://***@n1:4222",
+            ),
+        ] {
+            assert_eq!(without_credentials(url), shown);
+        }
         assert_eq!(
             without_credentials("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
