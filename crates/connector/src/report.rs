@@ -61,7 +61,8 @@ pub struct Report {
     /// report answers that send (set by the worker, not by a provider).
     pub sent: bool,
     /// The request this report answers never left: the connection was
-    /// refused, or there was no token to send it with ([`Report::not_sent`]).
+    /// refused, there was no token to send it with ([`Report::not_sent`]),
+    /// or it could not be built ([`Report::not_built`]).
     /// Nothing of it reached the provider. Not carried on the bus: the
     /// worker turns it into `sent` and, for a first send, a failure.
     pub never_left: bool,
@@ -141,6 +142,7 @@ impl Report {
         };
         Report {
             detail: format!("request not sent: {why}"),
+            never_left: true,
             ..Report::new(outcome)
         }
     }
@@ -463,6 +465,7 @@ mod tests {
         let purchase = Report::not_built(Operation::PrepaidPurchase, "account: empty");
         assert_eq!(purchase.outcome, Outcome::Failed);
         assert_eq!(purchase.detail, "request not sent: account: empty");
+        assert!(purchase.never_left, "nothing of it reached the provider");
         let check = Report::not_built(Operation::StatusCheck, "reference: empty");
         assert_eq!(check.outcome, Outcome::Unknown);
     }

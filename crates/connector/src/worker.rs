@@ -643,6 +643,16 @@ async fn decide_and_call<C: Connector>(
             &mut report.detail,
             "refused when sent again: the earlier send may have been taken, so not failed",
         );
+        // The provider's id of this refused copy names the copy, not the
+        // transaction: as its trace, every later status check would ask
+        // about the refusal (OkeBayar by `tracecode`, SNAP by
+        // `originalReferenceNo`) and take it for the transaction's fate.
+        if let Some(copy) = report.provider_trace.take() {
+            crate::report::push_detail(
+                &mut report.detail,
+                &format!("the refused copy's provider reference: {copy}"),
+            );
+        }
     }
     if report.outcome == Outcome::Failed {
         // A definite refusal often leaves no record at the provider: were
@@ -954,7 +964,7 @@ mod tests {
             if self.unreachable {
                 return Report::not_sent("connection refused");
             }
-            self.sent.fetch_add(1, Ordering::SeqCst);
+            let sent = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
             self.journal_times
                 .lock()
                 .unwrap()
@@ -962,7 +972,9 @@ mod tests {
             if command.first_send {
                 self.first_sends.fetch_add(1, Ordering::SeqCst);
             }
-            Report::new(self.answers)
+            let mut report = Report::new(self.answers);
+            report.provider_trace = Some(format!("provider-ref-{sent}"));
+            report
         }
         async fn check_status(&self, command: &Command) -> Report {
             self.checks.fetch_add(1, Ordering::SeqCst);
@@ -1283,6 +1295,18 @@ mod tests {
         assert_eq!(again.outcome, Outcome::Unknown, "{again:?}");
         assert!(
             again.detail.contains("refused when sent again"),
+            "{}",
+            again.detail
+        );
+        // The provider's id of the refused copy is no id of the transaction:
+        // status checks that sent it would read the refusal, not the first
+        // send. It stays in the detail only.
+        assert_eq!(first.provider_trace.as_deref(), Some("provider-ref-1"));
+        assert_eq!(again.provider_trace, None, "{again:?}");
+        assert!(
+            again
+                .detail
+                .contains("the refused copy's provider reference: provider-ref-1"),
             "{}",
             again.detail
         );
