@@ -20,6 +20,7 @@
 //! of truth and the reconciler's sweep re-dispatches.
 
 pub mod auth;
+pub mod connections;
 pub mod dispatch;
 pub mod errors;
 pub mod explain;
@@ -67,6 +68,19 @@ pub struct Settings {
     /// `WatchTransactions` streams one client may hold open at once (at
     /// least 1); past it a new one is refused with `RESOURCE_EXHAUSTED`.
     pub max_watches_per_client: usize,
+    /// A client must send the HTTP/2 connection preface within this time
+    /// of connecting, or the connection is closed ([`connections`]).
+    pub handshake_timeout_ms: u64,
+    /// On a connection where nothing arrived for this long the server
+    /// pings; one whose ping is not answered within `keepalive_timeout_ms`
+    /// is closed (its client vanished without closing it).
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    /// Open gRPC connections beyond this are closed at accept.
+    pub max_connections: usize,
+    /// Open gRPC connections from one source address beyond this are
+    /// closed at accept.
+    pub max_connections_per_source: usize,
     /// Test-only fault injection ([`dispatch::Failpoint`]); none in
     /// production.
     pub failpoint: Option<dispatch::Failpoint>,
@@ -94,6 +108,11 @@ impl Default for Settings {
             publish_timeout_ms: 3_000,
             balance_timeout_ms: 10_000,
             max_watches_per_client: 100,
+            handshake_timeout_ms: 10_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            max_connections: 1_024,
+            max_connections_per_source: 256,
             failpoint: None,
         }
     }
@@ -112,6 +131,14 @@ impl Settings {
             ("products_refresh_ms", self.products_refresh_ms),
             ("publish_timeout_ms", self.publish_timeout_ms),
             ("balance_timeout_ms", self.balance_timeout_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("keepalive_interval_ms", self.keepalive_interval_ms),
+            ("keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source as u64,
+            ),
         ])
         .map_err(Error::Config)
     }
@@ -272,8 +299,17 @@ async fn serve(
             tracing::info!("draining: no new connections, finishing in-flight calls");
         }
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = connections::admitted(
+        listener,
+        connections::Limits {
+            handshake_timeout: Duration::from_millis(settings.handshake_timeout_ms),
+            max_connections: settings.max_connections,
+            max_connections_per_source: settings.max_connections_per_source,
+        },
+    );
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_millis(settings.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(Server::new(service))

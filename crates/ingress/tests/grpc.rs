@@ -245,6 +245,7 @@ async fn next_command(commands: &mut async_nats::Subscriber) -> (pb::bus::Comman
 async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     let App {
         _nats_server,
+        addr: _,
         pool,
         mut api,
         nats,
@@ -1069,6 +1070,8 @@ impl BusLink {
 /// The ingress and its private NATS and PostgreSQL, for one test.
 struct App {
     _nats_server: NatsServer,
+    /// The gRPC port.
+    addr: SocketAddr,
     /// The ingress reaches nats-server through this; the test's own
     /// connection (`nats`, `js`) does not.
     bus_link: BusLink,
@@ -1147,6 +1150,7 @@ impl App {
         let js = async_nats::jetstream::new(nats.clone());
         let app = App {
             _nats_server: nats_server,
+            addr,
             bus_link,
             pool,
             api: LoketClient::new(channel.clone()),
@@ -2208,6 +2212,98 @@ async fn grpc_health_is_not_serving_while_the_ingress_is_off_the_bus() -> anyhow
     assert!(
         until_health_is(&app.channel, ServingStatus::Serving).await,
         "health never came back once the bus was"
+    );
+    app.stop().await
+}
+
+/// Whether the server closed `stream` within `within`: reads (and drops
+/// whatever the server sends, its HTTP/2 frames) until the end.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// RELIABILITY #19 on the gRPC port. Connections that never send the
+/// HTTP/2 preface are closed after `handshake_timeout_ms`; one that sends
+/// it and then stops answering (its client vanished) is closed by the
+/// keep-alive ping it does not answer; one over the per-source cap is closed
+/// at once. Calls are served throughout, on a channel kept open and idle
+/// across the pings (a live client answers them) and on new connections
+/// once the silent ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_and_vanished_grpc_clients_are_closed_and_calls_still_served() -> anyhow::Result<()>
+{
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    const PER_SOURCE: usize = 40;
+    let app = App::start_with(None, |settings| {
+        settings.handshake_timeout_ms = 3_000;
+        settings.keepalive_interval_ms = 300;
+        settings.keepalive_timeout_ms = 300;
+        settings.max_connections_per_source = PER_SOURCE;
+    })
+    .await?;
+    let mut api = app.api.clone();
+    let unknown = || by_id(KEY_A, &Uuid::now_v7().to_string());
+    assert_eq!(
+        api.get_transaction(unknown()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    let started = std::time::Instant::now();
+    let mut vanished = TcpStream::connect(app.addr).await?;
+    vanished
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await?;
+    // An empty SETTINGS frame; then it reads nothing and answers nothing.
+    vanished.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?;
+    // The test's channel holds one connection, the vanished client one.
+    let mut silent = Vec::new();
+    for _ in 0..PER_SOURCE - 2 {
+        silent.push(TcpStream::connect(app.addr).await?);
+    }
+    let mut over_the_cap = TcpStream::connect(app.addr).await?;
+    assert!(
+        closed_within(&mut over_the_cap, Duration::from_secs(2)).await,
+        "a connection over the per-source cap is closed at accept"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "checked before any handshake timed out"
+    );
+    assert!(
+        closed_within(&mut vanished, Duration::from_secs(10)).await,
+        "a client that stopped answering pings is closed"
+    );
+    for stream in &mut silent {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "a client that never sent the preface is closed"
+        );
+    }
+    // The channel kept open (idle across many pings) still serves, and the
+    // places the silent clients held are free again.
+    assert_eq!(
+        api.get_transaction(unknown()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let fresh = Channel::from_shared(format!("http://{}", app.addr))?
+        .connect()
+        .await?;
+    let mut fresh = LoketClient::new(fresh);
+    assert_eq!(
+        fresh.get_transaction(unknown()).await.unwrap_err().code(),
+        Code::NotFound
     );
     app.stop().await
 }

@@ -61,15 +61,21 @@ pub struct ConnectionMetrics {
 
 /// The `reason` label values of [`ConnectionMetrics::refused`].
 const REFUSED_SOURCE: &str = "source";
-const REFUSED_SOURCE_FULL: &str = "source_full";
-const REFUSED_FULL: &str = "full";
+pub const REFUSED_SOURCE_FULL: &str = "source_full";
+pub const REFUSED_FULL: &str = "full";
 
 impl ConnectionMetrics {
     /// Registers the counter for each reason and the gauge, at 0; adding
     /// zero changes no value, so a port opened again in one process (tests)
     /// keeps its counts.
     fn register_at_zero(self) {
-        for reason in [REFUSED_SOURCE, REFUSED_SOURCE_FULL, REFUSED_FULL] {
+        self.register_reasons_at_zero(&[REFUSED_SOURCE, REFUSED_SOURCE_FULL, REFUSED_FULL]);
+    }
+
+    /// [`Self::register_at_zero`] for a port whose refusals have these
+    /// `reasons` (the gRPC port's are its own).
+    pub fn register_reasons_at_zero(self, reasons: &[&'static str]) {
+        for &reason in reasons {
             metrics::counter!(self.refused, "reason" => reason).increment(0);
         }
         metrics::gauge!(self.open).increment(0.0);
@@ -182,19 +188,19 @@ pub async fn serve_wrapping<Io, Info>(
 
 /// Open connections per source address, each at most `limit`.
 #[derive(Clone)]
-struct PerSource {
+pub struct PerSource {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     limit: usize,
 }
 
 /// One open connection of a source; dropping it frees its place.
-struct SourceSlot {
+pub struct SourceSlot {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     source: IpAddr,
 }
 
 impl PerSource {
-    fn new(limit: usize) -> Self {
+    pub fn new(limit: usize) -> Self {
         PerSource {
             open: Arc::default(),
             limit,
@@ -202,7 +208,7 @@ impl PerSource {
     }
 
     /// A place for one more connection from `source`, if it has one left.
-    fn take(&self, source: IpAddr) -> Option<SourceSlot> {
+    pub fn take(&self, source: IpAddr) -> Option<SourceSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(source).or_insert(0);
         if *count >= self.limit {
