@@ -174,3 +174,32 @@ async fn spoofed_success_callback_for_a_failed_transaction_changes_nothing() {
     assert_ne!(row.serial_number.as_deref(), Some("9999-FREE-TOKEN"));
     assert_eq!(app.transitions_into(&txn.id, "success").await, 0);
 }
+
+/// A callback the receiver refuses is logged with why, where from and how
+/// large, and nothing of its body: a body may carry a secret (a PIN echoed
+/// back, say) the receiver does not know to mask, since it failed to parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_callback_is_logged_without_its_body() {
+    let app = TestApp::spawn().await;
+    let canary = "CANARY-CALLBACK-PIN-5521";
+    let response = reqwest::Client::new()
+        .post(app.callback_url())
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"userpin":"{canary}","referencecode":"not a reference!","status":"000"}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let logs = loket_test_support::logs::captured();
+    let refusal = logs
+        .lines()
+        .find(|line| line.contains("callback rejected"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{logs}"));
+    assert!(
+        refusal.contains("referencecode is not a valid reference"),
+        "{refusal}"
+    );
+    assert!(!logs.contains(canary), "{logs}");
+}

@@ -357,27 +357,6 @@ fn reply(reply: CallbackReply, extra_headers: Vec<(&'static str, String)>) -> Re
     response
 }
 
-/// A short, printable, bounded prefix of a body for a log line: never the
-/// whole thing, never control characters.
-pub fn log_prefix(body: &[u8]) -> String {
-    const MAX: usize = 48;
-    let cut = &body[..body.len().min(MAX)];
-    let mut text: String = String::from_utf8_lossy(cut)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '.'
-            }
-        })
-        .collect();
-    if body.len() > MAX {
-        text.push('…');
-    }
-    text
-}
-
 enum BodyError {
     TooLarge,
     Broken,
@@ -539,7 +518,6 @@ async fn accept(
                 source_ip = ?source_ip,
                 method = %callback_request.method,
                 body_len = callback_request.body.len(),
-                body_prefix = %log_prefix(&callback_request.body),
                 "callback rejected"
             );
             return reply(

@@ -337,17 +337,6 @@ async fn a_stalled_body_gets_the_providers_retry_later_answer_after_the_request_
     assert!(sink.published.lock().unwrap().is_empty());
 }
 
-#[test]
-fn log_prefix_is_short_and_printable() {
-    let body =
-        b"<xml>\x00\x1b[31m secret-ish tail that is long enough to be cut off here and there</xml>";
-    let prefix = log_prefix(body);
-    assert!(prefix.chars().count() <= 49, "{prefix}");
-    assert!(prefix.ends_with('…'));
-    assert!(!prefix.contains('\x1b') && !prefix.contains('\0'));
-    assert_eq!(log_prefix(b"short"), "short");
-}
-
 /// A real accept loop: its address, what it published, its stop, its task.
 type RunningServer = (
     SocketAddr,
