@@ -13,7 +13,9 @@
 //! - [`journal`]: the send journal in Postgres, written before every
 //!   money-moving request, so a command nats-server hands out again as a
 //!   first delivery after a restart still starts with a status check;
-//! - [`mask`]: secret masking for the stored provider exchanges (rule 7).
+//! - [`mask`]: secret masking for the stored provider exchanges (rule 7);
+//! - [`json`]: a provider's JSON read as written, a key written twice in one
+//!   object never silently reduced to one of its values.
 //!
 //! It must not know any provider's wire format or code table.
 
@@ -21,6 +23,7 @@ pub mod callback;
 pub mod command;
 pub mod http;
 pub mod journal;
+pub mod json;
 pub mod mask;
 pub mod report;
 pub mod service;

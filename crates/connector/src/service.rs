@@ -36,39 +36,88 @@ impl SettingError {
 }
 
 /// Checks a provider's URL setting `key`: `http://` or `https://` with a
-/// host. Requests carry credentials (OkeBayar's PIN in the body, SNAP's
-/// bearer token, signatures), so plain `http://` is accepted only to this
-/// machine (a simulator on loopback) unless `allow_plain_http` is set.
+/// host and no user name or password in it ([`check_http_url`]). Requests
+/// carry credentials (OkeBayar's PIN in the body, SNAP's bearer token,
+/// signatures), so plain `http://` is accepted only to this machine (a
+/// simulator on loopback) unless `allow_plain_http` is set.
 pub fn check_provider_url(
     key: &str,
     url: &str,
     allow_plain_http: bool,
 ) -> Result<(), SettingError> {
-    let parsed = reqwest::Url::parse(url.trim())
-        .map_err(|error| SettingError::new(key, format!("{url:?} is not a URL: {error}")))?;
-    let Some(host) = parsed.host_str().filter(|host| !host.is_empty()) else {
-        return Err(SettingError::new(key, format!("{url:?} has no host")));
-    };
+    let parsed = check_http_url(key, url)?;
+    let host = parsed.host_str().unwrap_or_default();
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
             .is_ok_and(|address| address.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback || allow_plain_http => Ok(()),
-        "http" => Err(SettingError::new(
+    if parsed.scheme() == "http" && !loopback && !allow_plain_http {
+        return Err(SettingError::new(
             key,
             format!(
-                "{url:?} is plain http:// to another host, and requests carry credentials: \
+                "is plain http:// to another host ({host:?}), and requests carry credentials: \
                  use https://, or set allow_plain_http = true for a simulator on another host"
             ),
-        )),
-        _ => Err(SettingError::new(
-            key,
-            format!("{url:?} must start with http:// or https://"),
-        )),
+        ));
     }
+    Ok(())
+}
+
+/// Checks the URL setting `key` (surrounding whitespace aside) and returns
+/// it parsed: an absolute `http://` or `https://` URL with a host, and no
+/// user name or password in it.
+///
+/// Settings' URLs are logged at start-up and sent to providers, so
+/// credentials in one (`user:password@`) are refused; the errors never echo
+/// the URL itself (at most its host), so a refused URL cannot leak its
+/// userinfo, path or query either.
+pub fn check_http_url(key: &str, url: &str) -> Result<reqwest::Url, SettingError> {
+    // `url::ParseError`'s messages are fixed texts that never quote the input.
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|error| {
+        SettingError::new(
+            key,
+            format!("is not an absolute http:// or https:// URL ({error})"),
+        )
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(SettingError::new(
+            key,
+            "must not carry a user name or password (user:password@host): \
+             the URL is logged, and credentials belong in their own secret settings",
+        ));
+    }
+    // Not even the scheme is echoed: in `user:password@host`, written
+    // without `//`, the user name parses as the scheme.
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(SettingError::new(
+            key,
+            "must start with http:// or https://",
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(SettingError::new(key, "has no host"));
+    }
+    Ok(parsed)
+}
+
+/// The widest window a signed callback's timestamp may fall in (an hour):
+/// wider, a captured callback or token request replays for that long.
+pub const MAX_CALLBACK_SKEW_SECS: i64 = 3_600;
+
+/// Checks the setting `key`, how far (seconds) a signed callback's
+/// timestamp may be from our clock: 1 s to [`MAX_CALLBACK_SKEW_SECS`].
+pub fn check_callback_skew(key: &str, seconds: i64) -> Result<(), SettingError> {
+    if (1..=MAX_CALLBACK_SKEW_SECS).contains(&seconds) {
+        return Ok(());
+    }
+    Err(SettingError::new(
+        key,
+        format!(
+            "must be between 1 and {MAX_CALLBACK_SKEW_SECS} seconds (an hour; \
+             0 refuses every callback, more lets a captured one replay), not {seconds}"
+        ),
+    ))
 }
 
 /// Checks a provider's HTTP timeouts, the settings `{section}.timeout_ms`
@@ -212,6 +261,60 @@ mod tests {
         for bad in ["ftp://h/", "h2h.example/api", "http://"] {
             let error = check_provider_url("p.url", bad, true).unwrap_err();
             assert_eq!(error.key, "p.url", "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn http_urls_need_a_scheme_and_a_host_but_may_be_plain_http_anywhere() {
+        for url in [
+            "https://merchant.example/cb",
+            " http://loket-callback:8280/callback/smilepayz ",
+        ] {
+            check_http_url("p.callback_url", url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        for bad in [
+            "merchant.example/cb",
+            "//merchant.example/cb",
+            "ftp://merchant.example/cb",
+            "mailto:ops@merchant.example",
+            "https://",
+            "https://u:p@merchant.example/cb",
+            "",
+        ] {
+            let error = check_http_url("p.callback_url", bad).unwrap_err();
+            assert_eq!(error.key, "p.callback_url", "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn provider_urls_with_credentials_are_refused_without_echoing_them() {
+        const CANARY: &str = "CANARY-PW-5521";
+        for url in [
+            "https://user:CANARY-PW-5521@h2h.example/api",
+            "http://user:CANARY-PW-5521@127.0.0.1:8180/",
+            "https://CANARY-PW-5521@h2h.example/api",
+            "https://CANARY-PW-5521:@h2h.example/api",
+        ] {
+            for allow_plain_http in [false, true] {
+                let error = check_provider_url("p.url", url, allow_plain_http).unwrap_err();
+                assert_eq!(error.key, "p.url", "{error}");
+                assert!(error.problem.contains("user name or password"), "{error}");
+                assert!(!error.to_string().contains(CANARY), "{error}");
+            }
+        }
+        // The other refusals do not echo userinfo (nor the rest of the URL) either.
+        for url in [
+            "ftp://canaryuser:CANARY-PW-5521@h2h.example/",
+            "http://canaryuser:CANARY-PW-5521@loket sim:8180/",
+            "http://canaryuser:CANARY-PW-5521@",
+            "canaryuser:CANARY-PW-5521@h2h.example",
+            "CANARY-PW-5521://h2h.example/",
+            "http://h2h.example/?key=CANARY-PW-5521",
+        ] {
+            let error = check_provider_url("p.url", url, false).unwrap_err();
+            assert_eq!(error.key, "p.url", "{url}: {error}");
+            let shown = error.to_string().to_ascii_lowercase();
+            assert!(!shown.contains("canary"), "{url}: {error}");
         }
     }
 

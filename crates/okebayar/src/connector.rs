@@ -804,11 +804,16 @@ fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
     }
 }
 
-/// The amount in field `name`, when the reply carries one.
-fn read_amount(fields: &Fields, name: &str) -> Option<Result<Money, loket_protocol::MoneyError>> {
-    fields
-        .non_empty(name)
-        .map(|text| Money::parse_decimal(text, Currency::Idr))
+/// The amount in field `name` at the reply's top level, when the reply
+/// carries one; written twice, it must say the same both times
+/// ([`Fields::one`]), else it cannot be read.
+fn read_amount(fields: &Fields, name: &str) -> Option<Result<Money, String>> {
+    match fields.one(name) {
+        Ok(text) => text.map(|text| {
+            Money::parse_decimal(text, Currency::Idr).map_err(|error| error.to_string())
+        }),
+        Err(disagreement) => Some(Err(disagreement.to_string())),
+    }
 }
 
 /// OkeBayar's `tracecode` is new on every hit (spec §1): a status check's
@@ -850,7 +855,20 @@ fn fill_report(
         }
     }
     report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
-    report.serial_number = fields.non_empty("serialnumber").map(str::to_string);
+    match fields.one("serialnumber") {
+        Ok(serial) => report.serial_number = serial.map(str::to_string),
+        Err(serials) => {
+            // Two serial numbers are two deliveries, or a garbled one:
+            // neither is taken for the transaction's, and a person settles
+            // it (the reconciler parks the transaction in `needs_review`).
+            // The outcome stays what the status code says: on a transaction
+            // already final, where a contradiction is not heard, it still
+            // meets that state's rules.
+            let why = format!("the reply's serialnumber is {serials}");
+            push_detail(&mut report.detail, &why);
+            report.contradiction = Some(why);
+        }
+    }
     match read_amount(fields, "harga") {
         Some(Ok(charged)) => report.provider_amount = Some(charged),
         Some(Err(error)) => report.amount_unreadable("harga", error),
@@ -1035,3 +1053,145 @@ fn expiry_on_our_clock(
 #[cfg(test)]
 #[path = "connector_tests.rs"]
 mod tests;
+
+/// The price and the serial number are read from the reply's own top level,
+/// every repeat of them with it (the rule of [`wire`]): a repeat that
+/// disagrees is never settled by taking the first.
+#[cfg(test)]
+mod repeated_field_tests {
+    use super::*;
+
+    const REF: &str = "LKT0001ABC";
+
+    fn purchase() -> Command {
+        Command::try_from(bus::Command {
+            transaction_id: uuid::Uuid::now_v7().to_string(),
+            provider: Provider::OkeBayar.as_str().into(),
+            operation: bus::Operation::PrepaidPurchase as i32,
+            provider_reference: REF.into(),
+            provider_product_code: "PLNPRA20".into(),
+            account: "081234567890".into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// The purchase's report on a 200 reply of `body`.
+    fn classify(body: &str) -> Report {
+        let connector = OkeBayarConnector::new(OkeBayarSettings {
+            url: "http://127.0.0.1:9/okebayar".into(),
+            userid: "pcu00001".into(),
+            userpin: loket_runtime::Secret::new("PIN-7731"),
+            ..OkeBayarSettings::default()
+        });
+        let command = purchase();
+        let request = connector.build_request(&command).unwrap();
+        let reply = HttpReply {
+            status: 200,
+            content_type: String::new(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            elapsed: Duration::ZERO,
+        };
+        connector.classify(&command, &request, Transport::Reply(reply))
+    }
+
+    /// A successful purchase reply as XML, with `xml` between its status
+    /// and its reference, and as JSON, with `json` there.
+    fn replies(xml: &str, json: &str) -> [String; 2] {
+        [
+            format!(
+                "<transaction-status><transactionstatus>000</transactionstatus>{xml}\
+                 <referencecode>{REF}</referencecode></transaction-status>"
+            ),
+            format!(r#"{{"transactionstatus":"000",{json},"referencecode":"{REF}"}}"#),
+        ]
+    }
+
+    #[test]
+    fn a_price_said_twice_differently_is_unreadable() {
+        for body in replies(
+            "<harga>10000</harga><harga>250000</harga>",
+            r#""harga":"10000","harga":"250000""#,
+        )
+        .into_iter()
+        .chain(replies(
+            "<harga>250000</harga><HARGA> 10000 </HARGA>",
+            r#""harga":250000,"HARGA":"10000""#,
+        )) {
+            let report = classify(&body);
+            assert_eq!(report.provider_amount, None, "{body}");
+            let why = report.provider_amount_unreadable.unwrap_or_default();
+            assert!(
+                why.starts_with("harga") && why.contains("10000") && why.contains("250000"),
+                "{body}: {why}"
+            );
+        }
+        // The same price twice is the price.
+        for body in replies(
+            "<harga>10000</harga><harga>10000</harga>",
+            r#""harga":"10000","harga":10000"#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.provider_amount, Some(Money::idr(10_000)), "{body}");
+            assert_eq!(report.provider_amount_unreadable, None, "{body}");
+        }
+    }
+
+    /// `additionaldata` holds the biller's product data: a price there is
+    /// not what OkeBayar charged, before or without the reply's own.
+    #[test]
+    fn a_price_inside_another_element_is_not_the_reply_s() {
+        for body in replies(
+            "<additionaldata><harga>10000</harga></additionaldata><harga>250000</harga>",
+            r#""additionaldata":{"harga":"10000"},"harga":"250000""#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.provider_amount, Some(Money::idr(250_000)), "{body}");
+            assert_eq!(report.provider_amount_unreadable, None, "{body}");
+        }
+        for body in replies(
+            "<additionaldata><harga>10000</harga></additionaldata>",
+            r#""additionaldata":{"harga":"10000"}"#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.provider_amount, None, "{body}");
+            assert_eq!(report.provider_amount_unreadable, None, "{body}");
+        }
+    }
+
+    /// Two serial numbers (a PLN token is one) are two deliveries, or
+    /// none: the report says the reply contradicts itself, for a person to
+    /// settle, and takes neither. The same one twice is the serial number.
+    #[test]
+    fn two_serial_numbers_are_a_contradiction() {
+        for body in replies(
+            "<serialnumber>1111-2222</serialnumber><harga>10000</harga><serialnumber>3333-4444</serialnumber>",
+            r#""serialnumber":"1111-2222","harga":"10000","serialnumber":"3333-4444""#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.serial_number, None, "{body}");
+            let why = report.contradiction.unwrap_or_default();
+            assert!(
+                why.contains("1111-2222") && why.contains("3333-4444"),
+                "{body}: {why}"
+            );
+        }
+        for (xml, json) in [
+            (
+                "<serialnumber>1111-2222</serialnumber><serialnumber> 1111-2222 </serialnumber>",
+                r#""serialnumber":"1111-2222","serialnumber":" 1111-2222 ""#,
+            ),
+            (
+                "<additionaldata><serialnumber>9999</serialnumber></additionaldata><serialnumber>1111-2222</serialnumber>",
+                r#""additionaldata":{"serialnumber":"9999"},"serialnumber":"1111-2222""#,
+            ),
+        ] {
+            for body in replies(xml, json) {
+                let report = classify(&body);
+                assert_eq!(report.outcome, Outcome::Success, "{body}");
+                assert_eq!(report.serial_number.as_deref(), Some("1111-2222"), "{body}");
+                assert_eq!(report.contradiction, None, "{body}");
+            }
+        }
+    }
+}

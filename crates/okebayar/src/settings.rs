@@ -2,7 +2,7 @@
 //! `LOKET_OKEBAYAR__…` in the environment) and the transaction codes of
 //! spec §3, including the ones the spec leaves open (ASSUMED, configurable).
 
-use loket_connector::service::{check_http_timeouts, check_provider_url};
+use loket_connector::service::{check_http_timeouts, check_http_url, check_provider_url};
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,9 @@ impl OkeBayarSettings {
             return Err(InvalidSetting::new(key("url"), "must be set"));
         }
         check_provider_url(&key("url"), url, self.allow_plain_http)?;
+        if !self.callback_url.trim().is_empty() {
+            check_http_url(&key("callback_url"), &self.callback_url)?;
+        }
         if self.userid.trim().is_empty() {
             return Err(InvalidSetting::new(key("userid"), "must be set"));
         }
@@ -150,6 +153,33 @@ mod tests {
             userid: "pcu00001".into(),
             userpin: Secret::new("CANARY-PIN-7731"),
             ..OkeBayarSettings::default()
+        }
+    }
+
+    /// The callback URL is logged at start, so it must be a URL and carry
+    /// no credentials; empty is fine (it is registered out of band).
+    #[test]
+    fn a_callback_url_is_an_http_url_without_credentials_or_empty() {
+        for fine in ["", "https://loket.example/callback/okebayar"] {
+            let settings = OkeBayarSettings {
+                callback_url: fine.into(),
+                ..valid()
+            };
+            settings
+                .validate()
+                .unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        for bad in [
+            "loket.example/callback",
+            "https://ops:CANARY-CB-PW@loket.example/callback",
+        ] {
+            let settings = OkeBayarSettings {
+                callback_url: bad.into(),
+                ..valid()
+            };
+            let error = settings.validate().unwrap_err();
+            assert_eq!(error.key, "okebayar.callback_url", "{error}");
+            assert!(!error.to_string().contains("CANARY"), "{error}");
         }
     }
 

@@ -6,8 +6,9 @@
 //! - a `DOCTYPE` is refused outright, so no external entity, no entity
 //!   expansion, no file or network access can happen;
 //! - only the five predefined XML entities and character references decode;
-//! - nesting deeper than [`MAX_DEPTH`] and more than [`MAX_FIELDS`] fields are
-//!   refused;
+//! - nesting deeper than [`MAX_DEPTH`] (XML elements; JSON objects and
+//!   arrays) is refused as the decoder reaches it, and more than
+//!   [`MAX_FIELDS`] fields are refused;
 //! - names are matched case-insensitively (replies mix `PLN_*`, `RPTAG1`,
 //!   `Inquiryexpired`), while [`Fields::root`] and
 //!   [`Fields::first_non_lowercase_name`] let the simulator enforce the
@@ -17,10 +18,11 @@
 //! - a repeated name is kept as often as it is written, in XML and in JSON
 //!   alike (a JSON object's duplicated key is not collapsed to its last
 //!   value), so a reply that contradicts itself can be seen to
-//!   ([`Fields::all`]);
+//!   ([`Fields::all`], [`Fields::one`]);
 //! - JSON numbers keep their exact text (`11000.00` stays `11000.00`).
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use loket_connector::json::{self, JsonError, Written};
 use quick_xml::events::Event;
 
 pub const MAX_DEPTH: usize = 8;
@@ -73,7 +75,7 @@ pub enum WireError {
     Xml(String),
     #[error("DOCTYPE declarations are not accepted")]
     DocType,
-    #[error("XML nested deeper than {MAX_DEPTH} levels")]
+    #[error("nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
     #[error("more than {MAX_FIELDS} fields")]
     TooManyFields,
@@ -138,9 +140,31 @@ impl Fields {
             .map(|field| field.value.as_str())
     }
 
-    /// The field's value trimmed, `None` when absent or blank.
+    /// The first field's value trimmed, `None` when absent or blank. Like
+    /// [`Fields::get`], for what decides nothing (a message, a bill's
+    /// details); a value that decides is read with [`Fields::one`].
     pub fn non_empty(&self, name: &str) -> Option<&str> {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    /// The value of the fields with this name directly under the root,
+    /// trimmed, for a value that decides (what was charged, what was
+    /// delivered): `Ok(None)` when absent or blank; a name written more than
+    /// once must say the same each time (blank ones aside), else
+    /// [`Disagreement`]. A field inside a container (`additionaldata`) never
+    /// counts: it is the biller's product data, not the reply's.
+    pub fn one<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, Disagreement<'a>> {
+        let mut said: Vec<&str> = Vec::new();
+        for value in self.top_level(name).map(str::trim) {
+            if !value.is_empty() && !said.contains(&value) {
+                said.push(value);
+            }
+        }
+        match said.as_slice() {
+            [] => Ok(None),
+            [value] => Ok(Some(value)),
+            _ => Err(Disagreement(said)),
+        }
     }
 
     /// Every value of fields with this name, ignoring ASCII case, at any
@@ -190,6 +214,26 @@ impl Fields {
             .map(String::as_str)
             .chain(self.entries.iter().map(|field| field.name.as_str()))
             .find(|name| name.chars().any(|c| c.is_ascii_uppercase()))
+    }
+}
+
+/// The different values a reply gives one field ([`Fields::one`]), in
+/// document order. Shown, each is cut to [`Disagreement::QUOTED_CHARS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement<'a>(pub Vec<&'a str>);
+
+impl Disagreement<'_> {
+    pub const QUOTED_CHARS: usize = 64;
+}
+
+impl std::fmt::Display for Disagreement<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "written {} ways:", self.0.len())?;
+        for (i, value) in self.0.iter().enumerate() {
+            let value = loket_protocol::text::clip(value, Self::QUOTED_CHARS);
+            write!(f, "{} {value:?}", if i == 0 { "" } else { "," })?;
+        }
+        Ok(())
     }
 }
 
@@ -375,80 +419,47 @@ fn decode_json(body: &[u8]) -> Result<Fields, WireError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(WireError::Empty);
     }
-    let value: JsonValue =
-        serde_json::from_slice(body).map_err(|e| WireError::Json(e.to_string()))?;
-    let JsonValue::Object(object) = value else {
+    // Read as written: every member of an object in document order, a
+    // duplicated key included (`serde_json::Value` keeps only the last, so a
+    // reply saying `"transactionstatus":"000"` and then `"203"` would read
+    // as the second). Nesting past MAX_DEPTH is refused where the parser
+    // reaches it, so no deeper part of a body is held (a 1 MB reply nested
+    // 120 deep once cost over 1 GB buffered level by level).
+    let value = json::read(body, MAX_DEPTH).map_err(|error| match error {
+        JsonError::TooDeep(_) => WireError::TooDeep,
+        other => WireError::Json(other.to_string()),
+    })?;
+    let Written::Object(object) = value else {
         return Err(WireError::NotAnObject);
     };
     let mut fields = Fields::new();
-    flatten_json(&object, &mut fields, 1)?;
+    flatten_json(&object, &mut fields, false)?;
     Ok(fields)
 }
 
-/// A JSON value as written. Unlike `serde_json::Value`, whose objects keep
-/// only the last of two members with the same key, an object here keeps
-/// every member in document order: a reply saying `"transactionstatus":"000"`
-/// and then `"transactionstatus":"203"` must not read as either.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum JsonValue {
-    Text(String),
-    /// The number's exact text (serde_json's `arbitrary_precision`).
-    Number(serde_json::Number),
-    Bool(bool),
-    Null,
-    Array(Vec<JsonValue>),
-    Object(JsonObject),
-}
-
-/// A JSON object's members, duplicated keys included, in document order.
-struct JsonObject(Vec<(String, JsonValue)>);
-
-impl<'de> serde::Deserialize<'de> for JsonObject {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = JsonObject;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<JsonObject, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry()? {
-                    members.push(member);
-                }
-                Ok(JsonObject(members))
-            }
-        }
-        deserializer.deserialize_map(Members)
-    }
-}
-
-fn flatten_json(object: &JsonObject, fields: &mut Fields, depth: usize) -> Result<(), WireError> {
-    if depth > MAX_DEPTH {
-        return Err(WireError::TooDeep);
-    }
-    let nested = depth > 1;
-    for (name, value) in &object.0 {
+/// Adds an object's members to `fields`: a value as a field (`nested` when
+/// the object is not the body itself), an object, or the objects of an
+/// array, as a container whose leaves are nested.
+fn flatten_json(
+    object: &[(String, Written)],
+    fields: &mut Fields,
+    nested: bool,
+) -> Result<(), WireError> {
+    for (name, value) in object {
         match value {
-            JsonValue::Text(text) => fields.push_decoded(name, text, nested)?,
-            JsonValue::Number(number) => fields.push_decoded(name, &number.to_string(), nested)?,
-            JsonValue::Bool(flag) => fields.push_decoded(name, &flag.to_string(), nested)?,
-            JsonValue::Null => fields.push_decoded(name, "", nested)?,
-            JsonValue::Object(inner) => {
+            Written::Text(text) => fields.push_decoded(name, text, nested)?,
+            Written::Number(number) => fields.push_decoded(name, &number.to_string(), nested)?,
+            Written::Bool(flag) => fields.push_decoded(name, &flag.to_string(), nested)?,
+            Written::Null => fields.push_decoded(name, "", nested)?,
+            Written::Object(inner) => {
                 fields.containers.push(name.clone());
-                flatten_json(inner, fields, depth + 1)?;
+                flatten_json(inner, fields, true)?;
             }
-            JsonValue::Array(items) => {
+            Written::Array(items) => {
                 fields.containers.push(name.clone());
                 for item in items {
-                    if let JsonValue::Object(inner) = item {
-                        flatten_json(inner, fields, depth + 1)?;
+                    if let Written::Object(inner) = item {
+                        flatten_json(inner, fields, true)?;
                     }
                 }
             }
@@ -690,6 +701,38 @@ mod tests {
         ));
         let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
         assert!(decode(Format::Json, deep.as_bytes()).is_err());
+    }
+
+    /// JSON nested past MAX_DEPTH is refused where the decoder reaches it:
+    /// nothing deeper is read, let alone held. serde's untagged enum, which
+    /// read it before, buffered every level's subtree anew before the bound
+    /// was checked: a 1 MB reply nested 120 deep peaked at 121 MB (an
+    /// escaped string at the bottom) to 1.3 GB (166 000 members there).
+    #[test]
+    fn json_nested_too_deep_is_refused_before_the_rest_is_read() {
+        let open = |levels: usize| "{\"a\":".repeat(levels);
+        let close = |levels: usize| "}".repeat(levels);
+        // Past the bound lies what is not even JSON: it is never reached.
+        let body = format!("{}{{\"k\":\"\\n\",\"k\":2}} not JSON", open(MAX_DEPTH));
+        assert_eq!(
+            decode(Format::Json, body.as_bytes()),
+            Err(WireError::TooDeep)
+        );
+        let members = vec![r#""k":"\n""#; 100_000].join(",");
+        let body = format!("{}{{{members}}}{}", open(120), close(120));
+        assert_eq!(
+            decode(Format::Json, body.as_bytes()),
+            Err(WireError::TooDeep)
+        );
+        // At the bound, a body is read.
+        let body = format!(
+            "{}{{\"k\":\"v\"}}{}",
+            open(MAX_DEPTH - 1),
+            close(MAX_DEPTH - 1)
+        );
+        let fields = decode(Format::Json, body.as_bytes()).unwrap();
+        assert_eq!(fields.top_level("k").count(), 0);
+        assert_eq!(fields.get("k"), Some("v"));
     }
 
     /// A repeated name is kept as often as it is written, in XML and JSON

@@ -84,7 +84,7 @@ pub struct Settings {
     pub schedules: BTreeMap<String, ScheduleSettings>,
     /// How long a status check may find "no record of the reference" before
     /// the provider is taken never to have received it (`failed`,
-    /// `NOT_FOUND`).
+    /// `NOT_FOUND`). At least a second.
     pub not_found_grace_ms: u64,
     /// A `received` transaction never dispatched this long after creation
     /// (the ingress crashed between insert and publish) is dispatched.
@@ -93,9 +93,11 @@ pub struct Settings {
     /// (command lost) is re-dispatched (the connector then checks first).
     pub redispatch_after_ms: u64,
     /// `received`/`pending`/`unknown` this long after creation:
-    /// `needs_review` with an alert.
+    /// `needs_review` with an alert. More than the latest first status
+    /// check of any schedule (its longer first wait plus jitter).
     pub review_after_ms: u64,
     /// Inquiries unresolved this long after creation: `failed` / `EXPIRED`.
+    /// More than the latest first status check of any schedule.
     pub inquiry_timeout_ms: u64,
     /// Send records (`send_intents`) older than this are deleted. At least
     /// [`MIN_SEND_RECORD_RETENTION`](loket_protocol::horizon::MIN_SEND_RECORD_RETENTION)
@@ -122,6 +124,10 @@ impl loket_runtime::binary::ServiceSettings for Settings {
 const WEEK_MS: u64 = 7 * 24 * 3_600_000;
 /// The least `applied_event_retention_ms`.
 const MIN_APPLIED_EVENT_RETENTION: Duration = Duration::from_secs(3600);
+/// The least `not_found_grace_ms` (a second): 0 fails a transaction on the
+/// second "no record" however soon it follows the first, and a value under
+/// a second is a unit mistake (`5` meant as minutes).
+const MIN_NOT_FOUND_GRACE_MS: u64 = 1_000;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -191,7 +197,70 @@ impl Settings {
                 )));
             }
         }
+        if self.not_found_grace_ms < MIN_NOT_FOUND_GRACE_MS {
+            return Err(Error::Config(format!(
+                "not_found_grace_ms must be at least {MIN_NOT_FOUND_GRACE_MS} (a second: \
+                 the provider may not have recorded a reference it was just sent), not {}",
+                self.not_found_grace_ms
+            )));
+        }
+        // Both clocks run from a transaction's creation: one that ends it
+        // before the first status check can come ends every unresolved
+        // transaction unchecked.
+        let (schedule, latest_first) = self.latest_first_check();
+        let latest_first_ms = latest_first.num_milliseconds();
+        for (key, value, then) in [
+            (
+                "review_after_ms",
+                self.review_after_ms,
+                "parks every unresolved transaction in needs_review",
+            ),
+            (
+                "inquiry_timeout_ms",
+                self.inquiry_timeout_ms,
+                "expires every unresolved inquiry",
+            ),
+        ] {
+            if i128::from(value) <= i128::from(latest_first_ms) {
+                return Err(Error::Config(format!(
+                    "{key} must be greater than the latest first status check of any provider \
+                     ({latest_first_ms} ms: the longer first wait of {schedule} plus its \
+                     jitter), not {value}: a shorter one {then} before it is checked"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Which schedule's first status check may come latest (its key, or
+    /// the default one's a provider without a schedule of its own uses, as
+    /// [`Reconciler::new`] does), and that wait ([`Schedule::latest_first`]).
+    /// Call it on validated schedules (an invalid one counts as the default).
+    fn latest_first_check(&self) -> (String, chrono::Duration) {
+        let mut latest: Option<(String, chrono::Duration)> = None;
+        for provider in loket_protocol::Provider::ALL {
+            let name = provider.as_str();
+            let (label, schedule) = match self.schedules.get(name) {
+                Some(settings) => (
+                    format!("schedules.{name}"),
+                    Schedule::new(name, settings).unwrap_or_default(),
+                ),
+                None => (
+                    format!("the default schedule, which {name} uses without schedules.{name},"),
+                    Schedule::default(),
+                ),
+            };
+            let wait = schedule.latest_first();
+            if latest.as_ref().is_none_or(|(_, longest)| wait > *longest) {
+                latest = Some((label, wait));
+            }
+        }
+        latest.unwrap_or_else(|| {
+            (
+                "the default schedule".into(),
+                Schedule::default().latest_first(),
+            )
+        })
     }
 }
 
@@ -522,5 +591,57 @@ mod tests {
         assert!(error.contains("applied_event_retention_ms"), "{error}");
         let error = refusal(|s| s.prune_batch = 0).unwrap();
         assert!(error.contains("prune_batch"), "{error}");
+    }
+
+    #[test]
+    fn zero_or_unit_mistaken_deadlines_and_schedules_are_refused_naming_the_key() {
+        let error = refusal(|s| s.not_found_grace_ms = 0).unwrap();
+        assert!(
+            error.contains("not_found_grace_ms must be at least 1000"),
+            "{error}"
+        );
+        let error = refusal(|s| s.not_found_grace_ms = 5).unwrap();
+        assert!(error.contains("not_found_grace_ms"), "{error}");
+        assert_eq!(refusal(|s| s.not_found_grace_ms = 1_000), None);
+        // The default schedules' latest first check: OkeBayar's 5 minutes
+        // plus 10 % jitter.
+        for key in ["review_after_ms", "inquiry_timeout_ms"] {
+            let set = |s: &mut Settings, value| match key {
+                "review_after_ms" => s.review_after_ms = value,
+                _ => s.inquiry_timeout_ms = value,
+            };
+            for value in [0, 330_000] {
+                let error = refusal(|s| set(s, value)).unwrap();
+                assert!(
+                    error.contains(&format!("{key} must be greater than")),
+                    "{error}"
+                );
+                assert!(error.contains("330000 ms"), "{error}");
+                assert!(error.contains("schedules.okebayar"), "{error}");
+            }
+            assert_eq!(refusal(|s| set(s, 330_001)), None, "{key}");
+        }
+        // A provider without a schedule of its own is checked on the default.
+        let error = refusal(|s| {
+            s.schedules.clear();
+            s.review_after_ms = 60_000;
+        })
+        .unwrap();
+        assert!(error.contains("review_after_ms"), "{error}");
+        // Minutes written without their unit.
+        let error = refusal(|s| {
+            s.schedules.insert(
+                "smilepayz".into(),
+                ScheduleSettings {
+                    delays_ms: vec![5, 10, 20],
+                    ..ScheduleSettings::smilepayz()
+                },
+            );
+        })
+        .unwrap();
+        assert!(
+            error.contains("schedules.smilepayz.delays_ms[0] must be between 100 and"),
+            "{error}"
+        );
     }
 }

@@ -10,6 +10,10 @@
 //! went `unknown` together (a provider outage, a 5xx storm) are then checked
 //! spread out rather than all at once when the provider comes back, and
 //! planning stays a pure function.
+//!
+//! Every wait is between [`MIN_WAIT_MS`] and [`MAX_WAIT_MS`]: the settings
+//! are milliseconds, and `[5, 10, 20]` meant as minutes would otherwise poll
+//! the provider on every scheduler tick.
 
 use chrono::{DateTime, Utc};
 use loket_protocol::TransactionStatus;
@@ -17,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// One provider's schedule as configured
-/// (`schedules.<provider>.delays_ms`, `schedules.<provider>.unknown_first_ms`).
+/// (`schedules.<provider>.delays_ms`, `schedules.<provider>.unknown_first_ms`),
+/// every wait in milliseconds, from [`MIN_WAIT_MS`] to [`MAX_WAIT_MS`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ScheduleSettings {
@@ -72,6 +77,15 @@ impl Default for ScheduleSettings {
     }
 }
 
+/// The shortest wait a schedule may name (100 ms). Tests run with waits of
+/// half a second; a shorter one is a unit mistake (`5` meant as minutes or
+/// seconds) that would check the provider on every scheduler tick.
+pub const MIN_WAIT_MS: u64 = 100;
+/// The longest wait a schedule may name (a day): an unresolved transaction
+/// is checked at least daily, and a wait near `u64::MAX` cannot be added to
+/// a time at all.
+pub const MAX_WAIT_MS: u64 = 24 * 3_600_000;
+
 /// A validated schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
@@ -87,6 +101,16 @@ pub enum ScheduleError {
     Empty { provider: String },
     #[error("schedules.{provider}.jitter_percent must be at most 100 (it is {value})")]
     Jitter { provider: String, value: u32 },
+    /// `key` is `delays_ms[i]` or `unknown_first_ms`.
+    #[error(
+        "schedules.{provider}.{key} must be between {MIN_WAIT_MS} and {MAX_WAIT_MS} ms \
+         (100 ms to a day; the settings are milliseconds: 5 minutes is 300000), not {value}"
+    )]
+    Wait {
+        provider: String,
+        key: String,
+        value: u64,
+    },
 }
 
 impl Schedule {
@@ -101,6 +125,21 @@ impl Schedule {
                 provider: provider.to_string(),
                 value: settings.jitter_percent,
             });
+        }
+        let waits = settings
+            .delays_ms
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| (format!("delays_ms[{i}]"), *ms))
+            .chain([("unknown_first_ms".to_string(), settings.unknown_first_ms)]);
+        for (key, value) in waits {
+            if !(MIN_WAIT_MS..=MAX_WAIT_MS).contains(&value) {
+                return Err(ScheduleError::Wait {
+                    provider: provider.to_string(),
+                    key,
+                    value,
+                });
+            }
         }
         Ok(Schedule {
             delays: settings.delays_ms.iter().map(|ms| millis(*ms)).collect(),
@@ -153,6 +192,14 @@ impl Schedule {
         }
     }
 
+    /// The longest a transaction that just became `pending` or `unknown`
+    /// may wait for its first check: the longer first wait plus the most
+    /// jitter can add to it.
+    pub fn latest_first(&self) -> chrono::Duration {
+        let first = self.delays[0].max(self.unknown_first);
+        first + first * self.jitter_percent as i32 / 100
+    }
+
     /// The wait after the `check_count`-th check was published
     /// (`check_count >= 1`): `delays[min(check_count, len - 1)]`.
     pub fn after_check(&self, check_count: i32) -> chrono::Duration {
@@ -170,9 +217,15 @@ impl Default for Schedule {
     }
 }
 
-/// Milliseconds as a chrono duration (saturating; configuration is small).
+/// The longest [`millis`] returns: about 292 years, whose nanoseconds still
+/// fit an `i64`, and which a time now can be moved by either way.
+const MILLIS_MAX: u64 = i64::MAX as u64 / 1_000_000;
+
+/// Milliseconds as a chrono duration, saturating at [`MILLIS_MAX`] (about
+/// 292 years): a larger setting (say 10^16 ms) would make `now ± duration`
+/// leave chrono's range and panic on every tick.
 pub fn millis(ms: u64) -> chrono::Duration {
-    chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000))
+    chrono::Duration::milliseconds(ms.min(MILLIS_MAX) as i64)
 }
 
 #[cfg(test)]
@@ -234,6 +287,83 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "schedules.okebayar.delays_ms must name at least one delay"
+        );
+    }
+
+    #[test]
+    fn waits_under_100_ms_or_over_a_day_are_refused_naming_the_key() {
+        let schedule = |delays_ms: Vec<u64>, unknown_first_ms: u64| {
+            Schedule::new(
+                "okebayar",
+                &ScheduleSettings {
+                    delays_ms,
+                    unknown_first_ms,
+                    jitter_percent: 0,
+                },
+            )
+        };
+        // Minutes written without their unit: every tick would poll.
+        let error = schedule(vec![5, 10, 20], 30_000).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "schedules.okebayar.delays_ms[0] must be between 100 and 86400000 ms \
+             (100 ms to a day; the settings are milliseconds: 5 minutes is 300000), not 5"
+        );
+        for (delays, unknown_first, key) in [
+            (vec![1_000, 0], 500, "delays_ms[1]"),
+            (vec![1_000, 2_000], 0, "unknown_first_ms"),
+            (vec![1_000, 2_000], 99, "unknown_first_ms"),
+            (vec![1_000, MAX_WAIT_MS + 1], 500, "delays_ms[1]"),
+            (vec![u64::MAX], 500, "delays_ms[0]"),
+            (vec![1_000], u64::MAX, "unknown_first_ms"),
+        ] {
+            let error = schedule(delays.clone(), unknown_first).unwrap_err();
+            assert!(
+                matches!(&error, ScheduleError::Wait { key: k, .. } if k == key),
+                "{delays:?} {unknown_first}: {error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("schedules.okebayar.{key} ")),
+                "{error}"
+            );
+        }
+        // The bounds themselves, and what the test suite runs with.
+        schedule(vec![MIN_WAIT_MS, MAX_WAIT_MS], MIN_WAIT_MS).unwrap();
+        schedule(vec![700, 1_000], 700).unwrap();
+        schedule(vec![60_000, 1_000], 60_000).unwrap();
+    }
+
+    #[test]
+    fn huge_millisecond_settings_saturate_instead_of_panicking_in_time_arithmetic() {
+        let now = chrono::Utc::now();
+        for ms in [10u64.pow(16), i64::MAX as u64, u64::MAX] {
+            let duration = millis(ms);
+            assert_eq!(duration, millis(MILLIS_MAX), "{ms}");
+            // What the scheduler and the planner do with these settings.
+            let _ = now - duration;
+            let _ = now + duration + duration;
+        }
+        assert_eq!(millis(1_500).num_milliseconds(), 1_500);
+    }
+
+    #[test]
+    fn the_latest_first_check_includes_the_longer_first_wait_and_its_jitter() {
+        let schedule = Schedule::default(); // 5 min pending, 30 s unknown, 10 %
+        assert_eq!(schedule.latest_first(), chrono::Duration::seconds(330));
+        let unknown_longer = Schedule::new(
+            "snapqr",
+            &ScheduleSettings {
+                delays_ms: vec![1_000],
+                unknown_first_ms: 4_000,
+                jitter_percent: 50,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            unknown_longer.latest_first(),
+            chrono::Duration::milliseconds(6_000)
         );
     }
 

@@ -26,12 +26,12 @@ use loket_connector::{
 };
 use loket_protocol::Provider;
 use rsa::RsaPublicKey;
-use serde_json::Value;
 
 use crate::codes;
 use crate::settings::{CallbackSettings, InvalidSetting};
 use crate::sign::{self, CallbackRecipe};
 use crate::wire::{self, text};
+use loket_connector::service::check_callback_skew;
 
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
 pub const MAX_RAW_BYTES: usize = 16 * 1024;
@@ -69,12 +69,7 @@ pub fn callback_parser(settings: &CallbackSettings) -> Result<SmilepayzCallbacks
                 .map_err(|e| InvalidSetting::new("smilepayz.platform_public_key", e.to_string()))?,
         )
     };
-    if settings.max_skew_seconds <= 0 {
-        return Err(InvalidSetting::new(
-            "smilepayz.max_skew_seconds",
-            "must be greater than 0",
-        ));
-    }
+    check_callback_skew("smilepayz.max_skew_seconds", settings.max_skew_seconds)?;
     Ok(SmilepayzCallbacks {
         key,
         recipe: settings.recipe,
@@ -112,8 +107,8 @@ impl SmilepayzCallbacks {
         if request.body.len() > MAX_CALLBACK_BYTES {
             return Err(malformed("callback too large"));
         }
-        let body: Value =
-            serde_json::from_slice(&request.body).map_err(|_| malformed("body is not JSON"))?;
+        let body = loket_connector::json::strict(&request.body)
+            .map_err(|error| malformed(&format!("body is not readable JSON: {error}")))?;
         if !body.is_object() {
             return Err(malformed("body is not a JSON object"));
         }
@@ -394,6 +389,26 @@ mod tests {
         // Malformed.
         let req = request(b"<xml/>".to_vec(), Some(&ts), Some(&sig));
         assert!(matches!(p.parse(&req), Err(CallbackError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_skew_window_outside_a_second_to_an_hour_is_refused_naming_the_key() {
+        for skew in [i64::MIN, -1, 0, 3_601, i64::MAX] {
+            let error = callback_parser(&CallbackSettings {
+                max_skew_seconds: skew,
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert_eq!(error.key, "smilepayz.max_skew_seconds", "{skew}: {error}");
+            assert!(error.problem.contains("between 1 and 3600"), "{error}");
+        }
+        for skew in [1, 300, 3_600] {
+            callback_parser(&CallbackSettings {
+                max_skew_seconds: skew,
+                ..Default::default()
+            })
+            .unwrap();
+        }
     }
 
     fn keys_other() -> Keys {

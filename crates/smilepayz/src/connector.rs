@@ -712,6 +712,30 @@ mod tests {
         );
     }
 
+    /// serde_json's `Value` keeps the last of two members with one key, so
+    /// "FAILED" then "SUCCESS" read as a success. A reply that says two
+    /// things decides nothing: it is unknown, never success nor failed.
+    #[test]
+    fn an_inquiry_reply_repeating_a_key_is_unknown() {
+        let command = command(Operation::StatusCheck);
+        let request = connector().build_request(&command).unwrap();
+        for (first, last) in [
+            ("FAILED", "SUCCESS"),
+            ("SUCCESS", "FAILED"),
+            ("SUCCESS", "SUCCESS"),
+        ] {
+            let body = format!(
+                r#"{{"code":"00","responseCode":"2009200","message":"Successful","tradeNo":"T1","tradeType":2,"status":"{first}","status":"{last}"}}"#
+            );
+            let report = connector().classify_inquiry(
+                &command,
+                &request,
+                &reply(200, body.clone().into_bytes()),
+            );
+            assert_eq!(report.outcome, Outcome::Unknown, "{body}");
+        }
+    }
+
     /// A hosted-page pay-in: the method its payer picked on Smilepayz's page
     /// comes back from the inquiry as instructions naming only that method.
     #[test]

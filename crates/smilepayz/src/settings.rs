@@ -3,7 +3,7 @@
 //! ([`CallbackSettings`]). Keys and the merchant secret are
 //! [`Secret`]s: never logged, never in an error.
 
-use loket_connector::service::{check_http_timeouts, check_provider_url};
+use loket_connector::service::{check_http_timeouts, check_http_url, check_provider_url};
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -44,9 +44,10 @@ pub struct SmilepayzSettings {
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
     /// Sent as `callbackUrl` on pay-ins and pay-outs (empty: not sent, the
-    /// URL registered in the Smilepayz admin applies).
+    /// URL registered in the Smilepayz admin applies). Otherwise an absolute
+    /// `http://` or `https://` URL with a host, at most 256 characters.
     pub callback_url: String,
-    /// Sent as `redirectUrl` on pay-ins when not empty.
+    /// Sent as `redirectUrl` on pay-ins when not empty; the same form.
     pub redirect_url: String,
     /// See [`NOT_FOUND_GRACE_MS_DEFAULT`].
     pub not_found_grace_ms: u64,
@@ -97,6 +98,9 @@ impl SmilepayzSettings {
             .map_err(|e| InvalidSetting::new(key("merchant_private_key"), e.to_string()))?;
         check_http_timeouts("smilepayz", self.timeout_ms, self.connect_timeout_ms)?;
         // Spec §2: both are S256 on the wire; longer, every pay-in is refused.
+        // Both are optional (empty: not sent); one that is sent must be a URL
+        // Smilepayz can call or send the payer to: `merchant.example/cb`,
+        // without its scheme, would go out on every pay-in and never work.
         for (name, url) in [
             ("callback_url", &self.callback_url),
             ("redirect_url", &self.redirect_url),
@@ -106,6 +110,9 @@ impl SmilepayzSettings {
                     key(name),
                     format!("must be at most {URL_MAX_CHARS} characters (spec S256)"),
                 ));
+            }
+            if !url.trim().is_empty() {
+                check_http_url(&key(name), url)?;
             }
         }
         if self.default_expiry_seconds == 0 || self.default_expiry_seconds > EXPIRY_SECONDS_MAX {
@@ -140,7 +147,8 @@ pub struct CallbackSettings {
     pub platform_public_key: String,
     /// What the signature covers (spec §4.2; PayNodo variant configurable).
     pub recipe: CallbackRecipe,
-    /// Callbacks whose X-TIMESTAMP is further than this from now are stale.
+    /// Callbacks whose X-TIMESTAMP is further than this from now are stale;
+    /// from 1 s to an hour.
     pub max_skew_seconds: i64,
     /// Our merchant secret, only to mask it should it ever appear in a
     /// callback body (optional).
@@ -227,5 +235,57 @@ mod tests {
             valid.url("/v2.0/inquiry-status"),
             "http://127.0.0.1:8181/v2.0/inquiry-status"
         );
+    }
+
+    #[test]
+    fn callback_and_redirect_urls_must_be_absolute_http_urls_when_set() {
+        let (private, _) = sign::generate_key_pair();
+        let valid = SmilepayzSettings {
+            merchant_id: "20001".into(),
+            merchant_secret: Secret::new("s"),
+            merchant_private_key: Secret::new(private),
+            ..SmilepayzSettings::default()
+        };
+        // Optional: empty (or blank) is not sent.
+        for url in ["", "  "] {
+            SmilepayzSettings {
+                callback_url: url.into(),
+                redirect_url: url.into(),
+                ..valid.clone()
+            }
+            .validate()
+            .unwrap();
+        }
+        for url in [
+            "https://merchant.example/cb/smilepayz",
+            "http://127.0.0.1:8280/callback/smilepayz",
+            "http://loket-callback:8280/callback/smilepayz",
+        ] {
+            SmilepayzSettings {
+                callback_url: url.into(),
+                redirect_url: url.into(),
+                ..valid.clone()
+            }
+            .validate()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        for url in [
+            "merchant.example/cb",
+            "/callback/smilepayz",
+            "ftp://merchant.example/cb",
+            "https://",
+            "https://user:CANARY-PW-9@merchant.example/cb",
+        ] {
+            for name in ["callback_url", "redirect_url"] {
+                let mut settings = valid.clone();
+                match name {
+                    "callback_url" => settings.callback_url = url.into(),
+                    _ => settings.redirect_url = url.into(),
+                }
+                let error = settings.validate().unwrap_err();
+                assert_eq!(error.key, format!("smilepayz.{name}"), "{url}: {error}");
+                assert!(!error.to_string().contains("CANARY-PW-9"), "{error}");
+            }
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! order is the SDKs' order (serialisation keeps declaration order, and the
 //! signature covers the exact bytes sent). Replies and callbacks are read
 //! leniently: a missing or oddly typed field is `None`, never a failed parse,
-//! and an unknown status is [`OrderStatus::Unknown`].
+//! and an unknown status is [`OrderStatus::Unknown`]. But an object that names
+//! a key twice is refused ([`loket_connector::json::strict`]): which value
+//! Smilepayz meant cannot be told (a reply is then unknown, a callback
+//! malformed).
 //!
 //! Money is `{currency: "IDR", amount: Number}` in whole rupiah; amounts are
 //! converted exactly ([`money_to_wire`], [`money_from_wire`]) — never through
@@ -129,6 +132,9 @@ pub fn money_to_wire(money: Money) -> WireMoney {
 pub enum WireError {
     #[error("reply is not a JSON object")]
     NotJson,
+    /// An object names a key twice: which one it means cannot be told.
+    #[error("reply names key {0:?} twice in one object")]
+    RepeatedKey(String),
     #[error("money: {0}")]
     Money(#[from] MoneyError),
     #[error("money: missing or malformed")]
@@ -237,7 +243,10 @@ pub fn text(value: &Value, key: &str) -> Option<String> {
 
 impl Reply {
     pub fn parse(body: &[u8]) -> Result<Reply, WireError> {
-        let raw: Value = serde_json::from_slice(body).map_err(|_| WireError::NotJson)?;
+        let raw = loket_connector::json::strict(body).map_err(|error| match error {
+            loket_connector::json::JsonError::RepeatedKey(key) => WireError::RepeatedKey(key),
+            _ => WireError::NotJson,
+        })?;
         if !raw.is_object() {
             return Err(WireError::NotJson);
         }
@@ -315,6 +324,69 @@ pub fn is_valid_order_no(order_no: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A key written twice in one object, at the top or inside, makes the
+    /// reply unreadable: serde_json's `Value` kept the last and hid the
+    /// first, so `FAILED` then `SUCCESS` read as a success.
+    #[test]
+    fn a_reply_repeating_a_key_is_refused() {
+        for body in [
+            &br#"{"code":"00","status":"FAILED","status":"SUCCESS"}"#[..],
+            br#"{"code":"00","status":"SUCCESS","money":{"currency":"IDR","amount":1,"amount":150000}}"#,
+        ] {
+            assert!(
+                matches!(Reply::parse(body), Err(WireError::RepeatedKey(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// A signed callback that names its status twice is malformed (refused,
+    /// for Smilepayz to send again), whichever status comes last.
+    #[test]
+    fn a_callback_repeating_a_key_is_malformed() {
+        use crate::sign::{self, TimestampStyle};
+        use loket_connector::{CallbackError, CallbackParser as _, CallbackRequest};
+        let (private_pem, public_pem) = sign::generate_key_pair();
+        let private = sign::load_private_key(&private_pem).unwrap();
+        let parser = crate::callback_parser(&crate::CallbackSettings {
+            platform_public_key: public_pem,
+            ..Default::default()
+        })
+        .unwrap();
+        let callback = |statuses: &str| {
+            let body = format!(
+                r#"{{"orderNo":"0123456789abcdef","tradeNo":"1012001924","merchantId":"20001",{statuses},"money":{{"currency":"IDR","amount":150000}},"transactionTime":"2024-07-03T08:56:33"}}"#
+            );
+            let ts = sign::timestamp(TimestampStyle::Wib, chrono::Utc::now());
+            let signature = sign::sign(&private, format!("1012001924|{ts}").as_bytes());
+            let mut headers = http::HeaderMap::new();
+            headers.insert(HEADER_TIMESTAMP, ts.parse().unwrap());
+            headers.insert(HEADER_SIGNATURE, signature.parse().unwrap());
+            parser.parse(&CallbackRequest {
+                method: http::Method::POST,
+                path: crate::CALLBACK_PATH.into(),
+                query: None,
+                headers,
+                body: bytes::Bytes::from(body),
+                source_ip: None,
+            })
+        };
+        assert_eq!(
+            callback(r#""status":"SUCCESS""#).unwrap().provider_code,
+            "SUCCESS"
+        );
+        for statuses in [
+            r#""status":"FAILED","status":"SUCCESS""#,
+            r#""status":"SUCCESS","status":"FAILED""#,
+        ] {
+            assert!(
+                matches!(callback(statuses), Err(CallbackError::Malformed(_))),
+                "{statuses}: {:?}",
+                callback(statuses)
+            );
+        }
+    }
     #[test]
     fn pay_in_body_keeps_the_sdk_order_and_whole_rupiah() {
         let request = PayInRequest {

@@ -121,7 +121,9 @@ const TAG_BYTES: usize = 32;
 
 impl NotifyTokens {
     /// `key` empty: a random key of this process (tokens are then accepted
-    /// only by the replica that granted them).
+    /// only by the replica that granted them). `ttl_secs` is meant to be
+    /// validated ([`crate::NotifySettings::validate`]: a minute to a day);
+    /// one beyond chrono's range saturates instead of panicking.
     pub fn new(key: &[u8], ttl_secs: u64) -> Self {
         let key = if key.is_empty() {
             use rand::RngCore as _;
@@ -133,7 +135,10 @@ impl NotifyTokens {
         };
         NotifyTokens {
             key,
-            ttl: chrono::Duration::seconds(ttl_secs as i64),
+            ttl: i64::try_from(ttl_secs)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .unwrap_or(chrono::Duration::MAX),
         }
     }
 
@@ -151,7 +156,11 @@ impl NotifyTokens {
 
     /// A token valid until `now` plus the validity.
     pub fn grant(&self, now: DateTime<Utc>) -> String {
-        let expiry = (now + self.ttl).timestamp().to_be_bytes();
+        let expiry = now
+            .checked_add_signed(self.ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            .timestamp()
+            .to_be_bytes();
         let mut token = expiry.to_vec();
         token.extend_from_slice(&self.tag(expiry));
         URL_SAFE_NO_PAD.encode(token)
@@ -212,6 +221,16 @@ mod tests {
         assert!(tokens.check(&URL_SAFE_NO_PAD.encode(forged), now).is_err());
         for junk in ["", "tok-1", "!!!", &token[..token.len() - 2]] {
             assert!(tokens.check(junk, now).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_validity_beyond_chronos_range_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        for ttl in [10u64.pow(17), i64::MAX as u64, u64::MAX] {
+            let tokens = NotifyTokens::new(b"receiver-token-key", ttl);
+            let token = tokens.grant(now);
+            assert_eq!(tokens.check(&token, now), Ok(()), "{ttl}");
         }
     }
 

@@ -55,6 +55,10 @@ pub enum NotifySetupError {
     Key(#[from] KeyError),
     #[error("snapqr merchant_id: required to check the merchantId of the notifies an issuer key or client secret can verify")]
     NoMerchantId,
+    /// A window that cannot work (`snapqr.max_skew_secs`,
+    /// `snapqr.token_ttl_secs`), [`NotifySettings::validate`].
+    #[error(transparent)]
+    Setting(#[from] crate::settings::InvalidSetting),
 }
 
 /// Verifies and parses SNAP notifies for the callback receiver.
@@ -77,8 +81,10 @@ impl fmt::Debug for SnapQrCallbacks {
 
 /// The parser the callback receiver registers for `snapqr`. Default settings
 /// (nothing configured) give a parser that refuses every notify as
-/// unverifiable.
+/// unverifiable; a skew window or token validity that cannot work is an
+/// error naming its key.
 pub fn callback_parser(settings: &NotifySettings) -> Result<SnapQrCallbacks, NotifySetupError> {
+    settings.validate()?;
     let can_verify = !settings.issuer_public_key.is_empty() || !settings.client_secret.is_empty();
     if can_verify && settings.merchant_id.trim().is_empty() {
         return Err(NotifySetupError::NoMerchantId);
@@ -815,6 +821,56 @@ mod tests {
                 now
             )
             .is_ok());
+    }
+
+    #[test]
+    fn skew_windows_and_token_validities_that_cannot_work_are_refused_naming_the_key() {
+        let keys = keys();
+        let with = |max_skew_secs, token_ttl_secs| NotifySettings {
+            max_skew_secs,
+            token_ttl_secs,
+            ..mode_b(&keys)
+        };
+        // 0 refuses every notify; the huge values used to panic at grant
+        // ("TimeDelta::seconds out of bounds") or open a replay window of
+        // years.
+        for (settings, key) in [
+            (with(0, 900), "snapqr.max_skew_secs"),
+            (with(3_601, 900), "snapqr.max_skew_secs"),
+            (with(u64::MAX, 900), "snapqr.max_skew_secs"),
+            (with(300, 0), "snapqr.token_ttl_secs"),
+            (with(300, 59), "snapqr.token_ttl_secs"),
+            (with(300, 86_401), "snapqr.token_ttl_secs"),
+            (with(300, 10u64.pow(17)), "snapqr.token_ttl_secs"),
+            (with(300, u64::MAX), "snapqr.token_ttl_secs"),
+        ] {
+            let error = callback_parser(&settings).unwrap_err();
+            let NotifySetupError::Setting(setting) = &error else {
+                panic!("{error}");
+            };
+            assert_eq!(setting.key, key, "{error}");
+            assert!(setting.problem.contains("must be between"), "{error}");
+            assert!(!error.to_string().contains("issued-secret"), "{error}");
+        }
+        // The bounds themselves; the mode A default is checked alike.
+        for (skew, ttl) in [(1, 60), (3_600, 86_400)] {
+            let parser = callback_parser(&with(skew, ttl)).unwrap();
+            let now = Utc::now();
+            let stamp = format_timestamp(TimestampFormat::Offset, now);
+            let reply = parser
+                .grant_token_at(&token_request(&keys.private, "ISSUER-1", &stamp), now)
+                .unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+        let error = callback_parser(&NotifySettings {
+            max_skew_secs: 0,
+            ..NotifySettings::default()
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("snapqr.max_skew_secs"),
+            "{error}"
+        );
     }
 
     #[test]

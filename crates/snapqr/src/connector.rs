@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loket_connector::http::{self, HttpClient, Transport};
+use loket_connector::json::Written;
 use loket_connector::mask::{Masker, MASK};
 use loket_connector::report::{clip, push_detail};
 use loket_connector::{Command, Connector, ConnectorError, Report};
@@ -606,8 +607,11 @@ impl SnapQrConnector {
             .call(Service::Generate, wire::to_bytes(&request), true, None)
             .await;
         exchanges.extend(call.exchanges);
+        // The payment never left: whatever generation answered, nothing
+        // that moves money reached the issuer.
         let failed = |mut report: Report, why: &str| {
             report.outcome = Outcome::Failed;
+            report.never_left = true;
             push_detail(&mut report.detail, why);
             report
         };
@@ -872,18 +876,37 @@ fn doubt_bare_success(report: &mut Report, answer: &Answer, required: &[&str]) {
     );
 }
 
-/// `stored` (the token reply as stored) with any `accessToken` the reply
+/// `stored` (the token reply as stored) with every `accessToken` the reply
 /// `body` carries masked, as sent and as JSON may escape it (`\/`): a token
-/// is a secret whether or not the rest of its reply is usable.
+/// is a secret whether or not the rest of its reply is usable, a reply that
+/// writes the key twice (which [`Body::parse`] refuses) included.
 fn without_token(stored: &str, body: &[u8]) -> String {
-    match Body::parse(body)
-        .ok()
-        .and_then(|body| body.str("accessToken"))
-    {
-        Some(token) if !token.is_empty() => Masker::new([token]).mask(stored),
-        _ => stored.to_string(),
+    let Ok(Written::Object(members)) = loket_connector::json::read(body, usize::MAX) else {
+        return stored.to_string();
+    };
+    let tokens: Vec<String> = members
+        .into_iter()
+        .filter(|(key, _)| key.trim().eq_ignore_ascii_case("accessToken"))
+        .filter_map(|(_, value)| match value {
+            Written::Text(token) => Some(token.trim().to_string()),
+            Written::Number(number) => Some(number.to_string()),
+            _ => None,
+        })
+        .filter(|token| !token.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        stored.to_string()
+    } else {
+        Masker::new(tokens).mask(stored)
     }
 }
+
+/// The longest a B2B token is believed to live (spec §2.1: `"900"`). A
+/// longer `expiresIn` (an issuer's bug, or u64::MAX) is capped rather than
+/// refused: the token itself is good, refusing it would stop every call, and
+/// a token the issuer drops sooner is answered `401xx01` and refreshed once
+/// ([`SnapQrConnector::call`]).
+const LONGEST_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn read_token(transport: Transport) -> Result<FetchedToken, TokenError> {
     let reply = match transport {
@@ -908,9 +931,17 @@ fn read_token(transport: Transport) -> Result<FetchedToken, TokenError> {
         .str("expiresIn")
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| TokenError::BadReply("expiresIn missing or not a number".into()))?;
+    let expires_in = Duration::from_secs(expires_in);
+    if expires_in > LONGEST_TOKEN_LIFETIME {
+        tracing::warn!(
+            expires_in_secs = expires_in.as_secs(),
+            capped_at_secs = LONGEST_TOKEN_LIFETIME.as_secs(),
+            "B2B token lifetime beyond belief: capped"
+        );
+    }
     Ok(FetchedToken {
         value,
-        expires_in: Duration::from_secs(expires_in),
+        expires_in: expires_in.min(LONGEST_TOKEN_LIFETIME),
     })
 }
 
@@ -1207,6 +1238,48 @@ mod tests {
         assert!(kept.contains("2007300"), "the rest stays: {kept}");
         let plain = br#"{"accessToken":"xyz-CANARY"}"#;
         assert!(!without_token(&String::from_utf8_lossy(plain), plain).contains("CANARY"));
+        // A reply that writes the token twice is unreadable, and both are
+        // still masked.
+        let twice = br#"{"responseCode":"2007300","accessToken":"one-CANARY","accessToken":"two-CANARY","expiresIn":"900"}"#;
+        assert!(read_token(Transport::Reply(HttpReply {
+            status: 200,
+            content_type: "application/json".into(),
+            body: bytes::Bytes::copy_from_slice(twice),
+            elapsed: Duration::ZERO,
+        }))
+        .is_err());
+        let kept = without_token(&String::from_utf8_lossy(twice), twice);
+        assert!(!kept.contains("CANARY"), "{kept}");
+    }
+
+    /// An issuer's `expiresIn` of u64::MAX made the token cache compute
+    /// `Instant::now() + lifetime`, which overflows: every command task
+    /// panicked, and its command was redelivered for ever. The lifetime is
+    /// capped, and the cache takes the token.
+    #[tokio::test]
+    async fn an_absurd_token_lifetime_is_capped_and_the_token_cached() {
+        let body =
+            br#"{"responseCode":"2007300","accessToken":"t","expiresIn":"18446744073709551615"}"#;
+        let fetched = read_token(Transport::Reply(HttpReply {
+            status: 200,
+            content_type: "application/json".into(),
+            body: bytes::Bytes::copy_from_slice(body),
+            elapsed: Duration::ZERO,
+        }))
+        .unwrap();
+        assert_eq!(fetched.expires_in, LONGEST_TOKEN_LIFETIME);
+        let cache = TokenCache::new(Duration::from_secs(60));
+        let token = cache
+            .get(|| async { Ok::<_, TokenError>(fetched) })
+            .await
+            .unwrap();
+        assert_eq!(token.value, "t");
+        // Cached: no second fetch.
+        let again = cache
+            .get(|| async { Err::<FetchedToken, _>(TokenError::BadReply("fetched".into())) })
+            .await
+            .unwrap();
+        assert_eq!(again.generation, token.generation);
     }
 
     #[test]
@@ -1485,6 +1558,27 @@ mod tests {
             refund(404, r#"{"responseCode":"4048013"}"#).0,
             Outcome::Failed
         );
+    }
+
+    /// serde_json's `Value` keeps the last of two members with one key, so
+    /// "06" (failed) then "00" read as a success. A reply that says two
+    /// things decides nothing: it is unknown, never success nor failed.
+    #[test]
+    fn a_query_reply_repeating_a_key_is_unknown() {
+        let query = |body: &str| match answer(Service::Query, 200, body) {
+            Ok(answer) => classify_query(&answer, "p1").outcome,
+            Err(report) => report.outcome,
+        };
+        let once = r#"{"responseCode":"2006100","originalPartnerReferenceNo":"p1","latestTransactionStatus":"00"}"#;
+        assert_eq!(query(once), Outcome::Success);
+        for (first, last) in [("06", "00"), ("00", "06"), ("00", "00")] {
+            let body = format!(
+                r#"{{"responseCode":"2006100","originalPartnerReferenceNo":"p1","latestTransactionStatus":"{first}","latestTransactionStatus":"{last}"}}"#
+            );
+            assert_eq!(query(&body), Outcome::Unknown, "{body}");
+        }
+        let nested = r#"{"responseCode":"2006100","originalPartnerReferenceNo":"p1","latestTransactionStatus":"00","amount":{"value":"1.00","value":"9.00"}}"#;
+        assert_eq!(query(nested), Outcome::Unknown);
     }
 
     #[test]

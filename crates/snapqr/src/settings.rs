@@ -4,7 +4,7 @@
 //! [`crate::callback_parser`]). Keys and secrets are [`Secret`]s holding PEM
 //! text or a file path (a value starting with `-----BEGIN` is PEM).
 
-use loket_connector::service::{check_http_timeouts, check_provider_url};
+use loket_connector::service::{check_callback_skew, check_http_timeouts, check_provider_url};
 use loket_runtime::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,22 @@ pub const TOKEN_REFRESH_MARGIN_SECS_DEFAULT: u64 = 60;
 pub const NOTIFY_MAX_SKEW_SECS_DEFAULT: u64 = 300;
 /// Mode B: validity of the access tokens we grant issuers (the spec's `"900"`).
 pub const NOTIFY_TOKEN_TTL_SECS_DEFAULT: u64 = 900;
+/// The shortest token validity (a minute): issuers cache a token for
+/// `expiresIn` minus 60 s (spec §2.1), so a shorter one is stale when granted.
+pub const NOTIFY_TOKEN_TTL_SECS_MIN: u64 = 60;
+/// The longest token validity (a day): a leaked token signs notifies for
+/// that long, and a huge one overflows the expiry written into the token.
+pub const NOTIFY_TOKEN_TTL_SECS_MAX: u64 = 86_400;
+/// The shortest `payment_expiry_secs`: a minute, the spec's sample `"60"`
+/// (§5), and the least the connector leaves a payer when a send is held up.
+/// Under it the payer has no time to approve in the app; 0 sends every
+/// payment already expired.
+pub const PAYMENT_EXPIRY_SECS_MIN: u64 = 60;
+/// The longest `payment_expiry_secs`: a day, the connectors' send horizon
+/// ([`loket_protocol::horizon::SEND_HORIZON`]): a payment that may still be
+/// paid past it could no longer be sent again unasked. Far above it the
+/// expiry overflows chrono and every payment panics.
+pub const PAYMENT_EXPIRY_SECS_MAX: u64 = loket_protocol::horizon::SEND_HORIZON.as_secs();
 /// The sample channel id (spec §3).
 pub const CHANNEL_ID_SAMPLE: &str = "95221";
 
@@ -76,6 +92,8 @@ pub struct SnapQrSettings {
     pub token_refresh_margin_secs: u64,
     /// `expiryTime` of a payment (60): now + this many seconds, ISO-8601
     /// (**ASSUMED**, Q3: the standard types it ISO-8601; the sample says "60").
+    /// From [`PAYMENT_EXPIRY_SECS_MIN`] (a minute) to
+    /// [`PAYMENT_EXPIRY_SECS_MAX`] (a day).
     pub payment_expiry_secs: u64,
     /// `Authorization-Customer` for generate (59) when a payment command has
     /// no `qr_content`. **ASSUMED**: a merchant holds no customer tokens in
@@ -177,6 +195,17 @@ impl SnapQrSettings {
             }
         }
         check_http_timeouts("snapqr", self.timeout_ms, self.connect_timeout_ms)?;
+        if !(PAYMENT_EXPIRY_SECS_MIN..=PAYMENT_EXPIRY_SECS_MAX).contains(&self.payment_expiry_secs)
+        {
+            return Err(InvalidSetting::new(
+                key("payment_expiry_secs"),
+                format!(
+                    "must be between {PAYMENT_EXPIRY_SECS_MIN} and {PAYMENT_EXPIRY_SECS_MAX} seconds \
+                     (a minute, the spec's sample, to a day, the send horizon), not {}",
+                    self.payment_expiry_secs
+                ),
+            ));
+        }
         let longest_send_ms = self.timeout_ms.saturating_mul(SENDS_PER_CALL);
         if self.refund_resend_interval_ms <= longest_send_ms {
             return Err(InvalidSetting::new(
@@ -243,9 +272,10 @@ pub struct NotifySettings {
     /// callback receiver that share it accept each other's tokens; empty =
     /// a random key per process (one replica only).
     pub token_key: Secret,
-    /// Mode B: how long an access token we grant is valid (`expiresIn`).
+    /// Mode B: how long an access token we grant is valid (`expiresIn`),
+    /// from a minute to a day.
     pub token_ttl_secs: u64,
-    /// Accepted |now − X-TIMESTAMP|.
+    /// Accepted |now − X-TIMESTAMP|, from 1 s to an hour.
     pub max_skew_secs: u64,
     /// Our `merchantId` at the issuer (the connector's `merchant_id`): a
     /// notify naming another merchant is about a payment that is not ours,
@@ -266,6 +296,29 @@ impl Default for NotifySettings {
             max_skew_secs: NOTIFY_MAX_SKEW_SECS_DEFAULT,
             merchant_id: String::new(),
         }
+    }
+}
+
+impl NotifySettings {
+    /// Checks the windows the callback receiver works with; errors name the
+    /// key under `snapqr.` (the callback receiver's section).
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        check_callback_skew(
+            "snapqr.max_skew_secs",
+            i64::try_from(self.max_skew_secs).unwrap_or(i64::MAX),
+        )?;
+        if !(NOTIFY_TOKEN_TTL_SECS_MIN..=NOTIFY_TOKEN_TTL_SECS_MAX).contains(&self.token_ttl_secs) {
+            return Err(InvalidSetting::new(
+                "snapqr.token_ttl_secs",
+                format!(
+                    "must be between {NOTIFY_TOKEN_TTL_SECS_MIN} and {NOTIFY_TOKEN_TTL_SECS_MAX} \
+                     seconds (a minute, as issuers cache a token for expiresIn minus 60 s, \
+                     to a day), not {}",
+                    self.token_ttl_secs
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -305,16 +358,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_refund_resend_interval_within_the_longest_send_is_refused() {
+    /// Settings that pass validation, with a fresh key.
+    fn valid_settings() -> SnapQrSettings {
         let (private, _) = sign::generate_key_pair();
-        let valid = SnapQrSettings {
+        SnapQrSettings {
             client_key: "partner".into(),
             client_secret: Secret::new("s"),
             private_key: Secret::new(private),
             merchant_id: "m".into(),
             ..SnapQrSettings::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_refund_resend_interval_within_the_longest_send_is_refused() {
+        let valid = valid_settings();
         assert!(valid.validate().is_ok());
         let overlapping = SnapQrSettings {
             refund_resend_interval_ms: 4 * valid.timeout_ms,
@@ -322,6 +380,34 @@ mod tests {
         };
         let error = overlapping.validate().unwrap_err();
         assert_eq!(error.key, "snapqr.refund_resend_interval_ms", "{error}");
+    }
+
+    #[test]
+    fn a_payment_expiry_outside_a_minute_to_a_day_is_refused() {
+        let valid = valid_settings();
+        for secs in [60, 300, 86_400] {
+            let settings = SnapQrSettings {
+                payment_expiry_secs: secs,
+                ..valid.clone()
+            };
+            settings
+                .validate()
+                .unwrap_or_else(|e| panic!("{secs}: {e}"));
+        }
+        // 0: every payment sent already expired; 10^15: chrono overflows
+        // and every payment panics.
+        for secs in [0, 1, 59, 86_401, 10u64.pow(15), u64::MAX] {
+            let settings = SnapQrSettings {
+                payment_expiry_secs: secs,
+                ..valid.clone()
+            };
+            let error = settings.validate().unwrap_err();
+            assert_eq!(error.key, "snapqr.payment_expiry_secs", "{secs}: {error}");
+            assert!(
+                error.problem.contains("between 60 and 86400 seconds"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

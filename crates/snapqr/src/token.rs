@@ -74,11 +74,14 @@ impl TokenCache {
         }
         let fetched = fetch().await?;
         let lifetime = fetched.expires_in;
-        let usable = if lifetime > self.margin * 2 {
+        // Nothing here may panic, whatever the lifetime and the margin: a
+        // panic would be every command task's (saturating, checked).
+        let usable = if lifetime > self.margin.saturating_mul(2) {
             lifetime - self.margin
         } else {
             lifetime / 2
         };
+        let now = Instant::now();
         state.1 += 1;
         let token = AccessToken {
             value: fetched.value,
@@ -86,7 +89,9 @@ impl TokenCache {
         };
         state.0 = Some(Cached {
             token: token.clone(),
-            refresh_at: Instant::now() + usable,
+            // A lifetime past the clock's range is not believed: the token
+            // serves this caller, and the next one fetches another.
+            refresh_at: now.checked_add(usable).unwrap_or(now),
         });
         Ok(token)
     }
@@ -161,6 +166,23 @@ mod tests {
         assert_eq!(second.value, "token-1");
         assert_eq!(third.value, "token-1");
         assert_eq!(counter.load(Ordering::SeqCst), 2);
+    }
+
+    /// A lifetime or a margin too long to add to the clock is not a panic
+    /// (it was one in every command task): the token is handed out.
+    #[tokio::test]
+    async fn a_lifetime_past_the_clock_s_range_does_not_panic() {
+        for (margin, ttl) in [
+            (Duration::from_secs(60), Duration::MAX),
+            (Duration::from_secs(60), Duration::from_secs(u64::MAX)),
+            (Duration::MAX, Duration::from_secs(900)),
+            (Duration::MAX, Duration::MAX),
+        ] {
+            let cache = TokenCache::new(margin);
+            let counter = Arc::new(AtomicUsize::new(0));
+            let token = cache.get(|| fetch(counter.clone(), ttl)).await.unwrap();
+            assert_eq!(token.value, "token-0", "{margin:?} {ttl:?}");
+        }
     }
 
     #[tokio::test]

@@ -79,20 +79,21 @@ impl std::fmt::Display for ResponseCode {
     }
 }
 
-/// A received JSON object, read leniently.
+/// A received JSON object, read leniently. An object (at any depth) that
+/// names a key twice is refused ([`loket_connector::json::strict`]): which
+/// of its values the issuer meant cannot be told, so such a reply is
+/// unknown and such a notify malformed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Body(pub Map<String, Value>);
 
 impl Body {
     pub fn parse(bytes: &[u8]) -> Result<Body, WireError> {
-        match serde_json::from_slice::<Value>(bytes) {
+        match loket_connector::json::strict(bytes) {
             Ok(Value::Object(map)) => Ok(Body(map)),
             Ok(_) => Err(WireError::NotJson("not an object".into())),
-            Err(error) => Err(WireError::NotJson(format!(
-                "line {} column {}",
-                error.line(),
-                error.column()
-            ))),
+            // serde_json's message (a line and column) or the repeated key,
+            // never a quote of the body.
+            Err(error) => Err(WireError::NotJson(error.to_string())),
         }
     }
 
@@ -305,6 +306,76 @@ mod tests {
         assert_eq!(body.str("additionalInfo"), None);
         assert!(Body::parse(b"<html>").is_err());
         assert!(Body::parse(b"").is_err());
+    }
+
+    /// A key written twice in one object, at the top or inside, makes the
+    /// body unreadable: serde_json's `Value` kept the last and hid the
+    /// first, so `06` then `00` read as a success.
+    #[test]
+    fn a_body_repeating_a_key_is_refused() {
+        for body in [
+            &br#"{"responseCode":"2006100","latestTransactionStatus":"06","latestTransactionStatus":"00"}"#[..],
+            br#"{"responseCode":"2006100","amount":{"value":"1.00","currency":"IDR","value":"9.00"}}"#,
+        ] {
+            assert!(
+                Body::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Keys told apart only by the lenient reading are not a repeat.
+        let body = Body::parse(br#"{"externalStoreID":"S1","externalStoreId":"S1"}"#).unwrap();
+        assert_eq!(body.str("externalStoreId").as_deref(), Some("S1"));
+    }
+
+    /// A signed notify that names its status twice is malformed (refused,
+    /// for the issuer to send again), whichever status comes last.
+    #[test]
+    fn a_notify_repeating_a_key_is_malformed() {
+        use crate::callback::{callback_parser, sign_notify_rsa, NOTIFY_PATH};
+        use loket_connector::{CallbackError, CallbackParser as _, CallbackRequest};
+        let (private_pem, public_pem) = crate::sign::generate_key_pair();
+        let private = crate::sign::load_private_key(&private_pem).unwrap();
+        let parser = callback_parser(&crate::NotifySettings {
+            issuer_public_key: loket_runtime::Secret::new(public_pem),
+            merchant_id: "M1".into(),
+            ..crate::NotifySettings::default()
+        })
+        .unwrap();
+        let stamp =
+            crate::connector::format_timestamp(crate::TimestampFormat::Offset, chrono::Utc::now());
+        let notify = |statuses: &str| {
+            let body = format!(
+                r#"{{"originalPartnerReferenceNo":"0123456789abcdef","originalReferenceNo":"SIMREF1","merchantId":"M1","amount":{{"value":"10000.00","currency":"IDR"}},{statuses}}}"#
+            );
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in sign_notify_rsa(&private, NOTIFY_PATH, body.as_bytes(), &stamp) {
+                headers.insert(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            parser.parse(&CallbackRequest {
+                method: http::Method::POST,
+                path: NOTIFY_PATH.into(),
+                query: None,
+                headers,
+                body: bytes::Bytes::from(body),
+                source_ip: None,
+            })
+        };
+        let once = notify(r#""latestTransactionStatus":"00""#).unwrap();
+        assert_eq!(once.provider_code, "00");
+        for statuses in [
+            r#""latestTransactionStatus":"06","latestTransactionStatus":"00""#,
+            r#""latestTransactionStatus":"00","latestTransactionStatus":"06""#,
+        ] {
+            assert!(
+                matches!(notify(statuses), Err(CallbackError::Malformed(_))),
+                "{statuses}: {:?}",
+                notify(statuses)
+            );
+        }
     }
 
     #[test]

@@ -491,6 +491,21 @@ async fn an_empty_qr_content_is_generated_first_with_the_customer_token() {
     assert!(!format!("{:?}", report.exchanges).contains("demo-customer-token"));
 }
 
+/// A QR generation (59) the issuer refuses fails the payment, and the
+/// report says the payment never left (its `sent` is false on the bus): no
+/// payment reached the issuer.
+#[tokio::test]
+async fn a_refused_qr_generation_fails_a_payment_that_never_left() {
+    let env = env_with(|sim| sim.customer_token = Secret::new("another-customer-token")).await;
+    let payment = command(Operation::QrPayment, &reference(), 10_000);
+    let report = env.connector.execute(&payment).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.never_left, "{report:?}");
+    let seen = env.sim.requests_for(&payment.provider_reference);
+    assert_eq!(seen.generates, 1);
+    assert_eq!(env.sim.payments_for(&payment.provider_reference), 0);
+}
+
 /// Spec §8.6 (ASSUMED): the issuer pays only QRs it issued.
 #[tokio::test]
 async fn a_qr_the_issuer_never_issued_is_a_definite_failure_with_no_ledger_entry() {
