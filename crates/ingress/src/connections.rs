@@ -10,17 +10,14 @@
 //! refusal is counted in [`CONNECTIONS_REFUSED`] by reason, the open ones in
 //! [`CONNECTIONS_OPEN`].
 
-use loket_runtime::http_server::{
-    ConnectionMetrics, PerSource, SourceSlot, REFUSED_FULL, REFUSED_SOURCE_FULL,
-};
+use loket_runtime::http_server::{next_connection, Admission, ConnectionMetrics, Place};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -56,7 +53,7 @@ pub fn admitted(
     listener: TcpListener,
     limits: Limits,
 ) -> ReceiverStream<io::Result<AdmittedConnection>> {
-    NAMES.register_reasons_at_zero(&[REFUSED_SOURCE_FULL, REFUSED_FULL, REFUSED_HANDSHAKE]);
+    NAMES.register_at_zero(&[REFUSED_HANDSHAKE]);
     let (hand_over, connections) = mpsc::channel(64);
     tokio::spawn(accept(listener, limits, hand_over));
     ReceiverStream::new(connections)
@@ -67,37 +64,25 @@ async fn accept(
     limits: Limits,
     hand_over: mpsc::Sender<io::Result<AdmittedConnection>>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_source = PerSource::new(limits.max_connections_per_source);
+    let admission = Admission::new(
+        limits.max_connections,
+        limits.max_connections_per_source,
+        NAMES,
+    );
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = hand_over.closed() => return,
-            accepted = listener.accept() => accepted,
+            accepted = next_connection(&listener, "grpc") => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off briefly.
-                tracing::warn!(%error, "gRPC accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(source_slot) = per_source.take(peer.ip()) else {
-            metrics::counter!(CONNECTIONS_REFUSED, "reason" => REFUSED_SOURCE_FULL).increment(1);
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(CONNECTIONS_REFUSED, "reason" => REFUSED_FULL).increment(1);
+        let Some(place) = admission.admit(peer.ip()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
         let mut connection = AdmittedConnection {
             stream,
             preface: [0; PREFACE.len()],
             replayed: 0,
-            _slots: (slot, source_slot),
+            _place: place,
         };
         let hand_over = hand_over.clone();
         tokio::spawn(async move {
@@ -119,13 +104,13 @@ async fn accept(
 }
 
 /// A connection within the limits whose client sent the HTTP/2 preface;
-/// the server reads the preface again first. Dropping it frees its places.
+/// the server reads the preface again first. Dropping it frees its place.
 pub struct AdmittedConnection {
     stream: TcpStream,
     preface: [u8; PREFACE.len()],
     /// How much of `preface` the server has read.
     replayed: usize,
-    _slots: (OwnedSemaphorePermit, SourceSlot),
+    _place: Place,
 }
 
 impl AdmittedConnection {
@@ -138,12 +123,6 @@ impl AdmittedConnection {
             ));
         }
         Ok(())
-    }
-}
-
-impl Drop for AdmittedConnection {
-    fn drop(&mut self) {
-        metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
     }
 }
 

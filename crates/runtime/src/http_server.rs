@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 /// Connection-level limits.
@@ -61,21 +61,17 @@ pub struct ConnectionMetrics {
 
 /// The `reason` label values of [`ConnectionMetrics::refused`].
 const REFUSED_SOURCE: &str = "source";
-pub const REFUSED_SOURCE_FULL: &str = "source_full";
-pub const REFUSED_FULL: &str = "full";
+const REFUSED_SOURCE_FULL: &str = "source_full";
+const REFUSED_FULL: &str = "full";
 
 impl ConnectionMetrics {
-    /// Registers the counter for each reason and the gauge, at 0; adding
-    /// zero changes no value, so a port opened again in one process (tests)
-    /// keeps its counts.
-    fn register_at_zero(self) {
-        self.register_reasons_at_zero(&[REFUSED_SOURCE, REFUSED_SOURCE_FULL, REFUSED_FULL]);
-    }
-
-    /// [`Self::register_at_zero`] for a port whose refusals have these
-    /// `reasons` (the gRPC port's are its own).
-    pub fn register_reasons_at_zero(self, reasons: &[&'static str]) {
-        for &reason in reasons {
+    /// Registers the counter for each reason an [`Admission`] refuses
+    /// for, and for `port_reasons` (the port's own), and the gauge, at 0;
+    /// adding zero changes no value, so a port opened again in one process
+    /// (tests) keeps its counts.
+    pub fn register_at_zero(self, port_reasons: &[&'static str]) {
+        let admission_reasons = [REFUSED_SOURCE_FULL, REFUSED_FULL];
+        for &reason in admission_reasons.iter().chain(port_reasons) {
             metrics::counter!(self.refused, "reason" => reason).increment(0);
         }
         metrics::gauge!(self.open).increment(0.0);
@@ -121,36 +117,24 @@ pub async fn serve_wrapping<Io, Info>(
         admit,
         metrics: names,
     } = port;
-    names.register_at_zero();
+    names.register_at_zero(&[REFUSED_SOURCE]);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_source = PerSource::new(limits.max_connections_per_source);
+    let admission = Admission::new(
+        limits.max_connections,
+        limits.max_connections_per_source,
+        names,
+    );
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off briefly.
-                tracing::warn!(%error, port = name, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+            accepted = next_connection(&listener, name) => accepted,
         };
         if !admit(peer.ip()) {
             metrics::counter!(names.refused, "reason" => REFUSED_SOURCE).increment(1);
             drop(stream);
             continue;
         }
-        let Some(source_slot) = per_source.take(peer.ip()) else {
-            metrics::counter!(names.refused, "reason" => REFUSED_SOURCE_FULL).increment(1);
-            drop(stream);
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(names.refused, "reason" => REFUSED_FULL).increment(1);
+        let Some(place) = admission.admit(peer.ip()) else {
             drop(stream);
             continue;
         };
@@ -168,13 +152,10 @@ pub async fn serve_wrapping<Io, Info>(
             .max_buf_size(limits.max_header_bytes.max(8 * 1024));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            metrics::gauge!(names.open).increment(1.0);
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, port = name, "connection ended with an error");
             }
-            metrics::gauge!(names.open).decrement(1.0);
-            drop(slot);
-            drop(source_slot);
+            drop(place);
         });
     }
     drop(listener);
@@ -186,21 +167,89 @@ pub async fn serve_wrapping<Io, Info>(
     }
 }
 
+/// The next connection `listener` accepts. A failed accept (out of file
+/// descriptors and the like) is logged, naming the port, and retried after
+/// a short pause.
+pub async fn next_connection(listener: &TcpListener, port: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, port, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A port's connection places: at most `max_connections` open, and at
+/// most `max_per_source` from one source address. A connection over either
+/// is refused, counted in [`ConnectionMetrics::refused`] (`full`,
+/// `source_full`).
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    per_source: PerSource,
+    names: ConnectionMetrics,
+}
+
+/// The places one open connection holds, and its count in
+/// [`ConnectionMetrics::open`]; dropping it frees both.
+pub struct Place {
+    _slot: OwnedSemaphorePermit,
+    _source_slot: SourceSlot,
+    open: &'static str,
+}
+
+impl Admission {
+    pub fn new(max_connections: usize, max_per_source: usize, names: ConnectionMetrics) -> Self {
+        Admission {
+            slots: Arc::new(Semaphore::new(max_connections)),
+            per_source: PerSource::new(max_per_source),
+            names,
+        }
+    }
+
+    /// A place for a connection from `source`, or `None` (counted) when
+    /// that source or the port holds all it may.
+    pub fn admit(&self, source: IpAddr) -> Option<Place> {
+        let Some(source_slot) = self.per_source.take(source) else {
+            metrics::counter!(self.names.refused, "reason" => REFUSED_SOURCE_FULL).increment(1);
+            return None;
+        };
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            metrics::counter!(self.names.refused, "reason" => REFUSED_FULL).increment(1);
+            return None;
+        };
+        metrics::gauge!(self.names.open).increment(1.0);
+        Some(Place {
+            _slot: slot,
+            _source_slot: source_slot,
+            open: self.names.open,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        metrics::gauge!(self.open).decrement(1.0);
+    }
+}
+
 /// Open connections per source address, each at most `limit`.
 #[derive(Clone)]
-pub struct PerSource {
+struct PerSource {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     limit: usize,
 }
 
 /// One open connection of a source; dropping it frees its place.
-pub struct SourceSlot {
+struct SourceSlot {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     source: IpAddr,
 }
 
 impl PerSource {
-    pub fn new(limit: usize) -> Self {
+    fn new(limit: usize) -> Self {
         PerSource {
             open: Arc::default(),
             limit,
@@ -208,7 +257,7 @@ impl PerSource {
     }
 
     /// A place for one more connection from `source`, if it has one left.
-    pub fn take(&self, source: IpAddr) -> Option<SourceSlot> {
+    fn take(&self, source: IpAddr) -> Option<SourceSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(source).or_insert(0);
         if *count >= self.limit {

@@ -170,15 +170,21 @@ impl Default for CallbackSettings {
 mod tests {
     use super::*;
 
-    #[test]
-    fn validation_names_the_key_and_never_the_secret() {
+    /// Settings that pass validation, with a canary merchant secret and a
+    /// fresh key.
+    fn valid_settings() -> SmilepayzSettings {
         let (private, _) = sign::generate_key_pair();
-        let valid = SmilepayzSettings {
+        SmilepayzSettings {
             merchant_id: "20001".into(),
             merchant_secret: Secret::new("CANARY-SECRET-0001"),
             merchant_private_key: Secret::new(private),
             ..SmilepayzSettings::default()
-        };
+        }
+    }
+
+    #[test]
+    fn validation_names_the_key_and_never_the_secret() {
+        let valid = valid_settings();
         valid.validate().unwrap();
         let cases = [
             (
@@ -239,13 +245,7 @@ mod tests {
 
     #[test]
     fn callback_and_redirect_urls_must_be_absolute_http_urls_when_set() {
-        let (private, _) = sign::generate_key_pair();
-        let valid = SmilepayzSettings {
-            merchant_id: "20001".into(),
-            merchant_secret: Secret::new("s"),
-            merchant_private_key: Secret::new(private),
-            ..SmilepayzSettings::default()
-        };
+        let valid = valid_settings();
         // Optional: empty (or blank) is not sent.
         for url in ["", "  "] {
             SmilepayzSettings {
