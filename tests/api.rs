@@ -9,7 +9,7 @@ use futures::StreamExt;
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{pb, Provider, TransactionKind};
 use loket_test_support::leaks::{assert_no_secret_leaked, Canaries};
-use loket_test_support::{app::workspace_root, logs, TestApp, CANARY_PIN};
+use loket_test_support::{logs, TestApp, CANARY_PIN};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -557,26 +557,9 @@ async fn explain_code_over_grpc_and_loketctl_match_the_library() {
     assert_eq!(guessed["provider"], "snapqr");
 }
 
-/// The loketctl binary of this workspace: next to this test's own executable
-/// (`target/<profile>/deps/api-…` → `target/<profile>/loketctl`), built by
-/// `make test`; built here only when this test is run on its own.
+/// The loketctl binary of this workspace (built by `make test`).
 fn loketctl_binary() -> std::path::PathBuf {
-    let this = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = this
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let binary = profile_dir.join("loketctl");
-    if !binary.exists() {
-        eprintln!("loketctl is not built yet; building it (make test builds it up front)");
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "loket-cli", "--bin", "loketctl"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building loketctl failed");
-    }
-    binary
+    loket_test_support::deployment::binary("loket-cli", "loketctl")
 }
 
 /// A collector that keeps every OTLP/HTTP trace export it is sent.

@@ -109,6 +109,12 @@ pub type Client = LoketClient<InterceptedService<Channel, ApiKey>>;
 #[derive(Clone)]
 pub struct ApiKey(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
+impl ApiKey {
+    pub(crate) fn new(key: &str) -> ApiKey {
+        ApiKey(key.parse().expect("an ASCII API key"))
+    }
+}
+
 impl tonic::service::Interceptor for ApiKey {
     fn call(
         &mut self,
@@ -452,25 +458,14 @@ impl TestApp {
     }
 
     async fn wait_for_grpc(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut client) = self.try_client(&self.key_a).await {
-                let request = pb::GetTransactionRequest {
-                    key: Some(pb::get_transaction_request::Key::Id(
-                        uuid::Uuid::nil().to_string(),
-                    )),
-                };
-                match client.get_transaction(request).await {
-                    Err(status) if status.code() == tonic::Code::NotFound => return,
-                    _ => {}
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the ingress did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let channel = Channel::from_shared(format!("http://{}", self.ingress_addr))
+            .expect("valid URI")
+            .connect_lazy();
+        until_grpc_answers(&LoketClient::with_interceptor(
+            channel,
+            ApiKey::new(&self.key_a),
+        ))
+        .await;
     }
 
     async fn try_client(&self, key: &str) -> Result<Client, tonic::transport::Error> {
@@ -478,8 +473,7 @@ impl TestApp {
             .expect("valid URI")
             .connect()
             .await?;
-        let key = ApiKey(key.parse().expect("an ASCII API key"));
-        Ok(LoketClient::with_interceptor(channel, key))
+        Ok(LoketClient::with_interceptor(channel, ApiKey::new(key)))
     }
 
     /// A gRPC client authenticated as client A.
@@ -561,27 +555,7 @@ impl TestApp {
 
     /// Every row of every table, as JSON text (for leak checks).
     pub async fn dump_database(&self) -> String {
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .expect("tables");
-        let mut dump = String::new();
-        for table in tables {
-            let rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
-                    .fetch_all(&self.pool)
-                    .await
-                    .expect("rows");
-            for row in rows {
-                dump.push_str(&table);
-                dump.push_str(": ");
-                dump.push_str(&row);
-                dump.push('\n');
-            }
-        }
-        dump
+        postgres::dump(&self.pool).await
     }
 
     /// Every message still stored in every JetStream stream, one a line
@@ -672,6 +646,25 @@ impl Drop for TestApp {
         }
         self.sim_shutdown.trigger();
         crate::service::fail_with("TestApp", failures);
+    }
+}
+
+/// Waits (at most 30 s) until the ingress `client` talks to answers a
+/// call: looking up the nil id, which no transaction has.
+pub(crate) async fn until_grpc_answers(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = pb::GetTransactionRequest {
+            key: Some(pb::get_transaction_request::Key::Id(
+                uuid::Uuid::nil().to_string(),
+            )),
+        };
+        match client.clone().get_transaction(request).await {
+            Err(status) if status.code() == tonic::Code::NotFound => return,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the ingress did not answer gRPC");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -407,7 +407,7 @@ async fn assert_services_used_the_nats_password(app: &TestApp) {
 /// and the masker agree on what a leak is: what it is, where, and the line
 /// of its first occurrence (the secret, as written there, replaced by its
 /// name).
-fn canaries_found(canaries: &Canaries, places: &[(&str, String)]) -> Vec<String> {
+pub(crate) fn canaries_found(canaries: &Canaries, places: &[(&str, String)]) -> Vec<String> {
     let mut found = Vec::new();
     for canary in canaries.iter() {
         let masker = Masker::new([canary.value.as_str()]);

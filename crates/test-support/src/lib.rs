@@ -5,7 +5,9 @@
 //! service in-process through the same `run` functions the binaries call, and
 //! tears everything down on drop (failing the test if a service ended by
 //! itself), and [`backing::Backing`] gives a service's own tests the bus and
-//! the database without it; [`logs`] captures every log line; [`leaks`] looks for every
+//! the database without it; [`deployment::Deployment`] runs every service as
+//! its own process, from the built binaries, for tests that `kill -9` or
+//! pause one; [`logs`] captures every log line; [`leaks`] looks for every
 //! canary secret in them, in the database, in error messages, on the bus and
 //! in PostgreSQL's log.
 //!
@@ -20,6 +22,8 @@ pub mod admin;
 #[cfg(feature = "app")]
 pub mod app;
 pub mod backing;
+#[cfg(feature = "app")]
+pub mod deployment;
 #[cfg(feature = "app")]
 pub mod leaks;
 #[cfg(feature = "app")]

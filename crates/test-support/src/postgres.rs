@@ -419,6 +419,32 @@ pub async fn new_client(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
     Ok(id)
 }
 
+/// Every row of every table of the database `pool` reaches, as JSON text, a
+/// line each prefixed with its table (for leak checks).
+pub async fn dump(pool: &sqlx::PgPool) -> String {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("tables");
+    let mut dump = String::new();
+    for table in tables {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
+                .fetch_all(pool)
+                .await
+                .expect("rows");
+        for row in rows {
+            dump.push_str(&table);
+            dump.push_str(": ");
+            dump.push_str(&row);
+            dump.push('\n');
+        }
+    }
+    dump
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,365 @@
+//! RELIABILITY's process faults against the real processes: every service
+//! runs from its built binary as `make run` runs it ([`Deployment`]), and a
+//! test kills one with `kill -9` (at a failpoint, or at any moment under
+//! load) or pauses it with SIGSTOP, starts it again, and then checks the
+//! four invariants for every transaction against the simulator's ledger
+//! ([`Deployment::assert_four_invariants`]).
+//!
+//! The binaries are the ones `make test` builds before it runs the tests
+//! (`cargo nextest run --workspace`); a test run with `-p loket-e2e` alone
+//! uses whatever binaries the last workspace build left.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{purchase, scenario, OK_ACCOUNT};
+use loket_protocol::pb;
+use loket_test_support::app::Client;
+use loket_test_support::deployment::{Deployment, Part, CONNECTOR_ACK_WAIT_MS};
+
+/// Polls `check` every 50 ms until it holds; fails after `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The transaction a purchase of `client_ref` created, asked for until the
+/// ingress answers (what a client that met an error does: the same request
+/// again, which returns the original).
+async fn purchase_until_answered(
+    client: &mut Client,
+    client_ref: &str,
+    account: &str,
+) -> pb::Transaction {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut request = tonic::Request::new(purchase(client_ref, "PULSA10", account, 0));
+        request.set_timeout(Duration::from_secs(3));
+        match client.purchase(request).await {
+            Ok(answer) => return answer.into_inner(),
+            Err(status) => assert!(
+                Instant::now() < deadline,
+                "{client_ref}: the ingress never answered: {status:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The provider received one purchase of `reference` and at least one
+/// status check: the command handed out again was checked, not sent again.
+async fn checked_not_sent_again(deployment: &Deployment, reference: &str) {
+    let counts = deployment.sim_requests(reference).await;
+    assert_eq!(counts.purchases, 1, "{counts:?}");
+    assert!(counts.status_checks >= 1, "checked first: {counts:?}");
+}
+
+/// RELIABILITY #1: the ingress inserted a purchase and was killed (`kill
+/// -9`) before publishing its command (a failpoint holds it right there).
+/// The reconciler's sweep dispatches the purchase; the client, asking
+/// again with its `client_ref` once a new ingress runs, gets the original
+/// transaction; the provider saw one purchase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_killed_between_insert_and_publish_loses_nothing() {
+    let mut deployment =
+        Deployment::start(&[(Part::Ingress, "LOKET_FAILPOINT", "hang_before_publish")]).await;
+    let mut client = deployment.client().await;
+    let mut request = tonic::Request::new(purchase("killed-ingress", "PULSA10", OK_ACCOUNT, 0));
+    request.set_timeout(Duration::from_secs(2));
+    client
+        .purchase(request)
+        .await
+        .expect_err("the ingress holds the call at its failpoint");
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM transactions WHERE client_ref = 'killed-ingress'")
+            .fetch_one(&deployment.pool)
+            .await
+            .expect("the row was inserted");
+    let ingress = deployment.only(Part::Ingress);
+    deployment.kill9(ingress);
+    deployment.start_process(Part::Ingress, &[]).await;
+
+    let again = purchase_until_answered(&mut client, "killed-ingress", OK_ACCOUNT).await;
+    assert_eq!(again.id, id.to_string(), "the original transaction");
+    let statuses = deployment
+        .assert_four_invariants(1, Duration::from_secs(30))
+        .await;
+    assert_eq!(statuses[&id], "success");
+    let sources: Vec<String> =
+        sqlx::query_scalar("SELECT source FROM transaction_events WHERE transaction_id = $1")
+            .bind(id)
+            .fetch_all(&deployment.pool)
+            .await
+            .unwrap();
+    assert!(
+        sources.iter().any(|source| source == "sweep"),
+        "dispatched by the sweep: {sources:?}"
+    );
+}
+
+/// RELIABILITY #2: the connector process aborts itself (what `kill -9`
+/// does) after the provider answered a purchase and before publishing the
+/// result or acking the command. The restarted connector gets the command
+/// again and begins with a status check: one purchase, and the success the
+/// provider holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_killed_after_sending_checks_and_never_sends_again() {
+    let mut deployment = Deployment::start(&[(
+        Part::Connector,
+        "LOKET_WORKER__FAILPOINT",
+        "abort_after_send",
+    )])
+    .await;
+    let connector = deployment.only(Part::Connector);
+    let mut client = deployment.client().await;
+    let txn = purchase_until_answered(&mut client, "aborted-connector", OK_ACCOUNT).await;
+    let exit = deployment
+        .until_exited(connector, Duration::from_secs(20))
+        .await;
+    assert!(!exit.success(), "aborted: {exit}");
+    deployment.start_process(Part::Connector, &[]).await;
+
+    deployment
+        .assert_four_invariants(1, Duration::from_secs(30))
+        .await;
+    checked_not_sent_again(&deployment, &txn.provider_reference).await;
+}
+
+/// RELIABILITY #3: the connector published a purchase's result and was
+/// killed (`kill -9`) before acking the command (a failpoint holds it
+/// there). The restarted connector checks the status and publishes a
+/// second result; the reconciler applies the two as one transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_killed_before_its_ack_is_one_transition() {
+    let mut deployment = Deployment::start(&[(
+        Part::Connector,
+        "LOKET_WORKER__FAILPOINT",
+        "hang_after_result",
+    )])
+    .await;
+    let mut client = deployment.client().await;
+    let txn = purchase_until_answered(&mut client, "unacked", OK_ACCOUNT).await;
+    let id: uuid::Uuid = txn.id.parse().unwrap();
+    eventually("the first result applied", Duration::from_secs(20), || {
+        let deployment = &deployment;
+        async move { deployment.events_from(id, "result").await == 1 }
+    })
+    .await;
+    let connector = deployment.only(Part::Connector);
+    deployment.kill9(connector);
+    deployment.start_process(Part::Connector, &[]).await;
+    eventually("the second result applied", Duration::from_secs(30), || {
+        let deployment = &deployment;
+        async move { deployment.events_from(id, "result").await == 2 }
+    })
+    .await;
+
+    deployment
+        .assert_four_invariants(1, Duration::from_secs(10))
+        .await;
+    checked_not_sent_again(&deployment, &txn.provider_reference).await;
+}
+
+/// RELIABILITY #4: the callback receiver made a provider's callback
+/// durable and was killed (`kill -9`) before answering it (a failpoint
+/// holds it there). The simulator, unanswered, sends the callback again to
+/// the restarted receiver, which answers it; the retry is a duplicate on
+/// the bus, so the transaction's log shows the callback once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_receiver_killed_before_answering_is_one_callback() {
+    let mut deployment = Deployment::start(&[
+        (Part::Callback, "LOKET_FAILPOINT", "hang_after_publish"),
+        // The simulator keeps trying while the receiver is restarted.
+        (
+            Part::Simulator,
+            "LOKET_OKEBAYAR__CALLBACK_MAX_ATTEMPTS",
+            "20",
+        ),
+    ])
+    .await;
+    let mut client = deployment.client().await;
+    // `907`: success at once, and one late `000` callback.
+    let txn = purchase_until_answered(&mut client, "unanswered", &scenario("907")).await;
+    let id: uuid::Uuid = txn.id.parse().unwrap();
+    // Durable before the answer: applied although never answered.
+    eventually(
+        "the unanswered callback applied",
+        Duration::from_secs(20),
+        || {
+            let deployment = &deployment;
+            async move { deployment.events_from(id, "callback").await == 1 }
+        },
+    )
+    .await;
+    let unanswered = deployment.sim_callbacks(&txn.provider_reference).await;
+    assert_eq!(unanswered.acknowledged, 0, "{unanswered:?}");
+
+    let receiver = deployment.only(Part::Callback);
+    deployment.kill9(receiver);
+    deployment.start_process(Part::Callback, &[]).await;
+    let reference = txn.provider_reference.clone();
+    eventually(
+        "the retry answered by the restarted receiver",
+        Duration::from_secs(30),
+        || {
+            let deployment = &deployment;
+            let reference = reference.clone();
+            async move { deployment.sim_callbacks(&reference).await.acknowledged == 1 }
+        },
+    )
+    .await;
+
+    deployment
+        .assert_four_invariants(1, Duration::from_secs(10))
+        .await;
+    let answered = deployment.sim_callbacks(&txn.provider_reference).await;
+    assert!(answered.attempts >= 2, "retried: {answered:?}");
+    // Time for a second copy, had the bus taken one, to be applied.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        deployment.events_from(id, "callback").await,
+        1,
+        "the retry was a duplicate: {answered:?}"
+    );
+}
+
+/// RELIABILITY #24 with every service running: the connector is paused
+/// (SIGSTOP) while a purchase it sent is at the provider, past its ack
+/// deadline. A second connector gets the command and checks the status
+/// first; resumed (SIGCONT), the first one finishes late. One purchase,
+/// one transition into `success`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_paused_past_its_ack_deadline_causes_no_second_purchase() {
+    let mut deployment = Deployment::start(&[]).await;
+    let paused = deployment.only(Part::Connector);
+    let mut client = deployment.client().await;
+    // `901`: committed at once, answered only after 3 s.
+    let txn = purchase_until_answered(&mut client, "paused", &scenario("901")).await;
+    let reference = txn.provider_reference.clone();
+    eventually("the purchase sent", Duration::from_secs(20), || {
+        let deployment = &deployment;
+        let reference = reference.clone();
+        async move { deployment.sim_requests(&reference).await.purchases == 1 }
+    })
+    .await;
+    deployment.pause(paused, true);
+    deployment.start_process(Part::Connector, &[]).await;
+    eventually(
+        "the second connector checked the status",
+        Duration::from_millis(CONNECTOR_ACK_WAIT_MS * 4),
+        || {
+            let deployment = &deployment;
+            let reference = reference.clone();
+            async move { deployment.sim_requests(&reference).await.status_checks >= 1 }
+        },
+    )
+    .await;
+    deployment.pause(paused, false);
+
+    deployment
+        .assert_four_invariants(1, Duration::from_secs(30))
+        .await;
+    // The resumed connector's late result (whatever it says) is applied
+    // after the success, and changes nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    checked_not_sent_again(&deployment, &reference).await;
+    let id: uuid::Uuid = txn.id.parse().unwrap();
+    assert_eq!(deployment.transitions_into(id, "success").await, 1);
+}
+
+/// The scenarios the load below buys: immediate success, success called
+/// back after `001`, pending then callbacks, an answer after the
+/// connector's timeout, and a definite failure (`204`).
+const LOAD_ACCOUNTS: &[&str] = &["", "001", "002", "901", "204"];
+
+/// RELIABILITY #5 and #1–#4 unprepared, under load: while six clients buy
+/// (each about eight purchases a second), the reconciler, the connector, the callback receiver and
+/// the ingress are each killed (`kill -9`) at an arbitrary moment, twice in
+/// turn, and started again. Clients that meet an error ask again with the
+/// same `client_ref`, and get the transaction their first answer named.
+/// Then every transaction is final once, reached the provider at most once
+/// and agrees with the provider's ledger: success, or `failed` for the
+/// `204` accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_killed_at_any_moment_under_load_keep_the_four_invariants() {
+    const CLIENTS: usize = 6;
+    let mut deployment = Deployment::start(&[]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut buyers = tokio::task::JoinSet::new();
+    for buyer in 0..CLIENTS {
+        let mut client = deployment.client().await;
+        let stop = stop.clone();
+        buyers.spawn(async move {
+            let mut bought = Vec::new();
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let client_ref = format!("load-{buyer}-{n}");
+                let suffix = LOAD_ACCOUNTS[(buyer + n) % LOAD_ACCOUNTS.len()];
+                let account = if suffix.is_empty() {
+                    OK_ACCOUNT.to_string()
+                } else {
+                    scenario(suffix)
+                };
+                let first = purchase_until_answered(&mut client, &client_ref, &account).await;
+                bought.push((client_ref, account, first.id));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            bought
+        });
+    }
+    for part in [
+        Part::Reconciler,
+        Part::Connector,
+        Part::Callback,
+        Part::Ingress,
+    ]
+    .iter()
+    .cycle()
+    .take(8)
+    {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let victim = deployment.only(*part);
+        deployment.kill9(victim);
+        deployment.start_process(*part, &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut bought = Vec::new();
+    while let Some(each) = buyers.join_next().await {
+        bought.extend(each.expect("a buyer"));
+    }
+
+    let mut client = deployment.client().await;
+    for (client_ref, account, first_id) in &bought {
+        let again = purchase_until_answered(&mut client, client_ref, account).await;
+        assert_eq!(
+            &again.id, first_id,
+            "{client_ref}: the original transaction"
+        );
+    }
+    let statuses = deployment
+        .assert_four_invariants(bought.len(), Duration::from_secs(90))
+        .await;
+    let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
+    for (_, account, id) in &bought {
+        let status = &statuses[&id.parse::<uuid::Uuid>().unwrap()];
+        let expected = if account.ends_with("204") {
+            "failed"
+        } else {
+            "success"
+        };
+        assert_eq!(status, expected, "{id} bought for {account}");
+        *outcomes.entry(status.as_str()).or_default() += 1;
+    }
+    eprintln!("outcomes after the kills: {outcomes:?}");
+}
