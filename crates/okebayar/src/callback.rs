@@ -25,7 +25,7 @@ use loket_protocol::Provider;
 use sha2::{Digest, Sha256};
 
 use crate::codes;
-use crate::wire::{self, Fields, Format};
+use crate::wire::{self, Fields, Format, Place};
 
 /// Bodies (and query strings) larger than this are refused.
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
@@ -168,13 +168,22 @@ fn is_reference_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
 }
 
-/// An optional field, at most `max` bytes of printable text.
+/// An optional field, directly under the callback's root (spec §6: a flat
+/// list of fields), at most `max` bytes of printable text. One found only
+/// elsewhere is absent. Written there two ways (two serial numbers, two
+/// tracecodes), the callback contradicts itself: neither is taken, and its
+/// claim stands, checked by a status check like any unverified one, whose
+/// reply carries the provider's own.
 fn bounded<'a>(
     fields: &'a Fields,
     name: &'static str,
     max: usize,
 ) -> Result<&'a str, CallbackError> {
-    let value = fields.non_empty(name).unwrap_or_default();
+    let value = fields
+        .one(Place::TopLevel, name)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     if value.len() > max || value.chars().any(char::is_control) {
         return Err(CallbackError::Malformed(format!(
             "{name} is not acceptable"
@@ -504,6 +513,69 @@ mod tests {
             b"",
         );
         assert!(matches!(p.parse(&put), Err(CallbackError::Malformed(_))));
+    }
+
+    /// A callback's serial number and tracecode are its own, directly under
+    /// its root (spec §6): ones planted inside another element are not
+    /// taken, before its own or without one.
+    #[test]
+    fn a_serial_or_trace_inside_another_element_is_not_the_callback_s() {
+        let own = (
+            "<x><serialnumber>6666</serialnumber><tracecode>T6</tracecode></x>\
+             <serialnumber>5512</serialnumber><tracecode>T1</tracecode>",
+            r#""x":{"serialnumber":"6666","tracecode":"T6"},"serialnumber":"5512","tracecode":"T1""#,
+        );
+        let planted_only = (
+            "<x><serialnumber>6666</serialnumber><tracecode>T6</tracecode></x>",
+            r#""x":{"serialnumber":"6666","tracecode":"T6"}"#,
+        );
+        for ((xml, json), serial, trace) in [(own, "5512", "T1"), (planted_only, "", "")] {
+            for parsed in successes(xml, json) {
+                assert_eq!(parsed.serial_number, serial, "{}", parsed.raw_masked);
+                assert_eq!(parsed.provider_trace, trace, "{}", parsed.raw_masked);
+                assert_eq!(parsed.claimed_outcome, Outcome::Success);
+            }
+        }
+    }
+
+    /// Two serial numbers (or tracecodes) in one callback contradict each
+    /// other: neither is taken, and the claim stands, to be checked like any
+    /// unverified one (the status check's reply carries the provider's own
+    /// serial number). The same one twice is it.
+    #[test]
+    fn two_serial_numbers_in_a_callback_are_neither_taken() {
+        for parsed in successes(
+            "<serialnumber>1111</serialnumber><tracecode>T1</tracecode>\
+             <serialnumber>2222</serialnumber><tracecode>T2</tracecode>",
+            r#""serialnumber":"1111","tracecode":"T1","SERIALNUMBER":"2222","tracecode":"T2""#,
+        ) {
+            assert_eq!(parsed.serial_number, "", "{}", parsed.raw_masked);
+            assert_eq!(parsed.provider_trace, "", "{}", parsed.raw_masked);
+            assert_eq!(parsed.claimed_outcome, Outcome::Success);
+        }
+        for parsed in successes(
+            "<serialnumber>1111</serialnumber><serialnumber> 1111 </serialnumber>",
+            r#""serialnumber":"1111","serialnumber":1111"#,
+        ) {
+            assert_eq!(parsed.serial_number, "1111", "{}", parsed.raw_masked);
+        }
+    }
+
+    /// A success callback for `R1` posted as XML, with `xml` inside its
+    /// root, and as JSON, with `json` among its members, each parsed.
+    fn successes(xml: &str, json: &str) -> [ParsedCallback; 2] {
+        [
+            format!(
+                "<transaction-status><referencecode>R1</referencecode><status>000</status>\
+                 {xml}</transaction-status>"
+            ),
+            format!(r#"{{"referencecode":"R1","status":"000",{json}}}"#),
+        ]
+        .map(|body| {
+            parser()
+                .parse(&request(http::Method::POST, None, None, body.as_bytes()))
+                .unwrap()
+        })
     }
 
     #[test]

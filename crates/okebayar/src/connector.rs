@@ -17,6 +17,12 @@
 //!   output.
 //! - money is parsed exactly ([`Money::parse_decimal`]); an unparseable amount
 //!   never fails the operation: it is left out and named in `detail`;
+//! - what a report takes from a reply (the status, the amounts, the serial
+//!   number, the tracecode, an inquiry's data and bill) is read at the place
+//!   the spec gives it: the reply's top level, or the `additionaldata`
+//!   block for a bill's per-product details. One found only elsewhere is
+//!   absent; one written there two ways is never settled by taking the
+//!   first (what each then means is said where it is read);
 //! - a report's texts and the errors quote a reply's free text (message,
 //!   `info`, an unreadable amount or code) only in part, so a 1 MB reply
 //!   cannot make a result event too large for the bus. Values that are data,
@@ -40,7 +46,7 @@ use loket_protocol::{Currency, Money, Operation, Outcome, Provider};
 use crate::codes::{self, Classification};
 use crate::settings::{self, OkeBayarSettings, INQUIRY_EXPIRY_FALLBACK_MINUTES};
 use crate::sign;
-use crate::wire::{self, Fields, Format};
+use crate::wire::{self, Disagreement, Fields, Format, Place};
 
 /// Keys of [`Report::inquiry_data`] (and so of a later payment command's
 /// `inquiry_data`): the inquiry reply's values as received text, echoed
@@ -464,7 +470,8 @@ impl OkeBayarConnector {
             report.provider_message =
                 Some("status check: OkeBayar has no record of this referencecode".into());
             report.detail = "not found at the provider".into();
-            note_hit_trace("status check", &fields, &mut report);
+            report.provider_trace = reply_trace(&fields, &mut report.detail);
+            note_hit_trace("status check", &mut report);
             return report;
         }
         let classification = if is_status {
@@ -501,9 +508,9 @@ impl OkeBayarConnector {
             }
         }
         if is_status {
-            note_hit_trace("status check", &fields, &mut report);
+            note_hit_trace("status check", &mut report);
         } else if report.outcome == Outcome::Unknown {
-            note_hit_trace("unresolved hit", &fields, &mut report);
+            note_hit_trace("unresolved hit", &mut report);
         }
         report
     }
@@ -713,7 +720,7 @@ fn reply_status(fields: &Fields) -> ReplyStatus<'_> {
         .into_iter()
         .flat_map(|name| {
             fields
-                .top_level(name)
+                .at(Place::TopLevel, name)
                 .map(move |value| (name, value.trim()))
         })
         .filter(|(_, value)| !value.is_empty())
@@ -808,7 +815,7 @@ fn amount(fields: &Fields, name: &str, detail: &mut String) -> Option<Money> {
 /// carries one; written twice, it must say the same both times
 /// ([`Fields::one`]), else it cannot be read.
 fn read_amount(fields: &Fields, name: &str) -> Option<Result<Money, String>> {
-    match fields.one(name) {
+    match fields.one(Place::TopLevel, name) {
         Ok(text) => text.map(|text| {
             Money::parse_decimal(text, Currency::Idr).map_err(|error| error.to_string())
         }),
@@ -816,18 +823,47 @@ fn read_amount(fields: &Fields, name: &str) -> Option<Result<Money, String>> {
     }
 }
 
+/// Why a reply cannot be read for `name`: it writes it two ways.
+fn written_two_ways(name: &str, disagreement: Disagreement) -> String {
+    format!("the reply's {name} is {disagreement}")
+}
+
+/// The value of `name` at `place`, for a value that has a fallback when
+/// absent (an answer time, an expiry, a tracecode): written two ways, it is
+/// noted in `detail` and taken as absent.
+fn one_or_absent<'a>(
+    fields: &'a Fields,
+    place: Place<'a>,
+    name: &'a str,
+    detail: &mut String,
+) -> Option<&'a str> {
+    fields.one(place, name).unwrap_or_else(|disagreement| {
+        let why = written_two_ways(name, disagreement);
+        push_detail(detail, &format!("{why}; taken as absent"));
+        None
+    })
+}
+
+/// The reply's own `tracecode`, at its top level: OkeBayar's id for this
+/// hit (spec §1), which later status checks send back. Two of them name no
+/// one hit: neither is taken (the checks then go by our reference alone),
+/// and the detail names both; the status code still decides.
+fn reply_trace(fields: &Fields, detail: &mut String) -> Option<String> {
+    one_or_absent(fields, Place::TopLevel, "tracecode", detail).map(str::to_string)
+}
+
 /// OkeBayar's `tracecode` is new on every hit (spec §1): a status check's
 /// names that check, and a reply whose outcome is unknown (a `208` refusing a
 /// re-sent reference, a server fault) names a hit that may not be the
-/// transaction at all. Such a tracecode goes into the report's detail only,
-/// so the transaction keeps the original's (the one later checks send back)
-/// and never takes another hit's for it.
-fn note_hit_trace(hit: &str, fields: &Fields, report: &mut Report) {
-    report.provider_trace = None;
-    if let Some(trace) = fields.non_empty("tracecode") {
+/// transaction at all. Such a tracecode (the report's, as [`reply_trace`]
+/// read it) goes into the report's detail only, so the transaction keeps
+/// the original's (the one later checks send back) and never takes another
+/// hit's for it.
+fn note_hit_trace(hit: &str, report: &mut Report) {
+    if let Some(trace) = report.provider_trace.take() {
         push_detail(
             &mut report.detail,
-            &format!("{hit} tracecode {}", clip(trace, 64)),
+            &format!("{hit} tracecode {}", clip(&trace, 64)),
         );
     }
 }
@@ -854,8 +890,8 @@ fn fill_report(
             push_detail(&mut report.detail, &format!("info: {}", quoted(info)));
         }
     }
-    report.provider_trace = fields.non_empty("tracecode").map(str::to_string);
-    match fields.one("serialnumber") {
+    report.provider_trace = reply_trace(fields, &mut report.detail);
+    match fields.one(Place::TopLevel, "serialnumber") {
         Ok(serial) => report.serial_number = serial.map(str::to_string),
         Err(serials) => {
             // Two serial numbers are two deliveries, or a garbled one:
@@ -864,7 +900,7 @@ fn fill_report(
             // The outcome stays what the status code says: on a transaction
             // already final, where a contradiction is not heard, it still
             // meets that state's rules.
-            let why = format!("the reply's serialnumber is {serials}");
+            let why = written_two_ways("serialnumber", serials);
             push_detail(&mut report.detail, &why);
             report.contradiction = Some(why);
         }
@@ -894,24 +930,57 @@ fn fill_report(
         operation,
         Operation::PrepaidInquiry | Operation::BillInquiry
     ) {
-        report.inquiry_data = inquiry_data(fields);
-        if report.outcome == Outcome::Success {
-            report.bill = Some(bill_details(fields, &mut report.detail));
+        match read_inquiry(fields, report.outcome, &mut report.detail) {
+            Ok((data, bill)) => {
+                report.inquiry_data = data;
+                report.bill = bill;
+            }
+            Err(why) => {
+                // Which value the provider holds is not known: the inquiry
+                // can be neither shown nor paid, and what it found is
+                // unknown (never a success by guesswork). A refusal stays
+                // one: its code decides, and its data serves nothing.
+                push_detail(&mut report.detail, &why);
+                if report.outcome == Outcome::Success {
+                    report.outcome = Outcome::Unknown;
+                }
+            }
         }
     }
     report
 }
 
-/// The values a later purchase / payment must echo, as received text.
-fn inquiry_data(fields: &Fields) -> BTreeMap<String, String> {
-    inquiry_keys::ALL
-        .into_iter()
-        .filter_map(|key| {
-            fields
-                .get(key)
-                .map(|value| (key.to_string(), value.to_string()))
-        })
-        .collect()
+/// What an inquiry reply whose code says `outcome` hands on: the values a
+/// later purchase / payment echoes and, on a success, the bill shown to the
+/// customer. Err says which of those values the reply writes two ways.
+fn read_inquiry(
+    fields: &Fields,
+    outcome: Outcome,
+    detail: &mut String,
+) -> Result<(BTreeMap<String, String>, Option<pb::BillDetails>), String> {
+    let data = inquiry_data(fields)?;
+    let bill = if outcome == Outcome::Success {
+        Some(bill_details(fields, detail)?)
+    } else {
+        None
+    };
+    Ok((data, bill))
+}
+
+/// The values a later purchase / payment must echo, as received text, each
+/// the reply's own (at its top level, spec §4); Err when one is written two
+/// ways.
+fn inquiry_data(fields: &Fields) -> Result<BTreeMap<String, String>, String> {
+    let mut data = BTreeMap::new();
+    for key in inquiry_keys::ALL {
+        let value = fields
+            .one_as_written(Place::TopLevel, key)
+            .map_err(|disagreement| written_two_ways(key, disagreement))?;
+        if let Some(value) = value {
+            data.insert(key.to_string(), value.to_string());
+        }
+    }
+    Ok(data)
 }
 
 /// Fields that are protocol plumbing, not bill details.
@@ -942,20 +1011,40 @@ const NOT_EXTRA: [&str; 24] = [
     "productcode",
 ];
 
-const CUSTOMER_NAME_FIELDS: [&str; 5] = [
-    "pln_namapelanggan",
-    "subscribername",
-    "customername",
-    "namapelanggan",
-    "nama",
+/// The block of a bill inquiry reply holding the bill's per-product
+/// details (spec §4).
+const ADDITIONAL_DATA: &str = "additionaldata";
+
+/// Where the customer's name is looked for, in this order: a PLN prepaid
+/// inquiry's own `PLN_NAMAPELANGGAN`, or a bill's per-product block, where
+/// spec §4 puts PLN postpaid's `subscribername` (the other products' names
+/// are looked for there too: the reply's own fields name no customer).
+const CUSTOMER_NAME_FIELDS: [(Place, &str); 5] = [
+    (Place::TopLevel, "pln_namapelanggan"),
+    (Place::Block(ADDITIONAL_DATA), "subscribername"),
+    (Place::Block(ADDITIONAL_DATA), "customername"),
+    (Place::Block(ADDITIONAL_DATA), "namapelanggan"),
+    (Place::Block(ADDITIONAL_DATA), "nama"),
 ];
 
-fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
-    let customer_name = CUSTOMER_NAME_FIELDS
-        .into_iter()
-        .find_map(|name| fields.non_empty(name))
-        .unwrap_or_default()
-        .to_string();
+/// The customer's name: the first of [`CUSTOMER_NAME_FIELDS`] the reply
+/// fills, "" when none; Err when that one is written two ways (what the
+/// customer checks before paying cannot then be shown).
+fn customer_name(fields: &Fields) -> Result<&str, String> {
+    for (place, name) in CUSTOMER_NAME_FIELDS {
+        let value = fields
+            .one(place, name)
+            .map_err(|disagreement| written_two_ways(name, disagreement))?;
+        if let Some(value) = value {
+            return Ok(value);
+        }
+    }
+    Ok("")
+}
+
+/// The bill an inquiry found; Err as [`customer_name`].
+fn bill_details(fields: &Fields, detail: &mut String) -> Result<pb::BillDetails, String> {
+    let customer_name = customer_name(fields)?.to_string();
     let bill_amount = amount(fields, "nominal", detail);
     let admin_fee = amount(fields, "adminfee", detail);
     let total = match (bill_amount, admin_fee) {
@@ -971,14 +1060,14 @@ fn bill_details(fields: &Fields, detail: &mut String) -> pb::BillDetails {
         })
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
         .collect();
-    pb::BillDetails {
+    Ok(pb::BillDetails {
         customer_name,
         bill_amount: bill_amount.map(Into::into),
         admin_fee: admin_fee.map(Into::into),
         total_amount: total.map(Into::into),
         expires_at: Some(timestamp(expires_at)),
         extra,
-    }
+    })
 }
 
 /// How far from its answer time an inquiry's expiry may lie and still be
@@ -996,8 +1085,10 @@ const BELIEVABLE_INQUIRY_EXPIRY: chrono::TimeDelta = chrono::TimeDelta::days(365
 /// (RELIABILITY #22). A difference of more than a minute is noted in
 /// `detail`. Without an answer time, `inquiryexpired` is read as it stands.
 ///
-/// A reply is untrusted: an expiry that cannot be read, or that lies more
-/// than [`BELIEVABLE_INQUIRY_EXPIRY`] from the answer time (from our clock
+/// A reply is untrusted: both times are the reply's own (at its top level),
+/// and one written two ways is taken as absent (noted in `detail`); an
+/// expiry that cannot be read, or that lies more than
+/// [`BELIEVABLE_INQUIRY_EXPIRY`] from the answer time (from our clock
 /// without one), is not believed, and the inquiry is left
 /// [`INQUIRY_EXPIRY_FALLBACK_MINUTES`] (noted in `detail`). So what the
 /// reconciler schedules by is always within a year of now, and no sum of
@@ -1009,7 +1100,9 @@ fn expiry_on_our_clock(
 ) -> DateTime<Utc> {
     let answered_at = ["transactiontime", "responsetime"]
         .into_iter()
-        .find_map(|name| fields.non_empty(name).and_then(wire::parse_time));
+        .find_map(|name| {
+            one_or_absent(fields, Place::TopLevel, name, detail).and_then(wire::parse_time)
+        });
     let answered_at = match answered_at {
         Some(at) => {
             // Cannot overflow: any two times chrono holds are less than a
@@ -1031,7 +1124,7 @@ fn expiry_on_our_clock(
     };
     // Our own clock's reading plus half an hour cannot overflow.
     let fallback = received_at + chrono::Duration::minutes(INQUIRY_EXPIRY_FALLBACK_MINUTES);
-    let Some(text) = fields.non_empty("inquiryexpired") else {
+    let Some(text) = one_or_absent(fields, Place::TopLevel, "inquiryexpired", detail) else {
         return fallback;
     };
     let expires = wire::parse_expiry(text, answered_at)
@@ -1054,8 +1147,9 @@ fn expiry_on_our_clock(
 #[path = "connector_tests.rs"]
 mod tests;
 
-/// The price and the serial number are read from the reply's own top level,
-/// every repeat of them with it (the rule of [`wire`]): a repeat that
+/// Each field is read at the place the spec gives it (the reply's own top
+/// level, or the `additionaldata` block), every repeat of it there with it
+/// (the rule of [`wire`]): one found elsewhere is absent, and a repeat that
 /// disagrees is never settled by taking the first.
 #[cfg(test)]
 mod repeated_field_tests {
@@ -1063,11 +1157,11 @@ mod repeated_field_tests {
 
     const REF: &str = "LKT0001ABC";
 
-    fn purchase() -> Command {
+    fn command(operation: bus::Operation) -> Command {
         Command::try_from(bus::Command {
             transaction_id: uuid::Uuid::now_v7().to_string(),
             provider: Provider::OkeBayar.as_str().into(),
-            operation: bus::Operation::PrepaidPurchase as i32,
+            operation: operation as i32,
             provider_reference: REF.into(),
             provider_product_code: "PLNPRA20".into(),
             account: "081234567890".into(),
@@ -1078,13 +1172,18 @@ mod repeated_field_tests {
 
     /// The purchase's report on a 200 reply of `body`.
     fn classify(body: &str) -> Report {
+        answer(bus::Operation::PrepaidPurchase, body)
+    }
+
+    /// The report of a command of `operation` on a 200 reply of `body`.
+    fn answer(operation: bus::Operation, body: &str) -> Report {
         let connector = OkeBayarConnector::new(OkeBayarSettings {
             url: "http://127.0.0.1:9/okebayar".into(),
             userid: "pcu00001".into(),
             userpin: loket_runtime::Secret::new("PIN-7731"),
             ..OkeBayarSettings::default()
         });
-        let command = purchase();
+        let command = command(operation);
         let request = connector.build_request(&command).unwrap();
         let reply = HttpReply {
             status: 200,
@@ -1095,8 +1194,8 @@ mod repeated_field_tests {
         connector.classify(&command, &request, Transport::Reply(reply))
     }
 
-    /// A successful purchase reply as XML, with `xml` between its status
-    /// and its reference, and as JSON, with `json` there.
+    /// A successful reply as XML, with `xml` between its status and its
+    /// reference, and as JSON, with `json` there.
     fn replies(xml: &str, json: &str) -> [String; 2] {
         [
             format!(
@@ -1192,6 +1291,272 @@ mod repeated_field_tests {
                 assert_eq!(report.serial_number.as_deref(), Some("1111-2222"), "{body}");
                 assert_eq!(report.contradiction, None, "{body}");
             }
+        }
+    }
+
+    /// OkeBayar's id for the hit is the reply's own `tracecode`: one planted
+    /// inside another element, or in `additionaldata`, is not it.
+    #[test]
+    fn a_tracecode_inside_another_element_is_not_the_reply_s() {
+        for body in replies(
+            "<x><tracecode>6666</tracecode></x><additionaldata><tracecode>7777</tracecode>\
+             </additionaldata><tracecode>1234</tracecode>",
+            r#""x":{"tracecode":"6666"},"additionaldata":{"tracecode":"7777"},"tracecode":"1234""#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.provider_trace.as_deref(), Some("1234"), "{body}");
+        }
+        for body in replies(
+            "<x><tracecode>6666</tracecode></x>",
+            r#""x":{"tracecode":"6666"}"#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.outcome, Outcome::Success, "{body}");
+            assert_eq!(report.provider_trace, None, "{body}");
+        }
+    }
+
+    /// Two tracecodes name two hits, or a garbled one: neither is taken
+    /// (later checks then ask by our reference alone), the detail names
+    /// both, and the status code still decides. The same one twice is it.
+    #[test]
+    fn two_tracecodes_are_neither_taken() {
+        for body in replies(
+            "<tracecode>1234</tracecode><tracecode>5678</tracecode>",
+            r#""tracecode":"1234","TRACECODE":5678"#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.outcome, Outcome::Success, "{body}");
+            assert_eq!(report.provider_trace, None, "{body}");
+            assert!(
+                report.detail.contains("1234") && report.detail.contains("5678"),
+                "{body}: {}",
+                report.detail
+            );
+        }
+        for body in replies(
+            "<tracecode>1234</tracecode><tracecode> 1234 </tracecode>",
+            r#""tracecode":"1234","tracecode":1234"#,
+        ) {
+            let report = classify(&body);
+            assert_eq!(report.provider_trace.as_deref(), Some("1234"), "{body}");
+        }
+    }
+
+    /// What a later payment echoes (spec §4: the inquiry reply's own
+    /// `inquirycode`, `ref1..3`, `nominal`, `adminfee`) is read at the
+    /// reply's top level only: not from another element, nor from
+    /// `additionaldata`, whichever comes first.
+    #[test]
+    fn inquiry_data_inside_another_element_is_not_the_reply_s() {
+        for body in replies(
+            "<x><inquirycode>PLANTED</inquirycode><ref2>PLANTED</ref2><nominal>1</nominal>\
+             <tracecode>6666</tracecode></x><inquirycode>INQ-1</inquirycode>\
+             <nominal>11000</nominal><adminfee>2500</adminfee><ref2>R2</ref2><tracecode>1234</tracecode>",
+            r#""x":{"inquirycode":"PLANTED","ref2":"PLANTED","nominal":"1","tracecode":"6666"},
+               "inquirycode":"INQ-1","nominal":"11000","adminfee":"2500","ref2":"R2","tracecode":"1234""#,
+        ) {
+            let report = answer(bus::Operation::BillInquiry, &body);
+            assert_eq!(report.outcome, Outcome::Success, "{body}");
+            let expected: BTreeMap<String, String> = [
+                ("inquirycode", "INQ-1"),
+                ("nominal", "11000"),
+                ("adminfee", "2500"),
+                ("ref2", "R2"),
+                ("tracecode", "1234"),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+            assert_eq!(report.inquiry_data, expected, "{body}");
+        }
+        for body in replies(
+            "<additionaldata><inquirycode>PLANTED</inquirycode><ref2>PLANTED</ref2>\
+             </additionaldata><nominal>11000</nominal>",
+            r#""additionaldata":{"inquirycode":"PLANTED","ref2":"PLANTED"},"nominal":"11000""#,
+        ) {
+            let report = answer(bus::Operation::BillInquiry, &body);
+            assert_eq!(
+                report.inquiry_data.keys().collect::<Vec<_>>(),
+                ["nominal"],
+                "{body}"
+            );
+        }
+    }
+
+    /// The customer's name is the prepaid reply's own `PLN_NAMAPELANGGAN`,
+    /// or a bill's `subscribername` in `additionaldata` (spec §4): not one
+    /// planted in another element, deeper in `additionaldata`, or at a
+    /// level where the spec does not put it.
+    #[test]
+    fn the_customer_s_name_is_read_where_the_spec_puts_it() {
+        let name = |operation, (xml, json): (&str, &str)| {
+            replies(xml, json).map(|body| {
+                let report = answer(operation, &body);
+                assert_eq!(report.outcome, Outcome::Success, "{body}");
+                report.bill.expect("a bill").customer_name
+            })
+        };
+        let prepaid = bus::Operation::PrepaidInquiry;
+        let bill = bus::Operation::BillInquiry;
+        assert_eq!(
+            name(
+                prepaid,
+                (
+                    "<x><PLN_NAMAPELANGGAN>EVIL</PLN_NAMAPELANGGAN></x>\
+                     <PLN_NAMAPELANGGAN>BUDI</PLN_NAMAPELANGGAN>",
+                    r#""x":{"PLN_NAMAPELANGGAN":"EVIL"},"PLN_NAMAPELANGGAN":"BUDI""#,
+                )
+            ),
+            ["BUDI", "BUDI"]
+        );
+        assert_eq!(
+            name(
+                bill,
+                (
+                    "<x><subscribername>EVIL</subscribername></x>\
+                     <additionaldata><subscribername>SITI</subscribername></additionaldata>",
+                    r#""x":{"subscribername":"EVIL"},"additionaldata":{"subscribername":"SITI"}"#,
+                )
+            ),
+            ["SITI", "SITI"]
+        );
+        for misplaced in [
+            (
+                "<x><subscribername>EVIL</subscribername></x>",
+                r#""x":{"subscribername":"EVIL"}"#,
+            ),
+            (
+                "<additionaldata><x><subscribername>EVIL</subscribername></x></additionaldata>",
+                r#""additionaldata":{"x":{"subscribername":"EVIL"}}"#,
+            ),
+            (
+                "<subscribername>EVIL</subscribername>",
+                r#""subscribername":"EVIL""#,
+            ),
+            (
+                "<additionaldata><PLN_NAMAPELANGGAN>EVIL</PLN_NAMAPELANGGAN></additionaldata>",
+                r#""additionaldata":{"PLN_NAMAPELANGGAN":"EVIL"}"#,
+            ),
+        ] {
+            assert_eq!(name(bill, misplaced), ["", ""], "{misplaced:?}");
+        }
+    }
+
+    /// Minutes from now until the inquiry `report` gives expires.
+    fn minutes_left(report: &Report) -> i64 {
+        let bill = report.bill.as_ref().expect("a bill");
+        let expires = bill
+            .expires_at
+            .as_ref()
+            .and_then(loket_protocol::conversions::from_timestamp)
+            .expect("an expiry");
+        // Rounded: the classification read the clock a moment earlier.
+        (expires - Utc::now() + chrono::Duration::seconds(30)).num_minutes()
+    }
+
+    /// The inquiry's expiry and its answer time are the reply's own: ones
+    /// planted inside another element move neither. An expiry found only
+    /// there is absent, and the inquiry is left the 30 minutes assumed.
+    #[test]
+    fn the_inquiry_s_times_are_read_at_the_reply_s_top_level() {
+        // Answered 20:09, expiring an hour later; the planted answer time
+        // an hour earlier, the planted expiry a day later.
+        for body in replies(
+            "<x><transactiontime>200324190911377</transactiontime>\
+             <inquiryexpired>200325200911377</inquiryexpired></x>\
+             <transactiontime>200324200911377</transactiontime>\
+             <inquiryexpired>200324210911377</inquiryexpired>",
+            r#""x":{"transactiontime":"200324190911377","inquiryexpired":"200325200911377"},
+               "transactiontime":"200324200911377","inquiryexpired":"200324210911377""#,
+        ) {
+            let report = answer(bus::Operation::PrepaidInquiry, &body);
+            assert_eq!(minutes_left(&report), 60, "{body}");
+        }
+        for body in replies(
+            "<x><inquiryexpired>200325200911377</inquiryexpired></x>\
+             <transactiontime>200324200911377</transactiontime>",
+            r#""x":{"inquiryexpired":"200325200911377"},"transactiontime":"200324200911377""#,
+        ) {
+            let report = answer(bus::Operation::PrepaidInquiry, &body);
+            assert_eq!(minutes_left(&report), 30, "{body}");
+        }
+    }
+
+    /// An inquiry whose echoed data or customer's name reads two ways
+    /// cannot be shown nor paid: which the provider holds is unknown, so is
+    /// the inquiry, and the detail names both. The same value twice is it.
+    #[test]
+    fn an_inquiry_whose_data_reads_two_ways_is_unknown() {
+        for (xml, json, values) in [
+            (
+                "<inquirycode>INQ-1</inquirycode><inquirycode>INQ-2</inquirycode>",
+                r#""inquirycode":"INQ-1","inquirycode":"INQ-2""#,
+                ["INQ-1", "INQ-2"],
+            ),
+            (
+                "<ref2>R2</ref2><REF2>R9</REF2>",
+                r#""ref2":"R2","REF2":"R9""#,
+                ["R2", "R9"],
+            ),
+            (
+                "<nominal>11000</nominal><nominal>12000</nominal>",
+                r#""nominal":11000,"nominal":"12000""#,
+                ["11000", "12000"],
+            ),
+            (
+                "<additionaldata><subscribername>SITI</subscribername>\
+                 <subscribername>BUDI</subscribername></additionaldata>",
+                r#""additionaldata":{"subscribername":"SITI","subscribername":"BUDI"}"#,
+                ["SITI", "BUDI"],
+            ),
+        ] {
+            for body in replies(xml, json) {
+                let report = answer(bus::Operation::BillInquiry, &body);
+                assert_eq!(report.outcome, Outcome::Unknown, "{body}");
+                assert_eq!(report.bill, None, "{body}");
+                assert!(
+                    values.iter().all(|value| report.detail.contains(value)),
+                    "{body}: {}",
+                    report.detail
+                );
+            }
+        }
+        for body in replies(
+            "<inquirycode>INQ-1</inquirycode><inquirycode>INQ-1</inquirycode>\
+             <additionaldata><subscribername>SITI</subscribername>\
+             <subscribername>SITI</subscribername></additionaldata>",
+            r#""inquirycode":"INQ-1","inquirycode":"INQ-1",
+               "additionaldata":{"subscribername":"SITI","subscribername":"SITI"}"#,
+        ) {
+            let report = answer(bus::Operation::BillInquiry, &body);
+            assert_eq!(report.outcome, Outcome::Success, "{body}");
+            assert_eq!(report.bill.expect("a bill").customer_name, "SITI");
+            assert_eq!(report.inquiry_data["inquirycode"], "INQ-1");
+        }
+    }
+
+    /// An expiry written two ways cannot be read: like any unreadable one,
+    /// the inquiry is left the 30 minutes assumed (spec §9), and the detail
+    /// names both.
+    #[test]
+    fn an_expiry_written_two_ways_falls_back_to_30_minutes() {
+        for body in replies(
+            "<transactiontime>200324200911377</transactiontime>\
+             <inquiryexpired>200324210911377</inquiryexpired>\
+             <Inquiryexpired>200325200911377</Inquiryexpired>",
+            r#""transactiontime":"200324200911377","inquiryexpired":"200324210911377",
+               "Inquiryexpired":"200325200911377""#,
+        ) {
+            let report = answer(bus::Operation::PrepaidInquiry, &body);
+            assert_eq!(report.outcome, Outcome::Success, "{body}");
+            assert_eq!(minutes_left(&report), 30, "{body}");
+            assert!(
+                report.detail.contains("200324210911377")
+                    && report.detail.contains("200325200911377"),
+                "{body}: {}",
+                report.detail
+            );
         }
     }
 }

@@ -842,9 +842,12 @@ fn bill_inquiry_details_and_three_expiry_formats() {
             ("adminfee", "2500"),
             ("ref2", "R2"),
             ("ref3", "R3"),
-            ("subscribername", "SITI AMINAH"),
-            ("blth1", "202003"),
         ])
+        .replace(
+            "</transaction-status>",
+            "<additionaldata><subscribername>SITI AMINAH</subscribername>\
+             <blth1>202003</blth1></additionaldata></transaction-status>",
+        )
     };
     // Answered 2020-03-24 20:09:11.377 (`responsetime`): each expiry is a
     // day and about a second later.

@@ -14,7 +14,10 @@
 //!   [`Fields::first_non_lowercase_name`] let the simulator enforce the
 //!   `<transaction>` root and lower-case request names (code `206`);
 //! - nested elements (`additionaldata`) are flattened to their leaf names,
-//!   each marked as nested ([`Fields::top_level`] skips them);
+//!   each knowing where it stood: directly under the root, directly inside
+//!   a block under the root, or deeper. A field that decides is read at the
+//!   [`Place`] the spec gives it ([`Fields::at`], [`Fields::one`]), so one
+//!   planted elsewhere (`<x><tracecode>…</tracecode></x>`) is not taken;
 //! - a repeated name is kept as often as it is written, in XML and in JSON
 //!   alike (a JSON object's duplicated key is not collapsed to its last
 //!   value), so a reply that contradicts itself can be seen to
@@ -103,14 +106,43 @@ pub struct Fields {
 struct Field {
     name: String,
     value: String,
-    /// Inside a container rather than directly under the root.
-    nested: bool,
+    position: Position,
+}
+
+/// Where a decoded field stood in its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    /// Directly under the root (and every field of a query string).
+    TopLevel,
+    /// Directly inside the container of this name, itself directly under
+    /// the root (`additionaldata`).
+    Block(String),
+    /// Anywhere deeper.
+    Deeper,
+}
+
+/// Where the spec puts a field (§4): directly under the root, or directly
+/// inside the named block under the root (`additionaldata`, the biller's
+/// per-product data). Block names, like field names, ignore ASCII case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place<'a> {
+    TopLevel,
+    Block(&'a str),
 }
 
 impl Field {
     /// Names are compared ignoring ASCII case (replies mix cases, spec §1).
     fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// Whether the field stood exactly at `place`.
+    fn is_at(&self, place: Place) -> bool {
+        match (place, &self.position) {
+            (Place::TopLevel, Position::TopLevel) => true,
+            (Place::Block(wanted), Position::Block(block)) => block.eq_ignore_ascii_case(wanted),
+            _ => false,
+        }
     }
 }
 
@@ -124,15 +156,16 @@ impl Fields {
         self.entries.push(Field {
             name: name.into(),
             value: value.into(),
-            nested: false,
+            position: Position::TopLevel,
         });
     }
 
-    /// The first field with this name, ignoring ASCII case. A reply may
-    /// repeat a name (a duplicated tag or JSON key, or an `additionaldata`
-    /// leaf named like a field of the reply itself): a value that decides
-    /// anything must be read with [`Fields::all`] or [`Fields::top_level`],
-    /// so that repeats which disagree are seen.
+    /// The first field with this name, ignoring ASCII case, at any depth. A
+    /// reply may repeat a name (a duplicated tag or JSON key, or an
+    /// `additionaldata` leaf named like a field of the reply itself): a
+    /// value that decides anything, or that the customer is shown, is read
+    /// at its place with [`Fields::one`] or [`Fields::at`], so that one
+    /// planted elsewhere is not taken and repeats which disagree are seen.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
@@ -147,23 +180,47 @@ impl Fields {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
     }
 
-    /// The value of the fields with this name directly under the root,
-    /// trimmed, for a value that decides (what was charged, what was
-    /// delivered): `Ok(None)` when absent or blank; a name written more than
-    /// once must say the same each time (blank ones aside), else
-    /// [`Disagreement`]. A field inside a container (`additionaldata`) never
-    /// counts: it is the biller's product data, not the reply's.
-    pub fn one<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, Disagreement<'a>> {
-        let mut said: Vec<&str> = Vec::new();
-        for value in self.top_level(name).map(str::trim) {
-            if !value.is_empty() && !said.contains(&value) {
-                said.push(value);
+    /// The value of the fields with this name at `place`, trimmed, for a
+    /// value that decides (what was charged, what was delivered, which hit
+    /// it was): `Ok(None)` when absent or blank; a name written more than
+    /// once there must say the same each time (blank ones aside), else
+    /// [`Disagreement`]. A field anywhere else never counts: one inside
+    /// `additionaldata` is the biller's product data, not the reply's, and
+    /// one deeper or in another element is not where the spec puts it.
+    pub fn one<'a>(
+        &'a self,
+        place: Place<'a>,
+        name: &'a str,
+    ) -> Result<Option<&'a str>, Disagreement<'a>> {
+        let value = self.one_as_written(place, name)?;
+        Ok(value.map(str::trim).filter(|value| !value.is_empty()))
+    }
+
+    /// Like [`Fields::one`], but the value as written, for one sent back
+    /// verbatim (an inquiry's `ref1..3`, spec §4): the first non-blank one,
+    /// or when all are blank the first (`Some("")` for a field present but
+    /// empty). Repeats agree when they say the same trimmed.
+    pub fn one_as_written<'a>(
+        &'a self,
+        place: Place<'a>,
+        name: &'a str,
+    ) -> Result<Option<&'a str>, Disagreement<'a>> {
+        let mut first_blank = None;
+        let mut said: Vec<(&str, &str)> = Vec::new();
+        for written in self.at(place, name) {
+            let value = written.trim();
+            if value.is_empty() {
+                first_blank.get_or_insert(written);
+            } else if !said.iter().any(|(_, other)| *other == value) {
+                said.push((written, value));
             }
         }
         match said.as_slice() {
-            [] => Ok(None),
-            [value] => Ok(Some(value)),
-            _ => Err(Disagreement(said)),
+            [] => Ok(first_blank),
+            [(written, _)] => Ok(Some(written)),
+            _ => Err(Disagreement(
+                said.into_iter().map(|(_, value)| value).collect(),
+            )),
         }
     }
 
@@ -176,13 +233,13 @@ impl Fields {
             .map(|field| field.value.as_str())
     }
 
-    /// Every value of fields with this name directly under the root (not
-    /// inside `additionaldata`, whose per-product fields may reuse a name),
-    /// in document order.
-    pub fn top_level<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    /// Every value of fields with this name at `place` (so, at the top
+    /// level, not inside `additionaldata`, whose per-product fields may
+    /// reuse a name), in document order.
+    pub fn at<'a>(&'a self, place: Place<'a>, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.entries
             .iter()
-            .filter(move |field| !field.nested && field.is(name))
+            .filter(move |field| field.is_at(place) && field.is(name))
             .map(|field| field.value.as_str())
     }
 
@@ -357,7 +414,7 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                     continue;
                 };
                 parent.1 = true;
-                fields.push_decoded(name, "", stack.len() > 1)?;
+                fields.push_decoded(name, "", leaf_position(&stack))?;
             }
             Event::Text(text) => {
                 let value = text.unescape().map_err(|e| WireError::Xml(e.to_string()))?;
@@ -383,7 +440,7 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                     if had_child {
                         fields.containers.push(name);
                     } else {
-                        fields.push_decoded(&name, &current_text, stack.len() > 1)?;
+                        fields.push_decoded(&name, &current_text, leaf_position(&stack))?;
                     }
                 }
                 current_text.clear();
@@ -400,16 +457,31 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
     Ok(fields)
 }
 
+/// The position of an XML leaf whose open elements, the root first, are
+/// `ancestors` (each with whether it has a child).
+fn leaf_position(ancestors: &[(String, bool)]) -> Position {
+    match ancestors {
+        [_root] => Position::TopLevel,
+        [_root, (block, _)] => Position::Block(block.clone()),
+        _ => Position::Deeper,
+    }
+}
+
 impl Fields {
     /// Adds a decoded field, within [`MAX_FIELDS`].
-    fn push_decoded(&mut self, name: &str, value: &str, nested: bool) -> Result<(), WireError> {
+    fn push_decoded(
+        &mut self,
+        name: &str,
+        value: &str,
+        position: Position,
+    ) -> Result<(), WireError> {
         if self.len() >= MAX_FIELDS {
             return Err(WireError::TooManyFields);
         }
         self.entries.push(Field {
             name: name.to_string(),
             value: value.to_string(),
-            nested,
+            position,
         });
         Ok(())
     }
@@ -433,33 +505,40 @@ fn decode_json(body: &[u8]) -> Result<Fields, WireError> {
         return Err(WireError::NotAnObject);
     };
     let mut fields = Fields::new();
-    flatten_json(&object, &mut fields, false)?;
+    flatten_json(&object, &mut fields, &Position::TopLevel)?;
     Ok(fields)
 }
 
-/// Adds an object's members to `fields`: a value as a field (`nested` when
-/// the object is not the body itself), an object, or the objects of an
-/// array, as a container whose leaves are nested.
+/// Adds an object's members to `fields`, each value as a field at
+/// `position` (the object's members' own), and each object, or the objects
+/// of an array, as a container: an object directly in the body is a block,
+/// as an XML element under the root would be; the leaves of anything
+/// deeper, an array's objects included, are deeper.
 fn flatten_json(
     object: &[(String, Written)],
     fields: &mut Fields,
-    nested: bool,
+    position: &Position,
 ) -> Result<(), WireError> {
     for (name, value) in object {
+        let mut push = |value: &str| fields.push_decoded(name, value, position.clone());
         match value {
-            Written::Text(text) => fields.push_decoded(name, text, nested)?,
-            Written::Number(number) => fields.push_decoded(name, &number.to_string(), nested)?,
-            Written::Bool(flag) => fields.push_decoded(name, &flag.to_string(), nested)?,
-            Written::Null => fields.push_decoded(name, "", nested)?,
+            Written::Text(text) => push(text)?,
+            Written::Number(number) => push(&number.to_string())?,
+            Written::Bool(flag) => push(&flag.to_string())?,
+            Written::Null => push("")?,
             Written::Object(inner) => {
                 fields.containers.push(name.clone());
-                flatten_json(inner, fields, true)?;
+                let inner_position = match position {
+                    Position::TopLevel => Position::Block(name.clone()),
+                    Position::Block(_) | Position::Deeper => Position::Deeper,
+                };
+                flatten_json(inner, fields, &inner_position)?;
             }
             Written::Array(items) => {
                 fields.containers.push(name.clone());
                 for item in items {
                     if let Written::Object(inner) = item {
-                        flatten_json(inner, fields, true)?;
+                        flatten_json(inner, fields, &Position::Deeper)?;
                     }
                 }
             }
@@ -731,7 +810,7 @@ mod tests {
             close(MAX_DEPTH - 1)
         );
         let fields = decode(Format::Json, body.as_bytes()).unwrap();
-        assert_eq!(fields.top_level("k").count(), 0);
+        assert_eq!(fields.at(Place::TopLevel, "k").count(), 0);
         assert_eq!(fields.get("k"), Some("v"));
     }
 
@@ -753,12 +832,60 @@ mod tests {
                 "{format:?}"
             );
             assert_eq!(
-                fields.top_level("RESPONSECODE").collect::<Vec<_>>(),
+                fields
+                    .at(Place::TopLevel, "RESPONSECODE")
+                    .collect::<Vec<_>>(),
                 ["203", "000"],
                 "{format:?}"
             );
             assert_eq!(fields.get("responsecode"), Some("203"), "{format:?}");
         }
+    }
+
+    /// A leaf knows where it stood: directly under the root, directly in a
+    /// block under the root (its name in any case), or deeper; an array's
+    /// objects, in JSON, are deeper. Each is found only at its own place.
+    #[test]
+    fn a_field_is_found_only_at_its_place() {
+        let xml = b"<transaction-status><x><t>block</t><y><t>deeper</t></y></x>            <t>top</t></transaction-status>";
+        let json = br#"{"x":{"t":"block","y":{"t":"deeper"}},"list":[{"t":"item"}],"t":"top"}"#;
+        for (format, body) in [(Format::Xml, &xml[..]), (Format::Json, &json[..])] {
+            let fields = decode(format, body).unwrap();
+            let at = |place| fields.at(place, "T").collect::<Vec<_>>();
+            assert_eq!(at(Place::TopLevel), ["top"], "{format:?}");
+            assert_eq!(at(Place::Block("X")), ["block"], "{format:?}");
+            assert!(at(Place::Block("y")).is_empty(), "{format:?}");
+            assert!(at(Place::Block("list")).is_empty(), "{format:?}");
+            assert_eq!(fields.get("t"), Some("block"), "{format:?}");
+        }
+    }
+
+    /// One value at a place: blank repeats aside, repeats must agree
+    /// (trimmed); as written, the first non-blank one is kept verbatim, and
+    /// a field present only blank reads as empty rather than absent.
+    #[test]
+    fn one_value_is_read_at_its_place_and_repeats_must_agree() {
+        let read = |body: &str| decode(Format::Xml, body.as_bytes()).unwrap();
+        let fields = read("<r><a></a><a> A1 </a><a>A1</a><b> </b><c>1</c><c>2</c></r>");
+        assert_eq!(fields.one(Place::TopLevel, "a"), Ok(Some("A1")));
+        assert_eq!(
+            fields.one_as_written(Place::TopLevel, "a"),
+            Ok(Some(" A1 "))
+        );
+        assert_eq!(fields.one(Place::TopLevel, "b"), Ok(None));
+        assert_eq!(fields.one_as_written(Place::TopLevel, "b"), Ok(Some(" ")));
+        assert_eq!(fields.one_as_written(Place::TopLevel, "z"), Ok(None));
+        let disagreement = Disagreement(vec!["1", "2"]);
+        assert_eq!(fields.one(Place::TopLevel, "c"), Err(disagreement.clone()));
+        assert_eq!(
+            fields.one_as_written(Place::TopLevel, "c"),
+            Err(disagreement)
+        );
+        // Elsewhere than asked, a value is absent.
+        let fields = read("<r><x><a>A1</a></x><x><y><b>B</b></y></x></r>");
+        assert_eq!(fields.one(Place::TopLevel, "a"), Ok(None));
+        assert_eq!(fields.one(Place::Block("x"), "a"), Ok(Some("A1")));
+        assert_eq!(fields.one(Place::Block("x"), "b"), Ok(None));
     }
 
     /// Spec §1 / §8.6: a request's root is `<transaction>` and every name is
