@@ -275,48 +275,120 @@ async fn a_connector_paused_past_its_ack_deadline_causes_no_second_purchase() {
     assert_eq!(deployment.transitions_into(id, "success").await, 1);
 }
 
-/// The scenarios the load below buys: immediate success, success called
+/// The scenarios the loads below buy: immediate success, success called
 /// back after `001`, pending then callbacks, an answer after the
 /// connector's timeout, and a definite failure (`204`).
 const LOAD_ACCOUNTS: &[&str] = &["", "001", "002", "901", "204"];
 
-/// RELIABILITY #5 and #1–#4 unprepared, under load: while six clients buy
-/// (each about eight purchases a second), the reconciler, the connector, the callback receiver and
-/// the ingress are each killed (`kill -9`) at an arbitrary moment, twice in
-/// turn, and started again. Clients that meet an error ask again with the
-/// same `client_ref`, and get the transaction their first answer named.
-/// Then every transaction is final once, reached the provider at most once
-/// and agrees with the provider's ledger: success, or `failed` for the
-/// `204` accounts.
+/// A purchase a load made: its `client_ref`, account, and the transaction
+/// its first answer named.
+struct Bought {
+    client_ref: String,
+    account: String,
+    id: String,
+}
+
+/// Six clients buying, each about eight purchases a second (a call that
+/// meets an error is made again with the same `client_ref` until
+/// answered), until [`Load::finish`].
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    buyers: tokio::task::JoinSet<Vec<Bought>>,
+}
+
+impl Load {
+    async fn start(deployment: &Deployment) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut buyers = tokio::task::JoinSet::new();
+        for buyer in 0..6 {
+            let mut client = deployment.client().await;
+            let stop = stop.clone();
+            buyers.spawn(async move {
+                let mut bought = Vec::new();
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let client_ref = format!("load-{buyer}-{n}");
+                    let suffix = LOAD_ACCOUNTS[(buyer + n) % LOAD_ACCOUNTS.len()];
+                    let account = if suffix.is_empty() {
+                        OK_ACCOUNT.to_string()
+                    } else {
+                        scenario(suffix)
+                    };
+                    let first = purchase_until_answered(&mut client, &client_ref, &account).await;
+                    bought.push(Bought {
+                        client_ref,
+                        account,
+                        id: first.id,
+                    });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                bought
+            });
+        }
+        Load { stop, buyers }
+    }
+
+    /// Stops buying; what was bought.
+    async fn finish(mut self) -> Vec<Bought> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut bought = Vec::new();
+        while let Some(each) = self.buyers.join_next().await {
+            bought.extend(each.expect("a buyer"));
+        }
+        bought
+    }
+}
+
+/// After a fault under [`Load`]: every process still runs (none gave up
+/// and exited), a purchase made now settles while its client waits, each
+/// `client_ref` asked for again returns the transaction its first answer
+/// named, and the four invariants hold, each purchase `success`, or
+/// `failed` for the `204` accounts.
+async fn the_load_kept_the_four_invariants(deployment: &mut Deployment, bought: &[Bought]) {
+    for part in Part::ALL {
+        assert_eq!(deployment.running(part).len(), 1, "{part:?} still runs");
+    }
+    let mut client = deployment.client().await;
+    let after = client
+        .purchase(purchase("after-the-fault", "PULSA10", OK_ACCOUNT, 20_000))
+        .await
+        .expect("a purchase after the fault")
+        .into_inner();
+    assert_eq!(after.status(), pb::TransactionStatus::Success, "{after:?}");
+    for each in bought {
+        let again = purchase_until_answered(&mut client, &each.client_ref, &each.account).await;
+        assert_eq!(
+            again.id, each.id,
+            "{}: the original transaction",
+            each.client_ref
+        );
+    }
+    let statuses = deployment
+        .assert_four_invariants(bought.len() + 1, Duration::from_secs(90))
+        .await;
+    let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
+    for each in bought {
+        let status = &statuses[&each.id.parse::<uuid::Uuid>().unwrap()];
+        let expected = if each.account.ends_with("204") {
+            "failed"
+        } else {
+            "success"
+        };
+        assert_eq!(status, expected, "{} bought for {}", each.id, each.account);
+        *outcomes.entry(status.as_str()).or_default() += 1;
+    }
+    eprintln!("outcomes after the fault: {outcomes:?}");
+}
+
+/// RELIABILITY #5 and #1–#4 unprepared, under [`Load`]: the reconciler,
+/// the connector, the callback receiver and the ingress are each killed
+/// (`kill -9`) at an arbitrary moment, twice in turn, and started again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_killed_at_any_moment_under_load_keep_the_four_invariants() {
-    const CLIENTS: usize = 6;
     let mut deployment = Deployment::start(&[]).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut buyers = tokio::task::JoinSet::new();
-    for buyer in 0..CLIENTS {
-        let mut client = deployment.client().await;
-        let stop = stop.clone();
-        buyers.spawn(async move {
-            let mut bought = Vec::new();
-            for n in 0.. {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let client_ref = format!("load-{buyer}-{n}");
-                let suffix = LOAD_ACCOUNTS[(buyer + n) % LOAD_ACCOUNTS.len()];
-                let account = if suffix.is_empty() {
-                    OK_ACCOUNT.to_string()
-                } else {
-                    scenario(suffix)
-                };
-                let first = purchase_until_answered(&mut client, &client_ref, &account).await;
-                bought.push((client_ref, account, first.id));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            bought
-        });
-    }
+    let load = Load::start(&deployment).await;
     for part in [
         Part::Reconciler,
         Part::Connector,
@@ -333,33 +405,27 @@ async fn services_killed_at_any_moment_under_load_keep_the_four_invariants() {
         deployment.start_process(*part, &[]).await;
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut bought = Vec::new();
-    while let Some(each) = buyers.join_next().await {
-        bought.extend(each.expect("a buyer"));
-    }
+    let bought = load.finish().await;
+    the_load_kept_the_four_invariants(&mut deployment, &bought).await;
+}
 
-    let mut client = deployment.client().await;
-    for (client_ref, account, first_id) in &bought {
-        let again = purchase_until_answered(&mut client, client_ref, account).await;
-        assert_eq!(
-            &again.id, first_id,
-            "{client_ref}: the original transaction"
-        );
-    }
-    let statuses = deployment
-        .assert_four_invariants(bought.len(), Duration::from_secs(90))
-        .await;
-    let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
-    for (_, account, id) in &bought {
-        let status = &statuses[&id.parse::<uuid::Uuid>().unwrap()];
-        let expected = if account.ends_with("204") {
-            "failed"
-        } else {
-            "success"
-        };
-        assert_eq!(status, expected, "{id} bought for {account}");
-        *outcomes.entry(status.as_str()).or_default() += 1;
-    }
-    eprintln!("outcomes after the kills: {outcomes:?}");
+/// RELIABILITY #6, a long outage: under [`Load`], nats-server is killed and
+/// stays down for 10 s (longer than the ingress's publish timeout and the
+/// connector's and reconciler's ack waits), then starts again on the same
+/// store. Every process rides it out and reconnects by itself; what the
+/// ingress accepted meanwhile is dispatched once the bus is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_bus_outage_under_load_is_ridden_out_by_every_process() {
+    let mut deployment = Deployment::start(&[]).await;
+    let load = Load::start(&deployment).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    deployment.nats.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    deployment
+        .nats
+        .start_again()
+        .expect("nats-server starts again");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let bought = load.finish().await;
+    the_load_kept_the_four_invariants(&mut deployment, &bought).await;
 }
