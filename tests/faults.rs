@@ -641,6 +641,31 @@ async fn nats_server_killed_under_load_loses_nothing_and_charges_once() {
     assert_nothing_lost_twice_or_wrong(&app, &attempted).await;
 }
 
+/// RELIABILITY #6, seen by a client: while nats-server is down, a purchase
+/// is still accepted (PostgreSQL holds it) and answered, `received`, within
+/// the client's deadline, though that is shorter than the ingress's publish
+/// timeout (3 s). Once the bus is back, the sweep dispatches it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_while_the_bus_is_down_is_answered_within_the_clients_deadline() {
+    let mut app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    app.nats.stop();
+    let mut request = tonic::Request::new(purchase("bus-down-1", "PULSA10", OK_ACCOUNT, 0));
+    request.set_timeout(Duration::from_millis(1_500));
+    let asked = Instant::now();
+    let txn = client
+        .purchase(request)
+        .await
+        .expect("accepted while the bus is down")
+        .into_inner();
+    assert!(asked.elapsed() < Duration::from_millis(1_500));
+    assert_eq!(txn.status(), pb::TransactionStatus::Received, "{txn:?}");
+    app.nats.start_again().expect("nats-server starts again");
+    app.wait_for_status(&txn.id, "success", Duration::from_secs(30))
+        .await;
+    assert_one_purchase_request_per_purchase(&app, "a purchase made while the bus was down").await;
+}
+
 /// A stack whose PostgreSQL is the test's own, so the test may crash it.
 async fn app_on_private_postgres() -> (loket_test_support::postgres::PrivatePostgres, TestApp) {
     app_on_private_postgres_with(TestOptions::default()).await

@@ -97,9 +97,21 @@ impl Dispatcher {
         )
     }
 
-    /// Publishes the first command of `row`. Returns whether it was published;
-    /// a failure is logged and counted, never returned to the client.
-    pub async fn dispatch(&self, row: &TransactionRow, trace: &TraceContext) -> bool {
+    /// How long a publish may wait for its acknowledgement.
+    pub fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
+    }
+
+    /// Publishes the first command of `row`, waiting at most `timeout` for
+    /// the acknowledgement. Returns whether it was published; a failure is
+    /// logged and counted, never returned to the client (the transaction is
+    /// committed, and the reconciler's sweep dispatches what was not).
+    pub async fn dispatch(
+        &self,
+        row: &TransactionRow,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> bool {
         let (Some(provider), Some(kind)) = (row.provider(), row.kind()) else {
             tracing::error!(provider = %row.provider, kind = %row.kind, "row with unknown provider or kind; not dispatched");
             return false;
@@ -113,13 +125,10 @@ impl Dispatcher {
         let headers = bus::headers(&row.command_msg_id(0), trace, &id);
         let payload = row.command(true).encode_to_vec();
         let publish = bus::publish_durable(&self.js, subject, headers, payload);
-        let failure = match tokio::time::timeout(self.publish_timeout, publish).await {
+        let failure = match tokio::time::timeout(timeout, publish).await {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!(
-                "no acknowledgement within {:?}",
-                self.publish_timeout
-            )),
+            Err(_) => Some(format!("no acknowledgement within {timeout:?}")),
         };
         if let Some(reason) = failure {
             metrics::counter!(DISPATCH_FAILURES).increment(1);

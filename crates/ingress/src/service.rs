@@ -145,17 +145,29 @@ impl CallContext {
             .record("transaction_id", tracing::field::display(id));
     }
 
+    /// How long, from the call's start, the service may work on it so that
+    /// its answer still reaches the client: a little less than the client's
+    /// deadline, if it set one.
+    fn answer_budget(&self) -> Option<Duration> {
+        self.deadline.map(|deadline| {
+            let margin = (deadline / 10).min(Duration::from_millis(200));
+            deadline.saturating_sub(margin)
+        })
+    }
+
+    /// `limit`, or less when the client's deadline comes first: how long a
+    /// step begun now may take.
+    fn within_budget(&self, limit: Duration) -> Duration {
+        match self.answer_budget() {
+            Some(budget) => limit.min(budget.saturating_sub(self.started.elapsed())),
+            None => limit,
+        }
+    }
+
     /// When a wait of `wait` must end: the asked wait, or a little before
     /// the client's own deadline so the answer still reaches it.
     fn wait_deadline(&self, wait: Duration) -> Instant {
-        let budget = match self.deadline {
-            Some(deadline) => {
-                let margin = (deadline / 10).min(Duration::from_millis(200));
-                wait.min(deadline.saturating_sub(margin))
-            }
-            None => wait,
-        };
-        self.started + budget
+        self.started + self.answer_budget().map_or(wait, |budget| wait.min(budget))
     }
 }
 
@@ -633,7 +645,16 @@ impl Inner {
             original_id = ?row.original_id,
             "transaction accepted"
         );
-        self.dispatcher.dispatch(row, &ctx.trace).await;
+        // Within the client's deadline: the row is committed, so a command
+        // not published in time (the bus down) still goes out, by the
+        // reconciler's sweep, and the client hears it was accepted.
+        self.dispatcher
+            .dispatch(
+                row,
+                &ctx.trace,
+                ctx.within_budget(self.dispatcher.publish_timeout()),
+            )
+            .await;
         match guard {
             Some(guard) => {
                 let transaction = self.wait_for(ctx, guard, row, wait).await;
@@ -1175,11 +1196,7 @@ impl Inner {
                 "no {provider} balance can be asked for: {why}"
             )));
         }
-        let mut timeout = self.balance_timeout;
-        if let Some(deadline) = ctx.deadline {
-            timeout = timeout
-                .min(deadline.saturating_sub((deadline / 10).min(Duration::from_millis(200))));
-        }
+        let timeout = ctx.within_budget(self.balance_timeout);
         let query = pb::bus::BalanceQuery {
             provider: provider.as_str().to_string(),
         };
