@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::metrics::DISPATCH_FAILURES;
@@ -102,16 +103,31 @@ impl Dispatcher {
         self.publish_timeout
     }
 
-    /// Publishes the first command of `row`, waiting at most `timeout` for
-    /// the acknowledgement. Returns whether it was published; a failure is
-    /// logged and counted, never returned to the client (the transaction is
-    /// committed, and the reconciler's sweep dispatches what was not).
-    pub async fn dispatch(
+    /// [`Dispatcher::dispatch`], waited for at most `answer_within` (what
+    /// the client's deadline leaves): past that this returns and the publish
+    /// goes on by itself, up to the publish timeout. So a client is answered
+    /// in time while the bus is slow or down, and its command is not given
+    /// up for that (one never acknowledged is dispatched by the sweep).
+    pub async fn dispatch_within(
         &self,
         row: &TransactionRow,
-        trace: &TraceContext,
-        timeout: Duration,
-    ) -> bool {
+        trace: TraceContext,
+        answer_within: Duration,
+    ) {
+        let dispatcher = self.clone();
+        let row = row.clone();
+        let publish =
+            tokio::spawn(async move { dispatcher.dispatch(&row, &trace).await }.in_current_span());
+        if tokio::time::timeout(answer_within, publish).await.is_err() {
+            tracing::debug!("answering before the command's publish is acknowledged (the client's deadline); it goes on");
+        }
+    }
+
+    /// Publishes the first command of `row`. Returns whether it was published;
+    /// a failure is logged and counted, never returned to the client (the
+    /// transaction is committed, and the reconciler's sweep dispatches what
+    /// was not).
+    async fn dispatch(&self, row: &TransactionRow, trace: &TraceContext) -> bool {
         let (Some(provider), Some(kind)) = (row.provider(), row.kind()) else {
             tracing::error!(provider = %row.provider, kind = %row.kind, "row with unknown provider or kind; not dispatched");
             return false;
@@ -125,10 +141,13 @@ impl Dispatcher {
         let headers = bus::headers(&row.command_msg_id(0), trace, &id);
         let payload = row.command(true).encode_to_vec();
         let publish = bus::publish_durable(&self.js, subject, headers, payload);
-        let failure = match tokio::time::timeout(timeout, publish).await {
+        let failure = match tokio::time::timeout(self.publish_timeout, publish).await {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!("no acknowledgement within {timeout:?}")),
+            Err(_) => Some(format!(
+                "no acknowledgement within {:?}",
+                self.publish_timeout
+            )),
         };
         if let Some(reason) = failure {
             metrics::counter!(DISPATCH_FAILURES).increment(1);

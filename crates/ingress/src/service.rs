@@ -645,13 +645,10 @@ impl Inner {
             original_id = ?row.original_id,
             "transaction accepted"
         );
-        // Within the client's deadline: the row is committed, so a command
-        // not published in time (the bus down) still goes out, by the
-        // reconciler's sweep, and the client hears it was accepted.
         self.dispatcher
-            .dispatch(
+            .dispatch_within(
                 row,
-                &ctx.trace,
+                ctx.trace,
                 ctx.within_budget(self.dispatcher.publish_timeout()),
             )
             .await;
