@@ -202,17 +202,7 @@ impl TestApp {
         let pool = PgPool::connect(&test_database_url).await.expect("pool");
         let database_url = postgres::with_canary_password(&test_database_url);
 
-        loket_cli::admin::load_products(&pool, &workspace_root().join("deploy/products.toml"))
-            .await
-            .expect("products load");
-        let key_a = loket_cli::admin::create_client(&pool, "client-a")
-            .await
-            .expect("client a")
-            .api_key;
-        let key_b = loket_cli::admin::create_client(&pool, "client-b")
-            .await
-            .expect("client b")
-            .api_key;
+        let [key_a, key_b] = catalogue_and_clients(&pool, ["client-a", "client-b"]).await;
 
         let mut services = Vec::new();
         let mut snapqr = options.snapqr.then(|| {
@@ -458,14 +448,7 @@ impl TestApp {
     }
 
     async fn wait_for_grpc(&self) {
-        let channel = Channel::from_shared(format!("http://{}", self.ingress_addr))
-            .expect("valid URI")
-            .connect_lazy();
-        until_grpc_answers(&LoketClient::with_interceptor(
-            channel,
-            ApiKey::new(&self.key_a),
-        ))
-        .await;
+        until_grpc_answers(&lazy_client(self.ingress_addr, &self.key_a)).await;
     }
 
     async fn try_client(&self, key: &str) -> Result<Client, tonic::transport::Error> {
@@ -647,6 +630,35 @@ impl Drop for TestApp {
         self.sim_shutdown.trigger();
         crate::service::fail_with("TestApp", failures);
     }
+}
+
+/// Loads the product catalogue from `deploy/products.toml` into the
+/// database `pool` reaches and creates an API client of each name; their
+/// keys, in order.
+pub(crate) async fn catalogue_and_clients<const N: usize>(
+    pool: &PgPool,
+    names: [&str; N],
+) -> [String; N] {
+    loket_cli::admin::load_products(pool, &workspace_root().join("deploy/products.toml"))
+        .await
+        .expect("products load");
+    let mut keys = Vec::with_capacity(N);
+    for name in names {
+        let client = loket_cli::admin::create_client(pool, name)
+            .await
+            .unwrap_or_else(|error| panic!("API client {name}: {error}"));
+        keys.push(client.api_key);
+    }
+    keys.try_into().expect("one key per name")
+}
+
+/// A gRPC client of the ingress at `addr`, authenticated with `key`,
+/// connecting lazily (so it may be made while the ingress is down).
+pub(crate) fn lazy_client(addr: SocketAddr, key: &str) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid URI")
+        .connect_lazy();
+    LoketClient::with_interceptor(channel, ApiKey::new(key))
 }
 
 /// Waits (at most 30 s) until the ingress `client` talks to answers a

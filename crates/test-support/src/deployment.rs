@@ -21,14 +21,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use loket_protocol::pb::loket_client::LoketClient;
 use loket_simulators::common::{CallbackLog, RequestCounts};
 use loket_simulators::okebayar::ledger::LedgerEntry;
 use sqlx::PgPool;
-use tonic::transport::Channel;
 
 use crate::admin;
-use crate::app::{until_grpc_answers, workspace_root, ApiKey, Client, CANARY_PIN, USERID};
+use crate::app::{
+    catalogue_and_clients, lazy_client, until_grpc_answers, workspace_root, Client, CANARY_PIN,
+    USERID,
+};
 use crate::leaks::{canaries_found, Canaries};
 use crate::nats::NatsServer;
 use crate::ports::free_port;
@@ -119,13 +120,7 @@ impl Deployment {
         let nats = NatsServer::start().expect("nats-server");
         let test_database_url = postgres::fresh_database().await.expect("database");
         let pool = PgPool::connect(&test_database_url).await.expect("pool");
-        loket_cli::admin::load_products(&pool, &workspace_root().join("deploy/products.toml"))
-            .await
-            .expect("products load");
-        let key = loket_cli::admin::create_client(&pool, "client-a")
-            .await
-            .expect("an API client")
-            .api_key;
+        let [key] = catalogue_and_clients(&pool, ["client-a"]).await;
         let mut deployment = Deployment {
             nats,
             pool,
@@ -344,10 +339,7 @@ impl Deployment {
     /// client (connecting lazily, so it may be made while the ingress is
     /// down).
     pub async fn client(&self) -> Client {
-        let channel = Channel::from_shared(format!("http://{}", self.ingress_addr))
-            .expect("valid URI")
-            .connect_lazy();
-        LoketClient::with_interceptor(channel, ApiKey::new(&self.key))
+        lazy_client(self.ingress_addr, &self.key)
     }
 
     /// What the simulator received about `reference`.
