@@ -5,7 +5,8 @@
 //! them, on a private nats-server and a fresh database, with one tokio
 //! worker thread each. A test can then do to a process what RELIABILITY's
 //! table does: `kill -9` it at a failpoint or at any moment, pause it with
-//! SIGSTOP past its ack deadline, and start it again, which
+//! SIGSTOP past its ack deadline, and start it again (and stop nats-server,
+//! or crash a PostgreSQL of the deployment's own, under it), which
 //! [`crate::TestApp`] (every service a task of the test's own process) can
 //! only approximate by aborting a task.
 //!
@@ -97,6 +98,10 @@ pub const RECONCILER_ACK_WAIT_MS: u64 = 2_000;
 /// the deployment is dropped.
 pub struct Deployment {
     pub nats: NatsServer,
+    /// The PostgreSQL server of this deployment's own, when it was started
+    /// with [`Deployment::start_on_private_postgres`] (to crash it);
+    /// otherwise the database is on the tests' shared server.
+    pub private_postgres: Option<postgres::PrivatePostgres>,
     /// The test's own pool (no canary password).
     pub pool: PgPool,
     /// The database URL the services are given, with the canary password.
@@ -117,12 +122,29 @@ impl Deployment {
     /// settings (`LOKET_…` variables) to the first start of a part, e.g. a
     /// failpoint.
     pub async fn start(extra: &[(Part, &str, &str)]) -> Deployment {
+        let database_url = postgres::fresh_database().await.expect("database");
+        Self::start_on(None, database_url, extra).await
+    }
+
+    /// [`Deployment::start`] on a PostgreSQL server of its own, which a
+    /// test may crash (the shared one serves every other test).
+    pub async fn start_on_private_postgres(extra: &[(Part, &str, &str)]) -> Deployment {
+        let server = postgres::PrivatePostgres::start().expect("a private PostgreSQL");
+        let database_url = server.database("loket").await.expect("database");
+        Self::start_on(Some(server), database_url, extra).await
+    }
+
+    async fn start_on(
+        private_postgres: Option<postgres::PrivatePostgres>,
+        test_database_url: String,
+        extra: &[(Part, &str, &str)],
+    ) -> Deployment {
         let nats = NatsServer::start().expect("nats-server");
-        let test_database_url = postgres::fresh_database().await.expect("database");
         let pool = PgPool::connect(&test_database_url).await.expect("pool");
         let [key] = catalogue_and_clients(&pool, ["client-a"]).await;
         let mut deployment = Deployment {
             nats,
+            private_postgres,
             pool,
             database_url: postgres::with_canary_password(&test_database_url),
             ingress_addr: loopback(free_port()),
@@ -402,7 +424,8 @@ impl Deployment {
     /// RELIABILITY's four invariants for every transaction in the database,
     /// which must number `expected`:
     /// - nothing lost: each reaches `success`, `failed` or `needs_review`
-    ///   within `within`, and enters its final state exactly once;
+    ///   within `within`, was created whole (its row with the ingress's
+    ///   event), and enters its final state exactly once;
     /// - nothing twice: the simulator received at most one money-moving
     ///   request for each;
     /// - nothing wrong: each is `success` exactly when the simulator's
@@ -445,6 +468,11 @@ impl Deployment {
         assert_eq!(rows.len(), expected, "one transaction per purchase");
         let mut statuses = BTreeMap::new();
         for (id, status, reference, serial_number) in &rows {
+            assert_eq!(
+                self.events_from(*id, "ingress").await,
+                1,
+                "no partial rows: {id} was created whole, with its ingress event"
+            );
             assert_eq!(
                 self.transitions_into(*id, status).await,
                 1,

@@ -203,6 +203,25 @@ impl NatsServer {
         self.start_again()
     }
 
+    /// Stops the server the way an operator (or systemd) does: SIGTERM, on
+    /// which it closes its client connections and its store, then exits by
+    /// itself (with status 1, in Debian's 2.9);
+    /// [`start_again`] brings it back.
+    ///
+    /// [`start_again`]: NatsServer::start_again
+    pub fn stop_gracefully(&mut self) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM nats-server");
+        let exit = self.child.wait()?;
+        anyhow::ensure!(
+            exit.code().is_some(),
+            "nats-server did not exit by itself: {exit}"
+        );
+        Ok(())
+    }
+
     /// Kills the server (like `kill -9`); [`start_again`] brings it back.
     ///
     /// [`start_again`]: NatsServer::start_again

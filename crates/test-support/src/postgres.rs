@@ -376,7 +376,12 @@ impl PrivatePostgres {
     /// shutdown checkpoint, every connection cut, open transactions lost)
     /// and starts it again on the same port and data.
     pub fn crash_and_restart(&self) -> anyhow::Result<()> {
-        self.stop()?;
+        self.crash()?;
+        self.start_again()
+    }
+
+    /// Starts the server again on its port and data, after [`Self::crash`].
+    pub fn start_again(&self) -> anyhow::Result<()> {
         start_server(
             self.dir.path(),
             self.port,
@@ -386,7 +391,8 @@ impl PrivatePostgres {
         Ok(())
     }
 
-    fn stop(&self) -> anyhow::Result<()> {
+    /// Stops the server the way a crash does (`pg_ctl stop -m immediate`).
+    pub fn crash(&self) -> anyhow::Result<()> {
         let out = pg_command(&bin_dir()?.join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.path().join("data"))
@@ -403,7 +409,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let _ = self.stop();
+        let _ = self.crash();
     }
 }
 
