@@ -229,6 +229,15 @@ impl Settings {
                 )));
             }
         }
+        // An unresolved inquiry moves no money: it is meant to expire, not
+        // to wait in needs_review for an operator.
+        if self.review_after_ms <= self.inquiry_timeout_ms {
+            return Err(Error::Config(format!(
+                "review_after_ms must be greater than inquiry_timeout_ms ({} ms), not {}: \
+                 a shorter one parks unresolved inquiries in needs_review before they expire",
+                self.inquiry_timeout_ms, self.review_after_ms
+            )));
+        }
         Ok(())
     }
 
@@ -619,8 +628,26 @@ mod tests {
                 assert!(error.contains("330000 ms"), "{error}");
                 assert!(error.contains("schedules.okebayar"), "{error}");
             }
-            assert_eq!(refusal(|s| set(s, 330_001)), None, "{key}");
         }
+        assert_eq!(
+            refusal(|s| {
+                s.inquiry_timeout_ms = 330_001;
+                s.review_after_ms = 330_002;
+            }),
+            None
+        );
+        // Unresolved inquiries expire; a review that comes first would park
+        // them for an operator instead.
+        for review_after_ms in [600_000, 599_999] {
+            let error = refusal(|s| s.review_after_ms = review_after_ms).unwrap();
+            assert!(
+                error.contains(&format!(
+                    "review_after_ms must be greater than inquiry_timeout_ms (600000 ms), not {review_after_ms}"
+                )),
+                "{error}"
+            );
+        }
+        assert_eq!(refusal(|s| s.review_after_ms = 600_001), None);
         // A provider without a schedule of its own is checked on the default.
         let error = refusal(|s| {
             s.schedules.clear();
