@@ -294,6 +294,18 @@ async fn forged_replayed_and_duplicate_notifies() {
     );
     let text = replay.text().await.unwrap();
     assert!(text.contains("4017900"), "SNAP-style 401: {text}");
+    // Genuinely signed but stamped 10 minutes ahead (a sender's clock
+    // skewed forward, or a request made to be replayed later) → 401.
+    let ahead = loket_protocol::wib::timestamp(now + chrono::Duration::minutes(10));
+    let early = send(
+        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &ahead),
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(early.status().as_u16(), 401);
+    let text = early.text().await.unwrap();
+    assert!(text.contains("4017900"), "SNAP-style 401: {text}");
     // Genuinely signed and fresh, but about another merchant's payment → 400.
     let elsewhere = body.replace(
         &format!(

@@ -366,6 +366,11 @@ async fn bad_and_stale_callback_signatures_are_rejected_and_duplicates_collapse(
     let old = loket_smilepayz::sign::timestamp(style, now - chrono::Duration::minutes(10));
     let stale = post(old.clone(), sign_with(&platform, &old)).await.unwrap();
     assert_eq!(stale.status().as_u16(), 400);
+    let ahead = loket_smilepayz::sign::timestamp(style, now + chrono::Duration::minutes(10));
+    let early = post(ahead.clone(), sign_with(&platform, &ahead))
+        .await
+        .unwrap();
+    assert_eq!(early.status().as_u16(), 400, "stamped 10 minutes ahead");
 
     // Had the receiver published either before refusing it, that event
     // would be applied once the event stream is drained.
