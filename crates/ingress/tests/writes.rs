@@ -403,55 +403,12 @@ async fn a_held_connection_the_server_ended_is_unavailable_once_then_replaced() 
     Ok(())
 }
 
-/// A TCP relay to PostgreSQL that can go silent: once `silence` is set it
-/// forwards nothing more either way, yet keeps both sockets open, as a
-/// database host that crashed (or a cut network) leaves a client's socket.
-async fn silenceable_relay(
-    to: std::net::SocketAddr,
-    silence: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<std::net::SocketAddr> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
-                continue;
-            };
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            for (mut from, mut into) in [(client_read, server_write), (server_read, client_write)] {
-                let silence = silence.clone();
-                tokio::spawn(async move {
-                    let mut buffer = [0u8; 8192];
-                    while let Ok(read) = from.read(&mut buffer).await {
-                        if read == 0 {
-                            break;
-                        }
-                        if silence.load(std::sync::atomic::Ordering::SeqCst) {
-                            // Hold both sockets, answer nothing.
-                            std::future::pending::<()>().await;
-                        }
-                        if into.write_all(&buffer[..read]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    Ok(addr)
-}
-
 #[tokio::test]
 async fn work_on_a_connection_whose_server_went_silent_is_given_up_and_the_next_is_fresh(
 ) -> anyhow::Result<()> {
     let url = postgres::fresh_database().await?;
-    let (_, rest) = url.split_once("@").expect("a URL with a host");
-    let (host_port, database) = rest.split_once('/').expect("a URL with a database");
     let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let relay = silenceable_relay(host_port.parse()?, silence.clone()).await?;
-    let relayed = Secret::new(format!("postgres://postgres@{relay}/{database}"));
+    let relayed = Secret::new(postgres::through_silenceable_relay(&url, silence.clone()).await?);
     let pool = loket_runtime::db::connect(&relayed, 2).await?;
     let mut held = HeldConnection::with_work_limit(pool.clone(), std::time::Duration::from_secs(2));
     let select_one = async |connection: &mut PgConnection| {

@@ -168,6 +168,8 @@ pub struct Reconciler {
     pub(crate) policies: BTreeMap<Provider, Policy>,
     pub(crate) default_policy: Policy,
     pub(crate) settings: Settings,
+    /// The longest one scheduler tick may run ([`Reconciler::tick`]).
+    pub(crate) tick_limit: std::time::Duration,
 }
 
 impl Reconciler {
@@ -199,7 +201,13 @@ impl Reconciler {
                 not_found_grace: grace,
             },
             settings: settings.clone(),
+            tick_limit: loket_runtime::db::HELD_WORK_LIMIT,
         }
+    }
+
+    /// The same with another bound on a scheduler tick (tests).
+    pub fn with_tick_limit(self, tick_limit: std::time::Duration) -> Self {
+        Reconciler { tick_limit, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -25,6 +25,10 @@
 //!    changes no state: final states are immutable and the same report
 //!    decides the same). Both use an index on their time column and delete
 //!    at most `prune_batch` rows per table and tick.
+//!
+//! A tick runs its steps on one connection and is given up after a limit
+//! (see [`Reconciler::tick`]), so a database gone silent cannot hold the
+//! scheduler for longer.
 
 use crate::apply::{ApplyError, Reconciler};
 use crate::metric;
@@ -39,7 +43,7 @@ use loket_runtime::Shutdown;
 use loket_store::{TransactionRow, COLUMNS};
 use prost::Message as _;
 use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{Connection as _, PgConnection};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,9 +86,27 @@ pub async fn run(reconciler: Arc<Reconciler>, every: Duration, shutdown: Shutdow
 const INQUIRY_KINDS: &str = "kind IN ('prepaid_inquiry', 'bill_inquiry')";
 
 impl Reconciler {
-    /// Runs every scheduler step once. Each step runs even if an earlier
-    /// one failed; the first error is returned.
+    /// Runs every scheduler step once ([`Reconciler::tick_steps`]) on one
+    /// connection, for at most its limit
+    /// ([`HELD_WORK_LIMIT`](loket_runtime::db::HELD_WORK_LIMIT)), as the
+    /// event batches' work is bounded. Each step's statements take
+    /// milliseconds, or wait at most the lock timeout, so a tick still
+    /// running after that long waits on a database that went silent without
+    /// closing its connections (a crashed host, a cut network), where it
+    /// would otherwise stay until the kernel gives the connection up, about
+    /// a quarter of an hour, with no status check, sweep or review made
+    /// meanwhile. Given up, the tick's open database transaction is never
+    /// committed and its connection is closed, not given back to the pool;
+    /// the next tick starts afresh on another.
     pub async fn tick(&self) -> Result<TickReport, ApplyError> {
+        loket_runtime::db::HeldConnection::with_work_limit(self.pool.clone(), self.tick_limit)
+            .with(async |conn| self.tick_steps(conn).await)
+            .await
+    }
+
+    /// Every scheduler step once. Each step runs even if an earlier one
+    /// failed; the first error is returned.
+    async fn tick_steps(&self, conn: &mut PgConnection) -> Result<TickReport, ApplyError> {
         let now = Utc::now();
         let mut report = TickReport::default();
         let mut first_error = None;
@@ -96,15 +118,18 @@ impl Reconciler {
                 }
             }
         };
-        keep(self.expire_inquiries(now).await, &mut report.expired);
-        keep(self.review_unresolved(now).await, &mut report.reviewed);
-        keep(self.sweep(now).await, &mut report.redispatched);
-        keep(self.publish_due_checks(now).await, &mut report.checks);
+        keep(self.expire_inquiries(conn, now).await, &mut report.expired);
         keep(
-            self.publish_left_updates(now).await,
+            self.review_unresolved(conn, now).await,
+            &mut report.reviewed,
+        );
+        keep(self.sweep(conn, now).await, &mut report.redispatched);
+        keep(self.publish_due_checks(conn, now).await, &mut report.checks);
+        keep(
+            self.publish_left_updates(conn, now).await,
             &mut report.republished,
         );
-        keep(self.prune(now).await, &mut report.pruned);
+        keep(self.prune(conn, now).await, &mut report.pruned);
         match first_error {
             Some(error) => Err(error),
             None => Ok(report),
@@ -117,7 +142,11 @@ impl Reconciler {
 
     /// Deletes send records and applied-event claims past their retention
     /// (at most `prune_batch` of each); returns how many rows went.
-    pub async fn prune(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+    pub async fn prune(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ApplyError> {
         let tables = [
             (
                 metric::pruned_table::SEND_INTENTS,
@@ -140,7 +169,7 @@ impl Reconciler {
             ))
             .bind(now - millis(retention_ms))
             .bind(self.settings.prune_batch.max(1))
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
             if deleted > 0 {
@@ -153,10 +182,14 @@ impl Reconciler {
     }
 
     /// Inquiries still `received`/`pending`/`unknown` after `inquiry_timeout`.
-    pub async fn expire_inquiries(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+    pub async fn expire_inquiries(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ApplyError> {
         let timeout = millis(self.settings.inquiry_timeout_ms);
         let cutoff = now - timeout;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let mut rows = lock_batch(
             &mut tx,
             &format!("{INQUIRY_KINDS} AND status = 'received'"),
@@ -184,7 +217,7 @@ impl Reconciler {
             metrics::counter!(metric::INQUIRIES_EXPIRED, "provider" => next.provider.clone())
                 .increment(1);
             tracing::info!(transaction_id = %next.id, "inquiry expired");
-            self.publish_scheduled_update(next, EXPIRED).await;
+            self.publish_scheduled_update(conn, next, EXPIRED).await;
         }
         Ok(changed.len())
     }
@@ -193,10 +226,14 @@ impl Reconciler {
     /// a payment with an expiry (a QR payment, a pay-in order, which may be
     /// live for up to a day) only `review_after` past that expiry, since
     /// until then the payer may still pay and the provider settle it.
-    pub async fn review_unresolved(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+    pub async fn review_unresolved(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ApplyError> {
         let after = millis(self.settings.review_after_ms);
         let cutoff = now - after;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let mut rows = lock_batch(&mut tx, "status = 'received'", cutoff, self.batch()).await?;
         rows.extend(
             lock_batch(
@@ -223,7 +260,7 @@ impl Reconciler {
         for (next, reason) in nexts.iter().zip(&reasons) {
             metrics::counter!(metric::NEEDS_REVIEW, "reason" => metric::UNRESOLVED).increment(1);
             tracing::error!(transaction_id = %next.id, %reason, "ALERT transaction unresolved too long; parked in needs_review");
-            self.publish_scheduled_update(next, REVIEW).await;
+            self.publish_scheduled_update(conn, next, REVIEW).await;
         }
         Ok(nexts.len())
     }
@@ -231,10 +268,14 @@ impl Reconciler {
     /// Dispatches `received` transactions the ingress never published,
     /// re-dispatches those whose command got no result, and those the
     /// provider has no record of that no connector ever sent (see below).
-    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
+    pub async fn sweep(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ApplyError> {
         let never = now - millis(self.settings.dispatch_grace_ms);
         let lost = now - millis(self.settings.redispatch_after_ms);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let mut rows = sqlx::query_as::<_, TransactionRow>(&format!(
             "SELECT {COLUMNS} FROM transactions WHERE status = 'received' \
              AND ((dispatched_at IS NULL AND created_at < $1) OR dispatched_at < $2) \
@@ -331,8 +372,12 @@ impl Reconciler {
 
     /// Publishes every status check that is due and schedules the next one
     /// (`next_check_at = now + schedule[min(check_count, len - 1)]`).
-    pub async fn publish_due_checks(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
-        let mut tx = self.pool.begin().await?;
+    pub async fn publish_due_checks(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ApplyError> {
+        let mut tx = conn.begin().await?;
         let rows = sqlx::query_as::<_, TransactionRow>(&format!(
             "SELECT {COLUMNS} FROM transactions WHERE status IN ('pending', 'unknown') AND next_check_at <= $1 \
              ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED"
@@ -401,7 +446,12 @@ impl Reconciler {
 
     /// Publishes an update the scheduler committed, then deletes its
     /// `unpublished_updates` row; left there, a later tick publishes it.
-    async fn publish_scheduled_update(&self, row: &TransactionRow, tag: &str) {
+    async fn publish_scheduled_update(
+        &self,
+        conn: &mut PgConnection,
+        row: &TransactionRow,
+        tag: &str,
+    ) {
         let (span, trace) = scheduled_span(tag, row);
         let published = self
             .publish_update(
@@ -414,7 +464,7 @@ impl Reconciler {
             .await;
         match published {
             Ok(()) => {
-                if let Err(error) = forget_unpublished(&self.pool, &[row.id], &[tag]).await {
+                if let Err(error) = forget_unpublished(&mut *conn, &[row.id], &[tag]).await {
                     tracing::warn!(transaction_id = %row.id, %error, "update published but still recorded as unpublished; a later tick publishes it again");
                 }
             }
@@ -428,8 +478,12 @@ impl Reconciler {
     /// `REPUBLISH_AFTER` (60 s) before `now` (so the publish right after their
     /// commit is not raced), each as the transaction now reads, and deletes
     /// the records of those published; returns how many were.
-    pub async fn publish_left_updates(&self, now: DateTime<Utc>) -> Result<usize, ApplyError> {
-        let mut tx = self.pool.begin().await?;
+    pub async fn publish_left_updates(
+        &self,
+        conn: &mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ApplyError> {
+        let mut tx = conn.begin().await?;
         let left: Vec<(Uuid, String)> = sqlx::query_as(
             "SELECT transaction_id, tag FROM unpublished_updates WHERE recorded_at < $1 \
              ORDER BY recorded_at LIMIT $2 FOR UPDATE SKIP LOCKED",

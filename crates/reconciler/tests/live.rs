@@ -1382,9 +1382,10 @@ async fn a_sweep_after_the_ingress_died_before_marking_its_dispatch_is_not_a_dup
     .await?;
     let stream = env.js.get_stream(subjects::COMMAND_STREAM).await?;
     let reconciler = reconciler(&env);
+    let mut conn = env.pool.acquire().await?;
     let mut now = chrono::Utc::now();
     for expected in [1, 2] {
-        assert_eq!(reconciler.sweep(now).await?, 1);
+        assert_eq!(reconciler.sweep(&mut conn, now).await?, 1);
         let last = stream.get_last_raw_message_by_subject(&subject).await?;
         assert_eq!(
             last.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
@@ -1655,7 +1656,13 @@ async fn a_scheduler_update_left_unpublished_is_published_by_a_later_tick() -> R
     let left = "SELECT count(*) FROM unpublished_updates WHERE transaction_id = $1";
     env.js.delete_stream(subjects::UPDATE_STREAM).await?;
 
-    assert_eq!(reconciler.expire_inquiries(chrono::Utc::now()).await?, 1);
+    let mut conn = env.pool.acquire().await?;
+    assert_eq!(
+        reconciler
+            .expire_inquiries(&mut conn, chrono::Utc::now())
+            .await?,
+        1
+    );
     assert_eq!(status_of(&env.pool, inquiry).await?, "failed");
     assert_eq!(
         count(&env.pool, left, inquiry).await?,
@@ -1665,14 +1672,16 @@ async fn a_scheduler_update_left_unpublished_is_published_by_a_later_tick() -> R
 
     loket_runtime::bus::ensure_streams(&env.js).await?;
     assert_eq!(
-        reconciler.publish_left_updates(chrono::Utc::now()).await?,
+        reconciler
+            .publish_left_updates(&mut conn, chrono::Utc::now())
+            .await?,
         0,
         "too young: the publish after its commit may still be trying"
     );
     let later = chrono::Utc::now() + chrono::TimeDelta::minutes(2);
-    assert_eq!(reconciler.publish_left_updates(later).await?, 1);
+    assert_eq!(reconciler.publish_left_updates(&mut conn, later).await?, 1);
     assert_eq!(count(&env.pool, left, inquiry).await?, 0);
-    assert_eq!(reconciler.publish_left_updates(later).await?, 0);
+    assert_eq!(reconciler.publish_left_updates(&mut conn, later).await?, 0);
 
     let mut stream = env.js.get_stream(subjects::UPDATE_STREAM).await?;
     assert_eq!(stream.info().await?.state.messages, 1);
@@ -1724,17 +1733,106 @@ async fn old_send_records_and_event_claims_are_pruned_in_batches() -> Result<()>
         anyhow::Ok((sends, claims))
     };
     let now = chrono::Utc::now();
-    assert_eq!(reconciler.prune(now).await?, 6, "three of each table");
+    let mut conn = env.pool.acquire().await?;
+    assert_eq!(
+        reconciler.prune(&mut conn, now).await?,
+        6,
+        "three of each table"
+    );
     assert_eq!(left().await?, (4, 3));
-    assert_eq!(reconciler.prune(now).await?, 3);
+    assert_eq!(reconciler.prune(&mut conn, now).await?, 3);
     assert_eq!(left().await?, (2, 2), "the six-day-old rows stay");
-    assert_eq!(reconciler.prune(now).await?, 0);
+    assert_eq!(reconciler.prune(&mut conn, now).await?, 0);
     // The tick runs the step too.
     sqlx::query("UPDATE applied_events SET applied_at = now() - interval '30 days'")
         .execute(&env.pool)
         .await?;
     assert_eq!(reconciler.tick().await?.pruned, 2);
     assert_eq!(left().await?, (2, 0));
+    Ok(())
+}
+
+/// A tick on a database that goes silent mid-tick (its host gone without
+/// closing the connection: here a relay that stops forwarding) is given up
+/// at the tick's limit instead of waiting for the kernel to drop the
+/// connection; what it committed before stays; once the database answers
+/// again, the next tick works on a fresh connection.
+#[tokio::test]
+async fn a_tick_on_a_database_gone_silent_is_given_up_and_the_next_is_fresh() -> Result<()> {
+    let env = env().await?;
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relayed =
+        loket_test_support::postgres::through_silenceable_relay(&env.database_url, silence.clone())
+            .await?;
+    let pool = loket_runtime::db::connect(&Secret::new(relayed), 2).await?;
+    let limit = Duration::from_secs(3);
+    let reconciler = Reconciler::new(pool, env.js.clone(), &settings(&env)).with_tick_limit(limit);
+    let due = insert(&env, "pending", "prepaid_purchase", "next_check_at = now()").await?;
+
+    // The tick's last step (pruning event claims) waits on a table lock the
+    // test holds, which nothing before it touches; meanwhile the database
+    // goes silent and the lock is let go.
+    let mut holder = env.pool.begin().await?;
+    sqlx::query("LOCK TABLE applied_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await?;
+    let started = std::time::Instant::now();
+    let tick = tokio::spawn(async move {
+        let outcome = reconciler.tick().await;
+        (reconciler, outcome)
+    });
+    let waiting =
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'applied_events'::regclass";
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(&env.pool)
+        .await?
+        == 0
+    {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "the tick never reached the prune"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    silence.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.commit().await?;
+    let (reconciler, outcome) = tokio::time::timeout(Duration::from_secs(30), tick)
+        .await
+        .expect("the tick's limit ends the wait")?;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= limit && elapsed < limit * 3, "{elapsed:?}");
+    let Err(ApplyError::Db(sqlx::Error::Io(io))) = &outcome else {
+        panic!("a timed-out tick: {outcome:?}")
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::TimedOut, "{io}");
+    assert!(io.to_string().contains("within 3000 ms"), "{io}");
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND source = 'status_check'",
+            due
+        )
+        .await?,
+        1,
+        "the status check published before the silence stays committed"
+    );
+
+    silence.store(false, std::sync::atomic::Ordering::SeqCst);
+    let again = insert(&env, "pending", "prepaid_purchase", "next_check_at = now()").await?;
+    let report = tokio::time::timeout(Duration::from_secs(30), reconciler.tick())
+        .await
+        .expect("the next tick is not stuck")?;
+    assert!(report.checks >= 1, "{report:?}");
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT check_count::int8 FROM transactions WHERE id = $1",
+            again
+        )
+        .await?,
+        1,
+        "the next tick checked the transaction that came due meanwhile"
+    );
     Ok(())
 }
 

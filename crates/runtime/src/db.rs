@@ -207,7 +207,7 @@ impl HeldConnection {
         }
     }
 
-    /// The same with another bound on each piece of work (tests).
+    /// The same with another bound on each piece of work.
     pub fn with_work_limit(pool: PgPool, work_limit: Duration) -> Self {
         HeldConnection {
             work_limit,

@@ -413,6 +413,62 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// `url` (`postgres://user@host:port/database`) reached through a
+/// [`silenceable_relay`] instead: its URL.
+pub async fn through_silenceable_relay(
+    url: &str,
+    silence: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<String> {
+    let (user, rest) = url
+        .split_once('@')
+        .ok_or_else(|| anyhow::anyhow!("a URL with a user and host: {url}"))?;
+    let (host_port, database) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("a URL with a database: {url}"))?;
+    let relay = silenceable_relay(host_port.parse()?, silence).await?;
+    Ok(format!("{user}@{relay}/{database}"))
+}
+
+/// A TCP relay to PostgreSQL that can go silent: once `silence` is set it
+/// forwards nothing more either way, yet keeps both sockets open, as a
+/// database host that crashed (or a cut network) leaves a client's socket.
+async fn silenceable_relay(
+    to: std::net::SocketAddr,
+    silence: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut into) in [(client_read, server_write), (server_read, client_write)] {
+                let silence = silence.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 8192];
+                    while let Ok(read) = from.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        if silence.load(std::sync::atomic::Ordering::SeqCst) {
+                            // Hold both sockets, answer nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        if into.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    Ok(addr)
+}
+
 /// A new API client in `pool`'s database (name `test`, its id's bytes as the
 /// key hash), for tests that need transactions to belong to someone.
 pub async fn new_client(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
