@@ -177,15 +177,7 @@ async fn a_purchase_the_ingress_never_published_is_dispatched_by_the_sweep() {
     })
     .await;
     let mut client = app.client_a().await;
-    let mut request = tonic::Request::new(purchase("unpublished-1", "PULSA10", OK_ACCOUNT, 0));
-    request.set_timeout(Duration::from_secs(2));
-    let accepted = client
-        .purchase(request)
-        .await
-        .expect("answered within the deadline while the publish hangs")
-        .into_inner();
-    assert_eq!(accepted.status(), pb::TransactionStatus::Received);
-    let id: uuid::Uuid = accepted.id.parse().unwrap();
+    let id = received_while_the_publish_hangs(&mut client, "unpublished-1").await;
 
     let row = app
         .wait_for_status(&id.to_string(), "success", Duration::from_secs(20))
@@ -463,20 +455,6 @@ where
     }
 }
 
-/// The purchase `client_ref` names, asked for until answered.
-async fn purchase_until_answered(
-    client: &loket_test_support::app::Client,
-    client_ref: &str,
-    account: &str,
-) -> pb::Transaction {
-    let request = purchase(client_ref, "PULSA10", account, 0);
-    answered(client_ref, || {
-        let (mut client, request) = (client.clone(), request.clone());
-        async move { client.purchase(request).await }
-    })
-    .await
-}
-
 /// One call a load made: what it asked for, and the id of the transaction
 /// its answer named (none when it was answered with an error), which a
 /// retry must name again.
@@ -566,10 +544,10 @@ async fn assert_first_answers_kept<T: std::fmt::Debug>(
 /// has it (code and serial number), and the provider received one purchase
 /// for it.
 async fn assert_nothing_lost_twice_or_wrong(app: &TestApp, tried: &[Tried<String>]) {
-    let client = app.client_a().await;
+    let mut client = app.client_a().await;
     let mut ids = Vec::new();
     for call in tried {
-        let txn = purchase_until_answered(&client, &call.asked, OK_ACCOUNT).await;
+        let txn = purchase_until_answered(&mut client, &call.asked, OK_ACCOUNT).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
     assert_first_answers_kept(app, tried, &ids).await;
@@ -1231,14 +1209,14 @@ async fn every_fault_mixed_under_load_keeps_the_four_invariants() {
     a_purchase_settles_while_the_client_waits(&app, "mixed-after").await;
 
     // Nothing lost: every client_ref is one transaction, and each ends.
-    let client = app.client_a().await;
+    let mut client = app.client_a().await;
     let mut ids = Vec::new();
     for Tried {
         asked: (client_ref, account),
         ..
     } in &attempted
     {
-        let txn = purchase_until_answered(&client, client_ref, account).await;
+        let txn = purchase_until_answered(&mut client, client_ref, account).await;
         ids.push(uuid::Uuid::parse_str(&txn.id).unwrap());
     }
     assert_first_answers_kept(&app, &attempted, &ids).await;

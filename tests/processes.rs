@@ -11,61 +11,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{purchase, scenario, OK_ACCOUNT};
+use common::{
+    eventually, purchase, purchase_counting_errors, purchase_until_answered,
+    received_while_the_publish_hangs, scenario, OK_ACCOUNT,
+};
 use loket_protocol::pb;
-use loket_test_support::app::Client;
 use loket_test_support::deployment::{Deployment, Part, CONNECTOR_ACK_WAIT_MS};
-
-/// Polls `check` every 50 ms until it holds; fails after `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The transaction a purchase of `client_ref` created, asked for until the
-/// ingress answers (what a client that met an error does: the same request
-/// again, which returns the original).
-async fn purchase_until_answered(
-    client: &mut Client,
-    client_ref: &str,
-    account: &str,
-) -> pb::Transaction {
-    purchase_counting_errors(client, client_ref, account)
-        .await
-        .0
-}
-
-/// [`purchase_until_answered`], with how many of its calls met an error.
-async fn purchase_counting_errors(
-    client: &mut Client,
-    client_ref: &str,
-    account: &str,
-) -> (pb::Transaction, usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut errors = 0;
-    loop {
-        let mut request = tonic::Request::new(purchase(client_ref, "PULSA10", account, 0));
-        request.set_timeout(Duration::from_secs(3));
-        match client.purchase(request).await {
-            Ok(answer) => return (answer.into_inner(), errors),
-            Err(status) => assert!(
-                Instant::now() < deadline,
-                "{client_ref}: the ingress never answered: {status:?}"
-            ),
-        }
-        errors += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The provider received one purchase of `reference` and at least one
 /// status check: the command handed out again was checked, not sent again.
@@ -86,15 +39,7 @@ async fn an_ingress_killed_between_insert_and_publish_loses_nothing() {
     let mut deployment =
         Deployment::start(&[(Part::Ingress, "LOKET_FAILPOINT", "hang_before_publish")]).await;
     let mut client = deployment.client().await;
-    let mut request = tonic::Request::new(purchase("killed-ingress", "PULSA10", OK_ACCOUNT, 0));
-    request.set_timeout(Duration::from_secs(2));
-    let accepted = client
-        .purchase(request)
-        .await
-        .expect("answered while the publish hangs")
-        .into_inner();
-    assert_eq!(accepted.status(), pb::TransactionStatus::Received);
-    let id: uuid::Uuid = accepted.id.parse().unwrap();
+    let id = received_while_the_publish_hangs(&mut client, "killed-ingress").await;
     let ingress = deployment.only(Part::Ingress);
     deployment.kill9(ingress);
     deployment.start_process(Part::Ingress, &[]).await;

@@ -35,6 +35,62 @@ pub async fn bought(
     client.purchase(request).await.unwrap().into_inner()
 }
 
+/// The transaction a purchase of `client_ref` created, asked for until the
+/// ingress answers (what a client that met an error does: the same request
+/// again, which returns the original).
+pub async fn purchase_until_answered(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+    account: &str,
+) -> pb::Transaction {
+    purchase_counting_errors(client, client_ref, account)
+        .await
+        .0
+}
+
+/// [`purchase_until_answered`], with how many of its calls met an error.
+/// Each call waits at most 3 s (a service killed or a bus down may hold
+/// it); fails after a minute.
+pub async fn purchase_counting_errors(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+    account: &str,
+) -> (pb::Transaction, usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut errors = 0;
+    loop {
+        let mut request = tonic::Request::new(purchase(client_ref, "PULSA10", account, 0));
+        request.set_timeout(std::time::Duration::from_secs(3));
+        match client.purchase(request).await {
+            Ok(answer) => return (answer.into_inner(), errors),
+            Err(status) => assert!(
+                std::time::Instant::now() < deadline,
+                "{client_ref}: the ingress never answered: {status:?}"
+            ),
+        }
+        errors += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A purchase of `client_ref` made while the ingress's failpoint
+/// `hang_before_publish` holds its command's publish: answered `received`
+/// within the call's 2 s deadline all the same. Its transaction's id.
+pub async fn received_while_the_publish_hangs(
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+) -> uuid::Uuid {
+    let mut request = tonic::Request::new(purchase(client_ref, "PULSA10", OK_ACCOUNT, 0));
+    request.set_timeout(std::time::Duration::from_secs(2));
+    let accepted = client
+        .purchase(request)
+        .await
+        .expect("answered within the deadline while the publish hangs")
+        .into_inner();
+    assert_eq!(accepted.status(), pb::TransactionStatus::Received);
+    accepted.id.parse().unwrap()
+}
+
 /// `transaction`, which must have ended `success`.
 pub fn successful(transaction: pb::Transaction) -> pb::Transaction {
     assert_eq!(

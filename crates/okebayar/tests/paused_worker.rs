@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -20,14 +19,6 @@ const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000b1";
 const REFERENCE: &str = "REFPAUSE";
 const ACK_WAIT_MS: u64 = 3_000;
 const TIMEOUT_MS: u64 = 1_400;
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
@@ -56,7 +47,7 @@ async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    signal(&paused.0, "STOP");
+    loket_test_support::signal::send(&paused.0, "STOP").unwrap();
 
     // Replica B, in-process, on the same durable consumer. After the ack
     // wait the command is B's: a status check, no purchase.
@@ -67,7 +58,7 @@ async fn a_replica_paused_past_the_ack_deadline_causes_no_second_purchase() {
     // publishes the first delivery's result (most often unknown: the
     // reconciler keeps B's success, a final state) and acks a message that
     // is no longer its own. Nothing is sent again.
-    signal(&paused.0, "CONT");
+    loket_test_support::signal::send(&paused.0, "CONT").unwrap();
     let late = next_result(&mut results).await;
     assert_eq!(late.event_id, "cmd:pause:0");
     // B's is a later delivery's (which one depends on where the ones

@@ -246,6 +246,10 @@ impl Deployment {
             .envs(extra.iter().copied())
             .env("LOKET_ADMIN_ADDR", admin.to_string())
             .env("TOKIO_WORKER_THREADS", "1")
+            // An error that ends a process is logged without anyhow's
+            // backtrace, so the log's tail shows the error itself; panics
+            // keep theirs (RUST_BACKTRACE).
+            .env("RUST_LIB_BACKTRACE", "0")
             .env("RUST_LOG", crate::logs::DEFAULT_FILTER)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file again"))
@@ -306,13 +310,8 @@ impl Deployment {
 
     /// Sends `SIGSTOP` (`pause`) or `SIGCONT` (resume).
     pub fn pause(&self, id: ProcessId, pause: bool) {
-        let child = &self.processes[id.0].child;
-        let signal = if pause { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal}");
+        let signal = if pause { "STOP" } else { "CONT" };
+        crate::signal::send(&self.processes[id.0].child, signal).expect("the signal is sent");
     }
 
     /// How the process ended, if it has.

@@ -11,7 +11,7 @@
 //! canary secret in them, in the database, in error messages, on the bus and
 //! in PostgreSQL's log.
 //!
-//! `nats`, `postgres`, `backing` and `ports` are always available; `app`, `logs` and the
+//! `nats`, `postgres`, `backing`, `ports` and `signal` are always available; `app`, `logs` and the
 //! provider fixtures need the `app` feature (they depend on every service,
 //! so a service's own tests use the harness without it).
 //!
@@ -33,6 +33,7 @@ pub mod ports;
 pub mod postgres;
 #[cfg(feature = "app")]
 mod service;
+pub mod signal;
 #[cfg(feature = "app")]
 pub mod smilepayz;
 #[cfg(feature = "app")]

@@ -210,10 +210,7 @@ impl NatsServer {
     ///
     /// [`start_again`]: NatsServer::start_again
     pub fn stop_gracefully(&mut self) -> anyhow::Result<()> {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM nats-server");
+        crate::signal::send(&self.child, "TERM")?;
         let exit = self.child.wait()?;
         anyhow::ensure!(
             exit.code().is_some(),
