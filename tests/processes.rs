@@ -2,8 +2,11 @@
 //! runs from its built binary as `make run` runs it ([`Deployment`]), and a
 //! test kills one with `kill -9` (at a failpoint, or at any moment under
 //! load) or pauses it with SIGSTOP, starts it again, and then checks the
-//! four invariants for every transaction against the simulator's ledger
-//! ([`Deployment::assert_four_invariants`]).
+//! four invariants for every transaction against its provider's
+//! simulator's ledger ([`Deployment::assert_four_invariants`]). The
+//! connector faults and the loads cover the three providers loket has
+//! connectors for: OkeBayar purchases, SNAP QR CPM payments and Smilepayz
+//! pay-outs.
 //!
 //! The binaries are the ones `make test` builds before it runs the tests
 //! (`cargo nextest run --workspace`); a test run with `-p loket-e2e` alone
@@ -14,18 +17,37 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    eventually, purchase, purchase_counting_errors, purchase_until_answered,
-    received_while_the_publish_hangs, scenario, OK_ACCOUNT,
+    eventually, order_counting_errors, purchase, purchase_until_answered,
+    received_while_the_publish_hangs, scenario, Order, OK_ACCOUNT,
 };
-use loket_protocol::pb;
+use loket_protocol::{pb, Provider};
 use loket_test_support::deployment::{Deployment, Part, CONNECTOR_ACK_WAIT_MS};
 
-/// The provider received one purchase of `reference` and at least one
-/// status check: the command handed out again was checked, not sent again.
-async fn checked_not_sent_again(deployment: &Deployment, reference: &str) {
-    let counts = deployment.sim_requests(reference).await;
-    assert_eq!(counts.purchases, 1, "{counts:?}");
-    assert!(counts.status_checks >= 1, "checked first: {counts:?}");
+/// `provider` received one money-moving request under `reference` and at
+/// least one status check (an OkeBayar status check, a SNAP query, a
+/// Smilepayz inquiry): the command handed out again was checked, not sent
+/// again.
+async fn checked_not_sent_again(deployment: &Deployment, provider: Provider, reference: &str) {
+    let (sent, checked, counts) = match provider {
+        Provider::OkeBayar => {
+            let counts = deployment.sim_requests(reference).await;
+            (counts.money(), counts.status_checks, format!("{counts:?}"))
+        }
+        Provider::SnapQr => {
+            let counts = deployment.snapqr_requests(reference).await;
+            (counts.payments, counts.queries, format!("{counts:?}"))
+        }
+        Provider::Smilepayz => {
+            let counts = deployment.smilepayz_requests(reference).await;
+            (counts.money(), counts.status_checks, format!("{counts:?}"))
+        }
+        Provider::Doku => unreachable!("no DOKU connector"),
+    };
+    assert_eq!(sent, 1, "{provider} {reference}: {counts}");
+    assert!(
+        checked >= 1,
+        "{provider} {reference} checked first: {counts}"
+    );
 }
 
 /// RELIABILITY #1: the ingress inserted a purchase and was killed (`kill
@@ -62,32 +84,47 @@ async fn an_ingress_killed_between_insert_and_publish_loses_nothing() {
     );
 }
 
-/// RELIABILITY #2: the connector process aborts itself (what `kill -9`
-/// does) after the provider answered a purchase and before publishing the
-/// result or acking the command. The restarted connector gets the command
-/// again and begins with a status check: one purchase, and the success the
-/// provider holds.
+/// RELIABILITY #2, for each provider: every connector process aborts
+/// itself (what `kill -9` does) after its provider answered a money-moving
+/// request (an OkeBayar purchase, a SNAP QR payment, a Smilepayz pay-out)
+/// and before publishing the result or acking the command. Each restarted
+/// connector gets its command again and begins with a status check: one
+/// request each, and the success each provider holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connector_killed_after_sending_checks_and_never_sends_again() {
-    let mut deployment = Deployment::start(&[(
-        Part::Connector,
-        "LOKET_WORKER__FAILPOINT",
-        "abort_after_send",
-    )])
-    .await;
-    let connector = deployment.only(Part::Connector);
+async fn connectors_killed_after_sending_check_and_never_send_again() {
+    let abort_after_send = |part| (part, "LOKET_WORKER__FAILPOINT", "abort_after_send");
+    let mut deployment = Deployment::start(&Part::CONNECTORS.map(abort_after_send)).await;
+    let connectors = Part::CONNECTORS.map(|part| deployment.only(part));
     let mut client = deployment.client().await;
-    let txn = purchase_until_answered(&mut client, "aborted-connector", OK_ACCOUNT).await;
-    let exit = deployment
-        .until_exited(connector, Duration::from_secs(20))
-        .await;
-    assert!(!exit.success(), "aborted: {exit}");
-    deployment.start_process(Part::Connector, &[]).await;
+    let orders = [
+        (Provider::OkeBayar, Order::Purchase(OK_ACCOUNT.into())),
+        (Provider::SnapQr, Order::QrPayment(10_000)),
+        (Provider::Smilepayz, Order::PayOut(100_000)),
+    ];
+    let mut references = Vec::new();
+    for (provider, order) in &orders {
+        let client_ref = format!("aborted-{provider}-connector");
+        let (txn, _) = order_counting_errors(&mut client, &client_ref, order).await;
+        references.push((*provider, txn.provider_reference));
+    }
+    for (part, connector) in Part::CONNECTORS.into_iter().zip(connectors) {
+        let exit = deployment
+            .until_exited(connector, Duration::from_secs(20))
+            .await;
+        assert!(!exit.success(), "{part:?} aborted: {exit}");
+        deployment.start_process(part, &[]).await;
+    }
 
-    deployment
-        .assert_four_invariants(1, Duration::from_secs(30))
+    let statuses = deployment
+        .assert_four_invariants(orders.len(), Duration::from_secs(30))
         .await;
-    checked_not_sent_again(&deployment, &txn.provider_reference).await;
+    assert!(
+        statuses.values().all(|status| status == "success"),
+        "{statuses:?}"
+    );
+    for (provider, reference) in &references {
+        checked_not_sent_again(&deployment, *provider, reference).await;
+    }
 }
 
 /// RELIABILITY #3: the connector published a purchase's result and was
@@ -97,7 +134,7 @@ async fn a_connector_killed_after_sending_checks_and_never_sends_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connector_killed_before_its_ack_is_one_transition() {
     let mut deployment = Deployment::start(&[(
-        Part::Connector,
+        Part::OkeBayarConnector,
         "LOKET_WORKER__FAILPOINT",
         "hang_after_result",
     )])
@@ -110,9 +147,9 @@ async fn a_connector_killed_before_its_ack_is_one_transition() {
         async move { deployment.events_from(id, "result").await == 1 }
     })
     .await;
-    let connector = deployment.only(Part::Connector);
+    let connector = deployment.only(Part::OkeBayarConnector);
     deployment.kill9(connector);
-    deployment.start_process(Part::Connector, &[]).await;
+    deployment.start_process(Part::OkeBayarConnector, &[]).await;
     eventually("the second result applied", Duration::from_secs(30), || {
         let deployment = &deployment;
         async move { deployment.events_from(id, "result").await == 2 }
@@ -122,7 +159,7 @@ async fn a_connector_killed_before_its_ack_is_one_transition() {
     deployment
         .assert_four_invariants(1, Duration::from_secs(10))
         .await;
-    checked_not_sent_again(&deployment, &txn.provider_reference).await;
+    checked_not_sent_again(&deployment, Provider::OkeBayar, &txn.provider_reference).await;
 }
 
 /// RELIABILITY #4: the callback receiver made a provider's callback
@@ -196,7 +233,7 @@ async fn a_callback_receiver_killed_before_answering_is_one_callback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connector_paused_past_its_ack_deadline_causes_no_second_purchase() {
     let mut deployment = Deployment::start(&[]).await;
-    let paused = deployment.only(Part::Connector);
+    let paused = deployment.only(Part::OkeBayarConnector);
     let mut client = deployment.client().await;
     // `901`: committed at once, answered only after 3 s.
     let txn = purchase_until_answered(&mut client, "paused", &scenario("901")).await;
@@ -208,7 +245,7 @@ async fn a_connector_paused_past_its_ack_deadline_causes_no_second_purchase() {
     })
     .await;
     deployment.pause(paused, true);
-    deployment.start_process(Part::Connector, &[]).await;
+    deployment.start_process(Part::OkeBayarConnector, &[]).await;
     eventually(
         "the second connector checked the status",
         Duration::from_millis(CONNECTOR_ACK_WAIT_MS * 4),
@@ -227,28 +264,64 @@ async fn a_connector_paused_past_its_ack_deadline_causes_no_second_purchase() {
     // The resumed connector's late result (whatever it says) is applied
     // after the success, and changes nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    checked_not_sent_again(&deployment, &reference).await;
+    checked_not_sent_again(&deployment, Provider::OkeBayar, &reference).await;
     let id: uuid::Uuid = txn.id.parse().unwrap();
     assert_eq!(deployment.transitions_into(id, "success").await, 1);
 }
 
-/// The scenarios the loads below buy: immediate success, success called
-/// back after `001`, pending then callbacks, an answer after the
-/// connector's timeout, and a definite failure (`204`).
-const LOAD_ACCOUNTS: &[&str] = &["", "001", "002", "901", "204"];
+/// What the loads below ask for, in turn:
+/// - OkeBayar purchases: immediate success, success called back after
+///   `001`, pending then callbacks, an answer after the connector's timeout,
+///   and a definite failure (`204`);
+/// - SNAP QR payments: success; pending, then a notify of success; pending,
+///   then a notify of failure (`105`); an answer after the connector's
+///   timeout though the payment was made (`201`);
+/// - Smilepayz pay-outs: success; failure (`002`); success called back
+///   twice; a 502 though the pay-out was accepted, which succeeds (`010`).
+fn load_orders() -> Vec<Order> {
+    let purchases = ["", "001", "002", "901", "204"].map(|suffix| {
+        Order::Purchase(if suffix.is_empty() {
+            OK_ACCOUNT.to_string()
+        } else {
+            scenario(suffix)
+        })
+    });
+    let qr_payments = [0, 101, 105, 201].map(|scenario| Order::QrPayment(10_000 + scenario));
+    let pay_outs = [0, 2, 5, 10].map(|scenario| Order::PayOut(100_000 + scenario));
+    purchases
+        .into_iter()
+        .chain(qr_payments)
+        .chain(pay_outs)
+        .collect()
+}
 
-/// A purchase a load made: its `client_ref`, account, the transaction its
-/// first answer named, and how many calls met an error before that answer.
+/// The final status `order` of [`load_orders`] must end in.
+fn expected_status(order: &Order) -> &'static str {
+    let fails = match order {
+        Order::Purchase(account) => account.ends_with("204"),
+        Order::QrPayment(amount) => amount % 1000 == 105,
+        Order::PayOut(amount) => amount % 1000 == 2,
+    };
+    if fails {
+        "failed"
+    } else {
+        "success"
+    }
+}
+
+/// A request a load made: its `client_ref`, what it asked for, the
+/// transaction its first answer named, and how many calls met an error
+/// before that answer.
 struct Bought {
     client_ref: String,
-    account: String,
+    order: Order,
     id: String,
     errors: usize,
 }
 
-/// Six clients buying, each about eight purchases a second (a call that
-/// meets an error is made again with the same `client_ref` until
-/// answered), until [`Load::finish`].
+/// Six clients, each making about eight requests a second from
+/// [`load_orders`] in turn (a call that meets an error is made again with
+/// the same `client_ref` until answered), until [`Load::finish`].
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     buyers: tokio::task::JoinSet<Vec<Bought>>,
@@ -257,10 +330,12 @@ struct Load {
 impl Load {
     async fn start(deployment: &Deployment) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let orders = load_orders();
         let mut buyers = tokio::task::JoinSet::new();
         for buyer in 0..6 {
             let mut client = deployment.client().await;
             let stop = stop.clone();
+            let orders = orders.clone();
             buyers.spawn(async move {
                 let mut bought = Vec::new();
                 for n in 0.. {
@@ -268,17 +343,12 @@ impl Load {
                         break;
                     }
                     let client_ref = format!("load-{buyer}-{n}");
-                    let suffix = LOAD_ACCOUNTS[(buyer + n) % LOAD_ACCOUNTS.len()];
-                    let account = if suffix.is_empty() {
-                        OK_ACCOUNT.to_string()
-                    } else {
-                        scenario(suffix)
-                    };
+                    let order = orders[(buyer + n) % orders.len()].clone();
                     let (first, errors) =
-                        purchase_counting_errors(&mut client, &client_ref, &account).await;
+                        order_counting_errors(&mut client, &client_ref, &order).await;
                     bought.push(Bought {
                         client_ref,
-                        account,
+                        order,
                         id: first.id,
                         errors,
                     });
@@ -304,8 +374,8 @@ impl Load {
 /// After a fault under [`Load`]: every process still runs (none gave up
 /// and exited), a purchase made now settles while its client waits, each
 /// `client_ref` asked for again returns the transaction its first answer
-/// named, and the four invariants hold, each purchase `success`, or
-/// `failed` for the `204` accounts.
+/// named, and the four invariants hold, each request ending in its
+/// [`expected_status`].
 async fn the_load_kept_the_four_invariants(deployment: &mut Deployment, bought: &[Bought]) {
     for part in Part::ALL {
         assert_eq!(deployment.running(part).len(), 1, "{part:?} still runs");
@@ -318,7 +388,7 @@ async fn the_load_kept_the_four_invariants(deployment: &mut Deployment, bought: 
         .into_inner();
     assert_eq!(after.status(), pb::TransactionStatus::Success, "{after:?}");
     for each in bought {
-        let again = purchase_until_answered(&mut client, &each.client_ref, &each.account).await;
+        let (again, _) = order_counting_errors(&mut client, &each.client_ref, &each.order).await;
         assert_eq!(
             again.id, each.id,
             "{}: the original transaction",
@@ -328,37 +398,46 @@ async fn the_load_kept_the_four_invariants(deployment: &mut Deployment, bought: 
     let statuses = deployment
         .assert_four_invariants(bought.len() + 1, Duration::from_secs(90))
         .await;
-    let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for each in bought {
         let status = &statuses[&each.id.parse::<uuid::Uuid>().unwrap()];
-        let expected = if each.account.ends_with("204") {
-            "failed"
-        } else {
-            "success"
+        assert_eq!(
+            status,
+            expected_status(&each.order),
+            "{} made for {:?}",
+            each.id,
+            each.order
+        );
+        let kind = match each.order {
+            Order::Purchase(_) => "purchase",
+            Order::QrPayment(_) => "QR payment",
+            Order::PayOut(_) => "pay-out",
         };
-        assert_eq!(status, expected, "{} bought for {}", each.id, each.account);
-        *outcomes.entry(status.as_str()).or_default() += 1;
+        *outcomes.entry(format!("{kind} {status}")).or_default() += 1;
     }
     let errors: usize = bought.iter().map(|each| each.errors).sum();
     eprintln!("outcomes after the fault: {outcomes:?}; calls answered with an error: {errors}");
 }
 
 /// RELIABILITY #5 and #1–#4 unprepared, under [`Load`]: the reconciler,
-/// the connector, the callback receiver and the ingress are each killed
-/// (`kill -9`) at an arbitrary moment, twice in turn, and started again.
+/// each of the three connectors, the callback receiver and the ingress are
+/// each killed (`kill -9`) at an arbitrary moment, twice in turn, and
+/// started again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_killed_at_any_moment_under_load_keep_the_four_invariants() {
     let mut deployment = Deployment::start(&[]).await;
     let load = Load::start(&deployment).await;
     for part in [
         Part::Reconciler,
-        Part::Connector,
+        Part::OkeBayarConnector,
         Part::Callback,
+        Part::SnapQrConnector,
         Part::Ingress,
+        Part::SmilepayzConnector,
     ]
     .iter()
     .cycle()
-    .take(8)
+    .take(12)
     {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let victim = deployment.only(*part);

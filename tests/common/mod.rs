@@ -43,26 +43,75 @@ pub async fn purchase_until_answered(
     client_ref: &str,
     account: &str,
 ) -> pb::Transaction {
-    purchase_counting_errors(client, client_ref, account)
+    order_counting_errors(client, client_ref, &Order::Purchase(account.into()))
         .await
         .0
 }
 
-/// [`purchase_until_answered`], with how many of its calls met an error.
-/// Each call waits at most 3 s (a service killed or a bus down may hold
-/// it); fails after a minute.
-pub async fn purchase_counting_errors(
+/// A money-moving request of each provider loket has a connector for, as a
+/// client makes it under a `client_ref`.
+#[derive(Clone, Debug)]
+pub enum Order {
+    /// An OkeBayar prepaid purchase of `PULSA10` for the account (the
+    /// simulator's scenario, see [`scenario`]).
+    Purchase(String),
+    /// A SNAP QR CPM payment of the amount with the demo customer token
+    /// (the simulator's scenario is the amount modulo 1000).
+    QrPayment(i64),
+    /// A Smilepayz pay-out of the amount (the simulator's scenario is the
+    /// amount modulo 1000).
+    PayOut(i64),
+}
+
+impl Order {
+    /// Makes the request once as `client_ref`, waiting at most `deadline`
+    /// for the answer (not for the transaction to settle).
+    pub async fn send(
+        &self,
+        client: &mut loket_test_support::app::Client,
+        client_ref: &str,
+        deadline: std::time::Duration,
+    ) -> Result<pb::Transaction, tonic::Status> {
+        fn within<T>(message: T, deadline: std::time::Duration) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request.set_timeout(deadline);
+            request
+        }
+        let answer = match self {
+            Order::Purchase(account) => {
+                let request = purchase(client_ref, "PULSA10", account, 0);
+                client.purchase(within(request, deadline)).await
+            }
+            Order::QrPayment(amount) => {
+                let request = qr_pay(client_ref, *amount, 0);
+                client.qr_pay(within(request, deadline)).await
+            }
+            Order::PayOut(amount) => {
+                let request = pay_out(client_ref, *amount, 0);
+                client.pay_out(within(request, deadline)).await
+            }
+        };
+        answer.map(tonic::Response::into_inner)
+    }
+}
+
+/// The transaction `order` made as `client_ref` created, asked for until
+/// the ingress answers, with how many of its calls met an error. Each call
+/// waits at most 3 s (a service killed or a bus down may hold it); fails
+/// after a minute.
+pub async fn order_counting_errors(
     client: &mut loket_test_support::app::Client,
     client_ref: &str,
-    account: &str,
+    order: &Order,
 ) -> (pb::Transaction, usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut errors = 0;
     loop {
-        let mut request = tonic::Request::new(purchase(client_ref, "PULSA10", account, 0));
-        request.set_timeout(std::time::Duration::from_secs(3));
-        match client.purchase(request).await {
-            Ok(answer) => return (answer.into_inner(), errors),
+        match order
+            .send(client, client_ref, std::time::Duration::from_secs(3))
+            .await
+        {
+            Ok(answer) => return (answer, errors),
             Err(status) => assert!(
                 std::time::Instant::now() < deadline,
                 "{client_ref}: the ingress never answered: {status:?}"

@@ -1,9 +1,10 @@
 //! [`Deployment`]: loket as an operator runs it, every service its own
-//! process. The workspace's built binaries (`loket-sim`, `loket-callback`,
-//! `loket-reconciler`, `loket-okebayar-connector`, `loket-ingress`) are
-//! started with their settings in `LOKET_…` variables, as `make run` starts
-//! them, on a private nats-server and a fresh database, with one tokio
-//! worker thread each. A test can then do to a process what RELIABILITY's
+//! process. The workspace's built binaries (`loket-sim` playing OkeBayar,
+//! SNAP QR CPM and Smilepayz, `loket-callback`, `loket-reconciler`, the
+//! three connectors and `loket-ingress`) are started with their settings in
+//! `LOKET_…` variables, as `make run` starts them, on a private nats-server
+//! and a fresh database, with one tokio worker thread each; the SNAP and
+//! Smilepayz key pairs are made for each deployment. A test can then do to a process what RELIABILITY's
 //! table does: `kill -9` it at a failpoint or at any moment, pause it with
 //! SIGSTOP past its ack deadline, and start it again (and stop nats-server,
 //! or crash a PostgreSQL of the deployment's own, under it), which
@@ -11,8 +12,8 @@
 //! only approximate by aborting a task.
 //!
 //! [`Deployment::assert_four_invariants`] checks RELIABILITY's invariants
-//! for every transaction in the database against the simulator's own
-//! records, read over its HTTP admin routes. Each process writes its log to
+//! for every transaction in the database against its provider's simulator's
+//! own records, read over its HTTP admin routes. Each process writes its log to
 //! a file of the deployment's (appended across restarts; its tail is printed
 //! when a process does not become ready), which the leak check reads.
 
@@ -22,8 +23,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use loket_protocol::Provider;
 use loket_simulators::common::{CallbackLog, RequestCounts};
 use loket_simulators::okebayar::ledger::LedgerEntry;
+use loket_simulators::smilepayz::Order;
+use loket_simulators::snapqr::{PaymentEntry, SnapCounts};
 use sqlx::PgPool;
 
 use crate::admin;
@@ -39,23 +43,34 @@ use crate::postgres;
 /// One kind of process of the deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Part {
-    /// `loket-sim`, playing OkeBayar only.
+    /// `loket-sim`, playing the three providers loket has connectors for.
     Simulator,
     Callback,
     Reconciler,
-    Connector,
+    OkeBayarConnector,
+    SnapQrConnector,
+    SmilepayzConnector,
     Ingress,
 }
 
 impl Part {
     /// Every part, in the order a deployment starts them (the receiver
     /// before the simulator sends it anything, the ingress last).
-    pub const ALL: [Part; 5] = [
+    pub const ALL: [Part; 7] = [
         Part::Simulator,
         Part::Callback,
         Part::Reconciler,
-        Part::Connector,
+        Part::OkeBayarConnector,
+        Part::SnapQrConnector,
+        Part::SmilepayzConnector,
         Part::Ingress,
+    ];
+
+    /// The connector of each provider a deployment runs.
+    pub const CONNECTORS: [Part; 3] = [
+        Part::OkeBayarConnector,
+        Part::SnapQrConnector,
+        Part::SmilepayzConnector,
     ];
 
     /// The package and the name of its binary.
@@ -64,7 +79,9 @@ impl Part {
             Part::Simulator => ("loket-simulators", "loket-sim"),
             Part::Callback => ("loket-callback", "loket-callback"),
             Part::Reconciler => ("loket-reconciler", "loket-reconciler"),
-            Part::Connector => ("loket-okebayar", "loket-okebayar-connector"),
+            Part::OkeBayarConnector => ("loket-okebayar", "loket-okebayar-connector"),
+            Part::SnapQrConnector => ("loket-snapqr", "loket-snapqr-connector"),
+            Part::SmilepayzConnector => ("loket-smilepayz", "loket-smilepayz-connector"),
             Part::Ingress => ("loket-ingress", "loket-ingress"),
         }
     }
@@ -94,6 +111,32 @@ pub const CONNECTOR_ACK_WAIT_MS: u64 = 4_000;
 /// The reconciler's JetStream ack wait for its events.
 pub const RECONCILER_ACK_WAIT_MS: u64 = 2_000;
 
+/// The RSA key pairs (private, public PEM) of the SNAP and Smilepayz
+/// parties: given inline in the processes' settings (a key setting takes
+/// PEM text or a path).
+struct KeyPairs {
+    /// Ours towards the SNAP issuer (its token request signature).
+    snapqr_partner: (String, String),
+    /// The SNAP issuer's (its notify signature).
+    snapqr_issuer: (String, String),
+    /// Ours towards Smilepayz (our request signatures).
+    smilepayz_merchant: (String, String),
+    /// Smilepayz's (its callback signature).
+    smilepayz_platform: (String, String),
+}
+
+impl KeyPairs {
+    fn new() -> Self {
+        let pair = loket_connector::signing::generate_key_pair;
+        KeyPairs {
+            snapqr_partner: pair(),
+            snapqr_issuer: pair(),
+            smilepayz_merchant: pair(),
+            smilepayz_platform: pair(),
+        }
+    }
+}
+
 /// The whole of loket as separate processes; every process is killed when
 /// the deployment is dropped.
 pub struct Deployment {
@@ -110,6 +153,11 @@ pub struct Deployment {
     pub callback_addr: SocketAddr,
     /// The OkeBayar simulator's port (its `/_sim/…` routes included).
     pub sim_addr: SocketAddr,
+    /// The SNAP QR CPM simulator's port.
+    pub snapqr_sim_addr: SocketAddr,
+    /// The Smilepayz simulator's port.
+    pub smilepayz_sim_addr: SocketAddr,
+    keys: KeyPairs,
     /// The API client's key.
     pub key: String,
     logs: tempfile::TempDir,
@@ -150,6 +198,9 @@ impl Deployment {
             ingress_addr: loopback(free_port()),
             callback_addr: loopback(free_port()),
             sim_addr: loopback(free_port()),
+            snapqr_sim_addr: loopback(free_port()),
+            smilepayz_sim_addr: loopback(free_port()),
+            keys: KeyPairs::new(),
             key,
             logs: tempfile::tempdir().expect("a folder for the logs"),
             processes: Vec::new(),
@@ -167,15 +218,19 @@ impl Deployment {
 
     /// The settings of `part`, as `make run` gives them (with test timings).
     fn settings(&self, part: Part) -> Vec<(String, String)> {
-        let callback_url = format!("http://{}/callback/okebayar", self.callback_addr);
+        use crate::{smilepayz as smile, snapqr as snap};
+        let keys = &self.keys;
+        let okebayar_callback_url = format!("http://{}/callback/okebayar", self.callback_addr);
+        let snapqr_notify_url = format!("http://{}/callback/snapqr", self.callback_addr);
+        let smilepayz_callback_url = format!("http://{}/callback/smilepayz", self.callback_addr);
         let mut settings: Vec<(&str, String)> = match part {
             Part::Simulator => vec![
                 ("LOKET_OKEBAYAR_ADDR", self.sim_addr.to_string()),
-                ("LOKET_SMILEPAYZ_ADDR", String::new()),
-                ("LOKET_SNAPQR_ADDR", String::new()),
+                ("LOKET_SNAPQR_ADDR", self.snapqr_sim_addr.to_string()),
+                ("LOKET_SMILEPAYZ_ADDR", self.smilepayz_sim_addr.to_string()),
                 ("LOKET_OKEBAYAR__USERID", USERID.into()),
                 ("LOKET_OKEBAYAR__USERPIN", CANARY_PIN.into()),
-                ("LOKET_OKEBAYAR__CALLBACK_URL", callback_url),
+                ("LOKET_OKEBAYAR__CALLBACK_URL", okebayar_callback_url),
                 ("LOKET_OKEBAYAR__CALLBACK_DELAY_MS", "150".into()),
                 (
                     "LOKET_OKEBAYAR__CALLBACK_TIMEOUT_MS",
@@ -186,9 +241,74 @@ impl Deployment {
                     CALLBACK_RETRY_MS.to_string(),
                 ),
                 ("LOKET_OKEBAYAR__SLOW_REPLY_MS", "3000".into()),
+                ("LOKET_SNAPQR__CLIENT_KEY", snap::CLIENT_KEY.into()),
+                (
+                    "LOKET_SNAPQR__CLIENT_SECRET",
+                    snap::CANARY_CLIENT_SECRET.into(),
+                ),
+                (
+                    "LOKET_SNAPQR__PARTNER_PUBLIC_KEY",
+                    keys.snapqr_partner.1.clone(),
+                ),
+                (
+                    "LOKET_SNAPQR__ISSUER_PRIVATE_KEY",
+                    keys.snapqr_issuer.0.clone(),
+                ),
+                ("LOKET_SNAPQR__CUSTOMER_TOKEN", snap::CUSTOMER_TOKEN.into()),
+                ("LOKET_SNAPQR__MERCHANT_ID", snap::MERCHANT_ID.into()),
+                ("LOKET_SNAPQR__NOTIFY_URL", snapqr_notify_url),
+                ("LOKET_SNAPQR__NOTIFY_DELAY_MS", "150".into()),
+                (
+                    "LOKET_SNAPQR__PENDING_RESOLVE_MS",
+                    snap::PENDING_RESOLVE_MS.to_string(),
+                ),
+                ("LOKET_SNAPQR__SLOW_REPLY_MS", "3000".into()),
+                ("LOKET_SMILEPAYZ__MERCHANT_ID", smile::MERCHANT_ID.into()),
+                (
+                    "LOKET_SMILEPAYZ__MERCHANT_SECRET",
+                    smile::CANARY_MERCHANT_SECRET.into(),
+                ),
+                (
+                    "LOKET_SMILEPAYZ__MERCHANT_PUBLIC_KEY",
+                    keys.smilepayz_merchant.1.clone(),
+                ),
+                (
+                    "LOKET_SMILEPAYZ__PLATFORM_PRIVATE_KEY",
+                    keys.smilepayz_platform.0.clone(),
+                ),
+                ("LOKET_SMILEPAYZ__CALLBACK_URL", smilepayz_callback_url),
+                (
+                    "LOKET_SMILEPAYZ__SETTLE_DELAY_MS",
+                    smile::SETTLE_DELAY_MS.to_string(),
+                ),
+                ("LOKET_SMILEPAYZ__SLOW_REPLY_MS", "3000".into()),
+                (
+                    "LOKET_SMILEPAYZ__CALLBACK_SCHEDULE_MS",
+                    format!("[0, {CALLBACK_RETRY_MS}, {}]", CALLBACK_RETRY_MS * 2),
+                ),
+                (
+                    "LOKET_SMILEPAYZ__CALLBACK_TIMEOUT_MS",
+                    CALLBACK_TIMEOUT_MS.to_string(),
+                ),
                 ("LOKET_REMEMBERED_REFERENCES", "10000".into()),
             ],
-            Part::Callback => vec![("LOKET_LISTEN_ADDR", self.callback_addr.to_string())],
+            Part::Callback => vec![
+                ("LOKET_LISTEN_ADDR", self.callback_addr.to_string()),
+                ("LOKET_SNAPQR__MODE", "rsa".into()),
+                (
+                    "LOKET_SNAPQR__ISSUER_PUBLIC_KEY",
+                    keys.snapqr_issuer.1.clone(),
+                ),
+                ("LOKET_SNAPQR__MERCHANT_ID", snap::MERCHANT_ID.into()),
+                (
+                    "LOKET_SMILEPAYZ__PLATFORM_PUBLIC_KEY",
+                    keys.smilepayz_platform.1.clone(),
+                ),
+                (
+                    "LOKET_SMILEPAYZ__MASK_SECRETS",
+                    format!("[\"{}\"]", smile::CANARY_MERCHANT_SECRET),
+                ),
+            ],
             Part::Reconciler => vec![
                 ("LOKET_TICK_MS", "200".into()),
                 ("LOKET_ACK_WAIT_MS", RECONCILER_ACK_WAIT_MS.to_string()),
@@ -197,25 +317,76 @@ impl Deployment {
                 ("LOKET_REDISPATCH_AFTER_MS", "10000".into()),
                 ("LOKET_SCHEDULES__OKEBAYAR__DELAYS_MS", "[700, 1000]".into()),
                 ("LOKET_SCHEDULES__OKEBAYAR__UNKNOWN_FIRST_MS", "700".into()),
+                ("LOKET_SCHEDULES__SNAPQR__DELAYS_MS", "[700, 1000]".into()),
+                ("LOKET_SCHEDULES__SNAPQR__UNKNOWN_FIRST_MS", "700".into()),
+                (
+                    "LOKET_SCHEDULES__SMILEPAYZ__DELAYS_MS",
+                    "[700, 1000]".into(),
+                ),
+                ("LOKET_SCHEDULES__SMILEPAYZ__UNKNOWN_FIRST_MS", "700".into()),
             ],
-            Part::Connector => vec![
+            Part::OkeBayarConnector => vec![
                 ("LOKET_OKEBAYAR__URL", format!("http://{}/", self.sim_addr)),
                 ("LOKET_OKEBAYAR__USERID", USERID.into()),
                 ("LOKET_OKEBAYAR__USERPIN", CANARY_PIN.into()),
-                ("LOKET_OKEBAYAR__CALLBACK_URL", callback_url),
+                ("LOKET_OKEBAYAR__CALLBACK_URL", okebayar_callback_url),
                 (
                     "LOKET_OKEBAYAR__TIMEOUT_MS",
                     PROVIDER_TIMEOUT_MS.to_string(),
                 ),
                 ("LOKET_OKEBAYAR__CONNECT_TIMEOUT_MS", "500".into()),
-                ("LOKET_WORKER__CONCURRENCY", "16".into()),
+            ],
+            Part::SnapQrConnector => vec![
                 (
-                    "LOKET_WORKER__ACK_WAIT_MS",
-                    CONNECTOR_ACK_WAIT_MS.to_string(),
+                    "LOKET_SNAPQR__BASE_URL",
+                    format!("http://{}", self.snapqr_sim_addr),
                 ),
+                ("LOKET_SNAPQR__CLIENT_KEY", snap::CLIENT_KEY.into()),
+                (
+                    "LOKET_SNAPQR__CLIENT_SECRET",
+                    snap::CANARY_CLIENT_SECRET.into(),
+                ),
+                ("LOKET_SNAPQR__PRIVATE_KEY", keys.snapqr_partner.0.clone()),
+                ("LOKET_SNAPQR__MERCHANT_ID", snap::MERCHANT_ID.into()),
+                (
+                    "LOKET_SNAPQR__DEMO_CUSTOMER_TOKEN",
+                    snap::CUSTOMER_TOKEN.into(),
+                ),
+                ("LOKET_SNAPQR__TIMEOUT_MS", PROVIDER_TIMEOUT_MS.to_string()),
+                ("LOKET_SNAPQR__CONNECT_TIMEOUT_MS", "500".into()),
+            ],
+            Part::SmilepayzConnector => vec![
+                (
+                    "LOKET_SMILEPAYZ__BASE_URL",
+                    format!("http://{}", self.smilepayz_sim_addr),
+                ),
+                ("LOKET_SMILEPAYZ__MERCHANT_ID", smile::MERCHANT_ID.into()),
+                ("LOKET_SMILEPAYZ__MERCHANT_NAME", "loket".into()),
+                (
+                    "LOKET_SMILEPAYZ__MERCHANT_SECRET",
+                    smile::CANARY_MERCHANT_SECRET.into(),
+                ),
+                (
+                    "LOKET_SMILEPAYZ__MERCHANT_PRIVATE_KEY",
+                    keys.smilepayz_merchant.0.clone(),
+                ),
+                ("LOKET_SMILEPAYZ__CALLBACK_URL", smilepayz_callback_url),
+                (
+                    "LOKET_SMILEPAYZ__TIMEOUT_MS",
+                    PROVIDER_TIMEOUT_MS.to_string(),
+                ),
+                ("LOKET_SMILEPAYZ__CONNECT_TIMEOUT_MS", "500".into()),
+                ("LOKET_SMILEPAYZ__NOT_FOUND_GRACE_MS", "2000".into()),
             ],
             Part::Ingress => vec![("LOKET_GRPC_ADDR", self.ingress_addr.to_string())],
         };
+        if Part::CONNECTORS.contains(&part) {
+            settings.push(("LOKET_WORKER__CONCURRENCY", "16".into()));
+            settings.push((
+                "LOKET_WORKER__ACK_WAIT_MS",
+                CONNECTOR_ACK_WAIT_MS.to_string(),
+            ));
+        }
         if part != Part::Simulator {
             settings.push(("LOKET_NATS_URL", self.nats.service_url()));
             settings.push(("LOKET_DATABASE_URL", self.database_url.clone()));
@@ -363,31 +534,104 @@ impl Deployment {
         lazy_client(self.ingress_addr, &self.key)
     }
 
-    /// What the simulator received about `reference`.
+    /// What the OkeBayar simulator received about `reference`.
     pub async fn sim_requests(&self, reference: &str) -> RequestCounts {
-        let body = self.sim_get(&format!("/_sim/requests/{reference}")).await;
-        serde_json::from_str(&body).unwrap_or_else(|error| panic!("{error}: {body}"))
-    }
-
-    /// The simulator's ledger entry for `reference`, if it has one.
-    pub async fn sim_ledger(&self, reference: &str) -> Option<LedgerEntry> {
-        let body = self.sim_get(&format!("/_sim/ledger/{reference}")).await;
-        serde_json::from_str::<LedgerEntry>(&body).ok()
-    }
-
-    /// The simulator's callbacks about `reference`.
-    pub async fn sim_callbacks(&self, reference: &str) -> CallbackLog {
-        let body = self.sim_get(&format!("/_sim/callbacks/{reference}")).await;
-        serde_json::from_str(&body).unwrap_or_else(|error| panic!("{error}: {body}"))
-    }
-
-    async fn sim_get(&self, path: &str) -> String {
-        let answer = admin::get(self.sim_addr, path)
+        self.simulator_record(Provider::OkeBayar, "requests", reference)
             .await
-            .unwrap_or_else(|error| panic!("GET {path} of the simulator: {error}"));
-        match answer.split_once("\r\n\r\n") {
-            Some((_, body)) => body.to_string(),
-            None => panic!("GET {path} of the simulator answered {answer}"),
+            .expect("request counts")
+    }
+
+    /// The OkeBayar simulator's ledger entry for `reference`, if it has one.
+    pub async fn sim_ledger(&self, reference: &str) -> Option<LedgerEntry> {
+        self.simulator_record(Provider::OkeBayar, "ledger", reference)
+            .await
+    }
+
+    /// The OkeBayar simulator's callbacks about `reference`.
+    pub async fn sim_callbacks(&self, reference: &str) -> CallbackLog {
+        self.simulator_record(Provider::OkeBayar, "callbacks", reference)
+            .await
+            .expect("a callback log")
+    }
+
+    /// What the SNAP QR CPM simulator received about `reference` (a
+    /// partnerReferenceNo).
+    pub async fn snapqr_requests(&self, reference: &str) -> SnapCounts {
+        self.simulator_record(Provider::SnapQr, "requests", reference)
+            .await
+            .expect("request counts")
+    }
+
+    /// What the Smilepayz simulator received about `reference` (an
+    /// orderNo).
+    pub async fn smilepayz_requests(&self, reference: &str) -> RequestCounts {
+        self.simulator_record(Provider::Smilepayz, "requests", reference)
+            .await
+            .expect("request counts")
+    }
+
+    /// `GET /_sim/{record}/{reference}` of `provider`'s simulator, read as
+    /// a `T`; `None` when it answers something else (the 404 of a reference
+    /// not in its ledger).
+    async fn simulator_record<T: serde::de::DeserializeOwned>(
+        &self,
+        provider: Provider,
+        record: &str,
+        reference: &str,
+    ) -> Option<T> {
+        let addr = match provider {
+            Provider::OkeBayar => self.sim_addr,
+            Provider::SnapQr => self.snapqr_sim_addr,
+            Provider::Smilepayz => self.smilepayz_sim_addr,
+            Provider::Doku => panic!("no DOKU simulator"),
+        };
+        let path = format!("/_sim/{record}/{reference}");
+        let answer = admin::get(addr, &path)
+            .await
+            .unwrap_or_else(|error| panic!("GET {path} of the {provider} simulator: {error}"));
+        let Some((_, body)) = answer.split_once("\r\n\r\n") else {
+            panic!("GET {path} of the {provider} simulator answered {answer}");
+        };
+        serde_json::from_str(body).ok()
+    }
+
+    /// What `provider`'s simulator holds about the transaction it knows as
+    /// `reference`.
+    async fn provider_says(&self, provider: Provider, reference: &str) -> ProviderSays {
+        match provider {
+            Provider::OkeBayar => {
+                let ledger = self.sim_ledger(reference).await;
+                ProviderSays {
+                    money_requests: self.sim_requests(reference).await.money(),
+                    succeeded: ledger.as_ref().is_some_and(|entry| entry.code == "000"),
+                    serial_number: ledger.as_ref().map(|entry| entry.serial_number.clone()),
+                    ledger: format!("{ledger:?}"),
+                }
+            }
+            Provider::SnapQr => {
+                let requests = self.snapqr_requests(reference).await;
+                let ledger: Option<PaymentEntry> =
+                    self.simulator_record(provider, "ledger", reference).await;
+                ProviderSays {
+                    money_requests: requests.payments + requests.cancels + requests.refunds,
+                    succeeded: ledger.as_ref().is_some_and(|entry| entry.status == "00"),
+                    serial_number: None,
+                    ledger: format!("{ledger:?}"),
+                }
+            }
+            Provider::Smilepayz => {
+                let ledger: Option<Order> =
+                    self.simulator_record(provider, "ledger", reference).await;
+                ProviderSays {
+                    money_requests: self.smilepayz_requests(reference).await.money(),
+                    succeeded: ledger
+                        .as_ref()
+                        .is_some_and(|order| order.status == "SUCCESS"),
+                    serial_number: None,
+                    ledger: format!("{ledger:?}"),
+                }
+            }
+            Provider::Doku => panic!("no DOKU simulator"),
         }
     }
 
@@ -425,15 +669,18 @@ impl Deployment {
     /// - nothing lost: each reaches `success`, `failed` or `needs_review`
     ///   within `within`, was created whole (its row with the ingress's
     ///   event), and enters its final state exactly once;
-    /// - nothing twice: the simulator received at most one money-moving
-    ///   request for each;
-    /// - nothing wrong: each is `success` exactly when the simulator's
-    ///   ledger holds a success, with the ledger's serial number; none is
-    ///   `needs_review` (no scenario here gives the provider's answer
+    /// - nothing twice: its provider's simulator received at most one
+    ///   money-moving request for it;
+    /// - nothing wrong: each is `success` exactly when its provider's ledger
+    ///   holds a success (OkeBayar's with the ledger's serial number); none
+    ///   is `needs_review` (no scenario here gives the provider's answer
     ///   reason to doubt);
-    /// - nothing leaked: the OkeBayar PIN and the bus and database
-    ///   passwords are in no process's log and no row, while the logs and
-    ///   the rows name every transaction (so the absence means something).
+    /// - nothing leaked: the bus and database passwords, the OkeBayar PIN,
+    ///   the SNAP client secret and customer token, the Smilepayz merchant
+    ///   secret and our SNAP and Smilepayz private keys (in every form
+    ///   [`Canaries::add_key`] knows) are in no process's log and no row,
+    ///   while the logs and the rows name every transaction (so the absence
+    ///   means something).
     ///
     /// Returns the transactions' final statuses by id.
     pub async fn assert_four_invariants(
@@ -441,17 +688,19 @@ impl Deployment {
         expected: usize,
         within: Duration,
     ) -> BTreeMap<uuid::Uuid, String> {
+        type Row = (uuid::Uuid, String, String, String, Option<String>);
         let deadline = Instant::now() + within;
-        let rows = loop {
-            let rows: Vec<(uuid::Uuid, String, String, Option<String>)> = sqlx::query_as(
-                "SELECT id, status, provider_reference, serial_number FROM transactions ORDER BY id",
+        let rows: Vec<Row> = loop {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, provider, status, provider_reference, serial_number \
+                 FROM transactions ORDER BY id",
             )
             .fetch_all(&self.pool)
             .await
             .expect("transactions");
             let open: Vec<_> = rows
                 .iter()
-                .filter(|(_, status, _, _)| {
+                .filter(|(_, _, status, _, _)| {
                     !["success", "failed", "needs_review"].contains(&status.as_str())
                 })
                 .collect();
@@ -464,9 +713,9 @@ impl Deployment {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        assert_eq!(rows.len(), expected, "one transaction per purchase");
+        assert_eq!(rows.len(), expected, "one transaction per request");
         let mut statuses = BTreeMap::new();
-        for (id, status, reference, serial_number) in &rows {
+        for (id, provider, status, reference, serial_number) in &rows {
             assert_eq!(
                 self.events_from(*id, "ingress").await,
                 1,
@@ -477,25 +726,22 @@ impl Deployment {
                 1,
                 "{id} entered {status} once"
             );
-            let requests = self.sim_requests(reference).await;
+            let provider: Provider = provider.parse().expect("a provider loket knows");
+            let says = self.provider_says(provider, reference).await;
             assert!(
-                requests.money() <= 1,
-                "nothing twice: {id} ({reference}) reached the provider {requests:?}"
+                says.money_requests <= 1,
+                "nothing twice: {id} ({reference}) reached {provider} {} times",
+                says.money_requests
             );
-            let ledger = self.sim_ledger(reference).await;
-            let provider_succeeded = ledger.as_ref().is_some_and(|entry| entry.code == "000");
-            assert_ne!(status, "needs_review", "{id}: {ledger:?}");
+            assert_ne!(status, "needs_review", "{id}: {}", says.ledger);
             assert_eq!(
                 status == "success",
-                provider_succeeded,
-                "nothing wrong: {id} is {status}, the provider's ledger {ledger:?}"
+                says.succeeded,
+                "nothing wrong: {id} is {status}, {provider}'s ledger {}",
+                says.ledger
             );
-            if let Some(entry) = ledger.filter(|_| provider_succeeded) {
-                assert_eq!(
-                    serial_number.as_deref(),
-                    Some(entry.serial_number.as_str()),
-                    "{id}"
-                );
+            if let Some(expected) = says.serial_number.filter(|_| says.succeeded) {
+                assert_eq!(serial_number.as_deref(), Some(expected.as_str()), "{id}");
             }
             statuses.insert(*id, status.clone());
         }
@@ -507,12 +753,8 @@ impl Deployment {
             assert!(logs.contains(&id), "the services' logs name {id}");
             assert!(database.contains(&id), "the database holds {id}");
         }
-        let mut canaries = Canaries::default();
-        canaries.add("the NATS password", crate::nats::CANARY_PASSWORD);
-        canaries.add("the database password", crate::postgres::CANARY_PASSWORD);
-        canaries.add("the OkeBayar PIN", CANARY_PIN);
         let found = canaries_found(
-            &canaries,
+            &self.canaries(),
             &[
                 ("a process's log", logs.to_ascii_lowercase()),
                 ("a database row", database.to_ascii_lowercase()),
@@ -521,6 +763,39 @@ impl Deployment {
         assert!(found.is_empty(), "nothing leaked: {found:#?}");
         statuses
     }
+
+    /// The secrets the processes are given (see
+    /// [`Deployment::assert_four_invariants`]).
+    fn canaries(&self) -> Canaries {
+        let mut canaries = Canaries::default();
+        canaries.add("the NATS password", crate::nats::CANARY_PASSWORD);
+        canaries.add("the database password", crate::postgres::CANARY_PASSWORD);
+        canaries.add("the OkeBayar PIN", CANARY_PIN);
+        canaries.add(
+            "the SNAP client secret",
+            crate::snapqr::CANARY_CLIENT_SECRET,
+        );
+        canaries.add("the SNAP customer token", crate::snapqr::CUSTOMER_TOKEN);
+        canaries.add(
+            "the Smilepayz merchant secret",
+            crate::smilepayz::CANARY_MERCHANT_SECRET,
+        );
+        canaries.add_key("our SNAP private key", &self.keys.snapqr_partner.0);
+        canaries.add_key("our Smilepayz private key", &self.keys.smilepayz_merchant.0);
+        canaries
+    }
+}
+
+/// What a provider's simulator holds about one transaction.
+struct ProviderSays {
+    /// Money-moving requests it received under the transaction's reference.
+    money_requests: usize,
+    /// Whether its ledger holds a success.
+    succeeded: bool,
+    /// The serial number its ledger holds, for a provider that gives one.
+    serial_number: Option<String>,
+    /// Its ledger record, as a failure shows it.
+    ledger: String,
 }
 
 impl Drop for Deployment {

@@ -141,7 +141,7 @@ impl Canaries {
     ///   `#[derive(Debug)]` on a struct holding the loaded key prints);
     /// - 64 characters from the middle of the PKCS#8 and of the PKCS#1 DER
     ///   as one-line base64 (the PEM's lines fall elsewhere in it).
-    fn add_key(&mut self, name: &str, pem: &str) {
+    pub(crate) fn add_key(&mut self, name: &str, pem: &str) {
         use base64::Engine as _;
         use rsa::pkcs1::EncodeRsaPrivateKey as _;
         use rsa::pkcs8::EncodePrivateKey as _;
