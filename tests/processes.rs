@@ -21,14 +21,17 @@ use common::{
     received_while_the_publish_hangs, scenario, Order, OK_ACCOUNT,
 };
 use loket_protocol::{pb, Provider};
-use loket_test_support::deployment::{Deployment, Part, CONNECTOR_ACK_WAIT_MS};
+use loket_test_support::deployment::{Deployment, Part};
 
-/// `provider` received one money-moving request under `reference` and at
-/// least one status check (an OkeBayar status check, a SNAP query, a
-/// Smilepayz inquiry): the command handed out again was checked, not sent
-/// again.
-async fn checked_not_sent_again(deployment: &Deployment, provider: Provider, reference: &str) {
-    let (sent, checked, counts) = match provider {
+/// How many money-moving requests and status checks (OkeBayar status
+/// checks, SNAP queries, Smilepayz inquiries) `provider` received under
+/// `reference`, with all its counts as a failure shows them.
+async fn sent_and_checked(
+    deployment: &Deployment,
+    provider: Provider,
+    reference: &str,
+) -> (usize, usize, String) {
+    match provider {
         Provider::OkeBayar => {
             let counts = deployment.sim_requests(reference).await;
             (counts.money(), counts.status_checks, format!("{counts:?}"))
@@ -42,7 +45,14 @@ async fn checked_not_sent_again(deployment: &Deployment, provider: Provider, ref
             (counts.money(), counts.status_checks, format!("{counts:?}"))
         }
         Provider::Doku => unreachable!("no DOKU connector"),
-    };
+    }
+}
+
+/// `provider` received one money-moving request under `reference` and at
+/// least one status check: the command handed out again was checked, not
+/// sent again.
+async fn checked_not_sent_again(deployment: &Deployment, provider: Provider, reference: &str) {
+    let (sent, checked, counts) = sent_and_checked(deployment, provider, reference).await;
     assert_eq!(sent, 1, "{provider} {reference}: {counts}");
     assert!(
         checked >= 1,
@@ -225,48 +235,117 @@ async fn a_callback_receiver_killed_before_answering_is_one_callback() {
     );
 }
 
-/// RELIABILITY #24 with every service running: the connector is paused
-/// (SIGSTOP) while a purchase it sent is at the provider, past its ack
-/// deadline. A second connector gets the command and checks the status
-/// first; resumed (SIGCONT), the first one finishes late. One purchase,
-/// one transition into `success`.
+/// RELIABILITY #24 with every service running, for each provider: each
+/// connector is paused (SIGSTOP) while a money-moving request it sent (an
+/// OkeBayar purchase, a SNAP QR payment, a Smilepayz pay-out) is at the
+/// provider, past its ack deadline. A second connector of each gets the
+/// command and checks the status first; resumed (SIGCONT), the first ones
+/// finish late. One request each, one transition into `success` each.
+///
+/// The providers answer these after 6 s (OkeBayar `901`, SNAP `201`,
+/// Smilepayz `011`: done at once, answered late) and the connectors wait
+/// 4 s for them (their ack wait 9 s), so no result can be published before
+/// the pause, which the test checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connector_paused_past_its_ack_deadline_causes_no_second_purchase() {
-    let mut deployment = Deployment::start(&[]).await;
-    let paused = deployment.only(Part::OkeBayarConnector);
+async fn connectors_paused_past_their_ack_deadline_cause_no_second_request() {
+    const ACK_WAIT_MS: u64 = 9_000;
+    let patient = |timeout_key| [(timeout_key, "4000"), ("LOKET_WORKER__ACK_WAIT_MS", "9000")];
+    let connectors = [
+        (
+            Provider::OkeBayar,
+            Part::OkeBayarConnector,
+            patient("LOKET_OKEBAYAR__TIMEOUT_MS"),
+        ),
+        (
+            Provider::SnapQr,
+            Part::SnapQrConnector,
+            patient("LOKET_SNAPQR__TIMEOUT_MS"),
+        ),
+        (
+            Provider::Smilepayz,
+            Part::SmilepayzConnector,
+            patient("LOKET_SMILEPAYZ__TIMEOUT_MS"),
+        ),
+    ];
+    let mut settings = vec![
+        (Part::Simulator, "LOKET_OKEBAYAR__SLOW_REPLY_MS", "6000"),
+        (Part::Simulator, "LOKET_SNAPQR__SLOW_REPLY_MS", "6000"),
+        (Part::Simulator, "LOKET_SMILEPAYZ__SLOW_REPLY_MS", "6000"),
+    ];
+    for (_, part, patient) in &connectors {
+        settings.extend(patient.map(|(name, value)| (*part, name, value)));
+    }
+    let mut deployment = Deployment::start(&settings).await;
+    let paused = connectors.map(|(_, part, _)| deployment.only(part));
     let mut client = deployment.client().await;
-    // `901`: committed at once, answered only after 3 s.
-    let txn = purchase_until_answered(&mut client, "paused", &scenario("901")).await;
-    let reference = txn.provider_reference.clone();
-    eventually("the purchase sent", Duration::from_secs(20), || {
-        let deployment = &deployment;
-        let reference = reference.clone();
-        async move { deployment.sim_requests(&reference).await.purchases == 1 }
-    })
-    .await;
-    deployment.pause(paused, true);
-    deployment.start_process(Part::OkeBayarConnector, &[]).await;
-    eventually(
-        "the second connector checked the status",
-        Duration::from_millis(CONNECTOR_ACK_WAIT_MS * 4),
-        || {
-            let deployment = &deployment;
-            let reference = reference.clone();
-            async move { deployment.sim_requests(&reference).await.status_checks >= 1 }
-        },
-    )
-    .await;
-    deployment.pause(paused, false);
+    let orders = [
+        Order::Purchase(scenario("901")),
+        Order::QrPayment(10_201),
+        Order::PayOut(100_011),
+    ];
+    let mut sent = Vec::new();
+    for ((provider, ..), order) in connectors.iter().zip(&orders) {
+        let client_ref = format!("paused-{provider}");
+        let (txn, _) = order_counting_errors(&mut client, &client_ref, order).await;
+        sent.push((*provider, txn));
+    }
+    for (provider, txn) in &sent {
+        eventually(
+            &format!("the {provider} request sent"),
+            Duration::from_secs(20),
+            || {
+                let (deployment, provider) = (&deployment, *provider);
+                let reference = txn.provider_reference.clone();
+                async move { sent_and_checked(deployment, provider, &reference).await.0 == 1 }
+            },
+        )
+        .await;
+    }
+    for connector in paused {
+        deployment.pause(connector, true);
+    }
+    for (provider, txn) in &sent {
+        let id: uuid::Uuid = txn.id.parse().unwrap();
+        assert_eq!(
+            deployment.events_from(id, "result").await,
+            0,
+            "the {provider} connector was paused before its provider answered"
+        );
+    }
+    for (_, part, patient) in &connectors {
+        deployment.start_process(*part, patient).await;
+    }
+    for (provider, txn) in &sent {
+        eventually(
+            &format!("the second {provider} connector checked the status"),
+            Duration::from_millis(ACK_WAIT_MS * 4),
+            || {
+                let (deployment, provider) = (&deployment, *provider);
+                let reference = txn.provider_reference.clone();
+                async move { sent_and_checked(deployment, provider, &reference).await.1 >= 1 }
+            },
+        )
+        .await;
+    }
+    for connector in paused {
+        deployment.pause(connector, false);
+    }
 
     deployment
-        .assert_four_invariants(1, Duration::from_secs(30))
+        .assert_four_invariants(sent.len(), Duration::from_secs(30))
         .await;
-    // The resumed connector's late result (whatever it says) is applied
-    // after the success, and changes nothing.
+    // The resumed connectors' late results (whatever they say) are applied
+    // after the success, and change nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    checked_not_sent_again(&deployment, Provider::OkeBayar, &reference).await;
-    let id: uuid::Uuid = txn.id.parse().unwrap();
-    assert_eq!(deployment.transitions_into(id, "success").await, 1);
+    for (provider, txn) in &sent {
+        checked_not_sent_again(&deployment, *provider, &txn.provider_reference).await;
+        let id: uuid::Uuid = txn.id.parse().unwrap();
+        assert_eq!(
+            deployment.transitions_into(id, "success").await,
+            1,
+            "{provider}"
+        );
+    }
 }
 
 /// What the loads below ask for, in turn:
