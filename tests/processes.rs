@@ -172,67 +172,120 @@ async fn a_connector_killed_before_its_ack_is_one_transition() {
     checked_not_sent_again(&deployment, Provider::OkeBayar, &txn.provider_reference).await;
 }
 
-/// RELIABILITY #4: the callback receiver made a provider's callback
-/// durable and was killed (`kill -9`) before answering it (a failpoint
-/// holds it there). The simulator, unanswered, sends the callback again to
-/// the restarted receiver, which answers it; the retry is a duplicate on
-/// the bus, so the transaction's log shows the callback once.
+/// How many callbacks (SNAP notifies) `provider`'s simulator sent about
+/// `reference` were answered as it expects, how many HTTP attempts it
+/// made, and its whole log as a failure shows it.
+async fn callbacks_answered(
+    deployment: &Deployment,
+    provider: Provider,
+    reference: &str,
+) -> (usize, usize, String) {
+    match provider {
+        Provider::OkeBayar => {
+            let log = deployment.sim_callbacks(reference).await;
+            (log.acknowledged, log.attempts, format!("{log:?}"))
+        }
+        Provider::SnapQr => {
+            let log = deployment.snapqr_notifies(reference).await;
+            (log.acknowledged, log.attempts, format!("{log:?}"))
+        }
+        Provider::Smilepayz => {
+            let log = deployment.smilepayz_callbacks(reference).await;
+            (log.acknowledged, log.attempts.len(), format!("{log:?}"))
+        }
+        Provider::Doku => unreachable!("no DOKU simulator"),
+    }
+}
+
+/// RELIABILITY #4, for each provider: the callback receiver made a
+/// provider's callback durable and was killed (`kill -9`) before answering
+/// it (a failpoint holds it there): an OkeBayar callback, a signed SNAP
+/// notify and a signed Smilepayz callback. Each simulator, unanswered,
+/// sends its callback again to the restarted receiver, which answers it;
+/// each retry is a duplicate on the bus, so each transaction's log shows
+/// its callback once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_receiver_killed_before_answering_is_one_callback() {
+async fn a_callback_receiver_killed_before_answering_is_one_callback_of_each_provider() {
+    let retries_ms: Vec<String> = (0..20).map(|n| (n * 1_000).to_string()).collect();
+    let smilepayz_schedule = format!("[{}]", retries_ms.join(", "));
     let mut deployment = Deployment::start(&[
         (Part::Callback, "LOKET_FAILPOINT", "hang_after_publish"),
-        // The simulator keeps trying while the receiver is restarted.
+        // The simulators keep trying while the receiver is restarted.
         (
             Part::Simulator,
             "LOKET_OKEBAYAR__CALLBACK_MAX_ATTEMPTS",
             "20",
         ),
+        (Part::Simulator, "LOKET_SNAPQR__NOTIFY_MAX_ATTEMPTS", "20"),
+        (Part::Simulator, "LOKET_SNAPQR__NOTIFY_TIMEOUT_MS", "1000"),
+        (
+            Part::Simulator,
+            "LOKET_SMILEPAYZ__CALLBACK_SCHEDULE_MS",
+            &smilepayz_schedule,
+        ),
     ])
     .await;
     let mut client = deployment.client().await;
-    // `907`: success at once, and one late `000` callback.
-    let txn = purchase_until_answered(&mut client, "unanswered", &scenario("907")).await;
-    let id: uuid::Uuid = txn.id.parse().unwrap();
+    // OkeBayar `907`: success at once, and one late `000` callback; SNAP
+    // `101`: pending, then a notify of success; Smilepayz `000`: a pay-out
+    // that succeeds and is called back.
+    let orders = [
+        (Provider::OkeBayar, Order::Purchase(scenario("907"))),
+        (Provider::SnapQr, Order::QrPayment(10_101)),
+        (Provider::Smilepayz, Order::PayOut(100_000)),
+    ];
+    let mut made = Vec::new();
+    for (provider, order) in &orders {
+        let client_ref = format!("unanswered-{provider}");
+        let (txn, _) = order_counting_errors(&mut client, &client_ref, order).await;
+        let id: uuid::Uuid = txn.id.parse().unwrap();
+        made.push((*provider, id, txn.provider_reference));
+    }
     // Durable before the answer: applied although never answered.
-    eventually(
-        "the unanswered callback applied",
-        Duration::from_secs(20),
-        || {
-            let deployment = &deployment;
-            async move { deployment.events_from(id, "callback").await == 1 }
-        },
-    )
-    .await;
-    let unanswered = deployment.sim_callbacks(&txn.provider_reference).await;
-    assert_eq!(unanswered.acknowledged, 0, "{unanswered:?}");
+    for (provider, id, reference) in &made {
+        eventually(
+            &format!("the unanswered {provider} callback applied"),
+            Duration::from_secs(20),
+            || {
+                let (deployment, id) = (&deployment, *id);
+                async move { deployment.events_from(id, "callback").await == 1 }
+            },
+        )
+        .await;
+        let (answered, _, log) = callbacks_answered(&deployment, *provider, reference).await;
+        assert_eq!(answered, 0, "{provider}: {log}");
+    }
 
     let receiver = deployment.only(Part::Callback);
     deployment.kill9(receiver);
     deployment.start_process(Part::Callback, &[]).await;
-    let reference = txn.provider_reference.clone();
-    eventually(
-        "the retry answered by the restarted receiver",
-        Duration::from_secs(30),
-        || {
-            let deployment = &deployment;
-            let reference = reference.clone();
-            async move { deployment.sim_callbacks(&reference).await.acknowledged == 1 }
-        },
-    )
-    .await;
+    for (provider, _, reference) in &made {
+        eventually(
+            &format!("the {provider} retry answered by the restarted receiver"),
+            Duration::from_secs(30),
+            || {
+                let (deployment, provider) = (&deployment, *provider);
+                let reference = reference.clone();
+                async move { callbacks_answered(deployment, provider, &reference).await.0 == 1 }
+            },
+        )
+        .await;
+    }
 
     deployment
-        .assert_four_invariants(1, Duration::from_secs(10))
+        .assert_four_invariants(made.len(), Duration::from_secs(10))
         .await;
-    let answered = deployment.sim_callbacks(&txn.provider_reference).await;
-    assert!(answered.attempts >= 2, "retried: {answered:?}");
     // Time for a second copy, had the bus taken one, to be applied.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        deployment.events_from(id, "callback").await,
-        1,
-        "the retry was a duplicate: {answered:?}"
-    );
+    for (provider, id, reference) in &made {
+        let (_, attempts, log) = callbacks_answered(&deployment, *provider, reference).await;
+        assert!(attempts >= 2, "{provider} retried: {log}");
+        assert_eq!(
+            deployment.events_from(*id, "callback").await,
+            1,
+            "the {provider} retry was a duplicate: {log}"
+        );
+    }
 }
 
 /// RELIABILITY #24 with every service running, for each provider: each

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use loket_protocol::Provider;
 use loket_simulators::common::{CallbackLog, RequestCounts};
 use loket_simulators::okebayar::ledger::LedgerEntry;
-use loket_simulators::smilepayz::Order;
+use loket_simulators::smilepayz::{Order, SmilepayzCallbackLog};
 use loket_simulators::snapqr::{PaymentEntry, SnapCounts};
 use sqlx::PgPool;
 
@@ -568,6 +568,20 @@ impl Deployment {
         self.simulator_record(Provider::Smilepayz, "requests", reference)
             .await
             .expect("request counts")
+    }
+
+    /// The SNAP QR CPM simulator's notifies about `reference`.
+    pub async fn snapqr_notifies(&self, reference: &str) -> CallbackLog {
+        self.simulator_record(Provider::SnapQr, "callbacks", reference)
+            .await
+            .expect("a notify log")
+    }
+
+    /// The Smilepayz simulator's callbacks about `reference`.
+    pub async fn smilepayz_callbacks(&self, reference: &str) -> SmilepayzCallbackLog {
+        self.simulator_record(Provider::Smilepayz, "callbacks", reference)
+            .await
+            .expect("a callback log")
     }
 
     /// `GET /_sim/{record}/{reference}` of `provider`'s simulator, read as
