@@ -256,6 +256,7 @@ impl TestApp {
             tokio::spawn(async move { sim.serve(sim_listener, shutdown).await });
         }
 
+        let reconciler_admin;
         {
             let mut settings = loket_reconciler::Settings {
                 common: common(&nats, &database_url),
@@ -275,9 +276,9 @@ impl TestApp {
                     },
                 );
             }
-            let listeners = loket_reconciler::Listeners {
-                admin: bind().await,
-            };
+            let admin = bind().await;
+            reconciler_admin = admin.local_addr().expect("admin address");
+            let listeners = loket_reconciler::Listeners { admin };
             let shutdown = Shutdown::new();
             let s = shutdown.clone();
             services.push(Service::spawn(
@@ -313,6 +314,11 @@ impl TestApp {
                     .map_err(|e| e.to_string())
             }));
         }
+
+        // Ready once its event consumer exists: a test that stops the bus
+        // right after the start must not catch it still setting that up
+        // (a reconciler that cannot, exits, for its supervisor to restart).
+        wait_ready(reconciler_admin).await;
 
         if let Some(fixture) = snapqr.as_mut() {
             let url = format!("http://{callback_addr}/callback/snapqr");
