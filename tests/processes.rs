@@ -492,6 +492,19 @@ impl Load {
         Load { stop, buyers }
     }
 
+    /// Runs `fault` on `deployment` 700 ms into a load, lets the load go on
+    /// for 1.5 s after it, and stops it: what was bought.
+    async fn around(
+        deployment: &mut Deployment,
+        fault: impl AsyncFnOnce(&mut Deployment),
+    ) -> Vec<Bought> {
+        let load = Load::start(deployment).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        fault(deployment).await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        load.finish().await
+    }
+
     /// Stops buying; what was bought.
     async fn finish(mut self) -> Vec<Bought> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -558,26 +571,26 @@ async fn the_load_kept_the_four_invariants(deployment: &mut Deployment, bought: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_killed_at_any_moment_under_load_keep_the_four_invariants() {
     let mut deployment = Deployment::start(&[]).await;
-    let load = Load::start(&deployment).await;
-    for part in [
-        Part::Reconciler,
-        Part::OkeBayarConnector,
-        Part::Callback,
-        Part::SnapQrConnector,
-        Part::Ingress,
-        Part::SmilepayzConnector,
-    ]
-    .iter()
-    .cycle()
-    .take(12)
-    {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let victim = deployment.only(*part);
-        deployment.kill9(victim);
-        deployment.start_process(*part, &[]).await;
-    }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let bought = load.finish().await;
+    let bought = Load::around(&mut deployment, async |deployment: &mut Deployment| {
+        for part in [
+            Part::Reconciler,
+            Part::OkeBayarConnector,
+            Part::Callback,
+            Part::SnapQrConnector,
+            Part::Ingress,
+            Part::SmilepayzConnector,
+        ]
+        .iter()
+        .cycle()
+        .take(12)
+        {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let victim = deployment.only(*part);
+            deployment.kill9(victim);
+            deployment.start_process(*part, &[]).await;
+        }
+    })
+    .await;
     the_load_kept_the_four_invariants(&mut deployment, &bought).await;
 }
 
@@ -591,26 +604,18 @@ async fn services_killed_at_any_moment_under_load_keep_the_four_invariants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_stopped_then_long_down_under_load_is_ridden_out_by_every_process() {
     let mut deployment = Deployment::start(&[]).await;
-    let load = Load::start(&deployment).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    deployment
-        .nats
-        .stop_gracefully()
-        .expect("nats-server stops on SIGTERM");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    deployment
-        .nats
-        .start_again()
-        .expect("nats-server starts again");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    deployment.nats.stop();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    deployment
-        .nats
-        .start_again()
-        .expect("nats-server starts again");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let bought = load.finish().await;
+    let bought = Load::around(&mut deployment, async |deployment: &mut Deployment| {
+        let nats = &mut deployment.nats;
+        nats.stop_gracefully()
+            .expect("nats-server stops on SIGTERM");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        nats.start_again().expect("nats-server starts again");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        nats.stop();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        nats.start_again().expect("nats-server starts again");
+    })
+    .await;
     the_load_kept_the_four_invariants(&mut deployment, &bought).await;
 }
 
@@ -623,17 +628,16 @@ async fn a_bus_stopped_then_long_down_under_load_is_ridden_out_by_every_process(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_crash_under_load_leaves_no_partial_rows_and_charges_once() {
     let mut deployment = Deployment::start_on_private_postgres(&[]).await;
-    let load = Load::start(&deployment).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let postgres = deployment
-        .private_postgres
-        .as_ref()
-        .expect("its own server");
-    postgres.crash().expect("PostgreSQL stops");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    postgres.start_again().expect("PostgreSQL starts again");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let bought = load.finish().await;
+    let bought = Load::around(&mut deployment, async |deployment: &mut Deployment| {
+        let postgres = deployment
+            .private_postgres
+            .as_ref()
+            .expect("its own server");
+        postgres.crash().expect("PostgreSQL stops");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        postgres.start_again().expect("PostgreSQL starts again");
+    })
+    .await;
     assert!(
         bought.iter().any(|each| each.errors > 0),
         "the crash was felt: some purchase met an error while PostgreSQL was down"

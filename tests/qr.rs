@@ -252,6 +252,13 @@ async fn forged_replayed_and_duplicate_notifies() {
         }
         request.send()
     };
+    // The notify genuinely signed by the issuer, stamped `stamp`.
+    let signed_at = |stamp: &str| {
+        send(
+            loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), stamp),
+            body.clone(),
+        )
+    };
 
     // Signed with the wrong key → 401.
     let (wrong_pem, _) = loket_snapqr::sign::generate_key_pair();
@@ -274,12 +281,7 @@ async fn forged_replayed_and_duplicate_notifies() {
     assert_eq!(flipped.status().as_u16(), 401);
     // Genuinely signed but 10 minutes old (a replay outside the window) → 401.
     let stale = loket_protocol::wib::timestamp(now - chrono::Duration::minutes(10));
-    let replay = send(
-        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &stale),
-        body.clone(),
-    )
-    .await
-    .unwrap();
+    let replay = signed_at(&stale).await.unwrap();
     assert_eq!(replay.status().as_u16(), 401);
     // SNAP responses carry X-TIMESTAMP (spec §3), ISO-8601 with an offset.
     let stamp = replay
@@ -297,12 +299,7 @@ async fn forged_replayed_and_duplicate_notifies() {
     // Genuinely signed but stamped 10 minutes ahead (a sender's clock
     // skewed forward, or a request made to be replayed later) → 401.
     let ahead = loket_protocol::wib::timestamp(now + chrono::Duration::minutes(10));
-    let early = send(
-        loket_snapqr::callback::sign_notify_rsa(&issuer_key, path, body.as_bytes(), &ahead),
-        body.clone(),
-    )
-    .await
-    .unwrap();
+    let early = signed_at(&ahead).await.unwrap();
     assert_eq!(early.status().as_u16(), 401);
     let text = early.text().await.unwrap();
     assert!(text.contains("4017900"), "SNAP-style 401: {text}");
