@@ -538,20 +538,17 @@ impl Deployment {
     pub async fn sim_requests(&self, reference: &str) -> RequestCounts {
         self.simulator_record(Provider::OkeBayar, "requests", reference)
             .await
-            .expect("request counts")
     }
 
     /// The OkeBayar simulator's ledger entry for `reference`, if it has one.
     pub async fn sim_ledger(&self, reference: &str) -> Option<LedgerEntry> {
-        self.simulator_record(Provider::OkeBayar, "ledger", reference)
-            .await
+        self.simulator_ledger(Provider::OkeBayar, reference).await
     }
 
     /// The OkeBayar simulator's callbacks about `reference`.
     pub async fn sim_callbacks(&self, reference: &str) -> CallbackLog {
         self.simulator_record(Provider::OkeBayar, "callbacks", reference)
             .await
-            .expect("a callback log")
     }
 
     /// What the SNAP QR CPM simulator received about `reference` (a
@@ -559,7 +556,6 @@ impl Deployment {
     pub async fn snapqr_requests(&self, reference: &str) -> SnapCounts {
         self.simulator_record(Provider::SnapQr, "requests", reference)
             .await
-            .expect("request counts")
     }
 
     /// What the Smilepayz simulator received about `reference` (an
@@ -567,32 +563,53 @@ impl Deployment {
     pub async fn smilepayz_requests(&self, reference: &str) -> RequestCounts {
         self.simulator_record(Provider::Smilepayz, "requests", reference)
             .await
-            .expect("request counts")
     }
 
     /// The SNAP QR CPM simulator's notifies about `reference`.
     pub async fn snapqr_notifies(&self, reference: &str) -> CallbackLog {
         self.simulator_record(Provider::SnapQr, "callbacks", reference)
             .await
-            .expect("a notify log")
     }
 
     /// The Smilepayz simulator's callbacks about `reference`.
     pub async fn smilepayz_callbacks(&self, reference: &str) -> SmilepayzCallbackLog {
         self.simulator_record(Provider::Smilepayz, "callbacks", reference)
             .await
-            .expect("a callback log")
     }
 
     /// `GET /_sim/{record}/{reference}` of `provider`'s simulator, read as
-    /// a `T`; `None` when it answers something else (the 404 of a reference
-    /// not in its ledger).
+    /// a `T` (a failure shows what it answered instead).
     async fn simulator_record<T: serde::de::DeserializeOwned>(
         &self,
         provider: Provider,
         record: &str,
         reference: &str,
+    ) -> T {
+        let (path, body) = self.simulator_get(provider, record, reference).await;
+        serde_json::from_str(&body).unwrap_or_else(|error| {
+            panic!("GET {path} of the {provider} simulator answered {body}: {error}")
+        })
+    }
+
+    /// `provider`'s simulator's ledger record of `reference`, if it has one
+    /// (it answers a 404 otherwise).
+    async fn simulator_ledger<T: serde::de::DeserializeOwned>(
+        &self,
+        provider: Provider,
+        reference: &str,
     ) -> Option<T> {
+        let (_, body) = self.simulator_get(provider, "ledger", reference).await;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The path of `GET /_sim/{record}/{reference}` and the body
+    /// `provider`'s simulator answered it with.
+    async fn simulator_get(
+        &self,
+        provider: Provider,
+        record: &str,
+        reference: &str,
+    ) -> (String, String) {
         let addr = match provider {
             Provider::OkeBayar => self.sim_addr,
             Provider::SnapQr => self.snapqr_sim_addr,
@@ -606,7 +623,7 @@ impl Deployment {
         let Some((_, body)) = answer.split_once("\r\n\r\n") else {
             panic!("GET {path} of the {provider} simulator answered {answer}");
         };
-        serde_json::from_str(body).ok()
+        (path, body.to_string())
     }
 
     /// What `provider`'s simulator holds about the transaction it knows as
@@ -624,8 +641,7 @@ impl Deployment {
             }
             Provider::SnapQr => {
                 let requests = self.snapqr_requests(reference).await;
-                let ledger: Option<PaymentEntry> =
-                    self.simulator_record(provider, "ledger", reference).await;
+                let ledger: Option<PaymentEntry> = self.simulator_ledger(provider, reference).await;
                 ProviderSays {
                     money_requests: requests.payments + requests.cancels + requests.refunds,
                     succeeded: ledger.as_ref().is_some_and(|entry| entry.status == "00"),
@@ -634,8 +650,7 @@ impl Deployment {
                 }
             }
             Provider::Smilepayz => {
-                let ledger: Option<Order> =
-                    self.simulator_record(provider, "ledger", reference).await;
+                let ledger: Option<Order> = self.simulator_ledger(provider, reference).await;
                 ProviderSays {
                     money_requests: self.smilepayz_requests(reference).await.money(),
                     succeeded: ledger
