@@ -416,8 +416,11 @@ start_services() {
     "LOKET_SMILEPAYZ__PLATFORM_PRIVATE_KEY=$KEY_DIR/smilepayz-platform.pem" \
     LOKET_SMILEPAYZ__CALLBACK_URL=$smilepayz_callback_url
   # The receiver verifies SNAP notifies (mode A, RSA) with the issuer's
-  # public key and Smilepayz callbacks with the platform's.
+  # public key and Smilepayz callbacks with the platform's, and masks the
+  # OkeBayar PIN (the connector's) should a callback echo it.
   start_service callback LOKET_LISTEN_ADDR=127.0.0.1:$CALLBACK_PORT \
+    LOKET_OKEBAYAR__USERID=$OKEBAYAR_USERID \
+    LOKET_OKEBAYAR__USERPIN=$OKEBAYAR_PIN \
     LOKET_SNAPQR__MODE=rsa \
     "LOKET_SNAPQR__ISSUER_PUBLIC_KEY=$KEY_DIR/snapqr-issuer.pub.pem" \
     LOKET_SNAPQR__MERCHANT_ID=$SNAPQR_MERCHANT_ID \

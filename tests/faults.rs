@@ -234,6 +234,52 @@ async fn an_undocumented_reply_code_is_unknown_then_a_status_check_finds_success
     a_purchase_settles_through_unknown(&app, "code-999", "910", "the undocumented code").await;
 }
 
+/// A call given up once its insert was queued (the client's deadline passed
+/// while PostgreSQL held the insert back) still has its transaction
+/// committed and dispatched at once, by the ingress, as a first dispatch:
+/// not left `received` for the reconciler's sweep, whose re-dispatch would
+/// begin with a status check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_whose_call_was_given_up_after_its_insert_is_dispatched_at_once() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let mut holding_inserts = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE transactions IN SHARE MODE")
+        .execute(&mut *holding_inserts)
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(purchase("given-up-1", "PULSA10", OK_ACCOUNT, 0));
+    request.set_timeout(Duration::from_millis(300));
+    let answer = client.purchase(request).await;
+    assert!(answer.is_err(), "the insert was held back: {answer:?}");
+    holding_inserts.commit().await.unwrap();
+
+    let committed = || async {
+        sqlx::query_scalar::<_, uuid::Uuid>(
+            "SELECT id FROM transactions WHERE client_ref = 'given-up-1'",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        "the purchase committed",
+        Duration::from_secs(10),
+        || async { committed().await.is_some() },
+    )
+    .await;
+    let id = committed().await.unwrap();
+    let row = app
+        .wait_for_status(&id.to_string(), "success", Duration::from_secs(10))
+        .await;
+    let counts = app.sim.requests_for(&row.provider_reference);
+    assert_eq!(
+        (counts.purchases, counts.status_checks),
+        (1, 0),
+        "sent once by its first dispatch, not re-dispatched by the sweep: {counts:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connector_killed_after_sending_restarts_with_a_status_check_not_a_second_purchase() {
     let mut app = TestApp::spawn_with(TestOptions {

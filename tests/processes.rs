@@ -137,6 +137,41 @@ async fn connectors_killed_after_sending_check_and_never_send_again() {
     }
 }
 
+/// RELIABILITY #2 when the provider refused: a Smilepayz pay-out above the
+/// balance is refused (`4009103`, no order made) and its connector aborts
+/// before publishing the refusal. The redelivered command's inquiry finds
+/// no order; the send journal holds the refusal, so the connector reports
+/// the "no record" (it neither sends again nor waits for a send that is not
+/// on its way), and the pay-out ends `failed` once the no-record grace has
+/// passed: one pay-out request, no transaction left `received`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_lost_with_its_connector_ends_failed_and_is_never_sent_again() {
+    let mut deployment = Deployment::start(&[(
+        Part::SmilepayzConnector,
+        "LOKET_WORKER__FAILPOINT",
+        "abort_after_send",
+    )])
+    .await;
+    deployment.set_smilepayz_payout_balance(0).await;
+    let connector = deployment.only(Part::SmilepayzConnector);
+    let mut client = deployment.client().await;
+    let (txn, _) =
+        order_counting_errors(&mut client, "refused-then-aborted", &Order::PayOut(100_000)).await;
+    let exit = deployment
+        .until_exited(connector, Duration::from_secs(20))
+        .await;
+    assert!(!exit.success(), "aborted after the refusal: {exit}");
+    deployment
+        .start_process(Part::SmilepayzConnector, &[])
+        .await;
+
+    let statuses = deployment
+        .assert_four_invariants(1, Duration::from_secs(40))
+        .await;
+    assert_eq!(statuses[&txn.id.parse().unwrap()], "failed", "{statuses:?}");
+    checked_not_sent_again(&deployment, Provider::Smilepayz, &txn.provider_reference).await;
+}
+
 /// RELIABILITY #3: the connector published a purchase's result and was
 /// killed (`kill -9`) before acking the command (a failpoint holds it
 /// there). The restarted connector checks the status and publishes a

@@ -80,6 +80,10 @@ pub struct Settings {
     /// once, so hosts a provider without an allow-list admits cannot use up
     /// the connections the others need.
     pub max_connections_per_source: usize,
+    /// Our OkeBayar account (`userid`, `userpin`: the connector's), only to
+    /// mask the PIN, alone or glued to the userid, wherever a callback
+    /// echoes it. Both or neither; neither is warned about at start.
+    pub okebayar: loket_okebayar::callback::CallbackSettings,
     /// SNAP QR CPM notify (79) verification: mode, issuer public key, window.
     pub snapqr: loket_snapqr::NotifySettings,
     /// Smilepayz callback verification: the platform public key.
@@ -120,6 +124,7 @@ impl Default for Settings {
             publish_timeout_ms: 5_000,
             max_connections: 1_024,
             max_connections_per_source: 64,
+            okebayar: loket_okebayar::callback::CallbackSettings::default(),
             snapqr: loket_snapqr::NotifySettings::default(),
             smilepayz: loket_smilepayz::CallbackSettings::default(),
             failpoint: None,
@@ -131,6 +136,9 @@ impl Settings {
     /// Checks what serde cannot; errors name the key.
     pub fn validate(&self) -> Result<(), Error> {
         self.allow_lists().map(|_| ())?;
+        self.okebayar
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         loket_runtime::config::all_positive(&[
             ("body_limit_bytes", self.body_limit_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
@@ -187,12 +195,21 @@ pub enum Error {
 /// provider is one line here. A provider whose verification key is not
 /// configured refuses every callback (its signature cannot be checked).
 pub fn parsers(settings: &Settings) -> Result<Vec<Arc<dyn CallbackParser>>, Error> {
+    let okebayar = loket_okebayar::callback::callback_parser(&settings.okebayar)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if !settings.okebayar.is_set() {
+        tracing::warn!(
+            "okebayar.userpin not set: an OkeBayar callback echoing our PIN outside its userpin \
+             field would be stored with it; set LOKET_OKEBAYAR__USERID and LOKET_OKEBAYAR__USERPIN \
+             (the connector's) for the receiver too"
+        );
+    }
     let snapqr = loket_snapqr::callback_parser(&settings.snapqr)
         .map_err(|e| Error::Config(format!("snapqr: {e}")))?;
     let smilepayz = loket_smilepayz::callback_parser(&settings.smilepayz)
         .map_err(|e| Error::Config(format!("smilepayz: {e}")))?;
     Ok(vec![
-        Arc::new(loket_okebayar::OkeBayarCallbacks::new()),
+        Arc::new(okebayar),
         Arc::new(snapqr),
         Arc::new(smilepayz),
     ])

@@ -616,6 +616,114 @@ async fn the_okebayar_parser_is_wired_in() {
     std::fs::remove_file(&file).unwrap();
 }
 
+/// Guards against our OkeBayar PIN reaching the bus (and so the event log)
+/// when a callback echoes it outside the fields the parser masks by name:
+/// the receiver is given the connector's `okebayar.userid` and
+/// `okebayar.userpin`, and the PIN in `info`, alone and glued to the userid
+/// (a numeric PIN glued to the userid's digits is not found alone), is
+/// masked in a GET, an XML and a JSON callback.
+#[tokio::test]
+async fn the_okebayar_pin_a_callback_echoes_is_not_published() {
+    for (userid, pin) in [("loket-test", "CANARY-PIN-7731"), ("pcu00001", "80461739")] {
+        let settings = Settings {
+            okebayar: loket_okebayar::callback::CallbackSettings {
+                userid: userid.into(),
+                userpin: loket_runtime::Secret::new(pin),
+            },
+            ..Settings::default()
+        };
+        let sink = Arc::new(MemorySink::default());
+        let app =
+            router(AppState::new(&settings, parsers(&settings).unwrap(), sink.clone()).unwrap());
+        let info = format!("PIN {pin}, signed {userid}{pin}");
+        let requests = [
+            http::Request::get(format!(
+                "/callback/okebayar?referencecode=LKT88&status=000&info={}",
+                info.replace(' ', "+")
+            ))
+            .body(Body::empty())
+            .unwrap(),
+            http::Request::post("/callback/okebayar")
+                .header(header::CONTENT_TYPE, "application/xml")
+                .body(Body::from(format!(
+                    "<transaction-status><referencecode>LKT88</referencecode>\
+                     <status>002</status><info>{info}</info></transaction-status>"
+                )))
+                .unwrap(),
+            http::Request::post("/callback/okebayar")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(format!(
+                    r#"{{"referencecode":"LKT88","status":"204","info":"{info}"}}"#
+                )))
+                .unwrap(),
+        ];
+        for request in requests {
+            let (status, body) = send(app.clone(), request).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(!body.contains(pin), "{body}");
+        }
+        let published = sink.published.lock().unwrap();
+        assert_eq!(published.len(), 3);
+        for (_, msg_id, event) in published.iter() {
+            assert!(event.raw.contains("***"), "{}", event.raw);
+            assert!(!event.raw.contains(pin), "{}", event.raw);
+            assert!(!format!("{msg_id} {event:?}").contains(pin), "{event:?}");
+        }
+    }
+}
+
+/// The receiver's OkeBayar account is both keys or neither: one without the
+/// other is a configuration error naming the missing key, never the PIN.
+#[test]
+fn an_okebayar_pin_without_its_userid_or_the_reverse_is_a_configuration_error() {
+    use loket_okebayar::callback::CallbackSettings;
+    let pin = "CANARY-PIN-7731";
+    for (okebayar, missing) in [
+        (
+            CallbackSettings {
+                userid: " ".into(),
+                userpin: loket_runtime::Secret::new(pin),
+            },
+            "okebayar.userid",
+        ),
+        (
+            CallbackSettings {
+                userid: "loket-test".into(),
+                userpin: loket_runtime::Secret::default(),
+            },
+            "okebayar.userpin",
+        ),
+    ] {
+        let settings = Settings {
+            okebayar,
+            ..Settings::default()
+        };
+        for error in [
+            settings.validate().unwrap_err(),
+            parsers(&settings).err().unwrap(),
+        ] {
+            let message = error.to_string();
+            assert!(message.contains(missing), "{message}");
+            assert!(!message.contains(pin), "{message}");
+        }
+    }
+    // Neither (the receiver warns at start), or both: fine.
+    for okebayar in [
+        CallbackSettings::default(),
+        CallbackSettings {
+            userid: "loket-test".into(),
+            userpin: loket_runtime::Secret::new(pin),
+        },
+    ] {
+        let settings = Settings {
+            okebayar,
+            ..Settings::default()
+        };
+        settings.validate().unwrap();
+        parsers(&settings).unwrap();
+    }
+}
+
 /// SNAP notify mode B over HTTP: the issuer gets a token from our
 /// `/v1.0/access-token/b2b` (signed with its RSA key), then its notify signed
 /// with that token and our secret is accepted and published verified; a

@@ -184,6 +184,22 @@ impl SendJournal {
         Ok(())
     }
 
+    /// Whether the provider definitely refused a send of `transaction_id`
+    /// ([`Self::mark_refused`]): a redelivery that finds no record of it at
+    /// the provider then knows why (a refusal often leaves none) and that
+    /// no send of it is on its way.
+    pub async fn refused(&self, transaction_id: &str) -> Result<bool, JournalError> {
+        let transaction_id = parse_id(transaction_id)?;
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
+             AND refused_at IS NOT NULL)",
+        )
+        .bind(transaction_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| JournalError::Database(error.to_string()))
+    }
+
     /// Moves `transaction_id`'s last send to now, just before a send that
     /// was recorded earlier (first, at `recorded`, before a status check
     /// that may have taken a while): the time the journal keeps is when the

@@ -553,6 +553,18 @@ async fn decide_and_call<C: Connector>(
             journal_recorded = Instant::now();
             match journal.renew_if_older(&command.transaction_id, grace).await {
                 Ok(true) => {}
+                Ok(false) if refused_before(journal, &command.transaction_id).await => {
+                    // The provider answered the last send with a refusal,
+                    // whose result this command's earlier delivery never
+                    // published (a crash, the bus down): nothing of it is on
+                    // its way, and the provider's "no record" is the answer.
+                    // Held back, it would come back every grace until the
+                    // review limit, the transaction stuck `received`.
+                    tracing::warn!(
+                        "provider has no record of our reference, and refused our earlier send of it: reporting no record"
+                    );
+                    return Decided::answered(check);
+                }
                 Ok(false) => {
                     tracing::warn!(
                         grace_ms = grace.as_millis() as u64,
@@ -714,6 +726,16 @@ async fn hold_back_not_found<C: Connector>(
     tracing::info!(%note, "status check: no record held back");
     report.not_found = false;
     report.add_detail(&note);
+}
+
+/// Whether the journal holds the provider's refusal of a send of
+/// `transaction_id`; false when it cannot be read (the command then comes
+/// back, as for a send too recent to repeat).
+async fn refused_before(journal: &SendJournal, transaction_id: &str) -> bool {
+    journal.refused(transaction_id).await.unwrap_or_else(|error| {
+        tracing::error!(%error, "send journal unavailable: whether the provider refused the earlier send is not known");
+        false
+    })
 }
 
 /// A status check. One that sends the money-moving request again
@@ -1315,19 +1337,27 @@ mod tests {
     /// A request the provider definitely refused is never sent again: a
     /// redelivery before the reconciler applied the refusal finds no record
     /// (a refusal often leaves none, Smilepayz creates no order), yet
-    /// sends nothing, however long ago the refused send was.
+    /// sends nothing, however long ago the refused send was. It reports the
+    /// "no record" at once, whenever the refusal was, instead of coming
+    /// back: the refusal's own result may never have been published (a
+    /// crash before it), and nothing else would end the transaction before
+    /// the review limit.
     #[tokio::test]
     async fn a_request_the_provider_refused_is_never_sent_again() {
-        let (journal, pool) = journal_and_pool().await;
-        let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
-        let command = pay_out(&uuid::Uuid::now_v7().to_string());
-        let first = decided(&refusing, &journal, &command, 1).await;
-        assert_eq!(first.outcome, Outcome::Failed, "{first:?}");
-        sent_earlier(&pool, &command, Duration::from_secs(3600)).await;
-        let accepting = FakeProvider::new(false, Duration::ZERO, None);
-        let again = decision(&accepting, &journal, &command, 2).await;
-        assert_eq!(accepting.requests(), (0, 1), "checked, never sent");
-        assert!(matches!(again, Decided::Later(_)), "{again:?}");
+        for refused_ago in [Duration::ZERO, Duration::from_secs(3600)] {
+            let (journal, pool) = journal_and_pool().await;
+            let refusing = FakeProvider::new(false, Duration::ZERO, None).refusing();
+            let command = pay_out(&uuid::Uuid::now_v7().to_string());
+            let first = decided(&refusing, &journal, &command, 1).await;
+            assert_eq!(first.outcome, Outcome::Failed, "{first:?}");
+            sent_earlier(&pool, &command, refused_ago).await;
+            let accepting = FakeProvider::new(false, Duration::ZERO, None);
+            let again = decided(&accepting, &journal, &command, 2).await;
+            assert_eq!(accepting.requests(), (0, 1), "checked, never sent");
+            assert!(again.not_found, "{refused_ago:?}: {again:?}");
+            assert_eq!(again.outcome, Outcome::Unknown, "{again:?}");
+            assert!(!again.sent, "{again:?}");
+        }
     }
 
     /// A first send that never left (a connection refused, no token) fails
@@ -1347,12 +1377,11 @@ mod tests {
             "{}",
             report.detail
         );
-        // Back up, finding no record of it: still nothing is sent.
+        // Back up, finding no record of it: still nothing is sent, and the
+        // "no record" is the answer.
         let up = FakeProvider::new(false, Duration::ZERO, None);
-        assert!(matches!(
-            decision(&up, &journal, &command, 2).await,
-            Decided::Later(_)
-        ));
+        let again = decided(&up, &journal, &command, 2).await;
+        assert!(again.not_found, "{again:?}");
         assert_eq!(up.requests(), (0, 1));
 
         // Sent before, then again after "no record": that copy never left.

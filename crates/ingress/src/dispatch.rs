@@ -51,6 +51,21 @@ pub enum Failpoint {
     HangBeforePublish,
 }
 
+/// A first command being published ([`Dispatcher::start`]).
+pub struct Publishing(tokio::task::JoinHandle<bool>);
+
+impl Publishing {
+    /// Waits for the publish at most `answer_within` (what the client's
+    /// deadline leaves): past that the call answers and the publish goes on
+    /// by itself. So a client is answered in time while the bus is slow or
+    /// down, and its command is not given up for that.
+    pub async fn answer_within(self, answer_within: Duration) {
+        if tokio::time::timeout(answer_within, self.0).await.is_err() {
+            tracing::debug!("answering before the command's publish is acknowledged (the client's deadline); it goes on");
+        }
+    }
+}
+
 /// What the task recording `dispatched_at` hears about a transaction.
 #[derive(Debug, Clone, Copy)]
 enum Mark {
@@ -103,24 +118,15 @@ impl Dispatcher {
         self.publish_timeout
     }
 
-    /// [`Dispatcher::dispatch`], waited for at most `answer_within` (what
-    /// the client's deadline leaves): past that this returns and the publish
-    /// goes on by itself, up to the publish timeout. So a client is answered
-    /// in time while the bus is slow or down, and its command is not given
-    /// up for that (one never acknowledged is dispatched by the sweep).
-    pub async fn dispatch_within(
-        &self,
-        row: &TransactionRow,
-        trace: TraceContext,
-        answer_within: Duration,
-    ) {
+    /// Starts [`Dispatcher::dispatch`] in a task of its own: the publish
+    /// goes on, up to the publish timeout, whatever becomes of the call that
+    /// started it (one never acknowledged is dispatched by the sweep).
+    pub fn start(&self, row: &TransactionRow, trace: TraceContext) -> Publishing {
         let dispatcher = self.clone();
         let row = row.clone();
-        let publish =
-            tokio::spawn(async move { dispatcher.dispatch(&row, &trace).await }.in_current_span());
-        if tokio::time::timeout(answer_within, publish).await.is_err() {
-            tracing::debug!("answering before the command's publish is acknowledged (the client's deadline); it goes on");
-        }
+        Publishing(tokio::spawn(
+            async move { dispatcher.dispatch(&row, &trace).await }.in_current_span(),
+        ))
     }
 
     /// Publishes the first command of `row`. Returns whether it was published;

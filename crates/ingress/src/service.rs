@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, ClientId};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Publishing};
 use crate::errors::{to_status, ApiError};
 use crate::explain;
 use crate::group_insert::GroupInsert;
@@ -612,45 +612,58 @@ impl Inner {
             "trace_id": ctx.trace.trace_id(),
             "client_ref": new.client_ref,
         });
-        match queries::insert(&self.pool, &self.group_insert, &new, event).await? {
-            Inserted::Created(row) => Ok(self.created(ctx, &row, guard, wait).await),
-            Inserted::Existing(row) => {
+        // The insert and the first dispatch it calls for run in a task of
+        // their own. The insert, once queued, commits whatever becomes of
+        // this call; were the call given up meanwhile (the client's deadline,
+        // the client gone), its transaction would wait for the sweep's grace
+        // to be dispatched, and a retry with its client_ref only replays it.
+        let inquiry_id = new.inquiry_id;
+        let inserting = tokio::spawn({
+            let (pool, group_insert) = (self.pool.clone(), self.group_insert.clone());
+            let (dispatcher, trace, span) = (self.dispatcher.clone(), ctx.trace, ctx.span.clone());
+            async move {
+                let inserted = queries::insert(&pool, &group_insert, &new, event).await?;
+                let publishing = match &inserted {
+                    Inserted::Created(row) => Some(accepted(row, &span, &dispatcher, trace)),
+                    _ => None,
+                };
+                Ok::<_, sqlx::Error>((inserted, publishing))
+            }
+            .instrument(ctx.span.clone())
+        });
+        let (inserted, publishing) = inserting
+            .await
+            .map_err(|error| ApiError::Internal(format!("insert task: {error}")))??;
+        match (inserted, publishing) {
+            (Inserted::Created(row), Some(publishing)) => {
+                Ok(self.created(ctx, &row, publishing, guard, wait).await)
+            }
+            (Inserted::Created(_), None) => unreachable!("a created transaction is dispatched"),
+            (Inserted::Existing(row), _) => {
                 drop(guard);
                 self.replay(ctx, client, client_ref, params, *row, wait)
                     .await
             }
-            Inserted::InquiryAlreadyPaid(payment) => Err(ApiError::AlreadyExists(format!(
+            (Inserted::InquiryAlreadyPaid(payment), _) => Err(ApiError::AlreadyExists(format!(
                 "inquiry {} already has a payment {payment}",
-                new.inquiry_id.unwrap_or_default()
+                inquiry_id.unwrap_or_default()
             ))),
         }
     }
 
-    /// What follows an insert this call won: dispatch the first command,
-    /// then answer (waiting if asked).
+    /// What follows an insert this call won, its first command being
+    /// published: answer once the publish is acknowledged (waiting for the
+    /// transaction if asked), or sooner if the client's deadline says so.
     async fn created(
         &self,
         ctx: &CallContext,
         row: &TransactionRow,
+        publishing: Publishing,
         guard: Option<WaitGuard>,
         wait: Duration,
     ) -> pb::Transaction {
-        ctx.record_transaction(row.id);
-        let kind = row.kind().map(TransactionKind::as_str).unwrap_or("unknown");
-        ::metrics::counter!(metrics::TRANSACTIONS_CREATED, "kind" => kind).increment(1);
-        tracing::info!(
-            kind,
-            provider = %row.provider,
-            product = %row.product_code,
-            original_id = ?row.original_id,
-            "transaction accepted"
-        );
-        self.dispatcher
-            .dispatch_within(
-                row,
-                ctx.trace,
-                ctx.within_budget(self.dispatcher.publish_timeout()),
-            )
+        publishing
+            .answer_within(ctx.within_budget(self.dispatcher.publish_timeout()))
             .await;
         match guard {
             Some(guard) => {
@@ -835,7 +848,10 @@ impl Inner {
         )
         .await?;
         match outcome {
-            LinkedInsert::Created(row) => Ok(self.created(ctx, &row, guard, wait).await),
+            LinkedInsert::Created(row) => {
+                let publishing = accepted(&row, &ctx.span, &self.dispatcher, ctx.trace);
+                Ok(self.created(ctx, &row, publishing, guard, wait).await)
+            }
             LinkedInsert::Existing(row) => {
                 drop(guard);
                 self.replay(ctx, client, client_ref, params, *row, wait)
@@ -1579,6 +1595,27 @@ impl Loket for LoketService {
         .await;
         finish("ListCodes", ctx.started, result)
     }
+}
+
+/// A transaction this call created: logged and counted under the call's
+/// span, and its first command's publish started.
+fn accepted(
+    row: &TransactionRow,
+    span: &tracing::Span,
+    dispatcher: &Dispatcher,
+    trace: TraceContext,
+) -> Publishing {
+    span.record("transaction_id", tracing::field::display(row.id));
+    let kind = row.kind().map(TransactionKind::as_str).unwrap_or("unknown");
+    ::metrics::counter!(metrics::TRANSACTIONS_CREATED, "kind" => kind).increment(1);
+    tracing::info!(
+        kind,
+        provider = %row.provider,
+        product = %row.product_code,
+        original_id = ?row.original_id,
+        "transaction accepted"
+    );
+    dispatcher.start(row, trace)
 }
 
 #[cfg(test)]

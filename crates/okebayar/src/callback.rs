@@ -14,14 +14,24 @@
 //! body in the callback's format (XML for GET and XML bodies, JSON for JSON
 //! bodies); a refused callback gets HTTP 400 with a fixed reason that never
 //! echoes the input.
+//!
+//! The receiver masks our PIN (alone, and glued to the userid as the
+//! signature's input carries it) wherever a callback echoes it, given the
+//! account in its `[okebayar]` settings ([`CallbackSettings`]). The stored
+//! raw callback is masked whole before it is cut to [`MAX_RAW_CHARS`], so a
+//! secret the cut would split leaves no part of itself behind.
 
 use std::fmt;
 
 use loket_connector::mask::Masker;
+use loket_connector::report::clip;
+use loket_connector::service::SettingError;
 use loket_connector::{
     CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback,
 };
 use loket_protocol::Provider;
+use loket_runtime::Secret;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codes;
@@ -29,14 +39,78 @@ use crate::wire::{self, Fields, Format, Place};
 
 /// Bodies (and query strings) larger than this are refused.
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
-/// The raw callback kept for the event log is cut to this many bytes.
-pub const MAX_RAW_BYTES: usize = 16 * 1024;
+/// The raw callback kept for the event log is cut to this many characters
+/// (at most 64 KiB), once masked.
+pub const MAX_RAW_CHARS: usize = 16 * 1024;
 /// Longest accepted `referencecode` (ours are UUID-like).
 pub const MAX_REFERENCE_LEN: usize = 64;
 
 /// Field names whose values are masked in `raw_masked` should a callback
 /// ever carry them.
 const SECRET_FIELDS: [&str; 4] = ["userpin", "signature", "pin", "password"];
+
+/// What the callback receiver knows of our OkeBayar account (`[okebayar]`
+/// in its settings, `LOKET_OKEBAYAR__USERID` and `LOKET_OKEBAYAR__USERPIN`,
+/// the connector's own values): only to mask the PIN should a callback echo
+/// it. Callbacks are unsigned, so nothing is verified with them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct CallbackSettings {
+    pub userid: String,
+    pub userpin: Secret,
+}
+
+impl CallbackSettings {
+    /// Both or neither: the PIN without the userid would leave the PIN glued
+    /// to it unmasked (a numeric PIN right after a userid's digits is not
+    /// found alone), and a userid without its PIN masks nothing. Errors name
+    /// the key, never the PIN.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        match (self.userid.trim().is_empty(), self.userpin.is_empty()) {
+            (true, false) => Err(SettingError::new(
+                "okebayar.userid",
+                "must be set with okebayar.userpin (LOKET_OKEBAYAR__USERID, the connector's): \
+                 the PIN glued to it is masked too",
+            )),
+            (false, true) => Err(SettingError::new(
+                "okebayar.userpin",
+                "must be set with okebayar.userid (LOKET_OKEBAYAR__USERPIN, the connector's): \
+                 it is masked in every stored callback",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the PIN is configured (the receiver warns at start when not).
+    pub fn is_set(&self) -> bool {
+        !self.userpin.is_empty()
+    }
+}
+
+/// The secrets our account reveals in a text: the PIN, and the PIN glued
+/// to the userid as the signature's input carries it (spec §2), a secret of
+/// its own since a numeric PIN glued to the userid's digits is not found
+/// alone ([`Masker`]): the pair the connector masks in its exchanges
+/// (`OkeBayarConnector::new`).
+pub fn account_secrets(userid: &str, userpin: &Secret) -> [String; 2] {
+    let pin = userpin.expose();
+    [pin.to_string(), format!("{userid}{pin}")]
+}
+
+/// The parser the callback receiver registers for `okebayar`, masking the
+/// account's PIN ([`account_secrets`]); an error names the key of a setting
+/// that cannot work ([`CallbackSettings::validate`]). Nothing configured: a
+/// parser that masks only the secret fields a callback names itself.
+pub fn callback_parser(settings: &CallbackSettings) -> Result<OkeBayarCallbacks, SettingError> {
+    settings.validate()?;
+    if !settings.is_set() {
+        return Ok(OkeBayarCallbacks::new());
+    }
+    Ok(OkeBayarCallbacks::with_secrets(account_secrets(
+        &settings.userid,
+        &settings.userpin,
+    )))
+}
 
 /// Parses OkeBayar callbacks for the callback receiver.
 #[derive(Clone, Default)]
@@ -89,9 +163,11 @@ impl OkeBayarCallbacks {
             .iter()
             .filter_map(|name| fields.non_empty(name))
             .collect();
-        // The body's own PIN and signature here; the configured secrets,
-        // in it and the other texts, by `masked` below.
-        let raw_masked = Masker::new(secrets).mask(&raw);
+        // The body's own PIN and signature and the configured secrets, in
+        // the whole body before it is cut: a secret the cut splits is no
+        // longer found whole. `masked` below masks the other texts.
+        let raw = self.masker.mask(&Masker::new(secrets).mask(&raw));
+        let raw_masked = clip(&raw, MAX_RAW_CHARS).to_string();
         Ok(ParsedCallback {
             provider_reference: reference.to_string(),
             provider_trace: tracecode.to_string(),
@@ -220,7 +296,8 @@ fn is_form(request: &CallbackRequest) -> bool {
         })
 }
 
-/// The callback's fields and its raw text.
+/// The callback's fields and its raw text, whole (the body or query, at
+/// most [`MAX_CALLBACK_BYTES`]).
 fn read_fields(request: &CallbackRequest) -> Result<(Fields, String), CallbackError> {
     let query = request.query.as_deref().unwrap_or_default();
     if request.body.len() > MAX_CALLBACK_BYTES || query.len() > MAX_CALLBACK_BYTES {
@@ -233,7 +310,7 @@ fn read_fields(request: &CallbackRequest) -> Result<(Fields, String), CallbackEr
     };
     if !use_body {
         let fields = parse_query(query)?;
-        return Ok((fields, raw_text(query.as_bytes())));
+        return Ok((fields, query.to_string()));
     }
     if is_form(request) {
         let text =
@@ -247,7 +324,7 @@ fn read_fields(request: &CallbackRequest) -> Result<(Fields, String), CallbackEr
 }
 
 fn raw_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_RAW_BYTES)]).into_owned()
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The reply format: JSON when the callback body was JSON, else XML.
@@ -576,6 +653,68 @@ mod tests {
                 .parse(&request(http::Method::POST, None, None, body.as_bytes()))
                 .unwrap()
         })
+    }
+
+    /// Guards against a secret the cut of the stored raw callback splits
+    /// being stored in part: the PIN (configured, or the body's own
+    /// `userpin`) starting 4 bytes before the cut, in an `info` field of an
+    /// XML body, a JSON body and a query string, leaves no prefix of four or
+    /// more of its characters in the stored text.
+    #[test]
+    fn a_secret_the_raw_cut_splits_leaves_no_part_behind() {
+        const PIN: &str = "CANARY-PIN-7731";
+        const OWN_PIN: &str = "OWN-PIN-90210";
+        let start = MAX_RAW_CHARS - 4;
+        // `head`, padding, then `tail` from byte `start`.
+        let padded =
+            |head: &str, tail: &str| format!("{head}{}{tail}", "x".repeat(start - head.len()));
+        let xml = padded(
+            "<transaction-status><referencecode>R1</referencecode><status>000</status><info>",
+            &format!("{PIN} was sent</info></transaction-status>"),
+        );
+        let json = padded(
+            r#"{"referencecode":"R1","status":"000","info":""#,
+            &format!(r#"{PIN} was sent"}}"#),
+        );
+        let query = padded(
+            "referencecode=R1&status=000&info=",
+            &format!("{PIN}+was+sent"),
+        );
+        let own = padded(
+            &format!("referencecode=R1&status=000&userpin={OWN_PIN}&info="),
+            &format!("{OWN_PIN}+again"),
+        );
+        let cases = [
+            (
+                request(http::Method::POST, None, None, xml.as_bytes()),
+                &xml,
+                PIN,
+            ),
+            (
+                request(http::Method::POST, None, None, json.as_bytes()),
+                &json,
+                PIN,
+            ),
+            (
+                request(http::Method::GET, Some(&query), None, b""),
+                &query,
+                PIN,
+            ),
+            (
+                request(http::Method::GET, Some(&own), None, b""),
+                &own,
+                OWN_PIN,
+            ),
+        ];
+        for (request, text, secret) in cases {
+            assert!(text[start..].starts_with(secret));
+            let parsed = parser().parse(&request).unwrap();
+            loket_test_support::masking::assert_masked_before_cut(
+                &parsed.raw_masked,
+                secret,
+                MAX_RAW_CHARS,
+            );
+        }
     }
 
     #[test]

@@ -76,6 +76,25 @@ pub fn classify_money_request(
     classify(code, CodeOperation::from(operation))
 }
 
+/// "Success, SN missing (non-final by rule)" (spec §7).
+pub const SUCCESS_SERIAL_MISSING: &str = "001";
+
+/// How a prepaid purchase's success that carries no serial number reads,
+/// whether its own reply or a status check about it said so: as
+/// [`SUCCESS_SERIAL_MISSING`] (spec §5.A and §7: `000` is "success, SN
+/// given"; without the SN — a PLN token, a voucher code — nothing can be
+/// delivered, and a final success would stop the checks that could still
+/// bring it). Pending whatever the catalogue's row for `001` becomes: the
+/// status checks go on, and nothing is refunded.
+pub fn success_without_serial_number() -> Classification {
+    let as_001 = classify(SUCCESS_SERIAL_MISSING, CodeOperation::Purchase);
+    Classification {
+        outcome: Outcome::Pending,
+        meaning: as_001.meaning,
+        problem: None,
+    }
+}
+
 /// Classifies the `transactionstatus` a status check reported about a
 /// transaction whose own operation was `original`.
 pub fn classify_status_check(code: &str, original: Operation) -> Classification {

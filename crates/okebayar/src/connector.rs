@@ -9,6 +9,11 @@
 //!   HTML error page, a garbled or empty body, a missing status field, status
 //!   fields that contradict each other, a reply about another reference — is
 //!   [`Outcome::Unknown`] (rule 1);
+//! - a prepaid purchase's success without a serial number (the PLN token,
+//!   the voucher code), in its reply or in a status check about it, is
+//!   [`Outcome::Pending`]: `000` without `serialnumber` reads as `001`
+//!   (spec §7: poll for the SN, never refund), never a final success
+//!   nothing could be delivered on;
 //! - the stored exchange is built from the fields with `userpin` and
 //!   `signature` replaced by `***`, then passed through a [`Masker`] holding
 //!   the PIN and the signature as a second line of defence (rule 7); the
@@ -162,10 +167,10 @@ impl OkeBayarConnector {
     /// One connector (and so one pooled HTTP client) per process.
     pub fn new(settings: OkeBayarSettings) -> Self {
         let http = HttpClient::new(settings.timeout(), settings.connect_timeout());
-        // The PIN, and the PIN glued to the userid as the signature's input
-        // carries it (spec §2), should a reply ever echo that.
-        let pin = settings.userpin.expose();
-        let masker = Masker::new([pin.to_string(), format!("{}{pin}", settings.userid)]);
+        let masker = Masker::new(crate::callback::account_secrets(
+            &settings.userid,
+            &settings.userpin,
+        ));
         OkeBayarConnector {
             settings,
             http,
@@ -875,8 +880,35 @@ fn fill_report(
     classification: &Classification,
     operation: Operation,
 ) -> Report {
+    let serial = fields.one(Place::TopLevel, "serialnumber");
+    // Spec §7: `000` is "success, SN given"; a prepaid purchase's success
+    // without one (absent, empty or blank), in its own reply or in a status
+    // check about it, is read as `001` (poll for the SN, never refund).
+    // Not a bill payment (its reply lists no SN, spec §4), nor an inquiry
+    // (a PLN prepaid inquiry's `serialnumber` is empty by spec). Two
+    // serial numbers are a contradiction (below), not a missing one.
+    let serial_missing = operation == Operation::PrepaidPurchase
+        && classification.outcome == Outcome::Success
+        && matches!(serial, Ok(None));
+    let as_missing_serial;
+    let classification = if serial_missing {
+        as_missing_serial = codes::success_without_serial_number();
+        &as_missing_serial
+    } else {
+        classification
+    };
     let mut report = Report::new(classification.outcome);
     report.provider_code = Some(clip(code, 16).to_string());
+    if serial_missing {
+        push_detail(
+            &mut report.detail,
+            &format!(
+                "{} without serialnumber: read as {}, polling for the serial number",
+                clip(code, 16),
+                codes::SUCCESS_SERIAL_MISSING
+            ),
+        );
+    }
     report.provider_message = fields
         .non_empty("responsestatus")
         .map(str::to_string)
@@ -891,7 +923,7 @@ fn fill_report(
         }
     }
     report.provider_trace = reply_trace(fields, &mut report.detail);
-    match fields.one(Place::TopLevel, "serialnumber") {
+    match serial {
         Ok(serial) => report.serial_number = serial.map(str::to_string),
         Err(serials) => {
             // Two serial numbers are two deliveries, or a garbled one:
@@ -1306,9 +1338,11 @@ mod repeated_field_tests {
             let report = classify(&body);
             assert_eq!(report.provider_trace.as_deref(), Some("1234"), "{body}");
         }
+        // With the serial number a purchase's success needs (without it
+        // the reply reads as `001`, pending).
         for body in replies(
-            "<x><tracecode>6666</tracecode></x>",
-            r#""x":{"tracecode":"6666"}"#,
+            "<x><tracecode>6666</tracecode></x><serialnumber>SN-1</serialnumber>",
+            r#""x":{"tracecode":"6666"},"serialnumber":"SN-1""#,
         ) {
             let report = classify(&body);
             assert_eq!(report.outcome, Outcome::Success, "{body}");
@@ -1322,8 +1356,8 @@ mod repeated_field_tests {
     #[test]
     fn two_tracecodes_are_neither_taken() {
         for body in replies(
-            "<tracecode>1234</tracecode><tracecode>5678</tracecode>",
-            r#""tracecode":"1234","TRACECODE":5678"#,
+            "<tracecode>1234</tracecode><tracecode>5678</tracecode><serialnumber>SN-1</serialnumber>",
+            r#""tracecode":"1234","TRACECODE":5678,"serialnumber":"SN-1""#,
         ) {
             let report = classify(&body);
             assert_eq!(report.outcome, Outcome::Success, "{body}");

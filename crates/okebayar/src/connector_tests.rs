@@ -418,6 +418,140 @@ fn success_with_serial_number_and_both_amount_formats() {
     assert!(event.provider_amount_unreadable.starts_with("harga"));
 }
 
+/// The report for `cmd` of a 200 reply of `body`, from a connector that
+/// speaks `format`.
+fn classify_in(format: Format, cmd: &Command, body: &str) -> Report {
+    let conn = connector(format);
+    let request = conn.build_request(cmd).unwrap();
+    let reply = Transport::Reply(HttpReply {
+        status: 200,
+        content_type: format.content_type().into(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        elapsed: Duration::from_millis(3),
+    });
+    conn.classify(cmd, &request, reply)
+}
+
+/// `fields` as a reply in `format`.
+fn encoded(format: Format, fields: &[(&str, &str)]) -> String {
+    String::from_utf8(wire::encode(
+        format,
+        wire::REPLY_ROOT,
+        fields.iter().copied(),
+    ))
+    .unwrap()
+}
+
+const SERIAL_MISSING_NOTE: &str =
+    "000 without serialnumber: read as 001, polling for the serial number";
+
+/// Spec §7: `000` is "success, SN given"; `001` is "success, SN missing
+/// (non-final by rule)": poll for the SN, never refund. A prepaid purchase
+/// (a PLN token, a voucher) answered `000` with no serial number, by its
+/// own reply or by a status check about it, is pending: a final success
+/// would leave the customer without the token, and stop the checks that
+/// could still bring it. The code is kept as OkeBayar sent it.
+#[test]
+fn a_purchase_success_without_serial_number_reads_as_001() {
+    let as_001 = codes::classify("001", CodeOperation::Purchase).meaning;
+    assert!(as_001.is_some());
+    for format in [Format::Xml, Format::Json] {
+        for cmd in [
+            command(Operation::PrepaidPurchase),
+            status_of(Operation::PrepaidPurchase),
+        ] {
+            let reply = |serial: Option<&str>| {
+                let mut fields = vec![
+                    ("tracecode", "5550009998887776"),
+                    ("transactionstatus", "000"),
+                ];
+                fields.extend(serial.map(|serial| ("serialnumber", serial)));
+                fields.extend([("harga", "20500"), ("referencecode", REF)]);
+                encoded(format, &fields)
+            };
+            let mut missing: Vec<String> = [None, Some(""), Some("   "), Some(" \t\n ")]
+                .into_iter()
+                .map(reply)
+                .collect();
+            if format == Format::Json {
+                missing.push(format!(
+                    r#"{{"transactionstatus":"000","serialnumber":null,"harga":"20500","referencecode":"{REF}"}}"#
+                ));
+            }
+            for body in &missing {
+                let report = classify_in(format, &cmd, body);
+                let what = format!("{format:?} {}: {body}", cmd.operation);
+                assert_eq!(report.outcome, Outcome::Pending, "{what}: {report:?}");
+                assert_eq!(report.provider_code.as_deref(), Some("000"), "{what}");
+                assert_eq!(report.serial_number, None, "{what}");
+                assert_eq!(report.contradiction, None, "{what}");
+                assert!(
+                    report.detail.contains(SERIAL_MISSING_NOTE),
+                    "{what}: {}",
+                    report.detail
+                );
+                assert_eq!(report.provider_message, as_001, "{what}");
+                assert_eq!(report.provider_amount, Some(Money::idr(20_500)), "{what}");
+            }
+            // Control: with its serial number it is the success it says.
+            let body = reply(Some(" 5123-4567-8901-2345-6789 "));
+            let report = classify_in(format, &cmd, &body);
+            let what = format!("{format:?} {}: {body}", cmd.operation);
+            assert_eq!(report.outcome, Outcome::Success, "{what}: {report:?}");
+            assert_eq!(
+                report.serial_number.as_deref(),
+                Some("5123-4567-8901-2345-6789"),
+                "{what}"
+            );
+            assert!(!report.detail.contains("without serialnumber"), "{what}");
+        }
+    }
+}
+
+/// Only a prepaid purchase is owed a serial number: a bill payment's reply
+/// lists none (spec §4), and a PLN prepaid inquiry's is empty by spec.
+/// Their `000` stays a success without one.
+#[test]
+fn payments_and_inquiries_succeed_without_serial_number() {
+    for format in [Format::Xml, Format::Json] {
+        for serial in [None, Some("")] {
+            let with_serial = |mut fields: Vec<(&'static str, &'static str)>| {
+                fields.extend(serial.map(|serial| ("serialnumber", serial)));
+                fields.push(("referencecode", REF));
+                fields
+            };
+            let payment_reply = with_serial(vec![
+                ("responsecode", "000"),
+                ("nominal", "11000"),
+                ("adminfee", "2500"),
+            ]);
+            let status_reply = with_serial(vec![("transactionstatus", "000")]);
+            let inquiry_reply = with_serial(vec![
+                ("transactionstatus", "000"),
+                ("inquirycode", "INQ-1"),
+                ("PLN_NAMAPELANGGAN", "BUDI SANTOSO"),
+                ("ref1", "AAA"),
+            ]);
+            for (cmd, fields) in [
+                (payment(), payment_reply),
+                (status_of(Operation::BillPayment), status_reply),
+                (command(Operation::PrepaidInquiry), inquiry_reply),
+            ] {
+                let body = encoded(format, &fields);
+                let report = classify_in(format, &cmd, &body);
+                let what = format!("{format:?} {}: {body}", cmd.operation);
+                assert_eq!(report.outcome, Outcome::Success, "{what}: {report:?}");
+                assert_eq!(report.serial_number, None, "{what}");
+                assert!(
+                    !report.detail.contains("without serialnumber"),
+                    "{what}: {}",
+                    report.detail
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn pending_failed_and_duplicate_codes() {
     let purchase = command(Operation::PrepaidPurchase);
@@ -593,14 +727,17 @@ fn a_self_contradicting_reply_decides_no_final_state() {
             "{what}: {check:?}"
         );
     }
-    // Repeats that agree read as one.
+    // Repeats that agree read as one (with the serial number a purchase's
+    // success needs: without it, it reads as `001`).
     let agreeing = xml(&[
         ("transactionstatus", "000"),
         ("responsecode", "000"),
+        ("serialnumber", "SN1"),
         ("referencecode", REF),
     ]);
     let report = classify(&command(Operation::PrepaidPurchase), 200, &agreeing);
-    assert_eq!(report.outcome, Outcome::Success);
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(report.serial_number.as_deref(), Some("SN1"));
     // Our reference and another, in either order and format.
     for body in [
         xml(&[

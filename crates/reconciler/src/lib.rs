@@ -128,6 +128,15 @@ const MIN_APPLIED_EVENT_RETENTION: Duration = Duration::from_secs(3600);
 /// second "no record" however soon it follows the first, and a value under
 /// a second is a unit mistake (`5` meant as minutes).
 const MIN_NOT_FOUND_GRACE_MS: u64 = 1_000;
+/// The least `dispatch_grace_ms`: the ingress publishes a new transaction's
+/// command right after inserting it, and a sweep sooner than this would
+/// dispatch transactions it is still publishing (each copy costing a status
+/// check first); under a second is a unit mistake.
+const MIN_DISPATCH_GRACE: Duration = Duration::from_secs(1);
+/// The least `redispatch_after_ms`: a command dispatched more recently may
+/// still be with its connector, and a sweep every tick would send copies of
+/// every transaction in flight (`10` meant as minutes).
+const MIN_REDISPATCH_AFTER: Duration = Duration::from_secs(5);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -187,6 +196,18 @@ impl Settings {
                 self.applied_event_retention_ms,
                 MIN_APPLIED_EVENT_RETENTION,
                 "an hour",
+            ),
+            (
+                "dispatch_grace_ms",
+                self.dispatch_grace_ms,
+                MIN_DISPATCH_GRACE,
+                "a second: the ingress may still be publishing a newer transaction's command",
+            ),
+            (
+                "redispatch_after_ms",
+                self.redispatch_after_ms,
+                MIN_REDISPATCH_AFTER,
+                "five seconds: a command dispatched more recently may still be with its connector",
             ),
         ];
         for (key, value, minimum, why) in least {
@@ -612,6 +633,21 @@ mod tests {
         let error = refusal(|s| s.not_found_grace_ms = 5).unwrap();
         assert!(error.contains("not_found_grace_ms"), "{error}");
         assert_eq!(refusal(|s| s.not_found_grace_ms = 1_000), None);
+        for (key, least) in [("dispatch_grace_ms", 1_000), ("redispatch_after_ms", 5_000)] {
+            let set = |s: &mut Settings, value| match key {
+                "dispatch_grace_ms" => s.dispatch_grace_ms = value,
+                _ => s.redispatch_after_ms = value,
+            };
+            for value in [0, 10, least - 1] {
+                let error = refusal(|s| set(s, value)).unwrap();
+                assert!(
+                    error.contains(&format!("{key} must be at least {least}"))
+                        && error.ends_with(&format!("not {value}")),
+                    "{error}"
+                );
+            }
+            assert_eq!(refusal(|s| set(s, least)), None, "{key}");
+        }
         // The default schedules' latest first check: OkeBayar's 5 minutes
         // plus 10 % jitter.
         for key in ["review_after_ms", "inquiry_timeout_ms"] {

@@ -21,6 +21,7 @@ use std::fmt;
 
 use chrono::Utc;
 use loket_connector::mask::Masker;
+use loket_connector::report::clip;
 use loket_connector::{
     CallbackError, CallbackParser, CallbackReply, CallbackRequest, ParsedCallback,
 };
@@ -34,7 +35,9 @@ use crate::wire::{self, text};
 use loket_connector::service::check_callback_skew;
 
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
-pub const MAX_RAW_BYTES: usize = 16 * 1024;
+/// The raw callback kept for the event log is cut to this many characters
+/// (at most 64 KiB), once masked.
+pub const MAX_RAW_CHARS: usize = 16 * 1024;
 /// The path the callback receiver routes to this parser.
 pub const CALLBACK_PATH: &str = "/callback/smilepayz";
 
@@ -145,7 +148,9 @@ impl SmilepayzCallbacks {
             return Err(malformed("status is not a status"));
         }
         let claimed = codes::classify_callback(&status);
-        let raw = String::from_utf8_lossy(&request.body[..request.body.len().min(MAX_RAW_BYTES)]);
+        // Masked whole before it is cut: a secret the cut splits is no
+        // longer found whole, and its first part would be stored.
+        let raw = self.masker.mask(&String::from_utf8_lossy(&request.body));
         let dedupe_key = dedupe_key(&trade_no, &status, &order_no);
         Ok(ParsedCallback {
             provider_reference: order_no,
@@ -158,8 +163,7 @@ impl SmilepayzCallbacks {
             // Unverified: only the inquiry's amount counts.
             provider_amount: None,
             provider_amount_unreadable: None,
-            // Masked with the other texts just below.
-            raw_masked: raw.into_owned(),
+            raw_masked: clip(&raw, MAX_RAW_CHARS).to_string(),
             dedupe_key,
         }
         .masked(&self.masker))
@@ -409,6 +413,39 @@ mod tests {
             })
             .unwrap();
         }
+    }
+
+    /// Guards against a secret the cut of the stored raw callback splits
+    /// being stored in part: the configured merchant secret starting 4 bytes
+    /// before the cut, in a field of a callback over the cut's length,
+    /// leaves no prefix of four or more of its characters in the stored
+    /// text.
+    #[test]
+    fn a_secret_the_raw_cut_splits_leaves_no_part_behind() {
+        const SECRET: &str = "CANARY-MERCHANT-SECRET-4410";
+        let keys = keys();
+        let p = callback_parser(&CallbackSettings {
+            platform_public_key: keys.public_pem.clone(),
+            mask_secrets: vec![loket_runtime::Secret::new(SECRET)],
+            ..Default::default()
+        })
+        .unwrap();
+        let start = MAX_RAW_CHARS - 4;
+        let head = String::from_utf8(body("SUCCESS")).unwrap();
+        let head = format!("{},\"note\":\"", head.strip_suffix('}').unwrap());
+        let padded = format!(
+            "{head}{}{SECRET} echoed\"}}",
+            "x".repeat(start - head.len())
+        );
+        assert!(padded[start..].starts_with(SECRET));
+        let mut req = signed(&keys, "SUCCESS", Utc::now());
+        req.body = Bytes::from(padded);
+        let parsed = p.parse(&req).unwrap();
+        loket_test_support::masking::assert_masked_before_cut(
+            &parsed.raw_masked,
+            SECRET,
+            MAX_RAW_CHARS,
+        );
     }
 
     fn keys_other() -> Keys {

@@ -13,7 +13,11 @@
 //!   that method alone: a hosted-page payer's choice shows nowhere else we
 //!   can trust.
 //! - A timeout, a reset, a 5xx, a non-JSON reply or a duplicate-order answer
-//!   is **unknown**; the worker and the reconciler resolve it by inquiry.
+//!   is **unknown**; the worker and the reconciler resolve it by inquiry. So
+//!   is a reply whose `code` and `responseCode` disagree, or whose HTTP
+//!   status is not the one its code goes with (spec §6: ASSUMED equal), e.g.
+//!   `00 SUCCESS` on HTTP 404 or an acceptance on HTTP 400
+//!   ([`codes::distrust`]).
 //! - Inquiry "order not found" is reported as `not_found = true` only once
 //!   the transaction is older than `not_found_grace_ms` (ASSUMED 60 s): an
 //!   inquiry right after creation may not see the order yet (spec §8.12).
@@ -329,6 +333,18 @@ impl SmilepayzConnector {
                 ))
             }
         };
+        if let Some(problem) = codes::distrust(&parsed, reply.status) {
+            // Fields that disagree, or a `00 SUCCESS` / `FAILED` / "order not
+            // found" on a status its code does not go with: nothing is
+            // decided, not even `not_found`; the next inquiry will.
+            let mut report =
+                Report::unknown(format!("inquiry {problem}: the reply decides nothing"));
+            report.provider_code = parsed
+                .classification_code()
+                .map(|c| clip(c, 16).to_string());
+            report.provider_message = parsed.message.clone();
+            return report;
+        }
         if codes::is_not_found(&parsed) {
             let mut report = Report::unknown("");
             report.provider_code = parsed.classification_code().map(str::to_string);
@@ -414,6 +430,9 @@ impl SmilepayzConnector {
         };
         let parsed = Reply::parse(&reply.body)
             .map_err(|e| ConnectorError::BadReply(format!("HTTP {}: {e}", reply.status)))?;
+        if let Some(problem) = codes::distrust(&parsed, reply.status) {
+            return Err(ConnectorError::BadReply(problem));
+        }
         if !parsed.is_success() {
             return Err(ConnectorError::Provider {
                 code: parsed.classification_code().unwrap_or_default().to_string(),
@@ -494,7 +513,12 @@ fn classify_creation(command: &Command, request: &Request, reply: &HttpReply) ->
     let classification =
         codes::classify_create(&parsed, code_operation(command.operation), reply.status);
     let mut report = fill(&parsed, &classification);
-    if command.operation == Operation::PayIn && parsed.is_success() {
+    // Instructions only from an acceptance that is one: not from a `00` on a
+    // 4xx, nor from a `00` whose responseCode refuses.
+    if command.operation == Operation::PayIn
+        && parsed.is_success()
+        && codes::distrust(&parsed, reply.status).is_none()
+    {
         let expires_at =
             Utc::now() + chrono::Duration::seconds(request.expiry_seconds.unwrap_or(3_600) as i64);
         report.payment = Some(pb::PaymentInstructions {
@@ -632,7 +656,7 @@ mod tests {
             ]
         };
         let object = (
-            value(vec!["00", "01", "99"]),
+            value(vec!["00", "01", "10", "12", "20", "99"]),
             value(vec![
                 "2009100", "2009200", "4009100", "4019100", "5009100", "5009200", "5029100",
             ]),
@@ -675,6 +699,32 @@ mod tests {
             1 => proptest::collection::vec(any::<u8>(), 0..200),
             4 => object,
         ]
+    }
+
+    /// An HTTP status: mostly one a Smilepayz code goes with.
+    fn http_status() -> impl Strategy<Value = u16> {
+        prop_oneof![
+            3 => proptest::sample::select(vec![200u16, 202, 400, 401, 404, 429, 500, 502]),
+            1 => 100u16..600,
+        ]
+    }
+
+    /// True when `body`'s `code` and `responseCode` (each when present)
+    /// both go with HTTP `status` (spec §6's table for `code`).
+    fn codes_go_with(body: &[u8], status: u16) -> bool {
+        let Ok(parsed) = Reply::parse(body) else {
+            return false;
+        };
+        let rc_ok = match parsed.response_code.as_deref() {
+            Some(rc) if rc.len() == 7 && rc.bytes().all(|b| b.is_ascii_digit()) => {
+                rc[..3] == status.to_string()
+            }
+            _ => true,
+        };
+        let code_ok = parsed.code.as_deref().is_none_or(|code| {
+            loket_protocol::catalogue::smilepayz_code_http(code) == Some(status)
+        });
+        rc_ok && code_ok
     }
 
     fn reply(status: u16, body: Vec<u8>) -> HttpReply {
@@ -734,6 +784,189 @@ mod tests {
             );
             assert_eq!(report.outcome, Outcome::Unknown, "{body}");
         }
+    }
+
+    /// An inquiry's `00 SUCCESS` / `FAILED` on a status other than 200
+    /// (spec §6 ASSUMES the HTTP status is the code's) decides nothing.
+    #[test]
+    fn an_inquiry_on_an_http_status_its_code_does_not_go_with_is_unknown() {
+        let command = command(Operation::StatusCheck);
+        let request = connector().build_request(&command).unwrap();
+        let answer = |http: u16, body: &str| {
+            connector().classify_inquiry(&command, &request, &reply(http, body.as_bytes().to_vec()))
+        };
+        for status in ["SUCCESS", "FAILED"] {
+            for fields in [r#""code":"00","responseCode":"2009200""#, r#""code":"00""#] {
+                let body = format!(
+                    r#"{{{fields},"message":"Successful","tradeNo":"T1","tradeType":2,"status":"{status}","money":{{"currency":"IDR","amount":100000}}}}"#
+                );
+                assert_ne!(answer(200, &body).outcome, Outcome::Unknown, "{body}");
+                for http in [202, 400, 404, 429] {
+                    let report = answer(http, &body);
+                    assert_eq!(report.outcome, Outcome::Unknown, "HTTP {http}: {body}");
+                    assert!(
+                        report.detail.contains(&format!("HTTP {http}"))
+                            && report.detail.contains("goes with HTTP 200"),
+                        "HTTP {http}: {}",
+                        report.detail
+                    );
+                    assert!(!report.not_found);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_inquiry_whose_code_and_response_code_disagree_is_unknown() {
+        let command = command(Operation::StatusCheck);
+        let request = connector().build_request(&command).unwrap();
+        for (code, rc) in [("00", "4009203"), ("10", "2009200"), ("00", "5009200")] {
+            let body = format!(
+                r#"{{"code":"{code}","responseCode":"{rc}","message":"Successful","tradeNo":"T1","tradeType":2,"status":"SUCCESS","money":{{"currency":"IDR","amount":100000}}}}"#
+            );
+            for http in [200, 400, 500] {
+                let report = connector().classify_inquiry(
+                    &command,
+                    &request,
+                    &reply(http, body.clone().into_bytes()),
+                );
+                assert_eq!(report.outcome, Outcome::Unknown, "HTTP {http}: {body}");
+                assert!(
+                    report.detail.contains(&format!("code {code}")) && report.detail.contains(rc),
+                    "HTTP {http}: {}",
+                    report.detail
+                );
+            }
+        }
+    }
+
+    /// "Order not found" arrives on HTTP 500 with 5009x00 (spec §6), whose
+    /// prefix agrees: still `not_found` past the grace. The same body on a
+    /// status its code does not go with is no "not found".
+    #[test]
+    fn order_not_found_is_recognised_on_its_own_status_only() {
+        let mut command = command(Operation::StatusCheck);
+        // Not a UUIDv7: counts as past the grace.
+        command.transaction_id = uuid::Uuid::new_v4().to_string();
+        let request = connector().build_request(&command).unwrap();
+        for body in [
+            r#"{"code":"99","responseCode":"5009100","message":"Payout order not found"}"#,
+            r#"{"code":"99","message":"Order not found"}"#,
+        ] {
+            let answer = |http: u16| {
+                connector().classify_inquiry(
+                    &command,
+                    &request,
+                    &reply(http, body.as_bytes().to_vec()),
+                )
+            };
+            let found = answer(500);
+            assert_eq!(found.outcome, Outcome::Unknown, "{body}");
+            assert!(found.not_found, "{body}: {found:?}");
+            for http in [200, 404] {
+                let report = answer(http);
+                assert_eq!(report.outcome, Outcome::Unknown, "HTTP {http}: {body}");
+                assert!(!report.not_found, "HTTP {http}: {body}: {report:?}");
+            }
+        }
+    }
+
+    /// A creation answered `00 PROCESSING` with a refusing responseCode: the
+    /// funds may be frozen, so it is not failed (nor pending).
+    #[test]
+    fn a_creation_whose_code_and_response_code_disagree_is_unknown() {
+        let command = command(Operation::PayOut);
+        let request = connector().build_request(&command).unwrap();
+        for body in [
+            format!(
+                r#"{{"code":"00","responseCode":"4009103","message":"Insufficient Balance","orderNo":"{ORDER_NO}","tradeNo":"T1","status":"PROCESSING"}}"#
+            ),
+            format!(
+                r#"{{"code":"10","responseCode":"2009100","message":"Successful","orderNo":"{ORDER_NO}","tradeNo":"T1","status":"PROCESSING"}}"#
+            ),
+        ] {
+            for http in [200, 400] {
+                let report =
+                    classify_creation(&command, &request, &reply(http, body.clone().into_bytes()));
+                assert_eq!(report.outcome, Outcome::Unknown, "HTTP {http}: {body}");
+                assert!(
+                    report.detail.contains("disagree"),
+                    "HTTP {http}: {}",
+                    report.detail
+                );
+            }
+        }
+    }
+
+    /// An acceptance on a 4xx is no acceptance (nor a refusal), and brings no
+    /// payment instructions; a refusal on its own 4xx is still failed.
+    #[test]
+    fn a_creation_on_an_http_status_its_code_does_not_go_with_is_unknown() {
+        for operation in [Operation::PayIn, Operation::PayOut] {
+            let command = command(operation);
+            let request = connector().build_request(&command).unwrap();
+            let rc = if operation == Operation::PayIn {
+                "2009000"
+            } else {
+                "2009100"
+            };
+            let accepted = format!(
+                r#"{{"code":"00","responseCode":"{rc}","message":"Successful","orderNo":"{ORDER_NO}","tradeNo":"T1","status":"PROCESSING","channel":{{"paymentMethod":"QRIS","qrString":"000201"}}}}"#
+            );
+            let on = |http: u16, body: &str| {
+                classify_creation(&command, &request, &reply(http, body.as_bytes().to_vec()))
+            };
+            let ok = on(200, &accepted);
+            assert_eq!(ok.outcome, Outcome::Pending, "{accepted}");
+            assert_eq!(ok.payment.is_some(), operation == Operation::PayIn);
+            for http in [400, 404, 429] {
+                let report = on(http, &accepted);
+                assert_eq!(report.outcome, Outcome::Unknown, "HTTP {http}: {accepted}");
+                assert_eq!(report.payment, None, "HTTP {http}");
+                assert!(
+                    report.detail.contains(&format!("HTTP {http}")),
+                    "{}",
+                    report.detail
+                );
+            }
+        }
+        let command = command(Operation::PayOut);
+        let request = connector().build_request(&command).unwrap();
+        let refused = br#"{"code":"10","responseCode":"4009103","message":"Insufficient Balance"}"#;
+        let report = classify_creation(&command, &request, &reply(400, refused.to_vec()));
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        let report = classify_creation(&command, &request, &reply(200, refused.to_vec()));
+        assert_eq!(report.outcome, Outcome::Unknown, "{report:?}");
+    }
+
+    /// A balance whose reply's code is not its HTTP status' is not read.
+    #[tokio::test]
+    async fn a_balance_on_an_http_status_its_code_does_not_go_with_is_refused() {
+        async fn answer(status: axum::http::StatusCode) -> (axum::http::StatusCode, &'static str) {
+            (
+                status,
+                r#"{"code":"00","responseCode":"2009300","message":"Successful","balance":{"payOut":{"currency":"IDR","available":500000,"frozen":0}}}"#,
+            )
+        }
+        let ok = loket_simulators::common::serve_stub(
+            axum::Router::new().fallback(|| answer(axum::http::StatusCode::OK)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            connector_at(ok).balance().await.unwrap(),
+            Money::idr(500_000)
+        );
+        let not_found = loket_simulators::common::serve_stub(
+            axum::Router::new().fallback(|| answer(axum::http::StatusCode::NOT_FOUND)),
+        )
+        .await
+        .unwrap();
+        let result = connector_at(not_found).balance().await;
+        assert!(
+            matches!(result, Err(ConnectorError::BadReply(_))),
+            "{result:?}"
+        );
     }
 
     /// A hosted-page pay-in: the method its payer picked on Smilepayz's page
@@ -885,10 +1118,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
         /// Any reply to a pay-out or pay-in: no panic, never `success` (a
-        /// creation is accepted at best), never `failed` on a 5xx.
+        /// creation is accepted at best), never `failed` on a 5xx, nothing
+        /// but `unknown` unless its codes go with each other and with the
+        /// HTTP status.
         #[test]
         fn any_creation_reply_is_classified_without_guessing(
-            status in 100u16..600,
+            status in http_status(),
             body in reply_body(),
             operation in proptest::sample::select(vec![Operation::PayOut, Operation::PayIn]),
         ) {
@@ -899,14 +1134,23 @@ mod tests {
             if status >= 500 {
                 prop_assert_ne!(report.outcome, Outcome::Failed, "HTTP {}: {}", status, String::from_utf8_lossy(&body));
             }
+            // Pending or failed only from codes that agree with each other
+            // and with the HTTP status.
+            if report.outcome != Outcome::Unknown {
+                prop_assert!(
+                    codes_go_with(&body, status),
+                    "HTTP {} decided {:?}: {}", status, report.outcome, String::from_utf8_lossy(&body)
+                );
+            }
         }
 
         /// Any reply to an inquiry: no panic; on a 5xx neither `success`
         /// nor `failed` (an "order not found" may still count as such);
-        /// a reply about another order decides nothing.
+        /// a reply about another order decides nothing, nor one whose codes
+        /// do not go with each other and with the HTTP status.
         #[test]
         fn any_inquiry_reply_is_classified_without_guessing(
-            status in 100u16..600,
+            status in http_status(),
             body in reply_body(),
         ) {
             let command = command(Operation::StatusCheck);
@@ -917,6 +1161,12 @@ mod tests {
                 prop_assert!(
                     !matches!(report.outcome, Outcome::Success | Outcome::Failed),
                     "HTTP {} decided {:?}: {}", status, report.outcome, text
+                );
+            }
+            if report.outcome != Outcome::Unknown || report.not_found {
+                prop_assert!(
+                    codes_go_with(&body, status),
+                    "HTTP {} decided {:?} (not_found {}): {}", status, report.outcome, report.not_found, text
                 );
             }
             if text.contains("SOMEONEELSE0001") && !text.contains(ORDER_NO) {

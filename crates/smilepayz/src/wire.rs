@@ -11,6 +11,8 @@
 //! converted exactly ([`money_to_wire`], [`money_from_wire`]) — never through
 //! floating point (the workspace's `serde_json` keeps numbers as text).
 
+use loket_connector::report::clip;
+use loket_protocol::catalogue::smilepayz_code_http;
 use loket_protocol::{Currency, Money, MoneyError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -277,17 +279,61 @@ impl Reply {
         })
     }
 
-    /// The code to classify: the 7-digit `responseCode` when present and
-    /// well-formed, else the 2-digit `code`.
-    pub fn classification_code(&self) -> Option<&str> {
+    /// The 7-digit `responseCode`, when present and well-formed.
+    fn response_code_7(&self) -> Option<&str> {
         self.response_code
             .as_deref()
             .filter(|c| c.len() == 7 && c.bytes().all(|b| b.is_ascii_digit()))
-            .or(self.code.as_deref())
     }
 
-    /// True when the call itself succeeded (`code` 00 / `200xx00`).
+    /// The code to classify: the 7-digit `responseCode` when present and
+    /// well-formed, else the 2-digit `code`. Whether the two agree is
+    /// [`Reply::code_conflict`]'s question: check it first.
+    pub fn classification_code(&self) -> Option<&str> {
+        self.response_code_7().or(self.code.as_deref())
+    }
+
+    /// The HTTP status the reply's code goes with (spec §6): the first three
+    /// digits of a well-formed `responseCode`, else `code` mapped by the
+    /// spec's table (`00`→200, `10`→400, `99`→500, …); `None` when neither
+    /// says.
+    pub fn code_http(&self) -> Option<u16> {
+        match self.response_code_7() {
+            Some(rc) => rc[..3].parse().ok(),
+            None => self.code.as_deref().and_then(smilepayz_code_http),
+        }
+    }
+
+    /// Why `code` and a well-formed `responseCode` cannot both be believed:
+    /// `code`'s HTTP status (spec §6's table) is not `responseCode`'s first
+    /// three digits, or `code` is none the table maps (so nothing confirms
+    /// `responseCode`). Such a reply decides nothing (money-safety rule 1):
+    /// `{"code":"00","responseCode":"4009103","status":"PROCESSING"}` may be
+    /// an order with its funds frozen as much as a refused one. `None` when
+    /// they agree or one of them is missing (or `responseCode` is malformed,
+    /// and so not read at all).
+    pub fn code_conflict(&self) -> Option<String> {
+        let rc = self.response_code_7()?;
+        let code = self.code.as_deref()?;
+        let rc_http = &rc[..3];
+        match smilepayz_code_http(code) {
+            Some(http) if http.to_string() == rc_http => None,
+            Some(http) => Some(format!(
+                "code {code} (HTTP {http}) and responseCode {rc} (HTTP {rc_http}) disagree"
+            )),
+            None => Some(format!(
+                "code {:?} is not a documented code, so responseCode {rc} is not confirmed",
+                clip(code, 16)
+            )),
+        }
+    }
+
+    /// True when the call itself succeeded (`code` 00 / `200xx00`, the two
+    /// agreeing when both are present).
     pub fn is_success(&self) -> bool {
+        if self.code_conflict().is_some() {
+            return false;
+        }
         match self.classification_code() {
             Some(code) if code.len() == 7 => code.starts_with("200") && code.ends_with("00"),
             Some(code) => code == "00",

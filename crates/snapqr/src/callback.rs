@@ -43,8 +43,9 @@ use crate::wire::Body;
 
 /// Bodies larger than this are refused.
 pub const MAX_NOTIFY_BYTES: usize = 64 * 1024;
-/// The raw notify kept for the event log is cut to this many bytes.
-pub const MAX_RAW_BYTES: usize = 16 * 1024;
+/// The raw notify kept for the event log is cut to this many characters
+/// (at most 64 KiB), once masked.
+pub const MAX_RAW_CHARS: usize = 16 * 1024;
 /// The path the callback receiver serves SNAP notifies on.
 pub const NOTIFY_PATH: &str = "/callback/snapqr";
 
@@ -273,7 +274,9 @@ impl SnapQrCallbacks {
             Ok(explanation) if status != "07" => explanation.outcome,
             _ => Outcome::Unknown,
         };
-        let raw = &request.body[..request.body.len().min(MAX_RAW_BYTES)];
+        // Masked whole before it is cut: a secret the cut splits is no
+        // longer found whole, and its first part would be stored.
+        let raw = self.masker.mask(&String::from_utf8_lossy(&request.body));
         Ok(ParsedCallback {
             dedupe_key: dedupe_key(&reference, &status),
             provider_reference: reference,
@@ -284,8 +287,7 @@ impl SnapQrCallbacks {
             verified: true,
             provider_amount,
             provider_amount_unreadable,
-            // Masked with the other texts just below.
-            raw_masked: String::from_utf8_lossy(raw).into_owned(),
+            raw_masked: clip(&raw, MAX_RAW_CHARS).to_string(),
         }
         .masked(&self.masker))
     }
@@ -594,6 +596,39 @@ mod tests {
                 "{value}: {parsed:?}"
             );
         }
+    }
+
+    /// Guards against a secret the cut of the stored raw notify splits
+    /// being stored in part: the client secret starting 4 bytes before the
+    /// cut, in a field of a signed notify over the cut's length, leaves no
+    /// prefix of four or more of its characters in the stored text.
+    #[test]
+    fn a_secret_the_raw_cut_splits_leaves_no_part_behind() {
+        const SECRET: &str = "CANARY-CLIENT-SECRET-3350";
+        let keys = keys();
+        let parser = callback_parser(&NotifySettings {
+            issuer_public_key: Secret::new(keys.public_pem.clone()),
+            merchant_id: "M1".into(),
+            client_secret: Secret::new(SECRET),
+            ..NotifySettings::default()
+        })
+        .unwrap();
+        let start = MAX_RAW_CHARS - 4;
+        let head = format!("{},\"note\":\"", BODY.strip_suffix('}').unwrap());
+        let body = format!(
+            "{head}{}{SECRET} echoed\"}}",
+            "x".repeat(start - head.len())
+        );
+        assert!(body[start..].starts_with(SECRET));
+        let now = Utc::now();
+        let stamp = format_timestamp(TimestampFormat::Offset, now);
+        let headers = sign_notify_rsa(&keys.private, NOTIFY_PATH, body.as_bytes(), &stamp);
+        let parsed = parser.parse_at(&request(&headers, &body), now).unwrap();
+        loket_test_support::masking::assert_masked_before_cut(
+            &parsed.raw_masked,
+            SECRET,
+            MAX_RAW_CHARS,
+        );
     }
 
     #[test]

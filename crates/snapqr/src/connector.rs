@@ -381,15 +381,31 @@ impl SnapQrConnector {
             }
             let (transport, exchange) = self.send_signed(service, &body, &token, customer).await;
             exchanges.push(exchange);
-            let rejected_token = match &transport {
-                Transport::Reply(reply) if reply.status == 401 => Body::parse(&reply.body)
-                    .ok()
-                    .and_then(|b| b.str("responseCode"))
-                    .and_then(|c| ResponseCode::parse(&c))
-                    .is_some_and(|c| c.is(401, 1) || c.is(401, 3)),
-                _ => false,
+            let (rejected_token, http_status) = match &transport {
+                Transport::Reply(reply) => (
+                    Body::parse(&reply.body)
+                        .ok()
+                        .and_then(|b| b.str("responseCode"))
+                        .and_then(|c| ResponseCode::parse(&c))
+                        .is_some_and(|c| c.is(401, 1) || c.is(401, 3)),
+                    reply.status,
+                ),
+                _ => (false, 0),
             };
-            if rejected_token && !refreshed {
+            if rejected_token && http_status != 401 {
+                // The body says the token is invalid, the HTTP status says
+                // otherwise: the reply is read as it stands (a request on a
+                // reply that contradicts itself is not sent again), but the
+                // token is not used again, or every call would meet the same
+                // refusal until it expired.
+                tracing::warn!(
+                    service = service.name(),
+                    http_status,
+                    "B2B token rejected by the reply's code under another HTTP status; the next call gets a new token"
+                );
+                metrics::counter!(crate::metrics::TOKEN_REJECTED).increment(1);
+                self.tokens.invalidate(&token).await;
+            } else if rejected_token && !refreshed {
                 refreshed = true;
                 tracing::info!(
                     service = service.name(),

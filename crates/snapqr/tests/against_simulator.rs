@@ -253,6 +253,47 @@ async fn an_expired_token_mid_flow_is_refreshed_exactly_once() {
     }
 }
 
+/// A reply whose code says the B2B token is invalid (`4016001`) under an
+/// HTTP status other than 401 contradicts itself: the payment is not sent
+/// again on it, but the token is not used again either, or every call would
+/// meet the same refusal until the token expired.
+#[tokio::test]
+async fn a_token_refused_under_another_http_status_is_not_used_again() {
+    let env = env().await;
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let front = axum::Router::new()
+        .route(
+            &env.sim.path("qr/qr-cpm-payment"),
+            post({
+                let refused = refused.clone();
+                move || async move {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::Json(serde_json::json!({
+                        "responseCode": "4016001",
+                        "responseMessage": "Invalid Token (B2B)",
+                    }))
+                }
+            }),
+        )
+        .fallback_service(env.sim.router());
+    let connector = connector_behind(&env, front).await;
+    let payment = qr_payment(&env, 10_000);
+    let report = connector.execute(&payment).await;
+    assert_ne!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not sent again on a reply that contradicts itself"
+    );
+    assert_eq!(connector.tokens_fetched().await, 1);
+    connector.check_status(&payment.as_status_check()).await;
+    assert_eq!(
+        connector.tokens_fetched().await,
+        2,
+        "the next call fetched a new token"
+    );
+}
+
 #[tokio::test]
 async fn payment_outcomes_are_classified_through_the_catalogue() {
     let env = env().await;

@@ -18,6 +18,25 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The whole HTTP response to `PUT path` with the JSON `body` (a
+/// simulator's settings, `/_sim/balance`).
+pub async fn put_json(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!(
+                "PUT {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Waits (at most 30 s) until the admin port answers `/readyz` with 200.
 pub async fn wait_ready(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);

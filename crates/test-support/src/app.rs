@@ -226,6 +226,11 @@ impl TestApp {
         let mut callback_settings = loket_callback::Settings {
             common: common(&nats, &database_url),
             failpoint: options.callback_failpoint,
+            // The connector's account: the receiver masks its PIN.
+            okebayar: loket_okebayar::callback::CallbackSettings {
+                userid: USERID.into(),
+                userpin: Secret::new(options.okebayar_pin),
+            },
             ..Default::default()
         };
         if let Some(fixture) = &snapqr {

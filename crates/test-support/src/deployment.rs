@@ -294,6 +294,9 @@ impl Deployment {
             ],
             Part::Callback => vec![
                 ("LOKET_LISTEN_ADDR", self.callback_addr.to_string()),
+                // The connector's account: the receiver masks its PIN.
+                ("LOKET_OKEBAYAR__USERID", USERID.into()),
+                ("LOKET_OKEBAYAR__USERPIN", CANARY_PIN.into()),
                 ("LOKET_SNAPQR__MODE", "rsa".into()),
                 (
                     "LOKET_SNAPQR__ISSUER_PUBLIC_KEY",
@@ -575,6 +578,16 @@ impl Deployment {
     pub async fn smilepayz_callbacks(&self, reference: &str) -> SmilepayzCallbackLog {
         self.simulator_record(Provider::Smilepayz, "callbacks", reference)
             .await
+    }
+
+    /// Sets the Smilepayz simulator's available pay-out balance: a pay-out
+    /// above it is refused (`4009103`, no order made).
+    pub async fn set_smilepayz_payout_balance(&self, available: i64) {
+        let body = serde_json::json!({ "payout_available": available }).to_string();
+        let answer = admin::put_json(self.smilepayz_sim_addr, "/_sim/balance", &body)
+            .await
+            .expect("PUT /_sim/balance of the Smilepayz simulator");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 
     /// `GET /_sim/{record}/{reference}` of `provider`'s simulator, read as

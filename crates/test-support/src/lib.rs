@@ -11,7 +11,7 @@
 //! canary secret in them, in the database, in error messages, on the bus and
 //! in PostgreSQL's log.
 //!
-//! `nats`, `postgres`, `backing`, `ports` and `signal` are always available; `app`, `logs` and the
+//! `nats`, `postgres`, `backing`, `masking`, `ports` and `signal` are always available; `app`, `logs` and the
 //! provider fixtures need the `app` feature (they depend on every service,
 //! so a service's own tests use the harness without it).
 //!
@@ -28,6 +28,7 @@ pub mod deployment;
 pub mod leaks;
 #[cfg(feature = "app")]
 pub mod logs;
+pub mod masking;
 pub mod nats;
 pub mod ports;
 pub mod postgres;

@@ -43,6 +43,8 @@ mod okebayar;
 mod smilepayz;
 mod snapqr;
 mod table;
+
+pub use smilepayz::code_http as smilepayz_code_http;
 #[cfg(test)]
 mod tests;
 

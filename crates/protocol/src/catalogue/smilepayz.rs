@@ -56,8 +56,12 @@ fn key_ok(code: &str) -> bool {
             && is_digits(&code[5..], 2))
 }
 
-/// The HTTP status a 2-digit `code` goes with (spec §6; 01 and 15 ASSUMED).
-fn code_http(code: &str) -> Option<u16> {
+/// The HTTP status a Smilepayz 2-digit `code` goes with (spec §6; 01 and
+/// 15 ASSUMED), which is also the prefix of the reply's 7-digit
+/// `responseCode` and, ASSUMED, the reply's HTTP status; `None` for a code
+/// the spec does not map. The connector checks a reply's fields against
+/// each other with it.
+pub fn code_http(code: &str) -> Option<u16> {
     Some(match code {
         "00" => 200,
         "01" => 202,
