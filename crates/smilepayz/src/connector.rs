@@ -513,11 +513,12 @@ fn classify_creation(command: &Command, request: &Request, reply: &HttpReply) ->
     let classification =
         codes::classify_create(&parsed, code_operation(command.operation), reply.status);
     let mut report = fill(&parsed, &classification);
-    // Instructions only from an acceptance that is one: not from a `00` on a
-    // 4xx, nor from a `00` whose responseCode refuses.
+    // Instructions only from an acceptance that is one (read as pending):
+    // not from a `00` on a 4xx, nor from a `00` whose responseCode refuses
+    // (read as unknown, `codes::distrust`).
     if command.operation == Operation::PayIn
         && parsed.is_success()
-        && codes::distrust(&parsed, reply.status).is_none()
+        && classification.outcome == Outcome::Pending
     {
         let expires_at =
             Utc::now() + chrono::Duration::seconds(request.expiry_seconds.unwrap_or(3_600) as i64);
