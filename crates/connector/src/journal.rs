@@ -28,10 +28,16 @@
 //! if need be) in the database transaction that fails the transaction for
 //! "no record at the provider", so a send allowed after that failure is
 //! impossible and one allowed before it stops the failure.
+//!
+//! Every statement is bounded in time ([`SendJournal::start_with_work_limit`]):
+//! on a database gone silent without closing its connections, a worker's
+//! journal call fails instead of holding its command (with progress acks)
+//! for as long as the kernel keeps the connection; the worker then sends
+//! nothing and leaves the command for redelivery.
 
 use chrono::{DateTime, Utc};
 use loket_runtime::db::{self, HeldConnection};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -78,6 +84,8 @@ pub enum JournalError {
 pub struct SendJournal {
     queue: mpsc::Sender<Job>,
     pool: PgPool,
+    /// The longest one statement (or one batch of records) may take.
+    work_limit: Duration,
 }
 
 struct Job {
@@ -90,18 +98,42 @@ impl SendJournal {
     /// Starts the writer tasks; they end once every handle is dropped. Each
     /// of the two keeps a connection of `pool`, so give it one more for
     /// [`Self::renew_if_older`]. A writer's panic stops the service (`vital`).
+    /// Each statement may take [`db::HELD_WORK_LIMIT`].
     pub fn start(pool: PgPool, vital: &loket_runtime::Vital) -> Self {
+        Self::start_with_work_limit(pool, vital, db::HELD_WORK_LIMIT)
+    }
+
+    /// The same with another bound on each statement: one still unanswered
+    /// after `work_limit` fails ([`JournalError::Database`]) and its
+    /// connection is closed.
+    pub fn start_with_work_limit(
+        pool: PgPool,
+        vital: &loket_runtime::Vital,
+        work_limit: Duration,
+    ) -> Self {
         SendJournal {
             queue: db::spawn_batch_writer(
                 pool.clone(),
                 SLOTS,
                 BATCH_MAX,
+                work_limit,
                 record_batch,
                 vital,
                 "send journal writer",
             ),
             pool,
+            work_limit,
         }
+    }
+
+    /// Runs `work` on a pooled connection within the work limit.
+    async fn bounded<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, JournalError> {
+        db::bounded(&self.pool, self.work_limit, work)
+            .await
+            .map_err(|error| JournalError::Database(error.to_string()))
     }
 
     /// Records that `transaction_id`'s money-moving request is about to be
@@ -137,14 +169,16 @@ impl SendJournal {
     ) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
         let grace_us = micros(grace);
-        let renewed = sqlx::query_scalar::<_, Uuid>(&dated_now_if(
-            "recorded_at <= now() - $2::int8 * interval '1 microsecond'",
-        ))
-        .bind(transaction_id)
-        .bind(grace_us)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| JournalError::Database(error.to_string()))?;
+        let statement = dated_now_if("recorded_at <= now() - $2::int8 * interval '1 microsecond'");
+        let renewed = self
+            .bounded(async |connection| {
+                sqlx::query_scalar::<_, Uuid>(&statement)
+                    .bind(transaction_id)
+                    .bind(grace_us)
+                    .fetch_optional(connection)
+                    .await
+            })
+            .await?;
         Ok(renewed.is_some())
     }
 
@@ -158,15 +192,17 @@ impl SendJournal {
     ) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
         let window_us = micros(window);
-        sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
-             AND recorded_at > now() - $2::int8 * interval '1 microsecond')",
-        )
-        .bind(transaction_id)
-        .bind(window_us)
-        .fetch_one(&self.pool)
+        self.bounded(async |connection| {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
+                 AND recorded_at > now() - $2::int8 * interval '1 microsecond')",
+            )
+            .bind(transaction_id)
+            .bind(window_us)
+            .fetch_one(connection)
+            .await
+        })
         .await
-        .map_err(|error| JournalError::Database(error.to_string()))
     }
 
     /// Marks `transaction_id`'s send as definitely refused by the provider
@@ -176,11 +212,13 @@ impl SendJournal {
     /// send it again before the reconciler has applied the refusal.
     pub async fn mark_refused(&self, transaction_id: &str) -> Result<(), JournalError> {
         let transaction_id = parse_id(transaction_id)?;
-        sqlx::query("UPDATE send_intents SET refused_at = now() WHERE transaction_id = $1")
-            .bind(transaction_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| JournalError::Database(error.to_string()))?;
+        self.bounded(async |connection| {
+            sqlx::query("UPDATE send_intents SET refused_at = now() WHERE transaction_id = $1")
+                .bind(transaction_id)
+                .execute(connection)
+                .await
+        })
+        .await?;
         Ok(())
     }
 
@@ -190,14 +228,16 @@ impl SendJournal {
     /// no send of it is on its way.
     pub async fn refused(&self, transaction_id: &str) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
-        sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
-             AND refused_at IS NOT NULL)",
-        )
-        .bind(transaction_id)
-        .fetch_one(&self.pool)
+        self.bounded(async |connection| {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM send_intents WHERE transaction_id = $1 \
+                 AND refused_at IS NOT NULL)",
+            )
+            .bind(transaction_id)
+            .fetch_one(connection)
+            .await
+        })
         .await
-        .map_err(|error| JournalError::Database(error.to_string()))
     }
 
     /// Moves `transaction_id`'s last send to now, just before a send that
@@ -212,12 +252,16 @@ impl SendJournal {
         recorded: DateTime<Utc>,
     ) -> Result<bool, JournalError> {
         let transaction_id = parse_id(transaction_id)?;
-        let touched = sqlx::query_scalar::<_, Uuid>(&dated_now_if("recorded_at = $2"))
-            .bind(transaction_id)
-            .bind(recorded)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|error| JournalError::Database(error.to_string()))?;
+        let statement = dated_now_if("recorded_at = $2");
+        let touched = self
+            .bounded(async |connection| {
+                sqlx::query_scalar::<_, Uuid>(&statement)
+                    .bind(transaction_id)
+                    .bind(recorded)
+                    .fetch_optional(connection)
+                    .await
+            })
+            .await?;
         Ok(touched.is_some())
     }
 }

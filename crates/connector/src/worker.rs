@@ -127,20 +127,18 @@ pub async fn run<C: Connector>(
         .map_err(|e| WorkerError::Consumer(e.to_string()))?;
     let consumer_name = subjects::connector_consumer(provider);
     let ack_wait = Duration::from_millis(settings.ack_wait_ms);
-    let consumer = stream
-        .get_or_create_consumer(
-            &consumer_name,
-            pull::Config {
-                durable_name: Some(consumer_name.clone()),
-                filter_subject: subjects::commands_of(provider),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: (settings.concurrency * 4).max(64) as i64,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+    let consumer = lbus::durable_pull_consumer(
+        &stream,
+        pull::Config {
+            durable_name: Some(consumer_name.clone()),
+            filter_subject: subjects::commands_of(provider),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait,
+            max_ack_pending: (settings.concurrency * 4).max(64) as i64,
+            ..Default::default()
+        },
+    )
+    .await?;
 
     // Subscribed before readiness turns true, so a ready connector answers
     // balance queries.

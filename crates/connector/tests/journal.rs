@@ -169,3 +169,106 @@ async fn a_first_record_is_touched_only_while_unchanged_and_unsettled() {
         .unwrap();
     assert!(!journal.touch(&settled.to_string(), at).await.unwrap());
 }
+
+/// A database gone silent without closing its connections (its host gone, a
+/// cut network; here a relay that stops forwarding) fails every journal
+/// statement at the journal's work limit, instead of holding the worker, and
+/// its command with progress acks, for as long as the kernel keeps the
+/// connection; once the database answers again, the journal works on fresh
+/// connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_journal_statement_on_a_database_gone_silent_fails_at_its_limit() {
+    let url = loket_test_support::postgres::fresh_database()
+        .await
+        .expect("database");
+    let direct = db::connect(&Secret::new(url.clone()), 2).await.unwrap();
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relayed = loket_test_support::postgres::through_silenceable_relay(&url, silence.clone())
+        .await
+        .unwrap();
+    let pool = db::connect(&Secret::new(relayed), 8).await.unwrap();
+    let limit = Duration::from_secs(3);
+    let journal =
+        SendJournal::start_with_work_limit(pool.clone(), &Vital::new(Shutdown::new()), limit);
+    let id = unresolved_transaction(&direct).await.to_string();
+    let Recorded::First { at } = journal.record(&id).await.unwrap() else {
+        panic!("the first record")
+    };
+    let unrecorded = uuid::Uuid::now_v7().to_string();
+
+    // Each statement reaches the server and waits there on a table lock the
+    // test holds; then the database goes silent and the lock is let go.
+    let mut holder = direct.begin().await.unwrap();
+    sqlx::query("LOCK TABLE send_intents IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let statements = {
+        let journal = journal.clone();
+        let (id, unrecorded) = (id.clone(), unrecorded.clone());
+        tokio::spawn(async move {
+            let (record, renew, within, mark, refused, touch) = tokio::join!(
+                journal.record(&unrecorded),
+                journal.renew_if_older(&id, Duration::ZERO),
+                journal.sent_within(&id, Duration::from_secs(60)),
+                journal.mark_refused(&id),
+                journal.refused(&id),
+                journal.touch(&id, at),
+            );
+            [
+                ("record", record.map(|_| ())),
+                ("renew_if_older", renew.map(|_| ())),
+                ("sent_within", within.map(|_| ())),
+                ("mark_refused", mark),
+                ("refused", refused.map(|_| ())),
+                ("touch", touch.map(|_| ())),
+            ]
+        })
+    };
+    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted \
+                   AND relation = 'send_intents'::regclass";
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(&direct)
+        .await
+        .unwrap()
+        < 6
+    {
+        assert!(
+            started.elapsed() < limit,
+            "the statements never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    silence.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.commit().await.unwrap();
+    let outcomes = tokio::time::timeout(Duration::from_secs(30), statements)
+        .await
+        .expect("the work limit ends every wait")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= limit && elapsed < limit * 3, "{elapsed:?}");
+    for (statement, outcome) in outcomes {
+        match outcome {
+            Err(JournalError::Database(error)) => {
+                assert!(error.contains("within 3000 ms"), "{statement}: {error}")
+            }
+            other => panic!("{statement} on a silent database: {other:?}"),
+        }
+    }
+
+    silence.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The statements waited at their preparation, which never reached the
+    // test: none was carried out.
+    assert!(journal.record(&unrecorded).await.unwrap().is_first());
+    assert_eq!(journal.record(&id).await.unwrap(), Recorded::Before);
+    assert!(!journal.refused(&id).await.unwrap());
+    assert!(journal
+        .sent_within(&id, Duration::from_secs(60))
+        .await
+        .unwrap());
+    assert!(
+        journal.touch(&id, at).await.unwrap(),
+        "nothing renewed it meanwhile"
+    );
+}

@@ -46,6 +46,7 @@ impl GroupInsert {
                 pool,
                 SLOTS,
                 BATCH_MAX,
+                db::HELD_WORK_LIMIT,
                 insert_batch,
                 vital,
                 "transaction insert writer",

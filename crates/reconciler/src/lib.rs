@@ -347,20 +347,19 @@ pub async fn run(
         .map_err(|e| Error::Consumer(e.to_string()))?;
     let concurrency = settings.concurrency.max(1);
     let batch_max = settings.event_batch_max.max(1);
-    let consumer = stream
-        .get_or_create_consumer(
-            subjects::RECONCILER_CONSUMER,
-            pull::Config {
-                durable_name: Some(subjects::RECONCILER_CONSUMER.to_string()),
-                filter_subject: subjects::EVENT_SUBJECTS.to_string(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_millis(settings.ack_wait_ms),
-                max_ack_pending: (concurrency * batch_max * 2).max(256) as i64,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::Consumer(e.to_string()))?;
+    let consumer = loket_runtime::bus::durable_pull_consumer(
+        &stream,
+        pull::Config {
+            durable_name: Some(subjects::RECONCILER_CONSUMER.to_string()),
+            filter_subject: subjects::EVENT_SUBJECTS.to_string(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(settings.ack_wait_ms),
+            max_ack_pending: (concurrency * batch_max * 2).max(256) as i64,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| Error::Consumer(e.to_string()))?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(concurrency * batch_max)

@@ -6,7 +6,7 @@
 //! and, for who must know, a count of the moments messages may have been
 //! missed ([`connect_observed`]).
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, consumer::pull, stream};
 use async_nats::HeaderMap;
 use loket_protocol::subjects;
 use std::time::Duration;
@@ -327,6 +327,42 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), BusError> {
         }
     }
     Ok(())
+}
+
+/// The durable pull consumer `config` names on `stream`, created if it is
+/// missing. One that exists keeps the settings it was made with, so when its
+/// ack wait or its limit of unacknowledged messages differs from `config`'s
+/// (the service's settings changed since), it is updated to them, keeping its
+/// place in the stream, and the change is logged. Left as it was, a raised
+/// `ack_wait_ms` would reach the service's own deadline checks but not the
+/// server, which would go on handing the message out again at the old wait.
+pub async fn durable_pull_consumer(
+    stream: &stream::Stream,
+    config: pull::Config,
+) -> Result<jetstream::consumer::PullConsumer, BusError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let failed =
+        |error: &dyn std::fmt::Display| BusError::Setup(format!("consumer {name}: {error}"));
+    let consumer = stream
+        .get_or_create_consumer(&name, config.clone())
+        .await
+        .map_err(|error| failed(&error))?;
+    let existing = &consumer.cached_info().config;
+    if existing.ack_wait == config.ack_wait && existing.max_ack_pending == config.max_ack_pending {
+        return Ok(consumer);
+    }
+    tracing::warn!(
+        consumer = name,
+        ack_wait_ms_was = existing.ack_wait.as_millis() as u64,
+        ack_wait_ms = config.ack_wait.as_millis() as u64,
+        max_ack_pending_was = existing.max_ack_pending,
+        max_ack_pending = config.max_ack_pending,
+        "the durable consumer was made with other settings: updating it to this service's"
+    );
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|error| failed(&error))
 }
 
 /// Headers for one published message.

@@ -275,9 +275,30 @@ impl HeldConnection {
     }
 }
 
+/// Runs one piece of `work` (a statement outside any batch writer) on a
+/// connection taken from `pool` for it, bounded by `work_limit` as
+/// [`HeldConnection::with`] bounds a batch: on a server gone silent without
+/// closing the connection it fails with an I/O error of kind `TimedOut`, and
+/// the connection is closed, instead of waiting as long as the kernel keeps
+/// the connection (about a quarter of an hour). Taking the connection is
+/// bounded by the pool's acquire timeout.
+pub async fn bounded<T, E>(
+    pool: &PgPool,
+    work_limit: Duration,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<sqlx::Error>,
+{
+    HeldConnection::with_work_limit(pool.clone(), work_limit)
+        .with(work)
+        .await
+}
+
 /// Starts a batch writer: `slots` tasks, each keeping its own
-/// [`HeldConnection`], that take whatever jobs have queued up (at most
-/// `batch_max`) and hand them to `write` as one batch. Nothing waits for a
+/// [`HeldConnection`] (whose work is bounded by `work_limit`), that take
+/// whatever jobs have queued up (at most `batch_max`) and hand them to
+/// `write` as one batch. Nothing waits for a
 /// batch to fill: a lone job is written at once, and busy traffic forms
 /// large batches by itself while every slot is busy. `write` answers each
 /// job (jobs carry their own reply channel) and gives the connection back.
@@ -287,6 +308,7 @@ pub fn spawn_batch_writer<J, F, Fut>(
     pool: PgPool,
     slots: usize,
     batch_max: usize,
+    work_limit: Duration,
     write: F,
     vital: &crate::Vital,
     name: &'static str,
@@ -302,7 +324,7 @@ where
     for _ in 0..slots {
         let jobs = std::sync::Arc::clone(&jobs);
         let write = std::sync::Arc::clone(&write);
-        let mut connection = HeldConnection::new(pool.clone());
+        let mut connection = HeldConnection::with_work_limit(pool.clone(), work_limit);
         tokio::spawn(vital.guard_against_panics(name, async move {
             loop {
                 let mut batch = Vec::with_capacity(batch_max);
