@@ -47,6 +47,20 @@ async fn paid(
     )
 }
 
+/// The client has no transaction: the refused requests left nothing behind.
+async fn assert_nothing_left_behind(client: &mut loket_test_support::app::Client) {
+    let listed = client
+        .list_transactions(pb::ListTransactionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert!(
+        listed.is_empty(),
+        "a refused inquiry leaves nothing behind: {listed:?}"
+    );
+}
+
 fn total(inquiry: &pb::Transaction) -> i64 {
     inquiry
         .bill
@@ -179,18 +193,63 @@ async fn a_bpjs_bill_is_paid_with_the_payers_phone_and_the_inquired_months() {
         "{}",
         refused.message()
     );
-    assert!(
-        client
-            .list_transactions(pb::ListTransactionsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .transactions
-            .is_empty(),
-        "a refused inquiry leaves nothing behind"
-    );
+    assert_nothing_left_behind(&mut client).await;
 
     let inquiry = inquired(&mut client, bpjs("bpjs-inq", "081299990000")).await;
     let payment = paid(&mut client, "bpjs-pay", &inquiry).await;
     assert_eq!(app.sim.money_requests_for(&payment.provider_reference), 1);
+}
+
+/// A phone line (OkeBayar spec §4, PSTN) is inquired by its area code, here
+/// Jakarta's 3-digit `021`, and its number under it, and paid; the simulator
+/// bills the line those two name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_phone_line_is_inquired_by_its_area_code_and_number_and_paid() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let inquiry = inquired(
+        &mut client,
+        pb::InquireRequest {
+            account2: "5550001".into(),
+            ..inquire("pstn-inq", "TELKOM", "021", 10_000)
+        },
+    )
+    .await;
+    assert_eq!(inquiry.account, "021");
+    let payment = paid(&mut client, "pstn-pay", &inquiry).await;
+    assert_eq!(app.sim.money_requests_for(&payment.provider_reference), 1);
+}
+
+/// A field the product does not take is refused naming it, and leaves
+/// nothing behind: a PLN prepaid inquiry's request carries the meter number
+/// alone, and a BPJS bill's payer phone goes in `contact`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_inquiry_field_the_product_does_not_take_is_refused_naming_it() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    let refusals = [
+        pb::InquireRequest {
+            contact: "081299990000".into(),
+            ..inquire("pln-contact", "PLN20", "512345678901", 0)
+        },
+        pb::InquireRequest {
+            account2: "081299990000".into(),
+            account3: "3".into(),
+            contact: "081299990000".into(),
+            ..inquire("bpjs-line", "BPJS", "8888801234567890", 0)
+        },
+    ];
+    for (request, field) in refusals.into_iter().zip(["contact", "account2"]) {
+        let refused = client
+            .inquire(request)
+            .await
+            .expect_err("a field the product does not take");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().starts_with(&format!("{field}: ")),
+            "{}",
+            refused.message()
+        );
+    }
+    assert_nothing_left_behind(&mut client).await;
 }

@@ -151,28 +151,48 @@ async fn server_fault_codes_fail_a_purchase_only_once_a_status_check_finds_no_re
     let app = TestApp::spawn().await;
     let mut client = app.client_a().await;
     for code in ["202", "240"] {
-        let txn = bought(
-            &mut client,
-            purchase(&format!("fault-{code}"), "PULSA10", &scenario(code), 0),
-        )
-        .await;
-        let row = app
-            .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
+        fails_for_want_of_a_record(&app, &mut client, &format!("fault-{code}"), &scenario(code))
             .await;
-        assert_eq!(
-            row.provider_code.as_deref(),
-            Some(loket_reconciler::plan::NOT_FOUND_CODE)
-        );
-        let events = app.events(&txn.id).await;
-        let first = events
-            .iter()
-            .find(|(source, _, _)| source == "result")
-            .expect("a result event");
-        assert_eq!(first.2.as_deref(), Some("unknown"), "{events:?}");
-        let requests = app.sim.requests_for(&txn.provider_reference);
-        assert!(requests.status_checks >= 1, "{requests:?}");
-        assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
     }
+}
+
+/// Spec §8.2 "request never received": a purchase lost on its way (the
+/// simulator's `912`: the connection reset, nothing recorded) is `unknown`,
+/// never failed by guesswork, until its status checks find no record; then
+/// `failed` past the not-found grace. Sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_lost_on_its_way_fails_only_once_a_status_check_finds_no_record() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client_a().await;
+    fails_for_want_of_a_record(&app, &mut client, "lost-912", &scenario("912")).await;
+}
+
+/// Buys PULSA10 for `account` and waits for it to end `failed` for want of
+/// a record at the provider: its first result `unknown`, at least one
+/// status check, one purchase sent.
+async fn fails_for_want_of_a_record(
+    app: &TestApp,
+    client: &mut loket_test_support::app::Client,
+    client_ref: &str,
+    account: &str,
+) {
+    let txn = bought(client, purchase(client_ref, "PULSA10", account, 0)).await;
+    let row = app
+        .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        row.provider_code.as_deref(),
+        Some(loket_reconciler::plan::NOT_FOUND_CODE)
+    );
+    let events = app.events(&txn.id).await;
+    let first = events
+        .iter()
+        .find(|(source, _, _)| source == "result")
+        .expect("a result event");
+    assert_eq!(first.2.as_deref(), Some("unknown"), "{events:?}");
+    let requests = app.sim.requests_for(&txn.provider_reference);
+    assert!(requests.status_checks >= 1, "{requests:?}");
+    assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
 }
 
 /// A `202` answer carries `harga` 0 for a purchase that never happened (an

@@ -122,6 +122,24 @@ pub fn account(text: &str) -> Result<String> {
     digits("account", text, 4, 24)
 }
 
+/// A bill inquiry's `account`: the customer number, or, with `account2`
+/// given (a phone line's number, OkeBayar spec §4 PSTN), the line's area
+/// code, which is often 3 digits (`021`).
+fn inquiry_account(account_text: &str, account2_text: &str) -> Result<String> {
+    if account2_text.is_empty() {
+        return account(account_text);
+    }
+    digits("account", account_text, 2, 24).map_err(|error| {
+        ValidationError::new(
+            "account",
+            format!(
+                "with account2 (a phone line's number), the line's area code: {}",
+                error.reason
+            ),
+        )
+    })
+}
+
 /// PSTN number without area code: digits, or empty.
 pub fn account2(text: &str) -> Result<String> {
     if text.is_empty() {
@@ -228,7 +246,7 @@ impl TryFrom<&pb::InquireRequest> for InquireInput {
         Ok(InquireInput {
             client_ref: ClientRef::parse(&request.client_ref)?,
             product_code: ProductCode::parse("product_code", &request.product_code)?,
-            account: account(&request.account)?,
+            account: inquiry_account(&request.account, &request.account2)?,
             account2: account2(&request.account2)?,
             account3: account3(&request.account3)?,
             contact: contact(&request.contact)?,
@@ -237,29 +255,80 @@ impl TryFrom<&pb::InquireRequest> for InquireInput {
     }
 }
 
+/// Which of an inquiry's optional fields its product takes (OkeBayar spec
+/// §4), known once the catalogue has named the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InquiryFields {
+    /// A PLN prepaid inquiry: the meter number alone, as its request carries
+    /// nothing else.
+    MeterOnly,
+    /// A BPJS bill: the months to pay and the payer's phone.
+    Bpjs,
+    /// Any other bill: a phone line's number under its area code
+    /// (`account2`, PSTN) and the payer's contact.
+    Bill,
+}
+
 impl InquireInput {
     /// The checks that depend on the product, once the catalogue told
     /// whether it is a BPJS bill ([`crate::products::Product::is_bpjs`]).
     ///
-    /// A BPJS inquiry names the months to pay (OkeBayar spec §4: `accnumber3`,
-    /// 1 to 12), without which the biller cannot price the bill, and the
-    /// payer's phone, which its payment carries in `accnumber2` (taken from
-    /// the inquiry's contact). Any other bill takes no months: the connector
-    /// reads months as "a BPJS bill" and would pay it with the contact in
-    /// place of `account2` (a PSTN line's number).
-    pub fn check_for_product(&self, bpjs: bool) -> Result<()> {
-        if !bpjs {
-            if self.account3.is_empty() {
-                return Ok(());
+    /// A field the product does not take is refused by name rather than
+    /// dropped or sent where it means something else:
+    /// - a PLN prepaid inquiry takes the meter number alone (its request
+    ///   carries no other field);
+    /// - a BPJS inquiry names the months to pay (OkeBayar spec §4:
+    ///   `accnumber3`, 1 to 12), without which the biller cannot price the
+    ///   bill, and the payer's phone, which its payment carries in
+    ///   `accnumber2` (taken from the inquiry's contact), so it takes no
+    ///   `account2` (a phone line's number);
+    /// - any other bill takes no months: the connector reads months as "a
+    ///   BPJS bill" and would pay it with the contact in place of `account2`
+    ///   (a PSTN line's number).
+    pub fn check_for_product(&self, fields: InquiryFields) -> Result<()> {
+        let product = &self.product_code;
+        let unwanted = |field: &'static str, value: &str, reason: String| {
+            if value.is_empty() {
+                Ok(())
+            } else {
+                Err(ValidationError::new(field, reason))
             }
-            return Err(ValidationError::new(
+        };
+        match fields {
+            InquiryFields::MeterOnly => [
+                ("account2", &self.account2),
+                ("account3", &self.account3),
+                ("contact", &self.contact),
+            ]
+            .into_iter()
+            .try_for_each(|(field, value)| {
+                unwanted(
+                    field,
+                    value,
+                    format!(
+                        "product {product} is a PLN prepaid inquiry, which takes the meter number in account and nothing else"
+                    ),
+                )
+            }),
+            InquiryFields::Bill => unwanted(
                 "account3",
-                format!(
-                    "months to pay apply to a BPJS bill only, and product {} is not one",
-                    self.product_code
-                ),
-            ));
+                &self.account3,
+                format!("months to pay apply to a BPJS bill only, and product {product} is not one"),
+            ),
+            InquiryFields::Bpjs => {
+                unwanted(
+                    "account2",
+                    &self.account2,
+                    format!(
+                        "product {product} is a BPJS bill, which takes no phone line's number; the payer's phone goes in contact"
+                    ),
+                )?;
+                self.check_bpjs_period_and_payer()
+            }
         }
+    }
+
+    fn check_bpjs_period_and_payer(&self) -> Result<()> {
         if self.account3.is_empty() {
             return Err(ValidationError::new(
                 "account3",
@@ -959,7 +1028,11 @@ mod tests {
                 contact: contact.into(),
                 ..Default::default()
             })?;
-            input.check_for_product(bpjs)
+            input.check_for_product(if bpjs {
+                InquiryFields::Bpjs
+            } else {
+                InquiryFields::Bill
+            })
         };
         assert_eq!(checked("3", "081299990000", true), Ok(()));
         assert_eq!(checked("12", "081299990000", true), Ok(()));
@@ -992,6 +1065,91 @@ mod tests {
         assert_eq!(
             refused.to_string(),
             "account3: months to pay apply to a BPJS bill only, and product BILL is not one"
+        );
+    }
+
+    fn inquiry(account: &str, account2: &str, account3: &str, contact: &str) -> pb::InquireRequest {
+        pb::InquireRequest {
+            client_ref: "r".into(),
+            product_code: "X".into(),
+            account: account.into(),
+            account2: account2.into(),
+            account3: account3.into(),
+            contact: contact.into(),
+            wait_ms: 0,
+        }
+    }
+
+    /// A phone line (OkeBayar spec §4, PSTN) is inquired by its area code
+    /// in `account` and its number in `account2`; an area code is often 3
+    /// digits (`021`), fewer than any customer number's 4.
+    #[test]
+    fn a_phone_lines_area_code_may_be_shorter_than_a_customer_number() {
+        let line = InquireInput::try_from(&inquiry("021", "5550001", "", "")).unwrap();
+        assert_eq!(
+            (line.account.as_str(), line.account2.as_str()),
+            ("021", "5550001")
+        );
+        assert_eq!(line.check_for_product(InquiryFields::Bill), Ok(()));
+        assert!(InquireInput::try_from(&inquiry("21", "5550001", "", "")).is_ok());
+
+        // Without a line number, account is a customer number again.
+        let refused = InquireInput::try_from(&inquiry("021", "", "", "")).unwrap_err();
+        assert_eq!(refused.to_string(), "account: 4 to 24 digits");
+        let refused = InquireInput::try_from(&inquiry("2", "5550001", "", "")).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "account: with account2 (a phone line's number), the line's area code: 2 to 24 digits"
+        );
+        for bad in ["02a", ""] {
+            let refused = InquireInput::try_from(&inquiry(bad, "5550001", "", "")).unwrap_err();
+            assert_eq!(refused.field, "account", "{bad}");
+        }
+    }
+
+    /// A field the product does not take is refused by name, never dropped
+    /// (a PLN prepaid inquiry's request carries the meter number alone) or
+    /// sent where it means something else (a BPJS inquiry's `accnumber2` is
+    /// the payer's phone at payment, not a phone line's number).
+    #[test]
+    fn an_inquiry_field_its_product_does_not_take_is_refused_by_name() {
+        let meter = "512345678901";
+        let checked = |request: pb::InquireRequest, fields| {
+            InquireInput::try_from(&request)
+                .unwrap()
+                .check_for_product(fields)
+        };
+        assert_eq!(
+            checked(inquiry(meter, "", "", ""), InquiryFields::MeterOnly),
+            Ok(())
+        );
+        for (request, field) in [
+            (inquiry(meter, "999", "", ""), "account2"),
+            (inquiry(meter, "", "3", ""), "account3"),
+            (inquiry(meter, "", "", "hello"), "contact"),
+        ] {
+            let refused = checked(request, InquiryFields::MeterOnly).unwrap_err();
+            assert_eq!(refused.field, field);
+            assert_eq!(
+                refused.reason,
+                "product X is a PLN prepaid inquiry, which takes the meter number in account and nothing else"
+            );
+        }
+        let refused = checked(
+            inquiry("8888801234567890", "12345", "3", "081299990000"),
+            InquiryFields::Bpjs,
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "account2: product X is a BPJS bill, which takes no phone line's number; the payer's phone goes in contact"
+        );
+        assert_eq!(
+            checked(
+                inquiry("8888801234567890", "", "3", "081299990000"),
+                InquiryFields::Bpjs
+            ),
+            Ok(())
         );
     }
 

@@ -828,8 +828,8 @@ pub struct RequestCounts {
     pub other: usize,
     pub total: usize,
     /// Money-moving requests among them that an outage turned away at the
-    /// door (its error page, nothing done), counted in `purchases` and
-    /// `payments` too.
+    /// door (its error page, nothing done), or that were lost on their way
+    /// (OkeBayar scenario `912`), counted in `purchases` and `payments` too.
     pub money_turned_away: usize,
 }
 
@@ -880,7 +880,7 @@ impl RequestCounter {
     }
 
     /// Notes that the money-moving request just recorded for `reference`
-    /// was turned away by an outage.
+    /// was turned away by an outage, or lost on its way.
     pub fn turn_away(&self, reference: Option<&str>) {
         let Some(reference) = reference else { return };
         lock(&self.by_reference)

@@ -875,6 +875,46 @@ async fn faults_after_commit_leave_a_successful_ledger() {
     assert_eq!(h.sim.balance(), 1_000_000 - 4 * 11_000);
 }
 
+/// Spec §8.2 "request never received" (`912`): a purchase or bill payment
+/// lost on its way is counted as received but never taken in; nothing is
+/// recorded or debited, the connection is reset without a reply, and a
+/// status check finds no record.
+#[tokio::test]
+async fn a_request_lost_on_its_way_leaves_no_record_and_no_debit() {
+    let h = start(settings()).await;
+    let lost =
+        |fields: Vec<(String, String)>| h.http.post(&h.url).body(body(Format::Xml, &fields)).send();
+    let account = format!("{PREFIX}912");
+    let reset = lost(purchase("lost-buy", &account)).await;
+    assert!(reset.is_err(), "no reply expected, got {reset:?}");
+
+    let inquiry = h.send(&bill_inquiry("lost-inq", &account)).await;
+    assert_eq!(status(&inquiry), "000", "an inquiry is not lost");
+    let nominal = inquiry.get("nominal").unwrap().to_string();
+    let reset = lost(bill_payment("lost-pay", &inquiry, &nominal)).await;
+    assert!(reset.is_err(), "no reply expected, got {reset:?}");
+
+    for reference in ["lost-buy", "lost-pay"] {
+        assert!(h.sim.ledger_state(reference).is_none(), "{reference}");
+        let counts = h.sim.requests_for(reference);
+        assert_eq!(
+            (
+                counts.money(),
+                counts.money_turned_away,
+                counts.money_taken_in()
+            ),
+            (1, 1, 0),
+            "{reference}"
+        );
+        assert_eq!(
+            status(&h.status_check(reference).await),
+            loket_okebayar::settings::STATUS_NOT_FOUND_CODE_DEFAULT,
+            "{reference}"
+        );
+    }
+    assert_eq!(h.sim.balance(), 1_000_000);
+}
+
 fn bill_inquiry(reference: &str, account: &str) -> Vec<(String, String)> {
     request(
         "OkeBayar-inquiry",

@@ -422,6 +422,18 @@ fn executed(ctx: &Ctx, code: &str, reply: Reply, plan: Plan, style: AmountStyle)
     }
 }
 
+/// A money-moving request lost on its way (scenario `912`): counted as
+/// received but never taken in, nothing recorded, and the connection reset
+/// without a reply.
+fn lost(ctx: &Ctx) -> Answer {
+    tracing::info!(reference = %ctx.reference, "scenario: request lost on its way; nothing recorded");
+    ctx.sim.inner.requests.turn_away(Some(&ctx.reference));
+    Answer {
+        fault: Fault::Reset,
+        ..Answer::plain("", Reply::new())
+    }
+}
+
 fn purchase(ctx: &Ctx) -> Answer {
     let settings = &ctx.sim.inner.settings;
     let productcode = ctx.field("productcode");
@@ -430,6 +442,9 @@ fn purchase(ctx: &Ctx) -> Answer {
         return refusal(ctx, "206");
     }
     let scenario = scenario_of(ctx, &accnumber);
+    if scenario == Scenario::LostRequest {
+        return lost(ctx);
+    }
     let plan = scenario.plan();
     let style = scenario.amount_style();
     let mut forced_failure = scenario.immediate_failure(false);
@@ -831,6 +846,9 @@ fn payment(ctx: &Ctx) -> Answer {
         Err(answer) => return answer,
     };
     let scenario = scenario_of(ctx, &account);
+    if scenario == Scenario::LostRequest {
+        return lost(ctx);
+    }
     let plan = scenario.plan();
     let style = scenario.amount_style();
     let inquirycode = ctx.fields.non_empty("inquirycode").map(str::to_string);

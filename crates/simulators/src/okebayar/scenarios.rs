@@ -24,6 +24,10 @@ pub enum Scenario {
     SlowReply,
     /// The purchase succeeds, then the connection is reset without a reply.
     ResetAfterCommit,
+    /// The purchase or payment is lost on its way (spec §8.2 "request never
+    /// received"): the ledger never sees it, and the connection is reset
+    /// without a reply, so a status check finds no record.
+    LostRequest,
     /// The purchase succeeds; the reply is cut in the middle (HTTP 200).
     TruncatedReply,
     /// The purchase succeeds; the reply is an HTML `502 Bad Gateway` page.
@@ -110,6 +114,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("909", "000 at once; after one step a 000 callback about a reference nobody sent"),
     ("910", "success committed (ledger 000); the reply carries 999, a code no table documents"),
     ("911", "the reply says 201 (failed), yet the ledger holds 000 with an SN, and a 000 callback follows after one step: loket parks the transaction in needs_review"),
+    ("912", "purchase or bill payment lost on its way: nothing recorded, nothing debited, the connection reset without a reply; a status check finds no record"),
     ("921", "000; harga/balance/nominal/adminfee as 11000.00 (JSON numbers in JSON mode)"),
     ("922", "000; amounts as bare JSON numbers (11000) in JSON mode"),
     ("931", "bill inquiry: Inquiryexpired as yyMMddhhmmss (12 digits, 12-hour hh)"),
@@ -148,6 +153,7 @@ impl Scenario {
             "909" => Scenario::UnknownReferenceCallback,
             "910" => Scenario::UndocumentedCode,
             "911" => Scenario::ContradictedFailure,
+            "912" => Scenario::LostRequest,
             "921" => Scenario::DecimalAmounts,
             "922" => Scenario::NumericAmounts,
             "931" => Scenario::ExpiryTwelveDigits,
