@@ -159,18 +159,31 @@ pub fn account3(text: &str) -> Result<String> {
         .ok_or_else(|| ValidationError::new("account3", "number of months, 1 to 12"))
 }
 
-/// Payer phone or e-mail: at most 64 characters, no control characters.
-pub fn contact(text: &str) -> Result<String> {
-    if text.chars().count() > 64 {
-        return Err(ValidationError::new("contact", "at most 64 characters"));
-    }
-    if text.chars().any(char::is_control) {
-        return Err(ValidationError::new(
-            "contact",
-            "control characters are not allowed",
-        ));
-    }
-    Ok(text.to_string())
+/// Payer phone or e-mail: at most 64 characters, nothing unseen.
+pub fn contact(value: &str) -> Result<String> {
+    text("contact", value, 64)
+}
+
+/// Whether `c` is a control character, or one that shows nothing yet hides
+/// or reorders the text around it (zero-width spaces and joiners, bidi
+/// marks, embeddings, overrides and isolates, line and paragraph
+/// separators, the byte-order mark, the soft hyphen): in a receiver's name
+/// or a refund's reason, `Siti\u{202E}Budi` would read otherwise to the
+/// operator or the provider than it was written.
+fn unseen(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
 }
 
 pub fn wait(wait_ms: u32) -> Result<Duration> {
@@ -414,7 +427,7 @@ fn product_or(text: &str, default: &str) -> Result<ProductCode> {
     ProductCode::parse("product_code", if text.is_empty() { default } else { text })
 }
 
-/// Optional free text: at most `max` characters, no control characters.
+/// Optional free text: at most `max` characters, nothing [`unseen`].
 fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
     if value.chars().count() > max {
         return Err(ValidationError::new(
@@ -422,10 +435,13 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
             format!("at most {max} characters"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if let Some(c) = value.chars().find(|c| unseen(*c)) {
         return Err(ValidationError::new(
             field,
-            "control characters are not allowed",
+            format!(
+                "character U+{:04X} is not allowed: control characters, and characters that show nothing yet hide or reorder text, are refused",
+                u32::from(c)
+            ),
         ));
     }
     Ok(value.to_string())
@@ -1550,6 +1566,52 @@ mod tests {
             field_of(with(&|r| r.product_code = "A B".into())),
             "product_code"
         );
+    }
+
+    /// Free text (a receiver's or payer's name, a purpose, a reason, a
+    /// contact) refuses, naming the field and the character, what shows
+    /// nothing yet hides or reorders the text: `Siti\u{202E}Budi` would
+    /// read `SitiiduB` to whoever looks at the pay-out. Letters of any
+    /// script, accents and emoji pass.
+    #[test]
+    fn free_text_refuses_characters_that_hide_or_reorder_it() {
+        let named = |receiver_name: &str| {
+            PayOutInput::try_from(&pb::PayOutRequest {
+                receiver_name: receiver_name.into(),
+                ..pay_out()
+            })
+        };
+        for (bad, code) in [
+            ("Siti\u{202E}Budi", "U+202E"),
+            ("Siti\u{200B}Budi", "U+200B"),
+            ("Siti\u{2066}Budi", "U+2066"),
+            ("\u{FEFF}Siti", "U+FEFF"),
+            ("Siti\u{2028}Budi", "U+2028"),
+            ("Siti\u{00AD}Budi", "U+00AD"),
+            ("Siti\u{0}Budi", "U+0000"),
+            ("Siti\tBudi", "U+0009"),
+        ] {
+            let refused = named(bad).unwrap_err();
+            assert_eq!(refused.field, "receiver_name", "{bad:?}");
+            assert!(
+                refused
+                    .reason
+                    .starts_with(&format!("character {code} is not allowed")),
+                "{bad:?}: {}",
+                refused.reason
+            );
+        }
+        for good in [
+            "Siti Budi",
+            "Ñoño Pérez",
+            "渡辺 さん",
+            "Budi 😀",
+            "O'Brien-Smith",
+        ] {
+            assert!(named(good).is_ok(), "{good:?}");
+        }
+        assert_eq!(contact("a\u{202E}@b.c").unwrap_err().field, "contact");
+        assert!(contact("budi@example.com").is_ok());
     }
 
     fn pay_out() -> pb::PayOutRequest {
