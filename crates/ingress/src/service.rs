@@ -1194,6 +1194,7 @@ impl Inner {
             Some(last) if more => Cursor {
                 created_at: last.created_at,
                 id: last.id,
+                filters: Some(query.filters()),
             }
             .encode(),
             _ => String::new(),

@@ -783,14 +783,26 @@ impl TryFrom<&pb::GetTransactionRequest> for TransactionKey {
 }
 
 /// The keyset position after the last row of a page: `(created_at, id)`,
-/// sent to the client as an opaque URL-safe base64 token.
+/// and the filters of the listing that gave it, sent to the client as an
+/// opaque URL-safe base64 token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub created_at: DateTime<Utc>,
     pub id: Uuid,
+    /// The listing's filters ([`ListQuery::filters`]): a token continues
+    /// only the listing that gave it. `None` in a token of version 1, made
+    /// before tokens carried them, which is still taken as it was.
+    pub filters: Option<ListFilters>,
 }
 
-const CURSOR_VERSION: u8 = 1;
+/// A fingerprint of a listing's filters (the first 8 bytes of a SHA-256 of
+/// them), so a page token used with other filters is refused instead of
+/// continuing one listing's position in another's results.
+pub type ListFilters = [u8; 8];
+
+/// Tokens without the listing's filters, from before version 2; read only.
+const CURSOR_VERSION_WITHOUT_FILTERS: u8 = 1;
+const CURSOR_VERSION: u8 = 2;
 
 /// Whether PostgreSQL can hold `at` and RFC 3339 can write it: years 1 to
 /// 9999 (chrono reaches far beyond `timestamptz`'s 4713 BC).
@@ -800,10 +812,20 @@ fn storable(at: &DateTime<Utc>) -> bool {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(25);
-        bytes.push(CURSOR_VERSION);
-        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
-        bytes.extend_from_slice(self.id.as_bytes());
+        let mut bytes = Vec::with_capacity(33);
+        match self.filters {
+            Some(filters) => {
+                bytes.push(CURSOR_VERSION);
+                bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+                bytes.extend_from_slice(self.id.as_bytes());
+                bytes.extend_from_slice(&filters);
+            }
+            None => {
+                bytes.push(CURSOR_VERSION_WITHOUT_FILTERS);
+                bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+                bytes.extend_from_slice(self.id.as_bytes());
+            }
+        }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -812,15 +834,21 @@ impl Cursor {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| bad())?;
-        if bytes.len() != 25 || bytes[0] != CURSOR_VERSION {
-            return Err(bad());
-        }
+        let filters = match (bytes.first(), bytes.len()) {
+            (Some(&CURSOR_VERSION), 33) => Some(bytes[25..33].try_into().map_err(|_| bad())?),
+            (Some(&CURSOR_VERSION_WITHOUT_FILTERS), 25) => None,
+            _ => return Err(bad()),
+        };
         let micros = i64::from_be_bytes(bytes[1..9].try_into().map_err(|_| bad())?);
         let created_at = DateTime::from_timestamp_micros(micros)
             .filter(storable)
             .ok_or_else(bad)?;
         let id = Uuid::from_slice(&bytes[9..25]).map_err(|_| bad())?;
-        Ok(Cursor { created_at, id })
+        Ok(Cursor {
+            created_at,
+            id,
+            filters,
+        })
     }
 }
 
@@ -895,7 +923,7 @@ impl TryFrom<&pb::ListTransactionsRequest> for ListQuery {
         } else {
             Some(Cursor::decode(&request.page_token)?)
         };
-        Ok(ListQuery {
+        let query = ListQuery {
             status,
             provider,
             product_code,
@@ -903,7 +931,49 @@ impl TryFrom<&pb::ListTransactionsRequest> for ListQuery {
             created_to,
             page_size,
             after,
-        })
+        };
+        if let Some(given) = after.and_then(|cursor| cursor.filters) {
+            if given != query.filters() {
+                return Err(ValidationError::new(
+                    "page_token",
+                    "from a listing with other filters (status, provider, product_code, created_from or created_to): list again without it, or with that listing's filters",
+                ));
+            }
+        }
+        Ok(query)
+    }
+}
+
+impl ListQuery {
+    /// The fingerprint of this listing's filters, which its page tokens
+    /// carry (the page size may change between pages).
+    pub fn filters(&self) -> ListFilters {
+        use sha2::Digest as _;
+        let micros = |at: Option<DateTime<Utc>>| {
+            at.map_or(String::new(), |at| at.timestamp_micros().to_string())
+        };
+        let fields = [
+            self.status
+                .map_or("", TransactionStatus::as_str)
+                .to_string(),
+            self.provider.map_or("", Provider::as_str).to_string(),
+            self.product_code
+                .as_ref()
+                .map_or("", |code| code.as_str())
+                .to_string(),
+            micros(self.created_from),
+            micros(self.created_to),
+        ];
+        let mut hash = sha2::Sha256::new();
+        for field in fields {
+            // Length first, so no two lists of fields hash alike.
+            hash.update((field.len() as u64).to_be_bytes());
+            hash.update(field.as_bytes());
+        }
+        let digest = hash.finalize();
+        let mut filters = [0; 8];
+        filters.copy_from_slice(&digest[..8]);
+        filters
     }
 }
 
@@ -1285,6 +1355,7 @@ mod tests {
         let cursor = Cursor {
             created_at: DateTime::from_timestamp_micros(1_732_000_000_123_456).unwrap(),
             id: Uuid::now_v7(),
+            filters: Some(*b"filters!"),
         };
         let token = cursor.encode();
         assert_eq!(Cursor::decode(&token).unwrap(), cursor);
@@ -1304,6 +1375,55 @@ mod tests {
         bytes[1..9].copy_from_slice(&(-1_000_000_000_000_000_000_i64).to_be_bytes());
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
         assert_eq!(Cursor::decode(&forged).unwrap_err().field, "page_token");
+    }
+
+    /// A page token carries its listing's filters: used with others it is
+    /// refused, naming `page_token`; the page size may change. A token of
+    /// version 1, made before tokens carried filters, is taken as it was.
+    #[test]
+    fn a_page_token_continues_only_the_listing_that_gave_it() {
+        let listing = |status: pb::TransactionStatus, page_size: u32, page_token: String| {
+            ListQuery::try_from(&pb::ListTransactionsRequest {
+                status: status as i32,
+                provider: "okebayar".into(),
+                page_size,
+                page_token,
+                ..Default::default()
+            })
+        };
+        let first = listing(pb::TransactionStatus::Success, 10, String::new()).unwrap();
+        let token = |filters| {
+            Cursor {
+                created_at: DateTime::from_timestamp_micros(1_732_000_000_123_456).unwrap(),
+                id: Uuid::now_v7(),
+                filters,
+            }
+            .encode()
+        };
+        let given = token(Some(first.filters()));
+        assert!(listing(pb::TransactionStatus::Success, 50, given.clone()).is_ok());
+        let refused = listing(pb::TransactionStatus::Failed, 10, given.clone()).unwrap_err();
+        assert_eq!(refused.field, "page_token");
+        assert!(refused
+            .reason
+            .starts_with("from a listing with other filters"));
+        let without_provider = ListQuery::try_from(&pb::ListTransactionsRequest {
+            status: pb::TransactionStatus::Success as i32,
+            page_token: given,
+            ..Default::default()
+        });
+        assert_eq!(field_of(without_provider), "page_token");
+
+        let old = token(None);
+        assert_eq!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&old)
+                .unwrap()
+                .len(),
+            25,
+            "version 1's layout"
+        );
+        assert!(listing(pb::TransactionStatus::Failed, 10, old).is_ok());
     }
 
     fn idr(minor: i64) -> Option<pb::Money> {

@@ -903,6 +903,53 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("page_token"));
+    // A token continues only the listing that gave it: with a status filter
+    // added it is refused, naming it; with another page size it continues.
+    let first = api
+        .list_transactions(with_key(
+            KEY_A,
+            pb::ListTransactionsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let status = api
+        .list_transactions(with_key(
+            KEY_A,
+            pb::ListTransactionsRequest {
+                status: pb::TransactionStatus::Success as i32,
+                page_token: first.next_page_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("page_token: from a listing with other filters"),
+        "{}",
+        status.message()
+    );
+    let second = api
+        .list_transactions(with_key(
+            KEY_A,
+            pb::ListTransactionsRequest {
+                page_size: 3,
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(
+        second.transactions.first().map(|t| &t.id),
+        seen.get(1).map(|(_, id)| id),
+        "the second newest follows the first page"
+    );
 
     // --- balance: no connector → UNAVAILABLE; a responder → its balance
     let balance_request = || {
