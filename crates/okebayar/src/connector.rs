@@ -937,6 +937,11 @@ fn fill_report(
             report.contradiction = Some(why);
         }
     }
+    // A success that moved money says what it charged, or the charge
+    // cannot be checked against ours: flagged like an unreadable amount
+    // (rule 8), never taken as matching.
+    let unchecked = operation.moves_money() && report.outcome == Outcome::Success;
+    const MISSING: &str = "missing, so the amount cannot be checked";
     match read_amount(fields, "harga") {
         Some(Ok(charged)) => report.provider_amount = Some(charged),
         Some(Err(error)) => report.amount_unreadable("harga", error),
@@ -953,9 +958,12 @@ fn fill_report(
                 },
                 (Some(Err(error)), _) => report.amount_unreadable("nominal", error),
                 (_, Some(Err(error))) => report.amount_unreadable("adminfee", error),
+                (None, _) if unchecked => report.amount_unreadable("nominal", MISSING),
+                (_, None) if unchecked => report.amount_unreadable("adminfee", MISSING),
                 _ => {}
             }
         }
+        None if unchecked => report.amount_unreadable("harga", MISSING),
         None => {}
     }
     if matches!(
@@ -1079,11 +1087,16 @@ fn bill_details(fields: &Fields, detail: &mut String) -> Result<pb::BillDetails,
     let customer_name = customer_name(fields)?.to_string();
     let bill_amount = amount(fields, "nominal", detail);
     let admin_fee = amount(fields, "adminfee", detail);
+    // Due = nominal + adminfee (spec §4): without a readable fee the total
+    // is not known (not the nominal alone, which its payment could never
+    // match), and paying the inquiry is refused for want of one.
     let total = match (bill_amount, admin_fee) {
         (Some(bill), Some(fee)) => bill.checked_add(fee),
-        (Some(bill), None) => Some(bill),
         _ => None,
     };
+    if bill_amount.is_some() && read_amount(fields, "adminfee").is_none() {
+        push_detail(detail, "adminfee missing: the total due is not known");
+    }
     let expires_at = expiry_on_our_clock(fields, Utc::now(), detail);
     let extra = fields
         .iter()

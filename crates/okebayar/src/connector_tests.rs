@@ -1696,3 +1696,94 @@ fn a_numeric_pin_is_masked_but_serials_containing_its_digits_are_not() {
         )
     );
 }
+
+/// Rule 8: a success that moved money says what it charged, or the charge
+/// cannot be checked against ours. A purchase's `000` with an SN but no
+/// `harga` (absent, empty, null), or a bill payment's without `nominal` or
+/// `adminfee`, is flagged like an unreadable amount, never taken as
+/// matching; the outcome stays what the code says. A pending reply, which
+/// charged nothing yet, is not flagged.
+#[test]
+fn a_success_that_does_not_say_what_it_charged_is_flagged() {
+    let purchase = command(Operation::PrepaidPurchase);
+    let success = |extra: &[(&str, &str)]| {
+        let mut fields = vec![
+            ("transactionstatus", "000"),
+            ("serialnumber", "SN-1"),
+            ("referencecode", REF),
+        ];
+        fields.extend_from_slice(extra);
+        xml(&fields)
+    };
+    let flagged = |report: &Report, field: &str| {
+        assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+        assert_eq!(report.provider_amount, None, "{report:?}");
+        assert!(
+            report
+                .provider_amount_unreadable
+                .as_deref()
+                .is_some_and(|why| why.starts_with(field) && why.contains("missing")),
+            "{field}: {report:?}"
+        );
+    };
+    for body in [
+        success(&[]),
+        success(&[("harga", "")]),
+        success(&[("harga", "  ")]),
+        format!(
+            r#"{{"transactionstatus":"000","serialnumber":"SN-1","harga":null,"referencecode":"{REF}"}}"#
+        ),
+    ] {
+        flagged(&classify(&purchase, 200, &body), "harga");
+    }
+    // A status check's success about a purchase alike.
+    flagged(
+        &classify(&status_of(Operation::PrepaidPurchase), 200, &success(&[])),
+        "harga",
+    );
+    let pending = classify(
+        &purchase,
+        200,
+        &xml(&[("transactionstatus", "002"), ("referencecode", REF)]),
+    );
+    assert_eq!(pending.outcome, Outcome::Pending);
+    assert_eq!(pending.provider_amount_unreadable, None, "{pending:?}");
+
+    let paid = |fields: &[(&str, &str)]| {
+        let mut all = vec![("responsecode", "000"), ("tracecode", "T9")];
+        all.extend_from_slice(fields);
+        classify(&payment(), 200, &xml(&all))
+    };
+    flagged(&paid(&[("nominal", "11000")]), "adminfee");
+    flagged(&paid(&[("adminfee", "2500")]), "nominal");
+    flagged(&paid(&[]), "nominal");
+    let refusal = classify(&payment(), 200, &xml(&[("responsecode", "402")]));
+    assert_eq!(refusal.provider_amount_unreadable, None, "{refusal:?}");
+}
+
+/// The total due is nominal + adminfee (spec §4): an inquiry whose reply
+/// has no fee has no known total (the nominal alone is no total its payment
+/// could match), says why, and paying it is refused for want of one.
+#[test]
+fn a_bill_inquiry_without_its_admin_fee_has_no_total() {
+    let body = xml(&[
+        ("tracecode", "7770001"),
+        ("inquirycode", "INQ-9"),
+        ("responsecode", "000"),
+        ("referencecode", REF),
+        ("nominal", "11000.00"),
+        ("ref2", "R2"),
+        ("ref3", "R3"),
+    ]);
+    let report = classify(&command(Operation::BillInquiry), 200, &body);
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    let bill = report.bill.expect("the bill");
+    assert_eq!(bill.bill_amount.as_ref().map(|m| m.minor), Some(11_000));
+    assert_eq!(bill.admin_fee, None);
+    assert_eq!(bill.total_amount, None, "not the nominal alone");
+    assert!(
+        report.detail.contains("adminfee missing"),
+        "{}",
+        report.detail
+    );
+}

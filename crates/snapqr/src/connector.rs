@@ -743,6 +743,8 @@ impl SnapQrConnector {
                         doubt_bare_success(&mut report, &answer, &["refundNo", "refundTime"]);
                         if command.first_send {
                             doubt_a_duplicate_of_nothing(&mut report, &answer);
+                        } else {
+                            doubt_a_refund_of_another_amount(&mut report, &answer, amount);
                         }
                         report
                     }
@@ -1159,8 +1161,28 @@ fn doubt_a_duplicate_of_nothing(report: &mut Report, answer: &Answer) {
     ));
 }
 
+/// A refund sent again (its status check, or a send after the issuer had
+/// no record) answered `404xx18`: spec §7 reads it as a `partnerRefundNo`
+/// reused "with a different amount", and this send carries the amount every
+/// send of this refund carried. The issuer holds a refund under our number
+/// for another amount, so what was refunded is not known: a case for an
+/// operator (`needs_review`), not a success at the amount asked (the
+/// table's "success" rule for `404xx18` stands for a cancel).
+fn doubt_a_refund_of_another_amount(report: &mut Report, answer: &Answer, asked: Money) {
+    let another_amount = ResponseCode::parse(&answer.code).is_some_and(|c| c.is(404, 18));
+    if !another_amount || report.outcome != Outcome::Success {
+        return;
+    }
+    report.outcome = Outcome::Unknown;
+    report.contradiction = Some(format!(
+        "{} says the issuer holds a refund under this partnerRefundNo for another amount than the {asked} every send of it asked: what was refunded is not known",
+        clip(&answer.code, 16)
+    ));
+}
+
 /// A refund's status is asked by sending it again (spec §7, ASSUMED: a
-/// duplicate `partnerRefundNo` answers 409xx01 or 404xx18, both success).
+/// duplicate `partnerRefundNo` answers 409xx01, success; 404xx18, another
+/// amount, goes to review: [`doubt_a_refund_of_another_amount`]).
 /// An issuer that checks the amount or the payment's state before the
 /// duplicate would refuse the copy of a refund it already made (404xx13
 /// "exceeds", 404xx00 once the payment reads `04`); failing the refund on

@@ -1152,6 +1152,16 @@ async fn a_partner_refund_no_reused_on_another_payment_refunds_nothing() {
         Some("4048018"),
         "{inconsistent:?}"
     );
+    // Sent before, the refund's number is held for another amount than it
+    // asks: what was refunded is not known, so no success at its amount.
+    assert_eq!(inconsistent.outcome, Outcome::Unknown, "{inconsistent:?}");
+    assert!(
+        inconsistent
+            .contradiction
+            .as_deref()
+            .is_some_and(|why| why.contains("4048018") && why.contains("another amount")),
+        "{inconsistent:?}"
+    );
     // As its transaction's first send ever (the journal shows none before),
     // "made before" cannot be an earlier refund of ours: neither answer
     // decides, and the reconciler parks it for an operator.
