@@ -927,13 +927,7 @@ async fn a_5xx_storm_fails_nothing_by_guesswork_and_resolves_by_status_checks() 
     let storm = purchases_in_a_storm(&app, "storm", false).await;
     assert_checks_backed_off(&storm);
     for txn in &storm.transactions {
-        let row = app
-            .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
-            .await;
-        assert_eq!(
-            row.provider_code.as_deref(),
-            Some(loket_reconciler::plan::NOT_FOUND_CODE)
-        );
+        failed_for_want_of_a_record(&app, &txn.id).await;
         assert!(app.sim.ledger_state(&txn.provider_reference).is_none());
         assert_eq!(app.sim.money_requests_for(&txn.provider_reference), 1);
     }

@@ -177,13 +177,7 @@ async fn fails_for_want_of_a_record(
     account: &str,
 ) {
     let txn = bought(client, purchase(client_ref, "PULSA10", account, 0)).await;
-    let row = app
-        .wait_for_status(&txn.id, "failed", Duration::from_secs(20))
-        .await;
-    assert_eq!(
-        row.provider_code.as_deref(),
-        Some(loket_reconciler::plan::NOT_FOUND_CODE)
-    );
+    failed_for_want_of_a_record(app, &txn.id).await;
     let events = app.events(&txn.id).await;
     let first = events
         .iter()

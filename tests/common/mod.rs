@@ -482,3 +482,19 @@ pub async fn commands_all_handled(app: &loket_test_support::TestApp) {
     )
     .await;
 }
+
+/// Waits (up to 20 s) for transaction `id` to end `failed` for want of a
+/// record at the provider (the reconciler's not-found code); its row.
+pub async fn failed_for_want_of_a_record(
+    app: &loket_test_support::TestApp,
+    id: &str,
+) -> loket_store::TransactionRow {
+    let row = app
+        .wait_for_status(id, "failed", std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        row.provider_code.as_deref(),
+        Some(loket_reconciler::plan::NOT_FOUND_CODE)
+    );
+    row
+}

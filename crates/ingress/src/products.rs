@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::errors::ApiError;
-use crate::validate::{shortened, ProductCode};
+use crate::validate::{shortened, InquiryFields, ProductCode};
 
 /// Least time between two reloads triggered by unknown codes.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,6 +80,19 @@ impl Product {
     /// OkeBayar simulator applies too ([`is_bpjs_product_code`]).
     pub fn is_bpjs(&self) -> bool {
         self.kind == ProductKind::Postpaid && is_bpjs_product_code(&self.provider_product_code)
+    }
+
+    /// Which of an inquiry's optional fields this product takes: a PLN
+    /// prepaid inquiry the meter number alone, a BPJS bill its months and
+    /// payer's phone, any other bill a phone line's number and a contact.
+    pub fn inquiry_fields(&self) -> InquiryFields {
+        if self.kind == ProductKind::PlnPrepaid {
+            InquiryFields::MeterOnly
+        } else if self.is_bpjs() {
+            InquiryFields::Bpjs
+        } else {
+            InquiryFields::Bill
+        }
     }
 
     /// The amount a purchase of this product charges.

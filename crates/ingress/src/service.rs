@@ -27,9 +27,8 @@ use crate::metrics;
 use crate::products::{Product, Products};
 use crate::queries::{self, Inserted, Linked, LinkedInsert, NewTransaction};
 use crate::validate::{
-    self, ClientRef, Cursor, InquireInput, InquiryFields, ListQuery, PayBillInput, PayInInput,
-    PayOutInput, PurchaseInput, QrCancelInput, QrPayInput, QrQueryInput, QrRefundInput,
-    TransactionKey,
+    self, ClientRef, Cursor, InquireInput, ListQuery, PayBillInput, PayInInput, PayOutInput,
+    PurchaseInput, QrCancelInput, QrPayInput, QrQueryInput, QrRefundInput, TransactionKey,
 };
 use crate::waiters::{self, is_ready, is_settled, updated_at, WaitEnd, WaitGuard, Waiters};
 use crate::watch_slots::WatchSlots;
@@ -1064,13 +1063,7 @@ impl Inner {
             .await
             .and_then(|product| {
                 let kind = product.inquiry_kind()?;
-                input.check_for_product(if kind == TransactionKind::PrepaidInquiry {
-                    InquiryFields::MeterOnly
-                } else if product.is_bpjs() {
-                    InquiryFields::Bpjs
-                } else {
-                    InquiryFields::Bill
-                })?;
+                input.check_for_product(product.inquiry_fields())?;
                 Ok((product, kind))
             });
         let (product, kind) = match routed {

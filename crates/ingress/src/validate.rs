@@ -813,18 +813,14 @@ fn storable(at: &DateTime<Utc>) -> bool {
 impl Cursor {
     pub fn encode(&self) -> String {
         let mut bytes = Vec::with_capacity(33);
-        match self.filters {
-            Some(filters) => {
-                bytes.push(CURSOR_VERSION);
-                bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
-                bytes.extend_from_slice(self.id.as_bytes());
-                bytes.extend_from_slice(&filters);
-            }
-            None => {
-                bytes.push(CURSOR_VERSION_WITHOUT_FILTERS);
-                bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
-                bytes.extend_from_slice(self.id.as_bytes());
-            }
+        bytes.push(match self.filters {
+            Some(_) => CURSOR_VERSION,
+            None => CURSOR_VERSION_WITHOUT_FILTERS,
+        });
+        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(self.id.as_bytes());
+        if let Some(filters) = self.filters {
+            bytes.extend_from_slice(&filters);
         }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }

@@ -741,11 +741,7 @@ impl SnapQrConnector {
                             Err(error) => report.amount_unreadable("refundAmount", error),
                         }
                         doubt_bare_success(&mut report, &answer, &["refundNo", "refundTime"]);
-                        if command.first_send {
-                            doubt_a_duplicate_of_nothing(&mut report, &answer);
-                        } else {
-                            doubt_a_refund_of_another_amount(&mut report, &answer, amount);
-                        }
+                        doubt_a_duplicate(&mut report, &answer, command.first_send, amount);
                         report
                     }
                 }
@@ -1140,49 +1136,44 @@ fn classify_query(answer: &Answer, partner_reference: &str) -> Report {
     report
 }
 
-/// A refund answered as a duplicate (`409xx01`, or `404xx18`: the same
-/// `partnerRefundNo` with another amount) on its first send ever. Spec §7
-/// reads both as an earlier refund under our `partnerRefundNo`, so a success
-/// (ASSUMED, its Q7); but the send journal shows no earlier send, so what the
-/// issuer holds is not ours: another refund of the payment, or the number
-/// used elsewhere. Taking it as success would report a refund the payer may
-/// never get; neither answer decides, an operator does (`needs_review`). A
-/// re-sent refund's duplicate, the status check's answer, stays a success.
-fn doubt_a_duplicate_of_nothing(report: &mut Report, answer: &Answer) {
-    let duplicate =
-        ResponseCode::parse(&answer.code).is_some_and(|c| c.is(409, 1) || c.is(404, 18));
-    if !duplicate || report.outcome != Outcome::Success {
+/// A refund answered as a duplicate whose success cannot be taken, an
+/// operator deciding instead (`needs_review`). Spec §7 reads `409xx01` as
+/// an earlier refund under our `partnerRefundNo`, and `404xx18` as one under
+/// it "with a different amount" (both success by its table, ASSUMED, Q7):
+/// - on the refund's first send ever, the send journal shows no earlier
+///   send, so what the issuer holds is not ours (another refund of the
+///   payment, or the number used elsewhere): taken as success it would
+///   report a refund the payer may never get;
+/// - on a send again (the status check), `404xx18` says the issuer holds our
+///   refund at another amount than the one every send of it carried, so
+///   what was refunded is not known. A re-send's `409xx01` is the
+///   idempotent answer the status check relies on: a success.
+fn doubt_a_duplicate(report: &mut Report, answer: &Answer, first_send: bool, asked: Money) {
+    if report.outcome != Outcome::Success {
         return;
     }
-    report.outcome = Outcome::Unknown;
-    report.contradiction = Some(format!(
-        "{} says this refund was made before, but it was never sent before: the issuer may hold another refund",
-        clip(&answer.code, 16)
-    ));
-}
-
-/// A refund sent again (its status check, or a send after the issuer had
-/// no record) answered `404xx18`: spec §7 reads it as a `partnerRefundNo`
-/// reused "with a different amount", and this send carries the amount every
-/// send of this refund carried. The issuer holds a refund under our number
-/// for another amount, so what was refunded is not known: a case for an
-/// operator (`needs_review`), not a success at the amount asked (the
-/// table's "success" rule for `404xx18` stands for a cancel).
-fn doubt_a_refund_of_another_amount(report: &mut Report, answer: &Answer, asked: Money) {
-    let another_amount = ResponseCode::parse(&answer.code).is_some_and(|c| c.is(404, 18));
-    if !another_amount || report.outcome != Outcome::Success {
+    let Some(code) = ResponseCode::parse(&answer.code) else {
         return;
-    }
+    };
+    let shown = clip(&answer.code, 16);
+    let why = if first_send && (code.is(409, 1) || code.is(404, 18)) {
+        format!(
+            "{shown} says this refund was made before, but it was never sent before: the issuer may hold another refund"
+        )
+    } else if !first_send && code.is(404, 18) {
+        format!(
+            "{shown} says the issuer holds a refund under this partnerRefundNo for another amount than the {asked} every send of it asked: what was refunded is not known"
+        )
+    } else {
+        return;
+    };
     report.outcome = Outcome::Unknown;
-    report.contradiction = Some(format!(
-        "{} says the issuer holds a refund under this partnerRefundNo for another amount than the {asked} every send of it asked: what was refunded is not known",
-        clip(&answer.code, 16)
-    ));
+    report.contradiction = Some(why);
 }
 
 /// A refund's status is asked by sending it again (spec §7, ASSUMED: a
 /// duplicate `partnerRefundNo` answers 409xx01, success; 404xx18, another
-/// amount, goes to review: [`doubt_a_refund_of_another_amount`]).
+/// amount, goes to review: [`doubt_a_duplicate`]).
 /// An issuer that checks the amount or the payment's state before the
 /// duplicate would refuse the copy of a refund it already made (404xx13
 /// "exceeds", 404xx00 once the payment reads `04`); failing the refund on
