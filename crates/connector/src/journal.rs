@@ -83,9 +83,8 @@ pub enum JournalError {
 #[derive(Clone)]
 pub struct SendJournal {
     queue: mpsc::Sender<Job>,
-    pool: PgPool,
-    /// The longest one statement (or one batch of records) may take.
-    work_limit: Duration,
+    /// Each statement, and each batch of records, bounded in time.
+    db: db::BoundedPool,
 }
 
 struct Job {
@@ -121,8 +120,7 @@ impl SendJournal {
                 vital,
                 "send journal writer",
             ),
-            pool,
-            work_limit,
+            db: db::BoundedPool::new(pool, work_limit),
         }
     }
 
@@ -131,7 +129,8 @@ impl SendJournal {
         &self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, JournalError> {
-        db::bounded(&self.pool, self.work_limit, work)
+        self.db
+            .run(work)
             .await
             .map_err(|error| JournalError::Database(error.to_string()))
     }

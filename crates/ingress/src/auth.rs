@@ -8,7 +8,7 @@
 //! re-checks it every [`Authenticator::recheck_interval`], so a key disabled
 //! (revoked after a leak) stops open streams as soon as it stops new calls.
 
-use sqlx::PgPool;
+use loket_runtime::db::BoundedPool;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -43,15 +43,15 @@ pub struct Credential {
 }
 
 pub struct Authenticator {
-    pool: PgPool,
+    db: BoundedPool,
     ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (ClientId, Instant)>>,
 }
 
 impl Authenticator {
-    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+    pub fn new(db: BoundedPool, ttl: Duration) -> Self {
         Authenticator {
-            pool,
+            db,
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
@@ -101,11 +101,17 @@ impl Authenticator {
     /// The enabled client whose key hashes to `key_hash` (remembered for
     /// the TTL), else `UNAUTHENTICATED`.
     async fn look_up(&self, key_hash: [u8; 32]) -> Result<ClientId, ApiError> {
-        let found: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM clients WHERE api_key_hash = $1 AND NOT disabled")
+        let found: Option<Uuid> = self
+            .db
+            .run(async |connection| {
+                sqlx::query_scalar(
+                    "SELECT id FROM clients WHERE api_key_hash = $1 AND NOT disabled",
+                )
                 .bind(&key_hash[..])
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(connection)
+                .await
+            })
+            .await?;
         let client = ClientId(found.ok_or(ApiError::Unauthenticated)?);
         self.remember(key_hash, client);
         Ok(client)
@@ -145,7 +151,10 @@ mod tests {
             .acquire_timeout(Duration::from_millis(50))
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        let auth = Authenticator::new(pool, Duration::from_secs(10));
+        let auth = Authenticator::new(
+            BoundedPool::new(pool, Duration::from_secs(1)),
+            Duration::from_secs(10),
+        );
         let mut metadata = MetadataMap::new();
         assert!(matches!(
             auth.authenticate(&metadata).await,
@@ -163,7 +172,10 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        let auth = Authenticator::new(pool, Duration::from_millis(30));
+        let auth = Authenticator::new(
+            BoundedPool::new(pool, Duration::from_secs(1)),
+            Duration::from_millis(30),
+        );
         let client = ClientId(Uuid::now_v7());
         auth.remember(api_key_hash("k"), client);
         assert_eq!(auth.cached(&api_key_hash("k")), Some(client));

@@ -20,10 +20,10 @@
 use async_nats::jetstream;
 use loket_protocol::subjects;
 use loket_runtime::bus;
+use loket_runtime::db::BoundedPool;
 use loket_runtime::telemetry::TraceContext;
 use loket_store::TransactionRow;
 use prost::Message as _;
-use sqlx::PgPool;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -78,7 +78,7 @@ enum Mark {
 #[derive(Clone)]
 pub struct Dispatcher {
     js: jetstream::Context,
-    pool: PgPool,
+    db: BoundedPool,
     publish_timeout: Duration,
     failpoint: Option<Failpoint>,
     marks: mpsc::Sender<Mark>,
@@ -90,21 +90,21 @@ impl Dispatcher {
     /// the service (`vital`).
     pub fn new(
         js: jetstream::Context,
-        pool: PgPool,
+        db: BoundedPool,
         publish_timeout: Duration,
         failpoint: Option<Failpoint>,
         finished: loket_runtime::Shutdown,
         vital: &loket_runtime::Vital,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (marks, queue) = mpsc::channel(MARK_QUEUE);
-        let task = tokio::spawn(vital.guard_against_panics(
-            "dispatch marker",
-            record_marks(pool.clone(), queue, finished),
-        ));
+        let task = tokio::spawn(
+            vital
+                .guard_against_panics("dispatch marker", record_marks(db.clone(), queue, finished)),
+        );
         (
             Dispatcher {
                 js,
-                pool,
+                db,
                 publish_timeout,
                 failpoint,
                 marks,
@@ -161,7 +161,7 @@ impl Dispatcher {
             return false;
         }
         if self.marks.try_send(Mark::Dispatched(row.id)).is_err() {
-            if let Err(error) = crate::queries::mark_dispatched(&self.pool, &[row.id]).await {
+            if let Err(error) = crate::queries::mark_dispatched(&self.db, &[row.id]).await {
                 tracing::warn!(%error, "recording dispatched_at failed; the sweep may re-dispatch (status check first)");
             }
         }
@@ -207,7 +207,7 @@ impl Dispatcher {
 }
 
 async fn record_marks(
-    pool: PgPool,
+    db: BoundedPool,
     mut queue: mpsc::Receiver<Mark>,
     finished: loket_runtime::Shutdown,
 ) {
@@ -225,14 +225,14 @@ async fn record_marks(
                     }
                     take(&mut heard, &mut pending);
                 }
-                _ = finished.wait() => return drain(&pool, &mut queue, &mut pending).await,
+                _ = finished.wait() => return drain(&db, &mut queue, &mut pending).await,
             }
         }
         let until = tokio::time::Instant::now() + MARK_LINGER;
         while pending.len() < MARK_BATCH {
             tokio::select! {
                 biased;
-                _ = finished.wait() => return drain(&pool, &mut queue, &mut pending).await,
+                _ = finished.wait() => return drain(&db, &mut queue, &mut pending).await,
                 _ = tokio::time::sleep_until(until) => break,
                 received = queue.recv_many(&mut heard, MARK_BATCH) => {
                     if received == 0 {
@@ -242,7 +242,7 @@ async fn record_marks(
                 }
             }
         }
-        flush(&pool, &mut pending).await;
+        flush(&db, &mut pending).await;
     }
 }
 
@@ -257,19 +257,19 @@ fn take(heard: &mut Vec<Mark>, pending: &mut HashSet<Uuid>) {
 }
 
 /// At shutdown: records what is pending and what is still queued.
-async fn drain(pool: &PgPool, queue: &mut mpsc::Receiver<Mark>, pending: &mut HashSet<Uuid>) {
+async fn drain(db: &BoundedPool, queue: &mut mpsc::Receiver<Mark>, pending: &mut HashSet<Uuid>) {
     let mut heard = Vec::new();
     while let Ok(mark) = queue.try_recv() {
         heard.push(mark);
     }
     take(&mut heard, pending);
-    flush(pool, pending).await;
+    flush(db, pending).await;
 }
 
-async fn flush(pool: &PgPool, pending: &mut HashSet<Uuid>) {
+async fn flush(db: &BoundedPool, pending: &mut HashSet<Uuid>) {
     let ids: Vec<Uuid> = pending.drain().collect();
     for chunk in ids.chunks(MARK_BATCH) {
-        if let Err(error) = crate::queries::mark_dispatched(pool, chunk).await {
+        if let Err(error) = crate::queries::mark_dispatched(db, chunk).await {
             tracing::warn!(%error, count = chunk.len(), "recording dispatched_at failed; the sweep may re-dispatch (status check first)");
         }
     }

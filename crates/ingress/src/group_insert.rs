@@ -11,13 +11,12 @@
 //! connection), each row is inserted again on its own and gets its own
 //! answer.
 
-use sqlx::PgPool;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::queries::{self, NewTransaction};
-use loket_runtime::db::{self, HeldConnection};
+use loket_runtime::db::{self, BoundedPool, HeldConnection};
 use loket_store::TransactionRow;
 
 /// Batches in flight at once (each slot keeps one pooled connection).
@@ -40,13 +39,13 @@ struct Job {
 impl GroupInsert {
     /// Starts the tasks that insert; they end once every handle is dropped.
     /// A writer's panic stops the service (`vital`).
-    pub fn start(pool: PgPool, vital: &loket_runtime::Vital) -> Self {
+    pub fn start(db: BoundedPool, vital: &loket_runtime::Vital) -> Self {
         GroupInsert {
             queue: db::spawn_batch_writer(
-                pool,
+                db.pool().clone(),
                 SLOTS,
                 BATCH_MAX,
-                db::HELD_WORK_LIMIT,
+                db.work_limit(),
                 insert_batch,
                 vital,
                 "transaction insert writer",
@@ -94,7 +93,9 @@ async fn insert_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
         Err(error) => {
             tracing::debug!(%error, rows = batch.len(), "group insert failed; inserting its rows one at a time");
             for job in batch {
-                let result = queries::insert_row(connection.pool(), &job.new, &job.event).await;
+                let result = connection
+                    .with(async |held| queries::insert_row(held, &job.new, &job.event).await)
+                    .await;
                 let _ = job.answer.send(result);
             }
         }

@@ -36,6 +36,7 @@ pub mod watch_slots;
 
 use loket_protocol::{pb, subjects};
 use loket_runtime::config::Common;
+use loket_runtime::db::BoundedPool;
 use loket_runtime::{admin, bus, db, Shutdown};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,13 @@ pub struct Settings {
     /// The gRPC port (the binary binds it; `run` takes a bound listener).
     pub grpc_addr: String,
     pub db_max_connections: u32,
+    /// The longest one piece of the ingress's database work (a read, an
+    /// insert, a refund's checks) may take. Past it the call fails
+    /// `UNAVAILABLE` and the connection is closed: on a database gone silent
+    /// without closing its connections (a crashed host, a cut network) calls
+    /// fail in this time instead of waiting as long as the kernel keeps the
+    /// connection. Above `lock_timeout` (10 s), so a lock wait fails as such.
+    pub db_work_limit_ms: u64,
     /// Apply `migrations/` at start (safe with several replicas: sqlx locks).
     pub migrate: bool,
     /// How long an authenticated API key stays cached.
@@ -102,6 +110,7 @@ impl Default for Settings {
             common: Common::default(),
             grpc_addr: "127.0.0.1:50051".into(),
             db_max_connections: 16,
+            db_work_limit_ms: 15_000,
             migrate: true,
             auth_cache_ttl_ms: 10_000,
             products_refresh_ms: 3_000,
@@ -128,6 +137,7 @@ impl Settings {
         }
         loket_runtime::config::all_positive(&[
             ("db_max_connections", u64::from(self.db_max_connections)),
+            ("db_work_limit_ms", self.db_work_limit_ms),
             ("products_refresh_ms", self.products_refresh_ms),
             ("publish_timeout_ms", self.publish_timeout_ms),
             ("balance_timeout_ms", self.balance_timeout_ms),
@@ -215,8 +225,12 @@ async fn serve(
     readiness.watch_database(&pool);
     let vital = loket_runtime::Vital::new(shutdown.clone());
 
+    let db = BoundedPool::new(
+        pool.clone(),
+        Duration::from_millis(settings.db_work_limit_ms),
+    );
     let products = Arc::new(
-        products::Products::load(pool.clone())
+        products::Products::load(db.clone())
             .await
             .map_err(|error| Error::Products(error.to_string()))?,
     );
@@ -249,7 +263,7 @@ async fn serve(
     let finished = Shutdown::new();
     let (dispatcher, marks_task) = dispatch::Dispatcher::new(
         js,
-        pool.clone(),
+        db.clone(),
         Duration::from_millis(settings.publish_timeout_ms),
         settings.failpoint,
         finished.clone(),
@@ -257,11 +271,11 @@ async fn serve(
     );
 
     let service = LoketService::new(service::Inner {
-        pool: pool.clone(),
-        group_insert: group_insert::GroupInsert::start(pool.clone(), &vital),
+        group_insert: group_insert::GroupInsert::start(db.clone(), &vital),
+        db: db.clone(),
         nats: nats.clone(),
         auth: Arc::new(auth::Authenticator::new(
-            pool.clone(),
+            db,
             Duration::from_millis(settings.auth_cache_ttl_ms),
         )),
         products,

@@ -7,7 +7,7 @@
 
 use loket_protocol::product::is_bpjs_product_code;
 use loket_protocol::{Money, ProductKind, Provider, TransactionKind};
-use sqlx::PgPool;
+use loket_runtime::db::BoundedPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -109,7 +109,7 @@ struct Snapshot {
 }
 
 pub struct Products {
-    pool: PgPool,
+    db: BoundedPool,
     snapshot: RwLock<Arc<Snapshot>>,
     reload: tokio::sync::Mutex<()>,
 }
@@ -151,10 +151,10 @@ fn parse_row(row: ProductRow) -> Option<Product> {
 
 impl Products {
     /// Loads the catalogue once; fails when the database does not answer.
-    pub async fn load(pool: PgPool) -> Result<Self, sqlx::Error> {
-        let products = Self::fetch(&pool).await?;
+    pub async fn load(db: BoundedPool) -> Result<Self, sqlx::Error> {
+        let products = Self::fetch(&db).await?;
         Ok(Products {
-            pool,
+            db,
             snapshot: RwLock::new(Arc::new(Snapshot {
                 products,
                 loaded_at: Instant::now(),
@@ -163,12 +163,16 @@ impl Products {
         })
     }
 
-    async fn fetch(pool: &PgPool) -> Result<HashMap<String, Product>, sqlx::Error> {
-        let rows: Vec<ProductRow> = sqlx::query_as(
-            "SELECT code, provider, provider_product_code, kind, price_minor, currency, active FROM products",
-        )
-        .fetch_all(pool)
-        .await?;
+    async fn fetch(db: &BoundedPool) -> Result<HashMap<String, Product>, sqlx::Error> {
+        let rows: Vec<ProductRow> = db
+            .run(async |connection| {
+                sqlx::query_as(
+                    "SELECT code, provider, provider_product_code, kind, price_minor, currency, active FROM products",
+                )
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(parse_row)
@@ -195,7 +199,7 @@ impl Products {
         if !age.is_zero() && self.current().loaded_at.elapsed() < age {
             return Ok(());
         }
-        let products = Self::fetch(&self.pool).await?;
+        let products = Self::fetch(&self.db).await?;
         *self
             .snapshot
             .write()

@@ -1,10 +1,13 @@
 //! The ingress's SQL. Every read is scoped to the calling client; the insert
 //! path is one statement (transaction row and its `ingress` event together,
-//! atomically) and so one database round trip.
+//! atomically) and so one database round trip. Every piece of work is
+//! bounded in time ([`BoundedPool`]): on a database gone silent a call fails
+//! `UNAVAILABLE` instead of waiting for ever with a connection taken.
 
 use loket_protocol::Money;
+use loket_runtime::db::BoundedPool;
 use loket_store::{TransactionRow, COLUMNS};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -153,7 +156,7 @@ pub(crate) async fn insert_row(
 }
 
 pub async fn insert(
-    pool: &PgPool,
+    db: &BoundedPool,
     group: &GroupInsert,
     new: &NewTransaction,
     event: serde_json::Value,
@@ -161,7 +164,7 @@ pub async fn insert(
     let result = group.insert(new.clone(), event).await;
     match result {
         Ok(Some(row)) => Ok(Inserted::Created(Box::new(row))),
-        Ok(None) => match by_client_ref(pool, new.client_id, &new.client_ref).await? {
+        Ok(None) => match by_client_ref(db, new.client_id, &new.client_ref).await? {
             Some(row) => Ok(Inserted::Existing(Box::new(row))),
             // The conflicting row vanished (rows are never deleted): treat
             // as a transient database problem.
@@ -169,20 +172,24 @@ pub async fn insert(
         },
         Err(sqlx::Error::Database(error)) if error.constraint() == Some(ONE_LIVE_PAYMENT) => {
             // A concurrent identical call may have won both unique indexes.
-            if let Some(row) = by_client_ref(pool, new.client_id, &new.client_ref).await? {
+            if let Some(row) = by_client_ref(db, new.client_id, &new.client_ref).await? {
                 return Ok(Inserted::Existing(Box::new(row)));
             }
             let inquiry = new.inquiry_id.unwrap_or_default();
-            let payment: Option<Uuid> = sqlx::query_scalar(
-                // The index's own predicate (migration 0008): the payment
-                // that holds the inquiry.
-                "SELECT id FROM transactions WHERE inquiry_id = $1 AND kind = 'bill_payment' AND status <> 'failed' \
-                 AND NOT (status = 'needs_review' AND reviewed_from IS NOT DISTINCT FROM 'failed') \
-                 ORDER BY created_at DESC LIMIT 1",
-            )
-            .bind(inquiry)
-            .fetch_optional(pool)
-            .await?;
+            let payment: Option<Uuid> = db
+                .run(async |connection| {
+                    sqlx::query_scalar(
+                        // The index's own predicate (migration 0008): the
+                        // payment that holds the inquiry.
+                        "SELECT id FROM transactions WHERE inquiry_id = $1 AND kind = 'bill_payment' AND status <> 'failed' \
+                         AND NOT (status = 'needs_review' AND reviewed_from IS NOT DISTINCT FROM 'failed') \
+                         ORDER BY created_at DESC LIMIT 1",
+                    )
+                    .bind(inquiry)
+                    .fetch_optional(connection)
+                    .await
+                })
+                .await?;
             Ok(Inserted::InquiryAlreadyPaid(payment.unwrap_or_default()))
         }
         Err(error) => Err(error),
@@ -190,27 +197,39 @@ pub async fn insert(
 }
 
 pub async fn by_client_ref(
-    pool: &PgPool,
+    db: &BoundedPool,
+    client_id: Uuid,
+    client_ref: &str,
+) -> Result<Option<TransactionRow>, sqlx::Error> {
+    db.run(async |connection| by_client_ref_on(connection, client_id, client_ref).await)
+        .await
+}
+
+async fn by_client_ref_on(
+    connection: &mut PgConnection,
     client_id: Uuid,
     client_ref: &str,
 ) -> Result<Option<TransactionRow>, sqlx::Error> {
     sqlx::query_as::<_, TransactionRow>(&BY_CLIENT_REF_SQL)
         .bind(client_id)
         .bind(client_ref)
-        .fetch_optional(pool)
+        .fetch_optional(connection)
         .await
 }
 
 pub async fn by_id(
-    pool: &PgPool,
+    db: &BoundedPool,
     client_id: Uuid,
     id: Uuid,
 ) -> Result<Option<TransactionRow>, sqlx::Error> {
-    sqlx::query_as::<_, TransactionRow>(&BY_ID_SQL)
-        .bind(client_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    db.run(async |connection| {
+        sqlx::query_as::<_, TransactionRow>(&BY_ID_SQL)
+            .bind(client_id)
+            .bind(id)
+            .fetch_optional(connection)
+            .await
+    })
+    .await
 }
 
 static INQUIRY_AND_REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -222,16 +241,20 @@ static INQUIRY_AND_REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
 /// In one round trip: the caller's inquiry `inquiry_id` and the caller's
 /// existing transaction with `client_ref`, if any.
 pub async fn inquiry_and_replay(
-    pool: &PgPool,
+    db: &BoundedPool,
     client_id: Uuid,
     inquiry_id: Uuid,
     client_ref: &str,
 ) -> Result<(Option<TransactionRow>, Option<TransactionRow>), sqlx::Error> {
-    let rows = sqlx::query_as::<_, TransactionRow>(&INQUIRY_AND_REPLAY_SQL)
-        .bind(client_id)
-        .bind(inquiry_id)
-        .bind(client_ref)
-        .fetch_all(pool)
+    let rows = db
+        .run(async |connection| {
+            sqlx::query_as::<_, TransactionRow>(&INQUIRY_AND_REPLAY_SQL)
+                .bind(client_id)
+                .bind(inquiry_id)
+                .bind(client_ref)
+                .fetch_all(connection)
+                .await
+        })
         .await?;
     let mut inquiry = None;
     let mut existing = None;
@@ -283,7 +306,7 @@ static LOCK_ORIGINAL_SQL: LazyLock<String> = LazyLock::new(|| {
 /// [`LinkedInsert::Existing`] before any check, so a replay still answers
 /// after the original has changed.
 pub async fn insert_linked<F>(
-    pool: &PgPool,
+    db: &BoundedPool,
     client_id: Uuid,
     original_id: Uuid,
     client_ref: &str,
@@ -293,7 +316,24 @@ pub async fn insert_linked<F>(
 where
     F: FnOnce(&TransactionRow, &[Linked]) -> Result<NewTransaction, ApiError>,
 {
-    let mut tx = pool.begin().await?;
+    db.run(async |connection| {
+        insert_linked_on(connection, client_id, original_id, client_ref, event, build).await
+    })
+    .await
+}
+
+async fn insert_linked_on<F>(
+    connection: &mut PgConnection,
+    client_id: Uuid,
+    original_id: Uuid,
+    client_ref: &str,
+    event: serde_json::Value,
+    build: F,
+) -> Result<LinkedInsert, sqlx::Error>
+where
+    F: FnOnce(&TransactionRow, &[Linked]) -> Result<NewTransaction, ApiError>,
+{
+    let mut tx = sqlx::Connection::begin(&mut *connection).await?;
     let original = sqlx::query_as::<_, TransactionRow>(&LOCK_ORIGINAL_SQL)
         .bind(client_id)
         .bind(original_id)
@@ -334,7 +374,7 @@ where
         None => {
             // A concurrent call with the same client_ref won the insert.
             tx.rollback().await?;
-            match by_client_ref(pool, client_id, client_ref).await? {
+            match by_client_ref_on(connection, client_id, client_ref).await? {
                 Some(row) => Ok(LinkedInsert::Existing(Box::new(row))),
                 None => Err(sqlx::Error::RowNotFound),
             }
@@ -345,7 +385,7 @@ where
 /// One page of the caller's transactions, newest first, plus whether more
 /// follow (fetches `page_size + 1`).
 pub async fn list(
-    pool: &PgPool,
+    db: &BoundedPool,
     client_id: Uuid,
     query: &ListQuery,
 ) -> Result<(Vec<TransactionRow>, bool), sqlx::Error> {
@@ -378,9 +418,12 @@ pub async fn list(
     }
     sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(i64::from(query.page_size) + 1);
-    let mut rows = sql
-        .build_query_as::<TransactionRow>()
-        .fetch_all(pool)
+    let mut rows = db
+        .run(async |connection| {
+            sql.build_query_as::<TransactionRow>()
+                .fetch_all(connection)
+                .await
+        })
         .await?;
     let more = rows.len() > query.page_size as usize;
     rows.truncate(query.page_size as usize);
@@ -394,18 +437,22 @@ pub async fn list(
 /// locking them in the order a scan happens to meet them could deadlock
 /// with a reconciler batch holding some of the same rows (PostgreSQL would
 /// then abort one side after `deadlock_timeout`, a one-second stall).
-pub async fn mark_dispatched(pool: &PgPool, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
-        "UPDATE transactions t SET dispatched_at = now(), dispatch_count = 1 \
+pub async fn mark_dispatched(db: &BoundedPool, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let result = db
+        .run(async |connection| {
+            sqlx::query(
+                "UPDATE transactions t SET dispatched_at = now(), dispatch_count = 1 \
          FROM (SELECT id FROM transactions \
                WHERE id = ANY($1) AND dispatched_at IS NULL \
                  AND status IN ('received', 'pending', 'unknown') \
                ORDER BY id FOR UPDATE) locked \
          WHERE t.id = locked.id",
-    )
-    .bind(ids)
-    .execute(pool)
-    .await?;
+            )
+            .bind(ids)
+            .execute(connection)
+            .await
+        })
+        .await?;
     Ok(result.rows_affected())
 }
 

@@ -5,11 +5,11 @@
 use futures::StreamExt as _;
 use loket_protocol::pb::{self, loket_server::Loket};
 use loket_protocol::{subjects, ProductKind, Provider, TransactionKind, TransactionStatus};
+use loket_runtime::db::BoundedPool;
 use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::Shutdown;
 use loket_store::{bill_from_json, TransactionRow};
 use prost::Message as _;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,7 +35,7 @@ use crate::watch_slots::WatchSlots;
 
 /// What every flow needs; shared by all calls.
 pub struct Inner {
-    pub pool: PgPool,
+    pub db: BoundedPool,
     pub group_insert: GroupInsert,
     pub nats: async_nats::Client,
     /// Shared with open watch streams, which re-check their key.
@@ -494,7 +494,7 @@ impl Inner {
         ) {
             return Err(error);
         }
-        match queries::by_client_ref(&self.pool, client.0, client_ref.as_str()).await? {
+        match queries::by_client_ref(&self.db, client.0, client_ref.as_str()).await? {
             Some(existing) => {
                 self.replay(ctx, client, client_ref, params, existing, wait)
                     .await
@@ -536,7 +536,7 @@ impl Inner {
             return Ok(respond(&row));
         }
         let guard = self.waiters.register(client.0, row.id);
-        let row = queries::by_id(&self.pool, client.0, row.id)
+        let row = queries::by_id(&self.db, client.0, row.id)
             .await?
             .unwrap_or(row);
         Ok(self.wait_for(ctx, guard, &row, wait).await)
@@ -574,7 +574,7 @@ impl Inner {
     async fn reread(&self, row: &TransactionRow, seen: pb::Transaction) -> pb::Transaction {
         let read = tokio::time::timeout(
             REREAD_LIMIT,
-            queries::by_id(&self.pool, row.client_id, row.id),
+            queries::by_id(&self.db, row.client_id, row.id),
         )
         .await;
         match read {
@@ -619,10 +619,10 @@ impl Inner {
         // to be dispatched, and a retry with its client_ref only replays it.
         let inquiry_id = new.inquiry_id;
         let inserting = tokio::spawn({
-            let (pool, group_insert) = (self.pool.clone(), self.group_insert.clone());
+            let (db, group_insert) = (self.db.clone(), self.group_insert.clone());
             let (dispatcher, trace, span) = (self.dispatcher.clone(), ctx.trace, ctx.span.clone());
             async move {
-                let inserted = queries::insert(&pool, &group_insert, &new, event).await?;
+                let inserted = queries::insert(&db, &group_insert, &new, event).await?;
                 let publishing = match &inserted {
                     Inserted::Created(row) => Some(accepted(row, &span, &dispatcher, trace)),
                     _ => None,
@@ -765,7 +765,7 @@ impl Inner {
         let input = QrQueryInput::try_from(request.get_ref())?;
         let id = input.transaction_id;
         let not_found = || ApiError::NotFound(format!("transaction {id} not found"));
-        let row = queries::by_id(&self.pool, client.0, id)
+        let row = queries::by_id(&self.db, client.0, id)
             .await?
             .ok_or_else(not_found)?;
         ctx.record_transaction(id);
@@ -781,7 +781,7 @@ impl Inner {
         // Registered (after the ownership check) before the re-read and the
         // check: no update that follows can be missed.
         let guard = (!input.wait.is_zero()).then(|| self.waiters.register(client.0, id));
-        let row = queries::by_id(&self.pool, client.0, id)
+        let row = queries::by_id(&self.db, client.0, id)
             .await?
             .ok_or_else(not_found)?;
         let current = row.to_pb();
@@ -839,7 +839,7 @@ impl Inner {
             "original_id": original_id.to_string(),
         });
         let outcome = queries::insert_linked(
-            &self.pool,
+            &self.db,
             client.0,
             original_id,
             client_ref.as_str(),
@@ -1016,7 +1016,7 @@ impl Inner {
         new.amount = Some(product.purchase_price()?);
         if let Some(inquiry_id) = input.inquiry_id {
             let (inquiry, existing) = queries::inquiry_and_replay(
-                &self.pool,
+                &self.db,
                 client.0,
                 inquiry_id,
                 input.client_ref.as_str(),
@@ -1093,7 +1093,7 @@ impl Inner {
         let input = PayBillInput::try_from(request.get_ref())?;
         let params = RequestParams::pay_bill(&input);
         let (inquiry, existing) = queries::inquiry_and_replay(
-            &self.pool,
+            &self.db,
             client.0,
             input.inquiry_id,
             input.client_ref.as_str(),
@@ -1163,11 +1163,11 @@ impl Inner {
         let key = TransactionKey::try_from(request.get_ref())?;
         let (row, name) = match &key {
             TransactionKey::Id(id) => (
-                queries::by_id(&self.pool, client.0, *id).await?,
+                queries::by_id(&self.db, client.0, *id).await?,
                 id.to_string(),
             ),
             TransactionKey::ClientRef(client_ref) => (
-                queries::by_client_ref(&self.pool, client.0, client_ref.as_str()).await?,
+                queries::by_client_ref(&self.db, client.0, client_ref.as_str()).await?,
                 format!("with client_ref {client_ref}"),
             ),
         };
@@ -1182,7 +1182,7 @@ impl Inner {
     ) -> Result<pb::ListTransactionsResponse, ApiError> {
         let client = self.auth.authenticate(request.metadata()).await?;
         let query = ListQuery::try_from(request.get_ref())?;
-        let (rows, more) = queries::list(&self.pool, client.0, &query).await?;
+        let (rows, more) = queries::list(&self.db, client.0, &query).await?;
         let next_page_token = match rows.last() {
             Some(last) if more => Cursor {
                 created_at: last.created_at,
@@ -1287,7 +1287,7 @@ impl Inner {
         let first = match only {
             Some(id) => {
                 ctx.record_transaction(id);
-                let row = queries::by_id(&self.pool, client.0, id)
+                let row = queries::by_id(&self.db, client.0, id)
                     .await?
                     .ok_or_else(|| ApiError::NotFound(format!("transaction {id} not found")))?;
                 // Not yet enriched: admitted as the reconciler publishes it.

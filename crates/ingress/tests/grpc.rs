@@ -246,6 +246,7 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
     let App {
         _nats_server,
         addr: _,
+        admin_addr: _,
         pool,
         mut api,
         nats,
@@ -1119,6 +1120,8 @@ struct App {
     _nats_server: NatsServer,
     /// The gRPC port.
     addr: SocketAddr,
+    /// `/readyz` and the other admin endpoints.
+    admin_addr: SocketAddr,
     /// The ingress reaches nats-server through this; the test's own
     /// connection (`nats`, `js`) does not.
     bus_link: BusLink,
@@ -1132,22 +1135,37 @@ struct App {
     server: tokio::task::JoinHandle<Result<(), loket_ingress::Error>>,
 }
 
+/// The database an [`App`]'s ingress works on.
+enum Database {
+    Plain,
+    /// Whose default for a setting is a value (`ALTER DATABASE … SET`), as
+    /// a DBA or a managed service may set it.
+    WithDefault(&'static str, &'static str),
+    /// Reached through a relay that goes silent while the flag is set.
+    ThroughRelay(Arc<AtomicBool>),
+}
+
 impl App {
     async fn start() -> anyhow::Result<Self> {
-        Self::start_with(None, |_| {}).await
+        Self::start_with(Database::Plain, |_| {}).await
     }
 
-    /// [`App::start`] on a database whose default for `setting` is `value`
-    /// (`ALTER DATABASE … SET`), as a DBA or a managed service may set it,
-    /// with the ingress's settings changed by `configure`.
+    /// [`App::start`] on a database set up as `database` says, with the
+    /// ingress's settings changed by `configure`.
     async fn start_with(
-        setting: Option<(&str, &str)>,
+        database: Database,
         configure: impl FnOnce(&mut Settings),
     ) -> anyhow::Result<Self> {
         let nats_server = NatsServer::start()?;
         let bus_link = BusLink::start(&nats_server.url()).await?;
         let db_url = Secret::new(postgres::fresh_database().await?);
-        if let Some((setting, value)) = setting {
+        let ingress_db_url = match &database {
+            Database::ThroughRelay(silence) => Secret::new(
+                postgres::through_silenceable_relay(db_url.expose(), silence.clone()).await?,
+            ),
+            _ => db_url.clone(),
+        };
+        if let Database::WithDefault(setting, value) = database {
             let mut admin = sqlx::PgConnection::connect(db_url.expose()).await?;
             let database: String = sqlx::query_scalar("SELECT current_database()")
                 .fetch_one(&mut admin)
@@ -1172,12 +1190,13 @@ impl App {
         .await?;
         let mut settings = Settings::default();
         settings.common.nats_url = bus_link.url();
-        settings.common.database_url = db_url;
+        settings.common.database_url = ingress_db_url;
         settings.common.shutdown_grace_ms = 5_000;
         configure(&mut settings);
         let main = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = main.local_addr()?;
+        let admin_addr = admin.local_addr()?;
         let shutdown = Shutdown::new();
         let server = tokio::spawn(loket_ingress::run(
             settings,
@@ -1198,6 +1217,7 @@ impl App {
         let app = App {
             _nats_server: nats_server,
             addr,
+            admin_addr,
             bus_link,
             pool,
             api: LoketClient::new(channel.clone()),
@@ -1507,7 +1527,7 @@ async fn qr_pay_idempotency_query_and_isolation() -> anyhow::Result<()> {
 async fn racing_refunds_and_cancels_never_exceed_the_payment_whatever_the_default_isolation(
 ) -> anyhow::Result<()> {
     let app = App::start_with(
-        Some(("default_transaction_isolation", "repeatable read")),
+        Database::WithDefault("default_transaction_isolation", "repeatable read"),
         |_| {},
     )
     .await?;
@@ -2138,7 +2158,7 @@ async fn a_bpjs_inquiry_needs_its_months_and_the_payers_phone() -> anyhow::Resul
 /// new calls: the holder does not go on streaming serial numbers and tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_watch_ends_once_its_key_is_disabled() -> anyhow::Result<()> {
-    let app = App::start_with(None, |settings| settings.auth_cache_ttl_ms = 200).await?;
+    let app = App::start_with(Database::Plain, |settings| settings.auth_cache_ttl_ms = 200).await?;
     let mut api = app.api.clone();
     let bought = bought(
         &mut api,
@@ -2293,7 +2313,7 @@ async fn silent_and_vanished_grpc_clients_are_closed_and_calls_still_served() ->
     use tokio::io::AsyncWriteExt as _;
     use tokio::net::TcpStream;
     const PER_SOURCE: usize = 40;
-    let app = App::start_with(None, |settings| {
+    let app = App::start_with(Database::Plain, |settings| {
         settings.handshake_timeout_ms = 3_000;
         settings.keepalive_interval_ms = 300;
         settings.keepalive_timeout_ms = 300;
@@ -2351,6 +2371,137 @@ async fn silent_and_vanished_grpc_clients_are_closed_and_calls_still_served() ->
     assert_eq!(
         fresh.get_transaction(unknown()).await.unwrap_err().code(),
         Code::NotFound
+    );
+    app.stop().await
+}
+
+/// A PostgreSQL gone silent without closing its connections (a crashed
+/// host, a cut network) fails calls `UNAVAILABLE` at the ingress's work
+/// limit, instead of holding them, and their connections, for as long as
+/// the kernel keeps a connection: work under way when it went silent,
+/// reads, a key not yet cached, an unknown product. Calls their clients
+/// gave up midway leave no connection taken either, so once the database
+/// answers again so do calls, and readiness comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_a_database_gone_silent_fail_at_the_work_limit_and_work_again_once_it_is_back(
+) -> anyhow::Result<()> {
+    const WORK_LIMIT: Duration = Duration::from_millis(2_000);
+    let silence = Arc::new(AtomicBool::new(false));
+    let app = App::start_with(Database::ThroughRelay(silence.clone()), |settings| {
+        settings.db_work_limit_ms = WORK_LIMIT.as_millis() as u64;
+        settings.db_max_connections = 6;
+        // No reload of its own while the test runs.
+        settings.products_refresh_ms = 600_000;
+    })
+    .await?;
+    loket_test_support::admin::wait_ready(app.admin_addr).await;
+    let mut api = app.api.clone();
+    let paid = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-1", 10_000)))
+        .await?
+        .into_inner();
+    app.change(&paid.id, MARK_SUCCESS).await;
+
+    // Refunds wait on the payment's row, which another session holds
+    // locked. Five are given up by their clients meanwhile, and the
+    // database goes silent while the sixth still waits.
+    let mut holder = app.pool.begin().await?;
+    sqlx::query("SELECT id FROM transactions WHERE id = $1 FOR UPDATE")
+        .bind(Uuid::parse_str(&paid.id)?)
+        .execute(&mut *holder)
+        .await?;
+    let refund = |n: usize, deadline: Option<Duration>| {
+        let mut api = api.clone();
+        let mut request = with_key(KEY_A, qr_refund(&format!("rf-{n}"), &paid.id, 1_000));
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline);
+        }
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = api.qr_refund(request).await;
+            (answer, started.elapsed())
+        })
+    };
+    let waiting = refund(0, None);
+    let given_up: Vec<_> = (1..=5)
+        .map(|n| refund(n, Some(Duration::from_millis(600))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    silence.store(true, Ordering::SeqCst);
+    for call in given_up {
+        let (answer, _) = call.await?;
+        let status = answer.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{status:?}"
+        );
+    }
+    let (answer, took) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the refund under way is given up at the work limit")?;
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        took >= WORK_LIMIT && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+
+    // New work: a read with a cached key (A, used above), a key not yet
+    // cached (B), each given up at the work limit.
+    let by_client_ref = |key: &str| {
+        with_key(
+            key,
+            pb::GetTransactionRequest {
+                key: Some(pb::get_transaction_request::Key::ClientRef("gone".into())),
+            },
+        )
+    };
+    for key in [KEY_A, KEY_B] {
+        let started = std::time::Instant::now();
+        let status = api.get_transaction(by_client_ref(key)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{key}: {status:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= WORK_LIMIT && took < Duration::from_secs(10),
+            "{key}: {took:?}"
+        );
+    }
+    // An unknown product: the catalogue's reload is given up, and so is
+    // the look for an earlier call with its client_ref (which would be
+    // replayed, product or not).
+    let started = std::time::Instant::now();
+    let status = bought(
+        &mut api,
+        KEY_A,
+        purchase("r-1", "NOSUCH", "081234567890", 0),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let readyz = loket_test_support::admin::get(app.admin_addr, "/readyz").await?;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+
+    // Back: calls are served, with no connection left taken by the work
+    // given up, and nothing was refunded.
+    silence.store(false, Ordering::SeqCst);
+    holder.rollback().await?;
+    for key in [KEY_A, KEY_B] {
+        let status = tokio::time::timeout(
+            Duration::from_secs(20),
+            api.get_transaction(by_client_ref(key)),
+        )
+        .await
+        .expect("answered")
+        .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{key}: {status:?}");
+    }
+    loket_test_support::admin::wait_ready(app.admin_addr).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM transactions WHERE kind = 'qr_refund'")
+            .await,
+        0
     );
     app.stop().await
 }

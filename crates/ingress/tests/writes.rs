@@ -15,11 +15,16 @@ use loket_ingress::errors::{to_status, ApiError};
 use loket_ingress::group_insert::GroupInsert;
 use loket_ingress::queries::{mark_dispatched, provider_reference, NewTransaction};
 use loket_protocol::{Money, Provider, TransactionKind};
-use loket_runtime::db::HeldConnection;
+use loket_runtime::db::{BoundedPool, HeldConnection};
 use loket_runtime::{Secret, Shutdown, Vital};
 use loket_test_support::postgres;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
+
+/// `pool` with the ingress's default bound on each piece of work.
+fn bounded(pool: &PgPool) -> BoundedPool {
+    BoundedPool::new(pool.clone(), std::time::Duration::from_secs(15))
+}
 
 async fn database() -> anyhow::Result<(PgPool, Uuid)> {
     let url = postgres::fresh_database().await?;
@@ -60,7 +65,7 @@ async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn a_burst_inserts_each_client_ref_once_with_its_event() -> anyhow::Result<()> {
     let (pool, client) = database().await?;
-    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
+    let group = GroupInsert::start(bounded(&pool), &Vital::new(Shutdown::new()));
     let mut calls = Vec::new();
     for n in 0..40 {
         let client_ref = if n % 4 == 0 {
@@ -130,7 +135,7 @@ async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     }
-    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
+    let group = GroupInsert::start(bounded(&pool), &Vital::new(Shutdown::new()));
     let mut second_payment = purchase(client, "pay-2");
     second_payment.kind = TransactionKind::BillPayment;
     second_payment.inquiry_id = Some(inquiry);
@@ -173,7 +178,7 @@ async fn a_row_breaking_a_constraint_fails_alone() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_schema_refuses_a_negative_amount() -> anyhow::Result<()> {
     let (pool, client) = database().await?;
-    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
+    let group = GroupInsert::start(bounded(&pool), &Vital::new(Shutdown::new()));
     let mut negative = purchase(client, "negative");
     negative.amount = Some(Money::idr(-5));
     match group.insert(negative, serde_json::json!({})).await {
@@ -229,9 +234,9 @@ async fn dispatch_marks_skip_settled_transactions() -> anyhow::Result<()> {
         .bind(ids[1])
         .execute(&pool)
         .await?;
-    assert_eq!(mark_dispatched(&pool, &ids).await?, 3);
+    assert_eq!(mark_dispatched(&bounded(&pool), &ids).await?, 3);
     // A second mark changes nothing: the first dispatch is recorded once.
-    assert_eq!(mark_dispatched(&pool, &ids).await?, 0);
+    assert_eq!(mark_dispatched(&bounded(&pool), &ids).await?, 0);
     let marked: Vec<(Uuid, bool, i32)> = sqlx::query_as(
         "SELECT id, dispatched_at IS NOT NULL, dispatch_count FROM transactions ORDER BY id",
     )
@@ -271,7 +276,7 @@ async fn a_dispatch_mark_never_deadlocks_with_a_batch_locking_in_id_order() -> a
     let mark = tokio::spawn({
         let pool = pool.clone();
         let ids = reversed.clone();
-        async move { mark_dispatched(&pool, &ids).await }
+        async move { mark_dispatched(&bounded(&pool), &ids).await }
     });
     // Let the mark run into the lowest id's lock.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -349,7 +354,7 @@ async fn terminate_loket_connections(pool: &PgPool) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn inserts_go_on_when_the_server_ends_the_connections_the_slots_keep() -> anyhow::Result<()> {
     let (pool, client) = database().await?;
-    let group = GroupInsert::start(pool.clone(), &Vital::new(Shutdown::new()));
+    let group = GroupInsert::start(bounded(&pool), &Vital::new(Shutdown::new()));
     let burst = |tag: &'static str| {
         let group = group.clone();
         join_all((0..8).map(move |n| {

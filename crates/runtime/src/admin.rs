@@ -115,10 +115,14 @@ impl Readiness {
             }
         }
         if let Some(pool) = self.0.database.get() {
-            let probe = sqlx::query("SELECT 1").execute(pool);
-            match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, probe).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return Err(NotReady::DatabaseDown),
+            // Bounded as a service's own work is, so a probe cut short
+            // closes its connection rather than leaving it to the pool's
+            // check (which a silent server never answers).
+            let probe = crate::db::bounded(pool, DATABASE_PROBE_TIMEOUT, async |connection| {
+                sqlx::query("SELECT 1").execute(connection).await
+            });
+            if probe.await.is_err() {
+                return Err(NotReady::DatabaseDown);
             }
         }
         Ok(())

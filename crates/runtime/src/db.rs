@@ -222,10 +222,12 @@ impl HeldConnection {
 
     /// Runs `work` on the held connection (taken from the pool first if
     /// there is none), and gives the connection back to the pool if `work`
-    /// fails. Work that has not finished within the work limit is dropped
+    /// fails. Work that has not finished within the work limit (counted
+    /// from the call, so taking a connection counts too) is dropped
     /// (a database transaction it had open is then never committed) and
     /// fails with an I/O error of kind `TimedOut`; its connection is closed,
-    /// not given back.
+    /// not given back. So is the connection of work its caller gave up
+    /// before it ended (see [`InUse`]).
     pub async fn with<T, E>(
         &mut self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
@@ -240,38 +242,112 @@ impl HeldConnection {
                 self.connection = None;
             }
         }
+        // Taking a connection counts against the limit: the pool checks an
+        // idle one with a round trip, which a silent server never answers.
+        let deadline = tokio::time::Instant::now() + self.work_limit;
         let held = match self.connection.take() {
             Some(held) => held,
-            None => (self.pool.acquire().await?, std::time::Instant::now()),
+            None => match tokio::time::timeout_at(deadline, self.pool.acquire()).await {
+                Ok(acquired) => (acquired?, std::time::Instant::now()),
+                Err(_) => return Err(self.given_up().into()),
+            },
         };
-        let (connection, _) = self.connection.insert(held);
-        let finished = tokio::time::timeout(self.work_limit, work(&mut **connection)).await;
+        let mut in_use = InUse(Some(held));
+        let finished = tokio::time::timeout_at(deadline, work(in_use.connection())).await;
         let result = match finished {
-            Ok(result) => result,
+            Ok(result) => {
+                self.connection = in_use.finished();
+                result
+            }
             Err(_) => {
-                if let Some((connection, _)) = self.connection.take() {
-                    // Detached, it is dropped here: its socket closes
-                    // without a goodbye the server could not answer.
-                    drop(connection.detach());
-                }
-                tracing::error!(
-                    limit_ms = self.work_limit.as_millis() as u64,
-                    "database work did not finish in time: its connection is closed and the work given up"
-                );
-                return Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "database work did not finish within {} ms; its connection was closed",
-                        self.work_limit.as_millis()
-                    ),
-                ))
-                .into());
+                // `in_use`, dropped, closes the connection.
+                drop(in_use);
+                return Err(self.given_up().into());
             }
         };
         if result.is_err() {
             self.connection = None;
         }
         result
+    }
+
+    /// Logs and returns the error of work not done within the limit.
+    fn given_up(&self) -> sqlx::Error {
+        tracing::error!(
+            limit_ms = self.work_limit.as_millis() as u64,
+            "database work did not finish in time: its connection is closed and the work given up"
+        );
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "database work did not finish within {} ms; its connection was closed",
+                self.work_limit.as_millis()
+            ),
+        ))
+    }
+}
+
+/// A connection some work is running on. Dropped before the work ended (the
+/// work limit passed, or the caller gave the work up: a gRPC client's
+/// deadline, a shutdown), it is closed rather than given back to the pool.
+/// The pool would first ping it, a round trip that on a server gone silent
+/// never ends and so keeps one of the pool's connections taken for ever.
+struct InUse(Option<(PoolConnection<Postgres>, std::time::Instant)>);
+
+impl InUse {
+    fn connection(&mut self) -> &mut PgConnection {
+        &mut self.0.as_mut().expect("in use until finished").0
+    }
+
+    /// The connection, its work having ended: to keep or give back.
+    fn finished(mut self) -> Option<(PoolConnection<Postgres>, std::time::Instant)> {
+        self.0.take()
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some((connection, _)) = self.0.take() {
+            // Detached, it is dropped here: its socket closes without a
+            // goodbye the server could not answer.
+            drop(connection.detach());
+        }
+    }
+}
+
+/// A pool whose every piece of work is bounded in time ([`bounded`]): for
+/// statements outside the batch writers, such as a service's reads.
+#[derive(Clone)]
+pub struct BoundedPool {
+    pool: PgPool,
+    work_limit: Duration,
+}
+
+impl BoundedPool {
+    pub fn new(pool: PgPool, work_limit: Duration) -> Self {
+        BoundedPool { pool, work_limit }
+    }
+
+    /// The pool itself, for the batch writers (which bound their own work).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The longest one piece of work may take.
+    pub fn work_limit(&self) -> Duration {
+        self.work_limit
+    }
+
+    /// Runs `work` on a connection of the pool within the work limit
+    /// ([`bounded`]).
+    pub async fn run<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error>,
+    {
+        bounded(&self.pool, self.work_limit, work).await
     }
 }
 

@@ -109,3 +109,59 @@ async fn a_statement_waiting_on_a_lock_fails_after_the_lock_timeout() {
     );
     holder.rollback().await.unwrap();
 }
+
+/// Work its caller gives up midway (a gRPC client's deadline cuts a read
+/// short) must not hand its connection back to the pool: the pool would
+/// ping it first, and on a server gone silent that ping never returns, so
+/// the connection would stay taken for ever. Here the pool has one
+/// connection: were it kept by such a ping, nothing could run again once
+/// the server is back.
+#[tokio::test]
+async fn work_given_up_midway_closes_its_connection_instead_of_handing_it_back() {
+    let url = loket_test_support::postgres::fresh_database()
+        .await
+        .unwrap();
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relayed = loket_test_support::postgres::through_silenceable_relay(&url, silence.clone())
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(PgConnectOptions::from_str(&relayed).unwrap())
+        .await
+        .unwrap();
+    let select = async |connection: &mut sqlx::PgConnection| {
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_sleep(0.5)")
+            .fetch_one(connection)
+            .await
+    };
+
+    // The server goes silent while the work waits for its answer, and the
+    // caller gives up before the work limit.
+    let work = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                db::bounded(&pool, Duration::from_secs(60), select),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    silence.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        work.await.unwrap().is_err(),
+        "a silent server answers nothing"
+    );
+
+    silence.store(false, std::sync::atomic::Ordering::SeqCst);
+    let again = tokio::time::timeout(
+        Duration::from_secs(20),
+        db::bounded(&pool, Duration::from_secs(5), select),
+    )
+    .await
+    .expect("answered within the acquire timeout");
+    assert_eq!(again.expect("the pool's one connection is free again"), 1);
+}
