@@ -75,6 +75,41 @@ pub enum Applied {
     UnknownTransaction,
 }
 
+/// What a callback's database transaction did, for what follows its commit.
+enum CallbackWritten {
+    UnknownTransaction,
+    /// Its event was claimed before; `check` says its status check is asked
+    /// again.
+    Duplicate {
+        row: TransactionRow,
+        check: bool,
+    },
+    /// An unverified callback recorded, no status check (`why`).
+    Noted {
+        row: TransactionRow,
+        claimed: &'static str,
+        why: String,
+    },
+    /// An unverified callback recorded; its status check is to be asked.
+    CheckNeeded {
+        row: TransactionRow,
+        claimed: &'static str,
+    },
+    /// A verified callback's plan, committed.
+    Planned {
+        row: TransactionRow,
+        plan: Box<Plan>,
+        event_id: String,
+    },
+}
+
+/// What an operator decision's database transaction did.
+enum DecisionWritten {
+    UnknownTransaction,
+    Duplicate(Uuid),
+    Planned(Box<(TransactionRow, Plan)>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The event can never be applied (undecodable, unknown subject, missing
@@ -312,12 +347,16 @@ impl Reconciler {
             let incoming = &events[position];
             let (span, trace) = event_span(None, incoming.trace);
             let result = if kind == EventKind::Decision {
-                self.apply_decision(incoming.payload, &trace)
+                self.apply_decision(connection, incoming.payload, &trace)
                     .instrument(span)
                     .await
             } else {
                 match bus::CallbackEvent::decode(incoming.payload) {
-                    Ok(event) => self.apply_callback(event, &trace).instrument(span).await,
+                    Ok(event) => {
+                        self.apply_callback(connection, event, &trace)
+                            .instrument(span)
+                            .await
+                    }
                     Err(e) => Err(ApplyError::Poison(format!("callback event: {e}"))),
                 }
             };
@@ -617,6 +656,7 @@ impl Reconciler {
 
     async fn apply_callback(
         &self,
+        connection: &mut HeldConnection,
         event: bus::CallbackEvent,
         trace: &TraceContext,
     ) -> Result<Applied, ApplyError> {
@@ -634,7 +674,46 @@ impl Reconciler {
             None
         };
 
-        let mut tx = self.pool.begin().await?;
+        let written = connection
+            .with(async |held| self.write_callback(held, provider, &event, report).await)
+            .await?;
+        match written {
+            CallbackWritten::UnknownTransaction => Ok(Applied::UnknownTransaction),
+            CallbackWritten::Duplicate { row, check } => {
+                self.duplicate(Some(row.id), &event.event_id, check.then_some(&row), trace)
+                    .await
+            }
+            CallbackWritten::Noted { row, claimed, why } => {
+                tracing::info!(transaction_id = %row.id, status = %row.status, claimed, why, "unverified callback: recorded, no status check");
+                Ok(Applied::CallbackNoted {
+                    transaction_id: row.id,
+                })
+            }
+            CallbackWritten::CheckNeeded { row, claimed } => {
+                tracing::info!(transaction_id = %row.id, status = %row.status, claimed, "unverified callback: status check requested");
+                self.publish_callback_check(&row, &event.event_id, trace)
+                    .await?;
+                Ok(Applied::CheckRequested {
+                    transaction_id: row.id,
+                })
+            }
+            CallbackWritten::Planned {
+                row,
+                plan,
+                event_id,
+            } => self.after_commit(&row, &plan, &event_id, trace).await,
+        }
+    }
+
+    /// The database transaction of [`Self::apply_callback`].
+    async fn write_callback(
+        &self,
+        connection: &mut PgConnection,
+        provider: Provider,
+        event: &bus::CallbackEvent,
+        report: Option<Report>,
+    ) -> Result<CallbackWritten, ApplyError> {
+        let mut tx = connection.begin().await?;
         let Some(row) = lock_by_reference(&mut tx, provider, &event.provider_reference).await?
         else {
             tx.rollback().await?;
@@ -647,7 +726,7 @@ impl Reconciler {
                 source_ip = %event.source_ip,
                 "callback for an unknown reference; dropped"
             );
-            return Ok(Applied::UnknownTransaction);
+            return Ok(CallbackWritten::UnknownTransaction);
         };
         let claimed = write::claim(&mut tx, &[event.event_id.as_str()], &[Some(row.id)]).await?;
         let claim = loket_protocol::conversions::outcome_from_i32(event.claimed_outcome).ok();
@@ -655,12 +734,9 @@ impl Reconciler {
             tx.rollback().await?;
             // Its check may not have left before a crash, so it is asked
             // again, unless nothing could come of it.
-            let check = (!event.verified
-                && plan::callback_check_skipped(&row, claim, false).is_none())
-            .then_some(&row);
-            return self
-                .duplicate(Some(row.id), &event.event_id, check, trace)
-                .await;
+            let check =
+                !event.verified && plan::callback_check_skipped(&row, claim, false).is_none();
+            return Ok(CallbackWritten::Duplicate { row, check });
         }
 
         let Some(report) = report else {
@@ -703,25 +779,20 @@ impl Reconciler {
             };
             write::write(&mut tx, &[], &[(row.id, &record)], &[]).await?;
             tx.commit().await?;
-            if let Some(why) = skipped {
-                tracing::info!(transaction_id = %row.id, status = %row.status, claimed, why, "unverified callback: recorded, no status check");
-                return Ok(Applied::CallbackNoted {
-                    transaction_id: row.id,
-                });
-            }
-            tracing::info!(transaction_id = %row.id, status = %row.status, claimed, "unverified callback: status check requested");
-            self.publish_callback_check(&row, &event.event_id, trace)
-                .await?;
-            return Ok(Applied::CheckRequested {
-                transaction_id: row.id,
+            return Ok(match skipped {
+                Some(why) => CallbackWritten::Noted { row, claimed, why },
+                None => CallbackWritten::CheckNeeded { row, claimed },
             });
         };
 
         let plan = plan::plan(&row, &report, Utc::now(), self.policy(&row.provider))?;
         write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;
-        self.after_commit(&row, &plan, &report.event_id, trace)
-            .await
+        Ok(CallbackWritten::Planned {
+            row,
+            plan: Box::new(plan),
+            event_id: report.event_id,
+        })
     }
 
     /// Applies an operator's decision on a transaction in `needs_review`:
@@ -731,6 +802,7 @@ impl Reconciler {
     /// event log. Published and acked like every other transition.
     async fn apply_decision(
         &self,
+        connection: &mut HeldConnection,
         payload: &[u8],
         trace: &TraceContext,
     ) -> Result<Applied, ApplyError> {
@@ -740,34 +812,16 @@ impl Reconciler {
         let decision = OperatorDecision::try_from(&message).map_err(|e| poison(&e))?;
         let event_id = decision.event_id.to_string();
 
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = write::lock_by_ids(&mut tx, &[decision.transaction_id])
-            .await?
-            .pop()
-        else {
-            tx.rollback().await?;
-            metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => metric::event_kind::DECISION)
-                .increment(1);
-            tracing::warn!(
-                transaction_id = %decision.transaction_id,
-                event_id,
-                operator = %decision.operator,
-                "operator decision for an unknown transaction; dropped"
-            );
-            return Ok(Applied::UnknownTransaction);
+        let written = connection
+            .with(async |held| write_decision(held, &decision, &event_id).await)
+            .await?;
+        let (row, plan) = match written {
+            DecisionWritten::UnknownTransaction => return Ok(Applied::UnknownTransaction),
+            DecisionWritten::Duplicate(id) => {
+                return self.duplicate(Some(id), &event_id, None, trace).await
+            }
+            DecisionWritten::Planned(planned) => *planned,
         };
-        let claimed = write::claim(&mut tx, &[event_id.as_str()], &[Some(row.id)]).await?;
-        if claimed.is_empty() {
-            tx.rollback().await?;
-            return self.duplicate(Some(row.id), &event_id, None, trace).await;
-        }
-        let held = inquiry_held_by(&mut tx, &row, &decision).await?;
-        // Under the row's lock: every event is written holding it.
-        let newest_event = loket_store::newest_event(&mut *tx, row.id, decision.seen_event).await?;
-        let plan = plan::plan_decision(&row, &decision, newest_event, held, Utc::now())?;
-        write_plan(&mut tx, &row, &plan).await?;
-        tx.commit().await?;
-
         metrics::counter!(metric::OPERATOR_DECISIONS, "verdict" => plan.verdict.as_str())
             .increment(1);
         if plan.verdict == Verdict::Refused {
@@ -856,7 +910,13 @@ impl Reconciler {
             self.publish_callback_check(row, event_id, trace).await?;
         }
         if let Some(id) = id {
-            if let Some(row) = loket_store::get(&self.pool, id).await? {
+            let current = loket_runtime::db::bounded(
+                &self.pool,
+                loket_runtime::db::HELD_WORK_LIMIT,
+                async |connection| loket_store::get(connection, id).await,
+            )
+            .await?;
+            if let Some(row) = current {
                 self.publish_update(&row, &format!("upd:{id}:{event_id}"), trace, 1)
                     .await?;
             }
@@ -1002,6 +1062,42 @@ async fn write_plan(
     let changed = [(row.status.as_str(), &plan.next)];
     let writes: &[_] = if plan.changed { &changed } else { &[] };
     write::write(conn, writes, &[(row.id, &plan.event)], &[]).await
+}
+
+/// The database transaction of [`Reconciler::apply_decision`].
+async fn write_decision(
+    connection: &mut PgConnection,
+    decision: &OperatorDecision,
+    event_id: &str,
+) -> Result<DecisionWritten, ApplyError> {
+    let mut tx = connection.begin().await?;
+    let Some(row) = write::lock_by_ids(&mut tx, &[decision.transaction_id])
+        .await?
+        .pop()
+    else {
+        tx.rollback().await?;
+        metrics::counter!(metric::UNKNOWN_TRANSACTIONS, "kind" => metric::event_kind::DECISION)
+            .increment(1);
+        tracing::warn!(
+            transaction_id = %decision.transaction_id,
+            event_id,
+            operator = %decision.operator,
+            "operator decision for an unknown transaction; dropped"
+        );
+        return Ok(DecisionWritten::UnknownTransaction);
+    };
+    let claimed = write::claim(&mut tx, &[event_id], &[Some(row.id)]).await?;
+    if claimed.is_empty() {
+        tx.rollback().await?;
+        return Ok(DecisionWritten::Duplicate(row.id));
+    }
+    let held = inquiry_held_by(&mut tx, &row, decision).await?;
+    // Under the row's lock: every event is written holding it.
+    let newest_event = loket_store::newest_event(&mut *tx, row.id, decision.seen_event).await?;
+    let plan = plan::plan_decision(&row, decision, newest_event, held, Utc::now())?;
+    write_plan(&mut tx, &row, &plan).await?;
+    tx.commit().await?;
+    Ok(DecisionWritten::Planned(Box::new((row, plan))))
 }
 
 /// Why a decision settling the bill payment `row` as success is refused:

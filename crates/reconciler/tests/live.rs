@@ -1836,6 +1836,104 @@ async fn a_tick_on_a_database_gone_silent_is_given_up_and_the_next_is_fresh() ->
     Ok(())
 }
 
+/// A callback applied while the database goes silent is given up at its
+/// slot's work limit, like a batch of results, instead of holding the slot
+/// (and the events behind it) for as long as the kernel keeps the
+/// connection; it is left for redelivery, and applied once the database
+/// answers again.
+#[tokio::test]
+async fn a_callback_on_a_database_gone_silent_is_given_up_and_applied_once_it_is_back() -> Result<()>
+{
+    let env = env().await?;
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relayed =
+        loket_test_support::postgres::through_silenceable_relay(&env.database_url, silence.clone())
+            .await?;
+    let pool = loket_runtime::db::connect(&Secret::new(relayed), 2).await?;
+    let limit = Duration::from_secs(3);
+    let reconciler = Reconciler::new(pool.clone(), env.js.clone(), &settings(&env));
+    let mut slot = loket_runtime::db::HeldConnection::with_work_limit(pool, limit);
+    let id = insert(&env, "pending", "prepaid_purchase", "").await?;
+    let payload = unsigned_callback(id, 1, pb::Outcome::Success, "000").encode_to_vec();
+    let subject = subjects::callback(loket_protocol::Provider::OkeBayar);
+
+    // The callback waits on its transaction's row, which the test holds
+    // locked; meanwhile the database goes silent and the lock is let go.
+    let mut holder = env.pool.begin().await?;
+    sqlx::query("SELECT id FROM transactions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *holder)
+        .await?;
+    let started = std::time::Instant::now();
+    let applying = tokio::spawn({
+        let (subject, payload) = (subject.clone(), payload.clone());
+        async move {
+            let callback = [Incoming {
+                subject: subject.as_str(),
+                payload: &payload,
+                trace: Some(TraceContext::new_root()),
+            }];
+            let outcome = reconciler.apply_events_on(&mut slot, &callback).await;
+            (reconciler, slot, outcome)
+        }
+    });
+    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'";
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(&env.pool)
+        .await?
+        == 0
+    {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "the callback never reached the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    silence.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.rollback().await?;
+    let (reconciler, mut slot, mut outcome) =
+        tokio::time::timeout(Duration::from_secs(30), applying)
+            .await
+            .expect("the slot's work limit ends the wait")?;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= limit && elapsed < limit * 3, "{elapsed:?}");
+    let Some(Err(ApplyError::Db(sqlx::Error::Io(io)))) = outcome.pop() else {
+        panic!("a timed-out callback: {outcome:?}")
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::TimedOut, "{io}");
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 AND source = 'callback'",
+            id
+        )
+        .await?,
+        0,
+        "nothing of the callback was written"
+    );
+
+    silence.store(false, std::sync::atomic::Ordering::SeqCst);
+    let callback = [Incoming {
+        subject: subject.as_str(),
+        payload: &payload,
+        trace: Some(TraceContext::new_root()),
+    }];
+    let mut outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        reconciler.apply_events_on(&mut slot, &callback),
+    )
+    .await
+    .expect("the slot is not stuck");
+    assert!(
+        matches!(
+            outcome.pop(),
+            Some(Ok(Applied::CheckRequested { transaction_id })) if transaction_id == id
+        ),
+        "{outcome:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn run_consumes_the_event_stream_and_drains() -> Result<()> {
     let env = env().await?;
