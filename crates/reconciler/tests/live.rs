@@ -1781,19 +1781,13 @@ async fn a_tick_on_a_database_gone_silent_is_given_up_and_the_next_is_fresh() ->
         let outcome = reconciler.tick().await;
         (reconciler, outcome)
     });
-    let waiting =
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'applied_events'::regclass";
-    while sqlx::query_scalar::<_, i64>(waiting)
-        .fetch_one(&env.pool)
-        .await?
-        == 0
-    {
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "the tick never reached the prune"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_a_lock_is_awaited(
+        &env.pool,
+        "relation = 'applied_events'::regclass",
+        started + limit,
+    )
+    .await
+    .context("the tick never reached the prune")?;
     silence.store(true, std::sync::atomic::Ordering::SeqCst);
     holder.commit().await?;
     let (reconciler, outcome) = tokio::time::timeout(Duration::from_secs(30), tick)
@@ -1833,6 +1827,25 @@ async fn a_tick_on_a_database_gone_silent_is_given_up_and_the_next_is_fresh() ->
         1,
         "the next tick checked the transaction that came due meanwhile"
     );
+    Ok(())
+}
+
+/// Waits until some session waits for a lock `pg_locks` describes by
+/// `which` (a condition on its columns), failing past `deadline`.
+async fn until_a_lock_is_awaited(
+    pool: &PgPool,
+    which: &str,
+    deadline: std::time::Instant,
+) -> Result<()> {
+    let waiting = format!("SELECT count(*) FROM pg_locks WHERE NOT granted AND {which}");
+    while sqlx::query_scalar::<_, i64>(&waiting)
+        .fetch_one(pool)
+        .await?
+        == 0
+    {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no such lock awaited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 
@@ -1877,18 +1890,9 @@ async fn a_callback_on_a_database_gone_silent_is_given_up_and_applied_once_it_is
             (reconciler, slot, outcome)
         }
     });
-    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'";
-    while sqlx::query_scalar::<_, i64>(waiting)
-        .fetch_one(&env.pool)
-        .await?
-        == 0
-    {
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "the callback never reached the row lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_a_lock_is_awaited(&env.pool, "locktype = 'transactionid'", started + limit)
+        .await
+        .context("the callback never reached the row lock")?;
     silence.store(true, std::sync::atomic::Ordering::SeqCst);
     holder.rollback().await?;
     let (reconciler, mut slot, mut outcome) =
