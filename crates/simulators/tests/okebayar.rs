@@ -980,6 +980,110 @@ fn bpjs_payment(
     )
 }
 
+/// The names inside the `additionaldata` element of the XML reply `body`,
+/// in document order, with their values.
+fn additional_data_in_xml(body: &str) -> Vec<(String, String)> {
+    let start = body
+        .find("<additionaldata>")
+        .expect("an additionaldata block")
+        + 16;
+    let end = body.find("</additionaldata>").expect("its end");
+    let mut rest = &body[start..end];
+    let mut leaves = Vec::new();
+    while let Some(open) = rest.find('<') {
+        let name_end = rest[open..].find('>').unwrap() + open;
+        let name = &rest[open + 1..name_end];
+        let close = format!("</{name}>");
+        let value_end = rest.find(&close).unwrap();
+        leaves.push((name.to_string(), rest[name_end + 1..value_end].to_string()));
+        rest = &rest[value_end + close.len()..];
+    }
+    leaves
+}
+
+/// Spec §4: a PLN postpaid inquiry's `additionaldata` carries the spec's
+/// whole list of fields, in its order (one bill: bill 1), in XML and in
+/// JSON. The spec lists none for the other products, whose block carries the
+/// few every bill has (ASSUMED).
+#[tokio::test]
+async fn a_pln_postpaid_bill_carries_every_additionaldata_field_of_the_spec_in_its_order() {
+    let h = start(settings()).await;
+    let mut expected: Vec<String> = "caid subscriberid billingstatus paymentstatus \
+        totalmonthoutstanding swreferenceid subscribername serviceunit serviceunitphone \
+        subscribersegmentation subscribercategory totaladmincharge"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    expected.extend(
+        "blth duedate meterreaddate RPTAG incentive valuaddedtax penaltyfee SLALWBP \
+         SAHLWBP SLAWBP SAHWBP SLAKVARH SAHKVARH"
+            .split_whitespace()
+            .map(|name| format!("{name}1")),
+    );
+    expected.extend(
+        "alamat plnnpwp subscribernpwp totalrptag info"
+            .split_whitespace()
+            .map(String::from),
+    );
+
+    let answer = h
+        .send_raw(body(Format::Xml, &bill_inquiry("pln-xml", "512345678901")))
+        .await;
+    let reply = String::from_utf8(answer.bytes().await.unwrap().to_vec()).unwrap();
+    let leaves = additional_data_in_xml(&reply);
+    let names: Vec<&str> = leaves.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, expected, "{reply}");
+    let value = |name: &str| {
+        leaves
+            .iter()
+            .find(|(leaf, _)| leaf == name)
+            .map(|(_, value)| value.as_str())
+            .unwrap()
+    };
+    let fields = decode(Format::Xml, reply.as_bytes()).unwrap();
+    let nominal = fields.get("nominal").unwrap();
+    assert_eq!(value("RPTAG1"), nominal);
+    assert_eq!(value("totalrptag"), nominal);
+    assert_eq!(value("totaladmincharge"), fields.get("adminfee").unwrap());
+    assert_eq!(value("subscriberid"), "512345678901");
+    assert_eq!(value("swreferenceid"), fields.get("ref2").unwrap());
+    assert_eq!(value("paymentstatus"), "0");
+    assert!(value("incentive1").starts_with('D'), "a disincentive");
+
+    let answer = h
+        .send_raw(body(
+            Format::Json,
+            &bill_inquiry("pln-json", "512345678902"),
+        ))
+        .await;
+    let reply: serde_json::Value = answer.json().await.unwrap();
+    let block = reply["additionaldata"].as_object().expect("a JSON object");
+    let mut keys: Vec<&str> = block.keys().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = expected.iter().map(String::as_str).collect();
+    keys.sort_unstable();
+    wanted.sort_unstable();
+    assert_eq!(keys, wanted);
+
+    let answer = h
+        .send_raw(body(
+            Format::Xml,
+            &bpjs_inquiry("bpjs-xml", "888880123456", "3"),
+        ))
+        .await;
+    let reply = String::from_utf8(answer.bytes().await.unwrap().to_vec()).unwrap();
+    assert_eq!(
+        additional_data_in_xml(&reply),
+        [
+            ("subscriberid", "888880123456"),
+            ("subscribername", "PELANGGAN SIMULASI"),
+            ("totalmonthoutstanding", "3"),
+            ("paymentstatus", "0"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string())),
+        "{reply}"
+    );
+}
+
 #[tokio::test]
 async fn a_bpjs_payment_needs_the_inquired_months_and_the_payers_phone() {
     let h = start(settings()).await;

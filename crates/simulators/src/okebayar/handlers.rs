@@ -665,7 +665,7 @@ fn prepaid_inquiry(ctx: &Ctx) -> Answer {
         )
         .text("PLN_IDPELANGGAN", &id_pelanggan)
         .text("PLN_NOMETER", &accnumber)
-        .text("PLN_NAMAPELANGGAN", "PELANGGAN SIMULASI")
+        .text("PLN_NAMAPELANGGAN", SUBSCRIBER_NAME)
         .text("PLN_TARIFDAYA", "R1/1300")
         .text("PLN_TARIF", "R1")
         .text("PLN_KATEGORIDAYA", "1300")
@@ -716,7 +716,6 @@ fn bill_reply(
         .text("accnumber3", ctx.field("accnumber3"))
         .text("contactnumber", ctx.field("contactnumber"));
     if let Some(inquiry) = inquiry {
-        let month = ctx.now.with_timezone(&wib()).format("%Y%m").to_string();
         reply = reply
             .amount("nominal", inquiry.nominal, style)
             .amount("adminfee", inquiry.adminfee, style)
@@ -725,27 +724,76 @@ fn bill_reply(
             .text("ref3", &inquiry.ref3)
             .group(
                 "additionaldata",
-                vec![
-                    ("caid".into(), "SIM".into()),
-                    ("subscriberid".into(), inquiry.account.clone()),
-                    ("billingstatus".into(), "1".into()),
-                    (
-                        "paymentstatus".into(),
-                        if bill_paid { "1" } else { "0" }.into(),
-                    ),
-                    (
-                        "totalmonthoutstanding".into(),
-                        inquiry.months.unwrap_or(1).to_string(),
-                    ),
-                    ("swreferenceid".into(), inquiry.ref2.clone()),
-                    ("subscribername".into(), "PELANGGAN SIMULASI".into()),
-                    ("blth1".into(), month),
-                    ("RPTAG1".into(), inquiry.nominal.to_string()),
-                    ("totalrptag".into(), inquiry.nominal.to_string()),
-                ],
+                additional_data(inquiry, bill_paid, ctx.now),
             );
     }
     reply
+}
+
+/// The name every simulated bill is in.
+const SUBSCRIBER_NAME: &str = "PELANGGAN SIMULASI";
+
+/// A bill's `additionaldata` block (spec §4, "per product"). PLN postpaid
+/// (a product code starting `PLN`, ASSUMED) carries every field the spec
+/// lists, in its order, its one bill as bill 1 (this month, WIB). The spec
+/// lists no fields for the other products, so they carry the few every bill
+/// has (ASSUMED): whose it is, how many months, whether paid.
+fn additional_data(
+    inquiry: &Inquiry,
+    bill_paid: bool,
+    now: DateTime<Utc>,
+) -> Vec<(String, String)> {
+    let paid = if bill_paid { "1" } else { "0" };
+    let months = inquiry.months.unwrap_or(1).to_string();
+    let fields: Vec<(&str, String)> = if inquiry.productcode.starts_with("PLN") {
+        let month = now.with_timezone(&wib()).format("%Y%m").to_string();
+        let nominal = inquiry.nominal.to_string();
+        let meter = |reading: u32| format!("{reading:08}");
+        vec![
+            ("caid", "SIM".into()),
+            ("subscriberid", inquiry.account.clone()),
+            ("billingstatus", "1".into()),
+            ("paymentstatus", paid.into()),
+            ("totalmonthoutstanding", months),
+            ("swreferenceid", inquiry.ref2.clone()),
+            ("subscribername", SUBSCRIBER_NAME.into()),
+            ("serviceunit", "51101".into()),
+            ("serviceunitphone", "123".into()),
+            ("subscribersegmentation", "R1".into()),
+            ("subscribercategory", "000001300".into()),
+            ("totaladmincharge", inquiry.adminfee.to_string()),
+            ("blth1", month.clone()),
+            ("duedate1", format!("{month}20")),
+            ("meterreaddate1", format!("{month}01")),
+            ("RPTAG1", nominal.clone()),
+            // `D`: a disincentive, here of nothing.
+            ("incentive1", "D0000000000".into()),
+            ("valuaddedtax1", "0".into()),
+            ("penaltyfee1", "0".into()),
+            ("SLALWBP1", meter(12_345)),
+            ("SAHLWBP1", meter(12_500)),
+            ("SLAWBP1", meter(0)),
+            ("SAHWBP1", meter(0)),
+            ("SLAKVARH1", meter(0)),
+            ("SAHKVARH1", meter(0)),
+            ("alamat", "JL SIMULASI NO 1".into()),
+            ("plnnpwp", String::new()),
+            ("subscribernpwp", String::new()),
+            ("totalrptag", nominal),
+            ("info", String::new()),
+        ]
+    } else {
+        vec![
+            ("subscriberid", inquiry.account.clone()),
+            ("subscribername", SUBSCRIBER_NAME.into()),
+            ("totalmonthoutstanding", months),
+            ("paymentstatus", paid.into()),
+        ]
+    };
+    fields
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
 }
 
 /// The `productcode` and `accnumber1` (the customer) of a bill inquiry or
