@@ -1496,3 +1496,28 @@ async fn an_inquiry_by_trade_no_finds_remembered_orders_and_not_forgotten_ones()
     assert_eq!(code, "2009200", "{reply}");
     assert_eq!(s.sim.order(&reused).unwrap().trade_no, fourth);
 }
+
+/// Spec §5: a response's merchant adds its `accountNo` to what was asked,
+/// on pay-ins and pay-outs alike.
+#[tokio::test]
+async fn pay_in_and_pay_out_responses_name_the_merchants_account() {
+    let s = setup().await;
+    let pay_out = serde_json::json!({
+        "orderNo": "acctout001",
+        "purpose": "t",
+        "merchant": { "merchantId": "20001" },
+        "money": { "currency": "IDR", "amount": 20000 },
+        "paymentMethod": "BCA",
+        "cashAccount": "1234567890",
+    });
+    for (path, body) in [
+        (loket_smilepayz::wire::PAY_IN_PATH, pay_in_body("acctin001")),
+        (loket_smilepayz::wire::PAY_OUT_PATH, pay_out),
+    ] {
+        let (http, reply) = post_signed(&s, path, body).await;
+        assert_eq!(http, 200, "{path}: {reply}");
+        let merchant = &reply["merchant"];
+        assert_eq!(merchant["merchantId"], "20001", "{path}: {reply}");
+        assert_eq!(merchant["accountNo"], "SIM0000000001", "{path}: {reply}");
+    }
+}

@@ -493,13 +493,28 @@ pub(crate) async fn pay_in(State(sim): State<SmilepayzSim>, request: Request) ->
         json!({
             "orderNo": order_no,
             "tradeNo": trade_no,
-            "merchant": { "merchantId": sim.inner.settings.merchant_id, "merchantName": sim.inner.settings.merchant_name },
+            "merchant": merchant_json(&sim),
             "transactionTime": iso_time(),
             "money": money_json(amount),
             "status": status,
             "channel": channel,
         }),
     )
+}
+
+/// The account the simulated merchant's money is held in (ASSUMED: the spec
+/// gives no format).
+const MERCHANT_ACCOUNT_NO: &str = "SIM0000000001";
+
+/// The merchant as a pay-in or pay-out response gives it: as requested, plus
+/// its `accountNo` (spec §5, "responses add `accountNo`").
+fn merchant_json(sim: &SmilepayzSim) -> serde_json::Value {
+    let settings = &sim.inner.settings;
+    json!({
+        "merchantId": settings.merchant_id,
+        "merchantName": settings.merchant_name,
+        "accountNo": MERCHANT_ACCOUNT_NO,
+    })
 }
 
 pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -> Response {
@@ -592,7 +607,7 @@ pub(crate) async fn pay_out(State(sim): State<SmilepayzSim>, request: Request) -
         json!({
             "orderNo": order_no,
             "tradeNo": trade_no,
-            "merchant": { "merchantId": sim.inner.settings.merchant_id, "merchantName": sim.inner.settings.merchant_name, "accountNo": "PAYOUT-ACC" },
+            "merchant": merchant_json(&sim),
             "disbursementTime": iso_time(),
             "money": money_json(amount),
             "status": "PROCESSING",
