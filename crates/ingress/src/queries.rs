@@ -317,69 +317,55 @@ where
     F: FnOnce(&TransactionRow, &[Linked]) -> Result<NewTransaction, ApiError>,
 {
     db.run(async |connection| {
-        insert_linked_on(connection, client_id, original_id, client_ref, event, build).await
-    })
-    .await
-}
-
-async fn insert_linked_on<F>(
-    connection: &mut PgConnection,
-    client_id: Uuid,
-    original_id: Uuid,
-    client_ref: &str,
-    event: serde_json::Value,
-    build: F,
-) -> Result<LinkedInsert, sqlx::Error>
-where
-    F: FnOnce(&TransactionRow, &[Linked]) -> Result<NewTransaction, ApiError>,
-{
-    let mut tx = sqlx::Connection::begin(&mut *connection).await?;
-    let original = sqlx::query_as::<_, TransactionRow>(&LOCK_ORIGINAL_SQL)
-        .bind(client_id)
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+        let original = sqlx::query_as::<_, TransactionRow>(&LOCK_ORIGINAL_SQL)
+            .bind(client_id)
+            .bind(original_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let existing = sqlx::query_as::<_, TransactionRow>(&BY_CLIENT_REF_SQL)
+            .bind(client_id)
+            .bind(client_ref)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(existing) = existing {
+            tx.rollback().await?;
+            return Ok(LinkedInsert::Existing(Box::new(existing)));
+        }
+        let Some(original) = original else {
+            tx.rollback().await?;
+            return Ok(LinkedInsert::OriginalNotFound);
+        };
+        let linked: Vec<Linked> = sqlx::query_as(
+            "SELECT id, kind, status, amount_minor FROM transactions \
+             WHERE original_id = $1 AND status <> 'failed' ORDER BY created_at, id",
+        )
         .bind(original_id)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-    let existing = sqlx::query_as::<_, TransactionRow>(&BY_CLIENT_REF_SQL)
-        .bind(client_id)
-        .bind(client_ref)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(existing) = existing {
-        tx.rollback().await?;
-        return Ok(LinkedInsert::Existing(Box::new(existing)));
-    }
-    let Some(original) = original else {
-        tx.rollback().await?;
-        return Ok(LinkedInsert::OriginalNotFound);
-    };
-    let linked: Vec<Linked> = sqlx::query_as(
-        "SELECT id, kind, status, amount_minor FROM transactions \
-         WHERE original_id = $1 AND status <> 'failed' ORDER BY created_at, id",
-    )
-    .bind(original_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let new = match build(&original, &linked) {
-        Ok(new) => new,
-        Err(refusal) => {
-            tx.rollback().await?;
-            return Ok(LinkedInsert::Refused(refusal));
-        }
-    };
-    match insert_row(&mut *tx, &new, &event).await? {
-        Some(row) => {
-            tx.commit().await?;
-            Ok(LinkedInsert::Created(Box::new(row)))
-        }
-        None => {
-            // A concurrent call with the same client_ref won the insert.
-            tx.rollback().await?;
-            match by_client_ref_on(connection, client_id, client_ref).await? {
-                Some(row) => Ok(LinkedInsert::Existing(Box::new(row))),
-                None => Err(sqlx::Error::RowNotFound),
+        let new = match build(&original, &linked) {
+            Ok(new) => new,
+            Err(refusal) => {
+                tx.rollback().await?;
+                return Ok(LinkedInsert::Refused(refusal));
+            }
+        };
+        match insert_row(&mut *tx, &new, &event).await? {
+            Some(row) => {
+                tx.commit().await?;
+                Ok(LinkedInsert::Created(Box::new(row)))
+            }
+            None => {
+                // A concurrent call with the same client_ref won the insert.
+                tx.rollback().await?;
+                match by_client_ref_on(connection, client_id, client_ref).await? {
+                    Some(row) => Ok(LinkedInsert::Existing(Box::new(row))),
+                    None => Err(sqlx::Error::RowNotFound),
+                }
             }
         }
-    }
+    })
+    .await
 }
 
 /// One page of the caller's transactions, newest first, plus whether more

@@ -1752,6 +1752,19 @@ async fn old_send_records_and_event_claims_are_pruned_in_batches() -> Result<()>
     Ok(())
 }
 
+/// A pool of two connections to `env`'s database through a relay that goes
+/// silent (forwards nothing, closes nothing) while the flag is set.
+async fn through_a_silenceable_relay(
+    env: &Env,
+) -> Result<(PgPool, std::sync::Arc<std::sync::atomic::AtomicBool>)> {
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relayed =
+        loket_test_support::postgres::through_silenceable_relay(&env.database_url, silence.clone())
+            .await?;
+    let pool = loket_runtime::db::connect(&Secret::new(relayed), 2).await?;
+    Ok((pool, silence))
+}
+
 /// A tick on a database that goes silent mid-tick (its host gone without
 /// closing the connection: here a relay that stops forwarding) is given up
 /// at the tick's limit instead of waiting for the kernel to drop the
@@ -1760,11 +1773,7 @@ async fn old_send_records_and_event_claims_are_pruned_in_batches() -> Result<()>
 #[tokio::test]
 async fn a_tick_on_a_database_gone_silent_is_given_up_and_the_next_is_fresh() -> Result<()> {
     let env = env().await?;
-    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let relayed =
-        loket_test_support::postgres::through_silenceable_relay(&env.database_url, silence.clone())
-            .await?;
-    let pool = loket_runtime::db::connect(&Secret::new(relayed), 2).await?;
+    let (pool, silence) = through_a_silenceable_relay(&env).await?;
     let limit = Duration::from_secs(3);
     let reconciler = Reconciler::new(pool, env.js.clone(), &settings(&env)).with_tick_limit(limit);
     let due = insert(&env, "pending", "prepaid_purchase", "next_check_at = now()").await?;
@@ -1858,11 +1867,7 @@ async fn until_a_lock_is_awaited(
 async fn a_callback_on_a_database_gone_silent_is_given_up_and_applied_once_it_is_back() -> Result<()>
 {
     let env = env().await?;
-    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let relayed =
-        loket_test_support::postgres::through_silenceable_relay(&env.database_url, silence.clone())
-            .await?;
-    let pool = loket_runtime::db::connect(&Secret::new(relayed), 2).await?;
+    let (pool, silence) = through_a_silenceable_relay(&env).await?;
     let limit = Duration::from_secs(3);
     let reconciler = Reconciler::new(pool.clone(), env.js.clone(), &settings(&env));
     let mut slot = loket_runtime::db::HeldConnection::with_work_limit(pool, limit);
