@@ -35,6 +35,10 @@ pub const INQUIRIES_EXPIRED: &str = "loket_reconciler_inquiries_expired_total";
 pub const OPERATOR_DECISIONS: &str = "loket_reconciler_operator_decisions_total";
 /// Transactions moved to `needs_review`, by `reason`.
 pub const NEEDS_REVIEW: &str = "loket_reconciler_needs_review_total";
+/// Reports whose data PostgreSQL refused for good, dropped without moving
+/// their transaction (already in review, or final and not contradicted),
+/// by the `status` it kept (ALERT).
+pub const REPORTS_DROPPED: &str = "loket_reconciler_unwritable_reports_dropped_total";
 /// Scheduler ticks that failed (database or bus unavailable).
 pub const TICK_ERRORS: &str = "loket_reconciler_tick_errors_total";
 /// Update messages that could not be published after a commit.
@@ -117,6 +121,7 @@ pub const UNRESOLVED: &str = "unresolved";
 /// process (tests) changes nothing.
 pub fn register_at_zero() {
     use crate::plan::Verdict;
+    use loket_protocol::TransactionStatus;
 
     for name in [
         POISON,
@@ -139,7 +144,7 @@ pub fn register_at_zero() {
             metrics::counter!(name, "provider" => provider).increment(0);
         }
     }
-    let labelled: [(&str, &str, &[&'static str]); 5] = [
+    let labelled: [(&str, &str, &[&'static str]); 6] = [
         (
             STATUS_CHECKS,
             "reason",
@@ -168,6 +173,15 @@ pub fn register_at_zero() {
                 Verdict::NotFoundReview.as_str(),
                 Verdict::Unwritable.as_str(),
                 UNRESOLVED,
+            ],
+        ),
+        (
+            REPORTS_DROPPED,
+            "status",
+            &[
+                TransactionStatus::Success.as_str(),
+                TransactionStatus::Failed.as_str(),
+                TransactionStatus::NeedsReview.as_str(),
             ],
         ),
         (

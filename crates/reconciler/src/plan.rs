@@ -350,7 +350,8 @@ pub enum Verdict {
     /// An operator's decision could not apply; nothing changed.
     Refused,
     /// PostgreSQL refuses the event's own data for good: the transaction
-    /// is parked in `needs_review` without it ([`plan_unwritable`]).
+    /// is parked in `needs_review` without it, unless it is there already
+    /// or final and not contradicted ([`plan_unwritable`]).
     Unwritable,
 }
 
@@ -1122,8 +1123,13 @@ pub fn plan_review(
 /// not retried for ever: the transaction parked in `needs_review` with the
 /// refusal as its reason, and an event naming the report, its outcome and
 /// the refusal. None of the report's provider data is written: that is what
-/// cannot be stored. A transaction already in review keeps its reason and
-/// status; the event is recorded beside them, and the alert raised alike.
+/// cannot be stored. The alert is raised in every case, but two kinds of
+/// transaction keep their status and record the event beside it:
+/// - one already in review keeps its reason;
+/// - a final one (`success`, `failed`), when the report does not
+///   contradict it (rule 4: a final state never changes, and a report that
+///   could only have filled in a field of it is no case for review). One
+///   that does contradict it is parked, as [`plan`] would have parked it.
 pub fn plan_unwritable(
     row: &TransactionRow,
     report: &Report,
@@ -1131,17 +1137,21 @@ pub fn plan_unwritable(
     now: DateTime<Utc>,
 ) -> Result<Plan, PlanError> {
     let from = status_of(row)?;
+    let final_and_uncontradicted =
+        from.is_final() && decide(from, report.outcome) == Decision::Keep;
+    let parks = from != TransactionStatus::NeedsReview && !final_and_uncontradicted;
     let reason = format!(
-        "a {} reporting {} (event {}) could not be written: PostgreSQL refused its data ({refusal})",
+        "a {} reporting {} (event {}) could not be written: PostgreSQL refused its data ({refusal}){}",
         report.source.as_str().replace('_', " "),
         report.outcome,
         report.event_id,
+        if parks { String::new() } else { format!("; the transaction stays {from}") },
     );
     let mut w = Writer {
         row: row.clone(),
         changed: false,
     };
-    if from != TransactionStatus::NeedsReview {
+    if parks {
         w.park_for_review(reason.clone());
         Writer::set(&mut w.changed, &mut w.row.next_check_at, None);
         w.row.updated_at = stamped(row, now);

@@ -1421,7 +1421,8 @@ fn unwritable_result(id: Uuid) -> Vec<u8> {
 /// left to be retried every second for ever: on its own, after its batch
 /// failed, it parks its transaction in `needs_review`, naming the refusal,
 /// in a write without the refused data, and is acked (a redelivery is a
-/// duplicate). The rest of its batch applies as usual.
+/// duplicate). The rest of its batch applies as usual. A final transaction
+/// it does not contradict is not parked.
 #[tokio::test]
 async fn a_result_postgresql_refuses_for_good_parks_its_transaction_instead_of_retrying(
 ) -> Result<()> {
@@ -1508,6 +1509,42 @@ async fn a_result_postgresql_refuses_for_good_parks_its_transaction_instead_of_r
         );
     }
     assert_eq!(status_of(&env.pool, good).await?, "success");
+
+    // A final transaction the refused report does not contradict stays as
+    // it is (rule 4); only the event, naming the refusal, is recorded.
+    let settled = insert(&env, "success", "prepaid_purchase", "").await?;
+    let kept = reconciler
+        .apply_event(&subject, &unwritable(settled), &TraceContext::new_root())
+        .await;
+    assert!(
+        matches!(
+            kept,
+            Ok(Applied::Applied {
+                from: TransactionStatus::Success,
+                to: TransactionStatus::Success,
+                changed: false,
+                ..
+            })
+        ),
+        "{kept:?}"
+    );
+    let row = loket_store::get(&env.pool, settled).await?.context("row")?;
+    assert_eq!(
+        (row.status.as_str(), row.review_reason, row.bill),
+        ("success", None, None)
+    );
+    assert_eq!(rows_about(&env, "applied_events", settled).await?, 1);
+    assert_eq!(
+        count(
+            &env.pool,
+            "SELECT count(*) FROM transaction_events WHERE transaction_id = $1 \
+             AND detail->>'action' = 'unwritable' AND to_status = 'success'",
+            settled
+        )
+        .await?,
+        1
+    );
+
     let again = reconciler
         .apply_event(&subject, &bad_event, &TraceContext::new_root())
         .await?;

@@ -47,6 +47,9 @@ async fn every_counter_reads_zero_right_after_start() -> Result<()> {
         format!(r#"{}{{verdict="refused"}}"#, metric::OPERATOR_DECISIONS),
         format!(r#"{}{{reason="unresolved"}}"#, metric::NEEDS_REVIEW),
         format!(r#"{}{{reason="not_found_review"}}"#, metric::NEEDS_REVIEW),
+        format!(r#"{}{{reason="unwritable"}}"#, metric::NEEDS_REVIEW),
+        format!(r#"{}{{status="success"}}"#, metric::REPORTS_DROPPED),
+        format!(r#"{}{{status="needs_review"}}"#, metric::REPORTS_DROPPED),
         format!(r#"{}{{table="applied_events"}}"#, metric::PRUNED),
     ];
     loket_test_support::admin::assert_series_at(admin_addr, &series, "0").await;

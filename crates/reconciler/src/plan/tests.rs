@@ -1000,6 +1000,46 @@ fn an_unwritable_report_parks_the_transaction_without_its_data() {
     assert!(kept.alert.is_some());
 }
 
+/// Rule 4 holds for a report PostgreSQL refuses for good too: a final
+/// transaction it does not contradict keeps its status (the event records
+/// the refusal and the alert says the status stayed), while one it
+/// contradicts is parked, as an ordinary contradicting report would park it.
+#[test]
+fn an_unwritable_report_leaves_a_final_transaction_it_does_not_contradict_as_it_is() {
+    let refusal = "data exception 22008";
+    for (status, outcome) in [
+        (S::Success, Outcome::Success),
+        (S::Success, Outcome::Pending),
+        (S::Success, Outcome::Unknown),
+        (S::Failed, Outcome::Failed),
+        (S::Failed, Outcome::Unknown),
+    ] {
+        let settled = row(status);
+        let kept = plan_unwritable(&settled, &report(outcome, "X"), refusal, t0()).unwrap();
+        let case = format!("{status} with a {outcome} report");
+        assert!(!kept.changed, "{case}");
+        assert_eq!((kept.from, kept.to), (status, status), "{case}");
+        assert_eq!(kept.next.status, status.as_str(), "{case}");
+        assert_eq!(kept.next.review_reason, None, "{case}");
+        assert_eq!(kept.event.to_status, Some(status), "{case}");
+        assert_eq!(kept.event.detail["refused"], refusal, "{case}");
+        let alert = kept.alert.unwrap_or_default();
+        assert!(
+            alert.contains(refusal) && alert.contains(&format!("stays {status}")),
+            "{case}: {alert}"
+        );
+    }
+    for (status, outcome) in [(S::Success, Outcome::Failed), (S::Failed, Outcome::Success)] {
+        let settled = row(status);
+        let parked = plan_unwritable(&settled, &report(outcome, "X"), refusal, t0()).unwrap();
+        assert_eq!(
+            parked.next.status, "needs_review",
+            "{status} with {outcome}"
+        );
+        assert_eq!(parked.next.reviewed_from.as_deref(), Some(status.as_str()));
+    }
+}
+
 #[test]
 fn expiry_and_review_plans() {
     let mut inquiry = row(S::Unknown);
