@@ -316,6 +316,29 @@ fn spec_outcomes_of_key_codes() {
     assert_eq!(outcome(Smilepayz, "4039002", None), Outcome::Unknown);
 }
 
+/// The spec lists `4039000 Transaction Expired` for a pay-in (service 90)
+/// alone. The same case code from a pay-out is not listed, so it reads as
+/// any unlisted rejection of a money-moving call does, unknown, whatever its
+/// message says: before, the pay-in's row answered it (failed).
+#[test]
+fn smilepayz_transaction_expired_is_a_pay_in_code_alone() {
+    let e = explain_with_message(Smilepayz, "4039000", None, "Transaction Expired").unwrap();
+    assert_eq!((e.in_catalogue, e.outcome), (true, Outcome::Failed));
+    for message in ["Forbidden", "Transaction Expired"] {
+        let e = explain_with_message(Smilepayz, "4039100", None, message).unwrap();
+        assert_eq!(
+            (e.in_catalogue, e.outcome),
+            (false, Outcome::Unknown),
+            "{message}"
+        );
+    }
+    assert_eq!(ex(Smilepayz, "4039100", None).outcome, Outcome::Unknown);
+    let e = explain_with_message(Smilepayz, "14", Some(Op::PayOut), "Transaction Expired").unwrap();
+    assert_eq!(e.outcome, Outcome::Unknown);
+    let e = explain_with_message(Smilepayz, "14", Some(Op::PayIn), "Transaction Expired").unwrap();
+    assert_eq!(e.outcome, Outcome::Failed);
+}
+
 #[test]
 fn smilepayz_two_digit_code_with_message_reads_like_its_response_code() {
     let e =
