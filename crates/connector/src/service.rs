@@ -44,7 +44,7 @@ pub fn check_provider_url(
     key: &str,
     url: &str,
     allow_plain_http: bool,
-) -> Result<(), SettingError> {
+) -> Result<reqwest::Url, SettingError> {
     let parsed = check_http_url(key, url)?;
     let host = parsed.host_str().unwrap_or_default();
     let loopback = host.eq_ignore_ascii_case("localhost")
@@ -61,7 +61,7 @@ pub fn check_provider_url(
             ),
         ));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 /// Checks the URL setting `key` (surrounding whitespace aside) and returns

@@ -66,7 +66,8 @@ pub enum NotifyMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct SnapQrSettings {
-    /// Scheme, host and port of the issuer, e.g. `https://api.issuer.co.id`.
+    /// Scheme, host and port of the issuer alone, e.g. `https://api.issuer.co.id`
+    /// (a path is refused: it belongs in `path_prefix`).
     pub base_url: String,
     /// Accept a plain `http://` base URL to a host other than this machine
     /// (a simulator elsewhere). Off: requests carry signatures and tokens.
@@ -148,7 +149,17 @@ pub use loket_connector::service::SettingError as InvalidSetting;
 impl SnapQrSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |name: &str| format!("snapqr.{name}");
-        check_provider_url(&key("base_url"), &self.base_url, self.allow_plain_http)?;
+        let base_url = check_provider_url(&key("base_url"), &self.base_url, self.allow_plain_http)?;
+        // Spec §4.2 signs the request line's path, and only `path_prefix`
+        // goes into the signed path: a path in the base URL would be sent
+        // but not signed, and every call refused (4016000).
+        if !matches!(base_url.path(), "" | "/") || base_url.query().is_some() {
+            return Err(InvalidSetting::new(
+                key("base_url"),
+                "must be scheme, host and port alone: the signature covers the request path, \
+                 so the issuer's path (e.g. /openapi) belongs in path_prefix",
+            ));
+        }
         if !self.path_prefix.is_empty() && !self.path_prefix.starts_with('/') {
             return Err(InvalidSetting::new(key("path_prefix"), "must start with /"));
         }
@@ -367,6 +378,34 @@ mod tests {
             private_key: Secret::new(private),
             merchant_id: "m".into(),
             ..SnapQrSettings::default()
+        }
+    }
+
+    /// A base URL with a path would send a path the signature does not
+    /// cover (spec §4.2): refused, pointing at `path_prefix`.
+    #[test]
+    fn a_base_url_with_a_path_or_query_is_refused() {
+        let valid = valid_settings();
+        for url in ["https://api.issuer.co.id", "https://api.issuer.co.id:8443/"] {
+            let settings = SnapQrSettings {
+                base_url: url.into(),
+                ..valid.clone()
+            };
+            settings.validate().unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        for url in [
+            "https://api.issuer.co.id/openapi",
+            "https://api.issuer.co.id/snap/",
+            "https://api.issuer.co.id/?tenant=1",
+        ] {
+            let settings = SnapQrSettings {
+                base_url: url.into(),
+                ..valid.clone()
+            };
+            let error = settings.validate().unwrap_err();
+            assert_eq!(error.key, "snapqr.base_url", "{url}: {error}");
+            assert!(error.problem.contains("path_prefix"), "{url}: {error}");
+            assert!(!error.to_string().contains("issuer.co.id"), "{error}");
         }
     }
 
