@@ -1143,8 +1143,9 @@ async fn fields_longer_than_the_spec_allows_are_refused_naming_the_field() {
 }
 
 /// A hosted-page pay-in has no method while INIT ("awaiting method"); once
-/// final its callback (where `paymentMethod` is mandatory, spec §5) and its
-/// inquiry report the method its customer chose on the page (ASSUMED QRIS).
+/// paid or failed its callback (where `paymentMethod` is mandatory, spec §5)
+/// and its inquiry report the method its customer chose on the page
+/// (ASSUMED QRIS).
 #[tokio::test]
 async fn a_hosted_pay_in_reports_the_method_chosen_on_the_page_once_final() {
     let s = setup().await;
@@ -1175,6 +1176,25 @@ async fn a_hosted_pay_in_reports_the_method_chosen_on_the_page_once_final() {
     assert_eq!(callback["paymentMethod"], "QRIS", "{callback}");
     assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Success);
     let (_, reply) = post_signed(&s, inquiry_path, inquiry(&paid)).await;
+    assert_eq!(reply["paymentMethod"], "QRIS", "{reply}");
+
+    // Scenario 002: the payment with the chosen method failed.
+    let failed = reference();
+    let cmd = command(Operation::PayIn, &failed, 50_002, &[]);
+    assert_eq!(s.connector.execute(&cmd).await.outcome, Outcome::Pending);
+    wait_callbacks(&s, 2).await;
+    let callback = s.received.lock().unwrap().bodies[1].clone();
+    assert_eq!(
+        (
+            &callback["orderNo"],
+            &callback["status"],
+            &callback["paymentMethod"]
+        ),
+        (&failed.as_str().into(), &"FAILED".into(), &"QRIS".into()),
+        "{callback}"
+    );
+    assert_eq!(settle(&s, &cmd).await.outcome, Outcome::Failed);
+    let (_, reply) = post_signed(&s, inquiry_path, inquiry(&failed)).await;
     assert_eq!(reply["paymentMethod"], "QRIS", "{reply}");
 }
 

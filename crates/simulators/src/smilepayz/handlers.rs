@@ -811,13 +811,13 @@ async fn settle(
         order.status = status.to_string();
         order.settled_at = Some(Utc::now());
         if pay_in {
+            if status != "EXPIRED" && order.payment_method.is_empty() {
+                // A hosted-page order paid, or failed, with the method its
+                // customer chose on the page; one that expired unpaid had
+                // none chosen.
+                order.payment_method = HOSTED_PAGE_METHOD.into();
+            }
             if status == "SUCCESS" {
-                if order.payment_method.is_empty() {
-                    // A hosted-page order is paid with the method its
-                    // customer chose on the page; one that expired unpaid
-                    // had none chosen.
-                    order.payment_method = HOSTED_PAGE_METHOD.into();
-                }
                 balances.payin_available += order.amount;
             }
         } else if order.frozen {
