@@ -612,28 +612,18 @@ impl Inner {
             "trace_id": ctx.trace.trace_id(),
             "client_ref": new.client_ref,
         });
-        // The insert and the first dispatch it calls for run in a task of
-        // their own. The insert, once queued, commits whatever becomes of
-        // this call; were the call given up meanwhile (the client's deadline,
-        // the client gone), its transaction would wait for the sweep's grace
-        // to be dispatched, and a retry with its client_ref only replays it.
         let inquiry_id = new.inquiry_id;
-        let inserting = tokio::spawn({
-            let (db, group_insert) = (self.db.clone(), self.group_insert.clone());
-            let (dispatcher, trace, span) = (self.dispatcher.clone(), ctx.trace, ctx.span.clone());
-            async move {
-                let inserted = queries::insert(&db, &group_insert, &new, event).await?;
-                let publishing = match &inserted {
-                    Inserted::Created(row) => Some(accepted(row, &span, &dispatcher, trace)),
+        let (db, group_insert) = (self.db.clone(), self.group_insert.clone());
+        let (inserted, publishing) = self
+            .insert_then_dispatch(
+                ctx,
+                async move { queries::insert(&db, &group_insert, &new, event).await },
+                |inserted| match inserted {
+                    Inserted::Created(row) => Some(row),
                     _ => None,
-                };
-                Ok::<_, sqlx::Error>((inserted, publishing))
-            }
-            .instrument(ctx.span.clone())
-        });
-        let (inserted, publishing) = inserting
-            .await
-            .map_err(|error| ApiError::Internal(format!("insert task: {error}")))??;
+                },
+            )
+            .await?;
         match (inserted, publishing) {
             (Inserted::Created(row), Some(publishing)) => {
                 Ok(self.created(ctx, &row, publishing, guard, wait).await)
@@ -649,6 +639,33 @@ impl Inner {
                 inquiry_id.unwrap_or_default()
             ))),
         }
+    }
+
+    /// Runs `insert`, and the first dispatch of the transaction it
+    /// `created`, in a task of their own. The insert, once queued, commits
+    /// whatever becomes of this call; were the call given up meanwhile (the
+    /// client's deadline, the client gone), its transaction would wait for
+    /// the sweep's grace to be dispatched, and a retry with its client_ref
+    /// only replays it.
+    async fn insert_then_dispatch<T: Send + 'static>(
+        &self,
+        ctx: &CallContext,
+        insert: impl std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+        created: fn(&T) -> Option<&TransactionRow>,
+    ) -> Result<(T, Option<Publishing>), ApiError> {
+        let (dispatcher, trace, span) = (self.dispatcher.clone(), ctx.trace, ctx.span.clone());
+        let inserting = tokio::spawn(
+            async move {
+                let inserted = insert.await?;
+                let publishing =
+                    created(&inserted).map(|row| accepted(row, &span, &dispatcher, trace));
+                Ok::<_, sqlx::Error>((inserted, publishing))
+            }
+            .instrument(ctx.span.clone()),
+        );
+        Ok(inserting
+            .await
+            .map_err(|error| ApiError::Internal(format!("insert task: {error}")))??)
     }
 
     /// What follows an insert this call won, its first command being
@@ -813,17 +830,17 @@ impl Inner {
     }
 
     /// Inserts a cancel or refund of the caller's QR payment (see
-    /// [`queries::insert_linked`]), dispatches it and answers.
+    /// [`queries::insert_linked`]), dispatches it and answers; the insert
+    /// and dispatch run on if the call is given up, as a new transaction's
+    /// do ([`Self::insert_then_dispatch`]).
     async fn create_linked(
         &self,
         ctx: &CallContext,
         call: Mutation<'_>,
         original_id: Uuid,
-        build: impl FnOnce(
-            NewTransaction,
-            &TransactionRow,
-            &[Linked],
-        ) -> Result<NewTransaction, ApiError>,
+        build: impl FnOnce(NewTransaction, &TransactionRow, &[Linked]) -> Result<NewTransaction, ApiError>
+            + Send
+            + 'static,
     ) -> Result<pb::Transaction, ApiError> {
         let Mutation {
             client,
@@ -838,29 +855,44 @@ impl Inner {
             "client_ref": client_ref.as_str(),
             "original_id": original_id.to_string(),
         });
-        let outcome = queries::insert_linked(
-            &self.db,
-            client.0,
-            original_id,
-            client_ref.as_str(),
-            event,
-            |original, linked| build(template, original, linked),
-        )
-        .await?;
-        match outcome {
-            LinkedInsert::Created(row) => {
-                let publishing = accepted(&row, &ctx.span, &self.dispatcher, ctx.trace);
+        let (db, client_id, reference) =
+            (self.db.clone(), client.0, client_ref.as_str().to_owned());
+        let (outcome, publishing) = self
+            .insert_then_dispatch(
+                ctx,
+                async move {
+                    queries::insert_linked(
+                        &db,
+                        client_id,
+                        original_id,
+                        &reference,
+                        event,
+                        |original, linked| build(template, original, linked),
+                    )
+                    .await
+                },
+                |outcome| match outcome {
+                    LinkedInsert::Created(row) => Some(row),
+                    _ => None,
+                },
+            )
+            .await?;
+        match (outcome, publishing) {
+            (LinkedInsert::Created(row), Some(publishing)) => {
                 Ok(self.created(ctx, &row, publishing, guard, wait).await)
             }
-            LinkedInsert::Existing(row) => {
+            (LinkedInsert::Created(_), None) => {
+                unreachable!("a created transaction is dispatched")
+            }
+            (LinkedInsert::Existing(row), _) => {
                 drop(guard);
                 self.replay(ctx, client, client_ref, params, *row, wait)
                     .await
             }
-            LinkedInsert::OriginalNotFound => Err(ApiError::NotFound(format!(
+            (LinkedInsert::OriginalNotFound, _) => Err(ApiError::NotFound(format!(
                 "transaction {original_id} not found"
             ))),
-            LinkedInsert::Refused(error) => Err(error),
+            (LinkedInsert::Refused(error), _) => Err(error),
         }
     }
 
@@ -908,7 +940,7 @@ impl Inner {
                 wait: input.wait,
             },
             input.transaction_id,
-            |template, original, linked| {
+            move |template, original, linked| {
                 check_refund(original, linked, amount)?;
                 linked_transaction(template, original, TransactionKind::QrRefund, amount)
             },

@@ -1595,6 +1595,69 @@ async fn racing_refunds_and_cancels_never_exceed_the_payment_whatever_the_defaul
     app.stop().await
 }
 
+/// A refund whose client gave up while it waited on the payment's row is
+/// inserted and dispatched once the row is free, as a new purchase is: the
+/// call's insert and first dispatch run on in a task of their own, so the
+/// refund does not wait for the sweep (not running here), and the client's
+/// retry with its client_ref answers with it. Before, the given-up call
+/// took its insert down with it (or, given up during the commit, left the
+/// refund committed and unpublished until the sweep's grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_its_client_gave_up_on_is_still_created_and_dispatched_at_once(
+) -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let paid = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-given-up", 10_000)))
+        .await?
+        .into_inner();
+    app.change(&paid.id, MARK_SUCCESS).await;
+    let refunds = "SELECT count(*) FROM transactions WHERE kind = 'qr_refund'";
+
+    let mut holder = app.pool.begin().await?;
+    sqlx::query("SELECT id FROM transactions WHERE id = $1 FOR UPDATE")
+        .bind(Uuid::parse_str(&paid.id)?)
+        .execute(&mut *holder)
+        .await?;
+    let mut request = with_key(KEY_A, qr_refund("rf-given-up", &paid.id, 1_000));
+    request.set_timeout(Duration::from_millis(500));
+    let status = api.qr_refund(request).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    assert_eq!(app.count(refunds).await, 0, "the row is still locked");
+    holder.rollback().await?;
+
+    let mut dispatched = None;
+    for _ in 0..100 {
+        let row: Option<(Uuid, i32)> = sqlx::query_as(
+            "SELECT id, dispatch_count FROM transactions \
+             WHERE kind = 'qr_refund' AND dispatched_at IS NOT NULL",
+        )
+        .fetch_optional(&app.pool)
+        .await?;
+        if row.is_some() {
+            dispatched = row;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (id, dispatch_count) = dispatched.expect("the given-up refund was created and dispatched");
+    assert_eq!(dispatch_count, 1);
+    let command = app.last_command("loket.cmd.snapqr.qr_refund").await;
+    assert_eq!(command.transaction_id, id.to_string());
+    assert!(command.first_dispatch);
+
+    let again = api
+        .qr_refund(with_key(KEY_A, qr_refund("rf-given-up", &paid.id, 1_000)))
+        .await?
+        .into_inner();
+    assert_eq!(again.id, id.to_string());
+    assert_eq!(app.count(refunds).await, 1);
+    app.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn qr_refunds_never_exceed_the_payment_and_cancels_need_a_live_one() -> anyhow::Result<()> {
     let app = App::start().await?;
