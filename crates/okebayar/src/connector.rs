@@ -487,6 +487,9 @@ impl OkeBayarConnector {
             codes::classify(code, CodeOperation::from(about))
         };
         let mut report = fill_report(&fields, code, &classification, about);
+        if is_status && !about.moves_money() {
+            inquiry_unrecoverable_by_a_check(&mut report);
+        }
         if !http_ok {
             // The spec's table: an HTTP error is unknown (check status),
             // whatever code its body carries; the code is kept for the log.
@@ -988,6 +991,27 @@ fn fill_report(
         }
     }
     report
+}
+
+/// A status check about an inquiry. A cek-status reply carries none of an
+/// inquiry's data (spec §4: no `inquirycode`, `ref1..3`, `nominal`,
+/// `adminfee` or `PLN_*`), so what it says cannot stand for the inquiry's
+/// lost reply: nothing of it is taken as the inquiry's, and its success is
+/// unknown. An inquiry answered but not received can be neither shown nor
+/// paid (a PLN purchase must echo its refs); it stays unknown until the
+/// reconciler expires it, and the customer inquires again. A failure is
+/// still one (the provider refused the inquiry).
+fn inquiry_unrecoverable_by_a_check(report: &mut Report) {
+    report.inquiry_data.clear();
+    report.bill = None;
+    if report.outcome == Outcome::Success {
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            "the provider answered the inquiry, but a status check carries none of its data \
+             (inquirycode, ref1..3, amounts): its reply is lost, so it cannot be shown or paid; inquire again",
+        );
+    }
 }
 
 /// What an inquiry reply whose code says `outcome` hands on: the values a

@@ -1217,6 +1217,41 @@ fn status_check_classifies_for_the_original_operation() {
     assert!(report.not_found);
 }
 
+/// A status check about an inquiry whose reply was lost cannot stand for
+/// that reply: a cek-status reply has none of the inquiry's data (spec §4),
+/// so its `000` leaves the inquiry unknown with no data, never a success a
+/// PLN purchase would then send without the inquiry's refs. A refusal is
+/// still a failure.
+#[test]
+fn a_status_check_cannot_settle_an_inquiry_as_successful() {
+    for original in [Operation::PrepaidInquiry, Operation::BillInquiry] {
+        let check = status_of(original);
+        let report = classify(
+            &check,
+            200,
+            &xml(&[
+                ("tracecode", "5550009998887776"),
+                ("transactionstatus", "000"),
+                ("serialnumber", ""),
+                ("harga", "0"),
+                ("productcode", "PLN20"),
+                ("accnumber", "12345678901"),
+                ("referencecode", REF),
+            ]),
+        );
+        assert_eq!(report.outcome, Outcome::Unknown, "{original:?}");
+        assert!(report.inquiry_data.is_empty(), "{:?}", report.inquiry_data);
+        assert_eq!(report.bill, None);
+        assert!(
+            report.detail.contains("inquire again"),
+            "{original:?}: {}",
+            report.detail
+        );
+        let refused = classify(&check, 200, &xml(&[("transactionstatus", "204")]));
+        assert_eq!(refused.outcome, Outcome::Failed, "{original:?}");
+    }
+}
+
 const STATUS_NOT_FOUND: &str = crate::settings::STATUS_NOT_FOUND_CODE_DEFAULT;
 
 #[test]
