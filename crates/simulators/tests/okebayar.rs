@@ -386,6 +386,47 @@ async fn reused_reference_is_208_with_new_tracecodes_and_no_second_debit() {
     assert_eq!(h.sim.balance(), 1_000_000 - 3 * 11_000);
 }
 
+/// Spec §8.3 holds for inquiries too: an inquiry resent under the
+/// `referencecode` of one that succeeded answers `208` (new tracecode) and
+/// issues no second handle; one whose original failed is answered anew.
+#[tokio::test]
+async fn a_reused_inquiry_reference_is_208_unless_its_inquiry_failed() {
+    let h = start(settings()).await;
+    let pln = |reference: &str, account: &str| {
+        request(
+            "OkeBayar-prabayar",
+            reference,
+            &[
+                ("productcode", "PLN20"),
+                ("accnumber", account),
+                ("querycode", "inquiry"),
+            ],
+        )
+    };
+    for (reference, first) in [
+        ("inq-dup-1", pln("inq-dup-1", "14234567890")),
+        ("inq-dup-2", bill_inquiry("inq-dup-2", "531234567890")),
+    ] {
+        let original = h.send(&first).await;
+        assert_eq!(status(&original), "000", "{reference}");
+        let again = h.send(&first).await;
+        assert_eq!(status(&again), "208", "{reference}");
+        assert_ne!(original.get("tracecode"), again.get("tracecode"));
+        let entry = h.sim.ledger_state(reference).unwrap();
+        assert_eq!(
+            (entry.code.as_str(), entry.inquirycode.as_deref()),
+            ("000", original.get("inquirycode")),
+            "{reference}: the original stands"
+        );
+    }
+    let wrong = format!("{PREFIX}204");
+    assert_eq!(status(&h.send(&pln("inq-dup-3", &wrong)).await), "204");
+    assert_eq!(
+        status(&h.send(&pln("inq-dup-3", "14234567890")).await),
+        "000"
+    );
+}
+
 #[tokio::test]
 async fn empty_deposit_is_203_and_balance_operation_reports_it() {
     let h = start(settings()).await;

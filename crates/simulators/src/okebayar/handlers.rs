@@ -560,7 +560,8 @@ fn format_expiry(at: DateTime<Utc>, style: ExpiryStyle) -> String {
 
 /// Records an inquiry's outcome `code` in the ledger under the request's
 /// reference, with its handle `inquiry` when it succeeded. `Err` is the
-/// `208` answer when the reference belongs to a live money-moving entry.
+/// `208` answer when the reference belongs to a money-moving entry or to an
+/// inquiry that succeeded.
 fn record_inquiry(
     ctx: &Ctx,
     operation: LedgerOperation,

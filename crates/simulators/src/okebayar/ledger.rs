@@ -288,8 +288,11 @@ impl Ledger {
     }
 
     /// Records an inquiry's outcome (and its handle when it succeeded).
-    /// Returns `Err(original)` when the reference belongs to a live
-    /// money-moving entry (`208`).
+    /// Returns `Err(original)` (`208`, spec §8.3: a referencecode resent
+    /// while its original succeeded) when the reference belongs to a
+    /// money-moving entry or to an inquiry that succeeded; one that failed
+    /// may be sent again (ASSUMED: the spec leaves a failed one's reuse
+    /// open, and an inquiry that failed holds nothing).
     pub fn record_inquiry(
         &self,
         entry: LedgerEntry,
@@ -297,7 +300,7 @@ impl Ledger {
     ) -> Result<(), Box<LedgerEntry>> {
         let mut inner = lock(&self.inner);
         if let Some(existing) = inner.entries.get(entry.reference.as_str()) {
-            if existing.operation.moves_money() {
+            if existing.operation.moves_money() || existing.code == "000" {
                 return Err(Box::new(existing.clone()));
             }
         }
