@@ -1125,6 +1125,33 @@ async fn a_pln_postpaid_bill_carries_every_additionaldata_field_of_the_spec_in_i
     );
 }
 
+/// A PSTN bill is named by its area code (`accnumber1`) and number
+/// (`accnumber2`, spec §4): a payment naming another number than its
+/// inquiry's is "payment data ≠ inquiry" (`402`), and pays nothing.
+#[tokio::test]
+async fn a_payment_naming_another_number_than_its_inquiry_is_402() {
+    let h = start(settings()).await;
+    let pstn_inquiry = with(bill_inquiry("pstn-inq", "021"), "accnumber2", "5550001");
+    let pstn_inquiry = with(pstn_inquiry, "productcode", "TELKOM");
+    let inquiry = h.send(&pstn_inquiry).await;
+    assert_eq!(inquiry.get("responsecode"), Some("000"));
+    let nominal = inquiry.get("nominal").unwrap().to_string();
+    let payment = |reference: &str, number: &str| {
+        let payment = with(
+            bill_payment(reference, &inquiry, &nominal),
+            "accnumber2",
+            number,
+        );
+        with(payment, "productcode", "TELKOM")
+    };
+    let refused = h.send(&payment("pstn-other", "5559999")).await;
+    assert_eq!(refused.get("responsecode"), Some("402"));
+    assert_eq!(h.sim.balance(), 1_000_000, "nothing paid");
+    let paid = h.send(&payment("pstn-pay", "5550001")).await;
+    assert_eq!(paid.get("responsecode"), Some("000"));
+    assert!(h.sim.balance() < 1_000_000);
+}
+
 #[tokio::test]
 async fn a_bpjs_payment_needs_the_inquired_months_and_the_payers_phone() {
     let h = start(settings()).await;

@@ -918,7 +918,11 @@ fn payment(ctx: &Ctx) -> Answer {
             let same_period = inquiry.months.is_none()
                 || (bpjs_months(&ctx.field("accnumber3")) == inquiry.months
                     && !ctx.field("accnumber2").is_empty());
-            refs_match = same_refs && same_period;
+            // Any other bill: accnumber2 names it with accnumber1 (PSTN:
+            // the number under the area code), so it is the inquiry's.
+            let same_account2 = inquiry.months.is_some()
+                || ctx.field("accnumber2").trim() == inquiry.account2.trim();
+            refs_match = same_refs && same_period && same_account2;
         }
     }
     let committed: Committed = ctx.sim.inner.ledger.commit(MoneyAttempt {
