@@ -107,6 +107,9 @@ fn qr_query_msg_id(id: Uuid, now: chrono::DateTime<chrono::Utc>) -> String {
 /// transaction (well inside the margin left before the client's deadline).
 const REREAD_LIMIT: Duration = Duration::from_millis(50);
 
+/// How often a wait that saw a bus gap looks whether the bus is back.
+const BUS_BACK_POLL: Duration = Duration::from_millis(50);
+
 /// Per-call facts taken from the request metadata before the body is used.
 struct CallContext {
     started: Instant,
@@ -557,16 +560,54 @@ impl Inner {
         let mut transaction = if is_ready(&current) {
             current
         } else {
-            match guard
-                .until(current, ctx.wait_deadline(wait), &self.shutdown, is_ready)
+            self.wait_out(&mut guard, row, current, ctx.wait_deadline(wait), is_ready)
                 .await
-            {
-                (seen, WaitEnd::Deadline) => self.reread(row, seen).await,
-                (seen, _) => seen,
-            }
         };
         explain::enrich(&mut transaction);
         transaction
+    }
+
+    /// Waits with `guard` from `current` (of `row`) until `done` holds, the
+    /// `deadline` passes or the service drains. Updates reach a waiting call
+    /// on a plain subscription, so one published while the ingress is off
+    /// the bus (or dropped as a slow consumer's) never arrives: after such a
+    /// gap the row is read again once the bus is back, and at the deadline
+    /// once more, rather than leaving the caller waiting out its deadline
+    /// for a state Postgres already holds.
+    async fn wait_out(
+        &self,
+        guard: &mut WaitGuard,
+        row: &TransactionRow,
+        mut current: pb::Transaction,
+        deadline: Instant,
+        done: impl Fn(&pb::Transaction) -> bool,
+    ) -> pb::Transaction {
+        let mut bus_gaps = self.bus_gaps.clone();
+        bus_gaps.mark_unchanged();
+        loop {
+            tokio::select! {
+                (seen, end) = guard.until(current.clone(), deadline, &self.shutdown, &done) => {
+                    return match end {
+                        WaitEnd::Deadline => self.reread(row, seen).await,
+                        WaitEnd::Settled | WaitEnd::Shutdown => seen,
+                    };
+                }
+                Ok(()) = bus_gaps.changed() => {
+                    tracing::info!("the bus connection may have lost updates: the transaction is read again once it is back");
+                    self.bus_back_by(deadline).await;
+                    current = self.reread(row, current).await;
+                }
+            }
+        }
+    }
+
+    /// Returns once the bus connection is up again, or at `deadline`.
+    async fn bus_back_by(&self, deadline: Instant) {
+        while self.nats.connection_state() != async_nats::connection::State::Connected
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(BUS_BACK_POLL).await;
+        }
     }
 
     /// `seen`, or the row as Postgres holds it now when that is newer; a
@@ -813,18 +854,15 @@ impl Inner {
             return Ok(respond(&row));
         };
         let since = updated_at(&current);
-        let mut transaction = match guard
-            .until(
+        let mut transaction = self
+            .wait_out(
+                &mut guard,
+                &row,
                 current,
                 ctx.wait_deadline(input.wait),
-                &self.shutdown,
                 |t| is_settled(t) || updated_at(t) > since,
             )
-            .await
-        {
-            (seen, WaitEnd::Deadline) => self.reread(&row, seen).await,
-            (seen, _) => seen,
-        };
+            .await;
         explain::enrich(&mut transaction);
         Ok(transaction)
     }

@@ -2304,6 +2304,52 @@ async fn a_watch_open_while_the_ingress_loses_the_bus_ends_with_unavailable() ->
     app.stop().await
 }
 
+/// A call waiting for its purchase, which settles while the ingress is off
+/// the bus, is answered once the bus is back, not at its deadline: the
+/// update it waited for never reaches its subscription, so after the gap it
+/// reads the row again (RELIABILITY #6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_across_a_bus_gap_is_answered_once_the_bus_is_back() -> anyhow::Result<()> {
+    const WAIT_MS: u32 = 30_000;
+    let app = App::start().await?;
+    let waiting = tokio::spawn({
+        let mut api = app.api.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let request = purchase("gap-wait", "PULSA10", "081234567890", WAIT_MS);
+            let answer = bought(&mut api, KEY_A, request).await;
+            (answer, started.elapsed())
+        }
+    });
+    let id = loop {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM transactions WHERE client_ref = 'gap-wait'")
+                .fetch_optional(&app.pool)
+                .await?;
+        match found {
+            Some(id) => break id,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    // Its command is published and the call waits for the update.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    app.bus_link.cut();
+    settle(&app.pool, &app.nats, id, "success").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.bus_link.restore();
+
+    let (answer, took) =
+        tokio::time::timeout(Duration::from_millis(u64::from(WAIT_MS) + 10_000), waiting).await??;
+    let answer = answer?;
+    assert_eq!(answer.status, pb::TransactionStatus::Success as i32);
+    assert!(
+        took < Duration::from_millis(u64::from(WAIT_MS / 2)),
+        "answered only after {took:?}, the deadline's re-read"
+    );
+    app.stop().await
+}
+
 /// Polls the gRPC health service (the whole server, `""`) until it reports
 /// `expected`, for at most 15 s; returns whether it did.
 async fn until_health_is(
