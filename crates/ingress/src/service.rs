@@ -1061,10 +1061,14 @@ impl Inner {
                 product.purchase_kind()?;
                 product.purchase_price()?;
                 if input.inquiry_id.is_some() && product.kind != ProductKind::PlnPrepaid {
-                    return Err(ApiError::FailedPrecondition(format!(
-                    "product {} has no inquiry: inquiry_id applies to PLN prepaid products only",
-                    product.code
-                )));
+                    return Err(validate::ValidationError::new(
+                        "inquiry_id",
+                        format!(
+                            "product {} has no inquiry: inquiry_id applies to PLN prepaid products only",
+                            product.code
+                        ),
+                    )
+                    .into());
                 }
                 Ok(product)
             }) {

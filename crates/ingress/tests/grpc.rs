@@ -816,10 +816,18 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         ))
         .await
         .unwrap_err();
+    // A field the product does not take, named like any invalid field.
     assert_eq!(
         status.code(),
-        Code::FailedPrecondition,
+        Code::InvalidArgument,
         "inquiry_id on a plain prepaid product"
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("inquiry_id: product PULSA10 has no inquiry"),
+        "{}",
+        status.message()
     );
     let pln = api
         .purchase(with_key(KEY_A, buy_pln("pln-1", "14234567890")))
