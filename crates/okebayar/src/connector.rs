@@ -486,10 +486,7 @@ impl OkeBayarConnector {
         } else {
             codes::classify(code, CodeOperation::from(about))
         };
-        let mut report = fill_report(&fields, code, &classification, about);
-        if is_status && !about.moves_money() {
-            inquiry_unrecoverable_by_a_check(&mut report);
-        }
+        let mut report = fill_report(&fields, code, &classification, about, is_status);
         if !http_ok {
             // The spec's table: an HTTP error is unknown (check status),
             // whatever code its body carries; the code is kept for the log.
@@ -882,6 +879,7 @@ fn fill_report(
     code: &str,
     classification: &Classification,
     operation: Operation,
+    is_status: bool,
 ) -> Report {
     let serial = fields.one(Place::TopLevel, "serialnumber");
     // Spec §7: `000` is "success, SN given"; a prepaid purchase's success
@@ -973,19 +971,23 @@ fn fill_report(
         operation,
         Operation::PrepaidInquiry | Operation::BillInquiry
     ) {
-        match read_inquiry(fields, report.outcome, &mut report.detail) {
-            Ok((data, bill)) => {
-                report.inquiry_data = data;
-                report.bill = bill;
-            }
-            Err(why) => {
-                // Which value the provider holds is not known: the inquiry
-                // can be neither shown nor paid, and what it found is
-                // unknown (never a success by guesswork). A refusal stays
-                // one: its code decides, and its data serves nothing.
-                push_detail(&mut report.detail, &why);
-                if report.outcome == Outcome::Success {
-                    report.outcome = Outcome::Unknown;
+        if is_status {
+            inquiry_unrecoverable_by_a_check(&mut report);
+        } else {
+            match read_inquiry(fields, report.outcome, &mut report.detail) {
+                Ok((data, bill)) => {
+                    report.inquiry_data = data;
+                    report.bill = bill;
+                }
+                Err(why) => {
+                    // Which value the provider holds is not known: the inquiry
+                    // can be neither shown nor paid, and what it found is
+                    // unknown (never a success by guesswork). A refusal stays
+                    // one: its code decides, and its data serves nothing.
+                    push_detail(&mut report.detail, &why);
+                    if report.outcome == Outcome::Success {
+                        report.outcome = Outcome::Unknown;
+                    }
                 }
             }
         }
@@ -996,14 +998,12 @@ fn fill_report(
 /// A status check about an inquiry. A cek-status reply carries none of an
 /// inquiry's data (spec §4: no `inquirycode`, `ref1..3`, `nominal`,
 /// `adminfee` or `PLN_*`), so what it says cannot stand for the inquiry's
-/// lost reply: nothing of it is taken as the inquiry's, and its success is
+/// lost reply: nothing of it is read as the inquiry's, and its success is
 /// unknown. An inquiry answered but not received can be neither shown nor
 /// paid (a PLN purchase must echo its refs); it stays unknown until the
 /// reconciler expires it, and the customer inquires again. A failure is
 /// still one (the provider refused the inquiry).
 fn inquiry_unrecoverable_by_a_check(report: &mut Report) {
-    report.inquiry_data.clear();
-    report.bill = None;
     if report.outcome == Outcome::Success {
         report.outcome = Outcome::Unknown;
         push_detail(

@@ -873,15 +873,15 @@ impl Reconciler {
                     .increment(1);
                 tracing::error!(transaction_id = %row.id, %reason, "ALERT conflicting final reports; transaction parked in needs_review");
             }
-            (_, Some(reason)) if plan.from != plan.to => {
-                metrics::counter!(metric::NEEDS_REVIEW, "reason" => plan.verdict.as_str())
-                    .increment(1);
-                tracing::error!(transaction_id = %row.id, %reason, "ALERT transaction parked in needs_review");
-            }
-            (_, Some(reason)) => {
+            (Verdict::Unwritable, Some(reason)) if plan.from == plan.to => {
                 metrics::counter!(metric::REPORTS_DROPPED, "status" => plan.to.as_str())
                     .increment(1);
                 tracing::error!(transaction_id = %row.id, status = %plan.to, %reason, "ALERT a report's data could not be written; the transaction keeps its status");
+            }
+            (_, Some(reason)) => {
+                metrics::counter!(metric::NEEDS_REVIEW, "reason" => plan.verdict.as_str())
+                    .increment(1);
+                tracing::error!(transaction_id = %row.id, %reason, "ALERT transaction parked in needs_review");
             }
             _ => {}
         }
