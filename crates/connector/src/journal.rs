@@ -221,6 +221,30 @@ impl SendJournal {
         Ok(())
     }
 
+    /// [`Self::mark_refused`] until it is written: tried again, after a
+    /// pause growing from 100 ms to 2 s, for as long as the database cannot
+    /// take it (restarting, gone silent). Left unmarked, a refusal that left
+    /// no record at the provider would let a copy of its command handed out
+    /// again before the reconciler fails the transaction find no record and
+    /// send the request again. Fails only for a `transaction_id` that is no
+    /// UUID.
+    pub async fn mark_refused_until_written(
+        &self,
+        transaction_id: &str,
+    ) -> Result<(), JournalError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.mark_refused(transaction_id).await {
+                Err(JournalError::Database(error)) => {
+                    tracing::error!(%error, pause_ms = pause.as_millis() as u64, "the provider's refusal could not be marked in the send journal yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Whether the provider definitely refused a send of `transaction_id`
     /// ([`Self::mark_refused`]): a redelivery that finds no record of it at
     /// the provider then knows why (a refusal often leaves none) and that

@@ -50,6 +50,24 @@ pub enum ConnectorError {
     BadReply(String),
 }
 
+impl ConnectorError {
+    /// This error with every text in it passed through `mask` (a provider
+    /// may echo a secret in its message), then bounded
+    /// ([`report::quoted`]; after masking, so a cut never leaves part of a
+    /// secret). The ingress passes a balance error on to its client.
+    pub fn masked(self, mask: impl Fn(&str) -> String) -> Self {
+        let clean = |text: &str| report::quoted(&mask(text));
+        match self {
+            ConnectorError::Unavailable(why) => ConnectorError::Unavailable(clean(&why)),
+            ConnectorError::Provider { code, message } => ConnectorError::Provider {
+                code: clean(&code),
+                message: clean(&message),
+            },
+            ConnectorError::BadReply(why) => ConnectorError::BadReply(clean(&why)),
+        }
+    }
+}
+
 /// One provider's protocol, as the worker sees it.
 pub trait Connector: Send + Sync + 'static {
     fn provider(&self) -> loket_protocol::Provider;

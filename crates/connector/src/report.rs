@@ -301,6 +301,18 @@ pub fn push_detail(detail: &mut String, note: &str) {
 /// Provider text is bounded before a report stores or quotes it.
 pub use loket_protocol::text::clip;
 
+/// How many characters of a free text from a reply (a message, an `info`)
+/// a report or an error carries. A reply may be 1 MB, and a result event
+/// longer than the bus's 1 MB limit can never be published (its command
+/// would be redelivered for ever). Values that are data, not notes (the
+/// inquiry data, the serial number, the provider's trace), are not cut.
+pub const QUOTED_TEXT_CHARS: usize = 256;
+
+/// At most the first [`QUOTED_TEXT_CHARS`] characters of `text`.
+pub fn quoted(text: &str) -> String {
+    clip(text, QUOTED_TEXT_CHARS).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

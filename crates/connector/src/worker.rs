@@ -669,8 +669,14 @@ async fn decide_and_call<C: Connector>(
         // this command redelivered before the reconciler applied the
         // refusal, its status check would find none, and the request would
         // go again (a pay-out refused for lack of balance, accepted once
-        // the balance is topped up). The journal forbids that from now on.
-        if let Err(error) = journal.mark_refused(&command.transaction_id).await {
+        // the balance is topped up). The journal forbids that from now on,
+        // so the mark is written before the refusal is reported, however
+        // long the database takes to take it (the command stays ours
+        // meanwhile, by its progress acks).
+        if let Err(error) = journal
+            .mark_refused_until_written(&command.transaction_id)
+            .await
+        {
             tracing::error!(%error, "the provider's refusal could not be marked in the send journal; a redelivery finding no record could send again");
         }
     }

@@ -272,3 +272,44 @@ async fn every_journal_statement_on_a_database_gone_silent_fails_at_its_limit() 
         "nothing renewed it meanwhile"
     );
 }
+
+/// A provider's refusal is marked even while the database cannot take the
+/// mark at first (here its table is locked past the journal's work limit,
+/// three times over): the worker tries again until it is written, and only
+/// then reports the refusal, so a redelivered copy can never find the
+/// journal open to a second send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_marked_once_the_database_takes_it_again() {
+    let (_, pool) = journal_and_pool().await;
+    let limit = Duration::from_millis(300);
+    let journal =
+        SendJournal::start_with_work_limit(pool.clone(), &Vital::new(Shutdown::new()), limit);
+    let id = unresolved_transaction(&pool).await.to_string();
+    assert!(journal.record(&id).await.unwrap().is_first());
+
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE send_intents IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let marking = {
+        let (journal, id) = (journal.clone(), id.clone());
+        tokio::spawn(async move { journal.mark_refused_until_written(&id).await })
+    };
+    tokio::time::sleep(limit * 3).await;
+    assert!(
+        !marking.is_finished(),
+        "still trying while the table is locked"
+    );
+    holder.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), marking)
+        .await
+        .expect("written once the lock is gone")
+        .unwrap()
+        .unwrap();
+    assert!(journal.refused(&id).await.unwrap());
+    assert!(
+        !journal.renew_if_older(&id, Duration::ZERO).await.unwrap(),
+        "no send allowed after the refusal"
+    );
+}

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use loket_connector::http::{self, HttpClient, HttpReply, Transport};
 use loket_connector::mask::{Masker, MASK};
-use loket_connector::report::{clip, push_detail};
+use loket_connector::report::{clip, push_detail, quoted};
 use loket_connector::{Command, Connector, ConnectorError, Report};
 use loket_protocol::catalogue::CodeOperation;
 use loket_protocol::conversions::timestamp;
@@ -422,7 +422,7 @@ impl OkeBayarConnector {
         let (transport, _exchange) = self.send(request).await;
         reply_fields(transport, &request.referencecode)
             .and_then(|fields| read(&fields))
-            .map_err(|error| masked_error(error, self.masking(request)))
+            .map_err(|error| error.masked(self.masking(request)))
     }
 
     fn classify_reply(&self, command: &Command, request: &Request, transport: Transport) -> Report {
@@ -614,32 +614,6 @@ fn read_balance(fields: &Fields) -> Result<Money, ConnectorError> {
         .ok_or_else(|| ConnectorError::BadReply("balance reply has no balance".into()))?;
     Money::parse_decimal(text, Currency::Idr)
         .map_err(|error| ConnectorError::BadReply(format!("balance: {error}")))
-}
-
-/// `error` with every text in it passed through `mask`, then bounded
-/// ([`quoted`]; after masking, so a cut never leaves part of a secret).
-fn masked_error(error: ConnectorError, mask: impl Fn(&str) -> String) -> ConnectorError {
-    let clean = |text: &str| quoted(&mask(text));
-    match error {
-        ConnectorError::Unavailable(why) => ConnectorError::Unavailable(clean(&why)),
-        ConnectorError::Provider { code, message } => ConnectorError::Provider {
-            code: clean(&code),
-            message: clean(&message),
-        },
-        ConnectorError::BadReply(why) => ConnectorError::BadReply(clean(&why)),
-    }
-}
-
-/// How many characters of a free text from a reply (a message, an `info`)
-/// a report or an error carries. A reply may be 1 MB, and a result event
-/// longer than the bus's 1 MB limit can never be published (its command
-/// would be redelivered for ever). Values that are data, not notes (the
-/// inquiry data, the serial number, the tracecode), are not cut.
-const QUOTED_TEXT_CHARS: usize = 256;
-
-/// At most the first [`QUOTED_TEXT_CHARS`] characters of `text`.
-fn quoted(text: &str) -> String {
-    clip(text, QUOTED_TEXT_CHARS).to_string()
 }
 
 /// A fresh alphanumeric reference for calls that are not transactions

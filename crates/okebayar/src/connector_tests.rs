@@ -1,6 +1,7 @@
 use super::*;
 use bytes::Bytes;
 use chrono::TimeZone;
+use loket_connector::report::QUOTED_TEXT_CHARS;
 use loket_runtime::Secret;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

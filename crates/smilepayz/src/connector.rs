@@ -415,7 +415,16 @@ impl SmilepayzConnector {
         report
     }
 
+    /// The pay-out balance. Every text of an error passes through the
+    /// secret masker: the ingress passes it on to its client, and a provider
+    /// may echo the merchant secret in its message.
     async fn read_balance(&self) -> Result<Money, ConnectorError> {
+        self.ask_balance()
+            .await
+            .map_err(|error| error.masked(|text| self.masker.mask(text)))
+    }
+
+    async fn ask_balance(&self) -> Result<Money, ConnectorError> {
         let body = wire::to_body(&wire::InquiryBalanceRequest {
             merchant: self.merchant(),
         });
@@ -967,6 +976,33 @@ mod tests {
         assert!(
             matches!(result, Err(ConnectorError::BadReply(_))),
             "{result:?}"
+        );
+    }
+
+    /// A balance error's texts reach the ingress's client: the merchant
+    /// secret echoed in the provider's message is masked out of them.
+    #[tokio::test]
+    async fn a_balance_error_echoing_the_merchant_secret_is_masked() {
+        let echoing = loket_simulators::common::serve_stub(axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                r#"{"code":"12","responseCode":"4019300","message":"bad signature for secret merchant-secret-0001"}"#,
+            )
+        }))
+        .await
+        .unwrap();
+        let error = connector_at(echoing).balance().await.unwrap_err();
+        let ConnectorError::Provider { code, message } = &error else {
+            panic!("a provider refusal: {error:?}");
+        };
+        assert_eq!(code, "4019300");
+        assert_eq!(
+            message,
+            &format!("bad signature for secret {}", loket_connector::mask::MASK)
+        );
+        assert!(
+            !error.to_string().contains("merchant-secret-0001"),
+            "{error}"
         );
     }
 
