@@ -3,8 +3,7 @@
 # Debian's packages, only when missing: nats-server, PostgreSQL, openssl
 # (`make run` generates its demo keys with it), python3 (`make test` picks
 # a free port with it) and a C compiler (for crates with C parts). `make
-# test` uses cargo-nextest when the machine has it (its summary line, its
-# per-test timeouts), else `cargo test`.
+# test` also needs cargo-nextest, which scripts/test.sh installs.
 set -euo pipefail
 
 # Rust itself is the one prerequisite: Debian's packaged compiler is older

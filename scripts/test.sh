@@ -25,6 +25,13 @@ PY
 blocking_output
 
 scripts/ensure-deps.sh
+# Each test runs in a process of its own (cargo-nextest): the end-to-end
+# tests install process-wide log and trace subscribers, which `cargo test`'s
+# threads would share. Installed from crates.io when missing.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest from crates.io (a few minutes, once)"
+  cargo install --locked --quiet cargo-nextest
+fi
 
 # A build from nothing leaves 1.9 GB under target/ as .ci/run builds it
 # (4.5 GB with the incremental caches and debug line tables a developer's
@@ -64,8 +71,4 @@ scope=(--workspace)
 for arg in "$@"; do
   case "$arg" in -p|-p*|--package|--package=*) scope=() ;; esac
 done
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"
-else
-  cargo test "${scope[@]}" --no-fail-fast "$@"
-fi
+cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"

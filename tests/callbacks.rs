@@ -13,34 +13,38 @@ use std::time::{Duration, Instant};
 /// its callbacks: each distinct one received is logged once (identical
 /// copies share one event id, so the event stream and the reconciler keep
 /// one of them) and asks for a status check, and the repeated, stale and
-/// late ones change nothing after the first transition.
+/// late ones change nothing after the first transition. The simulator's
+/// callback steps are a second apart, so the stale and the late callback
+/// surely reach a transaction already `success` (the test asserts it did).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     let app = TestApp::spawn_with(TestOptions {
         first_check_ms: 60_000,
+        callback_delay_ms: 1_000,
         ..TestOptions::default()
     })
     .await;
     let mut client = app.client_a().await;
     let mut txns = Vec::new();
     // (scenario, the simulator's scenario suffix, callbacks it delivers,
-    // distinct ones among them)
-    for (name, suffix, deliveries, distinct) in [
-        ("duplicate", "905", 3, 1),
-        ("out-of-order", "906", 2, 2),
-        ("late", "907", 1, 1),
-        ("before-reply", "908", 1, 1),
+    // distinct ones among them, the outcome claimed by the callback that
+    // comes after the final state, if one does)
+    for (name, suffix, deliveries, distinct, after_final) in [
+        ("duplicate", "905", 3, 1, None),
+        ("out-of-order", "906", 2, 2, Some("pending")),
+        ("late", "907", 1, 1, Some("success")),
+        ("before-reply", "908", 1, 1, None),
     ] {
         let txn = bought(&mut client, purchase(name, "PULSA10", &scenario(suffix), 0)).await;
-        txns.push((name, deliveries, distinct, txn));
+        txns.push((name, deliveries, distinct, after_final, txn));
     }
-    for (_name, _, _, txn) in &txns {
+    for (_name, _, _, _, txn) in &txns {
         app.wait_for_status(&txn.id, "success", Duration::from_secs(20))
             .await;
     }
     // Every delivery acknowledged, so every one is in the event stream.
     let deadline = Instant::now() + Duration::from_secs(15);
-    for (name, deliveries, _, txn) in &txns {
+    for (name, deliveries, _, _, txn) in &txns {
         loop {
             let sent = app.sim.callbacks_for(&txn.provider_reference);
             if sent.acknowledged >= *deliveries {
@@ -61,7 +65,7 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     // Once the event stream is drained every delivery has been applied:
     // each distinct callback logged once, identical copies not again.
     wait_events_applied(&app, Duration::from_secs(15)).await;
-    for (name, _, distinct, txn) in &txns {
+    for (name, _, distinct, _, txn) in &txns {
         let logged = callbacks_in(&event_log(&app, &txn.id).await).len();
         assert_eq!(
             logged, *distinct,
@@ -70,10 +74,21 @@ async fn duplicate_out_of_order_and_late_callbacks_make_one_transition() {
     }
     // The status checks those callbacks asked for have been answered and
     // applied too; nothing they reported moved a final state.
-    for (name, _, distinct, txn) in &txns {
+    for (name, _, distinct, after_final, txn) in &txns {
         let log = wait_callback_checks_answered(&app, &txn.id, Duration::from_secs(15)).await;
         let callbacks = callbacks_in(&log);
         assert_eq!(callbacks.len(), *distinct, "{name}: {log:#?}");
+        if let Some(claimed) = after_final {
+            let late = callbacks
+                .iter()
+                .find(|c| c.claimed.as_deref() == Some(*claimed))
+                .unwrap_or_else(|| panic!("{name}: a callback claiming {claimed}: {log:#?}"));
+            assert_eq!(
+                late.from.as_deref(),
+                Some("success"),
+                "{name}: the {claimed} callback came after the final state: {log:#?}"
+            );
+        }
         // A callback reaching the transaction already `success` claims
         // nothing against it (these scenarios claim success or pending), so
         // it asks for no check; one reaching it before, asks.

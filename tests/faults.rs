@@ -238,10 +238,15 @@ async fn an_undocumented_reply_code_is_unknown_then_a_status_check_finds_success
 /// while PostgreSQL held the insert back) still has its transaction
 /// committed and dispatched at once, by the ingress, as a first dispatch:
 /// not left `received` for the reconciler's sweep, whose re-dispatch would
-/// begin with a status check.
+/// begin with a status check. (The sweep's grace is 10 s here, so a slow
+/// machine's late first dispatch is not taken for the sweep's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_purchase_whose_call_was_given_up_after_its_insert_is_dispatched_at_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(TestOptions {
+        dispatch_grace_ms: 10_000,
+        ..TestOptions::default()
+    })
+    .await;
     let mut client = app.client_a().await;
     let mut holding_inserts = app.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE transactions IN SHARE MODE")

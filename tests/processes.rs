@@ -117,11 +117,23 @@ async fn connectors_killed_after_sending_check_and_never_send_again() {
         let (txn, _) = order_counting_errors(&mut client, &client_ref, order).await;
         references.push((*provider, txn.provider_reference));
     }
-    for (part, connector) in Part::CONNECTORS.into_iter().zip(connectors) {
+    for ((part, connector), (provider, reference)) in Part::CONNECTORS
+        .into_iter()
+        .zip(connectors)
+        .zip(&references)
+    {
         let exit = deployment
             .until_exited(connector, Duration::from_secs(20))
             .await;
         assert!(!exit.success(), "{part:?} aborted: {exit}");
+        // The abort came after the send: the provider has the request, and
+        // nothing has checked it yet.
+        let (sent, checked, counts) = sent_and_checked(&deployment, *provider, reference).await;
+        assert_eq!(
+            (sent, checked),
+            (1, 0),
+            "{provider} {reference} before the restart: {counts}"
+        );
         deployment.start_process(part, &[]).await;
     }
 
@@ -377,7 +389,9 @@ async fn connectors_paused_past_their_ack_deadline_cause_no_second_request() {
         let (txn, _) = order_counting_errors(&mut client, &client_ref, order).await;
         sent.push((*provider, txn));
     }
-    for (provider, txn) in &sent {
+    // Each connector is paused as soon as its request is seen at its
+    // provider, well within its 4 s wait for the answer.
+    for ((provider, txn), connector) in sent.iter().zip(paused) {
         eventually(
             &format!("the {provider} request sent"),
             Duration::from_secs(20),
@@ -388,8 +402,6 @@ async fn connectors_paused_past_their_ack_deadline_cause_no_second_request() {
             },
         )
         .await;
-    }
-    for connector in paused {
         deployment.pause(connector, true);
     }
     for (provider, txn) in &sent {

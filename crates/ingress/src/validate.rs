@@ -1809,11 +1809,27 @@ mod tests {
             prop_assert!(ClientRef::parse(&text).is_ok());
         }
 
+        /// Inputs mostly of ASCII digits, some with a sign, a space, a
+        /// letter or a non-ASCII digit among them, so both sides of the
+        /// rule are drawn often.
         #[test]
-        fn account_parse_never_panics_and_only_accepts_digits(text in ".{0,30}") {
-            if let Ok(account) = account(&text) {
-                prop_assert!(account.bytes().all(|b| b.is_ascii_digit()));
-                prop_assert!((4..=24).contains(&account.len()));
+        fn account_accepts_exactly_4_to_24_ascii_digits(
+            text in prop_oneof![
+                "[0-9]{0,30}",
+                "[0-9]{0,12}[ +a\\-\u{0663}\u{FF11}][0-9]{0,12}",
+                ".{0,30}",
+            ]
+        ) {
+            let is_account = text.bytes().all(|b| b.is_ascii_digit()) && (4..=24).contains(&text.len());
+            match account(&text) {
+                Ok(parsed) => {
+                    prop_assert!(is_account, "{text:?} accepted");
+                    prop_assert_eq!(parsed, text);
+                }
+                Err(error) => {
+                    prop_assert!(!is_account, "{text:?} refused: {error:?}");
+                    prop_assert_eq!(error.field, "account");
+                }
             }
         }
     }

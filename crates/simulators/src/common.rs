@@ -495,16 +495,25 @@ pub(crate) trait ReferenceRecords: Clone + Send + Sync + 'static {
     fn ledger_entry(&self, reference: &str) -> Option<Self::Entry>;
     /// The callbacks sent about `reference`.
     fn callbacks_about(&self, reference: &str) -> Self::Callbacks;
+    /// Money-moving requests received under every remembered reference
+    /// together, counted as [`Self::requests_about`] counts them: a test
+    /// compares it with the sum over its transactions' references, which a
+    /// resend under a new reference would fall short of.
+    fn money_requests_total(&self) -> usize;
 }
 
 /// `GET /_sim/requests/{reference}`, `GET /_sim/ledger/{reference}` (404
 /// with `{"error": S::NOT_IN_LEDGER}` for a reference not in the ledger)
 /// and `GET /_sim/callbacks/{reference}`, answered in JSON from the
-/// simulator `S` given as the router's state.
+/// simulator `S` given as the router's state; and `GET /_sim/requests`,
+/// `{"money_requests": N}` under every reference together.
 pub(crate) fn reference_routes<S: ReferenceRecords>() -> Router<S> {
     use axum::extract::{Path, State};
     use axum::response::IntoResponse;
     use axum::Json;
+    async fn all_requests<S: ReferenceRecords>(State(sim): State<S>) -> Json<serde_json::Value> {
+        Json(serde_json::json!({ "money_requests": sim.money_requests_total() }))
+    }
     async fn requests<S: ReferenceRecords>(
         State(sim): State<S>,
         Path(reference): Path<String>,
@@ -531,6 +540,7 @@ pub(crate) fn reference_routes<S: ReferenceRecords>() -> Router<S> {
         Json(sim.callbacks_about(&reference))
     }
     Router::new()
+        .route("/_sim/requests", axum::routing::get(all_requests::<S>))
         .route(
             "/_sim/requests/{reference}",
             axum::routing::get(requests::<S>),

@@ -57,6 +57,9 @@ pub struct TestOptions {
     pub callback_failpoint: Option<loket_callback::Failpoint>,
     /// Delay before the first status check of a pending / unknown transaction.
     pub first_check_ms: u64,
+    /// How long a transaction may stay undispatched before the reconciler's
+    /// sweep dispatches it.
+    pub dispatch_grace_ms: u64,
     pub not_found_grace_ms: u64,
     pub callback_delay_ms: u64,
     /// Also start the SNAP QR CPM simulator and connector.
@@ -90,6 +93,7 @@ impl Default for TestOptions {
             max_watches_per_client: loket_ingress::Settings::default().max_watches_per_client,
             callback_failpoint: None,
             first_check_ms: 700,
+            dispatch_grace_ms: 1_000,
             not_found_grace_ms: 3_000,
             callback_delay_ms: 150,
             snapqr: false,
@@ -267,7 +271,7 @@ impl TestApp {
                 common: common(&nats, &database_url),
                 tick_ms: 200,
                 not_found_grace_ms: options.not_found_grace_ms,
-                dispatch_grace_ms: 1_000,
+                dispatch_grace_ms: options.dispatch_grace_ms,
                 redispatch_after_ms: 10_000,
                 ..Default::default()
             };

@@ -590,6 +590,17 @@ impl Deployment {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 
+    /// Money-moving requests `provider`'s simulator received under every
+    /// reference together (`GET /_sim/requests`).
+    pub async fn money_requests_total(&self, provider: Provider) -> usize {
+        #[derive(serde::Deserialize)]
+        struct Total {
+            money_requests: usize,
+        }
+        let total: Total = self.simulator_json(provider, "/_sim/requests").await;
+        total.money_requests
+    }
+
     /// `GET /_sim/{record}/{reference}` of `provider`'s simulator, read as
     /// a `T` (a failure shows what it answered instead).
     async fn simulator_record<T: serde::de::DeserializeOwned>(
@@ -598,7 +609,18 @@ impl Deployment {
         record: &str,
         reference: &str,
     ) -> T {
-        let (path, body) = self.simulator_get(provider, record, reference).await;
+        self.simulator_json(provider, &format!("/_sim/{record}/{reference}"))
+            .await
+    }
+
+    /// `GET path` of `provider`'s simulator, read as a `T` (a failure shows
+    /// what it answered instead).
+    async fn simulator_json<T: serde::de::DeserializeOwned>(
+        &self,
+        provider: Provider,
+        path: &str,
+    ) -> T {
+        let body = self.simulator_get(provider, path).await;
         serde_json::from_str(&body).unwrap_or_else(|error| {
             panic!("GET {path} of the {provider} simulator answered {body}: {error}")
         })
@@ -611,32 +633,27 @@ impl Deployment {
         provider: Provider,
         reference: &str,
     ) -> Option<T> {
-        let (_, body) = self.simulator_get(provider, "ledger", reference).await;
+        let body = self
+            .simulator_get(provider, &format!("/_sim/ledger/{reference}"))
+            .await;
         serde_json::from_str(&body).ok()
     }
 
-    /// The path of `GET /_sim/{record}/{reference}` and the body
-    /// `provider`'s simulator answered it with.
-    async fn simulator_get(
-        &self,
-        provider: Provider,
-        record: &str,
-        reference: &str,
-    ) -> (String, String) {
+    /// The body `provider`'s simulator answered `GET path` with.
+    async fn simulator_get(&self, provider: Provider, path: &str) -> String {
         let addr = match provider {
             Provider::OkeBayar => self.sim_addr,
             Provider::SnapQr => self.snapqr_sim_addr,
             Provider::Smilepayz => self.smilepayz_sim_addr,
             Provider::Doku => panic!("no DOKU simulator"),
         };
-        let path = format!("/_sim/{record}/{reference}");
-        let answer = admin::get(addr, &path)
+        let answer = admin::get(addr, path)
             .await
             .unwrap_or_else(|error| panic!("GET {path} of the {provider} simulator: {error}"));
         let Some((_, body)) = answer.split_once("\r\n\r\n") else {
             panic!("GET {path} of the {provider} simulator answered {answer}");
         };
-        (path, body.to_string())
+        body.to_string()
     }
 
     /// What `provider`'s simulator holds about the transaction it knows as
@@ -757,6 +774,7 @@ impl Deployment {
         };
         assert_eq!(rows.len(), expected, "one transaction per request");
         let mut statuses = BTreeMap::new();
+        let mut money_requests = BTreeMap::new();
         for (id, provider, status, reference, serial_number) in &rows {
             assert_eq!(
                 self.events_from(*id, "ingress").await,
@@ -775,6 +793,7 @@ impl Deployment {
                 "nothing twice: {id} ({reference}) reached {provider} {} times",
                 says.money_requests
             );
+            money_requests.insert((provider, reference.as_str()), says.money_requests);
             assert_ne!(status, "needs_review", "{id}: {}", says.ledger);
             assert_eq!(
                 status == "success",
@@ -786,6 +805,21 @@ impl Deployment {
                 assert_eq!(serial_number.as_deref(), Some(expected.as_str()), "{id}");
             }
             statuses.insert(*id, status.clone());
+        }
+
+        // A resend under a reference of its own leaves each transaction's
+        // count at one: only the simulator's total shows it.
+        for provider in [Provider::OkeBayar, Provider::SnapQr, Provider::Smilepayz] {
+            let ours: usize = money_requests
+                .iter()
+                .filter(|((of, _), _)| *of == provider)
+                .map(|(_, count)| count)
+                .sum();
+            assert_eq!(
+                self.money_requests_total(provider).await,
+                ours,
+                "nothing twice: {provider}'s money-moving requests under any reference, against those under our transactions' references"
+            );
         }
 
         let logs = self.logs();

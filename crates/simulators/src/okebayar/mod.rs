@@ -310,6 +310,9 @@ impl ReferenceRecords for OkeBayarSim {
     fn callbacks_about(&self, reference: &str) -> CallbackLog {
         self.callbacks_for(reference)
     }
+    fn money_requests_total(&self) -> usize {
+        OkeBayarSim::money_requests_total(self)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -476,6 +476,9 @@ impl ReferenceRecords for SmilepayzSim {
     fn callbacks_about(&self, order_no: &str) -> SmilepayzCallbackLog {
         self.callbacks_for(order_no)
     }
+    fn money_requests_total(&self) -> usize {
+        SmilepayzSim::money_requests_total(self)
+    }
 }
 
 async fn admin_balance(State(sim): State<SmilepayzSim>) -> Json<Balances> {

@@ -583,6 +583,14 @@ impl ReferenceRecords for SnapQrSim {
     fn callbacks_about(&self, reference: &str) -> CallbackLog {
         self.notifies_for(reference)
     }
+    /// Payments, cancels and refunds.
+    fn money_requests_total(&self) -> usize {
+        lock(&self.inner.ledger)
+            .counts
+            .values()
+            .map(|counts| counts.payments + counts.cancels + counts.refunds)
+            .sum()
+    }
 }
 
 async fn admin_scenarios() -> Json<serde_json::Value> {
