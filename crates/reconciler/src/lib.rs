@@ -90,7 +90,8 @@ pub struct Settings {
     /// (the ingress crashed between insert and publish) is dispatched.
     pub dispatch_grace_ms: u64,
     /// A `received` transaction dispatched this long ago without any result
-    /// (command lost) is re-dispatched (the connector then checks first).
+    /// (command lost) is re-dispatched (the connector then checks first);
+    /// each further re-dispatch waits twice as long, up to 16 times this.
     pub redispatch_after_ms: u64,
     /// `received`/`pending`/`unknown` this long after creation:
     /// `needs_review` with an alert. More than the latest first status

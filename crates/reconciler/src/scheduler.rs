@@ -36,7 +36,7 @@ use crate::plan::{plan_expiry, plan_review, EventRecord};
 use crate::schedule::millis;
 use crate::write;
 use chrono::{DateTime, Utc};
-use loket_protocol::{subjects, Provider, TransactionStatus};
+use loket_protocol::{subjects, Provider, TransactionKind, TransactionStatus};
 use loket_runtime::bus as lbus;
 use loket_runtime::telemetry::{self, TraceContext};
 use loket_runtime::Shutdown;
@@ -268,21 +268,31 @@ impl Reconciler {
     /// Dispatches `received` transactions the ingress never published,
     /// re-dispatches those whose command got no result, and those the
     /// provider has no record of that no connector ever sent (see below).
+    ///
+    /// A command that gets no result is dispatched again after
+    /// `redispatch_after`, then after twice that, four times, … up to 16
+    /// times it ([`REDISPATCH_BACKOFF_DOUBLINGS`]): while a provider's connectors are
+    /// down, every copy waits in the command stream, and each costs a status
+    /// check once they are back, all at the moment the provider recovers.
     pub async fn sweep(
         &self,
         conn: &mut PgConnection,
         now: DateTime<Utc>,
     ) -> Result<usize, ApplyError> {
         let never = now - millis(self.settings.dispatch_grace_ms);
-        let lost = now - millis(self.settings.redispatch_after_ms);
+        let redispatch_after_secs = self.settings.redispatch_after_ms as f64 / 1000.0;
         let mut tx = conn.begin().await?;
         let mut rows = sqlx::query_as::<_, TransactionRow>(&format!(
             "SELECT {COLUMNS} FROM transactions WHERE status = 'received' \
-             AND ((dispatched_at IS NULL AND created_at < $1) OR dispatched_at < $2) \
-             ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+             AND ((dispatched_at IS NULL AND created_at < $1) \
+                  OR dispatched_at < $2 - make_interval(secs => $3 \
+                     * power(2, least(greatest(dispatch_count - 1, 0), $4)))) \
+             ORDER BY created_at LIMIT $5 FOR UPDATE SKIP LOCKED"
         ))
         .bind(never)
-        .bind(lost)
+        .bind(now)
+        .bind(redispatch_after_secs)
+        .bind(REDISPATCH_BACKOFF_DOUBLINGS)
         .bind(self.batch())
         .fetch_all(&mut *tx)
         .await?;
@@ -292,15 +302,19 @@ impl Reconciler {
         // they end it failed for "no record" though it was never sent. The
         // send journal tells: no record there means no connector sent it.
         // Every `dispatch_grace` until one does, or the not-found grace ends.
+        // Only money-moving kinds: the journal records nothing else, so its
+        // silence says nothing about an inquiry.
         rows.extend(
             sqlx::query_as::<_, TransactionRow>(&format!(
                 "SELECT {COLUMNS} FROM transactions t WHERE status = 'unknown' \
+                 AND kind = ANY($3) \
                  AND not_found_since < $1 AND COALESCE(dispatched_at, created_at) < $1 \
                  AND NOT EXISTS (SELECT 1 FROM send_intents s WHERE s.transaction_id = t.id) \
                  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
             ))
             .bind(never)
             .bind(self.batch())
+            .bind(journalled_kinds())
             .fetch_all(&mut *tx)
             .await?,
         );
@@ -648,6 +662,21 @@ async fn write_planned(
     let events: Vec<(Uuid, &EventRecord)> = rows.iter().map(|row| row.id).zip(events).collect();
     write::write(conn, &writes, &events, &[]).await
 }
+
+/// The kinds whose sends the connectors' journal records: those whose
+/// operation moves money.
+fn journalled_kinds() -> Vec<&'static str> {
+    TransactionKind::ALL
+        .into_iter()
+        .filter(|kind| kind.operation().moves_money())
+        .map(TransactionKind::as_str)
+        .collect()
+}
+
+/// How many times the wait before dispatching a command that got no result
+/// again doubles: at most 2^4 = 16 times `redispatch_after` (160 minutes by
+/// default).
+const REDISPATCH_BACKOFF_DOUBLINGS: i32 = 4;
 
 /// The number the sweep dispatches `row`'s command under (its message id
 /// `cmd:<id>:<n>`), and the `dispatch_count` it records: one more than the

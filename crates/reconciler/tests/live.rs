@@ -1297,6 +1297,9 @@ async fn due_checks_and_the_sweep_are_published_once_across_replicas() -> Result
         .bind(sent)
         .execute(&env.pool)
         .await?;
+    // An inquiry's sends are not journalled: the journal's silence about
+    // one proves nothing, and it is not sent again on it.
+    insert(&env, "unknown", "prepaid_inquiry", no_record_for_an_hour).await?;
     let mut commands = env.nats.subscribe("loket.cmd.>").await?;
     loket_runtime::bus::confirm_subscriptions(&env.nats).await?;
 
@@ -1397,6 +1400,48 @@ async fn a_sweep_after_the_ingress_died_before_marking_its_dispatch_is_not_a_dup
         assert_eq!(row.dispatch_count, expected);
         // Past the re-dispatch limit, with still no result.
         now += chrono::Duration::minutes(11);
+    }
+    Ok(())
+}
+
+/// A command that gets no result is dispatched again after
+/// `redispatch_after` (10 minutes), then after 20, 40, 80 and 160 minutes,
+/// and every 160 minutes from then on: while a provider's connectors are
+/// down, each copy waits in the command stream and costs a status check
+/// once they are back.
+#[tokio::test]
+async fn a_command_that_gets_no_result_is_dispatched_again_less_and_less_often() -> Result<()> {
+    let env = env().await?;
+    let id = insert(&env, "received", "prepaid_purchase", "").await?;
+    let reconciler = reconciler(&env);
+    let mut conn = env.pool.acquire().await?;
+    let dispatched_at = |count| {
+        let pool = env.pool.clone();
+        async move {
+            let row = loket_store::get(&pool, id).await?.context("row")?;
+            assert_eq!(row.dispatch_count, count);
+            row.dispatched_at.context("dispatched")
+        }
+    };
+    let mut last = dispatched_at(1).await?;
+    for (count, wait_minutes) in [(2, 10), (3, 20), (4, 40), (5, 80), (6, 160), (7, 160)] {
+        let early = last + chrono::Duration::minutes(wait_minutes) - chrono::Duration::seconds(5);
+        assert_eq!(
+            reconciler.sweep(&mut conn, early).await?,
+            0,
+            "dispatch {count} not before {wait_minutes} minutes"
+        );
+        let due = last + chrono::Duration::minutes(wait_minutes) + chrono::Duration::seconds(5);
+        assert_eq!(
+            reconciler.sweep(&mut conn, due).await?,
+            1,
+            "dispatch {count} after {wait_minutes} minutes"
+        );
+        last = dispatched_at(count).await?;
+        assert!(
+            (last - due).abs() < chrono::Duration::milliseconds(1),
+            "{last} {due}"
+        );
     }
     Ok(())
 }
