@@ -871,7 +871,7 @@ impl Reconciler {
             (Verdict::Conflict, Some(reason)) => {
                 metrics::counter!(metric::CONFLICTS, "provider" => row.provider.clone())
                     .increment(1);
-                tracing::error!(transaction_id = %row.id, %reason, "ALERT conflicting final reports; transaction parked in needs_review");
+                tracing::error!(transaction_id = %row.id, %reason, "ALERT conflicting reports; transaction parked in needs_review");
             }
             (Verdict::Unwritable, Some(reason)) if plan.from == plan.to => {
                 metrics::counter!(metric::REPORTS_DROPPED, "status" => plan.to.as_str())

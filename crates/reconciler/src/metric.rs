@@ -17,7 +17,10 @@ pub const APPLY_SECONDS: &str = "loket_reconciler_apply_seconds";
 pub const BATCH_EVENTS: &str = "loket_reconciler_batch_events";
 /// Status transitions written, by `from` and `to`.
 pub const TRANSITIONS: &str = "loket_reconciler_transitions_total";
-/// A final report contradicted a final state (ALERT).
+/// Reports that contradict each other parked a transaction (ALERT): a
+/// final report against a final state, a provider contradicting itself, a
+/// report against a failure for "no record", or a callback's claim its
+/// status check left open. The log line's `reason` says which.
 pub const CONFLICTS: &str = "loket_reconciler_conflicts_total";
 /// A provider reported an amount different from ours (money-safety rule 8).
 pub const AMOUNT_MISMATCHES: &str = "loket_reconciler_amount_mismatches_total";

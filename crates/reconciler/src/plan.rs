@@ -337,7 +337,10 @@ pub enum Verdict {
     /// The status stayed (duplicate, stale, not forward); fields may have
     /// been filled in.
     Kept,
-    /// A final report contradicted a final state: `needs_review`, alert.
+    /// Reports contradict each other (a final report against a final
+    /// state, a provider against itself or against a "no record" failure,
+    /// a callback's claim against its status check): `needs_review`,
+    /// alert; the plan's alert says which.
     Conflict,
     /// The provider has no record yet; within the grace period.
     NotFoundWaiting,
