@@ -29,13 +29,13 @@
 //! applied only to a transaction in it ([`crate::plan::plan_decision`]), and
 //! recorded as refused for any other.
 
+use crate::clock::DbClock;
 use crate::metric;
 use crate::plan::{self, EventRecord, Plan, Policy, Report, Verdict};
 use crate::schedule::{millis, Schedule};
 use crate::write;
 use crate::Settings;
 use async_nats::jetstream;
-use chrono::Utc;
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
 use loket_protocol::review::{OperatorDecision, Refusal};
@@ -205,6 +205,8 @@ pub struct Reconciler {
     pub(crate) settings: Settings,
     /// The longest one scheduler tick may run ([`Reconciler::tick`]).
     pub(crate) tick_limit: std::time::Duration,
+    /// The time every plan and scheduler step uses: PostgreSQL's.
+    pub(crate) clock: DbClock,
 }
 
 impl Reconciler {
@@ -237,12 +239,18 @@ impl Reconciler {
             },
             settings: settings.clone(),
             tick_limit: loket_runtime::db::HELD_WORK_LIMIT,
+            clock: DbClock::default(),
         }
     }
 
     /// The same with another bound on a scheduler tick (tests).
     pub fn with_tick_limit(self, tick_limit: std::time::Duration) -> Self {
         Reconciler { tick_limit, ..self }
+    }
+
+    /// The same with another clock (tests: a host whose clock is skewed).
+    pub fn with_clock(self, clock: DbClock) -> Self {
+        Reconciler { clock, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -433,7 +441,7 @@ impl Reconciler {
             .unzip();
         let mut claimed = write::claim(&mut tx, &event_ids, &claim_ids).await?;
 
-        let now = Utc::now();
+        let now = self.clock.now();
         // The status each changed row has in the database, which the update
         // must still find.
         let mut stored_status: BTreeMap<Uuid, String> = BTreeMap::new();
@@ -570,7 +578,7 @@ impl Reconciler {
         if claimed.is_empty() {
             return Ok(Step::Duplicate);
         }
-        let plan = plan::plan_unwritable(&row, &item.report, refusal, Utc::now())?;
+        let plan = plan::plan_unwritable(&row, &item.report, refusal, self.clock.now())?;
         write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;
         Ok(Step::Planned {
@@ -785,7 +793,7 @@ impl Reconciler {
             });
         };
 
-        let plan = plan::plan(&row, &report, Utc::now(), self.policy(&row.provider))?;
+        let plan = plan::plan(&row, &report, self.clock.now(), self.policy(&row.provider))?;
         write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;
         Ok(CallbackWritten::Planned {
@@ -813,7 +821,7 @@ impl Reconciler {
         let event_id = decision.event_id.to_string();
 
         let written = connection
-            .with(async |held| write_decision(held, &decision, &event_id).await)
+            .with(async |held| write_decision(held, &decision, &event_id, &self.clock).await)
             .await?;
         let (row, plan) = match written {
             DecisionWritten::UnknownTransaction => return Ok(Applied::UnknownTransaction),
@@ -1074,6 +1082,7 @@ async fn write_decision(
     connection: &mut PgConnection,
     decision: &OperatorDecision,
     event_id: &str,
+    clock: &DbClock,
 ) -> Result<DecisionWritten, ApplyError> {
     let mut tx = connection.begin().await?;
     let Some(row) = write::lock_by_ids(&mut tx, &[decision.transaction_id])
@@ -1099,7 +1108,7 @@ async fn write_decision(
     let held = inquiry_held_by(&mut tx, &row, decision).await?;
     // Under the row's lock: every event is written holding it.
     let newest_event = loket_store::newest_event(&mut *tx, row.id, decision.seen_event).await?;
-    let plan = plan::plan_decision(&row, decision, newest_event, held, Utc::now())?;
+    let plan = plan::plan_decision(&row, decision, newest_event, held, clock.now())?;
     write_plan(&mut tx, &row, &plan).await?;
     tx.commit().await?;
     Ok(DecisionWritten::Planned(Box::new((row, plan))))

@@ -29,6 +29,7 @@
 //! rules 4 and 5): those only trigger a status check.
 
 pub mod apply;
+pub mod clock;
 pub mod metric;
 pub mod plan;
 pub mod schedule;

@@ -49,6 +49,10 @@ pub const UPDATE_PUBLISH_ERRORS: &str = "loket_reconciler_update_publish_errors_
 /// Scheduler updates published by a later tick, after the publish right
 /// after their commit failed or never ran.
 pub const UPDATES_REPUBLISHED: &str = "loket_reconciler_updates_republished_total";
+/// PostgreSQL's clock minus this host's, in seconds, as the last scheduler
+/// tick measured it (the reconciler keeps PostgreSQL's time; see
+/// [`crate::clock`]).
+pub const CLOCK_OFFSET_SECONDS: &str = "loket_reconciler_clock_offset_seconds";
 /// Old rows of the bookkeeping tables deleted, by `table` ([`pruned_table`]).
 pub const PRUNED: &str = "loket_reconciler_pruned_rows_total";
 

@@ -107,7 +107,7 @@ impl Reconciler {
     /// Every scheduler step once. Each step runs even if an earlier one
     /// failed; the first error is returned.
     async fn tick_steps(&self, conn: &mut PgConnection) -> Result<TickReport, ApplyError> {
-        let now = Utc::now();
+        let now = self.clock.read(conn).await?;
         let mut report = TickReport::default();
         let mut first_error = None;
         let mut keep = |result: Result<usize, ApplyError>, slot: &mut usize| match result {

@@ -1404,6 +1404,74 @@ async fn a_sweep_after_the_ingress_died_before_marking_its_dispatch_is_not_a_dup
     Ok(())
 }
 
+/// RELIABILITY #22, the reconciler's own host: one whose clock runs two days
+/// ahead of PostgreSQL's still keeps PostgreSQL's time. A purchase just
+/// dispatched is neither re-dispatched nor parked as unresolved, an inquiry
+/// just made does not expire, and a pending purchase's check due in an hour
+/// is not published; a result applied then schedules its next check by
+/// PostgreSQL's time too.
+#[tokio::test]
+async fn a_reconciler_host_clock_days_ahead_keeps_postgresql_time() -> Result<()> {
+    fn two_days_ahead() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::days(2)
+    }
+    let env = env().await?;
+    let reconciler = reconciler(&env).with_clock(
+        loket_reconciler::clock::DbClock::with_host_clock(two_days_ahead),
+    );
+    let received = insert(&env, "received", "prepaid_purchase", "").await?;
+    let inquiry = insert(&env, "received", "prepaid_inquiry", "").await?;
+    let pending = insert(
+        &env,
+        "pending",
+        "prepaid_purchase",
+        "next_check_at = now() + interval '1 hour'",
+    )
+    .await?;
+
+    let report = reconciler.tick().await?;
+    assert_eq!(
+        (
+            report.expired,
+            report.reviewed,
+            report.redispatched,
+            report.checks
+        ),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+    for (id, status) in [
+        (received, "received"),
+        (inquiry, "received"),
+        (pending, "pending"),
+    ] {
+        assert_eq!(status_of(&env.pool, id).await?, status);
+    }
+
+    // A pending result applied now: its first check is due within the
+    // schedule's first wait of PostgreSQL's now, not two days on.
+    let event = result_event(
+        received,
+        &format!("cmd:{received}:0"),
+        pb::Outcome::Pending,
+        "002",
+    );
+    let subject = subjects::result(loket_protocol::Provider::OkeBayar);
+    reconciler
+        .apply_event(&subject, &event.encode_to_vec(), &TraceContext::new_root())
+        .await?;
+    let (status, due_in): (String, f64) = sqlx::query_as(
+        "SELECT status, EXTRACT(EPOCH FROM next_check_at - now())::float8 \
+         FROM transactions WHERE id = $1",
+    )
+    .bind(received)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(status, "pending");
+    assert!((0.0..60.0).contains(&due_in), "next check in {due_in} s");
+    Ok(())
+}
+
 /// A command that gets no result is dispatched again after
 /// `redispatch_after` (10 minutes), then after 20, 40, 80 and 160 minutes,
 /// and every 160 minutes from then on: while a provider's connectors are
