@@ -271,9 +271,10 @@ impl Reconciler {
     ///
     /// A command that gets no result is dispatched again after
     /// `redispatch_after`, then after twice that, four times, … up to 16
-    /// times it ([`REDISPATCH_BACKOFF_DOUBLINGS`]): while a provider's connectors are
-    /// down, every copy waits in the command stream, and each costs a status
-    /// check once they are back, all at the moment the provider recovers.
+    /// times it ([`REDISPATCH_BACKOFF_DOUBLINGS`]): while a provider's
+    /// connectors are down, every copy waits in the command stream, and each
+    /// costs a status check once they are back, all at the moment the
+    /// provider recovers.
     pub async fn sweep(
         &self,
         conn: &mut PgConnection,
