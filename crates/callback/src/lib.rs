@@ -64,7 +64,8 @@ pub struct Settings {
     /// before they are buffered.
     pub body_limit_bytes: usize,
     /// A client must send the request line and headers within this time
-    /// (also the idle time allowed on a kept-alive connection).
+    /// (also the idle time allowed on a kept-alive connection, and how long
+    /// an answer may wait for the client to read any of it).
     pub header_read_timeout_ms: u64,
     /// The body must have arrived within this time after the headers, or
     /// the provider gets its own "retry later" answer (plain 503; SNAP: 500

@@ -17,6 +17,7 @@ pub use loket_runtime::http_server::Limits;
 pub fn limits(settings: &Settings) -> Limits {
     Limits {
         header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+        stalled_write_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         max_connections: settings.max_connections.max(1),
         max_connections_per_source: settings.max_connections_per_source.max(1),
         max_header_bytes: 16 * 1024,

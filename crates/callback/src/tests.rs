@@ -494,6 +494,7 @@ async fn stop_server(shutdown: Shutdown, task: tokio::task::JoinHandle<()>) {
 fn limits() -> server::Limits {
     server::Limits {
         header_read_timeout: Duration::from_millis(300),
+        stalled_write_timeout: Duration::from_millis(300),
         max_connections: 8,
         max_connections_per_source: 8,
         max_header_bytes: 16 * 1024,

@@ -167,12 +167,14 @@ struct AdminState {
 
 /// The admin port's connection limits, fixed: its clients are an
 /// orchestrator's probes and a metrics scraper, a few hosts with a few
-/// connections each, every one sending a short GET as soon as it connects.
-/// So 5 s to send the headers is ample, 16 connections per host leave room
+/// connections each, every one sending a short GET as soon as it connects
+/// and reading the answer. So 5 s to send the headers, or to take an answer
+/// in, is ample, 16 connections per host leave room
 /// for several probes and scrapers on one node, and 64 in all bound what the
 /// port can cost the service in file descriptors.
 pub const LIMITS: Limits = Limits {
     header_read_timeout: Duration::from_secs(5),
+    stalled_write_timeout: Duration::from_secs(5),
     max_connections: 64,
     max_connections_per_source: 16,
     max_header_bytes: 16 * 1024,

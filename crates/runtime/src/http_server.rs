@@ -2,9 +2,12 @@
 //! and each service's admin port), with what `axum::serve` does not offer: a
 //! header read timeout (a client that opens a connection and sends nothing,
 //! or headers byte by byte, is disconnected — also an idle kept-alive
-//! connection), a cap on open connections (which a source the port's
-//! admission filter refuses never takes) and on those from any one source, a
-//! header-size cap, and the peer address as [`ConnectInfo`]. Without them a
+//! connection), a stalled-write timeout (a client that reads none of our
+//! answers, pipelining requests until its window is shut, is disconnected
+//! too), a cap on open connections (which a source the port's admission
+//! filter refuses never takes) and on those from any one source (an IPv6
+//! source counted by its /64), a header-size cap, and the peer address as
+//! [`ConnectInfo`]. Without them a
 //! client holding connections open would use up the process's file
 //! descriptors, and with them the service's NATS, PostgreSQL and gRPC
 //! sockets. Graceful: on `stop` it closes the port and waits (bounded) for
@@ -18,20 +21,33 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::future::Future as _;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tower::ServiceExt as _;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    /// How long an answer may make no progress at all towards the client
+    /// (its receive window shut) before the connection is closed. hyper's
+    /// header read timeout runs only while it reads, so without this a
+    /// client pipelining requests and never reading the answers held its
+    /// connection, and its slot, for ever.
+    pub stalled_write_timeout: Duration,
     pub max_connections: usize,
-    /// Open connections one source address may hold.
+    /// Open connections one source may hold: an IPv4 address, or an IPv6
+    /// /64 (one host's usual allocation, so a host cannot multiply its
+    /// share by drawing addresses from its own prefix).
     pub max_connections_per_source: usize,
     /// hyper's read buffer, which bounds the request line plus headers.
     pub max_header_bytes: usize,
@@ -150,6 +166,7 @@ pub async fn serve_wrapping<Io, Info>(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8 * 1024));
+        let stream = StallLimited::new(stream, limits.stalled_write_timeout);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -235,7 +252,19 @@ impl Drop for Place {
     }
 }
 
-/// Open connections per source address, each at most `limit`.
+/// What one source's connections are counted under: an IPv4 address (also
+/// one written IPv4-mapped), or an IPv6 address's /64.
+fn counted_source(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// Open connections per source ([`counted_source`]), each at most `limit`.
 #[derive(Clone)]
 struct PerSource {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -258,6 +287,7 @@ impl PerSource {
 
     /// A place for one more connection from `source`, if it has one left.
     fn take(&self, source: IpAddr) -> Option<SourceSlot> {
+        let source = counted_source(source);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(source).or_insert(0);
         if *count >= self.limit {
@@ -280,5 +310,128 @@ impl Drop for SourceSlot {
                 open.remove(&self.source);
             }
         }
+    }
+}
+
+/// A connection's stream whose writes fail (`TimedOut`) once they have made
+/// no progress for `limit`: the client has left its receive window shut
+/// that long. Any progress starts the count again.
+struct StallLimited<Io> {
+    io: Io,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<Io> StallLimited<Io> {
+    fn new(io: Io, limit: Duration) -> Self {
+        StallLimited {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `polled`, a write-side poll's result, unless the write has been
+    /// pending for `limit`.
+    fn limited<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing of the answer for {} ms",
+                    limit.as_millis()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for StallLimited<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for StallLimited<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.limited(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.limited(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.limited(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.limited(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the IPv6 count: every address of one /64 shares its source's
+    /// places, as IPv4-mapped and plain IPv4 addresses do theirs.
+    #[test]
+    fn an_ipv6_source_is_counted_by_its_slash_64() {
+        let per_source = PerSource::new(1);
+        let host: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_prefix: IpAddr = "2001:db8:1:2:ffff:0:0:7".parse().unwrap();
+        let next_prefix: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _held = per_source.take(host).unwrap();
+        assert!(per_source.take(same_prefix).is_none());
+        let _other = per_source.take(next_prefix).unwrap();
+
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let _v4 = per_source.take(v4).unwrap();
+        assert!(per_source.take(mapped).is_none());
+    }
+
+    /// Once every place was dropped the source's count is gone, so its
+    /// next connection is admitted.
+    #[test]
+    fn a_dropped_place_frees_its_slash_64() {
+        let per_source = PerSource::new(1);
+        let host: IpAddr = "2001:db8::1".parse().unwrap();
+        drop(per_source.take(host).unwrap());
+        assert!(per_source.take("2001:db8::2".parse().unwrap()).is_some());
     }
 }

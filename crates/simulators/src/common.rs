@@ -152,10 +152,11 @@ impl AsyncWrite for KillableStream {
 /// source, the load generator's machine, may hold all of it; it only bounds
 /// the file descriptors a runaway client can take. 5 s to send a request
 /// head, which also closes a kept-alive connection left idle that long (a
-/// connector's pool then opens a new one). 10 s for the requests in flight
+/// connector's pool then opens a new one), or to take in an answer. 10 s for the requests in flight
 /// at a stop, as a loket service's drain.
 pub const DEFAULT_CONNECTION_LIMITS: Limits = Limits {
     header_read_timeout: Duration::from_secs(5),
+    stalled_write_timeout: Duration::from_secs(5),
     max_connections: 4_096,
     max_connections_per_source: 4_096,
     max_header_bytes: 16 * 1024,

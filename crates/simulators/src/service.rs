@@ -116,6 +116,7 @@ impl Settings {
     pub fn connection_limits(&self) -> Limits {
         Limits {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            stalled_write_timeout: Duration::from_millis(self.header_read_timeout_ms),
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections,
             max_header_bytes: DEFAULT_CONNECTION_LIMITS.max_header_bytes,
