@@ -24,7 +24,10 @@
 //! apart from other digits, written or escaped: `1234` inside the serial
 //! number `5123412345` or the balance `1234000` (or `&#49;2340`) is part of a
 //! longer number, not the PIN, and masking it there would falsify the stored
-//! record of what the provider said (a PLN token, an amount). Where such a
+//! record of what the provider said (a PLN token, an amount). So is one
+//! joined to other digits by a `-`, as a token written in groups has it
+//! (`5678` in `1234-5678-9012-3456-7890`; masking it there delivered a
+//! customer a token that does not work). Where such a
 //! PIN may be glued to other digits in an echo (OkeBayar signs
 //! `userid + PIN + referencecode`), the connector adds the glued form as a
 //! secret of its own.
@@ -123,7 +126,8 @@ const ESCAPE_STARTS: [u8; 4] = [b'&', b'\\', b'%', b'+'];
 /// Adds to `occurrences` the raw byte range of each occurrence of `secret`
 /// in `text` that starts at one of `starts` (in order), scanning on from
 /// the end of each; except, for a secret of digits only, one that continues
-/// a run of digits, written or escaped (`escaped_digit_ends`).
+/// a run of digits, written or escaped (`escaped_digit_ends`), directly or
+/// across a [`GROUP_SEPARATOR`].
 fn find_occurrences(
     text: &str,
     secret: &str,
@@ -147,14 +151,35 @@ fn find_occurrences(
         // An occurrence skipped as part of a number does not move `scanned`:
         // an overlapping one may still stand apart.
         let part_of_a_number = numeric
-            && (text[..start].ends_with(|c: char| c.is_ascii_digit())
-                || escaped_digit_ends.binary_search(&start).is_ok()
-                || readings_at(text, end).any(|reading| reading.char.is_ascii_digit()));
+            && (digits_end_at(text, start, escaped_digit_ends)
+                || text[..start]
+                    .strip_suffix(GROUP_SEPARATOR)
+                    .is_some_and(|before| digits_end_at(text, before.len(), escaped_digit_ends))
+                || digits_start_at(text, end)
+                || readings_at(text, end).any(|reading| {
+                    reading.char == GROUP_SEPARATOR && digits_start_at(text, reading.end)
+                }));
         if !part_of_a_number {
             occurrences.push(start..end);
             scanned = end;
         }
     }
+}
+
+/// What joins the digit groups of a number written in groups (a PLN token
+/// `1234-5678-9012-3456-7890`): a numeric secret joined by it to other
+/// digits is one of those groups.
+const GROUP_SEPARATOR: char = '-';
+
+/// Whether a digit, written or escaped, ends at byte offset `at` of `text`.
+fn digits_end_at(text: &str, at: usize, escaped_digit_ends: &[usize]) -> bool {
+    text[..at].ends_with(|c: char| c.is_ascii_digit())
+        || escaped_digit_ends.binary_search(&at).is_ok()
+}
+
+/// Whether a digit, written or escaped, starts at byte offset `at` of `text`.
+fn digits_start_at(text: &str, at: usize) -> bool {
+    readings_at(text, at).any(|reading| reading.char.is_ascii_digit())
 }
 
 /// The offsets in `text` where an escape that encodes a digit ends, in
@@ -396,6 +421,15 @@ mod tests {
             "121212 x121212y"
         );
         assert_eq!(Masker::new(["1212"]).mask("12 1212 12"), "12 *** 12");
+        // A group of a number written in groups is part of that number;
+        // a dash with no digit across it joins nothing.
+        for grouped in ["1234-5678-9012", "5678-9012", "1234-5678", "12-5678/ANI"] {
+            assert_eq!(Masker::new(["5678"]).mask(grouped), grouped);
+        }
+        assert_eq!(
+            Masker::new(["5678"]).mask("PIN-5678 x-5678- 5678-y &#49;-5678"),
+            "PIN-*** x-***- ***-y &#49;-5678"
+        );
         // A secret that is not all digits is masked wherever it appears,
         // digits around it or not.
         assert_eq!(Masker::new(["12a12"]).mask("12a12a12"), "***a12");

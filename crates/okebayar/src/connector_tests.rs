@@ -1711,9 +1711,10 @@ proptest::proptest! {
     }
 }
 
-/// A numeric PIN inside a longer number (a serial, an amount) is left as
-/// the provider wrote it; the PIN on its own, or glued to the userid as the
-/// signature's input has it, is masked.
+/// A numeric PIN inside a longer number (a serial, a PLN token written in
+/// dash-joined groups, an amount) is left as the provider wrote it; the PIN
+/// on its own, or glued to the userid as the signature's input has it, is
+/// masked.
 #[test]
 fn a_numeric_pin_is_masked_but_serials_containing_its_digits_are_not() {
     let conn = OkeBayarConnector::new(OkeBayarSettings {
@@ -1722,13 +1723,13 @@ fn a_numeric_pin_is_masked_but_serials_containing_its_digits_are_not() {
     });
     let reply = format!(
         "<serialnumber>51234567890123456789</serialnumber><balance>1234560</balance>\
-         <info>pin 123456 salah; {USERID}123456{REF}</info>"
+         <sn>1234-123456-7890/ANI/R1</sn><info>pin 123456 salah; {USERID}123456{REF}</info>"
     );
     assert_eq!(
         conn.masker.mask(&reply),
         format!(
             "<serialnumber>51234567890123456789</serialnumber><balance>1234560</balance>\
-             <info>pin *** salah; ***{REF}</info>"
+             <sn>1234-123456-7890/ANI/R1</sn><info>pin *** salah; ***{REF}</info>"
         )
     );
 }
