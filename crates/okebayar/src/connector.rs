@@ -438,6 +438,9 @@ impl OkeBayarConnector {
         if let Some(why) = foreign_reference(&fields, &request.referencecode) {
             return Report::unknown(why);
         }
+        if let Some(why) = foreign_inquiry(&fields, request) {
+            return Report::unknown(why);
+        }
         let is_status = command.operation == Operation::StatusCheck;
         let about = if is_status {
             command.original_operation
@@ -669,6 +672,30 @@ fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
             format!(
                 "reply is about referencecode {:?}, not ours",
                 clip(theirs, 64)
+            )
+        })
+}
+
+/// A reply to a bill payment naming, at its top level, another
+/// `inquirycode` than the one paid is not that payment's. The spec (§3)
+/// leaves the payment's `transactioncode` an assumption (the document's is
+/// the inquiry's, a copy error): a provider that took our payment for a
+/// new inquiry would answer `000` with the same amounts and a fresh
+/// `inquirycode`, and the bill, unpaid, must not read paid. So the reply is
+/// unknown and a status check decides. A reply without `inquirycode` is
+/// read as it says.
+fn foreign_inquiry(fields: &Fields, request: &Request) -> Option<String> {
+    let ours = request.get(inquiry_keys::INQUIRYCODE)?.trim();
+    fields
+        .at(Place::TopLevel, inquiry_keys::INQUIRYCODE)
+        .map(str::trim)
+        .find(|theirs| !theirs.is_empty() && *theirs != ours)
+        .map(|theirs| {
+            format!(
+                "payment reply is about inquirycode {:?}, not the one paid ({:?}): \
+                 the payment may have been taken for an inquiry",
+                clip(theirs, 64),
+                clip(ours, 64)
             )
         })
 }

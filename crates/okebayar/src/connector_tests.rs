@@ -1102,6 +1102,41 @@ fn bill_payment_reply() {
     );
 }
 
+/// Guards the payment's echo (spec §3 leaves its `transactioncode` an
+/// assumption): a `000` naming another `inquirycode` than the one paid, as
+/// a provider that took the payment for a new inquiry would answer, is
+/// unknown, never a paid bill; ours, or none, is read as it says.
+#[test]
+fn a_payment_reply_about_another_inquiry_is_unknown() {
+    let success = |inquirycode: Option<&str>| {
+        let mut fields = vec![
+            ("responsecode", "000"),
+            ("nominal", "11000"),
+            ("adminfee", "2500"),
+        ];
+        fields.extend(inquirycode.map(|code| ("inquirycode", code)));
+        classify(&payment(), 200, &xml(&fields))
+    };
+    let fresh_inquiry = success(Some("INQ-901"));
+    assert_eq!(fresh_inquiry.outcome, Outcome::Unknown, "{fresh_inquiry:?}");
+    assert!(
+        fresh_inquiry.detail.contains("INQ-901") && fresh_inquiry.detail.contains("INQ-778"),
+        "{}",
+        fresh_inquiry.detail
+    );
+    assert_eq!(success(Some(" INQ-778 ")).outcome, Outcome::Success);
+    assert_eq!(success(None).outcome, Outcome::Success);
+    // Nested inside `additionaldata`, a biller's own field is not the echo.
+    let root = wire::REPLY_ROOT;
+    let nested = format!(
+        "<{root}><responsecode>000</responsecode><nominal>11000</nominal>\
+         <adminfee>2500</adminfee><additionaldata><inquirycode>BILLER-7</inquirycode>\
+         </additionaldata></{root}>"
+    );
+    let report = classify(&payment(), 200, &nested);
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+}
+
 /// A reply may be 1 MB, and a result event over the bus's 1 MB limit can
 /// never be published (its command would be redelivered for ever). A huge
 /// field is carried whole only where a later call must send it back (the
