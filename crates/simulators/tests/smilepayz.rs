@@ -881,6 +881,28 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(rc(v.clone()), "4009001");
     assert!(v["message"].as_str().unwrap().contains("orderNo"));
+    // An orderNo, merchantId or currency is taken as sent: padded, or not a
+    // JSON string, it is no valid one (the spec's fields are strings).
+    for (sent, named) in [
+        (body(" abc123457 ", "20001"), "orderNo"),
+        (
+            body("abc123457", "20001").replace(r#""abc123457""#, "123457890"),
+            "orderNo",
+        ),
+        (body("abc123457", " 20001"), "merchantId"),
+    ] {
+        let r = send(sent.clone(), now(), "20001", None).await.unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(rc(v.clone()), "4009001", "{sent}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(named),
+            "{sent}: {v}"
+        );
+    }
+    let padded_currency = body("abc123457", "20001").replace(r#""IDR""#, r#"" IDR""#);
+    let r = send(padded_currency, now(), "20001", None).await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "Unsupported currency", "{v}");
     // Accepted once, then a duplicate.
     let r = send(body("abc123459", "20001"), now(), "20001", None)
         .await

@@ -187,8 +187,9 @@ async fn admit(
     let order_no = authenticated
         .as_ref()
         .ok()
-        .and_then(|(value, _)| text(value, "orderNo"))
-        .filter(|order_no| order_no.chars().count() <= ORDER_NO_MAX_CHARS);
+        .and_then(|(value, _)| sent_string(value, "orderNo").ok().flatten())
+        .filter(|order_no| order_no.chars().count() <= ORDER_NO_MAX_CHARS)
+        .map(str::to_string);
     sim.inner.requests.record(order_no.as_deref(), kind);
     let admitted = authenticated?;
     let limit = sim.inner.settings.rate_limit_per_second;
@@ -262,7 +263,7 @@ async fn authenticate(
     // Spec §3 and §8.1: X-PARTNER-ID must be the body's merchantId (4009001),
     // checked before the partner is looked up.
     if let Some(merchant) = value.get("merchant") {
-        if text(merchant, "merchantId").as_deref() != Some(partner) {
+        if sent_string(merchant, "merchantId") != Ok(Some(partner)) {
             return Err(invalid_field_format(
                 svc,
                 "X-PARTNER-ID != merchant.merchantId",
@@ -299,6 +300,21 @@ fn order_no_ok(sim: &SmilepayzSim, order_no: &str) -> bool {
     }
 }
 
+/// An identifier or code field (`orderNo`, `tradeNo`, `merchantId`,
+/// `currency`) exactly as the client sent it: a JSON string, not trimmed,
+/// as the spec's `S<n>` fields are (the connector's own reader, [`text`],
+/// is lenient with what Smilepayz sends back; the simulator must not be
+/// with what it is sent). `Ok(None)`: absent, null or empty; `Err`: a value
+/// of another type, an invalid format.
+fn sent_string<'a>(value: &'a Value, key: &str) -> Result<Option<&'a str>, ()> {
+    match value.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
 /// The largest amount taken (ASSUMED for pay-ins: the spec leaves their
 /// per-method limits open, Q6; pay-outs have their own, lower one): IDR
 /// 999,999,999,999, so balances never overflow.
@@ -306,7 +322,7 @@ const AMOUNT_MAX: i64 = 999_999_999_999;
 
 /// `money`: IDR, a whole positive number, at most [`AMOUNT_MAX`].
 fn amount_of(money: &Value) -> Result<i64, &'static str> {
-    if text(money, "currency").as_deref() != Some("IDR") {
+    if sent_string(money, "currency") != Ok(Some("IDR")) {
         return Err("Unsupported currency");
     }
     match money.get("amount") {
@@ -340,11 +356,13 @@ fn order_fields(
     if value.get("merchant").is_none() {
         return Err(error(400, svc, "02", "Invalid Mandatory Field [merchant]"));
     }
-    let order_no = text(value, "orderNo")
+    let order_no = sent_string(value, "orderNo")
+        .map_err(|()| invalid_field_format(svc, "orderNo"))?
         .ok_or_else(|| error(400, svc, "02", "Invalid Mandatory Field [orderNo]"))?;
-    if !order_no_ok(sim, &order_no) {
+    if !order_no_ok(sim, order_no) {
         return Err(invalid_field_format(svc, "orderNo"));
     }
+    let order_no = order_no.to_string();
     if text(value, "purpose").is_none() {
         return Err(error(400, svc, "02", "Invalid Mandatory Field [purpose]"));
     }
@@ -630,8 +648,16 @@ pub(crate) async fn inquiry_status(State(sim): State<SmilepayzSim>, request: Req
     if let Some(field) = over_long_field(&value, &INQUIRY_MAX_CHARS) {
         return invalid_field_format(svc, field);
     }
-    let order_no = text(&value, "orderNo");
-    let trade_no = text(&value, "tradeNo");
+    let (order_no, trade_no) = match (
+        sent_string(&value, "orderNo"),
+        sent_string(&value, "tradeNo"),
+    ) {
+        (Ok(order_no), Ok(trade_no)) => {
+            (order_no.map(str::to_string), trade_no.map(str::to_string))
+        }
+        (Err(()), _) => return invalid_field_format(svc, "orderNo"),
+        (_, Err(())) => return invalid_field_format(svc, "tradeNo"),
+    };
     if order_no.is_none() && trade_no.is_none() {
         return error(400, svc, "02", "Invalid Mandatory Field [orderNo]");
     }
