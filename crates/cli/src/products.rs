@@ -219,7 +219,13 @@ fn validate_entry(index: usize, table: &toml::Table) -> Result<Product, Vec<Entr
     .ok();
 
     let provider = required(text("provider"), "required", |name| {
-        Provider::parse(&name).map_err(|error| error.to_string())
+        let provider = Provider::parse(&name).map_err(|error| error.to_string())?;
+        if !provider.has_connector() {
+            return Err(format!(
+                "loket has no {provider} connector, so nothing sold through it would ever be sent"
+            ));
+        }
+        Ok(provider)
     })
     .map_err(|problem| fail("provider", problem))
     .ok();
@@ -425,6 +431,27 @@ active = false
         assert_eq!(products[1].price, None);
         assert!(!products[1].active);
         assert_eq!(products[1].description, "");
+    }
+
+    /// DOKU has a code catalogue in loket but no connector: a product routed
+    /// to it would be accepted and never sent, so the file is refused,
+    /// naming the entry and the field.
+    #[test]
+    fn a_product_routed_to_a_provider_without_a_connector_is_refused() {
+        let text = r#"
+[[product]]
+code = "BILLX"
+provider = "doku"
+provider_product_code = "X1"
+kind = "postpaid"
+"#;
+        assert_eq!(
+            errors_of(text),
+            vec![
+                "product #1 (BILLX): provider: loket has no doku connector, so nothing sold \
+                 through it would ever be sent"
+            ]
+        );
     }
 
     #[test]

@@ -129,6 +129,10 @@ fn parse_row(row: ProductRow) -> Option<Product> {
     let provider = Provider::parse(&row.provider)
         .map_err(|_| tracing::warn!(product = %row.code, provider = %row.provider, "product names an unknown provider; ignored"))
         .ok()?;
+    if !provider.has_connector() {
+        tracing::warn!(product = %row.code, %provider, "product routed to a provider loket has no connector for; ignored, as nothing sold through it would be sent");
+        return None;
+    }
     let kind = ProductKind::parse(&row.kind)?;
     // loketctl refuses a price below 1 rupiah; one set by SQL would sell
     // the product for nothing.
@@ -314,6 +318,25 @@ mod tests {
             ..product(ProductKind::Prepaid, Some(10_000))
         };
         assert!(!prepaid.is_bpjs());
+    }
+
+    /// A row SQL wrote that routes a product to a provider loket has no
+    /// connector for (DOKU) is ignored, so the product is not found rather
+    /// than sold and never sent; the same row routed to OkeBayar is taken.
+    #[test]
+    fn a_product_routed_to_a_provider_without_a_connector_is_ignored() {
+        let row = |provider: &str| ProductRow {
+            code: "BILLX".into(),
+            provider: provider.into(),
+            provider_product_code: "X1".into(),
+            kind: "postpaid".into(),
+            price_minor: None,
+            currency: "IDR".into(),
+            active: true,
+        };
+        assert!(parse_row(row("doku")).is_none());
+        let taken = parse_row(row("okebayar")).expect("an OkeBayar product");
+        assert_eq!(taken.provider, Provider::OkeBayar);
     }
 
     #[test]

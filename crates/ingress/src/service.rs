@@ -1187,6 +1187,13 @@ impl Inner {
         }
         let inquiry = inquiry.ok_or_else(|| not_found_inquiry(input.inquiry_id))?;
         check_inquiry(&inquiry, TransactionKind::BillInquiry)?;
+        // A product an operator took off sale after its inquiry (its biller
+        // misbehaving, say) is not paid either.
+        let product_code = validate::ProductCode::parse("product_code", &inquiry.product_code)
+            .map_err(|error| {
+                ApiError::Internal(format!("inquiry {}: stored {error}", inquiry.id))
+            })?;
+        self.products.get(&product_code).await?;
         let total = inquiry
             .bill
             .as_ref()

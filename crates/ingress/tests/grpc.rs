@@ -14,7 +14,7 @@ use sqlx::{Connection as _, PgPool};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use uuid::Uuid;
@@ -712,6 +712,60 @@ async fn ingress_against_real_nats_and_postgres() -> anyhow::Result<()> {
         Code::NotFound,
         "another client's inquiry does not exist for B"
     );
+    // A product taken off sale after its inquiry: its bill is not paid
+    // (nothing inserted), until the product is on sale again. Whether the
+    // ingress has read the catalogue again shows without a side effect: a
+    // purchase of the postpaid product is FAILED_PRECONDITION while it is on
+    // sale, NOT_FOUND once it is not.
+    let mut probe_api = api.clone();
+    let mut catalogue_reads_plnpost = async |active: bool| -> anyhow::Result<()> {
+        sqlx::query("UPDATE products SET active = $1 WHERE code = 'PLNPOST'")
+            .bind(active)
+            .execute(&pool)
+            .await?;
+        let expected = if active {
+            Code::FailedPrecondition
+        } else {
+            Code::NotFound
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = probe_api
+                .purchase(with_key(
+                    KEY_A,
+                    purchase("probe", "PLNPOST", "512345678901", 0),
+                ))
+                .await
+                .expect_err("a postpaid product was purchased");
+            if probe.code() == expected {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the catalogue was not read again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    catalogue_reads_plnpost(false).await?;
+    let status = api
+        .pay_bill(with_key(KEY_A, pay("pay-1", 12_500)))
+        .await
+        .expect_err("a bill of a product off sale was paid");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        status.message().contains("PLNPOST is not active"),
+        "{}",
+        status.message()
+    );
+    let payments: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM transactions WHERE inquiry_id = $1 AND kind = 'bill_payment'",
+    )
+    .bind(inquiry_id)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(payments, 0);
+    catalogue_reads_plnpost(true).await?;
     let payment = api
         .pay_bill(with_key(KEY_A, pay("pay-1", 12_500)))
         .await?

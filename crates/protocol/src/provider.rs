@@ -35,6 +35,14 @@ impl Provider {
         }
     }
 
+    /// Whether loket has a connector for the provider, so a transaction
+    /// routed to it is ever sent. DOKU has only its code catalogue (for
+    /// `loketctl explain`): a product routed to it would be accepted and
+    /// never sent.
+    pub fn has_connector(self) -> bool {
+        !matches!(self, Provider::Doku)
+    }
+
     /// Accepts the canonical name and a few common spellings, case-insensitively.
     pub fn parse(text: &str) -> Result<Self, UnknownProvider> {
         match text
