@@ -674,19 +674,7 @@ impl SnapQrConnector {
             .await;
         let mut report = match read_answer(Service::Cancel, call.transport) {
             Err(report) => report,
-            Ok(answer) => match foreign(
-                &answer.body,
-                "originalPartnerReferenceNo",
-                &command.original_reference,
-            ) {
-                Some(why) => Report::unknown(why),
-                None => {
-                    let mut report = report_of(&answer);
-                    report.provider_trace = answer.body.str("originalReferenceNo");
-                    doubt_bare_success(&mut report, &answer, &["cancelTime"]);
-                    report
-                }
-            },
+            Ok(answer) => cancel_report(&answer, &command.original_reference),
         };
         report.exchanges.splice(0..0, call.exchanges);
         report
@@ -1171,6 +1159,39 @@ fn doubt_a_duplicate(report: &mut Report, answer: &Answer, first_send: bool, ask
     report.contradiction = Some(why);
 }
 
+/// What a cancel's answer says about the cancel of the payment
+/// `original_reference`. A success the table reads from a duplicate
+/// (`409xx01`) or an inconsistent request (`404xx18`, spec §6, ASSUMED, Q7)
+/// says the issuer holds something under that payment, not that it is
+/// cancelled (a cancel whose amount or `originalReferenceNo` the issuer does
+/// not match gets `404xx18`): unknown, so the cancel's status check, a
+/// query of the payment, decides (`05`: cancelled).
+fn cancel_report(answer: &Answer, original_reference: &str) -> Report {
+    if let Some(why) = foreign(
+        &answer.body,
+        "originalPartnerReferenceNo",
+        original_reference,
+    ) {
+        return Report::unknown(why);
+    }
+    let mut report = report_of(answer);
+    report.provider_trace = answer.body.str("originalReferenceNo");
+    doubt_bare_success(&mut report, answer, &["cancelTime"]);
+    let by_duplicate =
+        ResponseCode::parse(&answer.code).is_some_and(|code| code.is(409, 1) || code.is(404, 18));
+    if report.outcome == Outcome::Success && by_duplicate {
+        report.outcome = Outcome::Unknown;
+        push_detail(
+            &mut report.detail,
+            &format!(
+                "{} reads success only by the table's duplicate rule: the payment's query decides whether it is cancelled",
+                clip(&answer.code, 16)
+            ),
+        );
+    }
+    report
+}
+
 /// A refund's status is asked by sending it again (spec §7, ASSUMED: a
 /// duplicate `partnerRefundNo` answers 409xx01, success; 404xx18, another
 /// amount, goes to review: [`doubt_a_duplicate`]).
@@ -1436,6 +1457,27 @@ mod tests {
         );
         let everything = format!("{report:?}");
         assert!(!everything.contains(TOKEN), "{everything}");
+    }
+
+    /// Guards the cancel's duplicate rule: a `409xx01` or `404xx18`, which
+    /// the table reads as success (spec §6, Q7), leaves the cancel unknown
+    /// for the payment's query to decide; a plain success is a success.
+    #[test]
+    fn a_cancel_answered_by_a_duplicate_code_is_confirmed_by_a_query() {
+        let cancel = |http: u16, code: &str| {
+            let body = format!(
+                r#"{{"responseCode":"{code}","responseMessage":"m","originalPartnerReferenceNo":"LKT0001PAY","originalReferenceNo":"R1","cancelTime":"2026-11-24T10:00:00+07:00"}}"#
+            );
+            cancel_report(&answer(Service::Cancel, http, &body).unwrap(), "LKT0001PAY")
+        };
+        for (http, code) in [(404, "4046218"), (409, "4096201")] {
+            let report = cancel(http, code);
+            assert_eq!(report.outcome, Outcome::Unknown, "{code}: {report:?}");
+            assert!(report.detail.contains("query decides"), "{}", report.detail);
+        }
+        let done = cancel(200, "2006200");
+        assert_eq!(done.outcome, Outcome::Success, "{done:?}");
+        assert_eq!(done.provider_trace.as_deref(), Some("R1"));
     }
 
     #[test]
