@@ -392,20 +392,24 @@ impl SnapQrConnector {
                 ),
                 _ => (false, 0),
             };
-            if rejected_token && http_status != 401 {
-                // The body says the token is invalid, the HTTP status says
-                // otherwise: the reply is read as it stands (a request on a
-                // reply that contradicts itself is not sent again), but the
-                // token is not used again, or every call would meet the same
-                // refusal until it expired.
+            let resend_with_new_token = rejected_token && http_status == 401 && !refreshed;
+            if !resend_with_new_token && (rejected_token || http_status == 401) {
+                // A refusal of the token this request is not sent again on:
+                // the body's code under another HTTP status (a reply that
+                // contradicts itself), the new token refused too, or an HTTP
+                // 401 whose body is no SNAP reply (a gateway's page). The
+                // reply is read as it stands, but the token is not used
+                // again, or every call would meet the same refusal until the
+                // token expired.
                 tracing::warn!(
                     service = service.name(),
                     http_status,
-                    "B2B token rejected by the reply's code under another HTTP status; the next call gets a new token"
+                    refreshed,
+                    "B2B token refused and this request not sent again; the next call gets a new token"
                 );
                 metrics::counter!(crate::metrics::TOKEN_REJECTED).increment(1);
                 self.tokens.invalidate(&token).await;
-            } else if rejected_token && !refreshed {
+            } else if resend_with_new_token {
                 refreshed = true;
                 tracing::info!(
                     service = service.name(),
@@ -1414,11 +1418,22 @@ mod tests {
             let reply = serde_json::json!({"responseCode": "4036014", "responseMessage": echo});
             (axum::http::StatusCode::FORBIDDEN, reply.to_string())
         }
-        let base_url = loket_simulators::common::serve_stub(axum::Router::new().fallback(issuer))
-            .await
-            .unwrap();
+        let connector = connector_to(axum::Router::new().fallback(issuer)).await;
+        let report = connector.execute(&qr_payment("LKT0001PAY")).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        assert_eq!(
+            report.provider_message.as_deref(),
+            Some(format!("Funds; Bearer {MASK} {MASK}").as_str())
+        );
+        let everything = format!("{report:?}");
+        assert!(!everything.contains(TOKEN), "{everything}");
+    }
+
+    /// A connector to the issuer `issuer` serves.
+    async fn connector_to(issuer: axum::Router) -> SnapQrConnector {
+        let base_url = loket_simulators::common::serve_stub(issuer).await.unwrap();
         let (private_pem, _) = sign::generate_key_pair();
-        let connector = SnapQrConnector::new(SnapQrSettings {
+        SnapQrConnector::new(SnapQrSettings {
             base_url,
             client_key: "partner".into(),
             client_secret: loket_runtime::Secret::new("client-secret"),
@@ -1426,12 +1441,16 @@ mod tests {
             merchant_id: "M0001".into(),
             ..SnapQrSettings::default()
         })
-        .unwrap();
-        let payment = Command {
+        .unwrap()
+    }
+
+    /// A first send of a QR payment under `reference`.
+    fn qr_payment(reference: &str) -> Command {
+        Command {
             transaction_id: "0190f0aa-0000-7000-8000-000000000001".into(),
             provider: Provider::SnapQr,
             operation: Operation::QrPayment,
-            provider_reference: "LKT0001PAY".into(),
+            provider_reference: reference.into(),
             provider_product_code: "QRCPM".into(),
             account: String::new(),
             account2: String::new(),
@@ -1448,15 +1467,90 @@ mod tests {
             original_provider_trace: String::new(),
             details: [("qr_content".to_string(), "QR-1".to_string())].into(),
             transaction_created_at: Some(Utc::now()),
-        };
-        let report = connector.execute(&payment).await;
-        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
-        assert_eq!(
-            report.provider_message.as_deref(),
-            Some(format!("Funds; Bearer {MASK} {MASK}").as_str())
-        );
-        let everything = format!("{report:?}");
-        assert!(!everything.contains(TOKEN), "{everything}");
+        }
+    }
+
+    /// Guards dropping a refused token that is not refreshed in the call:
+    /// an HTTP 401 whose body is a gateway's page, and the refreshed token
+    /// refused too. Each reply is read as it stands (nothing is sent again
+    /// on it), and the next call starts with a new token rather than the
+    /// refused one, which was kept until it expired, its every call refused.
+    #[tokio::test]
+    async fn a_refused_token_is_not_used_again_even_when_not_refreshed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        /// The HTTP status and body a payment sent with a token gets.
+        type Answer = fn(&str) -> (u16, &'static str);
+        /// Tokens `TOKEN-1`, `TOKEN-2`, … in order; what the payment with
+        /// each gets.
+        #[derive(Clone)]
+        struct Issuer {
+            issued: Arc<AtomicUsize>,
+            payments: Arc<AtomicUsize>,
+            answer: Answer,
+        }
+        async fn serve(
+            axum::extract::State(issuer): axum::extract::State<Issuer>,
+            uri: axum::http::Uri,
+            headers: axum::http::HeaderMap,
+        ) -> (axum::http::StatusCode, String) {
+            if uri.path().ends_with(Service::Token.path()) {
+                let n = issuer.issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let token = format!(
+                    r#"{{"responseCode":"2007300","accessToken":"TOKEN-{n}","tokenType":"Bearer","expiresIn":"900"}}"#
+                );
+                return (axum::http::StatusCode::OK, token);
+            }
+            issuer.payments.fetch_add(1, Ordering::SeqCst);
+            let bearer = headers
+                .get("Authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .trim_start_matches("Bearer ")
+                .to_string();
+            let (status, body) = (issuer.answer)(&bearer);
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                body.to_string(),
+            )
+        }
+        const PAID: &str = r#"{"responseCode":"2006000","responseMessage":"Successful","referenceNo":"R1","partnerReferenceNo":"LKT0002PAY","transactionDate":"2026-11-24T10:00:00+07:00","amount":{"value":"10000.00","currency":"IDR"}}"#;
+        let cases: [(&str, Answer); 2] = [
+            ("a gateway's 401 page", |token| match token {
+                "TOKEN-1" => (401, "<html>401 Unauthorized</html>"),
+                _ => (200, PAID),
+            }),
+            ("the new token refused too", |token| match token {
+                "TOKEN-1" | "TOKEN-2" => (
+                    401,
+                    r#"{"responseCode":"4016001","responseMessage":"Invalid Token (B2B)"}"#,
+                ),
+                _ => (200, PAID),
+            }),
+        ];
+        for (case, answer) in cases {
+            let issuer = Issuer {
+                issued: Arc::default(),
+                payments: Arc::default(),
+                answer,
+            };
+            let connector = connector_to(
+                axum::Router::new()
+                    .fallback(serve)
+                    .with_state(issuer.clone()),
+            )
+            .await;
+            let refused = connector.execute(&qr_payment("LKT0001PAY")).await;
+            assert_ne!(refused.outcome, Outcome::Success, "{case}: {refused:?}");
+            let payments_before = issuer.payments.load(Ordering::SeqCst);
+            let paid = connector.execute(&qr_payment("LKT0002PAY")).await;
+            assert_eq!(paid.outcome, Outcome::Success, "{case}: {paid:?}");
+            assert_eq!(
+                issuer.payments.load(Ordering::SeqCst) - payments_before,
+                1,
+                "{case}: the next call sent its payment on the refused token first"
+            );
+        }
     }
 
     /// Guards the cancel's duplicate rule: a `409xx01` or `404xx18`, which

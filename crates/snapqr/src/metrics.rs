@@ -9,7 +9,9 @@ pub const REQUEST_SECONDS: &str = "loket_snapqr_request_seconds";
 pub const OUTCOMES: &str = "loket_snapqr_outcomes_total";
 /// B2B token fetches, by `result` (`ok`, `error`).
 pub const TOKEN_FETCHES: &str = "loket_snapqr_token_fetches_total";
-/// Calls answered 401xx01/03 (token refreshed once).
+/// Calls whose B2B token was refused (401xx01/03, or HTTP 401 with a body
+/// that is no SNAP reply): the token is dropped, and on a SNAP 401xx01/03
+/// at HTTP 401 refreshed and the call sent again, once.
 pub const TOKEN_REJECTED: &str = "loket_snapqr_token_rejected_total";
 /// Notifies parsed, by `result` (`ok`, `malformed`, `bad_signature`, `stale`).
 pub const NOTIFIES: &str = "loket_snapqr_notifies_total";
