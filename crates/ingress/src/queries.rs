@@ -56,8 +56,10 @@ pub enum Inserted {
     Created(Box<TransactionRow>),
     /// The client already has a transaction with this `client_ref`.
     Existing(Box<TransactionRow>),
-    /// The inquiry already has a live payment (this id) under another `client_ref`.
-    InquiryAlreadyPaid(Uuid),
+    /// The inquiry had a live payment under another `client_ref` when the
+    /// insert ran: this one, or `None` when that payment has failed since
+    /// (the inquiry can be paid again).
+    InquiryAlreadyPaid(Option<Uuid>),
 }
 
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -190,7 +192,7 @@ pub async fn insert(
                     .await
                 })
                 .await?;
-            Ok(Inserted::InquiryAlreadyPaid(payment.unwrap_or_default()))
+            Ok(Inserted::InquiryAlreadyPaid(payment))
         }
         Err(error) => Err(error),
     }

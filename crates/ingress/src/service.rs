@@ -675,8 +675,15 @@ impl Inner {
                 self.replay(ctx, client, client_ref, params, *row, wait)
                     .await
             }
-            (Inserted::InquiryAlreadyPaid(payment), _) => Err(ApiError::AlreadyExists(format!(
-                "inquiry {} already has a payment {payment}",
+            (Inserted::InquiryAlreadyPaid(Some(payment)), _) => {
+                Err(ApiError::AlreadyExists(format!(
+                    "inquiry {} already has a payment {payment}",
+                    inquiry_id.unwrap_or_default()
+                )))
+            }
+            (Inserted::InquiryAlreadyPaid(None), _) => Err(ApiError::Unavailable(format!(
+                "inquiry {}: the payment that held it failed while this one was being recorded; \
+                 nothing was created, call again to pay it",
                 inquiry_id.unwrap_or_default()
             ))),
         }
@@ -846,10 +853,13 @@ impl Inner {
         if is_settled(&current) {
             return Ok(respond(&row));
         }
+        // The check is published from a task of its own: its answer comes
+        // by the update the wait below watches, and the state read above
+        // answers the call at its deadline, however long the bus takes to
+        // acknowledge the check (up to `publish_timeout_ms`).
         let msg_id = qr_query_msg_id(id, chrono::Utc::now());
-        self.dispatcher
-            .publish_check(&row, &msg_id, &ctx.trace)
-            .await;
+        let (dispatcher, checked, trace) = (self.dispatcher.clone(), row.clone(), ctx.trace);
+        tokio::spawn(async move { dispatcher.publish_check(&checked, &msg_id, &trace).await });
         let Some(mut guard) = guard else {
             return Ok(respond(&row));
         };

@@ -2322,6 +2322,28 @@ async fn a_watch_ends_once_its_key_is_disabled() -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// A `QrQuery` while the bus does not acknowledge (the ingress cut off it)
+/// answers the state it read within the client's deadline: the status
+/// check it asks for is published in the background, not awaited for the
+/// publish timeout (3 s) past a 1 s deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_qr_query_answers_within_its_deadline_while_the_bus_is_away() -> anyhow::Result<()> {
+    let app = App::start().await?;
+    let mut api = app.api.clone();
+    let paid = api
+        .qr_pay(with_key(KEY_A, qr_pay("qr-bus-away", 10_000)))
+        .await?
+        .into_inner();
+    app.bus_link.cut();
+    let mut request = query(KEY_A, &paid.id, 0);
+    request.set_timeout(Duration::from_secs(1));
+    let answered = api.qr_query(request).await?.into_inner();
+    assert_eq!(answered.id, paid.id);
+    assert_eq!(answered.status, paid.status, "{answered:?}");
+    app.bus_link.restore();
+    app.stop().await
+}
+
 /// Updates published while the ingress is off the bus never reach a watch's
 /// subscription (they are kept in LOKET_UPD, not redelivered to it): the
 /// watch ends with UNAVAILABLE telling the client to re-read and watch
