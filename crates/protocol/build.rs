@@ -12,9 +12,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, [proto_root])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    // What gRPC reflection shows any caller of the client port: the API and
+    // what it imports, not the bus's messages (commands, results, operator
+    // decisions), which are internal.
+    let mut api = descriptors.clone();
+    api.file.retain(|file| file.name() != "loket/v1/bus.proto");
     std::fs::write(
-        out_dir.join("loket_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
+        out_dir.join("loket_api_descriptor.bin"),
+        prost::Message::encode_to_vec(&api),
     )?;
     // The messages and the server, whose requests decode with our codec
     // (bad protobuf is the caller's INVALID_ARGUMENT) ...

@@ -291,7 +291,7 @@ async fn serve(
     health.set_serving::<Server>().await;
     health.set_service_status("", ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::API_FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|error| Error::Reflection(error.to_string()))?;
 

@@ -76,7 +76,7 @@ pub fn methods() -> Vec<String> {
     // The descriptor is compiled in; one that did not decode would leave
     // only the `method` series unregistered, and the ingress's tests fail.
     let descriptors =
-        prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap_or_default();
+        prost_types::FileDescriptorSet::decode(pb::API_FILE_DESCRIPTOR_SET).unwrap_or_default();
     descriptors
         .file
         .iter()

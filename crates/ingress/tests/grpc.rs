@@ -2322,6 +2322,67 @@ async fn a_watch_ends_once_its_key_is_disabled() -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// gRPC reflection is on and shows the API, and only the API: a caller of
+/// the client port, key or not, finds `loket.v1.Loket` and its messages,
+/// not the bus's (commands, results, operator decisions), whose shapes
+/// would only help someone forging them on the bus.
+#[tokio::test]
+async fn reflection_shows_the_api_and_not_the_bus_messages() -> anyhow::Result<()> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let app = App::start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))?
+        .connect()
+        .await?;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let mut ask = async |request: MessageRequest| -> Result<MessageResponse, tonic::Status> {
+        let question = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter([question]))
+            .await?
+            .into_inner();
+        let answer = answers.message().await?.expect("an answer");
+        Ok(answer.message_response.expect("a response"))
+    };
+
+    let MessageResponse::ListServicesResponse(listed) =
+        ask(MessageRequest::ListServices(String::new())).await?
+    else {
+        panic!("not a service list");
+    };
+    let services: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        services.contains(&"loket.v1.Loket".to_string()),
+        "{services:?}"
+    );
+    let found = ask(MessageRequest::FileContainingSymbol(
+        "loket.v1.PurchaseRequest".into(),
+    ))
+    .await?;
+    assert!(
+        matches!(found, MessageResponse::FileDescriptorResponse(_)),
+        "{found:?}"
+    );
+    for internal in [
+        "loket.v1.bus.Command",
+        "loket.v1.bus.ResultEvent",
+        "loket.v1.bus.OperatorDecision",
+    ] {
+        match ask(MessageRequest::FileContainingSymbol(internal.into())).await {
+            Err(status) if status.code() == Code::NotFound => {}
+            Ok(MessageResponse::ErrorResponse(_)) => {}
+            shown => panic!("{internal} is shown: {shown:?}"),
+        }
+    }
+    app.stop().await
+}
+
 /// A `QrQuery` while the bus does not acknowledge (the ingress cut off it)
 /// answers the state it read within the client's deadline: the status
 /// check it asks for is published in the background, not awaited for the

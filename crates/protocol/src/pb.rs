@@ -18,6 +18,7 @@ pub mod loket {
 
 pub use loket::v1::*;
 
-/// The encoded file descriptor set, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/loket_descriptor.bin"));
+/// The encoded file descriptor set of the gRPC API (`api.proto` and what it
+/// imports; not `bus.proto`), for gRPC reflection.
+pub const API_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/loket_api_descriptor.bin"));
