@@ -698,7 +698,6 @@ impl SnapQrConnector {
             original_partner_reference_no: command.original_reference.clone(),
             original_reference_no: Self::optional(&command.original_provider_trace),
             merchant_id: self.settings.merchant_id.clone(),
-            sub_merchant_id: self.sub_merchant(),
             partner_refund_no: command.provider_reference.clone(),
             refund_amount: amount.into(),
             reason: Self::optional(command.detail("reason")),

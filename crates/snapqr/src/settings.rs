@@ -86,6 +86,8 @@ pub struct SnapQrSettings {
     /// `CHANNEL-ID`, 5 digits issued by the provider.
     pub channel_id: String,
     pub merchant_id: String,
+    /// Sent on payments, queries and cancels (59–62); spec §5 lists none
+    /// for refunds (80), so they go without it.
     pub sub_merchant_id: String,
     pub timestamp_format: TimestampFormat,
     pub timeout_ms: u64,

@@ -232,7 +232,9 @@ pub struct CancelRequest {
     pub reason: Option<String>,
 }
 
-/// Refund (80).
+/// Refund (80). Spec §5 lists no `subMerchantId` for it (as it does for
+/// 59–62), so none is sent, whatever the settings: an issuer strict about
+/// its fields could refuse it (`400xx01`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundRequest {
@@ -240,8 +242,6 @@ pub struct RefundRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_reference_no: Option<String>,
     pub merchant_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sub_merchant_id: Option<String>,
     pub partner_refund_no: String,
     pub refund_amount: Amount,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,6 +262,32 @@ pub fn non_empty(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refund carries only the fields spec §5 lists for service 80.
+    #[test]
+    fn a_refund_request_carries_only_the_fields_of_service_80() {
+        const SERVICE_80_FIELDS: [&str; 7] = [
+            "originalPartnerReferenceNo",
+            "originalReferenceNo",
+            "originalExternalId",
+            "merchantId",
+            "partnerRefundNo",
+            "refundAmount",
+            "reason",
+        ];
+        let request = RefundRequest {
+            original_partner_reference_no: "LKT0001PAY".into(),
+            original_reference_no: Some("R1".into()),
+            merchant_id: "M0001".into(),
+            partner_refund_no: "LKT0002REF".into(),
+            refund_amount: Money::idr(1_000).into(),
+            reason: Some("customer asked".into()),
+        };
+        let sent: serde_json::Value = serde_json::from_slice(&to_bytes(&request)).unwrap();
+        for key in sent.as_object().unwrap().keys() {
+            assert!(SERVICE_80_FIELDS.contains(&key.as_str()), "{key} sent");
+        }
+    }
 
     #[test]
     fn amounts_convert_exactly_and_refuse_fractions() {
