@@ -9,7 +9,10 @@
 //! amount the transaction id and the check number fix: transactions that
 //! went `unknown` together (a provider outage, a 5xx storm) are then checked
 //! spread out rather than all at once when the provider comes back, and
-//! planning stays a pure function.
+//! planning stays a pure function. Where lengthening would take a wait past
+//! the schedule's longest delay, its cap (SNAP: "capped at 30 s", spec
+//! §2.4), the wait is shortened by that amount instead, so the cap holds
+//! and the checks at it are still spread.
 //!
 //! Every wait is between [`MIN_WAIT_MS`] and [`MAX_WAIT_MS`]: the settings
 //! are milliseconds, and `[5, 10, 20]` meant as minutes would otherwise poll
@@ -171,7 +174,9 @@ impl Schedule {
     }
 
     /// `wait` lengthened by a share of it below `jitter_percent`, the share
-    /// fixed by the transaction (its id's random bits) and the check number.
+    /// fixed by the transaction (its id's random bits) and the check number;
+    /// shortened by it instead where lengthened it would pass the schedule's
+    /// longest delay.
     fn jittered(&self, wait: chrono::Duration, transaction: Uuid, check: i32) -> chrono::Duration {
         let mixed = (transaction.as_u128() as u64)
             ^ u64::from(check.unsigned_abs()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -180,7 +185,13 @@ impl Schedule {
         let extra_ms =
             i128::from(wait.num_milliseconds()) * i128::from(self.jitter_percent) * fraction
                 / (100 << 32);
-        wait + chrono::Duration::milliseconds(i64::try_from(extra_ms).unwrap_or(0))
+        let extra = chrono::Duration::milliseconds(i64::try_from(extra_ms).unwrap_or(0));
+        let cap = self.delays.iter().max().copied().unwrap_or(wait);
+        if wait + extra > cap {
+            wait - extra
+        } else {
+            wait + extra
+        }
     }
 
     /// The wait before the first check of a transaction that just entered
@@ -396,6 +407,28 @@ mod tests {
             "{} distinct times",
             unknown_waits.len()
         );
+    }
+
+    /// Guards the cap (SNAP, spec §2.4: "capped at 30 s"): jitter never
+    /// lengthens a wait past the schedule's longest delay; the checks at the
+    /// cap come before it, still spread out. Waits below it are lengthened.
+    #[test]
+    fn jitter_keeps_waits_within_the_schedules_longest_delay() {
+        let snap = Schedule::new("snapqr", &ScheduleSettings::snapqr()).unwrap();
+        let now = chrono::Utc::now();
+        let mut capped_waits = std::collections::BTreeSet::new();
+        for _ in 0..1_000 {
+            let id = Uuid::now_v7();
+            let capped = snap.due_after_check(now, 12, id) - now;
+            assert!(capped <= chrono::Duration::seconds(30), "{capped}");
+            assert!(capped > chrono::Duration::seconds(27), "{capped}");
+            capped_waits.insert(capped.num_milliseconds());
+            let below = snap.due_after_check(now, 3, id) - now;
+            assert!(below >= chrono::Duration::seconds(16), "{below}");
+            assert!(below < chrono::Duration::milliseconds(17_600), "{below}");
+        }
+        let spread = capped_waits.last().unwrap() - capped_waits.first().unwrap();
+        assert!(spread > 2_500, "spread {spread} ms");
     }
 
     #[test]
