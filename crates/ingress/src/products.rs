@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::errors::ApiError;
-use crate::validate::{shortened, InquiryFields, ProductCode};
+use crate::validate::{shortened, InquiryFields};
 
 /// Least time between two reloads triggered by unknown codes.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -232,9 +232,9 @@ impl Products {
     }
 
     /// The active product `code`, or `NOT_FOUND` naming it.
-    pub async fn get(&self, code: &ProductCode) -> Result<Product, ApiError> {
+    pub async fn get(&self, code: &str) -> Result<Product, ApiError> {
         let mut snapshot = self.current();
-        if !snapshot.products.contains_key(code.as_str())
+        if !snapshot.products.contains_key(code)
             && snapshot.loaded_at.elapsed() >= MISS_RELOAD_INTERVAL
         {
             if let Err(error) = self.refresh_if_older(MISS_RELOAD_INTERVAL).await {
@@ -242,12 +242,12 @@ impl Products {
             }
             snapshot = self.current();
         }
-        match snapshot.products.get(code.as_str()) {
+        match snapshot.products.get(code) {
             Some(product) if product.active => Ok(product.clone()),
             Some(_) => Err(ApiError::NotFound(format!("product {code} is not active"))),
             None => Err(ApiError::NotFound(format!(
                 "product {} not found",
-                shortened(code.as_str(), 64)
+                shortened(code, 64)
             ))),
         }
     }

@@ -664,16 +664,19 @@ fn decode_reply(reply: &HttpReply) -> Result<Fields, String> {
 /// A reply naming another `referencecode` is not about our request; nor is
 /// one that names ours and another too (a repeated tag or JSON key).
 fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
-    fields
-        .all("referencecode")
+    another_than(fields.all("referencecode"), ours).map(|theirs| {
+        format!(
+            "reply is about referencecode {:?}, not ours",
+            clip(theirs, 64)
+        )
+    })
+}
+
+/// The first of `values` that is set and is not `ours` (both trimmed).
+fn another_than<'a>(values: impl Iterator<Item = &'a str>, ours: &str) -> Option<&'a str> {
+    values
         .map(str::trim)
-        .find(|theirs| !theirs.is_empty() && *theirs != ours)
-        .map(|theirs| {
-            format!(
-                "reply is about referencecode {:?}, not ours",
-                clip(theirs, 64)
-            )
-        })
+        .find(|theirs| !theirs.is_empty() && *theirs != ours.trim())
 }
 
 /// A reply to a bill payment naming, at its top level, another
@@ -685,19 +688,16 @@ fn foreign_reference(fields: &Fields, ours: &str) -> Option<String> {
 /// unknown and a status check decides. A reply without `inquirycode` is
 /// read as it says.
 fn foreign_inquiry(fields: &Fields, request: &Request) -> Option<String> {
-    let ours = request.get(inquiry_keys::INQUIRYCODE)?.trim();
-    fields
-        .at(Place::TopLevel, inquiry_keys::INQUIRYCODE)
-        .map(str::trim)
-        .find(|theirs| !theirs.is_empty() && *theirs != ours)
-        .map(|theirs| {
-            format!(
-                "payment reply is about inquirycode {:?}, not the one paid ({:?}): \
-                 the payment may have been taken for an inquiry",
-                clip(theirs, 64),
-                clip(ours, 64)
-            )
-        })
+    let ours = request.get(inquiry_keys::INQUIRYCODE)?;
+    let found = fields.at(Place::TopLevel, inquiry_keys::INQUIRYCODE);
+    another_than(found, ours).map(|theirs| {
+        format!(
+            "payment reply is about inquirycode {:?}, not the one paid ({:?}): \
+             the payment may have been taken for an inquiry",
+            clip(theirs, 64),
+            clip(ours.trim(), 64)
+        )
+    })
 }
 
 /// The names a reply's status field may have: `transactionstatus` for

@@ -1009,8 +1009,7 @@ fn read_answer(service: Service, transport: Transport) -> Result<Answer, Report>
     let http_ok = (200..300).contains(&answer.http);
     if answer.explanation.outcome == Outcome::Success
         && (!http_ok || parsed.http >= 300)
-        && !parsed.is(409, 1)
-        && !parsed.is(404, 18)
+        && !parsed.is_success_by_duplicate_rule()
     {
         return Err(not_an_answer(
             &answer,
@@ -1147,7 +1146,7 @@ fn doubt_a_duplicate(report: &mut Report, answer: &Answer, first_send: bool, ask
         return;
     };
     let shown = clip(&answer.code, 16);
-    let why = if first_send && (code.is(409, 1) || code.is(404, 18)) {
+    let why = if first_send && code.is_success_by_duplicate_rule() {
         format!(
             "{shown} says this refund was made before, but it was never sent before: the issuer may hold another refund"
         )
@@ -1181,7 +1180,7 @@ fn cancel_report(answer: &Answer, original_reference: &str) -> Report {
     report.provider_trace = answer.body.str("originalReferenceNo");
     doubt_bare_success(&mut report, answer, &["cancelTime"]);
     let by_duplicate =
-        ResponseCode::parse(&answer.code).is_some_and(|code| code.is(409, 1) || code.is(404, 18));
+        ResponseCode::parse(&answer.code).is_some_and(|code| code.is_success_by_duplicate_rule());
     if report.outcome == Outcome::Success && by_duplicate {
         report.outcome = Outcome::Unknown;
         push_detail(

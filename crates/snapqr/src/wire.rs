@@ -71,6 +71,13 @@ impl ResponseCode {
     pub fn is(&self, http: u16, case: u8) -> bool {
         self.http == http && self.case == case
     }
+
+    /// `409xx01` (a duplicate reference) or `404xx18` (an inconsistent
+    /// request): the codes the spec's table reads as success on an HTTP
+    /// error, by its duplicate rule (§6, ASSUMED, Q7).
+    pub fn is_success_by_duplicate_rule(&self) -> bool {
+        self.is(409, 1) || self.is(404, 18)
+    }
 }
 
 impl std::fmt::Display for ResponseCode {
