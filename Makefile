@@ -24,9 +24,11 @@ fmt:
 bench:
 	scripts/bench.sh $(BENCH_ARGS)
 
+# Stops what a killed `make run` left running first (refused while one runs).
 # Also removes PostgreSQL's data where `make run` had to move it as root
 # (.run/pg-moved-to; only ever a folder under /var/lib/loket-run/).
 clean:
+	scripts/run.sh --stop-leftovers
 	@moved=$$(cat .run/pg-moved-to 2>/dev/null); \
 	case "$$moved" in /var/lib/loket-run/?*) echo "rm -rf $$moved"; rm -rf -- "$$moved";; esac
 	rm -rf .run target

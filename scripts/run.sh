@@ -95,6 +95,7 @@ STOP_ORDER=(ingress callback connector snapqr smilepayz reconciler sim)
 declare -A PIDS=() # what this run started, and only that is ever stopped
 NATS_PID=""
 PG_STARTED=""
+LEFTOVERS_STOPPED=""
 SLEEP_PID=""
 
 # Never fails: a terminal that went away (SIGHUP, a `| tee` killed by the
@@ -282,7 +283,7 @@ place_postgres() {
 }
 
 start_postgres() {
-  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  PG_BIN=$(scripts/postgres-bin.sh)
   place_postgres
   mkdir -p "$PG_SOCKET_DIR"
   chmod 700 "$PG_SOCKET_DIR"
@@ -294,6 +295,9 @@ start_postgres() {
     # from another machine.
     as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C >/dev/null
   fi
+  # Set before starting: a Ctrl-C during the start is handled once pg_ctl
+  # returns, and the cleanup must then stop the server it started.
+  PG_STARTED=1
   if as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
     say "PostgreSQL from an earlier run is still up on $PG_DIR/data: reusing it"
   else
@@ -305,7 +309,6 @@ start_postgres() {
       -o "-p $PG_PORT -k $PG_SOCKET_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=$PG_SYNCHRONOUS_COMMIT" \
       start >/dev/null || fail "PostgreSQL did not start; see $PG_LOG"
   fi
-  PG_STARTED=1
   if [ -z "$(psql_loket -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
     psql_loket -d postgres -c "CREATE DATABASE $DB_NAME"
   fi
@@ -582,7 +585,9 @@ cleanup() {
     say "stopping PostgreSQL"
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
   fi
-  rm -rf "$PID_DIR"
+  # Until stop_leftovers is done, the records name an earlier run's
+  # processes, which must stay findable.
+  [ -z "$LEFTOVERS_STOPPED" ] || rm -rf "$PID_DIR"
   rm -f "$RUN_DIR/run.pid"
   [ "$status" -eq 0 ] && say "stopped; data kept for the next 'make run'"
   exit "$status"
@@ -614,6 +619,7 @@ main() {
   # is a closed terminal (SIGHUP).
   trap 'exit 0' INT TERM HUP
   stop_leftovers
+  LEFTOVERS_STOPPED=1
   scripts/ensure-deps.sh
   build
   check_ports_free
@@ -630,4 +636,12 @@ main() {
   watch_children
 }
 
+# `make clean` first: an earlier run killed before it could stop its
+# processes must not lose the records that find them.
+if [ "${1:-}" = --stop-leftovers ]; then
+  take_lock
+  stop_leftovers
+  rm -f "$RUN_DIR/run.pid"
+  exit 0
+fi
 main "$@"

@@ -46,7 +46,7 @@ fi
 # checkout path would make its socket path too long.
 run_dir=$(mktemp -d /tmp/loket-test-pg.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pg_bin=$(scripts/postgres-bin.sh)
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
@@ -71,4 +71,8 @@ scope=(--workspace)
 for arg in "$@"; do
   case "$arg" in -p|-p*|--package|--package=*) scope=() ;; esac
 done
+# The tests start the services' binaries: built first, so that a test never
+# runs one older than the code (cargo builds a package's binaries for tests
+# only when that package has integration tests of its own).
+cargo build --workspace --all-targets --quiet
 cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "${LOKET_TEST_THREADS:-4}" "$@"

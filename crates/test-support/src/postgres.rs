@@ -51,14 +51,23 @@ pub fn with_canary_password(url: &str) -> String {
     }
 }
 
-/// Finds the newest installed PostgreSQL's bin folder.
+/// Finds the newest installed PostgreSQL server's bin folder (as
+/// scripts/postgres-bin.sh does): versions compared as numbers, so 15 is
+/// newer than 9.6.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let version = |bin: &Path| -> Vec<u32> {
+        let folder = bin.parent().and_then(Path::file_name);
+        let text = folder.and_then(|name| name.to_str()).unwrap_or_default();
+        text.split('.')
+            .filter_map(|part| part.parse().ok())
+            .collect()
+    };
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map_err(|_| anyhow::anyhow!("PostgreSQL is not installed; run scripts/ensure-deps.sh"))?
         .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
         .filter(|bin| bin.join("initdb").exists())
         .collect();
-    versions.sort();
+    versions.sort_by_key(|bin| version(bin));
     versions
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no PostgreSQL initdb found under /usr/lib/postgresql"))
@@ -318,10 +327,40 @@ impl LogMark {
 }
 
 /// A fresh database on the shared server, migrated. Returns its URL.
+///
+/// Its name carries this test process's id, so that a later test can drop
+/// it once the process is gone: every database is a copy of `template1`
+/// (several MB), and a whole `make test` makes hundreds of them.
 pub async fn fresh_database() -> anyhow::Result<String> {
     let server = shared_server()?;
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    drop_databases_of_finished_tests(&server.admin_url).await?;
+    let name = format!("t_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
     create_database(&server.admin_url, &name).await
+}
+
+/// Drops the shared server's test databases whose test process has exited.
+/// Another test may be dropping the same one at once, so a failed drop is
+/// left for the next call.
+async fn drop_databases_of_finished_tests(admin_url: &str) -> anyhow::Result<()> {
+    let admin = sqlx::PgPool::connect(admin_url).await?;
+    let names: Vec<String> =
+        sqlx::query_scalar(r"SELECT datname FROM pg_database WHERE datname LIKE 't\_%\_%'")
+            .fetch_all(&admin)
+            .await?;
+    for name in names {
+        let finished = name
+            .split('_')
+            .nth(1)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if finished {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+        }
+    }
+    admin.close().await;
+    Ok(())
 }
 
 /// Creates database `name` on the server of `admin_url` and migrates it.
