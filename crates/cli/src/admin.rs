@@ -33,37 +33,47 @@ pub async fn migrate(pool: &PgPool) -> Result<DoneView, CliError> {
     })
 }
 
-/// Creates a client with a new random key; the view holds the key, shown once.
-pub async fn create_client(pool: &PgPool, name: &str) -> Result<CreatedClientView, CliError> {
+/// Creates a client with a new random key. The key exists nowhere but in
+/// the view, so `show` shows it before the client is committed: if showing
+/// fails (a full disk, a closed pipe), nothing is created and the name
+/// stays free for another try.
+pub async fn create_client(
+    pool: &PgPool,
+    name: &str,
+    show: impl FnOnce(&CreatedClientView) -> Result<(), CliError>,
+) -> Result<CreatedClientView, CliError> {
     validate_client_name(name).map_err(CliError::Usage)?;
     let key = ApiKey::generate();
     let id = uuid::Uuid::new_v4();
+    let mut transaction = pool.begin().await?;
     let result = sqlx::query("INSERT INTO clients (id, name, api_key_hash) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(name)
         .bind(key.hash().as_slice())
-        .execute(pool)
+        .execute(&mut *transaction)
         .await;
     match result {
-        Ok(_) => Ok(CreatedClientView {
-            id: id.to_string(),
-            name: name.to_string(),
-            api_key: key.expose().to_string(),
-            note: KEY_SHOWN_ONCE,
-        }),
+        Ok(_) => {}
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-            if error.constraint().is_some_and(|c| c.contains("name")) {
+            return Err(if error.constraint().is_some_and(|c| c.contains("name")) {
                 // The command line is right; what is stored refuses it.
-                Err(CliError::Refused(format!("client {name:?} already exists")))
+                CliError::Refused(format!("client {name:?} already exists"))
             } else {
                 // A 256-bit collision is not going to happen; say so plainly if it does.
-                Err(CliError::Query(
-                    "generated key collided with an existing one; run again".into(),
-                ))
-            }
+                CliError::Query("generated key collided with an existing one; run again".into())
+            });
         }
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
     }
+    let created = CreatedClientView {
+        id: id.to_string(),
+        name: name.to_string(),
+        api_key: key.expose().to_string(),
+        note: KEY_SHOWN_ONCE,
+    };
+    show(&created)?;
+    transaction.commit().await?;
+    Ok(created)
 }
 
 pub async fn list_clients(pool: &PgPool) -> Result<ClientListView, CliError> {

@@ -53,7 +53,8 @@ pub async fn purchase(
     let message = purchase_request(args)?;
     let t = client
         .purchase(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -74,7 +75,8 @@ pub async fn inquire(client: &mut Client, args: &InquireArgs) -> Result<Transact
     let message = inquire_request(args)?;
     let t = client
         .inquire(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -95,7 +97,8 @@ pub async fn pay(client: &mut Client, args: &PayArgs) -> Result<TransactionView,
     let message = pay_request(args)?;
     let t = client
         .pay_bill(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -121,7 +124,8 @@ pub async fn qr_pay(client: &mut Client, args: &QrPayArgs) -> Result<Transaction
     let message = qr_pay_request(args)?;
     let t = client
         .qr_pay(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -157,7 +161,8 @@ pub async fn qr_cancel(
     let message = qr_cancel_request(args)?;
     let t = client
         .qr_cancel(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -179,7 +184,8 @@ pub async fn qr_refund(
     let message = qr_refund_request(args)?;
     let t = client
         .qr_refund(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -206,7 +212,8 @@ pub async fn pay_in(client: &mut Client, args: &PayInArgs) -> Result<Transaction
     let message = pay_in_request(args)?;
     let t = client
         .pay_in(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }
@@ -228,7 +235,8 @@ pub async fn pay_out(client: &mut Client, args: &PayOutArgs) -> Result<Transacti
     let message = pay_out_request(args)?;
     let t = client
         .pay_out(request(message, args.wait))
-        .await?
+        .await
+        .map_err(CliError::of_sent_call)?
         .into_inner();
     Ok(TransactionView::from_pb(&t))
 }

@@ -12,12 +12,13 @@ pub enum CliError {
     /// The server answered with an error status.
     #[error("{}: {}{}", code_name(.0.code()), .0.message(), flag_hint(.0))]
     Grpc(tonic::Status),
-    /// No answer came before the call's deadline (or the call was cancelled
-    /// on the way): what was sent may still take effect.
+    /// The call ended without the server's decision: no answer before its
+    /// deadline, or (for a call that creates a transaction) a connection cut
+    /// or a failure after the request was sent. What was sent may still take
+    /// effect.
     #[error(
-        "{}: no answer in time ({}); what was sent may still take effect: look it up (loketctl get --ref <your ref>) before sending it again",
-        code_name(.0.code()),
-        .0.message()
+        "{}; what was sent may still take effect: look it up (loketctl get --ref <your ref>) before sending it again",
+        undecided(.0)
     )]
     Unanswered(tonic::Status),
     /// The server ended a watch: it is restarting or draining.
@@ -72,6 +73,31 @@ impl From<tonic::Status> for CliError {
     }
 }
 
+impl CliError {
+    /// The error of a call that creates a transaction (a purchase, a
+    /// payment, a cancel, …). Only a refusal the server makes before acting
+    /// is one; any other status (UNKNOWN or INTERNAL for a connection cut
+    /// mid-call, UNAVAILABLE from a proxy whose upstream went away or from a
+    /// database failing at the commit) may come after the transaction was
+    /// stored, and a script that read it as "nothing happened" and sent again
+    /// under a new ref would pay twice.
+    pub fn of_sent_call(status: tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::ResourceExhausted
+            | Code::Unimplemented => CliError::Grpc(status),
+            _ => CliError::Unanswered(status),
+        }
+    }
+}
+
 impl From<sqlx::Error> for CliError {
     fn from(error: sqlx::Error) -> Self {
         CliError::Query(error.to_string())
@@ -88,8 +114,8 @@ impl CliError {
     /// The process exit code: 1 for a server or database answer (an unknown
     /// transaction or a search that found nothing included), 2 for bad
     /// usage (as clap does), 3 when the server, the database or NATS is
-    /// unreachable (or ended a watch), 4 when what was sent got no answer or
-    /// did not take effect in time: a script must look it up, not resend.
+    /// unreachable (or ended a watch), 4 when what was sent got no decision
+    /// or did not take effect in time: a script must look it up, not resend.
     /// The error for a script that asked for `--json`: `{"error": {"message",
     /// "exit_code"}}`, plus the gRPC `code` and the server's own `details`
     /// (its message, e.g. `account: must be digits`) when the server answered
@@ -104,7 +130,13 @@ impl CliError {
                 error["code"] = code_name(status.code()).into();
                 error["details"] = status.message().into();
             }
-            CliError::Usage(_) => error["code"] = USAGE_CODE.into(),
+            CliError::Catalogue(errors) => {
+                error["code"] = USAGE_CODE.into();
+                let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                error["details"] = problems.into();
+            }
+            // Every other bad usage: a bad value, a bad setting.
+            _ if self.exit_code() == 2 => error["code"] = USAGE_CODE.into(),
             _ => {}
         }
         serde_json::json!({ "error": error })
@@ -123,6 +155,18 @@ impl CliError {
             error if error.is_closed_output() => 141,
             _ => 1,
         }
+    }
+}
+
+/// How a call ended without the server's decision: its deadline passed, or
+/// it ended with the status shown.
+fn undecided(status: &tonic::Status) -> String {
+    let code = code_name(status.code());
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            format!("{code}: no answer in time ({})", status.message())
+        }
+        _ => format!("{code}: {}", status.message()),
     }
 }
 
@@ -228,5 +272,69 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    /// Under `--json` every exit-2 error is `USAGE`: a bad value, a bad
+    /// setting, a bad catalogue file (its problems listed in `details`).
+    #[test]
+    fn every_bad_usage_is_code_usage_under_json() {
+        let catalogue = || {
+            CliError::Catalogue(crate::products::CatalogueErrors(vec![
+                crate::products::EntryError {
+                    index: 2,
+                    code: Some("PULSA10".into()),
+                    field: "price".into(),
+                    problem: "must be a whole number of rupiah".into(),
+                },
+            ]))
+        };
+        for error in [
+            CliError::Explain("okebayar 12x: not a code".into()),
+            CliError::Db(loket_runtime::db::DbError::BadUrl),
+            CliError::Usage("--api-key: missing".into()),
+            catalogue(),
+        ] {
+            assert_eq!(error.exit_code(), 2, "{error}");
+            assert_eq!(error.to_json()["error"]["code"], USAGE_CODE, "{error}");
+        }
+        let details = &catalogue().to_json()["error"]["details"];
+        assert_eq!(details.as_array().map(Vec::len), Some(1), "{details}");
+        assert!(
+            details[0].as_str().is_some_and(|d| d.contains("price")),
+            "{details}"
+        );
+        let bad_url = CliError::Db(loket_runtime::db::DbError::BadUrl).to_string();
+        assert!(bad_url.contains("LOKET_DATABASE_URL"), "{bad_url}");
+    }
+
+    /// A call that creates a transaction and ends without the server's
+    /// decision (a cut connection, a proxy's UNAVAILABLE, a failure at the
+    /// commit) may have been acted on: exit 4, look it up. A refusal made
+    /// before acting stays exit 1; a read's UNAVAILABLE stays exit 3.
+    #[test]
+    fn a_sent_call_ended_without_a_decision_is_exit_4() {
+        for status in [
+            tonic::Status::unknown("h2 protocol error: connection reset"),
+            tonic::Status::internal("internal error"),
+            tonic::Status::unavailable("upstream connect error"),
+            tonic::Status::aborted("aborted"),
+            tonic::Status::cancelled("Timeout expired"),
+        ] {
+            let error = CliError::of_sent_call(status);
+            assert_eq!(error.exit_code(), 4, "{error}");
+            assert!(error.to_string().contains("look it up"), "{error}");
+            assert!(error.to_json()["error"]["code"].is_string(), "{error}");
+        }
+        for status in [
+            tonic::Status::invalid_argument("account: must be digits"),
+            tonic::Status::already_exists("client_ref: used with another amount"),
+            tonic::Status::not_found("product_code: PLN7: unknown"),
+            tonic::Status::unauthenticated("bad key"),
+        ] {
+            let error = CliError::of_sent_call(status);
+            assert_eq!(error.exit_code(), 1, "{error}");
+        }
+        let read = CliError::from(tonic::Status::unavailable("draining"));
+        assert_eq!(read.exit_code(), 3);
     }
 }

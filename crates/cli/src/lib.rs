@@ -58,7 +58,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let pool = admin::connect(cli.database_url.as_ref()).await?;
             match command {
                 ClientCommand::Create { name } => {
-                    print(render(format, &admin::create_client(&pool, name).await?))?
+                    admin::create_client(&pool, name, |created| print(render(format, created)))
+                        .await?;
                 }
                 ClientCommand::List => print(render(format, &admin::list_clients(&pool).await?))?,
                 ClientCommand::Disable { name } => print(render(

@@ -176,16 +176,20 @@ pub const IN_REVIEW_QUERY: &str =
 /// Every transaction in `needs_review`, the longest waiting first (by when
 /// it last changed: when it was parked, unless a later report filled in a
 /// field), at most `limit`, read through the partial index
-/// `transactions_in_review` (migration 0012).
+/// `transactions_in_review` (migration 0012). One more is read to tell
+/// whether the queue goes on past the limit.
 pub async fn list(pool: &PgPool, limit: i64) -> Result<ReviewListView, CliError> {
-    let transactions = sqlx::query_as::<_, InReviewRow>(IN_REVIEW_QUERY)
-        .bind(limit)
+    let mut transactions: Vec<InReviewView> = sqlx::query_as::<_, InReviewRow>(IN_REVIEW_QUERY)
+        .bind(limit.saturating_add(1))
         .fetch_all(pool)
         .await?
         .into_iter()
         .map(InReviewView::from)
         .collect();
-    Ok(ReviewListView { transactions })
+    let shown = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = transactions.len() > shown;
+    transactions.truncate(shown);
+    Ok(ReviewListView { transactions, more })
 }
 
 #[derive(sqlx::FromRow)]
@@ -238,6 +242,8 @@ impl From<InReviewRow> for InReviewView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReviewListView {
     pub transactions: Vec<InReviewView>,
+    /// More transactions wait in review than the limit let through.
+    pub more: bool,
 }
 
 impl Render for ReviewListView {
@@ -260,7 +266,14 @@ impl Render for ReviewListView {
                 t.review_reason.clone().unwrap_or_default(),
             ]);
         }
-        table.finish()
+        let mut text = table.finish();
+        if self.more {
+            text.push_str(&format!(
+                "\n{} shown; more wait in review (the longest waiting come first): raise --limit",
+                self.transactions.len()
+            ));
+        }
+        text
     }
 }
 

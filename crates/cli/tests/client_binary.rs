@@ -36,6 +36,23 @@ async fn a_client_name_already_taken_is_refused_with_exit_code_1() -> Result<()>
         "client \"shop-backend\" already exists"
     );
 
+    // A key that could not be shown (here a full disk) is of no use to
+    // anyone: the client is not created, and its name stays free.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
+    let database_url = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loketctl"))
+            .args(["client", "create", "lost-key"])
+            .env("LOKET_DATABASE_URL", database_url)
+            .stdout(full)
+            .output()
+    })
+    .await??;
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert!(stderr(&out).contains("standard output"), "{}", shown(&out));
+    let out = loketctl(&db, &["client", "create", "lost-key"]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+
     // A name the command refuses before asking the database is bad usage.
     let out = loketctl(&db, &["client", "create", "bad name!"]).await?;
     assert_eq!(out.status.code(), Some(2), "{}", shown(&out));

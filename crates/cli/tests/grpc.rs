@@ -21,6 +21,9 @@ use tonic::{Request, Response, Status};
 const KEY: &str = "lk_test_key";
 /// A purchase the fake takes and never answers.
 const SILENT_REF: &str = "SILENT";
+/// A purchase the fake takes and then fails with INTERNAL, as a server
+/// failing after it stored the transaction does.
+const FAILING_REF: &str = "FAILING";
 /// A provider's message that would retitle the terminal, clear the screen
 /// and reverse the text after it, were it printed raw.
 const HOSTILE_MESSAGE: &str = "Gagal\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}000 sukses";
@@ -183,6 +186,9 @@ impl Loket for Fake {
         if r.client_ref == SILENT_REF {
             // Takes the purchase and never answers.
             tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+        }
+        if r.client_ref == FAILING_REF {
+            return Err(Status::internal("internal error"));
         }
         self.purchases.fetch_add(1, Ordering::Relaxed);
         let mut t = transaction("t-1", pb::TransactionStatus::Success);
@@ -715,6 +721,43 @@ async fn a_purchase_without_an_answer_exits_4_and_says_to_look_it_up() {
     assert!(
         stderr.contains("no answer in time") && stderr.contains("loketctl get --ref"),
         "{stderr}"
+    );
+}
+
+/// A purchase that ends with a status other than a refusal made before
+/// acting (here INTERNAL) may have been stored: exit 4, look it up, not
+/// exit 1, which a script would read as "nothing happened".
+#[tokio::test]
+async fn a_purchase_ended_by_a_server_failure_exits_4_and_says_to_look_it_up() {
+    let (addr, _fake) = serve().await;
+    let out = loketctl(
+        &addr,
+        &[
+            "--json",
+            "purchase",
+            "--ref",
+            FAILING_REF,
+            "--product",
+            "PULSA10",
+            "--account",
+            "0812",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "INTERNAL", "{error}");
+    assert_eq!(error["error"]["exit_code"], 4, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("loketctl get --ref")),
+        "{error}"
     );
 }
 

@@ -272,6 +272,7 @@ async fn review_list_shows_a_parked_transaction_as_text_and_json() -> Result<()>
     assert_eq!(listed["id"], parked.to_string().as_str(), "{json}");
     assert_eq!(listed["client"], "test", "{json}");
     assert_eq!(listed["newest_event"].to_string(), newest, "{json}");
+    assert_eq!(json["more"], false, "{json}");
 
     // `find` numbers the history and names the event to decide on.
     let out = env.loketctl(&["find", &parked.to_string()]).await?;
@@ -289,6 +290,45 @@ async fn review_list_shows_a_parked_transaction_as_text_and_json() -> Result<()>
         listed["review_reason"], "conflicting final reports",
         "{json}"
     );
+
+    // A queue longer than the limit says so: the longest waiting are shown,
+    // and the rest are not silently out of sight.
+    let newer = env.parked().await?;
+    let out = env
+        .loketctl(&["--json", "review", "list", "--limit", "1"])
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        json["transactions"].as_array().map(Vec::len),
+        Some(1),
+        "{json}"
+    );
+    assert_eq!(
+        json["transactions"][0]["id"],
+        parked.to_string().as_str(),
+        "{json}"
+    );
+    assert_eq!(json["more"], true, "{json}");
+    let out = env.loketctl(&["review", "list", "--limit", "1"]).await?;
+    let text = stdout(&out);
+    assert!(!text.contains(&newer.to_string()), "{text}");
+    assert!(
+        text.trim_end().ends_with(
+            "1 shown; more wait in review (the longest waiting come first): raise --limit"
+        ),
+        "{text}"
+    );
+    let out = env
+        .loketctl(&["--json", "review", "list", "--limit", "2"])
+        .await?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        json["transactions"].as_array().map(Vec::len),
+        Some(2),
+        "{json}"
+    );
+    assert_eq!(json["more"], false, "{json}");
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database_url is not a valid PostgreSQL URL")]
+    #[error("database_url (LOKET_DATABASE_URL) is not a valid PostgreSQL URL")]
     BadUrl,
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),

@@ -659,7 +659,7 @@ pub(crate) async fn catalogue_and_clients<const N: usize>(
         .expect("products load");
     let mut keys = Vec::with_capacity(N);
     for name in names {
-        let client = loket_cli::admin::create_client(pool, name)
+        let client = loket_cli::admin::create_client(pool, name, |_| Ok(()))
             .await
             .unwrap_or_else(|error| panic!("API client {name}: {error}"));
         keys.push(client.api_key);
