@@ -290,7 +290,12 @@ impl SendJournal {
 }
 
 async fn record_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldConnection {
-    let ids: Vec<Uuid> = batch.iter().map(|job| job.transaction_id).collect();
+    // In key order: two batches holding the same two transactions (their
+    // commands redelivered to two replicas) in opposite orders would
+    // otherwise each wait on the other's first row, and one fail as a
+    // deadlock.
+    let mut ids: Vec<Uuid> = batch.iter().map(|job| job.transaction_id).collect();
+    ids.sort_unstable();
     // One statement: the new records, and which transactions are settled.
     let result = connection
         .with(async |held| {

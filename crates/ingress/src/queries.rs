@@ -79,7 +79,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
            SELECT id, client_id, client_ref, kind, 'received', provider, product_code, provider_product_code, \
              account, account2, account3, contact, amount_minor, currency, request_hash, provider_reference, \
              inquiry_id, inquiry_data, original_id, method, details \
-           FROM input ORDER BY position \
+           FROM input ORDER BY client_id, client_ref, position \
            ON CONFLICT (client_id, client_ref) DO NOTHING \
            RETURNING {COLUMNS} \
          ), event AS ( \
@@ -101,8 +101,11 @@ static BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Inserts each `(new, event)` unless its client already used its
 /// `client_ref` (earlier, or earlier in `rows`), with its `ingress` event,
-/// in one statement; returns the rows inserted.
-pub(crate) async fn insert_rows(
+/// in one statement; returns the rows inserted. Rows go in by their key, not
+/// in arrival order: two batches holding the same two new keys in opposite
+/// orders (a client's retries through two replicas) would otherwise each
+/// wait on the other's first row, and one fail as a deadlock.
+pub async fn insert_rows(
     executor: impl sqlx::PgExecutor<'_>,
     rows: &[(&NewTransaction, &serde_json::Value)],
 ) -> Result<Vec<TransactionRow>, sqlx::Error> {

@@ -13,7 +13,7 @@
 use futures::future::join_all;
 use loket_ingress::errors::{to_status, ApiError};
 use loket_ingress::group_insert::GroupInsert;
-use loket_ingress::queries::{mark_dispatched, provider_reference, NewTransaction};
+use loket_ingress::queries::{insert_rows, mark_dispatched, provider_reference, NewTransaction};
 use loket_protocol::{Money, Provider, TransactionKind};
 use loket_runtime::db::{BoundedPool, HeldConnection};
 use loket_runtime::{Secret, Shutdown, Vital};
@@ -445,5 +445,51 @@ async fn work_on_a_connection_whose_server_went_silent_is_given_up_and_the_next_
     // silent one was closed, not given back to wait in the pool).
     silence.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(held.with(select_one).await?, 1);
+    Ok(())
+}
+
+/// Two batches holding the same new `client_ref`s in opposite orders (a
+/// client's retries spread over two replicas) never deadlock: each takes its
+/// rows in key order, not in arrival order. Forced here: a third session
+/// holds one of the first batch's keys, so that batch stops midway while the
+/// second runs; in arrival order the first would hold `k1` and wait for `k2`
+/// while the second held `k2` and waited for `k1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_inserting_the_same_refs_in_opposite_orders_never_deadlock() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let [k0, k1, k2] = ["k0", "k1", "k2"].map(|client_ref| purchase(client, client_ref));
+    let event = serde_json::json!({});
+    let mut holder = pool.begin().await?;
+    insert_rows(&mut *holder, &[(&k0, &event)]).await?;
+
+    let first = {
+        let pool = pool.clone();
+        let (k0, k1, k2, event) = (k0.clone(), k1.clone(), k2.clone(), event.clone());
+        tokio::spawn(async move {
+            insert_rows(&pool, &[(&k1, &event), (&k0, &event), (&k2, &event)]).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = {
+        let pool = pool.clone();
+        let (k1, k2, event) = (k1.clone(), k2.clone(), event.clone());
+        tokio::spawn(async move { insert_rows(&pool, &[(&k2, &event), (&k1, &event)]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    holder.rollback().await?;
+
+    let first = first
+        .await?
+        .map_err(|e| anyhow::anyhow!("first batch: {e}"))?;
+    let second = second
+        .await?
+        .map_err(|e| anyhow::anyhow!("second batch: {e}"))?;
+    let mut inserted: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|row| row.client_ref.clone())
+        .collect();
+    inserted.sort();
+    assert_eq!(inserted, ["k0", "k1", "k2"], "each ref inserted once");
     Ok(())
 }

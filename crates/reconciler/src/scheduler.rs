@@ -520,26 +520,45 @@ impl Reconciler {
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
-        let mut done_ids = Vec::with_capacity(left.len());
-        let mut done_tags = Vec::with_capacity(left.len());
-        for (id, tag) in &left {
-            // A transaction that is gone has nothing left to tell.
-            if let Some(row) = rows.get(id) {
+        // All at once: one at a time, a JetStream slow to acknowledge (just
+        // back from an outage, when these rows exist) could keep the batch
+        // from finishing within the tick's limit, and every tick would then
+        // publish the same rows again.
+        let publishes = left.iter().map(|(id, tag)| {
+            let row = rows.get(id);
+            async move {
+                // A transaction that is gone has nothing left to tell.
+                let Some(row) = row else {
+                    return Ok((*id, tag.as_str()));
+                };
                 let (span, trace) = scheduled_span(tag, row);
                 let published = self
                     .publish_update(row, &update_msg_id(*id, tag), &trace, 1)
                     .instrument(span)
                     .await;
-                if let Err(error) = published {
-                    // JetStream is most likely away: stop here rather than
-                    // hold these rows locked through a timeout for each.
-                    tracing::warn!(transaction_id = %id, %error, "left update still not published; next tick retries");
-                    break;
+                match published {
+                    Ok(()) => {
+                        tracing::info!(transaction_id = %id, tag, "left update published");
+                        Ok((*id, tag.as_str()))
+                    }
+                    Err(error) => Err((*id, error)),
                 }
-                tracing::info!(transaction_id = %id, tag, "left update published");
             }
-            done_ids.push(*id);
-            done_tags.push(tag.as_str());
+        });
+        let mut done_ids = Vec::with_capacity(left.len());
+        let mut done_tags = Vec::with_capacity(left.len());
+        let mut failed = Vec::new();
+        for published in futures::future::join_all(publishes).await {
+            match published {
+                Ok((id, tag)) => {
+                    done_ids.push(id);
+                    done_tags.push(tag);
+                }
+                Err(failure) => failed.push(failure),
+            }
+        }
+        if let Some((id, error)) = failed.first() {
+            tracing::warn!(failed = failed.len(), first = %id, %error, "left updates still not published; next tick retries");
         }
         forget_unpublished(&mut *tx, &done_ids, &done_tags).await?;
         tx.commit().await?;
