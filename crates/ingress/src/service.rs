@@ -192,11 +192,15 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// The call's answer, and its metric. Inside the call's span: an internal
+/// error is logged here, with the call's transaction and trace ids.
 fn finish<T>(
     method: &'static str,
-    started: Instant,
+    ctx: &CallContext,
     result: Result<T, ApiError>,
 ) -> Result<Response<T>, Status> {
+    let started = ctx.started;
+    let _in_call = ctx.span.enter();
     match result {
         Ok(value) => {
             metrics::record(method, tonic::Code::Ok, started.into_std());
@@ -859,7 +863,10 @@ impl Inner {
         // acknowledge the check (up to `publish_timeout_ms`).
         let msg_id = qr_query_msg_id(id, chrono::Utc::now());
         let (dispatcher, checked, trace) = (self.dispatcher.clone(), row.clone(), ctx.trace);
-        tokio::spawn(async move { dispatcher.publish_check(&checked, &msg_id, &trace).await });
+        tokio::spawn(
+            async move { dispatcher.publish_check(&checked, &msg_id, &trace).await }
+                .in_current_span(),
+        );
         let Some(mut guard) = guard else {
             return Ok(respond(&row));
         };
@@ -1494,7 +1501,7 @@ impl Loket for LoketService {
             .purchase(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("Purchase", ctx.started, result)
+        finish("Purchase", &ctx, result)
     }
 
     async fn inquire(
@@ -1507,7 +1514,7 @@ impl Loket for LoketService {
             .inquire(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("Inquire", ctx.started, result)
+        finish("Inquire", &ctx, result)
     }
 
     async fn pay_bill(
@@ -1520,7 +1527,7 @@ impl Loket for LoketService {
             .pay_bill(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("PayBill", ctx.started, result)
+        finish("PayBill", &ctx, result)
     }
 
     async fn qr_pay(
@@ -1533,7 +1540,7 @@ impl Loket for LoketService {
             .qr_pay(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("QrPay", ctx.started, result)
+        finish("QrPay", &ctx, result)
     }
 
     async fn qr_query(
@@ -1546,7 +1553,7 @@ impl Loket for LoketService {
             .qr_query(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("QrQuery", ctx.started, result)
+        finish("QrQuery", &ctx, result)
     }
 
     async fn qr_cancel(
@@ -1559,7 +1566,7 @@ impl Loket for LoketService {
             .qr_cancel(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("QrCancel", ctx.started, result)
+        finish("QrCancel", &ctx, result)
     }
 
     async fn qr_refund(
@@ -1572,7 +1579,7 @@ impl Loket for LoketService {
             .qr_refund(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("QrRefund", ctx.started, result)
+        finish("QrRefund", &ctx, result)
     }
 
     async fn pay_in(
@@ -1585,7 +1592,7 @@ impl Loket for LoketService {
             .pay_in(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("PayIn", ctx.started, result)
+        finish("PayIn", &ctx, result)
     }
 
     async fn pay_out(
@@ -1598,7 +1605,7 @@ impl Loket for LoketService {
             .pay_out(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("PayOut", ctx.started, result)
+        finish("PayOut", &ctx, result)
     }
 
     async fn get_balance(
@@ -1611,7 +1618,7 @@ impl Loket for LoketService {
             .get_balance(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("GetBalance", ctx.started, result)
+        finish("GetBalance", &ctx, result)
     }
 
     async fn get_transaction(
@@ -1624,7 +1631,7 @@ impl Loket for LoketService {
             .get_transaction(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("GetTransaction", ctx.started, result)
+        finish("GetTransaction", &ctx, result)
     }
 
     async fn list_transactions(
@@ -1637,7 +1644,7 @@ impl Loket for LoketService {
             .list_transactions(request)
             .instrument(ctx.span.clone())
             .await;
-        finish("ListTransactions", ctx.started, result)
+        finish("ListTransactions", &ctx, result)
     }
 
     type WatchTransactionsStream =
@@ -1653,7 +1660,7 @@ impl Loket for LoketService {
             .watch(&ctx, request)
             .instrument(ctx.span.clone())
             .await;
-        finish("WatchTransactions", ctx.started, result)
+        finish("WatchTransactions", &ctx, result)
     }
 
     async fn explain_code(
@@ -1667,7 +1674,7 @@ impl Loket for LoketService {
         }
         .instrument(ctx.span.clone())
         .await;
-        finish("ExplainCode", ctx.started, result)
+        finish("ExplainCode", &ctx, result)
     }
 
     async fn list_codes(
@@ -1681,7 +1688,7 @@ impl Loket for LoketService {
         }
         .instrument(ctx.span.clone())
         .await;
-        finish("ListCodes", ctx.started, result)
+        finish("ListCodes", &ctx, result)
     }
 }
 

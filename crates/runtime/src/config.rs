@@ -66,11 +66,7 @@ fn load_with<T: DeserializeOwned + Serialize + Default>(
     }
     // Lossy: text from the environment becomes a number or a boolean where
     // the field wants one; a `Secret` keeps the exact text.
-    let settings: T = figment.extract_lossy().map_err(|error| {
-        // figment's message names the key path; it never echoes a secret's
-        // value because type errors report the type, not the content.
-        ConfigError(error.to_string())
-    })?;
+    let settings: T = figment.extract_lossy().map_err(without_values)?;
     // What a file or a variable may name. Taken from the loaded settings
     // rather than the defaults, so that what the defaults leave out is there
     // when it was given: an option set (`failpoint`), an entry of a map whose
@@ -96,6 +92,42 @@ fn load_with<T: DeserializeOwned + Serialize + Default>(
         settings,
         ignored_variables,
     })
+}
+
+/// figment's message, naming the key and where it was given, without the
+/// value found there: figment quotes a wrong-typed value (`found string
+/// "…"`), and a secret given in the wrong shape (a single string where a list
+/// of secrets is wanted) would be printed whole.
+fn without_values(error: figment::Error) -> ConfigError {
+    use figment::error::{Actual, Kind};
+    let kind_of = |actual: &Actual| match actual {
+        Actual::Bool(_) => "a boolean".to_string(),
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer".to_string(),
+        Actual::Float(_) => "a number with a fraction".to_string(),
+        Actual::Char(_) | Actual::Str(_) => "a string".to_string(),
+        Actual::Bytes(_) => "bytes".to_string(),
+        Actual::Other(_) => "a value".to_string(),
+        // The rest name a shape and hold no value.
+        shape => shape.to_string(),
+    };
+    let messages: Vec<String> = error
+        .into_iter()
+        .map(|mut error| {
+            error.kind = match error.kind {
+                Kind::InvalidType(actual, expected) => Kind::Message(format!(
+                    "invalid type: found {}, expected {expected}",
+                    kind_of(&actual)
+                )),
+                Kind::InvalidValue(actual, expected) => Kind::Message(format!(
+                    "invalid value: found {}, expected {expected}",
+                    kind_of(&actual)
+                )),
+                kind => kind,
+            };
+            error.to_string()
+        })
+        .collect();
+    ConfigError(messages.join("\n"))
 }
 
 /// The keys of `value` as serialised, nested; `what` names it in the error.
@@ -556,6 +588,32 @@ mod env_tests {
     #[derive(Debug, Default, Deserialize, Serialize)]
     struct EnvPin {
         envtestpin: Secret,
+    }
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    struct EnvSecrets {
+        envtestsecrets: Vec<Secret>,
+        envtestport: u16,
+    }
+
+    /// A list of secrets given as one string (the brackets forgotten), or a
+    /// secret given to a number setting, is refused naming the key and the
+    /// shape wanted, never quoting what was given.
+    #[test]
+    fn a_secret_in_the_wrong_shape_is_refused_without_its_value() {
+        for (name, value) in [
+            ("LOKET_ENVTESTSECRETS", "CANARY-SECRET-77"),
+            ("LOKET_ENVTESTSECRETS", "4921"),
+            ("LOKET_ENVTESTPORT", "CANARY-SECRET-77"),
+        ] {
+            let error = from_env::<EnvSecrets>(&[(name, value)])
+                .expect_err("refused")
+                .to_string();
+            assert!(!error.contains(value), "{value} repeated: {error}");
+            let key = name.trim_start_matches("LOKET_").to_lowercase();
+            assert!(error.contains(&key), "the key is named: {error}");
+            assert!(error.contains("invalid type: found"), "{error}");
+        }
     }
 
     #[test]

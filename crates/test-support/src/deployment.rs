@@ -844,6 +844,7 @@ impl Deployment {
     /// [`Deployment::assert_four_invariants`]).
     fn canaries(&self) -> Canaries {
         let mut canaries = Canaries::default();
+        canaries.add("the client's API key", self.key.as_str());
         canaries.add("the NATS password", crate::nats::CANARY_PASSWORD);
         canaries.add("the database password", crate::postgres::CANARY_PASSWORD);
         canaries.add("the OkeBayar PIN", CANARY_PIN);

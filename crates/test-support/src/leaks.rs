@@ -66,9 +66,12 @@ impl Canaries {
     ///   access token our receiver could have granted the issuer since the app
     ///   started (they are derived from that key and their expiry second);
     /// - Smilepayz: the merchant secret and our private key in every form
-    ///   of [`Canaries::add_key`].
+    ///   of [`Canaries::add_key`];
+    /// - the API keys of the app's two clients, sent with every call.
     pub fn of(app: &TestApp) -> Canaries {
         let mut canaries = Canaries::default();
+        canaries.add("client A's API key", app.key_a.as_str());
+        canaries.add("client B's API key", app.key_b.as_str());
         canaries.add("the NATS password", crate::nats::CANARY_PASSWORD);
         canaries.add("the database password", crate::postgres::CANARY_PASSWORD);
         canaries.add("the OkeBayar PIN", app.options.okebayar_pin);
