@@ -19,11 +19,9 @@
 //! decide any transaction state, must not read the database, and must never
 //! log a callback body beyond a short sanitized prefix.
 
-pub mod allow;
 pub mod metric;
 pub mod server;
 
-use allow::AllowList;
 use async_nats::jetstream;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +35,7 @@ use loket_connector::{CallbackParser, CallbackReply, CallbackRequest, Refusal};
 use loket_protocol::pb::bus;
 use loket_protocol::{subjects, Provider};
 use loket_runtime::admin::{self, Readiness};
+use loket_runtime::allow::AllowList;
 use loket_runtime::config::Common;
 use loket_runtime::http_server::SourceFilter;
 use loket_runtime::telemetry::{self, TraceContext};

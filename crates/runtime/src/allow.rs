@@ -1,7 +1,11 @@
 //! Source-IP allow-lists: addresses and CIDR blocks, IPv4 and IPv6. An IPv4
 //! address that arrives IPv4-mapped on an IPv6 socket (`::ffff:a.b.c.d`) is
-//! matched as IPv4.
+//! matched as IPv4. Used by the callback receiver and the simulators; in
+//! settings a list is written as its entries' text (`["10.0.0.0/8"]`), and an
+//! entry that is neither an address nor a block is refused at load, naming
+//! the key.
 
+use std::fmt;
 use std::net::IpAddr;
 
 /// One allowed address or block.
@@ -59,8 +63,14 @@ impl Cidr {
     }
 }
 
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 /// `::ffff:a.b.c.d` → `a.b.c.d`.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
@@ -90,6 +100,19 @@ impl AllowList {
             return true;
         }
         ip.is_some_and(|ip| self.0.iter().any(|cidr| cidr.contains(ip)))
+    }
+}
+
+impl serde::Serialize for AllowList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AllowList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(deserializer)?;
+        AllowList::parse(&entries).map_err(serde::de::Error::custom)
     }
 }
 
@@ -141,6 +164,25 @@ mod tests {
             "IPv4-mapped matches the IPv4 block"
         );
         assert!(!list.allows(Some(ip("::ffff:198.51.100.1"))));
+    }
+
+    /// In settings a list is its entries' text; a bad entry is refused at
+    /// load, named.
+    #[test]
+    fn a_list_reads_and_writes_as_text() {
+        let list: AllowList = serde_json::from_str(r#"["10.0.0.0/8", "::1"]"#).unwrap();
+        assert!(list.allows(Some(ip("10.1.2.3"))) && !list.allows(Some(ip("11.0.0.1"))));
+        assert_eq!(
+            serde_json::to_string(&list).unwrap(),
+            r#"["10.0.0.0/8","::1/128"]"#
+        );
+        let error = serde_json::from_str::<AllowList>(r#"["10.0.0.0/8", "10.0.0.0/33"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("\"10.0.0.0/33\" is not an IP address or CIDR block"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! malloc was about a fifth of their CPU time in `perf`.
 
 pub mod admin;
+pub mod allow;
 pub mod binary;
 pub mod bus;
 pub mod config;

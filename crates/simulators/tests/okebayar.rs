@@ -7,6 +7,7 @@ use std::time::Duration;
 use loket_okebayar::callback::MAX_REFERENCE_LEN;
 use loket_okebayar::sign::signature;
 use loket_okebayar::wire::{decode, encode, Fields, Format, REQUEST_ROOT};
+use loket_runtime::allow::AllowList;
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::{CallbackMethod, OkeBayarSim, OkeBayarSimSettings, RequestCounts};
 use tokio::net::TcpListener;
@@ -1646,7 +1647,7 @@ async fn a_pln_purchase_after_its_inquiry_expired_is_refused_with_403() {
 #[tokio::test]
 async fn ip_allow_list_answers_212() {
     let h = start(OkeBayarSimSettings {
-        allowed_ips: vec!["10.9.9.9".into()],
+        allowed_ips: AllowList::parse(&["10.9.9.9"]).unwrap(),
         ..settings()
     })
     .await;
@@ -1655,7 +1656,8 @@ async fn ip_allow_list_answers_212() {
         "212"
     );
     let open = start(OkeBayarSimSettings {
-        allowed_ips: vec!["127.0.0.1".into()],
+        // A block, as the callback receiver's allow-list takes them.
+        allowed_ips: AllowList::parse(&["10.0.0.0/8", "127.0.0.0/8"]).unwrap(),
         ..settings()
     })
     .await;

@@ -24,6 +24,7 @@ use axum::Router;
 use loket_connector::{CallbackParser, CallbackRequest, Command, Connector, ParsedCallback};
 use loket_protocol::catalogue::{self, CodeOperation};
 use loket_protocol::{Money, Operation, Outcome, Provider};
+use loket_runtime::allow::AllowList;
 use loket_runtime::{Secret, Shutdown};
 use loket_simulators::common::DEFAULT_REMEMBERED_REFERENCES;
 use loket_simulators::smilepayz::{SmilepayzCallbackLog, SmilepayzSim, SmilepayzSimSettings};
@@ -959,7 +960,7 @@ async fn unsigned_requests_and_overlong_order_numbers_leave_nothing_remembered()
 #[tokio::test]
 async fn ip_allow_list_and_balance() {
     let s = setup_with(None, |settings| {
-        settings.allowed_ips = vec!["10.9.9.9".into()]
+        settings.allowed_ips = AllowList::parse(&["10.9.9.9"]).unwrap()
     })
     .await;
     let report = s

@@ -296,18 +296,11 @@ fn check(ctx: &Ctx, conn: Option<&ConnInfo>) -> Result<(), &'static str> {
         tracing::debug!(name, "request tag not in lower case");
         return Err("206");
     }
-    if !settings.allowed_ips.is_empty() {
-        // Without connection info (router served by someone else) the
-        // source cannot be known; the allow-list then does not apply.
-        if let Some(conn) = conn {
-            let ip = conn.peer.ip();
-            let allowed = settings
-                .allowed_ips
-                .iter()
-                .any(|a| a.trim().parse::<std::net::IpAddr>().is_ok_and(|a| a == ip));
-            if !allowed {
-                return Err("212");
-            }
+    // Without connection info (router served by someone else) the source
+    // cannot be known; the allow-list then does not apply.
+    if let Some(conn) = conn {
+        if !settings.allowed_ips.allows(Some(conn.peer.ip())) {
+            return Err("212");
         }
     }
     if ctx.fields.get("userid").map(str::trim) != Some(settings.userid.as_str()) {
@@ -374,12 +367,14 @@ fn scenario_of(ctx: &Ctx, account: &str) -> Scenario {
     Scenario::for_account(&ctx.sim.inner.settings.scenario_prefix, account)
 }
 
-/// The `<transaction-status>` reply of a purchase or a status check.
+/// The `<transaction-status>` reply of a purchase or a status check;
+/// `balance` is the deposit left: after this purchase for its own reply
+/// (as committed, whatever other purchases did since), now for a check.
 fn transaction_reply(
     ctx: &Ctx,
     entry: &LedgerEntry,
     code: &str,
-    tracecode: &str,
+    balance: i64,
     style: AmountStyle,
 ) -> Reply {
     let serial = if code == "000" {
@@ -388,12 +383,12 @@ fn transaction_reply(
         ""
     };
     Reply::new()
-        .text("tracecode", tracecode)
+        .text("tracecode", &ctx.tracecode)
         .text("transactionstatus", code)
         .text("transactiontime", format_time(entry.transaction_time))
         .text("serialnumber", serial)
         .amount("harga", entry.charged(), style)
-        .amount("balance", ctx.sim.balance(), style)
+        .amount("balance", balance, style)
         .text("productcode", &entry.productcode)
         .text("accnumber", &entry.accnumber)
         .text("userid", &ctx.sim.inner.settings.userid)
@@ -487,7 +482,7 @@ fn purchase(ctx: &Ctx) -> Answer {
                 ctx,
                 &committed.entry,
                 code,
-                &ctx.tracecode,
+                committed.balance,
                 style,
             )),
         ),
@@ -497,7 +492,7 @@ fn purchase(ctx: &Ctx) -> Answer {
                 ctx,
                 &committed.entry,
                 code,
-                &ctx.tracecode,
+                committed.balance,
                 style,
             ));
             executed(ctx, code, reply, plan, style)
@@ -976,7 +971,7 @@ fn status_check(ctx: &Ctx) -> Answer {
             // hit's: new on every hit (spec §1).
             Answer::plain(
                 &code,
-                transaction_reply(ctx, &entry, &code, &ctx.tracecode, style),
+                transaction_reply(ctx, &entry, &code, ctx.sim.balance(), style),
             )
         }
         None => {

@@ -29,6 +29,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use loket_okebayar::settings::{ECHO_TRANSACTION_CODE_DEFAULT, STATUS_NOT_FOUND_CODE_DEFAULT};
+use loket_runtime::allow::AllowList;
 use loket_runtime::{Secret, Shutdown};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -49,8 +50,8 @@ pub struct OkeBayarSimSettings {
     pub userid: String,
     /// The simulator's own copy of the partner PIN (else `207`).
     pub userpin: Secret,
-    /// Source IPs allowed (else `212`); empty = all.
-    pub allowed_ips: Vec<String>,
+    /// Source addresses and CIDR blocks allowed (else `212`); empty = all.
+    pub allowed_ips: AllowList,
     /// Deposit at start, whole rupiah.
     pub initial_balance: i64,
     /// loket's callback receiver, e.g. `http://127.0.0.1:PORT/callback/okebayar`;
@@ -115,7 +116,7 @@ impl Default for OkeBayarSimSettings {
         OkeBayarSimSettings {
             userid: "loket".into(),
             userpin: Secret::new("123456"),
-            allowed_ips: Vec::new(),
+            allowed_ips: AllowList::default(),
             initial_balance: 1_000_000_000_000,
             callback_url: None,
             callback_method: CallbackMethod::Post,

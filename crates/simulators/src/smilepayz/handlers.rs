@@ -226,19 +226,16 @@ async fn authenticate(
     .map_err(|e| invalid_field_format(svc, &format!("body: {e}")))?;
     let value: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
 
-    if !settings.allowed_ips.is_empty() {
-        let peer = conn
-            .as_ref()
-            .map(|c| c.peer.ip().to_string())
-            .unwrap_or_default();
-        if !settings.allowed_ips.iter().any(|ip| ip == &peer) {
-            return Err(error(
-                403,
-                svc,
-                "03",
-                "Merchant Blacklisted [IP not whitelisted]",
-            ));
-        }
+    if !settings
+        .allowed_ips
+        .allows(conn.as_ref().map(|c| c.peer.ip()))
+    {
+        return Err(error(
+            403,
+            svc,
+            "03",
+            "Merchant Blacklisted [IP not whitelisted]",
+        ));
     }
     let headers = &parts.headers;
     if let Some(refusal) = content_type_refusal(headers, svc) {

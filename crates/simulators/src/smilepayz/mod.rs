@@ -36,6 +36,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use loket_runtime::allow::AllowList;
 use loket_runtime::{Secret, Shutdown};
 use loket_smilepayz::sign::{self, TimestampStyle};
 use loket_smilepayz::wire;
@@ -68,8 +69,8 @@ pub struct SmilepayzSimSettings {
     /// path). Empty: one is generated at start
     /// ([`SmilepayzSim::platform_public_key_pem`]).
     pub platform_private_key: Secret,
-    /// Source IPs allowed (else 403xx03); empty = all.
-    pub allowed_ips: Vec<String>,
+    /// Source addresses and CIDR blocks allowed (else 403xx03); empty = all.
+    pub allowed_ips: AllowList,
     /// X-TIMESTAMP window, either way (spec: ±5 min).
     pub max_skew_seconds: i64,
     /// Accept `-` and `_` in orderNo (spec §10 Q1; off = alphanumeric only).
@@ -113,7 +114,7 @@ impl Default for SmilepayzSimSettings {
             merchant_secret: Secret::new("sim-merchant-secret-0001"),
             merchant_public_key: String::new(),
             platform_private_key: Secret::default(),
-            allowed_ips: Vec::new(),
+            allowed_ips: AllowList::default(),
             max_skew_seconds: 300,
             allow_order_no_separators: false,
             pay_in_methods: [
