@@ -45,7 +45,7 @@ use prost::Message as _;
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -190,22 +190,9 @@ impl Reconciler {
         let timeout = millis(self.settings.inquiry_timeout_ms);
         let cutoff = now - timeout;
         let mut tx = conn.begin().await?;
-        let mut rows = lock_batch(
-            &mut tx,
-            &format!("{INQUIRY_KINDS} AND status = 'received'"),
-            cutoff,
-            self.batch(),
-        )
-        .await?;
-        rows.extend(
-            lock_batch(
-                &mut tx,
-                &format!("{INQUIRY_KINDS} AND status IN ('pending', 'unknown')"),
-                cutoff,
-                self.batch(),
-            )
-            .await?,
-        );
+        let [received, sent] = &*EXPIRING_INQUIRIES;
+        let mut rows = lock_batch(&mut tx, received, cutoff, self.batch()).await?;
+        rows.extend(lock_batch(&mut tx, sent, cutoff, self.batch()).await?);
         let (changed, events): (Vec<TransactionRow>, Vec<EventRecord>) = rows
             .iter()
             .map(|row| plan_expiry(row, now, timeout))
@@ -283,20 +270,14 @@ impl Reconciler {
         let never = now - millis(self.settings.dispatch_grace_ms);
         let redispatch_after_secs = self.settings.redispatch_after_ms as f64 / 1000.0;
         let mut tx = conn.begin().await?;
-        let mut rows = sqlx::query_as::<_, TransactionRow>(&format!(
-            "SELECT {COLUMNS} FROM transactions WHERE status = 'received' \
-             AND ((dispatched_at IS NULL AND created_at < $1) \
-                  OR dispatched_at < $2 - make_interval(secs => $3 \
-                     * power(2, least(greatest(dispatch_count - 1, 0), $4)))) \
-             ORDER BY created_at LIMIT $5 FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(never)
-        .bind(now)
-        .bind(redispatch_after_secs)
-        .bind(REDISPATCH_BACKOFF_DOUBLINGS)
-        .bind(self.batch())
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut rows = sqlx::query_as::<_, TransactionRow>(&SWEEP_RECEIVED_QUERY)
+            .bind(never)
+            .bind(now)
+            .bind(redispatch_after_secs)
+            .bind(REDISPATCH_BACKOFF_DOUBLINGS)
+            .bind(self.batch())
+            .fetch_all(&mut *tx)
+            .await?;
         // A status check can move a transaction past `received` before its
         // command was ever handled (a client's query right after creating
         // it); if that command is then lost, only status checks follow, and
@@ -306,18 +287,12 @@ impl Reconciler {
         // Only money-moving kinds: the journal records nothing else, so its
         // silence says nothing about an inquiry.
         rows.extend(
-            sqlx::query_as::<_, TransactionRow>(&format!(
-                "SELECT {COLUMNS} FROM transactions t WHERE status = 'unknown' \
-                 AND kind = ANY($3) \
-                 AND not_found_since < $1 AND COALESCE(dispatched_at, created_at) < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM send_intents s WHERE s.transaction_id = t.id) \
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(never)
-            .bind(self.batch())
-            .bind(journalled_kinds())
-            .fetch_all(&mut *tx)
-            .await?,
+            sqlx::query_as::<_, TransactionRow>(&SWEEP_NEVER_SENT_QUERY)
+                .bind(never)
+                .bind(self.batch())
+                .bind(journalled_kinds())
+                .fetch_all(&mut *tx)
+                .await?,
         );
         if rows.is_empty() {
             tx.commit().await?;
@@ -649,6 +624,48 @@ pub fn next_check(
     (count, schedule.due_after_check(now, count, row.id))
 }
 
+/// The sweep's statements and the inquiry expiry's conditions, public so a
+/// test can check their plans: each reads an index holding little more than
+/// the rows it wants (migration 0015), not every unresolved transaction.
+/// `$1` dispatch grace cutoff, `$2` now, `$3` seconds before a redispatch,
+/// `$4` its doublings, `$5` the batch.
+pub static SWEEP_RECEIVED_QUERY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM transactions WHERE status = 'received' \
+         AND ((dispatched_at IS NULL AND created_at < $1) \
+              OR dispatched_at < $2 - make_interval(secs => $3 \
+                 * power(2, least(greatest(dispatch_count - 1, 0), $4)))) \
+         ORDER BY created_at LIMIT $5 FOR UPDATE SKIP LOCKED"
+    )
+});
+
+/// `$1` the grace cutoff, `$2` the batch, `$3` the journalled kinds.
+pub static SWEEP_NEVER_SENT_QUERY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM transactions t WHERE status = 'unknown' \
+         AND kind = ANY($3) \
+         AND not_found_since < $1 AND COALESCE(dispatched_at, created_at) < $1 \
+         AND NOT EXISTS (SELECT 1 FROM send_intents s WHERE s.transaction_id = t.id) \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    )
+});
+
+/// [`lock_batch`]'s statement for rows matching `condition`.
+pub fn lock_batch_query(condition: &str) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM transactions WHERE {condition} AND created_at < $1 \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    )
+}
+
+/// The inquiry expiry's two conditions for [`lock_batch`].
+pub static EXPIRING_INQUIRIES: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [
+        format!("{INQUIRY_KINDS} AND status = 'received'"),
+        format!("{INQUIRY_KINDS} AND status IN ('pending', 'unknown')"),
+    ]
+});
+
 /// Locks up to `limit` rows matching `condition` created before `cutoff`.
 async fn lock_batch(
     conn: &mut PgConnection,
@@ -656,14 +673,11 @@ async fn lock_batch(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<TransactionRow>, sqlx::Error> {
-    sqlx::query_as::<_, TransactionRow>(&format!(
-        "SELECT {COLUMNS} FROM transactions WHERE {condition} AND created_at < $1 \
-         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(cutoff)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
+    sqlx::query_as::<_, TransactionRow>(&lock_batch_query(condition))
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
 }
 
 /// Writes rows planned from `rows` (`nexts[i]` from `rows[i]`, which must

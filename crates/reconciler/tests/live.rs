@@ -2567,3 +2567,108 @@ async fn a_draining_reconciler_hands_back_what_it_has_not_started() -> Result<()
     replica_b.abort();
     Ok(())
 }
+
+/// Each tick step reads an index holding little more than the rows it
+/// wants (migration 0015), not every unresolved transaction: with a backlog
+/// of long-lived pending ones (QR payments and pay-ins live for up to a
+/// day), every tick on every replica read them all to find the few received
+/// ones, open inquiries or never-sent transactions. Planned as the
+/// reconciler's connections plan (generic plans, sequential scans off) over
+/// a backlog of 2,000 pending purchases.
+#[tokio::test]
+async fn tick_steps_read_indexes_holding_only_their_rows() -> Result<()> {
+    use loket_reconciler::scheduler::{
+        lock_batch_query, EXPIRING_INQUIRIES, SWEEP_NEVER_SENT_QUERY, SWEEP_RECEIVED_QUERY,
+    };
+    let env = env().await?;
+    sqlx::query(
+        "INSERT INTO transactions (id, client_id, client_ref, kind, status, provider, product_code, \
+         provider_product_code, account, amount_minor, request_hash, provider_reference, created_at) \
+         SELECT gen_random_uuid(), $1, 'backlog-' || n, 'prepaid_purchase', 'pending', 'okebayar', \
+           'TSEL10', 'S10', '0812', 10500, '\\x00', 'LKTBACKLOG' || n, now() - interval '2 hours' \
+         FROM generate_series(1, 2000) AS n",
+    )
+    .bind(env.client_id)
+    .execute(&env.pool)
+    .await?;
+    sqlx::query("ANALYZE transactions")
+        .execute(&env.pool)
+        .await?;
+
+    let now = chrono::Utc::now();
+    let mut tx = env.pool.begin().await?;
+    let mut plans = Vec::new();
+    let received: serde_json::Value =
+        sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", *SWEEP_RECEIVED_QUERY))
+            .bind(now)
+            .bind(now)
+            .bind(60.0_f64)
+            .bind(4_i32)
+            .bind(256_i64)
+            .fetch_one(&mut *tx)
+            .await?;
+    plans.push((
+        "the sweep's received",
+        received,
+        "transactions_unresolved_by_status",
+    ));
+    let never_sent: serde_json::Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (FORMAT JSON) {}",
+        *SWEEP_NEVER_SENT_QUERY
+    ))
+    .bind(now)
+    .bind(256_i64)
+    .bind(vec!["prepaid_purchase"])
+    .fetch_one(&mut *tx)
+    .await?;
+    plans.push((
+        "the sweep's never sent",
+        never_sent,
+        "transactions_not_found",
+    ));
+    for condition in EXPIRING_INQUIRIES.iter() {
+        let inquiries: serde_json::Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (FORMAT JSON) {}",
+            lock_batch_query(condition)
+        ))
+        .bind(now)
+        .bind(256_i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        plans.push((
+            "the inquiry expiry's",
+            inquiries,
+            "transactions_open_inquiries",
+        ));
+    }
+    tx.rollback().await?;
+    let received_conditions = index_conditions(&plans[0].1);
+    assert!(
+        received_conditions.contains("status = 'received'"),
+        "the received ones are a range of the index, not a filter over it: {received_conditions}"
+    );
+    for (step, plan, index) in plans {
+        let plan = plan.to_string();
+        assert!(plan.contains(index), "{step} rows through {index}: {plan}");
+    }
+    Ok(())
+}
+
+/// Every `Index Cond` of an `EXPLAIN (FORMAT JSON)` plan.
+fn index_conditions(plan: &serde_json::Value) -> String {
+    fn find(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(condition) = map.get("Index Cond").and_then(|c| c.as_str()) {
+                    out.push(condition.to_string());
+                }
+                map.values().for_each(|v| find(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| find(v, out)),
+            _ => {}
+        }
+    }
+    let mut conditions = Vec::new();
+    find(plan, &mut conditions);
+    conditions.join(" | ")
+}
