@@ -45,7 +45,8 @@ pub struct LogSettings {
 /// stays off; the service still starts.
 pub fn init(service: &'static str, settings: &LogSettings) -> LogGuard {
     use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        KeepSpans(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let out = BatchedStdout::default();
     let lines = if settings.json {
         fmt::layer()
@@ -108,6 +109,84 @@ pub fn init(service: &'static str, settings: &LogSettings) -> LogGuard {
     LogGuard {
         out: Some(out),
         provider,
+    }
+}
+
+/// The log filter (`RUST_LOG`) for events, with the spans at INFO and above
+/// kept whatever it says. They carry the ids an operator follows a
+/// transaction by (`transaction_id`, `trace_id`), and `RUST_LOG=warn` would
+/// otherwise turn them off with the INFO lines, leaving every warning and
+/// error without them. Every call still reaches the filter, so its span
+/// directives (`[rpc]=debug`) work as before.
+struct KeepSpans(tracing_subscriber::EnvFilter);
+
+impl KeepSpans {
+    fn keeps(metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for KeepSpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        let interest = tracing_subscriber::Layer::<S>::register_callsite(&self.0, metadata);
+        if Self::keeps(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            interest
+        }
+    }
+
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let enabled = tracing_subscriber::Layer::<S>::enabled(&self.0, metadata, ctx);
+        enabled || Self::keeps(metadata)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        let info = tracing::level_filters::LevelFilter::INFO;
+        Some(
+            tracing_subscriber::Layer::<S>::max_level_hint(&self.0)
+                .map_or(info, |hint| hint.max(info)),
+        )
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        tracing_subscriber::Layer::<S>::on_new_span(&self.0, attrs, id, ctx)
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        tracing_subscriber::Layer::<S>::on_record(&self.0, id, values, ctx)
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        tracing_subscriber::Layer::<S>::on_enter(&self.0, id, ctx)
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        tracing_subscriber::Layer::<S>::on_exit(&self.0, id, ctx)
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        tracing_subscriber::Layer::<S>::on_close(&self.0, id, ctx)
     }
 }
 
@@ -372,6 +451,35 @@ mod tests {
         assert_eq!(out.lock().len(), 3 * line.len(), "below the limit: kept");
         (&out).write_all(&line).unwrap();
         assert!(out.lock().is_empty(), "at the limit: written out at once");
+    }
+
+    /// With the log level at warn, a warning still carries the ids of the
+    /// INFO span it was logged in; INFO lines stay out.
+    #[test]
+    fn a_warning_keeps_its_span_ids_whatever_the_log_level() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let out = BatchedStdout::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(KeepSpans(tracing_subscriber::EnvFilter::new("warn")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(out.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", transaction_id = "t-4711");
+            let _entered = span.enter();
+            tracing::info!("an info line");
+            tracing::warn!("a warning");
+        });
+        let written = String::from_utf8(std::mem::take(&mut *out.lock())).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 1, "{written}");
+        assert!(
+            lines[0].contains("a warning") && lines[0].contains("t-4711"),
+            "{written}"
+        );
     }
 
     #[test]
