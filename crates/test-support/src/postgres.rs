@@ -333,19 +333,17 @@ impl LogMark {
 /// (several MB), and a whole `make test` makes hundreds of them.
 pub async fn fresh_database() -> anyhow::Result<String> {
     let server = shared_server()?;
-    drop_databases_of_finished_tests(&server.admin_url).await?;
     let name = format!("t_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
     create_database(&server.admin_url, &name).await
 }
 
-/// Drops the shared server's test databases whose test process has exited.
-/// Another test may be dropping the same one at once, so a failed drop is
-/// left for the next call.
-async fn drop_databases_of_finished_tests(admin_url: &str) -> anyhow::Result<()> {
-    let admin = sqlx::PgPool::connect(admin_url).await?;
+/// Drops the test databases ([`fresh_database`]'s) whose test process has
+/// exited. Another test may be dropping the same one at once, so a failed
+/// drop is left for the next call.
+async fn drop_databases_of_finished_tests(admin: &sqlx::PgPool) -> anyhow::Result<()> {
     let names: Vec<String> =
         sqlx::query_scalar(r"SELECT datname FROM pg_database WHERE datname LIKE 't\_%\_%'")
-            .fetch_all(&admin)
+            .fetch_all(admin)
             .await?;
     for name in names {
         let finished = name
@@ -355,18 +353,18 @@ async fn drop_databases_of_finished_tests(admin_url: &str) -> anyhow::Result<()>
             .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
         if finished {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&admin)
+                .execute(admin)
                 .await;
         }
     }
-    admin.close().await;
     Ok(())
 }
 
-/// Creates database `name` on the server of `admin_url` and migrates it.
-/// Returns its URL.
+/// Creates database `name` on the server of `admin_url` and migrates it,
+/// after dropping those of finished tests. Returns its URL.
 async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let admin = sqlx::PgPool::connect(admin_url).await?;
+    drop_databases_of_finished_tests(&admin).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await?;
