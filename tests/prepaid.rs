@@ -97,6 +97,53 @@ async fn provider_balance_is_served_by_the_connector() {
     assert_eq!(balance.balance.map(|m| m.minor), Some(123_456_789));
 }
 
+/// A balance query the provider cannot answer is `UNAVAILABLE` to the
+/// client and a warning in the logs of both the ingress and the connector
+/// that asked, each under the trace the client's call sent (its
+/// `traceparent` crosses the bus with the query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_balance_query_is_logged_under_the_callers_trace() {
+    let app = TestApp::spawn().await;
+    app.sim
+        .outage()
+        .start(loket_simulators::Outage {
+            status: 503,
+            for_ms: 30_000,
+            after_commit: false,
+        })
+        .unwrap();
+    let trace_id = "5e0c1a2b3c4d5e6f708192a3b4c5d6e7";
+    let mut request = tonic::Request::new(pb::GetBalanceRequest {
+        provider: "okebayar".into(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let refused = app
+        .client_a()
+        .await
+        .get_balance(request)
+        .await
+        .expect_err("no balance during an outage");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let logs = logs::captured();
+    for (target, message) in [
+        ("loket_ingress", ": balance query failed"),
+        ("loket_connector", ": provider balance query failed"),
+    ] {
+        assert!(
+            logs.lines().any(|line| line.contains(target)
+                && line.contains(message)
+                && line.contains(trace_id)),
+            "{target}'s warning under the caller's trace: {logs}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn definite_failures_end_failed_with_code_and_meaning() {
     let app = TestApp::spawn().await;

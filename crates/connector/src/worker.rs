@@ -821,21 +821,30 @@ async fn serve_balance<C: Connector>(
         let Some(reply_to) = request.reply.clone() else {
             continue;
         };
-        let reply = match connector.balance().await {
-            Ok(balance) => bus::BalanceReply {
-                balance: Some(balance.into()),
-                error: String::new(),
-                as_of: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
-            },
-            Err(error) => bus::BalanceReply {
-                balance: None,
-                error: error.to_string(),
-                as_of: None,
-            },
-        };
-        if let Err(error) = nats.publish(reply_to, reply.encode_to_vec().into()).await {
-            tracing::warn!(%error, "balance reply not sent");
+        let span = tracing::info_span!("balance", trace_id = tracing::field::Empty);
+        telemetry::join(&span, lbus::trace_of(&request));
+        async {
+            let reply = match connector.balance().await {
+                Ok(balance) => bus::BalanceReply {
+                    balance: Some(balance.into()),
+                    error: String::new(),
+                    as_of: Some(loket_protocol::conversions::timestamp(chrono::Utc::now())),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "provider balance query failed");
+                    bus::BalanceReply {
+                        balance: None,
+                        error: error.to_string(),
+                        as_of: None,
+                    }
+                }
+            };
+            if let Err(error) = nats.publish(reply_to, reply.encode_to_vec().into()).await {
+                tracing::warn!(%error, "balance reply not sent");
+            }
         }
+        .instrument(span)
+        .await;
     }
 }
 

@@ -1309,8 +1309,22 @@ impl Inner {
             provider: provider.as_str().to_string(),
         };
         let request = async_nats::client::Request::new()
+            .headers(loket_runtime::bus::trace_headers(&ctx.trace))
             .payload(query.encode_to_vec().into())
             .timeout(Some(timeout));
+        let answered = self.ask_balance(provider, request).await;
+        if let Err(error) = &answered {
+            tracing::warn!(%provider, %error, "balance query failed");
+        }
+        answered
+    }
+
+    /// Sends a balance query to `provider`'s connectors and reads the reply.
+    async fn ask_balance(
+        &self,
+        provider: Provider,
+        request: async_nats::client::Request,
+    ) -> Result<pb::Balance, ApiError> {
         let reply = self
             .nats
             .send_request(subjects::balance_rpc(provider), request)
@@ -1325,7 +1339,7 @@ impl Inner {
                         ApiError::Unavailable(format!("the {provider} balance query timed out"))
                     }
                     _ => {
-                        tracing::warn!(%error, "balance request failed");
+                        tracing::warn!(%error, "balance request failed on the bus");
                         ApiError::Unavailable("bus unavailable, try again".into())
                     }
                 }

@@ -367,12 +367,19 @@ pub async fn durable_pull_consumer(
 
 /// Headers for one published message.
 pub fn headers(msg_id: &str, trace: &TraceContext, transaction_id: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    let mut headers = trace_headers(trace);
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-    headers.insert(subjects::TRACEPARENT_HEADER, trace.to_header().as_str());
     if !transaction_id.is_empty() {
         headers.insert(subjects::TRANSACTION_HEADER, transaction_id);
     }
+    headers
+}
+
+/// Headers carrying only `trace` (its `traceparent`), for a request that
+/// is no published event (a balance query).
+pub fn trace_headers(trace: &TraceContext) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(subjects::TRACEPARENT_HEADER, trace.to_header().as_str());
     headers
 }
 
