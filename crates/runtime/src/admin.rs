@@ -37,8 +37,9 @@ pub struct Readiness(Arc<ReadinessState>);
 struct ReadinessState {
     started: AtomicBool,
     bus: OnceLock<async_nats::Client>,
-    /// A one-connection pool to the watched pool's database.
-    database: OnceLock<sqlx::PgPool>,
+    /// The probe's connection (from a one-connection pool of its own) to
+    /// the watched pool's database.
+    database: OnceLock<tokio::sync::Mutex<crate::db::HeldConnection>>,
     /// Whether the last check found a dependency down, so each change is
     /// logged once rather than at every probe.
     dependency_down: AtomicBool,
@@ -86,7 +87,8 @@ impl Readiness {
             .acquire_timeout(DATABASE_PROBE_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(60)))
             .connect_lazy_with((*pool.connect_options()).clone());
-        let _ = self.0.database.set(probe);
+        let probe = crate::db::HeldConnection::for_probes(probe, DATABASE_PROBE_TIMEOUT);
+        let _ = self.0.database.set(tokio::sync::Mutex::new(probe));
     }
 
     /// Ready, or the first reason not to be. Asks PostgreSQL when a pool is
@@ -114,14 +116,9 @@ impl Readiness {
                 return Err(NotReady::BusDown);
             }
         }
-        if let Some(pool) = self.0.database.get() {
-            // Bounded as a service's own work is, so a probe cut short
-            // closes its connection rather than leaving it to the pool's
-            // check (which a silent server never answers).
-            let probe = crate::db::bounded(pool, DATABASE_PROBE_TIMEOUT, async |connection| {
-                sqlx::query("SELECT 1").execute(connection).await
-            });
-            if probe.await.is_err() {
+        if let Some(probe) = self.0.database.get() {
+            // Probes asked at once take turns on the one connection.
+            if !probe.lock().await.answers().await {
                 return Err(NotReady::DatabaseDown);
             }
         }

@@ -190,6 +190,18 @@ pub struct HeldConnection {
     pool: PgPool,
     connection: Option<(PoolConnection<Postgres>, std::time::Instant)>,
     work_limit: Duration,
+    /// Work given up is logged (an ERROR) unless its caller reports it
+    /// itself ([`HeldConnection::for_probes`]).
+    log_given_up: bool,
+}
+
+impl std::fmt::Debug for HeldConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldConnection")
+            .field("holding", &self.connection.is_some())
+            .field("work_limit", &self.work_limit)
+            .finish()
+    }
 }
 
 /// The longest [`HeldConnection::with`] lets one piece of work run. Its
@@ -204,6 +216,7 @@ impl HeldConnection {
             pool,
             connection: None,
             work_limit: HELD_WORK_LIMIT,
+            log_given_up: true,
         }
     }
 
@@ -213,6 +226,28 @@ impl HeldConnection {
             work_limit,
             ..HeldConnection::new(pool)
         }
+    }
+
+    /// A held connection for a readiness probe: its work bounded by
+    /// `limit`, and work given up not logged (the probe's caller reports a
+    /// change once, not at every probe).
+    pub fn for_probes(pool: PgPool, limit: Duration) -> Self {
+        HeldConnection {
+            log_given_up: false,
+            ..HeldConnection::with_work_limit(pool, limit)
+        }
+    }
+
+    /// Whether PostgreSQL answers a `SELECT 1` on the held connection within
+    /// the work limit. Kept between probes, a connection that answered never
+    /// goes back to the pool: sqlx pings a connection given back, in a task of
+    /// its own, and a ping sent as the server goes silent never ends, which
+    /// would keep the probe's one connection taken, and the service not
+    /// ready, long after the server is back.
+    pub async fn answers(&mut self) -> bool {
+        self.with(async |connection| sqlx::query("SELECT 1").execute(connection).await)
+            .await
+            .is_ok()
     }
 
     /// The pool the connection comes from.
@@ -273,10 +308,12 @@ impl HeldConnection {
 
     /// Logs and returns the error of work not done within the limit.
     fn given_up(&self) -> sqlx::Error {
-        tracing::error!(
-            limit_ms = self.work_limit.as_millis() as u64,
-            "database work did not finish in time: its connection is closed and the work given up"
-        );
+        if self.log_given_up {
+            tracing::error!(
+                limit_ms = self.work_limit.as_millis() as u64,
+                "database work did not finish in time: its connection is closed and the work given up"
+            );
+        }
         sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(

@@ -11,9 +11,10 @@
 //! canary secret in them, in the database, in error messages, on the bus and
 //! in PostgreSQL's log.
 //!
-//! `nats`, `postgres`, `backing`, `masking`, `ports` and `signal` are always available; `app`, `logs` and the
-//! provider fixtures need the `app` feature (they depend on every service,
-//! so a service's own tests use the harness without it).
+//! `nats`, `postgres`, `backing`, `logs`, `masking`, `ports` and `signal` are
+//! always available; `app`, `deployment`, `leaks` and the provider fixtures
+//! need the `app` feature (they depend on every service, so a service's own
+//! tests use the harness without it).
 //!
 //! Nothing here is mocked: tests talk gRPC to the real ingress, the bus is a
 //! real nats-server, the database a real PostgreSQL, providers real HTTP.
@@ -26,7 +27,6 @@ pub mod backing;
 pub mod deployment;
 #[cfg(feature = "app")]
 pub mod leaks;
-#[cfg(feature = "app")]
 pub mod logs;
 pub mod masking;
 pub mod nats;
