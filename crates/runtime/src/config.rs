@@ -61,8 +61,8 @@ fn load_with<T: DeserializeOwned + Serialize + Default>(
         figment = figment.merge(Toml::file(path));
     }
     let variables = environment_layers(vars);
-    for (_, layer) in &variables {
-        figment = figment.merge(Serialized::defaults(layer));
+    for (name, layer) in &variables {
+        figment = figment.merge(Variable { name, layer });
     }
     // Lossy: text from the environment becomes a number or a boolean where
     // the field wants one; a `Secret` keeps the exact text.
@@ -209,6 +209,23 @@ fn environment_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<(Stri
         Some((name, layer))
     })
     .collect()
+}
+
+/// One `LOKET_…` variable as a layer of settings, named after the variable,
+/// so that an error about its value says which variable to fix.
+struct Variable<'a> {
+    name: &'a str,
+    layer: &'a Dict,
+}
+
+impl figment::Provider for Variable<'_> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("environment variable {}", self.name))
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.layer.clone()))
+    }
 }
 
 /// Refuses the first of `settings` (name, value) that is zero, naming it:
@@ -612,6 +629,10 @@ mod env_tests {
             assert!(!error.contains(value), "{value} repeated: {error}");
             let key = name.trim_start_matches("LOKET_").to_lowercase();
             assert!(error.contains(&key), "the key is named: {error}");
+            assert!(
+                error.contains(&format!("environment variable {name}")),
+                "the variable is named: {error}"
+            );
             assert!(error.contains("invalid type: found"), "{error}");
         }
     }
