@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::output::{millis, Lines, MoneyView, Render};
+use crate::output::{millis, MoneyView, Render};
 use crate::CliError;
 
 /// What to export: one provider, transactions created in `[from, until)`,
@@ -257,36 +257,40 @@ impl ExportSummary {
 
 impl Render for ExportSummary {
     fn text(&self) -> String {
-        let mut out = Lines::new();
-        out.add(
-            "exported",
+        let mut rows = vec![(
+            "exported".to_string(),
             format!(
                 "{} {} transactions created in [{}, {})",
                 self.rows, self.provider, self.from, self.until
             ),
-        );
+        )];
         for (kind, statuses) in &self.by_kind {
             for (status, total) in statuses {
                 let amount = MoneyView {
                     minor: total.amount_minor,
                     currency: "IDR".into(),
                 };
-                out.add(
-                    &format!("  {kind} {status}"),
+                rows.push((
+                    format!("  {kind} {status}"),
                     format!("{} ({amount})", total.count),
-                );
+                ));
             }
         }
         if self.amount_mismatches > 0 {
-            out.add(
-                "AMOUNT MISMATCH",
+            rows.push((
+                "AMOUNT MISMATCH".to_string(),
                 format!(
                     "{} transactions: the provider reported another amount",
                     self.amount_mismatches
                 ),
-            );
+            ));
         }
-        out.finish()
+        // The figures in one column, however long a kind's name.
+        let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(label, value)| format!("{label:<width$} {value}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -308,9 +312,9 @@ mod tests {
         assert!(parse_bound("2026-02-30").is_err());
     }
 
-    #[test]
-    fn totals_never_add_a_refund_or_cancel_to_the_payment_it_undoes() {
-        let row = |kind: &str, status: &str, amount: i64| ExportRow {
+    /// A row of `kind` in `status` for `amount`, the rest left blank.
+    fn row(kind: &str, status: &str, amount: i64) -> ExportRow {
+        ExportRow {
             created_at: Utc::now(),
             finalized_at: None,
             id: Uuid::nil(),
@@ -329,7 +333,11 @@ mod tests {
             status: status.into(),
             provider_code: None,
             serial_number: None,
-        };
+        }
+    }
+
+    #[test]
+    fn totals_never_add_a_refund_or_cancel_to_the_payment_it_undoes() {
         let mut summary = ExportSummary::default();
         for (kind, status, amount) in [
             ("qr_payment", "success", 100_000),
@@ -351,6 +359,23 @@ mod tests {
         let text = summary.text();
         assert!(text.contains("qr_payment success"), "{text}");
         assert!(text.contains("qr_cancel success"), "{text}");
+    }
+
+    /// The summary printed is the README's example, figures in one column.
+    #[test]
+    fn the_summary_reads_as_the_readme_shows_it() {
+        let mut summary = ExportSummary {
+            provider: "okebayar".into(),
+            from: "2026-11-22T00:00:00+07:00".into(),
+            until: "2026-11-23T00:00:00+07:00".into(),
+            ..ExportSummary::default()
+        };
+        for status in ["success", "failed", "success"] {
+            summary.count(&row("prepaid_purchase", status, 10_500));
+        }
+        let readme = include_str!("../../../README.md");
+        let example = format!("> okebayar-2026-11-22.csv\n{}\n```", summary.text());
+        assert!(readme.contains(&example), "the README's example: {example}");
     }
 
     /// Every column of one row reads the same in the CSV and in the JSON

@@ -94,7 +94,17 @@ pub async fn settle(
         return Err(CliError::Refused(format!("transaction {id}: {refusal}")));
     }
 
-    publish(nats_url, decision).await?;
+    publish(nats_url, decision).await.map_err(|error| match error {
+        // JetStream did not confirm it: it may be stored all the same, and
+        // then the reconciler applies it.
+        BusError::Publish { .. } => CliError::TimedOut(format!(
+            "the decision on transaction {id} (event {}) was sent, but JetStream did not confirm \
+             storing it ({error}); the reconciler applies it if it was stored: `loketctl find {id}` \
+             shows whether it did before you settle again",
+            decision.event_id
+        )),
+        other => other.into(),
+    })?;
     let deadline = Instant::now() + wait;
     loop {
         match applied(pool, decision).await? {
@@ -127,6 +137,10 @@ pub async fn settle(
     })
 }
 
+/// How many times a decision's publish is tried while JetStream does not
+/// confirm it (its message id keeps a retry from storing it twice).
+const PUBLISH_ATTEMPTS: u32 = 3;
+
 /// Publishes `decision` durably on its subject.
 async fn publish(nats_url: &str, decision: &OperatorDecision) -> Result<(), BusError> {
     // No reconnect loop, unlike the services: an unreachable server is an
@@ -138,11 +152,12 @@ async fn publish(nats_url: &str, decision: &OperatorDecision) -> Result<(), BusE
         &TraceContext::new_root(),
         &decision.transaction_id.to_string(),
     );
-    lbus::publish_durable(
+    lbus::publish_durable_retrying(
         &js,
         subjects::operator_decision().to_string(),
         headers,
         bus::OperatorDecision::from(decision).encode_to_vec(),
+        PUBLISH_ATTEMPTS,
     )
     .await
 }

@@ -5,8 +5,8 @@
 //! the decision, waits for the reconciler and prints the new state, after
 //! which the transaction has left review; a transaction not in review is
 //! refused with exit code 1 and nothing reaches the bus; without a
-//! reconciler the wait ends with exit code 4 and the row untouched; an
-//! unreachable NATS is exit code 3, named without its credentials; a status
+//! reconciler the wait ends with exit code 4 and the row untouched, as does
+//! a publish JetStream never confirms; an unreachable NATS is exit code 3, named without its credentials; a status
 //! an operator cannot decide is clap's exit code 2. The library functions
 //! behind these are covered end to end by the workspace's `tests/review.rs`;
 //! here it is the binary: its arguments, environment, output and exit codes.
@@ -560,6 +560,38 @@ async fn review_settle_with_nats_unreachable_exits_3() -> Result<()> {
     assert!(stdout(&out).is_empty(), "{}", shown(&out));
     assert_eq!(env.status_of(parked).await?, "needs_review");
     assert_eq!(env.events_published().await?, 0);
+    Ok(())
+}
+
+/// A NATS that takes the decision but has no stream to store it (JetStream
+/// never confirms the publish) is exit 4, "look it up": a publish whose
+/// confirmation is lost may have been stored, and the reconciler would then
+/// apply it. The row is untouched.
+#[tokio::test]
+async fn review_settle_unconfirmed_by_jetstream_exits_4() -> Result<()> {
+    let env = env().await?;
+    let parked = env.parked().await?;
+    let bare = loket_test_support::nats::NatsServer::start()?;
+
+    let seen = env.newest_event(parked).await?;
+    let out = env
+        .loketctl_with_nats(
+            &bare.url(),
+            &settle_args(&parked.to_string(), &seen, "failed", &[]),
+        )
+        .await?;
+    assert_eq!(out.status.code(), Some(4), "{}", shown(&out));
+    let error = stderr(&out);
+    assert!(
+        error.contains("was sent, but JetStream did not confirm storing it"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("`loketctl find {parked}`")),
+        "{error}"
+    );
+    assert!(stdout(&out).is_empty(), "{}", shown(&out));
+    assert_eq!(env.status_of(parked).await?, "needs_review");
     Ok(())
 }
 
