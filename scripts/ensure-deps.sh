@@ -8,10 +8,18 @@ set -euo pipefail
 
 # Rust itself is the one prerequisite: Debian's packaged compiler is older
 # than the crates need.
+# The oldest compiler the locked crates build with (async-nats, uuid); the
+# workspace's rust-version says the same.
+RUST_MIN=1.89
 command -v cargo >/dev/null 2>&1 || {
-  echo "ensure-deps: cargo not found: install Rust (stable, 1.85 or newer) with rustup (https://rustup.rs), then run this again" >&2
+  echo "ensure-deps: cargo not found: install Rust (stable, $RUST_MIN or newer) with rustup (https://rustup.rs), then run this again" >&2
   exit 1
 }
+rust_found=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$RUST_MIN" "$rust_found" | sort -V | head -n1)" != "$RUST_MIN" ]; then
+  echo "ensure-deps: rustc $rust_found is older than $RUST_MIN, which the crates need: rustup update stable" >&2
+  exit 1
+fi
 
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)

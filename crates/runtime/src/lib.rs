@@ -2,7 +2,8 @@
 //! configuration with masked secrets ([`config`]), logging and trace context
 //! ([`telemetry`]), the admin port with liveness, readiness and Prometheus
 //! metrics ([`admin`]), the HTTP/1 accept loop with connection limits that
-//! the admin port and the callback receiver share ([`http_server`]),
+//! the admin port and the callback receiver share ([`http_server`]), source
+//! allow-lists of addresses and CIDR blocks ([`allow`]),
 //! graceful shutdown ([`shutdown`]), the JetStream layout
 //! ([`bus`]), the Postgres pool with migrations ([`db`]), the guard that
 //! stops a service whose vital task died ([`vital`]) and the `main` of every
