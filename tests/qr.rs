@@ -535,6 +535,69 @@ async fn a_notify_made_durable_but_never_answered_is_one_transition_after_the_re
     );
 }
 
+/// A payment cancelled before the issuer's (delayed) notify: the issuer
+/// notifies `05`, cancelled, as the cancel made it (scenario 104: twice).
+/// That is our own cancel, which is a transaction of its own: the payment
+/// keeps `success` and is not parked in review, and the notify is in its
+/// history with why nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_payments_late_notify_of_its_cancel_changes_nothing() {
+    let app = snap_app().await;
+    let sim = app.snapqr.as_ref().unwrap().sim.clone();
+    let mut client = app.client_a().await;
+    let payment = client
+        .qr_pay(qr_pay("qr-cancel-before-notify", 30_104, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(payment.status(), pb::TransactionStatus::Success);
+    let cancel = client
+        .qr_cancel(qr_cancel("cancel-before-notify", &payment.id, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cancel.status(),
+        pb::TransactionStatus::Success,
+        "{cancel:?}"
+    );
+
+    eventually(
+        "both notifies delivered",
+        Duration::from_secs(10),
+        || async { sim.notifies_for(&payment.provider_reference).acknowledged >= 2 },
+    )
+    .await;
+    wait_events_applied(&app, Duration::from_secs(10)).await;
+    let got = client
+        .get_transaction(pb::GetTransactionRequest {
+            key: Some(pb::get_transaction_request::Key::Id(payment.id.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status(), pb::TransactionStatus::Success, "{got:?}");
+    assert_eq!(app.transitions_into(&payment.id, "needs_review").await, 0);
+    assert_eq!(
+        callback_events(&app, &payment.id).await,
+        1,
+        "one notify, sent twice"
+    );
+    let cancelled_by: Option<String> = sqlx::query_scalar(
+        "SELECT detail->>'cancelled_by' FROM transaction_events \
+         WHERE transaction_id = $1::uuid AND source = 'callback'",
+    )
+    .bind(&payment.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        cancelled_by,
+        Some(cancel.id),
+        "the notify's event names the cancel"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_the_same_day_refund_after_the_window_and_never_over_refund() {
     let app = snap_app().await;

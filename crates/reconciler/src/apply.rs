@@ -36,6 +36,7 @@ use crate::schedule::{millis, Schedule};
 use crate::write;
 use crate::Settings;
 use async_nats::jetstream;
+use chrono::{DateTime, Utc};
 use loket_protocol::conversions::from_timestamp;
 use loket_protocol::pb::bus;
 use loket_protocol::review::{OperatorDecision, Refusal};
@@ -469,18 +470,8 @@ impl Reconciler {
                 }
                 _ => &item.report,
             };
-            let policy = self.policy(&before.provider);
-            let mut plan = plan::plan(&before, report, now, policy)?;
-            if plan.verdict == Verdict::NotFoundFailed
-                && !write::close_sends_for_no_record(&mut tx, before.id, policy.not_found_grace)
-                    .await?
-            {
-                let report = Report {
-                    sent_within_grace: true,
-                    ..report.clone()
-                };
-                plan = plan::plan(&before, &report, now, policy)?;
-            }
+            let plan =
+                plan_in(&mut tx, &before, report, now, self.policy(&before.provider)).await?;
             if plan.changed {
                 stored_status
                     .entry(before.id)
@@ -793,7 +784,14 @@ impl Reconciler {
             });
         };
 
-        let plan = plan::plan(&row, &report, self.clock.now(), self.policy(&row.provider))?;
+        let plan = plan_in(
+            &mut tx,
+            &row,
+            &report,
+            self.clock.now(),
+            self.policy(&row.provider),
+        )
+        .await?;
         write_plan(&mut tx, &row, &plan).await?;
         tx.commit().await?;
         Ok(CallbackWritten::Planned {
@@ -1067,6 +1065,43 @@ fn verdict(applied: &Applied) -> &'static str {
 }
 
 /// Writes what a plan for one locked row changed, and its event.
+/// [`plan::plan`], planned again with what only the database can say,
+/// asked in `tx` only when the plan depends on it:
+/// - a "no record" failure is written only with the send journal closed to
+///   the transaction; when a send was recorded within the grace, the report
+///   proves nothing (`Report::sent_within_grace`);
+/// - a report that a QR payment held as success was cancelled is no
+///   contradiction when a cancel loket sent for it has not failed
+///   (`Report::cancelled_by_us`).
+async fn plan_in(
+    tx: &mut PgConnection,
+    row: &TransactionRow,
+    report: &Report,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Result<Plan, ApplyError> {
+    let plan = plan::plan(row, report, now, policy)?;
+    let known = if plan.verdict == Verdict::NotFoundFailed
+        && !write::close_sends_for_no_record(tx, row.id, policy.not_found_grace).await?
+    {
+        Report {
+            sent_within_grace: true,
+            ..report.clone()
+        }
+    } else if plan.verdict == Verdict::Conflict && plan::may_report_our_cancel(row, report) {
+        match write::live_cancel_of(tx, row.id).await? {
+            Some(cancel) => Report {
+                cancelled_by_us: Some(cancel),
+                ..report.clone()
+            },
+            None => return Ok(plan),
+        }
+    } else {
+        return Ok(plan);
+    };
+    Ok(plan::plan(row, &known, now, policy)?)
+}
+
 async fn write_plan(
     conn: &mut PgConnection,
     row: &TransactionRow,

@@ -38,6 +38,10 @@
 //!   send of it was recorded within the grace, the journal stays open, the
 //!   report proves nothing (`Report::sent_within_grace`) and the count
 //!   starts afresh;
+//! - a QR payment held as `success` that the provider then reports cancelled
+//!   (`05`) keeps `success` when a cancel loket sent for it has not failed
+//!   (`Report::cancelled_by_us`): the cancel records the money's return;
+//!   without one, the report contradicts the success;
 //! - a provider amount below zero is no amount: it is taken as unreadable
 //!   (flagged, deciding nothing), as the connector does;
 //! - a change's `updated_at` is never before the row's own (`stamped`): the
@@ -51,7 +55,7 @@ use loket_protocol::conversions::{from_timestamp, outcome_from_i32, ConversionEr
 use loket_protocol::pb::{self, bus};
 use loket_protocol::review::{OperatorDecision, Refusal};
 use loket_protocol::state::{decide, Decision};
-use loket_protocol::{Outcome, TransactionStatus};
+use loket_protocol::{Outcome, TransactionKind, TransactionStatus};
 use loket_store::TransactionRow;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -116,6 +120,13 @@ pub struct Report {
     /// reconciler when the journal would not close, see
     /// `write::close_sends_for_no_record`).
     pub sent_within_grace: bool,
+    /// A report that a QR payment we hold as success was cancelled (SNAP
+    /// status `05`, see [`may_report_our_cancel`]): a cancel loket sent for
+    /// it that has not failed, whose work the report shows (filled in by the
+    /// reconciler, see `write::live_cancel_of`). The payment keeps `success`,
+    /// as a refunded one does: the cancel, a transaction of its own, records
+    /// the money's return.
+    pub cancelled_by_us: Option<Uuid>,
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -221,6 +232,7 @@ impl Report {
             payment: None,
             claimed_by_callback: None,
             sent_within_grace: false,
+            cancelled_by_us: None,
         }
     }
 
@@ -259,6 +271,7 @@ impl Report {
             payment: event.payment.clone().filter(reports_something),
             claimed_by_callback: None,
             sent_within_grace: false,
+            cancelled_by_us: None,
         })
     }
 
@@ -609,6 +622,14 @@ pub fn plan(
                 );
                 Verdict::Kept
             }
+            Decision::Conflict if report.cancelled_by_us.is_some() => {
+                detail.insert("cancelled_by".into(), json!(report.cancelled_by_us));
+                detail.insert(
+                    "note".into(),
+                    json!("the provider reports the payment cancelled, by loket's own cancel (cancelled_by); kept"),
+                );
+                Verdict::Kept
+            }
             Decision::Move(to) => {
                 w.status(to);
                 w.provider_fields(report, true);
@@ -941,6 +962,20 @@ fn failed_for_no_record(row: &TransactionRow) -> bool {
 /// provider holds the transaction as pending, or a request was sent whose
 /// outcome is unknown. Either way money may move after all, so the failure
 /// goes to review rather than standing unchallenged.
+/// The SNAP QR CPM status of a payment a cancel voided (spec §2.6).
+pub const QR_CANCELLED_STATUS: &str = "05";
+
+/// Whether `report` may show a cancel loket sent: it says that `row`, a QR
+/// payment held as success, was cancelled. The reconciler then looks for
+/// such a cancel ([`Report::cancelled_by_us`]); without one the report
+/// contradicts the success.
+pub fn may_report_our_cancel(row: &TransactionRow, report: &Report) -> bool {
+    row.kind == TransactionKind::QrPayment.as_str()
+        && row.status() == Some(TransactionStatus::Success)
+        && report.outcome == Outcome::Failed
+        && report.provider_code.as_deref() == Some(QR_CANCELLED_STATUS)
+}
+
 fn contradicts_no_record(row: &TransactionRow, report: &Report) -> bool {
     failed_for_no_record(row)
         && match report.outcome {

@@ -144,6 +144,22 @@ pub(crate) async fn close_sends_for_no_record(
     Ok(closed.is_some())
 }
 
+/// A cancel loket sent for the QR payment `payment_id` that has not failed
+/// (one still undecided may be what the provider's report shows), if any.
+pub(crate) async fn live_cancel_of(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM transactions \
+         WHERE original_id = $1 AND kind = 'qr_cancel' AND status <> 'failed' \
+         ORDER BY created_at LIMIT 1",
+    )
+    .bind(payment_id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Everything a batch writes, in one statement (three data-modifying parts
 /// of one `WITH`, so one round trip instead of three):
 /// - `rows`: the conditional update of every column the reconciler owns, for

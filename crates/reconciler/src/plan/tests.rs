@@ -1671,3 +1671,47 @@ fn a_change_is_stamped_after_the_rows_own_time_whatever_our_clock_says() {
     .unwrap();
     assert_eq!(moved.next.updated_at, later);
 }
+
+fn qr_payment_row(status: S) -> TransactionRow {
+    let mut row = row(status);
+    row.kind = "qr_payment".into();
+    row.provider = "snapqr".into();
+    row.provider_code = Some("2006000".into());
+    row.finalized_at = Some(t0());
+    row
+}
+
+#[test]
+fn a_cancel_of_ours_reported_against_a_successful_qr_payment_keeps_it() {
+    let paid = qr_payment_row(S::Success);
+    let cancelled = report(Outcome::Failed, QR_CANCELLED_STATUS);
+    assert!(may_report_our_cancel(&paid, &cancelled));
+    // Without a cancel of ours it contradicts the success.
+    let contradiction = plan(&paid, &cancelled, t0(), &policy()).unwrap();
+    assert_eq!(contradiction.verdict, Verdict::Conflict);
+
+    let cancel_id = Uuid::from_u128(7);
+    let ours = Report {
+        cancelled_by_us: Some(cancel_id),
+        ..cancelled.clone()
+    };
+    let kept = plan(&paid, &ours, t0(), &policy()).unwrap();
+    assert_eq!(kept.verdict, Verdict::Kept);
+    assert_eq!(kept.next.status, "success");
+    assert_eq!(kept.next.provider_code.as_deref(), Some("2006000"));
+    assert_eq!(kept.alert, None);
+    assert_eq!(kept.event.detail["cancelled_by"], cancel_id.to_string());
+
+    // Only a cancelled QR payment held as success can be ours: another
+    // failure, another kind, or a payment not yet settled is planned as
+    // usual.
+    assert!(!may_report_our_cancel(
+        &paid,
+        &report(Outcome::Failed, "06")
+    ));
+    assert!(!may_report_our_cancel(&row(S::Success), &cancelled));
+    assert!(!may_report_our_cancel(
+        &qr_payment_row(S::Pending),
+        &cancelled
+    ));
+}
