@@ -381,19 +381,23 @@ impl SnapQrConnector {
             }
             let (transport, exchange) = self.send_signed(service, &body, &token, customer).await;
             exchanges.push(exchange);
-            let (rejected_token, http_status) = match &transport {
+            let (code, http_status) = match &transport {
                 Transport::Reply(reply) => (
                     Body::parse(&reply.body)
                         .ok()
                         .and_then(|b| b.str("responseCode"))
-                        .and_then(|c| ResponseCode::parse(&c))
-                        .is_some_and(|c| c.is(401, 1) || c.is(401, 3)),
+                        .and_then(|c| ResponseCode::parse(&c)),
                     reply.status,
                 ),
-                _ => (false, 0),
+                _ => (None, 0),
             };
+            let rejected_token = code.is_some_and(|c| c.is(401, 1) || c.is(401, 3));
+            // A 401 with a SNAP code of another case (`4016000`, a
+            // signature or clock refused; `40159xx`, the customer's token)
+            // says nothing against the B2B token.
+            let unexplained_401 = http_status == 401 && code.is_none();
             let resend_with_new_token = rejected_token && http_status == 401 && !refreshed;
-            if !resend_with_new_token && (rejected_token || http_status == 401) {
+            if !resend_with_new_token && (rejected_token || unexplained_401) {
                 // A refusal of the token this request is not sent again on:
                 // the body's code under another HTTP status (a reply that
                 // contradicts itself), the new token refused too, or an HTTP
@@ -1477,8 +1481,9 @@ mod tests {
     async fn a_refused_token_is_not_used_again_even_when_not_refreshed() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
-        /// The HTTP status and body a payment sent with a token gets.
-        type Answer = fn(&str) -> (u16, &'static str);
+        /// The HTTP status and body a payment sent with a token gets, by
+        /// the token and the payment's number (from 1).
+        type Answer = fn(&str, usize) -> (u16, &'static str);
         /// Tokens `TOKEN-1`, `TOKEN-2`, … in order; what the payment with
         /// each gets.
         #[derive(Clone)]
@@ -1499,34 +1504,54 @@ mod tests {
                 );
                 return (axum::http::StatusCode::OK, token);
             }
-            issuer.payments.fetch_add(1, Ordering::SeqCst);
+            let payment = issuer.payments.fetch_add(1, Ordering::SeqCst) + 1;
             let bearer = headers
                 .get("Authorization")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .trim_start_matches("Bearer ")
                 .to_string();
-            let (status, body) = (issuer.answer)(&bearer);
+            let (status, body) = (issuer.answer)(&bearer, payment);
             (
                 axum::http::StatusCode::from_u16(status).unwrap(),
                 body.to_string(),
             )
         }
         const PAID: &str = r#"{"responseCode":"2006000","responseMessage":"Successful","referenceNo":"R1","partnerReferenceNo":"LKT0002PAY","transactionDate":"2026-11-24T10:00:00+07:00","amount":{"value":"10000.00","currency":"IDR"}}"#;
-        let cases: [(&str, Answer); 2] = [
-            ("a gateway's 401 page", |token| match token {
-                "TOKEN-1" => (401, "<html>401 Unauthorized</html>"),
-                _ => (200, PAID),
-            }),
-            ("the new token refused too", |token| match token {
-                "TOKEN-1" | "TOKEN-2" => (
-                    401,
-                    r#"{"responseCode":"4016001","responseMessage":"Invalid Token (B2B)"}"#,
-                ),
-                _ => (200, PAID),
-            }),
+        // The case, the answers, and how many tokens the two payments took.
+        let cases: [(&str, Answer, usize); 3] = [
+            (
+                "a gateway's 401 page",
+                |token, _| match token {
+                    "TOKEN-1" => (401, "<html>401 Unauthorized</html>"),
+                    _ => (200, PAID),
+                },
+                2,
+            ),
+            (
+                "the new token refused too",
+                |token, _| match token {
+                    "TOKEN-1" | "TOKEN-2" => (
+                        401,
+                        r#"{"responseCode":"4016001","responseMessage":"Invalid Token (B2B)"}"#,
+                    ),
+                    _ => (200, PAID),
+                },
+                3,
+            ),
+            (
+                "a signature refused, which is no refusal of the token",
+                |_, payment| match payment {
+                    1 => (
+                        401,
+                        r#"{"responseCode":"4016000","responseMessage":"Unauthorized. Signature"}"#,
+                    ),
+                    _ => (200, PAID),
+                },
+                1,
+            ),
         ];
-        for (case, answer) in cases {
+        for (case, answer, tokens) in cases {
             let issuer = Issuer {
                 issued: Arc::default(),
                 payments: Arc::default(),
@@ -1548,6 +1573,7 @@ mod tests {
                 1,
                 "{case}: the next call sent its payment on the refused token first"
             );
+            assert_eq!(issuer.issued.load(Ordering::SeqCst), tokens, "{case}");
         }
     }
 
