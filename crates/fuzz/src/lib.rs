@@ -269,8 +269,14 @@ fn snap_notify() -> &'static SnapNotify {
             ..loket_snapqr::NotifySettings::default()
         };
         let parser = |mode| {
+            // The issuer's client key is mode B's alone.
+            let issuer_client_key = match mode {
+                loket_snapqr::NotifyMode::Hmac => settings.issuer_client_key.clone(),
+                loket_snapqr::NotifyMode::Rsa => String::new(),
+            };
             loket_snapqr::callback_parser(&loket_snapqr::NotifySettings {
                 mode,
+                issuer_client_key,
                 ..settings.clone()
             })
             .expect("a notify parser")

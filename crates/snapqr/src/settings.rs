@@ -331,6 +331,39 @@ impl NotifySettings {
                 ),
             ));
         }
+        // Settings of the other mode would be ignored, and every notify (or,
+        // in mode B, every token request) refused.
+        match self.mode {
+            NotifyMode::Rsa if !self.issuer_client_key.trim().is_empty() => {
+                return Err(InvalidSetting::new(
+                    "snapqr.issuer_client_key",
+                    "belongs to notify mode B, but snapqr.mode is rsa (mode A): set \
+                     LOKET_SNAPQR__MODE=hmac, or leave issuer_client_key out",
+                ));
+            }
+            NotifyMode::Hmac => {
+                let missing = [
+                    ("snapqr.client_secret", self.client_secret.is_empty()),
+                    (
+                        "snapqr.issuer_public_key",
+                        self.issuer_public_key.is_empty(),
+                    ),
+                    (
+                        "snapqr.issuer_client_key",
+                        self.issuer_client_key.trim().is_empty(),
+                    ),
+                ];
+                if let Some((key, _)) = missing.iter().find(|(_, missing)| *missing) {
+                    return Err(InvalidSetting::new(
+                        *key,
+                        "must be set in notify mode B (snapqr.mode = hmac): the issuer gets its \
+                         token with issuer_client_key and issuer_public_key, and signs notifies \
+                         with client_secret",
+                    ));
+                }
+            }
+            NotifyMode::Rsa => {}
+        }
         Ok(())
     }
 }
@@ -351,6 +384,64 @@ mod tests {
             ..SnapQrSettings::default()
         };
         assert_eq!(bare.path("access-token/b2b"), "/v1.0/access-token/b2b");
+    }
+
+    /// A receiver whose notify settings belong to the other mode, or whose
+    /// mode B lacks one of its three keys, would refuse every notify (or
+    /// token request): it is refused at start, naming the key.
+    #[test]
+    fn notify_settings_of_the_other_mode_or_half_of_mode_b_are_refused() {
+        let mode_b = NotifySettings {
+            mode: NotifyMode::Hmac,
+            issuer_public_key: Secret::new("issuer.pub.pem"),
+            client_secret: Secret::new("CANARY-ISSUED-SECRET"),
+            issuer_client_key: "ISSUER-1".into(),
+            ..NotifySettings::default()
+        };
+        assert_eq!(mode_b.validate(), Ok(()));
+        let left_at_rsa = NotifySettings {
+            mode: NotifyMode::Rsa,
+            ..mode_b.clone()
+        };
+        assert_eq!(
+            left_at_rsa.validate().unwrap_err().key,
+            "snapqr.issuer_client_key"
+        );
+        for (half, key) in [
+            (
+                NotifySettings {
+                    issuer_public_key: Secret::default(),
+                    ..mode_b.clone()
+                },
+                "snapqr.issuer_public_key",
+            ),
+            (
+                NotifySettings {
+                    issuer_client_key: String::new(),
+                    ..mode_b.clone()
+                },
+                "snapqr.issuer_client_key",
+            ),
+            (
+                NotifySettings {
+                    client_secret: Secret::default(),
+                    ..mode_b.clone()
+                },
+                "snapqr.client_secret",
+            ),
+        ] {
+            let error = half.validate().unwrap_err();
+            assert_eq!(error.key, key);
+            assert!(!error.to_string().contains("CANARY-ISSUED-SECRET"));
+        }
+        // Mode A with the connector's secret in a shared environment, or
+        // nothing configured at all, is fine.
+        let mode_a = NotifySettings {
+            issuer_client_key: String::new(),
+            ..left_at_rsa
+        };
+        assert_eq!(mode_a.validate(), Ok(()));
+        assert_eq!(NotifySettings::default().validate(), Ok(()));
     }
 
     #[test]

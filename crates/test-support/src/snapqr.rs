@@ -101,13 +101,19 @@ impl SnapQrFixture {
     }
 
     /// What the callback receiver needs: the simulator's issuer key, and in
-    /// mode B the client key and secret we issued it.
+    /// mode B the client key and secret we issued it (the secret is set in
+    /// mode A too, where it is ignored, as an environment shared by every
+    /// service would give it).
     pub fn callback_settings(&self) -> NotifySettings {
+        let mode = self.sim_settings.notify_mode;
         NotifySettings {
-            mode: self.sim_settings.notify_mode,
+            mode,
             issuer_public_key: Secret::new(self.sim.issuer_public_key_pem()),
             client_secret: Secret::new(CANARY_NOTIFY_SECRET),
-            issuer_client_key: NOTIFY_CLIENT_KEY.into(),
+            issuer_client_key: match mode {
+                NotifyMode::Hmac => NOTIFY_CLIENT_KEY.into(),
+                NotifyMode::Rsa => String::new(),
+            },
             token_key: Secret::new(CANARY_TOKEN_KEY),
             merchant_id: MERCHANT_ID.into(),
             ..NotifySettings::default()
