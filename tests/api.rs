@@ -945,7 +945,7 @@ async fn finance_exports_a_providers_transactions_with_totals() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
     assert!(
-        stderr.contains("exported        3 okebayar transactions"),
+        stderr.contains("exported                   3 okebayar transactions"),
         "{stderr}"
     );
     assert!(

@@ -258,6 +258,15 @@ impl Reconciler {
         &self.pool
     }
 
+    /// Reads PostgreSQL's clock, so that plans take its time from now on
+    /// ([`DbClock::read`]; the scheduler reads it again every tick).
+    pub async fn read_clock(&self) -> Result<DateTime<Utc>, sqlx::Error> {
+        loket_runtime::db::bounded(&self.pool, self.tick_limit, async |connection| {
+            self.clock.read(connection).await
+        })
+        .await
+    }
+
     pub(crate) fn policy(&self, provider: &str) -> &Policy {
         Provider::parse(provider)
             .ok()
@@ -446,7 +455,14 @@ impl Reconciler {
         // The status each changed row has in the database, which the update
         // must still find.
         let mut stored_status: BTreeMap<Uuid, String> = BTreeMap::new();
-        for (item, step) in items.iter().zip(steps.iter_mut()) {
+        // Planned by transaction id, each transaction's events in the order
+        // they came: a "no record" failure takes its send journal row
+        // (`plan_in`) in the order the connectors' journal batches take
+        // theirs, so the two cannot deadlock.
+        let mut by_transaction: Vec<usize> = (0..items.len()).collect();
+        by_transaction.sort_by_key(|&index| items[index].transaction_id);
+        for index in by_transaction {
+            let (item, step) = (&items[index], &mut steps[index]);
             if step.is_some() {
                 continue;
             }

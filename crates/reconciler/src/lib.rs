@@ -311,6 +311,8 @@ pub enum Error {
     Db(#[from] db::DbError),
     #[error("event consumer setup failed: {0}")]
     Consumer(String),
+    #[error("PostgreSQL's clock could not be read at start: {0}")]
+    Clock(sqlx::Error),
     #[error("the event stream ended before the reconciler was asked to stop")]
     StreamEnded,
     #[error(transparent)]
@@ -342,6 +344,10 @@ pub async fn run(
     }
     readiness.watch_database(&pool);
     let reconciler = Arc::new(Reconciler::new(pool, js.clone(), &settings));
+    // Before the first event is pulled: the scheduler's first tick, which
+    // reads the clock too, may come after the first batch has planned with
+    // an uncorrected host clock (next checks days off on a skewed host).
+    reconciler.read_clock().await.map_err(Error::Clock)?;
 
     let stream = js
         .get_stream(subjects::EVENT_STREAM)

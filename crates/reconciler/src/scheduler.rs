@@ -204,8 +204,9 @@ impl Reconciler {
             metrics::counter!(metric::INQUIRIES_EXPIRED, "provider" => next.provider.clone())
                 .increment(1);
             tracing::info!(transaction_id = %next.id, "inquiry expired");
-            self.publish_scheduled_update(conn, next, EXPIRED).await;
         }
+        self.publish_scheduled_updates(conn, &changed, EXPIRED)
+            .await;
         Ok(changed.len())
     }
 
@@ -247,8 +248,8 @@ impl Reconciler {
         for (next, reason) in nexts.iter().zip(&reasons) {
             metrics::counter!(metric::NEEDS_REVIEW, "reason" => metric::UNRESOLVED).increment(1);
             tracing::error!(transaction_id = %next.id, %reason, "ALERT transaction unresolved too long; parked in needs_review");
-            self.publish_scheduled_update(conn, next, REVIEW).await;
         }
+        self.publish_scheduled_updates(conn, &nexts, REVIEW).await;
         Ok(nexts.len())
     }
 
@@ -434,33 +435,44 @@ impl Reconciler {
         Ok(ids.len())
     }
 
-    /// Publishes an update the scheduler committed, then deletes its
-    /// `unpublished_updates` row; left there, a later tick publishes it.
-    async fn publish_scheduled_update(
+    /// Publishes the updates the scheduler committed, all at once (one at a
+    /// time, a JetStream slow to acknowledge could keep the tick past its
+    /// limit, and every later tick with new rows the same), then deletes the
+    /// `unpublished_updates` rows of those published; the rest wait there
+    /// for a later tick.
+    async fn publish_scheduled_updates(
         &self,
         conn: &mut PgConnection,
-        row: &TransactionRow,
+        rows: &[TransactionRow],
         tag: &str,
     ) {
-        let (span, trace) = scheduled_span(tag, row);
-        let published = self
-            .publish_update(
-                row,
-                &update_msg_id(row.id, tag),
-                &trace,
-                SCHEDULED_UPDATE_ATTEMPTS,
-            )
-            .instrument(span)
-            .await;
-        match published {
-            Ok(()) => {
-                if let Err(error) = forget_unpublished(&mut *conn, &[row.id], &[tag]).await {
-                    tracing::warn!(transaction_id = %row.id, %error, "update published but still recorded as unpublished; a later tick publishes it again");
+        let publishes = rows.iter().map(|row| async move {
+            let (span, trace) = scheduled_span(tag, row);
+            let published = self
+                .publish_update(
+                    row,
+                    &update_msg_id(row.id, tag),
+                    &trace,
+                    SCHEDULED_UPDATE_ATTEMPTS,
+                )
+                .instrument(span)
+                .await;
+            match published {
+                Ok(()) => Some(row.id),
+                Err(error) => {
+                    tracing::error!(transaction_id = %row.id, %error, "update not published; a later tick publishes it");
+                    None
                 }
             }
-            Err(error) => {
-                tracing::error!(transaction_id = %row.id, %error, "update not published; a later tick publishes it")
-            }
+        });
+        let published: Vec<Uuid> = futures::future::join_all(publishes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let tags = vec![tag; published.len()];
+        if let Err(error) = forget_unpublished(&mut *conn, &published, &tags).await {
+            tracing::warn!(count = published.len(), %error, "updates published but still recorded as unpublished; a later tick publishes them again");
         }
     }
 
@@ -549,14 +561,17 @@ const REVIEW: &str = "review";
 
 /// How often the scheduler tries to publish an update right after its
 /// commit: no event's redelivery will publish it again, so it outlasts a
-/// brief JetStream outage here (100 ms doubling: about 3 s); after that
-/// its `unpublished_updates` row waits for a later tick.
-const SCHEDULED_UPDATE_ATTEMPTS: u32 = 5;
+/// brief JetStream blip here (100 ms, then 200 ms); after that its
+/// `unpublished_updates` row waits for a later tick. The updates of a step
+/// are published together, so a JetStream that does not acknowledge holds a
+/// step about 15 s (three acknowledgement timeouts of 5 s), and a tick with
+/// both steps well inside its 60 s limit.
+const SCHEDULED_UPDATE_ATTEMPTS: u32 = 3;
 
 /// How old an unpublished update must be before a tick publishes it: well
 /// beyond the publish right after its commit, which makes
 /// [`SCHEDULED_UPDATE_ATTEMPTS`] attempts of up to JetStream's 5 s
-/// acknowledgement timeout each (about 27 s), so the two rarely race (and
+/// acknowledgement timeout each (about 15 s), so the two rarely race (and
 /// when they do, the stream keeps one copy within its 2-minute window).
 const REPUBLISH_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
