@@ -11,8 +11,8 @@
 //!   inquiry-status before any final state (issue 5; spec §4.2 ASSUMED
 //!   policy). With the PayNodo recipe we keep the same policy (ASSUMED): the
 //!   amount is still only checked through the inquiry.
-//! - Retries of one callback share the dedupe key `tradeNo:STATUS`, whatever
-//!   their timestamp and signature.
+//! - Retries of one callback share the dedupe key `tradeNo:STATUS:orderNo`
+//!   (`orderNo` is not signed), whatever their timestamp and signature.
 //! - Acknowledgement: HTTP 200 with the exact body `SUCCESS` (sent by the
 //!   receiver only once the callback is durable). Refusals get 401 / 400 and
 //!   a short body that is not `SUCCESS`, so Smilepayz retries.

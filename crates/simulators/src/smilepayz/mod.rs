@@ -319,7 +319,12 @@ impl SmilepayzSim {
         };
         let platform_key = match sign::load_private_key(settings.platform_private_key.expose()) {
             Ok(key) => key,
-            Err(_) => {
+            Err(error) => {
+                // Left empty it is expected; given and unusable (a mistyped
+                // path), every callback would fail verification unexplained.
+                if !settings.platform_private_key.is_empty() {
+                    tracing::warn!(%error, "smilepayz simulator: platform private key not usable; a generated one signs its replies and callbacks, which the receiver will refuse");
+                }
                 let (private, _) = sign::generate_key_pair();
                 sign::load_private_key(&private).expect("generated key loads")
             }
