@@ -1080,7 +1080,6 @@ fn verdict(applied: &Applied) -> &'static str {
     }
 }
 
-/// Writes what a plan for one locked row changed, and its event.
 /// [`plan::plan`], planned again with what only the database can say,
 /// asked in `tx` only when the plan depends on it:
 /// - a "no record" failure is written only with the send journal closed to
@@ -1118,6 +1117,7 @@ async fn plan_in(
     Ok(plan::plan(row, &known, now, policy)?)
 }
 
+/// Writes what a plan for one locked row changed, and its event.
 async fn write_plan(
     conn: &mut PgConnection,
     row: &TransactionRow,
