@@ -435,42 +435,53 @@ impl Reconciler {
         Ok(ids.len())
     }
 
-    /// Publishes the updates the scheduler committed, all at once (one at a
-    /// time, a JetStream slow to acknowledge could keep the tick past its
-    /// limit, and every later tick with new rows the same), then deletes the
-    /// `unpublished_updates` rows of those published; the rest wait there
-    /// for a later tick.
+    /// Publishes `updates` (a row and the tag of its update), all at once,
+    /// `attempts` tries each: one at a time, a JetStream slow to acknowledge
+    /// could keep a tick past its limit, and every later tick the same.
+    /// Returns the ids and tags of those published, and the failures.
+    async fn publish_all<'a>(
+        &self,
+        updates: impl Iterator<Item = (&'a TransactionRow, &'a str)>,
+        attempts: u32,
+    ) -> (Vec<Uuid>, Vec<&'a str>, Vec<(Uuid, lbus::BusError)>) {
+        let publishes = updates.map(|(row, tag)| async move {
+            let (span, trace) = scheduled_span(tag, row);
+            self.publish_update(row, &update_msg_id(row.id, tag), &trace, attempts)
+                .instrument(span)
+                .await
+                .map(|()| (row.id, tag))
+                .map_err(|error| (row.id, error))
+        });
+        let mut ids = Vec::new();
+        let mut tags = Vec::new();
+        let mut failed = Vec::new();
+        for published in futures::future::join_all(publishes).await {
+            match published {
+                Ok((id, tag)) => {
+                    ids.push(id);
+                    tags.push(tag);
+                }
+                Err(failure) => failed.push(failure),
+            }
+        }
+        (ids, tags, failed)
+    }
+
+    /// Publishes the updates the scheduler committed ([`Self::publish_all`]),
+    /// then deletes the `unpublished_updates` rows of those published; the
+    /// rest wait there for a later tick.
     async fn publish_scheduled_updates(
         &self,
         conn: &mut PgConnection,
         rows: &[TransactionRow],
         tag: &str,
     ) {
-        let publishes = rows.iter().map(|row| async move {
-            let (span, trace) = scheduled_span(tag, row);
-            let published = self
-                .publish_update(
-                    row,
-                    &update_msg_id(row.id, tag),
-                    &trace,
-                    SCHEDULED_UPDATE_ATTEMPTS,
-                )
-                .instrument(span)
-                .await;
-            match published {
-                Ok(()) => Some(row.id),
-                Err(error) => {
-                    tracing::error!(transaction_id = %row.id, %error, "update not published; a later tick publishes it");
-                    None
-                }
-            }
-        });
-        let published: Vec<Uuid> = futures::future::join_all(publishes)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let tags = vec![tag; published.len()];
+        let (published, tags, failed) = self
+            .publish_all(rows.iter().map(|row| (row, tag)), SCHEDULED_UPDATE_ATTEMPTS)
+            .await;
+        for (id, error) in &failed {
+            tracing::error!(transaction_id = %id, %error, "update not published; a later tick publishes it");
+        }
         if let Err(error) = forget_unpublished(&mut *conn, &published, &tags).await {
             tracing::warn!(count = published.len(), %error, "updates published but still recorded as unpublished; a later tick publishes them again");
         }
@@ -507,42 +518,19 @@ impl Reconciler {
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
-        // All at once: one at a time, a JetStream slow to acknowledge (just
-        // back from an outage, when these rows exist) could keep the batch
-        // from finishing within the tick's limit, and every tick would then
-        // publish the same rows again.
-        let publishes = left.iter().map(|(id, tag)| {
-            let row = rows.get(id);
-            async move {
-                // A transaction that is gone has nothing left to tell.
-                let Some(row) = row else {
-                    return Ok((*id, tag.as_str()));
-                };
-                let (span, trace) = scheduled_span(tag, row);
-                let published = self
-                    .publish_update(row, &update_msg_id(*id, tag), &trace, 1)
-                    .instrument(span)
-                    .await;
-                match published {
-                    Ok(()) => {
-                        tracing::info!(transaction_id = %id, tag, "left update published");
-                        Ok((*id, tag.as_str()))
-                    }
-                    Err(error) => Err((*id, error)),
-                }
-            }
-        });
-        let mut done_ids = Vec::with_capacity(left.len());
-        let mut done_tags = Vec::with_capacity(left.len());
-        let mut failed = Vec::new();
-        for published in futures::future::join_all(publishes).await {
-            match published {
-                Ok((id, tag)) => {
-                    done_ids.push(id);
-                    done_tags.push(tag);
-                }
-                Err(failure) => failed.push(failure),
-            }
+        // A transaction that is gone has nothing left to tell: its record
+        // is done with.
+        let (gone, present): (Vec<_>, Vec<_>) =
+            left.iter().partition(|(id, _)| !rows.contains_key(id));
+        let (mut done_ids, mut done_tags, failed) = self
+            .publish_all(present.iter().map(|(id, tag)| (&rows[id], tag.as_str())), 1)
+            .await;
+        for (id, tag) in done_ids.iter().zip(&done_tags) {
+            tracing::info!(transaction_id = %id, tag, "left update published");
+        }
+        for (id, tag) in gone {
+            done_ids.push(*id);
+            done_tags.push(tag);
         }
         if let Some((id, error)) = failed.first() {
             tracing::warn!(failed = failed.len(), first = %id, %error, "left updates still not published; next tick retries");
