@@ -7,9 +7,12 @@
 //! keeps its own connection ([`HeldConnection`]): a batch is one round trip. The
 //! statement keeps each row's meaning: a `client_ref` already used (before,
 //! or by an earlier row of the batch) inserts nothing for that row. If the
-//! batch's statement fails (one row breaking a constraint, a lost
-//! connection), each row is inserted again on its own and gets its own
-//! answer.
+//! batch's statement fails (one row breaking a constraint, a connection the
+//! server ended), each row is inserted again on its own and gets its own
+//! answer. A batch given up after waiting its work limit (a server gone
+//! silent) answers every row with that failure at once instead: inserted
+//! one by one, the last row's caller would wait a work limit per row before
+//! it.
 
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -90,6 +93,11 @@ async fn insert_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
                 let _ = job.answer.send(Err(error));
             }
         }
+        Err(error) if db::is_timed_out(&error) => {
+            for job in batch {
+                let _ = job.answer.send(Err(same_failure(&error)));
+            }
+        }
         Err(error) => {
             tracing::debug!(%error, rows = batch.len(), "group insert failed; inserting its rows one at a time");
             for job in batch {
@@ -101,4 +109,14 @@ async fn insert_batch(mut connection: HeldConnection, batch: Vec<Job>) -> HeldCo
         }
     }
     connection
+}
+
+/// The failure of a batch given up, for each of its rows (`sqlx::Error` is
+/// not `Clone`): an I/O error of the same kind and text.
+fn same_failure(error: &sqlx::Error) -> sqlx::Error {
+    let kind = match error {
+        sqlx::Error::Io(io) => io.kind(),
+        _ => std::io::ErrorKind::TimedOut,
+    };
+    sqlx::Error::Io(std::io::Error::new(kind, error.to_string()))
 }

@@ -170,6 +170,10 @@ pub async fn insert(
     match result {
         Ok(Some(row)) => Ok(Inserted::Created(Box::new(row))),
         Ok(None) => match by_client_ref(db, new.client_id, &new.client_ref).await? {
+            // This call's own row: a batch that failed after its commit
+            // (the connection lost before the answer) had inserted it, and
+            // the row's retry found it. Still this call's to dispatch.
+            Some(row) if row.id == new.id => Ok(Inserted::Created(Box::new(row))),
             Some(row) => Ok(Inserted::Existing(Box::new(row))),
             // The conflicting row vanished (rows are never deleted): treat
             // as a transient database problem.

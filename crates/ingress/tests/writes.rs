@@ -13,7 +13,9 @@
 use futures::future::join_all;
 use loket_ingress::errors::{to_status, ApiError};
 use loket_ingress::group_insert::GroupInsert;
-use loket_ingress::queries::{insert_rows, mark_dispatched, provider_reference, NewTransaction};
+use loket_ingress::queries::{
+    insert, insert_rows, mark_dispatched, provider_reference, Inserted, NewTransaction,
+};
 use loket_protocol::{Money, Provider, TransactionKind};
 use loket_runtime::db::{BoundedPool, HeldConnection};
 use loket_runtime::{Secret, Shutdown, Vital};
@@ -445,6 +447,83 @@ async fn work_on_a_connection_whose_server_went_silent_is_given_up_and_the_next_
     // silent one was closed, not given back to wait in the pool).
     silence.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(held.with(select_one).await?, 1);
+    Ok(())
+}
+
+/// A batch given up on a server gone silent answers every one of its calls
+/// at once, each `UNAVAILABLE`: its rows are not inserted again one by one,
+/// which would keep the last caller waiting a work limit per row before it
+/// (16 minutes for a batch of 64 at the ingress's 15 s).
+#[tokio::test]
+async fn a_batch_given_up_on_a_silent_server_answers_all_its_calls_at_once() -> anyhow::Result<()> {
+    let url = postgres::fresh_database().await?;
+    let client =
+        postgres::new_client(&loket_runtime::db::connect(&Secret::new(url.clone()), 1).await?)
+            .await?;
+    let silence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relayed = Secret::new(postgres::through_silenceable_relay(&url, silence.clone()).await?);
+    let pool = loket_runtime::db::connect(&relayed, 4).await?;
+    let limit = std::time::Duration::from_secs(1);
+    let group = GroupInsert::start(
+        BoundedPool::new(pool.clone(), limit),
+        &Vital::new(Shutdown::new()),
+    );
+    let insert = |client_ref: String| {
+        let group = group.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let answer = group
+                .insert(purchase(client, &client_ref), serde_json::json!({}))
+                .await;
+            (answer, started.elapsed())
+        }
+    };
+    let (first, _) = insert("before".into()).await;
+    first?.expect("inserted while the server answers");
+
+    silence.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = join_all((0..30).map(|n| insert(format!("silent-{n}")))).await;
+    for (answer, waited) in answers {
+        let error = answer.expect_err("a silent server inserts nothing");
+        assert_eq!(
+            to_status(&ApiError::from(error)).code(),
+            tonic::Code::Unavailable
+        );
+        // Two rounds of batches at most (the slots were busy when the
+        // rest queued), each given up after the limit; one row after
+        // another would take a limit per row.
+        assert!(
+            waited < limit * 6,
+            "a call waited {waited:?} with a work limit of {limit:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A call's row its retry finds already there, under the call's own id (a
+/// batch whose commit went through though its connection failed before the
+/// answer), was created by this call: the call dispatches it, rather than
+/// answering it as a replay left for the reconciler's sweep. A row of
+/// another call with the same `client_ref` is a replay.
+#[tokio::test]
+async fn a_calls_own_row_found_on_retry_is_created_by_it() -> anyhow::Result<()> {
+    let (pool, client) = database().await?;
+    let group = GroupInsert::start(bounded(&pool), &Vital::new(Shutdown::new()));
+    let new = purchase(client, "committed-before-the-error");
+    insert_rows(&pool, &[(&new, &serde_json::json!({}))]).await?;
+
+    let again = insert(&bounded(&pool), &group, &new, serde_json::json!({})).await?;
+    let Inserted::Created(row) = again else {
+        panic!("the call's own row must be its to dispatch, got {again:?}")
+    };
+    assert_eq!(row.id, new.id);
+
+    let other_call = purchase(client, "committed-before-the-error");
+    let replay = insert(&bounded(&pool), &group, &other_call, serde_json::json!({})).await?;
+    let Inserted::Existing(row) = replay else {
+        panic!("another call's row is a replay, got {replay:?}")
+    };
+    assert_eq!(row.id, new.id);
     Ok(())
 }
 

@@ -122,6 +122,18 @@ pub fn is_lock_timeout(error: &sqlx::Error) -> bool {
 
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
+/// Whether `error` is work given up after waiting its limit: the work limit
+/// of [`HeldConnection::with`] (an I/O error of kind `TimedOut`) or the
+/// pool's acquire timeout. The server is likely silent or overloaded, so
+/// more work on it now would wait as long again.
+pub fn is_timed_out(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::TimedOut,
+        _ => false,
+    }
+}
+
 /// Logs at WARN, when `error` is a lock wait that ran out
 /// ([`is_lock_timeout`]), which `statement` gave up, on which `rows`, and
 /// what the server says it waited for (`while locking tuple (0,1) in
