@@ -48,6 +48,13 @@ pub const MAX_REFERENCE_LEN: usize = 64;
 /// Field names whose values are masked in `raw_masked` should a callback
 /// ever carry them.
 const SECRET_FIELDS: [&str; 4] = ["userpin", "signature", "pin", "password"];
+/// Longest value of a [`SECRET_FIELDS`] field accepted (an MD5 signature is
+/// 32 hex characters, a PIN a few digits), and the most such values in one
+/// callback. Each value is searched for in the whole body, in time its
+/// length times the body's: a body planting one of 32,000 characters, or
+/// thousands of short ones, would hold the receiver's thread for seconds.
+const MAX_SECRET_FIELD_LEN: usize = 64;
+const MAX_SECRET_FIELDS: usize = 8;
 
 /// What the callback receiver knows of our OkeBayar account (`[okebayar]`
 /// in its settings, `LOKET_OKEBAYAR__USERID` and `LOKET_OKEBAYAR__USERPIN`,
@@ -159,10 +166,7 @@ impl OkeBayarCallbacks {
         let tracecode = bounded(&fields, "tracecode", 128)?;
         let serial = bounded(&fields, "serialnumber", 256)?;
         let claimed = codes::classify_callback(status);
-        let secrets: Vec<&str> = SECRET_FIELDS
-            .iter()
-            .filter_map(|name| fields.non_empty(name))
-            .collect();
+        let secrets = secret_values(&fields)?;
         // The body's own PIN and signature and the configured secrets, in
         // the whole body before it is cut: a secret the cut splits is no
         // longer found whole. `masked` below masks the other texts.
@@ -234,6 +238,33 @@ impl CallbackParser for OkeBayarCallbacks {
             body: String::from_utf8_lossy(&body).into_owned(),
         }
     }
+}
+
+/// Every non-blank value of a [`SECRET_FIELDS`] field, wherever and however
+/// often it is written (a blank first `signature` hides no later one), to
+/// be masked in the body; refused past [`MAX_SECRET_FIELD_LEN`] or
+/// [`MAX_SECRET_FIELDS`].
+fn secret_values(fields: &Fields) -> Result<Vec<&str>, CallbackError> {
+    let values: Vec<&str> = SECRET_FIELDS
+        .iter()
+        .flat_map(|name| fields.all(name))
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .collect();
+    if values.len() > MAX_SECRET_FIELDS {
+        return Err(malformed(
+            "too many userpin, signature, pin or password fields",
+        ));
+    }
+    if values
+        .iter()
+        .any(|value| value.len() > MAX_SECRET_FIELD_LEN)
+    {
+        return Err(malformed(
+            "a userpin, signature, pin or password field is too long",
+        ));
+    }
+    Ok(values)
 }
 
 fn malformed(why: &str) -> CallbackError {
@@ -487,6 +518,52 @@ mod tests {
             .raw_masked
             .contains("c684d40b4e003ffaf56407fb73624383"));
         assert!(!format!("{:?}", parser()).contains("CANARY"));
+    }
+
+    /// Every value of a secret field is masked, not only the first (here
+    /// blank, or a duplicate); an over-long or repeated one is refused
+    /// before the body is searched for it.
+    #[test]
+    fn every_secret_field_is_masked_and_hostile_ones_are_refused() {
+        let q = "referencecode=R1&status=000&signature=&signature=c684d40b4e003ffaf56407fb73624383\
+                 &pin=CANARY-PIN-1&pin=CANARY-PIN-2";
+        let parsed = parser()
+            .parse(&request(http::Method::GET, Some(q), None, b""))
+            .unwrap();
+        for secret in [
+            "c684d40b4e003ffaf56407fb73624383",
+            "CANARY-PIN-1",
+            "CANARY-PIN-2",
+        ] {
+            assert!(!parsed.raw_masked.contains(secret), "{}", parsed.raw_masked);
+        }
+
+        let long = format!(
+            "<transaction-status><referencecode>R1</referencecode><status>000</status>\
+             <userpin>{}b</userpin><info>{}</info></transaction-status>",
+            "a".repeat(30_000),
+            "a".repeat(30_000)
+        );
+        let many: String = (0..9).map(|n| format!("&pin=p{n}")).collect();
+        for request in [
+            request(
+                http::Method::POST,
+                None,
+                Some("application/xml"),
+                long.as_bytes(),
+            ),
+            request(
+                http::Method::GET,
+                Some(&format!("referencecode=R1&status=000{many}")),
+                None,
+                b"",
+            ),
+        ] {
+            match parser().parse(&request) {
+                Err(CallbackError::Malformed(why)) => assert!(why.contains("pin"), "{why}"),
+                other => panic!("a hostile secret field must be refused, got {other:?}"),
+            }
+        }
     }
 
     #[test]

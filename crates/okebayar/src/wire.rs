@@ -90,6 +90,18 @@ pub enum WireError {
     Empty,
 }
 
+/// The longest quick-xml error quoted in [`WireError::Xml`].
+const QUOTED_XML_ERROR_CHARS: usize = 160;
+
+/// A quick-xml error as [`WireError::Xml`]: some quote the document (an
+/// unknown entity's name, a mismatched tag), which the sender chose, so the
+/// text is cut short and its line breaks and control characters escaped
+/// before it reaches a log line or a report.
+fn xml_error(error: quick_xml::Error) -> WireError {
+    let escaped = error.to_string().escape_debug().to_string();
+    WireError::Xml(loket_protocol::text::clip(&escaped, QUOTED_XML_ERROR_CHARS).to_string())
+}
+
 /// Decoded fields in document order, looked up case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields {
@@ -373,9 +385,7 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
     let mut current_text = String::new();
     let mut saw_root = false;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| WireError::Xml(e.to_string()))?;
+        let event = reader.read_event().map_err(xml_error)?;
         match event {
             Event::DocType(_) => return Err(WireError::DocType),
             Event::Decl(_) | Event::Comment(_) => {}
@@ -417,7 +427,7 @@ fn decode_xml(body: &[u8]) -> Result<Fields, WireError> {
                 fields.push_decoded(name, "", leaf_position(&stack))?;
             }
             Event::Text(text) => {
-                let value = text.unescape().map_err(|e| WireError::Xml(e.to_string()))?;
+                let value = text.unescape().map_err(xml_error)?;
                 if stack.is_empty() {
                     if value.trim().is_empty() {
                         continue;
@@ -732,6 +742,23 @@ mod tests {
         assert!(decode(Format::sniff(literal.as_bytes()), literal.as_bytes()).is_ok());
         assert_eq!(Format::sniff(padding.as_bytes()), Format::Xml);
         assert_eq!(Format::sniff(b""), Format::Xml);
+    }
+
+    /// An error quoting the document (an unknown entity, a mismatched
+    /// tag) quotes it cut short, on one line: the text reaches log lines.
+    #[test]
+    fn an_xml_error_quotes_the_document_short_and_on_one_line() {
+        let name = format!("x{}\nforged log line", "y".repeat(60_000));
+        for body in [
+            format!("<transaction><a>&{name};</a></transaction>"),
+            format!("<transaction><{name}>1</a></transaction>"),
+        ] {
+            let Err(WireError::Xml(error)) = decode(Format::Xml, body.as_bytes()) else {
+                panic!("must be refused")
+            };
+            assert!(error.chars().count() <= QUOTED_XML_ERROR_CHARS, "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
     }
 
     #[test]
