@@ -23,7 +23,9 @@
 //!    once per its interval ([`Connector::status_check_resends`]);
 //! 3. refuses to send a money-moving request once the message's ack deadline
 //!    has passed (another replica may own it by now);
-//! 4. publishes the result event durably, then acks the command. The
+//! 4. publishes the result event durably (retrying while JetStream does
+//!    not store it, the command kept its own meanwhile), then acks the
+//!    command. The
 //!    result's id is the command's message id, with `:d<n>` added on the
 //!    n-th delivery: a redelivered command's check may have learned more
 //!    than the first delivery's result, which must not be de-duplicated
@@ -326,7 +328,7 @@ async fn handle<C: Connector>(
         // Counted from when the server may have handed the message out: one
         // that waited in the pull buffer that long gets its first at once.
         let every = Duration::from_millis(settings.ack_wait_ms / 3).max(Duration::from_millis(200));
-        let keep_ours = async {
+        let mut keep_ours = std::pin::pin!(async {
             let first = tokio::time::Instant::from_std(handed_out_after) + every;
             let mut ticker = tokio::time::interval_at(first, every);
             loop {
@@ -336,11 +338,11 @@ async fn handle<C: Connector>(
                 }
             }
             std::future::pending::<std::convert::Infallible>().await
-        };
+        });
         let decided = tokio::select! {
             biased;
             decided = decide_and_call(connector, journal, settings, &command, delivery) => decided,
-            never = keep_ours => match never {},
+            never = &mut keep_ours => match never {},
         };
         let (report, first_send) = match decided {
             Decided::Report { report, first_send } => (*report, first_send),
@@ -384,26 +386,26 @@ async fn handle<C: Connector>(
         let event = report.into_event(event_id.clone(), command.transaction_id.clone(), command.provider.as_str(), operation);
         let headers = lbus::headers(&format!("res:{event_id}"), &trace, &command.transaction_id);
         let subject = subjects::result(command.provider);
-        match lbus::publish_durable_retrying(js, subject, headers, event.encode_to_vec(), 5).await {
-            Ok(()) => {
-                if settings.failpoint == Some(Failpoint::HangAfterResult) {
-                    tracing::warn!("failpoint hang_after_result: hanging without acking");
-                    std::future::pending::<()>().await;
-                }
-                // A plain ack (no round trip): the result is durable, so a
-                // lost ack only causes a redelivery, which starts with a
-                // status check and yields a de-duplicated result.
-                if let Err(error) = message.ack().await {
-                    tracing::warn!(%error, "ack failed after publishing the result");
-                }
-                metrics::histogram!(metric::HANDLE_SECONDS).record(received.elapsed().as_secs_f64());
-            }
-            Err(error) => {
-                // Left for redelivery; it will start with a status check.
-                tracing::error!(%error, "result could not be published; command left for redelivery");
-                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
-            }
+        // Until JetStream stores it, the command kept ours: a redelivery's
+        // status check could not rebuild what only this answer carried (a
+        // pay-in's QR string, a refusal's reason). At shutdown the drain
+        // gives up on it, and the command is redelivered.
+        tokio::select! {
+            biased;
+            () = lbus::publish_durable_until_stored(js, subject, headers, event.encode_to_vec()) => {}
+            never = &mut keep_ours => match never {},
         }
+        if settings.failpoint == Some(Failpoint::HangAfterResult) {
+            tracing::warn!("failpoint hang_after_result: hanging without acking");
+            std::future::pending::<()>().await;
+        }
+        // A plain ack (no round trip): the result is durable, so a lost ack
+        // only causes a redelivery, which starts with a status check and
+        // yields a de-duplicated result.
+        if let Err(error) = message.ack().await {
+            tracing::warn!(%error, "ack failed after publishing the result");
+        }
+        metrics::histogram!(metric::HANDLE_SECONDS).record(received.elapsed().as_secs_f64());
     }
     .instrument(span)
     .await

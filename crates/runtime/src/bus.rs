@@ -425,15 +425,46 @@ pub async fn publish_durable_retrying(
     payload: Vec<u8>,
     attempts: u32,
 ) -> Result<(), BusError> {
+    publish_with_retries(js, subject, headers, payload, Some(attempts)).await
+}
+
+/// [`publish_durable_retrying`] without a last attempt: for a message whose
+/// loss costs more than any wait (a provider's answer that only the request
+/// sent carried), whose caller keeps what it waits on (its command) its own
+/// meanwhile and drops the future when it must stop. Pauses grow to
+/// [`RETRY_PAUSE_MAX`]; the first failure and every tenth after it are
+/// logged.
+pub async fn publish_durable_until_stored(
+    js: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) {
+    // Without a last attempt there is no error to return.
+    let _ = publish_with_retries(js, subject, headers, payload, None).await;
+}
+
+/// The longest pause between two attempts of a retried publish.
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+async fn publish_with_retries(
+    js: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+    attempts: Option<u32>,
+) -> Result<(), BusError> {
     let mut pause = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         match publish_durable(js, subject.clone(), headers.clone(), payload.clone()).await {
             Ok(()) => return Ok(()),
-            Err(error) if attempt < attempts => {
-                tracing::warn!(%error, attempt, "publish failed; retrying");
+            Err(error) if attempts.is_none_or(|attempts| attempt < attempts) => {
+                if attempt % 10 == 1 || attempts.is_some() {
+                    tracing::warn!(%error, attempt, "publish failed; retrying");
+                }
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
                 attempt += 1;
             }
             Err(error) => return Err(error),
