@@ -829,7 +829,13 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
     .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(rc(r.json().await.unwrap()), "4019000");
-    // Stale timestamp → 400 4009001 (not 401).
+    assert_eq!(
+        s.sim.requests_for("abc123456").total,
+        0,
+        "unsigned: not counted"
+    );
+    // Stale timestamp → 400 4009001 (not 401), and counted: signed, it
+    // is a request sent (again, too late) by the partner.
     let stale = sign::timestamp(
         TimestampStyle::Wib,
         chrono::Utc::now() - chrono::Duration::minutes(10),
@@ -839,6 +845,7 @@ async fn the_simulator_checks_signature_timestamp_partner_and_order_rules() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(rc(r.json().await.unwrap()), "4009001");
+    assert_eq!(s.sim.requests_for("abc123457").purchases, 1);
     // X-PARTNER-ID ≠ merchant.merchantId → 4009001, whichever of the two
     // is the partner we know (checked before the partner is looked up).
     let r = send(body("abc123458", "99999"), now(), "20001", None)

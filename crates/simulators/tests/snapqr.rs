@@ -259,6 +259,43 @@ async fn a_wrong_path_or_method_is_405xx00_not_supported() {
     );
 }
 
+/// A payment sent again as it was (its X-EXTERNAL-ID included: a blind
+/// retry) is refused `4096000`, and still counted: the counts exist to show
+/// whether loket sent a request twice, and this is that case.
+#[tokio::test]
+async fn a_payment_replayed_with_its_external_id_is_refused_409_and_counted() {
+    let h = start(|_| {}).await;
+    let qr = h.sim.issue_qr(None);
+    let body = json!({
+        "partnerReferenceNo": "REPLAY0001",
+        "qrContent": qr,
+        "amount": {"value": "10000.00", "currency": "IDR"},
+        "merchantId": MERCHANT,
+        "expiryTime": stamp(),
+    });
+    let external = external_id();
+    let same_external = |headers: &mut Headers| {
+        for (name, value) in headers.iter_mut() {
+            if *name == "X-EXTERNAL-ID" {
+                *value = external.clone();
+            }
+        }
+    };
+    let (status, reply) = h.call_with("qr/qr-cpm-payment", &body, same_external).await;
+    assert_eq!(
+        (status, &reply["responseCode"]),
+        (200, &json!("2006000")),
+        "{reply}"
+    );
+    let (status, reply) = h.call_with("qr/qr-cpm-payment", &body, same_external).await;
+    assert_eq!(
+        (status, &reply["responseCode"]),
+        (409, &json!("4096000")),
+        "{reply}"
+    );
+    assert_eq!(h.sim.requests_for("REPLAY0001").payments, 2);
+}
+
 /// Spec §6 (404xx13 "Invalid Amount"): a payment of nothing debits nothing
 /// and is refused.
 #[tokio::test]

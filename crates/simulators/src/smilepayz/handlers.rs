@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header::CONTENT_TYPE, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use loket_smilepayz::settings::{EXPIRY_SECONDS_DEFAULT, EXPIRY_SECONDS_MAX, URL_MAX_CHARS};
 use loket_smilepayz::sign;
 use loket_smilepayz::wire::{self, text};
@@ -175,8 +175,9 @@ fn content_type_refusal(headers: &HeaderMap, svc: &str) -> Option<Response> {
 /// The request is counted once [`authenticate`] is done with it, under its
 /// orderNo only when it passed and the orderNo is within S32: whoever
 /// reaches the port must not make the simulator remember order numbers
-/// (their counts, their text) by sending requests it refuses. The rate
-/// limit comes after: a request it turns away was still sent by the partner.
+/// (their counts, their text) by sending requests it refuses. The timestamp
+/// window and the rate limit come after: a signed request sent again too
+/// late, or one turned away, was still sent by the partner, and counts.
 async fn admit(
     sim: &SmilepayzSim,
     request: Request,
@@ -187,11 +188,18 @@ async fn admit(
     let order_no = authenticated
         .as_ref()
         .ok()
-        .and_then(|(value, _)| sent_string(value, "orderNo").ok().flatten())
+        .and_then(|signed| sent_string(&signed.body, "orderNo").ok().flatten())
         .filter(|order_no| order_no.chars().count() <= ORDER_NO_MAX_CHARS)
         .map(str::to_string);
     sim.inner.requests.record(order_no.as_deref(), kind);
-    let admitted = authenticated?;
+    let signed = authenticated?;
+    if !sign::within_window(
+        signed.stamped_at,
+        Utc::now(),
+        sim.inner.settings.max_skew_seconds,
+    ) {
+        return Err(invalid_field_format(svc, "X-TIMESTAMP expired"));
+    }
     let limit = sim.inner.settings.rate_limit_per_second;
     if limit > 0 {
         let second = Utc::now().timestamp();
@@ -204,16 +212,21 @@ async fn admit(
             return Err(error(429, svc, "00", "TOO_MANY_REQUESTS"));
         }
     }
-    Ok(admitted)
+    Ok((signed.body, signed.conn))
+}
+
+/// A request whose signature holds ([`authenticate`]).
+struct Signed {
+    body: Value,
+    conn: Option<ConnInfo>,
+    /// Its X-TIMESTAMP, not yet held to the window.
+    stamped_at: DateTime<Utc>,
 }
 
 /// The body (a JSON object), IP allow-list, mandatory headers, timestamp
-/// shape and window, partner and signature; `Err` is the reply.
-async fn authenticate(
-    sim: &SmilepayzSim,
-    request: Request,
-    svc: &str,
-) -> Result<(Value, Option<ConnInfo>), Response> {
+/// shape, partner and signature; `Err` is the reply. The timestamp's window
+/// is [`admit`]'s.
+async fn authenticate(sim: &SmilepayzSim, request: Request, svc: &str) -> Result<Signed, Response> {
     let settings = &sim.inner.settings;
     let conn = ConnInfo::of(&request);
     let (parts, body) = request.into_parts();
@@ -250,13 +263,10 @@ async fn authenticate(
     let value = value.ok_or_else(|| invalid_field_format(svc, "body"))?;
     // Stale, unreadable or not in the spec's shape: a 400, not a 401 (spec
     // §8.2).
-    let at = Some(ts)
+    let stamped_at = Some(ts)
         .filter(|ts| has_x_timestamp_shape(ts))
         .and_then(sign::parse_timestamp)
         .ok_or_else(|| invalid_field_format(svc, wire::HEADER_TIMESTAMP))?;
-    if !sign::within_window(at, Utc::now(), settings.max_skew_seconds) {
-        return Err(invalid_field_format(svc, "X-TIMESTAMP expired"));
-    }
     // Spec §3 and §8.1: X-PARTNER-ID must be the body's merchantId (4009001),
     // checked before the partner is looked up.
     if let Some(merchant) = value.get("merchant") {
@@ -283,7 +293,11 @@ async fn authenticate(
     if !sign::verify_request(key, ts, settings.merchant_secret.expose(), &body, signature) {
         return Err(error(401, svc, "00", "Unauthorized. [Signature]"));
     }
-    Ok((value, conn))
+    Ok(Signed {
+        body: value,
+        conn,
+        stamped_at,
+    })
 }
 
 fn order_no_ok(sim: &SmilepayzSim, order_no: &str) -> bool {

@@ -141,8 +141,13 @@ fn within_window(sim: &SnapQrSim, at: DateTime<Utc>) -> bool {
     (Utc::now() - at).num_seconds().unsigned_abs() <= sim.inner.settings.max_skew_secs
 }
 
-fn count(sim: &SnapQrSim, reference: Option<&str>, bump: impl FnOnce(&mut SnapCounts)) {
-    let Some(reference) = reference else { return };
+/// Counts a request under `reference` unless it has none or one longer
+/// than the spec's 64 characters (refused by its service's checks): a
+/// request must not make the simulator remember a key of any length.
+fn count(sim: &SnapQrSim, reference: Option<&str>, bump: fn(&mut SnapCounts)) {
+    let Some(reference) = reference.filter(|reference| reference.chars().count() <= 64) else {
+        return;
+    };
     let mut ledger = lock(&sim.inner.ledger);
     let counts = ledger.counts.get_or_insert_default(reference.into());
     bump(counts);
@@ -224,7 +229,23 @@ struct Authed {
     external_id: String,
 }
 
-async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<Authed, Response> {
+/// What a service counts its requests under ([`SnapCounts`]): the body
+/// field naming the reference, and the counter.
+struct Counted {
+    reference: &'static str,
+    bump: fn(&mut SnapCounts),
+}
+
+/// The request's body, shape and signature; once the signature holds, the
+/// request is counted under its reference ([`Counted`]) before the replay
+/// checks (timestamp window, X-EXTERNAL-ID used before), so a request sent
+/// twice is counted twice even when its copy is refused. `Err` is the reply.
+async fn authenticate(
+    sim: &SnapQrSim,
+    service: u8,
+    counted: Counted,
+    request: Request,
+) -> Result<Authed, Response> {
     let (parts, body) = request.into_parts();
     let settings = &sim.inner.settings;
     let bytes = read_body(
@@ -251,14 +272,6 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     let external = mandatory("X-EXTERNAL-ID")?;
     let channel = mandatory("CHANNEL-ID")?;
     let stamped_at = parse_stamp(stamp).ok_or_else(|| bad_format(service, "X-TIMESTAMP"))?;
-    if !within_window(sim, stamped_at) {
-        return Err(fail(
-            401,
-            service,
-            0,
-            "Unauthorized. Timestamp outside the window",
-        ));
-    }
     let token = header_str(&headers, "Authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
@@ -283,6 +296,16 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     if !sign::verify_hmac(settings.client_secret.expose(), &string_to_sign, signature) {
         return Err(fail(401, service, 0, "Unauthorized. Signature"));
     }
+    let body = Body::parse(&bytes).map_err(|_| fail(400, service, 0, "Bad Request"))?;
+    count(sim, body.str(counted.reference).as_deref(), counted.bump);
+    if !within_window(sim, stamped_at) {
+        return Err(fail(
+            401,
+            service,
+            0,
+            "Unauthorized. Timestamp outside the window",
+        ));
+    }
     if channel.len() != 5 || !channel.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_format(service, "CHANNEL-ID"));
     }
@@ -296,7 +319,6 @@ async fn authenticate(sim: &SnapQrSim, service: u8, request: Request) -> Result<
     {
         return Err(fail(409, service, 0, "Conflict"));
     }
-    let body = Body::parse(&bytes).map_err(|_| fail(400, service, 0, "Bad Request"))?;
     let external_id = external.to_string();
     Ok(Authed {
         headers,
@@ -453,12 +475,21 @@ fn amount_field(body: &Body, service: u8, field: &'static str) -> Result<Option<
 
 /// Service 59.
 pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(&sim, 59, request).await {
+    let authed = match authenticate(
+        &sim,
+        59,
+        Counted {
+            reference: "partnerReferenceNo",
+            bump: |c| c.generates += 1,
+        },
+        request,
+    )
+    .await
+    {
         Ok(authed) => authed,
         Err(response) => return response,
     };
     let reference = authed.body.str("partnerReferenceNo");
-    count(&sim, reference.as_deref(), |c| c.generates += 1);
     let expected = sim.inner.settings.customer_token.expose();
     let customer = header_str(&authed.headers, "Authorization-Customer")
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -736,13 +767,21 @@ fn payment_fields(body: &Body) -> Result<(String, String, i64), Response> {
 /// issuer does not know is 4046008, "fix onboarding config") and an amount
 /// of zero (4046013), then the ledger and the QR's scenario.
 pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(&sim, 60, request).await {
+    let authed = match authenticate(
+        &sim,
+        60,
+        Counted {
+            reference: "partnerReferenceNo",
+            bump: |c| c.payments += 1,
+        },
+        request,
+    )
+    .await
+    {
         Ok(authed) => authed,
         Err(response) => return response,
     };
     let body = &authed.body;
-    let reference = body.str("partnerReferenceNo");
-    count(&sim, reference.as_deref(), |c| c.payments += 1);
     let (reference, qr, amount) = match payment_fields(body) {
         Ok(fields) => fields,
         Err(refusal) => return refusal,
@@ -1049,13 +1088,22 @@ async fn notify_token(sim: &SnapQrSim, notify_url: &str) -> Option<String> {
 
 /// Service 61.
 pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(&sim, 61, request).await {
+    let authed = match authenticate(
+        &sim,
+        61,
+        Counted {
+            reference: "originalPartnerReferenceNo",
+            bump: |c| c.queries += 1,
+        },
+        request,
+    )
+    .await
+    {
         Ok(authed) => authed,
         Err(response) => return response,
     };
     let reference = authed.body.str("originalPartnerReferenceNo");
     let reference_no = authed.body.str("originalReferenceNo");
-    count(&sim, reference.as_deref(), |c| c.queries += 1);
     // ASSUMED (spec §5): every 61 field is optional, but a query must name
     // the payment by at least one reference.
     if reference.is_none() && reference_no.is_none() {
@@ -1100,12 +1148,21 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
 
 /// Service 62.
 pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(&sim, 62, request).await {
+    let authed = match authenticate(
+        &sim,
+        62,
+        Counted {
+            reference: "originalPartnerReferenceNo",
+            bump: |c| c.cancels += 1,
+        },
+        request,
+    )
+    .await
+    {
         Ok(authed) => authed,
         Err(response) => return response,
     };
     let reference = authed.body.str("originalPartnerReferenceNo");
-    count(&sim, reference.as_deref(), |c| c.cancels += 1);
     let Some(reference) = reference else {
         return missing(62, "originalPartnerReferenceNo");
     };
@@ -1182,13 +1239,22 @@ fn earlier_refund<'a>(
 
 /// Service 80.
 pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(&sim, 80, request).await {
+    let authed = match authenticate(
+        &sim,
+        80,
+        Counted {
+            reference: "partnerRefundNo",
+            bump: |c| c.refunds += 1,
+        },
+        request,
+    )
+    .await
+    {
         Ok(authed) => authed,
         Err(response) => return response,
     };
     let body = &authed.body;
     let refund_no = body.str("partnerRefundNo");
-    count(&sim, refund_no.as_deref(), |c| c.refunds += 1);
     let Some(reference) = body.str("originalPartnerReferenceNo") else {
         return missing(80, "originalPartnerReferenceNo");
     };
