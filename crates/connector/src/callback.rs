@@ -76,6 +76,10 @@ pub enum CallbackError {
     Malformed(String),
     #[error("callback signature rejected: {0}")]
     BadSignature(String),
+    /// The access token a callback is signed with (one we issued) is
+    /// missing, unknown or expired: its sender should fetch a new one.
+    #[error("callback token refused: {0}")]
+    BadToken(String),
     #[error("callback outside the accepted time window")]
     Stale,
 }

@@ -224,7 +224,7 @@ impl CallbackParser for OkeBayarCallbacks {
         let format = reply_format(request);
         let reason = match error {
             CallbackError::Malformed(_) => "malformed callback",
-            CallbackError::BadSignature(_) => "signature rejected",
+            CallbackError::BadSignature(_) | CallbackError::BadToken(_) => "signature rejected",
             CallbackError::Stale => "stale callback",
         };
         let body = wire::encode(

@@ -188,7 +188,7 @@ impl CallbackParser for SmilepayzCallbacks {
         let result = self.parse_inner(request);
         let label = match &result {
             Ok(_) => "ok",
-            Err(CallbackError::BadSignature(_)) => "bad_signature",
+            Err(CallbackError::BadSignature(_) | CallbackError::BadToken(_)) => "bad_signature",
             Err(CallbackError::Stale) => "stale",
             Err(CallbackError::Malformed(_)) => "malformed",
         };
@@ -206,7 +206,9 @@ impl CallbackParser for SmilepayzCallbacks {
 
     fn reject(&self, _request: &CallbackRequest, error: &CallbackError) -> CallbackReply {
         let (status, body) = match error {
-            CallbackError::BadSignature(_) => (401, "INVALID_SIGNATURE"),
+            CallbackError::BadSignature(_) | CallbackError::BadToken(_) => {
+                (401, "INVALID_SIGNATURE")
+            }
             CallbackError::Stale => (400, "STALE_TIMESTAMP"),
             CallbackError::Malformed(_) => (400, "BAD_REQUEST"),
         };

@@ -16,7 +16,8 @@
 //! The body is hashed from its exact bytes (whitespace outside strings
 //! removed); only if that fails is an order-preserving re-serialization tried
 //! (spec §4.3 fallback). A missing or wrong signature is
-//! [`CallbackError::BadSignature`]; a verified notify whose `X-TIMESTAMP` is
+//! [`CallbackError::BadSignature`], a missing, unknown or expired mode-B
+//! token [`CallbackError::BadToken`] (`4017901`); a verified notify whose `X-TIMESTAMP` is
 //! outside the window (default ±5 min) is [`CallbackError::Stale`] (a
 //! replay). A notify that verifies is `verified: true`: its
 //! `latestTransactionStatus` may set the final state. Retries of the same
@@ -189,8 +190,12 @@ impl SnapQrCallbacks {
                     })
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| bad("Authorization bearer token missing"))?;
-                self.tokens.check(token, now).map_err(bad)?;
+                    .ok_or_else(|| {
+                        CallbackError::BadToken("Authorization bearer token missing".into())
+                    })?;
+                self.tokens
+                    .check(token, now)
+                    .map_err(|why| CallbackError::BadToken(why.into()))?;
                 let secret = self.settings.client_secret.expose();
                 let ok = bodies.iter().any(|body| {
                     sign::verify_hmac(
@@ -362,6 +367,7 @@ impl SnapQrCallbacks {
                 Ok(_) => "ok",
                 Err(CallbackError::Malformed(_)) => "malformed",
                 Err(CallbackError::BadSignature(_)) => "bad_signature",
+                Err(CallbackError::BadToken(_)) => "bad_token",
                 Err(CallbackError::Stale) => "stale",
             }
         )
@@ -410,6 +416,8 @@ impl CallbackParser for SnapQrCallbacks {
     fn reject(&self, _request: &CallbackRequest, error: &CallbackError) -> CallbackReply {
         match error {
             CallbackError::BadSignature(_) => json_reply(401, "4017900", "Unauthorized. Signature"),
+            // Spec §6: 401xx01 is the code an issuer refreshes its token on.
+            CallbackError::BadToken(_) => json_reply(401, "4017901", "Invalid Token (B2B)"),
             CallbackError::Stale => json_reply(
                 401,
                 "4017900",
@@ -826,28 +834,31 @@ mod tests {
             )
             .unwrap();
         assert!(parsed.verified);
-        // The wrong secret, a token we never granted, and our token once it
-        // has expired are all refused as unauthorized.
-        assert!(matches!(
-            parser.parse_at(&request(&sign_with(&token, "wrong", &stamp), BODY), now),
-            Err(CallbackError::BadSignature(_))
-        ));
-        assert!(matches!(
-            parser.parse_at(
-                &request(&sign_with("tok-1", "issued-secret", &stamp), BODY),
-                now
-            ),
-            Err(CallbackError::BadSignature(_))
-        ));
+        // The wrong secret is refused as a signature (4017900); a token we
+        // never granted, and ours once it has expired, as a token
+        // (4017901, spec §6: the code an issuer signs in again on).
+        let signed = request(&sign_with(&token, "wrong", &stamp), BODY);
+        let error = parser.parse_at(&signed, now).unwrap_err();
+        assert!(matches!(error, CallbackError::BadSignature(_)), "{error:?}");
+        assert!(parser.reject(&signed, &error).body.contains("4017900"));
         let later = now + chrono::Duration::seconds(901);
         let later_stamp = format_timestamp(TimestampFormat::Offset, later);
-        assert!(matches!(
-            parser.parse_at(
-                &request(&sign_with(&token, "issued-secret", &later_stamp), BODY),
-                later
+        for (signed, at) in [
+            (
+                request(&sign_with("tok-1", "issued-secret", &stamp), BODY),
+                now,
             ),
-            Err(CallbackError::BadSignature(_))
-        ));
+            (
+                request(&sign_with(&token, "issued-secret", &later_stamp), BODY),
+                later,
+            ),
+        ] {
+            let error = parser.parse_at(&signed, at).unwrap_err();
+            assert!(matches!(error, CallbackError::BadToken(_)), "{error:?}");
+            let reply = parser.reject(&signed, &error);
+            assert_eq!(reply.status, 401);
+            assert!(reply.body.contains("4017901"), "{}", reply.body);
+        }
         // A replica with the same token key accepts the token.
         let replica = callback_parser(&mode_b(&keys)).unwrap();
         assert!(replica
