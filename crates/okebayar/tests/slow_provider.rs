@@ -26,14 +26,16 @@ use prost::Message as _;
 const TRANSACTION: &str = "0190f0aa-0000-7000-8000-0000000000c1";
 const REFERENCE: &str = "REFSLOW";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_longer_than_the_ack_wait_keeps_its_command_and_sends_once() {
-    let nats = NatsServer::start().expect("a private nats-server");
-    let hits = Hits::default();
-    let url = fake_okebayar(hits.clone(), Duration::from_millis(2_500)).await;
-    let settings = settings(&nats.url(), &url, 4_000, 1_000).await;
-    let (js, mut results) = bus(&nats.url()).await;
-
+/// The worker of `settings` running on `nats`, with a migrated database
+/// for its send journal: its shutdown and its task.
+async fn start_worker(
+    nats: &NatsServer,
+    settings: &loket_okebayar::ConnectorSettings,
+    readiness: Readiness,
+) -> (
+    Shutdown,
+    tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+) {
     let pool = db::connect(&settings.common.database_url, 2).await.unwrap();
     db::migrate(&pool).await.unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
@@ -46,8 +48,20 @@ async fn a_call_longer_than_the_ack_wait_keeps_its_command_and_sends_once() {
         SendJournal::start(pool, &vital),
         vital,
         shutdown.clone(),
-        Readiness::default(),
+        readiness,
     ));
+    (shutdown, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_ack_wait_keeps_its_command_and_sends_once() {
+    let nats = NatsServer::start().expect("a private nats-server");
+    let hits = Hits::default();
+    let url = fake_okebayar(hits.clone(), Duration::from_millis(2_500)).await;
+    let settings = settings(&nats.url(), &url, 4_000, 1_000).await;
+    let (js, mut results) = bus(&nats.url()).await;
+
+    let (shutdown, running) = start_worker(&nats, &settings, Readiness::default()).await;
 
     publish(&js, "cmd:slow:0", &purchase(TRANSACTION, REFERENCE, true)).await;
     let event = next_result(&mut results).await;
@@ -78,21 +92,8 @@ async fn a_result_jetstream_does_not_store_for_a_while_is_published_once_it_does
     // No subscriber on the result subject: a publish with no stream to
     // store it fails at once ("no responders").
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let pool = db::connect(&settings.common.database_url, 2).await.unwrap();
-    db::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let shutdown = Shutdown::new();
-    let vital = Vital::new(shutdown.clone());
     let readiness = Readiness::default();
-    let running = tokio::spawn(worker::run(
-        Arc::new(OkeBayarConnector::new(settings.okebayar.clone())),
-        settings.worker.clone(),
-        client,
-        SendJournal::start(pool, &vital),
-        vital,
-        shutdown.clone(),
-        readiness.clone(),
-    ));
+    let (shutdown, running) = start_worker(&nats, &settings, readiness.clone()).await;
     // Once the worker has made sure of the streams, the events stream goes.
     for _ in 0..100 {
         if readiness.check().await.is_ok() {

@@ -236,6 +236,27 @@ struct Counted {
     bump: fn(&mut SnapCounts),
 }
 
+const GENERATES: Counted = Counted {
+    reference: "partnerReferenceNo",
+    bump: |c| c.generates += 1,
+};
+const PAYMENTS: Counted = Counted {
+    reference: "partnerReferenceNo",
+    bump: |c| c.payments += 1,
+};
+const QUERIES: Counted = Counted {
+    reference: "originalPartnerReferenceNo",
+    bump: |c| c.queries += 1,
+};
+const CANCELS: Counted = Counted {
+    reference: "originalPartnerReferenceNo",
+    bump: |c| c.cancels += 1,
+};
+const REFUNDS: Counted = Counted {
+    reference: "partnerRefundNo",
+    bump: |c| c.refunds += 1,
+};
+
 /// The request's body, shape and signature; once the signature holds, the
 /// request is counted under its reference ([`Counted`]) before the replay
 /// checks (timestamp window, X-EXTERNAL-ID used before), so a request sent
@@ -475,17 +496,7 @@ fn amount_field(body: &Body, service: u8, field: &'static str) -> Result<Option<
 
 /// Service 59.
 pub(crate) async fn generate(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(
-        &sim,
-        59,
-        Counted {
-            reference: "partnerReferenceNo",
-            bump: |c| c.generates += 1,
-        },
-        request,
-    )
-    .await
-    {
+    let authed = match authenticate(&sim, 59, GENERATES, request).await {
         Ok(authed) => authed,
         Err(response) => return response,
     };
@@ -767,17 +778,7 @@ fn payment_fields(body: &Body) -> Result<(String, String, i64), Response> {
 /// issuer does not know is 4046008, "fix onboarding config") and an amount
 /// of zero (4046013), then the ledger and the QR's scenario.
 pub(crate) async fn payment(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(
-        &sim,
-        60,
-        Counted {
-            reference: "partnerReferenceNo",
-            bump: |c| c.payments += 1,
-        },
-        request,
-    )
-    .await
-    {
+    let authed = match authenticate(&sim, 60, PAYMENTS, request).await {
         Ok(authed) => authed,
         Err(response) => return response,
     };
@@ -1088,17 +1089,7 @@ async fn notify_token(sim: &SnapQrSim, notify_url: &str) -> Option<String> {
 
 /// Service 61.
 pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(
-        &sim,
-        61,
-        Counted {
-            reference: "originalPartnerReferenceNo",
-            bump: |c| c.queries += 1,
-        },
-        request,
-    )
-    .await
-    {
+    let authed = match authenticate(&sim, 61, QUERIES, request).await {
         Ok(authed) => authed,
         Err(response) => return response,
     };
@@ -1148,17 +1139,7 @@ pub(crate) async fn query(State(sim): State<SnapQrSim>, request: Request) -> Res
 
 /// Service 62.
 pub(crate) async fn cancel(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(
-        &sim,
-        62,
-        Counted {
-            reference: "originalPartnerReferenceNo",
-            bump: |c| c.cancels += 1,
-        },
-        request,
-    )
-    .await
-    {
+    let authed = match authenticate(&sim, 62, CANCELS, request).await {
         Ok(authed) => authed,
         Err(response) => return response,
     };
@@ -1239,17 +1220,7 @@ fn earlier_refund<'a>(
 
 /// Service 80.
 pub(crate) async fn refund(State(sim): State<SnapQrSim>, request: Request) -> Response {
-    let authed = match authenticate(
-        &sim,
-        80,
-        Counted {
-            reference: "partnerRefundNo",
-            bump: |c| c.refunds += 1,
-        },
-        request,
-    )
-    .await
-    {
+    let authed = match authenticate(&sim, 80, REFUNDS, request).await {
         Ok(authed) => authed,
         Err(response) => return response,
     };
