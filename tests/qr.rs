@@ -570,9 +570,7 @@ async fn a_cancelled_payments_late_notify_of_its_cancel_changes_nothing() {
     .await;
     wait_events_applied(&app, Duration::from_secs(10)).await;
     let got = client
-        .get_transaction(pb::GetTransactionRequest {
-            key: Some(pb::get_transaction_request::Key::Id(payment.id.clone())),
-        })
+        .get_transaction(by_id(&payment.id))
         .await
         .unwrap()
         .into_inner();
